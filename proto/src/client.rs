@@ -1,0 +1,384 @@
+//! The client ↔ gateway protocol spoken over the WebSocket.
+//!
+//! Clients send JSON text frames with an `action`; the gateway answers with a `type`. Parsing is
+//! strict and total: every input maps either to a [`ClientRequest`] or to a [`ProtocolError`]
+//! whose [`ErrorCode`] tells the client exactly what was wrong. Nothing here can panic on input.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::id::{DeviceId, IdError, TenantId, Topic};
+use crate::subject::Subject;
+
+/// What a client may subscribe to. The tenant is never part of it: it comes from the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum Channel {
+    Alerts,
+    Fleet,
+    Device { device_id: DeviceId },
+    Events { topic: Topic },
+}
+
+impl Channel {
+    /// The NATS subject carrying this channel for `tenant`.
+    pub fn subject(&self, tenant: &TenantId) -> Subject {
+        let tenant = tenant.clone();
+        match self {
+            Channel::Alerts => Subject::Alerts(tenant),
+            Channel::Fleet => Subject::Fleet(tenant),
+            Channel::Device { device_id } => Subject::Telemetry(tenant, device_id.clone()),
+            Channel::Events { topic } => Subject::Events(tenant, topic.clone()),
+        }
+    }
+}
+
+/// A parsed client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRequest {
+    Subscribe(Channel),
+    Unsubscribe(Channel),
+    Ping,
+    /// A fresh token for the same tenant, sent before the current one expires.
+    Auth {
+        token: String,
+    },
+}
+
+/// Machine-readable error codes of `{"type":"error"}` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object.
+    InvalidJson,
+    /// `action` is missing or not one of subscribe, unsubscribe, ping, auth.
+    UnknownAction,
+    /// `type` is missing or not one of alerts, fleet, device, events.
+    UnknownType,
+    /// A field the action needs is missing or not a string (`device_id`, `topic`, `token`).
+    MissingField,
+    /// `device_id` or `topic` breaks the id rule `^[A-Za-z0-9_-]{1,64}$`.
+    InvalidId,
+    /// Unsubscribe of a channel the connection is not subscribed to.
+    NotSubscribed,
+    /// The connection sends faster than its limit; it is closed with 4029 if it goes on.
+    RateLimited,
+    /// The connection holds the most subscriptions allowed.
+    TooManySubscriptions,
+    /// An `auth` token that is invalid, expired or for another tenant.
+    InvalidToken,
+    /// Binary frames are not part of the protocol.
+    UnsupportedFrame,
+    /// The gateway could not serve the request right now (e.g. NATS is unavailable); retry.
+    Unavailable,
+}
+
+/// A refused client message; becomes a `{"type":"error"}` reply and the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Longest text echoed back in an error message, so a huge input is not reflected whole.
+const ECHO_LIMIT: usize = 64;
+
+fn echo(raw: &str) -> String {
+    if raw.chars().count() <= ECHO_LIMIT {
+        raw.to_owned()
+    } else {
+        let cut: String = raw.chars().take(ECHO_LIMIT).collect();
+        format!("{cut}…")
+    }
+}
+
+fn id_error(field: &str, raw: &str, err: IdError) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::InvalidId,
+        format!("invalid {field} {:?}: {err}", echo(raw)),
+    )
+}
+
+fn string_field<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<&'a str, ProtocolError> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ProtocolError::new(
+            ErrorCode::MissingField,
+            format!("`{field}` must be a string"),
+        )),
+        None => Err(ProtocolError::new(
+            ErrorCode::MissingField,
+            format!("`{field}` is required"),
+        )),
+    }
+}
+
+impl ClientRequest {
+    /// Parses one text frame. A bare `ping` (not JSON) is accepted for old clients.
+    pub fn parse(text: &str) -> Result<ClientRequest, ProtocolError> {
+        if text.trim() == "ping" {
+            return Ok(ClientRequest::Ping);
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            ProtocolError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidJson,
+                "a message must be a JSON object",
+            ));
+        };
+        let action = match obj.get("action") {
+            Some(Value::String(a)) => a.as_str(),
+            Some(_) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownAction,
+                    "`action` must be a string",
+                ));
+            }
+            None => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownAction,
+                    "`action` is required",
+                ));
+            }
+        };
+        match action {
+            "subscribe" => Ok(ClientRequest::Subscribe(Self::channel(&obj)?)),
+            "unsubscribe" => Ok(ClientRequest::Unsubscribe(Self::channel(&obj)?)),
+            "ping" => Ok(ClientRequest::Ping),
+            "auth" => Ok(ClientRequest::Auth {
+                token: string_field(&obj, "token")?.to_owned(),
+            }),
+            other => Err(ProtocolError::new(
+                ErrorCode::UnknownAction,
+                format!(
+                    "unknown action {:?}; expected subscribe, unsubscribe, ping or auth",
+                    echo(other)
+                ),
+            )),
+        }
+    }
+
+    fn channel(obj: &serde_json::Map<String, Value>) -> Result<Channel, ProtocolError> {
+        let kind = match obj.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            _ => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownType,
+                    "`type` is required: alerts, fleet, device or events",
+                ));
+            }
+        };
+        match kind {
+            "alerts" => Ok(Channel::Alerts),
+            "fleet" => Ok(Channel::Fleet),
+            "device" => {
+                let raw = string_field(obj, "device_id")?;
+                let device_id = DeviceId::parse(raw).map_err(|e| id_error("device_id", raw, e))?;
+                Ok(Channel::Device { device_id })
+            }
+            "events" => {
+                let raw = string_field(obj, "topic")?;
+                let topic = Topic::parse(raw).map_err(|e| id_error("topic", raw, e))?;
+                Ok(Channel::Events { topic })
+            }
+            other => Err(ProtocolError::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "unknown type {:?}; expected alerts, fleet, device or events",
+                    echo(other)
+                ),
+            )),
+        }
+    }
+}
+
+/// Replies the gateway sends on its own (data messages are forwarded from NATS unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerReply {
+    /// `{"type":"subscribed","channel":"device","device_id":"dev-1"}`
+    Subscribed(Channel),
+    /// `{"type":"unsubscribed","channel":"alerts"}`
+    Unsubscribed(Channel),
+    /// `{"type":"error","code":"invalid_id","message":"..."}`
+    Error { code: ErrorCode, message: String },
+    /// `{"type":"pong"}`
+    Pong,
+    /// `{"type":"authenticated","exp":1795000000}`: the new token's expiry, unix seconds.
+    Authenticated { exp: u64 },
+}
+
+impl From<ProtocolError> for ServerReply {
+    fn from(e: ProtocolError) -> Self {
+        ServerReply::Error {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::parse(s).unwrap()
+    }
+
+    fn code_of(text: &str) -> ErrorCode {
+        ClientRequest::parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_action() {
+        let cases = [
+            (
+                r#"{"action":"subscribe","type":"alerts"}"#,
+                ClientRequest::Subscribe(Channel::Alerts),
+            ),
+            (
+                r#"{"action":"subscribe","type":"fleet"}"#,
+                ClientRequest::Subscribe(Channel::Fleet),
+            ),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":"dev-0001"}"#,
+                ClientRequest::Subscribe(Channel::Device {
+                    device_id: dev("dev-0001"),
+                }),
+            ),
+            (
+                r#"{"action":"unsubscribe","type":"events","topic":"tickets"}"#,
+                ClientRequest::Unsubscribe(Channel::Events {
+                    topic: Topic::parse("tickets").unwrap(),
+                }),
+            ),
+            (r#"{"action":"ping"}"#, ClientRequest::Ping),
+            ("ping", ClientRequest::Ping),
+            (
+                r#"{"action":"auth","token":"abc"}"#,
+                ClientRequest::Auth {
+                    token: "abc".into(),
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ClientRequest::parse(text).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let req = ClientRequest::parse(r#"{"action":"subscribe","type":"alerts","since":5}"#);
+        assert_eq!(req.unwrap(), ClientRequest::Subscribe(Channel::Alerts));
+    }
+
+    #[test]
+    fn every_bad_input_has_a_precise_code() {
+        use ErrorCode::*;
+        let cases = [
+            ("", InvalidJson),
+            ("{", InvalidJson),
+            ("[1,2]", InvalidJson),
+            ("\"subscribe\"", InvalidJson),
+            ("null", InvalidJson),
+            ("{}", UnknownAction),
+            (r#"{"action":5}"#, UnknownAction),
+            (r#"{"action":"delete"}"#, UnknownAction),
+            (r#"{"action":"subscribe"}"#, UnknownType),
+            (r#"{"action":"subscribe","type":"everything"}"#, UnknownType),
+            (r#"{"action":"subscribe","type":"device"}"#, MissingField),
+            (r#"{"action":"subscribe","type":"device","device_id":7}"#, MissingField),
+            (r#"{"action":"subscribe","type":"events"}"#, MissingField),
+            (r#"{"action":"auth"}"#, MissingField),
+            (r#"{"action":"subscribe","type":"device","device_id":">"}"#, InvalidId),
+            (r#"{"action":"subscribe","type":"device","device_id":"*"}"#, InvalidId),
+            (r#"{"action":"subscribe","type":"device","device_id":"a.b"}"#, InvalidId),
+            (r#"{"action":"subscribe","type":"device","device_id":""}"#, InvalidId),
+            (r#"{"action":"unsubscribe","type":"events","topic":"t.>"}"#, InvalidId),
+        ];
+        for (text, want) in cases {
+            assert_eq!(code_of(text), want, "{text}");
+        }
+        let huge = format!(
+            r#"{{"action":"subscribe","type":"device","device_id":"{}"}}"#,
+            "x".repeat(65)
+        );
+        assert_eq!(code_of(&huge), InvalidId);
+    }
+
+    #[test]
+    fn errors_do_not_echo_huge_input() {
+        let huge = format!(r#"{{"action":"{}"}}"#, "a".repeat(100_000));
+        let err = ClientRequest::parse(&huge).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownAction);
+        assert!(err.message.len() < 200, "{}", err.message.len());
+    }
+
+    #[test]
+    fn replies_have_the_documented_shape() {
+        let cases = [
+            (
+                ServerReply::Subscribed(Channel::Alerts),
+                json!({"type": "subscribed", "channel": "alerts"}),
+            ),
+            (
+                ServerReply::Subscribed(Channel::Device {
+                    device_id: dev("dev-1"),
+                }),
+                json!({"type": "subscribed", "channel": "device", "device_id": "dev-1"}),
+            ),
+            (
+                ServerReply::Unsubscribed(Channel::Events {
+                    topic: Topic::parse("tickets").unwrap(),
+                }),
+                json!({"type": "unsubscribed", "channel": "events", "topic": "tickets"}),
+            ),
+            (
+                ServerReply::Error {
+                    code: ErrorCode::NotSubscribed,
+                    message: "m".into(),
+                },
+                json!({"type": "error", "code": "not_subscribed", "message": "m"}),
+            ),
+            (ServerReply::Pong, json!({"type": "pong"})),
+            (
+                ServerReply::Authenticated { exp: 5 },
+                json!({"type": "authenticated", "exp": 5}),
+            ),
+        ];
+        for (reply, want) in cases {
+            let value = serde_json::to_value(&reply).unwrap();
+            assert_eq!(value, want);
+            assert_eq!(serde_json::from_value::<ServerReply>(value).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn channel_subject_uses_the_token_tenant() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let ch = Channel::Device {
+            device_id: dev("d1"),
+        };
+        assert_eq!(
+            ch.subject(&tenant).to_string(),
+            "pulse.v1.acme.device.d1.telemetry"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! WebSocket close codes the gateway uses. Clients act on the code, not the reason text.
+
+/// Normal closure.
+pub const NORMAL: u16 = 1000;
+/// A binary frame was sent; the protocol is text only.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A frame larger than the gateway's `PULSE_MAX_MESSAGE_BYTES`.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The gateway is restarting or draining: reconnect (to any instance) after a short jitter.
+pub const SERVICE_RESTART: u16 = 1012;
+/// Missing, malformed, badly signed, expired, not yet valid or `exp`-less token; also a token
+/// that expired while connected. Get a fresh token before reconnecting.
+pub const UNAUTHORIZED: u16 = 4001;
+/// A valid token without `tenant_id` or `role`, or with a role that may not connect.
+pub const FORBIDDEN: u16 = 4003;
+/// The client read too slowly and fell too far behind on an event channel: reconnect and recover.
+pub const SLOW_CONSUMER: u16 = 4008;
+/// Too many messages from the client, or a connection cap was reached.
+pub const RATE_LIMITED: u16 = 4029;

@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//! - [`id`]: the id rule and the `TenantId` / `DeviceId` / `Topic` newtypes.
+//! - [`subject`]: subject builders, parsing, and the JetStream streams.
+//! - [`message`]: the data messages published on NATS and forwarded to browsers.
+//! - [`client`]: the WebSocket protocol between clients and gateways.
+//! - [`close`]: WebSocket close codes.
+//! - [`headers`]: NATS header names.
+//! - [`schema`]: JSON Schemas of every message, as shipped in `proto/schemas/`.
+
+pub mod client;
+pub mod close;
+pub mod headers;
+pub mod id;
+pub mod message;
+pub mod schema;
+pub mod subject;
+pub mod time;
+
+pub use client::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply};
+pub use id::{DeviceId, IdError, TenantId, Topic, validate_id};
+pub use message::{
+    Alert, AlertStatus, AlertsSnapshot, AlertsTag, DeviceStatus, Event, EventTag, FleetCounts,
+    FleetDevice, FleetSnapshot, FleetTag, Telemetry, TelemetryData, TelemetryTag,
+};
+pub use subject::Subject;
+pub use time::Timestamp;

@@ -1,0 +1,311 @@
+//! Data messages: the NATS payloads, byte for byte what a browser receives.
+//!
+//! A gateway forwards these bytes untouched, so every field here is public contract. Fields may
+//! be added; none is ever renamed or removed within `v1`. Every message carries `seq`, which
+//! increases per subject: a consumer keeps the highest `seq` seen per subject and drops anything
+//! older that arrives later.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::id::{DeviceId, TenantId, Topic};
+use crate::time::Timestamp;
+
+macro_rules! type_tag {
+    ($name:ident, $value:literal) => {
+        #[doc = concat!("The `type` field of a message: always `\"", $value, "\"`.")]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        pub enum $name {
+            #[default]
+            #[serde(rename = $value)]
+            Tag,
+        }
+    };
+}
+
+type_tag!(AlertsTag, "alerts");
+type_tag!(TelemetryTag, "telemetry");
+type_tag!(FleetTag, "fleet");
+type_tag!(EventTag, "event");
+
+/// `pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertsSnapshot {
+    /// Always `"alerts"`.
+    #[serde(rename = "type")]
+    pub kind: AlertsTag,
+    pub tenant_id: TenantId,
+    pub seq: u64,
+    /// When the snapshot was read from the database.
+    pub ts: Timestamp,
+    /// Open alerts, newest first; at most the configured cap (default 100).
+    pub alerts: Vec<Alert>,
+    /// Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.
+    pub total_open: u64,
+}
+
+/// One alert as listed in an [`AlertsSnapshot`].
+#[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Alert {
+    pub alert_id: i64,
+    pub device_id: String,
+    pub site_id: String,
+    pub alert_type: String,
+    /// Higher is more severe; the dashboard treats 4 and above as critical.
+    pub severity: i32,
+    /// Free text written by whoever raised the alert: render it as text, never as HTML.
+    pub summary: String,
+    pub status: AlertStatus,
+    pub created_at: Timestamp,
+}
+
+/// Life cycle of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Closed,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "OPEN",
+            AlertStatus::Acknowledged => "ACKNOWLEDGED",
+            AlertStatus::Closed => "CLOSED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "OPEN" => Some(AlertStatus::Open),
+            "ACKNOWLEDGED" => Some(AlertStatus::Acknowledged),
+            "CLOSED" => Some(AlertStatus::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// `pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Telemetry {
+    /// Always `"telemetry"`.
+    #[serde(rename = "type")]
+    pub kind: TelemetryTag,
+    pub tenant_id: TenantId,
+    pub device_id: DeviceId,
+    pub seq: u64,
+    pub data: TelemetryData,
+}
+
+/// The reading inside a [`Telemetry`] message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TelemetryData {
+    /// When the device took the reading.
+    pub timestamp: Timestamp,
+    /// Every metric of the reading, as written to the database.
+    pub metrics: Map<String, Value>,
+}
+
+/// `pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FleetSnapshot {
+    /// Always `"fleet"`.
+    #[serde(rename = "type")]
+    pub kind: FleetTag,
+    pub tenant_id: TenantId,
+    pub seq: u64,
+    /// When the snapshot was computed; statuses are as of this instant.
+    pub ts: Timestamp,
+    pub counts: FleetCounts,
+    /// Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped
+    /// (default 1000), while `counts` always covers every device.
+    pub devices: Vec<FleetDevice>,
+}
+
+/// Device counts by status; `total = online + stale + offline`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct FleetCounts {
+    pub total: u64,
+    pub online: u64,
+    pub stale: u64,
+    pub offline: u64,
+}
+
+impl FleetCounts {
+    pub fn add(&mut self, status: DeviceStatus) {
+        self.total += 1;
+        match status {
+            DeviceStatus::Online => self.online += 1,
+            DeviceStatus::Stale => self.stale += 1,
+            DeviceStatus::Offline => self.offline += 1,
+        }
+    }
+}
+
+/// One device of a [`FleetSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FleetDevice {
+    pub device_id: String,
+    pub site_id: String,
+    pub status: DeviceStatus,
+    /// Time of the newest reading; null when the device never reported.
+    pub last_seen_at: Option<Timestamp>,
+    pub battery_pct: Option<f64>,
+}
+
+/// Health of a device by the age of its newest reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeviceStatus {
+    Offline,
+    Stale,
+    Online,
+}
+
+/// `pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Always `"event"`.
+    #[serde(rename = "type")]
+    pub kind: EventTag,
+    pub tenant_id: TenantId,
+    pub topic: Topic,
+    /// What happened, `<noun>:<verb>` by convention (`ticket:update`).
+    pub event: String,
+    pub seq: u64,
+    pub ts: Timestamp,
+    /// Event-specific body; free-form JSON.
+    pub payload: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts() -> Timestamp {
+        Timestamp(time::macros::datetime!(2026-11-22 10:00:00 UTC))
+    }
+
+    #[test]
+    fn alerts_snapshot_shape() {
+        let msg = AlertsSnapshot {
+            kind: Default::default(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            seq: 7,
+            ts: ts(),
+            alerts: vec![Alert {
+                alert_id: 42,
+                device_id: "dev-1".into(),
+                site_id: "site-a".into(),
+                alert_type: "battery_low".into(),
+                severity: 4,
+                summary: "<img src=x onerror=alert(1)>".into(),
+                status: AlertStatus::Open,
+                created_at: ts(),
+            }],
+            total_open: 1,
+        };
+        let value = serde_json::to_value(&msg).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "type": "alerts", "tenant_id": "acme", "seq": 7, "ts": "2026-11-22T10:00:00Z",
+                "alerts": [{
+                    "alert_id": 42, "device_id": "dev-1", "site_id": "site-a",
+                    "alert_type": "battery_low", "severity": 4,
+                    "summary": "<img src=x onerror=alert(1)>", "status": "OPEN",
+                    "created_at": "2026-11-22T10:00:00Z"
+                }],
+                "total_open": 1
+            })
+        );
+        let back: AlertsSnapshot = serde_json::from_value(value).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn telemetry_shape() {
+        let mut metrics = Map::new();
+        metrics.insert("temp_c".into(), json!(21.5));
+        let msg = Telemetry {
+            kind: Default::default(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            device_id: DeviceId::parse("dev-0001").unwrap(),
+            seq: 3,
+            data: TelemetryData { timestamp: ts(), metrics },
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({
+                "type": "telemetry", "tenant_id": "acme", "device_id": "dev-0001", "seq": 3,
+                "data": {"timestamp": "2026-11-22T10:00:00Z", "metrics": {"temp_c": 21.5}}
+            })
+        );
+    }
+
+    #[test]
+    fn fleet_shape() {
+        let mut counts = FleetCounts::default();
+        counts.add(DeviceStatus::Online);
+        counts.add(DeviceStatus::Stale);
+        counts.add(DeviceStatus::Offline);
+        let msg = FleetSnapshot {
+            kind: Default::default(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            seq: 9,
+            ts: ts(),
+            counts,
+            devices: vec![FleetDevice {
+                device_id: "dev-1".into(),
+                site_id: "s1".into(),
+                status: DeviceStatus::Stale,
+                last_seen_at: None,
+                battery_pct: Some(55.5),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({
+                "type": "fleet", "tenant_id": "acme", "seq": 9, "ts": "2026-11-22T10:00:00Z",
+                "counts": {"total": 3, "online": 1, "stale": 1, "offline": 1},
+                "devices": [{"device_id": "dev-1", "site_id": "s1", "status": "STALE",
+                             "last_seen_at": null, "battery_pct": 55.5}]
+            })
+        );
+    }
+
+    #[test]
+    fn event_shape() {
+        let msg = Event {
+            kind: Default::default(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            topic: Topic::parse("tickets").unwrap(),
+            event: "ticket:update".into(),
+            seq: 1,
+            ts: ts(),
+            payload: json!({"id": 5, "status": "closed"}),
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({
+                "type": "event", "tenant_id": "acme", "topic": "tickets",
+                "event": "ticket:update", "seq": 1, "ts": "2026-11-22T10:00:00Z",
+                "payload": {"id": 5, "status": "closed"}
+            })
+        );
+    }
+
+    #[test]
+    fn the_type_tag_is_checked() {
+        let wrong = json!({"type": "fleet", "tenant_id": "acme", "seq": 1,
+            "ts": "2026-11-22T10:00:00Z", "alerts": [], "total_open": 0});
+        assert!(serde_json::from_value::<AlertsSnapshot>(wrong).is_err());
+        let hostile = json!({"type": "alerts", "tenant_id": "acme.>", "seq": 1,
+            "ts": "2026-11-22T10:00:00Z", "alerts": [], "total_open": 0});
+        assert!(serde_json::from_value::<AlertsSnapshot>(hostile).is_err());
+    }
+}
