@@ -1,0 +1,34 @@
+# Pulse developer entry points. `make` alone lists them.
+#
+# Every target is a thin wrapper around a script in scripts/, so CI
+# (.ci/run) and developers run exactly the same commands.
+
+SHELL := bash
+.DEFAULT_GOAL := help
+
+.PHONY: help test lint services fmt
+
+help: ## List the targets
+	@echo "Pulse make targets:"
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN { FS = ":.*## " } { printf "  %-10s %s\n", $$1, $$2 }'
+
+test: ## Run all tests (starts PostgreSQL and NATS if needed)
+	bash scripts/test.sh
+
+lint: ## cargo fmt --check and clippy with -D warnings
+	bash scripts/lint.sh
+
+services: ## Make sure PostgreSQL and NATS (JetStream) are reachable
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-nats.sh
+
+fmt: ## Format all Rust code
+	cargo fmt --all
+
+# ---------------------------------------------------------------------------
+# Reserved for later (not defined yet; add them to .PHONY when they land):
+#   up     - run the whole stack locally
+#   down   - stop what `up` started
+#   bench  - run the benchmarks
+# ---------------------------------------------------------------------------

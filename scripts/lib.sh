@@ -1,0 +1,163 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts in scripts/. Source it, don't run it:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Everything here writes to stderr, so a script's stdout stays free for data.
+
+# Guard against being sourced twice (test.sh sources it and runs other
+# scripts that source it again in their own processes; that is fine).
+if [[ -n "${PULSE_LIB_SOURCED:-}" ]]; then
+  return 0
+fi
+PULSE_LIB_SOURCED=1
+
+# Repository root: the parent of the folder holding this file.
+PULSE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PULSE_ROOT
+
+# Defaults shared by every script and by the tests (used by the scripts
+# that source this file).
+# shellcheck disable=SC2034
+PULSE_DEFAULT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
+# shellcheck disable=SC2034
+PULSE_DEFAULT_NATS_URL="nats://127.0.0.1:4222"
+
+# log MESSAGE... — one line on stderr, prefixed so it stands out in CI logs.
+log() {
+  printf 'pulse: %s\n' "$*" >&2
+}
+
+# warn MESSAGE... — like log, marked as a warning.
+warn() {
+  printf 'pulse: warning: %s\n' "$*" >&2
+}
+
+# die MESSAGE... — log an error and exit 1.
+die() {
+  printf 'pulse: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# stage TITLE — a header line before each stage of a longer run.
+stage() {
+  printf '\npulse: ==== %s ====\n' "$*" >&2
+}
+
+# have COMMAND — true when COMMAND is on PATH.
+have() {
+  command -v "$1" >/dev/null 2>&1
+}
+
+# is_root — true when running as uid 0.
+is_root() {
+  [[ "$(id -u)" -eq 0 ]]
+}
+
+# port_open HOST PORT — true when a TCP connection to HOST:PORT succeeds
+# within about a second. Uses bash's /dev/tcp, so it needs no extra tools.
+port_open() {
+  local host="$1" port="$2"
+  # Brackets around an IPv6 literal are URL syntax, not /dev/tcp syntax.
+  host="${host#[}"
+  host="${host%]}"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  if have timeout; then
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+  else
+    bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+  fi
+}
+
+# wait_for_port HOST PORT SECONDS — poll until HOST:PORT accepts connections;
+# false if it still doesn't after SECONDS.
+wait_for_port() {
+  local host="$1" port="$2" seconds="$3"
+  local deadline=$((SECONDS + seconds))
+  while ! port_open "$host" "$port"; do
+    if ((SECONDS >= deadline)); then
+      return 1
+    fi
+    sleep 0.5
+  done
+  return 0
+}
+
+# is_local_host HOST — true for the loopback names this machine can serve.
+is_local_host() {
+  case "$1" in
+    127.* | localhost | ::1 | "[::1]") return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# url_authority URL — print the host[:port] part of a URL such as
+# scheme://user:pass@host:port/path?query (the first of a comma list).
+url_authority() {
+  local rest="${1#*://}"
+  rest="${rest%%,*}"
+  rest="${rest%%/*}"
+  rest="${rest%%\?*}"
+  rest="${rest##*@}"
+  printf '%s\n' "$rest"
+}
+
+# url_host URL DEFAULT_HOST — print the host of URL (no brackets for IPv6).
+url_host() {
+  local auth
+  auth="$(url_authority "$1")"
+  local host
+  if [[ "$auth" == \[* ]]; then
+    host="${auth#[}"
+    host="${host%%]*}"
+  else
+    host="${auth%%:*}"
+  fi
+  printf '%s\n' "${host:-$2}"
+}
+
+# url_port URL DEFAULT_PORT — print the port of URL, or DEFAULT_PORT.
+url_port() {
+  local auth port=""
+  auth="$(url_authority "$1")"
+  if [[ "$auth" == \[* ]]; then
+    [[ "$auth" == *"]:"* ]] && port="${auth##*]:}"
+  elif [[ "$auth" == *:* ]]; then
+    port="${auth##*:}"
+  fi
+  printf '%s\n' "${port:-$2}"
+}
+
+# redact_url URL — the URL with any password replaced by ***, for logs.
+redact_url() {
+  printf '%s\n' "$1" | sed -E 's#^([a-z]+://[^:/@]+):[^@/]*@#\1:***@#'
+}
+
+# apt_install PACKAGE... — install Debian packages non-interactively
+# (as root). Runs `apt-get update` once per process. False on failure.
+apt_install() {
+  if [[ -z "${PULSE_APT_UPDATED:-}" ]]; then
+    log "apt-get update"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2; then
+      warn "apt-get update failed"
+      return 1
+    fi
+    PULSE_APT_UPDATED=1
+  fi
+  log "apt-get install -y $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null >&2
+}
+
+# can_apt — true when we may install Debian packages here.
+can_apt() {
+  is_root && have apt-get
+}
+
+# ensure_cargo — put rustup's cargo on PATH if it is installed but not there.
+ensure_cargo() {
+  if ! have cargo && [[ -f "${HOME:-/root}/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    . "${HOME:-/root}/.cargo/env"
+  fi
+  have cargo || die "cargo not found: install Rust with rustup and make sure ~/.cargo/bin is on PATH"
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# What `make test` runs: make sure PostgreSQL and NATS are there, clear out
+# databases that earlier test runs left behind, then run every Rust test
+# (and the web tests, when the web app has them).
+#
+# Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
+# and NATS_URL (default nats://127.0.0.1:4222), passed on to the tests.
+# Tests make their own databases named pulse_t_*; this script drops the ones
+# nobody is connected to.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+
+cd "$PULSE_ROOT"
+
+stage "services: PostgreSQL"
+bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
+
+stage "services: NATS"
+bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+
+stage "drop leftover test databases (pulse_t_*)"
+# Tests create databases named pulse_t_<something>; drop every one that has
+# no open connection (a running test's database is left alone).
+# The query prints each name already quoted as an SQL identifier.
+leftovers="$(psql -X -w -q -At "$DATABASE_URL" </dev/null -c "
+  SELECT format('%I', d.datname)
+  FROM pg_database d
+  LEFT JOIN pg_stat_activity a ON a.datname = d.datname
+  WHERE d.datname LIKE 'pulse\\_t\\_%'
+  GROUP BY d.datname
+  HAVING count(a.pid) = 0
+  ORDER BY d.datname")" || die "could not list leftover test databases"
+dropped=0
+while IFS= read -r db; do
+  [[ -n "$db" ]] || continue
+  if psql -X -w -q "$DATABASE_URL" </dev/null -c "DROP DATABASE IF EXISTS $db"; then
+    dropped=$((dropped + 1))
+  else
+    warn "could not drop database $db (in use again?); leaving it"
+  fi
+done <<<"$leftovers"
+log "dropped $dropped leftover test database(s)"
+
+ensure_cargo
+
+if cargo nextest --version >/dev/null 2>&1; then
+  stage "Rust tests: cargo nextest run --workspace --all-targets"
+  cargo nextest run --workspace --all-targets
+else
+  stage "Rust tests: cargo test --workspace --all-targets"
+  cargo test --workspace --all-targets
+fi
+# --all-targets leaves out doctests (and nextest cannot run them at all).
+stage "Rust doctests: cargo test --workspace --doc"
+cargo test --workspace --doc
+
+if [[ -f web/package.json ]]; then
+  if [[ -f scripts/test-web.sh ]]; then
+    stage "web tests: scripts/test-web.sh"
+    bash scripts/test-web.sh
+  else
+    log "web/package.json exists but scripts/test-web.sh does not; skipping web tests"
+  fi
+fi
+
+stage "all tests passed"
