@@ -1,0 +1,20 @@
+//! What every Pulse service shares, and nothing service-specific.
+//!
+//! # Layout
+//! - [`telemetry`]: tracing subscriber, optional OpenTelemetry OTLP export, W3C propagation.
+//! - [`trace_headers`]: carrying trace context in NATS message headers.
+//! - [`shutdown`]: a future that resolves on SIGINT or SIGTERM.
+//! - [`ops`]: the `/healthz`, `/readyz` and `/metrics` endpoints.
+//! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
+//! - [`nats`]: connecting to NATS with logging of connection events.
+//!
+//! # Error policy
+//! Library code returns typed errors or `anyhow::Result` with context; nothing here panics on
+//! input from the network or the environment.
+
+pub mod backoff;
+pub mod nats;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_headers;

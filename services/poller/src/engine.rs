@@ -1,0 +1,349 @@
+//! The active poller's work: keep every tenant's alerts and fleet snapshot and every device's
+//! latest reading current on NATS, publishing only what changed.
+//!
+//! It reacts to change notifications at once (debounced), re-reads everything every
+//! `PULSE_POLL_SECONDS` as a safety net, reads new telemetry every `PULSE_TELEMETRY_POLL_MS`,
+//! and republishes everything after NATS reconnects. It never queries per client, only per
+//! tenant set, and never stops on a transient error: the next cycle retries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream;
+use pulse_common::nats::LinkState;
+use pulse_proto::{
+    AlertsSnapshot, FleetSnapshot, Subject, Telemetry, TelemetryData, TenantId, Timestamp,
+};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::alerts;
+use crate::changes::ChangeFeed;
+use crate::config::PollerConfig;
+use crate::fleet::{self, Fleet, Thresholds};
+use crate::metrics::{Kind, Metrics, Query, Stage};
+use crate::publisher::{self, Outgoing};
+use crate::seq::SeqClock;
+use crate::telemetry::Cursor;
+
+/// What was last published for a tenant's fleet.
+#[derive(Debug, Clone, Copy)]
+struct FleetMark {
+    content: u64,
+    last_seen: u64,
+    at: Instant,
+}
+
+pub struct Engine {
+    config: PollerConfig,
+    pool: PgPool,
+    js: jetstream::Context,
+    metrics: Metrics,
+    seq: Arc<SeqClock>,
+    tenants: BTreeSet<TenantId>,
+    alerts_published: HashMap<TenantId, u64>,
+    fleet_published: HashMap<TenantId, FleetMark>,
+    telemetry: Cursor,
+}
+
+/// Why a cycle did not finish; logged and counted, then retried.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Publish(#[from] publisher::PublishError),
+}
+
+impl Engine {
+    pub fn new(
+        config: PollerConfig,
+        pool: PgPool,
+        js: jetstream::Context,
+        metrics: Metrics,
+        seq: Arc<SeqClock>,
+    ) -> Self {
+        Self {
+            config,
+            pool,
+            js,
+            metrics,
+            seq,
+            tenants: BTreeSet::new(),
+            alerts_published: HashMap::new(),
+            fleet_published: HashMap::new(),
+            telemetry: Cursor::default(),
+        }
+    }
+
+    /// Every later `seq` will be greater than `floor`.
+    pub fn raise_seq_floor(&self, floor: u64) {
+        self.seq.raise_floor(floor);
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            stale_after: self.config.stale_after(),
+            offline_after: self.config.offline_after(),
+        }
+    }
+
+    /// Forgets what was published, so the next cycles publish everything again.
+    pub fn forget_published(&mut self) {
+        self.alerts_published.clear();
+        self.fleet_published.clear();
+        self.telemetry.reset();
+    }
+
+    /// Re-reads the tenant list; drops the state of tenants that are gone.
+    pub async fn load_tenants(&mut self) -> Result<(), CycleError> {
+        let started = Instant::now();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id::text FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        self.metrics.observe_query(Query::Tenants, started);
+        self.tenants = ids
+            .into_iter()
+            .filter_map(|id| TenantId::parse(id).ok())
+            .collect();
+        let tenants = &self.tenants;
+        self.alerts_published.retain(|t, _| tenants.contains(t));
+        self.fleet_published.retain(|t, _| tenants.contains(t));
+        self.telemetry.retain_tenants(|t| tenants.contains(t));
+        self.metrics.tenants.set(self.tenants.len() as i64);
+        Ok(())
+    }
+
+    /// Tenants, then every tenant's alerts and fleet.
+    pub async fn full_sync(&mut self) -> Result<(), CycleError> {
+        self.load_tenants().await?;
+        let all: Vec<TenantId> = self.tenants.iter().cloned().collect();
+        self.refresh_alerts(&all).await?;
+        self.refresh_fleet(&all).await
+    }
+
+    /// Reads and publishes the alerts snapshot of `tenants` where it changed.
+    #[tracing::instrument(name = "refresh_alerts", skip_all, fields(tenants = tenants.len()))]
+    pub async fn refresh_alerts(&mut self, tenants: &[TenantId]) -> Result<(), CycleError> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let snapshots = alerts::read_open(&self.pool, tenants, self.config.alerts_cap).await?;
+        self.metrics.observe_query(Query::Alerts, started);
+        let ts = Timestamp::now();
+        let mut batch = Vec::new();
+        for (tenant, open) in snapshots {
+            if !self.tenants.contains(&tenant) {
+                continue;
+            }
+            let hash = open.content_hash();
+            if self.alerts_published.get(&tenant) == Some(&hash) {
+                self.metrics.unchanged(Kind::Alerts);
+                continue;
+            }
+            let seq = self.seq.next();
+            let message = AlertsSnapshot {
+                kind: Default::default(),
+                tenant_id: tenant.clone(),
+                seq,
+                ts,
+                alerts: open.alerts,
+                total_open: open.total_open,
+            };
+            batch.push(Outgoing {
+                payload: publisher::encode(&message)?,
+                subject: Subject::Alerts(tenant.clone()),
+                seq,
+                key: (tenant, hash),
+            });
+        }
+        let (done, err) = publisher::publish_all(&self.js, batch).await;
+        self.metrics.published(Kind::Alerts, done.len() as u64);
+        for (tenant, hash) in done {
+            self.alerts_published.insert(tenant, hash);
+        }
+        err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Reads and publishes the fleet snapshot of `tenants` where it changed.
+    #[tracing::instrument(name = "refresh_fleet", skip_all, fields(tenants = tenants.len()))]
+    pub async fn refresh_fleet(&mut self, tenants: &[TenantId]) -> Result<(), CycleError> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (now, devices) = fleet::read_devices(&self.pool, tenants).await?;
+        self.metrics.observe_query(Query::Fleet, started);
+        let thresholds = self.thresholds();
+        let cap = self.config.fleet_devices_cap as usize;
+        let refresh = self.config.fleet_refresh();
+        let mut batch = Vec::new();
+        for (tenant, rows) in devices {
+            if !self.tenants.contains(&tenant) {
+                continue;
+            }
+            let fleet = Fleet::compute(now, &rows, thresholds, cap);
+            let mark = FleetMark {
+                content: fleet.content_hash(),
+                last_seen: fleet.last_seen_hash(),
+                at: Instant::now(),
+            };
+            if let Some(prev) = self.fleet_published.get(&tenant) {
+                let same = prev.content == mark.content;
+                let seen_moved = prev.last_seen != mark.last_seen;
+                if same && (!seen_moved || prev.at.elapsed() < refresh) {
+                    self.metrics.unchanged(Kind::Fleet);
+                    continue;
+                }
+            }
+            let seq = self.seq.next();
+            let message = FleetSnapshot {
+                kind: Default::default(),
+                tenant_id: tenant.clone(),
+                seq,
+                ts: Timestamp(now),
+                counts: fleet.counts,
+                devices: fleet.devices,
+            };
+            batch.push(Outgoing {
+                payload: publisher::encode(&message)?,
+                subject: Subject::Fleet(tenant.clone()),
+                seq,
+                key: (tenant, mark),
+            });
+        }
+        let (done, err) = publisher::publish_all(&self.js, batch).await;
+        self.metrics.published(Kind::Fleet, done.len() as u64);
+        for (tenant, mark) in done {
+            self.fleet_published.insert(tenant, mark);
+        }
+        err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Publishes each device's newest reading since the last read.
+    #[tracing::instrument(name = "poll_telemetry", skip_all)]
+    pub async fn poll_telemetry(&mut self) -> Result<(), CycleError> {
+        let started = Instant::now();
+        let batch = self.telemetry.read(&self.pool).await?;
+        self.metrics.observe_query(Query::Telemetry, started);
+        let mut out = Vec::with_capacity(batch.readings.len());
+        for r in batch.readings {
+            if !self.tenants.contains(&r.tenant) {
+                continue;
+            }
+            let seq = self.seq.next();
+            let message = Telemetry {
+                kind: Default::default(),
+                tenant_id: r.tenant.clone(),
+                device_id: r.device.clone(),
+                seq,
+                data: TelemetryData {
+                    timestamp: Timestamp(r.ts),
+                    metrics: r.metrics,
+                },
+            };
+            out.push(Outgoing {
+                payload: publisher::encode(&message)?,
+                subject: Subject::Telemetry(r.tenant.clone(), r.device.clone()),
+                seq,
+                key: (r.tenant, r.device, r.ts),
+            });
+        }
+        let expected = out.len();
+        let (done, err) = publisher::publish_all(&self.js, out).await;
+        let n = done.len() as u64;
+        self.metrics.published(Kind::Telemetry, n);
+        self.metrics.telemetry_rows.inc_by(n);
+        for (tenant, device, ts) in done {
+            self.telemetry.mark_published(tenant, device, ts);
+        }
+        // Move on only when the whole window went out; otherwise the next read covers it again.
+        if err.is_none() && n as usize == expected {
+            self.telemetry.advance(batch.next_watermark);
+        }
+        err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    fn report(&self, what: &str, r: Result<(), CycleError>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                let stage = match e {
+                    CycleError::Database(_) => Stage::Database,
+                    CycleError::Publish(_) => Stage::Publish,
+                };
+                self.metrics.error(stage);
+                tracing::warn!(error = %e, "{what} failed; retrying next cycle");
+                false
+            }
+        }
+    }
+
+    /// Runs until `stop` is cancelled. `nats` tells when NATS reconnected; publishing pauses
+    /// while it is down.
+    pub async fn run(
+        &mut self,
+        changes: ChangeFeed,
+        mut nats: watch::Receiver<LinkState>,
+        stop: CancellationToken,
+    ) {
+        let mut poll = tokio::time::interval(self.config.poll_interval());
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut telemetry = tokio::time::interval(self.config.telemetry_interval());
+        telemetry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut seen_connects = nats.borrow().connects;
+        let mut resync_due = false;
+        loop {
+            let connected = nats.borrow().connected;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                changed = nats.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let state = *nats.borrow_and_update();
+                    if state.connected && state.connects != seen_connects {
+                        seen_connects = state.connects;
+                        tracing::info!("NATS reconnected; republishing current state");
+                        self.forget_published();
+                        resync_due = true;
+                    }
+                }
+                () = changes.changed(), if connected => {
+                    tokio::time::sleep(self.config.debounce()).await;
+                    let pending = changes.take();
+                    if pending.resync || pending.tenants || resync_due {
+                        let r = self.full_sync().await;
+                        resync_due = !self.report("resync", r);
+                    } else {
+                        let alerts: Vec<_> = pending.alerts.into_iter().collect();
+                        let r = self.refresh_alerts(&alerts).await;
+                        self.report("alerts refresh", r);
+                        let fleet: Vec<_> = pending.fleet.into_iter().collect();
+                        let r = self.refresh_fleet(&fleet).await;
+                        self.report("fleet refresh", r);
+                    }
+                }
+                _ = poll.tick(), if connected => {
+                    let span = tracing::debug_span!("safety_net_poll");
+                    let r = self.full_sync().instrument(span).await;
+                    resync_due = !self.report("safety-net poll", r);
+                }
+                _ = telemetry.tick(), if connected => {
+                    if resync_due {
+                        let r = self.full_sync().await;
+                        resync_due = !self.report("resync", r);
+                    }
+                    let r = self.poll_telemetry().await;
+                    self.report("telemetry poll", r);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Active/standby: only the poller holding a PostgreSQL advisory lock publishes.
+//!
+//! The lock lives on a dedicated connection. When the active process dies, PostgreSQL drops
+//! the connection and the lock with it, and a standby's next attempt (every
+//! `PULSE_STANDBY_RETRY_MS`) succeeds. The holder checks its connection every second and stops
+//! publishing the moment the check fails, so a poller that lost the lock (e.g. across a database
+//! restart) steps down before another can take over.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+/// Advisory lock key: the bytes of "pulse-po" as a big-endian integer. Advisory locks are
+/// scoped to a database, so pollers of different databases never contend.
+pub const LOCK_KEY: i64 = 0x7075_6c73_652d_706f;
+
+/// How often the holder verifies it still holds the lock.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a check may take before the connection counts as lost.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Proof of being the active poller; dropping it releases the lock.
+pub struct Leadership {
+    conn: PgConnection,
+}
+
+/// Tries once to become active. `Ok(None)`: another poller holds the lock.
+pub async fn try_acquire(database_url: &str) -> Result<Option<Leadership>, sqlx::Error> {
+    let mut conn = PgConnection::connect(database_url).await?;
+    sqlx::query("SET application_name = 'pulse-poller-leader'")
+        .execute(&mut conn)
+        .await?;
+    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut conn)
+        .await?;
+    if acquired {
+        Ok(Some(Leadership { conn }))
+    } else {
+        // Closing politely; the lock was never ours.
+        let _ = conn.close().await;
+        Ok(None)
+    }
+}
+
+impl Leadership {
+    /// Resolves when leadership can no longer be trusted: the lock connection failed or the
+    /// lock is gone.
+    pub async fn lost(&mut self) -> String {
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            let check = sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                 AND pid = pg_backend_pid() AND granted \
+                 AND ((classid::bigint << 32) | objid::bigint) = $1)",
+            )
+            .bind(LOCK_KEY)
+            .fetch_one(&mut self.conn);
+            match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => return "advisory lock no longer held".into(),
+                Ok(Err(e)) => return format!("lock connection failed: {e}"),
+                Err(_) => return "lock connection check timed out".into(),
+            }
+        }
+    }
+
+    /// Releases the lock explicitly (on shutdown), so a standby takes over at once.
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut self.conn)
+            .await;
+        let _ = self.conn.close().await;
+    }
+}

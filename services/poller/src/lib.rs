@@ -1,0 +1,262 @@
+//! `pulse-poller`: reads PostgreSQL and publishes per-tenant alerts and fleet snapshots and
+//! per-device telemetry to NATS, only when something changed.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated at start.
+//! - [`leader`]: active/standby on a PostgreSQL advisory lock.
+//! - [`changes`]: `LISTEN pulse_changes`, folded into dirty tenants.
+//! - [`engine`]: the active poller's loop: notifications, safety-net poll, telemetry, NATS
+//!   reconnects.
+//! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
+//! - [`publisher`]: JetStream publishing with acknowledgements.
+//! - [`streams`]: the JetStream streams of the contract.
+//! - [`seq`]: the `seq` clock.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`simulate`]: demo data.
+
+pub mod alerts;
+pub mod changes;
+pub mod config;
+pub mod engine;
+pub mod fleet;
+pub mod leader;
+pub mod metrics;
+pub mod publisher;
+pub mod seq;
+pub mod simulate;
+pub mod streams;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use pulse_common::backoff::Backoff;
+use pulse_common::ops::{Ops, Readiness};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+pub use config::PollerConfig;
+
+use crate::changes::ChangeFeed;
+use crate::engine::Engine;
+use crate::metrics::{Metrics, Stage};
+use crate::seq::SeqClock;
+
+/// Applies the migrations in `migrations/`; idempotent.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../../migrations")
+        .run(pool)
+        .await
+        .context("cannot apply migrations")
+}
+
+/// A connection pool that connects on first use, so the service starts while the database is
+/// still coming up.
+pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(database_url)
+        .context("invalid DATABASE_URL")
+}
+
+/// Runs the poller until `shutdown` resolves: ops endpoints on `listener`, standby until the
+/// leadership lock is won, then active until it is lost or the process stops.
+pub async fn run(
+    config: PollerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new(&["database", "nats"]);
+    readiness.set_info("role", "standby");
+    let ops = Ops {
+        registry: Arc::new(registry),
+        readiness: readiness.clone(),
+    };
+    let ops_server = tokio::spawn(pulse_common::ops::serve(
+        listener,
+        ops,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let pool = lazy_pool(&config.database_url, config.db_pool_size)?;
+    let link = pulse_common::nats::connect(
+        &config.nats_url,
+        "pulse-poller",
+        || {},
+        stop.clone().cancelled_owned(),
+    )
+    .await?;
+    mirror_nats_readiness(link.state.clone(), readiness.clone(), stop.clone());
+    let js = async_nats::jetstream::new(link.client.clone());
+    let seq = Arc::new(SeqClock::new());
+
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    while !stop.is_cancelled() {
+        match leader::try_acquire(&config.database_url).await {
+            Ok(Some(leadership)) => {
+                readiness.set("database", true);
+                backoff.reset();
+                let mut engine = Engine::new(
+                    config.clone(),
+                    pool.clone(),
+                    js.clone(),
+                    metrics.clone(),
+                    seq.clone(),
+                );
+                serve_as_active(
+                    &mut engine,
+                    leadership,
+                    &config,
+                    &pool,
+                    &js,
+                    &link,
+                    &metrics,
+                    &readiness,
+                    &stop,
+                )
+                .await;
+            }
+            Ok(None) => {
+                readiness.set("database", true);
+                backoff.reset();
+                tokio::select! {
+                    () = tokio::time::sleep(config.standby_retry()) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                readiness.set("database", false);
+                metrics.error(Stage::Leadership);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot reach PostgreSQL");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    link.client.flush().await.ok();
+    pool.close().await;
+    ops_server
+        .await
+        .context("ops server task failed")?
+        .context("ops server failed")?;
+    tracing::info!("poller stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_as_active(
+    engine: &mut Engine,
+    mut leadership: leader::Leadership,
+    config: &PollerConfig,
+    pool: &PgPool,
+    js: &async_nats::jetstream::Context,
+    link: &pulse_common::nats::NatsLink,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+) {
+    tracing::info!("became the active poller");
+    metrics.active.set(1);
+    readiness.set_info("role", "active");
+    let session = stop.child_token();
+    let feed = ChangeFeed::default();
+    let listener = tokio::spawn(changes::listen(
+        pool.clone(),
+        feed.clone(),
+        metrics.clone(),
+        session.clone(),
+    ));
+
+    let work = async {
+        prepare(engine, config, pool, js, metrics).await;
+        engine.run(feed, link.state.clone(), session.clone()).await;
+    };
+    tokio::select! {
+        reason = leadership.lost() => {
+            metrics.error(Stage::Leadership);
+            tracing::error!(%reason, "lost leadership; stepping down to standby");
+        }
+        () = work => {}
+    }
+    session.cancel();
+    let _ = listener.await;
+    metrics.active.set(0);
+    readiness.set_info("role", "standby");
+    leadership.release().await;
+}
+
+/// What an active poller does before its loop: settings for the triggers, streams, the `seq`
+/// floor, and a first publish of everything. Failures are logged; the loop retries the publish.
+async fn prepare(
+    engine: &mut Engine,
+    config: &PollerConfig,
+    pool: &PgPool,
+    js: &async_nats::jetstream::Context,
+    metrics: &Metrics,
+) {
+    let settings = sqlx::query(
+        "INSERT INTO pulse_settings (key, value) VALUES ('stale_after_seconds', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(config.stale_after_seconds.to_string())
+    .execute(pool)
+    .await;
+    if let Err(e) = settings {
+        metrics.error(Stage::Database);
+        tracing::warn!(error = %e, "cannot write pulse_settings");
+    }
+    if let Err(e) = streams::ensure(js, config).await {
+        metrics.error(Stage::Streams);
+        tracing::error!(error = format!("{e:#}"), "cannot set up JetStream streams");
+    }
+    match streams::newest_seq(js).await {
+        Ok(floor) => engine.raise_seq_floor(floor),
+        Err(e) => {
+            metrics.error(Stage::Streams);
+            tracing::warn!(error = format!("{e:#}"), "cannot read the newest seq");
+        }
+    }
+    if let Err(e) = engine.full_sync().await {
+        metrics.error(Stage::Database);
+        tracing::warn!(error = %e, "first sync failed; retrying on the next cycle");
+    }
+    if let Err(e) = engine.poll_telemetry().await {
+        tracing::warn!(error = %e, "first telemetry read failed; retrying on the next cycle");
+    }
+}
+
+fn mirror_nats_readiness(
+    mut state: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            readiness.set("nats", state.borrow_and_update().connected);
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,78 @@
+//! `pulse-poller`: wires configuration, telemetry and the server; the work is in the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pulse_common::telemetry::{self, LogFormat};
+use pulse_poller::PollerConfig;
+use pulse_poller::simulate::SimulateArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "pulse-poller",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: Option<PollerConfig>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish changes (the default when no command is given).
+    Run(PollerConfig),
+    /// Apply the database migrations, then exit. Safe to run any number of times.
+    Migrate(DatabaseArgs),
+    /// Create demo tenants, users and devices, then write telemetry and alerts continuously.
+    Simulate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        sim: SimulateArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("pulse-poller", cli.log_format)?;
+    match (cli.command, cli.run) {
+        (Some(Command::Run(config)), _) | (None, Some(config)) => run(config).await,
+        (Some(Command::Migrate(db)), _) => {
+            let pool = pulse_poller::lazy_pool(&db.database_url, 1)?;
+            pulse_poller::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        (Some(Command::Simulate { db, sim }), _) => {
+            let pool = pulse_poller::lazy_pool(&db.database_url, 2)?;
+            pulse_poller::simulate::run(pool, sim, pulse_common::shutdown::signal()).await
+        }
+        (None, None) => anyhow::bail!("DATABASE_URL is required"),
+    }
+}
+
+async fn run(config: PollerConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on PULSE_POLLER_ADDR={}", config.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "ops endpoints listening");
+    pulse_poller::run(config, listener, pulse_common::shutdown::signal()).await
+}

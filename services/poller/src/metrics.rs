@@ -1,0 +1,154 @@
+//! The poller's Prometheus metrics, one registry per poller instance.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What a publish carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Alerts,
+    Fleet,
+    Telemetry,
+}
+
+/// Label values in snake case, as Prometheus conventions want.
+macro_rules! label_value {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write as _;
+                encoder.write_str(match self { $($ty::$variant => $text),* })
+            }
+        }
+    };
+}
+
+label_value!(Kind { Alerts => "alerts", Fleet => "fleet", Telemetry => "telemetry" });
+label_value!(Query { Tenants => "tenants", Alerts => "alerts", Fleet => "fleet", Telemetry => "telemetry" });
+label_value!(Stage {
+    Database => "database",
+    Publish => "publish",
+    Listen => "listen",
+    Leadership => "leadership",
+    Streams => "streams",
+});
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: Kind,
+}
+
+/// Which database read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Query {
+    Tenants,
+    Alerts,
+    Fleet,
+    Telemetry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct QueryLabel {
+    pub query: Query,
+}
+
+/// Where an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Database,
+    Publish,
+    Listen,
+    Leadership,
+    Streams,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: Stage,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub publishes: Family<KindLabel, Counter>,
+    pub unchanged: Family<KindLabel, Counter>,
+    pub query_seconds: Family<QueryLabel, Histogram>,
+    pub notifications: Counter,
+    pub errors: Family<StageLabel, Counter>,
+    pub active: Gauge,
+    pub tenants: Gauge,
+    pub telemetry_rows: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `pulse_poller` prefix.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            publishes: Family::default(),
+            unchanged: Family::default(),
+            query_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            notifications: Counter::default(),
+            errors: Family::default(),
+            active: Gauge::default(),
+            tenants: Gauge::default(),
+            telemetry_rows: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("pulse_poller");
+        r.register(
+            "publishes",
+            "Messages published to NATS and acknowledged by JetStream",
+            m.publishes.clone(),
+        );
+        r.register(
+            "unchanged",
+            "Snapshots read but not published because nothing changed",
+            m.unchanged.clone(),
+        );
+        r.register(
+            "query_seconds",
+            "Database read latency",
+            m.query_seconds.clone(),
+        );
+        r.register(
+            "notifications",
+            "Change notifications received from PostgreSQL",
+            m.notifications.clone(),
+        );
+        r.register("errors", "Errors by stage", m.errors.clone());
+        r.register(
+            "active",
+            "1 while this instance is the active poller, 0 on standby",
+            m.active.clone(),
+        );
+        r.register("tenants", "Tenants known to the poller", m.tenants.clone());
+        r.register(
+            "telemetry_rows",
+            "Telemetry readings published as a device's latest",
+            m.telemetry_rows.clone(),
+        );
+        m
+    }
+
+    pub fn published(&self, kind: Kind, n: u64) {
+        self.publishes.get_or_create(&KindLabel { kind }).inc_by(n);
+    }
+
+    pub fn unchanged(&self, kind: Kind) {
+        self.unchanged.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn error(&self, stage: Stage) {
+        self.errors.get_or_create(&StageLabel { stage }).inc();
+    }
+
+    pub fn observe_query(&self, query: Query, started: std::time::Instant) {
+        self.query_seconds
+            .get_or_create(&QueryLabel { query })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,99 @@
+//! The JetStream streams of the contract, created or updated idempotently at activation.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, stream};
+use pulse_proto::subject::{
+    EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, STATE_STREAM, STATE_STREAM_SUBJECTS,
+};
+
+use crate::config::PollerConfig;
+
+/// Last value per snapshot subject, readable by direct get.
+pub fn state_stream(config: &PollerConfig) -> stream::Config {
+    stream::Config {
+        name: STATE_STREAM.to_owned(),
+        description: Some("Pulse: newest alerts, fleet and telemetry message per subject".into()),
+        subjects: STATE_STREAM_SUBJECTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        num_replicas: config.stream_replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Bounded history of events, for clients recovering after a disconnect.
+pub fn events_stream(config: &PollerConfig) -> stream::Config {
+    stream::Config {
+        name: EVENTS_STREAM.to_owned(),
+        description: Some("Pulse: recent events per tenant and topic".into()),
+        subjects: EVENTS_STREAM_SUBJECTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        max_age: Duration::from_secs(config.events_max_age_seconds),
+        max_bytes: config.events_max_bytes,
+        max_messages_per_subject: 100_000,
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        num_replicas: config.stream_replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates both streams or brings their configuration up to date. Safe to run from several
+/// processes at once: a lost creation race is retried as an update.
+pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::Result<()> {
+    for wanted in [state_stream(config), events_stream(config)] {
+        let name = wanted.name.clone();
+        let mut last_err = None;
+        for _ in 0..3 {
+            match js.create_or_update_stream(wanted.clone()).await {
+                Ok(_) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e).with_context(|| format!("cannot create or update stream {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// The highest `seq` already published to the state stream, read from its newest message, so
+/// a newly active poller never goes below it. Zero when the stream is empty.
+pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut stream = js
+        .get_stream(STATE_STREAM)
+        .await
+        .context("cannot open the state stream")?;
+    let last = stream
+        .info()
+        .await
+        .context("cannot read the state stream's info")?
+        .state
+        .last_sequence;
+    if last == 0 {
+        return Ok(0);
+    }
+    let message = match stream.direct_get(last).await {
+        Ok(m) => m,
+        // The newest message may have just been replaced by a newer one on the same subject.
+        Err(_) => return Ok(0),
+    };
+    Ok(message
+        .headers
+        .get(pulse_proto::headers::SEQ)
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0))
+}

@@ -1,0 +1,150 @@
+//! Telemetry: the newest reading of every device that reported since the last read.
+//!
+//! # The watermark
+//! Row ids and timestamps are both unsafe watermarks: a transaction that took an earlier id, or
+//! wrote an earlier timestamp, may commit after a later one was read, and would be skipped for
+//! ever. Each row instead records the id of the transaction that wrote it (`xid`, stamped by a
+//! trigger). Every read runs in one statement that also returns its snapshot's `xmin`: every
+//! transaction below `xmin` had finished when the statement ran, so its rows were visible then.
+//! The next read asks for `xid >= xmin of the previous read`, which covers every transaction
+//! that might have been running, however late it commits. Rows in that window may be seen twice;
+//! a reading is published only when it is newer than the last one published for its device, so
+//! nothing is published twice and nothing older replaces something newer.
+//!
+//! A long-running writing transaction holds `xmin` back and widens the window re-read each time,
+//! never the other way round: the cost is work, never a lost reading.
+
+use std::collections::HashMap;
+
+use pulse_proto::{DeviceId, TenantId};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+/// One reading, the newest of its device in the window read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub tenant: TenantId,
+    pub device: DeviceId,
+    pub ts: OffsetDateTime,
+    pub metrics: Map<String, Value>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    xmin: String,
+    tenant_id: Option<String>,
+    device_id: Option<String>,
+    ts: Option<OffsetDateTime>,
+    metrics: Option<sqlx::types::Json<Value>>,
+}
+
+/// Where reading resumes, and what was already published.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// `None` until the first read, which takes the newest reading of every device.
+    watermark: Option<u64>,
+    published: HashMap<(TenantId, DeviceId), OffsetDateTime>,
+}
+
+/// A read's result: readings to publish and the watermark to move to once they are.
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    pub next_watermark: u64,
+}
+
+impl Cursor {
+    /// Reads what is new since the watermark (or everything's latest, the first time), keeping
+    /// only readings newer than what was published for their device.
+    pub async fn read(&self, pool: &PgPool) -> Result<Batch, sqlx::Error> {
+        let rows: Vec<Row> =
+            match self.watermark {
+                None => sqlx::query_as(
+                    "WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) \
+                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.metrics \
+                       FROM snap LEFT JOIN LATERAL ( \
+                            SELECT d.tenant_id::text, d.device_id::text, l.ts, l.metrics \
+                              FROM devices d \
+                             CROSS JOIN LATERAL ( \
+                                   SELECT ts, metrics FROM telemetry t \
+                                    WHERE t.tenant_id = d.tenant_id AND t.device_id = d.device_id \
+                                    ORDER BY ts DESC LIMIT 1) l) r ON true",
+                )
+                .fetch_all(pool)
+                .await?,
+                Some(watermark) => sqlx::query_as(
+                    "WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) \
+                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.metrics \
+                       FROM snap LEFT JOIN LATERAL ( \
+                            SELECT DISTINCT ON (tenant_id, device_id) \
+                                   tenant_id, device_id, ts, metrics \
+                              FROM telemetry \
+                             WHERE xid >= $1::text::xid8 \
+                             ORDER BY tenant_id, device_id, ts DESC) r ON true",
+                )
+                .bind(watermark.to_string())
+                .fetch_all(pool)
+                .await?,
+            };
+        let mut next_watermark = self.watermark.unwrap_or(0);
+        let mut readings = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Ok(x) = row.xmin.parse::<u64>() {
+                next_watermark = x;
+            }
+            let (Some(tenant), Some(device), Some(ts), Some(metrics)) =
+                (row.tenant_id, row.device_id, row.ts, row.metrics)
+            else {
+                continue;
+            };
+            let (Ok(tenant), Ok(device)) = (TenantId::parse(tenant), DeviceId::parse(device))
+            else {
+                continue;
+            };
+            if self
+                .published
+                .get(&(tenant.clone(), device.clone()))
+                .is_some_and(|last| *last >= ts)
+            {
+                continue;
+            }
+            let metrics = match metrics.0 {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            readings.push(Reading {
+                tenant,
+                device,
+                ts,
+                metrics,
+            });
+        }
+        Ok(Batch {
+            readings,
+            next_watermark,
+        })
+    }
+
+    /// Records a reading as published.
+    pub fn mark_published(&mut self, tenant: TenantId, device: DeviceId, ts: OffsetDateTime) {
+        let slot = self.published.entry((tenant, device)).or_insert(ts);
+        if *slot < ts {
+            *slot = ts;
+        }
+    }
+
+    /// Moves the watermark; only once every reading of the batch was published.
+    pub fn advance(&mut self, watermark: u64) {
+        self.watermark = Some(watermark);
+    }
+
+    /// Forgets everything: the next read republishes every device's newest reading.
+    pub fn reset(&mut self) {
+        *self = Cursor::default();
+    }
+
+    /// Forgets the devices of tenants that no longer exist.
+    pub fn retain_tenants(&mut self, keep: impl Fn(&TenantId) -> bool) {
+        self.published.retain(|(t, _), _| keep(t));
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the poller against real PostgreSQL and real NATS with JetStream.
+//! Each test owns a fresh database and unique tenant ids, so tests run in parallel and again.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod helpers;
+
+mod failover;
+mod publishing;
+mod resilience;
+mod schema;
+mod simulate;

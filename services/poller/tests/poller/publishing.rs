@@ -1,0 +1,332 @@
+//! What reaches NATS, and how fast.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("empty", 2).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let poller = spawn_poller(config(&db)).await;
+
+    let snapshot = alerts.until(Duration::from_secs(10), |_| true).await;
+    assert_eq!(snapshot["type"], "alerts");
+    assert_eq!(snapshot["tenant_id"], tenant.as_str());
+    assert_eq!(snapshot["alerts"], json!([]));
+    assert_eq!(snapshot["total_open"], 0);
+    let f = fleet.until(Duration::from_secs(10), |_| true).await;
+    assert_eq!(f["type"], "fleet");
+    assert_eq!(
+        f["counts"],
+        json!({"total": 2, "online": 0, "stale": 0, "offline": 2})
+    );
+    assert_eq!(f["devices"][0]["status"], "OFFLINE");
+    assert!(f["seq"].as_u64().unwrap() > 0);
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("fast", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_poller(config(&db)).await;
+    let first = alerts.until(Duration::from_secs(10), |_| true).await;
+    let first_seq = first["seq"].as_u64().unwrap();
+
+    // The safety-net poll is 60 s away: only NOTIFY can make this fast.
+    let started = Instant::now();
+    let id = db
+        .open_alert(&tenant, "dev-1", "<img src=x onerror=alert(1)>")
+        .await;
+    let with = alerts
+        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
+        .await;
+    let latency = started.elapsed();
+    assert!(
+        latency < Duration::from_millis(500),
+        "alert took {latency:?}"
+    );
+    assert_eq!(with["alerts"][0]["summary"], "<img src=x onerror=alert(1)>");
+    assert_eq!(with["alerts"][0]["status"], "OPEN");
+    assert_eq!(with["alerts"][0]["severity"], 4);
+    assert_eq!(with["total_open"], 1);
+    let with_seq = with["seq"].as_u64().unwrap();
+    assert!(with_seq > first_seq);
+
+    db.close_alert(id).await;
+    let without = alerts
+        .until(Duration::from_secs(5), |v| !alert_ids(v).contains(&id))
+        .await;
+    assert_eq!(without["alerts"], json!([]));
+    assert!(without["seq"].as_u64().unwrap() > with_seq);
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_state_publishes_nothing() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("quiet", 1).await;
+    db.open_alert(&tenant, "dev-1", "steady").await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let mut cfg = config(&db);
+    cfg.poll_seconds = 1;
+    let poller = spawn_poller(cfg).await;
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).len() == 1)
+        .await;
+
+    // Wait until the safety net has re-read the unchanged state several times…
+    let before = metric(
+        &poller.metrics().await,
+        "pulse_poller_unchanged_total",
+        &["alerts"],
+    );
+    eventually(
+        "three more unchanged safety-net reads",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &poller.metrics().await,
+                "pulse_poller_unchanged_total",
+                &["alerts"],
+            ) >= before + 3.0
+        },
+    )
+    .await;
+    // …and nothing was published for it.
+    assert!(
+        alerts
+            .next_within(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn telemetry_reaches_the_device_subject() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("tele", 3).await;
+    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let poller = spawn_poller(config(&db)).await;
+    // Let the poller become active before writing.
+    eventually("poller active", Duration::from_secs(10), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+
+    db.reading(&tenant, "dev-2", json!({"temp_c": 21.5, "battery_pct": 90}))
+        .await;
+    let msg = sub
+        .until(Duration::from_secs(5), |v| v["device_id"] == "dev-2")
+        .await;
+    assert_eq!(msg["type"], "telemetry");
+    assert_eq!(msg["tenant_id"], tenant.as_str());
+    assert_eq!(
+        msg["data"]["metrics"],
+        json!({"temp_c": 21.5, "battery_pct": 90})
+    );
+    assert!(msg["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // A burst for one device publishes its newest reading, in order of seq.
+    for i in 0..5 {
+        db.reading(&tenant, "dev-3", json!({"n": i})).await;
+    }
+    let last = sub
+        .until(Duration::from_secs(5), |v| {
+            v["device_id"] == "dev-3" && v["data"]["metrics"]["n"] == 4
+        })
+        .await;
+    assert!(last["seq"].as_u64().unwrap() > msg["seq"].as_u64().unwrap());
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_reading_that_commits_late_is_not_skipped() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("late", 2).await;
+    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let poller = spawn_poller(config(&db)).await;
+    eventually("poller active", Duration::from_secs(10), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+
+    // T1 writes first (earlier transaction id, earlier timestamp) but commits last.
+    let mut t1 = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-1', now() - interval '1 second', '{\"who\": \"t1\"}')",
+    )
+    .bind(&tenant)
+    .execute(&mut *t1)
+    .await
+    .unwrap();
+    db.reading(&tenant, "dev-2", json!({"who": "t2"})).await;
+    sub.until(Duration::from_secs(5), |v| v["device_id"] == "dev-2")
+        .await;
+    // Several telemetry polls pass while T1 is open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t1.commit().await.unwrap();
+
+    let late = sub
+        .until(Duration::from_secs(5), |v| v["device_id"] == "dev-1")
+        .await;
+    assert_eq!(late["data"]["metrics"]["who"], "t1");
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_data() {
+    let db = TestDb::new().await;
+    let a = db.tenant("iso-a", 1).await;
+    let b = db.tenant("iso-b", 1).await;
+    let mut b_all = subscribe(&format!("pulse.v1.{b}.>")).await;
+    let poller = spawn_poller(config(&db)).await;
+    eventually("poller active", Duration::from_secs(10), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+
+    let secret = unique("secret-of-a");
+    let id = db.open_alert(&a, "dev-1", &secret).await;
+    db.reading(&a, "dev-1", json!({"secret": secret})).await;
+    let mut a_alerts = subscribe(&format!("pulse.v1.{a}.alerts")).await;
+    // A sees its alert (read the retained snapshot path too, via the live subject).
+    db.open_alert(&a, "dev-1", "second").await;
+    a_alerts
+        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
+        .await;
+
+    // Meanwhile everything B's subjects carried mentions only B.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Some((subject, v)) = b_all
+        .next_within(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        assert!(subject.starts_with(&format!("pulse.v1.{b}.")), "{subject}");
+        assert_eq!(v["tenant_id"], b.as_str(), "{v}");
+        assert!(!v.to_string().contains(&secret), "B received A's data: {v}");
+    }
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("newcomer", 1).await;
+    let id = db.open_alert(&tenant, "dev-1", "already open").await;
+    db.reading(&tenant, "dev-1", json!({"v": 1})).await;
+    let poller = spawn_poller(config(&db)).await;
+
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = js.get_stream("PULSE_STATE").await.unwrap();
+    for (subject, check) in [
+        (format!("pulse.v1.{tenant}.alerts"), "alerts"),
+        (format!("pulse.v1.{tenant}.fleet"), "fleet"),
+        (
+            format!("pulse.v1.{tenant}.device.dev-1.telemetry"),
+            "telemetry",
+        ),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let m = loop {
+            match stream.direct_get_last_for_subject(subject.clone()).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{subject} not retained: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["type"], check);
+        let header_seq: u64 = m
+            .headers
+            .get("Pulse-Seq")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert_eq!(header_seq, v["seq"].as_u64().unwrap());
+        if check == "alerts" {
+            assert_eq!(alert_ids(&v), vec![id]);
+        }
+    }
+    // One message per subject is kept.
+    let info = js
+        .get_stream("PULSE_STATE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.max_messages_per_subject, 1);
+    assert!(info.config.allow_direct);
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_new_tenant_and_time_passing_are_published() {
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.poll_seconds = 1;
+    cfg.stale_after_seconds = 1;
+    cfg.offline_after_seconds = 3;
+    let poller = spawn_poller(cfg).await;
+    eventually("poller active", Duration::from_secs(10), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+
+    let tenant = unique("later");
+    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'Later')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-1', 's')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.reading(&tenant, "dev-1", json!({})).await;
+    let online = fleet
+        .until(Duration::from_secs(5), |v| v["counts"]["online"] == 1)
+        .await;
+    assert_eq!(online["devices"][0]["status"], "ONLINE");
+    // No write at all from here: only the clock moves.
+    let stale = fleet
+        .until(Duration::from_secs(5), |v| v["counts"]["stale"] == 1)
+        .await;
+    assert_eq!(stale["devices"][0]["status"], "STALE");
+    let offline = fleet
+        .until(Duration::from_secs(6), |v| v["counts"]["offline"] == 1)
+        .await;
+    assert_eq!(offline["devices"][0]["status"], "OFFLINE");
+    assert!(offline["seq"].as_u64() > stale["seq"].as_u64());
+    // Reporting again brings it back.
+    db.reading(&tenant, "dev-1", json!({})).await;
+    fleet
+        .until(Duration::from_secs(2), |v| v["counts"]["online"] == 1)
+        .await;
+    poller.stop().await;
+    db.drop_now().await;
+}

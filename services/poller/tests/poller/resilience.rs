@@ -1,0 +1,173 @@
+//! Outages: the poller rides out NATS restarts and lost database connections.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+fn nats_server_binary() -> String {
+    for candidate in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    "nats-server".into()
+}
+
+fn start_nats(port: u16, store: &std::path::Path) -> Child {
+    Command::new(nats_server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server must be installed (run `make test`)")
+}
+
+#[tokio::test]
+async fn a_nats_restart_is_survived_and_state_republished() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = std::env::temp_dir().join(unique("pulse-nats"));
+    let mut nats = start_nats(port, &store);
+    let url = format!("nats://127.0.0.1:{port}");
+    eventually("private NATS up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+
+    let db = TestDb::new().await;
+    let tenant = db.tenant("natsdown", 1).await;
+    let mut cfg = config(&db);
+    cfg.nats_url = url.clone();
+    let poller = spawn_poller(cfg).await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut alerts = client
+        .subscribe(format!("pulse.v1.{tenant}.alerts"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    eventually("ready", Duration::from_secs(10), || async {
+        poller.ready().await["ready"] == true
+    })
+    .await;
+    use futures::StreamExt as _;
+    // The first snapshot may have been published before we subscribed; any alert write shows
+    // the pipeline works before the outage.
+    let id = db.open_alert(&tenant, "dev-1", "before outage").await;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), alerts.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if alert_ids(&v).contains(&id) {
+            break;
+        }
+    }
+
+    nats.start_kill().unwrap();
+    nats.wait().await.unwrap();
+    eventually(
+        "readiness false while NATS is gone",
+        Duration::from_secs(10),
+        || async { poller.ready().await["checks"]["nats"] == false },
+    )
+    .await;
+    // A change during the outage is not lost.
+    let during = db.open_alert(&tenant, "dev-1", "during outage").await;
+
+    let _nats = start_nats(port, &store);
+    eventually(
+        "readiness true after NATS is back",
+        Duration::from_secs(15),
+        || async { poller.ready().await["ready"] == true },
+    )
+    .await;
+    let got = loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), alerts.next())
+            .await
+            .expect("no snapshot after the NATS restart")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if alert_ids(&v).contains(&during) {
+            break v;
+        }
+    };
+    assert!(alert_ids(&got).contains(&id));
+    poller.stop().await;
+    db.drop_now().await;
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[tokio::test]
+async fn lost_database_connections_are_survived() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("pgdown", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_poller(config(&db)).await;
+    alerts.until(Duration::from_secs(10), |_| true).await;
+
+    // Kill every connection to this database, as a PostgreSQL restart would.
+    let admin = sqlx::PgPool::connect(&base_database_url()).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE datname = $1 AND pid <> pg_backend_pid()) k",
+    )
+    .bind(&db.name)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 2,
+        "expected the poller's connections, killed {killed}"
+    );
+    admin.close().await;
+
+    eventually("active again", Duration::from_secs(15), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+    // The pool may hand out a connection that died; retry the write like any client would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let r = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
+             VALUES ($1, 'dev-1', 'site-1', 'x', 1, 'after') RETURNING alert_id",
+        )
+        .bind(&tenant)
+        .fetch_one(&db.pool)
+        .await;
+        match r {
+            Ok(id) => break id,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot write after the outage: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    let errors = metric(&poller.metrics().await, "pulse_poller_errors_total", &[]);
+    assert!(
+        errors >= 1.0,
+        "the outage should be counted in pulse_poller_errors_total"
+    );
+    poller.stop().await;
+    db.drop_now().await;
+}
