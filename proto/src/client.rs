@@ -12,7 +12,9 @@ use crate::id::{DeviceId, IdError, TenantId, Topic};
 use crate::subject::Subject;
 
 /// What a client may subscribe to. The tenant is never part of it: it comes from the token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(tag = "channel", rename_all = "lowercase")]
 pub enum Channel {
     Alerts,
@@ -304,14 +306,32 @@ mod tests {
             (r#"{"action":"subscribe"}"#, UnknownType),
             (r#"{"action":"subscribe","type":"everything"}"#, UnknownType),
             (r#"{"action":"subscribe","type":"device"}"#, MissingField),
-            (r#"{"action":"subscribe","type":"device","device_id":7}"#, MissingField),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":7}"#,
+                MissingField,
+            ),
             (r#"{"action":"subscribe","type":"events"}"#, MissingField),
             (r#"{"action":"auth"}"#, MissingField),
-            (r#"{"action":"subscribe","type":"device","device_id":">"}"#, InvalidId),
-            (r#"{"action":"subscribe","type":"device","device_id":"*"}"#, InvalidId),
-            (r#"{"action":"subscribe","type":"device","device_id":"a.b"}"#, InvalidId),
-            (r#"{"action":"subscribe","type":"device","device_id":""}"#, InvalidId),
-            (r#"{"action":"unsubscribe","type":"events","topic":"t.>"}"#, InvalidId),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":">"}"#,
+                InvalidId,
+            ),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":"*"}"#,
+                InvalidId,
+            ),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":"a.b"}"#,
+                InvalidId,
+            ),
+            (
+                r#"{"action":"subscribe","type":"device","device_id":""}"#,
+                InvalidId,
+            ),
+            (
+                r#"{"action":"unsubscribe","type":"events","topic":"t.>"}"#,
+                InvalidId,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(code_of(text), want, "{text}");

@@ -15,7 +15,9 @@ use crate::time::Timestamp;
 macro_rules! type_tag {
     ($name:ident, $value:literal) => {
         #[doc = concat!("The `type` field of a message: always `\"", $value, "\"`.")]
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
+        )]
         pub enum $name {
             #[default]
             #[serde(rename = $value)]
@@ -157,7 +159,9 @@ pub struct FleetDevice {
 }
 
 /// Health of a device by the age of its newest reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeviceStatus {
     Offline,
@@ -236,7 +240,10 @@ mod tests {
             tenant_id: TenantId::parse("acme").unwrap(),
             device_id: DeviceId::parse("dev-0001").unwrap(),
             seq: 3,
-            data: TelemetryData { timestamp: ts(), metrics },
+            data: TelemetryData {
+                timestamp: ts(),
+                metrics,
+            },
         };
         assert_eq!(
             serde_json::to_value(&msg).unwrap(),

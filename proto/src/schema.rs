@@ -132,9 +132,14 @@ mod tests {
         assert!(!alerts.is_valid(&bad));
 
         let replies = validator("server-reply.json");
-        assert!(replies.is_valid(&json!({"type": "subscribed", "channel": "device", "device_id": "d1"})));
+        assert!(
+            replies
+                .is_valid(&json!({"type": "subscribed", "channel": "device", "device_id": "d1"}))
+        );
         assert!(replies.is_valid(&json!({"type": "error", "code": "invalid_id", "message": "m"})));
-        assert!(!replies.is_valid(&json!({"type": "error", "code": "no_such_code", "message": "m"})));
+        assert!(
+            !replies.is_valid(&json!({"type": "error", "code": "no_such_code", "message": "m"}))
+        );
 
         let requests = validator("client-request.json");
         for ok in [
@@ -154,7 +159,10 @@ mod tests {
             json!({"action": "delete"}),
         ] {
             assert!(!requests.is_valid(&bad), "{bad}");
-            assert!(crate::ClientRequest::parse(&bad.to_string()).is_err(), "{bad}");
+            assert!(
+                crate::ClientRequest::parse(&bad.to_string()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

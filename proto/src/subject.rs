@@ -100,7 +100,10 @@ mod tests {
     fn builds_the_documented_subjects() {
         let dev = DeviceId::parse("dev-0001").unwrap();
         let topic = Topic::parse("tickets").unwrap();
-        assert_eq!(Subject::Alerts(t("acme")).to_string(), "pulse.v1.acme.alerts");
+        assert_eq!(
+            Subject::Alerts(t("acme")).to_string(),
+            "pulse.v1.acme.alerts"
+        );
         assert_eq!(Subject::Fleet(t("acme")).to_string(), "pulse.v1.acme.fleet");
         assert_eq!(
             Subject::Telemetry(t("acme"), dev).to_string(),
@@ -124,8 +127,16 @@ mod tests {
             assert_eq!(parsed.to_string(), raw);
             assert_eq!(parsed.tenant().as_str(), "acme");
         }
-        assert!(Subject::parse("pulse.v1.acme.alerts").unwrap().is_snapshot());
-        assert!(!Subject::parse("pulse.v1.acme.events.x").unwrap().is_snapshot());
+        assert!(
+            Subject::parse("pulse.v1.acme.alerts")
+                .unwrap()
+                .is_snapshot()
+        );
+        assert!(
+            !Subject::parse("pulse.v1.acme.events.x")
+                .unwrap()
+                .is_snapshot()
+        );
     }
 
     #[test]
