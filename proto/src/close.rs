@@ -17,3 +17,8 @@ pub const FORBIDDEN: u16 = 4003;
 pub const SLOW_CONSUMER: u16 = 4008;
 /// Too many messages from the client, or a connection cap was reached.
 pub const RATE_LIMITED: u16 = 4029;
+/// The server is going away for this client: it sent nothing, not even a pong, for
+/// `PULSE_IDLE_TIMEOUT_SECONDS`.
+pub const GOING_AWAY: u16 = 1001;
+/// Not sent on the wire: recorded in metrics when a connection ended without a close frame.
+pub const ABNORMAL: u16 = 1006;

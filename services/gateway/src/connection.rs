@@ -1,0 +1,409 @@
+//! One client connection: reads requests, writes replies and pushes, keeps it alive, and
+//! cleans up everything it holds when it ends, whatever ends it.
+//!
+//! Reading and writing share one task: a slow client's socket only ever delays that client.
+//! Pushes wait in its [`ClientQueue`] (conflated or bounded) and are written in batches, one
+//! flush per batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt as _, StreamExt as _};
+use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
+
+use crate::auth::Principal;
+use crate::caps::Slot;
+use crate::fanout::{ConnId, Topic};
+use crate::frame::{Frame, TopicId};
+use crate::metrics::CodeLabel;
+use crate::queue::ClientQueue;
+use crate::ratelimit::TokenBucket;
+use crate::server::AppState;
+
+/// Why the connection ends: a close frame to send, or nothing when the peer is gone.
+type Ending = Option<(u16, &'static str)>;
+
+struct Session {
+    id: ConnId,
+    principal: Principal,
+    state: AppState,
+    queue: Arc<ClientQueue>,
+    channels: HashMap<Channel, Arc<Topic>>,
+    /// Highest `seq` written per topic: older frames are dropped, so a client never sees an
+    /// older state after a newer one.
+    written: HashMap<TopicId, u64>,
+    sink: SplitSink<WebSocket, Message>,
+    batch: Vec<Frame>,
+    bucket: TokenBucket,
+    limited_streak: u32,
+    last_limited_reply: Option<Instant>,
+}
+
+/// Serves an authenticated, admitted connection until it ends.
+pub async fn serve(
+    socket: WebSocket,
+    principal: Principal,
+    slot: Slot,
+    state: AppState,
+    id: ConnId,
+) {
+    let (sink, stream) = socket.split();
+    let config = state.config.clone();
+    let mut session = Session {
+        id,
+        principal,
+        queue: Arc::new(ClientQueue::new(config.client_queue_events)),
+        channels: HashMap::new(),
+        written: HashMap::new(),
+        sink,
+        batch: Vec::new(),
+        bucket: TokenBucket::new(config.client_msgs_per_second, config.client_msgs_burst),
+        limited_streak: 0,
+        last_limited_reply: None,
+        state,
+    };
+    let ending = session.run(stream).await;
+    session.finish(ending).await;
+    drop(slot);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn instant_of(exp: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+impl Session {
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>) -> Ending {
+        let config = self.state.config.clone();
+        let mut drain = self.state.drain.clone();
+        let mut drain_at: Option<tokio::time::Instant> = None;
+        let mut expires = instant_of(self.principal.exp);
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.ping_interval(),
+            config.ping_interval(),
+        );
+        if *drain.borrow() {
+            return Some((close::SERVICE_RESTART, "service restart"));
+        }
+        loop {
+            tokio::select! {
+                biased;
+                changed = drain.changed(), if drain_at.is_none() => {
+                    if changed.is_err() || *drain.borrow() {
+                        let spread = config.drain().as_millis() as u64;
+                        let delay = if spread == 0 { 0 } else { rand::random::<u64>() % spread };
+                        drain_at = Some(tokio::time::Instant::now() + Duration::from_millis(delay));
+                    }
+                }
+                () = sleep_until_opt(drain_at) => {
+                    return Some((close::SERVICE_RESTART, "service restart"));
+                }
+                () = tokio::time::sleep_until(expires) => {
+                    return Some((close::UNAUTHORIZED, "token expired"));
+                }
+                () = self.queue.ready() => {
+                    if let Err(ending) = self.write_pending().await {
+                        return ending;
+                    }
+                }
+                incoming = stream.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        None => return None,
+                        Some(Err(e)) => return ending_for_read_error(&e),
+                        Some(Ok(Message::Text(text))) => {
+                            match self.handle_text(&text).await {
+                                Ok(Some(new_exp)) => expires = instant_of(new_exp),
+                                Ok(None) => {}
+                                Err(ending) => return ending,
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            return Some((close::UNSUPPORTED_DATA, "binary frames are not supported"));
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) => return None,
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= config.idle_timeout() {
+                        return Some((close::GOING_AWAY, "idle timeout"));
+                    }
+                    if let Err(ending) = self.send(Message::Ping(Default::default())).await {
+                        return ending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one request. `Ok(Some(exp))`: a fresh token moved the expiry.
+    async fn handle_text(&mut self, text: &str) -> Result<Option<u64>, Ending> {
+        if !self.bucket.try_take() {
+            self.limited_streak += 1;
+            if self.limited_streak > self.state.config.client_msgs_burst {
+                return Err(Some((close::RATE_LIMITED, "rate limit exceeded")));
+            }
+            let reply_due = self
+                .last_limited_reply
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if reply_due {
+                self.last_limited_reply = Some(Instant::now());
+                self.reply_error(ProtocolError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages per second; slow down or be disconnected",
+                        self.state.config.client_msgs_per_second
+                    ),
+                ))
+                .await?;
+            }
+            return Ok(None);
+        }
+        self.limited_streak = 0;
+        let request = match ClientRequest::parse(text) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply_error(e).await?;
+                return Ok(None);
+            }
+        };
+        match request {
+            ClientRequest::Ping => self.reply(&ServerReply::Pong).await?,
+            ClientRequest::Subscribe(channel) => self.subscribe(channel).await?,
+            ClientRequest::Unsubscribe(channel) => self.unsubscribe(channel).await?,
+            ClientRequest::Auth { token } => return self.reauthenticate(&token).await,
+        }
+        Ok(None)
+    }
+
+    async fn subscribe(&mut self, channel: Channel) -> Result<(), Ending> {
+        if self.channels.contains_key(&channel) {
+            return self.reply(&ServerReply::Subscribed(channel)).await;
+        }
+        if self.channels.len() >= self.state.config.max_subscriptions {
+            return self
+                .reply_error(ProtocolError::new(
+                    ErrorCode::TooManySubscriptions,
+                    format!(
+                        "at most {} subscriptions per connection",
+                        self.state.config.max_subscriptions
+                    ),
+                ))
+                .await;
+        }
+        let subject = channel.subject(&self.principal.tenant);
+        match self
+            .state
+            .fanout
+            .subscribe(self.id, &self.queue, &subject)
+            .await
+        {
+            Ok(topic) => {
+                self.written.insert(topic.id, 0);
+                self.channels.insert(channel.clone(), topic);
+                self.state.metrics.subscriptions.inc();
+                self.reply(&ServerReply::Subscribed(channel)).await
+            }
+            Err(e) => {
+                tracing::warn!(%subject, error = %e, "subscribe failed");
+                self.reply_error(ProtocolError::new(
+                    ErrorCode::Unavailable,
+                    "cannot subscribe right now; retry shortly",
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
+        match self.channels.remove(&channel) {
+            Some(topic) => {
+                self.state.fanout.unsubscribe(self.id, &topic);
+                self.queue.forget(topic.id);
+                self.written.remove(&topic.id);
+                self.state.metrics.subscriptions.dec();
+                self.reply(&ServerReply::Unsubscribed(channel)).await
+            }
+            None => {
+                self.reply_error(ProtocolError::new(
+                    ErrorCode::NotSubscribed,
+                    "not subscribed to that channel",
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn reauthenticate(&mut self, token: &str) -> Result<Option<u64>, Ending> {
+        match self.state.auth.verify(Some(token)).await {
+            Ok(p) if p.tenant == self.principal.tenant => {
+                let exp = p.exp;
+                self.principal.exp = exp;
+                self.reply(&ServerReply::Authenticated { exp }).await?;
+                Ok(Some(exp))
+            }
+            Ok(_) => {
+                self.reply_error(ProtocolError::new(
+                    ErrorCode::InvalidToken,
+                    "the token is for another tenant",
+                ))
+                .await?;
+                Ok(None)
+            }
+            Err(e) => {
+                self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, e.to_string()))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn reply(&mut self, reply: &ServerReply) -> Result<(), Ending> {
+        let text = match serde_json::to_string(reply) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a reply");
+                return Ok(());
+            }
+        };
+        self.send(Message::Text(text.into())).await
+    }
+
+    async fn reply_error(&mut self, e: ProtocolError) -> Result<(), Ending> {
+        let code = serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.state
+            .metrics
+            .client_errors
+            .get_or_create(&CodeLabel { code })
+            .inc();
+        self.reply(&ServerReply::from(e)).await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), Ending> {
+        match tokio::time::timeout(self.state.config.write_timeout(), self.sink.send(message)).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(None),
+        }
+    }
+
+    /// Writes every pending push in one batch and one flush.
+    async fn write_pending(&mut self) -> Result<(), Ending> {
+        let overflowed = self.queue.take(&mut self.batch);
+        if overflowed {
+            self.state.metrics.slow_consumer_closes.inc();
+            return Err(Some((close::SLOW_CONSUMER, "slow consumer")));
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut received = Vec::with_capacity(self.batch.len());
+        let mut bytes = 0u64;
+        let Session {
+            sink,
+            batch,
+            written,
+            queue,
+            state,
+            ..
+        } = self;
+        let write = async {
+            for frame in batch.drain(..) {
+                let Some(last) = written.get_mut(&frame.topic) else {
+                    continue;
+                };
+                if frame.seq != 0 && frame.seq <= *last {
+                    continue;
+                }
+                *last = frame.seq;
+                bytes += frame.text.len() as u64;
+                received.push(frame.received);
+                sink.feed(Message::Text(frame.text)).await?;
+            }
+            sink.flush().await
+        };
+        // A client stuck mid-write that also overflows its event queue is closed at once,
+        // not after the write timeout.
+        tokio::select! {
+            written = tokio::time::timeout(state.config.write_timeout(), write) => match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(None),
+            },
+            () = queue.overflowed() => {
+                state.metrics.slow_consumer_closes.inc();
+                return Err(Some((close::SLOW_CONSUMER, "slow consumer")));
+            }
+        }
+        let metrics = &self.state.metrics;
+        metrics.messages_out.inc_by(received.len() as u64);
+        metrics.bytes_out.inc_by(bytes);
+        for t in received {
+            metrics.fanout_latency.observe(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Releases every subscription, then says goodbye when there is someone to say it to.
+    async fn finish(&mut self, ending: Ending) {
+        for topic in self.channels.values() {
+            self.state.fanout.unsubscribe(self.id, topic);
+        }
+        self.state
+            .metrics
+            .subscriptions
+            .dec_by(self.channels.len() as i64);
+        self.channels.clear();
+        self.queue.close();
+        let code = ending.map_or(close::ABNORMAL, |(code, _)| code);
+        self.state.metrics.closed(code);
+        if let Some((code, reason)) = ending {
+            tracing::debug!(code, reason, "closing connection");
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ending_for_read_error(e: &axum::Error) -> Ending {
+    // axum wraps tungstenite's error; a frame or message over the size limit is a capacity
+    // error, answered with 1009.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded")
+        || text.contains("Message too long")
+        || text.contains("message too big")
+        || text.to_ascii_lowercase().contains("capacity")
+    {
+        Some((close::MESSAGE_TOO_BIG, "message too big"))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,27 @@
+//! A message ready for clients: the NATS payload as WebSocket text, made once and shared.
+
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+
+/// Identifies a NATS subject in use on this instance, cheaper to compare than the subject.
+pub type TopicId = u64;
+
+/// One message for any number of clients. Cloning shares the payload bytes.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub topic: TopicId,
+    /// The message's `seq`; 0 when the publisher set none (then it is never dropped as old).
+    pub seq: u64,
+    pub text: Utf8Bytes,
+    /// When the gateway received it from NATS, for the fan-out latency histogram.
+    pub received: Instant,
+}
+
+/// Reads `seq` from the `Pulse-Seq` header.
+pub fn seq_of(headers: Option<&async_nats::HeaderMap>) -> u64 {
+    headers
+        .and_then(|h| h.get(pulse_proto::headers::SEQ))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,166 @@
+//! `pulse-gateway`: holds WebSocket clients, authenticates them by JWT, subscribes to NATS once
+//! per subject per instance and fans each message out to its local clients.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated at start.
+//! - [`auth`]: JWT verification (HS256 secret, RS256/ES256 from JWKS) and close codes.
+//! - [`server`]: the `/api/v2/ws` upgrade, origin check, caps, ops endpoints.
+//! - [`connection`]: one client's session: requests, pushes, heartbeats, expiry, drain.
+//! - [`fanout`]: reference-counted NATS subscriptions and delivery to client queues.
+//! - [`queue`]: a client's bounded outbound queue (conflating snapshots).
+//! - [`frame`]: a message made once and shared by every recipient.
+//! - [`caps`], [`ratelimit`]: connection caps and per-connection message rate.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod auth;
+pub mod caps;
+pub mod config;
+pub mod connection;
+pub mod fanout;
+pub mod frame;
+pub mod metrics;
+pub mod queue;
+pub mod ratelimit;
+pub mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use pulse_common::ops::{Ops, Readiness};
+use tokio_util::sync::CancellationToken;
+
+pub use config::GatewayConfig;
+
+use crate::auth::Authenticator;
+use crate::caps::Caps;
+use crate::fanout::FanOut;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+
+/// Runs a gateway on `listener` until `shutdown` resolves, then drains: readiness goes false,
+/// new connections are refused, and clients are closed with 1012 spread over
+/// `PULSE_DRAIN_SECONDS`. Returns when every client is gone or the drain deadline passed.
+pub async fn run(
+    config: GatewayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new(&["nats", "accepting"]);
+    let slow = metrics.nats_slow_consumer.clone();
+    let link = pulse_common::nats::connect(
+        &config.nats_url,
+        "pulse-gateway",
+        move || {
+            slow.inc();
+        },
+        stop.clone().cancelled_owned(),
+    )
+    .await?;
+    let fanout = FanOut::new(link.client.clone(), metrics.clone());
+    let auth = Authenticator::new(&config);
+    if config.jwks_url.is_some()
+        && let Err(e) = auth.refresh_jwks().await
+    {
+        tracing::warn!(error = %e, "cannot fetch JWKS yet; will retry on first use");
+    }
+    let caps = Caps::new(
+        config.max_connections,
+        config.max_connections_per_tenant,
+        metrics.clone(),
+    );
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    watch_nats(
+        link.state.clone(),
+        readiness.clone(),
+        fanout.clone(),
+        stop.clone(),
+    );
+    readiness.set("accepting", true);
+
+    let state = AppState {
+        config: config.clone(),
+        auth,
+        fanout,
+        caps: caps.clone(),
+        metrics,
+        drain: drain_rx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+    };
+    let ops = Ops {
+        registry: Arc::new(registry),
+        readiness: readiness.clone(),
+    };
+    let app = server::router(state, ops);
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    tracing::info!("gateway ready");
+
+    stop.cancelled().await;
+    tracing::info!(
+        connections = caps.total(),
+        drain = ?config.drain(),
+        "draining: refusing new connections, closing clients with 1012"
+    );
+    readiness.set("accepting", false);
+    let _ = drain_tx.send(true);
+    let deadline = Instant::now() + config.drain() + Duration::from_secs(2);
+    while caps.total() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if caps.total() > 0 {
+        tracing::warn!(left = caps.total(), "drain deadline passed");
+    }
+    server_stop.cancel();
+    server
+        .await
+        .context("server task failed")?
+        .context("server failed")?;
+    link.client.flush().await.ok();
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Mirrors the NATS link into readiness, and resynchronises snapshots after a reconnect.
+fn watch_nats(
+    mut state: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
+    readiness: Readiness,
+    fanout: FanOut,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut seen = state.borrow().connects;
+        loop {
+            let now = *state.borrow_and_update();
+            readiness.set("nats", now.connected);
+            if now.connected && now.connects != seen {
+                seen = now.connects;
+                tracing::info!("NATS reconnected; resending current snapshots");
+                fanout.resync().await;
+            }
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,215 @@
+//! A client's outbound queue: bounded, and never slowed by the client.
+//!
+//! Snapshot subjects (alerts, fleet, telemetry) are conflated: only the newest frame per
+//! subject waits, so a slow reader skips intermediate states and memory stays bounded by its
+//! subscriptions. Event subjects keep every frame up to `PULSE_CLIENT_QUEUE_EVENTS`; beyond
+//! that the queue marks itself overflowed and the connection is closed with 4008, so the
+//! client reconnects and recovers instead of silently missing events.
+//!
+//! Producers (NATS dispatch tasks) only lock, push and wake; the connection's writer takes
+//! everything pending at once and writes it in one batch.
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::frame::{Frame, TopicId};
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// It replaced an older pending frame of the same subject.
+    Conflated,
+    /// An older (or equal) `seq` than the one pending: dropped.
+    Stale,
+    /// The event queue is full; the connection will be closed.
+    Overflow,
+    /// The connection is gone.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    snapshots: Vec<Frame>,
+    events: std::collections::VecDeque<Frame>,
+    overflowed: bool,
+    closed: bool,
+}
+
+pub struct ClientQueue {
+    state: Mutex<State>,
+    wake: Notify,
+    overflow: Notify,
+    event_cap: usize,
+}
+
+impl ClientQueue {
+    pub fn new(event_cap: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            overflow: Notify::new(),
+            event_cap,
+        }
+    }
+
+    /// Keeps only the newest frame per snapshot subject.
+    pub fn push_snapshot(&self, frame: Frame) -> Pushed {
+        let pushed = {
+            let mut s = self.state.lock();
+            if s.closed {
+                return Pushed::Closed;
+            }
+            match s.snapshots.iter_mut().find(|f| f.topic == frame.topic) {
+                Some(pending) if frame.seq != 0 && frame.seq <= pending.seq => {
+                    return Pushed::Stale;
+                }
+                Some(pending) => {
+                    *pending = frame;
+                    Pushed::Conflated
+                }
+                None => {
+                    s.snapshots.push(frame);
+                    Pushed::Queued
+                }
+            }
+        };
+        self.wake.notify_one();
+        pushed
+    }
+
+    /// Keeps every event frame, up to the cap.
+    pub fn push_event(&self, frame: Frame) -> Pushed {
+        let pushed = {
+            let mut s = self.state.lock();
+            if s.closed {
+                return Pushed::Closed;
+            }
+            if s.events.len() >= self.event_cap {
+                if !s.overflowed {
+                    s.overflowed = true;
+                    self.overflow.notify_one();
+                }
+                Pushed::Overflow
+            } else {
+                s.events.push_back(frame);
+                Pushed::Queued
+            }
+        };
+        self.wake.notify_one();
+        pushed
+    }
+
+    /// Resolves when something was pushed since the last [`ClientQueue::take`].
+    pub async fn ready(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Resolves once the event queue has overflowed, even while the writer is busy.
+    pub async fn overflowed(&self) {
+        self.overflow.notified().await;
+    }
+
+    /// Moves everything pending into `out` (snapshots first, then events in order) and tells
+    /// whether the event queue overflowed.
+    pub fn take(&self, out: &mut Vec<Frame>) -> bool {
+        let mut s = self.state.lock();
+        out.append(&mut s.snapshots);
+        out.extend(s.events.drain(..));
+        // Release the capacity a burst left behind, so an idle client holds no large buffers.
+        if s.snapshots.capacity() > 16 {
+            s.snapshots.shrink_to(4);
+        }
+        if s.events.capacity() > 64 {
+            s.events.shrink_to(8);
+        }
+        s.overflowed
+    }
+
+    /// Drops pending frames of a subject the client just left.
+    pub fn forget(&self, topic: TopicId) {
+        let mut s = self.state.lock();
+        s.snapshots.retain(|f| f.topic != topic);
+        s.events.retain(|f| f.topic != topic);
+    }
+
+    /// Refuses every later push and frees what is pending.
+    pub fn close(&self) {
+        let mut s = self.state.lock();
+        s.closed = true;
+        s.snapshots = Vec::new();
+        s.events = Default::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn frame(topic: TopicId, seq: u64) -> Frame {
+        Frame {
+            topic,
+            seq,
+            text: format!("{topic}:{seq}").into(),
+            received: Instant::now(),
+        }
+    }
+
+    fn texts(q: &ClientQueue) -> Vec<String> {
+        let mut out = Vec::new();
+        q.take(&mut out);
+        out.iter().map(|f| f.text.to_string()).collect()
+    }
+
+    #[test]
+    fn snapshots_conflate_to_the_newest_per_subject() {
+        let q = ClientQueue::new(10);
+        assert_eq!(q.push_snapshot(frame(1, 1)), Pushed::Queued);
+        assert_eq!(q.push_snapshot(frame(2, 1)), Pushed::Queued);
+        assert_eq!(q.push_snapshot(frame(1, 3)), Pushed::Conflated);
+        assert_eq!(q.push_snapshot(frame(1, 2)), Pushed::Stale);
+        assert_eq!(texts(&q), ["1:3", "2:1"]);
+        assert!(texts(&q).is_empty());
+    }
+
+    #[test]
+    fn events_are_kept_in_order_until_the_cap() {
+        let q = ClientQueue::new(3);
+        for seq in 1..=3 {
+            assert_eq!(q.push_event(frame(9, seq)), Pushed::Queued);
+        }
+        assert_eq!(q.push_event(frame(9, 4)), Pushed::Overflow);
+        let mut out = Vec::new();
+        assert!(q.take(&mut out), "overflow must be reported");
+        let seqs: Vec<u64> = out.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    #[test]
+    fn forget_and_close() {
+        let q = ClientQueue::new(3);
+        q.push_snapshot(frame(1, 1));
+        q.push_event(frame(2, 1));
+        q.forget(1);
+        assert_eq!(texts(&q), ["2:1"]);
+        q.close();
+        assert_eq!(q.push_snapshot(frame(1, 2)), Pushed::Closed);
+        assert_eq!(q.push_event(frame(2, 2)), Pushed::Closed);
+        assert!(texts(&q).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_writer() {
+        let q = std::sync::Arc::new(ClientQueue::new(3));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.ready().await });
+        tokio::task::yield_now().await;
+        q.push_snapshot(frame(1, 1));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

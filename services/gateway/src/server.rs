@@ -1,0 +1,155 @@
+//! The HTTP side: the WebSocket endpoint `GET /api/v2/ws` and the ops endpoints.
+//!
+//! Before the upgrade: draining and a full instance answer HTTP 503, a foreign `Origin` 403.
+//! Token problems are answered after the upgrade, with a close code a browser can read (4001,
+//! 4003), as is a full tenant (4029).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pulse_common::ops::Ops;
+use pulse_proto::close;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use crate::auth::Authenticator;
+use crate::caps::Caps;
+use crate::config::GatewayConfig;
+use crate::fanout::FanOut;
+use crate::metrics::{CodeLabel, Metrics};
+
+/// What every request handler and connection shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<GatewayConfig>,
+    pub auth: Authenticator,
+    pub fanout: FanOut,
+    pub caps: Caps,
+    pub metrics: Metrics,
+    /// True once the instance drains: no new connections, existing ones closed with 1012.
+    pub drain: watch::Receiver<bool>,
+    pub next_conn: Arc<AtomicU64>,
+}
+
+pub fn router(state: AppState, ops: Ops) -> Router {
+    Router::new()
+        .route("/api/v2/ws", get(upgrade))
+        .with_state(state)
+        .merge(pulse_common::ops::router(ops))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if *state.drain.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another instance\n",
+        )
+            .into_response();
+    }
+    if !state.config.allowed_origins.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            state
+                .metrics
+                .auth_failures
+                .get_or_create(&CodeLabel {
+                    code: "origin".into(),
+                })
+                .inc();
+            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+        }
+    }
+    if state.caps.instance_full() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway connection limit reached\n",
+        )
+            .into_response();
+    }
+    let token = query
+        .ok()
+        .and_then(|Query(q)| q.token)
+        .or_else(|| bearer(&headers));
+    let verdict = state.auth.verify(token.as_deref()).await;
+    let config = &state.config;
+    ws.read_buffer_size(config.ws_read_buffer_bytes)
+        .write_buffer_size(config.ws_write_buffer_bytes)
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            let principal = match verdict {
+                Ok(p) => p,
+                Err(e) => {
+                    state
+                        .metrics
+                        .auth_failures
+                        .get_or_create(&CodeLabel {
+                            code: e.label().into(),
+                        })
+                        .inc();
+                    state.metrics.closed(e.close_code());
+                    refuse(socket, e.close_code(), e.reason()).await;
+                    return;
+                }
+            };
+            let slot = match state.caps.admit(&principal.tenant) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    state.metrics.closed(close::RATE_LIMITED);
+                    refuse(socket, close::RATE_LIMITED, e.to_string()).await;
+                    return;
+                }
+            };
+            let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!(
+                "connection",
+                conn = id,
+                tenant = %principal.tenant,
+                user = %principal.sub,
+            );
+            crate::connection::serve(socket, principal, slot, state, id)
+                .instrument(span)
+                .await;
+        })
+}
+
+async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}

@@ -1,0 +1,152 @@
+//! Every way a connection can be refused, and token renewal.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn every_bad_token_gets_its_close_code() {
+    let gw = spawn_gateway(config()).await;
+    let t = unique("auth");
+    let exp = now() + 300;
+    let wrong_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"tenant_id": t, "role": "customer_admin", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-some-other-secret"),
+    )
+    .unwrap();
+    // {"alg":"none","typ":"JWT"} . {"tenant_id":"x","role":"customer_admin","exp":9999999999} .
+    let alg_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnRfaWQiOiJ4Iiwicm9sZSI6ImN1c3RvbWVyX2FkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+    let cases = [
+        ("missing", format!("ws://{}/api/v2/ws", gw.addr), 4001),
+        ("empty", gw.url(""), 4001),
+        ("malformed", gw.url("not-a-jwt"), 4001),
+        ("wrong key", gw.url(&wrong_key), 4001),
+        ("alg none", gw.url(alg_none), 4001),
+        (
+            "expired",
+            gw.url(&sign(
+                json!({"tenant_id": t, "role": "customer_admin", "exp": now() - 10}),
+            )),
+            4001,
+        ),
+        (
+            "not yet valid",
+            gw.url(&sign(
+                json!({"tenant_id": t, "role": "customer_admin", "exp": exp, "nbf": now() + 600}),
+            )),
+            4001,
+        ),
+        (
+            "no exp",
+            gw.url(&sign(json!({"tenant_id": t, "role": "customer_admin"}))),
+            4001,
+        ),
+        (
+            "no tenant",
+            gw.url(&sign(json!({"role": "customer_admin", "exp": exp}))),
+            4003,
+        ),
+        (
+            "no role",
+            gw.url(&sign(json!({"tenant_id": t, "exp": exp}))),
+            4003,
+        ),
+        (
+            "other role",
+            gw.url(&sign(
+                json!({"tenant_id": t, "role": "internal_admin", "exp": exp}),
+            )),
+            4003,
+        ),
+        (
+            "wildcard tenant",
+            gw.url(&sign(
+                json!({"tenant_id": "*", "role": "customer_admin", "exp": exp}),
+            )),
+            4003,
+        ),
+    ];
+    for (what, url, code) in cases {
+        let mut c = connect(&url).await;
+        let closed = c.closed(Duration::from_secs(5)).await;
+        assert_eq!(closed.code, code, "{what}: {closed:?}");
+        assert!(!closed.reason.is_empty(), "{what}: a reason is given");
+    }
+    let m = gw.metrics().await;
+    assert!(metric(&m, "pulse_gateway_auth_failures_total", &["expired"]) >= 1.0);
+    assert!(metric(&m, "pulse_gateway_auth_failures_total", &["forbidden"]) >= 4.0);
+}
+
+#[tokio::test]
+async fn a_bearer_header_works_for_non_browser_clients() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let gw = spawn_gateway(config()).await;
+    let mut request = format!("ws://{}/api/v2/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let token = token_for(&unique("bearer"), 60);
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut c = Client { ws };
+    c.assert_alive().await;
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_the_connection_unless_renewed() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("expiry");
+    let mut lapsing = connect(&gw.url(&token_for(&tenant, 2))).await;
+    let mut renewing = connect(&gw.url(&token_for(&tenant, 2))).await;
+    renewing
+        .send(json!({"action": "auth", "token": token_for(&tenant, 120)}))
+        .await;
+    let reply = renewing.next(Duration::from_secs(5)).await;
+    assert_eq!(reply["type"], "authenticated");
+    assert!(reply["exp"].as_u64().unwrap() >= now() + 100);
+    // A token of another tenant, or a bad one, is refused and changes nothing.
+    renewing
+        .send(json!({"action": "auth", "token": token_for(&unique("other"), 600)}))
+        .await;
+    let refused = renewing.next(Duration::from_secs(5)).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("invalid_token"))
+    );
+    renewing
+        .send(json!({"action": "auth", "token": "garbage"}))
+        .await;
+    assert_eq!(
+        renewing.next(Duration::from_secs(5)).await["code"],
+        "invalid_token"
+    );
+
+    let closed = lapsing.closed(Duration::from_secs(6)).await;
+    assert_eq!(closed.code, 4001);
+    assert_eq!(closed.reason, "token expired");
+    // Well past the first expiry, the renewed connection is still usable.
+    renewing.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut cfg = config();
+    cfg.allowed_origins = vec!["https://dash.example.test".into()];
+    let gw = spawn_gateway(cfg).await;
+    let token = token_for(&unique("origin"), 60);
+    let mut bad = gw.url(&token).into_client_request().unwrap();
+    bad.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(bad).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut good = gw.url(&token).into_client_request().unwrap();
+    good.headers_mut()
+        .insert("Origin", "https://dash.example.test".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(good).await.unwrap();
+    Client { ws }.assert_alive().await;
+}

@@ -1,0 +1,313 @@
+//! What clients receive: the current value at once, live pushes in order, isolation, shared
+//! NATS subscriptions, two gateways, slow clients.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn the_current_snapshot_arrives_right_after_the_ack_and_never_an_older_one() {
+    let tenant = unique("snap");
+    let nats = nats().await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    publish_retained(
+        &nats,
+        &subject,
+        100,
+        json!({"type": "alerts", "tenant_id": tenant, "alerts": [], "mark": "retained"}),
+    )
+    .await;
+
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let started = Instant::now();
+    assert_eq!(
+        c.subscribe(json!({"type": "alerts"})).await["type"],
+        "subscribed"
+    );
+    let snapshot = c.next(T).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(snapshot["mark"], "retained");
+    assert_eq!(snapshot["seq"], 100);
+
+    // Live pushes follow; an older one arriving late is dropped.
+    publish(
+        &nats,
+        &subject,
+        101,
+        json!({"type": "alerts", "mark": "live"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["mark"], "live");
+    publish(
+        &nats,
+        &subject,
+        99,
+        json!({"type": "alerts", "mark": "older"}),
+    )
+    .await;
+    publish(
+        &nats,
+        &subject,
+        102,
+        json!({"type": "alerts", "mark": "newest"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["mark"], "newest");
+
+    // A second client of the same subject on this instance gets the newest value at once.
+    let mut late = connect(&gw.url(&token_for(&tenant, 60))).await;
+    late.subscribe(json!({"type": "alerts"})).await;
+    assert_eq!(late.next(T).await["seq"], 102);
+}
+
+#[tokio::test]
+async fn telemetry_and_events_reach_subscribers_and_unsubscribe_stops_them() {
+    let tenant = unique("push");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(json!({"type": "device", "device_id": "dev-7"}))
+        .await;
+    c.subscribe(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    let device = format!("pulse.v1.{tenant}.device.dev-7.telemetry");
+    publish(
+        &nats,
+        &device,
+        5,
+        json!({"type": "telemetry", "device_id": "dev-7", "data": {"metrics": {"t": 1}}}),
+    )
+    .await;
+    let got = c.until(T, |m| m["type"] == "telemetry").await;
+    assert_eq!(got["data"]["metrics"]["t"], 1);
+    publish(
+        &nats,
+        &format!("pulse.v1.{tenant}.events.tickets"),
+        6,
+        json!({"type": "event", "event": "ticket:update"}),
+    )
+    .await;
+    assert_eq!(
+        c.until(T, |m| m["type"] == "event").await["event"],
+        "ticket:update"
+    );
+
+    c.send(json!({"action": "unsubscribe", "type": "device", "device_id": "dev-7"}))
+        .await;
+    assert_eq!(c.next(T).await["type"], "unsubscribed");
+    publish(
+        &nats,
+        &device,
+        7,
+        json!({"type": "telemetry", "device_id": "dev-7"}),
+    )
+    .await;
+    assert!(
+        c.try_next(Duration::from_millis(300)).await.is_none(),
+        "push after unsubscribe"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_never_receives_another_tenants_messages_whatever_it_sends() {
+    let a = unique("iso-a");
+    let b = unique("iso-b");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut eve = connect(&gw.url(&token_for(&b, 60))).await;
+    eve.subscribe(json!({"type": "alerts"})).await;
+    eve.subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    for hostile in [a.as_str(), ">", "*", &format!("{a}.alerts")] {
+        let r = eve
+            .subscribe(json!({"type": "events", "topic": hostile}))
+            .await;
+        // A's tenant id is a valid topic *within B*; the rest are refused outright.
+        assert!(
+            r["type"] == "subscribed" || r["code"] == "invalid_id",
+            "{r}"
+        );
+    }
+    let r = eve
+        .subscribe(json!({"type": "alerts", "tenant_id": a}))
+        .await;
+    assert_eq!(
+        r["type"], "subscribed",
+        "a tenant_id field is ignored: the token decides"
+    );
+
+    publish(
+        &nats,
+        &format!("pulse.v1.{a}.alerts"),
+        1,
+        json!({"type": "alerts", "secret": "for-a"}),
+    )
+    .await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{a}.device.dev-1.telemetry"),
+        1,
+        json!({"type": "telemetry", "secret": "for-a"}),
+    )
+    .await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{a}.events.{a}"),
+        1,
+        json!({"type": "event", "secret": "for-a"}),
+    )
+    .await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{b}.alerts"),
+        2,
+        json!({"type": "alerts", "mine": true}),
+    )
+    .await;
+    let mine = eve.until(T, |m| m["type"] == "alerts").await;
+    assert_eq!(mine["mine"], true);
+    while let Some(m) = eve.try_next(Duration::from_millis(300)).await {
+        assert_ne!(m["secret"], "for-a", "tenant B received A's data: {m}");
+    }
+}
+
+#[tokio::test]
+async fn many_clients_share_one_nats_subscription_released_by_the_last() {
+    let tenant = unique("share");
+    let gw = spawn_gateway(config()).await;
+    let base = metric(&gw.metrics().await, "pulse_gateway_nats_subscriptions", &[]);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+        c.subscribe(json!({"type": "fleet"})).await;
+        clients.push(c);
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "pulse_gateway_nats_subscriptions", &[]),
+        base + 1.0
+    );
+    assert!(metric(&m, "pulse_gateway_subscriptions", &[]) >= 20.0);
+    let nats = nats().await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{tenant}.fleet"),
+        1,
+        json!({"type": "fleet", "n": 1}),
+    )
+    .await;
+    for c in &mut clients {
+        assert_eq!(c.until(T, |m| m["type"] == "fleet").await["n"], 1);
+    }
+    drop(clients);
+    eventually("the NATS subscription is released", T, || async {
+        metric(&gw.metrics().await, "pulse_gateway_nats_subscriptions", &[]) == base
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clients_on_two_gateways_all_receive_every_message() {
+    let tenant = unique("two");
+    let g1 = spawn_gateway(config()).await;
+    let g2 = spawn_gateway(config()).await;
+    let mut on1 = connect(&g1.url(&token_for(&tenant, 60))).await;
+    let mut on2 = connect(&g2.url(&token_for(&tenant, 60))).await;
+    on1.subscribe(json!({"type": "events", "topic": "ops"}))
+        .await;
+    on2.subscribe(json!({"type": "events", "topic": "ops"}))
+        .await;
+    let nats = nats().await;
+    for n in 1..=10 {
+        publish(
+            &nats,
+            &format!("pulse.v1.{tenant}.events.ops"),
+            n,
+            json!({"type": "event", "n": n}),
+        )
+        .await;
+    }
+    for c in [&mut on1, &mut on2] {
+        for n in 1..=10 {
+            assert_eq!(c.next(T).await["n"], n);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_closed() {
+    let tenant = unique("slow");
+    let mut cfg = config();
+    cfg.client_queue_events = 50;
+    cfg.ws_write_buffer_bytes = 1024;
+    let gw = spawn_gateway(cfg).await;
+    let mut fast = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut slow = connect(&gw.url(&token_for(&tenant, 60))).await;
+    for c in [&mut fast, &mut slow] {
+        c.subscribe(json!({"type": "fleet"})).await;
+        c.subscribe(json!({"type": "events", "topic": "firehose"}))
+            .await;
+    }
+    // `slow` stops reading from here on.
+    let nats = nats().await;
+    let pad = "x".repeat(16 * 1024);
+    let started = Instant::now();
+    for n in 1..=400u64 {
+        publish(
+            &nats,
+            &format!("pulse.v1.{tenant}.fleet"),
+            n,
+            json!({"type": "fleet", "n": n, "pad": pad}),
+        )
+        .await;
+    }
+    let last = fast.until(Duration::from_secs(10), |m| m["n"] == 400).await;
+    assert_eq!(last["type"], "fleet");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let m = gw.metrics().await;
+    assert!(
+        metric(&m, "pulse_gateway_conflated_total", &[]) > 0.0,
+        "the slow client's snapshots were conflated"
+    );
+
+    // Events cannot be conflated: the slow client falls behind and is closed with 4008,
+    // while the fast one, reading as they come, gets every event in order.
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.last() != Some(&400) {
+            let m = fast
+                .until(Duration::from_secs(10), |m| m["type"] == "event")
+                .await;
+            seen.push(m["n"].as_u64().unwrap());
+        }
+        seen
+    });
+    for n in 1..=400u64 {
+        publish(
+            &nats,
+            &format!("pulse.v1.{tenant}.events.firehose"),
+            1000 + n,
+            json!({"type": "event", "n": n, "pad": pad}),
+        )
+        .await;
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen, (1..=400).collect::<Vec<u64>>());
+    eventually("slow consumer closed", Duration::from_secs(10), || async {
+        metric(
+            &gw.metrics().await,
+            "pulse_gateway_slow_consumer_closes_total",
+            &[],
+        ) >= 1.0
+    })
+    .await;
+    // The close frame reaches it once it reads what was already buffered for it, unless the
+    // gateway had to drop the connection with the close still unsent.
+    let outcome = slow.closed_or_dropped(Duration::from_secs(10)).await;
+    assert!(matches!(outcome, Some(4008) | None), "{outcome:?}");
+}

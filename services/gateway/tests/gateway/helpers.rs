@@ -1,0 +1,328 @@
+//! Fixtures: gateways on port 0, tokens, WebSocket clients with deadlines, NATS publishing.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use futures::{SinkExt as _, StreamExt as _};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use pulse_gateway::GatewayConfig;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn unique(label: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{label}-{:010x}", n & 0xff_ffff_ffff)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn sign(claims: Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A valid viewer token for `tenant`, expiring in `ttl` seconds.
+pub fn token_for(tenant: &str, ttl: i64) -> String {
+    sign(json!({
+        "sub": "user-1", "email": "viewer@example.test", "tenant_id": tenant,
+        "role": "customer_viewer", "exp": (now() as i64 + ttl),
+    }))
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: GatewayConfig,
+}
+
+pub fn config() -> GatewayConfig {
+    let mut c = Cli::try_parse_from([
+        "pulse-gateway",
+        "--jwt-secret",
+        SECRET,
+        "--jwt-leeway-seconds",
+        "0",
+    ])
+    .unwrap()
+    .config;
+    c.nats_url = nats_url();
+    c.drain_seconds = 1;
+    c
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_gateway(config: GatewayConfig) -> Gateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(pulse_gateway::run(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let gw = Gateway {
+        addr,
+        stop,
+        task: Some(task),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await
+            && r.status().is_success()
+        {
+            return gw;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("gateway not ready within 10 s");
+}
+
+impl Gateway {
+    pub fn url(&self, token: &str) -> String {
+        format!("ws://{}/api/v2/ws?token={token}", self.addr)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Asks the gateway to drain, as SIGTERM does; returns its run result.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    pub async fn stopped(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("gateway did not stop")
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let (head, _) = l.split_once(' ').unwrap_or((l, ""));
+            (head == name || head.starts_with(&format!("{name}{{")))
+                && labels.iter().all(|f| l.contains(f))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server ended the connection with.
+#[derive(Debug, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    Client { ws }
+}
+
+impl Client {
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next text message as JSON; panics on close or timeout.
+    pub async fn next(&mut self, within: Duration) -> Value {
+        self.try_next(within)
+            .await
+            .unwrap_or_else(|| panic!("no message within {within:?}"))
+    }
+
+    pub async fn try_next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await.ok()?? {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Message::Close(c)) => panic!("closed unexpectedly: {c:?}"),
+                Ok(_) => continue,
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+    }
+
+    /// Skips messages until one satisfies `want`.
+    pub async fn until(&mut self, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .try_next(left)
+                .await
+                .unwrap_or_else(|| panic!("no matching message within {within:?}"));
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self, within: Duration) -> Closed {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => panic!("not closed within {within:?}"),
+                Ok(None) => panic!("stream ended without a close frame"),
+                Ok(Some(Ok(Message::Close(Some(CloseFrame { code, reason }))))) => {
+                    return Closed {
+                        code: code.into(),
+                        reason: reason.to_string(),
+                    };
+                }
+                Ok(Some(Ok(Message::Close(None)))) => panic!("close without a code"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("websocket error before close: {e}"),
+            }
+        }
+    }
+
+    /// Reads until the connection ends: `Some(code)` for a close frame, `None` when it was
+    /// dropped without one. Panics if it stays open past `within`.
+    pub async fn closed_or_dropped(&mut self, within: Duration) -> Option<u16> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => panic!("still open after {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code.into()),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, v: Value) -> Value {
+        let mut request = v;
+        request["action"] = json!("subscribe");
+        self.send(request).await;
+        self.until(Duration::from_secs(5), |m| {
+            m["type"] == "subscribed" || m["type"] == "error"
+        })
+        .await
+    }
+
+    /// A round trip proving the connection is still usable.
+    pub async fn assert_alive(&mut self) {
+        self.send(json!({"action": "ping"})).await;
+        let pong = self
+            .until(Duration::from_secs(5), |m| m["type"] == "pong")
+            .await;
+        assert_eq!(pong, json!({"type": "pong"}));
+    }
+}
+
+/// Publishes a snapshot-shaped message with a `Pulse-Seq` header, as the poller does.
+pub async fn publish(nats: &async_nats::Client, subject: &str, seq: u64, body: Value) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", seq.to_string().as_str());
+    let mut body = body;
+    body["seq"] = json!(seq);
+    nats.publish_with_headers(subject.to_string(), headers, body.to_string().into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+}
+
+/// Publishes through JetStream (retained in PULSE_STATE), creating the streams if needed.
+pub async fn publish_retained(nats: &async_nats::Client, subject: &str, seq: u64, body: Value) {
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", seq.to_string().as_str());
+    let mut body = body;
+    body["seq"] = json!(seq);
+    js.publish_with_headers(subject.to_string(), headers, body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[derive(clap::Parser)]
+struct PollerCli {
+    #[command(flatten)]
+    config: pulse_poller::PollerConfig,
+}
+
+pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
+    let config = PollerCli::try_parse_from(["p", "--database-url", "postgres://x@localhost/x"])
+        .unwrap()
+        .config;
+    pulse_poller::streams::ensure(js, &config).await.unwrap();
+}
+
+pub async fn nats() -> async_nats::Client {
+    async_nats::connect(nats_url()).await.unwrap()
+}

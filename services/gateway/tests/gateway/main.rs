@@ -1,0 +1,11 @@
+//! Integration tests of the gateway: a real gateway, real NATS (and, end to end, real
+//! PostgreSQL and the real poller), driven through a real WebSocket client.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod helpers;
+
+mod auth;
+mod fanout;
+mod operations;
+mod protocol;

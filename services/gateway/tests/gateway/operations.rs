@@ -1,0 +1,308 @@
+//! Running it: caps, idle clients, drain, NATS restarts, leaks, and the whole pipeline from
+//! SQL to WebSocket.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn connection_caps_refuse_with_4029_and_503() {
+    let mut cfg = config();
+    cfg.max_connections_per_tenant = 2;
+    cfg.max_connections = 3;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("caps");
+    let _a = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut b = connect(&gw.url(&token_for(&tenant, 60))).await;
+    b.assert_alive().await;
+    let mut third = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let closed = third.closed(T).await;
+    assert_eq!(closed.code, 4029);
+    assert!(closed.reason.contains("tenant"), "{closed:?}");
+    let mut other = connect(&gw.url(&token_for(&unique("caps-other"), 60))).await;
+    other.assert_alive().await;
+    let err = tokio_tungstenite::connect_async(gw.url(&token_for(&unique("x"), 60)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let mut cfg = config();
+    cfg.ping_seconds = 1;
+    cfg.idle_timeout_seconds = 2;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&unique("idle"), 60))).await;
+    // Not reading means not answering pings: after the timeout the server gives up.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let closed = c.closed(T).await;
+    assert_eq!(closed.code, 1001);
+    eventually("connection released", T, || async {
+        metric(&gw.metrics().await, "pulse_gateway_connections", &[]) == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_clients_with_1012_and_refuses_new_ones() {
+    let mut cfg = config();
+    cfg.drain_seconds = 2;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("drain");
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(connect(&gw.url(&token_for(&tenant, 60))).await);
+    }
+    let addr = gw.addr;
+    let started = Instant::now();
+    gw.begin_shutdown();
+    eventually("readiness false", T, || async {
+        reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+            == 503
+    })
+    .await;
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v2/ws?token={}",
+        token_for(&tenant, 60)
+    ))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a draining gateway accepts no new clients"
+    );
+    let mut at = Vec::new();
+    for c in &mut clients {
+        let closed = c.closed(Duration::from_secs(5)).await;
+        assert_eq!(closed.code, 1012);
+        at.push(started.elapsed());
+    }
+    at.sort();
+    assert!(
+        at[at.len() - 1] <= Duration::from_secs(4),
+        "drain took {:?}",
+        at[at.len() - 1]
+    );
+    assert!(
+        at[at.len() - 1] - at[0] > Duration::from_millis(200),
+        "closes should be spread: {at:?}"
+    );
+    gw.stopped().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_leak_after_many_connect_subscribe_disconnect_cycles() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("churn");
+    let token = token_for(&tenant, 600);
+    for i in 0..300 {
+        let mut c = connect(&gw.url(&token)).await;
+        c.subscribe(json!({"type": "device", "device_id": format!("d{}", i % 7)}))
+            .await;
+        if i % 2 == 0 {
+            drop(c); // abrupt
+        } else {
+            let _ = c.ws.close(None).await;
+        }
+    }
+    eventually("everything released", Duration::from_secs(10), || async {
+        let m = gw.metrics().await;
+        metric(&m, "pulse_gateway_connections", &[]) == 0.0
+            && metric(&m, "pulse_gateway_subscriptions", &[]) == 0.0
+            && metric(&m, "pulse_gateway_nats_subscriptions", &[]) == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        c: pulse_poller::PollerConfig,
+    }
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let db_name = unique("pulse_t_gw").replace('-', "_");
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{db_name}"),
+        None => unreachable!(),
+    };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    pulse_poller::migrate(&pool).await.unwrap();
+    let tenant = unique("e2e");
+    sqlx::query("INSERT INTO tenants VALUES ($1, 'E2E')")
+        .bind(&tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-1', 's1')")
+        .bind(&tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut pc = Cli::try_parse_from(["p", "--database-url", &url])
+        .unwrap()
+        .c;
+    pc.nats_url = nats_url();
+    pc.poll_seconds = 60;
+    pc.telemetry_poll_ms = 50;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(pulse_poller::run(
+        pc,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(json!({"type": "alerts"})).await;
+    c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    // The poller publishes every tenant's snapshot at start; wait for the empty one.
+    c.until(Duration::from_secs(15), |m| {
+        m["type"] == "alerts" && m["alerts"] == json!([])
+    })
+    .await;
+
+    let started = Instant::now();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
+         VALUES ($1, 'dev-1', 's1', 'temp_high', 5, '<script>alert(1)</script>') RETURNING alert_id",
+    )
+    .bind(&tenant)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let pushed = c
+        .until(T, |m| {
+            m["type"] == "alerts" && m["alerts"][0]["alert_id"] == id
+        })
+        .await;
+    let latency = started.elapsed();
+    assert!(
+        latency < Duration::from_millis(500),
+        "SQL → WebSocket took {latency:?}"
+    );
+    assert_eq!(pushed["alerts"][0]["summary"], "<script>alert(1)</script>");
+
+    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, 'dev-1', now(), '{\"temp_c\": 30}')")
+        .bind(&tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let reading = c.until(T, |m| m["type"] == "telemetry").await;
+    assert_eq!(reading["data"]["metrics"]["temp_c"], 30);
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), poller).await;
+    pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
+
+#[tokio::test]
+async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
+    use std::process::Stdio;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = std::env::temp_dir().join(unique("pulse-gw-nats"));
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("nats-server");
+    let start = || {
+        tokio::process::Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut server = start();
+    let url = format!("nats://127.0.0.1:{port}");
+    eventually("private NATS up", T, || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+    let tenant = unique("natsrestart");
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let publisher = async_nats::connect(&url).await.unwrap();
+    publish_retained(
+        &publisher,
+        &subject,
+        10,
+        json!({"type": "alerts", "v": "before"}),
+    )
+    .await;
+
+    let mut cfg = config();
+    cfg.nats_url = url.clone();
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 120))).await;
+    c.subscribe(json!({"type": "alerts"})).await;
+    assert_eq!(c.next(T).await["v"], "before");
+
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let addr = gw.addr;
+    eventually(
+        "readiness false while NATS is gone",
+        Duration::from_secs(10),
+        || async {
+            reqwest::get(format!("http://{addr}/readyz"))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+                == 503
+        },
+    )
+    .await;
+    // Meanwhile the state changed (written straight to the restarted server's stream below).
+    let _server = start();
+    eventually("private NATS back", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+    let publisher = async_nats::connect(&url).await.unwrap();
+    publish_retained(
+        &publisher,
+        &subject,
+        11,
+        json!({"type": "alerts", "v": "after"}),
+    )
+    .await;
+    let got = c
+        .until(Duration::from_secs(15), |m| m["v"] == "after")
+        .await;
+    assert_eq!(got["seq"], 11);
+    c.assert_alive().await;
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -1,0 +1,236 @@
+//! Every request, every bad input, and the limits.
+
+use std::time::Duration;
+
+use futures::SinkExt as _;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn acks_have_the_documented_shape_and_pings_are_answered() {
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&unique("acks"), 60))).await;
+    assert_eq!(
+        c.subscribe(json!({"type": "alerts"})).await,
+        json!({"type": "subscribed", "channel": "alerts"})
+    );
+    assert_eq!(
+        c.subscribe(json!({"type": "fleet"})).await,
+        json!({"type": "subscribed", "channel": "fleet"})
+    );
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "dev-0001"}))
+            .await,
+        json!({"type": "subscribed", "channel": "device", "device_id": "dev-0001"})
+    );
+    assert_eq!(
+        c.subscribe(json!({"type": "events", "topic": "tickets"}))
+            .await,
+        json!({"type": "subscribed", "channel": "events", "topic": "tickets"})
+    );
+    c.send(json!({"action": "unsubscribe", "type": "device", "device_id": "dev-0001"}))
+        .await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "unsubscribed", "channel": "device", "device_id": "dev-0001"})
+    );
+    c.send_text("ping").await;
+    assert_eq!(c.next(T).await, json!({"type": "pong"}));
+    c.assert_alive().await;
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_precise_error_and_the_connection_stays_usable() {
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&unique("hostile"), 60))).await;
+    let long = "x".repeat(65);
+    let cases = [
+        ("{".to_string(), "invalid_json"),
+        ("[]".to_string(), "invalid_json"),
+        ("hello".to_string(), "invalid_json"),
+        (json!({}).to_string(), "unknown_action"),
+        (json!({"action": "delete"}).to_string(), "unknown_action"),
+        (json!({"action": "subscribe"}).to_string(), "unknown_type"),
+        (
+            json!({"action": "subscribe", "type": "everything"}).to_string(),
+            "unknown_type",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device"}).to_string(),
+            "missing_field",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device", "device_id": ">"}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device", "device_id": "*"}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device", "device_id": "a.b"}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device", "device_id": ""}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "subscribe", "type": "device", "device_id": long}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "subscribe", "type": "events", "topic": "t.>"}).to_string(),
+            "invalid_id",
+        ),
+        (
+            json!({"action": "unsubscribe", "type": "alerts"}).to_string(),
+            "not_subscribed",
+        ),
+    ];
+    for (text, code) in cases {
+        c.send_text(&text).await;
+        let reply = c.next(T).await;
+        assert_eq!(reply["type"], "error", "{text}");
+        assert_eq!(reply["code"], code, "{text}: {reply}");
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    c.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("dup");
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    assert_eq!(
+        c.subscribe(json!({"type": "events", "topic": "tickets"}))
+            .await["type"],
+        "subscribed"
+    );
+    let nats = nats().await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{tenant}.events.tickets"),
+        1,
+        json!({"type": "event", "n": 1}),
+    )
+    .await;
+    publish(
+        &nats,
+        &format!("pulse.v1.{tenant}.events.tickets"),
+        2,
+        json!({"type": "event", "n": 2}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["n"], 1);
+    assert_eq!(c.next(T).await["n"], 2);
+    assert!(
+        c.try_next(Duration::from_millis(300)).await.is_none(),
+        "a push arrived twice"
+    );
+}
+
+#[tokio::test]
+async fn binary_frames_close_with_1003() {
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&unique("binary"), 60))).await;
+    c.ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(c.closed(T).await.code, 1003);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009() {
+    let mut cfg = config();
+    cfg.max_message_bytes = 1024;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&unique("big"), 60))).await;
+    c.send_text(&format!(
+        "{{\"action\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(2048)
+    ))
+    .await;
+    assert_eq!(c.closed(T).await.code, 1009);
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let mut cfg = config();
+    cfg.max_subscriptions = 3;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&unique("cap"), 60))).await;
+    for i in 0..3 {
+        assert_eq!(
+            c.subscribe(json!({"type": "device", "device_id": format!("d{i}")}))
+                .await["type"],
+            "subscribed"
+        );
+    }
+    let refused = c
+        .subscribe(json!({"type": "device", "device_id": "d9"}))
+        .await;
+    assert_eq!(refused["code"], "too_many_subscriptions");
+    // Leaving one makes room again.
+    c.send(json!({"action": "unsubscribe", "type": "device", "device_id": "d0"}))
+        .await;
+    assert_eq!(c.next(T).await["type"], "unsubscribed");
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "d9"}))
+            .await["type"],
+        "subscribed"
+    );
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_told_then_closed_with_4029_and_others_are_untouched() {
+    let mut cfg = config();
+    cfg.client_msgs_per_second = 5;
+    cfg.client_msgs_burst = 10;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("flood");
+    let mut calm = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut flood = connect(&gw.url(&token_for(&tenant, 60))).await;
+    for _ in 0..40 {
+        flood
+            .ws
+            .feed(Message::Text(r#"{"action":"ping"}"#.into()))
+            .await
+            .unwrap();
+    }
+    flood.ws.flush().await.unwrap();
+    let mut pongs = 0;
+    let mut limited = false;
+    let closed = loop {
+        match tokio::time::timeout(T, futures::StreamExt::next(&mut flood.ws))
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str() {
+                    Some("pong") => pongs += 1,
+                    Some("error") => {
+                        assert_eq!(v["code"], "rate_limited");
+                        limited = true;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => {}
+            other => panic!("unexpected end {other:?}"),
+        }
+    };
+    assert_eq!(pongs, 10, "the burst is served");
+    assert!(limited, "a rate_limited error comes before the close");
+    assert_eq!(closed, 4029);
+    calm.assert_alive().await;
+}
