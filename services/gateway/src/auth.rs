@@ -93,10 +93,6 @@ struct JwksCache {
     fetched_at: Option<Instant>,
 }
 
-/// Unknown `kid`s trigger a refetch at most this often, so a flood of forged tokens cannot
-/// turn into a flood of requests to the key server.
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
-
 #[derive(Clone)]
 pub struct Authenticator {
     inner: Arc<Inner>,
@@ -106,6 +102,8 @@ struct Inner {
     secret: Option<DecodingKey>,
     jwks_url: Option<String>,
     jwks: RwLock<JwksCache>,
+    /// Unknown `kid`s trigger a refetch at most this often.
+    min_refetch: Duration,
     refetch: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     issuer: Option<String>,
@@ -123,6 +121,7 @@ impl Authenticator {
                     .map(|s| DecodingKey::from_secret(s.as_bytes())),
                 jwks_url: config.jwks_url.clone(),
                 jwks: RwLock::new(JwksCache::default()),
+                min_refetch: Duration::from_secs(config.jwks_min_refetch_seconds),
                 refetch: tokio::sync::Mutex::new(()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
@@ -230,7 +229,7 @@ impl Authenticator {
                 .jwks
                 .read()
                 .fetched_at
-                .is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
+                .is_some_and(|t| t.elapsed() < self.inner.min_refetch);
             if !recent && let Err(e) = self.refresh_jwks().await {
                 tracing::warn!(error = %e, "cannot fetch JWKS");
             }

@@ -22,6 +22,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_JWKS_URL")]
     pub jwks_url: Option<String>,
 
+    /// An unknown `kid` refetches the JWKS at most this often, so forged tokens cannot flood
+    /// the key server.
+    #[arg(long, env = "PULSE_JWKS_MIN_REFETCH_SECONDS", default_value_t = 30)]
+    pub jwks_min_refetch_seconds: u64,
+
     /// Required `iss` claim, when set.
     #[arg(long, env = "PULSE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -146,6 +151,12 @@ impl GatewayConfig {
         if self.nats_url.trim().is_empty() {
             return Err(ConfigError::NatsUrl);
         }
+        range(
+            "PULSE_JWKS_MIN_REFETCH_SECONDS",
+            self.jwks_min_refetch_seconds,
+            0,
+            86_400,
+        )?;
         range("PULSE_JWT_LEEWAY_SECONDS", self.jwt_leeway_seconds, 0, 300)?;
         range(
             "PULSE_MAX_MESSAGE_BYTES",

@@ -7,5 +7,6 @@ mod helpers;
 
 mod auth;
 mod fanout;
+mod jwks;
 mod operations;
 mod protocol;
