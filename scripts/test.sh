@@ -46,6 +46,9 @@ while IFS= read -r db; do
 done <<<"$leftovers"
 log "dropped $dropped leftover test database(s)"
 
+stage "docs: every configuration variable is in README.md"
+bash "$PULSE_ROOT/scripts/check-docs.sh"
+
 ensure_cargo
 
 if cargo nextest --version >/dev/null 2>&1; then
