@@ -102,15 +102,30 @@ async fn no_leak_after_many_connect_subscribe_disconnect_cycles() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("churn");
     let token = token_for(&tenant, 600);
-    for i in 0..300 {
-        let mut c = connect(&gw.url(&token)).await;
-        c.subscribe(json!({"type": "device", "device_id": format!("d{}", i % 7)}))
-            .await;
-        if i % 2 == 0 {
-            drop(c); // abrupt
-        } else {
-            let _ = c.ws.close(None).await;
-        }
+    let url = gw.url(&token);
+    // Four clients churn at once: connect, subscribe (to subjects shared between workers, so
+    // NATS subscriptions are created and released concurrently), then leave abruptly or politely.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    let mut c = connect(&url).await;
+                    c.subscribe(
+                        json!({"type": "device", "device_id": format!("d{}", (i + w) % 7)}),
+                    )
+                    .await;
+                    if i % 2 == 0 {
+                        drop(c);
+                    } else {
+                        let _ = c.ws.close(None).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
     }
     eventually("everything released", Duration::from_secs(10), || async {
         let m = gw.metrics().await;
