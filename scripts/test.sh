@@ -51,6 +51,10 @@ bash "$PULSE_ROOT/scripts/check-docs.sh"
 
 ensure_cargo
 
+# Doctests first: nextest cannot run them, and the run should close on the main summary.
+stage "Rust doctests: cargo test --workspace --doc"
+cargo test --workspace --doc
+
 if cargo nextest --version >/dev/null 2>&1; then
   stage "Rust tests: cargo nextest run --workspace --all-targets"
   cargo nextest run --workspace --all-targets
@@ -58,9 +62,6 @@ else
   stage "Rust tests: cargo test --workspace --all-targets"
   cargo test --workspace --all-targets
 fi
-# --all-targets leaves out doctests (and nextest cannot run them at all).
-stage "Rust doctests: cargo test --workspace --doc"
-cargo test --workspace --doc
 
 if [[ -f web/package.json ]]; then
   if [[ -f scripts/test-web.sh ]]; then
