@@ -6,11 +6,13 @@
 //! - [`message`]: the data messages published on NATS and forwarded to browsers.
 //! - [`client`]: the WebSocket protocol between clients and gateways.
 //! - [`close`]: WebSocket close codes.
+//! - [`fleet`]: the device status rule and fleet summary.
 //! - [`headers`]: NATS header names.
 //! - [`schema`]: JSON Schemas of every message, as shipped in `proto/schemas/`.
 
 pub mod client;
 pub mod close;
+pub mod fleet;
 pub mod headers;
 pub mod id;
 pub mod message;

@@ -214,11 +214,14 @@ async fn prepare(
     js: &async_nats::jetstream::Context,
     metrics: &Metrics,
 ) {
+    // Triggers and the web service apply the same status thresholds as the poller.
     let settings = sqlx::query(
-        "INSERT INTO pulse_settings (key, value) VALUES ('stale_after_seconds', $1) \
+        "INSERT INTO pulse_settings (key, value) \
+         VALUES ('stale_after_seconds', $1), ('offline_after_seconds', $2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
     .bind(config.stale_after_seconds.to_string())
+    .bind(config.offline_after_seconds.to_string())
     .execute(pool)
     .await;
     if let Err(e) = settings {
