@@ -1,0 +1,196 @@
+//! Logging in and out, who am I, and WebSocket tickets.
+
+use std::net::SocketAddr;
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header;
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use pulse_proto::TenantId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::session::{self, Session};
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// The logged-in user.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub email: String,
+    pub tenant_id: String,
+    pub role: String,
+}
+
+/// A short-lived token for the gateways, and where they are.
+#[derive(Serialize, ToSchema)]
+pub struct Ticket {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Gateway WebSocket URLs; pick one at random per connection attempt.
+    pub gateways: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    user_id: i64,
+    email: String,
+    password_hash: String,
+    tenant_id: String,
+    role: String,
+}
+
+/// A hash to verify against when the email is unknown, so a miss costs as much as a hit and
+/// timing does not reveal which emails exist.
+fn dummy_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::PasswordHasher as _;
+        argon2::password_hash::SaltString::encode_b64(b"pulse-dummy-salt")
+            .ok()
+            .and_then(|salt| {
+                Argon2::default()
+                    .hash_password(b"not-a-password", &salt)
+                    .map(|h| h.to_string())
+                    .ok()
+            })
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
+#[utoipa::path(post, path = "/api/v2/login", tag = "account", request_body = LoginRequest,
+    responses((status = 200, body = Me, description = "Logged in; the session cookie is set"),
+              (status = 400, description = "Missing email or password"),
+              (status = 401, description = "Wrong email or password"),
+              (status = 429, description = "Too many failed attempts")))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let email = body.email.trim().to_lowercase();
+    if email.is_empty()
+        || body.password.is_empty()
+        || email.len() > 320
+        || body.password.len() > 1024
+    {
+        return Err(ApiError::BadRequest(
+            "email and password are required".into(),
+        ));
+    }
+    let by_email = format!("email:{email}");
+    let by_peer = format!("peer:{}", peer.ip());
+    state
+        .login_failures
+        .check(&by_email)
+        .and_then(|()| state.peer_login_failures.check(&by_peer))
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let user: Option<UserRow> = sqlx::query_as(
+        "SELECT user_id, email, password_hash, tenant_id::text, role FROM users WHERE email = $1",
+    )
+    .bind(&email)
+    .fetch_optional(&state.pool)
+    .await?;
+    let password = body.password;
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(dummy_hash);
+    // Argon2 is deliberately slow: keep it off the async workers.
+    let verified = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let user = match user {
+        Some(u) if verified => u,
+        _ => {
+            state.login_failures.failed(&by_email);
+            state.peer_login_failures.failed(&by_peer);
+            state.metrics.login_failures.inc();
+            return Err(ApiError::Unauthorized);
+        }
+    };
+    state.login_failures.succeeded(&by_email);
+    let tenant = TenantId::parse(user.tenant_id).map_err(|e| ApiError::Internal(e.into()))?;
+    let session = Session {
+        user_id: user.user_id.to_string(),
+        email: user.email,
+        tenant,
+        role: user.role,
+    };
+    let ttl = state.config.session_ttl_seconds;
+    let (token, _) = state.tokens.issue(&session, "session", ttl)?;
+    let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
+    tracing::info!(tenant = %session.tenant, email = %session.email, "login");
+    Ok((
+        AppendHeaders([(header::SET_COOKIE, cookie)]),
+        Json(me(&session)),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v2/logout", tag = "account",
+    responses((status = 204, description = "Logged out; the session cookie is cleared")))]
+pub async fn logout(State(state): State<AppState>) -> Response {
+    (
+        axum::http::StatusCode::NO_CONTENT,
+        AppendHeaders([(
+            header::SET_COOKIE,
+            session::clear_cookie(state.config.cookie_secure),
+        )]),
+    )
+        .into_response()
+}
+
+fn me(s: &Session) -> Me {
+    Me {
+        email: s.email.clone(),
+        tenant_id: s.tenant.to_string(),
+        role: s.role.clone(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v2/me", tag = "account",
+    responses((status = 200, body = Me), (status = 401, description = "Not logged in")))]
+pub async fn whoami(session: Session) -> Json<Me> {
+    Json(me(&session))
+}
+
+#[utoipa::path(get, path = "/api/v2/ws-ticket", tag = "account",
+    responses((status = 200, body = Ticket), (status = 401, description = "Not logged in")))]
+pub async fn ws_ticket(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Response, ApiError> {
+    let (token, expires_at) =
+        state
+            .tokens
+            .issue(&session, "ws", state.config.ticket_ttl_seconds)?;
+    let ticket = Ticket {
+        token,
+        expires_at,
+        gateways: state.config.gateway_urls.clone(),
+    };
+    Ok((
+        AppendHeaders([(header::CACHE_CONTROL, "no-store")]),
+        Json(ticket),
+    )
+        .into_response())
+}

@@ -1,0 +1,99 @@
+//! `GET /api/v2/alerts`.
+
+use axum::Json;
+use axum::extract::State;
+use pulse_proto::{Alert, AlertStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{ApiQuery, limit};
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::session::Session;
+use crate::tenant_db;
+
+#[derive(Deserialize, IntoParams)]
+pub struct AlertParams {
+    /// OPEN, ACKNOWLEDGED or CLOSED; all when absent.
+    pub status: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// Return alerts older than this alert id (from `next` of the previous page).
+    pub before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertPage {
+    /// Newest first, each shaped as in the `alerts` push.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Alert>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    alert_id: i64,
+    device_id: String,
+    site_id: String,
+    alert_type: String,
+    severity: i32,
+    summary: String,
+    status: String,
+    created_at: OffsetDateTime,
+}
+
+#[utoipa::path(get, path = "/api/v2/alerts", tag = "alerts", params(AlertParams),
+    responses((status = 200, body = AlertPage), (status = 400), (status = 401)))]
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(p): ApiQuery<AlertParams>,
+) -> Result<Json<AlertPage>, ApiError> {
+    let limit = limit(p.limit, 100)?;
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            AlertStatus::parse(&s.to_ascii_uppercase())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "status must be OPEN, ACKNOWLEDGED or CLOSED, got {s:?}"
+                    ))
+                })?
+                .as_str(),
+        ),
+    };
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
+           FROM alerts \
+          WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR alert_id < $2) \
+          ORDER BY alert_id DESC LIMIT $3",
+    )
+    .bind(status)
+    .bind(p.before)
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut items: Vec<Alert> = rows
+        .into_iter()
+        .map(|r| Alert {
+            alert_id: r.alert_id,
+            device_id: r.device_id,
+            site_id: r.site_id,
+            alert_type: r.alert_type,
+            severity: r.severity,
+            summary: r.summary,
+            status: AlertStatus::parse(&r.status).unwrap_or(AlertStatus::Open),
+            created_at: Timestamp(r.created_at),
+        })
+        .collect();
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|a| a.alert_id)
+    } else {
+        None
+    };
+    Ok(Json(AlertPage { items, next }))
+}

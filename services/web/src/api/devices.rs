@@ -1,0 +1,215 @@
+//! `GET /api/v2/devices`, `/api/v2/devices/{id}`, `/api/v2/devices/{id}/telemetry`.
+
+use axum::Json;
+use axum::extract::State;
+use pulse_proto::fleet::status;
+use pulse_proto::{DeviceStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{ApiPath, ApiQuery, id, limit, thresholds};
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::session::Session;
+use crate::tenant_db;
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListParams {
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// Return devices after this device id (from `next` of the previous page).
+    pub after: Option<String>,
+    /// Only devices of this site.
+    pub site_id: Option<String>,
+}
+
+/// A device and its status as of the request.
+#[derive(Serialize, ToSchema)]
+pub struct Device {
+    pub device_id: String,
+    pub site_id: String,
+    #[schema(value_type = String, example = "ONLINE")]
+    pub status: DeviceStatus,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen_at: Option<Timestamp>,
+    pub battery_pct: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DevicePage {
+    pub items: Vec<Device>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// A reading.
+#[derive(Serialize, ToSchema)]
+pub struct Reading {
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: Timestamp,
+    #[schema(value_type = Object)]
+    pub metrics: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: Device,
+    /// The newest reading, if any.
+    pub latest: Option<Reading>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    device_id: String,
+    site_id: String,
+    battery_pct: Option<f64>,
+    last_seen_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+}
+
+fn device(row: Row, t: pulse_proto::fleet::Thresholds) -> Device {
+    Device {
+        status: status(row.now, row.last_seen_at, t),
+        device_id: row.device_id,
+        site_id: row.site_id,
+        last_seen_at: row.last_seen_at.map(Timestamp),
+        battery_pct: row.battery_pct,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v2/devices", tag = "devices", params(ListParams),
+    responses((status = 200, body = DevicePage), (status = 400), (status = 401)))]
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Json<DevicePage>, ApiError> {
+    let limit = limit(p.limit, 100)?;
+    if let Some(after) = &p.after {
+        id("after", after)?;
+    }
+    if let Some(site) = &p.site_id {
+        id("site_id", site)?;
+    }
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let t = thresholds(&mut tx).await?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+           FROM devices \
+          WHERE ($1::text IS NULL OR device_id > $1) AND ($2::text IS NULL OR site_id = $2) \
+          ORDER BY device_id LIMIT $3",
+    )
+    .bind(&p.after)
+    .bind(&p.site_id)
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut items: Vec<Device> = rows.into_iter().map(|r| device(r, t)).collect();
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|d| d.device_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(DevicePage { items, next }))
+}
+
+#[utoipa::path(get, path = "/api/v2/devices/{device_id}", tag = "devices",
+    params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, body = DeviceDetail), (status = 400), (status = 401), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(device_id): ApiPath<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    id("device_id", &device_id)?;
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let t = thresholds(&mut tx).await?;
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+           FROM devices WHERE device_id = $1",
+    )
+    .bind(&device_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = row.ok_or(ApiError::NotFound("device"))?;
+    let latest: Option<(OffsetDateTime, sqlx::types::Json<Value>)> = sqlx::query_as(
+        "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+    )
+    .bind(&device_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(Json(DeviceDetail {
+        device: device(row, t),
+        latest: latest.map(|(ts, m)| Reading {
+            timestamp: Timestamp(ts),
+            metrics: m.0,
+        }),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct TelemetryParams {
+    /// Only readings after this instant (RFC 3339).
+    pub since: Option<String>,
+    /// Most readings returned, 1–1000 (default 100): the newest ones.
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadingPage {
+    /// Oldest first, ready to chart.
+    pub items: Vec<Reading>,
+}
+
+#[utoipa::path(get, path = "/api/v2/devices/{device_id}/telemetry", tag = "devices",
+    params(("device_id" = String, Path, description = "Device id"), TelemetryParams),
+    responses((status = 200, body = ReadingPage), (status = 400), (status = 401), (status = 404)))]
+pub async fn telemetry(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(device_id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<TelemetryParams>,
+) -> Result<Json<ReadingPage>, ApiError> {
+    id("device_id", &device_id)?;
+    let limit = limit(p.limit, 100)?;
+    let since = p
+        .since
+        .as_deref()
+        .map(|s| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::BadRequest(format!("since must be RFC 3339, got {s:?}")))
+        })
+        .transpose()?;
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = $1")
+        .bind(&device_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound("device"));
+    }
+    let mut rows: Vec<(OffsetDateTime, sqlx::types::Json<Value>)> = sqlx::query_as(
+        "SELECT ts, metrics FROM telemetry \
+          WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2) \
+          ORDER BY ts DESC LIMIT $3",
+    )
+    .bind(&device_id)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.reverse();
+    Ok(Json(ReadingPage {
+        items: rows
+            .into_iter()
+            .map(|(ts, m)| Reading {
+                timestamp: Timestamp(ts),
+                metrics: m.0,
+            })
+            .collect(),
+    }))
+}

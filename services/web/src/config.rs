@@ -1,0 +1,149 @@
+//! The web service's configuration: flags with environment fallbacks, validated at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebConfig {
+    /// Where the dashboard, the REST API and the ops endpoints are served.
+    #[arg(long, env = "PULSE_WEB_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// NATS server URL(s), for published events.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Secret that signs session cookies and WebSocket tickets (HS256); the gateways verify
+    /// tickets with the same secret. At least 32 bytes.
+    #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+
+    /// `iss` written into tokens, when set (set the gateways' PULSE_JWT_ISSUER to match).
+    #[arg(long, env = "PULSE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` written into tokens, when set (set the gateways' PULSE_JWT_AUDIENCE to match).
+    #[arg(long, env = "PULSE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Gateway WebSocket URLs handed to browsers with each ticket, comma-separated
+    /// (e.g. `wss://rt.example.com/api/v2/ws`).
+    #[arg(
+        long,
+        env = "PULSE_GATEWAY_URLS",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8081/api/v2/ws"
+    )]
+    pub gateway_urls: Vec<String>,
+
+    /// How long a login lasts.
+    #[arg(long, env = "PULSE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
+    pub session_ttl_seconds: u64,
+
+    /// How long a WebSocket ticket is valid (at most 60 s).
+    #[arg(long, env = "PULSE_TICKET_TTL_SECONDS", default_value_t = 60)]
+    pub ticket_ttl_seconds: u64,
+
+    /// Mark the session cookie `Secure` (serve over HTTPS).
+    #[arg(long, env = "PULSE_COOKIE_SECURE", default_value_t = false)]
+    pub cookie_secure: bool,
+
+    /// Failed logins allowed per email, and per client address, each minute.
+    #[arg(long, env = "PULSE_LOGIN_FAILURES_PER_MINUTE", default_value_t = 5)]
+    pub login_failures_per_minute: u32,
+
+    /// Bearer token that lets a backend service publish events for any tenant; unset
+    /// disables service publishing.
+    #[arg(long, env = "PULSE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Folder of the built dashboard.
+    #[arg(long, env = "PULSE_WEB_ROOT", default_value = "web/dist")]
+    pub web_root: PathBuf,
+
+    /// PostgreSQL connections.
+    #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    DatabaseUrl(String),
+    #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
+    WeakSecret,
+    #[error("PULSE_GATEWAY_URLS must be ws:// or wss:// URLs, got {0:?}")]
+    GatewayUrl(String),
+    #[error("PULSE_PUBLISH_TOKEN must be at least 32 bytes")]
+    WeakPublishToken,
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        name: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+}
+
+fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+impl WebConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::DatabaseUrl(
+                "expected postgres://user@host:port/database".into(),
+            ));
+        }
+        sqlx::postgres::PgConnectOptions::from_str(&self.database_url)
+            .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+        if self.jwt_secret.len() < 32 {
+            return Err(ConfigError::WeakSecret);
+        }
+        for url in &self.gateway_urls {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::GatewayUrl(url.clone()));
+            }
+        }
+        if self.publish_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err(ConfigError::WeakPublishToken);
+        }
+        range(
+            "PULSE_SESSION_TTL_SECONDS",
+            self.session_ttl_seconds,
+            60,
+            30 * 86_400,
+        )?;
+        range("PULSE_TICKET_TTL_SECONDS", self.ticket_ttl_seconds, 5, 60)?;
+        range(
+            "PULSE_LOGIN_FAILURES_PER_MINUTE",
+            self.login_failures_per_minute.into(),
+            1,
+            10_000,
+        )?;
+        range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 256)?;
+        Ok(())
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_seconds)
+    }
+}

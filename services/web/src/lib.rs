@@ -1,0 +1,130 @@
+//! `pulse-web`: serves the dashboard and the tenant REST API, logs users in, hands out
+//! WebSocket tickets for the gateways, and accepts published events.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated at start.
+//! - [`server`]: routes, shared state, headers, metrics.
+//! - [`account`]: login, logout, `me`, WebSocket tickets.
+//! - [`session`]: session cookies and tokens.
+//! - [`api`]: devices, telemetry, alerts, fleet, events.
+//! - [`tenant_db`]: transactions scoped to a tenant by row-level security.
+//! - [`limiter`]: failed-login limits.
+//! - [`error`]: the API's error policy.
+//! - [`openapi`]: the OpenAPI document.
+
+pub mod account;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod limiter;
+pub mod metrics;
+pub mod openapi;
+pub mod server;
+pub mod session;
+pub mod tenant_db;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use pulse_common::ops::{Ops, Readiness};
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+pub use config::WebConfig;
+
+use crate::limiter::FailureLimiter;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::session::Tokens;
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    config: WebConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    if !config.web_root.join("index.html").exists() {
+        tracing::warn!(root = %config.web_root.display(), "no built dashboard; run `npm run build` in web/");
+    }
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new(&["database", "nats"]);
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&config.database_url)
+        .context("invalid DATABASE_URL")?;
+    let link = pulse_common::nats::connect(
+        &config.nats_url,
+        "pulse-web",
+        || {},
+        stop.clone().cancelled_owned(),
+    )
+    .await?;
+    watch_dependencies(
+        pool.clone(),
+        link.state.clone(),
+        readiness.clone(),
+        stop.clone(),
+    );
+    let state = AppState {
+        tokens: Tokens::new(
+            &config.jwt_secret,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+        ),
+        login_failures: Arc::new(FailureLimiter::new(config.login_failures_per_minute)),
+        peer_login_failures: Arc::new(FailureLimiter::new(
+            config.login_failures_per_minute.saturating_mul(4),
+        )),
+        js: async_nats::jetstream::new(link.client.clone()),
+        pool,
+        metrics,
+        config: Arc::new(config),
+    };
+    let ops = Ops {
+        registry: Arc::new(registry),
+        readiness,
+    };
+    let app = server::router(state, ops);
+    tracing::info!("web service ready");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+    .context("server failed")
+}
+
+fn watch_dependencies(
+    pool: sqlx::PgPool,
+    mut nats: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            readiness.set("nats", nats.borrow_and_update().connected);
+            let db = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
+            readiness.set("database", db);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = nats.changed() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}

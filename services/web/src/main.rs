@@ -1,0 +1,29 @@
+//! `pulse-web`: wires configuration, telemetry and the server; the work is in the library.
+
+use anyhow::Context as _;
+use clap::Parser;
+use pulse_common::telemetry::{self, LogFormat};
+use pulse_web::WebConfig;
+
+#[derive(Parser)]
+#[command(name = "pulse-web", version, about)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+
+    #[command(flatten)]
+    config: WebConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("pulse-web", cli.log_format)?;
+    cli.config.validate()?;
+    let listener = tokio::net::TcpListener::bind(cli.config.addr)
+        .await
+        .with_context(|| format!("cannot listen on PULSE_WEB_ADDR={}", cli.config.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    pulse_web::run(cli.config, listener, pulse_common::shutdown::signal()).await
+}

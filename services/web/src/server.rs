@@ -1,0 +1,167 @@
+//! Routes, shared state and the layers every response passes through: request metrics and
+//! spans, compression, cache and security headers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pulse_common::ops::Ops;
+use sqlx::PgPool;
+use tower_http::compression::CompressionLayer;
+use tower_http::services::{ServeDir, ServeFile};
+use tracing::Instrument as _;
+use utoipa::OpenApi as _;
+
+use crate::config::WebConfig;
+use crate::limiter::FailureLimiter;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::session::Tokens;
+use crate::{account, api, openapi};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<WebConfig>,
+    pub pool: PgPool,
+    pub js: async_nats::jetstream::Context,
+    pub tokens: Tokens,
+    /// Failed logins per email.
+    pub login_failures: Arc<FailureLimiter>,
+    /// Failed logins per client address: several users may share one (an office NAT), so it
+    /// allows four times as many.
+    pub peer_login_failures: Arc<FailureLimiter>,
+    pub metrics: Metrics,
+}
+
+/// Content Security Policy: no inline script, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
+
+pub fn router(state: AppState, ops: Ops) -> Router {
+    let api = Router::new()
+        .route("/api/v2/login", post(account::login))
+        .route("/api/v2/logout", post(account::logout))
+        .route("/api/v2/me", get(account::whoami))
+        .route("/api/v2/ws-ticket", get(account::ws_ticket))
+        .route("/api/v2/devices", get(api::devices::list))
+        .route("/api/v2/devices/{device_id}", get(api::devices::get))
+        .route(
+            "/api/v2/devices/{device_id}/telemetry",
+            get(api::devices::telemetry),
+        )
+        .route("/api/v2/alerts", get(api::alerts::list))
+        .route("/api/v2/fleet", get(api::fleet::get))
+        .route("/api/v2/events", post(api::events::publish))
+        .route("/api/v2/openapi.json", get(openapi_json))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            api::events::MAX_EVENT_BYTES * 2,
+        ))
+        .with_state(state.clone());
+
+    let root = &state.config.web_root;
+    let index = root.join("index.html");
+    // Unknown paths under /api get a JSON 404; anything else is the dashboard (a single-page
+    // app, so unknown paths serve index.html).
+    let assets = ServeDir::new(root).fallback(ServeFile::new(&index));
+    let fallback = move |request: Request| {
+        let assets = assets.clone();
+        async move {
+            if request.uri().path().starts_with("/api/") {
+                return api_not_found().await.into_response();
+            }
+            match tower::ServiceExt::oneshot(assets, request).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        }
+    };
+
+    Router::new()
+        .merge(api)
+        .merge(pulse_common::ops::router(ops))
+        .fallback(fallback)
+        .layer(middleware::from_fn(cache_headers))
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi::ApiDoc::openapi()).into_response()
+}
+
+async fn api_not_found() -> crate::error::ApiError {
+    crate::error::ApiError::NotFound("route")
+}
+
+/// Hashed build assets never change: cache them for a year. Everything else is revalidated,
+/// so a deploy is picked up at the next load.
+async fn cache_headers(request: Request, next: Next) -> Response {
+    let immutable = request.uri().path().starts_with("/assets/");
+    let mut response = next.run(request).await;
+    let value = if immutable {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// A span and metrics per request, labelled by route template (never by raw path, which
+/// would let clients create unbounded label values).
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| {
+            if request.uri().path().starts_with("/api/") {
+                "api_unmatched".into()
+            } else {
+                "static".into()
+            }
+        });
+    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span).await;
+    let label = RouteLabel {
+        route,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&label).inc();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&label)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,194 @@
+//! Fixtures: a migrated database of its own with a seeded tenant, and the web service on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser as _;
+use pulse_web::WebConfig;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "web-test-secret-web-test-secret!!";
+pub const PUBLISH_TOKEN: &str = "publish-token-publish-token-publish";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn unique(label: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{label}-{:010x}", n & 0xff_ffff_ffff)
+}
+
+pub struct Env {
+    pub db_name: String,
+    pub pool: PgPool,
+    pub addr: SocketAddr,
+    pub tenant: String,
+    pub other_tenant: String,
+    pub root: PathBuf,
+    stop: CancellationToken,
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: WebConfig,
+}
+
+#[derive(clap::Parser)]
+struct SimCli {
+    #[command(flatten)]
+    sim: pulse_poller::simulate::SimulateArgs,
+}
+
+/// A database with two seeded tenants (3 devices each, users admin@/viewer@<tenant>.example),
+/// a dashboard folder, and the web service.
+pub async fn spawn() -> Env {
+    let db_name = unique("pulse_t_web").replace('-', "_");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&base_database_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = match base_database_url().rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{db_name}"),
+        None => panic!("DATABASE_URL has no database"),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    pulse_poller::migrate(&pool).await.unwrap();
+    let tenant = unique("web");
+    let other_tenant = unique("webother");
+    let sim = SimCli::try_parse_from([
+        "s",
+        "--tenants",
+        &format!("{tenant},{other_tenant}"),
+        "--devices",
+        "3",
+        "--sites",
+        "1",
+        "--password",
+        PASSWORD,
+    ])
+    .unwrap()
+    .sim;
+    pulse_poller::simulate::seed(&pool, &sim).await.unwrap();
+
+    let root = std::env::temp_dir().join(unique("pulse-web-root"));
+    std::fs::create_dir_all(root.join("assets")).unwrap();
+    std::fs::write(
+        root.join("index.html"),
+        "<!doctype html><title>Pulse</title><script type=module src=/assets/app.js></script>",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("assets/app.js"),
+        format!("console.log({:?});", "x".repeat(4096)),
+    )
+    .unwrap();
+
+    let mut config = Cli::try_parse_from([
+        "pulse-web",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--publish-token",
+        PUBLISH_TOKEN,
+    ])
+    .unwrap()
+    .config;
+    config.nats_url = nats_url();
+    config.web_root = root.clone();
+    config.gateway_urls = vec!["ws://127.0.0.1:1/api/v2/ws".into()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(pulse_web::run(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{addr}/healthz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Env {
+        db_name,
+        pool,
+        addr,
+        tenant,
+        other_tenant,
+        root,
+        stop,
+    }
+}
+
+impl Env {
+    pub fn at(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A client with a cookie jar, logged in as `who@<tenant>.example`.
+    pub async fn login(&self, who: &str, tenant: &str) -> reqwest::Client {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let r = client
+            .post(self.at("/api/v2/login"))
+            .json(&serde_json::json!({"email": format!("{who}@{tenant}.example"), "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        client
+    }
+
+    pub async fn finish(self) {
+        self.stop.cancel();
+        self.pool.close().await;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&base_database_url())
+            .await
+            .unwrap();
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db_name
+        ))
+        .execute(&admin)
+        .await;
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Asserts the JSON error shape and returns its code.
+pub async fn error_code(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status(), status);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v["error"]["code"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,265 @@
+//! The tenant REST API: scoping, pagination, errors, events, and the OpenAPI document.
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn everything_is_scoped_to_the_callers_tenant() {
+    let env = spawn().await;
+    sqlx::query("INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) VALUES ($1, 'dev-0001', 'site-01', 't', 3, 'mine'), ($2, 'dev-0001', 'site-01', 't', 3, 'theirs')")
+        .bind(&env.tenant)
+        .bind(&env.other_tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, 'dev-0002', now(), '{\"who\":\"theirs\"}')")
+        .bind(&env.other_tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let c = env.login("viewer", &env.tenant).await;
+
+    let alerts: Value = get(&c, env.at("/api/v2/alerts"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let summaries: Vec<&str> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(summaries, ["mine"]);
+    // The same device id exists in the other tenant; only ours is visible.
+    let d: Value = get(&c, env.at("/api/v2/devices/dev-0002"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d["latest"],
+        Value::Null,
+        "another tenant's reading leaked: {d}"
+    );
+    let t: Value = get(&c, env.at("/api/v2/devices/dev-0002/telemetry"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["items"], json!([]));
+    let fleet: Value = get(&c, env.at("/api/v2/fleet")).await.json().await.unwrap();
+    assert_eq!(fleet["type"], "fleet");
+    assert_eq!(fleet["tenant_id"], env.tenant.as_str());
+    assert_eq!(fleet["counts"]["total"], 3);
+    assert_eq!(fleet["counts"]["offline"], 3);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn devices_page_and_telemetry_history() {
+    let env = spawn().await;
+    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) SELECT $1, 'dev-0001', now() - make_interval(secs => g), jsonb_build_object('n', g) FROM generate_series(1, 5) g")
+        .bind(&env.tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let c = env.login("viewer", &env.tenant).await;
+    let page: Value = get(&c, env.at("/api/v2/devices?limit=2"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next"], "dev-0002");
+    let rest: Value = get(&c, env.at("/api/v2/devices?limit=2&after=dev-0002"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"][0]["device_id"], "dev-0003");
+    assert_eq!(rest["next"], Value::Null);
+    assert_eq!(page["items"][0]["status"], "ONLINE");
+
+    let detail: Value = get(&c, env.at("/api/v2/devices/dev-0001"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["latest"]["metrics"]["n"], 1);
+    let history: Value = get(&c, env.at("/api/v2/devices/dev-0001/telemetry?limit=3"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ns: Vec<i64> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metrics"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [3, 2, 1], "the newest three, oldest first");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_get_400_and_missing_things_404() {
+    let env = spawn().await;
+    let c = env.login("viewer", &env.tenant).await;
+    for (path, status, code) in [
+        ("/api/v2/devices?limit=0", 400, "bad_request"),
+        ("/api/v2/devices?limit=5000", 400, "bad_request"),
+        ("/api/v2/devices?limit=abc", 400, "bad_request"),
+        ("/api/v2/devices?after=a.b", 400, "bad_request"),
+        ("/api/v2/devices/a.b", 400, "bad_request"),
+        ("/api/v2/devices/%3E", 400, "bad_request"),
+        ("/api/v2/devices/nope", 404, "not_found"),
+        ("/api/v2/devices/nope/telemetry", 404, "not_found"),
+        (
+            "/api/v2/devices/dev-0001/telemetry?since=yesterday",
+            400,
+            "bad_request",
+        ),
+        ("/api/v2/alerts?status=BOGUS", 400, "bad_request"),
+        ("/api/v2/no-such-route", 404, "not_found"),
+    ] {
+        let r = get(&c, env.at(path)).await;
+        let got = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+    let anonymous = reqwest::Client::new();
+    for path in [
+        "/api/v2/devices",
+        "/api/v2/alerts",
+        "/api/v2/fleet",
+        "/api/v2/devices/dev-0001",
+    ] {
+        assert_eq!(
+            error_code(get(&anonymous, env.at(path)).await, 401).await,
+            "unauthorized",
+            "{path}"
+        );
+    }
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn admins_and_services_publish_events_viewers_cannot() {
+    let env = spawn().await;
+    let nats = async_nats::connect(nats_url()).await.unwrap();
+    let mut sub = nats
+        .subscribe(format!("pulse.v1.{}.events.tickets", env.tenant))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    #[derive(clap::Parser)]
+    struct P {
+        #[command(flatten)]
+        c: pulse_poller::PollerConfig,
+    }
+    let pc = <P as clap::Parser>::try_parse_from(["p", "--database-url", "postgres://x@h/x"])
+        .unwrap()
+        .c;
+    pulse_poller::streams::ensure(&js, &pc).await.unwrap();
+
+    let admin = env.login("admin", &env.tenant).await;
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "tickets", "event": "ticket:update", "payload": {"id": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let first: Value = r.json().await.unwrap();
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(event["type"], "event");
+    assert_eq!(event["event"], "ticket:update");
+    assert_eq!(event["payload"], json!({"id": 7}));
+    assert_eq!(event["seq"], first["seq"]);
+
+    let r = reqwest::Client::new()
+        .post(env.at("/api/v2/events"))
+        .bearer_auth(PUBLISH_TOKEN)
+        .json(&json!({"tenant_id": env.tenant, "topic": "tickets", "event": "ticket:close"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let second: Value = r.json().await.unwrap();
+    assert!(second["seq"].as_u64() > first["seq"].as_u64());
+
+    let viewer = env.login("viewer", &env.tenant).await;
+    let r = viewer
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "tickets", "event": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "t.>", "event": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    let r = reqwest::Client::new()
+        .post(env.at("/api/v2/events"))
+        .bearer_auth("wrong-token")
+        .json(&json!({"tenant_id": env.tenant, "topic": "tickets", "event": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let env = spawn().await;
+    let doc: Value = reqwest::get(env.at("/api/v2/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10, "{}", paths.len());
+    let c = env.login("admin", &env.tenant).await;
+    for (path, ops) in paths {
+        let url = env.at(&path.replace("{device_id}", "dev-0001"));
+        for method in ops.as_object().unwrap().keys() {
+            let r = match method.as_str() {
+                "get" => c.get(&url).send().await.unwrap(),
+                "post" => c.post(&url).json(&json!({})).send().await.unwrap(),
+                other => panic!("unexpected method {other}"),
+            };
+            let status = r.status().as_u16();
+            assert!(
+                status != 404 && status != 405,
+                "{method} {path} is documented but answers {status}"
+            );
+        }
+    }
+    env.finish().await;
+}
