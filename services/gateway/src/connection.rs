@@ -32,8 +32,8 @@ struct Session {
     state: AppState,
     queue: Arc<ClientQueue>,
     channels: HashMap<Channel, Arc<Topic>>,
-    /// Highest `seq` written per topic: older frames are dropped, so a client never sees an
-    /// older state after a newer one.
+    /// Highest `seq` written per snapshot topic: older frames are dropped, so a client never
+    /// sees an older state after a newer one.
     written: HashMap<TopicId, u64>,
     sink: SplitSink<WebSocket, Message>,
     batch: Vec<Frame>,
@@ -326,10 +326,12 @@ impl Session {
                 let Some(last) = written.get_mut(&frame.topic) else {
                     continue;
                 };
-                if frame.seq != 0 && frame.seq <= *last {
-                    continue;
+                if frame.snapshot {
+                    if frame.seq != 0 && frame.seq <= *last {
+                        continue;
+                    }
+                    *last = frame.seq;
                 }
-                *last = frame.seq;
                 bytes += frame.text.len() as u64;
                 received.push(frame.received);
                 sink.feed(Message::Text(frame.text)).await?;

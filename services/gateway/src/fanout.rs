@@ -36,6 +36,9 @@ pub struct Topic {
     subscribers: RwLock<HashMap<ConnId, Arc<ClientQueue>>>,
     latest: Mutex<Option<Frame>>,
     started: tokio::sync::OnceCell<()>,
+    /// The retained value is read from JetStream once per topic, however many clients
+    /// subscribe at the same moment.
+    retained: tokio::sync::OnceCell<()>,
     dispatch: Mutex<Option<AbortHandle>>,
     removed: AtomicBool,
     /// Whether this topic is counted in the `nats_subscriptions` gauge.
@@ -146,6 +149,7 @@ impl FanOut {
                         subscribers: RwLock::new(HashMap::new()),
                         latest: Mutex::new(None),
                         started: tokio::sync::OnceCell::new(),
+                        retained: tokio::sync::OnceCell::new(),
                         dispatch: Mutex::new(None),
                         removed: AtomicBool::new(false),
                         counted: AtomicBool::new(false),
@@ -213,12 +217,16 @@ impl FanOut {
 
     /// Queues the subject's current value for one new subscriber.
     async fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
-        let cached = topic.latest.lock().clone();
-        let frame = match cached {
-            Some(frame) => Some(frame),
-            None => self.fetch_retained(topic).await,
-        };
-        if let Some(frame) = frame {
+        if topic.latest.lock().is_none() {
+            topic
+                .retained
+                .get_or_init(|| async {
+                    self.fetch_retained(topic).await;
+                })
+                .await;
+        }
+        let current = topic.latest.lock().clone();
+        if let Some(frame) = current {
             queue.push_snapshot(frame);
         }
     }
@@ -246,6 +254,7 @@ impl FanOut {
         let frame = Frame {
             topic: topic.id,
             seq: seq_of(Some(&message.headers)),
+            snapshot: true,
             text,
             received: Instant::now(),
         };
@@ -289,6 +298,7 @@ async fn dispatch(topic: Weak<Topic>, mut subscriber: async_nats::Subscriber, me
         let frame = Frame {
             topic: topic.id,
             seq,
+            snapshot: topic.snapshot,
             text,
             received,
         };

@@ -13,6 +13,9 @@ pub struct Frame {
     pub topic: TopicId,
     /// The message's `seq`; 0 when the publisher set none (then it is never dropped as old).
     pub seq: u64,
+    /// A snapshot: a client never gets one older than (or equal to) what it already has. Events
+    /// are never dropped by `seq`: concurrent publishers may deliver them slightly out of order.
+    pub snapshot: bool,
     pub text: Utf8Bytes,
     /// When the gateway received it from NATS, for the fan-out latency histogram.
     pub received: Instant,

@@ -152,6 +152,7 @@ mod tests {
         Frame {
             topic,
             seq,
+            snapshot: true,
             text: format!("{topic}:{seq}").into(),
             received: Instant::now(),
         }
