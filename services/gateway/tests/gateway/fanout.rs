@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -111,6 +111,33 @@ async fn telemetry_and_events_reach_subscribers_and_unsubscribe_stops_them() {
         c.try_next(Duration::from_millis(300)).await.is_none(),
         "push after unsubscribe"
     );
+}
+
+#[tokio::test]
+async fn an_event_with_a_lower_seq_arriving_late_is_still_delivered() {
+    // Event seqs come from a sequence shared by concurrent publishers: a lower one may arrive
+    // after a higher one, and it is a different event, not an outdated state.
+    let tenant = unique("evorder");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    for (seq, mark) in [(20, "first"), (19, "late"), (21, "third")] {
+        publish(
+            &nats,
+            &subject,
+            seq,
+            json!({"type": "event", "topic": "tickets", "event": "ticket:update", "seq": seq, "mark": mark}),
+        )
+        .await;
+    }
+    let marks: Vec<Value> = [c.next(T).await, c.next(T).await, c.next(T).await]
+        .iter()
+        .map(|m| m["mark"].clone())
+        .collect();
+    assert_eq!(marks, ["first", "late", "third"]);
 }
 
 #[tokio::test]
