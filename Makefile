@@ -6,12 +6,18 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint services fmt
+.PHONY: help up down test lint services fmt
 
 help: ## List the targets
 	@echo "Pulse make targets:"
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN { FS = ":.*## " } { printf "  %-10s %s\n", $$1, $$2 }'
+
+up: ## Build and start the whole stack with demo data; prints the dashboard URL
+	bash scripts/up.sh
+
+down: ## Stop everything `make up` started
+	bash scripts/down.sh
 
 test: ## Run all tests (starts PostgreSQL and NATS if needed)
 	bash scripts/test.sh
@@ -28,7 +34,5 @@ fmt: ## Format all Rust code
 
 # ---------------------------------------------------------------------------
 # Reserved for later (not defined yet; add them to .PHONY when they land):
-#   up     - run the whole stack locally
-#   down   - stop what `up` started
 #   bench  - run the benchmarks
 # ---------------------------------------------------------------------------

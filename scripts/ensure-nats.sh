@@ -25,7 +25,7 @@ export NATS_URL
 
 NATS_HOST="$(url_host "$NATS_URL" 127.0.0.1)"
 NATS_PORT="$(url_port "$NATS_URL" 4222)"
-NATS_DIR="$PULSE_ROOT/.pulse/nats"
+NATS_DIR="$PULSE_STATE_DIR/nats"
 PID_FILE="$NATS_DIR/nats.pid"
 LOG_FILE="$NATS_DIR/nats.log"
 OUT_FILE="$NATS_DIR/nats.out"

@@ -86,6 +86,9 @@ start_cluster() {
   log "starting PostgreSQL cluster $CL_VERSION/$CL_NAME"
   pg_ctlcluster --skip-systemctl-redirect "$CL_VERSION" "$CL_NAME" start </dev/null ||
     die "could not start PostgreSQL cluster $CL_VERSION/$CL_NAME (see /var/log/postgresql/postgresql-$CL_VERSION-$CL_NAME.log); run this as root or as the cluster's owner"
+  # Recorded so `make down` stops what was started here, and nothing else.
+  mkdir -p "$PULSE_STATE_DIR/run"
+  printf '%s %s\n' "$CL_VERSION" "$CL_NAME" >"$PULSE_STATE_DIR/run/postgres.started"
 }
 
 # as_postgres COMMAND... — run COMMAND as the postgres OS user (stdin passes

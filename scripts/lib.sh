@@ -16,6 +16,11 @@ PULSE_LIB_SOURCED=1
 PULSE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PULSE_ROOT
 
+# Where `make up` and the service scripts keep their state (pids, logs, a private NATS, the
+# demo JWT secret). Git-ignored; another folder lets a second stack run beside the first.
+PULSE_STATE_DIR="${PULSE_STATE_DIR:-$PULSE_ROOT/.pulse}"
+export PULSE_STATE_DIR
+
 # Defaults shared by every script and by the tests (used by the scripts
 # that source this file).
 # shellcheck disable=SC2034

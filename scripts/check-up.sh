@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# A test of `make up` / `make down`, run by `make test`: start the whole stack the way a
+# newcomer does, on free ports with its own state folder, database and demo tenant (so it runs
+# beside a developer's own stack and beside other tests), then check that:
+#   - a port already in use is refused with a clear message before anything starts;
+#   - every service comes up ready and the printed dashboard URL answers;
+#   - a printed demo login works, the fleet has demo devices, a WebSocket ticket names both
+#     gateways, and the dashboard is served when it was built;
+#   - a second `make up` is refused while the first runs, and leaves the first running;
+#   - `make down` stops every process it recorded and nothing else.
+#
+# Environment: DATABASE_URL (its server is used; the database is pulse_t_up_<random>), NATS_URL,
+# PULSE_UP_PROFILE (debug here: `make test` has just built the debug binaries).
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$PULSE_ROOT"
+
+have curl || apt_install curl
+have python3 || die "python3 is needed to read the API's JSON"
+
+run_id="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+tenant="upchk$run_id"
+server_url="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+server_url="${server_url%/*}"
+db="pulse_t_up_$run_id"
+state="$(mktemp -d)"
+cookies="$state/cookies"
+out="$state/up.out"
+
+# Five free ports in a random stretch above the usual service ports.
+ports=()
+candidate=$((20000 + RANDOM % 20000))
+while ((${#ports[@]} < 5)); do
+  if ! port_open 127.0.0.1 "$candidate"; then
+    ports+=("$candidate")
+  fi
+  candidate=$((candidate + 1))
+done
+web_port="${ports[0]}"
+
+export DATABASE_URL="$server_url/$db"
+export PULSE_STATE_DIR="$state/pulse"
+export PULSE_WEB_PORT="$web_port"
+export PULSE_GATEWAY_PORTS="${ports[1]} ${ports[2]}"
+export PULSE_POLLER_PORTS="${ports[3]} ${ports[4]}"
+export PULSE_UP_DETACH=1
+export PULSE_UP_PROFILE="${PULSE_UP_PROFILE:-debug}"
+export PULSE_SIM_TENANTS="$tenant"
+export PULSE_SIM_DEVICES=20
+
+cleanup() {
+  local rc=$?
+  bash scripts/down.sh --services-only >/dev/null 2>&1 || true
+  psql -X -w -q "$server_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
+    </dev/null >/dev/null 2>&1 || true
+  if ((rc != 0)) && [[ -d "$PULSE_STATE_DIR/logs" ]]; then
+    for f in "$PULSE_STATE_DIR"/logs/*.log; do
+      echo "---- $(basename "$f") (last 20 lines)" >&2
+      tail -n 20 "$f" >&2 || true
+    done
+  fi
+  rm -rf "$state"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+fail() {
+  die "make up check: $*"
+}
+
+# 1. A port in use is refused before anything starts: the NATS port is surely taken.
+nats_port="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+nats_port="${nats_port##*:}"
+if PULSE_WEB_PORT="$nats_port" bash scripts/up.sh >"$out" 2>&1; then
+  fail "make up started although port $nats_port was in use"
+fi
+grep -q "port $nats_port is already in use" "$out" ||
+  fail "no clear message for a port in use; it printed: $(cat "$out")"
+[[ -z "$(ls -A "$PULSE_STATE_DIR/run" 2>/dev/null)" ]] ||
+  fail "make up recorded processes although it refused to start"
+log "make up check: a port in use is refused clearly"
+
+# 2. The stack comes up.
+bash scripts/up.sh >"$out" 2>&1 || fail "make up failed: $(tail -n 30 "$out")"
+grep -q "Dashboard   http://127.0.0.1:$web_port/" "$out" || fail "no dashboard URL printed"
+grep -q "admin@$tenant.example / pulse-demo" "$out" || fail "the demo login was not printed"
+mapfile -t pids < <(cat "$PULSE_STATE_DIR"/run/*.pid)
+((${#pids[@]} == 6)) || fail "expected 6 recorded processes, found ${#pids[@]}"
+log "make up check: ${#pids[@]} processes ready"
+
+base="http://127.0.0.1:$web_port"
+status="$(curl -s -o /dev/null -w '%{http_code}' "$base/")"
+if [[ -f web/dist/index.html ]]; then
+  [[ "$status" == 200 ]] || fail "the dashboard URL answered $status"
+fi
+
+status="$(curl -s -o /dev/null -w '%{http_code}' -c "$cookies" -H 'content-type: application/json' \
+  -d "{\"email\":\"admin@$tenant.example\",\"password\":\"pulse-demo\"}" "$base/api/v2/login")"
+[[ "$status" == 200 || "$status" == 204 ]] || fail "demo login answered $status"
+
+deadline=$((SECONDS + 30))
+total=0
+while ((SECONDS < deadline)); do
+  total="$(curl -s -b "$cookies" "$base/api/v2/fleet" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"]["total"])' 2>/dev/null || echo 0)"
+  ((total > 0)) && break
+  sleep 0.5
+done
+((total == PULSE_SIM_DEVICES)) || fail "the demo fleet has $total devices, expected $PULSE_SIM_DEVICES"
+
+gateways="$(curl -s -b "$cookies" "$base/api/v2/ws-ticket" |
+  python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["gateways"]))')"
+for port in ${PULSE_GATEWAY_PORTS}; do
+  [[ " $gateways " == *":$port/"* ]] || fail "the ticket's gateways ($gateways) miss port $port"
+done
+log "make up check: demo login, $total demo devices, ticket names both gateways"
+
+# 3. A second make up is refused and the first keeps running.
+if bash scripts/up.sh >"$out" 2>&1; then
+  fail "a second make up started while the first was running"
+fi
+grep -q "already running" "$out" || fail "no clear message for a second make up: $(cat "$out")"
+for pid in "${pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || fail "process $pid died after the second make up"
+done
+log "make up check: a second make up is refused and the stack keeps running"
+
+# 4. make down stops everything it recorded.
+bash scripts/down.sh >"$out" 2>&1 || fail "make down failed: $(cat "$out")"
+for pid in "${pids[@]}"; do
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "process $pid is still running after make down"
+  fi
+done
+for port in "${ports[@]}"; do
+  if port_open 127.0.0.1 "$port"; then
+    fail "port $port is still open after make down"
+  fi
+done
+log "make up check: make down stopped all ${#pids[@]} processes"

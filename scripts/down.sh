@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make down`: stop what `make up` started — by the process ids it recorded — and nothing else.
+# With --services-only, leaves PostgreSQL and NATS running.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$PULSE_ROOT"
+run_dir="$PULSE_STATE_DIR/run"
+
+stop_pid_file() {
+  local f="$1" name pid
+  name="$(basename "$f" .pid)"
+  pid="$(cat "$f" 2>/dev/null || true)"
+  rm -f "$f"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || { log "stopped $name (pid $pid)"; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  warn "killed $name (pid $pid): it did not stop within 15 s"
+}
+
+stopped=0
+for f in "$run_dir"/*.pid; do
+  [[ -e "$f" ]] || continue
+  stop_pid_file "$f"
+  stopped=$((stopped + 1))
+done
+
+if [[ "${1:-}" != "--services-only" ]]; then
+  if [[ -e "$PULSE_STATE_DIR/nats/nats.pid" ]]; then
+    stop_pid_file "$PULSE_STATE_DIR/nats/nats.pid"
+    stopped=$((stopped + 1))
+  fi
+  if [[ -e "$run_dir/postgres.started" ]]; then
+    read -r version cluster <"$run_dir/postgres.started"
+    pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null &&
+      log "stopped PostgreSQL cluster $version/$cluster"
+    rm -f "$run_dir/postgres.started"
+    stopped=$((stopped + 1))
+  fi
+fi
+log "stopped $stopped thing(s) that make up had started"

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# `make up`: build everything, make sure PostgreSQL and NATS run, then start the whole stack
+# with demo data — simulator, two pollers (active + standby), two gateways, the web service —
+# print the dashboard URL and the demo logins, and follow the logs. Ctrl-C (or `make down`)
+# stops what this started, by recorded process ids, and nothing else.
+#
+# Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/pulse), NATS_URL,
+# PULSE_WEB_PORT (8080), PULSE_GATEWAY_PORTS ("8081 8082"), PULSE_POLLER_PORTS ("9090 9091"),
+# PULSE_UP_DETACH=1 to return once everything is ready instead of following the logs,
+# PULSE_UP_PROFILE (release; debug builds faster), PULSE_STATE_DIR (.pulse: pids, logs, secret).
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$PULSE_ROOT"
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulse}"
+export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+web_port="${PULSE_WEB_PORT:-8080}"
+read -r -a gateway_ports <<<"${PULSE_GATEWAY_PORTS:-8081 8082}"
+read -r -a poller_ports <<<"${PULSE_POLLER_PORTS:-9090 9091}"
+run_dir="$PULSE_STATE_DIR/run"
+log_dir="$PULSE_STATE_DIR/logs"
+logs_label="${log_dir#"$PULSE_ROOT"/}"
+runs_label="${run_dir#"$PULSE_ROOT"/}"
+profile="${PULSE_UP_PROFILE:-release}"
+case "$profile" in
+  release | debug) ;;
+  *) die "PULSE_UP_PROFILE must be release or debug, not '$profile'" ;;
+esac
+mkdir -p "$run_dir" "$log_dir"
+
+running_pids() {
+  local f pid
+  for f in "$run_dir"/*.pid; do
+    [[ -e "$f" ]] || continue
+    pid="$(cat "$f")"
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "$pid"
+    fi
+  done
+}
+if [[ -n "$(running_pids)" ]]; then
+  die "the stack is already running (see $runs_label); run \`make down\` first"
+fi
+
+for port in "$web_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port is already in use; stop what uses it or choose other ports (PULSE_WEB_PORT, PULSE_GATEWAY_PORTS, PULSE_POLLER_PORTS)"
+  fi
+done
+
+stage "services: PostgreSQL and NATS"
+# The server must exist before the demo database can be created on it.
+admin_url="${DATABASE_URL%/*}/postgres"
+DATABASE_URL="$admin_url" bash scripts/ensure-postgres.sh
+bash scripts/ensure-nats.sh
+
+db_name="${DATABASE_URL##*/}"
+db_name="${db_name%%\?*}"
+if ! psql -X -w -q -At "$admin_url" -c "SELECT 1 FROM pg_database WHERE datname = '$db_name'" </dev/null | grep -q 1; then
+  log "creating database $db_name"
+  psql -X -w -q "$admin_url" -c "CREATE DATABASE \"$db_name\"" </dev/null
+fi
+
+stage "build: Rust services ($profile)"
+ensure_cargo
+if [[ "$profile" == release ]]; then
+  cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web
+else
+  cargo build --locked -p pulse-poller -p pulse-gateway -p pulse-web
+fi
+bin="$PULSE_ROOT/target/$profile"
+
+web_root="$PULSE_ROOT/web/dist"
+if [[ -f web/package.json ]] && grep -q '"build"' web/package.json; then
+  stage "build: dashboard"
+  have npm || die "npm is needed to build the dashboard (apt-get install nodejs npm)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+else
+  warn "no dashboard build in web/ yet; the web service will serve only the API"
+fi
+
+secret_file="$PULSE_STATE_DIR/jwt-secret"
+if [[ ! -s "$secret_file" ]]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file"
+  chmod 600 "$secret_file"
+fi
+PULSE_JWT_SECRET="$(cat "$secret_file")"
+export PULSE_JWT_SECRET
+
+stage "database: migrations and demo data"
+"$bin/pulse-poller" migrate
+
+# start NAME COMMAND... — run in the background, log to $log_dir/NAME.log, record the pid.
+start() {
+  local name="$1"
+  shift
+  nohup "$@" >"$log_dir/$name.log" 2>&1 </dev/null &
+  echo $! >"$run_dir/$name.pid"
+  log "started $name (pid $!, log $logs_label/$name.log)"
+}
+
+stop_all() {
+  bash "$PULSE_ROOT/scripts/down.sh" --services-only
+}
+
+gateway_urls=()
+for port in "${gateway_ports[@]}"; do
+  gateway_urls+=("ws://127.0.0.1:$port/api/v2/ws")
+done
+
+stage "start: simulator, pollers, gateways, web"
+start simulator "$bin/pulse-poller" simulate
+i=1
+for port in "${poller_ports[@]}"; do
+  PULSE_POLLER_ADDR="127.0.0.1:$port" start "poller-$i" "$bin/pulse-poller" run
+  i=$((i + 1))
+done
+i=1
+for port in "${gateway_ports[@]}"; do
+  PULSE_GATEWAY_ADDR="127.0.0.1:$port" start "gateway-$i" "$bin/pulse-gateway"
+  i=$((i + 1))
+done
+PULSE_WEB_ADDR="127.0.0.1:$web_port" PULSE_WEB_ROOT="$web_root" \
+  PULSE_GATEWAY_URLS="$(IFS=,; echo "${gateway_urls[*]}")" \
+  start web "$bin/pulse-web"
+
+ready() {
+  local status
+  status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" 2>/dev/null || true)"
+  [[ "$status" == "200" ]]
+}
+have curl || apt_install curl
+deadline=$((SECONDS + 60))
+for port in "$web_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
+  until ready "$port"; do
+    if ((SECONDS > deadline)); then
+      stop_all
+      die "a service on port $port did not become ready within 60 s; see $logs_label/"
+    fi
+    for f in "$run_dir"/*.pid; do
+      if ! kill -0 "$(cat "$f")" 2>/dev/null; then
+        name="$(basename "$f" .pid)"
+        tail -n 20 "$log_dir/$name.log" >&2 || true
+        stop_all
+        die "$name exited during start; its log is above ($logs_label/$name.log)"
+      fi
+    done
+    sleep 0.5
+  done
+done
+
+password="${PULSE_DEMO_PASSWORD:-pulse-demo}"
+logins=""
+IFS=, read -r -a demo_tenants <<<"${PULSE_SIM_TENANTS:-acme,globex}"
+for tenant in "${demo_tenants[@]}"; do
+  tenant="${tenant,,}"
+  for role in admin viewer; do
+    logins+="$(printf '%-12s%-36s (customer_%s)' "" "$role@$tenant.example / $password" "$role")"$'\n'
+  done
+done
+
+cat <<EOT
+
+  Pulse is up.
+
+  Dashboard   http://127.0.0.1:$web_port/
+  Gateways    ${gateway_urls[*]}
+  Logins
+$logins
+  Logs        $logs_label/        Stop: Ctrl-C or \`make down\`
+
+EOT
+
+if [[ "${PULSE_UP_DETACH:-}" == "1" ]]; then
+  exit 0
+fi
+trap 'echo; stop_all; exit 0' INT TERM
+tail -n 0 -F "$log_dir"/*.log &
+wait $!
