@@ -49,6 +49,9 @@ log "dropped $dropped leftover test database(s)"
 stage "docs: every configuration variable is in README.md"
 bash "$PULSE_ROOT/scripts/check-docs.sh"
 
+stage "deploy files: Dockerfile, docker-compose.yml, deploy/"
+bash "$PULSE_ROOT/scripts/check-deploy.sh"
+
 ensure_cargo
 
 # Doctests first: nextest cannot run them, and the run should close on the main summary.
@@ -71,5 +74,8 @@ if [[ -f web/package.json ]]; then
     log "web/package.json exists but scripts/test-web.sh does not; skipping web tests"
   fi
 fi
+
+stage "make up / make down: scripts/check-up.sh"
+bash scripts/check-up.sh
 
 stage "all tests passed"

@@ -1,0 +1,133 @@
+# syntax=docker/dockerfile:1
+#
+# Pulse container images: one file, one target per service.
+#
+#   docker build --target poller  -t pulse-poller  .
+#   docker build --target gateway -t pulse-gateway .
+#   docker build --target web     -t pulse-web     .
+#
+# docker-compose.yml builds all three. The runtime images run as uid 10001, carry only the
+# binary, CA certificates and curl (for container health checks), and take every setting from
+# the environment variables documented in README.md.
+
+ARG RUST_IMAGE=rust:1-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+# ---------------------------------------------------------------------------------------------
+# planner: split the context into what the Rust build needs.
+#   /recipe  every Cargo.toml and Cargo.lock: the dependency layer below is rebuilt only when
+#            one of them changes, not on every source edit;
+#   /src     the sources without web/ (built in web-build), so a dashboard change does not
+#            recompile the services.
+# The builder copies these by content, so its layers stay cached when they are unchanged.
+# ---------------------------------------------------------------------------------------------
+FROM ${RUST_IMAGE} AS planner
+WORKDIR /src
+COPY . .
+RUN mkdir -p /recipe \
+ && find . \( -name Cargo.toml -o -name Cargo.lock \) -not -path './target/*' -print0 \
+    | xargs -0 cp --parents -t /recipe \
+ && rm -rf web
+
+# ---------------------------------------------------------------------------------------------
+# builder: compile the three service binaries (release, locked dependencies).
+# ---------------------------------------------------------------------------------------------
+FROM ${RUST_IMAGE} AS builder
+WORKDIR /src
+ENV CARGO_TERM_COLOR=never \
+    CARGO_INCREMENTAL=0
+
+# 1. Dependencies only: every workspace crate gets placeholder sources (src/lib.rs plus each
+#    target `path` its manifest declares), and the build compiles the whole dependency graph.
+#    This layer stays cached until a manifest or Cargo.lock changes.
+COPY --from=planner /recipe/ ./
+RUN set -eu; \
+    find . -name Cargo.toml -not -path './Cargo.toml' | while read -r manifest; do \
+      dir="$(dirname "$manifest")"; \
+      grep -q '^\[package\]' "$manifest" || continue; \
+      mkdir -p "$dir/src"; \
+      : > "$dir/src/lib.rs"; \
+      sed -n 's/^path *= *"\(.*\.rs\)"[[:space:]]*$/\1/p' "$manifest" | while read -r target; do \
+        mkdir -p "$dir/$(dirname "$target")"; \
+        echo 'fn main() {}' > "$dir/$target"; \
+      done; \
+    done; \
+    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web
+
+# 2. The real sources. COPY keeps the files' original modification times, which can be older
+#    than the placeholders compiled above; touching them makes cargo rebuild the workspace
+#    crates (and only them).
+COPY --from=planner /src/ ./
+RUN set -eu; \
+    find . -name '*.rs' -not -path './target/*' -exec touch {} +; \
+    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web; \
+    mkdir -p /out; \
+    for bin in pulse-poller pulse-gateway pulse-web; do \
+      install -m 0755 "target/release/$bin" "/out/$bin"; \
+    done
+
+# ---------------------------------------------------------------------------------------------
+# web-build: the dashboard (web/ -> web/dist).
+# ---------------------------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS web-build
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+# The dashboard may take types or fixtures from the protocol's JSON Schemas.
+COPY proto/ /src/proto/
+COPY web/ ./
+RUN npm run build && test -f dist/index.html
+
+# ---------------------------------------------------------------------------------------------
+# runtime: what every service image shares.
+# ---------------------------------------------------------------------------------------------
+FROM ${RUNTIME_IMAGE} AS runtime
+RUN set -eu; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends ca-certificates curl; \
+    rm -rf /var/lib/apt/lists/*; \
+    groupadd --gid 10001 pulse; \
+    useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin pulse
+LABEL org.opencontainers.image.vendor="Pulse" \
+      org.opencontainers.image.licenses="Apache-2.0"
+WORKDIR /srv/pulse
+# Numeric, so Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+
+# ---------------------------------------------------------------------------------------------
+# poller: `pulse-poller` (run by default; `migrate` and `simulate` as the command).
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS poller
+LABEL org.opencontainers.image.title="pulse-poller" \
+      org.opencontainers.image.description="Reads PostgreSQL and publishes per-tenant snapshots and telemetry to NATS"
+COPY --from=builder /out/pulse-poller /usr/local/bin/pulse-poller
+# /healthz, /readyz, /metrics (PULSE_POLLER_ADDR)
+EXPOSE 9090
+ENTRYPOINT ["/usr/local/bin/pulse-poller"]
+CMD ["run"]
+
+# ---------------------------------------------------------------------------------------------
+# gateway: `pulse-gateway`.
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS gateway
+LABEL org.opencontainers.image.title="pulse-gateway" \
+      org.opencontainers.image.description="WebSocket fan-out from NATS to browsers"
+COPY --from=builder /out/pulse-gateway /usr/local/bin/pulse-gateway
+# WebSocket endpoint /api/v2/ws plus /healthz, /readyz, /metrics (PULSE_GATEWAY_ADDR)
+EXPOSE 8081
+ENTRYPOINT ["/usr/local/bin/pulse-gateway"]
+
+# ---------------------------------------------------------------------------------------------
+# web: `pulse-web` and the built dashboard.
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS web
+LABEL org.opencontainers.image.title="pulse-web" \
+      org.opencontainers.image.description="Dashboard, login, WebSocket tickets and the tenant REST API"
+COPY --from=builder /out/pulse-web /usr/local/bin/pulse-web
+COPY --from=web-build /src/web/dist /srv/pulse/web
+ENV PULSE_WEB_ROOT=/srv/pulse/web
+# Dashboard, REST API, /healthz, /readyz, /metrics (PULSE_WEB_ADDR)
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/pulse-web"]
