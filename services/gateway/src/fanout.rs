@@ -285,10 +285,24 @@ async fn dispatch(topic: Weak<Topic>, mut subscriber: async_nats::Subscriber, me
         let Some(topic) = topic.upgrade() else { break };
         let received = Instant::now();
         metrics.messages_in.inc();
-        let span = tracing::trace_span!("fanout", subject = %topic.subject);
-        if !span.is_disabled() {
+        // A message that carries a trace context gets a span continuing that trace, so a trace
+        // runs from the database change through the poller to the fan-out. Untraced messages
+        // (the common case) cost no span at the default level.
+        let traced = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(pulse_proto::headers::TRACEPARENT).is_some());
+        let span = if traced {
+            let span = tracing::info_span!(
+                "fanout",
+                subject = %topic.subject,
+                recipients = topic.subscribers.read().len()
+            );
             pulse_common::trace_headers::continue_from(&span, message.headers.as_ref());
-        }
+            span
+        } else {
+            tracing::trace_span!("fanout", subject = %topic.subject)
+        };
         let _entered = span.enter();
         let seq = seq_of(message.headers.as_ref());
         let Ok(text) = Utf8Bytes::try_from(message.payload) else {

@@ -10,3 +10,4 @@ mod fanout;
 mod jwks;
 mod operations;
 mod protocol;
+mod traces;
