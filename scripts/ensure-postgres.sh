@@ -6,10 +6,12 @@
 # In order:
 #   1. already reachable             -> use it;
 #   2. a Debian cluster is installed -> start it (pg_ctlcluster);
-#   3. nothing installed, root + apt -> apt-get install postgresql, start the
+#   3. macOS with Homebrew           -> brew install postgresql@15 (when missing),
+#                                       brew services start, create roles and database;
+#   4. nothing installed, root + apt -> apt-get install postgresql, start the
 #                                       cluster, trust auth on loopback, create
 #                                       the roles and the database;
-#   4. otherwise                     -> fail, saying what to install.
+#   5. otherwise                     -> fail, saying what to install.
 # Safe to run any number of times.
 set -euo pipefail
 
@@ -89,6 +91,42 @@ start_cluster() {
   # Recorded so `make down` stops what was started here, and nothing else.
   mkdir -p "$PULSE_STATE_DIR/run"
   printf '%s %s\n' "$CL_VERSION" "$CL_NAME" >"$PULSE_STATE_DIR/run/postgres.started"
+}
+
+# start_with_brew — macOS: install PostgreSQL with Homebrew when missing and start it as a
+# Homebrew service (it then runs as the current user with trust auth on loopback), then create
+# the URL's role and database.
+BREW_PG="postgresql@15"
+start_with_brew() {
+  if ! brew list --versions "$BREW_PG" >/dev/null 2>&1; then
+    log "PostgreSQL is not installed; installing $BREW_PG with Homebrew"
+    brew install "$BREW_PG" >&2 || die "brew install $BREW_PG failed"
+  fi
+  log "starting $BREW_PG as a Homebrew service"
+  brew services start "$BREW_PG" >&2 || die "brew services start $BREW_PG failed"
+  mkdir -p "$PULSE_STATE_DIR/run"
+  printf 'brew %s\n' "$BREW_PG" >"$PULSE_STATE_DIR/run/postgres.started"
+  wait_for_port "$PG_HOST" "$PG_PORT" 30 ||
+    die "$BREW_PG did not open $PG_HOST:$PG_PORT within 30 s (brew services info $BREW_PG)"
+  local bin
+  bin="$(brew --prefix "$BREW_PG")/bin"
+  local role
+  for role in postgres root "$PG_USER"; do
+    [[ -n "$role" ]] || continue
+    "$bin/psql" -X -w -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -v role="$role" <<'SQL' >/dev/null ||
+SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SQL
+      die "could not create role $role in $BREW_PG"
+  done
+  if [[ -n "$PG_DB" ]]; then
+    "$bin/psql" -X -w -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
+SELECT format('CREATE DATABASE %I', :'db')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+      die "could not create database $PG_DB in $BREW_PG"
+  fi
+  have psql || PATH="$bin:$PATH"
 }
 
 # as_postgres COMMAND... — run COMMAND as the postgres OS user (stdin passes
@@ -180,6 +218,8 @@ else
   if find_cluster; then
     log "PostgreSQL $CL_VERSION is installed but not reachable at $PG_HOST:$PG_PORT"
     start_cluster
+  elif have brew; then
+    start_with_brew
   elif can_apt; then
     log "PostgreSQL is not installed; installing it from Debian's packages"
     apt_install postgresql || die "apt-get install postgresql failed"
@@ -188,7 +228,7 @@ else
       die "postgresql was installed but no cluster exists; create one with: pg_createcluster <version> main --start"
     start_cluster
   else
-    die "PostgreSQL is not reachable at $PG_HOST:$PG_PORT and not installed; install it (as root: apt-get install postgresql) or set DATABASE_URL to a running server"
+    die "PostgreSQL is not reachable at $PG_HOST:$PG_PORT and not installed; install it (as root: apt-get install postgresql; on macOS: brew install postgresql@15) or set DATABASE_URL to a running server"
   fi
   log "waiting up to 30 s for $PG_HOST:$PG_PORT"
   wait_for_port "$PG_HOST" "$PG_PORT" 30 ||

@@ -155,7 +155,7 @@ password="${PULSE_DEMO_PASSWORD:-pulse-demo}"
 logins=""
 IFS=, read -r -a demo_tenants <<<"${PULSE_SIM_TENANTS:-acme,globex}"
 for tenant in "${demo_tenants[@]}"; do
-  tenant="${tenant,,}"
+  tenant="$(tr '[:upper:]' '[:lower:]' <<<"$tenant")"
   for role in admin viewer; do
     logins+="$(printf '%-12s%-36s (customer_%s)' "" "$role@$tenant.example / $password" "$role")"$'\n'
   done
