@@ -38,11 +38,12 @@ pub async fn connect(
     let tx = std::sync::Arc::new(tx);
     let on_slow_consumer = std::sync::Arc::new(on_slow_consumer);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let shown = redact(url);
     tokio::pin!(give_up);
     loop {
         let events = tx.clone();
         let slow = on_slow_consumer.clone();
-        let options = ConnectOptions::new()
+        let options = with_url_credentials(ConnectOptions::new(), url)
             .name(name)
             .connection_timeout(Duration::from_secs(3))
             .max_reconnects(None)
@@ -71,7 +72,7 @@ pub async fn connect(
             });
         let attempt = tokio::select! {
             r = options.connect(url) => r,
-            () = &mut give_up => anyhow::bail!("gave up connecting to NATS at {url}"),
+            () = &mut give_up => anyhow::bail!("gave up connecting to NATS at {shown}"),
         };
         match attempt {
             Ok(client) => {
@@ -85,14 +86,71 @@ pub async fn connect(
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %e, url, retry_in = ?delay, "cannot connect to NATS");
+                tracing::warn!(error = %e, url = %shown, retry_in = ?delay, "cannot connect to NATS");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = &mut give_up => {
-                        return Err(e).with_context(|| format!("cannot connect to NATS at {url}"));
+                        return Err(e).with_context(|| format!("cannot connect to NATS at {shown}"));
                     }
                 }
             }
         }
+    }
+}
+
+/// Credentials written into a server URL — `nats://user:password@host:4222` or
+/// `nats://token@host:4222` (percent-encoded) — applied to `options`. The client does not send
+/// them by itself. The first URL of a comma-separated list that carries any is used.
+pub fn with_url_credentials(options: ConnectOptions, urls: &str) -> ConnectOptions {
+    let Some(addr) = urls
+        .split(',')
+        .filter_map(|u| u.trim().parse::<async_nats::ServerAddr>().ok())
+        .find(|a| a.has_user_pass())
+    else {
+        return options;
+    };
+    let user = decode(addr.username().unwrap_or_default());
+    match addr.password() {
+        Some(password) => options.user_and_password(user, decode(password)),
+        None => options.token(user),
+    }
+}
+
+/// `url` with every user name, password or token replaced by `***`, for logs and errors.
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &u[..scheme + 3], &u[at..])
+            }
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact("nats://pulse:s3cret@nats-0:4222,nats://tok@nats-1:4222,nats://nats-2:4222"),
+            "nats://***@nats-0:4222,nats://***@nats-1:4222,nats://nats-2:4222"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+
+    #[test]
+    fn percent_encoded_credentials_are_decoded() {
+        assert_eq!(decode("p%40ss%3Aword"), "p@ss:word");
     }
 }

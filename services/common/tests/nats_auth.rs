@@ -1,0 +1,70 @@
+//! Credentials in `NATS_URL` reach a real nats-server that requires them.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+fn nats_server_binary() -> &'static str {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("nats-server")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn server(args: &[&str]) -> (tokio::process::Child, u16) {
+    let port = free_port();
+    let child = tokio::process::Command::new(nats_server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server must be installed (scripts/ensure-nats.sh installs it)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+async fn connects(url: &str) -> bool {
+    let give_up = tokio::time::sleep(Duration::from_secs(2));
+    pulse_common::nats::connect(url, "test", || {}, give_up)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn user_and_password_in_the_url_are_sent() {
+    let (_server, port) = server(&["--user", "pulse", "--pass", "p@ss:word"]).await;
+    assert!(connects(&format!("nats://pulse:p%40ss%3Aword@127.0.0.1:{port}")).await);
+    assert!(!connects(&format!("nats://pulse:wrong@127.0.0.1:{port}")).await);
+    assert!(!connects(&format!("nats://127.0.0.1:{port}")).await);
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_sent() {
+    let (_server, port) = server(&["--auth", "s3cret-token"]).await;
+    assert!(connects(&format!("nats://s3cret-token@127.0.0.1:{port}")).await);
+    assert!(!connects(&format!("nats://other-token@127.0.0.1:{port}")).await);
+}
