@@ -3,6 +3,7 @@
 # newcomer does, on free ports with its own state folder, database and demo tenant (so it runs
 # beside a developer's own stack and beside other tests), then check that:
 #   - a port already in use is refused with a clear message before anything starts;
+#   - NATS is started from the installed server when none answers at NATS_URL;
 #   - every service comes up ready and the printed dashboard URL answers;
 #   - a printed demo login works, the fleet has demo devices, a WebSocket ticket names both
 #     gateways, and the dashboard is served when it was built;
@@ -29,10 +30,10 @@ state="$(mktemp -d)"
 cookies="$state/cookies"
 out="$state/up.out"
 
-# Five free ports in a random stretch above the usual service ports.
+# Six free ports in a random stretch above the usual service ports.
 ports=()
 candidate=$((20000 + RANDOM % 20000))
-while ((${#ports[@]} < 5)); do
+while ((${#ports[@]} < 6)); do
   if ! port_open 127.0.0.1 "$candidate"; then
     ports+=("$candidate")
   fi
@@ -40,6 +41,11 @@ while ((${#ports[@]} < 5)); do
 done
 web_port="${ports[0]}"
 
+# NATS on a port where none runs: make up must start one of its own (from the installed
+# nats-server, data in the state folder), and make down must stop it.
+nats_private_port="${ports[5]}"
+shared_nats_url="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export NATS_URL="nats://127.0.0.1:$nats_private_port"
 export DATABASE_URL="$server_url/$db"
 export PULSE_STATE_DIR="$state/pulse"
 export PULSE_WEB_PORT="$web_port"
@@ -52,7 +58,7 @@ export PULSE_SIM_DEVICES=20
 
 cleanup() {
   local rc=$?
-  bash scripts/down.sh --services-only >/dev/null 2>&1 || true
+  bash scripts/down.sh >/dev/null 2>&1 || true
   psql -X -w -q "$server_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
     </dev/null >/dev/null 2>&1 || true
   if ((rc != 0)) && [[ -d "$PULSE_STATE_DIR/logs" ]]; then
@@ -70,9 +76,8 @@ fail() {
   die "make up check: $*"
 }
 
-# 1. A port in use is refused before anything starts: the NATS port is surely taken.
-nats_port="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
-nats_port="${nats_port##*:}"
+# 1. A port in use is refused before anything starts: the shared NATS port is surely taken.
+nats_port="${shared_nats_url##*:}"
 if PULSE_WEB_PORT="$nats_port" bash scripts/up.sh >"$out" 2>&1; then
   fail "make up started although port $nats_port was in use"
 fi
@@ -85,6 +90,9 @@ log "make up check: a port in use is refused clearly"
 # 2. The stack comes up.
 bash scripts/up.sh >"$out" 2>&1 || fail "make up failed: $(tail -n 30 "$out")"
 grep -q "Dashboard   http://127.0.0.1:$web_port/" "$out" || fail "no dashboard URL printed"
+nats_pid="$(cat "$PULSE_STATE_DIR/nats/nats.pid" 2>/dev/null)" ||
+  fail "make up did not start NATS although none ran at $NATS_URL"
+grep -q "starting .*nats-server" "$out" || fail "make up did not say that it started NATS"
 grep -q "admin@$tenant.example / pulse-demo" "$out" || fail "the demo login was not printed"
 mapfile -t pids < <(cat "$PULSE_STATE_DIR"/run/*.pid)
 ((${#pids[@]} == 6)) || fail "expected 6 recorded processes, found ${#pids[@]}"
@@ -139,4 +147,7 @@ for port in "${ports[@]}"; do
     fail "port $port is still open after make down"
   fi
 done
-log "make up check: make down stopped all ${#pids[@]} processes"
+if kill -0 "$nats_pid" 2>/dev/null; then
+  fail "the NATS server make up started (pid $nats_pid) still runs after make down"
+fi
+log "make up check: make down stopped all ${#pids[@]} processes and the NATS it started"
