@@ -1,0 +1,999 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+
+import { PulseClient, type PulseClientOptions, type SocketConstructor } from "./connection.js";
+import type { ClientError } from "./errors.js";
+import type { PollContext } from "./fallback.js";
+import type { ConnectionState, ConnectionStatus } from "./status.js";
+import { FakeNetwork, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
+import type {
+  AlertsMessage,
+  EventMessage,
+  FleetMessage,
+  TelemetryMessage,
+  Ticket,
+} from "./types.js";
+
+// The browser's WebSocket must satisfy the constructor type the client takes.
+const _browserSocketFits: SocketConstructor | undefined = undefined as unknown as typeof WebSocket;
+void _browserSocketFits;
+
+const ts = "2026-11-22T10:00:00Z";
+
+function alerts(seq: number, total_open = 1): AlertsMessage {
+  return { type: "alerts", tenant_id: "acme", seq, ts, alerts: [], total_open };
+}
+
+function fleet(seq: number, online = 1): FleetMessage {
+  return {
+    type: "fleet",
+    tenant_id: "acme",
+    seq,
+    ts,
+    counts: { total: online, online, stale: 0, offline: 0 },
+    devices: [],
+  };
+}
+
+function telemetry(device_id: string, seq: number): TelemetryMessage {
+  return { type: "telemetry", tenant_id: "acme", device_id, seq, data: { timestamp: ts, metrics: { temp_c: seq } } };
+}
+
+function event(topic: string, seq: number): EventMessage {
+  return { type: "event", tenant_id: "acme", topic, event: "ticket:update", seq, ts, payload: { seq } };
+}
+
+function setup(overrides: Partial<PulseClientOptions> = {}) {
+  const factory = socketFactory();
+  const getTicket = ticketSource();
+  const network = new FakeNetwork();
+  const onHandlerError = vi.fn();
+  const client = new PulseClient({
+    getTicket,
+    WebSocket: factory.WebSocket,
+    network,
+    random: () => 0.5,
+    onHandlerError,
+    ...overrides,
+  });
+  const errors: ClientError[] = [];
+  const statuses: ConnectionStatus[] = [];
+  client.on("error", (e) => errors.push(e));
+  client.on("connection", (s) => statuses.push(s));
+  const states = (): ConnectionState[] => statuses.map((s) => s.state);
+
+  /** Starts the client and lets the first socket open. */
+  async function connect(): Promise<FakeWebSocket> {
+    client.start();
+    await settle();
+    const socket = factory.last();
+    socket.accept();
+    return socket;
+  }
+
+  /** Waits until the next socket exists (running timers as needed), then opens it. */
+  async function nextSocket(open = true, maxMs = 60_000): Promise<FakeWebSocket> {
+    const before = factory.sockets.length;
+    for (let waited = 0; factory.sockets.length === before && waited <= maxMs; waited += 100) {
+      await vi.advanceTimersByTimeAsync(100);
+      await settle();
+    }
+    if (factory.sockets.length === before) throw new Error(`no new socket within ${maxMs} ms`);
+    const socket = factory.last();
+    if (open) socket.accept();
+    return socket;
+  }
+
+  return { client, factory, getTicket, network, onHandlerError, errors, statuses, states, connect, nextSocket };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  vi.setSystemTime(new Date("2026-11-22T10:00:00Z"));
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("connecting", () => {
+  it("goes connecting → live → reconnecting → live", async () => {
+    const t = setup();
+    expect(t.client.state).toBe("offline");
+    t.client.start();
+    expect(t.client.state).toBe("connecting");
+    await settle();
+    expect(t.client.state).toBe("connecting");
+    t.factory.last().accept();
+    expect(t.client.state).toBe("live");
+    t.factory.last().serverClose(1006);
+    expect(t.client.state).toBe("reconnecting");
+    await t.nextSocket();
+    expect(t.client.state).toBe("live");
+    expect(t.states()).toEqual(["connecting", "live", "reconnecting", "live"]);
+  });
+
+  it("connects to a gateway from the ticket with the token in the query", async () => {
+    const getTicket = vi.fn(
+      async (): Promise<Ticket> => ({ token: "a.b+c/d", expires_at: Date.now() / 1000 + 60, gateways: ["ws://gw-a/api/v2/ws", "ws://gw-b/api/v2/ws"] }),
+    );
+    const t = setup({ getTicket, random: () => 0.7 });
+    await t.connect();
+    expect(t.factory.last().url).toBe("ws://gw-b/api/v2/ws?token=a.b%2Bc%2Fd");
+  });
+
+  it("fetches a fresh ticket before every connection attempt", async () => {
+    const t = setup();
+    await t.connect();
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+    expect(t.factory.last().token).toBe("t1");
+    t.factory.last().serverClose(1006);
+    const second = await t.nextSocket();
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    expect(second.token).toBe("t2");
+    second.serverClose(4029);
+    const third = await t.nextSocket(false);
+    expect(t.getTicket).toHaveBeenCalledTimes(3);
+    expect(third.token).toBe("t3");
+  });
+
+  it("start() twice makes one connection", async () => {
+    const t = setup();
+    t.client.start();
+    t.client.start();
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+  });
+
+  it("retries when the socket does not open in time", async () => {
+    const t = setup({ connectTimeoutMs: 10_000 });
+    t.client.start();
+    await settle();
+    const stuck = t.factory.last();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(stuck.closedByClient).toBeDefined();
+    expect(stuck.attached).toBe(false);
+    expect(t.client.state).toBe("reconnecting");
+    expect(t.errors.map((e) => e.kind)).toEqual(["connect_timeout"]);
+    await t.nextSocket();
+    expect(t.client.state).toBe("live");
+  });
+
+  it("retries when the ticket cannot be fetched or is unusable", async () => {
+    const good = ticketSource();
+    let calls = 0;
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      calls += 1;
+      if (calls === 1) throw new Error("HTTP 503");
+      if (calls === 2) return { token: "", expires_at: 0, gateways: [] };
+      return good();
+    });
+    const t = setup({ getTicket });
+    t.client.start();
+    await settle();
+    expect(t.factory.sockets).toHaveLength(0);
+    expect(t.client.state).toBe("reconnecting");
+    await t.nextSocket();
+    expect(getTicket).toHaveBeenCalledTimes(3);
+    expect(t.errors.map((e) => e.kind)).toEqual(["ticket_failed", "ticket_failed"]);
+    expect(t.client.state).toBe("live");
+  });
+
+  it("retries when the WebSocket cannot be created", async () => {
+    const factory = socketFactory();
+    let n = 0;
+    const Flaky = class extends factory.WebSocket {
+      constructor(url: string) {
+        n += 1;
+        if (n === 1) throw new SyntaxError("bad url");
+        super(url);
+      }
+    };
+    const t = setup({ WebSocket: Flaky });
+    t.client.start();
+    await settle();
+    expect(t.errors.map((e) => e.kind)).toEqual(["connect_failed"]);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settle();
+    factory.last().accept();
+    expect(t.client.state).toBe("live");
+  });
+});
+
+describe("reconnecting", () => {
+  it("never gives up: 50 failures in a row still schedule another attempt", async () => {
+    const t = setup({ random: () => 0.999 });
+    t.client.start();
+    await settle();
+    for (let i = 0; i < 50; i += 1) {
+      t.factory.last().serverClose(1006);
+      expect(t.client.state).toBe("reconnecting");
+      const delay = (t.client.status.nextAttemptAt ?? Number.NaN) - Date.now();
+      expect(delay).toBeGreaterThanOrEqual(0);
+      expect(delay).toBeLessThan(30_000);
+      await t.nextSocket(false);
+    }
+    expect(t.factory.sockets).toHaveLength(51);
+    expect(t.getTicket).toHaveBeenCalledTimes(51);
+    t.factory.last().accept();
+    expect(t.client.state).toBe("live");
+  });
+
+  it("widens the backoff on each failure up to the 30 s cap", async () => {
+    const t = setup({ random: () => 0.999 });
+    t.client.start();
+    await settle();
+    const delays: number[] = [];
+    for (let i = 0; i < 8; i += 1) {
+      t.factory.last().serverClose(1006);
+      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      await t.nextSocket(false);
+    }
+    expect(delays).toEqual([999, 1_998, 3_996, 7_992, 15_984, 29_970, 29_970, 29_970]);
+  });
+
+  it("keeps backing off when connections open and drop at once (4029 after the upgrade)", async () => {
+    const t = setup({ random: () => 0.999 });
+    await t.connect();
+    const delays: number[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      t.factory.last().serverClose(4029);
+      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      await t.nextSocket(true);
+    }
+    expect(delays).toEqual([999, 1_998, 3_996, 7_992]);
+  });
+
+  it("starts the backoff over after a connection stayed up", async () => {
+    const t = setup({ random: () => 0.999 });
+    await t.connect();
+    t.factory.last().serverClose(1006);
+    await t.nextSocket(true);
+    t.factory.last().serverClose(1006);
+    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(1_998);
+    await t.nextSocket(true);
+    await vi.advanceTimersByTimeAsync(10_000);
+    t.factory.last().push({ type: "pong" });
+    t.factory.last().serverClose(1006);
+    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(999);
+  });
+
+  it("starts the backoff over when a long-lived socket goes silent", async () => {
+    const t = setup({ random: () => 0.999 });
+    t.client.start();
+    await settle();
+    for (let i = 0; i < 4; i += 1) {
+      t.factory.last().serverClose(1006);
+      await t.nextSocket(false);
+    }
+    const socket = t.factory.last();
+    socket.accept();
+    await vi.advanceTimersByTimeAsync(60_000); // pongs keep it alive
+    socket.autoPong = false;
+    await vi.advanceTimersByTimeAsync(45_000);
+    expect(t.client.state).toBe("reconnecting");
+    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(999);
+  });
+
+  it("stops retrying when a connection handler closes the client", async () => {
+    const t = setup();
+    await t.connect();
+    t.client.on("connection", (s) => {
+      if (s.state === "reconnecting") t.client.close();
+    });
+    t.factory.last().serverClose(1006);
+    expect(t.client.state).toBe("offline");
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+  });
+
+  it("reconnects within 0–1 s after 1012, however long the backoff had grown", async () => {
+    const t = setup({ random: () => 0.999 });
+    t.client.start();
+    await settle();
+    for (let i = 0; i < 6; i += 1) {
+      t.factory.last().serverClose(1006);
+      await t.nextSocket(false);
+    }
+    t.factory.last().accept();
+    const draining = t.factory.last();
+    draining.serverClose(1012, "draining");
+    expect(t.client.state).toBe("reconnecting");
+    const tickets = t.getTicket.mock.calls.length;
+    await vi.advanceTimersByTimeAsync(998);
+    expect(t.getTicket).toHaveBeenCalledTimes(tickets);
+    await vi.advanceTimersByTimeAsync(1);
+    await settle();
+    expect(t.getTicket).toHaveBeenCalledTimes(tickets + 1);
+    const next = t.factory.last();
+    expect(next).not.toBe(draining);
+    // A draining gateway is avoided when the ticket lists another.
+    expect(new URL(next.url).host).not.toBe(new URL(draining.url).host);
+  });
+
+  it("tries another gateway after one could not be reached", async () => {
+    const t = setup({ random: () => 0 }); // would always pick the first gateway
+    t.client.start();
+    await settle();
+    const unreachable = t.factory.last();
+    unreachable.serverClose(1006); // closed before it ever opened
+    const next = await t.nextSocket(false);
+    expect(new URL(next.url).host).not.toBe(new URL(unreachable.url).host);
+    // The preference lasts one attempt: a gateway that failed may be back later.
+    next.serverClose(1006);
+    const third = await t.nextSocket(false);
+    expect(new URL(third.url).host).toBe(new URL(unreachable.url).host);
+  });
+
+  it("tries another gateway after one did not answer in time", async () => {
+    const t = setup({ random: () => 0, connectTimeoutMs: 1_000 });
+    t.client.start();
+    await settle();
+    const silent = t.factory.last();
+    await vi.advanceTimersByTimeAsync(1_000);
+    const next = await t.nextSocket(false);
+    expect(new URL(next.url).host).not.toBe(new URL(silent.url).host);
+  });
+
+  it("keeps picking at random after a connection that had opened drops", async () => {
+    const t = setup({ random: () => 0 });
+    const first = await t.connect();
+    first.serverClose(1006);
+    const next = await t.nextSocket(false);
+    expect(new URL(next.url).host).toBe(new URL(first.url).host);
+  });
+
+  it("spreads 1012 reconnects over the jitter window", async () => {
+    for (const [r, want] of [
+      [0, 0],
+      [0.25, 250],
+      [0.5, 500],
+    ] as const) {
+      const t = setup({ random: () => r });
+      await t.connect();
+      t.factory.last().serverClose(1012);
+      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(want);
+      t.client.close();
+    }
+  });
+
+  it("fetches a new ticket after 4001 and connects with it", async () => {
+    const t = setup();
+    const first = await t.connect();
+    expect(first.token).toBe("t1");
+    first.serverClose(4001, "token expired");
+    expect(t.client.state).toBe("reconnecting");
+    const second = await t.nextSocket();
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    expect(second.token).toBe("t2");
+    expect(t.client.state).toBe("live");
+  });
+
+  it("reconnects with backoff after 4008, 4029, 1000 and 1001", async () => {
+    for (const code of [4008, 4029, 1000, 1001]) {
+      const t = setup({ random: () => 0.5 });
+      await t.connect();
+      t.factory.last().serverClose(code);
+      expect(t.client.state).toBe("reconnecting");
+      expect(t.client.status.closeCode).toBe(code);
+      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(500);
+      await t.nextSocket();
+      expect(t.client.state).toBe("live");
+      t.client.close();
+    }
+  });
+
+  it("goes offline on 4003 and never retries", async () => {
+    const t = setup({ poll: vi.fn() });
+    await t.connect();
+    t.factory.last().serverClose(4003, "role may not connect");
+    expect(t.client.state).toBe("offline");
+    expect(t.client.status.reason).toBe("forbidden");
+    expect(t.client.status.error?.kind).toBe("forbidden");
+    expect(t.errors.map((e) => e.kind)).toEqual(["forbidden"]);
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+    expect(t.client.polling).toBe(false);
+    expect(t.network.listenerCount).toBe(0);
+    expect(t.states()).toEqual(["connecting", "live", "offline"]);
+  });
+
+  it("can be started again after 4003", async () => {
+    const t = setup();
+    await t.connect();
+    t.factory.last().serverClose(4003);
+    t.client.start();
+    await settle();
+    t.factory.last().accept();
+    expect(t.client.state).toBe("live");
+    expect(t.factory.sockets).toHaveLength(2);
+  });
+
+  it("ignores events from a socket it already left", async () => {
+    const t = setup();
+    const first = await t.connect();
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    const seen = vi.fn();
+    t.client.subscribe({ type: "alerts" });
+    t.client.on("alerts", seen);
+    first.push(alerts(5));
+    first.serverClose(4003);
+    expect(seen).not.toHaveBeenCalled();
+    expect(t.client.state).toBe("live");
+    second.push(alerts(5));
+    expect(seen).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("subscriptions", () => {
+  it("sends subscribe once for two holders and unsubscribe only when both released", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const a = t.client.subscribe({ type: "alerts" });
+    const b = t.client.subscribe({ type: "alerts" });
+    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    a();
+    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    a(); // releasing twice counts once
+    expect(socket.requests).toHaveLength(1);
+    b();
+    expect(socket.requests).toEqual([
+      { action: "subscribe", type: "alerts" },
+      { action: "unsubscribe", type: "alerts" },
+    ]);
+    expect(t.client.channels).toEqual([]);
+  });
+
+  it("counts holders per channel, devices and topics each on their own", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const d1 = t.client.subscribe({ type: "device", device_id: "dev-1" });
+    const d1b = t.client.subscribe({ type: "device", device_id: "dev-1" });
+    const d2 = t.client.subscribe({ type: "device", device_id: "dev-2" });
+    t.client.subscribe({ type: "events", topic: "tickets" });
+    d1();
+    d2();
+    expect(socket.requests).toEqual([
+      { action: "subscribe", type: "device", device_id: "dev-1" },
+      { action: "subscribe", type: "device", device_id: "dev-2" },
+      { action: "subscribe", type: "events", topic: "tickets" },
+      { action: "unsubscribe", type: "device", device_id: "dev-2" },
+    ]);
+    d1b();
+    expect(socket.requests.at(-1)).toEqual({ action: "unsubscribe", type: "device", device_id: "dev-1" });
+  });
+
+  it("sends subscriptions made before the socket opened once it opens", async () => {
+    const t = setup();
+    t.client.subscribe({ type: "fleet" });
+    t.client.subscribe({ type: "fleet" });
+    const released = t.client.subscribe({ type: "alerts" });
+    released();
+    const socket = await t.connect();
+    expect(socket.requests).toEqual([{ action: "subscribe", type: "fleet" }]);
+  });
+
+  it("restores every held channel after a reconnect, once each", async () => {
+    const t = setup();
+    const first = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    t.client.subscribe({ type: "alerts" });
+    t.client.subscribe({ type: "fleet" });
+    t.client.subscribe({ type: "device", device_id: "dev-0001" });
+    t.client.subscribe({ type: "events", topic: "tickets" });
+    const gone = t.client.subscribe({ type: "device", device_id: "dev-0002" });
+    gone();
+    expect(first.requests).toHaveLength(6);
+    first.serverClose(1006);
+    // Released while disconnected: must not come back.
+    const second = await t.nextSocket();
+    expect(second.requests).toEqual([
+      { action: "subscribe", type: "alerts" },
+      { action: "subscribe", type: "fleet" },
+      { action: "subscribe", type: "device", device_id: "dev-0001" },
+      { action: "subscribe", type: "events", topic: "tickets" },
+    ]);
+    second.serverClose(1012);
+    const third = await t.nextSocket();
+    expect(third.requests).toHaveLength(4);
+  });
+
+  it("releases while disconnected without sending anything, and does not restore them", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const release = t.client.subscribe({ type: "fleet" });
+    first.serverClose(1006);
+    release();
+    const second = await t.nextSocket();
+    expect(second.requests).toEqual([]);
+  });
+
+  it("refuses channels with invalid ids without sending anything", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    expect(() => t.client.subscribe({ type: "device", device_id: "a.>" })).toThrow(TypeError);
+    expect(() => t.client.subscribe({ type: "events", topic: "" })).toThrow(TypeError);
+    expect(socket.requests).toEqual([]);
+  });
+});
+
+describe("data", () => {
+  it("publishes data on its topic", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    t.client.subscribe({ type: "device", device_id: "dev-1" });
+    t.client.subscribe({ type: "events", topic: "tickets" });
+    const got: string[] = [];
+    t.client.on("alerts", (m) => got.push(`alerts:${m.seq}`));
+    t.client.on("telemetry:dev-1", (m) => got.push(`dev-1:${m.seq}`));
+    t.client.on("events:tickets", (m) => got.push(`tickets:${m.seq}`));
+    socket.push(alerts(1));
+    socket.push(telemetry("dev-1", 2));
+    socket.push(event("tickets", 3));
+    expect(got).toEqual(["alerts:1", "dev-1:2", "tickets:3"]);
+  });
+
+  it("drops older and duplicate snapshots per topic, independently", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    for (const channel of [
+      { type: "alerts" },
+      { type: "fleet" },
+      { type: "device", device_id: "dev-1" },
+      { type: "device", device_id: "dev-2" },
+    ] as const) {
+      t.client.subscribe(channel);
+    }
+    const got: string[] = [];
+    t.client.on("alerts", (m) => got.push(`alerts:${m.seq}`));
+    t.client.on("fleet", (m) => got.push(`fleet:${m.seq}`));
+    t.client.on("telemetry:dev-1", (m) => got.push(`dev-1:${m.seq}`));
+    t.client.on("telemetry:dev-2", (m) => got.push(`dev-2:${m.seq}`));
+    socket.push(alerts(100));
+    socket.push(alerts(99)); // older
+    socket.push(alerts(100)); // duplicate
+    socket.push(fleet(5)); // lower than alerts' seq, but another topic
+    socket.push(telemetry("dev-1", 50));
+    socket.push(telemetry("dev-2", 10)); // lower than dev-1's, another topic
+    socket.push(telemetry("dev-1", 50));
+    socket.push(alerts(101));
+    socket.push(fleet(4));
+    expect(got).toEqual(["alerts:100", "fleet:5", "dev-1:50", "dev-2:10", "alerts:101"]);
+  });
+
+  it("drops duplicate events but keeps a late one with a lower seq", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "events", topic: "tickets" });
+    t.client.subscribe({ type: "events", topic: "orders" });
+    const got: string[] = [];
+    t.client.on("events:tickets", (m) => got.push(`tickets:${m.seq}`));
+    t.client.on("events:orders", (m) => got.push(`orders:${m.seq}`));
+    socket.push(event("tickets", 10));
+    socket.push(event("tickets", 12));
+    socket.push(event("tickets", 11));
+    socket.push(event("tickets", 12));
+    socket.push(event("orders", 10));
+    expect(got).toEqual(["tickets:10", "tickets:12", "tickets:11", "orders:10"]);
+  });
+
+  it("drops the snapshot the gateway sends again after a reconnect", async () => {
+    const t = setup();
+    const first = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    const got = vi.fn();
+    t.client.on("alerts", got);
+    first.push(alerts(7));
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    second.push(alerts(7));
+    expect(got).toHaveBeenCalledTimes(1);
+    second.push(alerts(8));
+    expect(got).toHaveBeenCalledTimes(2);
+  });
+
+  it("ignores data for channels it does not hold", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const release = t.client.subscribe({ type: "fleet" });
+    const got = vi.fn();
+    t.client.on("fleet", got);
+    t.client.on("alerts", got);
+    socket.push(alerts(1)); // never subscribed
+    socket.push(fleet(1));
+    release();
+    socket.push(fleet(2)); // in flight after the release
+    expect(got).toHaveBeenCalledTimes(1);
+    expect(t.errors).toEqual([]);
+  });
+
+  it("accepts the current snapshot again after a channel was released and held anew", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const got = vi.fn();
+    t.client.on("fleet", got);
+    const release = t.client.subscribe({ type: "fleet" });
+    socket.push(fleet(9));
+    release();
+    t.client.subscribe({ type: "fleet" });
+    socket.push(fleet(9)); // the gateway sends the current value after `subscribed`
+    expect(got).toHaveBeenCalledTimes(2);
+  });
+
+  it("watch() hands a later holder the newest snapshot at once", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const first = vi.fn();
+    const second = vi.fn();
+    const stopFirst = t.client.watch({ type: "alerts" }, first);
+    socket.push(alerts(3));
+    const stopSecond = t.client.watch({ type: "alerts" }, second);
+    expect(second).toHaveBeenCalledWith(alerts(3));
+    expect(t.client.latest("alerts")).toEqual(alerts(3));
+    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    stopFirst();
+    socket.push(alerts(4));
+    expect(first).toHaveBeenCalledTimes(1);
+    expect(second).toHaveBeenCalledTimes(2);
+    stopSecond();
+    expect(socket.requests.at(-1)).toEqual({ action: "unsubscribe", type: "alerts" });
+    expect(t.client.latest("alerts")).toBeUndefined();
+  });
+
+  it("isolates a throwing handler: other widgets still get the message", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    const before = vi.fn();
+    const after = vi.fn();
+    t.client.on("alerts", before);
+    t.client.on("alerts", () => {
+      throw new Error("widget bug");
+    });
+    t.client.on("alerts", after);
+    socket.push(alerts(1));
+    socket.push(alerts(2));
+    expect(before).toHaveBeenCalledTimes(2);
+    expect(after).toHaveBeenCalledTimes(2);
+    expect(t.onHandlerError).toHaveBeenCalledTimes(2);
+    expect(t.onHandlerError.mock.calls[0]?.[1]).toBe("alerts");
+    expect(t.client.state).toBe("live");
+  });
+
+  it("isolates a throwing connection handler", async () => {
+    const t = setup();
+    t.client.on("connection", () => {
+      throw new Error("status widget bug");
+    });
+    await t.connect();
+    expect(t.client.state).toBe("live");
+    expect(t.states()).toEqual(["connecting", "live"]);
+    expect(t.onHandlerError).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe("bad frames", () => {
+  it("reports malformed and unknown frames and keeps working", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    const got = vi.fn();
+    t.client.on("alerts", got);
+    socket.push("this is not json");
+    socket.push("[1,2,3]");
+    socket.push('{"no":"type"}');
+    socket.push({ type: "alerts", tenant_id: "acme", seq: "7", ts, alerts: [], total_open: 0 });
+    socket.push({ type: "presence", who: "someone" });
+    socket.push(new ArrayBuffer(8));
+    socket.push(`{"type":"${"x".repeat(10_000)}`);
+    socket.push(alerts(1));
+    expect(got).toHaveBeenCalledTimes(1);
+    expect(t.errors.map((e) => e.kind)).toEqual([
+      "malformed_message",
+      "malformed_message",
+      "malformed_message",
+      "malformed_message",
+      "unknown_message",
+      "malformed_message",
+      "malformed_message",
+    ]);
+    const quoted = t.errors[6]?.data;
+    expect(typeof quoted === "string" && quoted.length < 300).toBe(true);
+    expect(t.client.state).toBe("live");
+    expect(socket.closedByClient).toBeUndefined();
+  });
+
+  it("reports gateway error replies with their code", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    socket.push({ type: "error", code: "too_many_subscriptions", message: "limit is 256" });
+    expect(t.errors).toEqual([
+      expect.objectContaining({ kind: "server_error", code: "too_many_subscriptions", message: "limit is 256" }),
+    ]);
+    expect(t.client.state).toBe("live");
+  });
+});
+
+describe("heartbeat", () => {
+  it("pings every 20 s", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(19_999);
+    expect(socket.requests).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(socket.requests).toEqual([{ action: "ping" }]);
+    socket.push({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(socket.requests).toEqual([{ action: "ping" }, { action: "ping" }]);
+  });
+
+  it("treats 45 s of silence as a dead socket: closes it and reconnects", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    socket.autoPong = false;
+    await vi.advanceTimersByTimeAsync(44_999);
+    expect(t.client.state).toBe("live");
+    await vi.advanceTimersByTimeAsync(1);
+    expect(socket.closedByClient).toBeDefined();
+    expect(socket.attached).toBe(false);
+    expect(t.client.state).toBe("reconnecting");
+    expect(t.errors.map((e) => e.kind)).toEqual(["heartbeat_timeout"]);
+    await t.nextSocket();
+    expect(t.client.state).toBe("live");
+  });
+
+  it("stays connected while messages keep arriving", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    socket.autoPong = false;
+    for (let i = 0; i < 12; i += 1) {
+      await vi.advanceTimersByTimeAsync(20_000);
+      socket.push({ type: "pong" });
+    }
+    expect(t.client.state).toBe("live");
+    expect(t.factory.sockets).toHaveLength(1);
+  });
+});
+
+describe("token renewal", () => {
+  it("sends auth with a fresh ticket at 75 % of the token's lifetime, again and again", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(44_000);
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+    socket.push({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settle();
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    socket.push({ type: "authenticated", exp });
+    expect(t.client.tokenExpiresAt).toBe(exp);
+    await vi.advanceTimersByTimeAsync(45_000);
+    await settle();
+    expect(socket.requests).toContainEqual({ action: "auth", token: "t3" });
+    expect(t.factory.sockets).toHaveLength(1);
+  });
+
+  it("retries a failed renewal and reports it", async () => {
+    const good = ticketSource();
+    let calls = 0;
+    const getTicket = vi.fn(async () => {
+      calls += 1;
+      if (calls === 2) throw new Error("HTTP 502");
+      return good();
+    });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(45_000);
+    await settle();
+    expect(t.errors.map((e) => e.kind)).toEqual(["renew_failed"]);
+    socket.push({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(3);
+    expect(socket.requests.filter((r) => r.action === "auth")).toHaveLength(1);
+  });
+
+  it("retries when the gateway refuses the new token", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(45_000);
+    await settle();
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    socket.push({ type: "error", code: "invalid_token", message: "expired" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    await settle();
+    expect(t.getTicket).toHaveBeenCalledTimes(3);
+    expect(socket.requests.filter((r) => r.action === "auth").map((r) => (r as { token: string }).token)).toEqual([
+      "t2",
+      "t3",
+    ]);
+  });
+
+  it("does not renew for a socket that is gone", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    socket.serverClose(1012);
+    t.client.close();
+    await vi.advanceTimersByTimeAsync(120_000);
+    await settle();
+    expect(t.getTicket).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("fallback polling", () => {
+  function fleetPoll(seq = 0) {
+    return vi.fn(async (ctx: PollContext) => {
+      ctx.publish(fleet(seq, 42));
+    });
+  }
+
+  it("starts after 5 s without a live socket, polls every 30 s and stops when live", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll, random: () => 0.999 });
+    const socket = await t.connect();
+    const got: number[] = [];
+    t.client.watch({ type: "fleet" }, (m) => got.push(m.counts.online));
+    // Keep every attempt failing for a while.
+    socket.serverClose(1006);
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(poll).not.toHaveBeenCalled();
+    expect(t.client.polling).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(poll).toHaveBeenCalledTimes(1);
+    expect(t.client.polling).toBe(true);
+    expect(got).toEqual([42]);
+    // Attempts keep failing while polling goes on.
+    for (const s of t.factory.sockets.slice(1)) s.serverClose(1006);
+    await vi.advanceTimersByTimeAsync(30_000);
+    await settle();
+    expect(poll).toHaveBeenCalledTimes(2);
+    // Open whatever socket comes next: polling stops.
+    const live = await t.nextSocket();
+    expect(t.client.state).toBe("live");
+    expect(t.client.polling).toBe(false);
+    const polls = poll.mock.calls.length;
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(poll).toHaveBeenCalledTimes(polls);
+    expect(live.attached).toBe(true);
+    const pollingChanges = t.statuses.map((s) => `${s.state}:${s.polling}`);
+    expect(pollingChanges).toContain("reconnecting:true");
+    expect(pollingChanges.at(-1)).toBe("live:false");
+  });
+
+  it("does not poll when the connection comes back within 5 s", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll });
+    const socket = await t.connect();
+    socket.serverClose(1006);
+    await t.nextSocket();
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(poll).not.toHaveBeenCalled();
+  });
+
+  it("polls when the first connection takes longer than 5 s", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll, connectTimeoutMs: 60_000 });
+    t.client.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(poll).toHaveBeenCalledTimes(1);
+    expect(t.client.state).toBe("connecting");
+  });
+
+  it("publishes polled data even though REST bodies carry seq 0", async () => {
+    const poll = fleetPoll(0);
+    const t = setup({ poll, random: () => 0.999 });
+    const socket = await t.connect();
+    t.client.subscribe({ type: "fleet" });
+    const got = vi.fn();
+    t.client.on("fleet", got);
+    socket.push(fleet(500));
+    socket.serverClose(1006);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(got).toHaveBeenCalledTimes(2);
+    expect(got.mock.calls[1]?.[0]).toMatchObject({ seq: 0, counts: { online: 42 } });
+  });
+
+  it("stops polling when the app closes the client", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll });
+    t.client.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(poll).toHaveBeenCalledTimes(1);
+    t.client.close();
+    expect(t.client.polling).toBe(false);
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(poll).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("offline", () => {
+  it("close() goes offline, closes the socket and never reconnects", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.close();
+    expect(t.client.state).toBe("offline");
+    expect(t.client.status.reason).toBe("closed");
+    expect(socket.closedByClient).toEqual({ code: 1000, reason: "client closed" });
+    socket.serverClose(1000);
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    expect(t.states()).toEqual(["connecting", "live", "offline"]);
+  });
+
+  it("close() while a ticket is being fetched opens nothing", async () => {
+    const t = setup();
+    t.client.start();
+    t.client.close();
+    await settle();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(t.factory.sockets).toHaveLength(0);
+    expect(t.client.state).toBe("offline");
+  });
+
+  it("restores subscriptions when started again after close()", async () => {
+    const t = setup();
+    await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    t.client.close();
+    t.client.start();
+    await settle();
+    t.factory.last().accept();
+    expect(t.factory.last().requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+  });
+
+  it("goes offline when the browser reports no network, and reconnects at once when it is back", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.network.set(false);
+    expect(t.client.state).toBe("offline");
+    expect(t.client.status.reason).toBe("network");
+    expect(socket.closedByClient).toBeDefined();
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    t.network.set(true);
+    expect(t.client.state).toBe("reconnecting");
+    await settle();
+    expect(t.factory.sockets).toHaveLength(2);
+    t.factory.last().accept();
+    expect(t.states()).toEqual(["connecting", "live", "offline", "reconnecting", "live"]);
+  });
+
+  it("does not connect while the browser is offline at start", async () => {
+    const t = setup();
+    t.network.online = false;
+    t.client.start();
+    await settle();
+    expect(t.client.state).toBe("offline");
+    expect(t.getTicket).not.toHaveBeenCalled();
+    t.network.set(true);
+    await settle();
+    t.factory.last().accept();
+    expect(t.client.state).toBe("live");
+  });
+
+  it("skips the backoff wait when the network comes back", async () => {
+    const t = setup({ random: () => 0.999 });
+    t.client.start();
+    await settle();
+    for (let i = 0; i < 5; i += 1) {
+      t.factory.last().serverClose(1006);
+      await t.nextSocket(false);
+    }
+    t.factory.last().serverClose(1006);
+    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBeGreaterThan(20_000);
+    const count = t.factory.sockets.length;
+    t.network.set(true);
+    await settle();
+    expect(t.factory.sockets).toHaveLength(count + 1);
+  });
+});

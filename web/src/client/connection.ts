@@ -1,0 +1,720 @@
+/**
+ * {@link PulseClient}: one WebSocket per tab to a Pulse gateway, shared by every widget.
+ *
+ * @packageDocumentation
+ */
+
+import { Backoff, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_CAP_MS } from "./backoff.js";
+import {
+  createPulseBus,
+  type Handler,
+  type HandlerErrorHook,
+  type PulseBus,
+  type PulseTopic,
+  type PulseTopics,
+  type Unsubscribe,
+} from "./bus.js";
+import { describe, quote, type ClientError } from "./errors.js";
+import {
+  DEFAULT_FALLBACK_INTERVAL_MS,
+  DEFAULT_FALLBACK_THRESHOLD_MS,
+  FallbackPoller,
+  type PollFunction,
+} from "./fallback.js";
+import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS, Heartbeat } from "./heartbeat.js";
+import { browserNetwork, type NetworkMonitor } from "./network.js";
+import {
+  channelTopic,
+  encodeRequest,
+  isSnapshotTopic,
+  messageTopic,
+  normalizeChannel,
+  parseServerFrame,
+  subscribeRequest,
+  unsubscribeRequest,
+  withToken,
+  type DataTopic,
+  type SnapshotTopic,
+} from "./protocol.js";
+import { SeqTracker } from "./seq.js";
+import type { ConnectionState, ConnectionStatus } from "./status.js";
+import { parseTicket, pickGateway } from "./ticket.js";
+import { globalNow, globalTimers, TimerSlot, type Timers } from "./timers.js";
+import {
+  CloseCode,
+  type Channel,
+  type ClientRequest,
+  type DataMessage,
+  type ServerReply,
+  type Ticket,
+} from "./types.js";
+
+/** An event handler type whose parameter is checked bivariantly, as DOM handlers are. */
+type Listener<E> = { bivarianceHack(event: E): void }["bivarianceHack"];
+
+/** The part of the browser `WebSocket` the client uses. */
+export interface SocketLike {
+  onopen: Listener<unknown> | null;
+  onmessage: Listener<{ data: unknown }> | null;
+  onclose: Listener<{ code: number; reason: string }> | null;
+  onerror: Listener<unknown> | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A `WebSocket`-compatible constructor; the browser's `WebSocket` is one. */
+export type SocketConstructor = new (url: string) => SocketLike;
+
+/** Default delay window after a 1012 (gateway restarting or draining): up to 1 s. */
+export const DEFAULT_RESTART_JITTER_MS = 1_000;
+/** Default time a socket may take to open: 10 s. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** Default point in a token's lifetime at which it is renewed: 75 %. */
+export const DEFAULT_RENEW_AT = 0.75;
+/** Default delay before retrying a failed token renewal: 5 s. */
+export const DEFAULT_RENEW_RETRY_MS = 5_000;
+/** Default time a connection must stay live for the backoff to start over: 10 s. */
+export const DEFAULT_STABLE_AFTER_MS = 10_000;
+/** Renewals are never scheduled closer together than this (guards against clock skew). */
+const MIN_RENEW_DELAY_MS = 5_000;
+
+/** Options of a {@link PulseClient}. Only `getTicket` is required. */
+export interface PulseClientOptions {
+  /**
+   * Fetches a fresh ticket; called before every connection attempt and to renew the token.
+   * Use {@link ticketFetcher} for `GET /api/v2/ws-ticket`.
+   */
+  getTicket: () => Promise<Ticket>;
+  /** REST fallback while the socket is down; without it there is no fallback. */
+  poll?: PollFunction;
+  /** Default the global `WebSocket`. */
+  WebSocket?: SocketConstructor;
+  /** Default the global `setTimeout` / `clearTimeout`. */
+  timers?: Timers;
+  /** Clock in milliseconds; default `Date.now`. */
+  now?: () => number;
+  /** Random source in `[0, 1)` for jitter and the choice of gateway; default `Math.random`. */
+  random?: () => number;
+  /** Default the browser's `navigator.onLine` and `online` / `offline` events. */
+  network?: NetworkMonitor;
+  /** Default 1000 ms. */
+  backoffBaseMs?: number;
+  /** Default 30000 ms. */
+  backoffCapMs?: number;
+  /** Delay window after a 1012 close; default {@link DEFAULT_RESTART_JITTER_MS}. */
+  restartJitterMs?: number;
+  /** Default {@link DEFAULT_CONNECT_TIMEOUT_MS}. */
+  connectTimeoutMs?: number;
+  /** Interval of `{"action":"ping"}`; default 20000 ms. */
+  pingIntervalMs?: number;
+  /** Silence after which an open socket counts as dead; default 45000 ms. */
+  heartbeatTimeoutMs?: number;
+  /** Fraction of the token's lifetime after which it is renewed; default {@link DEFAULT_RENEW_AT}. */
+  renewAt?: number;
+  /** Default {@link DEFAULT_RENEW_RETRY_MS}. */
+  renewRetryMs?: number;
+  /** A connection live at least this long resets the backoff; default {@link DEFAULT_STABLE_AFTER_MS}. */
+  stableAfterMs?: number;
+  /** Time without a live socket before REST polling starts; default 5000 ms. */
+  fallbackThresholdMs?: number;
+  /** Interval of REST polls; default 30000 ms. */
+  fallbackIntervalMs?: number;
+  /** Gets errors thrown by bus handlers; default: logged to the console. */
+  onHandlerError?: HandlerErrorHook;
+  /** An existing bus to publish on; default a new one. */
+  bus?: PulseBus;
+}
+
+/** Releases what {@link PulseClient.subscribe} or {@link PulseClient.watch} took; idempotent. */
+export type Release = () => void;
+
+interface Holding {
+  channel: Channel;
+  count: number;
+}
+
+type SnapshotMessage = PulseTopics[SnapshotTopic];
+
+/**
+ * The Pulse protocol client. Create one per tab and share it.
+ *
+ * - {@link PulseClient.subscribe} holds a channel; the gateway is asked once however many
+ *   holders there are, and released when the last one lets go.
+ * - Data arrives on the {@link PulseClient.bus}: `alerts`, `fleet`, `telemetry:<device_id>`,
+ *   `events:<topic>`; stale and duplicate messages are dropped by `seq`.
+ * - The connection heals itself: a fresh ticket before every attempt, full-jitter backoff that
+ *   never gives up, every held channel restored, the token renewed before it expires, a
+ *   heartbeat that detects dead sockets, and REST polling while the socket is down.
+ * - The state is on the `connection` topic and in {@link PulseClient.status}.
+ *
+ * @example
+ * ```ts
+ * const client = new PulseClient({ getTicket: ticketFetcher() });
+ * client.start();
+ * const release = client.watch({ type: "alerts" }, (msg) => render(msg.alerts));
+ * ```
+ */
+export class PulseClient {
+  /** Where data, connection changes and errors are published. */
+  readonly bus: PulseBus;
+
+  private readonly getTicket: () => Promise<Ticket>;
+  private readonly Socket: SocketConstructor | undefined;
+  private readonly timers: Timers;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly network: NetworkMonitor;
+  private readonly backoff: Backoff;
+  private readonly restartJitterMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly renewAt: number;
+  private readonly renewRetryMs: number;
+  private readonly stableAfterMs: number;
+
+  private readonly seq = new SeqTracker();
+  private readonly holdings = new Map<DataTopic, Holding>();
+  private readonly latestSnapshots = new Map<SnapshotTopic, SnapshotMessage>();
+  private readonly heartbeat: Heartbeat;
+  private readonly fallback: FallbackPoller | undefined;
+  private readonly retryTimer: TimerSlot;
+  private readonly connectTimer: TimerSlot;
+  private readonly renewTimer: TimerSlot;
+
+  /** False when not started, closed by the app, or refused with 4003. */
+  private wanted = false;
+  /** Bumped whenever an attempt starts or the socket is dropped; stale async work checks it. */
+  private generation = 0;
+  private socket: SocketLike | undefined;
+  private socketUrl: string | undefined;
+  /** A gateway that is draining (closed with 1012): the next attempt prefers another. */
+  private avoidUrl: string | undefined;
+  private socketOpen = false;
+  private liveSince = 0;
+  private expiresAt: number | undefined;
+  private stopWatchingNetwork: (() => void) | undefined;
+  private current: ConnectionStatus;
+
+  /** Creates a client; nothing happens until {@link PulseClient.start}. */
+  constructor(options: PulseClientOptions) {
+    if (typeof options.getTicket !== "function") throw new TypeError("getTicket is required");
+    this.getTicket = options.getTicket;
+    this.Socket = options.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
+    this.timers = options.timers ?? globalTimers;
+    this.now = options.now ?? globalNow;
+    this.random = options.random ?? Math.random;
+    this.network = options.network ?? browserNetwork();
+    this.backoff = new Backoff({
+      baseMs: options.backoffBaseMs ?? DEFAULT_BACKOFF_BASE_MS,
+      capMs: options.backoffCapMs ?? DEFAULT_BACKOFF_CAP_MS,
+      random: this.random,
+    });
+    this.restartJitterMs = options.restartJitterMs ?? DEFAULT_RESTART_JITTER_MS;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.renewAt = options.renewAt ?? DEFAULT_RENEW_AT;
+    this.renewRetryMs = options.renewRetryMs ?? DEFAULT_RENEW_RETRY_MS;
+    this.stableAfterMs = options.stableAfterMs ?? DEFAULT_STABLE_AFTER_MS;
+    this.bus = options.bus ?? createPulseBus();
+    if (options.onHandlerError) this.bus.onHandlerError = options.onHandlerError;
+
+    this.retryTimer = new TimerSlot(this.timers);
+    this.connectTimer = new TimerSlot(this.timers);
+    this.renewTimer = new TimerSlot(this.timers);
+    this.heartbeat = new Heartbeat({
+      timers: this.timers,
+      now: this.now,
+      intervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+      timeoutMs: options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS,
+      sendPing: () => this.send({ action: "ping" }),
+      onTimeout: () => this.onHeartbeatTimeout(),
+    });
+    if (options.poll) {
+      this.fallback = new FallbackPoller({
+        poll: options.poll,
+        publish: (message) => this.publishPolled(message),
+        timers: this.timers,
+        thresholdMs: options.fallbackThresholdMs ?? DEFAULT_FALLBACK_THRESHOLD_MS,
+        intervalMs: options.fallbackIntervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS,
+        onError: (error) => this.report(error),
+        onChange: (polling) => this.onPollingChange(polling),
+      });
+    }
+    this.current = { state: "offline", reason: "closed", polling: false, since: this.now() };
+  }
+
+  /** The connection state right now. */
+  get state(): ConnectionState {
+    return this.current.state;
+  }
+
+  /** The full connection status right now (frozen; what the `connection` topic last carried). */
+  get status(): ConnectionStatus {
+    return this.current;
+  }
+
+  /** True while REST fallback polling is active. */
+  get polling(): boolean {
+    return this.current.polling;
+  }
+
+  /** Expiry of the current token (unix seconds), as the ticket or the gateway last stated it. */
+  get tokenExpiresAt(): number | undefined {
+    return this.expiresAt;
+  }
+
+  /** The channels held right now, each once. */
+  get channels(): Channel[] {
+    return [...this.holdings.values()].map((h) => normalizeChannel(h.channel));
+  }
+
+  /**
+   * Connects, and keeps connecting until {@link PulseClient.close}. Calling it while already
+   * started does nothing; after `close()` or a 4003 it starts over.
+   */
+  start(): void {
+    if (this.wanted) return;
+    this.wanted = true;
+    this.backoff.reset();
+    this.stopWatchingNetwork = this.network.watch((online) => this.onNetworkChange(online));
+    this.update({ state: "connecting", polling: this.polling, since: this.now() });
+    this.fallback?.disconnected();
+    this.attempt();
+  }
+
+  /**
+   * Closes the connection for good: no reconnects, no polling; the state becomes `offline`.
+   * Held channels stay recorded and are subscribed again if {@link PulseClient.start} is called.
+   */
+  close(): void {
+    if (!this.wanted && this.current.state === "offline") return;
+    this.stop();
+    this.fallback?.stop();
+    this.update({ state: "offline", reason: "closed", polling: false, since: this.now() });
+  }
+
+  /**
+   * Holds `channel`. The first holder makes the client subscribe on the gateway (now if live,
+   * else as soon as it is); the subscription is restored after every reconnect.
+   *
+   * @returns a function that releases this hold; when the last hold of a channel is released
+   *   the client unsubscribes from it.
+   * @throws TypeError when the channel is unknown or its id breaks the id rule.
+   */
+  subscribe(channel: Channel): Release {
+    const topic = channelTopic(channel);
+    const holding = this.holdings.get(topic);
+    if (holding) {
+      holding.count += 1;
+    } else {
+      const normalized = normalizeChannel(channel);
+      this.holdings.set(topic, { channel: normalized, count: 1 });
+      if (this.socketOpen) this.send(subscribeRequest(normalized));
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.release(topic);
+    };
+  }
+
+  /**
+   * Holds `channel` and calls `handler` with its messages. For snapshot channels the newest
+   * snapshot already received, if any, is delivered at once.
+   *
+   * @returns a function that removes the handler and releases the hold.
+   * @throws TypeError when the channel is unknown or its id breaks the id rule.
+   */
+  watch<C extends Channel>(channel: C, handler: Handler<ChannelMessage<C>>): Release {
+    const topic = channelTopic(channel) as PulseTopic;
+    const off = this.bus.on(topic, handler as Handler<PulseTopics[typeof topic]>);
+    const release = this.subscribe(channel);
+    if (isSnapshotTopic(topic)) {
+      const latest = this.latestSnapshots.get(topic);
+      if (latest) this.bus.deliver(topic, handler as Handler<SnapshotMessage>, latest);
+    }
+    return () => {
+      off();
+      release();
+    };
+  }
+
+  /** Shorthand for `client.bus.on(topic, handler)`. */
+  on<K extends PulseTopic>(topic: K, handler: Handler<PulseTopics[K]>): Unsubscribe {
+    return this.bus.on(topic, handler);
+  }
+
+  /** The newest snapshot received on a held snapshot topic (`alerts`, `fleet`, `telemetry:<id>`). */
+  latest<K extends SnapshotTopic>(topic: K): PulseTopics[K] | undefined {
+    return this.latestSnapshots.get(topic) as PulseTopics[K] | undefined;
+  }
+
+  // ---- connection life cycle ------------------------------------------------------------------
+
+  /** Drops the socket and every timer; leaves the fallback and the state to the caller. */
+  private stop(): void {
+    this.wanted = false;
+    this.generation += 1;
+    this.retryTimer.clear();
+    this.dropSocket(CloseCode.NORMAL, "client closed");
+    this.stopWatchingNetwork?.();
+    this.stopWatchingNetwork = undefined;
+  }
+
+  private attempt(): void {
+    if (!this.wanted) return;
+    this.retryTimer.clear();
+    if (!this.network.isOnline()) {
+      this.goNetworkOffline();
+      return;
+    }
+    this.dropSocket(CloseCode.NORMAL, "reconnecting");
+    const generation = ++this.generation;
+    this.update({ ...this.current, nextAttemptAt: undefined });
+    let ticketPromise: Promise<Ticket>;
+    try {
+      ticketPromise = Promise.resolve(this.getTicket());
+    } catch (error) {
+      ticketPromise = Promise.reject(error);
+    }
+    ticketPromise.then(
+      (raw) => {
+        if (generation !== this.generation || !this.wanted) return;
+        let ticket: Ticket;
+        try {
+          ticket = parseTicket(raw);
+        } catch (error) {
+          this.failAttempt({ kind: "ticket_failed", message: `unusable ticket: ${describe(error)}`, cause: error });
+          return;
+        }
+        this.open(ticket, generation);
+      },
+      (error: unknown) => {
+        if (generation !== this.generation || !this.wanted) return;
+        this.failAttempt({ kind: "ticket_failed", message: `could not get a ticket: ${describe(error)}`, cause: error });
+      },
+    );
+  }
+
+  private open(ticket: Ticket, generation: number): void {
+    const avoid = this.avoidUrl;
+    this.avoidUrl = undefined;
+    let url: string;
+    let socket: SocketLike;
+    try {
+      if (!this.Socket) throw new Error("no WebSocket implementation available");
+      url = pickGateway(ticket.gateways, this.random, avoid);
+      socket = new this.Socket(withToken(url, ticket.token));
+    } catch (error) {
+      this.failAttempt({ kind: "connect_failed", message: `could not open a WebSocket: ${describe(error)}`, cause: error });
+      return;
+    }
+    this.socket = socket;
+    this.socketUrl = url;
+    this.socketOpen = false;
+    this.expiresAt = ticket.expires_at;
+    socket.onopen = () => {
+      if (this.socket === socket && generation === this.generation) this.onOpen(ticket);
+    };
+    socket.onmessage = (event) => {
+      if (this.socket === socket) this.onFrame(event.data);
+    };
+    socket.onclose = (event) => {
+      if (this.socket === socket) this.onClose(event.code, event.reason);
+    };
+    socket.onerror = () => {
+      // A close event always follows; the close code says what happened.
+    };
+    this.connectTimer.set(() => {
+      if (this.socket !== socket || this.socketOpen) return;
+      this.dropSocket(CloseCode.NORMAL, "connect timeout");
+      this.avoidUrl = url;
+      this.failAttempt({ kind: "connect_timeout", message: `the gateway did not answer within ${this.connectTimeoutMs} ms` });
+    }, this.connectTimeoutMs);
+  }
+
+  private onOpen(ticket: Ticket): void {
+    this.connectTimer.clear();
+    this.socketOpen = true;
+    this.liveSince = this.now();
+    for (const holding of this.holdings.values()) this.send(subscribeRequest(holding.channel));
+    this.heartbeat.start();
+    this.scheduleRenewal(ticket);
+    this.fallback?.connected();
+    this.update({ state: "live", polling: this.polling, since: this.now() });
+  }
+
+  private onClose(code: number, reason: string): void {
+    const wasStable = this.wasStable();
+    const neverOpened = !this.socketOpen;
+    this.dropSocket();
+    if (code === CloseCode.FORBIDDEN) {
+      this.stop();
+      this.fallback?.stop();
+      const error: ClientError = {
+        kind: "forbidden",
+        message: `the gateway refused this token (4003${reason ? `: ${quote(reason)}` : ""})`,
+        code,
+      };
+      this.report(error);
+      this.update({ state: "offline", reason: "forbidden", closeCode: code, error, polling: false, since: this.now() });
+      return;
+    }
+    if (wasStable) this.backoff.reset();
+    if (code === CloseCode.SERVICE_RESTART) {
+      // The gateway is draining: come back at once, spread over a short window, elsewhere.
+      this.avoidUrl = this.socketUrl;
+      this.scheduleRetry(Math.floor(this.clampedRandom() * this.restartJitterMs), code);
+    } else {
+      // A gateway that could not even be reached is likely down: try another one next.
+      if (neverOpened) this.avoidUrl = this.socketUrl;
+      // 4001 included: every attempt fetches a fresh ticket first.
+      this.scheduleRetry(this.backoff.next(), code);
+    }
+  }
+
+  private onHeartbeatTimeout(): void {
+    if (!this.socketOpen) return;
+    const wasStable = this.wasStable();
+    this.dropSocket(CloseCode.NORMAL, "heartbeat timeout");
+    if (wasStable) this.backoff.reset();
+    this.report({ kind: "heartbeat_timeout", message: "nothing arrived from the gateway in time; reconnecting" });
+    this.scheduleRetry(this.backoff.next(), CloseCode.ABNORMAL);
+  }
+
+  /** True when the current socket is open and has been for long enough to reset the backoff. */
+  private wasStable(): boolean {
+    return this.socketOpen && this.now() - this.liveSince >= this.stableAfterMs;
+  }
+
+  /** An attempt failed before the socket opened: retry with backoff. */
+  private failAttempt(error: ClientError): void {
+    this.report(error);
+    this.scheduleRetry(this.backoff.next(), undefined, error);
+  }
+
+  private scheduleRetry(delayMs: number, closeCode?: number, error?: ClientError): void {
+    if (!this.wanted) return;
+    this.generation += 1;
+    this.fallback?.disconnected();
+    const status: ConnectionStatus = {
+      state: "reconnecting",
+      polling: this.polling,
+      since: this.current.state === "reconnecting" ? this.current.since : this.now(),
+      nextAttemptAt: this.now() + delayMs,
+    };
+    if (closeCode !== undefined) status.closeCode = closeCode;
+    if (error) status.error = error;
+    // Arm the timer first: a `connection` handler may call close(), which must be able to clear it.
+    this.retryTimer.set(() => this.attempt(), delayMs);
+    this.update(status);
+  }
+
+  /** Forgets the current socket (closing it when asked) and everything tied to it. */
+  private dropSocket(code?: number, reason?: string): void {
+    const socket = this.socket;
+    this.socket = undefined;
+    this.socketOpen = false;
+    this.connectTimer.clear();
+    this.renewTimer.clear();
+    this.heartbeat.stop();
+    if (!socket) return;
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onclose = null;
+    socket.onerror = null;
+    if (code !== undefined) {
+      try {
+        socket.close(code, reason);
+      } catch {
+        // Already closing or closed.
+      }
+    }
+  }
+
+  private onNetworkChange(online: boolean): void {
+    if (!this.wanted) return;
+    if (!online) {
+      this.goNetworkOffline();
+    } else if (this.current.state === "offline" || this.retryTimer.pending) {
+      // The network is back: try now rather than wait out the backoff.
+      this.backoff.reset();
+      this.update({ state: "reconnecting", polling: this.polling, since: this.now() });
+      this.attempt();
+    }
+  }
+
+  private onPollingChange(polling: boolean): void {
+    if (this.wanted) {
+      this.update({ ...this.current, polling });
+    } else {
+      // Stopping: the offline status that follows carries the change.
+      this.current = Object.freeze({ ...this.current, polling });
+    }
+  }
+
+  private goNetworkOffline(): void {
+    this.generation += 1;
+    this.retryTimer.clear();
+    this.dropSocket(CloseCode.NORMAL, "network offline");
+    // Polling goes on: `navigator.onLine` can be wrong, and a poll that fails costs nothing.
+    this.fallback?.disconnected();
+    if (this.current.state !== "offline") {
+      this.update({ state: "offline", reason: "network", polling: this.polling, since: this.now() });
+    }
+  }
+
+  // ---- token renewal ---------------------------------------------------------------------------
+
+  private scheduleRenewal(ticket: Ticket): void {
+    const lifetimeMs = ticket.expires_at * 1000 - this.now();
+    const delay = Math.max(MIN_RENEW_DELAY_MS, lifetimeMs * this.renewAt);
+    this.renewTimer.set(() => this.renew(), delay);
+  }
+
+  private renew(): void {
+    const socket = this.socket;
+    if (!socket || !this.socketOpen) return;
+    let ticketPromise: Promise<Ticket>;
+    try {
+      ticketPromise = Promise.resolve(this.getTicket());
+    } catch (error) {
+      ticketPromise = Promise.reject(error);
+    }
+    ticketPromise
+      .then((raw) => parseTicket(raw))
+      .then(
+        (ticket) => {
+          if (this.socket !== socket || !this.socketOpen) return;
+          this.send({ action: "auth", token: ticket.token });
+          this.scheduleRenewal(ticket);
+        },
+        (error: unknown) => {
+          if (this.socket !== socket || !this.socketOpen) return;
+          this.report({ kind: "renew_failed", message: `could not renew the token: ${describe(error)}`, cause: error });
+          this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+        },
+      );
+  }
+
+  // ---- frames ----------------------------------------------------------------------------------
+
+  private onFrame(data: unknown): void {
+    this.heartbeat.seen();
+    const frame = parseServerFrame(data);
+    switch (frame.kind) {
+      case "data":
+        this.onData(frame.message);
+        return;
+      case "reply":
+        this.onReply(frame.reply);
+        return;
+      case "unknown":
+        this.report({ kind: "unknown_message", message: `unknown message type ${JSON.stringify(quote(frame.type))}`, data: frame.value });
+        return;
+      case "malformed":
+        this.report({ kind: "malformed_message", message: `malformed message: ${frame.reason}`, data: typeof data === "string" ? quote(data) : data });
+        return;
+    }
+  }
+
+  private onData(message: DataMessage): void {
+    const topic = messageTopic(message);
+    // A message still in flight for a channel released a moment ago.
+    if (!this.holdings.has(topic)) return;
+    if (isSnapshotTopic(topic)) {
+      if (!this.seq.acceptSnapshot(topic, message.seq)) return;
+      this.latestSnapshots.set(topic, message as SnapshotMessage);
+    } else if (!this.seq.acceptEvent(topic, message.seq)) {
+      return;
+    }
+    this.publishData(topic, message);
+  }
+
+  private onReply(reply: ServerReply): void {
+    switch (reply.type) {
+      case "authenticated":
+        this.expiresAt = reply.exp;
+        return;
+      case "error":
+        this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
+        if (reply.code === "invalid_token" && this.socketOpen) {
+          // The renewal was refused; the current token stays in force until it expires.
+          this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+        }
+        return;
+      default:
+        // subscribed, unsubscribed, pong: the heartbeat already noted that the socket lives.
+        return;
+    }
+  }
+
+  /** A message from a fallback poll: no `seq` check (REST bodies carry `seq` 0). */
+  private publishPolled(message: DataMessage): void {
+    const topic = messageTopic(message);
+    if (isSnapshotTopic(topic) && this.holdings.has(topic)) {
+      this.latestSnapshots.set(topic, message as SnapshotMessage);
+    }
+    this.publishData(topic, message);
+  }
+
+  private publishData(topic: DataTopic, message: DataMessage): void {
+    (this.bus.publish as (topic: string, payload: DataMessage) => number)(topic, message);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------------
+
+  private release(topic: DataTopic): void {
+    const holding = this.holdings.get(topic);
+    if (!holding) return;
+    holding.count -= 1;
+    if (holding.count > 0) return;
+    this.holdings.delete(topic);
+    this.seq.forget(topic);
+    if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
+    if (this.socketOpen) this.send(unsubscribeRequest(holding.channel));
+  }
+
+  private send(request: ClientRequest): void {
+    const socket = this.socket;
+    if (!socket || !this.socketOpen) return;
+    try {
+      socket.send(encodeRequest(request));
+    } catch {
+      // The socket is closing; its close event will follow and the client will reconnect.
+    }
+  }
+
+  private report(error: ClientError): void {
+    this.bus.publish("error", error);
+  }
+
+  private clampedRandom(): number {
+    const r = this.random();
+    return Number.isFinite(r) ? Math.min(Math.max(r, 0), 1) : 0;
+  }
+
+  private update(status: ConnectionStatus): void {
+    const previous = this.current;
+    // Leave out fields that are undefined so status objects compare and print cleanly.
+    const next = Object.freeze(
+      Object.fromEntries(Object.entries(status).filter(([, v]) => v !== undefined)),
+    ) as unknown as ConnectionStatus;
+    this.current = next;
+    if (previous.state !== next.state || previous.polling !== next.polling || previous.reason !== next.reason) {
+      this.bus.publish("connection", next);
+    }
+  }
+}
+
+/** The message type a channel delivers. */
+export type ChannelMessage<C extends Channel> = C extends { type: "alerts" }
+  ? PulseTopics["alerts"]
+  : C extends { type: "fleet" }
+    ? PulseTopics["fleet"]
+    : C extends { type: "device" }
+      ? PulseTopics[`telemetry:${string}`]
+      : C extends { type: "events" }
+        ? PulseTopics[`events:${string}`]
+        : never;
+
+

@@ -1,0 +1,131 @@
+/**
+ * REST polling while the socket is down: after the connection has been lost for longer than a
+ * threshold, call `poll()` on an interval until the socket is live again.
+ *
+ * @packageDocumentation
+ */
+
+import { describe, type ClientError } from "./errors.js";
+import { TimerSlot, type Timers } from "./timers.js";
+import type { DataMessage } from "./types.js";
+
+/** Default time without a live socket before polling starts: 5 s. */
+export const DEFAULT_FALLBACK_THRESHOLD_MS = 5_000;
+/** Default interval between polls: 30 s. */
+export const DEFAULT_FALLBACK_INTERVAL_MS = 30_000;
+
+/** What a poll function gets. */
+export interface PollContext {
+  /**
+   * Publishes a message fetched over REST, shaped like the push it stands for (for example the
+   * body of `GET /api/v2/fleet`). Calls made after the socket came back are ignored, so a slow
+   * poll never overwrites live data.
+   */
+  publish(message: DataMessage): void;
+  /** Aborted as soon as polling stops; pass it to `fetch`. */
+  signal: AbortSignal;
+}
+
+/**
+ * Fetches the current state over REST and publishes it through `context.publish`. The
+ * dashboard passes one that reads `/api/v2/alerts?status=OPEN` and `/api/v2/fleet`.
+ */
+export type PollFunction = (context: PollContext) => Promise<void> | void;
+
+/** Options of a {@link FallbackPoller}. */
+export interface FallbackOptions {
+  poll: PollFunction;
+  /** Where polled messages go (while polling is active). */
+  publish: (message: DataMessage) => void;
+  timers: Timers;
+  /** Default {@link DEFAULT_FALLBACK_THRESHOLD_MS}. */
+  thresholdMs?: number;
+  /** Default {@link DEFAULT_FALLBACK_INTERVAL_MS}. */
+  intervalMs?: number;
+  /** Called with every failed poll; polling goes on. */
+  onError?: (error: ClientError) => void;
+  /** Called whenever polling starts or stops. */
+  onChange?: (polling: boolean) => void;
+}
+
+/**
+ * Starts polling a threshold after {@link FallbackPoller.disconnected} and stops at
+ * {@link FallbackPoller.connected}. Polls never overlap: the next one is scheduled an interval
+ * after the previous one finished.
+ */
+export class FallbackPoller {
+  private readonly timer: TimerSlot;
+  private readonly thresholdMs: number;
+  private readonly intervalMs: number;
+  private waiting = false;
+  private active = false;
+  /** Aborts the poll in flight and marks its publishes stale. */
+  private controller: AbortController | undefined;
+
+  /** Creates an idle poller. */
+  constructor(private readonly options: FallbackOptions) {
+    this.timer = new TimerSlot(options.timers);
+    this.thresholdMs = options.thresholdMs ?? DEFAULT_FALLBACK_THRESHOLD_MS;
+    this.intervalMs = options.intervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS;
+  }
+
+  /** True while polling is active (the threshold has passed and the socket is not back). */
+  get polling(): boolean {
+    return this.active;
+  }
+
+  /** The socket is down: start the threshold countdown, unless it runs or polling already does. */
+  disconnected(): void {
+    if (this.waiting || this.active) return;
+    this.waiting = true;
+    this.timer.set(() => {
+      this.waiting = false;
+      this.setActive(true);
+      void this.runPoll();
+    }, this.thresholdMs);
+  }
+
+  /** The socket is live: stop polling and abort a poll in flight. */
+  connected(): void {
+    this.stop();
+  }
+
+  /** Stops everything, e.g. when the app closed the client. */
+  stop(): void {
+    this.waiting = false;
+    this.timer.clear();
+    this.controller?.abort();
+    this.controller = undefined;
+    this.setActive(false);
+  }
+
+  private setActive(active: boolean): void {
+    if (this.active === active) return;
+    this.active = active;
+    this.options.onChange?.(active);
+  }
+
+  private async runPoll(): Promise<void> {
+    const controller = new AbortController();
+    this.controller = controller;
+    const current = (): boolean => this.controller === controller && !controller.signal.aborted;
+    const context: PollContext = {
+      publish: (message) => {
+        if (current()) this.options.publish(message);
+      },
+      signal: controller.signal,
+    };
+    try {
+      await this.options.poll(context);
+    } catch (error) {
+      if (current()) {
+        this.options.onError?.({ kind: "poll_failed", message: `fallback poll failed: ${describe(error)}`, cause: error });
+      }
+    }
+    if (!current()) return;
+    this.controller = undefined;
+    this.timer.set(() => {
+      if (this.active) void this.runPoll();
+    }, this.intervalMs);
+  }
+}

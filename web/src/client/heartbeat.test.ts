@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+
+import { Heartbeat } from "./heartbeat.js";
+import type { Timers } from "./timers.js";
+
+/** A hand-driven clock and timer queue, to show the heartbeat needs nothing global. */
+class ManualTime implements Timers {
+  now = 0;
+  private nextId = 1;
+  private readonly queue = new Map<number, { at: number; fn: () => void }>();
+
+  setTimeout(fn: () => void, ms: number): number {
+    const id = this.nextId++;
+    this.queue.set(id, { at: this.now + ms, fn });
+    return id;
+  }
+
+  clearTimeout(handle: unknown): void {
+    this.queue.delete(handle as number);
+  }
+
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      let first: [number, { at: number; fn: () => void }] | undefined;
+      for (const entry of this.queue) if (entry[1].at <= end && (!first || entry[1].at < first[1].at)) first = entry;
+      if (!first) break;
+      this.queue.delete(first[0]);
+      this.now = first[1].at;
+      first[1].fn();
+    }
+    this.now = end;
+  }
+
+  get pending(): number {
+    return this.queue.size;
+  }
+}
+
+function setup() {
+  const time = new ManualTime();
+  const events: string[] = [];
+  const hb = new Heartbeat({
+    timers: time,
+    now: () => time.now,
+    sendPing: () => events.push(`ping@${time.now}`),
+    onTimeout: () => events.push(`timeout@${time.now}`),
+  });
+  return { time, events, hb };
+}
+
+describe("Heartbeat", () => {
+  it("pings every 20 s while messages keep arriving", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    for (let i = 0; i < 10; i += 1) {
+      time.advance(10_000);
+      hb.seen();
+    }
+    expect(events).toEqual(["ping@20000", "ping@40000", "ping@60000", "ping@80000", "ping@100000"]);
+    expect(hb.active).toBe(true);
+  });
+
+  it("times out 45 s after the last message", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    time.advance(30_000);
+    hb.seen();
+    time.advance(44_999);
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual([]);
+    time.advance(1);
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual(["timeout@75000"]);
+    expect(hb.active).toBe(false);
+    time.advance(120_000);
+    expect(events.filter((e) => e.startsWith("timeout"))).toHaveLength(1);
+    expect(time.pending).toBe(0);
+  });
+
+  it("times out 45 s after start when nothing ever arrives", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    time.advance(45_000);
+    expect(events).toEqual(["ping@20000", "ping@40000", "timeout@45000"]);
+  });
+
+  it("does nothing once stopped", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    hb.stop();
+    time.advance(200_000);
+    expect(events).toEqual([]);
+    expect(time.pending).toBe(0);
+  });
+});

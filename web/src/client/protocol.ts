@@ -1,0 +1,237 @@
+/**
+ * Encoding client requests and classifying server frames. Parsing is total: every frame maps to
+ * a data message, a reply, an unknown type or a malformed frame; nothing here throws on input.
+ *
+ * @packageDocumentation
+ */
+
+import type {
+  Channel,
+  ClientRequest,
+  DataMessage,
+  ReplyChannel,
+  ServerReply,
+} from "./types.js";
+
+/** A bus topic carrying a device's telemetry: `telemetry:<device_id>`. */
+export type TelemetryTopic = `telemetry:${string}`;
+/** A bus topic carrying the events of one topic: `events:<topic>`. */
+export type EventsTopic = `events:${string}`;
+/** A bus topic carrying snapshots: each message replaces the previous one. */
+export type SnapshotTopic = "alerts" | "fleet" | TelemetryTopic;
+/** A bus topic carrying data messages of one channel. */
+export type DataTopic = SnapshotTopic | EventsTopic;
+
+/** The id rule for device ids and topics: 1 to 64 ASCII letters, digits, `_` or `-`. */
+export const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** True when `id` may be used as a device id or an event topic. */
+export function isValidId(id: unknown): id is string {
+  return typeof id === "string" && ID_PATTERN.test(id);
+}
+
+/**
+ * The bus topic of a channel: `alerts`, `fleet`, `telemetry:<device_id>` or `events:<topic>`.
+ *
+ * @throws TypeError when the channel is unknown or its id breaks the id rule.
+ */
+export function channelTopic(channel: Channel): DataTopic {
+  switch (channel.type) {
+    case "alerts":
+      return "alerts";
+    case "fleet":
+      return "fleet";
+    case "device":
+      if (!isValidId(channel.device_id)) {
+        throw new TypeError(`invalid device_id ${JSON.stringify(channel.device_id)}`);
+      }
+      return `telemetry:${channel.device_id}`;
+    case "events":
+      if (!isValidId(channel.topic)) {
+        throw new TypeError(`invalid topic ${JSON.stringify(channel.topic)}`);
+      }
+      return `events:${channel.topic}`;
+    default:
+      throw new TypeError(`unknown channel type ${JSON.stringify((channel as { type?: unknown }).type)}`);
+  }
+}
+
+/** A copy of `channel` holding only the fields the protocol knows. */
+export function normalizeChannel(channel: Channel): Channel {
+  switch (channel.type) {
+    case "device":
+      return { type: "device", device_id: channel.device_id };
+    case "events":
+      return { type: "events", topic: channel.topic };
+    default:
+      return { type: channel.type };
+  }
+}
+
+/** The bus topic a data message is published on. */
+export function messageTopic(message: DataMessage): DataTopic {
+  switch (message.type) {
+    case "alerts":
+      return "alerts";
+    case "fleet":
+      return "fleet";
+    case "telemetry":
+      return `telemetry:${message.device_id}`;
+    case "event":
+      return `events:${message.topic}`;
+  }
+}
+
+/** True for topics whose messages are snapshots (alerts, fleet, telemetry), not events. */
+export function isSnapshotTopic(topic: string): topic is SnapshotTopic {
+  return topic === "alerts" || topic === "fleet" || topic.startsWith("telemetry:");
+}
+
+/** The text frame for a request. */
+export function encodeRequest(request: ClientRequest): string {
+  return JSON.stringify(request);
+}
+
+/** `{"action":"subscribe", ...channel}` */
+export function subscribeRequest(channel: Channel): ClientRequest {
+  return { action: "subscribe", ...normalizeChannel(channel) };
+}
+
+/** `{"action":"unsubscribe", ...channel}` */
+export function unsubscribeRequest(channel: Channel): ClientRequest {
+  return { action: "unsubscribe", ...normalizeChannel(channel) };
+}
+
+/** `gatewayUrl` with the token in its query, as browsers cannot set headers on a WebSocket. */
+export function withToken(gatewayUrl: string, token: string): string {
+  const separator = gatewayUrl.includes("?") ? "&" : "?";
+  return `${gatewayUrl}${separator}token=${encodeURIComponent(token)}`;
+}
+
+/** What a server frame turned out to be. */
+export type ServerFrame =
+  | { kind: "data"; message: DataMessage }
+  | { kind: "reply"; reply: ServerReply }
+  /** A well-formed object whose `type` is not known to this client. */
+  | { kind: "unknown"; type: string; value: Record<string, unknown> }
+  | { kind: "malformed"; reason: string };
+
+type Obj = Record<string, unknown>;
+
+function isObject(value: unknown): value is Obj {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isSeq(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0;
+}
+
+/** Why a data message is malformed, or `undefined` when its shape is right. */
+function dataProblem(value: Obj): string | undefined {
+  if (typeof value.tenant_id !== "string") return "`tenant_id` must be a string";
+  if (!isSeq(value.seq)) return "`seq` must be a non-negative integer";
+  switch (value.type) {
+    case "alerts":
+      if (!Array.isArray(value.alerts)) return "`alerts` must be an array";
+      if (!isCount(value.total_open)) return "`total_open` must be a number";
+      return undefined;
+    case "fleet": {
+      const counts = value.counts;
+      if (!isObject(counts)) return "`counts` must be an object";
+      for (const key of ["total", "online", "stale", "offline"]) {
+        if (!isCount(counts[key])) return `\`counts.${key}\` must be a number`;
+      }
+      if (!Array.isArray(value.devices)) return "`devices` must be an array";
+      return undefined;
+    }
+    case "telemetry":
+      if (!isValidId(value.device_id)) return "`device_id` must be a valid id";
+      if (!isObject(value.data) || !isObject(value.data.metrics)) {
+        return "`data.metrics` must be an object";
+      }
+      return undefined;
+    case "event":
+      if (!isValidId(value.topic)) return "`topic` must be a valid id";
+      if (typeof value.event !== "string") return "`event` must be a string";
+      return undefined;
+    default:
+      return "not a data message";
+  }
+}
+
+function replyChannel(value: Obj): ReplyChannel | undefined {
+  switch (value.channel) {
+    case "alerts":
+      return { channel: "alerts" };
+    case "fleet":
+      return { channel: "fleet" };
+    case "device":
+      return isValidId(value.device_id) ? { channel: "device", device_id: value.device_id } : undefined;
+    case "events":
+      return isValidId(value.topic) ? { channel: "events", topic: value.topic } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+function reply(value: Obj): ServerFrame {
+  switch (value.type) {
+    case "subscribed":
+    case "unsubscribed": {
+      const channel = replyChannel(value);
+      if (!channel) return { kind: "malformed", reason: `\`${value.type}\` names no valid channel` };
+      return { kind: "reply", reply: { type: value.type, ...channel } };
+    }
+    case "error":
+      if (typeof value.code !== "string") {
+        return { kind: "malformed", reason: "`error` reply without a string `code`" };
+      }
+      return {
+        kind: "reply",
+        reply: {
+          type: "error",
+          code: value.code,
+          message: typeof value.message === "string" ? value.message : "",
+        },
+      };
+    case "pong":
+      return { kind: "reply", reply: { type: "pong" } };
+    case "authenticated":
+      if (!isCount(value.exp)) {
+        return { kind: "malformed", reason: "`authenticated` reply without a numeric `exp`" };
+      }
+      return { kind: "reply", reply: { type: "authenticated", exp: value.exp } };
+    default:
+      return { kind: "unknown", type: String(value.type), value };
+  }
+}
+
+const DATA_TYPES = new Set(["alerts", "fleet", "telemetry", "event"]);
+
+/** Classifies an already parsed JSON value. */
+export function classifyValue(value: unknown): ServerFrame {
+  if (!isObject(value)) return { kind: "malformed", reason: "a message must be a JSON object" };
+  if (typeof value.type !== "string") return { kind: "malformed", reason: "`type` must be a string" };
+  if (DATA_TYPES.has(value.type)) {
+    const problem = dataProblem(value);
+    if (problem) return { kind: "malformed", reason: `${value.type}: ${problem}` };
+    return { kind: "data", message: value as unknown as DataMessage };
+  }
+  return reply(value);
+}
+
+/** Classifies one frame as received by `WebSocket.onmessage` (`event.data`). */
+export function parseServerFrame(data: unknown): ServerFrame {
+  if (typeof data !== "string") return { kind: "malformed", reason: "binary frames are not part of the protocol" };
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch (error) {
+    return { kind: "malformed", reason: `invalid JSON: ${error instanceof Error ? error.message : String(error)}` };
+  }
+  return classifyValue(value);
+}

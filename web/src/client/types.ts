@@ -1,0 +1,175 @@
+/**
+ * The shapes of the Pulse wire protocol (version `v1`), as a browser sees them.
+ *
+ * Fields may be added to any message within `v1`; these types list the ones the contract
+ * guarantees. Timestamps are RFC 3339 strings in UTC.
+ *
+ * @packageDocumentation
+ */
+
+/** An RFC 3339 timestamp in UTC, e.g. `2026-11-22T10:00:00.503112Z`. */
+export type Timestamp = string;
+
+/** One open alert of an {@link AlertsMessage}. */
+export interface Alert {
+  alert_id: number;
+  device_id: string;
+  site_id: string;
+  alert_type: string;
+  /** Higher is more severe; 4 and above is critical by dashboard convention. */
+  severity: number;
+  /** Free text from whoever raised the alert: render it as text, never as HTML. */
+  summary: string;
+  status: "OPEN" | "ACKNOWLEDGED" | "CLOSED";
+  created_at: Timestamp;
+}
+
+/** The tenant's open alerts, newest first, capped; `total_open` counts all of them. */
+export interface AlertsMessage {
+  type: "alerts";
+  tenant_id: string;
+  seq: number;
+  ts: Timestamp;
+  alerts: Alert[];
+  total_open: number;
+}
+
+/** Health of a device by the age of its newest reading. */
+export type DeviceStatus = "ONLINE" | "STALE" | "OFFLINE";
+
+/** Device counts over every device of the tenant; `total = online + stale + offline`. */
+export interface FleetCounts {
+  total: number;
+  online: number;
+  stale: number;
+  offline: number;
+}
+
+/** One device of a {@link FleetMessage}. */
+export interface FleetDevice {
+  device_id: string;
+  site_id: string;
+  status: DeviceStatus;
+  /** Time of the newest reading; `null` when the device never reported. */
+  last_seen_at: Timestamp | null;
+  /** Battery level from 0 to 100; `null` when unknown. */
+  battery_pct: number | null;
+}
+
+/** Device counts and statuses of the tenant, least healthy devices first, capped. */
+export interface FleetMessage {
+  type: "fleet";
+  tenant_id: string;
+  seq: number;
+  ts: Timestamp;
+  counts: FleetCounts;
+  devices: FleetDevice[];
+}
+
+/** The newest reading of one device. */
+export interface TelemetryMessage {
+  type: "telemetry";
+  tenant_id: string;
+  device_id: string;
+  seq: number;
+  data: {
+    /** When the device took the reading. */
+    timestamp: Timestamp;
+    /** Every metric of the reading; any keys, any JSON values. */
+    metrics: Record<string, unknown>;
+  };
+}
+
+/** An application event, such as `ticket:update` on topic `tickets`. */
+export interface EventMessage {
+  type: "event";
+  tenant_id: string;
+  topic: string;
+  /** What happened, `<noun>:<verb>` by convention. */
+  event: string;
+  seq: number;
+  ts: Timestamp;
+  /** Event-specific body; free-form JSON, `null` when the publisher sent none. */
+  payload: unknown;
+}
+
+/** Any data message a gateway forwards. */
+export type DataMessage = AlertsMessage | FleetMessage | TelemetryMessage | EventMessage;
+
+/** What a client may subscribe to. The tenant always comes from the token. */
+export type Channel =
+  | { type: "alerts" }
+  | { type: "fleet" }
+  | { type: "device"; device_id: string }
+  | { type: "events"; topic: string };
+
+/** Channel as the gateway names it in `subscribed` / `unsubscribed` replies. */
+export type ReplyChannel =
+  | { channel: "alerts" }
+  | { channel: "fleet" }
+  | { channel: "device"; device_id: string }
+  | { channel: "events"; topic: string };
+
+/** Machine-readable codes of `{"type":"error"}` replies. New codes may appear within `v1`. */
+export type ServerErrorCode =
+  | "invalid_json"
+  | "unknown_action"
+  | "unknown_type"
+  | "missing_field"
+  | "invalid_id"
+  | "not_subscribed"
+  | "rate_limited"
+  | "too_many_subscriptions"
+  | "invalid_token"
+  | "unsupported_frame"
+  | "unavailable"
+  | (string & {});
+
+/** Replies the gateway sends on its own, as opposed to forwarded data messages. */
+export type ServerReply =
+  | ({ type: "subscribed" } & ReplyChannel)
+  | ({ type: "unsubscribed" } & ReplyChannel)
+  | { type: "error"; code: ServerErrorCode; message: string }
+  | { type: "pong" }
+  | { type: "authenticated"; exp: number };
+
+/** A message a client sends. */
+export type ClientRequest =
+  | ({ action: "subscribe" } & Channel)
+  | ({ action: "unsubscribe" } & Channel)
+  | { action: "ping" }
+  | { action: "auth"; token: string };
+
+/** The answer of `GET /api/v2/ws-ticket`. */
+export interface Ticket {
+  /** A short-lived JWT (at most 60 s) for connecting to a gateway. */
+  token: string;
+  /** When the token expires, unix seconds. */
+  expires_at: number;
+  /** Gateway URLs such as `wss://host/api/v2/ws`; one is picked at random per attempt. */
+  gateways: string[];
+}
+
+/** WebSocket close codes the gateway uses. The client acts on the code, never on the reason. */
+export const CloseCode = {
+  /** Normal closure. */
+  NORMAL: 1000,
+  /** The gateway is going away for this client (idle). */
+  GOING_AWAY: 1001,
+  /** A binary frame was sent. */
+  UNSUPPORTED_DATA: 1003,
+  /** Seen when a connection ended without a close frame (network loss, dead peer). */
+  ABNORMAL: 1006,
+  /** A client frame was too large. */
+  MESSAGE_TOO_BIG: 1009,
+  /** The gateway is restarting or draining: reconnect at once, after a small jitter. */
+  SERVICE_RESTART: 1012,
+  /** The token is invalid or expired: fetch a fresh ticket before reconnecting. */
+  UNAUTHORIZED: 4001,
+  /** The token may not connect: do not retry. */
+  FORBIDDEN: 4003,
+  /** The client fell too far behind on an event channel: reconnect and recover. */
+  SLOW_CONSUMER: 4008,
+  /** Too many messages, or a connection cap was reached: reconnect with backoff. */
+  RATE_LIMITED: 4029,
+} as const;
