@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The web tests: install the locked dependencies of web/, type-check, run the unit tests, build
+# the dashboard, then run the browser tests: a real headless Chromium against a private Pulse
+# stack (its own database pulse_t_browser_*, its own tenant, a poller, two gateways and
+# pulse-web on free ports, from the debug binaries). Screenshots and service logs go to
+# test-artifacts/browser/.
+# `scripts/test.sh` (make test) calls this when web/package.json exists; it also runs alone.
+#
+# Needs Node.js 20.19 or newer with npm, Chromium (Debian package `chromium`, or PULSE_CHROMIUM
+# pointing at a Chromium binary), cargo, PostgreSQL (DATABASE_URL) and NATS with JetStream
+# (NATS_URL). As root on Debian, missing Node.js, npm and Chromium are installed with apt-get,
+# and PostgreSQL and NATS are started or installed as for `make test`.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly NODE_MIN_MAJOR=20
+readonly NODE_MIN_MINOR=19
+
+export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export PULSE_CHROMIUM="${PULSE_CHROMIUM:-/usr/bin/chromium}"
+readonly artifacts="$PULSE_ROOT/test-artifacts/browser"
+
+cd "$PULSE_ROOT/web"
+
+if ! have node || ! have npm; then
+  if can_apt; then
+    # Some nodejs packages bundle npm: install npm only if it is still missing afterwards.
+    have node || apt_install nodejs || die "could not install nodejs with apt-get"
+    have npm || apt_install npm || die "could not install npm with apt-get"
+  fi
+  have node || die "node not found: install Node.js ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR}+ (apt-get install nodejs npm, or https://nodejs.org)"
+  have npm || die "npm not found: install it (apt-get install npm, or with Node.js from https://nodejs.org)"
+fi
+
+node_version="$(node --version)"
+node_version="${node_version#v}"
+IFS=. read -r node_major node_minor _ <<<"$node_version"
+if ((node_major < NODE_MIN_MAJOR || (node_major == NODE_MIN_MAJOR && node_minor < NODE_MIN_MINOR))); then
+  die "Node.js $node_version is too old for web/: ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR} or newer is needed (https://nodejs.org)"
+fi
+log "node $node_version, npm $(npm --version 2>/dev/null)"
+
+if [[ ! -x "$PULSE_CHROMIUM" ]]; then
+  if [[ "$PULSE_CHROMIUM" == /usr/bin/chromium ]] && can_apt; then
+    apt_install chromium || die "could not install chromium with apt-get; the browser tests need it"
+  fi
+  [[ -x "$PULSE_CHROMIUM" ]] ||
+    die "Chromium not found at $PULSE_CHROMIUM: the browser tests need it (apt-get install chromium as root, or set PULSE_CHROMIUM to a Chromium binary)"
+fi
+log "$("$PULSE_CHROMIUM" --version 2>/dev/null | head -n 1 || echo "chromium at $PULSE_CHROMIUM")"
+
+stage "web: npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+
+stage "web: npm run typecheck"
+npm run --silent typecheck
+
+stage "web: npm test (unit tests)"
+npm test
+
+stage "web: npm run build (dashboard to web/dist)"
+npm run --silent build
+
+stage "web: services and binaries for the browser tests"
+# Quick when they already run (as under make test, which started them first).
+bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
+bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+ensure_cargo
+(cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web)
+
+# A test process that dies hard cannot stop what it started; it leaves the process ids and the
+# database name in leftovers.txt. Stop those (only if they still are Pulse binaries) and drop it.
+cleanup_leftovers() {
+  local list="$artifacts/leftovers.txt" kind value
+  [[ -f "$list" ]] || return 0
+  while read -r kind value; do
+    case "$kind" in
+      pid)
+        if [[ "$value" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$value/cmdline" 2>/dev/null | grep -q '/target/debug/pulse-'; then
+          warn "stopping leftover test process $value"
+          kill -KILL "$value" 2>/dev/null || true
+        fi
+        ;;
+      db)
+        if [[ "$value" =~ ^pulse_t_browser_[a-z0-9]+$ ]]; then
+          psql -X -w -q "$DATABASE_URL" </dev/null -c "DROP DATABASE IF EXISTS $value WITH (FORCE)" ||
+            warn "could not drop leftover database $value"
+        fi
+        ;;
+    esac
+  done <"$list"
+  rm -f "$list"
+}
+trap cleanup_leftovers EXIT
+
+stage "web: browser tests (headless Chromium against a private stack)"
+npm run --silent test:browser
+log "screenshots and service logs: test-artifacts/browser/"

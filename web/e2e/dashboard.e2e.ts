@@ -1,0 +1,337 @@
+/**
+ * The dashboard in a real headless Chromium against a real Pulse stack of its own (database,
+ * poller, two gateways, pulse-web). Data changes are plain SQL, as any writer would make them.
+ * The tests run in order and share one logged-in page, as a user would.
+ */
+
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { launchChromium, logInWithForm, newWatchedContext, PageWatch, stat, waitLive } from "./browser.js";
+import { closeAlert, insertAlert, insertDevice, insertReadings, siteOf } from "./data.js";
+import { natsPublish } from "./nats.js";
+import { artifact, resetArtifacts, startStack, type Stack } from "./stack.js";
+
+const DEVICES = 40;
+const SITES = 4;
+/** Seeded fleet: 30 report now (ONLINE), 4 reported 2 min ago (STALE), 6 never (OFFLINE). */
+const ONLINE = 30;
+const STALE = 4;
+const HISTORY = 40;
+const HOSTILE = "<img src=x onerror=alert(1)>";
+
+let stack: Stack;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+let watch: PageWatch;
+let siteOf1: string;
+const extraWatches: PageWatch[] = [];
+
+const dev = (n: number) => `dev-${String(n).padStart(4, "0")}`;
+
+function alertRow(p: Page, summary: string) {
+  return p.locator("tr.alert-row").filter({ has: p.getByTestId("alert-summary").getByText(summary, { exact: true }) });
+}
+
+/** The first device row at or below the top of the device table's scroll view. */
+async function topVisibleRow(p: Page): Promise<{ deviceId: string; offset: number }> {
+  return p.getByTestId("devices-scroll").evaluate((el) => {
+    const head = el.querySelector("th")?.getBoundingClientRect().bottom ?? el.getBoundingClientRect().top; // sticky header
+    for (const row of el.querySelectorAll<HTMLElement>("tbody tr[data-device-id]")) {
+      const top = row.getBoundingClientRect().top;
+      if (top >= head) return { deviceId: row.dataset.deviceId ?? "", offset: top - el.getBoundingClientRect().top };
+    }
+    throw new Error("no visible device row");
+  });
+}
+
+/** Where a device row is, relative to the top of the device table's scroll view. */
+async function rowOffset(p: Page, deviceId: string): Promise<number> {
+  return p.getByTestId("devices-scroll").evaluate((el, id) => {
+    const row = el.querySelector(`tbody tr[data-device-id="${id}"]`);
+    if (!row) throw new Error(`no row for ${id}`);
+    return row.getBoundingClientRect().top - el.getBoundingClientRect().top;
+  }, deviceId);
+}
+
+async function addAlert(summary: string, severity = 2, device = dev(1)): Promise<number> {
+  return insertAlert(stack.db, stack.tenant, { deviceId: device, siteId: device === dev(1) ? siteOf1 : await siteOf(stack.db, stack.tenant, device), summary, severity });
+}
+
+beforeAll(async () => {
+  resetArtifacts();
+  stack = await startStack({ devices: DEVICES, sites: SITES });
+  siteOf1 = await siteOf(stack.db, stack.tenant, dev(1));
+  // Readings: a history for dev-0001, a current one for the ONLINE devices, old ones for STALE.
+  const metrics = (i: number) => ({ temp_c: 20 + (i % 7) * 0.5, humidity_pct: 40 + (i % 5), battery_pct: 90 - i * 0.1 });
+  await insertReadings(stack.db, stack.tenant, dev(1), Array.from({ length: HISTORY }, (_, i) => ({ secondsAgo: (HISTORY - i) * 5, metrics: metrics(i) })));
+  for (let n = 1; n <= ONLINE; n++) await insertReadings(stack.db, stack.tenant, dev(n), [{ secondsAgo: 0, metrics: metrics(n) }]);
+  for (let n = ONLINE + 1; n <= ONLINE + STALE; n++) await insertReadings(stack.db, stack.tenant, dev(n), [{ secondsAgo: 120, metrics: metrics(n) }]);
+  await addAlert("Cabinet door open", 2, dev(3));
+  await addAlert("Temperature 41.2 °C above limit", 4, dev(7));
+  await addAlert("Battery at 12 %", 1, dev(12));
+
+  browser = await launchChromium();
+  context = await newWatchedContext(browser);
+  page = await context.newPage();
+  watch = new PageWatch(page);
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close().catch(() => undefined);
+  await stack?.stop();
+});
+
+describe("dashboard in Chromium against a live stack", () => {
+  it("logs in through the login form and shows Live with the seeded fleet", async () => {
+    await page.goto(stack.webUrl);
+    await page.getByTestId("login-page").waitFor();
+    expect(new URL(page.url()).pathname).toBe("/login");
+    await page.screenshot({ path: artifact("01-login.png") });
+
+    await logInWithForm(page, stack.email, stack.password);
+    await waitLive(page);
+    await expect.poll(() => page.getByTestId("connection").textContent()).toBe("Live");
+    expect(new URL(page.url()).pathname).toBe("/");
+    await expect.poll(() => stat(page, "total"), { timeout: 5_000 }).toBe(DEVICES);
+    expect(await stat(page, "online")).toBe(ONLINE);
+    expect(await stat(page, "stale")).toBe(STALE);
+    expect(await stat(page, "alerts")).toBe(3);
+    await expect.poll(() => page.getByTestId("devices-table").locator("tbody tr").count()).toBe(DEVICES);
+    await expect.poll(() => page.getByTestId("alerts-table").locator("tbody tr.alert-row").count()).toBe(3);
+    expect(watch.documentLoads).toBe(1);
+    await page.screenshot({ path: artifact("02-dashboard.png"), fullPage: true });
+  });
+
+  it("shows an alert inserted with SQL within 2 s, highlighted, without a reload or a poll", async () => {
+    const loads = watch.documentLoads;
+    const apiBefore = watch.apiRequests.length;
+    const summary = `Pump pressure low ${Date.now()}`;
+    await addAlert(summary, 3);
+    const started = Date.now();
+    const row = alertRow(page, summary);
+    await row.waitFor({ timeout: 2_000 });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await row.getAttribute("class")).toContain("is-new");
+    expect(watch.documentLoads).toBe(loads);
+    expect(await page.evaluate(() => performance.getEntriesByType("navigation").length)).toBe(1);
+    // No REST while the socket is up (a token renewal is the only request allowed).
+    expect(watch.apiRequests.slice(apiBefore).filter((r) => !r.includes("/api/v2/ws-ticket"))).toEqual([]);
+    // The highlight fades: the class goes once its time is up.
+    await expect.poll(async () => (await row.getAttribute("class")) ?? "", { timeout: 8_000 }).not.toContain("is-new");
+  });
+
+  it("updates the stat cards: open alerts, and fleet counts after a device insert and its first reading", async () => {
+    const open = await stat(page, "alerts");
+    const id = await addAlert(`Valve stuck ${Date.now()}`, 2);
+    await expect.poll(() => stat(page, "alerts"), { timeout: 3_000 }).toBe(open + 1);
+    await closeAlert(stack.db, id);
+    await expect.poll(() => stat(page, "alerts"), { timeout: 3_000 }).toBe(open);
+
+    const total = await stat(page, "total");
+    const online = await stat(page, "online");
+    await insertDevice(stack.db, stack.tenant, "dev-new-1", siteOf1);
+    await expect.poll(() => stat(page, "total"), { timeout: 3_000 }).toBe(total + 1);
+    expect(await stat(page, "online")).toBe(online);
+    const newRow = page.getByTestId("devices-table").locator('tr[data-device-id="dev-new-1"]');
+    await expect.poll(() => newRow.getByTestId("device-status").textContent()).toBe("Offline");
+
+    await insertReadings(stack.db, stack.tenant, "dev-new-1", [{ secondsAgo: 0, metrics: { temp_c: 19.5 } }]);
+    await expect.poll(() => stat(page, "online"), { timeout: 3_000 }).toBe(online + 1);
+    await expect.poll(() => newRow.getByTestId("device-status").textContent()).toBe("Online");
+    expect(await newRow.getByTestId("device-last-seen").textContent()).toMatch(/just now|\d+ s ago/);
+  });
+
+  it("renders a hostile alert summary as text and runs nothing", async () => {
+    await addAlert(HOSTILE, 4);
+    const row = alertRow(page, HOSTILE);
+    await row.waitFor({ timeout: 2_000 });
+    expect(await row.getByTestId("alert-summary").textContent()).toBe(HOSTILE);
+    expect(await row.locator("img").count()).toBe(0);
+    // The details row renders the summary once more.
+    await row.getByRole("button", { name: "Show details" }).click();
+    const details = page.locator(".alert-details").filter({ hasText: HOSTILE });
+    await details.waitFor();
+    expect(await details.locator("img").count()).toBe(0);
+    expect(await page.locator("img").count()).toBe(0);
+    await page.waitForTimeout(300); // an onerror handler would have fired by now
+    expect(watch.dialogs).toEqual([]);
+    await page.screenshot({ path: artifact("03-hostile-alert-as-text.png") });
+    await row.getByRole("button", { name: "Hide details" }).click();
+  });
+
+  it("keeps open rows, focus and the scroll position through live updates", async () => {
+    const firstRow = page.getByTestId("alerts-table").locator("tr.alert-row").first();
+    const openedId = await firstRow.getAttribute("data-alert-id");
+    await firstRow.getByRole("button", { name: "Show details" }).click();
+    const scroller = page.getByTestId("devices-scroll");
+    await scroller.evaluate((el) => (el.scrollTop = 200));
+    expect(await scroller.evaluate((el) => el.scrollTop)).toBe(200);
+    const anchorBefore = await topVisibleRow(page);
+    const filter = page.getByTestId("device-filter");
+    await filter.click();
+    await filter.pressSequentially("dev");
+
+    const online = await stat(page, "online");
+    const summary = `Fan failure ${Date.now()}`;
+    await addAlert(summary, 2);
+    await insertReadings(stack.db, stack.tenant, dev(DEVICES), [{ secondsAgo: 0, metrics: { temp_c: 22 } }]);
+    await alertRow(page, summary).waitFor({ timeout: 2_000 });
+    await expect.poll(() => stat(page, "online"), { timeout: 3_000 }).toBe(online + 1);
+
+    const opened = page.locator(`tr.alert-row[data-alert-id="${openedId}"]`);
+    expect(await opened.getByRole("button", { name: "Hide details" }).getAttribute("aria-expanded")).toBe("true");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("data-testid"))).toBe("device-filter");
+    expect(await filter.inputValue()).toBe("dev");
+    // The rows in view stay in view (the browser's scroll anchoring may move scrollTop by the
+    // height of a row that moved from above the view to below it).
+    expect(await scroller.evaluate((el) => el.scrollTop)).toBeGreaterThan(100);
+    const anchorAfter = await rowOffset(page, anchorBefore.deviceId);
+    expect(Math.abs(anchorAfter - anchorBefore.offset)).toBeLessThanOrEqual(2);
+
+    await opened.getByRole("button", { name: "Hide details" }).click();
+    await filter.fill("");
+    await scroller.evaluate((el) => (el.scrollTop = 0));
+  });
+
+  it("shows an error card in the one widget that got a malformed message, and recovers", async () => {
+    const total = await stat(page, "total");
+    const malformed = {
+      type: "alerts",
+      tenant_id: stack.tenant,
+      seq: Date.now() * 1000,
+      ts: new Date().toISOString(),
+      alerts: [{ alert_id: "not-a-number", summary: 42 }],
+      total_open: 1,
+    };
+    await natsPublish(stack.natsUrl, `pulse.v1.${stack.tenant}.alerts`, JSON.stringify(malformed));
+    const alertsWidget = page.getByTestId("alerts-widget");
+    await alertsWidget.getByTestId("error-card").waitFor({ timeout: 3_000 });
+    expect(await alertsWidget.getByTestId("error-card").textContent()).toContain("alerts[0].alert_id");
+    expect(await stat(page, "alerts")).toBeNaN();
+    // The other widgets go on: the fleet still updates.
+    expect(await page.getByTestId("devices-widget").getByTestId("error-card").count()).toBe(0);
+    await insertDevice(stack.db, stack.tenant, "dev-new-2", siteOf1);
+    await expect.poll(() => stat(page, "total"), { timeout: 3_000 }).toBe(total + 1);
+    await page.screenshot({ path: artifact("04-malformed-message-error-card.png") });
+
+    // The next valid alerts message brings the widget back.
+    const summary = `Recovered ${Date.now()}`;
+    await addAlert(summary, 2);
+    await alertRow(page, summary).waitFor({ timeout: 3_000 });
+    expect(await alertsWidget.getByTestId("error-card").count()).toBe(0);
+    expect(await stat(page, "alerts")).toBeGreaterThan(0);
+  });
+
+  it("shows Reconnecting… when both gateways die, falls back to REST, recovers to Live by itself, and still gets alerts", async () => {
+    const loads = watch.documentLoads;
+    await stack.killGateways();
+    const connection = page.getByTestId("connection");
+    await expect.poll(() => connection.getAttribute("data-state"), { timeout: 5_000 }).toMatch(/^(reconnecting|offline)$/);
+    expect(await connection.textContent()).toMatch(/^(Reconnecting…|Offline)/);
+    await page.screenshot({ path: artifact("05-reconnecting.png") });
+
+    // While no gateway answers, the page falls back to REST (after 5 s) and still shows changes.
+    const during = `During the outage ${Date.now()}`;
+    await addAlert(during, 2);
+    await page.locator(".connection__polling").waitFor({ timeout: 10_000 });
+    await alertRow(page, during).waitFor({ timeout: 5_000 });
+    expect(watch.apiRequests.some((r) => r.startsWith("GET /api/v2/alerts?status=OPEN"))).toBe(true);
+
+    // One gateway comes back. The client retries with full-jitter backoff capped at 30 s and,
+    // after a gateway could not be reached, tries the other one next: it is Live again within
+    // two attempts, at most about 60 s (usually a few seconds).
+    await stack.startGateway(0);
+    await waitLive(page, 75_000);
+    expect(await page.locator(".connection__polling").count()).toBe(0);
+    await stack.startGateway(1);
+    const summary = `After the outage ${Date.now()}`;
+    await addAlert(summary, 3);
+    await alertRow(page, summary).waitFor({ timeout: 3_000 });
+    expect(watch.documentLoads).toBe(loads);
+  }, 120_000);
+
+  it("delivers the same update to a second tab", async () => {
+    const second = await context.newPage();
+    const secondWatch = new PageWatch(second);
+    extraWatches.push(secondWatch);
+    await second.goto(stack.webUrl);
+    await waitLive(second);
+    const summary = `Seen in both tabs ${Date.now()}`;
+    await addAlert(summary, 2);
+    await Promise.all([alertRow(page, summary).waitFor({ timeout: 2_000 }), alertRow(second, summary).waitFor({ timeout: 2_000 })]);
+    expect(await stat(second, "alerts")).toBe(await stat(page, "alerts"));
+    await second.close();
+  });
+
+  it("shows a device page with its chart, its REST history and live readings", async () => {
+    const loads = watch.documentLoads;
+    await page.getByTestId("devices-table").getByRole("link", { name: dev(1), exact: true }).click();
+    await page.getByTestId("device-page").waitFor();
+    expect(new URL(page.url()).pathname).toBe(`/devices/${dev(1)}`);
+    const count = page.getByTestId("reading-count");
+    await expect.poll(async () => Number(await count.getAttribute("data-count")), { timeout: 5_000 }).toBeGreaterThanOrEqual(HISTORY);
+    const charts = page.getByTestId("chart");
+    await expect.poll(() => charts.count()).toBeGreaterThanOrEqual(3);
+    const tempChart = page.locator('figure[data-metric="temp_c"]').getByTestId("chart");
+    expect(await tempChart.locator("canvas").count()).toBe(1);
+    const pointsBefore = Number(await tempChart.getAttribute("data-points"));
+    expect(pointsBefore).toBeGreaterThanOrEqual(HISTORY);
+    expect(await page.getByTestId("readings-table").locator("tbody tr").count()).toBeGreaterThan(5);
+    const readingsBefore = Number(await count.getAttribute("data-count"));
+
+    await insertReadings(stack.db, stack.tenant, dev(1), [{ secondsAgo: 0, metrics: { temp_c: 77.7, humidity_pct: 51, battery_pct: 80 } }]);
+    const latestTemp = page.getByTestId("latest-reading").locator('[data-metric="temp_c"] .metric__value');
+    await expect.poll(() => latestTemp.textContent(), { timeout: 3_000 }).toBe("77.7");
+    expect(Number(await count.getAttribute("data-count"))).toBe(readingsBefore + 1);
+    expect(Number(await count.getAttribute("data-live"))).toBeGreaterThanOrEqual(1);
+    expect(Number(await tempChart.getAttribute("data-points"))).toBe(pointsBefore + 1);
+    expect(await page.locator('figure[data-metric="temp_c"] .chart__value').textContent()).toBe("77.7");
+    await page.screenshot({ path: artifact("06-device-page.png"), fullPage: true });
+
+    await page.getByRole("link", { name: "← All devices" }).click();
+    await page.getByTestId("dashboard").waitFor();
+    expect(watch.documentLoads).toBe(loads);
+  });
+
+  it("sends the user to the login page when the ticket endpoint answers 401", async () => {
+    const other = await newWatchedContext(browser);
+    try {
+      const p = await other.newPage();
+      extraWatches.push(new PageWatch(p));
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, stack.email, stack.password);
+      await waitLive(p);
+      await other.clearCookies(); // the session is gone
+      await other.setOffline(true);
+      await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 5_000 }).toBe("offline");
+      expect(await p.getByTestId("connection").textContent()).toBe("Offline");
+      await other.setOffline(false); // reconnecting asks for a ticket: 401
+      await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
+      expect(new URL(p.url()).pathname).toBe("/login");
+      expect(await p.getByRole("status").textContent()).toContain("session has ended");
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("logs out: back to the login page, the session and the socket closed", async () => {
+    const loads = watch.documentLoads;
+    await page.getByTestId("logout").click();
+    await page.getByTestId("login-page").waitFor({ timeout: 5_000 });
+    expect(new URL(page.url()).pathname).toBe("/login");
+    expect(await page.evaluate(() => fetch("/api/v2/me").then((r) => r.status))).toBe(401);
+    await expect.poll(() => watch.openSockets.size, { timeout: 3_000 }).toBe(0);
+    expect(watch.documentLoads).toBe(loads);
+  });
+
+  it("ran without a dialog, an uncaught error or a Content Security Policy violation", async () => {
+    for (const w of [watch, ...extraWatches]) {
+      expect(w.dialogs).toEqual([]);
+      expect(w.pageErrors).toEqual([]);
+    }
+    expect(await watch.cspViolations()).toEqual([]);
+    expect(watch.sockets.size).toBeGreaterThanOrEqual(2); // one before the outage, one after
+  });
+});

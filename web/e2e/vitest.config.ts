@@ -1,0 +1,18 @@
+import { fileURLToPath } from "node:url";
+
+import { defineConfig } from "vitest/config";
+
+// The browser tests: a real stack and a real headless Chromium (scripts/test-web.sh runs them
+// after the unit tests and the build). One file, tests in order, in one process.
+export default defineConfig({
+  root: fileURLToPath(new URL("..", import.meta.url)),
+  test: {
+    include: ["e2e/**/*.e2e.ts"],
+    environment: "node",
+    pool: "forks",
+    fileParallelism: false,
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    reporters: ["verbose"],
+  },
+});

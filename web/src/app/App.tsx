@@ -1,0 +1,99 @@
+import { useCallback, useEffect, useState } from "react";
+
+import { Header } from "../components/Header.js";
+import type { Route } from "../model/route.js";
+import type { Me } from "../model/validate.js";
+import { DashboardPage } from "../pages/DashboardPage.js";
+import { DevicePage } from "../pages/DevicePage.js";
+import { LoginPage } from "../pages/LoginPage.js";
+import { NotFoundPage } from "../pages/NotFoundPage.js";
+import { fetchMe, logout, onSessionLost } from "./api.js";
+import { navigate, useRoute } from "./router.js";
+import { LiveSession } from "./session.js";
+
+type SessionState =
+  | { status: "loading" }
+  | { status: "unreachable"; error: string }
+  | { status: "anonymous"; notice: string | null }
+  | { status: "ready"; me: Me };
+
+/** The whole app: who is logged in, and which page to show. */
+export function App() {
+  const route = useRoute();
+  const [session, setSession] = useState<SessionState>({ status: "loading" });
+
+  const load = useCallback(() => {
+    setSession({ status: "loading" });
+    fetchMe()
+      .then((me) => setSession(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
+      .catch((e: unknown) => setSession({ status: "unreachable", error: e instanceof Error ? e.message : String(e) }));
+  }, []);
+
+  useEffect(load, [load]);
+
+  // A 401 from the ticket endpoint or any API read: back to the login page.
+  useEffect(() => {
+    onSessionLost(() =>
+      setSession((s) => (s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s)),
+    );
+    return () => onSessionLost(() => {});
+  }, []);
+
+  // Keep the address bar in line with the session.
+  useEffect(() => {
+    if (session.status === "anonymous" && route.page !== "login") {
+      const here = `${location.pathname}${location.search}`;
+      navigate({ page: "login", next: route.page === "dashboard" || route.page === "device" ? here : "/" }, { replace: true });
+    } else if (session.status === "ready" && route.page === "login") {
+      navigate(route.next, { replace: true });
+    }
+  }, [session.status, route]);
+
+  const onLogout = useCallback(() => {
+    void logout()
+      .catch(() => undefined)
+      .then(() => setSession({ status: "anonymous", notice: "You are logged out." }));
+  }, []);
+
+  switch (session.status) {
+    case "loading":
+      return <div className="splash" aria-busy="true" />;
+    case "unreachable":
+      return (
+        <main className="login">
+          <div className="login__card error-card" role="alert">
+            <div className="error-card__title">Pulse is not reachable</div>
+            <p className="error-card__message">{session.error}</p>
+            <button type="button" className="button button--primary" onClick={load}>
+              Try again
+            </button>
+          </div>
+        </main>
+      );
+    case "anonymous":
+      return <LoginPage notice={session.notice} onLoggedIn={(me) => setSession({ status: "ready", me })} />;
+    case "ready":
+      return (
+        <LiveSession me={session.me} onLogout={onLogout}>
+          <div className="shell">
+            <Header />
+            <main className="shell__main">
+              <Page route={route} />
+            </main>
+          </div>
+        </LiveSession>
+      );
+  }
+}
+
+function Page({ route }: { route: Route }) {
+  switch (route.page) {
+    case "dashboard":
+    case "login":
+      return <DashboardPage />;
+    case "device":
+      return <DevicePage key={route.deviceId} deviceId={route.deviceId} />;
+    case "not-found":
+      return <NotFoundPage path={route.path} />;
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The web service's REST API as the dashboard uses it: the session (login, logout, me) and
+ * JSON reads. A 401 on a read means the session is gone: it calls the handler set with
+ * {@link onSessionLost}, which sends the user to the login page.
+ *
+ * @packageDocumentation
+ */
+
+import { checkMe, type Me } from "../model/validate.js";
+
+/** A request that got an error answer; `message` is the API's message when it sent one. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+let sessionLost: () => void = () => {};
+
+/** Sets what happens when a request finds the session gone (HTTP 401). */
+export function onSessionLost(handler: () => void): void {
+  sessionLost = handler;
+}
+
+/** Tells the app that the session is gone (also used by the ticket fetcher). */
+export function reportSessionLost(): void {
+  sessionLost();
+}
+
+async function errorOf(response: Response): Promise<HttpError> {
+  let message = `HTTP ${response.status}`;
+  try {
+    const body = (await response.json()) as { error?: { message?: unknown } };
+    if (typeof body.error?.message === "string") message = body.error.message;
+  } catch {
+    // Not JSON: keep the status.
+  }
+  return new HttpError(response.status, message);
+}
+
+/** GET `url` as JSON with the session cookie. */
+export async function getJson(url: string, signal?: AbortSignal): Promise<unknown> {
+  const init: RequestInit = { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
+  if (signal) init.signal = signal;
+  const response = await fetch(url, init);
+  if (response.status === 401) reportSessionLost();
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+/** The logged-in user, or `null` when there is no session. */
+export async function fetchMe(): Promise<Me | null> {
+  const response = await fetch("/api/v2/me", { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+  if (response.status === 401) return null;
+  if (!response.ok) throw await errorOf(response);
+  const checked = checkMe(await response.json());
+  if (!checked.ok) throw new Error(`unexpected answer from /api/v2/me: ${checked.error}`);
+  return checked.value;
+}
+
+/** Logs in; throws an {@link HttpError} whose message is fit to show on the form. */
+export async function login(email: string, password: string): Promise<Me> {
+  const response = await fetch("/api/v2/login", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ email, password }),
+  });
+  if (response.status === 401) throw new HttpError(401, "Wrong email or password.");
+  if (response.status === 429) {
+    const retry = response.headers.get("retry-after");
+    throw new HttpError(429, `Too many failed attempts. Try again${retry ? ` in ${retry} s` : " later"}.`);
+  }
+  if (!response.ok) throw await errorOf(response);
+  const checked = checkMe(await response.json());
+  if (!checked.ok) throw new Error(`unexpected answer from /api/v2/login: ${checked.error}`);
+  return checked.value;
+}
+
+/** Ends the session (clears the cookie). */
+export async function logout(): Promise<void> {
+  await fetch("/api/v2/logout", { method: "POST", credentials: "same-origin" });
+}

@@ -1,0 +1,77 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+
+import { alwaysOnline, PulseClient, type Alert } from "../client/index.js";
+import { HIGHLIGHT_MS } from "../model/alertsFeed.js";
+import { alert, alertsMessage, device, fleetMessage } from "../model/testing/fixtures.js";
+import { LiveStore } from "./liveStore.js";
+
+describe("LiveStore", () => {
+  let client: PulseClient;
+  let now: number;
+  let critical: Alert[][];
+  let store: LiveStore;
+  let stop: () => void;
+
+  beforeEach(() => {
+    vi.useFakeTimers();
+    now = 1_000;
+    critical = [];
+    client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    store = new LiveStore(client, { now: () => now, onCriticalAlerts: (a) => critical.push(a) });
+    stop = store.start();
+  });
+
+  afterEach(() => {
+    stop();
+    vi.useRealTimers();
+  });
+
+  it("holds the alerts and fleet channels while started", () => {
+    expect(client.channels).toEqual([{ type: "alerts" }, { type: "fleet" }]);
+    stop();
+    expect(client.channels).toEqual([]);
+  });
+
+  it("replaces only the feed that changed and tells its listeners", () => {
+    const listener = vi.fn();
+    store.subscribe(listener);
+    const before = store.getState();
+    client.bus.publish("fleet", fleetMessage([device("dev-1")]));
+    const after = store.getState();
+    expect(listener).toHaveBeenCalledTimes(1);
+    expect(after.fleet.message?.counts.total).toBe(1);
+    expect(after.alerts).toBe(before.alerts);
+    expect(after.connection).toBe(before.connection);
+  });
+
+  it("follows the connection state", () => {
+    client.bus.publish("connection", { state: "reconnecting", polling: true, since: 5 });
+    expect(store.getState().connection).toMatchObject({ state: "reconnecting", polling: true });
+  });
+
+  it("ends a highlight when its time is up, by itself", () => {
+    client.bus.publish("alerts", alertsMessage([alert(1)], 1));
+    client.bus.publish("alerts", alertsMessage([alert(2), alert(1)], 2));
+    expect(store.getState().alerts.fresh.has(2)).toBe(true);
+    now += HIGHLIGHT_MS;
+    vi.advanceTimersByTime(HIGHLIGHT_MS);
+    expect(store.getState().alerts.fresh.size).toBe(0);
+  });
+
+  it("reports critical alerts as they arrive, not those already there", () => {
+    client.bus.publish("alerts", alertsMessage([alert(1, { severity: 5 })], 1));
+    expect(critical).toEqual([]);
+    client.bus.publish("alerts", alertsMessage([alert(3, { severity: 4 }), alert(2, { severity: 1 }), alert(1, { severity: 5 })], 2));
+    expect(critical.map((batch) => batch.map((a) => a.alert_id))).toEqual([[3]]);
+  });
+
+  it("keeps one widget's malformed message away from the others", () => {
+    client.bus.publish("fleet", fleetMessage([device("dev-1")]));
+    client.bus.publish("alerts", { ...alertsMessage([]), alerts: [{ bad: true }] } as never);
+    const state = store.getState();
+    expect(state.alerts.error).toMatch(/^alerts\[0\]\./);
+    expect(state.fleet.error).toBeNull();
+    client.bus.publish("fleet", fleetMessage([device("dev-1"), device("dev-2")]));
+    expect(store.getState().fleet.message?.counts.total).toBe(2);
+  });
+});

@@ -1,0 +1,72 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+
+import { alwaysOnline, PulseClient, TicketError, type DataMessage } from "../client/index.js";
+import { onSessionLost } from "./api.js";
+import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
+
+describe("sessionTicketFetcher", () => {
+  const lost = vi.fn();
+  beforeEach(() => onSessionLost(lost));
+  afterEach(() => {
+    onSessionLost(() => {});
+    lost.mockReset();
+  });
+
+  it("reports a lost session on 401 and still fails the attempt", async () => {
+    const fetchTicket = sessionTicketFetcher(() => Promise.reject(new TicketError("no", 401)));
+    await expect(fetchTicket()).rejects.toThrow("no");
+    expect(lost).toHaveBeenCalledTimes(1);
+  });
+
+  it("leaves other failures to the client's retries", async () => {
+    await expect(sessionTicketFetcher(() => Promise.reject(new TicketError("down", 503)))()).rejects.toThrow("down");
+    await expect(sessionTicketFetcher(() => Promise.reject(new TicketError("network")))()).rejects.toThrow("network");
+    expect(lost).not.toHaveBeenCalled();
+  });
+
+  it("passes a ticket through", async () => {
+    const ticket = { token: "t", expires_at: 1, gateways: ["ws://g"] };
+    await expect(sessionTicketFetcher(() => Promise.resolve(ticket))()).resolves.toBe(ticket);
+  });
+});
+
+describe("restFallback", () => {
+  const requested: string[] = [];
+  const bodies: Record<string, unknown> = {
+    "/api/v2/fleet": { type: "fleet", tenant_id: "acme", seq: 0, ts: "2026-11-22T10:00:00Z", counts: { total: 0, online: 0, stale: 0, offline: 0 }, devices: [] },
+    "/api/v2/alerts?status=OPEN&limit=1000": { items: Array.from({ length: 150 }, (_, i) => ({ alert_id: 150 - i })), next: null },
+    "/api/v2/devices/dev-1": { device_id: "dev-1", latest: { timestamp: "2026-11-22T10:00:00Z", metrics: { temp_c: 20 } } },
+  };
+
+  beforeEach(() => {
+    requested.length = 0;
+    vi.stubGlobal("fetch", (url: string) => {
+      requested.push(url);
+      const body = bodies[url];
+      return Promise.resolve(body ? new Response(JSON.stringify(body), { status: 200 }) : new Response("{}", { status: 404 }));
+    });
+  });
+  afterEach(() => vi.unstubAllGlobals());
+
+  it("publishes the fleet, the open alerts and the newest reading of every watched device as pushes", async () => {
+    const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    client.subscribe({ type: "device", device_id: "dev-1" });
+    const published: DataMessage[] = [];
+    await restFallback(() => client)({ publish: (m) => published.push(m), signal: new AbortController().signal });
+    expect(requested.sort()).toEqual(["/api/v2/alerts?status=OPEN&limit=1000", "/api/v2/devices/dev-1", "/api/v2/fleet"]);
+    expect(published.map((m) => m.type)).toEqual(["fleet", "alerts", "telemetry"]);
+    const alerts = published[1]!;
+    expect(alerts.type === "alerts" && [alerts.alerts.length, alerts.total_open, alerts.tenant_id, alerts.seq]).toEqual([100, 150, "acme", 0]);
+    expect(published[2]).toMatchObject({ type: "telemetry", device_id: "dev-1", data: { metrics: { temp_c: 20 } } });
+  });
+
+  it("reports a lost session when a poll gets 401", async () => {
+    const lost = vi.fn();
+    onSessionLost(lost);
+    vi.stubGlobal("fetch", () => Promise.resolve(new Response('{"error":{"code":"unauthorized","message":"not logged in"}}', { status: 401 })));
+    const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    await expect(restFallback(() => client)({ publish: () => {}, signal: new AbortController().signal })).rejects.toThrow("not logged in");
+    expect(lost).toHaveBeenCalled();
+    onSessionLost(() => {});
+  });
+});

@@ -1,0 +1,52 @@
+/**
+ * The live session: one {@link PulseClient} and one {@link LiveStore} for the logged-in user,
+ * started when the session view mounts and closed when it unmounts (logout, lost session).
+ *
+ * @packageDocumentation
+ */
+
+import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
+
+import type { PulseClient } from "../client/index.js";
+import type { Me } from "../model/validate.js";
+import { LiveStore, type LiveState } from "./liveStore.js";
+import { notifyCriticalAlerts } from "./notifications.js";
+import { newDashboardClient } from "./pulseClient.js";
+
+export interface Session {
+  me: Me;
+  client: PulseClient;
+  store: LiveStore;
+  logout: () => void;
+}
+
+const SessionContext = createContext<Session | null>(null);
+
+export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () => void; children: ReactNode }) {
+  const [live] = useState(() => {
+    const client = newDashboardClient();
+    return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };
+  });
+  useEffect(() => {
+    const stopStore = live.store.start();
+    live.client.start();
+    return () => {
+      stopStore();
+      live.client.close();
+    };
+  }, [live]);
+  return <SessionContext.Provider value={{ me, ...live, logout: onLogout }}>{children}</SessionContext.Provider>;
+}
+
+/** The session; only inside {@link LiveSession}. */
+export function useSession(): Session {
+  const session = useContext(SessionContext);
+  if (!session) throw new Error("useSession outside of LiveSession");
+  return session;
+}
+
+/** A part of the live state; re-renders when that part changes. */
+export function useLive<T>(select: (state: LiveState) => T): T {
+  const { store } = useSession();
+  return useSyncExternalStore(store.subscribe, () => select(store.getState()));
+}

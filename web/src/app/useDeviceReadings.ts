@@ -1,0 +1,98 @@
+/**
+ * A device's readings for the device page: its history from REST, once, merged with its live
+ * telemetry pushes for as long as the page shows it.
+ *
+ * @packageDocumentation
+ */
+
+import { useEffect, useReducer } from "react";
+
+import { mergeReadings, MAX_READINGS } from "../model/readings.js";
+import { checkDeviceDetail, checkReadingPage, checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
+import { getJson, HttpError } from "./api.js";
+import { useSession } from "./session.js";
+
+export interface DeviceReadings {
+  detail: DeviceDetail | null;
+  /** Oldest first. */
+  readings: readonly Reading[];
+  historyLoaded: boolean;
+  /** The device does not exist (404). */
+  notFound: boolean;
+  /** Loading the history failed. */
+  historyError: string | null;
+  /** The newest live message was malformed. */
+  liveError: string | null;
+  /** Live readings received since the page opened. */
+  liveCount: number;
+}
+
+type Action =
+  | { type: "history"; detail: DeviceDetail; readings: Reading[] }
+  | { type: "history-failed"; error: string; notFound: boolean }
+  | { type: "live"; message: unknown; deviceId: string };
+
+const initial: DeviceReadings = {
+  detail: null,
+  readings: [],
+  historyLoaded: false,
+  notFound: false,
+  historyError: null,
+  liveError: null,
+  liveCount: 0,
+};
+
+export function reduceDeviceReadings(state: DeviceReadings, action: Action): DeviceReadings {
+  switch (action.type) {
+    case "history":
+      return {
+        ...state,
+        detail: action.detail,
+        readings: mergeReadings(state.readings, action.readings, MAX_READINGS),
+        historyLoaded: true,
+        historyError: null,
+      };
+    case "history-failed":
+      return { ...state, historyLoaded: true, historyError: action.error, notFound: action.notFound };
+    case "live": {
+      const checked = checkTelemetry(action.message, action.deviceId);
+      if (!checked.ok) return { ...state, liveError: checked.error };
+      const readings = mergeReadings(state.readings, [checked.value], MAX_READINGS);
+      if (readings === state.readings && state.liveError === null) return state;
+      return { ...state, readings, liveError: null, liveCount: state.liveCount + 1 };
+    }
+  }
+}
+
+/** Readings to show for one device; call it with a `key` of the device id on the page. */
+export function useDeviceReadings(deviceId: string): DeviceReadings {
+  const { client } = useSession();
+  const [state, dispatch] = useReducer(reduceDeviceReadings, initial);
+
+  useEffect(() => {
+    const controller = new AbortController();
+    const base = `/api/v2/devices/${encodeURIComponent(deviceId)}`;
+    Promise.all([getJson(base, controller.signal), getJson(`${base}/telemetry?limit=${MAX_READINGS}`, controller.signal)])
+      .then(([detail, page]) => {
+        const d = checkDeviceDetail(detail);
+        const r = checkReadingPage(page);
+        if (!d.ok) throw new Error(`malformed device: ${d.error}`);
+        if (!r.ok) throw new Error(`malformed history: ${r.error}`);
+        dispatch({ type: "history", detail: d.value, readings: r.value });
+      })
+      .catch((error: unknown) => {
+        if (controller.signal.aborted) return;
+        const notFound = error instanceof HttpError && error.status === 404;
+        dispatch({ type: "history-failed", error: error instanceof Error ? error.message : String(error), notFound });
+      });
+    const release = client.watch({ type: "device", device_id: deviceId }, (message) =>
+      dispatch({ type: "live", message, deviceId }),
+    );
+    return () => {
+      controller.abort();
+      release();
+    };
+  }, [client, deviceId]);
+
+  return state;
+}

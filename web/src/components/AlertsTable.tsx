@@ -1,0 +1,58 @@
+import { useCallback, useState } from "react";
+
+import { useLive } from "../app/session.js";
+import { AlertRow } from "./AlertRow.js";
+import { ErrorCard } from "./ErrorCard.js";
+import { Widget } from "./Widget.js";
+
+/** The tenant's open alerts, live; rows that just arrived are highlighted for a moment. */
+export function AlertsTable() {
+  const feed = useLive((s) => s.alerts);
+  const [openRows, setOpenRows] = useState<ReadonlySet<number>>(() => new Set());
+  const toggle = useCallback((id: number) => {
+    setOpenRows((rows) => {
+      const next = new Set(rows);
+      if (!next.delete(id)) next.add(id);
+      return next;
+    });
+  }, []);
+  const message = feed.message;
+  const shown = message?.alerts.length ?? 0;
+  const actions = message && !feed.error && (
+    <span className="widget__meta" data-testid="alerts-count">
+      {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
+    </span>
+  );
+  return (
+    <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts">
+      {feed.error ? (
+        <ErrorCard title="The alerts feed sent a malformed update" message={`${feed.error}. Waiting for the next valid update.`} />
+      ) : !message ? (
+        <p className="placeholder">Waiting for the first alerts update…</p>
+      ) : message.alerts.length === 0 ? (
+        <p className="placeholder placeholder--good">No open alerts.</p>
+      ) : (
+        <div className="table-scroll" data-testid="alerts-scroll">
+          <table className="table" data-testid="alerts-table">
+            <thead>
+              <tr>
+                <th className="cell-toggle" aria-label="Details" />
+                <th>Severity</th>
+                <th>Raised</th>
+                <th>Device</th>
+                <th>Site</th>
+                <th>Type</th>
+                <th>Summary</th>
+              </tr>
+            </thead>
+            <tbody>
+              {message.alerts.map((alert) => (
+                <AlertRow key={alert.alert_id} alert={alert} isNew={feed.fresh.has(alert.alert_id)} open={openRows.has(alert.alert_id)} onToggle={toggle} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Widget>
+  );
+}

@@ -1,0 +1,35 @@
+import { memo } from "react";
+
+import type { FleetDevice } from "../client/index.js";
+import { StatusBadge } from "./Badges.js";
+import { Link } from "./Link.js";
+import { RelativeTime } from "./RelativeTime.js";
+
+/** One device of the fleet table. */
+export const DeviceRow = memo(function DeviceRow({ device }: { device: FleetDevice }) {
+  const battery = device.battery_pct;
+  return (
+    <tr data-device-id={device.device_id} className={`device-row device-row--${device.status.toLowerCase()}`}>
+      <td className="cell-mono">
+        <Link to={`/devices/${encodeURIComponent(device.device_id)}`}>{device.device_id}</Link>
+      </td>
+      <td className="cell-mono muted">{device.site_id}</td>
+      <td data-testid="device-status">
+        <StatusBadge status={device.status} />
+      </td>
+      <td className="cell-time" data-testid="device-last-seen">
+        <RelativeTime timestamp={device.last_seen_at} />
+      </td>
+      <td className="cell-battery">
+        {battery === null ? (
+          <span className="muted">—</span>
+        ) : (
+          <>
+            <meter min={0} max={100} low={20} high={50} optimum={100} value={battery} />
+            <span className="cell-num">{Math.round(battery)} %</span>
+          </>
+        )}
+      </td>
+    </tr>
+  );
+});

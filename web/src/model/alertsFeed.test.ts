@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+
+import { criticalArrivals, emptyAlertsFeed, HIGHLIGHT_MS, nextExpiry, reduceAlerts, type AlertsFeed } from "./alertsFeed.js";
+import { alert, alertsMessage } from "./testing/fixtures.js";
+
+const receive = (state: AlertsFeed, message: unknown, now: number) => reduceAlerts(state, { type: "message", message, now });
+
+describe("reduceAlerts", () => {
+  it("highlights nothing in the first snapshot", () => {
+    const feed = receive(emptyAlertsFeed, alertsMessage([alert(2), alert(1)]), 1_000);
+    expect(feed.message?.alerts).toHaveLength(2);
+    expect(feed.fresh.size).toBe(0);
+    expect(feed.arrived).toEqual([]);
+  });
+
+  it("highlights alerts that were not in the previous snapshot, until their time is up", () => {
+    let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)], 1), 1_000);
+    feed = receive(feed, alertsMessage([alert(3), alert(2), alert(1)], 2), 2_000);
+    expect([...feed.fresh.entries()]).toEqual([
+      [3, 2_000 + HIGHLIGHT_MS],
+      [2, 2_000 + HIGHLIGHT_MS],
+    ]);
+    expect(feed.arrived.map((a) => a.alert_id)).toEqual([3, 2]);
+    expect(nextExpiry(feed)).toBe(2_000 + HIGHLIGHT_MS);
+
+    // A later snapshot with the same alerts keeps the highlights and their end.
+    feed = receive(feed, alertsMessage([alert(3), alert(2), alert(1)], 3), 3_000);
+    expect(feed.fresh.get(3)).toBe(2_000 + HIGHLIGHT_MS);
+    expect(feed.arrived).toEqual([]);
+
+    const before = feed;
+    expect(reduceAlerts(feed, { type: "expire", now: 2_000 + HIGHLIGHT_MS - 1 })).toBe(before);
+    feed = reduceAlerts(feed, { type: "expire", now: 2_000 + HIGHLIGHT_MS });
+    expect(feed.fresh.size).toBe(0);
+    expect(nextExpiry(feed)).toBeUndefined();
+  });
+
+  it("forgets the highlight of an alert that left the list", () => {
+    let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)]), 0);
+    feed = receive(feed, alertsMessage([alert(2), alert(1)]), 10);
+    expect(feed.fresh.has(2)).toBe(true);
+    feed = receive(feed, alertsMessage([alert(1)]), 20);
+    expect(feed.fresh.has(2)).toBe(false);
+  });
+
+  it("keeps the last valid snapshot and reports a malformed one, then recovers", () => {
+    let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)]), 0);
+    const good = feed.message;
+    feed = receive(feed, { ...alertsMessage([]), alerts: [{ alert_id: "x" }] }, 10);
+    expect(feed.error).toBe("alerts[0].alert_id must be an integer ≥ 0");
+    expect(feed.message).toBe(good);
+    feed = receive(feed, alertsMessage([alert(2), alert(1)]), 20);
+    expect(feed.error).toBeNull();
+    // Compared with the last valid snapshot, alert 2 is new.
+    expect(feed.fresh.has(2)).toBe(true);
+  });
+
+  it("picks the critical alerts among those that just arrived", () => {
+    let feed = receive(emptyAlertsFeed, alertsMessage([alert(1, { severity: 5 })]), 0);
+    expect(criticalArrivals(feed)).toEqual([]);
+    feed = receive(feed, alertsMessage([alert(3, { severity: 4 }), alert(2, { severity: 3 }), alert(1, { severity: 5 })]), 10);
+    expect(criticalArrivals(feed).map((a) => a.alert_id)).toEqual([3]);
+  });
+
+  it("never changes the state it is given", () => {
+    const first = receive(emptyAlertsFeed, alertsMessage([alert(1)]), 0);
+    const frozen = structuredClone({ ids: first.message?.alerts.map((a) => a.alert_id), fresh: [...first.fresh] });
+    receive(first, alertsMessage([alert(2), alert(1)]), 10);
+    expect({ ids: first.message?.alerts.map((a) => a.alert_id), fresh: [...first.fresh] }).toEqual(frozen);
+  });
+});

@@ -1,0 +1,89 @@
+/**
+ * The alerts feed: the newest valid `alerts` snapshot, the error of a malformed one, and which
+ * rows are new enough to be highlighted.
+ *
+ * A row is new when its alert was not in the previous snapshot. The first snapshot highlights
+ * nothing: everything in it would be "new", which tells the user nothing.
+ *
+ * @packageDocumentation
+ */
+
+import type { Alert, AlertsMessage } from "../client/index.js";
+import { checkAlerts } from "./validate.js";
+
+/** How long a new row stays highlighted. */
+export const HIGHLIGHT_MS = 4_000;
+
+/** Severity from which an alert counts as critical (dashboard convention of the contract). */
+export const CRITICAL_SEVERITY = 4;
+
+export interface AlertsFeed {
+  /** The newest valid snapshot; `null` until one arrived. */
+  message: AlertsMessage | null;
+  /** Why the newest message was refused; cleared by the next valid one. */
+  error: string | null;
+  /** Highlighted alert ids, each with the time (ms) its highlight ends. */
+  fresh: ReadonlyMap<number, number>;
+  /** Alerts that became new with the last accepted message (for notifications). */
+  arrived: readonly Alert[];
+}
+
+export const emptyAlertsFeed: AlertsFeed = Object.freeze({
+  message: null,
+  error: null,
+  fresh: new Map<number, number>(),
+  arrived: [],
+});
+
+export type AlertsAction =
+  | { type: "message"; message: unknown; now: number }
+  | { type: "expire"; now: number };
+
+/** Applies a received message or the passing of time. Pure: the input is never changed. */
+export function reduceAlerts(state: AlertsFeed, action: AlertsAction): AlertsFeed {
+  if (action.type === "expire") {
+    const fresh = unexpired(state.fresh, action.now);
+    return fresh.size === state.fresh.size ? state : { ...state, fresh };
+  }
+  const checked = checkAlerts(action.message);
+  if (!checked.ok) return { ...state, error: checked.error, arrived: [] };
+  const next = checked.value;
+  const previous = state.message;
+  const fresh = new Map(unexpired(state.fresh, action.now));
+  const arrived: Alert[] = [];
+  if (previous) {
+    const known = new Set(previous.alerts.map((a) => a.alert_id));
+    for (const a of next.alerts) {
+      if (!known.has(a.alert_id) && !fresh.has(a.alert_id)) {
+        fresh.set(a.alert_id, action.now + HIGHLIGHT_MS);
+        arrived.push(a);
+      }
+    }
+  }
+  // Forget highlights of alerts that left the list.
+  const listed = new Set(next.alerts.map((a) => a.alert_id));
+  for (const id of [...fresh.keys()]) if (!listed.has(id)) fresh.delete(id);
+  return { message: next, error: null, fresh, arrived };
+}
+
+function unexpired(fresh: ReadonlyMap<number, number>, now: number): ReadonlyMap<number, number> {
+  let changed = false;
+  const kept = new Map<number, number>();
+  for (const [id, until] of fresh) {
+    if (until > now) kept.set(id, until);
+    else changed = true;
+  }
+  return changed ? kept : fresh;
+}
+
+/** When the next highlight ends, or `undefined` when nothing is highlighted. */
+export function nextExpiry(feed: AlertsFeed): number | undefined {
+  let soonest: number | undefined;
+  for (const until of feed.fresh.values()) if (soonest === undefined || until < soonest) soonest = until;
+  return soonest;
+}
+
+/** The critical alerts among those that just arrived. */
+export function criticalArrivals(feed: AlertsFeed): Alert[] {
+  return feed.arrived.filter((a) => a.severity >= CRITICAL_SEVERITY);
+}

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+
+import { emptyFleetFeed, filterDevices, findDevice, reduceFleet } from "./fleetFeed.js";
+import { device, fleetMessage } from "./testing/fixtures.js";
+
+describe("reduceFleet", () => {
+  it("takes a valid snapshot and keeps it through a malformed one", () => {
+    const feed = reduceFleet(emptyFleetFeed, fleetMessage([device("dev-1")]));
+    expect(feed.message?.counts.total).toBe(1);
+    const broken = reduceFleet(feed, { ...fleetMessage([]), devices: "none" });
+    expect(broken.error).toBe("devices must be an array");
+    expect(broken.message).toBe(feed.message);
+    expect(reduceFleet(broken, fleetMessage([device("dev-1"), device("dev-2")])).error).toBeNull();
+  });
+
+  it("finds a device of the snapshot", () => {
+    const feed = reduceFleet(emptyFleetFeed, fleetMessage([device("dev-1"), device("dev-2", { status: "STALE" })]));
+    expect(findDevice(feed, "dev-2")?.status).toBe("STALE");
+    expect(findDevice(feed, "dev-9")).toBeUndefined();
+    expect(findDevice(emptyFleetFeed, "dev-1")).toBeUndefined();
+  });
+});
+
+describe("filterDevices", () => {
+  const devices = [
+    device("dev-0003", { status: "OFFLINE", site_id: "site-02" }),
+    device("dev-0007", { status: "STALE", site_id: "site-01" }),
+    device("dev-0001", { status: "ONLINE", site_id: "site-02" }),
+  ];
+
+  it("matches device or site ids, any case, keeping the snapshot's order", () => {
+    expect(filterDevices(devices, { text: "", status: null })).toEqual(devices);
+    expect(filterDevices(devices, { text: " SITE-02 ", status: null }).map((d) => d.device_id)).toEqual(["dev-0003", "dev-0001"]);
+    expect(filterDevices(devices, { text: "0007", status: null }).map((d) => d.device_id)).toEqual(["dev-0007"]);
+  });
+
+  it("filters by status, combined with the text", () => {
+    expect(filterDevices(devices, { text: "", status: "ONLINE" }).map((d) => d.device_id)).toEqual(["dev-0001"]);
+    expect(filterDevices(devices, { text: "site-01", status: "ONLINE" })).toEqual([]);
+  });
+});

@@ -1,0 +1,99 @@
+/**
+ * Text for the dashboard: relative times, severities, metric values, the connection badge.
+ * Everything here returns plain strings; React renders them as text.
+ *
+ * @packageDocumentation
+ */
+
+import type { ConnectionStatus } from "../client/index.js";
+
+/** "just now", "12 s ago", "4 min ago", "3 h ago", "2 d ago"; "never" for null. */
+export function ago(timestamp: string | null, now: number): string {
+  if (timestamp === null) return "never";
+  const at = Date.parse(timestamp);
+  if (Number.isNaN(at)) return "—";
+  const seconds = Math.max(0, Math.floor((now - at) / 1000));
+  if (seconds < 2) return "just now";
+  if (seconds < 60) return `${seconds} s ago`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return `${Math.floor(hours / 24)} d ago`;
+}
+
+/** "2026-11-22 10:00:00" in local time, for titles and detail rows. */
+export function dateTime(timestamp: string | null): string {
+  if (timestamp === null) return "never";
+  const d = new Date(timestamp);
+  if (Number.isNaN(d.getTime())) return timestamp;
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** "10:00:05" in local time. */
+export function clockTime(ms: number): string {
+  const d = new Date(ms);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** A severity's label and tone: 4+ critical, 3 major, 2 minor, 1 warning, 0 info. */
+export function severity(level: number): { label: string; tone: "critical" | "major" | "minor" | "warning" | "info" } {
+  if (level >= 4) return { label: "Critical", tone: "critical" };
+  if (level === 3) return { label: "Major", tone: "major" };
+  if (level === 2) return { label: "Minor", tone: "minor" };
+  if (level === 1) return { label: "Warning", tone: "warning" };
+  return { label: "Info", tone: "info" };
+}
+
+/** A metric value as text: numbers with at most 2 decimals, other JSON as JSON. */
+export function metricValue(value: unknown): string {
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : String(Math.round(value * 100) / 100);
+  if (typeof value === "string") return value;
+  if (value === null || value === undefined) return "—";
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** `temp_c` → "temp (°C)", `humidity_pct` → "humidity (%)"; other names unchanged. */
+export function metricLabel(key: string): string {
+  const units: Record<string, string> = { c: "°C", pct: "%", dbm: "dBm", w: "W", v: "V", a: "A", kwh: "kWh", hz: "Hz" };
+  const match = /^(.+)_([a-z]+)$/.exec(key);
+  if (match && match[2]! in units) return `${match[1]!.replace(/_/g, " ")} (${units[match[2]!]})`;
+  return key.replace(/_/g, " ");
+}
+
+/** What the header's connection badge says and its tone. */
+export interface ConnectionBadge {
+  label: string;
+  tone: "live" | "warn" | "down";
+  detail: string;
+}
+
+/** Live (green), Connecting… / Reconnecting… (amber), Offline (red), with a detail for the title. */
+export function connectionBadge(status: ConnectionStatus, now: number): ConnectionBadge {
+  const polling = status.polling ? " Showing data polled over REST until the live connection is back." : "";
+  switch (status.state) {
+    case "live":
+      return { label: "Live", tone: "live", detail: "Connected: updates arrive as they happen." };
+    case "connecting":
+      return { label: "Connecting…", tone: "warn", detail: `Connecting to a gateway.${polling}` };
+    case "reconnecting": {
+      const next = status.nextAttemptAt === undefined ? "" : ` Next attempt in ${Math.max(0, Math.ceil((status.nextAttemptAt - now) / 1000))} s.`;
+      return { label: "Reconnecting…", tone: "warn", detail: `The live connection dropped.${next}${polling}` };
+    }
+    case "offline": {
+      const why =
+        status.reason === "network"
+          ? "The browser reports no network."
+          : status.reason === "forbidden"
+            ? "The gateway refused this session."
+            : "Not connected.";
+      return { label: "Offline", tone: "down", detail: `${why}${polling}` };
+    }
+  }
+}

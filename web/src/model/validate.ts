@@ -1,0 +1,225 @@
+/**
+ * Checks every message and REST body before the dashboard renders it.
+ *
+ * The client checks the outer shape of pushes (`type`, `seq`, that `alerts` is an array, ...);
+ * here every item is checked too, so a widget never renders a half-broken message: a message
+ * that fails becomes an error card in the one widget that uses it. Unknown extra fields are
+ * allowed and dropped (the contract may add fields within `v1`).
+ *
+ * @packageDocumentation
+ */
+
+import type {
+  Alert,
+  AlertsMessage,
+  DeviceStatus,
+  FleetDevice,
+  FleetMessage,
+} from "../client/index.js";
+
+/** A checked value, or why it was refused. */
+export type Checked<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** One reading of a device, as in telemetry pushes and `GET /api/v2/devices/{id}/telemetry`. */
+export interface Reading {
+  timestamp: string;
+  /** Milliseconds since the epoch, parsed from `timestamp`. */
+  at: number;
+  metrics: Record<string, unknown>;
+}
+
+/** `GET /api/v2/devices/{id}` without the fields the dashboard does not use. */
+export interface DeviceDetail {
+  device_id: string;
+  site_id: string;
+  status: DeviceStatus;
+  last_seen_at: string | null;
+  battery_pct: number | null;
+  latest: Reading | null;
+}
+
+/** The logged-in user, from `POST /api/v2/login` and `GET /api/v2/me`. */
+export interface Me {
+  email: string;
+  tenant_id: string;
+  role: string;
+}
+
+type Obj = Record<string, unknown>;
+
+/** Thrown inside the checkers; turned into `{ ok: false }` by {@link check}. */
+class Invalid extends Error {}
+
+function fail(path: string, expected: string): never {
+  throw new Invalid(`${path} must be ${expected}`);
+}
+
+function object(value: unknown, path: string): Obj {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) fail(path, "an object");
+  return value as Obj;
+}
+
+function array(value: unknown, path: string): unknown[] {
+  if (!Array.isArray(value)) fail(path, "an array");
+  return value;
+}
+
+function string(value: unknown, path: string): string {
+  if (typeof value !== "string") fail(path, "a string");
+  return value;
+}
+
+function integer(value: unknown, path: string, min = 0): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    fail(path, `an integer ≥ ${min}`);
+  }
+  return value;
+}
+
+function finite(value: unknown, path: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value)) fail(path, "a number");
+  return value;
+}
+
+/** Milliseconds of an RFC 3339 timestamp. */
+function timestamp(value: unknown, path: string): number {
+  const text = string(value, path);
+  const at = Date.parse(text);
+  if (!/^\d{4}-\d\d-\d\dT/.test(text) || Number.isNaN(at)) fail(path, "an RFC 3339 timestamp");
+  return at;
+}
+
+function nullable<T>(value: unknown, path: string, inner: (v: unknown, p: string) => T): T | null {
+  return value === null || value === undefined ? null : inner(value, path);
+}
+
+const STATUSES: ReadonlySet<string> = new Set(["ONLINE", "STALE", "OFFLINE"]);
+const ALERT_STATUSES: ReadonlySet<string> = new Set(["OPEN", "ACKNOWLEDGED", "CLOSED"]);
+
+function deviceStatus(value: unknown, path: string): DeviceStatus {
+  if (typeof value !== "string" || !STATUSES.has(value)) fail(path, "ONLINE, STALE or OFFLINE");
+  return value as DeviceStatus;
+}
+
+function check<T>(parse: () => T): Checked<T> {
+  try {
+    return { ok: true, value: parse() };
+  } catch (error) {
+    if (error instanceof Invalid) return { ok: false, error: error.message };
+    throw error;
+  }
+}
+
+function alert(value: unknown, path: string): Alert {
+  const a = object(value, path);
+  const checked = {
+    alert_id: integer(a.alert_id, `${path}.alert_id`),
+    device_id: string(a.device_id, `${path}.device_id`),
+    site_id: string(a.site_id, `${path}.site_id`),
+    alert_type: string(a.alert_type, `${path}.alert_type`),
+    severity: integer(a.severity, `${path}.severity`),
+    summary: string(a.summary, `${path}.summary`),
+    status: string(a.status, `${path}.status`),
+    created_at: string(a.created_at, `${path}.created_at`),
+  };
+  if (!ALERT_STATUSES.has(checked.status)) fail(`${path}.status`, "OPEN, ACKNOWLEDGED or CLOSED");
+  timestamp(checked.created_at, `${path}.created_at`);
+  return { ...checked, status: checked.status as Alert["status"] };
+}
+
+function fleetDevice(value: unknown, path: string): FleetDevice {
+  const d = object(value, path);
+  const lastSeen = nullable(d.last_seen_at, `${path}.last_seen_at`, (v, p) => (timestamp(v, p), v as string));
+  return {
+    device_id: string(d.device_id, `${path}.device_id`),
+    site_id: string(d.site_id, `${path}.site_id`),
+    status: deviceStatus(d.status, `${path}.status`),
+    last_seen_at: lastSeen,
+    battery_pct: nullable(d.battery_pct, `${path}.battery_pct`, finite),
+  };
+}
+
+function reading(value: unknown, path: string): Reading {
+  const r = object(value, path);
+  return {
+    timestamp: r.timestamp as string,
+    at: timestamp(r.timestamp, `${path}.timestamp`),
+    metrics: object(r.metrics, `${path}.metrics`),
+  };
+}
+
+/** Checks an `alerts` message down to every alert. */
+export function checkAlerts(value: unknown): Checked<AlertsMessage> {
+  return check(() => {
+    const m = object(value, "message");
+    if (m.type !== "alerts") fail("type", '"alerts"');
+    const alerts = array(m.alerts, "alerts").map((a, i) => alert(a, `alerts[${i}]`));
+    const totalOpen = integer(m.total_open, "total_open");
+    return {
+      type: "alerts",
+      tenant_id: string(m.tenant_id, "tenant_id"),
+      seq: integer(m.seq, "seq"),
+      ts: typeof m.ts === "string" ? m.ts : "",
+      alerts,
+      total_open: Math.max(totalOpen, alerts.length),
+    };
+  });
+}
+
+/** Checks a `fleet` message down to every device; the counts must add up. */
+export function checkFleet(value: unknown): Checked<FleetMessage> {
+  return check(() => {
+    const m = object(value, "message");
+    if (m.type !== "fleet") fail("type", '"fleet"');
+    const c = object(m.counts, "counts");
+    const counts = {
+      total: integer(c.total, "counts.total"),
+      online: integer(c.online, "counts.online"),
+      stale: integer(c.stale, "counts.stale"),
+      offline: integer(c.offline, "counts.offline"),
+    };
+    if (counts.online + counts.stale + counts.offline !== counts.total) {
+      fail("counts.total", "online + stale + offline");
+    }
+    return {
+      type: "fleet",
+      tenant_id: string(m.tenant_id, "tenant_id"),
+      seq: integer(m.seq, "seq"),
+      ts: typeof m.ts === "string" ? m.ts : "",
+      counts,
+      devices: array(m.devices, "devices").map((d, i) => fleetDevice(d, `devices[${i}]`)),
+    };
+  });
+}
+
+/** Checks a `telemetry` message; returns its reading. */
+export function checkTelemetry(value: unknown, deviceId: string): Checked<Reading> {
+  return check(() => {
+    const m = object(value, "message");
+    if (m.type !== "telemetry") fail("type", '"telemetry"');
+    if (m.device_id !== deviceId) fail("device_id", JSON.stringify(deviceId));
+    return reading(m.data, "data");
+  });
+}
+
+/** Checks the body of `GET /api/v2/devices/{id}/telemetry` (oldest first). */
+export function checkReadingPage(value: unknown): Checked<Reading[]> {
+  return check(() => array(object(value, "body").items, "items").map((r, i) => reading(r, `items[${i}]`)));
+}
+
+/** Checks the body of `GET /api/v2/devices/{id}`. */
+export function checkDeviceDetail(value: unknown): Checked<DeviceDetail> {
+  return check(() => {
+    const d = fleetDevice(value, "device");
+    const body = value as Obj;
+    return { ...d, latest: nullable(body.latest, "latest", reading) };
+  });
+}
+
+/** Checks the body of `GET /api/v2/me` and `POST /api/v2/login`. */
+export function checkMe(value: unknown): Checked<Me> {
+  return check(() => {
+    const m = object(value, "body");
+    return { email: string(m.email, "email"), tenant_id: string(m.tenant_id, "tenant_id"), role: string(m.role, "role") };
+  });
+}

@@ -1,0 +1,19 @@
+import { AlertsTable } from "../components/AlertsTable.js";
+import { DeviceTable } from "../components/DeviceTable.js";
+import { ErrorBoundary } from "../components/ErrorBoundary.js";
+import { StatCards } from "../components/StatCards.js";
+
+/** The fleet overview: stat cards, open alerts and devices, all live. */
+export function DashboardPage() {
+  return (
+    <div className="page page--dashboard" data-testid="dashboard">
+      <ErrorBoundary label="Summary">
+        <StatCards />
+      </ErrorBoundary>
+      <div className="dashboard-grid">
+        <AlertsTable />
+        <DeviceTable />
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,145 @@
+import { useMemo } from "react";
+
+import { useLive } from "../app/session.js";
+import { useDeviceReadings } from "../app/useDeviceReadings.js";
+import { StatusBadge } from "../components/Badges.js";
+import { ErrorCard } from "../components/ErrorCard.js";
+import { Link } from "../components/Link.js";
+import { RelativeTime } from "../components/RelativeTime.js";
+import { TelemetryCharts } from "../components/TelemetryCharts.js";
+import { Widget } from "../components/Widget.js";
+import { clockTime, dateTime, metricLabel, metricValue } from "../model/format.js";
+import { findDevice } from "../model/fleetFeed.js";
+import type { Reading } from "../model/validate.js";
+
+const RECENT_ROWS = 15;
+
+/** One device: its status, newest reading, live charts and recent readings. */
+export function DevicePage({ deviceId }: { deviceId: string }) {
+  const data = useDeviceReadings(deviceId);
+  const listed = useLive((s) => findDevice(s.fleet, deviceId));
+  const device = listed ?? data.detail;
+  const latest = data.readings[data.readings.length - 1];
+  // The fleet republishes a last-seen change only now and then; a newer live reading is newer.
+  const lastSeen = newest(device?.last_seen_at ?? null, latest?.timestamp ?? null);
+
+  if (data.notFound) {
+    return (
+      <div className="page">
+        <Link to="/" className="back">
+          ← All devices
+        </Link>
+        <ErrorCard title="Device not found" message={`There is no device ${deviceId} in this tenant.`} />
+      </div>
+    );
+  }
+
+  return (
+    <div className="page page--device" data-testid="device-page">
+      <div className="page__head">
+        <Link to="/" className="back">
+          ← All devices
+        </Link>
+        <h1 className="page__title cell-mono">{deviceId}</h1>
+        {device && <StatusBadge status={device.status} />}
+        {device && (
+          <dl className="facts">
+            <dt>Site</dt>
+            <dd className="cell-mono">{device.site_id}</dd>
+            <dt>Last seen</dt>
+            <dd>
+              <RelativeTime timestamp={lastSeen} />
+            </dd>
+            <dt>Battery</dt>
+            <dd>{device.battery_pct === null ? "—" : `${Math.round(device.battery_pct)} %`}</dd>
+          </dl>
+        )}
+      </div>
+
+      <Widget title="Latest reading" testId="latest-widget">
+        {data.liveError && <ErrorCard title="A malformed telemetry update was ignored" message={data.liveError} />}
+        {latest ? <LatestReading reading={latest} /> : <p className="placeholder">{data.historyLoaded ? "This device has not reported yet." : "Loading…"}</p>}
+      </Widget>
+
+      <Widget
+        title="Telemetry"
+        testId="telemetry-widget"
+        actions={
+          <span className="widget__meta" data-testid="reading-count" data-count={data.readings.length} data-live={data.liveCount}>
+            {data.readings.length} readings · {data.liveCount} live
+          </span>
+        }
+      >
+        {data.historyError ? (
+          <ErrorCard title="Could not load the history" message={data.historyError} />
+        ) : !data.historyLoaded && data.readings.length === 0 ? (
+          <p className="placeholder">Loading history…</p>
+        ) : (
+          <TelemetryCharts readings={data.readings} />
+        )}
+      </Widget>
+
+      <Widget title="Recent readings" testId="readings-widget">
+        <RecentReadings readings={data.readings} />
+      </Widget>
+    </div>
+  );
+}
+
+function newest(a: string | null, b: string | null): string | null {
+  if (a === null || b === null) return a ?? b;
+  return Date.parse(b) > Date.parse(a) ? b : a;
+}
+
+function LatestReading({ reading }: { reading: Reading }) {
+  const entries = Object.entries(reading.metrics);
+  return (
+    <div className="latest" data-testid="latest-reading">
+      <div className="latest__time" title={dateTime(reading.timestamp)}>
+        <RelativeTime timestamp={reading.timestamp} />
+      </div>
+      <div className="latest__metrics">
+        {entries.map(([key, value]) => (
+          <div className="metric" key={key} data-metric={key}>
+            <div className="metric__label">{metricLabel(key)}</div>
+            <div className="metric__value">{metricValue(value)}</div>
+          </div>
+        ))}
+      </div>
+    </div>
+  );
+}
+
+function RecentReadings({ readings }: { readings: readonly Reading[] }) {
+  const recent = useMemo(() => readings.slice(-RECENT_ROWS).reverse(), [readings]);
+  const keys = useMemo(() => [...new Set(recent.flatMap((r) => Object.keys(r.metrics)))].sort(), [recent]);
+  if (recent.length === 0) return <p className="placeholder">No readings.</p>;
+  return (
+    <div className="table-scroll table-scroll--short">
+      <table className="table table--numbers" data-testid="readings-table">
+        <thead>
+          <tr>
+            <th>Time</th>
+            {keys.map((k) => (
+              <th key={k}>{metricLabel(k)}</th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {recent.map((r) => (
+            <tr key={r.at}>
+              <td className="cell-mono" title={dateTime(r.timestamp)}>
+                {clockTime(r.at)}
+              </td>
+              {keys.map((k) => (
+                <td key={k} className="cell-num">
+                  {metricValue(r.metrics[k])}
+                </td>
+              ))}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
