@@ -91,8 +91,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_WRITE_TIMEOUT_SECONDS", default_value_t = 10)]
     pub write_timeout_seconds: u64,
 
-    /// WebSocket read buffer per connection, in bytes.
-    #[arg(long, env = "PULSE_WS_READ_BUFFER_BYTES", default_value_t = 4096)]
+    /// WebSocket read buffer per connection, in bytes. It is allocated and zero-filled for
+    /// every connection, so it is most of an idle connection's memory; client requests are
+    /// small, and a larger frame grows it as needed.
+    #[arg(long, env = "PULSE_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
     pub ws_read_buffer_bytes: usize,
 
     /// WebSocket write buffer per connection, in bytes: frames are coalesced up to this size

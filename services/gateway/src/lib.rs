@@ -28,6 +28,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use prometheus_client::registry::Registry;
 use pulse_common::ops::{Ops, Readiness};
 use tokio_util::sync::CancellationToken;
@@ -108,6 +109,13 @@ pub async fn run(
     };
     let app = server::router(state, ops);
     let server_stop = CancellationToken::new();
+    // Pushes are written one batch per send: Nagle's algorithm would hold a batch back until
+    // the client acknowledged the previous one (up to its delayed-ACK timeout, 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(server_stop.clone().cancelled_owned())

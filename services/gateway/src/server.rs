@@ -13,13 +13,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::future::Either;
 use pulse_common::ops::Ops;
 use pulse_proto::close;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::caps::Caps;
 use crate::config::GatewayConfig;
 use crate::fanout::FanOut;
@@ -105,41 +106,46 @@ async fn upgrade(
         .write_buffer_size(config.ws_write_buffer_bytes)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
-        .on_upgrade(move |socket| async move {
-            let principal = match verdict {
-                Ok(p) => p,
-                Err(e) => {
-                    state
-                        .metrics
-                        .auth_failures
-                        .get_or_create(&CodeLabel {
-                            code: e.label().into(),
-                        })
-                        .inc();
-                    state.metrics.closed(e.close_code());
-                    refuse(socket, e.close_code(), e.reason()).await;
-                    return;
-                }
-            };
-            let slot = match state.caps.admit(&principal.tenant) {
-                Ok(slot) => slot,
-                Err(e) => {
-                    state.metrics.closed(close::RATE_LIMITED);
-                    refuse(socket, close::RATE_LIMITED, e.to_string()).await;
-                    return;
-                }
-            };
-            let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
-            let span = tracing::info_span!(
-                "connection",
-                conn = id,
-                tenant = %principal.tenant,
-                user = %principal.sub,
-            );
-            crate::connection::serve(socket, principal, slot, state, id)
-                .instrument(span)
-                .await;
-        })
+        .on_upgrade(move |socket| admit(socket, verdict, state))
+}
+
+/// What an upgraded socket becomes: refused with a close code, or a served connection. Built
+/// synchronously, so the task of every open connection holds only the connection's future,
+/// not also the verdict and state it was made from.
+fn admit(
+    socket: WebSocket,
+    verdict: Result<Principal, AuthError>,
+    state: AppState,
+) -> Either<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send> {
+    let principal = match verdict {
+        Ok(p) => p,
+        Err(e) => {
+            state
+                .metrics
+                .auth_failures
+                .get_or_create(&CodeLabel {
+                    code: e.label().into(),
+                })
+                .inc();
+            state.metrics.closed(e.close_code());
+            return Either::Left(refuse(socket, e.close_code(), e.reason()));
+        }
+    };
+    let slot = match state.caps.admit(&principal.tenant) {
+        Ok(slot) => slot,
+        Err(e) => {
+            state.metrics.closed(close::RATE_LIMITED);
+            return Either::Left(refuse(socket, close::RATE_LIMITED, e.to_string()));
+        }
+    };
+    let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "connection",
+        conn = id,
+        tenant = %principal.tenant,
+        user = %principal.sub,
+    );
+    Either::Right(crate::connection::serve(socket, principal, slot, state, id).instrument(span))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
