@@ -6,7 +6,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down test lint services fmt
+.PHONY: help up down test lint services fmt bench
 
 help: ## List the targets
 	@echo "Pulse make targets:"
@@ -32,7 +32,5 @@ services: ## Make sure PostgreSQL and NATS (JetStream) are reachable
 fmt: ## Format all Rust code
 	cargo fmt --all
 
-# ---------------------------------------------------------------------------
-# Reserved for later (not defined yet; add them to .PHONY when they land):
-#   bench  - run the benchmarks
-# ---------------------------------------------------------------------------
+bench: ## Benchmark a release gateway with pulse-bench (every scenario, full size; results in target/bench/)
+	bash scripts/bench.sh

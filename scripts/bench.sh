@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# What `make bench` runs: every pulse-bench scenario at full size against a release gateway
+# on this machine, the results as JSON under target/bench/<timestamp>/ and a table against
+# the targets of docs/BENCHMARKS.md.
+#
+#   1. build pulse-gateway and pulse-bench in release mode;
+#   2. make sure NATS is reachable (scripts/ensure-nats.sh);
+#   3. raise the open-files limit to the hard limit (bench processes hold at most 15,000
+#      connections each; pulse-bench starts more processes when a scenario needs more);
+#   4. per scenario: start a fresh gateway on 127.0.0.1:$BENCH_PORT with the connection caps
+#      raised, run the scenario with --gateway-pid (CPU and RSS from /proc), stop it.
+#
+# Sizes (environment): BENCH_SCENARIOS (default "idle broadcast telemetry sweep churn storm"),
+# BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000), BENCH_BROADCAST_RATE
+# (10), BENCH_TELEMETRY_CONNECTIONS (5000), BENCH_SECONDS (30), BENCH_SWEEP_RATES, BENCH_SWEEP_SECONDS
+# (10), BENCH_CHURN_CYCLES (100000), BENCH_STORM_CONNECTIONS (15000), BENCH_PORT (18081).
+# Gateway settings (PULSE_WS_*, PULSE_CLIENT_QUEUE_EVENTS, ...) set in the environment reach
+# the gateway unchanged, so knobs can be compared run against run.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+cd "$PULSE_ROOT"
+export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+
+SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm}"
+PORT="${BENCH_PORT:-18081}"
+SECONDS_EACH="${BENCH_SECONDS:-30}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$PULSE_ROOT/target/bench/$STAMP"
+GATEWAY_URL="ws://127.0.0.1:$PORT/api/v2/ws"
+SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+GW_PID=""
+
+if ! have jq; then
+  { can_apt && apt_install jq; } || die "jq is needed to summarise the results and could not be installed (apt-get install jq)"
+fi
+have curl || die "curl is needed to wait for the gateway (apt-get install curl)"
+
+ensure_cargo
+stage "build: cargo build --release -p pulse-gateway -p pulse-bench"
+cargo build --release -p pulse-gateway -p pulse-bench
+
+stage "services: NATS"
+bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+
+ulimit -n "$(ulimit -Hn)" || warn "could not raise the open-files limit"
+log "open files per process: $(ulimit -n)"
+mkdir -p "$OUT"
+log "results: ${OUT#"$PULSE_ROOT"/}"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "load at start: $(cat /proc/loadavg)"
+  echo "open files: $(ulimit -n)"
+} | tee "$OUT/machine.txt" >&2
+
+stop_gateway() {
+  if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+  fi
+  GW_PID=""
+}
+trap stop_gateway EXIT
+
+start_gateway() {
+  stop_gateway
+  PULSE_GATEWAY_ADDR="127.0.0.1:$PORT" \
+    PULSE_JWT_SECRET="$SECRET" \
+    PULSE_MAX_CONNECTIONS="${PULSE_MAX_CONNECTIONS:-200000}" \
+    PULSE_MAX_CONNECTIONS_PER_TENANT="${PULSE_MAX_CONNECTIONS_PER_TENANT:-200000}" \
+    PULSE_DRAIN_SECONDS="${PULSE_DRAIN_SECONDS:-0}" \
+    RUST_LOG="${RUST_LOG:-warn}" \
+    target/release/pulse-gateway >>"$OUT/gateway.log" 2>&1 &
+  GW_PID=$!
+  local deadline=$((SECONDS + 20))
+  until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
+    kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited; see $OUT/gateway.log"
+    ((SECONDS < deadline)) || die "the gateway was not ready within 20 s; see $OUT/gateway.log"
+    sleep 0.2
+  done
+}
+
+# bench NAME SCENARIO ARGS... — one scenario against a fresh gateway.
+bench() {
+  local name="$1" scenario="$2"
+  shift 2
+  stage "$name: pulse-bench run $scenario $*"
+  log "load before: $(cat /proc/loadavg)"
+  start_gateway
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run "$scenario" \
+    --gateway "$GATEWAY_URL" --gateway-pid "$GW_PID" --processes 0 \
+    --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
+  stop_gateway
+}
+
+for scenario in $SCENARIOS; do
+  case "$scenario" in
+    idle)
+      bench idle idle --connections "${BENCH_IDLE_CONNECTIONS:-15000}" --seconds 10 \
+        --connect-concurrency 256
+      ;;
+    broadcast)
+      bench broadcast broadcast --connections "${BENCH_BROADCAST_CONNECTIONS:-5000}" \
+        --msgs-per-second "${BENCH_BROADCAST_RATE:-10}" --seconds "$SECONDS_EACH"
+      ;;
+    telemetry)
+      bench telemetry telemetry --connections "${BENCH_TELEMETRY_CONNECTIONS:-5000}" \
+        --devices 1000 --per-client 5 --hz 1 --seconds "$SECONDS_EACH"
+      ;;
+    sweep)
+      bench sweep sweep --connections "${BENCH_BROADCAST_CONNECTIONS:-5000}" \
+        --sweep-rates "${BENCH_SWEEP_RATES:-10,12,14,16,18,20,25,30,40,60}" \
+        --seconds "${BENCH_SWEEP_SECONDS:-10}"
+      ;;
+    churn)
+      bench churn churn --cycles "${BENCH_CHURN_CYCLES:-100000}" --churn-concurrency 64
+      ;;
+    storm)
+      bench storm storm --connections "${BENCH_STORM_CONNECTIONS:-15000}" --seconds 5 \
+        --connect-concurrency 256
+      ;;
+    *) die "unknown scenario $scenario in BENCH_SCENARIOS" ;;
+  esac
+done
+
+# ---------------------------------------------------------------------------
+stage "summary (targets: docs/BENCHMARKS.md)"
+{
+  printf '%-12s %-40s %-22s %s\n' scenario figure measured target
+  j() { jq -r "$2" "$OUT/$1.json"; }
+  if [[ -f "$OUT/idle.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' idle "connections held" "$(j idle '.connections.held')" ">= 15000"
+    printf '%-12s %-40s %-22s %s\n' idle "gateway RSS per connection" \
+      "$(j idle '.gateway.rss_per_connection_bytes // 0 | ./1024*100|round/100 | tostring + " KiB"')" "<= 6 KiB"
+    printf '%-12s %-40s %-22s %s\n' idle "connection setups per second" \
+      "$(j idle '.connections.per_second | round')" ">= 5000"
+  fi
+  for s in broadcast telemetry; do
+    [[ -f "$OUT/$s.json" ]] || continue
+    target_p99=$([[ $s == broadcast ]] && echo 50 || echo 20)
+    printf '%-12s %-40s %-22s %s\n' "$s" "deliveries/s" "$(j "$s" '.stages[0].deliveries_per_second | round')" ""
+    printf '%-12s %-40s %-22s %s\n' "$s" "missing / duplicated" \
+      "$(j "$s" '"\(.stages[0].missing) / \(.stages[0].duplicated)"')" "0 / 0"
+    printf '%-12s %-40s %-22s %s\n' "$s" "latency p50 / p99 / max (ms)" \
+      "$(j "$s" '.stages[0].latency | "\(.p50_ms) / \(.p99_ms) / \(.max_ms)"')" "p99 <= $target_p99"
+    printf '%-12s %-40s %-22s %s\n' "$s" "deliveries per gateway CPU-second" \
+      "$(j "$s" '.stages[0].deliveries_per_gateway_cpu_second // 0 | round')" \
+      "$([[ $s == broadcast ]] && echo '>= 250000')"
+  done
+  if [[ -f "$OUT/sweep.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' sweep "highest rate with p99 <= 100 ms, no loss" \
+      "$(j sweep '[.stages[] | select(.latency.p99_ms <= 100 and .missing == 0)] | max_by(.deliveries_per_second) // {} | "\(.deliveries_per_second // 0 | round)/s"')" "report"
+    printf '%-12s %-40s %-22s %s\n' sweep "highest rate with p99 <= 100 ms" \
+      "$(j sweep '[.stages[] | select(.latency.p99_ms <= 100)] | max_by(.deliveries_per_second) // {} | "\(.deliveries_per_second // 0 | round)/s (\(.missing // 0) missing)"')" "report"
+  fi
+  if [[ -f "$OUT/churn.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' churn "cycles completed / failed" \
+      "$(j churn '"\(.churn.completed) / \(.churn.failed)"')" "100000 / 0"
+    printf '%-12s %-40s %-22s %s\n' churn "cycles per second" "$(j churn '.churn.cycles_per_second | round')" ""
+    printf '%-12s %-40s %-22s %s\n' churn "leak-free (/metrics back to 0)" "$(j churn '.churn.leak_free')" "true"
+    printf '%-12s %-40s %-22s %s\n' churn "RSS warm -> end (MiB)" \
+      "$(j churn '.churn | "\((.rss_warm_bytes // 0)/1048576*10|round/10) -> \((.rss_end_bytes // 0)/1048576*10|round/10)"')" "no growth"
+  fi
+  if [[ -f "$OUT/storm.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' storm "reconnected / failed" \
+      "$(j storm '"\(.storm.reconnected) / \(.storm.failed)"')" ""
+    printf '%-12s %-40s %-22s %s\n' storm "all reconnected within (s)" "$(j storm '.storm.seconds_to_all*100|round/100')" ""
+    printf '%-12s %-40s %-22s %s\n' storm "reconnect p50 / p99 (ms)" \
+      "$(j storm '.storm.reconnect_latency | "\(.p50_ms) / \(.p99_ms)"')" ""
+  fi
+} | tee "$OUT/summary.txt"
+
+if [[ -f "$OUT/churn.json" ]] && [[ "$(jq -r '.churn.leak_free' "$OUT/churn.json")" != "true" ]]; then
+  die "churn: the gateway did not return to 0 connections / subscriptions / NATS subscriptions"
+fi
+log "results in ${OUT#"$PULSE_ROOT"/}"

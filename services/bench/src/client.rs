@@ -1,0 +1,193 @@
+//! One bench client: a WebSocket to a gateway, opened from its own source address, with the
+//! token in the query as a browser sends it. Nothing here trusts what the gateway sends: every
+//! unexpected frame is an error value, never a panic.
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A gateway to connect to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `ws://host:port/path`
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Resolves `url` (`ws://host:port/path`) once, up front.
+    pub fn parse(url: &str) -> Result<Target, ClientError> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let with_port = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|_| ClientError::Url(url.to_owned()))?
+            .next()
+            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        Ok(Target {
+            url: url.to_owned(),
+            addr,
+        })
+    }
+
+    /// `http://host:port/metrics` of the same gateway.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+}
+
+/// Why a client could not connect, subscribe or keep reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("not a ws:// URL with a reachable host: {0:?}")]
+    Url(String),
+    #[error("TCP connect failed: {0}")]
+    Tcp(#[source] std::io::Error),
+    #[error("upgrade refused with HTTP {0}")]
+    Refused(u16),
+    #[error("WebSocket error: {0}")]
+    Ws(#[source] Box<tungstenite::Error>),
+    #[error("closed by the gateway with {code}: {reason}")]
+    Closed { code: u16, reason: String },
+    #[error("the gateway answered with an error: {0}")]
+    Reply(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("the connection ended without a close frame")]
+    Ended,
+}
+
+impl ClientError {
+    /// A short label to count errors by.
+    pub fn kind(&self) -> String {
+        match self {
+            ClientError::Url(_) => "url".into(),
+            ClientError::Tcp(e) => format!("tcp_{:?}", e.kind()).to_lowercase(),
+            ClientError::Refused(status) => format!("http_{status}"),
+            ClientError::Ws(_) => "websocket".into(),
+            ClientError::Closed { code, .. } => format!("close_{code}"),
+            ClientError::Reply(_) => "error_reply".into(),
+            ClientError::Timeout => "timeout".into(),
+            ClientError::Ended => "ended".into(),
+        }
+    }
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(e: tungstenite::Error) -> Self {
+        match e {
+            tungstenite::Error::Http(response) => ClientError::Refused(response.status().as_u16()),
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                ClientError::Ended
+            }
+            other => ClientError::Ws(Box::new(other)),
+        }
+    }
+}
+
+/// Client-side WebSocket buffers: small, so tens of thousands of clients fit in one process.
+pub fn ws_config(read_buffer_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+/// Opens a WebSocket to `target` as the holder of `token`, from source address `index`.
+pub async fn connect(
+    target: &Target,
+    token: &str,
+    index: u64,
+    spread: bool,
+    read_buffer_bytes: usize,
+) -> Result<Ws, ClientError> {
+    let stream = crate::source::connect(target.addr, index, spread)
+        .await
+        .map_err(ClientError::Tcp)?;
+    let url = format!("{}?token={token}", target.url);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        stream,
+        Some(ws_config(read_buffer_bytes)),
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// The next text frame; pings and pongs are skipped (tungstenite answers pings itself).
+/// A close frame or the end of the stream is an error.
+pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, ClientError> {
+    loop {
+        match ws.next().await {
+            None => return Err(ClientError::Ended),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Err(ClientError::Closed { code, reason });
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sends every request in `requests` and waits for as many `subscribed` replies. Data frames
+/// that arrive meanwhile (a channel's current value follows its ack) go to `on_data`.
+pub async fn subscribe(
+    ws: &mut Ws,
+    requests: &[String],
+    mut on_data: impl FnMut(&str),
+) -> Result<(), ClientError> {
+    for request in requests {
+        ws.feed(Message::Text(request.as_str().into())).await?;
+    }
+    ws.flush().await?;
+    let mut acks = 0;
+    while acks < requests.len() {
+        let text = next_text(ws).await?;
+        if text.starts_with(r#"{"type":"subscribed""#) {
+            acks += 1;
+        } else if text.starts_with(r#"{"type":"error""#) {
+            return Err(ClientError::Reply(text.chars().take(200).collect()));
+        } else {
+            on_data(&text);
+        }
+    }
+    Ok(())
+}
+
+/// Says goodbye properly (close frame, wait for the gateway's) within `within`.
+pub async fn close(mut ws: Ws, within: std::time::Duration) {
+    let goodbye = async {
+        if ws.close(None).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    };
+    let _ = tokio::time::timeout(within, goodbye).await;
+}
+
+/// A subscribe request for the tenant's alerts.
+pub fn subscribe_alerts() -> String {
+    r#"{"action":"subscribe","type":"alerts"}"#.to_owned()
+}
+
+/// A subscribe request for device `dev-<n>`.
+pub fn subscribe_device(n: u32) -> String {
+    format!(r#"{{"action":"subscribe","type":"device","device_id":"dev-{n}"}}"#)
+}

@@ -1,0 +1,296 @@
+//! What a bench run does: the scenario, its size, where the gateways and NATS are. Every flag
+//! has a `PULSE_BENCH_*` environment variable (or the variable the services use).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The load shapes `pulse-bench` can drive.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Connect `--connections` clients (each subscribes to its tenant's alerts) and hold them.
+    Idle,
+    /// Every client subscribes to one tenant's alerts; a publisher sends `--msgs-per-second`.
+    Broadcast,
+    /// Each client subscribes to `--per-client` of `--devices` device subjects; every device
+    /// publishes at `--hz`.
+    Telemetry,
+    /// `--cycles` connect / subscribe / close cycles from `--churn-concurrency` workers.
+    Churn,
+    /// Hold `--connections`, then cut them all at once and reconnect them all at once.
+    Storm,
+    /// `broadcast` in stages of increasing rate (`--sweep-rates`) until p99 passes
+    /// `--sweep-p99-limit-ms` or more than a tenth of the messages are lost.
+    Sweep,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Telemetry => "telemetry",
+            Scenario::Churn => "churn",
+            Scenario::Storm => "storm",
+            Scenario::Sweep => "sweep",
+        }
+    }
+}
+
+/// One bench run (or one shard of a run spread over several processes).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchConfig {
+    /// The load shape.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Gateway WebSocket URL(s), comma-separated; connections are spread over them in turn.
+    #[arg(
+        long = "gateway",
+        env = "PULSE_BENCH_GATEWAYS",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8081/api/v2/ws"
+    )]
+    pub gateways: Vec<String>,
+
+    /// Gateway process id(s), in the order of `--gateway`: its CPU seconds and RSS are read
+    /// from /proc/<pid>.
+    #[arg(
+        long = "gateway-pid",
+        env = "PULSE_BENCH_GATEWAY_PIDS",
+        value_delimiter = ','
+    )]
+    pub gateway_pids: Vec<u32>,
+
+    /// NATS, where the bench publishes (and where shards of one run meet).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// HS256 secret the gateways verify tokens with; the bench mints its own tokens.
+    #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+
+    /// Clients (connections) in idle, broadcast, telemetry, storm and sweep.
+    #[arg(long, env = "PULSE_BENCH_CONNECTIONS", default_value_t = 1000)]
+    pub connections: usize,
+
+    /// New connections per second while ramping up; 0: as fast as `--connect-concurrency`
+    /// allows.
+    #[arg(long, env = "PULSE_BENCH_CONNECT_RATE", default_value_t = 0.0)]
+    pub connect_rate: f64,
+
+    /// Connection setups (TCP, upgrade, subscribe ack) in flight at once while ramping.
+    #[arg(long, env = "PULSE_BENCH_CONNECT_CONCURRENCY", default_value_t = 128)]
+    pub connect_concurrency: usize,
+
+    /// Tenants the clients of idle, churn and storm are spread over (broadcast and telemetry
+    /// use one tenant).
+    #[arg(long, env = "PULSE_BENCH_TENANTS", default_value_t = 10)]
+    pub tenants: usize,
+
+    /// How long to hold (idle, storm) or publish (broadcast, telemetry, each sweep stage).
+    #[arg(long, env = "PULSE_BENCH_SECONDS", default_value_t = 10.0)]
+    pub seconds: f64,
+
+    /// broadcast, sweep: messages per second on the tenant's alerts subject.
+    #[arg(long, env = "PULSE_BENCH_MSGS_PER_SECOND", default_value_t = 10.0)]
+    pub msgs_per_second: f64,
+
+    /// sweep: the publish rates tried in turn, messages per second.
+    #[arg(
+        long,
+        env = "PULSE_BENCH_SWEEP_RATES",
+        value_delimiter = ',',
+        default_value = "10,12,14,16,18,20,25,30,40,60"
+    )]
+    pub sweep_rates: Vec<f64>,
+
+    /// sweep: stop after the first stage whose p99 exceeds this (or that lost more than a
+    /// tenth of its messages).
+    #[arg(long, env = "PULSE_BENCH_SWEEP_P99_LIMIT_MS", default_value_t = 100.0)]
+    pub sweep_p99_limit_ms: f64,
+
+    /// telemetry: devices publishing.
+    #[arg(long, env = "PULSE_BENCH_DEVICES", default_value_t = 1000)]
+    pub devices: usize,
+
+    /// telemetry: devices each client subscribes to.
+    #[arg(long, env = "PULSE_BENCH_PER_CLIENT", default_value_t = 5)]
+    pub per_client: usize,
+
+    /// telemetry: readings per second per device.
+    #[arg(long, env = "PULSE_BENCH_HZ", default_value_t = 1.0)]
+    pub hz: f64,
+
+    /// churn: connect / subscribe / close cycles in all.
+    #[arg(long, env = "PULSE_BENCH_CYCLES", default_value_t = 100_000)]
+    pub cycles: u64,
+
+    /// churn: cycles running at once.
+    #[arg(long, env = "PULSE_BENCH_CHURN_CONCURRENCY", default_value_t = 64)]
+    pub churn_concurrency: usize,
+
+    /// Approximate size of a published message, in bytes.
+    #[arg(long, env = "PULSE_BENCH_PAYLOAD_BYTES", default_value_t = 300)]
+    pub payload_bytes: usize,
+
+    /// After the last publish, how long to wait for stragglers before counting losses.
+    #[arg(long, env = "PULSE_BENCH_GRACE_MS", default_value_t = 2000)]
+    pub grace_ms: u64,
+
+    /// A connection setup or reconnect that takes longer than this counts as failed.
+    #[arg(
+        long,
+        env = "PULSE_BENCH_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    pub connect_timeout_seconds: u64,
+
+    /// Bind each client socket to its own address in 127.0.0.0/8 before connecting, so tens
+    /// of thousands of connections fit the ephemeral port range. Needs loopback gateways.
+    #[arg(long, env = "PULSE_BENCH_SPREAD_SOURCES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spread_sources: bool,
+
+    /// Client-side WebSocket read buffer per connection, in bytes (tungstenite zero-fills it
+    /// before every read, so larger costs CPU per frame).
+    #[arg(long, env = "PULSE_BENCH_READ_BUFFER_BYTES", default_value_t = 2048)]
+    pub read_buffer_bytes: usize,
+
+    /// Tenant id prefix; each run adds a random suffix, so no other data mixes in.
+    #[arg(long, env = "PULSE_BENCH_TENANT_PREFIX", default_value = "bench")]
+    pub tenant_prefix: String,
+
+    /// Write the report as JSON here (for `pulse-bench merge`).
+    #[arg(long, env = "PULSE_BENCH_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Processes to spread the clients over (each process opens connections/processes);
+    /// 0: one per 15,000 connections.
+    #[arg(long, env = "PULSE_BENCH_PROCESSES", default_value_t = 1)]
+    pub processes: usize,
+
+    /// Run id shared by the shards of one run; random when unset.
+    #[arg(long, env = "PULSE_BENCH_RUN_ID")]
+    pub run_id: Option<String>,
+
+    /// This process's shard, 0-based; shard 0 publishes, measures the gateway and paces the
+    /// others.
+    #[arg(long, default_value_t = 0)]
+    pub shard: usize,
+
+    /// Shards (processes) in the run.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error("--gateway: at least one URL is needed")]
+    NoGateway,
+    #[error("--gateway {0:?} must be a ws:// URL")]
+    GatewayUrl(String),
+    #[error("--shard {shard} must be below --shards {shards}")]
+    Shard { shard: usize, shards: usize },
+    #[error("--per-client ({per_client}) cannot exceed --devices ({devices})")]
+    PerClient { per_client: usize, devices: usize },
+    #[error("--gateway-pid lists {pids} pids for {gateways} gateways")]
+    Pids { pids: usize, gateways: usize },
+    #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
+    WeakSecret,
+}
+
+impl BenchConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.gateways.is_empty() {
+            return Err(ConfigError::NoGateway);
+        }
+        if let Some(bad) = self.gateways.iter().find(|g| !g.starts_with("ws://")) {
+            return Err(ConfigError::GatewayUrl(bad.clone()));
+        }
+        if !self.gateway_pids.is_empty() && self.gateway_pids.len() != self.gateways.len() {
+            return Err(ConfigError::Pids {
+                pids: self.gateway_pids.len(),
+                gateways: self.gateways.len(),
+            });
+        }
+        if self.jwt_secret.len() < 32 {
+            return Err(ConfigError::WeakSecret);
+        }
+        let positive = [
+            ("--connections", self.connections as f64),
+            ("--connect-concurrency", self.connect_concurrency as f64),
+            ("--tenants", self.tenants as f64),
+            ("--seconds", self.seconds),
+            ("--msgs-per-second", self.msgs_per_second),
+            ("--devices", self.devices as f64),
+            ("--per-client", self.per_client as f64),
+            ("--hz", self.hz),
+            ("--cycles", self.cycles as f64),
+            ("--churn-concurrency", self.churn_concurrency as f64),
+            ("--shards", self.shards as f64),
+            ("--read-buffer-bytes", self.read_buffer_bytes as f64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
+            return Err(ConfigError::NotPositive(name));
+        }
+        if self.sweep_rates.iter().any(|r| r.is_nan() || *r <= 0.0) {
+            return Err(ConfigError::NotPositive("--sweep-rates"));
+        }
+        if self.shard >= self.shards {
+            return Err(ConfigError::Shard {
+                shard: self.shard,
+                shards: self.shards,
+            });
+        }
+        if self.scenario == Scenario::Telemetry && self.per_client > self.devices {
+            return Err(ConfigError::PerClient {
+                per_client: self.per_client,
+                devices: self.devices,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this process leads the run: publishes, measures the gateways, paces the others.
+    pub fn is_leader(&self) -> bool {
+        self.shard == 0
+    }
+
+    /// This shard's share of `total`, spread so the shards add up to it.
+    pub fn share(&self, total: u64) -> u64 {
+        let shards = self.shards as u64;
+        let shard = self.shard as u64;
+        total / shards + u64::from(shard < total % shards)
+    }
+
+    /// Global index of this shard's first client among `total` clients.
+    pub fn first_index(&self, total: u64) -> u64 {
+        let shards = self.shards as u64;
+        (0..self.shard as u64)
+            .map(|s| total / shards + u64::from(s < total % shards))
+            .sum()
+    }
+
+    pub fn seconds(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+
+    /// Processes to use: `--processes`, or one per 15,000 connections when it is 0.
+    pub fn process_count(&self) -> usize {
+        match self.processes {
+            0 => self.connections.div_ceil(15_000).max(1),
+            n => n,
+        }
+    }
+}

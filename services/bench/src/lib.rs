@@ -1,0 +1,54 @@
+//! `pulse-bench`: a load generator for Pulse gateways. It opens many WebSocket clients (each
+//! from its own loopback source address), publishes straight to NATS with a send timestamp in
+//! every message, and measures connection setup, end-to-end latency (publish → frame read),
+//! loss, and what the gateways spend in CPU and memory.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated at start.
+//! - [`scenario`]: idle, broadcast, telemetry, churn, storm, sweep; the phases they share.
+//! - [`population`]: a ramped-up set of long-lived clients and their shared counters.
+//! - [`client`]: one WebSocket client: connect, subscribe, read; [`source`]: source addresses.
+//! - [`publisher`]: paced publishing to NATS on its own thread.
+//! - [`scan`]: reading the bench fields out of a frame without a JSON parse.
+//! - [`latency`]: histograms; [`report`]: results, table, merge; [`probe`]: gateway CPU,
+//!   RSS and `/metrics`.
+//! - [`coord`]: keeping the processes of one run in step; [`shards`]: running several.
+//! - [`token`]: minting HS256 tokens; [`errors`]: failures by kind.
+
+pub mod client;
+pub mod config;
+pub mod coord;
+pub mod errors;
+pub mod latency;
+pub mod population;
+pub mod probe;
+pub mod publisher;
+pub mod report;
+pub mod scan;
+pub mod scenario;
+pub mod shards;
+pub mod source;
+pub mod token;
+
+pub use config::{BenchConfig, Scenario};
+pub use report::Report;
+pub use scenario::run;
+
+/// Why a run could not be carried out (individual client failures are counted, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("tenant id {0:?}: {1}")]
+    Tenant(String, String),
+    #[error(transparent)]
+    Target(#[from] client::ClientError),
+    #[error("cannot connect to NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Coord(#[from] coord::CoordError),
+    #[error(transparent)]
+    Publish(#[from] publisher::PublishError),
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}

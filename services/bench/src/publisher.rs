@@ -1,0 +1,250 @@
+//! The publisher: sends bench messages straight to NATS, as the poller would, on its own thread
+//! and runtime with its own NATS connection, so receiving frames never delays a publish.
+//!
+//! Every message has the shape of its subject's contract message plus `bench_stage` and
+//! `bench_sent_ns` (the publisher's wall clock, nanoseconds since the Unix epoch, read just
+//! before the publish), and the `Pulse-Seq` header increasing per subject from 1. Messages are
+//! paced evenly: at rate r, message i goes out at i/r seconds into the stage.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{mpsc, oneshot};
+
+/// What is published.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// `pulse.v1.<tenant>.alerts`, alerts messages.
+    Alerts { tenant: String },
+    /// `pulse.v1.<tenant>.device.dev-<i>.telemetry` for i in 0..devices, in turn.
+    Telemetry { tenant: String, devices: usize },
+}
+
+impl Shape {
+    pub fn subjects(&self) -> Vec<String> {
+        match self {
+            Shape::Alerts { tenant } => vec![format!("pulse.v1.{tenant}.alerts")],
+            Shape::Telemetry { tenant, devices } => (0..*devices)
+                .map(|d| format!("pulse.v1.{tenant}.device.dev-{d}.telemetry"))
+                .collect(),
+        }
+    }
+}
+
+/// What one stage published.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StageResult {
+    pub stage: u32,
+    /// Messages asked for per second (all subjects together).
+    pub rate: f64,
+    /// Messages published per subject in this stage.
+    pub published: Vec<u64>,
+    /// Wall time from the first to the last publish, seconds.
+    pub seconds: f64,
+}
+
+impl StageResult {
+    pub fn total(&self) -> u64 {
+        self.published.iter().sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot connect the publisher to NATS: {0}")]
+    Connect(String),
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("the publisher thread is gone")]
+    Gone,
+    #[error("cannot start the publisher thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+struct Request {
+    stage: u32,
+    rate: f64,
+    duration: Duration,
+    done: oneshot::Sender<Result<StageResult, PublishError>>,
+}
+
+/// Handle to the publisher thread; dropping it ends the thread.
+pub struct Publisher {
+    requests: mpsc::Sender<Request>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+/// Builds message bodies of about `payload_bytes`.
+struct Composer {
+    shape: Shape,
+    pad: String,
+}
+
+impl Composer {
+    fn new(shape: Shape, payload_bytes: usize) -> Self {
+        // The fixed part of either message is about 260 bytes; pad up to the size asked for.
+        let pad = "x".repeat(payload_bytes.saturating_sub(260));
+        Self { shape, pad }
+    }
+
+    fn compose(&self, subject: usize, seq: u64, stage: u32) -> Bytes {
+        let ts = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let pad = &self.pad;
+        let sent = now_ns();
+        let text = match &self.shape {
+            Shape::Alerts { tenant } => format!(
+                r#"{{"type":"alerts","tenant_id":"{tenant}","seq":{seq},"bench_stage":{stage},"bench_sent_ns":{sent},"ts":"{ts}","alerts":[{{"alert_id":{seq},"device_id":"dev-1","site_id":"site-1","alert_type":"temperature_high","severity":3,"summary":"bench alert{pad}","status":"OPEN","created_at":"{ts}"}}],"total_open":1}}"#
+            ),
+            Shape::Telemetry { tenant, .. } => format!(
+                r#"{{"type":"telemetry","tenant_id":"{tenant}","device_id":"dev-{subject}","seq":{seq},"bench_stage":{stage},"bench_sent_ns":{sent},"data":{{"timestamp":"{ts}","metrics":{{"temperature_c":21.5,"humidity_pct":40.25,"battery_pct":87,"note":"bench reading{pad}"}}}}}}"#
+            ),
+        };
+        Bytes::from(text)
+    }
+}
+
+impl Publisher {
+    /// Starts the publisher thread and connects it to NATS.
+    pub async fn start(
+        nats_url: &str,
+        shape: Shape,
+        payload_bytes: usize,
+    ) -> Result<Publisher, PublishError> {
+        let (requests, rx) = mpsc::channel::<Request>(4);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let url = nats_url.to_owned();
+        std::thread::Builder::new()
+            .name("bench-publisher".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(PublishError::Connect(e.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(serve(url, shape, payload_bytes, rx, ready_tx));
+            })?;
+        ready_rx.await.map_err(|_| PublishError::Gone)??;
+        Ok(Publisher { requests })
+    }
+
+    /// Publishes stage `stage` at `rate` messages per second for `duration`.
+    pub async fn stage(
+        &self,
+        stage: u32,
+        rate: f64,
+        duration: Duration,
+    ) -> Result<StageResult, PublishError> {
+        let (done, result) = oneshot::channel();
+        self.requests
+            .send(Request {
+                stage,
+                rate,
+                duration,
+                done,
+            })
+            .await
+            .map_err(|_| PublishError::Gone)?;
+        result.await.map_err(|_| PublishError::Gone)?
+    }
+}
+
+async fn serve(
+    url: String,
+    shape: Shape,
+    payload_bytes: usize,
+    mut requests: mpsc::Receiver<Request>,
+    ready: oneshot::Sender<Result<(), PublishError>>,
+) {
+    let client = match async_nats::ConnectOptions::new()
+        .name("pulse-bench-publisher")
+        .connect(&url)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(PublishError::Connect(e.to_string())));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let subjects = shape.subjects();
+    let composer = Composer::new(shape, payload_bytes);
+    let mut seqs = vec![0u64; subjects.len()];
+    while let Some(request) = requests.recv().await {
+        let result = run_stage(&client, &subjects, &composer, &mut seqs, &request).await;
+        let _ = request.done.send(result);
+    }
+}
+
+async fn run_stage(
+    client: &async_nats::Client,
+    subjects: &[String],
+    composer: &Composer,
+    seqs: &mut [u64],
+    request: &Request,
+) -> Result<StageResult, PublishError> {
+    let rate = request.rate;
+    let total = (rate * request.duration.as_secs_f64()).round().max(1.0) as u64;
+    let mut published = vec![0u64; subjects.len()];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        while sent < due {
+            let subject = (sent % subjects.len() as u64) as usize;
+            seqs[subject] += 1;
+            let seq = seqs[subject];
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(pulse_proto::headers::SEQ, seq.to_string().as_str());
+            let body = composer.compose(subject, seq, request.stage);
+            client
+                .publish_with_headers(subjects[subject].clone(), headers, body)
+                .await
+                .map_err(|e| PublishError::Publish(e.to_string()))?;
+            published[subject] += 1;
+            sent += 1;
+        }
+        if sent < total {
+            let next = start + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    client
+        .flush()
+        .await
+        .map_err(|e| PublishError::Publish(e.to_string()))?;
+    Ok(StageResult {
+        stage: request.stage,
+        rate,
+        published,
+        seconds,
+    })
+}
+
+/// Removes what a run left in the `PULSE_STATE` stream under `pulse.v1.<tenant>.>`, if the
+/// stream exists.
+pub async fn purge_state(nats: &async_nats::Client, tenant: &str) {
+    let js = async_nats::jetstream::new(nats.clone());
+    let Ok(stream) = js.get_stream(pulse_proto::subject::STATE_STREAM).await else {
+        return;
+    };
+    if let Err(e) = stream.purge().filter(format!("pulse.v1.{tenant}.>")).await {
+        tracing::debug!(error = %e, tenant, "cannot purge the bench subjects from PULSE_STATE");
+    }
+}

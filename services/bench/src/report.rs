@@ -1,0 +1,391 @@
+//! What a run measured: one [`Report`] per process, as a human table or JSON, and the merge of
+//! several shards' reports into one.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::latency::Latency;
+use crate::probe::GatewayMetrics;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub run_id: String,
+    /// Shards (processes) whose clients this report covers.
+    pub shards: Vec<usize>,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    /// The command line of the (first) process.
+    pub command: String,
+    /// `/proc/loadavg` when the run started.
+    pub load_average: String,
+    /// The scenario's parameters.
+    pub settings: serde_json::Value,
+    pub connections: ConnectStats,
+    /// Delivery per publishing stage (one for broadcast and telemetry, several for sweep).
+    pub stages: Vec<StageReport>,
+    pub churn: Option<ChurnStats>,
+    pub storm: Option<StormStats>,
+    /// What the gateways cost; measured by the leading shard.
+    pub gateway: Option<GatewayCost>,
+    /// CPU seconds the bench processes used themselves.
+    pub bench_cpu_seconds: f64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The first few failures, verbatim.
+    pub error_samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectStats {
+    pub attempted: u64,
+    pub established: u64,
+    pub failed: u64,
+    /// Connections still open at the end of the hold.
+    pub held: u64,
+    /// From the first connect to the last subscribe ack, seconds.
+    pub setup_seconds: f64,
+    /// Connection setups (TCP + upgrade + JWT + subscribe ack) per second.
+    pub per_second: f64,
+    /// Time of one setup, TCP connect to subscribe ack.
+    pub setup_latency: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageReport {
+    pub stage: u32,
+    /// Messages published per second (all subjects).
+    pub msgs_per_second: f64,
+    pub published: u64,
+    /// Frames the clients should have received: every message of every subject they hold.
+    pub expected: u64,
+    /// Distinct messages received.
+    pub received: u64,
+    /// Messages received more than once (or out of order) by the same client.
+    pub duplicated: u64,
+    pub missing: u64,
+    /// Publishing time of the stage, seconds.
+    pub seconds: f64,
+    pub deliveries_per_second: f64,
+    /// Publish (publisher's clock) to WebSocket frame read (client's clock).
+    pub latency: Latency,
+    /// Gateway CPU seconds from the stage's first publish to its last delivery.
+    pub gateway_cpu_seconds: Option<f64>,
+    /// The part of `gateway_cpu_seconds` spent in the kernel.
+    #[serde(default)]
+    pub gateway_system_seconds: Option<f64>,
+    pub deliveries_per_gateway_cpu_second: Option<f64>,
+    /// Gateway RSS at the end of the stage (write buffers keep their peak size).
+    #[serde(default)]
+    pub gateway_rss_bytes: Option<u64>,
+    /// The gateways' own view, from their `pulse_gateway_fanout_latency_seconds` histogram
+    /// (NATS receive → frame written; upper bucket bounds, so within a factor of two).
+    #[serde(default)]
+    pub gateway_fanout_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub gateway_fanout_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnStats {
+    pub cycles: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub cycles_per_second: f64,
+    /// Connect to subscribe ack, per cycle.
+    pub setup_latency: Latency,
+    /// The gateways' gauges once the last cycle ended (and they settled).
+    pub after: Option<GatewayMetrics>,
+    /// Connections, subscriptions and NATS subscriptions all back to 0.
+    pub leak_free: Option<bool>,
+    /// Gateway RSS after the first tenth of the cycles, and at the end.
+    pub rss_warm_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormStats {
+    pub clients: u64,
+    pub reconnected: u64,
+    pub failed: u64,
+    /// From the cut to the last client subscribed again, seconds.
+    pub seconds_to_all: f64,
+    pub reconnects_per_second: f64,
+    /// From the cut to this client's subscribe ack.
+    pub reconnect_latency: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayCost {
+    pub pids: Vec<u32>,
+    /// Gateway RSS before the clients connected, and once they all had (and settled).
+    pub rss_before_bytes: Option<u64>,
+    pub rss_connected_bytes: Option<u64>,
+    pub rss_per_connection_bytes: Option<f64>,
+    /// Gateway CPU seconds while the clients connected.
+    pub connect_cpu_seconds: Option<f64>,
+    /// `/metrics` once every client was connected.
+    pub connected: Option<GatewayMetrics>,
+}
+
+impl Report {
+    /// Combines shards' reports of the same run.
+    pub fn merge(reports: Vec<Report>) -> Option<Report> {
+        let mut reports = reports.into_iter();
+        let mut out = reports.next()?;
+        for r in reports {
+            out.shards.extend(r.shards);
+            let (a, b) = (&mut out.connections, &r.connections);
+            a.attempted += b.attempted;
+            a.established += b.established;
+            a.failed += b.failed;
+            a.held += b.held;
+            a.setup_seconds = a.setup_seconds.max(b.setup_seconds);
+            a.setup_latency = a.setup_latency.merge(&b.setup_latency);
+            for s in r.stages {
+                match out.stages.iter_mut().find(|o| o.stage == s.stage) {
+                    Some(o) => {
+                        o.expected += s.expected;
+                        o.received += s.received;
+                        o.duplicated += s.duplicated;
+                        o.missing += s.missing;
+                        o.latency = o.latency.merge(&s.latency);
+                        o.seconds = o.seconds.max(s.seconds);
+                        o.gateway_cpu_seconds = o.gateway_cpu_seconds.or(s.gateway_cpu_seconds);
+                        o.gateway_system_seconds =
+                            o.gateway_system_seconds.or(s.gateway_system_seconds);
+                        o.gateway_fanout_p50_ms =
+                            o.gateway_fanout_p50_ms.or(s.gateway_fanout_p50_ms);
+                        o.gateway_fanout_p99_ms =
+                            o.gateway_fanout_p99_ms.or(s.gateway_fanout_p99_ms);
+                    }
+                    None => out.stages.push(s),
+                }
+            }
+            out.churn = match (out.churn.take(), r.churn) {
+                (Some(mut a), Some(b)) => {
+                    a.cycles += b.cycles;
+                    a.completed += b.completed;
+                    a.failed += b.failed;
+                    a.seconds = a.seconds.max(b.seconds);
+                    a.setup_latency = a.setup_latency.merge(&b.setup_latency);
+                    a.after = a.after.or(b.after);
+                    a.leak_free = a.leak_free.or(b.leak_free);
+                    a.rss_warm_bytes = a.rss_warm_bytes.or(b.rss_warm_bytes);
+                    a.rss_end_bytes = a.rss_end_bytes.or(b.rss_end_bytes);
+                    Some(a)
+                }
+                (a, b) => a.or(b),
+            };
+            out.storm = match (out.storm.take(), r.storm) {
+                (Some(mut a), Some(b)) => {
+                    a.clients += b.clients;
+                    a.reconnected += b.reconnected;
+                    a.failed += b.failed;
+                    a.seconds_to_all = a.seconds_to_all.max(b.seconds_to_all);
+                    a.reconnect_latency = a.reconnect_latency.merge(&b.reconnect_latency);
+                    Some(a)
+                }
+                (a, b) => a.or(b),
+            };
+            if out.gateway.is_none() {
+                out.gateway = r.gateway;
+            }
+            out.bench_cpu_seconds += r.bench_cpu_seconds;
+            for (kind, n) in r.errors {
+                *out.errors.entry(kind).or_default() += n;
+            }
+            out.error_samples.extend(r.error_samples);
+            out.error_samples.truncate(10);
+        }
+        out.shards.sort_unstable();
+        out.finish();
+        Some(out)
+    }
+
+    /// Recomputes the derived rates from the counts.
+    pub fn finish(&mut self) {
+        let c = &mut self.connections;
+        c.per_second = rate(c.established, c.setup_seconds);
+        for s in &mut self.stages {
+            s.deliveries_per_second = rate(s.received, s.seconds);
+            s.deliveries_per_gateway_cpu_second = s
+                .gateway_cpu_seconds
+                .filter(|cpu| *cpu > 0.0)
+                .map(|cpu| s.received as f64 / cpu);
+        }
+        if let Some(churn) = &mut self.churn {
+            churn.cycles_per_second = rate(churn.completed, churn.seconds);
+        }
+        if let Some(storm) = &mut self.storm {
+            storm.reconnects_per_second = rate(storm.reconnected, storm.seconds_to_all);
+        }
+        if let Some(g) = &mut self.gateway
+            && let (Some(before), Some(after)) = (g.rss_before_bytes, g.rss_connected_bytes)
+            && self.connections.held > 0
+        {
+            g.rss_per_connection_bytes =
+                Some((after as f64 - before as f64) / self.connections.held as f64);
+        }
+    }
+
+    /// The report as a table for people.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(t, "  {k:<38} {v}");
+        };
+        row(
+            "scenario",
+            format!("{} (run {})", self.scenario, self.run_id),
+        );
+        row("started", self.started_at.clone());
+        row("shards", format!("{:?}", self.shards));
+        row("load average at start", self.load_average.clone());
+        let c = &self.connections;
+        if c.attempted > 0 {
+            row(
+                "connections",
+                format!(
+                    "{} established, {} failed, {} held at the end",
+                    c.established, c.failed, c.held
+                ),
+            );
+            row(
+                "connection setup rate",
+                format!("{:.0}/s ({:.2} s for all)", c.per_second, c.setup_seconds),
+            );
+            row("setup latency", latency(&c.setup_latency));
+        }
+        if let Some(g) = &self.gateway {
+            row(
+                "gateway RSS before / connected",
+                format!(
+                    "{} / {}",
+                    mib(g.rss_before_bytes),
+                    mib(g.rss_connected_bytes)
+                ),
+            );
+            if let Some(per) = g.rss_per_connection_bytes {
+                row(
+                    "gateway RSS per connection",
+                    format!("{:.2} KiB", per / 1024.0),
+                );
+            }
+            if let Some(cpu) = g.connect_cpu_seconds {
+                row("gateway CPU while connecting", format!("{cpu:.2} s"));
+            }
+        }
+        for s in &self.stages {
+            row(
+                &format!("stage {} publish", s.stage),
+                format!(
+                    "{:.0} msgs/s, {} published over {:.1} s",
+                    s.msgs_per_second, s.published, s.seconds
+                ),
+            );
+            row(
+                "  deliveries",
+                format!(
+                    "{} expected, {} received, {} missing, {} duplicated",
+                    s.expected, s.received, s.missing, s.duplicated
+                ),
+            );
+            row("  deliveries/s", format!("{:.0}", s.deliveries_per_second));
+            row("  latency", latency(&s.latency));
+            if s.gateway_rss_bytes.is_some() {
+                row("  gateway RSS at the end", mib(s.gateway_rss_bytes));
+            }
+            if let (Some(p50), Some(p99)) = (s.gateway_fanout_p50_ms, s.gateway_fanout_p99_ms) {
+                row(
+                    "  gateway's own fan-out latency",
+                    format!("p50 <= {p50:.2} ms, p99 <= {p99:.2} ms (histogram buckets)"),
+                );
+            }
+            if let (Some(cpu), Some(per)) =
+                (s.gateway_cpu_seconds, s.deliveries_per_gateway_cpu_second)
+            {
+                let system = s
+                    .gateway_system_seconds
+                    .map_or_else(String::new, |sys| format!(" ({sys:.2} s in the kernel)"));
+                row(
+                    "  gateway CPU",
+                    format!("{cpu:.2} s{system}, {per:.0} deliveries per CPU-second"),
+                );
+            }
+        }
+        if let Some(ch) = &self.churn {
+            row(
+                "churn cycles",
+                format!(
+                    "{} of {} completed, {} failed, {:.0}/s",
+                    ch.completed, ch.cycles, ch.failed, ch.cycles_per_second
+                ),
+            );
+            row("  setup latency", latency(&ch.setup_latency));
+            if let Some(after) = &ch.after {
+                row(
+                    "  gateway after",
+                    format!(
+                        "{} connections, {} subscriptions, {} NATS subscriptions",
+                        after.connections, after.subscriptions, after.nats_subscriptions
+                    ),
+                );
+            }
+            row(
+                "  gateway RSS warm / end",
+                format!("{} / {}", mib(ch.rss_warm_bytes), mib(ch.rss_end_bytes)),
+            );
+        }
+        if let Some(st) = &self.storm {
+            row(
+                "storm",
+                format!(
+                    "{} of {} reconnected, {} failed, all within {:.2} s ({:.0}/s)",
+                    st.reconnected,
+                    st.clients,
+                    st.failed,
+                    st.seconds_to_all,
+                    st.reconnects_per_second
+                ),
+            );
+            row("  reconnect latency", latency(&st.reconnect_latency));
+        }
+        row("bench CPU", format!("{:.2} s", self.bench_cpu_seconds));
+        if !self.errors.is_empty() {
+            row("errors", format!("{:?}", self.errors));
+            for e in &self.error_samples {
+                row("  e.g.", e.clone());
+            }
+        }
+        t
+    }
+}
+
+fn rate(n: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "unknown (no --gateway-pid)".into(),
+        |b| format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    )
+}
+
+fn latency(l: &Latency) -> String {
+    if l.count == 0 {
+        return "no samples".into();
+    }
+    format!(
+        "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} (n={})",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+    )
+}

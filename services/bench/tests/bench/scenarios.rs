@@ -1,0 +1,162 @@
+use pulse_bench::Report;
+
+use crate::helpers::{assert_clean_connections, assert_no_loss, bench, spawn_gateway};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connects_and_holds_every_client() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench(
+        "idle",
+        &["--connections", "200", "--seconds", "1", "--tenants", "4"],
+    ))
+    .await;
+    assert_clean_connections(&r, 200);
+    let connected = r.gateway.as_ref().and_then(|g| g.connected).unwrap();
+    assert_eq!(connected.connections, 200.0);
+    assert_eq!(connected.subscriptions, 200.0);
+    assert_eq!(connected.nats_subscriptions, 4.0, "one per tenant's alerts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_delivers_every_message_to_every_client() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench(
+        "broadcast",
+        &[
+            "--connections",
+            "200",
+            "--msgs-per-second",
+            "20",
+            "--seconds",
+            "2",
+        ],
+    ))
+    .await;
+    assert_clean_connections(&r, 200);
+    assert_no_loss(&r);
+    let s = &r.stages[0];
+    assert_eq!(s.published, 40);
+    assert_eq!(s.expected, 200 * 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_delivers_each_clients_devices() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench(
+        "telemetry",
+        &[
+            "--connections",
+            "200",
+            "--devices",
+            "50",
+            "--per-client",
+            "5",
+            "--hz",
+            "4",
+            "--seconds",
+            "2",
+        ],
+    ))
+    .await;
+    assert_clean_connections(&r, 200);
+    assert_no_loss(&r);
+    let s = &r.stages[0];
+    assert_eq!(s.published, 50 * 4 * 2);
+    // Every device has 200 * 5 / 50 = 20 subscribers and publishes 8 readings.
+    assert_eq!(s.expected, 200 * 5 * 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_runs_stages_of_increasing_rate() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench(
+        "sweep",
+        &[
+            "--connections",
+            "100",
+            "--sweep-rates",
+            "10,30",
+            "--seconds",
+            "1",
+            "--sweep-p99-limit-ms",
+            "60000",
+        ],
+    ))
+    .await;
+    assert_eq!(r.stages.len(), 2);
+    assert_eq!(r.stages[1].published, 30);
+    assert_no_loss(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_nothing_behind() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench(
+        "churn",
+        &[
+            "--cycles",
+            "600",
+            "--churn-concurrency",
+            "16",
+            "--tenants",
+            "3",
+        ],
+    ))
+    .await;
+    let churn = r.churn.as_ref().unwrap();
+    assert_eq!(churn.completed, 600, "{:?}", r.error_samples);
+    assert_eq!(churn.failed, 0);
+    assert_eq!(churn.leak_free, Some(true), "{:?}", churn.after);
+    let after = churn.after.unwrap();
+    assert_eq!(after.connections, 0.0);
+    assert_eq!(after.subscriptions, 0.0);
+    assert_eq!(after.nats_subscriptions, 0.0);
+    assert_eq!(churn.setup_latency.count, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_reconnects_every_client() {
+    let gw = spawn_gateway().await;
+    let r = bench(gw.bench("storm", &["--connections", "200", "--seconds", "1"])).await;
+    let storm = r.storm.as_ref().unwrap();
+    assert_eq!(storm.clients, 200);
+    assert_eq!(storm.reconnected, 200, "{:?}", r.error_samples);
+    assert_eq!(storm.failed, 0);
+    assert_eq!(r.connections.held, 200);
+    assert!(storm.seconds_to_all > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_of_one_run_meet_on_nats_and_merge() {
+    let gw = spawn_gateway().await;
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let shard = |n: &str| {
+        gw.bench(
+            "broadcast",
+            &[
+                "--connections",
+                "150",
+                "--msgs-per-second",
+                "10",
+                "--seconds",
+                "1",
+                "--shards",
+                "2",
+                "--shard",
+                n,
+                "--run-id",
+                &run_id,
+            ],
+        )
+    };
+    let (a, b) = tokio::join!(pulse_bench::run(shard("0")), pulse_bench::run(shard("1")));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.connections.established, 75);
+    assert_eq!(b.connections.established, 75);
+    let merged = Report::merge(vec![a, b]).unwrap();
+    println!("{}", merged.table());
+    assert_eq!(merged.shards, [0, 1]);
+    assert_clean_connections(&merged, 150);
+    assert_no_loss(&merged);
+    assert_eq!(merged.stages[0].expected, 150 * 10);
+}
