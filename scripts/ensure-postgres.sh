@@ -110,22 +110,7 @@ start_with_brew() {
     die "$BREW_PG did not open $PG_HOST:$PG_PORT within 30 s (brew services info $BREW_PG)"
   local bin
   bin="$(brew --prefix "$BREW_PG")/bin"
-  local role
-  for role in postgres root "$PG_USER"; do
-    [[ -n "$role" ]] || continue
-    "$bin/psql" -X -w -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -v role="$role" <<'SQL' >/dev/null ||
-SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
-SQL
-      die "could not create role $role in $BREW_PG"
-  done
-  if [[ -n "$PG_DB" ]]; then
-    "$bin/psql" -X -w -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
-SELECT format('CREATE DATABASE %I', :'db')
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
-SQL
-      die "could not create database $PG_DB in $BREW_PG"
-  fi
+  create_roles_and_db "$bin/psql" -h "$PG_HOST" -p "$PG_PORT"
   have psql || PATH="$bin:$PATH"
 }
 
@@ -168,17 +153,15 @@ set_trust_auth() {
     die "could not reload PostgreSQL cluster $CL_VERSION/$CL_NAME after editing $hba"
 }
 
-# ensure_roles_and_db — superuser login roles "root" and the URL's user, and
-# the URL's database, created through the local socket as postgres.
-ensure_roles_and_db() {
-  local roles=(root)
-  if [[ -n "$PG_USER" && "$PG_USER" != root && "$PG_USER" != postgres ]]; then
-    roles+=("$PG_USER")
-  fi
+# create_roles_and_db PSQL [ARGS...] — with the superuser connection PSQL ARGS -d postgres,
+# create the login superuser roles postgres, root and the URL's user, and the URL's database,
+# where missing.
+create_roles_and_db() {
   local role
-  for role in "${roles[@]}"; do
+  for role in postgres root "$PG_USER"; do
+    [[ -n "$role" ]] || continue
     log "ensuring role $role (superuser, login)"
-    as_postgres psql -X -w -q -v ON_ERROR_STOP=1 -p "$CL_PORT" -d postgres -v role="$role" <<'SQL' >/dev/null ||
+    "$@" -X -w -q -v ON_ERROR_STOP=1 -d postgres -v role="$role" <<'SQL' >/dev/null ||
 SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SQL
@@ -186,12 +169,17 @@ SQL
   done
   if [[ -n "$PG_DB" ]]; then
     log "ensuring database $PG_DB"
-    as_postgres psql -X -w -q -v ON_ERROR_STOP=1 -p "$CL_PORT" -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
+    "$@" -X -w -q -v ON_ERROR_STOP=1 -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
 SELECT format('CREATE DATABASE %I', :'db')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
       die "could not create database $PG_DB"
   fi
+}
+
+# ensure_roles_and_db — the same on the local Debian cluster, through its socket as postgres.
+ensure_roles_and_db() {
+  create_roles_and_db as_postgres psql -p "$CL_PORT"
 }
 
 # psql_check — try the URL once; on failure leave psql's message in PSQL_ERR.

@@ -160,14 +160,7 @@ pub async fn scrape_all(
 
 /// Reads one gateway's `/metrics`.
 pub async fn scrape(http: &reqwest::Client, url: &str) -> Option<GatewayMetrics> {
-    let response = http
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let text = response.error_for_status().ok()?.text().await.ok()?;
-    Some(GatewayMetrics::parse(&text))
+    scrape_all(http, url).await.map(|(metrics, _)| metrics)
 }
 
 /// A gateway the bench watches.
