@@ -170,17 +170,18 @@ async fn serve(
     mut requests: mpsc::Receiver<Request>,
     ready: oneshot::Sender<Result<(), PublishError>>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .name("pulse-bench-publisher")
-        .connect(&url)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(PublishError::Connect(e.to_string())));
-            return;
-        }
-    };
+    let client =
+        match pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
+            .name("pulse-bench-publisher")
+            .connect(&url)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(PublishError::Connect(e.to_string())));
+                return;
+            }
+        };
     let _ = ready.send(Ok(()));
     let subjects = shape.subjects();
     let composer = Composer::new(shape, payload_bytes);

@@ -97,11 +97,14 @@ impl Run {
                 pid: config.gateway_pids.get(i).copied(),
             })
             .collect();
-        let nats = async_nats::ConnectOptions::new()
-            .name("pulse-bench")
-            .connect(&config.nats_url)
-            .await
-            .map_err(|e| BenchError::Nats(e.to_string()))?;
+        let nats = pulse_common::nats::with_url_credentials(
+            async_nats::ConnectOptions::new(),
+            &config.nats_url,
+        )
+        .name("pulse-bench")
+        .connect(&config.nats_url)
+        .await
+        .map_err(|e| BenchError::Nats(e.to_string()))?;
         let coord = Coordinator::join(&nats, &run_id, config.shard, config.shards).await?;
         let report = Report {
             scenario: config.scenario.name().into(),
