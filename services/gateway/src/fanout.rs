@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use axum::extract::ws::Utf8Bytes;
@@ -24,6 +24,9 @@ use tokio::task::AbortHandle;
 use crate::frame::{Frame, TopicId, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed};
+
+/// How long a new subscription waits for the NATS server to confirm it before going on.
+const SERVER_BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Identifies a connection on this instance.
 pub type ConnId = u64;
@@ -205,6 +208,7 @@ impl FanOut {
             self.inner.metrics.clone(),
         ));
         *topic.dispatch.lock() = Some(task.abort_handle());
+        self.server_barrier().await;
         if !topic.counted.swap(true, Ordering::SeqCst) {
             self.inner.metrics.nats_subscriptions.inc();
         }
@@ -213,6 +217,30 @@ impl FanOut {
             topic.stop(&self.inner.metrics);
         }
         Ok(())
+    }
+
+    /// Waits until the NATS server has handled this connection's earlier commands, so that a
+    /// client told "subscribed" gets every message published after that reply. A SUB is only
+    /// written to the socket by `subscribe`; without this, a message published at once from
+    /// another connection could reach the server first and be missed.
+    ///
+    /// The server handles a connection's commands in order, so any reply to a request sent
+    /// after the SUB proves it is in place: a request to a fresh inbox, where nobody listens,
+    /// gets the server's immediate "no responders".
+    async fn server_barrier(&self) {
+        let request = async_nats::Request::new().timeout(Some(SERVER_BARRIER_TIMEOUT));
+        match self
+            .inner
+            .nats
+            .send_request(self.inner.nats.new_inbox(), request)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "no confirmation that the NATS subscription is active")
+            }
+        }
     }
 
     /// Queues the subject's current value for one new subscriber.

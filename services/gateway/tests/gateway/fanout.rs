@@ -114,6 +114,33 @@ async fn telemetry_and_events_reach_subscribers_and_unsubscribe_stops_them() {
 }
 
 #[tokio::test]
+async fn a_message_published_right_after_subscribed_is_delivered() {
+    // "subscribed" promises every later message: the gateway's NATS subscription must be in
+    // place on the server before the reply, not merely queued on the gateway's socket.
+    let tenant = unique("subrace");
+    let nats = nats().await;
+    let mut config = config();
+    config.client_msgs_per_second = 1000;
+    config.client_msgs_burst = 1000;
+    let gw = spawn_gateway(config).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    for i in 0..200 {
+        let topic = format!("t{i}");
+        let r = c.subscribe(json!({"type": "events", "topic": topic})).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+        publish(
+            &nats,
+            &format!("pulse.v1.{tenant}.events.{topic}"),
+            1,
+            json!({"type": "event", "topic": topic, "event": "x", "payload": {}}),
+        )
+        .await;
+        let m = c.next(T).await;
+        assert_eq!(m["topic"], topic.as_str(), "message {i}: {m}");
+    }
+}
+
+#[tokio::test]
 async fn an_event_with_a_lower_seq_arriving_late_is_still_delivered() {
     // Event seqs come from a sequence shared by concurrent publishers: a lower one may arrive
     // after a higher one, and it is a different event, not an outdated state.
