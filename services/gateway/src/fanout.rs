@@ -228,6 +228,10 @@ impl FanOut {
     /// after the SUB proves it is in place: a request to a fresh inbox, where nobody listens,
     /// gets the server's immediate "no responders".
     async fn server_barrier(&self) {
+        if self.inner.nats.connection_state() != async_nats::connection::State::Connected {
+            // The subscription is sent again on reconnect; there is nothing to wait for.
+            return;
+        }
         let request = async_nats::Request::new().timeout(Some(SERVER_BARRIER_TIMEOUT));
         match self
             .inner

@@ -305,6 +305,18 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
         },
     )
     .await;
+    // A subscription made while NATS is gone is acknowledged without waiting for NATS, and
+    // works once NATS is back.
+    let asked = Instant::now();
+    let r = c
+        .subscribe(json!({"type": "events", "topic": "during-outage"}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "subscribe waited {:?} for an absent NATS",
+        asked.elapsed()
+    );
     // Meanwhile the state changed (written straight to the restarted server's stream below).
     let _server = start();
     eventually("private NATS back", Duration::from_secs(10), || {
@@ -324,6 +336,23 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
         .until(Duration::from_secs(15), |m| m["v"] == "after")
         .await;
     assert_eq!(got["seq"], 11);
+    let events = format!("pulse.v1.{tenant}.events.during-outage");
+    let mut delivered = None;
+    for n in 1..=50u64 {
+        publish(
+            &publisher,
+            &events,
+            n,
+            json!({"type": "event", "topic": "during-outage", "event": "x", "payload": {}}),
+        )
+        .await;
+        if let Some(m) = c.try_next(Duration::from_millis(200)).await {
+            delivered = Some(m);
+            break;
+        }
+    }
+    let delivered = delivered.expect("no event on the subscription made during the outage");
+    assert_eq!(delivered["topic"], "during-outage", "{delivered}");
     c.assert_alive().await;
     let _ = std::fs::remove_dir_all(&store);
 }
