@@ -25,6 +25,9 @@ use crate::frame::{Frame, TopicId, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed};
 
+/// The JetStream API subject prefix of a direct get (`$JS.API.DIRECT.GET.<stream>.<subject>`).
+const DIRECT_GET_PREFIX: &str = "$JS.API.DIRECT.GET.";
+
 /// How long a new subscription waits for the NATS server to confirm it before going on.
 const SERVER_BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -208,7 +211,7 @@ impl FanOut {
             self.inner.metrics.clone(),
         ));
         *topic.dispatch.lock() = Some(task.abort_handle());
-        self.server_barrier().await;
+        self.server_barrier(topic).await;
         if !topic.counted.swap(true, Ordering::SeqCst) {
             self.inner.metrics.nats_subscriptions.inc();
         }
@@ -225,20 +228,21 @@ impl FanOut {
     /// another connection could reach the server first and be missed.
     ///
     /// The server handles a connection's commands in order, so any reply to a request sent
-    /// after the SUB proves it is in place: a request to a fresh inbox, where nobody listens,
-    /// gets the server's immediate "no responders".
-    async fn server_barrier(&self) {
-        if self.inner.nats.connection_state() != async_nats::connection::State::Connected {
-            // The subscription is sent again on reconnect; there is nothing to wait for.
+    /// after the SUB proves it is in place. Snapshot subjects get that from the read of their
+    /// retained value, which follows; event subjects send the same kind of request, a direct
+    /// get from `PULSE_STATE` (answered at once: "not found", or "no responders" without the
+    /// stream). It is a request the gateway's NATS permissions already allow.
+    async fn server_barrier(&self, topic: &Topic) {
+        if topic.snapshot
+            || self.inner.nats.connection_state() != async_nats::connection::State::Connected
+        {
+            // Snapshot subjects: see above. Disconnected: the SUB is sent again on reconnect,
+            // and there is nothing to wait for.
             return;
         }
+        let subject = format!("{DIRECT_GET_PREFIX}{STATE_STREAM}.{}", topic.subject);
         let request = async_nats::Request::new().timeout(Some(SERVER_BARRIER_TIMEOUT));
-        match self
-            .inner
-            .nats
-            .send_request(self.inner.nats.new_inbox(), request)
-            .await
-        {
+        match self.inner.nats.send_request(subject, request).await {
             Ok(_) => {}
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
             Err(e) => {

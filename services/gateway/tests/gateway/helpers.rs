@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+/// How long a test waits for a message it expects.
+pub const T: Duration = Duration::from_secs(5);
+
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 
 pub fn nats_url() -> String {
@@ -325,4 +328,49 @@ pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
 
 pub async fn nats() -> async_nats::Client {
     async_nats::connect(nats_url()).await.unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a private nats-server on `port` (killed when dropped), for tests that stop it or
+/// configure it. `envs` reach the server: its configuration may read them as `$NAME`.
+pub fn start_nats_server(port: u16, args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Child {
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("nats-server");
+    tokio::process::Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server must be installed (scripts/ensure-nats.sh installs it)")
+}
+
+/// Waits until a NATS client can connect to `url` (credentials in the URL are sent).
+pub async fn wait_for_nats(url: &str) {
+    eventually("private NATS up", Duration::from_secs(10), || async move {
+        connect_nats(url).await.is_ok()
+    })
+    .await;
+}
+
+/// Connects to NATS sending the credentials written in `url`, as the services do.
+pub async fn connect_nats(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), url)
+        .connect(url)
+        .await
 }

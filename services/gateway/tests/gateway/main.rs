@@ -9,5 +9,6 @@ mod auth;
 mod fanout;
 mod jwks;
 mod operations;
+mod permissions;
 mod protocol;
 mod traces;

@@ -7,8 +7,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const T: Duration = Duration::from_secs(5);
-
 #[tokio::test]
 async fn connection_caps_refuse_with_4029_and_503() {
     let mut cfg = config();
@@ -240,38 +238,13 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
 
 #[tokio::test]
 async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
-    use std::process::Stdio;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-gw-nats"));
-    let bin = [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .unwrap_or("nats-server");
-    let start = || {
-        tokio::process::Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let store_arg = store.to_string_lossy().to_string();
+    let start = || start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
     let mut server = start();
     let url = format!("nats://127.0.0.1:{port}");
-    eventually("private NATS up", T, || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
+    wait_for_nats(&url).await;
     let tenant = unique("natsrestart");
     let subject = format!("pulse.v1.{tenant}.alerts");
     let publisher = async_nats::connect(&url).await.unwrap();
@@ -319,11 +292,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     );
     // Meanwhile the state changed (written straight to the restarted server's stream below).
     let _server = start();
-    eventually("private NATS back", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
+    wait_for_nats(&url).await;
     let publisher = async_nats::connect(&url).await.unwrap();
     publish_retained(
         &publisher,

@@ -8,8 +8,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-const T: Duration = Duration::from_secs(5);
-
 #[tokio::test]
 async fn acks_have_the_documented_shape_and_pings_are_answered() {
     let gw = spawn_gateway(config()).await;

@@ -27,14 +27,6 @@ async fn collector() -> (String, tokio::sync::mpsc::Receiver<Vec<u8>>) {
     (url, rx)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_trace_context_in_nats_headers_is_continued_by_the_fanout_span() {
     let (endpoint, mut exported) = collector().await;

@@ -1,0 +1,110 @@
+//! The NATS permissions documented for operators (deploy/k8s/nats/README.md) are enough for
+//! the poller, the gateway and the web service to do their work, and the gateway's subscribe
+//! acknowledgement does not wait on a request those permissions refuse.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The `accounts { ... }` block of the operators' NATS guide, exactly as documented.
+fn documented_accounts() -> String {
+    let guide =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/nats/README.md");
+    let text = std::fs::read_to_string(&guide).unwrap();
+    let start = text.find("```hcl\n").expect("the guide has an hcl block") + "```hcl\n".len();
+    let end = start + text[start..].find("```").unwrap();
+    let block = text[start..end].to_string();
+    assert!(block.contains("pulse-gateway"), "{block}");
+    block
+}
+
+#[tokio::test]
+async fn the_documented_nats_permissions_let_every_service_work() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-gw-perm"));
+    let conf_file = std::env::temp_dir().join(format!("{}.conf", unique("pulse-gw-perm")));
+    std::fs::write(
+        &conf_file,
+        format!(
+            "jetstream {{ store_dir: {:?} }}\n{}",
+            store.to_string_lossy(),
+            documented_accounts()
+        ),
+    )
+    .unwrap();
+    let _server = start_nats_server(
+        port,
+        &["-c", &conf_file.to_string_lossy()],
+        &[
+            ("PULSE_POLLER_PASSWORD", "poller-pw"),
+            ("PULSE_GATEWAY_PASSWORD", "gateway-pw"),
+            ("PULSE_WEB_PASSWORD", "web-pw"),
+        ],
+    );
+    let url_as = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
+    wait_for_nats(&url_as("pulse-poller", "poller-pw")).await;
+
+    // The poller creates the streams and publishes a retained snapshot.
+    let poller = connect_nats(&url_as("pulse-poller", "poller-pw"))
+        .await
+        .unwrap();
+    let tenant = unique("perm");
+    publish_retained(
+        &poller,
+        &format!("pulse.v1.{tenant}.alerts"),
+        3,
+        json!({"type": "alerts", "v": "retained"}),
+    )
+    .await;
+
+    let mut cfg = config();
+    cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+
+    // The current value comes from a direct get the gateway may make.
+    assert_eq!(
+        c.subscribe(json!({"type": "alerts"})).await["type"],
+        "subscribed"
+    );
+    assert_eq!(c.next(T).await["v"], "retained");
+
+    // An event subscription is acknowledged at once, and the first event after the ack, from
+    // the web service's user, arrives.
+    let asked = Instant::now();
+    let r = c
+        .subscribe(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "the subscribe ack took {:?}",
+        asked.elapsed()
+    );
+    let web = connect_nats(&url_as("pulse-web", "web-pw")).await.unwrap();
+    publish(
+        &web,
+        &format!("pulse.v1.{tenant}.events.tickets"),
+        1,
+        json!({"type": "event", "topic": "tickets", "event": "ticket:update", "payload": {}}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["event"], "ticket:update");
+
+    // Telemetry published by the poller's user reaches a device subscriber.
+    c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    publish(
+        &poller,
+        &format!("pulse.v1.{tenant}.device.dev-1.telemetry"),
+        1,
+        json!({"type": "telemetry", "device_id": "dev-1", "data": {}}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["device_id"], "dev-1");
+
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_file(&conf_file);
+}
