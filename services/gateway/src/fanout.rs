@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream;
 use axum::extract::ws::Utf8Bytes;
@@ -24,12 +24,6 @@ use tokio::task::AbortHandle;
 use crate::frame::{Frame, TopicId, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed};
-
-/// The JetStream API subject prefix of a direct get (`$JS.API.DIRECT.GET.<stream>.<subject>`).
-const DIRECT_GET_PREFIX: &str = "$JS.API.DIRECT.GET.";
-
-/// How long a new subscription waits for the NATS server to confirm it before going on.
-const SERVER_BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Identifies a connection on this instance.
 pub type ConnId = u64;
@@ -229,25 +223,14 @@ impl FanOut {
     ///
     /// The server handles a connection's commands in order, so any reply to a request sent
     /// after the SUB proves it is in place. Snapshot subjects get that from the read of their
-    /// retained value, which follows; event subjects send the same kind of request, a direct
-    /// get from `PULSE_STATE` (answered at once: "not found", or "no responders" without the
-    /// stream). It is a request the gateway's NATS permissions already allow.
+    /// retained value, which follows; event subjects make the same read and ignore its answer
+    /// (nothing is retained for them). It is a request the gateway's NATS permissions allow.
     async fn server_barrier(&self, topic: &Topic) {
-        if topic.snapshot
-            || self.inner.nats.connection_state() != async_nats::connection::State::Connected
+        // Disconnected: the SUB is sent again on reconnect; there is nothing to wait for.
+        if !topic.snapshot
+            && self.inner.nats.connection_state() == async_nats::connection::State::Connected
         {
-            // Snapshot subjects: see above. Disconnected: the SUB is sent again on reconnect,
-            // and there is nothing to wait for.
-            return;
-        }
-        let subject = format!("{DIRECT_GET_PREFIX}{STATE_STREAM}.{}", topic.subject);
-        let request = async_nats::Request::new().timeout(Some(SERVER_BARRIER_TIMEOUT));
-        match self.inner.nats.send_request(subject, request).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "no confirmation that the NATS subscription is active")
-            }
+            let _ = self.read_retained(&topic.subject).await;
         }
     }
 
@@ -267,8 +250,9 @@ impl FanOut {
         }
     }
 
-    /// Reads the retained last message of a snapshot subject from JetStream and remembers it.
-    async fn fetch_retained(&self, topic: &Topic) -> Option<Frame> {
+    /// The message retained in `PULSE_STATE` for `subject`, if any. Whatever the answer, the
+    /// call is a round trip through the NATS server.
+    async fn read_retained(&self, subject: &Subject) -> Option<jetstream::message::StreamMessage> {
         let stream = self
             .inner
             .state_stream
@@ -276,16 +260,16 @@ impl FanOut {
             .await
             .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))
             .ok()?;
-        let message = match stream
-            .direct_get_last_for_subject(topic.subject.to_string())
+        stream
+            .direct_get_last_for_subject(subject.to_string())
             .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(subject = %topic.subject, error = %e, "no retained value");
-                return None;
-            }
-        };
+            .map_err(|e| tracing::debug!(%subject, error = %e, "no retained value"))
+            .ok()
+    }
+
+    /// Reads the retained last message of a snapshot subject from JetStream and remembers it.
+    async fn fetch_retained(&self, topic: &Topic) -> Option<Frame> {
+        let message = self.read_retained(&topic.subject).await?;
         let text = Utf8Bytes::try_from(message.payload).ok()?;
         let frame = Frame {
             topic: topic.id,
