@@ -276,6 +276,18 @@ impl Client {
         .await
     }
 
+    /// Subscribes and asserts the `subscribed` ack came within `limit`.
+    pub async fn subscribe_within(&mut self, v: Value, limit: Duration) {
+        let asked = Instant::now();
+        let r = self.subscribe(v).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+        assert!(
+            asked.elapsed() < limit,
+            "the subscribe ack took {:?}",
+            asked.elapsed()
+        );
+    }
+
     /// A round trip proving the connection is still usable.
     pub async fn assert_alive(&mut self) {
         self.send(json!({"action": "ping"})).await;

@@ -280,16 +280,11 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     .await;
     // A subscription made while NATS is gone is acknowledged without waiting for NATS, and
     // works once NATS is back.
-    let asked = Instant::now();
-    let r = c
-        .subscribe(json!({"type": "events", "topic": "during-outage"}))
-        .await;
-    assert_eq!(r["type"], "subscribed", "{r}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(2),
-        "subscribe waited {:?} for an absent NATS",
-        asked.elapsed()
-    );
+    c.subscribe_within(
+        json!({"type": "events", "topic": "during-outage"}),
+        Duration::from_secs(2),
+    )
+    .await;
     // Meanwhile the state changed (written straight to the restarted server's stream below).
     let _server = start();
     wait_for_nats(&url).await;

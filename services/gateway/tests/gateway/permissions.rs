@@ -2,7 +2,7 @@
 //! the poller, the gateway and the web service to do their work, and the gateway's subscribe
 //! acknowledgement does not wait on a request those permissions refuse.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -73,16 +73,11 @@ async fn the_documented_nats_permissions_let_every_service_work() {
 
     // An event subscription is acknowledged at once, and the first event after the ack, from
     // the web service's user, arrives.
-    let asked = Instant::now();
-    let r = c
-        .subscribe(json!({"type": "events", "topic": "tickets"}))
-        .await;
-    assert_eq!(r["type"], "subscribed", "{r}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(1),
-        "the subscribe ack took {:?}",
-        asked.elapsed()
-    );
+    c.subscribe_within(
+        json!({"type": "events", "topic": "tickets"}),
+        Duration::from_secs(1),
+    )
+    .await;
     let web = connect_nats(&url_as("pulse-web", "web-pw")).await.unwrap();
     publish(
         &web,
