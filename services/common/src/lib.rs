@@ -7,12 +7,14 @@
 //! - [`ops`]: the `/healthz`, `/readyz` and `/metrics` endpoints.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
 //! - [`nats`]: connecting to NATS with logging of connection events.
+//! - [`duration`]: durations in configuration (`30s`, `24h`, or plain seconds).
 //!
 //! # Error policy
 //! Library code returns typed errors or `anyhow::Result` with context; nothing here panics on
 //! input from the network or the environment.
 
 pub mod backoff;
+pub mod duration;
 pub mod nats;
 pub mod ops;
 pub mod shutdown;

@@ -60,14 +60,41 @@ impl Pending {
     }
 }
 
-/// The engine's side of the feed.
+/// The engine's side of the feed, and the event relay's.
 #[derive(Clone, Default)]
 pub struct ChangeFeed {
     pending: Arc<Mutex<Pending>>,
     wake: Arc<Notify>,
+    /// Woken by `events:<tenant_id>`: the outbox has new rows. The relay reads every tenant's
+    /// backlog, so which tenant does not matter.
+    events: Arc<Notify>,
 }
 
 impl ChangeFeed {
+    /// Resolves when new events may be waiting in the outbox.
+    pub async fn events_written(&self) {
+        self.events.notified().await;
+    }
+
+    /// Records one notification payload.
+    fn notified(&self, payload: &str) {
+        match payload.split_once(':') {
+            Some(("events", tenant)) if TenantId::parse(tenant).is_ok() => {
+                self.events.notify_one();
+            }
+            _ => self.update(|p| p.record(payload)),
+        }
+    }
+
+    /// Notifications may have been lost: everyone re-reads.
+    fn lost(&self) {
+        self.events.notify_one();
+        self.update(|p| {
+            p.resync = true;
+            true
+        });
+    }
+
     /// Resolves when something is pending.
     pub async fn changed(&self) {
         self.wake.notified().await;
@@ -105,10 +132,7 @@ pub async fn listen(pool: PgPool, feed: ChangeFeed, metrics: Metrics, stop: Canc
         backoff.reset();
         tracing::info!(channel = CHANNEL, "listening for database changes");
         // Anything sent before this point may have been missed.
-        feed.update(|p| {
-            p.resync = true;
-            true
-        });
+        feed.lost();
         loop {
             let next = tokio::select! {
                 n = listener.try_recv() => n,
@@ -117,16 +141,12 @@ pub async fn listen(pool: PgPool, feed: ChangeFeed, metrics: Metrics, stop: Canc
             match next {
                 Ok(Some(n)) => {
                     metrics.notifications.inc();
-                    let payload = n.payload().to_owned();
-                    feed.update(|p| p.record(&payload));
+                    feed.notified(n.payload());
                 }
                 Ok(None) => {
                     metrics.error(Stage::Listen);
                     tracing::warn!("LISTEN connection lost; reconnecting and resyncing");
-                    feed.update(|p| {
-                        p.resync = true;
-                        true
-                    });
+                    feed.lost();
                 }
                 Err(e) => {
                     metrics.error(Stage::Listen);
@@ -175,5 +195,22 @@ mod tests {
         let taken = feed.take();
         assert!(taken.alerts.contains(&TenantId::parse("acme").unwrap()));
         assert!(feed.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_wake_the_relay_and_not_the_engine() {
+        let feed = ChangeFeed::default();
+        feed.notified("events:acme");
+        tokio::time::timeout(Duration::from_secs(1), feed.events_written())
+            .await
+            .unwrap();
+        assert!(feed.take().is_empty());
+        feed.notified("events:a.b");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), feed.events_written())
+                .await
+                .is_err(),
+            "a payload outside the contract must not wake the relay"
+        );
     }
 }

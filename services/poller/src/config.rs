@@ -63,12 +63,23 @@ pub struct PollerConfig {
     #[arg(long, env = "PULSE_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
 
-    /// How long the events stream keeps an event.
-    #[arg(long, env = "PULSE_EVENTS_MAX_AGE_SECONDS", default_value_t = 86_400)]
-    pub events_max_age_seconds: u64,
+    /// How long an event is kept, in the events stream and in the database outbox (with its
+    /// idempotency key): `24h`, `90m`, or whole seconds. Default 24h.
+    #[arg(long, env = "PULSE_EVENTS_MAX_AGE", value_parser = pulse_common::duration::parse)]
+    pub events_max_age: Option<Duration>,
 
-    /// Size bound of the events stream, in bytes; the oldest events go first.
-    #[arg(long, env = "PULSE_EVENTS_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    /// The older name of `PULSE_EVENTS_MAX_AGE`, in seconds; still read when that is unset.
+    #[arg(long, env = "PULSE_EVENTS_MAX_AGE_SECONDS")]
+    pub events_max_age_seconds: Option<u64>,
+
+    /// Events kept per topic of a tenant (a stream subject): a busy topic evicts only its own
+    /// oldest events, never another tenant's or topic's.
+    #[arg(long, env = "PULSE_EVENTS_MAX_PER_TOPIC", default_value_t = 10_000)]
+    pub events_max_per_topic: i64,
+
+    /// Size bound of the whole events stream, in bytes: a disk guard. When it is reached the
+    /// oldest events of any topic go first, so size it above topics × the per-topic cap.
+    #[arg(long, env = "PULSE_EVENTS_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub events_max_bytes: i64,
 
     /// PostgreSQL connections the poller may hold (plus one for leadership, one for LISTEN).
@@ -89,6 +100,18 @@ pub enum ConfigError {
         value: u64,
         min: u64,
         max: u64,
+    },
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    Duration {
+        name: &'static str,
+        value: String,
+        min: &'static str,
+        max: &'static str,
+    },
+    #[error("{first} and {second} are both set and disagree; set only {first}")]
+    Conflict {
+        first: &'static str,
+        second: &'static str,
     },
     #[error(
         "PULSE_OFFLINE_AFTER_SECONDS ({offline}) must be greater than PULSE_STALE_AFTER_SECONDS ({stale})"
@@ -165,11 +188,28 @@ impl PollerConfig {
         range("PULSE_DEBOUNCE_MS", self.debounce_ms, 0, 10_000)?;
         range("PULSE_STANDBY_RETRY_MS", self.standby_retry_ms, 50, 60_000)?;
         range("PULSE_STREAM_REPLICAS", self.stream_replicas as u64, 1, 5)?;
+        if let (Some(age), Some(seconds)) = (self.events_max_age, self.events_max_age_seconds)
+            && age != Duration::from_secs(seconds)
+        {
+            return Err(ConfigError::Conflict {
+                first: "PULSE_EVENTS_MAX_AGE",
+                second: "PULSE_EVENTS_MAX_AGE_SECONDS",
+            });
+        }
+        let age = self.events_max_age();
+        if age < Duration::from_secs(1) || age > Duration::from_secs(86_400 * 365) {
+            return Err(ConfigError::Duration {
+                name: "PULSE_EVENTS_MAX_AGE",
+                value: pulse_common::duration::format(age),
+                min: "1s",
+                max: "365days",
+            });
+        }
         range(
-            "PULSE_EVENTS_MAX_AGE_SECONDS",
-            self.events_max_age_seconds,
+            "PULSE_EVENTS_MAX_PER_TOPIC",
+            self.events_max_per_topic.max(0) as u64,
             1,
-            86_400 * 365,
+            10_000_000,
         )?;
         range(
             "PULSE_EVENTS_MAX_BYTES",
@@ -179,6 +219,13 @@ impl PollerConfig {
         )?;
         range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 64)?;
         Ok(())
+    }
+
+    /// How long events are kept (`PULSE_EVENTS_MAX_AGE`, else the older seconds variable).
+    pub fn events_max_age(&self) -> Duration {
+        self.events_max_age
+            .or(self.events_max_age_seconds.map(Duration::from_secs))
+            .unwrap_or(Duration::from_secs(86_400))
     }
 
     pub fn poll_interval(&self) -> Duration {

@@ -159,6 +159,7 @@ impl Engine {
                 payload: publisher::encode(&message)?,
                 subject: Subject::Alerts(tenant.clone()),
                 seq,
+                msg_id: None,
                 key: (tenant, hash),
             });
         }
@@ -214,6 +215,7 @@ impl Engine {
                 payload: publisher::encode(&message)?,
                 subject: Subject::Fleet(tenant.clone()),
                 seq,
+                msg_id: None,
                 key: (tenant, mark),
             });
         }
@@ -251,6 +253,7 @@ impl Engine {
                 payload: publisher::encode(&message)?,
                 subject: Subject::Telemetry(r.tenant.clone(), r.device.clone()),
                 seq,
+                msg_id: None,
                 key: (r.tenant, r.device, r.ts),
             });
         }

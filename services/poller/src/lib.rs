@@ -9,6 +9,7 @@
 //!   reconnects.
 //! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
 //! - [`publisher`]: JetStream publishing with acknowledgements.
+//! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
 //! - [`metrics`]: Prometheus metrics.
@@ -22,6 +23,7 @@ pub mod fleet;
 pub mod leader;
 pub mod metrics;
 pub mod publisher;
+pub mod relay;
 pub mod seq;
 pub mod simulate;
 pub mod streams;
@@ -187,6 +189,16 @@ async fn serve_as_active(
         session.clone(),
     ));
 
+    let relay = tokio::spawn(
+        relay::Relay::new(
+            pool.clone(),
+            js.clone(),
+            metrics.clone(),
+            config.events_max_age(),
+        )
+        .run(feed.clone(), link.state.clone(), session.clone()),
+    );
+
     let work = async {
         prepare(engine, config, pool, js, metrics).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
@@ -200,6 +212,7 @@ async fn serve_as_active(
     }
     session.cancel();
     let _ = listener.await;
+    let _ = relay.await;
     metrics.active.set(0);
     readiness.set_info("role", "standby");
     leadership.release().await;

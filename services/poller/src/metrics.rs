@@ -13,6 +13,7 @@ pub enum Kind {
     Alerts,
     Fleet,
     Telemetry,
+    Events,
 }
 
 /// Label values in snake case, as Prometheus conventions want.
@@ -27,14 +28,21 @@ macro_rules! label_value {
     };
 }
 
-label_value!(Kind { Alerts => "alerts", Fleet => "fleet", Telemetry => "telemetry" });
-label_value!(Query { Tenants => "tenants", Alerts => "alerts", Fleet => "fleet", Telemetry => "telemetry" });
+label_value!(Kind { Alerts => "alerts", Fleet => "fleet", Telemetry => "telemetry", Events => "events" });
+label_value!(Query {
+    Tenants => "tenants",
+    Alerts => "alerts",
+    Fleet => "fleet",
+    Telemetry => "telemetry",
+    Events => "events",
+});
 label_value!(Stage {
     Database => "database",
     Publish => "publish",
     Listen => "listen",
     Leadership => "leadership",
     Streams => "streams",
+    Relay => "relay",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -49,6 +57,7 @@ pub enum Query {
     Alerts,
     Fleet,
     Telemetry,
+    Events,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -64,6 +73,7 @@ pub enum Stage {
     Listen,
     Leadership,
     Streams,
+    Relay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -81,6 +91,10 @@ pub struct Metrics {
     pub active: Gauge,
     pub tenants: Gauge,
     pub telemetry_rows: Counter,
+    /// Events found unrelayed by the last relay pass (a lower bound when the pass was full).
+    pub relay_backlog: Gauge,
+    /// Seconds from an event's commit to NATS acknowledging it.
+    pub relay_seconds: Histogram,
 }
 
 impl Metrics {
@@ -97,6 +111,8 @@ impl Metrics {
             active: Gauge::default(),
             tenants: Gauge::default(),
             telemetry_rows: Counter::default(),
+            relay_backlog: Gauge::default(),
+            relay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
         let r = registry.sub_registry_with_prefix("pulse_poller");
         r.register(
@@ -130,6 +146,16 @@ impl Metrics {
             "telemetry_rows",
             "Telemetry readings published as a device's latest",
             m.telemetry_rows.clone(),
+        );
+        r.register(
+            "relay_backlog",
+            "Events waiting in the outbox at the last relay pass",
+            m.relay_backlog.clone(),
+        );
+        r.register(
+            "relay_seconds",
+            "Time from an event's creation to its acknowledgement by JetStream",
+            m.relay_seconds.clone(),
         );
         m
     }

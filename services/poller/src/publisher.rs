@@ -22,6 +22,8 @@ pub struct Outgoing<K> {
     pub subject: Subject,
     pub seq: u64,
     pub payload: Bytes,
+    /// `Nats-Msg-Id`, for messages JetStream must store once however often they are sent.
+    pub msg_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub async fn publish_all<K>(
     for out in batch {
         let mut headers = HeaderMap::new();
         headers.insert(pulse_proto::headers::SEQ, out.seq.to_string().as_str());
+        if let Some(id) = &out.msg_id {
+            headers.insert(pulse_proto::headers::MSG_ID, id.as_str());
+        }
         pulse_common::trace_headers::inject_current(&mut headers);
         match js
             .publish_with_headers(out.subject.to_string(), headers, out.payload)

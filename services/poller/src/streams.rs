@@ -10,6 +10,9 @@ use pulse_proto::subject::{
 
 use crate::config::PollerConfig;
 
+/// How long JetStream remembers an event's `Nats-Msg-Id` (at most the events' age).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 /// Last value per snapshot subject, readable by direct get.
 pub fn state_stream(config: &PollerConfig) -> stream::Config {
     stream::Config {
@@ -37,9 +40,13 @@ pub fn events_stream(config: &PollerConfig) -> stream::Config {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        max_age: Duration::from_secs(config.events_max_age_seconds),
+        max_age: config.events_max_age(),
         max_bytes: config.events_max_bytes,
-        max_messages_per_subject: 100_000,
+        max_messages_per_subject: config.events_max_per_topic,
+        // The relay sends an event again when it cannot tell whether the first send was
+        // stored (a lost acknowledgement, a failover); its `Nats-Msg-Id` makes the repeat a
+        // no-op within this window.
+        duplicate_window: DUPLICATE_WINDOW.min(config.events_max_age()),
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         num_replicas: config.stream_replicas,

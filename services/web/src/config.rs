@@ -15,10 +15,6 @@ pub struct WebConfig {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
-    /// NATS server URL(s), for published events.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
     /// Secret that signs session cookies and WebSocket tickets (HS256); the gateways verify
     /// tickets with the same secret. At least 32 bytes.
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
@@ -66,6 +62,14 @@ pub struct WebConfig {
     /// Folder of the built dashboard.
     #[arg(long, env = "PULSE_WEB_ROOT", default_value = "web/dist")]
     pub web_root: PathBuf,
+
+    /// Events a tenant may publish per second through `POST /api/v2/events`; more get 429.
+    #[arg(long, env = "PULSE_EVENTS_PER_SECOND", default_value_t = 500)]
+    pub events_per_second: u32,
+
+    /// Events a tenant may publish in a burst above `PULSE_EVENTS_PER_SECOND`.
+    #[arg(long, env = "PULSE_EVENTS_BURST", default_value_t = 1000)]
+    pub events_burst: u32,
 
     /// PostgreSQL connections.
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 8)]
@@ -140,6 +144,13 @@ impl WebConfig {
             10_000,
         )?;
         range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 256)?;
+        range(
+            "PULSE_EVENTS_PER_SECOND",
+            self.events_per_second.into(),
+            1,
+            1_000_000,
+        )?;
+        range("PULSE_EVENTS_BURST", self.events_burst.into(), 1, 1_000_000)?;
         Ok(())
     }
 

@@ -60,25 +60,13 @@ pub async fn run(
     }
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::new(&["database", "nats"]);
+    let readiness = Readiness::new(&["database"]);
     let pool = PgPoolOptions::new()
         .max_connections(config.db_pool_size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&config.database_url)
         .context("invalid DATABASE_URL")?;
-    let link = pulse_common::nats::connect(
-        &config.nats_url,
-        "pulse-web",
-        || {},
-        stop.clone().cancelled_owned(),
-    )
-    .await?;
-    watch_dependencies(
-        pool.clone(),
-        link.state.clone(),
-        readiness.clone(),
-        stop.clone(),
-    );
+    watch_database(pool.clone(), readiness.clone(), stop.clone());
     let state = AppState {
         tokens: Tokens::new(
             &config.jwt_secret,
@@ -89,7 +77,10 @@ pub async fn run(
         peer_login_failures: Arc::new(FailureLimiter::new(
             config.login_failures_per_minute.saturating_mul(4),
         )),
-        js: async_nats::jetstream::new(link.client.clone()),
+        event_limiter: Arc::new(api::events::TenantLimiter::new(
+            config.events_per_second,
+            config.events_burst,
+        )),
         pool,
         metrics,
         config: Arc::new(config),
@@ -109,20 +100,15 @@ pub async fn run(
     .context("server failed")
 }
 
-fn watch_dependencies(
-    pool: sqlx::PgPool,
-    mut nats: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
-    readiness: Readiness,
-    stop: CancellationToken,
-) {
+/// Mirrors the database's reachability into readiness. The web service needs nothing else:
+/// events go to the database outbox, and the poller relays them to NATS.
+fn watch_database(pool: sqlx::PgPool, readiness: Readiness, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            readiness.set("nats", nats.borrow_and_update().connected);
             let db = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
             readiness.set("database", db);
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = nats.changed() => {}
                 () = stop.cancelled() => return,
             }
         }

@@ -27,7 +27,8 @@ use crate::{account, api, openapi};
 pub struct AppState {
     pub config: Arc<WebConfig>,
     pub pool: PgPool,
-    pub js: async_nats::jetstream::Context,
+    /// Events published per tenant.
+    pub event_limiter: Arc<crate::api::events::TenantLimiter>,
     pub tokens: Tokens,
     /// Failed logins per email.
     pub login_failures: Arc<FailureLimiter>,
@@ -56,7 +57,10 @@ pub fn router(state: AppState, ops: Ops) -> Router {
         )
         .route("/api/v2/alerts", get(api::alerts::list))
         .route("/api/v2/fleet", get(api::fleet::get))
-        .route("/api/v2/events", post(api::events::publish))
+        .route(
+            "/api/v2/events",
+            post(api::events::publish).get(api::events::list),
+        )
         .route("/api/v2/openapi.json", get(openapi_json))
         .layer(axum::extract::DefaultBodyLimit::max(
             api::events::MAX_EVENT_BYTES * 2,

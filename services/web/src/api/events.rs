@@ -1,30 +1,78 @@
-//! `POST /api/v2/events`: publish an application event to `pulse.v1.<tenant>.events.<topic>`.
+//! `POST /api/v2/events`: emit an application event; `GET /api/v2/events`: read a topic's
+//! retained events.
+//!
+//! Publishing writes the event to the database outbox through `pulse_emit_event`, the same
+//! function triggers and other writers use; the active poller relays it to
+//! `pulse.v1.<tenant>.events.<topic>`. So the web service needs no NATS, an event accepted
+//! here survives a NATS outage, and `seq` increases by exactly 1 per topic whichever instance
+//! or writer emitted it.
 //!
 //! Allowed for a logged-in `customer_admin` (for their own tenant), or for a backend service
-//! presenting `Authorization: Bearer <PULSE_PUBLISH_TOKEN>` and naming the tenant. Events go
-//! through JetStream (kept in `PULSE_EVENTS` for recovery) with a `seq` from a database
-//! sequence, so it increases however many web instances publish.
+//! presenting `Authorization: Bearer <PULSE_PUBLISH_TOKEN>` and naming the tenant. Each tenant
+//! may publish `PULSE_EVENTS_PER_SECOND` (bursts of `PULSE_EVENTS_BURST`); more get 429 with
+//! `Retry-After`.
+
+use std::num::NonZeroU32;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::session::Tokens;
+use crate::session::{Session, Tokens};
+use crate::tenant_db;
 
-/// Largest event body accepted, in bytes.
+/// Largest event message (the JSON pushed to clients), in bytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Longest `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// The request header that makes a publish idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Events published per tenant, a token bucket each.
+pub struct TenantLimiter {
+    limiter: DefaultKeyedRateLimiter<TenantId>,
+}
+
+impl TenantLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        }
+    }
+
+    /// Takes one publish for `tenant`, or says how many seconds to wait.
+    pub fn check(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        // Tenants that went quiet are forgotten now and then, so the map stays small.
+        if self.limiter.len() > 10_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(tenant).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+}
 
 #[derive(Deserialize, ToSchema)]
 pub struct PublishRequest {
     /// Topic id, e.g. `tickets`.
     pub topic: String,
-    /// What happened, e.g. `ticket:update`.
+    /// What happened, e.g. `ticket:update`; 1 to 128 bytes.
     pub event: String,
     #[schema(value_type = Object)]
     #[serde(default)]
@@ -36,6 +84,7 @@ pub struct PublishRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Published {
     pub subject: String,
+    /// The event's `seq` within its topic.
     pub seq: u64,
 }
 
@@ -87,60 +136,235 @@ fn publisher_tenant(
     Ok(session.tenant)
 }
 
+/// The `Idempotency-Key` header: 1 to 128 bytes of visible ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        ))
+    };
+    let key = raw.to_str().map_err(|_| bad())?;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// A body the JSON extractor refused: too large is 413, anything else 400.
+fn rejected(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the body is larger than {} bytes",
+            MAX_EVENT_BYTES * 2
+        ))
+    } else {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
 #[utoipa::path(post, path = "/api/v2/events", tag = "events", request_body = PublishRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Retry-safe publishing: the same key (per tenant, while the event is retained) returns the same seq and emits nothing new")),
     responses((status = 202, body = Published), (status = 400), (status = 401), (status = 403),
-              (status = 503, description = "NATS unavailable")))]
+              (status = 409, description = "the Idempotency-Key was used for another topic or event"),
+              (status = 413, description = "the event is larger than 64 KiB"),
+              (status = 429, description = "the tenant publishes faster than its limit; see Retry-After"),
+              (status = 503, description = "database unavailable")))]
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_deref(), &state.tokens)?;
     let topic = Topic::parse(body.topic.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;
     if body.event.is_empty() || body.event.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "event must be 1–128 characters".into(),
-        ));
+        return Err(ApiError::BadRequest("event must be 1–128 bytes".into()));
     }
-    let seq: i64 = sqlx::query_scalar("SELECT nextval('pulse_event_seq')")
-        .fetch_one(&state.pool)
-        .await?;
-    let event = Event {
+    let key = idempotency_key(&headers)?;
+    // The message as clients will get it, with the largest seq it could have: its size is
+    // what the limit is about.
+    let sized = Event {
         kind: Default::default(),
         tenant_id: tenant.clone(),
         topic: topic.clone(),
-        event: body.event,
-        seq: seq as u64,
+        event: body.event.clone(),
+        seq: u64::MAX,
         ts: Timestamp::now(),
-        payload: body.payload,
+        payload: body.payload.clone(),
     };
-    let bytes = serde_json::to_vec(&event).map_err(|e| ApiError::Internal(e.into()))?;
-    if bytes.len() > MAX_EVENT_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "event is {} bytes; at most {MAX_EVENT_BYTES}",
-            bytes.len()
+    let size = serde_json::to_vec(&sized)
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .len();
+    if size > MAX_EVENT_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the event is {size} bytes; at most {MAX_EVENT_BYTES}"
         )));
     }
-    let subject = Subject::Events(tenant, topic).to_string();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(pulse_proto::headers::SEQ, event.seq.to_string().as_str());
-    pulse_common::trace_headers::inject_current(&mut headers);
-    let ack = state
-        .js
-        .publish_with_headers(subject.clone(), headers, bytes.into())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    tokio::time::timeout(std::time::Duration::from_secs(5), ack)
-        .await
-        .map_err(|_| ApiError::Unavailable("no acknowledgement from JetStream".into()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
+
+    if let Some(key) = &key
+        && let Some(prior) = prior_event(&state, &tenant, key).await?
+    {
+        return replayed(prior, &tenant, &topic, &body.event);
+    }
+    state.event_limiter.check(&tenant)?;
+    let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4, $5)")
+        .bind(tenant.as_str())
+        .bind(topic.as_str())
+        .bind(&body.event)
+        .bind(&body.payload)
+        .bind(key.as_deref())
+        .fetch_one(&state.pool)
+        .await?;
+    tracing::debug!(%subject, seq, "event stored");
     Ok((
         StatusCode::ACCEPTED,
         Json(Published {
             subject,
-            seq: event.seq,
+            seq: seq as u64,
         }),
     ))
+}
+
+/// The event an idempotency key already created.
+#[derive(sqlx::FromRow)]
+struct Prior {
+    topic: String,
+    event: String,
+    seq: i64,
+}
+
+async fn prior_event(
+    state: &AppState,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<Prior>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+/// The answer to a publish whose key was used before: the same seq, nothing new.
+fn replayed(
+    prior: Prior,
+    tenant: &TenantId,
+    topic: &Topic,
+    event: &str,
+) -> Result<(StatusCode, Json<Published>), ApiError> {
+    if prior.topic != topic.as_str() || prior.event != event {
+        return Err(ApiError::Conflict(format!(
+            "this Idempotency-Key was used for event {:?} on topic {:?}",
+            prior.event, prior.topic
+        )));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Published {
+            subject: Subject::Events(tenant.clone(), topic.clone()).to_string(),
+            seq: prior.seq as u64,
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct EventParams {
+    /// The topic.
+    pub topic: String,
+    /// Only events with a higher seq, oldest first. Without it: the newest `limit` events.
+    pub after: Option<i64>,
+    /// At most this many events, 1–1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    pub topic: String,
+    /// Ascending seq, each exactly as pushed on the `events` channel.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Event>,
+    /// The topic's newest seq (0 when it has none): a client that has it has everything.
+    pub last_seq: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    event: String,
+    payload: Value,
+    created_at: OffsetDateTime,
+}
+
+#[utoipa::path(get, path = "/api/v2/events", tag = "events", params(EventParams),
+    responses((status = 200, body = EventPage), (status = 400), (status = 401)))]
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(p): ApiQuery<EventParams>,
+) -> Result<Json<EventPage>, ApiError> {
+    let topic = Topic::parse(p.topic.as_str())
+        .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;
+    let limit = limit(p.limit, 100)?;
+    if p.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::BadRequest("after must be 0 or more".into()));
+    }
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let last_seq: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM event_topics WHERE topic = $1")
+            .bind(topic.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut rows: Vec<Row> = match p.after {
+        Some(after) => {
+            sqlx::query_as(
+                "SELECT seq, event, payload, created_at FROM events \
+                  WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(topic.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT seq, event, payload, created_at FROM events \
+                  WHERE topic = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(topic.as_str())
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    rows.sort_by_key(|r| r.seq);
+    let events = rows
+        .into_iter()
+        .map(|r| Event {
+            kind: Default::default(),
+            tenant_id: session.tenant.clone(),
+            topic: topic.clone(),
+            event: r.event,
+            seq: r.seq as u64,
+            ts: Timestamp(r.created_at),
+            payload: r.payload,
+        })
+        .collect();
+    Ok(Json(EventPage {
+        topic: topic.to_string(),
+        events,
+        last_seq: last_seq.unwrap_or(0) as u64,
+    }))
 }

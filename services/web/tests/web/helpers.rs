@@ -34,6 +34,8 @@ pub struct Env {
     pub tenant: String,
     pub other_tenant: String,
     pub root: PathBuf,
+    /// The configuration the service was started with, for starting more instances.
+    pub config: WebConfig,
     stop: CancellationToken,
 }
 
@@ -52,6 +54,11 @@ struct SimCli {
 /// A database with two seeded tenants (3 devices each, users admin@/viewer@<tenant>.example),
 /// a dashboard folder, and the web service.
 pub async fn spawn() -> Env {
+    spawn_with(|_| {}).await
+}
+
+/// [`spawn`], with the service's configuration adjusted by `configure` first.
+pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     let db_name = unique("pulse_t_web").replace('-', "_");
     let admin = PgPoolOptions::new()
         .max_connections(1)
@@ -113,23 +120,11 @@ pub async fn spawn() -> Env {
     ])
     .unwrap()
     .config;
-    config.nats_url = nats_url();
     config.web_root = root.clone();
     config.gateway_urls = vec!["ws://127.0.0.1:1/api/v2/ws".into()];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    configure(&mut config);
     let stop = CancellationToken::new();
-    tokio::spawn(pulse_web::run(
-        config,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{addr}/healthz")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let addr = serve(config.clone(), &stop).await;
     Env {
         db_name,
         pool,
@@ -137,13 +132,43 @@ pub async fn spawn() -> Env {
         tenant,
         other_tenant,
         root,
+        config,
         stop,
     }
+}
+
+/// Starts a web service on port 0 and waits until it answers; it stops with `stop`.
+async fn serve(config: WebConfig, stop: &CancellationToken) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(pulse_web::run(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web service at {addr} did not answer within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    addr
 }
 
 impl Env {
     pub fn at(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Another web service instance with the same configuration and database (as behind a
+    /// load balancer); stopped by [`Env::finish`]. Returns its base URL.
+    pub async fn another_instance(&self) -> String {
+        format!("http://{}", serve(self.config.clone(), &self.stop).await)
     }
 
     /// A client with a cookie jar, logged in as `who@<tenant>.example`.

@@ -1,0 +1,244 @@
+//! The event relay: moves events from the database outbox (`events`) to NATS, in `seq` order
+//! per topic, and forgets them after `PULSE_EVENTS_MAX_AGE`.
+//!
+//! An event is marked relayed only once JetStream acknowledged it and every earlier event of
+//! its topic. Whatever is not marked is sent again on the next pass, by this poller or by the
+//! one that takes over after a crash; its `Nats-Msg-Id` (`<tenant>.<topic>.<seq>`) makes
+//! JetStream store it once. An event written while NATS is down waits in the outbox until NATS
+//! is back. Only the active poller relays.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use pulse_common::nats::LinkState;
+use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::changes::ChangeFeed;
+use crate::metrics::{Kind, Metrics, Query, Stage};
+use crate::publisher::{self, Outgoing};
+
+/// Most events read and sent in one pass; a full pass is followed at once by another.
+pub const BATCH: i64 = 1000;
+/// Safety net: the outbox is read this often even without a notification.
+const POLL: Duration = Duration::from_secs(1);
+/// How often events older than the retention are deleted from the outbox.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most rows deleted by one statement, so pruning never holds long locks.
+const PRUNE_BATCH: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Publish(#[from] publisher::PublishError),
+}
+
+/// One outbox row.
+#[derive(sqlx::FromRow)]
+struct Row {
+    tenant_id: String,
+    topic: String,
+    seq: i64,
+    event: String,
+    payload: Value,
+    created_at: OffsetDateTime,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    metrics: Metrics,
+    max_age: Duration,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, js: jetstream::Context, metrics: Metrics, max_age: Duration) -> Self {
+        Self {
+            pool,
+            js,
+            metrics,
+            max_age,
+        }
+    }
+
+    /// Sends up to [`BATCH`] unrelayed events and marks those acknowledged; returns how many
+    /// were read.
+    #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let started = Instant::now();
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT tenant_id::text, topic::text, seq, event, payload, created_at \
+               FROM events WHERE relayed_at IS NULL \
+              ORDER BY tenant_id, topic, seq LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        self.metrics.observe_query(Query::Events, started);
+        self.metrics.relay_backlog.set(rows.len() as i64);
+        let read = rows.len();
+        tracing::Span::current().record("read", read);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        let mut batch = Vec::with_capacity(rows.len());
+        // The seqs sent per topic, in order, to find how far each topic got.
+        let mut sent: HashMap<(TenantId, Topic), Vec<u64>> = HashMap::new();
+        for row in rows {
+            // The schema only stores valid ids; a row that is not is left in the outbox.
+            let (Ok(tenant), Ok(topic)) =
+                (TenantId::parse(&row.tenant_id), Topic::parse(&row.topic))
+            else {
+                tracing::error!(tenant = %row.tenant_id, topic = %row.topic, "outbox row with an invalid id");
+                continue;
+            };
+            let seq = row.seq as u64;
+            let message = Event {
+                kind: Default::default(),
+                tenant_id: tenant.clone(),
+                topic: topic.clone(),
+                event: row.event,
+                seq,
+                ts: Timestamp(row.created_at),
+                payload: row.payload,
+            };
+            batch.push(Outgoing {
+                payload: publisher::encode(&message)?,
+                subject: Subject::Events(tenant.clone(), topic.clone()),
+                seq,
+                msg_id: Some(pulse_proto::headers::event_msg_id(&tenant, &topic, seq)),
+                key: (tenant.clone(), topic.clone(), seq, row.created_at),
+            });
+            sent.entry((tenant, topic)).or_default().push(seq);
+        }
+        let (done, err) = publisher::publish_all(&self.js, batch).await;
+
+        // A topic counts as relayed up to the first event not acknowledged: what follows it
+        // is sent again, so a topic's events reach the stream in order.
+        let mut acked: HashMap<(TenantId, Topic), Vec<u64>> = HashMap::new();
+        let now = OffsetDateTime::now_utc();
+        for (tenant, topic, seq, created_at) in done {
+            let age = (now - created_at).as_seconds_f64().max(0.0);
+            self.metrics.relay_seconds.observe(age);
+            acked.entry((tenant, topic)).or_default().push(seq);
+        }
+        let (mut tenants, mut topics, mut upto) = (Vec::new(), Vec::new(), Vec::new());
+        let mut relayed = 0;
+        for (key, seqs) in &sent {
+            let Some(ok) = acked.get(key) else { continue };
+            let prefix = seqs.iter().take_while(|s| ok.contains(s)).count();
+            if prefix > 0 {
+                relayed += prefix;
+                tenants.push(key.0.to_string());
+                topics.push(key.1.to_string());
+                upto.push(seqs[prefix - 1] as i64);
+            }
+        }
+        if !tenants.is_empty() {
+            sqlx::query(
+                "UPDATE events e SET relayed_at = now() \
+                   FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant_id, topic, upto) \
+                  WHERE e.tenant_id = u.tenant_id AND e.topic = u.topic \
+                    AND e.seq <= u.upto AND e.relayed_at IS NULL",
+            )
+            .bind(&tenants)
+            .bind(&topics)
+            .bind(&upto)
+            .execute(&self.pool)
+            .await?;
+        }
+        self.metrics.published(Kind::Events, relayed as u64);
+        tracing::Span::current().record("relayed", relayed);
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(read),
+        }
+    }
+
+    /// Deletes relayed events older than the retention (their idempotency keys go with them).
+    pub async fn prune(&self) -> Result<u64, RelayError> {
+        let max_age = self.max_age.as_secs_f64();
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM events WHERE ctid = ANY(ARRAY( \
+                   SELECT ctid FROM events \
+                    WHERE created_at < now() - make_interval(secs => $1) \
+                      AND relayed_at IS NOT NULL \
+                    LIMIT $2))",
+            )
+            .bind(max_age)
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Relays until `stop` is cancelled: at once on a notification, every second as a safety
+    /// net, and after NATS reconnects; paused while NATS is down.
+    pub async fn run(
+        self,
+        feed: ChangeFeed,
+        mut nats: watch::Receiver<LinkState>,
+        stop: CancellationToken,
+    ) {
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            if nats.borrow().connected {
+                self.drain().await;
+                if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                    last_prune = Some(Instant::now());
+                    match self
+                        .prune()
+                        .instrument(tracing::debug_span!("prune_events"))
+                        .await
+                    {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired events"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.metrics.error(Stage::Relay);
+                            tracing::warn!(error = %e, "cannot prune expired events");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = feed.events_written() => {}
+                _ = poll.tick() => {}
+                changed = nats.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Relays until the outbox is empty or a pass fails (the next wake-up retries).
+    async fn drain(&self) {
+        loop {
+            match self.relay_once().await {
+                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    self.metrics.error(Stage::Relay);
+                    tracing::warn!(error = %e, "relaying events failed; retrying");
+                    return;
+                }
+            }
+        }
+    }
+}
