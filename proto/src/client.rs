@@ -39,7 +39,12 @@ impl Channel {
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientRequest {
-    Subscribe(Channel),
+    /// `since`, for an events channel only: replay every retained event with a higher `seq`
+    /// before the live ones.
+    Subscribe {
+        channel: Channel,
+        since: Option<u64>,
+    },
     Unsubscribe(Channel),
     Ping,
     /// A fresh token for the same tenant, sent before the current one expires.
@@ -74,6 +79,8 @@ pub enum ErrorCode {
     UnsupportedFrame,
     /// The gateway could not serve the request right now (e.g. NATS is unavailable); retry.
     Unavailable,
+    /// `since` is not a whole number from 0 to 2^53 - 1.
+    InvalidSince,
 }
 
 /// A refused client message; becomes a `{"type":"error"}` reply and the connection stays open.
@@ -109,6 +116,19 @@ fn id_error(field: &str, raw: &str, err: IdError) -> ProtocolError {
     ProtocolError::new(
         ErrorCode::InvalidId,
         format!("invalid {field} {:?}: {err}", echo(raw)),
+    )
+}
+
+/// Largest integer a JavaScript number holds exactly, 2^53 - 1.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+fn invalid_since(raw: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::InvalidSince,
+        format!(
+            "invalid since {}: expected a whole number from 0 to {MAX_SAFE_INTEGER}",
+            echo(raw)
+        ),
     )
 }
 
@@ -160,7 +180,15 @@ impl ClientRequest {
             }
         };
         match action {
-            "subscribe" => Ok(ClientRequest::Subscribe(Self::channel(&obj)?)),
+            "subscribe" => {
+                let channel = Self::channel(&obj)?;
+                let since = match channel {
+                    Channel::Events { .. } => Self::since(&obj)?,
+                    // Snapshots always start from the current value: `since` means nothing.
+                    _ => None,
+                };
+                Ok(ClientRequest::Subscribe { channel, since })
+            }
             "unsubscribe" => Ok(ClientRequest::Unsubscribe(Self::channel(&obj)?)),
             "ping" => Ok(ClientRequest::Ping),
             "auth" => Ok(ClientRequest::Auth {
@@ -173,6 +201,18 @@ impl ClientRequest {
                     echo(other)
                 ),
             )),
+        }
+    }
+
+    /// `since`: absent or null, or a whole number a JavaScript number holds exactly.
+    fn since(obj: &serde_json::Map<String, Value>) -> Result<Option<u64>, ProtocolError> {
+        match obj.get("since") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(since) if since <= MAX_SAFE_INTEGER => Ok(Some(since)),
+                _ => Err(invalid_since(&n.to_string())),
+            },
+            Some(other) => Err(invalid_since(&other.to_string())),
         }
     }
 
@@ -215,15 +255,58 @@ impl ClientRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerReply {
     /// `{"type":"subscribed","channel":"device","device_id":"dev-1"}`
-    Subscribed(Channel),
+    Subscribed {
+        #[serde(flatten)]
+        channel: Channel,
+        /// Events channel subscribed without `since`: the topic's newest `seq` at that moment;
+        /// the events that follow have higher ones. Absent when the gateway does not know it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
     /// `{"type":"unsubscribed","channel":"alerts"}`
     Unsubscribed(Channel),
-    /// `{"type":"error","code":"invalid_id","message":"..."}`
-    Error { code: ErrorCode, message: String },
+    /// `{"type":"error","code":"invalid_id","message":"..."}`, naming the channel when the
+    /// refused request was about one.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
+    },
+    /// `{"type":"events_reset","topic":"tickets","oldest":57,"reason":"expired"}`: events of
+    /// the topic were missed and cannot be delivered. Refetch what they drive, then go on with
+    /// the events that follow (from `oldest`, when known).
+    EventsReset {
+        topic: Topic,
+        /// `seq` of the first event that follows; `null` when unknown.
+        oldest: Option<u64>,
+        reason: ResetReason,
+    },
     /// `{"type":"pong"}`
     Pong,
     /// `{"type":"authenticated","exp":1795000000}`: the new token's expiry, unix seconds.
     Authenticated { exp: u64 },
+}
+
+/// Why an `events_reset` was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    /// Events after `since` are no longer retained.
+    Expired,
+    /// More events were missed than a gateway replays (`PULSE_REPLAY_MAX_EVENTS`).
+    Limit,
+    /// The event history cannot be read right now (JetStream unavailable).
+    Unavailable,
+    /// Events went missing on the way to the gateway and could not be read back.
+    Gap,
+}
+
+impl ServerReply {
+    /// `subscribed` for `channel`, without a `seq`.
+    pub fn subscribed(channel: Channel) -> Self {
+        ServerReply::Subscribed { channel, seq: None }
+    }
 }
 
 impl From<ProtocolError> for ServerReply {
@@ -231,6 +314,7 @@ impl From<ProtocolError> for ServerReply {
         ServerReply::Error {
             code: e.code,
             message: e.message,
+            channel: None,
         }
     }
 }
@@ -244,6 +328,16 @@ mod tests {
         DeviceId::parse(s).unwrap()
     }
 
+    fn sub(channel: Channel, since: Option<u64>) -> ClientRequest {
+        ClientRequest::Subscribe { channel, since }
+    }
+
+    fn tickets() -> Channel {
+        Channel::Events {
+            topic: Topic::parse("tickets").unwrap(),
+        }
+    }
+
     fn code_of(text: &str) -> ErrorCode {
         ClientRequest::parse(text).unwrap_err().code
     }
@@ -253,17 +347,36 @@ mod tests {
         let cases = [
             (
                 r#"{"action":"subscribe","type":"alerts"}"#,
-                ClientRequest::Subscribe(Channel::Alerts),
+                sub(Channel::Alerts, None),
             ),
             (
                 r#"{"action":"subscribe","type":"fleet"}"#,
-                ClientRequest::Subscribe(Channel::Fleet),
+                sub(Channel::Fleet, None),
             ),
             (
                 r#"{"action":"subscribe","type":"device","device_id":"dev-0001"}"#,
-                ClientRequest::Subscribe(Channel::Device {
-                    device_id: dev("dev-0001"),
-                }),
+                sub(
+                    Channel::Device {
+                        device_id: dev("dev-0001"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":41}"#,
+                sub(tickets(), Some(41)),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":0}"#,
+                sub(tickets(), Some(0)),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":null}"#,
+                sub(tickets(), None),
+            ),
+            (
+                r#"{"action":"subscribe","type":"fleet","since":"ignored"}"#,
+                sub(Channel::Fleet, None),
             ),
             (
                 r#"{"action":"unsubscribe","type":"events","topic":"tickets"}"#,
@@ -288,7 +401,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored_for_forward_compatibility() {
         let req = ClientRequest::parse(r#"{"action":"subscribe","type":"alerts","since":5}"#);
-        assert_eq!(req.unwrap(), ClientRequest::Subscribe(Channel::Alerts));
+        assert_eq!(req.unwrap(), sub(Channel::Alerts, None));
     }
 
     #[test]
@@ -332,6 +445,26 @@ mod tests {
                 r#"{"action":"unsubscribe","type":"events","topic":"t.>"}"#,
                 InvalidId,
             ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":-1}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":1.5}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":"5"}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":9007199254740992}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":[1]}"#,
+                InvalidSince,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(code_of(text), want, "{text}");
@@ -355,14 +488,45 @@ mod tests {
     fn replies_have_the_documented_shape() {
         let cases = [
             (
-                ServerReply::Subscribed(Channel::Alerts),
+                ServerReply::subscribed(Channel::Alerts),
                 json!({"type": "subscribed", "channel": "alerts"}),
             ),
             (
-                ServerReply::Subscribed(Channel::Device {
+                ServerReply::subscribed(Channel::Device {
                     device_id: dev("dev-1"),
                 }),
                 json!({"type": "subscribed", "channel": "device", "device_id": "dev-1"}),
+            ),
+            (
+                ServerReply::Subscribed {
+                    channel: tickets(),
+                    seq: Some(41),
+                },
+                json!({"type": "subscribed", "channel": "events", "topic": "tickets", "seq": 41}),
+            ),
+            (
+                ServerReply::EventsReset {
+                    topic: Topic::parse("tickets").unwrap(),
+                    oldest: Some(57),
+                    reason: ResetReason::Expired,
+                },
+                json!({"type": "events_reset", "topic": "tickets", "oldest": 57, "reason": "expired"}),
+            ),
+            (
+                ServerReply::EventsReset {
+                    topic: Topic::parse("tickets").unwrap(),
+                    oldest: None,
+                    reason: ResetReason::Unavailable,
+                },
+                json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "unavailable"}),
+            ),
+            (
+                ServerReply::Error {
+                    code: ErrorCode::Unavailable,
+                    message: "m".into(),
+                    channel: Some(tickets()),
+                },
+                json!({"type": "error", "code": "unavailable", "message": "m", "channel": "events", "topic": "tickets"}),
             ),
             (
                 ServerReply::Unsubscribed(Channel::Events {
@@ -374,6 +538,7 @@ mod tests {
                 ServerReply::Error {
                     code: ErrorCode::NotSubscribed,
                     message: "m".into(),
+                    channel: None,
                 },
                 json!({"type": "error", "code": "not_subscribed", "message": "m"}),
             ),

@@ -20,7 +20,7 @@ pub mod schema;
 pub mod subject;
 pub mod time;
 
-pub use client::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply};
+pub use client::{Channel, ClientRequest, ErrorCode, ProtocolError, ResetReason, ServerReply};
 pub use id::{DeviceId, IdError, TenantId, Topic, validate_id};
 pub use message::{
     Alert, AlertStatus, AlertsSnapshot, AlertsTag, DeviceStatus, Event, EventTag, FleetCounts,

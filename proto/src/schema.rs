@@ -48,7 +48,13 @@ fn client_request() -> Schema {
                 "properties": {
                     "action": { "enum": ["subscribe", "unsubscribe"] },
                     "type": { "const": "events" },
-                    "topic": id
+                    "topic": id,
+                    "since": {
+                        "description": "subscribe only: replay the retained events with a higher seq first",
+                        "type": ["integer", "null"],
+                        "minimum": 0,
+                        "maximum": crate::client::MAX_SAFE_INTEGER
+                    }
                 },
                 "required": ["action", "type", "topic"]
             },

@@ -121,10 +121,10 @@ fn protocol(c: &mut Criterion) {
     c.bench_function("protocol/parse_subscribe_device", |b| {
         b.iter(|| black_box(ClientRequest::parse(black_box(device)).unwrap()));
     });
-    let ClientRequest::Subscribe(channel) = ClientRequest::parse(device).unwrap() else {
+    let ClientRequest::Subscribe { channel, .. } = ClientRequest::parse(device).unwrap() else {
         unreachable!("a subscribe request");
     };
-    let reply = ServerReply::Subscribed(channel);
+    let reply = ServerReply::subscribed(channel);
     c.bench_function("protocol/encode_subscribed", |b| {
         b.iter(|| black_box(serde_json::to_string(black_box(&reply)).unwrap()));
     });

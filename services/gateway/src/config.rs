@@ -87,6 +87,16 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_CLIENT_QUEUE_EVENTS", default_value_t = 1024)]
     pub client_queue_events: usize,
 
+    /// Recent events kept per event topic in use, so clients resuming with `since` are
+    /// served from memory; older ones are read from the events stream.
+    #[arg(long, env = "PULSE_EVENTS_CACHE", default_value_t = 256)]
+    pub events_cache: usize,
+
+    /// Most events replayed to one client subscribing with `since`; a client further behind
+    /// gets an `events_reset` (reason `limit`) and the newest ones.
+    #[arg(long, env = "PULSE_REPLAY_MAX_EVENTS", default_value_t = 10_000)]
+    pub replay_max_events: usize,
+
     /// A write to a client that takes longer than this closes the connection (dead peer).
     #[arg(long, env = "PULSE_WRITE_TIMEOUT_SECONDS", default_value_t = 10)]
     pub write_timeout_seconds: u64,
@@ -213,6 +223,13 @@ impl GatewayConfig {
         range(
             "PULSE_CLIENT_QUEUE_EVENTS",
             self.client_queue_events as u64,
+            1,
+            1_000_000,
+        )?;
+        range("PULSE_EVENTS_CACHE", self.events_cache as u64, 0, 100_000)?;
+        range(
+            "PULSE_REPLAY_MAX_EVENTS",
+            self.replay_max_events as u64,
             1,
             1_000_000,
         )?;

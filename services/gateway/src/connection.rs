@@ -194,50 +194,68 @@ impl Session {
         };
         match request {
             ClientRequest::Ping => self.reply(&ServerReply::Pong).await?,
-            ClientRequest::Subscribe(channel) => self.subscribe(channel).await?,
+            ClientRequest::Subscribe { channel, since } => self.subscribe(channel, since).await?,
             ClientRequest::Unsubscribe(channel) => self.unsubscribe(channel).await?,
             ClientRequest::Auth { token } => return self.reauthenticate(&token).await,
         }
         Ok(None)
     }
 
-    async fn subscribe(&mut self, channel: Channel) -> Result<(), Ending> {
+    async fn subscribe(&mut self, channel: Channel, since: Option<u64>) -> Result<(), Ending> {
         if self.channels.contains_key(&channel) {
-            return self.reply(&ServerReply::Subscribed(channel)).await;
+            return self.reply(&ServerReply::subscribed(channel)).await;
         }
         if self.channels.len() >= self.state.config.max_subscriptions {
-            return self
-                .reply_error(ProtocolError::new(
-                    ErrorCode::TooManySubscriptions,
-                    format!(
-                        "at most {} subscriptions per connection",
-                        self.state.config.max_subscriptions
-                    ),
-                ))
-                .await;
+            let error = ProtocolError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.state.config.max_subscriptions
+                ),
+            );
+            return self.reply_channel_error(error, channel).await;
         }
         let subject = channel.subject(&self.principal.tenant);
         match self
             .state
             .fanout
-            .subscribe(self.id, &self.queue, &subject)
+            .subscribe(self.id, &self.queue, &subject, since)
             .await
         {
-            Ok(topic) => {
-                self.written.insert(topic.id, 0);
-                self.channels.insert(channel.clone(), topic);
+            Ok(subscribed) => {
+                self.written.insert(subscribed.topic.id, 0);
+                self.channels.insert(channel.clone(), subscribed.topic);
                 self.state.metrics.subscriptions.inc();
-                self.reply(&ServerReply::Subscribed(channel)).await
+                self.reply(&ServerReply::Subscribed {
+                    channel,
+                    seq: subscribed.seq,
+                })
+                .await
             }
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "subscribe failed");
-                self.reply_error(ProtocolError::new(
+                let error = ProtocolError::new(
                     ErrorCode::Unavailable,
                     "cannot subscribe right now; retry shortly",
-                ))
-                .await
+                );
+                self.reply_channel_error(error, channel).await
             }
         }
+    }
+
+    /// An error reply about `channel`, naming it.
+    async fn reply_channel_error(
+        &mut self,
+        e: ProtocolError,
+        channel: Channel,
+    ) -> Result<(), Ending> {
+        self.count_error(e.code);
+        self.reply(&ServerReply::Error {
+            code: e.code,
+            message: e.message,
+            channel: Some(channel),
+        })
+        .await
     }
 
     async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
@@ -250,11 +268,9 @@ impl Session {
                 self.reply(&ServerReply::Unsubscribed(channel)).await
             }
             None => {
-                self.reply_error(ProtocolError::new(
-                    ErrorCode::NotSubscribed,
-                    "not subscribed to that channel",
-                ))
-                .await
+                let error =
+                    ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to that channel");
+                self.reply_channel_error(error, channel).await
             }
         }
     }
@@ -295,7 +311,12 @@ impl Session {
     }
 
     async fn reply_error(&mut self, e: ProtocolError) -> Result<(), Ending> {
-        let code = serde_json::to_value(e.code)
+        self.count_error(e.code);
+        self.reply(&ServerReply::from(e)).await
+    }
+
+    fn count_error(&self, code: ErrorCode) {
+        let code = serde_json::to_value(code)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
@@ -304,7 +325,6 @@ impl Session {
             .client_errors
             .get_or_create(&CodeLabel { code })
             .inc();
-        self.reply(&ServerReply::from(e)).await
     }
 
     async fn send(&mut self, message: Message) -> Result<(), Ending> {

@@ -3,8 +3,11 @@
 //! subscriber's queue.
 //!
 //! The first local subscriber of a subject creates its NATS subscription; the last one leaving
-//! removes it. A new subscriber gets the subject's current value at once: the newest frame seen
-//! on this instance, or the last message retained in the JetStream `PULSE_STATE` stream.
+//! removes it. A new subscriber of a snapshot subject gets its current value at once: the newest
+//! frame seen on this instance, or the last message retained in the JetStream `PULSE_STATE`
+//! stream. An event subject delivers every event once and in `seq` order, filling a gap from
+//! the `PULSE_EVENTS` stream before going on, and brings a subscriber that gives `since` up to
+//! date from its recent events or from the stream (see [`crate::replay`]).
 //!
 //! Locks here are held only for map updates and queue pushes, never across an `.await`.
 
@@ -17,13 +20,21 @@ use async_nats::jetstream;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt as _;
 use parking_lot::{Mutex, RwLock};
-use pulse_proto::Subject;
 use pulse_proto::subject::STATE_STREAM;
+use pulse_proto::{ResetReason, Subject};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{Frame, TopicId, seq_of};
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed};
+use crate::replay::{self, EventLog, Item, Order};
+
+/// How often a catching-up client's history is read again while a gap remains (an event
+/// delivered live may reach the stream a moment later).
+const SPLICE_ATTEMPTS: usize = 3;
 
 /// Identifies a connection on this instance.
 pub type ConnId = u64;
@@ -43,6 +54,10 @@ pub struct Topic {
     removed: AtomicBool,
     /// Whether this topic is counted in the `nats_subscriptions` gauge.
     counted: AtomicBool,
+    /// Event subjects: order, recent events and catching-up clients.
+    log: Mutex<EventLog>,
+    /// Event subjects: wakes the dispatch task to read what NATS may have dropped.
+    resync: Notify,
 }
 
 impl Topic {
@@ -54,6 +69,59 @@ impl Topic {
             _ => {
                 *latest = Some(frame.clone());
                 true
+            }
+        }
+    }
+
+    /// Pushes an event to every local subscriber (holding it for those catching up) if it is
+    /// the next in order; returns where it stood.
+    fn deliver_event(&self, frame: &Frame, metrics: &Metrics) -> Order {
+        let mut log = self.log.lock();
+        self.deliver_locked(&mut log, frame, None, metrics)
+    }
+
+    /// [`Topic::deliver_event`] with the log already locked, skipping `except`.
+    fn deliver_locked(
+        &self,
+        log: &mut EventLog,
+        frame: &Frame,
+        except: Option<ConnId>,
+        metrics: &Metrics,
+    ) -> Order {
+        let order = log.order(frame.seq);
+        if order != Order::Next {
+            return order;
+        }
+        log.advance(frame);
+        let subscribers = self.subscribers.read();
+        for (conn, queue) in subscribers.iter() {
+            if Some(*conn) == except {
+                continue;
+            }
+            match log.catching_up.get_mut(conn) {
+                Some(held) if held.len() < queue.event_cap() => held.push(frame.clone()),
+                Some(_) => queue.overflow_now(),
+                None => {
+                    queue.push_event(frame.clone());
+                }
+            }
+        }
+        metrics.events_delivered.inc();
+        order
+    }
+
+    /// Tells every subscriber not catching up that events were missed.
+    fn reset_all(&self, oldest: Option<u64>, reason: ResetReason, metrics: &Metrics) {
+        let Subject::Events(_, name) = &self.subject else {
+            return;
+        };
+        let frame = replay::reset_frame(self.id, name, oldest, reason);
+        let log = self.log.lock();
+        let subscribers = self.subscribers.read();
+        for (conn, queue) in subscribers.iter() {
+            if !log.catching_up.contains_key(conn) {
+                queue.push_event(frame.clone());
+                metrics.event_resets.inc();
             }
         }
     }
@@ -96,6 +164,22 @@ pub enum FanOutError {
     Subscribe(String),
 }
 
+/// A subscription in place.
+pub struct Subscribed {
+    pub topic: Arc<Topic>,
+    /// Event subjects subscribed without `since`: the newest `seq` delivered here, when known.
+    pub seq: Option<u64>,
+}
+
+/// How event subjects are served.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    /// Recent events kept per event subject for clients resuming with `since`.
+    pub cache: usize,
+    /// Most events replayed to one resuming client; more missed ones end in a reset.
+    pub replay_max: usize,
+}
+
 #[derive(Clone)]
 pub struct FanOut {
     inner: Arc<Inner>,
@@ -108,19 +192,23 @@ struct Inner {
     topics: Mutex<HashMap<Subject, Arc<Topic>>>,
     next_topic: AtomicU64,
     metrics: Metrics,
+    history: History,
+    limits: EventLimits,
 }
 
 impl FanOut {
-    pub fn new(nats: async_nats::Client, metrics: Metrics) -> Self {
+    pub fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
         let js = jetstream::new(nats.clone());
         Self {
             inner: Arc::new(Inner {
                 nats,
+                history: History::new(js.clone()),
                 js,
                 state_stream: tokio::sync::OnceCell::new(),
                 topics: Mutex::new(HashMap::new()),
                 next_topic: AtomicU64::new(1),
                 metrics,
+                limits,
             }),
         }
     }
@@ -130,22 +218,25 @@ impl FanOut {
         self.inner.topics.lock().len()
     }
 
-    /// Adds `queue` as a subscriber of `subject` and queues the current value for it.
+    /// Adds `queue` as a subscriber of `subject`. A snapshot subject queues its current value;
+    /// an event subject given `since` queues every event after it, then the live ones.
     pub async fn subscribe(
         &self,
         conn: ConnId,
         queue: &Arc<ClientQueue>,
         subject: &Subject,
-    ) -> Result<Arc<Topic>, FanOutError> {
-        let topic = {
+        since: Option<u64>,
+    ) -> Result<Subscribed, FanOutError> {
+        let (topic, catching_up) = {
             let mut topics = self.inner.topics.lock();
             let topic = topics
                 .entry(subject.clone())
                 .or_insert_with(|| {
+                    let snapshot = subject.is_snapshot();
                     Arc::new(Topic {
                         id: self.inner.next_topic.fetch_add(1, Ordering::Relaxed),
                         subject: subject.clone(),
-                        snapshot: subject.is_snapshot(),
+                        snapshot,
                         subscribers: RwLock::new(HashMap::new()),
                         latest: Mutex::new(None),
                         started: tokio::sync::OnceCell::new(),
@@ -153,11 +244,45 @@ impl FanOut {
                         dispatch: Mutex::new(None),
                         removed: AtomicBool::new(false),
                         counted: AtomicBool::new(false),
+                        log: Mutex::new(EventLog::new(if snapshot {
+                            0
+                        } else {
+                            self.inner.limits.cache
+                        })),
+                        resync: Notify::new(),
                     })
                 })
                 .clone();
+            // Registering and deciding how to catch up happen under the log's lock, so no
+            // event is delivered in between.
+            let mut log = topic.log.lock();
+            let catching_up = match since {
+                Some(since) if !topic.snapshot => {
+                    match topic
+                        .started
+                        .initialized()
+                        .then(|| log.from_memory(since))
+                        .flatten()
+                    {
+                        Some(frames) => {
+                            self.inner
+                                .metrics
+                                .events_replayed
+                                .inc_by(frames.len() as u64);
+                            queue.push_replay(frames);
+                            false
+                        }
+                        None => {
+                            log.catching_up.insert(conn, Vec::new());
+                            true
+                        }
+                    }
+                }
+                _ => false,
+            };
             topic.subscribers.write().insert(conn, queue.clone());
-            topic
+            drop(log);
+            (topic, catching_up)
         };
         if let Err(e) = topic
             .started
@@ -167,15 +292,108 @@ impl FanOut {
             self.unsubscribe(conn, &topic);
             return Err(e);
         }
+        let mut seq = None;
         if topic.snapshot {
             self.queue_current(&topic, queue).await;
+        } else if let Some(since) = since.filter(|_| catching_up) {
+            tokio::spawn(
+                self.clone()
+                    .catch_up(topic.clone(), conn, queue.clone(), since),
+            );
+        } else if since.is_none() {
+            seq = topic.log.lock().head;
         }
-        Ok(topic)
+        Ok(Subscribed { topic, seq })
+    }
+
+    /// Brings a catching-up client from `since` to the live events: reads the stream, then
+    /// joins it with the recent and held frames under the log's lock.
+    async fn catch_up(self, topic: Arc<Topic>, conn: ConnId, queue: Arc<ClientQueue>, since: u64) {
+        let metrics = &self.inner.metrics;
+        let Subject::Events(_, name) = &topic.subject else {
+            return;
+        };
+        let started = Instant::now();
+        for attempt in 1..=SPLICE_ATTEMPTS {
+            let read = self
+                .inner
+                .history
+                .read_after(
+                    &topic.subject,
+                    topic.id,
+                    since,
+                    self.inner.limits.replay_max,
+                )
+                .await;
+            let mut log = topic.log.lock();
+            let Some(held) = log.catching_up.get(&conn) else {
+                return; // unsubscribed meanwhile
+            };
+            let items = match &read {
+                Ok(stored) => {
+                    let memory = log.recent().chain(held.iter());
+                    match replay::splice(since, stored, memory, attempt == SPLICE_ATTEMPTS) {
+                        Some(items) => items,
+                        None => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(subject = %topic.subject, error = %e, "cannot replay events");
+                    // What arrived live since the subscribe still follows, after the reset.
+                    let mut items = vec![Item::Reset {
+                        oldest: held.first().map(|f| f.seq),
+                        reason: ResetReason::Unavailable,
+                    }];
+                    items.extend(held.iter().cloned().map(Item::Event));
+                    items
+                }
+            };
+            log.catching_up.remove(&conn);
+            let mut replayed = 0u64;
+            let mut ahead = Vec::new();
+            let mut frames = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Item::Event(frame) => {
+                        replayed += 1;
+                        if log.head.is_some_and(|head| frame.seq > head) {
+                            ahead.push(frame.clone());
+                        }
+                        frames.push(frame);
+                    }
+                    Item::Reset { oldest, reason } => {
+                        metrics.event_resets.inc();
+                        frames.push(replay::reset_frame(topic.id, name, oldest, reason));
+                    }
+                }
+            }
+            queue.push_replay(frames);
+            // Events the stream holds but this instance had not delivered yet are the topic's
+            // next ones for every other subscriber too; their live copies become duplicates.
+            for frame in &ahead {
+                if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
+                    break;
+                }
+            }
+            if let (None, Ok(stored)) = (log.head, &read)
+                && let Some(last) = stored.frames.last()
+            {
+                log.learn_head(last.seq);
+            }
+            drop(log);
+            metrics.events_replayed.inc_by(replayed);
+            tracing::debug!(
+                subject = %topic.subject, since, replayed, took = ?started.elapsed(),
+                "client caught up"
+            );
+            return;
+        }
     }
 
     /// Removes `conn` from `topic`; the last subscriber leaving ends the NATS subscription.
     pub fn unsubscribe(&self, conn: ConnId, topic: &Arc<Topic>) {
         let mut topics = self.inner.topics.lock();
+        topic.log.lock().catching_up.remove(&conn);
         let empty = {
             let mut subscribers = topic.subscribers.write();
             subscribers.remove(&conn);
@@ -199,11 +417,19 @@ impl FanOut {
             .subscribe(topic.subject.to_string())
             .await
             .map_err(|e| FanOutError::Subscribe(e.to_string()))?;
-        let task = tokio::spawn(dispatch(
-            Arc::downgrade(topic),
-            subscriber,
-            self.inner.metrics.clone(),
-        ));
+        let task = if topic.snapshot {
+            tokio::spawn(dispatch(
+                Arc::downgrade(topic),
+                subscriber,
+                self.inner.metrics.clone(),
+            ))
+        } else {
+            tokio::spawn(dispatch_events(
+                Arc::downgrade(topic),
+                subscriber,
+                self.clone(),
+            ))
+        };
         *topic.dispatch.lock() = Some(task.abort_handle());
         self.server_barrier(topic).await;
         if !topic.counted.swap(true, Ordering::SeqCst) {
@@ -230,7 +456,12 @@ impl FanOut {
         if !topic.snapshot
             && self.inner.nats.connection_state() == async_nats::connection::State::Connected
         {
-            let _ = self.read_retained(&topic.subject).await;
+            // The newest stored event is also where this instance's order starts.
+            match self.inner.history.latest(&topic.subject, topic.id).await {
+                Ok(Some(frame)) => topic.log.lock().learn_head(frame.seq),
+                Ok(None) => topic.log.lock().learn_head(0),
+                Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
+            }
         }
     }
 
@@ -286,6 +517,9 @@ impl FanOut {
     /// retained value is read again and pushed to its subscribers where it is newer.
     pub async fn resync(&self) {
         let topics: Vec<Arc<Topic>> = self.inner.topics.lock().values().cloned().collect();
+        for topic in topics.iter().filter(|t| !t.snapshot) {
+            topic.resync.notify_one();
+        }
         for topic in topics.into_iter().filter(|t| t.snapshot) {
             let before = topic.latest.lock().as_ref().map(|f| f.seq);
             if let Some(frame) = self.fetch_retained(&topic).await
@@ -337,5 +571,125 @@ async fn dispatch(topic: Weak<Topic>, mut subscriber: async_nats::Subscriber, me
             received,
         };
         topic.deliver(&frame, &metrics);
+    }
+}
+
+/// An event subject's dispatch: delivers each event once, in `seq` order, reading what is
+/// missing from the stream first; after a NATS reconnect, reads what may have been dropped.
+async fn dispatch_events(
+    topic: Weak<Topic>,
+    mut subscriber: async_nats::Subscriber,
+    fanout: FanOut,
+) {
+    let metrics = fanout.inner.metrics.clone();
+    loop {
+        let message = {
+            let Some(t) = topic.upgrade() else { break };
+            tokio::select! {
+                message = subscriber.next() => message,
+                () = t.resync.notified() => {
+                    fill(&fanout, &t, None)
+                        .instrument(tracing::debug_span!("fill", subject = %t.subject))
+                        .await;
+                    continue;
+                }
+            }
+        };
+        let Some(message) = message else { break };
+        let Some(topic) = topic.upgrade() else { break };
+        metrics.messages_in.inc();
+        let traced = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(pulse_proto::headers::TRACEPARENT).is_some());
+        let span = if traced {
+            let span = tracing::info_span!("fanout", subject = %topic.subject);
+            pulse_common::trace_headers::continue_from(&span, message.headers.as_ref());
+            span
+        } else {
+            tracing::trace_span!("fanout", subject = %topic.subject)
+        };
+        let Ok(text) = Utf8Bytes::try_from(message.payload) else {
+            tracing::warn!(subject = %topic.subject, "dropping a message that is not UTF-8");
+            continue;
+        };
+        let frame = Frame {
+            topic: topic.id,
+            seq: seq_of(message.headers.as_ref()),
+            snapshot: false,
+            text,
+            received: Instant::now(),
+        };
+        match span.in_scope(|| topic.deliver_event(&frame, &metrics)) {
+            Order::Next => {}
+            Order::Duplicate => {
+                metrics.events_duplicate.inc();
+            }
+            Order::Gap { .. } => fill(&fanout, &topic, Some(frame)).instrument(span).await,
+        }
+    }
+}
+
+/// Reads the events after the topic's head from the stream and delivers them, then `pending`
+/// (the live event that revealed the gap). What cannot be read back is announced with a reset
+/// before the events that follow.
+async fn fill(fanout: &FanOut, topic: &Arc<Topic>, pending: Option<Frame>) {
+    let metrics = &fanout.inner.metrics;
+    let limit = fanout.inner.limits.replay_max;
+    for attempt in 1..=SPLICE_ATTEMPTS {
+        let Some(head) = topic.log.lock().head else {
+            break;
+        };
+        match fanout
+            .inner
+            .history
+            .read_after(&topic.subject, topic.id, head, limit)
+            .await
+        {
+            Ok(stored) => {
+                if stored.missing_before.is_some() {
+                    topic.reset_all(stored.missing_before, ResetReason::Expired, metrics);
+                    topic.log.lock().forget_head();
+                }
+                let mut filled = 0;
+                for frame in &stored.frames {
+                    match topic.deliver_event(frame, metrics) {
+                        Order::Next => filled += 1,
+                        Order::Duplicate => {}
+                        Order::Gap { .. } => break,
+                    }
+                }
+                metrics.events_filled.inc_by(filled);
+                let Some(frame) = &pending else { return };
+                let order = topic.log.lock().order(frame.seq);
+                match order {
+                    Order::Next | Order::Duplicate => break,
+                    // An event sent live before it was stored: read again shortly.
+                    Order::Gap { .. } if attempt < SPLICE_ATTEMPTS => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64))
+                            .await;
+                    }
+                    Order::Gap { .. } => {
+                        topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
+                        topic.log.lock().forget_head();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
+                topic.reset_all(
+                    pending.as_ref().map(|f| f.seq),
+                    ResetReason::Unavailable,
+                    metrics,
+                );
+                topic.log.lock().forget_head();
+                break;
+            }
+        }
+    }
+    if let Some(frame) = &pending
+        && topic.deliver_event(frame, metrics) == Order::Duplicate
+    {
+        metrics.events_duplicate.inc();
     }
 }

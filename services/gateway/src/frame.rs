@@ -21,6 +21,13 @@ pub struct Frame {
     pub received: Instant,
 }
 
+/// Frames are equal when they carry the same message of the same subject.
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic && self.seq == other.seq && self.text == other.text
+    }
+}
+
 /// Reads `seq` from the `Pulse-Seq` header.
 pub fn seq_of(headers: Option<&async_nats::HeaderMap>) -> u64 {
     headers

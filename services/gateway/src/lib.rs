@@ -7,6 +7,8 @@
 //! - [`server`]: the `/api/v2/ws` upgrade, origin check, caps, ops endpoints.
 //! - [`connection`]: one client's session: requests, pushes, heartbeats, expiry, drain.
 //! - [`fanout`]: reference-counted NATS subscriptions and delivery to client queues.
+//! - [`replay`]: an event topic's order on this instance, and resuming clients from `since`.
+//! - [`history`]: reading an event topic's history from the `PULSE_EVENTS` stream.
 //! - [`queue`]: a client's bounded outbound queue (conflating snapshots).
 //! - [`frame`]: a message made once and shared by every recipient.
 //! - [`caps`], [`ratelimit`]: connection caps and per-connection message rate.
@@ -18,9 +20,11 @@ pub mod config;
 pub mod connection;
 pub mod fanout;
 pub mod frame;
+pub mod history;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
+pub mod replay;
 pub mod server;
 
 use std::sync::Arc;
@@ -73,7 +77,14 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     )
     .await?;
-    let fanout = FanOut::new(link.client.clone(), metrics.clone());
+    let fanout = FanOut::new(
+        link.client.clone(),
+        metrics.clone(),
+        crate::fanout::EventLimits {
+            cache: config.events_cache,
+            replay_max: config.replay_max_events,
+        },
+    );
     let auth = Authenticator::new(&config);
     if config.jwks_url.is_some()
         && let Err(e) = auth.refresh_jwks().await

@@ -33,6 +33,11 @@ pub struct Metrics {
     pub auth_failures: Family<CodeLabel, Counter>,
     pub client_errors: Family<CodeLabel, Counter>,
     pub fanout_latency: Histogram,
+    pub events_delivered: Counter,
+    pub events_duplicate: Counter,
+    pub events_filled: Counter,
+    pub events_replayed: Counter,
+    pub event_resets: Counter,
 }
 
 impl Metrics {
@@ -52,6 +57,11 @@ impl Metrics {
             auth_failures: Family::default(),
             client_errors: Family::default(),
             fanout_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            events_delivered: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_filled: Counter::default(),
+            events_replayed: Counter::default(),
+            event_resets: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("pulse_gateway");
         r.register(
@@ -123,6 +133,31 @@ impl Metrics {
             "fanout_latency_seconds",
             "Time from NATS receive to the frame written to the client's socket",
             m.fanout_latency.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Events delivered in seq order to this instance's subscribers of a topic",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events received again (a relay repeated after a failover, or read back before they arrived live) and dropped",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_filled",
+            "Events missing on the live path and read back from the events stream",
+            m.events_filled.clone(),
+        );
+        r.register(
+            "events_replayed",
+            "Events replayed to clients that subscribed with since",
+            m.events_replayed.clone(),
+        );
+        r.register(
+            "event_resets",
+            "events_reset messages sent: events a client asked for could not be delivered",
+            m.event_resets.clone(),
         );
         m
     }

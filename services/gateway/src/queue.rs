@@ -32,6 +32,9 @@ pub enum Pushed {
 struct State {
     snapshots: Vec<Frame>,
     events: std::collections::VecDeque<Frame>,
+    /// Replayed events waiting beyond the cap: a resuming client's backlog does not count
+    /// against the live events that follow it.
+    replayed: usize,
     overflowed: bool,
     closed: bool,
 }
@@ -85,7 +88,7 @@ impl ClientQueue {
             if s.closed {
                 return Pushed::Closed;
             }
-            if s.events.len() >= self.event_cap {
+            if s.events.len() >= self.event_cap + s.replayed {
                 if !s.overflowed {
                     s.overflowed = true;
                     self.overflow.notify_one();
@@ -98,6 +101,37 @@ impl ClientQueue {
         };
         self.wake.notify_one();
         pushed
+    }
+
+    /// Queues replayed events (and resets) in order, whatever the cap: their number is bounded
+    /// by the replay limit.
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) {
+        {
+            let mut s = self.state.lock();
+            if s.closed {
+                return;
+            }
+            let before = s.events.len();
+            s.events.extend(frames);
+            s.replayed += s.events.len() - before;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Most events that may wait.
+    pub fn event_cap(&self) -> usize {
+        self.event_cap
+    }
+
+    /// Marks the event queue overflowed (the client is closed with 4008), for events held
+    /// back elsewhere that would not fit either.
+    pub fn overflow_now(&self) {
+        let mut s = self.state.lock();
+        if !s.overflowed && !s.closed {
+            s.overflowed = true;
+            self.overflow.notify_one();
+            self.wake.notify_one();
+        }
     }
 
     /// Resolves when something was pushed since the last [`ClientQueue::take`].
@@ -116,6 +150,7 @@ impl ClientQueue {
         let mut s = self.state.lock();
         out.append(&mut s.snapshots);
         out.extend(s.events.drain(..));
+        s.replayed = 0;
         // Release the capacity a burst left behind, so an idle client holds no large buffers.
         if s.snapshots.capacity() > 16 {
             s.snapshots.shrink_to(4);
@@ -199,6 +234,21 @@ mod tests {
         assert_eq!(q.push_snapshot(frame(1, 2)), Pushed::Closed);
         assert_eq!(q.push_event(frame(2, 2)), Pushed::Closed);
         assert!(texts(&q).is_empty());
+    }
+
+    #[test]
+    fn a_replay_does_not_count_against_the_live_events_after_it() {
+        let q = ClientQueue::new(2);
+        q.push_replay((1..=5).map(|seq| frame(9, seq)));
+        assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
+        assert_eq!(q.push_event(frame(9, 7)), Pushed::Queued);
+        assert_eq!(q.push_event(frame(9, 8)), Pushed::Overflow);
+        let mut out = Vec::new();
+        assert!(q.take(&mut out));
+        assert_eq!(
+            out.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7]
+        );
     }
 
     #[tokio::test]

@@ -251,6 +251,28 @@ impl Client {
         }
     }
 
+    /// Reads every event that was delivered before the connection ended, as a client
+    /// processing its socket would: their seqs, and the close code (`None`: dropped).
+    pub async fn events_until_closed(&mut self, within: Duration) -> (Vec<u64>, Option<u16>) {
+        let deadline = Instant::now() + within;
+        let mut seqs = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => panic!("not closed within {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return (seqs, None),
+                Ok(Some(Ok(Message::Close(frame)))) => return (seqs, frame.map(|f| f.code.into())),
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] == "event" {
+                        seqs.push(v["seq"].as_u64().unwrap());
+                    }
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Reads until the connection ends: `Some(code)` for a close frame, `None` when it was
     /// dropped without one. Panics if it stays open past `within`.
     pub async fn closed_or_dropped(&mut self, within: Duration) -> Option<u16> {
@@ -332,10 +354,44 @@ struct PollerCli {
 }
 
 pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
-    let config = PollerCli::try_parse_from(["p", "--database-url", "postgres://x@localhost/x"])
-        .unwrap()
-        .config;
+    ensure_streams_with(js, &[]).await;
+}
+
+/// Creates the streams with the poller's configuration plus `flags` (e.g. a per-topic cap).
+pub async fn ensure_streams_with(js: &async_nats::jetstream::Context, flags: &[&str]) {
+    let mut args = vec!["p", "--database-url", "postgres://x@localhost/x"];
+    args.extend_from_slice(flags);
+    let config = PollerCli::try_parse_from(args).unwrap().config;
     pulse_poller::streams::ensure(js, &config).await.unwrap();
+}
+
+/// An event message as the poller relays it: stored in `PULSE_EVENTS` and sent live.
+pub async fn publish_event(nats: &async_nats::Client, tenant: &str, topic: &str, seq: u64) {
+    publish_retained(
+        nats,
+        &format!("pulse.v1.{tenant}.events.{topic}"),
+        seq,
+        json!({"type": "event", "tenant_id": tenant, "topic": topic, "event": "ticket:update", "payload": {"n": seq}}),
+    )
+    .await;
+}
+
+/// Reads events of `topic` until `last`, failing on anything out of order, duplicated, or a
+/// reset; returns the seqs seen.
+pub async fn events_until(c: &mut Client, last: u64) -> Vec<u64> {
+    let mut seen: Vec<u64> = Vec::new();
+    while seen.last().is_none_or(|&s| s < last) {
+        let m = c
+            .until(T, |m| m["type"] == "event" || m["type"] == "events_reset")
+            .await;
+        assert_eq!(m["type"], "event", "unexpected {m}");
+        let seq = m["seq"].as_u64().unwrap();
+        if let Some(&prev) = seen.last() {
+            assert_eq!(seq, prev + 1, "after {prev} came {seq}: {seen:?}");
+        }
+        seen.push(seq);
+    }
+    seen
 }
 
 pub async fn nats() -> async_nats::Client {

@@ -1,6 +1,7 @@
 //! The NATS permissions documented for operators (deploy/k8s/nats/README.md) are enough for
-//! the poller, the gateway and the web service to do their work, and the gateway's subscribe
-//! acknowledgement does not wait on a request those permissions refuse.
+//! the poller and the gateway to do their work (the web service needs no NATS), and the
+//! gateway's subscribe acknowledgement and event replay do not wait on a request those
+//! permissions refuse.
 
 use std::time::Duration;
 
@@ -40,7 +41,6 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         &[
             ("PULSE_POLLER_PASSWORD", "poller-pw"),
             ("PULSE_GATEWAY_PASSWORD", "gateway-pw"),
-            ("PULSE_WEB_PASSWORD", "web-pw"),
         ],
     );
     let url_as = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
@@ -71,22 +71,30 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     );
     assert_eq!(c.next(T).await["v"], "retained");
 
-    // An event subscription is acknowledged at once, and the first event after the ack, from
-    // the web service's user, arrives.
+    // An event subscription is acknowledged at once, and the first event after the ack,
+    // relayed by the poller's user, arrives.
     c.subscribe_within(
         json!({"type": "events", "topic": "tickets"}),
         Duration::from_secs(1),
     )
     .await;
-    let web = connect_nats(&url_as("pulse-web", "web-pw")).await.unwrap();
-    publish(
-        &web,
-        &format!("pulse.v1.{tenant}.events.tickets"),
-        1,
-        json!({"type": "event", "topic": "tickets", "event": "ticket:update", "payload": {}}),
-    )
-    .await;
-    assert_eq!(c.next(T).await["event"], "ticket:update");
+    let event = |seq: u64| json!({"type": "event", "topic": "tickets", "event": "ticket:update", "seq": seq, "payload": {}});
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    publish_retained(&poller, &subject, 1, event(1)).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+    publish_retained(&poller, &subject, 2, event(2)).await;
+    assert_eq!(c.next(T).await["seq"], 2);
+
+    // A client resuming from `since` is replayed from the events stream.
+    let mut resumed = connect(&gw.url(&token_for(&tenant, 60))).await;
+    resumed
+        .subscribe_within(
+            json!({"type": "events", "topic": "tickets", "since": 0}),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(resumed.next(T).await["seq"], 1);
+    assert_eq!(resumed.next(T).await["seq"], 2);
 
     // Telemetry published by the poller's user reaches a device subscriber.
     c.subscribe(json!({"type": "device", "device_id": "dev-1"}))

@@ -1,0 +1,239 @@
+//! Reading an event topic's history from the JetStream stream `PULSE_EVENTS` by the events'
+//! own `seq` (the `Pulse-Seq` header), with direct gets that any replica answers.
+//!
+//! The stream numbers messages across all subjects; an event topic's `seq` increases with
+//! them, so the first stored event after a given `seq` is found by a binary search over stream
+//! sequences, then read forward. Every read has a deadline: a slow or absent JetStream ends in
+//! [`HistoryError`], never in a stalled caller.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use axum::extract::ws::Utf8Bytes;
+use pulse_proto::Subject;
+use pulse_proto::subject::EVENTS_STREAM;
+
+use crate::frame::{Frame, TopicId, seq_of};
+
+/// How long one JetStream read may take before the history counts as unavailable.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("the events stream cannot be opened: {0}")]
+    Stream(String),
+    #[error("reading the events stream failed: {0}")]
+    Read(String),
+    #[error("reading the events stream took longer than {READ_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// What a topic's history holds after a given `seq`.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Events after the asked `seq`, ascending.
+    pub frames: Vec<Frame>,
+    /// Set when events right after the asked `seq` are gone (expired or evicted, or beyond the
+    /// replay limit): the `seq` of the first event in `frames`.
+    pub missing_before: Option<u64>,
+    /// The events after the asked `seq` were more than the limit: only the newest were read.
+    pub limited: bool,
+}
+
+/// Reads of the events stream, shared by every topic of a gateway.
+pub struct History {
+    js: jetstream::Context,
+    stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
+}
+
+/// One stored event: its stream sequence and its `seq`.
+struct Found {
+    stream_seq: u64,
+    seq: u64,
+    message: jetstream::message::StreamMessage,
+}
+
+impl History {
+    pub fn new(js: jetstream::Context) -> Self {
+        Self {
+            js,
+            stream: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn stream(&self) -> Result<&jetstream::stream::Stream, HistoryError> {
+        self.stream
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(READ_TIMEOUT, self.js.get_stream(EVENTS_STREAM)).await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => Err(HistoryError::Stream(e.to_string())),
+                    Err(_) => Err(HistoryError::Timeout),
+                }
+            })
+            .await
+    }
+
+    /// The newest stored event of `subject`, if any. Whatever the answer, it is a round trip
+    /// through the NATS server (the subscribe barrier relies on that).
+    pub async fn latest(
+        &self,
+        subject: &Subject,
+        topic: TopicId,
+    ) -> Result<Option<Frame>, HistoryError> {
+        let stream = self.stream().await?;
+        let found = timed(stream.direct_get_last_for_subject(subject.to_string())).await?;
+        Ok(found.map(|f| frame(topic, f)))
+    }
+
+    /// The stored events of `subject` after `after`, at most `max` of them (the newest when
+    /// there are more).
+    pub async fn read_after(
+        &self,
+        subject: &Subject,
+        topic: TopicId,
+        after: u64,
+        max: usize,
+    ) -> Result<Stored, HistoryError> {
+        let started = Instant::now();
+        let stream = self.stream().await?;
+        let name = subject.to_string();
+        let Some(last) = timed(stream.direct_get_last_for_subject(name.clone())).await? else {
+            // Nothing stored: either nothing happened after `after`, or it expired. Only the
+            // caller's own knowledge (what it delivered since) can tell; report nothing.
+            return Ok(Stored::default());
+        };
+        if last.seq <= after {
+            return Ok(Stored::default());
+        }
+        let Some(first) = timed(stream.direct_get_next_for_subject(name.clone(), None)).await?
+        else {
+            return Ok(Stored::default());
+        };
+        let end = last.stream_seq;
+        let mut want = after;
+        let mut stored = Stored::default();
+        if last.seq - after > max as u64 {
+            want = last.seq - max as u64;
+            stored.limited = true;
+        }
+        let first_stream_seq = first.stream_seq;
+        let expired = first.seq > want + 1;
+        // The first stored event with a seq above `want`.
+        let start = if first.seq > want {
+            first
+        } else {
+            // `answer` is the earliest event known to be above `want`; an earlier one can only
+            // be at a stream sequence in [lo, hi).
+            let mut answer = last;
+            let (mut lo, mut hi) = (first.stream_seq + 1, answer.stream_seq);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let Some(probe) =
+                    timed(stream.direct_get_next_for_subject(name.clone(), Some(mid))).await?
+                else {
+                    break;
+                };
+                if probe.stream_seq >= hi {
+                    hi = mid;
+                } else if probe.seq > want {
+                    hi = probe.stream_seq;
+                    answer = probe;
+                } else {
+                    lo = probe.stream_seq + 1;
+                }
+            }
+            answer
+        };
+        stored.frames = read_forward(stream, &name, topic, start, end, max).await?;
+        stored.frames.retain(|f| f.seq > want);
+        stored.frames.sort_by_key(|f| f.seq);
+        stored.frames.dedup_by_key(|f| f.seq);
+        // The search assumes a topic's seqs rise with the stream's order; an event stored
+        // after a later one (a relay retry) breaks that locally. When a hole shows, read the
+        // topic's whole retained history once instead.
+        let holed = stored
+            .frames
+            .first()
+            .is_some_and(|f| !expired && f.seq != want + 1)
+            || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
+        if holed {
+            let Some(first) =
+                timed(stream.direct_get_next_for_subject(name.clone(), Some(first_stream_seq)))
+                    .await?
+            else {
+                return Ok(stored);
+            };
+            let mut all = read_forward(stream, &name, topic, first, end, usize::MAX).await?;
+            all.retain(|f| f.seq > want);
+            all.sort_by_key(|f| f.seq);
+            all.dedup_by_key(|f| f.seq);
+            let skip = all.len().saturating_sub(max);
+            stored.frames = all.split_off(skip);
+        }
+        if let Some(first) = stored.frames.first()
+            && (expired || stored.limited)
+        {
+            stored.missing_before = Some(first.seq);
+        }
+        tracing::debug!(
+            %subject, after, read = stored.frames.len(), took = ?started.elapsed(),
+            "read event history"
+        );
+        Ok(stored)
+    }
+}
+
+/// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`.
+async fn read_forward(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    topic: TopicId,
+    start: Found,
+    end: u64,
+    max: usize,
+) -> Result<Vec<Frame>, HistoryError> {
+    let mut next = start.stream_seq + 1;
+    let mut frames = vec![frame(topic, start)];
+    while next <= end && frames.len() < max {
+        let Some(found) =
+            timed(stream.direct_get_next_for_subject(name.to_owned(), Some(next))).await?
+        else {
+            break;
+        };
+        if found.stream_seq > end {
+            break;
+        }
+        next = found.stream_seq + 1;
+        frames.push(frame(topic, found));
+    }
+    Ok(frames)
+}
+
+/// One direct get with a deadline; `None` when there is no such message.
+async fn timed(
+    get: impl std::future::Future<
+        Output = Result<jetstream::message::StreamMessage, jetstream::stream::DirectGetError>,
+    >,
+) -> Result<Option<Found>, HistoryError> {
+    match tokio::time::timeout(READ_TIMEOUT, get).await {
+        Ok(Ok(message)) => Ok(Some(Found {
+            stream_seq: message.sequence,
+            seq: seq_of(Some(&message.headers)),
+            message,
+        })),
+        Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Ok(Err(e)) => Err(HistoryError::Read(e.to_string())),
+        Err(_) => Err(HistoryError::Timeout),
+    }
+}
+
+fn frame(topic: TopicId, found: Found) -> Frame {
+    let text = Utf8Bytes::try_from(found.message.payload).unwrap_or_default();
+    Frame {
+        topic,
+        seq: found.seq,
+        snapshot: false,
+        text,
+        received: Instant::now(),
+    }
+}

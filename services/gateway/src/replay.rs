@@ -1,0 +1,316 @@
+//! An event topic's order on this instance, and how a client that asks for `since` is brought
+//! up to date without a gap or a duplicate.
+//!
+//! [`EventLog`] keeps the topic's `head` (the highest `seq` delivered to local subscribers,
+//! every lower one delivered before it, in order) and the most recent frames. A live event is
+//! delivered only as `head + 1`: a lower one is a duplicate, a higher one reveals a gap that
+//! the caller fills from the stream first. A client resuming from `since` is served from the
+//! recent frames when they reach back far enough; otherwise it is "catching up": live frames
+//! wait in its buffer while the stream is read, and [`splice`] joins both.
+//!
+//! Pure data: no I/O and no locks here; the fan-out holds the lock around it.
+
+use std::collections::{HashMap, VecDeque};
+
+use axum::extract::ws::Utf8Bytes;
+use pulse_proto::{ResetReason, ServerReply, Topic};
+
+use crate::fanout::ConnId;
+use crate::frame::Frame;
+use crate::history::Stored;
+
+/// Where a live event stands against the topic's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The next one (or the first one seen): deliver it.
+    Next,
+    /// Already delivered.
+    Duplicate,
+    /// Events between `head` and this one are missing.
+    Gap { head: u64 },
+}
+
+/// One thing to push to a client: an event, or word that events were missed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Event(Frame),
+    Reset {
+        oldest: Option<u64>,
+        reason: ResetReason,
+    },
+}
+
+/// A topic's recent events on this instance.
+pub struct EventLog {
+    /// Highest `seq` delivered, with every lower one before it; `None` until known.
+    pub head: Option<u64>,
+    recent: VecDeque<Frame>,
+    cap: usize,
+    /// Clients catching up from the stream, with the live frames held for them meanwhile.
+    pub catching_up: HashMap<ConnId, Vec<Frame>>,
+}
+
+impl EventLog {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            head: None,
+            recent: VecDeque::new(),
+            cap,
+            catching_up: HashMap::new(),
+        }
+    }
+
+    /// Where an event with `seq` stands. `seq` 0 (a publisher that sets none) is always next.
+    pub fn order(&self, seq: u64) -> Order {
+        match self.head {
+            _ if seq == 0 => Order::Next,
+            None => Order::Next,
+            Some(head) if seq <= head => Order::Duplicate,
+            Some(head) if seq == head + 1 => Order::Next,
+            Some(head) => Order::Gap { head },
+        }
+    }
+
+    /// Records `frame` as delivered: it becomes the head and joins the recent frames.
+    pub fn advance(&mut self, frame: &Frame) {
+        if frame.seq == 0 {
+            return;
+        }
+        if self
+            .recent
+            .back()
+            .is_some_and(|last| last.seq + 1 != frame.seq)
+        {
+            // After a gap the recent frames no longer run on without one.
+            self.recent.clear();
+        }
+        self.head = Some(frame.seq);
+        if self.cap > 0 {
+            if self.recent.len() >= self.cap {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(frame.clone());
+        }
+    }
+
+    /// Learns the head from the stream when nothing was delivered yet.
+    pub fn learn_head(&mut self, seq: u64) {
+        if self.head.is_none() && seq > 0 {
+            self.head = Some(seq);
+        }
+    }
+
+    /// Forgets the head after events may have been missed and could not be read back: the
+    /// next live event is delivered whatever its `seq`.
+    pub fn forget_head(&mut self) {
+        self.head = None;
+        self.recent.clear();
+    }
+
+    /// The frames a client that has everything up to `since` still needs, when the recent
+    /// frames reach back far enough; `None` when the stream must be read.
+    pub fn from_memory(&self, since: u64) -> Option<Vec<Frame>> {
+        let head = self.head?;
+        if since == head {
+            return Some(Vec::new());
+        }
+        let first = self.recent.front()?.seq;
+        (since < head && first <= since + 1).then(|| {
+            self.recent
+                .iter()
+                .filter(|f| f.seq > since)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The recent frames, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Frame> {
+        self.recent.iter()
+    }
+}
+
+/// Joins what a catching-up client needs after `since`: the events read from the stream, then
+/// the recent and held live frames, each once and in order, with a reset before anything that
+/// does not follow on. Returns `None` when a gap remains and `allow_gap` is false (read again).
+pub fn splice<'a>(
+    since: u64,
+    stored: &Stored,
+    memory: impl Iterator<Item = &'a Frame>,
+    allow_gap: bool,
+) -> Option<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut last = since;
+    if let Some(oldest) = stored.missing_before {
+        out.push(Item::Reset {
+            oldest: Some(oldest),
+            reason: if stored.limited {
+                ResetReason::Limit
+            } else {
+                ResetReason::Expired
+            },
+        });
+        last = oldest - 1;
+    }
+    let mut memory: Vec<&Frame> = memory.collect();
+    memory.sort_by_key(|f| f.seq);
+    for frame in stored.frames.iter().chain(memory) {
+        if frame.seq == 0 || frame.seq <= last {
+            continue;
+        }
+        if frame.seq != last + 1 {
+            if !allow_gap {
+                return None;
+            }
+            out.push(Item::Reset {
+                oldest: Some(frame.seq),
+                reason: ResetReason::Gap,
+            });
+        }
+        last = frame.seq;
+        out.push(Item::Event(frame.clone()));
+    }
+    Some(out)
+}
+
+/// The `events_reset` message as a frame of `topic`, queued like an event so that it keeps its
+/// place among them.
+pub fn reset_frame(
+    frame_topic: crate::frame::TopicId,
+    topic: &Topic,
+    oldest: Option<u64>,
+    reason: ResetReason,
+) -> Frame {
+    let reply = ServerReply::EventsReset {
+        topic: topic.clone(),
+        oldest,
+        reason,
+    };
+    let text = serde_json::to_string(&reply).unwrap_or_default();
+    Frame {
+        topic: frame_topic,
+        seq: 0,
+        snapshot: false,
+        text: Utf8Bytes::from(text),
+        received: std::time::Instant::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn f(seq: u64) -> Frame {
+        Frame {
+            topic: 1,
+            seq,
+            snapshot: false,
+            text: format!("e{seq}").into(),
+            received: Instant::now(),
+        }
+    }
+
+    fn seqs(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Event(f) => f.seq.to_string(),
+                Item::Reset { oldest, reason } => format!("reset({oldest:?},{reason:?})"),
+            })
+            .collect()
+    }
+
+    fn stored(frames: &[u64]) -> Stored {
+        Stored {
+            frames: frames.iter().map(|&s| f(s)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_events_are_ordered_against_the_head() {
+        let mut log = EventLog::new(4);
+        assert_eq!(
+            log.order(7),
+            Order::Next,
+            "the first one seen sets the head"
+        );
+        log.advance(&f(7));
+        assert_eq!(log.order(8), Order::Next);
+        assert_eq!(log.order(7), Order::Duplicate);
+        assert_eq!(log.order(3), Order::Duplicate);
+        assert_eq!(log.order(10), Order::Gap { head: 7 });
+        assert_eq!(
+            log.order(0),
+            Order::Next,
+            "an event without seq is never held back"
+        );
+    }
+
+    #[test]
+    fn memory_serves_a_resume_it_covers() {
+        let mut log = EventLog::new(3);
+        for seq in 1..=5 {
+            log.advance(&f(seq));
+        }
+        // Recent holds 3, 4, 5.
+        let got = |since| {
+            log.from_memory(since)
+                .map(|v| v.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
+        assert_eq!(got(5), Some(vec![]));
+        assert_eq!(got(4), Some(vec![5]));
+        assert_eq!(got(2), Some(vec![3, 4, 5]));
+        assert_eq!(got(1), None, "event 2 is no longer in memory");
+        assert_eq!(
+            got(9),
+            None,
+            "a client ahead of this instance is served by the stream"
+        );
+    }
+
+    #[test]
+    fn a_gap_clears_the_recent_frames() {
+        let mut log = EventLog::new(8);
+        log.advance(&f(1));
+        log.advance(&f(2));
+        log.advance(&f(5));
+        assert_eq!(log.from_memory(2), None);
+        assert_eq!(log.from_memory(4).map(|v| v.len()), Some(1));
+    }
+
+    #[test]
+    fn splice_joins_stream_and_live_without_gap_or_duplicate() {
+        let held = [f(6), f(7), f(8)];
+        let out = splice(2, &stored(&[3, 4, 5, 6]), held.iter(), false).unwrap();
+        assert_eq!(seqs(&out), ["3", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn splice_waits_for_a_gap_then_reports_it() {
+        let held = [f(9)];
+        assert!(splice(2, &stored(&[3, 4]), held.iter(), false).is_none());
+        let out = splice(2, &stored(&[3, 4]), held.iter(), true).unwrap();
+        assert_eq!(seqs(&out), ["3", "4", "reset(Some(9),Gap)", "9"]);
+    }
+
+    #[test]
+    fn splice_reports_expired_and_limited_history_first() {
+        let mut s = stored(&[10, 11]);
+        s.missing_before = Some(10);
+        let out = splice(2, &s, [].iter(), false).unwrap();
+        assert_eq!(seqs(&out), ["reset(Some(10),Expired)", "10", "11"]);
+        s.limited = true;
+        let out = splice(2, &s, [].iter(), false).unwrap();
+        assert_eq!(seqs(&out), ["reset(Some(10),Limit)", "10", "11"]);
+    }
+
+    #[test]
+    fn splice_skips_what_the_client_already_has() {
+        let held = [f(4), f(5)];
+        let out = splice(4, &stored(&[]), held.iter(), false).unwrap();
+        assert_eq!(seqs(&out), ["5"]);
+    }
+}

@@ -1,0 +1,372 @@
+//! Events are never silently lost: per-topic order, replay with `since` on any gateway, a
+//! reset whenever events cannot be delivered, and resuming after every way a connection ends.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn events(topic: &str, since: Option<u64>) -> Value {
+    match since {
+        Some(since) => json!({"type": "events", "topic": topic, "since": since}),
+        None => json!({"type": "events", "topic": topic}),
+    }
+}
+
+#[tokio::test]
+async fn an_event_repeated_or_late_below_the_head_is_delivered_once() {
+    // A relay repeated after a failover sends an event again; the gateway keeps each once.
+    let tenant = unique("evdup");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let r = c.subscribe(events("tickets", None)).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    for seq in [1, 2, 2, 1, 3] {
+        publish(
+            &nats,
+            &subject,
+            seq,
+            json!({"type": "event", "topic": "tickets"}),
+        )
+        .await;
+    }
+    assert_eq!(events_until(&mut c, 3).await, [1, 2, 3]);
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn an_event_that_arrives_before_an_earlier_one_is_held_until_it_is_read_back() {
+    // Event 2 is stored a moment after event 3 went out live (a relay retry): the gateway
+    // reads 2 from the stream and delivers 2 then 3.
+    let tenant = unique("evreorder");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", None)).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    publish(
+        &nats,
+        &subject,
+        3,
+        json!({"type": "event", "topic": "tickets"}),
+    )
+    .await;
+    publish_event(&nats, &tenant, "tickets", 2).await;
+    assert_eq!(events_until(&mut c, 3).await, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
+    let tenant = unique("evgap");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", None)).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+    // Event 2 never exists anywhere.
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    publish(
+        &nats,
+        &subject,
+        3,
+        json!({"type": "event", "topic": "tickets"}),
+    )
+    .await;
+    let reset = c.next(T).await;
+    assert_eq!(
+        reset,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 3, "reason": "gap"})
+    );
+    assert_eq!(c.next(T).await["seq"], 3);
+}
+
+#[tokio::test]
+async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_coming() {
+    let tenant = unique("evreplay");
+    let nats = nats().await;
+    for seq in 1..=40 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    // A first gateway served the topic; the client resumes on a second one that never did.
+    let first = spawn_gateway(config()).await;
+    let mut before = connect(&first.url(&token_for(&tenant, 60))).await;
+    let r = before.subscribe(events("tickets", None)).await;
+    assert_eq!(r["seq"], 40, "subscribed names the newest seq: {r}");
+    let second = spawn_gateway(config()).await;
+
+    let publisher = {
+        let nats = nats.clone();
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            for seq in 41..=140 {
+                publish_event(&nats, &tenant, "tickets", seq).await;
+            }
+        })
+    };
+    let mut c = connect(&second.url(&token_for(&tenant, 60))).await;
+    let r = c.subscribe(events("tickets", Some(10))).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert!(r.get("seq").is_none(), "{r}");
+    let seen = events_until(&mut c, 140).await;
+    assert_eq!(seen, (11..=140).collect::<Vec<u64>>());
+    publisher.await.unwrap();
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none());
+    // The first gateway's live client saw every event after its baseline, once.
+    assert_eq!(
+        events_until(&mut before, 140).await,
+        (41..=140).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_resume_this_gateway_holds_in_memory_needs_no_stream_read() {
+    let tenant = unique("evmemory");
+    let nats = nats().await;
+    let gw = spawn_gateway(config()).await;
+    let mut live = connect(&gw.url(&token_for(&tenant, 60))).await;
+    live.subscribe(events("tickets", None)).await;
+    for seq in 1..=30 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    assert_eq!(events_until(&mut live, 30).await.len(), 30);
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", Some(25))).await;
+    assert_eq!(events_until(&mut c, 30).await, [26, 27, 28, 29, 30]);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pulse_gateway_events_replayed_total", &[]),
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
+    // A private NATS, so the small per-topic cap touches no other test.
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-nats-expired"));
+    let store_arg = store.to_string_lossy().to_string();
+    let _server = start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_for_nats(&url).await;
+    let nats = connect_nats(&url).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams_with(&js, &["--events-max-per-topic", "5"]).await;
+    let tenant = unique("evexpired");
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    for seq in 1..=12 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Pulse-Seq", seq.to_string().as_str());
+        let body = json!({"type": "event", "topic": "tickets", "seq": seq});
+        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut cfg = config();
+    cfg.nats_url = url;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", Some(2))).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "expired"})
+    );
+    assert_eq!(events_until(&mut c, 12).await, [8, 9, 10, 11, 12]);
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[tokio::test]
+async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newest() {
+    let tenant = unique("evlimit");
+    let nats = nats().await;
+    for seq in 1..=30 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    let mut cfg = config();
+    cfg.replay_max_events = 10;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", Some(0))).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 21, "reason": "limit"})
+    );
+    assert_eq!(
+        events_until(&mut c, 30).await,
+        (21..=30).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty_one() {
+    // Core NATS only: the events stream cannot be read.
+    let port = free_port();
+    let _server = start_nats_server(port, &[], &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_for_nats(&url).await;
+    let nats = connect_nats(&url).await.unwrap();
+    let mut cfg = config();
+    cfg.nats_url = url;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("evnojs");
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let r = c.subscribe(events("tickets", Some(5))).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let reset = c.next(T).await;
+    assert_eq!(reset["type"], "events_reset", "{reset}");
+    assert_eq!(reset["reason"], "unavailable");
+    // Live events still follow, after the reset.
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    publish(
+        &nats,
+        &subject,
+        9,
+        json!({"type": "event", "topic": "tickets"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["seq"], 9);
+}
+
+#[tokio::test]
+async fn since_must_be_a_whole_number() {
+    let tenant = unique("evsince");
+    let gw = spawn_gateway(config()).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    for bad in [
+        json!(-1),
+        json!(1.5),
+        json!("3"),
+        json!(9_007_199_254_740_992u64),
+    ] {
+        let r = c
+            .subscribe(json!({"type": "events", "topic": "tickets", "since": bad}))
+            .await;
+        assert_eq!(r["code"], "invalid_since", "{bad}: {r}");
+    }
+    c.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
+    let tenant = unique("ev4008");
+    let nats = nats().await;
+    let mut cfg = config();
+    cfg.client_queue_events = 200;
+    cfg.ws_write_buffer_bytes = 1024;
+    let gw = spawn_gateway(cfg).await;
+    let mut slow = connect(&gw.url(&token_for(&tenant, 60))).await;
+    slow.subscribe(events("firehose", None)).await;
+    // It stops reading; 16 KiB events overflow its socket buffers and its queue.
+    let pad = "x".repeat(16 * 1024);
+    const EVENTS: u64 = 600;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let subject = format!("pulse.v1.{tenant}.events.firehose");
+    for seq in 1..=EVENTS {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Pulse-Seq", seq.to_string().as_str());
+        let body = json!({"type": "event", "topic": "firehose", "seq": seq, "pad": pad});
+        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let (seen, code) = slow.events_until_closed(Duration::from_secs(20)).await;
+    assert!(matches!(code, Some(4008) | None), "{code:?}");
+    let last = seen.last().copied().unwrap_or(0);
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<u64>>(),
+        "in order before the close"
+    );
+    assert!(
+        last < EVENTS,
+        "the client was closed before it had everything"
+    );
+
+    let mut resumed = connect(&gw.url(&token_for(&tenant, 60))).await;
+    resumed.subscribe(events("firehose", Some(last))).await;
+    assert_eq!(
+        events_until(&mut resumed, EVENTS).await,
+        (last + 1..=EVENTS).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_drained_client_resumes_on_another_gateway_with_events_published_meanwhile() {
+    let tenant = unique("evdrain");
+    let nats = nats().await;
+    let draining = spawn_gateway(config()).await;
+    let other = spawn_gateway(config()).await;
+    let mut c = connect(&draining.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", None)).await;
+    for seq in 1..=5 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    assert_eq!(events_until(&mut c, 5).await.len(), 5);
+    draining.begin_shutdown();
+    assert_eq!(c.closed(Duration::from_secs(10)).await.code, 1012);
+    for seq in 6..=20 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    let mut c = connect(&other.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", Some(5))).await;
+    assert_eq!(
+        events_until(&mut c, 20).await,
+        (6..=20).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing() {
+    let tenant = unique("evkill");
+    let nats = nats().await;
+    let port = free_port();
+    let mut killed = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
+        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("PULSE_JWT_SECRET", SECRET)
+        .env("NATS_URL", nats_url())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("gateway ready", Duration::from_secs(20), || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let mut c = connect(&format!(
+        "ws://127.0.0.1:{port}/api/v2/ws?token={}",
+        token_for(&tenant, 60)
+    ))
+    .await;
+    c.subscribe(events("tickets", None)).await;
+    for seq in 1..=5 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    assert_eq!(events_until(&mut c, 5).await.len(), 5);
+    killed.start_kill().unwrap(); // SIGKILL
+    killed.wait().await.unwrap();
+    assert_eq!(c.closed_or_dropped(Duration::from_secs(10)).await, None);
+    for seq in 6..=25 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    let other = spawn_gateway(config()).await;
+    let mut c = connect(&other.url(&token_for(&tenant, 60))).await;
+    c.subscribe(events("tickets", Some(5))).await;
+    assert_eq!(
+        events_until(&mut c, 25).await,
+        (6..=25).collect::<Vec<u64>>()
+    );
+}
