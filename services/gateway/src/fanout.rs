@@ -534,29 +534,30 @@ impl FanOut {
     }
 }
 
+/// A message that carries a trace context gets a span continuing that trace, so a trace runs
+/// from the database change through the poller to the fan-out. Untraced messages (the common
+/// case) cost no span at the default level.
+fn fanout_span(topic: &Topic, headers: Option<&async_nats::HeaderMap>) -> tracing::Span {
+    let traced = headers.is_some_and(|h| h.get(pulse_proto::headers::TRACEPARENT).is_some());
+    if traced {
+        let span = tracing::info_span!(
+            "fanout",
+            subject = %topic.subject,
+            recipients = topic.subscribers.read().len()
+        );
+        pulse_common::trace_headers::continue_from(&span, headers);
+        span
+    } else {
+        tracing::trace_span!("fanout", subject = %topic.subject)
+    }
+}
+
 async fn dispatch(topic: Weak<Topic>, mut subscriber: async_nats::Subscriber, metrics: Metrics) {
     while let Some(message) = subscriber.next().await {
         let Some(topic) = topic.upgrade() else { break };
         let received = Instant::now();
         metrics.messages_in.inc();
-        // A message that carries a trace context gets a span continuing that trace, so a trace
-        // runs from the database change through the poller to the fan-out. Untraced messages
-        // (the common case) cost no span at the default level.
-        let traced = message
-            .headers
-            .as_ref()
-            .is_some_and(|h| h.get(pulse_proto::headers::TRACEPARENT).is_some());
-        let span = if traced {
-            let span = tracing::info_span!(
-                "fanout",
-                subject = %topic.subject,
-                recipients = topic.subscribers.read().len()
-            );
-            pulse_common::trace_headers::continue_from(&span, message.headers.as_ref());
-            span
-        } else {
-            tracing::trace_span!("fanout", subject = %topic.subject)
-        };
+        let span = fanout_span(&topic, message.headers.as_ref());
         let _entered = span.enter();
         let seq = seq_of(message.headers.as_ref());
         let Ok(text) = Utf8Bytes::try_from(message.payload) else {
@@ -598,17 +599,7 @@ async fn dispatch_events(
         let Some(message) = message else { break };
         let Some(topic) = topic.upgrade() else { break };
         metrics.messages_in.inc();
-        let traced = message
-            .headers
-            .as_ref()
-            .is_some_and(|h| h.get(pulse_proto::headers::TRACEPARENT).is_some());
-        let span = if traced {
-            let span = tracing::info_span!("fanout", subject = %topic.subject);
-            pulse_common::trace_headers::continue_from(&span, message.headers.as_ref());
-            span
-        } else {
-            tracing::trace_span!("fanout", subject = %topic.subject)
-        };
+        let span = fanout_span(&topic, message.headers.as_ref());
         let Ok(text) = Utf8Bytes::try_from(message.payload) else {
             tracing::warn!(subject = %topic.subject, "dropping a message that is not UTF-8");
             continue;

@@ -1,7 +1,6 @@
 //! Events are never silently lost: per-topic order, replay with `since` on any gateway, a
 //! reset whenever events cannot be delivered, and resuming after every way a connection ends.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -330,22 +329,7 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
     let tenant = unique("evkill");
     let nats = nats().await;
     let port = free_port();
-    let mut killed = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
-        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-        .env("PULSE_JWT_SECRET", SECRET)
-        .env("NATS_URL", nats_url())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("gateway ready", Duration::from_secs(20), || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let mut killed = spawn_gateway_process(port, &[]).await;
     let mut c = connect(&format!(
         "ws://127.0.0.1:{port}/api/v2/ws?token={}",
         token_for(&tenant, 60)

@@ -428,6 +428,29 @@ pub fn start_nats_server(port: u16, args: &[&str], envs: &[(&str, &str)]) -> tok
         .expect("nats-server must be installed (scripts/ensure-nats.sh installs it)")
 }
 
+/// The gateway binary as its own process on `port` (on the shared NATS), with `envs` added;
+/// returns once it is ready. Killed when dropped.
+pub async fn spawn_gateway_process(port: u16, envs: &[(&str, &str)]) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
+        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("PULSE_JWT_SECRET", SECRET)
+        .env("NATS_URL", nats_url())
+        .envs(envs.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("gateway ready", Duration::from_secs(20), || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    child
+}
+
 /// Waits until a NATS client can connect to `url` (credentials in the URL are sent).
 pub async fn wait_for_nats(url: &str) {
     eventually("private NATS up", Duration::from_secs(10), || async move {

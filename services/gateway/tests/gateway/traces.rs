@@ -1,7 +1,6 @@
 //! Traces: a trace context carried in NATS headers is continued by the gateway's fan-out span
 //! and exported over OTLP.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -31,23 +30,13 @@ async fn collector() -> (String, tokio::sync::mpsc::Receiver<Vec<u8>>) {
 async fn a_trace_context_in_nats_headers_is_continued_by_the_fanout_span() {
     let (endpoint, mut exported) = collector().await;
     let port = free_port();
-    let _gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
-        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-        .env("PULSE_JWT_SECRET", SECRET)
-        .env("NATS_URL", nats_url())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("gateway ready", Duration::from_secs(20), || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
+    let _gateway = spawn_gateway_process(
+        port,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
     .await;
 
     let tenant = unique("traced");
