@@ -84,7 +84,14 @@ struct Claims {
     tenant_id: Option<String>,
     #[serde(default)]
     role: Option<String>,
+    /// What the token is for. Pulse's own tokens say `ws` (a WebSocket ticket) or `session`
+    /// (a web session); tokens minted elsewhere may leave it out.
+    #[serde(default)]
+    kind: Option<String>,
 }
+
+/// The `kind` of a token that may open a WebSocket.
+pub const TICKET_KIND: &str = "ws";
 
 /// Keys fetched from the JWKS URL, by `kid`.
 #[derive(Default)]
@@ -188,6 +195,16 @@ impl Authenticator {
             }
         })?;
         let claims = data.claims;
+        if let Some(kind) = claims.kind.as_deref()
+            && kind != TICKET_KIND
+        {
+            // A session token (or any other purpose) never opens a WebSocket, even when it is
+            // signed with a key the gateway accepts.
+            return Err(AuthError::Invalid(format!(
+                "a {:?} token is not a WebSocket ticket",
+                kind.chars().take(16).collect::<String>()
+            )));
+        }
         let tenant = claims
             .tenant_id
             .ok_or(AuthError::Forbidden("token has no tenant_id"))

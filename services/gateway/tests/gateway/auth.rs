@@ -40,6 +40,20 @@ async fn every_bad_token_gets_its_close_code() {
             4001,
         ),
         (
+            "a web session token",
+            gw.url(&sign(
+                json!({"tenant_id": t, "role": "customer_admin", "exp": exp, "kind": "session"}),
+            )),
+            4001,
+        ),
+        (
+            "a token of another purpose",
+            gw.url(&sign(
+                json!({"tenant_id": t, "role": "customer_admin", "exp": exp, "kind": "refresh"}),
+            )),
+            4001,
+        ),
+        (
             "no exp",
             gw.url(&sign(json!({"tenant_id": t, "role": "customer_admin"}))),
             4001,
@@ -78,6 +92,22 @@ async fn every_bad_token_gets_its_close_code() {
     let m = gw.metrics().await;
     assert!(metric(&m, "pulse_gateway_auth_failures_total", &["expired"]) >= 1.0);
     assert!(metric(&m, "pulse_gateway_auth_failures_total", &["forbidden"]) >= 4.0);
+}
+
+#[tokio::test]
+async fn a_websocket_ticket_and_a_token_without_a_kind_both_connect() {
+    let gw = spawn_gateway(config()).await;
+    let t = unique("kind");
+    let exp = now() + 300;
+    let ticket = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": exp, "kind": "ws"}));
+    let external = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": exp}));
+    for token in [ticket, external] {
+        let mut c = connect(&gw.url(&token)).await;
+        assert_eq!(
+            c.subscribe(json!({"type": "alerts"})).await["type"],
+            "subscribed"
+        );
+    }
 }
 
 #[tokio::test]
