@@ -106,9 +106,10 @@ BEGIN
             'alert_id', NEW.alert_id,
             'device_id', NEW.device_id,
             'site_id', NEW.site_id,
-            'alert_type', NEW.alert_type,
+            'alert_type', left(NEW.alert_type, 256),
             'severity', NEW.severity,
-            'summary', NEW.summary,
+            -- Bounded, so that no alert is ever refused for the size of its event.
+            'summary', left(NEW.summary, 4096),
             'status', NEW.status));
     RETURN NULL;
 END

@@ -258,8 +258,10 @@ pub enum ServerReply {
     Subscribed {
         #[serde(flatten)]
         channel: Channel,
-        /// Events channel subscribed without `since`: the topic's newest `seq` at that moment;
-        /// the events that follow have higher ones. Absent when the gateway does not know it.
+        /// Events channel subscribed without `since`: the newest `seq` this gateway knows for
+        /// the topic (delivered, or read from the stream when it subscribed). Every event above
+        /// it follows; events at or below it may still arrive just after and are duplicates.
+        /// Absent when the gateway does not know it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },

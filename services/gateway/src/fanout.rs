@@ -639,7 +639,12 @@ async fn fill(fanout: &FanOut, topic: &Arc<Topic>, pending: Option<Frame>) {
         {
             Ok(stored) => {
                 if stored.missing_before.is_some() {
-                    topic.reset_all(stored.missing_before, ResetReason::Expired, metrics);
+                    let reason = if stored.limited {
+                        ResetReason::Limit
+                    } else {
+                        ResetReason::Expired
+                    };
+                    topic.reset_all(stored.missing_before, reason, metrics);
                     topic.log.lock().forget_head();
                 }
                 let mut filled = 0;

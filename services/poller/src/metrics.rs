@@ -91,7 +91,7 @@ pub struct Metrics {
     pub active: Gauge,
     pub tenants: Gauge,
     pub telemetry_rows: Counter,
-    /// Events found unrelayed by the last relay pass (a lower bound when the pass was full).
+    /// Events still waiting in the outbox after the last relay pass.
     pub relay_backlog: Gauge,
     /// Seconds from an event's commit to NATS acknowledging it.
     pub relay_seconds: Histogram,
@@ -149,7 +149,7 @@ impl Metrics {
         );
         r.register(
             "relay_backlog",
-            "Events waiting in the outbox at the last relay pass",
+            "Events still waiting in the outbox after the last relay pass",
             m.relay_backlog.clone(),
         );
         r.register(

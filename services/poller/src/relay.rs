@@ -83,10 +83,10 @@ impl Relay {
         .fetch_all(&self.pool)
         .await?;
         self.metrics.observe_query(Query::Events, started);
-        self.metrics.relay_backlog.set(rows.len() as i64);
         let read = rows.len();
         tracing::Span::current().record("read", read);
         if rows.is_empty() {
+            self.metrics.relay_backlog.set(0);
             return Ok(0);
         }
 
@@ -157,6 +157,14 @@ impl Relay {
             .await?;
         }
         self.metrics.published(Kind::Events, relayed as u64);
+        let backlog = if (read as i64) < BATCH {
+            (read - relayed) as i64
+        } else {
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?
+        };
+        self.metrics.relay_backlog.set(backlog);
         tracing::Span::current().record("relayed", relayed);
         match err {
             Some(e) => Err(e.into()),

@@ -31,11 +31,17 @@ pub fn state_stream(config: &PollerConfig) -> stream::Config {
     }
 }
 
+/// The events stream's description. It names the numbering: events stored before `seq`
+/// counted per topic carry far higher `seq`s from one shared sequence, and consumers would
+/// take every new event for an old duplicate, so [`ensure`] empties a stream without it once.
+pub const EVENTS_DESCRIPTION: &str =
+    "Pulse: recent events per tenant and topic (seq counts per topic)";
+
 /// Bounded history of events, for clients recovering after a disconnect.
 pub fn events_stream(config: &PollerConfig) -> stream::Config {
     stream::Config {
         name: EVENTS_STREAM.to_owned(),
-        description: Some("Pulse: recent events per tenant and topic".into()),
+        description: Some(EVENTS_DESCRIPTION.into()),
         subjects: EVENTS_STREAM_SUBJECTS
             .iter()
             .map(|s| s.to_string())
@@ -58,6 +64,7 @@ pub fn events_stream(config: &PollerConfig) -> stream::Config {
 /// Creates both streams or brings their configuration up to date. Safe to run from several
 /// processes at once: a lost creation race is retried as an update.
 pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::Result<()> {
+    retire_old_numbering(js).await?;
     for wanted in [state_stream(config), events_stream(config)] {
         let name = wanted.name.clone();
         let mut last_err = None;
@@ -74,6 +81,42 @@ pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::R
             return Err(e).with_context(|| format!("cannot create or update stream {name}"));
         }
     }
+    Ok(())
+}
+
+/// Empties an events stream created before `seq` counted per topic (see
+/// [`EVENTS_DESCRIPTION`]); the configuration update that follows marks it.
+async fn retire_old_numbering(js: &jetstream::Context) -> anyhow::Result<()> {
+    let mut stream = match js.get_stream(EVENTS_STREAM).await {
+        Ok(stream) => stream,
+        // No stream yet: it is created with the mark.
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("cannot open the events stream"),
+    };
+    let info = stream
+        .info()
+        .await
+        .context("cannot read the events stream's info")?;
+    if info.config.description.as_deref() == Some(EVENTS_DESCRIPTION) {
+        return Ok(());
+    }
+    let messages = info.state.messages;
+    stream
+        .purge()
+        .await
+        .context("cannot empty the events stream of the old numbering")?;
+    tracing::warn!(
+        messages,
+        "emptied the events stream of events numbered by the old shared sequence"
+    );
     Ok(())
 }
 

@@ -85,8 +85,12 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     publish_retained(&poller, &subject, 2, event(2)).await;
     assert_eq!(c.next(T).await["seq"], 2);
 
-    // A client resuming from `since` is replayed from the events stream.
-    let mut resumed = connect(&gw.url(&token_for(&tenant, 60))).await;
+    // A client resuming from `since` on a gateway that never served the topic is replayed
+    // from the events stream.
+    let mut cfg = config();
+    cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
+    let second = spawn_gateway(cfg).await;
+    let mut resumed = connect(&second.url(&token_for(&tenant, 60))).await;
     resumed
         .subscribe_within(
             json!({"type": "events", "topic": "tickets", "since": 0}),
@@ -95,6 +99,12 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         .await;
     assert_eq!(resumed.next(T).await["seq"], 1);
     assert_eq!(resumed.next(T).await["seq"], 2);
+    let replayed = metric(
+        &second.metrics().await,
+        "pulse_gateway_events_replayed_total",
+        &[],
+    );
+    assert_eq!(replayed, 2.0);
 
     // Telemetry published by the poller's user reaches a device subscriber.
     c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
