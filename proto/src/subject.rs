@@ -27,6 +27,11 @@ pub const STATE_STREAM_SUBJECTS: [&str; 3] = [
 ];
 /// JetStream stream that keeps a bounded history of event subjects, for recovery.
 pub const EVENTS_STREAM: &str = "PULSE_EVENTS";
+/// [`EVENTS_STREAM`]'s description. It names the numbering: events stored before `seq`
+/// counted per topic carried far higher `seq`s from one shared sequence, and the poller
+/// empties a stream without this description once.
+pub const EVENTS_STREAM_DESCRIPTION: &str =
+    "Pulse: recent events per tenant and topic (seq counts per topic)";
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_STREAM_SUBJECTS: [&str; 1] = ["pulse.v1.*.events.*"];
 

@@ -31,11 +31,8 @@ pub fn state_stream(config: &PollerConfig) -> stream::Config {
     }
 }
 
-/// The events stream's description. It names the numbering: events stored before `seq`
-/// counted per topic carry far higher `seq`s from one shared sequence, and consumers would
-/// take every new event for an old duplicate, so [`ensure`] empties a stream without it once.
-pub const EVENTS_DESCRIPTION: &str =
-    "Pulse: recent events per tenant and topic (seq counts per topic)";
+/// The events stream's description, which names its numbering (see [`retire_old_numbering`]).
+pub const EVENTS_DESCRIPTION: &str = pulse_proto::subject::EVENTS_STREAM_DESCRIPTION;
 
 /// Bounded history of events, for clients recovering after a disconnect.
 pub fn events_stream(config: &PollerConfig) -> stream::Config {
