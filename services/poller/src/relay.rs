@@ -210,19 +210,31 @@ impl Relay {
         loop {
             if nats.borrow().connected {
                 self.drain().await;
-                if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                    last_prune = Some(Instant::now());
-                    match self
-                        .prune()
-                        .instrument(tracing::debug_span!("prune_events"))
-                        .await
-                    {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired events"),
-                        Ok(_) => {}
-                        Err(e) => {
-                            self.metrics.error(Stage::Relay);
-                            tracing::warn!(error = %e, "cannot prune expired events");
-                        }
+            } else {
+                // Nothing is relayed while NATS is down: the gauge shows what piles up.
+                match sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                {
+                    Ok(n) => {
+                        self.metrics.relay_backlog.set(n);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot count the outbox backlog"),
+                }
+            }
+            // Pruning touches only relayed rows, so it goes on while NATS is down.
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                match self
+                    .prune()
+                    .instrument(tracing::debug_span!("prune_events"))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired events"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.metrics.error(Stage::Relay);
+                        tracing::warn!(error = %e, "cannot prune expired events");
                     }
                 }
             }

@@ -300,3 +300,93 @@ pub fn alert_ids(snapshot: &Value) -> Vec<i64> {
         .map(|a| a.iter().filter_map(|x| x["alert_id"].as_i64()).collect())
         .unwrap_or_default()
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_server_binary() -> String {
+    for candidate in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    "nats-server".into()
+}
+
+/// A private nats-server with JetStream storing in `store`, for tests that stop it; killed
+/// when dropped.
+pub fn start_nats(port: u16, store: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(nats_server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server must be installed (run `make test`)")
+}
+
+/// Creates (or updates) the contract's streams with the default poller configuration.
+pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
+    let c = ConfigCli::try_parse_from(["pulse-poller", "--database-url", "postgres://x@h/x"])
+        .unwrap()
+        .config;
+    pulse_poller::streams::ensure(js, &c).await.unwrap();
+}
+
+/// Every message `PULSE_EVENTS` holds for `subject`, in stream order.
+pub async fn stored_events(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let stream = js
+        .get_stream(pulse_proto::subject::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        match stream
+            .direct_get_next_for_subject(subject, Some(from))
+            .await
+        {
+            Ok(m) => {
+                from = m.sequence + 1;
+                out.push(m);
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return out,
+            Err(e) => panic!("cannot read {subject} from the events stream: {e}"),
+        }
+    }
+}
+
+/// The `Pulse-Seq` and `Nats-Msg-Id` headers and the JSON body of an event message.
+pub fn event_parts(
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> (u64, String, Value) {
+    let headers = headers.expect("an event message without headers");
+    let seq = headers
+        .get("Pulse-Seq")
+        .expect("no Pulse-Seq header")
+        .as_str()
+        .parse()
+        .unwrap();
+    let id = headers
+        .get("Nats-Msg-Id")
+        .expect("no Nats-Msg-Id header")
+        .as_str()
+        .to_owned();
+    (seq, id, serde_json::from_slice(payload).unwrap())
+}

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod events;
 mod failover;
 mod publishing;
 mod resilience;

@@ -1,43 +1,12 @@
 //! Outages: the poller rides out NATS restarts and lost database connections.
 
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-fn nats_server_binary() -> String {
-    for candidate in [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    "nats-server".into()
-}
-
-fn start_nats(port: u16, store: &std::path::Path) -> Child {
-    Command::new(nats_server_binary())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nats-server must be installed (run `make test`)")
-}
-
 #[tokio::test]
 async fn a_nats_restart_is_survived_and_state_republished() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-nats"));
     let mut nats = start_nats(port, &store);
     let url = format!("nats://127.0.0.1:{port}");

@@ -224,6 +224,14 @@ pub async fn publish(
         .bind(key.as_deref())
         .fetch_one(&state.pool)
         .await?;
+    // With a key, `pulse_emit_event` returns the seq of whichever event holds it: a concurrent
+    // publish with the same key that committed first may have stored another topic or event.
+    // Answer as for any reused key (the same seq, or 409), never with another event's seq.
+    if let Some(key) = &key
+        && let Some(holder) = prior_event(&state, &tenant, key).await?
+    {
+        return replayed(holder, &tenant, &topic, &body.event);
+    }
     tracing::debug!(%subject, seq, "event stored");
     Ok((
         StatusCode::ACCEPTED,

@@ -5,5 +5,6 @@
 mod helpers;
 
 mod account;
+mod events;
 mod rest;
 mod site;

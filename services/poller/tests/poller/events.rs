@@ -1,0 +1,523 @@
+//! The event outbox: events written in PostgreSQL reach NATS once each, in `seq` order per
+//! topic, across relay crashes and NATS outages; alert changes are events; old relayed events
+//! are pruned.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use pulse_poller::relay::Relay;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::helpers::*;
+
+/// A relay on `db` publishing through `nats`, outside any poller.
+fn relay(db: &TestDb, nats: &async_nats::Client, max_age: Duration) -> Relay {
+    let metrics = pulse_poller::metrics::Metrics::register(
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    Relay::new(
+        db.pool.clone(),
+        async_nats::jetstream::new(nats.clone()),
+        metrics,
+        max_age,
+    )
+}
+
+async fn emit(db: &TestDb, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
+    sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4)")
+        .bind(tenant)
+        .bind(topic)
+        .bind(event)
+        .bind(payload)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// `(topic, seq, payload)` of a tenant's events, by topic and seq.
+async fn outbox(db: &TestDb, tenant: &str) -> Vec<(String, i64, Value)> {
+    sqlx::query_as(
+        "SELECT topic::text, seq, payload FROM events WHERE tenant_id = $1 ORDER BY topic, seq",
+    )
+    .bind(tenant)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn unrelayed(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Checks that `messages` (all of one topic, in the order received or stored) are exactly the
+/// outbox's events `1..=rows.len()` of that topic, with their headers.
+fn assert_topic(
+    tenant: &str,
+    topic: &str,
+    messages: &[(u64, String, Value)],
+    rows: &[(String, i64, Value)],
+) {
+    let want: Vec<u64> = (1..=rows.len() as u64).collect();
+    let got: Vec<u64> = messages.iter().map(|m| m.0).collect();
+    assert_eq!(
+        got, want,
+        "{tenant}/{topic}: seqs out of order, missing or repeated"
+    );
+    for ((seq, id, body), (_, row_seq, payload)) in messages.iter().zip(rows) {
+        assert_eq!(*seq as i64, *row_seq);
+        assert_eq!(*id, format!("{tenant}.{topic}.{seq}"), "Nats-Msg-Id");
+        assert_eq!(body["type"], "event");
+        assert_eq!(body["tenant_id"], tenant);
+        assert_eq!(body["topic"], topic);
+        assert_eq!(body["seq"], *seq, "Pulse-Seq and the body's seq differ");
+        assert_eq!(body["payload"], *payload, "{tenant}/{topic} seq {seq}");
+    }
+}
+
+/// What the events stream holds for one topic, as `(Pulse-Seq, Nats-Msg-Id, body)`.
+async fn stored(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    topic: &str,
+) -> Vec<(u64, String, Value)> {
+    stored_events(js, &format!("pulse.v1.{tenant}.events.{topic}"))
+        .await
+        .iter()
+        .map(|m| event_parts(Some(&m.headers), &m.payload))
+        .collect()
+}
+
+async fn wait_active(poller: &PollerHandle) {
+    eventually("poller active", Duration::from_secs(10), || async {
+        poller.ready().await["info"]["role"] == "active"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() {
+    let db = TestDb::new().await;
+    let a = db.tenant("ev-a", 0).await;
+    let b = db.tenant("ev-b", 0).await;
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let mut sub_a = client
+        .subscribe(format!("pulse.v1.{a}.events.*"))
+        .await
+        .unwrap();
+    let mut sub_b = client
+        .subscribe(format!("pulse.v1.{b}.events.*"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let poller = spawn_poller(config(&db)).await;
+    wait_active(&poller).await;
+
+    // Four writers on connections of their own, each in transactions of one to three events
+    // over three topics of two tenants; every fifth transaction rolls back. Topics are always
+    // taken in the same order within a transaction, as any multi-topic writer must.
+    let writers = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let tasks = (0..4).map(|w| {
+        let (pool, a, b) = (writers.clone(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            for j in 0..15 {
+                let topics: &[(&str, &str)] = match j % 3 {
+                    0 => &[(&a, "orders")],
+                    1 => &[(&a, "orders"), (&a, "ship")],
+                    _ => &[(&b, "orders"), (&a, "orders"), (&a, "ship")],
+                };
+                let mut tx = pool.begin().await.unwrap();
+                for (tenant, topic) in topics {
+                    sqlx::query("SELECT pulse_emit_event($1, $2, 'test:write', $3)")
+                        .bind(tenant)
+                        .bind(topic)
+                        .bind(json!({"w": w, "j": j}))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                if j % 5 == 4 {
+                    tx.rollback().await.unwrap();
+                } else {
+                    tx.commit().await.unwrap();
+                }
+            }
+        })
+    });
+    for t in futures::future::join_all(tasks).await {
+        t.unwrap();
+    }
+    writers.close().await;
+
+    // 12 of 15 transactions per writer committed: 12 on a/orders, 8 on a/ship, 4 on b/orders.
+    let rows_a = outbox(&db, &a).await;
+    let rows_b = outbox(&db, &b).await;
+    let by_topic = |rows: &[(String, i64, Value)], topic: &str| -> Vec<(String, i64, Value)> {
+        rows.iter().filter(|r| r.0 == topic).cloned().collect()
+    };
+    let (a_orders, a_ship, b_orders) = (
+        by_topic(&rows_a, "orders"),
+        by_topic(&rows_a, "ship"),
+        by_topic(&rows_b, "orders"),
+    );
+    assert_eq!(
+        (a_orders.len(), a_ship.len(), b_orders.len()),
+        (4 * 12, 4 * 8, 4 * 4)
+    );
+    // Rolled-back events are nowhere.
+    for (_, _, payload) in rows_a.iter().chain(&rows_b) {
+        assert_ne!(payload["j"].as_i64().unwrap() % 5, 4, "{payload}");
+    }
+
+    // Live subscribers get every event once, in seq order per topic.
+    let mut got: BTreeMap<String, Vec<(u64, String, Value)>> = BTreeMap::new();
+    let want = rows_a.len() + rows_b.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut subs = futures::stream::select(&mut sub_a, &mut sub_b);
+    while got.values().map(Vec::len).sum::<usize>() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, subs.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {got:?} of {want} events arrived"))
+            .unwrap();
+        got.entry(m.subject.to_string())
+            .or_default()
+            .push(event_parts(m.headers.as_ref(), &m.payload));
+    }
+    assert_eq!(got.len(), 3, "{:?}", got.keys());
+    assert_topic(
+        &a,
+        "orders",
+        &got[&format!("pulse.v1.{a}.events.orders")],
+        &a_orders,
+    );
+    assert_topic(
+        &a,
+        "ship",
+        &got[&format!("pulse.v1.{a}.events.ship")],
+        &a_ship,
+    );
+    assert_topic(
+        &b,
+        "orders",
+        &got[&format!("pulse.v1.{b}.events.orders")],
+        &b_orders,
+    );
+    // Nothing more trails behind.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), subs.next())
+            .await
+            .is_err(),
+        "an event arrived twice"
+    );
+
+    // The outbox is marked, and the stream holds each event once.
+    eventually(
+        "every event marked relayed",
+        Duration::from_secs(5),
+        || async { unrelayed(&db).await == 0 },
+    )
+    .await;
+    let js = async_nats::jetstream::new(client.clone());
+    assert_topic(&a, "orders", &stored(&js, &a, "orders").await, &a_orders);
+    assert_topic(&a, "ship", &stored(&js, &a, "ship").await, &a_ship);
+    assert_topic(&b, "orders", &stored(&js, &b, "orders").await, &b_orders);
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_copy() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("ev-crash", 0).await;
+    let nats = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    for i in 1..=3 {
+        emit(&db, &tenant, "orders", "order:placed", json!({"n": i})).await;
+    }
+    for i in 1..=2 {
+        emit(&db, &tenant, "ship", "ship:sent", json!({"n": i})).await;
+    }
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+
+    assert_eq!(relay.relay_once().await.unwrap(), 5);
+    assert_eq!(unrelayed(&db).await, 0);
+    // The process died after NATS stored the events and before the outbox said so.
+    sqlx::query("UPDATE events SET relayed_at = NULL")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The next relay (this one restarted, or the poller that took over) sends them again…
+    assert_eq!(relay.relay_once().await.unwrap(), 5);
+    assert_eq!(unrelayed(&db).await, 0);
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        0,
+        "nothing is left to send"
+    );
+
+    // …and the stream still holds each event once, in order.
+    let rows = outbox(&db, &tenant).await;
+    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
+    let ship: Vec<_> = rows.iter().filter(|r| r.0 == "ship").cloned().collect();
+    assert_topic(
+        &tenant,
+        "orders",
+        &stored(&js, &tenant, "orders").await,
+        &orders,
+    );
+    assert_topic(&tenant, "ship", &stored(&js, &tenant, "ship").await, &ship);
+
+    // A partial crash: only the tail of a topic was unmarked. It goes again, deduplicated,
+    // and a new event follows it in order.
+    sqlx::query("UPDATE events SET relayed_at = NULL WHERE topic = 'orders' AND seq >= 2")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    emit(&db, &tenant, "orders", "order:placed", json!({"n": 4})).await;
+    assert_eq!(relay.relay_once().await.unwrap(), 3);
+    assert_eq!(unrelayed(&db).await, 0);
+    let rows = outbox(&db, &tenant).await;
+    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
+    assert_eq!(orders.len(), 4);
+    assert_topic(
+        &tenant,
+        "orders",
+        &stored(&js, &tenant, "orders").await,
+        &orders,
+    );
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-nats-events"));
+    let mut server = start_nats(port, &store);
+    let url = format!("nats://127.0.0.1:{port}");
+    eventually("private NATS up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+
+    let db = TestDb::new().await;
+    let tenant = db.tenant("ev-down", 0).await;
+    let mut cfg = config(&db);
+    cfg.nats_url = url.clone();
+    let poller = spawn_poller(cfg).await;
+    eventually("ready", Duration::from_secs(10), || async {
+        poller.ready().await["ready"] == true
+    })
+    .await;
+    emit(&db, &tenant, "orders", "order:placed", json!({"n": 1})).await;
+    eventually(
+        "the first event relayed",
+        Duration::from_secs(5),
+        || async { unrelayed(&db).await == 0 },
+    )
+    .await;
+
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    eventually(
+        "readiness false while NATS is gone",
+        Duration::from_secs(10),
+        || async { poller.ready().await["checks"]["nats"] == false },
+    )
+    .await;
+    for i in 2..=20 {
+        emit(&db, &tenant, "orders", "order:placed", json!({"n": i})).await;
+        if i % 4 == 0 {
+            emit(&db, &tenant, "ship", "ship:sent", json!({"n": i})).await;
+        }
+    }
+    // Nothing can have reached NATS, so nothing may be marked.
+    assert_eq!(unrelayed(&db).await, 19 + 5);
+
+    let _server = start_nats(port, &store);
+    eventually(
+        "the outage's events relayed after NATS is back",
+        Duration::from_secs(15),
+        || async { unrelayed(&db).await == 0 },
+    )
+    .await;
+    let nats = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let rows = outbox(&db, &tenant).await;
+    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
+    let ship: Vec<_> = rows.iter().filter(|r| r.0 == "ship").cloned().collect();
+    assert_eq!((orders.len(), ship.len()), (20, 5));
+    assert_topic(
+        &tenant,
+        "orders",
+        &stored(&js, &tenant, "orders").await,
+        &orders,
+    );
+    assert_topic(&tenant, "ship", &stored(&js, &tenant, "ship").await, &ship);
+    poller.stop().await;
+    db.drop_now().await;
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[tokio::test]
+async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("ev-activity", 1).await;
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let mut sub = client
+        .subscribe(format!("pulse.v1.{tenant}.events.activity"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let poller = spawn_poller(config(&db)).await;
+    wait_active(&poller).await;
+
+    // A rolled-back alert emits nothing and uses no seq.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
+         VALUES ($1, 'dev-1', 'site-1', 'x', 1, 'never')",
+    )
+    .bind(&tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+
+    let id = db.open_alert(&tenant, "dev-1", "too hot").await;
+    // A change that is not a status change is no event.
+    sqlx::query("UPDATE alerts SET summary = 'still too hot' WHERE alert_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE alerts SET status = 'ACKNOWLEDGED' WHERE alert_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.close_alert(id).await;
+
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {got:?} arrived"))
+            .unwrap();
+        got.push(event_parts(m.headers.as_ref(), &m.payload));
+    }
+    let names: Vec<(u64, &str)> = got
+        .iter()
+        .map(|(seq, _, v)| (*seq, v["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (1, "alert:opened"),
+            (2, "alert:acknowledged"),
+            (3, "alert:closed")
+        ]
+    );
+    for (seq, msg_id, v) in &got {
+        assert_eq!(*msg_id, format!("{tenant}.activity.{seq}"));
+        assert_eq!(v["tenant_id"], tenant.as_str());
+        assert_eq!(v["topic"], "activity");
+        assert_eq!(v["payload"]["alert_id"], id);
+        assert_eq!(v["payload"]["device_id"], "dev-1");
+        assert_eq!(v["payload"]["severity"], 4);
+    }
+    assert_eq!(got[0].2["payload"]["status"], "OPEN");
+    assert_eq!(got[0].2["payload"]["summary"], "too hot");
+    assert_eq!(got[1].2["payload"]["status"], "ACKNOWLEDGED");
+    assert_eq!(got[1].2["payload"]["summary"], "still too hot");
+    assert_eq!(got[2].2["payload"]["status"], "CLOSED");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "more activity than the three status changes"
+    );
+    poller.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("ev-prune", 0).await;
+    let nats = async_nats::connect(nats_url()).await.unwrap();
+    for n in 1..=5 {
+        let key = format!("key-{n}");
+        let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', $2, $3)")
+            .bind(&tenant)
+            .bind(json!({"n": n}))
+            .bind(&key)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(seq, n);
+    }
+    // 1, 2: old and relayed (to go). 3: relayed but recent. 4: old but never relayed.
+    // 5: recent, never relayed.
+    sqlx::query("UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq <= 3")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE events SET created_at = now() - interval '2 hours' \
+          WHERE tenant_id = $1 AND seq IN (1, 2, 4)",
+    )
+    .bind(&tenant)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let relay = relay(&db, &nats, Duration::from_secs(3600));
+    assert_eq!(relay.prune().await.unwrap(), 2);
+    let seqs = |rows: Vec<(String, i64, Value)>| rows.into_iter().map(|r| r.1).collect::<Vec<_>>();
+    assert_eq!(seqs(outbox(&db, &tenant).await), [3, 4, 5]);
+    assert_eq!(
+        relay.prune().await.unwrap(),
+        0,
+        "pruning twice deletes nothing more"
+    );
+
+    // The topic's counter survives its pruned events: seqs never restart. A pruned event's
+    // idempotency key is forgotten with it; a kept one still answers with its seq.
+    let again: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', 'null', 'key-1')")
+        .bind(&tenant)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(again, 6);
+    let kept: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', 'null', 'key-4')")
+        .bind(&tenant)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 4);
+    assert_eq!(seqs(outbox(&db, &tenant).await), [3, 4, 5, 6]);
+
+    // Once relayed, the old unrelayed event goes too.
+    sqlx::query("UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq = 4")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(relay.prune().await.unwrap(), 1);
+    assert_eq!(seqs(outbox(&db, &tenant).await), [3, 5, 6]);
+    db.drop_now().await;
+}

@@ -1,0 +1,527 @@
+//! Events through the web service: idempotent publishing, size and rate limits, reading a
+//! topic back, and gapless seqs with several instances publishing at once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Publishes as the backend service for `tenant`, with an `Idempotency-Key` when given.
+async fn publish(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    body: Value,
+    key: Option<&[u8]>,
+) -> reqwest::Response {
+    let mut body = body;
+    body["tenant_id"] = json!(tenant);
+    let mut req = client
+        .post(format!("{base}/api/v2/events"))
+        .bearer_auth(PUBLISH_TOKEN)
+        .json(&body);
+    if let Some(key) = key {
+        req = req.header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+        );
+    }
+    req.send().await.unwrap()
+}
+
+/// `(seq, event, payload)` of a tenant's events on a topic, by seq.
+async fn rows(env: &Env, tenant: &str, topic: &str) -> Vec<(i64, String, Value)> {
+    sqlx::query_as(
+        "SELECT seq, event, payload FROM events WHERE tenant_id = $1 AND topic = $2 ORDER BY seq",
+    )
+    .bind(tenant)
+    .bind(topic)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+async fn accepted_seq(r: reqwest::Response) -> u64 {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    body["seq"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retry_return_the_same_event() {
+    let env = spawn().await;
+    let c = reqwest::Client::new();
+    let base = env.at("");
+    let order = json!({"topic": "orders", "event": "order:placed", "payload": {"id": 1}});
+
+    let first =
+        accepted_seq(publish(&c, &base, &env.tenant, order.clone(), Some(b"order-1")).await).await;
+    assert_eq!(first, 1);
+    // The retry (same key, same request) gets the same seq and writes nothing.
+    let retry =
+        accepted_seq(publish(&c, &base, &env.tenant, order.clone(), Some(b"order-1")).await).await;
+    assert_eq!(retry, first);
+    assert_eq!(
+        rows(&env, &env.tenant, "orders").await,
+        [(1, "order:placed".into(), json!({"id": 1}))]
+    );
+    // The replay used no seq: the next event is 2.
+    let next = accepted_seq(
+        publish(
+            &c,
+            &base,
+            &env.tenant,
+            json!({"topic": "orders", "event": "order:paid"}),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(next, 2);
+
+    // The key names one event: reusing it for another topic or another event is a conflict.
+    for other in [
+        json!({"topic": "invoices", "event": "order:placed"}),
+        json!({"topic": "orders", "event": "order:cancelled"}),
+    ] {
+        let r = publish(&c, &base, &env.tenant, other.clone(), Some(b"order-1")).await;
+        assert_eq!(error_code(r, 409).await, "conflict", "{other}");
+    }
+    // Keys belong to a tenant: another tenant may use the same one for its own event.
+    let theirs = accepted_seq(
+        publish(
+            &c,
+            &base,
+            &env.other_tenant,
+            order.clone(),
+            Some(b"order-1"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(theirs, 1);
+
+    // A key must be 1 to 128 visible ASCII characters.
+    let long = "k".repeat(200);
+    let max = "k".repeat(128);
+    for bad in [
+        b"".as_slice(),
+        long.as_bytes(),
+        "café".as_bytes(),
+        b"a b".as_slice(),
+    ] {
+        let r = publish(&c, &base, &env.tenant, order.clone(), Some(bad)).await;
+        assert_eq!(
+            error_code(r, 400).await,
+            "bad_request",
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let at_max =
+        accepted_seq(publish(&c, &base, &env.tenant, order.clone(), Some(max.as_bytes())).await)
+            .await;
+    assert_eq!(at_max, 3);
+
+    // Refused requests left nothing behind.
+    let seqs: Vec<i64> = rows(&env, &env.tenant, "orders")
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(rows(&env, &env.tenant, "invoices").await.is_empty());
+    let keys: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT tenant_id::text, seq, idempotency_key FROM events \
+          WHERE topic = 'orders' ORDER BY tenant_id = $1 DESC, seq",
+    )
+    .bind(&env.tenant)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        [
+            (env.tenant.clone(), 1, Some("order-1".into())),
+            (env.tenant.clone(), 2, None),
+            (env.tenant.clone(), 3, Some(max)),
+            (env.other_tenant.clone(), 1, Some("order-1".into())),
+        ]
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_oversized_event_or_body_gets_413() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+
+    // Well under the limit passes, so the limit is about size and not about strings.
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted_seq(r).await, 1);
+
+    // A body under the 128 KiB body limit whose event message would exceed 64 KiB.
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .json(&json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+
+    // A body of several MiB is refused before it is parsed.
+    let huge =
+        json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(4 << 20)}}).to_string();
+    let r = admin
+        .post(env.at("/api/v2/events"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+
+    let seqs: Vec<i64> = rows(&env, &env.tenant, "big")
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(seqs, [1], "only the event under the limit is stored");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_and_other_tenants_do_not() {
+    let env = spawn_with(|c| {
+        c.events_per_second = 1;
+        c.events_burst = 2;
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let base = env.at("");
+    let ev = json!({"topic": "busy", "event": "tick"});
+
+    for want in 1..=2 {
+        assert_eq!(
+            accepted_seq(publish(&c, &base, &env.tenant, ev.clone(), None).await).await,
+            want
+        );
+    }
+    let r = publish(&c, &base, &env.tenant, ev.clone(), None).await;
+    let retry_after: u64 = r
+        .headers()
+        .get("retry-after")
+        .expect("429 without Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(error_code(r, 429).await, "rate_limited");
+    assert!(retry_after >= 1, "Retry-After: {retry_after}");
+
+    // The other tenant has a bucket of its own, full.
+    for want in 1..=2 {
+        assert_eq!(
+            accepted_seq(publish(&c, &base, &env.other_tenant, ev.clone(), None).await).await,
+            want
+        );
+    }
+
+    // A limit, not a ban: within Retry-After (plus slack) the tenant may publish again.
+    let limited_at = Instant::now();
+    let deadline = limited_at + Duration::from_secs(retry_after) + Duration::from_secs(2);
+    let seq = loop {
+        let r = publish(&c, &base, &env.tenant, ev.clone(), None).await;
+        if r.status() == 202 {
+            break accepted_seq(r).await;
+        }
+        assert_eq!(error_code(r, 429).await, "rate_limited");
+        assert!(Instant::now() < deadline, "still limited after Retry-After");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The refused publishes took no seq.
+    assert_eq!(seq, 3);
+    let seqs: Vec<i64> = rows(&env, &env.tenant, "busy")
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_topics_events_are_read_back_by_seq() {
+    let env = spawn().await;
+    for i in 1..=5 {
+        sqlx::query("SELECT pulse_emit_event($1, 'tickets', 'ticket:update', $2)")
+            .bind(&env.tenant)
+            .bind(json!({"n": i}))
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+    // The other tenant has more events on a topic of the same name, and a topic of its own.
+    for i in 1..=7 {
+        sqlx::query("SELECT pulse_emit_event($1, 'tickets', 'secret:thing', $2)")
+            .bind(&env.other_tenant)
+            .bind(json!({"secret": i}))
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT pulse_emit_event($1, 'private', 'secret:thing')")
+        .bind(&env.other_tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+
+    let c = env.login("viewer", &env.tenant).await;
+    let page = |q: &str| {
+        let url = env.at(&format!("/api/v2/events?{q}"));
+        let c = c.clone();
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    let ns = |v: &Value| -> Vec<(u64, i64)> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["seq"].as_u64().unwrap(),
+                    e["payload"]["n"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    let all = page("topic=tickets").await;
+    assert_eq!(ns(&all), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+    assert_eq!(all["last_seq"], 5, "the other tenant's seqs must not show");
+    assert_eq!(all["topic"], "tickets");
+    for e in all["events"].as_array().unwrap() {
+        assert_eq!(e["type"], "event");
+        assert_eq!(e["tenant_id"], env.tenant.as_str());
+        assert_eq!(e["topic"], "tickets");
+        assert_eq!(e["event"], "ticket:update");
+        assert!(e["ts"].as_str().unwrap().ends_with('Z'), "{e}");
+    }
+    let after = page("topic=tickets&after=2&limit=2").await;
+    assert_eq!(ns(&after), [(3, 3), (4, 4)]);
+    assert_eq!(after["last_seq"], 5);
+    assert_eq!(ns(&page("topic=tickets&after=4").await), [(5, 5)]);
+    let caught_up = page("topic=tickets&after=5").await;
+    assert_eq!(caught_up["events"], json!([]));
+    assert_eq!(caught_up["last_seq"], 5);
+    // Without `after`: the newest `limit`, still oldest first.
+    assert_eq!(ns(&page("topic=tickets&limit=2").await), [(4, 4), (5, 5)]);
+    // Another tenant's topic does not exist for us.
+    let private = page("topic=private").await;
+    assert_eq!(private["events"], json!([]));
+    assert_eq!(private["last_seq"], 0);
+
+    for q in [
+        "topic=t.%3E",
+        "topic=",
+        "",
+        "topic=tickets&limit=0",
+        "topic=tickets&limit=5000",
+        "topic=tickets&after=-1",
+        "topic=tickets&after=x",
+    ] {
+        let r = c
+            .get(env.at(&format!("/api/v2/events?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 400).await, "bad_request", "{q}");
+    }
+    let r = reqwest::get(env.at("/api/v2/events?topic=tickets"))
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    // The publish token is for publishing only.
+    let r = reqwest::Client::new()
+        .get(env.at("/api/v2/events?topic=tickets"))
+        .bearer_auth(PUBLISH_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn two_instances_publishing_at_once_give_gapless_seqs() {
+    let env = spawn().await;
+    let other = env.another_instance().await;
+    let bases = [env.at(""), other];
+    let c = reqwest::Client::new();
+    const PER_INSTANCE: usize = 100;
+    const BY_SQL: usize = 20;
+
+    let tenant = env.tenant.clone();
+    let http = bases.iter().flat_map(|base| {
+        let c = c.clone();
+        let tenant = tenant.clone();
+        (0..PER_INSTANCE).map(move |i| {
+            let c = c.clone();
+            let base = base.clone();
+            let tenant = tenant.clone();
+            async move {
+                let id = format!("{base}#{i}");
+                let r = publish(
+                    &c,
+                    &base,
+                    &tenant,
+                    json!({"topic": "race", "event": "e", "payload": {"id": id}}),
+                    None,
+                )
+                .await;
+                (id, accepted_seq(r).await)
+            }
+        })
+    });
+    // Writers that are not the web service draw from the same counter.
+    let sql = (0..BY_SQL).map(|i| {
+        let pool = env.pool.clone();
+        let tenant = env.tenant.clone();
+        async move {
+            let id = format!("sql#{i}");
+            let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'race', 'e', $2)")
+                .bind(&tenant)
+                .bind(json!({"id": id}))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (id, seq as u64)
+        }
+    });
+    let (from_http, from_sql) = tokio::join!(
+        futures::future::join_all(http.map(tokio::spawn)),
+        futures::future::join_all(sql.map(tokio::spawn)),
+    );
+    let mut got: Vec<(String, u64)> = from_http
+        .into_iter()
+        .chain(from_sql)
+        .map(|r| r.unwrap())
+        .collect();
+    let total = 2 * PER_INSTANCE + BY_SQL;
+    assert_eq!(got.len(), total);
+
+    // Every answer names a distinct seq, together exactly 1..=total.
+    let mut seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+
+    // The outbox agrees: one row per request, with the seq its publisher was told.
+    let stored: Vec<(i64, Value)> = sqlx::query_as(
+        "SELECT seq, payload FROM events WHERE tenant_id = $1 AND topic = 'race' ORDER BY seq",
+    )
+    .bind(&env.tenant)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let mut stored: Vec<(String, u64)> = stored
+        .into_iter()
+        .map(|(seq, p)| (p["id"].as_str().unwrap().to_owned(), seq as u64))
+        .collect();
+    stored.sort();
+    got.sort();
+    assert_eq!(stored, got);
+    let last: i64 = sqlx::query_scalar(
+        "SELECT last_seq FROM event_topics WHERE tenant_id = $1 AND topic = 'race'",
+    )
+    .bind(&env.tenant)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(last, total as i64);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn concurrent_publishes_with_one_key_agree_on_one_event() {
+    let env = spawn().await;
+    let c = reqwest::Client::new();
+    let base = env.at("");
+    // Several rounds, each key sent at once by retries of one publish (`alpha`) and by
+    // mistaken reuses of the key for another topic (`beta`) or another event name.
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let requests = (0..24).map(|i| {
+            let body = match i % 3 {
+                0 => json!({"topic": "alpha", "event": "e", "payload": {"i": i}}),
+                1 => json!({"topic": "beta", "event": "e", "payload": {"i": i}}),
+                _ => json!({"topic": "alpha", "event": "other", "payload": {"i": i}}),
+            };
+            let (c, base, tenant, key) = (c.clone(), base.clone(), env.tenant.clone(), key.clone());
+            tokio::spawn(async move {
+                let r = publish(&c, &base, &tenant, body.clone(), Some(key.as_bytes())).await;
+                let status = r.status().as_u16();
+                (body, status, r.json::<Value>().await.unwrap())
+            })
+        });
+        let answers: Vec<(Value, u16, Value)> = futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+
+        // One event holds the key; every answer is about that event.
+        let (topic, event, seq): (String, String, i64) = sqlx::query_as(
+            "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
+        )
+        .bind(&env.tenant)
+        .bind(&key)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        for (body, status, answer) in &answers {
+            if body["topic"] == topic.as_str() && body["event"] == event.as_str() {
+                assert_eq!(*status, 202, "{body} → {answer}");
+                assert_eq!(answer["seq"], seq, "{body} → {answer}");
+                assert_eq!(
+                    answer["subject"],
+                    format!("pulse.v1.{}.events.{topic}", env.tenant)
+                );
+            } else {
+                assert_eq!(
+                    *status, 409,
+                    "round {round}: the key holds {event:?} on {topic:?} seq {seq}, yet {body} → {answer}"
+                );
+                assert_eq!(answer["error"]["code"], "conflict");
+            }
+        }
+    }
+    // Five keys, five events, no seq lost on either topic.
+    let per_topic: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT t.topic::text, t.last_seq, (SELECT count(*) FROM events e \
+            WHERE e.tenant_id = t.tenant_id AND e.topic = t.topic) \
+           FROM event_topics t WHERE t.tenant_id = $1 ORDER BY t.topic",
+    )
+    .bind(&env.tenant)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let events: i64 = per_topic.iter().map(|t| t.2).sum();
+    assert_eq!(events, 5, "{per_topic:?}");
+    for (topic, last, count) in &per_topic {
+        assert_eq!(last, count, "gap on {topic}: {per_topic:?}");
+    }
+    env.finish().await;
+}
