@@ -48,6 +48,8 @@ export class PageWatch {
   readonly apiRequests: string[] = [];
   readonly sockets = new Set<WebSocket>();
   readonly openSockets = new Set<WebSocket>();
+  /** Every text frame the page sent on any of its sockets, in order. */
+  readonly framesSent: string[] = [];
 
   constructor(readonly page: Page) {
     page.on("request", (request) => {
@@ -64,6 +66,9 @@ export class PageWatch {
       this.sockets.add(socket);
       this.openSockets.add(socket);
       socket.on("close", () => this.openSockets.delete(socket));
+      socket.on("framesent", (frame) => {
+        if (typeof frame.payload === "string") this.framesSent.push(frame.payload);
+      });
     });
   }
 

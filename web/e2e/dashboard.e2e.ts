@@ -8,7 +8,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { launchChromium, logInWithForm, newWatchedContext, PageWatch, stat, waitLive } from "./browser.js";
-import { closeAlert, insertAlert, insertDevice, insertReadings, siteOf } from "./data.js";
+import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf } from "./data.js";
 import { natsPublish } from "./nats.js";
 import { artifact, resetArtifacts, startStack, type Stack } from "./stack.js";
 
@@ -32,6 +32,32 @@ const dev = (n: number) => `dev-${String(n).padStart(4, "0")}`;
 
 function alertRow(p: Page, summary: string) {
   return p.locator("tr.alert-row").filter({ has: p.getByTestId("alert-summary").getByText(summary, { exact: true }) });
+}
+
+/** The entries of the Recent activity widget telling that the alert with `summary` was opened. */
+function openedEntries(p: Page, summary: string) {
+  return p
+    .getByTestId("activity-list")
+    .locator('li[data-event="alert:opened"]')
+    .filter({ has: p.getByTestId("activity-summary").getByText(summary, { exact: true }) });
+}
+
+/** The `seq`s the Recent activity widget shows, top to bottom. */
+async function shownActivity(p: Page): Promise<number[]> {
+  return p.getByTestId("activity-list").locator("li").evaluateAll((items) => items.map((li) => Number((li as HTMLElement).dataset.seq)));
+}
+
+/** Subscribe frames the page sent for the activity topic, parsed. */
+function activitySubscribes(w: PageWatch): { since?: number }[] {
+  return w.framesSent
+    .map((f) => {
+      try {
+        return JSON.parse(f) as { action?: string; type?: string; topic?: string; since?: number };
+      } catch {
+        return {};
+      }
+    })
+    .filter((r) => r.action === "subscribe" && r.type === "events" && r.topic === "activity");
 }
 
 /** The first device row at or below the top of the device table's scroll view. */
@@ -120,6 +146,29 @@ describe("dashboard in Chromium against a live stack", () => {
     expect(watch.apiRequests.slice(apiBefore).filter((r) => !r.includes("/api/v2/ws-ticket"))).toEqual([]);
     // The highlight fades: the class goes once its time is up.
     await expect.poll(async () => (await row.getAttribute("class")) ?? "", { timeout: 8_000 }).not.toContain("is-new");
+  });
+
+  it("shows the opening of an alert inserted with SQL in Recent activity within 2 s, exactly once", async () => {
+    const widget = page.getByTestId("activity-widget");
+    await widget.getByTestId("activity-list").waitFor({ timeout: 5_000 });
+    expect(await widget.getByRole("heading", { name: "Recent activity" }).count()).toBe(1);
+    // The first subscription of the page has no `since`: there was nothing to resume.
+    expect(activitySubscribes(watch)[0]).toEqual({ action: "subscribe", type: "events", topic: "activity" });
+
+    const summary = `Compressor tripped ${Date.now()}`;
+    await addAlert(summary, 3);
+    const started = Date.now();
+    const entry = openedEntries(page, summary);
+    await entry.first().waitFor({ timeout: 2_000 });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await entry.count()).toBe(1);
+    expect(await entry.getByTestId("activity-summary").textContent()).toBe(summary);
+    expect(await entry.getByRole("link", { name: dev(1), exact: true }).count()).toBe(1);
+    // Nothing comes twice later, and the widget shows exactly the newest events the database has.
+    await page.waitForTimeout(500);
+    expect(await entry.count()).toBe(1);
+    await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
+    await page.screenshot({ path: artifact("02b-recent-activity.png"), fullPage: true });
   });
 
   it("updates the stat cards: open alerts, and fleet counts after a device insert and its first reading", async () => {
@@ -250,6 +299,37 @@ describe("dashboard in Chromium against a live stack", () => {
     await addAlert(summary, 3);
     await alertRow(page, summary).waitFor({ timeout: 3_000 });
     expect(watch.documentLoads).toBe(loads);
+  }, 120_000);
+
+  it("keeps Recent activity exact through an outage of both gateways: what happened meanwhile shows once", async () => {
+    await waitLive(page);
+    const subscribesBefore = activitySubscribes(watch).length;
+    await stack.killGateways();
+    await expect.poll(() => page.getByTestId("connection").getAttribute("data-state"), { timeout: 5_000 }).toMatch(/^(reconnecting|offline)$/);
+
+    const during = `Activity while no gateway runs ${Date.now()}`;
+    await addAlert(during, 2);
+    await page.waitForTimeout(1_000);
+    await Promise.all([stack.startGateway(0), stack.startGateway(1)]);
+    await waitLive(page, 75_000);
+
+    // Resumed, whether the entry came over the fallback poll or the replay after `since`.
+    const entry = openedEntries(page, during);
+    await entry.first().waitFor({ timeout: 5_000 });
+    const resumed = activitySubscribes(watch).slice(subscribesBefore);
+    expect(resumed.length).toBeGreaterThanOrEqual(1);
+    for (const request of resumed) expect(typeof request.since).toBe("number");
+    await page.waitForTimeout(1_000);
+    expect(await entry.count()).toBe(1);
+
+    // Live again: the next one arrives once, and the list is the database's, no seq twice.
+    const after = `Activity after the gateways came back ${Date.now()}`;
+    await addAlert(after, 2);
+    await openedEntries(page, after).first().waitFor({ timeout: 2_000 });
+    await page.waitForTimeout(500);
+    expect(await openedEntries(page, after).count()).toBe(1);
+    expect(await entry.count()).toBe(1);
+    await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
   }, 120_000);
 
   it("delivers the same update to a second tab", async () => {

@@ -49,3 +49,12 @@ export async function siteOf(db: pg.Client, tenant: string, deviceId: string): P
   if (!rows[0]) throw new Error(`no device ${deviceId}`);
   return rows[0].site_id;
 }
+
+/** The `seq`s of the newest events of the tenant's `activity` topic, newest first, as stored. */
+export async function activitySeqs(db: pg.Client, tenant: string, limit = 50): Promise<number[]> {
+  const { rows } = await db.query<{ seq: string }>(
+    `SELECT seq FROM events WHERE tenant_id = $1 AND topic = 'activity' ORDER BY seq DESC LIMIT $2`,
+    [tenant, limit],
+  );
+  return rows.map((r) => Number(r.seq));
+}

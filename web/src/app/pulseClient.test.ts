@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { alwaysOnline, PulseClient, TicketError, type DataMessage } from "../client/index.js";
+import { activityEvent, activityPage } from "../model/testing/fixtures.js";
 import { onSessionLost } from "./api.js";
 import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
 
@@ -36,6 +37,8 @@ describe("restFallback", () => {
     "/api/v2/fleet": { type: "fleet", tenant_id: "acme", seq: 0, ts: "2026-11-22T10:00:00Z", counts: { total: 0, online: 0, stale: 0, offline: 0 }, devices: [] },
     "/api/v2/alerts?status=OPEN&limit=1000": { items: Array.from({ length: 150 }, (_, i) => ({ alert_id: 150 - i })), next: null },
     "/api/v2/devices/dev-1": { device_id: "dev-1", latest: { timestamp: "2026-11-22T10:00:00Z", metrics: { temp_c: 20 } } },
+    "/api/v2/events?topic=activity&after=41&limit=1000": activityPage([42, 43]),
+    "/api/v2/events?topic=tickets&limit=1": { topic: "tickets", events: [{ ...activityEvent(7), topic: "tickets" }], last_seq: 7 },
   };
 
   beforeEach(() => {
@@ -52,7 +55,7 @@ describe("restFallback", () => {
     const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
     client.subscribe({ type: "device", device_id: "dev-1" });
     const published: DataMessage[] = [];
-    await restFallback(() => client)({ publish: (m) => published.push(m), signal: new AbortController().signal });
+    await restFallback(() => client)({ publish: (m) => published.push(m), signal: new AbortController().signal, events: [] });
     expect(requested.sort()).toEqual(["/api/v2/alerts?status=OPEN&limit=1000", "/api/v2/devices/dev-1", "/api/v2/fleet"]);
     expect(published.map((m) => m.type)).toEqual(["fleet", "alerts", "telemetry"]);
     const alerts = published[1]!;
@@ -60,12 +63,37 @@ describe("restFallback", () => {
     expect(published[2]).toMatchObject({ type: "telemetry", device_id: "dev-1", data: { metrics: { temp_c: 20 } } });
   });
 
+  it("polls the events of every held topic after the client's position, or only the newest without one", async () => {
+    const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    const published: DataMessage[] = [];
+    await restFallback(() => client)({
+      publish: (m) => published.push(m),
+      signal: new AbortController().signal,
+      events: [
+        { topic: "activity", after: 41 },
+        { topic: "tickets", after: null },
+      ],
+    });
+    expect(requested).toContain("/api/v2/events?topic=activity&after=41&limit=1000");
+    expect(requested).toContain("/api/v2/events?topic=tickets&limit=1");
+    const events = published.filter((m) => m.type === "event").map((m) => `${m.type === "event" ? m.topic : ""}:${m.seq}`);
+    expect(events.sort()).toEqual(["activity:42", "activity:43", "tickets:7"]);
+  });
+
+  it("publishes the snapshots even when an event poll fails, then fails the poll", async () => {
+    const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    const published: DataMessage[] = [];
+    const poll = restFallback(() => client)({ publish: (m) => published.push(m), signal: new AbortController().signal, events: [{ topic: "orders", after: 1 }] });
+    await expect(poll).rejects.toThrow("HTTP 404");
+    expect(published.map((m) => m.type)).toEqual(["fleet", "alerts"]);
+  });
+
   it("reports a lost session when a poll gets 401", async () => {
     const lost = vi.fn();
     onSessionLost(lost);
     vi.stubGlobal("fetch", () => Promise.resolve(new Response('{"error":{"code":"unauthorized","message":"not logged in"}}', { status: 401 })));
     const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
-    await expect(restFallback(() => client)({ publish: () => {}, signal: new AbortController().signal })).rejects.toThrow("not logged in");
+    await expect(restFallback(() => client)({ publish: () => {}, signal: new AbortController().signal, events: [] })).rejects.toThrow("not logged in");
     expect(lost).toHaveBeenCalled();
     onSessionLost(() => {});
   });

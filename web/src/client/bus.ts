@@ -5,7 +5,8 @@
  */
 
 import type { ClientError } from "./errors.js";
-import type { EventsTopic, TelemetryTopic } from "./protocol.js";
+import type { EventsReset } from "./eventsReset.js";
+import type { EventsResetTopic, EventsTopic, TelemetryTopic } from "./protocol.js";
 import type { ConnectionStatus } from "./status.js";
 import type { AlertsMessage, EventMessage, FleetMessage, TelemetryMessage } from "./types.js";
 
@@ -17,8 +18,10 @@ export interface PulseTopics {
   fleet: FleetMessage;
   /** The newest reading of one device: `telemetry:<device_id>`. */
   [topic: TelemetryTopic]: TelemetryMessage;
-  /** The events of one topic: `events:<topic>`. */
+  /** The events of one topic, each once and in `seq` order: `events:<topic>`. */
   [topic: EventsTopic]: EventMessage;
+  /** Events of one topic were missed and what they drive must be refetched: `events_reset:<topic>`. */
+  [topic: EventsResetTopic]: EventsReset;
   /** Every change of the connection state. */
   connection: ConnectionStatus;
   /** Every problem the client reports (bad frames, gateway errors, failed polls, ...). */

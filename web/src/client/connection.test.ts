@@ -2,7 +2,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { PulseClient, type PulseClientOptions, type SocketConstructor } from "./connection.js";
 import type { ClientError } from "./errors.js";
-import type { PollContext } from "./fallback.js";
+import type { EventsReset } from "./eventsReset.js";
+import type { EventsPosition, PollContext } from "./fallback.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
 import { FakeNetwork, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
 import type {
@@ -567,7 +568,7 @@ describe("data", () => {
     expect(got).toEqual(["alerts:100", "fleet:5", "dev-1:50", "dev-2:10", "alerts:101"]);
   });
 
-  it("drops duplicate events but keeps a late one with a lower seq", async () => {
+  it("delivers each event once and in order, per topic", async () => {
     const t = setup();
     const socket = await t.connect();
     t.client.subscribe({ type: "events", topic: "tickets" });
@@ -576,11 +577,12 @@ describe("data", () => {
     t.client.on("events:tickets", (m) => got.push(`tickets:${m.seq}`));
     t.client.on("events:orders", (m) => got.push(`orders:${m.seq}`));
     socket.push(event("tickets", 10));
-    socket.push(event("tickets", 12));
     socket.push(event("tickets", 11));
+    socket.push(event("tickets", 11)); // duplicate
+    socket.push(event("tickets", 9)); // older: already behind the position
+    socket.push(event("orders", 3)); // another topic, its own position
     socket.push(event("tickets", 12));
-    socket.push(event("orders", 10));
-    expect(got).toEqual(["tickets:10", "tickets:12", "tickets:11", "orders:10"]);
+    expect(got).toEqual(["tickets:10", "tickets:11", "orders:3", "tickets:12"]);
   });
 
   it("drops the snapshot the gateway sends again after a reconnect", async () => {
@@ -995,5 +997,329 @@ describe("offline", () => {
     t.network.set(true);
     await settle();
     expect(t.factory.sockets).toHaveLength(count + 1);
+  });
+});
+
+describe("events", () => {
+  type Sent = { action: string; type?: string; topic?: string; since?: number };
+  const subscribes = (socket: FakeWebSocket, topic = "tickets") =>
+    (socket.requests as Sent[]).filter((r) => r.action === "subscribe" && r.topic === topic);
+
+  function watchTickets(t: ReturnType<typeof setup>, topic = "tickets") {
+    const log: string[] = [];
+    const resets: EventsReset[] = [];
+    const release = t.client.watchEvents(topic, {
+      onEvent: (m) => log.push(`event:${m.seq}`),
+      onReset: (r) => {
+        resets.push(r);
+        log.push(`reset:${r.reason}`);
+      },
+    });
+    return { log, resets, release, seqs: () => log.filter((l) => l.startsWith("event:")).map((l) => Number(l.slice(6))) };
+  }
+
+  it("subscribes the first time without since", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    watchTickets(t);
+    expect(subscribes(socket)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
+    expect(t.client.lastEventSeq("tickets")).toBeUndefined();
+  });
+
+  it("resumes with since = the last event delivered after a reconnect, and drops the replayed duplicates", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 40 });
+    first.push(event("tickets", 41));
+    expect(t.client.lastEventSeq("tickets")).toBe(41);
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 41 }]);
+    second.push({ type: "subscribed", channel: "events", topic: "tickets" });
+    // A replay overlapping what was delivered, then the missed events, then live ones.
+    second.push(event("tickets", 41));
+    second.push(event("tickets", 42));
+    second.push(event("tickets", 43));
+    second.push(event("tickets", 43));
+    second.push(event("tickets", 44));
+    expect(w.seqs()).toEqual([41, 42, 43, 44]);
+    expect(w.resets).toEqual([]);
+    expect(t.client.lastEventSeq("tickets")).toBe(44);
+  });
+
+  it("resumes with since after a 4008 (slow consumer) close", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    for (const seq of [1, 2, 3]) first.push(event("tickets", seq));
+    first.serverClose(4008, "slow consumer");
+    const second = await t.nextSocket();
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 3 }]);
+    second.push(event("tickets", 4));
+    expect(w.seqs()).toEqual([1, 2, 3, 4]);
+  });
+
+  it("resumes with since on another gateway after a 1012 drain", async () => {
+    const t = setup({ random: () => 0 });
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push(event("tickets", 7));
+    first.serverClose(1012, "draining");
+    const second = await t.nextSocket();
+    expect(new URL(second.url).host).not.toBe(new URL(first.url).host);
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 7 }]);
+    second.push(event("tickets", 8));
+    expect(w.seqs()).toEqual([7, 8]);
+    // And again from there after the next drop.
+    second.serverClose(1006);
+    const third = await t.nextSocket();
+    expect(subscribes(third)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 8 }]);
+  });
+
+  it("takes the seq of subscribed as the baseline when no event arrived yet", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 41 });
+    expect(t.client.lastEventSeq("tickets")).toBe(41);
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 41 }]);
+    second.push({ type: "subscribed", channel: "events", topic: "tickets" });
+    second.push(event("tickets", 42));
+    expect(w.seqs()).toEqual([42]);
+    expect(w.resets).toEqual([]);
+  });
+
+  it("without a baseline, takes the first event as it and resumes from there", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown
+    first.push(event("tickets", 500));
+    first.push(event("tickets", 501));
+    expect(w.seqs()).toEqual([500, 501]);
+    expect(w.resets).toEqual([]);
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)[0]?.since).toBe(501);
+  });
+
+  it("tells the subscribers to refetch when resubscribing a topic it has no position on", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown, no event
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
+    expect(w.resets).toEqual([{ topic: "tickets", oldest: null, reason: "gap", last: null }]);
+  });
+
+  it("passes an events_reset to the subscribers and takes the next event as the new baseline", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    const onBus = vi.fn();
+    t.client.on("events_reset:tickets", onBus);
+    first.push(event("tickets", 10));
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)[0]?.since).toBe(10);
+    second.push({ type: "subscribed", channel: "events", topic: "tickets" });
+    second.push({ type: "events_reset", topic: "tickets", oldest: 57, reason: "expired" });
+    second.push(event("tickets", 57));
+    second.push(event("tickets", 58));
+    expect(w.log).toEqual(["event:10", "reset:expired", "event:57", "event:58"]);
+    expect(w.resets).toEqual([{ topic: "tickets", oldest: 57, reason: "expired", last: 10 }]);
+    expect(onBus).toHaveBeenCalledTimes(1);
+    expect(t.client.lastEventSeq("tickets")).toBe(58);
+  });
+
+  it("after a reset, takes the next event as the baseline whatever its seq", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const w = watchTickets(t);
+    socket.push(event("tickets", 10));
+    socket.push({ type: "events_reset", topic: "tickets", oldest: null, reason: "unavailable" });
+    socket.push(event("tickets", 80)); // no second reset: this one was announced
+    socket.push(event("tickets", 81));
+    expect(w.log).toEqual(["event:10", "reset:unavailable", "event:80", "event:81"]);
+    expect(w.resets[0]).toEqual({ topic: "tickets", oldest: null, reason: "unavailable", last: 10 });
+  });
+
+  it("resumes just before the announced oldest event when the socket drops right after a reset", async () => {
+    const t = setup();
+    const first = await t.connect();
+    watchTickets(t);
+    first.push(event("tickets", 10));
+    first.push({ type: "events_reset", topic: "tickets", oldest: 57, reason: "limit" });
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    expect(subscribes(second)[0]?.since).toBe(56);
+  });
+
+  it("tells the subscribers about a gap it sees itself, before the event after it", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const w = watchTickets(t);
+    socket.push(event("tickets", 10));
+    socket.push(event("tickets", 13));
+    socket.push(event("tickets", 12)); // behind the new position
+    socket.push(event("tickets", 14));
+    expect(w.log).toEqual(["event:10", "reset:gap", "event:13", "event:14"]);
+    expect(w.resets).toEqual([{ topic: "tickets", oldest: 13, reason: "gap", last: 10 }]);
+  });
+
+  it("treats a resumed subscription whose reply names a newer seq as a gap", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push(event("tickets", 10));
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    second.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 20 });
+    second.push(event("tickets", 21));
+    expect(w.log).toEqual(["event:10", "reset:gap", "event:21"]);
+    expect(w.resets).toEqual([{ topic: "tickets", oldest: 21, reason: "gap", last: 10 }]);
+  });
+
+  it("starts a released and held again topic fresh: no since, no old position", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const first = watchTickets(t);
+    socket.push(event("tickets", 10));
+    first.release();
+    expect(t.client.lastEventSeq("tickets")).toBeUndefined();
+    expect((socket.requests as Sent[]).at(-1)).toEqual({ action: "unsubscribe", type: "events", topic: "tickets" });
+    const second = watchTickets(t);
+    expect(subscribes(socket)).toEqual([
+      { action: "subscribe", type: "events", topic: "tickets" },
+      { action: "subscribe", type: "events", topic: "tickets" },
+    ]);
+    socket.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 12 });
+    socket.push(event("tickets", 13));
+    expect(second.log).toEqual(["event:13"]);
+    expect(first.log).toEqual(["event:10"]);
+  });
+
+  it("keeps a second holder on the same position and sends one subscribe", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const a = watchTickets(t);
+    const b = watchTickets(t);
+    socket.push(event("tickets", 1));
+    a.release();
+    socket.push(event("tickets", 2));
+    expect(subscribes(socket)).toHaveLength(1);
+    expect(a.seqs()).toEqual([1]);
+    expect(b.seqs()).toEqual([1, 2]);
+    expect(t.client.lastEventSeq("tickets")).toBe(2);
+  });
+
+  it("ignores resets and baselines for topics it does not hold", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const reset = vi.fn();
+    t.client.on("events_reset:orders", reset);
+    socket.push({ type: "events_reset", topic: "orders", oldest: 1, reason: "expired" });
+    socket.push({ type: "subscribed", channel: "events", topic: "orders", seq: 5 });
+    expect(reset).not.toHaveBeenCalled();
+    expect(t.client.lastEventSeq("orders")).toBeUndefined();
+    expect(t.errors).toEqual([]);
+  });
+
+  it("starts over without since when the gateway refuses the since", async () => {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    first.push(event("tickets", 10));
+    first.serverClose(1006);
+    const second = await t.nextSocket();
+    second.push({ type: "error", code: "invalid_since", message: "since must be an integer", channel: "events", topic: "tickets" });
+    expect(subscribes(second)).toEqual([
+      { action: "subscribe", type: "events", topic: "tickets", since: 10 },
+      { action: "subscribe", type: "events", topic: "tickets" },
+    ]);
+    expect(w.resets).toEqual([{ topic: "tickets", oldest: null, reason: "gap", last: 10 }]);
+    expect(t.errors.map((e) => e.code)).toEqual(["invalid_since"]);
+    second.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 30 });
+    second.push(event("tickets", 31));
+    expect(w.seqs()).toEqual([10, 31]);
+  });
+
+  it("refuses an invalid topic without holding anything", async () => {
+    const t = setup();
+    await t.connect();
+    expect(() => t.client.watchEvents("a.>", { onEvent: () => {}, onReset: () => {} })).toThrow(TypeError);
+    expect(t.client.channels).toEqual([]);
+    expect(t.client.bus.listenerCount("events:a.>")).toBe(0);
+  });
+
+  describe("while polling over REST", () => {
+    it("hands the poll every held topic's position, and resumes the socket after the last event polled", async () => {
+      const seen: EventsPosition[][] = [];
+      const poll = vi.fn(async (ctx: PollContext) => {
+        seen.push([...ctx.events]);
+        for (const position of ctx.events) {
+          if (position.topic !== "tickets" || position.after === null) continue;
+          // As GET /api/v2/events?after=… lists them: ascending, the first one maybe already seen.
+          for (const seq of [position.after, position.after + 1, position.after + 2]) ctx.publish(event("tickets", seq));
+        }
+      });
+      const t = setup({ poll, random: () => 0.999 });
+      const first = await t.connect();
+      const w = watchTickets(t);
+      t.client.subscribe({ type: "events", topic: "orders" });
+      first.push(event("tickets", 5));
+      first.serverClose(1006);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      expect(seen[0]).toEqual([
+        { topic: "tickets", after: 5 },
+        { topic: "orders", after: null },
+      ]);
+      expect(w.seqs()).toEqual([5, 6, 7]);
+      for (const s of t.factory.sockets.slice(1)) s.serverClose(1006);
+      await vi.advanceTimersByTimeAsync(30_000);
+      await settle();
+      expect(seen[1]?.[0]).toEqual({ topic: "tickets", after: 7 });
+      expect(w.seqs()).toEqual([5, 6, 7, 8, 9]);
+      const live = await t.nextSocket();
+      expect(subscribes(live)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 9 }]);
+      expect(w.resets).toEqual([]);
+    });
+
+    it("tells the subscribers about a gap in polled events", async () => {
+      const poll = vi.fn(async (ctx: PollContext) => {
+        ctx.publish(event("tickets", 20)); // the retained history starts past the position
+      });
+      const t = setup({ poll, random: () => 0.999 });
+      const first = await t.connect();
+      const w = watchTickets(t);
+      first.push(event("tickets", 5));
+      first.serverClose(1006);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(w.log).toEqual(["event:5", "reset:gap", "event:20"]);
+    });
+
+    it("reports a malformed polled event and ignores events of topics it does not hold", async () => {
+      const poll = vi.fn(async (ctx: PollContext) => {
+        ctx.publish({ type: "event", topic: "tickets", seq: "7" } as unknown as EventMessage);
+        ctx.publish(event("orders", 1));
+      });
+      const t = setup({ poll });
+      const w = watchTickets(t);
+      const orders = vi.fn();
+      t.client.on("events:orders", orders);
+      t.client.start();
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      expect(w.log).toEqual([]);
+      expect(orders).not.toHaveBeenCalled();
+      expect(t.errors.map((e) => e.kind)).toEqual(["malformed_message"]);
+      expect(t.client.lastEventSeq("tickets")).toBeUndefined();
+    });
   });
 });

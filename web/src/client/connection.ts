@@ -15,17 +15,21 @@ import {
   type Unsubscribe,
 } from "./bus.js";
 import { describe, quote, type ClientError } from "./errors.js";
+import type { EventsReset } from "./eventsReset.js";
 import {
   DEFAULT_FALLBACK_INTERVAL_MS,
   DEFAULT_FALLBACK_THRESHOLD_MS,
   FallbackPoller,
+  type EventsPosition,
   type PollFunction,
 } from "./fallback.js";
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS, Heartbeat } from "./heartbeat.js";
 import { browserNetwork, type NetworkMonitor } from "./network.js";
 import {
   channelTopic,
+  classifyValue,
   encodeRequest,
+  eventsResetTopic,
   isSnapshotTopic,
   messageTopic,
   normalizeChannel,
@@ -34,6 +38,7 @@ import {
   unsubscribeRequest,
   withToken,
   type DataTopic,
+  type EventsTopic,
   type SnapshotTopic,
 } from "./protocol.js";
 import { SeqTracker } from "./seq.js";
@@ -45,6 +50,7 @@ import {
   type Channel,
   type ClientRequest,
   type DataMessage,
+  type EventMessage,
   type ServerReply,
   type Ticket,
 } from "./types.js";
@@ -128,9 +134,24 @@ export interface PulseClientOptions {
 /** Releases what {@link PulseClient.subscribe} or {@link PulseClient.watch} took; idempotent. */
 export type Release = () => void;
 
+/** The handlers of {@link PulseClient.watchEvents}. */
+export interface EventsHandlers {
+  /** Gets every event of the topic once, in `seq` order. */
+  onEvent: Handler<EventMessage>;
+  /**
+   * Told that events were missed (the gateway could not replay them, or a `seq` skipped some):
+   * refetch what the events drive. The events that follow still arrive through `onEvent`.
+   */
+  onReset: Handler<EventsReset>;
+}
+
 interface Holding {
   channel: Channel;
   count: number;
+  /** Subscribed on some socket already: a later subscribe is a resubscription. */
+  sent: boolean;
+  /** The `since` of the last subscribe sent for it. */
+  since: number | undefined;
 }
 
 type SnapshotMessage = PulseTopics[SnapshotTopic];
@@ -141,7 +162,9 @@ type SnapshotMessage = PulseTopics[SnapshotTopic];
  * - {@link PulseClient.subscribe} holds a channel; the gateway is asked once however many
  *   holders there are, and released when the last one lets go.
  * - Data arrives on the {@link PulseClient.bus}: `alerts`, `fleet`, `telemetry:<device_id>`,
- *   `events:<topic>`; stale and duplicate messages are dropped by `seq`.
+ *   `events:<topic>`; stale and duplicate messages are dropped by `seq`. Each event is delivered
+ *   once and in order; a resubscription resumes after the last one delivered (`since`), and
+ *   events that were missed all the same are announced on `events_reset:<topic>`.
  * - The connection heals itself: a fresh ticket before every attempt, full-jitter backoff that
  *   never gives up, every held channel restored, the token renewed before it expires, a
  *   heartbeat that detects dead sockets, and REST polling while the socket is down.
@@ -231,6 +254,7 @@ export class PulseClient {
       this.fallback = new FallbackPoller({
         poll: options.poll,
         publish: (message) => this.publishPolled(message),
+        events: () => this.eventPositions(),
         timers: this.timers,
         thresholdMs: options.fallbackThresholdMs ?? DEFAULT_FALLBACK_THRESHOLD_MS,
         intervalMs: options.fallbackIntervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS,
@@ -305,9 +329,9 @@ export class PulseClient {
     if (holding) {
       holding.count += 1;
     } else {
-      const normalized = normalizeChannel(channel);
-      this.holdings.set(topic, { channel: normalized, count: 1 });
-      if (this.socketOpen) this.send(subscribeRequest(normalized));
+      const added: Holding = { channel: normalizeChannel(channel), count: 1, sent: false, since: undefined };
+      this.holdings.set(topic, added);
+      if (this.socketOpen) this.sendSubscribe(topic, added);
     }
     let released = false;
     return () => {
@@ -319,7 +343,8 @@ export class PulseClient {
 
   /**
    * Holds `channel` and calls `handler` with its messages. For snapshot channels the newest
-   * snapshot already received, if any, is delivered at once.
+   * snapshot already received, if any, is delivered at once. For an events channel,
+   * {@link PulseClient.watchEvents} also hears when events were missed.
    *
    * @returns a function that removes the handler and releases the hold.
    * @throws TypeError when the channel is unknown or its id breaks the id rule.
@@ -336,6 +361,36 @@ export class PulseClient {
       off();
       release();
     };
+  }
+
+  /**
+   * Holds the events channel of `topic`: `onEvent` gets its events, each once and in order, and
+   * `onReset` hears when some were missed. Prefer it to `watch` for events: whatever the events
+   * drive must be refetched after a reset, or it silently drifts.
+   *
+   * @returns a function that removes both handlers and releases the hold.
+   * @throws TypeError when `topic` breaks the id rule.
+   */
+  watchEvents(topic: string, handlers: EventsHandlers): Release {
+    const channel: Channel = { type: "events", topic };
+    const eventsTopic = channelTopic(channel) as EventsTopic;
+    const offEvent = this.bus.on(eventsTopic, handlers.onEvent);
+    const offReset = this.bus.on(eventsResetTopic(topic), handlers.onReset);
+    const release = this.subscribe(channel);
+    return () => {
+      offEvent();
+      offReset();
+      release();
+    };
+  }
+
+  /**
+   * The `seq` of the last event delivered on event topic `topic` (without the `events:` prefix),
+   * or the baseline the gateway named when it was subscribed; `undefined` when neither is known
+   * or the topic is not held.
+   */
+  lastEventSeq(topic: string): number | undefined {
+    return this.seq.position(`events:${topic}`);
   }
 
   /** Shorthand for `client.bus.on(topic, handler)`. */
@@ -436,11 +491,22 @@ export class PulseClient {
     this.connectTimer.clear();
     this.socketOpen = true;
     this.liveSince = this.now();
-    for (const holding of this.holdings.values()) this.send(subscribeRequest(holding.channel));
+    // Event topics held before without a position to resume from: whatever happened meanwhile
+    // cannot be replayed, so their subscribers must refetch.
+    const unresumable: string[] = [];
+    for (const [topic, holding] of this.holdings) {
+      if (holding.channel.type === "events" && holding.sent && this.seq.resumeAfter(topic) === undefined) {
+        unresumable.push(holding.channel.topic);
+      }
+      this.sendSubscribe(topic, holding);
+    }
     this.heartbeat.start();
     this.scheduleRenewal(ticket);
     this.fallback?.connected();
     this.update({ state: "live", polling: this.polling, since: this.now() });
+    for (const topic of unresumable) {
+      if (this.holdings.has(`events:${topic}`)) this.announceReset({ topic, oldest: null, reason: "gap", last: null });
+    }
   }
 
   private onClose(code: number, reason: string): void {
@@ -621,11 +687,29 @@ export class PulseClient {
     const topic = messageTopic(message);
     // A message still in flight for a channel released a moment ago.
     if (!this.holdings.has(topic)) return;
+    if (message.type === "event") {
+      this.deliverEvent(topic as EventsTopic, message);
+      return;
+    }
     if (isSnapshotTopic(topic)) {
       if (!this.seq.acceptSnapshot(topic, message.seq)) return;
       this.latestSnapshots.set(topic, message as SnapshotMessage);
-    } else if (!this.seq.acceptEvent(topic, message.seq)) {
-      return;
+    }
+    this.publishData(topic, message);
+  }
+
+  /**
+   * Delivers an event of a held topic unless it is a duplicate. An event whose `seq` skips some
+   * is announced as a reset first, so that subscribers refetch what the missed ones drove.
+   */
+  private deliverEvent(topic: EventsTopic, message: EventMessage): void {
+    const before = this.seq.position(topic);
+    const verdict = this.seq.acceptEvent(topic, message.seq);
+    if (verdict === "duplicate") return;
+    if (verdict === "gap") {
+      this.announceReset({ topic: message.topic, oldest: message.seq, reason: "gap", last: before ?? null });
+      // A reset handler may have let go of the channel.
+      if (!this.holdings.has(topic)) return;
     }
     this.publishData(topic, message);
   }
@@ -635,21 +719,83 @@ export class PulseClient {
       case "authenticated":
         this.expiresAt = reply.exp;
         return;
+      case "subscribed":
+        if (reply.channel === "events" && reply.seq !== undefined) this.onEventsBaseline(reply.topic, reply.seq);
+        return;
+      case "events_reset":
+        this.onEventsReset(reply.topic, reply.oldest, reply.reason);
+        return;
       case "error":
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
         if (reply.code === "invalid_token" && this.socketOpen) {
           // The renewal was refused; the current token stays in force until it expires.
           this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+        } else if (reply.code === "invalid_since" && reply.channel?.channel === "events") {
+          this.resubscribeFresh(reply.channel.topic);
         }
         return;
       default:
-        // subscribed, unsubscribed, pong: the heartbeat already noted that the socket lives.
+        // unsubscribed, pong: the heartbeat already noted that the socket lives.
         return;
     }
   }
 
-  /** A message from a fallback poll: no `seq` check (REST bodies carry `seq` 0). */
+  /** `subscribed` named the topic's newest `seq`: the baseline, unless the client is past it. */
+  private onEventsBaseline(name: string, seq: number): void {
+    const topic: EventsTopic = `events:${name}`;
+    const holding = this.holdings.get(topic);
+    if (!holding) return;
+    const before = this.seq.position(topic);
+    if (this.seq.acceptBaseline(topic, seq, holding.since) === "gap") {
+      this.announceReset({ topic: name, oldest: seq + 1, reason: "gap", last: before ?? null });
+    }
+  }
+
+  /** The gateway could not deliver every event since the position: subscribers must refetch. */
+  private onEventsReset(name: string, oldest: number | null, reason: string): void {
+    const topic: EventsTopic = `events:${name}`;
+    if (!this.holdings.has(topic)) return;
+    const last = this.seq.position(topic) ?? null;
+    this.seq.resetEvents(topic, oldest);
+    this.announceReset({ topic: name, oldest, reason, last });
+  }
+
+  /**
+   * The gateway refused the `since` of a resubscription (which should not happen): start the
+   * topic over without one, and have its subscribers refetch.
+   */
+  private resubscribeFresh(name: string): void {
+    const topic: EventsTopic = `events:${name}`;
+    const holding = this.holdings.get(topic);
+    if (!holding || !this.socketOpen) return;
+    const last = this.seq.position(topic) ?? null;
+    this.seq.forget(topic);
+    this.sendSubscribe(topic, holding);
+    this.announceReset({ topic: name, oldest: null, reason: "gap", last });
+  }
+
+  private announceReset(reset: EventsReset): void {
+    this.bus.publish(eventsResetTopic(reset.topic), Object.freeze(reset));
+  }
+
+  /**
+   * A message from a fallback poll. Snapshots skip the `seq` check (REST bodies carry `seq` 0);
+   * events carry their real `seq` and go through the same checks as pushed ones, so the socket
+   * resumes after the last event polled.
+   */
   private publishPolled(message: DataMessage): void {
+    if ((message as { type?: unknown }).type === "event") {
+      // REST bodies arrive unchecked, and an event's `seq` moves its topic's position.
+      const frame = classifyValue(message);
+      if (frame.kind !== "data" || frame.message.type !== "event") {
+        const reason = frame.kind === "malformed" ? frame.reason : "not an event";
+        this.report({ kind: "malformed_message", message: `malformed polled event: ${reason}`, data: message });
+        return;
+      }
+      const topic = messageTopic(frame.message) as EventsTopic;
+      if (this.holdings.has(topic)) this.deliverEvent(topic, frame.message);
+      return;
+    }
     const topic = messageTopic(message);
     if (isSnapshotTopic(topic) && this.holdings.has(topic)) {
       this.latestSnapshots.set(topic, message as SnapshotMessage);
@@ -662,6 +808,25 @@ export class PulseClient {
   }
 
   // ---- helpers ---------------------------------------------------------------------------------
+
+  /** Subscribes a held channel on the open socket; an event topic resumes from its position. */
+  private sendSubscribe(topic: DataTopic, holding: Holding): void {
+    const since = holding.channel.type === "events" ? this.seq.resumeAfter(topic) : undefined;
+    holding.sent = true;
+    holding.since = since;
+    this.send(subscribeRequest(holding.channel, since));
+  }
+
+  /** The held event topics and where each stands, for REST polling. */
+  private eventPositions(): EventsPosition[] {
+    const positions: EventsPosition[] = [];
+    for (const [topic, holding] of this.holdings) {
+      if (holding.channel.type === "events") {
+        positions.push({ topic: holding.channel.topic, after: this.seq.resumeAfter(topic) ?? null });
+      }
+    }
+    return positions;
+  }
 
   private release(topic: DataTopic): void {
     const holding = this.holdings.get(topic);

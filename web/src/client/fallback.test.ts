@@ -129,4 +129,28 @@ describe("FallbackPoller", () => {
     expect(pollFn).toHaveBeenCalledTimes(4);
     expect(most).toBe(1);
   });
+
+  it("reads the event positions afresh for every poll", async () => {
+    let after = 3;
+    const seen: unknown[] = [];
+    const poller = new FallbackPoller({
+      poll: (ctx) => {
+        seen.push(ctx.events);
+      },
+      publish: () => {},
+      events: () => [{ topic: "tickets", after: after++ }],
+      timers: globalTimers,
+    });
+    poller.disconnected();
+    await vi.advanceTimersByTimeAsync(35_000);
+    expect(seen).toEqual([[{ topic: "tickets", after: 3 }], [{ topic: "tickets", after: 4 }]]);
+    poller.stop();
+  });
+
+  it("hands no event positions when none are given", async () => {
+    const { poller, pollFn } = setup();
+    poller.disconnected();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(pollFn.mock.calls[0]?.[0].events).toEqual([]);
+  });
 });

@@ -14,14 +14,31 @@ export const DEFAULT_FALLBACK_THRESHOLD_MS = 5_000;
 /** Default interval between polls: 30 s. */
 export const DEFAULT_FALLBACK_INTERVAL_MS = 30_000;
 
+/** Where the events of one held event topic stand, for polling them over REST. */
+export interface EventsPosition {
+  /** The event topic, without the `events:` prefix. */
+  topic: string;
+  /**
+   * The `seq` after which events are wanted (`GET /api/v2/events?topic=…&after=…`); `null` when
+   * the client has no position on the topic yet.
+   */
+  after: number | null;
+}
+
 /** What a poll function gets. */
 export interface PollContext {
   /**
    * Publishes a message fetched over REST, shaped like the push it stands for (for example the
    * body of `GET /api/v2/fleet`). Calls made after the socket came back are ignored, so a slow
-   * poll never overwrites live data.
+   * poll never overwrites live data. Events go through the same `seq` checks as pushed ones:
+   * publish them in ascending `seq`, as `GET /api/v2/events` lists them.
    */
   publish(message: DataMessage): void;
+  /**
+   * The event topics held when the poll started, with their positions. Polled events move the
+   * positions on, and the socket resumes from there when it is back.
+   */
+  events: readonly EventsPosition[];
   /** Aborted as soon as polling stops; pass it to `fetch`. */
   signal: AbortSignal;
 }
@@ -37,6 +54,8 @@ export interface FallbackOptions {
   poll: PollFunction;
   /** Where polled messages go (while polling is active). */
   publish: (message: DataMessage) => void;
+  /** The event topics to poll and their positions, read at the start of every poll; default none. */
+  events?: () => readonly EventsPosition[];
   timers: Timers;
   /** Default {@link DEFAULT_FALLBACK_THRESHOLD_MS}. */
   thresholdMs?: number;
@@ -114,6 +133,7 @@ export class FallbackPoller {
         if (current()) this.options.publish(message);
       },
       signal: controller.signal,
+      events: this.options.events?.() ?? [],
     };
     try {
       await this.options.poll(context);

@@ -9,6 +9,7 @@
 export { PulseClient } from "./connection.js";
 export type {
   ChannelMessage,
+  EventsHandlers,
   PulseClientOptions,
   Release,
   SocketConstructor,
@@ -42,15 +43,17 @@ export {
 } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
 
-export { SeqTracker, DEFAULT_EVENT_WINDOW } from "./seq.js";
-export type { SeqTrackerOptions } from "./seq.js";
+export { SeqTracker } from "./seq.js";
+export type { BaselineVerdict, EventVerdict } from "./seq.js";
+
+export type { EventsReset } from "./eventsReset.js";
 
 export {
   FallbackPoller,
   DEFAULT_FALLBACK_INTERVAL_MS,
   DEFAULT_FALLBACK_THRESHOLD_MS,
 } from "./fallback.js";
-export type { FallbackOptions, PollContext, PollFunction } from "./fallback.js";
+export type { EventsPosition, FallbackOptions, PollContext, PollFunction } from "./fallback.js";
 
 export { Heartbeat, DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS } from "./heartbeat.js";
 export type { HeartbeatOptions } from "./heartbeat.js";
@@ -67,12 +70,13 @@ export type { TimerHandle, Timers } from "./timers.js";
 export {
   ID_PATTERN,
   channelTopic,
+  eventsResetTopic,
   isValidId,
   messageTopic,
   parseServerFrame,
   withToken,
 } from "./protocol.js";
-export type { DataTopic, EventsTopic, ServerFrame, SnapshotTopic, TelemetryTopic } from "./protocol.js";
+export type { DataTopic, EventsResetTopic, EventsTopic, ServerFrame, SnapshotTopic, TelemetryTopic } from "./protocol.js";
 
 export type { ClientError, ClientErrorKind } from "./errors.js";
 export type { ConnectionState, ConnectionStatus, OfflineReason } from "./status.js";
@@ -86,6 +90,8 @@ export type {
   DataMessage,
   DeviceStatus,
   EventMessage,
+  EventsResetMessage,
+  EventsResetReason,
   FleetCounts,
   FleetDevice,
   FleetMessage,

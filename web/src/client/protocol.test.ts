@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   channelTopic,
   encodeRequest,
+  eventsResetTopic,
   isValidId,
   messageTopic,
   parseServerFrame,
@@ -28,6 +29,19 @@ describe("requests", () => {
     }
   });
 
+  it("adds since to an events subscribe only", () => {
+    expect(encodeRequest(subscribeRequest({ type: "events", topic: "tickets" }, 41))).toBe(
+      '{"action":"subscribe","type":"events","topic":"tickets","since":41}',
+    );
+    expect(encodeRequest(subscribeRequest({ type: "events", topic: "tickets" }, 0))).toBe(
+      '{"action":"subscribe","type":"events","topic":"tickets","since":0}',
+    );
+    expect(encodeRequest(subscribeRequest({ type: "events", topic: "tickets" }))).toBe(
+      '{"action":"subscribe","type":"events","topic":"tickets"}',
+    );
+    expect(encodeRequest(subscribeRequest({ type: "alerts" }, 41))).toBe('{"action":"subscribe","type":"alerts"}');
+  });
+
   it("sends only the fields the protocol knows", () => {
     const channel = { type: "alerts", extra: 1 } as unknown as Channel;
     expect(encodeRequest(subscribeRequest(channel))).toBe('{"action":"subscribe","type":"alerts"}');
@@ -45,6 +59,7 @@ describe("topics", () => {
     expect(channelTopic({ type: "fleet" })).toBe("fleet");
     expect(channelTopic({ type: "device", device_id: "dev-1" })).toBe("telemetry:dev-1");
     expect(channelTopic({ type: "events", topic: "tickets" })).toBe("events:tickets");
+    expect(eventsResetTopic("tickets")).toBe("events_reset:tickets");
     expect(
       messageTopic({ type: "telemetry", tenant_id: "a", device_id: "dev-1", seq: 1, data: { timestamp: ts, metrics: {} } }),
     ).toBe("telemetry:dev-1");
@@ -111,6 +126,49 @@ describe("parseServerFrame", () => {
     });
   });
 
+  it("reads the seq of an events subscription, and only there", () => {
+    expect(parseServerFrame('{"type":"subscribed","channel":"events","topic":"tickets","seq":41}')).toEqual({
+      kind: "reply",
+      reply: { type: "subscribed", channel: "events", topic: "tickets", seq: 41 },
+    });
+    expect(parseServerFrame('{"type":"subscribed","channel":"events","topic":"tickets","seq":null}')).toEqual({
+      kind: "reply",
+      reply: { type: "subscribed", channel: "events", topic: "tickets" },
+    });
+    expect(parseServerFrame('{"type":"subscribed","channel":"alerts","seq":41}')).toEqual({
+      kind: "reply",
+      reply: { type: "subscribed", channel: "alerts" },
+    });
+  });
+
+  it("recognises events_reset with or without oldest", () => {
+    expect(parseServerFrame('{"type":"events_reset","topic":"tickets","oldest":57,"reason":"expired"}')).toEqual({
+      kind: "reply",
+      reply: { type: "events_reset", topic: "tickets", oldest: 57, reason: "expired" },
+    });
+    expect(parseServerFrame('{"type":"events_reset","topic":"tickets","oldest":null,"reason":"unavailable"}')).toEqual({
+      kind: "reply",
+      reply: { type: "events_reset", topic: "tickets", oldest: null, reason: "unavailable" },
+    });
+    expect(parseServerFrame('{"type":"events_reset","topic":"tickets","reason":"a_later_reason"}')).toEqual({
+      kind: "reply",
+      reply: { type: "events_reset", topic: "tickets", oldest: null, reason: "a_later_reason" },
+    });
+  });
+
+  it("reads the channel an error names, and keeps the error when that channel is bad", () => {
+    expect(
+      parseServerFrame('{"type":"error","code":"invalid_since","message":"bad since","channel":"events","topic":"tickets"}'),
+    ).toEqual({
+      kind: "reply",
+      reply: { type: "error", code: "invalid_since", message: "bad since", channel: { channel: "events", topic: "tickets" } },
+    });
+    expect(parseServerFrame('{"type":"error","code":"unavailable","message":"","channel":"device","device_id":"a.b"}')).toEqual({
+      kind: "reply",
+      reply: { type: "error", code: "unavailable", message: "" },
+    });
+  });
+
   it("keeps an unknown type apart from malformed frames", () => {
     const parsed = parseServerFrame('{"type":"presence","who":1}');
     expect(parsed).toEqual({ kind: "unknown", type: "presence", value: { type: "presence", who: 1 } });
@@ -140,6 +198,13 @@ describe("parseServerFrame", () => {
       '{"type":"subscribed","channel":"nope"}',
       '{"type":"error","message":"no code"}',
       '{"type":"authenticated","exp":"soon"}',
+      '{"type":"subscribed","channel":"events","topic":"tickets","seq":-1}',
+      '{"type":"subscribed","channel":"events","topic":"tickets","seq":"41"}',
+      '{"type":"events_reset","oldest":1,"reason":"expired"}',
+      '{"type":"events_reset","topic":"a.>","oldest":1,"reason":"expired"}',
+      '{"type":"events_reset","topic":"t","oldest":1.5,"reason":"expired"}',
+      '{"type":"events_reset","topic":"t","oldest":"57","reason":"expired"}',
+      '{"type":"events_reset","topic":"t","oldest":57}',
       new ArrayBuffer(4),
       undefined,
     ];

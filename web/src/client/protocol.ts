@@ -17,6 +17,8 @@ import type {
 export type TelemetryTopic = `telemetry:${string}`;
 /** A bus topic carrying the events of one topic: `events:<topic>`. */
 export type EventsTopic = `events:${string}`;
+/** A bus topic telling that events of one topic were missed: `events_reset:<topic>`. */
+export type EventsResetTopic = `events_reset:${string}`;
 /** A bus topic carrying snapshots: each message replaces the previous one. */
 export type SnapshotTopic = "alerts" | "fleet" | TelemetryTopic;
 /** A bus topic carrying data messages of one channel. */
@@ -68,6 +70,11 @@ export function normalizeChannel(channel: Channel): Channel {
   }
 }
 
+/** The bus topic on which missed events of event topic `topic` are announced. */
+export function eventsResetTopic(topic: string): EventsResetTopic {
+  return `events_reset:${topic}`;
+}
+
 /** The bus topic a data message is published on. */
 export function messageTopic(message: DataMessage): DataTopic {
   switch (message.type) {
@@ -92,9 +99,14 @@ export function encodeRequest(request: ClientRequest): string {
   return JSON.stringify(request);
 }
 
-/** `{"action":"subscribe", ...channel}` */
-export function subscribeRequest(channel: Channel): ClientRequest {
-  return { action: "subscribe", ...normalizeChannel(channel) };
+/**
+ * `{"action":"subscribe", ...channel}`, with `since` for an events channel that resumes after
+ * the event of that `seq`. `since` is left out for other channels.
+ */
+export function subscribeRequest(channel: Channel, since?: number): ClientRequest {
+  const request: ClientRequest = { action: "subscribe", ...normalizeChannel(channel) };
+  if (since !== undefined && channel.type === "events") request.since = since;
+  return request;
 }
 
 /** `{"action":"unsubscribe", ...channel}` */
@@ -180,24 +192,44 @@ function replyChannel(value: Obj): ReplyChannel | undefined {
 
 function reply(value: Obj): ServerFrame {
   switch (value.type) {
-    case "subscribed":
+    case "subscribed": {
+      const channel = replyChannel(value);
+      if (!channel) return { kind: "malformed", reason: "`subscribed` names no valid channel" };
+      if (channel.channel !== "events" || value.seq === undefined || value.seq === null) {
+        return { kind: "reply", reply: { type: "subscribed", ...channel } };
+      }
+      if (!isSeq(value.seq)) return { kind: "malformed", reason: "`subscribed`: `seq` must be a non-negative integer" };
+      return { kind: "reply", reply: { type: "subscribed", ...channel, seq: value.seq } };
+    }
     case "unsubscribed": {
       const channel = replyChannel(value);
-      if (!channel) return { kind: "malformed", reason: `\`${value.type}\` names no valid channel` };
-      return { kind: "reply", reply: { type: value.type, ...channel } };
+      if (!channel) return { kind: "malformed", reason: "`unsubscribed` names no valid channel" };
+      return { kind: "reply", reply: { type: "unsubscribed", ...channel } };
     }
-    case "error":
+    case "error": {
       if (typeof value.code !== "string") {
         return { kind: "malformed", reason: "`error` reply without a string `code`" };
       }
-      return {
-        kind: "reply",
-        reply: {
-          type: "error",
-          code: value.code,
-          message: typeof value.message === "string" ? value.message : "",
-        },
+      const error: ServerReply = {
+        type: "error",
+        code: value.code,
+        message: typeof value.message === "string" ? value.message : "",
       };
+      // Optional: the channel a refused subscribe referred to. One that does not parse is left
+      // out rather than losing the error itself.
+      const channel = value.channel === undefined ? undefined : replyChannel(value);
+      if (channel) error.channel = channel;
+      return { kind: "reply", reply: error };
+    }
+    case "events_reset": {
+      if (!isValidId(value.topic)) return { kind: "malformed", reason: "`events_reset`: `topic` must be a valid id" };
+      const oldest = value.oldest ?? null;
+      if (oldest !== null && !isSeq(oldest)) {
+        return { kind: "malformed", reason: "`events_reset`: `oldest` must be a non-negative integer or null" };
+      }
+      if (typeof value.reason !== "string") return { kind: "malformed", reason: "`events_reset`: `reason` must be a string" };
+      return { kind: "reply", reply: { type: "events_reset", topic: value.topic, oldest, reason: value.reason } };
+    }
     case "pong":
       return { kind: "reply", reply: { type: "pong" } };
     case "authenticated":

@@ -45,29 +45,88 @@ describe("SeqTracker snapshots", () => {
 });
 
 describe("SeqTracker events", () => {
-  it("drops duplicates but keeps a late event with a lower seq", () => {
+  it("takes the first event as the position, delivers the next ones and drops duplicates", () => {
     const t = new SeqTracker();
-    expect(t.acceptEvent("events:tickets", 5)).toBe(true);
-    expect(t.acceptEvent("events:tickets", 7)).toBe(true);
-    expect(t.acceptEvent("events:tickets", 6)).toBe(true);
-    expect(t.acceptEvent("events:tickets", 7)).toBe(false);
-    expect(t.acceptEvent("events:tickets", 5)).toBe(false);
-    expect(t.highest("events:tickets")).toBe(7);
+    expect(t.position("events:tickets")).toBeUndefined();
+    expect(t.acceptEvent("events:tickets", 5)).toBe("next");
+    expect(t.acceptEvent("events:tickets", 6)).toBe("next");
+    expect(t.acceptEvent("events:tickets", 6)).toBe("duplicate");
+    expect(t.acceptEvent("events:tickets", 2)).toBe("duplicate");
+    expect(t.acceptEvent("events:tickets", 7)).toBe("next");
+    expect(t.position("events:tickets")).toBe(7);
+    expect(t.resumeAfter("events:tickets")).toBe(7);
+  });
+
+  it("calls a skipped seq a gap, delivers it and goes on from there", () => {
+    const t = new SeqTracker();
+    t.acceptEvent("events:a", 1);
+    expect(t.acceptEvent("events:a", 4)).toBe("gap");
+    expect(t.position("events:a")).toBe(4);
+    expect(t.acceptEvent("events:a", 3)).toBe("duplicate");
+    expect(t.acceptEvent("events:a", 5)).toBe("next");
   });
 
   it("keeps topics independent", () => {
     const t = new SeqTracker();
-    expect(t.acceptEvent("events:a", 1)).toBe(true);
-    expect(t.acceptEvent("events:b", 1)).toBe(true);
-    expect(t.acceptEvent("events:a", 1)).toBe(false);
+    expect(t.acceptEvent("events:a", 1)).toBe("next");
+    expect(t.acceptEvent("events:b", 1)).toBe("next");
+    expect(t.acceptEvent("events:a", 1)).toBe("duplicate");
+    expect(t.acceptEvent("events:b", 3)).toBe("gap");
+    expect(t.position("events:a")).toBe(1);
+    // Snapshots and events never share a number.
+    t.acceptSnapshot("alerts", 100);
+    expect(t.position("alerts")).toBeUndefined();
   });
 
-  it("remembers a bounded window of recent seqs", () => {
-    const t = new SeqTracker({ eventWindow: 3 });
-    for (const seq of [1, 2, 3, 4]) expect(t.acceptEvent("events:a", seq)).toBe(true);
-    // 1 fell out of the window; 2, 3 and 4 are still known.
-    expect(t.acceptEvent("events:a", 4)).toBe(false);
-    expect(t.acceptEvent("events:a", 2)).toBe(false);
-    expect(t.acceptEvent("events:a", 1)).toBe(true);
+  it("takes the seq of a fresh subscription as the baseline", () => {
+    const t = new SeqTracker();
+    expect(t.acceptBaseline("events:a", 41, undefined)).toBe("baseline");
+    expect(t.position("events:a")).toBe(41);
+    expect(t.acceptEvent("events:a", 41)).toBe("duplicate");
+    expect(t.acceptEvent("events:a", 42)).toBe("next");
+    // A baseline behind the position (events of an earlier subscription) changes nothing.
+    expect(t.acceptBaseline("events:a", 40, undefined)).toBe("ignored");
+    expect(t.position("events:a")).toBe(42);
+    // Seq 0: a topic without events yet.
+    expect(t.acceptBaseline("events:b", 0, undefined)).toBe("baseline");
+    expect(t.acceptEvent("events:b", 1)).toBe("next");
+  });
+
+  it("calls a seq ahead of the since of a resumed subscription a gap", () => {
+    const t = new SeqTracker();
+    t.acceptEvent("events:a", 10);
+    expect(t.acceptBaseline("events:a", 10, 10)).toBe("ignored");
+    expect(t.acceptBaseline("events:a", 15, 10)).toBe("gap");
+    expect(t.position("events:a")).toBe(15);
+    expect(t.acceptEvent("events:a", 16)).toBe("next");
+  });
+
+  it("after a reset, takes the next event as the position whatever its seq", () => {
+    const t = new SeqTracker();
+    t.acceptEvent("events:a", 10);
+    t.resetEvents("events:a", 57);
+    // Until an event arrives, a resubscription resumes just before the announced one.
+    expect(t.resumeAfter("events:a")).toBe(56);
+    expect(t.position("events:a")).toBe(10);
+    expect(t.acceptEvent("events:a", 60)).toBe("next");
+    expect(t.resumeAfter("events:a")).toBe(60);
+    expect(t.acceptEvent("events:a", 61)).toBe("next");
+
+    // Even a lower seq, when the gateway says so.
+    t.resetEvents("events:a", null);
+    expect(t.resumeAfter("events:a")).toBe(61);
+    expect(t.acceptEvent("events:a", 3)).toBe("next");
+    expect(t.position("events:a")).toBe(3);
+  });
+
+  it("forgets a topic's position", () => {
+    const t = new SeqTracker();
+    t.acceptEvent("events:a", 10);
+    t.forget("events:a");
+    expect(t.position("events:a")).toBeUndefined();
+    expect(t.resumeAfter("events:a")).toBeUndefined();
+    expect(t.acceptEvent("events:a", 3)).toBe("next");
+    t.clear();
+    expect(t.position("events:a")).toBeUndefined();
   });
 });

@@ -1,36 +1,55 @@
 /**
- * Ordering by `seq`, which increases per subject.
+ * Ordering by `seq`.
  *
  * - Snapshots (alerts, fleet, telemetry): keep the highest `seq` seen per topic and drop any
  *   message whose `seq` is lower than or equal to it. After a reconnect the gateway sends the
  *   current snapshot again, with the same `seq`: it is dropped as a duplicate.
- * - Events: every event matters, and two publishers may deliver theirs slightly out of `seq`
- *   order, so `seq` only drops duplicates: an event whose `seq` was already seen on its topic.
+ * - Events: the `seq` of an event topic increases by exactly 1 per event, so one number per
+ *   topic (the position: the last event delivered, or the baseline the gateway named) tells
+ *   everything. The next event is position + 1; a lower one is a duplicate (a replay overlapping
+ *   what was delivered); a higher one follows a gap. The position is also where a resubscription
+ *   resumes (`since`), so that nothing is missed across reconnects.
  *
  * Topics never affect each other.
  *
  * @packageDocumentation
  */
 
-/** Options of a {@link SeqTracker}. */
-export interface SeqTrackerOptions {
-  /** How many recent event `seq`s are remembered per topic for dropping duplicates. Default 1024. */
-  eventWindow?: number;
-}
+/**
+ * What to do with an event, by its `seq`:
+ *
+ * - `next`: deliver it; it follows the position, or is the first event (or the first after a
+ *   reset) and so becomes the position.
+ * - `duplicate`: drop it; an event with this `seq` was already delivered.
+ * - `gap`: deliver it, after telling that the events between the position and it were missed.
+ */
+export type EventVerdict = "next" | "duplicate" | "gap";
 
-/** Default number of recent event `seq`s remembered per topic. */
-export const DEFAULT_EVENT_WINDOW = 1024;
+/** What a `subscribed` reply's `seq` means for the topic's position. */
+export type BaselineVerdict =
+  /** The position is now that `seq`: events after it follow. */
+  | "baseline"
+  /** Nothing changes. */
+  | "ignored"
+  /**
+   * The subscription resumed with `since`, yet the gateway named a newer `seq` instead of
+   * replaying: the events between were missed. The position is now that `seq`.
+   */
+  | "gap";
+
+interface EventCursor {
+  /** The `seq` of the last event delivered, or the baseline from `subscribed`. */
+  position: number | undefined;
+  /** After a reset: the next event becomes the position, whatever its `seq`. */
+  rebase: boolean;
+  /** After a reset naming it: the `seq` of the first event that follows. */
+  oldest: number | undefined;
+}
 
 /** Tracks the `seq`s seen per topic and decides which messages are new. */
 export class SeqTracker {
   private readonly highestSeq = new Map<string, number>();
-  private readonly recentEvents = new Map<string, Set<number>>();
-  private readonly eventWindow: number;
-
-  /** Creates a tracker that has seen nothing. */
-  constructor(options: SeqTrackerOptions = {}) {
-    this.eventWindow = Math.max(1, Math.floor(options.eventWindow ?? DEFAULT_EVENT_WINDOW));
-  }
+  private readonly cursors = new Map<string, EventCursor>();
 
   /**
    * Records a snapshot's `seq`.
@@ -45,44 +64,98 @@ export class SeqTracker {
     return true;
   }
 
-  /**
-   * Records an event's `seq`.
-   *
-   * @returns false when this `seq` was already seen on `topic` (a duplicate to drop), else true,
-   *   even when it is lower than the highest seen.
-   */
-  acceptEvent(topic: string, seq: number): boolean {
-    let recent = this.recentEvents.get(topic);
-    if (!recent) {
-      recent = new Set();
-      this.recentEvents.set(topic, recent);
-    }
-    if (recent.has(seq)) return false;
-    recent.add(seq);
-    if (recent.size > this.eventWindow) {
-      // Sets iterate in insertion order: forget the oldest.
-      const oldest = recent.values().next().value;
-      if (oldest !== undefined) recent.delete(oldest);
-    }
-    const highest = this.highestSeq.get(topic);
-    if (highest === undefined || seq > highest) this.highestSeq.set(topic, seq);
-    return true;
-  }
-
-  /** The highest `seq` seen on `topic`, or `undefined` when none was. */
+  /** The highest snapshot `seq` seen on `topic`, or `undefined` when none was. */
   highest(topic: string): number | undefined {
     return this.highestSeq.get(topic);
+  }
+
+  /**
+   * Records an event's `seq` and says whether to deliver it. An event that is delivered
+   * (`next` or `gap`) becomes the topic's position.
+   */
+  acceptEvent(topic: string, seq: number): EventVerdict {
+    const cursor = this.cursor(topic);
+    const position = cursor.position;
+    if (cursor.rebase || position === undefined) {
+      this.moveTo(cursor, seq);
+      return "next";
+    }
+    if (seq <= position) return "duplicate";
+    this.moveTo(cursor, seq);
+    return seq === position + 1 ? "next" : "gap";
+  }
+
+  /**
+   * Records the `seq` of a `subscribed` reply for an events topic.
+   *
+   * @param since - the `since` the subscribe carried, `undefined` when it had none.
+   */
+  acceptBaseline(topic: string, seq: number, since: number | undefined): BaselineVerdict {
+    const cursor = this.cursor(topic);
+    if (since !== undefined) {
+      // The reply to a resume carries no `seq`; one that does and is ahead skipped events.
+      if (seq <= since) return "ignored";
+      this.moveTo(cursor, seq);
+      return "gap";
+    }
+    // A fresh subscription: events after `seq` follow. A position ahead of it can only come
+    // from events of an earlier subscription still in flight; keep the higher one.
+    if (cursor.position !== undefined && !cursor.rebase && seq <= cursor.position) return "ignored";
+    this.moveTo(cursor, seq);
+    return "baseline";
+  }
+
+  /**
+   * Records that events of `topic` were missed: the next event becomes the position, whatever
+   * its `seq`. `oldest` (the `seq` of the first event that follows, when known) is where a
+   * resubscription resumes until then.
+   */
+  resetEvents(topic: string, oldest: number | null): void {
+    const cursor = this.cursor(topic);
+    cursor.rebase = true;
+    cursor.oldest = oldest ?? undefined;
+  }
+
+  /** The `seq` of the last event delivered on `topic`, or its baseline; `undefined` when none. */
+  position(topic: string): number | undefined {
+    return this.cursors.get(topic)?.position;
+  }
+
+  /**
+   * The `since` for subscribing `topic` again: the position, or just before the first event a
+   * reset announced; `undefined` when there is nothing to resume from.
+   */
+  resumeAfter(topic: string): number | undefined {
+    const cursor = this.cursors.get(topic);
+    if (!cursor) return undefined;
+    if (cursor.rebase && cursor.oldest !== undefined) return Math.max(0, cursor.oldest - 1);
+    return cursor.position;
   }
 
   /** Forgets `topic`, e.g. when its channel is released: its next message is accepted. */
   forget(topic: string): void {
     this.highestSeq.delete(topic);
-    this.recentEvents.delete(topic);
+    this.cursors.delete(topic);
   }
 
   /** Forgets every topic. */
   clear(): void {
     this.highestSeq.clear();
-    this.recentEvents.clear();
+    this.cursors.clear();
+  }
+
+  private cursor(topic: string): EventCursor {
+    let cursor = this.cursors.get(topic);
+    if (!cursor) {
+      cursor = { position: undefined, rebase: false, oldest: undefined };
+      this.cursors.set(topic, cursor);
+    }
+    return cursor;
+  }
+
+  private moveTo(cursor: EventCursor, seq: number): void {
+    cursor.position = seq;
+    cursor.rebase = false;
+    cursor.oldest = undefined;
   }
 }

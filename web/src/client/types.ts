@@ -87,6 +87,7 @@ export interface EventMessage {
   topic: string;
   /** What happened, `<noun>:<verb>` by convention. */
   event: string;
+  /** 1, 2, 3, … per topic of the tenant: an event whose `seq` is not the last one + 1 follows a gap. */
   seq: number;
   ts: Timestamp;
   /** Event-specific body; free-form JSON, `null` when the publisher sent none. */
@@ -123,19 +124,56 @@ export type ServerErrorCode =
   | "invalid_token"
   | "unsupported_frame"
   | "unavailable"
+  /** `since` of an events subscribe is not a non-negative integer. */
+  | "invalid_since"
   | (string & {});
 
-/** Replies the gateway sends on its own, as opposed to forwarded data messages. */
-export type ServerReply =
-  | ({ type: "subscribed" } & ReplyChannel)
-  | ({ type: "unsubscribed" } & ReplyChannel)
-  | { type: "error"; code: ServerErrorCode; message: string }
-  | { type: "pong" }
-  | { type: "authenticated"; exp: number };
+/**
+ * Why events were missed, as an `events_reset` names it. New reasons may appear within `v1`.
+ *
+ * - `expired`: the events after `since` are no longer retained.
+ * - `limit`: more events were missed than the gateway replays.
+ * - `unavailable`: the history cannot be read right now.
+ * - `gap`: a gap in the live events could not be filled. The client reports its own gaps
+ *   (an event whose `seq` is not the next one) with this reason too.
+ */
+export type EventsResetReason = "expired" | "limit" | "unavailable" | "gap" | (string & {});
 
-/** A message a client sends. */
+/**
+ * `{"type":"events_reset"}`: events of `topic` were missed. It comes before the events that
+ * follow it; refetch what the events drive, then go on with those events.
+ */
+export interface EventsResetMessage {
+  type: "events_reset";
+  topic: string;
+  /** The `seq` of the first event that follows; `null` when the gateway does not know it. */
+  oldest: number | null;
+  reason: EventsResetReason;
+}
+
+/**
+ * Replies the gateway sends on its own, as opposed to forwarded data messages.
+ *
+ * `subscribed` for an events channel subscribed without `since` carries `seq`: the topic's
+ * newest `seq` at that moment, after which events follow. It is absent when the gateway does not
+ * know it, and after a subscribe with `since` (the missed events are replayed instead).
+ *
+ * An `error` refusing a subscribe may name the channel it refers to in `channel`.
+ */
+export type ServerReply =
+  | ({ type: "subscribed"; seq?: number } & ReplyChannel)
+  | ({ type: "unsubscribed" } & ReplyChannel)
+  | { type: "error"; code: ServerErrorCode; message: string; channel?: ReplyChannel }
+  | { type: "pong" }
+  | { type: "authenticated"; exp: number }
+  | EventsResetMessage;
+
+/**
+ * A message a client sends. `since` resumes an events channel: the gateway first delivers
+ * every retained event with a higher `seq`, then the live ones.
+ */
 export type ClientRequest =
-  | ({ action: "subscribe" } & Channel)
+  | ({ action: "subscribe"; since?: number } & Channel)
   | ({ action: "unsubscribe" } & Channel)
   | { action: "ping" }
   | { action: "auth"; token: string };

@@ -38,6 +38,35 @@ export interface DeviceDetail {
   latest: Reading | null;
 }
 
+/**
+ * One event of the `activity` topic (an alert opened, acknowledged or closed), as the activity
+ * widget shows it. Payload fields an event does not carry are `null`.
+ */
+export interface ActivityEntry {
+  seq: number;
+  /** When the event was published. */
+  ts: string;
+  /** Milliseconds since the epoch, parsed from `ts`. */
+  at: number;
+  /** `alert:opened`, `alert:acknowledged`, `alert:closed`, or a later one. */
+  event: string;
+  alertId: number | null;
+  deviceId: string | null;
+  siteId: string | null;
+  alertType: string | null;
+  severity: number | null;
+  /** Free text from whoever raised the alert: render it as text only. */
+  summary: string | null;
+  status: string | null;
+}
+
+/** `GET /api/v2/events` for one topic: its events in ascending `seq`, and its newest `seq`. */
+export interface EventsPage {
+  events: ActivityEntry[];
+  /** The topic's newest `seq` when the page was read; 0 when it has no events. */
+  lastSeq: number;
+}
+
 /** The logged-in user, from `POST /api/v2/login` and `GET /api/v2/me`. */
 export interface Me {
   email: string;
@@ -146,6 +175,47 @@ function reading(value: unknown, path: string): Reading {
     at: timestamp(r.timestamp, `${path}.timestamp`),
     metrics: object(r.metrics, `${path}.metrics`),
   };
+}
+
+function activityEntry(value: unknown, path: string, topic: string): ActivityEntry {
+  const m = object(value, path);
+  if (m.type !== "event") fail(`${path}.type`, '"event"');
+  if (m.topic !== topic) fail(`${path}.topic`, JSON.stringify(topic));
+  const ts = string(m.ts, `${path}.ts`);
+  const at = timestamp(ts, `${path}.ts`);
+  // Other events may come to the topic with other payloads: every field is optional, but one
+  // that is there must have its type.
+  const p = m.payload === null || m.payload === undefined ? {} : object(m.payload, `${path}.payload`);
+  return {
+    seq: integer(m.seq, `${path}.seq`),
+    ts,
+    at,
+    event: string(m.event, `${path}.event`),
+    alertId: nullable(p.alert_id, `${path}.payload.alert_id`, integer),
+    deviceId: nullable(p.device_id, `${path}.payload.device_id`, string),
+    siteId: nullable(p.site_id, `${path}.payload.site_id`, string),
+    alertType: nullable(p.alert_type, `${path}.payload.alert_type`, string),
+    severity: nullable(p.severity, `${path}.payload.severity`, integer),
+    summary: nullable(p.summary, `${path}.payload.summary`, string),
+    status: nullable(p.status, `${path}.payload.status`, string),
+  };
+}
+
+/** Checks an event message of `topic` as the activity widget reads it. */
+export function checkActivityEvent(value: unknown, topic: string): Checked<ActivityEntry> {
+  return check(() => activityEntry(value, "event", topic));
+}
+
+/** Checks the body of `GET /api/v2/events?topic=<topic>`, down to every event. */
+export function checkEventsPage(value: unknown, topic: string): Checked<EventsPage> {
+  return check(() => {
+    const body = object(value, "body");
+    if (body.topic !== topic) fail("topic", JSON.stringify(topic));
+    return {
+      events: array(body.events, "events").map((e, i) => activityEntry(e, `events[${i}]`, topic)),
+      lastSeq: integer(body.last_seq, "last_seq"),
+    };
+  });
 }
 
 /** Checks an `alerts` message down to every alert. */

@@ -1,9 +1,10 @@
 import { AlertsTable } from "../components/AlertsTable.js";
 import { DeviceTable } from "../components/DeviceTable.js";
 import { ErrorBoundary } from "../components/ErrorBoundary.js";
+import { RecentActivity } from "../components/RecentActivity.js";
 import { StatCards } from "../components/StatCards.js";
 
-/** The fleet overview: stat cards, open alerts and devices, all live. */
+/** The fleet overview: stat cards, open alerts with their recent activity, and devices, all live. */
 export function DashboardPage() {
   return (
     <div className="page page--dashboard" data-testid="dashboard">
@@ -11,7 +12,10 @@ export function DashboardPage() {
         <StatCards />
       </ErrorBoundary>
       <div className="dashboard-grid">
-        <AlertsTable />
+        <div className="dashboard-column">
+          <AlertsTable />
+          <RecentActivity />
+        </div>
         <DeviceTable />
       </div>
     </div>

@@ -1,0 +1,67 @@
+/**
+ * The activity feed for the dashboard: the newest events of the `activity` topic over REST, then
+ * the live ones from the shared client, with a fresh REST load whenever events were missed.
+ *
+ * @packageDocumentation
+ */
+
+import { useCallback, useEffect, useReducer } from "react";
+
+import type { PulseClient } from "../client/index.js";
+import { ACTIVITY_ROWS, ACTIVITY_TOPIC, emptyActivityFeed, reduceActivity, type ActivityAction, type ActivityFeed } from "../model/activityFeed.js";
+import { checkEventsPage } from "../model/validate.js";
+import { getJson } from "./api.js";
+import { useSession } from "./session.js";
+
+/** `GET /api/v2/events` for the newest rows of the feed. */
+export const ACTIVITY_URL = `/api/v2/events?topic=${ACTIVITY_TOPIC}&limit=${ACTIVITY_ROWS}`;
+
+/**
+ * Loads the newest events for load number `request` and reports the outcome; afterwards it
+ * tells where the client stands, so that events it knows of but the load missed are fetched too.
+ */
+export async function loadActivity(client: PulseClient, request: number, signal: AbortSignal, dispatch: (action: ActivityAction) => void): Promise<void> {
+  let body: unknown;
+  try {
+    body = await getJson(ACTIVITY_URL, signal);
+  } catch (error) {
+    if (!signal.aborted) dispatch({ type: "load-failed", request, error: error instanceof Error ? error.message : String(error) });
+    return;
+  }
+  if (signal.aborted) return;
+  const page = checkEventsPage(body, ACTIVITY_TOPIC);
+  if (!page.ok) {
+    dispatch({ type: "load-failed", request, error: `malformed answer: ${page.error}` });
+    return;
+  }
+  dispatch({ type: "loaded", request, page: page.value });
+  const position = client.lastEventSeq(ACTIVITY_TOPIC);
+  if (position !== undefined) dispatch({ type: "client-position", request, position });
+}
+
+/** The activity feed and a retry for a failed load; holds the `activity` events while mounted. */
+export function useActivity(): ActivityFeed & { retry: () => void } {
+  const { client } = useSession();
+  const [feed, dispatch] = useReducer(reduceActivity, emptyActivityFeed);
+
+  // Live events first, so that none published during the first load is lost.
+  useEffect(
+    () =>
+      client.watchEvents(ACTIVITY_TOPIC, {
+        onEvent: (message) => dispatch({ type: "event", message }),
+        onReset: () => dispatch({ type: "reset" }),
+      }),
+    [client],
+  );
+
+  // One load per request number; a newer request aborts the load it replaces.
+  const { loadRequest } = feed;
+  useEffect(() => {
+    const controller = new AbortController();
+    void loadActivity(client, loadRequest, controller.signal, dispatch);
+    return () => controller.abort();
+  }, [client, loadRequest]);
+
+  const retry = useCallback(() => dispatch({ type: "retry" }), []);
+  return { ...feed, retry };
+}

@@ -1,0 +1,36 @@
+import { useActivity } from "../app/useActivity.js";
+import { ACTIVITY_ROWS } from "../model/activityFeed.js";
+import { ActivityItem } from "./ActivityItem.js";
+import { ErrorCard } from "./ErrorCard.js";
+import { Widget } from "./Widget.js";
+
+/** What happened to the tenant's alerts, newest first: loaded over REST, then live. */
+export function RecentActivity() {
+  const feed = useActivity();
+  const refreshing = feed.loading && feed.known !== null;
+  const actions = (
+    <span className="widget__meta" data-testid="activity-meta" aria-live="polite">
+      {refreshing ? "Refreshing…" : feed.known !== null ? `newest ${Math.min(feed.entries.length, ACTIVITY_ROWS)}` : ""}
+    </span>
+  );
+  return (
+    <Widget title="Recent activity" testId="activity-widget" actions={actions} className="widget--activity">
+      {feed.eventError && <ErrorCard title="A malformed activity event was ignored" message={feed.eventError} />}
+      {feed.loadError ? (
+        <ErrorCard title="Could not load recent activity" message={feed.loadError} onRetry={feed.loading ? undefined : feed.retry} />
+      ) : feed.known === null ? (
+        <p className="placeholder">Loading recent activity…</p>
+      ) : feed.entries.length === 0 ? (
+        <p className="placeholder">No activity yet.</p>
+      ) : (
+        <div className="activity-scroll">
+          <ol className="activity" aria-label="Recent activity, newest first" data-testid="activity-list">
+            {feed.entries.map((entry) => (
+              <ActivityItem key={entry.seq} entry={entry} />
+            ))}
+          </ol>
+        </div>
+      )}
+    </Widget>
+  );
+}

@@ -1,0 +1,142 @@
+import { describe, expect, it } from "vitest";
+
+import { ACTIVITY_ROWS, emptyActivityFeed, reduceActivity, type ActivityAction, type ActivityFeed } from "./activityFeed.js";
+import { activityEvent, activityPage } from "./testing/fixtures.js";
+import { checkEventsPage } from "./validate.js";
+
+function page(seqs: number[], lastSeq?: number) {
+  const checked = checkEventsPage(activityPage(seqs, lastSeq), "activity");
+  if (!checked.ok) throw new Error(checked.error);
+  return checked.value;
+}
+
+const seqs = (feed: ActivityFeed) => feed.entries.map((e) => e.seq);
+const run = (state: ActivityFeed, ...actions: ActivityAction[]) => actions.reduce(reduceActivity, state);
+const live = (seq: number): ActivityAction => ({ type: "event", message: activityEvent(seq) });
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe("reduceActivity", () => {
+  it("starts wanting a load, and shows what it returned, newest first", () => {
+    expect(emptyActivityFeed.loading).toBe(true);
+    const feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([3, 4, 5]) });
+    expect(seqs(feed)).toEqual([5, 4, 3]);
+    expect(feed.known).toBe(5);
+    expect(feed.loading).toBe(false);
+  });
+
+  it("holds live events during the load and applies them against it: none twice, none missing", () => {
+    const feed = run(
+      emptyActivityFeed,
+      live(5), // already in the page
+      live(6), // newer than the page
+      { type: "loaded", request: 1, page: page([3, 4, 5]) },
+      live(6), // a duplicate after the load
+      live(7),
+    );
+    expect(seqs(feed)).toEqual([7, 6, 5, 4, 3]);
+    expect(feed.known).toBe(7);
+    expect(feed.loading).toBe(false);
+    expect(feed.pending).toEqual([]);
+  });
+
+  it("asks for a new load on a hole in the seqs, and fills it from the load", () => {
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) }, live(5));
+    expect(seqs(feed)).toEqual([5, 2, 1]); // shown at once
+    expect(feed.loading).toBe(true);
+    expect(feed.loadRequest).toBe(2);
+    feed = run(feed, live(6), { type: "loaded", request: 2, page: page([1, 2, 3, 4, 5]) });
+    expect(seqs(feed)).toEqual([6, 5, 4, 3, 2, 1]);
+    expect(feed.loading).toBe(false);
+  });
+
+  it("asks for a new load on a reset, and takes the events that follow against it", () => {
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) }, { type: "reset" });
+    expect(feed.loading).toBe(true);
+    feed = run(feed, live(9), live(10), { type: "loaded", request: 2, page: page([7, 8, 9]) });
+    expect(seqs(feed)).toEqual([10, 9, 8, 7, 2, 1]);
+    expect(feed.known).toBe(10);
+  });
+
+  it("ignores the end of a load that a newer request replaced", () => {
+    let feed = run(emptyActivityFeed, { type: "reset" });
+    expect(feed.loadRequest).toBe(2);
+    feed = run(feed, { type: "loaded", request: 1, page: page([1]) });
+    expect(feed.loading).toBe(true);
+    expect(feed.entries).toEqual([]);
+    feed = run(feed, { type: "load-failed", request: 1, error: "old" });
+    expect(feed.loadError).toBeNull();
+  });
+
+  it("keeps live events through a failed load and applies them after a retry", () => {
+    let feed = run(emptyActivityFeed, { type: "load-failed", request: 1, error: "HTTP 502" });
+    expect(feed).toMatchObject({ loading: false, loadError: "HTTP 502", known: null });
+    feed = run(feed, live(4));
+    expect(feed.pending).toHaveLength(1);
+    feed = run(feed, { type: "retry" });
+    expect(feed).toMatchObject({ loading: true, loadError: null, loadRequest: 2 });
+    feed = run(feed, { type: "loaded", request: 2, page: page([2, 3]) });
+    expect(seqs(feed)).toEqual([4, 3, 2]);
+  });
+
+  it("loads once more when the client is ahead of the load, but only once", () => {
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) });
+    expect(run(feed, { type: "client-position", request: 1, position: 2 })).toBe(feed);
+    feed = run(feed, { type: "client-position", request: 1, position: 4 });
+    expect(feed).toMatchObject({ loading: true, loadRequest: 2, catchingUp: true });
+    feed = run(feed, { type: "loaded", request: 2, page: page([1, 2, 3]) });
+    expect(run(feed, { type: "client-position", request: 2, position: 4 })).toBe(feed);
+  });
+
+  it("caps the rows, dropping the oldest", () => {
+    const feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page(range(1, ACTIVITY_ROWS)) }, live(ACTIVITY_ROWS + 1));
+    expect(feed.entries).toHaveLength(ACTIVITY_ROWS);
+    expect(feed.entries[0]?.seq).toBe(ACTIVITY_ROWS + 1);
+    expect(feed.entries.at(-1)?.seq).toBe(2);
+  });
+
+  it("replaces everything when the topic started over", () => {
+    const feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([40, 41]) }, { type: "reset" }, { type: "loaded", request: 2, page: page([1, 2]) });
+    expect(seqs(feed)).toEqual([2, 1]);
+    expect(feed.known).toBe(2);
+  });
+
+  it("reports a malformed live event, keeps its place in the sequence, and recovers", () => {
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1]) });
+    feed = run(feed, { type: "event", message: activityEvent(2, {}, { summary: 42 }) });
+    expect(feed.eventError).toBe("event.payload.summary must be a string");
+    expect(feed.known).toBe(2);
+    expect(feed.loading).toBe(false);
+    feed = run(feed, live(3));
+    expect(feed.eventError).toBeNull();
+    expect(seqs(feed)).toEqual([3, 1]);
+  });
+
+  it("never changes the state it is given", () => {
+    const loaded = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) });
+    const before = structuredClone(loaded);
+    run(loaded, live(3), live(7), { type: "reset" });
+    expect(loaded).toEqual(before);
+  });
+});
+
+describe("checkEventsPage", () => {
+  it("reads every event with its payload; missing payload fields are null", () => {
+    const body = activityPage([7]);
+    body.events.push(activityEvent(8, { event: "alert:closed", payload: null }));
+    const checked = checkEventsPage(body, "activity");
+    expect(checked.ok).toBe(true);
+    if (!checked.ok) return;
+    expect(checked.value.lastSeq).toBe(7);
+    expect(checked.value.events[0]).toMatchObject({ seq: 7, event: "alert:opened", alertId: 1007, deviceId: "dev-0001", summary: "alert 1007", severity: 2, status: "OPEN" });
+    expect(checked.value.events[1]).toMatchObject({ seq: 8, event: "alert:closed", deviceId: null, summary: null });
+  });
+
+  it("refuses a page of another topic, a bad last_seq or a broken event", () => {
+    expect(checkEventsPage({ ...activityPage([1]), topic: "tickets" }, "activity")).toEqual({ ok: false, error: 'topic must be "activity"' });
+    expect(checkEventsPage({ ...activityPage([1]), last_seq: -1 }, "activity")).toEqual({ ok: false, error: "last_seq must be an integer ≥ 0" });
+    const broken = activityPage([1]);
+    broken.events[0] = activityEvent(1, { ts: "yesterday" });
+    expect(checkEventsPage(broken, "activity")).toEqual({ ok: false, error: "events[0].ts must be an RFC 3339 timestamp" });
+    expect(checkEventsPage({ topic: "activity", events: {}, last_seq: 0 }, "activity")).toEqual({ ok: false, error: "events must be an array" });
+  });
+});

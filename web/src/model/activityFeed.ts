@@ -1,0 +1,147 @@
+/**
+ * The activity feed: the newest events of the `activity` topic, from a REST load merged with the
+ * live events, each shown once, none missing.
+ *
+ * Event `seq`s of a topic go 1, 2, 3, …, so one number says what the feed has accounted for:
+ * `known`, the `seq` up to which every event was either loaded or received. A live event at or
+ * below it is a duplicate of what REST returned; one past `known + 1` follows a hole, and so does
+ * a reset from the client: both ask for a fresh REST load, which fills the hole. Live events
+ * that arrive while a load runs wait for it, and are applied against what it returned.
+ *
+ * @packageDocumentation
+ */
+
+import { checkActivityEvent, type ActivityEntry, type EventsPage } from "./validate.js";
+
+/** The event topic the feed follows. */
+export const ACTIVITY_TOPIC = "activity";
+/** Rows the feed keeps and shows, newest first. */
+export const ACTIVITY_ROWS = 50;
+/**
+ * Live events kept while a load runs. Past it the oldest are dropped: they are older than what
+ * the load returns anyway, or the hole they leave asks for another load.
+ */
+export const MAX_PENDING = 1_000;
+
+export interface ActivityFeed {
+  /** Newest first, at most {@link ACTIVITY_ROWS}. */
+  entries: readonly ActivityEntry[];
+  /** Every event up to this `seq` is accounted for; `null` until the first load is in. */
+  known: number | null;
+  /** Number of the REST load wanted now; a new number asks for a new load. */
+  loadRequest: number;
+  /** The load numbered {@link ActivityFeed.loadRequest} is running. */
+  loading: boolean;
+  /** The running load was asked for because the client was ahead of the last one. */
+  catchingUp: boolean;
+  /** Live events received while loading, in arrival order. */
+  pending: readonly unknown[];
+  /** Why the last load failed; cleared by the next one that succeeds. */
+  loadError: string | null;
+  /** Why the newest live event was refused; cleared by the next valid one. */
+  eventError: string | null;
+}
+
+/** A feed that has loaded nothing and wants its first load. */
+export const emptyActivityFeed: ActivityFeed = Object.freeze({
+  entries: [],
+  known: null,
+  loadRequest: 1,
+  loading: true,
+  catchingUp: false,
+  pending: [],
+  loadError: null,
+  eventError: null,
+});
+
+export type ActivityAction =
+  /** A live event, as the client delivered it. */
+  | { type: "event"; message: unknown }
+  /** The client announced missed events: load again. */
+  | { type: "reset" }
+  | { type: "loaded"; request: number; page: EventsPage }
+  | { type: "load-failed"; request: number; error: string }
+  /** The user asked to try a failed load again. */
+  | { type: "retry" }
+  /**
+   * After a load: the client's position on the topic. Ahead of `known`, the events between were
+   * announced by the gateway as a baseline, after the load read the database: load once more.
+   */
+  | { type: "client-position"; request: number; position: number };
+
+/** Applies a live event, a reset or the end of a load. Pure: the input is never changed. */
+export function reduceActivity(state: ActivityFeed, action: ActivityAction): ActivityFeed {
+  switch (action.type) {
+    case "event":
+      if (state.loading || state.known === null) {
+        const pending = [...state.pending, action.message];
+        return { ...state, pending: pending.length > MAX_PENDING ? pending.slice(-MAX_PENDING) : pending };
+      }
+      return applyEvent(state, action.message);
+    case "reset":
+      return requestLoad(state);
+    case "retry":
+      return state.loading ? state : { ...requestLoad(state), loadError: null };
+    case "loaded": {
+      if (action.request !== state.loadRequest || !state.loading) return state;
+      // REST reads the database, which is ahead of every event relayed from it: a newest `seq`
+      // below what the feed knows means the topic started over, and the page replaces all.
+      const restarted = state.known !== null && action.page.lastSeq < state.known;
+      const loaded: ActivityFeed = {
+        ...state,
+        entries: merge(restarted ? [] : state.entries, action.page.events),
+        known: restarted ? action.page.lastSeq : Math.max(state.known ?? 0, action.page.lastSeq),
+        loading: false,
+        pending: [],
+        loadError: null,
+      };
+      return state.pending.reduce<ActivityFeed>(
+        (feed, message) => (feed.loading ? { ...feed, pending: [...feed.pending, message] } : applyEvent(feed, message)),
+        loaded,
+      );
+    }
+    case "load-failed":
+      if (action.request !== state.loadRequest || !state.loading) return state;
+      return { ...state, loading: false, catchingUp: false, loadError: action.error };
+    case "client-position":
+      if (action.request !== state.loadRequest || state.loading || state.catchingUp) return state;
+      if (state.known === null || action.position <= state.known) return state;
+      return { ...requestLoad(state), catchingUp: true };
+  }
+}
+
+/** Asks for a new load; live events wait for it. */
+function requestLoad(state: ActivityFeed): ActivityFeed {
+  return { ...state, loadRequest: state.loadRequest + 1, loading: true, catchingUp: false };
+}
+
+function applyEvent(state: ActivityFeed, message: unknown): ActivityFeed {
+  const checked = checkActivityEvent(message, ACTIVITY_TOPIC);
+  const seq = checked.ok ? checked.value.seq : seqOf(message);
+  if (seq === undefined) return { ...state, eventError: checked.ok ? null : checked.error };
+  const known = state.known ?? 0;
+  if (seq <= known) return state;
+  let next: ActivityFeed = { ...state, known: seq };
+  if (checked.ok) {
+    next = { ...next, entries: merge(state.entries, [checked.value]), eventError: null };
+  } else {
+    // A malformed event still takes its place in the sequence: it is no hole.
+    next = { ...next, eventError: checked.error };
+  }
+  return seq > known + 1 ? requestLoad(next) : next;
+}
+
+/** The `seq` of an event that failed its check, if it has a usable one. */
+function seqOf(message: unknown): number | undefined {
+  const seq = typeof message === "object" && message !== null ? (message as { seq?: unknown }).seq : undefined;
+  return typeof seq === "number" && Number.isSafeInteger(seq) && seq >= 0 ? seq : undefined;
+}
+
+/** `current` and `added` by `seq`, each once (the newer copy wins), newest first, capped. */
+function merge(current: readonly ActivityEntry[], added: readonly ActivityEntry[]): readonly ActivityEntry[] {
+  if (added.length === 0) return current;
+  const bySeq = new Map<number, ActivityEntry>();
+  for (const entry of current) bySeq.set(entry.seq, entry);
+  for (const entry of added) bySeq.set(entry.seq, entry);
+  return [...bySeq.values()].sort((a, b) => b.seq - a.seq).slice(0, ACTIVITY_ROWS);
+}
