@@ -30,6 +30,7 @@ type_tag!(AlertsTag, "alerts");
 type_tag!(TelemetryTag, "telemetry");
 type_tag!(FleetTag, "fleet");
 type_tag!(EventTag, "event");
+type_tag!(UserChangedTag, "user_changed");
 
 /// `pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -185,10 +186,46 @@ pub struct Event {
     pub payload: Value,
 }
 
+/// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
+/// close that user's connections: 4003 when it was deleted, 4001 when its role changed (a
+/// fresh ticket carries the new role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserChanged {
+    /// Always `"user_changed"`.
+    #[serde(rename = "type")]
+    pub kind: UserChangedTag,
+    pub tenant_id: TenantId,
+    /// The user, as the `sub` claim of its tickets names it.
+    pub user_id: String,
+    pub change: UserChange,
+}
+
+/// What happened to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserChange {
+    Deleted,
+    Role,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn user_changed_shape() {
+        let msg = UserChanged {
+            kind: Default::default(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            user_id: "42".into(),
+            change: UserChange::Deleted,
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "deleted"})
+        );
+    }
 
     fn ts() -> Timestamp {
         Timestamp(time::macros::datetime!(2026-11-22 10:00:00 UTC))

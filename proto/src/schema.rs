@@ -12,6 +12,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("fleet.json", schema_for!(crate::FleetSnapshot)),
         ("telemetry.json", schema_for!(crate::Telemetry)),
         ("event.json", schema_for!(crate::Event)),
+        ("user-changed.json", schema_for!(crate::UserChanged)),
         ("server-reply.json", schema_for!(crate::ServerReply)),
         ("client-request.json", client_request()),
     ]

@@ -35,6 +35,24 @@ pub const EVENTS_STREAM_DESCRIPTION: &str =
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_STREAM_SUBJECTS: [&str; 1] = ["pulse.v1.*.events.*"];
 
+/// Every tenant's [`users_subject`], for a gateway's one subscription to them.
+pub const USERS_WILDCARD: &str = "pulse.v1.*.users";
+
+/// `pulse.v1.<tenant_id>.users`: changes to a tenant's users that end their connections
+/// ([`UserChanged`](crate::UserChanged)). Gateways follow it; browsers never see it.
+pub fn users_subject(tenant: &TenantId) -> String {
+    format!("{PREFIX}.{tenant}.users")
+}
+
+/// The tenant of a [`users_subject`].
+pub fn users_subject_tenant(subject: &str) -> Option<TenantId> {
+    let tenant = subject
+        .strip_prefix(PREFIX)?
+        .strip_prefix('.')?
+        .strip_suffix(".users")?;
+    TenantId::parse(tenant).ok()
+}
+
 /// A parsed Pulse subject: what it carries and for whom.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Subject {
@@ -118,6 +136,16 @@ mod tests {
             Subject::Events(t("acme"), topic).to_string(),
             "pulse.v1.acme.events.tickets"
         );
+    }
+
+    #[test]
+    fn the_users_subject_round_trips_and_refuses_wildcards() {
+        let subject = users_subject(&t("acme"));
+        assert_eq!(subject, "pulse.v1.acme.users");
+        assert_eq!(users_subject_tenant(&subject), Some(t("acme")));
+        assert_eq!(users_subject_tenant("pulse.v1.*.users"), None);
+        assert_eq!(users_subject_tenant("pulse.v1.a.b.users"), None);
+        assert_eq!(users_subject_tenant("pulse.v1.acme.alerts"), None);
     }
 
     #[test]

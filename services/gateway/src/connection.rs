@@ -21,6 +21,7 @@ use crate::frame::{Frame, TopicId};
 use crate::metrics::CodeLabel;
 use crate::queue::ClientQueue;
 use crate::ratelimit::TokenBucket;
+use crate::revoke::Registration;
 use crate::server::AppState;
 
 /// Why the connection ends: a close frame to send, or nothing when the peer is gone.
@@ -42,6 +43,8 @@ struct Session {
     bucket: TokenBucket,
     limited_streak: u32,
     last_limited_reply: Option<Instant>,
+    /// Ends the connection when its user is deleted or its role changes.
+    user: Registration,
 }
 
 /// Serves an authenticated, admitted connection until it ends.
@@ -58,6 +61,9 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
     let config = state.config.clone();
+    let user = state
+        .revocations
+        .register(&principal.tenant, &principal.sub, id);
     let mut session = Session {
         id,
         principal,
@@ -70,6 +76,7 @@ pub fn serve(
         bucket: TokenBucket::new(config.client_msgs_per_second, config.client_msgs_burst),
         limited_streak: 0,
         last_limited_reply: None,
+        user,
         state,
     };
     async move {
@@ -124,6 +131,13 @@ impl Session {
                 }
                 () = &mut expires => {
                     return Some((close::UNAUTHORIZED, "token expired"));
+                }
+                code = self.user.revoked.wait() => {
+                    return Some(if code == close::FORBIDDEN {
+                        (code, "user deleted")
+                    } else {
+                        (code, "role changed; reconnect with a fresh ticket")
+                    });
                 }
                 () = self.queue.ready() => {
                     if let Err(ending) = self.write_pending().await {
@@ -279,7 +293,11 @@ impl Session {
         match self.state.auth.verify(Some(token)).await {
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
-                self.principal.exp = exp;
+                if p.sub != self.principal.sub {
+                    self.user = self.state.revocations.register(&p.tenant, &p.sub, self.id);
+                }
+                // The fresh token's role and user are the connection's from now on.
+                self.principal = p;
                 self.reply(&ServerReply::Authenticated { exp }).await?;
                 Ok(Some(exp))
             }

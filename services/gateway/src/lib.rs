@@ -12,6 +12,7 @@
 //! - [`queue`]: a client's bounded outbound queue (conflating snapshots).
 //! - [`frame`]: a message made once and shared by every recipient.
 //! - [`caps`], [`ratelimit`]: connection caps and per-connection message rate.
+//! - [`revoke`]: closing the connections of a user that was deleted or whose role changed.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
 pub mod replay;
+pub mod revoke;
 pub mod server;
 
 use std::sync::Arc;
@@ -96,6 +98,8 @@ pub async fn run(
         config.max_connections_per_tenant,
         metrics.clone(),
     );
+    let revocations = Arc::new(crate::revoke::Revocations::default());
+    crate::revoke::follow(link.client.clone(), revocations.clone(), stop.clone());
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     watch_nats(
         link.state.clone(),
@@ -113,6 +117,7 @@ pub async fn run(
         metrics,
         drain: drain_rx,
         next_conn: Arc::new(AtomicU64::new(1)),
+        revocations: revocations.clone(),
     };
     let ops = Ops {
         registry: Arc::new(registry),

@@ -37,6 +37,8 @@ pub struct AppState {
     /// True once the instance drains: no new connections, existing ones closed with 1012.
     pub drain: watch::Receiver<bool>,
     pub next_conn: Arc<AtomicU64>,
+    /// Connections by user, closed when the user is deleted or its role changes.
+    pub revocations: Arc<crate::revoke::Revocations>,
 }
 
 pub fn router(state: AppState, ops: Ops) -> Router {

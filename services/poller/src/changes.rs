@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pulse_common::backoff::Backoff;
-use pulse_proto::TenantId;
+use pulse_proto::{TenantId, UserChange, UserChanged};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
@@ -68,6 +68,34 @@ pub struct ChangeFeed {
     /// Woken by `events:<tenant_id>`: the outbox has new rows. The relay reads every tenant's
     /// backlog, so which tenant does not matter.
     events: Arc<Notify>,
+    /// `user:<tenant_id>:<user_id>:<change>` notifications waiting to go to the gateways.
+    users: Arc<Mutex<Vec<UserChanged>>>,
+    users_wake: Arc<Notify>,
+}
+
+/// Most user changes waiting at once; more (a mass deletion while NATS is down) are dropped,
+/// and those users' connections end when their tickets expire instead.
+pub const MAX_PENDING_USER_CHANGES: usize = 10_000;
+
+/// Parses `user:<tenant_id>:<user_id>:<change>`.
+pub fn user_change(payload: &str) -> Option<UserChanged> {
+    let rest = payload.strip_prefix("user:")?;
+    let mut parts = rest.split(':');
+    let (tenant, user, change) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let change = match change {
+        "deleted" => UserChange::Deleted,
+        "role" => UserChange::Role,
+        _ => return None,
+    };
+    Some(UserChanged {
+        kind: Default::default(),
+        tenant_id: TenantId::parse(tenant).ok()?,
+        user_id: user.to_owned(),
+        change,
+    })
 }
 
 impl ChangeFeed {
@@ -76,8 +104,29 @@ impl ChangeFeed {
         self.events.notified().await;
     }
 
+    /// Resolves when user changes are waiting.
+    pub async fn users_changed(&self) {
+        self.users_wake.notified().await;
+    }
+
+    /// Takes the waiting user changes, oldest first.
+    pub fn take_users(&self) -> Vec<UserChanged> {
+        std::mem::take(&mut *self.users.lock())
+    }
+
     /// Records one notification payload.
     fn notified(&self, payload: &str) {
+        if let Some(change) = user_change(payload) {
+            let mut users = self.users.lock();
+            if users.len() < MAX_PENDING_USER_CHANGES {
+                users.push(change);
+            } else {
+                tracing::warn!("too many user changes waiting; dropping one");
+            }
+            drop(users);
+            self.users_wake.notify_one();
+            return;
+        }
         match payload.split_once(':') {
             Some(("events", tenant)) if TenantId::parse(tenant).is_ok() => {
                 self.events.notify_one();
@@ -195,6 +244,42 @@ mod tests {
         let taken = feed.take();
         assert!(taken.alerts.contains(&TenantId::parse("acme").unwrap()));
         assert!(feed.take().is_empty());
+    }
+
+    #[test]
+    fn user_changes_are_parsed_strictly() {
+        let c = user_change("user:acme:42:deleted").unwrap();
+        assert_eq!((c.tenant_id.as_str(), c.user_id.as_str()), ("acme", "42"));
+        assert_eq!(c.change, UserChange::Deleted);
+        assert_eq!(
+            user_change("user:acme:7:role").unwrap().change,
+            UserChange::Role
+        );
+        for bad in [
+            "user:acme:42",
+            "user:acme:42:gone",
+            "user:a.b:42:role",
+            "user:acme:x:role",
+            "user:acme::role",
+            "user:acme:1:role:extra",
+            "alerts:acme",
+        ] {
+            assert!(user_change(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn user_changes_wait_for_the_forwarder() {
+        let feed = ChangeFeed::default();
+        feed.notified("user:acme:42:role");
+        tokio::time::timeout(Duration::from_secs(1), feed.users_changed())
+            .await
+            .unwrap();
+        assert_eq!(feed.take_users().len(), 1);
+        assert!(
+            feed.take().is_empty(),
+            "user changes are not fleet or alerts changes"
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
 //! - [`publisher`]: JetStream publishing with acknowledgements.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
+//! - [`users`]: deleted users and role changes passed on to the gateways.
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
 //! - [`metrics`]: Prometheus metrics.
@@ -28,6 +29,7 @@ pub mod seq;
 pub mod simulate;
 pub mod streams;
 pub mod telemetry;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,6 +201,12 @@ async fn serve_as_active(
         .run(feed.clone(), link.state.clone(), session.clone()),
     );
 
+    let users = tokio::spawn(users::forward(
+        feed.clone(),
+        link.client.clone(),
+        session.clone(),
+    ));
+
     let work = async {
         prepare(engine, config, pool, js, metrics).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
@@ -213,6 +221,7 @@ async fn serve_as_active(
     session.cancel();
     let _ = listener.await;
     let _ = relay.await;
+    let _ = users.await;
     metrics.active.set(0);
     readiness.set_info("role", "standby");
     leadership.release().await;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ pub async fn login(
         role: user.role,
     };
     let ttl = state.config.session_ttl_seconds;
-    let (token, _) = state.tokens.issue(&session, "session", ttl)?;
+    let token = session::start(&state.pool, user.user_id, ttl).await?;
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");
     Ok((
@@ -147,16 +147,22 @@ pub async fn login(
 }
 
 #[utoipa::path(post, path = "/api/v2/logout", tag = "account",
-    responses((status = 204, description = "Logged out; the session cookie is cleared")))]
-pub async fn logout(State(state): State<AppState>) -> Response {
-    (
+    responses((status = 204, description = "Logged out: the session is ended on the server and its cookie cleared")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = session::cookie(&headers) {
+        session::end(&state.pool, token).await?;
+    }
+    Ok((
         axum::http::StatusCode::NO_CONTENT,
         AppendHeaders([(
             header::SET_COOKIE,
             session::clear_cookie(state.config.cookie_secure),
         )]),
     )
-        .into_response()
+        .into_response())
 }
 
 fn me(s: &Session) -> Me {
@@ -179,10 +185,9 @@ pub async fn ws_ticket(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<Response, ApiError> {
-    let (token, expires_at) =
-        state
-            .tokens
-            .issue(&session, "ws", state.config.ticket_ttl_seconds)?;
+    let (token, expires_at) = state
+        .tokens
+        .ticket(&session, state.config.ticket_ttl_seconds)?;
     let ticket = Ticket {
         token,
         expires_at,

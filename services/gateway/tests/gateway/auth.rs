@@ -180,3 +180,55 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
     let (ws, _) = tokio_tungstenite::connect_async(good).await.unwrap();
     Client { ws }.assert_alive().await;
 }
+
+#[tokio::test]
+async fn a_deleted_or_demoted_user_is_disconnected_within_moments() {
+    let gw = spawn_gateway(config()).await;
+    let nats = nats().await;
+    let tenant = unique("revoke");
+    let token = |sub: &str| {
+        sign(
+            json!({"sub": sub, "tenant_id": tenant, "role": "customer_admin", "exp": now() + 300, "kind": "ws"}),
+        )
+    };
+    let mut deleted = connect(&gw.url(&token("41"))).await;
+    let mut demoted = connect(&gw.url(&token("42"))).await;
+    let mut bystander = connect(&gw.url(&token("43"))).await;
+    for c in [&mut deleted, &mut demoted, &mut bystander] {
+        c.subscribe(json!({"type": "alerts"})).await;
+    }
+    let change = |user: &str, change: &str| {
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": user, "change": change})
+            .to_string()
+    };
+    // A change sent on another tenant's subject is not believed: 43 stays connected.
+    let other = unique("revoke-other");
+    nats.publish(
+        format!("pulse.v1.{other}.users"),
+        change("43", "deleted").into(),
+    )
+    .await
+    .unwrap();
+    nats.publish(
+        format!("pulse.v1.{tenant}.users"),
+        change("41", "deleted").into(),
+    )
+    .await
+    .unwrap();
+    nats.publish(
+        format!("pulse.v1.{tenant}.users"),
+        change("42", "role").into(),
+    )
+    .await
+    .unwrap();
+    nats.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(deleted.closed(Duration::from_secs(5)).await.code, 4003);
+    assert_eq!(demoted.closed(Duration::from_secs(5)).await.code, 4001);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    bystander.assert_alive().await;
+}

@@ -11,3 +11,4 @@ mod publishing;
 mod resilience;
 mod schema;
 mod simulate;
+mod users;

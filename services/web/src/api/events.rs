@@ -7,7 +7,8 @@
 //! here survives a NATS outage, and `seq` increases by exactly 1 per topic whichever instance
 //! or writer emitted it.
 //!
-//! Allowed for a logged-in `customer_admin` (for their own tenant), or for a backend service
+//! Allowed for a logged-in `customer_admin` (for their own tenant, with the role the database
+//! holds now), or for a backend service
 //! presenting `Authorization: Bearer <PULSE_PUBLISH_TOKEN>` and naming the tenant. Each tenant
 //! may publish `PULSE_EVENTS_PER_SECOND` (bursts of `PULSE_EVENTS_BURST`); more get 429 with
 //! `Retry-After`.
@@ -23,13 +24,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::session::{Session, Tokens};
+use crate::session::Session;
 use crate::tenant_db;
 
 /// Largest event message (the JSON pushed to clients), in bytes.
@@ -96,35 +98,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Who may publish for which tenant.
-fn publisher_tenant(
+async fn publisher_tenant(
     state: &AppState,
     headers: &HeaderMap,
     body_tenant: Option<&str>,
-    tokens: &Tokens,
 ) -> Result<TenantId, ApiError> {
     if let (Some(given), Some(expected)) = (bearer(headers), &state.config.publish_token)
-        && constant_time_eq(given.as_bytes(), expected.as_bytes())
+        && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     {
         let raw =
             body_tenant.ok_or_else(|| ApiError::BadRequest("tenant_id is required".into()))?;
         return TenantId::parse(raw)
             .map_err(|e| ApiError::BadRequest(format!("invalid tenant_id: {e}")));
     }
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == crate::session::COOKIE)
-        .map(|(_, v)| v)
-        .ok_or(ApiError::Unauthorized)?;
-    let session = tokens.verify_session(cookie)?;
+    let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
+    let session = crate::session::find(&state.pool, token).await?;
     if session.role != "customer_admin" {
         return Err(ApiError::Forbidden(
             "only customer_admin may publish events",
@@ -182,7 +171,7 @@ pub async fn publish(
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     let Json(body) = body.map_err(rejected)?;
-    let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_deref(), &state.tokens)?;
+    let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_deref()).await?;
     let topic = Topic::parse(body.topic.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;
     if body.event.is_empty() || body.event.len() > 128 {

@@ -49,6 +49,102 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
     env.finish().await;
 }
 
+/// Logs in without a cookie jar and returns the raw session cookie (`pulse_session=<token>`).
+async fn session_cookie(env: &Env, who: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(env.at("/api/v2/login"))
+        .json(&json!({"email": format!("{who}@{}.example", env.tenant), "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn get_with(env: &Env, cookie: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(env.at(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_logged_out_session_cookie_replayed_gets_401() {
+    let env = spawn().await;
+    let cookie = session_cookie(&env, "admin").await;
+    let other = session_cookie(&env, "admin").await;
+    assert_eq!(get_with(&env, &cookie, "/api/v2/me").await.status(), 200);
+    let r = reqwest::Client::new()
+        .post(env.at("/api/v2/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The cookie a browser would have dropped, sent again by hand: the session is gone.
+    for path in ["/api/v2/me", "/api/v2/ws-ticket", "/api/v2/alerts"] {
+        let r = get_with(&env, &cookie, path).await;
+        assert_eq!(error_code(r, 401).await, "unauthorized", "{path}");
+    }
+    // Another session of the same user is not affected.
+    assert_eq!(get_with(&env, &other, "/api/v2/me").await.status(), 200);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_role_change_or_a_deleted_user_takes_effect_on_the_next_request() {
+    let env = spawn().await;
+    let cookie = session_cookie(&env, "admin").await;
+    let email = format!("admin@{}.example", env.tenant);
+    sqlx::query("UPDATE users SET role = 'customer_viewer' WHERE email = $1")
+        .bind(&email)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let me: Value = get_with(&env, &cookie, "/api/v2/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "customer_viewer");
+    let r = reqwest::Client::new()
+        .post(env.at("/api/v2/events"))
+        .header("cookie", &cookie)
+        .json(&json!({"topic": "tickets", "event": "ticket:update"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 403).await,
+        "forbidden",
+        "a demoted admin may not publish"
+    );
+    let ticket: Value = get_with(&env, &cookie, "/api/v2/ws-ticket")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = ticket["token"].as_str().unwrap();
+    let claims: Value =
+        serde_json::from_slice(&decode_b64url(token.split('.').nth(1).unwrap())).unwrap();
+    assert_eq!(
+        claims["role"], "customer_viewer",
+        "tickets carry the new role"
+    );
+
+    sqlx::query("DELETE FROM users WHERE email = $1")
+        .bind(&email)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let r = get_with(&env, &cookie, "/api/v2/me").await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn bad_logins_are_refused_and_rate_limited() {
     let env = spawn().await;

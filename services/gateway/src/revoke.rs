@@ -1,0 +1,203 @@
+//! Connections by user, so that a deleted or demoted user's connections end within moments of
+//! the change, not when their tickets expire.
+//!
+//! The active poller publishes each change on `pulse.v1.<tenant_id>.users`; every gateway
+//! follows all tenants' with one subscription. A deleted user's connections close with 4003
+//! (do not retry: the user is gone), a changed role's with 4001 (a fresh ticket carries the
+//! new role). Only connections whose token names a user (`sub`) are followed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use futures::StreamExt as _;
+use parking_lot::Mutex;
+use pulse_proto::subject::{USERS_WILDCARD, users_subject_tenant};
+use pulse_proto::{TenantId, UserChange, UserChanged, close};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::ConnId;
+
+type UserKey = (TenantId, String);
+
+/// The connections of every user on this instance.
+#[derive(Default)]
+pub struct Revocations {
+    users: Mutex<HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>>,
+}
+
+/// Set once for a connection whose user changed: the close code to end it with.
+#[derive(Default)]
+pub struct Revoked {
+    code: AtomicU16,
+    wake: Notify,
+}
+
+impl Revoked {
+    /// Resolves with the close code once the connection's user changed.
+    pub async fn wait(&self) -> u16 {
+        loop {
+            let woken = self.wake.notified();
+            let code = self.code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            woken.await;
+        }
+    }
+
+    fn revoke(&self, code: u16) {
+        self.code.store(code, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+/// A connection's place in [`Revocations`]; leaving it when dropped.
+pub struct Registration {
+    revocations: Arc<Revocations>,
+    key: Option<UserKey>,
+    conn: ConnId,
+    pub revoked: Arc<Revoked>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut users = self.revocations.users.lock();
+        if let Some(conns) = users.get_mut(&key) {
+            conns.remove(&self.conn);
+            if conns.is_empty() {
+                users.remove(&key);
+            }
+        }
+    }
+}
+
+impl Revocations {
+    /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
+    /// empty: a token minted elsewhere may name no user).
+    pub fn register(self: &Arc<Self>, tenant: &TenantId, sub: &str, conn: ConnId) -> Registration {
+        let revoked = Arc::new(Revoked::default());
+        let key = (!sub.is_empty()).then(|| (tenant.clone(), sub.to_owned()));
+        if let Some(key) = &key {
+            self.users
+                .lock()
+                .entry(key.clone())
+                .or_default()
+                .insert(conn, revoked.clone());
+        }
+        Registration {
+            revocations: self.clone(),
+            key,
+            conn,
+            revoked,
+        }
+    }
+
+    /// Ends the connections of the user `change` names; returns how many.
+    pub fn apply(&self, change: &UserChanged) -> usize {
+        let code = match change.change {
+            UserChange::Deleted => close::FORBIDDEN,
+            UserChange::Role => close::UNAUTHORIZED,
+        };
+        let users = self.users.lock();
+        let Some(conns) = users.get(&(change.tenant_id.clone(), change.user_id.clone())) else {
+            return 0;
+        };
+        for revoked in conns.values() {
+            revoked.revoke(code);
+        }
+        conns.len()
+    }
+
+    /// Number of users followed.
+    pub fn users(&self) -> usize {
+        self.users.lock().len()
+    }
+}
+
+/// Follows every tenant's user changes until `stop` is cancelled. The subscription is renewed
+/// by the NATS client after a reconnect.
+pub fn follow(nats: async_nats::Client, revocations: Arc<Revocations>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut changes = loop {
+            match nats.subscribe(USERS_WILDCARD).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow user changes; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                m = changes.next() => m,
+                () = stop.cancelled() => return,
+            };
+            let Some(message) = message else { return };
+            let Ok(change) = serde_json::from_slice::<UserChanged>(&message.payload) else {
+                tracing::warn!(subject = %message.subject, "ignoring a malformed user change");
+                continue;
+            };
+            // A change counts only on its own tenant's subject.
+            if users_subject_tenant(&message.subject) != Some(change.tenant_id.clone()) {
+                tracing::warn!(subject = %message.subject, "ignoring a user change for another tenant");
+                continue;
+            }
+            let closed = revocations.apply(&change);
+            tracing::info!(
+                tenant = %change.tenant_id, user = %change.user_id, change = ?change.change, closed,
+                "user changed"
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(tenant: &str, user: &str, change: UserChange) -> UserChanged {
+        UserChanged {
+            kind: Default::default(),
+            tenant_id: TenantId::parse(tenant).unwrap(),
+            user_id: user.into(),
+            change,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_that_users_connections_only() {
+        let r = Arc::new(Revocations::default());
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let a1 = r.register(&acme, "7", 1);
+        let a2 = r.register(&acme, "7", 2);
+        let other_user = r.register(&acme, "8", 3);
+        let other_tenant = r.register(&globex, "7", 4);
+        let anonymous = r.register(&acme, "", 5);
+        assert_eq!(r.apply(&change("acme", "7", UserChange::Deleted)), 2);
+        assert_eq!(a1.revoked.wait().await, close::FORBIDDEN);
+        assert_eq!(a2.revoked.wait().await, close::FORBIDDEN);
+        for untouched in [&other_user, &other_tenant, &anonymous] {
+            assert_eq!(untouched.revoked.code.load(Ordering::Acquire), 0);
+        }
+        assert_eq!(r.apply(&change("acme", "8", UserChange::Role)), 1);
+        assert_eq!(other_user.revoked.wait().await, close::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_closed_connection_is_forgotten() {
+        let r = Arc::new(Revocations::default());
+        let acme = TenantId::parse("acme").unwrap();
+        let reg = r.register(&acme, "7", 1);
+        assert_eq!(r.users(), 1);
+        drop(reg);
+        assert_eq!(r.users(), 0);
+        assert_eq!(r.apply(&change("acme", "7", UserChange::Deleted)), 0);
+    }
+}
