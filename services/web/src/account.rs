@@ -71,10 +71,12 @@ fn dummy_hash() -> String {
     responses((status = 200, body = Me, description = "Logged in; the session cookie is set"),
               (status = 400, description = "Missing email or password"),
               (status = 401, description = "Wrong email or password"),
-              (status = 429, description = "Too many failed attempts")))]
+              (status = 429, description = "Too many attempts; see Retry-After"),
+              (status = 503, description = "Too many logins at once; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -88,13 +90,8 @@ pub async fn login(
             "email and password are required".into(),
         ));
     }
-    let by_email = format!("email:{email}");
-    let by_peer = format!("peer:{}", peer.ip());
-    state
-        .login_failures
-        .check(&by_email)
-        .and_then(|()| state.peer_login_failures.check(&by_peer))
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let client = state.logins.client(peer.ip(), &headers);
+    state.logins.attempt(&email, client)?;
     let user: Option<UserRow> = sqlx::query_as(
         "SELECT user_id, email, password_hash, tenant_id::text, role FROM users WHERE email = $1",
     )
@@ -106,8 +103,11 @@ pub async fn login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(dummy_hash);
-    // Argon2 is deliberately slow: keep it off the async workers.
+    // Argon2 is deliberately slow and memory-hungry: a bounded number at once, off the async
+    // workers.
+    let slot = state.logins.hashing_slot().await?;
     let verified = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -121,13 +121,11 @@ pub async fn login(
     let user = match user {
         Some(u) if verified => u,
         _ => {
-            state.login_failures.failed(&by_email);
-            state.peer_login_failures.failed(&by_peer);
             state.metrics.login_failures.inc();
             return Err(ApiError::Unauthorized);
         }
     };
-    state.login_failures.succeeded(&by_email);
+    state.logins.succeeded(&email, client);
     let tenant = TenantId::parse(user.tenant_id).map_err(|e| ApiError::Internal(e.into()))?;
     let session = Session {
         user_id: user.user_id.to_string(),

@@ -50,9 +50,21 @@ pub struct WebConfig {
     #[arg(long, env = "PULSE_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
 
-    /// Failed logins allowed per email, and per client address, each minute.
+    /// Login attempts per minute for one email from one client address (four times as many
+    /// per address, ten times as many per email from addresses that never logged in as it).
+    /// Every attempt counts, before its password is checked.
     #[arg(long, env = "PULSE_LOGIN_FAILURES_PER_MINUTE", default_value_t = 5)]
     pub login_failures_per_minute: u32,
+
+    /// Passwords hashed at once (argon2, ~19 MiB each); more logins wait up to a second,
+    /// then get 503 with Retry-After.
+    #[arg(long, env = "PULSE_LOGIN_CONCURRENCY", default_value_t = 4)]
+    pub login_concurrency: usize,
+
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, comma-separated
+    /// (`10.0.0.0/8,192.168.1.10`). Empty: the connection's peer is the client.
+    #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = crate::login_guard::parse_trusted)]
+    pub trusted_proxies: crate::login_guard::TrustedProxies,
 
     /// Bearer token that lets a backend service publish events for any tenant; unset
     /// disables service publishing.
@@ -70,6 +82,14 @@ pub struct WebConfig {
     /// Events a tenant may publish in a burst above `PULSE_EVENTS_PER_SECOND`.
     #[arg(long, env = "PULSE_EVENTS_BURST", default_value_t = 1000)]
     pub events_burst: u32,
+
+    /// A request that takes longer is answered 408.
+    #[arg(long, env = "PULSE_HTTP_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub http_timeout_seconds: u64,
+
+    /// Requests handled at once; more are answered 503 with Retry-After at once.
+    #[arg(long, env = "PULSE_HTTP_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub http_max_in_flight: usize,
 
     /// PostgreSQL connections.
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 8)]
@@ -145,6 +165,24 @@ impl WebConfig {
         )?;
         range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 256)?;
         range(
+            "PULSE_HTTP_TIMEOUT_SECONDS",
+            self.http_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "PULSE_HTTP_MAX_IN_FLIGHT",
+            self.http_max_in_flight as u64,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "PULSE_LOGIN_CONCURRENCY",
+            self.login_concurrency as u64,
+            1,
+            256,
+        )?;
+        range(
             "PULSE_EVENTS_PER_SECOND",
             self.events_per_second.into(),
             1,
@@ -152,6 +190,10 @@ impl WebConfig {
         )?;
         range("PULSE_EVENTS_BURST", self.events_burst.into(), 1, 1_000_000)?;
         Ok(())
+    }
+
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_timeout_seconds)
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -25,6 +25,8 @@ pub enum ApiError {
     TooManyRequests { retry_after: u64 },
     #[error("service unavailable")]
     Unavailable(String),
+    #[error("too busy; retry in {retry_after} s")]
+    Busy { retry_after: u64 },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -39,7 +41,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy { .. } => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -79,7 +82,7 @@ impl IntoResponse for ApiError {
         }
         let body = Json(json!({"error": {"code": self.code(), "message": self.to_string()}}));
         let mut response = (self.status(), body).into_response();
-        if let ApiError::TooManyRequests { retry_after } = self
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = self
             && let Ok(v) = retry_after.to_string().parse()
         {
             response.headers_mut().insert("retry-after", v);

@@ -8,7 +8,7 @@
 //! - [`session`]: session cookies and tokens.
 //! - [`api`]: devices, telemetry, alerts, fleet, events.
 //! - [`tenant_db`]: transactions scoped to a tenant by row-level security.
-//! - [`limiter`]: failed-login limits.
+//! - [`login_guard`]: login attempt limits, client addresses behind proxies, hashing in flight.
 //! - [`error`]: the API's error policy.
 //! - [`openapi`]: the OpenAPI document.
 
@@ -16,7 +16,7 @@ pub mod account;
 pub mod api;
 pub mod config;
 pub mod error;
-pub mod limiter;
+pub mod login_guard;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::WebConfig;
 
-use crate::limiter::FailureLimiter;
+use crate::login_guard::LoginGuard;
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::session::Tokens;
@@ -73,9 +73,10 @@ pub async fn run(
             config.jwt_issuer.clone(),
             config.jwt_audience.clone(),
         ),
-        login_failures: Arc::new(FailureLimiter::new(config.login_failures_per_minute)),
-        peer_login_failures: Arc::new(FailureLimiter::new(
-            config.login_failures_per_minute.saturating_mul(4),
+        logins: Arc::new(LoginGuard::new(
+            config.login_failures_per_minute,
+            config.login_concurrency,
+            config.trusted_proxies.clone(),
         )),
         event_limiter: Arc::new(api::events::TenantLimiter::new(
             config.events_per_second,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,11 +15,12 @@ use pulse_common::ops::Ops;
 use sqlx::PgPool;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
 
 use crate::config::WebConfig;
-use crate::limiter::FailureLimiter;
+use crate::login_guard::LoginGuard;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::session::Tokens;
 use crate::{account, api, openapi};
@@ -30,18 +32,42 @@ pub struct AppState {
     /// Events published per tenant.
     pub event_limiter: Arc<crate::api::events::TenantLimiter>,
     pub tokens: Tokens,
-    /// Failed logins per email.
-    pub login_failures: Arc<FailureLimiter>,
-    /// Failed logins per client address: several users may share one (an office NAT), so it
-    /// allows four times as many.
-    pub peer_login_failures: Arc<FailureLimiter>,
+    /// Login attempts per address and email, and password hashing in flight.
+    pub logins: Arc<LoginGuard>,
     pub metrics: Metrics,
 }
 
-/// Content Security Policy: no inline script, no framing.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; base-uri 'none'; \
-form-action 'self'; frame-ancestors 'none'";
+/// Content Security Policy: no inline script, no framing, and connections only to this site
+/// and the configured gateways.
+pub fn csp(gateway_urls: &[String]) -> String {
+    let mut connect = vec!["'self'".to_owned()];
+    for url in gateway_urls {
+        // A gateway URL's origin: scheme, host and port (`wss://gw.example.com`).
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if !authority.is_empty() {
+                let origin = format!("{scheme}://{authority}");
+                if !connect.contains(&origin) {
+                    connect.push(origin);
+                }
+            }
+        }
+    }
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src {}; font-src 'self'; object-src 'none'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'",
+        connect.join(" ")
+    )
+}
+
+/// Headers every response carries, computed once from the configuration.
+#[derive(Clone)]
+struct SecurityHeaders {
+    csp: HeaderValue,
+    /// Set when cookies are `Secure`, that is, when the site is served over HTTPS.
+    hsts: Option<HeaderValue>,
+}
 
 pub fn router(state: AppState, ops: Ops) -> Router {
     let api = Router::new()
@@ -85,13 +111,38 @@ pub fn router(state: AppState, ops: Ops) -> Router {
         }
     };
 
+    let headers = SecurityHeaders {
+        csp: HeaderValue::from_str(&csp(&state.config.gateway_urls))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+        hsts: state
+            .config
+            .cookie_secure
+            .then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
+    };
+    let timeout = state.config.http_timeout();
+    let in_flight = state.config.http_max_in_flight;
     Router::new()
         .merge(api)
         .merge(pulse_common::ops::router(ops))
         .fallback(fallback)
         .layer(middleware::from_fn(cache_headers))
         .layer(CompressionLayer::new())
-        .layer(middleware::from_fn(security_headers))
+        // Every request has a deadline (408), and at most so many run at once: more are
+        // refused at once with 503 instead of queueing without bound.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    crate::error::ApiError::Busy { retry_after: 1 }
+                }))
+                .load_shed()
+                // One count for the whole router: a per-route limit would multiply it.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight)),
+        )
+        .layer(middleware::from_fn_with_state(headers, security_headers))
         .layer(middleware::from_fn_with_state(state, observe))
 }
 
@@ -121,13 +172,17 @@ async fn cache_headers(request: Request, next: Next) -> Response {
     response
 }
 
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    State(headers): State<SecurityHeaders>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, headers.csp);
+    if let Some(hsts) = headers.hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -6,5 +6,6 @@ mod helpers;
 
 mod account;
 mod events;
+mod logins;
 mod rest;
 mod site;

@@ -77,3 +77,75 @@ async fn ops_endpoints_answer() {
     );
     env.finish().await;
 }
+
+#[tokio::test]
+async fn the_csp_allows_connections_only_to_the_configured_gateways_and_https_gets_hsts() {
+    let env = spawn_with(|c| {
+        c.gateway_urls = vec![
+            "wss://gw-1.example.com/api/v2/ws".into(),
+            "wss://gw-2.example.com:8443/api/v2/ws".into(),
+        ];
+        c.cookie_secure = true;
+    })
+    .await;
+    let r = reqwest::get(env.at("/")).await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("connect-src 'self' wss://gw-1.example.com wss://gw-2.example.com:8443;"),
+        "{csp}"
+    );
+    assert!(!csp.contains(" ws:") && !csp.contains(" wss:;"), "{csp}");
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    env.finish().await;
+
+    let plain = spawn().await;
+    let r = reqwest::get(plain.at("/")).await.unwrap();
+    assert!(!r.headers().contains_key("strict-transport-security"));
+    plain.finish().await;
+}
+
+#[tokio::test]
+async fn a_hung_request_gets_408_and_requests_beyond_the_limit_get_503() {
+    let env = spawn_with(|c| {
+        c.http_timeout_seconds = 1;
+        c.http_max_in_flight = 1;
+    })
+    .await;
+    let client = env.login("admin", &env.tenant).await;
+    // Hold a lock the events read needs, so the request hangs.
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE event_topics IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let hung = {
+        let client = client.clone();
+        let url = env.at("/api/v2/events?topic=tickets");
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
+    };
+    // While it hangs, the one slot is taken: another request is refused at once.
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = reqwest::get(env.at("/api/v2/openapi.json")).await.unwrap();
+        if r.status() == 503 {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("a second request while one is in flight must get 503");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(hung.await.unwrap(), 408);
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        reqwest::get(env.at("/api/v2/openapi.json"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    env.finish().await;
+}

@@ -1,0 +1,239 @@
+//! Logins under pressure: how many attempts an address, an email and the pair of both may make,
+//! and how much password hashing may run at once.
+//!
+//! - Every attempt counts, and it counts before its password is hashed, so parallel requests
+//!   cannot slip past a limit while their hashes run.
+//! - Per pair (email, client address): `PULSE_LOGIN_FAILURES_PER_MINUTE` attempts a minute.
+//!   Per client address: four times that (several users may share one, an office NAT).
+//!   Per email, from all addresses: ten times that, which stops a distributed guess at one
+//!   account; an address that logged in as that email before is exempt, so nobody can lock a
+//!   user out of an account by failing its logins from elsewhere. Such a known pair is held
+//!   only to its address's limit.
+//! - Argon2 costs ~19 MiB and tens of milliseconds per hash: at most
+//!   `PULSE_LOGIN_CONCURRENCY` run at once; a login that finds none free within a second gets
+//!   503 with `Retry-After`, and memory stays bounded whatever the burst.
+//! - The client address is the connection's peer, or, when the peer is one of
+//!   `PULSE_TRUSTED_PROXIES`, the nearest untrusted address of `X-Forwarded-For`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+
+/// How long an address that logged in as an email stays exempt from that email's limit.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
+/// Most (email, address) pairs remembered as known; the oldest are forgotten first.
+const MAX_KNOWN: usize = 100_000;
+/// Keyed limiters forget quiet keys once they hold this many.
+const RETAIN_ABOVE: usize = 100_000;
+/// How long a login waits for a free hashing slot before it gets 503.
+const HASH_WAIT: Duration = Duration::from_secs(1);
+
+type Pair = (String, IpAddr);
+
+pub struct LoginGuard {
+    per_pair: DefaultKeyedRateLimiter<Pair>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_email: DefaultKeyedRateLimiter<String>,
+    known: Mutex<HashMap<Pair, Instant>>,
+    hashing: Arc<Semaphore>,
+    trusted: Vec<IpNet>,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+fn retry_after(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    ApiError::TooManyRequests {
+        retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
+}
+
+impl LoginGuard {
+    pub fn new(attempts_per_minute: u32, concurrency: usize, trusted: TrustedProxies) -> Self {
+        Self {
+            per_pair: RateLimiter::keyed(per_minute(attempts_per_minute)),
+            per_address: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(4))),
+            per_email: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(10))),
+            known: Mutex::new(HashMap::new()),
+            hashing: Arc::new(Semaphore::new(concurrency.max(1))),
+            trusted: trusted.0,
+        }
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted.iter().any(|net| net.contains(&peer)) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .map(|hop| hop.parse::<IpAddr>().ok())
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        // From the right: each trusted proxy appended who it heard from.
+        hops.into_iter()
+            .rev()
+            .find(|hop| !self.trusted.iter().any(|net| net.contains(hop)))
+            .unwrap_or(peer)
+    }
+
+    /// Counts one attempt by `address` as `email`, or refuses it with 429.
+    pub fn attempt(&self, email: &str, address: IpAddr) -> Result<(), ApiError> {
+        for limiter_len in [
+            self.per_pair.len(),
+            self.per_address.len(),
+            self.per_email.len(),
+        ] {
+            if limiter_len > RETAIN_ABOVE {
+                self.per_pair.retain_recent();
+                self.per_address.retain_recent();
+                self.per_email.retain_recent();
+                break;
+            }
+        }
+        let pair = (email.to_owned(), address);
+        self.per_address.check_key(&address).map_err(retry_after)?;
+        if !self.is_known(&pair) {
+            self.per_pair.check_key(&pair).map_err(retry_after)?;
+            self.per_email.check_key(&pair.0).map_err(retry_after)?;
+        }
+        Ok(())
+    }
+
+    fn is_known(&self, pair: &Pair) -> bool {
+        self.known
+            .lock()
+            .get(pair)
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR)
+    }
+
+    /// Remembers that `address` logged in as `email`.
+    pub fn succeeded(&self, email: &str, address: IpAddr) {
+        let mut known = self.known.lock();
+        if known.len() >= MAX_KNOWN {
+            known.retain(|_, at| at.elapsed() < KNOWN_FOR);
+            if known.len() >= MAX_KNOWN
+                && let Some(oldest) = known
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+            {
+                known.remove(&oldest);
+            }
+        }
+        known.insert((email.to_owned(), address), Instant::now());
+    }
+
+    /// A slot to hash one password in, or 503 when none frees up within a second.
+    pub async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(HASH_WAIT, self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy { retry_after: 1 }),
+        }
+    }
+}
+
+/// `PULSE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+/// Parses `PULSE_TRUSTED_PROXIES`: addresses or networks, comma-separated.
+pub fn parse_trusted(raw: &str) -> Result<TrustedProxies, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is neither an address nor a network (10.0.0.0/8)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let g = LoginGuard::new(5, 1, parse_trusted("10.0.0.0/8, 192.168.1.1").unwrap());
+        let spoof = forwarded("1.2.3.4");
+        assert_eq!(g.client(ip("203.0.113.9"), &spoof), ip("203.0.113.9"));
+        assert_eq!(g.client(ip("10.1.2.3"), &spoof), ip("1.2.3.4"));
+        // A client that sends its own header gets it extended, not believed.
+        let chain = forwarded("6.6.6.6, 198.51.100.7, 10.9.9.9");
+        assert_eq!(g.client(ip("192.168.1.1"), &chain), ip("198.51.100.7"));
+        assert_eq!(
+            g.client(ip("10.1.2.3"), &forwarded("garbage")),
+            ip("10.1.2.3")
+        );
+        assert_eq!(g.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
+        assert!(parse_trusted("not-an-ip").is_err());
+    }
+
+    #[test]
+    fn a_known_address_is_not_locked_out_by_attempts_from_elsewhere() {
+        let g = LoginGuard::new(1, 1, TrustedProxies::default());
+        let victim = ip("198.51.100.1");
+        g.succeeded("v@x.example", victim);
+        // Ten attackers (the per-email allowance) and one more.
+        for n in 0..11 {
+            let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
+        }
+        assert!(g.attempt("v@x.example", ip("203.0.113.200")).is_err());
+        assert!(g.attempt("v@x.example", victim).is_ok());
+    }
+
+    #[test]
+    fn every_attempt_counts_before_any_hash() {
+        let g = LoginGuard::new(3, 1, TrustedProxies::default());
+        let a = ip("198.51.100.2");
+        for _ in 0..3 {
+            assert!(g.attempt("a@x.example", a).is_ok());
+        }
+        assert!(matches!(
+            g.attempt("a@x.example", a),
+            Err(ApiError::TooManyRequests { retry_after }) if retry_after >= 1
+        ));
+    }
+
+    #[tokio::test]
+    async fn hashing_is_bounded() {
+        let g = LoginGuard::new(5, 1, TrustedProxies::default());
+        let held = g.hashing_slot().await.unwrap();
+        assert!(matches!(
+            g.hashing_slot().await,
+            Err(ApiError::Busy { retry_after: 1 })
+        ));
+        drop(held);
+        assert!(g.hashing_slot().await.is_ok());
+    }
+}

@@ -1,0 +1,119 @@
+//! Logins under pressure: bounded hashing, attempts counted per address behind trusted
+//! proxies only, and no way to lock a user out from elsewhere.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn login_from(env: &Env, forwarded: Option<&str>, email: &str, password: &str) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(env.at("/api/v2/login"))
+        .json(&json!({"email": email, "password": password}));
+    if let Some(address) = forwarded {
+        request = request.header("x-forwarded-for", address);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_burst_of_logins_is_answered_with_503_beyond_the_hashing_in_flight() {
+    let env = spawn_with(|c| {
+        c.login_concurrency = 1;
+        c.login_failures_per_minute = 10_000;
+    })
+    .await;
+    let email = format!("viewer@{}.example", env.tenant);
+    let attempts = (0..80).map(|_| {
+        let client = reqwest::Client::new();
+        let url = env.at("/api/v2/login");
+        let email = email.clone();
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({"email": email, "password": "wrong"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").cloned())
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _)| *s == 401 || *s == 503),
+        "{answers:?}"
+    );
+    assert!(
+        !busy.is_empty(),
+        "one hash at a time cannot answer 80 in time"
+    );
+    assert!(busy.iter().all(|(_, retry)| retry.is_some()));
+    // The service is still there for a right password.
+    assert_eq!(login_from(&env, None, &email, PASSWORD).await, 200);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let email_of = |env: &Env| format!("viewer@{}.example", env.tenant);
+    // Behind a trusted proxy (the tests' loopback): each forwarded address has its own count.
+    let env = spawn_with(|c| {
+        c.login_failures_per_minute = 2;
+        c.trusted_proxies = pulse_web::login_guard::parse_trusted("127.0.0.1").unwrap();
+    })
+    .await;
+    let email = email_of(&env);
+    for _ in 0..2 {
+        assert_eq!(
+            login_from(&env, Some("198.51.100.1"), &email, "wrong").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&env, Some("198.51.100.1"), &email, "wrong").await,
+        429
+    );
+    assert_eq!(
+        login_from(&env, Some("198.51.100.2"), &email, PASSWORD).await,
+        200
+    );
+    env.finish().await;
+
+    // Not trusted: the header is the client's own word and changes nothing.
+    let env = spawn_with(|c| c.login_failures_per_minute = 2).await;
+    let email = email_of(&env);
+    for address in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(login_from(&env, Some(address), &email, "wrong").await, 401);
+    }
+    assert_eq!(
+        login_from(&env, Some("198.51.100.3"), &email, PASSWORD).await,
+        429
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn failed_logins_from_elsewhere_cannot_lock_a_user_out() {
+    let env = spawn_with(|c| {
+        c.login_failures_per_minute = 1;
+        c.trusted_proxies = pulse_web::login_guard::parse_trusted("127.0.0.1").unwrap();
+    })
+    .await;
+    let email = format!("viewer@{}.example", env.tenant);
+    let home = "198.51.100.50";
+    assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
+    // Attackers from many addresses use up the email's allowance (10 a minute here).
+    let mut refused = 0;
+    for n in 0..15 {
+        if login_from(&env, Some(&format!("203.0.113.{n}")), &email, "wrong").await == 429 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 5,
+        "the email's own limit must stop them: {refused} refused"
+    );
+    // The user, from where it logged in before, still gets in.
+    assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
+    env.finish().await;
+}
