@@ -23,6 +23,69 @@ pub struct NatsLink {
     pub state: watch::Receiver<LinkState>,
 }
 
+/// Starts connecting to `url` as `name` and returns at once: the client connects, and
+/// reconnects, in the background, and `state` says when it is connected. For a service that
+/// must answer (health checks, a 503) while NATS is away.
+pub async fn connect_in_background(
+    url: &str,
+    name: &str,
+    on_slow_consumer: impl Fn() + Send + Sync + 'static,
+) -> anyhow::Result<NatsLink> {
+    let (tx, rx) = watch::channel(LinkState {
+        connected: false,
+        connects: 0,
+    });
+    let options = options(
+        url,
+        name,
+        std::sync::Arc::new(tx),
+        std::sync::Arc::new(on_slow_consumer),
+    )
+    .retry_on_initial_connect();
+    let client = options
+        .connect(url)
+        .await
+        .with_context(|| format!("invalid NATS_URL {}", redact(url)))?;
+    Ok(NatsLink { client, state: rx })
+}
+
+/// The client's options: credentials from the URL, endless reconnects, and connection events
+/// mirrored into `events`.
+fn options(
+    url: &str,
+    name: &str,
+    events: std::sync::Arc<watch::Sender<LinkState>>,
+    slow: std::sync::Arc<dyn Fn() + Send + Sync>,
+) -> ConnectOptions {
+    with_url_credentials(ConnectOptions::new(), url)
+        .name(name)
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let events = events.clone();
+            let slow = slow.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        tracing::info!("NATS connected");
+                        events.send_modify(|s| {
+                            s.connected = true;
+                            s.connects += 1;
+                        });
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; reconnecting");
+                        events.send_modify(|s| s.connected = false);
+                    }
+                    Event::SlowConsumer(_) => slow(),
+                    Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+                    Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        })
+}
+
 /// Connects to `url` as `name`, retrying with backoff until it succeeds or `give_up` resolves.
 /// Slow-consumer events are counted by `on_slow_consumer`, never logged one by one.
 pub async fn connect(
@@ -36,40 +99,13 @@ pub async fn connect(
         connects: 0,
     });
     let tx = std::sync::Arc::new(tx);
-    let on_slow_consumer = std::sync::Arc::new(on_slow_consumer);
+    let on_slow_consumer: std::sync::Arc<dyn Fn() + Send + Sync> =
+        std::sync::Arc::new(on_slow_consumer);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let shown = redact(url);
     tokio::pin!(give_up);
     loop {
-        let events = tx.clone();
-        let slow = on_slow_consumer.clone();
-        let options = with_url_credentials(ConnectOptions::new(), url)
-            .name(name)
-            .connection_timeout(Duration::from_secs(3))
-            .max_reconnects(None)
-            .event_callback(move |event| {
-                let events = events.clone();
-                let slow = slow.clone();
-                async move {
-                    match event {
-                        Event::Connected => {
-                            tracing::info!("NATS connected");
-                            events.send_modify(|s| {
-                                s.connected = true;
-                                s.connects += 1;
-                            });
-                        }
-                        Event::Disconnected => {
-                            tracing::warn!("NATS disconnected; reconnecting");
-                            events.send_modify(|s| s.connected = false);
-                        }
-                        Event::SlowConsumer(_) => slow(),
-                        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
-                        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            });
+        let options = options(url, name, tx.clone(), on_slow_consumer.clone());
         let attempt = tokio::select! {
             r = options.connect(url) => r,
             () = &mut give_up => anyhow::bail!("gave up connecting to NATS at {shown}"),

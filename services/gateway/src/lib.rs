@@ -70,15 +70,13 @@ pub async fn run(
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["nats", "accepting"]);
     let slow = metrics.nats_slow_consumer.clone();
-    let link = pulse_common::nats::connect(
-        &config.nats_url,
-        "pulse-gateway",
-        move || {
+    // Connected in the background: the gateway answers health checks at once, and refuses
+    // WebSockets with 503 until NATS is there.
+    let link =
+        pulse_common::nats::connect_in_background(&config.nats_url, "pulse-gateway", move || {
             slow.inc();
-        },
-        stop.clone().cancelled_owned(),
-    )
-    .await?;
+        })
+        .await?;
     let fanout = FanOut::new(
         link.client.clone(),
         metrics.clone(),
@@ -118,6 +116,7 @@ pub async fn run(
         drain: drain_rx,
         next_conn: Arc::new(AtomicU64::new(1)),
         revocations: revocations.clone(),
+        nats: link.state.clone(),
     };
     let ops = Ops {
         registry: Arc::new(registry),

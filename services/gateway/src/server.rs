@@ -39,6 +39,8 @@ pub struct AppState {
     pub next_conn: Arc<AtomicU64>,
     /// Connections by user, closed when the user is deleted or its role changes.
     pub revocations: Arc<crate::revoke::Revocations>,
+    /// The NATS link: without it no subscription can work, so no WebSocket is accepted.
+    pub nats: watch::Receiver<pulse_common::nats::LinkState>,
 }
 
 pub fn router(state: AppState, ops: Ops) -> Router {
@@ -90,6 +92,14 @@ async fn upgrade(
                 .inc();
             return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
         }
+    }
+    if !state.nats.borrow().connected {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "2")],
+            "NATS unavailable; retry shortly\n",
+        )
+            .into_response();
     }
     if state.caps.instance_full() {
         return (

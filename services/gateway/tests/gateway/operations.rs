@@ -320,3 +320,65 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     c.assert_alive().await;
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[tokio::test]
+async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut cfg = config();
+    cfg.nats_url = url.clone();
+    // No NATS at all yet: the gateway still starts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _gateway = tokio::spawn(pulse_gateway::run(
+        cfg,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let _stop = stop.drop_guard();
+    eventually("health answered", Duration::from_secs(5), || async move {
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["nats"], false, "{body}");
+    let tenant = unique("nonats");
+    let ws_url = format!("ws://{addr}/api/v2/ws?token={}", token_for(&tenant, 60));
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| "a WebSocket")),
+    }
+
+    // NATS arrives: ready, and clients are served.
+    let _server = start_nats_server(port, &[], &[]);
+    eventually(
+        "ready once NATS is up",
+        Duration::from_secs(15),
+        || async move {
+            reqwest::get(format!("http://{addr}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let mut c = connect(&ws_url).await;
+    c.subscribe(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    let nats = connect_nats(&url).await.unwrap();
+    publish(
+        &nats,
+        &format!("pulse.v1.{tenant}.events.tickets"),
+        1,
+        json!({"type": "event", "topic": "tickets"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["seq"], 1);
+}
