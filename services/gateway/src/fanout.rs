@@ -35,6 +35,8 @@ use crate::replay::{self, EventLog, Item, Order};
 /// How often a catching-up client's history is read again while a gap remains (an event
 /// delivered live may reach the stream a moment later).
 const SPLICE_ATTEMPTS: usize = 3;
+/// How long a read of a current value may take before JetStream counts as unavailable.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Identifies a connection on this instance.
 pub type ConnId = u64;
@@ -465,13 +467,17 @@ impl FanOut {
         }
     }
 
-    /// Queues the subject's current value for one new subscriber.
+    /// Queues the subject's current value for one new subscriber. When JetStream cannot be
+    /// read, the subscription stands and the value follows once it can (see
+    /// [`FanOut::retry_retained`]).
     async fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
         if topic.latest.lock().is_none() {
             topic
                 .retained
                 .get_or_init(|| async {
-                    self.fetch_retained(topic).await;
+                    if self.fetch_retained(topic).await.is_err() {
+                        self.retry_retained(topic.clone());
+                    }
                 })
                 .await;
         }
@@ -481,27 +487,75 @@ impl FanOut {
         }
     }
 
-    /// The message retained in `PULSE_STATE` for `subject`, if any. Whatever the answer, the
-    /// call is a round trip through the NATS server.
-    async fn read_retained(&self, subject: &Subject) -> Option<jetstream::message::StreamMessage> {
+    /// Reads the retained value again, with backoff, until JetStream answers or the topic is
+    /// gone, and hands it to every subscriber.
+    fn retry_retained(&self, topic: Arc<Topic>) {
+        let fanout = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = pulse_common::backoff::Backoff::new(
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(5),
+            );
+            while !topic.removed.load(Ordering::SeqCst) {
+                tokio::time::sleep(backoff.next_delay()).await;
+                match fanout.fetch_retained(&topic).await {
+                    Ok(Some(frame)) => {
+                        tracing::info!(subject = %topic.subject, "current value read after all");
+                        push_current(&topic, &frame);
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(()) => {}
+                }
+            }
+        });
+    }
+
+    /// The message retained in `PULSE_STATE` for `subject`: `Ok(None)` when there is none,
+    /// `Err` when JetStream did not answer in time. Whatever the answer, the call is a round
+    /// trip through the NATS server.
+    async fn read_retained(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<jetstream::message::StreamMessage>, ()> {
         let stream = self
             .inner
             .state_stream
-            .get_or_try_init(|| self.inner.js.get_stream(STATE_STREAM))
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(READ_TIMEOUT, self.inner.js.get_stream(STATE_STREAM))
+                    .await
+                {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            })
             .await
-            .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))
-            .ok()?;
-        stream
-            .direct_get_last_for_subject(subject.to_string())
-            .await
-            .map_err(|e| tracing::debug!(%subject, error = %e, "no retained value"))
-            .ok()
+            .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))?;
+        let read = stream.direct_get_last_for_subject(subject.to_string());
+        match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!(%subject, error = %e, "cannot read the current value");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(%subject, "reading the current value timed out");
+                Err(())
+            }
+        }
     }
 
-    /// Reads the retained last message of a snapshot subject from JetStream and remembers it.
-    async fn fetch_retained(&self, topic: &Topic) -> Option<Frame> {
-        let message = self.read_retained(&topic.subject).await?;
-        let text = Utf8Bytes::try_from(message.payload).ok()?;
+    /// Reads the retained last message of a snapshot subject from JetStream and remembers it;
+    /// returns the topic's newest value.
+    async fn fetch_retained(&self, topic: &Topic) -> Result<Option<Frame>, ()> {
+        let Some(message) = self.read_retained(&topic.subject).await? else {
+            return Ok(None);
+        };
+        let Ok(text) = Utf8Bytes::try_from(message.payload) else {
+            return Ok(None);
+        };
         let frame = Frame {
             topic: topic.id,
             seq: seq_of(Some(&message.headers)),
@@ -510,7 +564,7 @@ impl FanOut {
             received: Instant::now(),
         };
         topic.remember(&frame);
-        topic.latest.lock().clone()
+        Ok(topic.latest.lock().clone())
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
@@ -522,15 +576,20 @@ impl FanOut {
         }
         for topic in topics.into_iter().filter(|t| t.snapshot) {
             let before = topic.latest.lock().as_ref().map(|f| f.seq);
-            if let Some(frame) = self.fetch_retained(&topic).await
-                && Some(frame.seq) != before
-            {
-                let subscribers = topic.subscribers.read();
-                for queue in subscribers.values() {
-                    queue.push_snapshot(frame.clone());
-                }
+            match self.fetch_retained(&topic).await {
+                Ok(Some(frame)) if Some(frame.seq) != before => push_current(&topic, &frame),
+                Ok(_) => {}
+                Err(()) => self.retry_retained(topic),
             }
         }
+    }
+}
+
+/// Hands a snapshot topic's current value to every subscriber (each queue keeps the newest).
+fn push_current(topic: &Topic, frame: &Frame) {
+    let subscribers = topic.subscribers.read();
+    for queue in subscribers.values() {
+        queue.push_snapshot(frame.clone());
     }
 }
 

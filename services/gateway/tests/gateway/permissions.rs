@@ -121,3 +121,78 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_file(&conf_file);
 }
+
+/// A NATS configuration with JetStream, an `admin` user, and a `gw` user whose JetStream reads
+/// are allowed or not.
+fn jetstream_for_gateway(store: &std::path::Path, allowed: bool) -> String {
+    let gw_publish = if allowed {
+        r#"allow: [">"]"#
+    } else {
+        r#"deny: ["$JS.API.>"]"#
+    };
+    format!(
+        r#"jetstream {{ store_dir: {:?} }}
+accounts {{
+  PULSE {{
+    jetstream: enabled
+    users: [
+      {{ user: admin, password: admin }}
+      {{ user: gw, password: gw, permissions: {{ publish: {{ {gw_publish} }}, subscribe: {{ allow: [">"] }} }} }}
+    ]
+  }}
+}}
+"#,
+        store.to_string_lossy()
+    )
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-gw-js-back"));
+    let conf_file = std::env::temp_dir().join(format!("{}.conf", unique("pulse-gw-js-back")));
+    std::fs::write(&conf_file, jetstream_for_gateway(&store, false)).unwrap();
+    let server = start_nats_server(port, &["-c", &conf_file.to_string_lossy()], &[]);
+    let url_as = |user: &str| format!("nats://{user}:{user}@127.0.0.1:{port}");
+    wait_for_nats(&url_as("admin")).await;
+    let admin = connect_nats(&url_as("admin")).await.unwrap();
+    let tenant = unique("jsback");
+    publish_retained(
+        &admin,
+        &format!("pulse.v1.{tenant}.alerts"),
+        3,
+        json!({"type": "alerts", "v": "retained"}),
+    )
+    .await;
+
+    // Core NATS works for the gateway, JetStream does not: subscribing still answers.
+    let mut cfg = config();
+    cfg.nats_url = url_as("gw");
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe_within(json!({"type": "alerts"}), Duration::from_secs(5))
+        .await;
+    c.assert_alive().await;
+    assert!(
+        c.try_next(Duration::from_millis(2500)).await.is_none(),
+        "no value can be read yet"
+    );
+
+    // JetStream answers again (the permission comes back with a configuration reload): the
+    // retained value arrives without any new publish.
+    std::fs::write(&conf_file, jetstream_for_gateway(&store, true)).unwrap();
+    let pid = server.id().unwrap().to_string();
+    let reloaded = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(reloaded.success());
+    let current = c
+        .until(Duration::from_secs(15), |m| m["type"] == "alerts")
+        .await;
+    assert_eq!(current["v"], "retained");
+    assert_eq!(current["seq"], 3);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_file(&conf_file);
+}
