@@ -81,6 +81,9 @@ pub enum ErrorCode {
     Unavailable,
     /// `since` is not a whole number from 0 to 2^53 - 1.
     InvalidSince,
+    /// The tenant has as many distinct subjects in use on this gateway as it may
+    /// (`PULSE_MAX_SUBJECTS_PER_TENANT`); the connection stays open.
+    TooManySubjects,
 }
 
 /// A refused client message; becomes a `{"type":"error"}` reply and the connection stays open.

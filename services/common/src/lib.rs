@@ -5,6 +5,7 @@
 //! - [`trace_headers`]: carrying trace context in NATS message headers.
 //! - [`shutdown`]: a future that resolves on SIGINT or SIGTERM.
 //! - [`ops`]: the `/healthz`, `/readyz` and `/metrics` endpoints.
+//! - [`client_addr`]: the client's address behind trusted proxies.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
 //! - [`nats`]: connecting to NATS with logging of connection events.
 //! - [`duration`]: durations in configuration (`30s`, `24h`, or plain seconds).
@@ -14,6 +15,7 @@
 //! input from the network or the environment.
 
 pub mod backoff;
+pub mod client_addr;
 pub mod duration;
 pub mod nats;
 pub mod ops;

@@ -1,5 +1,5 @@
-//! Connection caps, per instance and per tenant. A [`Slot`] is held for a connection's life
-//! and frees itself on drop, whatever ends the connection.
+//! Connection caps, per instance, per tenant, per user and per client address. A [`Slot`] is
+//! held for a connection's life and frees itself on drop, whatever ends the connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +15,27 @@ pub enum CapError {
     Instance,
     #[error("tenant connection limit reached")]
     Tenant,
+    #[error("user connection limit reached")]
+    User,
+    #[error("connection limit reached for this address")]
+    Address,
+}
+
+/// The limits a [`Caps`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub total: usize,
+    pub per_tenant: usize,
+    pub per_user: usize,
+    pub per_address: usize,
+}
+
+/// Who a connection is, for the caps.
+pub struct Holder<'a> {
+    pub tenant: &'a TenantId,
+    /// The token's `sub`; empty when it names no user (then only the other caps apply).
+    pub user: &'a str,
+    pub address: std::net::IpAddr,
 }
 
 #[derive(Clone)]
@@ -23,8 +44,7 @@ pub struct Caps {
 }
 
 struct Inner {
-    max_total: usize,
-    max_per_tenant: usize,
+    limits: Limits,
     counts: Mutex<Counts>,
     metrics: Metrics,
 }
@@ -33,20 +53,33 @@ struct Inner {
 struct Counts {
     total: usize,
     per_tenant: HashMap<TenantId, usize>,
+    per_user: HashMap<(TenantId, String), usize>,
+    per_address: HashMap<std::net::IpAddr, usize>,
 }
 
 /// One admitted connection.
 pub struct Slot {
     caps: Caps,
     tenant: TenantId,
+    user: Option<String>,
+    address: std::net::IpAddr,
+}
+
+/// Takes one from a count, forgetting the key at zero.
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Caps {
-    pub fn new(max_total: usize, max_per_tenant: usize, metrics: Metrics) -> Self {
+    pub fn new(limits: Limits, metrics: Metrics) -> Self {
         Self {
             inner: Arc::new(Inner {
-                max_total,
-                max_per_tenant,
+                limits,
                 counts: Mutex::new(Counts::default()),
                 metrics,
             }),
@@ -55,36 +88,58 @@ impl Caps {
 
     /// Whether the instance is full, checked before the upgrade (answered with HTTP 503).
     pub fn instance_full(&self) -> bool {
-        self.inner.counts.lock().total >= self.inner.max_total
+        self.inner.counts.lock().total >= self.inner.limits.total
     }
 
     pub fn total(&self) -> usize {
         self.inner.counts.lock().total
     }
 
-    pub fn admit(&self, tenant: &TenantId) -> Result<Slot, CapError> {
+    pub fn admit(&self, holder: Holder<'_>) -> Result<Slot, CapError> {
+        let limits = self.inner.limits;
         let mut counts = self.inner.counts.lock();
-        if counts.total >= self.inner.max_total {
+        let user =
+            (!holder.user.is_empty()).then(|| (holder.tenant.clone(), holder.user.to_owned()));
+        if counts.total >= limits.total {
             return Err(CapError::Instance);
         }
-        let n = counts.per_tenant.entry(tenant.clone()).or_insert(0);
-        if *n >= self.inner.max_per_tenant {
+        if counts.per_tenant.get(holder.tenant).copied().unwrap_or(0) >= limits.per_tenant {
             return Err(CapError::Tenant);
         }
-        *n += 1;
+        if let Some(user) = &user
+            && counts.per_user.get(user).copied().unwrap_or(0) >= limits.per_user
+        {
+            return Err(CapError::User);
+        }
+        if counts
+            .per_address
+            .get(&holder.address)
+            .copied()
+            .unwrap_or(0)
+            >= limits.per_address
+        {
+            return Err(CapError::Address);
+        }
         counts.total += 1;
+        *counts.per_tenant.entry(holder.tenant.clone()).or_insert(0) += 1;
+        if let Some(user) = &user {
+            *counts.per_user.entry(user.clone()).or_insert(0) += 1;
+        }
+        *counts.per_address.entry(holder.address).or_insert(0) += 1;
         drop(counts);
         self.inner.metrics.connections.inc();
         self.inner
             .metrics
             .tenant_connections
             .get_or_create(&TenantLabel {
-                tenant: tenant.to_string(),
+                tenant: holder.tenant.to_string(),
             })
             .inc();
         Ok(Slot {
             caps: self.clone(),
-            tenant: tenant.clone(),
+            tenant: holder.tenant.clone(),
+            user: user.map(|(_, u)| u),
+            address: holder.address,
         })
     }
 }
@@ -95,12 +150,11 @@ impl Drop for Slot {
         {
             let mut counts = inner.counts.lock();
             counts.total = counts.total.saturating_sub(1);
-            if let Some(n) = counts.per_tenant.get_mut(&self.tenant) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.per_tenant.remove(&self.tenant);
-                }
+            release(&mut counts.per_tenant, &self.tenant);
+            if let Some(user) = self.user.take() {
+                release(&mut counts.per_user, &(self.tenant.clone(), user));
             }
+            release(&mut counts.per_address, &self.address);
         }
         inner.metrics.connections.dec();
         let label = TenantLabel {
@@ -116,20 +170,67 @@ mod tests {
 
     use super::*;
 
+    fn limits(total: usize, per_tenant: usize, per_user: usize, per_address: usize) -> Limits {
+        Limits {
+            total,
+            per_tenant,
+            per_user,
+            per_address,
+        }
+    }
+
+    fn holder<'a>(tenant: &'a TenantId, user: &'a str, address: &str) -> Holder<'a> {
+        Holder {
+            tenant,
+            user,
+            address: address.parse().unwrap(),
+        }
+    }
+
     #[test]
     fn caps_per_tenant_and_instance_and_free_on_drop() {
         let metrics = Metrics::register(&mut Registry::default());
-        let caps = Caps::new(3, 2, metrics);
+        let caps = Caps::new(limits(3, 2, 10, 10), metrics);
         let a = TenantId::parse("a").unwrap();
         let b = TenantId::parse("b").unwrap();
-        let a1 = caps.admit(&a).unwrap();
-        let _a2 = caps.admit(&a).unwrap();
-        assert_eq!(caps.admit(&a).err(), Some(CapError::Tenant));
-        let _b1 = caps.admit(&b).unwrap();
+        let a1 = caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
+        let _a2 = caps.admit(holder(&a, "2", "10.0.0.1")).unwrap();
+        assert_eq!(
+            caps.admit(holder(&a, "3", "10.0.0.1")).err(),
+            Some(CapError::Tenant)
+        );
+        let _b1 = caps.admit(holder(&b, "1", "10.0.0.1")).unwrap();
         assert!(caps.instance_full());
-        assert_eq!(caps.admit(&b).err(), Some(CapError::Instance));
+        assert_eq!(
+            caps.admit(holder(&b, "2", "10.0.0.1")).err(),
+            Some(CapError::Instance)
+        );
         drop(a1);
         assert_eq!(caps.total(), 2);
-        caps.admit(&a).unwrap();
+        caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
+    }
+
+    #[test]
+    fn caps_per_user_and_address() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let caps = Caps::new(limits(100, 100, 2, 3), metrics);
+        let a = TenantId::parse("a").unwrap();
+        let b = TenantId::parse("b").unwrap();
+        let u1 = caps.admit(holder(&a, "7", "10.0.0.1")).unwrap();
+        let _u2 = caps.admit(holder(&a, "7", "10.0.0.2")).unwrap();
+        assert_eq!(
+            caps.admit(holder(&a, "7", "10.0.0.3")).err(),
+            Some(CapError::User)
+        );
+        // The same user id of another tenant is another user.
+        let _other = caps.admit(holder(&b, "7", "10.0.0.1")).unwrap();
+        let _anon = caps.admit(holder(&a, "", "10.0.0.1")).unwrap();
+        assert_eq!(
+            caps.admit(holder(&a, "", "10.0.0.1")).err(),
+            Some(CapError::Address)
+        );
+        drop(u1);
+        caps.admit(holder(&a, "7", "10.0.0.9")).unwrap();
+        caps.admit(holder(&a, "", "10.0.0.1")).unwrap();
     }
 }

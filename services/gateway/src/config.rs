@@ -79,6 +79,29 @@ pub struct GatewayConfig {
     )]
     pub max_connections_per_tenant: usize,
 
+    /// Most WebSocket connections of one user (the token's `sub`) on this instance.
+    #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+
+    /// Most WebSocket connections from one client address on this instance (behind
+    /// `PULSE_TRUSTED_PROXIES`, the address they forward for).
+    #[arg(
+        long,
+        env = "PULSE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Most distinct subjects (alerts, fleet, each device, each event topic) one tenant may
+    /// have subscribed on this instance; more subscribes get `too_many_subjects`.
+    #[arg(long, env = "PULSE_MAX_SUBJECTS_PER_TENANT", default_value_t = 10_000)]
+    pub max_subjects_per_tenant: usize,
+
+    /// Proxies whose `X-Forwarded-For` is believed for the client address (the load
+    /// balancer in front of the gateways), addresses or networks, comma-separated.
+    #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = pulse_common::client_addr::parse_trusted)]
+    pub trusted_proxies: pulse_common::client_addr::TrustedProxies,
+
     /// On SIGTERM, clients are closed with 1012 spread over this many seconds.
     #[arg(long, env = "PULSE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
@@ -216,6 +239,24 @@ impl GatewayConfig {
         range(
             "PULSE_MAX_CONNECTIONS_PER_TENANT",
             self.max_connections_per_tenant as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "PULSE_MAX_CONNECTIONS_PER_USER",
+            self.max_connections_per_user as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "PULSE_MAX_CONNECTIONS_PER_ADDRESS",
+            self.max_connections_per_address as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "PULSE_MAX_SUBJECTS_PER_TENANT",
+            self.max_subjects_per_tenant as u64,
             1,
             10_000_000,
         )?;

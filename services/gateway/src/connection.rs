@@ -16,7 +16,7 @@ use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply,
 
 use crate::auth::Principal;
 use crate::caps::Slot;
-use crate::fanout::{ConnId, Topic};
+use crate::fanout::{ConnId, FanOutError, Topic};
 use crate::frame::{Frame, TopicId};
 use crate::metrics::CodeLabel;
 use crate::queue::ClientQueue;
@@ -245,6 +245,10 @@ impl Session {
                     seq: subscribed.seq,
                 })
                 .await
+            }
+            Err(e @ FanOutError::TenantSubjects(_)) => {
+                let error = ProtocolError::new(ErrorCode::TooManySubjects, e.to_string());
+                self.reply_channel_error(error, channel).await
             }
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "subscribe failed");

@@ -164,6 +164,15 @@ impl Topic {
 pub enum FanOutError {
     #[error("cannot subscribe on NATS: {0}")]
     Subscribe(String),
+    #[error("the tenant already has {0} subjects on this gateway")]
+    TenantSubjects(usize),
+}
+
+/// The subjects in use on this instance, and how many each tenant has.
+#[derive(Default)]
+struct Topics {
+    by_subject: HashMap<Subject, Arc<Topic>>,
+    per_tenant: HashMap<pulse_proto::TenantId, usize>,
 }
 
 /// A subscription in place.
@@ -180,6 +189,8 @@ pub struct EventLimits {
     pub cache: usize,
     /// Most events replayed to one resuming client; more missed ones end in a reset.
     pub replay_max: usize,
+    /// Most distinct subjects one tenant may have in use on this instance.
+    pub subjects_per_tenant: usize,
 }
 
 #[derive(Clone)]
@@ -191,7 +202,7 @@ struct Inner {
     nats: async_nats::Client,
     js: jetstream::Context,
     state_stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
-    topics: Mutex<HashMap<Subject, Arc<Topic>>>,
+    topics: Mutex<Topics>,
     next_topic: AtomicU64,
     metrics: Metrics,
     history: History,
@@ -207,7 +218,7 @@ impl FanOut {
                 history: History::new(js.clone()),
                 js,
                 state_stream: tokio::sync::OnceCell::new(),
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(Topics::default()),
                 next_topic: AtomicU64::new(1),
                 metrics,
                 limits,
@@ -217,7 +228,7 @@ impl FanOut {
 
     /// Number of subjects with a NATS subscription on this instance.
     pub fn topic_count(&self) -> usize {
-        self.inner.topics.lock().len()
+        self.inner.topics.lock().by_subject.len()
     }
 
     /// Adds `queue` as a subscriber of `subject`. A snapshot subject queues its current value;
@@ -231,7 +242,16 @@ impl FanOut {
     ) -> Result<Subscribed, FanOutError> {
         let (topic, catching_up) = {
             let mut topics = self.inner.topics.lock();
+            let tenant = subject.tenant();
+            let held = topics.per_tenant.get(tenant).copied().unwrap_or(0);
+            if !topics.by_subject.contains_key(subject) {
+                if held >= self.inner.limits.subjects_per_tenant {
+                    return Err(FanOutError::TenantSubjects(held));
+                }
+                *topics.per_tenant.entry(tenant.clone()).or_insert(0) += 1;
+            }
             let topic = topics
+                .by_subject
                 .entry(subject.clone())
                 .or_insert_with(|| {
                     let snapshot = subject.is_snapshot();
@@ -403,10 +423,18 @@ impl FanOut {
         };
         if empty {
             if topics
+                .by_subject
                 .get(&topic.subject)
                 .is_some_and(|current| Arc::ptr_eq(current, topic))
             {
-                topics.remove(&topic.subject);
+                topics.by_subject.remove(&topic.subject);
+                let tenant = topic.subject.tenant();
+                if let Some(n) = topics.per_tenant.get_mut(tenant) {
+                    *n -= 1;
+                    if *n == 0 {
+                        topics.per_tenant.remove(tenant);
+                    }
+                }
             }
             topic.stop(&self.inner.metrics);
         }
@@ -570,7 +598,14 @@ impl FanOut {
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
     /// retained value is read again and pushed to its subscribers where it is newer.
     pub async fn resync(&self) {
-        let topics: Vec<Arc<Topic>> = self.inner.topics.lock().values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .lock()
+            .by_subject
+            .values()
+            .cloned()
+            .collect();
         for topic in topics.iter().filter(|t| !t.snapshot) {
             topic.resync.notify_one();
         }

@@ -83,6 +83,7 @@ pub async fn run(
         crate::fanout::EventLimits {
             cache: config.events_cache,
             replay_max: config.replay_max_events,
+            subjects_per_tenant: config.max_subjects_per_tenant,
         },
     );
     let auth = Authenticator::new(&config);
@@ -92,8 +93,12 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot fetch JWKS yet; will retry on first use");
     }
     let caps = Caps::new(
-        config.max_connections,
-        config.max_connections_per_tenant,
+        crate::caps::Limits {
+            total: config.max_connections,
+            per_tenant: config.max_connections_per_tenant,
+            per_user: config.max_connections_per_user,
+            per_address: config.max_connections_per_address,
+        },
         metrics.clone(),
     );
     let revocations = Arc::new(crate::revoke::Revocations::default());
@@ -132,9 +137,12 @@ pub async fn run(
         }
     });
     let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_stop.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(server_stop.clone().cancelled_owned())
+        .into_future(),
     );
     tracing::info!("gateway ready");
 

@@ -1,27 +1,32 @@
 //! The HTTP side: the WebSocket endpoint `GET /api/v2/ws` and the ops endpoints.
 //!
-//! Before the upgrade: draining and a full instance answer HTTP 503, a foreign `Origin` 403.
-//! Token problems are answered after the upgrade, with a close code a browser can read (4001,
-//! 4003), as is a full tenant (4029).
+//! Before the upgrade: draining, a full instance and a missing NATS link answer HTTP 503, a
+//! foreign `Origin` 403. Token problems are answered after the upgrade, with a close code a
+//! browser can read (4001, 4003), as are the connection caps (4029).
+//!
+//! The ticket comes in the query (`?token=`), as `Authorization: Bearer`, as the subprotocol
+//! `pulse.ticket.<JWT>` (beside `pulse.v1`), or as the first message (`{"action":"auth"}`
+//! within 5 s); the last two keep it out of URLs and so out of proxy logs. It is never logged.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::Either;
 use pulse_common::ops::Ops;
-use pulse_proto::close;
+use pulse_proto::{ClientRequest, ServerReply, close};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::auth::{AuthError, Authenticator, Principal};
-use crate::caps::Caps;
+use crate::caps::{Caps, Holder};
 use crate::config::GatewayConfig;
 use crate::fanout::FanOut;
 use crate::metrics::{CodeLabel, Metrics};
@@ -63,8 +68,38 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// The WebSocket subprotocol a gateway speaks; a client that passes its ticket as a
+/// subprotocol offers this one too, and the gateway selects it.
+pub const PROTOCOL: &str = "pulse.v1";
+/// Prefix of the subprotocol that carries a ticket: `pulse.ticket.<JWT>`.
+pub const TICKET_PROTOCOL_PREFIX: &str = "pulse.ticket.";
+/// How long a connection without a ticket may take to send `{"action":"auth"}` first.
+const FIRST_AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ticket offered as a subprotocol, `pulse.ticket.<JWT>`: it stays out of URLs, so out of
+/// proxy and access logs.
+fn protocol_ticket(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(TICKET_PROTOCOL_PREFIX))
+        .map(str::to_owned)
+}
+
+/// How a connection proves who it is.
+enum Credentials {
+    /// A token came with the upgrade (query, `Authorization` or subprotocol): its verdict.
+    Given(Result<Principal, AuthError>),
+    /// None did: the first message must be `{"action":"auth","token":…}`.
+    FirstMessage,
+}
+
 async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -111,14 +146,49 @@ async fn upgrade(
     let token = query
         .ok()
         .and_then(|Query(q)| q.token)
-        .or_else(|| bearer(&headers));
-    let verdict = state.auth.verify(token.as_deref()).await;
+        .or_else(|| bearer(&headers))
+        .or_else(|| protocol_ticket(&headers));
+    let credentials = match token {
+        Some(token) => Credentials::Given(state.auth.verify(Some(&token)).await),
+        None => Credentials::FirstMessage,
+    };
+    let address = state.config.trusted_proxies.client(peer.ip(), &headers);
     let config = &state.config;
-    ws.read_buffer_size(config.ws_read_buffer_bytes)
+    ws.protocols([PROTOCOL])
+        .read_buffer_size(config.ws_read_buffer_bytes)
         .write_buffer_size(config.ws_write_buffer_bytes)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
-        .on_upgrade(move |socket| admit(socket, verdict, state))
+        .on_upgrade(move |socket| match credentials {
+            Credentials::Given(verdict) => Either::Left(admit(socket, verdict, state, address)),
+            // Rare, so boxed: the common path's future stays small.
+            Credentials::FirstMessage => Either::Right(Box::pin(async move {
+                let (socket, verdict) = first_message_auth(socket, &state).await;
+                admit(socket, verdict, state, address).await;
+            })),
+        })
+}
+
+/// Waits for the first message to be `auth` with a valid token; answers `authenticated`.
+async fn first_message_auth(
+    mut socket: WebSocket,
+    state: &AppState,
+) -> (WebSocket, Result<Principal, AuthError>) {
+    let first = tokio::time::timeout(FIRST_AUTH_WAIT, socket.recv()).await;
+    let token = match first {
+        Ok(Some(Ok(Message::Text(text)))) => match ClientRequest::parse(&text) {
+            Ok(ClientRequest::Auth { token }) => Some(token),
+            _ => None,
+        },
+        _ => None,
+    };
+    let verdict = state.auth.verify(token.as_deref()).await;
+    if let Ok(p) = &verdict
+        && let Ok(text) = serde_json::to_string(&ServerReply::Authenticated { exp: p.exp })
+    {
+        let _ = socket.send(Message::Text(text.into())).await;
+    }
+    (socket, verdict)
 }
 
 /// What an upgraded socket becomes: refused with a close code, or a served connection. Built
@@ -128,6 +198,7 @@ fn admit(
     socket: WebSocket,
     verdict: Result<Principal, AuthError>,
     state: AppState,
+    address: std::net::IpAddr,
 ) -> Either<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send> {
     let principal = match verdict {
         Ok(p) => p,
@@ -143,7 +214,12 @@ fn admit(
             return Either::Left(refuse(socket, e.close_code(), e.reason()));
         }
     };
-    let slot = match state.caps.admit(&principal.tenant) {
+    let holder = Holder {
+        tenant: &principal.tenant,
+        user: &principal.sub,
+        address,
+    };
+    let slot = match state.caps.admit(holder) {
         Ok(slot) => slot,
         Err(e) => {
             state.metrics.closed(close::RATE_LIMITED);

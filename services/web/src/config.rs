@@ -63,8 +63,8 @@ pub struct WebConfig {
 
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, comma-separated
     /// (`10.0.0.0/8,192.168.1.10`). Empty: the connection's peer is the client.
-    #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = crate::login_guard::parse_trusted)]
-    pub trusted_proxies: crate::login_guard::TrustedProxies,
+    #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = pulse_common::client_addr::parse_trusted)]
+    pub trusted_proxies: pulse_common::client_addr::TrustedProxies,
 
     /// Bearer token that lets a backend service publish events for any tenant; unset
     /// disables service publishing.

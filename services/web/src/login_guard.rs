@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ipnet::IpNet;
 use parking_lot::Mutex;
+use pulse_common::client_addr::TrustedProxies;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -47,7 +47,7 @@ pub struct LoginGuard {
     per_email: DefaultKeyedRateLimiter<String>,
     known: Mutex<HashMap<Pair, Instant>>,
     hashing: Arc<Semaphore>,
-    trusted: Vec<IpNet>,
+    trusted: TrustedProxies,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -69,29 +69,13 @@ impl LoginGuard {
             per_email: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(10))),
             known: Mutex::new(HashMap::new()),
             hashing: Arc::new(Semaphore::new(concurrency.max(1))),
-            trusted: trusted.0,
+            trusted,
         }
     }
 
     /// The client's address: the peer, unless the peer is a trusted proxy.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusted.iter().any(|net| net.contains(&peer)) {
-            return peer;
-        }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .map(|hop| hop.parse::<IpAddr>().ok())
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
-        // From the right: each trusted proxy appended who it heard from.
-        hops.into_iter()
-            .rev()
-            .find(|hop| !self.trusted.iter().any(|net| net.contains(hop)))
-            .unwrap_or(peer)
+        self.trusted.client(peer, headers)
     }
 
     /// Counts one attempt by `address` as `email`, or refuses it with 429.
@@ -150,53 +134,12 @@ impl LoginGuard {
     }
 }
 
-/// `PULSE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<IpNet>);
-
-/// Parses `PULSE_TRUSTED_PROXIES`: addresses or networks, comma-separated.
-pub fn parse_trusted(raw: &str) -> Result<TrustedProxies, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{s:?} is neither an address nor a network (10.0.0.0/8)"))
-        })
-        .collect::<Result<_, _>>()
-        .map(TrustedProxies)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn forwarded(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", v.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let g = LoginGuard::new(5, 1, parse_trusted("10.0.0.0/8, 192.168.1.1").unwrap());
-        let spoof = forwarded("1.2.3.4");
-        assert_eq!(g.client(ip("203.0.113.9"), &spoof), ip("203.0.113.9"));
-        assert_eq!(g.client(ip("10.1.2.3"), &spoof), ip("1.2.3.4"));
-        // A client that sends its own header gets it extended, not believed.
-        let chain = forwarded("6.6.6.6, 198.51.100.7, 10.9.9.9");
-        assert_eq!(g.client(ip("192.168.1.1"), &chain), ip("198.51.100.7"));
-        assert_eq!(
-            g.client(ip("10.1.2.3"), &forwarded("garbage")),
-            ip("10.1.2.3")
-        );
-        assert_eq!(g.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
-        assert!(parse_trusted("not-an-ip").is_err());
     }
 
     #[test]

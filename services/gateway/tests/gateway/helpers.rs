@@ -186,6 +186,25 @@ pub async fn connect(url: &str) -> Client {
     Client { ws }
 }
 
+/// Connects to `url` with extra request headers; returns the client and the response's
+/// selected subprotocol.
+pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> (Client, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (Client { ws }, protocol)
+}
+
 impl Client {
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::Text(text.into())).await.unwrap();

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod budgets;
 mod events;
 mod fanout;
 mod jwks;

@@ -1,0 +1,86 @@
+//! Who the client is, by address: the connection's peer, or, behind proxies the operator
+//! trusts (`PULSE_TRUSTED_PROXIES`), the nearest untrusted address of `X-Forwarded-For`.
+//! A header from anyone else is the client's own word and changes nothing.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// `PULSE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    fn trusts(&self, address: &IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(address))
+    }
+
+    /// The client's address for a request from `peer` with `headers`.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusts(&peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .map(|hop| hop.parse::<IpAddr>().ok())
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        // From the right: each trusted proxy appended who it heard from.
+        hops.into_iter()
+            .rev()
+            .find(|hop| !self.trusts(hop))
+            .unwrap_or(peer)
+    }
+}
+
+/// Parses `PULSE_TRUSTED_PROXIES`: addresses or networks, comma-separated. For clap.
+pub fn parse_trusted(raw: &str) -> Result<TrustedProxies, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is neither an address nor a network (10.0.0.0/8)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let t = parse_trusted("10.0.0.0/8, 192.168.1.1").unwrap();
+        let spoof = forwarded("1.2.3.4");
+        assert_eq!(t.client(ip("203.0.113.9"), &spoof), ip("203.0.113.9"));
+        assert_eq!(t.client(ip("10.1.2.3"), &spoof), ip("1.2.3.4"));
+        // A client that sends its own header gets it extended, not believed.
+        let chain = forwarded("6.6.6.6, 198.51.100.7, 10.9.9.9");
+        assert_eq!(t.client(ip("192.168.1.1"), &chain), ip("198.51.100.7"));
+        assert_eq!(
+            t.client(ip("10.1.2.3"), &forwarded("garbage")),
+            ip("10.1.2.3")
+        );
+        assert_eq!(t.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
+        assert!(parse_trusted("not-an-ip").is_err());
+        assert_eq!(parse_trusted("").unwrap(), TrustedProxies::default());
+    }
+}

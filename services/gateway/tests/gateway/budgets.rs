@@ -1,0 +1,199 @@
+//! What one user, one address or one tenant may take of a gateway, and tickets that stay out
+//! of URLs and logs.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn user_token(tenant: &str, sub: &str) -> String {
+    sign(
+        json!({"sub": sub, "tenant_id": tenant, "role": "customer_viewer", "exp": now() + 300, "kind": "ws"}),
+    )
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_user() {
+    let mut cfg = config();
+    cfg.max_connections_per_user = 2;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("peruser");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&gw.url(&user_token(&tenant, "7"))).await;
+        c.assert_alive().await;
+        held.push(c);
+    }
+    let mut third = connect(&gw.url(&user_token(&tenant, "7"))).await;
+    assert_eq!(third.closed(T).await.code, 4029);
+    let mut other_user = connect(&gw.url(&user_token(&tenant, "8"))).await;
+    other_user.assert_alive().await;
+    // A closed one frees its place.
+    drop(held.pop());
+    eventually("a place freed", T, || async {
+        let mut c = connect(&gw.url(&user_token(&tenant, "7"))).await;
+        c.try_next(Duration::from_millis(200)).await.is_none()
+            && tokio::time::timeout(Duration::from_secs(1), c.assert_alive())
+                .await
+                .is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_client_address_behind_trusted_proxies_only() {
+    let mut cfg = config();
+    cfg.max_connections_per_address = 2;
+    cfg.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("peraddr");
+    let url = gw.url(&token_for(&tenant, 60));
+    let from = |address: &'static str| [("x-forwarded-for", address)];
+    let (mut a1, _) = connect_with(&url, &from("198.51.100.1")).await;
+    let (mut a2, _) = connect_with(&url, &from("198.51.100.1")).await;
+    a1.assert_alive().await;
+    a2.assert_alive().await;
+    let (mut a3, _) = connect_with(&url, &from("198.51.100.1")).await;
+    assert_eq!(a3.closed(T).await.code, 4029);
+    let (mut b, _) = connect_with(&url, &from("198.51.100.2")).await;
+    b.assert_alive().await;
+
+    // Not behind a trusted proxy: the header is the client's own word.
+    let mut cfg = config();
+    cfg.max_connections_per_address = 2;
+    let plain = spawn_gateway(cfg).await;
+    let url = plain.url(&token_for(&tenant, 60));
+    let (mut c1, _) = connect_with(&url, &from("198.51.100.3")).await;
+    let (mut c2, _) = connect_with(&url, &from("198.51.100.4")).await;
+    c1.assert_alive().await;
+    c2.assert_alive().await;
+    let (mut c3, _) = connect_with(&url, &from("198.51.100.5")).await;
+    assert_eq!(c3.closed(T).await.code, 4029);
+}
+
+#[tokio::test]
+async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
+    let mut cfg = config();
+    cfg.max_subjects_per_tenant = 2;
+    let gw = spawn_gateway(cfg).await;
+    let tenant = unique("subjects");
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    c.subscribe(json!({"type": "alerts"})).await;
+    c.subscribe(json!({"type": "fleet"})).await;
+    let refused = c
+        .subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    assert_eq!(refused["code"], "too_many_subjects", "{refused}");
+    assert_eq!(refused["channel"], "device");
+    assert_eq!(refused["device_id"], "dev-1");
+    // Subjects the tenant already has stay open to its other connections.
+    let mut other = connect(&gw.url(&token_for(&tenant, 60))).await;
+    assert_eq!(
+        other.subscribe(json!({"type": "alerts"})).await["type"],
+        "subscribed"
+    );
+    // Another tenant is not affected.
+    let mut stranger = connect(&gw.url(&token_for(&unique("subjects-b"), 60))).await;
+    assert_eq!(
+        stranger
+            .subscribe(json!({"type": "device", "device_id": "dev-1"}))
+            .await["type"],
+        "subscribed"
+    );
+    // A subject released makes room.
+    c.send(json!({"action": "unsubscribe", "type": "fleet"}))
+        .await;
+    c.until(T, |m| m["type"] == "unsubscribed").await;
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
+            .await["type"],
+        "subscribed"
+    );
+}
+
+#[tokio::test]
+async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("ticketway");
+    let bare = format!("ws://{}/api/v2/ws", gw.addr);
+    let offered = format!("pulse.v1, pulse.ticket.{}", token_for(&tenant, 60));
+    let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &offered)]).await;
+    assert_eq!(protocol.as_deref(), Some("pulse.v1"));
+    assert_eq!(
+        c.subscribe(json!({"type": "alerts"})).await["type"],
+        "subscribed"
+    );
+
+    let mut first = connect(&bare).await;
+    first
+        .send(json!({"action": "auth", "token": token_for(&tenant, 60)}))
+        .await;
+    assert_eq!(first.next(T).await["type"], "authenticated");
+    assert_eq!(
+        first.subscribe(json!({"type": "alerts"})).await["type"],
+        "subscribed"
+    );
+
+    let mut wrong_first = connect(&bare).await;
+    wrong_first
+        .send(json!({"action": "subscribe", "type": "alerts"}))
+        .await;
+    assert_eq!(wrong_first.closed(T).await.code, 4001);
+
+    let mut silent = connect(&bare).await;
+    assert_eq!(silent.closed(Duration::from_secs(8)).await.code, 4001);
+}
+
+#[tokio::test]
+async fn a_ticket_is_never_written_to_the_logs() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("{}.log", unique("pulse-gw-log")));
+    let file = std::fs::File::create(&log).unwrap();
+    let same_file = file.try_clone().unwrap();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
+        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("PULSE_JWT_SECRET", SECRET)
+        .env("NATS_URL", nats_url())
+        .env("RUST_LOG", "trace")
+        .stdout(file)
+        .stderr(same_file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("gateway ready", Duration::from_secs(20), || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let tenant = unique("nolog");
+    let in_url = token_for(&tenant, 60);
+    let in_protocol = token_for(&tenant, 61);
+    let refused = token_for(&tenant, -30); // expired: refused, and still not logged
+    let base = format!("ws://127.0.0.1:{port}/api/v2/ws");
+    let mut a = connect(&format!("{base}?token={in_url}")).await;
+    a.subscribe(json!({"type": "alerts"})).await;
+    let offered = format!("pulse.v1, pulse.ticket.{in_protocol}");
+    let (mut b, _) = connect_with(&base, &[("sec-websocket-protocol", &offered)]).await;
+    b.subscribe(json!({"type": "alerts"})).await;
+    let mut c = connect(&format!("{base}?token={refused}")).await;
+    assert_eq!(c.closed(T).await.code, 4001);
+    drop((a, b));
+    gateway.start_kill().unwrap();
+    gateway.wait().await.unwrap();
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        written.len() > 1000,
+        "trace logging was on: {} bytes",
+        written.len()
+    );
+    for token in [&in_url, &in_protocol, &refused] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !written.contains(signature),
+            "a ticket's signature was logged"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}
