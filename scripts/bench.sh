@@ -8,12 +8,22 @@
 #   3. raise the open-files limit to the hard limit (bench processes hold at most 15,000
 #      connections each; pulse-bench starts more processes when a scenario needs more);
 #   4. per scenario: start a fresh gateway on 127.0.0.1:$BENCH_PORT with the connection caps
-#      raised, run the scenario with --gateway-pid (CPU and RSS from /proc), stop it.
+#      raised (every bench client is the same user), run the scenario with --gateway-pid (CPU
+#      and RSS from /proc), stop it.
+#   5. events: make sure PostgreSQL is reachable (scripts/ensure-postgres.sh), create a
+#      database of its own on the DATABASE_URL server (pulse_bench_<timestamp>), migrate it
+#      (pulse-poller migrate), start a poller on it (ops port $BENCH_POLLER_PORT) and two
+#      gateways ($BENCH_PORT and $BENCH_PORT + 1); the bench creates its tenant there, writes
+#      events through the outbox and kills the first gateway mid-run. Everything is stopped and
+#      the database dropped afterwards.
 #
-# Sizes (environment): BENCH_SCENARIOS (default "idle broadcast telemetry sweep churn storm"),
-# BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000), BENCH_BROADCAST_RATE
-# (10), BENCH_TELEMETRY_CONNECTIONS (5000), BENCH_SECONDS (30), BENCH_SWEEP_RATES, BENCH_SWEEP_SECONDS
-# (10), BENCH_CHURN_CYCLES (100000), BENCH_STORM_CONNECTIONS (15000), BENCH_PORT (18081).
+# Sizes (environment): BENCH_SCENARIOS (default "idle broadcast telemetry sweep churn storm
+# events"), BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000),
+# BENCH_BROADCAST_RATE (10), BENCH_TELEMETRY_CONNECTIONS (5000), BENCH_SECONDS (30),
+# BENCH_SWEEP_RATES, BENCH_SWEEP_SECONDS (10), BENCH_CHURN_CYCLES (100000),
+# BENCH_STORM_CONNECTIONS (15000), BENCH_EVENTS_CONNECTIONS (1000), BENCH_EVENTS_RATE (200),
+# BENCH_EVENTS_KILL (1; 0 runs the events scenario without killing a gateway, as a control),
+# BENCH_PORT (18081), BENCH_POLLER_PORT (19090).
 # Gateway settings (PULSE_WS_*, PULSE_CLIENT_QUEUE_EVENTS, ...) set in the environment reach
 # the gateway unchanged, so knobs can be compared run against run.
 set -euo pipefail
@@ -23,15 +33,21 @@ set -euo pipefail
 
 cd "$PULSE_ROOT"
 export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
 
-SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm}"
+SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm events}"
 PORT="${BENCH_PORT:-18081}"
+POLLER_PORT="${BENCH_POLLER_PORT:-19090}"
 SECONDS_EACH="${BENCH_SECONDS:-30}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$PULSE_ROOT/target/bench/$STAMP"
 GATEWAY_URL="ws://127.0.0.1:$PORT/api/v2/ws"
 SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 GW_PID=""
+# The events scenario's stack: second gateway, poller, database.
+GW2_PID=""
+POLLER_PID=""
+EVENTS_DB=""
 
 if ! have jq; then
   { can_apt && apt_install jq; } || die "jq is needed to summarise the results and could not be installed (apt-get install jq)"
@@ -39,8 +55,8 @@ fi
 have curl || die "curl is needed to wait for the gateway (apt-get install curl)"
 
 ensure_cargo
-stage "build: cargo build --release -p pulse-gateway -p pulse-bench"
-cargo build --release -p pulse-gateway -p pulse-bench
+stage "build: cargo build --release -p pulse-gateway -p pulse-poller -p pulse-bench"
+cargo build --release -p pulse-gateway -p pulse-poller -p pulse-bench
 
 stage "services: NATS"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
@@ -57,31 +73,63 @@ log "results: ${OUT#"$PULSE_ROOT"/}"
   echo "open files: $(ulimit -n)"
 } | tee "$OUT/machine.txt" >&2
 
+# stop_pid PID — stop a process this script started (SIGTERM) and reap it; a process that is
+# already gone (the events scenario kills a gateway itself) is only reaped.
+stop_pid() {
+  local pid="$1"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
 stop_gateway() {
-  if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
-    kill -TERM "$GW_PID" 2>/dev/null || true
-    wait "$GW_PID" 2>/dev/null || true
-  fi
+  stop_pid "$GW_PID"
   GW_PID=""
 }
-trap stop_gateway EXIT
 
-start_gateway() {
+stop_events_stack() {
   stop_gateway
-  PULSE_GATEWAY_ADDR="127.0.0.1:$PORT" \
+  stop_pid "$GW2_PID"
+  stop_pid "$POLLER_PID"
+  GW2_PID="" POLLER_PID=""
+  if [[ -n "$EVENTS_DB" ]]; then
+    psql -X -w -q "$DATABASE_URL" </dev/null -c "DROP DATABASE IF EXISTS $EVENTS_DB WITH (FORCE)" ||
+      warn "could not drop database $EVENTS_DB"
+    EVENTS_DB=""
+  fi
+}
+trap stop_events_stack EXIT
+
+# launch_gateway PORT — start a gateway on 127.0.0.1:PORT, its pid in LAUNCHED, and wait
+# until it is ready.
+LAUNCHED=""
+launch_gateway() {
+  local port="$1"
+  PULSE_GATEWAY_ADDR="127.0.0.1:$port" \
     PULSE_JWT_SECRET="$SECRET" \
     PULSE_MAX_CONNECTIONS="${PULSE_MAX_CONNECTIONS:-200000}" \
     PULSE_MAX_CONNECTIONS_PER_TENANT="${PULSE_MAX_CONNECTIONS_PER_TENANT:-200000}" \
+    PULSE_MAX_CONNECTIONS_PER_USER="${PULSE_MAX_CONNECTIONS_PER_USER:-200000}" \
+    PULSE_MAX_CONNECTIONS_PER_ADDRESS="${PULSE_MAX_CONNECTIONS_PER_ADDRESS:-200000}" \
     PULSE_DRAIN_SECONDS="${PULSE_DRAIN_SECONDS:-0}" \
     RUST_LOG="${RUST_LOG:-warn}" \
     target/release/pulse-gateway >>"$OUT/gateway.log" 2>&1 &
-  GW_PID=$!
+  LAUNCHED=$!
   local deadline=$((SECONDS + 20))
-  until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
-    kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited; see $OUT/gateway.log"
-    ((SECONDS < deadline)) || die "the gateway was not ready within 20 s; see $OUT/gateway.log"
+  until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+    kill -0 "$LAUNCHED" 2>/dev/null || die "the gateway exited; see $OUT/gateway.log"
+    ((SECONDS < deadline)) || {
+      stop_pid "$LAUNCHED"
+      die "the gateway was not ready within 20 s; see $OUT/gateway.log"
+    }
     sleep 0.2
   done
+}
+
+start_gateway() {
+  stop_gateway
+  launch_gateway "$PORT"
+  GW_PID="$LAUNCHED"
 }
 
 # bench NAME SCENARIO ARGS... — one scenario against a fresh gateway.
@@ -95,6 +143,45 @@ bench() {
     --gateway "$GATEWAY_URL" --gateway-pid "$GW_PID" --processes 0 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
   stop_gateway
+}
+
+# events_bench ARGS... — the events scenario: PostgreSQL with a database of its own, a poller
+# relaying its outbox, two gateways; the bench kills the first gateway mid-run.
+events_bench() {
+  stage "events: PostgreSQL, a database of its own, a poller, two gateways"
+  have psql || die "psql is needed for the events scenario (apt-get install postgresql-client)"
+  bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
+  EVENTS_DB="pulse_bench_$(tr '[:upper:]' '[:lower:]' <<<"$STAMP")"
+  psql -X -w -q "$DATABASE_URL" </dev/null -c "CREATE DATABASE $EVENTS_DB" ||
+    die "could not create database $EVENTS_DB"
+  local base="${DATABASE_URL%%\?*}" query=""
+  [[ "$DATABASE_URL" != *\?* ]] || query="?${DATABASE_URL#*\?}"
+  local db_url="${base%/*}/$EVENTS_DB$query"
+  DATABASE_URL="$db_url" RUST_LOG="${RUST_LOG:-warn}" target/release/pulse-poller migrate \
+    >>"$OUT/poller.log" 2>&1 || die "migrations failed; see $OUT/poller.log"
+  DATABASE_URL="$db_url" PULSE_POLLER_ADDR="127.0.0.1:$POLLER_PORT" RUST_LOG="${RUST_LOG:-warn}" \
+    target/release/pulse-poller >>"$OUT/poller.log" 2>&1 &
+  POLLER_PID=$!
+  local deadline=$((SECONDS + 30))
+  until curl -fsS "http://127.0.0.1:$POLLER_PORT/metrics" 2>/dev/null | grep -qx 'pulse_poller_active 1'; do
+    kill -0 "$POLLER_PID" 2>/dev/null || die "the poller exited; see $OUT/poller.log"
+    ((SECONDS < deadline)) || die "the poller was not active within 30 s; see $OUT/poller.log"
+    sleep 0.2
+  done
+  start_gateway
+  launch_gateway $((PORT + 1))
+  GW2_PID="$LAUNCHED"
+  local kill=()
+  [[ "${BENCH_EVENTS_KILL:-1}" == 0 ]] || kill=(--kill-pid "$GW_PID")
+  stage "events: pulse-bench run events ${kill[*]} $*"
+  log "load before: $(cat /proc/loadavg)"
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run events \
+    --gateway "$GATEWAY_URL,ws://127.0.0.1:$((PORT + 1))/api/v2/ws" \
+    --gateway-pid "$GW_PID,$GW2_PID" "${kill[@]}" \
+    --database-url "$db_url" --poller-metrics "http://127.0.0.1:$POLLER_PORT/metrics" \
+    --processes 0 --json "$OUT/events.json" "$@" | tee "$OUT/events.txt"
+  [[ ${#kill[@]} -eq 0 ]] || log "the gateway on port $PORT (pid $GW_PID) was killed by the bench, as planned"
+  stop_events_stack
 }
 
 for scenario in $SCENARIOS; do
@@ -122,6 +209,10 @@ for scenario in $SCENARIOS; do
     storm)
       bench storm storm --connections "${BENCH_STORM_CONNECTIONS:-15000}" --seconds 5 \
         --connect-concurrency 256
+      ;;
+    events)
+      events_bench --connections "${BENCH_EVENTS_CONNECTIONS:-1000}" \
+        --events-per-second "${BENCH_EVENTS_RATE:-200}" --seconds "$SECONDS_EACH"
       ;;
     *) die "unknown scenario $scenario in BENCH_SCENARIOS" ;;
   esac
@@ -172,9 +263,27 @@ stage "summary (targets: docs/BENCHMARKS.md)"
     printf '%-12s %-40s %-22s %s\n' storm "reconnect p50 / p99 (ms)" \
       "$(j storm '.storm.reconnect_latency | "\(.p50_ms) / \(.p99_ms)"')" ""
   fi
+  if [[ -f "$OUT/events.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' events "missing / duplicated" \
+      "$(j events '"\(.stages[0].missing) / \(.stages[0].duplicated)"')" "0 / 0"
+    printf '%-12s %-40s %-22s %s\n' events "lost / resumed / failed; resets" \
+      "$(j events '.events | "\(.lost) / \(.resumed) / \(.resume_failed); \(.resets)"')" "all resumed; 0"
+    printf '%-12s %-40s %-22s %s\n' events "kill -> subscribed again p50 / p99 (ms)" \
+      "$(j events '.events.resubscribe_latency | if .count == 0 then "no kill" else "\(.p50_ms) / \(.p99_ms)" end')" ""
+    printf '%-12s %-40s %-22s %s\n' events "kill -> first event p50 / p99 (ms)" \
+      "$(j events '.events.resume_latency | if .count == 0 then "no kill" else "\(.p50_ms) / \(.p99_ms)" end')" ""
+    printf '%-12s %-40s %-22s %s\n' events "insert -> client p50 / p99 (ms)" \
+      "$(j events '.stages[0].latency | "\(.p50_ms) / \(.p99_ms)"')" ""
+    printf '%-12s %-40s %-22s %s\n' events "inserted / relayed per second" \
+      "$(j events '.events | "\(.inserted_per_second*10|round/10) / \(.relayed_per_second*10|round/10)"')" ""
+  fi
 } | tee "$OUT/summary.txt"
 
 if [[ -f "$OUT/churn.json" ]] && [[ "$(jq -r '.churn.leak_free' "$OUT/churn.json")" != "true" ]]; then
   die "churn: the gateway did not return to 0 connections / subscriptions / NATS subscriptions"
+fi
+if [[ -f "$OUT/events.json" ]] &&
+  [[ "$(jq -r '"\(.stages[0].missing) \(.stages[0].duplicated)"' "$OUT/events.json")" != "0 0" ]]; then
+  die "events: events were missing or duplicated after the gateway was killed"
 fi
 log "results in ${OUT#"$PULSE_ROOT"/}"

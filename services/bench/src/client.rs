@@ -148,28 +148,32 @@ pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, ClientError> {
 }
 
 /// Sends every request in `requests` and waits for as many `subscribed` replies. Data frames
-/// that arrive meanwhile (a channel's current value follows its ack) go to `on_data`.
+/// that arrive meanwhile (a channel's current value follows its ack, replayed events may come
+/// before it) go to `on_data`. Returns the `seq` of the last ack that has one (an events
+/// channel subscribed without `since`: the topic's newest event).
 pub async fn subscribe(
     ws: &mut Ws,
     requests: &[String],
     mut on_data: impl FnMut(&str),
-) -> Result<(), ClientError> {
+) -> Result<Option<u64>, ClientError> {
     for request in requests {
         ws.feed(Message::Text(request.as_str().into())).await?;
     }
     ws.flush().await?;
     let mut acks = 0;
+    let mut seq = None;
     while acks < requests.len() {
         let text = next_text(ws).await?;
         if text.starts_with(r#"{"type":"subscribed""#) {
             acks += 1;
+            seq = crate::scan::number_after(&text, r#""seq":"#).or(seq);
         } else if text.starts_with(r#"{"type":"error""#) {
             return Err(ClientError::Reply(text.chars().take(200).collect()));
         } else {
             on_data(&text);
         }
     }
-    Ok(())
+    Ok(seq)
 }
 
 /// Says goodbye properly (close frame, wait for the gateway's) within `within`.
@@ -185,6 +189,17 @@ pub async fn close(mut ws: Ws, within: std::time::Duration) {
 /// A subscribe request for the tenant's alerts.
 pub fn subscribe_alerts() -> String {
     r#"{"action":"subscribe","type":"alerts"}"#.to_owned()
+}
+
+/// A subscribe request for the events of `topic`: from now on, or every retained event after
+/// `since` first.
+pub fn subscribe_events(topic: &str, since: Option<u64>) -> String {
+    match since {
+        Some(since) => {
+            format!(r#"{{"action":"subscribe","type":"events","topic":"{topic}","since":{since}}}"#)
+        }
+        None => format!(r#"{{"action":"subscribe","type":"events","topic":"{topic}"}}"#),
+    }
 }
 
 /// A subscribe request for device `dev-<n>`.

@@ -1,5 +1,7 @@
 //! What a bench run does: the scenario, its size, where the gateways and NATS are. Every flag
-//! has a `PULSE_BENCH_*` environment variable (or the variable the services use).
+//! of the load shapes shared by several scenarios has a `PULSE_BENCH_*` environment variable
+//! (or the variable the services use); the flags of the events scenario alone are
+//! command-line flags, except `DATABASE_URL`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +24,10 @@ pub enum Scenario {
     /// `broadcast` in stages of increasing rate (`--sweep-rates`) until p99 passes
     /// `--sweep-p99-limit-ms` or more than a tenth of the messages are lost.
     Sweep,
+    /// Every client subscribes to one events topic, spread over the gateways; events go in
+    /// through the PostgreSQL outbox at `--events-per-second`; mid-run `--kill-pid` is killed
+    /// and its clients resume on another gateway with `since`.
+    Events,
 }
 
 impl Scenario {
@@ -33,6 +39,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Storm => "storm",
             Scenario::Sweep => "sweep",
+            Scenario::Events => "events",
         }
     }
 }
@@ -70,7 +77,7 @@ pub struct BenchConfig {
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
 
-    /// Clients (connections) in idle, broadcast, telemetry, storm and sweep.
+    /// Clients (connections) in idle, broadcast, telemetry, storm, sweep and events.
     #[arg(long, env = "PULSE_BENCH_CONNECTIONS", default_value_t = 1000)]
     pub connections: usize,
 
@@ -88,7 +95,8 @@ pub struct BenchConfig {
     #[arg(long, env = "PULSE_BENCH_TENANTS", default_value_t = 10)]
     pub tenants: usize,
 
-    /// How long to hold (idle, storm) or publish (broadcast, telemetry, each sweep stage).
+    /// How long to hold (idle, storm) or publish (broadcast, telemetry, each sweep stage,
+    /// events).
     #[arg(long, env = "PULSE_BENCH_SECONDS", default_value_t = 10.0)]
     pub seconds: f64,
 
@@ -129,6 +137,34 @@ pub struct BenchConfig {
     /// churn: cycles running at once.
     #[arg(long, env = "PULSE_BENCH_CHURN_CONCURRENCY", default_value_t = 64)]
     pub churn_concurrency: usize,
+
+    /// events: PostgreSQL, where the bench writes events into the outbox (the poller relays
+    /// them). The run's tenant is created there and removed afterwards.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// events: events per second written with `pulse_emit_event`.
+    #[arg(long, default_value_t = 200.0)]
+    pub events_per_second: f64,
+
+    /// events: PostgreSQL connections writing events, each with one insert in flight.
+    #[arg(long, default_value_t = 4)]
+    pub db_connections: u32,
+
+    /// events: a gateway process to kill (SIGKILL) while events flow; its clients resume on
+    /// the next gateway of `--gateway`. Unset: nothing is killed.
+    #[arg(long)]
+    pub kill_pid: Option<u32>,
+
+    /// events: seconds after the first insert at which `--kill-pid` is killed; default half
+    /// of `--seconds`.
+    #[arg(long)]
+    pub kill_after_seconds: Option<f64>,
+
+    /// events: the poller's `/metrics` URL; its `pulse_poller_publishes_total{kind="events"}`
+    /// is read before and after, as a second count of the events relayed.
+    #[arg(long)]
+    pub poller_metrics: Option<String>,
 
     /// Approximate size of a published message, in bytes.
     #[arg(long, env = "PULSE_BENCH_PAYLOAD_BYTES", default_value_t = 300)]
@@ -200,6 +236,12 @@ pub enum ConfigError {
     Pids { pids: usize, gateways: usize },
     #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
     WeakSecret,
+    #[error("events: --database-url (DATABASE_URL) is needed to write events")]
+    NoDatabase,
+    #[error("events: --kill-pid needs a second --gateway for the clients to resume on")]
+    NowhereToResume,
+    #[error("events: --kill-after-seconds ({after}) must be within --seconds ({seconds})")]
+    KillAfter { after: f64, seconds: f64 },
 }
 
 impl BenchConfig {
@@ -232,6 +274,8 @@ impl BenchConfig {
             ("--churn-concurrency", self.churn_concurrency as f64),
             ("--shards", self.shards as f64),
             ("--read-buffer-bytes", self.read_buffer_bytes as f64),
+            ("--events-per-second", self.events_per_second),
+            ("--db-connections", f64::from(self.db_connections)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
             return Err(ConfigError::NotPositive(name));
@@ -251,7 +295,28 @@ impl BenchConfig {
                 devices: self.devices,
             });
         }
+        if self.scenario == Scenario::Events {
+            if self.database_url.is_none() {
+                return Err(ConfigError::NoDatabase);
+            }
+            if self.kill_pid.is_some() && self.gateways.len() < 2 {
+                return Err(ConfigError::NowhereToResume);
+            }
+            let after = self.kill_after().as_secs_f64();
+            if !(after > 0.0 && after < self.seconds) {
+                return Err(ConfigError::KillAfter {
+                    after,
+                    seconds: self.seconds,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// events: when `--kill-pid` is killed, counted from the first insert.
+    pub fn kill_after(&self) -> Duration {
+        let seconds = self.kill_after_seconds.unwrap_or(self.seconds / 2.0);
+        Duration::try_from_secs_f64(seconds).unwrap_or_default()
     }
 
     /// Whether this process leads the run: publishes, measures the gateways, paces the others.

@@ -1,4 +1,4 @@
-//! Failures counted by kind, with the first few kept verbatim for the report.
+//! Failures counted by kind, with the first few different ones kept verbatim for the report.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +16,21 @@ pub struct Errors {
 
 impl Errors {
     pub fn record(&self, e: &ClientError) {
-        *self.counts.lock().entry(e.kind()).or_default() += 1;
+        self.record_as(e, "");
+    }
+
+    /// Counts `e` under its kind with `prefix` (`lost_` for a connection an events client
+    /// resumed elsewhere).
+    pub fn record_as(&self, e: &ClientError, prefix: &str) {
+        *self
+            .counts
+            .lock()
+            .entry(format!("{prefix}{}", e.kind()))
+            .or_default() += 1;
+        let sample = format!("{prefix}{e}");
         let mut samples = self.samples.lock();
-        if samples.len() < SAMPLES {
-            samples.push(e.to_string());
+        if samples.len() < SAMPLES && !samples.contains(&sample) {
+            samples.push(sample);
         }
         tracing::debug!(error = %e, "client error");
     }

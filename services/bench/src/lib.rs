@@ -5,10 +5,13 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment, validated at start.
-//! - [`scenario`]: idle, broadcast, telemetry, churn, storm, sweep; the phases they share.
+//! - [`scenario`]: idle, broadcast, telemetry, churn, storm, sweep, events; the phases they
+//!   share.
 //! - [`population`]: a ramped-up set of long-lived clients and their shared counters.
 //! - [`client`]: one WebSocket client: connect, subscribe, read; [`source`]: source addresses.
 //! - [`publisher`]: paced publishing to NATS on its own thread.
+//! - [`outbox`]: paced event inserts into the PostgreSQL outbox on its own thread, and what of
+//!   them reaches NATS.
 //! - [`scan`]: reading the bench fields out of a frame without a JSON parse.
 //! - [`latency`]: histograms; [`report`]: results, table, merge; [`probe`]: gateway CPU,
 //!   RSS and `/metrics`.
@@ -20,6 +23,7 @@ pub mod config;
 pub mod coord;
 pub mod errors;
 pub mod latency;
+pub mod outbox;
 pub mod population;
 pub mod probe;
 pub mod publisher;
@@ -51,4 +55,8 @@ pub enum BenchError {
     Publish(#[from] publisher::PublishError),
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error("events: {0}")]
+    Events(String),
 }

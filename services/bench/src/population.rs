@@ -1,6 +1,7 @@
 //! A population of long-lived bench clients: ramped up at a given rate with a bounded number of
 //! setups in flight, each then reading frames until told to stop (and, in a storm, cut and
-//! reconnected at once). Counting is shared: atomics per stage for deliveries, sharded
+//! reconnected at once; on an events topic, resumed on another gateway from the last `seq` it
+//! saw when its own goes away). Counting is shared: atomics per stage for deliveries, sharded
 //! histograms for latency, so one client costs a task, a socket and a few words.
 
 use std::sync::Arc;
@@ -49,6 +50,17 @@ pub struct Shared {
     pub reconnected: AtomicU64,
     pub reconnect_failed: AtomicU64,
     pub last_reconnect_ns: AtomicU64,
+    /// Events: connections lost (and so resumed, or given up on).
+    pub lost: AtomicU64,
+    pub resumed: AtomicU64,
+    pub resume_failed: AtomicU64,
+    /// Events: `events_reset` messages received.
+    pub resets: AtomicU64,
+    /// Events: publish → frame for the events a resumed client was sent for the time it was
+    /// away (published before its new `subscribed` reply).
+    pub caught_up: Recorder,
+    /// Events: every resumption, once its client is done.
+    pub resumptions: Mutex<Vec<Resumption>>,
     pub errors: Errors,
 }
 
@@ -69,6 +81,12 @@ impl Shared {
             reconnected: AtomicU64::new(0),
             reconnect_failed: AtomicU64::new(0),
             last_reconnect_ns: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            resume_failed: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            caught_up: Recorder::new(),
+            resumptions: Mutex::new(Vec::new()),
             errors: Errors::default(),
         }
     }
@@ -83,11 +101,15 @@ pub struct ClientPlan {
     pub token: Arc<str>,
     /// Device numbers it subscribes to; empty: the tenant's alerts.
     pub devices: Vec<u32>,
+    /// An events topic it subscribes to instead.
+    pub topic: Option<Arc<str>>,
 }
 
 impl ClientPlan {
     fn requests(&self) -> Vec<String> {
-        if self.devices.is_empty() {
+        if let Some(topic) = &self.topic {
+            vec![client::subscribe_events(topic, None)]
+        } else if self.devices.is_empty() {
             vec![client::subscribe_alerts()]
         } else {
             self.devices
@@ -105,12 +127,29 @@ pub struct Outcome {
     pub connected: bool,
     /// Still connected when told to stop.
     pub held: bool,
+    /// Events: the topic's `seq` in the first `subscribed` reply; every later event is expected.
+    pub base: u64,
+}
+
+/// One client's return after losing its gateway: wall clock, nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumption {
+    /// The connection ended.
+    pub lost_ns: u64,
+    /// The `subscribed` reply (with `since`) from another gateway.
+    pub subscribed_ns: Option<u64>,
+    /// The first event after the loss.
+    pub first_event_ns: Option<u64>,
 }
 
 /// Per-client receive state: the newest `seq` seen per subscribed subject.
 struct Tally {
     devices: Vec<u32>,
     last: Vec<u64>,
+    /// Events published before this wall clock (ns) are ones the client missed while away.
+    away_until: u64,
+    resuming: Option<Resumption>,
+    resumptions: Vec<Resumption>,
 }
 
 impl Tally {
@@ -118,11 +157,44 @@ impl Tally {
         Self {
             devices: devices.to_vec(),
             last: vec![0; devices.len().max(1)],
+            away_until: 0,
+            resuming: None,
+            resumptions: Vec::new(),
+        }
+    }
+
+    /// The connection ended: what arrives until the next `subscribed` reply was missed.
+    fn lost(&mut self) {
+        self.resumptions.extend(self.resuming.take());
+        self.away_until = u64::MAX;
+        self.resuming = Some(Resumption {
+            lost_ns: now_ns(),
+            subscribed_ns: None,
+            first_event_ns: None,
+        });
+    }
+
+    fn resubscribed(&mut self) {
+        let now = now_ns();
+        self.away_until = now;
+        if let Some(r) = &mut self.resuming {
+            r.subscribed_ns = Some(now);
+        }
+    }
+
+    /// Hands the client's resumptions to `shared`.
+    fn flush(&mut self, shared: &Shared) {
+        self.resumptions.extend(self.resuming.take());
+        if !self.resumptions.is_empty() {
+            shared.resumptions.lock().append(&mut self.resumptions);
         }
     }
 
     fn on_text(&mut self, shared: &Shared, who: u64, text: &str) {
         let Some(f) = shared.scanner.scan(text) else {
+            if text.starts_with(r#"{"type":"events_reset""#) {
+                shared.resets.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
         let slot = if self.devices.is_empty() {
@@ -151,7 +223,15 @@ impl Tally {
         }
         self.last[slot] = f.seq;
         received.add(who, 1);
-        latency.record(who, now_ns().saturating_sub(f.sent_ns) / 1000);
+        let now = now_ns();
+        let us = now.saturating_sub(f.sent_ns) / 1000;
+        latency.record(who, us);
+        if f.sent_ns < self.away_until {
+            shared.caught_up.record(who, us);
+        }
+        if let Some(r) = &mut self.resuming {
+            r.first_event_ns.get_or_insert(now);
+        }
     }
 }
 
@@ -161,14 +241,28 @@ pub struct Dial {
     pub spread_sources: bool,
     pub read_buffer_bytes: usize,
     pub connect_timeout: Duration,
+    /// Events: the gateways a client that loses its own resumes on, tried in turn from the
+    /// one after its own. Empty: a lost connection ends the client.
+    pub failover: Vec<Arc<Target>>,
 }
 
-/// Connects and subscribes one client, within the timeout.
+/// Connects and subscribes one client, within the timeout. Returns the socket and the `seq`
+/// of its `subscribed` reply, if it has one.
 pub async fn establish(
     plan: &ClientPlan,
     dial: &Dial,
+    on_data: impl FnMut(&str),
+) -> Result<(Ws, Option<u64>), ClientError> {
+    establish_with(plan, dial, &plan.requests(), on_data).await
+}
+
+/// [`establish`] with these subscribe requests.
+async fn establish_with(
+    plan: &ClientPlan,
+    dial: &Dial,
+    requests: &[String],
     mut on_data: impl FnMut(&str),
-) -> Result<Ws, ClientError> {
+) -> Result<(Ws, Option<u64>), ClientError> {
     let setup = async {
         let mut ws = client::connect(
             &plan.target,
@@ -178,8 +272,8 @@ pub async fn establish(
             dial.read_buffer_bytes,
         )
         .await?;
-        client::subscribe(&mut ws, &plan.requests(), &mut on_data).await?;
-        Ok::<_, ClientError>(ws)
+        let seq = client::subscribe(&mut ws, requests, &mut on_data).await?;
+        Ok::<_, ClientError>((ws, seq))
     };
     tokio::time::timeout(dial.connect_timeout, setup)
         .await
@@ -310,9 +404,10 @@ impl Population {
     }
 }
 
-/// One client's life: set up, read until stopped; in a storm, cut and set up again.
+/// One client's life: set up, read until stopped; in a storm, cut and set up again; on an
+/// events topic, resume elsewhere when the gateway goes away.
 async fn run_client(
-    plan: ClientPlan,
+    mut plan: ClientPlan,
     dial: Dial,
     shared: Arc<Shared>,
     control: Control,
@@ -325,6 +420,7 @@ async fn run_client(
         devices: plan.devices.clone(),
         connected: false,
         held: false,
+        base: 0,
     };
     let begin = Instant::now();
     let setup = tokio::select! {
@@ -333,7 +429,14 @@ async fn run_client(
     };
     drop(permit);
     let mut ws = match setup {
-        Ok(ws) => ws,
+        Ok((ws, seq)) => {
+            // Events: the ack's seq is the newest event already published; later ones count.
+            if let Some(seq) = seq.filter(|_| plan.topic.is_some()) {
+                outcome.base = seq;
+                tally.last[0] = tally.last[0].max(seq);
+            }
+            ws
+        }
         Err(e) => {
             shared.errors.record(&e);
             shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +477,19 @@ async fn run_client(
             }
             frame = client::next_text(&mut ws) => match frame {
                 Ok(text) => tally.on_text(&shared, who, &text),
+                // Events: the gateway went away; counted as `lost_<kind>`.
+                Err(e) if plan.topic.is_some() && !dial.failover.is_empty() => {
+                    shared.errors.record_as(&e, "lost_");
+                    drop(ws);
+                    match resume(&mut plan, &dial, &control, &mut tally, &shared).await {
+                        Some(again) => ws = again,
+                        None => {
+                            tally.flush(&shared);
+                            shared.alive.fetch_sub(1, Ordering::Relaxed);
+                            return outcome;
+                        }
+                    }
+                }
                 Err(e) => {
                     shared.errors.record(&e);
                     shared.alive.fetch_sub(1, Ordering::Relaxed);
@@ -382,6 +498,7 @@ async fn run_client(
             },
         }
     }
+    tally.flush(&shared);
     shared.alive.fetch_sub(1, Ordering::Relaxed);
     // Dropping the socket is enough: the gateway sees the end of the stream.
     drop(ws);
@@ -406,7 +523,7 @@ async fn reconnect(
             () = control.stop.cancelled() => return None,
         };
         match attempt {
-            Ok(ws) => {
+            Ok((ws, _)) => {
                 let took = cut_at.elapsed();
                 shared.reconnect.record(who, took.as_micros() as u64);
                 shared
@@ -419,6 +536,54 @@ async fn reconnect(
                 shared.errors.record(&e);
                 if Instant::now() >= deadline {
                     shared.reconnect_failed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                let pause = 20 + rand::random::<u64>() % 80;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
+/// Events: subscribes again on the next gateway of `dial.failover` (its own last), with
+/// `since` set to the last `seq` the client saw, trying each in turn (with a short random
+/// pause) until the connect timeout passes.
+async fn resume(
+    plan: &mut ClientPlan,
+    dial: &Dial,
+    control: &Control,
+    tally: &mut Tally,
+    shared: &Shared,
+) -> Option<Ws> {
+    shared.lost.fetch_add(1, Ordering::Relaxed);
+    tally.lost();
+    let who = plan.index;
+    let topic = plan.topic.clone()?;
+    let deadline = Instant::now() + dial.connect_timeout;
+    let gateways = dial.failover.len();
+    let mut next = dial
+        .failover
+        .iter()
+        .position(|t| t.url == plan.target.url)
+        .map_or(0, |i| i + 1);
+    loop {
+        plan.target = dial.failover[next % gateways].clone();
+        next += 1;
+        let request = [client::subscribe_events(&topic, Some(tally.last[0]))];
+        let attempt = tokio::select! {
+            r = establish_with(plan, dial, &request, |t| tally.on_text(shared, who, t)) => r,
+            () = control.stop.cancelled() => return None,
+        };
+        match attempt {
+            Ok((ws, _)) => {
+                tally.resubscribed();
+                shared.resumed.fetch_add(1, Ordering::Relaxed);
+                return Some(ws);
+            }
+            Err(e) => {
+                shared.errors.record(&e);
+                if Instant::now() >= deadline {
+                    shared.resume_failed.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
                 let pause = 20 + rand::random::<u64>() % 80;

@@ -70,6 +70,32 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Sums the samples of `name` that carry `label` (`kind="events"`) in Prometheus text.
+pub fn labelled(text: &str, name: &str, label: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| {
+            l.split('}')
+                .next()
+                .is_some_and(|labels| labels.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Events the poller has relayed to NATS: its `pulse_poller_publishes_total{kind="events"}`.
+pub async fn poller_relayed(http: &reqwest::Client, url: &str) -> Option<u64> {
+    let response = http
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let text = response.error_for_status().ok()?.text().await.ok()?;
+    Some(labelled(&text, "pulse_poller_publishes_total", r#"kind="events""#) as u64)
+}
+
 impl GatewayMetrics {
     pub fn parse(text: &str) -> Self {
         let m = |name: &str| metric(text, &format!("pulse_gateway_{name}"));
@@ -262,6 +288,12 @@ mod tests {
         assert_eq!(metric(text, "pulse_gateway_connections"), 12.0);
         assert_eq!(metric(text, "pulse_gateway_closes_total"), 7.0);
         assert_eq!(GatewayMetrics::parse(text).connections, 12.0);
+        let poller = "pulse_poller_publishes_total{kind=\"alerts\"} 4\n\
+                      pulse_poller_publishes_total{kind=\"events\"} 250\n";
+        assert_eq!(
+            labelled(poller, "pulse_poller_publishes_total", r#"kind="events""#),
+            250.0
+        );
     }
 
     #[test]

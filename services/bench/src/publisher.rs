@@ -238,14 +238,19 @@ async fn run_stage(
     })
 }
 
-/// Removes what a run left in the `PULSE_STATE` stream under `pulse.v1.<tenant>.>`, if the
-/// stream exists.
+/// Removes what a run left under `pulse.v1.<tenant>.>` in the `PULSE_STATE` and
+/// `PULSE_EVENTS` streams, where they exist.
 pub async fn purge_state(nats: &async_nats::Client, tenant: &str) {
     let js = async_nats::jetstream::new(nats.clone());
-    let Ok(stream) = js.get_stream(pulse_proto::subject::STATE_STREAM).await else {
-        return;
-    };
-    if let Err(e) = stream.purge().filter(format!("pulse.v1.{tenant}.>")).await {
-        tracing::debug!(error = %e, tenant, "cannot purge the bench subjects from PULSE_STATE");
+    for name in [
+        pulse_proto::subject::STATE_STREAM,
+        pulse_proto::subject::EVENTS_STREAM,
+    ] {
+        let Ok(stream) = js.get_stream(name).await else {
+            continue;
+        };
+        if let Err(e) = stream.purge().filter(format!("pulse.v1.{tenant}.>")).await {
+            tracing::debug!(error = %e, tenant, stream = name, "cannot purge the bench subjects");
+        }
     }
 }

@@ -28,6 +28,9 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     pub churn: Option<ChurnStats>,
     pub storm: Option<StormStats>,
+    /// The events scenario: the outbox, the relay, the kill and the resumptions.
+    #[serde(default)]
+    pub events: Option<EventsStats>,
     /// What the gateways cost; measured by the leading shard.
     pub gateway: Option<GatewayCost>,
     /// CPU seconds the bench processes used themselves.
@@ -118,6 +121,55 @@ pub struct StormStats {
     pub reconnect_latency: Latency,
 }
 
+/// The events scenario's own figures; its deliveries are in the report's stage 0.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventsStats {
+    /// `pulse.v1.<tenant>.events.<topic>`
+    pub subject: String,
+    /// Events asked for per second.
+    pub rate: f64,
+    /// Events written with `pulse_emit_event`, and inserts that failed (leader only).
+    pub inserted: u64,
+    pub insert_failed: u64,
+    /// From the first insert sent to the last one answered, seconds.
+    pub insert_seconds: f64,
+    pub inserted_per_second: f64,
+    /// Round trip of one `SELECT pulse_emit_event(...)`.
+    pub insert_latency: Latency,
+    /// Distinct events seen on the NATS subject.
+    pub relayed: u64,
+    /// From the first insert to the last event seen on NATS, seconds.
+    pub relay_seconds: f64,
+    pub relayed_per_second: f64,
+    /// Insert → message on NATS: the poller's relay.
+    pub relay_latency: Latency,
+    /// The poller's own count, `pulse_poller_publishes_total{kind="events"}`, over the run
+    /// (with `--poller-metrics`).
+    pub poller_relayed: Option<u64>,
+    /// The topic's newest `seq` at the end.
+    pub last_seq: u64,
+    /// The gateway process killed, and when: seconds after the first insert.
+    pub killed_pid: Option<u32>,
+    pub killed_at_seconds: Option<f64>,
+    /// Connections lost (each client of the killed gateway), resumed on another gateway, and
+    /// given up on.
+    pub lost: u64,
+    pub resumed: u64,
+    pub resume_failed: u64,
+    /// `events_reset` messages received: each means events a client could not get.
+    pub resets: u64,
+    /// From the kill to a client seeing its connection end.
+    pub lost_latency: Latency,
+    /// From the kill to a client's `subscribed` reply (with `since`) on another gateway.
+    pub resubscribe_latency: Latency,
+    /// From the kill to a client's first event after resuming.
+    pub resume_latency: Latency,
+    /// Insert → frame for the events a resumed client got for the time it was away (inserted
+    /// before its new `subscribed` reply); these are part of stage 0's latency too.
+    pub caught_up_latency: Latency,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GatewayCost {
     pub pids: Vec<u32>,
@@ -191,6 +243,28 @@ impl Report {
                 }
                 (a, b) => a.or(b),
             };
+            out.events = match (out.events.take(), r.events) {
+                (Some(a), Some(b)) => {
+                    // The leader's figures (the outbox, the relay, the kill) are in one of
+                    // them; the clients' add up.
+                    let (mut lead, other) = if a.inserted == 0 && b.inserted > 0 {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    };
+                    lead.lost += other.lost;
+                    lead.resumed += other.resumed;
+                    lead.resume_failed += other.resume_failed;
+                    lead.resets += other.resets;
+                    lead.lost_latency = lead.lost_latency.merge(&other.lost_latency);
+                    lead.resubscribe_latency =
+                        lead.resubscribe_latency.merge(&other.resubscribe_latency);
+                    lead.resume_latency = lead.resume_latency.merge(&other.resume_latency);
+                    lead.caught_up_latency = lead.caught_up_latency.merge(&other.caught_up_latency);
+                    Some(lead)
+                }
+                (a, b) => a.or(b),
+            };
             if out.gateway.is_none() {
                 out.gateway = r.gateway;
             }
@@ -222,6 +296,10 @@ impl Report {
         }
         if let Some(storm) = &mut self.storm {
             storm.reconnects_per_second = rate(storm.reconnected, storm.seconds_to_all);
+        }
+        if let Some(ev) = &mut self.events {
+            ev.inserted_per_second = rate(ev.inserted, ev.insert_seconds);
+            ev.relayed_per_second = rate(ev.relayed, ev.relay_seconds);
         }
         if let Some(g) = &mut self.gateway
             && let (Some(before), Some(after)) = (g.rss_before_bytes, g.rss_connected_bytes)
@@ -353,6 +431,56 @@ impl Report {
                 ),
             );
             row("  reconnect latency", latency(&st.reconnect_latency));
+        }
+        if let Some(ev) = &self.events {
+            row(
+                "events through the outbox",
+                format!(
+                    "{} inserted ({} failed) over {:.1} s: {:.1}/s of {:.0}/s asked; newest seq {}",
+                    ev.inserted,
+                    ev.insert_failed,
+                    ev.insert_seconds,
+                    ev.inserted_per_second,
+                    ev.rate,
+                    ev.last_seq
+                ),
+            );
+            row("  insert round trip", latency(&ev.insert_latency));
+            let poller = ev
+                .poller_relayed
+                .map_or_else(String::new, |n| format!(" (the poller counted {n})"));
+            row(
+                "  relayed to NATS",
+                format!(
+                    "{}{poller} over {:.1} s: {:.1}/s",
+                    ev.relayed, ev.relay_seconds, ev.relayed_per_second
+                ),
+            );
+            row("  insert → NATS", latency(&ev.relay_latency));
+            match (ev.killed_pid, ev.killed_at_seconds) {
+                (Some(pid), Some(at)) => row(
+                    "gateway killed",
+                    format!("pid {pid} (SIGKILL) {at:.2} s after the first insert"),
+                ),
+                _ => row("gateway killed", "none".into()),
+            }
+            row(
+                "  connections lost / resumed / failed",
+                format!(
+                    "{} / {} / {}; {} events_reset received",
+                    ev.lost, ev.resumed, ev.resume_failed, ev.resets
+                ),
+            );
+            row("  kill → connection lost", latency(&ev.lost_latency));
+            row(
+                "  kill → subscribed again",
+                latency(&ev.resubscribe_latency),
+            );
+            row("  kill → first event again", latency(&ev.resume_latency));
+            row(
+                "  missed events, insert → client",
+                latency(&ev.caught_up_latency),
+            );
         }
         row("bench CPU", format!("{:.2} s", self.bench_cpu_seconds));
         if !self.errors.is_empty() {

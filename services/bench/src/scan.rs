@@ -45,6 +45,12 @@ fn digits(text: &[u8], from: usize) -> Option<u64> {
     })
 }
 
+/// The whole number right after `key` in `text` (`"seq":` in `{"seq":41}` gives 41), if any.
+pub fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = memchr::memmem::find(text.as_bytes(), key.as_bytes())?;
+    digits(text.as_bytes(), at + key.len())
+}
+
 impl Scanner {
     pub fn new() -> Self {
         Self {
@@ -95,6 +101,19 @@ mod tests {
         );
         let telemetry = r#"{"type":"telemetry","tenant_id":"b","device_id":"dev-917","seq":7,"bench_stage":0,"bench_sent_ns":5,"data":{}}"#;
         assert_eq!(s.scan(telemetry).map(|f| (f.device, f.seq)), Some((917, 7)));
+    }
+
+    #[test]
+    fn reads_events_messages_and_acks() {
+        let s = Scanner::new();
+        let event = r#"{"type":"event","tenant_id":"bench-1","topic":"bench","event":"bench:tick","seq":12,"ts":"2026-12-01T10:00:00Z","payload":{"bench_sent_ns":77,"pad":"xx"}}"#;
+        assert_eq!(s.scan(event).map(|f| (f.seq, f.sent_ns)), Some((12, 77)));
+        let ack = r#"{"type":"subscribed","channel":"events","topic":"bench","seq":41}"#;
+        assert_eq!(number_after(ack, r#""seq":"#), Some(41));
+        assert_eq!(
+            number_after(r#"{"type":"subscribed","channel":"alerts"}"#, r#""seq":"#),
+            None
+        );
     }
 
     #[test]

@@ -139,10 +139,11 @@ async fn worker(
             target: targets[(index % targets.len() as u64) as usize].clone(),
             token: tokens[(index % tokens.len() as u64) as usize].clone(),
             devices: Vec::new(),
+            topic: None,
         };
         let begin = Instant::now();
         match establish(&plan, &dial, |_| {}).await {
-            Ok(ws) => {
+            Ok((ws, _)) => {
                 shared
                     .setup
                     .record(index, begin.elapsed().as_micros() as u64);

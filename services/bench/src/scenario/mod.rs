@@ -7,6 +7,7 @@
 
 mod broadcast;
 mod churn;
+mod events;
 mod idle;
 mod storm;
 
@@ -47,6 +48,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         }
         Scenario::Churn => churn::run(&mut run).await,
         Scenario::Storm => storm::run(&mut run).await,
+        Scenario::Events => events::run(&mut run).await,
     };
     if run.config.is_leader() {
         crate::publisher::purge_state(&run.nats, &run.tenant).await;
@@ -158,6 +160,11 @@ impl Run {
             spread_sources: self.config.spread_sources,
             read_buffer_bytes: self.config.read_buffer_bytes,
             connect_timeout: self.config.connect_timeout(),
+            failover: if self.config.scenario == Scenario::Events {
+                self.targets.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -185,6 +192,7 @@ impl Run {
                 target: self.targets[(index % self.targets.len() as u64) as usize].clone(),
                 token: tokens[(index % tokens.len() as u64) as usize].clone(),
                 devices: devices(index),
+                topic: None,
             })
             .collect())
     }
@@ -339,6 +347,12 @@ fn settings(c: &BenchConfig) -> serde_json::Value {
         }),
         Scenario::Churn => serde_json::json!({
             "cycles": c.cycles, "churn_concurrency": c.churn_concurrency, "tenants": c.tenants,
+        }),
+        Scenario::Events => serde_json::json!({
+            "events_per_second": c.events_per_second, "seconds": c.seconds,
+            "db_connections": c.db_connections, "kill_pid": c.kill_pid,
+            "kill_after_seconds": c.kill_pid.map(|_| c.kill_after().as_secs_f64()),
+            "poller_metrics": c.poller_metrics,
         }),
     };
     let mut all = common;

@@ -1,6 +1,9 @@
 use pulse_bench::Report;
 
-use crate::helpers::{assert_clean_connections, assert_no_loss, bench, spawn_gateway};
+use crate::helpers::{
+    TestDb, assert_clean_connections, assert_no_loss, bench, bench_config, spawn_child_gateway,
+    spawn_gateway, spawn_poller,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connects_and_holds_every_client() {
@@ -159,4 +162,65 @@ async fn shards_of_one_run_meet_on_nats_and_merge() {
     assert_clean_connections(&merged, 150);
     assert_no_loss(&merged);
     assert_eq!(merged.stages[0].expected, 150 * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resume_on_the_other_gateway_after_a_kill() {
+    let db = TestDb::new().await;
+    let poller = spawn_poller(&db.url).await;
+    let doomed = spawn_child_gateway().await;
+    let survivor = spawn_gateway().await;
+    let pid = doomed.pid().to_string();
+    let r = bench(bench_config(
+        "events",
+        &[doomed.url(), survivor.url()],
+        &[
+            "--connections",
+            "50",
+            "--events-per-second",
+            "50",
+            "--seconds",
+            "4",
+            "--kill-pid",
+            &pid,
+            "--kill-after-seconds",
+            "2",
+            "--database-url",
+            &db.url,
+            "--poller-metrics",
+            &poller.metrics_url,
+        ],
+    ))
+    .await;
+    assert_clean_connections(&r, 50);
+    let s = &r.stages[0];
+    assert_eq!(s.published, 200);
+    assert_eq!(s.expected, 50 * 200, "every client expects every event");
+    assert_eq!(s.missing, 0, "{s:?}");
+    assert_eq!(s.duplicated, 0, "{s:?}");
+    assert_eq!(s.received, s.expected);
+    assert_eq!(s.latency.count, s.received);
+    let ev = r.events.as_ref().unwrap();
+    assert_eq!((ev.inserted, ev.insert_failed, ev.last_seq), (200, 0, 200));
+    assert_eq!(ev.relayed, 200);
+    assert_eq!(ev.poller_relayed, Some(200));
+    assert_eq!(ev.killed_pid, Some(doomed.pid()));
+    // Clients alternate between the gateways: half were on the one killed.
+    assert_eq!(ev.lost, 25, "{:?}", r.error_samples);
+    assert_eq!(ev.resumed, 25);
+    assert_eq!(ev.resume_failed, 0);
+    assert_eq!(ev.resets, 0);
+    assert_eq!(ev.lost_latency.count, 25);
+    assert_eq!(ev.resubscribe_latency.count, 25);
+    assert_eq!(ev.resume_latency.count, 25);
+    // The only failures are the connections the kill cut.
+    assert!(
+        r.errors.keys().all(|k| k.starts_with("lost_")),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(r.errors.values().sum::<u64>(), 25, "{:?}", r.errors);
+    drop(doomed);
+    drop(poller);
+    db.drop_now().await;
 }
