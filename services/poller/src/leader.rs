@@ -30,6 +30,22 @@ pub async fn try_acquire(database_url: &str) -> Result<Option<Leadership>, sqlx:
     sqlx::query("SET application_name = 'pulse-poller-leader'")
         .execute(&mut conn)
         .await?;
+    // The server drops this connection, and the lock with it, within ~11 s of losing the
+    // poller (keepalives unanswered, or data unacknowledged): long after the poller itself
+    // stepped down (its own check times out within CHECK_EVERY + CHECK_TIMEOUT), so a new
+    // leader never starts while the old one still publishes, and a partition does not hold
+    // the lock for the operating system's default of hours.
+    for setting in [
+        "SET tcp_keepalives_idle = 5",
+        "SET tcp_keepalives_interval = 2",
+        "SET tcp_keepalives_count = 3",
+        "SET tcp_user_timeout = 11000",
+    ] {
+        if let Err(e) = sqlx::query(setting).execute(&mut conn).await {
+            // Not every server (or connection over a Unix socket) accepts them.
+            tracing::debug!(%setting, error = %e, "lock connection setting refused");
+        }
+    }
     let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut conn)
@@ -66,11 +82,14 @@ impl Leadership {
     }
 
     /// Releases the lock explicitly (on shutdown), so a standby takes over at once.
+    /// Bounded: over a lost connection it gives up, and the server frees the lock itself when
+    /// it drops the connection.
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(LOCK_KEY)
-            .execute(&mut self.conn)
-            .await;
-        let _ = self.conn.close().await;
+            .execute(&mut self.conn);
+        if tokio::time::timeout(CHECK_TIMEOUT, unlock).await.is_ok() {
+            let _ = tokio::time::timeout(CHECK_TIMEOUT, self.conn.close()).await;
+        }
     }
 }

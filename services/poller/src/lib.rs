@@ -208,7 +208,7 @@ async fn serve_as_active(
     ));
 
     let work = async {
-        prepare(engine, config, pool, js, metrics).await;
+        prepare(engine, config, pool, js, metrics, &session).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
     };
     tokio::select! {
@@ -218,12 +218,14 @@ async fn serve_as_active(
         }
         () = work => {}
     }
+    // Standby from this instant: the engine stopped with `work`, and the tasks below stop
+    // at their next step (a database call they are in is cut short when dropped).
     session.cancel();
+    metrics.active.set(0);
+    readiness.set_info("role", "standby");
     let _ = listener.await;
     let _ = relay.await;
     let _ = users.await;
-    metrics.active.set(0);
-    readiness.set_info("role", "standby");
     leadership.release().await;
 }
 
@@ -235,6 +237,7 @@ async fn prepare(
     pool: &PgPool,
     js: &async_nats::jetstream::Context,
     metrics: &Metrics,
+    stop: &CancellationToken,
 ) {
     // Triggers and the web service apply the same status thresholds as the poller.
     let settings = sqlx::query(
@@ -254,11 +257,27 @@ async fn prepare(
         metrics.error(Stage::Streams);
         tracing::error!(error = format!("{e:#}"), "cannot set up JetStream streams");
     }
-    match streams::newest_seq(js).await {
-        Ok(floor) => engine.raise_seq_floor(floor),
-        Err(e) => {
-            metrics.error(Stage::Streams);
-            tracing::warn!(error = format!("{e:#}"), "cannot read the newest seq");
+    // Nothing is published before the newest seq already out there is known: a snapshot with
+    // a lower seq would be dropped by every consumer as old.
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match streams::newest_seq(js).await {
+            Ok(floor) => {
+                engine.raise_seq_floor(floor);
+                break;
+            }
+            Err(e) => {
+                metrics.error(Stage::Streams);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "cannot read the newest seq; not publishing yet");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(e) = streams::ensure(js, config).await {
+                    tracing::debug!(error = format!("{e:#}"), "streams still unavailable");
+                }
+            }
         }
     }
     if let Err(e) = engine.full_sync().await {

@@ -209,7 +209,11 @@ impl Relay {
         let mut last_prune: Option<Instant> = None;
         loop {
             if nats.borrow().connected {
-                self.drain().await;
+                // A pass stuck on an unreachable database ends with leadership.
+                tokio::select! {
+                    () = self.drain() => {}
+                    () = stop.cancelled() => return,
+                }
             } else {
                 // Nothing is relayed while NATS is down: the gauge shows what piles up.
                 match sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
@@ -225,11 +229,11 @@ impl Relay {
             // Pruning touches only relayed rows, so it goes on while NATS is down.
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
-                match self
-                    .prune()
-                    .instrument(tracing::debug_span!("prune_events"))
-                    .await
-                {
+                let pruned = tokio::select! {
+                    r = self.prune().instrument(tracing::debug_span!("prune_events")) => r,
+                    () = stop.cancelled() => return,
+                };
+                match pruned {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired events"),
                     Ok(_) => {}
                     Err(e) => {

@@ -151,3 +151,157 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
     assert!(bytes > 0);
     db.drop_now().await;
 }
+
+/// What a [`Proxy`] does with the bytes between the poller and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Open,
+    /// Nothing passes and nothing is closed: a partition, as seen from the poller.
+    Frozen,
+    /// Every connection is closed.
+    Cut,
+}
+
+/// A TCP proxy to PostgreSQL that a test can freeze or cut.
+struct Proxy {
+    port: u16,
+    link: tokio::sync::watch::Sender<Link>,
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<Link>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Wait out a freeze; stop on a cut.
+        loop {
+            let now = *link.borrow_and_update();
+            match now {
+                Link::Open => break,
+                Link::Cut => return,
+                Link::Frozen => {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            read = from.read(&mut buf) => {
+                let Ok(n) = read else { return };
+                if n == 0 {
+                    return;
+                }
+                // Bytes read just before a freeze are held until it ends.
+                while *link.borrow() == Link::Frozen {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+                if *link.borrow() == Link::Cut || to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            changed = link.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+impl Proxy {
+    async fn to(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (link, _) = tokio::sync::watch::channel(Link::Open);
+        let links = link.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, links.subscribe()));
+                tokio::spawn(pipe(server_read, client_write, links.subscribe()));
+            }
+        });
+        Proxy { port, link }
+    }
+
+    fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+}
+
+/// `url` with its `host:port` replaced by `127.0.0.1:<port>`, and the replaced `host:port`.
+fn through(url: &str, port: u16) -> (String, String) {
+    let at = url
+        .find('@')
+        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
+    let end = at + url[at..].find('/').unwrap();
+    let upstream = url[at..end].to_owned();
+    (
+        format!("{}127.0.0.1:{port}{}", &url[..at], &url[end..]),
+        upstream,
+    )
+}
+
+#[tokio::test]
+async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("partition", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (proxied_url, upstream) = through(&db.url, 0);
+    let proxy = Proxy::to(upstream).await;
+    let (proxied_url, _) = through(&proxied_url, proxy.port);
+
+    // The first poller reaches PostgreSQL only through the proxy.
+    let first = start(&db, &[("DATABASE_URL", proxied_url)]);
+    eventually("first poller active", Duration::from_secs(20), || async {
+        role(&first).await.as_deref() == Some("active")
+    })
+    .await;
+    let second = start(&db, &[]);
+    eventually("second on standby", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("standby")
+    })
+    .await;
+    let before = alerts.until(Duration::from_secs(10), |_| true).await;
+
+    // A partition: the first poller's packets go nowhere, and nothing is closed.
+    proxy.set(Link::Frozen);
+    let partitioned = Instant::now();
+    eventually(
+        "the partitioned poller steps down",
+        Duration::from_secs(10),
+        || async { role(&first).await.as_deref() == Some("standby") },
+    )
+    .await;
+    let stepped_down = partitioned.elapsed();
+    assert_eq!(
+        role(&second).await.as_deref(),
+        Some("standby"),
+        "the lock is still held: nobody may have taken over yet"
+    );
+
+    // The connections are finally gone: PostgreSQL releases the lock, and the standby takes
+    // over, after the old leader stopped.
+    proxy.set(Link::Cut);
+    eventually("second poller active", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("active")
+    })
+    .await;
+    assert!(
+        stepped_down < Duration::from_secs(6),
+        "stepped down after {stepped_down:?}"
+    );
+    let id = db.open_alert(&tenant, "dev-1", "after the partition").await;
+    let after = alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    assert!(after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap());
+    drop((first, second));
+    db.drop_now().await;
+}
