@@ -150,23 +150,8 @@ async fn a_ticket_is_never_written_to_the_logs() {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("{}.log", unique("pulse-gw-log")));
     let file = std::fs::File::create(&log).unwrap();
-    let same_file = file.try_clone().unwrap();
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
-        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-        .env("PULSE_JWT_SECRET", SECRET)
-        .env("NATS_URL", nats_url())
-        .env("RUST_LOG", "trace")
-        .stdout(file)
-        .stderr(same_file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("gateway ready", Duration::from_secs(20), || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let mut gateway =
+        spawn_gateway_process_logging(port, &[("RUST_LOG", "trace")], Some(file)).await;
     let tenant = unique("nolog");
     let in_url = token_for(&tenant, 60);
     let in_protocol = token_for(&tenant, 61);

@@ -450,17 +450,36 @@ pub fn start_nats_server(port: u16, args: &[&str], envs: &[(&str, &str)]) -> tok
 /// The gateway binary as its own process on `port` (on the shared NATS), with `envs` added;
 /// returns once it is ready. Killed when dropped.
 pub async fn spawn_gateway_process(port: u16, envs: &[(&str, &str)]) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
+    spawn_gateway_process_logging(port, envs, None).await
+}
+
+/// [`spawn_gateway_process`], writing everything the process prints to `log` when given.
+pub async fn spawn_gateway_process_logging(
+    port: u16,
+    envs: &[(&str, &str)],
+    log: Option<std::fs::File>,
+) -> tokio::process::Child {
+    let (stdout, stderr) = match log {
+        Some(file) => {
+            let copy = file.try_clone().unwrap();
+            (
+                std::process::Stdio::from(file),
+                std::process::Stdio::from(copy),
+            )
+        }
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    };
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"));
+    command
         .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
         .env("PULSE_JWT_SECRET", SECRET)
         .env("NATS_URL", nats_url())
-        .envs(envs.iter().copied())
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .envs(envs.iter().copied())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap();
     eventually("gateway ready", Duration::from_secs(20), || async move {
         reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
             .await
