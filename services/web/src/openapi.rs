@@ -23,6 +23,10 @@ use crate::{account, api};
         api::alerts::list,
         api::fleet::get,
         api::events::publish,
+        api::events::list,
+        api::publish_keys::create,
+        api::publish_keys::list,
+        api::publish_keys::revoke,
     ),
     components(schemas(
         account::LoginRequest,
@@ -36,6 +40,11 @@ use crate::{account, api};
         api::alerts::AlertPage,
         api::events::PublishRequest,
         api::events::Published,
+        api::events::EventPage,
+        api::publish_keys::NewKey,
+        api::publish_keys::CreatedKey,
+        api::publish_keys::KeyInfo,
+        api::publish_keys::KeyList,
     ))
 )]
 pub struct ApiDoc;

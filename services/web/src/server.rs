@@ -87,6 +87,14 @@ pub fn router(state: AppState, ops: Ops) -> Router {
             "/api/v2/events",
             post(api::events::publish).get(api::events::list),
         )
+        .route(
+            "/api/v2/publish-keys",
+            post(api::publish_keys::create).get(api::publish_keys::list),
+        )
+        .route(
+            "/api/v2/publish-keys/{key_id}",
+            axum::routing::delete(api::publish_keys::revoke),
+        )
         .route("/api/v2/openapi.json", get(openapi_json))
         .layer(axum::extract::DefaultBodyLimit::max(
             api::events::MAX_EVENT_BYTES * 2,

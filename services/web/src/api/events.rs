@@ -8,8 +8,9 @@
 //! or writer emitted it.
 //!
 //! Allowed for a logged-in `customer_admin` (for their own tenant, with the role the database
-//! holds now), or for a backend service
-//! presenting `Authorization: Bearer <PULSE_PUBLISH_TOKEN>` and naming the tenant. Each tenant
+//! holds now), for a backend presenting one of its tenant's publish keys
+//! (`Authorization: Bearer pulse_pk_…`, see [`crate::api::publish_keys`]), or, the older way,
+//! for a backend presenting `PULSE_PUBLISH_TOKEN` and naming the tenant. Each tenant
 //! may publish `PULSE_EVENTS_PER_SECOND` (bursts of `PULSE_EVENTS_BURST`); more get 429 with
 //! `Retry-After`.
 
@@ -104,6 +105,18 @@ async fn publisher_tenant(
     headers: &HeaderMap,
     body_tenant: Option<&str>,
 ) -> Result<TenantId, ApiError> {
+    if let Some(given) = bearer(headers)
+        && given.starts_with(crate::api::publish_keys::KEY_PREFIX)
+    {
+        // A tenant's own key: it publishes for that tenant and no other.
+        let tenant = crate::api::publish_keys::tenant_of(state, given)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if body_tenant.is_some_and(|t| t != tenant.as_str()) {
+            return Err(ApiError::Forbidden("this key publishes for another tenant"));
+        }
+        return Ok(tenant);
+    }
     if let (Some(given), Some(expected)) = (bearer(headers), &state.config.publish_token)
         && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     {

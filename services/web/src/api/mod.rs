@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod devices;
 pub mod events;
 pub mod fleet;
+pub mod publish_keys;
 
 use pulse_proto::fleet::Thresholds;
 use sqlx::{Postgres, Transaction};

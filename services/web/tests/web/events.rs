@@ -525,3 +525,102 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
     }
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let r = admin
+        .post(env.at("/api/v2/publish-keys"))
+        .json(&json!({"name": "ticketing-backend"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("pulse_pk_") && key.len() > 60, "{key}");
+    // Listed without the key itself.
+    let listed: Value = admin
+        .get(env.at("/api/v2/publish-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["name"], "ticketing-backend");
+    assert!(
+        !listed.to_string().contains(&key[9..]),
+        "the key is shown once only"
+    );
+    // Only admins manage keys.
+    let viewer = env.login("viewer", &env.tenant).await;
+    let r = viewer
+        .get(env.at("/api/v2/publish-keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "forbidden");
+
+    let publish = |body: Value, key: String| {
+        let url = env.at("/api/v2/events");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // No tenant_id needed: the key names its tenant.
+    let r = publish(
+        json!({"topic": "tickets", "event": "ticket:open"}),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let published: Value = r.json().await.unwrap();
+    assert_eq!(
+        published["subject"],
+        format!("pulse.v1.{}.events.tickets", env.tenant)
+    );
+    let r = publish(
+        json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(
+        error_code(r, 403).await,
+        "forbidden",
+        "another tenant's events"
+    );
+    let r = publish(json!({"topic": "tickets", "event": "x"}), format!("{key}0")).await;
+    assert_eq!(
+        error_code(r, 401).await,
+        "unauthorized",
+        "a key that does not exist"
+    );
+    let used: Value = admin
+        .get(env.at("/api/v2/publish-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(used["items"][0]["last_used_at"].is_string(), "{used}");
+
+    // Another tenant's admin cannot revoke it; its own admin can, and then it is dead.
+    let other_admin = env.login("admin", &env.other_tenant).await;
+    let path = format!("/api/v2/publish-keys/{}", created["key_id"]);
+    let r = other_admin.delete(env.at(&path)).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let r = admin.delete(env.at(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = publish(json!({"topic": "tickets", "event": "x"}), key).await;
+    assert_eq!(error_code(r, 401).await, "unauthorized", "a revoked key");
+    env.finish().await;
+}

@@ -266,12 +266,26 @@ async fn the_openapi_document_matches_the_routes() {
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 10, "{}", paths.len());
     let c = env.login("admin", &env.tenant).await;
+    // A key that exists, for the documented DELETE.
+    let key: Value = c
+        .post(env.at("/api/v2/publish-keys"))
+        .json(&json!({"name": "openapi"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = key["key_id"].to_string();
     for (path, ops) in paths {
-        let url = env.at(&path.replace("{device_id}", "dev-0001"));
+        let url = env.at(&path
+            .replace("{device_id}", "dev-0001")
+            .replace("{key_id}", &key_id));
         for method in ops.as_object().unwrap().keys() {
             let r = match method.as_str() {
                 "get" => c.get(&url).send().await.unwrap(),
                 "post" => c.post(&url).json(&json!({})).send().await.unwrap(),
+                "delete" => c.delete(&url).send().await.unwrap(),
                 other => panic!("unexpected method {other}"),
             };
             let status = r.status().as_u16();

@@ -1,0 +1,161 @@
+//! Event publishing credentials per tenant: `POST /api/v2/publish-keys` makes one (shown
+//! once), `GET` lists them, `DELETE /api/v2/publish-keys/{key_id}` revokes one. A
+//! `customer_admin` manages its own tenant's keys. A backend publishes with
+//! `Authorization: Bearer <key>`, for the key's tenant only; only the key's SHA-256 is stored.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use pulse_proto::TenantId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::api::ApiPath;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::session::Session;
+
+/// Every key starts with this, so a leaked one is recognisable (and scannable).
+pub const KEY_PREFIX: &str = "pulse_pk_";
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewKey {
+    /// What the key is for, e.g. `ticketing-backend`; 1 to 128 bytes.
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key_id: i64,
+    pub name: String,
+    /// The key itself: shown this once, never again.
+    pub key: String,
+    #[schema(value_type = String)]
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct KeyInfo {
+    pub key_id: i64,
+    pub name: String,
+    #[schema(value_type = String)]
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[schema(value_type = Option<String>)]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyInfo>,
+}
+
+fn admin(session: &Session) -> Result<(), ApiError> {
+    if session.role == "customer_admin" {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only customer_admin may manage publish keys",
+        ))
+    }
+}
+
+fn hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// The tenant a publish key belongs to, if it is one that exists.
+pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, ApiError> {
+    if !key.starts_with(KEY_PREFIX) {
+        return Ok(None);
+    }
+    let tenant: Option<String> = sqlx::query_scalar(
+        "UPDATE publish_keys SET last_used_at = now() WHERE key_hash = $1 \
+         RETURNING tenant_id::text",
+    )
+    .bind(hash(key))
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(tenant.and_then(|t| TenantId::parse(t).ok()))
+}
+
+#[utoipa::path(post, path = "/api/v2/publish-keys", tag = "events", request_body = NewKey,
+    responses((status = 201, body = CreatedKey), (status = 400), (status = 401), (status = 403)))]
+pub async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    admin(&session)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::BadRequest("name must be 1–128 bytes".into()));
+    }
+    let raw: [u8; 32] = rand::random();
+    let key = format!("{KEY_PREFIX}{}", hex::encode(raw));
+    let (key_id, created_at): (i64, OffsetDateTime) = sqlx::query_as(
+        "INSERT INTO publish_keys (tenant_id, key_hash, name) VALUES ($1, $2, $3) \
+         RETURNING key_id, created_at",
+    )
+    .bind(session.tenant.as_str())
+    .bind(hash(&key))
+    .bind(&name)
+    .fetch_one(&state.pool)
+    .await?;
+    tracing::info!(tenant = %session.tenant, key_id, "publish key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key_id,
+            name,
+            key,
+            created_at,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v2/publish-keys", tag = "events",
+    responses((status = 200, body = KeyList), (status = 401), (status = 403)))]
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<KeyList>, ApiError> {
+    admin(&session)?;
+    let items = sqlx::query_as(
+        "SELECT key_id, name, created_at, last_used_at FROM publish_keys \
+          WHERE tenant_id = $1 ORDER BY key_id",
+    )
+    .bind(session.tenant.as_str())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(KeyList { items }))
+}
+
+#[utoipa::path(delete, path = "/api/v2/publish-keys/{key_id}", tag = "events",
+    params(("key_id" = i64, Path, description = "The key to revoke")),
+    responses((status = 204, description = "Revoked: the key publishes nothing from now on"),
+              (status = 401), (status = 403), (status = 404)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(key_id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    admin(&session)?;
+    let gone = sqlx::query("DELETE FROM publish_keys WHERE key_id = $1 AND tenant_id = $2")
+        .bind(key_id)
+        .bind(session.tenant.as_str())
+        .execute(&state.pool)
+        .await?
+        .rows_affected();
+    if gone == 0 {
+        return Err(ApiError::NotFound("publish key"));
+    }
+    tracing::info!(tenant = %session.tenant, key_id, "publish key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
