@@ -28,6 +28,8 @@ COPY . .
 RUN mkdir -p /recipe \
  && find . \( -name Cargo.toml -o -name Cargo.lock \) -not -path './target/*' -print0 \
     | xargs -0 cp --parents -t /recipe \
+ && bash scripts/docker-dep-stubs.sh list . > /recipe/.targets \
+ && cp scripts/docker-dep-stubs.sh /recipe/.docker-dep-stubs.sh \
  && rm -rf web
 
 # ---------------------------------------------------------------------------------------------
@@ -38,21 +40,13 @@ WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 
-# 1. Dependencies only: every workspace crate gets placeholder sources (src/lib.rs plus each
-#    target `path` its manifest declares), and the build compiles the whole dependency graph.
-#    This layer stays cached until a manifest or Cargo.lock changes.
+# 1. Dependencies only: every target of every workspace crate, as `cargo metadata` lists it in
+#    the planner, gets a placeholder source (scripts/docker-dep-stubs.sh), and the build
+#    compiles the whole dependency graph. This layer stays cached until a manifest, Cargo.lock
+#    or the target list changes. `make test` replays this step (scripts/check-docker-deps.sh).
 COPY --from=planner /recipe/ ./
 RUN set -eu; \
-    find . -name Cargo.toml -not -path './Cargo.toml' | while read -r manifest; do \
-      dir="$(dirname "$manifest")"; \
-      grep -q '^\[package\]' "$manifest" || continue; \
-      mkdir -p "$dir/src"; \
-      : > "$dir/src/lib.rs"; \
-      sed -n 's/^path *= *"\(.*\.rs\)"[[:space:]]*$/\1/p' "$manifest" | while read -r target; do \
-        mkdir -p "$dir/$(dirname "$target")"; \
-        echo 'fn main() {}' > "$dir/$target"; \
-      done; \
-    done; \
+    bash .docker-dep-stubs.sh write . .targets; \
     cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web
 
 # 2. The real sources. COPY keeps the files' original modification times, which can be older

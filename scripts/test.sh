@@ -54,6 +54,9 @@ bash "$PULSE_ROOT/scripts/check-deploy.sh"
 
 ensure_cargo
 
+stage "Dockerfile: the dependency layer, replayed without a container engine"
+bash "$PULSE_ROOT/scripts/check-docker-deps.sh"
+
 # Doctests first: nextest cannot run them, and the run should close on the main summary.
 stage "Rust doctests: cargo test --workspace --doc"
 cargo test --workspace --doc
