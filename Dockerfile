@@ -10,8 +10,9 @@
 # binary, CA certificates and curl (for container health checks), and take every setting from
 # the environment variables documented in README.md.
 
-ARG RUST_IMAGE=rust:1-slim-bookworm
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Pinned: the toolchain the workspace is built and tested with, and a Node LTS line.
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
