@@ -127,6 +127,10 @@ describe("dashboard in Chromium against a live stack", () => {
     await expect.poll(() => page.getByTestId("devices-table").locator("tbody tr").count()).toBe(DEVICES);
     await expect.poll(() => page.getByTestId("alerts-table").locator("tbody tr.alert-row").count()).toBe(3);
     expect(watch.documentLoads).toBe(1);
+    // The ticket travelled as a subprotocol the gateway accepted: no socket URL carries it.
+    const socketUrls = [...watch.sockets].map((socket) => socket.url());
+    expect(socketUrls.length).toBeGreaterThan(0);
+    expect(socketUrls.filter((url) => url.includes("token="))).toEqual([]);
     await page.screenshot({ path: artifact("02-dashboard.png"), fullPage: true });
   });
 

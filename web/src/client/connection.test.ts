@@ -113,13 +113,24 @@ describe("connecting", () => {
     expect(t.states()).toEqual(["connecting", "live", "reconnecting", "live"]);
   });
 
-  it("connects to a gateway from the ticket with the token in the query", async () => {
+  it("connects to a gateway from the ticket with the token in a subprotocol, not the URL", async () => {
     const getTicket = vi.fn(
-      async (): Promise<Ticket> => ({ token: "a.b+c/d", expires_at: Date.now() / 1000 + 60, gateways: ["ws://gw-a/api/v2/ws", "ws://gw-b/api/v2/ws"] }),
+      async (): Promise<Ticket> => ({ token: "h.p-_.s", expires_at: Date.now() / 1000 + 60, gateways: ["ws://gw-a/api/v2/ws", "ws://gw-b/api/v2/ws"] }),
     );
     const t = setup({ getTicket, random: () => 0.7 });
     await t.connect();
+    expect(t.factory.last().url).toBe("ws://gw-b/api/v2/ws");
+    expect(t.factory.last().protocols).toEqual(["pulse.v1", "pulse.ticket.h.p-_.s"]);
+  });
+
+  it("puts a token that cannot be a subprotocol in the query", async () => {
+    const getTicket = vi.fn(
+      async (): Promise<Ticket> => ({ token: "a.b+c/d", expires_at: Date.now() / 1000 + 60, gateways: ["ws://gw-b/api/v2/ws"] }),
+    );
+    const t = setup({ getTicket });
+    await t.connect();
     expect(t.factory.last().url).toBe("ws://gw-b/api/v2/ws?token=a.b%2Bc%2Fd");
+    expect(t.factory.last().protocols).toBeUndefined();
   });
 
   it("fetches a fresh ticket before every connection attempt", async () => {
@@ -326,6 +337,24 @@ describe("reconnecting", () => {
     next.serverClose(1006);
     const third = await t.nextSocket(false);
     expect(new URL(third.url).host).toBe(new URL(unreachable.url).host);
+  });
+
+  it("falls back to the ticket in the URL for a gateway that refuses the subprotocol, and keeps to what worked", async () => {
+    const t = setup();
+    t.client.start();
+    await settle();
+    const offered = t.factory.last();
+    expect(offered.protocols).toEqual(["pulse.v1", `pulse.ticket.${offered.token}`]);
+    offered.serverClose(1006); // an older gateway selects no subprotocol: the handshake fails
+    const inUrl = await t.nextSocket();
+    expect(inUrl.protocols).toBeUndefined();
+    expect(new URL(inUrl.url).searchParams.get("token")).toBe(inUrl.token);
+    expect(t.client.state).toBe("live");
+    // It opened: later connections keep the way that worked.
+    inUrl.serverClose(1012);
+    const again = await t.nextSocket();
+    expect(again.protocols).toBeUndefined();
+    expect(new URL(again.url).searchParams.has("token")).toBe(true);
   });
 
   it("tries another gateway after one did not answer in time", async () => {

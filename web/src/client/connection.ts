@@ -36,6 +36,7 @@ import {
   parseServerFrame,
   subscribeRequest,
   unsubscribeRequest,
+  ticketProtocols,
   withToken,
   type DataTopic,
   type EventsTopic,
@@ -69,7 +70,7 @@ export interface SocketLike {
 }
 
 /** A `WebSocket`-compatible constructor; the browser's `WebSocket` is one. */
-export type SocketConstructor = new (url: string) => SocketLike;
+export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
 
 /** Default delay window after a 1012 (gateway restarting or draining): up to 1 s. */
 export const DEFAULT_RESTART_JITTER_MS = 1_000;
@@ -211,6 +212,12 @@ export class PulseClient {
   private socketUrl: string | undefined;
   /** A gateway that is draining (closed with 1012): the next attempt prefers another. */
   private avoidUrl: string | undefined;
+  /**
+   * Whether the ticket goes in the URL instead of a subprotocol. It flips after an attempt that
+   * never opened (a gateway that does not select `pulse.v1` fails the handshake, as does one
+   * that is down), and stays as it is once a connection opens.
+   */
+  private ticketInUrl = false;
   private socketOpen = false;
   private liveSince = 0;
   private expiresAt: number | undefined;
@@ -458,7 +465,8 @@ export class PulseClient {
     try {
       if (!this.Socket) throw new Error("no WebSocket implementation available");
       url = pickGateway(ticket.gateways, this.random, avoid);
-      socket = new this.Socket(withToken(url, ticket.token));
+      const protocols = this.ticketInUrl ? undefined : ticketProtocols(ticket.token);
+      socket = protocols ? new this.Socket(url, protocols) : new this.Socket(withToken(url, ticket.token));
     } catch (error) {
       this.failAttempt({ kind: "connect_failed", message: `could not open a WebSocket: ${describe(error)}`, cause: error });
       return;
@@ -531,8 +539,12 @@ export class PulseClient {
       this.avoidUrl = this.socketUrl;
       this.scheduleRetry(Math.floor(this.clampedRandom() * this.restartJitterMs), code);
     } else {
-      // A gateway that could not even be reached is likely down: try another one next.
-      if (neverOpened) this.avoidUrl = this.socketUrl;
+      // A gateway that could not even be reached is likely down: try another one next. It may
+      // also be one that does not take the ticket as a subprotocol: alternate the two ways.
+      if (neverOpened) {
+        this.avoidUrl = this.socketUrl;
+        if (code === CloseCode.ABNORMAL) this.ticketInUrl = !this.ticketInUrl;
+      }
       // 4001 included: every attempt fetches a fresh ticket first.
       this.scheduleRetry(this.backoff.next(), code);
     }

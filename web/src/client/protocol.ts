@@ -114,7 +114,24 @@ export function unsubscribeRequest(channel: Channel): ClientRequest {
   return { action: "unsubscribe", ...normalizeChannel(channel) };
 }
 
-/** `gatewayUrl` with the token in its query, as browsers cannot set headers on a WebSocket. */
+/** The WebSocket subprotocol gateways speak; offered beside the ticket. */
+export const PROTOCOL = "pulse.v1";
+
+/**
+ * The subprotocols that carry a ticket (`pulse.v1`, `pulse.ticket.<token>`): the token stays out
+ * of the URL, so out of proxy and access logs. Browsers cannot set other headers on a WebSocket.
+ * `undefined` for a token that cannot be a subprotocol.
+ */
+export function ticketProtocols(token: string): string[] | undefined {
+  // A subprotocol is an HTTP token: a JWT always is one; anything else goes in the URL.
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(token)) return undefined;
+  return [PROTOCOL, `pulse.ticket.${token}`];
+}
+
+/**
+ * `gatewayUrl` with the token in its query: for a gateway that does not select {@link PROTOCOL}
+ * (one older than the subprotocol), which makes the browser fail the handshake.
+ */
 export function withToken(gatewayUrl: string, token: string): string {
   const separator = gatewayUrl.includes("?") ? "&" : "?";
   return `${gatewayUrl}${separator}token=${encodeURIComponent(token)}`;

@@ -35,7 +35,11 @@ export class FakeWebSocket implements SocketLike {
   /** Set when the client called `close()`. */
   closedByClient: { code: number | undefined; reason: string | undefined } | undefined;
 
-  constructor(readonly url: string) {}
+  constructor(
+    readonly url: string,
+    /** The subprotocols the client offered, if any. */
+    readonly protocols?: string | string[],
+  ) {}
 
   send(data: string): void {
     if (this.readyState === CONNECTING) throw new Error("InvalidStateError: still connecting");
@@ -79,9 +83,11 @@ export class FakeWebSocket implements SocketLike {
     return this.sent.map((s) => JSON.parse(s) as ClientRequest);
   }
 
-  /** The token in the URL's query. */
+  /** The token the client sent: as the `pulse.ticket.` subprotocol, or in the URL's query. */
   get token(): string | null {
-    return new URL(this.url).searchParams.get("token");
+    const offered = Array.isArray(this.protocols) ? this.protocols : this.protocols ? [this.protocols] : [];
+    const ticket = offered.find((p) => p.startsWith("pulse.ticket."));
+    return ticket ? ticket.slice("pulse.ticket.".length) : new URL(this.url).searchParams.get("token");
   }
 
   /** True while nothing detached the client's handlers. */
@@ -91,11 +97,15 @@ export class FakeWebSocket implements SocketLike {
 }
 
 /** A WebSocket constructor that records every socket it makes. */
-export function socketFactory(): { WebSocket: new (url: string) => FakeWebSocket; sockets: FakeWebSocket[]; last(): FakeWebSocket } {
+export function socketFactory(): {
+  WebSocket: new (url: string, protocols?: string | string[]) => FakeWebSocket;
+  sockets: FakeWebSocket[];
+  last(): FakeWebSocket;
+} {
   const sockets: FakeWebSocket[] = [];
   class RecordingSocket extends FakeWebSocket {
-    constructor(url: string) {
-      super(url);
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
       sockets.push(this);
     }
   }
