@@ -60,3 +60,19 @@ pub enum BenchError {
     #[error("events: {0}")]
     Events(String),
 }
+
+/// Runs `work` on a thread of its own with a single-threaded runtime, so its pacing is not
+/// disturbed by the clients' tasks (the publishers use it).
+pub fn on_own_thread<F, Fut>(name: &str, work: F) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(work()))?;
+    Ok(())
+}

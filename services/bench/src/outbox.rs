@@ -103,38 +103,24 @@ impl Outbox {
         let (tenant, topic) = (Arc::<str>::from(tenant), Arc::<str>::from(topic));
         // The fixed part of an event frame is about 190 bytes; pad up to the size asked for.
         let pad = Arc::<str>::from("x".repeat(payload_bytes.saturating_sub(190)));
-        std::thread::Builder::new()
-            .name("bench-outbox".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(OutboxError::Connect(e.to_string())));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match open(&url, &tenant, connections).await {
-                        Ok(pool) => {
-                            let _ = ready_tx.send(Ok(()));
-                            let target = Target {
-                                pool,
-                                tenant,
-                                topic,
-                                pad,
-                                connections: connections as usize,
-                            };
-                            serve(target, rx).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
+        crate::on_own_thread("bench-outbox", move || async move {
+            match open(&url, &tenant, connections).await {
+                Ok(pool) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let target = Target {
+                        pool,
+                        tenant,
+                        topic,
+                        pad,
+                        connections: connections as usize,
+                    };
+                    serve(target, rx).await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
         ready_rx.await.map_err(|_| OutboxError::Gone)??;
         Ok(Outbox { requests })
     }

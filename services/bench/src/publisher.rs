@@ -123,21 +123,9 @@ impl Publisher {
         let (requests, rx) = mpsc::channel::<Request>(4);
         let (ready_tx, ready_rx) = oneshot::channel();
         let url = nats_url.to_owned();
-        std::thread::Builder::new()
-            .name("bench-publisher".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(PublishError::Connect(e.to_string())));
-                        return;
-                    }
-                };
-                runtime.block_on(serve(url, shape, payload_bytes, rx, ready_tx));
-            })?;
+        crate::on_own_thread("bench-publisher", move || {
+            serve(url, shape, payload_bytes, rx, ready_tx)
+        })?;
         ready_rx.await.map_err(|_| PublishError::Gone)??;
         Ok(Publisher { requests })
     }

@@ -302,13 +302,8 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
 async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-nats-events"));
-    let mut server = start_nats(port, &store);
+    let mut server = start_nats(port, &store).await;
     let url = format!("nats://127.0.0.1:{port}");
-    eventually("private NATS up", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
 
     let db = TestDb::new().await;
     let tenant = db.tenant("ev-down", 0).await;
@@ -344,7 +339,7 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     // Nothing can have reached NATS, so nothing may be marked.
     assert_eq!(unrelayed(&db).await, 19 + 5);
 
-    let _server = start_nats(port, &store);
+    let _server = start_nats(port, &store).await;
     eventually(
         "the outage's events relayed after NATS is back",
         Duration::from_secs(15),

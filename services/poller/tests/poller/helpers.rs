@@ -323,17 +323,25 @@ fn nats_server_binary() -> String {
     "nats-server".into()
 }
 
-/// A private nats-server with JetStream storing in `store`, for tests that stop it; killed
-/// when dropped.
-pub fn start_nats(port: u16, store: &std::path::Path) -> tokio::process::Child {
-    tokio::process::Command::new(nats_server_binary())
+/// A private nats-server with JetStream storing in `store`, for tests that stop it, once it
+/// accepts connections; killed when dropped. Started again on the same port and store, it
+/// comes back with what it had stored.
+pub async fn start_nats(port: u16, store: &std::path::Path) -> tokio::process::Child {
+    let child = tokio::process::Command::new(nats_server_binary())
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("nats-server must be installed (run `make test`)")
+        .expect("nats-server must be installed (run `make test`)");
+    let url = format!("nats://127.0.0.1:{port}");
+    eventually("private NATS up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+    child
 }
 
 /// Creates (or updates) the contract's streams with the default poller configuration.
