@@ -7,7 +7,7 @@
 //! JetStream store it once. An event written while NATS is down waits in the outbox until NATS
 //! is back. Only the active poller relays.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -124,12 +124,12 @@ impl Relay {
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so a topic's events reach the stream in order.
-        let mut acked: HashMap<(TenantId, Topic), Vec<u64>> = HashMap::new();
+        let mut acked: HashMap<(TenantId, Topic), HashSet<u64>> = HashMap::new();
         let now = OffsetDateTime::now_utc();
         for (tenant, topic, seq, created_at) in done {
             let age = (now - created_at).as_seconds_f64().max(0.0);
             self.metrics.relay_seconds.observe(age);
-            acked.entry((tenant, topic)).or_default().push(seq);
+            acked.entry((tenant, topic)).or_default().insert(seq);
         }
         let (mut tenants, mut topics, mut upto) = (Vec::new(), Vec::new(), Vec::new());
         let mut relayed = 0;
