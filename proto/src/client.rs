@@ -84,6 +84,8 @@ pub enum ErrorCode {
     /// The tenant has as many distinct subjects in use on this gateway as it may
     /// (`PULSE_MAX_SUBJECTS_PER_TENANT`); the connection stays open.
     TooManySubjects,
+    /// `device_id` names no device of the token's tenant (none is subscribed on NATS).
+    UnknownDevice,
 }
 
 /// A refused client message; becomes a `{"type":"error"}` reply and the connection stays open.

@@ -35,6 +35,17 @@ pub const EVENTS_STREAM_DESCRIPTION: &str =
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_STREAM_SUBJECTS: [&str; 1] = ["pulse.v1.*.events.*"];
 
+/// JetStream key-value bucket of the devices each tenant has: one key
+/// [`device_key`] per device, kept by the active poller from PostgreSQL. Gateways read it
+/// before subscribing a client to a device's telemetry (error `unknown_device` otherwise).
+pub const DEVICES_BUCKET: &str = "PULSE_DEVICES";
+
+/// The key of a device in [`DEVICES_BUCKET`]: `<tenant_id>.<device_id>`. Both ids follow the
+/// id rule, so the key is a valid key-value key and names exactly one device.
+pub fn device_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("{tenant}.{device}")
+}
+
 /// Every tenant's [`users_subject`], for a gateway's one subscription to them.
 pub const USERS_WILDCARD: &str = "pulse.v1.*.users";
 

@@ -9,6 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::BenchError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
@@ -226,10 +228,56 @@ async fn run_stage(
     })
 }
 
+/// Lists devices `dev-0` … `dev-<devices - 1>` of `tenant` in the device registry, as the
+/// poller does for the devices in its database: gateways subscribe clients only to devices
+/// listed there, and the bench publishes telemetry for devices no database holds.
+pub async fn register_devices(
+    nats: &async_nats::Client,
+    tenant: &str,
+    devices: usize,
+) -> Result<(), BenchError> {
+    use futures::StreamExt as _;
+    let js = async_nats::jetstream::new(nats.clone());
+    let store = pulse_common::device_bucket::ensure(&js, 1)
+        .await
+        .map_err(|e| BenchError::Nats(format!("cannot open the device registry: {e}")))?;
+    let store = &store;
+    let failed = futures::stream::iter(0..devices)
+        .map(|n| async move {
+            store
+                .put(format!("{tenant}.dev-{n}"), bytes::Bytes::new())
+                .await
+                .err()
+        })
+        .buffer_unordered(64)
+        .filter_map(std::future::ready)
+        .next()
+        .await;
+    match failed {
+        None => Ok(()),
+        Some(e) => Err(BenchError::Nats(format!(
+            "cannot list a device in the registry: {e}"
+        ))),
+    }
+}
+
 /// Removes what a run left under `pulse.v1.<tenant>.>` in the `PULSE_STATE` and
-/// `PULSE_EVENTS` streams, where they exist.
+/// `PULSE_EVENTS` streams and its devices in the device registry, where they exist.
 pub async fn purge_state(nats: &async_nats::Client, tenant: &str) {
     let js = async_nats::jetstream::new(nats.clone());
+    if let Ok(stream) = js
+        .get_stream(format!("KV_{}", pulse_proto::subject::DEVICES_BUCKET))
+        .await
+        && let Err(e) = stream
+            .purge()
+            .filter(format!(
+                "$KV.{}.{tenant}.>",
+                pulse_proto::subject::DEVICES_BUCKET
+            ))
+            .await
+    {
+        tracing::debug!(error = %e, tenant, "cannot purge the bench devices");
+    }
     for name in [
         pulse_proto::subject::STATE_STREAM,
         pulse_proto::subject::EVENTS_STREAM,

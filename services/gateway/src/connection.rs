@@ -230,6 +230,28 @@ impl Session {
             return self.reply_channel_error(error, channel).await;
         }
         let subject = channel.subject(&self.principal.tenant);
+        if let Channel::Device { device_id: device } = &channel
+            && !self.state.fanout.has_subject(&subject)
+        {
+            match self.state.devices.has(&self.principal.tenant, device).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let error = ProtocolError::new(
+                        ErrorCode::UnknownDevice,
+                        format!("no device {device} in this tenant"),
+                    );
+                    return self.reply_channel_error(error, channel).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%subject, error = %e, "cannot check the device");
+                    let error = ProtocolError::new(
+                        ErrorCode::Unavailable,
+                        "cannot check the device right now; retry shortly",
+                    );
+                    return self.reply_channel_error(error, channel).await;
+                }
+            }
+        }
         match self
             .state
             .fanout

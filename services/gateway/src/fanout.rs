@@ -234,6 +234,11 @@ impl FanOut {
         }
     }
 
+    /// Whether `subject` is in use on this instance (so it passed its checks already).
+    pub fn has_subject(&self, subject: &Subject) -> bool {
+        self.inner.topics.lock().by_subject.contains_key(subject)
+    }
+
     /// Number of subjects with a NATS subscription on this instance.
     pub fn topic_count(&self) -> usize {
         self.inner.topics.lock().by_subject.len()

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod caps;
 pub mod config;
 pub mod connection;
+pub mod devices;
 pub mod fanout;
 pub mod frame;
 pub mod history;
@@ -112,10 +113,12 @@ pub async fn run(
     );
     readiness.set("accepting", true);
 
+    let devices = crate::devices::Devices::new(async_nats::jetstream::new(link.client.clone()));
     let state = AppState {
         config: config.clone(),
         auth,
         fanout,
+        devices,
         caps: caps.clone(),
         metrics,
         drain: drain_rx,

@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub auth: Authenticator,
     pub fanout: FanOut,
+    /// Which devices each tenant has, checked before a device is first subscribed here.
+    pub devices: crate::devices::Devices,
     pub caps: Caps,
     pub metrics: Metrics,
     /// True once the instance drains: no new connections, existing ones closed with 1012.

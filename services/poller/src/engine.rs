@@ -6,7 +6,7 @@
 //! and republishes everything after NATS reconnects. It never queries per client, only per
 //! tenant set, and never stops on a transient error: the next cycle retries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use crate::config::PollerConfig;
 use crate::fleet::{self, Fleet, Thresholds};
 use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
+use crate::registry::DeviceRegistry;
 use crate::seq::SeqClock;
 use crate::telemetry::Cursor;
 
@@ -48,6 +49,8 @@ pub struct Engine {
     alerts_published: HashMap<TenantId, u64>,
     fleet_published: HashMap<TenantId, FleetMark>,
     telemetry: Cursor,
+    /// Opened on the first fleet read; `None` until JetStream allowed it.
+    registry: Option<DeviceRegistry>,
 }
 
 /// Why a cycle did not finish; logged and counted, then retried.
@@ -77,6 +80,7 @@ impl Engine {
             alerts_published: HashMap::new(),
             fleet_published: HashMap::new(),
             telemetry: Cursor::default(),
+            registry: None,
         }
     }
 
@@ -106,10 +110,18 @@ impl Engine {
             .fetch_all(&self.pool)
             .await?;
         self.metrics.observe_query(Query::Tenants, started);
+        let before = std::mem::take(&mut self.tenants);
         self.tenants = ids
             .into_iter()
             .filter_map(|id| TenantId::parse(id).ok())
             .collect();
+        let gone: Vec<TenantId> = before.difference(&self.tenants).cloned().collect();
+        if let Some(registry) = self.registry.as_mut()
+            && let Err(e) = registry.remove_tenants(&gone).await
+        {
+            self.metrics.error(Stage::Registry);
+            tracing::warn!(error = %e, "cannot remove deleted tenants from the device registry");
+        }
         let tenants = &self.tenants;
         self.alerts_published.retain(|t, _| tenants.contains(t));
         self.fleet_published.retain(|t, _| tenants.contains(t));
@@ -180,6 +192,7 @@ impl Engine {
         let started = Instant::now();
         let (now, devices) = fleet::read_devices(&self.pool, tenants).await?;
         self.metrics.observe_query(Query::Fleet, started);
+        self.sync_registry(&devices).await;
         let thresholds = self.thresholds();
         let cap = self.config.fleet_devices_cap as usize;
         let refresh = self.config.fleet_refresh();
@@ -225,6 +238,38 @@ impl Engine {
             self.fleet_published.insert(tenant, mark);
         }
         err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Brings the device registry in line with the devices just read, before the fleet
+    /// snapshot that lists them goes out. A failure is logged; the next read tries again, and
+    /// fleet snapshots are published regardless.
+    async fn sync_registry(&mut self, devices: &BTreeMap<TenantId, Vec<fleet::DeviceRow>>) {
+        if self.registry.is_none() {
+            match DeviceRegistry::open(&self.js, self.config.stream_replicas).await {
+                Ok(mut registry) => {
+                    registry.keep_tenants(&self.tenants);
+                    self.registry = Some(registry);
+                }
+                Err(e) => {
+                    self.metrics.error(Stage::Registry);
+                    tracing::warn!(error = %e, "cannot open the device registry");
+                    return;
+                }
+            }
+        }
+        let Some(registry) = self.registry.as_mut() else {
+            return;
+        };
+        for (tenant, rows) in devices {
+            if !self.tenants.contains(tenant) {
+                continue;
+            }
+            let ids = rows.iter().map(|r| r.device_id.as_str());
+            if let Err(e) = registry.sync(tenant, ids).await {
+                self.metrics.error(Stage::Registry);
+                tracing::warn!(%tenant, error = %e, "cannot update the device registry");
+            }
+        }
     }
 
     /// Publishes each device's newest reading since the last read.

@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod leader;
 pub mod metrics;
 pub mod publisher;
+pub mod registry;
 pub mod relay;
 pub mod seq;
 pub mod simulate;

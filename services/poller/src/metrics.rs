@@ -43,6 +43,7 @@ label_value!(Stage {
     Leadership => "leadership",
     Streams => "streams",
     Relay => "relay",
+    Registry => "registry",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -74,6 +75,7 @@ pub enum Stage {
     Leadership,
     Streams,
     Relay,
+    Registry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -1,4 +1,5 @@
-//! The JetStream streams of the contract, created or updated idempotently at activation.
+//! The JetStream streams of the contract (and the device registry's bucket), created or
+//! updated idempotently at activation.
 
 use std::time::Duration;
 
@@ -78,6 +79,7 @@ pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::R
             return Err(e).with_context(|| format!("cannot create or update stream {name}"));
         }
     }
+    crate::registry::ensure(js, config.stream_replicas).await?;
     Ok(())
 }
 

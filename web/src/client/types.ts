@@ -126,6 +126,10 @@ export type ServerErrorCode =
   | "unavailable"
   /** `since` of an events subscribe is not a non-negative integer. */
   | "invalid_since"
+  /** The tenant already uses as many distinct subjects on this gateway as it may. */
+  | "too_many_subjects"
+  /** `device_id` names no device of the tenant. */
+  | "unknown_device"
   | (string & {});
 
 /**

@@ -75,6 +75,9 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
     } else {
         None
     };
+    if telemetry {
+        crate::publisher::register_devices(&run.nats, &run.tenant, c.devices).await?;
+    }
     let shared = Arc::new(Shared::new(rates.len()));
     let population = run.populate(plans, shared.clone()).await?;
     let planned = population.planned;

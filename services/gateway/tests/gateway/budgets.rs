@@ -78,6 +78,9 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
     cfg.max_subjects_per_tenant = 2;
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("subjects");
+    let stranger_tenant = unique("subjects-b");
+    register_devices(&tenant, ["dev-1"]).await;
+    register_devices(&stranger_tenant, ["dev-1"]).await;
     let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
     c.subscribe(json!({"type": "alerts"})).await;
     c.subscribe(json!({"type": "fleet"})).await;
@@ -94,7 +97,7 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
         "subscribed"
     );
     // Another tenant is not affected.
-    let mut stranger = connect(&gw.url(&token_for(&unique("subjects-b"), 60))).await;
+    let mut stranger = connect(&gw.url(&token_for(&stranger_tenant, 60))).await;
     assert_eq!(
         stranger
             .subscribe(json!({"type": "device", "device_id": "dev-1"}))
@@ -181,4 +184,82 @@ async fn a_ticket_is_never_written_to_the_logs() {
         );
     }
     let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test]
+async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscription() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("devices");
+    let other = unique("devices-b");
+    register_devices(&tenant, ["dev-1", "dev-2"]).await;
+    register_devices(&other, ["dev-9"]).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let nats_subscriptions = |text: &str| metric(text, "pulse_gateway_nats_subscriptions", &[]);
+    let before = nats_subscriptions(&gw.metrics().await);
+
+    // Made-up ids, and another tenant's device, are all unknown here.
+    for device in ["dev-3", "dev-9", "DEV-1"] {
+        let refused = c
+            .subscribe(json!({"type": "device", "device_id": device}))
+            .await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["code"], "unknown_device", "{refused}");
+        assert_eq!(refused["channel"], "device", "{refused}");
+        assert_eq!(refused["device_id"], device, "{refused}");
+    }
+    assert_eq!(nats_subscriptions(&gw.metrics().await), before);
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "pulse_gateway_client_errors_total",
+            &["code=\"unknown_device\""]
+        ),
+        3.0
+    );
+    // The connection stays open and its own devices work.
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "dev-2"}))
+            .await["type"],
+        "subscribed"
+    );
+    assert_eq!(nats_subscriptions(&gw.metrics().await), before + 1.0);
+
+    // A device removed from the registry can no longer be subscribed by a first subscriber.
+    register_devices(&tenant, ["dev-2"]).await;
+    let refused = c
+        .subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    assert_eq!(refused["code"], "unknown_device", "{refused}");
+    // A device added later can.
+    register_devices(&tenant, ["dev-2", "dev-3"]).await;
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "dev-3"}))
+            .await["type"],
+        "subscribed"
+    );
+}
+
+#[tokio::test]
+async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_not_allowed() {
+    // A NATS server of its own, without the registry's bucket.
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-gw-noreg"));
+    let _server = start_nats_server(port, &["-js", "--store_dir", &store.to_string_lossy()], &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_for_nats(&url).await;
+    let mut cfg = config();
+    cfg.nats_url = url;
+    let gw = spawn_gateway(cfg).await;
+    let mut c = connect(&gw.url(&token_for(&unique("noreg"), 60))).await;
+    let refused = c
+        .subscribe(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["device_id"], "dev-1", "{refused}");
+    assert_eq!(
+        metric(&gw.metrics().await, "pulse_gateway_nats_subscriptions", &[]),
+        0.0
+    );
+    c.assert_alive().await;
+    let _ = std::fs::remove_dir_all(&store);
 }

@@ -66,6 +66,7 @@ async fn the_current_snapshot_arrives_right_after_the_ack_and_never_an_older_one
 #[tokio::test]
 async fn telemetry_and_events_reach_subscribers_and_unsubscribe_stops_them() {
     let tenant = unique("push");
+    register_devices(&tenant, ["dev-7"]).await;
     let nats = nats().await;
     let gw = spawn_gateway(config()).await;
     let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
@@ -121,6 +122,7 @@ async fn a_message_published_right_after_subscribed_is_delivered() {
     config.client_msgs_per_second = 1000;
     config.client_msgs_burst = 1000;
     let gw = spawn_gateway(config).await;
+    register_devices(&tenant, (1..200).step_by(2).map(|i| format!("dev-{i}"))).await;
     let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
     // Events, and a snapshot subject with no retained value yet (a device never seen).
     for i in 0..200 {
@@ -155,6 +157,8 @@ async fn a_tenant_never_receives_another_tenants_messages_whatever_it_sends() {
     let b = unique("iso-b");
     let nats = nats().await;
     let gw = spawn_gateway(config()).await;
+    register_devices(&a, ["dev-1"]).await;
+    register_devices(&b, ["dev-1"]).await;
     let mut eve = connect(&gw.url(&token_for(&b, 60))).await;
     eve.subscribe(json!({"type": "alerts"})).await;
     eve.subscribe(json!({"type": "device", "device_id": "dev-1"}))

@@ -384,6 +384,31 @@ pub async fn ensure_streams_with(js: &async_nats::jetstream::Context, flags: &[&
     pulse_poller::streams::ensure(js, &config).await.unwrap();
 }
 
+/// Lists `devices` for `tenant` in the device registry, as the poller does for the devices in
+/// its database; a gateway subscribes clients only to devices listed there.
+pub async fn register_devices<D: AsRef<str>>(tenant: &str, devices: impl IntoIterator<Item = D>) {
+    register_devices_on(&nats().await, tenant, devices).await;
+}
+
+/// [`register_devices`] through `nats`, with the poller's own code.
+pub async fn register_devices_on<D: AsRef<str>>(
+    nats: &async_nats::Client,
+    tenant: &str,
+    devices: impl IntoIterator<Item = D>,
+) {
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 1)
+        .await
+        .unwrap();
+    let devices: Vec<D> = devices.into_iter().collect();
+    let tenant = pulse_proto::TenantId::parse(tenant).unwrap();
+    registry
+        .sync(&tenant, devices.iter().map(AsRef::as_ref))
+        .await
+        .unwrap();
+}
+
 /// An event message as the poller relays it: stored in `PULSE_EVENTS` and sent live.
 pub async fn publish_event(nats: &async_nats::Client, tenant: &str, topic: &str, seq: u64) {
     publish_retained(

@@ -105,6 +105,7 @@ async fn sigterm_drains_clients_with_1012_and_refuses_new_ones() {
 async fn no_leak_after_many_connect_subscribe_disconnect_cycles() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("churn");
+    register_devices(&tenant, (0..7).map(|d| format!("d{d}"))).await;
     let token = token_for(&tenant, 600);
     let url = gw.url(&token);
     // Four clients churn at once: connect, subscribe (to subjects shared between workers, so
@@ -191,13 +192,24 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     let gw = spawn_gateway(config()).await;
     let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
     c.subscribe(json!({"type": "alerts"})).await;
-    c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
-        .await;
     // The poller publishes every tenant's snapshot at start; wait for the empty one.
     c.until(Duration::from_secs(15), |m| {
         m["type"] == "alerts" && m["alerts"] == json!([])
     })
     .await;
+    // The device is subscribable once the poller listed it in the device registry.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c
+            .subscribe(json!({"type": "device", "device_id": "dev-1"}))
+            .await;
+        if r["type"] == "subscribed" {
+            break;
+        }
+        assert_eq!(r["code"], "unknown_device", "{r}");
+        assert!(Instant::now() < deadline, "dev-1 never became subscribable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let started = Instant::now();
     let id: i64 = sqlx::query_scalar(

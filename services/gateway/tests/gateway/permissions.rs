@@ -106,9 +106,14 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     );
     assert_eq!(replayed, 2.0);
 
-    // Telemetry published by the poller's user reaches a device subscriber.
-    c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
-        .await;
+    // Telemetry published by the poller's user reaches a device subscriber, once the poller
+    // listed the device in the registry (which the gateway may read).
+    register_devices_on(&poller, &tenant, ["dev-1"]).await;
+    assert_eq!(
+        c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
+            .await["type"],
+        "subscribed"
+    );
     publish(
         &poller,
         &format!("pulse.v1.{tenant}.device.dev-1.telemetry"),

@@ -11,7 +11,9 @@ use crate::helpers::*;
 #[tokio::test]
 async fn acks_have_the_documented_shape_and_pings_are_answered() {
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&unique("acks"), 60))).await;
+    let tenant = unique("acks");
+    register_devices(&tenant, ["dev-0001"]).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
     assert_eq!(
         c.subscribe(json!({"type": "alerts"})).await,
         json!({"type": "subscribed", "channel": "alerts"})
@@ -164,7 +166,9 @@ async fn subscriptions_per_connection_are_capped() {
     let mut cfg = config();
     cfg.max_subscriptions = 3;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&unique("cap"), 60))).await;
+    let tenant = unique("cap");
+    register_devices(&tenant, ["d0", "d1", "d2", "d9"]).await;
+    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
     for i in 0..3 {
         assert_eq!(
             c.subscribe(json!({"type": "device", "device_id": format!("d{i}")}))

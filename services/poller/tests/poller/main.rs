@@ -8,6 +8,7 @@ mod helpers;
 mod events;
 mod failover;
 mod publishing;
+mod registry;
 mod resilience;
 mod schema;
 mod simulate;
