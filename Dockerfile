@@ -123,6 +123,6 @@ LABEL org.opencontainers.image.title="pulse-web" \
 COPY --from=builder /out/pulse-web /usr/local/bin/pulse-web
 COPY --from=web-build /src/web/dist /srv/pulse/web
 ENV PULSE_WEB_ROOT=/srv/pulse/web
-# Dashboard, REST API, /healthz, /readyz, /metrics (PULSE_WEB_ADDR)
-EXPOSE 8080
+# Dashboard and REST API (PULSE_WEB_ADDR); /healthz, /readyz, /metrics (PULSE_WEB_OPS_ADDR)
+EXPOSE 8080 9080
 ENTRYPOINT ["/usr/local/bin/pulse-web"]

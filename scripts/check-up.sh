@@ -33,7 +33,7 @@ out="$state/up.out"
 # Six free ports in a random stretch above the usual service ports.
 ports=()
 candidate=$((20000 + RANDOM % 20000))
-while ((${#ports[@]} < 6)); do
+while ((${#ports[@]} < 7)); do
   if ! port_open 127.0.0.1 "$candidate"; then
     ports+=("$candidate")
   fi
@@ -49,6 +49,7 @@ export NATS_URL="nats://127.0.0.1:$nats_private_port"
 export DATABASE_URL="$server_url/$db"
 export PULSE_STATE_DIR="$state/pulse"
 export PULSE_WEB_PORT="$web_port"
+export PULSE_WEB_OPS_PORT="${ports[6]}"
 export PULSE_GATEWAY_PORTS="${ports[1]} ${ports[2]}"
 export PULSE_POLLER_PORTS="${ports[3]} ${ports[4]}"
 export PULSE_UP_DETACH=1
@@ -124,6 +125,13 @@ for port in ${PULSE_GATEWAY_PORTS}; do
   [[ " $gateways " == *":$port/"* ]] || fail "the ticket's gateways ($gateways) miss port $port"
 done
 log "make up check: demo login, $total demo devices, ticket names both gateways"
+
+ops="http://127.0.0.1:$PULSE_WEB_OPS_PORT"
+status="$(curl -s -o /dev/null -w '%{http_code}' "$ops/readyz")"
+[[ "$status" == 200 ]] || fail "the web service's ops port answered /readyz with $status"
+status="$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")"
+[[ "$status" == 404 ]] || fail "the public web port answered /metrics with $status, not 404"
+log "make up check: the web service's ops endpoints are on their own port only"
 
 # 3. A second make up is refused and the first keeps running.
 if bash scripts/up.sh >"$out" 2>&1; then

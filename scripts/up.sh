@@ -5,7 +5,7 @@
 # stops what this started, by recorded process ids, and nothing else.
 #
 # Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/pulse), NATS_URL,
-# PULSE_WEB_PORT (8080), PULSE_GATEWAY_PORTS ("8081 8082"), PULSE_POLLER_PORTS ("9090 9091"),
+# PULSE_WEB_PORT (8080), PULSE_WEB_OPS_PORT (9080: its /healthz, /readyz, /metrics), PULSE_GATEWAY_PORTS ("8081 8082"), PULSE_POLLER_PORTS ("9090 9091"),
 # PULSE_UP_DETACH=1 to return once everything is ready instead of following the logs,
 # PULSE_UP_PROFILE (release; debug builds faster), PULSE_STATE_DIR (.pulse: pids, logs, secret).
 set -euo pipefail
@@ -17,6 +17,7 @@ cd "$PULSE_ROOT"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulse}"
 export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
 web_port="${PULSE_WEB_PORT:-8080}"
+web_ops_port="${PULSE_WEB_OPS_PORT:-9080}"
 read -r -a gateway_ports <<<"${PULSE_GATEWAY_PORTS:-8081 8082}"
 read -r -a poller_ports <<<"${PULSE_POLLER_PORTS:-9090 9091}"
 run_dir="$PULSE_STATE_DIR/run"
@@ -44,9 +45,9 @@ if [[ -n "$(running_pids)" ]]; then
   die "the stack is already running (see $runs_label); run \`make down\` first"
 fi
 
-for port in "$web_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
+for port in "$web_port" "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
   if port_open 127.0.0.1 "$port"; then
-    die "port $port is already in use; stop what uses it or choose other ports (PULSE_WEB_PORT, PULSE_GATEWAY_PORTS, PULSE_POLLER_PORTS)"
+    die "port $port is already in use; stop what uses it or choose other ports (PULSE_WEB_PORT, PULSE_WEB_OPS_PORT, PULSE_GATEWAY_PORTS, PULSE_POLLER_PORTS)"
   fi
 done
 
@@ -122,7 +123,8 @@ for port in "${gateway_ports[@]}"; do
   PULSE_GATEWAY_ADDR="127.0.0.1:$port" start "gateway-$i" "$bin/pulse-gateway"
   i=$((i + 1))
 done
-PULSE_WEB_ADDR="127.0.0.1:$web_port" PULSE_WEB_ROOT="$web_root" \
+PULSE_WEB_ADDR="127.0.0.1:$web_port" PULSE_WEB_OPS_ADDR="127.0.0.1:$web_ops_port" \
+  PULSE_WEB_ROOT="$web_root" \
   PULSE_GATEWAY_URLS="$(IFS=,; echo "${gateway_urls[*]}")" \
   start web "$bin/pulse-web"
 
@@ -133,7 +135,7 @@ ready() {
 }
 have curl || apt_install curl
 deadline=$((SECONDS + 60))
-for port in "$web_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
+for port in "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
   until ready "$port"; do
     if ((SECONDS > deadline)); then
       stop_all

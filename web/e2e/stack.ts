@@ -26,7 +26,7 @@ const LEFTOVERS = join(ARTIFACTS, "leftovers.txt");
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
 const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 /** Ports `make up` uses by default; never taken here. */
-const RESERVED_PORTS = new Set([8080, 8081, 8082, 9090, 9091]);
+const RESERVED_PORTS = new Set([8080, 8081, 8082, 9080, 9090, 9091]);
 
 export interface StackOptions {
   /** Devices the seeded tenant gets. */
@@ -202,7 +202,13 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       PULSE_SIM_SITES: String(options.sites),
     });
 
-    const [pollerPort, webPort, gw1, gw2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const [pollerPort, webPort, webOpsPort, gw1, gw2] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
     const gatewayPorts = [gw1!, gw2!];
     const startPoller = launch("poller", poller, ["run"], { PULSE_POLLER_ADDR: `127.0.0.1:${pollerPort}`, PULSE_TELEMETRY_POLL_MS: "250" }, pollerPort!);
     const gatewayBin = binary("pulse-gateway");
@@ -215,6 +221,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       [],
       {
         PULSE_WEB_ADDR: `127.0.0.1:${webPort}`,
+        PULSE_WEB_OPS_ADDR: `127.0.0.1:${webOpsPort}`,
         PULSE_WEB_ROOT: join(REPO_ROOT, "web", "dist"),
         PULSE_GATEWAY_URLS: gatewayPorts.map((p) => `ws://127.0.0.1:${p}/api/v2/ws`).join(","),
       },
@@ -222,7 +229,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     );
     await Promise.all([
       waitReady("pulse-poller", pollerPort!, startPoller.child, startPoller.log),
-      waitReady("pulse-web", webPort!, web.child, web.log),
+      waitReady("pulse-web", webOpsPort!, web.child, web.log),
       ...gateways.map((g, i) => waitReady(`pulse-gateway ${i + 1}`, gatewayPorts[i]!, g.child, g.log)),
     ]);
 

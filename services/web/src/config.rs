@@ -7,9 +7,14 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebConfig {
-    /// Where the dashboard, the REST API and the ops endpoints are served.
+    /// Where the dashboard and the REST API are served.
     #[arg(long, env = "PULSE_WEB_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served: a port of their own, kept off
+    /// the public route that serves the dashboard.
+    #[arg(long, env = "PULSE_WEB_OPS_ADDR", default_value = "0.0.0.0:9080")]
+    pub ops_addr: SocketAddr,
 
     /// PostgreSQL connection string.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -106,6 +111,10 @@ pub enum ConfigError {
     GatewayUrl(String),
     #[error("PULSE_PUBLISH_TOKEN must be at least 32 bytes")]
     WeakPublishToken,
+    #[error(
+        "PULSE_WEB_OPS_ADDR must differ from PULSE_WEB_ADDR ({0}): the ops endpoints stay off the public port"
+    )]
+    SameAddr(SocketAddr),
     #[error("{name} must be between {min} and {max}, got {value}")]
     OutOfRange {
         name: &'static str,
@@ -141,6 +150,9 @@ impl WebConfig {
             .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
         if self.jwt_secret.len() < 32 {
             return Err(ConfigError::WeakSecret);
+        }
+        if self.ops_addr == self.addr && self.addr.port() != 0 {
+            return Err(ConfigError::SameAddr(self.addr));
         }
         for url in &self.gateway_urls {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {

@@ -40,10 +40,12 @@ use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::session::Tokens;
 
-/// Serves until `shutdown` resolves.
+/// Serves the dashboard and the API on `listener` and the ops endpoints on `ops_listener`
+/// until `shutdown` resolves.
 pub async fn run(
     config: WebConfig,
     listener: tokio::net::TcpListener,
+    ops_listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -90,15 +92,26 @@ pub async fn run(
         registry: Arc::new(registry),
         readiness,
     };
-    let app = server::router(state, ops);
+    let app = server::router(state);
+    let ops_server = tokio::spawn(
+        axum::serve(ops_listener, pulse_common::ops::router(ops))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
     tracing::info!("web service ready");
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stop.cancelled_owned())
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
     .await
-    .context("server failed")
+    .context("server failed");
+    stop.cancel();
+    ops_server
+        .await
+        .context("ops server task failed")?
+        .context("ops server failed")?;
+    served
 }
 
 /// Mirrors the database's reachability into readiness. The web service needs nothing else:

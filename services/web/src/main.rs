@@ -24,6 +24,24 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.config.addr)
         .await
         .with_context(|| format!("cannot listen on PULSE_WEB_ADDR={}", cli.config.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    pulse_web::run(cli.config, listener, pulse_common::shutdown::signal()).await
+    let ops_listener = tokio::net::TcpListener::bind(cli.config.ops_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on PULSE_WEB_OPS_ADDR={}",
+                cli.config.ops_addr
+            )
+        })?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        ops = %ops_listener.local_addr()?,
+        "listening"
+    );
+    pulse_web::run(
+        cli.config,
+        listener,
+        ops_listener,
+        pulse_common::shutdown::signal(),
+    )
+    .await
 }

@@ -11,7 +11,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use pulse_common::ops::Ops;
 use sqlx::PgPool;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
@@ -69,7 +68,7 @@ struct SecurityHeaders {
     hsts: Option<HeaderValue>,
 }
 
-pub fn router(state: AppState, ops: Ops) -> Router {
+pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v2/login", post(account::login))
         .route("/api/v2/logout", post(account::logout))
@@ -131,7 +130,11 @@ pub fn router(state: AppState, ops: Ops) -> Router {
     let in_flight = state.config.http_max_in_flight;
     Router::new()
         .merge(api)
-        .merge(pulse_common::ops::router(ops))
+        // The ops endpoints live on their own port (PULSE_WEB_OPS_ADDR); asked for here they
+        // are a plain 404, not the dashboard's page.
+        .route("/healthz", get(ops_not_here))
+        .route("/readyz", get(ops_not_here))
+        .route("/metrics", get(ops_not_here))
         .fallback(fallback)
         .layer(middleware::from_fn(cache_headers))
         .layer(CompressionLayer::new())
@@ -156,6 +159,10 @@ pub fn router(state: AppState, ops: Ops) -> Router {
 
 async fn openapi_json() -> Response {
     axum::Json(openapi::ApiDoc::openapi()).into_response()
+}
+
+async fn ops_not_here() -> crate::error::ApiError {
+    crate::error::ApiError::NotFound("ops endpoint on this port (see PULSE_WEB_OPS_ADDR); it")
 }
 
 async fn api_not_found() -> crate::error::ApiError {

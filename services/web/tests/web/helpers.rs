@@ -31,6 +31,8 @@ pub struct Env {
     pub db_name: String,
     pub pool: PgPool,
     pub addr: SocketAddr,
+    /// Where the instance serves `/healthz`, `/readyz` and `/metrics`.
+    pub ops_addr: SocketAddr,
     pub tenant: String,
     pub other_tenant: String,
     pub root: PathBuf,
@@ -124,11 +126,12 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     config.gateway_urls = vec!["ws://127.0.0.1:1/api/v2/ws".into()];
     configure(&mut config);
     let stop = CancellationToken::new();
-    let addr = serve(config.clone(), &stop).await;
+    let (addr, ops_addr) = serve(config.clone(), &stop).await;
     Env {
         db_name,
         pool,
         addr,
+        ops_addr,
         tenant,
         other_tenant,
         root,
@@ -137,17 +140,21 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     }
 }
 
-/// Starts a web service on port 0 and waits until it answers; it stops with `stop`.
-async fn serve(config: WebConfig, stop: &CancellationToken) -> SocketAddr {
+/// Starts a web service on port 0 (its ops endpoints on another) and waits until it answers;
+/// it stops with `stop`. Returns both addresses.
+async fn serve(config: WebConfig, stop: &CancellationToken) -> (SocketAddr, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let ops_addr = ops_listener.local_addr().unwrap();
     tokio::spawn(pulse_web::run(
         config,
         listener,
+        ops_listener,
         stop.clone().cancelled_owned(),
     ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reqwest::get(format!("http://{addr}/healthz"))
+    while reqwest::get(format!("http://{ops_addr}/healthz"))
         .await
         .is_err()
     {
@@ -157,7 +164,7 @@ async fn serve(config: WebConfig, stop: &CancellationToken) -> SocketAddr {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    addr
+    (addr, ops_addr)
 }
 
 impl Env {
@@ -165,10 +172,15 @@ impl Env {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `path` on the ops port.
+    pub fn ops(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_addr)
+    }
+
     /// Another web service instance with the same configuration and database (as behind a
     /// load balancer); stopped by [`Env::finish`]. Returns its base URL.
     pub async fn another_instance(&self) -> String {
-        format!("http://{}", serve(self.config.clone(), &self.stop).await)
+        format!("http://{}", serve(self.config.clone(), &self.stop).await.0)
     }
 
     /// A client with a cookie jar, logged in as `who@<tenant>.example`.

@@ -45,15 +45,15 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
 }
 
 #[tokio::test]
-async fn ops_endpoints_answer() {
+async fn ops_endpoints_answer_on_the_ops_port_only() {
     let env = spawn().await;
     assert_eq!(
-        reqwest::get(env.at("/healthz")).await.unwrap().status(),
+        reqwest::get(env.ops("/healthz")).await.unwrap().status(),
         200
     );
     let mut ready = 0;
     for _ in 0..100 {
-        ready = reqwest::get(env.at("/readyz"))
+        ready = reqwest::get(env.ops("/readyz"))
             .await
             .unwrap()
             .status()
@@ -65,7 +65,7 @@ async fn ops_endpoints_answer() {
     }
     assert_eq!(ready, 200);
     reqwest::get(env.at("/api/v2/fleet")).await.unwrap();
-    let metrics = reqwest::get(env.at("/metrics"))
+    let metrics = reqwest::get(env.ops("/metrics"))
         .await
         .unwrap()
         .text()
@@ -74,6 +74,19 @@ async fn ops_endpoints_answer() {
     assert!(
         metrics.contains("pulse_web_requests_total{route=\"/api/v2/fleet\",status=\"401\"}"),
         "{metrics}"
+    );
+    // The public port, which serves the dashboard to anyone, does not expose them.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = reqwest::get(env.at(path)).await.unwrap();
+        assert_eq!(error_code(r, 404).await, "not_found", "{path}");
+    }
+    // Nor does the ops port serve the dashboard or the API.
+    assert_eq!(
+        reqwest::get(env.ops("/api/v2/fleet"))
+            .await
+            .unwrap()
+            .status(),
+        404
     );
     env.finish().await;
 }
