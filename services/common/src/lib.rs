@@ -16,6 +16,7 @@
 
 pub mod backoff;
 pub mod client_addr;
+pub mod db;
 pub mod device_bucket;
 pub mod duration;
 pub mod nats;

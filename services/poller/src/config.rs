@@ -85,6 +85,11 @@ pub struct PollerConfig {
     /// PostgreSQL connections the poller may hold (plus one for leadership, one for LISTEN).
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: u32,
+
+    /// The database role the poller works as (`SET ROLE` on every pooled connection): it
+    /// reads every tenant and writes only relay marks and settings. Empty: work as the login.
+    #[arg(long, env = "PULSE_POLLER_DB_ROLE", default_value = "pulse_poller")]
+    pub db_role: String,
 }
 
 /// A configuration value that cannot work, named by its environment variable.

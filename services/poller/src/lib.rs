@@ -40,7 +40,6 @@ use prometheus_client::registry::Registry;
 use pulse_common::backoff::Backoff;
 use pulse_common::ops::{Ops, Readiness};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 pub use config::PollerConfig;
@@ -61,11 +60,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// A connection pool that connects on first use, so the service starts while the database is
 /// still coming up.
 pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(database_url)
-        .context("invalid DATABASE_URL")
+    pulse_common::db::lazy_pool(database_url, size, None).context("invalid DATABASE_URL")
 }
 
 /// Runs the poller until `shutdown` resolves: ops endpoints on `listener`, standby until the
@@ -99,7 +94,12 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
 
-    let pool = lazy_pool(&config.database_url, config.db_pool_size)?;
+    let pool = pulse_common::db::lazy_pool(
+        &config.database_url,
+        config.db_pool_size,
+        Some(&config.db_role),
+    )
+    .context("invalid DATABASE_URL")?;
     let link = pulse_common::nats::connect(
         &config.nats_url,
         "pulse-poller",

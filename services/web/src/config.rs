@@ -99,6 +99,11 @@ pub struct WebConfig {
     /// PostgreSQL connections.
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
+
+    /// The database role the web service works as (`SET ROLE` on every connection); a
+    /// tenant's data it reads and writes as `pulse_tenant`. Empty: work as the login.
+    #[arg(long, env = "PULSE_WEB_DB_ROLE", default_value = "pulse_web")]
+    pub db_role: String,
 }
 
 #[derive(Debug, thiserror::Error)]

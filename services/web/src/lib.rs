@@ -30,7 +30,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use pulse_common::ops::{Ops, Readiness};
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WebConfig;
@@ -63,11 +62,12 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)
-        .context("invalid DATABASE_URL")?;
+    let pool = pulse_common::db::lazy_pool(
+        &config.database_url,
+        config.db_pool_size,
+        Some(&config.db_role),
+    )
+    .context("invalid DATABASE_URL")?;
     watch_database(pool.clone(), readiness.clone(), stop.clone());
     let state = AppState {
         tokens: Tokens::new(

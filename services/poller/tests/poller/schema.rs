@@ -120,3 +120,131 @@ async fn a_tenant_scoped_connection_sees_only_its_rows() {
     tx.rollback().await.unwrap();
     db.drop_now().await;
 }
+
+/// Every table that holds a tenant's rows has row-level security enabled and forced, so that
+/// not even its owner reads across tenants by forgetting the tenant.
+#[tokio::test]
+async fn every_tenant_table_forces_row_level_security() {
+    let db = TestDb::new().await;
+    let tables: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relkind = 'r' \
+            AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
+                          AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+                 OR c.relname = 'tenants') \
+          ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = tables.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"alerts") && names.contains(&"events") && names.contains(&"users"),
+        "{names:?}"
+    );
+    for (name, enabled, forced) in &tables {
+        assert!(
+            *enabled && *forced,
+            "{name}: rls {enabled}, forced {forced}"
+        );
+    }
+    db.drop_now().await;
+}
+
+/// What each service's role may do, through the same pool set-up the services use.
+#[tokio::test]
+async fn each_service_role_has_only_what_it_needs() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("roles", 2).await;
+    let other = db.tenant("roles-b", 3).await;
+    db.open_alert(&tenant, "dev-1", "hot").await;
+    db.open_alert(&other, "dev-1", "hot").await;
+
+    // The poller reads every tenant, and cannot change what it reads.
+    let poller = pulse_common::db::lazy_pool(&db.url, 1, Some("pulse_poller")).unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&poller)
+        .await
+        .unwrap();
+    assert_eq!(who, "pulse_poller");
+    let devices: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM devices WHERE tenant_id = ANY($1::text[])")
+            .bind([&tenant, &other])
+            .fetch_one(&poller)
+            .await
+            .unwrap();
+    assert_eq!(devices, 5);
+    for write in [
+        "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-9', 's')",
+        "UPDATE alerts SET status = 'CLOSED' WHERE tenant_id = $1",
+        "DELETE FROM devices WHERE tenant_id = $1",
+        "UPDATE users SET role = 'customer_admin' WHERE tenant_id = $1",
+    ] {
+        let e = sqlx::query(write)
+            .bind(&tenant)
+            .execute(&poller)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{write}: {e}");
+    }
+
+    // The web service, as itself, reads no tenant data at all ...
+    let web = pulse_common::db::lazy_pool(&db.url, 1, Some("pulse_web")).unwrap();
+    for read in [
+        "SELECT count(*) FROM devices",
+        "SELECT count(*) FROM alerts",
+        "SELECT count(*) FROM telemetry",
+        "SELECT count(*) FROM events",
+    ] {
+        let e = sqlx::query_scalar::<_, i64>(read)
+            .fetch_one(&web)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{read}: {e}");
+    }
+    // ... and as a tenant that forgot to say which, it reads nothing.
+    let mut tx = web.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE pulse_tenant")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "no tenant set, no rows");
+    let written = sqlx::query(
+        "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-9', 's')",
+    )
+    .bind(&tenant)
+    .execute(&mut *tx)
+    .await;
+    assert!(
+        written.is_err(),
+        "a write without the tenant set was accepted"
+    );
+    drop(tx);
+    // With the tenant set: its own rows only, and it cannot write for another tenant.
+    let mut tx = web.begin().await.unwrap();
+    sqlx::query(
+        "SELECT set_config('role', 'pulse_tenant', true), set_config('app.tenant_id', $1, true)",
+    )
+    .bind(&tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 2);
+    let e = sqlx::query_scalar::<_, i64>("SELECT pulse_emit_event($1, 't', 'x')")
+        .bind(&other)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("row-level security"), "{e}");
+    drop(tx);
+    db.drop_now().await;
+}

@@ -218,14 +218,17 @@ pub async fn publish(
         return replayed(prior, &tenant, &topic, &body.event);
     }
     state.event_limiter.check(&tenant)?;
+    // Written as the tenant: row-level security checks that the event is the tenant's own.
+    let mut tx = tenant_db::begin(&state.pool, &tenant).await?;
     let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4, $5)")
         .bind(tenant.as_str())
         .bind(topic.as_str())
         .bind(&body.event)
         .bind(&body.payload)
         .bind(key.as_deref())
-        .fetch_one(&state.pool)
+        .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
     // With a key, `pulse_emit_event` returns the seq of whichever event holds it: a concurrent
     // publish with the same key that committed first may have stored another topic or event.
     // Answer as for any reused key (the same seq, or 409), never with another event's seq.
@@ -257,12 +260,13 @@ async fn prior_event(
     tenant: &TenantId,
     key: &str,
 ) -> Result<Option<Prior>, ApiError> {
+    let mut tx = tenant_db::begin(&state.pool, tenant).await?;
     Ok(sqlx::query_as(
         "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
     )
     .bind(tenant.as_str())
     .bind(key)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?)
 }
 

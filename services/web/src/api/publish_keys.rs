@@ -17,6 +17,7 @@ use crate::api::ApiPath;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
+use crate::tenant_db;
 
 /// Every key starts with this, so a leaked one is recognisable (and scannable).
 pub const KEY_PREFIX: &str = "pulse_pk_";
@@ -99,6 +100,7 @@ pub async fn create(
     }
     let raw: [u8; 32] = rand::random();
     let key = format!("{KEY_PREFIX}{}", hex::encode(raw));
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
     let (key_id, created_at): (i64, OffsetDateTime) = sqlx::query_as(
         "INSERT INTO publish_keys (tenant_id, key_hash, name) VALUES ($1, $2, $3) \
          RETURNING key_id, created_at",
@@ -106,8 +108,9 @@ pub async fn create(
     .bind(session.tenant.as_str())
     .bind(hash(&key))
     .bind(&name)
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(tenant = %session.tenant, key_id, "publish key created");
     Ok((
         StatusCode::CREATED,
@@ -127,12 +130,13 @@ pub async fn list(
     session: Session,
 ) -> Result<Json<KeyList>, ApiError> {
     admin(&session)?;
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
     let items = sqlx::query_as(
         "SELECT key_id, name, created_at, last_used_at FROM publish_keys \
           WHERE tenant_id = $1 ORDER BY key_id",
     )
     .bind(session.tenant.as_str())
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(Json(KeyList { items }))
 }
@@ -147,12 +151,14 @@ pub async fn revoke(
     ApiPath(key_id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     admin(&session)?;
+    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
     let gone = sqlx::query("DELETE FROM publish_keys WHERE key_id = $1 AND tenant_id = $2")
         .bind(key_id)
         .bind(session.tenant.as_str())
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+    tx.commit().await?;
     if gone == 0 {
         return Err(ApiError::NotFound("publish key"));
     }
