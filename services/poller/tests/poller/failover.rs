@@ -313,6 +313,13 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     db.drop_now().await;
 }
 
+async fn metrics_of(p: &Process) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{}/metrics", p.port)).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// The backend holding the leadership lock in `pool`'s database: its pid, client port, and
 /// when its current (or latest) statement started, in seconds since the epoch.
 async fn lock_holder(pool: &PgPool) -> Option<(i32, u16, f64)> {
@@ -527,6 +534,105 @@ async fn assert_ends_on_the_newest_state(
         "PULSE_EVENTS: events missing, repeated or out of order"
     );
     recorder.assert_seqs_never_went_back();
+}
+
+#[tokio::test]
+async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("lockcut", 1).await;
+    let recorder = Recorder::start(&tenant).await;
+    let first = start(&db, &[]);
+    eventually("first poller active", Duration::from_secs(20), || async {
+        role(&first).await.as_deref() == Some("active")
+    })
+    .await;
+    let second = start(&db, &[]);
+    eventually("second on standby", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("standby")
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let writer = keep_writing(&db, &tenant, stop.clone());
+    recorder
+        .wait_for("a reading published", Duration::from_secs(10), |s, _| {
+            s.ends_with(".telemetry")
+        })
+        .await;
+
+    // Only the lock's connection is cut (its server process ended, as by an administrator or
+    // a script reaping connections), just after the holder's latest check began: the worst
+    // moment for a holder that looks at its connection only now and then. Every other
+    // connection of the poller keeps working, and the lock is free at once, for whoever asks
+    // first.
+    let (pid, _, started) = lock_holder(&db.pool).await.expect("nobody holds the lock");
+    eventually(
+        "the holder's next lock check",
+        Duration::from_secs(5),
+        || async { lock_holder(&db.pool).await.is_some_and(|h| h.2 > started) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let cut = Instant::now();
+
+    let mut stepped_down = None;
+    let mut taken_over = None;
+    while cut.elapsed() < Duration::from_secs(10) {
+        // The second is read first: once active it stays so, so the first still active
+        // after it means both at once.
+        let second_role = role(&second).await;
+        let first_metrics = metrics_of(&first).await;
+        let first_role = role(&first).await;
+        let now = cut.elapsed();
+        assert!(
+            !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
+            "both pollers active at once, {now:?} after the cut"
+        );
+        // Counted as it steps down; it may take the free lock again a moment later.
+        if stepped_down.is_none()
+            && metric(&first_metrics, "pulse_poller_errors", &["leadership"]) >= 1.0
+        {
+            stepped_down = Some(now);
+        }
+        if stepped_down.is_some() && taken_over.is_none() {
+            if first_role.as_deref() == Some("active") {
+                taken_over = Some((now, "first"));
+            } else if second_role.as_deref() == Some("active") {
+                taken_over = Some((now, "second"));
+            }
+        }
+        // Watched a while longer, for a second leader arriving late.
+        if taken_over.is_some_and(|(t, _)| now > t + Duration::from_secs(1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stepped_down = stepped_down.expect("the first poller never noticed its lock was gone");
+    let (taken_over, by) = taken_over.expect("nobody took over");
+    let first_snapshot = recorder
+        .first_newer_snapshot_within(cut, Duration::from_secs(5))
+        .await
+        - cut;
+    eprintln!(
+        "lock connection cut: stepped down after {stepped_down:?}, {by} poller active after \
+         {taken_over:?}, first newer snapshot after {first_snapshot:?}"
+    );
+    assert!(
+        stepped_down < Duration::from_millis(500),
+        "stepped down {stepped_down:?} after its lock connection was cut, not at once"
+    );
+    assert!(
+        taken_over < Duration::from_secs(3),
+        "took over after {taken_over:?}"
+    );
+    assert_ends_on_the_newest_state(&db, &tenant, &recorder, stop, writer).await;
+    drop((first, second));
+    db.drop_now().await;
 }
 
 #[tokio::test]
