@@ -1,13 +1,18 @@
 //! Real `pulse-poller` processes: active/standby takeover and trace export.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use serde_json::Value;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use sqlx::PgPool;
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+use crate::netns::Lab;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -306,4 +311,434 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     assert!(after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap());
     drop((first, second));
     db.drop_now().await;
+}
+
+async fn metrics_of(p: &Process) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{}/metrics", p.port)).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The backend holding the leadership lock in `pool`'s database: its pid, client port, and
+/// when its current (or latest) statement started, in seconds since the epoch.
+async fn lock_holder(pool: &PgPool) -> Option<(i32, u16, f64)> {
+    let row: Option<(i32, i32, f64)> = sqlx::query_as(
+        "SELECT a.pid, a.client_port, extract(epoch FROM a.query_start)::float8 \
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.locktype = 'advisory' AND l.granted \
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+    )
+    .bind(pulse_poller::leader::LOCK_KEY)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    row.map(|(pid, port, started)| (pid, port as u16, started))
+}
+
+async fn backend_exists(pool: &PgPool, pid: i32) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// One message published for the tenant, and when it arrived.
+struct Recorded {
+    at: Instant,
+    subject: String,
+    body: Value,
+}
+
+impl Recorded {
+    /// Alerts, fleet or telemetry: only the newest value matters, and `seq` orders them.
+    fn is_snapshot(&self) -> bool {
+        pulse_proto::Subject::parse(&self.subject).is_some_and(|s| s.is_snapshot())
+    }
+}
+
+/// Everything published on a tenant's subjects, in order of arrival.
+struct Recorder {
+    log: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(tenant: &str) -> Recorder {
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let mut sub = client
+            .subscribe(format!("pulse.v1.{tenant}.>"))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let log: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let into = Arc::clone(&log);
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                let body = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+                into.lock().push(Recorded {
+                    at: Instant::now(),
+                    subject: m.subject.to_string(),
+                    body,
+                });
+            }
+        });
+        Recorder { log, task }
+    }
+
+    async fn wait_for(&self, what: &str, within: Duration, want: impl Fn(&str, &Value) -> bool) {
+        eventually(what, within, || {
+            let found = self.log.lock().iter().any(|m| want(&m.subject, &m.body));
+            async move { found }
+        })
+        .await;
+    }
+
+    /// Messages that arrived within `from..to`.
+    fn between(&self, from: Instant, to: Instant) -> Vec<String> {
+        self.log
+            .lock()
+            .iter()
+            .filter(|m| m.at > from && m.at < to)
+            .map(|m| format!("{} seq {}", m.subject, m.body["seq"]))
+            .collect()
+    }
+
+    /// When the first snapshot with a `seq` above every one received before `after` arrived.
+    fn first_newer_snapshot(&self, after: Instant) -> Option<Instant> {
+        let log = self.log.lock();
+        let snapshots = || log.iter().filter(|m| m.is_snapshot());
+        let newest_before = snapshots()
+            .filter(|m| m.at <= after)
+            .filter_map(|m| m.body["seq"].as_u64())
+            .max()?;
+        snapshots()
+            .find(|m| m.at > after && m.body["seq"].as_u64() > Some(newest_before))
+            .map(|m| m.at)
+    }
+
+    /// When the first snapshot with a `seq` above every one received before `after` arrived;
+    /// waits for it up to `within`.
+    async fn first_newer_snapshot_within(&self, after: Instant, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(at) = self.first_newer_snapshot(after) {
+                return at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no snapshot newer than those before the fault within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every snapshot subject's `seq`s rose with every message: no subscriber was ever handed
+    /// an older value after a newer one.
+    fn assert_seqs_never_went_back(&self) {
+        let log = self.log.lock();
+        let mut newest = std::collections::HashMap::<&str, u64>::new();
+        for m in log.iter().filter(|m| m.is_snapshot()) {
+            let seq = m.body["seq"].as_u64().expect("a snapshot without seq");
+            if let Some(prev) = newest.insert(&m.subject, seq) {
+                assert!(seq > prev, "{}: seq {seq} after {prev}", m.subject);
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Until `stop`: every 100 ms an event on topic `ticks` and a telemetry reading of `dev-1`
+/// `{"n": i}`, so an active poller always has something to publish. Returns how many of each.
+fn keep_writing(
+    db: &TestDb,
+    tenant: &str,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<u64> {
+    let (pool, tenant) = (db.pool.clone(), tenant.to_owned());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.is_cancelled() {
+            n += 1;
+            sqlx::query("SELECT pulse_emit_event($1, 'ticks', 'test:tick', $2)")
+                .bind(&tenant)
+                .bind(json!({ "n": n }))
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+                 VALUES ($1, 'dev-1', now(), $2)",
+            )
+            .bind(&tenant)
+            .bind(json!({ "n": n }))
+            .execute(&pool)
+            .await
+            .unwrap();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+        n
+    })
+}
+
+/// After a handover: the writes stop, and the newest of everything reaches the subscribers
+/// (alerts, telemetry) and the events stream (each event once, in order).
+async fn assert_ends_on_the_newest_state(
+    db: &TestDb,
+    tenant: &str,
+    recorder: &Recorder,
+    stop: CancellationToken,
+    writer: tokio::task::JoinHandle<u64>,
+) {
+    stop.cancel();
+    let written = writer.await.unwrap();
+    let alert = db.open_alert(tenant, "dev-1", "after the handover").await;
+    recorder
+        .wait_for(
+            "the newest alerts snapshot",
+            Duration::from_secs(10),
+            |s, v| s.ends_with(".alerts") && alert_ids(v).contains(&alert),
+        )
+        .await;
+    recorder
+        .wait_for("the newest reading", Duration::from_secs(10), |s, v| {
+            s.ends_with(".telemetry") && v["data"]["metrics"]["n"] == written
+        })
+        .await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let subject = format!("pulse.v1.{tenant}.events.ticks");
+    let want: Vec<u64> = (1..=written).collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got != want && Instant::now() < deadline {
+        got = stored_events(&js, &subject)
+            .await
+            .iter()
+            .map(|m| event_parts(Some(&m.headers), &m.payload).0)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got, want,
+        "PULSE_EVENTS: events missing, repeated or out of order"
+    );
+    recorder.assert_seqs_never_went_back();
+}
+
+#[tokio::test]
+async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("lockcut", 1).await;
+    let recorder = Recorder::start(&tenant).await;
+    let first = start(&db, &[]);
+    eventually("first poller active", Duration::from_secs(20), || async {
+        role(&first).await.as_deref() == Some("active")
+    })
+    .await;
+    let second = start(&db, &[]);
+    eventually("second on standby", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("standby")
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let writer = keep_writing(&db, &tenant, stop.clone());
+    recorder
+        .wait_for("a reading published", Duration::from_secs(10), |s, _| {
+            s.ends_with(".telemetry")
+        })
+        .await;
+
+    // Only the lock's connection is cut (its server process ended, as by an administrator or
+    // a script reaping connections), just after the holder's latest check began: the worst
+    // moment for a holder that looks at its connection only now and then. Every other
+    // connection of the poller keeps working, and the lock is free at once, for whoever asks
+    // first.
+    let (pid, _, started) = lock_holder(&db.pool).await.expect("nobody holds the lock");
+    eventually(
+        "the holder's next lock check",
+        Duration::from_secs(5),
+        || async { lock_holder(&db.pool).await.is_some_and(|h| h.2 > started) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let cut = Instant::now();
+
+    let mut stepped_down = None;
+    let mut taken_over = None;
+    while cut.elapsed() < Duration::from_secs(10) {
+        // The second is read first: once active it stays so, so the first still active
+        // after it means both at once.
+        let second_role = role(&second).await;
+        let first_metrics = metrics_of(&first).await;
+        let first_role = role(&first).await;
+        let now = cut.elapsed();
+        assert!(
+            !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
+            "both pollers active at once, {now:?} after the cut"
+        );
+        // Counted as it steps down; it may take the free lock again a moment later.
+        if stepped_down.is_none()
+            && metric(&first_metrics, "pulse_poller_errors", &["leadership"]) >= 1.0
+        {
+            stepped_down = Some(now);
+        }
+        if stepped_down.is_some() && taken_over.is_none() {
+            if first_role.as_deref() == Some("active") {
+                taken_over = Some((now, "first"));
+            } else if second_role.as_deref() == Some("active") {
+                taken_over = Some((now, "second"));
+            }
+        }
+        // Watched a while longer, for a second leader arriving late.
+        if taken_over.is_some_and(|(t, _)| now > t + Duration::from_secs(1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stepped_down = stepped_down.expect("the first poller never noticed its lock was gone");
+    let (taken_over, by) = taken_over.expect("nobody took over");
+    let first_snapshot = recorder
+        .first_newer_snapshot_within(cut, Duration::from_secs(5))
+        .await
+        - cut;
+    eprintln!(
+        "lock connection cut: stepped down after {stepped_down:?}, {by} poller active after \
+         {taken_over:?}, first newer snapshot after {first_snapshot:?}"
+    );
+    assert!(
+        stepped_down < Duration::from_millis(500),
+        "stepped down {stepped_down:?} after its lock connection was cut, not at once"
+    );
+    assert!(
+        taken_over < Duration::from_secs(3),
+        "took over after {taken_over:?}"
+    );
+    assert_ends_on_the_newest_state(&db, &tenant, &recorder, stop, writer).await;
+    drop((first, second));
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader_stepped_down() {
+    let (lab, db) = Lab::start().await;
+    let tenant = db.tenant("blackhole", 1).await;
+    let recorder = Recorder::start(&tenant).await;
+    let first = start(&db, &[]);
+    eventually("first poller active", Duration::from_secs(20), || async {
+        role(&first).await.as_deref() == Some("active")
+    })
+    .await;
+    let second = start(&db, &[]);
+    eventually("second on standby", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("standby")
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let writer = keep_writing(&db, &tenant, stop.clone());
+    recorder
+        .wait_for("a reading published", Duration::from_secs(10), |s, _| {
+            s.ends_with(".telemetry")
+        })
+        .await;
+
+    // From now on the lock connection's packets vanish, both ways; nothing is closed, and
+    // every other connection (the first poller's pool included) keeps working.
+    let (pid, port, _) = lock_holder(&db.pool).await.expect("nobody holds the lock");
+    lab.black_hole(port);
+    let cut = Instant::now();
+
+    let (mut stepped_down, mut released, mut taken_over) = (None, None, None);
+    // The latest moment the old lock connection was seen alive.
+    let mut held = Duration::ZERO;
+    while cut.elapsed() < Duration::from_secs(25) {
+        let second_role = role(&second).await;
+        let first_role = role(&first).await;
+        let now = cut.elapsed();
+        assert!(
+            !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
+            "both pollers active at once, {now:?} after the cut"
+        );
+        if stepped_down.is_none() && first_role.as_deref() == Some("standby") {
+            stepped_down = Some(now);
+        }
+        if released.is_none() {
+            if backend_exists(&db.pool, pid).await {
+                held = now;
+            } else {
+                released = Some(now);
+            }
+        }
+        if stepped_down.is_some() {
+            if first_role.as_deref() == Some("active") {
+                taken_over = Some((now, "first"));
+            } else if second_role.as_deref() == Some("active") {
+                taken_over = Some((now, "second"));
+            }
+        }
+        if taken_over.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stepped_down = stepped_down.expect("the partitioned poller never stepped down");
+    let released = released.expect("the server never dropped the lock connection");
+    let (taken_over, by) = taken_over.expect("nobody took over");
+    let quiet_from = cut + stepped_down + Duration::from_millis(100);
+    let first_snapshot = recorder
+        .first_newer_snapshot_within(quiet_from, Duration::from_secs(5))
+        .await
+        - cut;
+    eprintln!(
+        "lock connection black-holed: stepped down after {stepped_down:?}, server dropped the \
+         lock after {released:?}, {by} poller active after {taken_over:?}, first newer \
+         snapshot after {first_snapshot:?}"
+    );
+    // Its check times out after CHECK_EVERY (1 s) + CHECK_TIMEOUT (2 s).
+    assert!(
+        stepped_down < Duration::from_millis(4_500),
+        "stepped down after {stepped_down:?}"
+    );
+    // The server's own TCP timers, not anything else, ended the connection, ~11 s after it
+    // last heard from the poller: 10 s after data it sent went unacknowledged, or keepalives
+    // every 2 s after 5 s of silence.
+    assert!(
+        released > stepped_down && released < Duration::from_secs(15),
+        "the server dropped the lock after {released:?} (the poller stepped down after \
+         {stepped_down:?})"
+    );
+    assert!(
+        lab.server_log().contains("Connection timed out"),
+        "the server's log does not say the connection timed out:\n{}",
+        lab.server_log()
+    );
+    assert!(
+        taken_over >= released,
+        "took over at {taken_over:?}, before the lock was free"
+    );
+    // Nobody published after the step-down while the old connection still held the lock,
+    // though the data kept changing.
+    let silent = recorder.between(quiet_from, cut + held);
+    assert!(
+        silent.is_empty(),
+        "published while nobody was active: {silent:?}"
+    );
+    assert_ends_on_the_newest_state(&db, &tenant, &recorder, stop, writer).await;
+    drop((first, second));
 }
