@@ -511,16 +511,21 @@ impl FanOut {
     /// Queues the subject's current value for one new subscriber. When JetStream cannot be
     /// read, the subscription stands and the value follows once it can (see
     /// [`FanOut::retry_retained`]).
+    ///
+    /// The read runs beside the connection, never in its way: a slow JetStream delays the
+    /// value, not the `subscribed` reply nor the connection's other requests. Whoever subscribes
+    /// while it runs is already a subscriber when it hands the value out.
     async fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
-        if topic.latest.lock().is_none() {
-            topic
-                .retained
-                .get_or_init(|| async {
-                    if self.fetch_retained(topic).await.is_err() {
-                        self.retry_retained(topic.clone());
-                    }
-                })
-                .await;
+        if topic.latest.lock().is_none() && topic.retained.set(()).is_ok() {
+            let fanout = self.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                match fanout.fetch_retained(&topic).await {
+                    Ok(Some(frame)) => push_current(&topic, &frame),
+                    Ok(None) => {}
+                    Err(()) => fanout.retry_retained(topic),
+                }
+            });
         }
         let current = topic.latest.lock().clone();
         if let Some(frame) = current {

@@ -175,8 +175,18 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
     cfg.nats_url = url_as("gw");
     let gw = spawn_gateway(cfg).await;
     let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe_within(json!({"type": "alerts"}), Duration::from_secs(5))
+    // A JetStream that does not answer delays no reply: each subscribe is acknowledged at
+    // once, not after the read of its current value gives up.
+    let started = std::time::Instant::now();
+    c.subscribe_within(json!({"type": "alerts"}), Duration::from_millis(500))
         .await;
+    c.subscribe_within(json!({"type": "fleet"}), Duration::from_millis(500))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "two subscribes took {:?}",
+        started.elapsed()
+    );
     c.assert_alive().await;
     assert!(
         c.try_next(Duration::from_millis(2500)).await.is_none(),
