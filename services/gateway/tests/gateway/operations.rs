@@ -299,6 +299,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     .await;
     // Meanwhile the state changed (written straight to the restarted server's stream below).
     let _server = start();
+    let back = std::time::Instant::now();
     wait_for_nats(&url).await;
     let publisher = async_nats::connect(&url).await.unwrap();
     publish_retained(
@@ -311,6 +312,10 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let got = c
         .until(Duration::from_secs(15), |m| m["v"] == "after")
         .await;
+    eprintln!(
+        "measured: NATS restarted -> the client has the newest snapshot: {:?}",
+        back.elapsed()
+    );
     assert_eq!(got["seq"], 11);
     let events = format!("pulse.v1.{tenant}.events.during-outage");
     let mut delivered = None;
@@ -371,6 +376,7 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
 
     // NATS arrives: ready, and clients are served.
     let _server = start_nats_server(port, &[], &[]);
+    let started = std::time::Instant::now();
     eventually(
         "ready once NATS is up",
         Duration::from_secs(15),
@@ -381,6 +387,10 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
         },
     )
     .await;
+    eprintln!(
+        "measured: NATS started -> gateway ready: {:?}",
+        started.elapsed()
+    );
     let mut c = connect(&ws_url).await;
     c.subscribe(json!({"type": "events", "topic": "tickets"}))
         .await;

@@ -52,6 +52,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     // A change during the outage is not lost.
     let during = db.open_alert(&tenant, "dev-1", "during outage").await;
 
+    let back = std::time::Instant::now();
     let _nats = start_nats(port, &store).await;
     eventually(
         "readiness true after NATS is back",
@@ -69,6 +70,10 @@ async fn a_nats_restart_is_survived_and_state_republished() {
             break v;
         }
     };
+    eprintln!(
+        "measured: NATS started again -> snapshot with the change made during the outage: {:?}",
+        back.elapsed()
+    );
     assert!(alert_ids(&got).contains(&id));
     poller.stop().await;
     db.drop_now().await;
@@ -98,6 +103,7 @@ async fn lost_database_connections_are_survived() {
         "expected the poller's connections, killed {killed}"
     );
     admin.close().await;
+    let cut = std::time::Instant::now();
 
     eventually("active again", Duration::from_secs(15), || async {
         poller.ready().await["info"]["role"] == "active"
@@ -127,6 +133,10 @@ async fn lost_database_connections_are_survived() {
     alerts
         .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
         .await;
+    eprintln!(
+        "measured: backends terminated -> a change written after is published: {:?}",
+        cut.elapsed()
+    );
     let errors = metric(&poller.metrics().await, "pulse_poller_errors_total", &[]);
     assert!(
         errors >= 1.0,
