@@ -133,6 +133,19 @@ status="$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")"
 [[ "$status" == 404 ]] || fail "the public web port answered /metrics with $status, not 404"
 log "make up check: the web service's ops endpoints are on their own port only"
 
+# The images' health checks: each binary asks its own running service.
+read -r -a gw_ports <<<"$PULSE_GATEWAY_PORTS"
+read -r -a pl_ports <<<"$PULSE_POLLER_PORTS"
+PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" target/$PULSE_UP_PROFILE/pulse-web healthcheck ||
+  fail "pulse-web healthcheck failed against the running web service"
+PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" target/$PULSE_UP_PROFILE/pulse-gateway healthcheck ||
+  fail "pulse-gateway healthcheck failed against the running gateway"
+PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" target/$PULSE_UP_PROFILE/pulse-poller healthcheck live ||
+  fail "pulse-poller healthcheck live failed against the running poller"
+curl -s "$ops/metrics" | grep -q '^process_resident_memory_bytes ' ||
+  fail "the web service's /metrics has no process_resident_memory_bytes"
+log "make up check: healthcheck subcommands and process metrics answer"
+
 # 3. A second make up is refused and the first keeps running.
 if bash scripts/up.sh >"$out" 2>&1; then
   fail "a second make up started while the first was running"
@@ -157,5 +170,8 @@ for port in "${ports[@]}"; do
 done
 if kill -0 "$nats_pid" 2>/dev/null; then
   fail "the NATS server make up started (pid $nats_pid) still runs after make down"
+fi
+if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" target/$PULSE_UP_PROFILE/pulse-web healthcheck 2>/dev/null; then
+  fail "pulse-web healthcheck passed with the web service stopped"
 fi
 log "make up check: make down stopped all ${#pids[@]} processes and the NATS it started"

@@ -68,6 +68,7 @@ pub async fn run(
     }
 
     let mut registry = Registry::default();
+    pulse_common::process::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["nats", "accepting"]);
     let slow = metrics.nats_slow_consumer.clone();

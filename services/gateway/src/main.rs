@@ -18,6 +18,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(code) = pulse_common::healthcheck::from_args("PULSE_GATEWAY_ADDR", "0.0.0.0:8081") {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let _telemetry = telemetry::init("pulse-gateway", cli.log_format)?;
     cli.config.validate()?;

@@ -81,8 +81,11 @@ pub async fn run(
     }
 
     let mut registry = Registry::default();
+    pulse_common::process::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::new(&["database", "nats"]);
+    // `streams`: the active poller's JetStream streams and bucket exist (a standby needs none).
+    let readiness = Readiness::new(&["database", "nats", "streams"]);
+    readiness.set("streams", true);
     readiness.set_info("role", "standby");
     let ops = Ops {
         registry: Arc::new(registry),
@@ -209,7 +212,7 @@ async fn serve_as_active(
     ));
 
     let work = async {
-        prepare(engine, config, pool, js, metrics, &session).await;
+        prepare(engine, config, pool, js, metrics, readiness, &session).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
     };
     tokio::select! {
@@ -224,6 +227,7 @@ async fn serve_as_active(
     session.cancel();
     metrics.active.set(0);
     readiness.set_info("role", "standby");
+    readiness.set("streams", true);
     let _ = listener.await;
     let _ = relay.await;
     let _ = users.await;
@@ -238,6 +242,7 @@ async fn prepare(
     pool: &PgPool,
     js: &async_nats::jetstream::Context,
     metrics: &Metrics,
+    readiness: &Readiness,
     stop: &CancellationToken,
 ) {
     // Triggers and the web service apply the same status thresholds as the poller.
@@ -254,9 +259,29 @@ async fn prepare(
         metrics.error(Stage::Database);
         tracing::warn!(error = %e, "cannot write pulse_settings");
     }
-    if let Err(e) = streams::ensure(js, config).await {
-        metrics.error(Stage::Streams);
-        tracing::error!(error = format!("{e:#}"), "cannot set up JetStream streams");
+    // Nothing is published before the streams exist: on a first start, JetStream (with
+    // replicas, a cluster electing its leaders) may take a while. Readiness says so meanwhile.
+    readiness.set("streams", false);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match streams::ensure(js, config).await {
+            Ok(()) => {
+                readiness.set("streams", true);
+                readiness.set_info("streams", "ready");
+                break;
+            }
+            Err(e) => {
+                metrics.error(Stage::Streams);
+                let delay = backoff.next_delay();
+                let error = format!("{e:#}");
+                tracing::error!(%error, retry_in = ?delay, "cannot set up JetStream streams; not publishing yet");
+                readiness.set_info("streams", format!("waiting for JetStream: {error}"));
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
     }
     // Nothing is published before the newest seq already out there is known: a snapshot with
     // a lower seq would be dropped by every consumer as old.

@@ -50,6 +50,9 @@ struct DatabaseArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(code) = pulse_common::healthcheck::from_args("PULSE_POLLER_ADDR", "0.0.0.0:9090") {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let _telemetry = telemetry::init("pulse-poller", cli.log_format)?;
     match (cli.command, cli.run) {

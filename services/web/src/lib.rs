@@ -60,6 +60,7 @@ pub async fn run(
         });
     }
     let mut registry = Registry::default();
+    pulse_common::process::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);
     let pool = pulse_common::db::lazy_pool(

@@ -18,6 +18,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(code) = pulse_common::healthcheck::from_args("PULSE_WEB_OPS_ADDR", "0.0.0.0:9080") {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let _telemetry = telemetry::init("pulse-web", cli.log_format)?;
     cli.config.validate()?;

@@ -310,7 +310,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn nats_server_binary() -> String {
+pub fn nats_server_binary() -> String {
     for candidate in [
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",

@@ -145,3 +145,79 @@ async fn lost_database_connections_are_survived() {
     poller.stop().await;
     db.drop_now().await;
 }
+
+/// A first start while NATS runs without JetStream (a cluster still electing, a server
+/// without it enabled): the active poller says so in readiness, keeps trying, and publishes
+/// once the streams can be made.
+#[tokio::test]
+async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-nojs"));
+    let mut plain = tokio::process::Command::new(nats_server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    eventually("plain NATS up", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { async_nats::connect(url).await.is_ok() }
+    })
+    .await;
+
+    let db = TestDb::new().await;
+    let tenant = db.tenant("nojs", 1).await;
+    let mut cfg = config(&db);
+    cfg.nats_url = url.clone();
+    let poller = spawn_poller(cfg).await;
+    eventually(
+        "active, not ready, waiting for JetStream",
+        Duration::from_secs(15),
+        || async {
+            let r = poller.ready().await;
+            r["info"]["role"] == "active"
+                && r["ready"] == false
+                && r["checks"]["streams"] == false
+                && r["checks"]["nats"] == true
+                && r["info"]["streams"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("waiting for JetStream"))
+        },
+    )
+    .await;
+
+    // JetStream arrives (the server restarted with it): streams made, snapshot published.
+    plain.start_kill().unwrap();
+    plain.wait().await.unwrap();
+    let _nats = start_nats(port, &store).await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    eventually(
+        "ready once JetStream is there",
+        Duration::from_secs(20),
+        || async {
+            let r = poller.ready().await;
+            r["ready"] == true && r["info"]["streams"] == "ready"
+        },
+    )
+    .await;
+    eventually(
+        "the tenant's snapshot stored",
+        Duration::from_secs(10),
+        || async {
+            let Ok(stream) = js.get_stream(pulse_proto::subject::STATE_STREAM).await else {
+                return false;
+            };
+            stream
+                .direct_get_last_for_subject(format!("pulse.v1.{tenant}.alerts"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    poller.stop().await;
+    db.drop_now().await;
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -75,6 +75,16 @@ async fn ops_endpoints_answer_on_the_ops_port_only() {
         metrics.contains("pulse_web_requests_total{route=\"/api/v2/fleet\",status=\"401\"}"),
         "{metrics}"
     );
+    for process in [
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(process)),
+            "{process}missing: {metrics}"
+        );
+    }
     // The public port, which serves the dashboard to anyone, does not expose them.
     for path in ["/healthz", "/readyz", "/metrics"] {
         let r = reqwest::get(env.at(path)).await.unwrap();
