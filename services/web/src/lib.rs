@@ -51,6 +51,12 @@ pub async fn run(
     if !config.web_root.join("index.html").exists() {
         tracing::warn!(root = %config.web_root.display(), "no built dashboard; run `npm run build` in web/");
     }
+    if config.publish_token.is_some() {
+        tracing::warn!(
+            "PULSE_PUBLISH_TOKEN is set: it publishes events for every tenant; give each backend \
+             a per-tenant publish key (POST /api/v2/publish-keys) and unset it"
+        );
+    }
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();
