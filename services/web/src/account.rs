@@ -33,8 +33,11 @@ pub struct Me {
 #[derive(Serialize, ToSchema)]
 pub struct Ticket {
     pub token: String,
-    /// Unix seconds.
+    /// Unix seconds, by the server's clock.
     pub expires_at: u64,
+    /// Seconds the token is valid from now: lets a client time its renewal by its own clock,
+    /// whatever the difference between its clock and the server's.
+    pub expires_in: u64,
     /// Gateway WebSocket URLs; pick one at random per connection attempt.
     pub gateways: Vec<String>,
 }
@@ -188,6 +191,7 @@ pub async fn ws_ticket(
         .ticket(&session, state.config.ticket_ttl_seconds)?;
     let ticket = Ticket {
         token,
+        expires_in: state.config.ticket_ttl_seconds,
         expires_at,
         gateways: state.config.gateway_urls.clone(),
     };

@@ -26,10 +26,12 @@ const POLL_ALERTS_SHOWN = 100;
 const POLL_EVENTS_LIMIT = 1000;
 
 /** A ticket fetcher that reports a lost session (401) before failing. */
-export function sessionTicketFetcher(fetchTicket: () => Promise<Ticket> = ticketFetcher()): () => Promise<Ticket> {
-  return async () => {
+export function sessionTicketFetcher(
+  fetchTicket: (signal?: AbortSignal) => Promise<Ticket> = ticketFetcher(),
+): (signal?: AbortSignal) => Promise<Ticket> {
+  return async (signal?: AbortSignal) => {
     try {
-      return await fetchTicket();
+      return await fetchTicket(signal);
     } catch (error) {
       if (error instanceof TicketError && error.status === 401) reportSessionLost();
       throw error;

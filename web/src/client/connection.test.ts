@@ -848,6 +848,72 @@ describe("token renewal", () => {
     ]);
   });
 
+  it("times renewal by the token's lifetime, not by a clock that disagrees with the server's", async () => {
+    // The browser's clock is 20 s behind the server's: `expires_at` looks 80 s away.
+    const serverAhead = 20;
+    let n = 0;
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      n += 1;
+      return {
+        token: `t${n}`,
+        expires_at: Math.floor(Date.now() / 1000) + serverAhead + 60,
+        expires_in: 60,
+        gateways: ["ws://gw-a.test/api/v2/ws"],
+      };
+    });
+    const t = setup({ getTicket });
+    await t.connect();
+    // Renewed at 75 % of the 60 s it really has, before the server would end it at 60 s.
+    await vi.advanceTimersByTimeAsync(46_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(2);
+  });
+
+  it("without expires_in, times renewal by the token's own iat and exp", async () => {
+    const b64 = (v: object) => btoa(JSON.stringify(v)).replace(/=+$/, "");
+    let n = 0;
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      n += 1;
+      const iat = Math.floor(Date.now() / 1000) + 20; // the server's clock, 20 s ahead
+      return {
+        token: `${b64({ alg: "HS256" })}.${b64({ iat, exp: iat + 60, n })}.sig`,
+        expires_at: iat + 60,
+        gateways: ["ws://gw-a.test/api/v2/ws"],
+      };
+    });
+    const t = setup({ getTicket });
+    await t.connect();
+    await vi.advanceTimersByTimeAsync(46_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(2);
+  });
+
+  it("gives up a renewal that hangs and tries again", async () => {
+    const good = ticketSource();
+    let calls = 0;
+    const signals: (AbortSignal | undefined)[] = [];
+    const getTicket = vi.fn((signal?: AbortSignal) => {
+      calls += 1;
+      signals.push(signal);
+      return calls === 2 ? new Promise<Ticket>(() => {}) : good();
+    });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(45_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    socket.push({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(10_000);
+    await settle();
+    expect(signals[1]?.aborted).toBe(true);
+    expect(t.errors.map((e) => e.kind)).toEqual(["renew_failed"]);
+    socket.push({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(3);
+    expect(socket.requests.filter((r) => r.action === "auth")).toHaveLength(1);
+  });
+
   it("does not renew for a socket that is gone", async () => {
     const t = setup();
     const socket = await t.connect();
@@ -856,6 +922,32 @@ describe("token renewal", () => {
     await vi.advanceTimersByTimeAsync(120_000);
     await settle();
     expect(t.getTicket).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("a hung ticket endpoint", () => {
+  it("costs one attempt: the request is aborted at the deadline and the next attempt connects", async () => {
+    const good = ticketSource();
+    let calls = 0;
+    const signals: (AbortSignal | undefined)[] = [];
+    const getTicket = vi.fn((signal?: AbortSignal) => {
+      calls += 1;
+      signals.push(signal);
+      return calls === 1 ? new Promise<Ticket>(() => {}) : good();
+    });
+    const t = setup({ getTicket });
+    t.client.start();
+    await settle();
+    expect(t.factory.sockets).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(10_000);
+    await settle();
+    expect(signals[0]?.aborted).toBe(true);
+    expect(t.errors.map((e) => e.kind)).toEqual(["ticket_failed"]);
+    expect(t.client.state).toBe("reconnecting");
+    const socket = await t.nextSocket();
+    expect(socket).toBeDefined();
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    expect(t.client.state).not.toBe("reconnecting");
   });
 });
 

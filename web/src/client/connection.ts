@@ -44,7 +44,7 @@ import {
 } from "./protocol.js";
 import { SeqTracker } from "./seq.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
-import { parseTicket, pickGateway } from "./ticket.js";
+import { parseTicket, pickGateway, ticketLifetimeMs } from "./ticket.js";
 import { globalNow, globalTimers, TimerSlot, type Timers } from "./timers.js";
 import {
   CloseCode,
@@ -89,9 +89,11 @@ const MIN_RENEW_DELAY_MS = 5_000;
 export interface PulseClientOptions {
   /**
    * Fetches a fresh ticket; called before every connection attempt and to renew the token.
-   * Use {@link ticketFetcher} for `GET /api/v2/ws-ticket`.
+   * Use {@link ticketFetcher} for `GET /api/v2/ws-ticket`. The request has the attempt's
+   * deadline (`connectTimeoutMs`): `signal` aborts when it passes, and an answer after it is
+   * ignored, so a hung ticket endpoint costs one attempt, not the connection.
    */
-  getTicket: () => Promise<Ticket>;
+  getTicket: (signal?: AbortSignal) => Promise<Ticket>;
   /** REST fallback while the socket is down; without it there is no fallback. */
   poll?: PollFunction;
   /** Default the global `WebSocket`. */
@@ -182,7 +184,7 @@ export class PulseClient {
   /** Where data, connection changes and errors are published. */
   readonly bus: PulseBus;
 
-  private readonly getTicket: () => Promise<Ticket>;
+  private readonly getTicket: (signal?: AbortSignal) => Promise<Ticket>;
   private readonly Socket: SocketConstructor | undefined;
   private readonly timers: Timers;
   private readonly now: () => number;
@@ -432,15 +434,20 @@ export class PulseClient {
     this.dropSocket(CloseCode.NORMAL, "reconnecting");
     const generation = ++this.generation;
     this.update({ ...this.current, nextAttemptAt: undefined });
-    let ticketPromise: Promise<Ticket>;
-    try {
-      ticketPromise = Promise.resolve(this.getTicket());
-    } catch (error) {
-      ticketPromise = Promise.reject(error);
-    }
+    const { promise: ticketPromise, abort } = this.requestTicket();
+    // One deadline for the whole attempt starts with the ticket request.
+    this.connectTimer.set(() => {
+      if (generation !== this.generation || this.socket) return;
+      abort();
+      this.failAttempt({
+        kind: "ticket_failed",
+        message: `the ticket request did not answer within ${this.connectTimeoutMs} ms`,
+      });
+    }, this.connectTimeoutMs);
     ticketPromise.then(
       (raw) => {
         if (generation !== this.generation || !this.wanted) return;
+        this.connectTimer.clear();
         let ticket: Ticket;
         try {
           ticket = parseTicket(raw);
@@ -452,9 +459,22 @@ export class PulseClient {
       },
       (error: unknown) => {
         if (generation !== this.generation || !this.wanted) return;
+        this.connectTimer.clear();
         this.failAttempt({ kind: "ticket_failed", message: `could not get a ticket: ${describe(error)}`, cause: error });
       },
     );
+  }
+
+  /** Asks for a ticket with an abort handle, whatever `getTicket` throws or returns. */
+  private requestTicket(): { promise: Promise<Ticket>; abort: () => void } {
+    const controller = typeof AbortController === "function" ? new AbortController() : undefined;
+    let promise: Promise<Ticket>;
+    try {
+      promise = Promise.resolve(this.getTicket(controller?.signal));
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    return { promise, abort: () => controller?.abort() };
   }
 
   private open(ticket: Ticket, generation: number): void {
@@ -644,7 +664,9 @@ export class PulseClient {
   // ---- token renewal ---------------------------------------------------------------------------
 
   private scheduleRenewal(ticket: Ticket): void {
-    const lifetimeMs = ticket.expires_at * 1000 - this.now();
+    // Timed by the token's lifetime, not by comparing `expires_at` with this clock: a browser
+    // whose clock is behind the server's would renew after the token expired.
+    const lifetimeMs = ticketLifetimeMs(ticket, this.now());
     const delay = Math.max(MIN_RENEW_DELAY_MS, lifetimeMs * this.renewAt);
     this.renewTimer.set(() => this.renew(), delay);
   }
@@ -652,24 +674,33 @@ export class PulseClient {
   private renew(): void {
     const socket = this.socket;
     if (!socket || !this.socketOpen) return;
-    let ticketPromise: Promise<Ticket>;
-    try {
-      ticketPromise = Promise.resolve(this.getTicket());
-    } catch (error) {
-      ticketPromise = Promise.reject(error);
-    }
+    const { promise: ticketPromise, abort } = this.requestTicket();
+    let settled = false;
+    const failed = (message: string, cause?: unknown) => {
+      settled = true;
+      if (this.socket !== socket || !this.socketOpen) return;
+      this.report({ kind: "renew_failed", message, cause });
+      this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+    };
+    // A renewal that hangs is given up like a failed one, and tried again.
+    this.renewTimer.set(() => {
+      if (settled) return;
+      abort();
+      failed(`the ticket request did not answer within ${this.connectTimeoutMs} ms`);
+    }, this.connectTimeoutMs);
     ticketPromise
       .then((raw) => parseTicket(raw))
       .then(
         (ticket) => {
+          if (settled) return;
+          settled = true;
           if (this.socket !== socket || !this.socketOpen) return;
           this.send({ action: "auth", token: ticket.token });
           this.scheduleRenewal(ticket);
         },
         (error: unknown) => {
-          if (this.socket !== socket || !this.socketOpen) return;
-          this.report({ kind: "renew_failed", message: `could not renew the token: ${describe(error)}`, cause: error });
-          this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+          if (settled) return;
+          failed(`could not renew the token: ${describe(error)}`, error);
         },
       );
   }

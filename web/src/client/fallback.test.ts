@@ -21,7 +21,7 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-function setup(poll: (ctx: PollContext) => Promise<void> | void = () => {}) {
+function setup(poll: (ctx: PollContext) => Promise<void> | void = () => {}, timeoutMs?: number) {
   const published: DataMessage[] = [];
   const changes: boolean[] = [];
   const errors: string[] = [];
@@ -32,6 +32,7 @@ function setup(poll: (ctx: PollContext) => Promise<void> | void = () => {}) {
     timers: globalTimers,
     onChange: (p) => changes.push(p),
     onError: (e) => errors.push(e.kind),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
   });
   return { poller, pollFn, published, changes, errors };
 }
@@ -123,7 +124,7 @@ describe("FallbackPoller", () => {
       most = Math.max(most, running);
       await new Promise((r) => setTimeout(r, 50_000));
       running -= 1;
-    });
+    }, 60_000);
     poller.disconnected();
     await vi.advanceTimersByTimeAsync(5_000 + 3 * 80_000);
     expect(pollFn).toHaveBeenCalledTimes(4);
@@ -152,5 +153,24 @@ describe("FallbackPoller", () => {
     poller.disconnected();
     await vi.advanceTimersByTimeAsync(5_000);
     expect(pollFn.mock.calls[0]?.[0].events).toEqual([]);
+  });
+});
+
+describe("FallbackPoller deadline", () => {
+  it("aborts a hung poll, reports it and polls again", async () => {
+    const signals: AbortSignal[] = [];
+    const t = setup((ctx) => {
+      signals.push(ctx.signal);
+      return new Promise<void>(() => {}); // never answers
+    });
+    t.poller.disconnected();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(t.pollFn).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(15_000);
+    expect(signals[0]?.aborted).toBe(true);
+    expect(t.errors).toEqual(["poll_failed"]);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(t.pollFn).toHaveBeenCalledTimes(2);
+    t.poller.stop();
   });
 });

@@ -13,6 +13,8 @@ import type { DataMessage } from "./types.js";
 export const DEFAULT_FALLBACK_THRESHOLD_MS = 5_000;
 /** Default interval between polls: 30 s. */
 export const DEFAULT_FALLBACK_INTERVAL_MS = 30_000;
+/** Longest a fallback poll may take before it is aborted. */
+export const DEFAULT_POLL_TIMEOUT_MS = 15_000;
 
 /** Where the events of one held event topic stand, for polling them over REST. */
 export interface EventsPosition {
@@ -61,6 +63,11 @@ export interface FallbackOptions {
   thresholdMs?: number;
   /** Default {@link DEFAULT_FALLBACK_INTERVAL_MS}. */
   intervalMs?: number;
+  /**
+   * Longest a poll may take before it is aborted and counted as failed (the next one follows
+   * an interval later, as after any failure). Default {@link DEFAULT_POLL_TIMEOUT_MS}.
+   */
+  timeoutMs?: number;
   /** Called with every failed poll; polling goes on. */
   onError?: (error: ClientError) => void;
   /** Called whenever polling starts or stops. */
@@ -70,10 +77,13 @@ export interface FallbackOptions {
 /**
  * Starts polling a threshold after {@link FallbackPoller.disconnected} and stops at
  * {@link FallbackPoller.connected}. Polls never overlap: the next one is scheduled an interval
- * after the previous one finished.
+ * after the previous one finished, or was aborted at its deadline (a poll should stop when its
+ * `signal` aborts).
  */
 export class FallbackPoller {
   private readonly timer: TimerSlot;
+  private readonly deadline: TimerSlot;
+  private readonly timeoutMs: number;
   private readonly thresholdMs: number;
   private readonly intervalMs: number;
   private waiting = false;
@@ -84,6 +94,8 @@ export class FallbackPoller {
   /** Creates an idle poller. */
   constructor(private readonly options: FallbackOptions) {
     this.timer = new TimerSlot(options.timers);
+    this.deadline = new TimerSlot(options.timers);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
     this.thresholdMs = options.thresholdMs ?? DEFAULT_FALLBACK_THRESHOLD_MS;
     this.intervalMs = options.intervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS;
   }
@@ -113,6 +125,7 @@ export class FallbackPoller {
   stop(): void {
     this.waiting = false;
     this.timer.clear();
+    this.deadline.clear();
     this.controller?.abort();
     this.controller = undefined;
     this.setActive(false);
@@ -135,6 +148,14 @@ export class FallbackPoller {
       signal: controller.signal,
       events: this.options.events?.() ?? [],
     };
+    // A poll that hangs is aborted, reported, and followed by the next one.
+    this.deadline.set(() => {
+      if (!current()) return;
+      controller.abort();
+      this.controller = undefined;
+      this.options.onError?.({ kind: "poll_failed", message: `fallback poll did not finish within ${this.timeoutMs} ms` });
+      this.scheduleNext();
+    }, this.timeoutMs);
     try {
       await this.options.poll(context);
     } catch (error) {
@@ -143,7 +164,12 @@ export class FallbackPoller {
       }
     }
     if (!current()) return;
+    this.deadline.clear();
     this.controller = undefined;
+    this.scheduleNext();
+  }
+
+  private scheduleNext(): void {
     this.timer.set(() => {
       if (this.active) void this.runPoll();
     }, this.intervalMs);

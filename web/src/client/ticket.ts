@@ -42,7 +42,42 @@ export function parseTicket(value: unknown): Ticket {
   if (!gateways.every((g): g is string => typeof g === "string" && g !== "")) {
     throw new TicketError("ticket gateways must be non-empty strings");
   }
-  return { token: v.token, expires_at: v.expires_at, gateways: [...gateways] };
+  const ticket: Ticket = { token: v.token, expires_at: v.expires_at, gateways: [...gateways] };
+  if (v.expires_in !== undefined) {
+    if (typeof v.expires_in !== "number" || !Number.isFinite(v.expires_in) || v.expires_in <= 0) {
+      throw new TicketError("ticket with an expires_in that is not a positive number");
+    }
+    ticket.expires_in = v.expires_in;
+  }
+  return ticket;
+}
+
+/**
+ * How long `ticket`'s token lives, in milliseconds, measured without comparing clocks:
+ * `expires_in`, else the token's own `exp - iat` (both by the server's clock), else
+ * `expires_at` against `now` (the only reading that trusts the local clock).
+ */
+export function ticketLifetimeMs(ticket: Ticket, now: number): number {
+  if (ticket.expires_in !== undefined) return ticket.expires_in * 1000;
+  const claims = tokenClaims(ticket.token);
+  if (claims && typeof claims.exp === "number" && typeof claims.iat === "number" && claims.exp > claims.iat) {
+    return (claims.exp - claims.iat) * 1000;
+  }
+  return ticket.expires_at * 1000 - now;
+}
+
+/** The payload of a JWT, or `undefined` when it is not one. */
+function tokenClaims(token: string): Record<string, unknown> | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const json = globalThis.atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "="));
+    const claims: unknown = JSON.parse(json);
+    return typeof claims === "object" && claims !== null ? (claims as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Options of {@link ticketFetcher}. */
@@ -57,14 +92,15 @@ export interface TicketFetcherOptions {
  * A `getTicket` for {@link PulseClient} that asks the web service with the session cookie.
  * Tickets are never cached: every call makes a request.
  */
-export function ticketFetcher(options: TicketFetcherOptions = {}): () => Promise<Ticket> {
+export function ticketFetcher(options: TicketFetcherOptions = {}): (signal?: AbortSignal) => Promise<Ticket> {
   const url = options.url ?? DEFAULT_TICKET_URL;
-  return async () => {
+  return async (signal?: AbortSignal) => {
     const doFetch = options.fetch ?? globalThis.fetch;
     let response: Response;
     try {
       response = await doFetch(url, {
         method: "GET",
+        ...(signal ? { signal } : {}),
         credentials: "same-origin",
         cache: "no-store",
         headers: { Accept: "application/json" },

@@ -186,8 +186,13 @@ export type ClientRequest =
 export interface Ticket {
   /** A short-lived JWT (at most 60 s) for connecting to a gateway. */
   token: string;
-  /** When the token expires, unix seconds. */
+  /** When the token expires, unix seconds by the server's clock. */
   expires_at: number;
+  /**
+   * Seconds the token is valid from when the web service answered. Renewal is timed from it
+   * (or from the token's own `iat`/`exp`), never from `expires_at` against the browser's clock.
+   */
+  expires_in?: number;
   /** Gateway URLs such as `wss://host/api/v2/ws`; one is picked at random per attempt. */
   gateways: string[];
 }

@@ -212,6 +212,7 @@ async fn a_ws_ticket_is_short_lived_for_the_same_tenant_and_a_gateway_accepts_it
         .as_secs();
     let exp = ticket["expires_at"].as_u64().unwrap();
     assert!(exp > now && exp <= now + 60, "ticket lives {}s", exp - now);
+    assert_eq!(ticket["expires_in"], json!(60));
     assert_eq!(ticket["gateways"], json!(["ws://127.0.0.1:1/api/v2/ws"]));
     let token = ticket["token"].as_str().unwrap();
     // Same tenant and role, verified with the gateways' secret.
