@@ -5,7 +5,7 @@ import type { ClientError } from "./errors.js";
 import type { EventsReset } from "./eventsReset.js";
 import type { EventsPosition, PollContext } from "./fallback.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
-import { FakeNetwork, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
+import { FakeNetwork, FakeVisibility, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
 import type {
   AlertsMessage,
   EventMessage,
@@ -922,6 +922,36 @@ describe("token renewal", () => {
     await vi.advanceTimersByTimeAsync(120_000);
     await settle();
     expect(t.getTicket).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("a tab shown again", () => {
+  it("pings a live socket at once", async () => {
+    const visibility = new FakeVisibility();
+    const t = setup({ visibility });
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(5_000);
+    const pings = () => socket.requests.filter((r) => r.action === "ping").length;
+    expect(pings()).toBe(0);
+    visibility.show();
+    expect(pings()).toBe(1);
+  });
+
+  it("cuts a long backoff short", async () => {
+    const visibility = new FakeVisibility();
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      throw new Error("HTTP 502");
+    });
+    const t = setup({ visibility, getTicket, random: () => 0.999 });
+    t.client.start();
+    // Failures push the backoff towards its 30 s cap.
+    await vi.advanceTimersByTimeAsync(60_000);
+    await settle();
+    const calls = getTicket.mock.calls.length;
+    expect(t.client.state).toBe("reconnecting");
+    visibility.show();
+    await settle();
+    expect(getTicket.mock.calls.length).toBe(calls + 1);
   });
 });
 

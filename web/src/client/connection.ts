@@ -24,7 +24,7 @@ import {
   type PollFunction,
 } from "./fallback.js";
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS, Heartbeat } from "./heartbeat.js";
-import { browserNetwork, type NetworkMonitor } from "./network.js";
+import { browserNetwork, browserVisibility, type NetworkMonitor, type VisibilityMonitor } from "./network.js";
 import {
   channelTopic,
   classifyValue,
@@ -106,6 +106,11 @@ export interface PulseClientOptions {
   random?: () => number;
   /** Default the browser's `navigator.onLine` and `online` / `offline` events. */
   network?: NetworkMonitor;
+  /**
+   * Default the page's `visibilitychange`. When a hidden tab (whose timers the browser
+   * throttled) is shown again, the client pings at once, or cuts a pending backoff short.
+   */
+  visibility?: VisibilityMonitor;
   /** Default 1000 ms. */
   backoffBaseMs?: number;
   /** Default 30000 ms. */
@@ -190,6 +195,8 @@ export class PulseClient {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly network: NetworkMonitor;
+  private readonly visibility: VisibilityMonitor;
+  private stopWatchingVisibility: (() => void) | undefined;
   private readonly backoff: Backoff;
   private readonly restartJitterMs: number;
   private readonly connectTimeoutMs: number;
@@ -235,6 +242,7 @@ export class PulseClient {
     this.now = options.now ?? globalNow;
     this.random = options.random ?? Math.random;
     this.network = options.network ?? browserNetwork();
+    this.visibility = options.visibility ?? browserVisibility();
     this.backoff = new Backoff({
       baseMs: options.backoffBaseMs ?? DEFAULT_BACKOFF_BASE_MS,
       capMs: options.backoffCapMs ?? DEFAULT_BACKOFF_CAP_MS,
@@ -308,6 +316,7 @@ export class PulseClient {
     this.wanted = true;
     this.backoff.reset();
     this.stopWatchingNetwork = this.network.watch((online) => this.onNetworkChange(online));
+    this.stopWatchingVisibility = this.visibility.watchVisible(() => this.onVisible());
     this.update({ state: "connecting", polling: this.polling, since: this.now() });
     this.fallback?.disconnected();
     this.attempt();
@@ -422,6 +431,8 @@ export class PulseClient {
     this.dropSocket(CloseCode.NORMAL, "client closed");
     this.stopWatchingNetwork?.();
     this.stopWatchingNetwork = undefined;
+    this.stopWatchingVisibility?.();
+    this.stopWatchingVisibility = undefined;
   }
 
   private attempt(): void {
@@ -637,6 +648,16 @@ export class PulseClient {
       // The network is back: try now rather than wait out the backoff.
       this.backoff.reset();
       this.update({ state: "reconnecting", polling: this.polling, since: this.now() });
+      this.attempt();
+    }
+  }
+
+  /** The tab is shown again: check a live socket now, or stop waiting out a long backoff. */
+  private onVisible(): void {
+    if (!this.wanted) return;
+    if (this.socket && this.socketOpen) {
+      this.heartbeat.pingNow();
+    } else if (this.retryTimer.pending && this.network.isOnline()) {
       this.attempt();
     }
   }

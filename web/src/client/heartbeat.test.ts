@@ -92,3 +92,62 @@ describe("Heartbeat", () => {
     expect(time.pending).toBe(0);
   });
 });
+
+describe("Heartbeat in a background tab", () => {
+  /** Timers that fire late, as a hidden tab's do (about once a minute). */
+  function throttled(time: ManualTime, stepMs: number): Timers {
+    return {
+      setTimeout: (fn: () => void, ms: number) => time.setTimeout(fn, Math.ceil(ms / stepMs) * stepMs),
+      clearTimeout: (h: unknown) => time.clearTimeout(h),
+    };
+  }
+
+  it("does not take a quiet socket that answers every ping for a dead one", () => {
+    const time = new ManualTime();
+    const events: string[] = [];
+    const hb: Heartbeat = new Heartbeat({
+      timers: throttled(time, 60_000),
+      now: () => time.now,
+      // The gateway answers 50 ms after each ping (the socket's messages are not throttled).
+      sendPing: () => {
+        events.push(`ping@${time.now}`);
+        time.setTimeout(() => hb.seen(), 50);
+      },
+      onTimeout: () => events.push(`timeout@${time.now}`),
+    });
+    hb.start();
+    time.advance(600_000);
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual([]);
+    expect(events.filter((e) => e.startsWith("ping")).length).toBeGreaterThanOrEqual(9);
+    expect(hb.active).toBe(true);
+  });
+
+  it("still finds a dead socket: a ping unanswered for the wait", () => {
+    const time = new ManualTime();
+    const events: string[] = [];
+    const hb = new Heartbeat({
+      timers: throttled(time, 60_000),
+      now: () => time.now,
+      sendPing: () => events.push(`ping@${time.now}`),
+      onTimeout: () => events.push(`timeout@${time.now}`),
+    });
+    hb.start();
+    time.advance(180_000);
+    expect(events[0]).toBe("ping@60000");
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual(["timeout@120000"]);
+  });
+
+  it("pings at once when asked and goes on from there", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    time.advance(5_000);
+    hb.seen();
+    hb.pingNow();
+    expect(events).toEqual(["ping@5000"]);
+    time.advance(20_000);
+    expect(events).toEqual(["ping@5000", "ping@25000"]);
+    // Unanswered since 5 s, silent since 5 s: dead 45 s after the last message.
+    time.advance(25_000);
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual(["timeout@50000"]);
+  });
+});

@@ -1,6 +1,11 @@
 /**
  * The application-level heartbeat of an open socket: a `ping` every interval, and a watchdog
- * that declares the socket dead when nothing at all arrived for the timeout.
+ * that declares the socket dead when nothing at all arrived for the timeout *and* a ping has
+ * gone unanswered for the timeout minus the interval.
+ *
+ * The second condition matters in background tabs: browsers run their timers there about once
+ * a minute, so pings go out late and a quiet socket looks silent for longer than the timeout
+ * although it answers every ping it gets. Silence counts only once something was asked.
  *
  * A half-open TCP connection (a laptop waking up, a NAT that forgot the flow) can look open for
  * minutes; the watchdog notices it within the timeout.
@@ -37,6 +42,8 @@ export class Heartbeat {
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
   private lastSeen = 0;
+  /** When the oldest ping not yet followed by anything was sent. */
+  private unansweredSince: number | undefined;
   private running = false;
 
   /** Creates a stopped heartbeat. */
@@ -57,6 +64,7 @@ export class Heartbeat {
     this.stop();
     this.running = true;
     this.lastSeen = this.options.now();
+    this.unansweredSince = undefined;
     this.schedulePing();
     this.watchdog.set(() => this.check(), this.timeoutMs);
   }
@@ -64,6 +72,18 @@ export class Heartbeat {
   /** Records that something arrived. Cheap: no timer is touched. */
   seen(): void {
     this.lastSeen = this.options.now();
+    this.unansweredSince = undefined;
+  }
+
+  /**
+   * Pings at once (e.g. when a hidden tab becomes visible again, after timers were throttled),
+   * so a dead socket is found within the answer wait instead of at the next scheduled ping.
+   */
+  pingNow(): void {
+    if (!this.running) return;
+    this.sendPing();
+    this.schedulePing();
+    this.watchdog.set(() => this.check(), this.answerWaitMs());
   }
 
   /** Stops pinging and watching. */
@@ -76,19 +96,34 @@ export class Heartbeat {
   private schedulePing(): void {
     this.ping.set(() => {
       if (!this.running) return;
-      this.options.sendPing();
+      this.sendPing();
       if (this.running) this.schedulePing();
     }, this.intervalMs);
   }
 
+  private sendPing(): void {
+    this.unansweredSince ??= this.options.now();
+    this.options.sendPing();
+  }
+
+  /** How long a ping may go unanswered: the timeout minus the interval, at least 1 s. */
+  private answerWaitMs(): number {
+    return Math.max(1_000, this.timeoutMs - this.intervalMs);
+  }
+
   private check(): void {
     if (!this.running) return;
-    const silent = this.options.now() - this.lastSeen;
-    if (silent >= this.timeoutMs) {
+    const now = this.options.now();
+    const silent = now - this.lastSeen;
+    const waited = this.unansweredSince === undefined ? 0 : now - this.unansweredSince;
+    const answerWait = this.answerWaitMs();
+    if (silent >= this.timeoutMs && this.unansweredSince !== undefined && waited >= answerWait) {
       this.stop();
       this.options.onTimeout();
-    } else {
-      this.watchdog.set(() => this.check(), this.timeoutMs - silent);
+      return;
     }
+    const untilSilent = this.timeoutMs - silent;
+    const untilUnanswered = this.unansweredSince === undefined ? answerWait : answerWait - waited;
+    this.watchdog.set(() => this.check(), Math.max(untilSilent, untilUnanswered, 1));
   }
 }

@@ -56,3 +56,41 @@ export function browserNetwork(scope: unknown = globalThis): NetworkMonitor {
     },
   };
 }
+
+/** Whether the page is shown, and when that changes. */
+export interface VisibilityMonitor {
+  /**
+   * Calls `listener` each time the page becomes visible again.
+   *
+   * @returns a function that stops listening.
+   */
+  watchVisible(listener: () => void): () => void;
+}
+
+interface DocumentLike {
+  visibilityState?: string;
+  addEventListener?: (type: string, listener: () => void) => void;
+  removeEventListener?: (type: string, listener: () => void) => void;
+}
+
+/**
+ * The browser's view: `document.visibilityState` and `visibilitychange`. Outside a browser the
+ * page never becomes visible again.
+ */
+export function browserVisibility(scope: unknown = globalThis): VisibilityMonitor {
+  const doc = (scope as { document?: DocumentLike }).document;
+  if (!doc || typeof doc.addEventListener !== "function" || typeof doc.removeEventListener !== "function") {
+    return { watchVisible: () => () => {} };
+  }
+  const add = doc.addEventListener.bind(doc);
+  const remove = doc.removeEventListener.bind(doc);
+  return {
+    watchVisible(listener) {
+      const changed = (): void => {
+        if (doc.visibilityState === "visible") listener();
+      };
+      add("visibilitychange", changed);
+      return () => remove("visibilitychange", changed);
+    },
+  };
+}

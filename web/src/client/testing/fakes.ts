@@ -6,7 +6,7 @@
 import { vi } from "vitest";
 
 import type { SocketLike } from "../connection.js";
-import type { NetworkMonitor } from "../network.js";
+import type { NetworkMonitor, VisibilityMonitor } from "../network.js";
 import type { ClientRequest, Ticket } from "../types.js";
 
 /** WebSocket ready states, as in the browser. */
@@ -166,4 +166,19 @@ export class FakeNetwork implements NetworkMonitor {
 /** Lets pending promise callbacks run (fake timers do not advance). */
 export async function settle(): Promise<void> {
   for (let i = 0; i < 20; i += 1) await Promise.resolve();
+}
+
+/** A page the test hides and shows. */
+export class FakeVisibility implements VisibilityMonitor {
+  private readonly listeners = new Set<() => void>();
+
+  watchVisible(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The tab is shown again. */
+  show(): void {
+    for (const l of [...this.listeners]) l();
+  }
 }
