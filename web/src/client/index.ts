@@ -58,8 +58,8 @@ export type { EventsPosition, FallbackOptions, PollContext, PollFunction } from 
 export { Heartbeat, DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS } from "./heartbeat.js";
 export type { HeartbeatOptions } from "./heartbeat.js";
 
-export { alwaysOnline, browserNetwork } from "./network.js";
-export type { NetworkMonitor } from "./network.js";
+export { alwaysOnline, browserNetwork, browserVisibility } from "./network.js";
+export type { NetworkMonitor, VisibilityMonitor } from "./network.js";
 
 export { DEFAULT_TICKET_URL, TicketError, parseTicket, pickGateway, ticketFetcher } from "./ticket.js";
 export type { TicketFetcherOptions } from "./ticket.js";
