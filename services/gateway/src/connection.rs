@@ -180,7 +180,10 @@ impl Session {
         if !self.bucket.try_take() {
             self.limited_streak += 1;
             if self.limited_streak > self.state.config.client_msgs_burst {
-                return Err(Some((close::RATE_LIMITED, "rate limit exceeded")));
+                return Err(Some((
+                    close::RATE_LIMITED,
+                    "rate limit exceeded; retry_after=1",
+                )));
             }
             let reply_due = self
                 .last_limited_reply

@@ -31,6 +31,10 @@ use crate::config::GatewayConfig;
 use crate::fanout::FanOut;
 use crate::metrics::{CodeLabel, Metrics};
 
+/// Seconds a client refused by a connection cap should wait before trying again (the
+/// `retry_after` of its 4029 close reason).
+const CAP_RETRY_AFTER_SECONDS: u64 = 5;
+
 /// What every request handler and connection shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -225,7 +229,9 @@ fn admit(
         Ok(slot) => slot,
         Err(e) => {
             state.metrics.closed(close::RATE_LIMITED);
-            return Either::Left(refuse(socket, close::RATE_LIMITED, e.to_string()));
+            // The hint tells clients how long to stay away (see proto/README.md).
+            let reason = format!("{e}; retry_after={CAP_RETRY_AFTER_SECONDS}");
+            return Either::Left(refuse(socket, close::RATE_LIMITED, reason));
         }
     };
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);

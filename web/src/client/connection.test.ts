@@ -244,16 +244,45 @@ describe("reconnecting", () => {
     expect(delays).toEqual([999, 1_998, 3_996, 7_992, 15_984, 29_970, 29_970, 29_970]);
   });
 
-  it("keeps backing off when connections open and drop at once (4029 after the upgrade)", async () => {
+  it("keeps backing off when connections open and drop at once (1006 after the upgrade)", async () => {
     const t = setup({ random: () => 0.999 });
     await t.connect();
     const delays: number[] = [];
     for (let i = 0; i < 4; i += 1) {
-      t.factory.last().serverClose(4029);
+      t.factory.last().serverClose(1011);
       delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
       await t.nextSocket(true);
     }
     expect(delays).toEqual([999, 1_998, 3_996, 7_992]);
+  });
+
+  it("after 4029 waits at least the gateway's hint, backs off beyond it, and tries another gateway", async () => {
+    const t = setup({ random: () => 0.999 });
+    const first = await t.connect();
+    const delays: number[] = [];
+    first.serverClose(4029, "too many connections from this address; retry_after=12");
+    delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+    const second = await t.nextSocket(true);
+    expect(second.url).not.toBe(first.url);
+    for (let i = 0; i < 3; i += 1) {
+      t.factory.last().serverClose(4029, "rate limit exceeded");
+      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      await t.nextSocket(true);
+    }
+    // The hint (12 s), then at least the default 5 s, then the backoff once it is longer.
+    expect(delays).toEqual([12_000, 5_000, 5_000, 7_992]);
+    expect(t.errors.map((e) => e.kind)).toEqual(["rate_limited", "rate_limited", "rate_limited", "rate_limited"]);
+  });
+
+  it("reports 1003 and 1009 as this client's fault and waits the longest backoff", async () => {
+    for (const code of [1003, 1009]) {
+      const t = setup({ random: () => 0.5 });
+      await t.connect();
+      t.factory.last().serverClose(code, "message too big");
+      expect(t.errors.map((e) => [e.kind, e.code])).toEqual([["protocol_violation", code]]);
+      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(30_000);
+      t.client.close();
+    }
   });
 
   it("starts the backoff over after a connection stayed up", async () => {
@@ -401,8 +430,8 @@ describe("reconnecting", () => {
     expect(t.client.state).toBe("live");
   });
 
-  it("reconnects with backoff after 4008, 4029, 1000 and 1001", async () => {
-    for (const code of [4008, 4029, 1000, 1001]) {
+  it("reconnects with backoff after 4008, 1000 and 1001", async () => {
+    for (const code of [4008, 1000, 1001]) {
       const t = setup({ random: () => 0.5 });
       await t.connect();
       t.factory.last().serverClose(code);
@@ -1052,6 +1081,28 @@ describe("fallback polling", () => {
     await vi.advanceTimersByTimeAsync(5_000);
     expect(got).toHaveBeenCalledTimes(2);
     expect(got.mock.calls[1]?.[0]).toMatchObject({ seq: 0, counts: { online: 42 } });
+  });
+
+  it("after polling, the gateway's snapshot with the seq seen before still replaces the polled one", async () => {
+    const poll = fleetPoll(0);
+    const t = setup({ poll, random: () => 0.999 });
+    const socket = await t.connect();
+    t.client.subscribe({ type: "fleet" });
+    const got = vi.fn();
+    t.client.on("fleet", got);
+    socket.push(fleet(500, 1));
+    socket.serverClose(1006);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(got.mock.calls.at(-1)?.[0]).toMatchObject({ seq: 0, counts: { online: 42 } });
+    // Back live: the gateway sends its current snapshot again, unchanged since seq 500.
+    const back = await t.nextSocket();
+    back.push(fleet(500, 1));
+    expect(got.mock.calls.at(-1)?.[0]).toMatchObject({ seq: 500, counts: { online: 1 } });
+    // Its repeats are duplicates again, and older ones stay dropped.
+    const calls = got.mock.calls.length;
+    back.push(fleet(500, 1));
+    back.push(fleet(499, 7));
+    expect(got.mock.calls.length).toBe(calls);
   });
 
   it("stops polling when the app closes the client", async () => {

@@ -56,6 +56,18 @@ import {
   type Ticket,
 } from "./types.js";
 
+/** Shortest wait after a 4029 whose reason names no `retry_after`. */
+export const DEFAULT_RATE_LIMITED_WAIT_MS = 5_000;
+
+/**
+ * The wait a 4029 close asks for: its reason ends with `retry_after=<seconds>` (the gateway's
+ * hint; see proto/README.md), else {@link DEFAULT_RATE_LIMITED_WAIT_MS}.
+ */
+export function retryAfterMs(reason: string): number {
+  const match = /retry_after=(\d{1,6})\b/.exec(reason);
+  return match ? Number(match[1]) * 1000 : DEFAULT_RATE_LIMITED_WAIT_MS;
+}
+
 /** An event handler type whose parameter is checked bivariantly, as DOM handlers are. */
 type Listener<E> = { bivarianceHack(event: E): void }["bivarianceHack"];
 
@@ -199,6 +211,7 @@ export class PulseClient {
   private stopWatchingVisibility: (() => void) | undefined;
   private readonly backoff: Backoff;
   private readonly restartJitterMs: number;
+  private readonly backoffCapMs: number;
   private readonly connectTimeoutMs: number;
   private readonly renewAt: number;
   private readonly renewRetryMs: number;
@@ -249,6 +262,7 @@ export class PulseClient {
       random: this.random,
     });
     this.restartJitterMs = options.restartJitterMs ?? DEFAULT_RESTART_JITTER_MS;
+    this.backoffCapMs = options.backoffCapMs ?? DEFAULT_BACKOFF_CAP_MS;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.renewAt = options.renewAt ?? DEFAULT_RENEW_AT;
     this.renewRetryMs = options.renewRetryMs ?? DEFAULT_RENEW_RETRY_MS;
@@ -565,6 +579,28 @@ export class PulseClient {
       return;
     }
     if (wasStable) this.backoff.reset();
+    if (code === CloseCode.UNSUPPORTED_DATA || code === CloseCode.MESSAGE_TOO_BIG) {
+      // Our own fault: report it, and do not hammer the gateway with the same mistake.
+      this.report({
+        kind: "protocol_violation",
+        message: `the gateway refused what this client sent (${code}${reason ? `: ${quote(reason)}` : ""})`,
+        code,
+      });
+      this.scheduleRetry(Math.max(this.backoff.next(), this.backoffCapMs), code);
+      return;
+    }
+    if (code === CloseCode.RATE_LIMITED) {
+      // Wait at least what the gateway asks, and try another gateway first.
+      const hintMs = retryAfterMs(reason);
+      this.avoidUrl = this.socketUrl;
+      this.report({
+        kind: "rate_limited",
+        message: `the gateway is limiting this client (4029${reason ? `: ${quote(reason)}` : ""})`,
+        code,
+      });
+      this.scheduleRetry(Math.max(this.backoff.next(), hintMs), code);
+      return;
+    }
     if (code === CloseCode.SERVICE_RESTART) {
       // The gateway is draining: come back at once, spread over a short window, elsewhere.
       this.avoidUrl = this.socketUrl;
@@ -863,6 +899,7 @@ export class PulseClient {
     const topic = messageTopic(message);
     if (isSnapshotTopic(topic) && this.holdings.has(topic)) {
       this.latestSnapshots.set(topic, message as SnapshotMessage);
+      this.seq.polledSnapshot(topic);
     }
     this.publishData(topic, message);
   }

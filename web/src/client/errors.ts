@@ -26,7 +26,15 @@ export type ClientErrorKind =
   /** The gateway closed with 4003: this token may not connect. The client stays offline. */
   | "forbidden"
   /** A fallback REST poll failed; the next one is tried on schedule. */
-  | "poll_failed";
+  | "poll_failed"
+  /**
+   * The gateway closed with 1003 (unsupported data) or 1009 (message too big): this client sent
+   * something the protocol does not allow — a bug to fix, not a network fault. The client
+   * reconnects only after the longest backoff; `code` holds the close code.
+   */
+  | "protocol_violation"
+  /** The gateway closed with 4029 (rate limit or connection cap); `code` is 4029. */
+  | "rate_limited";
 
 /** A problem reported by the client. */
 export interface ClientError {

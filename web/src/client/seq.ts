@@ -49,6 +49,8 @@ interface EventCursor {
 /** Tracks the `seq`s seen per topic and decides which messages are new. */
 export class SeqTracker {
   private readonly highestSeq = new Map<string, number>();
+  /** Topics whose latest delivered snapshot came from a REST poll, not from the gateway. */
+  private readonly polled = new Set<string>();
   private readonly cursors = new Map<string, EventCursor>();
 
   /**
@@ -59,9 +61,17 @@ export class SeqTracker {
    */
   acceptSnapshot(topic: string, seq: number): boolean {
     const highest = this.highestSeq.get(topic);
-    if (highest !== undefined && seq <= highest) return false;
+    // After a poll, the gateway's snapshot replaces the polled one even with the `seq` already
+    // seen: what was shown last did not come from it.
+    const afterPoll = this.polled.delete(topic);
+    if (highest !== undefined && (afterPoll ? seq < highest : seq <= highest)) return false;
     this.highestSeq.set(topic, seq);
     return true;
+  }
+
+  /** Records that `topic` now shows a polled snapshot (whose `seq` says nothing). */
+  polledSnapshot(topic: string): void {
+    this.polled.add(topic);
   }
 
   /** The highest snapshot `seq` seen on `topic`, or `undefined` when none was. */

@@ -26,7 +26,14 @@ async fn connections_are_capped_per_user() {
         held.push(c);
     }
     let mut third = connect(&gw.url(&user_token(&tenant, "7"))).await;
-    assert_eq!(third.closed(T).await.code, 4029);
+    let refused = third.closed(T).await;
+    assert_eq!(refused.code, 4029);
+    // The reason tells the client how long to stay away.
+    assert!(
+        refused.reason.ends_with("retry_after=5"),
+        "{}",
+        refused.reason
+    );
     let mut other_user = connect(&gw.url(&user_token(&tenant, "8"))).await;
     other_user.assert_alive().await;
     // A closed one frees its place.

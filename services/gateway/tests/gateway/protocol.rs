@@ -226,7 +226,10 @@ async fn a_flooding_client_is_told_then_closed_with_4029_and_others_are_untouche
                     other => panic!("unexpected {other:?}"),
                 }
             }
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert!(frame.reason.ends_with("retry_after=1"), "{}", frame.reason);
+                break u16::from(frame.code);
+            }
             Some(Ok(_)) => {}
             other => panic!("unexpected end {other:?}"),
         }
