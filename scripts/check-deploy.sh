@@ -163,8 +163,9 @@ render() {
   for dir in "$k8s/base" "$k8s"/overlays/*/; do
     dir="${dir%/}"
     name="$(basename "$dir")"
-    # The self-test's faults are all visible in the example overlay.
-    [[ "${CHECK_DEPLOY_QUICK:-}" == 1 && "$name" != base && "$name" != example ]] && continue
+    # The self-test builds the base, the example and what a fault names in FAULT_OVERLAY.
+    [[ "${CHECK_DEPLOY_QUICK:-}" == 1 && "$name" != base && "$name" != example \
+      && "$name" != "${FAULT_OVERLAY:-}" ]] && continue
     if ! "${kustomize_cmd[@]}" "$dir" >"$out/$name.yaml" 2>"$out/$name.err"; then
       echo "pulse: error: check-deploy: kustomize: ${kustomize_cmd[*]} ${dir#"$k8s"/} failed: $(cat "$out/$name.err")"
       rm -f "$out/$name.yaml"
@@ -1642,6 +1643,10 @@ EOF'
     "sed -i 's/^          startupProbe:/          startupProbes:/' deploy/k8s/base/poller-deployment.yaml"
   fault "trace export without its egress" "needs egress to the OTLP collector" \
     "sed -i 's#^OTEL_EXPORTER_OTLP_ENDPOINT=.*#OTEL_EXPORTER_OTLP_ENDPOINT=http://otel.observability.svc.cluster.local:4318#' deploy/k8s/base/config/common.env"
+  FAULT_OVERLAY=production fault "the gateways on a prefix HTTPRoute" "HTTPRoute pulse sends Prefix / to the gateways" \
+    "perl -0pi -e 's#type: Exact\n            value: /api/v2/ws#type: PathPrefix\n            value: /#' deploy/k8s/components/gateway-api/httproute.yaml"
+  FAULT_OVERLAY=production fault "a synced Secret nothing reloads" "uses the synced Secret pulse-secrets, whose name never changes" \
+    "sed -i 's#secret.reloader.stakater.com/reload: pulse-secrets#example.com/unrelated: \"true\"#' deploy/k8s/overlays/production/kustomization.yaml"
   fault "a HPA target above the alert" "not below the alert threshold" \
     "sed -i 's/averageValue: \"20000\"/averageValue: \"45000\"/' deploy/k8s/base/gateway-hpa.yaml"
   fault "a cap the alert does not know" "assumes PULSE_MAX_CONNECTIONS=50000" \
