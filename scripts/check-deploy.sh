@@ -1643,6 +1643,8 @@ EOF'
     "sed -i 's/^          startupProbe:/          startupProbes:/' deploy/k8s/base/poller-deployment.yaml"
   fault "trace export without its egress" "needs egress to the OTLP collector" \
     "sed -i 's#^OTEL_EXPORTER_OTLP_ENDPOINT=.*#OTEL_EXPORTER_OTLP_ENDPOINT=http://otel.observability.svc.cluster.local:4318#' deploy/k8s/base/config/common.env"
+  fault "the poller logging in to NATS as the gateway" "NATS_URL \(POLLER_NATS_URL\) does not log in as pulse-poller" \
+    "sed -i 's#^POLLER_NATS_URL=nats://pulse-poller:#POLLER_NATS_URL=nats://pulse-gateway:#' deploy/k8s/overlays/example/secrets.env.example"
   FAULT_OVERLAY=production fault "the gateways on a prefix HTTPRoute" "HTTPRoute pulse sends Prefix / to the gateways" \
     "perl -0pi -e 's#type: Exact\n            value: /api/v2/ws#type: PathPrefix\n            value: /#' deploy/k8s/components/gateway-api/httproute.yaml"
   FAULT_OVERLAY=production fault "a synced Secret nothing reloads" "uses the synced Secret pulse-secrets, whose name never changes" \
