@@ -195,7 +195,8 @@ pub struct RestartStep {
     pub exited_after_seconds: f64,
     /// From SIGTERM to the replacement answering `/readyz` on the same address.
     pub ready_after_seconds: f64,
-    /// Connections lost from SIGTERM until the next step's, and how many resumed.
+    /// Connections it ended (closed with 1012, or otherwise before its process was gone),
+    /// and how many of them resumed.
     pub lost: u64,
     pub resumed: u64,
     /// From SIGTERM to the last of those clients subscribed again elsewhere.

@@ -26,7 +26,7 @@ use crate::BenchError;
 use crate::client::Target;
 use crate::latency::{Latency, Recorder};
 use crate::outbox::{Outbox, RelayWatch, Written};
-use crate::population::{Shared, now_ns};
+use crate::population::{Resumption, Shared, now_ns};
 use crate::report::{EventsStats, RestartStep, StageReport};
 
 /// The topic every client holds.
@@ -211,21 +211,28 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         Recorder::new(),
         Recorder::new(),
     );
-    // The faults, in order: the kill, or the SIGTERM of each restart step, with the gateway
-    // (its place in --gateway) when known. A lost connection belongs to the latest fault
-    // before it on its own gateway: a client slow to read its close may see it after the
-    // next step began.
+    // The faults, in order: the kill, or the SIGTERM of each restart step. A lost connection
+    // belongs to the latest fault before it on its own gateway (a client slow to read its
+    // close may see it after the next step began), unless the gateway's process had gone by
+    // then and the gateway did not close it with 1012: then it was on the replacement.
     let place = |url: &str| run.targets.iter().position(|t| t.url == url);
-    let faults: Vec<(u64, Option<usize>)> = match published.killed_ns {
+    let faults: Vec<Fault> = match published.killed_ns {
         Some(killed) => {
             let pid = run.config.kill_pid;
-            let gateway = run.config.gateway_pids.iter().position(|p| Some(*p) == pid);
-            vec![(killed, gateway)]
+            vec![Fault {
+                at: killed,
+                gateway: run.config.gateway_pids.iter().position(|p| Some(*p) == pid),
+                gone: None,
+            }]
         }
         None => published
             .restarts
             .iter()
-            .map(|r| (r.signalled_ns, place(&r.gateway)))
+            .map(|r| Fault {
+                at: r.signalled_ns,
+                gateway: place(&r.gateway),
+                gone: Some(r.exited_ns),
+            })
             .collect(),
     };
     let secs = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
@@ -246,13 +253,10 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         if let Some(at) = r.subscribed_ns {
             away.record(who, at.saturating_sub(r.lost_ns) / 1000);
         }
-        let Some(n) = faults
-            .iter()
-            .rposition(|(at, g)| *at <= r.lost_ns && g.is_none_or(|g| g == r.gateway))
-        else {
+        let Some(n) = faults.iter().rposition(|f| f.caused(r)) else {
             continue;
         };
-        let fault = faults[n].0;
+        let fault = faults[n].at;
         lost.record(who, (r.lost_ns - fault) / 1000);
         if let Some(at) = r.subscribed_ns {
             resubscribe.record(who, at.saturating_sub(fault) / 1000);
@@ -319,6 +323,25 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         run.report.errors.insert("stray_frames".into(), stray);
     }
     Ok(())
+}
+
+/// A kill or a restart step, as the clients' losses are matched to it.
+struct Fault {
+    /// The signal, nanoseconds since the Unix epoch.
+    at: u64,
+    /// The gateway signalled (its place in `--gateway`), when known.
+    gateway: Option<usize>,
+    /// When its process was gone.
+    gone: Option<u64>,
+}
+
+impl Fault {
+    /// Whether it can have ended connection `r`.
+    fn caused(&self, r: &Resumption) -> bool {
+        self.at <= r.lost_ns
+            && self.gateway.is_none_or(|g| g == r.gateway)
+            && (r.drained || self.gone.is_none_or(|gone| r.lost_ns <= gone))
+    }
 }
 
 /// A rolling restart: after `after`, each gateway in turn gets SIGTERM; the next one only once
