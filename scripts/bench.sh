@@ -16,14 +16,19 @@
 #      gateways ($BENCH_PORT and $BENCH_PORT + 1); the bench creates its tenant there, writes
 #      events through the outbox and kills the first gateway mid-run. Everything is stopped and
 #      the database dropped afterwards.
+#   6. rolling: the events scenario's stack, with gateways that drain over
+#      $BENCH_ROLLING_DRAIN_SECONDS; mid-run the bench sends each gateway SIGTERM in turn
+#      (--restart-pid) and this script, as their supervisor, starts each again on its port as
+#      soon as it has exited.
 #
 # Sizes (environment): BENCH_SCENARIOS (default "idle broadcast telemetry sweep churn storm
-# events"), BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000),
+# events rolling"), BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000),
 # BENCH_BROADCAST_RATE (10), BENCH_TELEMETRY_CONNECTIONS (5000), BENCH_SECONDS (30),
 # BENCH_SWEEP_RATES, BENCH_SWEEP_SECONDS (10), BENCH_CHURN_CYCLES (100000),
 # BENCH_STORM_CONNECTIONS (15000), BENCH_EVENTS_CONNECTIONS (1000), BENCH_EVENTS_RATE (200),
 # BENCH_EVENTS_KILL (1; 0 runs the events scenario without killing a gateway, as a control),
-# BENCH_PORT (18081), BENCH_POLLER_PORT (19090).
+# BENCH_ROLLING_DRAIN_SECONDS (5: PULSE_DRAIN_SECONDS of the rolling scenario's gateways; the
+# rolling scenario uses the sizes of events), BENCH_PORT (18081), BENCH_POLLER_PORT (19090).
 # Gateway settings (PULSE_WS_*, PULSE_CLIENT_QUEUE_EVENTS, ...) set in the environment reach
 # the gateway unchanged, so knobs can be compared run against run.
 set -euo pipefail
@@ -35,7 +40,7 @@ cd "$PULSE_ROOT"
 export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
 export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
 
-SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm events}"
+SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm events rolling}"
 PORT="${BENCH_PORT:-18081}"
 POLLER_PORT="${BENCH_POLLER_PORT:-19090}"
 SECONDS_EACH="${BENCH_SECONDS:-30}"
@@ -145,10 +150,58 @@ bench() {
   stop_gateway
 }
 
-# events_bench ARGS... — the events scenario: PostgreSQL with a database of its own, a poller
-# relaying its outbox, two gateways; the bench kills the first gateway mid-run.
+# ended PID — whether process PID has exited (gone, or a zombie not reaped yet).
+ended() {
+  local state=""
+  [[ -r "/proc/$1/stat" ]] || return 0
+  read -r _ _ state _ <"/proc/$1/stat" || return 0
+  [[ "$state" == Z ]]
+}
+
+# restart_gateway PID PORT — reap the gateway PID that listened on PORT and start another
+# there; its pid in LAUNCHED.
+restart_gateway() {
+  local pid="$1" port="$2" status=0
+  wait "$pid" || status=$?
+  if [[ $status == 0 ]]; then
+    log "the gateway on port $port (pid $pid) drained and exited; starting it again"
+  else
+    warn "the gateway on port $port (pid $pid) exited with status $status; starting it again"
+  fi
+  launch_gateway "$port"
+}
+
+# supervise_gateways BENCH_PID — until the bench ends, start each gateway again on its port
+# as soon as it has exited, as a process supervisor does in a rolling restart.
+supervise_gateways() {
+  local bench="$1"
+  while ! ended "$bench"; do
+    if ended "$GW_PID"; then
+      restart_gateway "$GW_PID" "$PORT"
+      GW_PID="$LAUNCHED"
+    fi
+    if ended "$GW2_PID"; then
+      restart_gateway "$GW2_PID" $((PORT + 1))
+      GW2_PID="$LAUNCHED"
+    fi
+    sleep 0.05
+  done
+}
+
+# events_bench MODE ARGS... — the events scenario: PostgreSQL with a database of its own, a
+# poller relaying its outbox, two gateways. MODE kill: the bench kills the first gateway
+# mid-run (results: events.*); MODE rolling: the bench restarts both in turn, this script
+# starting each again once it has drained (results: rolling.*).
 events_bench() {
-  stage "events: PostgreSQL, a database of its own, a poller, two gateways"
+  local mode="$1" name=events
+  shift
+  # Exported for the gateways launch_gateway starts, and restored afterwards.
+  local drain_before="${PULSE_DRAIN_SECONDS-}"
+  if [[ "$mode" == rolling ]]; then
+    name=rolling
+    export PULSE_DRAIN_SECONDS="${BENCH_ROLLING_DRAIN_SECONDS:-5}"
+  fi
+  stage "$name: PostgreSQL, a database of its own, a poller, two gateways"
   have psql || die "psql is needed for the events scenario (apt-get install postgresql-client)"
   bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
   EVENTS_DB="pulse_bench_$(tr '[:upper:]' '[:lower:]' <<<"$STAMP")"
@@ -171,17 +224,30 @@ events_bench() {
   start_gateway
   launch_gateway $((PORT + 1))
   GW2_PID="$LAUNCHED"
-  local kill=()
-  [[ "${BENCH_EVENTS_KILL:-1}" == 0 ]] || kill=(--kill-pid "$GW_PID")
-  stage "events: pulse-bench run events ${kill[*]} $*"
+  local fault=()
+  if [[ "$mode" == rolling ]]; then
+    fault=(--restart-pid "$GW_PID,$GW2_PID")
+  elif [[ "${BENCH_EVENTS_KILL:-1}" != 0 ]]; then
+    fault=(--kill-pid "$GW_PID")
+  fi
+  stage "$name: pulse-bench run events ${fault[*]} $*"
   log "load before: $(cat /proc/loadavg)"
   PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run events \
     --gateway "$GATEWAY_URL,ws://127.0.0.1:$((PORT + 1))/api/v2/ws" \
-    --gateway-pid "$GW_PID,$GW2_PID" "${kill[@]}" \
+    --gateway-pid "$GW_PID,$GW2_PID" "${fault[@]}" \
     --database-url "$db_url" --poller-metrics "http://127.0.0.1:$POLLER_PORT/metrics" \
-    --processes 0 --json "$OUT/events.json" "$@" | tee "$OUT/events.txt"
-  [[ ${#kill[@]} -eq 0 ]] || log "the gateway on port $PORT (pid $GW_PID) was killed by the bench, as planned"
+    --processes 0 --json "$OUT/$name.json" "$@" > >(tee "$OUT/$name.txt") &
+  local bench_pid=$!
+  [[ "$mode" != rolling ]] || supervise_gateways "$bench_pid"
+  wait "$bench_pid"
+  [[ "$mode" != kill || ${#fault[@]} -eq 0 ]] ||
+    log "the gateway on port $PORT (pid $GW_PID) was killed by the bench, as planned"
   stop_events_stack
+  if [[ -n "$drain_before" ]]; then
+    export PULSE_DRAIN_SECONDS="$drain_before"
+  else
+    unset PULSE_DRAIN_SECONDS
+  fi
 }
 
 for scenario in $SCENARIOS; do
@@ -210,8 +276,10 @@ for scenario in $SCENARIOS; do
       bench storm storm --connections "${BENCH_STORM_CONNECTIONS:-15000}" --seconds 5 \
         --connect-concurrency 256
       ;;
-    events)
-      events_bench --connections "${BENCH_EVENTS_CONNECTIONS:-1000}" \
+    events | rolling)
+      mode=kill
+      [[ "$scenario" == events ]] || mode=rolling
+      events_bench "$mode" --connections "${BENCH_EVENTS_CONNECTIONS:-1000}" \
         --events-per-second "${BENCH_EVENTS_RATE:-200}" --seconds "$SECONDS_EACH"
       ;;
     *) die "unknown scenario $scenario in BENCH_SCENARIOS" ;;
@@ -277,6 +345,20 @@ stage "summary (targets: docs/BENCHMARKS.md)"
     printf '%-12s %-40s %-22s %s\n' events "inserted / relayed per second" \
       "$(j events '.events | "\(.inserted_per_second*10|round/10) / \(.relayed_per_second*10|round/10)"')" ""
   fi
+  if [[ -f "$OUT/rolling.json" ]]; then
+    printf '%-12s %-40s %-22s %s\n' rolling "missing / duplicated; behind at the end" \
+      "$(j rolling '"\(.stages[0].missing) / \(.stages[0].duplicated); \(.events.behind)"')" "0 / 0; 0"
+    printf '%-12s %-40s %-22s %s\n' rolling "lost / 1012 / resumed / failed; resets" \
+      "$(j rolling '.events | "\(.lost) / \(.lost_drained) / \(.resumed) / \(.resume_failed); \(.resets)"')" "all 1012, resumed; 0"
+    printf '%-12s %-40s %-22s %s\n' rolling "SIGTERM -> all resumed, per gateway (s)" \
+      "$(j rolling '[.events.restarts[].seconds_to_all_resumed*100|round/100|tostring] | join(" / ")')" ""
+    printf '%-12s %-40s %-22s %s\n' rolling "SIGTERM -> subscribed again p50 / p99 (ms)" \
+      "$(j rolling '.events.resubscribe_latency | "\(.p50_ms) / \(.p99_ms)"')" ""
+    printf '%-12s %-40s %-22s %s\n' rolling "lost -> subscribed again p50 / p99 (ms)" \
+      "$(j rolling '.events.away_latency | "\(.p50_ms) / \(.p99_ms)"')" ""
+    printf '%-12s %-40s %-22s %s\n' rolling "insert -> client p50 / p99 (ms)" \
+      "$(j rolling '.stages[0].latency | "\(.p50_ms) / \(.p99_ms)"')" ""
+  fi
 } | tee "$OUT/summary.txt"
 
 if [[ -f "$OUT/churn.json" ]] && [[ "$(jq -r '.churn.leak_free' "$OUT/churn.json")" != "true" ]]; then
@@ -285,5 +367,9 @@ fi
 if [[ -f "$OUT/events.json" ]] &&
   [[ "$(jq -r '"\(.stages[0].missing) \(.stages[0].duplicated)"' "$OUT/events.json")" != "0 0" ]]; then
   die "events: events were missing or duplicated after the gateway was killed"
+fi
+if [[ -f "$OUT/rolling.json" ]] &&
+  [[ "$(jq -r '"\(.stages[0].missing) \(.stages[0].duplicated) \(.events.behind)"' "$OUT/rolling.json")" != "0 0 0" ]]; then
+  die "rolling: events were missing or duplicated across the rolling restart"
 fi
 log "results in ${OUT#"$PULSE_ROOT"/}"

@@ -47,6 +47,11 @@ impl Target {
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.addr)
     }
+
+    /// `http://host:port/readyz` of the same gateway.
+    pub fn ready_url(&self) -> String {
+        format!("http://{}/readyz", self.addr)
+    }
 }
 
 /// Why a client could not connect, subscribe or keep reading.
@@ -71,6 +76,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The close code, when the gateway ended the connection with a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            ClientError::Closed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
     /// A short label to count errors by.
     pub fn kind(&self) -> String {
         match self {

@@ -25,8 +25,9 @@ pub enum Scenario {
     /// `--sweep-p99-limit-ms` or more than a tenth of the messages are lost.
     Sweep,
     /// Every client subscribes to one events topic, spread over the gateways; events go in
-    /// through the PostgreSQL outbox at `--events-per-second`; mid-run `--kill-pid` is killed
-    /// and its clients resume on another gateway with `since`.
+    /// through the PostgreSQL outbox at `--events-per-second`; mid-run `--kill-pid` is killed,
+    /// or the `--restart-pid` gateways are restarted one after another, and their clients
+    /// resume on another gateway with `since`.
     Events,
 }
 
@@ -156,8 +157,20 @@ pub struct BenchConfig {
     #[arg(long)]
     pub kill_pid: Option<u32>,
 
-    /// events: seconds after the first insert at which `--kill-pid` is killed; default half
-    /// of `--seconds`.
+    /// events: gateway processes to restart one after another while events flow (a rolling
+    /// restart), each listed in `--gateway-pid` too. Each gets SIGTERM and drains (its clients
+    /// are closed with 1012 and resume on the next gateway of `--gateway`); the next one is
+    /// signalled once the previous has exited and its address answers `/readyz` again. The
+    /// bench starts nothing: whatever supervises the gateways restarts them.
+    #[arg(
+        long = "restart-pid",
+        value_delimiter = ',',
+        conflicts_with = "kill_pid"
+    )]
+    pub restart_pids: Vec<u32>,
+
+    /// events: seconds after the first insert at which `--kill-pid` is killed, or the first
+    /// `--restart-pid` is sent SIGTERM; default half of `--seconds`.
     #[arg(long)]
     pub kill_after_seconds: Option<f64>,
 
@@ -240,6 +253,10 @@ pub enum ConfigError {
     NoDatabase,
     #[error("events: --kill-pid needs a second --gateway for the clients to resume on")]
     NowhereToResume,
+    #[error("events: --restart-pid needs a second --gateway for the clients to resume on")]
+    NowhereToDrain,
+    #[error("events: --restart-pid {0} is not one of --gateway-pid, which gives its address")]
+    RestartPid(u32),
     #[error("events: --kill-after-seconds ({after}) must be within --seconds ({seconds})")]
     KillAfter { after: f64, seconds: f64 },
 }
@@ -302,6 +319,16 @@ impl BenchConfig {
             if self.kill_pid.is_some() && self.gateways.len() < 2 {
                 return Err(ConfigError::NowhereToResume);
             }
+            if !self.restart_pids.is_empty() && self.gateways.len() < 2 {
+                return Err(ConfigError::NowhereToDrain);
+            }
+            if let Some(pid) = self
+                .restart_pids
+                .iter()
+                .find(|pid| !self.gateway_pids.contains(pid))
+            {
+                return Err(ConfigError::RestartPid(*pid));
+            }
             let after = self.kill_after().as_secs_f64();
             if !(after > 0.0 && after < self.seconds) {
                 return Err(ConfigError::KillAfter {
@@ -313,7 +340,8 @@ impl BenchConfig {
         Ok(())
     }
 
-    /// events: when `--kill-pid` is killed, counted from the first insert.
+    /// events: when `--kill-pid` is killed (or the first `--restart-pid` signalled), counted
+    /// from the first insert.
     pub fn kill_after(&self) -> Duration {
         let seconds = self.kill_after_seconds.unwrap_or(self.seconds / 2.0);
         Duration::try_from_secs_f64(seconds).unwrap_or_default()

@@ -52,6 +52,8 @@ pub struct Shared {
     pub last_reconnect_ns: AtomicU64,
     /// Events: connections lost (and so resumed, or given up on).
     pub lost: AtomicU64,
+    /// Events: the part of `lost` the gateway closed with 1012 (service restart): drained.
+    pub lost_drained: AtomicU64,
     pub resumed: AtomicU64,
     pub resume_failed: AtomicU64,
     /// Events: `events_reset` messages received.
@@ -82,6 +84,7 @@ impl Shared {
             reconnect_failed: AtomicU64::new(0),
             last_reconnect_ns: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            lost_drained: AtomicU64::new(0),
             resumed: AtomicU64::new(0),
             resume_failed: AtomicU64::new(0),
             resets: AtomicU64::new(0),
@@ -129,6 +132,8 @@ pub struct Outcome {
     pub held: bool,
     /// Events: the topic's `seq` in the first `subscribed` reply; every later event is expected.
     pub base: u64,
+    /// Events: the newest `seq` the client had when it ended (its `base` if it got none).
+    pub last: u64,
 }
 
 /// One client's return after losing its gateway: wall clock, nanoseconds since the epoch.
@@ -136,6 +141,10 @@ pub struct Outcome {
 pub struct Resumption {
     /// The connection ended.
     pub lost_ns: u64,
+    /// The gateway it was on: its place in the failover list (`--gateway`).
+    pub gateway: usize,
+    /// The gateway closed it with 1012 (service restart): it was draining.
+    pub drained: bool,
     /// The `subscribed` reply (with `since`) from another gateway.
     pub subscribed_ns: Option<u64>,
     /// The first event after the loss.
@@ -163,12 +172,15 @@ impl Tally {
         }
     }
 
-    /// The connection ended: what arrives until the next `subscribed` reply was missed.
-    fn lost(&mut self) {
+    /// The connection to gateway `gateway` ended (`drained`: with 1012): what arrives until
+    /// the next `subscribed` reply was missed.
+    fn lost(&mut self, gateway: usize, drained: bool) {
         self.resumptions.extend(self.resuming.take());
         self.away_until = u64::MAX;
         self.resuming = Some(Resumption {
             lost_ns: now_ns(),
+            gateway,
+            drained,
             subscribed_ns: None,
             first_event_ns: None,
         });
@@ -421,6 +433,7 @@ async fn run_client(
         connected: false,
         held: false,
         base: 0,
+        last: 0,
     };
     let begin = Instant::now();
     let setup = tokio::select! {
@@ -433,6 +446,7 @@ async fn run_client(
             // Events: the ack's seq is the newest event already published; later ones count.
             if let Some(seq) = seq.filter(|_| plan.topic.is_some()) {
                 outcome.base = seq;
+                outcome.last = seq;
                 tally.last[0] = tally.last[0].max(seq);
             }
             ws
@@ -471,6 +485,7 @@ async fn run_client(
                     Some(again) => ws = again,
                     None => {
                         shared.alive.fetch_sub(1, Ordering::Relaxed);
+                        outcome.last = tally.last[0];
                         return outcome;
                     }
                 }
@@ -481,11 +496,13 @@ async fn run_client(
                 Err(e) if plan.topic.is_some() && !dial.failover.is_empty() => {
                     shared.errors.record_as(&e, "lost_");
                     drop(ws);
-                    match resume(&mut plan, &dial, &control, &mut tally, &shared).await {
+                    let drained = e.close_code() == Some(pulse_proto::close::SERVICE_RESTART);
+                    match resume(&mut plan, &dial, &control, &mut tally, &shared, drained).await {
                         Some(again) => ws = again,
                         None => {
                             tally.flush(&shared);
                             shared.alive.fetch_sub(1, Ordering::Relaxed);
+                            outcome.last = tally.last[0];
                             return outcome;
                         }
                     }
@@ -493,6 +510,7 @@ async fn run_client(
                 Err(e) => {
                     shared.errors.record(&e);
                     shared.alive.fetch_sub(1, Ordering::Relaxed);
+                    outcome.last = tally.last[0];
                     return outcome;
                 }
             },
@@ -500,6 +518,7 @@ async fn run_client(
     }
     tally.flush(&shared);
     shared.alive.fetch_sub(1, Ordering::Relaxed);
+    outcome.last = tally.last[0];
     // Dropping the socket is enough: the gateway sees the end of the stream.
     drop(ws);
     outcome
@@ -547,25 +566,27 @@ async fn reconnect(
 
 /// Events: subscribes again on the next gateway of `dial.failover` (its own last), with
 /// `since` set to the last `seq` the client saw, trying each in turn (with a short random
-/// pause) until the connect timeout passes.
+/// pause) until the connect timeout passes. `drained`: the gateway closed the connection with
+/// 1012, as it does when it drains.
 async fn resume(
     plan: &mut ClientPlan,
     dial: &Dial,
     control: &Control,
     tally: &mut Tally,
     shared: &Shared,
+    drained: bool,
 ) -> Option<Ws> {
     shared.lost.fetch_add(1, Ordering::Relaxed);
-    tally.lost();
+    if drained {
+        shared.lost_drained.fetch_add(1, Ordering::Relaxed);
+    }
+    let own = dial.failover.iter().position(|t| t.url == plan.target.url);
+    tally.lost(own.unwrap_or(usize::MAX), drained);
     let who = plan.index;
     let topic = plan.topic.clone()?;
     let deadline = Instant::now() + dial.connect_timeout;
     let gateways = dial.failover.len();
-    let mut next = dial
-        .failover
-        .iter()
-        .position(|t| t.url == plan.target.url)
-        .map_or(0, |i| i + 1);
+    let mut next = own.map_or(0, |i| i + 1);
     loop {
         plan.target = dial.failover[next % gateways].clone();
         next += 1;

@@ -45,6 +45,29 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// Whether process `pid` has ended: gone from `/proc`, or a zombie its parent has not reaped
+/// yet.
+pub fn exited(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the command name, which may itself hold spaces and parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.chars().next());
+    matches!(state, Some('Z' | 'X'))
+}
+
+/// Whether the gateway at `url` (its `/readyz`) answers ready.
+pub async fn ready(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 /// The figures the bench reads from a gateway's `/metrics`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct GatewayMetrics {
@@ -279,6 +302,23 @@ mod tests {
         assert!(s.rss_bytes > 0);
         assert!(s.cpu_seconds >= 0.0);
         assert!(proc_sample(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn tells_a_running_process_from_an_ended_one() {
+        assert!(!exited(std::process::id()));
+        assert!(exited(u32::MAX));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("run true");
+        let pid = child.id();
+        // Not reaped yet: a zombie, which has ended all the same.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !exited(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(exited(pid));
+        child.wait().expect("reap true");
     }
 
     #[test]

@@ -152,22 +152,55 @@ pub struct EventsStats {
     /// The gateway process killed, and when: seconds after the first insert.
     pub killed_pid: Option<u32>,
     pub killed_at_seconds: Option<f64>,
-    /// Connections lost (each client of the killed gateway), resumed on another gateway, and
-    /// given up on.
+    /// The rolling restart (`--restart-pid`): one step per gateway, in order.
+    pub restarts: Vec<RestartStep>,
+    /// Connections lost (each client of the killed or restarted gateway), resumed on another
+    /// gateway, and given up on.
     pub lost: u64,
     pub resumed: u64,
     pub resume_failed: u64,
+    /// The part of `lost` the gateway closed with 1012 (service restart), i.e. drained; the
+    /// rest ended without a word (a kill: 1006).
+    pub lost_drained: u64,
     /// `events_reset` messages received: each means events a client could not get.
     pub resets: u64,
-    /// From the kill to a client seeing its connection end.
+    /// Clients connected at some point that ended without the newest event (`last_seq`).
+    pub behind: u64,
+    /// From the kill (or the SIGTERM of the restart step it fell in) to a client seeing its
+    /// connection end.
     pub lost_latency: Latency,
-    /// From the kill to a client's `subscribed` reply (with `since`) on another gateway.
+    /// From the kill (or SIGTERM) to a client's `subscribed` reply (with `since`) on another
+    /// gateway.
     pub resubscribe_latency: Latency,
-    /// From the kill to a client's first event after resuming.
+    /// From the kill (or SIGTERM) to a client's first event after resuming.
     pub resume_latency: Latency,
+    /// From a client seeing its connection end to its `subscribed` reply on another gateway:
+    /// the time it was away.
+    pub away_latency: Latency,
     /// Insert → frame for the events a resumed client got for the time it was away (inserted
     /// before its new `subscribed` reply); these are part of stage 0's latency too.
     pub caught_up_latency: Latency,
+}
+
+/// One step of a rolling restart: a gateway sent SIGTERM, drained, gone and back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartStep {
+    pub pid: u32,
+    /// Its WebSocket URL (the replacement listens there too).
+    pub gateway: String,
+    /// When SIGTERM was sent: seconds after the first insert.
+    pub signalled_at_seconds: f64,
+    /// From SIGTERM to the process gone (every client drained).
+    pub exited_after_seconds: f64,
+    /// From SIGTERM to the replacement answering `/readyz` on the same address.
+    pub ready_after_seconds: f64,
+    /// Connections it ended (closed with 1012, or otherwise before its process was gone),
+    /// and how many of them resumed.
+    pub lost: u64,
+    pub resumed: u64,
+    /// From SIGTERM to the last of those clients subscribed again elsewhere.
+    pub seconds_to_all_resumed: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -255,7 +288,16 @@ impl Report {
                     lead.lost += other.lost;
                     lead.resumed += other.resumed;
                     lead.resume_failed += other.resume_failed;
+                    lead.lost_drained += other.lost_drained;
                     lead.resets += other.resets;
+                    lead.behind += other.behind;
+                    for (a, b) in lead.restarts.iter_mut().zip(&other.restarts) {
+                        a.lost += b.lost;
+                        a.resumed += b.resumed;
+                        a.seconds_to_all_resumed =
+                            a.seconds_to_all_resumed.max(b.seconds_to_all_resumed);
+                    }
+                    lead.away_latency = lead.away_latency.merge(&other.away_latency);
                     lead.lost_latency = lead.lost_latency.merge(&other.lost_latency);
                     lead.resubscribe_latency =
                         lead.resubscribe_latency.merge(&other.resubscribe_latency);
@@ -457,26 +499,58 @@ impl Report {
                 ),
             );
             row("  insert → NATS", latency(&ev.relay_latency));
-            match (ev.killed_pid, ev.killed_at_seconds) {
-                (Some(pid), Some(at)) => row(
-                    "gateway killed",
-                    format!("pid {pid} (SIGKILL) {at:.2} s after the first insert"),
-                ),
-                _ => row("gateway killed", "none".into()),
-            }
+            let fault = if ev.restarts.is_empty() {
+                match (ev.killed_pid, ev.killed_at_seconds) {
+                    (Some(pid), Some(at)) => row(
+                        "gateway killed",
+                        format!("pid {pid} (SIGKILL) {at:.2} s after the first insert"),
+                    ),
+                    _ => row("gateway killed", "none".into()),
+                }
+                "kill"
+            } else {
+                for (i, step) in ev.restarts.iter().enumerate() {
+                    row(
+                        &format!("gateway restarted ({} of {})", i + 1, ev.restarts.len()),
+                        format!(
+                            "pid {} (SIGTERM) {:.2} s after the first insert: gone after {:.2} s, \
+                             back after {:.2} s; {} lost, {} resumed, all within {:.2} s",
+                            step.pid,
+                            step.signalled_at_seconds,
+                            step.exited_after_seconds,
+                            step.ready_after_seconds,
+                            step.lost,
+                            step.resumed,
+                            step.seconds_to_all_resumed
+                        ),
+                    );
+                }
+                "SIGTERM"
+            };
             row(
                 "  connections lost / resumed / failed",
                 format!(
-                    "{} / {} / {}; {} events_reset received",
-                    ev.lost, ev.resumed, ev.resume_failed, ev.resets
+                    "{} / {} / {} ({} closed with 1012); {} events_reset received; \
+                     {} clients behind at the end",
+                    ev.lost, ev.resumed, ev.resume_failed, ev.lost_drained, ev.resets, ev.behind
                 ),
             );
-            row("  kill → connection lost", latency(&ev.lost_latency));
             row(
-                "  kill → subscribed again",
+                &format!("  {fault} → connection lost"),
+                latency(&ev.lost_latency),
+            );
+            row(
+                &format!("  {fault} → subscribed again"),
                 latency(&ev.resubscribe_latency),
             );
-            row("  kill → first event again", latency(&ev.resume_latency));
+            row(
+                &format!("  {fault} → first event again"),
+                latency(&ev.resume_latency),
+            );
+            row(
+                "  connection lost → subscribed again",
+                latency(&ev.away_latency),
+            );
             row(
                 "  missed events, insert → client",
                 latency(&ev.caught_up_latency),

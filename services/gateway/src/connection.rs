@@ -33,8 +33,11 @@ struct Session {
     state: AppState,
     queue: Arc<ClientQueue>,
     channels: HashMap<Channel, Arc<Topic>>,
-    /// Highest `seq` written per snapshot topic: older frames are dropped, so a client never
-    /// sees an older state after a newer one.
+    /// Highest `seq` written per topic, from the `since` of an events subscription: an older
+    /// snapshot is dropped, so a client never sees an older state after a newer one; an event
+    /// at or below it is one the client already has, dropped, so none reaches it twice (a
+    /// client that resumes here ahead of the events this instance has delivered would
+    /// otherwise get those again as they arrive).
     written: HashMap<TopicId, u64>,
     sink: SplitSink<WebSocket, Message>,
     batch: Vec<Frame>,
@@ -262,7 +265,8 @@ impl Session {
             .await
         {
             Ok(subscribed) => {
-                self.written.insert(subscribed.topic.id, 0);
+                let has = since.filter(|_| !subject.is_snapshot()).unwrap_or(0);
+                self.written.insert(subscribed.topic.id, has);
                 self.channels.insert(channel.clone(), subscribed.topic);
                 self.state.metrics.subscriptions.inc();
                 self.reply(&ServerReply::Subscribed {
@@ -409,8 +413,9 @@ impl Session {
                     let Some(last) = written.get_mut(&frame.topic) else {
                         continue;
                     };
-                    if frame.snapshot {
-                        if frame.seq != 0 && frame.seq <= *last {
+                    // seq 0: a publisher that sets none, or an `events_reset`.
+                    if frame.seq != 0 {
+                        if frame.seq <= *last {
                             continue;
                         }
                         *last = frame.seq;

@@ -351,7 +351,9 @@ fn settings(c: &BenchConfig) -> serde_json::Value {
         Scenario::Events => serde_json::json!({
             "events_per_second": c.events_per_second, "seconds": c.seconds,
             "db_connections": c.db_connections, "kill_pid": c.kill_pid,
-            "kill_after_seconds": c.kill_pid.map(|_| c.kill_after().as_secs_f64()),
+            "restart_pids": c.restart_pids,
+            "kill_after_seconds": (c.kill_pid.is_some() || !c.restart_pids.is_empty())
+                .then(|| c.kill_after().as_secs_f64()),
             "poller_metrics": c.poller_metrics,
         }),
     };

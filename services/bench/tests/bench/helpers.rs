@@ -52,7 +52,7 @@ impl Drop for Gateway {
     }
 }
 
-fn gateway_config() -> GatewayConfig {
+pub fn gateway_config() -> GatewayConfig {
     let mut config = GatewayCli::try_parse_from(["pulse-gateway", "--jwt-secret", SECRET])
         .unwrap()
         .config;
@@ -64,7 +64,7 @@ fn gateway_config() -> GatewayConfig {
     config
 }
 
-async fn wait_ready(addr: SocketAddr) {
+pub async fn wait_ready(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await

@@ -6,4 +6,5 @@
 
 mod helpers;
 
+mod rolling;
 mod scenarios;
