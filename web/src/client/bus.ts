@@ -8,6 +8,7 @@ import type { ClientError } from "./errors.js";
 import type { EventsReset } from "./eventsReset.js";
 import type { EventsResetTopic, EventsTopic, TelemetryTopic } from "./protocol.js";
 import type { ConnectionStatus } from "./status.js";
+import type { SubscriptionStatus } from "./subscription.js";
 import type { AlertsMessage, EventMessage, FleetMessage, TelemetryMessage } from "./types.js";
 
 /** The topics of the Pulse client and what each carries. */
@@ -24,6 +25,8 @@ export interface PulseTopics {
   [topic: EventsResetTopic]: EventsReset;
   /** Every change of the connection state. */
   connection: ConnectionStatus;
+  /** Every change of a held subscription's state on the gateway. */
+  subscription: SubscriptionStatus;
   /** Every problem the client reports (bad frames, gateway errors, failed polls, ...). */
   error: ClientError;
 }

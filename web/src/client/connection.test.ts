@@ -954,6 +954,71 @@ describe("token renewal", () => {
   });
 });
 
+describe("subscription states", () => {
+  it("is pending until the gateway acknowledges, then subscribed", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "fleet" });
+    expect(t.client.subscriptionStatus({ type: "fleet" })?.state).toBe("pending");
+    socket.push({ type: "subscribed", channel: "fleet" });
+    expect(t.client.subscriptionStatus({ type: "fleet" })?.state).toBe("subscribed");
+  });
+
+  it("retries a subscribe refused for now, with backoff, until it is acknowledged", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const states: string[] = [];
+    t.client.on("subscription", (s) => states.push(s.state));
+    t.client.subscribe({ type: "device", device_id: "dev-1" });
+    const subscribes = () => socket.requests.filter((r) => r.action === "subscribe").length;
+    expect(subscribes()).toBe(1);
+    socket.push({ type: "error", code: "unavailable", message: "retry shortly", channel: "device", device_id: "dev-1" });
+    const status = t.client.subscriptionStatus({ type: "device", device_id: "dev-1" });
+    expect(status?.state).toBe("retrying");
+    expect(status?.error?.code).toBe("unavailable");
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(subscribes()).toBe(2);
+    socket.push({ type: "error", code: "rate_limited", message: "slow down", channel: "device", device_id: "dev-1" });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(subscribes()).toBe(2); // the backoff grew
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(subscribes()).toBe(3);
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
+    expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-1" })?.state).toBe("subscribed");
+    expect(states).toEqual(["pending", "retrying", "pending", "retrying", "pending", "subscribed"]);
+  });
+
+  it("marks a subscribe refused for good as failed and does not ask again", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "device", device_id: "nope" });
+    socket.push({ type: "error", code: "unknown_device", message: "no such device", channel: "device", device_id: "nope" });
+    expect(t.client.subscriptionStatus({ type: "device", device_id: "nope" })?.state).toBe("failed");
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(1);
+  });
+
+  it("sends a subscribe again when the gateway never answers it", async () => {
+    const t = setup({ random: () => 0.5 });
+    const socket = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(t.client.subscriptionStatus({ type: "alerts" })?.state).toBe("retrying");
+    await vi.advanceTimersByTimeAsync(1_000);
+    socket.push({ type: "pong" });
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
+  });
+
+  it("goes back to pending while the socket is down", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    t.client.subscribe({ type: "fleet" });
+    socket.push({ type: "subscribed", channel: "fleet" });
+    socket.serverClose(1006);
+    expect(t.client.subscriptionStatus({ type: "fleet" })?.state).toBe("pending");
+  });
+});
+
 describe("a tab shown again", () => {
   it("pings a live socket at once", async () => {
     const visibility = new FakeVisibility();

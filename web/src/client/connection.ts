@@ -43,6 +43,7 @@ import {
   type SnapshotTopic,
 } from "./protocol.js";
 import { SeqTracker } from "./seq.js";
+import { isRetryableRefusal, type SubscriptionStatus } from "./subscription.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
 import { parseTicket, pickGateway, ticketLifetimeMs } from "./ticket.js";
 import { globalNow, globalTimers, TimerSlot, type Timers } from "./timers.js";
@@ -141,6 +142,8 @@ export interface PulseClientOptions {
   renewRetryMs?: number;
   /** A connection live at least this long resets the backoff; default {@link DEFAULT_STABLE_AFTER_MS}. */
   stableAfterMs?: number;
+  /** A subscribe unanswered this long is sent again; default {@link DEFAULT_SUBSCRIBE_TIMEOUT_MS}. */
+  subscribeTimeoutMs?: number;
   /** Time without a live socket before REST polling starts; default 5000 ms. */
   fallbackThresholdMs?: number;
   /** Interval of REST polls; default 30000 ms. */
@@ -172,7 +175,16 @@ interface Holding {
   sent: boolean;
   /** The `since` of the last subscribe sent for it. */
   since: number | undefined;
+  /** Where it stands on the gateway. */
+  status: SubscriptionStatus;
+  /** The answer deadline of the subscribe in flight, or the retry after a refusal. */
+  timer: TimerSlot;
+  /** Backoff between subscribes refused for now. */
+  backoff: Backoff;
 }
+
+/** How long a subscribe may go unanswered before it is sent again. */
+export const DEFAULT_SUBSCRIBE_TIMEOUT_MS = 10_000;
 
 type SnapshotMessage = PulseTopics[SnapshotTopic];
 
@@ -216,6 +228,7 @@ export class PulseClient {
   private readonly renewAt: number;
   private readonly renewRetryMs: number;
   private readonly stableAfterMs: number;
+  private readonly subscribeTimeoutMs: number;
 
   private readonly seq = new SeqTracker();
   private readonly holdings = new Map<DataTopic, Holding>();
@@ -267,6 +280,7 @@ export class PulseClient {
     this.renewAt = options.renewAt ?? DEFAULT_RENEW_AT;
     this.renewRetryMs = options.renewRetryMs ?? DEFAULT_RENEW_RETRY_MS;
     this.stableAfterMs = options.stableAfterMs ?? DEFAULT_STABLE_AFTER_MS;
+    this.subscribeTimeoutMs = options.subscribeTimeoutMs ?? DEFAULT_SUBSCRIBE_TIMEOUT_MS;
     this.bus = options.bus ?? createPulseBus();
     if (options.onHandlerError) this.bus.onHandlerError = options.onHandlerError;
 
@@ -361,8 +375,18 @@ export class PulseClient {
     if (holding) {
       holding.count += 1;
     } else {
-      const added: Holding = { channel: normalizeChannel(channel), count: 1, sent: false, since: undefined };
+      const normalized = normalizeChannel(channel);
+      const added: Holding = {
+        channel: normalized,
+        count: 1,
+        sent: false,
+        since: undefined,
+        status: Object.freeze({ channel: normalized, state: "pending", since: this.now() }),
+        timer: new TimerSlot(this.timers),
+        backoff: new Backoff({ baseMs: 1_000, capMs: 30_000, random: this.random }),
+      };
       this.holdings.set(topic, added);
+      this.bus.publish("subscription", added.status);
       if (this.socketOpen) this.sendSubscribe(topic, added);
     }
     let released = false;
@@ -662,6 +686,11 @@ export class PulseClient {
     this.connectTimer.clear();
     this.renewTimer.clear();
     this.heartbeat.stop();
+    // Held subscriptions wait for the next socket.
+    for (const holding of this.holdings.values()) {
+      holding.timer.clear();
+      if (holding.status.state !== "pending") this.setSubscription(holding, { state: "pending" });
+    }
     if (!socket) return;
     socket.onopen = null;
     socket.onmessage = null;
@@ -819,14 +848,24 @@ export class PulseClient {
       case "authenticated":
         this.expiresAt = reply.exp;
         return;
-      case "subscribed":
+      case "subscribed": {
+        const holding = this.holdingOf(reply);
+        if (holding) {
+          holding.timer.clear();
+          holding.backoff.reset();
+          this.setSubscription(holding, { state: "subscribed" });
+        }
         if (reply.channel === "events" && reply.seq !== undefined) this.onEventsBaseline(reply.topic, reply.seq);
         return;
+      }
       case "events_reset":
         this.onEventsReset(reply.topic, reply.oldest, reply.reason);
         return;
       case "error":
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
+        if (reply.channel && reply.code !== "invalid_since" && reply.code !== "not_subscribed") {
+          this.onSubscribeRefused(reply.channel, reply.code, reply.message);
+        }
         if (reply.code === "invalid_token" && this.socketOpen) {
           // The renewal was refused; the current token stays in force until it expires.
           this.renewTimer.set(() => this.renew(), this.renewRetryMs);
@@ -910,12 +949,66 @@ export class PulseClient {
 
   // ---- helpers ---------------------------------------------------------------------------------
 
-  /** Subscribes a held channel on the open socket; an event topic resumes from its position. */
+  /**
+   * Subscribes a held channel on the open socket; an event topic resumes from its position.
+   * Unanswered within `subscribeTimeoutMs`, it is sent again.
+   */
   private sendSubscribe(topic: DataTopic, holding: Holding): void {
     const since = holding.channel.type === "events" ? this.seq.resumeAfter(topic) : undefined;
     holding.sent = true;
     holding.since = since;
+    if (holding.status.state !== "pending") this.setSubscription(holding, { state: "pending" });
+    holding.timer.set(() => {
+      if (this.holdings.get(topic) !== holding || !this.socketOpen) return;
+      this.retrySubscribe(topic, holding, undefined);
+    }, this.subscribeTimeoutMs);
     this.send(subscribeRequest(holding.channel, since));
+  }
+
+  /** The held subscription a reply names, if any. */
+  private holdingOf(ref: { channel: string; topic?: string; device_id?: string }): Holding | undefined {
+    try {
+      const channel = { type: ref.channel, device_id: ref.device_id, topic: ref.topic } as unknown as Channel;
+      return this.holdings.get(channelTopic(channel));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A subscribe was refused: ask again after a backoff when the refusal may pass. */
+  private onSubscribeRefused(ref: { channel: string; topic?: string; device_id?: string }, code: string, message: string): void {
+    const holding = this.holdingOf(ref);
+    if (!holding) return;
+    const topic = channelTopic(holding.channel);
+    const error = { code, message };
+    if (isRetryableRefusal(code)) {
+      this.retrySubscribe(topic, holding, error);
+    } else {
+      holding.timer.clear();
+      this.setSubscription(holding, { state: "failed", error });
+    }
+  }
+
+  private retrySubscribe(topic: DataTopic, holding: Holding, error: { code: string; message: string } | undefined): void {
+    const delay = holding.backoff.next();
+    const next: Partial<SubscriptionStatus> = { state: "retrying", nextAttemptAt: this.now() + delay };
+    this.setSubscription(holding, error ? { ...next, error } : next);
+    holding.timer.set(() => {
+      if (this.holdings.get(topic) === holding && this.socketOpen) this.sendSubscribe(topic, holding);
+    }, delay);
+  }
+
+  private setSubscription(holding: Holding, change: Partial<SubscriptionStatus>): void {
+    const status: SubscriptionStatus = { channel: holding.channel, state: change.state ?? holding.status.state, since: this.now() };
+    if (change.error) (status as { error?: SubscriptionStatus["error"] }).error = change.error;
+    if (change.nextAttemptAt !== undefined) (status as { nextAttemptAt?: number }).nextAttemptAt = change.nextAttemptAt;
+    holding.status = Object.freeze(status);
+    this.bus.publish("subscription", holding.status);
+  }
+
+  /** Where a held channel stands on the gateway; `undefined` when it is not held. */
+  subscriptionStatus(channel: Channel): SubscriptionStatus | undefined {
+    return this.holdings.get(channelTopic(channel))?.status;
   }
 
   /** The held event topics and where each stands, for REST polling. */
@@ -935,6 +1028,7 @@ export class PulseClient {
     holding.count -= 1;
     if (holding.count > 0) return;
     this.holdings.delete(topic);
+    holding.timer.clear();
     this.seq.forget(topic);
     if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
     if (this.socketOpen) this.send(unsubscribeRequest(holding.channel));

@@ -60,6 +60,8 @@ export type { HeartbeatOptions } from "./heartbeat.js";
 
 export { alwaysOnline, browserNetwork, browserVisibility } from "./network.js";
 export type { NetworkMonitor, VisibilityMonitor } from "./network.js";
+export { isRetryableRefusal } from "./subscription.js";
+export type { SubscriptionState, SubscriptionStatus } from "./subscription.js";
 
 export { DEFAULT_TICKET_URL, TicketError, parseTicket, pickGateway, ticketFetcher } from "./ticket.js";
 export type { TicketFetcherOptions } from "./ticket.js";
