@@ -372,11 +372,24 @@ describe("dashboard in Chromium against a live stack", () => {
     expect(Number(await count.getAttribute("data-live"))).toBeGreaterThanOrEqual(1);
     expect(Number(await tempChart.getAttribute("data-points"))).toBe(pointsBefore + 1);
     expect(await page.locator('figure[data-metric="temp_c"] .chart__value').textContent()).toBe("77.7");
+    // Subscribed and updating: no staleness shown.
+    expect(await page.getByTestId("latest-widget").getByTestId("widget-stale").count()).toBe(0);
     await page.screenshot({ path: artifact("06-device-page.png"), fullPage: true });
 
     await page.getByRole("link", { name: "← All devices" }).click();
     await page.getByTestId("dashboard").waitFor();
     expect(watch.documentLoads).toBe(loads);
+  });
+
+  it("says a widget is not updating when the gateway refuses its subscription, under a live connection", async () => {
+    // A device this tenant does not have: the gateway answers unknown_device.
+    await page.goto(`${stack.webUrl}/devices/no-such-device`);
+    await page.getByTestId("device-page").waitFor();
+    const stale = page.getByTestId("latest-widget").getByTestId("widget-stale");
+    await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toContain("Not updating");
+    expect(await stale.getAttribute("title")).toBe("unknown_device");
+    await page.goto(stack.webUrl);
+    await page.getByTestId("dashboard").waitFor();
   });
 
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {

@@ -7,7 +7,7 @@
 
 import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
 
-import type { PulseClient } from "../client/index.js";
+import type { Channel, PulseClient, SubscriptionStatus } from "../client/index.js";
 import type { Me } from "../model/validate.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
@@ -43,6 +43,21 @@ export function useSession(): Session {
   const session = useContext(SessionContext);
   if (!session) throw new Error("useSession outside of LiveSession");
   return session;
+}
+
+/**
+ * Where `channel` stands on the gateway (see the client's subscription states); re-renders on
+ * each change. `undefined` while the channel is not held.
+ */
+export function useSubscriptionStatus(channel: Channel | undefined): SubscriptionStatus | undefined {
+  const { client } = useSession();
+  const key = channel ? JSON.stringify(channel) : "";
+  return useSyncExternalStore(
+    (notify) => client.on("subscription", (s) => {
+      if (JSON.stringify(s.channel) === key) notify();
+    }),
+    () => (channel ? client.subscriptionStatus(channel) : undefined),
+  );
 }
 
 /** A part of the live state; re-renders when that part changes. */

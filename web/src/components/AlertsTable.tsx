@@ -1,9 +1,13 @@
 import { useCallback, useState } from "react";
 
 import { useLive } from "../app/session.js";
+import type { Channel } from "../client/index.js";
 import { AlertRow } from "./AlertRow.js";
 import { ErrorCard } from "./ErrorCard.js";
 import { Widget } from "./Widget.js";
+
+/** The live channel this widget shows. */
+const ALERTS: Channel = { type: "alerts" };
 
 /** The tenant's open alerts, live; rows that just arrived are highlighted for a moment. */
 export function AlertsTable() {
@@ -24,7 +28,7 @@ export function AlertsTable() {
     </span>
   );
   return (
-    <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts">
+    <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts" channel={ALERTS}>
       {feed.error ? (
         <ErrorCard title="The alerts feed sent a malformed update" message={`${feed.error}. Waiting for the next valid update.`} />
       ) : !message ? (

@@ -1,7 +1,7 @@
 import { useMemo, useState } from "react";
 
 import { useLive } from "../app/session.js";
-import type { DeviceStatus } from "../client/index.js";
+import type { Channel, DeviceStatus } from "../client/index.js";
 import { filterDevices, type DeviceFilter } from "../model/fleetFeed.js";
 import { DeviceRow } from "./DeviceRow.js";
 import { ErrorCard } from "./ErrorCard.js";
@@ -13,6 +13,9 @@ const STATUS_FILTERS: { status: DeviceStatus | null; label: string }[] = [
   { status: "STALE", label: "Stale" },
   { status: "ONLINE", label: "Online" },
 ];
+
+/** The live channel this widget shows. */
+const FLEET: Channel = { type: "fleet" };
 
 /** The fleet's devices with live status and last-seen, least healthy first; filterable. */
 export function DeviceTable() {
@@ -52,7 +55,7 @@ export function DeviceTable() {
   );
 
   return (
-    <Widget title="Devices" testId="devices-widget" actions={toolbar} className="widget--devices">
+    <Widget title="Devices" testId="devices-widget" actions={toolbar} className="widget--devices" channel={FLEET}>
       {feed.error ? (
         <ErrorCard title="The fleet feed sent a malformed update" message={`${feed.error}. Waiting for the next valid update.`} />
       ) : !feed.message ? (

@@ -1,14 +1,48 @@
 import type { ReactNode } from "react";
 
+import type { Channel } from "../client/index.js";
+import { useLive, useSubscriptionStatus } from "../app/session.js";
 import { ErrorBoundary } from "./ErrorBoundary.js";
 
-/** A dashboard panel with a title; whatever fails inside it stays inside it. */
-export function Widget(props: { title: string; testId: string; actions?: ReactNode; className?: string; children: ReactNode }) {
+/**
+ * Shown while a widget's live channel is not subscribed although the connection is live: the
+ * gateway refused it for now (retrying), for good (failed), or has not answered yet.
+ */
+function Staleness({ channel }: { channel: Channel }) {
+  const live = useLive((s) => s.connection.state === "live");
+  const status = useSubscriptionStatus(channel);
+  if (!live || !status || status.state === "subscribed") return null;
+  const text =
+    status.state === "failed"
+      ? `Not updating: ${status.error?.message || status.error?.code || "refused"}`
+      : status.state === "retrying"
+        ? "Not updating: retrying"
+        : "Connecting…";
+  return (
+    <span className="badge badge--stale" data-testid="widget-stale" role="status" title={status.error?.code}>
+      {text}
+    </span>
+  );
+}
+
+/**
+ * A dashboard panel with a title; whatever fails inside it stays inside it. With `channel`, it
+ * says when that live channel is not updating.
+ */
+export function Widget(props: {
+  title: string;
+  testId: string;
+  actions?: ReactNode;
+  className?: string;
+  channel?: Channel;
+  children: ReactNode;
+}) {
   return (
     <section className={`widget ${props.className ?? ""}`} data-testid={props.testId} aria-label={props.title}>
       <ErrorBoundary label={props.title}>
         <header className="widget__head">
           <h2 className="widget__title">{props.title}</h2>
+          {props.channel && <Staleness channel={props.channel} />}
           {props.actions && <div className="widget__actions">{props.actions}</div>}
         </header>
         <div className="widget__body">{props.children}</div>

@@ -56,7 +56,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
         )}
       </div>
 
-      <Widget title="Latest reading" testId="latest-widget">
+      <Widget title="Latest reading" testId="latest-widget" channel={{ type: "device", device_id: deviceId }}>
         {data.liveError && <ErrorCard title="A malformed telemetry update was ignored" message={data.liveError} />}
         {latest ? <LatestReading reading={latest} /> : <p className="placeholder">{data.historyLoaded ? "This device has not reported yet." : "Loading…"}</p>}
       </Widget>
