@@ -382,14 +382,35 @@ describe("dashboard in Chromium against a live stack", () => {
   });
 
   it("says a widget is not updating when the gateway refuses its subscription, under a live connection", async () => {
-    // A device this tenant does not have: the gateway answers unknown_device.
-    await page.goto(`${stack.webUrl}/devices/no-such-device`);
-    await page.getByTestId("device-page").waitFor();
-    const stale = page.getByTestId("latest-widget").getByTestId("widget-stale");
-    await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toContain("Not updating");
-    expect(await stale.getAttribute("title")).toBe("unknown_device");
-    await page.goto(stack.webUrl);
-    await page.getByTestId("dashboard").waitFor();
+    // A tab whose device subscribes the gateway refuses for now (staged on the socket: every
+    // other frame passes through to the real gateway).
+    const p = await context.newPage();
+    await p.routeWebSocket(/\/api\/v2\/ws/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((message) => {
+        const text = typeof message === "string" ? message : message.toString();
+        if (text.includes('"action":"subscribe"') && text.includes('"type":"device"')) {
+          const request = JSON.parse(text) as { device_id: string };
+          ws.send(JSON.stringify({ type: "error", code: "unavailable", message: "staged refusal", channel: "device", device_id: request.device_id }));
+          return;
+        }
+        server.send(message);
+      });
+    });
+    try {
+      await p.goto(`${stack.webUrl}/devices/${dev(1)}`);
+      await p.getByTestId("device-page").waitFor();
+      await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
+      const stale = p.getByTestId("latest-widget").getByTestId("widget-stale");
+      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toContain("Not updating");
+      expect(await stale.getAttribute("title")).toBe("unavailable");
+      // The other widgets' subscriptions went through: they show nothing of the kind.
+      await p.getByRole("link", { name: "← All devices" }).click();
+      await p.getByTestId("dashboard").waitFor();
+      await expect.poll(() => p.getByTestId("widget-stale").count(), { timeout: 5_000 }).toBe(0);
+    } finally {
+      await p.close();
+    }
   });
 
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {

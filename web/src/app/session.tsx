@@ -7,7 +7,7 @@
 
 import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
 
-import type { Channel, PulseClient, SubscriptionStatus } from "../client/index.js";
+import { channelTopic, type Channel, type PulseClient, type SubscriptionStatus } from "../client/index.js";
 import type { Me } from "../model/validate.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
@@ -51,11 +51,12 @@ export function useSession(): Session {
  */
 export function useSubscriptionStatus(channel: Channel | undefined): SubscriptionStatus | undefined {
   const { client } = useSession();
-  const key = channel ? JSON.stringify(channel) : "";
+  const key = channel ? channelTopic(channel) : "";
   return useSyncExternalStore(
-    (notify) => client.on("subscription", (s) => {
-      if (JSON.stringify(s.channel) === key) notify();
-    }),
+    (notify) =>
+      client.on("subscription", (s) => {
+        if (channelTopic(s.channel) === key) notify();
+      }),
     () => (channel ? client.subscriptionStatus(channel) : undefined),
   );
 }
