@@ -153,6 +153,23 @@ pub async fn connect(
     }
 }
 
+/// How long a stopping service waits for NATS to take what its client still buffers.
+pub const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
+
+/// Flushes `client` before the process exits, for at most [`FLUSH_ON_EXIT`]. While NATS is
+/// unreachable a flush waits for the next connection, which may never come: a shutdown must
+/// not wait for it. What was not flushed by then is lost, and said so.
+pub async fn flush_before_exit(client: &Client) {
+    match tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush NATS before exiting"),
+        Err(_) => tracing::warn!(
+            waited = ?FLUSH_ON_EXIT,
+            "NATS did not take the last messages in time; exiting without them"
+        ),
+    }
+}
+
 /// Credentials written into a server URL — `nats://user:password@host:4222` or
 /// `nats://token@host:4222` (percent-encoded) — applied to `options`. The client does not send
 /// them by itself. The first URL of a comma-separated list that carries any is used.
