@@ -160,18 +160,23 @@ async fn serve(
     mut requests: mpsc::Receiver<Request>,
     ready: oneshot::Sender<Result<(), PublishError>>,
 ) {
-    let client =
-        match pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
-            .name("pulse-bench-publisher")
-            .connect(&url)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = ready.send(Err(PublishError::Connect(e.to_string())));
-                return;
-            }
-        };
+    let connected = match pulse_common::nats::server_addrs(&url) {
+        Ok(servers) => {
+            pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
+                .name("pulse-bench-publisher")
+                .connect(servers)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let client = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(PublishError::Connect(e)));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     let subjects = shape.subjects();
     let composer = Composer::new(shape, payload_bytes);

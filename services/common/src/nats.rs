@@ -43,10 +43,27 @@ pub async fn connect_in_background(
     )
     .retry_on_initial_connect();
     let client = options
-        .connect(url)
+        .connect(server_addrs(url)?)
         .await
         .with_context(|| format!("invalid NATS_URL {}", redact(url)))?;
     Ok(NatsLink { client, state: rx })
+}
+
+/// The servers named by `NATS_URL`: one URL, or several separated by commas. The client reads
+/// a whole string as one URL (and fails on the first comma), so a list is handed to it as
+/// separate addresses; it then picks among them and fails over to the others.
+pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("invalid NATS_URL entry {}", redact(u)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "NATS_URL names no server");
+    Ok(addrs)
 }
 
 /// The client's options: credentials from the URL, endless reconnects, and connection events
@@ -103,11 +120,13 @@ pub async fn connect(
         std::sync::Arc::new(on_slow_consumer);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let shown = redact(url);
+    // A URL that cannot be read will not become readable by retrying.
+    let servers = server_addrs(url)?;
     tokio::pin!(give_up);
     loop {
         let options = options(url, name, tx.clone(), on_slow_consumer.clone());
         let attempt = tokio::select! {
-            r = options.connect(url) => r,
+            r = options.connect(servers.clone()) => r,
             () = &mut give_up => anyhow::bail!("gave up connecting to NATS at {shown}"),
         };
         match attempt {
@@ -131,6 +150,23 @@ pub async fn connect(
                 }
             }
         }
+    }
+}
+
+/// How long a stopping service waits for NATS to take what its client still buffers.
+pub const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
+
+/// Flushes `client` before the process exits, for at most [`FLUSH_ON_EXIT`]. While NATS is
+/// unreachable a flush waits for the next connection, which may never come: a shutdown must
+/// not wait for it. What was not flushed by then is lost, and said so.
+pub async fn flush_before_exit(client: &Client) {
+    match tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush NATS before exiting"),
+        Err(_) => tracing::warn!(
+            waited = ?FLUSH_ON_EXIT,
+            "NATS did not take the last messages in time; exiting without them"
+        ),
     }
 }
 
@@ -183,6 +219,24 @@ mod tests {
         );
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+
+    #[test]
+    fn a_list_of_servers_is_read_as_one_address_each() {
+        let addrs = server_addrs(" nats://a:4222, nats://u:p@b:4223 ,c:4224,").unwrap();
+        let hosts: Vec<_> = addrs.iter().map(|a| (a.host(), a.port())).collect();
+        assert_eq!(hosts, [("a", 4222), ("b", 4223), ("c", 4224)]);
+        assert!(addrs[1].has_user_pass());
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_server_list_is_refused_without_showing_credentials() {
+        let e = server_addrs("nats://a:4222,nats://u:s3cret@b:notaport").unwrap_err();
+        let shown = format!("{e:#}");
+        assert!(shown.contains("nats://***@b:notaport"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(server_addrs(" , ").is_err());
     }
 
     #[test]

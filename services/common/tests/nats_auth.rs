@@ -1,4 +1,5 @@
-//! Credentials in `NATS_URL` reach a real nats-server that requires them.
+//! What `NATS_URL` says reaches a real nats-server: the credentials it requires, and a list of
+//! servers of which any one that answers will do.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
@@ -67,4 +68,39 @@ async fn a_token_in_the_url_is_sent() {
     let (_server, port) = server(&["--auth", "s3cret-token"]).await;
     assert!(connects(&format!("nats://s3cret-token@127.0.0.1:{port}")).await);
     assert!(!connects(&format!("nats://other-token@127.0.0.1:{port}")).await);
+}
+
+#[tokio::test]
+async fn any_server_of_a_comma_separated_list_that_answers_will_do() {
+    let (_server, port) = server(&["--user", "pulse", "--pass", "secret"]).await;
+    let down = free_port();
+    let live = format!("nats://pulse:secret@127.0.0.1:{port}");
+    let dead = format!("nats://127.0.0.1:{down}");
+    assert!(connects(&format!("{dead},{live}")).await);
+    assert!(connects(&format!("{live}, {dead}")).await);
+    let link = pulse_common::nats::connect_in_background(&format!("{dead},{live}"), "test", || {})
+        .await
+        .unwrap();
+    let mut state = link.state.clone();
+    tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| s.connected))
+        .await
+        .expect("connected through the list within 5 s")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_list_with_an_unreadable_url_fails_at_once() {
+    let started = std::time::Instant::now();
+    let give_up = tokio::time::sleep(Duration::from_secs(10));
+    let e = pulse_common::nats::connect(
+        "nats://127.0.0.1:4222,nats://h:port",
+        "test",
+        || {},
+        give_up,
+    )
+    .await
+    .err()
+    .expect("an unreadable URL is an error");
+    assert!(format!("{e:#}").contains("invalid NATS_URL"), "{e:#}");
+    assert!(started.elapsed() < Duration::from_secs(1), "it was retried");
 }

@@ -170,7 +170,7 @@ pub async fn run(
         .await
         .context("server task failed")?
         .context("server failed")?;
-    link.client.flush().await.ok();
+    pulse_common::nats::flush_before_exit(&link.client).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

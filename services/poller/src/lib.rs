@@ -161,7 +161,7 @@ pub async fn run(
         }
     }
 
-    link.client.flush().await.ok();
+    pulse_common::nats::flush_before_exit(&link.client).await;
     pool.close().await;
     ops_server
         .await

@@ -99,12 +99,14 @@ impl Run {
                 pid: config.gateway_pids.get(i).copied(),
             })
             .collect();
+        let servers = pulse_common::nats::server_addrs(&config.nats_url)
+            .map_err(|e| BenchError::Nats(format!("{e:#}")))?;
         let nats = pulse_common::nats::with_url_credentials(
             async_nats::ConnectOptions::new(),
             &config.nats_url,
         )
         .name("pulse-bench")
-        .connect(&config.nats_url)
+        .connect(servers)
         .await
         .map_err(|e| BenchError::Nats(e.to_string()))?;
         let coord = Coordinator::join(&nats, &run_id, config.shard, config.shards).await?;

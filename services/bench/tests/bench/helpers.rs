@@ -79,11 +79,19 @@ pub async fn wait_ready(addr: SocketAddr) {
 
 /// Starts a gateway on 127.0.0.1:0 and waits until it is ready.
 pub async fn spawn_gateway() -> Gateway {
+    spawn_gateway_on(&nats_url()).await
+}
+
+/// Starts a gateway on 127.0.0.1:0 using NATS at `nats_url` (one URL or a comma-separated
+/// list) and waits until it is ready.
+pub async fn spawn_gateway_on(nats_url: &str) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
+    let mut config = gateway_config();
+    config.nats_url = nats_url.to_owned();
     tokio::spawn(pulse_gateway::run(
-        gateway_config(),
+        config,
         listener,
         stop.clone().cancelled_owned(),
     ));
@@ -299,10 +307,19 @@ impl Drop for Poller {
 
 /// Starts a poller on `database_url` and waits until it is the active one.
 pub async fn spawn_poller(database_url: &str) -> Poller {
+    spawn_poller_with(database_url, |_| {}).await
+}
+
+/// [`spawn_poller`] with its configuration changed by `configure` first.
+pub async fn spawn_poller_with(
+    database_url: &str,
+    configure: impl FnOnce(&mut pulse_poller::PollerConfig),
+) -> Poller {
     let mut config = PollerCli::try_parse_from(["pulse-poller", "--database-url", database_url])
         .unwrap()
         .config;
     config.nats_url = nats_url();
+    configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
     let stop = CancellationToken::new();

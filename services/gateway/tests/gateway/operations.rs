@@ -404,3 +404,36 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
     .await;
     assert_eq!(c.next(T).await["seq"], 1);
 }
+
+#[tokio::test]
+async fn a_gateway_stops_promptly_while_nats_is_down() {
+    let port = free_port();
+    let mut server = start_nats_server(port, &[], &[]);
+    let mut cfg = config();
+    cfg.nats_url = format!("nats://127.0.0.1:{port}");
+    cfg.drain_seconds = 0;
+    let gw = spawn_gateway(cfg).await;
+    let addr = gw.addr;
+    server.kill().await.unwrap();
+    eventually(
+        "not ready without NATS",
+        Duration::from_secs(10),
+        || async move {
+            reqwest::get(format!("http://{addr}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 503)
+        },
+    )
+    .await;
+    // A stop must not wait for NATS to come back (it would wait for ever).
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), gw.stopped())
+        .await
+        .expect("the gateway did not stop within 10 s")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

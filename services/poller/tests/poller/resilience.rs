@@ -221,3 +221,34 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     db.drop_now().await;
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[tokio::test]
+async fn the_poller_stops_promptly_while_nats_is_down() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-nats"));
+    let mut nats = start_nats(port, &store).await;
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.nats_url = format!("nats://127.0.0.1:{port}");
+    let poller = spawn_poller(cfg).await;
+    eventually("ready", Duration::from_secs(10), || async {
+        poller.ready().await["ready"] == true
+    })
+    .await;
+    nats.start_kill().unwrap();
+    nats.wait().await.unwrap();
+    eventually("NATS seen gone", Duration::from_secs(10), || async {
+        poller.ready().await["checks"]["nats"] == false
+    })
+    .await;
+    // A stop must not wait for NATS to come back (it would wait for ever).
+    let started = std::time::Instant::now();
+    poller.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    db.drop_now().await;
+    let _ = std::fs::remove_dir_all(&store);
+}
