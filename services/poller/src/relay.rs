@@ -123,7 +123,9 @@ impl Relay {
         let (done, err) = publisher::publish_all(&self.js, batch).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
-        // is sent again, so a topic's events reach the stream in order.
+        // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but
+        // when the stream's leader changes mid-pass, later events of the pass may be stored
+        // before the earlier ones are sent again — readers go by `Pulse-Seq`, not by position.
         let mut acked: HashMap<(TenantId, Topic), HashSet<u64>> = HashMap::new();
         let now = OffsetDateTime::now_utc();
         for (tenant, topic, seq, created_at) in done {
