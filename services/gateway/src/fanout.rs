@@ -37,6 +37,9 @@ use crate::replay::{self, EventLog, Item, Order};
 const SPLICE_ATTEMPTS: usize = 3;
 /// How long a read of a current value may take before JetStream counts as unavailable.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a new event subject's subscribe waits for its newest stored event before it goes
+/// on without (the read then finishes beside the connection).
+const HEAD_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Identifies a connection on this instance.
 pub type ConnId = u64;
@@ -494,16 +497,34 @@ impl FanOut {
     /// after the SUB proves it is in place. Snapshot subjects get that from the read of their
     /// retained value, which follows; event subjects make the same read and ignore its answer
     /// (nothing is retained for them). It is a request the gateway's NATS permissions allow.
-    async fn server_barrier(&self, topic: &Topic) {
+    ///
+    /// A JetStream that answers slowly holds the subscribe at most [`HEAD_WAIT`]: then a core
+    /// NATS round trip proves the SUB is in place, and the head is learned when the read
+    /// answers (until then the subscriber gets no `seq` in `subscribed`, as the protocol
+    /// allows, and the first live event starts this instance's order).
+    async fn server_barrier(&self, topic: &Arc<Topic>) {
         // Disconnected: the SUB is sent again on reconnect; there is nothing to wait for.
         if !topic.snapshot
             && self.inner.nats.connection_state() == async_nats::connection::State::Connected
         {
             // The newest stored event is also where this instance's order starts.
-            match self.inner.history.latest(&topic.subject, topic.id).await {
-                Ok(Some(frame)) => topic.log.lock().learn_head(frame.seq),
-                Ok(None) => topic.log.lock().learn_head(0),
-                Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
+            let read = self.inner.history.latest(&topic.subject, topic.id);
+            match tokio::time::timeout(HEAD_WAIT, read).await {
+                Ok(result) => learn_head(topic, result),
+                Err(_) => {
+                    if tokio::time::timeout(READ_TIMEOUT, self.inner.nats.flush())
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(subject = %topic.subject, "no NATS round trip in time");
+                    }
+                    let fanout = self.clone();
+                    let topic = topic.clone();
+                    tokio::spawn(async move {
+                        let result = fanout.inner.history.latest(&topic.subject, topic.id).await;
+                        learn_head(&topic, result);
+                    });
+                }
             }
         }
     }
@@ -635,6 +656,15 @@ impl FanOut {
                 Err(()) => self.retry_retained(topic),
             }
         }
+    }
+}
+
+/// Records where an event subject's order starts, from the read of its newest stored event.
+fn learn_head(topic: &Topic, result: Result<Option<Frame>, crate::history::HistoryError>) {
+    match result {
+        Ok(Some(frame)) => topic.log.lock().learn_head(frame.seq),
+        Ok(None) => topic.log.lock().learn_head(0),
+        Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
     }
 }
 
