@@ -48,6 +48,18 @@ struct Session {
     last_limited_reply: Option<Instant>,
     /// Ends the connection when its user is deleted or its role changes.
     user: Registration,
+    /// Device subscribes waiting for the device registry's answer, which comes beside the
+    /// loop: a slow JetStream never holds the connection's other requests.
+    checks: tokio::task::JoinSet<DeviceCheck>,
+    /// The channels of `checks`; one removed by an unsubscribe meanwhile is not subscribed.
+    checking: HashMap<Channel, Option<u64>>,
+}
+
+/// A device registry answer for one subscribe.
+struct DeviceCheck {
+    channel: Channel,
+    since: Option<u64>,
+    result: Result<bool, crate::devices::DevicesError>,
 }
 
 /// Serves an authenticated, admitted connection until it ends.
@@ -80,6 +92,8 @@ pub fn serve(
         limited_streak: 0,
         last_limited_reply: None,
         user,
+        checks: tokio::task::JoinSet::new(),
+        checking: HashMap::new(),
         state,
     };
     async move {
@@ -144,6 +158,13 @@ impl Session {
                 }
                 () = self.queue.ready() => {
                     if let Err(ending) = self.write_pending().await {
+                        return ending;
+                    }
+                }
+                Some(done) = self.checks.join_next(), if !self.checks.is_empty() => {
+                    if let Ok(check) = done
+                        && let Err(ending) = Box::pin(self.device_checked(check)).await
+                    {
                         return ending;
                     }
                 }
@@ -225,7 +246,11 @@ impl Session {
         if self.channels.contains_key(&channel) {
             return self.reply(&ServerReply::subscribed(channel)).await;
         }
-        if self.channels.len() >= self.state.config.max_subscriptions {
+        if self.checking.contains_key(&channel) {
+            // Its answer is on the way.
+            return Ok(());
+        }
+        if self.channels.len() + self.checking.len() >= self.state.config.max_subscriptions {
             let error = ProtocolError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
@@ -239,25 +264,65 @@ impl Session {
         if let Channel::Device { device_id: device } = &channel
             && !self.state.fanout.has_subject(&subject)
         {
-            match self.state.devices.has(&self.principal.tenant, device).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let error = ProtocolError::new(
-                        ErrorCode::UnknownDevice,
-                        format!("no device {device} in this tenant"),
-                    );
-                    return self.reply_channel_error(error, channel).await;
+            // Asked beside the loop; `device_checked` goes on with the answer.
+            let devices = self.state.devices.clone();
+            let tenant = self.principal.tenant.clone();
+            let device = device.clone();
+            let checked = channel.clone();
+            self.checking.insert(channel, since);
+            self.checks.spawn(async move {
+                let result = devices.has(&tenant, &device).await;
+                DeviceCheck {
+                    channel: checked,
+                    since,
+                    result,
                 }
-                Err(e) => {
-                    tracing::warn!(%subject, error = %e, "cannot check the device");
-                    let error = ProtocolError::new(
-                        ErrorCode::Unavailable,
-                        "cannot check the device right now; retry shortly",
-                    );
-                    return self.reply_channel_error(error, channel).await;
-                }
+            });
+            return Ok(());
+        }
+        self.subscribe_checked(channel, since).await
+    }
+
+    /// The device registry answered a device subscribe.
+    async fn device_checked(&mut self, check: DeviceCheck) -> Result<(), Ending> {
+        let DeviceCheck {
+            channel,
+            since,
+            result,
+        } = check;
+        if self.checking.remove(&channel).is_none() {
+            return Ok(()); // unsubscribed meanwhile
+        }
+        let Channel::Device { device_id: device } = &channel else {
+            return Ok(());
+        };
+        match result {
+            Ok(true) => self.subscribe_checked(channel, since).await,
+            Ok(false) => {
+                let error = ProtocolError::new(
+                    ErrorCode::UnknownDevice,
+                    format!("no device {device} in this tenant"),
+                );
+                self.reply_channel_error(error, channel).await
+            }
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "cannot check the device");
+                let error = ProtocolError::new(
+                    ErrorCode::Unavailable,
+                    "cannot check the device right now; retry shortly",
+                );
+                self.reply_channel_error(error, channel).await
             }
         }
+    }
+
+    /// Subscribes a channel that passed its checks.
+    async fn subscribe_checked(
+        &mut self,
+        channel: Channel,
+        since: Option<u64>,
+    ) -> Result<(), Ending> {
+        let subject = channel.subject(&self.principal.tenant);
         match self
             .state
             .fanout
@@ -306,6 +371,10 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
+        if self.checking.remove(&channel).is_some() {
+            // Its device check is still out: it will subscribe nothing.
+            return self.reply(&ServerReply::Unsubscribed(channel)).await;
+        }
         match self.channels.remove(&channel) {
             Some(topic) => {
                 self.state.fanout.unsubscribe(self.id, &topic);

@@ -13,9 +13,9 @@ use async_nats::jetstream::{self, kv};
 use pulse_proto::subject::{DEVICES_BUCKET, device_key};
 use pulse_proto::{DeviceId, TenantId};
 
-/// How long one read of the registry may take: it holds the subscribe, so past this the
-/// client is told `unavailable` (and retries) rather than kept waiting.
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one read of the registry may take (it runs beside the connection's loop; past
+/// this the client is told `unavailable` and retries).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {

@@ -192,6 +192,28 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
         "three subscribes took {:?}",
         started.elapsed()
     );
+    // A device's first subscribe waits for the device registry beside the connection: a ping
+    // sent after it is answered at once, and the device is refused as unavailable afterwards.
+    c.send(json!({"action": "subscribe", "type": "device", "device_id": "dev-1"}))
+        .await;
+    let asked = std::time::Instant::now();
+    c.send(json!({"action": "ping"})).await;
+    let first = c
+        .until(Duration::from_secs(5), |m| {
+            m["type"] == "pong" || m["type"] == "error"
+        })
+        .await;
+    assert_eq!(first["type"], "pong", "{first}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the pong took {:?}",
+        asked.elapsed()
+    );
+    let refused = c
+        .until(Duration::from_secs(5), |m| m["type"] == "error")
+        .await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["device_id"], "dev-1", "{refused}");
     c.assert_alive().await;
     assert!(
         c.try_next(Duration::from_millis(2500)).await.is_none(),
