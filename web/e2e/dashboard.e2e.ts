@@ -413,6 +413,26 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
+  it("has no accessibility violations (axe) on the dashboard and a device page", async () => {
+    const { AxeBuilder } = await import("@axe-core/playwright");
+    const found: string[] = [];
+    const p = await context.newPage();
+    try {
+      for (const path of ["/", `/devices/${dev(1)}`]) {
+        await p.goto(`${stack.webUrl}${path}`);
+        await p.getByTestId(path === "/" ? "dashboard" : "device-page").waitFor();
+        await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
+        const result = await new AxeBuilder({ page: p }).analyze();
+        for (const v of result.violations) {
+          found.push(`${path} ${v.id} (${v.impact}): ${v.nodes.length} × ${v.nodes[0]?.target.join(" ")} — ${v.help}`);
+        }
+      }
+    } finally {
+      await p.close();
+    }
+    expect(found).toEqual([]);
+  });
+
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {
     const other = await newWatchedContext(browser);
     try {

@@ -65,6 +65,25 @@ describe("LiveStore", () => {
     expect(critical.map((batch) => batch.map((a) => a.alert_id))).toEqual([[3]]);
   });
 
+  it("announces new critical alerts politely, at most every 10 s, counting what came meanwhile", () => {
+    client.bus.publish("alerts", alertsMessage([alert(1, { severity: 1 })], 1));
+    expect(store.getState().announcement).toBe("");
+    client.bus.publish("alerts", alertsMessage([alert(2, { severity: 5 }), alert(1, { severity: 1 })], 2));
+    expect(store.getState().announcement).toBe("1 new critical alert");
+    now += 1_000;
+    client.bus.publish("alerts", alertsMessage([alert(3, { severity: 5 }), alert(2, { severity: 5 }), alert(1)], 3));
+    now += 1_000;
+    client.bus.publish("alerts", alertsMessage([alert(4, { severity: 4 }), alert(3, { severity: 5 }), alert(2, { severity: 5 }), alert(1)], 4));
+    expect(store.getState().announcement).toBe("1 new critical alert");
+    // Due 10 s after the first announcement (the timer started 1 s after it).
+    now += 8_000;
+    vi.advanceTimersByTime(8_000);
+    expect(store.getState().announcement).toBe("1 new critical alert");
+    now += 1_000;
+    vi.advanceTimersByTime(1_000);
+    expect(store.getState().announcement).toBe("2 new critical alerts");
+  });
+
   it("keeps one widget's malformed message away from the others", () => {
     client.bus.publish("fleet", fleetMessage([device("dev-1")]));
     client.bus.publish("alerts", { ...alertsMessage([]), alerts: [{ bad: true }] } as never);

@@ -14,7 +14,15 @@ export interface LiveState {
   alerts: AlertsFeed;
   fleet: FleetFeed;
   connection: ConnectionStatus;
+  /**
+   * What a polite live region reads out: new critical alerts, at most once per
+   * {@link ANNOUNCE_EVERY_MS} (arrivals meanwhile are counted into the next one).
+   */
+  announcement: string;
 }
+
+/** Shortest time between two announcements of new critical alerts. */
+export const ANNOUNCE_EVERY_MS = 10_000;
 
 export interface LiveStoreOptions {
   /** Clock in milliseconds; default `Date.now`. */
@@ -29,13 +37,16 @@ export class LiveStore {
   private readonly now: () => number;
   private expiryTimer: ReturnType<typeof setTimeout> | undefined;
   private stops: (() => void)[] = [];
+  private lastAnnounced = Number.NEGATIVE_INFINITY;
+  private unannounced = 0;
+  private announceTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly client: PulseClient,
     private readonly options: LiveStoreOptions = {},
   ) {
     this.now = options.now ?? Date.now;
-    this.state = { alerts: emptyAlertsFeed, fleet: emptyFleetFeed, connection: client.status };
+    this.state = { alerts: emptyAlertsFeed, fleet: emptyFleetFeed, connection: client.status, announcement: "" };
   }
 
   /** Starts following the client; returns a function that stops. */
@@ -53,6 +64,7 @@ export class LiveStore {
     for (const stop of this.stops) stop();
     this.stops = [];
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.announceTimer);
   }
 
   getState = (): LiveState => this.state;
@@ -69,8 +81,31 @@ export class LiveStore {
     this.scheduleExpiry();
     if (action.type === "message") {
       const critical = criticalArrivals(alerts);
-      if (critical.length > 0) this.options.onCriticalAlerts?.(critical);
+      if (critical.length > 0) {
+        this.options.onCriticalAlerts?.(critical);
+        this.announce(critical.length);
+      }
     }
+  }
+
+  /** Counts new critical alerts into the next announcement, made at once or when due. */
+  private announce(count: number): void {
+    this.unannounced += count;
+    const wait = this.lastAnnounced + ANNOUNCE_EVERY_MS - this.now();
+    if (wait <= 0) {
+      this.flushAnnouncement();
+    } else if (this.announceTimer === undefined) {
+      this.announceTimer = setTimeout(() => this.flushAnnouncement(), wait);
+    }
+  }
+
+  private flushAnnouncement(): void {
+    this.announceTimer = undefined;
+    if (this.unannounced === 0) return;
+    const n = this.unannounced;
+    this.unannounced = 0;
+    this.lastAnnounced = this.now();
+    this.set({ announcement: n === 1 ? "1 new critical alert" : `${n} new critical alerts` });
   }
 
   /** Ends highlights when they are due. */

@@ -36,11 +36,13 @@ export function AlertsTable() {
       ) : message.alerts.length === 0 ? (
         <p className="placeholder placeholder--good">No open alerts.</p>
       ) : (
-        <div className="table-scroll" data-testid="alerts-scroll">
+        <div className="table-scroll" data-testid="alerts-scroll" tabIndex={0} role="region" aria-label="Open alerts, scrollable">
           <table className="table" data-testid="alerts-table">
             <thead>
               <tr>
-                <th className="cell-toggle" aria-label="Details" />
+                <th className="cell-toggle">
+                  <span className="visually-hidden">Details</span>
+                </th>
                 <th>Severity</th>
                 <th>Raised</th>
                 <th>Device</th>

@@ -62,7 +62,7 @@ export function DeviceTable() {
         <p className="placeholder">Waiting for the first fleet update…</p>
       ) : (
         <>
-          <div className="table-scroll" data-testid="devices-scroll">
+          <div className="table-scroll" data-testid="devices-scroll" tabIndex={0} role="region" aria-label="Devices, scrollable">
             <table className="table" data-testid="devices-table">
               <thead>
                 <tr>

@@ -115,7 +115,7 @@ function RecentReadings({ readings }: { readings: readonly Reading[] }) {
   const keys = useMemo(() => [...new Set(recent.flatMap((r) => Object.keys(r.metrics)))].sort(), [recent]);
   if (recent.length === 0) return <p className="placeholder">No readings.</p>;
   return (
-    <div className="table-scroll table-scroll--short">
+    <div className="table-scroll table-scroll--short" tabIndex={0} role="region" aria-label="Recent readings, scrollable">
       <table className="table table--numbers" data-testid="readings-table">
         <thead>
           <tr>
