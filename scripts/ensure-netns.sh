@@ -7,9 +7,7 @@
 #   - iproute2 (`ip`), installed here when missing (as root, with apt-get);
 #   - runuser and setpriv (util-linux), the `postgres` user and PostgreSQL's server binaries
 #     (initdb, postgres; Debian's postgresql package has them).
-# Without them it fails here, before anything is built, saying what is missing. Where they
-# cannot be had (not root, macOS), PULSE_SKIP_NETNS_TEST=1 makes `make test` leave that one
-# test out, and say so.
+# Without them it fails here, before anything is built, saying what is missing.
 #
 # Also removes what an interrupted run of that test left behind: namespaces named
 # pulse-t-netns-* older than 10 minutes with no process in them (their links go with them),
@@ -22,7 +20,7 @@ set -euo pipefail
 TEST_NAME="poller::failover::a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader_stepped_down"
 
 cannot() {
-  die "$TEST_NAME cannot run here: $*. Fix that, or set PULSE_SKIP_NETNS_TEST=1 to run every other test"
+  die "$TEST_NAME cannot run here: $*. make test needs it (run as root on Linux)"
 }
 
 is_root || cannot "it needs root (it creates network namespaces); run make test as root, as CI does"
