@@ -59,24 +59,30 @@ async fn role(p: &Process) -> Option<String> {
     body["info"]["role"].as_str().map(str::to_owned)
 }
 
-#[tokio::test]
-async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
-    let db = TestDb::new().await;
-    let tenant = db.tenant("failover", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-
-    let mut first = start(&db, &[]);
+/// Two pollers of `db`: the first (with `first_env`) active, the second on standby.
+async fn active_and_standby(db: &TestDb, first_env: &[(&str, String)]) -> (Process, Process) {
+    let first = start(db, first_env);
     eventually("first poller active", Duration::from_secs(20), || async {
         role(&first).await.as_deref() == Some("active")
     })
     .await;
-    let second = start(&db, &[]);
+    let second = start(db, &[]);
     eventually(
         "second poller on standby",
         Duration::from_secs(20),
         || async { role(&second).await.as_deref() == Some("standby") },
     )
     .await;
+    (first, second)
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("failover", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+
+    let (mut first, second) = active_and_standby(&db, &[]).await;
     // Never two publishing at once: the first is still the only active one.
     assert_eq!(role(&first).await.as_deref(), Some("active"));
     let before = alerts.until(Duration::from_secs(10), |_| true).await;
@@ -264,16 +270,7 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     let (proxied_url, _) = through(&proxied_url, proxy.port);
 
     // The first poller reaches PostgreSQL only through the proxy.
-    let first = start(&db, &[("DATABASE_URL", proxied_url)]);
-    eventually("first poller active", Duration::from_secs(20), || async {
-        role(&first).await.as_deref() == Some("active")
-    })
-    .await;
-    let second = start(&db, &[]);
-    eventually("second on standby", Duration::from_secs(20), || async {
-        role(&second).await.as_deref() == Some("standby")
-    })
-    .await;
+    let (first, second) = active_and_standby(&db, &[("DATABASE_URL", proxied_url)]).await;
     let before = alerts.until(Duration::from_secs(10), |_| true).await;
 
     // A partition: the first poller's packets go nowhere, and nothing is closed.
@@ -542,16 +539,7 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
     let db = TestDb::new().await;
     let tenant = db.tenant("lockcut", 1).await;
     let recorder = Recorder::start(&tenant).await;
-    let first = start(&db, &[]);
-    eventually("first poller active", Duration::from_secs(20), || async {
-        role(&first).await.as_deref() == Some("active")
-    })
-    .await;
-    let second = start(&db, &[]);
-    eventually("second on standby", Duration::from_secs(20), || async {
-        role(&second).await.as_deref() == Some("standby")
-    })
-    .await;
+    let (first, second) = active_and_standby(&db, &[]).await;
     let stop = CancellationToken::new();
     let writer = keep_writing(&db, &tenant, stop.clone());
     recorder
@@ -641,16 +629,7 @@ async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader
     let (lab, db) = Lab::start().await;
     let tenant = db.tenant("blackhole", 1).await;
     let recorder = Recorder::start(&tenant).await;
-    let first = start(&db, &[]);
-    eventually("first poller active", Duration::from_secs(20), || async {
-        role(&first).await.as_deref() == Some("active")
-    })
-    .await;
-    let second = start(&db, &[]);
-    eventually("second on standby", Duration::from_secs(20), || async {
-        role(&second).await.as_deref() == Some("standby")
-    })
-    .await;
+    let (first, second) = active_and_standby(&db, &[]).await;
     let stop = CancellationToken::new();
     let writer = keep_writing(&db, &tenant, stop.clone());
     recorder
