@@ -57,6 +57,9 @@ export PULSE_UP_PROFILE="${PULSE_UP_PROFILE:-debug}"
 export PULSE_SIM_TENANTS="$tenant"
 export PULSE_SIM_DEVICES=20
 
+# Why the check failed, repeated after the services' logs so that it is the last thing shown.
+reason=""
+
 cleanup() {
   local rc=$?
   bash scripts/down.sh >/dev/null 2>&1 || true
@@ -69,11 +72,13 @@ cleanup() {
     done
   fi
   rm -rf "$state"
+  [[ -z "$reason" ]] || printf 'pulse: error: make up check: %s\n' "$reason" >&2
   exit "$rc"
 }
 trap cleanup EXIT
 
 fail() {
+  reason="$*"
   die "make up check: $*"
 }
 
@@ -152,14 +157,14 @@ if bash scripts/up.sh >"$out" 2>&1; then
 fi
 grep -q "already running" "$out" || fail "no clear message for a second make up: $(cat "$out")"
 for pid in "${pids[@]}"; do
-  kill -0 "$pid" 2>/dev/null || fail "process $pid died after the second make up"
+  pid_alive "$pid" || fail "process $pid died after the second make up"
 done
 log "make up check: a second make up is refused and the stack keeps running"
 
 # 4. make down stops everything it recorded.
 bash scripts/down.sh >"$out" 2>&1 || fail "make down failed: $(cat "$out")"
 for pid in "${pids[@]}"; do
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$pid"; then
     fail "process $pid is still running after make down"
   fi
 done
@@ -168,7 +173,7 @@ for port in "${ports[@]}"; do
     fail "port $port is still open after make down"
   fi
 done
-if kill -0 "$nats_pid" 2>/dev/null; then
+if pid_alive "$nats_pid"; then
   fail "the NATS server make up started (pid $nats_pid) still runs after make down"
 fi
 if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" target/$PULSE_UP_PROFILE/pulse-web healthcheck 2>/dev/null; then

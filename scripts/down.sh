@@ -13,10 +13,10 @@ stop_pid_file() {
   name="$(basename "$f" .pid)"
   pid="$(cat "$f" 2>/dev/null || true)"
   rm -f "$f"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n "$pid" ]] && pid_alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || { log "stopped $name (pid $pid)"; return 0; }
+    pid_alive "$pid" || { log "stopped $name (pid $pid)"; return 0; }
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true

@@ -61,6 +61,16 @@ is_root() {
 
 # port_open HOST PORT — true when a TCP connection to HOST:PORT succeeds
 # within about a second. Uses bash's /dev/tcp, so it needs no extra tools.
+# pid_alive PID — whether the process runs. A zombie (exited, not yet reaped, as under an init
+# that never reaps) does not; without /proc, whether it can be signalled.
+pid_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ -r "/proc/$1/stat" ]] || return 0
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)"
+  [[ "$state" != Z ]]
+}
+
 port_open() {
   local host="$1" port="$2"
   # Brackets around an IPv6 literal are URL syntax, not /dev/tcp syntax.
