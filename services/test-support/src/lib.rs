@@ -1,0 +1,118 @@
+//! What the tests of every Pulse crate share, written once: the addresses of the shared
+//! PostgreSQL and NATS ([`env`]), names that never collide between tests and runs
+//! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
+//! scratch databases ([`db`]), private nats-servers a test may stop or configure ([`nats`]),
+//! reading a Prometheus scrape ([`metric`]), free ports ([`free_port`]) and configurations
+//! parsed the way the services parse theirs ([`parse_config`]).
+//!
+//! A test dependency only: it panics with a message naming what is missing, which is what a
+//! failing test should do.
+
+pub mod db;
+pub mod env;
+pub mod nats;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use db::ScratchDb;
+pub use env::{base_database_url, nats_url, with_database};
+
+/// `label` followed by a random suffix, for tenant ids, subjects and database names that must
+/// not collide between tests running in parallel, or with an earlier run's leftovers.
+pub fn unique(label: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{label}-{:010x}", n & 0xff_ffff_ffff)
+}
+
+/// Waits until `check` holds, polling every 25 ms; panics naming `what` at the deadline.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The sum of the samples of metric `name` in a Prometheus text scrape whose line contains
+/// every fragment in `labels` (`&[]` for all of them).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let (head, _) = l.split_once(' ').unwrap_or((l, ""));
+            (head == name || head.starts_with(&format!("{name}{{")))
+                && labels.iter().all(|f| l.contains(f))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("cannot bind a port on 127.0.0.1")
+        .port()
+}
+
+/// A service configuration parsed from `args` (the first is the program name) the way its
+/// binary parses it, defaults and environment included.
+pub fn parse_config<T: clap::Args>(args: &[&str]) -> T {
+    #[derive(clap::Parser)]
+    struct Cli<T: clap::Args> {
+        #[command(flatten)]
+        config: T,
+    }
+    match <Cli<T> as clap::Parser>::try_parse_from(args) {
+        Ok(cli) => cli.config,
+        Err(e) => panic!("a test configuration does not parse: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_matching_samples_only() {
+        let scrape = "# HELP a_total x\na_total{k=\"1\"} 2\na_total{k=\"2\"} 3\na_totals 100\n";
+        assert_eq!(metric(scrape, "a_total", &[]), 5.0);
+        assert_eq!(metric(scrape, "a_total", &["k=\"2\""]), 3.0);
+        assert_eq!(metric(scrape, "b", &[]), 0.0);
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique("t"), unique("t"));
+        assert!(unique("t").starts_with("t-"));
+    }
+
+    #[derive(clap::Args)]
+    struct Example {
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+    }
+
+    #[test]
+    fn parses_a_flattened_configuration() {
+        assert_eq!(parse_config::<Example>(&["x"]).count, 3);
+        assert_eq!(parse_config::<Example>(&["x", "--count", "7"]).count, 7);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting for: never")]
+    async fn eventually_fails_at_the_deadline() {
+        eventually("never", Duration::from_millis(60), || async { false }).await;
+    }
+}
