@@ -277,7 +277,7 @@ for scenario in $SCENARIOS; do
         --connect-concurrency 256
       ;;
     events | rolling)
-      mode=kill
+      mode="kill"
       [[ "$scenario" == events ]] || mode=rolling
       events_bench "$mode" --connections "${BENCH_EVENTS_CONNECTIONS:-1000}" \
         --events-per-second "${BENCH_EVENTS_RATE:-200}" --seconds "$SECONDS_EACH"

@@ -141,11 +141,11 @@ log "make up check: the web service's ops endpoints are on their own port only"
 # The images' health checks: each binary asks its own running service.
 read -r -a gw_ports <<<"$PULSE_GATEWAY_PORTS"
 read -r -a pl_ports <<<"$PULSE_POLLER_PORTS"
-PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" target/$PULSE_UP_PROFILE/pulse-web healthcheck ||
+PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "target/$PULSE_UP_PROFILE/pulse-web" healthcheck ||
   fail "pulse-web healthcheck failed against the running web service"
-PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" target/$PULSE_UP_PROFILE/pulse-gateway healthcheck ||
+PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" "target/$PULSE_UP_PROFILE/pulse-gateway" healthcheck ||
   fail "pulse-gateway healthcheck failed against the running gateway"
-PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" target/$PULSE_UP_PROFILE/pulse-poller healthcheck live ||
+PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" "target/$PULSE_UP_PROFILE/pulse-poller" healthcheck live ||
   fail "pulse-poller healthcheck live failed against the running poller"
 curl -s "$ops/metrics" | grep -q '^process_resident_memory_bytes ' ||
   fail "the web service's /metrics has no process_resident_memory_bytes"
@@ -176,7 +176,7 @@ done
 if pid_alive "$nats_pid"; then
   fail "the NATS server make up started (pid $nats_pid) still runs after make down"
 fi
-if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" target/$PULSE_UP_PROFILE/pulse-web healthcheck 2>/dev/null; then
+if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "target/$PULSE_UP_PROFILE/pulse-web" healthcheck 2>/dev/null; then
   fail "pulse-web healthcheck passed with the web service stopped"
 fi
 log "make up check: make down stopped all ${#pids[@]} processes and the NATS it started"

@@ -176,3 +176,25 @@ ensure_cargo() {
   fi
   have cargo || die "cargo not found: install Rust with rustup and make sure ~/.cargo/bin is on PATH"
 }
+
+# ensure_node — Node.js 20.19 or newer with npm, installed with apt-get (as root on Debian)
+# when missing; dies with what to install otherwise.
+ensure_node() {
+  local min_major=20 min_minor=19 version major minor
+  if ! have node || ! have npm; then
+    if can_apt; then
+      # Some nodejs packages bundle npm: install npm only if it is still missing afterwards.
+      have node || apt_install nodejs || die "could not install nodejs with apt-get"
+      have npm || apt_install npm || die "could not install npm with apt-get"
+    fi
+    have node || die "node not found: install Node.js $min_major.$min_minor+ (apt-get install nodejs npm, or https://nodejs.org)"
+    have npm || die "npm not found: install it (apt-get install npm, or with Node.js from https://nodejs.org)"
+  fi
+  version="$(node --version)"
+  version="${version#v}"
+  IFS=. read -r major minor _ <<<"$version"
+  if ((major < min_major || (major == min_major && minor < min_minor))); then
+    die "Node.js $version is too old for web/: $min_major.$min_minor or newer is needed (https://nodejs.org)"
+  fi
+  log "node $version, npm $(npm --version 2>/dev/null)"
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What `make lint` runs: formatting check and clippy with warnings as errors.
+# What `make lint` runs: the Rust formatting check and clippy with warnings as errors,
+# ShellCheck on every script, and ESLint with the type check on the browser code.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -18,5 +19,21 @@ cargo fmt --all -- --check
 
 stage "clippy: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+stage "shellcheck: scripts/*.sh .ci/run"
+if ! have shellcheck && can_apt; then
+  apt_install shellcheck || die "could not install shellcheck with apt-get"
+fi
+have shellcheck || die "shellcheck is missing: install it (apt-get install shellcheck, or https://www.shellcheck.net)"
+shellcheck --external-sources scripts/*.sh .ci/run
+
+stage "web: eslint and the type check"
+ensure_node
+(
+  cd web
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run --silent lint
+  npm run --silent typecheck
+)
 
 stage "lint passed"

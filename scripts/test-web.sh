@@ -15,9 +15,6 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-readonly NODE_MIN_MAJOR=20
-readonly NODE_MIN_MINOR=19
-
 export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
 export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
 export PULSE_CHROMIUM="${PULSE_CHROMIUM:-/usr/bin/chromium}"
@@ -25,23 +22,7 @@ readonly artifacts="$PULSE_ROOT/test-artifacts/browser"
 
 cd "$PULSE_ROOT/web"
 
-if ! have node || ! have npm; then
-  if can_apt; then
-    # Some nodejs packages bundle npm: install npm only if it is still missing afterwards.
-    have node || apt_install nodejs || die "could not install nodejs with apt-get"
-    have npm || apt_install npm || die "could not install npm with apt-get"
-  fi
-  have node || die "node not found: install Node.js ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR}+ (apt-get install nodejs npm, or https://nodejs.org)"
-  have npm || die "npm not found: install it (apt-get install npm, or with Node.js from https://nodejs.org)"
-fi
-
-node_version="$(node --version)"
-node_version="${node_version#v}"
-IFS=. read -r node_major node_minor _ <<<"$node_version"
-if ((node_major < NODE_MIN_MAJOR || (node_major == NODE_MIN_MAJOR && node_minor < NODE_MIN_MINOR))); then
-  die "Node.js $node_version is too old for web/: ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR} or newer is needed (https://nodejs.org)"
-fi
-log "node $node_version, npm $(npm --version 2>/dev/null)"
+ensure_node
 
 if [[ ! -x "$PULSE_CHROMIUM" ]]; then
   if [[ "$PULSE_CHROMIUM" == /usr/bin/chromium ]] && can_apt; then

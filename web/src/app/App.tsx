@@ -22,14 +22,19 @@ export function App() {
   const route = useRoute();
   const [session, setSession] = useState<SessionState>({ status: "loading" });
 
-  const load = useCallback(() => {
-    setSession({ status: "loading" });
+  // Asks the server who is logged in; the state changes only once it answers.
+  const fetchSession = useCallback(() => {
     fetchMe()
       .then((me) => setSession(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
       .catch((e: unknown) => setSession({ status: "unreachable", error: e instanceof Error ? e.message : String(e) }));
   }, []);
 
-  useEffect(load, [load]);
+  useEffect(fetchSession, [fetchSession]);
+
+  const load = useCallback(() => {
+    setSession({ status: "loading" });
+    fetchSession();
+  }, [fetchSession]);
 
   // A 401 from the ticket endpoint or any API read: back to the login page.
   useEffect(() => {

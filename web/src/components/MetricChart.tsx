@@ -9,8 +9,14 @@ const AXIS = { stroke: "#8b96a5", grid: { stroke: "#222b36", width: 1 }, ticks: 
 export function MetricChart({ label, x, y, color }: { label: string; x: number[]; y: (number | null)[]; color: string }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  // The newest points, for a chart created again (new label or colour) after they arrived.
   const data = useRef<uPlot.AlignedData>([x, y]);
-  data.current = [x, y];
+
+  // Before the effect that creates the chart: on a commit that does both, it starts current.
+  useEffect(() => {
+    data.current = [x, y];
+    plot.current?.setData([x, y]);
+  }, [x, y]);
 
   useEffect(() => {
     const element = box.current;
@@ -34,10 +40,6 @@ export function MetricChart({ label, x, y, color }: { label: string; x: number[]
       plot.current = null;
     };
   }, [label, color]);
-
-  useEffect(() => {
-    plot.current?.setData([x, y]);
-  }, [x, y]);
 
   return <div className="chart__canvas" ref={box} data-testid="chart" data-points={x.length} />;
 }
