@@ -150,12 +150,14 @@ impl FleetCounts {
 
 /// One device of a [`FleetSnapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::null_is_sent)]
 pub struct FleetDevice {
     pub device_id: String,
     pub site_id: String,
     pub status: DeviceStatus,
     /// Time of the newest reading; null when the device never reported.
     pub last_seen_at: Option<Timestamp>,
+    /// Battery level from 0 to 100; null when unknown.
     pub battery_pct: Option<f64>,
 }
 
