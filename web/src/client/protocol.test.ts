@@ -174,6 +174,27 @@ describe("parseServerFrame", () => {
     expect(parsed).toEqual({ kind: "unknown", type: "presence", value: { type: "presence", who: 1 } });
   });
 
+  it("checks every field of a push against the contract, list items included", () => {
+    const alert = { alert_id: 1, device_id: "d", site_id: "s", alert_type: "t", severity: 4, summary: "x", status: "OPEN", created_at: ts };
+    const alerts = (items: unknown[]) =>
+      JSON.stringify({ type: "alerts", tenant_id: "acme", seq: 1, ts, alerts: items, total_open: items.length });
+    expect(parseServerFrame(alerts([alert])).kind).toBe("data");
+    expect(parseServerFrame(alerts([{ ...alert, severity: "high" }]))).toEqual({
+      kind: "malformed",
+      reason: "alerts: alerts[0].severity must be an integer",
+    });
+    expect(parseServerFrame(alerts([{ ...alert, status: "SNOOZED" }])).kind).toBe("malformed");
+    const { summary: _, ...noSummary } = alert;
+    expect(parseServerFrame(alerts([noSummary])).kind).toBe("malformed");
+    // A seq above 2^53 is an integer to the schema, but not one a JavaScript number holds.
+    expect(parseServerFrame(alerts([]).replace('"seq":1', '"seq":9007199254740993')).kind).toBe("malformed");
+  });
+
+  it("accepts fields added within v1", () => {
+    const frame = { type: "fleet", tenant_id: "acme", seq: 2, ts, counts: { total: 0, online: 0, stale: 0, offline: 0, retired: 4 }, devices: [], region: "eu" };
+    expect(parseServerFrame(JSON.stringify(frame))).toEqual({ kind: "data", message: frame });
+  });
+
   it("never throws on bad input", () => {
     const bad: unknown[] = [
       "",

@@ -12,6 +12,7 @@ import type {
   ReplyChannel,
   ServerReply,
 } from "./types.js";
+import { DATA_TYPES, schemaProblem } from "./wire/validate.js";
 
 /** A bus topic carrying a device's telemetry: `telemetry:<device_id>`. */
 export type TelemetryTopic = `telemetry:${string}`;
@@ -159,37 +160,13 @@ function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isFinite(value) && value >= 0;
 }
 
-/** Why a data message is malformed, or `undefined` when its shape is right. */
+/** Why a data message is malformed, or `undefined` when it matches the contract. */
 function dataProblem(value: Obj): string | undefined {
-  if (typeof value.tenant_id !== "string") return "`tenant_id` must be a string";
-  if (!isSeq(value.seq)) return "`seq` must be a non-negative integer";
-  switch (value.type) {
-    case "alerts":
-      if (!Array.isArray(value.alerts)) return "`alerts` must be an array";
-      if (!isCount(value.total_open)) return "`total_open` must be a number";
-      return undefined;
-    case "fleet": {
-      const counts = value.counts;
-      if (!isObject(counts)) return "`counts` must be an object";
-      for (const key of ["total", "online", "stale", "offline"]) {
-        if (!isCount(counts[key])) return `\`counts.${key}\` must be a number`;
-      }
-      if (!Array.isArray(value.devices)) return "`devices` must be an array";
-      return undefined;
-    }
-    case "telemetry":
-      if (!isValidId(value.device_id)) return "`device_id` must be a valid id";
-      if (!isObject(value.data) || !isObject(value.data.metrics)) {
-        return "`data.metrics` must be an object";
-      }
-      return undefined;
-    case "event":
-      if (!isValidId(value.topic)) return "`topic` must be a valid id";
-      if (typeof value.event !== "string") return "`event` must be a string";
-      return undefined;
-    default:
-      return "not a data message";
-  }
+  const problem = schemaProblem(String(value.type), value);
+  if (problem) return problem;
+  // The schema says integer; the seq logic needs one a JavaScript number holds exactly.
+  if (!isSeq(value.seq)) return "`seq` must be a non-negative safe integer";
+  return undefined;
 }
 
 function replyChannel(value: Obj): ReplyChannel | undefined {
@@ -258,8 +235,6 @@ function reply(value: Obj): ServerFrame {
       return { kind: "unknown", type: String(value.type), value };
   }
 }
-
-const DATA_TYPES = new Set(["alerts", "fleet", "telemetry", "event"]);
 
 /** Classifies an already parsed JSON value. */
 export function classifyValue(value: unknown): ServerFrame {

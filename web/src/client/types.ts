@@ -7,92 +7,41 @@
  * @packageDocumentation
  */
 
+import type { Alert as WireAlert, AlertsSnapshot } from "./wire/alerts.gen.js";
+import type { Event } from "./wire/event.gen.js";
+import type {
+  DeviceStatus as WireDeviceStatus,
+  FleetCounts as WireFleetCounts,
+  FleetDevice as WireFleetDevice,
+  FleetSnapshot,
+} from "./wire/fleet.gen.js";
+import type { Telemetry } from "./wire/telemetry.gen.js";
+
 /** An RFC 3339 timestamp in UTC, e.g. `2026-11-22T10:00:00.503112Z`. */
 export type Timestamp = string;
 
+// The data messages are generated from proto/schemas (themselves generated from the Rust
+// types) by scripts/generate-wire.mjs: the contract is written once, in proto/.
+
 /** One open alert of an {@link AlertsMessage}. */
-export interface Alert {
-  alert_id: number;
-  device_id: string;
-  site_id: string;
-  alert_type: string;
-  /** Higher is more severe; 4 and above is critical by dashboard convention. */
-  severity: number;
-  /** Free text from whoever raised the alert: render it as text, never as HTML. */
-  summary: string;
-  status: "OPEN" | "ACKNOWLEDGED" | "CLOSED";
-  created_at: Timestamp;
-}
-
+export type Alert = WireAlert;
 /** The tenant's open alerts, newest first, capped; `total_open` counts all of them. */
-export interface AlertsMessage {
-  type: "alerts";
-  tenant_id: string;
-  seq: number;
-  ts: Timestamp;
-  alerts: Alert[];
-  total_open: number;
-}
-
+export type AlertsMessage = AlertsSnapshot;
 /** Health of a device by the age of its newest reading. */
-export type DeviceStatus = "ONLINE" | "STALE" | "OFFLINE";
-
+export type DeviceStatus = WireDeviceStatus;
 /** Device counts over every device of the tenant; `total = online + stale + offline`. */
-export interface FleetCounts {
-  total: number;
-  online: number;
-  stale: number;
-  offline: number;
-}
-
+export type FleetCounts = WireFleetCounts;
 /** One device of a {@link FleetMessage}. */
-export interface FleetDevice {
-  device_id: string;
-  site_id: string;
-  status: DeviceStatus;
-  /** Time of the newest reading; `null` when the device never reported. */
-  last_seen_at: Timestamp | null;
-  /** Battery level from 0 to 100; `null` when unknown. */
-  battery_pct: number | null;
-}
-
+export type FleetDevice = WireFleetDevice;
 /** Device counts and statuses of the tenant, least healthy devices first, capped. */
-export interface FleetMessage {
-  type: "fleet";
-  tenant_id: string;
-  seq: number;
-  ts: Timestamp;
-  counts: FleetCounts;
-  devices: FleetDevice[];
-}
-
+export type FleetMessage = FleetSnapshot;
 /** The newest reading of one device. */
-export interface TelemetryMessage {
-  type: "telemetry";
-  tenant_id: string;
-  device_id: string;
-  seq: number;
-  data: {
-    /** When the device took the reading. */
-    timestamp: Timestamp;
-    /** Every metric of the reading; any keys, any JSON values. */
-    metrics: Record<string, unknown>;
-  };
-}
-
-/** An application event, such as `ticket:update` on topic `tickets`. */
-export interface EventMessage {
-  type: "event";
-  tenant_id: string;
-  topic: string;
-  /** What happened, `<noun>:<verb>` by convention. */
-  event: string;
-  /** 1, 2, 3, … per topic of the tenant: an event whose `seq` is not the last one + 1 follows a gap. */
-  seq: number;
-  ts: Timestamp;
-  /** Event-specific body; free-form JSON, `null` when the publisher sent none. */
-  payload: unknown;
-}
+export type TelemetryMessage = Telemetry;
+/**
+ * An application event, such as `ticket:update` on topic `tickets`. `seq` is 1, 2, 3, … per
+ * topic of the tenant: an event whose `seq` is not the last one + 1 follows a gap.
+ */
+export type EventMessage = Event;
 
 /** Any data message a gateway forwards. */
 export type DataMessage = AlertsMessage | FleetMessage | TelemetryMessage | EventMessage;

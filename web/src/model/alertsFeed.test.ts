@@ -47,7 +47,7 @@ describe("reduceAlerts", () => {
     let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)]), 0);
     const good = feed.message;
     feed = receive(feed, { ...alertsMessage([]), alerts: [{ alert_id: "x" }] }, 10);
-    expect(feed.error).toBe("alerts[0].alert_id must be an integer ≥ 0");
+    expect(feed.error).toBe("alerts[0].device_id is missing");
     expect(feed.message).toBe(good);
     feed = receive(feed, alertsMessage([alert(2), alert(1)]), 20);
     expect(feed.error).toBeNull();

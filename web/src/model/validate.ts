@@ -1,16 +1,17 @@
 /**
  * Checks every message and REST body before the dashboard renders it.
  *
- * The client checks the outer shape of pushes (`type`, `seq`, that `alerts` is an array, ...);
- * here every item is checked too, so a widget never renders a half-broken message: a message
- * that fails becomes an error card in the one widget that uses it. Unknown extra fields are
- * allowed and dropped (the contract may add fields within `v1`).
+ * Pushes and the REST bodies shaped like them (`/api/v2/alerts`, `/api/v2/fleet`) are checked
+ * against the contract's schemas, compiled from proto/schemas at build time; what the schemas
+ * cannot say (counts that add up) and the REST-only bodies are checked by hand here. A widget
+ * never renders a half-broken message: one that fails becomes an error card in the one widget
+ * that uses it. Unknown extra fields are allowed (the contract may add fields within `v1`).
  *
  * @packageDocumentation
  */
 
+import { schemaProblem } from "../client/wire/validate.js";
 import type {
-  Alert,
   AlertsMessage,
   DeviceStatus,
   FleetDevice,
@@ -123,7 +124,6 @@ function nullable<T>(value: unknown, path: string, inner: (v: unknown, p: string
 }
 
 const STATUSES: ReadonlySet<string> = new Set(["ONLINE", "STALE", "OFFLINE"]);
-const ALERT_STATUSES: ReadonlySet<string> = new Set(["OPEN", "ACKNOWLEDGED", "CLOSED"]);
 
 function deviceStatus(value: unknown, path: string): DeviceStatus {
   if (typeof value !== "string" || !STATUSES.has(value)) fail(path, "ONLINE, STALE or OFFLINE");
@@ -137,23 +137,6 @@ function check<T>(parse: () => T): Checked<T> {
     if (error instanceof Invalid) return { ok: false, error: error.message };
     throw error;
   }
-}
-
-function alert(value: unknown, path: string): Alert {
-  const a = object(value, path);
-  const checked = {
-    alert_id: integer(a.alert_id, `${path}.alert_id`),
-    device_id: string(a.device_id, `${path}.device_id`),
-    site_id: string(a.site_id, `${path}.site_id`),
-    alert_type: string(a.alert_type, `${path}.alert_type`),
-    severity: integer(a.severity, `${path}.severity`),
-    summary: string(a.summary, `${path}.summary`),
-    status: string(a.status, `${path}.status`),
-    created_at: string(a.created_at, `${path}.created_at`),
-  };
-  if (!ALERT_STATUSES.has(checked.status)) fail(`${path}.status`, "OPEN, ACKNOWLEDGED or CLOSED");
-  timestamp(checked.created_at, `${path}.created_at`);
-  return { ...checked, status: checked.status as Alert["status"] };
 }
 
 function fleetDevice(value: unknown, path: string): FleetDevice {
@@ -218,47 +201,28 @@ export function checkEventsPage(value: unknown, topic: string): Checked<EventsPa
   });
 }
 
+/** Checks a value against the contract's schema of `type` (generated from proto/schemas). */
+function matches<T>(type: "alerts" | "fleet", value: unknown): T {
+  const problem = schemaProblem(type, value);
+  if (problem) throw new Invalid(problem);
+  return value as T;
+}
+
 /** Checks an `alerts` message down to every alert. */
 export function checkAlerts(value: unknown): Checked<AlertsMessage> {
   return check(() => {
-    const m = object(value, "message");
-    if (m.type !== "alerts") fail("type", '"alerts"');
-    const alerts = array(m.alerts, "alerts").map((a, i) => alert(a, `alerts[${i}]`));
-    const totalOpen = integer(m.total_open, "total_open");
-    return {
-      type: "alerts",
-      tenant_id: string(m.tenant_id, "tenant_id"),
-      seq: integer(m.seq, "seq"),
-      ts: typeof m.ts === "string" ? m.ts : "",
-      alerts,
-      total_open: Math.max(totalOpen, alerts.length),
-    };
+    const m = matches<AlertsMessage>("alerts", value);
+    return { ...m, total_open: Math.max(m.total_open, m.alerts.length) };
   });
 }
 
 /** Checks a `fleet` message down to every device; the counts must add up. */
 export function checkFleet(value: unknown): Checked<FleetMessage> {
   return check(() => {
-    const m = object(value, "message");
-    if (m.type !== "fleet") fail("type", '"fleet"');
-    const c = object(m.counts, "counts");
-    const counts = {
-      total: integer(c.total, "counts.total"),
-      online: integer(c.online, "counts.online"),
-      stale: integer(c.stale, "counts.stale"),
-      offline: integer(c.offline, "counts.offline"),
-    };
-    if (counts.online + counts.stale + counts.offline !== counts.total) {
-      fail("counts.total", "online + stale + offline");
-    }
-    return {
-      type: "fleet",
-      tenant_id: string(m.tenant_id, "tenant_id"),
-      seq: integer(m.seq, "seq"),
-      ts: typeof m.ts === "string" ? m.ts : "",
-      counts,
-      devices: array(m.devices, "devices").map((d, i) => fleetDevice(d, `devices[${i}]`)),
-    };
+    const m = matches<FleetMessage>("fleet", value);
+    const { total, online, stale, offline } = m.counts;
+    if (online + stale + offline !== total) fail("counts.total", "online + stale + offline");
+    return m;
   });
 }
 

@@ -1,0 +1,78 @@
+/**
+ * Full shape checks of data messages, compiled from proto/schemas at build time
+ * (validators.gen.ts): a push the client hands on matches the contract in every field, items
+ * of its lists included.
+ *
+ * @packageDocumentation
+ */
+
+import * as generated from "./validators.gen.js";
+
+interface SchemaError {
+  instancePath: string;
+  keyword: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+type Validator = ((data: unknown) => boolean) & { errors?: SchemaError[] | null };
+
+const VALIDATORS: Record<string, Validator> = {
+  alerts: generated.alerts as Validator,
+  fleet: generated.fleet as Validator,
+  telemetry: generated.telemetry as Validator,
+  event: generated.event as Validator,
+};
+
+/** The `type`s of data messages. */
+export const DATA_TYPES: ReadonlySet<string> = new Set(Object.keys(VALIDATORS));
+
+/**
+ * Why `value`, a data message of `type`, breaks the contract (`alerts[0].severity must be
+ * integer`, naming the first broken field), or `undefined` when it matches.
+ */
+export function schemaProblem(type: string, value: unknown): string | undefined {
+  const validate = VALIDATORS[type];
+  if (!validate) return "not a data message";
+  if (validate(value)) return undefined;
+  const error = validate.errors?.[0];
+  if (!error) return "does not match the schema";
+  return describe(error);
+}
+
+/** One schema error in the words a log reader expects: `alerts[0].status must be OPEN, …`. */
+function describe(error: SchemaError): string {
+  const path = fieldPath(error.instancePath);
+  const p = error.params;
+  switch (error.keyword) {
+    case "required":
+      return `${path === "message" ? "" : `${path}.`}${String(p.missingProperty)} is missing`;
+    case "type": {
+      const type = String(p.type).replace(",null", " or null");
+      return `${path} must be ${/^[aeiou]/.test(type) ? "an" : "a"} ${type}`;
+    }
+    case "enum":
+    case "const": {
+      const allowed = (Array.isArray(p.allowedValues) ? p.allowedValues : [p.allowedValue]).map(String);
+      return `${path} must be ${allowed.length > 1 ? `${allowed.slice(0, -1).join(", ")} or ${allowed.at(-1)}` : allowed[0]}`;
+    }
+    case "format":
+      return p.format === "date-time" ? `${path} must be an RFC 3339 timestamp` : `${path} must be ${String(p.format)}`;
+    case "minimum":
+      return `${path} must be ≥ ${String(p.limit)}`;
+    case "pattern":
+      return `${path} must be 1 to 64 letters, digits, _ or -`;
+    default:
+      return `${path} ${error.message ?? "is invalid"}`;
+  }
+}
+
+/** `/alerts/0/severity` (a JSON pointer) as `alerts[0].severity`; `message` for the root. */
+function fieldPath(pointer: string): string {
+  if (!pointer) return "message";
+  return pointer
+    .slice(1)
+    .split("/")
+    .map((part) => part.replaceAll("~1", "/").replaceAll("~0", "~"))
+    .reduce((path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path ? `${path}.${part}` : part), "");
+}
