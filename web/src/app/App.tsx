@@ -22,7 +22,9 @@ export function App() {
   const route = useRoute();
   const [session, setSession] = useState<SessionState>({ status: "loading" });
 
-  // Asks the server who is logged in; the state changes only once it answers.
+  // Asks the server who is logged in; the state changes only once it answers. Not a query: the
+  // session decides which tree renders (and so which query cache exists), and it ends on a
+  // logout or on a 401 from any request, not on staleness.
   const fetchSession = useCallback(() => {
     fetchMe()
       .then((me) => setSession(me ? { status: "ready", me } : { status: "anonymous", notice: null }))

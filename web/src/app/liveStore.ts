@@ -1,10 +1,13 @@
 /**
  * {@link LiveStore}: the session-wide state the dashboard's widgets read — the alerts and fleet
- * feeds and the connection status — fed by one {@link PulseClient}. Each feed is replaced as a
- * whole on change, so a widget re-renders only when its own feed changed.
+ * feeds and the connection status — fed by one {@link PulseClient}, held in a Zustand store.
+ * Each feed is replaced as a whole on change, so a widget selecting one re-renders only when
+ * that feed changed. Server data read over REST lives in TanStack Query, not here.
  *
  * @packageDocumentation
  */
+
+import { createStore, type StoreApi } from "zustand/vanilla";
 
 import type { Alert, ConnectionStatus, PulseClient } from "../client/index.js";
 import { criticalArrivals, emptyAlertsFeed, nextExpiry, reduceAlerts, type AlertsAction, type AlertsFeed } from "../model/alertsFeed.js";
@@ -32,8 +35,8 @@ export interface LiveStoreOptions {
 }
 
 export class LiveStore {
-  private state: LiveState;
-  private readonly listeners = new Set<() => void>();
+  /** The state, for `useStore(store.state, selector)`. */
+  readonly state: StoreApi<LiveState>;
   private readonly now: () => number;
   private expiryTimer: ReturnType<typeof setTimeout> | undefined;
   private stops: (() => void)[] = [];
@@ -46,7 +49,12 @@ export class LiveStore {
     private readonly options: LiveStoreOptions = {},
   ) {
     this.now = options.now ?? Date.now;
-    this.state = { alerts: emptyAlertsFeed, fleet: emptyFleetFeed, connection: client.status, announcement: "" };
+    this.state = createStore<LiveState>()(() => ({
+      alerts: emptyAlertsFeed,
+      fleet: emptyFleetFeed,
+      connection: client.status,
+      announcement: "",
+    }));
   }
 
   /** Starts following the client; returns a function that stops. */
@@ -54,7 +62,7 @@ export class LiveStore {
     this.stops = [
       this.client.on("connection", (status) => this.set({ connection: status })),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
-      this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.state.fleet, message) })),
+      this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
     ];
     this.set({ connection: this.client.status });
     return () => this.stop();
@@ -67,16 +75,13 @@ export class LiveStore {
     clearTimeout(this.announceTimer);
   }
 
-  getState = (): LiveState => this.state;
+  getState = (): LiveState => this.state.getState();
 
-  subscribe = (listener: () => void): (() => void) => {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  };
+  subscribe = (listener: () => void): (() => void) => this.state.subscribe(listener);
 
   private onAlerts(action: AlertsAction): void {
-    const alerts = reduceAlerts(this.state.alerts, action);
-    if (alerts === this.state.alerts) return;
+    const alerts = reduceAlerts(this.getState().alerts, action);
+    if (alerts === this.getState().alerts) return;
     this.set({ alerts });
     this.scheduleExpiry();
     if (action.type === "message") {
@@ -111,15 +116,15 @@ export class LiveStore {
   /** Ends highlights when they are due. */
   private scheduleExpiry(): void {
     clearTimeout(this.expiryTimer);
-    const due = nextExpiry(this.state.alerts);
+    const due = nextExpiry(this.getState().alerts);
     if (due === undefined) return;
     this.expiryTimer = setTimeout(() => this.onAlerts({ type: "expire", now: this.now() }), Math.max(0, due - this.now()));
   }
 
+  /** Applies `patch`; listeners hear of it only when a part really changed. */
   private set(patch: Partial<LiveState>): void {
-    const next = { ...this.state, ...patch };
-    if (Object.keys(patch).every((k) => next[k as keyof LiveState] === this.state[k as keyof LiveState])) return;
-    this.state = next;
-    for (const listener of [...this.listeners]) listener();
+    const current = this.getState();
+    if (Object.entries(patch).every(([k, v]) => current[k as keyof LiveState] === v)) return;
+    this.state.setState(patch);
   }
 }

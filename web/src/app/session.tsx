@@ -6,12 +6,15 @@
  */
 
 import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
+import { QueryClientProvider } from "@tanstack/react-query";
+import { useStore } from "zustand";
 
 import { channelTopic, type Channel, type PulseClient, type SubscriptionStatus } from "../client/index.js";
 import type { Me } from "../model/validate.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
 import { newDashboardClient } from "./pulseClient.js";
+import { newQueryClient } from "./queries.js";
 
 export interface Session {
   me: Me;
@@ -27,6 +30,8 @@ export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () =
     const client = newDashboardClient();
     return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };
   });
+  // One query cache per session: nothing one user read is shown to the next.
+  const [queries] = useState(newQueryClient);
   useEffect(() => {
     const stopStore = live.store.start();
     live.client.start();
@@ -35,7 +40,12 @@ export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () =
       live.client.close();
     };
   }, [live]);
-  return <SessionContext.Provider value={{ me, ...live, logout: onLogout }}>{children}</SessionContext.Provider>;
+  useEffect(() => () => queries.clear(), [queries]);
+  return (
+    <QueryClientProvider client={queries}>
+      <SessionContext.Provider value={{ me, ...live, logout: onLogout }}>{children}</SessionContext.Provider>
+    </QueryClientProvider>
+  );
 }
 
 /** The session; only inside {@link LiveSession}. */
@@ -64,5 +74,5 @@ export function useSubscriptionStatus(channel: Channel | undefined): Subscriptio
 /** A part of the live state; re-renders when that part changes. */
 export function useLive<T>(select: (state: LiveState) => T): T {
   const { store } = useSession();
-  return useSyncExternalStore(store.subscribe, () => select(store.getState()));
+  return useStore(store.state, select);
 }

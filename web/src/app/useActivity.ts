@@ -2,6 +2,11 @@
  * The activity feed for the dashboard: the newest events of the `activity` topic over REST, then
  * the live ones from the shared client, with a fresh REST load whenever events were missed.
  *
+ * The load is not a TanStack query on purpose: it is one step of the events protocol, ordered
+ * against the live events by `seq` and redone after a reset, with the client's position deciding
+ * what a load missed. A query cache would hold a second copy of that position and could serve a
+ * page older than the events already shown; the feed's reducer numbers the loads instead.
+ *
  * @packageDocumentation
  */
 

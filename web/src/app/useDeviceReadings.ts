@@ -1,15 +1,17 @@
 /**
- * A device's readings for the device page: its history from REST, once, merged with its live
- * telemetry pushes for as long as the page shows it.
+ * A device's readings for the device page: its history from REST (a TanStack query), merged
+ * with its live telemetry pushes for as long as the page shows it.
  *
  * @packageDocumentation
  */
 
+import { useQuery } from "@tanstack/react-query";
 import { useEffect, useReducer } from "react";
 
 import { mergeReadings, MAX_READINGS } from "../model/readings.js";
-import { checkDeviceDetail, checkReadingPage, checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
-import { getJson, HttpError } from "./api.js";
+import { checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
+import { HttpError } from "./api.js";
+import { deviceHistoryQuery } from "./queries.js";
 import { useSession } from "./session.js";
 
 export interface DeviceReadings {
@@ -69,30 +71,23 @@ export function useDeviceReadings(deviceId: string): DeviceReadings {
   const { client } = useSession();
   const [state, dispatch] = useReducer(reduceDeviceReadings, initial);
 
+  const history = useQuery(deviceHistoryQuery(deviceId));
+
   useEffect(() => {
-    const controller = new AbortController();
-    const base = `/api/v2/devices/${encodeURIComponent(deviceId)}`;
-    Promise.all([getJson(base, controller.signal), getJson(`${base}/telemetry?limit=${MAX_READINGS}`, controller.signal)])
-      .then(([detail, page]) => {
-        const d = checkDeviceDetail(detail);
-        const r = checkReadingPage(page);
-        if (!d.ok) throw new Error(`malformed device: ${d.error}`);
-        if (!r.ok) throw new Error(`malformed history: ${r.error}`);
-        dispatch({ type: "history", detail: d.value, readings: r.value });
-      })
-      .catch((error: unknown) => {
-        if (controller.signal.aborted) return;
-        const notFound = error instanceof HttpError && error.status === 404;
-        dispatch({ type: "history-failed", error: error instanceof Error ? error.message : String(error), notFound });
-      });
-    const release = client.watch({ type: "device", device_id: deviceId }, (message) =>
-      dispatch({ type: "live", message, deviceId }),
-    );
-    return () => {
-      controller.abort();
-      release();
-    };
-  }, [client, deviceId]);
+    if (history.data) dispatch({ type: "history", detail: history.data.detail, readings: history.data.readings });
+  }, [history.data]);
+
+  useEffect(() => {
+    const error = history.error;
+    if (!error) return;
+    const notFound = error instanceof HttpError && error.status === 404;
+    dispatch({ type: "history-failed", error: error.message, notFound });
+  }, [history.error]);
+
+  useEffect(
+    () => client.watch({ type: "device", device_id: deviceId }, (message) => dispatch({ type: "live", message, deviceId })),
+    [client, deviceId],
+  );
 
   return state;
 }

@@ -1,0 +1,52 @@
+/**
+ * Server data read over REST, held by TanStack Query: one cache for the session, requests
+ * aborted when nothing needs them any more, and retries only where another try can help.
+ * Live pushes are not server data in this sense: they come through the client and the live
+ * store, and merge with what a query loaded.
+ *
+ * @packageDocumentation
+ */
+
+import { QueryClient } from "@tanstack/react-query";
+
+import { MAX_READINGS } from "../model/readings.js";
+import { checkDeviceDetail, checkReadingPage, type DeviceDetail, type Reading } from "../model/validate.js";
+import { getJson, HttpError } from "./api.js";
+
+/** The session's query cache. */
+export function newQueryClient(): QueryClient {
+  return new QueryClient({
+    defaultOptions: {
+      queries: {
+        // Pushes keep what is shown current; a refetch on focus would only repeat them.
+        refetchOnWindowFocus: false,
+        // A 4xx answer will not change on a second try (a 401 has already ended the session).
+        retry: (failures, error) => failures < 2 && !(error instanceof HttpError && error.status < 500),
+      },
+    },
+  });
+}
+
+/** A device's detail and its newest readings (oldest first). */
+export interface DeviceHistory {
+  detail: DeviceDetail;
+  readings: Reading[];
+}
+
+/** The query of a device's history, for `useQuery`. */
+export function deviceHistoryQuery(deviceId: string) {
+  return {
+    queryKey: ["device-history", deviceId] as const,
+    queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceHistory> => {
+      const base = `/api/v2/devices/${encodeURIComponent(deviceId)}`;
+      const [detail, page] = await Promise.all([getJson(base, signal), getJson(`${base}/telemetry?limit=${MAX_READINGS}`, signal)]);
+      const d = checkDeviceDetail(detail);
+      const r = checkReadingPage(page);
+      if (!d.ok) throw new Error(`malformed device: ${d.error}`);
+      if (!r.ok) throw new Error(`malformed history: ${r.error}`);
+      return { detail: d.value, readings: r.value };
+    },
+    // A page opened again shows the readings it had at once, and reloads them behind.
+    staleTime: 0,
+  };
+}
