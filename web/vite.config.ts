@@ -12,6 +12,14 @@ export default defineConfig({
     emptyOutDir: true,
     sourcemap: true,
     assetsInlineLimit: 0,
+    rollupOptions: {
+      // "use client" marks React Server Components boundaries, which a browser-only bundle
+      // has none of: the directive is meaningless here, not an error.
+      onwarn(warning, warn) {
+        if (warning.code === "MODULE_LEVEL_DIRECTIVE" || (warning.code === "SOURCEMAP_ERROR" && warning.message.includes("@tanstack"))) return;
+        warn(warning);
+      },
+    },
   },
   server: {
     proxy: { "/api": process.env.PULSE_WEB_URL ?? "http://127.0.0.1:8080" },

@@ -261,7 +261,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await natsPublish(stack.natsUrl, `pulse.v1.${stack.tenant}.alerts`, JSON.stringify(malformed));
     const alertsWidget = page.getByTestId("alerts-widget");
     await alertsWidget.getByTestId("error-card").waitFor({ timeout: 3_000 });
-    expect(await alertsWidget.getByTestId("error-card").textContent()).toContain("alerts[0].alert_id");
+    expect(await alertsWidget.getByTestId("error-card").textContent()).toContain("alerts[0].");
     expect(await stat(page, "alerts")).toBeNaN();
     // The other widgets go on: the fleet still updates.
     expect(await page.getByTestId("devices-widget").getByTestId("error-card").count()).toBe(0);

@@ -12,7 +12,7 @@ import type {
   ReplyChannel,
   ServerReply,
 } from "./types.js";
-import { DATA_TYPES, schemaProblem } from "./wire/validate.js";
+import { DATA_TYPES, envelopeProblem } from "./wire/validate.js";
 
 /** A bus topic carrying a device's telemetry: `telemetry:<device_id>`. */
 export type TelemetryTopic = `telemetry:${string}`;
@@ -160,9 +160,12 @@ function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isFinite(value) && value >= 0;
 }
 
-/** Why a data message is malformed, or `undefined` when it matches the contract. */
+/**
+ * Why a data message is malformed, or `undefined` when its envelope matches the contract (its
+ * list items and readings are checked by the widget that shows them).
+ */
 function dataProblem(value: Obj): string | undefined {
-  const problem = schemaProblem(String(value.type), value);
+  const problem = envelopeProblem(String(value.type), value);
   if (problem) return problem;
   // The schema says integer; the seq logic needs one a JavaScript number holds exactly.
   if (!isSeq(value.seq)) return "`seq` must be a non-negative safe integer";

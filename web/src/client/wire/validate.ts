@@ -1,7 +1,8 @@
 /**
- * Full shape checks of data messages, compiled from proto/schemas at build time
- * (validators.gen.ts): a push the client hands on matches the contract in every field, items
- * of its lists included.
+ * Shape checks of data messages, compiled from proto/schemas at build time (validators.gen.ts).
+ * The client checks the envelope of every push ({@link envelopeProblem}): all of it but the
+ * list items and readings, which the widget showing them checks in full ({@link schemaProblem})
+ * so that a broken item becomes an error card in that one widget rather than a dropped push.
  *
  * @packageDocumentation
  */
@@ -17,22 +18,37 @@ interface SchemaError {
 
 type Validator = ((data: unknown) => boolean) & { errors?: SchemaError[] | null };
 
-const VALIDATORS: Record<string, Validator> = {
+const FULL: Record<string, Validator> = {
   alerts: generated.alerts as Validator,
   fleet: generated.fleet as Validator,
   telemetry: generated.telemetry as Validator,
   event: generated.event as Validator,
 };
 
+const ENVELOPE: Record<string, Validator> = {
+  alerts: generated.alertsEnvelope as Validator,
+  fleet: generated.fleetEnvelope as Validator,
+  telemetry: generated.telemetryEnvelope as Validator,
+  event: generated.event as Validator,
+};
+
 /** The `type`s of data messages. */
-export const DATA_TYPES: ReadonlySet<string> = new Set(Object.keys(VALIDATORS));
+export const DATA_TYPES: ReadonlySet<string> = new Set(Object.keys(FULL));
 
 /**
- * Why `value`, a data message of `type`, breaks the contract (`alerts[0].severity must be
- * integer`, naming the first broken field), or `undefined` when it matches.
+ * Why `value`, a data message of `type`, breaks the contract (`alerts[0].severity must be an
+ * integer`, naming the first broken field), or `undefined` when it matches in full.
  */
 export function schemaProblem(type: string, value: unknown): string | undefined {
-  const validate = VALIDATORS[type];
+  return problem(FULL[type], value);
+}
+
+/** Like {@link schemaProblem}, for the envelope only: list items and readings may be anything. */
+export function envelopeProblem(type: string, value: unknown): string | undefined {
+  return problem(ENVELOPE[type], value);
+}
+
+function problem(validate: Validator | undefined, value: unknown): string | undefined {
   if (!validate) return "not a data message";
   if (validate(value)) return undefined;
   const error = validate.errors?.[0];

@@ -1133,3 +1133,571 @@ return errors === 0;
 }
 validate29.evaluated = {"props":{"event":true,"payload":true,"seq":true,"tenant_id":true,"topic":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
+export const alertsEnvelope = validate30;
+const schema57 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"alerts\"`.","$ref":"#/$defs/AlertsTag"}},"required":["type","tenant_id","seq","ts","alerts","total_open"],"$defs":{"Alert":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"#/$defs/Timestamp"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/AlertStatus"},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]},"AlertStatus":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"AlertsTag":{"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
+const schema58 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
+const schema59 = {"type":"string","format":"date-time"};
+const schema60 = {"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]};
+
+function validate30(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate30.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(data && typeof data == "object" && !Array.isArray(data)){
+let missing0;
+if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.alerts === undefined) && (missing0 = "alerts"))) || ((data.total_open === undefined) && (missing0 = "total_open"))){
+validate30.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+return false;
+}
+else {
+if(data.alerts !== undefined){
+const _errs1 = errors;
+if(errors === _errs1){
+if(!(Array.isArray(data.alerts))){
+validate30.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid0 = _errs1 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.seq !== undefined){
+let data1 = data.seq;
+const _errs3 = errors;
+if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
+validate30.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs3){
+if((typeof data1 == "number") && (isFinite(data1))){
+if(data1 < 0 || isNaN(data1)){
+validate30.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs3 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.tenant_id !== undefined){
+let data2 = data.tenant_id;
+const _errs5 = errors;
+const _errs6 = errors;
+if(errors === _errs6){
+if(typeof data2 === "string"){
+if(!pattern4.test(data2)){
+validate30.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
+return false;
+}
+}
+else {
+validate30.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid0 = _errs5 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.total_open !== undefined){
+let data3 = data.total_open;
+const _errs8 = errors;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+validate30.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs8){
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 < 0 || isNaN(data3)){
+validate30.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs8 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.ts !== undefined){
+let data4 = data.ts;
+const _errs10 = errors;
+const _errs11 = errors;
+if(errors === _errs11){
+if(errors === _errs11){
+if(typeof data4 === "string"){
+if(!(formats0.test(data4))){
+validate30.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
+return false;
+}
+}
+else {
+validate30.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+}
+var valid0 = _errs10 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.type !== undefined){
+let data5 = data.type;
+const _errs13 = errors;
+if(typeof data5 !== "string"){
+validate30.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(data5 === "alerts")){
+validate30.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/enum",keyword:"enum",params:{allowedValues: schema60.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid0 = _errs13 === errors;
+}
+else {
+var valid0 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate30.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+validate30.errors = vErrors;
+return errors === 0;
+}
+validate30.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+
+export const fleetEnvelope = validate31;
+const schema61 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"$ref":"#/$defs/FleetCounts"},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"fleet\"`.","$ref":"#/$defs/FleetTag"}},"required":["type","tenant_id","seq","ts","counts","devices"],"$defs":{"DeviceStatus":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]},"FleetCounts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"FleetDevice":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"#/$defs/Timestamp"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/DeviceStatus"}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]},"FleetTag":{"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
+const schema62 = {"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]};
+const schema63 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
+const schema64 = {"type":"string","format":"date-time"};
+const schema65 = {"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]};
+
+function validate31(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate31.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(data && typeof data == "object" && !Array.isArray(data)){
+let missing0;
+if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.counts === undefined) && (missing0 = "counts"))) || ((data.devices === undefined) && (missing0 = "devices"))){
+validate31.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+return false;
+}
+else {
+if(data.counts !== undefined){
+let data0 = data.counts;
+const _errs1 = errors;
+const _errs2 = errors;
+if(errors === _errs2){
+if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
+let missing1;
+if(((((data0.total === undefined) && (missing1 = "total")) || ((data0.online === undefined) && (missing1 = "online"))) || ((data0.stale === undefined) && (missing1 = "stale"))) || ((data0.offline === undefined) && (missing1 = "offline"))){
+validate31.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+return false;
+}
+else {
+if(data0.offline !== undefined){
+let data1 = data0.offline;
+const _errs4 = errors;
+if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
+validate31.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs4){
+if((typeof data1 == "number") && (isFinite(data1))){
+if(data1 < 0 || isNaN(data1)){
+validate31.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid2 = _errs4 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data0.online !== undefined){
+let data2 = data0.online;
+const _errs6 = errors;
+if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
+validate31.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs6){
+if((typeof data2 == "number") && (isFinite(data2))){
+if(data2 < 0 || isNaN(data2)){
+validate31.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid2 = _errs6 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data0.stale !== undefined){
+let data3 = data0.stale;
+const _errs8 = errors;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+validate31.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs8){
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 < 0 || isNaN(data3)){
+validate31.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid2 = _errs8 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data0.total !== undefined){
+let data4 = data0.total;
+const _errs10 = errors;
+if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
+validate31.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs10){
+if((typeof data4 == "number") && (isFinite(data4))){
+if(data4 < 0 || isNaN(data4)){
+validate31.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid2 = _errs10 === errors;
+}
+else {
+var valid2 = true;
+}
+}
+}
+}
+}
+}
+else {
+validate31.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid0 = _errs1 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.devices !== undefined){
+const _errs12 = errors;
+if(errors === _errs12){
+if(!(Array.isArray(data.devices))){
+validate31.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid0 = _errs12 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.seq !== undefined){
+let data6 = data.seq;
+const _errs14 = errors;
+if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
+validate31.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs14){
+if((typeof data6 == "number") && (isFinite(data6))){
+if(data6 < 0 || isNaN(data6)){
+validate31.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs14 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.tenant_id !== undefined){
+let data7 = data.tenant_id;
+const _errs16 = errors;
+const _errs17 = errors;
+if(errors === _errs17){
+if(typeof data7 === "string"){
+if(!pattern4.test(data7)){
+validate31.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
+return false;
+}
+}
+else {
+validate31.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid0 = _errs16 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.ts !== undefined){
+let data8 = data.ts;
+const _errs19 = errors;
+const _errs20 = errors;
+if(errors === _errs20){
+if(errors === _errs20){
+if(typeof data8 === "string"){
+if(!(formats0.test(data8))){
+validate31.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
+return false;
+}
+}
+else {
+validate31.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+}
+var valid0 = _errs19 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.type !== undefined){
+let data9 = data.type;
+const _errs22 = errors;
+if(typeof data9 !== "string"){
+validate31.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(data9 === "fleet")){
+validate31.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/enum",keyword:"enum",params:{allowedValues: schema65.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid0 = _errs22 === errors;
+}
+else {
+var valid0 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate31.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+validate31.errors = vErrors;
+return errors === 0;
+}
+validate31.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+
+export const telemetryEnvelope = validate32;
+const schema66 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"$ref":"#/$defs/TelemetryData"},"device_id":{"$ref":"#/$defs/DeviceId"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"type":{"description":"Always `\"telemetry\"`.","$ref":"#/$defs/TelemetryTag"}},"required":["type","tenant_id","device_id","seq","data"],"$defs":{"DeviceId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"TelemetryData":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]},"TelemetryTag":{"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
+const schema67 = {"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]};
+const schema68 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
+const schema69 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
+const schema70 = {"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]};
+
+function validate32(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate32.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(data && typeof data == "object" && !Array.isArray(data)){
+let missing0;
+if((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.device_id === undefined) && (missing0 = "device_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.data === undefined) && (missing0 = "data"))){
+validate32.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+return false;
+}
+else {
+if(data.data !== undefined){
+let data0 = data.data;
+const _errs1 = errors;
+const _errs2 = errors;
+if(errors === _errs2){
+if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
+let missing1;
+if(((data0.timestamp === undefined) && (missing1 = "timestamp")) || ((data0.metrics === undefined) && (missing1 = "metrics"))){
+validate32.errors = [{instancePath:instancePath+"/data",schemaPath:"#/$defs/TelemetryData/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+return false;
+}
+else {
+if(data0.metrics !== undefined){
+let data1 = data0.metrics;
+const _errs4 = errors;
+if(errors === _errs4){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+}
+else {
+validate32.errors = [{instancePath:instancePath+"/data/metrics",schemaPath:"#/$defs/TelemetryData/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+}
+}
+}
+else {
+validate32.errors = [{instancePath:instancePath+"/data",schemaPath:"#/$defs/TelemetryData/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid0 = _errs1 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.device_id !== undefined){
+let data2 = data.device_id;
+const _errs7 = errors;
+const _errs8 = errors;
+if(errors === _errs8){
+if(typeof data2 === "string"){
+if(!pattern4.test(data2)){
+validate32.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
+return false;
+}
+}
+else {
+validate32.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid0 = _errs7 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.seq !== undefined){
+let data3 = data.seq;
+const _errs10 = errors;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+validate32.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs10){
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 < 0 || isNaN(data3)){
+validate32.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs10 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.tenant_id !== undefined){
+let data4 = data.tenant_id;
+const _errs12 = errors;
+const _errs13 = errors;
+if(errors === _errs13){
+if(typeof data4 === "string"){
+if(!pattern4.test(data4)){
+validate32.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
+return false;
+}
+}
+else {
+validate32.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid0 = _errs12 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.type !== undefined){
+let data5 = data.type;
+const _errs15 = errors;
+if(typeof data5 !== "string"){
+validate32.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(data5 === "telemetry")){
+validate32.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/enum",keyword:"enum",params:{allowedValues: schema70.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid0 = _errs15 === errors;
+}
+else {
+var valid0 = true;
+}
+}
+}
+}
+}
+}
+}
+else {
+validate32.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+validate32.errors = vErrors;
+return errors === 0;
+}
+validate32.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+
