@@ -354,6 +354,9 @@ describe("dashboard in Chromium against a live stack", () => {
     await page.getByTestId("devices-table").getByRole("link", { name: dev(1), exact: true }).click();
     await page.getByTestId("device-page").waitFor();
     expect(new URL(page.url()).pathname).toBe(`/devices/${dev(1)}`);
+    // The navigation moved focus to the new page's heading, and the title names the page.
+    await expect.poll(() => page.evaluate(() => document.activeElement?.tagName + ":" + document.activeElement?.textContent)).toBe(`H1:${dev(1)}`);
+    expect(await page.title()).toBe(`${dev(1)} · Pulse`);
     const count = page.getByTestId("reading-count");
     await expect.poll(async () => Number(await count.getAttribute("data-count")), { timeout: 5_000 }).toBeGreaterThanOrEqual(HISTORY);
     const charts = page.getByTestId("chart");
@@ -379,6 +382,34 @@ describe("dashboard in Chromium against a live stack", () => {
     await page.getByRole("link", { name: "← All devices" }).click();
     await page.getByTestId("dashboard").waitFor();
     expect(watch.documentLoads).toBe(loads);
+    await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe("Fleet overview");
+  });
+
+  it("fits a phone: nothing wider than a 390 px screen on the dashboard and a device page", async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    try {
+      const p = await phone.newPage();
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, stack.email, stack.password);
+      await waitLive(p);
+      await expect.poll(() => stat(p, "total"), { timeout: 5_000 }).toBeGreaterThan(0);
+      const overflow = () => p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      expect(await overflow()).toBeLessThanOrEqual(0);
+      for (const id of ["connection", "stat-total-value", "alerts-widget", "devices-widget"]) {
+        const box = await p.getByTestId(id).boundingBox();
+        expect(box, id).not.toBeNull();
+        expect(box!.x, id).toBeGreaterThanOrEqual(0);
+        expect(box!.x + box!.width, id).toBeLessThanOrEqual(390);
+      }
+      await p.screenshot({ path: artifact("10-phone-dashboard.png"), fullPage: true });
+      await p.goto(`${stack.webUrl}/devices/${dev(1)}`);
+      await p.getByTestId("device-page").waitFor();
+      await expect.poll(() => p.getByTestId("chart").count(), { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
+      expect(await overflow()).toBeLessThanOrEqual(0);
+      await p.screenshot({ path: artifact("11-phone-device.png"), fullPage: true });
+    } finally {
+      await phone.close();
+    }
   });
 
   it("says a widget is not updating when the gateway refuses its subscription, under a live connection", async () => {

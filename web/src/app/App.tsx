@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 
 import { Header } from "../components/Header.js";
 import type { Route } from "../model/route.js";
@@ -85,12 +85,45 @@ export function App() {
           <div className="shell">
             <Header />
             <main className="shell__main">
-              <Page route={route} />
+              <RoutedPage route={route} />
             </main>
           </div>
         </LiveSession>
       );
   }
+}
+
+/** Page titles, for the tab and for screen readers announcing the navigation. */
+function titleOf(route: Route): string {
+  switch (route.page) {
+    case "device":
+      return `${route.deviceId} · Pulse`;
+    case "not-found":
+      return "Not found · Pulse";
+    default:
+      return "Fleet overview · Pulse";
+  }
+}
+
+/**
+ * The page of `route`. After an in-app navigation (not on the first render) focus moves to the
+ * new page's heading, as a full page load would put a screen reader at the top of the new page,
+ * and the document title follows the page.
+ */
+function RoutedPage({ route }: { route: Route }) {
+  const key = route.page === "device" ? `device:${route.deviceId}` : route.page;
+  const first = useRef(true);
+  useEffect(() => {
+    document.title = titleOf(route);
+  }, [route]);
+  useEffect(() => {
+    if (first.current) {
+      first.current = false;
+      return;
+    }
+    document.querySelector<HTMLElement>("main h1")?.focus();
+  }, [key]);
+  return <Page route={route} />;
 }
 
 function Page({ route }: { route: Route }) {

@@ -19,7 +19,7 @@ function Announcer() {
 export function DashboardPage() {
   return (
     <div className="page page--dashboard" data-testid="dashboard">
-      <h1 className="visually-hidden">Fleet overview</h1>
+      <h1 className="visually-hidden" tabIndex={-1}>Fleet overview</h1>
       <Announcer />
       <ErrorBoundary label="Summary">
         <StatCards />

@@ -40,7 +40,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
         <Link to="/" className="back">
           ← All devices
         </Link>
-        <h1 className="page__title cell-mono">{deviceId}</h1>
+        <h1 className="page__title cell-mono" tabIndex={-1}>{deviceId}</h1>
         {device && <StatusBadge status={device.status} />}
         {device && (
           <dl className="facts">
