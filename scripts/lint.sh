@@ -34,6 +34,7 @@ ensure_node
   npm ci --no-audit --no-fund --loglevel=error
   npm run --silent lint
   npm run --silent typecheck
+  npm run --silent generate:check
 )
 
 stage "lint passed"

@@ -36,8 +36,9 @@ log "$("$PULSE_CHROMIUM" --version 2>/dev/null | head -n 1 || echo "chromium at 
 stage "web: npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 
-stage "web: npm run typecheck"
+stage "web: npm run typecheck, and the wire types current with proto/schemas"
 npm run --silent typecheck
+npm run --silent generate:check
 
 stage "web: npm test (unit tests)"
 npm test
