@@ -149,7 +149,10 @@ PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" "$bin"/pulse-gateway healthcheck |
   fail "pulse-gateway healthcheck failed against the running gateway"
 PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" "$bin"/pulse-poller healthcheck live ||
   fail "pulse-poller healthcheck live failed against the running poller"
-curl -s "$ops/metrics" | grep -q '^process_resident_memory_bytes ' ||
+# Read whole before matching: `grep -q` stops at the first match, and curl writing the rest
+# into a closed pipe fails the pipeline under pipefail however healthy the service is.
+web_metrics="$(curl -s "$ops/metrics" || true)"
+grep -q '^process_resident_memory_bytes ' <<<"$web_metrics" ||
   fail "the web service's /metrics has no process_resident_memory_bytes"
 log "make up check: healthcheck subcommands and process metrics answer"
 
