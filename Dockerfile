@@ -5,8 +5,9 @@
 #   docker build --target poller  -t pulse-poller  .
 #   docker build --target gateway -t pulse-gateway .
 #   docker build --target web     -t pulse-web     .
+#   docker build --target simulator -t pulse-simulator .   # demo data only
 #
-# docker-compose.yml builds all three. The runtime images are distroless (glibc, CA
+# docker-compose.yml builds all four. The runtime images are distroless (glibc, CA
 # certificates, no shell, no package manager), run as uid 10001, carry only the binary (and the
 # dashboard for web), and take every setting from the environment variables documented in
 # README.md. Container health checks run the binary itself: `pulse-web healthcheck` asks the
@@ -36,7 +37,7 @@ RUN mkdir -p /recipe \
  && rm -rf web
 
 # ---------------------------------------------------------------------------------------------
-# builder: compile the three service binaries (release, locked dependencies).
+# builder: compile the service binaries and the simulator (release, locked dependencies).
 # ---------------------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
@@ -50,7 +51,7 @@ ENV CARGO_TERM_COLOR=never \
 COPY --from=planner /recipe/ ./
 RUN set -eu; \
     bash .docker-dep-stubs.sh write . .targets; \
-    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web
+    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator
 
 # 2. The real sources. COPY keeps the files' original modification times, which can be older
 #    than the placeholders compiled above; touching them makes cargo rebuild the workspace
@@ -58,9 +59,9 @@ RUN set -eu; \
 COPY --from=planner /src/ ./
 RUN set -eu; \
     find . -name '*.rs' -not -path './target/*' -exec touch {} +; \
-    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web; \
+    cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator; \
     mkdir -p /out; \
-    for bin in pulse-poller pulse-gateway pulse-web; do \
+    for bin in pulse-poller pulse-gateway pulse-web pulse-simulator; do \
       install -m 0755 "target/release/$bin" "/out/$bin"; \
     done
 
@@ -87,7 +88,7 @@ WORKDIR /srv/pulse
 USER 10001:10001
 
 # ---------------------------------------------------------------------------------------------
-# poller: `pulse-poller` (run by default; `migrate` and `simulate` as the command).
+# poller: `pulse-poller` (run by default; `migrate` as the command).
 # ---------------------------------------------------------------------------------------------
 FROM runtime AS poller
 LABEL org.opencontainers.image.title="pulse-poller" \
@@ -124,3 +125,14 @@ ENV PULSE_WEB_ROOT=/srv/pulse/web
 EXPOSE 8080 9080
 ENTRYPOINT ["/usr/local/bin/pulse-web"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s CMD ["/usr/local/bin/pulse-web", "healthcheck"]
+
+# ---------------------------------------------------------------------------------------------
+# simulator: `pulse-simulator`, demo tenants, users and devices with live data. For demos and
+# test clusters only: every demo user shares one password. It serves no ops endpoint, so the
+# image has no health check; a crash shows as a restart.
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS simulator
+LABEL org.opencontainers.image.title="pulse-simulator" \
+      org.opencontainers.image.description="Demo data: tenants, users and devices with live telemetry and alerts"
+COPY --from=builder /out/pulse-simulator /usr/local/bin/pulse-simulator
+ENTRYPOINT ["/usr/local/bin/pulse-simulator"]

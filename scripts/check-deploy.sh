@@ -215,7 +215,7 @@ errors = []
 # (services/gateway/src/lib.rs: drain deadline = drain + 2 s).
 GATEWAY_EXTRA_SECONDS = 2
 # Our images, by the name of the service each runs.
-SERVICES = ("poller", "gateway", "web")
+SERVICES = ("poller", "gateway", "web", "simulator")
 # The only path the public routes may send to the gateways.
 WS_PATH = "/api/v2/ws"
 # Kubernetes versions the manifests are validated against: the oldest supported and the newest

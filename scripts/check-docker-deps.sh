@@ -34,7 +34,7 @@ replay() {
   # The builder's command (check, not a release build): cargo loads every target of every
   # manifest, so a target without its stub fails here as it would in the image build.
   (cd "$recipe" && CARGO_TARGET_DIR="$PULSE_ROOT/target/docker-deps" \
-    cargo check --locked --quiet -p pulse-poller -p pulse-gateway -p pulse-web)
+    cargo check --locked --quiet -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator)
 }
 
 # A new target, declared without a `path`, in a copy of the tree: the stubs must cover it.

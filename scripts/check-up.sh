@@ -11,7 +11,7 @@
 #   - `make down` stops every process it recorded and nothing else.
 #
 # Environment: DATABASE_URL (its server is used; the database is pulse_t_up_<random>), NATS_URL,
-# PULSE_UP_PROFILE (debug here: `make test` has just built the debug binaries).
+# PULSE_UP_PROFILE (debug here: `make test` has just built the debug binaries), CARGO_TARGET_DIR.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -54,6 +54,8 @@ export PULSE_GATEWAY_PORTS="${ports[1]} ${ports[2]}"
 export PULSE_POLLER_PORTS="${ports[3]} ${ports[4]}"
 export PULSE_UP_DETACH=1
 export PULSE_UP_PROFILE="${PULSE_UP_PROFILE:-debug}"
+# The binaries make up built: CARGO_TARGET_DIR when set, as for cargo itself.
+bin="${CARGO_TARGET_DIR:-$PULSE_ROOT/target}/$PULSE_UP_PROFILE"
 export PULSE_SIM_TENANTS="$tenant"
 export PULSE_SIM_DEVICES=20
 
@@ -141,13 +143,16 @@ log "make up check: the web service's ops endpoints are on their own port only"
 # The images' health checks: each binary asks its own running service.
 read -r -a gw_ports <<<"$PULSE_GATEWAY_PORTS"
 read -r -a pl_ports <<<"$PULSE_POLLER_PORTS"
-PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "target/$PULSE_UP_PROFILE/pulse-web" healthcheck ||
+PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "$bin"/pulse-web healthcheck ||
   fail "pulse-web healthcheck failed against the running web service"
-PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" "target/$PULSE_UP_PROFILE/pulse-gateway" healthcheck ||
+PULSE_GATEWAY_ADDR="127.0.0.1:${gw_ports[0]}" "$bin"/pulse-gateway healthcheck ||
   fail "pulse-gateway healthcheck failed against the running gateway"
-PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" "target/$PULSE_UP_PROFILE/pulse-poller" healthcheck live ||
+PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" "$bin"/pulse-poller healthcheck live ||
   fail "pulse-poller healthcheck live failed against the running poller"
-curl -s "$ops/metrics" | grep -q '^process_resident_memory_bytes ' ||
+# Read whole before matching: `grep -q` stops at the first match, and curl writing the rest
+# into a closed pipe fails the pipeline under pipefail however healthy the service is.
+web_metrics="$(curl -s "$ops/metrics" || true)"
+grep -q '^process_resident_memory_bytes ' <<<"$web_metrics" ||
   fail "the web service's /metrics has no process_resident_memory_bytes"
 log "make up check: healthcheck subcommands and process metrics answer"
 
@@ -176,7 +181,7 @@ done
 if pid_alive "$nats_pid"; then
   fail "the NATS server make up started (pid $nats_pid) still runs after make down"
 fi
-if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "target/$PULSE_UP_PROFILE/pulse-web" healthcheck 2>/dev/null; then
+if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "$bin"/pulse-web healthcheck 2>/dev/null; then
   fail "pulse-web healthcheck passed with the web service stopped"
 fi
 log "make up check: make down stopped all ${#pids[@]} processes and the NATS it started"

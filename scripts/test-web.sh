@@ -51,7 +51,7 @@ stage "web: services and binaries for the browser tests"
 bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
 ensure_cargo
-(cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web)
+(cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator)
 
 # A test process that dies hard cannot stop what it started; it leaves the process ids and the
 # database name in leftovers.txt. Stop those (only if they still are Pulse binaries) and drop it.

@@ -7,7 +7,8 @@
 # Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/pulse), NATS_URL,
 # PULSE_WEB_PORT (8080), PULSE_WEB_OPS_PORT (9080: its /healthz, /readyz, /metrics), PULSE_GATEWAY_PORTS ("8081 8082"), PULSE_POLLER_PORTS ("9090 9091"),
 # PULSE_UP_DETACH=1 to return once everything is ready instead of following the logs,
-# PULSE_UP_PROFILE (release; debug builds faster), PULSE_STATE_DIR (.pulse: pids, logs, secret).
+# PULSE_UP_PROFILE (release; debug builds faster), PULSE_STATE_DIR (.pulse: pids, logs, secret),
+# CARGO_TARGET_DIR (where cargo builds, as for cargo; default target/).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -67,11 +68,12 @@ fi
 stage "build: Rust services ($profile)"
 ensure_cargo
 if [[ "$profile" == release ]]; then
-  cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web
+  cargo build --release --locked -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator
 else
-  cargo build --locked -p pulse-poller -p pulse-gateway -p pulse-web
+  cargo build --locked -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator
 fi
-bin="$PULSE_ROOT/target/$profile"
+# Where cargo put them: CARGO_TARGET_DIR when set, as for cargo itself.
+bin="${CARGO_TARGET_DIR:-$PULSE_ROOT/target}/$profile"
 
 web_root="$PULSE_ROOT/web/dist"
 if [[ -f web/package.json ]] && grep -q '"build"' web/package.json; then
@@ -112,7 +114,7 @@ for port in "${gateway_ports[@]}"; do
 done
 
 stage "start: simulator, pollers, gateways, web"
-start simulator "$bin/pulse-poller" simulate
+start simulator "$bin/pulse-simulator"
 i=1
 for port in "${poller_ports[@]}"; do
   PULSE_POLLER_ADDR="127.0.0.1:$port" start "poller-$i" "$bin/pulse-poller" run

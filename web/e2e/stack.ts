@@ -70,7 +70,7 @@ function binary(name: string): string {
   const dir = process.env.PULSE_BIN_DIR ?? join(REPO_ROOT, "target", "debug");
   const path = join(dir, name);
   if (!existsSync(path)) {
-    throw new Error(`${path} is missing: build it with \`cargo build -p pulse-poller -p pulse-gateway -p pulse-web\` (scripts/test-web.sh does)`);
+    throw new Error(`${path} is missing: build it with \`cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator\` (scripts/test-web.sh does)`);
   }
   return path;
 }
@@ -195,7 +195,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   try {
     const poller = binary("pulse-poller");
     await runToEnd("migrate", poller, ["migrate"], baseEnv);
-    await runToEnd("seed", poller, ["simulate", "--seed-only"], {
+    await runToEnd("seed", binary("pulse-simulator"), ["--seed-only"], {
       ...baseEnv,
       PULSE_SIM_TENANTS: tenant,
       PULSE_SIM_DEVICES: String(options.devices),

@@ -16,7 +16,6 @@
 
 pub mod backoff;
 pub mod client_addr;
-pub mod db;
 pub mod device_bucket;
 pub mod duration;
 pub mod healthcheck;

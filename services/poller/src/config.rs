@@ -88,7 +88,7 @@ pub struct PollerConfig {
 
     /// The database role the poller works as (`SET ROLE` on every pooled connection): it
     /// reads every tenant and writes only relay marks and settings. Empty: work as the login.
-    #[arg(long, env = "PULSE_POLLER_DB_ROLE", default_value = "pulse_poller")]
+    #[arg(long, env = "PULSE_POLLER_DB_ROLE", default_value = pulse_db::roles::POLLER)]
     pub db_role: String,
 }
 

@@ -14,7 +14,8 @@
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`simulate`]: demo data.
+//!
+//! The schema, the pools and `pulse_settings` are `pulse-db`'s; demo data is `pulse-simulator`'s.
 
 pub mod alerts;
 pub mod changes;
@@ -27,7 +28,6 @@ pub mod publisher;
 pub mod registry;
 pub mod relay;
 pub mod seq;
-pub mod simulate;
 pub mod streams;
 pub mod telemetry;
 pub mod users;
@@ -48,20 +48,6 @@ use crate::changes::ChangeFeed;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, Stage};
 use crate::seq::SeqClock;
-
-/// Applies the migrations in `migrations/`; idempotent.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!("../../migrations")
-        .run(pool)
-        .await
-        .context("cannot apply migrations")
-}
-
-/// A connection pool that connects on first use, so the service starts while the database is
-/// still coming up.
-pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
-    pulse_common::db::lazy_pool(database_url, size, None).context("invalid DATABASE_URL")
-}
 
 /// Runs the poller until `shutdown` resolves: ops endpoints on `listener`, standby until the
 /// leadership lock is won, then active until it is lost or the process stops.
@@ -97,12 +83,11 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
 
-    let pool = pulse_common::db::lazy_pool(
+    let pool = pulse_db::lazy_pool(
         &config.database_url,
         config.db_pool_size,
         Some(&config.db_role),
-    )
-    .context("invalid DATABASE_URL")?;
+    )?;
     let link = pulse_common::nats::connect(
         &config.nats_url,
         "pulse-poller",
@@ -246,14 +231,11 @@ async fn prepare(
     stop: &CancellationToken,
 ) {
     // Triggers and the web service apply the same status thresholds as the poller.
-    let settings = sqlx::query(
-        "INSERT INTO pulse_settings (key, value) \
-         VALUES ('stale_after_seconds', $1), ('offline_after_seconds', $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    let settings = pulse_db::settings::write_thresholds(
+        pool,
+        config.stale_after_seconds,
+        config.offline_after_seconds,
     )
-    .bind(config.stale_after_seconds.to_string())
-    .bind(config.offline_after_seconds.to_string())
-    .execute(pool)
     .await;
     if let Err(e) = settings {
         metrics.error(Stage::Database);

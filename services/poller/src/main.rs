@@ -4,7 +4,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pulse_common::telemetry::{self, LogFormat};
 use pulse_poller::PollerConfig;
-use pulse_poller::simulate::SimulateArgs;
 
 #[derive(Parser)]
 #[command(
@@ -27,18 +26,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; boxing would buy nothing
 enum Command {
     /// Publish changes (the default when no command is given).
     Run(PollerConfig),
     /// Apply the database migrations, then exit. Safe to run any number of times.
     Migrate(DatabaseArgs),
-    /// Create demo tenants, users and devices, then write telemetry and alerts continuously.
-    Simulate {
-        #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        sim: SimulateArgs,
-    },
 }
 
 #[derive(clap::Args)]
@@ -58,14 +51,10 @@ async fn main() -> anyhow::Result<()> {
     match (cli.command, cli.run) {
         (Some(Command::Run(config)), _) | (None, Some(config)) => run(config).await,
         (Some(Command::Migrate(db)), _) => {
-            let pool = pulse_poller::lazy_pool(&db.database_url, 1)?;
-            pulse_poller::migrate(&pool).await?;
+            let pool = pulse_db::lazy_pool(&db.database_url, 1, None)?;
+            pulse_db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
-        }
-        (Some(Command::Simulate { db, sim }), _) => {
-            let pool = pulse_poller::lazy_pool(&db.database_url, 2)?;
-            pulse_poller::simulate::run(pool, sim, pulse_common::shutdown::signal()).await
         }
         (None, None) => anyhow::bail!("DATABASE_URL is required"),
     }

@@ -102,7 +102,7 @@ pub struct WebConfig {
 
     /// The database role the web service works as (`SET ROLE` on every connection); a
     /// tenant's data it reads and writes as `pulse_tenant`. Empty: work as the login.
-    #[arg(long, env = "PULSE_WEB_DB_ROLE", default_value = "pulse_web")]
+    #[arg(long, env = "PULSE_WEB_DB_ROLE", default_value = pulse_db::roles::WEB)]
     pub db_role: String,
 }
 

@@ -7,10 +7,12 @@
 //! - [`account`]: login, logout, `me`, WebSocket tickets.
 //! - [`session`]: session cookies and tokens.
 //! - [`api`]: devices, telemetry, alerts, fleet, events.
-//! - [`tenant_db`]: transactions scoped to a tenant by row-level security.
 //! - [`login_guard`]: login attempt limits, client addresses behind proxies, hashing in flight.
 //! - [`error`]: the API's error policy.
 //! - [`openapi`]: the OpenAPI document.
+//!
+//! Pools, tenant-scoped transactions and `pulse_settings` are `pulse-db`'s; so are the
+//! migrations, which this service never applies itself.
 
 pub mod account;
 pub mod api;
@@ -21,7 +23,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub mod session;
-pub mod tenant_db;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,12 +70,11 @@ pub async fn run(
     pulse_common::process::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);
-    let pool = pulse_common::db::lazy_pool(
+    let pool = pulse_db::lazy_pool(
         &config.database_url,
         config.db_pool_size,
         Some(&config.db_role),
-    )
-    .context("invalid DATABASE_URL")?;
+    )?;
     watch_database(pool.clone(), readiness.clone(), stop.clone());
     let state = AppState {
         tokens: Tokens::new(

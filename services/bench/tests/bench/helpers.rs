@@ -267,7 +267,7 @@ impl TestDb {
             .connect(&url)
             .await
             .unwrap();
-        pulse_poller::migrate(&pool).await.unwrap();
+        pulse_db::migrate(&pool).await.unwrap();
         pool.close().await;
         TestDb { name, url }
     }

@@ -162,7 +162,7 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
         None => unreachable!(),
     };
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    pulse_poller::migrate(&pool).await.unwrap();
+    pulse_db::migrate(&pool).await.unwrap();
     let tenant = unique("e2e");
     sqlx::query("INSERT INTO tenants VALUES ($1, 'E2E')")
         .bind(&tenant)

@@ -71,7 +71,7 @@ impl TestDb {
             .connect(&url)
             .await
             .unwrap();
-        pulse_poller::migrate(&pool).await.unwrap();
+        pulse_db::migrate(&pool).await.unwrap();
         TestDb { name, url, pool }
     }
 

@@ -11,6 +11,4 @@ mod netns;
 mod publishing;
 mod registry;
 mod resilience;
-mod schema;
-mod simulate;
 mod users;

@@ -197,7 +197,7 @@ impl Lab {
             .connect(&url)
             .await
             .unwrap();
-        pulse_poller::migrate(&pool).await.unwrap();
+        pulse_db::migrate(&pool).await.unwrap();
         let db = TestDb { name, url, pool };
         (lab, db)
     }

@@ -11,7 +11,7 @@ use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
-use crate::tenant_db;
+use pulse_db::roles::begin_as_tenant;
 
 #[derive(Deserialize, IntoParams)]
 pub struct AlertParams {
@@ -64,7 +64,7 @@ pub async fn list(
                 .as_str(),
         ),
     };
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
            FROM alerts \

@@ -13,7 +13,7 @@ use crate::api::{ApiPath, ApiQuery, id, limit, thresholds};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
-use crate::tenant_db;
+use pulse_db::roles::begin_as_tenant;
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListParams {
@@ -94,7 +94,7 @@ pub async fn list(
     if let Some(site) = &p.site_id {
         id("site_id", site)?;
     }
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = thresholds(&mut tx).await?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
@@ -126,7 +126,7 @@ pub async fn get(
     ApiPath(device_id): ApiPath<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     id("device_id", &device_id)?;
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = thresholds(&mut tx).await?;
     let row: Option<Row> = sqlx::query_as(
         "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
@@ -184,7 +184,7 @@ pub async fn telemetry(
                 .map_err(|_| ApiError::BadRequest(format!("since must be RFC 3339, got {s:?}")))
         })
         .transpose()?;
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = $1")
         .bind(&device_id)
         .fetch_optional(&mut *tx)

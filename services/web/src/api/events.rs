@@ -33,7 +33,7 @@ use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
-use crate::tenant_db;
+use pulse_db::roles::begin_as_tenant;
 
 /// Largest event message (the JSON pushed to clients), in bytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -219,7 +219,7 @@ pub async fn publish(
     }
     state.event_limiter.check(&tenant)?;
     // Written as the tenant: row-level security checks that the event is the tenant's own.
-    let mut tx = tenant_db::begin(&state.pool, &tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &tenant).await?;
     let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4, $5)")
         .bind(tenant.as_str())
         .bind(topic.as_str())
@@ -260,7 +260,7 @@ async fn prior_event(
     tenant: &TenantId,
     key: &str,
 ) -> Result<Option<Prior>, ApiError> {
-    let mut tx = tenant_db::begin(&state.pool, tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, tenant).await?;
     Ok(sqlx::query_as(
         "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
     )
@@ -333,7 +333,7 @@ pub async fn list(
     if p.after.is_some_and(|a| a < 0) {
         return Err(ApiError::BadRequest("after must be 0 or more".into()));
     }
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let last_seq: Option<i64> =
         sqlx::query_scalar("SELECT last_seq FROM event_topics WHERE topic = $1")
             .bind(topic.as_str())

@@ -11,7 +11,7 @@ use crate::api::thresholds;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
-use crate::tenant_db;
+use pulse_db::roles::begin_as_tenant;
 
 /// Devices listed, as in the push (counts always cover all).
 const CAP: usize = 1000;
@@ -23,7 +23,7 @@ pub async fn get(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<Json<FleetSnapshot>, ApiError> {
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = thresholds(&mut tx).await?;
     let now: OffsetDateTime = sqlx::query_scalar("SELECT statement_timestamp()")
         .fetch_one(&mut *tx)

@@ -1,5 +1,5 @@
 //! The tenant REST API under `/api/v2`: devices, telemetry, alerts, fleet, events. Every read
-//! goes through [`crate::tenant_db`], so row-level security scopes it to the caller's tenant.
+//! goes through [`pulse_db::roles::begin_as_tenant`], so row-level security scopes it to the caller's tenant.
 
 pub mod alerts;
 pub mod devices;
@@ -73,26 +73,10 @@ pub fn id(field: &'static str, raw: &str) -> Result<(), ApiError> {
     pulse_proto::validate_id(raw).map_err(|e| ApiError::BadRequest(format!("invalid {field}: {e}")))
 }
 
-/// The status thresholds the poller recorded, so REST and pushes agree.
+/// The status thresholds the poller recorded, so REST and pushes agree; the defaults when they
+/// cannot be read.
 pub async fn thresholds(tx: &mut Transaction<'static, Postgres>) -> Result<Thresholds, ApiError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT key, value FROM pulse_settings \
-          WHERE key IN ('stale_after_seconds', 'offline_after_seconds')",
-    )
-    .fetch_all(&mut **tx)
-    .await
-    .unwrap_or_default();
-    let mut t = Thresholds::default();
-    for (key, value) in rows {
-        let Ok(secs) = value.parse::<f64>() else {
-            continue;
-        };
-        let d = std::time::Duration::from_secs_f64(secs.max(0.0));
-        match key.as_str() {
-            "stale_after_seconds" => t.stale_after = d,
-            "offline_after_seconds" => t.offline_after = d,
-            _ => {}
-        }
-    }
-    Ok(t)
+    Ok(pulse_db::settings::read_thresholds(tx)
+        .await
+        .unwrap_or_default())
 }

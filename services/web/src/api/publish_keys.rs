@@ -17,7 +17,7 @@ use crate::api::ApiPath;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::session::Session;
-use crate::tenant_db;
+use pulse_db::roles::begin_as_tenant;
 
 /// Every key starts with this, so a leaked one is recognisable (and scannable).
 pub const KEY_PREFIX: &str = "pulse_pk_";
@@ -100,7 +100,7 @@ pub async fn create(
     }
     let raw: [u8; 32] = rand::random();
     let key = format!("{KEY_PREFIX}{}", hex::encode(raw));
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let (key_id, created_at): (i64, OffsetDateTime) = sqlx::query_as(
         "INSERT INTO publish_keys (tenant_id, key_hash, name) VALUES ($1, $2, $3) \
          RETURNING key_id, created_at",
@@ -130,7 +130,7 @@ pub async fn list(
     session: Session,
 ) -> Result<Json<KeyList>, ApiError> {
     admin(&session)?;
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let items = sqlx::query_as(
         "SELECT key_id, name, created_at, last_used_at FROM publish_keys \
           WHERE tenant_id = $1 ORDER BY key_id",
@@ -151,7 +151,7 @@ pub async fn revoke(
     ApiPath(key_id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     admin(&session)?;
-    let mut tx = tenant_db::begin(&state.pool, &session.tenant).await?;
+    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let gone = sqlx::query("DELETE FROM publish_keys WHERE key_id = $1 AND tenant_id = $2")
         .bind(key_id)
         .bind(session.tenant.as_str())

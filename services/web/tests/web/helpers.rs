@@ -50,7 +50,7 @@ struct Cli {
 #[derive(clap::Parser)]
 struct SimCli {
     #[command(flatten)]
-    sim: pulse_poller::simulate::SimulateArgs,
+    sim: pulse_simulator::SimulateArgs,
 }
 
 /// A database with two seeded tenants (3 devices each, users admin@/viewer@<tenant>.example),
@@ -80,7 +80,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
         .connect(&url)
         .await
         .unwrap();
-    pulse_poller::migrate(&pool).await.unwrap();
+    pulse_db::migrate(&pool).await.unwrap();
     let tenant = unique("web");
     let other_tenant = unique("webother");
     let sim = SimCli::try_parse_from([
@@ -96,7 +96,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     ])
     .unwrap()
     .sim;
-    pulse_poller::simulate::seed(&pool, &sim).await.unwrap();
+    pulse_simulator::seed(&pool, &sim).await.unwrap();
 
     let root = std::env::temp_dir().join(unique("pulse-web-root"));
     std::fs::create_dir_all(root.join("assets")).unwrap();

@@ -1,9 +1,9 @@
-//! The demo simulator against a real database.
+//! The demo simulator's library against a real database.
 
 use std::time::Duration;
 
 use clap::Parser as _;
-use pulse_poller::simulate::{self, SimulateArgs};
+use pulse_simulator::SimulateArgs;
 
 use crate::helpers::*;
 
@@ -35,7 +35,7 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
     .unwrap()
     .sim;
 
-    let logins = simulate::seed(&db.pool, &args).await.unwrap();
+    let logins = pulse_simulator::seed(&db.pool, &args).await.unwrap();
     assert_eq!(logins.len(), 2);
     assert!(logins.iter().any(|l| l.role == "customer_admin"));
     let snapshot = || async {
@@ -47,11 +47,11 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
     };
     let first = snapshot().await;
     assert_eq!(first, (1, 2, 20));
-    simulate::seed(&db.pool, &args).await.unwrap();
+    pulse_simulator::seed(&db.pool, &args).await.unwrap();
     assert_eq!(snapshot().await, first);
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(simulate::run(
+    let task = tokio::spawn(pulse_simulator::run(
         db.pool.clone(),
         args,
         stop.clone().cancelled_owned(),

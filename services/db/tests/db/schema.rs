@@ -1,6 +1,7 @@
-//! The schema's own guarantees: id rule, last-seen trigger, row-level security, idempotent
-//! migrations.
+//! The schema's own guarantees: id rule, last-seen trigger, row-level security, and what each
+//! service's role may do.
 
+use pulse_db::roles;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -8,7 +9,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn migrations_are_idempotent_and_refuse_hostile_ids() {
     let db = TestDb::new().await;
-    pulse_poller::migrate(&db.pool).await.unwrap();
+    pulse_db::migrate(&db.pool).await.unwrap();
     for bad in [">", "*", "a.b", "", "a b", &"x".repeat(65)] {
         let r = sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'x')")
             .bind(bad)
@@ -162,7 +163,7 @@ async fn each_service_role_has_only_what_it_needs() {
     db.open_alert(&other, "dev-1", "hot").await;
 
     // The poller reads every tenant, and cannot change what it reads.
-    let poller = pulse_common::db::lazy_pool(&db.url, 1, Some("pulse_poller")).unwrap();
+    let poller = pulse_db::lazy_pool(&db.url, 1, Some(roles::POLLER)).unwrap();
     let who: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&poller)
         .await
@@ -190,7 +191,7 @@ async fn each_service_role_has_only_what_it_needs() {
     }
 
     // The web service, as itself, reads no tenant data at all ...
-    let web = pulse_common::db::lazy_pool(&db.url, 1, Some("pulse_web")).unwrap();
+    let web = pulse_db::lazy_pool(&db.url, 1, Some(roles::WEB)).unwrap();
     for read in [
         "SELECT count(*) FROM devices",
         "SELECT count(*) FROM alerts",
@@ -226,14 +227,8 @@ async fn each_service_role_has_only_what_it_needs() {
     );
     drop(tx);
     // With the tenant set: its own rows only, and it cannot write for another tenant.
-    let mut tx = web.begin().await.unwrap();
-    sqlx::query(
-        "SELECT set_config('role', 'pulse_tenant', true), set_config('app.tenant_id', $1, true)",
-    )
-    .bind(&tenant)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
+    let mut tx = roles::begin_as_tenant(&web, &tenant_id).await.unwrap();
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
         .fetch_one(&mut *tx)
         .await

@@ -1,18 +1,25 @@
 //! PostgreSQL pools of the services: each connection works as the service's own role (see
-//! migrations/20261201000004_service_roles.sql), whatever login `DATABASE_URL` names.
+//! [`crate::roles`]), whatever login `DATABASE_URL` names.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-/// A pool that connects on first use. With `role`, every connection first runs
-/// `SET ROLE <role>`: the login must be a member of it, and what the connection may read and
-/// write is then the role's grants and row-level security policies.
-pub fn lazy_pool(database_url: &str, size: u32, role: Option<&str>) -> Result<PgPool, sqlx::Error> {
+use crate::Error;
+
+/// How long a caller waits for a connection before the query fails, so a database that is
+/// down shows as errors (and unreadiness) instead of requests that hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pool that connects on first use, so a service starts while the database is still coming
+/// up. With `role` (and not empty), every connection first runs `SET ROLE <role>`: the login
+/// must be a member of it, and what the connection may read and write is then the role's
+/// grants and row-level security policies.
+pub fn lazy_pool(database_url: &str, size: u32, role: Option<&str>) -> Result<PgPool, Error> {
     let options = PgPoolOptions::new()
         .max_connections(size)
-        .acquire_timeout(Duration::from_secs(5));
+        .acquire_timeout(ACQUIRE_TIMEOUT);
     let options = match role.filter(|r| !r.is_empty()) {
         None => options,
         Some(role) => {
@@ -26,7 +33,9 @@ pub fn lazy_pool(database_url: &str, size: u32, role: Option<&str>) -> Result<Pg
             })
         }
     };
-    options.connect_lazy(database_url)
+    options
+        .connect_lazy(database_url)
+        .map_err(Error::InvalidUrl)
 }
 
 /// `name` as a quoted SQL identifier.
@@ -45,5 +54,13 @@ mod tests {
             quote_ident("a\"; DROP TABLE x; --"),
             "\"a\"\"; DROP TABLE x; --\""
         );
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_at_once() {
+        assert!(matches!(
+            lazy_pool("not a url", 1, None),
+            Err(Error::InvalidUrl(_))
+        ));
     }
 }

@@ -1,0 +1,52 @@
+//! `pulse_settings` as the services use it: the poller's role writes the thresholds, the web
+//! service reads them inside a tenant's transaction.
+
+use std::time::Duration;
+
+use pulse_db::roles;
+use pulse_proto::TenantId;
+use pulse_proto::fleet::Thresholds;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn thresholds_written_as_the_poller_are_read_as_a_tenant() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("settings", 0).await;
+    let tenant_id = TenantId::parse(tenant.as_str()).unwrap();
+    let poller = pulse_db::lazy_pool(&db.url, 1, Some(roles::POLLER)).unwrap();
+    let web = pulse_db::lazy_pool(&db.url, 1, Some(roles::WEB)).unwrap();
+
+    // Nothing recorded yet: the defaults.
+    let mut tx = roles::begin_as_tenant(&web, &tenant_id).await.unwrap();
+    let t = pulse_db::settings::read_thresholds(&mut tx).await.unwrap();
+    assert_eq!(t, Thresholds::default());
+    drop(tx);
+
+    pulse_db::settings::write_thresholds(&poller, 30, 300)
+        .await
+        .unwrap();
+    // A second write replaces the first.
+    pulse_db::settings::write_thresholds(&poller, 45, 900)
+        .await
+        .unwrap();
+    let mut tx = roles::begin_as_tenant(&web, &tenant_id).await.unwrap();
+    let t = pulse_db::settings::read_thresholds(&mut tx).await.unwrap();
+    assert_eq!(
+        t,
+        Thresholds {
+            stale_after: Duration::from_secs(45),
+            offline_after: Duration::from_secs(900),
+        }
+    );
+    drop(tx);
+
+    // The web service reads them but cannot change them.
+    let e = pulse_db::settings::write_thresholds(&web, 1, 2)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("permission denied"), "{e}");
+    web.close().await;
+    poller.close().await;
+    db.drop_now().await;
+}

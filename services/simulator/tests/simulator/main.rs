@@ -1,0 +1,9 @@
+//! Integration tests of the simulator against real PostgreSQL. Each test owns a fresh database
+//! and unique tenant ids, so tests run in parallel and again.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod helpers;
+
+mod binary;
+mod simulate;
