@@ -1,0 +1,118 @@
+"""compose and the Dockerfile: targets, binaries, health checks, Prometheus' mounts."""
+
+import copy
+import unittest
+
+from pulse_deploy_check.compose import check_compose, check_nginx
+from pulse_deploy_check.dockerfile import check_dockerfile
+
+from . import fixtures
+
+DOCKERFILE = """FROM rust:1 AS build
+FROM debian:bookworm-slim AS runtime
+FROM runtime AS poller
+COPY --from=build /out/pulse-poller /usr/local/bin/pulse-poller
+FROM runtime AS gateway
+COPY --from=build /out/pulse-gateway /usr/local/bin/pulse-gateway
+ENV PULSE_GATEWAY_ADDR=0.0.0.0:8081
+FROM runtime AS web
+COPY --from=build /out/pulse-web /usr/local/bin/pulse-web
+FROM runtime AS simulator
+COPY --from=build /out/pulse-simulator /usr/local/bin/pulse-simulator
+"""
+
+
+def service(name):
+    return {"build": {"context": ".", "target": name},
+            "healthcheck": {"test": ["CMD", f"/usr/local/bin/pulse-{name}", "healthcheck"]}}
+
+
+COMPOSE = {
+    "services": {
+        "poller": service("poller"),
+        "gateway": {**service("gateway"),
+                    "depends_on": {"poller": {"condition": "service_healthy"}}},
+        "web": service("web"),
+        "prometheus": {
+            "image": "prom/prometheus:v2",
+            "healthcheck": {"disable": True},
+            "volumes": ["./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+                        "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro",
+                        "prometheus-data:/prometheus"],
+        },
+    },
+    "volumes": {"prometheus-data": {}},
+}
+PROMETHEUS = {"rule_files": ["alerts.yml"], "scrape_configs": [
+    {"job_name": "gateway", "static_configs": [{"targets": ["gateway:8081"],
+                                                "labels": {"service": "pulse-gateway"}}]}]}
+
+
+def run(compose, dockerfile=DOCKERFILE):
+    ctx = fixtures.context(exists=lambda path: True, isdir=lambda path: True)
+    ctx.docs_by_file["deploy/prometheus/prometheus.yml"] = [PROMETHEUS]
+    check_dockerfile(ctx, dockerfile)
+    check_compose(ctx, compose, None)
+    return ctx
+
+
+class ComposeTest(unittest.TestCase):
+    def test_a_correct_compose_file_passes(self):
+        ctx = run(COMPOSE)
+        self.assertEqual(ctx.report.errors, [])
+        self.assertEqual(ctx.compose_service_of["gateway"], "gateway")
+        self.assertIn(("Dockerfile stage gateway", "gateway", {"PULSE_GATEWAY_ADDR": None}),
+                      ctx.env_uses)
+        self.assertIn("4 services, 3 health checks, disabled with a reason: prometheus",
+                      ctx.report.stream.getvalue())
+
+    def test_a_health_check_with_curl_fails(self):
+        compose = copy.deepcopy(COMPOSE)
+        compose["services"]["web"]["healthcheck"]["test"] = ["CMD", "curl", "-fsS", "http://x"]
+        ctx = run(compose)
+        self.assertEqual(len(ctx.report.errors), 1)
+        self.assertIn("service web: health check should be", ctx.report.errors[0])
+
+    def test_alert_rules_not_mounted_fail(self):
+        compose = copy.deepcopy(COMPOSE)
+        compose["services"]["prometheus"]["volumes"].pop(1)
+        ctx = run(compose)
+        self.assertEqual(len(ctx.report.errors), 1)
+        self.assertIn("compose mounts deploy/prometheus/alerts.yml at nowhere",
+                      ctx.report.errors[0])
+
+    def test_waiting_on_a_service_without_health_check_fails(self):
+        compose = copy.deepcopy(COMPOSE)
+        del compose["services"]["poller"]["healthcheck"]
+        ctx = run(compose)
+        self.assertIn("compose: service gateway waits for poller to be healthy, but poller has "
+                      "no health check", ctx.report.errors)
+
+    def test_a_missing_target_fails(self):
+        ctx = run(COMPOSE, DOCKERFILE.replace(" AS web", " AS website"))
+        self.assertIn("compose: Dockerfile has no `web` target", ctx.report.errors)
+        self.assertIn("compose: service web: Dockerfile has no target web", ctx.report.errors)
+
+
+class NginxTest(unittest.TestCase):
+    CONF = """upstream gateways { server gateway:8081; }
+map $http_upgrade $connection_upgrade { default upgrade; }
+server { location / { proxy_set_header Upgrade $http_upgrade; } }
+"""
+
+    def test_balancing_over_compose_services_passes(self):
+        ctx = fixtures.context()
+        ctx.services = COMPOSE["services"]
+        check_nginx(ctx, self.CONF)
+        self.assertEqual(ctx.report.errors, [])
+
+    def test_sticky_sessions_fail(self):
+        ctx = fixtures.context()
+        ctx.services = COMPOSE["services"]
+        check_nginx(ctx, self.CONF.replace("{ server", "{ ip_hash; server"))
+        self.assertEqual(len(ctx.report.errors), 1)
+        self.assertIn("pins clients to a gateway", ctx.report.errors[0])
+
+
+if __name__ == "__main__":
+    unittest.main()

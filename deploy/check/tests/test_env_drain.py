@@ -1,0 +1,83 @@
+"""env (every PULSE_* variable documented, each only where read) and drain (grace periods)."""
+
+import unittest
+
+from pulse_deploy_check.drain import check_drain, seconds
+from pulse_deploy_check.env import check_env
+
+from . import fixtures
+
+README = "| `PULSE_DRAIN_SECONDS` | `10` | gateway |\n| `PULSE_POLL_SECONDS` | `5` | poller |\n"
+
+
+class EnvTest(unittest.TestCase):
+    def context(self):
+        ctx = fixtures.context()
+        ctx.readme = README
+        ctx.reads = {"gateway": {"PULSE_DRAIN_SECONDS"}, "poller": {"PULSE_POLL_SECONDS"},
+                     "web": set(), "simulator": set()}
+        return ctx
+
+    def test_documented_variables_where_they_are_read_pass(self):
+        ctx = self.context()
+        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_DRAIN_SECONDS": "20"}))
+        check_env(ctx)
+        self.assertEqual(ctx.report.errors, [])
+
+    def test_an_undocumented_variable_fails(self):
+        ctx = self.context()
+        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_DRAIN_SECOND": "20"}))
+        check_env(ctx)
+        self.assertEqual(ctx.report.errors, [
+            "env: compose gateway sets PULSE_DRAIN_SECOND, which README.md does not document "
+            "(a name no service reads?)"])
+
+    def test_another_services_variable_fails(self):
+        ctx = self.context()
+        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_POLL_SECONDS": "5"}))
+        check_env(ctx)
+        self.assertEqual(ctx.report.errors, [
+            "env: compose gateway sets PULSE_POLL_SECONDS, which pulse-gateway does not read "
+            "(only poller do)"])
+
+
+class DrainTest(unittest.TestCase):
+    def test_grace_beyond_prestop_and_drain_passes(self):
+        ctx, _ = fixtures.build()
+        ctx.readme = README
+        check_drain(ctx)
+        self.assertEqual(ctx.report.errors, [])
+        self.assertIn("pulse-gateway: grace 30 s > preStop 5 + drain 20 + 2",
+                      ctx.report.stream.getvalue())
+
+    def test_too_short_a_grace_fails(self):
+        docs = fixtures.gateway_docs()
+        fixtures.of_kind(docs, "Deployment")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"] = 25
+        ctx, _ = fixtures.build(docs)
+        check_drain(ctx)
+        self.assertEqual(len(ctx.report.errors), 1)
+        self.assertIn("terminationGracePeriodSeconds 25 must exceed preStop 5 s + "
+                      "PULSE_DRAIN_SECONDS 20 + 2 s = 27 s", ctx.report.errors[0])
+
+    def test_a_short_compose_stop_grace_period_fails(self):
+        ctx = fixtures.context()
+        ctx.services = {"gateway-1": {"stop_grace_period": "10s"}}
+        ctx.compose_service_of = {"gateway-1": "gateway"}
+        check_drain(ctx)
+        self.assertIn("stop_grace_period 10 s must exceed PULSE_DRAIN_SECONDS 10",
+                      ctx.report.errors[0])
+
+    def test_no_gateway_fails(self):
+        ctx = fixtures.context()
+        check_drain(ctx)
+        self.assertEqual(ctx.report.errors, [
+            "drain: found no gateway in the Kubernetes overlays or docker-compose.yml"])
+
+    def test_compose_durations(self):
+        self.assertEqual([seconds("1m30s", 0), seconds("500ms", 0), seconds(None, 10.0),
+                          seconds(20, 0)], [90.0, 0.5, 10.0, 20.0])
+
+
+if __name__ == "__main__":
+    unittest.main()
