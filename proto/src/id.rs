@@ -125,6 +125,11 @@ subject_id!(
     /// An event topic within a tenant, e.g. `tickets`.
     Topic
 );
+subject_id!(
+    /// A site, the place devices stand: in no subject, but held to the same rule so that every
+    /// id a client sends reads the same way.
+    SiteId
+);
 
 #[cfg(test)]
 mod tests {

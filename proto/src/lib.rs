@@ -21,7 +21,7 @@ pub mod subject;
 pub mod time;
 
 pub use client::{Channel, ClientRequest, ErrorCode, ProtocolError, ResetReason, ServerReply};
-pub use id::{DeviceId, IdError, TenantId, Topic, validate_id};
+pub use id::{DeviceId, IdError, SiteId, TenantId, Topic, validate_id};
 pub use message::{
     Alert, AlertStatus, AlertsSnapshot, AlertsTag, DeviceStatus, Event, EventTag, FleetCounts,
     FleetDevice, FleetSnapshot, FleetTag, Telemetry, TelemetryData, TelemetryTag, UserChange,

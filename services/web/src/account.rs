@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::{self, Session};
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {

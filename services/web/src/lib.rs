@@ -21,8 +21,11 @@ pub mod error;
 pub mod login_guard;
 pub mod metrics;
 pub mod openapi;
+pub mod publish_limit;
 pub mod server;
 pub mod session;
+pub mod state;
+pub mod ticket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +40,8 @@ pub use config::WebConfig;
 
 use crate::login_guard::LoginGuard;
 use crate::metrics::Metrics;
-use crate::server::AppState;
-use crate::session::Tokens;
+use crate::state::AppState;
+use crate::ticket::Tokens;
 
 /// Serves the dashboard and the API on `listener` and the ops endpoints on `ops_listener`
 /// until `shutdown` resolves.
@@ -87,7 +90,7 @@ pub async fn run(
             config.login_concurrency,
             config.trusted_proxies.clone(),
         )),
-        event_limiter: Arc::new(api::events::TenantLimiter::new(
+        event_limiter: Arc::new(publish_limit::TenantLimiter::new(
             config.events_per_second,
             config.events_burst,
         )),

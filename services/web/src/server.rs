@@ -1,7 +1,6 @@
 //! Routes, shared state and the layers every response passes through: request metrics and
 //! spans, compression, cache and security headers.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -11,30 +10,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sqlx::PgPool;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
 
-use crate::config::WebConfig;
-use crate::login_guard::LoginGuard;
-use crate::metrics::{Metrics, RouteLabel};
-use crate::session::Tokens;
+use crate::metrics::RouteLabel;
+use crate::state::AppState;
 use crate::{account, api, openapi};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<WebConfig>,
-    pub pool: PgPool,
-    /// Events published per tenant.
-    pub event_limiter: Arc<crate::api::events::TenantLimiter>,
-    pub tokens: Tokens,
-    /// Login attempts per address and email, and password hashing in flight.
-    pub logins: Arc<LoginGuard>,
-    pub metrics: Metrics,
-}
 
 /// Content Security Policy: no inline script, no framing, and connections only to this site
 /// and the configured gateways.

@@ -6,59 +6,18 @@
 //! next request. Nothing signs a session, so holding the gateways' JWT secret does not let
 //! anyone make one.
 //!
-//! The page asks for a short-lived WebSocket ticket (`/api/v2/ws-ticket`) instead: an HS256
-//! token of kind `ws`, signed with `PULSE_JWT_SECRET`, which the gateways verify.
+//! The page asks for a short-lived WebSocket ticket instead (see [`crate::ticket`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pulse_proto::TenantId;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub const COOKIE: &str = "pulse_session";
-
-/// What a ticket says about its holder.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    pub sub: String,
-    pub email: String,
-    pub tenant_id: String,
-    pub role: String,
-    pub exp: u64,
-    pub iat: u64,
-    /// Always `ws`: what the token is for. Gateways refuse any other kind.
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub iss: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub aud: Option<String>,
-}
-
-/// The `kind` of a WebSocket ticket.
-pub const TICKET_KIND: &str = "ws";
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// Signs WebSocket tickets.
-#[derive(Clone)]
-pub struct Tokens {
-    encoding: EncodingKey,
-    issuer: Option<String>,
-    audience: Option<String>,
-}
 
 /// A logged-in user, read from the database on every request.
 #[derive(Debug, Clone)]
@@ -67,34 +26,6 @@ pub struct Session {
     pub email: String,
     pub tenant: TenantId,
     pub role: String,
-}
-
-impl Tokens {
-    pub fn new(secret: &str, issuer: Option<String>, audience: Option<String>) -> Self {
-        Self {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            issuer,
-            audience,
-        }
-    }
-
-    /// A WebSocket ticket for `session`, valid `ttl` seconds.
-    pub fn ticket(&self, session: &Session, ttl: u64) -> anyhow::Result<(String, u64)> {
-        let now = unix_now();
-        let claims = Claims {
-            sub: session.user_id.clone(),
-            email: session.email.clone(),
-            tenant_id: session.tenant.to_string(),
-            role: session.role.clone(),
-            exp: now + ttl,
-            iat: now,
-            kind: TICKET_KIND.into(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, claims.exp))
-    }
 }
 
 /// The SHA-256 of a cookie's token, if it has the shape of one (64 hex digits).
@@ -181,12 +112,17 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
-impl FromRequestParts<AppState> for Session {
+/// Any state that holds the pool opens sessions: the extractor needs nothing else.
+impl<S> FromRequestParts<S> for Session
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        find(&state.pool, token).await
+        find(&PgPool::from_ref(state), token).await
     }
 }
 
@@ -194,39 +130,12 @@ impl FromRequestParts<AppState> for Session {
 mod tests {
     use super::*;
 
-    fn session() -> Session {
-        Session {
-            user_id: "1".into(),
-            email: "a@acme.example".into(),
-            tenant: TenantId::parse("acme").unwrap(),
-            role: "customer_admin".into(),
-        }
-    }
-
     #[test]
     fn only_tokens_of_the_right_shape_are_looked_up() {
         assert!(token_hash(&"ab".repeat(32)).is_some());
         assert!(token_hash(&"ab".repeat(31)).is_none());
         assert!(token_hash(&"zz".repeat(32)).is_none());
         assert!(token_hash("eyJhbGciOiJIUzI1NiJ9.e30.x").is_none());
-    }
-
-    #[test]
-    fn tickets_say_what_they_are_for() {
-        let t = Tokens::new("0123456789abcdef0123456789abcdef", None, None);
-        let (ticket, exp) = t.ticket(&session(), 60).unwrap();
-        assert!(exp > unix_now());
-        let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
-        v.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Claims>(
-            &ticket,
-            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-            &v,
-        )
-        .unwrap()
-        .claims;
-        assert_eq!(claims.kind, TICKET_KIND);
-        assert_eq!(claims.tenant_id, "acme");
     }
 
     #[test]

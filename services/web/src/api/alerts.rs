@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::Session;
+use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
 #[derive(Deserialize, IntoParams)]

@@ -3,16 +3,16 @@
 use axum::Json;
 use axum::extract::State;
 use pulse_proto::fleet::status;
-use pulse_proto::{DeviceStatus, Timestamp};
+use pulse_proto::{DeviceId, DeviceStatus, SiteId, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiPath, ApiQuery, id, limit, thresholds};
+use crate::api::{ApiPath, ApiQuery, limit, thresholds};
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::Session;
+use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
 #[derive(Deserialize, IntoParams)]
@@ -20,9 +20,11 @@ pub struct ListParams {
     /// Page size, 1–1000 (default 100).
     pub limit: Option<i64>,
     /// Return devices after this device id (from `next` of the previous page).
-    pub after: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub after: Option<DeviceId>,
     /// Only devices of this site.
-    pub site_id: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub site_id: Option<SiteId>,
 }
 
 /// A device and its status as of the request.
@@ -88,12 +90,6 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<DevicePage>, ApiError> {
     let limit = limit(p.limit, 100)?;
-    if let Some(after) = &p.after {
-        id("after", after)?;
-    }
-    if let Some(site) = &p.site_id {
-        id("site_id", site)?;
-    }
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = thresholds(&mut tx).await?;
     let rows: Vec<Row> = sqlx::query_as(
@@ -102,8 +98,8 @@ pub async fn list(
           WHERE ($1::text IS NULL OR device_id > $1) AND ($2::text IS NULL OR site_id = $2) \
           ORDER BY device_id LIMIT $3",
     )
-    .bind(&p.after)
-    .bind(&p.site_id)
+    .bind(p.after.as_ref().map(DeviceId::as_str))
+    .bind(p.site_id.as_ref().map(SiteId::as_str))
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;
@@ -123,23 +119,22 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     session: Session,
-    ApiPath(device_id): ApiPath<String>,
+    ApiPath(device_id): ApiPath<DeviceId>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
-    id("device_id", &device_id)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = thresholds(&mut tx).await?;
     let row: Option<Row> = sqlx::query_as(
         "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
            FROM devices WHERE device_id = $1",
     )
-    .bind(&device_id)
+    .bind(device_id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or(ApiError::NotFound("device"))?;
     let latest: Option<(OffsetDateTime, sqlx::types::Json<Value>)> = sqlx::query_as(
         "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
     )
-    .bind(&device_id)
+    .bind(device_id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     Ok(Json(DeviceDetail {
@@ -171,10 +166,9 @@ pub struct ReadingPage {
 pub async fn telemetry(
     State(state): State<AppState>,
     session: Session,
-    ApiPath(device_id): ApiPath<String>,
+    ApiPath(device_id): ApiPath<DeviceId>,
     ApiQuery(p): ApiQuery<TelemetryParams>,
 ) -> Result<Json<ReadingPage>, ApiError> {
-    id("device_id", &device_id)?;
     let limit = limit(p.limit, 100)?;
     let since = p
         .since
@@ -186,7 +180,7 @@ pub async fn telemetry(
         .transpose()?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = $1")
-        .bind(&device_id)
+        .bind(device_id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
     if exists.is_none() {
@@ -197,7 +191,7 @@ pub async fn telemetry(
           WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2) \
           ORDER BY ts DESC LIMIT $3",
     )
-    .bind(&device_id)
+    .bind(device_id.as_str())
     .bind(since)
     .bind(limit)
     .fetch_all(&mut *tx)

@@ -14,14 +14,10 @@
 //! may publish `PULSE_EVENTS_PER_SECOND` (bursts of `PULSE_EVENTS_BURST`); more get 429 with
 //! `Retry-After`.
 
-use std::num::NonZeroU32;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,8 +27,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{ApiQuery, limit};
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::Session;
+use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
 /// Largest event message (the JSON pushed to clients), in bytes.
@@ -41,35 +37,6 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// The request header that makes a publish idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// Events published per tenant, a token bucket each.
-pub struct TenantLimiter {
-    limiter: DefaultKeyedRateLimiter<TenantId>,
-}
-
-impl TenantLimiter {
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-        }
-    }
-
-    /// Takes one publish for `tenant`, or says how many seconds to wait.
-    pub fn check(&self, tenant: &TenantId) -> Result<(), ApiError> {
-        // Tenants that went quiet are forgotten now and then, so the map stays small.
-        if self.limiter.len() > 10_000 {
-            self.limiter.retain_recent();
-        }
-        self.limiter.check_key(tenant).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::TooManyRequests {
-                retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
-        })
-    }
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct PublishRequest {

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::api::thresholds;
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::Session;
+use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
 /// Devices listed, as in the push (counts always cover all).

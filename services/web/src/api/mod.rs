@@ -68,11 +68,6 @@ pub fn limit(raw: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-/// Checks an id parameter against the proto id rule.
-pub fn id(field: &'static str, raw: &str) -> Result<(), ApiError> {
-    pulse_proto::validate_id(raw).map_err(|e| ApiError::BadRequest(format!("invalid {field}: {e}")))
-}
-
 /// The status thresholds the poller recorded, so REST and pushes agree; the defaults when they
 /// cannot be read.
 pub async fn thresholds(tx: &mut Transaction<'static, Postgres>) -> Result<Thresholds, ApiError> {

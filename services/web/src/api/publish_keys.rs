@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 
 use crate::api::ApiPath;
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::session::Session;
+use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
 /// Every key starts with this, so a leaked one is recognisable (and scannable).
