@@ -228,11 +228,15 @@ pub async fn bench(config: BenchConfig) -> Report {
     report
 }
 
-/// Runs `scenario` with `args` (flags separated by spaces) against a gateway of its own.
+/// Runs `scenario` with `args` (see [`flags`]) against a gateway of its own.
 pub async fn bench_alone(scenario: &str, args: &str) -> Report {
     let gateway = spawn_gateway().await;
-    let args: Vec<&str> = args.split_whitespace().collect();
-    bench(bench_config(scenario, &[gateway.ws_url()], &args)).await
+    bench(bench_config(scenario, &[gateway.ws_url()], &flags(args))).await
+}
+
+/// Command-line flags written as one line: `args` split at spaces.
+pub fn flags(args: &str) -> Vec<&str> {
+    args.split_whitespace().collect()
 }
 
 /// Asserts no client failed to connect or lost its connection.

@@ -18,7 +18,8 @@ use pulse_test_support::jwt::SECRET;
 use pulse_test_support::nats::server_binary;
 
 use crate::helpers::{
-    assert_clean_connections, bench, bench_config, migrated_db, spawn_gateway_on, spawn_poller_with,
+    assert_clean_connections, bench, bench_config, flags, migrated_db, spawn_gateway_on,
+    spawn_poller_with,
 };
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `within`.
@@ -462,26 +463,13 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     // Events through the outbox at load; the node is SIGKILLed 2 s in, leaving the streams'
     // election (up to ~10 s) time to end while the bench still waits for the relay.
     let pid = cluster.nodes[victim].pid();
-    let pid_arg = pid.to_string();
     let mut config = bench_config(
         "events",
         &[on_victim.ws_url(), elsewhere.ws_url()],
-        &[
-            "--connections",
-            "100",
-            "--events-per-second",
-            "100",
-            "--seconds",
-            "8",
-            "--kill-pid",
-            &pid_arg,
-            "--kill-after-seconds",
-            "2",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &flags(&format!(
+            "--connections 100 --events-per-second 100 --seconds 8 --kill-pid {pid} --kill-after-seconds 2 --database-url {} --poller-metrics {}",
+            db.url, poller.metrics_url
+        )),
     );
     // The bench watches NATS from a node that stays up.
     config.nats_url = cluster.nodes[survivor].url();

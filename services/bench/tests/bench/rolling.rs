@@ -12,7 +12,7 @@ use pulse_test_support::gateway::wait_ready;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    assert_clean_connections, bench, bench_config, gateway_config, migrated_db,
+    assert_clean_connections, bench, bench_config, flags, gateway_config, migrated_db,
     run_gateway_process, run_test_alone, spawn_poller,
 };
 
@@ -131,24 +131,9 @@ async fn a_rolling_restart_under_load_loses_nothing_and_every_client_resumes() {
     let r = bench(bench_config(
         "events",
         &urls,
-        &[
-            "--connections",
-            "50",
-            "--events-per-second",
-            "50",
-            "--seconds",
-            "6",
-            "--gateway-pid",
-            &pids_flag,
-            "--restart-pid",
-            &pids_flag,
-            "--kill-after-seconds",
-            "1.5",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &flags(&format!(
+            "--connections 50 --events-per-second 50 --seconds 6 --gateway-pid {pids_flag} --restart-pid {pids_flag} --kill-after-seconds 1.5 --database-url {} --poller-metrics {}", db.url, poller.metrics_url
+        )),
     ))
     .await;
     let exits = supervisor.stop().await;

@@ -1,7 +1,7 @@
 use pulse_bench::Report;
 
 use crate::helpers::{
-    assert_clean_connections, assert_no_loss, bench, bench_alone, bench_config, migrated_db,
+    assert_clean_connections, assert_no_loss, bench, bench_alone, bench_config, flags, migrated_db,
     spawn_child_gateway, spawn_gateway, spawn_poller,
 };
 
@@ -127,22 +127,9 @@ async fn events_resume_on_the_other_gateway_after_a_kill() {
     let r = bench(bench_config(
         "events",
         &[doomed.ws_url(), survivor.ws_url()],
-        &[
-            "--connections",
-            "50",
-            "--events-per-second",
-            "50",
-            "--seconds",
-            "4",
-            "--kill-pid",
-            &pid,
-            "--kill-after-seconds",
-            "2",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &flags(&format!(
+            "--connections 50 --events-per-second 50 --seconds 4 --kill-pid {pid} --kill-after-seconds 2 --database-url {} --poller-metrics {}", db.url, poller.metrics_url
+        )),
     ))
     .await;
     assert_clean_connections(&r, 50);

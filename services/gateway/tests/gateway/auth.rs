@@ -115,9 +115,7 @@ async fn a_websocket_ticket_and_a_token_without_a_kind_both_connect() {
 async fn a_bearer_header_works_for_non_browser_clients() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let gw = spawn_gateway(config()).await;
-    let mut request = gw.ws_url()
-        .into_client_request()
-        .unwrap();
+    let mut request = gw.ws_url().into_client_request().unwrap();
     let token = viewer_token(&unique("bearer"), 60);
     request
         .headers_mut()
