@@ -7,56 +7,20 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
 use pulse_bench::{BenchConfig, Report};
 use pulse_gateway::GatewayConfig;
-use sqlx::postgres::PgPoolOptions;
+use pulse_test_support::gateway::{Gateway, wait_ready};
+use pulse_test_support::jwt::SECRET;
+use pulse_test_support::{ScratchDb, nats_url, parse_config};
 use tokio_util::sync::CancellationToken;
-
-pub const SECRET: &str = "bench-test-secret-bench-test-secret!";
 
 /// Set for a child process of this test binary that is to run a gateway.
 const CHILD_GATEWAY_ENV: &str = "PULSE_BENCH_TEST_CHILD_GATEWAY";
 /// The line such a child prints once it listens, followed by its address.
 const CHILD_LISTENING: &str = "bench test gateway listening on ";
 
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-pub fn base_database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-#[derive(clap::Parser)]
-struct GatewayCli {
-    #[command(flatten)]
-    config: GatewayConfig,
-}
-
-#[derive(clap::Parser)]
-struct BenchCli {
-    #[command(flatten)]
-    config: BenchConfig,
-}
-
-pub struct Gateway {
-    pub addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 pub fn gateway_config() -> GatewayConfig {
-    let mut config = GatewayCli::try_parse_from(["pulse-gateway", "--jwt-secret", SECRET])
-        .unwrap()
-        .config;
-    config.nats_url = nats_url();
+    let mut config = pulse_test_support::gateway::config(&[]);
     config.drain_seconds = 0;
     // Every bench client is the same user (`sub`), from loopback.
     config.max_connections_per_user = 1_000_000;
@@ -64,39 +28,17 @@ pub fn gateway_config() -> GatewayConfig {
     config
 }
 
-pub async fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gateway at {addr} not ready within 10 s");
-}
-
 /// Starts a gateway on 127.0.0.1:0 and waits until it is ready.
 pub async fn spawn_gateway() -> Gateway {
-    spawn_gateway_on(&nats_url()).await
+    pulse_test_support::gateway::spawn(gateway_config()).await
 }
 
 /// Starts a gateway on 127.0.0.1:0 using NATS at `nats_url` (one URL or a comma-separated
 /// list) and waits until it is ready.
 pub async fn spawn_gateway_on(nats_url: &str) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
     let mut config = gateway_config();
     config.nats_url = nats_url.to_owned();
-    tokio::spawn(pulse_gateway::run(
-        config,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
-    wait_ready(addr).await;
-    Gateway { addr, stop }
+    pulse_test_support::gateway::spawn(config).await
 }
 
 /// A bench configuration for `scenario` against `gateways` (WebSocket URLs), with `extra`
@@ -119,18 +61,7 @@ pub fn bench_config(scenario: &str, gateways: &[String], extra: &[&str]) -> Benc
         "20",
     ];
     args.extend_from_slice(extra);
-    BenchCli::try_parse_from(args).unwrap().config
-}
-
-impl Gateway {
-    pub fn url(&self) -> String {
-        format!("ws://{}/api/v2/ws", self.addr)
-    }
-
-    /// A bench configuration for `scenario` against this gateway, with `extra` flags.
-    pub fn bench(&self, scenario: &str, extra: &[&str]) -> BenchConfig {
-        bench_config(scenario, &[self.url()], extra)
-    }
+    parse_config(&args)
 }
 
 /// A gateway in a process of its own, so that it can be killed: this test binary run again
@@ -145,7 +76,7 @@ impl ChildGateway {
         self.child.id()
     }
 
-    pub fn url(&self) -> String {
+    pub fn ws_url(&self) -> String {
         format!("ws://{}/api/v2/ws", self.addr)
     }
 }
@@ -157,23 +88,27 @@ impl Drop for ChildGateway {
     }
 }
 
-/// Starts a gateway in a child process on 127.0.0.1:0 and waits until it is ready.
-pub async fn spawn_child_gateway() -> ChildGateway {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "helpers::gateway_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_GATEWAY_ENV, "1")
+/// This test binary run again as a child process with only the test `name` selected (on the
+/// shared NATS), `env` set to tell it what to do, its output to `stdout`.
+pub fn run_test_alone(name: &str, env: (&str, &str), stdout: Stdio) -> Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(env.0, env.1)
         .env("NATS_URL", nats_url())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts a gateway in a child process on 127.0.0.1:0 and waits until it is ready.
+pub async fn spawn_child_gateway() -> ChildGateway {
+    let mut child = run_test_alone(
+        "helpers::gateway_process",
+        (CHILD_GATEWAY_ENV, "1"),
+        Stdio::piped(),
+    );
     let stdout = child.stdout.take().unwrap();
     // Killed on drop from here on, should the test fail before it is ready.
     let mut gateway = ChildGateway {
@@ -204,6 +139,17 @@ pub async fn spawn_child_gateway() -> ChildGateway {
     gateway
 }
 
+/// Runs `gateway` to its end in a child process of [`run_test_alone`], on two threads as a
+/// small gateway host would.
+pub fn run_gateway_process(gateway: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(gateway);
+}
+
 /// Runs only as the child process of [`spawn_child_gateway`]: a gateway until killed.
 /// In an ordinary test run it returns at once.
 #[test]
@@ -211,12 +157,7 @@ fn gateway_process() {
     if std::env::var_os(CHILD_GATEWAY_ENV).is_none() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    run_gateway_process(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{CHILD_LISTENING}{}", listener.local_addr().unwrap());
         pulse_gateway::run(gateway_config(), listener, std::future::pending())
@@ -225,72 +166,12 @@ fn gateway_process() {
     });
 }
 
-/// Replaces the database name in a PostgreSQL URL.
-fn with_database(url: &str, db: &str) -> String {
-    let (head, query) = url
-        .split_once('?')
-        .map_or((url, None), |(h, q)| (h, Some(q)));
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[scheme_end..].find('/') {
-        Some(i) => &head[..scheme_end + i],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
 /// A database of its own (`pulse_t_bench_<random>`), migrated; dropped by
-/// [`TestDb::drop_now`] (or by the next `make test`, which drops leftovers).
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn new() -> TestDb {
-        let name = format!("pulse_t_bench_{:012x}", rand::random::<u64>() >> 16);
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_database_url())
-            .await
-            .expect("PostgreSQL must be reachable at DATABASE_URL (run `make test`)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = with_database(&base_database_url(), &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        pulse_db::migrate(&pool).await.unwrap();
-        pool.close().await;
-        TestDb { name, url }
-    }
-
-    pub async fn drop_now(self) {
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_database_url())
-            .await
-            .unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
-        .await;
-    }
-}
-
-#[derive(clap::Parser)]
-struct PollerCli {
-    #[command(flatten)]
-    config: pulse_poller::PollerConfig,
+/// [`ScratchDb::drop_now`] (or by the next `make test`, which drops leftovers).
+pub async fn migrated_db() -> ScratchDb {
+    let db = ScratchDb::create("bench").await;
+    pulse_db::migrate(&db.pool).await.unwrap();
+    db
 }
 
 /// A poller in this process, relaying one database's events; stopped on drop.
@@ -315,9 +196,8 @@ pub async fn spawn_poller_with(
     database_url: &str,
     configure: impl FnOnce(&mut pulse_poller::PollerConfig),
 ) -> Poller {
-    let mut config = PollerCli::try_parse_from(["pulse-poller", "--database-url", database_url])
-        .unwrap()
-        .config;
+    let mut config: pulse_poller::PollerConfig =
+        parse_config(&["pulse-poller", "--database-url", database_url]);
     config.nats_url = nats_url();
     configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -346,6 +226,17 @@ pub async fn bench(config: BenchConfig) -> Report {
     let report = pulse_bench::run(config).await.unwrap();
     println!("{}", report.table());
     report
+}
+
+/// Runs `scenario` with `args` (see [`flags`]) against a gateway of its own.
+pub async fn bench_alone(scenario: &str, args: &str) -> Report {
+    let gateway = spawn_gateway().await;
+    bench(bench_config(scenario, &[gateway.ws_url()], &flags(args))).await
+}
+
+/// Command-line flags written as one line: `args` split at spaces.
+pub fn flags(args: &str) -> Vec<&str> {
+    args.split_whitespace().collect()
 }
 
 /// Asserts no client failed to connect or lost its connection.

@@ -13,8 +13,12 @@ use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
+use pulse_test_support::gateway::Gateway;
+use pulse_test_support::jwt::SECRET;
+use pulse_test_support::nats::server_binary;
+
 use crate::helpers::{
-    Gateway, SECRET, TestDb, assert_clean_connections, bench, bench_config, spawn_gateway_on,
+    assert_clean_connections, bench, bench_config, flags, migrated_db, spawn_gateway_on,
     spawn_poller_with,
 };
 
@@ -32,17 +36,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn nats_server_binary() -> &'static str {
-    [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .unwrap_or("nats-server")
 }
 
 /// `n` ports nothing listens on right now (held together, so they differ).
@@ -146,7 +139,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .unwrap();
-        let child = std::process::Command::new(nats_server_binary())
+        let child = std::process::Command::new(server_binary())
             .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
             .args(["-m", &node.http_port.to_string()])
             .args(["--server_name", &node.name, "--cluster_name", &self.name])
@@ -301,7 +294,7 @@ struct Watcher {
 
 impl Watcher {
     async fn connect(gateway: &Gateway, tenant: &str) -> Watcher {
-        let target = Target::parse(&gateway.url()).unwrap();
+        let target = Target::parse(&gateway.ws_url()).unwrap();
         let token = pulse_bench::token::mint(SECRET, tenant, 600).unwrap();
         let mut ws = client::connect(&target, &token, 0, false, 8192)
             .await
@@ -364,7 +357,7 @@ impl Watcher {
 async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_current() {
     let mut cluster = Cluster::start().await;
     let urls = cluster.urls();
-    let db = TestDb::new().await;
+    let db = migrated_db().await;
     let poller = spawn_poller_with(&db.url, |c| {
         c.nats_url = urls.clone();
         c.stream_replicas = 3;
@@ -470,26 +463,13 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     // Events through the outbox at load; the node is SIGKILLed 2 s in, leaving the streams'
     // election (up to ~10 s) time to end while the bench still waits for the relay.
     let pid = cluster.nodes[victim].pid();
-    let pid_arg = pid.to_string();
     let mut config = bench_config(
         "events",
-        &[on_victim.url(), elsewhere.url()],
-        &[
-            "--connections",
-            "100",
-            "--events-per-second",
-            "100",
-            "--seconds",
-            "8",
-            "--kill-pid",
-            &pid_arg,
-            "--kill-after-seconds",
-            "2",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &[on_victim.ws_url(), elsewhere.ws_url()],
+        &flags(&format!(
+            "--connections 100 --events-per-second 100 --seconds 8 --kill-pid {pid} --kill-after-seconds 2 --database-url {} --poller-metrics {}",
+            db.url, poller.metrics_url
+        )),
     );
     // The bench watches NATS from a node that stays up.
     config.nats_url = cluster.nodes[survivor].url();

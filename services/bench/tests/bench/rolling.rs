@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 
+use pulse_test_support::gateway::wait_ready;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    TestDb, assert_clean_connections, bench, bench_config, gateway_config, nats_url, spawn_poller,
-    wait_ready,
+    assert_clean_connections, bench, bench_config, flags, gateway_config, migrated_db,
+    run_gateway_process, run_test_alone, spawn_poller,
 };
 
 /// Set, to the address to listen on, for a child process of this test binary that is to run a
@@ -34,21 +35,11 @@ impl Drop for GatewayProcess {
 
 /// Starts a gateway in a child process listening on `addr`, and waits until it is ready.
 async fn start_gateway_at(addr: SocketAddr) -> GatewayProcess {
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "rolling::restartable_gateway_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(RESTARTABLE_ENV, addr.to_string())
-        .env("NATS_URL", nats_url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child = run_test_alone(
+        "rolling::restartable_gateway_process",
+        (RESTARTABLE_ENV, &addr.to_string()),
+        Stdio::null(),
+    );
     let process = GatewayProcess(child);
     wait_ready(addr).await;
     process
@@ -62,12 +53,7 @@ fn restartable_gateway_process() {
         return;
     };
     let addr: SocketAddr = addr.to_str().unwrap().parse().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    run_gateway_process(async {
         // As the gateway binary does: the address is free again while the connections of the
         // process before are in TIME_WAIT.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -128,7 +114,7 @@ fn free_addr() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_every_client_resumes() {
-    let db = TestDb::new().await;
+    let db = migrated_db().await;
     let poller = spawn_poller(&db.url).await;
     let addrs = [free_addr(), free_addr()];
     let mut gateways = Vec::new();
@@ -145,24 +131,9 @@ async fn a_rolling_restart_under_load_loses_nothing_and_every_client_resumes() {
     let r = bench(bench_config(
         "events",
         &urls,
-        &[
-            "--connections",
-            "50",
-            "--events-per-second",
-            "50",
-            "--seconds",
-            "6",
-            "--gateway-pid",
-            &pids_flag,
-            "--restart-pid",
-            &pids_flag,
-            "--kill-after-seconds",
-            "1.5",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &flags(&format!(
+            "--connections 50 --events-per-second 50 --seconds 6 --gateway-pid {pids_flag} --restart-pid {pids_flag} --kill-after-seconds 1.5 --database-url {} --poller-metrics {}", db.url, poller.metrics_url
+        )),
     ))
     .await;
     let exits = supervisor.stop().await;

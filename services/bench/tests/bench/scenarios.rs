@@ -1,18 +1,13 @@
 use pulse_bench::Report;
 
 use crate::helpers::{
-    TestDb, assert_clean_connections, assert_no_loss, bench, bench_config, spawn_child_gateway,
-    spawn_gateway, spawn_poller,
+    assert_clean_connections, assert_no_loss, bench, bench_alone, bench_config, flags, migrated_db,
+    spawn_child_gateway, spawn_gateway, spawn_poller,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connects_and_holds_every_client() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench(
-        "idle",
-        &["--connections", "200", "--seconds", "1", "--tenants", "4"],
-    ))
-    .await;
+    let r = bench_alone("idle", "--connections 200 --seconds 1 --tenants 4").await;
     assert_clean_connections(&r, 200);
     let connected = r.gateway.as_ref().and_then(|g| g.connected).unwrap();
     assert_eq!(connected.connections, 200.0);
@@ -22,18 +17,10 @@ async fn idle_connects_and_holds_every_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_delivers_every_message_to_every_client() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench(
+    let r = bench_alone(
         "broadcast",
-        &[
-            "--connections",
-            "200",
-            "--msgs-per-second",
-            "20",
-            "--seconds",
-            "2",
-        ],
-    ))
+        "--connections 200 --msgs-per-second 20 --seconds 2",
+    )
     .await;
     assert_clean_connections(&r, 200);
     assert_no_loss(&r);
@@ -44,22 +31,10 @@ async fn broadcast_delivers_every_message_to_every_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_delivers_each_clients_devices() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench(
+    let r = bench_alone(
         "telemetry",
-        &[
-            "--connections",
-            "200",
-            "--devices",
-            "50",
-            "--per-client",
-            "5",
-            "--hz",
-            "4",
-            "--seconds",
-            "2",
-        ],
-    ))
+        "--connections 200 --devices 50 --per-client 5 --hz 4 --seconds 2",
+    )
     .await;
     assert_clean_connections(&r, 200);
     assert_no_loss(&r);
@@ -71,20 +46,10 @@ async fn telemetry_delivers_each_clients_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_runs_stages_of_increasing_rate() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench(
+    let r = bench_alone(
         "sweep",
-        &[
-            "--connections",
-            "100",
-            "--sweep-rates",
-            "10,30",
-            "--seconds",
-            "1",
-            "--sweep-p99-limit-ms",
-            "60000",
-        ],
-    ))
+        "--connections 100 --sweep-rates 10,30 --seconds 1 --sweep-p99-limit-ms 60000",
+    )
     .await;
     assert_eq!(r.stages.len(), 2);
     assert_eq!(r.stages[1].published, 30);
@@ -93,19 +58,7 @@ async fn sweep_runs_stages_of_increasing_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_leaves_nothing_behind() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench(
-        "churn",
-        &[
-            "--cycles",
-            "600",
-            "--churn-concurrency",
-            "16",
-            "--tenants",
-            "3",
-        ],
-    ))
-    .await;
+    let r = bench_alone("churn", "--cycles 600 --churn-concurrency 16 --tenants 3").await;
     let churn = r.churn.as_ref().unwrap();
     assert_eq!(churn.completed, 600, "{:?}", r.error_samples);
     assert_eq!(churn.failed, 0);
@@ -119,8 +72,7 @@ async fn churn_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_reconnects_every_client() {
-    let gw = spawn_gateway().await;
-    let r = bench(gw.bench("storm", &["--connections", "200", "--seconds", "1"])).await;
+    let r = bench_alone("storm", "--connections 200 --seconds 1").await;
     let storm = r.storm.as_ref().unwrap();
     assert_eq!(storm.clients, 200);
     assert_eq!(storm.reconnected, 200, "{:?}", r.error_samples);
@@ -134,8 +86,9 @@ async fn shards_of_one_run_meet_on_nats_and_merge() {
     let gw = spawn_gateway().await;
     let run_id = format!("{:08x}", rand::random::<u32>());
     let shard = |n: &str| {
-        gw.bench(
+        bench_config(
             "broadcast",
+            &[gw.ws_url()],
             &[
                 "--connections",
                 "150",
@@ -166,30 +119,17 @@ async fn shards_of_one_run_meet_on_nats_and_merge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_resume_on_the_other_gateway_after_a_kill() {
-    let db = TestDb::new().await;
+    let db = migrated_db().await;
     let poller = spawn_poller(&db.url).await;
     let doomed = spawn_child_gateway().await;
     let survivor = spawn_gateway().await;
     let pid = doomed.pid().to_string();
     let r = bench(bench_config(
         "events",
-        &[doomed.url(), survivor.url()],
-        &[
-            "--connections",
-            "50",
-            "--events-per-second",
-            "50",
-            "--seconds",
-            "4",
-            "--kill-pid",
-            &pid,
-            "--kill-after-seconds",
-            "2",
-            "--database-url",
-            &db.url,
-            "--poller-metrics",
-            &poller.metrics_url,
-        ],
+        &[doomed.ws_url(), survivor.ws_url()],
+        &flags(&format!(
+            "--connections 50 --events-per-second 50 --seconds 4 --kill-pid {pid} --kill-after-seconds 2 --database-url {} --poller-metrics {}", db.url, poller.metrics_url
+        )),
     ))
     .await;
     assert_clean_connections(&r, 50);

@@ -20,7 +20,7 @@ async fn every_bad_token_gets_its_close_code() {
     // {"alg":"none","typ":"JWT"} . {"tenant_id":"x","role":"customer_admin","exp":9999999999} .
     let alg_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnRfaWQiOiJ4Iiwicm9sZSI6ImN1c3RvbWVyX2FkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
     let cases = [
-        ("missing", format!("ws://{}/api/v2/ws", gw.addr), 4001),
+        ("missing", gw.ws_url(), 4001),
         ("empty", gw.url(""), 4001),
         ("malformed", gw.url("not-a-jwt"), 4001),
         ("wrong key", gw.url(&wrong_key), 4001),
@@ -115,10 +115,8 @@ async fn a_websocket_ticket_and_a_token_without_a_kind_both_connect() {
 async fn a_bearer_header_works_for_non_browser_clients() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let gw = spawn_gateway(config()).await;
-    let mut request = format!("ws://{}/api/v2/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let token = token_for(&unique("bearer"), 60);
+    let mut request = gw.ws_url().into_client_request().unwrap();
+    let token = viewer_token(&unique("bearer"), 60);
     request
         .headers_mut()
         .insert("Authorization", format!("Bearer {token}").parse().unwrap());
@@ -131,17 +129,17 @@ async fn a_bearer_header_works_for_non_browser_clients() {
 async fn an_expiring_token_closes_the_connection_unless_renewed() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("expiry");
-    let mut lapsing = connect(&gw.url(&token_for(&tenant, 2))).await;
-    let mut renewing = connect(&gw.url(&token_for(&tenant, 2))).await;
+    let mut lapsing = connect(&gw.url(&viewer_token(&tenant, 2))).await;
+    let mut renewing = connect(&gw.url(&viewer_token(&tenant, 2))).await;
     renewing
-        .send(json!({"action": "auth", "token": token_for(&tenant, 120)}))
+        .send(json!({"action": "auth", "token": viewer_token(&tenant, 120)}))
         .await;
     let reply = renewing.next(Duration::from_secs(5)).await;
     assert_eq!(reply["type"], "authenticated");
     assert!(reply["exp"].as_u64().unwrap() >= now() + 100);
     // A token of another tenant, or a bad one, is refused and changes nothing.
     renewing
-        .send(json!({"action": "auth", "token": token_for(&unique("other"), 600)}))
+        .send(json!({"action": "auth", "token": viewer_token(&unique("other"), 600)}))
         .await;
     let refused = renewing.next(Duration::from_secs(5)).await;
     assert_eq!(
@@ -169,7 +167,7 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
     let mut cfg = config();
     cfg.allowed_origins = vec!["https://dash.example.test".into()];
     let gw = spawn_gateway(cfg).await;
-    let token = token_for(&unique("origin"), 60);
+    let token = viewer_token(&unique("origin"), 60);
     let mut bad = gw.url(&token).into_client_request().unwrap();
     bad.headers_mut()
         .insert("Origin", "https://evil.example".parse().unwrap());

@@ -55,7 +55,7 @@ async fn connections_are_capped_per_client_address_behind_trusted_proxies_only()
     cfg.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("peraddr");
-    let url = gw.url(&token_for(&tenant, 60));
+    let url = gw.url(&viewer_token(&tenant, 60));
     let from = |address: &'static str| [("x-forwarded-for", address)];
     let (mut a1, _) = connect_with(&url, &from("198.51.100.1")).await;
     let (mut a2, _) = connect_with(&url, &from("198.51.100.1")).await;
@@ -70,7 +70,7 @@ async fn connections_are_capped_per_client_address_behind_trusted_proxies_only()
     let mut cfg = config();
     cfg.max_connections_per_address = 2;
     let plain = spawn_gateway(cfg).await;
-    let url = plain.url(&token_for(&tenant, 60));
+    let url = plain.url(&viewer_token(&tenant, 60));
     let (mut c1, _) = connect_with(&url, &from("198.51.100.3")).await;
     let (mut c2, _) = connect_with(&url, &from("198.51.100.4")).await;
     c1.assert_alive().await;
@@ -88,7 +88,7 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
     let stranger_tenant = unique("subjects-b");
     register_devices(&tenant, ["dev-1"]).await;
     register_devices(&stranger_tenant, ["dev-1"]).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     c.subscribe(json!({"type": "alerts"})).await;
     c.subscribe(json!({"type": "fleet"})).await;
     let refused = c
@@ -98,13 +98,13 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
     assert_eq!(refused["channel"], "device");
     assert_eq!(refused["device_id"], "dev-1");
     // Subjects the tenant already has stay open to its other connections.
-    let mut other = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut other = gw.viewer(&tenant).await;
     assert_eq!(
         other.subscribe(json!({"type": "alerts"})).await["type"],
         "subscribed"
     );
     // Another tenant is not affected.
-    let mut stranger = connect(&gw.url(&token_for(&stranger_tenant, 60))).await;
+    let mut stranger = gw.viewer(&stranger_tenant).await;
     assert_eq!(
         stranger
             .subscribe(json!({"type": "device", "device_id": "dev-1"}))
@@ -126,8 +126,8 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
 async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("ticketway");
-    let bare = format!("ws://{}/api/v2/ws", gw.addr);
-    let offered = format!("pulse.v1, pulse.ticket.{}", token_for(&tenant, 60));
+    let bare = gw.ws_url();
+    let offered = format!("pulse.v1, pulse.ticket.{}", viewer_token(&tenant, 60));
     let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &offered)]).await;
     assert_eq!(protocol.as_deref(), Some("pulse.v1"));
     assert_eq!(
@@ -137,7 +137,7 @@ async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
 
     let mut first = connect(&bare).await;
     first
-        .send(json!({"action": "auth", "token": token_for(&tenant, 60)}))
+        .send(json!({"action": "auth", "token": viewer_token(&tenant, 60)}))
         .await;
     assert_eq!(first.next(T).await["type"], "authenticated");
     assert_eq!(
@@ -163,9 +163,9 @@ async fn a_ticket_is_never_written_to_the_logs() {
     let mut gateway =
         spawn_gateway_process_logging(port, &[("RUST_LOG", "trace")], Some(file)).await;
     let tenant = unique("nolog");
-    let in_url = token_for(&tenant, 60);
-    let in_protocol = token_for(&tenant, 61);
-    let refused = token_for(&tenant, -30); // expired: refused, and still not logged
+    let in_url = viewer_token(&tenant, 60);
+    let in_protocol = viewer_token(&tenant, 61);
+    let refused = viewer_token(&tenant, -30); // expired: refused, and still not logged
     let base = format!("ws://127.0.0.1:{port}/api/v2/ws");
     let mut a = connect(&format!("{base}?token={in_url}")).await;
     a.subscribe(json!({"type": "alerts"})).await;
@@ -200,7 +200,7 @@ async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscriptio
     let other = unique("devices-b");
     register_devices(&tenant, ["dev-1", "dev-2"]).await;
     register_devices(&other, ["dev-9"]).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     let nats_subscriptions = |text: &str| metric(text, "pulse_gateway_nats_subscriptions", &[]);
     let before = nats_subscriptions(&gw.metrics().await);
 
@@ -257,7 +257,7 @@ async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_no
     let mut cfg = config();
     cfg.nats_url = url;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&unique("noreg"), 60))).await;
+    let mut c = gw.viewer(&unique("noreg")).await;
     let refused = c
         .subscribe(json!({"type": "device", "device_id": "dev-1"}))
         .await;

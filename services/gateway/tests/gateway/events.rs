@@ -14,13 +14,24 @@ fn events(topic: &str, since: Option<u64>) -> Value {
     }
 }
 
+/// A tenant of its own, the shared NATS and a gateway: what most of these tests start from.
+async fn setup(label: &str) -> (String, async_nats::Client, Gateway) {
+    (unique(label), nats().await, spawn_gateway(config()).await)
+}
+
+/// A viewer of `tenant` on `gw`, subscribed to the `tickets` events (since `since`).
+async fn tickets_reader(gw: &Gateway, tenant: &str, since: Option<u64>) -> Client {
+    let mut c = gw.viewer(tenant).await;
+    let r = c.subscribe(events("tickets", since)).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    c
+}
+
 #[tokio::test]
 async fn an_event_repeated_or_late_below_the_head_is_delivered_once() {
     // A relay repeated after a failover sends an event again; the gateway keeps each once.
-    let tenant = unique("evdup");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let (tenant, nats, gw) = setup("evdup").await;
+    let mut c = gw.viewer(&tenant).await;
     let r = c.subscribe(events("tickets", None)).await;
     assert_eq!(r["type"], "subscribed", "{r}");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
@@ -41,11 +52,8 @@ async fn an_event_repeated_or_late_below_the_head_is_delivered_once() {
 async fn an_event_that_arrives_before_an_earlier_one_is_held_until_it_is_read_back() {
     // Event 2 is stored a moment after event 3 went out live (a relay retry): the gateway
     // reads 2 from the stream and delivers 2 then 3.
-    let tenant = unique("evreorder");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", None)).await;
+    let (tenant, nats, gw) = setup("evreorder").await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     publish(
@@ -61,11 +69,8 @@ async fn an_event_that_arrives_before_an_earlier_one_is_held_until_it_is_read_ba
 
 #[tokio::test]
 async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
-    let tenant = unique("evgap");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", None)).await;
+    let (tenant, nats, gw) = setup("evgap").await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
     assert_eq!(c.next(T).await["seq"], 1);
     // Event 2 never exists anywhere.
@@ -89,12 +94,10 @@ async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
 async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_coming() {
     let tenant = unique("evreplay");
     let nats = nats().await;
-    for seq in 1..=40 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 1..=40).await;
     // A first gateway served the topic; the client resumes on a second one that never did.
     let first = spawn_gateway(config()).await;
-    let mut before = connect(&first.url(&token_for(&tenant, 60))).await;
+    let mut before = first.viewer(&tenant).await;
     let r = before.subscribe(events("tickets", None)).await;
     assert_eq!(r["seq"], 40, "subscribed names the newest seq: {r}");
     let second = spawn_gateway(config()).await;
@@ -103,12 +106,10 @@ async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_
         let nats = nats.clone();
         let tenant = tenant.clone();
         tokio::spawn(async move {
-            for seq in 41..=140 {
-                publish_event(&nats, &tenant, "tickets", seq).await;
-            }
+            publish_events(&nats, &tenant, "tickets", 41..=140).await;
         })
     };
-    let mut c = connect(&second.url(&token_for(&tenant, 60))).await;
+    let mut c = second.viewer(&tenant).await;
     let r = c.subscribe(events("tickets", Some(10))).await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert!(r.get("seq").is_none(), "{r}");
@@ -125,17 +126,11 @@ async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_
 
 #[tokio::test]
 async fn a_resume_this_gateway_holds_in_memory_needs_no_stream_read() {
-    let tenant = unique("evmemory");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    let mut live = connect(&gw.url(&token_for(&tenant, 60))).await;
-    live.subscribe(events("tickets", None)).await;
-    for seq in 1..=30 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    let (tenant, nats, gw) = setup("evmemory").await;
+    let mut live = tickets_reader(&gw, &tenant, None).await;
+    publish_events(&nats, &tenant, "tickets", 1..=30).await;
     assert_eq!(events_until(&mut live, 30).await.len(), 30);
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", Some(25))).await;
+    let mut c = tickets_reader(&gw, &tenant, Some(25)).await;
     assert_eq!(events_until(&mut c, 30).await, [26, 27, 28, 29, 30]);
     let metrics = gw.metrics().await;
     assert_eq!(
@@ -171,8 +166,7 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     let mut cfg = config();
     cfg.nats_url = url;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", Some(2))).await;
+    let mut c = tickets_reader(&gw, &tenant, Some(2)).await;
     assert_eq!(
         c.next(T).await,
         json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "expired"})
@@ -185,14 +179,11 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
 async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newest() {
     let tenant = unique("evlimit");
     let nats = nats().await;
-    for seq in 1..=30 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 1..=30).await;
     let mut cfg = config();
     cfg.replay_max_events = 10;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", Some(0))).await;
+    let mut c = tickets_reader(&gw, &tenant, Some(0)).await;
     assert_eq!(
         c.next(T).await,
         json!({"type": "events_reset", "topic": "tickets", "oldest": 21, "reason": "limit"})
@@ -215,7 +206,7 @@ async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty
     cfg.nats_url = url;
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("evnojs");
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     let r = c.subscribe(events("tickets", Some(5))).await;
     assert_eq!(r["type"], "subscribed", "{r}");
     let reset = c.next(T).await;
@@ -237,7 +228,7 @@ async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty
 async fn since_must_be_a_whole_number() {
     let tenant = unique("evsince");
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     for bad in [
         json!(-1),
         json!(1.5),
@@ -260,7 +251,7 @@ async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
     cfg.client_queue_events = 200;
     cfg.ws_write_buffer_bytes = 1024;
     let gw = spawn_gateway(cfg).await;
-    let mut slow = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut slow = gw.viewer(&tenant).await;
     slow.subscribe(events("firehose", None)).await;
     // It stops reading; 16 KiB events overflow its socket buffers and its queue.
     let pad = "x".repeat(16 * 1024);
@@ -291,7 +282,7 @@ async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
         "the client was closed before it had everything"
     );
 
-    let mut resumed = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut resumed = gw.viewer(&tenant).await;
     resumed.subscribe(events("firehose", Some(last))).await;
     assert_eq!(
         events_until(&mut resumed, EVENTS).await,
@@ -305,19 +296,13 @@ async fn a_drained_client_resumes_on_another_gateway_with_events_published_meanw
     let nats = nats().await;
     let draining = spawn_gateway(config()).await;
     let other = spawn_gateway(config()).await;
-    let mut c = connect(&draining.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", None)).await;
-    for seq in 1..=5 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    let mut c = tickets_reader(&draining, &tenant, None).await;
+    publish_events(&nats, &tenant, "tickets", 1..=5).await;
     assert_eq!(events_until(&mut c, 5).await.len(), 5);
     draining.begin_shutdown();
     assert_eq!(c.closed(Duration::from_secs(10)).await.code, 1012);
-    for seq in 6..=20 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
-    let mut c = connect(&other.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", Some(5))).await;
+    publish_events(&nats, &tenant, "tickets", 6..=20).await;
+    let mut c = tickets_reader(&other, &tenant, Some(5)).await;
     assert_eq!(
         events_until(&mut c, 20).await,
         (6..=20).collect::<Vec<u64>>()
@@ -329,24 +314,18 @@ async fn a_client_ahead_of_this_gateway_is_not_sent_again_what_it_has() {
     // A client resumes with `since` beyond the events this gateway has delivered so far, as
     // after a drain onto a gateway whose live feed lags the one the client came from. When
     // those events arrive here, the client must not get them a second time.
-    let tenant = unique("evahead");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    let url = gw.url(&token_for(&tenant, 60));
+    let (tenant, nats, gw) = setup("evahead").await;
+    let url = gw.url(&viewer_token(&tenant, 60));
     let mut behind = connect(&url).await;
     behind.subscribe(events("tickets", None)).await;
-    for seq in 1..=4 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 1..=4).await;
     assert_eq!(events_until(&mut behind, 4).await, [1, 2, 3, 4]);
     let mut ahead = connect(&url).await;
     let r = ahead.subscribe(events("tickets", Some(6))).await;
     assert_eq!(r["type"], "subscribed", "{r}");
     // Nothing to replay: it has more than the stream holds.
     assert!(ahead.try_next(Duration::from_millis(300)).await.is_none());
-    for seq in 5..=8 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 5..=8).await;
     assert_eq!(events_until(&mut behind, 8).await, [5, 6, 7, 8]);
     let first = ahead
         .until(T, |m| m["type"] == "event" || m["type"] == "events_reset")
@@ -363,23 +342,18 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
     let mut killed = spawn_gateway_process(port, &[]).await;
     let mut c = connect(&format!(
         "ws://127.0.0.1:{port}/api/v2/ws?token={}",
-        token_for(&tenant, 60)
+        viewer_token(&tenant, 60)
     ))
     .await;
     c.subscribe(events("tickets", None)).await;
-    for seq in 1..=5 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 1..=5).await;
     assert_eq!(events_until(&mut c, 5).await.len(), 5);
     killed.start_kill().unwrap(); // SIGKILL
     killed.wait().await.unwrap();
     assert_eq!(c.closed_or_dropped(Duration::from_secs(10)).await, None);
-    for seq in 6..=25 {
-        publish_event(&nats, &tenant, "tickets", seq).await;
-    }
+    publish_events(&nats, &tenant, "tickets", 6..=25).await;
     let other = spawn_gateway(config()).await;
-    let mut c = connect(&other.url(&token_for(&tenant, 60))).await;
-    c.subscribe(events("tickets", Some(5))).await;
+    let mut c = tickets_reader(&other, &tenant, Some(5)).await;
     assert_eq!(
         events_until(&mut c, 25).await,
         (6..=25).collect::<Vec<u64>>()

@@ -21,7 +21,7 @@ async fn the_current_snapshot_arrives_right_after_the_ack_and_never_an_older_one
     .await;
 
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     let started = Instant::now();
     assert_eq!(
         c.subscribe(json!({"type": "alerts"})).await["type"],
@@ -58,7 +58,7 @@ async fn the_current_snapshot_arrives_right_after_the_ack_and_never_an_older_one
     assert_eq!(c.next(T).await["mark"], "newest");
 
     // A second client of the same subject on this instance gets the newest value at once.
-    let mut late = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut late = gw.viewer(&tenant).await;
     late.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(late.next(T).await["seq"], 102);
 }
@@ -69,7 +69,7 @@ async fn telemetry_and_events_reach_subscribers_and_unsubscribe_stops_them() {
     register_devices(&tenant, ["dev-7"]).await;
     let nats = nats().await;
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     c.subscribe(json!({"type": "device", "device_id": "dev-7"}))
         .await;
     c.subscribe(json!({"type": "events", "topic": "tickets"}))
@@ -123,7 +123,7 @@ async fn a_message_published_right_after_subscribed_is_delivered() {
     config.client_msgs_burst = 1000;
     let gw = spawn_gateway(config).await;
     register_devices(&tenant, (1..200).step_by(2).map(|i| format!("dev-{i}"))).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     // Events, and a snapshot subject with no retained value yet (a device never seen).
     for i in 0..200 {
         let (request, subject, body) = if i % 2 == 0 {
@@ -159,7 +159,7 @@ async fn a_tenant_never_receives_another_tenants_messages_whatever_it_sends() {
     let gw = spawn_gateway(config()).await;
     register_devices(&a, ["dev-1"]).await;
     register_devices(&b, ["dev-1"]).await;
-    let mut eve = connect(&gw.url(&token_for(&b, 60))).await;
+    let mut eve = gw.viewer(&b).await;
     eve.subscribe(json!({"type": "alerts"})).await;
     eve.subscribe(json!({"type": "device", "device_id": "dev-1"}))
         .await;
@@ -181,27 +181,13 @@ async fn a_tenant_never_receives_another_tenants_messages_whatever_it_sends() {
         "a tenant_id field is ignored: the token decides"
     );
 
-    publish(
-        &nats,
-        &format!("pulse.v1.{a}.alerts"),
-        1,
-        json!({"type": "alerts", "secret": "for-a"}),
-    )
-    .await;
-    publish(
-        &nats,
-        &format!("pulse.v1.{a}.device.dev-1.telemetry"),
-        1,
-        json!({"type": "telemetry", "secret": "for-a"}),
-    )
-    .await;
-    publish(
-        &nats,
-        &format!("pulse.v1.{a}.events.{a}"),
-        1,
-        json!({"type": "event", "secret": "for-a"}),
-    )
-    .await;
+    for (subject, kind) in [
+        (format!("pulse.v1.{a}.alerts"), "alerts"),
+        (format!("pulse.v1.{a}.device.dev-1.telemetry"), "telemetry"),
+        (format!("pulse.v1.{a}.events.{a}"), "event"),
+    ] {
+        publish(&nats, &subject, 1, json!({"type": kind, "secret": "for-a"})).await;
+    }
     publish(
         &nats,
         &format!("pulse.v1.{b}.alerts"),
@@ -223,7 +209,7 @@ async fn many_clients_share_one_nats_subscription_released_by_the_last() {
     let base = metric(&gw.metrics().await, "pulse_gateway_nats_subscriptions", &[]);
     let mut clients = Vec::new();
     for _ in 0..20 {
-        let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+        let mut c = gw.viewer(&tenant).await;
         c.subscribe(json!({"type": "fleet"})).await;
         clients.push(c);
     }
@@ -256,8 +242,8 @@ async fn clients_on_two_gateways_all_receive_every_message() {
     let tenant = unique("two");
     let g1 = spawn_gateway(config()).await;
     let g2 = spawn_gateway(config()).await;
-    let mut on1 = connect(&g1.url(&token_for(&tenant, 60))).await;
-    let mut on2 = connect(&g2.url(&token_for(&tenant, 60))).await;
+    let mut on1 = g1.viewer(&tenant).await;
+    let mut on2 = g2.viewer(&tenant).await;
     on1.subscribe(json!({"type": "events", "topic": "ops"}))
         .await;
     on2.subscribe(json!({"type": "events", "topic": "ops"}))
@@ -289,8 +275,8 @@ async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_clo
     cfg.client_queue_events = 200;
     cfg.ws_write_buffer_bytes = 1024;
     let gw = spawn_gateway(cfg).await;
-    let mut fast = connect(&gw.url(&token_for(&tenant, 60))).await;
-    let mut slow = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut fast = gw.viewer(&tenant).await;
+    let mut slow = gw.viewer(&tenant).await;
     for c in [&mut fast, &mut slow] {
         c.subscribe(json!({"type": "fleet"})).await;
         c.subscribe(json!({"type": "events", "topic": "firehose"}))

@@ -14,16 +14,16 @@ async fn connection_caps_refuse_with_4029_and_503() {
     cfg.max_connections = 3;
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("caps");
-    let _a = connect(&gw.url(&token_for(&tenant, 60))).await;
-    let mut b = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let _a = gw.viewer(&tenant).await;
+    let mut b = gw.viewer(&tenant).await;
     b.assert_alive().await;
-    let mut third = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut third = gw.viewer(&tenant).await;
     let closed = third.closed(T).await;
     assert_eq!(closed.code, 4029);
     assert!(closed.reason.contains("tenant"), "{closed:?}");
-    let mut other = connect(&gw.url(&token_for(&unique("caps-other"), 60))).await;
+    let mut other = gw.viewer(&unique("caps-other")).await;
     other.assert_alive().await;
-    let err = tokio_tungstenite::connect_async(gw.url(&token_for(&unique("x"), 60)))
+    let err = tokio_tungstenite::connect_async(gw.url(&viewer_token(&unique("x"), 60)))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
@@ -35,7 +35,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     cfg.ping_seconds = 1;
     cfg.idle_timeout_seconds = 2;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&unique("idle"), 60))).await;
+    let mut c = gw.viewer(&unique("idle")).await;
     // Not reading means not answering pings: after the timeout the server gives up.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let closed = c.closed(T).await;
@@ -54,22 +54,15 @@ async fn sigterm_drains_clients_with_1012_and_refuses_new_ones() {
     let tenant = unique("drain");
     let mut clients = Vec::new();
     for _ in 0..10 {
-        clients.push(connect(&gw.url(&token_for(&tenant, 60))).await);
+        clients.push(gw.viewer(&tenant).await);
     }
     let addr = gw.addr;
     let started = Instant::now();
     gw.begin_shutdown();
-    eventually("readiness false", T, || async {
-        reqwest::get(format!("http://{addr}/readyz"))
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-            == 503
-    })
-    .await;
+    answers_with(addr, "/readyz", 503, T).await;
     let refused = tokio_tungstenite::connect_async(format!(
         "ws://{addr}/api/v2/ws?token={}",
-        token_for(&tenant, 60)
+        viewer_token(&tenant, 60)
     ))
     .await;
     assert!(
@@ -106,7 +99,7 @@ async fn no_leak_after_many_connect_subscribe_disconnect_cycles() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("churn");
     register_devices(&tenant, (0..7).map(|d| format!("d{d}"))).await;
-    let token = token_for(&tenant, 600);
+    let token = viewer_token(&tenant, 600);
     let url = gw.url(&token);
     // Four clients churn at once: connect, subscribe (to subjects shared between workers, so
     // NATS subscriptions are created and released concurrently), then leave abruptly or politely.
@@ -190,7 +183,7 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     ));
 
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     c.subscribe(json!({"type": "alerts"})).await;
     // The poller publishes every tenant's snapshot at start; wait for the empty one.
     c.until(Duration::from_secs(15), |m| {
@@ -271,25 +264,15 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let mut cfg = config();
     cfg.nats_url = url.clone();
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 120))).await;
+    let mut c = connect(&gw.url(&viewer_token(&tenant, 120))).await;
     c.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "before");
 
     server.start_kill().unwrap();
     server.wait().await.unwrap();
     let addr = gw.addr;
-    eventually(
-        "readiness false while NATS is gone",
-        Duration::from_secs(10),
-        || async {
-            reqwest::get(format!("http://{addr}/readyz"))
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-                == 503
-        },
-    )
-    .await;
+    // Not ready while NATS is gone.
+    answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;
     // A subscription made while NATS is gone is acknowledged without waiting for NATS, and
     // works once NATS is back.
     c.subscribe_within(
@@ -354,18 +337,13 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
         stop.clone().cancelled_owned(),
     ));
     let _stop = stop.drop_guard();
-    eventually("health answered", Duration::from_secs(5), || async move {
-        reqwest::get(format!("http://{addr}/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    answers_with(addr, "/healthz", 200, Duration::from_secs(5)).await;
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["nats"], false, "{body}");
     let tenant = unique("nonats");
-    let ws_url = format!("ws://{addr}/api/v2/ws?token={}", token_for(&tenant, 60));
+    let ws_url = format!("ws://{addr}/api/v2/ws?token={}", viewer_token(&tenant, 60));
     match tokio_tungstenite::connect_async(&ws_url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
             assert_eq!(r.status(), 503);
@@ -377,16 +355,7 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
     // NATS arrives: ready, and clients are served.
     let _server = start_nats_server(port, &[], &[]);
     let started = std::time::Instant::now();
-    eventually(
-        "ready once NATS is up",
-        Duration::from_secs(15),
-        || async move {
-            reqwest::get(format!("http://{addr}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    answers_with(addr, "/readyz", 200, Duration::from_secs(15)).await;
     eprintln!(
         "measured: NATS started -> gateway ready: {:?}",
         started.elapsed()
@@ -415,16 +384,7 @@ async fn a_gateway_stops_promptly_while_nats_is_down() {
     let gw = spawn_gateway(cfg).await;
     let addr = gw.addr;
     server.kill().await.unwrap();
-    eventually(
-        "not ready without NATS",
-        Duration::from_secs(10),
-        || async move {
-            reqwest::get(format!("http://{addr}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 503)
-        },
-    )
-    .await;
+    answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;
     // A stop must not wait for NATS to come back (it would wait for ever).
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), gw.stopped())

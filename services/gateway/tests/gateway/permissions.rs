@@ -62,7 +62,7 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     let mut cfg = config();
     cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
 
     // The current value comes from a direct get the gateway may make.
     assert_eq!(
@@ -90,7 +90,7 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     let mut cfg = config();
     cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
     let second = spawn_gateway(cfg).await;
-    let mut resumed = connect(&second.url(&token_for(&tenant, 60))).await;
+    let mut resumed = second.viewer(&tenant).await;
     resumed
         .subscribe_within(
             json!({"type": "events", "topic": "tickets", "since": 0}),
@@ -174,7 +174,7 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
     let mut cfg = config();
     cfg.nats_url = url_as("gw");
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     // A JetStream that does not answer delays no reply: each subscribe is acknowledged at
     // once, not after the read of its current value gives up.
     let started = std::time::Instant::now();

@@ -13,7 +13,7 @@ async fn acks_have_the_documented_shape_and_pings_are_answered() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("acks");
     register_devices(&tenant, ["dev-0001"]).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     assert_eq!(
         c.subscribe(json!({"type": "alerts"})).await,
         json!({"type": "subscribed", "channel": "alerts"})
@@ -46,7 +46,7 @@ async fn acks_have_the_documented_shape_and_pings_are_answered() {
 #[tokio::test]
 async fn every_bad_input_gets_a_precise_error_and_the_connection_stays_usable() {
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&unique("hostile"), 60))).await;
+    let mut c = gw.viewer(&unique("hostile")).await;
     let long = "x".repeat(65);
     let cases = [
         ("{".to_string(), "invalid_json"),
@@ -106,7 +106,7 @@ async fn every_bad_input_gets_a_precise_error_and_the_connection_stays_usable() 
 async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("dup");
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     c.subscribe(json!({"type": "events", "topic": "tickets"}))
         .await;
     assert_eq!(
@@ -140,7 +140,7 @@ async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
 #[tokio::test]
 async fn binary_frames_close_with_1003() {
     let gw = spawn_gateway(config()).await;
-    let mut c = connect(&gw.url(&token_for(&unique("binary"), 60))).await;
+    let mut c = gw.viewer(&unique("binary")).await;
     c.ws.send(Message::Binary(vec![1, 2, 3].into()))
         .await
         .unwrap();
@@ -152,7 +152,7 @@ async fn an_oversized_frame_closes_with_1009() {
     let mut cfg = config();
     cfg.max_message_bytes = 1024;
     let gw = spawn_gateway(cfg).await;
-    let mut c = connect(&gw.url(&token_for(&unique("big"), 60))).await;
+    let mut c = gw.viewer(&unique("big")).await;
     c.send_text(&format!(
         "{{\"action\":\"ping\",\"pad\":\"{}\"}}",
         "x".repeat(2048)
@@ -168,7 +168,7 @@ async fn subscriptions_per_connection_are_capped() {
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("cap");
     register_devices(&tenant, ["d0", "d1", "d2", "d9"]).await;
-    let mut c = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut c = gw.viewer(&tenant).await;
     for i in 0..3 {
         assert_eq!(
             c.subscribe(json!({"type": "device", "device_id": format!("d{i}")}))
@@ -198,8 +198,8 @@ async fn a_flooding_client_is_told_then_closed_with_4029_and_others_are_untouche
     cfg.client_msgs_burst = 10;
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("flood");
-    let mut calm = connect(&gw.url(&token_for(&tenant, 60))).await;
-    let mut flood = connect(&gw.url(&token_for(&tenant, 60))).await;
+    let mut calm = gw.viewer(&tenant).await;
+    let mut flood = gw.viewer(&tenant).await;
     for _ in 0..40 {
         flood
             .ws

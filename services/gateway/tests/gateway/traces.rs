@@ -42,7 +42,7 @@ async fn a_trace_context_in_nats_headers_is_continued_by_the_fanout_span() {
     let tenant = unique("traced");
     let mut client = connect(&format!(
         "ws://127.0.0.1:{port}/api/v2/ws?token={}",
-        token_for(&tenant, 60)
+        viewer_token(&tenant, 60)
     ))
     .await;
     client

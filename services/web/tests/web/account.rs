@@ -11,12 +11,12 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
         .cookie_store(true)
         .build()
         .unwrap();
-    let r = client
-        .post(env.at("/api/v2/login"))
-        .json(&json!({"email": format!("ADMIN@{}.example", env.tenant), "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &client,
+        env.at("/api/v2/login"),
+        &json!({"email": format!("ADMIN@{}.example", env.tenant), "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("pulse_session="), "{cookie}");
@@ -26,14 +26,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
     let me: Value = r.json().await.unwrap();
     assert_eq!(me["tenant_id"], env.tenant.as_str());
     assert_eq!(me["role"], "customer_admin");
-    let me: Value = client
-        .get(env.at("/api/v2/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(&client, env.at("/api/v2/me")).await;
     assert_eq!(me["email"], format!("admin@{}.example", env.tenant));
 
     let r = client.post(env.at("/api/v2/logout")).send().await.unwrap();
@@ -150,12 +143,7 @@ async fn bad_logins_are_refused_and_rate_limited() {
     let env = spawn().await;
     let client = reqwest::Client::new();
     let email = format!("viewer@{}.example", env.tenant);
-    let r = client
-        .post(env.at("/api/v2/login"))
-        .json(&json!({"email": email}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&client, env.at("/api/v2/login"), &json!({"email": email})).await;
     assert_eq!(error_code(r, 400).await, "bad_request");
     let r = client
         .post(env.at("/api/v2/login"))
@@ -165,29 +153,29 @@ async fn bad_logins_are_refused_and_rate_limited() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "bad_request");
-    let r = client
-        .post(env.at("/api/v2/login"))
-        .json(&json!({"email": "nobody@nowhere.example", "password": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &client,
+        env.at("/api/v2/login"),
+        &json!({"email": "nobody@nowhere.example", "password": "x"}),
+    )
+    .await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
     for _ in 0..5 {
-        let r = client
-            .post(env.at("/api/v2/login"))
-            .json(&json!({"email": email, "password": "wrong"}))
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(
+            &client,
+            env.at("/api/v2/login"),
+            &json!({"email": email, "password": "wrong"}),
+        )
+        .await;
         assert_eq!(r.status(), 401);
     }
     // Even the right password now waits out the window.
-    let r = client
-        .post(env.at("/api/v2/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &client,
+        env.at("/api/v2/login"),
+        &json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_code(r, 429).await, "rate_limited");
     env.finish().await;
@@ -199,17 +187,10 @@ async fn a_ws_ticket_is_short_lived_for_the_same_tenant_and_a_gateway_accepts_it
     let r = reqwest::get(env.at("/api/v2/ws-ticket")).await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
     let client = env.login("viewer", &env.tenant).await;
-    let r = client
-        .get(env.at("/api/v2/ws-ticket"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&client, env.at("/api/v2/ws-ticket")).await;
     assert_eq!(r.headers()["cache-control"], "no-store");
     let ticket: Value = r.json().await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = pulse_test_support::jwt::now();
     let exp = ticket["expires_at"].as_u64().unwrap();
     assert!(exp > now && exp <= now + 60, "ticket lives {}s", exp - now);
     assert_eq!(ticket["expires_in"], json!(60));
@@ -223,58 +204,12 @@ async fn a_ws_ticket_is_short_lived_for_the_same_tenant_and_a_gateway_accepts_it
     assert_eq!(claims["role"], "customer_viewer");
     assert_eq!(claims["kind"], "ws");
     // A gateway sharing the secret accepts it.
-    let gateway = {
-        #[derive(clap::Parser)]
-        struct G {
-            #[command(flatten)]
-            c: pulse_gateway::GatewayConfig,
-        }
-        let mut c = <G as clap::Parser>::try_parse_from(["g", "--jwt-secret", SECRET])
-            .unwrap()
-            .c;
-        c.nats_url = nats_url();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(pulse_gateway::run(
-            c,
-            listener,
-            stop.clone().cancelled_owned(),
-        ));
-        (addr, stop)
-    };
-    let mut ws = None;
-    for _ in 0..100 {
-        match tokio_tungstenite::connect_async(format!(
-            "ws://{}/api/v2/ws?token={token}",
-            gateway.0
-        ))
-        .await
-        {
-            Ok((s, _)) => {
-                ws = Some(s);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    let mut ws = ws.expect("gateway reachable");
-    use futures::{SinkExt as _, StreamExt as _};
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(
-        r#"{"action":"subscribe","type":"alerts"}"#.into(),
-    ))
-    .await
-    .unwrap();
-    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        reply.to_text().unwrap(),
-        r#"{"type":"subscribed","channel":"alerts"}"#
-    );
-    gateway.1.cancel();
+    let gateway =
+        pulse_test_support::gateway::spawn(pulse_test_support::gateway::config(&[])).await;
+    let mut ws = pulse_test_support::ws::connect(&gateway.url(token)).await;
+    let reply = ws.subscribe(json!({"type": "alerts"})).await;
+    assert_eq!(reply, json!({"type": "subscribed", "channel": "alerts"}));
+    drop(gateway);
     // A ticket is not a session.
     let forged = reqwest::Client::new()
         .get(env.at("/api/v2/me"))

@@ -159,21 +159,21 @@ async fn an_oversized_event_or_body_gets_413() {
     let admin = env.login("admin", &env.tenant).await;
 
     // Well under the limit passes, so the limit is about size and not about strings.
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/events"),
+        &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}),
+    )
+    .await;
     assert_eq!(accepted_seq(r).await, 1);
 
     // A body under the 128 KiB body limit whose event message would exceed 64 KiB.
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/events"),
+        &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}),
+    )
+    .await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
 
     // A body of several MiB is refused before it is parsed.
@@ -343,11 +343,7 @@ async fn a_topics_events_are_read_back_by_seq() {
         "topic=tickets&after=-1",
         "topic=tickets&after=x",
     ] {
-        let r = c
-            .get(env.at(&format!("/api/v2/events?{q}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, env.at(&format!("/api/v2/events?{q}"))).await;
         assert_eq!(error_code(r, 400).await, "bad_request", "{q}");
     }
     let r = reqwest::get(env.at("/api/v2/events?topic=tickets"))
@@ -530,25 +526,18 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
 async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     let env = spawn().await;
     let admin = env.login("admin", &env.tenant).await;
-    let r = admin
-        .post(env.at("/api/v2/publish-keys"))
-        .json(&json!({"name": "ticketing-backend"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/publish-keys"),
+        &json!({"name": "ticketing-backend"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("pulse_pk_") && key.len() > 60, "{key}");
     // Listed without the key itself.
-    let listed: Value = admin
-        .get(env.at("/api/v2/publish-keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&admin, env.at("/api/v2/publish-keys")).await;
     assert_eq!(listed["items"][0]["name"], "ticketing-backend");
     assert!(
         !listed.to_string().contains(&key[9..]),
@@ -556,11 +545,7 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     );
     // Only admins manage keys.
     let viewer = env.login("viewer", &env.tenant).await;
-    let r = viewer
-        .get(env.at("/api/v2/publish-keys"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&viewer, env.at("/api/v2/publish-keys")).await;
     assert_eq!(error_code(r, 403).await, "forbidden");
 
     let publish = |body: Value, key: String| {
@@ -603,14 +588,7 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
         "unauthorized",
         "a key that does not exist"
     );
-    let used: Value = admin
-        .get(env.at("/api/v2/publish-keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let used: Value = get_json(&admin, env.at("/api/v2/publish-keys")).await;
     assert!(used["items"][0]["last_used_at"].is_string(), "{used}");
 
     // Another tenant's admin cannot revoke it; its own admin can, and then it is dead.

@@ -3,32 +3,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser as _;
+use pulse_test_support::jwt::SECRET;
+use pulse_test_support::{ScratchDb, eventually, parse_config, unique};
 use pulse_web::WebConfig;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "web-test-secret-web-test-secret!!";
 pub const PUBLISH_TOKEN: &str = "publish-token-publish-token-publish";
 pub const PASSWORD: &str = "correct horse battery";
 
-pub fn base_database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-pub fn unique(label: &str) -> String {
-    let n: u64 = rand::random();
-    format!("{label}-{:010x}", n & 0xff_ffff_ffff)
-}
-
 pub struct Env {
-    pub db_name: String,
+    db: ScratchDb,
     pub pool: PgPool,
     pub addr: SocketAddr,
     /// Where the instance serves `/healthz`, `/readyz` and `/metrics`.
@@ -41,18 +26,6 @@ pub struct Env {
     stop: CancellationToken,
 }
 
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    config: WebConfig,
-}
-
-#[derive(clap::Parser)]
-struct SimCli {
-    #[command(flatten)]
-    sim: pulse_simulator::SimulateArgs,
-}
-
 /// A database with two seeded tenants (3 devices each, users admin@/viewer@<tenant>.example),
 /// a dashboard folder, and the web service.
 pub async fn spawn() -> Env {
@@ -61,29 +34,12 @@ pub async fn spawn() -> Env {
 
 /// [`spawn`], with the service's configuration adjusted by `configure` first.
 pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
-    let db_name = unique("pulse_t_web").replace('-', "_");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base_database_url())
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = match base_database_url().rsplit_once('/') {
-        Some((head, _)) => format!("{head}/{db_name}"),
-        None => panic!("DATABASE_URL has no database"),
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await
-        .unwrap();
+    let db = ScratchDb::create("web").await;
+    let pool = db.pool.clone();
     pulse_db::migrate(&pool).await.unwrap();
     let tenant = unique("web");
     let other_tenant = unique("webother");
-    let sim = SimCli::try_parse_from([
+    let sim: pulse_simulator::SimulateArgs = parse_config(&[
         "s",
         "--tenants",
         &format!("{tenant},{other_tenant}"),
@@ -93,9 +49,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
         "1",
         "--password",
         PASSWORD,
-    ])
-    .unwrap()
-    .sim;
+    ]);
     pulse_simulator::seed(&pool, &sim).await.unwrap();
 
     let root = std::env::temp_dir().join(unique("pulse-web-root"));
@@ -111,24 +65,22 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     )
     .unwrap();
 
-    let mut config = Cli::try_parse_from([
+    let mut config: WebConfig = parse_config(&[
         "pulse-web",
         "--database-url",
-        &url,
+        &db.url,
         "--jwt-secret",
         SECRET,
         "--publish-token",
         PUBLISH_TOKEN,
-    ])
-    .unwrap()
-    .config;
+    ]);
     config.web_root = root.clone();
     config.gateway_urls = vec!["ws://127.0.0.1:1/api/v2/ws".into()];
     configure(&mut config);
     let stop = CancellationToken::new();
     let (addr, ops_addr) = serve(config.clone(), &stop).await;
     Env {
-        db_name,
+        db,
         pool,
         addr,
         ops_addr,
@@ -153,17 +105,16 @@ async fn serve(config: WebConfig, stop: &CancellationToken) -> (SocketAddr, Sock
         ops_listener,
         stop.clone().cancelled_owned(),
     ));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reqwest::get(format!("http://{ops_addr}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the web service at {addr} did not answer within 10 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("the web service at {addr} answering"),
+        std::time::Duration::from_secs(10),
+        || async move {
+            reqwest::get(format!("http://{ops_addr}/healthz"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
     (addr, ops_addr)
 }
 
@@ -201,18 +152,7 @@ impl Env {
 
     pub async fn finish(self) {
         self.stop.cancel();
-        self.pool.close().await;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_database_url())
-            .await
-            .unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.db_name
-        ))
-        .execute(&admin)
-        .await;
+        self.db.drop_now().await;
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -228,4 +168,23 @@ pub async fn error_code(r: reqwest::Response, status: u16) -> String {
         "{v}"
     );
     v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// `GET url`.
+pub async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
+/// The JSON body of `GET url`, whatever its status.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    get(client, url).await.json().await.unwrap()
+}
+
+/// `POST url` with `body` as JSON.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client.post(url).json(body).send().await.unwrap()
 }

@@ -28,12 +28,7 @@ async fn a_burst_of_logins_is_answered_with_503_beyond_the_hashing_in_flight() {
         let url = env.at("/api/v2/login");
         let email = email.clone();
         async move {
-            let r = client
-                .post(url)
-                .json(&json!({"email": email, "password": "wrong"}))
-                .send()
-                .await
-                .unwrap();
+            let r = post_json(&client, url, &json!({"email": email, "password": "wrong"})).await;
             (r.status().as_u16(), r.headers().get("retry-after").cloned())
         }
     });

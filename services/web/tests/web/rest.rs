@@ -4,10 +4,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
-    client.get(url).send().await.unwrap()
-}
-
 #[tokio::test]
 async fn everything_is_scoped_to_the_callers_tenant() {
     let env = spawn().await;
@@ -24,11 +20,7 @@ async fn everything_is_scoped_to_the_callers_tenant() {
         .unwrap();
     let c = env.login("viewer", &env.tenant).await;
 
-    let alerts: Value = get(&c, env.at("/api/v2/alerts"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let alerts: Value = get_json(&c, env.at("/api/v2/alerts")).await;
     let summaries: Vec<&str> = alerts["items"]
         .as_array()
         .unwrap()
@@ -37,23 +29,15 @@ async fn everything_is_scoped_to_the_callers_tenant() {
         .collect();
     assert_eq!(summaries, ["mine"]);
     // The same device id exists in the other tenant; only ours is visible.
-    let d: Value = get(&c, env.at("/api/v2/devices/dev-0002"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let d: Value = get_json(&c, env.at("/api/v2/devices/dev-0002")).await;
     assert_eq!(
         d["latest"],
         Value::Null,
         "another tenant's reading leaked: {d}"
     );
-    let t: Value = get(&c, env.at("/api/v2/devices/dev-0002/telemetry"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = get_json(&c, env.at("/api/v2/devices/dev-0002/telemetry")).await;
     assert_eq!(t["items"], json!([]));
-    let fleet: Value = get(&c, env.at("/api/v2/fleet")).await.json().await.unwrap();
+    let fleet: Value = get_json(&c, env.at("/api/v2/fleet")).await;
     assert_eq!(fleet["type"], "fleet");
     assert_eq!(fleet["tenant_id"], env.tenant.as_str());
     assert_eq!(fleet["counts"]["total"], 3);
@@ -70,33 +54,17 @@ async fn devices_page_and_telemetry_history() {
         .await
         .unwrap();
     let c = env.login("viewer", &env.tenant).await;
-    let page: Value = get(&c, env.at("/api/v2/devices?limit=2"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&c, env.at("/api/v2/devices?limit=2")).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     assert_eq!(page["next"], "dev-0002");
-    let rest: Value = get(&c, env.at("/api/v2/devices?limit=2&after=dev-0002"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rest: Value = get_json(&c, env.at("/api/v2/devices?limit=2&after=dev-0002")).await;
     assert_eq!(rest["items"][0]["device_id"], "dev-0003");
     assert_eq!(rest["next"], Value::Null);
     assert_eq!(page["items"][0]["status"], "ONLINE");
 
-    let detail: Value = get(&c, env.at("/api/v2/devices/dev-0001"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = get_json(&c, env.at("/api/v2/devices/dev-0001")).await;
     assert_eq!(detail["latest"]["metrics"]["n"], 1);
-    let history: Value = get(&c, env.at("/api/v2/devices/dev-0001/telemetry?limit=3"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history: Value = get_json(&c, env.at("/api/v2/devices/dev-0001/telemetry?limit=3")).await;
     let ns: Vec<i64> = history["items"]
         .as_array()
         .unwrap()
@@ -154,12 +122,12 @@ async fn bad_parameters_get_400_and_missing_things_404() {
 async fn admins_and_services_publish_events_viewers_cannot() {
     let env = spawn().await;
     let admin = env.login("admin", &env.tenant).await;
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "tickets", "event": "ticket:update", "payload": {"id": 7}}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/events"),
+        &json!({"topic": "tickets", "event": "ticket:update", "payload": {"id": 7}}),
+    )
+    .await;
     assert_eq!(r.status(), 202);
     let first: Value = r.json().await.unwrap();
     assert_eq!(first["seq"], 1, "{first}");
@@ -180,26 +148,26 @@ async fn admins_and_services_publish_events_viewers_cannot() {
     assert_eq!(second["seq"], 2, "{second}");
 
     let viewer = env.login("viewer", &env.tenant).await;
-    let r = viewer
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "tickets", "event": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &viewer,
+        env.at("/api/v2/events"),
+        &json!({"topic": "tickets", "event": "x"}),
+    )
+    .await;
     assert_eq!(error_code(r, 403).await, "forbidden");
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "t.>", "event": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/events"),
+        &json!({"topic": "t.>", "event": "x"}),
+    )
+    .await;
     assert_eq!(error_code(r, 400).await, "bad_request");
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .json(&json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &admin,
+        env.at("/api/v2/events"),
+        &json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
+    )
+    .await;
     assert_eq!(error_code(r, 403).await, "forbidden");
     let r = reqwest::Client::new()
         .post(env.at("/api/v2/events"))
@@ -234,11 +202,7 @@ async fn admins_and_services_publish_events_viewers_cannot() {
         ]
     );
     // The same events, as clients read them back.
-    let page: Value = get(&viewer, env.at("/api/v2/events?topic=tickets"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&viewer, env.at("/api/v2/events?topic=tickets")).await;
     assert_eq!(page["topic"], "tickets");
     assert_eq!(page["last_seq"], 2);
     let events = page["events"].as_array().unwrap();
@@ -267,15 +231,15 @@ async fn the_openapi_document_matches_the_routes() {
     assert!(paths.len() >= 10, "{}", paths.len());
     let c = env.login("admin", &env.tenant).await;
     // A key that exists, for the documented DELETE.
-    let key: Value = c
-        .post(env.at("/api/v2/publish-keys"))
-        .json(&json!({"name": "openapi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = post_json(
+        &c,
+        env.at("/api/v2/publish-keys"),
+        &json!({"name": "openapi"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let key_id = key["key_id"].to_string();
     for (path, ops) in paths {
         let url = env.at(&path

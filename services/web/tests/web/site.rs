@@ -29,17 +29,9 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
     assert_eq!(r.headers()["content-encoding"], "gzip");
 
     // Client-side routes get the app; unknown API paths get JSON.
-    let r = client
-        .get(env.at("/devices/dev-0001"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&client, env.at("/devices/dev-0001")).await;
     assert!(r.text().await.unwrap().contains("<title>Pulse</title>"));
-    let r = client
-        .get(env.at("/api/v2/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&client, env.at("/api/v2/nothing-here")).await;
     assert_eq!(error_code(r, 404).await, "not_found");
     env.finish().await;
 }
