@@ -9,6 +9,10 @@
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
 //! - [`nats`]: connecting to NATS with logging of connection events.
 //! - [`duration`]: durations in configuration (`30s`, `24h`, or plain seconds).
+//! - [`config_value`]: clap value parsers that bound numbers and durations at parse time.
+//! - [`device_bucket`]: the device registry's KV bucket, created the same way everywhere.
+//! - [`healthcheck`]: the `healthcheck` subcommand of every binary, for distroless images.
+//! - [`process`]: process metrics (resident memory, open files) for every service.
 //!
 //! # Error policy
 //! Library code returns typed errors or `anyhow::Result` with context; nothing here panics on
@@ -16,6 +20,7 @@
 
 pub mod backoff;
 pub mod client_addr;
+pub mod config_value;
 pub mod device_bucket;
 pub mod duration;
 pub mod healthcheck;

@@ -1,10 +1,23 @@
-//! The poller's configuration: flags with environment fallbacks, validated at start.
+//! The poller's configuration: flags with environment fallbacks. Bounds are checked as the
+//! values are parsed (`pulse_common::config_value`); what relates several settings is checked
+//! by [`PollerConfig::validate`] at start.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use pulse_common::config_value::{duration, millis, number};
 use sqlx::postgres::PgConnectOptions;
+
+const DAY: u64 = 86_400;
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,67 +36,82 @@ pub struct PollerConfig {
 
     /// Safety-net interval: every tenant's alerts and fleet are re-read this often even
     /// without a change notification.
-    #[arg(long, env = "PULSE_POLL_SECONDS", default_value_t = 5)]
-    pub poll_seconds: u64,
+    #[arg(long = "poll-seconds", env = "PULSE_POLL_SECONDS", default_value = "5",
+          value_parser = duration("PULSE_POLL_SECONDS", secs(1), secs(3600)))]
+    pub poll_interval: Duration,
 
     /// A device whose newest reading is older than this is STALE.
-    #[arg(long, env = "PULSE_STALE_AFTER_SECONDS", default_value_t = 60)]
-    pub stale_after_seconds: u64,
+    #[arg(long = "stale-after-seconds", env = "PULSE_STALE_AFTER_SECONDS", default_value = "60",
+          value_parser = duration("PULSE_STALE_AFTER_SECONDS", secs(1), secs(30 * DAY)))]
+    pub stale_after: Duration,
 
     /// A device whose newest reading is older than this (or that never reported) is OFFLINE.
-    #[arg(long, env = "PULSE_OFFLINE_AFTER_SECONDS", default_value_t = 600)]
-    pub offline_after_seconds: u64,
+    #[arg(long = "offline-after-seconds", env = "PULSE_OFFLINE_AFTER_SECONDS", default_value = "600",
+          value_parser = duration("PULSE_OFFLINE_AFTER_SECONDS", secs(2), secs(365 * DAY)))]
+    pub offline_after: Duration,
 
     /// How often new telemetry rows are read.
-    #[arg(long, env = "PULSE_TELEMETRY_POLL_MS", default_value_t = 1000)]
-    pub telemetry_poll_ms: u64,
+    #[arg(long = "telemetry-poll-ms", env = "PULSE_TELEMETRY_POLL_MS", default_value = "1000",
+          value_parser = millis("PULSE_TELEMETRY_POLL_MS", ms(10), secs(60)))]
+    pub telemetry_interval: Duration,
 
     /// Most alerts listed in one alerts snapshot (newest first); `total_open` counts them all.
-    #[arg(long, env = "PULSE_ALERTS_CAP", default_value_t = 100)]
+    #[arg(long, env = "PULSE_ALERTS_CAP", default_value = "100",
+          value_parser = number::<u32>("PULSE_ALERTS_CAP", 1..=10_000))]
     pub alerts_cap: u32,
 
     /// Most devices listed in one fleet snapshot (least healthy first); counts cover them all.
-    #[arg(long, env = "PULSE_FLEET_DEVICES_CAP", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_FLEET_DEVICES_CAP", default_value = "1000",
+          value_parser = number::<u32>("PULSE_FLEET_DEVICES_CAP", 1..=100_000))]
     pub fleet_devices_cap: u32,
 
     /// A fleet snapshot whose only change is newer `last_seen_at` values is republished at
     /// most this often.
-    #[arg(long, env = "PULSE_FLEET_REFRESH_SECONDS", default_value_t = 30)]
-    pub fleet_refresh_seconds: u64,
+    #[arg(long = "fleet-refresh-seconds", env = "PULSE_FLEET_REFRESH_SECONDS", default_value = "30",
+          value_parser = duration("PULSE_FLEET_REFRESH_SECONDS", secs(1), secs(DAY)))]
+    pub fleet_refresh: Duration,
 
     /// Change notifications arriving within this window are read together.
-    #[arg(long, env = "PULSE_DEBOUNCE_MS", default_value_t = 10)]
-    pub debounce_ms: u64,
+    #[arg(long = "debounce-ms", env = "PULSE_DEBOUNCE_MS", default_value = "10",
+          value_parser = millis("PULSE_DEBOUNCE_MS", Duration::ZERO, secs(10)))]
+    pub debounce: Duration,
 
     /// How often a standby poller tries to become active.
-    #[arg(long, env = "PULSE_STANDBY_RETRY_MS", default_value_t = 1000)]
-    pub standby_retry_ms: u64,
+    #[arg(long = "standby-retry-ms", env = "PULSE_STANDBY_RETRY_MS", default_value = "1000",
+          value_parser = millis("PULSE_STANDBY_RETRY_MS", ms(50), secs(60)))]
+    pub standby_retry: Duration,
 
     /// JetStream replicas of the Pulse streams (3 on a three-node NATS cluster).
-    #[arg(long, env = "PULSE_STREAM_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "PULSE_STREAM_REPLICAS", default_value = "1",
+          value_parser = number::<usize>("PULSE_STREAM_REPLICAS", 1..=5))]
     pub stream_replicas: usize,
 
     /// How long an event is kept, in the events stream and in the database outbox (with its
     /// idempotency key): `24h`, `90m`, or whole seconds. Default 24h.
-    #[arg(long, env = "PULSE_EVENTS_MAX_AGE", value_parser = pulse_common::duration::parse)]
+    #[arg(long, env = "PULSE_EVENTS_MAX_AGE",
+          value_parser = duration("PULSE_EVENTS_MAX_AGE", secs(1), secs(365 * DAY)))]
     pub events_max_age: Option<Duration>,
 
     /// The older name of `PULSE_EVENTS_MAX_AGE`, in seconds; still read when that is unset.
-    #[arg(long, env = "PULSE_EVENTS_MAX_AGE_SECONDS")]
+    #[arg(long, env = "PULSE_EVENTS_MAX_AGE_SECONDS",
+          value_parser = number::<u64>("PULSE_EVENTS_MAX_AGE_SECONDS", 1..=365 * DAY))]
     pub events_max_age_seconds: Option<u64>,
 
     /// Events kept per topic of a tenant (a stream subject): a busy topic evicts only its own
     /// oldest events, never another tenant's or topic's.
-    #[arg(long, env = "PULSE_EVENTS_MAX_PER_TOPIC", default_value_t = 10_000)]
+    #[arg(long, env = "PULSE_EVENTS_MAX_PER_TOPIC", default_value = "10000",
+          value_parser = number::<i64>("PULSE_EVENTS_MAX_PER_TOPIC", 1..=10_000_000))]
     pub events_max_per_topic: i64,
 
     /// Size bound of the whole events stream, in bytes: a disk guard. When it is reached the
     /// oldest events of any topic go first, so size it above topics × the per-topic cap.
-    #[arg(long, env = "PULSE_EVENTS_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    #[arg(long, env = "PULSE_EVENTS_MAX_BYTES", default_value = "1073741824",
+          value_parser = number::<i64>("PULSE_EVENTS_MAX_BYTES", 1024 * 1024..=1 << 40))]
     pub events_max_bytes: i64,
 
     /// PostgreSQL connections the poller may hold (plus one for leadership, one for LISTEN).
-    #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 4)]
+    #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "4",
+          value_parser = number::<u32>("PULSE_DB_POOL_SIZE", 1..=64))]
     pub db_pool_size: u32,
 
     /// The database role the poller works as (`SET ROLE` on every pooled connection): it
@@ -99,42 +127,17 @@ pub enum ConfigError {
     DatabaseUrl(String),
     #[error("NATS_URL is empty")]
     NatsUrl,
-    #[error("{name} must be between {min} and {max}, got {value}")]
-    OutOfRange {
-        name: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
-    },
-    #[error("{name} must be between {min} and {max}, got {value}")]
-    Duration {
-        name: &'static str,
-        value: String,
-        min: &'static str,
-        max: &'static str,
-    },
     #[error("{first} and {second} are both set and disagree; set only {first}")]
     Conflict {
         first: &'static str,
         second: &'static str,
     },
     #[error(
-        "PULSE_OFFLINE_AFTER_SECONDS ({offline}) must be greater than PULSE_STALE_AFTER_SECONDS ({stale})"
+        "PULSE_OFFLINE_AFTER_SECONDS ({}) must be greater than PULSE_STALE_AFTER_SECONDS ({})",
+        pulse_common::duration::format(*offline),
+        pulse_common::duration::format(*stale)
     )]
-    Thresholds { stale: u64, offline: u64 },
-}
-
-fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange {
-            name,
-            value,
-            min,
-            max,
-        })
-    }
+    Thresholds { stale: Duration, offline: Duration },
 }
 
 impl PollerConfig {
@@ -152,47 +155,12 @@ impl PollerConfig {
         if self.nats_url.trim().is_empty() {
             return Err(ConfigError::NatsUrl);
         }
-        range("PULSE_POLL_SECONDS", self.poll_seconds, 1, 3600)?;
-        range(
-            "PULSE_STALE_AFTER_SECONDS",
-            self.stale_after_seconds,
-            1,
-            86_400 * 30,
-        )?;
-        range(
-            "PULSE_OFFLINE_AFTER_SECONDS",
-            self.offline_after_seconds,
-            2,
-            86_400 * 365,
-        )?;
-        if self.offline_after_seconds <= self.stale_after_seconds {
+        if self.offline_after <= self.stale_after {
             return Err(ConfigError::Thresholds {
-                stale: self.stale_after_seconds,
-                offline: self.offline_after_seconds,
+                stale: self.stale_after,
+                offline: self.offline_after,
             });
         }
-        range(
-            "PULSE_TELEMETRY_POLL_MS",
-            self.telemetry_poll_ms,
-            10,
-            60_000,
-        )?;
-        range("PULSE_ALERTS_CAP", self.alerts_cap.into(), 1, 10_000)?;
-        range(
-            "PULSE_FLEET_DEVICES_CAP",
-            self.fleet_devices_cap.into(),
-            1,
-            100_000,
-        )?;
-        range(
-            "PULSE_FLEET_REFRESH_SECONDS",
-            self.fleet_refresh_seconds,
-            1,
-            86_400,
-        )?;
-        range("PULSE_DEBOUNCE_MS", self.debounce_ms, 0, 10_000)?;
-        range("PULSE_STANDBY_RETRY_MS", self.standby_retry_ms, 50, 60_000)?;
-        range("PULSE_STREAM_REPLICAS", self.stream_replicas as u64, 1, 5)?;
         if let (Some(age), Some(seconds)) = (self.events_max_age, self.events_max_age_seconds)
             && age != Duration::from_secs(seconds)
         {
@@ -201,28 +169,6 @@ impl PollerConfig {
                 second: "PULSE_EVENTS_MAX_AGE_SECONDS",
             });
         }
-        let age = self.events_max_age();
-        if age < Duration::from_secs(1) || age > Duration::from_secs(86_400 * 365) {
-            return Err(ConfigError::Duration {
-                name: "PULSE_EVENTS_MAX_AGE",
-                value: pulse_common::duration::format(age),
-                min: "1s",
-                max: "365days",
-            });
-        }
-        range(
-            "PULSE_EVENTS_MAX_PER_TOPIC",
-            self.events_max_per_topic.max(0) as u64,
-            1,
-            10_000_000,
-        )?;
-        range(
-            "PULSE_EVENTS_MAX_BYTES",
-            self.events_max_bytes.max(0) as u64,
-            1024 * 1024,
-            1 << 40,
-        )?;
-        range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 64)?;
         Ok(())
     }
 
@@ -231,34 +177,6 @@ impl PollerConfig {
         self.events_max_age
             .or(self.events_max_age_seconds.map(Duration::from_secs))
             .unwrap_or(Duration::from_secs(86_400))
-    }
-
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_secs(self.poll_seconds)
-    }
-
-    pub fn telemetry_interval(&self) -> Duration {
-        Duration::from_millis(self.telemetry_poll_ms)
-    }
-
-    pub fn debounce(&self) -> Duration {
-        Duration::from_millis(self.debounce_ms)
-    }
-
-    pub fn standby_retry(&self) -> Duration {
-        Duration::from_millis(self.standby_retry_ms)
-    }
-
-    pub fn fleet_refresh(&self) -> Duration {
-        Duration::from_secs(self.fleet_refresh_seconds)
-    }
-
-    pub fn stale_after(&self) -> Duration {
-        Duration::from_secs(self.stale_after_seconds)
-    }
-
-    pub fn offline_after(&self) -> Duration {
-        Duration::from_secs(self.offline_after_seconds)
     }
 }
 
@@ -283,10 +201,10 @@ mod tests {
     #[test]
     fn defaults_match_the_documentation() {
         let c = parse(&[]);
-        assert_eq!(c.poll_seconds, 5);
-        assert_eq!(c.stale_after_seconds, 60);
-        assert_eq!(c.offline_after_seconds, 600);
-        assert_eq!(c.telemetry_poll_ms, 1000);
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.stale_after, Duration::from_secs(60));
+        assert_eq!(c.offline_after, Duration::from_secs(600));
+        assert_eq!(c.telemetry_interval, Duration::from_millis(1000));
         assert_eq!(c.alerts_cap, 100);
         c.validate().unwrap();
     }
@@ -305,8 +223,20 @@ mod tests {
             err.to_string().contains("PULSE_OFFLINE_AFTER_SECONDS"),
             "{err}"
         );
-        let err = parse(&["--poll-seconds", "0"]).validate().unwrap_err();
-        assert!(err.to_string().contains("PULSE_POLL_SECONDS"), "{err}");
+        let err = Cli::try_parse_from([
+            "p",
+            "--database-url",
+            "postgres://u@h/db",
+            "--poll-seconds",
+            "0",
+        ])
+        .err()
+        .expect("a poll interval of 0 parses");
+        assert!(
+            err.to_string()
+                .contains("PULSE_POLL_SECONDS must be between 1s and 1h"),
+            "{err}"
+        );
         let mut c = parse(&[]);
         c.database_url = "mysql://nope".into();
         let err = c.validate().unwrap_err();

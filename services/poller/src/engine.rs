@@ -91,8 +91,8 @@ impl Engine {
 
     fn thresholds(&self) -> Thresholds {
         Thresholds {
-            stale_after: self.config.stale_after(),
-            offline_after: self.config.offline_after(),
+            stale_after: self.config.stale_after,
+            offline_after: self.config.offline_after,
         }
     }
 
@@ -195,7 +195,7 @@ impl Engine {
         self.sync_registry(&devices).await;
         let thresholds = self.thresholds();
         let cap = self.config.fleet_devices_cap as usize;
-        let refresh = self.config.fleet_refresh();
+        let refresh = self.config.fleet_refresh;
         let mut batch = Vec::new();
         for (tenant, rows) in devices {
             if !self.tenants.contains(&tenant) {
@@ -340,9 +340,9 @@ impl Engine {
         mut nats: watch::Receiver<LinkState>,
         stop: CancellationToken,
     ) {
-        let mut poll = tokio::time::interval(self.config.poll_interval());
+        let mut poll = tokio::time::interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut telemetry = tokio::time::interval(self.config.telemetry_interval());
+        let mut telemetry = tokio::time::interval(self.config.telemetry_interval);
         telemetry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seen_connects = nats.borrow().connects;
         let mut resync_due = false;
@@ -364,7 +364,7 @@ impl Engine {
                     }
                 }
                 () = changes.changed(), if connected => {
-                    tokio::time::sleep(self.config.debounce()).await;
+                    tokio::time::sleep(self.config.debounce).await;
                     let pending = changes.take();
                     if pending.resync || pending.tenants || resync_due {
                         let r = self.full_sync().await;

@@ -129,7 +129,7 @@ pub async fn run(
                 readiness.set("database", true);
                 backoff.reset();
                 tokio::select! {
-                    () = tokio::time::sleep(config.standby_retry()) => {}
+                    () = tokio::time::sleep(config.standby_retry) => {}
                     () = stop.cancelled() => {}
                 }
             }
@@ -233,8 +233,8 @@ async fn prepare(
     // Triggers and the web service apply the same status thresholds as the poller.
     let settings = pulse_db::settings::write_thresholds(
         pool,
-        config.stale_after_seconds,
-        config.offline_after_seconds,
+        config.stale_after.as_secs(),
+        config.offline_after.as_secs(),
     )
     .await;
     if let Err(e) = settings {

@@ -136,7 +136,7 @@ pub async fn login(
         tenant,
         role: user.role,
     };
-    let ttl = state.config.session_ttl_seconds;
+    let ttl = state.config.session_ttl.as_secs();
     let token = session::start(&state.pool, user.user_id, ttl).await?;
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");
@@ -188,10 +188,10 @@ pub async fn ws_ticket(
 ) -> Result<Response, ApiError> {
     let (token, expires_at) = state
         .tokens
-        .ticket(&session, state.config.ticket_ttl_seconds)?;
+        .ticket(&session, state.config.ticket_ttl.as_secs())?;
     let ticket = Ticket {
         token,
-        expires_in: state.config.ticket_ttl_seconds,
+        expires_in: state.config.ticket_ttl.as_secs(),
         expires_at,
         gateways: state.config.gateway_urls.clone(),
     };

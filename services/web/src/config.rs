@@ -1,9 +1,17 @@
-//! The web service's configuration: flags with environment fallbacks, validated at start.
+//! The web service's configuration: flags with environment fallbacks. Bounds are checked as
+//! the values are parsed (see `pulse_common::config_value`); what relates several settings is
+//! checked by [`WebConfig::validate`] at start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use pulse_common::config_value::{duration, number};
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebConfig {
@@ -43,13 +51,15 @@ pub struct WebConfig {
     )]
     pub gateway_urls: Vec<String>,
 
-    /// How long a login lasts.
-    #[arg(long, env = "PULSE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
-    pub session_ttl_seconds: u64,
+    /// How long a login lasts (1 minute to 30 days).
+    #[arg(long = "session-ttl-seconds", env = "PULSE_SESSION_TTL_SECONDS", default_value = "28800",
+          value_parser = duration("PULSE_SESSION_TTL_SECONDS", secs(60), secs(30 * 86_400)))]
+    pub session_ttl: Duration,
 
-    /// How long a WebSocket ticket is valid (at most 60 s).
-    #[arg(long, env = "PULSE_TICKET_TTL_SECONDS", default_value_t = 60)]
-    pub ticket_ttl_seconds: u64,
+    /// How long a WebSocket ticket is valid (5 to 60 s).
+    #[arg(long = "ticket-ttl-seconds", env = "PULSE_TICKET_TTL_SECONDS", default_value = "60",
+          value_parser = duration("PULSE_TICKET_TTL_SECONDS", secs(5), secs(60)))]
+    pub ticket_ttl: Duration,
 
     /// Mark the session cookie `Secure` (serve over HTTPS).
     #[arg(long, env = "PULSE_COOKIE_SECURE", default_value_t = false)]
@@ -58,12 +68,14 @@ pub struct WebConfig {
     /// Login attempts per minute for one email from one client address (four times as many
     /// per address, ten times as many per email from addresses that never logged in as it).
     /// Every attempt counts, before its password is checked.
-    #[arg(long, env = "PULSE_LOGIN_FAILURES_PER_MINUTE", default_value_t = 5)]
+    #[arg(long, env = "PULSE_LOGIN_FAILURES_PER_MINUTE", default_value = "5",
+          value_parser = number::<u32>("PULSE_LOGIN_FAILURES_PER_MINUTE", 1..=10_000))]
     pub login_failures_per_minute: u32,
 
     /// Passwords hashed at once (argon2, ~19 MiB each); more logins wait up to a second,
     /// then get 503 with Retry-After.
-    #[arg(long, env = "PULSE_LOGIN_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "PULSE_LOGIN_CONCURRENCY", default_value = "4",
+          value_parser = number::<usize>("PULSE_LOGIN_CONCURRENCY", 1..=256))]
     pub login_concurrency: usize,
 
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, comma-separated
@@ -81,23 +93,28 @@ pub struct WebConfig {
     pub web_root: PathBuf,
 
     /// Events a tenant may publish per second through `POST /api/v2/events`; more get 429.
-    #[arg(long, env = "PULSE_EVENTS_PER_SECOND", default_value_t = 500)]
+    #[arg(long, env = "PULSE_EVENTS_PER_SECOND", default_value = "500",
+          value_parser = number::<u32>("PULSE_EVENTS_PER_SECOND", 1..=1_000_000))]
     pub events_per_second: u32,
 
     /// Events a tenant may publish in a burst above `PULSE_EVENTS_PER_SECOND`.
-    #[arg(long, env = "PULSE_EVENTS_BURST", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_EVENTS_BURST", default_value = "1000",
+          value_parser = number::<u32>("PULSE_EVENTS_BURST", 1..=1_000_000))]
     pub events_burst: u32,
 
-    /// A request that takes longer is answered 408.
-    #[arg(long, env = "PULSE_HTTP_TIMEOUT_SECONDS", default_value_t = 30)]
-    pub http_timeout_seconds: u64,
+    /// A request that takes longer is answered 408 (1 s to 1 h).
+    #[arg(long = "http-timeout-seconds", env = "PULSE_HTTP_TIMEOUT_SECONDS", default_value = "30",
+          value_parser = duration("PULSE_HTTP_TIMEOUT_SECONDS", secs(1), secs(3600)))]
+    pub http_timeout: Duration,
 
     /// Requests handled at once; more are answered 503 with Retry-After at once.
-    #[arg(long, env = "PULSE_HTTP_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "PULSE_HTTP_MAX_IN_FLIGHT", default_value = "1024",
+          value_parser = number::<usize>("PULSE_HTTP_MAX_IN_FLIGHT", 1..=1_000_000))]
     pub http_max_in_flight: usize,
 
     /// PostgreSQL connections.
-    #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "8",
+          value_parser = number::<u32>("PULSE_DB_POOL_SIZE", 1..=256))]
     pub db_pool_size: u32,
 
     /// The database role the web service works as (`SET ROLE` on every connection); a
@@ -120,26 +137,6 @@ pub enum ConfigError {
         "PULSE_WEB_OPS_ADDR must differ from PULSE_WEB_ADDR ({0}): the ops endpoints stay off the public port"
     )]
     SameAddr(SocketAddr),
-    #[error("{name} must be between {min} and {max}, got {value}")]
-    OutOfRange {
-        name: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
-    },
-}
-
-fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange {
-            name,
-            value,
-            min,
-            max,
-        })
-    }
 }
 
 impl WebConfig {
@@ -167,53 +164,6 @@ impl WebConfig {
         if self.publish_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(ConfigError::WeakPublishToken);
         }
-        range(
-            "PULSE_SESSION_TTL_SECONDS",
-            self.session_ttl_seconds,
-            60,
-            30 * 86_400,
-        )?;
-        range("PULSE_TICKET_TTL_SECONDS", self.ticket_ttl_seconds, 5, 60)?;
-        range(
-            "PULSE_LOGIN_FAILURES_PER_MINUTE",
-            self.login_failures_per_minute.into(),
-            1,
-            10_000,
-        )?;
-        range("PULSE_DB_POOL_SIZE", self.db_pool_size.into(), 1, 256)?;
-        range(
-            "PULSE_HTTP_TIMEOUT_SECONDS",
-            self.http_timeout_seconds,
-            1,
-            3600,
-        )?;
-        range(
-            "PULSE_HTTP_MAX_IN_FLIGHT",
-            self.http_max_in_flight as u64,
-            1,
-            1_000_000,
-        )?;
-        range(
-            "PULSE_LOGIN_CONCURRENCY",
-            self.login_concurrency as u64,
-            1,
-            256,
-        )?;
-        range(
-            "PULSE_EVENTS_PER_SECOND",
-            self.events_per_second.into(),
-            1,
-            1_000_000,
-        )?;
-        range("PULSE_EVENTS_BURST", self.events_burst.into(), 1, 1_000_000)?;
         Ok(())
-    }
-
-    pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_timeout_seconds)
-    }
-
-    pub fn session_ttl(&self) -> Duration {
-        Duration::from_secs(self.session_ttl_seconds)
     }
 }

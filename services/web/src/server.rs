@@ -110,7 +110,7 @@ pub fn router(state: AppState) -> Router {
             .cookie_secure
             .then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
     };
-    let timeout = state.config.http_timeout();
+    let timeout = state.config.http_timeout;
     let in_flight = state.config.http_max_in_flight;
     Router::new()
         .merge(api)

@@ -172,8 +172,8 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
         .unwrap()
         .c;
     pc.nats_url = nats_url();
-    pc.poll_seconds = 60;
-    pc.telemetry_poll_ms = 50;
+    pc.poll_interval = std::time::Duration::from_secs(60);
+    pc.telemetry_interval = std::time::Duration::from_millis(50);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let poller = tokio::spawn(pulse_poller::run(

@@ -159,9 +159,9 @@ pub fn config(db: &TestDb) -> PollerConfig {
         .unwrap()
         .config;
     c.nats_url = nats_url();
-    c.poll_seconds = 60;
-    c.telemetry_poll_ms = 50;
-    c.standby_retry_ms = 200;
+    c.poll_interval = std::time::Duration::from_secs(60);
+    c.telemetry_interval = std::time::Duration::from_millis(50);
+    c.standby_retry = std::time::Duration::from_millis(200);
     c
 }
 

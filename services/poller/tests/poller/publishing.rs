@@ -78,7 +78,7 @@ async fn an_unchanged_state_publishes_nothing() {
     db.open_alert(&tenant, "dev-1", "steady").await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let mut cfg = config(&db);
-    cfg.poll_seconds = 1;
+    cfg.poll_interval = std::time::Duration::from_secs(1);
     let poller = spawn_poller(cfg).await;
     alerts
         .until(Duration::from_secs(10), |v| alert_ids(v).len() == 1)
@@ -286,9 +286,9 @@ async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
 async fn a_new_tenant_and_time_passing_are_published() {
     let db = TestDb::new().await;
     let mut cfg = config(&db);
-    cfg.poll_seconds = 1;
-    cfg.stale_after_seconds = 1;
-    cfg.offline_after_seconds = 3;
+    cfg.poll_interval = std::time::Duration::from_secs(1);
+    cfg.stale_after = std::time::Duration::from_secs(1);
+    cfg.offline_after = std::time::Duration::from_secs(3);
     let poller = spawn_poller(cfg).await;
     eventually("poller active", Duration::from_secs(10), || async {
         poller.ready().await["info"]["role"] == "active"

@@ -125,7 +125,7 @@ async fn the_csp_allows_connections_only_to_the_configured_gateways_and_https_ge
 #[tokio::test]
 async fn a_hung_request_gets_408_and_requests_beyond_the_limit_get_503() {
     let env = spawn_with(|c| {
-        c.http_timeout_seconds = 1;
+        c.http_timeout = std::time::Duration::from_secs(1);
         c.http_max_in_flight = 1;
     })
     .await;
