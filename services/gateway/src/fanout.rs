@@ -26,8 +26,9 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::Instrument as _;
 
-use crate::frame::{Frame, TopicId, seq_of};
+use crate::frame::{Frame, seq_of};
 use crate::history::History;
+use crate::ids::{ConnId, TopicId};
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed};
 use crate::replay::{self, EventLog, Item, Order};
@@ -40,9 +41,6 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a new event subject's subscribe waits for its newest stored event before it goes
 /// on without (the read then finishes beside the connection).
 const HEAD_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// Identifies a connection on this instance.
-pub type ConnId = u64;
 
 /// A subject in use on this instance and its local subscribers.
 pub struct Topic {

@@ -12,7 +12,8 @@
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::frame::{Frame, TopicId};
+use crate::frame::Frame;
+use crate::ids::TopicId;
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
