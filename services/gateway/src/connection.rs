@@ -566,15 +566,35 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 
 fn ending_for_read_error(e: &axum::Error) -> Ending {
     // axum wraps tungstenite's error; a frame or message over the size limit is a capacity
-    // error, answered with 1009.
-    let text = e.to_string();
-    if text.contains("Space limit exceeded")
-        || text.contains("Message too long")
-        || text.contains("message too big")
-        || text.to_ascii_lowercase().contains("capacity")
-    {
+    // error, answered with 1009. Matched by type, not by the error's text.
+    let inner = std::error::Error::source(e).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    if matches!(inner, Some(tungstenite::Error::Capacity(_))) {
         Some((close::MESSAGE_TOO_BIG, "message too big"))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tungstenite::error::CapacityError;
+
+    use super::*;
+
+    #[test]
+    fn only_a_capacity_error_closes_with_1009() {
+        let too_long = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 70_000,
+            max_size: 65_536,
+        });
+        assert_eq!(
+            ending_for_read_error(&axum::Error::new(too_long)),
+            Some((close::MESSAGE_TOO_BIG, "message too big"))
+        );
+        let reset = tungstenite::Error::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(ending_for_read_error(&axum::Error::new(reset)), None);
+        // Text that merely mentions the limit is not the limit.
+        let other = std::io::Error::other("message too big");
+        assert_eq!(ending_for_read_error(&axum::Error::new(other)), None);
     }
 }
