@@ -21,7 +21,7 @@ use crate::fanout::{FanOutError, Topic};
 use crate::frame::Frame;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::CodeLabel;
-use crate::queue::ClientQueue;
+use crate::queue::{ClientQueue, Newest};
 use crate::ratelimit::TokenBucket;
 use crate::revoke::Registration;
 
@@ -34,12 +34,11 @@ struct Session {
     cx: Arc<ConnectionContext>,
     queue: Arc<ClientQueue>,
     channels: HashMap<Channel, Arc<Topic>>,
-    /// Highest `seq` written per topic, from the `since` of an events subscription: an older
-    /// snapshot is dropped, so a client never sees an older state after a newer one; an event
-    /// at or below it is one the client already has, dropped, so none reaches it twice (a
-    /// client that resumes here ahead of the events this instance has delivered would
-    /// otherwise get those again as they arrive).
-    written: HashMap<TopicId, u64>,
+    /// Newest `seq` written per topic, from the `since` of an events subscription: a frame that
+    /// is not newer is dropped, so a client never sees an older state after a newer one, nor
+    /// an event twice (a client that resumes here ahead of the events this instance has
+    /// delivered would otherwise get those again as they arrive).
+    written: HashMap<TopicId, Newest>,
     sink: SplitSink<WebSocket, Message>,
     batch: Vec<Frame>,
     /// When each frame of the batch being written arrived from NATS; kept between batches.
@@ -335,7 +334,7 @@ impl Session {
         {
             Ok(subscribed) => {
                 let has = since.filter(|_| !subject.is_snapshot()).unwrap_or(0);
-                self.written.insert(subscribed.topic.id, has);
+                self.written.insert(subscribed.topic.id, Newest::of(has));
                 self.channels.insert(channel.clone(), subscribed.topic);
                 self.cx.metrics.subscriptions.inc();
                 self.reply(&ServerReply::Subscribed {
@@ -482,15 +481,11 @@ impl Session {
         {
             let write = async {
                 for frame in batch.drain(..) {
-                    let Some(last) = written.get_mut(&frame.topic) else {
+                    let Some(newest) = written.get_mut(&frame.topic) else {
                         continue;
                     };
-                    // seq 0: a publisher that sets none, or an `events_reset`.
-                    if frame.seq != 0 {
-                        if frame.seq <= *last {
-                            continue;
-                        }
-                        *last = frame.seq;
+                    if !newest.advance(frame.seq) {
+                        continue;
                     }
                     bytes += frame.text.len() as u64;
                     received.push(frame.received);

@@ -30,7 +30,7 @@ use crate::frame::{Frame, seq_of};
 use crate::history::History;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::Metrics;
-use crate::queue::{ClientQueue, Pushed};
+use crate::queue::{ClientQueue, Pushed, supersedes};
 use crate::replay::{self, EventLog, Item, Order};
 
 /// How often a catching-up client's history is read again while a gap remains (an event
@@ -68,7 +68,7 @@ impl Topic {
     fn remember(&self, frame: &Frame) -> bool {
         let mut latest = self.latest.lock();
         match &*latest {
-            Some(held) if frame.seq != 0 && frame.seq <= held.seq => false,
+            Some(held) if !supersedes(frame, held) => false,
             _ => {
                 *latest = Some(frame.clone());
                 true
