@@ -17,10 +17,11 @@
 //! - [`revoke`]: closing the connections of a user that was deleted or whose role changed.
 //! - [`metrics`]: Prometheus metrics.
 //!
-//! Modules depend on each other in one direction only (no two import each other): `server`
-//! admits a connection and hands it a [`context::ConnectionContext`]; `connection` uses the
-//! fan-out and the queue; the fan-out uses `replay`, `history` and `queue`; the leaves
-//! (`ids`, `frame`, `metrics`, `config`) depend on no other module of the gateway.
+//! Modules depend on each other in one direction only (no two import each other, directly or
+//! round a loop): `server` admits a connection and hands it a [`context::ConnectionContext`];
+//! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history` and
+//! `queue`, which use only `frame` and `ids`; `ids`, `metrics`, `config`, `devices` and
+//! `ratelimit` use no other module of the gateway.
 
 pub mod auth;
 pub mod caps;
