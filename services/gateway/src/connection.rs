@@ -16,13 +16,14 @@ use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply,
 
 use crate::auth::Principal;
 use crate::caps::Slot;
-use crate::fanout::{ConnId, FanOutError, Topic};
-use crate::frame::{Frame, TopicId};
+use crate::context::ConnectionContext;
+use crate::fanout::{FanOutError, Topic};
+use crate::frame::Frame;
+use crate::ids::{ConnId, TopicId};
 use crate::metrics::CodeLabel;
-use crate::queue::ClientQueue;
+use crate::queue::{ClientQueue, Newest};
 use crate::ratelimit::TokenBucket;
 use crate::revoke::Registration;
-use crate::server::AppState;
 
 /// Why the connection ends: a close frame to send, or nothing when the peer is gone.
 type Ending = Option<(u16, &'static str)>;
@@ -30,15 +31,14 @@ type Ending = Option<(u16, &'static str)>;
 struct Session {
     id: ConnId,
     principal: Principal,
-    state: AppState,
+    cx: Arc<ConnectionContext>,
     queue: Arc<ClientQueue>,
     channels: HashMap<Channel, Arc<Topic>>,
-    /// Highest `seq` written per topic, from the `since` of an events subscription: an older
-    /// snapshot is dropped, so a client never sees an older state after a newer one; an event
-    /// at or below it is one the client already has, dropped, so none reaches it twice (a
-    /// client that resumes here ahead of the events this instance has delivered would
-    /// otherwise get those again as they arrive).
-    written: HashMap<TopicId, u64>,
+    /// Newest `seq` written per topic, from the `since` of an events subscription: a frame that
+    /// is not newer is dropped, so a client never sees an older state after a newer one, nor
+    /// an event twice (a client that resumes here ahead of the events this instance has
+    /// delivered would otherwise get those again as they arrive).
+    written: HashMap<TopicId, Newest>,
     sink: SplitSink<WebSocket, Message>,
     batch: Vec<Frame>,
     /// When each frame of the batch being written arrived from NATS; kept between batches.
@@ -71,30 +71,30 @@ pub fn serve(
     socket: WebSocket,
     principal: Principal,
     slot: Slot,
-    state: AppState,
+    cx: Arc<ConnectionContext>,
     id: ConnId,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    let config = state.config.clone();
-    let user = state
+    let settings = cx.settings;
+    let user = cx
         .revocations
         .register(&principal.tenant, &principal.sub, id);
     let mut session = Session {
         id,
         principal,
-        queue: Arc::new(ClientQueue::new(config.client_queue_events)),
+        queue: Arc::new(ClientQueue::new(settings.queue_events)),
         channels: HashMap::new(),
         written: HashMap::new(),
         sink,
         batch: Vec::new(),
         received: Vec::new(),
-        bucket: TokenBucket::new(config.client_msgs_per_second, config.client_msgs_burst),
+        bucket: TokenBucket::new(settings.msgs_per_second, settings.msgs_burst),
         limited_streak: 0,
         last_limited_reply: None,
         user,
         checks: tokio::task::JoinSet::new(),
         checking: HashMap::new(),
-        state,
+        cx,
     };
     async move {
         let ending = session.run(stream).await;
@@ -118,8 +118,11 @@ fn instant_of(exp: u64) -> tokio::time::Instant {
 
 impl Session {
     async fn run(&mut self, mut stream: SplitStream<WebSocket>) -> Ending {
-        let config = self.state.config.clone();
-        let mut drain = self.state.drain.clone();
+        // The context, not a copy of its settings: the future every open connection keeps
+        // holds one pointer.
+        let cx = self.cx.clone();
+        let settings = &cx.settings;
+        let mut drain = cx.drain.clone();
         let mut drain_at: Option<tokio::time::Instant> = None;
         // One timer for the connection's life, moved on re-auth: a `sleep_until` inside the
         // loop would register and cancel a timer on every pass, i.e. on every push.
@@ -127,8 +130,8 @@ impl Session {
         tokio::pin!(expires);
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + config.ping_interval(),
-            config.ping_interval(),
+            tokio::time::Instant::now() + settings.ping_interval,
+            settings.ping_interval,
         );
         if *drain.borrow() {
             return Some((close::SERVICE_RESTART, "service restart"));
@@ -138,7 +141,7 @@ impl Session {
                 biased;
                 changed = drain.changed(), if drain_at.is_none() => {
                     if changed.is_err() || *drain.borrow() {
-                        let spread = config.drain().as_millis() as u64;
+                        let spread = settings.drain.as_millis() as u64;
                         let delay = if spread == 0 { 0 } else { rand::random::<u64>() % spread };
                         drain_at = Some(tokio::time::Instant::now() + Duration::from_millis(delay));
                     }
@@ -188,7 +191,7 @@ impl Session {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() >= config.idle_timeout() {
+                    if last_heard.elapsed() >= settings.idle_timeout {
                         return Some((close::GOING_AWAY, "idle timeout"));
                     }
                     if let Err(ending) = self.send(Message::Ping(Default::default())).await {
@@ -203,7 +206,7 @@ impl Session {
     async fn handle_text(&mut self, text: &str) -> Result<Option<u64>, Ending> {
         if !self.bucket.try_take() {
             self.limited_streak += 1;
-            if self.limited_streak > self.state.config.client_msgs_burst {
+            if self.limited_streak > self.cx.settings.msgs_burst {
                 return Err(Some((
                     close::RATE_LIMITED,
                     "rate limit exceeded; retry_after=1",
@@ -218,7 +221,7 @@ impl Session {
                     ErrorCode::RateLimited,
                     format!(
                         "more than {} messages per second; slow down or be disconnected",
-                        self.state.config.client_msgs_per_second
+                        self.cx.settings.msgs_per_second
                     ),
                 ))
                 .await?;
@@ -250,22 +253,22 @@ impl Session {
             // Its answer is on the way.
             return Ok(());
         }
-        if self.channels.len() + self.checking.len() >= self.state.config.max_subscriptions {
+        if self.channels.len() + self.checking.len() >= self.cx.settings.max_subscriptions {
             let error = ProtocolError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} subscriptions per connection",
-                    self.state.config.max_subscriptions
+                    self.cx.settings.max_subscriptions
                 ),
             );
             return self.reply_channel_error(error, channel).await;
         }
         let subject = channel.subject(&self.principal.tenant);
         if let Channel::Device { device_id: device } = &channel
-            && !self.state.fanout.has_subject(&subject)
+            && !self.cx.fanout.has_subject(&subject)
         {
             // Asked beside the loop; `device_checked` goes on with the answer.
-            let devices = self.state.devices.clone();
+            let devices = self.cx.devices.clone();
             let tenant = self.principal.tenant.clone();
             let device = device.clone();
             let checked = channel.clone();
@@ -324,16 +327,16 @@ impl Session {
     ) -> Result<(), Ending> {
         let subject = channel.subject(&self.principal.tenant);
         match self
-            .state
+            .cx
             .fanout
             .subscribe(self.id, &self.queue, &subject, since)
             .await
         {
             Ok(subscribed) => {
                 let has = since.filter(|_| !subject.is_snapshot()).unwrap_or(0);
-                self.written.insert(subscribed.topic.id, has);
+                self.written.insert(subscribed.topic.id, Newest::of(has));
                 self.channels.insert(channel.clone(), subscribed.topic);
-                self.state.metrics.subscriptions.inc();
+                self.cx.metrics.subscriptions.inc();
                 self.reply(&ServerReply::Subscribed {
                     channel,
                     seq: subscribed.seq,
@@ -377,10 +380,10 @@ impl Session {
         }
         match self.channels.remove(&channel) {
             Some(topic) => {
-                self.state.fanout.unsubscribe(self.id, &topic);
+                self.cx.fanout.unsubscribe(self.id, &topic);
                 self.queue.forget(topic.id);
                 self.written.remove(&topic.id);
-                self.state.metrics.subscriptions.dec();
+                self.cx.metrics.subscriptions.dec();
                 self.reply(&ServerReply::Unsubscribed(channel)).await
             }
             None => {
@@ -392,11 +395,11 @@ impl Session {
     }
 
     async fn reauthenticate(&mut self, token: &str) -> Result<Option<u64>, Ending> {
-        match self.state.auth.verify(Some(token)).await {
+        match self.cx.auth.verify(Some(token)).await {
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
                 if p.sub != self.principal.sub {
-                    self.user = self.state.revocations.register(&p.tenant, &p.sub, self.id);
+                    self.user = self.cx.revocations.register(&p.tenant, &p.sub, self.id);
                 }
                 // The fresh token's role and user are the connection's from now on.
                 self.principal = p;
@@ -440,7 +443,7 @@ impl Session {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        self.state
+        self.cx
             .metrics
             .client_errors
             .get_or_create(&CodeLabel { code })
@@ -448,8 +451,7 @@ impl Session {
     }
 
     async fn send(&mut self, message: Message) -> Result<(), Ending> {
-        match tokio::time::timeout(self.state.config.write_timeout(), self.sink.send(message)).await
-        {
+        match tokio::time::timeout(self.cx.settings.write_timeout, self.sink.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(None),
         }
@@ -459,7 +461,7 @@ impl Session {
     async fn write_pending(&mut self) -> Result<(), Ending> {
         let overflowed = self.queue.take(&mut self.batch);
         if overflowed {
-            self.state.metrics.slow_consumer_closes.inc();
+            self.cx.metrics.slow_consumer_closes.inc();
             return Err(Some((close::SLOW_CONSUMER, "slow consumer")));
         }
         if self.batch.is_empty() {
@@ -472,22 +474,18 @@ impl Session {
             received,
             written,
             queue,
-            state,
+            cx,
             ..
         } = self;
         received.clear();
         {
             let write = async {
                 for frame in batch.drain(..) {
-                    let Some(last) = written.get_mut(&frame.topic) else {
+                    let Some(newest) = written.get_mut(&frame.topic) else {
                         continue;
                     };
-                    // seq 0: a publisher that sets none, or an `events_reset`.
-                    if frame.seq != 0 {
-                        if frame.seq <= *last {
-                            continue;
-                        }
-                        *last = frame.seq;
+                    if !newest.advance(frame.seq) {
+                        continue;
                     }
                     bytes += frame.text.len() as u64;
                     received.push(frame.received);
@@ -505,18 +503,18 @@ impl Session {
                 // A client stuck mid-write that also overflows its event queue is closed at once,
                 // not after the write timeout.
                 std::task::Poll::Pending => tokio::select! {
-                    written = tokio::time::timeout(state.config.write_timeout(), write) => match written {
+                    written = tokio::time::timeout(cx.settings.write_timeout, write) => match written {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) | Err(_) => return Err(None),
                     },
                     () = queue.overflowed() => {
-                        state.metrics.slow_consumer_closes.inc();
+                        cx.metrics.slow_consumer_closes.inc();
                         return Err(Some((close::SLOW_CONSUMER, "slow consumer")));
                     }
                 },
             }
         }
-        let metrics = &state.metrics;
+        let metrics = &cx.metrics;
         metrics.messages_out.inc_by(received.len() as u64);
         metrics.bytes_out.inc_by(bytes);
         for t in received.drain(..) {
@@ -528,16 +526,16 @@ impl Session {
     /// Releases every subscription, then says goodbye when there is someone to say it to.
     async fn finish(&mut self, ending: Ending) {
         for topic in self.channels.values() {
-            self.state.fanout.unsubscribe(self.id, topic);
+            self.cx.fanout.unsubscribe(self.id, topic);
         }
-        self.state
+        self.cx
             .metrics
             .subscriptions
             .dec_by(self.channels.len() as i64);
         self.channels.clear();
         self.queue.close();
         let code = ending.map_or(close::ABNORMAL, |(code, _)| code);
-        self.state.metrics.closed(code);
+        self.cx.metrics.closed(code);
         if let Some((code, reason)) = ending {
             tracing::debug!(code, reason, "closing connection");
             let frame = CloseFrame {
@@ -563,15 +561,35 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 
 fn ending_for_read_error(e: &axum::Error) -> Ending {
     // axum wraps tungstenite's error; a frame or message over the size limit is a capacity
-    // error, answered with 1009.
-    let text = e.to_string();
-    if text.contains("Space limit exceeded")
-        || text.contains("Message too long")
-        || text.contains("message too big")
-        || text.to_ascii_lowercase().contains("capacity")
-    {
+    // error, answered with 1009. Matched by type, not by the error's text.
+    let inner = std::error::Error::source(e).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    if matches!(inner, Some(tungstenite::Error::Capacity(_))) {
         Some((close::MESSAGE_TOO_BIG, "message too big"))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tungstenite::error::CapacityError;
+
+    use super::*;
+
+    #[test]
+    fn only_a_capacity_error_closes_with_1009() {
+        let too_long = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 70_000,
+            max_size: 65_536,
+        });
+        assert_eq!(
+            ending_for_read_error(&axum::Error::new(too_long)),
+            Some((close::MESSAGE_TOO_BIG, "message too big"))
+        );
+        let reset = tungstenite::Error::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(ending_for_read_error(&axum::Error::new(reset)), None);
+        // Text that merely mentions the limit is not the limit.
+        let other = std::io::Error::other("message too big");
+        assert_eq!(ending_for_read_error(&axum::Error::new(other)), None);
     }
 }

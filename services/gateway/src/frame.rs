@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 
-/// Identifies a NATS subject in use on this instance, cheaper to compare than the subject.
-pub type TopicId = u64;
+use crate::ids::TopicId;
 
 /// One message for any number of clients. Cloning shares the payload bytes.
 #[derive(Clone, Debug)]

@@ -13,7 +13,8 @@ use axum::extract::ws::Utf8Bytes;
 use pulse_proto::Subject;
 use pulse_proto::subject::EVENTS_STREAM;
 
-use crate::frame::{Frame, TopicId, seq_of};
+use crate::frame::{Frame, seq_of};
+use crate::ids::TopicId;
 
 /// How long one JetStream read may take before the history counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);

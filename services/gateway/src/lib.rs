@@ -6,23 +6,33 @@
 //! - [`auth`]: JWT verification (HS256 secret, RS256/ES256 from JWKS) and close codes.
 //! - [`server`]: the `/api/v2/ws` upgrade, origin check, caps, ops endpoints.
 //! - [`connection`]: one client's session: requests, pushes, heartbeats, expiry, drain.
+//! - [`context`]: what a connection is given by the gateway (settings and shared services).
 //! - [`fanout`]: reference-counted NATS subscriptions and delivery to client queues.
 //! - [`replay`]: an event topic's order on this instance, and resuming clients from `since`.
 //! - [`history`]: reading an event topic's history from the `PULSE_EVENTS` stream.
 //! - [`queue`]: a client's bounded outbound queue (conflating snapshots).
 //! - [`frame`]: a message made once and shared by every recipient.
+//! - [`ids`]: connection and topic identifiers.
 //! - [`caps`], [`ratelimit`]: connection caps and per-connection message rate.
 //! - [`revoke`]: closing the connections of a user that was deleted or whose role changed.
 //! - [`metrics`]: Prometheus metrics.
+//!
+//! Modules depend on each other in one direction only (no two import each other, directly or
+//! round a loop): `server` admits a connection and hands it a [`context::ConnectionContext`];
+//! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history` and
+//! `queue`, which use only `frame` and `ids`; `ids`, `metrics`, `config`, `devices` and
+//! `ratelimit` use no other module of the gateway.
 
 pub mod auth;
 pub mod caps;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod devices;
 pub mod fanout;
 pub mod frame;
 pub mod history;
+pub mod ids;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
@@ -44,6 +54,7 @@ pub use config::GatewayConfig;
 
 use crate::auth::Authenticator;
 use crate::caps::Caps;
+use crate::context::{ConnectionContext, Settings};
 use crate::fanout::FanOut;
 use crate::metrics::Metrics;
 use crate::server::AppState;
@@ -115,17 +126,24 @@ pub async fn run(
     readiness.set("accepting", true);
 
     let devices = crate::devices::Devices::new(async_nats::jetstream::new(link.client.clone()));
+    let connection = Arc::new(ConnectionContext {
+        settings: Settings::from(&*config),
+        auth: auth.clone(),
+        fanout,
+        devices,
+        metrics: metrics.clone(),
+        revocations: revocations.clone(),
+        drain: drain_rx.clone(),
+    });
     let state = AppState {
         config: config.clone(),
         auth,
-        fanout,
-        devices,
         caps: caps.clone(),
         metrics,
         drain: drain_rx,
         next_conn: Arc::new(AtomicU64::new(1)),
-        revocations: revocations.clone(),
         nats: link.state.clone(),
+        connection,
     };
     let ops = Ops {
         registry: Arc::new(registry),

@@ -8,11 +8,52 @@
 //!
 //! Producers (NATS dispatch tasks) only lock, push and wake; the connection's writer takes
 //! everything pending at once and writes it in one batch.
+//!
+//! The queue owns the order of a subject's frames: [`Newest`] is the one rule that says whether
+//! a frame is newer than what is held. The queue conflates pending snapshots by it, the fan-out
+//! keeps a topic's current value by it, and the connection writes nothing a client already has
+//! by it.
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::frame::{Frame, TopicId};
+use crate::frame::Frame;
+use crate::ids::TopicId;
+
+/// The newest `seq` held of one subject, and the rule of order against it: a frame is newer
+/// when its `seq` is above it, or when it has none (`seq` 0: a publisher that sets none, or an
+/// `events_reset`), which is never dropped as old. A frame that is not newer is dropped, so a
+/// client never sees an older state after a newer one, nor an event twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Newest(u64);
+
+impl Newest {
+    /// Holding everything up to `seq`.
+    pub const fn of(seq: u64) -> Self {
+        Self(seq)
+    }
+
+    /// Whether a frame with `seq` is newer than what is held.
+    pub const fn admits(self, seq: u64) -> bool {
+        seq == 0 || seq > self.0
+    }
+
+    /// Takes a frame with `seq` if it is newer (then it is what is held); tells whether it was.
+    pub fn advance(&mut self, seq: u64) -> bool {
+        if !self.admits(seq) {
+            return false;
+        }
+        if seq != 0 {
+            self.0 = seq;
+        }
+        true
+    }
+}
+
+/// Whether `frame` may replace `held`, a frame of the same snapshot subject.
+pub fn supersedes(frame: &Frame, held: &Frame) -> bool {
+    Newest::of(held.seq).admits(frame.seq)
+}
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +105,7 @@ impl ClientQueue {
                 return Pushed::Closed;
             }
             match s.snapshots.iter_mut().find(|f| f.topic == frame.topic) {
-                Some(pending) if frame.seq != 0 && frame.seq <= pending.seq => {
+                Some(pending) if !supersedes(&frame, pending) => {
                     return Pushed::Stale;
                 }
                 Some(pending) => {
@@ -249,6 +290,20 @@ mod tests {
             out.iter().map(|f| f.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5, 6, 7]
         );
+    }
+
+    #[test]
+    fn newest_admits_only_newer_frames_and_always_those_without_seq() {
+        let mut newest = Newest::of(5);
+        assert!(!newest.advance(4));
+        assert!(!newest.advance(5));
+        assert!(newest.advance(0), "a frame without seq is never old");
+        assert_eq!(newest, Newest::of(5), "and it moves nothing");
+        assert!(newest.advance(6));
+        assert!(!newest.admits(6));
+        assert!(supersedes(&frame(1, 0), &frame(1, 9)));
+        assert!(supersedes(&frame(1, 3), &frame(1, 0)));
+        assert!(!supersedes(&frame(1, 3), &frame(1, 3)));
     }
 
     #[tokio::test]

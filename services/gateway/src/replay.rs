@@ -15,9 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use axum::extract::ws::Utf8Bytes;
 use pulse_proto::{ResetReason, ServerReply, Topic};
 
-use crate::fanout::ConnId;
 use crate::frame::Frame;
 use crate::history::Stored;
+use crate::ids::{ConnId, TopicId};
 
 /// Where a live event stands against the topic's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ pub fn splice<'a>(
 /// The `events_reset` message as a frame of `topic`, queued like an event so that it keeps its
 /// place among them.
 pub fn reset_frame(
-    frame_topic: crate::frame::TopicId,
+    frame_topic: TopicId,
     topic: &Topic,
     oldest: Option<u64>,
     reason: ResetReason,

@@ -17,7 +17,7 @@ use pulse_proto::{TenantId, UserChange, UserChanged, close};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::ConnId;
+use crate::ids::ConnId;
 
 type UserKey = (TenantId, String);
 

@@ -28,30 +28,28 @@ use tracing::Instrument as _;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::caps::{Caps, Holder};
 use crate::config::GatewayConfig;
-use crate::fanout::FanOut;
+use crate::connection;
+use crate::context::ConnectionContext;
 use crate::metrics::{CodeLabel, Metrics};
 
 /// Seconds a client refused by a connection cap should wait before trying again (the
 /// `retry_after` of its 4029 close reason).
 const CAP_RETRY_AFTER_SECONDS: u64 = 5;
 
-/// What every request handler and connection shares.
+/// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub auth: Authenticator,
-    pub fanout: FanOut,
-    /// Which devices each tenant has, checked before a device is first subscribed here.
-    pub devices: crate::devices::Devices,
     pub caps: Caps,
     pub metrics: Metrics,
     /// True once the instance drains: no new connections, existing ones closed with 1012.
     pub drain: watch::Receiver<bool>,
     pub next_conn: Arc<AtomicU64>,
-    /// Connections by user, closed when the user is deleted or its role changes.
-    pub revocations: Arc<crate::revoke::Revocations>,
     /// The NATS link: without it no subscription can work, so no WebSocket is accepted.
     pub nats: watch::Receiver<pulse_common::nats::LinkState>,
+    /// What each admitted connection is given.
+    pub connection: Arc<ConnectionContext>,
 }
 
 pub fn router(state: AppState, ops: Ops) -> Router {
@@ -241,7 +239,7 @@ fn admit(
         tenant = %principal.tenant,
         user = %principal.sub,
     );
-    Either::Right(crate::connection::serve(socket, principal, slot, state, id).instrument(span))
+    Either::Right(connection::serve(socket, principal, slot, state.connection, id).instrument(span))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: String) {

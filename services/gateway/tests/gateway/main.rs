@@ -10,6 +10,7 @@ mod budgets;
 mod events;
 mod fanout;
 mod jwks;
+mod layout;
 mod operations;
 mod permissions;
 mod protocol;

@@ -1,0 +1,346 @@
+//! Event subjects: every event delivered once and in `seq` order, a gap filled from the
+//! `PULSE_EVENTS` stream before going on, and a subscriber that gives `since` brought up to
+//! date from the topic's recent events or from the stream (see [`crate::replay`]).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt as _;
+use pulse_proto::{ResetReason, Subject};
+use tracing::Instrument as _;
+
+use super::topic::Topic;
+use crate::frame::{Frame, seq_of};
+use crate::history::{History, HistoryError};
+use crate::ids::ConnId;
+use crate::metrics::Metrics;
+use crate::queue::ClientQueue;
+use crate::replay::{self, EventLog, Item, Order};
+
+/// How often a catching-up client's history is read again while a gap remains (an event
+/// delivered live may reach the stream a moment later).
+const SPLICE_ATTEMPTS: usize = 3;
+/// How long a new event subject's subscribe waits for its newest stored event before it goes
+/// on without (the read then finishes beside the connection).
+const HEAD_WAIT: Duration = Duration::from_millis(300);
+/// How long the core NATS round trip that stands in for a slow head read may take.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How event subjects are served.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    /// Recent events kept per event subject for clients resuming with `since`.
+    pub cache: usize,
+    /// Most events replayed to one resuming client; more missed ones end in a reset.
+    pub replay_max: usize,
+    /// Most distinct subjects one tenant may have in use on this instance.
+    pub subjects_per_tenant: usize,
+}
+
+/// What every event topic's delivery shares: the stream's history, metrics and limits.
+#[derive(Clone)]
+pub(super) struct Events {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    nats: async_nats::Client,
+    history: History,
+    metrics: Metrics,
+    limits: EventLimits,
+}
+
+impl Events {
+    pub(super) fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
+        let history = History::new(async_nats::jetstream::new(nats.clone()));
+        Self {
+            inner: Arc::new(Shared {
+                nats,
+                history,
+                metrics,
+                limits,
+            }),
+        }
+    }
+
+    /// Decides, with the topic's log locked, how a subscriber resuming from `since` catches
+    /// up: from the recent events when they reach back far enough (queued at once), else from
+    /// the stream (true: its live events are held until [`Events::catch_up`] joins both).
+    pub(super) fn resume(
+        &self,
+        topic: &Topic,
+        log: &mut EventLog,
+        conn: ConnId,
+        queue: &ClientQueue,
+        since: u64,
+    ) -> bool {
+        match topic.is_live().then(|| log.from_memory(since)).flatten() {
+            Some(frames) => {
+                self.inner
+                    .metrics
+                    .events_replayed
+                    .inc_by(frames.len() as u64);
+                queue.push_replay(frames);
+                false
+            }
+            None => {
+                log.catching_up.insert(conn, Vec::new());
+                true
+            }
+        }
+    }
+
+    /// Brings a catching-up client from `since` to the live events: reads the stream, then
+    /// joins it with the recent and held frames under the log's lock.
+    pub(super) async fn catch_up(
+        self,
+        topic: Arc<Topic>,
+        conn: ConnId,
+        queue: Arc<ClientQueue>,
+        since: u64,
+    ) {
+        let metrics = &self.inner.metrics;
+        let Subject::Events(_, name) = &topic.subject else {
+            return;
+        };
+        let started = Instant::now();
+        for attempt in 1..=SPLICE_ATTEMPTS {
+            let read = self
+                .inner
+                .history
+                .read_after(
+                    &topic.subject,
+                    topic.id,
+                    since,
+                    self.inner.limits.replay_max,
+                )
+                .await;
+            let mut log = topic.log.lock();
+            let Some(held) = log.catching_up.get(&conn) else {
+                return; // unsubscribed meanwhile
+            };
+            let items = match &read {
+                Ok(stored) => {
+                    let memory = log.recent().chain(held.iter());
+                    match replay::splice(since, stored, memory, attempt == SPLICE_ATTEMPTS) {
+                        Some(items) => items,
+                        None => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(subject = %topic.subject, error = %e, "cannot replay events");
+                    // What arrived live since the subscribe still follows, after the reset.
+                    let mut items = vec![Item::Reset {
+                        oldest: held.first().map(|f| f.seq),
+                        reason: ResetReason::Unavailable,
+                    }];
+                    items.extend(held.iter().cloned().map(Item::Event));
+                    items
+                }
+            };
+            log.catching_up.remove(&conn);
+            let mut replayed = 0u64;
+            let mut ahead = Vec::new();
+            let mut frames = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Item::Event(frame) => {
+                        replayed += 1;
+                        if log.head.is_some_and(|head| frame.seq > head) {
+                            ahead.push(frame.clone());
+                        }
+                        frames.push(frame);
+                    }
+                    Item::Reset { oldest, reason } => {
+                        metrics.event_resets.inc();
+                        frames.push(replay::reset_frame(topic.id, name, oldest, reason));
+                    }
+                }
+            }
+            queue.push_replay(frames);
+            // Events the stream holds but this instance had not delivered yet are the topic's
+            // next ones for every other subscriber too; their live copies become duplicates.
+            for frame in &ahead {
+                if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
+                    break;
+                }
+            }
+            if let (None, Ok(stored)) = (log.head, &read)
+                && let Some(last) = stored.frames.last()
+            {
+                log.learn_head(last.seq);
+            }
+            drop(log);
+            metrics.events_replayed.inc_by(replayed);
+            tracing::debug!(
+                subject = %topic.subject, since, replayed, took = ?started.elapsed(),
+                "client caught up"
+            );
+            return;
+        }
+    }
+
+    /// Waits until the NATS server has handled this connection's earlier commands, so that a
+    /// client told "subscribed" gets every message published after that reply. A SUB is only
+    /// written to the socket by `subscribe`; without this, a message published at once from
+    /// another connection could reach the server first and be missed.
+    ///
+    /// The server handles a connection's commands in order, so any reply to a request sent
+    /// after the SUB proves it is in place. Snapshot subjects get that from the read of their
+    /// retained value, which follows; event subjects read their newest stored event, which is
+    /// also where this instance's order starts. It is a request the gateway's NATS permissions
+    /// allow.
+    ///
+    /// A JetStream that answers slowly holds the subscribe at most [`HEAD_WAIT`]: then a core
+    /// NATS round trip proves the SUB is in place, and the head is learned when the read
+    /// answers (until then the subscriber gets no `seq` in `subscribed`, as the protocol
+    /// allows, and the first live event starts this instance's order).
+    pub(super) async fn server_barrier(&self, topic: &Arc<Topic>) {
+        let shared = &self.inner;
+        // Disconnected: the SUB is sent again on reconnect; there is nothing to wait for.
+        if topic.snapshot
+            || shared.nats.connection_state() != async_nats::connection::State::Connected
+        {
+            return;
+        }
+        let read = shared.history.latest(&topic.subject, topic.id);
+        match tokio::time::timeout(HEAD_WAIT, read).await {
+            Ok(result) => learn_head(topic, result),
+            Err(_) => {
+                if tokio::time::timeout(ROUND_TRIP_TIMEOUT, shared.nats.flush())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(subject = %topic.subject, "no NATS round trip in time");
+                }
+                let events = self.clone();
+                let topic = topic.clone();
+                tokio::spawn(async move {
+                    let result = events.inner.history.latest(&topic.subject, topic.id).await;
+                    learn_head(&topic, result);
+                });
+            }
+        }
+    }
+
+    /// An event subject's dispatch: delivers each event once, in `seq` order, reading what is
+    /// missing from the stream first; after a NATS reconnect, reads what may have been
+    /// dropped.
+    pub(super) async fn dispatch(self, topic: Weak<Topic>, mut subscriber: async_nats::Subscriber) {
+        let metrics = self.inner.metrics.clone();
+        loop {
+            let message = {
+                let Some(t) = topic.upgrade() else { break };
+                tokio::select! {
+                    message = subscriber.next() => message,
+                    () = t.resync.notified() => {
+                        self.fill(&t, None)
+                            .instrument(tracing::debug_span!("fill", subject = %t.subject))
+                            .await;
+                        continue;
+                    }
+                }
+            };
+            let Some(message) = message else { break };
+            let Some(topic) = topic.upgrade() else { break };
+            metrics.messages_in.inc();
+            let span = topic.span(message.headers.as_ref());
+            let Ok(text) = Utf8Bytes::try_from(message.payload) else {
+                tracing::warn!(subject = %topic.subject, "dropping a message that is not UTF-8");
+                continue;
+            };
+            let frame = Frame {
+                topic: topic.id,
+                seq: seq_of(message.headers.as_ref()),
+                snapshot: false,
+                text,
+                received: Instant::now(),
+            };
+            match span.in_scope(|| topic.deliver_event(&frame, &metrics)) {
+                Order::Next => {}
+                Order::Duplicate => {
+                    metrics.events_duplicate.inc();
+                }
+                Order::Gap { .. } => self.fill(&topic, Some(frame)).instrument(span).await,
+            }
+        }
+    }
+
+    /// Reads the events after the topic's head from the stream and delivers them, then
+    /// `pending` (the live event that revealed the gap). What cannot be read back is
+    /// announced with a reset before the events that follow.
+    async fn fill(&self, topic: &Arc<Topic>, pending: Option<Frame>) {
+        let metrics = &self.inner.metrics;
+        let limit = self.inner.limits.replay_max;
+        for attempt in 1..=SPLICE_ATTEMPTS {
+            let Some(head) = topic.log.lock().head else {
+                break;
+            };
+            match self
+                .inner
+                .history
+                .read_after(&topic.subject, topic.id, head, limit)
+                .await
+            {
+                Ok(stored) => {
+                    if stored.missing_before.is_some() {
+                        let reason = if stored.limited {
+                            ResetReason::Limit
+                        } else {
+                            ResetReason::Expired
+                        };
+                        topic.reset_all(stored.missing_before, reason, metrics);
+                        topic.log.lock().forget_head();
+                    }
+                    let mut filled = 0;
+                    for frame in &stored.frames {
+                        match topic.deliver_event(frame, metrics) {
+                            Order::Next => filled += 1,
+                            Order::Duplicate => {}
+                            Order::Gap { .. } => break,
+                        }
+                    }
+                    metrics.events_filled.inc_by(filled);
+                    let Some(frame) = &pending else { return };
+                    let order = topic.log.lock().order(frame.seq);
+                    match order {
+                        Order::Next | Order::Duplicate => break,
+                        // An event sent live before it was stored: read again shortly.
+                        Order::Gap { .. } if attempt < SPLICE_ATTEMPTS => {
+                            tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                        }
+                        Order::Gap { .. } => {
+                            topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
+                            topic.log.lock().forget_head();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
+                    topic.reset_all(
+                        pending.as_ref().map(|f| f.seq),
+                        ResetReason::Unavailable,
+                        metrics,
+                    );
+                    topic.log.lock().forget_head();
+                    break;
+                }
+            }
+        }
+        if let Some(frame) = &pending
+            && topic.deliver_event(frame, metrics) == Order::Duplicate
+        {
+            metrics.events_duplicate.inc();
+        }
+    }
+}
+
+/// Records where an event subject's order starts, from the read of its newest stored event.
+fn learn_head(topic: &Topic, result: Result<Option<Frame>, HistoryError>) {
+    match result {
+        Ok(Some(frame)) => topic.log.lock().learn_head(frame.seq),
+        Ok(None) => topic.log.lock().learn_head(0),
+        Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
+    }
+}

@@ -1,0 +1,244 @@
+//! Fan-out: one NATS subscription per subject in use on this instance, shared by every local
+//! client subscribed to it, each message turned into a frame once and pushed to every
+//! subscriber's queue.
+//!
+//! The first local subscriber of a subject creates its NATS subscription; the last one leaving
+//! removes it. Here: the subjects in use, subscribing and unsubscribing. Beside it:
+//! - [`topic`]: one subject's subscribers, lifecycle and delivery;
+//! - [`snapshots`]: a snapshot subject's current value, pushed to each new subscriber;
+//! - [`events`]: an event subject's order, gap filling and resuming from `since`.
+//!
+//! The submodules do not know this one: what they share is handed to them.
+//!
+//! Locks here are held only for map updates and queue pushes, never across an `.await`.
+
+mod events;
+mod snapshots;
+mod topic;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use pulse_proto::Subject;
+
+pub use self::events::EventLimits;
+use self::events::Events;
+use self::snapshots::CurrentValues;
+pub use self::topic::Topic;
+use crate::ids::ConnId;
+use crate::metrics::Metrics;
+use crate::queue::ClientQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error("cannot subscribe on NATS: {0}")]
+    Subscribe(String),
+    #[error("the tenant already has {0} subjects on this gateway")]
+    TenantSubjects(usize),
+}
+
+/// The subjects in use on this instance, and how many each tenant has.
+#[derive(Default)]
+struct Topics {
+    by_subject: HashMap<Subject, Arc<Topic>>,
+    per_tenant: HashMap<pulse_proto::TenantId, usize>,
+}
+
+/// A subscription in place.
+pub struct Subscribed {
+    pub topic: Arc<Topic>,
+    /// Event subjects subscribed without `since`: the newest `seq` delivered here, when known.
+    pub seq: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct FanOut {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nats: async_nats::Client,
+    topics: Mutex<Topics>,
+    next_topic: AtomicU64,
+    metrics: Metrics,
+    limits: EventLimits,
+    current: CurrentValues,
+    events: Events,
+}
+
+impl FanOut {
+    pub fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
+        let js = async_nats::jetstream::new(nats.clone());
+        Self {
+            inner: Arc::new(Inner {
+                current: CurrentValues::new(js),
+                events: Events::new(nats.clone(), metrics.clone(), limits),
+                nats,
+                topics: Mutex::new(Topics::default()),
+                next_topic: AtomicU64::new(1),
+                metrics,
+                limits,
+            }),
+        }
+    }
+
+    /// Whether `subject` is in use on this instance (so it passed its checks already).
+    pub fn has_subject(&self, subject: &Subject) -> bool {
+        self.inner.topics.lock().by_subject.contains_key(subject)
+    }
+
+    /// Number of subjects with a NATS subscription on this instance.
+    pub fn topic_count(&self) -> usize {
+        self.inner.topics.lock().by_subject.len()
+    }
+
+    /// Adds `queue` as a subscriber of `subject`. A snapshot subject queues its current value;
+    /// an event subject given `since` queues every event after it, then the live ones.
+    pub async fn subscribe(
+        &self,
+        conn: ConnId,
+        queue: &Arc<ClientQueue>,
+        subject: &Subject,
+        since: Option<u64>,
+    ) -> Result<Subscribed, FanOutError> {
+        let (topic, catching_up) = {
+            let mut topics = self.inner.topics.lock();
+            let tenant = subject.tenant();
+            let held = topics.per_tenant.get(tenant).copied().unwrap_or(0);
+            if !topics.by_subject.contains_key(subject) {
+                if held >= self.inner.limits.subjects_per_tenant {
+                    return Err(FanOutError::TenantSubjects(held));
+                }
+                *topics.per_tenant.entry(tenant.clone()).or_insert(0) += 1;
+            }
+            let topic = topics
+                .by_subject
+                .entry(subject.clone())
+                .or_insert_with(|| {
+                    Arc::new(Topic::new(
+                        self.inner.next_topic.fetch_add(1, Ordering::Relaxed),
+                        subject.clone(),
+                        self.inner.limits.cache,
+                    ))
+                })
+                .clone();
+            // Registering and deciding how to catch up happen under the log's lock, so no
+            // event is delivered in between.
+            let mut log = topic.log.lock();
+            let catching_up = match since {
+                Some(since) if !topic.snapshot => self
+                    .inner
+                    .events
+                    .resume(&topic, &mut log, conn, queue, since),
+                _ => false,
+            };
+            topic.subscribers.write().insert(conn, queue.clone());
+            drop(log);
+            (topic, catching_up)
+        };
+        if let Err(e) = self.start(&topic).await {
+            self.unsubscribe(conn, &topic);
+            return Err(e);
+        }
+        let mut seq = None;
+        if topic.snapshot {
+            self.inner.current.queue_current(&topic, queue);
+        } else if let Some(since) = since.filter(|_| catching_up) {
+            tokio::spawn(self.inner.events.clone().catch_up(
+                topic.clone(),
+                conn,
+                queue.clone(),
+                since,
+            ));
+        } else if since.is_none() {
+            seq = topic.log.lock().head;
+        }
+        Ok(Subscribed { topic, seq })
+    }
+
+    /// Removes `conn` from `topic`; the last subscriber leaving ends the NATS subscription.
+    pub fn unsubscribe(&self, conn: ConnId, topic: &Arc<Topic>) {
+        let mut topics = self.inner.topics.lock();
+        topic.log.lock().catching_up.remove(&conn);
+        let empty = {
+            let mut subscribers = topic.subscribers.write();
+            subscribers.remove(&conn);
+            subscribers.is_empty()
+        };
+        if empty {
+            if topics
+                .by_subject
+                .get(&topic.subject)
+                .is_some_and(|current| Arc::ptr_eq(current, topic))
+            {
+                topics.by_subject.remove(&topic.subject);
+                let tenant = topic.subject.tenant();
+                if let Some(n) = topics.per_tenant.get_mut(tenant) {
+                    *n -= 1;
+                    if *n == 0 {
+                        topics.per_tenant.remove(tenant);
+                    }
+                }
+            }
+            topic.stop(&self.inner.metrics);
+        }
+    }
+
+    /// Makes sure the topic's NATS subscription is in place: the first subscriber starts it,
+    /// those arriving meanwhile wait for that start, and after a failed one the next tries
+    /// again.
+    async fn start(&self, topic: &Arc<Topic>) -> Result<(), FanOutError> {
+        if topic.is_live() {
+            return Ok(());
+        }
+        let _starting = topic.start.lock().await;
+        if topic.is_live() || topic.is_stopped() {
+            return Ok(());
+        }
+        let subscriber = self
+            .inner
+            .nats
+            .subscribe(topic.subject.to_string())
+            .await
+            .map_err(|e| FanOutError::Subscribe(e.to_string()))?;
+        let task = if topic.snapshot {
+            tokio::spawn(snapshots::dispatch(
+                Arc::downgrade(topic),
+                subscriber,
+                self.inner.metrics.clone(),
+            ))
+        } else {
+            tokio::spawn(
+                self.inner
+                    .events
+                    .clone()
+                    .dispatch(Arc::downgrade(topic), subscriber),
+            )
+        };
+        topic.dispatching(task.abort_handle());
+        self.inner.events.server_barrier(topic).await;
+        topic.confirmed(&self.inner.metrics);
+        Ok(())
+    }
+
+    /// After NATS reconnects: messages may have been missed, so every snapshot subject's
+    /// retained value is read again and pushed to its subscribers where it is newer, and every
+    /// event subject reads what it may have missed.
+    pub async fn resync(&self) {
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .lock()
+            .by_subject
+            .values()
+            .cloned()
+            .collect();
+        let (snapshots, events): (Vec<_>, Vec<_>) = topics.into_iter().partition(|t| t.snapshot);
+        for topic in &events {
+            topic.resync.notify_one();
+        }
+        self.inner.current.resync(snapshots).await;
+    }
+}

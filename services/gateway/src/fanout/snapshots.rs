@@ -1,0 +1,189 @@
+//! Snapshot subjects (alerts, fleet, telemetry): a new subscriber gets the current value at
+//! once, the newest frame seen on this instance or else the last message retained in the
+//! JetStream `PULSE_STATE` stream, and every message after it as it arrives.
+//!
+//! A slow or absent JetStream never blocks a subscriber: the read runs beside the connection,
+//! and is retried with backoff until it answers or the topic is gone.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt as _;
+use pulse_proto::Subject;
+use pulse_proto::subject::STATE_STREAM;
+
+use super::topic::Topic;
+use crate::frame::{Frame, seq_of};
+use crate::metrics::Metrics;
+use crate::queue::ClientQueue;
+
+/// How long a read of a current value may take before JetStream counts as unavailable.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads of the retained values in `PULSE_STATE`, shared by every snapshot topic.
+#[derive(Clone)]
+pub(super) struct CurrentValues {
+    inner: Arc<Reader>,
+}
+
+struct Reader {
+    js: jetstream::Context,
+    stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
+}
+
+impl CurrentValues {
+    pub(super) fn new(js: jetstream::Context) -> Self {
+        Self {
+            inner: Arc::new(Reader {
+                js,
+                stream: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Queues the subject's current value for one new subscriber. When JetStream cannot be
+    /// read, the subscription stands and the value follows once it can (see
+    /// [`CurrentValues::retry`]).
+    ///
+    /// The read runs beside the connection, never in its way: a slow JetStream delays the
+    /// value, not the `subscribed` reply nor the connection's other requests. Whoever
+    /// subscribes while it runs is already a subscriber when it hands the value out.
+    pub(super) fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
+        if topic.ask_current() {
+            let values = self.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                match values.fetch(&topic).await {
+                    Ok(Some(frame)) => topic.push_current(&frame),
+                    Ok(None) => {}
+                    Err(()) => values.retry(topic),
+                }
+            });
+        }
+        if let Some(frame) = topic.current() {
+            queue.push_snapshot(frame);
+        }
+    }
+
+    /// After NATS reconnects: messages may have been missed, so every snapshot subject's
+    /// retained value is read again and pushed to its subscribers where it is newer.
+    pub(super) async fn resync(&self, topics: impl IntoIterator<Item = Arc<Topic>>) {
+        for topic in topics {
+            let before = topic.current().map(|f| f.seq);
+            match self.fetch(&topic).await {
+                Ok(Some(frame)) if Some(frame.seq) != before => topic.push_current(&frame),
+                Ok(_) => {}
+                Err(()) => self.retry(topic),
+            }
+        }
+    }
+
+    /// Reads the retained value again, with backoff, until JetStream answers or the topic is
+    /// gone, and hands it to every subscriber.
+    fn retry(&self, topic: Arc<Topic>) {
+        let values = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = pulse_common::backoff::Backoff::new(
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+            );
+            while !topic.is_stopped() {
+                tokio::time::sleep(backoff.next_delay()).await;
+                match values.fetch(&topic).await {
+                    Ok(Some(frame)) => {
+                        tracing::info!(subject = %topic.subject, "current value read after all");
+                        topic.push_current(&frame);
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(()) => {}
+                }
+            }
+        });
+    }
+
+    /// The message retained in `PULSE_STATE` for `subject`: `Ok(None)` when there is none,
+    /// `Err` when JetStream did not answer in time. Whatever the answer, the call is a round
+    /// trip through the NATS server.
+    async fn read(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<jetstream::message::StreamMessage>, ()> {
+        let reader = &self.inner;
+        let stream = reader
+            .stream
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(READ_TIMEOUT, reader.js.get_stream(STATE_STREAM)).await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            })
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))?;
+        let read = stream.direct_get_last_for_subject(subject.to_string());
+        match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!(%subject, error = %e, "cannot read the current value");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(%subject, "reading the current value timed out");
+                Err(())
+            }
+        }
+    }
+
+    /// Reads the retained last message of a snapshot subject from JetStream and remembers it;
+    /// returns the topic's newest value.
+    async fn fetch(&self, topic: &Topic) -> Result<Option<Frame>, ()> {
+        let Some(message) = self.read(&topic.subject).await? else {
+            return Ok(None);
+        };
+        let Ok(text) = Utf8Bytes::try_from(message.payload) else {
+            return Ok(None);
+        };
+        let frame = Frame {
+            topic: topic.id,
+            seq: seq_of(Some(&message.headers)),
+            snapshot: true,
+            text,
+            received: Instant::now(),
+        };
+        topic.remember(&frame);
+        Ok(topic.current())
+    }
+}
+
+/// A snapshot subject's dispatch: each message becomes one frame, pushed to every subscriber
+/// when it is newer than the current value.
+pub(super) async fn dispatch(
+    topic: Weak<Topic>,
+    mut subscriber: async_nats::Subscriber,
+    metrics: Metrics,
+) {
+    while let Some(message) = subscriber.next().await {
+        let Some(topic) = topic.upgrade() else { break };
+        let received = Instant::now();
+        metrics.messages_in.inc();
+        let span = topic.span(message.headers.as_ref());
+        let _entered = span.enter();
+        let seq = seq_of(message.headers.as_ref());
+        let Ok(text) = Utf8Bytes::try_from(message.payload) else {
+            tracing::warn!(subject = %topic.subject, "dropping a message that is not UTF-8");
+            continue;
+        };
+        let frame = Frame {
+            topic: topic.id,
+            seq,
+            snapshot: topic.snapshot,
+            text,
+            received,
+        };
+        topic.deliver(&frame, &metrics);
+    }
+}
