@@ -128,7 +128,7 @@ impl Authenticator {
                     .map(|s| DecodingKey::from_secret(s.as_bytes())),
                 jwks_url: config.jwks_url.clone(),
                 jwks: RwLock::new(JwksCache::default()),
-                min_refetch: Duration::from_secs(config.jwks_min_refetch_seconds),
+                min_refetch: config.jwks_min_refetch,
                 refetch: tokio::sync::Mutex::new(()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))

@@ -44,10 +44,10 @@ impl From<&GatewayConfig> for Settings {
             msgs_per_second: config.client_msgs_per_second,
             msgs_burst: config.client_msgs_burst,
             max_subscriptions: config.max_subscriptions,
-            ping_interval: config.ping_interval(),
-            idle_timeout: config.idle_timeout(),
-            write_timeout: config.write_timeout(),
-            drain: config.drain(),
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            drain: config.drain,
         }
     }
 }

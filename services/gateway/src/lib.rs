@@ -171,12 +171,12 @@ pub async fn run(
     stop.cancelled().await;
     tracing::info!(
         connections = caps.total(),
-        drain = ?config.drain(),
+        drain = ?config.drain,
         "draining: refusing new connections, closing clients with 1012"
     );
     readiness.set("accepting", false);
     let _ = drain_tx.send(true);
-    let deadline = Instant::now() + config.drain() + Duration::from_secs(2);
+    let deadline = Instant::now() + config.drain + Duration::from_secs(2);
     while caps.total() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod env;
 pub mod gateway;
 pub mod jwt;
+pub mod layout;
 pub mod nats;
 pub mod ws;
 

@@ -21,7 +21,7 @@ const CHILD_LISTENING: &str = "bench test gateway listening on ";
 
 pub fn gateway_config() -> GatewayConfig {
     let mut config = pulse_test_support::gateway::config(&[]);
-    config.drain_seconds = 0;
+    config.drain = std::time::Duration::from_secs(0);
     // Every bench client is the same user (`sub`), from loopback.
     config.max_connections_per_user = 1_000_000;
     config.max_connections_per_address = 1_000_000;

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod layout;
 mod nats_cluster;
 mod rolling;
 mod scenarios;

@@ -61,7 +61,7 @@ fn restartable_gateway_process() {
         socket.bind(addr).unwrap();
         let listener = socket.listen(1024).unwrap();
         let mut config = gateway_config();
-        config.drain_seconds = DRAIN_SECONDS;
+        config.drain = std::time::Duration::from_secs(DRAIN_SECONDS);
         pulse_gateway::run(config, listener, pulse_common::shutdown::signal())
             .await
             .unwrap();

@@ -22,7 +22,7 @@ pub const T: Duration = Duration::from_secs(5);
 /// The gateway's configuration for these tests: no clock leeway, a one-second drain.
 pub fn config() -> GatewayConfig {
     let mut c = pulse_test_support::gateway::config(&["--jwt-leeway-seconds", "0"]);
-    c.drain_seconds = 1;
+    c.drain = std::time::Duration::from_secs(1);
     c
 }
 

@@ -60,7 +60,7 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_u
     let mut cfg = config();
     cfg.jwt_secret = None;
     cfg.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
-    cfg.jwks_min_refetch_seconds = 0;
+    cfg.jwks_min_refetch = std::time::Duration::from_secs(0);
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("jwks");
 

@@ -32,8 +32,8 @@ async fn connection_caps_refuse_with_4029_and_503() {
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let mut cfg = config();
-    cfg.ping_seconds = 1;
-    cfg.idle_timeout_seconds = 2;
+    cfg.ping_interval = std::time::Duration::from_secs(1);
+    cfg.idle_timeout = std::time::Duration::from_secs(2);
     let gw = spawn_gateway(cfg).await;
     let mut c = gw.viewer(&unique("idle")).await;
     // Not reading means not answering pings: after the timeout the server gives up.
@@ -49,7 +49,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn sigterm_drains_clients_with_1012_and_refuses_new_ones() {
     let mut cfg = config();
-    cfg.drain_seconds = 2;
+    cfg.drain = std::time::Duration::from_secs(2);
     let gw = spawn_gateway(cfg).await;
     let tenant = unique("drain");
     let mut clients = Vec::new();
@@ -380,7 +380,7 @@ async fn a_gateway_stops_promptly_while_nats_is_down() {
     let mut server = start_nats_server(port, &[], &[]);
     let mut cfg = config();
     cfg.nats_url = format!("nats://127.0.0.1:{port}");
-    cfg.drain_seconds = 0;
+    cfg.drain = std::time::Duration::from_secs(0);
     let gw = spawn_gateway(cfg).await;
     let addr = gw.addr;
     server.kill().await.unwrap();

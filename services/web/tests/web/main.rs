@@ -6,6 +6,7 @@ mod helpers;
 
 mod account;
 mod events;
+mod layout;
 mod logins;
 mod rest;
 mod site;
