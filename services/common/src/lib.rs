@@ -4,6 +4,8 @@
 //! - [`telemetry`]: tracing subscriber, optional OpenTelemetry OTLP export, W3C propagation.
 //! - [`trace_headers`]: carrying trace context in NATS message headers.
 //! - [`shutdown`]: a future that resolves on SIGINT or SIGTERM.
+//! - [`startup`]: what every service does as it starts (stop token, registry, listener, NATS
+//!   readiness).
 //! - [`ops`]: the `/healthz`, `/readyz` and `/metrics` endpoints.
 //! - [`client_addr`]: the client's address behind trusted proxies.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
@@ -28,5 +30,6 @@ pub mod nats;
 pub mod ops;
 pub mod process;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod trace_headers;

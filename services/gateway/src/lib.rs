@@ -46,7 +46,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
-use prometheus_client::registry::Registry;
 use pulse_common::ops::{Ops, Readiness};
 use tokio_util::sync::CancellationToken;
 
@@ -69,17 +68,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let config = Arc::new(config);
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
+    let stop = pulse_common::startup::cancel_on(shutdown);
 
-    let mut registry = Registry::default();
-    pulse_common::process::register(&mut registry);
+    let mut registry = pulse_common::startup::registry();
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["nats", "accepting"]);
     let slow = metrics.nats_slow_consumer.clone();
@@ -117,11 +108,20 @@ pub async fn run(
     let revocations = Arc::new(crate::revoke::Revocations::default());
     crate::revoke::follow(link.client.clone(), revocations.clone(), stop.clone());
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    watch_nats(
+    // After a reconnect, clients get the current snapshots again: some may have changed
+    // while the link was down.
+    let resync = fanout.clone();
+    pulse_common::startup::mirror_nats(
         link.state.clone(),
         readiness.clone(),
-        fanout.clone(),
         stop.clone(),
+        move || {
+            let fanout = resync.clone();
+            async move {
+                tracing::info!("NATS reconnected; resending current snapshots");
+                fanout.resync().await;
+            }
+        },
     );
     readiness.set("accepting", true);
 
@@ -191,29 +191,4 @@ pub async fn run(
     pulse_common::nats::flush_before_exit(&link.client).await;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// Mirrors the NATS link into readiness, and resynchronises snapshots after a reconnect.
-fn watch_nats(
-    mut state: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
-    readiness: Readiness,
-    fanout: FanOut,
-    stop: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut seen = state.borrow().connects;
-        loop {
-            let now = *state.borrow_and_update();
-            readiness.set("nats", now.connected);
-            if now.connected && now.connects != seen {
-                seen = now.connects;
-                tracing::info!("NATS reconnected; resending current snapshots");
-                fanout.resync().await;
-            }
-            tokio::select! {
-                changed = state.changed() => if changed.is_err() { return },
-                () = stop.cancelled() => return,
-            }
-        }
-    });
 }

@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use prometheus_client::registry::Registry;
 use pulse_common::backoff::Backoff;
 use pulse_common::ops::{Ops, Readiness};
 use sqlx::PgPool;
@@ -57,17 +56,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
+    let stop = pulse_common::startup::cancel_on(shutdown);
 
-    let mut registry = Registry::default();
-    pulse_common::process::register(&mut registry);
+    let mut registry = pulse_common::startup::registry();
     let metrics = Metrics::register(&mut registry);
     // `streams`: the active poller's JetStream streams and bucket exist (a standby needs none).
     let readiness = Readiness::new(&["database", "nats", "streams"]);
@@ -95,7 +86,12 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     )
     .await?;
-    mirror_nats_readiness(link.state.clone(), readiness.clone(), stop.clone());
+    pulse_common::startup::mirror_nats(
+        link.state.clone(),
+        readiness.clone(),
+        stop.clone(),
+        || async {},
+    );
     let js = async_nats::jetstream::new(link.client.clone());
     let seq = Arc::new(SeqClock::new());
 
@@ -295,20 +291,4 @@ async fn prepare(
     if let Err(e) = engine.poll_telemetry().await {
         tracing::warn!(error = %e, "first telemetry read failed; retrying on the next cycle");
     }
-}
-
-fn mirror_nats_readiness(
-    mut state: tokio::sync::watch::Receiver<pulse_common::nats::LinkState>,
-    readiness: Readiness,
-    stop: CancellationToken,
-) {
-    tokio::spawn(async move {
-        loop {
-            readiness.set("nats", state.borrow_and_update().connected);
-            tokio::select! {
-                changed = state.changed() => if changed.is_err() { return },
-                () = stop.cancelled() => return,
-            }
-        }
-    });
 }

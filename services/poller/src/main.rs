@@ -1,6 +1,5 @@
 //! `pulse-poller`: wires configuration, telemetry and the server; the work is in the library.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pulse_common::telemetry::{self, LogFormat};
 use pulse_poller::PollerConfig;
@@ -62,9 +61,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(config: PollerConfig) -> anyhow::Result<()> {
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("cannot listen on PULSE_POLLER_ADDR={}", config.addr))?;
+    let listener = pulse_common::startup::bind(config.addr, "PULSE_POLLER_ADDR")?;
     tracing::info!(addr = %listener.local_addr()?, "ops endpoints listening");
     pulse_poller::run(config, listener, pulse_common::shutdown::signal()).await
 }

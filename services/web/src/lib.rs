@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use prometheus_client::registry::Registry;
 use pulse_common::ops::{Ops, Readiness};
 use tokio_util::sync::CancellationToken;
 
@@ -61,16 +60,8 @@ pub async fn run(
              a per-tenant publish key (POST /api/v2/publish-keys) and unset it"
         );
     }
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
-    let mut registry = Registry::default();
-    pulse_common::process::register(&mut registry);
+    let stop = pulse_common::startup::cancel_on(shutdown);
+    let mut registry = pulse_common::startup::registry();
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);
     let pool = pulse_db::lazy_pool(

@@ -1,6 +1,5 @@
 //! `pulse-web`: wires configuration, telemetry and the server; the work is in the library.
 
-use anyhow::Context as _;
 use clap::Parser;
 use pulse_common::telemetry::{self, LogFormat};
 use pulse_web::WebConfig;
@@ -24,17 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("pulse-web", cli.log_format)?;
     cli.config.validate()?;
-    let listener = tokio::net::TcpListener::bind(cli.config.addr)
-        .await
-        .with_context(|| format!("cannot listen on PULSE_WEB_ADDR={}", cli.config.addr))?;
-    let ops_listener = tokio::net::TcpListener::bind(cli.config.ops_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on PULSE_WEB_OPS_ADDR={}",
-                cli.config.ops_addr
-            )
-        })?;
+    let listener = pulse_common::startup::bind(cli.config.addr, "PULSE_WEB_ADDR")?;
+    let ops_listener = pulse_common::startup::bind(cli.config.ops_addr, "PULSE_WEB_OPS_ADDR")?;
     tracing::info!(
         addr = %listener.local_addr()?,
         ops = %ops_listener.local_addr()?,

@@ -1,0 +1,154 @@
+//! What every service does as it starts, written once: a stop token cancelled when the
+//! shutdown signal comes, a metrics registry that already holds the process metrics, a listener
+//! whose error names the variable to fix, and NATS's link state mirrored into readiness.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::nats::LinkState;
+use crate::ops::Readiness;
+
+/// A token cancelled once `shutdown` resolves: every loop of the service stops on it.
+pub fn cancel_on(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    stop
+}
+
+/// A metrics registry holding the process metrics (resident memory, open files, CPU).
+pub fn registry() -> Registry {
+    let mut registry = Registry::default();
+    crate::process::register(&mut registry);
+    registry
+}
+
+/// Pending connections the kernel may queue before they are accepted (capped by
+/// `net.core.somaxconn`). Tokio's default of 1024 overflows when thousands of clients
+/// reconnect at once, and each refused SYN costs its client a one-second retransmit.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Listens on `addr`, which the variable `var` set; the error names both.
+pub fn bind(addr: SocketAddr, var: &str) -> anyhow::Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot listen on {var}={addr}"))
+}
+
+/// Keeps the readiness check `nats` equal to the link's state until `stop`, and runs
+/// `on_reconnect` each time the link comes back after being lost.
+pub fn mirror_nats<F, Fut>(
+    mut state: watch::Receiver<LinkState>,
+    readiness: Readiness,
+    stop: CancellationToken,
+    mut on_reconnect: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut seen = state.borrow().connects;
+        loop {
+            let now = *state.borrow_and_update();
+            readiness.set("nats", now.connected);
+            if now.connected && now.connects != seen {
+                seen = now.connects;
+                on_reconnect().await;
+            }
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_token_is_cancelled_by_the_shutdown_only() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = cancel_on(async move {
+            let _ = rx.await;
+        });
+        tokio::task::yield_now().await;
+        assert!(!stop.is_cancelled());
+        let _ = tx.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(2), stop.cancelled())
+            .await
+            .expect("the shutdown cancels the token");
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_names_its_variable() {
+        let held = bind("127.0.0.1:0".parse().unwrap(), "PULSE_X_ADDR").unwrap();
+        let addr = held.local_addr().unwrap();
+        // A second listener on the same port (reuseaddr does not allow two listeners).
+        let err = bind(addr, "PULSE_X_ADDR").unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(&format!("cannot listen on PULSE_X_ADDR={addr}")),
+            "{err:#}"
+        );
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_link_and_reconnects_are_seen() {
+        let (tx, rx) = watch::channel(LinkState {
+            connected: true,
+            connects: 1,
+        });
+        let readiness = Readiness::new(&["nats"]);
+        let stop = CancellationToken::new();
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reconnects.clone();
+        mirror_nats(rx, readiness.clone(), stop.clone(), move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        });
+        until("ready on the first connection", || readiness.is_ready()).await;
+        tx.send_replace(LinkState {
+            connected: false,
+            connects: 1,
+        });
+        until("not ready once the link is lost", || !readiness.is_ready()).await;
+        tx.send_replace(LinkState {
+            connected: true,
+            connects: 2,
+        });
+        until("the reconnect reported", || {
+            reconnects.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(readiness.is_ready());
+        stop.cancel();
+    }
+}
