@@ -1,4 +1,9 @@
 //! Capped exponential backoff with full jitter, for every reconnect loop.
+//!
+//! Why not a retry crate (backon, backoff, tokio-retry): those own the loop — they run an
+//! operation until it succeeds. Ours are long-lived loops that also wait on the shutdown token
+//! and on reconnect notifications in one `select!`, and reset after each success, so what
+//! they need is only the next delay; that is this type, with `rand` for the jitter.
 
 use std::time::Duration;
 
@@ -39,18 +44,9 @@ impl Backoff {
     }
 }
 
-/// A fraction in `[0, 1)` from the system clock's sub-second noise mixed with a counter; good
-/// enough to spread retries, and free of any dependency.
+/// A fraction in `[0, 1)`.
 fn jitter_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    rand::random::<f64>()
 }
 
 #[cfg(test)]

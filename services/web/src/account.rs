@@ -154,7 +154,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = session::cookie(&headers) {
-        session::end(&state.pool, token).await?;
+        session::end(&state.pool, &token).await?;
     }
     Ok((
         axum::http::StatusCode::NO_CONTENT,

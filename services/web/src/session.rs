@@ -9,8 +9,10 @@
 //! The page asks for a short-lived WebSocket ticket instead (see [`crate::ticket`]).
 
 use axum::extract::{FromRef, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use pulse_proto::TenantId;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
@@ -91,8 +93,16 @@ pub async fn end(pool: &PgPool, token: &str) -> Result<(), ApiError> {
 
 /// The `Set-Cookie` value that starts a session.
 pub fn set_cookie(token: &str, max_age: u64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    Cookie::build((COOKIE, token.to_owned()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(time::Duration::seconds(
+            i64::try_from(max_age).unwrap_or(i64::MAX),
+        ))
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// The `Set-Cookie` value that ends it.
@@ -101,15 +111,10 @@ pub fn clear_cookie(secure: bool) -> String {
 }
 
 /// The session cookie's token in a request's headers.
-pub fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
+pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(COOKIE)
+        .map(|c| c.value().to_owned())
 }
 
 /// Any state that holds the pool opens sessions: the extractor needs nothing else.
@@ -122,7 +127,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        find(&PgPool::from_ref(state), token).await
+        find(&PgPool::from_ref(state), &token).await
     }
 }
 

@@ -93,7 +93,7 @@ async fn publisher_tenant(
             .map_err(|e| ApiError::BadRequest(format!("invalid tenant_id: {e}")));
     }
     let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
-    let session = crate::session::find(&state.pool, token).await?;
+    let session = crate::session::find(&state.pool, &token).await?;
     if session.role != "customer_admin" {
         return Err(ApiError::Forbidden(
             "only customer_admin may publish events",
