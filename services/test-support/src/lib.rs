@@ -1,11 +1,11 @@
 //! What the tests of every Pulse crate share, written once: the addresses of the shared
 //! PostgreSQL and NATS ([`env`]), names that never collide between tests and runs
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
-//! scratch databases ([`db`]), private nats-servers a test may stop or configure ([`nats`]),
-//! reading a Prometheus scrape ([`metric`]), free ports ([`free_port`]), configurations
-//! parsed the way the services parse theirs ([`parse_config`]), tokens signed with the test
-//! secret ([`jwt`]), an in-process gateway ([`gateway`]) and a WebSocket client of its
-//! protocol ([`ws`]).
+//! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
+//! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
+//! ports ([`free_port`]), configurations parsed the way the services parse theirs
+//! ([`parse_config`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
+//! ([`gateway`]) and a WebSocket client of its protocol ([`ws`]).
 //!
 //! A test dependency only: it panics with a message naming what is missing, which is what a
 //! failing test should do.
@@ -15,6 +15,7 @@ pub mod env;
 pub mod gateway;
 pub mod jwt;
 pub mod nats;
+pub mod seed;
 pub mod ws;
 
 use std::future::Future;
