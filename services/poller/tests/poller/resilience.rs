@@ -8,14 +8,12 @@ use crate::helpers::*;
 async fn a_nats_restart_is_survived_and_state_republished() {
     let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-nats"));
-    let mut nats = start_nats(port, &store).await;
+    let mut nats = start_jetstream(port, &store).await;
     let url = format!("nats://127.0.0.1:{port}");
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("natsdown", 1).await;
-    let mut cfg = config(&db);
-    cfg.nats_url = url.clone();
-    let poller = spawn_poller(cfg).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
     let client = async_nats::connect(&url).await.unwrap();
     let mut alerts = client
         .subscribe(format!("pulse.v1.{tenant}.alerts"))
@@ -53,7 +51,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     let during = db.open_alert(&tenant, "dev-1", "during outage").await;
 
     let back = std::time::Instant::now();
-    let _nats = start_nats(port, &store).await;
+    let _nats = start_jetstream(port, &store).await;
     eventually(
         "readiness true after NATS is back",
         Duration::from_secs(15),
@@ -82,7 +80,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
 #[tokio::test]
 async fn lost_database_connections_are_survived() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("pgdown", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -153,25 +151,13 @@ async fn lost_database_connections_are_survived() {
 async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-nojs"));
-    let mut plain = tokio::process::Command::new(nats_server_binary())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut plain = pulse_test_support::nats::start_server(port, &[], &[]);
     let url = format!("nats://127.0.0.1:{port}");
-    eventually("plain NATS up", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
+    pulse_test_support::nats::wait_for(&url).await;
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("nojs", 1).await;
-    let mut cfg = config(&db);
-    cfg.nats_url = url.clone();
-    let poller = spawn_poller(cfg).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
     eventually(
         "active, not ready, waiting for JetStream",
         Duration::from_secs(15),
@@ -191,7 +177,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     // JetStream arrives (the server restarted with it): streams made, snapshot published.
     plain.start_kill().unwrap();
     plain.wait().await.unwrap();
-    let _nats = start_nats(port, &store).await;
+    let _nats = start_jetstream(port, &store).await;
     let client = async_nats::connect(&url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     eventually(
@@ -226,11 +212,10 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 async fn the_poller_stops_promptly_while_nats_is_down() {
     let port = free_port();
     let store = std::env::temp_dir().join(unique("pulse-nats"));
-    let mut nats = start_nats(port, &store).await;
-    let db = TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.nats_url = format!("nats://127.0.0.1:{port}");
-    let poller = spawn_poller(cfg).await;
+    let mut nats = start_jetstream(port, &store).await;
+    let db = ScratchDb::migrated("poller").await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
