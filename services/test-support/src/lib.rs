@@ -31,7 +31,8 @@ pub fn unique(label: &str) -> String {
     format!("{label}-{:010x}", n & 0xff_ffff_ffff)
 }
 
-/// Waits until `check` holds, polling every 25 ms; panics naming `what` at the deadline.
+/// Waits until `check` holds, polling every 50 ms (as every crate's own copy did); panics naming
+/// `what` at the deadline.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -46,7 +47,7 @@ where
             start.elapsed() < deadline,
             "timed out after {deadline:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
