@@ -300,14 +300,11 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
 
 #[tokio::test]
 async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats-events"));
-    let mut server = start_jetstream(port, &store).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut server = PrivateNats::start().await;
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-down", 0).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &server.url])).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
@@ -320,8 +317,7 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     )
     .await;
 
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+    server.stop().await;
     eventually(
         "readiness false while NATS is gone",
         Duration::from_secs(10),
@@ -337,14 +333,14 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     // Nothing can have reached NATS, so nothing may be marked.
     assert_eq!(unrelayed(&db).await, 19 + 5);
 
-    let _server = start_jetstream(port, &store).await;
+    server.start_again().await;
     eventually(
         "the outage's events relayed after NATS is back",
         Duration::from_secs(15),
         || async { unrelayed(&db).await == 0 },
     )
     .await;
-    let nats = async_nats::connect(&url).await.unwrap();
+    let nats = async_nats::connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let rows = outbox(&db, &tenant).await;
     let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
@@ -359,7 +355,6 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     assert_topic(&tenant, "ship", &stored(&js, &tenant, "ship").await, &ship);
     poller.stop().await;
     db.drop_now().await;
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
