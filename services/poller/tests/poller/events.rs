@@ -105,15 +105,8 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
     let a = db.tenant("ev-a", 0).await;
     let b = db.tenant("ev-b", 0).await;
     let client = pulse_test_support::nats::shared().await;
-    let mut sub_a = client
-        .subscribe(format!("pulse.v1.{a}.events.*"))
-        .await
-        .unwrap();
-    let mut sub_b = client
-        .subscribe(format!("pulse.v1.{b}.events.*"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut sub_a = subscribed(&client, format!("pulse.v1.{a}.events.*")).await;
+    let mut sub_b = subscribed(&client, format!("pulse.v1.{b}.events.*")).await;
     let poller = spawn_poller(config(&db)).await;
     wait_active(&poller).await;
 
@@ -362,11 +355,7 @@ async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-activity", 1).await;
     let client = pulse_test_support::nats::shared().await;
-    let mut sub = client
-        .subscribe(format!("pulse.v1.{tenant}.events.activity"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.activity")).await;
     let poller = spawn_poller(config(&db)).await;
     wait_active(&poller).await;
 

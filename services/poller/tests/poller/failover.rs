@@ -68,6 +68,23 @@ async fn active_and_standby(db: &ScratchDb, first_env: &[(&str, String)]) -> (Pr
     (first, second)
 }
 
+/// After a handover: an alert opened now reaches `alerts` within `within`, in a snapshot
+/// numbered after `before` (the last one the old leader published).
+async fn assert_the_new_leader_publishes(
+    db: &ScratchDb,
+    tenant: &str,
+    alerts: &mut Sub,
+    before: &Value,
+    within: Duration,
+) {
+    let id = db.open_alert(tenant, "dev-1", "after the handover").await;
+    let after = alerts.until(within, |v| alert_ids(v).contains(&id)).await;
+    assert!(
+        after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap(),
+        "seq must keep increasing across a handover"
+    );
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
     let db = ScratchDb::migrated("poller").await;
@@ -93,14 +110,8 @@ async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
         "takeover took {takeover:?}"
     );
 
-    let id = db.open_alert(&tenant, "dev-1", "after failover").await;
-    let after = alerts
-        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
+    assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(5))
         .await;
-    assert!(
-        after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap(),
-        "seq must keep increasing across a failover"
-    );
     drop(second);
     db.drop_now().await;
 }
@@ -126,11 +137,7 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("traced", 1).await;
     let client = pulse_test_support::nats::shared().await;
-    let mut sub = client
-        .subscribe(format!("pulse.v1.{tenant}.alerts"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     let _poller = start(
         &db,
         &[
@@ -294,11 +301,8 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
         stepped_down < Duration::from_millis(4_500),
         "stepped down after {stepped_down:?}"
     );
-    let id = db.open_alert(&tenant, "dev-1", "after the partition").await;
-    let after = alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+    assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(10))
         .await;
-    assert!(after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap());
     drop((first, second));
     db.drop_now().await;
 }
@@ -358,11 +362,7 @@ struct Recorder {
 impl Recorder {
     async fn start(tenant: &str) -> Recorder {
         let client = pulse_test_support::nats::shared().await;
-        let mut sub = client
-            .subscribe(format!("pulse.v1.{tenant}.>"))
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
+        let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.>")).await;
         let log: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let into = Arc::clone(&log);
         let task = tokio::spawn(async move {

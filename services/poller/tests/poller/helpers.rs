@@ -164,6 +164,14 @@ impl Drop for PrivateNats {
     }
 }
 
+/// A subscription to `subject` through `client`, in place at the server once this returns (so
+/// nothing published after it is missed); messages as they came, headers included.
+pub async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
+    let sub = client.subscribe(subject).await.unwrap();
+    client.flush().await.unwrap();
+    sub
+}
+
 /// A NATS subscription that yields parsed JSON payloads.
 pub struct Sub {
     inner: async_nats::Subscriber,
@@ -172,8 +180,7 @@ pub struct Sub {
 
 pub async fn subscribe(subject: &str) -> Sub {
     let client = pulse_test_support::nats::shared().await;
-    let inner = client.subscribe(subject.to_string()).await.unwrap();
-    client.flush().await.unwrap();
+    let inner = subscribed(&client, subject.to_owned()).await;
     Sub {
         inner,
         _client: client,

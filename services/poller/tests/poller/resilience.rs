@@ -12,11 +12,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     let tenant = db.tenant("natsdown", 1).await;
     let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
     let client = async_nats::connect(&nats.url).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("pulse.v1.{tenant}.alerts"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
