@@ -1,5 +1,7 @@
-//! Scratch databases: each test gets an empty database of its own on the shared server, named
+//! Scratch databases: each test gets a database of its own on the shared server, named
 //! `pulse_t_<label>_<random>` so that `make test` can drop what a crashed run left behind.
+//! Empty ([`ScratchDb::create`]) for tests of the migrations themselves, or migrated
+//! ([`ScratchDb::migrated`]) exactly as the services migrate theirs, for everything else.
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -33,6 +35,15 @@ impl ScratchDb {
             Err(e) => panic!("cannot connect to the test database {name}: {e}"),
         };
         ScratchDb { name, url, pool }
+    }
+
+    /// Creates `pulse_t_<label>_<random>` and applies every migration with [`pulse_db::migrate`].
+    pub async fn migrated(label: &str) -> ScratchDb {
+        let db = ScratchDb::create(label).await;
+        if let Err(e) = pulse_db::migrate(&db.pool).await {
+            panic!("cannot migrate the test database {}: {e}", db.name);
+        }
+        db
     }
 
     /// Closes the pool and drops the database, ending any other session still in it.

@@ -1,11 +1,11 @@
 //! What the tests of every Pulse crate share, written once: the addresses of the shared
 //! PostgreSQL and NATS ([`env`]), names that never collide between tests and runs
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
-//! scratch databases ([`db`]), private nats-servers a test may stop or configure ([`nats`]),
-//! reading a Prometheus scrape ([`metric`]), free ports ([`free_port`]), configurations
-//! parsed the way the services parse theirs ([`parse_config`]), tokens signed with the test
-//! secret ([`jwt`]), an in-process gateway ([`gateway`]) and a WebSocket client of its
-//! protocol ([`ws`]).
+//! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
+//! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
+//! ports ([`free_port`]), configurations parsed the way the services parse theirs
+//! ([`parse_config`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
+//! ([`gateway`]) and a WebSocket client of its protocol ([`ws`]).
 //!
 //! A test dependency only: it panics with a message naming what is missing, which is what a
 //! failing test should do.
@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod layout;
 pub mod nats;
+pub mod seed;
 pub mod ws;
 
 use std::future::Future;
@@ -31,7 +32,8 @@ pub fn unique(label: &str) -> String {
     format!("{label}-{:010x}", n & 0xff_ffff_ffff)
 }
 
-/// Waits until `check` holds, polling every 25 ms; panics naming `what` at the deadline.
+/// Waits until `check` holds, polling every 50 ms (as every crate's own copy did); panics naming
+/// `what` at the deadline.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -46,7 +48,7 @@ where
             start.elapsed() < deadline,
             "timed out after {deadline:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

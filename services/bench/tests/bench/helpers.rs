@@ -1,5 +1,5 @@
 //! Fixtures: a gateway on port 0 running in this process, or in a child process of its own
-//! (so it can be killed); a database of its own with the poller relaying its events; bench
+//! (so it can be killed); the poller relaying a scratch database's events; bench
 //! configurations for them.
 
 use std::io::BufRead as _;
@@ -11,7 +11,7 @@ use pulse_bench::{BenchConfig, Report};
 use pulse_gateway::GatewayConfig;
 use pulse_test_support::gateway::{Gateway, wait_ready};
 use pulse_test_support::jwt::SECRET;
-use pulse_test_support::{ScratchDb, nats_url, parse_config};
+use pulse_test_support::{nats_url, parse_config};
 use tokio_util::sync::CancellationToken;
 
 /// Set for a child process of this test binary that is to run a gateway.
@@ -166,14 +166,6 @@ fn gateway_process() {
     });
 }
 
-/// A database of its own (`pulse_t_bench_<random>`), migrated; dropped by
-/// [`ScratchDb::drop_now`] (or by the next `make test`, which drops leftovers).
-pub async fn migrated_db() -> ScratchDb {
-    let db = ScratchDb::create("bench").await;
-    pulse_db::migrate(&db.pool).await.unwrap();
-    db
-}
-
 /// A poller in this process, relaying one database's events; stopped on drop.
 pub struct Poller {
     pub metrics_url: String,
@@ -188,18 +180,18 @@ impl Drop for Poller {
 
 /// Starts a poller on `database_url` and waits until it is the active one.
 pub async fn spawn_poller(database_url: &str) -> Poller {
-    spawn_poller_with(database_url, |_| {}).await
+    spawn_poller_with(database_url, &[]).await
 }
 
-/// [`spawn_poller`] with its configuration changed by `configure` first.
-pub async fn spawn_poller_with(
-    database_url: &str,
-    configure: impl FnOnce(&mut pulse_poller::PollerConfig),
-) -> Poller {
-    let mut config: pulse_poller::PollerConfig =
-        parse_config(&["pulse-poller", "--database-url", database_url]);
-    config.nats_url = nats_url();
-    configure(&mut config);
+/// [`spawn_poller`] with `extra` flags; a `--nats-url` among them replaces the shared server.
+pub async fn spawn_poller_with(database_url: &str, extra: &[&str]) -> Poller {
+    let nats = nats_url();
+    let mut args = vec!["pulse-poller", "--database-url", database_url];
+    if !extra.contains(&"--nats-url") {
+        args.extend(["--nats-url", &nats]);
+    }
+    args.extend_from_slice(extra);
+    let config: pulse_poller::PollerConfig = parse_config(&args);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
     let stop = CancellationToken::new();

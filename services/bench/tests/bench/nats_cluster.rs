@@ -13,13 +13,13 @@ use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
+use pulse_test_support::ScratchDb;
 use pulse_test_support::gateway::Gateway;
 use pulse_test_support::jwt::SECRET;
 use pulse_test_support::nats::server_binary;
 
 use crate::helpers::{
-    assert_clean_connections, bench, bench_config, flags, migrated_db, spawn_gateway_on,
-    spawn_poller_with,
+    assert_clean_connections, bench, bench_config, flags, spawn_gateway_on, spawn_poller_with,
 };
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `within`.
@@ -357,12 +357,8 @@ impl Watcher {
 async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_current() {
     let mut cluster = Cluster::start().await;
     let urls = cluster.urls();
-    let db = migrated_db().await;
-    let poller = spawn_poller_with(&db.url, |c| {
-        c.nats_url = urls.clone();
-        c.stream_replicas = 3;
-    })
-    .await;
+    let db = ScratchDb::migrated("bench").await;
+    let poller = spawn_poller_with(&db.url, &["--nats-url", &urls, "--stream-replicas", "3"]).await;
     let poller_node = until(
         "the poller's connection",
         Duration::from_secs(10),

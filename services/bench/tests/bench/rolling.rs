@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 
+use pulse_test_support::ScratchDb;
 use pulse_test_support::gateway::wait_ready;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    assert_clean_connections, bench, bench_config, flags, gateway_config, migrated_db,
-    run_gateway_process, run_test_alone, spawn_poller,
+    assert_clean_connections, bench, bench_config, flags, gateway_config, run_gateway_process,
+    run_test_alone, spawn_poller,
 };
 
 /// Set, to the address to listen on, for a child process of this test binary that is to run a
@@ -114,7 +115,7 @@ fn free_addr() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_every_client_resumes() {
-    let db = migrated_db().await;
+    let db = ScratchDb::migrated("bench").await;
     let poller = spawn_poller(&db.url).await;
     let addrs = [free_addr(), free_addr()];
     let mut gateways = Vec::new();

@@ -1,7 +1,8 @@
 use pulse_bench::Report;
+use pulse_test_support::ScratchDb;
 
 use crate::helpers::{
-    assert_clean_connections, assert_no_loss, bench, bench_alone, bench_config, flags, migrated_db,
+    assert_clean_connections, assert_no_loss, bench, bench_alone, bench_config, flags,
     spawn_child_gateway, spawn_gateway, spawn_poller,
 };
 
@@ -119,7 +120,7 @@ async fn shards_of_one_run_meet_on_nats_and_merge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_resume_on_the_other_gateway_after_a_kill() {
-    let db = migrated_db().await;
+    let db = ScratchDb::migrated("bench").await;
     let poller = spawn_poller(&db.url).await;
     let doomed = spawn_child_gateway().await;
     let survivor = spawn_gateway().await;

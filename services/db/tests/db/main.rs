@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-mod helpers;
-
 mod migrate;
 mod schema;
 mod settings;

@@ -1,11 +1,11 @@
 //! Applying the migrations: from nothing, again, and from several processes at once (the
 //! initContainers of every poller and web pod start together on a rollout).
 
-use crate::helpers::*;
+use pulse_test_support::ScratchDb;
 
 #[tokio::test]
 async fn concurrent_runs_on_an_empty_database_all_succeed_and_apply_each_migration_once() {
-    let db = TestDb::empty().await;
+    let db = ScratchDb::create("db").await;
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let pool = pulse_db::lazy_pool(&db.url, 1, None).unwrap();

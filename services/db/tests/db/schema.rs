@@ -4,11 +4,11 @@
 use pulse_db::roles;
 use serde_json::json;
 
-use crate::helpers::*;
+use pulse_test_support::ScratchDb;
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_refuse_hostile_ids() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     pulse_db::migrate(&db.pool).await.unwrap();
     for bad in [">", "*", "a.b", "", "a b", &"x".repeat(65)] {
         let r = sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'x')")
@@ -22,7 +22,7 @@ async fn migrations_are_idempotent_and_refuse_hostile_ids() {
 
 #[tokio::test]
 async fn last_seen_follows_the_newest_reading_whoever_writes() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     let tenant = db.tenant("seen", 1).await;
     let seen = || async {
         sqlx::query_scalar::<_, Option<time::OffsetDateTime>>(
@@ -73,7 +73,7 @@ async fn last_seen_follows_the_newest_reading_whoever_writes() {
 
 #[tokio::test]
 async fn a_tenant_scoped_connection_sees_only_its_rows() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     let a = db.tenant("rls-a", 2).await;
     let b = db.tenant("rls-b", 1).await;
     db.open_alert(&a, "dev-1", "a's").await;
@@ -126,7 +126,7 @@ async fn a_tenant_scoped_connection_sees_only_its_rows() {
 /// not even its owner reads across tenants by forgetting the tenant.
 #[tokio::test]
 async fn every_tenant_table_forces_row_level_security() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     let tables: Vec<(String, bool, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity \
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -156,7 +156,7 @@ async fn every_tenant_table_forces_row_level_security() {
 /// What each service's role may do, through the same pool set-up the services use.
 #[tokio::test]
 async fn each_service_role_has_only_what_it_needs() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     let tenant = db.tenant("roles", 2).await;
     let other = db.tenant("roles-b", 3).await;
     db.open_alert(&tenant, "dev-1", "hot").await;

@@ -7,11 +7,11 @@ use pulse_db::roles;
 use pulse_proto::TenantId;
 use pulse_proto::fleet::Thresholds;
 
-use crate::helpers::*;
+use pulse_test_support::ScratchDb;
 
 #[tokio::test]
 async fn thresholds_written_as_the_poller_are_read_as_a_tenant() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("db").await;
     let tenant = db.tenant("settings", 0).await;
     let tenant_id = TenantId::parse(tenant.as_str()).unwrap();
     let poller = pulse_db::lazy_pool(&db.url, 1, Some(roles::POLLER)).unwrap();

@@ -13,7 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::helpers::*;
 
 /// A relay on `db` publishing through `nats`, outside any poller.
-fn relay(db: &TestDb, nats: &async_nats::Client, max_age: Duration) -> Relay {
+fn relay(db: &ScratchDb, nats: &async_nats::Client, max_age: Duration) -> Relay {
     let metrics = pulse_poller::metrics::Metrics::register(
         &mut prometheus_client::registry::Registry::default(),
     );
@@ -25,7 +25,7 @@ fn relay(db: &TestDb, nats: &async_nats::Client, max_age: Duration) -> Relay {
     )
 }
 
-async fn emit(db: &TestDb, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
+async fn emit(db: &ScratchDb, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
     sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4)")
         .bind(tenant)
         .bind(topic)
@@ -37,7 +37,7 @@ async fn emit(db: &TestDb, tenant: &str, topic: &str, event: &str, payload: Valu
 }
 
 /// `(topic, seq, payload)` of a tenant's events, by topic and seq.
-async fn outbox(db: &TestDb, tenant: &str) -> Vec<(String, i64, Value)> {
+async fn outbox(db: &ScratchDb, tenant: &str) -> Vec<(String, i64, Value)> {
     sqlx::query_as(
         "SELECT topic::text, seq, payload FROM events WHERE tenant_id = $1 ORDER BY topic, seq",
     )
@@ -47,7 +47,7 @@ async fn outbox(db: &TestDb, tenant: &str) -> Vec<(String, i64, Value)> {
     .unwrap()
 }
 
-async fn unrelayed(db: &TestDb) -> i64 {
+async fn unrelayed(db: &ScratchDb) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
         .fetch_one(&db.pool)
         .await
@@ -80,6 +80,23 @@ fn assert_topic(
 }
 
 /// What the events stream holds for one topic, as `(Pulse-Seq, Nats-Msg-Id, body)`.
+/// Asserts the events stream holds `tenant`'s `topic` as the outbox does (see
+/// [`assert_topic`]); returns how many events that is.
+async fn stream_matches_outbox(
+    js: &async_nats::jetstream::Context,
+    db: &ScratchDb,
+    tenant: &str,
+    topic: &str,
+) -> usize {
+    let rows: Vec<_> = outbox(db, tenant)
+        .await
+        .into_iter()
+        .filter(|r| r.0 == topic)
+        .collect();
+    assert_topic(tenant, topic, &stored(js, tenant, topic).await, &rows);
+    rows.len()
+}
+
 async fn stored(
     js: &async_nats::jetstream::Context,
     tenant: &str,
@@ -101,19 +118,12 @@ async fn wait_active(poller: &PollerHandle) {
 
 #[tokio::test]
 async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let a = db.tenant("ev-a", 0).await;
     let b = db.tenant("ev-b", 0).await;
-    let client = async_nats::connect(nats_url()).await.unwrap();
-    let mut sub_a = client
-        .subscribe(format!("pulse.v1.{a}.events.*"))
-        .await
-        .unwrap();
-    let mut sub_b = client
-        .subscribe(format!("pulse.v1.{b}.events.*"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let client = pulse_test_support::nats::shared().await;
+    let mut sub_a = subscribed(&client, format!("pulse.v1.{a}.events.*")).await;
+    let mut sub_b = subscribed(&client, format!("pulse.v1.{b}.events.*")).await;
     let poller = spawn_poller(config(&db)).await;
     wait_active(&poller).await;
 
@@ -236,9 +246,9 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
 
 #[tokio::test]
 async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_copy() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-crash", 0).await;
-    let nats = async_nats::connect(nats_url()).await.unwrap();
+    let nats = pulse_test_support::nats::shared().await;
     let js = async_nats::jetstream::new(nats.clone());
     ensure_streams(&js).await;
     for i in 1..=3 {
@@ -266,16 +276,8 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
     );
 
     // …and the stream still holds each event once, in order.
-    let rows = outbox(&db, &tenant).await;
-    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
-    let ship: Vec<_> = rows.iter().filter(|r| r.0 == "ship").cloned().collect();
-    assert_topic(
-        &tenant,
-        "orders",
-        &stored(&js, &tenant, "orders").await,
-        &orders,
-    );
-    assert_topic(&tenant, "ship", &stored(&js, &tenant, "ship").await, &ship);
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 3);
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "ship").await, 2);
 
     // A partial crash: only the tail of a topic was unmarked. It goes again, deduplicated,
     // and a new event follows it in order.
@@ -286,30 +288,17 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 4})).await;
     assert_eq!(relay.relay_once().await.unwrap(), 3);
     assert_eq!(unrelayed(&db).await, 0);
-    let rows = outbox(&db, &tenant).await;
-    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
-    assert_eq!(orders.len(), 4);
-    assert_topic(
-        &tenant,
-        "orders",
-        &stored(&js, &tenant, "orders").await,
-        &orders,
-    );
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 4);
     db.drop_now().await;
 }
 
 #[tokio::test]
 async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats-events"));
-    let mut server = start_nats(port, &store).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut server = PrivateNats::start().await;
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-down", 0).await;
-    let mut cfg = config(&db);
-    cfg.nats_url = url.clone();
-    let poller = spawn_poller(cfg).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &server.url])).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
@@ -322,8 +311,7 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     )
     .await;
 
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+    server.stop().await;
     eventually(
         "readiness false while NATS is gone",
         Duration::from_secs(10),
@@ -339,41 +327,27 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     // Nothing can have reached NATS, so nothing may be marked.
     assert_eq!(unrelayed(&db).await, 19 + 5);
 
-    let _server = start_nats(port, &store).await;
+    server.start_again().await;
     eventually(
         "the outage's events relayed after NATS is back",
         Duration::from_secs(15),
         || async { unrelayed(&db).await == 0 },
     )
     .await;
-    let nats = async_nats::connect(&url).await.unwrap();
+    let nats = async_nats::connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(nats);
-    let rows = outbox(&db, &tenant).await;
-    let orders: Vec<_> = rows.iter().filter(|r| r.0 == "orders").cloned().collect();
-    let ship: Vec<_> = rows.iter().filter(|r| r.0 == "ship").cloned().collect();
-    assert_eq!((orders.len(), ship.len()), (20, 5));
-    assert_topic(
-        &tenant,
-        "orders",
-        &stored(&js, &tenant, "orders").await,
-        &orders,
-    );
-    assert_topic(&tenant, "ship", &stored(&js, &tenant, "ship").await, &ship);
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 20);
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "ship").await, 5);
     poller.stop().await;
     db.drop_now().await;
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
 async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-activity", 1).await;
-    let client = async_nats::connect(nats_url()).await.unwrap();
-    let mut sub = client
-        .subscribe(format!("pulse.v1.{tenant}.events.activity"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let client = pulse_test_support::nats::shared().await;
+    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.activity")).await;
     let poller = spawn_poller(config(&db)).await;
     wait_active(&poller).await;
 
@@ -450,9 +424,9 @@ async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
 
 #[tokio::test]
 async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-prune", 0).await;
-    let nats = async_nats::connect(nats_url()).await.unwrap();
+    let nats = pulse_test_support::nats::shared().await;
     for n in 1..=5 {
         let key = format!("key-{n}");
         let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', $2, $3)")

@@ -14,20 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::*;
 use crate::netns::Lab;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Process {
     child: Child,
     port: u16,
 }
 
-fn start(db: &TestDb, extra_env: &[(&str, String)]) -> Process {
+fn start(db: &ScratchDb, extra_env: &[(&str, String)]) -> Process {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pulse-poller"));
     cmd.env("DATABASE_URL", &db.url)
@@ -60,7 +52,7 @@ async fn role(p: &Process) -> Option<String> {
 }
 
 /// Two pollers of `db`: the first (with `first_env`) active, the second on standby.
-async fn active_and_standby(db: &TestDb, first_env: &[(&str, String)]) -> (Process, Process) {
+async fn active_and_standby(db: &ScratchDb, first_env: &[(&str, String)]) -> (Process, Process) {
     let first = start(db, first_env);
     eventually("first poller active", Duration::from_secs(20), || async {
         role(&first).await.as_deref() == Some("active")
@@ -76,9 +68,26 @@ async fn active_and_standby(db: &TestDb, first_env: &[(&str, String)]) -> (Proce
     (first, second)
 }
 
+/// After a handover: an alert opened now reaches `alerts` within `within`, in a snapshot
+/// numbered after `before` (the last one the old leader published).
+async fn assert_the_new_leader_publishes(
+    db: &ScratchDb,
+    tenant: &str,
+    alerts: &mut Sub,
+    before: &Value,
+    within: Duration,
+) {
+    let id = db.open_alert(tenant, "dev-1", "after the handover").await;
+    let after = alerts.until(within, |v| alert_ids(v).contains(&id)).await;
+    assert!(
+        after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap(),
+        "seq must keep increasing across a handover"
+    );
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("failover", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
 
@@ -101,14 +110,8 @@ async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
         "takeover took {takeover:?}"
     );
 
-    let id = db.open_alert(&tenant, "dev-1", "after failover").await;
-    let after = alerts
-        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
+    assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(5))
         .await;
-    assert!(
-        after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap(),
-        "seq must keep increasing across a failover"
-    );
     drop(second);
     db.drop_now().await;
 }
@@ -131,14 +134,10 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
     let collector = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("traced", 1).await;
-    let client = async_nats::connect(nats_url()).await.unwrap();
-    let mut sub = client
-        .subscribe(format!("pulse.v1.{tenant}.alerts"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let client = pulse_test_support::nats::shared().await;
+    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     let _poller = start(
         &db,
         &[
@@ -262,7 +261,7 @@ fn through(url: &str, port: u16) -> (String, String) {
 
 #[tokio::test]
 async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("partition", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let (proxied_url, upstream) = through(&db.url, 0);
@@ -302,11 +301,8 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
         stepped_down < Duration::from_millis(4_500),
         "stepped down after {stepped_down:?}"
     );
-    let id = db.open_alert(&tenant, "dev-1", "after the partition").await;
-    let after = alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+    assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(10))
         .await;
-    assert!(after["seq"].as_u64().unwrap() > before["seq"].as_u64().unwrap());
     drop((first, second));
     db.drop_now().await;
 }
@@ -365,12 +361,8 @@ struct Recorder {
 
 impl Recorder {
     async fn start(tenant: &str) -> Recorder {
-        let client = async_nats::connect(nats_url()).await.unwrap();
-        let mut sub = client
-            .subscribe(format!("pulse.v1.{tenant}.>"))
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
+        let client = pulse_test_support::nats::shared().await;
+        let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.>")).await;
         let log: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let into = Arc::clone(&log);
         let task = tokio::spawn(async move {
@@ -457,7 +449,7 @@ impl Drop for Recorder {
 /// Until `stop`: every 100 ms an event on topic `ticks` and a telemetry reading of `dev-1`
 /// `{"n": i}`, so an active poller always has something to publish. Returns how many of each.
 fn keep_writing(
-    db: &TestDb,
+    db: &ScratchDb,
     tenant: &str,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<u64> {
@@ -490,63 +482,96 @@ fn keep_writing(
     })
 }
 
-/// After a handover: the writes stop, and the newest of everything reaches the subscribers
-/// (alerts, telemetry) and the events stream (each event once, in order).
-async fn assert_ends_on_the_newest_state(
-    db: &TestDb,
-    tenant: &str,
-    recorder: &Recorder,
+/// The stage of a handover: an active and a standby poller of a database while a tenant's
+/// data keeps changing ([`keep_writing`]), everything published recorded from before the
+/// first publication on.
+struct Handover {
+    tenant: String,
+    recorder: Recorder,
+    first: Process,
+    second: Process,
     stop: CancellationToken,
     writer: tokio::task::JoinHandle<u64>,
-) {
-    stop.cancel();
-    let written = writer.await.unwrap();
-    let alert = db.open_alert(tenant, "dev-1", "after the handover").await;
-    recorder
-        .wait_for(
-            "the newest alerts snapshot",
-            Duration::from_secs(10),
-            |s, v| s.ends_with(".alerts") && alert_ids(v).contains(&alert),
-        )
-        .await;
-    recorder
-        .wait_for("the newest reading", Duration::from_secs(10), |s, v| {
-            s.ends_with(".telemetry") && v["data"]["metrics"]["n"] == written
-        })
-        .await;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-    let subject = format!("pulse.v1.{tenant}.events.ticks");
-    let want: Vec<u64> = (1..=written).collect();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while got != want && Instant::now() < deadline {
-        got = stored_events(&js, &subject)
-            .await
-            .iter()
-            .map(|m| event_parts(Some(&m.headers), &m.payload).0)
-            .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+impl Handover {
+    /// Sets the stage on `db` for a new tenant named after `label`; returns once the active
+    /// poller published a reading.
+    async fn start(db: &ScratchDb, label: &str) -> Handover {
+        let tenant = db.tenant(label, 1).await;
+        let recorder = Recorder::start(&tenant).await;
+        let (first, second) = active_and_standby(db, &[]).await;
+        let stop = CancellationToken::new();
+        let writer = keep_writing(db, &tenant, stop.clone());
+        recorder
+            .wait_for("a reading published", Duration::from_secs(10), |s, _| {
+                s.ends_with(".telemetry")
+            })
+            .await;
+        Handover {
+            tenant,
+            recorder,
+            first,
+            second,
+            stop,
+            writer,
+        }
     }
-    assert_eq!(
-        got, want,
-        "PULSE_EVENTS: events missing, repeated or out of order"
-    );
-    recorder.assert_seqs_never_went_back();
+
+    /// After the handover: the writes stop, and the newest of everything reaches the
+    /// subscribers (alerts, telemetry) and the events stream (each event once, in order).
+    /// Both pollers are stopped after.
+    async fn assert_ends_on_the_newest_state(self, db: &ScratchDb) {
+        let Handover {
+            tenant,
+            recorder,
+            first,
+            second,
+            stop,
+            writer,
+        } = self;
+        stop.cancel();
+        let written = writer.await.unwrap();
+        let alert = db.open_alert(&tenant, "dev-1", "after the handover").await;
+        recorder
+            .wait_for(
+                "the newest alerts snapshot",
+                Duration::from_secs(10),
+                |s, v| s.ends_with(".alerts") && alert_ids(v).contains(&alert),
+            )
+            .await;
+        recorder
+            .wait_for("the newest reading", Duration::from_secs(10), |s, v| {
+                s.ends_with(".telemetry") && v["data"]["metrics"]["n"] == written
+            })
+            .await;
+        let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+        let subject = format!("pulse.v1.{tenant}.events.ticks");
+        let want: Vec<u64> = (1..=written).collect();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got != want && Instant::now() < deadline {
+            got = stored_events(&js, &subject)
+                .await
+                .iter()
+                .map(|m| event_parts(Some(&m.headers), &m.payload).0)
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            got, want,
+            "PULSE_EVENTS: events missing, repeated or out of order"
+        );
+        recorder.assert_seqs_never_went_back();
+        drop((first, second));
+    }
 }
 
 #[tokio::test]
 async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
-    let db = TestDb::new().await;
-    let tenant = db.tenant("lockcut", 1).await;
-    let recorder = Recorder::start(&tenant).await;
-    let (first, second) = active_and_standby(&db, &[]).await;
-    let stop = CancellationToken::new();
-    let writer = keep_writing(&db, &tenant, stop.clone());
-    recorder
-        .wait_for("a reading published", Duration::from_secs(10), |s, _| {
-            s.ends_with(".telemetry")
-        })
-        .await;
+    let db = ScratchDb::migrated("poller").await;
+    let handover = Handover::start(&db, "lockcut").await;
+    let (first, second, recorder) = (&handover.first, &handover.second, &handover.recorder);
 
     // Only the lock's connection is cut (its server process ended, as by an administrator or
     // a script reaping connections), just after the holder's latest check began: the worst
@@ -574,9 +599,9 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
     while cut.elapsed() < Duration::from_secs(10) {
         // The second is read first: once active it stays so, so the first still active
         // after it means both at once.
-        let second_role = role(&second).await;
-        let first_metrics = metrics_of(&first).await;
-        let first_role = role(&first).await;
+        let second_role = role(second).await;
+        let first_metrics = metrics_of(first).await;
+        let first_role = role(first).await;
         let now = cut.elapsed();
         assert!(
             !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
@@ -584,7 +609,7 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
         );
         // Counted as it steps down; it may take the free lock again a moment later.
         if stepped_down.is_none()
-            && metric(&first_metrics, "pulse_poller_errors", &["leadership"]) >= 1.0
+            && metric(&first_metrics, "pulse_poller_errors_total", &["leadership"]) >= 1.0
         {
             stepped_down = Some(now);
         }
@@ -619,24 +644,15 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
         taken_over < Duration::from_secs(3),
         "took over after {taken_over:?}"
     );
-    assert_ends_on_the_newest_state(&db, &tenant, &recorder, stop, writer).await;
-    drop((first, second));
+    handover.assert_ends_on_the_newest_state(&db).await;
     db.drop_now().await;
 }
 
 #[tokio::test]
 async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader_stepped_down() {
     let (lab, db) = Lab::start().await;
-    let tenant = db.tenant("blackhole", 1).await;
-    let recorder = Recorder::start(&tenant).await;
-    let (first, second) = active_and_standby(&db, &[]).await;
-    let stop = CancellationToken::new();
-    let writer = keep_writing(&db, &tenant, stop.clone());
-    recorder
-        .wait_for("a reading published", Duration::from_secs(10), |s, _| {
-            s.ends_with(".telemetry")
-        })
-        .await;
+    let handover = Handover::start(&db, "blackhole").await;
+    let (first, second, recorder) = (&handover.first, &handover.second, &handover.recorder);
 
     // From now on the lock connection's packets vanish, both ways; nothing is closed, and
     // every other connection (the first poller's pool included) keeps working.
@@ -648,8 +664,8 @@ async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader
     // The latest moment the old lock connection was seen alive.
     let mut held = Duration::ZERO;
     while cut.elapsed() < Duration::from_secs(25) {
-        let second_role = role(&second).await;
-        let first_role = role(&first).await;
+        let second_role = role(second).await;
+        let first_role = role(first).await;
         let now = cut.elapsed();
         assert!(
             !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
@@ -719,6 +735,5 @@ async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader
         silent.is_empty(),
         "published while nobody was active: {silent:?}"
     );
-    assert_ends_on_the_newest_state(&db, &tenant, &recorder, stop, writer).await;
-    drop((first, second));
+    handover.assert_ends_on_the_newest_state(&db).await;
 }

@@ -1,168 +1,47 @@
-//! Shared fixtures: a fresh database per test, unique tenant ids, an in-process poller on
-//! port 0, and NATS subscribers with deadlines.
+//! Shared fixtures: test configurations, an in-process poller on port 0, NATS subscribers with
+//! deadlines, and readers of the events stream. What every crate's tests share (scratch
+//! databases and their rows, private nats-servers, waiting, metrics) comes from
+//! `pulse-test-support`, re-exported here.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
 use futures::StreamExt as _;
 use pulse_poller::PollerConfig;
 use serde_json::Value;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
-pub fn base_database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// A short random token for names that must not collide between tests and runs.
-pub fn unique(label: &str) -> String {
-    let n: u64 = rand::random();
-    format!("{label}-{:010x}", n & 0xff_ffff_ffff)
-}
-
-/// Replaces the database name in a PostgreSQL URL.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match head[scheme_end..].find('/') {
-        Some(i) => &head[..scheme_end + i],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
-/// A database of its own, migrated, dropped by [`TestDb::drop_now`] (or by the next
-/// `make test`, which drops leftovers).
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    pub pool: PgPool,
-}
-
-impl TestDb {
-    pub async fn new() -> TestDb {
-        let name = unique("pulse_t").replace('-', "_");
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_database_url())
-            .await
-            .expect("PostgreSQL must be reachable at DATABASE_URL (run `make test`)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = with_database(&base_database_url(), &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .unwrap();
-        pulse_db::migrate(&pool).await.unwrap();
-        TestDb { name, url, pool }
-    }
-
-    pub async fn drop_now(self) {
-        self.pool.close().await;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_database_url())
-            .await
-            .unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
-        .await;
-    }
-
-    /// Creates a tenant with `devices` devices `dev-1`… on site `site-1`; returns its id.
-    pub async fn tenant(&self, label: &str, devices: usize) -> String {
-        let tenant = unique(label);
-        sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)")
-            .bind(&tenant)
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        for i in 1..=devices {
-            sqlx::query(
-                "INSERT INTO devices (tenant_id, device_id, site_id, battery_pct) \
-                 VALUES ($1, $2, 'site-1', 80)",
-            )
-            .bind(&tenant)
-            .bind(format!("dev-{i}"))
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        }
-        tenant
-    }
-
-    pub async fn open_alert(&self, tenant: &str, device: &str, summary: &str) -> i64 {
-        sqlx::query_scalar(
-            "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
-             VALUES ($1, $2, 'site-1', 'temp_high', 4, $3) RETURNING alert_id",
-        )
-        .bind(tenant)
-        .bind(device)
-        .bind(summary)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap()
-    }
-
-    pub async fn close_alert(&self, alert_id: i64) {
-        sqlx::query("UPDATE alerts SET status = 'CLOSED', closed_at = now() WHERE alert_id = $1")
-            .bind(alert_id)
-            .execute(&self.pool)
-            .await
-            .unwrap();
-    }
-
-    pub async fn reading(&self, tenant: &str, device: &str, metrics: Value) {
-        sqlx::query(
-            "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, $2, now(), $3)",
-        )
-        .bind(tenant)
-        .bind(device)
-        .bind(sqlx::types::Json(metrics))
-        .execute(&self.pool)
-        .await
-        .unwrap();
-    }
-}
-
-#[derive(clap::Parser)]
-struct ConfigCli {
-    #[command(flatten)]
-    config: PollerConfig,
-}
+pub use pulse_test_support::{
+    ScratchDb, base_database_url, eventually, free_port, metric, nats_url, parse_config, unique,
+};
 
 /// A configuration for tests: fast telemetry, a slow safety net (so a fast delivery proves
 /// NOTIFY works), everything else default.
-pub fn config(db: &TestDb) -> PollerConfig {
-    let mut c = ConfigCli::try_parse_from(["pulse-poller", "--database-url", &db.url])
-        .unwrap()
-        .config;
-    c.nats_url = nats_url();
-    c.poll_interval = std::time::Duration::from_secs(60);
-    c.telemetry_interval = std::time::Duration::from_millis(50);
-    c.standby_retry = std::time::Duration::from_millis(200);
-    c
+pub fn config(db: &ScratchDb) -> PollerConfig {
+    config_with(db, &[])
+}
+
+/// [`config`] with `extra` flags (`--poll-seconds 1`, `--nats-url …`); a flag given in `extra`
+/// replaces the test default of the same name.
+pub fn config_with(db: &ScratchDb, extra: &[&str]) -> PollerConfig {
+    let nats = nats_url();
+    let defaults = [
+        ("--database-url", db.url.as_str()),
+        ("--nats-url", &nats),
+        ("--poll-seconds", "60"),
+        ("--telemetry-poll-ms", "50"),
+        ("--standby-retry-ms", "200"),
+    ];
+    let mut args = vec!["pulse-poller"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    parse_config(&args)
 }
 
 /// An in-process poller; stopped on drop.
@@ -225,32 +104,72 @@ impl Drop for PollerHandle {
     }
 }
 
-/// Sum of a metric's samples whose line contains every fragment in `labels`.
-pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// A nats-server of the test's own, to stop and start again on the same port and store (so
+/// it comes back with what it had stored); killed, and its store removed, on drop.
+pub struct PrivateNats {
+    pub url: String,
+    port: u16,
+    store: PathBuf,
+    server: Option<Child>,
 }
 
-/// Waits until `check` holds, polling every 50 ms; panics with `what` at the deadline.
-pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+impl PrivateNats {
+    /// A server with JetStream, once it accepts connections.
+    pub async fn start() -> PrivateNats {
+        let mut nats = PrivateNats::stopped();
+        nats.start_again().await;
+        nats
     }
+
+    /// A server without JetStream (as a cluster still electing, or one without it enabled),
+    /// once it accepts connections; [`PrivateNats::start_again`] brings JetStream.
+    pub async fn without_jetstream() -> PrivateNats {
+        let mut nats = PrivateNats::stopped();
+        nats.server = Some(pulse_test_support::nats::start_server(nats.port, &[], &[]));
+        pulse_test_support::nats::wait_for(&nats.url).await;
+        nats
+    }
+
+    fn stopped() -> PrivateNats {
+        let port = free_port();
+        PrivateNats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store: std::env::temp_dir().join(unique("pulse-nats")),
+            server: None,
+        }
+    }
+
+    /// Kills the server and waits until it is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.start_kill().unwrap();
+            server.wait().await.unwrap();
+        }
+    }
+
+    /// Starts the server (stopped first if running) with JetStream on the same port and store.
+    pub async fn start_again(&mut self) {
+        self.stop().await;
+        self.server = Some(pulse_test_support::nats::start_jetstream(self.port, &self.store).await);
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A subscription to `subject` through `client`, in place at the server once this returns (so
+/// nothing published after it is missed); messages as they came, headers included.
+pub async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
+    let sub = client.subscribe(subject).await.unwrap();
+    client.flush().await.unwrap();
+    sub
 }
 
 /// A NATS subscription that yields parsed JSON payloads.
@@ -260,9 +179,8 @@ pub struct Sub {
 }
 
 pub async fn subscribe(subject: &str) -> Sub {
-    let client = async_nats::connect(nats_url()).await.unwrap();
-    let inner = client.subscribe(subject.to_string()).await.unwrap();
-    client.flush().await.unwrap();
+    let client = pulse_test_support::nats::shared().await;
+    let inner = subscribed(&client, subject.to_owned()).await;
     Sub {
         inner,
         _client: client,
@@ -301,54 +219,9 @@ pub fn alert_ids(snapshot: &Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn nats_server_binary() -> String {
-    for candidate in [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    "nats-server".into()
-}
-
-/// A private nats-server with JetStream storing in `store`, for tests that stop it, once it
-/// accepts connections; killed when dropped. Started again on the same port and store, it
-/// comes back with what it had stored.
-pub async fn start_nats(port: u16, store: &std::path::Path) -> tokio::process::Child {
-    let child = tokio::process::Command::new(nats_server_binary())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nats-server must be installed (run `make test`)");
-    let url = format!("nats://127.0.0.1:{port}");
-    eventually("private NATS up", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
-    child
-}
-
 /// Creates (or updates) the contract's streams with the default poller configuration.
 pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
-    let c = ConfigCli::try_parse_from(["pulse-poller", "--database-url", "postgres://x@h/x"])
-        .unwrap()
-        .config;
+    let c: PollerConfig = parse_config(&["pulse-poller", "--database-url", "postgres://x@h/x"]);
     pulse_poller::streams::ensure(js, &c).await.unwrap();
 }
 

@@ -110,7 +110,7 @@ pub struct Lab {
 impl Lab {
     /// Sets everything up; returns with a migrated database on the private server, reached
     /// through the router.
-    pub async fn start() -> (Lab, TestDb) {
+    pub async fn start() -> (Lab, ScratchDb) {
         let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let router = format!("pulse-t-netns-{id}-r");
         let server_ns = format!("pulse-t-netns-{id}-s");
@@ -198,7 +198,7 @@ impl Lab {
             .await
             .unwrap();
         pulse_db::migrate(&pool).await.unwrap();
-        let db = TestDb { name, url, pool };
+        let db = ScratchDb { name, url, pool };
         (lab, db)
     }
 

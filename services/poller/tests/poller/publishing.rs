@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("empty", 2).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
@@ -34,7 +34,7 @@ async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
 
 #[tokio::test]
 async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("fast", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -73,13 +73,11 @@ async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() 
 
 #[tokio::test]
 async fn an_unchanged_state_publishes_nothing() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("quiet", 1).await;
     db.open_alert(&tenant, "dev-1", "steady").await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-    let mut cfg = config(&db);
-    cfg.poll_interval = std::time::Duration::from_secs(1);
-    let poller = spawn_poller(cfg).await;
+    let poller = spawn_poller(config_with(&db, &["--poll-seconds", "1"])).await;
     alerts
         .until(Duration::from_secs(10), |v| alert_ids(v).len() == 1)
         .await;
@@ -115,7 +113,7 @@ async fn an_unchanged_state_publishes_nothing() {
 
 #[tokio::test]
 async fn telemetry_reaches_the_device_subject() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("tele", 3).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -154,7 +152,7 @@ async fn telemetry_reaches_the_device_subject() {
 
 #[tokio::test]
 async fn a_reading_that_commits_late_is_not_skipped() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("late", 2).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -190,7 +188,7 @@ async fn a_reading_that_commits_late_is_not_skipped() {
 
 #[tokio::test]
 async fn a_tenant_never_sees_another_tenants_data() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let a = db.tenant("iso-a", 1).await;
     let b = db.tenant("iso-b", 1).await;
     let mut b_all = subscribe(&format!("pulse.v1.{b}.>")).await;
@@ -226,13 +224,13 @@ async fn a_tenant_never_sees_another_tenants_data() {
 
 #[tokio::test]
 async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("newcomer", 1).await;
     let id = db.open_alert(&tenant, "dev-1", "already open").await;
     db.reading(&tenant, "dev-1", json!({"v": 1})).await;
     let poller = spawn_poller(config(&db)).await;
 
-    let client = async_nats::connect(nats_url()).await.unwrap();
+    let client = pulse_test_support::nats::shared().await;
     let js = jetstream::new(client);
     let stream = js.get_stream("PULSE_STATE").await.unwrap();
     for (subject, check) in [
@@ -284,12 +282,19 @@ async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
 
 #[tokio::test]
 async fn a_new_tenant_and_time_passing_are_published() {
-    let db = TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.poll_interval = std::time::Duration::from_secs(1);
-    cfg.stale_after = std::time::Duration::from_secs(1);
-    cfg.offline_after = std::time::Duration::from_secs(3);
-    let poller = spawn_poller(cfg).await;
+    let db = ScratchDb::migrated("poller").await;
+    let poller = spawn_poller(config_with(
+        &db,
+        &[
+            "--poll-seconds",
+            "1",
+            "--stale-after-seconds",
+            "1",
+            "--offline-after-seconds",
+            "3",
+        ],
+    ))
+    .await;
     eventually("poller active", Duration::from_secs(10), || async {
         poller.ready().await["info"]["role"] == "active"
     })

@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 /// The devices the registry lists for `tenant`.
 async fn listed(tenant: &str) -> BTreeSet<String> {
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
     let Ok(store) = js.get_key_value(pulse_proto::subject::DEVICES_BUCKET).await else {
         return BTreeSet::new();
     };
@@ -41,7 +41,7 @@ async fn until_listed(tenant: &str, want: &[&str]) {
     .await;
 }
 
-async fn exec(db: &TestDb, sql: &str, tenant: &str) {
+async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
     sqlx::query(sql)
         .bind(tenant)
         .execute(&db.pool)
@@ -51,7 +51,7 @@ async fn exec(db: &TestDb, sql: &str, tenant: &str) {
 
 #[tokio::test]
 async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("registry", 3).await;
     let bystander = db.tenant("registry-b", 1).await;
     let poller = spawn_poller(config(&db)).await;
@@ -82,7 +82,7 @@ async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
 
 #[tokio::test]
 async fn a_device_deleted_while_no_poller_was_active_is_removed_by_the_next() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("registry-gap", 2).await;
     let poller = spawn_poller(config(&db)).await;
     until_listed(&tenant, &["dev-1", "dev-2"]).await;

@@ -6,22 +6,13 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_nats_restart_is_survived_and_state_republished() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats"));
-    let mut nats = start_nats(port, &store).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut nats = PrivateNats::start().await;
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("natsdown", 1).await;
-    let mut cfg = config(&db);
-    cfg.nats_url = url.clone();
-    let poller = spawn_poller(cfg).await;
-    let client = async_nats::connect(&url).await.unwrap();
-    let mut alerts = client
-        .subscribe(format!("pulse.v1.{tenant}.alerts"))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
@@ -41,8 +32,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
         }
     }
 
-    nats.start_kill().unwrap();
-    nats.wait().await.unwrap();
+    nats.stop().await;
     eventually(
         "readiness false while NATS is gone",
         Duration::from_secs(10),
@@ -53,7 +43,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     let during = db.open_alert(&tenant, "dev-1", "during outage").await;
 
     let back = std::time::Instant::now();
-    let _nats = start_nats(port, &store).await;
+    nats.start_again().await;
     eventually(
         "readiness true after NATS is back",
         Duration::from_secs(15),
@@ -77,12 +67,11 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     assert!(alert_ids(&got).contains(&id));
     poller.stop().await;
     db.drop_now().await;
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
 async fn lost_database_connections_are_survived() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("pgdown", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -151,27 +140,11 @@ async fn lost_database_connections_are_survived() {
 /// once the streams can be made.
 #[tokio::test]
 async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nojs"));
-    let mut plain = tokio::process::Command::new(nats_server_binary())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    eventually("plain NATS up", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.is_ok() }
-    })
-    .await;
+    let mut nats = PrivateNats::without_jetstream().await;
 
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("nojs", 1).await;
-    let mut cfg = config(&db);
-    cfg.nats_url = url.clone();
-    let poller = spawn_poller(cfg).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
     eventually(
         "active, not ready, waiting for JetStream",
         Duration::from_secs(15),
@@ -189,10 +162,8 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     .await;
 
     // JetStream arrives (the server restarted with it): streams made, snapshot published.
-    plain.start_kill().unwrap();
-    plain.wait().await.unwrap();
-    let _nats = start_nats(port, &store).await;
-    let client = async_nats::connect(&url).await.unwrap();
+    nats.start_again().await;
+    let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     eventually(
         "ready once JetStream is there",
@@ -219,24 +190,18 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     .await;
     poller.stop().await;
     db.drop_now().await;
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
 async fn the_poller_stops_promptly_while_nats_is_down() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats"));
-    let mut nats = start_nats(port, &store).await;
-    let db = TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.nats_url = format!("nats://127.0.0.1:{port}");
-    let poller = spawn_poller(cfg).await;
+    let mut nats = PrivateNats::start().await;
+    let db = ScratchDb::migrated("poller").await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
     eventually("ready", Duration::from_secs(10), || async {
         poller.ready().await["ready"] == true
     })
     .await;
-    nats.start_kill().unwrap();
-    nats.wait().await.unwrap();
+    nats.stop().await;
     eventually("NATS seen gone", Duration::from_secs(10), || async {
         poller.ready().await["checks"]["nats"] == false
     })
@@ -250,5 +215,4 @@ async fn the_poller_stops_promptly_while_nats_is_down() {
         started.elapsed()
     );
     db.drop_now().await;
-    let _ = std::fs::remove_dir_all(&store);
 }

@@ -3,11 +3,11 @@
 
 use std::process::Command;
 
-use crate::helpers::*;
+use pulse_test_support::{ScratchDb, unique};
 
 #[tokio::test]
 async fn seed_only_reads_its_settings_from_the_environment_and_prints_the_logins() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("simulator").await;
     let tenant = unique("bin");
     let url = db.url.clone();
     let env_tenant = tenant.clone();

@@ -3,7 +3,5 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-mod helpers;
-
 mod binary;
 mod simulate;

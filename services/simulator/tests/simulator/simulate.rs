@@ -2,26 +2,18 @@
 
 use std::time::Duration;
 
-use clap::Parser as _;
 use pulse_simulator::SimulateArgs;
+use pulse_test_support::{ScratchDb, eventually, parse_config, unique};
 
-use crate::helpers::*;
-
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    sim: SimulateArgs,
-}
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
+async fn count(db: &ScratchDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
 #[tokio::test]
 async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
-    let db = TestDb::new().await;
+    let db = ScratchDb::migrated("simulator").await;
     let tenant = unique("demo");
-    let args = Cli::try_parse_from([
+    let args: SimulateArgs = parse_config(&[
         "simulate",
         "--tenants",
         &tenant,
@@ -31,9 +23,7 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
         "2",
         "--interval-ms",
         "100",
-    ])
-    .unwrap()
-    .sim;
+    ]);
 
     let logins = pulse_simulator::seed(&db.pool, &args).await.unwrap();
     assert_eq!(logins.len(), 2);
