@@ -7,6 +7,7 @@ mod helpers;
 
 mod events;
 mod failover;
+mod layout;
 mod netns;
 mod publishing;
 mod registry;

@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod binary;
+mod layout;
 mod simulate;
