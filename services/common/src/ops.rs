@@ -79,10 +79,27 @@ pub async fn serve(
     ops: Ops,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ops))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(ops)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    });
+    // A probe or scrape still connected must not hold the process up: after the shutdown,
+    // requests in flight get OPS_DRAIN to finish, then their connections are dropped.
+    tokio::select! {
+        result = server => result,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(OPS_DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => Ok(()),
+    }
 }
+
+/// How long the ops endpoints keep answering requests in flight after the shutdown.
+const OPS_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn healthz() -> &'static str {
     "ok\n"

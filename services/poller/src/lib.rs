@@ -202,6 +202,9 @@ async fn serve_as_active(
             tracing::error!(%reason, "lost leadership; stepping down to standby");
         }
         () = work => {}
+        // Stopping does not wait for the engine's step to end: one waiting on a NATS ack that
+        // will not come (NATS down) would hold the process for the ack's whole timeout.
+        () = stop.cancelled() => {}
     }
     // Standby from this instant: the engine stopped with `work`, and the tasks below stop
     // at their next step (a database call they are in is cut short when dropped).
@@ -209,11 +212,26 @@ async fn serve_as_active(
     metrics.active.set(0);
     readiness.set_info("role", "standby");
     readiness.set("streams", true);
-    let _ = listener.await;
-    let _ = relay.await;
-    let _ = users.await;
+    let (mut listener, mut relay, mut users) = (listener, relay, users);
+    let joined = tokio::time::timeout(TASKS_STOP, async {
+        let _ = (&mut listener).await;
+        let _ = (&mut relay).await;
+        let _ = (&mut users).await;
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(waited = ?TASKS_STOP, "background tasks did not stop in time; cutting them off");
+        listener.abort();
+        relay.abort();
+        users.abort();
+    }
     leadership.release().await;
 }
+
+/// How long the active poller's background tasks get to finish their step once it stops
+/// being active. Their work is recorded in the database, so one cut off loses nothing: the
+/// next active poller picks it up.
+const TASKS_STOP: Duration = Duration::from_secs(2);
 
 /// What an active poller does before its loop: settings for the triggers, streams, the `seq`
 /// floor, and a first publish of everything. Failures are logged; the loop retries the publish.

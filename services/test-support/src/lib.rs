@@ -48,7 +48,7 @@ where
             start.elapsed() < deadline,
             "timed out after {deadline:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
