@@ -5,7 +5,8 @@
 //! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
 //! ([`parse_config`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
-//! ([`gateway`]) and a WebSocket client of its protocol ([`ws`]).
+//! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's
+//! modules import no loop ([`layout`]).
 //!
 //! A test dependency only: it panics with a message naming what is missing, which is what a
 //! failing test should do.
