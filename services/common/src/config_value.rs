@@ -47,7 +47,7 @@ pub fn duration(
     move |raw| within(raw).map_err(|e| format!("{var} {e}"))
 }
 
-/// Like [`duration`], for a variable measured in milliseconds: a bare number is milliseconds.
+/// Like [`duration()`], for a variable measured in milliseconds: a bare number is milliseconds.
 pub fn millis(
     var: &'static str,
     min: Duration,

@@ -10,7 +10,7 @@
 //! - [`client_addr`]: the client's address behind trusted proxies.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
 //! - [`nats`]: connecting to NATS with logging of connection events.
-//! - [`duration`]: durations in configuration (`30s`, `24h`, or plain seconds).
+//! - [`duration`](mod@duration): durations in configuration (`30s`, `24h`, or plain seconds).
 //! - [`config_value`]: clap value parsers that bound numbers and durations at parse time.
 //! - [`device_bucket`]: the device registry's KV bucket, created the same way everywhere.
 //! - [`healthcheck`]: the `healthcheck` subcommand of every binary, for distroless images.

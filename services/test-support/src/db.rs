@@ -37,7 +37,7 @@ impl ScratchDb {
         ScratchDb { name, url, pool }
     }
 
-    /// Creates `pulse_t_<label>_<random>` and applies every migration with [`pulse_db::migrate`].
+    /// Creates `pulse_t_<label>_<random>` and applies every migration with [`pulse_db::migrate()`].
     pub async fn migrated(label: &str) -> ScratchDb {
         let db = ScratchDb::create(label).await;
         if let Err(e) = pulse_db::migrate(&db.pool).await {

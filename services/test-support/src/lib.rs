@@ -1,5 +1,5 @@
 //! What the tests of every Pulse crate share, written once: the addresses of the shared
-//! PostgreSQL and NATS ([`env`]), names that never collide between tests and runs
+//! PostgreSQL and NATS ([`env`](mod@env)), names that never collide between tests and runs
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
 //! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
