@@ -464,6 +464,33 @@ describe("dashboard in Chromium against a live stack", () => {
     expect(found).toEqual([]);
   });
 
+  it("recovers by itself from a ticket endpoint that hangs: REST meanwhile, then Live", async () => {
+    const own = await newWatchedContext(browser);
+    try {
+      // The ticket endpoint takes requests and never answers them.
+      let hung = 0;
+      await own.route("**/api/v2/ws-ticket", () => {
+        hung += 1;
+      });
+      const p = await own.newPage();
+      extraWatches.push(new PageWatch(p));
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, stack.email, stack.password);
+      // Not stuck: the page falls back to REST and shows the fleet while no ticket comes…
+      await p.locator(".connection__polling").waitFor({ timeout: 15_000 });
+      await expect.poll(() => stat(p, "total"), { timeout: 10_000 }).toBeGreaterThanOrEqual(DEVICES);
+      // …and the attempt's deadline ends the hung request, so the client asks again.
+      await expect.poll(() => hung, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+      expect(await p.getByTestId("connection").getAttribute("data-state")).not.toBe("live");
+      // Once the endpoint answers again, the next attempt goes Live without a reload.
+      await own.unroute("**/api/v2/ws-ticket");
+      await waitLive(p, 30_000);
+      await p.screenshot({ path: artifact("12-after-hung-ticket.png") });
+    } finally {
+      await own.close();
+    }
+  });
+
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {
     const other = await newWatchedContext(browser);
     try {
