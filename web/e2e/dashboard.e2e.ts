@@ -491,6 +491,39 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
+  it("moves to the other gateway when its own drains (1012), without a reload", async () => {
+    const own = await newWatchedContext(browser);
+    let drained: number | undefined;
+    try {
+      const p = await own.newPage();
+      const w = new PageWatch(p);
+      extraWatches.push(w);
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, stack.email, stack.password);
+      await waitLive(p);
+      const port = (socket: { url(): string }) => Number(new URL(socket.url()).port);
+      const [first] = [...w.openSockets];
+      expect(first).toBeDefined();
+      drained = stack.gatewayPorts.indexOf(port(first!));
+      expect(drained).toBeGreaterThanOrEqual(0);
+      const closed = new Promise<void>((r) => first!.once("close", () => r()));
+      const loads = w.documentLoads;
+      await stack.drainGateway(drained);
+      await closed;
+      // Back to Live on the other gateway, by itself.
+      await waitLive(p, 15_000);
+      await expect.poll(() => [...w.openSockets].map(port), { timeout: 5_000 }).toEqual([stack.gatewayPorts[1 - drained]]);
+      expect(w.documentLoads).toBe(loads);
+      // And live data still flows through it.
+      const summary = `After the drain ${Date.now()}`;
+      await addAlert(summary, 2);
+      await alertRow(p, summary).waitFor({ timeout: 3_000 });
+    } finally {
+      await own.close();
+      if (drained !== undefined && drained >= 0) await stack.startGateway(drained);
+    }
+  });
+
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {
     const other = await newWatchedContext(browser);
     try {

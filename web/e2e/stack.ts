@@ -45,6 +45,10 @@ export interface Stack {
   db: pg.Client;
   /** SIGKILLs every gateway and waits until they are gone. */
   killGateways(): Promise<void>;
+  /** The gateways' ports, gateway 0 first. */
+  gatewayPorts: number[];
+  /** Sends gateway `index` SIGTERM, as a rolling restart does, and waits until it has drained and exited. */
+  drainGateway(index: number): Promise<void>;
   /** Starts gateway `index` (0 or 1) again on its port and waits until it is ready. */
   startGateway(index: number): Promise<void>;
   /** Stops every process and drops the database. Safe to call twice. */
@@ -254,6 +258,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
             await exited;
           }),
         );
+      },
+      gatewayPorts,
+      async drainGateway(index: number) {
+        const entry = children.get(`gateway-${index + 1}`);
+        if (!entry || entry.child.exitCode !== null || entry.child.signalCode !== null) return;
+        const exited = new Promise<void>((r) => entry.child.once("exit", () => r()));
+        entry.child.kill("SIGTERM");
+        await exited;
       },
       async startGateway(index: number) {
         const { child, log } = startGatewayProcess(index);
