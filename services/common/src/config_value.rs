@@ -13,6 +13,16 @@ use std::time::Duration;
 
 use crate::duration;
 
+/// Seconds, for writing bounds in `#[arg]` attributes.
+pub const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Milliseconds, for writing bounds in `#[arg]` attributes.
+pub const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// A whole number in `range`, as `T`.
 pub fn number<T>(
     var: &'static str,

@@ -5,11 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pulse_common::config_value::{duration, number};
-
-const fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
+use pulse_common::config_value::{duration, number, secs};
 
 /// Everything a gateway instance needs; every field has an environment variable.
 #[derive(clap::Args, Debug, Clone)]

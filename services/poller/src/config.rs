@@ -6,18 +6,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pulse_common::config_value::{duration, millis, number};
+use pulse_common::config_value::{duration, millis, ms, number, secs};
 use sqlx::postgres::PgConnectOptions;
 
 const DAY: u64 = 86_400;
-
-const fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-const fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]

@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pulse_common::config_value::{duration, number};
-
-const fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
+use pulse_common::config_value::{duration, number, secs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebConfig {
