@@ -1,10 +1,12 @@
 """A small, correct overlay build (one gateway) that the tests break one piece at a time.
 
-Built fresh on each call so a test can edit it in place.
+Built fresh on each call so a test can edit it in place; `checked` runs one check on it and
+`CheckTest` asserts on what the check reported.
 """
 
 import copy
 import io
+import unittest
 
 from pulse_deploy_check.builds import Build
 from pulse_deploy_check.context import Context
@@ -112,5 +114,19 @@ def build(docs=None, ctx=None, name="example"):
     return ctx, b
 
 
+def checked(check, docs=None):
+    """The Context after CHECK ran on a build of these documents (default: gateway_docs())."""
+    ctx, b = build(docs)
+    check(b)
+    return ctx
+
+
 def container(docs):
     return of_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+class CheckTest(unittest.TestCase):
+    def assertOnlyError(self, ctx, text):
+        """The check reported exactly one error, and it says TEXT."""
+        self.assertEqual(len(ctx.report.errors), 1, ctx.report.errors)
+        self.assertIn(text, ctx.report.errors[0])

@@ -22,21 +22,16 @@ class BaseTest(unittest.TestCase):
         self.assertIn("apply: the base holds a REPLACE_ME placeholder", ctx.report.errors)
 
 
-class GeneratedTest(unittest.TestCase):
+class GeneratedTest(fixtures.CheckTest):
     def test_hash_suffixed_config_passes(self):
-        ctx, b = fixtures.build()
-        check_generated(b)
-        self.assertEqual(ctx.report.errors, [])
+        self.assertEqual(fixtures.checked(check_generated).report.errors, [])
 
     def test_a_plain_config_map_fails(self):
         docs = fixtures.gateway_docs()
         fixtures.of_kind(docs, "ConfigMap")["metadata"]["name"] = "pulse-common"
         fixtures.container(docs)["envFrom"][0]["configMapRef"]["name"] = "pulse-common"
-        ctx, b = fixtures.build(docs)
-        check_generated(b)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("uses ConfigMap pulse-common, which is not generated",
-                      ctx.report.errors[0])
+        self.assertOnlyError(fixtures.checked(check_generated, docs),
+                             "uses ConfigMap pulse-common, which is not generated")
 
 
 class MigrationsTest(unittest.TestCase):

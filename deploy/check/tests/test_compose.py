@@ -56,7 +56,7 @@ def run(compose, dockerfile=DOCKERFILE):
     return ctx
 
 
-class ComposeTest(unittest.TestCase):
+class ComposeTest(fixtures.CheckTest):
     def test_a_correct_compose_file_passes(self):
         ctx = run(COMPOSE)
         self.assertEqual(ctx.report.errors, [])
@@ -69,17 +69,12 @@ class ComposeTest(unittest.TestCase):
     def test_a_health_check_with_curl_fails(self):
         compose = copy.deepcopy(COMPOSE)
         compose["services"]["web"]["healthcheck"]["test"] = ["CMD", "curl", "-fsS", "http://x"]
-        ctx = run(compose)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("service web: health check should be", ctx.report.errors[0])
+        self.assertOnlyError(run(compose), "service web: health check should be")
 
     def test_alert_rules_not_mounted_fail(self):
         compose = copy.deepcopy(COMPOSE)
         compose["services"]["prometheus"]["volumes"].pop(1)
-        ctx = run(compose)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("compose mounts deploy/prometheus/alerts.yml at nowhere",
-                      ctx.report.errors[0])
+        self.assertOnlyError(run(compose), "compose mounts deploy/prometheus/alerts.yml at nowhere")
 
     def test_waiting_on_a_service_without_health_check_fails(self):
         compose = copy.deepcopy(COMPOSE)
@@ -94,7 +89,7 @@ class ComposeTest(unittest.TestCase):
         self.assertIn("compose: service web: Dockerfile has no target web", ctx.report.errors)
 
 
-class NginxTest(unittest.TestCase):
+class NginxTest(fixtures.CheckTest):
     CONF = """upstream gateways { server gateway:8081; }
 map $http_upgrade $connection_upgrade { default upgrade; }
 server { location / { proxy_set_header Upgrade $http_upgrade; } }
@@ -110,8 +105,7 @@ server { location / { proxy_set_header Upgrade $http_upgrade; } }
         ctx = fixtures.context()
         ctx.services = COMPOSE["services"]
         check_nginx(ctx, self.CONF.replace("{ server", "{ ip_hash; server"))
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("pins clients to a gateway", ctx.report.errors[0])
+        self.assertOnlyError(ctx, "pins clients to a gateway")
 
 
 if __name__ == "__main__":

@@ -11,37 +11,31 @@ README = "| `PULSE_DRAIN_SECONDS` | `10` | gateway |\n| `PULSE_POLL_SECONDS` | `
 
 
 class EnvTest(unittest.TestCase):
-    def context(self):
+    def errors_setting(self, env):
+        """What check_env reports when compose gives the gateway ENV."""
         ctx = fixtures.context()
         ctx.readme = README
         ctx.reads = {"gateway": {"PULSE_DRAIN_SECONDS"}, "poller": {"PULSE_POLL_SECONDS"},
                      "web": set(), "simulator": set()}
-        return ctx
+        ctx.env_uses.append(("compose gateway", "gateway", env))
+        check_env(ctx)
+        return ctx.report.errors
 
     def test_documented_variables_where_they_are_read_pass(self):
-        ctx = self.context()
-        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_DRAIN_SECONDS": "20"}))
-        check_env(ctx)
-        self.assertEqual(ctx.report.errors, [])
+        self.assertEqual(self.errors_setting({"PULSE_DRAIN_SECONDS": "20"}), [])
 
     def test_an_undocumented_variable_fails(self):
-        ctx = self.context()
-        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_DRAIN_SECOND": "20"}))
-        check_env(ctx)
-        self.assertEqual(ctx.report.errors, [
+        self.assertEqual(self.errors_setting({"PULSE_DRAIN_SECOND": "20"}), [
             "env: compose gateway sets PULSE_DRAIN_SECOND, which README.md does not document "
             "(a name no service reads?)"])
 
     def test_another_services_variable_fails(self):
-        ctx = self.context()
-        ctx.env_uses.append(("compose gateway", "gateway", {"PULSE_POLL_SECONDS": "5"}))
-        check_env(ctx)
-        self.assertEqual(ctx.report.errors, [
+        self.assertEqual(self.errors_setting({"PULSE_POLL_SECONDS": "5"}), [
             "env: compose gateway sets PULSE_POLL_SECONDS, which pulse-gateway does not read "
             "(only poller do)"])
 
 
-class DrainTest(unittest.TestCase):
+class DrainTest(fixtures.CheckTest):
     def test_grace_beyond_prestop_and_drain_passes(self):
         ctx, _ = fixtures.build()
         ctx.readme = README
@@ -56,9 +50,8 @@ class DrainTest(unittest.TestCase):
             "terminationGracePeriodSeconds"] = 25
         ctx, _ = fixtures.build(docs)
         check_drain(ctx)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("terminationGracePeriodSeconds 25 must exceed preStop 5 s + "
-                      "PULSE_DRAIN_SECONDS 20 + 2 s = 27 s", ctx.report.errors[0])
+        self.assertOnlyError(ctx, "terminationGracePeriodSeconds 25 must exceed preStop 5 s + "
+                                  "PULSE_DRAIN_SECONDS 20 + 2 s = 27 s")
 
     def test_a_short_compose_stop_grace_period_fails(self):
         ctx = fixtures.context()

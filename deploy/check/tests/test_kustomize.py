@@ -8,37 +8,31 @@ from pulse_deploy_check.structure import check_structure
 from . import fixtures
 
 
-class StructureTest(unittest.TestCase):
+class StructureTest(fixtures.CheckTest):
     def test_a_correct_build_passes(self):
-        ctx, b = fixtures.build()
-        check_structure(b)
+        ctx = fixtures.checked(check_structure)
         self.assertEqual(ctx.report.errors, [])
         self.assertIn("gateway", [svc for _, svc, _ in ctx.env_uses])
 
     def test_a_missing_startup_probe_fails(self):
         docs = fixtures.gateway_docs()
         del fixtures.container(docs)["startupProbe"]
-        ctx, b = fixtures.build(docs)
-        check_structure(b)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("needs a startupProbe", ctx.report.errors[0])
+        self.assertOnlyError(fixtures.checked(check_structure, docs), "needs a startupProbe")
 
     def test_a_service_selecting_nothing_fails(self):
         docs = fixtures.gateway_docs()
         fixtures.of_kind(docs, "Service")["spec"]["selector"] = {"app": "nobody"}
-        ctx, b = fixtures.build(docs)
-        check_structure(b)
+        ctx = fixtures.checked(check_structure, docs)
         self.assertTrue(any("matches no pods" in e for e in ctx.report.errors))
 
     def test_a_missing_config_map_fails(self):
         docs = [d for d in fixtures.gateway_docs() if d["kind"] != "ConfigMap"]
-        ctx, b = fixtures.build(docs)
-        check_structure(b)
+        ctx = fixtures.checked(check_structure, docs)
         self.assertTrue(any(f"envFrom configMapRef {fixtures.CONFIG} does not exist" in e
                             for e in ctx.report.errors))
 
 
-class SchemaTest(unittest.TestCase):
+class SchemaTest(fixtures.CheckTest):
     def test_a_valid_deployment_passes(self):
         ctx = fixtures.context()
         counts = SchemaCounts()
@@ -52,8 +46,7 @@ class SchemaTest(unittest.TestCase):
         c = d["spec"]["template"]["spec"]["containers"][0]
         c["startupProbes"] = c.pop("startupProbe")
         validate_schemas(ctx, SchemaCounts(), "overlay example", [d])
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("Additional properties are not allowed", ctx.report.errors[0])
+        self.assertOnlyError(ctx, "Additional properties are not allowed")
 
     def test_quick_skips_the_schemas(self):
         ctx = fixtures.context(quick=True)

@@ -43,7 +43,7 @@ class RegisteredTest(unittest.TestCase):
                          'pulse-gateway registers no metric "connection"')
 
 
-class AutoscaleTest(unittest.TestCase):
+class AutoscaleTest(fixtures.CheckTest):
     def run_hpa(self, average):
         ctx = context()
         ctx.cap_rule = alert_cap(ALERTS)
@@ -59,8 +59,7 @@ class AutoscaleTest(unittest.TestCase):
 
     def test_a_target_above_the_alert_fails(self):
         ctx, _ = self.run_hpa("45000")
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("not below the alert threshold 40000", ctx.report.errors[0])
+        self.assertOnlyError(ctx, "not below the alert threshold 40000")
 
 
 class AlertsTest(unittest.TestCase):

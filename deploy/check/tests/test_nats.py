@@ -36,7 +36,7 @@ def values(publish):
                                            "subscribe": {"allow": ["pulse.>"]}}}]}}}}}
 
 
-class ValuesTest(unittest.TestCase):
+class ValuesTest(fixtures.CheckTest):
     def test_hcl_users_are_read(self):
         self.assertEqual(hcl_users(README),
                          {"pulse-gateway": ("$GATEWAY_PASSWORD", ["$JS.API.>", "_INBOX.>"],
@@ -52,8 +52,7 @@ class ValuesTest(unittest.TestCase):
         ctx = fixtures.context(quick=True)
         ctx.docs_by_file["deploy/k8s/nats/values.yaml"] = [values(["_INBOX.>"])]
         check_nats(ctx, README)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("user pulse-gateway's publish allow differs", ctx.report.errors[0])
+        self.assertOnlyError(ctx, "user pulse-gateway's publish allow differs")
 
     def test_no_hcl_block_fails(self):
         ctx = fixtures.context(quick=True)
@@ -61,7 +60,7 @@ class ValuesTest(unittest.TestCase):
         self.assertIn("has no ```hcl block with users", ctx.report.errors[0])
 
 
-class LoginTest(unittest.TestCase):
+class LoginTest(fixtures.CheckTest):
     def test_the_gateway_logging_in_as_itself_passes(self):
         ctx, _ = fixtures.build()
         check_logins(ctx)
@@ -73,9 +72,7 @@ class LoginTest(unittest.TestCase):
             "nats://pulse-poller:secret@nats.nats:4222"
         ctx, _ = fixtures.build(docs)
         check_logins(ctx)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("NATS_URL (GATEWAY_NATS_URL) does not log in as pulse-gateway",
-                      ctx.report.errors[0])
+        self.assertOnlyError(ctx, "NATS_URL (GATEWAY_NATS_URL) does not log in as pulse-gateway")
 
 
 if __name__ == "__main__":

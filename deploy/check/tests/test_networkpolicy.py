@@ -16,7 +16,7 @@ def nats_side(labels):
         "ports": [{"port": 4222}]}]}}]
 
 
-class PolicyTest(unittest.TestCase):
+class PolicyTest(fixtures.CheckTest):
     def test_exactly_what_the_gateway_uses_passes(self):
         ctx, b = fixtures.build()
         summary = check_policy(b)
@@ -25,28 +25,21 @@ class PolicyTest(unittest.TestCase):
 
     def test_no_default_deny_fails(self):
         docs = [d for d in fixtures.gateway_docs() if d["metadata"]["name"] != "default-deny"]
-        ctx, b = fixtures.build(docs)
-        check_policy(b)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("no default-deny NetworkPolicy", ctx.report.errors[0])
+        self.assertOnlyError(fixtures.checked(check_policy, docs), "no default-deny NetworkPolicy")
 
     def test_egress_it_does_not_use_fails(self):
         docs = fixtures.gateway_docs()
         pol = fixtures.of_kind(docs, "NetworkPolicy", "pulse-gateway")
         pol["spec"]["egress"].append({"to": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "postgres"}}}], "ports": [{"port": 5432}]})
-        ctx, b = fixtures.build(docs)
-        check_policy(b)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("pulse-gateway: NetworkPolicy allows egress to port 5432",
-                      ctx.report.errors[0])
+        self.assertOnlyError(fixtures.checked(check_policy, docs),
+                             "pulse-gateway: NetworkPolicy allows egress to port 5432")
 
     def test_missing_nats_egress_fails(self):
         docs = fixtures.gateway_docs()
         pol = fixtures.of_kind(docs, "NetworkPolicy", "pulse-gateway")
         pol["spec"]["egress"].pop(0)
-        ctx, b = fixtures.build(docs)
-        check_policy(b)
+        ctx = fixtures.checked(check_policy, docs)
         self.assertIn("pulse-gateway needs egress to NATS", ctx.report.errors[0])
 
     def test_a_peer_in_any_namespace_is_too_wide(self):
@@ -56,7 +49,7 @@ class PolicyTest(unittest.TestCase):
                          ("pulse", (("a", "b"),)))
 
 
-class NatsSideTest(unittest.TestCase):
+class NatsSideTest(fixtures.CheckTest):
     def test_the_nats_side_letting_the_gateway_in_passes(self):
         ctx, b = fixtures.build()
         ctx.docs_by_file[NATS_SIDE] = nats_side(fixtures.LABELS)
@@ -67,9 +60,8 @@ class NatsSideTest(unittest.TestCase):
         ctx, b = fixtures.build()
         ctx.docs_by_file[NATS_SIDE] = nats_side({"app.kubernetes.io/name": "pulse-web"})
         check_nats_side(b)
-        self.assertEqual(len(ctx.report.errors), 1)
-        self.assertIn("does not let Deployment pulse-gateway (namespace pulse) reach NATS",
-                      ctx.report.errors[0])
+        self.assertOnlyError(
+            ctx, "does not let Deployment pulse-gateway (namespace pulse) reach NATS")
 
 
 if __name__ == "__main__":
