@@ -34,6 +34,16 @@ class EnvTest(unittest.TestCase):
             "env: compose gateway sets PULSE_POLL_SECONDS, which pulse-gateway does not read "
             "(only poller do)"])
 
+    def test_an_undocumented_variable_in_a_config_map_fails(self):
+        docs = fixtures.gateway_docs()
+        fixtures.of_kind(docs, "ConfigMap")["data"]["PULSE_DRAIN_SECOND"] = "20"
+        ctx, _ = fixtures.build(docs)
+        ctx.readme = README
+        check_env(ctx)
+        self.assertEqual(ctx.report.errors, [
+            f"env: overlay example: ConfigMap {fixtures.CONFIG} has PULSE_DRAIN_SECOND, which "
+            "README.md does not document"])
+
 
 class DrainTest(fixtures.CheckTest):
     def test_grace_beyond_prestop_and_drain_passes(self):
