@@ -13,13 +13,17 @@ def check_env(ctx):
     documented = ctx.documented
     read_by_any = ctx.read_by_any
     checked = set()
+
+    def require_documented(var, who, hint=""):
+        """Counts VAR if it is a PULSE_* variable, and fails when README.md does not document it."""
+        if var.startswith("PULSE_"):
+            checked.add(var)
+            if var not in documented:
+                ctx.fail("env", f"{who} {var}, which README.md does not document{hint}")
+
     for where, svc, env in ctx.env_uses:
         for var in env:
-            if var.startswith("PULSE_"):
-                checked.add(var)
-                if var not in documented:
-                    ctx.fail("env", f"{where} sets {var}, which README.md does not document "
-                                    f"(a name no service reads?)")
+            require_documented(var, f"{where} sets", " (a name no service reads?)")
             if svc and ctx.reads and var in read_by_any and var not in ctx.reads[svc]:
                 readers = ", ".join(sorted(s for s in SERVICES if var in ctx.reads[s]))
                 ctx.fail("env", f"{where} sets {var}, which pulse-{svc} does not read "
@@ -30,11 +34,7 @@ def check_env(ctx):
         for kind, store in (("ConfigMap", b.configmaps), ("Secret", b.secrets)):
             for name, data in store.items():
                 for var in data:
-                    if var.startswith("PULSE_"):
-                        checked.add(var)
-                        if var not in documented:
-                            ctx.fail("env", f"{b.where}: {kind} {name} has {var}, which README.md "
-                                            f"does not document")
+                    require_documented(var, f"{b.where}: {kind} {name} has")
     if ctx.report.clean_since(before):
         extra = "and each only where its service reads it" if ctx.reads else \
             "(service sources not found: per-service check skipped)"
