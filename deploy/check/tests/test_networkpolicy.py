@@ -35,6 +35,14 @@ class PolicyTest(fixtures.CheckTest):
         self.assertOnlyError(fixtures.checked(check_policy, docs),
                              "pulse-gateway: NetworkPolicy allows egress to port 5432")
 
+    def test_ingress_it_does_not_serve_fails(self):
+        docs = fixtures.gateway_docs()
+        pol = fixtures.of_kind(docs, "NetworkPolicy", "pulse-gateway")
+        pol["spec"]["ingress"][0]["ports"].append({"port": 9999})
+        self.assertOnlyError(fixtures.checked(check_policy, docs),
+                             "pulse-gateway: NetworkPolicy allows ingress on port 9999/TCP, "
+                             "which serves nothing routed or scraped")
+
     def test_missing_nats_egress_fails(self):
         docs = fixtures.gateway_docs()
         pol = fixtures.of_kind(docs, "NetworkPolicy", "pulse-gateway")
