@@ -94,6 +94,31 @@ def public_ports(b):
     return public
 
 
+# How a port a pod needs but no rule allows, and a port a rule allows but the pod does not need,
+# read in each direction ({peers}: the namespaces or CIDRs the rules let through).
+PORT_GAPS = {
+    "egress": ("needs egress to {what} on {proto} {port}",
+               "allows egress to port {port}/{proto} ({peers}), which it does not use"),
+    "ingress": ("needs ingress from {what} on port {port}",
+                "allows ingress on port {port}/{proto}, which serves nothing routed or scraped"),
+}
+
+
+def fail_port_gaps(fail, where, direction, need, got):
+    """Fails each (port, protocol) of NEED that no rule in GOT allows, and each one GOT allows
+    that NEED does not have."""
+    missing, unused = PORT_GAPS[direction]
+    for (port, proto), what in need.items():
+        if (port, proto) not in got:
+            fail("policy", f"{where} {missing.format(port=port, proto=proto, what=what)}, "
+                           f"which no NetworkPolicy allows")
+    for (port, proto), peers in got.items():
+        if (port, proto) not in need:
+            peers = ", ".join(sorted(p[0] for p in peers))
+            fail("policy", f"{where}: NetworkPolicy "
+                           f"{unused.format(port=port, proto=proto, peers=peers)}")
+
+
 def check_policy(b):
     """Returns one summary line per workload: the ports it may reach and be reached on."""
     fail = b.ctx.fail
@@ -140,15 +165,9 @@ def check_policy(b):
         got_in = {}
         for direction, port, proto, peer in allowed:
             (got_out if direction == "out" else got_in).setdefault((port, proto), set()).add(peer)
-        for key, what in need_out.items():
-            if key not in got_out:
-                fail("policy", f"{where} needs egress to {what} on {key[1]} {key[0]}, which no "
-                               f"NetworkPolicy allows")
+        fail_port_gaps(fail, where, "egress", need_out, got_out)
         for key, peers in got_out.items():
             if key not in need_out:
-                fail("policy", f"{where}: NetworkPolicy allows egress to port {key[0]}/{key[1]} "
-                               f"({', '.join(sorted(p[0] for p in peers))}), which it does not "
-                               f"use")
                 continue
             if key[0] == 53 and any(p[0] != "kube-system" for p in peers):
                 fail("policy", f"{where}: DNS allowed to {sorted(peers)}, not only kube-system")
@@ -159,14 +178,7 @@ def check_policy(b):
                     any(p[0] != otel_ns for p in peers):
                 fail("policy", f"{where}: OTLP allowed to {sorted(peers)}, but the collector "
                                f"is in namespace {otel_ns}")
-        for key, what in need_in.items():
-            if key not in got_in:
-                fail("policy", f"{where} needs ingress from {what} on port {key[0]}, which no "
-                               f"NetworkPolicy allows")
-        for key, peers in got_in.items():
-            if key not in need_in:
-                fail("policy", f"{where}: NetworkPolicy allows ingress on port {key[0]}/{key[1]}"
-                               f", which serves nothing routed or scraped")
+        fail_port_gaps(fail, where, "ingress", need_in, got_in)
         # The ops port (when it is a port of its own) is for Prometheus only.
         if ops and int(ops) not in public.get(name, ()):
             pub_peers = set().union(*(got_in.get((p, "TCP"), set())
