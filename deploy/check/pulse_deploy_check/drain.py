@@ -37,17 +37,19 @@ def prestop_seconds(c):
     return float(m.group(1)) if m else 0.0
 
 
-def check_k8s(ctx, default_drain, notes):
-    gateways = 0
+def drain_seconds(env, default_drain):
+    """A gateway's PULSE_DRAIN_SECONDS: its environment's, else README.md's default."""
+    return float(env["PULSE_DRAIN_SECONDS"]) if env.get("PULSE_DRAIN_SECONDS") else default_drain
+
+
+def check_k8s(ctx, default_drain):
+    """Checks each gateway container in the overlays; yields a note on each one's budget."""
     all_workloads = [w + (b,) for b in ctx.builds.values() for w in b.workloads]
     for kind, name, pod, labels, annotations, d, b in all_workloads:
         for c in pod.get("containers") or []:
             if service_of_image(c.get("image")) != "gateway":
                 continue
-            gateways += 1
-            env = b.env(kind, name, c)
-            drain = float(env["PULSE_DRAIN_SECONDS"]) if env.get("PULSE_DRAIN_SECONDS") \
-                else default_drain
+            drain = drain_seconds(b.env(kind, name, c), default_drain)
             grace = float(pod.get("terminationGracePeriodSeconds", 30))
             pre = prestop_seconds(c)
             need = pre + drain + GATEWAY_EXTRA_SECONDS
@@ -59,37 +61,30 @@ def check_k8s(ctx, default_drain, notes):
             if grace <= drain:
                 ctx.fail("drain", f"{b.where}: {kind} {name}: terminationGracePeriodSeconds "
                                   f"{grace:g} does not exceed PULSE_DRAIN_SECONDS {drain:g}")
-            notes.append(f"{name}: grace {grace:g} s > preStop {pre:g} + drain {drain:g} + "
-                         f"{GATEWAY_EXTRA_SECONDS}")
-    return gateways
+            yield (f"{name}: grace {grace:g} s > preStop {pre:g} + drain {drain:g} + "
+                   f"{GATEWAY_EXTRA_SECONDS}")
 
 
-def check_compose(ctx, default_drain, notes):
-    gateways = 0
+def check_compose(ctx, default_drain):
+    """Checks each gateway service in docker-compose.yml; yields a note on each one's budget."""
     for name, svc in ctx.services.items():
         if ctx.compose_service_of.get(name) != "gateway":
             continue
-        gateways += 1
-        env = compose_env(svc or {})
-        drain = float(env["PULSE_DRAIN_SECONDS"]) if env.get("PULSE_DRAIN_SECONDS") \
-            else default_drain
+        drain = drain_seconds(compose_env(svc or {}), default_drain)
         grace = seconds((svc or {}).get("stop_grace_period"), 10.0)
-        need = drain + GATEWAY_EXTRA_SECONDS
-        if grace <= need:
+        if grace <= drain + GATEWAY_EXTRA_SECONDS:
             ctx.fail("drain", f"compose service {name}: stop_grace_period {grace:g} s must exceed "
                               f"PULSE_DRAIN_SECONDS {drain:g} + {GATEWAY_EXTRA_SECONDS} s")
-        notes.append(f"compose {name}: stop_grace_period {grace:g} s > drain {drain:g} + "
-                     f"{GATEWAY_EXTRA_SECONDS}")
-    return gateways
+        yield (f"compose {name}: stop_grace_period {grace:g} s > drain {drain:g} + "
+               f"{GATEWAY_EXTRA_SECONDS}")
 
 
 def check_drain(ctx):
     before = ctx.report.mark()
     default_drain = ctx.readme_default("PULSE_DRAIN_SECONDS")
     default_drain = float(default_drain) if default_drain else 10.0
-    notes = []
-    gateways = check_k8s(ctx, default_drain, notes) + check_compose(ctx, default_drain, notes)
-    if gateways == 0:
+    notes = [*check_k8s(ctx, default_drain), *check_compose(ctx, default_drain)]
+    if not notes:
         ctx.fail("drain", "found no gateway in the Kubernetes overlays or docker-compose.yml")
     if ctx.report.clean_since(before):
         ctx.say("drain", "ok (" + "; ".join(sorted(set(notes))) + ")")
