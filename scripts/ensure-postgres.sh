@@ -153,6 +153,15 @@ set_trust_auth() {
     die "could not reload PostgreSQL cluster $CL_VERSION/$CL_NAME after editing $hba"
 }
 
+# create_missing KIND NAME PSQL [ARGS...] — with the superuser connection PSQL ARGS -d postgres,
+# run the SQL on stdin, which creates the KIND :'name' unless it exists; dies when that fails.
+create_missing() {
+  local kind="$1" name="$2"
+  shift 2
+  "$@" -X -w -q -v ON_ERROR_STOP=1 -d postgres -v name="$name" >/dev/null ||
+    die "could not create $kind $name"
+}
+
 # create_roles_and_db PSQL [ARGS...] — with the superuser connection PSQL ARGS -d postgres,
 # create the login superuser roles postgres, root and the URL's user, and the URL's database,
 # where missing.
@@ -161,19 +170,17 @@ create_roles_and_db() {
   for role in postgres root "$PG_USER"; do
     [[ -n "$role" ]] || continue
     log "ensuring role $role (superuser, login)"
-    "$@" -X -w -q -v ON_ERROR_STOP=1 -d postgres -v role="$role" <<'SQL' >/dev/null ||
-SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+    create_missing role "$role" "$@" <<'SQL'
+SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'name') \gexec
 SQL
-      die "could not create role $role"
   done
   if [[ -n "$PG_DB" ]]; then
     log "ensuring database $PG_DB"
-    "$@" -X -w -q -v ON_ERROR_STOP=1 -d postgres -v db="$PG_DB" <<'SQL' >/dev/null ||
-SELECT format('CREATE DATABASE %I', :'db')
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+    create_missing database "$PG_DB" "$@" <<'SQL'
+SELECT format('CREATE DATABASE %I', :'name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'name') \gexec
 SQL
-      die "could not create database $PG_DB"
   fi
 }
 
