@@ -37,8 +37,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$PULSE_ROOT"
-export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
-export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+export_service_urls
 
 SCENARIOS="${BENCH_SCENARIOS:-idle broadcast telemetry sweep churn storm events rolling}"
 PORT="${BENCH_PORT:-18081}"

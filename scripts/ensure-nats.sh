@@ -20,8 +20,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
-export NATS_URL
+export_service_urls
 
 NATS_HOST="$(url_host "$NATS_URL" 127.0.0.1)"
 NATS_PORT="$(url_port "$NATS_URL" 4222)"

@@ -18,8 +18,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
-export DATABASE_URL
+export_service_urls
 
 PG_HOST="$(url_host "$DATABASE_URL" 127.0.0.1)"
 PG_PORT="$(url_port "$DATABASE_URL" 5432)"

@@ -28,6 +28,12 @@ PULSE_DEFAULT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
 # shellcheck disable=SC2034
 PULSE_DEFAULT_NATS_URL="nats://127.0.0.1:4222"
 
+# export_service_urls — export DATABASE_URL and NATS_URL as they are set, else the defaults above.
+export_service_urls() {
+  export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
+  export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+}
+
 # log MESSAGE... — one line on stderr, prefixed so it stands out in CI logs.
 log() {
   printf 'pulse: %s\n' "$*" >&2

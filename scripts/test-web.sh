@@ -15,8 +15,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
-export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export_service_urls
 export PULSE_CHROMIUM="${PULSE_CHROMIUM:-/usr/bin/chromium}"
 readonly artifacts="$PULSE_ROOT/test-artifacts/browser"
 

@@ -12,8 +12,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-export DATABASE_URL="${DATABASE_URL:-$PULSE_DEFAULT_DATABASE_URL}"
-export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+export_service_urls
 
 cd "$PULSE_ROOT"
 

@@ -15,8 +15,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PULSE_ROOT"
 
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulse}"
-export NATS_URL="${NATS_URL:-$PULSE_DEFAULT_NATS_URL}"
+# The demo stack's data has a database of its own, not the tests'.
+DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulse}"
+export_service_urls
 web_port="${PULSE_WEB_PORT:-8080}"
 web_ops_port="${PULSE_WEB_OPS_PORT:-9080}"
 read -r -a gateway_ports <<<"${PULSE_GATEWAY_PORTS:-8081 8082}"
