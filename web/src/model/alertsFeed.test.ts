@@ -13,6 +13,16 @@ describe("reduceAlerts", () => {
     expect(feed.arrived).toEqual([]);
   });
 
+  it("keeps the objects of alerts that did not change", () => {
+    const first = receive(emptyAlertsFeed, alertsMessage([alert(2), alert(1)], 1), 1_000);
+    const second = receive(first, alertsMessage([alert(3), alert(2, { summary: "changed" }), alert(1)], 2), 2_000);
+    expect(second.message?.alerts[2]).toBe(first.message?.alerts[1]);
+    expect(second.message?.alerts[1]).not.toBe(first.message?.alerts[0]);
+    expect(second.message?.alerts[1]?.summary).toBe("changed");
+    const third = receive(second, alertsMessage([alert(3), alert(2, { summary: "changed" }), alert(1)], 3), 3_000);
+    expect(third.message?.alerts).toBe(second.message?.alerts);
+  });
+
   it("highlights alerts that were not in the previous snapshot, until their time is up", () => {
     let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)], 1), 1_000);
     feed = receive(feed, alertsMessage([alert(3), alert(2), alert(1)], 2), 2_000);

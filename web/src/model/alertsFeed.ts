@@ -9,6 +9,7 @@
  */
 
 import type { Alert, AlertsMessage } from "../client/index.js";
+import { reuseUnchanged } from "./reuse.js";
 import { checkAlerts } from "./validate.js";
 
 /** How long a new row stays highlighted. */
@@ -47,8 +48,9 @@ export function reduceAlerts(state: AlertsFeed, action: AlertsAction): AlertsFee
   }
   const checked = checkAlerts(action.message);
   if (!checked.ok) return { ...state, error: checked.error, arrived: [] };
-  const next = checked.value;
   const previous = state.message;
+  // Alerts that did not change keep their object, so memoised rows skip them.
+  const next = { ...checked.value, alerts: reuseUnchanged(previous?.alerts, checked.value.alerts, (a) => a.alert_id) };
   const fresh = new Map(unexpired(state.fresh, action.now));
   const arrived: Alert[] = [];
   if (previous) {

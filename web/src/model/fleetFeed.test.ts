@@ -13,6 +13,20 @@ describe("reduceFleet", () => {
     expect(reduceFleet(broken, fleetMessage([device("dev-1"), device("dev-2")])).error).toBeNull();
   });
 
+  it("keeps the objects of devices that did not change, and the list when none did", () => {
+    const first = reduceFleet(emptyFleetFeed, fleetMessage([device("dev-1"), device("dev-2"), device("dev-3")], 1));
+    const [d1, d2, d3] = first.message!.devices;
+    const second = reduceFleet(first, fleetMessage([device("dev-1"), device("dev-2", { battery_pct: 12 }), device("dev-3")], 2));
+    const [e1, e2, e3] = second.message!.devices;
+    expect(e1).toBe(d1);
+    expect(e2).not.toBe(d2);
+    expect(e2?.battery_pct).toBe(12);
+    expect(e3).toBe(d3);
+    const third = reduceFleet(second, fleetMessage([device("dev-1"), device("dev-2", { battery_pct: 12 }), device("dev-3")], 3));
+    expect(third.message?.seq).toBe(3);
+    expect(third.message?.devices).toBe(second.message?.devices);
+  });
+
   it("finds a device of the snapshot", () => {
     const feed = reduceFleet(emptyFleetFeed, fleetMessage([device("dev-1"), device("dev-2", { status: "STALE" })]));
     expect(findDevice(feed, "dev-2")?.status).toBe("STALE");

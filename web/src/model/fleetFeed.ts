@@ -6,6 +6,7 @@
  */
 
 import type { DeviceStatus, FleetDevice, FleetMessage } from "../client/index.js";
+import { reuseUnchanged } from "./reuse.js";
 import { checkFleet } from "./validate.js";
 
 export interface FleetFeed {
@@ -17,10 +18,15 @@ export interface FleetFeed {
 
 export const emptyFleetFeed: FleetFeed = Object.freeze({ message: null, error: null });
 
-/** Applies a received `fleet` message. Pure. */
+/**
+ * Applies a received `fleet` message. Pure. Devices that did not change keep their object (and
+ * the list keeps its array when none did), so memoised rows skip them.
+ */
 export function reduceFleet(state: FleetFeed, message: unknown): FleetFeed {
   const checked = checkFleet(message);
-  return checked.ok ? { message: checked.value, error: null } : { ...state, error: checked.error };
+  if (!checked.ok) return { ...state, error: checked.error };
+  const devices = reuseUnchanged(state.message?.devices, checked.value.devices, (d) => d.device_id);
+  return { message: { ...checked.value, devices: devices }, error: null };
 }
 
 /** What the device table shows. */
