@@ -1,11 +1,15 @@
 /**
- * One shared clock for relative times ("12 s ago"): it ticks once a second while something
- * shows it, so a thousand table cells share one timer.
+ * One shared clock for relative times ("10 s ago"): it ticks once a second while something
+ * shows it, so a thousand table cells share one timer. A cell reads the clock through
+ * {@link useAgo}, which re-renders it only when its text changes — at most every 5 s for a
+ * recent time, every minute or hour for older ones — not on every tick.
  *
  * @packageDocumentation
  */
 
-import { useSyncExternalStore } from "react";
+import { useCallback, useSyncExternalStore } from "react";
+
+import { ago } from "../model/format.js";
 
 const TICK_MS = 1_000;
 const listeners = new Set<() => void>();
@@ -37,4 +41,10 @@ function current(): number {
 /** The time in milliseconds, updated once a second. */
 export function useNow(): number {
   return useSyncExternalStore(subscribe, current, current);
+}
+
+/** "10 s ago" for `timestamp`, kept current; re-renders only when the text changes. */
+export function useAgo(timestamp: string | null): string {
+  const text = useCallback(() => ago(timestamp, now), [timestamp]);
+  return useSyncExternalStore(subscribe, text, text);
 }

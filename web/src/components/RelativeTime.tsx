@@ -1,13 +1,13 @@
-import { useNow } from "../app/clock.js";
-import { ago, dateTime } from "../model/format.js";
+import { useAgo } from "../app/clock.js";
+import { dateTime } from "../model/format.js";
 
-/** "12 s ago", kept current; the exact time is in the tooltip. */
+/** "10 s ago", kept current; the exact time is in the tooltip. */
 export function RelativeTime({ timestamp }: { timestamp: string | null }) {
-  const now = useNow();
+  const text = useAgo(timestamp);
   if (timestamp === null) return <span className="muted">never</span>;
   return (
     <time dateTime={timestamp} title={dateTime(timestamp)}>
-      {ago(timestamp, now)}
+      {text}
     </time>
   );
 }

@@ -10,7 +10,8 @@ describe("ago", () => {
     expect(ago(null, at)).toBe("never");
     expect(ago("2026-11-22T10:00:00Z", at + 500)).toBe("just now");
     expect(ago("2026-11-22T10:00:00Z", at - 5_000)).toBe("just now"); // a clock slightly behind
-    expect(ago("2026-11-22T10:00:00Z", at + 12_000)).toBe("12 s ago");
+    expect(ago("2026-11-22T10:00:00Z", at + 3_000)).toBe("just now");
+    expect(ago("2026-11-22T10:00:00Z", at + 12_000)).toBe("10 s ago"); // in steps of 5 s
     expect(ago("2026-11-22T10:00:00Z", at + 4 * 60_000)).toBe("4 min ago");
     expect(ago("2026-11-22T10:00:00Z", at + 3 * 3_600_000)).toBe("3 h ago");
     expect(ago("2026-11-22T10:00:00Z", at + 3 * 86_400_000)).toBe("3 d ago");

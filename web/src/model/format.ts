@@ -7,14 +7,17 @@
 
 import type { ConnectionStatus } from "../client/index.js";
 
-/** "just now", "12 s ago", "4 min ago", "3 h ago", "2 d ago"; "never" for null. */
+/**
+ * "just now", "10 s ago", "4 min ago", "3 h ago", "2 d ago"; "never" for null. Seconds go in
+ * steps of 5: a table of recent times then changes its text every 5 s, not every second.
+ */
 export function ago(timestamp: string | null, now: number): string {
   if (timestamp === null) return "never";
   const at = Date.parse(timestamp);
   if (Number.isNaN(at)) return "—";
   const seconds = Math.max(0, Math.floor((now - at) / 1000));
-  if (seconds < 2) return "just now";
-  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 5) return "just now";
+  if (seconds < 60) return `${seconds - (seconds % 5)} s ago`;
   const minutes = Math.floor(seconds / 60);
   if (minutes < 60) return `${minutes} min ago`;
   const hours = Math.floor(minutes / 60);
