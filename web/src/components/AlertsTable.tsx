@@ -1,15 +1,25 @@
-import { useCallback, useState } from "react";
+import { useCallback, useRef, useState } from "react";
 
 import { useLive } from "../app/session.js";
 import type { Channel } from "../client/index.js";
 import { AlertRow } from "./AlertRow.js";
 import { ErrorCard } from "./ErrorCard.js";
+import { SpacerRow, useVirtualRows } from "./virtualRows.js";
 import { Widget } from "./Widget.js";
 
 /** The live channel this widget shows. */
 const ALERTS: Channel = { type: "alerts" };
 
-/** The tenant's open alerts, live; rows that just arrived are highlighted for a moment. */
+/** Columns of the table, for rows that span it. */
+const COLUMNS = 7;
+/** An alert's height in px before it is measured (closed; an open one is measured). */
+const ROW_PX = 37;
+
+/**
+ * The tenant's open alerts, live; rows that just arrived are highlighted for a moment. Each alert
+ * is its own `<tbody>` (its row and, when open, its details), so a long list can measure and
+ * render only the alerts near the view.
+ */
 export function AlertsTable() {
   const feed = useLive((s) => s.alerts);
   const [openRows, setOpenRows] = useState<ReadonlySet<number>>(() => new Set());
@@ -21,7 +31,11 @@ export function AlertsTable() {
     });
   }, []);
   const message = feed.message;
-  const shown = message?.alerts.length ?? 0;
+  const alerts = message?.alerts;
+  const shown = alerts?.length ?? 0;
+  const scroller = useRef<HTMLDivElement>(null);
+  const keyOf = useCallback((index: number) => alerts?.[index]?.alert_id ?? index, [alerts]);
+  const rows = useVirtualRows(shown, scroller, ROW_PX, keyOf);
   const actions = message && !feed.error && (
     <span className="widget__meta" data-testid="alerts-count">
       {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
@@ -36,7 +50,7 @@ export function AlertsTable() {
       ) : message.alerts.length === 0 ? (
         <p className="placeholder placeholder--good">No open alerts.</p>
       ) : (
-        <div className="table-scroll" data-testid="alerts-scroll" tabIndex={0} role="region" aria-label="Open alerts, scrollable">
+        <div className="table-scroll" data-testid="alerts-scroll" tabIndex={0} role="region" aria-label="Open alerts, scrollable" ref={scroller}>
           <table className="table" data-testid="alerts-table">
             <thead>
               <tr>
@@ -51,11 +65,24 @@ export function AlertsTable() {
                 <th>Summary</th>
               </tr>
             </thead>
-            <tbody>
-              {message.alerts.map((alert) => (
-                <AlertRow key={alert.alert_id} alert={alert} isNew={feed.fresh.has(alert.alert_id)} open={openRows.has(alert.alert_id)} onToggle={toggle} />
-              ))}
-            </tbody>
+            {rows.before > 0 && (
+              <tbody>
+                <SpacerRow height={rows.before} columns={COLUMNS} />
+              </tbody>
+            )}
+            {rows.indexes.map((index) => {
+              const alert = message.alerts[index]!;
+              return (
+                <tbody key={alert.alert_id} ref={rows.measure} data-index={index}>
+                  <AlertRow alert={alert} isNew={feed.fresh.has(alert.alert_id)} open={openRows.has(alert.alert_id)} onToggle={toggle} />
+                </tbody>
+              );
+            })}
+            {rows.after > 0 && (
+              <tbody>
+                <SpacerRow height={rows.after} columns={COLUMNS} />
+              </tbody>
+            )}
           </table>
         </div>
       )}

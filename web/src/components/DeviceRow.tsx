@@ -5,11 +5,29 @@ import { StatusBadge } from "./Badges.js";
 import { Link } from "./Link.js";
 import { RelativeTime } from "./RelativeTime.js";
 
-/** One device of the fleet table. */
-export const DeviceRow = memo(function DeviceRow({ device }: { device: FleetDevice }) {
+interface Props {
+  device: FleetDevice;
+  /** Position in the listed devices (for measuring it in a long table). */
+  index: number;
+  /** `aria-rowindex` when only some rows are rendered. */
+  rowIndex?: number;
+  measure: (element: Element | null) => void;
+}
+
+/**
+ * One device of the fleet table. Memoised: the fleet feed keeps the object of a device that did
+ * not change, so a push re-renders only the rows that did.
+ */
+export const DeviceRow = memo(function DeviceRow({ device, index, rowIndex, measure }: Props) {
   const battery = device.battery_pct;
   return (
-    <tr data-device-id={device.device_id} className={`device-row device-row--${device.status.toLowerCase()}`}>
+    <tr
+      ref={measure}
+      data-index={index}
+      aria-rowindex={rowIndex}
+      data-device-id={device.device_id}
+      className={`device-row device-row--${device.status.toLowerCase()}`}
+    >
       <td className="cell-mono">
         <Link to={`/devices/${encodeURIComponent(device.device_id)}`}>{device.device_id}</Link>
       </td>

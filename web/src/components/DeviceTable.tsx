@@ -1,10 +1,11 @@
-import { useMemo, useState } from "react";
+import { useCallback, useDeferredValue, useMemo, useRef, useState } from "react";
 
 import { useLive } from "../app/session.js";
 import type { Channel, DeviceStatus } from "../client/index.js";
 import { filterDevices, type DeviceFilter } from "../model/fleetFeed.js";
 import { DeviceRow } from "./DeviceRow.js";
 import { ErrorCard } from "./ErrorCard.js";
+import { SpacerRow, useVirtualRows } from "./virtualRows.js";
 import { Widget } from "./Widget.js";
 
 const STATUS_FILTERS: { status: DeviceStatus | null; label: string }[] = [
@@ -17,12 +18,25 @@ const STATUS_FILTERS: { status: DeviceStatus | null; label: string }[] = [
 /** The live channel this widget shows. */
 const FLEET: Channel = { type: "fleet" };
 
-/** The fleet's devices with live status and last-seen, least healthy first; filterable. */
+/** Columns of the table, for rows that span it. */
+const COLUMNS = 5;
+/** A device row's height in px before it is measured. */
+const ROW_PX = 37;
+
+/**
+ * The fleet's devices with live status and last-seen, least healthy first; filterable. The
+ * filter runs deferred (typing stays responsive however big the fleet), and a long list renders
+ * only the rows near the view.
+ */
 export function DeviceTable() {
   const feed = useLive((s) => s.fleet);
   const [filter, setFilter] = useState<DeviceFilter>({ text: "", status: null });
+  const deferredFilter = useDeferredValue(filter);
   const devices = feed.message?.devices;
-  const shown = useMemo(() => (devices ? filterDevices(devices, filter) : []), [devices, filter]);
+  const shown = useMemo(() => (devices ? filterDevices(devices, deferredFilter) : []), [devices, deferredFilter]);
+  const scroller = useRef<HTMLDivElement>(null);
+  const keyOf = useCallback((index: number) => shown[index]?.device_id ?? index, [shown]);
+  const rows = useVirtualRows(shown.length, scroller, ROW_PX, keyOf);
   const counts = feed.message?.counts;
   const countOf = (status: DeviceStatus | null) =>
     !counts ? 0 : status === null ? counts.total : status === "ONLINE" ? counts.online : status === "STALE" ? counts.stale : counts.offline;
@@ -62,10 +76,10 @@ export function DeviceTable() {
         <p className="placeholder">Waiting for the first fleet update…</p>
       ) : (
         <>
-          <div className="table-scroll" data-testid="devices-scroll" tabIndex={0} role="region" aria-label="Devices, scrollable">
-            <table className="table" data-testid="devices-table">
+          <div className="table-scroll" data-testid="devices-scroll" tabIndex={0} role="region" aria-label="Devices, scrollable" ref={scroller}>
+            <table className="table" data-testid="devices-table" aria-rowcount={rows.virtual ? shown.length + 1 : undefined} aria-busy={filter !== deferredFilter}>
               <thead>
-                <tr>
+                <tr aria-rowindex={rows.virtual ? 1 : undefined}>
                   <th>Device</th>
                   <th>Site</th>
                   <th>Status</th>
@@ -74,9 +88,11 @@ export function DeviceTable() {
                 </tr>
               </thead>
               <tbody>
-                {shown.map((device) => (
-                  <DeviceRow key={device.device_id} device={device} />
+                <SpacerRow height={rows.before} columns={COLUMNS} />
+                {rows.indexes.map((index) => (
+                  <DeviceRow key={shown[index]!.device_id} device={shown[index]!} index={index} rowIndex={rows.virtual ? index + 2 : undefined} measure={rows.measure} />
                 ))}
+                <SpacerRow height={rows.after} columns={COLUMNS} />
               </tbody>
             </table>
             {shown.length === 0 && <p className="placeholder">No device matches the filter.</p>}
