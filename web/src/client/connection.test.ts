@@ -877,6 +877,21 @@ describe("token renewal", () => {
     ]);
   });
 
+  it("renews a short-lived token before it ends", async () => {
+    // The shortest lifetime pulse-web issues (PULSE_TICKET_TTL_SECONDS=5).
+    let n = 0;
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      n += 1;
+      return { token: `t${n}`, expires_at: Math.floor(Date.now() / 1000) + 5, expires_in: 5, gateways: ["ws://gw-a.test/api/v2/ws"] };
+    });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    await vi.advanceTimersByTimeAsync(4_000);
+    await settle();
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
+  });
+
   it("times renewal by the token's lifetime, not by a clock that disagrees with the server's", async () => {
     // The browser's clock is 20 s behind the server's: `expires_at` looks 80 s away.
     const serverAhead = 20;

@@ -95,8 +95,12 @@ export const DEFAULT_RENEW_AT = 0.75;
 export const DEFAULT_RENEW_RETRY_MS = 5_000;
 /** Default time a connection must stay live for the backoff to start over: 10 s. */
 export const DEFAULT_STABLE_AFTER_MS = 10_000;
-/** Renewals are never scheduled closer together than this (guards against clock skew). */
-const MIN_RENEW_DELAY_MS = 5_000;
+/**
+ * Renewals are never scheduled closer together than this: a token whose lifetime reads as zero
+ * or less (a malformed ticket) must not start a renewal loop. It stays well under the shortest
+ * lifetime a server issues (5 s), so short tokens are still renewed before they end.
+ */
+const MIN_RENEW_DELAY_MS = 1_000;
 
 /** Options of a {@link PulseClient}. Only `getTicket` is required. */
 export interface PulseClientOptions {
