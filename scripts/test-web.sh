@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The web tests: install the locked dependencies of web/, type-check, run the unit tests, build
-# the dashboard, then run the browser tests: a real headless Chromium against a private Pulse
-# stack (its own database pulse_t_browser_*, its own tenant, a poller, two gateways and
-# pulse-web on free ports, from the debug binaries). Screenshots and service logs go to
-# test-artifacts/browser/.
+# the dashboard, then run the browser tests: a real headless Chromium against private Pulse
+# stacks, one per test file (each its own database pulse_t_browser_*, its own tenant, a poller,
+# two gateways and pulse-web on free ports, from the debug binaries). Screenshots and service
+# logs go to test-artifacts/browser/.
 # `scripts/test.sh` (make test) calls this when web/package.json exists; it also runs alone.
 #
 # Needs Node.js 20.19 or newer with npm, Chromium (Debian package `chromium`, or PULSE_CHROMIUM
@@ -53,14 +53,19 @@ ensure_cargo
 (cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator)
 
 # A test process that dies hard cannot stop what it started; it leaves the process ids and the
-# database name in leftovers.txt. Stop those (only if they still are Pulse binaries) and drop it.
+# database name in leftovers.txt. Stop those (only if they still are Pulse binaries or a stack's
+# own nats-server) and drop it.
 cleanup_leftovers() {
   local list="$artifacts/leftovers.txt" kind value
   [[ -f "$list" ]] || return 0
   while read -r kind value; do
     case "$kind" in
       pid)
-        if [[ "$value" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$value/cmdline" 2>/dev/null | grep -q '/target/debug/pulse-'; then
+        [[ "$value" =~ ^[0-9]+$ ]] || continue
+        local cmdline
+        cmdline="$(tr '\0' ' ' <"/proc/$value/cmdline" 2>/dev/null || true)"
+        # A Pulse binary, or a stack's own nats-server (its files are under the artifacts).
+        if [[ "$cmdline" == */target/debug/pulse-* || ("$cmdline" == nats-server* && "$cmdline" == *test-artifacts/browser*) ]]; then
           warn "stopping leftover test process $value"
           kill -KILL "$value" 2>/dev/null || true
         fi

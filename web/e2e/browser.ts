@@ -25,17 +25,93 @@ export async function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
 }
 
-/** Records, in every page of the context, the Content Security Policy violations it reports. */
-export async function newWatchedContext(browser: Browser): Promise<BrowserContext> {
+export interface ContextOptions {
+  /**
+   * Lets the test hide and show the page ({@link setHidden}). Headless Chromium shows every page
+   * (minimised windows and background tabs included), so the page's `visibilityState` is taken
+   * over and `visibilitychange` fired as the browser would.
+   */
+  visibility?: boolean;
+}
+
+/**
+ * A context whose pages record the Content Security Policy violations they report and the close
+ * code of every WebSocket that closes ({@link closeCodes}).
+ */
+export async function newWatchedContext(browser: Browser, options: ContextOptions = {}): Promise<BrowserContext> {
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
   await context.addInitScript(() => {
-    const w = window as unknown as { __cspViolations: string[] };
+    const w = window as unknown as { __cspViolations: string[]; __closeCodes: number[] };
     w.__cspViolations = [];
+    w.__closeCodes = [];
     document.addEventListener("securitypolicyviolation", (e) => {
       w.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
     });
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols);
+        this.addEventListener("close", (e) => w.__closeCodes.push(e.code));
+      }
+    };
   });
+  if (options.visibility) {
+    await context.addInitScript(() => {
+      let hidden = false;
+      Object.defineProperty(Document.prototype, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+      Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => hidden });
+      (window as unknown as { __setHidden: (h: boolean) => void }).__setHidden = (h) => {
+        hidden = h;
+        document.dispatchEvent(new Event("visibilitychange"));
+      };
+    });
+  }
   return context;
+}
+
+/** Close codes of the page's WebSockets that closed, in order. */
+export async function closeCodes(page: Page): Promise<number[]> {
+  return page.evaluate(() => (window as unknown as { __closeCodes?: number[] }).__closeCodes ?? []);
+}
+
+/** Hides or shows a page of a context made with `visibility`. */
+export async function setHidden(page: Page, hidden: boolean): Promise<void> {
+  await page.evaluate((h) => (window as unknown as { __setHidden: (h: boolean) => void }).__setHidden(h), hidden);
+}
+
+/**
+ * Stalls every timer and task of the page's main thread for `ms`, as a browser does to a
+ * background tab (which runs its timers about once a minute), then lets them run, late.
+ */
+export async function stallMainThread(context: BrowserContext, page: Page, ms: number): Promise<void> {
+  const cdp = await context.newCDPSession(page);
+  try {
+    await cdp.send("Debugger.enable");
+    const paused = new Promise<void>((r) => cdp.once("Debugger.paused", () => r()));
+    await cdp.send("Debugger.pause");
+    // At the next task that runs script (the page's clock ticks every second).
+    await Promise.race([paused, new Promise((_, reject) => setTimeout(() => reject(new Error("the page ran no script for 5 s")), 5_000))]);
+    await new Promise((r) => setTimeout(r, ms));
+    await cdp.send("Debugger.resume");
+    await cdp.send("Debugger.disable");
+  } finally {
+    await cdp.detach().catch(() => undefined);
+  }
+}
+
+/** A page of its own (fresh context, watched), logged in through the form and Live. */
+export async function openLoggedIn(
+  browser: Browser,
+  stack: { webUrl: string; email: string; password: string },
+  options: ContextOptions = {},
+): Promise<{ context: BrowserContext; page: Page; watch: PageWatch }> {
+  const context = await newWatchedContext(browser, options);
+  const page = await context.newPage();
+  const watch = new PageWatch(page);
+  await page.goto(stack.webUrl);
+  await logInWithForm(page, stack.email, stack.password);
+  await waitLive(page);
+  return { context, page, watch };
 }
 
 /** What happened on a page that the tests assert on. */
@@ -50,6 +126,8 @@ export class PageWatch {
   readonly openSockets = new Set<WebSocket>();
   /** Every text frame the page sent on any of its sockets, in order. */
   readonly framesSent: string[] = [];
+  /** Messages the page received, counted by their `type`. */
+  private readonly receivedByType = new Map<string, number>();
 
   constructor(readonly page: Page) {
     page.on("request", (request) => {
@@ -69,7 +147,22 @@ export class PageWatch {
       socket.on("framesent", (frame) => {
         if (typeof frame.payload === "string") this.framesSent.push(frame.payload);
       });
+      socket.on("framereceived", (frame) => {
+        // Every message starts with its type: `{"type":"fleet",…`.
+        const type = typeof frame.payload === "string" ? /^\{"type":"([a-z_]+)"/.exec(frame.payload)?.[1] : undefined;
+        if (type) this.receivedByType.set(type, (this.receivedByType.get(type) ?? 0) + 1);
+      });
     });
+  }
+
+  /** How many messages of `type` the page received so far. */
+  received(type: string): number {
+    return this.receivedByType.get(type) ?? 0;
+  }
+
+  /** How many frames of `action` the page sent so far. */
+  sent(action: string): number {
+    return this.framesSent.filter((f) => f.startsWith(`{"action":"${action}"`)).length;
   }
 
   async cspViolations(): Promise<string[]> {

@@ -1,7 +1,8 @@
 /**
  * A private Pulse stack for the browser tests: its own PostgreSQL database
  * (`pulse_t_browser_<random>`), its own tenant id (so its NATS subjects are its own), one poller,
- * two gateways and pulse-web on free ports, all from the debug binaries in target/debug.
+ * two gateways and pulse-web on free ports, all from the debug binaries in target/debug; and,
+ * when asked, a nats-server of its own.
  *
  * Everything it starts is stopped by {@link Stack.stop}, which the tests call in `afterAll`
  * (so also when a test fails). As a last resort the process ids and the database name are
@@ -12,7 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -29,9 +30,22 @@ const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 const RESERVED_PORTS = new Set([8080, 8081, 8082, 9080, 9090, 9091]);
 
 export interface StackOptions {
+  /** Names the folder of its service logs: test-artifacts/browser/logs/<name>/. */
+  name: string;
   /** Devices the seeded tenant gets. */
   devices: number;
   sites: number;
+  /** Extra environment for the poller (caps, intervals). */
+  pollerEnv?: Record<string, string>;
+  /** Extra environment for both gateways (limits, timeouts). */
+  gatewayEnv?: Record<string, string>;
+  /** Extra environment for pulse-web (ticket lifetime). */
+  webEnv?: Record<string, string>;
+  /**
+   * With a value, the stack runs a private nats-server (JetStream on) whose `max_payload` is
+   * this many bytes, for snapshots bigger than the shared server's default 1 MiB allows.
+   */
+  natsMaxPayload?: number;
 }
 
 /** A running stack. */
@@ -109,13 +123,33 @@ async function waitReady(name: string, port: number, child: ChildProcess, log: s
   throw new Error(`${name} was not ready within ${timeoutMs} ms:\n${tail(log)}`);
 }
 
+/** Waits until something accepts TCP connections on `port`, or fails naming the process. */
+async function waitListening(name: string, port: number, child: ChildProcess, log: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) during start:\n${tail(log)}`);
+    }
+    const open = await new Promise<boolean>((res) => {
+      const socket = connect({ host: "127.0.0.1", port }, () => {
+        socket.end();
+        res(true);
+      });
+      socket.once("error", () => res(false));
+    });
+    if (open) return;
+    await sleep(50);
+  }
+  throw new Error(`${name} did not listen on ${port} within ${timeoutMs} ms:\n${tail(log)}`);
+}
+
 function recordLeftover(line: string): void {
   appendFileSync(LEFTOVERS, `${line}\n`);
 }
 
 /** Runs a command to completion; throws with its log when it fails. */
-async function runToEnd(name: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
-  const log = join(LOGS, `${name}.log`);
+async function runToEnd(logs: string, name: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const log = join(logs, `${name}.log`);
   const fd = openSync(log, "a");
   try {
     const child = spawn(command, args, { env, stdio: ["ignore", fd, fd] });
@@ -130,10 +164,11 @@ async function runToEnd(name: string, command: string, args: string[], env: Node
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
-  mkdirSync(LOGS, { recursive: true });
+  const logs = join(LOGS, options.name);
+  mkdirSync(logs, { recursive: true });
   rmSync(LEFTOVERS, { force: true });
   const databaseUrl = process.env.DATABASE_URL || DEFAULT_DATABASE_URL;
-  const natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
+  let natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
   const suffix = randomBytes(5).toString("hex");
   const dbName = `pulse_t_browser_${suffix}`;
   const tenant = `browser-${suffix}`;
@@ -161,7 +196,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   };
 
   const launch = (name: string, command: string, args: string[], env: NodeJS.ProcessEnv, port: number) => {
-    const log = join(LOGS, `${name}.log`);
+    const log = join(logs, `${name}.log`);
     const fd = openSync(log, "a");
     const child = spawn(command, args, { env: { ...baseEnv, ...env }, stdio: ["ignore", fd, fd] });
     closeSync(fd);
@@ -197,9 +232,18 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   process.once("exit", killAll);
 
   try {
+    if (options.natsMaxPayload !== undefined) {
+      const port = await freePort();
+      const conf = join(logs, "nats.conf");
+      writeFileSync(conf, `max_payload: ${options.natsMaxPayload}\n`);
+      const nats = launch("nats-server", "nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", join(logs, "jetstream"), "-c", conf], {}, port);
+      await waitListening("nats-server", port, nats.child, nats.log);
+      natsUrl = `nats://127.0.0.1:${port}`;
+      baseEnv.NATS_URL = natsUrl;
+    }
     const poller = binary("pulse-poller");
-    await runToEnd("migrate", poller, ["migrate"], baseEnv);
-    await runToEnd("seed", binary("pulse-simulator"), ["--seed-only"], {
+    await runToEnd(logs, "migrate", poller, ["migrate"], baseEnv);
+    await runToEnd(logs, "seed", binary("pulse-simulator"), ["--seed-only"], {
       ...baseEnv,
       PULSE_SIM_TENANTS: tenant,
       PULSE_SIM_DEVICES: String(options.devices),
@@ -214,10 +258,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       await freePort(),
     ];
     const gatewayPorts = [gw1!, gw2!];
-    const startPoller = launch("poller", poller, ["run"], { PULSE_POLLER_ADDR: `127.0.0.1:${pollerPort}`, PULSE_TELEMETRY_POLL_MS: "250" }, pollerPort!);
+    const startPoller = launch("poller", poller, ["run"], {
+      PULSE_POLLER_ADDR: `127.0.0.1:${pollerPort}`,
+      PULSE_TELEMETRY_POLL_MS: "250",
+      ...options.pollerEnv,
+    }, pollerPort!);
     const gatewayBin = binary("pulse-gateway");
     const startGatewayProcess = (index: number) =>
-      launch(`gateway-${index + 1}`, gatewayBin, [], { PULSE_GATEWAY_ADDR: `127.0.0.1:${gatewayPorts[index]}` }, gatewayPorts[index]!);
+      launch(`gateway-${index + 1}`, gatewayBin, [], { PULSE_GATEWAY_ADDR: `127.0.0.1:${gatewayPorts[index]}`, ...options.gatewayEnv }, gatewayPorts[index]!);
     const gateways = gatewayPorts.map((_, i) => startGatewayProcess(i));
     const web = launch(
       "web",
@@ -228,6 +276,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         PULSE_WEB_OPS_ADDR: `127.0.0.1:${webOpsPort}`,
         PULSE_WEB_ROOT: join(REPO_ROOT, "web", "dist"),
         PULSE_GATEWAY_URLS: gatewayPorts.map((p) => `ws://127.0.0.1:${p}/api/v2/ws`).join(","),
+        ...options.webEnv,
       },
       webPort!,
     );
