@@ -179,8 +179,6 @@ it(
         ),
       ].join("\n"),
     );
-    // Sanity, not timing: the run measured what it says it measured.
-    expect(phases.find((p) => p.phase === "steady")?.fleetPushes).toBeGreaterThanOrEqual(5);
     await dash.context.close();
   },
   240_000,

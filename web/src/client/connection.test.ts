@@ -879,11 +879,7 @@ describe("token renewal", () => {
 
   it("renews a short-lived token before it ends", async () => {
     // The shortest lifetime pulse-web issues (PULSE_TICKET_TTL_SECONDS=5).
-    let n = 0;
-    const getTicket = vi.fn(async (): Promise<Ticket> => {
-      n += 1;
-      return { token: `t${n}`, expires_at: Math.floor(Date.now() / 1000) + 5, expires_in: 5, gateways: ["ws://gw-a.test/api/v2/ws"] };
-    });
+    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
     const t = setup({ getTicket });
     const socket = await t.connect();
     await vi.advanceTimersByTimeAsync(4_000);
@@ -894,17 +890,7 @@ describe("token renewal", () => {
 
   it("times renewal by the token's lifetime, not by a clock that disagrees with the server's", async () => {
     // The browser's clock is 20 s behind the server's: `expires_at` looks 80 s away.
-    const serverAhead = 20;
-    let n = 0;
-    const getTicket = vi.fn(async (): Promise<Ticket> => {
-      n += 1;
-      return {
-        token: `t${n}`,
-        expires_at: Math.floor(Date.now() / 1000) + serverAhead + 60,
-        expires_in: 60,
-        gateways: ["ws://gw-a.test/api/v2/ws"],
-      };
-    });
+    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 60, { expiresIn: true, serverAhead: 20 });
     const t = setup({ getTicket });
     await t.connect();
     // Renewed at 75 % of the 60 s it really has, before the server would end it at 60 s.

@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useState, type FormEvent, type InputHTMLAttributes } from "react";
 
 import { login } from "../app/api.js";
 import { Logo } from "../components/Logo.js";
@@ -38,31 +38,8 @@ export function LoginPage({ notice, onLoggedIn }: { notice: string | null; onLog
             {notice}
           </p>
         )}
-        <label className="field">
-          <span className="field__label">Email</span>
-          <input
-            className="input"
-            type="email"
-            name="email"
-            autoComplete="username"
-            required
-            autoFocus
-            value={email}
-            onChange={(e) => setEmail(e.currentTarget.value)}
-          />
-        </label>
-        <label className="field">
-          <span className="field__label">Password</span>
-          <input
-            className="input"
-            type="password"
-            name="password"
-            autoComplete="current-password"
-            required
-            value={password}
-            onChange={(e) => setPassword(e.currentTarget.value)}
-          />
-        </label>
+        <Field label="Email" type="email" name="email" autoComplete="username" autoFocus value={email} onChange={setEmail} />
+        <Field label="Password" type="password" name="password" autoComplete="current-password" value={password} onChange={setPassword} />
         {error && (
           <p className="form-error" role="alert" data-testid="login-error">
             {error}
@@ -73,5 +50,15 @@ export function LoginPage({ notice, onLoggedIn }: { notice: string | null; onLog
         </button>
       </form>
     </main>
+  );
+}
+
+/** A required text input with its visible label. */
+function Field({ label, onChange, ...input }: { label: string; onChange: (value: string) => void } & Omit<InputHTMLAttributes<HTMLInputElement>, "onChange" | "className" | "required">) {
+  return (
+    <label className="field">
+      <span className="field__label">{label}</span>
+      <input className="input" required {...input} onChange={(e) => onChange(e.currentTarget.value)} />
+    </label>
   );
 }

@@ -127,13 +127,16 @@ export function socketFactory(): {
 export function ticketSource(
   gateways: string[] = ["ws://gw-a.test/api/v2/ws", "ws://gw-b.test/api/v2/ws"],
   lifetimeSeconds = 60,
+  /** `expiresIn`: send `expires_in` too; `serverAhead`: seconds the server's clock is ahead of this one. */
+  { expiresIn = false, serverAhead = 0 }: { expiresIn?: boolean; serverAhead?: number } = {},
 ) {
   let n = 0;
   return vi.fn(async (): Promise<Ticket> => {
     n += 1;
     return {
       token: `t${n}`,
-      expires_at: Math.floor(Date.now() / 1000) + lifetimeSeconds,
+      expires_at: Math.floor(Date.now() / 1000) + serverAhead + lifetimeSeconds,
+      ...(expiresIn ? { expires_in: lifetimeSeconds } : {}),
       gateways: [...gateways],
     };
   });
