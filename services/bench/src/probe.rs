@@ -93,6 +93,18 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The Prometheus text a `/metrics` endpoint at `url` serves; `None` when it does not answer
+/// with success within 5 s.
+async fn metrics_text(http: &reqwest::Client, url: &str) -> Option<String> {
+    let response = http
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    response.error_for_status().ok()?.text().await.ok()
+}
+
 /// Sums the samples of `name` that carry `label` (`kind="events"`) in Prometheus text.
 pub fn labelled(text: &str, name: &str, label: &str) -> f64 {
     let prefix = format!("{name}{{");
@@ -109,13 +121,7 @@ pub fn labelled(text: &str, name: &str, label: &str) -> f64 {
 
 /// Events the poller has relayed to NATS: its `pulse_poller_publishes_total{kind="events"}`.
 pub async fn poller_relayed(http: &reqwest::Client, url: &str) -> Option<u64> {
-    let response = http
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let text = response.error_for_status().ok()?.text().await.ok()?;
+    let text = metrics_text(http, url).await?;
     Some(labelled(&text, "pulse_poller_publishes_total", r#"kind="events""#) as u64)
 }
 
@@ -194,13 +200,7 @@ pub async fn scrape_all(
     http: &reqwest::Client,
     url: &str,
 ) -> Option<(GatewayMetrics, Vec<(f64, f64)>)> {
-    let response = http
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let text = response.error_for_status().ok()?.text().await.ok()?;
+    let text = metrics_text(http, url).await?;
     Some((
         GatewayMetrics::parse(&text),
         histogram_buckets(&text, "pulse_gateway_fanout_latency_seconds"),

@@ -250,63 +250,54 @@ impl Report {
                     None => out.stages.push(s),
                 }
             }
-            out.churn = match (out.churn.take(), r.churn) {
-                (Some(mut a), Some(b)) => {
-                    a.cycles += b.cycles;
-                    a.completed += b.completed;
-                    a.failed += b.failed;
-                    a.seconds = a.seconds.max(b.seconds);
-                    a.setup_latency = a.setup_latency.merge(&b.setup_latency);
-                    a.after = a.after.or(b.after);
-                    a.leak_free = a.leak_free.or(b.leak_free);
-                    a.rss_warm_bytes = a.rss_warm_bytes.or(b.rss_warm_bytes);
-                    a.rss_end_bytes = a.rss_end_bytes.or(b.rss_end_bytes);
-                    Some(a)
+            out.churn = either_or_both(out.churn.take(), r.churn, |mut a, b| {
+                a.cycles += b.cycles;
+                a.completed += b.completed;
+                a.failed += b.failed;
+                a.seconds = a.seconds.max(b.seconds);
+                a.setup_latency = a.setup_latency.merge(&b.setup_latency);
+                a.after = a.after.or(b.after);
+                a.leak_free = a.leak_free.or(b.leak_free);
+                a.rss_warm_bytes = a.rss_warm_bytes.or(b.rss_warm_bytes);
+                a.rss_end_bytes = a.rss_end_bytes.or(b.rss_end_bytes);
+                a
+            });
+            out.storm = either_or_both(out.storm.take(), r.storm, |mut a, b| {
+                a.clients += b.clients;
+                a.reconnected += b.reconnected;
+                a.failed += b.failed;
+                a.seconds_to_all = a.seconds_to_all.max(b.seconds_to_all);
+                a.reconnect_latency = a.reconnect_latency.merge(&b.reconnect_latency);
+                a
+            });
+            out.events = either_or_both(out.events.take(), r.events, |a, b| {
+                // The leader's figures (the outbox, the relay, the kill) are in one of
+                // them; the clients' add up.
+                let (mut lead, other) = if a.inserted == 0 && b.inserted > 0 {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                lead.lost += other.lost;
+                lead.resumed += other.resumed;
+                lead.resume_failed += other.resume_failed;
+                lead.lost_drained += other.lost_drained;
+                lead.resets += other.resets;
+                lead.behind += other.behind;
+                for (a, b) in lead.restarts.iter_mut().zip(&other.restarts) {
+                    a.lost += b.lost;
+                    a.resumed += b.resumed;
+                    a.seconds_to_all_resumed =
+                        a.seconds_to_all_resumed.max(b.seconds_to_all_resumed);
                 }
-                (a, b) => a.or(b),
-            };
-            out.storm = match (out.storm.take(), r.storm) {
-                (Some(mut a), Some(b)) => {
-                    a.clients += b.clients;
-                    a.reconnected += b.reconnected;
-                    a.failed += b.failed;
-                    a.seconds_to_all = a.seconds_to_all.max(b.seconds_to_all);
-                    a.reconnect_latency = a.reconnect_latency.merge(&b.reconnect_latency);
-                    Some(a)
-                }
-                (a, b) => a.or(b),
-            };
-            out.events = match (out.events.take(), r.events) {
-                (Some(a), Some(b)) => {
-                    // The leader's figures (the outbox, the relay, the kill) are in one of
-                    // them; the clients' add up.
-                    let (mut lead, other) = if a.inserted == 0 && b.inserted > 0 {
-                        (b, a)
-                    } else {
-                        (a, b)
-                    };
-                    lead.lost += other.lost;
-                    lead.resumed += other.resumed;
-                    lead.resume_failed += other.resume_failed;
-                    lead.lost_drained += other.lost_drained;
-                    lead.resets += other.resets;
-                    lead.behind += other.behind;
-                    for (a, b) in lead.restarts.iter_mut().zip(&other.restarts) {
-                        a.lost += b.lost;
-                        a.resumed += b.resumed;
-                        a.seconds_to_all_resumed =
-                            a.seconds_to_all_resumed.max(b.seconds_to_all_resumed);
-                    }
-                    lead.away_latency = lead.away_latency.merge(&other.away_latency);
-                    lead.lost_latency = lead.lost_latency.merge(&other.lost_latency);
-                    lead.resubscribe_latency =
-                        lead.resubscribe_latency.merge(&other.resubscribe_latency);
-                    lead.resume_latency = lead.resume_latency.merge(&other.resume_latency);
-                    lead.caught_up_latency = lead.caught_up_latency.merge(&other.caught_up_latency);
-                    Some(lead)
-                }
-                (a, b) => a.or(b),
-            };
+                lead.away_latency = lead.away_latency.merge(&other.away_latency);
+                lead.lost_latency = lead.lost_latency.merge(&other.lost_latency);
+                lead.resubscribe_latency =
+                    lead.resubscribe_latency.merge(&other.resubscribe_latency);
+                lead.resume_latency = lead.resume_latency.merge(&other.resume_latency);
+                lead.caught_up_latency = lead.caught_up_latency.merge(&other.caught_up_latency);
+                lead
+            });
             if out.gateway.is_none() {
                 out.gateway = r.gateway;
             }
@@ -564,6 +555,14 @@ impl Report {
             }
         }
         t
+    }
+}
+
+/// Two shards' figures of one kind: merged by `merge` when both have them, else whichever has.
+fn either_or_both<T>(a: Option<T>, b: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(merge(a, b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -170,13 +170,15 @@ mod tests {
 
     use super::*;
 
-    fn limits(total: usize, per_tenant: usize, per_user: usize, per_address: usize) -> Limits {
-        Limits {
+    /// Caps with these limits, counting into metrics of their own.
+    fn caps(total: usize, per_tenant: usize, per_user: usize, per_address: usize) -> Caps {
+        let limits = Limits {
             total,
             per_tenant,
             per_user,
             per_address,
-        }
+        };
+        Caps::new(limits, Metrics::register(&mut Registry::default()))
     }
 
     fn holder<'a>(tenant: &'a TenantId, user: &'a str, address: &str) -> Holder<'a> {
@@ -189,8 +191,7 @@ mod tests {
 
     #[test]
     fn caps_per_tenant_and_instance_and_free_on_drop() {
-        let metrics = Metrics::register(&mut Registry::default());
-        let caps = Caps::new(limits(3, 2, 10, 10), metrics);
+        let caps = caps(3, 2, 10, 10);
         let a = TenantId::parse("a").unwrap();
         let b = TenantId::parse("b").unwrap();
         let a1 = caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
@@ -212,8 +213,7 @@ mod tests {
 
     #[test]
     fn caps_per_user_and_address() {
-        let metrics = Metrics::register(&mut Registry::default());
-        let caps = Caps::new(limits(100, 100, 2, 3), metrics);
+        let caps = caps(100, 100, 2, 3);
         let a = TenantId::parse("a").unwrap();
         let b = TenantId::parse("b").unwrap();
         let u1 = caps.admit(holder(&a, "7", "10.0.0.1")).unwrap();

@@ -254,14 +254,11 @@ impl Session {
             return Ok(());
         }
         if self.channels.len() + self.checking.len() >= self.cx.settings.max_subscriptions {
-            let error = ProtocolError::new(
-                ErrorCode::TooManySubscriptions,
-                format!(
-                    "at most {} subscriptions per connection",
-                    self.cx.settings.max_subscriptions
-                ),
-            );
-            return self.reply_channel_error(error, channel).await;
+            let max = self.cx.settings.max_subscriptions;
+            let message = format!("at most {max} subscriptions per connection");
+            return self
+                .reply_channel_error(ErrorCode::TooManySubscriptions, message, channel)
+                .await;
         }
         let subject = channel.subject(&self.principal.tenant);
         if let Channel::Device { device_id: device } = &channel
@@ -302,19 +299,15 @@ impl Session {
         match result {
             Ok(true) => self.subscribe_checked(channel, since).await,
             Ok(false) => {
-                let error = ProtocolError::new(
-                    ErrorCode::UnknownDevice,
-                    format!("no device {device} in this tenant"),
-                );
-                self.reply_channel_error(error, channel).await
+                let message = format!("no device {device} in this tenant");
+                self.reply_channel_error(ErrorCode::UnknownDevice, message, channel)
+                    .await
             }
             Err(e) => {
                 tracing::warn!(%device, error = %e, "cannot check the device");
-                let error = ProtocolError::new(
-                    ErrorCode::Unavailable,
-                    "cannot check the device right now; retry shortly",
-                );
-                self.reply_channel_error(error, channel).await
+                let message = "cannot check the device right now; retry shortly";
+                self.reply_channel_error(ErrorCode::Unavailable, message, channel)
+                    .await
             }
         }
     }
@@ -344,16 +337,14 @@ impl Session {
                 .await
             }
             Err(e @ FanOutError::TenantSubjects(_)) => {
-                let error = ProtocolError::new(ErrorCode::TooManySubjects, e.to_string());
-                self.reply_channel_error(error, channel).await
+                self.reply_channel_error(ErrorCode::TooManySubjects, e.to_string(), channel)
+                    .await
             }
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "subscribe failed");
-                let error = ProtocolError::new(
-                    ErrorCode::Unavailable,
-                    "cannot subscribe right now; retry shortly",
-                );
-                self.reply_channel_error(error, channel).await
+                let message = "cannot subscribe right now; retry shortly";
+                self.reply_channel_error(ErrorCode::Unavailable, message, channel)
+                    .await
             }
         }
     }
@@ -361,13 +352,14 @@ impl Session {
     /// An error reply about `channel`, naming it.
     async fn reply_channel_error(
         &mut self,
-        e: ProtocolError,
+        code: ErrorCode,
+        message: impl Into<String>,
         channel: Channel,
     ) -> Result<(), Ending> {
-        self.count_error(e.code);
+        self.count_error(code);
         self.reply(&ServerReply::Error {
-            code: e.code,
-            message: e.message,
+            code,
+            message: message.into(),
             channel: Some(channel),
         })
         .await
@@ -387,9 +379,9 @@ impl Session {
                 self.reply(&ServerReply::Unsubscribed(channel)).await
             }
             None => {
-                let error =
-                    ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to that channel");
-                self.reply_channel_error(error, channel).await
+                let message = "not subscribed to that channel";
+                self.reply_channel_error(ErrorCode::NotSubscribed, message, channel)
+                    .await
             }
         }
     }

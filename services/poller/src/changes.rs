@@ -217,6 +217,13 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 mod tests {
     use super::*;
 
+    /// Waits for `signal`, failing the test if it has not come within a second.
+    async fn within_a_second(signal: impl Future<Output = ()>) {
+        tokio::time::timeout(Duration::from_secs(1), signal)
+            .await
+            .expect("no signal within a second");
+    }
+
     #[test]
     fn records_contract_payloads_and_ignores_others() {
         let mut p = Pending::default();
@@ -238,9 +245,7 @@ mod tests {
     async fn take_empties_and_wakes_once() {
         let feed = ChangeFeed::default();
         feed.update(|p| p.record("alerts:acme"));
-        tokio::time::timeout(Duration::from_secs(1), feed.changed())
-            .await
-            .unwrap();
+        within_a_second(feed.changed()).await;
         let taken = feed.take();
         assert!(taken.alerts.contains(&TenantId::parse("acme").unwrap()));
         assert!(feed.take().is_empty());
@@ -272,9 +277,7 @@ mod tests {
     async fn user_changes_wait_for_the_forwarder() {
         let feed = ChangeFeed::default();
         feed.notified("user:acme:42:role");
-        tokio::time::timeout(Duration::from_secs(1), feed.users_changed())
-            .await
-            .unwrap();
+        within_a_second(feed.users_changed()).await;
         assert_eq!(feed.take_users().len(), 1);
         assert!(
             feed.take().is_empty(),
@@ -286,9 +289,7 @@ mod tests {
     async fn events_wake_the_relay_and_not_the_engine() {
         let feed = ChangeFeed::default();
         feed.notified("events:acme");
-        tokio::time::timeout(Duration::from_secs(1), feed.events_written())
-            .await
-            .unwrap();
+        within_a_second(feed.events_written()).await;
         assert!(feed.take().is_empty());
         feed.notified("events:a.b");
         assert!(

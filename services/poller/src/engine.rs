@@ -53,6 +53,21 @@ pub struct Engine {
     registry: Option<DeviceRegistry>,
 }
 
+/// Publishes one snapshot per tenant, and records in `published` what went out for each
+/// tenant whose message JetStream acknowledged, so an unchanged one is not sent again.
+async fn publish_snapshots<M>(
+    js: &jetstream::Context,
+    metrics: &Metrics,
+    kind: Kind,
+    batch: Vec<Outgoing<(TenantId, M)>>,
+    published: &mut HashMap<TenantId, M>,
+) -> Result<(), CycleError> {
+    let (done, err) = publisher::publish_all(js, batch).await;
+    metrics.published(kind, done.len() as u64);
+    published.extend(done);
+    err.map_or(Ok(()), |e| Err(e.into()))
+}
+
 /// Why a cycle did not finish; logged and counted, then retried.
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -167,20 +182,11 @@ impl Engine {
                 alerts: open.alerts,
                 total_open: open.total_open,
             };
-            batch.push(Outgoing {
-                payload: publisher::encode(&message)?,
-                subject: Subject::Alerts(tenant.clone()),
-                seq,
-                msg_id: None,
-                key: (tenant, hash),
-            });
+            let subject = Subject::Alerts(tenant.clone());
+            batch.push(Outgoing::new((tenant, hash), subject, seq, &message)?);
         }
-        let (done, err) = publisher::publish_all(&self.js, batch).await;
-        self.metrics.published(Kind::Alerts, done.len() as u64);
-        for (tenant, hash) in done {
-            self.alerts_published.insert(tenant, hash);
-        }
-        err.map_or(Ok(()), |e| Err(e.into()))
+        let published = &mut self.alerts_published;
+        publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
@@ -224,20 +230,11 @@ impl Engine {
                 counts: fleet.counts,
                 devices: fleet.devices,
             };
-            batch.push(Outgoing {
-                payload: publisher::encode(&message)?,
-                subject: Subject::Fleet(tenant.clone()),
-                seq,
-                msg_id: None,
-                key: (tenant, mark),
-            });
+            let subject = Subject::Fleet(tenant.clone());
+            batch.push(Outgoing::new((tenant, mark), subject, seq, &message)?);
         }
-        let (done, err) = publisher::publish_all(&self.js, batch).await;
-        self.metrics.published(Kind::Fleet, done.len() as u64);
-        for (tenant, mark) in done {
-            self.fleet_published.insert(tenant, mark);
-        }
-        err.map_or(Ok(()), |e| Err(e.into()))
+        let published = &mut self.fleet_published;
+        publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
     }
 
     /// Brings the device registry in line with the devices just read, before the fleet
@@ -294,13 +291,9 @@ impl Engine {
                     metrics: r.metrics,
                 },
             };
-            out.push(Outgoing {
-                payload: publisher::encode(&message)?,
-                subject: Subject::Telemetry(r.tenant.clone(), r.device.clone()),
-                seq,
-                msg_id: None,
-                key: (r.tenant, r.device, r.ts),
-            });
+            let subject = Subject::Telemetry(r.tenant.clone(), r.device.clone());
+            let key = (r.tenant, r.device, r.ts);
+            out.push(Outgoing::new(key, subject, seq, &message)?);
         }
         let expected = out.len();
         let (done, err) = publisher::publish_all(&self.js, out).await;

@@ -26,6 +26,24 @@ pub struct Outgoing<K> {
     pub msg_id: Option<String>,
 }
 
+impl<K> Outgoing<K> {
+    /// `message` serialized, for `subject`, without a `Nats-Msg-Id`.
+    pub fn new(
+        key: K,
+        subject: Subject,
+        seq: u64,
+        message: &impl serde::Serialize,
+    ) -> Result<Self, PublishError> {
+        Ok(Self {
+            key,
+            subject,
+            seq,
+            payload: encode(message)?,
+            msg_id: None,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("cannot serialize message: {0}")]

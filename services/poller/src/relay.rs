@@ -111,12 +111,11 @@ impl Relay {
                 ts: Timestamp(row.created_at),
                 payload: row.payload,
             };
+            let key = (tenant.clone(), topic.clone(), seq, row.created_at);
+            let subject = Subject::Events(tenant.clone(), topic.clone());
             batch.push(Outgoing {
-                payload: publisher::encode(&message)?,
-                subject: Subject::Events(tenant.clone(), topic.clone()),
-                seq,
                 msg_id: Some(pulse_proto::headers::event_msg_id(&tenant, &topic, seq)),
-                key: (tenant.clone(), topic.clone(), seq, row.created_at),
+                ..Outgoing::new(key, subject, seq, &message)?
             });
             sent.entry((tenant, topic)).or_default().push(seq);
         }

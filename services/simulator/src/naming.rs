@@ -73,18 +73,8 @@ pub(crate) fn login_table(logins: &[DemoLogin], password: &str) -> String {
     } else {
         "password from PULSE_DEMO_PASSWORD".to_owned()
     };
-    let tenant_w = logins
-        .iter()
-        .map(|l| l.tenant_id.len())
-        .chain([6])
-        .max()
-        .unwrap_or(6);
-    let email_w = logins
-        .iter()
-        .map(|l| l.email.len())
-        .chain([5])
-        .max()
-        .unwrap_or(5);
+    let tenant_w = column_width("TENANT", logins.iter().map(|l| l.tenant_id.len()));
+    let email_w = column_width("EMAIL", logins.iter().map(|l| l.email.len()));
     let mut out = format!("Demo logins ({password}; users created earlier keep their password):\n");
     out.push_str(&format!(
         "  {:tenant_w$}  {:email_w$}  ROLE\n",
@@ -97,6 +87,11 @@ pub(crate) fn login_table(logins: &[DemoLogin], password: &str) -> String {
         ));
     }
     out
+}
+
+/// The width of a table column: its widest cell, or its header if that is wider.
+fn column_width(header: &str, cells: impl Iterator<Item = usize>) -> usize {
+    cells.fold(header.len(), usize::max)
 }
 
 #[cfg(test)]

@@ -265,6 +265,16 @@ mod tests {
             .collect()
     }
 
+    /// A simulation of one tenant, `acme`, with `devices` devices over `sites` sites.
+    fn acme(devices: u32, sites: u32, interval: Duration) -> Simulator {
+        Simulator::new(
+            rows(&["acme"], devices, sites),
+            &["acme".into()],
+            interval,
+            rng(),
+        )
+    }
+
     #[test]
     fn about_three_percent_of_devices_are_flaky_and_some_go_quiet() {
         let mut sim = Simulator::new(
@@ -291,12 +301,7 @@ mod tests {
 
     #[test]
     fn readings_carry_every_metric_in_range() {
-        let mut sim = Simulator::new(
-            rows(&["acme"], 50, 5),
-            &["acme".into()],
-            Duration::from_millis(50),
-            rng(),
-        );
+        let mut sim = acme(50, 5, Duration::from_millis(50));
         for second in 0..2000 {
             for (_, reading) in sim.step(Duration::from_millis(second * 50)) {
                 let get = |key: &str| reading[key].as_f64().unwrap();
@@ -312,12 +317,7 @@ mod tests {
 
     #[test]
     fn batteries_are_written_once_they_moved_a_point() {
-        let mut sim = Simulator::new(
-            rows(&["acme"], 10, 2),
-            &["acme".into()],
-            Duration::from_secs(1),
-            rng(),
-        );
+        let mut sim = acme(10, 2, Duration::from_secs(1));
         assert!(sim.battery_changes().is_empty());
         sim.devices[3].battery_pct.set(78.4);
         sim.devices[4].battery_pct.set(79.2);
@@ -342,12 +342,7 @@ mod tests {
 
     #[test]
     fn alert_changes_happen_every_few_seconds_per_tenant() {
-        let mut sim = Simulator::new(
-            rows(&["acme"], 50, 5),
-            &["acme".into()],
-            Duration::from_secs(1),
-            rng(),
-        );
+        let mut sim = acme(50, 5, Duration::from_secs(1));
         let ticks = 10_000;
         let changes = (0..ticks)
             .filter(|&s| sim.plan_alert(0, 15, Duration::from_secs(s)).is_some())
@@ -359,12 +354,7 @@ mod tests {
 
     #[test]
     fn new_alerts_name_the_device_and_move_its_readings() {
-        let mut sim = Simulator::new(
-            rows(&["acme"], 40, 4),
-            &["acme".into()],
-            Duration::from_secs(1),
-            rng(),
-        );
+        let mut sim = acme(40, 4, Duration::from_secs(1));
         let mut seen = HashSet::new();
         for second in 0..2_000 {
             let now = Duration::from_secs(second);

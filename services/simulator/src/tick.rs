@@ -127,34 +127,48 @@ impl Simulator {
                 self.stats.alerts_opened += 1;
             }
             AlertChange::Acknowledge => {
-                let changed = sqlx::query(
+                self.stats.alerts_acknowledged += update_random_alert(
+                    pool,
+                    tenant_id,
+                    "acknowledge",
                     "UPDATE alerts SET status = 'ACKNOWLEDGED' \
                       WHERE status = 'OPEN' AND alert_id = ( \
                             SELECT alert_id FROM alerts \
                              WHERE tenant_id = $1 AND status = 'OPEN' \
                              ORDER BY random() LIMIT 1)",
                 )
-                .bind(tenant_id)
-                .execute(pool)
-                .await
-                .with_context(|| format!("cannot acknowledge an alert of tenant {tenant_id}"))?;
-                self.stats.alerts_acknowledged += changed.rows_affected();
+                .await?;
             }
             AlertChange::Close => {
-                let changed = sqlx::query(
+                self.stats.alerts_closed += update_random_alert(
+                    pool,
+                    tenant_id,
+                    "close",
                     "UPDATE alerts SET status = 'CLOSED', closed_at = now() \
                       WHERE status <> 'CLOSED' AND alert_id = ( \
                             SELECT alert_id FROM alerts \
                              WHERE tenant_id = $1 AND status IN ('OPEN', 'ACKNOWLEDGED') \
                              ORDER BY random() LIMIT 1)",
                 )
-                .bind(tenant_id)
-                .execute(pool)
-                .await
-                .with_context(|| format!("cannot close an alert of tenant {tenant_id}"))?;
-                self.stats.alerts_closed += changed.rows_affected();
+                .await?;
             }
         }
         Ok(())
     }
+}
+
+/// Runs `sql`, an update of one alert of `tenant_id` picked at random (`$1` is the tenant),
+/// and returns how many rows it changed: none when the tenant had no alert to `verb`.
+async fn update_random_alert(
+    pool: &PgPool,
+    tenant_id: &str,
+    verb: &str,
+    sql: &str,
+) -> anyhow::Result<u64> {
+    let changed = sqlx::query(sql)
+        .bind(tenant_id)
+        .execute(pool)
+        .await
+        .with_context(|| format!("cannot {verb} an alert of tenant {tenant_id}"))?;
+    Ok(changed.rows_affected())
 }

@@ -1,11 +1,11 @@
 //! Getting a client back after its connection ends: at once on the same gateway in a storm,
 //! or, on an events topic, on the next gateway resuming from the last `seq` it saw.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{ClientPlan, Control, Dial, Shared, Tally, establish, establish_with};
-use crate::client::{self, Ws};
+use crate::client::{self, ClientError, Ws};
 
 /// Storm: sets the client up again at once, retrying (with a short random pause) until the
 /// connect timeout passes.
@@ -35,13 +35,9 @@ pub(super) async fn reconnect(
                 return Some(ws);
             }
             Err(e) => {
-                shared.errors.record(&e);
-                if Instant::now() >= deadline {
-                    shared.reconnect_failed.fetch_add(1, Ordering::Relaxed);
+                if !retry_until(deadline, &e, shared, &shared.reconnect_failed).await {
                     return None;
                 }
-                let pause = 20 + rand::random::<u64>() % 80;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }
@@ -85,14 +81,29 @@ pub(super) async fn resume(
                 return Some(ws);
             }
             Err(e) => {
-                shared.errors.record(&e);
-                if Instant::now() >= deadline {
-                    shared.resume_failed.fetch_add(1, Ordering::Relaxed);
+                if !retry_until(deadline, &e, shared, &shared.resume_failed).await {
                     return None;
                 }
-                let pause = 20 + rand::random::<u64>() % 80;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }
+}
+
+/// After a failed attempt: records `error`, then pauses briefly (a random 20–100 ms) and says
+/// to try again; once `deadline` has passed, counts the client in `given_up` instead and says
+/// to stop.
+async fn retry_until(
+    deadline: Instant,
+    error: &ClientError,
+    shared: &Shared,
+    given_up: &AtomicU64,
+) -> bool {
+    shared.errors.record(error);
+    if Instant::now() >= deadline {
+        given_up.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    let pause = 20 + rand::random::<u64>() % 80;
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+    true
 }

@@ -280,21 +280,13 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
     run.report.events = Some(EventsStats {
         subject,
         rate: w.rate,
-        inserted: if leader { w.inserted } else { 0 },
-        insert_failed: if leader { w.failed } else { 0 },
-        insert_seconds: if leader { w.seconds } else { 0.0 },
-        insert_latency: if leader {
-            w.insert_latency.clone()
-        } else {
-            Latency::default()
-        },
-        relayed: if leader { published.relayed } else { 0 },
-        relay_seconds: if leader { published.relay_seconds } else { 0.0 },
-        relay_latency: if leader {
-            published.relay_latency.clone()
-        } else {
-            Latency::default()
-        },
+        inserted: leader_only(leader, w.inserted),
+        insert_failed: leader_only(leader, w.failed),
+        insert_seconds: leader_only(leader, w.seconds),
+        insert_latency: leader_only(leader, w.insert_latency.clone()),
+        relayed: leader_only(leader, published.relayed),
+        relay_seconds: leader_only(leader, published.relay_seconds),
+        relay_latency: leader_only(leader, published.relay_latency.clone()),
         poller_relayed: published.poller_relayed.filter(|_| leader),
         last_seq: w.last_seq,
         killed_pid: run
@@ -323,6 +315,12 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         run.report.errors.insert("stray_frames".into(), stray);
     }
     Ok(())
+}
+
+/// `figure` in the leader's report; nothing (zero, empty) in the other shards', so that merged
+/// reports count the outbox and the relay once.
+fn leader_only<T: Default>(leader: bool, figure: T) -> T {
+    if leader { figure } else { T::default() }
 }
 
 /// A kill or a restart step, as the clients' losses are matched to it.

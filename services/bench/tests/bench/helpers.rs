@@ -256,3 +256,25 @@ pub fn assert_no_loss(r: &Report) {
     }
     assert!(!r.errors.contains_key("stray_frames"), "{:?}", r.errors);
 }
+
+/// Asserts an events run wrote `events` events through the outbox, the poller relayed each
+/// one, and each of `clients` clients got every one of them once and in order.
+pub fn assert_every_event_once(r: &Report, clients: u64, events: u64) {
+    let s = &r.stages[0];
+    assert_eq!(s.published, events);
+    assert_eq!(
+        s.expected,
+        clients * events,
+        "every client expects every event"
+    );
+    assert_eq!(s.missing, 0, "events lost: {s:?}");
+    assert_eq!(s.duplicated, 0, "seq went backwards or repeated: {s:?}");
+    assert_eq!(s.received, s.expected);
+    let ev = r.events.as_ref().unwrap();
+    assert_eq!(
+        (ev.inserted, ev.insert_failed, ev.last_seq),
+        (events, 0, events)
+    );
+    assert_eq!(ev.relayed, events);
+    assert_eq!(ev.poller_relayed, Some(events));
+}

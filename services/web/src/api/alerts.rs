@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiQuery, limit};
+use crate::api::{ApiQuery, limit, page};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -76,7 +76,7 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;
-    let mut items: Vec<Alert> = rows
+    let items: Vec<Alert> = rows
         .into_iter()
         .map(|r| Alert {
             alert_id: r.alert_id,
@@ -89,11 +89,6 @@ pub async fn list(
             created_at: Timestamp(r.created_at),
         })
         .collect();
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|a| a.alert_id)
-    } else {
-        None
-    };
+    let (items, next) = page(items, limit, |a| a.alert_id);
     Ok(Json(AlertPage { items, next }))
 }

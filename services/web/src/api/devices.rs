@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiPath, ApiQuery, limit, thresholds};
+use crate::api::{ApiPath, ApiQuery, limit, page, thresholds};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -103,13 +103,8 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;
-    let mut items: Vec<Device> = rows.into_iter().map(|r| device(r, t)).collect();
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|d| d.device_id.clone())
-    } else {
-        None
-    };
+    let items: Vec<Device> = rows.into_iter().map(|r| device(r, t)).collect();
+    let (items, next) = page(items, limit, |d| d.device_id.clone());
     Ok(Json(DevicePage { items, next }))
 }
 

@@ -12,47 +12,40 @@ use sqlx::{Postgres, Transaction};
 
 use crate::error::ApiError;
 
-/// `Query<T>` whose rejection is the API's JSON 400.
-pub struct ApiQuery<T>(pub T);
+/// Declares `$name<T>`: axum's `$inner<T>` extractor whose rejection is the API's JSON 400.
+macro_rules! json_400_extractor {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+        impl<S, T> axum::extract::FromRequestParts<S> for $name<T>
+        where
+            T: serde::de::DeserializeOwned + Send,
+            S: Send + Sync,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
-    }
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, ApiError> {
+                axum::extract::$inner::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|axum::extract::$inner(v)| $name(v))
+                    .map_err(|e| ApiError::BadRequest(e.body_text()))
+            }
+        }
+    };
 }
 
-/// `Path<T>` whose rejection is the API's JSON 400.
-pub struct ApiPath<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(v)| ApiPath(v))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
-    }
-}
+json_400_extractor!(
+    /// `Query<T>` whose rejection is the API's JSON 400.
+    ApiQuery wraps Query
+);
+json_400_extractor!(
+    /// `Path<T>` whose rejection is the API's JSON 400.
+    ApiPath wraps Path
+);
 
 /// Most items one page may hold.
 pub const MAX_LIMIT: i64 = 1000;
@@ -66,6 +59,22 @@ pub fn limit(raw: Option<i64>, default: i64) -> Result<i64, ApiError> {
             "limit must be between 1 and {MAX_LIMIT}, got {n}"
         ))),
     }
+}
+
+/// One page of `items`, read with `LIMIT limit + 1`: the first `limit` of them, and when there
+/// were more, the `cursor` of the last one kept, from which the next page starts.
+pub fn page<T, C>(
+    mut items: Vec<T>,
+    limit: i64,
+    cursor: impl FnOnce(&T) -> C,
+) -> (Vec<T>, Option<C>) {
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    (items, next)
 }
 
 /// The status thresholds the poller recorded, so REST and pushes agree; the defaults when they
