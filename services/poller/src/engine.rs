@@ -6,7 +6,7 @@
 //! and republishes everything after NATS reconnects. It never queries per client, only per
 //! tenant set, and never stops on a transient error: the next cycle retries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,6 +48,8 @@ pub struct Engine {
     tenants: BTreeSet<TenantId>,
     alerts_published: HashMap<TenantId, u64>,
     fleet_published: HashMap<TenantId, FleetMark>,
+    /// Snapshots listing fewer items than their cap to fit `max_payload` ([`Engine::note_fit`]).
+    trimmed: HashSet<(Kind, TenantId)>,
     telemetry: Cursor,
     /// Opened on the first fleet read; `None` until JetStream allowed it.
     registry: Option<DeviceRegistry>,
@@ -94,6 +96,7 @@ impl Engine {
             tenants: BTreeSet::new(),
             alerts_published: HashMap::new(),
             fleet_published: HashMap::new(),
+            trimmed: HashSet::new(),
             telemetry: Cursor::default(),
             registry: None,
         }
@@ -163,6 +166,7 @@ impl Engine {
         let snapshots = alerts::read_open(&self.pool, tenants, self.config.alerts_cap).await?;
         self.metrics.observe_query(Query::Alerts, started);
         let ts = Timestamp::now();
+        let limit = publisher::payload_limit(&self.js);
         let mut batch = Vec::new();
         for (tenant, open) in snapshots {
             if !self.tenants.contains(&tenant) {
@@ -174,7 +178,7 @@ impl Engine {
                 continue;
             }
             let seq = self.seq.next();
-            let message = AlertsSnapshot {
+            let mut message = AlertsSnapshot {
                 kind: Default::default(),
                 tenant_id: tenant.clone(),
                 seq,
@@ -183,7 +187,11 @@ impl Engine {
                 total_open: open.total_open,
             };
             let subject = Subject::Alerts(tenant.clone());
-            batch.push(Outgoing::new((tenant, hash), subject, seq, &message)?);
+            let key = (tenant.clone(), hash);
+            let (out, left_out) =
+                Outgoing::fitted(key, subject, seq, &mut message, limit, |m| &mut m.alerts)?;
+            self.note_fit(Kind::Alerts, &tenant, left_out, message.alerts.len());
+            batch.push(out);
         }
         let published = &mut self.alerts_published;
         publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
@@ -202,6 +210,7 @@ impl Engine {
         let thresholds = self.thresholds();
         let cap = self.config.fleet_devices_cap as usize;
         let refresh = self.config.fleet_refresh;
+        let limit = publisher::payload_limit(&self.js);
         let mut batch = Vec::new();
         for (tenant, rows) in devices {
             if !self.tenants.contains(&tenant) {
@@ -222,7 +231,7 @@ impl Engine {
                 }
             }
             let seq = self.seq.next();
-            let message = FleetSnapshot {
+            let mut message = FleetSnapshot {
                 kind: Default::default(),
                 tenant_id: tenant.clone(),
                 seq,
@@ -231,10 +240,33 @@ impl Engine {
                 devices: fleet.devices,
             };
             let subject = Subject::Fleet(tenant.clone());
-            batch.push(Outgoing::new((tenant, mark), subject, seq, &message)?);
+            let key = (tenant.clone(), mark);
+            let (out, left_out) =
+                Outgoing::fitted(key, subject, seq, &mut message, limit, |m| &mut m.devices)?;
+            self.note_fit(Kind::Fleet, &tenant, left_out, message.devices.len());
+            batch.push(out);
         }
         let published = &mut self.fleet_published;
         publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
+    }
+
+    /// Says when a tenant's snapshot starts listing fewer items than its cap allows because
+    /// the whole list would exceed the NATS server's `max_payload`, and when it stops: once
+    /// each, not on every publish. The counts in the snapshot still cover everything.
+    fn note_fit(&mut self, kind: Kind, tenant: &TenantId, left_out: usize, listed: usize) {
+        let key = (kind, tenant.clone());
+        if left_out > 0 {
+            self.metrics.trimmed(kind);
+            if self.trimmed.insert(key) {
+                tracing::warn!(
+                    %tenant, ?kind, listed, left_out,
+                    "snapshot lists fewer items to fit the NATS server's max_payload; \
+                     raise max_payload or lower the cap"
+                );
+            }
+        } else if self.trimmed.remove(&key) {
+            tracing::info!(%tenant, ?kind, listed, "snapshot lists every item again");
+        }
     }
 
     /// Brings the device registry in line with the devices just read, before the fleet

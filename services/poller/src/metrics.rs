@@ -87,6 +87,8 @@ pub struct StageLabel {
 pub struct Metrics {
     pub publishes: Family<KindLabel, Counter>,
     pub unchanged: Family<KindLabel, Counter>,
+    /// Snapshots that listed fewer items than their cap to fit the server's `max_payload`.
+    pub trimmed: Family<KindLabel, Counter>,
     pub query_seconds: Family<QueryLabel, Histogram>,
     pub notifications: Counter,
     pub errors: Family<StageLabel, Counter>,
@@ -105,6 +107,7 @@ impl Metrics {
         let m = Metrics {
             publishes: Family::default(),
             unchanged: Family::default(),
+            trimmed: Family::default(),
             query_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
@@ -126,6 +129,11 @@ impl Metrics {
             "unchanged",
             "Snapshots read but not published because nothing changed",
             m.unchanged.clone(),
+        );
+        r.register(
+            "trimmed",
+            "Snapshots that listed fewer items than their cap to fit the NATS server's max_payload",
+            m.trimmed.clone(),
         );
         r.register(
             "query_seconds",
@@ -168,6 +176,10 @@ impl Metrics {
 
     pub fn unchanged(&self, kind: Kind) {
         self.unchanged.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn trimmed(&self, kind: Kind) {
+        self.trimmed.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub fn error(&self, stage: Stage) {

@@ -9,6 +9,7 @@ mod events;
 mod failover;
 mod layout;
 mod netns;
+mod payload;
 mod publishing;
 mod registry;
 mod resilience;

@@ -1,0 +1,68 @@
+//! Snapshots bigger than the NATS server's `max_payload`: they go out listing fewer items, with
+//! counts that still cover every one, instead of failing on every cycle.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// The most a message may carry on the test's own server.
+const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// The next message of `sub` within 10 s, parsed, with its size.
+async fn next(sub: &mut async_nats::Subscriber) -> (usize, Value) {
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the subscription is open");
+    (
+        msg.payload.len(),
+        serde_json::from_slice(&msg.payload).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fit() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("pulse-nats-small"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nats.conf");
+    std::fs::write(&conf, format!("max_payload: {MAX_PAYLOAD}\n")).unwrap();
+    let (store, conf) = (dir.to_string_lossy(), conf.to_string_lossy());
+    let _server =
+        pulse_test_support::nats::start_server(port, &["-js", "-sd", &store, "-c", &conf], &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    pulse_test_support::nats::wait_for(&url).await;
+    let client = pulse_test_support::nats::connect(&url).await.unwrap();
+
+    let db = ScratchDb::migrated("poller").await;
+    // 600 devices make a fleet snapshot of about 70 KB; 3 make a small one.
+    let big = db.tenant("big", 600).await;
+    let small = db.tenant("small", 3).await;
+    let mut big_fleet = subscribed(&client, format!("pulse.v1.{big}.fleet")).await;
+    let mut small_fleet = subscribed(&client, format!("pulse.v1.{small}.fleet")).await;
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+
+    let (size, fleet) = next(&mut big_fleet).await;
+    assert!(size <= MAX_PAYLOAD, "{size} bytes");
+    assert_eq!(
+        fleet["counts"]["total"], 600,
+        "the counts still cover every device"
+    );
+    let listed = fleet["devices"].as_array().unwrap().len();
+    assert!((50..600).contains(&listed), "{listed} devices listed");
+    let (_, fleet) = next(&mut small_fleet).await;
+    assert_eq!(fleet["devices"].as_array().unwrap().len(), 3);
+
+    let metrics = poller.metrics().await;
+    assert!(metric(&metrics, "pulse_poller_trimmed_total", &["kind=\"fleet\""]) >= 1.0);
+    assert_eq!(
+        metric(&metrics, "pulse_poller_trimmed_total", &["kind=\"alerts\""]),
+        0.0
+    );
+    poller.stop().await;
+    db.drop_now().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
