@@ -97,14 +97,10 @@ pub(crate) enum AlertChange {
 
 #[cfg(test)]
 mod tests {
-    use rand::rngs::StdRng;
-    use rand::{Rng as _, SeedableRng as _};
+    use rand::Rng as _;
 
     use super::*;
-
-    fn rng() -> StdRng {
-        StdRng::seed_from_u64(7)
-    }
+    use crate::testing::rng;
 
     #[test]
     fn severities_are_one_to_five_with_critical_rarer() {

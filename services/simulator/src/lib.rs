@@ -38,6 +38,9 @@ mod simulator;
 mod tick;
 mod walk;
 
+#[cfg(test)]
+mod testing;
+
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::time::Duration;

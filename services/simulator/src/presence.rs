@@ -87,14 +87,9 @@ impl Presence {
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng as _;
-    use rand::rngs::StdRng;
 
     use super::*;
-
-    fn rng() -> StdRng {
-        StdRng::seed_from_u64(7)
-    }
+    use crate::testing::rng;
 
     #[test]
     fn flaky_devices_go_quiet_for_one_to_fifteen_minutes() {

@@ -211,13 +211,9 @@ pub(crate) async fn load_devices(
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng as _;
 
     use super::*;
-
-    fn rng() -> StdRng {
-        StdRng::seed_from_u64(7)
-    }
+    use crate::testing::rng;
 
     #[test]
     fn password_hash_is_argon2id_and_verifies() {

@@ -242,14 +242,10 @@ impl Simulator {
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng as _;
 
     use super::*;
     use crate::naming::planned_devices;
-
-    fn rng() -> StdRng {
-        StdRng::seed_from_u64(7)
-    }
+    use crate::testing::rng;
 
     fn rows(tenants: &[&str], devices: u32, sites: u32) -> Vec<DeviceRow> {
         tenants

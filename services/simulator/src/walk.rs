@@ -58,14 +58,8 @@ impl RandomWalk {
 mod tests {
     use std::collections::HashSet;
 
-    use rand::SeedableRng as _;
-    use rand::rngs::StdRng;
-
     use super::*;
-
-    fn rng() -> StdRng {
-        StdRng::seed_from_u64(7)
-    }
+    use crate::testing::rng;
 
     #[test]
     fn walk_stays_within_bounds() {
