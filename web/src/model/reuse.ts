@@ -13,11 +13,16 @@
  */
 export function reuseUnchanged<T extends object>(previous: T[] | undefined, next: T[], key: (item: T) => string | number): T[] {
   if (!previous || previous.length === 0) return next;
-  const byKey = new Map<string | number, T>();
-  for (const item of previous) byKey.set(key(item), item);
+  // Snapshots mostly keep their order: look an item up by key only where it moved.
+  let byKey: Map<string | number, T> | undefined;
   let same = previous.length === next.length;
   const merged = next.map((item, i) => {
-    const old = byKey.get(key(item));
+    const k = key(item);
+    let old = previous[i];
+    if (old === undefined || key(old) !== k) {
+      byKey ??= new Map(previous.map((p) => [key(p), p]));
+      old = byKey.get(k);
+    }
     const kept = old !== undefined && sameFields(old, item) ? old : item;
     if (kept !== previous[i]) same = false;
     return kept;
@@ -25,10 +30,16 @@ export function reuseUnchanged<T extends object>(previous: T[] | undefined, next
   return same ? previous : merged;
 }
 
+/** Whether two flat records have the same fields with the same values (no arrays made). */
 function sameFields(a: object, b: object): boolean {
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
   const ra = a as Record<string, unknown>;
   const rb = b as Record<string, unknown>;
-  return ka.every((k) => Object.is(ra[k], rb[k]));
+  let fields = 0;
+  for (const k in ra) {
+    if (!Object.hasOwn(ra, k)) continue;
+    if (!Object.hasOwn(rb, k) || !Object.is(ra[k], rb[k])) return false;
+    fields += 1;
+  }
+  for (const k in rb) if (Object.hasOwn(rb, k)) fields -= 1;
+  return fields === 0;
 }
