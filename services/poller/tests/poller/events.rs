@@ -291,19 +291,13 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-down", 0).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &server.url])).await;
+    let poller = spawn_poller(server.config(&db)).await;
     poller.wait_ready().await;
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 1})).await;
     wait_all_relayed(&db, "the first event relayed", Duration::from_secs(5)).await;
 
     server.stop().await;
-    poller
-        .wait_readiness(
-            "readiness false while NATS is gone",
-            Duration::from_secs(10),
-            |r| r["checks"]["nats"] == false,
-        )
-        .await;
+    poller.wait_nats_gone().await;
     for i in 2..=20 {
         emit(&db, &tenant, "orders", "order:placed", json!({"n": i})).await;
         if i % 4 == 0 {

@@ -99,6 +99,16 @@ impl PollerHandle {
             .await;
     }
 
+    /// Waits up to 10 s until this poller's readiness says NATS is gone.
+    pub async fn wait_nats_gone(&self) {
+        self.wait_readiness(
+            "readiness false while NATS is gone",
+            Duration::from_secs(10),
+            |r| r["checks"]["nats"] == false,
+        )
+        .await;
+    }
+
     /// Waits up to 10 s until this poller holds the leadership (its role is `active`).
     pub async fn wait_active(&self) {
         self.wait_readiness("poller active", Duration::from_secs(10), |r| {
@@ -159,6 +169,11 @@ impl PrivateNats {
             store: std::env::temp_dir().join(unique("pulse-nats")),
             server: None,
         }
+    }
+
+    /// [`config`] of `db` for a poller publishing to this server.
+    pub fn config(&self, db: &ScratchDb) -> PollerConfig {
+        config_with(db, &["--nats-url", &self.url])
     }
 
     /// Kills the server and waits until it is gone.

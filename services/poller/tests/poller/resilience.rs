@@ -10,7 +10,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("natsdown", 1).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
+    let poller = spawn_poller(nats.config(&db)).await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     poller.wait_ready().await;
@@ -30,13 +30,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     }
 
     nats.stop().await;
-    poller
-        .wait_readiness(
-            "readiness false while NATS is gone",
-            Duration::from_secs(10),
-            |r| r["checks"]["nats"] == false,
-        )
-        .await;
+    poller.wait_nats_gone().await;
     // A change during the outage is not lost.
     let during = db.open_alert(&tenant, "dev-1", "during outage").await;
 
@@ -144,7 +138,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("nojs", 1).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
+    let poller = spawn_poller(nats.config(&db)).await;
     poller
         .wait_readiness(
             "active, not ready, waiting for JetStream",
@@ -194,14 +188,10 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 async fn the_poller_stops_promptly_while_nats_is_down() {
     let mut nats = PrivateNats::start().await;
     let db = ScratchDb::migrated("poller").await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
+    let poller = spawn_poller(nats.config(&db)).await;
     poller.wait_ready().await;
     nats.stop().await;
-    poller
-        .wait_readiness("NATS seen gone", Duration::from_secs(10), |r| {
-            r["checks"]["nats"] == false
-        })
-        .await;
+    poller.wait_nats_gone().await;
     // A stop must not wait for NATS to come back (it would wait for ever).
     let started = std::time::Instant::now();
     poller.stop().await;
