@@ -177,11 +177,17 @@ impl Client {
             .await
     }
 
+    /// Sends `v` as a subscribe request and asserts the reply is `subscribed`; returns it.
+    pub async fn assert_subscribes(&mut self, v: Value) -> Value {
+        let r = self.subscribe(v).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+        r
+    }
+
     /// Subscribes and asserts the `subscribed` ack came within `limit`.
     pub async fn subscribe_within(&mut self, v: Value, limit: Duration) {
         let asked = Instant::now();
-        let r = self.subscribe(v).await;
-        assert_eq!(r["type"], "subscribed", "{r}");
+        self.assert_subscribes(v).await;
         assert!(
             asked.elapsed() < limit,
             "the subscribe ack took {:?}",

@@ -3,6 +3,7 @@
 
 use pulse_db::roles;
 use serde_json::json;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use pulse_test_support::ScratchDb;
 
@@ -80,11 +81,7 @@ async fn a_tenant_scoped_connection_sees_only_its_rows() {
     db.open_alert(&b, "dev-1", "b's").await;
     db.reading(&a, "dev-2", json!({})).await;
 
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL ROLE pulse_tenant")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let mut tx = begin_as_tenant_role(&db.pool).await;
     sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
         .bind(&b)
         .execute(&mut *tx)
@@ -100,24 +97,12 @@ async fn a_tenant_scoped_connection_sees_only_its_rows() {
         .await
         .unwrap();
     assert_eq!(summaries, vec!["b's".to_string()]);
-    let readings: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(readings, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM telemetry").await, 0);
     tx.rollback().await.unwrap();
 
     // Without a tenant in scope, nothing at all.
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL ROLE pulse_tenant")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(visible, 0);
+    let mut tx = begin_as_tenant_role(&db.pool).await;
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM alerts").await, 0);
     tx.rollback().await.unwrap();
     db.drop_now().await;
 }
@@ -205,16 +190,12 @@ async fn each_service_role_has_only_what_it_needs() {
         assert!(e.to_string().contains("permission denied"), "{read}: {e}");
     }
     // ... and as a tenant that forgot to say which, it reads nothing.
-    let mut tx = web.begin().await.unwrap();
-    sqlx::query("SET LOCAL ROLE pulse_tenant")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(seen, 0, "no tenant set, no rows");
+    let mut tx = begin_as_tenant_role(&web).await;
+    assert_eq!(
+        count(&mut tx, "SELECT count(*) FROM devices").await,
+        0,
+        "no tenant set, no rows"
+    );
     let written = sqlx::query(
         "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-9', 's')",
     )
@@ -229,11 +210,7 @@ async fn each_service_role_has_only_what_it_needs() {
     // With the tenant set: its own rows only, and it cannot write for another tenant.
     let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
     let mut tx = roles::begin_as_tenant(&web, &tenant_id).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(seen, 2);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM devices").await, 2);
     let e = sqlx::query_scalar::<_, i64>("SELECT pulse_emit_event($1, 't', 'x')")
         .bind(&other)
         .fetch_one(&mut *tx)
@@ -242,4 +219,19 @@ async fn each_service_role_has_only_what_it_needs() {
     assert!(e.to_string().contains("row-level security"), "{e}");
     drop(tx);
     db.drop_now().await;
+}
+
+/// A transaction in the role every tenant's queries run as, before any tenant is set.
+async fn begin_as_tenant_role(pool: &PgPool) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE pulse_tenant")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// The one number `sql` selects, read on `conn`.
+async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }

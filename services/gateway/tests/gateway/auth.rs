@@ -104,10 +104,7 @@ async fn a_websocket_ticket_and_a_token_without_a_kind_both_connect() {
     let external = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": exp}));
     for token in [ticket, external] {
         let mut c = connect(&gw.url(&token)).await;
-        assert_eq!(
-            c.subscribe(json!({"type": "alerts"})).await["type"],
-            "subscribed"
-        );
+        c.assert_subscribes(json!({"type": "alerts"})).await;
     }
 }
 
@@ -164,9 +161,8 @@ async fn an_expiring_token_closes_the_connection_unless_renewed() {
 #[tokio::test]
 async fn a_foreign_origin_is_refused_before_the_upgrade() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut cfg = config();
-    cfg.allowed_origins = vec!["https://dash.example.test".into()];
-    let gw = spawn_gateway(cfg).await;
+    let gw =
+        spawn_gateway_with(|c| c.allowed_origins = vec!["https://dash.example.test".into()]).await;
     let token = viewer_token(&unique("origin"), 60);
     let mut bad = gw.url(&token).into_client_request().unwrap();
     bad.headers_mut()

@@ -15,9 +15,7 @@ fn user_token(tenant: &str, sub: &str) -> String {
 
 #[tokio::test]
 async fn connections_are_capped_per_user() {
-    let mut cfg = config();
-    cfg.max_connections_per_user = 2;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.max_connections_per_user = 2).await;
     let tenant = unique("peruser");
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -50,40 +48,43 @@ async fn connections_are_capped_per_user() {
 
 #[tokio::test]
 async fn connections_are_capped_per_client_address_behind_trusted_proxies_only() {
-    let mut cfg = config();
-    cfg.max_connections_per_address = 2;
-    cfg.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.max_connections_per_address = 2;
+        c.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
+    })
+    .await;
     let tenant = unique("peraddr");
     let url = gw.url(&viewer_token(&tenant, 60));
-    let from = |address: &'static str| [("x-forwarded-for", address)];
-    let (mut a1, _) = connect_with(&url, &from("198.51.100.1")).await;
-    let (mut a2, _) = connect_with(&url, &from("198.51.100.1")).await;
-    a1.assert_alive().await;
-    a2.assert_alive().await;
-    let (mut a3, _) = connect_with(&url, &from("198.51.100.1")).await;
-    assert_eq!(a3.closed(T).await.code, 4029);
-    let (mut b, _) = connect_with(&url, &from("198.51.100.2")).await;
+    let _held = two_served_then_a_third_refused(&url, ["198.51.100.1"; 3]).await;
+    let (mut b, _) = connect_with(&url, &forwarded_for("198.51.100.2")).await;
     b.assert_alive().await;
 
     // Not behind a trusted proxy: the header is the client's own word.
-    let mut cfg = config();
-    cfg.max_connections_per_address = 2;
-    let plain = spawn_gateway(cfg).await;
+    let plain = spawn_gateway_with(|c| c.max_connections_per_address = 2).await;
     let url = plain.url(&viewer_token(&tenant, 60));
-    let (mut c1, _) = connect_with(&url, &from("198.51.100.3")).await;
-    let (mut c2, _) = connect_with(&url, &from("198.51.100.4")).await;
-    c1.assert_alive().await;
-    c2.assert_alive().await;
-    let (mut c3, _) = connect_with(&url, &from("198.51.100.5")).await;
-    assert_eq!(c3.closed(T).await.code, 4029);
+    let addresses = ["198.51.100.3", "198.51.100.4", "198.51.100.5"];
+    two_served_then_a_third_refused(&url, addresses).await;
+}
+
+fn forwarded_for(address: &str) -> [(&str, &str); 1] {
+    [("x-forwarded-for", address)]
+}
+
+/// Connects to `url` from each of `addresses` in turn (as `X-Forwarded-For` says): the first
+/// two are served, the third is refused with 4029. Returns the two, still open.
+async fn two_served_then_a_third_refused(url: &str, addresses: [&str; 3]) -> [Client; 2] {
+    let (mut first, _) = connect_with(url, &forwarded_for(addresses[0])).await;
+    let (mut second, _) = connect_with(url, &forwarded_for(addresses[1])).await;
+    first.assert_alive().await;
+    second.assert_alive().await;
+    let (mut third, _) = connect_with(url, &forwarded_for(addresses[2])).await;
+    assert_eq!(third.closed(T).await.code, 4029);
+    [first, second]
 }
 
 #[tokio::test]
 async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
-    let mut cfg = config();
-    cfg.max_subjects_per_tenant = 2;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.max_subjects_per_tenant = 2).await;
     let tenant = unique("subjects");
     let stranger_tenant = unique("subjects-b");
     register_devices(&tenant, ["dev-1"]).await;
@@ -99,27 +100,18 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
     assert_eq!(refused["device_id"], "dev-1");
     // Subjects the tenant already has stay open to its other connections.
     let mut other = gw.viewer(&tenant).await;
-    assert_eq!(
-        other.subscribe(json!({"type": "alerts"})).await["type"],
-        "subscribed"
-    );
+    other.assert_subscribes(json!({"type": "alerts"})).await;
     // Another tenant is not affected.
     let mut stranger = gw.viewer(&stranger_tenant).await;
-    assert_eq!(
-        stranger
-            .subscribe(json!({"type": "device", "device_id": "dev-1"}))
-            .await["type"],
-        "subscribed"
-    );
+    stranger
+        .assert_subscribes(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
     // A subject released makes room.
     c.send(json!({"action": "unsubscribe", "type": "fleet"}))
         .await;
     c.until(T, |m| m["type"] == "unsubscribed").await;
-    assert_eq!(
-        c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
 }
 
 #[tokio::test]
@@ -130,20 +122,14 @@ async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
     let offered = format!("pulse.v1, pulse.ticket.{}", viewer_token(&tenant, 60));
     let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &offered)]).await;
     assert_eq!(protocol.as_deref(), Some("pulse.v1"));
-    assert_eq!(
-        c.subscribe(json!({"type": "alerts"})).await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "alerts"})).await;
 
     let mut first = connect(&bare).await;
     first
         .send(json!({"action": "auth", "token": viewer_token(&tenant, 60)}))
         .await;
     assert_eq!(first.next(T).await["type"], "authenticated");
-    assert_eq!(
-        first.subscribe(json!({"type": "alerts"})).await["type"],
-        "subscribed"
-    );
+    first.assert_subscribes(json!({"type": "alerts"})).await;
 
     let mut wrong_first = connect(&bare).await;
     wrong_first
@@ -224,11 +210,8 @@ async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscriptio
         3.0
     );
     // The connection stays open and its own devices work.
-    assert_eq!(
-        c.subscribe(json!({"type": "device", "device_id": "dev-2"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "device", "device_id": "dev-2"}))
+        .await;
     assert_eq!(nats_subscriptions(&gw.metrics().await), before + 1.0);
 
     // A device removed from the registry can no longer be subscribed by a first subscriber.
@@ -239,11 +222,8 @@ async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscriptio
     assert_eq!(refused["code"], "unknown_device", "{refused}");
     // A device added later can.
     register_devices(&tenant, ["dev-2", "dev-3"]).await;
-    assert_eq!(
-        c.subscribe(json!({"type": "device", "device_id": "dev-3"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "device", "device_id": "dev-3"}))
+        .await;
 }
 
 #[tokio::test]
@@ -254,9 +234,7 @@ async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_no
     let _server = start_nats_server(port, &["-js", "--store_dir", &store.to_string_lossy()], &[]);
     let url = format!("nats://127.0.0.1:{port}");
     wait_for_nats(&url).await;
-    let mut cfg = config();
-    cfg.nats_url = url;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
     let mut c = gw.viewer(&unique("noreg")).await;
     let refused = c
         .subscribe(json!({"type": "device", "device_id": "dev-1"}))

@@ -22,8 +22,7 @@ async fn setup(label: &str) -> (String, async_nats::Client, Gateway) {
 /// A viewer of `tenant` on `gw`, subscribed to the `tickets` events (since `since`).
 async fn tickets_reader(gw: &Gateway, tenant: &str, since: Option<u64>) -> Client {
     let mut c = gw.viewer(tenant).await;
-    let r = c.subscribe(events("tickets", since)).await;
-    assert_eq!(r["type"], "subscribed", "{r}");
+    c.assert_subscribes(events("tickets", since)).await;
     c
 }
 
@@ -32,17 +31,9 @@ async fn an_event_repeated_or_late_below_the_head_is_delivered_once() {
     // A relay repeated after a failover sends an event again; the gateway keeps each once.
     let (tenant, nats, gw) = setup("evdup").await;
     let mut c = gw.viewer(&tenant).await;
-    let r = c.subscribe(events("tickets", None)).await;
-    assert_eq!(r["type"], "subscribed", "{r}");
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    c.assert_subscribes(events("tickets", None)).await;
     for seq in [1, 2, 2, 1, 3] {
-        publish(
-            &nats,
-            &subject,
-            seq,
-            json!({"type": "event", "topic": "tickets"}),
-        )
-        .await;
+        publish_live_event(&nats, &tenant, "tickets", seq).await;
     }
     assert_eq!(events_until(&mut c, 3).await, [1, 2, 3]);
     assert!(c.try_next(Duration::from_millis(300)).await.is_none());
@@ -55,14 +46,7 @@ async fn an_event_that_arrives_before_an_earlier_one_is_held_until_it_is_read_ba
     let (tenant, nats, gw) = setup("evreorder").await;
     let mut c = tickets_reader(&gw, &tenant, None).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
-    publish(
-        &nats,
-        &subject,
-        3,
-        json!({"type": "event", "topic": "tickets"}),
-    )
-    .await;
+    publish_live_event(&nats, &tenant, "tickets", 3).await;
     publish_event(&nats, &tenant, "tickets", 2).await;
     assert_eq!(events_until(&mut c, 3).await, [1, 2, 3]);
 }
@@ -74,14 +58,7 @@ async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
     publish_event(&nats, &tenant, "tickets", 1).await;
     assert_eq!(c.next(T).await["seq"], 1);
     // Event 2 never exists anywhere.
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
-    publish(
-        &nats,
-        &subject,
-        3,
-        json!({"type": "event", "topic": "tickets"}),
-    )
-    .await;
+    publish_live_event(&nats, &tenant, "tickets", 3).await;
     let reset = c.next(T).await;
     assert_eq!(
         reset,
@@ -110,8 +87,7 @@ async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_
         })
     };
     let mut c = second.viewer(&tenant).await;
-    let r = c.subscribe(events("tickets", Some(10))).await;
-    assert_eq!(r["type"], "subscribed", "{r}");
+    let r = c.assert_subscribes(events("tickets", Some(10))).await;
     assert!(r.get("seq").is_none(), "{r}");
     let seen = events_until(&mut c, 140).await;
     assert_eq!(seen, (11..=140).collect::<Vec<u64>>());
@@ -154,18 +130,10 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     let tenant = unique("evexpired");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     for seq in 1..=12 {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Pulse-Seq", seq.to_string().as_str());
-        let body = json!({"type": "event", "topic": "tickets", "seq": seq});
-        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let body = json!({"type": "event", "topic": "tickets"});
+        publish_stored(&js, &subject, seq, body).await;
     }
-    let mut cfg = config();
-    cfg.nats_url = url;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
     let mut c = tickets_reader(&gw, &tenant, Some(2)).await;
     assert_eq!(
         c.next(T).await,
@@ -180,9 +148,7 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
     let tenant = unique("evlimit");
     let nats = nats().await;
     publish_events(&nats, &tenant, "tickets", 1..=30).await;
-    let mut cfg = config();
-    cfg.replay_max_events = 10;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.replay_max_events = 10).await;
     let mut c = tickets_reader(&gw, &tenant, Some(0)).await;
     assert_eq!(
         c.next(T).await,
@@ -202,25 +168,15 @@ async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty
     let url = format!("nats://127.0.0.1:{port}");
     wait_for_nats(&url).await;
     let nats = connect_nats(&url).await.unwrap();
-    let mut cfg = config();
-    cfg.nats_url = url;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
     let tenant = unique("evnojs");
     let mut c = gw.viewer(&tenant).await;
-    let r = c.subscribe(events("tickets", Some(5))).await;
-    assert_eq!(r["type"], "subscribed", "{r}");
+    c.assert_subscribes(events("tickets", Some(5))).await;
     let reset = c.next(T).await;
     assert_eq!(reset["type"], "events_reset", "{reset}");
     assert_eq!(reset["reason"], "unavailable");
     // Live events still follow, after the reset.
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
-    publish(
-        &nats,
-        &subject,
-        9,
-        json!({"type": "event", "topic": "tickets"}),
-    )
-    .await;
+    publish_live_event(&nats, &tenant, "tickets", 9).await;
     assert_eq!(c.next(T).await["seq"], 9);
 }
 
@@ -247,10 +203,11 @@ async fn since_must_be_a_whole_number() {
 async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
     let tenant = unique("ev4008");
     let nats = nats().await;
-    let mut cfg = config();
-    cfg.client_queue_events = 200;
-    cfg.ws_write_buffer_bytes = 1024;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.client_queue_events = 200;
+        c.ws_write_buffer_bytes = 1024;
+    })
+    .await;
     let mut slow = gw.viewer(&tenant).await;
     slow.subscribe(events("firehose", None)).await;
     // It stops reading; 16 KiB events overflow its socket buffers and its queue.
@@ -260,14 +217,8 @@ async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
     ensure_streams(&js).await;
     let subject = format!("pulse.v1.{tenant}.events.firehose");
     for seq in 1..=EVENTS {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Pulse-Seq", seq.to_string().as_str());
-        let body = json!({"type": "event", "topic": "firehose", "seq": seq, "pad": pad});
-        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let body = json!({"type": "event", "topic": "firehose", "pad": pad});
+        publish_stored(&js, &subject, seq, body).await;
     }
     let (seen, code) = slow.events_until_closed(Duration::from_secs(20)).await;
     assert!(matches!(code, Some(4008) | None), "{code:?}");
@@ -321,8 +272,7 @@ async fn a_client_ahead_of_this_gateway_is_not_sent_again_what_it_has() {
     publish_events(&nats, &tenant, "tickets", 1..=4).await;
     assert_eq!(events_until(&mut behind, 4).await, [1, 2, 3, 4]);
     let mut ahead = connect(&url).await;
-    let r = ahead.subscribe(events("tickets", Some(6))).await;
-    assert_eq!(r["type"], "subscribed", "{r}");
+    ahead.assert_subscribes(events("tickets", Some(6))).await;
     // Nothing to replay: it has more than the stream holds.
     assert!(ahead.try_next(Duration::from_millis(300)).await.is_none());
     publish_events(&nats, &tenant, "tickets", 5..=8).await;

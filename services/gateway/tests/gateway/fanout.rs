@@ -23,38 +23,25 @@ async fn the_current_snapshot_arrives_right_after_the_ack_and_never_an_older_one
     let gw = spawn_gateway(config()).await;
     let mut c = gw.viewer(&tenant).await;
     let started = Instant::now();
-    assert_eq!(
-        c.subscribe(json!({"type": "alerts"})).await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "alerts"})).await;
     let snapshot = c.next(T).await;
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(snapshot["mark"], "retained");
     assert_eq!(snapshot["seq"], 100);
 
     // Live pushes follow; an older one arriving late is dropped.
-    publish(
-        &nats,
-        &subject,
-        101,
-        json!({"type": "alerts", "mark": "live"}),
-    )
-    .await;
+    let push = |seq: u64, mark: &str| {
+        publish(
+            &nats,
+            &subject,
+            seq,
+            json!({"type": "alerts", "mark": mark}),
+        )
+    };
+    push(101, "live").await;
     assert_eq!(c.next(T).await["mark"], "live");
-    publish(
-        &nats,
-        &subject,
-        99,
-        json!({"type": "alerts", "mark": "older"}),
-    )
-    .await;
-    publish(
-        &nats,
-        &subject,
-        102,
-        json!({"type": "alerts", "mark": "newest"}),
-    )
-    .await;
+    push(99, "older").await;
+    push(102, "newest").await;
     assert_eq!(c.next(T).await["mark"], "newest");
 
     // A second client of the same subject on this instance gets the newest value at once.
@@ -118,10 +105,11 @@ async fn a_message_published_right_after_subscribed_is_delivered() {
     // place on the server before the reply, not merely queued on the gateway's socket.
     let tenant = unique("subrace");
     let nats = nats().await;
-    let mut config = config();
-    config.client_msgs_per_second = 1000;
-    config.client_msgs_burst = 1000;
-    let gw = spawn_gateway(config).await;
+    let gw = spawn_gateway_with(|c| {
+        c.client_msgs_per_second = 1000;
+        c.client_msgs_burst = 1000;
+    })
+    .await;
     register_devices(&tenant, (1..200).step_by(2).map(|i| format!("dev-{i}"))).await;
     let mut c = gw.viewer(&tenant).await;
     // Events, and a snapshot subject with no retained value yet (a device never seen).
@@ -141,8 +129,7 @@ async fn a_message_published_right_after_subscribed_is_delivered() {
                 json!({"type": "telemetry", "device_id": device, "data": {}}),
             )
         };
-        let r = c.subscribe(request).await;
-        assert_eq!(r["type"], "subscribed", "{r}");
+        c.assert_subscribes(request).await;
         publish(&nats, &subject, 1, body.clone()).await;
         let m = c.next(T).await;
         assert_eq!(m["type"], body["type"], "message {i}: {m}");
@@ -268,13 +255,14 @@ async fn clients_on_two_gateways_all_receive_every_message() {
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_closed() {
     let tenant = unique("slow");
-    let mut cfg = config();
-    // Above tokio's cooperative budget (128): the fan-out task yields after at most that many
-    // messages in a row, so a client that reads as fast as it can is never this far behind,
-    // however the scheduler interleaves the tasks. A client that never reads is, soon.
-    cfg.client_queue_events = 200;
-    cfg.ws_write_buffer_bytes = 1024;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        // Above tokio's cooperative budget (128): the fan-out task yields after at most that many
+        // messages in a row, so a client that reads as fast as it can is never this far behind,
+        // however the scheduler interleaves the tasks. A client that never reads is, soon.
+        c.client_queue_events = 200;
+        c.ws_write_buffer_bytes = 1024;
+    })
+    .await;
     let mut fast = gw.viewer(&tenant).await;
     let mut slow = gw.viewer(&tenant).await;
     for c in [&mut fast, &mut slow] {

@@ -14,7 +14,7 @@ pub use pulse_test_support::nats::{
     wait_for as wait_for_nats,
 };
 pub use pulse_test_support::ws::{Client, connect, connect_with};
-pub use pulse_test_support::{eventually, free_port, metric, nats_url, unique};
+pub use pulse_test_support::{ScratchDb, eventually, free_port, metric, nats_url, unique};
 
 /// How long a test waits for a message it expects.
 pub const T: Duration = Duration::from_secs(5);
@@ -24,6 +24,13 @@ pub fn config() -> GatewayConfig {
     let mut c = pulse_test_support::gateway::config(&["--jwt-leeway-seconds", "0"]);
     c.drain = std::time::Duration::from_secs(1);
     c
+}
+
+/// A gateway with [`config`] adjusted by `configure` first.
+pub async fn spawn_gateway_with(configure: impl FnOnce(&mut GatewayConfig)) -> Gateway {
+    let mut config = config();
+    configure(&mut config);
+    spawn_gateway(config).await
 }
 
 /// `body` with its `seq` set, and the `Pulse-Seq` header the poller sends with it.
@@ -48,12 +55,29 @@ pub async fn publish(nats: &async_nats::Client, subject: &str, seq: u64, body: V
 pub async fn publish_retained(nats: &async_nats::Client, subject: &str, seq: u64, body: Value) {
     let js = async_nats::jetstream::new(nats.clone());
     ensure_streams(&js).await;
+    publish_stored(&js, subject, seq, body).await;
+}
+
+/// [`publish`] through JetStream, into the streams as they are, once the stream has stored it.
+pub async fn publish_stored(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    seq: u64,
+    body: Value,
+) {
     let (headers, payload) = sequenced(seq, body);
     js.publish_with_headers(subject.to_string(), headers, payload)
         .await
         .unwrap()
         .await
         .unwrap();
+}
+
+/// Stores an alerts snapshot of `tenant` marked `v` in PULSE_STATE, as the poller does: the
+/// current value a subscriber then gets first.
+pub async fn retain_alerts(nats: &async_nats::Client, tenant: &str, seq: u64, v: &str) {
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    publish_retained(nats, &subject, seq, json!({"type": "alerts", "v": v})).await;
 }
 
 pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
@@ -100,6 +124,19 @@ pub async fn publish_event(nats: &async_nats::Client, tenant: &str, topic: &str,
         &format!("pulse.v1.{tenant}.events.{topic}"),
         seq,
         json!({"type": "event", "tenant_id": tenant, "topic": topic, "event": "ticket:update", "payload": {"n": seq}}),
+    )
+    .await;
+}
+
+/// Sends event `seq` of `topic` over core NATS only, stored in no stream: the gateway cannot
+/// read it back.
+pub async fn publish_live_event(nats: &async_nats::Client, tenant: &str, topic: &str, seq: u64) {
+    let subject = format!("pulse.v1.{tenant}.events.{topic}");
+    publish(
+        nats,
+        &subject,
+        seq,
+        json!({"type": "event", "topic": topic}),
     )
     .await;
 }

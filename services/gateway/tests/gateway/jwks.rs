@@ -57,11 +57,12 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_u
     let jwks_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut cfg = config();
-    cfg.jwt_secret = None;
-    cfg.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
-    cfg.jwks_min_refetch = std::time::Duration::from_secs(0);
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.jwt_secret = None;
+        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
+        c.jwks_min_refetch = std::time::Duration::from_secs(0);
+    })
+    .await;
     let tenant = unique("jwks");
 
     for token in [

@@ -9,10 +9,11 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn connection_caps_refuse_with_4029_and_503() {
-    let mut cfg = config();
-    cfg.max_connections_per_tenant = 2;
-    cfg.max_connections = 3;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.max_connections_per_tenant = 2;
+        c.max_connections = 3;
+    })
+    .await;
     let tenant = unique("caps");
     let _a = gw.viewer(&tenant).await;
     let mut b = gw.viewer(&tenant).await;
@@ -31,10 +32,11 @@ async fn connection_caps_refuse_with_4029_and_503() {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let mut cfg = config();
-    cfg.ping_interval = std::time::Duration::from_secs(1);
-    cfg.idle_timeout = std::time::Duration::from_secs(2);
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.ping_interval = std::time::Duration::from_secs(1);
+        c.idle_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
     let mut c = gw.viewer(&unique("idle")).await;
     // Not reading means not answering pings: after the timeout the server gives up.
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -48,9 +50,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn sigterm_drains_clients_with_1012_and_refuses_new_ones() {
-    let mut cfg = config();
-    cfg.drain = std::time::Duration::from_secs(2);
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.drain = std::time::Duration::from_secs(2)).await;
     let tenant = unique("drain");
     let mut clients = Vec::new();
     for _ in 0..10 {
@@ -136,41 +136,10 @@ async fn no_leak_after_many_connect_subscribe_disconnect_cycles() {
 
 #[tokio::test]
 async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
-    use clap::Parser as _;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        c: pulse_poller::PollerConfig,
-    }
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let db_name = unique("pulse_t_gw").replace('-', "_");
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = match base.rsplit_once('/') {
-        Some((head, _)) => format!("{head}/{db_name}"),
-        None => unreachable!(),
-    };
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    pulse_db::migrate(&pool).await.unwrap();
-    let tenant = unique("e2e");
-    sqlx::query("INSERT INTO tenants VALUES ($1, 'E2E')")
-        .bind(&tenant)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-1', 's1')")
-        .bind(&tenant)
-        .execute(&pool)
-        .await
-        .unwrap();
-
-    let mut pc = Cli::try_parse_from(["p", "--database-url", &url])
-        .unwrap()
-        .c;
+    let db = ScratchDb::migrated("gw").await;
+    let tenant = db.tenant("e2e", 1).await;
+    let mut pc: pulse_poller::PollerConfig =
+        pulse_test_support::parse_config(&["p", "--database-url", &db.url]);
     pc.nats_url = nats_url();
     pc.poll_interval = std::time::Duration::from_secs(60);
     pc.telemetry_interval = std::time::Duration::from_millis(50);
@@ -207,10 +176,10 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     let started = Instant::now();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
-         VALUES ($1, 'dev-1', 's1', 'temp_high', 5, '<script>alert(1)</script>') RETURNING alert_id",
+         VALUES ($1, 'dev-1', 'site-1', 'temp_high', 5, '<script>alert(1)</script>') RETURNING alert_id",
     )
     .bind(&tenant)
-    .fetch_one(&pool)
+    .fetch_one(&db.pool)
     .await
     .unwrap();
     let pushed = c
@@ -225,20 +194,13 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     );
     assert_eq!(pushed["alerts"][0]["summary"], "<script>alert(1)</script>");
 
-    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, 'dev-1', now(), '{\"temp_c\": 30}')")
-        .bind(&tenant)
-        .execute(&pool)
-        .await
-        .unwrap();
+    db.reading(&tenant, "dev-1", json!({"temp_c": 30})).await;
     let reading = c.until(T, |m| m["type"] == "telemetry").await;
     assert_eq!(reading["data"]["metrics"]["temp_c"], 30);
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), poller).await;
-    pool.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -251,19 +213,10 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let url = format!("nats://127.0.0.1:{port}");
     wait_for_nats(&url).await;
     let tenant = unique("natsrestart");
-    let subject = format!("pulse.v1.{tenant}.alerts");
     let publisher = async_nats::connect(&url).await.unwrap();
-    publish_retained(
-        &publisher,
-        &subject,
-        10,
-        json!({"type": "alerts", "v": "before"}),
-    )
-    .await;
+    retain_alerts(&publisher, &tenant, 10, "before").await;
 
-    let mut cfg = config();
-    cfg.nats_url = url.clone();
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
     let mut c = connect(&gw.url(&viewer_token(&tenant, 120))).await;
     c.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "before");
@@ -285,13 +238,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let back = std::time::Instant::now();
     wait_for_nats(&url).await;
     let publisher = async_nats::connect(&url).await.unwrap();
-    publish_retained(
-        &publisher,
-        &subject,
-        11,
-        json!({"type": "alerts", "v": "after"}),
-    )
-    .await;
+    retain_alerts(&publisher, &tenant, 11, "after").await;
     let got = c
         .until(Duration::from_secs(15), |m| m["v"] == "after")
         .await;
@@ -364,13 +311,7 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
     c.subscribe(json!({"type": "events", "topic": "tickets"}))
         .await;
     let nats = connect_nats(&url).await.unwrap();
-    publish(
-        &nats,
-        &format!("pulse.v1.{tenant}.events.tickets"),
-        1,
-        json!({"type": "event", "topic": "tickets"}),
-    )
-    .await;
+    publish_live_event(&nats, &tenant, "tickets", 1).await;
     assert_eq!(c.next(T).await["seq"], 1);
 }
 
@@ -378,10 +319,11 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
 async fn a_gateway_stops_promptly_while_nats_is_down() {
     let port = free_port();
     let mut server = start_nats_server(port, &[], &[]);
-    let mut cfg = config();
-    cfg.nats_url = format!("nats://127.0.0.1:{port}");
-    cfg.drain = std::time::Duration::from_secs(0);
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.nats_url = format!("nats://127.0.0.1:{port}");
+        c.drain = std::time::Duration::from_secs(0);
+    })
+    .await;
     let addr = gw.addr;
     server.kill().await.unwrap();
     answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;

@@ -51,24 +51,13 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         .await
         .unwrap();
     let tenant = unique("perm");
-    publish_retained(
-        &poller,
-        &format!("pulse.v1.{tenant}.alerts"),
-        3,
-        json!({"type": "alerts", "v": "retained"}),
-    )
-    .await;
+    retain_alerts(&poller, &tenant, 3, "retained").await;
 
-    let mut cfg = config();
-    cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url_as("pulse-gateway", "gateway-pw")).await;
     let mut c = gw.viewer(&tenant).await;
 
     // The current value comes from a direct get the gateway may make.
-    assert_eq!(
-        c.subscribe(json!({"type": "alerts"})).await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "retained");
 
     // An event subscription is acknowledged at once, and the first event after the ack,
@@ -87,9 +76,7 @@ async fn the_documented_nats_permissions_let_every_service_work() {
 
     // A client resuming from `since` on a gateway that never served the topic is replayed
     // from the events stream.
-    let mut cfg = config();
-    cfg.nats_url = url_as("pulse-gateway", "gateway-pw");
-    let second = spawn_gateway(cfg).await;
+    let second = spawn_gateway_with(|c| c.nats_url = url_as("pulse-gateway", "gateway-pw")).await;
     let mut resumed = second.viewer(&tenant).await;
     resumed
         .subscribe_within(
@@ -109,11 +96,8 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     // Telemetry published by the poller's user reaches a device subscriber, once the poller
     // listed the device in the registry (which the gateway may read).
     register_devices_on(&poller, &tenant, ["dev-1"]).await;
-    assert_eq!(
-        c.subscribe(json!({"type": "device", "device_id": "dev-1"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "device", "device_id": "dev-1"}))
+        .await;
     publish(
         &poller,
         &format!("pulse.v1.{tenant}.device.dev-1.telemetry"),
@@ -162,18 +146,10 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
     wait_for_nats(&url_as("admin")).await;
     let admin = connect_nats(&url_as("admin")).await.unwrap();
     let tenant = unique("jsback");
-    publish_retained(
-        &admin,
-        &format!("pulse.v1.{tenant}.alerts"),
-        3,
-        json!({"type": "alerts", "v": "retained"}),
-    )
-    .await;
+    retain_alerts(&admin, &tenant, 3, "retained").await;
 
     // Core NATS works for the gateway, JetStream does not: subscribing still answers.
-    let mut cfg = config();
-    cfg.nats_url = url_as("gw");
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = url_as("gw")).await;
     let mut c = gw.viewer(&tenant).await;
     // A JetStream that does not answer delays no reply: each subscribe is acknowledged at
     // once, not after the read of its current value gives up.

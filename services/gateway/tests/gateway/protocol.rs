@@ -109,26 +109,13 @@ async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
     let mut c = gw.viewer(&tenant).await;
     c.subscribe(json!({"type": "events", "topic": "tickets"}))
         .await;
-    assert_eq!(
-        c.subscribe(json!({"type": "events", "topic": "tickets"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "events", "topic": "tickets"}))
+        .await;
     let nats = nats().await;
-    publish(
-        &nats,
-        &format!("pulse.v1.{tenant}.events.tickets"),
-        1,
-        json!({"type": "event", "n": 1}),
-    )
-    .await;
-    publish(
-        &nats,
-        &format!("pulse.v1.{tenant}.events.tickets"),
-        2,
-        json!({"type": "event", "n": 2}),
-    )
-    .await;
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    for n in 1..=2 {
+        publish(&nats, &subject, n, json!({"type": "event", "n": n})).await;
+    }
     assert_eq!(c.next(T).await["n"], 1);
     assert_eq!(c.next(T).await["n"], 2);
     assert!(
@@ -149,9 +136,7 @@ async fn binary_frames_close_with_1003() {
 
 #[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
-    let mut cfg = config();
-    cfg.max_message_bytes = 1024;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.max_message_bytes = 1024).await;
     let mut c = gw.viewer(&unique("big")).await;
     c.send_text(&format!(
         "{{\"action\":\"ping\",\"pad\":\"{}\"}}",
@@ -163,18 +148,13 @@ async fn an_oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
-    let mut cfg = config();
-    cfg.max_subscriptions = 3;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| c.max_subscriptions = 3).await;
     let tenant = unique("cap");
     register_devices(&tenant, ["d0", "d1", "d2", "d9"]).await;
     let mut c = gw.viewer(&tenant).await;
     for i in 0..3 {
-        assert_eq!(
-            c.subscribe(json!({"type": "device", "device_id": format!("d{i}")}))
-                .await["type"],
-            "subscribed"
-        );
+        c.assert_subscribes(json!({"type": "device", "device_id": format!("d{i}")}))
+            .await;
     }
     let refused = c
         .subscribe(json!({"type": "device", "device_id": "d9"}))
@@ -184,19 +164,17 @@ async fn subscriptions_per_connection_are_capped() {
     c.send(json!({"action": "unsubscribe", "type": "device", "device_id": "d0"}))
         .await;
     assert_eq!(c.next(T).await["type"], "unsubscribed");
-    assert_eq!(
-        c.subscribe(json!({"type": "device", "device_id": "d9"}))
-            .await["type"],
-        "subscribed"
-    );
+    c.assert_subscribes(json!({"type": "device", "device_id": "d9"}))
+        .await;
 }
 
 #[tokio::test]
 async fn a_flooding_client_is_told_then_closed_with_4029_and_others_are_untouched() {
-    let mut cfg = config();
-    cfg.client_msgs_per_second = 5;
-    cfg.client_msgs_burst = 10;
-    let gw = spawn_gateway(cfg).await;
+    let gw = spawn_gateway_with(|c| {
+        c.client_msgs_per_second = 5;
+        c.client_msgs_burst = 10;
+    })
+    .await;
     let tenant = unique("flood");
     let mut calm = gw.viewer(&tenant).await;
     let mut flood = gw.viewer(&tenant).await;

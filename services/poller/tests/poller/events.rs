@@ -54,6 +54,11 @@ async fn unrelayed(db: &ScratchDb) -> i64 {
         .unwrap()
 }
 
+/// Waits until the outbox holds no event left to relay; panics naming `what` after `within`.
+async fn wait_all_relayed(db: &ScratchDb, what: &str, within: Duration) {
+    eventually(what, within, || async { unrelayed(db).await == 0 }).await;
+}
+
 /// Checks that `messages` (all of one topic, in the order received or stored) are exactly the
 /// outbox's events `1..=rows.len()` of that topic, with their headers.
 fn assert_topic(
@@ -109,13 +114,6 @@ async fn stored(
         .collect()
 }
 
-async fn wait_active(poller: &PollerHandle) {
-    eventually("poller active", Duration::from_secs(10), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() {
     let db = ScratchDb::migrated("poller").await;
@@ -125,7 +123,7 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
     let mut sub_a = subscribed(&client, format!("pulse.v1.{a}.events.*")).await;
     let mut sub_b = subscribed(&client, format!("pulse.v1.{b}.events.*")).await;
     let poller = spawn_poller(config(&db)).await;
-    wait_active(&poller).await;
+    poller.wait_active().await;
 
     // Four writers on connections of their own, each in transactions of one to three events
     // over three topics of two tenants; every fifth transaction rolls back. Topics are always
@@ -230,12 +228,7 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
     );
 
     // The outbox is marked, and the stream holds each event once.
-    eventually(
-        "every event marked relayed",
-        Duration::from_secs(5),
-        || async { unrelayed(&db).await == 0 },
-    )
-    .await;
+    wait_all_relayed(&db, "every event marked relayed", Duration::from_secs(5)).await;
     let js = async_nats::jetstream::new(client.clone());
     assert_topic(&a, "orders", &stored(&js, &a, "orders").await, &a_orders);
     assert_topic(&a, "ship", &stored(&js, &a, "ship").await, &a_ship);
@@ -298,26 +291,13 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-down", 0).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &server.url])).await;
-    eventually("ready", Duration::from_secs(10), || async {
-        poller.ready().await["ready"] == true
-    })
-    .await;
+    let poller = spawn_poller(server.config(&db)).await;
+    poller.wait_ready().await;
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 1})).await;
-    eventually(
-        "the first event relayed",
-        Duration::from_secs(5),
-        || async { unrelayed(&db).await == 0 },
-    )
-    .await;
+    wait_all_relayed(&db, "the first event relayed", Duration::from_secs(5)).await;
 
     server.stop().await;
-    eventually(
-        "readiness false while NATS is gone",
-        Duration::from_secs(10),
-        || async { poller.ready().await["checks"]["nats"] == false },
-    )
-    .await;
+    poller.wait_nats_gone().await;
     for i in 2..=20 {
         emit(&db, &tenant, "orders", "order:placed", json!({"n": i})).await;
         if i % 4 == 0 {
@@ -328,10 +308,10 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     assert_eq!(unrelayed(&db).await, 19 + 5);
 
     server.start_again().await;
-    eventually(
+    wait_all_relayed(
+        &db,
         "the outage's events relayed after NATS is back",
         Duration::from_secs(15),
-        || async { unrelayed(&db).await == 0 },
     )
     .await;
     let nats = async_nats::connect(&server.url).await.unwrap();
@@ -349,7 +329,7 @@ async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
     let client = pulse_test_support::nats::shared().await;
     let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.activity")).await;
     let poller = spawn_poller(config(&db)).await;
-    wait_active(&poller).await;
+    poller.wait_active().await;
 
     // A rolled-back alert emits nothing and uses no seq.
     let mut tx = db.pool.begin().await.unwrap();

@@ -307,6 +307,14 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     db.drop_now().await;
 }
 
+/// Fails if both pollers said they were active, `now` after the cut.
+fn assert_not_both_active(first_role: Option<&str>, second_role: Option<&str>, now: Duration) {
+    assert!(
+        !(second_role == Some("active") && first_role == Some("active")),
+        "both pollers active at once, {now:?} after the cut"
+    );
+}
+
 async fn metrics_of(p: &Process) -> String {
     match reqwest::get(format!("http://127.0.0.1:{}/metrics", p.port)).await {
         Ok(response) => response.text().await.unwrap_or_default(),
@@ -522,16 +530,9 @@ impl Handover {
     /// subscribers (alerts, telemetry) and the events stream (each event once, in order).
     /// Both pollers are stopped after.
     async fn assert_ends_on_the_newest_state(self, db: &ScratchDb) {
-        let Handover {
-            tenant,
-            recorder,
-            first,
-            second,
-            stop,
-            writer,
-        } = self;
-        stop.cancel();
-        let written = writer.await.unwrap();
+        self.stop.cancel();
+        let written = self.writer.await.unwrap();
+        let (tenant, recorder) = (self.tenant, self.recorder);
         let alert = db.open_alert(&tenant, "dev-1", "after the handover").await;
         recorder
             .wait_for(
@@ -563,7 +564,7 @@ impl Handover {
             "PULSE_EVENTS: events missing, repeated or out of order"
         );
         recorder.assert_seqs_never_went_back();
-        drop((first, second));
+        drop((self.first, self.second));
     }
 }
 
@@ -603,10 +604,7 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
         let first_metrics = metrics_of(first).await;
         let first_role = role(first).await;
         let now = cut.elapsed();
-        assert!(
-            !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
-            "both pollers active at once, {now:?} after the cut"
-        );
+        assert_not_both_active(first_role.as_deref(), second_role.as_deref(), now);
         // Counted as it steps down; it may take the free lock again a moment later.
         if stepped_down.is_none()
             && metric(&first_metrics, "pulse_poller_errors_total", &["leadership"]) >= 1.0
@@ -667,10 +665,7 @@ async fn a_black_holed_lock_connection_is_dropped_by_the_server_after_the_leader
         let second_role = role(second).await;
         let first_role = role(first).await;
         let now = cut.elapsed();
-        assert!(
-            !(second_role.as_deref() == Some("active") && first_role.as_deref() == Some("active")),
-            "both pollers active at once, {now:?} after the cut"
-        );
+        assert_not_both_active(first_role.as_deref(), second_role.as_deref(), now);
         if stepped_down.is_none() && first_role.as_deref() == Some("standby") {
             stepped_down = Some(now);
         }

@@ -68,22 +68,53 @@ pub async fn spawn_poller(config: PollerConfig) -> PollerHandle {
 }
 
 impl PollerHandle {
-    pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.addr))
-            .await
-            .unwrap()
-            .text()
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("http://{}{path}", self.addr))
             .await
             .unwrap()
     }
 
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
     pub async fn ready(&self) -> Value {
-        reqwest::get(format!("http://{}/readyz", self.addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get("/readyz").await.json().await.unwrap()
+    }
+
+    /// Waits until the readiness document satisfies `check`; panics naming `what` after
+    /// `within`.
+    pub async fn wait_readiness(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) {
+        eventually(what, within, || async { check(&self.ready().await) }).await;
+    }
+
+    /// Waits up to 10 s until this poller says it is ready.
+    pub async fn wait_ready(&self) {
+        self.wait_readiness("ready", Duration::from_secs(10), |r| r["ready"] == true)
+            .await;
+    }
+
+    /// Waits up to 10 s until this poller's readiness says NATS is gone.
+    pub async fn wait_nats_gone(&self) {
+        self.wait_readiness(
+            "readiness false while NATS is gone",
+            Duration::from_secs(10),
+            |r| r["checks"]["nats"] == false,
+        )
+        .await;
+    }
+
+    /// Waits up to 10 s until this poller holds the leadership (its role is `active`).
+    pub async fn wait_active(&self) {
+        self.wait_readiness("poller active", Duration::from_secs(10), |r| {
+            r["info"]["role"] == "active"
+        })
+        .await;
     }
 
     pub async fn stop(mut self) {
@@ -138,6 +169,11 @@ impl PrivateNats {
             store: std::env::temp_dir().join(unique("pulse-nats")),
             server: None,
         }
+    }
+
+    /// [`config`] of `db` for a poller publishing to this server.
+    pub fn config(&self, db: &ScratchDb) -> PollerConfig {
+        config_with(db, &["--nats-url", &self.url])
     }
 
     /// Kills the server and waits until it is gone.
@@ -195,6 +231,13 @@ impl Sub {
             .ok()??;
         let value = serde_json::from_slice(&msg.payload).unwrap();
         Some((msg.subject.to_string(), value))
+    }
+
+    /// Waits `within` and panics if a message came meanwhile.
+    pub async fn assert_silent_for(&mut self, within: Duration) {
+        if let Some((subject, v)) = self.next_within(within).await {
+            panic!("expected nothing within {within:?}, got {v} on {subject}");
+        }
     }
 
     /// Skips messages until one satisfies `want`; panics at the deadline.

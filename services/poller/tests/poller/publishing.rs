@@ -101,12 +101,7 @@ async fn an_unchanged_state_publishes_nothing() {
     )
     .await;
     // …and nothing was published for it.
-    assert!(
-        alerts
-            .next_within(Duration::from_millis(100))
-            .await
-            .is_none()
-    );
+    alerts.assert_silent_for(Duration::from_millis(100)).await;
     poller.stop().await;
     db.drop_now().await;
 }
@@ -118,10 +113,7 @@ async fn telemetry_reaches_the_device_subject() {
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_poller(config(&db)).await;
     // Let the poller become active before writing.
-    eventually("poller active", Duration::from_secs(10), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
+    poller.wait_active().await;
 
     db.reading(&tenant, "dev-2", json!({"temp_c": 21.5, "battery_pct": 90}))
         .await;
@@ -156,10 +148,7 @@ async fn a_reading_that_commits_late_is_not_skipped() {
     let tenant = db.tenant("late", 2).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_poller(config(&db)).await;
-    eventually("poller active", Duration::from_secs(10), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
+    poller.wait_active().await;
 
     // T1 writes first (earlier transaction id, earlier timestamp) but commits last.
     let mut t1 = db.pool.begin().await.unwrap();
@@ -193,10 +182,7 @@ async fn a_tenant_never_sees_another_tenants_data() {
     let b = db.tenant("iso-b", 1).await;
     let mut b_all = subscribe(&format!("pulse.v1.{b}.>")).await;
     let poller = spawn_poller(config(&db)).await;
-    eventually("poller active", Duration::from_secs(10), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
+    poller.wait_active().await;
 
     let secret = unique("secret-of-a");
     let id = db.open_alert(&a, "dev-1", &secret).await;
@@ -295,10 +281,7 @@ async fn a_new_tenant_and_time_passing_are_published() {
         ],
     ))
     .await;
-    eventually("poller active", Duration::from_secs(10), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
+    poller.wait_active().await;
 
     let tenant = unique("later");
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;

@@ -10,13 +10,10 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("natsdown", 1).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
+    let poller = spawn_poller(nats.config(&db)).await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
-    eventually("ready", Duration::from_secs(10), || async {
-        poller.ready().await["ready"] == true
-    })
-    .await;
+    poller.wait_ready().await;
     use futures::StreamExt as _;
     // The first snapshot may have been published before we subscribed; any alert write shows
     // the pipeline works before the outage.
@@ -33,23 +30,19 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     }
 
     nats.stop().await;
-    eventually(
-        "readiness false while NATS is gone",
-        Duration::from_secs(10),
-        || async { poller.ready().await["checks"]["nats"] == false },
-    )
-    .await;
+    poller.wait_nats_gone().await;
     // A change during the outage is not lost.
     let during = db.open_alert(&tenant, "dev-1", "during outage").await;
 
     let back = std::time::Instant::now();
     nats.start_again().await;
-    eventually(
-        "readiness true after NATS is back",
-        Duration::from_secs(15),
-        || async { poller.ready().await["ready"] == true },
-    )
-    .await;
+    poller
+        .wait_readiness(
+            "readiness true after NATS is back",
+            Duration::from_secs(15),
+            |r| r["ready"] == true,
+        )
+        .await;
     let got = loop {
         let m = tokio::time::timeout(Duration::from_secs(15), alerts.next())
             .await
@@ -94,10 +87,11 @@ async fn lost_database_connections_are_survived() {
     admin.close().await;
     let cut = std::time::Instant::now();
 
-    eventually("active again", Duration::from_secs(15), || async {
-        poller.ready().await["info"]["role"] == "active"
-    })
-    .await;
+    poller
+        .wait_readiness("active again", Duration::from_secs(15), |r| {
+            r["info"]["role"] == "active"
+        })
+        .await;
     // The pool may hand out a connection that died; retry the write like any client would.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let id = loop {
@@ -144,36 +138,34 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("nojs", 1).await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
-    eventually(
-        "active, not ready, waiting for JetStream",
-        Duration::from_secs(15),
-        || async {
-            let r = poller.ready().await;
-            r["info"]["role"] == "active"
-                && r["ready"] == false
-                && r["checks"]["streams"] == false
-                && r["checks"]["nats"] == true
-                && r["info"]["streams"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("waiting for JetStream"))
-        },
-    )
-    .await;
+    let poller = spawn_poller(nats.config(&db)).await;
+    poller
+        .wait_readiness(
+            "active, not ready, waiting for JetStream",
+            Duration::from_secs(15),
+            |r| {
+                r["info"]["role"] == "active"
+                    && r["ready"] == false
+                    && r["checks"]["streams"] == false
+                    && r["checks"]["nats"] == true
+                    && r["info"]["streams"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("waiting for JetStream"))
+            },
+        )
+        .await;
 
     // JetStream arrives (the server restarted with it): streams made, snapshot published.
     nats.start_again().await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    eventually(
-        "ready once JetStream is there",
-        Duration::from_secs(20),
-        || async {
-            let r = poller.ready().await;
-            r["ready"] == true && r["info"]["streams"] == "ready"
-        },
-    )
-    .await;
+    poller
+        .wait_readiness(
+            "ready once JetStream is there",
+            Duration::from_secs(20),
+            |r| r["ready"] == true && r["info"]["streams"] == "ready",
+        )
+        .await;
     eventually(
         "the tenant's snapshot stored",
         Duration::from_secs(10),
@@ -196,16 +188,10 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 async fn the_poller_stops_promptly_while_nats_is_down() {
     let mut nats = PrivateNats::start().await;
     let db = ScratchDb::migrated("poller").await;
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &nats.url])).await;
-    eventually("ready", Duration::from_secs(10), || async {
-        poller.ready().await["ready"] == true
-    })
-    .await;
+    let poller = spawn_poller(nats.config(&db)).await;
+    poller.wait_ready().await;
     nats.stop().await;
-    eventually("NATS seen gone", Duration::from_secs(10), || async {
-        poller.ready().await["checks"]["nats"] == false
-    })
-    .await;
+    poller.wait_nats_gone().await;
     // A stop must not wait for NATS to come back (it would wait for ever).
     let started = std::time::Instant::now();
     poller.stop().await;

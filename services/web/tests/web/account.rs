@@ -11,12 +11,9 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
         .cookie_store(true)
         .build()
         .unwrap();
-    let r = post_json(
-        &client,
-        env.at("/api/v2/login"),
-        &json!({"email": format!("ADMIN@{}.example", env.tenant), "password": PASSWORD}),
-    )
-    .await;
+    let r = env
+        .post_login(&client, &format!("ADMIN@{}.example", env.tenant), PASSWORD)
+        .await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("pulse_session="), "{cookie}");
@@ -44,12 +41,10 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
 
 /// Logs in without a cookie jar and returns the raw session cookie (`pulse_session=<token>`).
 async fn session_cookie(env: &Env, who: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(env.at("/api/v2/login"))
-        .json(&json!({"email": format!("{who}@{}.example", env.tenant), "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let email = format!("{who}@{}.example", env.tenant);
+    let r = env
+        .post_login(&reqwest::Client::new(), &email, PASSWORD)
+        .await;
     assert_eq!(r.status(), 200);
     let set = r.headers()["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_owned()
@@ -153,29 +148,14 @@ async fn bad_logins_are_refused_and_rate_limited() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "bad_request");
-    let r = post_json(
-        &client,
-        env.at("/api/v2/login"),
-        &json!({"email": "nobody@nowhere.example", "password": "x"}),
-    )
-    .await;
+    let r = env.post_login(&client, "nobody@nowhere.example", "x").await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
     for _ in 0..5 {
-        let r = post_json(
-            &client,
-            env.at("/api/v2/login"),
-            &json!({"email": email, "password": "wrong"}),
-        )
-        .await;
+        let r = env.post_login(&client, &email, "wrong").await;
         assert_eq!(r.status(), 401);
     }
     // Even the right password now waits out the window.
-    let r = post_json(
-        &client,
-        env.at("/api/v2/login"),
-        &json!({"email": email, "password": PASSWORD}),
-    )
-    .await;
+    let r = env.post_login(&client, &email, PASSWORD).await;
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_code(r, 429).await, "rate_limited");
     env.finish().await;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::PgPool;
 
 use crate::helpers::*;
 
@@ -40,6 +41,28 @@ async fn rows(env: &Env, tenant: &str, topic: &str) -> Vec<(i64, String, Value)>
     .fetch_all(&env.pool)
     .await
     .unwrap()
+}
+
+/// The seqs of the tenant's events on a topic, in order.
+async fn seqs(env: &Env, topic: &str) -> Vec<i64> {
+    rows(env, &env.tenant, topic)
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+/// Emits an event through the database function, as writers other than the web service do;
+/// returns its seq.
+async fn emit(pool: &PgPool, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
+    sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4)")
+        .bind(tenant)
+        .bind(topic)
+        .bind(event)
+        .bind(payload)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn accepted_seq(r: reqwest::Response) -> u64 {
@@ -126,12 +149,7 @@ async fn an_idempotency_key_makes_a_retry_return_the_same_event() {
     assert_eq!(at_max, 3);
 
     // Refused requests left nothing behind.
-    let seqs: Vec<i64> = rows(&env, &env.tenant, "orders")
-        .await
-        .iter()
-        .map(|r| r.0)
-        .collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs(&env, "orders").await, [1, 2, 3]);
     assert!(rows(&env, &env.tenant, "invoices").await.is_empty());
     let keys: Vec<(String, i64, Option<String>)> = sqlx::query_as(
         "SELECT tenant_id::text, seq, idempotency_key FROM events \
@@ -159,21 +177,21 @@ async fn an_oversized_event_or_body_gets_413() {
     let admin = env.login("admin", &env.tenant).await;
 
     // Well under the limit passes, so the limit is about size and not about strings.
-    let r = post_json(
-        &admin,
-        env.at("/api/v2/events"),
-        &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}),
-    )
-    .await;
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}),
+        )
+        .await;
     assert_eq!(accepted_seq(r).await, 1);
 
     // A body under the 128 KiB body limit whose event message would exceed 64 KiB.
-    let r = post_json(
-        &admin,
-        env.at("/api/v2/events"),
-        &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}),
-    )
-    .await;
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}),
+        )
+        .await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
 
     // A body of several MiB is refused before it is parsed.
@@ -188,12 +206,11 @@ async fn an_oversized_event_or_body_gets_413() {
         .unwrap();
     assert_eq!(error_code(r, 413).await, "payload_too_large");
 
-    let seqs: Vec<i64> = rows(&env, &env.tenant, "big")
-        .await
-        .iter()
-        .map(|r| r.0)
-        .collect();
-    assert_eq!(seqs, [1], "only the event under the limit is stored");
+    assert_eq!(
+        seqs(&env, "big").await,
+        [1],
+        "only the event under the limit is stored"
+    );
     env.finish().await;
 }
 
@@ -248,40 +265,24 @@ async fn a_tenant_over_its_rate_gets_429_and_other_tenants_do_not() {
     };
     // The refused publishes took no seq.
     assert_eq!(seq, 3);
-    let seqs: Vec<i64> = rows(&env, &env.tenant, "busy")
-        .await
-        .iter()
-        .map(|r| r.0)
-        .collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs(&env, "busy").await, [1, 2, 3]);
     env.finish().await;
 }
 
 #[tokio::test]
 async fn a_topics_events_are_read_back_by_seq() {
     let env = spawn().await;
+    let (pool, theirs) = (&env.pool, &env.other_tenant);
     for i in 1..=5 {
-        sqlx::query("SELECT pulse_emit_event($1, 'tickets', 'ticket:update', $2)")
-            .bind(&env.tenant)
-            .bind(json!({"n": i}))
-            .execute(&env.pool)
-            .await
-            .unwrap();
+        let payload = json!({"n": i});
+        emit(pool, &env.tenant, "tickets", "ticket:update", payload).await;
     }
     // The other tenant has more events on a topic of the same name, and a topic of its own.
     for i in 1..=7 {
-        sqlx::query("SELECT pulse_emit_event($1, 'tickets', 'secret:thing', $2)")
-            .bind(&env.other_tenant)
-            .bind(json!({"secret": i}))
-            .execute(&env.pool)
-            .await
-            .unwrap();
+        let payload = json!({"secret": i});
+        emit(pool, theirs, "tickets", "secret:thing", payload).await;
     }
-    sqlx::query("SELECT pulse_emit_event($1, 'private', 'secret:thing')")
-        .bind(&env.other_tenant)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    emit(pool, theirs, "private", "secret:thing", Value::Null).await;
 
     let c = env.login("viewer", &env.tenant).await;
     let page = |q: &str| {
@@ -398,12 +399,7 @@ async fn two_instances_publishing_at_once_give_gapless_seqs() {
         let tenant = env.tenant.clone();
         async move {
             let id = format!("sql#{i}");
-            let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'race', 'e', $2)")
-                .bind(&tenant)
-                .bind(json!({"id": id}))
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let seq = emit(&pool, &tenant, "race", "e", json!({"id": id})).await;
             (id, seq as u64)
         }
     });
@@ -548,41 +544,33 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     let r = get(&viewer, env.at("/api/v2/publish-keys")).await;
     assert_eq!(error_code(r, 403).await, "forbidden");
 
-    let publish = |body: Value, key: String| {
-        let url = env.at("/api/v2/events");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     // No tenant_id needed: the key names its tenant.
-    let r = publish(
-        json!({"topic": "tickets", "event": "ticket:open"}),
-        key.clone(),
-    )
-    .await;
+    let r = env
+        .publish_as(&key, &json!({"topic": "tickets", "event": "ticket:open"}))
+        .await;
     assert_eq!(r.status(), 202);
     let published: Value = r.json().await.unwrap();
     assert_eq!(
         published["subject"],
         format!("pulse.v1.{}.events.tickets", env.tenant)
     );
-    let r = publish(
-        json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
-        key.clone(),
-    )
-    .await;
+    let r = env
+        .publish_as(
+            &key,
+            &json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
+        )
+        .await;
     assert_eq!(
         error_code(r, 403).await,
         "forbidden",
         "another tenant's events"
     );
-    let r = publish(json!({"topic": "tickets", "event": "x"}), format!("{key}0")).await;
+    let r = env
+        .publish_as(
+            &format!("{key}0"),
+            &json!({"topic": "tickets", "event": "x"}),
+        )
+        .await;
     assert_eq!(
         error_code(r, 401).await,
         "unauthorized",
@@ -598,7 +586,9 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     assert_eq!(error_code(r, 404).await, "not_found");
     let r = admin.delete(env.at(&path)).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let r = publish(json!({"topic": "tickets", "event": "x"}), key).await;
+    let r = env
+        .publish_as(&key, &json!({"topic": "tickets", "event": "x"}))
+        .await;
     assert_eq!(error_code(r, 401).await, "unauthorized", "a revoked key");
     env.finish().await;
 }

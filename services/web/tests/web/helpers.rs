@@ -140,14 +140,42 @@ impl Env {
             .cookie_store(true)
             .build()
             .unwrap();
-        let r = client
-            .post(self.at("/api/v2/login"))
-            .json(&serde_json::json!({"email": format!("{who}@{tenant}.example"), "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+        let r = self
+            .post_login(&client, &format!("{who}@{tenant}.example"), PASSWORD)
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         client
+    }
+
+    /// `POST /api/v2/login` with `email` and `password`, as `client`, whatever the answer.
+    pub async fn post_login(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let body = serde_json::json!({"email": email, "password": password});
+        post_json(client, self.at("/api/v2/login"), &body).await
+    }
+
+    /// `POST /api/v2/events` with `body`, as `client` (a logged-in user's session).
+    pub async fn post_event(
+        &self,
+        client: &reqwest::Client,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        post_json(client, self.at("/api/v2/events"), body).await
+    }
+
+    /// `POST /api/v2/events` with `body`, as a backend presenting `token` as its bearer.
+    pub async fn publish_as(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.at("/api/v2/events"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn finish(self) {
@@ -168,6 +196,11 @@ pub async fn error_code(r: reqwest::Response, status: u16) -> String {
         "{v}"
     );
     v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// The status of an anonymous `GET url`.
+pub async fn status_of(url: String) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
 }
 
 /// `GET url`.

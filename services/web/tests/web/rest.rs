@@ -122,12 +122,12 @@ async fn bad_parameters_get_400_and_missing_things_404() {
 async fn admins_and_services_publish_events_viewers_cannot() {
     let env = spawn().await;
     let admin = env.login("admin", &env.tenant).await;
-    let r = post_json(
-        &admin,
-        env.at("/api/v2/events"),
-        &json!({"topic": "tickets", "event": "ticket:update", "payload": {"id": 7}}),
-    )
-    .await;
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "tickets", "event": "ticket:update", "payload": {"id": 7}}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let first: Value = r.json().await.unwrap();
     assert_eq!(first["seq"], 1, "{first}");
@@ -136,46 +136,38 @@ async fn admins_and_services_publish_events_viewers_cannot() {
         format!("pulse.v1.{}.events.tickets", env.tenant)
     );
 
-    let r = reqwest::Client::new()
-        .post(env.at("/api/v2/events"))
-        .bearer_auth(PUBLISH_TOKEN)
-        .json(&json!({"tenant_id": env.tenant, "topic": "tickets", "event": "ticket:close"}))
-        .send()
-        .await
-        .unwrap();
+    let r = env
+        .publish_as(
+            PUBLISH_TOKEN,
+            &json!({"tenant_id": env.tenant, "topic": "tickets", "event": "ticket:close"}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let second: Value = r.json().await.unwrap();
     assert_eq!(second["seq"], 2, "{second}");
 
     let viewer = env.login("viewer", &env.tenant).await;
-    let r = post_json(
-        &viewer,
-        env.at("/api/v2/events"),
-        &json!({"topic": "tickets", "event": "x"}),
-    )
-    .await;
+    let r = env
+        .post_event(&viewer, &json!({"topic": "tickets", "event": "x"}))
+        .await;
     assert_eq!(error_code(r, 403).await, "forbidden");
-    let r = post_json(
-        &admin,
-        env.at("/api/v2/events"),
-        &json!({"topic": "t.>", "event": "x"}),
-    )
-    .await;
+    let r = env
+        .post_event(&admin, &json!({"topic": "t.>", "event": "x"}))
+        .await;
     assert_eq!(error_code(r, 400).await, "bad_request");
-    let r = post_json(
-        &admin,
-        env.at("/api/v2/events"),
-        &json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
-    )
-    .await;
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "tickets", "event": "x", "tenant_id": env.other_tenant}),
+        )
+        .await;
     assert_eq!(error_code(r, 403).await, "forbidden");
-    let r = reqwest::Client::new()
-        .post(env.at("/api/v2/events"))
-        .bearer_auth("wrong-token")
-        .json(&json!({"tenant_id": env.tenant, "topic": "tickets", "event": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = env
+        .publish_as(
+            "wrong-token",
+            &json!({"tenant_id": env.tenant, "topic": "tickets", "event": "x"}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
     // Exactly the two accepted events are in the outbox, seqs 1 and 2; the refused ones left

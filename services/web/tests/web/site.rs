@@ -39,17 +39,10 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
 #[tokio::test]
 async fn ops_endpoints_answer_on_the_ops_port_only() {
     let env = spawn().await;
-    assert_eq!(
-        reqwest::get(env.ops("/healthz")).await.unwrap().status(),
-        200
-    );
+    assert_eq!(status_of(env.ops("/healthz")).await, 200);
     let mut ready = 0;
     for _ in 0..100 {
-        ready = reqwest::get(env.ops("/readyz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        ready = status_of(env.ops("/readyz")).await;
         if ready == 200 {
             break;
         }
@@ -83,13 +76,7 @@ async fn ops_endpoints_answer_on_the_ops_port_only() {
         assert_eq!(error_code(r, 404).await, "not_found", "{path}");
     }
     // Nor does the ops port serve the dashboard or the API.
-    assert_eq!(
-        reqwest::get(env.ops("/api/v2/fleet"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status_of(env.ops("/api/v2/fleet")).await, 404);
     env.finish().await;
 }
 
@@ -155,12 +142,6 @@ async fn a_hung_request_gets_408_and_requests_beyond_the_limit_get_503() {
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(hung.await.unwrap(), 408);
     tx.rollback().await.unwrap();
-    assert_eq!(
-        reqwest::get(env.at("/api/v2/openapi.json"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(env.at("/api/v2/openapi.json")).await, 200);
     env.finish().await;
 }
