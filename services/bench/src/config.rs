@@ -1,10 +1,14 @@
 //! What a bench run does: the scenario, its size, where the gateways and NATS are. Every flag
 //! of the load shapes shared by several scenarios has a `PULSE_BENCH_*` environment variable
 //! (or the variable the services use); the flags of the events scenario alone are
-//! command-line flags, except `DATABASE_URL`.
+//! command-line flags, except `DATABASE_URL`. Bounds are checked as the values are parsed
+//! (`pulse_common::config_value`); what relates several settings is checked by
+//! [`BenchConfig::validate`].
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use pulse_common::config_value::{duration, millis, number, positive, secs};
 
 /// The load shapes `pulse-bench` can drive.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -79,7 +83,8 @@ pub struct BenchConfig {
     pub jwt_secret: String,
 
     /// Clients (connections) in idle, broadcast, telemetry, storm, sweep and events.
-    #[arg(long, env = "PULSE_BENCH_CONNECTIONS", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_BENCH_CONNECTIONS", default_value_t = 1000,
+          value_parser = number::<usize>("PULSE_BENCH_CONNECTIONS", 1..=10_000_000))]
     pub connections: usize,
 
     /// New connections per second while ramping up; 0: as fast as `--connect-concurrency`
@@ -88,30 +93,31 @@ pub struct BenchConfig {
     pub connect_rate: f64,
 
     /// Connection setups (TCP, upgrade, subscribe ack) in flight at once while ramping.
-    #[arg(long, env = "PULSE_BENCH_CONNECT_CONCURRENCY", default_value_t = 128)]
+    #[arg(long, env = "PULSE_BENCH_CONNECT_CONCURRENCY", default_value_t = 128,
+          value_parser = number::<usize>("PULSE_BENCH_CONNECT_CONCURRENCY", 1..=1_000_000))]
     pub connect_concurrency: usize,
 
     /// Tenants the clients of idle, churn and storm are spread over (broadcast and telemetry
     /// use one tenant).
-    #[arg(long, env = "PULSE_BENCH_TENANTS", default_value_t = 10)]
+    #[arg(long, env = "PULSE_BENCH_TENANTS", default_value_t = 10,
+          value_parser = number::<usize>("PULSE_BENCH_TENANTS", 1..=1_000_000))]
     pub tenants: usize,
 
     /// How long to hold (idle, storm) or publish (broadcast, telemetry, each sweep stage,
     /// events).
-    #[arg(long, env = "PULSE_BENCH_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "PULSE_BENCH_SECONDS", default_value_t = 10.0,
+          value_parser = positive("PULSE_BENCH_SECONDS"))]
     pub seconds: f64,
 
     /// broadcast, sweep: messages per second on the tenant's alerts subject.
-    #[arg(long, env = "PULSE_BENCH_MSGS_PER_SECOND", default_value_t = 10.0)]
+    #[arg(long, env = "PULSE_BENCH_MSGS_PER_SECOND", default_value_t = 10.0,
+          value_parser = positive("PULSE_BENCH_MSGS_PER_SECOND"))]
     pub msgs_per_second: f64,
 
     /// sweep: the publish rates tried in turn, messages per second.
-    #[arg(
-        long,
-        env = "PULSE_BENCH_SWEEP_RATES",
-        value_delimiter = ',',
-        default_value = "10,12,14,16,18,20,25,30,40,60"
-    )]
+    #[arg(long, env = "PULSE_BENCH_SWEEP_RATES", value_delimiter = ',',
+          default_value = "10,12,14,16,18,20,25,30,40,60",
+          value_parser = positive("PULSE_BENCH_SWEEP_RATES"))]
     pub sweep_rates: Vec<f64>,
 
     /// sweep: stop after the first stage whose p99 exceeds this (or that lost more than a
@@ -120,23 +126,28 @@ pub struct BenchConfig {
     pub sweep_p99_limit_ms: f64,
 
     /// telemetry: devices publishing.
-    #[arg(long, env = "PULSE_BENCH_DEVICES", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_BENCH_DEVICES", default_value_t = 1000,
+          value_parser = number::<usize>("PULSE_BENCH_DEVICES", 1..=10_000_000))]
     pub devices: usize,
 
     /// telemetry: devices each client subscribes to.
-    #[arg(long, env = "PULSE_BENCH_PER_CLIENT", default_value_t = 5)]
+    #[arg(long, env = "PULSE_BENCH_PER_CLIENT", default_value_t = 5,
+          value_parser = number::<usize>("PULSE_BENCH_PER_CLIENT", 1..=10_000_000))]
     pub per_client: usize,
 
     /// telemetry: readings per second per device.
-    #[arg(long, env = "PULSE_BENCH_HZ", default_value_t = 1.0)]
+    #[arg(long, env = "PULSE_BENCH_HZ", default_value_t = 1.0,
+          value_parser = positive("PULSE_BENCH_HZ"))]
     pub hz: f64,
 
     /// churn: connect / subscribe / close cycles in all.
-    #[arg(long, env = "PULSE_BENCH_CYCLES", default_value_t = 100_000)]
+    #[arg(long, env = "PULSE_BENCH_CYCLES", default_value_t = 100_000,
+          value_parser = number::<u64>("PULSE_BENCH_CYCLES", 1..=1_000_000_000))]
     pub cycles: u64,
 
     /// churn: cycles running at once.
-    #[arg(long, env = "PULSE_BENCH_CHURN_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "PULSE_BENCH_CHURN_CONCURRENCY", default_value_t = 64,
+          value_parser = number::<usize>("PULSE_BENCH_CHURN_CONCURRENCY", 1..=1_000_000))]
     pub churn_concurrency: usize,
 
     /// events: PostgreSQL, where the bench writes events into the outbox (the poller relays
@@ -145,11 +156,11 @@ pub struct BenchConfig {
     pub database_url: Option<String>,
 
     /// events: events per second written with `pulse_emit_event`.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = positive("--events-per-second"))]
     pub events_per_second: f64,
 
     /// events: PostgreSQL connections writing events, each with one insert in flight.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = number::<u32>("--db-connections", 1..=1000))]
     pub db_connections: u32,
 
     /// events: a gateway process to kill (SIGKILL) while events flow; its clients resume on
@@ -184,16 +195,15 @@ pub struct BenchConfig {
     pub payload_bytes: usize,
 
     /// After the last publish, how long to wait for stragglers before counting losses.
-    #[arg(long, env = "PULSE_BENCH_GRACE_MS", default_value_t = 2000)]
-    pub grace_ms: u64,
+    #[arg(long = "grace-ms", value_name = "GRACE_MS", env = "PULSE_BENCH_GRACE_MS", default_value = "2000",
+          value_parser = millis("PULSE_BENCH_GRACE_MS", Duration::ZERO, secs(3600)))]
+    grace: Duration,
 
     /// A connection setup or reconnect that takes longer than this counts as failed.
-    #[arg(
-        long,
-        env = "PULSE_BENCH_CONNECT_TIMEOUT_SECONDS",
-        default_value_t = 30
-    )]
-    pub connect_timeout_seconds: u64,
+    #[arg(long = "connect-timeout-seconds", value_name = "CONNECT_TIMEOUT_SECONDS",
+          env = "PULSE_BENCH_CONNECT_TIMEOUT_SECONDS", default_value = "30",
+          value_parser = duration("PULSE_BENCH_CONNECT_TIMEOUT_SECONDS", secs(1), secs(3600)))]
+    connect_timeout: Duration,
 
     /// Bind each client socket to its own address in 127.0.0.0/8 before connecting, so tens
     /// of thousands of connections fit the ephemeral port range. Needs loopback gateways.
@@ -202,7 +212,8 @@ pub struct BenchConfig {
 
     /// Client-side WebSocket read buffer per connection, in bytes (tungstenite zero-fills it
     /// before every read, so larger costs CPU per frame).
-    #[arg(long, env = "PULSE_BENCH_READ_BUFFER_BYTES", default_value_t = 2048)]
+    #[arg(long, env = "PULSE_BENCH_READ_BUFFER_BYTES", default_value_t = 2048,
+          value_parser = number::<usize>("PULSE_BENCH_READ_BUFFER_BYTES", 1..=16 * 1024 * 1024))]
     pub read_buffer_bytes: usize,
 
     /// Tenant id prefix; each run adds a random suffix, so no other data mixes in.
@@ -228,15 +239,13 @@ pub struct BenchConfig {
     pub shard: usize,
 
     /// Shards (processes) in the run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = number::<usize>("--shards", 1..=10_000))]
     pub shards: usize,
 }
 
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0} must be positive")]
-    NotPositive(&'static str),
     #[error("--gateway: at least one URL is needed")]
     NoGateway,
     #[error("--gateway {0:?} must be a ws:// URL")]
@@ -277,28 +286,6 @@ impl BenchConfig {
         }
         if self.jwt_secret.len() < 32 {
             return Err(ConfigError::WeakSecret);
-        }
-        let positive = [
-            ("--connections", self.connections as f64),
-            ("--connect-concurrency", self.connect_concurrency as f64),
-            ("--tenants", self.tenants as f64),
-            ("--seconds", self.seconds),
-            ("--msgs-per-second", self.msgs_per_second),
-            ("--devices", self.devices as f64),
-            ("--per-client", self.per_client as f64),
-            ("--hz", self.hz),
-            ("--cycles", self.cycles as f64),
-            ("--churn-concurrency", self.churn_concurrency as f64),
-            ("--shards", self.shards as f64),
-            ("--read-buffer-bytes", self.read_buffer_bytes as f64),
-            ("--events-per-second", self.events_per_second),
-            ("--db-connections", f64::from(self.db_connections)),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
-            return Err(ConfigError::NotPositive(name));
-        }
-        if self.sweep_rates.iter().any(|r| r.is_nan() || *r <= 0.0) {
-            return Err(ConfigError::NotPositive("--sweep-rates"));
         }
         if self.shard >= self.shards {
             return Err(ConfigError::Shard {
@@ -372,11 +359,11 @@ impl BenchConfig {
     }
 
     pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.grace_ms)
+        self.grace
     }
 
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_seconds)
+        self.connect_timeout
     }
 
     /// Processes to use: `--processes`, or one per 15,000 connections when it is 0.
@@ -385,5 +372,119 @@ impl BenchConfig {
             0 => self.connections.div_ceil(15_000).max(1),
             n => n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: BenchConfig,
+    }
+
+    const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes";
+
+    fn parse(args: &[&str]) -> Result<BenchConfig, String> {
+        let mut argv = vec!["pulse-bench", "broadcast", "--jwt-secret", SECRET];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map(|cli| cli.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.connections, 1000);
+        assert_eq!(c.seconds(), Duration::from_secs(10));
+        assert_eq!(c.grace(), Duration::from_millis(2000));
+        assert_eq!(c.connect_timeout(), Duration::from_secs(30));
+        assert_eq!(c.sweep_rates.len(), 10);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_read_their_unit() {
+        let c = parse(&["--grace-ms", "250", "--connect-timeout-seconds", "20"]).unwrap();
+        assert_eq!(c.grace(), Duration::from_millis(250));
+        assert_eq!(c.connect_timeout(), Duration::from_secs(20));
+        let c = parse(&["--seconds", "2.5"]).unwrap();
+        assert_eq!(c.seconds(), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn bounds_are_checked_as_flags_are_parsed_naming_the_setting() {
+        for (flag, value, expected) in [
+            (
+                "--connections",
+                "0",
+                "PULSE_BENCH_CONNECTIONS must be between 1 and",
+            ),
+            (
+                "--tenants",
+                "0",
+                "PULSE_BENCH_TENANTS must be between 1 and",
+            ),
+            (
+                "--seconds",
+                "0",
+                "PULSE_BENCH_SECONDS must be a number above 0, got \"0\"",
+            ),
+            ("--hz", "NaN", "PULSE_BENCH_HZ must be a number above 0"),
+            (
+                "--sweep-rates",
+                "10,0",
+                "PULSE_BENCH_SWEEP_RATES must be a number above 0",
+            ),
+            (
+                "--read-buffer-bytes",
+                "0",
+                "PULSE_BENCH_READ_BUFFER_BYTES must be between 1 and",
+            ),
+            (
+                "--events-per-second",
+                "0",
+                "--events-per-second must be a number above 0",
+            ),
+            (
+                "--db-connections",
+                "0",
+                "--db-connections must be between 1 and",
+            ),
+            ("--shards", "0", "--shards must be between 1 and"),
+            (
+                "--grace-ms",
+                "2h",
+                "PULSE_BENCH_GRACE_MS must be between 0s and 1h",
+            ),
+            (
+                "--connect-timeout-seconds",
+                "0",
+                "PULSE_BENCH_CONNECT_TIMEOUT_SECONDS must be between 1s and 1h",
+            ),
+        ] {
+            let message = parse(&[flag, value]).unwrap_err();
+            assert!(
+                message.contains(expected),
+                "{flag} {value}: expected {expected:?} in {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_relate_are_checked_together() {
+        let err = parse(&["--shard", "2", "--shards", "2"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--shard 2 must be below --shards 2");
+        let mut c = parse(&["--devices", "4", "--per-client", "5"]).unwrap();
+        c.scenario = Scenario::Telemetry;
+        assert!(matches!(c.validate(), Err(ConfigError::PerClient { .. })));
     }
 }

@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use pulse_bench::{BenchConfig, Report};
-use pulse_common::telemetry::{self, LogFormat};
+use pulse_common::telemetry::LogArgs;
 
 #[derive(Parser)]
 #[command(name = "pulse-bench", version, about, args_override_self = true)]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text", global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     /// Worker threads of the client runtime; 1 runs every client on one thread (the
     /// publisher always has a thread of its own). Two keep up with a 50,000 frames/s burst on
@@ -44,7 +43,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("pulse-bench", cli.log_format)?;
+    let _telemetry = cli.log.init("pulse-bench")?;
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,7 +1,8 @@
 //! Clap value parsers for the services' settings, so a configuration is checked once, when it
-//! is parsed, and carried typed from there on: a number within its bounds, a duration (`30s`,
-//! `5m`, or whole seconds) within its bounds. Each error names the environment variable, which
-//! is how operators set them:
+//! is parsed, and carried typed from there on: a whole number within its bounds, a positive
+//! number that may have a fraction, a duration (`30s`, `5m`, or whole seconds) within its
+//! bounds. Each error names the environment variable, which is how operators set them (or the
+//! flag, for a setting that has no variable):
 //!
 //! ```text
 //! #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "8",
@@ -47,6 +48,16 @@ where
     }
 }
 
+/// A number above zero that may have a fraction (a rate, or seconds), as `f64`.
+pub fn positive(
+    var: &'static str,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |raw| match raw.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{var} must be a number above 0, got {raw:?}")),
+    }
+}
+
 /// A duration between `min` and `max`: `90s`, `15m`, `1h 30m`, or whole seconds.
 pub fn duration(
     var: &'static str,
@@ -63,14 +74,10 @@ pub fn millis(
     min: Duration,
     max: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
-    let within = duration::within(min, max);
-    move |raw| {
-        let raw = raw.trim();
-        let parsed = match raw.parse::<u64>() {
-            Ok(ms) => within(&format!("{ms}ms")),
-            Err(_) => within(raw),
-        };
-        parsed.map_err(|e| format!("{var} {e}"))
+    let within = duration(var, min, max);
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(ms) => within(&format!("{ms}ms")),
+        Err(_) => within(raw),
     }
 }
 
@@ -92,6 +99,19 @@ mod tests {
         );
         assert!(p("-1").is_err());
         assert!(number::<u8>("PULSE_Y", 0..=1000)("300").is_err());
+    }
+
+    #[test]
+    fn positive_numbers_may_have_a_fraction() {
+        let p = positive("PULSE_RATE");
+        assert_eq!(p("2.5"), Ok(2.5));
+        assert_eq!(p(" 10 "), Ok(10.0));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert_eq!(
+                p(bad).unwrap_err(),
+                format!("PULSE_RATE must be a number above 0, got {bad:?}")
+            );
+        }
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub fn from_args(addr_var: &str, default_addr: &str) -> Option<i32> {
     }
 }
 
+/// Like [`from_args`], for the first line of `main`: when the command line is
+/// `healthcheck [live]`, runs the check and exits with its code.
+pub fn exit_if_asked(addr_var: &str, default_addr: &str) {
+    if let Some(code) = from_args(addr_var, default_addr) {
+        std::process::exit(code);
+    }
+}
+
 /// A service listening on every interface is asked on the loopback one.
 fn local(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {

@@ -1,12 +1,13 @@
 //! What every service does as it starts, written once: a stop token cancelled when the
-//! shutdown signal comes, a metrics registry that already holds the process metrics, a listener
-//! whose error names the variable to fix, and NATS's link state mirrored into readiness.
+//! shutdown signal comes, a metrics registry that already holds the process metrics (and
+//! registers each of the service's own as it is made), a listener whose error names the
+//! variable to fix, and NATS's link state mirrored into readiness.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,18 @@ pub fn registry() -> Registry {
     let mut registry = Registry::default();
     crate::process::register(&mut registry);
     registry
+}
+
+/// Registers `metric` in `registry` as `name` and hands it back, so each of a service's
+/// metrics is made and registered in one expression.
+pub fn register<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Pending connections the kernel may queue before they are accepted (capped by

@@ -35,6 +35,21 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The `--log-format` flag of every binary; global, so it may follow a subcommand too.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LogArgs {
+    /// Log format: text or json.
+    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber for `service` in this format; see [`init`].
+    pub fn init(&self, service: &'static str) -> anyhow::Result<TelemetryGuard> {
+        init(service, self.log_format)
+    }
+}
+
 /// Keeps the trace pipeline alive; dropping it flushes buffered spans.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`mod@migrate`]: applies `migrations/` (the repository root's folder, compiled in), serialised
 //!   between concurrent runs by sqlx's advisory lock.
-//! - [`pool`]: connection pools that connect on first use and work as a service's own role.
+//! - [`pool`]: connection pools that connect on first use and work as a service's own role,
+//!   and the `DATABASE_URL` flag they are made from.
 //! - [`roles`]: the roles of migrations/20261201000004_service_roles.sql, and transactions on
 //!   behalf of one tenant.
 //! - [`settings`]: `pulse_settings`, written by the poller and read by the web service and the
@@ -21,7 +22,7 @@ pub mod roles;
 pub mod settings;
 
 pub use migrate::migrate;
-pub use pool::lazy_pool;
+pub use pool::{DatabaseArgs, InvalidDatabaseUrl, check_url, lazy_pool};
 
 /// What can go wrong setting up or changing the database.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use pulse_common::startup::register;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct TenantLabel {
@@ -42,124 +43,123 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            connections: Gauge::default(),
-            tenant_connections: Family::default(),
-            closes: Family::default(),
-            subscriptions: Gauge::default(),
-            nats_subscriptions: Gauge::default(),
-            messages_in: Counter::default(),
-            messages_out: Counter::default(),
-            bytes_out: Counter::default(),
-            conflated: Counter::default(),
-            slow_consumer_closes: Counter::default(),
-            nats_slow_consumer: Counter::default(),
-            auth_failures: Family::default(),
-            client_errors: Family::default(),
-            fanout_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
-            events_delivered: Counter::default(),
-            events_duplicate: Counter::default(),
-            events_filled: Counter::default(),
-            events_replayed: Counter::default(),
-            event_resets: Counter::default(),
-        };
         let r = registry.sub_registry_with_prefix("pulse_gateway");
-        r.register(
-            "connections",
-            "Open WebSocket connections",
-            m.connections.clone(),
-        );
-        r.register(
-            "tenant_connections",
-            "Open WebSocket connections per tenant",
-            m.tenant_connections.clone(),
-        );
-        r.register(
-            "closes",
-            "Connections closed, by close code",
-            m.closes.clone(),
-        );
-        r.register(
-            "subscriptions",
-            "Client subscriptions across all connections",
-            m.subscriptions.clone(),
-        );
-        r.register(
-            "nats_subscriptions",
-            "NATS subscriptions held (one per subject in use)",
-            m.nats_subscriptions.clone(),
-        );
-        r.register(
-            "messages_in",
-            "Messages received from NATS",
-            m.messages_in.clone(),
-        );
-        r.register(
-            "messages_out",
-            "Frames written to clients",
-            m.messages_out.clone(),
-        );
-        r.register(
-            "bytes_out",
-            "Payload bytes written to clients",
-            m.bytes_out.clone(),
-        );
-        r.register(
-            "conflated",
-            "Snapshot frames replaced by a newer one before a slow client read them",
-            m.conflated.clone(),
-        );
-        r.register(
-            "slow_consumer_closes",
-            "Connections closed with 4008 for falling behind on events",
-            m.slow_consumer_closes.clone(),
-        );
-        r.register(
-            "nats_slow_consumer",
-            "Messages NATS dropped because a subscription's buffer was full",
-            m.nats_slow_consumer.clone(),
-        );
-        r.register(
-            "auth_failures",
-            "Refused connections, by reason",
-            m.auth_failures.clone(),
-        );
-        r.register(
-            "client_errors",
-            "Error replies sent to clients, by code",
-            m.client_errors.clone(),
-        );
-        r.register(
-            "fanout_latency_seconds",
-            "Time from NATS receive to the frame written to the client's socket",
-            m.fanout_latency.clone(),
-        );
-        r.register(
-            "events_delivered",
-            "Events delivered in seq order to this instance's subscribers of a topic",
-            m.events_delivered.clone(),
-        );
-        r.register(
-            "events_duplicate",
-            "Events received again (a relay repeated after a failover, or read back before they arrived live) and dropped",
-            m.events_duplicate.clone(),
-        );
-        r.register(
-            "events_filled",
-            "Events missing on the live path and read back from the events stream",
-            m.events_filled.clone(),
-        );
-        r.register(
-            "events_replayed",
-            "Events replayed to clients that subscribed with since",
-            m.events_replayed.clone(),
-        );
-        r.register(
-            "event_resets",
-            "events_reset messages sent: events a client asked for could not be delivered",
-            m.event_resets.clone(),
-        );
-        m
+        Metrics {
+            connections: register(
+                r,
+                "connections",
+                "Open WebSocket connections",
+                Gauge::default(),
+            ),
+            tenant_connections: register(
+                r,
+                "tenant_connections",
+                "Open WebSocket connections per tenant",
+                Family::default(),
+            ),
+            closes: register(
+                r,
+                "closes",
+                "Connections closed, by close code",
+                Family::default(),
+            ),
+            subscriptions: register(
+                r,
+                "subscriptions",
+                "Client subscriptions across all connections",
+                Gauge::default(),
+            ),
+            nats_subscriptions: register(
+                r,
+                "nats_subscriptions",
+                "NATS subscriptions held (one per subject in use)",
+                Gauge::default(),
+            ),
+            messages_in: register(
+                r,
+                "messages_in",
+                "Messages received from NATS",
+                Counter::default(),
+            ),
+            messages_out: register(
+                r,
+                "messages_out",
+                "Frames written to clients",
+                Counter::default(),
+            ),
+            bytes_out: register(
+                r,
+                "bytes_out",
+                "Payload bytes written to clients",
+                Counter::default(),
+            ),
+            conflated: register(
+                r,
+                "conflated",
+                "Snapshot frames replaced by a newer one before a slow client read them",
+                Counter::default(),
+            ),
+            slow_consumer_closes: register(
+                r,
+                "slow_consumer_closes",
+                "Connections closed with 4008 for falling behind on events",
+                Counter::default(),
+            ),
+            nats_slow_consumer: register(
+                r,
+                "nats_slow_consumer",
+                "Messages NATS dropped because a subscription's buffer was full",
+                Counter::default(),
+            ),
+            auth_failures: register(
+                r,
+                "auth_failures",
+                "Refused connections, by reason",
+                Family::default(),
+            ),
+            client_errors: register(
+                r,
+                "client_errors",
+                "Error replies sent to clients, by code",
+                Family::default(),
+            ),
+            fanout_latency: register(
+                r,
+                "fanout_latency_seconds",
+                "Time from NATS receive to the frame written to the client's socket",
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            ),
+            events_delivered: register(
+                r,
+                "events_delivered",
+                "Events delivered in seq order to this instance's subscribers of a topic",
+                Counter::default(),
+            ),
+            events_duplicate: register(
+                r,
+                "events_duplicate",
+                "Events received again (a relay repeated after a failover, or read back before they arrived live) and dropped",
+                Counter::default(),
+            ),
+            events_filled: register(
+                r,
+                "events_filled",
+                "Events missing on the live path and read back from the events stream",
+                Counter::default(),
+            ),
+            events_replayed: register(
+                r,
+                "events_replayed",
+                "Events replayed to clients that subscribed with since",
+                Counter::default(),
+            ),
+            event_resets: register(
+                r,
+                "event_resets",
+                "events_reset messages sent: events a client asked for could not be delivered",
+                Counter::default(),
+            ),
+        }
     }
 
     pub fn closed(&self, code: u16) {

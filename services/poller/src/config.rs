@@ -3,17 +3,18 @@
 //! by [`PollerConfig::validate`] at start.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use pulse_common::config_value::{duration, millis, ms, number, secs};
-use sqlx::postgres::PgConnectOptions;
 
 const DAY: u64 = 86_400;
 
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PollerConfig {
+    // Not `pulse_db::DatabaseArgs` flattened: `pulse-poller` tells whether it was given this
+    // configuration from whether any of its own flags were, and clap does not look into a
+    // group nested in an optional one.
     /// PostgreSQL connection string.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
@@ -115,8 +116,8 @@ pub struct PollerConfig {
 /// A configuration value that cannot work, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
-    DatabaseUrl(String),
+    #[error(transparent)]
+    DatabaseUrl(#[from] pulse_db::InvalidDatabaseUrl),
     #[error("NATS_URL is empty")]
     NatsUrl,
     #[error("{first} and {second} are both set and disagree; set only {first}")]
@@ -135,15 +136,7 @@ pub enum ConfigError {
 impl PollerConfig {
     /// Checks every value; the error names the variable to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::DatabaseUrl(
-                "expected postgres://user@host:port/database".into(),
-            ));
-        }
-        PgConnectOptions::from_str(&self.database_url)
-            .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+        pulse_db::check_url(&self.database_url)?;
         if self.nats_url.trim().is_empty() {
             return Err(ConfigError::NatsUrl);
         }
@@ -199,6 +192,19 @@ mod tests {
         assert_eq!(c.telemetry_interval, Duration::from_millis(1000));
         assert_eq!(c.alerts_cap, 100);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_run_configuration_is_seen_from_the_database_url_alone() {
+        // `pulse-poller` with no subcommand reads an optional `PollerConfig`.
+        #[derive(clap::Parser)]
+        struct Optional {
+            #[command(flatten)]
+            run: Option<PollerConfig>,
+        }
+        let cli = Optional::try_parse_from(["pulse-poller", "--database-url", "postgres://u@h/db"])
+            .unwrap();
+        assert!(cli.run.is_some());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `pulse-poller`: wires configuration, telemetry and the server; the work is in the library.
 
 use clap::{Parser, Subcommand};
-use pulse_common::telemetry::{self, LogFormat};
+use pulse_common::telemetry::LogArgs;
 use pulse_poller::PollerConfig;
 
 #[derive(Parser)]
@@ -13,9 +13,8 @@ use pulse_poller::PollerConfig;
     subcommand_negates_reqs = true
 )]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text", global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,27 +29,18 @@ enum Command {
     /// Publish changes (the default when no command is given).
     Run(PollerConfig),
     /// Apply the database migrations, then exit. Safe to run any number of times.
-    Migrate(DatabaseArgs),
-}
-
-#[derive(clap::Args)]
-struct DatabaseArgs {
-    /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    Migrate(pulse_db::DatabaseArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if let Some(code) = pulse_common::healthcheck::from_args("PULSE_POLLER_ADDR", "0.0.0.0:9090") {
-        std::process::exit(code);
-    }
+    pulse_common::healthcheck::exit_if_asked("PULSE_POLLER_ADDR", "0.0.0.0:9090");
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("pulse-poller", cli.log_format)?;
+    let _telemetry = cli.log.init("pulse-poller")?;
     match (cli.command, cli.run) {
         (Some(Command::Run(config)), _) | (None, Some(config)) => run(config).await,
         (Some(Command::Migrate(db)), _) => {
-            let pool = pulse_db::lazy_pool(&db.database_url, 1, None)?;
+            let pool = pulse_db::lazy_pool(&db.url, 1, None)?;
             pulse_db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use pulse_common::startup::register;
 
 /// What a publish carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,70 +105,72 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them under the `pulse_poller` prefix.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            publishes: Family::default(),
-            unchanged: Family::default(),
-            trimmed: Family::default(),
-            query_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
-            notifications: Counter::default(),
-            errors: Family::default(),
-            active: Gauge::default(),
-            tenants: Gauge::default(),
-            telemetry_rows: Counter::default(),
-            relay_backlog: Gauge::default(),
-            relay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-        };
         let r = registry.sub_registry_with_prefix("pulse_poller");
-        r.register(
-            "publishes",
-            "Messages published to NATS and acknowledged by JetStream",
-            m.publishes.clone(),
-        );
-        r.register(
-            "unchanged",
-            "Snapshots read but not published because nothing changed",
-            m.unchanged.clone(),
-        );
-        r.register(
-            "trimmed",
-            "Snapshots that listed fewer items than their cap to fit the NATS server's max_payload",
-            m.trimmed.clone(),
-        );
-        r.register(
-            "query_seconds",
-            "Database read latency",
-            m.query_seconds.clone(),
-        );
-        r.register(
-            "notifications",
-            "Change notifications received from PostgreSQL",
-            m.notifications.clone(),
-        );
-        r.register("errors", "Errors by stage", m.errors.clone());
-        r.register(
-            "active",
-            "1 while this instance is the active poller, 0 on standby",
-            m.active.clone(),
-        );
-        r.register("tenants", "Tenants known to the poller", m.tenants.clone());
-        r.register(
-            "telemetry_rows",
-            "Telemetry readings published as a device's latest",
-            m.telemetry_rows.clone(),
-        );
-        r.register(
-            "relay_backlog",
-            "Events still waiting in the outbox after the last relay pass",
-            m.relay_backlog.clone(),
-        );
-        r.register(
-            "relay_seconds",
-            "Time from an event's creation to its acknowledgement by JetStream",
-            m.relay_seconds.clone(),
-        );
-        m
+        Metrics {
+            publishes: register(
+                r,
+                "publishes",
+                "Messages published to NATS and acknowledged by JetStream",
+                Family::default(),
+            ),
+            unchanged: register(
+                r,
+                "unchanged",
+                "Snapshots read but not published because nothing changed",
+                Family::default(),
+            ),
+            trimmed: register(
+                r,
+                "trimmed",
+                "Snapshots that listed fewer items than their cap to fit the NATS server's max_payload",
+                Family::default(),
+            ),
+            query_seconds: register(
+                r,
+                "query_seconds",
+                "Database read latency",
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+                }),
+            ),
+            notifications: register(
+                r,
+                "notifications",
+                "Change notifications received from PostgreSQL",
+                Counter::default(),
+            ),
+            errors: register(r, "errors", "Errors by stage", Family::default()),
+            active: register(
+                r,
+                "active",
+                "1 while this instance is the active poller, 0 on standby",
+                Gauge::default(),
+            ),
+            tenants: register(
+                r,
+                "tenants",
+                "Tenants known to the poller",
+                Gauge::default(),
+            ),
+            telemetry_rows: register(
+                r,
+                "telemetry_rows",
+                "Telemetry readings published as a device's latest",
+                Counter::default(),
+            ),
+            relay_backlog: register(
+                r,
+                "relay_backlog",
+                "Events still waiting in the outbox after the last relay pass",
+                Gauge::default(),
+            ),
+            relay_seconds: register(
+                r,
+                "relay_seconds",
+                "Time from an event's creation to its acknowledgement by JetStream",
+                Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            ),
+        }
     }
 
     pub fn published(&self, kind: Kind, n: u64) {

@@ -33,13 +33,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most rows deleted by one statement, so pruning never holds long locks.
 const PRUNE_BATCH: i64 = 10_000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Publish(#[from] publisher::PublishError),
-}
+/// A relay pass fails the way an engine cycle does: reading the database, or publishing.
+pub use crate::engine::CycleError as RelayError;
 
 /// One outbox row.
 #[derive(sqlx::FromRow)]

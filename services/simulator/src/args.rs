@@ -1,12 +1,13 @@
 //! The simulator's command line: what to simulate and how fast. Every flag has an environment
 //! variable (`PULSE_SIM_*`, `PULSE_DEMO_PASSWORD`), and a value that cannot work is refused at
-//! start with the variable to fix.
+//! start with the variable to fix: bounds as the values are parsed
+//! (`pulse_common::config_value`), the rest by [`SimulateArgs::validate`].
 
 use std::collections::HashSet;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use pulse_common::config_value::number;
 
 /// What to simulate and how fast.
 #[derive(clap::Args, Debug, Clone)]
@@ -21,15 +22,18 @@ pub struct SimulateArgs {
     pub tenants: Vec<String>,
 
     /// Devices per tenant.
-    #[arg(long, env = "PULSE_SIM_DEVICES", default_value_t = 300)]
+    #[arg(long, env = "PULSE_SIM_DEVICES", default_value_t = 300,
+          value_parser = number::<u32>("PULSE_SIM_DEVICES", 1..=100_000))]
     pub devices: u32,
 
     /// Sites per tenant; devices are spread over them round-robin.
-    #[arg(long, env = "PULSE_SIM_SITES", default_value_t = 6)]
+    #[arg(long, env = "PULSE_SIM_SITES", default_value_t = 6,
+          value_parser = number::<u32>("PULSE_SIM_SITES", 1..=1_000))]
     pub sites: u32,
 
     /// Milliseconds between two telemetry writes.
-    #[arg(long, env = "PULSE_SIM_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_SIM_INTERVAL_MS", default_value_t = 1000,
+          value_parser = number::<u64>("PULSE_SIM_INTERVAL_MS", 50..=60_000))]
     pub interval_ms: u64,
 
     /// Password of every demo user (used only when a user is created).
@@ -47,9 +51,6 @@ pub struct SimulateArgs {
 }
 
 pub(crate) const DEFAULT_PASSWORD: &str = "pulse-demo";
-const MAX_DEVICES: u32 = 100_000;
-const MAX_SITES: u32 = 1_000;
-const INTERVAL_MS: RangeInclusive<u64> = 50..=60_000;
 
 impl SimulateArgs {
     /// Checks every value; the error names the variable to fix.
@@ -69,12 +70,6 @@ impl SimulateArgs {
                 );
             }
         }
-        in_range(
-            "PULSE_SIM_DEVICES",
-            self.devices.into(),
-            1..=MAX_DEVICES.into(),
-        )?;
-        in_range("PULSE_SIM_SITES", self.sites.into(), 1..=MAX_SITES.into())?;
         if self.sites > self.devices {
             bail!(
                 "PULSE_SIM_SITES ({}) must not exceed PULSE_SIM_DEVICES ({})",
@@ -82,7 +77,6 @@ impl SimulateArgs {
                 self.devices
             );
         }
-        in_range("PULSE_SIM_INTERVAL_MS", self.interval_ms, INTERVAL_MS)?;
         if self.password.is_empty() {
             bail!("PULSE_DEMO_PASSWORD is empty");
         }
@@ -91,18 +85,6 @@ impl SimulateArgs {
 
     pub(crate) fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
-    }
-}
-
-fn in_range(name: &str, value: u64, range: RangeInclusive<u64>) -> anyhow::Result<()> {
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        bail!(
-            "{name} must be between {} and {}, got {value}",
-            range.start(),
-            range.end()
-        )
     }
 }
 
@@ -125,21 +107,29 @@ mod tests {
         format!("{:#}", args.validate().unwrap_err())
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimulateArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SimulateArgs, String> {
+        use clap::Parser;
+        let argv = std::iter::once("x").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|cli| cli.sim)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn defaults_are_valid() {
         args().validate().unwrap();
+        parse(&[]).unwrap().validate().unwrap();
     }
 
     #[test]
     fn clap_reads_flags_and_splits_tenants() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            sim: SimulateArgs,
-        }
-        let cli = Cli::try_parse_from([
-            "x",
+        let sim = parse(&[
             "--tenants",
             "a,b,c",
             "--devices",
@@ -151,12 +141,65 @@ mod tests {
             "--seed-only",
         ])
         .unwrap();
-        assert_eq!(cli.sim.tenants, ["a", "b", "c"]);
-        assert_eq!(
-            (cli.sim.devices, cli.sim.sites, cli.sim.interval_ms),
-            (12, 3, 250)
-        );
-        assert!(cli.sim.seed_only);
+        assert_eq!(sim.tenants, ["a", "b", "c"]);
+        assert_eq!((sim.devices, sim.sites, sim.interval_ms), (12, 3, 250));
+        assert!(sim.seed_only);
+    }
+
+    #[test]
+    fn bounds_are_checked_as_flags_are_parsed_naming_the_variable() {
+        for (flag, value, expected) in [
+            (
+                "--devices",
+                "0",
+                "PULSE_SIM_DEVICES must be between 1 and 100000, got 0",
+            ),
+            (
+                "--devices",
+                "100001",
+                "PULSE_SIM_DEVICES must be between 1 and 100000, got 100001",
+            ),
+            (
+                "--sites",
+                "0",
+                "PULSE_SIM_SITES must be between 1 and 1000, got 0",
+            ),
+            (
+                "--sites",
+                "1001",
+                "PULSE_SIM_SITES must be between 1 and 1000, got 1001",
+            ),
+            (
+                "--interval-ms",
+                "49",
+                "PULSE_SIM_INTERVAL_MS must be between 50 and 60000, got 49",
+            ),
+            (
+                "--interval-ms",
+                "60001",
+                "PULSE_SIM_INTERVAL_MS must be between 50 and 60000, got 60001",
+            ),
+        ] {
+            let message = parse(&[flag, value]).unwrap_err();
+            assert!(
+                message.contains(expected),
+                "{flag} {value}: expected {expected:?} in {message:?}"
+            );
+        }
+        // The edges themselves are accepted.
+        for edges in [
+            ["--devices", "1", "--sites", "1", "--interval-ms", "50"],
+            [
+                "--devices",
+                "100000",
+                "--sites",
+                "1000",
+                "--interval-ms",
+                "60000",
+            ],
+        ] {
+            parse(&edges).unwrap().validate().unwrap();
+        }
     }
 
     #[test]
@@ -199,51 +242,11 @@ mod tests {
             ),
             (
                 SimulateArgs {
-                    devices: 0,
-                    ..args()
-                },
-                "PULSE_SIM_DEVICES must be between 1 and 100000, got 0",
-            ),
-            (
-                SimulateArgs {
-                    devices: 100_001,
-                    ..args()
-                },
-                "PULSE_SIM_DEVICES must be between 1 and 100000, got 100001",
-            ),
-            (
-                SimulateArgs { sites: 0, ..args() },
-                "PULSE_SIM_SITES must be between 1 and 1000, got 0",
-            ),
-            (
-                SimulateArgs {
-                    sites: 1001,
-                    devices: 5000,
-                    ..args()
-                },
-                "PULSE_SIM_SITES must be between 1 and 1000, got 1001",
-            ),
-            (
-                SimulateArgs {
                     devices: 5,
                     sites: 6,
                     ..args()
                 },
                 "PULSE_SIM_SITES (6) must not exceed PULSE_SIM_DEVICES (5)",
-            ),
-            (
-                SimulateArgs {
-                    interval_ms: 49,
-                    ..args()
-                },
-                "PULSE_SIM_INTERVAL_MS must be between 50 and 60000, got 49",
-            ),
-            (
-                SimulateArgs {
-                    interval_ms: 60_001,
-                    ..args()
-                },
-                "PULSE_SIM_INTERVAL_MS must be between 50 and 60000, got 60001",
             ),
             (
                 SimulateArgs {
@@ -260,26 +263,12 @@ mod tests {
                 "{bad:?}: expected {expected:?} in {message:?}"
             );
         }
-        // The edges themselves are accepted.
-        for ok in [
-            SimulateArgs {
-                devices: 1,
-                sites: 1,
-                interval_ms: 50,
-                ..args()
-            },
-            SimulateArgs {
-                devices: 100_000,
-                sites: 1000,
-                interval_ms: 60_000,
-                ..args()
-            },
-            SimulateArgs {
-                tenants: vec!["x".repeat(64), "A_b-9".into()],
-                ..args()
-            },
-        ] {
-            ok.validate().unwrap();
+        // The longest tenant id, and every character a tenant id may hold, are accepted.
+        SimulateArgs {
+            tenants: vec!["x".repeat(64), "A_b-9".into()],
+            ..args()
         }
+        .validate()
+        .unwrap();
     }
 }

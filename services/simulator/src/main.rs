@@ -2,20 +2,18 @@
 //! library.
 
 use clap::Parser;
-use pulse_common::telemetry::{self, LogFormat};
+use pulse_common::telemetry::LogArgs;
 use pulse_simulator::SimulateArgs;
 
 /// Create demo tenants, users and devices, then write telemetry and alerts continuously.
 #[derive(Parser)]
 #[command(name = "pulse-simulator", version, about)]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
-    /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[command(flatten)]
+    database: pulse_db::DatabaseArgs,
 
     #[command(flatten)]
     sim: SimulateArgs,
@@ -24,8 +22,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("pulse-simulator", cli.log_format)?;
+    let _telemetry = cli.log.init("pulse-simulator")?;
     cli.sim.validate()?;
-    let pool = pulse_db::lazy_pool(&cli.database_url, 2, None)?;
+    let pool = pulse_db::lazy_pool(&cli.database.url, 2, None)?;
     pulse_simulator::run(pool, cli.sim, pulse_common::shutdown::signal()).await
 }

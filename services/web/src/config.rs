@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use pulse_common::config_value::{duration, number, secs};
@@ -20,9 +19,8 @@ pub struct WebConfig {
     #[arg(long, env = "PULSE_WEB_OPS_ADDR", default_value = "0.0.0.0:9080")]
     pub ops_addr: SocketAddr,
 
-    /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: pulse_db::DatabaseArgs,
 
     /// Secret that signs session cookies and WebSocket tickets (HS256); the gateways verify
     /// tickets with the same secret. At least 32 bytes.
@@ -121,8 +119,8 @@ pub struct WebConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
-    DatabaseUrl(String),
+    #[error(transparent)]
+    DatabaseUrl(#[from] pulse_db::InvalidDatabaseUrl),
     #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
     WeakSecret,
     #[error("PULSE_GATEWAY_URLS must be ws:// or wss:// URLs, got {0:?}")]
@@ -137,15 +135,7 @@ pub enum ConfigError {
 
 impl WebConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::DatabaseUrl(
-                "expected postgres://user@host:port/database".into(),
-            ));
-        }
-        sqlx::postgres::PgConnectOptions::from_str(&self.database_url)
-            .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+        self.database.validate()?;
         if self.jwt_secret.len() < 32 {
             return Err(ConfigError::WeakSecret);
         }

@@ -65,7 +65,7 @@ pub async fn run(
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);
     let pool = pulse_db::lazy_pool(
-        &config.database_url,
+        &config.database.url,
         config.db_pool_size,
         Some(&config.db_role),
     )?;

@@ -1,15 +1,14 @@
 //! `pulse-web`: wires configuration, telemetry and the server; the work is in the library.
 
 use clap::Parser;
-use pulse_common::telemetry::{self, LogFormat};
+use pulse_common::telemetry::LogArgs;
 use pulse_web::WebConfig;
 
 #[derive(Parser)]
 #[command(name = "pulse-web", version, about)]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, env = "PULSE_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     #[command(flatten)]
     config: WebConfig,
@@ -17,11 +16,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if let Some(code) = pulse_common::healthcheck::from_args("PULSE_WEB_OPS_ADDR", "0.0.0.0:9080") {
-        std::process::exit(code);
-    }
+    pulse_common::healthcheck::exit_if_asked("PULSE_WEB_OPS_ADDR", "0.0.0.0:9080");
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("pulse-web", cli.log_format)?;
+    let _telemetry = cli.log.init("pulse-web")?;
     cli.config.validate()?;
     let listener = pulse_common::startup::bind(cli.config.addr, "PULSE_WEB_ADDR")?;
     let ops_listener = pulse_common::startup::bind(cli.config.ops_addr, "PULSE_WEB_OPS_ADDR")?;
