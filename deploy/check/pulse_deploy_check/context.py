@@ -26,8 +26,8 @@ class Context:
         # {path: [documents]} of every YAML file.
         self.docs_by_file = {}
         self.readme = ""
-        # {service or "common": {path: text}} of the Rust sources.
-        self.sources = {s: {} for s in SERVICES + ("common",)}
+        # {service, "common" or "db": {path: text}} of the Rust sources.
+        self.sources = {s: {} for s in SERVICES + ("common", "db")}
         # {service: {variables it reads}}; empty without the sources.
         self.reads = {}
         self.have_sources = False

@@ -21,17 +21,36 @@ def declared_vars(texts):
     return names
 
 
+def library_crates(cargo_toml):
+    """The workspace libraries (`pulse-common`, `pulse-db`) a service's Cargo.toml lists under
+    [dependencies], as folder names under services/: settings they declare are the service's."""
+    section, found = None, []
+    for line in cargo_toml.splitlines():
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            section = header.group(1).strip()
+        elif section == "dependencies":
+            lib = re.match(r"\s*pulse-(common|db)\b", line)
+            if lib:
+                found.append(lib.group(1))
+    return found
+
+
 def load_sources(ctx):
     """Fills ctx.sources, ctx.have_sources and ctx.reads from services/ (each service reads its
-    own variables and those of services/common, shared by all)."""
-    for s in SERVICES + ("common",):
+    own variables and those of the workspace libraries it depends on: services/common, shared
+    by all, and services/db, for those with a database)."""
+    for s in SERVICES + ("common", "db"):
         ctx.sources[s] = {p: read(p)
                           for p in glob.glob(f"services/{s}/src/**/*.rs", recursive=True)}
     ctx.have_sources = all(os.path.isdir(f"services/{s}/src") for s in SERVICES)
     if ctx.have_sources:
         for s in SERVICES:
-            ctx.reads[s] = declared_vars(list(ctx.sources[s].values())
-                                         + list(ctx.sources["common"].values()))
+            libs = set(library_crates(read(f"services/{s}/Cargo.toml"))) | {"common"}
+            texts = list(ctx.sources[s].values())
+            for lib in sorted(libs):
+                texts += list(ctx.sources[lib].values())
+            ctx.reads[s] = declared_vars(texts)
 
 
 def registered(ctx, metric):
@@ -42,7 +61,9 @@ def registered(ctx, metric):
         return f"{metric} is not a pulse_<service>_ metric"
     svc, name = m.groups()
     base_name = re.sub(r"_(total|bucket|sum|count)$", "", name)
-    pattern = re.compile(r'\.register\w*\(\s*"%s"' % re.escape(base_name))
+    # `registry.register("name", …)`, `metrics.register_gauge("name", …)`, or the start-up
+    # kit's `register(registry, "name", …)`.
+    pattern = re.compile(r'\bregister\w*\(\s*(?:[A-Za-z_][\w.]*\s*,\s*)?"%s"' % re.escape(base_name))
     if not any(pattern.search(t) for t in ctx.sources[svc].values()):
         return f"pulse-{svc} registers no metric \"{base_name}\""
     return None

@@ -4,6 +4,7 @@ import unittest
 
 from pulse_deploy_check.drain import check_drain, seconds
 from pulse_deploy_check.env import check_env
+from pulse_deploy_check.sources import library_crates
 
 from . import fixtures
 
@@ -84,3 +85,13 @@ class DrainTest(fixtures.CheckTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LibraryCratesTest(unittest.TestCase):
+    def test_only_libraries_under_dependencies_count(self):
+        cargo = ("[package]\nname = \"pulse-web\"\n\n[dependencies]\naxum.workspace = true\n"
+                 "pulse-common.workspace = true\npulse-db = { path = \"../db\" }\n\n"
+                 "[dev-dependencies]\npulse-test-support.workspace = true\n")
+        self.assertEqual(library_crates(cargo), ["common", "db"])
+        self.assertEqual(library_crates("[dependencies]\ntokio = \"1\"\n[dev-dependencies]\n"
+                                        "pulse-db.workspace = true\n"), [])

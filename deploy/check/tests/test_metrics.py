@@ -38,6 +38,14 @@ class RegisteredTest(unittest.TestCase):
     def test_a_registered_metric_passes(self):
         self.assertIsNone(registered(context(), "pulse_gateway_connections"))
 
+    def test_a_metric_registered_through_the_start_up_kit_passes(self):
+        ctx = context()
+        ctx.sources["web"] = {"services/web/src/metrics.rs":
+                              'login_failures: register(\n    r,\n    "login_failures",\n    "Failed logins",'}
+        self.assertIsNone(registered(ctx, "pulse_web_login_failures_total"))
+        self.assertEqual(registered(ctx, "pulse_web_logins_total"),
+                         'pulse-web registers no metric "logins"')
+
     def test_an_unregistered_metric_fails(self):
         self.assertEqual(registered(context(), "pulse_gateway_connection"),
                          'pulse-gateway registers no metric "connection"')
