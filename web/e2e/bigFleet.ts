@@ -64,20 +64,27 @@ export async function startBigFleetStack({ listAll = true } = {}): Promise<Stack
 
 /**
  * Changes the battery and last-seen time of `perTick` online devices every `everyMs`, as a live
- * fleet does; each change is a new fleet snapshot. Returns a function that stops and resolves
- * when the last write is done.
+ * fleet does; each change is a new fleet snapshot. With `offline`, changes the battery of devices
+ * that never reported instead: under the default caps only the least healthy devices are listed,
+ * so only their changes make a new snapshot. Returns a function that stops and resolves when the
+ * last write is done.
  */
-export function churnFleet(stack: Stack, { everyMs = 1_000, perTick = 20 } = {}): () => Promise<void> {
+export function churnFleet(stack: Stack, { everyMs = 1_000, perTick = 20, offline = false } = {}): () => Promise<void> {
   let stopped = false;
   let tick = 0;
   const running = (async () => {
     while (!stopped) {
       const started = Date.now();
       tick += 1;
-      const ids = Array.from({ length: perTick }, (_, i) => deviceId(online(tick * perTick + i)));
+      const ids = Array.from({ length: perTick }, (_, i) => {
+        const k = tick * perTick + i;
+        return deviceId(offline ? 20 * ((k % BIG_OFFLINE) + 1) : online(k));
+      });
       await stack.db.query(
-        `UPDATE devices SET battery_pct = round((random() * 100)::numeric, 1), last_seen_at = now()
-          WHERE tenant_id = $1 AND device_id = ANY($2)`,
+        offline
+          ? `UPDATE devices SET battery_pct = round((random() * 100)::numeric, 1) WHERE tenant_id = $1 AND device_id = ANY($2)`
+          : `UPDATE devices SET battery_pct = round((random() * 100)::numeric, 1), last_seen_at = now()
+              WHERE tenant_id = $1 AND device_id = ANY($2)`,
         [stack.tenant, ids],
       );
       const wait = everyMs - (Date.now() - started);

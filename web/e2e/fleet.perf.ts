@@ -34,7 +34,7 @@ let stopChurn: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
   stack = await startBigFleetStack({ listAll: LIST_ALL });
-  stopChurn = churnFleet(stack);
+  stopChurn = churnFleet(stack, { offline: !LIST_ALL });
   browser = await launchChromium();
 }, 300_000);
 
