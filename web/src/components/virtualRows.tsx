@@ -18,6 +18,20 @@ export const VIRTUAL_FROM = 200;
 
 /** Rows rendered beyond each edge of the view, so a fast scroll rarely shows a blank. */
 const OVERSCAN = 12;
+/**
+ * The rendered rows start and end on multiples of this: while a scroll stays within a chunk the
+ * table's rows do not change, so the browser only moves them instead of laying the table out
+ * again on every frame.
+ */
+const CHUNK = 16;
+
+/** The indexes to render for the visible `range`, widened by the overscan to whole chunks. */
+export function chunkedRange({ startIndex, endIndex, overscan, count }: { startIndex: number; endIndex: number; overscan: number; count: number }): number[] {
+  if (count === 0) return [];
+  const from = Math.max(0, Math.floor((startIndex - overscan) / CHUNK) * CHUNK);
+  const to = Math.min(count - 1, Math.ceil((endIndex + overscan + 1) / CHUNK) * CHUNK - 1);
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
 
 export interface VirtualRows {
   /** Indexes of the rows to render, in order. */
@@ -47,6 +61,7 @@ export function useVirtualRows(count: number, scroller: RefObject<HTMLElement | 
     estimateSize: () => estimate,
     getItemKey: keyOf,
     overscan: OVERSCAN,
+    rangeExtractor: chunkedRange,
     useFlushSync: false,
   });
   if (!virtual) {
