@@ -82,6 +82,6 @@ cleanup_leftovers() {
 }
 trap cleanup_leftovers EXIT
 
-stage "web: browser tests (headless Chromium against a private stack)"
+stage "web: browser tests (headless Chromium against private stacks)"
 npm run --silent test:browser
 log "screenshots and service logs: test-artifacts/browser/"
