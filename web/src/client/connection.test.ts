@@ -979,6 +979,10 @@ describe("subscription states", () => {
     expect(status?.error?.code).toBe("unavailable");
     await vi.advanceTimersByTimeAsync(1_000);
     expect(subscribes()).toBe(2);
+    // Asked again: pending, and the refusal still says why it is not updating.
+    const asking = t.client.subscriptionStatus({ type: "device", device_id: "dev-1" });
+    expect(asking?.state).toBe("pending");
+    expect(asking?.error?.code).toBe("unavailable");
     socket.push({ type: "error", code: "rate_limited", message: "slow down", channel: "device", device_id: "dev-1" });
     await vi.advanceTimersByTimeAsync(1_000);
     expect(subscribes()).toBe(2); // the backoff grew

@@ -961,7 +961,12 @@ export class PulseClient {
     const since = holding.channel.type === "events" ? this.seq.resumeAfter(topic) : undefined;
     holding.sent = true;
     holding.since = since;
-    if (holding.status.state !== "pending") this.setSubscription(holding, { state: "pending" });
+    if (holding.status.state !== "pending") {
+      // Asking again after a refusal keeps the refusal: the channel is still not updating, and
+      // the reason stays on show until the gateway says yes.
+      const refused = holding.status.state === "retrying" ? holding.status.error : undefined;
+      this.setSubscription(holding, refused ? { state: "pending", error: refused } : { state: "pending" });
+    }
     holding.timer.set(() => {
       if (this.holdings.get(topic) !== holding || !this.socketOpen) return;
       this.retrySubscribe(topic, holding, undefined);

@@ -22,7 +22,10 @@ export type SubscriptionState = "pending" | "subscribed" | "retrying" | "failed"
 export interface SubscriptionStatus {
   readonly channel: Channel;
   readonly state: SubscriptionState;
-  /** The gateway's refusal, for `retrying` and `failed` (absent after a timeout). */
+  /**
+   * The gateway's refusal, for `retrying` and `failed` (absent after a timeout), and for
+   * `pending` while a refused channel is asked again.
+   */
   readonly error?: { readonly code: ServerErrorCode; readonly message: string };
   /** When the state began, by the client's clock (ms). */
   readonly since: number;

@@ -15,7 +15,7 @@ function Staleness({ channel }: { channel: Channel }) {
   const text =
     status.state === "failed"
       ? `Not updating: ${status.error?.message || status.error?.code || "refused"}`
-      : status.state === "retrying"
+      : status.state === "retrying" || status.error
         ? "Not updating: retrying"
         : "Connecting…";
   return (
