@@ -273,6 +273,10 @@ async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
 #[tokio::test]
 async fn a_new_tenant_and_time_passing_are_published() {
     let db = ScratchDb::migrated("poller").await;
+    // A tenant there from the start: its fleet goes out last in the first sync, so once it is
+    // seen the poller is in its loop (a device is ONLINE for only a second here).
+    let first = db.tenant("first", 1).await;
+    let mut first_fleet = subscribe(&format!("pulse.v1.{first}.fleet")).await;
     let poller = spawn_poller(config_with(
         &db,
         &[
@@ -286,6 +290,7 @@ async fn a_new_tenant_and_time_passing_are_published() {
     ))
     .await;
     poller.wait_active().await;
+    first_fleet.until(Duration::from_secs(10), |_| true).await;
 
     let tenant = unique("later");
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
