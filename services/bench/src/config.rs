@@ -84,7 +84,7 @@ pub struct BenchConfig {
 
     /// Clients (connections) in idle, broadcast, telemetry, storm, sweep and events.
     #[arg(long, env = "PULSE_BENCH_CONNECTIONS", default_value_t = 1000,
-          value_parser = number::<usize>("PULSE_BENCH_CONNECTIONS", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub connections: usize,
 
     /// New connections per second while ramping up; 0: as fast as `--connect-concurrency`
@@ -94,30 +94,30 @@ pub struct BenchConfig {
 
     /// Connection setups (TCP, upgrade, subscribe ack) in flight at once while ramping.
     #[arg(long, env = "PULSE_BENCH_CONNECT_CONCURRENCY", default_value_t = 128,
-          value_parser = number::<usize>("PULSE_BENCH_CONNECT_CONCURRENCY", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub connect_concurrency: usize,
 
     /// Tenants the clients of idle, churn and storm are spread over (broadcast and telemetry
     /// use one tenant).
     #[arg(long, env = "PULSE_BENCH_TENANTS", default_value_t = 10,
-          value_parser = number::<usize>("PULSE_BENCH_TENANTS", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub tenants: usize,
 
     /// How long to hold (idle, storm) or publish (broadcast, telemetry, each sweep stage,
     /// events).
     #[arg(long, env = "PULSE_BENCH_SECONDS", default_value_t = 10.0,
-          value_parser = positive("PULSE_BENCH_SECONDS"))]
+          value_parser = positive())]
     pub seconds: f64,
 
     /// broadcast, sweep: messages per second on the tenant's alerts subject.
     #[arg(long, env = "PULSE_BENCH_MSGS_PER_SECOND", default_value_t = 10.0,
-          value_parser = positive("PULSE_BENCH_MSGS_PER_SECOND"))]
+          value_parser = positive())]
     pub msgs_per_second: f64,
 
     /// sweep: the publish rates tried in turn, messages per second.
     #[arg(long, env = "PULSE_BENCH_SWEEP_RATES", value_delimiter = ',',
           default_value = "10,12,14,16,18,20,25,30,40,60",
-          value_parser = positive("PULSE_BENCH_SWEEP_RATES"))]
+          value_parser = positive())]
     pub sweep_rates: Vec<f64>,
 
     /// sweep: stop after the first stage whose p99 exceeds this (or that lost more than a
@@ -127,27 +127,27 @@ pub struct BenchConfig {
 
     /// telemetry: devices publishing.
     #[arg(long, env = "PULSE_BENCH_DEVICES", default_value_t = 1000,
-          value_parser = number::<usize>("PULSE_BENCH_DEVICES", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub devices: usize,
 
     /// telemetry: devices each client subscribes to.
     #[arg(long, env = "PULSE_BENCH_PER_CLIENT", default_value_t = 5,
-          value_parser = number::<usize>("PULSE_BENCH_PER_CLIENT", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub per_client: usize,
 
     /// telemetry: readings per second per device.
     #[arg(long, env = "PULSE_BENCH_HZ", default_value_t = 1.0,
-          value_parser = positive("PULSE_BENCH_HZ"))]
+          value_parser = positive())]
     pub hz: f64,
 
     /// churn: connect / subscribe / close cycles in all.
     #[arg(long, env = "PULSE_BENCH_CYCLES", default_value_t = 100_000,
-          value_parser = number::<u64>("PULSE_BENCH_CYCLES", 1..=1_000_000_000))]
+          value_parser = number::<u64>(1..=1_000_000_000))]
     pub cycles: u64,
 
     /// churn: cycles running at once.
     #[arg(long, env = "PULSE_BENCH_CHURN_CONCURRENCY", default_value_t = 64,
-          value_parser = number::<usize>("PULSE_BENCH_CHURN_CONCURRENCY", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub churn_concurrency: usize,
 
     /// events: PostgreSQL, where the bench writes events into the outbox (the poller relays
@@ -156,11 +156,11 @@ pub struct BenchConfig {
     pub database_url: Option<String>,
 
     /// events: events per second written with `pulse_emit_event`.
-    #[arg(long, default_value_t = 200.0, value_parser = positive("--events-per-second"))]
+    #[arg(long, default_value_t = 200.0, value_parser = positive())]
     pub events_per_second: f64,
 
     /// events: PostgreSQL connections writing events, each with one insert in flight.
-    #[arg(long, default_value_t = 4, value_parser = number::<u32>("--db-connections", 1..=1000))]
+    #[arg(long, default_value_t = 4, value_parser = number::<u32>(1..=1000))]
     pub db_connections: u32,
 
     /// events: a gateway process to kill (SIGKILL) while events flow; its clients resume on
@@ -196,13 +196,13 @@ pub struct BenchConfig {
 
     /// After the last publish, how long to wait for stragglers before counting losses.
     #[arg(long = "grace-ms", value_name = "GRACE_MS", env = "PULSE_BENCH_GRACE_MS", default_value = "2000",
-          value_parser = millis("PULSE_BENCH_GRACE_MS", Duration::ZERO, secs(3600)))]
+          value_parser = millis(Duration::ZERO, secs(3600)))]
     grace: Duration,
 
     /// A connection setup or reconnect that takes longer than this counts as failed.
     #[arg(long = "connect-timeout-seconds", value_name = "CONNECT_TIMEOUT_SECONDS",
           env = "PULSE_BENCH_CONNECT_TIMEOUT_SECONDS", default_value = "30",
-          value_parser = duration("PULSE_BENCH_CONNECT_TIMEOUT_SECONDS", secs(1), secs(3600)))]
+          value_parser = duration(secs(1), secs(3600)))]
     connect_timeout: Duration,
 
     /// Bind each client socket to its own address in 127.0.0.0/8 before connecting, so tens
@@ -213,7 +213,7 @@ pub struct BenchConfig {
     /// Client-side WebSocket read buffer per connection, in bytes (tungstenite zero-fills it
     /// before every read, so larger costs CPU per frame).
     #[arg(long, env = "PULSE_BENCH_READ_BUFFER_BYTES", default_value_t = 2048,
-          value_parser = number::<usize>("PULSE_BENCH_READ_BUFFER_BYTES", 1..=16 * 1024 * 1024))]
+          value_parser = number::<usize>(1..=16 * 1024 * 1024))]
     pub read_buffer_bytes: usize,
 
     /// Tenant id prefix; each run adds a random suffix, so no other data mixes in.
@@ -239,7 +239,7 @@ pub struct BenchConfig {
     pub shard: usize,
 
     /// Shards (processes) in the run.
-    #[arg(long, default_value_t = 1, value_parser = number::<usize>("--shards", 1..=10_000))]
+    #[arg(long, default_value_t = 1, value_parser = number::<usize>(1..=10_000))]
     pub shards: usize,
 }
 

@@ -29,7 +29,7 @@ pub struct GatewayConfig {
     /// An unknown `kid` refetches the JWKS at most this often, so forged tokens cannot flood
     /// the key server.
     #[arg(long = "jwks-min-refetch-seconds", env = "PULSE_JWKS_MIN_REFETCH_SECONDS", default_value = "30",
-          value_parser = duration("PULSE_JWKS_MIN_REFETCH_SECONDS", Duration::ZERO, secs(86_400)))]
+          value_parser = duration(Duration::ZERO, secs(86_400)))]
     pub jwks_min_refetch: Duration,
 
     /// Required `iss` claim, when set.
@@ -42,7 +42,7 @@ pub struct GatewayConfig {
 
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[arg(long, env = "PULSE_JWT_LEEWAY_SECONDS", default_value = "5",
-          value_parser = number::<u64>("PULSE_JWT_LEEWAY_SECONDS", 0..=300))]
+          value_parser = number::<u64>(0..=300))]
     pub jwt_leeway_seconds: u64,
 
     /// Comma-separated browser origins allowed to connect; unset allows any origin.
@@ -51,59 +51,59 @@ pub struct GatewayConfig {
 
     /// Largest client frame accepted; a larger one closes the connection with 1009.
     #[arg(long, env = "PULSE_MAX_MESSAGE_BYTES", default_value = "65536",
-          value_parser = number::<usize>("PULSE_MAX_MESSAGE_BYTES", 256..=16 * 1024 * 1024))]
+          value_parser = number::<usize>(256..=16 * 1024 * 1024))]
     pub max_message_bytes: usize,
 
     /// Most subscriptions one connection may hold.
     #[arg(long, env = "PULSE_MAX_SUBSCRIPTIONS", default_value = "256",
-          value_parser = number::<usize>("PULSE_MAX_SUBSCRIPTIONS", 1..=100_000))]
+          value_parser = number::<usize>(1..=100_000))]
     pub max_subscriptions: usize,
 
     /// Sustained client messages per second per connection.
     #[arg(long, env = "PULSE_CLIENT_MSGS_PER_SECOND", default_value = "50",
-          value_parser = number::<u32>("PULSE_CLIENT_MSGS_PER_SECOND", 1..=100_000))]
+          value_parser = number::<u32>(1..=100_000))]
     pub client_msgs_per_second: u32,
 
     /// Burst of client messages allowed above the sustained rate.
     #[arg(long, env = "PULSE_CLIENT_MSGS_BURST", default_value = "100",
-          value_parser = number::<u32>("PULSE_CLIENT_MSGS_BURST", 1..=1_000_000))]
+          value_parser = number::<u32>(1..=1_000_000))]
     pub client_msgs_burst: u32,
 
     /// Interval of server pings.
     #[arg(long = "ping-seconds", env = "PULSE_PING_SECONDS", default_value = "25",
-          value_parser = duration("PULSE_PING_SECONDS", secs(1), secs(3600)))]
+          value_parser = duration(secs(1), secs(3600)))]
     pub ping_interval: Duration,
 
     /// A client that sends nothing (not even a pong) for this long is closed.
     #[arg(long = "idle-timeout-seconds", env = "PULSE_IDLE_TIMEOUT_SECONDS", default_value = "60",
-          value_parser = duration("PULSE_IDLE_TIMEOUT_SECONDS", secs(2), secs(86_400)))]
+          value_parser = duration(secs(2), secs(86_400)))]
     pub idle_timeout: Duration,
 
     /// Most WebSocket connections on this instance.
     #[arg(long, env = "PULSE_MAX_CONNECTIONS", default_value = "50000",
-          value_parser = number::<usize>("PULSE_MAX_CONNECTIONS", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections: usize,
 
     /// Most WebSocket connections of one tenant on this instance.
     #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_TENANT", default_value = "20000",
-          value_parser = number::<usize>("PULSE_MAX_CONNECTIONS_PER_TENANT", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections_per_tenant: usize,
 
     /// Most WebSocket connections of one user (the token's `sub`) on this instance.
     #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_USER", default_value = "100",
-          value_parser = number::<usize>("PULSE_MAX_CONNECTIONS_PER_USER", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections_per_user: usize,
 
     /// Most WebSocket connections from one client address on this instance (behind
     /// `PULSE_TRUSTED_PROXIES`, the address they forward for).
     #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_ADDRESS", default_value = "1000",
-          value_parser = number::<usize>("PULSE_MAX_CONNECTIONS_PER_ADDRESS", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections_per_address: usize,
 
     /// Most distinct subjects (alerts, fleet, each device, each event topic) one tenant may
     /// have subscribed on this instance; more subscribes get `too_many_subjects`.
     #[arg(long, env = "PULSE_MAX_SUBJECTS_PER_TENANT", default_value = "10000",
-          value_parser = number::<usize>("PULSE_MAX_SUBJECTS_PER_TENANT", 1..=10_000_000))]
+          value_parser = number::<usize>(1..=10_000_000))]
     pub max_subjects_per_tenant: usize,
 
     /// Proxies whose `X-Forwarded-For` is believed for the client address (the load
@@ -113,42 +113,42 @@ pub struct GatewayConfig {
 
     /// On SIGTERM, clients are closed with 1012 spread over this many seconds.
     #[arg(long = "drain-seconds", env = "PULSE_DRAIN_SECONDS", default_value = "10",
-          value_parser = duration("PULSE_DRAIN_SECONDS", Duration::ZERO, secs(3600)))]
+          value_parser = duration(Duration::ZERO, secs(3600)))]
     pub drain: Duration,
 
     /// Event messages a client may have queued before it is closed with 4008.
     #[arg(long, env = "PULSE_CLIENT_QUEUE_EVENTS", default_value = "1024",
-          value_parser = number::<usize>("PULSE_CLIENT_QUEUE_EVENTS", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub client_queue_events: usize,
 
     /// Recent events kept per event topic in use, so clients resuming with `since` are
     /// served from memory; older ones are read from the events stream.
     #[arg(long, env = "PULSE_EVENTS_CACHE", default_value = "256",
-          value_parser = number::<usize>("PULSE_EVENTS_CACHE", 0..=100_000))]
+          value_parser = number::<usize>(0..=100_000))]
     pub events_cache: usize,
 
     /// Most events replayed to one client subscribing with `since`; a client further behind
     /// gets an `events_reset` (reason `limit`) and the newest ones.
     #[arg(long, env = "PULSE_REPLAY_MAX_EVENTS", default_value = "10000",
-          value_parser = number::<usize>("PULSE_REPLAY_MAX_EVENTS", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub replay_max_events: usize,
 
     /// A write to a client that takes longer than this closes the connection (dead peer).
     #[arg(long = "write-timeout-seconds", env = "PULSE_WRITE_TIMEOUT_SECONDS", default_value = "10",
-          value_parser = duration("PULSE_WRITE_TIMEOUT_SECONDS", secs(1), secs(600)))]
+          value_parser = duration(secs(1), secs(600)))]
     pub write_timeout: Duration,
 
     /// WebSocket read buffer per connection, in bytes. It is allocated and zero-filled for
     /// every connection, so it is most of an idle connection's memory; client requests are
     /// small, and a larger frame grows it as needed.
     #[arg(long, env = "PULSE_WS_READ_BUFFER_BYTES", default_value = "1024",
-          value_parser = number::<usize>("PULSE_WS_READ_BUFFER_BYTES", 256..=1024 * 1024))]
+          value_parser = number::<usize>(256..=1024 * 1024))]
     pub ws_read_buffer_bytes: usize,
 
     /// WebSocket write buffer per connection, in bytes: frames are coalesced up to this size
     /// before a socket write.
     #[arg(long, env = "PULSE_WS_WRITE_BUFFER_BYTES", default_value = "16384",
-          value_parser = number::<usize>("PULSE_WS_WRITE_BUFFER_BYTES", 0..=16 * 1024 * 1024))]
+          value_parser = number::<usize>(0..=16 * 1024 * 1024))]
     pub ws_write_buffer_bytes: usize,
 }
 

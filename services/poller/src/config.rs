@@ -30,81 +30,81 @@ pub struct PollerConfig {
     /// Safety-net interval: every tenant's alerts and fleet are re-read this often even
     /// without a change notification.
     #[arg(long = "poll-seconds", env = "PULSE_POLL_SECONDS", default_value = "5",
-          value_parser = duration("PULSE_POLL_SECONDS", secs(1), secs(3600)))]
+          value_parser = duration(secs(1), secs(3600)))]
     pub poll_interval: Duration,
 
     /// A device whose newest reading is older than this is STALE.
     #[arg(long = "stale-after-seconds", env = "PULSE_STALE_AFTER_SECONDS", default_value = "60",
-          value_parser = duration("PULSE_STALE_AFTER_SECONDS", secs(1), secs(30 * DAY)))]
+          value_parser = duration(secs(1), secs(30 * DAY)))]
     pub stale_after: Duration,
 
     /// A device whose newest reading is older than this (or that never reported) is OFFLINE.
     #[arg(long = "offline-after-seconds", env = "PULSE_OFFLINE_AFTER_SECONDS", default_value = "600",
-          value_parser = duration("PULSE_OFFLINE_AFTER_SECONDS", secs(2), secs(365 * DAY)))]
+          value_parser = duration(secs(2), secs(365 * DAY)))]
     pub offline_after: Duration,
 
     /// How often new telemetry rows are read.
     #[arg(long = "telemetry-poll-ms", env = "PULSE_TELEMETRY_POLL_MS", default_value = "1000",
-          value_parser = millis("PULSE_TELEMETRY_POLL_MS", ms(10), secs(60)))]
+          value_parser = millis(ms(10), secs(60)))]
     pub telemetry_interval: Duration,
 
     /// Most alerts listed in one alerts snapshot (newest first); `total_open` counts them all.
     #[arg(long, env = "PULSE_ALERTS_CAP", default_value = "100",
-          value_parser = number::<u32>("PULSE_ALERTS_CAP", 1..=10_000))]
+          value_parser = number::<u32>(1..=10_000))]
     pub alerts_cap: u32,
 
     /// Most devices listed in one fleet snapshot (least healthy first); counts cover them all.
     #[arg(long, env = "PULSE_FLEET_DEVICES_CAP", default_value = "1000",
-          value_parser = number::<u32>("PULSE_FLEET_DEVICES_CAP", 1..=100_000))]
+          value_parser = number::<u32>(1..=100_000))]
     pub fleet_devices_cap: u32,
 
     /// A fleet snapshot whose only change is newer `last_seen_at` values is republished at
     /// most this often.
     #[arg(long = "fleet-refresh-seconds", env = "PULSE_FLEET_REFRESH_SECONDS", default_value = "30",
-          value_parser = duration("PULSE_FLEET_REFRESH_SECONDS", secs(1), secs(DAY)))]
+          value_parser = duration(secs(1), secs(DAY)))]
     pub fleet_refresh: Duration,
 
     /// Change notifications arriving within this window are read together.
     #[arg(long = "debounce-ms", env = "PULSE_DEBOUNCE_MS", default_value = "10",
-          value_parser = millis("PULSE_DEBOUNCE_MS", Duration::ZERO, secs(10)))]
+          value_parser = millis(Duration::ZERO, secs(10)))]
     pub debounce: Duration,
 
     /// How often a standby poller tries to become active.
     #[arg(long = "standby-retry-ms", env = "PULSE_STANDBY_RETRY_MS", default_value = "1000",
-          value_parser = millis("PULSE_STANDBY_RETRY_MS", ms(50), secs(60)))]
+          value_parser = millis(ms(50), secs(60)))]
     pub standby_retry: Duration,
 
     /// JetStream replicas of the Pulse streams (3 on a three-node NATS cluster).
     #[arg(long, env = "PULSE_STREAM_REPLICAS", default_value = "1",
-          value_parser = number::<usize>("PULSE_STREAM_REPLICAS", 1..=5))]
+          value_parser = number::<usize>(1..=5))]
     pub stream_replicas: usize,
 
     /// How long an event is kept, in the events stream and in the database outbox (with its
     /// idempotency key): `24h`, `90m`, or whole seconds. Default 24h.
     #[arg(long, env = "PULSE_EVENTS_MAX_AGE",
-          value_parser = duration("PULSE_EVENTS_MAX_AGE", secs(1), secs(365 * DAY)))]
+          value_parser = duration(secs(1), secs(365 * DAY)))]
     pub events_max_age: Option<Duration>,
 
     /// The older name of `PULSE_EVENTS_MAX_AGE`, in seconds; still read when that is unset.
     #[arg(long, env = "PULSE_EVENTS_MAX_AGE_SECONDS",
-          value_parser = number::<u64>("PULSE_EVENTS_MAX_AGE_SECONDS", 1..=365 * DAY))]
+          value_parser = number::<u64>(1..=365 * DAY))]
     pub events_max_age_seconds: Option<u64>,
 
     /// Events kept per topic of a tenant (a stream subject): a busy topic evicts only its own
     /// oldest events, never another tenant's or topic's.
     #[arg(long, env = "PULSE_EVENTS_MAX_PER_TOPIC", default_value = "10000",
-          value_parser = number::<i64>("PULSE_EVENTS_MAX_PER_TOPIC", 1..=10_000_000))]
+          value_parser = number::<i64>(1..=10_000_000))]
     pub events_max_per_topic: i64,
 
     /// Size bound of the whole events stream, in bytes: a disk guard. When it is reached the
     /// oldest events of any topic go first, so size it above topics × the per-topic cap.
     #[arg(long, env = "PULSE_EVENTS_MAX_BYTES", default_value = "1073741824",
-          value_parser = number::<i64>("PULSE_EVENTS_MAX_BYTES", 1024 * 1024..=1 << 40))]
+          value_parser = number::<i64>(1024 * 1024..=1 << 40))]
     pub events_max_bytes: i64,
 
     /// PostgreSQL connections the poller may hold (plus one for leadership, one for LISTEN).
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "4",
-          value_parser = number::<u32>("PULSE_DB_POOL_SIZE", 1..=64))]
+          value_parser = number::<u32>(1..=64))]
     pub db_pool_size: u32,
 
     /// The database role the poller works as (`SET ROLE` on every pooled connection): it

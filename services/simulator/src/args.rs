@@ -23,17 +23,17 @@ pub struct SimulateArgs {
 
     /// Devices per tenant.
     #[arg(long, env = "PULSE_SIM_DEVICES", default_value_t = 300,
-          value_parser = number::<u32>("PULSE_SIM_DEVICES", 1..=100_000))]
+          value_parser = number::<u32>(1..=100_000))]
     pub devices: u32,
 
     /// Sites per tenant; devices are spread over them round-robin.
     #[arg(long, env = "PULSE_SIM_SITES", default_value_t = 6,
-          value_parser = number::<u32>("PULSE_SIM_SITES", 1..=1_000))]
+          value_parser = number::<u32>(1..=1_000))]
     pub sites: u32,
 
     /// Milliseconds between two telemetry writes.
     #[arg(long, env = "PULSE_SIM_INTERVAL_MS", default_value_t = 1000,
-          value_parser = number::<u64>("PULSE_SIM_INTERVAL_MS", 50..=60_000))]
+          value_parser = number::<u64>(50..=60_000))]
     pub interval_ms: u64,
 
     /// Password of every demo user (used only when a user is created).

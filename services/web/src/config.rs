@@ -47,12 +47,12 @@ pub struct WebConfig {
 
     /// How long a login lasts (1 minute to 30 days).
     #[arg(long = "session-ttl-seconds", env = "PULSE_SESSION_TTL_SECONDS", default_value = "28800",
-          value_parser = duration("PULSE_SESSION_TTL_SECONDS", secs(60), secs(30 * 86_400)))]
+          value_parser = duration(secs(60), secs(30 * 86_400)))]
     pub session_ttl: Duration,
 
     /// How long a WebSocket ticket is valid (5 to 60 s).
     #[arg(long = "ticket-ttl-seconds", env = "PULSE_TICKET_TTL_SECONDS", default_value = "60",
-          value_parser = duration("PULSE_TICKET_TTL_SECONDS", secs(5), secs(60)))]
+          value_parser = duration(secs(5), secs(60)))]
     pub ticket_ttl: Duration,
 
     /// Mark the session cookie `Secure` (serve over HTTPS).
@@ -63,13 +63,13 @@ pub struct WebConfig {
     /// per address, ten times as many per email from addresses that never logged in as it).
     /// Every attempt counts, before its password is checked.
     #[arg(long, env = "PULSE_LOGIN_FAILURES_PER_MINUTE", default_value = "5",
-          value_parser = number::<u32>("PULSE_LOGIN_FAILURES_PER_MINUTE", 1..=10_000))]
+          value_parser = number::<u32>(1..=10_000))]
     pub login_failures_per_minute: u32,
 
     /// Passwords hashed at once (argon2, ~19 MiB each); more logins wait up to a second,
     /// then get 503 with Retry-After.
     #[arg(long, env = "PULSE_LOGIN_CONCURRENCY", default_value = "4",
-          value_parser = number::<usize>("PULSE_LOGIN_CONCURRENCY", 1..=256))]
+          value_parser = number::<usize>(1..=256))]
     pub login_concurrency: usize,
 
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, comma-separated
@@ -88,27 +88,27 @@ pub struct WebConfig {
 
     /// Events a tenant may publish per second through `POST /api/v2/events`; more get 429.
     #[arg(long, env = "PULSE_EVENTS_PER_SECOND", default_value = "500",
-          value_parser = number::<u32>("PULSE_EVENTS_PER_SECOND", 1..=1_000_000))]
+          value_parser = number::<u32>(1..=1_000_000))]
     pub events_per_second: u32,
 
     /// Events a tenant may publish in a burst above `PULSE_EVENTS_PER_SECOND`.
     #[arg(long, env = "PULSE_EVENTS_BURST", default_value = "1000",
-          value_parser = number::<u32>("PULSE_EVENTS_BURST", 1..=1_000_000))]
+          value_parser = number::<u32>(1..=1_000_000))]
     pub events_burst: u32,
 
     /// A request that takes longer is answered 408 (1 s to 1 h).
     #[arg(long = "http-timeout-seconds", env = "PULSE_HTTP_TIMEOUT_SECONDS", default_value = "30",
-          value_parser = duration("PULSE_HTTP_TIMEOUT_SECONDS", secs(1), secs(3600)))]
+          value_parser = duration(secs(1), secs(3600)))]
     pub http_timeout: Duration,
 
     /// Requests handled at once; more are answered 503 with Retry-After at once.
     #[arg(long, env = "PULSE_HTTP_MAX_IN_FLIGHT", default_value = "1024",
-          value_parser = number::<usize>("PULSE_HTTP_MAX_IN_FLIGHT", 1..=1_000_000))]
+          value_parser = number::<usize>(1..=1_000_000))]
     pub http_max_in_flight: usize,
 
     /// PostgreSQL connections.
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "8",
-          value_parser = number::<u32>("PULSE_DB_POOL_SIZE", 1..=256))]
+          value_parser = number::<u32>(1..=256))]
     pub db_pool_size: u32,
 
     /// The database role the web service works as (`SET ROLE` on every connection); a
