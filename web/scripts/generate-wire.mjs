@@ -5,7 +5,8 @@
 //   node scripts/generate-wire.mjs --check  fails when those files are not current
 //
 // Types come from json-schema-to-typescript, validators from Ajv's standalone code (compiled
-// here, so the browser bundle carries plain functions, not a schema compiler).
+// here, so the browser bundle carries plain functions, not a schema compiler). Each definition,
+// and each message's envelope, is compiled once: the messages and their full forms call them.
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,16 +21,17 @@ const out = join(web, "src", "client", "wire");
 
 /** The schemas a browser needs (file stem → generated module). */
 const TYPES = ["alerts", "fleet", "telemetry", "event", "server-reply", "client-request"];
+/** The data messages, each validated in full for the widget that renders it. */
+const VALIDATED = ["alerts", "fleet", "telemetry", "event"];
 /**
- * Validators: the full schema of each data message, for the widget that renders it, and for
- * the client the envelope, with the parts a widget checks relaxed to any value: a broken alert
- * or reading then becomes an error card in the one widget that shows it, not a dropped push.
+ * The parts of a data message that only the widget showing it checks (a path into the message's
+ * schema). The client checks the rest of each push, its envelope: a broken alert or reading then
+ * becomes an error card in the one widget that shows it, not a dropped push.
  */
-const VALIDATED = { alerts: "alerts", fleet: "fleet", telemetry: "telemetry", event: "event" };
-const ENVELOPES = {
-  alertsEnvelope: ["alerts", ["properties", "alerts", "items"]],
-  fleetEnvelope: ["fleet", ["properties", "devices", "items"]],
-  telemetryEnvelope: ["telemetry", ["$defs", "TelemetryData", "properties", "timestamp"]],
+const WIDGET_PARTS = {
+  alerts: ["properties", "alerts", "items"],
+  fleet: ["properties", "devices", "items"],
+  telemetry: ["properties", "data", "properties", "timestamp"],
 };
 
 const HEADER = (what) =>
@@ -52,16 +54,10 @@ function markUnknown(properties) {
   }
 }
 
-function walk(node) {
-  if (Array.isArray(node)) return node.forEach(walk);
-  if (node === null || typeof node !== "object") return;
-  if (node.properties) markUnknown(node.properties);
-  Object.values(node).forEach(walk);
-}
 
 async function types(stem) {
   const schema = load(stem);
-  walk(schema);
+  for (const node of nodes(schema)) markUnknown(node.properties);
   const ts = await compile(schema, schema.title, {
     bannerComment: "",
     additionalProperties: false,
@@ -78,20 +74,136 @@ function validators() {
     ...Object.fromEntries(["double", "int32", "int64", "uint32", "uint64"].map((f) => [f, true])),
     "date-time": /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$/i,
   };
-  const ajv = new Ajv2020({ code: { source: true, esm: true, lines: true }, formats, allErrors: false });
-  const exports = { ...VALIDATED };
-  for (const [stem, name] of Object.entries(VALIDATED)) ajv.addSchema(load(stem), name);
-  for (const [name, [stem, path]] of Object.entries(ENVELOPES)) {
-    const schema = load(stem);
-    let node = schema;
-    for (const key of path.slice(0, -1)) node = node[key];
-    if (!(path.at(-1) in node)) throw new Error(`${stem}.json has no ${path.join(".")} to relax`);
-    node[path.at(-1)] = {};
-    ajv.addSchema(schema, name);
-    exports[name] = name;
+  // References stay calls, so that a schema used in several places is compiled once.
+  const ajv = new Ajv2020({ code: { source: true, esm: true, lines: true }, formats, allErrors: false, inlineRefs: false });
+  const { definitions, messages } = shareDefinitions(VALIDATED);
+  const schemas = {};
+  const exports = {};
+  for (const [stem, message] of Object.entries(messages)) {
+    exports[stem] = `${stem}.json`;
+    const path = WIDGET_PARTS[stem];
+    if (!path) {
+      schemas[`${stem}.json`] = message;
+      continue;
+    }
+    // The full message is its envelope and the part only the widget checks.
+    const [envelope, part] = split(message, path, definitions);
+    schemas[`${stem}-envelope.json`] = envelope;
+    schemas[`${stem}.json`] = { allOf: [{ $ref: `${stem}-envelope.json` }, part] };
+    exports[`${stem}Envelope`] = `${stem}-envelope.json`;
   }
+  Object.assign(schemas, inlineSingleUses(definitions, Object.values(schemas)));
+  for (const [id, schema] of Object.entries(schemas)) ajv.addSchema({ $id: id, ...schema });
   const code = standaloneCode(ajv, exports);
-  return `${HEADER(Object.keys(VALIDATED).map((s) => `${s}.json`).join(", "))}// @ts-nocheck\n/* eslint-disable */\n${code}\n`;
+  return `${HEADER(VALIDATED.map((s) => `${s}.json`).join(", "))}// @ts-nocheck\n/* eslint-disable */\n${code}\n`;
+}
+
+/**
+ * The `$defs` of the schemas of `stems` as schemas of their own (`$id` `Timestamp.json`), each
+ * once, and the schemas without their `$defs`, referring to those. A definition repeated in
+ * several files (`Timestamp`) is kept once; one with the rule of another under a new name (`Topic`
+ * like `DeviceId`: the id rule) refers to the first.
+ */
+function shareDefinitions(stems) {
+  const definitions = {};
+  const seen = {};
+  const idOf = {};
+  const idOfRule = new Map();
+  const messages = {};
+  for (const stem of stems) {
+    const { $defs = {}, ...message } = load(stem);
+    for (const [name, definition] of Object.entries($defs)) {
+      if (name in seen) {
+        if (JSON.stringify(seen[name]) !== JSON.stringify(definition)) {
+          throw new Error(`${stem}.json defines ${name} unlike an earlier schema`);
+        }
+        continue;
+      }
+      seen[name] = definition;
+      const { description: _, ...rule } = definition;
+      const key = JSON.stringify(rule);
+      if (!idOfRule.has(key)) idOfRule.set(key, `${name}.json`);
+      idOf[name] = idOfRule.get(key);
+      if (idOf[name] === `${name}.json`) definitions[idOf[name]] = definition;
+    }
+    messages[stem] = message;
+  }
+  const clash = stems.find((stem) => `${stem}.json` in definitions || `${stem}-envelope.json` in definitions);
+  if (clash) throw new Error(`a definition takes the $id of the ${clash} message`);
+  for (const node of nodes([definitions, messages])) {
+    const local = typeof node.$ref === "string" && /^#\/\$defs\/(.+)$/.exec(node.$ref);
+    if (local) node.$ref = idOf[local[1]];
+  }
+  return { definitions, messages };
+}
+
+/** The type a keyword on the way to a widget's part applies to. */
+const TYPE_OF = { properties: "object", items: "array" };
+
+/**
+ * `schema` split at `path`: its envelope, the schema with the node at `path` relaxed to any value,
+ * and the part, that node alone at the same place, so that a value matches `schema` when it
+ * matches both. A definition on the way is copied in, so that relaxing leaves it whole.
+ */
+function split(schema, path, definitions) {
+  const envelope = structuredClone(schema);
+  const part = {};
+  let node = envelope;
+  let partNode = part;
+  for (const [i, key] of path.entries()) {
+    // A key after `properties` names a property; any other is a keyword.
+    const isKeyword = path[i - 1] !== "properties";
+    if (isKeyword && !(key in node) && node.$ref in definitions) inline(node, definitions[node.$ref]);
+    if (!(key in node)) throw new Error(`${schema.title} has no ${path.join(".")} to relax`);
+    // Ajv's strict mode wants the type beside `properties` and `items`, though the envelope says it.
+    if (isKeyword && key in TYPE_OF) partNode.type = TYPE_OF[key];
+    if (i === path.length - 1) {
+      partNode[key] = node[key];
+      node[key] = {};
+    } else {
+      node = node[key];
+      partNode = partNode[key] = {};
+    }
+  }
+  return [envelope, part];
+}
+
+/**
+ * Copies each of `definitions` that `schemas` (and the other definitions) refer to only once into
+ * the place that refers to it; returns the others, which stay schemas of their own.
+ */
+function inlineSingleUses(definitions, schemas) {
+  const shared = { ...definitions };
+  const others = (id) => Object.entries(shared).filter(([other]) => other !== id).map(([, d]) => d);
+  const usesOf = (id) => nodes([schemas, others(id)]).filter((node) => node.$ref === id);
+  // Until nothing changes: a definition copied in may hold the one use of another.
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const [id, definition] of Object.entries(shared)) {
+      const uses = usesOf(id);
+      if (uses.length > 1) continue;
+      if (uses.length === 1) inline(uses[0], definition);
+      delete shared[id];
+      changed = true;
+    }
+  }
+  return shared;
+}
+
+/** Replaces the `$ref` of `node` with a copy of `definition`, keeping the node's annotations. */
+function inline(node, definition) {
+  const { $ref: _, ...siblings } = node;
+  const clash = Object.keys(siblings).find((key) => key !== "description" && key in definition);
+  if (clash) throw new Error(`cannot inline ${node.$ref}: both it and the place using it say ${clash}`);
+  delete node.$ref;
+  Object.assign(node, structuredClone(definition), siblings);
+}
+
+/** Every object below `root` (itself included), depth first. */
+function nodes(root) {
+  if (Array.isArray(root)) return root.flatMap(nodes);
+  if (root === null || typeof root !== "object") return [];
+  return [root, ...Object.values(root).flatMap(nodes)];
 }
 
 async function render() {

@@ -3,19 +3,17 @@
 // @ts-nocheck
 /* eslint-disable */
 "use strict";
-export const alerts = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{"$ref":"#/$defs/Alert"}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"alerts\"`.","$ref":"#/$defs/AlertsTag"}},"required":["type","tenant_id","seq","ts","alerts","total_open"],"$defs":{"Alert":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"#/$defs/Timestamp"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/AlertStatus"},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]},"AlertStatus":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"AlertsTag":{"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema35 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema33 = {"type":"string","format":"date-time"};
-const schema37 = {"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]};
-const schema32 = {"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"#/$defs/Timestamp"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/AlertStatus"},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]};
-const schema34 = {"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]};
-const formats0 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$/i;
+export const alerts = validate52;
+const schema19 = {"$id":"alerts.json","allOf":[{"$ref":"alerts-envelope.json"},{"type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}}]};
+const schema20 = {"$id":"alerts-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"Timestamp.json"},"type":{"description":"Always `\"alerts\"`.","type":"string","enum":["alerts"]}},"required":["type","tenant_id","seq","ts","alerts","total_open"]};
+const schema21 = {"$id":"TenantId.json","type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
+const pattern3 = new RegExp("^[A-Za-z0-9_-]{1,64}$", "u");
 
-function validate21(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate54(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="TenantId.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate21.evaluated;
+const evaluated0 = validate54.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -23,152 +21,61 @@ if(evaluated0.dynamicItems){
 evaluated0.items = undefined;
 }
 if(errors === 0){
-if(data && typeof data == "object" && !Array.isArray(data)){
-let missing0;
-if(((((((((data.alert_id === undefined) && (missing0 = "alert_id")) || ((data.device_id === undefined) && (missing0 = "device_id"))) || ((data.site_id === undefined) && (missing0 = "site_id"))) || ((data.alert_type === undefined) && (missing0 = "alert_type"))) || ((data.severity === undefined) && (missing0 = "severity"))) || ((data.summary === undefined) && (missing0 = "summary"))) || ((data.status === undefined) && (missing0 = "status"))) || ((data.created_at === undefined) && (missing0 = "created_at"))){
-validate21.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data.alert_id !== undefined){
-let data0 = data.alert_id;
-const _errs1 = errors;
-if(!(((typeof data0 == "number") && (!(data0 % 1) && !isNaN(data0))) && (isFinite(data0)))){
-validate21.errors = [{instancePath:instancePath+"/alert_id",schemaPath:"#/properties/alert_id/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-var valid0 = _errs1 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.alert_type !== undefined){
-const _errs3 = errors;
-if(typeof data.alert_type !== "string"){
-validate21.errors = [{instancePath:instancePath+"/alert_type",schemaPath:"#/properties/alert_type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs3 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.created_at !== undefined){
-let data2 = data.created_at;
-const _errs5 = errors;
-const _errs6 = errors;
-if(errors === _errs6){
-if(errors === _errs6){
-if(typeof data2 === "string"){
-if(!(formats0.test(data2))){
-validate21.errors = [{instancePath:instancePath+"/created_at",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
+if(typeof data === "string"){
+if(!pattern3.test(data)){
+validate54.errors = [{instancePath,schemaPath:"#/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
 return false;
 }
 }
 else {
-validate21.errors = [{instancePath:instancePath+"/created_at",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate54.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-}
-var valid0 = _errs5 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.device_id !== undefined){
-const _errs8 = errors;
-if(typeof data.device_id !== "string"){
-validate21.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs8 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.severity !== undefined){
-let data4 = data.severity;
-const _errs10 = errors;
-if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
-validate21.errors = [{instancePath:instancePath+"/severity",schemaPath:"#/properties/severity/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-var valid0 = _errs10 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.site_id !== undefined){
-const _errs12 = errors;
-if(typeof data.site_id !== "string"){
-validate21.errors = [{instancePath:instancePath+"/site_id",schemaPath:"#/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs12 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.status !== undefined){
-let data6 = data.status;
-const _errs14 = errors;
-if(typeof data6 !== "string"){
-validate21.errors = [{instancePath:instancePath+"/status",schemaPath:"#/$defs/AlertStatus/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(((data6 === "OPEN") || (data6 === "ACKNOWLEDGED")) || (data6 === "CLOSED"))){
-validate21.errors = [{instancePath:instancePath+"/status",schemaPath:"#/$defs/AlertStatus/enum",keyword:"enum",params:{allowedValues: schema34.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs14 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.summary !== undefined){
-const _errs17 = errors;
-if(typeof data.summary !== "string"){
-validate21.errors = [{instancePath:instancePath+"/summary",schemaPath:"#/properties/summary/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs17 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate21.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate21.errors = vErrors;
+validate54.errors = vErrors;
 return errors === 0;
 }
-validate21.evaluated = {"props":{"alert_id":true,"alert_type":true,"created_at":true,"device_id":true,"severity":true,"site_id":true,"status":true,"summary":true},"dynamicProps":false,"dynamicItems":false};
+validate54.evaluated = {"dynamicProps":false,"dynamicItems":false};
 
-const pattern4 = new RegExp("^[A-Za-z0-9_-]{1,64}$", "u");
+const schema22 = {"$id":"Timestamp.json","type":"string","format":"date-time"};
+const formats0 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$/i;
 
-function validate20(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate56(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="Timestamp.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate20.evaluated;
+const evaluated0 = validate56.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(errors === 0){
+if(typeof data === "string"){
+if(!(formats0.test(data))){
+validate56.errors = [{instancePath,schemaPath:"#/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
+return false;
+}
+}
+else {
+validate56.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+}
+validate56.errors = vErrors;
+return errors === 0;
+}
+validate56.evaluated = {"dynamicProps":false,"dynamicItems":false};
+
+
+function validate53(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="alerts-envelope.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate53.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -179,31 +86,15 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.alerts === undefined) && (missing0 = "alerts"))) || ((data.total_open === undefined) && (missing0 = "total_open"))){
-validate20.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate53.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
 if(data.alerts !== undefined){
-let data0 = data.alerts;
 const _errs1 = errors;
 if(errors === _errs1){
-if(Array.isArray(data0)){
-var valid1 = true;
-const len0 = data0.length;
-for(let i0=0; i0<len0; i0++){
-const _errs3 = errors;
-if(!(validate21(data0[i0], {instancePath:instancePath+"/alerts/" + i0,parentData:data0,parentDataProperty:i0,rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate21.errors : vErrors.concat(validate21.errors);
-errors = vErrors.length;
-}
-var valid1 = _errs3 === errors;
-if(!valid1){
-break;
-}
-}
-}
-else {
-validate20.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+if(!(Array.isArray(data.alerts))){
+validate53.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
@@ -214,40 +105,51 @@ var valid0 = true;
 }
 if(valid0){
 if(data.seq !== undefined){
-let data2 = data.seq;
-const _errs4 = errors;
-if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate20.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+let data1 = data.seq;
+const _errs3 = errors;
+if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
+validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs4){
-if((typeof data2 == "number") && (isFinite(data2))){
-if(data2 < 0 || isNaN(data2)){
-validate20.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs3){
+if((typeof data1 == "number") && (isFinite(data1))){
+if(data1 < 0 || isNaN(data1)){
+validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid0 = _errs4 === errors;
+var valid0 = _errs3 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.tenant_id !== undefined){
-let data3 = data.tenant_id;
-const _errs6 = errors;
-const _errs7 = errors;
-if(errors === _errs7){
-if(typeof data3 === "string"){
-if(!pattern4.test(data3)){
-validate20.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
+const _errs5 = errors;
+if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
+var valid0 = _errs5 === errors;
 }
 else {
-validate20.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+var valid0 = true;
+}
+if(valid0){
+if(data.total_open !== undefined){
+let data3 = data.total_open;
+const _errs6 = errors;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+if(errors === _errs6){
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 < 0 || isNaN(data3)){
+validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
 }
 }
 var valid0 = _errs6 === errors;
@@ -256,63 +158,30 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.total_open !== undefined){
-let data4 = data.total_open;
-const _errs9 = errors;
-if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
-validate20.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs9){
-if((typeof data4 == "number") && (isFinite(data4))){
-if(data4 < 0 || isNaN(data4)){
-validate20.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs9 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
 if(data.ts !== undefined){
-let data5 = data.ts;
-const _errs11 = errors;
-const _errs12 = errors;
-if(errors === _errs12){
-if(errors === _errs12){
-if(typeof data5 === "string"){
-if(!(formats0.test(data5))){
-validate20.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
+const _errs8 = errors;
+if(!(validate56(data.ts, {instancePath:instancePath+"/ts",parentData:data,parentDataProperty:"ts",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
 }
-}
-else {
-validate20.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs11 === errors;
+var valid0 = _errs8 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.type !== undefined){
-let data6 = data.type;
-const _errs14 = errors;
-if(typeof data6 !== "string"){
-validate20.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+let data5 = data.type;
+const _errs9 = errors;
+if(typeof data5 !== "string"){
+validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!(data6 === "alerts")){
-validate20.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/enum",keyword:"enum",params:{allowedValues: schema37.enum},message:"must be equal to one of the allowed values"}];
+if(!(data5 === "alerts")){
+validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema20.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
-var valid0 = _errs14 === errors;
+var valid0 = _errs9 === errors;
 }
 else {
 var valid0 = true;
@@ -325,193 +194,207 @@ var valid0 = true;
 }
 }
 else {
-validate20.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate53.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate20.errors = vErrors;
+validate53.errors = vErrors;
 return errors === 0;
 }
-validate20.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate53.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-export const fleet = validate23;
-const schema38 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"$ref":"#/$defs/FleetCounts"},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{"$ref":"#/$defs/FleetDevice"}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"fleet\"`.","$ref":"#/$defs/FleetTag"}},"required":["type","tenant_id","seq","ts","counts","devices"],"$defs":{"DeviceStatus":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]},"FleetCounts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"FleetDevice":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"#/$defs/Timestamp"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/DeviceStatus"}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]},"FleetTag":{"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema39 = {"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]};
-const schema43 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema41 = {"type":"string","format":"date-time"};
-const schema45 = {"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]};
-const schema40 = {"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"#/$defs/Timestamp"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/DeviceStatus"}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]};
-const schema42 = {"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]};
 
-function validate24(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate52(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="alerts.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate24.evaluated;
+const evaluated0 = validate52.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
 if(evaluated0.dynamicItems){
 evaluated0.items = undefined;
 }
-if(errors === 0){
+const _errs0 = errors;
+if(!(validate53(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate53.errors : vErrors.concat(validate53.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs0 === errors;
+if(valid0){
+const _errs1 = errors;
+if(errors === _errs1){
 if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.alerts !== undefined){
+let data0 = data.alerts;
+const _errs3 = errors;
+if(errors === _errs3){
+if(Array.isArray(data0)){
+var valid2 = true;
+const len0 = data0.length;
+for(let i0=0; i0<len0; i0++){
+let data1 = data0[i0];
+const _errs5 = errors;
+if(errors === _errs5){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
 let missing0;
-if((((((data.device_id === undefined) && (missing0 = "device_id")) || ((data.site_id === undefined) && (missing0 = "site_id"))) || ((data.status === undefined) && (missing0 = "status"))) || ((data.battery_pct === undefined) && (missing0 = "battery_pct"))) || ((data.last_seen_at === undefined) && (missing0 = "last_seen_at"))){
-validate24.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+if(((((((((data1.alert_id === undefined) && (missing0 = "alert_id")) || ((data1.device_id === undefined) && (missing0 = "device_id"))) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.alert_type === undefined) && (missing0 = "alert_type"))) || ((data1.severity === undefined) && (missing0 = "severity"))) || ((data1.summary === undefined) && (missing0 = "summary"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.created_at === undefined) && (missing0 = "created_at"))){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/allOf/1/properties/alerts/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
-if(data.battery_pct !== undefined){
-let data0 = data.battery_pct;
-const _errs1 = errors;
-if((!((typeof data0 == "number") && (isFinite(data0)))) && (data0 !== null)){
-validate24.errors = [{instancePath:instancePath+"/battery_pct",schemaPath:"#/properties/battery_pct/type",keyword:"type",params:{type: schema40.properties.battery_pct.type},message:"must be number,null"}];
+if(data1.alert_id !== undefined){
+let data2 = data1.alert_id;
+const _errs7 = errors;
+if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/alert_id/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+var valid3 = _errs7 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.alert_type !== undefined){
+const _errs9 = errors;
+if(typeof data1.alert_type !== "string"){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_type",schemaPath:"#/allOf/1/properties/alerts/items/properties/alert_type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs9 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.created_at !== undefined){
+const _errs11 = errors;
+if(!(validate56(data1.created_at, {instancePath:instancePath+"/alerts/" + i0+"/created_at",parentData:data1,parentDataProperty:"created_at",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+var valid3 = _errs11 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.device_id !== undefined){
+const _errs12 = errors;
+if(typeof data1.device_id !== "string"){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/device_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs12 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.severity !== undefined){
+let data6 = data1.severity;
+const _errs14 = errors;
+if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/severity",schemaPath:"#/allOf/1/properties/alerts/items/properties/severity/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+var valid3 = _errs14 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.site_id !== undefined){
+const _errs16 = errors;
+if(typeof data1.site_id !== "string"){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/site_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs16 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.status !== undefined){
+let data8 = data1.status;
+const _errs18 = errors;
+if(typeof data8 !== "string"){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/allOf/1/properties/alerts/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(((data8 === "OPEN") || (data8 === "ACKNOWLEDGED")) || (data8 === "CLOSED"))){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/allOf/1/properties/alerts/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema19.allOf[1].properties.alerts.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid3 = _errs18 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.summary !== undefined){
+const _errs20 = errors;
+if(typeof data1.summary !== "string"){
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/summary",schemaPath:"#/allOf/1/properties/alerts/items/properties/summary/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs20 === errors;
+}
+else {
+var valid3 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate52.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/allOf/1/properties/alerts/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid2 = _errs5 === errors;
+if(!valid2){
+break;
+}
+}
+}
+else {
+validate52.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/allOf/1/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+}
+}
+else {
+validate52.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
 }
 var valid0 = _errs1 === errors;
 }
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.device_id !== undefined){
-const _errs3 = errors;
-if(typeof data.device_id !== "string"){
-validate24.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs3 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.last_seen_at !== undefined){
-let data2 = data.last_seen_at;
-const _errs5 = errors;
-const _errs6 = errors;
-let valid1 = false;
-const _errs7 = errors;
-const _errs8 = errors;
-if(errors === _errs8){
-if(errors === _errs8){
-if(typeof data2 === "string"){
-if(!(formats0.test(data2))){
-const err0 = {instancePath:instancePath+"/last_seen_at",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""};
-if(vErrors === null){
-vErrors = [err0];
-}
-else {
-vErrors.push(err0);
-}
-errors++;
-}
-}
-else {
-const err1 = {instancePath:instancePath+"/last_seen_at",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"};
-if(vErrors === null){
-vErrors = [err1];
-}
-else {
-vErrors.push(err1);
-}
-errors++;
-}
-}
-}
-var _valid0 = _errs7 === errors;
-valid1 = valid1 || _valid0;
-const _errs10 = errors;
-if(data2 !== null){
-const err2 = {instancePath:instancePath+"/last_seen_at",schemaPath:"#/properties/last_seen_at/anyOf/1/type",keyword:"type",params:{type: "null"},message:"must be null"};
-if(vErrors === null){
-vErrors = [err2];
-}
-else {
-vErrors.push(err2);
-}
-errors++;
-}
-var _valid0 = _errs10 === errors;
-valid1 = valid1 || _valid0;
-if(!valid1){
-const err3 = {instancePath:instancePath+"/last_seen_at",schemaPath:"#/properties/last_seen_at/anyOf",keyword:"anyOf",params:{},message:"must match a schema in anyOf"};
-if(vErrors === null){
-vErrors = [err3];
-}
-else {
-vErrors.push(err3);
-}
-errors++;
-validate24.errors = vErrors;
-return false;
-}
-else {
-errors = _errs6;
-if(vErrors !== null){
-if(_errs6){
-vErrors.length = _errs6;
-}
-else {
-vErrors = null;
-}
-}
-}
-var valid0 = _errs5 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.site_id !== undefined){
-const _errs12 = errors;
-if(typeof data.site_id !== "string"){
-validate24.errors = [{instancePath:instancePath+"/site_id",schemaPath:"#/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid0 = _errs12 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.status !== undefined){
-let data4 = data.status;
-const _errs14 = errors;
-if(typeof data4 !== "string"){
-validate24.errors = [{instancePath:instancePath+"/status",schemaPath:"#/$defs/DeviceStatus/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(((data4 === "OFFLINE") || (data4 === "STALE")) || (data4 === "ONLINE"))){
-validate24.errors = [{instancePath:instancePath+"/status",schemaPath:"#/$defs/DeviceStatus/enum",keyword:"enum",params:{allowedValues: schema42.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs14 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-}
-}
-}
-else {
-validate24.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate24.errors = vErrors;
+validate52.errors = vErrors;
 return errors === 0;
 }
-validate24.evaluated = {"props":{"battery_pct":true,"device_id":true,"last_seen_at":true,"site_id":true,"status":true},"dynamicProps":false,"dynamicItems":false};
+validate52.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
+export const alertsEnvelope = validate53;
 
-function validate23(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+export const fleet = validate60;
+const schema23 = {"$id":"fleet.json","allOf":[{"$ref":"fleet-envelope.json"},{"type":"object","properties":{"devices":{"type":"array","items":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"Timestamp.json"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]}}}}]};
+const schema24 = {"$id":"fleet-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"Timestamp.json"},"type":{"description":"Always `\"fleet\"`.","type":"string","enum":["fleet"]}},"required":["type","tenant_id","seq","ts","counts","devices"]};
+
+function validate61(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="fleet-envelope.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate23.evaluated;
+const evaluated0 = validate61.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -522,104 +405,103 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.counts === undefined) && (missing0 = "counts"))) || ((data.devices === undefined) && (missing0 = "devices"))){
-validate23.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate61.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
 if(data.counts !== undefined){
 let data0 = data.counts;
 const _errs1 = errors;
-const _errs2 = errors;
-if(errors === _errs2){
+if(errors === _errs1){
 if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
 let missing1;
 if(((((data0.total === undefined) && (missing1 = "total")) || ((data0.online === undefined) && (missing1 = "online"))) || ((data0.stale === undefined) && (missing1 = "stale"))) || ((data0.offline === undefined) && (missing1 = "offline"))){
-validate23.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+validate61.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
 return false;
 }
 else {
 if(data0.offline !== undefined){
 let data1 = data0.offline;
-const _errs4 = errors;
+const _errs3 = errors;
 if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate23.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate61.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs4){
+if(errors === _errs3){
 if((typeof data1 == "number") && (isFinite(data1))){
 if(data1 < 0 || isNaN(data1)){
-validate23.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate61.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid2 = _errs4 === errors;
+var valid1 = _errs3 === errors;
 }
 else {
-var valid2 = true;
+var valid1 = true;
 }
-if(valid2){
+if(valid1){
 if(data0.online !== undefined){
 let data2 = data0.online;
-const _errs6 = errors;
+const _errs5 = errors;
 if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate23.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate61.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs6){
+if(errors === _errs5){
 if((typeof data2 == "number") && (isFinite(data2))){
 if(data2 < 0 || isNaN(data2)){
-validate23.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate61.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid2 = _errs6 === errors;
+var valid1 = _errs5 === errors;
 }
 else {
-var valid2 = true;
+var valid1 = true;
 }
-if(valid2){
+if(valid1){
 if(data0.stale !== undefined){
 let data3 = data0.stale;
-const _errs8 = errors;
+const _errs7 = errors;
 if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate23.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate61.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs8){
+if(errors === _errs7){
 if((typeof data3 == "number") && (isFinite(data3))){
 if(data3 < 0 || isNaN(data3)){
-validate23.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate61.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid2 = _errs8 === errors;
+var valid1 = _errs7 === errors;
 }
 else {
-var valid2 = true;
+var valid1 = true;
 }
-if(valid2){
+if(valid1){
 if(data0.total !== undefined){
 let data4 = data0.total;
-const _errs10 = errors;
+const _errs9 = errors;
 if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
-validate23.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate61.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs10){
+if(errors === _errs9){
 if((typeof data4 == "number") && (isFinite(data4))){
 if(data4 < 0 || isNaN(data4)){
-validate23.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate61.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid2 = _errs10 === errors;
+var valid1 = _errs9 === errors;
 }
 else {
-var valid2 = true;
+var valid1 = true;
 }
 }
 }
@@ -627,7 +509,7 @@ var valid2 = true;
 }
 }
 else {
-validate23.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate61.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
@@ -638,49 +520,45 @@ var valid0 = true;
 }
 if(valid0){
 if(data.devices !== undefined){
-let data5 = data.devices;
-const _errs12 = errors;
-if(errors === _errs12){
-if(Array.isArray(data5)){
-var valid3 = true;
-const len0 = data5.length;
-for(let i0=0; i0<len0; i0++){
-const _errs14 = errors;
-if(!(validate24(data5[i0], {instancePath:instancePath+"/devices/" + i0,parentData:data5,parentDataProperty:i0,rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate24.errors : vErrors.concat(validate24.errors);
-errors = vErrors.length;
-}
-var valid3 = _errs14 === errors;
-if(!valid3){
-break;
-}
-}
-}
-else {
-validate23.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+const _errs11 = errors;
+if(errors === _errs11){
+if(!(Array.isArray(data.devices))){
+validate61.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
-var valid0 = _errs12 === errors;
+var valid0 = _errs11 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.seq !== undefined){
-let data7 = data.seq;
+let data6 = data.seq;
+const _errs13 = errors;
+if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
+validate61.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs13){
+if((typeof data6 == "number") && (isFinite(data6))){
+if(data6 < 0 || isNaN(data6)){
+validate61.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs13 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.tenant_id !== undefined){
 const _errs15 = errors;
-if(!(((typeof data7 == "number") && (!(data7 % 1) && !isNaN(data7))) && (isFinite(data7)))){
-validate23.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs15){
-if((typeof data7 == "number") && (isFinite(data7))){
-if(data7 < 0 || isNaN(data7)){
-validate23.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
+if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
 var valid0 = _errs15 === errors;
 }
@@ -688,64 +566,30 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.tenant_id !== undefined){
-let data8 = data.tenant_id;
-const _errs17 = errors;
-const _errs18 = errors;
-if(errors === _errs18){
-if(typeof data8 === "string"){
-if(!pattern4.test(data8)){
-validate23.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate23.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs17 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
 if(data.ts !== undefined){
-let data9 = data.ts;
-const _errs20 = errors;
-const _errs21 = errors;
-if(errors === _errs21){
-if(errors === _errs21){
-if(typeof data9 === "string"){
-if(!(formats0.test(data9))){
-validate23.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
+const _errs16 = errors;
+if(!(validate56(data.ts, {instancePath:instancePath+"/ts",parentData:data,parentDataProperty:"ts",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
 }
-}
-else {
-validate23.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs20 === errors;
+var valid0 = _errs16 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.type !== undefined){
-let data10 = data.type;
-const _errs23 = errors;
-if(typeof data10 !== "string"){
-validate23.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+let data9 = data.type;
+const _errs17 = errors;
+if(typeof data9 !== "string"){
+validate61.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!(data10 === "fleet")){
-validate23.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/enum",keyword:"enum",params:{allowedValues: schema45.enum},message:"must be equal to one of the allowed values"}];
+if(!(data9 === "fleet")){
+validate61.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema24.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
-var valid0 = _errs23 === errors;
+var valid0 = _errs17 === errors;
 }
 else {
 var valid0 = true;
@@ -758,99 +602,209 @@ var valid0 = true;
 }
 }
 else {
-validate23.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate61.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate23.errors = vErrors;
+validate61.errors = vErrors;
 return errors === 0;
 }
-validate23.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate61.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-export const telemetry = validate26;
-const schema46 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"$ref":"#/$defs/TelemetryData"},"device_id":{"$ref":"#/$defs/DeviceId"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"type":{"description":"Always `\"telemetry\"`.","$ref":"#/$defs/TelemetryTag"}},"required":["type","tenant_id","device_id","seq","data"],"$defs":{"DeviceId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"TelemetryData":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{"description":"When the device took the reading.","$ref":"#/$defs/Timestamp"}},"required":["timestamp","metrics"]},"TelemetryTag":{"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema49 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema50 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema51 = {"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]};
-const schema47 = {"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{"description":"When the device took the reading.","$ref":"#/$defs/Timestamp"}},"required":["timestamp","metrics"]};
-const schema48 = {"type":"string","format":"date-time"};
 
-function validate27(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate60(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="fleet.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate27.evaluated;
+const evaluated0 = validate60.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
 if(evaluated0.dynamicItems){
 evaluated0.items = undefined;
 }
-if(errors === 0){
+const _errs0 = errors;
+if(!(validate61(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate61.errors : vErrors.concat(validate61.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs0 === errors;
+if(valid0){
+const _errs1 = errors;
+if(errors === _errs1){
 if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.devices !== undefined){
+let data0 = data.devices;
+const _errs3 = errors;
+if(errors === _errs3){
+if(Array.isArray(data0)){
+var valid2 = true;
+const len0 = data0.length;
+for(let i0=0; i0<len0; i0++){
+let data1 = data0[i0];
+const _errs5 = errors;
+if(errors === _errs5){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
 let missing0;
-if(((data.timestamp === undefined) && (missing0 = "timestamp")) || ((data.metrics === undefined) && (missing0 = "metrics"))){
-validate27.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+if((((((data1.device_id === undefined) && (missing0 = "device_id")) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.battery_pct === undefined) && (missing0 = "battery_pct"))) || ((data1.last_seen_at === undefined) && (missing0 = "last_seen_at"))){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/allOf/1/properties/devices/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
-if(data.metrics !== undefined){
-let data0 = data.metrics;
-const _errs1 = errors;
-if(errors === _errs1){
-if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
+if(data1.battery_pct !== undefined){
+let data2 = data1.battery_pct;
+const _errs7 = errors;
+if((!((typeof data2 == "number") && (isFinite(data2)))) && (data2 !== null)){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/allOf/1/properties/devices/items/properties/battery_pct/type",keyword:"type",params:{type: schema23.allOf[1].properties.devices.items.properties.battery_pct.type},message:"must be number,null"}];
+return false;
+}
+var valid3 = _errs7 === errors;
 }
 else {
-validate27.errors = [{instancePath:instancePath+"/metrics",schemaPath:"#/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+var valid3 = true;
+}
+if(valid3){
+if(data1.device_id !== undefined){
+const _errs9 = errors;
+if(typeof data1.device_id !== "string"){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/device_id",schemaPath:"#/allOf/1/properties/devices/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs9 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.last_seen_at !== undefined){
+let data4 = data1.last_seen_at;
+const _errs11 = errors;
+const _errs12 = errors;
+let valid4 = false;
+const _errs13 = errors;
+if(!(validate56(data4, {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",parentData:data1,parentDataProperty:"last_seen_at",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+var _valid0 = _errs13 === errors;
+valid4 = valid4 || _valid0;
+const _errs14 = errors;
+if(data4 !== null){
+const err0 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/allOf/1/properties/devices/items/properties/last_seen_at/anyOf/1/type",keyword:"type",params:{type: "null"},message:"must be null"};
+if(vErrors === null){
+vErrors = [err0];
+}
+else {
+vErrors.push(err0);
+}
+errors++;
+}
+var _valid0 = _errs14 === errors;
+valid4 = valid4 || _valid0;
+if(!valid4){
+const err1 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/allOf/1/properties/devices/items/properties/last_seen_at/anyOf",keyword:"anyOf",params:{},message:"must match a schema in anyOf"};
+if(vErrors === null){
+vErrors = [err1];
+}
+else {
+vErrors.push(err1);
+}
+errors++;
+validate60.errors = vErrors;
+return false;
+}
+else {
+errors = _errs12;
+if(vErrors !== null){
+if(_errs12){
+vErrors.length = _errs12;
+}
+else {
+vErrors = null;
+}
+}
+}
+var valid3 = _errs11 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.site_id !== undefined){
+const _errs16 = errors;
+if(typeof data1.site_id !== "string"){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/site_id",schemaPath:"#/allOf/1/properties/devices/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid3 = _errs16 === errors;
+}
+else {
+var valid3 = true;
+}
+if(valid3){
+if(data1.status !== undefined){
+let data6 = data1.status;
+const _errs18 = errors;
+if(typeof data6 !== "string"){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/allOf/1/properties/devices/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(((data6 === "OFFLINE") || (data6 === "STALE")) || (data6 === "ONLINE"))){
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/allOf/1/properties/devices/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema23.allOf[1].properties.devices.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid3 = _errs18 === errors;
+}
+else {
+var valid3 = true;
+}
+}
+}
+}
+}
+}
+}
+else {
+validate60.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/allOf/1/properties/devices/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid2 = _errs5 === errors;
+if(!valid2){
+break;
+}
+}
+}
+else {
+validate60.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/allOf/1/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+}
+}
+else {
+validate60.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
 var valid0 = _errs1 === errors;
 }
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.timestamp !== undefined){
-let data1 = data.timestamp;
-const _errs4 = errors;
-const _errs5 = errors;
-if(errors === _errs5){
-if(errors === _errs5){
-if(typeof data1 === "string"){
-if(!(formats0.test(data1))){
-validate27.errors = [{instancePath:instancePath+"/timestamp",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
-}
-}
-else {
-validate27.errors = [{instancePath:instancePath+"/timestamp",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs4 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-else {
-validate27.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate27.errors = vErrors;
+validate60.errors = vErrors;
 return errors === 0;
 }
-validate27.evaluated = {"props":{"metrics":true,"timestamp":true},"dynamicProps":false,"dynamicItems":false};
+validate60.evaluated = {"props":{"devices":true,"counts":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
+export const fleetEnvelope = validate61;
 
-function validate26(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+export const telemetry = validate66;
+const schema25 = {"$id":"telemetry.json","allOf":[{"$ref":"telemetry-envelope.json"},{"type":"object","properties":{"data":{"type":"object","properties":{"timestamp":{"description":"When the device took the reading.","$ref":"Timestamp.json"}}}}}]};
+const schema26 = {"$id":"telemetry-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]},"device_id":{"$ref":"TenantId.json"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"type":{"description":"Always `\"telemetry\"`.","type":"string","enum":["telemetry"]}},"required":["type","tenant_id","device_id","seq","data"]};
+
+function validate67(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="telemetry-envelope.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate26.evaluated;
+const evaluated0 = validate67.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -861,15 +815,39 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.device_id === undefined) && (missing0 = "device_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.data === undefined) && (missing0 = "data"))){
-validate26.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate67.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
 if(data.data !== undefined){
+let data0 = data.data;
 const _errs1 = errors;
-if(!(validate27(data.data, {instancePath:instancePath+"/data",parentData:data,parentDataProperty:"data",rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate27.errors : vErrors.concat(validate27.errors);
-errors = vErrors.length;
+if(errors === _errs1){
+if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
+let missing1;
+if(((data0.timestamp === undefined) && (missing1 = "timestamp")) || ((data0.metrics === undefined) && (missing1 = "metrics"))){
+validate67.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+return false;
+}
+else {
+if(data0.metrics !== undefined){
+let data1 = data0.metrics;
+const _errs3 = errors;
+if(errors === _errs3){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+}
+else {
+validate67.errors = [{instancePath:instancePath+"/data/metrics",schemaPath:"#/properties/data/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+}
+}
+}
+else {
+validate67.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
 }
 var valid0 = _errs1 === errors;
 }
@@ -878,62 +856,30 @@ var valid0 = true;
 }
 if(valid0){
 if(data.device_id !== undefined){
-let data1 = data.device_id;
-const _errs2 = errors;
-const _errs3 = errors;
-if(errors === _errs3){
-if(typeof data1 === "string"){
-if(!pattern4.test(data1)){
-validate26.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
+const _errs6 = errors;
+if(!(validate54(data.device_id, {instancePath:instancePath+"/device_id",parentData:data,parentDataProperty:"device_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
-}
-else {
-validate26.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs2 === errors;
+var valid0 = _errs6 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.seq !== undefined){
-let data2 = data.seq;
-const _errs5 = errors;
-if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate26.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs5){
-if((typeof data2 == "number") && (isFinite(data2))){
-if(data2 < 0 || isNaN(data2)){
-validate26.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs5 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.tenant_id !== undefined){
-let data3 = data.tenant_id;
+let data3 = data.seq;
 const _errs7 = errors;
-const _errs8 = errors;
-if(errors === _errs8){
-if(typeof data3 === "string"){
-if(!pattern4.test(data3)){
-validate26.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+validate67.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-}
-else {
-validate26.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(errors === _errs7){
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 < 0 || isNaN(data3)){
+validate67.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
+}
 }
 }
 var valid0 = _errs7 === errors;
@@ -942,15 +888,27 @@ else {
 var valid0 = true;
 }
 if(valid0){
+if(data.tenant_id !== undefined){
+const _errs9 = errors;
+if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs9 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
 if(data.type !== undefined){
-let data4 = data.type;
+let data5 = data.type;
 const _errs10 = errors;
-if(typeof data4 !== "string"){
-validate26.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(typeof data5 !== "string"){
+validate67.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!(data4 === "telemetry")){
-validate26.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/enum",keyword:"enum",params:{allowedValues: schema51.enum},message:"must be equal to one of the allowed values"}];
+if(!(data5 === "telemetry")){
+validate67.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema26.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
 var valid0 = _errs10 === errors;
@@ -965,26 +923,78 @@ var valid0 = true;
 }
 }
 else {
-validate26.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate67.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate26.errors = vErrors;
+validate67.errors = vErrors;
 return errors === 0;
 }
-validate26.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate67.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-export const event = validate29;
-const schema52 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`).","type":"string"},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"topic":{"$ref":"#/$defs/Topic"},"ts":{"$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"event\"`.","$ref":"#/$defs/EventTag"}},"required":["type","tenant_id","topic","event","seq","ts","payload"],"$defs":{"EventTag":{"description":"The `type` field of a message: always `\"event\"`.","type":"string","enum":["event"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"},"Topic":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"}}};
-const schema53 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema54 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema55 = {"type":"string","format":"date-time"};
-const schema56 = {"description":"The `type` field of a message: always `\"event\"`.","type":"string","enum":["event"]};
 
-function validate29(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate66(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="telemetry.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate29.evaluated;
+const evaluated0 = validate66.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+const _errs0 = errors;
+if(!(validate67(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate67.errors : vErrors.concat(validate67.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs0 === errors;
+if(valid0){
+const _errs1 = errors;
+if(errors === _errs1){
+if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.data !== undefined){
+let data0 = data.data;
+const _errs3 = errors;
+if(errors === _errs3){
+if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
+if(data0.timestamp !== undefined){
+if(!(validate56(data0.timestamp, {instancePath:instancePath+"/data/timestamp",parentData:data0,parentDataProperty:"timestamp",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+}
+}
+else {
+validate66.errors = [{instancePath:instancePath+"/data",schemaPath:"#/allOf/1/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+}
+}
+else {
+validate66.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid0 = _errs1 === errors;
+}
+validate66.errors = vErrors;
+return errors === 0;
+}
+validate66.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+
+export const telemetryEnvelope = validate67;
+
+export const event = validate72;
+const schema27 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`).","type":"string"},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
+
+function validate72(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="event.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate72.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -995,14 +1005,14 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if((((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.topic === undefined) && (missing0 = "topic"))) || ((data.event === undefined) && (missing0 = "event"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.payload === undefined) && (missing0 = "payload"))){
-validate29.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate72.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
 if(data.event !== undefined){
 const _errs1 = errors;
 if(typeof data.event !== "string"){
-validate29.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate72.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 var valid0 = _errs1 === errors;
@@ -1015,13 +1025,13 @@ if(data.seq !== undefined){
 let data1 = data.seq;
 const _errs3 = errors;
 if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate29.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate72.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs3){
 if((typeof data1 == "number") && (isFinite(data1))){
 if(data1 < 0 || isNaN(data1)){
-validate29.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate72.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -1033,20 +1043,10 @@ var valid0 = true;
 }
 if(valid0){
 if(data.tenant_id !== undefined){
-let data2 = data.tenant_id;
 const _errs5 = errors;
-const _errs6 = errors;
-if(errors === _errs6){
-if(typeof data2 === "string"){
-if(!pattern4.test(data2)){
-validate29.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate29.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
+if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
 var valid0 = _errs5 === errors;
 }
@@ -1055,570 +1055,22 @@ var valid0 = true;
 }
 if(valid0){
 if(data.topic !== undefined){
-let data3 = data.topic;
-const _errs8 = errors;
-const _errs9 = errors;
-if(errors === _errs9){
-if(typeof data3 === "string"){
-if(!pattern4.test(data3)){
-validate29.errors = [{instancePath:instancePath+"/topic",schemaPath:"#/$defs/Topic/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate29.errors = [{instancePath:instancePath+"/topic",schemaPath:"#/$defs/Topic/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs8 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.ts !== undefined){
-let data4 = data.ts;
-const _errs11 = errors;
-const _errs12 = errors;
-if(errors === _errs12){
-if(errors === _errs12){
-if(typeof data4 === "string"){
-if(!(formats0.test(data4))){
-validate29.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
-}
-}
-else {
-validate29.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs11 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.type !== undefined){
-let data5 = data.type;
-const _errs14 = errors;
-if(typeof data5 !== "string"){
-validate29.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/EventTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(data5 === "event")){
-validate29.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/EventTag/enum",keyword:"enum",params:{allowedValues: schema56.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs14 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate29.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate29.errors = vErrors;
-return errors === 0;
-}
-validate29.evaluated = {"props":{"event":true,"payload":true,"seq":true,"tenant_id":true,"topic":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
-
-export const alertsEnvelope = validate30;
-const schema57 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"alerts\"`.","$ref":"#/$defs/AlertsTag"}},"required":["type","tenant_id","seq","ts","alerts","total_open"],"$defs":{"Alert":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"#/$defs/Timestamp"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/AlertStatus"},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]},"AlertStatus":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"AlertsTag":{"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema58 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema59 = {"type":"string","format":"date-time"};
-const schema60 = {"description":"The `type` field of a message: always `\"alerts\"`.","type":"string","enum":["alerts"]};
-
-function validate30(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-let vErrors = null;
-let errors = 0;
-const evaluated0 = validate30.evaluated;
-if(evaluated0.dynamicProps){
-evaluated0.props = undefined;
-}
-if(evaluated0.dynamicItems){
-evaluated0.items = undefined;
-}
-if(errors === 0){
-if(data && typeof data == "object" && !Array.isArray(data)){
-let missing0;
-if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.alerts === undefined) && (missing0 = "alerts"))) || ((data.total_open === undefined) && (missing0 = "total_open"))){
-validate30.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data.alerts !== undefined){
-const _errs1 = errors;
-if(errors === _errs1){
-if(!(Array.isArray(data.alerts))){
-validate30.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
-return false;
-}
-}
-var valid0 = _errs1 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.seq !== undefined){
-let data1 = data.seq;
-const _errs3 = errors;
-if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate30.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs3){
-if((typeof data1 == "number") && (isFinite(data1))){
-if(data1 < 0 || isNaN(data1)){
-validate30.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs3 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.tenant_id !== undefined){
-let data2 = data.tenant_id;
-const _errs5 = errors;
 const _errs6 = errors;
-if(errors === _errs6){
-if(typeof data2 === "string"){
-if(!pattern4.test(data2)){
-validate30.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
+if(!(validate54(data.topic, {instancePath:instancePath+"/topic",parentData:data,parentDataProperty:"topic",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
-}
-else {
-validate30.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs5 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.total_open !== undefined){
-let data3 = data.total_open;
-const _errs8 = errors;
-if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate30.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs8){
-if((typeof data3 == "number") && (isFinite(data3))){
-if(data3 < 0 || isNaN(data3)){
-validate30.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs8 === errors;
+var valid0 = _errs6 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.ts !== undefined){
-let data4 = data.ts;
-const _errs10 = errors;
-const _errs11 = errors;
-if(errors === _errs11){
-if(errors === _errs11){
-if(typeof data4 === "string"){
-if(!(formats0.test(data4))){
-validate30.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
-}
-}
-else {
-validate30.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs10 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.type !== undefined){
-let data5 = data.type;
-const _errs13 = errors;
-if(typeof data5 !== "string"){
-validate30.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(data5 === "alerts")){
-validate30.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/AlertsTag/enum",keyword:"enum",params:{allowedValues: schema60.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs13 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate30.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate30.errors = vErrors;
-return errors === 0;
-}
-validate30.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
-
-export const fleetEnvelope = validate31;
-const schema61 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"$ref":"#/$defs/FleetCounts"},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"#/$defs/Timestamp"},"type":{"description":"Always `\"fleet\"`.","$ref":"#/$defs/FleetTag"}},"required":["type","tenant_id","seq","ts","counts","devices"],"$defs":{"DeviceStatus":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]},"FleetCounts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"FleetDevice":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"#/$defs/Timestamp"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"$ref":"#/$defs/DeviceStatus"}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]},"FleetTag":{"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema62 = {"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]};
-const schema63 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema64 = {"type":"string","format":"date-time"};
-const schema65 = {"description":"The `type` field of a message: always `\"fleet\"`.","type":"string","enum":["fleet"]};
-
-function validate31(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-let vErrors = null;
-let errors = 0;
-const evaluated0 = validate31.evaluated;
-if(evaluated0.dynamicProps){
-evaluated0.props = undefined;
-}
-if(evaluated0.dynamicItems){
-evaluated0.items = undefined;
-}
-if(errors === 0){
-if(data && typeof data == "object" && !Array.isArray(data)){
-let missing0;
-if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.counts === undefined) && (missing0 = "counts"))) || ((data.devices === undefined) && (missing0 = "devices"))){
-validate31.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data.counts !== undefined){
-let data0 = data.counts;
-const _errs1 = errors;
-const _errs2 = errors;
-if(errors === _errs2){
-if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
-let missing1;
-if(((((data0.total === undefined) && (missing1 = "total")) || ((data0.online === undefined) && (missing1 = "online"))) || ((data0.stale === undefined) && (missing1 = "stale"))) || ((data0.offline === undefined) && (missing1 = "offline"))){
-validate31.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
-return false;
-}
-else {
-if(data0.offline !== undefined){
-let data1 = data0.offline;
-const _errs4 = errors;
-if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate31.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs4){
-if((typeof data1 == "number") && (isFinite(data1))){
-if(data1 < 0 || isNaN(data1)){
-validate31.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/$defs/FleetCounts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid2 = _errs4 === errors;
-}
-else {
-var valid2 = true;
-}
-if(valid2){
-if(data0.online !== undefined){
-let data2 = data0.online;
-const _errs6 = errors;
-if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate31.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs6){
-if((typeof data2 == "number") && (isFinite(data2))){
-if(data2 < 0 || isNaN(data2)){
-validate31.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/$defs/FleetCounts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid2 = _errs6 === errors;
-}
-else {
-var valid2 = true;
-}
-if(valid2){
-if(data0.stale !== undefined){
-let data3 = data0.stale;
-const _errs8 = errors;
-if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate31.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs8){
-if((typeof data3 == "number") && (isFinite(data3))){
-if(data3 < 0 || isNaN(data3)){
-validate31.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/$defs/FleetCounts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid2 = _errs8 === errors;
-}
-else {
-var valid2 = true;
-}
-if(valid2){
-if(data0.total !== undefined){
-let data4 = data0.total;
-const _errs10 = errors;
-if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
-validate31.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs10){
-if((typeof data4 == "number") && (isFinite(data4))){
-if(data4 < 0 || isNaN(data4)){
-validate31.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/$defs/FleetCounts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid2 = _errs10 === errors;
-}
-else {
-var valid2 = true;
-}
-}
-}
-}
-}
-}
-else {
-validate31.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/$defs/FleetCounts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid0 = _errs1 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.devices !== undefined){
-const _errs12 = errors;
-if(errors === _errs12){
-if(!(Array.isArray(data.devices))){
-validate31.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
-return false;
-}
-}
-var valid0 = _errs12 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.seq !== undefined){
-let data6 = data.seq;
-const _errs14 = errors;
-if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
-validate31.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs14){
-if((typeof data6 == "number") && (isFinite(data6))){
-if(data6 < 0 || isNaN(data6)){
-validate31.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs14 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.tenant_id !== undefined){
-let data7 = data.tenant_id;
-const _errs16 = errors;
-const _errs17 = errors;
-if(errors === _errs17){
-if(typeof data7 === "string"){
-if(!pattern4.test(data7)){
-validate31.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate31.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs16 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.ts !== undefined){
-let data8 = data.ts;
-const _errs19 = errors;
-const _errs20 = errors;
-if(errors === _errs20){
-if(errors === _errs20){
-if(typeof data8 === "string"){
-if(!(formats0.test(data8))){
-validate31.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/format",keyword:"format",params:{format: "date-time"},message:"must match format \""+"date-time"+"\""}];
-return false;
-}
-}
-else {
-validate31.errors = [{instancePath:instancePath+"/ts",schemaPath:"#/$defs/Timestamp/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-}
-var valid0 = _errs19 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.type !== undefined){
-let data9 = data.type;
-const _errs22 = errors;
-if(typeof data9 !== "string"){
-validate31.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(data9 === "fleet")){
-validate31.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/FleetTag/enum",keyword:"enum",params:{allowedValues: schema65.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs22 === errors;
-}
-else {
-var valid0 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate31.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-validate31.errors = vErrors;
-return errors === 0;
-}
-validate31.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
-
-export const telemetryEnvelope = validate32;
-const schema66 = {"$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"$ref":"#/$defs/TelemetryData"},"device_id":{"$ref":"#/$defs/DeviceId"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"#/$defs/TenantId"},"type":{"description":"Always `\"telemetry\"`.","$ref":"#/$defs/TelemetryTag"}},"required":["type","tenant_id","device_id","seq","data"],"$defs":{"DeviceId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"TelemetryData":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]},"TelemetryTag":{"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]},"TenantId":{"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"},"Timestamp":{"type":"string","format":"date-time"}}};
-const schema67 = {"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]};
-const schema68 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema69 = {"type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const schema70 = {"description":"The `type` field of a message: always `\"telemetry\"`.","type":"string","enum":["telemetry"]};
-
-function validate32(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-let vErrors = null;
-let errors = 0;
-const evaluated0 = validate32.evaluated;
-if(evaluated0.dynamicProps){
-evaluated0.props = undefined;
-}
-if(evaluated0.dynamicItems){
-evaluated0.items = undefined;
-}
-if(errors === 0){
-if(data && typeof data == "object" && !Array.isArray(data)){
-let missing0;
-if((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.device_id === undefined) && (missing0 = "device_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.data === undefined) && (missing0 = "data"))){
-validate32.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data.data !== undefined){
-let data0 = data.data;
-const _errs1 = errors;
-const _errs2 = errors;
-if(errors === _errs2){
-if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
-let missing1;
-if(((data0.timestamp === undefined) && (missing1 = "timestamp")) || ((data0.metrics === undefined) && (missing1 = "metrics"))){
-validate32.errors = [{instancePath:instancePath+"/data",schemaPath:"#/$defs/TelemetryData/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
-return false;
-}
-else {
-if(data0.metrics !== undefined){
-let data1 = data0.metrics;
-const _errs4 = errors;
-if(errors === _errs4){
-if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
-}
-else {
-validate32.errors = [{instancePath:instancePath+"/data/metrics",schemaPath:"#/$defs/TelemetryData/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-}
-}
-}
-else {
-validate32.errors = [{instancePath:instancePath+"/data",schemaPath:"#/$defs/TelemetryData/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid0 = _errs1 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.device_id !== undefined){
-let data2 = data.device_id;
 const _errs7 = errors;
-const _errs8 = errors;
-if(errors === _errs8){
-if(typeof data2 === "string"){
-if(!pattern4.test(data2)){
-validate32.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate32.errors = [{instancePath:instancePath+"/device_id",schemaPath:"#/$defs/DeviceId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
+if(!(validate56(data.ts, {instancePath:instancePath+"/ts",parentData:data,parentDataProperty:"ts",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
 }
 var valid0 = _errs7 === errors;
 }
@@ -1626,61 +1078,18 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.seq !== undefined){
-let data3 = data.seq;
-const _errs10 = errors;
-if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate32.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs10){
-if((typeof data3 == "number") && (isFinite(data3))){
-if(data3 < 0 || isNaN(data3)){
-validate32.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid0 = _errs10 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.tenant_id !== undefined){
-let data4 = data.tenant_id;
-const _errs12 = errors;
-const _errs13 = errors;
-if(errors === _errs13){
-if(typeof data4 === "string"){
-if(!pattern4.test(data4)){
-validate32.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
-return false;
-}
-}
-else {
-validate32.errors = [{instancePath:instancePath+"/tenant_id",schemaPath:"#/$defs/TenantId/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid0 = _errs12 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
 if(data.type !== undefined){
 let data5 = data.type;
-const _errs15 = errors;
+const _errs8 = errors;
 if(typeof data5 !== "string"){
-validate32.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate72.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!(data5 === "telemetry")){
-validate32.errors = [{instancePath:instancePath+"/type",schemaPath:"#/$defs/TelemetryTag/enum",keyword:"enum",params:{allowedValues: schema70.enum},message:"must be equal to one of the allowed values"}];
+if(!(data5 === "event")){
+validate72.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema27.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
-var valid0 = _errs15 === errors;
+var valid0 = _errs8 === errors;
 }
 else {
 var valid0 = true;
@@ -1691,13 +1100,14 @@ var valid0 = true;
 }
 }
 }
+}
 else {
-validate32.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate72.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate32.errors = vErrors;
+validate72.errors = vErrors;
 return errors === 0;
 }
-validate32.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate72.evaluated = {"props":{"event":true,"payload":true,"seq":true,"tenant_id":true,"topic":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
