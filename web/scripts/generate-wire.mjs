@@ -55,8 +55,36 @@ function markUnknown(properties) {
 }
 
 
+/**
+ * Makes each definition of `schema` one named type. Where a definition's keywords stand copied in
+ * place (schemars writes a flattened enum's variants so), the place refers to it instead; a
+ * reference beside other keywords becomes `allOf` of both, which json-schema-to-typescript renders
+ * as an intersection with the named type, rather than a merged copy that takes the name.
+ */
+function referToDefinitions(schema) {
+  const definitions = Object.entries(schema.$defs ?? {});
+  const isDefinition = new Set(definitions.map(([, definition]) => definition));
+  for (const node of nodes(schema)) {
+    if (isDefinition.has(node) || "$ref" in node) continue;
+    for (const [name, { description: _, ...rule }] of definitions) {
+      const keys = Object.keys(rule);
+      if (!keys.every((key) => JSON.stringify(node[key]) === JSON.stringify(rule[key]))) continue;
+      for (const key of keys) delete node[key];
+      node.$ref = `#/$defs/${name}`;
+      break;
+    }
+  }
+  for (const node of nodes(schema)) {
+    const { $ref, description, ...rest } = node;
+    if (typeof $ref !== "string" || !Object.keys(rest).length) continue;
+    for (const key of Object.keys(node)) delete node[key];
+    Object.assign(node, description === undefined ? {} : { description }, { allOf: [rest, { $ref }] });
+  }
+}
+
 async function types(stem) {
   const schema = load(stem);
+  referToDefinitions(schema);
   for (const node of nodes(schema)) markUnknown(node.properties);
   const ts = await compile(schema, schema.title, {
     bannerComment: "",

@@ -4,17 +4,7 @@
 /**
  * Replies the gateway sends on its own (data messages are forwarded from NATS unchanged).
  */
-export type ServerReply = ((({
-channel: "alerts"
-} | {
-channel: "fleet"
-} | {
-channel: "device"
-device_id: DeviceId
-} | {
-channel: "events"
-topic: Topic
-}) & {
+export type ServerReply = (({
 /**
  * Events channel subscribed without `since`: the newest `seq` this gateway knows for
  * the topic (delivered, or read from the stream when it subscribed). Every event above
@@ -23,7 +13,9 @@ topic: Topic
  */
 seq?: (number | null)
 type: "subscribed"
-}) | Channel | {
+} & Channel) | ({
+type: "unsubscribed"
+} & Channel) | {
 code: ErrorCode
 message: string
 type: "error"
@@ -41,14 +33,10 @@ type: "pong"
 exp: number
 type: "authenticated"
 })
-export type DeviceId = string
-export type Topic = string
 /**
- * `{"type":"unsubscribed","channel":"alerts"}`
+ * What a client may subscribe to. The tenant is never part of it: it comes from the token.
  */
 export type Channel = ({
-type: "unsubscribed"
-} & ({
 channel: "alerts"
 } | {
 channel: "fleet"
@@ -58,7 +46,9 @@ device_id: DeviceId
 } | {
 channel: "events"
 topic: Topic
-}))
+})
+export type DeviceId = string
+export type Topic = string
 /**
  * Machine-readable error codes of `{"type":"error"}` replies.
  */
