@@ -8,6 +8,7 @@ import type { ConnectionState, ConnectionStatus } from "./status.js";
 import { FakeNetwork, FakeVisibility, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
 import type {
   AlertsMessage,
+  ClientRequest,
   EventMessage,
   FleetMessage,
   TelemetryMessage,
@@ -43,6 +44,25 @@ function event(topic: string, seq: number): EventMessage {
   return { type: "event", tenant_id: "acme", topic, event: "ticket:update", seq, ts, payload: { seq } };
 }
 
+/**
+ * A ticket source whose `hangingCall`-th request never answers; `signals` holds the abort signal
+ * each request was given.
+ */
+function hangingTicketSource(hangingCall: number) {
+  const good = ticketSource();
+  const signals: (AbortSignal | undefined)[] = [];
+  const getTicket = vi.fn((signal?: AbortSignal) => {
+    signals.push(signal);
+    return signals.length === hangingCall ? new Promise<Ticket>(() => {}) : good();
+  });
+  return { getTicket, signals };
+}
+
+/** The `auth` requests sent on `socket`. */
+function authRequests(socket: FakeWebSocket): Extract<ClientRequest, { action: "auth" }>[] {
+  return socket.requests.filter((r) => r.action === "auth");
+}
+
 function setup(overrides: Partial<PulseClientOptions> = {}) {
   const factory = socketFactory();
   const getTicket = ticketSource();
@@ -61,6 +81,14 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
   client.on("error", (e) => errors.push(e));
   client.on("connection", (s) => statuses.push(s));
   const states = (): ConnectionState[] => statuses.map((s) => s.state);
+  /** Milliseconds until the next connection attempt; NaN when none is scheduled. */
+  const nextAttemptIn = (): number => (client.status.nextAttemptAt ?? Number.NaN) - Date.now();
+
+  /** Lets `ms` of fake time pass, then lets the promises it started settle. */
+  async function advanceAndSettle(ms: number): Promise<void> {
+    await vi.advanceTimersByTimeAsync(ms);
+    await settle();
+  }
 
   /** Starts the client and lets the first socket open. */
   async function connect(): Promise<FakeWebSocket> {
@@ -75,8 +103,7 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
   async function nextSocket(open = true, maxMs = 60_000): Promise<FakeWebSocket> {
     const before = factory.sockets.length;
     for (let waited = 0; factory.sockets.length === before && waited <= maxMs; waited += 100) {
-      await vi.advanceTimersByTimeAsync(100);
-      await settle();
+      await advanceAndSettle(100);
     }
     if (factory.sockets.length === before) throw new Error(`no new socket within ${maxMs} ms`);
     const socket = factory.last();
@@ -84,7 +111,51 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
     return socket;
   }
 
-  return { client, factory, getTicket, network, onHandlerError, errors, statuses, states, connect, nextSocket };
+  /** Starts the client and drops its first `n` attempts before they open, so the backoff grows. */
+  async function failAttempts(n: number): Promise<void> {
+    client.start();
+    await settle();
+    for (let i = 0; i < n; i += 1) {
+      factory.last().serverClose(1006);
+      await nextSocket(false);
+    }
+  }
+
+  /** Expects the client to have closed `socket` over `kind`, its one error, and to go live again. */
+  async function expectReplaced(socket: FakeWebSocket, kind: ClientError["kind"]): Promise<void> {
+    expect(socket.closedByClient).toBeDefined();
+    expect(socket.attached).toBe(false);
+    expect(client.state).toBe("reconnecting");
+    expect(errors.map((e) => e.kind)).toEqual([kind]);
+    await nextSocket();
+    expect(client.state).toBe("live");
+  }
+
+  /** Subscribes to `type` and returns a spy that receives its messages. */
+  function spyOnSubscription(type: "alerts" | "fleet") {
+    client.subscribe({ type });
+    const got = vi.fn();
+    client.on(type, got);
+    return got;
+  }
+
+  return {
+    client,
+    factory,
+    getTicket,
+    network,
+    onHandlerError,
+    errors,
+    statuses,
+    states,
+    nextAttemptIn,
+    advanceAndSettle,
+    connect,
+    nextSocket,
+    failAttempts,
+    expectReplaced,
+    spyOnSubscription,
+  };
 }
 
 beforeEach(() => {
@@ -163,12 +234,7 @@ describe("connecting", () => {
     await settle();
     const stuck = t.factory.last();
     await vi.advanceTimersByTimeAsync(10_000);
-    expect(stuck.closedByClient).toBeDefined();
-    expect(stuck.attached).toBe(false);
-    expect(t.client.state).toBe("reconnecting");
-    expect(t.errors.map((e) => e.kind)).toEqual(["connect_timeout"]);
-    await t.nextSocket();
-    expect(t.client.state).toBe("live");
+    await t.expectReplaced(stuck, "connect_timeout");
   });
 
   it("retries when the ticket cannot be fetched or is unusable", async () => {
@@ -205,8 +271,7 @@ describe("connecting", () => {
     t.client.start();
     await settle();
     expect(t.errors.map((e) => e.kind)).toEqual(["connect_failed"]);
-    await vi.advanceTimersByTimeAsync(1_000);
-    await settle();
+    await t.advanceAndSettle(1_000);
     factory.last().accept();
     expect(t.client.state).toBe("live");
   });
@@ -220,7 +285,7 @@ describe("reconnecting", () => {
     for (let i = 0; i < 50; i += 1) {
       t.factory.last().serverClose(1006);
       expect(t.client.state).toBe("reconnecting");
-      const delay = (t.client.status.nextAttemptAt ?? Number.NaN) - Date.now();
+      const delay = t.nextAttemptIn();
       expect(delay).toBeGreaterThanOrEqual(0);
       expect(delay).toBeLessThan(30_000);
       await t.nextSocket(false);
@@ -238,7 +303,7 @@ describe("reconnecting", () => {
     const delays: number[] = [];
     for (let i = 0; i < 8; i += 1) {
       t.factory.last().serverClose(1006);
-      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      delays.push(t.nextAttemptIn());
       await t.nextSocket(false);
     }
     expect(delays).toEqual([999, 1_998, 3_996, 7_992, 15_984, 29_970, 29_970, 29_970]);
@@ -250,7 +315,7 @@ describe("reconnecting", () => {
     const delays: number[] = [];
     for (let i = 0; i < 4; i += 1) {
       t.factory.last().serverClose(1011);
-      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      delays.push(t.nextAttemptIn());
       await t.nextSocket(true);
     }
     expect(delays).toEqual([999, 1_998, 3_996, 7_992]);
@@ -261,12 +326,12 @@ describe("reconnecting", () => {
     const first = await t.connect();
     const delays: number[] = [];
     first.serverClose(4029, "too many connections from this address; retry_after=12");
-    delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+    delays.push(t.nextAttemptIn());
     const second = await t.nextSocket(true);
     expect(second.url).not.toBe(first.url);
     for (let i = 0; i < 3; i += 1) {
       t.factory.last().serverClose(4029, "rate limit exceeded");
-      delays.push((t.client.status.nextAttemptAt ?? 0) - Date.now());
+      delays.push(t.nextAttemptIn());
       await t.nextSocket(true);
     }
     // The hint (12 s), then at least the default 5 s, then the backoff once it is longer.
@@ -280,7 +345,7 @@ describe("reconnecting", () => {
       await t.connect();
       t.factory.last().serverClose(code, "message too big");
       expect(t.errors.map((e) => [e.kind, e.code])).toEqual([["protocol_violation", code]]);
-      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(30_000);
+      expect(t.nextAttemptIn()).toBe(30_000);
       t.client.close();
     }
   });
@@ -291,29 +356,24 @@ describe("reconnecting", () => {
     t.factory.last().serverClose(1006);
     await t.nextSocket(true);
     t.factory.last().serverClose(1006);
-    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(1_998);
+    expect(t.nextAttemptIn()).toBe(1_998);
     await t.nextSocket(true);
     await vi.advanceTimersByTimeAsync(10_000);
     t.factory.last().push({ type: "pong" });
     t.factory.last().serverClose(1006);
-    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(999);
+    expect(t.nextAttemptIn()).toBe(999);
   });
 
   it("starts the backoff over when a long-lived socket goes silent", async () => {
     const t = setup({ random: () => 0.999 });
-    t.client.start();
-    await settle();
-    for (let i = 0; i < 4; i += 1) {
-      t.factory.last().serverClose(1006);
-      await t.nextSocket(false);
-    }
+    await t.failAttempts(4);
     const socket = t.factory.last();
     socket.accept();
     await vi.advanceTimersByTimeAsync(60_000); // pongs keep it alive
     socket.autoPong = false;
     await vi.advanceTimersByTimeAsync(45_000);
     expect(t.client.state).toBe("reconnecting");
-    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(999);
+    expect(t.nextAttemptIn()).toBe(999);
   });
 
   it("stops retrying when a connection handler closes the client", async () => {
@@ -324,20 +384,14 @@ describe("reconnecting", () => {
     });
     t.factory.last().serverClose(1006);
     expect(t.client.state).toBe("offline");
-    await vi.advanceTimersByTimeAsync(10 * 60_000);
-    await settle();
+    await t.advanceAndSettle(10 * 60_000);
     expect(t.factory.sockets).toHaveLength(1);
     expect(t.getTicket).toHaveBeenCalledTimes(1);
   });
 
   it("reconnects within 0–1 s after 1012, however long the backoff had grown", async () => {
     const t = setup({ random: () => 0.999 });
-    t.client.start();
-    await settle();
-    for (let i = 0; i < 6; i += 1) {
-      t.factory.last().serverClose(1006);
-      await t.nextSocket(false);
-    }
+    await t.failAttempts(6);
     t.factory.last().accept();
     const draining = t.factory.last();
     draining.serverClose(1012, "draining");
@@ -345,8 +399,7 @@ describe("reconnecting", () => {
     const tickets = t.getTicket.mock.calls.length;
     await vi.advanceTimersByTimeAsync(998);
     expect(t.getTicket).toHaveBeenCalledTimes(tickets);
-    await vi.advanceTimersByTimeAsync(1);
-    await settle();
+    await t.advanceAndSettle(1);
     expect(t.getTicket).toHaveBeenCalledTimes(tickets + 1);
     const next = t.factory.last();
     expect(next).not.toBe(draining);
@@ -413,7 +466,7 @@ describe("reconnecting", () => {
       const t = setup({ random: () => r });
       await t.connect();
       t.factory.last().serverClose(1012);
-      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(want);
+      expect(t.nextAttemptIn()).toBe(want);
       t.client.close();
     }
   });
@@ -437,7 +490,7 @@ describe("reconnecting", () => {
       t.factory.last().serverClose(code);
       expect(t.client.state).toBe("reconnecting");
       expect(t.client.status.closeCode).toBe(code);
-      expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBe(500);
+      expect(t.nextAttemptIn()).toBe(500);
       await t.nextSocket();
       expect(t.client.state).toBe("live");
       t.client.close();
@@ -452,8 +505,7 @@ describe("reconnecting", () => {
     expect(t.client.status.reason).toBe("forbidden");
     expect(t.client.status.error?.kind).toBe("forbidden");
     expect(t.errors.map((e) => e.kind)).toEqual(["forbidden"]);
-    await vi.advanceTimersByTimeAsync(10 * 60_000);
-    await settle();
+    await t.advanceAndSettle(10 * 60_000);
     expect(t.factory.sockets).toHaveLength(1);
     expect(t.getTicket).toHaveBeenCalledTimes(1);
     expect(t.client.polling).toBe(false);
@@ -646,9 +698,7 @@ describe("data", () => {
   it("drops the snapshot the gateway sends again after a reconnect", async () => {
     const t = setup();
     const first = await t.connect();
-    t.client.subscribe({ type: "alerts" });
-    const got = vi.fn();
-    t.client.on("alerts", got);
+    const got = t.spyOnSubscription("alerts");
     first.push(alerts(7));
     first.serverClose(1006);
     const second = await t.nextSocket();
@@ -742,9 +792,7 @@ describe("bad frames", () => {
   it("reports malformed and unknown frames and keeps working", async () => {
     const t = setup();
     const socket = await t.connect();
-    t.client.subscribe({ type: "alerts" });
-    const got = vi.fn();
-    t.client.on("alerts", got);
+    const got = t.spyOnSubscription("alerts");
     socket.push("this is not json");
     socket.push("[1,2,3]");
     socket.push('{"no":"type"}');
@@ -800,12 +848,7 @@ describe("heartbeat", () => {
     await vi.advanceTimersByTimeAsync(44_999);
     expect(t.client.state).toBe("live");
     await vi.advanceTimersByTimeAsync(1);
-    expect(socket.closedByClient).toBeDefined();
-    expect(socket.attached).toBe(false);
-    expect(t.client.state).toBe("reconnecting");
-    expect(t.errors.map((e) => e.kind)).toEqual(["heartbeat_timeout"]);
-    await t.nextSocket();
-    expect(t.client.state).toBe("live");
+    await t.expectReplaced(socket, "heartbeat_timeout");
   });
 
   it("stays connected while messages keep arriving", async () => {
@@ -828,15 +871,13 @@ describe("token renewal", () => {
     await vi.advanceTimersByTimeAsync(44_000);
     expect(t.getTicket).toHaveBeenCalledTimes(1);
     socket.push({ type: "pong" });
-    await vi.advanceTimersByTimeAsync(1_000);
-    await settle();
+    await t.advanceAndSettle(1_000);
     expect(t.getTicket).toHaveBeenCalledTimes(2);
     expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
     const exp = Math.floor(Date.now() / 1000) + 60;
     socket.push({ type: "authenticated", exp });
     expect(t.client.tokenExpiresAt).toBe(exp);
-    await vi.advanceTimersByTimeAsync(45_000);
-    await settle();
+    await t.advanceAndSettle(45_000);
     expect(socket.requests).toContainEqual({ action: "auth", token: "t3" });
     expect(t.factory.sockets).toHaveLength(1);
   });
@@ -851,30 +892,23 @@ describe("token renewal", () => {
     });
     const t = setup({ getTicket });
     const socket = await t.connect();
-    await vi.advanceTimersByTimeAsync(45_000);
-    await settle();
+    await t.advanceAndSettle(45_000);
     expect(t.errors.map((e) => e.kind)).toEqual(["renew_failed"]);
     socket.push({ type: "pong" });
-    await vi.advanceTimersByTimeAsync(5_000);
-    await settle();
+    await t.advanceAndSettle(5_000);
     expect(getTicket).toHaveBeenCalledTimes(3);
-    expect(socket.requests.filter((r) => r.action === "auth")).toHaveLength(1);
+    expect(authRequests(socket)).toHaveLength(1);
   });
 
   it("retries when the gateway refuses the new token", async () => {
     const t = setup();
     const socket = await t.connect();
-    await vi.advanceTimersByTimeAsync(45_000);
-    await settle();
+    await t.advanceAndSettle(45_000);
     expect(t.getTicket).toHaveBeenCalledTimes(2);
     socket.push({ type: "error", code: "invalid_token", message: "expired" });
-    await vi.advanceTimersByTimeAsync(5_000);
-    await settle();
+    await t.advanceAndSettle(5_000);
     expect(t.getTicket).toHaveBeenCalledTimes(3);
-    expect(socket.requests.filter((r) => r.action === "auth").map((r) => (r as { token: string }).token)).toEqual([
-      "t2",
-      "t3",
-    ]);
+    expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t3"]);
   });
 
   it("renews a short-lived token before it ends", async () => {
@@ -882,8 +916,7 @@ describe("token renewal", () => {
     const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
     const t = setup({ getTicket });
     const socket = await t.connect();
-    await vi.advanceTimersByTimeAsync(4_000);
-    await settle();
+    await t.advanceAndSettle(4_000);
     expect(getTicket).toHaveBeenCalledTimes(2);
     expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
   });
@@ -894,8 +927,7 @@ describe("token renewal", () => {
     const t = setup({ getTicket });
     await t.connect();
     // Renewed at 75 % of the 60 s it really has, before the server would end it at 60 s.
-    await vi.advanceTimersByTimeAsync(46_000);
-    await settle();
+    await t.advanceAndSettle(46_000);
     expect(getTicket).toHaveBeenCalledTimes(2);
   });
 
@@ -913,35 +945,24 @@ describe("token renewal", () => {
     });
     const t = setup({ getTicket });
     await t.connect();
-    await vi.advanceTimersByTimeAsync(46_000);
-    await settle();
+    await t.advanceAndSettle(46_000);
     expect(getTicket).toHaveBeenCalledTimes(2);
   });
 
   it("gives up a renewal that hangs and tries again", async () => {
-    const good = ticketSource();
-    let calls = 0;
-    const signals: (AbortSignal | undefined)[] = [];
-    const getTicket = vi.fn((signal?: AbortSignal) => {
-      calls += 1;
-      signals.push(signal);
-      return calls === 2 ? new Promise<Ticket>(() => {}) : good();
-    });
+    const { getTicket, signals } = hangingTicketSource(2);
     const t = setup({ getTicket });
     const socket = await t.connect();
-    await vi.advanceTimersByTimeAsync(45_000);
-    await settle();
+    await t.advanceAndSettle(45_000);
     expect(getTicket).toHaveBeenCalledTimes(2);
     socket.push({ type: "pong" });
-    await vi.advanceTimersByTimeAsync(10_000);
-    await settle();
+    await t.advanceAndSettle(10_000);
     expect(signals[1]?.aborted).toBe(true);
     expect(t.errors.map((e) => e.kind)).toEqual(["renew_failed"]);
     socket.push({ type: "pong" });
-    await vi.advanceTimersByTimeAsync(5_000);
-    await settle();
+    await t.advanceAndSettle(5_000);
     expect(getTicket).toHaveBeenCalledTimes(3);
-    expect(socket.requests.filter((r) => r.action === "auth")).toHaveLength(1);
+    expect(authRequests(socket)).toHaveLength(1);
   });
 
   it("does not renew for a socket that is gone", async () => {
@@ -949,8 +970,7 @@ describe("token renewal", () => {
     const socket = await t.connect();
     socket.serverClose(1012);
     t.client.close();
-    await vi.advanceTimersByTimeAsync(120_000);
-    await settle();
+    await t.advanceAndSettle(120_000);
     expect(t.getTicket).toHaveBeenCalledTimes(1);
   });
 });
@@ -1044,8 +1064,7 @@ describe("a tab shown again", () => {
     const t = setup({ visibility, getTicket, random: () => 0.999 });
     t.client.start();
     // Failures push the backoff towards its 30 s cap.
-    await vi.advanceTimersByTimeAsync(60_000);
-    await settle();
+    await t.advanceAndSettle(60_000);
     const calls = getTicket.mock.calls.length;
     expect(t.client.state).toBe("reconnecting");
     visibility.show();
@@ -1056,20 +1075,12 @@ describe("a tab shown again", () => {
 
 describe("a hung ticket endpoint", () => {
   it("costs one attempt: the request is aborted at the deadline and the next attempt connects", async () => {
-    const good = ticketSource();
-    let calls = 0;
-    const signals: (AbortSignal | undefined)[] = [];
-    const getTicket = vi.fn((signal?: AbortSignal) => {
-      calls += 1;
-      signals.push(signal);
-      return calls === 1 ? new Promise<Ticket>(() => {}) : good();
-    });
+    const { getTicket, signals } = hangingTicketSource(1);
     const t = setup({ getTicket });
     t.client.start();
     await settle();
     expect(t.factory.sockets).toHaveLength(0);
-    await vi.advanceTimersByTimeAsync(10_000);
-    await settle();
+    await t.advanceAndSettle(10_000);
     expect(signals[0]?.aborted).toBe(true);
     expect(t.errors.map((e) => e.kind)).toEqual(["ticket_failed"]);
     expect(t.client.state).toBe("reconnecting");
@@ -1104,8 +1115,7 @@ describe("fallback polling", () => {
     expect(got).toEqual([42]);
     // Attempts keep failing while polling goes on.
     for (const s of t.factory.sockets.slice(1)) s.serverClose(1006);
-    await vi.advanceTimersByTimeAsync(30_000);
-    await settle();
+    await t.advanceAndSettle(30_000);
     expect(poll).toHaveBeenCalledTimes(2);
     // Open whatever socket comes next: polling stops.
     const live = await t.nextSocket();
@@ -1143,9 +1153,7 @@ describe("fallback polling", () => {
     const poll = fleetPoll(0);
     const t = setup({ poll, random: () => 0.999 });
     const socket = await t.connect();
-    t.client.subscribe({ type: "fleet" });
-    const got = vi.fn();
-    t.client.on("fleet", got);
+    const got = t.spyOnSubscription("fleet");
     socket.push(fleet(500));
     socket.serverClose(1006);
     await vi.advanceTimersByTimeAsync(5_000);
@@ -1157,9 +1165,7 @@ describe("fallback polling", () => {
     const poll = fleetPoll(0);
     const t = setup({ poll, random: () => 0.999 });
     const socket = await t.connect();
-    t.client.subscribe({ type: "fleet" });
-    const got = vi.fn();
-    t.client.on("fleet", got);
+    const got = t.spyOnSubscription("fleet");
     socket.push(fleet(500, 1));
     socket.serverClose(1006);
     await vi.advanceTimersByTimeAsync(5_000);
@@ -1197,8 +1203,7 @@ describe("offline", () => {
     expect(t.client.status.reason).toBe("closed");
     expect(socket.closedByClient).toEqual({ code: 1000, reason: "client closed" });
     socket.serverClose(1000);
-    await vi.advanceTimersByTimeAsync(10 * 60_000);
-    await settle();
+    await t.advanceAndSettle(10 * 60_000);
     expect(t.factory.sockets).toHaveLength(1);
     expect(t.states()).toEqual(["connecting", "live", "offline"]);
   });
@@ -1231,8 +1236,7 @@ describe("offline", () => {
     expect(t.client.state).toBe("offline");
     expect(t.client.status.reason).toBe("network");
     expect(socket.closedByClient).toBeDefined();
-    await vi.advanceTimersByTimeAsync(10 * 60_000);
-    await settle();
+    await t.advanceAndSettle(10 * 60_000);
     expect(t.factory.sockets).toHaveLength(1);
     t.network.set(true);
     expect(t.client.state).toBe("reconnecting");
@@ -1257,14 +1261,9 @@ describe("offline", () => {
 
   it("skips the backoff wait when the network comes back", async () => {
     const t = setup({ random: () => 0.999 });
-    t.client.start();
-    await settle();
-    for (let i = 0; i < 5; i += 1) {
-      t.factory.last().serverClose(1006);
-      await t.nextSocket(false);
-    }
+    await t.failAttempts(5);
     t.factory.last().serverClose(1006);
-    expect((t.client.status.nextAttemptAt ?? 0) - Date.now()).toBeGreaterThan(20_000);
+    expect(t.nextAttemptIn()).toBeGreaterThan(20_000);
     const count = t.factory.sockets.length;
     t.network.set(true);
     await settle();
@@ -1554,8 +1553,7 @@ describe("events", () => {
       ]);
       expect(w.seqs()).toEqual([5, 6, 7]);
       for (const s of t.factory.sockets.slice(1)) s.serverClose(1006);
-      await vi.advanceTimersByTimeAsync(30_000);
-      await settle();
+      await t.advanceAndSettle(30_000);
       expect(seen[1]?.[0]).toEqual({ topic: "tickets", after: 7 });
       expect(w.seqs()).toEqual([5, 6, 7, 8, 9]);
       const live = await t.nextSocket();
