@@ -135,8 +135,9 @@ pub struct Outcome {
     pub held: bool,
     /// Events: the topic's `seq` in the first `subscribed` reply; every later event is expected.
     pub base: u64,
-    /// Events: the newest `seq` the client had when it ended (its `base` if it got none).
-    pub last: u64,
+    /// The newest `seq` the client had of each subject it held when it ended, in the order of
+    /// `devices` (one for the alerts or an events topic; there, its `base` if it got none).
+    pub newest: Vec<u64>,
 }
 
 /// One client's return after losing its gateway: wall clock, nanoseconds since the epoch.
@@ -436,7 +437,7 @@ async fn run_client(
         connected: false,
         held: false,
         base: 0,
-        last: 0,
+        newest: Vec::new(),
     };
     let begin = Instant::now();
     let setup = tokio::select! {
@@ -449,7 +450,6 @@ async fn run_client(
             // Events: the ack's seq is the newest event already published; later ones count.
             if let Some(seq) = seq.filter(|_| plan.topic.is_some()) {
                 outcome.base = seq;
-                outcome.last = seq;
                 tally.last[0] = tally.last[0].max(seq);
             }
             ws
@@ -488,7 +488,7 @@ async fn run_client(
                     Some(again) => ws = again,
                     None => {
                         shared.alive.fetch_sub(1, Ordering::Relaxed);
-                        outcome.last = tally.last[0];
+                        outcome.newest = tally.last;
                         return outcome;
                     }
                 }
@@ -505,7 +505,7 @@ async fn run_client(
                         None => {
                             tally.flush(&shared);
                             shared.alive.fetch_sub(1, Ordering::Relaxed);
-                            outcome.last = tally.last[0];
+                            outcome.newest = tally.last;
                             return outcome;
                         }
                     }
@@ -513,7 +513,7 @@ async fn run_client(
                 Err(e) => {
                     shared.errors.record(&e);
                     shared.alive.fetch_sub(1, Ordering::Relaxed);
-                    outcome.last = tally.last[0];
+                    outcome.newest = tally.last;
                     return outcome;
                 }
             },
@@ -521,7 +521,7 @@ async fn run_client(
     }
     tally.flush(&shared);
     shared.alive.fetch_sub(1, Ordering::Relaxed);
-    outcome.last = tally.last[0];
+    outcome.newest = tally.last;
     // Dropping the socket is enough: the gateway sees the end of the stream.
     drop(ws);
     outcome

@@ -272,6 +272,14 @@ impl Reading {
             .sum::<Option<u64>>()
     }
 
+    /// Snapshot frames all gateways conflated so far, when every one answered.
+    pub fn conflated(&self) -> Option<f64> {
+        self.metrics
+            .iter()
+            .map(|m| m.map(|m| m.conflated))
+            .sum::<Option<f64>>()
+    }
+
     /// The fan-out latency histogram of all gateways together.
     pub fn fanout_total(&self) -> Vec<(f64, f64)> {
         let mut total: Vec<(f64, f64)> = Vec::new();

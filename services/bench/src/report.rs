@@ -68,7 +68,25 @@ pub struct StageReport {
     pub received: u64,
     /// Messages received more than once (or out of order) by the same client.
     pub duplicated: u64,
+    /// Messages not received: `merged` plus `lost`.
     pub missing: u64,
+    /// Of `missing`: snapshots after which a newer one of the same subject reached the client,
+    /// so the gateway merged them into it (conflation, which the protocol allows).
+    #[serde(default)]
+    pub merged: u64,
+    /// Of `missing`: snapshots no newer one of their subject followed (the client ended on an
+    /// older state), and every missing event.
+    #[serde(default)]
+    pub lost: u64,
+    /// Connected clients that ended without the stage's newest message of a subject they held
+    /// (or a newer one).
+    #[serde(default)]
+    pub behind: u64,
+    /// Snapshot frames the gateways conflated over the stage (their
+    /// `pulse_gateway_conflated_total`), read by the leading shard: what `merged` adds up to
+    /// when the gateways serve no one else.
+    #[serde(default)]
+    pub gateway_conflated: Option<u64>,
     /// Publishing time of the stage, seconds.
     pub seconds: f64,
     pub deliveries_per_second: f64,
@@ -237,6 +255,10 @@ impl Report {
                         o.received += s.received;
                         o.duplicated += s.duplicated;
                         o.missing += s.missing;
+                        o.merged += s.merged;
+                        o.lost += s.lost;
+                        o.behind += s.behind;
+                        o.gateway_conflated = o.gateway_conflated.or(s.gateway_conflated);
                         o.latency = o.latency.merge(&s.latency);
                         o.seconds = o.seconds.max(s.seconds);
                         o.gateway_cpu_seconds = o.gateway_cpu_seconds.or(s.gateway_cpu_seconds);
@@ -403,6 +425,16 @@ impl Report {
                 format!(
                     "{} expected, {} received, {} missing, {} duplicated",
                     s.expected, s.received, s.missing, s.duplicated
+                ),
+            );
+            let conflated = s
+                .gateway_conflated
+                .map_or_else(String::new, |n| format!(" (the gateways conflated {n})"));
+            row(
+                "  missing: merged / lost",
+                format!(
+                    "{} merged into a newer snapshot{conflated} / {} lost; {} clients behind",
+                    s.merged, s.lost, s.behind
                 ),
             );
             row("  deliveries/s", format!("{:.0}", s.deliveries_per_second));

@@ -5,9 +5,14 @@
 //! - telemetry: client i holds devices (i·K + j) mod D for j < K, so every device has the
 //!   same number of subscribers; devices publish in turn at `--hz` each.
 //! - sweep: broadcast in stages at each of `--sweep-rates`, stopping after the first stage
-//!   whose p99 passes `--sweep-p99-limit-ms` or that lost more than a tenth of its messages
-//!   (alerts are a snapshot subject: a client that falls behind skips to the newest value,
-//!   and the bench counts every skipped message as missing).
+//!   whose p99 passes `--sweep-p99-limit-ms` or whose clients received less than nine tenths
+//!   of its messages (alerts are a snapshot subject: a client that falls behind skips to the
+//!   newest value).
+//!
+//! Every subject here is a snapshot subject, so the gateway may merge a slow client's pending
+//! snapshot into a newer one (conflation). A message a client did not receive is *merged*
+//! when a newer one of its subject reached the client after it, and *lost* when none did: the
+//! client ended on an older state than the newest published.
 //!
 //! A stage's gateway CPU is read from the first publish until the grace period after the
 //! last one has passed, so it covers every delivery of the stage.
@@ -20,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Run;
 use crate::BenchError;
 use crate::config::Scenario;
-use crate::population::Shared;
+use crate::population::{Outcome, Shared};
 use crate::publisher::{Publisher, Shape, StageResult};
 use crate::report::StageReport;
 
@@ -33,6 +38,8 @@ struct Published {
     fanout: Vec<Option<(f64, f64, f64)>>,
     /// The gateways' RSS at the end of each stage.
     rss: Vec<Option<u64>>,
+    /// Snapshot frames the gateways conflated over each stage.
+    conflated: Vec<Option<u64>>,
     error: Option<String>,
 }
 
@@ -130,6 +137,12 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
                     );
                     out.stages.push((result, cpu, system));
                     out.rss.push(after.rss_bytes());
+                    out.conflated.push(
+                        after
+                            .conflated()
+                            .zip(before.conflated())
+                            .map(|(a, b)| (a - b) as u64),
+                    );
                     out.fanout.push(crate::probe::fanout_quantiles(
                         &before.fanout_total(),
                         &after.fanout_total(),
@@ -153,31 +166,28 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         ));
     }
     run.report.connections = run.connect_stats(&shared, planned, setup_seconds, held);
+    let results: Vec<StageResult> = published.stages.iter().map(|s| s.0.clone()).collect();
     for (i, (result, cpu, system)) in published.stages.into_iter().enumerate() {
         let fanout = published.fanout.get(i).copied().flatten();
-        let expected: u64 = outcomes
-            .iter()
-            .filter(|o| o.connected)
-            .map(|o| {
-                if o.devices.is_empty() {
-                    result.published.first().copied().unwrap_or(0)
-                } else {
-                    o.devices
-                        .iter()
-                        .map(|d| result.published.get(*d as usize).copied().unwrap_or(0))
-                        .sum()
-                }
-            })
-            .sum();
+        let ending = Ending::of(&results, i, &outcomes);
         let received = shared.received[i].sum();
+        let missing = ending.expected.saturating_sub(received);
         run.report.stages.push(StageReport {
             stage: result.stage,
             msgs_per_second: result.rate,
             published: result.total(),
-            expected,
+            expected: ending.expected,
             received,
             duplicated: shared.duplicated[i].sum(),
-            missing: expected.saturating_sub(received),
+            missing,
+            merged: missing.saturating_sub(ending.lost),
+            lost: ending.lost,
+            behind: ending.behind,
+            gateway_conflated: if run.config.is_leader() {
+                published.conflated.get(i).copied().flatten()
+            } else {
+                None
+            },
             seconds: result.seconds,
             deliveries_per_second: 0.0,
             latency: shared.latency[i].summary(),
@@ -194,4 +204,121 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         run.report.errors.insert("stray_frames".into(), stray);
     }
     Ok(())
+}
+
+/// How the connected clients ended one stage: the messages they should have received, how
+/// many of those no newer message of the same subject followed (`lost`), and how many clients
+/// that left on an older state than the stage's newest (`behind`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ending {
+    expected: u64,
+    lost: u64,
+    behind: u64,
+}
+
+impl Ending {
+    /// Stage `stage` of `stages` (in order), from each client's newest `seq` per subject.
+    ///
+    /// The publisher numbers each subject's messages 1, 2, 3, … across all stages, so a stage's
+    /// messages of a subject are the next `published` `seq`s after the earlier stages'. A client
+    /// that ended on `newest` of a subject never got any above it: those are lost. One below it
+    /// that it did not receive was merged into a newer one.
+    fn of(stages: &[StageResult], stage: usize, outcomes: &[Outcome]) -> Ending {
+        let published = |s: &StageResult, subject: u32| -> u64 {
+            s.published.get(subject as usize).copied().unwrap_or(0)
+        };
+        let mut ending = Ending::default();
+        for o in outcomes.iter().filter(|o| o.connected) {
+            // A client without devices holds the alerts: subject 0.
+            let subjects: &[u32] = if o.devices.is_empty() {
+                &[0]
+            } else {
+                &o.devices
+            };
+            let mut behind = false;
+            for (slot, subject) in subjects.iter().enumerate() {
+                let before: u64 = stages[..stage].iter().map(|s| published(s, *subject)).sum();
+                let count = published(&stages[stage], *subject);
+                let newest = o.newest.get(slot).copied().unwrap_or(0);
+                let lost = (before + count).saturating_sub(newest.max(before));
+                ending.expected += count;
+                ending.lost += lost;
+                behind |= lost > 0;
+            }
+            ending.behind += u64::from(behind);
+        }
+        ending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(stage: u32, published: &[u64]) -> StageResult {
+        StageResult {
+            stage,
+            published: published.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn client(devices: &[u32], newest: &[u64]) -> Outcome {
+        Outcome {
+            devices: devices.to_vec(),
+            connected: true,
+            held: true,
+            base: 0,
+            newest: newest.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_client_on_the_newest_seq_lost_nothing_whatever_it_skipped() {
+        // Alerts 1..=10 in stage 0, 11..=40 in stage 1.
+        let stages = [stage(0, &[10]), stage(1, &[30])];
+        let current = [client(&[], &[40]), client(&[], &[40])];
+        let expected = Ending {
+            expected: 2 * 30,
+            lost: 0,
+            behind: 0,
+        };
+        assert_eq!(Ending::of(&stages, 1, &current), expected);
+    }
+
+    #[test]
+    fn messages_above_a_clients_newest_seq_are_lost_in_their_own_stage() {
+        let stages = [stage(0, &[10]), stage(1, &[30])];
+        // Ended on seq 8: 9 and 10 of stage 0 and all 30 of stage 1 never came.
+        let stuck = [client(&[], &[8]), client(&[], &[40])];
+        let first = Ending::of(&stages, 0, &stuck);
+        assert_eq!((first.expected, first.lost, first.behind), (20, 2, 1));
+        let second = Ending::of(&stages, 1, &stuck);
+        assert_eq!((second.expected, second.lost, second.behind), (60, 30, 1));
+    }
+
+    #[test]
+    fn each_device_of_a_client_counts_on_its_own() {
+        // Devices 0, 1, 2: 4 readings each.
+        let stages = [stage(0, &[4, 4, 4])];
+        let clients = [
+            client(&[0, 2], &[4, 3]),
+            client(&[1], &[4]),
+            client(&[2, 1], &[4, 4]),
+        ];
+        let expected = Ending {
+            expected: 5 * 4,
+            lost: 1,
+            behind: 1,
+        };
+        assert_eq!(Ending::of(&stages, 0, &clients), expected);
+    }
+
+    #[test]
+    fn clients_that_never_connected_expect_nothing() {
+        let stages = [stage(0, &[10])];
+        let mut never = client(&[], &[]);
+        never.connected = false;
+        assert_eq!(Ending::of(&stages, 0, &[never]), Ending::default());
+    }
 }

@@ -201,6 +201,8 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         received,
         duplicated: shared.duplicated[0].sum(),
         missing: expected.saturating_sub(received),
+        // Events are never merged: every one missing is lost.
+        lost: expected.saturating_sub(received),
         seconds: w.seconds,
         latency: shared.latency[0].summary(),
         ..Default::default()
@@ -274,7 +276,7 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
     }
     let behind = outcomes
         .iter()
-        .filter(|o| o.connected && o.last < w.last_seq)
+        .filter(|o| o.connected && o.newest.first().is_none_or(|n| *n < w.last_seq))
         .count() as u64;
     let leader = run.config.is_leader();
     run.report.events = Some(EventsStats {
