@@ -248,36 +248,29 @@ impl Reading {
         reading
     }
 
+    /// `pick` of every gateway's process summed, when every one has a pid.
+    fn every_proc<T: std::iter::Sum<T>>(&self, pick: impl Fn(&ProcSample) -> T) -> Option<T> {
+        self.proc.iter().map(|p| p.as_ref().map(&pick)).sum()
+    }
+
     /// CPU seconds of all gateways together, when every one has a pid.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        self.proc
-            .iter()
-            .map(|p| p.map(|p| p.cpu_seconds))
-            .sum::<Option<f64>>()
+        self.every_proc(|p| p.cpu_seconds)
     }
 
     /// Kernel CPU seconds of all gateways together, when every one has a pid.
     pub fn system_seconds(&self) -> Option<f64> {
-        self.proc
-            .iter()
-            .map(|p| p.map(|p| p.system_seconds))
-            .sum::<Option<f64>>()
+        self.every_proc(|p| p.system_seconds)
     }
 
     /// RSS of all gateways together, when every one has a pid.
     pub fn rss_bytes(&self) -> Option<u64> {
-        self.proc
-            .iter()
-            .map(|p| p.map(|p| p.rss_bytes))
-            .sum::<Option<u64>>()
+        self.every_proc(|p| p.rss_bytes)
     }
 
     /// Snapshot frames all gateways conflated so far, when every one answered.
     pub fn conflated(&self) -> Option<f64> {
-        self.metrics
-            .iter()
-            .map(|m| m.map(|m| m.conflated))
-            .sum::<Option<f64>>()
+        self.metrics.iter().map(|m| m.map(|m| m.conflated)).sum()
     }
 
     /// The fan-out latency histogram of all gateways together.

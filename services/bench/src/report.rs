@@ -427,16 +427,16 @@ impl Report {
                     s.expected, s.received, s.missing, s.duplicated
                 ),
             );
-            let conflated = s
-                .gateway_conflated
-                .map_or_else(String::new, |n| format!(" (the gateways conflated {n})"));
             row(
                 "  missing: merged / lost",
                 format!(
-                    "{} merged into a newer snapshot{conflated} / {} lost; {} clients behind",
+                    "{} merged into a newer snapshot / {} lost; {} clients behind",
                     s.merged, s.lost, s.behind
                 ),
             );
+            if let Some(n) = s.gateway_conflated {
+                row("  snapshots the gateways conflated", n.to_string());
+            }
             row("  deliveries/s", format!("{:.0}", s.deliveries_per_second));
             row("  latency", latency(&s.latency));
             if s.gateway_rss_bytes.is_some() {

@@ -263,6 +263,14 @@ mod tests {
         }
     }
 
+    fn ending(expected: u64, lost: u64, behind: u64) -> Ending {
+        Ending {
+            expected,
+            lost,
+            behind,
+        }
+    }
+
     fn client(devices: &[u32], newest: &[u64]) -> Outcome {
         Outcome {
             devices: devices.to_vec(),
@@ -278,12 +286,7 @@ mod tests {
         // Alerts 1..=10 in stage 0, 11..=40 in stage 1.
         let stages = [stage(0, &[10]), stage(1, &[30])];
         let current = [client(&[], &[40]), client(&[], &[40])];
-        let expected = Ending {
-            expected: 2 * 30,
-            lost: 0,
-            behind: 0,
-        };
-        assert_eq!(Ending::of(&stages, 1, &current), expected);
+        assert_eq!(Ending::of(&stages, 1, &current), ending(2 * 30, 0, 0));
     }
 
     #[test]
@@ -291,10 +294,8 @@ mod tests {
         let stages = [stage(0, &[10]), stage(1, &[30])];
         // Ended on seq 8: 9 and 10 of stage 0 and all 30 of stage 1 never came.
         let stuck = [client(&[], &[8]), client(&[], &[40])];
-        let first = Ending::of(&stages, 0, &stuck);
-        assert_eq!((first.expected, first.lost, first.behind), (20, 2, 1));
-        let second = Ending::of(&stages, 1, &stuck);
-        assert_eq!((second.expected, second.lost, second.behind), (60, 30, 1));
+        assert_eq!(Ending::of(&stages, 0, &stuck), ending(2 * 10, 2, 1));
+        assert_eq!(Ending::of(&stages, 1, &stuck), ending(2 * 30, 30, 1));
     }
 
     #[test]
@@ -306,12 +307,8 @@ mod tests {
             client(&[1], &[4]),
             client(&[2, 1], &[4, 4]),
         ];
-        let expected = Ending {
-            expected: 5 * 4,
-            lost: 1,
-            behind: 1,
-        };
-        assert_eq!(Ending::of(&stages, 0, &clients), expected);
+        // Five subscriptions of 4 readings; the first client ended one short on device 2.
+        assert_eq!(Ending::of(&stages, 0, &clients), ending(5 * 4, 1, 1));
     }
 
     #[test]
