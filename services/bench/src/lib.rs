@@ -76,3 +76,35 @@ where
         .spawn(move || runtime.block_on(work()))?;
     Ok(())
 }
+
+/// Starts a worker [`on_own_thread`]: `open` runs there first (a connection, a pool), and once
+/// it succeeded `serve` takes what is sent to the returned channel, at most 4 requests waiting.
+/// Fails with `open`'s error, or with `gone` when the thread ended without saying.
+pub async fn start_worker<T, R, E, Open, Serve>(
+    name: &str,
+    open: impl FnOnce() -> Open + Send + 'static,
+    serve: impl FnOnce(T, tokio::sync::mpsc::Receiver<R>) -> Serve + Send + 'static,
+    gone: E,
+) -> Result<tokio::sync::mpsc::Sender<R>, E>
+where
+    Open: std::future::Future<Output = Result<T, E>>,
+    Serve: std::future::Future<Output = ()>,
+    R: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    on_own_thread(name, move || async move {
+        match open().await {
+            Ok(opened) => {
+                let _ = ready_tx.send(Ok(()));
+                serve(opened, rx).await;
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    ready_rx.await.map_err(|_| gone)??;
+    Ok(requests)
+}

@@ -97,31 +97,21 @@ impl Outbox {
         payload_bytes: usize,
         connections: u32,
     ) -> Result<Outbox, OutboxError> {
-        let (requests, rx) = mpsc::channel::<Request>(4);
-        let (ready_tx, ready_rx) = oneshot::channel();
         let url = database_url.to_owned();
         let (tenant, topic) = (Arc::<str>::from(tenant), Arc::<str>::from(topic));
         // The fixed part of an event frame is about 190 bytes; pad up to the size asked for.
         let pad = Arc::<str>::from("x".repeat(payload_bytes.saturating_sub(190)));
-        crate::on_own_thread("bench-outbox", move || async move {
-            match open(&url, &tenant, connections).await {
-                Ok(pool) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let target = Target {
-                        pool,
-                        tenant,
-                        topic,
-                        pad,
-                        connections: connections as usize,
-                    };
-                    serve(target, rx).await;
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        })?;
-        ready_rx.await.map_err(|_| OutboxError::Gone)??;
+        let target = move || async move {
+            Ok(Target {
+                pool: open(&url, &tenant, connections).await?,
+                tenant,
+                topic,
+                pad,
+                connections: connections as usize,
+            })
+        };
+        let requests =
+            crate::start_worker("bench-outbox", target, serve, OutboxError::Gone).await?;
         Ok(Outbox { requests })
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::BenchError;
+use crate::population::now_ns;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
@@ -77,13 +78,6 @@ pub struct Publisher {
     requests: mpsc::Sender<Request>,
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
-}
-
 /// Builds message bodies of about `payload_bytes`.
 struct Composer {
     shape: Shape,
@@ -122,13 +116,15 @@ impl Publisher {
         shape: Shape,
         payload_bytes: usize,
     ) -> Result<Publisher, PublishError> {
-        let (requests, rx) = mpsc::channel::<Request>(4);
-        let (ready_tx, ready_rx) = oneshot::channel();
         let url = nats_url.to_owned();
-        crate::on_own_thread("bench-publisher", move || {
-            serve(url, shape, payload_bytes, rx, ready_tx)
-        })?;
-        ready_rx.await.map_err(|_| PublishError::Gone)??;
+        let publish = move |client, rx| serve(client, shape, payload_bytes, rx);
+        let requests = crate::start_worker(
+            "bench-publisher",
+            || connect(url),
+            publish,
+            PublishError::Gone,
+        )
+        .await?;
         Ok(Publisher { requests })
     }
 
@@ -153,31 +149,22 @@ impl Publisher {
     }
 }
 
+async fn connect(url: String) -> Result<async_nats::Client, PublishError> {
+    let servers = pulse_common::nats::server_addrs(&url)
+        .map_err(|e| PublishError::Connect(format!("{e:#}")))?;
+    pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
+        .name("pulse-bench-publisher")
+        .connect(servers)
+        .await
+        .map_err(|e| PublishError::Connect(e.to_string()))
+}
+
 async fn serve(
-    url: String,
+    client: async_nats::Client,
     shape: Shape,
     payload_bytes: usize,
     mut requests: mpsc::Receiver<Request>,
-    ready: oneshot::Sender<Result<(), PublishError>>,
 ) {
-    let connected = match pulse_common::nats::server_addrs(&url) {
-        Ok(servers) => {
-            pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
-                .name("pulse-bench-publisher")
-                .connect(servers)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Err(e) => Err(format!("{e:#}")),
-    };
-    let client = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(PublishError::Connect(e)));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
     let subjects = shape.subjects();
     let composer = Composer::new(shape, payload_bytes);
     let mut seqs = vec![0u64; subjects.len()];
