@@ -305,9 +305,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(%device, error = %e, "cannot check the device");
-                let message = "cannot check the device right now; retry shortly";
-                self.reply_channel_error(ErrorCode::Unavailable, message, channel)
-                    .await
+                self.reply_unavailable("check the device", channel).await
             }
         }
     }
@@ -342,11 +340,17 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "subscribe failed");
-                let message = "cannot subscribe right now; retry shortly";
-                self.reply_channel_error(ErrorCode::Unavailable, message, channel)
-                    .await
+                self.reply_unavailable("subscribe", channel).await
             }
         }
+    }
+
+    /// Tells the client that `action` on `channel` failed on our side for now, and that
+    /// asking again shortly is the remedy.
+    async fn reply_unavailable(&mut self, action: &str, channel: Channel) -> Result<(), Ending> {
+        let message = format!("cannot {action} right now; retry shortly");
+        self.reply_channel_error(ErrorCode::Unavailable, message, channel)
+            .await
     }
 
     /// An error reply about `channel`, naming it.
