@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use pulse_common::startup::register;
+use pulse_common::startup::{latency_histograms, register};
 
 /// What a publish carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,9 +129,7 @@ impl Metrics {
                 r,
                 "query_seconds",
                 "Database read latency",
-                Family::new_with_constructor(|| {
-                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-                }),
+                latency_histograms(),
             ),
             notifications: register(
                 r,

@@ -3,9 +3,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use pulse_common::startup::register;
+use pulse_common::startup::{latency_histograms, register};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabel {
@@ -34,9 +34,7 @@ impl Metrics {
                 r,
                 "request_seconds",
                 "HTTP request latency by route and status",
-                Family::new_with_constructor(|| {
-                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-                }),
+                latency_histograms(),
             ),
             login_failures: register(r, "login_failures", "Failed logins", Counter::default()),
         }
