@@ -4,7 +4,7 @@
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
 //! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
-//! ([`parse_config`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
+//! ([`parse_config`]), the loopback address as a trusted proxy ([`loopback_proxy`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
 //! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's
 //! modules import no loop ([`layout`]).
 //!
@@ -73,6 +73,15 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("cannot bind a port on 127.0.0.1")
         .port()
+}
+
+/// The tests' own address, 127.0.0.1, as the one trusted proxy: the `X-Forwarded-For` a test
+/// sends then names the client, as a real proxy's would.
+pub fn loopback_proxy() -> pulse_common::client_addr::TrustedProxies {
+    match pulse_common::client_addr::parse_trusted("127.0.0.1") {
+        Ok(proxies) => proxies,
+        Err(e) => panic!("the loopback address does not parse as a proxy: {e}"),
+    }
 }
 
 /// A service configuration parsed from `args` (the first is the program name) the way its

@@ -50,7 +50,7 @@ async fn connections_are_capped_per_user() {
 async fn connections_are_capped_per_client_address_behind_trusted_proxies_only() {
     let gw = spawn_gateway_with(|c| {
         c.max_connections_per_address = 2;
-        c.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
+        c.trusted_proxies = loopback_proxy();
     })
     .await;
     let tenant = unique("peraddr");

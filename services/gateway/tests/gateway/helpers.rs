@@ -14,7 +14,9 @@ pub use pulse_test_support::nats::{
     wait_for as wait_for_nats,
 };
 pub use pulse_test_support::ws::{Client, connect, connect_with};
-pub use pulse_test_support::{ScratchDb, eventually, free_port, metric, nats_url, unique};
+pub use pulse_test_support::{
+    ScratchDb, eventually, free_port, loopback_proxy, metric, nats_url, unique,
+};
 
 /// How long a test waits for a message it expects.
 pub const T: Duration = Duration::from_secs(5);

@@ -9,6 +9,8 @@ use pulse_web::WebConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use pulse_test_support::loopback_proxy;
+
 pub const PUBLISH_TOKEN: &str = "publish-token-publish-token-publish";
 pub const PASSWORD: &str = "correct horse battery";
 

@@ -54,7 +54,7 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     // Behind a trusted proxy (the tests' loopback): each forwarded address has its own count.
     let env = spawn_with(|c| {
         c.login_failures_per_minute = 2;
-        c.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
+        c.trusted_proxies = loopback_proxy();
     })
     .await;
     let email = email_of(&env);
@@ -91,7 +91,7 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
 async fn failed_logins_from_elsewhere_cannot_lock_a_user_out() {
     let env = spawn_with(|c| {
         c.login_failures_per_minute = 1;
-        c.trusted_proxies = pulse_common::client_addr::parse_trusted("127.0.0.1").unwrap();
+        c.trusted_proxies = loopback_proxy();
     })
     .await;
     let email = format!("viewer@{}.example", env.tenant);
