@@ -89,15 +89,11 @@ async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_
     let mut c = second.viewer(&tenant).await;
     let r = c.assert_subscribes(events("tickets", Some(10))).await;
     assert!(r.get("seq").is_none(), "{r}");
-    let seen = events_until(&mut c, 140).await;
-    assert_eq!(seen, (11..=140).collect::<Vec<u64>>());
+    assert_events(&mut c, 11..=140).await;
     publisher.await.unwrap();
     assert!(c.try_next(Duration::from_millis(300)).await.is_none());
     // The first gateway's live client saw every event after its baseline, once.
-    assert_eq!(
-        events_until(&mut before, 140).await,
-        (41..=140).collect::<Vec<u64>>()
-    );
+    assert_events(&mut before, 41..=140).await;
 }
 
 #[tokio::test]
@@ -154,10 +150,7 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
         c.next(T).await,
         json!({"type": "events_reset", "topic": "tickets", "oldest": 21, "reason": "limit"})
     );
-    assert_eq!(
-        events_until(&mut c, 30).await,
-        (21..=30).collect::<Vec<u64>>()
-    );
+    assert_events(&mut c, 21..=30).await;
 }
 
 #[tokio::test]
@@ -203,11 +196,7 @@ async fn since_must_be_a_whole_number() {
 async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
     let tenant = unique("ev4008");
     let nats = nats().await;
-    let gw = spawn_gateway_with(|c| {
-        c.client_queue_events = 200;
-        c.ws_write_buffer_bytes = 1024;
-    })
-    .await;
+    let gw = spawn_gateway_with(small_client_buffers).await;
     let mut slow = gw.viewer(&tenant).await;
     slow.subscribe(events("firehose", None)).await;
     // It stops reading; 16 KiB events overflow its socket buffers and its queue.
@@ -235,10 +224,7 @@ async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
 
     let mut resumed = gw.viewer(&tenant).await;
     resumed.subscribe(events("firehose", Some(last))).await;
-    assert_eq!(
-        events_until(&mut resumed, EVENTS).await,
-        (last + 1..=EVENTS).collect::<Vec<u64>>()
-    );
+    assert_events(&mut resumed, last + 1..=EVENTS).await;
 }
 
 #[tokio::test]
@@ -254,10 +240,7 @@ async fn a_drained_client_resumes_on_another_gateway_with_events_published_meanw
     assert_eq!(c.closed(Duration::from_secs(10)).await.code, 1012);
     publish_events(&nats, &tenant, "tickets", 6..=20).await;
     let mut c = tickets_reader(&other, &tenant, Some(5)).await;
-    assert_eq!(
-        events_until(&mut c, 20).await,
-        (6..=20).collect::<Vec<u64>>()
-    );
+    assert_events(&mut c, 6..=20).await;
 }
 
 #[tokio::test]
@@ -304,8 +287,5 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
     publish_events(&nats, &tenant, "tickets", 6..=25).await;
     let other = spawn_gateway(config()).await;
     let mut c = tickets_reader(&other, &tenant, Some(5)).await;
-    assert_eq!(
-        events_until(&mut c, 25).await,
-        (6..=25).collect::<Vec<u64>>()
-    );
+    assert_events(&mut c, 6..=25).await;
 }

@@ -231,10 +231,9 @@ async fn clients_on_two_gateways_all_receive_every_message() {
     let g2 = spawn_gateway(config()).await;
     let mut on1 = g1.viewer(&tenant).await;
     let mut on2 = g2.viewer(&tenant).await;
-    on1.subscribe(json!({"type": "events", "topic": "ops"}))
-        .await;
-    on2.subscribe(json!({"type": "events", "topic": "ops"}))
-        .await;
+    for c in [&mut on1, &mut on2] {
+        c.subscribe(json!({"type": "events", "topic": "ops"})).await;
+    }
     let nats = nats().await;
     for n in 1..=10 {
         publish(
@@ -255,14 +254,7 @@ async fn clients_on_two_gateways_all_receive_every_message() {
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_closed() {
     let tenant = unique("slow");
-    let gw = spawn_gateway_with(|c| {
-        // Above tokio's cooperative budget (128): the fan-out task yields after at most that many
-        // messages in a row, so a client that reads as fast as it can is never this far behind,
-        // however the scheduler interleaves the tasks. A client that never reads is, soon.
-        c.client_queue_events = 200;
-        c.ws_write_buffer_bytes = 1024;
-    })
-    .await;
+    let gw = spawn_gateway_with(small_client_buffers).await;
     let mut fast = gw.viewer(&tenant).await;
     let mut slow = gw.viewer(&tenant).await;
     for c in [&mut fast, &mut slow] {

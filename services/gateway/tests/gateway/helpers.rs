@@ -2,6 +2,7 @@
 //! poller does, and the gateway binary as a process of its own; the rest is re-exported from
 //! `pulse-test-support` so that the tests name everything through `helpers`.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use pulse_gateway::GatewayConfig;
@@ -26,6 +27,15 @@ pub fn config() -> GatewayConfig {
     let mut c = pulse_test_support::gateway::config(&["--jwt-leeway-seconds", "0"]);
     c.drain = std::time::Duration::from_secs(1);
     c
+}
+
+/// Client queues of 200 events and 1 KiB socket write buffers: a client that stops reading is
+/// soon far behind. 200 is above tokio's cooperative budget (128): the fan-out task yields
+/// after at most that many messages in a row, so a client that reads as fast as it can is
+/// never this far behind, however the scheduler interleaves the tasks.
+pub fn small_client_buffers(c: &mut GatewayConfig) {
+    c.client_queue_events = 200;
+    c.ws_write_buffer_bytes = 1024;
 }
 
 /// A gateway with [`config`] adjusted by `configure` first.
@@ -171,6 +181,13 @@ pub async fn events_until(c: &mut Client, last: u64) -> Vec<u64> {
         seen.push(seq);
     }
     seen
+}
+
+/// Reads events until the last of `seqs` (failing as [`events_until`] does) and asserts that
+/// they were exactly `seqs`, in order.
+pub async fn assert_events(c: &mut Client, seqs: RangeInclusive<u64>) {
+    let last = *seqs.end();
+    assert_eq!(events_until(c, last).await, seqs.collect::<Vec<u64>>());
 }
 
 /// Waits until `GET http://{addr}{path}` answers with `status`.

@@ -107,10 +107,9 @@ async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
     let gw = spawn_gateway(config()).await;
     let tenant = unique("dup");
     let mut c = gw.viewer(&tenant).await;
-    c.subscribe(json!({"type": "events", "topic": "tickets"}))
-        .await;
-    c.assert_subscribes(json!({"type": "events", "topic": "tickets"}))
-        .await;
+    let tickets = json!({"type": "events", "topic": "tickets"});
+    c.subscribe(tickets.clone()).await;
+    c.assert_subscribes(tickets).await;
     let nats = nats().await;
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     for n in 1..=2 {
