@@ -87,11 +87,11 @@ async fn a_role_change_or_a_deleted_user_takes_effect_on_the_next_request() {
     let env = spawn().await;
     let cookie = session_cookie(&env, "admin").await;
     let email = format!("admin@{}.example", env.tenant);
-    sqlx::query("UPDATE users SET role = 'customer_viewer' WHERE email = $1")
-        .bind(&email)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    env.execute(
+        "UPDATE users SET role = 'customer_viewer' WHERE email = $1",
+        &[&email],
+    )
+    .await;
     let me: Value = get_with(&env, &cookie, "/api/v2/me")
         .await
         .json()
@@ -123,11 +123,8 @@ async fn a_role_change_or_a_deleted_user_takes_effect_on_the_next_request() {
         "tickets carry the new role"
     );
 
-    sqlx::query("DELETE FROM users WHERE email = $1")
-        .bind(&email)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    env.execute("DELETE FROM users WHERE email = $1", &[&email])
+        .await;
     let r = get_with(&env, &cookie, "/api/v2/me").await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
     env.finish().await;

@@ -180,6 +180,17 @@ impl Env {
             .unwrap()
     }
 
+    /// Runs `sql` on the service's database with `params` bound as text, as a test's setup.
+    pub async fn execute(&self, sql: &str, params: &[&str]) {
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        if let Err(e) = query.execute(&self.pool).await {
+            panic!("{sql}: {e}");
+        }
+    }
+
     pub async fn finish(self) {
         self.stop.cancel();
         self.db.drop_now().await;

@@ -7,17 +7,19 @@ use crate::helpers::*;
 #[tokio::test]
 async fn everything_is_scoped_to_the_callers_tenant() {
     let env = spawn().await;
-    sqlx::query("INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) VALUES ($1, 'dev-0001', 'site-01', 't', 3, 'mine'), ($2, 'dev-0001', 'site-01', 't', 3, 'theirs')")
-        .bind(&env.tenant)
-        .bind(&env.other_tenant)
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, 'dev-0002', now(), '{\"who\":\"theirs\"}')")
-        .bind(&env.other_tenant)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    env.execute(
+        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
+         VALUES ($1, 'dev-0001', 'site-01', 't', 3, 'mine'), \
+                ($2, 'dev-0001', 'site-01', 't', 3, 'theirs')",
+        &[&env.tenant, &env.other_tenant],
+    )
+    .await;
+    env.execute(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-0002', now(), '{\"who\":\"theirs\"}')",
+        &[&env.other_tenant],
+    )
+    .await;
     let c = env.login("viewer", &env.tenant).await;
 
     let alerts: Value = get_json(&c, env.at("/api/v2/alerts")).await;
@@ -48,11 +50,13 @@ async fn everything_is_scoped_to_the_callers_tenant() {
 #[tokio::test]
 async fn devices_page_and_telemetry_history() {
     let env = spawn().await;
-    sqlx::query("INSERT INTO telemetry (tenant_id, device_id, ts, metrics) SELECT $1, 'dev-0001', now() - make_interval(secs => g), jsonb_build_object('n', g) FROM generate_series(1, 5) g")
-        .bind(&env.tenant)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    env.execute(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         SELECT $1, 'dev-0001', now() - make_interval(secs => g), jsonb_build_object('n', g) \
+           FROM generate_series(1, 5) g",
+        &[&env.tenant],
+    )
+    .await;
     let c = env.login("viewer", &env.tenant).await;
     let page: Value = get_json(&c, env.at("/api/v2/devices?limit=2")).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
