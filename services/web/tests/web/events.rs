@@ -176,27 +176,19 @@ async fn an_oversized_event_or_body_gets_413() {
     let env = spawn().await;
     let admin = env.login("admin", &env.tenant).await;
 
+    // An event on topic `big` whose payload is a string of `kib` KiB.
+    let blob = |kib: usize| json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(kib * 1024)}});
+
     // Well under the limit passes, so the limit is about size and not about strings.
-    let r = env
-        .post_event(
-            &admin,
-            &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(60 * 1024)}}),
-        )
-        .await;
+    let r = env.post_event(&admin, &blob(60)).await;
     assert_eq!(accepted_seq(r).await, 1);
 
     // A body under the 128 KiB body limit whose event message would exceed 64 KiB.
-    let r = env
-        .post_event(
-            &admin,
-            &json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(70 * 1024)}}),
-        )
-        .await;
+    let r = env.post_event(&admin, &blob(70)).await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
 
     // A body of several MiB is refused before it is parsed.
-    let huge =
-        json!({"topic": "big", "event": "blob", "payload": {"s": "x".repeat(4 << 20)}}).to_string();
+    let huge = blob(4 * 1024).to_string();
     let r = admin
         .post(env.at("/api/v2/events"))
         .header("content-type", "application/json")
