@@ -275,10 +275,7 @@ impl Engine {
     async fn sync_registry(&mut self, devices: &BTreeMap<TenantId, Vec<fleet::DeviceRow>>) {
         if self.registry.is_none() {
             match DeviceRegistry::open(&self.js, self.config.stream_replicas).await {
-                Ok(mut registry) => {
-                    registry.keep_tenants(&self.tenants);
-                    self.registry = Some(registry);
-                }
+                Ok(registry) => self.registry = Some(registry),
                 Err(e) => {
                     self.metrics.error(Stage::Registry);
                     tracing::warn!(error = %e, "cannot open the device registry");

@@ -4,31 +4,37 @@
 //!
 //! The active poller keeps it: every fleet read (on a device change, and in every safety poll)
 //! lists all of a tenant's devices, and [`DeviceRegistry::sync`] puts the new ones and deletes
-//! the gone ones; a deleted tenant's devices are deleted with it. A newly active poller first
-//! reads the keys already there, so devices deleted while no poller was active are removed too.
-//! A key written or deleted without an acknowledgement is tried again on the tenant's next sync.
-//! Keys of tenants the poller's database does not have are left alone: several deployments
-//! (or test databases) may share one NATS.
+//! the gone ones; a deleted tenant's devices are deleted with it. Before a tenant's first sync,
+//! a newly active poller reads that tenant's keys already there, so devices deleted while no
+//! poller was active are removed too. A key written or deleted without an acknowledgement is
+//! tried again on the tenant's next sync.
+//!
+//! Several deployments (or test databases) may share one NATS: the poller reads and writes only
+//! the keys of its own database's tenants, one tenant's keys at a time (a consumer filtered to
+//! `<tenant>.>`), so what others keep in the bucket costs it nothing and is left alone.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
 use async_nats::jetstream::{self, kv};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use pulse_proto::subject::DEVICES_BUCKET;
 use pulse_proto::{DeviceId, TenantId};
 
+/// The header that marks a key's entry as deleted (`DEL`) or purged (`PURGE`).
+const KV_OPERATION: &str = "KV-Operation";
 /// Writes in flight at once while syncing.
 const CONCURRENCY: usize = 64;
-/// How long opening the bucket or listing its keys may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading one tenant's keys may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot create or update the {DEVICES_BUCKET} bucket: {0}")]
     Create(String),
-    #[error("cannot list the keys of {DEVICES_BUCKET}: {0}")]
-    Keys(String),
+    #[error("cannot list the keys of {tenant} in {DEVICES_BUCKET}: {error}")]
+    Keys { tenant: TenantId, error: String },
     #[error("{failed} of {total} device registry writes failed, e.g. {first}")]
     Writes {
         failed: usize,
@@ -47,31 +53,21 @@ pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<kv::Stor
 /// The registry as this poller last wrote it.
 pub struct DeviceRegistry {
     store: kv::Store,
+    client: async_nats::Client,
+    /// The devices listed for each tenant synced so far.
     known: HashMap<TenantId, HashSet<DeviceId>>,
 }
 
 impl DeviceRegistry {
-    /// Opens the bucket (creating it) and reads which devices it already lists.
+    /// Opens the bucket, creating it or bringing its configuration up to date. Nothing is read
+    /// yet: each tenant's keys are read before its first sync.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self, RegistryError> {
         let store = ensure(js, replicas).await?;
-        let list = async {
-            let keys = store.keys().await.map_err(|e| e.to_string())?;
-            keys.map_err(|e| e.to_string())
-                .try_collect::<Vec<String>>()
-                .await
-        };
-        let keys = match tokio::time::timeout(OPEN_TIMEOUT, list).await {
-            Ok(Ok(keys)) => keys,
-            Ok(Err(e)) => return Err(RegistryError::Keys(e)),
-            Err(_) => return Err(RegistryError::Keys("timed out".into())),
-        };
-        let mut known: HashMap<TenantId, HashSet<DeviceId>> = HashMap::new();
-        for key in keys {
-            if let Some((tenant, device)) = parse_key(&key) {
-                known.entry(tenant).or_default().insert(device);
-            }
-        }
-        Ok(Self { store, known })
+        Ok(Self {
+            store,
+            client: js.client(),
+            known: HashMap::new(),
+        })
     }
 
     /// Devices listed for `tenant`.
@@ -90,7 +86,10 @@ impl DeviceRegistry {
             .into_iter()
             .filter_map(|d| DeviceId::parse(d).ok())
             .collect();
-        let known = self.known.remove(tenant).unwrap_or_default();
+        let known = match self.known.remove(tenant) {
+            Some(known) => known,
+            None => self.listed(tenant).await?,
+        };
         let added: Vec<DeviceId> = wanted.difference(&known).cloned().collect();
         let removed: Vec<DeviceId> = known.difference(&wanted).cloned().collect();
         let mut listed = known;
@@ -99,13 +98,6 @@ impl DeviceRegistry {
             self.known.insert(tenant.clone(), listed);
         }
         result
-    }
-
-    /// Forgets, in memory only, the listed devices of tenants not in `tenants`: they belong to
-    /// another database's poller sharing the bucket, or to a tenant deleted while no poller was
-    /// active (whose keys then stay until written again).
-    pub fn keep_tenants(&mut self, tenants: &BTreeSet<TenantId>) {
-        self.known.retain(|t, _| tenants.contains(t));
     }
 
     /// Removes every device of `tenants`, which were deleted.
@@ -118,6 +110,58 @@ impl DeviceRegistry {
             }
         }
         result
+    }
+
+    /// The devices the bucket lists for `tenant`: the newest entry of each of its keys, read
+    /// headers only by a consumer filtered to the tenant, deleted keys left out.
+    async fn listed(&self, tenant: &TenantId) -> Result<HashSet<DeviceId>, RegistryError> {
+        let prefix = &self.store.prefix;
+        let read = async {
+            let consumer = self
+                .store
+                .stream
+                .create_consumer(push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    description: Some(format!("pulse-poller keys of {tenant}")),
+                    filter_subject: format!("{prefix}{tenant}.>"),
+                    headers_only: true,
+                    deliver_policy: DeliverPolicy::LastPerSubject,
+                    replay_policy: ReplayPolicy::Instant,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut devices = HashSet::new();
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(devices);
+            }
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| e.to_string())?;
+                let pending = message.info().map_err(|e| e.to_string())?.pending;
+                let removed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(KV_OPERATION))
+                    .is_some_and(|op| op.as_str() != "PUT");
+                let key = message.subject.strip_prefix(prefix.as_str());
+                if !removed && let Some((_, device)) = key.and_then(parse_key) {
+                    devices.insert(device);
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+            Ok(devices)
+        };
+        let error = |error: String| RegistryError::Keys {
+            tenant: tenant.clone(),
+            error,
+        };
+        match tokio::time::timeout(LIST_TIMEOUT, read).await {
+            Ok(listed) => listed.map_err(error),
+            Err(_) => Err(error("timed out".into())),
+        }
     }
 
     /// Writes the changes, `CONCURRENCY` at a time; `listed` ends as what the bucket holds.

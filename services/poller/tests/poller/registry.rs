@@ -8,18 +8,30 @@ use futures::TryStreamExt as _;
 
 use crate::helpers::*;
 
-/// The devices the registry lists for `tenant`.
+/// The devices the registry lists for `tenant`: the bucket's subjects under the tenant (from
+/// the stream's own subject index), less the deleted keys.
 async fn listed(tenant: &str) -> BTreeSet<String> {
     let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
     let Ok(store) = js.get_key_value(pulse_proto::subject::DEVICES_BUCKET).await else {
         return BTreeSet::new();
     };
-    let prefix = format!("{tenant}.");
-    let keys: Vec<String> = store.keys().await.unwrap().try_collect().await.unwrap();
+    let prefix = format!("{}{tenant}.", store.prefix);
+    let stream = store.stream.clone();
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(format!("{prefix}>"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let mut out = BTreeSet::new();
-    for key in keys {
-        if let Some(device) = key.strip_prefix(&prefix)
-            && store.get(&key).await.unwrap().is_some()
+    for (subject, _) in subjects {
+        if let Some(device) = subject.strip_prefix(&prefix)
+            && store
+                .get(format!("{tenant}.{device}"))
+                .await
+                .unwrap()
+                .is_some()
         {
             out.insert(device.to_owned());
         }
@@ -101,4 +113,51 @@ async fn a_device_deleted_while_no_poller_was_active_is_removed_by_the_next() {
     until_listed(&tenant, &["dev-2"]).await;
     poller.stop().await;
     db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_registry_reads_only_the_tenants_it_syncs_and_leaves_the_others_alone() {
+    use pulse_poller::registry::{self, DeviceRegistry};
+    use pulse_proto::subject::device_key;
+    use pulse_proto::{DeviceId, TenantId};
+
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let mine = TenantId::parse(unique("reg-mine")).unwrap();
+    let other = TenantId::parse(unique("reg-other")).unwrap();
+    let key =
+        |tenant: &TenantId, device: &str| device_key(tenant, &DeviceId::parse(device).unwrap());
+    let store = registry::ensure(&js, 1).await.unwrap();
+    // Another deployment's device, a stale one of ours, and one of ours deleted long ago.
+    store
+        .put(key(&other, "dev-1"), Default::default())
+        .await
+        .unwrap();
+    store
+        .put(key(&mine, "dev-old"), Default::default())
+        .await
+        .unwrap();
+    store
+        .put(key(&mine, "dev-gone"), Default::default())
+        .await
+        .unwrap();
+    store.delete(key(&mine, "dev-gone")).await.unwrap();
+
+    let mut registry = DeviceRegistry::open(&js, 1).await.unwrap();
+    assert_eq!(
+        registry.devices(&other),
+        0,
+        "opening reads no tenant's keys"
+    );
+    registry.sync(&mine, ["dev-1"]).await.unwrap();
+    assert_eq!(registry.devices(&mine), 1);
+    assert_eq!(
+        registry.devices(&other),
+        0,
+        "a sync reads only its tenant's keys"
+    );
+    // The stale key was read before the first sync and removed by it; the other's stays.
+    assert_eq!(listed(mine.as_str()).await, set(&["dev-1"]));
+    assert_eq!(listed(other.as_str()).await, set(&["dev-1"]));
+    registry.sync(&other, std::iter::empty()).await.unwrap();
+    assert_eq!(listed(other.as_str()).await, set(&[]));
 }
