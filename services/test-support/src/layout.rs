@@ -2,6 +2,9 @@
 //! round a loop. Read from the sources (the `crate::` paths each module names outside its
 //! tests, `crate::{a, b}` included), so a new import that closes a loop fails a test rather
 //! than waiting for review. Each crate calls [`assert_no_module_loops`] from one test.
+//!
+//! And no source file of the workspace grows past [`MAX_SOURCE_LINES`]: a file that long holds
+//! more than one thing, and its name no longer says what is in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,30 @@ pub fn assert_no_module_loops(manifest_dir: &str, expected: &[&str]) {
             panic!("import loop: {}", found.join(" -> "));
         }
     }
+}
+
+/// Most lines a Rust file under a crate's `src/` may have.
+pub const MAX_SOURCE_LINES: usize = 600;
+
+/// The `src/` Rust files of every crate of the workspace at `root` (`proto/` and `services/*`)
+/// longer than [`MAX_SOURCE_LINES`], with their lengths; `checked` is how many were read.
+pub fn long_source_files(root: &Path) -> (Vec<(PathBuf, usize)>, usize) {
+    let mut crates = vec![root.join("proto")];
+    let services = std::fs::read_dir(root.join("services"))
+        .unwrap_or_else(|e| panic!("cannot list {}/services: {e}", root.display()));
+    crates.extend(services.filter_map(|e| e.ok()).map(|e| e.path()));
+    let mut long = Vec::new();
+    let mut checked = 0;
+    for file in crates.iter().flat_map(|c| rust_files(&c.join("src"))) {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        checked += 1;
+        let lines = text.lines().count();
+        if lines > MAX_SOURCE_LINES {
+            long.push((file, lines));
+        }
+    }
+    (long, checked)
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -146,6 +173,21 @@ mod tests {
     fn reads_single_and_grouped_paths() {
         let code = "use crate::a::B;\nuse crate::{c, d::{E, F}, self};\nlet x = crate::g::h(); // crate::z";
         assert_eq!(named_modules(&without_comments(code)), ["a", "c", "d", "g"]);
+    }
+
+    #[test]
+    fn no_source_file_of_the_workspace_is_too_long() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (long, checked) = long_source_files(&root);
+        assert!(
+            checked > 50,
+            "read only {checked} source files under {}",
+            root.display()
+        );
+        assert!(
+            long.is_empty(),
+            "over {MAX_SOURCE_LINES} lines, split by what each part does: {long:?}"
+        );
     }
 
     #[test]
