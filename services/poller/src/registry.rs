@@ -26,8 +26,9 @@ use pulse_proto::{DeviceId, TenantId};
 const KV_OPERATION: &str = "KV-Operation";
 /// Writes in flight at once while syncing.
 const CONCURRENCY: usize = 64;
-/// How long reading one tenant's keys may take.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading one tenant's keys may take: the fleet read waits for it, once per tenant,
+/// and tries again at the next read when it fails.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -56,6 +57,8 @@ pub struct DeviceRegistry {
     client: async_nats::Client,
     /// The devices listed for each tenant synced so far.
     known: HashMap<TenantId, HashSet<DeviceId>>,
+    /// How many times a tenant's keys were read from the bucket.
+    reads: u64,
 }
 
 impl DeviceRegistry {
@@ -67,12 +70,19 @@ impl DeviceRegistry {
             store,
             client: js.client(),
             known: HashMap::new(),
+            reads: 0,
         })
     }
 
     /// Devices listed for `tenant`.
     pub fn devices(&self, tenant: &TenantId) -> usize {
         self.known.get(tenant).map_or(0, HashSet::len)
+    }
+
+    /// How many times a tenant's keys were read from the bucket: once per tenant, and again
+    /// only after a read that failed.
+    pub fn tenant_reads(&self) -> u64 {
+        self.reads
     }
 
     /// Makes the registry list exactly `devices` for `tenant`. Ids that break the id rule
@@ -88,15 +98,18 @@ impl DeviceRegistry {
             .collect();
         let known = match self.known.remove(tenant) {
             Some(known) => known,
-            None => self.listed(tenant).await?,
+            None => {
+                self.reads += 1;
+                self.listed(tenant).await?
+            }
         };
         let added: Vec<DeviceId> = wanted.difference(&known).cloned().collect();
         let removed: Vec<DeviceId> = known.difference(&wanted).cloned().collect();
         let mut listed = known;
         let result = self.apply(tenant, added, removed, &mut listed).await;
-        if !listed.is_empty() {
-            self.known.insert(tenant.clone(), listed);
-        }
+        // Kept even when empty: a tenant without devices is read from the bucket once, not on
+        // every fleet read.
+        self.known.insert(tenant.clone(), listed);
         result
     }
 
@@ -105,6 +118,9 @@ impl DeviceRegistry {
         let mut result = Ok(());
         for tenant in tenants {
             let r = self.sync(tenant, std::iter::empty()).await;
+            if r.is_ok() {
+                self.known.remove(tenant);
+            }
             if result.is_ok() {
                 result = r;
             }

@@ -158,6 +158,11 @@ async fn a_registry_reads_only_the_tenants_it_syncs_and_leaves_the_others_alone(
     // The stale key was read before the first sync and removed by it; the other's stays.
     assert_eq!(listed(mine.as_str()).await, set(&["dev-1"]));
     assert_eq!(listed(other.as_str()).await, set(&["dev-1"]));
+    assert_eq!(registry.tenant_reads(), 1);
     registry.sync(&other, std::iter::empty()).await.unwrap();
     assert_eq!(listed(other.as_str()).await, set(&[]));
+    // A tenant without devices, like any other, is read from the bucket once.
+    registry.sync(&other, std::iter::empty()).await.unwrap();
+    registry.sync(&mine, ["dev-1"]).await.unwrap();
+    assert_eq!(registry.tenant_reads(), 2);
 }
