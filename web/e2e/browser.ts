@@ -179,6 +179,20 @@ export async function logInWithForm(page: Page, email: string, password: string)
   await form.getByRole("button", { name: "Sign in" }).click();
 }
 
+/**
+ * Asserts that `check` holds throughout the next `ms`: it is run every 50 ms and the first
+ * failure fails the test. For what must *not* happen (a second copy arriving late, a dialog
+ * opening), which no condition can be waited for.
+ */
+export async function holdsFor(ms: number, check: () => void | Promise<void>): Promise<void> {
+  const until = Date.now() + ms;
+  do {
+    await check();
+    await new Promise((r) => setTimeout(r, 50));
+  } while (Date.now() < until);
+  await check();
+}
+
 /** Waits until the header says Live. */
 export async function waitLive(page: Page, timeout = 10_000): Promise<void> {
   await page.locator('[data-testid="connection"][data-state="live"]').waitFor({ timeout });

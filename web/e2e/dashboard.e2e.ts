@@ -10,8 +10,8 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, stat, waitLive } from "./browser.js";
-import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf } from "./data.js";
+import { holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, stat, waitLive } from "./browser.js";
+import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf, unrelayedEvents } from "./data.js";
 import { natsPublish } from "./nats.js";
 import { artifact, startStack, type Stack } from "./stack.js";
 
@@ -196,8 +196,7 @@ describe("dashboard in Chromium against a live stack", () => {
     expect(await entry.getByTestId("activity-summary").textContent()).toBe(summary);
     expect(await entry.getByRole("link", { name: dev(1), exact: true }).count()).toBe(1);
     // Nothing comes twice later, and the widget shows exactly the newest events the database has.
-    await page.waitForTimeout(500);
-    expect(await entry.count()).toBe(1);
+    await holdsFor(500, async () => expect(await entry.count()).toBe(1));
     await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
     await page.screenshot({ path: artifact("02b-recent-activity.png"), fullPage: true });
   });
@@ -237,8 +236,8 @@ describe("dashboard in Chromium against a live stack", () => {
     await details.waitFor();
     expect(await details.locator("img").count()).toBe(0);
     expect(await page.locator("img").count()).toBe(0);
-    await page.waitForTimeout(300); // an onerror handler would have fired by now
-    expect(watch.dialogs).toEqual([]);
+    // An onerror handler would have fired by now.
+    await holdsFor(300, () => expect(watch.dialogs).toEqual([]));
     await page.screenshot({ path: artifact("03-hostile-alert-as-text.png") });
     await row.getByRole("button", { name: "Hide details" }).click();
   });
@@ -346,7 +345,8 @@ describe("dashboard in Chromium against a live stack", () => {
 
     const during = `Activity while no gateway runs ${Date.now()}`;
     await addAlert(during, 2);
-    await page.waitForTimeout(1_000);
+    // It happened meanwhile: its event is on NATS before a gateway is back.
+    await expect.poll(() => unrelayedEvents(stack.db, stack.tenant), { timeout: 5_000 }).toBe(0);
     await Promise.all([stack.startGateway(0), stack.startGateway(1)]);
     await waitLive(page, 75_000);
 
@@ -356,15 +356,13 @@ describe("dashboard in Chromium against a live stack", () => {
     const resumed = activitySubscribes(watch).slice(subscribesBefore);
     expect(resumed.length).toBeGreaterThanOrEqual(1);
     for (const request of resumed) expect(typeof request.since).toBe("number");
-    await page.waitForTimeout(1_000);
-    expect(await entry.count()).toBe(1);
+    await holdsFor(1_000, async () => expect(await entry.count()).toBe(1));
 
     // Live again: the next one arrives once, and the list is the database's, no seq twice.
     const after = `Activity after the gateways came back ${Date.now()}`;
     await addAlert(after, 2);
     await openedEntries(page, after).first().waitFor({ timeout: 2_000 });
-    await page.waitForTimeout(500);
-    expect(await openedEntries(page, after).count()).toBe(1);
+    await holdsFor(500, async () => expect(await openedEntries(page, after).count()).toBe(1));
     expect(await entry.count()).toBe(1);
     await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
   }, 120_000);

@@ -58,3 +58,9 @@ export async function activitySeqs(db: pg.Client, tenant: string, limit = 50): P
   );
   return rows.map((r) => Number(r.seq));
 }
+
+/** How many of the tenant's events the poller has not relayed to NATS yet. */
+export async function unrelayedEvents(db: pg.Client, tenant: string): Promise<number> {
+  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM events WHERE tenant_id = $1 AND relayed_at IS NULL`, [tenant]);
+  return Number(rows[0]?.n ?? 0);
+}
