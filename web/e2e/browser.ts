@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocket } from "playwright-core";
+import { expect } from "vitest";
 
 /** The system Chromium (Debian package `chromium`); override with PULSE_CHROMIUM. */
 export const CHROMIUM = process.env.PULSE_CHROMIUM ?? "/usr/bin/chromium";
@@ -198,8 +199,20 @@ export async function waitLive(page: Page, timeout = 10_000): Promise<void> {
   await page.locator('[data-testid="connection"][data-state="live"]').waitFor({ timeout });
 }
 
+type StatId = "total" | "online" | "stale" | "alerts";
+
 /** The number a stat card shows, or NaN for "—". */
-export async function stat(page: Page, id: "total" | "online" | "stale" | "alerts"): Promise<number> {
+export async function stat(page: Page, id: StatId): Promise<number> {
   const text = (await page.getByTestId(`stat-${id}-value`).textContent()) ?? "";
   return text.trim() === "—" ? Number.NaN : Number(text.replace(/,/g, ""));
+}
+
+/**
+ * The number a stat card shows once its first snapshot is in: the header says "Live" when the
+ * socket opens and the subscribes go out, and the snapshots they bring come a moment later, so a
+ * baseline read at once can still be "—".
+ */
+export async function shownStat(page: Page, id: StatId, timeout = 3_000): Promise<number> {
+  await expect.poll(() => stat(page, id), { timeout }).not.toBeNaN();
+  return stat(page, id);
 }
