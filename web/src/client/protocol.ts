@@ -78,16 +78,9 @@ export function eventsResetTopic(topic: string): EventsResetTopic {
 
 /** The bus topic a data message is published on. */
 export function messageTopic(message: DataMessage): DataTopic {
-  switch (message.type) {
-    case "alerts":
-      return "alerts";
-    case "fleet":
-      return "fleet";
-    case "telemetry":
-      return `telemetry:${message.device_id}`;
-    case "event":
-      return `events:${message.topic}`;
-  }
+  if (message.type === "telemetry") return `telemetry:${message.device_id}`;
+  if (message.type === "event") return `events:${message.topic}`;
+  return message.type;
 }
 
 /** True for topics whose messages are snapshots (alerts, fleet, telemetry), not events. */

@@ -2,25 +2,30 @@ import { describe, expect, it } from "vitest";
 
 import { SeqTracker } from "./seq.js";
 
+/** Offers `snapshots` (topic, seq) to `t` in order; whether it took each. */
+function offer(t: SeqTracker, snapshots: [string, number][]): boolean[] {
+  return snapshots.map(([topic, seq]) => t.acceptSnapshot(topic, seq));
+}
+
 describe("SeqTracker snapshots", () => {
   it("accepts increasing seqs and drops older and duplicate ones", () => {
     const t = new SeqTracker();
-    expect(t.acceptSnapshot("alerts", 10)).toBe(true);
-    expect(t.acceptSnapshot("alerts", 10)).toBe(false);
-    expect(t.acceptSnapshot("alerts", 9)).toBe(false);
-    expect(t.acceptSnapshot("alerts", 11)).toBe(true);
-    expect(t.acceptSnapshot("alerts", 10)).toBe(false);
+    const alerts = (seq: number): [string, number] => ["alerts", seq];
+    expect(offer(t, [10, 10, 9, 11, 10].map(alerts))).toEqual([true, false, false, true, false]);
     expect(t.highest("alerts")).toBe(11);
   });
 
   it("keeps topics independent", () => {
     const t = new SeqTracker();
-    expect(t.acceptSnapshot("alerts", 100)).toBe(true);
-    expect(t.acceptSnapshot("fleet", 5)).toBe(true);
-    expect(t.acceptSnapshot("telemetry:dev-1", 1)).toBe(true);
-    expect(t.acceptSnapshot("telemetry:dev-2", 1)).toBe(true);
-    expect(t.acceptSnapshot("fleet", 6)).toBe(true);
-    expect(t.acceptSnapshot("alerts", 99)).toBe(false);
+    const taken = offer(t, [
+      ["alerts", 100],
+      ["fleet", 5],
+      ["telemetry:dev-1", 1],
+      ["telemetry:dev-2", 1],
+      ["fleet", 6],
+      ["alerts", 99],
+    ]);
+    expect(taken).toEqual([true, true, true, true, true, false]);
     expect(t.highest("alerts")).toBe(100);
     expect(t.highest("fleet")).toBe(6);
     expect(t.highest("telemetry:dev-3")).toBeUndefined();
