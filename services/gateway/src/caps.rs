@@ -189,48 +189,46 @@ mod tests {
         }
     }
 
+    fn tenants_a_and_b() -> (TenantId, TenantId) {
+        (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap())
+    }
+
+    /// Why `caps` refuse this holder; `None` when they admit it (and free its place at once).
+    fn refusal(caps: &Caps, tenant: &TenantId, user: &str, address: &str) -> Option<CapError> {
+        caps.admit(holder(tenant, user, address)).err()
+    }
+
     #[test]
     fn caps_per_tenant_and_instance_and_free_on_drop() {
         let caps = caps(3, 2, 10, 10);
-        let a = TenantId::parse("a").unwrap();
-        let b = TenantId::parse("b").unwrap();
+        let (a, b) = tenants_a_and_b();
         let a1 = caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
         let _a2 = caps.admit(holder(&a, "2", "10.0.0.1")).unwrap();
-        assert_eq!(
-            caps.admit(holder(&a, "3", "10.0.0.1")).err(),
-            Some(CapError::Tenant)
-        );
+        assert_eq!(refusal(&caps, &a, "3", "10.0.0.1"), Some(CapError::Tenant));
         let _b1 = caps.admit(holder(&b, "1", "10.0.0.1")).unwrap();
         assert!(caps.instance_full());
         assert_eq!(
-            caps.admit(holder(&b, "2", "10.0.0.1")).err(),
+            refusal(&caps, &b, "2", "10.0.0.1"),
             Some(CapError::Instance)
         );
         drop(a1);
         assert_eq!(caps.total(), 2);
-        caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
+        assert_eq!(refusal(&caps, &a, "1", "10.0.0.1"), None);
     }
 
     #[test]
     fn caps_per_user_and_address() {
         let caps = caps(100, 100, 2, 3);
-        let a = TenantId::parse("a").unwrap();
-        let b = TenantId::parse("b").unwrap();
+        let (a, b) = tenants_a_and_b();
         let u1 = caps.admit(holder(&a, "7", "10.0.0.1")).unwrap();
         let _u2 = caps.admit(holder(&a, "7", "10.0.0.2")).unwrap();
-        assert_eq!(
-            caps.admit(holder(&a, "7", "10.0.0.3")).err(),
-            Some(CapError::User)
-        );
+        assert_eq!(refusal(&caps, &a, "7", "10.0.0.3"), Some(CapError::User));
         // The same user id of another tenant is another user.
         let _other = caps.admit(holder(&b, "7", "10.0.0.1")).unwrap();
         let _anon = caps.admit(holder(&a, "", "10.0.0.1")).unwrap();
-        assert_eq!(
-            caps.admit(holder(&a, "", "10.0.0.1")).err(),
-            Some(CapError::Address)
-        );
+        assert_eq!(refusal(&caps, &a, "", "10.0.0.1"), Some(CapError::Address));
         drop(u1);
-        caps.admit(holder(&a, "7", "10.0.0.9")).unwrap();
-        caps.admit(holder(&a, "", "10.0.0.1")).unwrap();
+        assert_eq!(refusal(&caps, &a, "7", "10.0.0.9"), None);
+        assert_eq!(refusal(&caps, &a, "", "10.0.0.1"), None);
     }
 }
