@@ -1284,6 +1284,17 @@ describe("events", () => {
   const subscribes = (socket: FakeWebSocket, topic = "tickets") =>
     (socket.requests as Sent[]).filter((r) => r.action === "subscribe" && r.topic === topic);
 
+  /** Pushes `steps` on `socket` in order: a number is a `tickets` event with that seq. */
+  function pushTimeline(socket: FakeWebSocket, steps: (number | object)[]): void {
+    for (const step of steps) socket.push(typeof step === "number" ? event("tickets", step) : step);
+  }
+
+  /** Drops `socket` without a close frame (1006) and returns the one the client opens next. */
+  async function dropped(t: ReturnType<typeof setup>, socket: FakeWebSocket): Promise<FakeWebSocket> {
+    socket.serverClose(1006);
+    return t.nextSocket();
+  }
+
   function watchTickets(t: ReturnType<typeof setup>, topic = "tickets") {
     const log: string[] = [];
     const resets: EventsReset[] = [];
@@ -1312,16 +1323,11 @@ describe("events", () => {
     first.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 40 });
     first.push(event("tickets", 41));
     expect(t.client.lastEventSeq("tickets")).toBe(41);
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 41 }]);
     second.push({ type: "subscribed", channel: "events", topic: "tickets" });
     // A replay overlapping what was delivered, then the missed events, then live ones.
-    second.push(event("tickets", 41));
-    second.push(event("tickets", 42));
-    second.push(event("tickets", 43));
-    second.push(event("tickets", 43));
-    second.push(event("tickets", 44));
+    pushTimeline(second, [41, 42, 43, 43, 44]);
     expect(w.seqs()).toEqual([41, 42, 43, 44]);
     expect(w.resets).toEqual([]);
     expect(t.client.lastEventSeq("tickets")).toBe(44);
@@ -1362,8 +1368,7 @@ describe("events", () => {
     const w = watchTickets(t);
     first.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 41 });
     expect(t.client.lastEventSeq("tickets")).toBe(41);
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 41 }]);
     second.push({ type: "subscribed", channel: "events", topic: "tickets" });
     second.push(event("tickets", 42));
@@ -1376,12 +1381,10 @@ describe("events", () => {
     const first = await t.connect();
     const w = watchTickets(t);
     first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown
-    first.push(event("tickets", 500));
-    first.push(event("tickets", 501));
+    pushTimeline(first, [500, 501]);
     expect(w.seqs()).toEqual([500, 501]);
     expect(w.resets).toEqual([]);
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)[0]?.since).toBe(501);
   });
 
@@ -1390,8 +1393,7 @@ describe("events", () => {
     const first = await t.connect();
     const w = watchTickets(t);
     first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown, no event
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
     expect(w.resets).toEqual([{ topic: "tickets", oldest: null, reason: "gap", last: null }]);
   });
@@ -1403,13 +1405,14 @@ describe("events", () => {
     const onBus = vi.fn();
     t.client.on("events_reset:tickets", onBus);
     first.push(event("tickets", 10));
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)[0]?.since).toBe(10);
-    second.push({ type: "subscribed", channel: "events", topic: "tickets" });
-    second.push({ type: "events_reset", topic: "tickets", oldest: 57, reason: "expired" });
-    second.push(event("tickets", 57));
-    second.push(event("tickets", 58));
+    pushTimeline(second, [
+      { type: "subscribed", channel: "events", topic: "tickets" },
+      { type: "events_reset", topic: "tickets", oldest: 57, reason: "expired" },
+      57,
+      58,
+    ]);
     expect(w.log).toEqual(["event:10", "reset:expired", "event:57", "event:58"]);
     expect(w.resets).toEqual([{ topic: "tickets", oldest: 57, reason: "expired", last: 10 }]);
     expect(onBus).toHaveBeenCalledTimes(1);
@@ -1420,10 +1423,12 @@ describe("events", () => {
     const t = setup();
     const socket = await t.connect();
     const w = watchTickets(t);
-    socket.push(event("tickets", 10));
-    socket.push({ type: "events_reset", topic: "tickets", oldest: null, reason: "unavailable" });
-    socket.push(event("tickets", 80)); // no second reset: this one was announced
-    socket.push(event("tickets", 81));
+    pushTimeline(socket, [
+      10,
+      { type: "events_reset", topic: "tickets", oldest: null, reason: "unavailable" },
+      80, // no second reset: this one was announced
+      81,
+    ]);
     expect(w.log).toEqual(["event:10", "reset:unavailable", "event:80", "event:81"]);
     expect(w.resets[0]).toEqual({ topic: "tickets", oldest: null, reason: "unavailable", last: 10 });
   });
@@ -1434,8 +1439,7 @@ describe("events", () => {
     watchTickets(t);
     first.push(event("tickets", 10));
     first.push({ type: "events_reset", topic: "tickets", oldest: 57, reason: "limit" });
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     expect(subscribes(second)[0]?.since).toBe(56);
   });
 
@@ -1443,10 +1447,11 @@ describe("events", () => {
     const t = setup();
     const socket = await t.connect();
     const w = watchTickets(t);
-    socket.push(event("tickets", 10));
-    socket.push(event("tickets", 13));
-    socket.push(event("tickets", 12)); // behind the new position
-    socket.push(event("tickets", 14));
+    pushTimeline(socket, [10, 13]);
+    pushTimeline(socket, [
+      12, // behind the new position
+      14,
+    ]);
     expect(w.log).toEqual(["event:10", "reset:gap", "event:13", "event:14"]);
     expect(w.resets).toEqual([{ topic: "tickets", oldest: 13, reason: "gap", last: 10 }]);
   });
@@ -1456,8 +1461,7 @@ describe("events", () => {
     const first = await t.connect();
     const w = watchTickets(t);
     first.push(event("tickets", 10));
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     second.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 20 });
     second.push(event("tickets", 21));
     expect(w.log).toEqual(["event:10", "reset:gap", "event:21"]);
@@ -1514,8 +1518,7 @@ describe("events", () => {
     const first = await t.connect();
     const w = watchTickets(t);
     first.push(event("tickets", 10));
-    first.serverClose(1006);
-    const second = await t.nextSocket();
+    const second = await dropped(t, first);
     second.push({ type: "error", code: "invalid_since", message: "since must be an integer", channel: "events", topic: "tickets" });
     expect(subscribes(second)).toEqual([
       { action: "subscribe", type: "events", topic: "tickets", since: 10 },
