@@ -283,7 +283,7 @@ pub enum ServerReply {
     /// `{"type":"events_reset","topic":"tickets","oldest":57,"reason":"expired"}`: events of
     /// the topic were missed and cannot be delivered. Refetch what they drive, then go on with
     /// the events that follow (from `oldest`, when known).
-    #[schemars(transform = crate::schema::null_is_sent)]
+    #[schemars(transform = crate::nullable::null_is_sent)]
     EventsReset {
         topic: Topic,
         /// `seq` of the first event that follows; `null` when unknown.

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod headers;
 pub mod id;
 pub mod message;
+mod nullable;
 pub mod schema;
 pub mod subject;
 pub mod time;

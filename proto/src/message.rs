@@ -150,7 +150,7 @@ impl FleetCounts {
 
 /// One device of a [`FleetSnapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(transform = crate::schema::null_is_sent)]
+#[schemars(transform = crate::nullable::null_is_sent)]
 pub struct FleetDevice {
     pub device_id: String,
     pub site_id: String,
