@@ -9,9 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Each top-level module of the crate in `manifest_dir` and the top-level modules it names.
+/// Each top-level module of the crate in `manifest_dir` and the top-level modules it names,
+/// directly or through an item the crate root re-exports (`crate::Item` for `pub use a::Item`).
 pub fn module_graph(manifest_dir: &str) -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(manifest_dir).join("src");
+    let root = std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default();
+    let reexported = root_reexports(&without_comments(&root));
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in rust_files(&src) {
         let Ok(relative) = path.strip_prefix(&src) else {
@@ -33,6 +36,7 @@ pub fn module_graph(manifest_dir: &str) -> BTreeMap<String, BTreeSet<String>> {
         let code = without_comments(text.split("#[cfg(test)]").next().unwrap_or_default());
         let uses = graph.entry(module.clone()).or_default();
         for name in named_modules(&code) {
+            let name = reexported.get(&name).cloned().unwrap_or(name);
             if name != module {
                 uses.insert(name);
             }
@@ -64,10 +68,7 @@ pub const MAX_SOURCE_LINES: usize = 600;
 /// The `src/` Rust files of every crate of the workspace at `root` (`proto/` and `services/*`)
 /// longer than [`MAX_SOURCE_LINES`], with their lengths; `checked` is how many were read.
 pub fn long_source_files(root: &Path) -> (Vec<(PathBuf, usize)>, usize) {
-    let mut crates = vec![root.join("proto")];
-    let services = std::fs::read_dir(root.join("services"))
-        .unwrap_or_else(|e| panic!("cannot list {}/services: {e}", root.display()));
-    crates.extend(services.filter_map(|e| e.ok()).map(|e| e.path()));
+    let crates = workspace_crates(root);
     let mut long = Vec::new();
     let mut checked = 0;
     for file in crates.iter().flat_map(|c| rust_files(&c.join("src"))) {
@@ -143,6 +144,45 @@ fn named_modules(code: &str) -> Vec<String> {
     out
 }
 
+/// The items `code` (a crate root) re-exports from its modules, each with its module:
+/// `pub use a::B;`, `pub use a::{B, C as D};`.
+fn root_reexports(code: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for statement in code.split(';') {
+        let Some(path) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let path = path
+            .trim()
+            .trim_start_matches("crate::")
+            .trim_start_matches("self::");
+        let Some((module, items)) = path.split_once("::") else {
+            continue;
+        };
+        let items = items.trim().trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',') {
+            // What callers write after `crate::` is the name the item is exported as.
+            let name = item.rsplit(" as ").next().unwrap_or_default().trim();
+            let name = name.rsplit("::").next().unwrap_or_default();
+            if !name.is_empty() && name != "*" {
+                out.insert(name.to_owned(), module.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The crates of the workspace at `root`: `proto/` and each directory under `services/`.
+pub fn workspace_crates(root: &Path) -> Vec<PathBuf> {
+    let mut crates = vec![root.join("proto")];
+    let services = std::fs::read_dir(root.join("services"))
+        .unwrap_or_else(|e| panic!("cannot list {}/services: {e}", root.display()));
+    crates.extend(services.filter_map(|e| e.ok()).map(|e| e.path()));
+    crates.retain(|c| c.join("src").is_dir());
+    crates.sort();
+    crates
+}
+
 /// A loop through `from`, as the modules along it, if there is one.
 fn loop_through(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
     let mut stack = vec![vec![from.to_owned()]];
@@ -173,6 +213,36 @@ mod tests {
     fn reads_single_and_grouped_paths() {
         let code = "use crate::a::B;\nuse crate::{c, d::{E, F}, self};\nlet x = crate::g::h(); // crate::z";
         assert_eq!(named_modules(&without_comments(code)), ["a", "c", "d", "g"]);
+    }
+
+    #[test]
+    fn reads_what_the_crate_root_reexports() {
+        let root = "pub use a::B;\npub use c::{D, e::F, G as H};\nuse x::Y;\npub mod a;";
+        let found = root_reexports(root);
+        let expected = [("B", "a"), ("D", "c"), ("F", "c"), ("H", "c")];
+        let expected: BTreeMap<String, String> = expected
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    /// Every crate, the ones without a layout test of their own included (`pulse-proto` cannot
+    /// depend on this crate).
+    #[test]
+    fn no_crate_of_the_workspace_has_an_import_loop() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let crates = workspace_crates(&root);
+        assert!(crates.len() >= 8, "found only {crates:?}");
+        for dir in &crates {
+            let graph = module_graph(&dir.to_string_lossy());
+            assert!(graph.len() > 1, "no modules read in {}", dir.display());
+            for module in graph.keys() {
+                if let Some(found) = loop_through(&graph, module) {
+                    panic!("import loop in {}: {}", dir.display(), found.join(" -> "));
+                }
+            }
+        }
     }
 
     #[test]
