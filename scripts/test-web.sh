@@ -39,6 +39,11 @@ stage "web: npm run typecheck, and the wire types current with proto/schemas"
 npm run --silent typecheck
 npm run --silent generate:check
 
+# ESLint here too, not only in `make lint`: its import-x/no-cycle rule is how the browser code
+# is held to having no import loops, as the Rust crates are by their layout tests.
+stage "web: npm run lint (ESLint, no import loops)"
+npm run --silent lint
+
 stage "web: npm test (unit tests)"
 npm test
 
