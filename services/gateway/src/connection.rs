@@ -22,7 +22,7 @@ use crate::frame::Frame;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::CodeLabel;
 use crate::queue::{ClientQueue, Newest};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::MessageLimit;
 use crate::revoke::Registration;
 
 /// Why the connection ends: a close frame to send, or nothing when the peer is gone.
@@ -43,7 +43,7 @@ struct Session {
     batch: Vec<Frame>,
     /// When each frame of the batch being written arrived from NATS; kept between batches.
     received: Vec<Instant>,
-    bucket: TokenBucket,
+    limit: MessageLimit,
     limited_streak: u32,
     last_limited_reply: Option<Instant>,
     /// Ends the connection when its user is deleted or its role changes.
@@ -88,7 +88,7 @@ pub fn serve(
         sink,
         batch: Vec::new(),
         received: Vec::new(),
-        bucket: TokenBucket::new(settings.msgs_per_second, settings.msgs_burst),
+        limit: MessageLimit::new(settings.msgs_per_second, settings.msgs_burst),
         limited_streak: 0,
         last_limited_reply: None,
         user,
@@ -204,7 +204,7 @@ impl Session {
 
     /// Handles one request. `Ok(Some(exp))`: a fresh token moved the expiry.
     async fn handle_text(&mut self, text: &str) -> Result<Option<u64>, Ending> {
-        if !self.bucket.try_take() {
+        if !self.limit.try_take() {
             self.limited_streak += 1;
             if self.limited_streak > self.cx.settings.msgs_burst {
                 return Err(Some((

@@ -1,41 +1,39 @@
-//! Per-connection limit on client messages: a token bucket.
+//! Per-connection limit on client messages: governor's rate limiter, one per connection. Its
+//! GCRA admits what a token bucket of `burst` refilled at `rate` per second would, with one
+//! atomic word of state.
 
-use std::time::Instant;
+use std::num::NonZeroU32;
 
-/// `rate` tokens per second, at most `burst` saved up; each client message takes one.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// `rate` client messages per second, at most `burst` saved up; each message takes one.
+pub struct MessageLimit<C: Clock = DefaultClock> {
+    limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
 }
 
-impl TokenBucket {
+impl MessageLimit {
     pub fn new(rate: u32, burst: u32) -> Self {
+        Self::with_clock(rate, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> MessageLimit<C> {
+    fn with_clock(rate: u32, burst: u32, clock: C) -> Self {
+        // The settings are validated to be at least 1; 0 would mean "never", not "no limit".
+        let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(rate).allow_burst(burst);
         Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: Instant::now(),
+            limiter: RateLimiter::direct_with_clock(quota, clock),
         }
     }
 
-    /// Takes a token if one is available.
-    pub fn try_take(&mut self) -> bool {
-        self.try_take_at(Instant::now())
-    }
-
-    fn try_take_at(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    /// Takes a message's place if one is free.
+    pub fn try_take(&self) -> bool {
+        self.limiter.check().is_ok()
     }
 }
 
@@ -43,22 +41,23 @@ impl TokenBucket {
 mod tests {
     use std::time::Duration;
 
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
     fn burst_then_the_sustained_rate() {
-        let start = Instant::now();
-        let mut b = TokenBucket::new(50, 100);
-        b.last = start;
-        let taken = (0..150).filter(|_| b.try_take_at(start)).count();
+        let clock = FakeRelativeClock::default();
+        let limit = MessageLimit::with_clock(50, 100, clock.clone());
+        let taken = (0..150).filter(|_| limit.try_take()).count();
         assert_eq!(taken, 100);
         // One second later, 50 more.
-        let later = start + Duration::from_secs(1);
-        let taken = (0..100).filter(|_| b.try_take_at(later)).count();
+        clock.advance(Duration::from_secs(1));
+        let taken = (0..100).filter(|_| limit.try_take()).count();
         assert_eq!(taken, 50);
         // Savings are capped at the burst.
-        let much_later = later + Duration::from_secs(3600);
-        let taken = (0..1000).filter(|_| b.try_take_at(much_later)).count();
+        clock.advance(Duration::from_secs(3600));
+        let taken = (0..1000).filter(|_| limit.try_take()).count();
         assert_eq!(taken, 100);
     }
 }
