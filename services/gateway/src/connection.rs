@@ -88,7 +88,7 @@ pub fn serve(
         sink,
         batch: Vec::new(),
         received: Vec::new(),
-        limit: MessageLimit::new(settings.msgs_per_second, settings.msgs_burst),
+        limit: cx.message_quota.limit(),
         limited_streak: 0,
         last_limited_reply: None,
         user,

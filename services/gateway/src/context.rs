@@ -16,6 +16,7 @@ use crate::config::GatewayConfig;
 use crate::devices::Devices;
 use crate::fanout::FanOut;
 use crate::metrics::Metrics;
+use crate::ratelimit::MessageQuota;
 use crate::revoke::Revocations;
 
 /// The configuration values a connection reads, taken from [`GatewayConfig`].
@@ -55,6 +56,8 @@ impl From<&GatewayConfig> for Settings {
 /// Everything a connection uses beyond its socket, shared by every connection of an instance.
 pub struct ConnectionContext {
     pub settings: Settings,
+    /// Each connection's client-message limit is taken from here.
+    pub message_quota: MessageQuota,
     /// Verifies the fresh token of a re-authentication.
     pub auth: Authenticator,
     pub fanout: FanOut,

@@ -56,6 +56,7 @@ use crate::caps::Caps;
 use crate::context::{ConnectionContext, Settings};
 use crate::fanout::FanOut;
 use crate::metrics::Metrics;
+use crate::ratelimit::MessageQuota;
 use crate::server::AppState;
 
 /// Runs a gateway on `listener` until `shutdown` resolves, then drains: readiness goes false,
@@ -128,6 +129,7 @@ pub async fn run(
     let devices = crate::devices::Devices::new(async_nats::jetstream::new(link.client.clone()));
     let connection = Arc::new(ConnectionContext {
         settings: Settings::from(&*config),
+        message_quota: MessageQuota::new(config.client_msgs_per_second, config.client_msgs_burst),
         auth: auth.clone(),
         fanout,
         devices,
