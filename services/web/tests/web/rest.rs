@@ -225,6 +225,16 @@ async fn the_openapi_document_matches_the_routes() {
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 10, "{}", paths.len());
+    // Every schema an operation refers to is in the document.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let refs = references(&doc);
+    assert!(refs.len() >= 10, "{refs:?}");
+    for name in refs {
+        assert!(
+            schemas.contains_key(&name),
+            "{name} is referred to but not in the document"
+        );
+    }
     let c = env.login("admin", &env.tenant).await;
     // A key that exists, for the documented DELETE.
     let key: Value = post_json(
@@ -256,4 +266,23 @@ async fn the_openapi_document_matches_the_routes() {
         }
     }
     env.finish().await;
+}
+
+/// The names of the component schemas `doc` refers to (`#/components/schemas/<name>`).
+fn references(doc: &Value) -> Vec<String> {
+    match doc {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, value)| match (key.as_str(), value.as_str()) {
+                ("$ref", Some(target)) => target
+                    .strip_prefix("#/components/schemas/")
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect(),
+                _ => references(value),
+            })
+            .collect(),
+        Value::Array(items) => items.iter().flat_map(references).collect(),
+        _ => Vec::new(),
+    }
 }
