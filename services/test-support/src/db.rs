@@ -1,5 +1,6 @@
 //! Scratch databases: each test gets a database of its own on the shared server, named
-//! `pulse_t_<label>_<random>` so that `make test` can drop what a crashed run left behind.
+//! `pulse_t_<label>_<random>`. It is dropped when the test lets go of it, also when the test
+//! fails; `make test` drops what a killed run left behind by that name.
 //! Empty ([`ScratchDb::create`]) for tests of the migrations themselves, or migrated
 //! ([`ScratchDb::migrated`]) exactly as the services migrate theirs, for everything else.
 
@@ -9,7 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::env::{base_database_url, with_database};
 use crate::unique;
 
-/// An empty database of its own; [`ScratchDb::drop_now`] removes it.
+/// A database of its own, dropped (with any session still in it) when this is dropped.
 pub struct ScratchDb {
     pub name: String,
     pub url: String,
@@ -45,11 +46,25 @@ impl ScratchDb {
         }
         db
     }
+}
 
-    /// Closes the pool and drops the database, ending any other session still in it.
-    pub async fn drop_now(self) {
-        self.pool.close().await;
-        drop_database(&self.name).await;
+impl Drop for ScratchDb {
+    /// `Drop` cannot wait for a future, so the database is dropped from a thread of its own, with
+    /// a runtime of its own, and this waits for it: when a test ends, its database is gone. The
+    /// sessions of the test's pool, and of anything it started, are ended by the drop.
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        let dropped =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(drop_database(&name)),
+                    Err(e) => eprintln!("cannot drop the test database {name}: {e}"),
+                }
+            });
+        let _ = dropped.join();
     }
 }
 
@@ -71,5 +86,43 @@ async fn admin() -> PgPool {
     {
         Ok(pool) => pool,
         Err(e) => panic!("PostgreSQL must be reachable at DATABASE_URL (run `make test`): {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exists(name: &str) -> bool {
+        let admin = admin().await;
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        admin.close().await;
+        found
+    }
+
+    #[tokio::test]
+    async fn a_scratch_database_is_gone_once_dropped_even_by_a_failing_test() {
+        let db = ScratchDb::create("dropped").await;
+        let name = db.name.clone();
+        assert!(exists(&name).await);
+        drop(db);
+        assert!(!exists(&name).await, "{name} is still there");
+
+        // A test that panics while it holds its database, with a session still open in it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let failing = tokio::spawn(async move {
+            let db = ScratchDb::create("panicked").await;
+            let session = db.pool.acquire().await.unwrap();
+            tx.send(db.name.clone()).unwrap();
+            panic!("the test failed while holding {session:?}");
+        });
+        let name = rx.await.unwrap();
+        assert!(failing.await.unwrap_err().is_panic());
+        assert!(!exists(&name).await, "{name} is still there");
     }
 }

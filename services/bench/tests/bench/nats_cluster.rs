@@ -607,5 +607,4 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     drop(on_victim);
     drop(elsewhere);
     drop(poller);
-    db.drop_now().await;
 }

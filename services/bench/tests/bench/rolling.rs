@@ -187,5 +187,4 @@ async fn a_rolling_restart_under_load_loses_nothing_and_every_client_resumes() {
     let away = &ev.away_latency;
     assert!(away.max_ms <= 3000.0, "away up to {} ms", away.max_ms);
     drop(poller);
-    db.drop_now().await;
 }

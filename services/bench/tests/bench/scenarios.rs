@@ -156,5 +156,4 @@ async fn events_resume_on_the_other_gateway_after_a_kill() {
     assert_eq!(r.errors.values().sum::<u64>(), 25, "{:?}", r.errors);
     drop(doomed);
     drop(poller);
-    db.drop_now().await;
 }

@@ -28,7 +28,6 @@ async fn concurrent_runs_on_an_empty_database_all_succeed_and_apply_each_migrati
     assert_eq!(applied, expected);
     // And once more, on the migrated database: nothing to do, no error.
     pulse_db::migrate(&db.pool).await.unwrap();
-    db.drop_now().await;
 }
 
 #[tokio::test]

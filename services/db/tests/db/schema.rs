@@ -18,7 +18,6 @@ async fn migrations_are_idempotent_and_refuse_hostile_ids() {
             .await;
         assert!(r.is_err(), "tenant id {bad:?} was accepted");
     }
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -69,7 +68,6 @@ async fn last_seen_follows_the_newest_reading_whoever_writes() {
         seen().await,
         Some(time::macros::datetime!(2026-01-01 11:00:00 UTC))
     );
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -104,7 +102,6 @@ async fn a_tenant_scoped_connection_sees_only_its_rows() {
     let mut tx = begin_as_tenant_role(&db.pool).await;
     assert_eq!(count(&mut tx, "SELECT count(*) FROM alerts").await, 0);
     tx.rollback().await.unwrap();
-    db.drop_now().await;
 }
 
 /// Every table that holds a tenant's rows has row-level security enabled and forced, so that
@@ -135,7 +132,6 @@ async fn every_tenant_table_forces_row_level_security() {
             "{name}: rls {enabled}, forced {forced}"
         );
     }
-    db.drop_now().await;
 }
 
 /// What each service's role may do, through the same pool set-up the services use.
@@ -218,7 +214,6 @@ async fn each_service_role_has_only_what_it_needs() {
         .unwrap_err();
     assert!(e.to_string().contains("row-level security"), "{e}");
     drop(tx);
-    db.drop_now().await;
 }
 
 /// A transaction in the role every tenant's queries run as, before any tenant is set.

@@ -48,5 +48,4 @@ async fn thresholds_written_as_the_poller_are_read_as_a_tenant() {
     assert!(e.to_string().contains("permission denied"), "{e}");
     web.close().await;
     poller.close().await;
-    db.drop_now().await;
 }

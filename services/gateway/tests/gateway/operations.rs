@@ -200,7 +200,6 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), poller).await;
-    db.drop_now().await;
 }
 
 #[tokio::test]

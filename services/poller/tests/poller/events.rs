@@ -234,7 +234,6 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
     assert_topic(&a, "ship", &stored(&js, &a, "ship").await, &a_ship);
     assert_topic(&b, "orders", &stored(&js, &b, "orders").await, &b_orders);
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -282,7 +281,6 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
     assert_eq!(relay.relay_once().await.unwrap(), 3);
     assert_eq!(unrelayed(&db).await, 0);
     assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 4);
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -319,7 +317,6 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 20);
     assert_eq!(stream_matches_outbox(&js, &db, &tenant, "ship").await, 5);
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -399,7 +396,6 @@ async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
         "more activity than the three status changes"
     );
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -468,5 +464,4 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
         .unwrap();
     assert_eq!(relay.prune().await.unwrap(), 1);
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 5, 6]);
-    db.drop_now().await;
 }

@@ -113,7 +113,6 @@ async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
     assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(5))
         .await;
     drop(second);
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -160,7 +159,6 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
         .expect("no OTLP export reached the collector")
         .unwrap();
     assert!(bytes > 0);
-    db.drop_now().await;
 }
 
 /// What a [`Proxy`] does with the bytes between the poller and PostgreSQL.
@@ -304,7 +302,6 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(10))
         .await;
     drop((first, second));
-    db.drop_now().await;
 }
 
 /// Fails if both pollers said they were active, `now` after the cut.
@@ -643,7 +640,6 @@ async fn a_leader_whose_lock_connection_alone_is_cut_steps_down_at_once() {
         "took over after {taken_over:?}"
     );
     handover.assert_ends_on_the_newest_state(&db).await;
-    db.drop_now().await;
 }
 
 #[tokio::test]

@@ -63,6 +63,5 @@ async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fi
         0.0
     );
     poller.stop().await;
-    db.drop_now().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

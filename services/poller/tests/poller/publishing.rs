@@ -29,7 +29,6 @@ async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
     assert_eq!(f["devices"][0]["status"], "OFFLINE");
     assert!(f["seq"].as_u64().unwrap() > 0);
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -72,7 +71,6 @@ async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() 
     assert_eq!(without["alerts"], json!([]));
     assert!(without["seq"].as_u64().unwrap() > with_seq);
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -107,7 +105,6 @@ async fn an_unchanged_state_publishes_nothing() {
     // …and nothing was published for it.
     alerts.assert_silent_for(Duration::from_millis(100)).await;
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -143,7 +140,6 @@ async fn telemetry_reaches_the_device_subject() {
         .await;
     assert!(last["seq"].as_u64().unwrap() > msg["seq"].as_u64().unwrap());
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -176,7 +172,6 @@ async fn a_reading_that_commits_late_is_not_skipped() {
         .await;
     assert_eq!(late["data"]["metrics"]["who"], "t1");
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -209,7 +204,6 @@ async fn a_tenant_never_sees_another_tenants_data() {
         assert!(!v.to_string().contains(&secret), "B received A's data: {v}");
     }
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -267,7 +261,6 @@ async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
     assert_eq!(info.config.max_messages_per_subject, 1);
     assert!(info.config.allow_direct);
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -325,5 +318,4 @@ async fn a_new_tenant_and_time_passing_are_published() {
         .until(Duration::from_secs(2), |v| v["counts"]["online"] == 1)
         .await;
     poller.stop().await;
-    db.drop_now().await;
 }

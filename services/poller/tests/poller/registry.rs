@@ -89,7 +89,6 @@ async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
     until_listed(&tenant, &[]).await;
     assert_eq!(listed(&bystander).await, set(&["dev-1"]));
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -112,7 +111,6 @@ async fn a_device_deleted_while_no_poller_was_active_is_removed_by_the_next() {
     let poller = spawn_poller(config(&db)).await;
     until_listed(&tenant, &["dev-2"]).await;
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]

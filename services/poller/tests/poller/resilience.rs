@@ -59,7 +59,6 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     );
     assert!(alert_ids(&got).contains(&id));
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -126,7 +125,6 @@ async fn lost_database_connections_are_survived() {
         "the outage should be counted in pulse_poller_errors_total"
     );
     poller.stop().await;
-    db.drop_now().await;
 }
 
 /// A first start while NATS runs without JetStream (a cluster still electing, a server
@@ -181,7 +179,6 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     )
     .await;
     poller.stop().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -200,5 +197,4 @@ async fn the_poller_stops_promptly_while_nats_is_down() {
         "{:?}",
         started.elapsed()
     );
-    db.drop_now().await;
 }

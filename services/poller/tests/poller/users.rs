@@ -76,5 +76,4 @@ async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
     );
     changes.assert_silent_for(Duration::from_millis(300)).await;
     poller.stop().await;
-    db.drop_now().await;
 }

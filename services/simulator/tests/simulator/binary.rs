@@ -52,7 +52,6 @@ async fn seed_only_reads_its_settings_from_the_environment_and_prints_the_logins
     .await
     .unwrap();
     assert_eq!((devices, sites), (7, 3));
-    db.drop_now().await;
 }
 
 #[test]

@@ -61,5 +61,4 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
         .unwrap()
         .unwrap()
         .unwrap();
-    db.drop_now().await;
 }

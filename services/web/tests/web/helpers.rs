@@ -15,7 +15,8 @@ pub const PUBLISH_TOKEN: &str = "publish-token-publish-token-publish";
 pub const PASSWORD: &str = "correct horse battery";
 
 pub struct Env {
-    db: ScratchDb,
+    /// The test's own database, dropped with the environment.
+    _db: ScratchDb,
     pub pool: PgPool,
     pub addr: SocketAddr,
     /// Where the instance serves `/healthz`, `/readyz` and `/metrics`.
@@ -82,7 +83,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     let stop = CancellationToken::new();
     let (addr, ops_addr) = serve(config.clone(), &stop).await;
     Env {
-        db,
+        _db: db,
         pool,
         addr,
         ops_addr,
@@ -193,7 +194,6 @@ impl Env {
 
     pub async fn finish(self) {
         self.stop.cancel();
-        self.db.drop_now().await;
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
