@@ -11,6 +11,7 @@ use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::api::ApiJson;
 use crate::error::ApiError;
 use crate::session::{self, Session};
 use crate::state::AppState;
@@ -74,15 +75,15 @@ fn dummy_hash() -> String {
     responses((status = 200, body = Me, description = "Logged in; the session cookie is set"),
               (status = 400, description = "Missing email or password"),
               (status = 401, description = "Wrong email or password"),
+              (status = 413, description = "The body is larger than 128 KiB"),
               (status = 429, description = "Too many attempts; see Retry-After"),
               (status = 503, description = "Too many logins at once; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let email = body.email.trim().to_lowercase();
     if email.is_empty()
         || body.password.is_empty()

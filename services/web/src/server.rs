@@ -79,9 +79,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::publish_keys::revoke),
         )
         .route("/api/v2/openapi.json", get(openapi_json))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            api::events::MAX_EVENT_BYTES * 2,
-        ))
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .with_state(state.clone());
 
     let root = &state.config.web_root;

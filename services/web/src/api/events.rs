@@ -16,7 +16,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
@@ -25,7 +24,7 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiQuery, limit};
+use crate::api::{ApiJson, ApiQuery, MAX_BODY_BYTES, limit};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -33,6 +32,9 @@ use pulse_db::roles::begin_as_tenant;
 
 /// Largest event message (the JSON pushed to clients), in bytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+// A body must have room for the largest event with its JSON escaping, so that an event too
+// large is told so by the size check below, not by the body limit.
+const _: () = assert!(MAX_BODY_BYTES >= 2 * MAX_EVENT_BYTES);
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// The request header that makes a publish idempotent.
@@ -125,18 +127,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// A body the JSON extractor refused: too large is 413, anything else 400.
-fn rejected(e: JsonRejection) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!(
-            "the body is larger than {} bytes",
-            MAX_EVENT_BYTES * 2
-        ))
-    } else {
-        ApiError::BadRequest(e.body_text())
-    }
-}
-
 #[utoipa::path(post, path = "/api/v2/events", tag = "events", request_body = PublishRequest,
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Retry-safe publishing: the same key (per tenant, while the event is retained) returns the same seq and emits nothing new")),
@@ -148,9 +138,8 @@ fn rejected(e: JsonRejection) -> ApiError {
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<PublishRequest>, JsonRejection>,
+    ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    let Json(body) = body.map_err(rejected)?;
     let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_deref()).await?;
     let topic = Topic::parse(body.topic.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;

@@ -47,6 +47,34 @@ json_400_extractor!(
     ApiPath wraps Path
 );
 
+/// Largest request body the API reads: room for the largest event
+/// ([`events::MAX_EVENT_BYTES`]) with its JSON escaping.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+/// `Json<T>` whose rejection is the API's JSON error: 413 for a body over
+/// [`MAX_BODY_BYTES`], 400 for anything else (not JSON, wrong shape, wrong content type).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "the body is larger than {MAX_BODY_BYTES} bytes"
+                )))
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
 /// Most items one page may hold.
 pub const MAX_LIMIT: i64 = 1000;
 

@@ -5,7 +5,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::api::ApiPath;
+use crate::api::{ApiJson, ApiPath};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -86,14 +85,14 @@ pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, 
 }
 
 #[utoipa::path(post, path = "/api/v2/publish-keys", tag = "events", request_body = NewKey,
-    responses((status = 201, body = CreatedKey), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 201, body = CreatedKey), (status = 400), (status = 401), (status = 403),
+              (status = 413, description = "the body is larger than 128 KiB")))]
 pub async fn create(
     State(state): State<AppState>,
     session: Session,
-    body: Result<Json<NewKey>, JsonRejection>,
+    ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     admin(&session)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::BadRequest("name must be 1–128 bytes".into()));

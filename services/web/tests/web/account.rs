@@ -145,6 +145,11 @@ async fn bad_logins_are_refused_and_rate_limited() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "bad_request");
+    // A body over the API's body limit is told so, as on every JSON endpoint.
+    let r = env
+        .post_login(&client, &email, &"x".repeat(200 * 1024))
+        .await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
     let r = env.post_login(&client, "nobody@nowhere.example", "x").await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
     for _ in 0..5 {

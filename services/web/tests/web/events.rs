@@ -535,6 +535,14 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     let viewer = env.login("viewer", &env.tenant).await;
     let r = get(&viewer, env.at("/api/v2/publish-keys")).await;
     assert_eq!(error_code(r, 403).await, "forbidden");
+    // A body that is not a key request, or is over the body limit, creates nothing.
+    let url = env.at("/api/v2/publish-keys");
+    let r = post_json(&admin, url.clone(), &json!({"title": "no name"})).await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    let r = post_json(&admin, url, &json!({"name": "x".repeat(200 * 1024)})).await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+    let listed: Value = get_json(&admin, env.at("/api/v2/publish-keys")).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
 
     // No tenant_id needed: the key names its tenant.
     let r = env
