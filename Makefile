@@ -22,7 +22,7 @@ down: ## Stop everything `make up` started
 test: ## Run all tests (starts PostgreSQL and NATS if needed)
 	bash scripts/test.sh
 
-lint: ## cargo fmt --check, clippy -D warnings, shellcheck, ESLint and the TypeScript check
+lint: ## cargo fmt --check, clippy -D warnings, unused dependencies, shellcheck, ESLint and the TypeScript check
 	bash scripts/lint.sh
 
 services: ## Make sure PostgreSQL and NATS (JetStream) are reachable

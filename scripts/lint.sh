@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What `make lint` runs: the Rust formatting check and clippy with warnings as errors,
-# ShellCheck on every script, and ESLint with the type check on the browser code.
+# What `make lint` runs: the Rust formatting check and clippy with warnings as errors, a
+# check that no crate names a dependency it does not use, ShellCheck on every script, and
+# ESLint with the type check on the browser code.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -19,6 +20,16 @@ cargo fmt --all -- --check
 
 stage "clippy: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# cargo-machete reads each crate's sources for the dependencies its manifest names; pinned so
+# that a new release cannot change what passes.
+stage "unused dependencies: cargo machete"
+if ! cargo machete --version >/dev/null 2>&1; then
+  log "installing cargo-machete 0.9.2 (once)"
+  cargo install --locked cargo-machete --version 0.9.2 ||
+    die "could not install cargo-machete; install it with: cargo install --locked cargo-machete"
+fi
+cargo machete
 
 stage "shellcheck: scripts/*.sh .ci/run"
 if ! have shellcheck && can_apt; then
