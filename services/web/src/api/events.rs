@@ -43,14 +43,16 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Deserialize, ToSchema)]
 pub struct PublishRequest {
     /// Topic id, e.g. `tickets`.
-    pub topic: String,
+    #[schema(value_type = String)]
+    pub topic: Topic,
     /// What happened, e.g. `ticket:update`; 1 to 128 bytes.
     pub event: String,
     #[schema(value_type = Object)]
     #[serde(default)]
     pub payload: Value,
     /// Required for service publishing; ignored (must match if given) for a session.
-    pub tenant_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<TenantId>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -72,7 +74,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn publisher_tenant(
     state: &AppState,
     headers: &HeaderMap,
-    body_tenant: Option<&str>,
+    body_tenant: Option<&TenantId>,
 ) -> Result<TenantId, ApiError> {
     if let Some(given) = bearer(headers)
         && given.starts_with(crate::api::publish_keys::KEY_PREFIX)
@@ -81,7 +83,7 @@ async fn publisher_tenant(
         let tenant = crate::api::publish_keys::tenant_of(state, given)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if body_tenant.is_some_and(|t| t != tenant.as_str()) {
+        if body_tenant.is_some_and(|t| *t != tenant) {
             return Err(ApiError::Forbidden("this key publishes for another tenant"));
         }
         return Ok(tenant);
@@ -89,10 +91,9 @@ async fn publisher_tenant(
     if let (Some(given), Some(expected)) = (bearer(headers), &state.config.publish_token)
         && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     {
-        let raw =
-            body_tenant.ok_or_else(|| ApiError::BadRequest("tenant_id is required".into()))?;
-        return TenantId::parse(raw)
-            .map_err(|e| ApiError::BadRequest(format!("invalid tenant_id: {e}")));
+        return body_tenant
+            .cloned()
+            .ok_or_else(|| ApiError::BadRequest("tenant_id is required".into()));
     }
     let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
     let session = crate::session::find(&state.pool, &token).await?;
@@ -101,7 +102,7 @@ async fn publisher_tenant(
             "only customer_admin may publish events",
         ));
     }
-    if body_tenant.is_some_and(|t| t != session.tenant.as_str()) {
+    if body_tenant.is_some_and(|t| *t != session.tenant) {
         return Err(ApiError::Forbidden("cannot publish for another tenant"));
     }
     Ok(session.tenant)
@@ -140,9 +141,8 @@ pub async fn publish(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_deref()).await?;
-    let topic = Topic::parse(body.topic.as_str())
-        .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;
+    let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_ref()).await?;
+    let topic = body.topic;
     if body.event.is_empty() || body.event.len() > 128 {
         return Err(ApiError::BadRequest("event must be 1–128 bytes".into()));
     }
@@ -251,7 +251,8 @@ fn replayed(
 #[derive(Deserialize, IntoParams)]
 pub struct EventParams {
     /// The topic.
-    pub topic: String,
+    #[param(value_type = String)]
+    pub topic: Topic,
     /// Only events with a higher seq, oldest first. Without it: the newest `limit` events.
     pub after: Option<i64>,
     /// At most this many events, 1–1000 (default 100).
@@ -283,8 +284,7 @@ pub async fn list(
     session: Session,
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let topic = Topic::parse(p.topic.as_str())
-        .map_err(|e| ApiError::BadRequest(format!("invalid topic: {e}")))?;
+    let topic = p.topic;
     let limit = limit(p.limit, 100)?;
     if p.after.is_some_and(|a| a < 0) {
         return Err(ApiError::BadRequest("after must be 0 or more".into()));

@@ -155,10 +155,27 @@ async fn admins_and_services_publish_events_viewers_cannot() {
         .post_event(&viewer, &json!({"topic": "tickets", "event": "x"}))
         .await;
     assert_eq!(error_code(r, 403).await, "forbidden");
-    let r = env
-        .post_event(&admin, &json!({"topic": "t.>", "event": "x"}))
-        .await;
-    assert_eq!(error_code(r, 400).await, "bad_request");
+    // Hostile ids in the body are refused with a message that names the field.
+    let huge = "t".repeat(10_000);
+    for bad in ["t.>", ">", "*", "a.b", "", huge.as_str()] {
+        let r = env
+            .post_event(&admin, &json!({"topic": bad, "event": "x"}))
+            .await;
+        assert_eq!(r.status(), 400, "topic {bad:.20}");
+        let body: Value = r.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("topic"), "{body}");
+        let r = env
+            .publish_as(
+                PUBLISH_TOKEN,
+                &json!({"tenant_id": bad, "topic": "tickets", "event": "x"}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "tenant_id {bad:.20}");
+        let body: Value = r.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("tenant_id"), "{body}");
+    }
     let r = env
         .post_event(
             &admin,
