@@ -161,20 +161,14 @@ async fn admins_and_services_publish_events_viewers_cannot() {
         let r = env
             .post_event(&admin, &json!({"topic": bad, "event": "x"}))
             .await;
-        assert_eq!(r.status(), 400, "topic {bad:.20}");
-        let body: Value = r.json().await.unwrap();
-        let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("topic"), "{body}");
+        assert_refused_naming(r, "topic").await;
         let r = env
             .publish_as(
                 PUBLISH_TOKEN,
                 &json!({"tenant_id": bad, "topic": "tickets", "event": "x"}),
             )
             .await;
-        assert_eq!(r.status(), 400, "tenant_id {bad:.20}");
-        let body: Value = r.json().await.unwrap();
-        let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("tenant_id"), "{body}");
+        assert_refused_naming(r, "tenant_id").await;
     }
     let r = env
         .post_event(
@@ -302,4 +296,12 @@ fn references(doc: &Value) -> Vec<String> {
         Value::Array(items) => items.iter().flat_map(references).collect(),
         _ => Vec::new(),
     }
+}
+
+/// `r` is a 400 whose message names `field`, so the caller knows what to fix.
+async fn assert_refused_naming(r: reqwest::Response, field: &str) {
+    assert_eq!(r.status(), 400, "{field}");
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(field), "{body}");
 }
