@@ -94,6 +94,8 @@ pub enum ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// The channel the request was about, when it could be read (the reply names it).
+    pub channel: Option<Channel>,
 }
 
 impl ProtocolError {
@@ -101,6 +103,15 @@ impl ProtocolError {
         Self {
             code,
             message: message.into(),
+            channel: None,
+        }
+    }
+
+    /// The same error, naming the channel the request was about.
+    pub fn about(self, channel: Channel) -> Self {
+        Self {
+            channel: Some(channel),
+            ..self
         }
     }
 }
@@ -188,7 +199,10 @@ impl ClientRequest {
             "subscribe" => {
                 let channel = Self::channel(&obj)?;
                 let since = match channel {
-                    Channel::Events { .. } => Self::since(&obj)?,
+                    // The topic is valid, so the error can name the channel it was about.
+                    Channel::Events { .. } => {
+                        Self::since(&obj).map_err(|e| e.about(channel.clone()))?
+                    }
                     // Snapshots always start from the current value: `since` means nothing.
                     _ => None,
                 };
@@ -322,7 +336,7 @@ impl From<ProtocolError> for ServerReply {
         ServerReply::Error {
             code: e.code,
             message: e.message,
-            channel: None,
+            channel: e.channel,
         }
     }
 }
@@ -482,6 +496,21 @@ mod tests {
             "x".repeat(65)
         );
         assert_eq!(code_of(&huge), InvalidId);
+    }
+
+    #[test]
+    fn an_invalid_since_names_the_events_channel_and_a_parse_error_names_none() {
+        let text = r#"{"action":"subscribe","type":"events","topic":"tickets","since":-1}"#;
+        let reply = ServerReply::from(ClientRequest::parse(text).unwrap_err());
+        let wire = serde_json::to_value(&reply).unwrap();
+        assert_eq!(wire["code"], "invalid_since");
+        assert_eq!(wire["channel"], "events");
+        assert_eq!(wire["topic"], "tickets");
+        let text = r#"{"action":"subscribe","type":"events","topic":"a.b","since":-1}"#;
+        let wire = serde_json::to_value(ServerReply::from(ClientRequest::parse(text).unwrap_err()));
+        let wire = wire.unwrap();
+        assert_eq!(wire["code"], "invalid_id");
+        assert!(wire.get("channel").is_none(), "{wire}");
     }
 
     #[test]

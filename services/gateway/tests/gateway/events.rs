@@ -188,6 +188,9 @@ async fn since_must_be_a_whole_number() {
             .subscribe(json!({"type": "events", "topic": "tickets", "since": bad}))
             .await;
         assert_eq!(r["code"], "invalid_since", "{bad}: {r}");
+        // Named, so a client knows which subscription to start afresh.
+        assert_eq!(r["channel"], "events", "{r}");
+        assert_eq!(r["topic"], "tickets", "{r}");
     }
     c.assert_alive().await;
 }
