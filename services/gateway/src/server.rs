@@ -36,6 +36,17 @@ use crate::metrics::{CodeLabel, Metrics};
 /// `retry_after` of its 4029 close reason).
 const CAP_RETRY_AFTER_SECONDS: u64 = 5;
 
+/// An upgrade refused for now: 503 with `Retry-After`, so clients and load balancers know
+/// when to try again (elsewhere, or here).
+fn unavailable(retry_after_secs: u64, why: &'static str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, retry_after_secs.to_string())],
+        why,
+    )
+        .into_response()
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -109,11 +120,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if *state.drain.borrow() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining: connect to another instance\n",
-        )
-            .into_response();
+        return unavailable(1, "draining: connect to another instance\n");
     }
     if !state.config.allowed_origins.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN)
@@ -133,19 +140,13 @@ async fn upgrade(
         }
     }
     if !state.nats.borrow().connected {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "2")],
-            "NATS unavailable; retry shortly\n",
-        )
-            .into_response();
+        return unavailable(2, "NATS unavailable; retry shortly\n");
     }
     if state.caps.instance_full() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
+        return unavailable(
+            CAP_RETRY_AFTER_SECONDS,
             "gateway connection limit reached\n",
-        )
-            .into_response();
+        );
     }
     let token = query
         .ok()

@@ -201,6 +201,23 @@ pub async fn answers_with(addr: std::net::SocketAddr, path: &str, status: u16, w
     .await;
 }
 
+/// The WebSocket upgrade at `url` is answered with HTTP 503 and `Retry-After`: refused for now,
+/// with when to try again.
+pub async fn assert_upgrade_refused_for_now(url: &str) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let after = r.headers().get("retry-after").map(|v| v.to_str());
+            assert!(
+                matches!(after, Some(Ok(s)) if s.parse::<u64>().is_ok_and(|n| n >= 1)),
+                "{:?}",
+                r.headers()
+            );
+        }
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| "a WebSocket")),
+    }
+}
+
 /// The gateway binary as its own process on `port` (on the shared NATS), with `envs` added;
 /// returns once it is ready. Killed when dropped.
 pub async fn spawn_gateway_process(port: u16, envs: &[(&str, &str)]) -> tokio::process::Child {
