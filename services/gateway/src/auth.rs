@@ -54,10 +54,15 @@ impl AuthError {
         }
     }
 
-    /// A short reason for the close frame (at most 123 bytes by the WebSocket spec).
+    /// A short reason for the close frame (at most 123 bytes by the WebSocket spec). The text
+    /// may quote the token, so it is cut at a character boundary, never inside a character.
     pub fn reason(&self) -> String {
         let mut r = self.to_string();
-        r.truncate(120);
+        let mut cut = r.len().min(120);
+        while !r.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        r.truncate(cut);
         r
     }
 
@@ -355,6 +360,27 @@ mod tests {
         assert_eq!(p.tenant.as_str(), "acme");
         assert_eq!(p.role, "customer_viewer");
         assert_eq!(p.email.as_deref(), Some("a@b.c"));
+    }
+
+    #[tokio::test]
+    async fn a_token_quoted_in_the_close_reason_is_cut_between_characters() {
+        // The header's `alg` is echoed in the parse error; each `é` is two bytes, so byte 120
+        // of the reason falls inside one.
+        let header = base64url(&format!(r#"{{"alg":"{}","typ":"JWT"}}"#, "é".repeat(200)));
+        let err = auth()
+            .verify(Some(&format!("{header}.e30.c2ln")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.label(), "invalid");
+        let reason = err.reason();
+        assert!(err.to_string().len() > 123, "{err}");
+        assert!(reason.len() <= 120 && reason.len() >= 100, "{reason}");
+        assert!(reason.ends_with('é'), "{reason}");
+    }
+
+    fn base64url(text: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 
     #[tokio::test]

@@ -19,8 +19,17 @@ async fn every_bad_token_gets_its_close_code() {
     .unwrap();
     // {"alg":"none","typ":"JWT"} . {"tenant_id":"x","role":"customer_admin","exp":9999999999} .
     let alg_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnRfaWQiOiJ4Iiwicm9sZSI6ImN1c3RvbWVyX2FkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+    // A header whose `alg` the parse error quotes: 200 two-byte characters, so a close reason
+    // cut at a fixed byte would cut one in half.
+    let quoted = {
+        use base64::Engine as _;
+        let header = format!(r#"{{"alg":"{}","typ":"JWT"}}"#, "é".repeat(200));
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+        format!("{header}.e30.c2ln")
+    };
     let cases = [
         ("missing", gw.ws_url(), 4001),
+        ("a header the error quotes", gw.url(&quoted), 4001),
         ("empty", gw.url(""), 4001),
         ("malformed", gw.url("not-a-jwt"), 4001),
         ("wrong key", gw.url(&wrong_key), 4001),
@@ -89,6 +98,7 @@ async fn every_bad_token_gets_its_close_code() {
         let closed = c.closed(Duration::from_secs(8)).await;
         assert_eq!(closed.code, code, "{what}: {closed:?}");
         assert!(!closed.reason.is_empty(), "{what}: a reason is given");
+        assert!(closed.reason.len() <= 123, "{what}: {closed:?}");
     }
     let m = gw.metrics().await;
     assert!(metric(&m, "pulse_gateway_auth_failures_total", &["expired"]) >= 1.0);
