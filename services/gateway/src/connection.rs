@@ -112,8 +112,13 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
+/// Longest a token is honoured, whatever its `exp` says: an issuer may mint tokens that never
+/// expire (an `exp` near 2^64), and an `Instant` that far ahead does not exist.
+const LONGEST_TOKEN_LIFE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn instant_of(exp: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+    let left = Duration::from_secs(exp.saturating_sub(unix_now())).min(LONGEST_TOKEN_LIFE);
+    tokio::time::Instant::now() + left
 }
 
 impl Session {

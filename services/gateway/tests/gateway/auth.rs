@@ -106,13 +106,15 @@ async fn every_bad_token_gets_its_close_code() {
 }
 
 #[tokio::test]
-async fn a_websocket_ticket_and_a_token_without_a_kind_both_connect() {
+async fn a_websocket_ticket_a_token_without_a_kind_and_one_that_never_expires_all_connect() {
     let gw = spawn_gateway(config()).await;
     let t = unique("kind");
     let exp = now() + 300;
     let ticket = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": exp, "kind": "ws"}));
     let external = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": exp}));
-    for token in [ticket, external] {
+    // An issuer's token that never expires, in effect: the largest `exp` there is.
+    let endless = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": u64::MAX}));
+    for token in [ticket, external, endless] {
         let mut c = connect(&gw.url(&token)).await;
         c.assert_subscribes(json!({"type": "alerts"})).await;
     }
