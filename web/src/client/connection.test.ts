@@ -933,6 +933,17 @@ describe("token renewal", () => {
     expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
   });
 
+  it("renews a token that lives longer than a timer can wait no sooner than the longest wait", async () => {
+    // A year: 75 % of it is past the 2^31 - 1 ms a browser timer holds, which it would run at once.
+    const year = 365 * 24 * 3600;
+    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], year, { expiresIn: true });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    await t.advanceAndSettle(60_000);
+    expect(getTicket).toHaveBeenCalledTimes(1);
+    expect(authRequests(socket)).toEqual([]);
+  });
+
   it("times renewal by the token's lifetime, not by a clock that disagrees with the server's", async () => {
     // The browser's clock is 20 s behind the server's: `expires_at` looks 80 s away.
     const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 60, { expiresIn: true, serverAhead: 20 });

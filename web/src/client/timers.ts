@@ -26,6 +26,12 @@ export const globalTimers: Timers = {
 /** The global clock in milliseconds, looked up at each call. */
 export const globalNow = (): number => Date.now();
 
+/**
+ * The longest wait `setTimeout` holds, 2^31 - 1 ms (about 24.8 days): browsers and Node run a
+ * longer one at once, which would turn a long wait (a year-long token's renewal) into a loop.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** A single timer slot: arming it again replaces the pending callback. */
 export class TimerSlot {
   private handle: TimerHandle | undefined;
@@ -39,7 +45,7 @@ export class TimerSlot {
     return this.armed;
   }
 
-  /** Runs `callback` after `ms`, cancelling whatever was pending. */
+  /** Runs `callback` after `ms` (at most {@link MAX_TIMER_MS}), cancelling whatever was pending. */
   set(callback: () => void, ms: number): void {
     this.clear();
     this.armed = true;
@@ -47,7 +53,7 @@ export class TimerSlot {
       this.armed = false;
       this.handle = undefined;
       callback();
-    }, Math.max(0, ms));
+    }, Math.min(Math.max(0, ms), MAX_TIMER_MS));
   }
 
   /** Cancels the pending callback, if any. */
