@@ -51,8 +51,8 @@ struct Session {
     /// Device subscribes waiting for the device registry's answer, which comes beside the
     /// loop: a slow JetStream never holds the connection's other requests.
     checks: tokio::task::JoinSet<DeviceCheck>,
-    /// The channels of `checks`; one removed by an unsubscribe meanwhile is not subscribed.
-    checking: HashMap<Channel, Option<u64>>,
+    /// The channels of `checks`; an unsubscribe meanwhile aborts its check.
+    checking: HashMap<Channel, tokio::task::AbortHandle>,
 }
 
 /// A device registry answer for one subscribe.
@@ -274,8 +274,7 @@ impl Session {
             let tenant = self.principal.tenant.clone();
             let device = device.clone();
             let checked = channel.clone();
-            self.checking.insert(channel, since);
-            self.checks.spawn(async move {
+            let check = self.checks.spawn(async move {
                 let result = devices.has(&tenant, &device).await;
                 DeviceCheck {
                     channel: checked,
@@ -283,6 +282,7 @@ impl Session {
                     result,
                 }
             });
+            self.checking.insert(channel, check);
             return Ok(());
         }
         self.subscribe_checked(channel, since).await
@@ -375,8 +375,9 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
-        if self.checking.remove(&channel).is_some() {
+        if let Some(check) = self.checking.remove(&channel) {
             // Its device check is still out: it will subscribe nothing.
+            check.abort();
             return self.reply(&ServerReply::Unsubscribed(channel)).await;
         }
         match self.channels.remove(&channel) {

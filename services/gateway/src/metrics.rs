@@ -39,6 +39,7 @@ pub struct Metrics {
     pub events_filled: Counter,
     pub events_replayed: Counter,
     pub event_resets: Counter,
+    pub event_catch_ups: Gauge,
 }
 
 impl Metrics {
@@ -128,6 +129,12 @@ impl Metrics {
                 "fanout_latency_seconds",
                 "Time from NATS receive to the frame written to the client's socket",
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            ),
+            event_catch_ups: register(
+                r,
+                "event_catch_ups",
+                "Clients resuming with `since` whose events are being read from the stream now",
+                Gauge::default(),
             ),
             events_delivered: register(
                 r,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use pulse_proto::Subject;
 
 pub use self::events::EventLimits;
@@ -146,20 +147,53 @@ impl FanOut {
         if topic.snapshot {
             self.inner.current.queue_current(&topic, queue);
         } else if let Some(since) = since.filter(|_| catching_up) {
-            tokio::spawn(self.inner.events.clone().catch_up(
-                topic.clone(),
-                conn,
-                queue.clone(),
-                since,
-            ));
+            self.spawn_catch_up(&topic, conn, queue, since);
         } else if since.is_none() {
             seq = topic.log.lock().head;
         }
         Ok(Subscribed { topic, seq })
     }
 
+    /// Runs `conn`'s catch-up from `since` on a task of its own, which [`FanOut::unsubscribe`]
+    /// aborts: a client that leaves (or subscribes and unsubscribes again and again) leaves no
+    /// reads of the stream running.
+    fn spawn_catch_up(
+        &self,
+        topic: &Arc<Topic>,
+        conn: ConnId,
+        queue: &Arc<ClientQueue>,
+        since: u64,
+    ) {
+        let catch_up =
+            self.inner
+                .events
+                .clone()
+                .catch_up(topic.clone(), conn, queue.clone(), since);
+        let counted = InProgress::count(&self.inner.metrics.event_catch_ups);
+        let owner = topic.clone();
+        // Held while spawning, so the task cannot end (and forget itself) before it is known.
+        let mut catch_ups = topic.catch_ups.lock();
+        let task = tokio::spawn(async move {
+            let _counted = counted;
+            catch_up.await;
+            let mut catch_ups = owner.catch_ups.lock();
+            if catch_ups
+                .get(&conn)
+                .is_some_and(|t| t.id() == tokio::task::id())
+            {
+                catch_ups.remove(&conn);
+            }
+        });
+        if let Some(earlier) = catch_ups.insert(conn, task.abort_handle()) {
+            earlier.abort();
+        }
+    }
+
     /// Removes `conn` from `topic`; the last subscriber leaving ends the NATS subscription.
     pub fn unsubscribe(&self, conn: ConnId, topic: &Arc<Topic>) {
+        if let Some(catch_up) = topic.catch_ups.lock().remove(&conn) {
+            catch_up.abort();
+        }
         let mut topics = self.inner.topics.lock();
         topic.log.lock().catching_up.remove(&conn);
         let empty = {
@@ -240,5 +274,21 @@ impl FanOut {
             topic.resync.notify_one();
         }
         self.inner.current.resync(snapshots).await;
+    }
+}
+
+/// One unit of a gauge of work in progress, given back however the work ends (aborted too).
+struct InProgress(Gauge);
+
+impl InProgress {
+    fn count(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

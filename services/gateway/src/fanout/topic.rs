@@ -65,6 +65,9 @@ pub struct Topic {
     pub(super) log: Mutex<EventLog>,
     /// Event subjects: wakes the dispatch task to read what NATS may have dropped.
     pub(super) resync: Notify,
+    /// Event subjects: each resuming connection's catch-up task, aborted when the connection
+    /// unsubscribes, so reads of the stream stop with the client that asked for them.
+    pub(super) catch_ups: Mutex<HashMap<ConnId, AbortHandle>>,
 }
 
 impl Topic {
@@ -82,6 +85,7 @@ impl Topic {
             current: Mutex::new(Current::Unasked),
             log: Mutex::new(EventLog::new(if snapshot { 0 } else { cache })),
             resync: Notify::new(),
+            catch_ups: Mutex::new(HashMap::new()),
         }
     }
 

@@ -292,3 +292,65 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
     let mut c = tickets_reader(&other, &tenant, Some(5)).await;
     assert_events(&mut c, 6..=25).await;
 }
+
+#[tokio::test]
+async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up() {
+    // A private NATS that can be made to hang: a read of the stream then waits out its timeout.
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-nats-hang"));
+    let store_arg = store.to_string_lossy().to_string();
+    let server = start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    wait_for_nats(&url).await;
+    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
+    ensure_streams(&js).await;
+    let tenant = unique("evabort");
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    for seq in 1..=3 {
+        publish_stored(
+            &js,
+            &subject,
+            seq,
+            json!({"type": "event", "topic": "tickets"}),
+        )
+        .await;
+    }
+    // No recent events kept in memory: every resume reads the stream.
+    let gw = spawn_gateway_with(|c| {
+        c.nats_url = url;
+        c.events_cache = 0;
+    })
+    .await;
+    let _live = tickets_reader(&gw, &tenant, None).await;
+    let catch_ups = || async { metric(&gw.metrics().await, "pulse_gateway_event_catch_ups", &[]) };
+
+    signal(&server, "STOP");
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_subscribes(events("tickets", Some(0))).await;
+    eventually("a catch-up reading the stream", T, || async {
+        catch_ups().await == 1.0
+    })
+    .await;
+    c.send(json!({"action": "unsubscribe", "type": "events", "topic": "tickets"}))
+        .await;
+    assert_eq!(c.next(T).await["type"], "unsubscribed");
+    // Its read would wait 2 s for the hung server; the catch-up is gone well before.
+    eventually("the catch-up ended", Duration::from_secs(1), || async {
+        catch_ups().await == 0.0
+    })
+    .await;
+    signal(&server, "CONT");
+    c.assert_alive().await;
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// Sends `kill -<name>` to `child`: a stopped nats-server keeps its connections open and
+/// answers nothing, as a hung one does, until it is continued.
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the server runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{name}");
+}
