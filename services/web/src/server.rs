@@ -6,13 +6,12 @@ use std::time::Instant;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
-use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
 
@@ -121,16 +120,20 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(cache_headers))
         .layer(CompressionLayer::new())
         // Every request has a deadline (408), and at most so many run at once: more are
-        // refused at once with 503 instead of queueing without bound.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        // refused at once with 503 instead of queueing without bound. Both answer with the
+        // API's JSON error.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    crate::error::ApiError::Busy { retry_after: 1 }
-                }))
+                .layer(HandleErrorLayer::new(
+                    move |e: tower::BoxError| async move {
+                        if e.is::<tower::timeout::error::Elapsed>() {
+                            crate::error::ApiError::Timeout(timeout.as_secs())
+                        } else {
+                            crate::error::ApiError::Busy { retry_after: 1 }
+                        }
+                    },
+                ))
+                .timeout(timeout)
                 .load_shed()
                 // One count for the whole router: a per-route limit would multiply it.
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight)),
