@@ -15,7 +15,8 @@
 //! `Retry-After`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
@@ -70,42 +71,62 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Who may publish for which tenant.
-async fn publisher_tenant(
-    state: &AppState,
-    headers: &HeaderMap,
-    body_tenant: Option<&TenantId>,
-) -> Result<TenantId, ApiError> {
-    if let Some(given) = bearer(headers)
-        && given.starts_with(crate::api::publish_keys::KEY_PREFIX)
-    {
-        // A tenant's own key: it publishes for that tenant and no other.
-        let tenant = crate::api::publish_keys::tenant_of(state, given)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        if body_tenant.is_some_and(|t| *t != tenant) {
-            return Err(ApiError::Forbidden("this key publishes for another tenant"));
+/// Who publishes, from the request's credentials alone: known before the body is read, so a
+/// caller without them gets 401 whatever it sent.
+pub enum Publisher {
+    /// A tenant's publish key: it publishes for that tenant and no other.
+    Key(TenantId),
+    /// A backend holding the all-tenant `PULSE_PUBLISH_TOKEN`: the body names the tenant.
+    Service,
+    /// A `customer_admin` session: it publishes for its own tenant.
+    Admin(TenantId),
+}
+
+impl FromRequestParts<AppState> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
+        if let Some(given) = bearer(headers)
+            && given.starts_with(crate::api::publish_keys::KEY_PREFIX)
+        {
+            return crate::api::publish_keys::tenant_of(state, given)
+                .await?
+                .map(Publisher::Key)
+                .ok_or(ApiError::Unauthorized);
         }
-        return Ok(tenant);
+        if let (Some(given), Some(expected)) = (bearer(headers), &state.config.publish_token)
+            && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+        {
+            return Ok(Publisher::Service);
+        }
+        let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
+        let session = crate::session::find(&state.pool, &token).await?;
+        if session.role != "customer_admin" {
+            return Err(ApiError::Forbidden(
+                "only customer_admin may publish events",
+            ));
+        }
+        Ok(Publisher::Admin(session.tenant))
     }
-    if let (Some(given), Some(expected)) = (bearer(headers), &state.config.publish_token)
-        && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
-    {
-        return body_tenant
-            .cloned()
-            .ok_or_else(|| ApiError::BadRequest("tenant_id is required".into()));
+}
+
+impl Publisher {
+    /// The tenant published for: the body's `tenant_id`, where given, must be the one the
+    /// credentials publish for.
+    fn tenant(self, named: Option<TenantId>) -> Result<TenantId, ApiError> {
+        let (own, refusal) = match self {
+            Publisher::Service => {
+                return named.ok_or_else(|| ApiError::BadRequest("tenant_id is required".into()));
+            }
+            Publisher::Key(own) => (own, "this key publishes for another tenant"),
+            Publisher::Admin(own) => (own, "cannot publish for another tenant"),
+        };
+        match named {
+            Some(other) if other != own => Err(ApiError::Forbidden(refusal)),
+            _ => Ok(own),
+        }
     }
-    let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
-    let session = crate::session::find(&state.pool, &token).await?;
-    if session.role != "customer_admin" {
-        return Err(ApiError::Forbidden(
-            "only customer_admin may publish events",
-        ));
-    }
-    if body_tenant.is_some_and(|t| *t != session.tenant) {
-        return Err(ApiError::Forbidden("cannot publish for another tenant"));
-    }
-    Ok(session.tenant)
 }
 
 /// The `Idempotency-Key` header: 1 to 128 bytes of visible ASCII.
@@ -139,9 +160,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
+    publisher: Publisher,
     ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    let tenant = publisher_tenant(&state, &headers, body.tenant_id.as_ref()).await?;
+    let tenant = publisher.tenant(body.tenant_id.clone())?;
     let topic = body.topic;
     if body.event.is_empty() || body.event.len() > 128 {
         return Err(ApiError::BadRequest("event must be 1–128 bytes".into()));

@@ -184,6 +184,17 @@ async fn admins_and_services_publish_events_viewers_cannot() {
         )
         .await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
+    // Credentials are checked before the body is read: without them, whatever the body, 401.
+    for body in ["not json", r#"{"topic": "a.b"}"#] {
+        let r = reqwest::Client::new()
+            .post(env.at("/api/v2/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 401).await, "unauthorized", "{body}");
+    }
 
     // Exactly the two accepted events are in the outbox, seqs 1 and 2; the refused ones left
     // nothing behind, in either tenant.
