@@ -1,5 +1,6 @@
-//! `pulse_settings`: the status thresholds the active poller applies, recorded so the web
-//! service's REST answers and the database triggers apply the same ones as its pushes.
+//! `pulse_settings`: what the active poller applies to its pushes (the status thresholds and
+//! how many devices a fleet message lists), recorded so the web service's REST answers and the
+//! database triggers apply the same.
 
 use std::time::Duration;
 
@@ -8,41 +9,69 @@ use sqlx::{PgConnection, PgPool};
 
 const STALE_AFTER: &str = "stale_after_seconds";
 const OFFLINE_AFTER: &str = "offline_after_seconds";
+const FLEET_DEVICES_CAP: &str = "fleet_devices_cap";
 
-/// Records the thresholds, replacing those recorded before.
-pub async fn write_thresholds(
-    pool: &PgPool,
-    stale_after_seconds: u64,
-    offline_after_seconds: u64,
-) -> Result<(), sqlx::Error> {
+/// Devices a fleet message lists when no poller has recorded its `PULSE_FLEET_DEVICES_CAP`
+/// (the poller's default).
+pub const DEFAULT_FLEET_DEVICES_CAP: usize = 1000;
+
+/// What the active poller applies, and what answers about the same data must agree with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub thresholds: Thresholds,
+    /// Most devices listed in a fleet message (least healthy first; counts cover all).
+    pub fleet_devices_cap: usize,
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Self {
+            thresholds: Thresholds::default(),
+            fleet_devices_cap: DEFAULT_FLEET_DEVICES_CAP,
+        }
+    }
+}
+
+/// Records what the poller applies, replacing what was recorded before.
+pub async fn write(pool: &PgPool, applied: &Applied) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO pulse_settings (key, value) VALUES ($1, $2), ($3, $4) \
+        "INSERT INTO pulse_settings (key, value) VALUES ($1, $2), ($3, $4), ($5, $6) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
     .bind(STALE_AFTER)
-    .bind(stale_after_seconds.to_string())
+    .bind(applied.thresholds.stale_after.as_secs().to_string())
     .bind(OFFLINE_AFTER)
-    .bind(offline_after_seconds.to_string())
+    .bind(applied.thresholds.offline_after.as_secs().to_string())
+    .bind(FLEET_DEVICES_CAP)
+    .bind(applied.fleet_devices_cap.to_string())
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// The recorded thresholds; the defaults for any not recorded (no poller has run yet) or not a
+/// What was recorded; the defaults for anything not recorded (no poller has run yet) or not a
 /// number.
-pub async fn read_thresholds(conn: &mut PgConnection) -> Result<Thresholds, sqlx::Error> {
+pub async fn read(conn: &mut PgConnection) -> Result<Applied, sqlx::Error> {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, value FROM pulse_settings WHERE key IN ($1, $2)")
+        sqlx::query_as("SELECT key, value FROM pulse_settings WHERE key IN ($1, $2, $3)")
             .bind(STALE_AFTER)
             .bind(OFFLINE_AFTER)
+            .bind(FLEET_DEVICES_CAP)
             .fetch_all(conn)
             .await?;
-    Ok(thresholds_from(rows))
+    Ok(applied_from(rows))
 }
 
-fn thresholds_from(rows: impl IntoIterator<Item = (String, String)>) -> Thresholds {
-    let mut t = Thresholds::default();
+fn applied_from(rows: impl IntoIterator<Item = (String, String)>) -> Applied {
+    let mut applied = Applied::default();
+    let t = &mut applied.thresholds;
     for (key, value) in rows {
+        if key == FLEET_DEVICES_CAP {
+            if let Ok(cap) = value.parse::<usize>() {
+                applied.fleet_devices_cap = cap;
+            }
+            continue;
+        }
         let Ok(secs) = value.parse::<f64>() else {
             continue;
         };
@@ -55,7 +84,7 @@ fn thresholds_from(rows: impl IntoIterator<Item = (String, String)>) -> Threshol
             _ => {}
         }
     }
-    t
+    applied
 }
 
 #[cfg(test)]
@@ -68,11 +97,24 @@ mod tests {
 
     #[test]
     fn recorded_values_replace_the_defaults_and_garbage_is_skipped() {
-        let t = thresholds_from([row(STALE_AFTER, "30"), row(OFFLINE_AFTER, "oops")]);
-        assert_eq!(t.stale_after, Duration::from_secs(30));
-        assert_eq!(t.offline_after, Thresholds::default().offline_after);
-        let t = thresholds_from([row(OFFLINE_AFTER, "-5"), row(STALE_AFTER, "inf")]);
-        assert_eq!(t.offline_after, Duration::ZERO);
-        assert_eq!(t.stale_after, Thresholds::default().stale_after);
+        let a = applied_from([
+            row(STALE_AFTER, "30"),
+            row(OFFLINE_AFTER, "oops"),
+            row(FLEET_DEVICES_CAP, "250"),
+        ]);
+        assert_eq!(a.thresholds.stale_after, Duration::from_secs(30));
+        assert_eq!(
+            a.thresholds.offline_after,
+            Thresholds::default().offline_after
+        );
+        assert_eq!(a.fleet_devices_cap, 250);
+        let a = applied_from([
+            row(OFFLINE_AFTER, "-5"),
+            row(STALE_AFTER, "inf"),
+            row(FLEET_DEVICES_CAP, "-1"),
+        ]);
+        assert_eq!(a.thresholds.offline_after, Duration::ZERO);
+        assert_eq!(a.thresholds.stale_after, Thresholds::default().stale_after);
+        assert_eq!(a.fleet_devices_cap, DEFAULT_FLEET_DEVICES_CAP);
     }
 }

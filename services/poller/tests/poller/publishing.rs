@@ -279,11 +279,20 @@ async fn a_new_tenant_and_time_passing_are_published() {
             "1",
             "--offline-after-seconds",
             "3",
+            "--fleet-devices-cap",
+            "7",
         ],
     ))
     .await;
     poller.wait_active().await;
     first_fleet.until(Duration::from_secs(10), |_| true).await;
+    // What it applies is recorded, for the web service's REST answers to agree.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let applied = pulse_db::settings::read(&mut conn).await.unwrap();
+    drop(conn);
+    assert_eq!(applied.thresholds.stale_after, Duration::from_secs(1));
+    assert_eq!(applied.thresholds.offline_after, Duration::from_secs(3));
+    assert_eq!(applied.fleet_devices_cap, 7);
 
     let tenant = unique("later");
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiPath, ApiQuery, limit, page, thresholds};
+use crate::api::{ApiPath, ApiQuery, applied, limit, page};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -91,7 +91,7 @@ pub async fn list(
 ) -> Result<Json<DevicePage>, ApiError> {
     let limit = limit(p.limit, 100)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
-    let t = thresholds(&mut tx).await?;
+    let t = applied(&mut tx).await?.thresholds;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
            FROM devices \
@@ -117,7 +117,7 @@ pub async fn get(
     ApiPath(device_id): ApiPath<DeviceId>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
-    let t = thresholds(&mut tx).await?;
+    let t = applied(&mut tx).await?.thresholds;
     let row: Option<Row> = sqlx::query_as(
         "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
            FROM devices WHERE device_id = $1",

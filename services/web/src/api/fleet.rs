@@ -7,14 +7,11 @@ use pulse_proto::fleet::{DeviceRow, summarize};
 use pulse_proto::{FleetSnapshot, Timestamp};
 use time::OffsetDateTime;
 
-use crate::api::thresholds;
+use crate::api::applied;
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
-
-/// Devices listed, as in the push (counts always cover all).
-const CAP: usize = 1000;
 
 #[utoipa::path(get, path = "/api/v2/fleet", tag = "fleet",
     responses((status = 200, description = "A fleet message as pushed on pulse.v1.<tenant>.fleet, with seq 0", body = Object),
@@ -24,7 +21,7 @@ pub async fn get(
     session: Session,
 ) -> Result<Json<FleetSnapshot>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
-    let t = thresholds(&mut tx).await?;
+    let applied = applied(&mut tx).await?;
     let now: OffsetDateTime = sqlx::query_scalar("SELECT statement_timestamp()")
         .fetch_one(&mut *tx)
         .await?;
@@ -44,7 +41,8 @@ pub async fn get(
             },
         )
         .collect();
-    let (counts, devices) = summarize(now, &rows, t, CAP);
+    // As many devices as the push lists (counts always cover all).
+    let (counts, devices) = summarize(now, &rows, applied.thresholds, applied.fleet_devices_cap);
     Ok(Json(FleetSnapshot {
         kind: Default::default(),
         tenant_id: session.tenant,

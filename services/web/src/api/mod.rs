@@ -7,7 +7,7 @@ pub mod events;
 pub mod fleet;
 pub mod publish_keys;
 
-use pulse_proto::fleet::Thresholds;
+use pulse_db::settings::Applied;
 use sqlx::{Postgres, Transaction};
 
 use crate::error::ApiError;
@@ -105,10 +105,8 @@ pub fn page<T, C>(
     (items, next)
 }
 
-/// The status thresholds the poller recorded, so REST and pushes agree; the defaults when they
-/// cannot be read.
-pub async fn thresholds(tx: &mut Transaction<'static, Postgres>) -> Result<Thresholds, ApiError> {
-    Ok(pulse_db::settings::read_thresholds(tx)
-        .await
-        .unwrap_or_default())
+/// What the poller recorded it applies (status thresholds, fleet cap), so REST and pushes
+/// agree; the defaults when it cannot be read.
+pub async fn applied(tx: &mut Transaction<'static, Postgres>) -> Result<Applied, ApiError> {
+    Ok(pulse_db::settings::read(tx).await.unwrap_or_default())
 }

@@ -44,6 +44,16 @@ async fn everything_is_scoped_to_the_callers_tenant() {
     assert_eq!(fleet["tenant_id"], env.tenant.as_str());
     assert_eq!(fleet["counts"]["total"], 3);
     assert_eq!(fleet["counts"]["offline"], 3);
+    assert_eq!(fleet["devices"].as_array().map(Vec::len), Some(3));
+    // It lists as many devices as the poller's pushes do (PULSE_FLEET_DEVICES_CAP, recorded).
+    let capped = pulse_db::settings::Applied {
+        fleet_devices_cap: 2,
+        ..Default::default()
+    };
+    pulse_db::settings::write(&env.pool, &capped).await.unwrap();
+    let fleet: Value = get_json(&c, env.at("/api/v2/fleet")).await;
+    assert_eq!(fleet["devices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(fleet["counts"]["total"], 3);
     env.finish().await;
 }
 
