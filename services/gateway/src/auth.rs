@@ -245,6 +245,9 @@ impl Authenticator {
             return found;
         }
         {
+            // An async mutex held across the fetch on purpose (single flight): tokens with
+            // unknown kids arriving together wait for one fetch instead of each making one.
+            // No synchronous lock is held across it.
             let _one_at_a_time = self.inner.refetch.lock().await;
             let recent = self
                 .inner
