@@ -1,14 +1,14 @@
 //! NATS for tests: the shared server, and private nats-servers for tests that stop, restart or
 //! configure theirs (killed when the returned child is dropped).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
 use crate::env::nats_url;
-use crate::eventually;
+use crate::{eventually, free_port, unique};
 
 /// A client of the shared NATS server.
 pub async fn shared() -> async_nats::Client {
@@ -69,4 +69,91 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::Connec
     pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), url)
         .connect(url)
         .await
+}
+
+/// A nats-server of the test's own, to stop and start again on the same port and store (so
+/// it comes back with what it had stored), or to hang; killed, and its store removed, on drop.
+pub struct PrivateNats {
+    pub url: String,
+    port: u16,
+    store: PathBuf,
+    server: Option<Child>,
+}
+
+impl PrivateNats {
+    /// A server with JetStream, once it accepts connections.
+    pub async fn start() -> PrivateNats {
+        let mut nats = PrivateNats::stopped();
+        nats.start_again().await;
+        nats
+    }
+
+    /// A server without JetStream (as a cluster still electing, or one without it enabled),
+    /// once it accepts connections; [`PrivateNats::start_again`] brings JetStream.
+    pub async fn without_jetstream() -> PrivateNats {
+        let mut nats = PrivateNats::stopped();
+        nats.server = Some(start_server(nats.port, &[], &[]));
+        wait_for(&nats.url).await;
+        nats
+    }
+
+    fn stopped() -> PrivateNats {
+        let port = free_port();
+        PrivateNats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store: std::env::temp_dir().join(unique("pulse-nats")),
+            server: None,
+        }
+    }
+
+    /// Kills the server and waits until it is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.start_kill().expect("kill the private nats-server");
+            server
+                .wait()
+                .await
+                .expect("wait for the private nats-server to end");
+        }
+    }
+
+    /// Starts the server (stopped first if running) with JetStream on the same port and store.
+    pub async fn start_again(&mut self) {
+        self.stop().await;
+        self.server = Some(start_jetstream(self.port, &self.store).await);
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
+    /// with a hung server, until [`PrivateNats::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self
+            .server
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the server runs");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{name} {pid}");
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
 }

@@ -229,12 +229,8 @@ async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscriptio
 #[tokio::test]
 async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_not_allowed() {
     // A NATS server of its own, without the registry's bucket.
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-gw-noreg"));
-    let _server = start_nats_server(port, &["-js", "--store_dir", &store.to_string_lossy()], &[]);
-    let url = format!("nats://127.0.0.1:{port}");
-    wait_for_nats(&url).await;
-    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
+    let server = PrivateNats::start().await;
+    let gw = spawn_gateway_with(|c| c.nats_url = server.url.clone()).await;
     let mut c = gw.viewer(&unique("noreg")).await;
     let refused = c
         .subscribe(json!({"type": "device", "device_id": "dev-1"}))
@@ -246,5 +242,4 @@ async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_no
         0.0
     );
     c.assert_alive().await;
-    let _ = std::fs::remove_dir_all(&store);
 }

@@ -114,14 +114,9 @@ async fn a_resume_this_gateway_holds_in_memory_needs_no_stream_read() {
 #[tokio::test]
 async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     // A private NATS, so the small per-topic cap touches no other test.
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats-expired"));
-    let store_arg = store.to_string_lossy().to_string();
-    let _server = start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
-    let url = format!("nats://127.0.0.1:{port}");
-    wait_for_nats(&url).await;
-    let nats = connect_nats(&url).await.unwrap();
-    let js = async_nats::jetstream::new(nats.clone());
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
+    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
     ensure_streams_with(&js, &["--events-max-per-topic", "5"]).await;
     let tenant = unique("evexpired");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
@@ -136,7 +131,6 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
         json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "expired"})
     );
     assert_eq!(events_until(&mut c, 12).await, [8, 9, 10, 11, 12]);
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
@@ -156,10 +150,8 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
 #[tokio::test]
 async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty_one() {
     // Core NATS only: the events stream cannot be read.
-    let port = free_port();
-    let _server = start_nats_server(port, &[], &[]);
-    let url = format!("nats://127.0.0.1:{port}");
-    wait_for_nats(&url).await;
+    let server = PrivateNats::without_jetstream().await;
+    let url = server.url.clone();
     let nats = connect_nats(&url).await.unwrap();
     let gw = spawn_gateway_with(|c| c.nats_url = url).await;
     let tenant = unique("evnojs");
@@ -296,12 +288,8 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
 #[tokio::test]
 async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up() {
     // A private NATS that can be made to hang: a read of the stream then waits out its timeout.
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-nats-hang"));
-    let store_arg = store.to_string_lossy().to_string();
-    let server = start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
-    let url = format!("nats://127.0.0.1:{port}");
-    wait_for_nats(&url).await;
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
     let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
     ensure_streams(&js).await;
     let tenant = unique("evabort");
@@ -324,7 +312,7 @@ async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up
     let _live = tickets_reader(&gw, &tenant, None).await;
     let catch_ups = || async { metric(&gw.metrics().await, "pulse_gateway_event_catch_ups", &[]) };
 
-    signal(&server, "STOP");
+    server.pause();
     let mut c = gw.viewer(&tenant).await;
     c.assert_subscribes(events("tickets", Some(0))).await;
     eventually("a catch-up reading the stream", T, || async {
@@ -339,18 +327,6 @@ async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up
         catch_ups().await == 0.0
     })
     .await;
-    signal(&server, "CONT");
+    server.resume();
     c.assert_alive().await;
-    let _ = std::fs::remove_dir_all(&store);
-}
-
-/// Sends `kill -<name>` to `child`: a stopped nats-server keeps its connections open and
-/// answers nothing, as a hung one does, until it is continued.
-fn signal(child: &tokio::process::Child, name: &str) {
-    let pid = child.id().expect("the server runs").to_string();
-    let sent = std::process::Command::new("kill")
-        .args([format!("-{name}"), pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(sent, "kill -{name}");
 }

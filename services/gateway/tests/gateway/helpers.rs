@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub use pulse_test_support::gateway::{Gateway, spawn as spawn_gateway};
 pub use pulse_test_support::jwt::{SECRET, now, sign, viewer_token};
 pub use pulse_test_support::nats::{
-    connect as connect_nats, shared as nats, start_server as start_nats_server,
+    PrivateNats, connect as connect_nats, shared as nats, start_server as start_nats_server,
     wait_for as wait_for_nats,
 };
 pub use pulse_test_support::ws::{Client, connect, connect_with};

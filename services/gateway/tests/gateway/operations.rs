@@ -199,13 +199,8 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
 
 #[tokio::test]
 async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-gw-nats"));
-    let store_arg = store.to_string_lossy().to_string();
-    let start = || start_nats_server(port, &["-js", "-sd", &store_arg], &[]);
-    let mut server = start();
-    let url = format!("nats://127.0.0.1:{port}");
-    wait_for_nats(&url).await;
+    let mut server = PrivateNats::start().await;
+    let url = server.url.clone();
     let tenant = unique("natsrestart");
     let publisher = async_nats::connect(&url).await.unwrap();
     retain_alerts(&publisher, &tenant, 10, "before").await;
@@ -215,8 +210,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     c.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "before");
 
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
+    server.stop().await;
     let addr = gw.addr;
     // Not ready while NATS is gone.
     answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;
@@ -228,9 +222,8 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     )
     .await;
     // Meanwhile the state changed (written straight to the restarted server's stream below).
-    let _server = start();
     let back = std::time::Instant::now();
-    wait_for_nats(&url).await;
+    server.start_again().await;
     let publisher = async_nats::connect(&url).await.unwrap();
     retain_alerts(&publisher, &tenant, 11, "after").await;
     let got = c
@@ -259,7 +252,6 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let delivered = delivered.expect("no event on the subscription made during the outage");
     assert_eq!(delivered["topic"], "during-outage", "{delivered}");
     c.assert_alive().await;
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]

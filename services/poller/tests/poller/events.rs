@@ -289,7 +289,7 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("ev-down", 0).await;
-    let poller = spawn_poller(server.config(&db)).await;
+    let poller = spawn_poller(config_on(&db, &server)).await;
     poller.wait_ready().await;
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 1})).await;
     wait_all_relayed(&db, "the first event relayed", Duration::from_secs(5)).await;

@@ -4,15 +4,14 @@
 //! `pulse-test-support`, re-exported here.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use pulse_poller::PollerConfig;
 use serde_json::Value;
-use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
+pub use pulse_test_support::nats::PrivateNats;
 pub use pulse_test_support::{
     ScratchDb, base_database_url, eventually, free_port, metric, nats_url, parse_config, unique,
 };
@@ -135,69 +134,9 @@ impl Drop for PollerHandle {
     }
 }
 
-/// A nats-server of the test's own, to stop and start again on the same port and store (so
-/// it comes back with what it had stored); killed, and its store removed, on drop.
-pub struct PrivateNats {
-    pub url: String,
-    port: u16,
-    store: PathBuf,
-    server: Option<Child>,
-}
-
-impl PrivateNats {
-    /// A server with JetStream, once it accepts connections.
-    pub async fn start() -> PrivateNats {
-        let mut nats = PrivateNats::stopped();
-        nats.start_again().await;
-        nats
-    }
-
-    /// A server without JetStream (as a cluster still electing, or one without it enabled),
-    /// once it accepts connections; [`PrivateNats::start_again`] brings JetStream.
-    pub async fn without_jetstream() -> PrivateNats {
-        let mut nats = PrivateNats::stopped();
-        nats.server = Some(pulse_test_support::nats::start_server(nats.port, &[], &[]));
-        pulse_test_support::nats::wait_for(&nats.url).await;
-        nats
-    }
-
-    fn stopped() -> PrivateNats {
-        let port = free_port();
-        PrivateNats {
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            store: std::env::temp_dir().join(unique("pulse-nats")),
-            server: None,
-        }
-    }
-
-    /// [`config`] of `db` for a poller publishing to this server.
-    pub fn config(&self, db: &ScratchDb) -> PollerConfig {
-        config_with(db, &["--nats-url", &self.url])
-    }
-
-    /// Kills the server and waits until it is gone.
-    pub async fn stop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.start_kill().unwrap();
-            server.wait().await.unwrap();
-        }
-    }
-
-    /// Starts the server (stopped first if running) with JetStream on the same port and store.
-    pub async fn start_again(&mut self) {
-        self.stop().await;
-        self.server = Some(pulse_test_support::nats::start_jetstream(self.port, &self.store).await);
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
+/// [`config`] of `db` for a poller publishing to `nats`.
+pub fn config_on(db: &ScratchDb, nats: &PrivateNats) -> PollerConfig {
+    config_with(db, &["--nats-url", &nats.url])
 }
 
 /// A subscription to `subject` through `client`, in place at the server once this returns (so

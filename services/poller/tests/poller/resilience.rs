@@ -10,7 +10,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("natsdown", 1).await;
-    let poller = spawn_poller(nats.config(&db)).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     poller.wait_ready().await;
@@ -136,7 +136,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("nojs", 1).await;
-    let poller = spawn_poller(nats.config(&db)).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
     poller
         .wait_readiness(
             "active, not ready, waiting for JetStream",
@@ -185,7 +185,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
 async fn the_poller_stops_promptly_while_nats_is_down() {
     let mut nats = PrivateNats::start().await;
     let db = ScratchDb::migrated("poller").await;
-    let poller = spawn_poller(nats.config(&db)).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
     poller.wait_ready().await;
     nats.stop().await;
     poller.wait_nats_gone().await;
