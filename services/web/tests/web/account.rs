@@ -137,13 +137,7 @@ async fn bad_logins_are_refused_and_rate_limited() {
     let email = format!("viewer@{}.example", env.tenant);
     let r = post_json(&client, env.at("/api/v2/login"), &json!({"email": email})).await;
     assert_eq!(error_code(r, 400).await, "bad_request");
-    let r = client
-        .post(env.at("/api/v2/login"))
-        .body("not json")
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = post_raw_json(&client, env.at("/api/v2/login"), "not json").await;
     assert_eq!(error_code(r, 400).await, "bad_request");
     // A body over the API's body limit is told so, as on every JSON endpoint.
     let r = env

@@ -189,13 +189,7 @@ async fn an_oversized_event_or_body_gets_413() {
 
     // A body of several MiB is refused before it is parsed.
     let huge = blob(4 * 1024).to_string();
-    let r = admin
-        .post(env.at("/api/v2/events"))
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let r = post_raw_json(&admin, env.at("/api/v2/events"), huge).await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
 
     assert_eq!(

@@ -226,6 +226,22 @@ pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Valu
     get(client, url).await.json().await.unwrap()
 }
 
+/// `POST url` with `body` sent as it is, labelled JSON: for bodies that are not JSON, or too
+/// large to build as a value.
+pub async fn post_raw_json(
+    client: &reqwest::Client,
+    url: String,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `POST url` with `body` as JSON.
 pub async fn post_json(
     client: &reqwest::Client,

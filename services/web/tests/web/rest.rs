@@ -196,13 +196,7 @@ async fn admins_and_services_publish_events_viewers_cannot() {
     assert_eq!(error_code(r, 401).await, "unauthorized");
     // Credentials are checked before the body is read: without them, whatever the body, 401.
     for body in ["not json", r#"{"topic": "a.b"}"#] {
-        let r = reqwest::Client::new()
-            .post(env.at("/api/v2/events"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_raw_json(&reqwest::Client::new(), env.at("/api/v2/events"), body).await;
         assert_eq!(error_code(r, 401).await, "unauthorized", "{body}");
     }
 
