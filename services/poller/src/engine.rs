@@ -56,7 +56,10 @@ pub struct Engine {
 }
 
 /// Publishes one snapshot per tenant, and records in `published` what went out for each
-/// tenant whose message JetStream acknowledged, so an unchanged one is not sent again.
+/// tenant whose message JetStream acknowledged, so an unchanged one is not sent again. A tenant
+/// whose message was not acknowledged is forgotten: an ack that timed out may still have been
+/// stored, so the stream's last message is unknown and the next cycle sends the tenant's state
+/// whatever it is, even back to what was recorded before.
 async fn publish_snapshots<M>(
     js: &jetstream::Context,
     metrics: &Metrics,
@@ -64,8 +67,14 @@ async fn publish_snapshots<M>(
     batch: Vec<Outgoing<(TenantId, M)>>,
     published: &mut HashMap<TenantId, M>,
 ) -> Result<(), CycleError> {
+    let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
     let (done, err) = publisher::publish_all(js, batch).await;
     metrics.published(kind, done.len() as u64);
+    if done.len() < sent.len() {
+        for tenant in &sent {
+            published.remove(tenant);
+        }
+    }
     published.extend(done);
     err.map_or(Ok(()), |e| Err(e.into()))
 }

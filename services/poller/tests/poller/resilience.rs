@@ -198,3 +198,54 @@ async fn the_poller_stops_promptly_while_nats_is_down() {
         started.elapsed()
     );
 }
+
+/// A publish whose ack never came may have been stored all the same: the poller must not
+/// trust its record of what the stream holds for that tenant, or a state that goes back to
+/// the recorded one is never sent and the stream keeps the one in between.
+#[tokio::test]
+async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
+    let nats = PrivateNats::start().await;
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant("acklost", 1).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
+    poller.wait_ready().await;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let stored = || async {
+        let stream = js
+            .get_stream(pulse_proto::subject::STATE_STREAM)
+            .await
+            .ok()?;
+        let m = stream.direct_get_last_for_subject(&subject).await.ok()?;
+        serde_json::from_slice::<serde_json::Value>(&m.payload).ok()
+    };
+    let errors = || async { metric(&poller.metrics().await, "pulse_poller_errors_total", &[]) };
+    eventually(
+        "the first snapshot stored",
+        Duration::from_secs(10),
+        || async { stored().await.is_some_and(|v| alert_ids(&v).is_empty()) },
+    )
+    .await;
+    let errors_before = errors().await;
+
+    // NATS hangs while an alert opens: the snapshot with it goes out, its ack never comes.
+    nats.pause();
+    let id = db
+        .open_alert(&tenant, "dev-1", "opened while NATS hung")
+        .await;
+    eventually("the publish given up", Duration::from_secs(15), || async {
+        errors().await > errors_before
+    })
+    .await;
+    // The alert closes again: the state is the one recorded before. Then the server goes on,
+    // and stores the snapshot with the alert after all.
+    db.close_alert(id).await;
+    nats.resume();
+    eventually(
+        "the stream's newest snapshot is the state without the alert",
+        Duration::from_secs(15),
+        || async { stored().await.is_some_and(|v| !alert_ids(&v).contains(&id)) },
+    )
+    .await;
+    poller.stop().await;
+}
