@@ -379,6 +379,9 @@ impl Engine {
         let mut resync_due = false;
         loop {
             let connected = nats.borrow().connected;
+            // In this order: a due tick is served before the next change, so changes that
+            // never stop (a notification always waiting) cannot starve telemetry or the
+            // safety-net poll; each tick is due only once per interval.
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
@@ -394,6 +397,19 @@ impl Engine {
                         resync_due = true;
                     }
                 }
+                _ = telemetry.tick(), if connected => {
+                    if resync_due {
+                        let r = self.full_sync().await;
+                        resync_due = !self.report("resync", r);
+                    }
+                    let r = self.poll_telemetry().await;
+                    self.report("telemetry poll", r);
+                }
+                _ = poll.tick(), if connected => {
+                    let span = tracing::debug_span!("safety_net_poll");
+                    let r = self.full_sync().instrument(span).await;
+                    resync_due = !self.report("safety-net poll", r);
+                }
                 () = changes.changed(), if connected => {
                     tokio::time::sleep(self.config.debounce).await;
                     let pending = changes.take();
@@ -408,19 +424,6 @@ impl Engine {
                         let r = self.refresh_fleet(&fleet).await;
                         self.report("fleet refresh", r);
                     }
-                }
-                _ = poll.tick(), if connected => {
-                    let span = tracing::debug_span!("safety_net_poll");
-                    let r = self.full_sync().instrument(span).await;
-                    resync_due = !self.report("safety-net poll", r);
-                }
-                _ = telemetry.tick(), if connected => {
-                    if resync_due {
-                        let r = self.full_sync().await;
-                        resync_due = !self.report("resync", r);
-                    }
-                    let r = self.poll_telemetry().await;
-                    self.report("telemetry poll", r);
                 }
             }
         }

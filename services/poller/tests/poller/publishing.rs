@@ -143,6 +143,40 @@ async fn telemetry_reaches_the_device_subject() {
 }
 
 #[tokio::test]
+async fn telemetry_keeps_flowing_while_changes_never_stop() {
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant("busy", 2).await;
+    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let poller = spawn_poller(config(&db)).await;
+    poller.wait_active().await;
+    // A writer changing an alert without pause: a notification is always waiting.
+    let id = db.open_alert(&tenant, "dev-1", "busy").await;
+    let busy = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn({
+        let (pool, busy) = (db.pool.clone(), busy.clone());
+        async move {
+            let mut n = 0u64;
+            while !busy.is_cancelled() {
+                n += 1;
+                let _ = sqlx::query("UPDATE alerts SET summary = $2 WHERE alert_id = $1")
+                    .bind(id)
+                    .bind(format!("busy {n}"))
+                    .execute(&pool)
+                    .await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.reading(&tenant, "dev-2", json!({"n": 1})).await;
+    let got = sub.next_within(Duration::from_secs(5)).await;
+    busy.cancel();
+    writer.await.unwrap();
+    let (_, msg) = got.expect("a reading written among endless changes is still published");
+    assert_eq!(msg["device_id"], "dev-2");
+    poller.stop().await;
+}
+
+#[tokio::test]
 async fn a_reading_that_commits_late_is_not_skipped() {
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("late", 2).await;
