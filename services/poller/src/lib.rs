@@ -75,9 +75,11 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
 
+    // The LISTEN connection is taken from the pool for good, so the pool holds one more than
+    // the queries may use (PULSE_DB_POOL_SIZE counts only those).
     let pool = pulse_db::lazy_pool(
         &config.database_url,
-        config.db_pool_size,
+        config.db_pool_size + 1,
         Some(&config.db_role),
     )?;
     let link = pulse_common::nats::connect(

@@ -143,6 +143,20 @@ async fn telemetry_reaches_the_device_subject() {
 }
 
 #[tokio::test]
+async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant("pool1", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_poller(config_with(&db, &["--db-pool-size", "1"])).await;
+    poller.wait_active().await;
+    let id = db.open_alert(&tenant, "dev-1", "with one connection").await;
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    poller.stop().await;
+}
+
+#[tokio::test]
 async fn telemetry_keeps_flowing_while_changes_never_stop() {
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("busy", 2).await;
