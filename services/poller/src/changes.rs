@@ -12,7 +12,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pulse_common::backoff::Backoff;
 use pulse_proto::{TenantId, UserChange, UserChanged};
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -162,11 +161,23 @@ impl ChangeFeed {
     }
 }
 
-/// Listens until `stop` is cancelled, reconnecting with backoff.
-pub async fn listen(pool: PgPool, feed: ChangeFeed, metrics: Metrics, stop: CancellationToken) {
+/// How long a quiet LISTEN connection has to answer a check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Listens on a connection of its own to `database_url` until `stop` is cancelled,
+/// reconnecting with backoff. A connection quiet for `check_after` is checked with a query; one
+/// that does not answer is closed and replaced. (Not a pooled connection: the listener would
+/// keep one of the pool's for good, and give a dead one back to it.)
+pub async fn listen(
+    database_url: String,
+    feed: ChangeFeed,
+    metrics: Metrics,
+    check_after: Duration,
+    stop: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.is_cancelled() {
-        let mut listener = match connect(&pool).await {
+        let mut listener = match connect(&database_url).await {
             Ok(l) => l,
             Err(e) => {
                 metrics.error(Stage::Listen);
@@ -183,9 +194,19 @@ pub async fn listen(pool: PgPool, feed: ChangeFeed, metrics: Metrics, stop: Canc
         // Anything sent before this point may have been missed.
         feed.lost();
         loop {
+            // `try_recv` is cancel safe: a timeout loses no notification.
             let next = tokio::select! {
-                n = listener.try_recv() => n,
+                n = tokio::time::timeout(check_after, listener.try_recv()) => n,
                 () = stop.cancelled() => return,
+            };
+            let Ok(next) = next else {
+                let check = sqlx::query("SELECT 1 AS listen_check").execute(&mut listener);
+                if let Ok(Ok(_)) = tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                    continue;
+                }
+                metrics.error(Stage::Listen);
+                tracing::warn!("LISTEN connection did not answer a check; replacing it");
+                break;
             };
             match next {
                 Ok(Some(n)) => {
@@ -207,8 +228,8 @@ pub async fn listen(pool: PgPool, feed: ChangeFeed, metrics: Metrics, stop: Canc
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+async fn connect(database_url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(database_url).await?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }

@@ -69,6 +69,13 @@ pub struct PollerConfig {
           value_parser = millis(Duration::ZERO, secs(10)))]
     pub debounce: Duration,
 
+    /// A LISTEN connection quiet this long is asked whether it is still there (and, with no
+    /// answer within 5 s, replaced, with a resync): a connection dropped without a word by a
+    /// NAT or load balancer would otherwise wait for notifications for ever.
+    #[arg(long = "listen-check-seconds", env = "PULSE_LISTEN_CHECK_SECONDS", default_value = "30",
+          value_parser = duration(secs(1), secs(DAY)))]
+    pub listen_check: Duration,
+
     /// How often a standby poller tries to become active.
     #[arg(long = "standby-retry-ms", env = "PULSE_STANDBY_RETRY_MS", default_value = "1000",
           value_parser = millis(ms(50), secs(60)))]

@@ -75,11 +75,9 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
 
-    // The LISTEN connection is taken from the pool for good, so the pool holds one more than
-    // the queries may use (PULSE_DB_POOL_SIZE counts only those).
     let pool = pulse_db::lazy_pool(
         &config.database_url,
-        config.db_pool_size + 1,
+        config.db_pool_size,
         Some(&config.db_role),
     )?;
     let link = pulse_common::nats::connect(
@@ -173,9 +171,10 @@ async fn serve_as_active(
     let session = stop.child_token();
     let feed = ChangeFeed::default();
     let listener = tokio::spawn(changes::listen(
-        pool.clone(),
+        config.database_url.clone(),
         feed.clone(),
         metrics.clone(),
+        config.listen_check,
         session.clone(),
     ));
 

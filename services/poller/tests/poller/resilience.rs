@@ -249,3 +249,69 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
     .await;
     poller.stop().await;
 }
+
+/// A LISTEN connection a NAT or load balancer dropped without a word: the socket stays open
+/// and nothing arrives on it. Staged by freezing its server process.
+#[tokio::test]
+async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant("silent", 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_poller(config_with(&db, &["--listen-check-seconds", "1"])).await;
+    poller.wait_active().await;
+    // Its server process: the session that ran LISTEN (or, since, the quiet check).
+    let mut frozen = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while frozen.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no LISTEN session found"
+        );
+        frozen = sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+               AND query IN ('LISTEN \"pulse_changes\"', 'SELECT 1 AS listen_check')",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _frozen = Frozen::stop(frozen.unwrap());
+    let id = db
+        .open_alert(&tenant, "dev-1", "while LISTEN was silent")
+        .await;
+    // Well before the safety-net poll (60 s here): 1 s quiet, 5 s for the check, a resync.
+    alerts
+        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&id))
+        .await;
+    poller.stop().await;
+}
+
+/// A PostgreSQL server process stopped (SIGSTOP) until this is dropped, pass or fail.
+struct Frozen(String);
+
+impl Frozen {
+    fn stop(pid: i32) -> Self {
+        let frozen = Frozen(pid.to_string());
+        frozen.signal("STOP");
+        frozen
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.0.clone()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            sent,
+            "kill -{name} {}: the tests run as root beside PostgreSQL",
+            self.0
+        );
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.signal("CONT");
+    }
+}
