@@ -9,6 +9,7 @@ import { FakeNetwork, FakeVisibility, settle, socketFactory, ticketSource, type 
 import type {
   AlertsMessage,
   ClientRequest,
+  DataMessage,
   EventMessage,
   FleetMessage,
   TelemetryMessage,
@@ -1612,6 +1613,33 @@ describe("events", () => {
       expect(orders).not.toHaveBeenCalled();
       expect(t.errors.map((e) => e.kind)).toEqual(["malformed_message"]);
       expect(t.client.lastEventSeq("tickets")).toBeUndefined();
+    });
+
+    it("stays closed, polling nothing, when a connection handler closes it as it starts", async () => {
+      const poll = vi.fn(async () => undefined);
+      const t = setup({ poll });
+      t.client.on("connection", (s) => {
+        if (s.state === "connecting") t.client.close();
+      });
+      t.client.start();
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(poll).not.toHaveBeenCalled();
+      expect(t.factory.sockets).toHaveLength(0);
+    });
+
+    it("reports a polled body without a snapshot type and goes on with the rest of the poll", async () => {
+      const poll = vi.fn(async (ctx: PollContext) => {
+        ctx.publish({ error: "gateway timeout" } as unknown as DataMessage);
+        ctx.publish({ type: "telemetry", seq: 0 } as unknown as DataMessage);
+        ctx.publish(fleet(0, 42));
+      });
+      const t = setup({ poll });
+      const onFleet = vi.fn();
+      t.client.on("fleet", onFleet);
+      t.client.start();
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(t.errors.map((e) => e.kind)).toEqual(["malformed_message", "malformed_message"]);
+      expect(onFleet).toHaveBeenCalledTimes(1);
     });
   });
 });

@@ -350,6 +350,8 @@ export class PulseClient {
     this.stopWatchingNetwork = this.network.watch((online) => this.onNetworkChange(online));
     this.stopWatchingVisibility = this.visibility.watchVisible(() => this.onVisible());
     this.update({ state: "connecting", polling: this.polling, since: this.now() });
+    // A `connection` handler may have closed the client just now.
+    if (!this.wanted) return;
     this.fallback?.disconnected();
     this.attempt();
   }
@@ -937,6 +939,13 @@ export class PulseClient {
       }
       const topic = messageTopic(frame.message) as EventsTopic;
       if (this.holdings.has(topic)) this.deliverEvent(topic, frame.message);
+      return;
+    }
+    // Snapshots are passed on unchecked (their users check them), but the topic they go out on
+    // is read from them: a body without one is reported, not thrown on.
+    const { type, device_id: device } = message as { type?: unknown; device_id?: unknown };
+    if (!(type === "alerts" || type === "fleet" || (type === "telemetry" && typeof device === "string"))) {
+      this.report({ kind: "malformed_message", message: "malformed polled message: no snapshot type", data: message });
       return;
     }
     const topic = messageTopic(message);

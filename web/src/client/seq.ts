@@ -145,12 +145,14 @@ export class SeqTracker {
   /** Forgets `topic`, e.g. when its channel is released: its next message is accepted. */
   forget(topic: string): void {
     this.highestSeq.delete(topic);
+    this.polled.delete(topic);
     this.cursors.delete(topic);
   }
 
   /** Forgets every topic. */
   clear(): void {
     this.highestSeq.clear();
+    this.polled.clear();
     this.cursors.clear();
   }
 
