@@ -356,6 +356,20 @@ describe("reconnecting", () => {
     expect(t.errors.map((e) => e.kind)).toEqual(["rate_limited", "rate_limited", "rate_limited", "rate_limited"]);
   });
 
+  it("backs off gateways that answer 1012 as soon as a connection opens", async () => {
+    const t = setup({ random: () => 0.999 });
+    await t.connect();
+    const delays: number[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      t.factory.last().serverClose(1012, "service restart");
+      delays.push(t.nextAttemptIn());
+      await t.nextSocket(true);
+    }
+    // The first comes back at once (within the 1 s jitter); the next, each closed as soon as
+    // it opened, wait out a growing backoff.
+    expect(delays).toEqual([999, 999, 1_998, 3_996]);
+  });
+
   it("reports 1003 and 1009 as this client's fault and waits the longest backoff", async () => {
     for (const code of [1003, 1009]) {
       const t = setup({ random: () => 0.5 });
@@ -1090,6 +1104,22 @@ describe("a tab shown again", () => {
     visibility.show();
     await settle();
     expect(getTicket.mock.calls.length).toBe(calls + 1);
+  });
+
+  it("or the network coming back, does not cut short a wait the gateway asked for", async () => {
+    const visibility = new FakeVisibility();
+    const network = new FakeNetwork();
+    const t = setup({ visibility, network });
+    const first = await t.connect();
+    first.serverClose(4029, "gateway connection limit reached; retry_after=60");
+    await t.advanceAndSettle(1_000);
+    visibility.show();
+    network.set(false);
+    network.set(true);
+    await t.advanceAndSettle(1_000);
+    expect(t.factory.sockets).toHaveLength(1);
+    await t.advanceAndSettle(60_000);
+    expect(t.factory.sockets).toHaveLength(2);
   });
 });
 

@@ -243,6 +243,10 @@ export class PulseClient {
   private readonly connectTimer: TimerSlot;
   private readonly renewTimer: TimerSlot;
 
+  /** 1012 closes in a row of connections that had not been live for long. */
+  private freshRestarts = 0;
+  /** Before this time no attempt is made: a wait the gateway asked for. */
+  private serverWaitUntil = 0;
   /** False when not started, closed by the app, or refused with 4003. */
   private wanted = false;
   /** Bumped whenever an attempt starts or the socket is dropped; stale async work checks it. */
@@ -608,7 +612,10 @@ export class PulseClient {
       this.update({ state: "offline", reason: "forbidden", closeCode: code, error, polling: false, since: this.now() });
       return;
     }
-    if (wasStable) this.backoff.reset();
+    if (wasStable) {
+      this.backoff.reset();
+      this.freshRestarts = 0;
+    }
     if (code === CloseCode.UNSUPPORTED_DATA || code === CloseCode.MESSAGE_TOO_BIG) {
       // Our own fault: report it, and do not hammer the gateway with the same mistake.
       this.report({
@@ -616,7 +623,7 @@ export class PulseClient {
         message: `the gateway refused what this client sent (${code}${reason ? `: ${quote(reason)}` : ""})`,
         code,
       });
-      this.scheduleRetry(Math.max(this.backoff.next(), this.backoffCapMs), code);
+      this.scheduleServerWait(Math.max(this.backoff.next(), this.backoffCapMs), code);
       return;
     }
     if (code === CloseCode.RATE_LIMITED) {
@@ -628,13 +635,17 @@ export class PulseClient {
         message: `the gateway is limiting this client (4029${reason ? `: ${quote(reason)}` : ""})`,
         code,
       });
-      this.scheduleRetry(Math.max(this.backoff.next(), hintMs), code);
+      this.scheduleServerWait(Math.max(this.backoff.next(), hintMs), code);
       return;
     }
     if (code === CloseCode.SERVICE_RESTART) {
       // The gateway is draining: come back at once, spread over a short window, elsewhere.
+      // But a second 1012 in a row on a connection just made (gateways still draining, or
+      // one that drains as it accepts) is backed off like any other failure.
       this.avoidUrl = this.socketUrl;
-      this.scheduleRetry(Math.floor(this.clampedRandom() * this.restartJitterMs), code);
+      this.freshRestarts = wasStable ? 1 : this.freshRestarts + 1;
+      const jitter = Math.floor(this.clampedRandom() * this.restartJitterMs);
+      this.scheduleRetry(this.freshRestarts > 1 ? Math.max(jitter, this.backoff.next()) : jitter, code);
     } else {
       // A gateway that could not even be reached is likely down: try another one next. It may
       // also be one that does not take the ticket as a subprotocol: alternate the two ways.
@@ -665,6 +676,13 @@ export class PulseClient {
   private failAttempt(error: ClientError): void {
     this.report(error);
     this.scheduleRetry(this.backoff.next(), undefined, error);
+  }
+
+  /** A retry after a wait the gateway asked for (4029) or earned (1003, 1009): coming back to
+   * the tab or to the network does not cut it short. */
+  private scheduleServerWait(delayMs: number, closeCode: number): void {
+    this.serverWaitUntil = this.now() + delayMs;
+    this.scheduleRetry(delayMs, closeCode);
   }
 
   private scheduleRetry(delayMs: number, closeCode?: number, error?: ClientError): void {
@@ -715,6 +733,9 @@ export class PulseClient {
     if (!this.wanted) return;
     if (!online) {
       this.goNetworkOffline();
+    } else if (this.now() < this.serverWaitUntil) {
+      // The gateway asked for a wait: the network coming back does not cut it short.
+      if (!this.retryTimer.pending) this.scheduleRetry(this.serverWaitUntil - this.now());
     } else if (this.current.state === "offline" || this.retryTimer.pending) {
       // The network is back: try now rather than wait out the backoff.
       this.backoff.reset();
@@ -728,7 +749,7 @@ export class PulseClient {
     if (!this.wanted) return;
     if (this.socket && this.socketOpen) {
       this.heartbeat.pingNow();
-    } else if (this.retryTimer.pending && this.network.isOnline()) {
+    } else if (this.retryTimer.pending && this.network.isOnline() && this.now() >= this.serverWaitUntil) {
       this.attempt();
     }
   }
