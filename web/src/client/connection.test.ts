@@ -211,6 +211,19 @@ describe("connecting", () => {
     expect(t.factory.last().protocols).toEqual(["pulse.v1", "pulse.ticket.h.p-_.s"]);
   });
 
+  it("keeps the token out of the URL after a failed attempt once the subprotocol has worked", async () => {
+    const t = setup();
+    const first = await t.connect();
+    expect(first.url).not.toContain("token=");
+    first.serverClose(1006);
+    // A gateway restarting: the next attempt is refused before it opens.
+    const refused = await t.nextSocket(false);
+    refused.serverClose(1006);
+    const next = await t.nextSocket(false);
+    expect(next.url).not.toContain("token=");
+    expect(next.protocols?.[0]).toBe("pulse.v1");
+  });
+
   it("puts a token that cannot be a subprotocol in the query", async () => {
     const getTicket = vi.fn(
       async (): Promise<Ticket> => ({ token: "a.b+c/d", expires_at: Date.now() / 1000 + 60, gateways: ["ws://gw-b/api/v2/ws"] }),

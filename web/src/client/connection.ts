@@ -258,9 +258,13 @@ export class PulseClient {
   /**
    * Whether the ticket goes in the URL instead of a subprotocol. It flips after an attempt that
    * never opened (a gateway that does not select `pulse.v1` fails the handshake, as does one
-   * that is down), and stays as it is once a connection opens.
+   * that is down), and stays as it is once a connection opens. Once a connection opened with
+   * the subprotocol it no longer flips: a failure then is a gateway down, not the handshake, and
+   * the token stays out of URLs (and the logs of proxies on the way).
    */
   private ticketInUrl = false;
+  private subprotocolWorks = false;
+  private socketUsesSubprotocol = false;
   private socketOpen = false;
   private liveSince = 0;
   private expiresAt: number | undefined;
@@ -546,6 +550,7 @@ export class PulseClient {
       url = pickGateway(ticket.gateways, this.random, avoid);
       const protocols = this.ticketInUrl ? undefined : ticketProtocols(ticket.token);
       socket = protocols ? new this.Socket(url, protocols) : new this.Socket(withToken(url, ticket.token));
+      this.socketUsesSubprotocol = protocols !== undefined;
     } catch (error) {
       this.failAttempt({ kind: "connect_failed", message: `could not open a WebSocket: ${describe(error)}`, cause: error });
       return;
@@ -577,6 +582,7 @@ export class PulseClient {
   private onOpen(ticket: Ticket): void {
     this.connectTimer.clear();
     this.socketOpen = true;
+    if (this.socketUsesSubprotocol) this.subprotocolWorks = true;
     this.liveSince = this.now();
     // Event topics held before without a position to resume from: whatever happened meanwhile
     // cannot be replayed, so their subscribers must refetch.
@@ -651,7 +657,7 @@ export class PulseClient {
       // also be one that does not take the ticket as a subprotocol: alternate the two ways.
       if (neverOpened) {
         this.avoidUrl = this.socketUrl;
-        if (code === CloseCode.ABNORMAL) this.ticketInUrl = !this.ticketInUrl;
+        if (code === CloseCode.ABNORMAL && !this.subprotocolWorks) this.ticketInUrl = !this.ticketInUrl;
       }
       // 4001 included: every attempt fetches a fresh ticket first.
       this.scheduleRetry(this.backoff.next(), code);
