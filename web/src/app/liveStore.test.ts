@@ -84,6 +84,22 @@ describe("LiveStore", () => {
     expect(store.getState().announcement).toBe("2 new critical alerts");
   });
 
+  it("announces after a stop and start (a remount) as before it", () => {
+    client.bus.publish("alerts", alertsMessage([alert(1, { severity: 1 })], 1));
+    client.bus.publish("alerts", alertsMessage([alert(2, { severity: 5 }), alert(1)], 2));
+    now += 1_000;
+    client.bus.publish("alerts", alertsMessage([alert(3, { severity: 5 }), alert(2), alert(1)], 3));
+    // A timer is pending for the second one; the store stops and starts again meanwhile.
+    stop();
+    stop = store.start();
+    now += 1_000;
+    client.bus.publish("alerts", alertsMessage([alert(4, { severity: 5 }), alert(3), alert(2), alert(1)], 4));
+    now += 8_000;
+    vi.advanceTimersByTime(8_000);
+    expect(store.getState().announcement).toMatch(/new critical alert/);
+    expect(store.getState().announcement).not.toBe("1 new critical alert");
+  });
+
   it("keeps one widget's malformed message away from the others", () => {
     client.bus.publish("fleet", fleetMessage([device("dev-1")]));
     client.bus.publish("alerts", { ...alertsMessage([]), alerts: [{ bad: true }] } as never);

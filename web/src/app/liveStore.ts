@@ -73,6 +73,9 @@ export class LiveStore {
     this.stops = [];
     clearTimeout(this.expiryTimer);
     clearTimeout(this.announceTimer);
+    // Forgotten too: a handle left behind would keep a later start from arming its timer.
+    this.expiryTimer = undefined;
+    this.announceTimer = undefined;
   }
 
   getState = (): LiveState => this.state.getState();
