@@ -313,6 +313,15 @@ impl Engine {
         let started = Instant::now();
         let batch = self.telemetry.read(&self.pool).await?;
         self.metrics.observe_query(Query::Telemetry, started);
+        // A reading of a tenant not loaded yet (its notification late, or lost) reloads the
+        // tenants rather than being passed over for good as the window moves on.
+        if batch
+            .readings
+            .iter()
+            .any(|r| !self.tenants.contains(&r.tenant))
+        {
+            self.load_tenants().await?;
+        }
         let mut out = Vec::with_capacity(batch.readings.len());
         for r in batch.readings {
             if !self.tenants.contains(&r.tenant) {

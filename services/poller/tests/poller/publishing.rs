@@ -143,6 +143,42 @@ async fn telemetry_reaches_the_device_subject() {
 }
 
 #[tokio::test]
+async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
+    let db = ScratchDb::migrated("poller").await;
+    // The new tenant's notifications are lost: the triggers that send them are off.
+    for table in ["tenants", "devices"] {
+        sqlx::query(&format!(
+            "ALTER TABLE {table} DISABLE TRIGGER {table}_notify"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let poller = spawn_poller(config(&db)).await;
+    poller.wait_active().await;
+    // Its start-up reads of the tenants are over: on becoming active, at the safety-net poll's
+    // first tick, and on the resync once LISTEN is connected. The next is a minute away.
+    eventually(
+        "the start-up syncs done",
+        Duration::from_secs(10),
+        || async {
+            let m = poller.metrics().await;
+            metric(&m, "pulse_poller_query_seconds_count", &["tenants"]) >= 3.0
+        },
+    )
+    .await;
+    let tenant = db.tenant("untold", 1).await;
+    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    db.reading(&tenant, "dev-1", json!({"n": 1})).await;
+    // Well before the safety-net poll (60 s here) would load the tenant.
+    let msg = sub
+        .until(Duration::from_secs(5), |v| v["device_id"] == "dev-1")
+        .await;
+    assert_eq!(msg["data"]["metrics"], json!({"n": 1}));
+    poller.stop().await;
+}
+
+#[tokio::test]
 async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant("pool1", 1).await;
