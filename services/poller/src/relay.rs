@@ -26,6 +26,9 @@ use crate::publisher::{self, Outgoing};
 
 /// Most events read and sent in one pass; a full pass is followed at once by another.
 pub const BATCH: i64 = 1000;
+/// Most events of one topic in a pass, so that one topic's backlog (after a NATS outage, say)
+/// does not hold back the other topics and tenants: each pass takes some of every topic.
+pub const PER_TOPIC: i64 = 200;
 /// Safety net: the outbox is read this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
 /// How often events older than the retention are deleted from the outbox.
@@ -47,6 +50,15 @@ struct Row {
     created_at: OffsetDateTime,
 }
 
+/// What one relay pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Events read from the outbox (and sent).
+    pub read: usize,
+    /// Whether events may be left: the next pass follows at once.
+    pub more: bool,
+}
+
 pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
@@ -64,17 +76,32 @@ impl Relay {
         }
     }
 
-    /// Sends up to [`BATCH`] unrelayed events and marks those acknowledged; returns how many
-    /// were read.
+    /// Sends up to [`BATCH`] unrelayed events, at most [`PER_TOPIC`] of each topic, and marks
+    /// those acknowledged.
     #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
-    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+    pub async fn relay_once(&self) -> Result<Pass, RelayError> {
         let started = Instant::now();
+        // The topics with a backlog, found by skipping along the backlog index from one topic
+        // to the next (not by reading the whole backlog), then the oldest events of each.
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT tenant_id::text, topic::text, seq, event, payload, created_at \
-               FROM events WHERE relayed_at IS NULL \
-              ORDER BY tenant_id, topic, seq LIMIT $1",
+            "WITH RECURSIVE topics(tenant_id, topic) AS ( \
+                 (SELECT tenant_id, topic FROM events WHERE relayed_at IS NULL \
+                   ORDER BY tenant_id, topic LIMIT 1) \
+               UNION ALL \
+                 SELECT n.tenant_id, n.topic FROM topics t CROSS JOIN LATERAL ( \
+                   SELECT tenant_id, topic FROM events \
+                    WHERE relayed_at IS NULL AND (tenant_id, topic) > (t.tenant_id, t.topic) \
+                    ORDER BY tenant_id, topic LIMIT 1) n \
+             ) \
+             SELECT e.tenant_id::text, e.topic::text, e.seq, e.event, e.payload, e.created_at \
+               FROM (SELECT tenant_id, topic FROM topics LIMIT $1) t CROSS JOIN LATERAL ( \
+                 SELECT * FROM events \
+                  WHERE tenant_id = t.tenant_id AND topic = t.topic AND relayed_at IS NULL \
+                  ORDER BY seq LIMIT $2) e \
+              ORDER BY e.tenant_id, e.topic, e.seq LIMIT $1",
         )
         .bind(BATCH)
+        .bind(PER_TOPIC)
         .fetch_all(&self.pool)
         .await?;
         self.metrics.observe_query(Query::Events, started);
@@ -82,8 +109,15 @@ impl Relay {
         tracing::Span::current().record("read", read);
         if rows.is_empty() {
             self.metrics.relay_backlog.set(0);
-            return Ok(0);
+            return Ok(Pass { read, more: false });
         }
+        // Events may be left behind: the pass was full, or a topic gave all it may give.
+        let mut per_topic: HashMap<(&str, &str), i64> = HashMap::new();
+        for row in &rows {
+            *per_topic.entry((&row.tenant_id, &row.topic)).or_default() += 1;
+        }
+        let more = read as i64 >= BATCH || per_topic.values().any(|&n| n >= PER_TOPIC);
+        drop(per_topic);
 
         let mut batch = Vec::with_capacity(rows.len());
         // The seqs sent per topic, in order, to find how far each topic got.
@@ -153,7 +187,7 @@ impl Relay {
             .await?;
         }
         self.metrics.published(Kind::Events, relayed as u64);
-        let backlog = if (read as i64) < BATCH {
+        let backlog = if !more {
             (read - relayed) as i64
         } else {
             sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
@@ -164,7 +198,7 @@ impl Relay {
         tracing::Span::current().record("relayed", relayed);
         match err {
             Some(e) => Err(e.into()),
-            None => Ok(read),
+            None => Ok(Pass { read, more }),
         }
     }
 
@@ -251,7 +285,7 @@ impl Relay {
     async fn drain(&self) {
         loop {
             match self.relay_once().await {
-                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(pass) if pass.more => continue,
                 Ok(_) => return,
                 Err(e) => {
                     self.metrics.error(Stage::Relay);

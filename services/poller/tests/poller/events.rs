@@ -251,7 +251,7 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
     }
     let relay = relay(&db, &nats, Duration::from_secs(86_400));
 
-    assert_eq!(relay.relay_once().await.unwrap(), 5);
+    assert_eq!(relay.relay_once().await.unwrap().read, 5);
     assert_eq!(unrelayed(&db).await, 0);
     // The process died after NATS stored the events and before the outbox said so.
     sqlx::query("UPDATE events SET relayed_at = NULL")
@@ -259,10 +259,10 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
         .await
         .unwrap();
     // The next relay (this one restarted, or the poller that took over) sends them again…
-    assert_eq!(relay.relay_once().await.unwrap(), 5);
+    assert_eq!(relay.relay_once().await.unwrap().read, 5);
     assert_eq!(unrelayed(&db).await, 0);
     assert_eq!(
-        relay.relay_once().await.unwrap(),
+        relay.relay_once().await.unwrap().read,
         0,
         "nothing is left to send"
     );
@@ -278,9 +278,52 @@ async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_c
         .await
         .unwrap();
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 4})).await;
-    assert_eq!(relay.relay_once().await.unwrap(), 3);
+    assert_eq!(relay.relay_once().await.unwrap().read, 3);
     assert_eq!(unrelayed(&db).await, 0);
     assert_eq!(stream_matches_outbox(&js, &db, &tenant, "orders").await, 4);
+}
+
+#[tokio::test]
+async fn one_topics_backlog_does_not_hold_back_the_other_tenants() {
+    let db = ScratchDb::migrated("poller").await;
+    // `a` sorts before `b`: its backlog would be read first.
+    let a = db.tenant("ev-fair-a", 0).await;
+    let b = db.tenant("ev-fair-b", 0).await;
+    let nats = pulse_test_support::nats::shared().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let backlog = pulse_poller::relay::BATCH + 100;
+    sqlx::query(
+        "SELECT pulse_emit_event($1, 'bulk', 'bulk:item', jsonb_build_object('n', g)) \
+           FROM generate_series(1, $2) g",
+    )
+    .bind(&a)
+    .bind(backlog)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    emit(&db, &b, "tickets", "ticket:open", json!({"id": 1})).await;
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+
+    // The first pass takes some of the backlog and `b`'s event: `b` waits for no backlog.
+    let first = relay.relay_once().await.unwrap();
+    assert_eq!(first.read as i64, pulse_poller::relay::PER_TOPIC + 1);
+    assert!(
+        first.more,
+        "a capped topic is followed at once by the next pass"
+    );
+    assert_eq!(stream_matches_outbox(&js, &db, &b, "tickets").await, 1);
+    // The passes that follow take the rest of the backlog, in order, and then stop.
+    let mut passes = 1;
+    while relay.relay_once().await.unwrap().more {
+        passes += 1;
+        assert!(passes < 20, "the backlog never ends");
+    }
+    assert_eq!(unrelayed(&db).await, 0);
+    assert_eq!(
+        stream_matches_outbox(&js, &db, &a, "bulk").await,
+        backlog as usize
+    );
 }
 
 #[tokio::test]
