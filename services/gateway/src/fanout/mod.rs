@@ -170,21 +170,12 @@ impl FanOut {
                 .clone()
                 .catch_up(topic.clone(), conn, queue.clone(), since);
         let counted = InProgress::count(&self.inner.metrics.event_catch_ups);
-        let owner = topic.clone();
-        // Held while spawning, so the task cannot end (and forget itself) before it is known.
-        let mut catch_ups = topic.catch_ups.lock();
         let task = tokio::spawn(async move {
             let _counted = counted;
             catch_up.await;
-            let mut catch_ups = owner.catch_ups.lock();
-            if catch_ups
-                .get(&conn)
-                .is_some_and(|t| t.id() == tokio::task::id())
-            {
-                catch_ups.remove(&conn);
-            }
         });
-        if let Some(earlier) = catch_ups.insert(conn, task.abort_handle()) {
+        // Kept until the connection unsubscribes (aborting a finished task does nothing).
+        if let Some(earlier) = topic.catch_ups.lock().insert(conn, task.abort_handle()) {
             earlier.abort();
         }
     }
