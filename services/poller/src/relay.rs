@@ -111,14 +111,6 @@ impl Relay {
             self.metrics.relay_backlog.set(0);
             return Ok(Pass { read, more: false });
         }
-        // Events may be left behind: the pass was full, or a topic gave all it may give.
-        let mut per_topic: HashMap<(&str, &str), i64> = HashMap::new();
-        for row in &rows {
-            *per_topic.entry((&row.tenant_id, &row.topic)).or_default() += 1;
-        }
-        let more = read as i64 >= BATCH || per_topic.values().any(|&n| n >= PER_TOPIC);
-        drop(per_topic);
-
         let mut batch = Vec::with_capacity(rows.len());
         // The seqs sent per topic, in order, to find how far each topic got.
         let mut sent: HashMap<(TenantId, Topic), Vec<u64>> = HashMap::new();
@@ -148,6 +140,8 @@ impl Relay {
             });
             sent.entry((tenant, topic)).or_default().push(seq);
         }
+        // Events may be left behind: the pass was full, or a topic gave all it may give.
+        let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= PER_TOPIC);
         let (done, err) = publisher::publish_all(&self.js, batch).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
