@@ -141,6 +141,18 @@ pub enum ConfigError {
 }
 
 impl PollerConfig {
+    /// What the poller applies to its pushes, which the web service and the triggers read
+    /// back from `pulse_settings` so that they agree.
+    pub fn applied(&self) -> pulse_db::settings::Applied {
+        pulse_db::settings::Applied {
+            thresholds: pulse_proto::fleet::Thresholds {
+                stale_after: self.stale_after,
+                offline_after: self.offline_after,
+            },
+            fleet_devices_cap: self.fleet_devices_cap as usize,
+        }
+    }
+
     /// Checks every value; the error names the variable to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         pulse_db::check_url(&self.database_url)?;

@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 use crate::alerts;
 use crate::changes::ChangeFeed;
 use crate::config::PollerConfig;
-use crate::fleet::{self, Fleet, Thresholds};
+use crate::fleet::{self, Fleet};
 use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
 use crate::registry::DeviceRegistry;
@@ -114,13 +114,6 @@ impl Engine {
     /// Every later `seq` will be greater than `floor`.
     pub fn raise_seq_floor(&self, floor: u64) {
         self.seq.raise_floor(floor);
-    }
-
-    fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            stale_after: self.config.stale_after,
-            offline_after: self.config.offline_after,
-        }
     }
 
     /// Forgets what was published, so the next cycles publish everything again.
@@ -216,8 +209,8 @@ impl Engine {
         let (now, devices) = fleet::read_devices(&self.pool, tenants).await?;
         self.metrics.observe_query(Query::Fleet, started);
         self.sync_registry(&devices).await;
-        let thresholds = self.thresholds();
-        let cap = self.config.fleet_devices_cap as usize;
+        let applied = self.config.applied();
+        let (thresholds, cap) = (applied.thresholds, applied.fleet_devices_cap);
         let refresh = self.config.fleet_refresh;
         let limit = publisher::payload_limit(&self.js);
         let mut batch = Vec::new();

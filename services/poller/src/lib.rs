@@ -38,7 +38,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use pulse_common::backoff::Backoff;
 use pulse_common::ops::{Ops, Readiness};
-use pulse_proto::fleet::Thresholds;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -248,14 +247,7 @@ async fn prepare(
 ) {
     // Triggers and the web service apply the same status thresholds and fleet cap as the
     // poller.
-    let applied = pulse_db::settings::Applied {
-        thresholds: Thresholds {
-            stale_after: config.stale_after,
-            offline_after: config.offline_after,
-        },
-        fleet_devices_cap: config.fleet_devices_cap as usize,
-    };
-    let settings = pulse_db::settings::write(pool, &applied).await;
+    let settings = pulse_db::settings::write(pool, &config.applied()).await;
     if let Err(e) = settings {
         metrics.error(Stage::Database);
         tracing::warn!(error = %e, "cannot write pulse_settings");
