@@ -67,6 +67,17 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Sends `kill -<name>` (`STOP`, `CONT`, …) to process `pid`: a stopped server keeps its
+/// connections open and answers nothing, as a hung one does, until it is continued. Tests run
+/// as root beside their servers, so they may signal PostgreSQL's processes too.
+pub fn signal(pid: u32, name: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{name} {pid}");
+}
+
 /// A TCP port on 127.0.0.1 nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

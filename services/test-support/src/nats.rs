@@ -141,11 +141,7 @@ impl PrivateNats {
             .as_ref()
             .and_then(Child::id)
             .expect("the server runs");
-        let sent = std::process::Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(sent, "kill -{name} {pid}");
+        crate::signal(pid, name);
     }
 }
 

@@ -299,30 +299,18 @@ async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
 }
 
 /// A PostgreSQL server process stopped (SIGSTOP) until this is dropped, pass or fail.
-struct Frozen(String);
+struct Frozen(u32);
 
 impl Frozen {
     fn stop(pid: i32) -> Self {
-        let frozen = Frozen(pid.to_string());
-        frozen.signal("STOP");
-        frozen
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = std::process::Command::new("kill")
-            .args([format!("-{name}"), self.0.clone()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            sent,
-            "kill -{name} {}: the tests run as root beside PostgreSQL",
-            self.0
-        );
+        let pid = u32::try_from(pid).expect("a process id");
+        pulse_test_support::signal(pid, "STOP");
+        Frozen(pid)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        self.signal("CONT");
+        pulse_test_support::signal(self.0, "CONT");
     }
 }
