@@ -44,6 +44,16 @@ struct Row {
     created_at: OffsetDateTime,
 }
 
+/// A page of the tenant's alerts, newest first (`$1` before, `$2` limit). One statement per
+/// filter, with no `$n IS NULL OR …`, so that every plan of it, generic or custom, walks the
+/// tenant's own index (`alerts_by_tenant`, `alerts_by_tenant_status`) from `before` down.
+/// Public for the test that checks those plans.
+pub const PAGE: &str = "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
+                          FROM alerts WHERE alert_id < $1 ORDER BY alert_id DESC LIMIT $2";
+/// [`PAGE`] of the alerts in one status (`$1` status, `$2` before, `$3` limit).
+pub const PAGE_IN_STATUS: &str = "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
+                                    FROM alerts WHERE status = $1 AND alert_id < $2 ORDER BY alert_id DESC LIMIT $3";
+
 #[utoipa::path(get, path = "/api/v2/alerts", tag = "alerts", params(AlertParams),
     responses((status = 200, body = AlertPage), (status = 400), (status = 401)))]
 pub async fn list(
@@ -64,15 +74,12 @@ pub async fn list(
                 .as_str(),
         ),
     };
+    let before = p.before.unwrap_or(i64::MAX);
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
-           FROM alerts \
-          WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR alert_id < $2) \
-          ORDER BY alert_id DESC LIMIT $3",
-    )
-    .bind(status)
-    .bind(p.before)
+    let rows: Vec<Row> = match status {
+        None => sqlx::query_as(PAGE).bind(before),
+        Some(status) => sqlx::query_as(PAGE_IN_STATUS).bind(status).bind(before),
+    }
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;

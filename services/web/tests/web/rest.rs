@@ -89,6 +89,123 @@ async fn devices_page_and_telemetry_history() {
     env.finish().await;
 }
 
+/// A small tenant among many: its alert pages read its own index entries, not the whole table
+/// filtered by row-level security, however often a connection has run the query before.
+#[tokio::test]
+async fn an_alert_page_reads_only_the_tenants_own_alerts() {
+    let env = spawn().await;
+    let mine = "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
+                VALUES ($1, 'dev-0001', 'site-01', 't', 1, $2, $3)";
+    // One alert of ours older than all of theirs, one newer. Theirs: 200,000 of 300 tenants,
+    // more tenants than the column's statistics single out, so the planner takes ours for an
+    // average one.
+    env.execute(mine, &[&env.tenant, "old", "CLOSED"]).await;
+    env.execute(
+        "INSERT INTO tenants (tenant_id, name) SELECT $1 || i, 'other' FROM generate_series(1, 300) i",
+        &[&env.other_tenant],
+    )
+    .await;
+    env.execute(
+        "INSERT INTO devices (tenant_id, device_id, site_id) SELECT tenant_id, 'd', 's' FROM tenants WHERE name = 'other'",
+        &[],
+    )
+    .await;
+    // Without a notification per row: the bulk load stages the table, not a change feed.
+    env.execute("ALTER TABLE alerts DISABLE TRIGGER USER", &[])
+        .await;
+    env.execute(
+        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
+         SELECT $1 || (1 + g % 300), 'd', 's', 't', 1, 'theirs', \
+                CASE WHEN g % 3 = 0 THEN 'OPEN' ELSE 'CLOSED' END \
+           FROM generate_series(1, 200000) g",
+        &[&env.other_tenant],
+    )
+    .await;
+    env.execute("ALTER TABLE alerts ENABLE TRIGGER USER", &[])
+        .await;
+    env.execute(mine, &[&env.tenant, "new", "OPEN"]).await;
+    env.execute("ANALYZE alerts", &[]).await;
+
+    use pulse_web::api::alerts::{PAGE, PAGE_IN_STATUS};
+    let tenant = pulse_proto::TenantId::parse(env.tenant.clone()).unwrap();
+    // One connection, as a busy pool's connection: the service's statements, prepared on it
+    // and run as often as a connection runs them, then the plan of the next run.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(env.pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    for (sql, status, rows) in [
+        (PAGE, None, 2),
+        (PAGE_IN_STATUS, Some("CLOSED"), 1),
+        (PAGE_IN_STATUS, Some("ACKNOWLEDGED"), 0),
+    ] {
+        for _ in 0..10 {
+            let mut tx = pulse_db::roles::begin_as_tenant(&pool, &tenant)
+                .await
+                .unwrap();
+            let mut query = sqlx::query(sql);
+            if let Some(status) = status {
+                query = query.bind(status);
+            }
+            let page = query.bind(i64::MAX).bind(101_i64).fetch_all(&mut *tx);
+            assert_eq!(page.await.unwrap().len(), rows);
+        }
+        let mut tx = pulse_db::roles::begin_as_tenant(&pool, &tenant)
+            .await
+            .unwrap();
+        let name: String =
+            sqlx::query_scalar("SELECT name FROM pg_prepared_statements WHERE statement = $1")
+                .bind(sql)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        let args = match status {
+            Some(status) => format!("'{status}', {}, 101", i64::MAX),
+            None => format!("{}, 101", i64::MAX),
+        };
+        let plan: Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})"
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let top = &plan[0]["Plan"];
+        assert_eq!(top["Actual Rows"], rows, "{status:?}: {plan}");
+        assert_eq!(
+            removed_by_filter(top),
+            0,
+            "{status:?}: the page read other tenants' alerts: {plan}"
+        );
+    }
+
+    let c = env.login("viewer", &env.tenant).await;
+    let page: Value = get_json(&c, env.at("/api/v2/alerts?limit=1")).await;
+    assert_eq!(page["items"][0]["summary"], "new");
+    let next = page["next"].as_i64().unwrap();
+    let rest: Value = get_json(&c, env.at(&format!("/api/v2/alerts?before={next}"))).await;
+    let summaries: Vec<&Value> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["summary"])
+        .collect();
+    assert_eq!(summaries, [&json!("old")]);
+    env.finish().await;
+}
+
+/// Rows a plan node and those below it read and then dropped.
+fn removed_by_filter(node: &Value) -> u64 {
+    let own = ["Rows Removed by Filter", "Rows Removed by Index Recheck"]
+        .iter()
+        .filter_map(|key| node[key].as_u64())
+        .sum::<u64>();
+    let below = node["Plans"]
+        .as_array()
+        .map_or(0, |plans| plans.iter().map(removed_by_filter).sum());
+    own + below
+}
+
 #[tokio::test]
 async fn bad_parameters_get_400_and_missing_things_404() {
     let env = spawn().await;
