@@ -43,6 +43,8 @@ pub struct Engine {
     config: PollerConfig,
     pool: PgPool,
     js: jetstream::Context,
+    /// The state of the connection `js` publishes over.
+    link: watch::Receiver<LinkState>,
     metrics: Metrics,
     seq: Arc<SeqClock>,
     tenants: BTreeSet<TenantId>,
@@ -62,13 +64,14 @@ pub struct Engine {
 /// whatever it is, even back to what was recorded before.
 async fn publish_snapshots<M>(
     js: &jetstream::Context,
+    link: &watch::Receiver<LinkState>,
     metrics: &Metrics,
     kind: Kind,
     batch: Vec<Outgoing<(TenantId, M)>>,
     published: &mut HashMap<TenantId, M>,
 ) -> Result<(), CycleError> {
     let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
-    let (done, err) = publisher::publish_all(js, batch).await;
+    let (done, err) = publisher::publish_all(js, link, batch).await;
     metrics.published(kind, done.len() as u64);
     if done.len() < sent.len() {
         for tenant in &sent {
@@ -93,6 +96,7 @@ impl Engine {
         config: PollerConfig,
         pool: PgPool,
         js: jetstream::Context,
+        link: watch::Receiver<LinkState>,
         metrics: Metrics,
         seq: Arc<SeqClock>,
     ) -> Self {
@@ -100,6 +104,7 @@ impl Engine {
             config,
             pool,
             js,
+            link,
             metrics,
             seq,
             tenants: BTreeSet::new(),
@@ -196,7 +201,15 @@ impl Engine {
             batch.push(out);
         }
         let published = &mut self.alerts_published;
-        publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
+        publish_snapshots(
+            &self.js,
+            &self.link,
+            &self.metrics,
+            Kind::Alerts,
+            batch,
+            published,
+        )
+        .await
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
@@ -249,7 +262,15 @@ impl Engine {
             batch.push(out);
         }
         let published = &mut self.fleet_published;
-        publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
+        publish_snapshots(
+            &self.js,
+            &self.link,
+            &self.metrics,
+            Kind::Fleet,
+            batch,
+            published,
+        )
+        .await
     }
 
     /// Says when a tenant's snapshot starts listing fewer items than its cap allows because
@@ -336,7 +357,7 @@ impl Engine {
             out.push(Outgoing::new(key, subject, seq, &message)?);
         }
         let expected = out.len();
-        let (done, err) = publisher::publish_all(&self.js, out).await;
+        let (done, err) = publisher::publish_all(&self.js, &self.link, out).await;
         let n = done.len() as u64;
         self.metrics.published(Kind::Telemetry, n);
         self.metrics.telemetry_rows.inc_by(n);

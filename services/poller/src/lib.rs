@@ -105,6 +105,7 @@ pub async fn run(
                     config.clone(),
                     pool.clone(),
                     js.clone(),
+                    link.state.clone(),
                     metrics.clone(),
                     seq.clone(),
                 );
@@ -181,6 +182,7 @@ async fn serve_as_active(
         relay::Relay::new(
             pool.clone(),
             js.clone(),
+            link.state.clone(),
             metrics.clone(),
             config.events_max_age(),
         )

@@ -62,15 +62,24 @@ pub struct Pass {
 pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
+    /// The state of the connection `js` publishes over.
+    link: watch::Receiver<LinkState>,
     metrics: Metrics,
     max_age: Duration,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, js: jetstream::Context, metrics: Metrics, max_age: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        link: watch::Receiver<LinkState>,
+        metrics: Metrics,
+        max_age: Duration,
+    ) -> Self {
         Self {
             pool,
             js,
+            link,
             metrics,
             max_age,
         }
@@ -142,7 +151,7 @@ impl Relay {
         }
         // Events may be left behind: the pass was full, or a topic gave all it may give.
         let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= PER_TOPIC);
-        let (done, err) = publisher::publish_all(&self.js, batch).await;
+        let (done, err) = publisher::publish_all(&self.js, &self.link, batch).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but

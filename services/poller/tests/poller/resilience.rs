@@ -222,14 +222,7 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
     poller.wait_ready().await;
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     let subject = format!("pulse.v1.{tenant}.alerts");
-    let stored = || async {
-        let stream = js
-            .get_stream(pulse_proto::subject::STATE_STREAM)
-            .await
-            .ok()?;
-        let m = stream.direct_get_last_for_subject(&subject).await.ok()?;
-        serde_json::from_slice::<serde_json::Value>(&m.payload).ok()
-    };
+    let stored = || last_stored(&js, &subject);
     let errors = || async { metric(&poller.metrics().await, "pulse_poller_errors_total", &[]) };
     eventually(
         "the first snapshot stored",
@@ -313,4 +306,71 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         pulse_test_support::signal(self.0, "CONT");
     }
+}
+
+/// An acknowledgement cut off by a NATS restart is not waited for: the snapshot goes out again
+/// as soon as NATS is back, not once the acknowledgement would have timed out (5 s).
+#[tokio::test]
+async fn a_publish_cut_off_by_a_nats_restart_goes_out_again_as_soon_as_nats_is_back() {
+    let mut nats = PrivateNats::start().await;
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant("cutoff", 1).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
+    poller.wait_ready().await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    eventually(
+        "the first snapshot stored",
+        Duration::from_secs(20),
+        || async { last_stored(&js, &subject).await.is_some() },
+    )
+    .await;
+    let reads = || async {
+        let m = poller.metrics().await;
+        metric(&m, "pulse_poller_query_seconds_count", &["alerts"])
+    };
+    let reads_before = reads().await;
+
+    // NATS hangs while an alert opens: the snapshot with it is sent, its ack awaited...
+    nats.pause();
+    let id = db.open_alert(&tenant, "dev-1", "sent as NATS died").await;
+    eventually("the alerts read", Duration::from_secs(20), || async {
+        reads().await > reads_before
+    })
+    .await;
+    // ...when the server dies, and comes back.
+    nats.stop().await;
+    let back = std::time::Instant::now();
+    nats.start_again().await;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    eventually(
+        "the snapshot with the alert stored",
+        Duration::from_secs(30),
+        || async {
+            last_stored(&js, &subject)
+                .await
+                .is_some_and(|v| alert_ids(&v).contains(&id))
+        },
+    )
+    .await;
+    let took = back.elapsed();
+    eprintln!("measured: NATS started again -> snapshot cut off by the restart stored: {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the snapshot waited for an acknowledgement that could not come: {took:?}"
+    );
+    poller.stop().await;
+}
+
+/// The newest message the state stream holds on `subject`, if it can be read.
+async fn last_stored(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> Option<serde_json::Value> {
+    let stream = js
+        .get_stream(pulse_proto::subject::STATE_STREAM)
+        .await
+        .ok()?;
+    let m = stream.direct_get_last_for_subject(subject).await.ok()?;
+    serde_json::from_slice(&m.payload).ok()
 }
