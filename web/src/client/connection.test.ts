@@ -107,12 +107,13 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
     await settle();
   }
 
-  /** Starts the client and lets the first socket open. */
+  /** Starts the client and lets the first socket open, and the gateway answer its ping. */
   async function connect(): Promise<FakeWebSocket> {
     client.start();
     await settle();
     const socket = factory.last();
     socket.accept();
+    await settle();
     return socket;
   }
 
@@ -124,7 +125,10 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
     }
     if (factory.sockets.length === before) throw new Error(`no new socket within ${maxMs} ms`);
     const socket = factory.last();
-    if (open) socket.accept();
+    if (open) {
+      socket.accept();
+      await settle();
+    }
     return socket;
   }
 
@@ -193,6 +197,9 @@ describe("connecting", () => {
     await settle();
     expect(t.client.state).toBe("connecting");
     t.factory.last().accept();
+    // Open, but live only once the gateway answered (its pong to the opening ping).
+    expect(t.client.state).toBe("connecting");
+    await settle();
     expect(t.client.state).toBe("live");
     t.factory.last().serverClose(1006);
     expect(t.client.state).toBe("reconnecting");
@@ -303,6 +310,7 @@ describe("connecting", () => {
     expect(t.errors.map((e) => e.kind)).toEqual(["connect_failed"]);
     await t.advanceAndSettle(1_000);
     factory.last().accept();
+    await settle();
     expect(t.client.state).toBe("live");
   });
 });
@@ -323,6 +331,7 @@ describe("reconnecting", () => {
     expect(t.factory.sockets).toHaveLength(51);
     expect(t.getTicket).toHaveBeenCalledTimes(51);
     t.factory.last().accept();
+    await settle();
     expect(t.client.state).toBe("live");
   });
 
@@ -564,6 +573,7 @@ describe("reconnecting", () => {
     t.client.start();
     await settle();
     t.factory.last().accept();
+    await settle();
     expect(t.client.state).toBe("live");
     expect(t.factory.sockets).toHaveLength(2);
   });
@@ -591,13 +601,13 @@ describe("subscriptions", () => {
     const socket = await t.connect();
     const a = t.client.subscribe({ type: "alerts" });
     const b = t.client.subscribe({ type: "alerts" });
-    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    expect(socket.channelRequests).toEqual([{ action: "subscribe", type: "alerts" }]);
     a();
-    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    expect(socket.channelRequests).toEqual([{ action: "subscribe", type: "alerts" }]);
     a(); // releasing twice counts once
-    expect(socket.requests).toHaveLength(1);
+    expect(socket.channelRequests).toHaveLength(1);
     b();
-    expect(socket.requests).toEqual([
+    expect(socket.channelRequests).toEqual([
       { action: "subscribe", type: "alerts" },
       { action: "unsubscribe", type: "alerts" },
     ]);
@@ -613,7 +623,7 @@ describe("subscriptions", () => {
     t.client.subscribe({ type: "events", topic: "tickets" });
     d1();
     d2();
-    expect(socket.requests).toEqual([
+    expect(socket.channelRequests).toEqual([
       { action: "subscribe", type: "device", device_id: "dev-1" },
       { action: "subscribe", type: "device", device_id: "dev-2" },
       { action: "subscribe", type: "events", topic: "tickets" },
@@ -630,7 +640,7 @@ describe("subscriptions", () => {
     const released = t.client.subscribe({ type: "alerts" });
     released();
     const socket = await t.connect();
-    expect(socket.requests).toEqual([{ action: "subscribe", type: "fleet" }]);
+    expect(socket.channelRequests).toEqual([{ action: "subscribe", type: "fleet" }]);
   });
 
   it("restores every held channel after a reconnect, once each", async () => {
@@ -643,11 +653,11 @@ describe("subscriptions", () => {
     t.client.subscribe({ type: "events", topic: "tickets" });
     const gone = t.client.subscribe({ type: "device", device_id: "dev-0002" });
     gone();
-    expect(first.requests).toHaveLength(6);
+    expect(first.channelRequests).toHaveLength(6);
     first.serverClose(1006);
     // Released while disconnected: must not come back.
     const second = await t.nextSocket();
-    expect(second.requests).toEqual([
+    expect(second.channelRequests).toEqual([
       { action: "subscribe", type: "alerts" },
       { action: "subscribe", type: "fleet" },
       { action: "subscribe", type: "device", device_id: "dev-0001" },
@@ -655,7 +665,7 @@ describe("subscriptions", () => {
     ]);
     second.serverClose(1012);
     const third = await t.nextSocket();
-    expect(third.requests).toHaveLength(4);
+    expect(third.channelRequests).toHaveLength(4);
   });
 
   it("releases while disconnected without sending anything, and does not restore them", async () => {
@@ -665,7 +675,7 @@ describe("subscriptions", () => {
     first.serverClose(1006);
     release();
     const second = await t.nextSocket();
-    expect(second.requests).toEqual([]);
+    expect(second.channelRequests).toEqual([]);
   });
 
   it("refuses channels with invalid ids without sending anything", async () => {
@@ -673,7 +683,7 @@ describe("subscriptions", () => {
     const socket = await t.connect();
     expect(() => t.client.subscribe({ type: "device", device_id: "a.>" })).toThrow(TypeError);
     expect(() => t.client.subscribe({ type: "events", topic: "" })).toThrow(TypeError);
-    expect(socket.requests).toEqual([]);
+    expect(socket.channelRequests).toEqual([]);
   });
 });
 
@@ -790,7 +800,7 @@ describe("data", () => {
     const stopSecond = t.client.watch({ type: "alerts" }, second);
     expect(second).toHaveBeenCalledWith(alerts(3));
     expect(t.client.latest("alerts")).toEqual(alerts(3));
-    expect(socket.requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    expect(socket.channelRequests).toEqual([{ action: "subscribe", type: "alerts" }]);
     stopFirst();
     socket.push(alerts(4));
     expect(first).toHaveBeenCalledTimes(1);
@@ -873,16 +883,16 @@ describe("bad frames", () => {
 });
 
 describe("heartbeat", () => {
-  it("pings every 20 s", async () => {
+  it("pings as the socket opens, then every 20 s", async () => {
     const t = setup();
     const socket = await t.connect();
-    await vi.advanceTimersByTimeAsync(19_999);
-    expect(socket.requests).toEqual([]);
-    await vi.advanceTimersByTimeAsync(1);
     expect(socket.requests).toEqual([{ action: "ping" }]);
-    socket.push({ type: "pong" });
-    await vi.advanceTimersByTimeAsync(20_000);
+    await vi.advanceTimersByTimeAsync(19_999);
+    expect(socket.requests).toEqual([{ action: "ping" }]);
+    await vi.advanceTimersByTimeAsync(1);
     expect(socket.requests).toEqual([{ action: "ping" }, { action: "ping" }]);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(socket.requests).toHaveLength(3);
   });
 
   it("treats 45 s of silence as a dead socket: closes it and reconnects", async () => {
@@ -1098,9 +1108,9 @@ describe("a tab shown again", () => {
     const socket = await t.connect();
     await vi.advanceTimersByTimeAsync(5_000);
     const pings = () => socket.requests.filter((r) => r.action === "ping").length;
-    expect(pings()).toBe(0);
+    expect(pings()).toBe(1); // the one as the socket opened
     visibility.show();
-    expect(pings()).toBe(1);
+    expect(pings()).toBe(2);
   });
 
   it("cuts a long backoff short", async () => {
@@ -1191,6 +1201,32 @@ describe("fallback polling", () => {
     const pollingChanges = t.statuses.map((s) => `${s.state}:${s.polling}`);
     expect(pollingChanges).toContain("reconnecting:true");
     expect(pollingChanges.at(-1)).toBe("live:false");
+  });
+
+  it("counts a socket as live only once the gateway answered: refused right after the upgrade, it never shows live and polling goes on", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll, random: () => 0.999 });
+    t.client.start();
+    await settle();
+    /** A gateway that takes the upgrade, then closes the connection (capped) before a word. */
+    const refuse = async (socket: FakeWebSocket) => {
+      socket.autoPong = false;
+      socket.accept();
+      await settle();
+      expect(t.client.state).not.toBe("live");
+      socket.serverClose(4029, "too many connections for this tenant; retry_after=1");
+    };
+    await refuse(t.factory.last());
+    while (Date.now() - t.statuses[0]!.since < 6_000) await refuse(await t.nextSocket(false));
+    expect(t.states()).not.toContain("live");
+    expect(poll).toHaveBeenCalled();
+    expect(t.client.polling).toBe(true);
+    // A gateway that answers: live, and polling stops.
+    const socket = await t.nextSocket(false);
+    socket.accept();
+    await settle();
+    expect(t.client.state).toBe("live");
+    expect(t.client.polling).toBe(false);
   });
 
   it("does not poll when the connection comes back within 5 s", async () => {
@@ -1289,7 +1325,7 @@ describe("offline", () => {
     t.client.start();
     await settle();
     t.factory.last().accept();
-    expect(t.factory.last().requests).toEqual([{ action: "subscribe", type: "alerts" }]);
+    expect(t.factory.last().channelRequests).toEqual([{ action: "subscribe", type: "alerts" }]);
   });
 
   it("goes offline when the browser reports no network, and reconnects at once when it is back", async () => {
@@ -1306,6 +1342,7 @@ describe("offline", () => {
     await settle();
     expect(t.factory.sockets).toHaveLength(2);
     t.factory.last().accept();
+    await settle();
     expect(t.states()).toEqual(["connecting", "live", "offline", "reconnecting", "live"]);
   });
 
@@ -1319,6 +1356,7 @@ describe("offline", () => {
     t.network.set(true);
     await settle();
     t.factory.last().accept();
+    await settle();
     expect(t.client.state).toBe("live");
   });
 

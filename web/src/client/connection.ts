@@ -266,6 +266,8 @@ export class PulseClient {
   private subprotocolWorks = false;
   private socketUsesSubprotocol = false;
   private socketOpen = false;
+  /** The gateway has answered on the open socket (see {@link PulseClient.onAccepted}). */
+  private accepted = false;
   private liveSince = 0;
   private expiresAt: number | undefined;
   private stopWatchingNetwork: (() => void) | undefined;
@@ -582,8 +584,8 @@ export class PulseClient {
   private onOpen(ticket: Ticket): void {
     this.connectTimer.clear();
     this.socketOpen = true;
+    this.accepted = false;
     if (this.socketUsesSubprotocol) this.subprotocolWorks = true;
-    this.liveSince = this.now();
     // Event topics held before without a position to resume from: whatever happened meanwhile
     // cannot be replayed, so their subscribers must refetch.
     const unresumable: string[] = [];
@@ -594,12 +596,22 @@ export class PulseClient {
       this.sendSubscribe(topic, holding);
     }
     this.heartbeat.start();
+    // The gateway refuses a token or a capped connection right after the upgrade, with a close
+    // code: the connection is live once the gateway has answered on it, and a ping makes sure
+    // something answers however little the client subscribed to.
+    this.heartbeat.pingNow();
     this.scheduleRenewal(ticket);
-    this.fallback?.connected();
-    this.update({ state: "live", polling: this.polling, since: this.now() });
     for (const topic of unresumable) {
       if (this.holdings.has(`events:${topic}`)) this.announceReset({ topic, oldest: null, reason: "gap", last: null });
     }
+  }
+
+  /** The gateway answered on the open socket: it took the connection. */
+  private onAccepted(): void {
+    this.accepted = true;
+    this.liveSince = this.now();
+    this.fallback?.connected();
+    this.update({ state: "live", polling: this.polling, since: this.now() });
   }
 
   private onClose(code: number, reason: string): void {
@@ -675,7 +687,7 @@ export class PulseClient {
 
   /** True when the current socket is open and has been for long enough to reset the backoff. */
   private wasStable(): boolean {
-    return this.socketOpen && this.now() - this.liveSince >= this.stableAfterMs;
+    return this.socketOpen && this.accepted && this.now() - this.liveSince >= this.stableAfterMs;
   }
 
   /** An attempt failed before the socket opened: retry with backoff. */
@@ -828,6 +840,7 @@ export class PulseClient {
 
   private onFrame(data: unknown): void {
     this.heartbeat.seen();
+    if (!this.accepted) this.onAccepted();
     const frame = parseServerFrame(data);
     switch (frame.kind) {
       case "data":

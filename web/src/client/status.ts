@@ -10,7 +10,9 @@ import type { ClientError } from "./errors.js";
  * Where the connection stands.
  *
  * - `connecting`: the first attempt after {@link PulseClient.start} is under way.
- * - `live`: the socket is open and every held channel has been (re)subscribed.
+ * - `live`: the socket is open, the gateway has answered on it (the client pings as it opens,
+ *   so a connection refused right after the upgrade, 4001/4029, is never `live`), and every
+ *   held channel has been (re)subscribed.
  * - `reconnecting`: the connection dropped or an attempt failed; the client is retrying.
  * - `offline`: not trying to connect: the app closed the client (or never started it), the
  *   gateway refused the token with 4003, or the browser reports no network.

@@ -83,6 +83,11 @@ export class FakeWebSocket implements SocketLike {
     return this.sent.map((s) => JSON.parse(s) as ClientRequest);
   }
 
+  /** The subscribe and unsubscribe requests sent, in order (no pings, no renewals). */
+  get channelRequests(): ClientRequest[] {
+    return this.requests.filter((r) => r.action === "subscribe" || r.action === "unsubscribe");
+  }
+
   /** The token the client sent: as the `pulse.ticket.` subprotocol, or in the URL's query. */
   get token(): string | null {
     const offered = Array.isArray(this.protocols) ? this.protocols : this.protocols ? [this.protocols] : [];
