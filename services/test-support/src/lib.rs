@@ -33,8 +33,7 @@ pub fn unique(label: &str) -> String {
     format!("{label}-{:010x}", n & 0xff_ffff_ffff)
 }
 
-/// Waits until `check` holds, polling every 50 ms (as every crate's own copy did); panics naming
-/// `what` at the deadline.
+/// Waits until `check` holds, polling every 25 ms; panics naming `what` at the deadline.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -51,6 +50,20 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Asserts that `what`, begun at `started`, took less than `limit`: for the tests whose
+/// guarantee is a bound on time. Prints the time taken as `measured: <what>: <time>` either way,
+/// the figure the reliability table quotes, and returns it.
+#[track_caller]
+pub fn assert_took_less_than(limit: Duration, started: Instant, what: &str) -> Duration {
+    let took = started.elapsed();
+    eprintln!("measured: {what}: {took:?}");
+    assert!(
+        took < limit,
+        "{what} took {took:?}, not less than {limit:?}"
+    );
+    took
 }
 
 /// The sum of the samples of metric `name` in a Prometheus text scrape whose line contains

@@ -37,5 +37,9 @@ async fn an_unreachable_database_is_an_error_not_a_hang() {
     let started = std::time::Instant::now();
     let e = pulse_db::migrate(&pool).await.unwrap_err();
     assert!(matches!(e, pulse_db::Error::Migrate(_)), "{e}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    pulse_test_support::assert_took_less_than(
+        std::time::Duration::from_secs(30),
+        started,
+        "migrating on an unreachable database given up",
+    );
 }

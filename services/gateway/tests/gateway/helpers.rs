@@ -16,7 +16,8 @@ pub use pulse_test_support::nats::{
 };
 pub use pulse_test_support::ws::{Client, connect, connect_with};
 pub use pulse_test_support::{
-    ScratchDb, eventually, free_port, loopback_proxy, metric, nats_url, unique,
+    ScratchDb, assert_took_less_than, eventually, free_port, loopback_proxy, metric, nats_url,
+    unique,
 };
 
 /// How long a test waits for a message it expects.

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use pulse_test_support::nats::PrivateNats;
 pub use pulse_test_support::{
-    ScratchDb, base_database_url, eventually, free_port, metric, nats_url, parse_config, unique,
+    ScratchDb, assert_took_less_than, base_database_url, eventually, free_port, metric, nats_url,
+    parse_config, unique,
 };
 
 /// A configuration for tests: fast telemetry, a slow safety net (so a fast delivery proves
