@@ -70,7 +70,7 @@ cleanup_leftovers() {
         local cmdline
         cmdline="$(tr '\0' ' ' <"/proc/$value/cmdline" 2>/dev/null || true)"
         # A Pulse binary, or a stack's own nats-server (its files are under the artifacts).
-        if [[ "$cmdline" == */target/debug/pulse-* || ("$cmdline" == nats-server* && "$cmdline" == *test-artifacts/browser*) ]]; then
+        if [[ "$cmdline" == */debug/pulse-* || ("$cmdline" == nats-server* && "$cmdline" == *test-artifacts/browser*) ]]; then
           warn "stopping leftover test process $value"
           kill -KILL "$value" 2>/dev/null || true
         fi

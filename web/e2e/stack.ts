@@ -1,7 +1,8 @@
 /**
  * A private Pulse stack for the browser tests: its own PostgreSQL database
  * (`pulse_t_browser_<random>`), its own tenant id (so its NATS subjects are its own), one poller,
- * two gateways and pulse-web on free ports, all from the debug binaries in target/debug; and,
+ * two gateways and pulse-web on free ports, all from the debug binaries cargo built (in
+ * `$CARGO_TARGET_DIR/debug` when that is set, as for cargo itself, else target/debug); and,
  * when asked, a nats-server of its own.
  *
  * Everything it starts is stopped by {@link Stack.stop}, which the tests call in `afterAll`
@@ -85,7 +86,9 @@ async function freePort(): Promise<number> {
 }
 
 function binary(name: string): string {
-  const dir = process.env.PULSE_BIN_DIR ?? join(REPO_ROOT, "target", "debug");
+  // A relative CARGO_TARGET_DIR is relative to where cargo ran: the repository, for the scripts.
+  const target = resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR || "target");
+  const dir = process.env.PULSE_BIN_DIR ?? join(target, "debug");
   const path = join(dir, name);
   if (!existsSync(path)) {
     throw new Error(`${path} is missing: build it with \`cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator\` (scripts/test-web.sh does)`);
