@@ -17,6 +17,33 @@ pub struct LinkState {
     pub connects: u64,
 }
 
+/// Runs `work` unless the connection `link` watches drops first (or is replaced: it dropped and
+/// came back), which ends `work` and gives `None`. A reply the dropped connection was waiting
+/// for (a publish's acknowledgement, a JetStream API answer) cannot come any more; waiting out
+/// its timeout would only hold back what a reconnect is for. Runs `work` to its end when the
+/// client is gone and the state can no longer change.
+pub async fn unless_dropped<T>(
+    link: &watch::Receiver<LinkState>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut watch = link.clone();
+    let since = *watch.borrow_and_update();
+    let dropped = async move {
+        let changed = watch
+            .wait_for(|now| !now.connected || now.connects != since.connects)
+            .await
+            .is_ok();
+        if !changed {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = dropped => None,
+    }
+}
+
 /// A NATS client plus a watch of its connection state.
 pub struct NatsLink {
     pub client: Client,

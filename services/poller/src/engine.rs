@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream;
-use pulse_common::nats::LinkState;
+use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::{
     AlertsSnapshot, FleetSnapshot, Subject, Telemetry, TelemetryData, TenantId, Timestamp,
 };
@@ -43,8 +43,6 @@ pub struct Engine {
     config: PollerConfig,
     pool: PgPool,
     js: jetstream::Context,
-    /// The state of the connection `js` publishes over.
-    link: watch::Receiver<LinkState>,
     metrics: Metrics,
     seq: Arc<SeqClock>,
     tenants: BTreeSet<TenantId>,
@@ -55,6 +53,8 @@ pub struct Engine {
     telemetry: Cursor,
     /// Opened on the first fleet read; `None` until JetStream allowed it.
     registry: Option<DeviceRegistry>,
+    /// The first sync did not finish: the loop starts with a resync.
+    resync_due: bool,
 }
 
 /// Publishes one snapshot per tenant, and records in `published` what went out for each
@@ -64,14 +64,13 @@ pub struct Engine {
 /// whatever it is, even back to what was recorded before.
 async fn publish_snapshots<M>(
     js: &jetstream::Context,
-    link: &watch::Receiver<LinkState>,
     metrics: &Metrics,
     kind: Kind,
     batch: Vec<Outgoing<(TenantId, M)>>,
     published: &mut HashMap<TenantId, M>,
 ) -> Result<(), CycleError> {
     let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
-    let (done, err) = publisher::publish_all(js, link, batch).await;
+    let (done, err) = publisher::publish_all(js, batch).await;
     metrics.published(kind, done.len() as u64);
     if done.len() < sent.len() {
         for tenant in &sent {
@@ -82,6 +81,17 @@ async fn publish_snapshots<M>(
     err.map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// Runs `cycle` unless NATS drops first ([`unless_dropped`]): the reply it waits for then
+/// cannot come, and the reconnect republishes everything anyway.
+async fn on_link(
+    link: &watch::Receiver<LinkState>,
+    cycle: impl Future<Output = Result<(), CycleError>>,
+) -> Result<(), CycleError> {
+    unless_dropped(link, cycle)
+        .await
+        .unwrap_or(Err(CycleError::NatsDropped))
+}
+
 /// Why a cycle did not finish; logged and counted, then retried.
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -89,6 +99,8 @@ pub enum CycleError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Publish(#[from] publisher::PublishError),
+    #[error("the NATS connection dropped mid-cycle")]
+    NatsDropped,
 }
 
 impl Engine {
@@ -96,7 +108,6 @@ impl Engine {
         config: PollerConfig,
         pool: PgPool,
         js: jetstream::Context,
-        link: watch::Receiver<LinkState>,
         metrics: Metrics,
         seq: Arc<SeqClock>,
     ) -> Self {
@@ -104,7 +115,6 @@ impl Engine {
             config,
             pool,
             js,
-            link,
             metrics,
             seq,
             tenants: BTreeSet::new(),
@@ -113,7 +123,17 @@ impl Engine {
             trimmed: HashSet::new(),
             telemetry: Cursor::default(),
             registry: None,
+            resync_due: false,
         }
+    }
+
+    /// Publishes everything once, before the loop, unless NATS drops meanwhile; whatever did
+    /// not finish, the loop's first tick does again.
+    pub async fn first_sync(&mut self, link: &watch::Receiver<LinkState>) {
+        let synced = on_link(link, self.full_sync()).await;
+        self.resync_due = !self.report("first sync", synced);
+        let read = on_link(link, self.poll_telemetry()).await;
+        self.report("first telemetry read", read);
     }
 
     /// Every later `seq` will be greater than `floor`.
@@ -201,15 +221,7 @@ impl Engine {
             batch.push(out);
         }
         let published = &mut self.alerts_published;
-        publish_snapshots(
-            &self.js,
-            &self.link,
-            &self.metrics,
-            Kind::Alerts,
-            batch,
-            published,
-        )
-        .await
+        publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
@@ -262,15 +274,7 @@ impl Engine {
             batch.push(out);
         }
         let published = &mut self.fleet_published;
-        publish_snapshots(
-            &self.js,
-            &self.link,
-            &self.metrics,
-            Kind::Fleet,
-            batch,
-            published,
-        )
-        .await
+        publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
     }
 
     /// Says when a tenant's snapshot starts listing fewer items than its cap allows because
@@ -357,7 +361,7 @@ impl Engine {
             out.push(Outgoing::new(key, subject, seq, &message)?);
         }
         let expected = out.len();
-        let (done, err) = publisher::publish_all(&self.js, &self.link, out).await;
+        let (done, err) = publisher::publish_all(&self.js, out).await;
         let n = done.len() as u64;
         self.metrics.published(Kind::Telemetry, n);
         self.metrics.telemetry_rows.inc_by(n);
@@ -377,7 +381,7 @@ impl Engine {
             Err(e) => {
                 let stage = match e {
                     CycleError::Database(_) => Stage::Database,
-                    CycleError::Publish(_) => Stage::Publish,
+                    CycleError::Publish(_) | CycleError::NatsDropped => Stage::Publish,
                 };
                 self.metrics.error(stage);
                 tracing::warn!(error = %e, "{what} failed; retrying next cycle");
@@ -399,7 +403,7 @@ impl Engine {
         let mut telemetry = tokio::time::interval(self.config.telemetry_interval);
         telemetry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seen_connects = nats.borrow().connects;
-        let mut resync_due = false;
+        let mut resync_due = std::mem::take(&mut self.resync_due);
         loop {
             let connected = nats.borrow().connected;
             // In this order: a due tick is served before the next change, so changes that
@@ -422,29 +426,29 @@ impl Engine {
                 }
                 _ = telemetry.tick(), if connected => {
                     if resync_due {
-                        let r = self.full_sync().await;
+                        let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);
                     }
-                    let r = self.poll_telemetry().await;
+                    let r = on_link(&nats, self.poll_telemetry()).await;
                     self.report("telemetry poll", r);
                 }
                 _ = poll.tick(), if connected => {
                     let span = tracing::debug_span!("safety_net_poll");
-                    let r = self.full_sync().instrument(span).await;
+                    let r = on_link(&nats, self.full_sync().instrument(span)).await;
                     resync_due = !self.report("safety-net poll", r);
                 }
                 () = changes.changed(), if connected => {
                     tokio::time::sleep(self.config.debounce).await;
                     let pending = changes.take();
                     if pending.resync || pending.tenants || resync_due {
-                        let r = self.full_sync().await;
+                        let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);
                     } else {
                         let alerts: Vec<_> = pending.alerts.into_iter().collect();
-                        let r = self.refresh_alerts(&alerts).await;
+                        let r = on_link(&nats, self.refresh_alerts(&alerts)).await;
                         self.report("alerts refresh", r);
                         let fleet: Vec<_> = pending.fleet.into_iter().collect();
-                        let r = self.refresh_fleet(&fleet).await;
+                        let r = on_link(&nats, self.refresh_fleet(&fleet)).await;
                         self.report("fleet refresh", r);
                     }
                 }

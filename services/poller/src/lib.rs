@@ -105,7 +105,6 @@ pub async fn run(
                     config.clone(),
                     pool.clone(),
                     js.clone(),
-                    link.state.clone(),
                     metrics.clone(),
                     seq.clone(),
                 );
@@ -182,7 +181,6 @@ async fn serve_as_active(
         relay::Relay::new(
             pool.clone(),
             js.clone(),
-            link.state.clone(),
             metrics.clone(),
             config.events_max_age(),
         )
@@ -197,6 +195,10 @@ async fn serve_as_active(
 
     let work = async {
         prepare(engine, config, pool, js, metrics, readiness, &session).await;
+        if session.is_cancelled() {
+            return;
+        }
+        engine.first_sync(&link.state).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
     };
     tokio::select! {
@@ -236,8 +238,8 @@ async fn serve_as_active(
 /// next active poller picks it up.
 const TASKS_STOP: Duration = Duration::from_secs(2);
 
-/// What an active poller does before its loop: settings for the triggers, streams, the `seq`
-/// floor, and a first publish of everything. Failures are logged; the loop retries the publish.
+/// What an active poller does before its loop: settings for the triggers, streams and the `seq`
+/// floor. Failures are logged and retried; it returns early only when `stop` is cancelled.
 async fn prepare(
     engine: &mut Engine,
     config: &PollerConfig,
@@ -300,12 +302,5 @@ async fn prepare(
                 }
             }
         }
-    }
-    if let Err(e) = engine.full_sync().await {
-        metrics.error(Stage::Database);
-        tracing::warn!(error = %e, "first sync failed; retrying on the next cycle");
-    }
-    if let Err(e) = engine.poll_telemetry().await {
-        tracing::warn!(error = %e, "first telemetry read failed; retrying on the next cycle");
     }
 }

@@ -8,9 +8,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use pulse_common::nats::LinkState;
 use pulse_proto::Subject;
-use tokio::sync::watch;
 
 /// Most publishes awaiting their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 512;
@@ -77,8 +75,6 @@ pub enum PublishError {
     Publish(String),
     #[error("no acknowledgement within {ACK_TIMEOUT:?}")]
     AckTimeout,
-    #[error("the NATS connection dropped before the acknowledgement came")]
-    ConnectionLost,
 }
 
 pub fn encode<T: serde::Serialize>(message: &T) -> Result<Bytes, PublishError> {
@@ -120,14 +116,8 @@ pub fn encode_fitting<T: serde::Serialize, I>(
 /// with the first error, if any. A message that failed is simply not in the returned list: the
 /// caller keeps it marked unpublished and retries on its next cycle. A message too big for the
 /// server fails alone (the others of the batch still go out); any other refusal ends the batch.
-///
-/// `link` is the state of the connection `js` publishes over. An acknowledgement still awaited
-/// when that connection drops is not coming (the reply went to a connection that is gone), so
-/// the publish fails then, not [`ACK_TIMEOUT`] later: the caller's cycle ends, and once NATS is
-/// back it republishes at once instead of first waiting out the timeout.
 pub async fn publish_all<K>(
     js: &jetstream::Context,
-    link: &watch::Receiver<LinkState>,
     batch: Vec<Outgoing<K>>,
 ) -> (Vec<K>, Option<PublishError>) {
     let mut done = Vec::with_capacity(batch.len());
@@ -146,15 +136,11 @@ pub async fn publish_all<K>(
         {
             Ok(ack) => {
                 let key = out.key;
-                let lost = connection_lost(link.clone(), *link.borrow());
                 pending.push(async move {
-                    tokio::select! {
-                        acked = tokio::time::timeout(ACK_TIMEOUT, ack) => match acked {
-                            Ok(Ok(_)) => Ok(key),
-                            Ok(Err(e)) => Err(PublishError::Publish(e.to_string())),
-                            Err(_) => Err(PublishError::AckTimeout),
-                        },
-                        () = lost => Err(PublishError::ConnectionLost),
+                    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                        Ok(Ok(_)) => Ok(key),
+                        Ok(Err(e)) => Err(PublishError::Publish(e.to_string())),
+                        Err(_) => Err(PublishError::AckTimeout),
                     }
                 });
             }
@@ -176,18 +162,6 @@ pub async fn publish_all<K>(
         collect(r, &mut done, &mut first_error);
     }
     (done, first_error)
-}
-
-/// Resolves when the connection that `link` watches is down, or another than the one `sent`
-/// saw. Never resolves for a link whose client is gone: the acknowledgement's timeout decides.
-async fn connection_lost(mut link: watch::Receiver<LinkState>, sent: LinkState) {
-    let client_gone = link
-        .wait_for(|state| !state.connected || state.connects != sent.connects)
-        .await
-        .is_err();
-    if client_gone {
-        std::future::pending::<()>().await;
-    }
 }
 
 fn collect<K>(r: Result<K, PublishError>, done: &mut Vec<K>, err: &mut Option<PublishError>) {

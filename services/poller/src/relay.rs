@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use pulse_common::nats::LinkState;
+use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -62,24 +62,15 @@ pub struct Pass {
 pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
-    /// The state of the connection `js` publishes over.
-    link: watch::Receiver<LinkState>,
     metrics: Metrics,
     max_age: Duration,
 }
 
 impl Relay {
-    pub fn new(
-        pool: PgPool,
-        js: jetstream::Context,
-        link: watch::Receiver<LinkState>,
-        metrics: Metrics,
-        max_age: Duration,
-    ) -> Self {
+    pub fn new(pool: PgPool, js: jetstream::Context, metrics: Metrics, max_age: Duration) -> Self {
         Self {
             pool,
             js,
-            link,
             metrics,
             max_age,
         }
@@ -151,7 +142,7 @@ impl Relay {
         }
         // Events may be left behind: the pass was full, or a topic gave all it may give.
         let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= PER_TOPIC);
-        let (done, err) = publisher::publish_all(&self.js, &self.link, batch).await;
+        let (done, err) = publisher::publish_all(&self.js, batch).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but
@@ -242,9 +233,11 @@ impl Relay {
         let mut last_prune: Option<Instant> = None;
         loop {
             if nats.borrow().connected {
-                // A pass stuck on an unreachable database ends with leadership.
+                // A pass stuck on an unreachable database ends with leadership; one waiting for
+                // acknowledgements a dropped NATS connection cannot send ends at once, and what it
+                // had not marked relayed goes again (once: JetStream keeps it by its Msg-Id).
                 tokio::select! {
-                    () = self.drain() => {}
+                    _ = unless_dropped(&nats, self.drain()) => {}
                     () = stop.cancelled() => return,
                 }
             } else {

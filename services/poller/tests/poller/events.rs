@@ -17,15 +17,9 @@ fn relay(db: &ScratchDb, nats: &async_nats::Client, max_age: Duration) -> Relay 
     let metrics = pulse_poller::metrics::Metrics::register(
         &mut prometheus_client::registry::Registry::default(),
     );
-    // A link that never reports a drop: acknowledgements are waited for until they time out.
-    let (_, link) = tokio::sync::watch::channel(pulse_common::nats::LinkState {
-        connected: true,
-        connects: 1,
-    });
     Relay::new(
         db.pool.clone(),
         async_nats::jetstream::new(nats.clone()),
-        link,
         metrics,
         max_age,
     )
