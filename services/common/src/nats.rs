@@ -238,6 +238,45 @@ fn decode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const UP: LinkState = LinkState {
+        connected: true,
+        connects: 1,
+    };
+
+    #[tokio::test]
+    async fn work_ends_when_its_connection_drops_or_is_replaced() {
+        for after in [
+            LinkState {
+                connected: false,
+                connects: 1,
+            },
+            LinkState {
+                connected: true,
+                connects: 2,
+            },
+        ] {
+            let (tx, link) = watch::channel(UP);
+            let dropping = async {
+                tokio::task::yield_now().await;
+                tx.send_replace(after);
+                std::future::pending::<()>().await
+            };
+            assert_eq!(unless_dropped(&link, dropping).await, None, "{after:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn work_runs_to_its_end_on_a_steady_link_or_one_whose_client_is_gone() {
+        let (tx, link) = watch::channel(UP);
+        assert_eq!(unless_dropped(&link, async { 7 }).await, Some(7));
+        drop(tx);
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            8
+        };
+        assert_eq!(unless_dropped(&link, slow).await, Some(8));
+    }
+
     #[test]
     fn credentials_in_urls_are_redacted() {
         assert_eq!(
