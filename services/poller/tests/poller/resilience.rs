@@ -47,22 +47,9 @@ async fn a_nats_restart_is_survived_and_state_republished() {
     // reconnect only after the poller has republished, and core NATS keeps nothing for it.
     let js = async_nats::jetstream::new(client.clone());
     let subject = format!("pulse.v1.{tenant}.alerts");
-    eventually(
-        "the snapshot with the change made during the outage stored",
-        Duration::from_secs(30),
-        || async {
-            last_stored(&js, &subject)
-                .await
-                .is_some_and(|v| alert_ids(&v).contains(&during))
-        },
-    )
-    .await;
     // Well within one acknowledgement timeout (5 s): nothing the outage cut off is waited for.
-    assert_took_less_than(
-        Duration::from_secs(4),
-        back,
-        "NATS started again -> snapshot with the change made during the outage",
-    );
+    let what = "NATS started again -> snapshot with the change made during the outage";
+    stored_within(&js, &subject, during, (back, Duration::from_secs(4)), what).await;
     let got = last_stored(&js, &subject).await.unwrap_or_default();
     assert!(alert_ids(&got).contains(&id));
     poller.stop().await;
@@ -335,23 +322,28 @@ async fn a_publish_cut_off_by_a_nats_restart_goes_out_again_as_soon_as_nats_is_b
     let back = std::time::Instant::now();
     nats.start_again().await;
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    eventually(
-        "the snapshot with the alert stored",
-        Duration::from_secs(30),
-        || async {
-            last_stored(&js, &subject)
-                .await
-                .is_some_and(|v| alert_ids(&v).contains(&id))
-        },
-    )
-    .await;
     // Not held back by an acknowledgement that cannot come.
-    assert_took_less_than(
-        Duration::from_secs(3),
-        back,
-        "NATS started again -> snapshot cut off by the restart stored",
-    );
+    let what = "NATS started again -> snapshot cut off by the restart stored";
+    stored_within(&js, &subject, id, (back, Duration::from_secs(3)), what).await;
     poller.stop().await;
+}
+
+/// Waits (30 s at most) until the state stream's newest snapshot on `subject` lists alert `id`,
+/// and checks that `what`, begun at `started`, took less than `limit`.
+async fn stored_within(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    id: i64,
+    (started, limit): (std::time::Instant, Duration),
+    what: &str,
+) {
+    eventually(what, Duration::from_secs(30), || async {
+        last_stored(js, subject)
+            .await
+            .is_some_and(|v| alert_ids(&v).contains(&id))
+    })
+    .await;
+    assert_took_less_than(limit, started, what);
 }
 
 /// The newest message the state stream holds on `subject`, if it can be read.
