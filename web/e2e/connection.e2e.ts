@@ -5,34 +5,23 @@
  * 4008, so a burst of events stages a slow consumer.
  */
 
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
-import { closeCodes, launchChromium, openLoggedIn, setHidden, stallMainThread } from "./browser.js";
+import { closeCodes, openLoggedIn, setHidden, stallMainThread } from "./browser.js";
 import { activitySeqs, insertAlert, siteOf } from "./data.js";
-import { artifact, startStack, type Stack } from "./stack.js";
+import { artifact } from "./stack.js";
+import { stackAndBrowser } from "./suite.js";
 
 /** Longer than the client's heartbeat timeout (45 s) and shorter than a ticket's life (60 s). */
 const STALL_MS = 48_000;
 
-let stack: Stack;
-let browser: Browser;
-
-beforeAll(async () => {
-  stack = await startStack({ name: "connection", devices: 10, sites: 2, gatewayEnv: { PULSE_CLIENT_QUEUE_EVENTS: "2" } });
-  browser = await launchChromium();
-}, 180_000);
-
-afterAll(async () => {
-  await browser?.close().catch(() => undefined);
-  await stack?.stop();
-});
+const suite = stackAndBrowser({ name: "connection", devices: 10, sites: 2, gatewayEnv: { PULSE_CLIENT_QUEUE_EVENTS: "2" } });
 
 describe("the connection under real conditions", () => {
   it(
     "keeps a quiet hidden tab's socket through stalled timers, and pings at once when it is shown",
     async () => {
-      const { context, page, watch } = await openLoggedIn(browser, stack, { visibility: true });
+      const { context, page, watch } = await openLoggedIn(suite.browser, suite.stack, { visibility: true });
       try {
         expect(watch.sockets.size).toBe(1);
         await setHidden(page, true);
@@ -56,25 +45,25 @@ describe("the connection under real conditions", () => {
   );
 
   it("resumes after a slow-consumer close (4008) with every event shown once, none lost", async () => {
-    const { context, page, watch } = await openLoggedIn(browser, stack);
+    const { context, page, watch } = await openLoggedIn(suite.browser, suite.stack);
     try {
       const device = "dev-0001";
-      const site = await siteOf(stack.db, stack.tenant, device);
+      const site = await siteOf(suite.stack.db, suite.stack.tenant, device);
       // One event handled first, so that a resume has a `since` to send.
-      await insertAlert(stack.db, stack.tenant, { deviceId: device, siteId: site, summary: "Before the burst" });
+      await insertAlert(suite.stack.db, suite.stack.tenant, { deviceId: device, siteId: site, summary: "Before the burst" });
       await page.getByTestId("activity-list").getByText("Before the burst").waitFor({ timeout: 5_000 });
       // A burst of 300 alerts in one statement: 300 activity events at once, far more than the
       // gateway lets this client fall behind.
-      await stack.db.query(
+      await suite.stack.db.query(
         `INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary)
          SELECT $1, $2, $3, 'burst', 1, 'Burst ' || n FROM generate_series(1, 300) n`,
-        [stack.tenant, device, site],
+        [suite.stack.tenant, device, site],
       );
       await expect.poll(() => closeCodes(page), { timeout: 10_000 }).toContain(4008);
       // Back to Live by itself, and the activity list shows the newest events exactly as stored:
       // the resume asked for what came after the last event handled.
       await page.locator('[data-testid="connection"][data-state="live"]').waitFor({ timeout: 15_000 });
-      const stored = await activitySeqs(stack.db, stack.tenant, 50);
+      const stored = await activitySeqs(suite.stack.db, suite.stack.tenant, 50);
       expect(stored.length).toBe(50);
       const shown = () =>
         page

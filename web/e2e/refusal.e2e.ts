@@ -5,24 +5,13 @@
  * Live, not even for the moment between the upgrade and the close.
  */
 
-import type { Browser, BrowserContext } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BrowserContext } from "playwright-core";
+import { describe, expect, it } from "vitest";
 
-import { closeCodes, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, waitLive } from "./browser.js";
-import { startStack, type Stack } from "./stack.js";
+import { closeCodes, logInWithForm, newWatchedContext, openLoggedIn, waitLive } from "./browser.js";
+import { stackAndBrowser } from "./suite.js";
 
-let stack: Stack;
-let browser: Browser;
-
-beforeAll(async () => {
-  stack = await startStack({ name: "refusal", devices: 3, sites: 1, gatewayEnv: { PULSE_MAX_CONNECTIONS_PER_USER: "1" } });
-  browser = await launchChromium();
-}, 180_000);
-
-afterAll(async () => {
-  await browser?.close().catch(() => undefined);
-  await stack?.stop();
-});
+const suite = stackAndBrowser({ name: "refusal", devices: 3, sites: 1, gatewayEnv: { PULSE_MAX_CONNECTIONS_PER_USER: "1" } });
 
 /** Records every state the page's connection indicator shows, from the first render on. */
 async function recordIndicatorStates(context: BrowserContext): Promise<void> {
@@ -40,14 +29,14 @@ async function recordIndicatorStates(context: BrowserContext): Promise<void> {
 describe("a connection refused right after the upgrade", () => {
   it("never shows Live while every gateway refuses it, and goes Live once one takes it", async () => {
     // The user's one connection on each gateway.
-    const first = await openLoggedIn(browser, stack);
-    const second = await openLoggedIn(browser, stack);
-    const context = await newWatchedContext(browser);
+    const first = await openLoggedIn(suite.browser, suite.stack);
+    const second = await openLoggedIn(suite.browser, suite.stack);
+    const context = await newWatchedContext(suite.browser);
     try {
       await recordIndicatorStates(context);
       const page = await context.newPage();
-      await page.goto(stack.webUrl);
-      await logInWithForm(page, stack.email, stack.password);
+      await page.goto(suite.stack.webUrl);
+      await logInWithForm(page, suite.stack.email, suite.stack.password);
       // Taken and refused at least twice (the gateway asks for 5 s between attempts).
       await expect
         .poll(async () => (await closeCodes(page)).filter((code) => code === 4029).length, { timeout: 30_000, interval: 100 })

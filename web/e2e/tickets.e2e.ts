@@ -5,39 +5,27 @@
  * come back by itself once tickets can be had again.
  */
 
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
-import { closeCodes, launchChromium, openLoggedIn, waitLive } from "./browser.js";
+import { closeCodes, openLoggedIn, waitLive } from "./browser.js";
 import { insertAlert, siteOf } from "./data.js";
-import { startStack, type Stack } from "./stack.js";
+import { stackAndBrowser } from "./suite.js";
 
 const TICKET_SECONDS = 5;
 const TICKET_ROUTE = "**/api/v2/ws-ticket";
 
-let stack: Stack;
-let browser: Browser;
-
-beforeAll(async () => {
-  stack = await startStack({ name: "tickets", devices: 10, sites: 2, webEnv: { PULSE_TICKET_TTL_SECONDS: String(TICKET_SECONDS) } });
-  browser = await launchChromium();
-}, 180_000);
-
-afterAll(async () => {
-  await browser?.close().catch(() => undefined);
-  await stack?.stop();
-});
+const suite = stackAndBrowser({ name: "tickets", devices: 10, sites: 2, webEnv: { PULSE_TICKET_TTL_SECONDS: String(TICKET_SECONDS) } });
 
 /** Inserts an alert and waits until the page shows it. */
 async function alertArrives(page: import("playwright-core").Page, summary: string): Promise<void> {
   const device = "dev-0001";
-  await insertAlert(stack.db, stack.tenant, { deviceId: device, siteId: await siteOf(stack.db, stack.tenant, device), summary });
+  await insertAlert(suite.stack.db, suite.stack.tenant, { deviceId: device, siteId: await siteOf(suite.stack.db, suite.stack.tenant, device), summary });
   await page.getByTestId("alert-summary").getByText(summary, { exact: true }).waitFor({ timeout: 3_000 });
 }
 
 describe(`tickets that live ${TICKET_SECONDS} s`, () => {
   it("renews the token on the open socket before each ticket ends: one socket, no 4001", async () => {
-    const { context, page, watch } = await openLoggedIn(browser, stack);
+    const { context, page, watch } = await openLoggedIn(suite.browser, suite.stack);
     try {
       // Four lifetimes of a ticket.
       await expect.poll(() => watch.sent("auth"), { timeout: 4 * TICKET_SECONDS * 1_000 + 5_000, interval: 250 }).toBeGreaterThanOrEqual(4);
@@ -52,7 +40,7 @@ describe(`tickets that live ${TICKET_SECONDS} s`, () => {
   }, 60_000);
 
   it("takes the 4001 when no fresh ticket can be had, and comes back by itself when one can", async () => {
-    const { context, page, watch } = await openLoggedIn(browser, stack);
+    const { context, page, watch } = await openLoggedIn(suite.browser, suite.stack);
     try {
       // The ticket endpoint fails from now on: renewal cannot happen, the token runs out.
       await context.route(TICKET_ROUTE, (route) => route.fulfill({ status: 503, body: "unavailable" }));
