@@ -328,12 +328,12 @@ async fn one_topics_backlog_does_not_hold_back_the_other_tenants() {
 
 #[tokio::test]
 async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
-    let mut server = PrivateNats::start().await;
-
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("ev-down", 0).await;
-    let poller = spawn_poller(config_on(&db, &server)).await;
-    poller.wait_ready().await;
+    let OnPrivateNats {
+        nats: mut server,
+        db,
+        tenant,
+        poller,
+    } = on_private_nats("ev-down", 0).await;
     emit(&db, &tenant, "orders", "order:placed", json!({"n": 1})).await;
     wait_all_relayed(&db, "the first event relayed", Duration::from_secs(5)).await;
 

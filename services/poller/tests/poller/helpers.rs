@@ -140,6 +140,30 @@ pub fn config_on(db: &ScratchDb, nats: &PrivateNats) -> PollerConfig {
     config_with(db, &["--nats-url", &nats.url])
 }
 
+/// A ready poller publishing to a nats-server of its own, which the test may stop, freeze or
+/// start again, on a database of its own with one tenant of `devices` devices.
+pub struct OnPrivateNats {
+    pub nats: PrivateNats,
+    pub db: ScratchDb,
+    pub tenant: String,
+    pub poller: PollerHandle,
+}
+
+/// Starts an [`OnPrivateNats`]; its tenant id begins with `label`.
+pub async fn on_private_nats(label: &str, devices: usize) -> OnPrivateNats {
+    let nats = PrivateNats::start().await;
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant(label, devices).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
+    poller.wait_ready().await;
+    OnPrivateNats {
+        nats,
+        db,
+        tenant,
+        poller,
+    }
+}
+
 /// A subscription to `subject` through `client`, in place at the server once this returns (so
 /// nothing published after it is missed); messages as they came, headers included.
 pub async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {

@@ -6,14 +6,14 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_nats_restart_is_survived_and_state_republished() {
-    let mut nats = PrivateNats::start().await;
-
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("natsdown", 1).await;
-    let poller = spawn_poller(config_on(&db, &nats)).await;
+    let OnPrivateNats {
+        mut nats,
+        db,
+        tenant,
+        poller,
+    } = on_private_nats("natsdown", 1).await;
     let client = async_nats::connect(&nats.url).await.unwrap();
     let mut alerts = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
-    poller.wait_ready().await;
     use futures::StreamExt as _;
     // The first snapshot may have been published before we subscribed; any alert write shows
     // the pipeline works before the outage.
@@ -194,11 +194,12 @@ async fn the_poller_stops_promptly_while_nats_is_down() {
 /// the recorded one is never sent and the stream keeps the one in between.
 #[tokio::test]
 async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
-    let nats = PrivateNats::start().await;
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("acklost", 1).await;
-    let poller = spawn_poller(config_on(&db, &nats)).await;
-    poller.wait_ready().await;
+    let OnPrivateNats {
+        nats,
+        db,
+        tenant,
+        poller,
+    } = on_private_nats("acklost", 1).await;
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     let subject = format!("pulse.v1.{tenant}.alerts");
     let stored = || last_stored(&js, &subject);
@@ -291,11 +292,12 @@ impl Drop for Frozen {
 /// as soon as NATS is back, not once the acknowledgement would have timed out (5 s).
 #[tokio::test]
 async fn a_publish_cut_off_by_a_nats_restart_goes_out_again_as_soon_as_nats_is_back() {
-    let mut nats = PrivateNats::start().await;
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("cutoff", 1).await;
-    let poller = spawn_poller(config_on(&db, &nats)).await;
-    poller.wait_ready().await;
+    let OnPrivateNats {
+        mut nats,
+        db,
+        tenant,
+        poller,
+    } = on_private_nats("cutoff", 1).await;
     let subject = format!("pulse.v1.{tenant}.alerts");
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     eventually(
