@@ -116,14 +116,12 @@ async fn stored(
 
 #[tokio::test]
 async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() {
-    let db = ScratchDb::migrated("poller").await;
-    let a = db.tenant("ev-a", 0).await;
+    let (db, a) = db_with_tenant("ev-a", 0).await;
     let b = db.tenant("ev-b", 0).await;
     let client = pulse_test_support::nats::shared().await;
     let mut sub_a = subscribed(&client, format!("pulse.v1.{a}.events.*")).await;
     let mut sub_b = subscribed(&client, format!("pulse.v1.{b}.events.*")).await;
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
 
     // Four writers on connections of their own, each in transactions of one to three events
     // over three topics of two tenants; every fifth transaction rolls back. Topics are always
@@ -238,8 +236,7 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
 
 #[tokio::test]
 async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_copy() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("ev-crash", 0).await;
+    let (db, tenant) = db_with_tenant("ev-crash", 0).await;
     let nats = pulse_test_support::nats::shared().await;
     let js = async_nats::jetstream::new(nats.clone());
     ensure_streams(&js).await;
@@ -364,12 +361,10 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
 
 #[tokio::test]
 async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("ev-activity", 1).await;
+    let (db, tenant) = db_with_tenant("ev-activity", 1).await;
     let client = pulse_test_support::nats::shared().await;
     let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.activity")).await;
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
 
     // A rolled-back alert emits nothing and uses no seq.
     let mut tx = db.pool.begin().await.unwrap();
@@ -443,8 +438,7 @@ async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
 
 #[tokio::test]
 async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("ev-prune", 0).await;
+    let (db, tenant) = db_with_tenant("ev-prune", 0).await;
     let nats = pulse_test_support::nats::shared().await;
     for n in 1..=5 {
         let key = format!("key-{n}");

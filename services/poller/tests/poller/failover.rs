@@ -87,8 +87,7 @@ async fn assert_the_new_leader_publishes(
 
 #[tokio::test]
 async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("failover", 1).await;
+    let (db, tenant) = db_with_tenant("failover", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
 
     let (mut first, second) = active_and_standby(&db, &[]).await;
@@ -132,8 +131,7 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
     let collector = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("traced", 1).await;
+    let (db, tenant) = db_with_tenant("traced", 1).await;
     let client = pulse_test_support::nats::shared().await;
     let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.alerts")).await;
     let _poller = start(
@@ -258,8 +256,7 @@ fn through(url: &str, port: u16) -> (String, String) {
 
 #[tokio::test]
 async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("partition", 1).await;
+    let (db, tenant) = db_with_tenant("partition", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let (proxied_url, upstream) = through(&db.url, 0);
     let proxy = Proxy::to(upstream).await;

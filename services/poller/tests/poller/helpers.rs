@@ -44,6 +44,14 @@ pub fn config_with(db: &ScratchDb, extra: &[&str]) -> PollerConfig {
     parse_config(&args)
 }
 
+/// A migrated scratch database of the test's own with one tenant of `devices` devices, whose
+/// id begins with `label`.
+pub async fn db_with_tenant(label: &str, devices: usize) -> (ScratchDb, String) {
+    let db = ScratchDb::migrated("poller").await;
+    let tenant = db.tenant(label, devices).await;
+    (db, tenant)
+}
+
 /// An in-process poller; stopped on drop.
 pub struct PollerHandle {
     pub addr: SocketAddr,
@@ -65,6 +73,14 @@ pub async fn spawn_poller(config: PollerConfig) -> PollerHandle {
         stop,
         task: Some(task),
     }
+}
+
+/// [`spawn_poller`], once it holds the leadership: what it publishes from here on reflects
+/// every write the test makes after this returns.
+pub async fn spawn_active(config: PollerConfig) -> PollerHandle {
+    let poller = spawn_poller(config).await;
+    poller.wait_active().await;
+    poller
 }
 
 impl PollerHandle {
@@ -152,8 +168,7 @@ pub struct OnPrivateNats {
 /// Starts an [`OnPrivateNats`]; its tenant id begins with `label`.
 pub async fn on_private_nats(label: &str, devices: usize) -> OnPrivateNats {
     let nats = PrivateNats::start().await;
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant(label, devices).await;
+    let (db, tenant) = db_with_tenant(label, devices).await;
     let poller = spawn_poller(config_on(&db, &nats)).await;
     poller.wait_ready().await;
     OnPrivateNats {

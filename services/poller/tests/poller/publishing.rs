@@ -9,8 +9,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("empty", 2).await;
+    let (db, tenant) = db_with_tenant("empty", 2).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -33,8 +32,7 @@ async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
 
 #[tokio::test]
 async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("fast", 1).await;
+    let (db, tenant) = db_with_tenant("fast", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
     let poller = spawn_poller(config(&db)).await;
@@ -71,8 +69,7 @@ async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() 
 
 #[tokio::test]
 async fn an_unchanged_state_publishes_nothing() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("quiet", 1).await;
+    let (db, tenant) = db_with_tenant("quiet", 1).await;
     db.open_alert(&tenant, "dev-1", "steady").await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let poller = spawn_poller(config_with(&db, &["--poll-seconds", "1"])).await;
@@ -105,8 +102,7 @@ async fn an_unchanged_state_publishes_nothing() {
 
 #[tokio::test]
 async fn telemetry_reaches_the_device_subject() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("tele", 3).await;
+    let (db, tenant) = db_with_tenant("tele", 3).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_poller(config(&db)).await;
     // Let the poller become active before writing.
@@ -150,8 +146,7 @@ async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
         .await
         .unwrap();
     }
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
     // Its start-up reads of the tenants are over: on becoming active, at the safety-net poll's
     // first tick, and on the resync once LISTEN is connected. The next is a minute away.
     eventually(
@@ -176,11 +171,9 @@ async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
 
 #[tokio::test]
 async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("pool1", 1).await;
+    let (db, tenant) = db_with_tenant("pool1", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-    let poller = spawn_poller(config_with(&db, &["--db-pool-size", "1"])).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config_with(&db, &["--db-pool-size", "1"])).await;
     let id = db.open_alert(&tenant, "dev-1", "with one connection").await;
     alerts
         .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
@@ -190,11 +183,9 @@ async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
 
 #[tokio::test]
 async fn telemetry_keeps_flowing_while_changes_never_stop() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("busy", 2).await;
+    let (db, tenant) = db_with_tenant("busy", 2).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
     // A writer changing an alert without pause: a notification is always waiting.
     let id = db.open_alert(&tenant, "dev-1", "busy").await;
     let busy = tokio_util::sync::CancellationToken::new();
@@ -224,11 +215,9 @@ async fn telemetry_keeps_flowing_while_changes_never_stop() {
 
 #[tokio::test]
 async fn a_reading_that_commits_late_is_not_skipped() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("late", 2).await;
+    let (db, tenant) = db_with_tenant("late", 2).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
 
     // T1 writes first (earlier transaction id, earlier timestamp) but commits last.
     let mut t1 = db.pool.begin().await.unwrap();
@@ -256,12 +245,10 @@ async fn a_reading_that_commits_late_is_not_skipped() {
 
 #[tokio::test]
 async fn a_tenant_never_sees_another_tenants_data() {
-    let db = ScratchDb::migrated("poller").await;
-    let a = db.tenant("iso-a", 1).await;
+    let (db, a) = db_with_tenant("iso-a", 1).await;
     let b = db.tenant("iso-b", 1).await;
     let mut b_all = subscribe(&format!("pulse.v1.{b}.>")).await;
-    let poller = spawn_poller(config(&db)).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
 
     let secret = unique("secret-of-a");
     let id = db.open_alert(&a, "dev-1", &secret).await;
@@ -288,8 +275,7 @@ async fn a_tenant_never_sees_another_tenants_data() {
 
 #[tokio::test]
 async fn a_newcomer_reads_the_current_snapshot_from_jetstream() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("newcomer", 1).await;
+    let (db, tenant) = db_with_tenant("newcomer", 1).await;
     let id = db.open_alert(&tenant, "dev-1", "already open").await;
     db.reading(&tenant, "dev-1", json!({"v": 1})).await;
     let poller = spawn_poller(config(&db)).await;

@@ -63,8 +63,7 @@ async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
 
 #[tokio::test]
 async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("registry", 3).await;
+    let (db, tenant) = db_with_tenant("registry", 3).await;
     let bystander = db.tenant("registry-b", 1).await;
     let poller = spawn_poller(config(&db)).await;
     until_listed(&tenant, &["dev-1", "dev-2", "dev-3"]).await;
@@ -93,8 +92,7 @@ async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
 
 #[tokio::test]
 async fn a_device_deleted_while_no_poller_was_active_is_removed_by_the_next() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("registry-gap", 2).await;
+    let (db, tenant) = db_with_tenant("registry-gap", 2).await;
     let poller = spawn_poller(config(&db)).await;
     until_listed(&tenant, &["dev-1", "dev-2"]).await;
     poller.stop().await;

@@ -57,8 +57,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
 #[tokio::test]
 async fn lost_database_connections_are_survived() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("pgdown", 1).await;
+    let (db, tenant) = db_with_tenant("pgdown", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
     let poller = spawn_poller(config(&db)).await;
     alerts.until(Duration::from_secs(10), |_| true).await;
@@ -128,8 +127,7 @@ async fn lost_database_connections_are_survived() {
 async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     let mut nats = PrivateNats::without_jetstream().await;
 
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("nojs", 1).await;
+    let (db, tenant) = db_with_tenant("nojs", 1).await;
     let poller = spawn_poller(config_on(&db, &nats)).await;
     poller
         .wait_readiness(
@@ -238,11 +236,9 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
 /// and nothing arrives on it. Staged by freezing its server process.
 #[tokio::test]
 async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("silent", 1).await;
+    let (db, tenant) = db_with_tenant("silent", 1).await;
     let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-    let poller = spawn_poller(config_with(&db, &["--listen-check-seconds", "1"])).await;
-    poller.wait_active().await;
+    let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "1"])).await;
     // Its server process: the session that ran LISTEN (or, since, the quiet check).
     let mut frozen = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

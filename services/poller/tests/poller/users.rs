@@ -8,8 +8,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
-    let db = ScratchDb::migrated("poller").await;
-    let tenant = db.tenant("users", 0).await;
+    let (db, tenant) = db_with_tenant("users", 0).await;
     let mut ids = Vec::new();
     for who in ["admin", "viewer", "bystander"] {
         let id: i64 = sqlx::query_scalar(
