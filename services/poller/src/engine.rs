@@ -193,7 +193,6 @@ impl Engine {
         let snapshots = alerts::read_open(&self.pool, tenants, self.config.alerts_cap).await?;
         self.metrics.observe_query(Query::Alerts, started);
         let ts = Timestamp::now();
-        let limit = publisher::payload_limit(&self.js);
         let mut batch = Vec::new();
         for (tenant, open) in snapshots {
             if !self.tenants.contains(&tenant) {
@@ -213,12 +212,8 @@ impl Engine {
                 alerts: open.alerts,
                 total_open: open.total_open,
             };
-            let subject = Subject::Alerts(tenant.clone());
-            let key = (tenant.clone(), hash);
-            let (out, left_out) =
-                Outgoing::fitted(key, subject, seq, &mut message, limit, |m| &mut m.alerts)?;
-            self.note_fit(Kind::Alerts, &tenant, left_out, message.alerts.len());
-            batch.push(out);
+            let to = ((tenant.clone(), hash), Subject::Alerts(tenant), seq);
+            batch.push(self.fit(Kind::Alerts, to, &mut message, |m| &mut m.alerts)?);
         }
         let published = &mut self.alerts_published;
         publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
@@ -237,7 +232,6 @@ impl Engine {
         let applied = self.config.applied();
         let (thresholds, cap) = (applied.thresholds, applied.fleet_devices_cap);
         let refresh = self.config.fleet_refresh;
-        let limit = publisher::payload_limit(&self.js);
         let mut batch = Vec::new();
         for (tenant, rows) in devices {
             if !self.tenants.contains(&tenant) {
@@ -266,15 +260,28 @@ impl Engine {
                 counts: fleet.counts,
                 devices: fleet.devices,
             };
-            let subject = Subject::Fleet(tenant.clone());
-            let key = (tenant.clone(), mark);
-            let (out, left_out) =
-                Outgoing::fitted(key, subject, seq, &mut message, limit, |m| &mut m.devices)?;
-            self.note_fit(Kind::Fleet, &tenant, left_out, message.devices.len());
-            batch.push(out);
+            let to = ((tenant.clone(), mark), Subject::Fleet(tenant), seq);
+            batch.push(self.fit(Kind::Fleet, to, &mut message, |m| &mut m.devices)?);
         }
         let published = &mut self.fleet_published;
         publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
+    }
+
+    /// The snapshot `message` (number `seq`, for `subject`), ready to publish: its `items`
+    /// listed in part when all of them would not fit in the NATS server's `max_payload`, which
+    /// [`Self::note_fit`] reports.
+    fn fit<M: serde::Serialize, I, K>(
+        &mut self,
+        kind: Kind,
+        (key, subject, seq): (K, Subject, u64),
+        message: &mut M,
+        items: impl Fn(&mut M) -> &mut Vec<I>,
+    ) -> Result<Outgoing<K>, CycleError> {
+        let tenant = subject.tenant().clone();
+        let limit = publisher::payload_limit(&self.js);
+        let (out, left_out) = Outgoing::fitted(key, subject, seq, message, limit, &items)?;
+        self.note_fit(kind, &tenant, left_out, items(message).len());
+        Ok(out)
     }
 
     /// Says when a tenant's snapshot starts listing fewer items than its cap allows because
