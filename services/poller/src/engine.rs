@@ -320,6 +320,11 @@ impl Engine {
         let Some(registry) = self.registry.as_mut() else {
             return;
         };
+        let ours = devices.keys().filter(|t| self.tenants.contains(*t));
+        if let Err(e) = registry.read_ahead(ours).await {
+            self.metrics.error(Stage::Registry);
+            tracing::warn!(error = %e, "cannot read the device registry ahead; reading it per tenant");
+        }
         for (tenant, rows) in devices {
             if !self.tenants.contains(tenant) {
                 continue;

@@ -9,9 +9,14 @@
 //! poller was active are removed too. A key written or deleted without an acknowledgement is
 //! tried again on the tenant's next sync.
 //!
-//! Several deployments (or test databases) may share one NATS: the poller reads and writes only
-//! the keys of its own database's tenants, one tenant's keys at a time (a consumer filtered to
-//! `<tenant>.>`), so what others keep in the bucket costs it nothing and is left alone.
+//! Several deployments (or test databases) may share one NATS: the poller writes only the keys
+//! of its own database's tenants and leaves the others alone. A few tenants' keys it reads one
+//! tenant at a time (a consumer filtered to `<tenant>.>`), so what others keep in the bucket
+//! is not sent to it. Many tenants at once (a poller becoming active) it reads in one pass over
+//! the whole bucket ([`DeviceRegistry::read_ahead`]): the server looks at every key of the
+//! bucket to start each filtered read, so one read per tenant would cost tenants × keys (with
+//! 4,000 tenants of 3 devices, minutes before the first fleet message), where one pass costs
+//! the keys once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -26,9 +31,12 @@ use pulse_proto::{DeviceId, TenantId};
 const KV_OPERATION: &str = "KV-Operation";
 /// Writes in flight at once while syncing.
 const CONCURRENCY: usize = 64;
-/// How long reading one tenant's keys may take: the fleet read waits for it, once per tenant,
-/// and tries again at the next read when it fails.
-const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A read of the bucket's keys gives up when the server sends nothing for this long: the fleet
+/// read waits for it, and tries again at the next read when it fails.
+const READ_STALL: Duration = Duration::from_secs(5);
+/// At most this many tenants' keys are read one tenant at a time; see
+/// [`DeviceRegistry::read_ahead`].
+pub const PER_TENANT_READS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -36,6 +44,8 @@ pub enum RegistryError {
     Create(String),
     #[error("cannot list the keys of {tenant} in {DEVICES_BUCKET}: {error}")]
     Keys { tenant: TenantId, error: String },
+    #[error("cannot read the keys of {DEVICES_BUCKET}: {0}")]
+    Bucket(String),
     #[error("{failed} of {total} device registry writes failed, e.g. {first}")]
     Writes {
         failed: usize,
@@ -59,6 +69,8 @@ pub struct DeviceRegistry {
     known: HashMap<TenantId, HashSet<DeviceId>>,
     /// How many times a tenant's keys were read from the bucket.
     reads: u64,
+    /// How many times the whole bucket was read.
+    bucket_reads: u64,
 }
 
 impl DeviceRegistry {
@@ -71,6 +83,7 @@ impl DeviceRegistry {
             client: js.client(),
             known: HashMap::new(),
             reads: 0,
+            bucket_reads: 0,
         })
     }
 
@@ -83,6 +96,11 @@ impl DeviceRegistry {
     /// only after a read that failed.
     pub fn tenant_reads(&self) -> u64 {
         self.reads
+    }
+
+    /// How many times the whole bucket was read (see [`Self::read_ahead`]).
+    pub fn bucket_reads(&self) -> u64 {
+        self.bucket_reads
     }
 
     /// Makes the registry list exactly `devices` for `tenant`. Ids that break the id rule
@@ -128,55 +146,96 @@ impl DeviceRegistry {
         result
     }
 
-    /// The devices the bucket lists for `tenant`: the newest entry of each of its keys, read
-    /// headers only by a consumer filtered to the tenant, deleted keys left out.
+    /// Reads ahead the keys of every tenant of `tenants` not read yet, so that their syncs
+    /// read nothing. Up to [`PER_TENANT_READS`] of them are left to be read one by one as
+    /// they sync; more are read in one pass over the whole bucket, since the server looks at
+    /// every key of the bucket to start each tenant's read. On an error nothing is kept, and
+    /// each sync reads its tenant's keys itself.
+    pub async fn read_ahead<'a>(
+        &mut self,
+        tenants: impl IntoIterator<Item = &'a TenantId>,
+    ) -> Result<(), RegistryError> {
+        let unread: HashSet<&TenantId> = tenants
+            .into_iter()
+            .filter(|t| !self.known.contains_key(*t))
+            .collect();
+        if unread.len() <= PER_TENANT_READS {
+            return Ok(());
+        }
+        self.bucket_reads += 1;
+        let mut listed = self
+            .read(format!("{}>", self.store.prefix), |t| unread.contains(t))
+            .await
+            .map_err(RegistryError::Bucket)?;
+        for tenant in unread {
+            let devices = listed.remove(tenant).unwrap_or_default();
+            self.known.insert(tenant.clone(), devices);
+        }
+        Ok(())
+    }
+
+    /// The devices the bucket lists for `tenant`.
     async fn listed(&self, tenant: &TenantId) -> Result<HashSet<DeviceId>, RegistryError> {
+        let filter = format!("{}{tenant}.>", self.store.prefix);
+        match self.read(filter, |t| t == tenant).await {
+            Ok(mut listed) => Ok(listed.remove(tenant).unwrap_or_default()),
+            Err(error) => Err(RegistryError::Keys {
+                tenant: tenant.clone(),
+                error,
+            }),
+        }
+    }
+
+    /// The devices of each tenant `wanted` picks among the keys `filter` matches: the newest
+    /// entry of each key, read headers only, deleted keys left out. Gives up when the server
+    /// sends nothing for [`READ_STALL`].
+    async fn read(
+        &self,
+        filter: String,
+        wanted: impl Fn(&TenantId) -> bool,
+    ) -> Result<HashMap<TenantId, HashSet<DeviceId>>, String> {
+        let stalled = |_| format!("nothing came for {READ_STALL:?}");
         let prefix = &self.store.prefix;
-        let read = async {
-            let consumer = self
-                .store
-                .stream
-                .create_consumer(push::OrderedConfig {
-                    deliver_subject: self.client.new_inbox(),
-                    description: Some(format!("pulse-poller keys of {tenant}")),
-                    filter_subject: format!("{prefix}{tenant}.>"),
-                    headers_only: true,
-                    deliver_policy: DeliverPolicy::LastPerSubject,
-                    replay_policy: ReplayPolicy::Instant,
-                    ..Default::default()
-                })
+        let config = push::OrderedConfig {
+            deliver_subject: self.client.new_inbox(),
+            description: Some(format!("pulse-poller registry read of {filter}")),
+            filter_subject: filter,
+            headers_only: true,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        };
+        let consumer = tokio::time::timeout(READ_STALL, self.store.stream.create_consumer(config))
+            .await
+            .map_err(stalled)?
+            .map_err(|e| e.to_string())?;
+        let mut listed: HashMap<TenantId, HashSet<DeviceId>> = HashMap::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(listed);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        loop {
+            let message = tokio::time::timeout(READ_STALL, messages.next())
                 .await
+                .map_err(stalled)?
+                .ok_or("the read ended early")?
                 .map_err(|e| e.to_string())?;
-            let mut devices = HashSet::new();
-            if consumer.cached_info().num_pending == 0 {
-                return Ok(devices);
+            let pending = message.info().map_err(|e| e.to_string())?.pending;
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(KV_OPERATION))
+                .is_some_and(|op| op.as_str() != "PUT");
+            let key = message.subject.strip_prefix(prefix.as_str());
+            if !removed
+                && let Some((tenant, device)) = key.and_then(parse_key)
+                && wanted(&tenant)
+            {
+                listed.entry(tenant).or_default().insert(device);
             }
-            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| e.to_string())?;
-                let pending = message.info().map_err(|e| e.to_string())?.pending;
-                let removed = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(KV_OPERATION))
-                    .is_some_and(|op| op.as_str() != "PUT");
-                let key = message.subject.strip_prefix(prefix.as_str());
-                if !removed && let Some((_, device)) = key.and_then(parse_key) {
-                    devices.insert(device);
-                }
-                if pending == 0 {
-                    break;
-                }
+            if pending == 0 {
+                return Ok(listed);
             }
-            Ok(devices)
-        };
-        let error = |error: String| RegistryError::Keys {
-            tenant: tenant.clone(),
-            error,
-        };
-        match tokio::time::timeout(LIST_TIMEOUT, read).await {
-            Ok(listed) => listed.map_err(error),
-            Err(_) => Err(error("timed out".into())),
         }
     }
 

@@ -107,6 +107,19 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     .await;
     assert_eq!(c.next(T).await["device_id"], "dev-1");
 
+    // A poller becoming active over many tenants reads the registry in one pass.
+    use pulse_poller::registry::{DeviceRegistry, PER_TENANT_READS};
+    let js = async_nats::jetstream::new(poller.clone());
+    let mut registry = DeviceRegistry::open(&js, 1).await.unwrap();
+    let many: Vec<pulse_proto::TenantId> = (0..=PER_TENANT_READS)
+        .map(|n| pulse_proto::TenantId::parse(format!("{tenant}-{n}")).unwrap())
+        .chain(pulse_proto::TenantId::parse(tenant.as_str()))
+        .collect();
+    registry.read_ahead(&many).await.unwrap();
+    assert_eq!(registry.bucket_reads(), 1);
+    let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
+    assert_eq!(registry.devices(&tenant_id), 1);
+
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_file(&conf_file);
 }

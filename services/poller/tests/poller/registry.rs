@@ -2,9 +2,9 @@
 //! gateways can refuse the others.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::helpers::*;
 
@@ -161,4 +161,161 @@ async fn a_registry_reads_only_the_tenants_it_syncs_and_leaves_the_others_alone(
     registry.sync(&other, std::iter::empty()).await.unwrap();
     registry.sync(&mine, ["dev-1"]).await.unwrap();
     assert_eq!(registry.tenant_reads(), 2);
+}
+
+#[tokio::test]
+async fn many_tenants_are_read_in_one_pass_over_the_bucket() {
+    use pulse_poller::registry::{self, DeviceRegistry, PER_TENANT_READS};
+    use pulse_proto::subject::device_key;
+    use pulse_proto::{DeviceId, TenantId};
+
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let label = unique("reg-many");
+    let mine: Vec<TenantId> = (0..=PER_TENANT_READS)
+        .map(|n| TenantId::parse(format!("{label}-{n}")).unwrap())
+        .collect();
+    let other = TenantId::parse(unique("reg-many-other")).unwrap();
+    let key =
+        |tenant: &TenantId, device: &str| device_key(tenant, &DeviceId::parse(device).unwrap());
+    let store = registry::ensure(&js, 1).await.unwrap();
+    // Each of ours has a stale key, the first also one deleted long ago; another deployment
+    // has a device of its own.
+    for tenant in &mine {
+        store
+            .put(key(tenant, "dev-old"), Default::default())
+            .await
+            .unwrap();
+    }
+    store
+        .put(key(&mine[0], "dev-gone"), Default::default())
+        .await
+        .unwrap();
+    store.delete(key(&mine[0], "dev-gone")).await.unwrap();
+    store
+        .put(key(&other, "dev-1"), Default::default())
+        .await
+        .unwrap();
+
+    // As many tenants as are read one by one: nothing is read ahead.
+    let mut registry = DeviceRegistry::open(&js, 1).await.unwrap();
+    registry.read_ahead(&mine[1..]).await.unwrap();
+    assert_eq!(registry.bucket_reads(), 0);
+    registry.sync(&mine[1], ["dev-1"]).await.unwrap();
+    assert_eq!(registry.tenant_reads(), 1);
+
+    // One more: the bucket is read once, and no sync reads anything after it.
+    let mut registry = DeviceRegistry::open(&js, 1).await.unwrap();
+    registry.read_ahead(&mine).await.unwrap();
+    assert_eq!(registry.bucket_reads(), 1);
+    assert_eq!(
+        registry.devices(&mine[2]),
+        1,
+        "the stale key was read ahead"
+    );
+    assert_eq!(registry.devices(&mine[0]), 1, "a deleted key is not listed");
+    assert_eq!(
+        registry.devices(&other),
+        0,
+        "another deployment's keys are not kept"
+    );
+    for tenant in &mine {
+        registry.sync(tenant, ["dev-1"]).await.unwrap();
+    }
+    assert_eq!(registry.tenant_reads(), 0);
+    registry.read_ahead(&mine).await.unwrap();
+    assert_eq!(
+        registry.bucket_reads(),
+        1,
+        "tenants read already are not read again"
+    );
+    for tenant in &mine {
+        assert_eq!(listed(tenant.as_str()).await, set(&["dev-1"]), "{tenant}");
+    }
+    assert_eq!(listed(other.as_str()).await, set(&["dev-1"]));
+}
+
+/// Waits until `fleets` brought a message of `tenants` subjects, with at most 60 s between two.
+async fn every_fleet(fleets: &mut async_nats::Subscriber, tenants: usize) {
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < tenants {
+        let next = tokio::time::timeout(Duration::from_secs(60), fleets.next());
+        let message = next.await.expect("a fleet message within 60 s").unwrap();
+        seen.insert(message.subject.to_string());
+    }
+}
+
+/// A poller becoming active reads what the registry holds for every tenant before its first
+/// fleet messages. It once read it a tenant at a time, and the server looks at every key of
+/// the bucket to start each such read: with 3,000 tenants, minutes without a fleet message.
+/// Staged on a nats-server of its own, so the bucket holds only these tenants' keys.
+#[tokio::test]
+async fn a_poller_taking_over_thousands_of_tenants_publishes_every_fleet_within_seconds() {
+    const TENANTS: i64 = 3_000;
+    let nats = PrivateNats::start().await;
+    let db = ScratchDb::migrated("poller").await;
+    let label = unique("many");
+    sqlx::query("INSERT INTO tenants (tenant_id, name) SELECT $1 || '-' || g, 'many' FROM generate_series(1, $2) g")
+        .bind(&label)
+        .bind(TENANTS)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO devices (tenant_id, device_id, site_id, battery_pct) \
+         SELECT $1 || '-' || g, 'dev-' || d, 'site-1', 80 \
+           FROM generate_series(1, $2) g, generate_series(1, 3) d",
+    )
+    .bind(&label)
+    .bind(TENANTS)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let client = pulse_test_support::nats::connect(&nats.url).await.unwrap();
+    let mut fleets = subscribed(&client, "pulse.v1.*.fleet".into()).await;
+    // The first poller writes every tenant's keys.
+    let first = spawn_poller(config_on(&db, &nats)).await;
+    every_fleet(&mut fleets, TENANTS as usize).await;
+    first.stop().await;
+    // A device deleted while no poller is active.
+    let gone_from = format!("{label}-1500");
+    exec(
+        &db,
+        "DELETE FROM devices WHERE tenant_id = $1 AND device_id = 'dev-2'",
+        &gone_from,
+    )
+    .await;
+
+    let started = Instant::now();
+    let second = spawn_poller(config_on(&db, &nats)).await;
+    every_fleet(&mut fleets, TENANTS as usize).await;
+    assert_took_less_than(
+        Duration::from_secs(8),
+        started,
+        "poller started over 3,000 tenants whose keys the registry holds -> every fleet published",
+    );
+    let js = async_nats::jetstream::new(client);
+    let store = js
+        .get_key_value(pulse_proto::subject::DEVICES_BUCKET)
+        .await
+        .unwrap();
+    eventually(
+        "the device deleted meanwhile unlisted",
+        Duration::from_secs(5),
+        || async {
+            store
+                .get(format!("{gone_from}.dev-2"))
+                .await
+                .unwrap()
+                .is_none()
+        },
+    )
+    .await;
+    assert!(
+        store
+            .get(format!("{gone_from}.dev-1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    second.stop().await;
 }
