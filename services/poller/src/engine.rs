@@ -1,8 +1,9 @@
 //! The active poller's work: keep every tenant's alerts and fleet snapshot and every device's
 //! latest reading current on NATS, publishing only what changed.
 //!
-//! It reacts to change notifications at once (debounced), re-reads everything every
-//! `PULSE_POLL_SECONDS` as a safety net, reads new telemetry every `PULSE_TELEMETRY_POLL_MS`,
+//! It reacts to change notifications at once (debounced), re-reads every `PULSE_POLL_SECONDS`
+//! as a safety net (the tenants, their alerts, and the devices of the tenants whose fleet may
+//! have changed: `FleetWatch`), reads new telemetry every `PULSE_TELEMETRY_POLL_MS`,
 //! and republishes everything after NATS reconnects. It never queries per client, only per
 //! tenant set, and never stops on a transient error: the next cycle retries.
 
@@ -39,6 +40,19 @@ struct FleetMark {
     at: Instant,
 }
 
+/// What the safety net knows of a tenant's devices from its last fleet read, so that it reads
+/// them again only when the fleet message may have changed: a device added, removed, moved or
+/// with another battery (`content`), a status due to change with time (`transition`), or,
+/// once `PULSE_FLEET_REFRESH_SECONDS` passed since the last publish, newer `last_seen_at`
+/// values (`seen`).
+struct FleetWatch {
+    content: String,
+    /// What [`fleet::Fingerprint::seen`] was when the fleet last went out.
+    seen: String,
+    /// The database clock's instant at which a device's status changes by time alone.
+    transition: Option<time::OffsetDateTime>,
+}
+
 pub struct Engine {
     config: PollerConfig,
     pool: PgPool,
@@ -48,6 +62,8 @@ pub struct Engine {
     tenants: BTreeSet<TenantId>,
     alerts_published: HashMap<TenantId, u64>,
     fleet_published: HashMap<TenantId, FleetMark>,
+    /// Tenants whose fleet was read by the safety net and went out (or was unchanged) since.
+    fleet_watch: HashMap<TenantId, FleetWatch>,
     /// Snapshots listing fewer items than their cap to fit `max_payload` ([`Engine::note_fit`]).
     trimmed: HashSet<(Kind, TenantId)>,
     telemetry: Cursor,
@@ -120,6 +136,7 @@ impl Engine {
             tenants: BTreeSet::new(),
             alerts_published: HashMap::new(),
             fleet_published: HashMap::new(),
+            fleet_watch: HashMap::new(),
             trimmed: HashSet::new(),
             telemetry: Cursor::default(),
             registry: None,
@@ -145,6 +162,7 @@ impl Engine {
     pub fn forget_published(&mut self) {
         self.alerts_published.clear();
         self.fleet_published.clear();
+        self.fleet_watch.clear();
         self.telemetry.reset();
     }
 
@@ -170,6 +188,7 @@ impl Engine {
         let tenants = &self.tenants;
         self.alerts_published.retain(|t, _| tenants.contains(t));
         self.fleet_published.retain(|t, _| tenants.contains(t));
+        self.fleet_watch.retain(|t, _| tenants.contains(t));
         self.telemetry.retain_tenants(|t| tenants.contains(t));
         self.metrics.tenants.set(self.tenants.len() as i64);
         Ok(())
@@ -181,6 +200,36 @@ impl Engine {
         let all: Vec<TenantId> = self.tenants.iter().cloned().collect();
         self.refresh_alerts(&all).await?;
         self.refresh_fleet(&all).await
+    }
+
+    /// The safety-net poll: tenants, every tenant's alerts, and the fleet of each tenant whose
+    /// fleet message may have changed since its last read (`FleetWatch`). The devices of the
+    /// others are not read: one aggregate row per tenant tells which ones to read.
+    pub async fn safety_net(&mut self) -> Result<(), CycleError> {
+        self.load_tenants().await?;
+        let all: Vec<TenantId> = self.tenants.iter().cloned().collect();
+        self.refresh_alerts(&all).await?;
+        let started = Instant::now();
+        let (now, prints) = fleet::read_fingerprints(&self.pool, &all).await?;
+        self.metrics
+            .observe_query(Query::FleetFingerprints, started);
+        let refresh = self.config.fleet_refresh;
+        let due: Vec<TenantId> = all
+            .into_iter()
+            .filter(|tenant| {
+                let (Some(watch), Some(published)) = (
+                    self.fleet_watch.get(tenant),
+                    self.fleet_published.get(tenant),
+                ) else {
+                    return true;
+                };
+                let print = prints.get(tenant).cloned().unwrap_or_default();
+                watch.content != print.content
+                    || watch.transition.is_some_and(|at| now >= at)
+                    || (watch.seen != print.seen && published.at.elapsed() >= refresh)
+            })
+            .collect();
+        self.read_fleet(&due, Some(prints)).await
     }
 
     /// Reads and publishes the alerts snapshot of `tenants` where it changed.
@@ -220,15 +269,27 @@ impl Engine {
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
-    #[tracing::instrument(name = "refresh_fleet", skip_all, fields(tenants = tenants.len()))]
     pub async fn refresh_fleet(&mut self, tenants: &[TenantId]) -> Result<(), CycleError> {
+        self.read_fleet(tenants, None).await
+    }
+
+    /// [`Self::refresh_fleet`]; with the `prints` the safety net took just before, each tenant
+    /// read is watched from here on ([`FleetWatch`]), and without them it is not.
+    #[tracing::instrument(name = "refresh_fleet", skip_all, fields(tenants = tenants.len()))]
+    async fn read_fleet(
+        &mut self,
+        tenants: &[TenantId],
+        mut prints: Option<HashMap<TenantId, fleet::Fingerprint>>,
+    ) -> Result<(), CycleError> {
         if tenants.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         let (now, devices) = fleet::read_devices(&self.pool, tenants).await?;
         self.metrics.observe_query(Query::Fleet, started);
-        self.sync_registry(&devices).await;
+        let rows: usize = devices.values().map(Vec::len).sum();
+        self.metrics.fleet_devices_read.inc_by(rows as u64);
+        let registry_behind = self.sync_registry(&devices).await;
         let applied = self.config.applied();
         let (thresholds, cap) = (applied.thresholds, applied.fleet_devices_cap);
         let refresh = self.config.fleet_refresh;
@@ -243,14 +304,20 @@ impl Engine {
                 last_seen: fleet.last_seen_hash(),
                 at: Instant::now(),
             };
+            let print = prints
+                .as_mut()
+                .map(|p| p.remove(&tenant).unwrap_or_default());
+            let transition = fleet::next_transition(now, &rows, thresholds);
             if let Some(prev) = self.fleet_published.get(&tenant) {
                 let same = prev.content == mark.content;
                 let seen_moved = prev.last_seen != mark.last_seen;
                 if same && (!seen_moved || prev.at.elapsed() < refresh) {
                     self.metrics.unchanged(Kind::Fleet);
+                    self.watch(&tenant, print, transition, seen_moved);
                     continue;
                 }
             }
+            self.watch(&tenant, print, transition, false);
             let seq = self.seq.next();
             let mut message = FleetSnapshot {
                 kind: Default::default(),
@@ -264,7 +331,41 @@ impl Engine {
             batch.push(self.fit(Kind::Fleet, to, &mut message, |m| &mut m.devices)?);
         }
         let published = &mut self.fleet_published;
-        publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await
+        let result =
+            publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await;
+        // A fleet that did not go out, or whose devices the registry may not list yet, is read
+        // again at the next safety-net poll.
+        let published = &self.fleet_published;
+        self.fleet_watch
+            .retain(|t, _| published.contains_key(t) && !registry_behind.contains(t));
+        result
+    }
+
+    /// Watches `tenant` from its fleet read with `print` (see [`FleetWatch`]); without one,
+    /// the next safety-net poll reads it. While the fleet is held back with only newer
+    /// `last_seen_at` values (`seen_held`), what was seen when it last went out is kept.
+    fn watch(
+        &mut self,
+        tenant: &TenantId,
+        print: Option<fleet::Fingerprint>,
+        transition: Option<time::OffsetDateTime>,
+        seen_held: bool,
+    ) {
+        let Some(print) = print else {
+            self.fleet_watch.remove(tenant);
+            return;
+        };
+        let seen = match self.fleet_watch.get(tenant) {
+            Some(watch) if seen_held => watch.seen.clone(),
+            None if seen_held => String::new(),
+            _ => print.seen,
+        };
+        let watch = FleetWatch {
+            content: print.content,
+            seen,
+            transition,
+        };
+        self.fleet_watch.insert(tenant.clone(), watch);
     }
 
     /// The snapshot `message` (number `seq`, for `subject`), ready to publish: its `items`
@@ -304,27 +405,32 @@ impl Engine {
     }
 
     /// Brings the device registry in line with the devices just read, before the fleet
-    /// snapshot that lists them goes out. A failure is logged; the next read tries again, and
-    /// fleet snapshots are published regardless.
-    async fn sync_registry(&mut self, devices: &BTreeMap<TenantId, Vec<fleet::DeviceRow>>) {
+    /// snapshot that lists them goes out. A failure is logged, and fleet snapshots are
+    /// published regardless; returns the tenants whose registry entries may be behind, which
+    /// the next safety-net poll reads again.
+    async fn sync_registry(
+        &mut self,
+        devices: &BTreeMap<TenantId, Vec<fleet::DeviceRow>>,
+    ) -> HashSet<TenantId> {
+        let ours = || devices.keys().filter(|t| self.tenants.contains(*t));
         if self.registry.is_none() {
             match DeviceRegistry::open(&self.js, self.config.stream_replicas).await {
                 Ok(registry) => self.registry = Some(registry),
                 Err(e) => {
                     self.metrics.error(Stage::Registry);
                     tracing::warn!(error = %e, "cannot open the device registry");
-                    return;
+                    return ours().cloned().collect();
                 }
             }
         }
         let Some(registry) = self.registry.as_mut() else {
-            return;
+            return ours().cloned().collect();
         };
-        let ours = devices.keys().filter(|t| self.tenants.contains(*t));
-        if let Err(e) = registry.read_ahead(ours).await {
+        if let Err(e) = registry.read_ahead(ours()).await {
             self.metrics.error(Stage::Registry);
             tracing::warn!(error = %e, "cannot read the device registry ahead; reading it per tenant");
         }
+        let mut behind = HashSet::new();
         for (tenant, rows) in devices {
             if !self.tenants.contains(tenant) {
                 continue;
@@ -333,8 +439,10 @@ impl Engine {
             if let Err(e) = registry.sync(tenant, ids).await {
                 self.metrics.error(Stage::Registry);
                 tracing::warn!(%tenant, error = %e, "cannot update the device registry");
+                behind.insert(tenant.clone());
             }
         }
+        behind
     }
 
     /// Publishes each device's newest reading since the last read.
@@ -446,7 +554,7 @@ impl Engine {
                 }
                 _ = poll.tick(), if connected => {
                     let span = tracing::debug_span!("safety_net_poll");
-                    let r = on_link(&nats, self.full_sync().instrument(span)).await;
+                    let r = on_link(&nats, self.safety_net().instrument(span)).await;
                     resync_due = !self.report("safety-net poll", r);
                 }
                 () = changes.changed(), if connected => {

@@ -1,6 +1,6 @@
 //! Fleet snapshots: device statuses by the age of their newest reading, and counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use pulse_proto::{FleetCounts, FleetDevice, TenantId};
@@ -89,10 +89,71 @@ pub async fn read_devices(
     Ok((now, out))
 }
 
+/// The first instant after `now` at which a device of `rows` changes status by time alone
+/// (ONLINE to STALE, STALE to OFFLINE), as [`status`] tells it; `None` when none will.
+pub fn next_transition(
+    now: OffsetDateTime,
+    rows: &[DeviceRow],
+    t: Thresholds,
+) -> Option<OffsetDateTime> {
+    rows.iter()
+        .filter_map(|row| {
+            let seen = row.last_seen_at?;
+            [seen + t.stale_after, seen + t.offline_after]
+                .into_iter()
+                .find(|at| *at > now)
+        })
+        .min()
+}
+
+/// What the safety net compares between two looks at a tenant's devices, without reading
+/// them ([`read_fingerprints`]). A tenant with no devices has the default one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Which devices there are, with their sites and batteries.
+    pub content: String,
+    /// When each was last seen.
+    pub seen: String,
+}
+
+/// A [`Fingerprint`] of each of `tenants` that has devices, with the database's clock as
+/// "now": one aggregate row per tenant instead of a row per device.
+pub async fn read_fingerprints(
+    pool: &PgPool,
+    tenants: &[TenantId],
+) -> Result<(OffsetDateTime, HashMap<TenantId, Fingerprint>), sqlx::Error> {
+    let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+    let (now, rows): (OffsetDateTime, Vec<(String, String, String)>) = {
+        let mut tx = pool.begin().await?;
+        let now = sqlx::query_scalar("SELECT statement_timestamp()")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows = sqlx::query_as(
+            "SELECT tenant_id::text, \
+                    count(*) || ':' || sum(hashtextextended( \
+                        device_id || '/' || site_id || '/' || coalesce(battery_pct::text, '-'), 0)), \
+                    count(last_seen_at) || ':' || coalesce(sum(extract(epoch FROM last_seen_at)), 0) \
+               FROM devices WHERE tenant_id = ANY($1::text[]) GROUP BY tenant_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        (now, rows)
+    };
+    let prints = rows
+        .into_iter()
+        .filter_map(|(tenant, content, seen)| {
+            Some((TenantId::parse(tenant).ok()?, Fingerprint { content, seen }))
+        })
+        .collect();
+    Ok((now, prints))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use pulse_proto::DeviceStatus;
     use time::macros::datetime;
 
     use super::*;
@@ -109,6 +170,41 @@ mod tests {
             battery_pct: Some(50.0),
             last_seen_at: Some(now - time::Duration::seconds(seen_ago)),
         }
+    }
+
+    #[test]
+    fn the_next_transition_is_the_first_status_change_by_time_alone() {
+        let now = datetime!(2026-11-22 12:00:00 UTC);
+        let never = DeviceRow {
+            last_seen_at: None,
+            ..row("never", 0, now)
+        };
+        // ONLINE for 20 more seconds; STALE for 100 more; OFFLINE for good.
+        let rows = [
+            row("a", 40, now),
+            row("b", 500, now),
+            row("c", 900, now),
+            never,
+        ];
+        let next = next_transition(now, &rows, T).unwrap();
+        assert_eq!(next, now + time::Duration::seconds(20));
+        assert_eq!(status(next, rows[0].last_seen_at, T), DeviceStatus::Stale);
+        assert_eq!(
+            next_transition(now, &rows[1..], T),
+            Some(now + time::Duration::seconds(100))
+        );
+        assert_eq!(next_transition(now, &rows[2..], T), None);
+        // At the very instant of a change, the next one is the one after it.
+        let at = now + time::Duration::seconds(20);
+        assert_eq!(
+            next_transition(at, &rows[..1], T),
+            Some(now + time::Duration::seconds(560))
+        );
+        // A reading stamped ahead of the clock is ONLINE until its stamp plus `stale_after`.
+        assert_eq!(
+            next_transition(now, &[row("ahead", -5, now)], T),
+            Some(now + time::Duration::seconds(65))
+        );
     }
 
     #[test]

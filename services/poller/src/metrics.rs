@@ -34,6 +34,7 @@ label_value!(Query {
     Tenants => "tenants",
     Alerts => "alerts",
     Fleet => "fleet",
+    FleetFingerprints => "fleet_fingerprints",
     Telemetry => "telemetry",
     Events => "events",
 });
@@ -58,6 +59,8 @@ pub enum Query {
     Tenants,
     Alerts,
     Fleet,
+    /// The safety net's look at which tenants' devices may have changed.
+    FleetFingerprints,
     Telemetry,
     Events,
 }
@@ -96,6 +99,7 @@ pub struct Metrics {
     pub active: Gauge,
     pub tenants: Gauge,
     pub telemetry_rows: Counter,
+    pub fleet_devices_read: Counter,
     /// Events still waiting in the outbox after the last relay pass.
     pub relay_backlog: Gauge,
     /// Seconds from an event's commit to NATS acknowledging it.
@@ -154,6 +158,12 @@ impl Metrics {
                 r,
                 "telemetry_rows",
                 "Telemetry readings published as a device's latest",
+                Counter::default(),
+            ),
+            fleet_devices_read: register(
+                r,
+                "fleet_devices_read",
+                "Device rows read for fleet snapshots: the safety net reads only tenants whose devices may have changed",
                 Counter::default(),
             ),
             relay_backlog: register(

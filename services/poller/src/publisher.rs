@@ -82,7 +82,7 @@ pub fn encode<T: serde::Serialize>(message: &T) -> Result<Bytes, PublishError> {
 }
 
 /// The largest payload the NATS server takes with room for our headers: its `max_payload`
-/// (1 MiB by default) less [`HEADER_ROOM`].
+/// (1 MiB by default) less `HEADER_ROOM`.
 pub fn payload_limit(js: &jetstream::Context) -> usize {
     js.client()
         .server_info()

@@ -32,7 +32,7 @@ pub fn state_stream(config: &PollerConfig) -> stream::Config {
     }
 }
 
-/// The events stream's description, which names its numbering (see [`retire_old_numbering`]).
+/// The events stream's description, which names its numbering (see `retire_old_numbering`).
 pub const EVENTS_DESCRIPTION: &str = pulse_proto::subject::EVENTS_STREAM_DESCRIPTION;
 
 /// Bounded history of events, for clients recovering after a disconnect.

@@ -394,3 +394,91 @@ async fn a_new_tenant_and_time_passing_are_published() {
         .await;
     poller.stop().await;
 }
+
+/// The safety-net poll reads the devices only of tenants whose fleet message may have changed,
+/// and still finds what a lost notification did not tell and what only the clock changes.
+#[tokio::test]
+async fn the_safety_net_reads_only_the_fleets_that_may_have_changed() {
+    let db = ScratchDb::migrated("poller").await;
+    let reporting = db.tenant("net-reporting", 2).await;
+    let quiet = db.tenant("net-quiet", 3).await;
+    db.reading(&reporting, "dev-1", json!({})).await;
+    let mut reporting_fleet = subscribe(&format!("pulse.v1.{reporting}.fleet")).await;
+    let mut quiet_fleet = subscribe(&format!("pulse.v1.{quiet}.fleet")).await;
+    let args = ["--poll-seconds", "1", "--fleet-refresh-seconds", "1"];
+    let poller = spawn_active(config_with(&db, &args)).await;
+    let first = reporting_fleet
+        .until(Duration::from_secs(10), |_| true)
+        .await;
+    quiet_fleet.until(Duration::from_secs(10), |_| true).await;
+    let sample = || async {
+        let m = poller.metrics().await;
+        // Each pass reads the tenant list first.
+        let passes = metric(&m, "pulse_poller_query_seconds_count", &["tenants"]);
+        (
+            passes,
+            metric(&m, "pulse_poller_fleet_devices_read_total", &[]),
+        )
+    };
+    let after_passes = |n: f64| {
+        let sample = &sample;
+        async move {
+            let (start, _) = sample().await;
+            eventually(
+                &format!("{n} more safety-net passes"),
+                Duration::from_secs(15),
+                || async { sample().await.0 >= start + n },
+            )
+            .await;
+            sample().await.1
+        }
+    };
+
+    // Once the safety net has read every fleet, nothing has changed and it reads no device.
+    let read = after_passes(2.0).await;
+    assert_eq!(
+        after_passes(3.0).await,
+        read,
+        "devices read while nothing changed"
+    );
+
+    // A change whose notification is lost is found, and only its tenant's devices are read.
+    sqlx::query("ALTER TABLE devices DISABLE TRIGGER devices_notify")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE devices SET battery_pct = 42 WHERE tenant_id = $1 AND device_id = 'dev-2'")
+        .bind(&quiet)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let changed = quiet_fleet
+        .until(Duration::from_secs(5), |v| {
+            v["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["battery_pct"] == 42.0))
+        })
+        .await;
+    assert_eq!(changed["counts"]["total"], 3);
+    assert_eq!(
+        after_passes(2.0).await,
+        read + 3.0,
+        "devices read for one change"
+    );
+
+    // A device that reports again, and stays ONLINE, is not notified: its newer `last_seen_at`
+    // goes out once the fleet refresh interval has passed.
+    let dev_1 = |fleet: &serde_json::Value| {
+        let devices = fleet["devices"].as_array().cloned().unwrap_or_default();
+        devices.into_iter().find(|d| d["device_id"] == "dev-1")
+    };
+    let seen_first = dev_1(&first).unwrap()["last_seen_at"].clone();
+    db.reading(&reporting, "dev-1", json!({})).await;
+    let refreshed = reporting_fleet
+        .until(Duration::from_secs(5), |v| {
+            dev_1(v).is_some_and(|d| d["last_seen_at"] != seen_first)
+        })
+        .await;
+    assert_eq!(dev_1(&refreshed).unwrap()["status"], "ONLINE");
+    poller.stop().await;
+}

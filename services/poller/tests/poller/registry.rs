@@ -319,3 +319,85 @@ async fn a_poller_taking_over_thousands_of_tenants_publishes_every_fleet_within_
     );
     second.stop().await;
 }
+
+/// The configuration of a nats-server with JetStream whose one user, `poller`, may or may not
+/// write the device registry's keys.
+fn registry_writable(store: &std::path::Path, writable: bool) -> String {
+    let deny = if writable {
+        ""
+    } else {
+        r#", deny: ["$KV.PULSE_DEVICES.>"]"#
+    };
+    format!(
+        r#"jetstream {{ store_dir: {:?} }}
+authorization {{
+  users: [
+    {{ user: poller, password: pw, permissions: {{ publish: {{ allow: [">"]{deny} }}, subscribe: {{ allow: [">"] }} }} }}
+  ]
+}}
+"#,
+        store.to_string_lossy()
+    )
+}
+
+/// The safety net reads only the fleets that may have changed; a tenant whose registry
+/// entries could not be written is one of them, so its devices get listed once the registry
+/// takes writes again, with no change in the database.
+#[tokio::test]
+async fn registry_writes_refused_at_first_are_made_once_they_are_allowed() {
+    let port = free_port();
+    let store = std::env::temp_dir().join(unique("pulse-poller-kv"));
+    let conf = std::env::temp_dir().join(format!("{}.conf", unique("pulse-poller-kv")));
+    std::fs::write(&conf, registry_writable(&store, false)).unwrap();
+    let server =
+        pulse_test_support::nats::start_server(port, &["-c", &conf.to_string_lossy()], &[]);
+    let url = format!("nats://poller:pw@127.0.0.1:{port}");
+    pulse_test_support::nats::wait_for(&url).await;
+
+    let (db, tenant) = db_with_tenant("kv-refused", 2).await;
+    let client = pulse_test_support::nats::connect(&url).await.unwrap();
+    let mut fleet = subscribed(&client, format!("pulse.v1.{tenant}.fleet")).await;
+    let args = ["--nats-url", &url, "--poll-seconds", "1"];
+    let poller = spawn_poller(config_with(&db, &args)).await;
+    // The fleet goes out even though its devices cannot be listed.
+    tokio::time::timeout(Duration::from_secs(30), fleet.next())
+        .await
+        .expect("a fleet message while the registry refuses writes");
+    let js = async_nats::jetstream::new(client);
+    let store_kv = js
+        .get_key_value(pulse_proto::subject::DEVICES_BUCKET)
+        .await
+        .unwrap();
+    let key = format!("{tenant}.dev-1");
+    // Safety-net passes read the fleet, and fail to list its devices, while writes are refused.
+    eventually(
+        "three safety-net passes",
+        Duration::from_secs(60),
+        || async {
+            let m = poller.metrics().await;
+            metric(
+                &m,
+                "pulse_poller_query_seconds_count",
+                &["fleet_fingerprints"],
+            ) >= 3.0
+        },
+    )
+    .await;
+    assert!(store_kv.get(&key).await.unwrap().is_none());
+
+    std::fs::write(&conf, registry_writable(&store, true)).unwrap();
+    pulse_test_support::signal(server.id().unwrap(), "HUP");
+    eventually("both devices listed", Duration::from_secs(30), || async {
+        store_kv.get(&key).await.unwrap().is_some()
+            && store_kv
+                .get(format!("{tenant}.dev-2"))
+                .await
+                .unwrap()
+                .is_some()
+    })
+    .await;
+    poller.stop().await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_file(&conf);
+}
