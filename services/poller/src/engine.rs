@@ -41,8 +41,9 @@ struct FleetMark {
 }
 
 /// What the safety net knows of a tenant's devices from its last fleet read, so that it reads
-/// them again only when the fleet message may have changed: a device added, removed, moved or
-/// with another battery (`content`), a status due to change with time (`transition`), or,
+/// them again only when the fleet message may have changed: a device added, removed, moved,
+/// with another battery or seen again after a gap (`content`), a status due to change with
+/// time (`transition`), or,
 /// once `PULSE_FLEET_REFRESH_SECONDS` passed since the last publish, newer `last_seen_at`
 /// values (`seen`).
 struct FleetWatch {
@@ -210,7 +211,8 @@ impl Engine {
         let all: Vec<TenantId> = self.tenants.iter().cloned().collect();
         self.refresh_alerts(&all).await?;
         let started = Instant::now();
-        let (now, prints) = fleet::read_fingerprints(&self.pool, &all).await?;
+        let thresholds = self.config.applied().thresholds;
+        let (now, prints) = fleet::read_fingerprints(&self.pool, &all, thresholds).await?;
         self.metrics
             .observe_query(Query::FleetFingerprints, started);
         let refresh = self.config.fleet_refresh;

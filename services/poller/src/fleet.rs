@@ -110,7 +110,8 @@ pub fn next_transition(
 /// them ([`read_fingerprints`]). A tenant with no devices has the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint {
-    /// Which devices there are, with their sites and batteries.
+    /// Which devices there are, with their sites and batteries, and how many are seen within
+    /// each threshold.
     pub content: String,
     /// When each was last seen.
     pub seen: String,
@@ -121,25 +122,32 @@ pub struct Fingerprint {
 pub async fn read_fingerprints(
     pool: &PgPool,
     tenants: &[TenantId],
+    t: Thresholds,
 ) -> Result<(OffsetDateTime, HashMap<TenantId, Fingerprint>), sqlx::Error> {
     let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
-    let (now, rows): (OffsetDateTime, Vec<(String, String, String)>) = {
-        let mut tx = pool.begin().await?;
-        let now = sqlx::query_scalar("SELECT statement_timestamp()")
-            .fetch_one(&mut *tx)
-            .await?;
-        let rows = sqlx::query_as(
-            "SELECT tenant_id::text, \
-                    count(*) || ':' || sum(hashtextextended( \
-                        device_id || '/' || site_id || '/' || coalesce(battery_pct::text, '-'), 0)), \
-                    count(last_seen_at) || ':' || coalesce(sum(extract(epoch FROM last_seen_at)), 0) \
-               FROM devices WHERE tenant_id = ANY($1::text[]) GROUP BY tenant_id",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
+    let mut tx = pool.begin().await?;
+    let now: OffsetDateTime = sqlx::query_scalar("SELECT statement_timestamp()")
+        .fetch_one(&mut *tx)
         .await?;
-        (now, rows)
-    };
+    // Devices seen within a threshold are counted by the database's clock: a device that
+    // reports again after a gap changes them, whether or not its notification arrives.
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT tenant_id::text, \
+                concat_ws(':', count(*), \
+                    count(*) FILTER (WHERE last_seen_at > $2 - make_interval(secs => $3)), \
+                    count(*) FILTER (WHERE last_seen_at > $2 - make_interval(secs => $4)), \
+                    sum(hashtextextended( \
+                        device_id || '/' || site_id || '/' || coalesce(battery_pct::text, '-'), 0))), \
+                concat_ws(':', count(last_seen_at), sum(extract(epoch FROM last_seen_at))) \
+           FROM devices WHERE tenant_id = ANY($1::text[]) GROUP BY tenant_id",
+    )
+    .bind(&ids)
+    .bind(now)
+    .bind(t.stale_after.as_secs_f64())
+    .bind(t.offline_after.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
     let prints = rows
         .into_iter()
         .filter_map(|(tenant, content, seen)| {

@@ -482,3 +482,40 @@ async fn the_safety_net_reads_only_the_fleets_that_may_have_changed() {
     assert_eq!(dev_1(&refreshed).unwrap()["status"], "ONLINE");
     poller.stop().await;
 }
+
+/// A device that reports again after a gap changes its status; when that notification is lost,
+/// the safety net finds it at its next poll, not only once the fleet refresh interval (30 s)
+/// would let newer `last_seen_at` values go out.
+#[tokio::test]
+async fn a_device_back_online_is_published_by_the_next_safety_net_poll_when_untold() {
+    let (db, tenant) = db_with_tenant("net-back", 1).await;
+    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let poller = spawn_active(config_with(&db, &["--poll-seconds", "1"])).await;
+    let first = fleet.until(Duration::from_secs(10), |_| true).await;
+    assert_eq!(first["devices"][0]["status"], "OFFLINE");
+    // The safety net has read the tenant, so it now watches rather than reads it.
+    let passes = || async {
+        let m = poller.metrics().await;
+        metric(
+            &m,
+            "pulse_poller_query_seconds_count",
+            &["fleet_fingerprints"],
+        )
+    };
+    let start = passes().await;
+    eventually("two safety-net passes", Duration::from_secs(10), || async {
+        passes().await >= start + 2.0
+    })
+    .await;
+
+    sqlx::query("ALTER TABLE devices DISABLE TRIGGER devices_notify")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.reading(&tenant, "dev-1", json!({})).await;
+    let back = fleet
+        .until(Duration::from_secs(5), |v| v["counts"]["online"] == 1)
+        .await;
+    assert_eq!(back["devices"][0]["status"], "ONLINE");
+    poller.stop().await;
+}
