@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use pulse_test_support::free_port;
-use pulse_test_support::nats::start_server;
+use pulse_test_support::nats::{start_server, wait_listening};
 
 /// A private nats-server started with `args`, once it accepts TCP connections (it may
 /// require credentials, so no client is connected to find out), and its port.
 async fn server(args: &[&str]) -> (tokio::process::Child, u16) {
     let port = free_port();
     let child = start_server(port, args, &[]);
-    pulse_test_support::eventually("nats-server listening", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    wait_listening(port).await;
     (child, port)
 }
 

@@ -64,6 +64,17 @@ pub async fn wait_for(url: &str) {
     .await;
 }
 
+/// Waits until a nats-server accepts TCP connections on `port`: for a server whose users may
+/// all need credentials, so that no client is connected to find out.
+pub async fn wait_listening(port: u16) {
+    eventually("nats-server listening", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
 /// Connects to `url` sending the credentials written in it, as the services do.
 pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
     pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), url)
@@ -77,6 +88,9 @@ pub struct PrivateNats {
     pub url: String,
     port: u16,
     store: PathBuf,
+    /// The configuration file it runs with, when the test wrote one ([`PrivateNats::configured`]).
+    conf: Option<PathBuf>,
+    envs: Vec<(String, String)>,
     server: Option<Child>,
 }
 
@@ -97,12 +111,53 @@ impl PrivateNats {
         nats
     }
 
+    /// A server run with the configuration `config` writes, given the folder it may store in
+    /// (JetStream is on only where the configuration turns it on), once it accepts
+    /// connections; `envs` reach the server (`$NAME` in the configuration). The test may change
+    /// the configuration while the server runs: [`PrivateNats::reconfigure`].
+    pub async fn configured(
+        config: impl FnOnce(&Path) -> String,
+        envs: &[(&str, &str)],
+    ) -> PrivateNats {
+        let mut nats = PrivateNats::stopped();
+        let conf = std::env::temp_dir().join(format!("{}.conf", unique("pulse-nats")));
+        nats.conf = Some(conf);
+        nats.write_conf(config);
+        nats.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        nats.start_again().await;
+        nats
+    }
+
+    /// Writes the configuration `config` makes (given the store folder) and has the server
+    /// reload it (SIGHUP), as an operator would.
+    pub fn reconfigure(&self, config: impl FnOnce(&Path) -> String) {
+        self.write_conf(config);
+        self.signal("HUP");
+    }
+
+    /// [`PrivateNats::url`] with a user's credentials in it.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    fn write_conf(&self, config: impl FnOnce(&Path) -> String) {
+        let conf = self.conf.as_ref().expect("a configured server");
+        if let Err(e) = std::fs::write(conf, config(&self.store)) {
+            panic!("cannot write {}: {e}", conf.display());
+        }
+    }
+
     fn stopped() -> PrivateNats {
         let port = free_port();
         PrivateNats {
             url: format!("nats://127.0.0.1:{port}"),
             port,
             store: std::env::temp_dir().join(unique("pulse-nats")),
+            conf: None,
+            envs: Vec::new(),
             server: None,
         }
     }
@@ -118,10 +173,22 @@ impl PrivateNats {
         }
     }
 
-    /// Starts the server (stopped first if running) with JetStream on the same port and store.
+    /// Starts the server (stopped first if running) on the same port and store, with JetStream
+    /// or with its configuration.
     pub async fn start_again(&mut self) {
         self.stop().await;
-        self.server = Some(start_jetstream(self.port, &self.store).await);
+        let Some(conf) = &self.conf else {
+            self.server = Some(start_jetstream(self.port, &self.store).await);
+            return;
+        };
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let conf = conf.to_string_lossy();
+        self.server = Some(start_server(self.port, &["-c", &conf], &envs));
+        wait_listening(self.port).await;
     }
 
     /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
@@ -151,5 +218,8 @@ impl Drop for PrivateNats {
             let _ = server.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+        if let Some(conf) = &self.conf {
+            let _ = std::fs::remove_file(conf);
+        }
     }
 }

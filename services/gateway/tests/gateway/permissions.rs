@@ -23,27 +23,20 @@ fn documented_accounts() -> String {
 
 #[tokio::test]
 async fn the_documented_nats_permissions_let_every_service_work() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-gw-perm"));
-    let conf_file = std::env::temp_dir().join(format!("{}.conf", unique("pulse-gw-perm")));
-    std::fs::write(
-        &conf_file,
-        format!(
-            "jetstream {{ store_dir: {:?} }}\n{}",
-            store.to_string_lossy(),
-            documented_accounts()
-        ),
-    )
-    .unwrap();
-    let _server = start_nats_server(
-        port,
-        &["-c", &conf_file.to_string_lossy()],
+    let nats = PrivateNats::configured(
+        |store| {
+            format!(
+                "jetstream {{ store_dir: {store:?} }}\n{}",
+                documented_accounts()
+            )
+        },
         &[
             ("PULSE_POLLER_PASSWORD", "poller-pw"),
             ("PULSE_GATEWAY_PASSWORD", "gateway-pw"),
         ],
-    );
-    let url_as = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
+    )
+    .await;
+    let url_as = |user: &str, password: &str| nats.url_as(user, password);
     wait_for_nats(&url_as("pulse-poller", "poller-pw")).await;
 
     // The poller creates the streams and publishes a retained snapshot.
@@ -119,9 +112,6 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     assert_eq!(registry.bucket_reads(), 1);
     let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
     assert_eq!(registry.devices(&tenant_id), 1);
-
-    let _ = std::fs::remove_dir_all(&store);
-    let _ = std::fs::remove_file(&conf_file);
 }
 
 /// A NATS configuration with JetStream, an `admin` user, and a `gw` user whose JetStream reads
@@ -150,12 +140,8 @@ accounts {{
 
 #[tokio::test]
 async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-gw-js-back"));
-    let conf_file = std::env::temp_dir().join(format!("{}.conf", unique("pulse-gw-js-back")));
-    std::fs::write(&conf_file, jetstream_for_gateway(&store, false)).unwrap();
-    let server = start_nats_server(port, &["-c", &conf_file.to_string_lossy()], &[]);
-    let url_as = |user: &str| format!("nats://{user}:{user}@127.0.0.1:{port}");
+    let nats = PrivateNats::configured(|store| jetstream_for_gateway(store, false), &[]).await;
+    let url_as = |user: &str| nats.url_as(user, user);
     wait_for_nats(&url_as("admin")).await;
     let admin = connect_nats(&url_as("admin")).await.unwrap();
     let tenant = unique("jsback");
@@ -211,19 +197,10 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
 
     // JetStream answers again (the permission comes back with a configuration reload): the
     // retained value arrives without any new publish.
-    std::fs::write(&conf_file, jetstream_for_gateway(&store, true)).unwrap();
-    let pid = server.id().unwrap().to_string();
-    let reloaded = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(reloaded.success());
+    nats.reconfigure(|store| jetstream_for_gateway(store, true));
     let current = c
         .until(Duration::from_secs(15), |m| m["type"] == "alerts")
         .await;
     assert_eq!(current["v"], "retained");
     assert_eq!(current["seq"], 3);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&store);
-    let _ = std::fs::remove_file(&conf_file);
 }

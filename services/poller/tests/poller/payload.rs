@@ -25,16 +25,12 @@ async fn next(sub: &mut async_nats::Subscriber) -> (usize, Value) {
 
 #[tokio::test]
 async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fit() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("pulse-nats-small"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("nats.conf");
-    std::fs::write(&conf, format!("max_payload: {MAX_PAYLOAD}\n")).unwrap();
-    let (store, conf) = (dir.to_string_lossy(), conf.to_string_lossy());
-    let _server =
-        pulse_test_support::nats::start_server(port, &["-js", "-sd", &store, "-c", &conf], &[]);
-    let url = format!("nats://127.0.0.1:{port}");
-    pulse_test_support::nats::wait_for(&url).await;
+    let nats = PrivateNats::configured(
+        |store| format!("max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {store:?} }}\n"),
+        &[],
+    )
+    .await;
+    let url = nats.url.clone();
     let client = pulse_test_support::nats::connect(&url).await.unwrap();
 
     let db = ScratchDb::migrated("poller").await;
@@ -63,5 +59,4 @@ async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fi
         0.0
     );
     poller.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

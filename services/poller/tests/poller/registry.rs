@@ -345,15 +345,8 @@ authorization {{
 /// takes writes again, with no change in the database.
 #[tokio::test]
 async fn registry_writes_refused_at_first_are_made_once_they_are_allowed() {
-    let port = free_port();
-    let store = std::env::temp_dir().join(unique("pulse-poller-kv"));
-    let conf = std::env::temp_dir().join(format!("{}.conf", unique("pulse-poller-kv")));
-    std::fs::write(&conf, registry_writable(&store, false)).unwrap();
-    let server =
-        pulse_test_support::nats::start_server(port, &["-c", &conf.to_string_lossy()], &[]);
-    let url = format!("nats://poller:pw@127.0.0.1:{port}");
-    pulse_test_support::nats::wait_for(&url).await;
-
+    let nats = PrivateNats::configured(|store| registry_writable(store, false), &[]).await;
+    let url = nats.url_as("poller", "pw");
     let (db, tenant) = db_with_tenant("kv-refused", 2).await;
     let client = pulse_test_support::nats::connect(&url).await.unwrap();
     let mut fleet = subscribed(&client, format!("pulse.v1.{tenant}.fleet")).await;
@@ -385,8 +378,7 @@ async fn registry_writes_refused_at_first_are_made_once_they_are_allowed() {
     .await;
     assert!(store_kv.get(&key).await.unwrap().is_none());
 
-    std::fs::write(&conf, registry_writable(&store, true)).unwrap();
-    pulse_test_support::signal(server.id().unwrap(), "HUP");
+    nats.reconfigure(|store| registry_writable(store, true));
     eventually("both devices listed", Duration::from_secs(30), || async {
         store_kv.get(&key).await.unwrap().is_some()
             && store_kv
@@ -397,7 +389,4 @@ async fn registry_writes_refused_at_first_are_made_once_they_are_allowed() {
     })
     .await;
     poller.stop().await;
-    drop(server);
-    let _ = std::fs::remove_dir_all(&store);
-    let _ = std::fs::remove_file(&conf);
 }
