@@ -437,3 +437,74 @@ async fn assert_refused_naming(r: reqwest::Response, field: &str) {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(field), "{body}");
 }
+
+/// The fleet a polling client reads is the message the poller would push for the same rows:
+/// the same counts, the same devices listed (the least healthy first, then by id byte by byte,
+/// as many as the cap), with the same statuses, though the database now hands over only the
+/// listed devices.
+#[tokio::test]
+async fn the_polled_fleet_is_the_pushed_one_for_the_same_devices() {
+    let env = spawn().await;
+    let applied = pulse_db::settings::Applied {
+        fleet_devices_cap: 3,
+        ..Default::default()
+    };
+    pulse_db::settings::write(&env.pool, &applied)
+        .await
+        .unwrap();
+    // As in a database created with a natural-language collation, where `ORDER BY device_id`
+    // alone would put `b` before `B` and `_x` before `-q`.
+    env.execute(
+        "ALTER TABLE devices ALTER COLUMN device_id TYPE pulse_id COLLATE \"en-x-icu\"",
+        &[],
+    )
+    .await;
+    // Ids whose byte order differs from a natural-language collation's, seen at every age:
+    // ONLINE (also ahead of the clock), STALE, OFFLINE and never.
+    env.execute(
+        "INSERT INTO devices (tenant_id, device_id, site_id, battery_pct, last_seen_at) \
+         SELECT $1, id, 'site-9', 50, now() - make_interval(secs => ago) \
+           FROM (VALUES ('Z-1', 10), ('a_1', 100), ('a-1', 100), ('B', 1000), ('b', 1000), \
+                        ('0dev', -30), ('_x', 100), ('zz', 5), ('A', NULL), ('-q', NULL)) \
+                AS d(id, ago)",
+        &[&env.tenant],
+    )
+    .await;
+    let c = env.login("viewer", &env.tenant).await;
+    let fleet: Value = get_json(&c, env.at("/api/v2/fleet")).await;
+
+    // The message the pushes would carry, from every device of the tenant as of the same now.
+    let now = time::OffsetDateTime::parse(
+        fleet["ts"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let rows: Vec<(String, String, Option<f64>, Option<time::OffsetDateTime>)> = sqlx::query_as(
+        "SELECT device_id::text, site_id::text, battery_pct, last_seen_at FROM devices \
+          WHERE tenant_id = $1",
+    )
+    .bind(&env.tenant)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let rows: Vec<pulse_proto::fleet::DeviceRow> = rows
+        .into_iter()
+        .map(
+            |(device_id, site_id, battery_pct, last_seen_at)| pulse_proto::fleet::DeviceRow {
+                device_id,
+                site_id,
+                battery_pct,
+                last_seen_at,
+            },
+        )
+        .collect();
+    assert_eq!(rows.len(), 13, "the 3 seeded devices and 10 more");
+    let (counts, devices) =
+        pulse_proto::fleet::summarize(now, &rows, applied.thresholds, applied.fleet_devices_cap);
+    assert_eq!(fleet["counts"], serde_json::to_value(counts).unwrap());
+    assert_eq!(fleet["devices"], serde_json::to_value(&devices).unwrap());
+    let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+    // OFFLINE first, cut by the cap between `B` and `b`.
+    assert_eq!(ids, ["-q", "A", "B"], "least healthy first");
+    env.finish().await;
+}
