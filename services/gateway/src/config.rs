@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use pulse_common::config_value::{duration, number, secs};
 
+/// Where the gateway listens unless `PULSE_GATEWAY_ADDR` says otherwise.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8081";
+
 /// Everything a gateway instance needs; every field has an environment variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayConfig {
     /// Where WebSocket clients and the ops endpoints are served.
-    #[arg(long, env = "PULSE_GATEWAY_ADDR", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = "PULSE_GATEWAY_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
 
     /// NATS server URL(s), comma-separated.

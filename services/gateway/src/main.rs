@@ -1,8 +1,10 @@
 //! `pulse-gateway`: wires configuration, telemetry and the server; the work is in the library.
 
 use clap::Parser;
+use pulse_common::healthcheck::exit_if_asked;
 use pulse_common::telemetry::LogArgs;
 use pulse_gateway::GatewayConfig;
+use pulse_gateway::config::DEFAULT_ADDR;
 
 #[derive(Parser)]
 #[command(name = "pulse-gateway", version, about)]
@@ -16,7 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pulse_common::healthcheck::exit_if_asked("PULSE_GATEWAY_ADDR", "0.0.0.0:8081");
+    exit_if_asked("PULSE_GATEWAY_ADDR", DEFAULT_ADDR);
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-gateway")?;
     cli.config.validate()?;

@@ -9,6 +9,9 @@ use pulse_common::config_value::{duration, millis, ms, number, secs};
 
 const DAY: u64 = 86_400;
 
+/// Where the ops endpoints listen unless `PULSE_POLLER_ADDR` says otherwise.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:9090";
+
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PollerConfig {
@@ -24,7 +27,7 @@ pub struct PollerConfig {
     pub nats_url: String,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
-    #[arg(long, env = "PULSE_POLLER_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "PULSE_POLLER_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
 
     /// Safety-net interval: every tenant's alerts and fleet are re-read this often even

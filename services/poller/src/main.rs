@@ -1,8 +1,10 @@
 //! `pulse-poller`: wires configuration, telemetry and the server; the work is in the library.
 
 use clap::{Parser, Subcommand};
+use pulse_common::healthcheck::exit_if_asked;
 use pulse_common::telemetry::LogArgs;
 use pulse_poller::PollerConfig;
+use pulse_poller::config::DEFAULT_ADDR;
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +36,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pulse_common::healthcheck::exit_if_asked("PULSE_POLLER_ADDR", "0.0.0.0:9090");
+    exit_if_asked("PULSE_POLLER_ADDR", DEFAULT_ADDR);
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-poller")?;
     match (cli.command, cli.run) {

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use pulse_common::config_value::{duration, number, secs};
 
+/// Where the ops endpoints listen unless `PULSE_WEB_OPS_ADDR` says otherwise.
+pub const DEFAULT_OPS_ADDR: &str = "0.0.0.0:9080";
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebConfig {
     /// Where the dashboard and the REST API are served.
@@ -16,7 +19,7 @@ pub struct WebConfig {
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served: a port of their own, kept off
     /// the public route that serves the dashboard.
-    #[arg(long, env = "PULSE_WEB_OPS_ADDR", default_value = "0.0.0.0:9080")]
+    #[arg(long, env = "PULSE_WEB_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
     pub ops_addr: SocketAddr,
 
     #[command(flatten)]

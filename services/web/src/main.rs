@@ -1,8 +1,10 @@
 //! `pulse-web`: wires configuration, telemetry and the server; the work is in the library.
 
 use clap::Parser;
+use pulse_common::healthcheck::exit_if_asked;
 use pulse_common::telemetry::LogArgs;
 use pulse_web::WebConfig;
+use pulse_web::config::DEFAULT_OPS_ADDR;
 
 #[derive(Parser)]
 #[command(name = "pulse-web", version, about)]
@@ -16,7 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pulse_common::healthcheck::exit_if_asked("PULSE_WEB_OPS_ADDR", "0.0.0.0:9080");
+    exit_if_asked("PULSE_WEB_OPS_ADDR", DEFAULT_OPS_ADDR);
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-web")?;
     cli.config.validate()?;
