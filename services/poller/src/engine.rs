@@ -281,7 +281,7 @@ impl Engine {
     async fn read_fleet(
         &mut self,
         tenants: &[TenantId],
-        mut prints: Option<HashMap<TenantId, fleet::Fingerprint>>,
+        prints: Option<HashMap<TenantId, fleet::Fingerprint>>,
     ) -> Result<(), CycleError> {
         if tenants.is_empty() {
             return Ok(());
@@ -292,6 +292,35 @@ impl Engine {
         let rows: usize = devices.values().map(Vec::len).sum();
         self.metrics.fleet_devices_read.inc_by(rows as u64);
         let registry_behind = self.sync_registry(&devices).await;
+        let batch = match self.fleet_batch(now, devices, prints) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Nothing went out: every tenant read is read again.
+                for tenant in tenants {
+                    self.fleet_watch.remove(tenant);
+                }
+                return Err(e);
+            }
+        };
+        let published = &mut self.fleet_published;
+        let result =
+            publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await;
+        // A fleet that did not go out, or whose devices the registry may not list yet, is read
+        // again at the next safety-net poll.
+        let published = &self.fleet_published;
+        self.fleet_watch
+            .retain(|t, _| published.contains_key(t) && !registry_behind.contains(t));
+        result
+    }
+
+    /// The fleet messages of `devices` (read as of `now`) that changed, each tenant read
+    /// watched with its print from `prints` (see [`Self::watch`]).
+    fn fleet_batch(
+        &mut self,
+        now: time::OffsetDateTime,
+        devices: BTreeMap<TenantId, Vec<fleet::DeviceRow>>,
+        mut prints: Option<HashMap<TenantId, fleet::Fingerprint>>,
+    ) -> Result<Vec<Outgoing<(TenantId, FleetMark)>>, CycleError> {
         let applied = self.config.applied();
         let (thresholds, cap) = (applied.thresholds, applied.fleet_devices_cap);
         let refresh = self.config.fleet_refresh;
@@ -332,15 +361,7 @@ impl Engine {
             let to = ((tenant.clone(), mark), Subject::Fleet(tenant), seq);
             batch.push(self.fit(Kind::Fleet, to, &mut message, |m| &mut m.devices)?);
         }
-        let published = &mut self.fleet_published;
-        let result =
-            publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await;
-        // A fleet that did not go out, or whose devices the registry may not list yet, is read
-        // again at the next safety-net poll.
-        let published = &self.fleet_published;
-        self.fleet_watch
-            .retain(|t, _| published.contains_key(t) && !registry_behind.contains(t));
-        result
+        Ok(batch)
     }
 
     /// Watches `tenant` from its fleet read with `print` (see [`FleetWatch`]); without one,
