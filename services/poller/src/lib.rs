@@ -5,10 +5,12 @@
 //! - [`config`]: flags and environment, validated at start.
 //! - [`leader`]: active/standby on a PostgreSQL advisory lock.
 //! - [`changes`]: `LISTEN pulse_changes`, folded into dirty tenants.
-//! - [`engine`]: the active poller's loop: notifications, safety-net poll, telemetry, NATS
-//!   reconnects.
+//! - [`engine`]: the active poller's loop: notifications, the safety-net poll (which reads
+//!   only the fleets that may have changed), telemetry, NATS reconnects.
 //! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
 //! - [`publisher`]: JetStream publishing with acknowledgements.
+//! - [`registry`]: the device registry (`PULSE_DEVICES`) the gateways check device
+//!   subscriptions against.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
 //! - [`users`]: deleted users and role changes passed on to the gateways.
 //! - [`streams`]: the JetStream streams of the contract.
