@@ -39,6 +39,7 @@ impl Engine {
         self.metrics
             .observe_query(Query::FleetFingerprints, started);
         let refresh = self.config.fleet_refresh;
+        let no_devices = fleet::Fingerprint::default();
         let due: Vec<TenantId> = all
             .into_iter()
             .filter(|tenant| {
@@ -48,7 +49,7 @@ impl Engine {
                 ) else {
                     return true;
                 };
-                let print = prints.get(tenant).cloned().unwrap_or_default();
+                let print = prints.get(tenant).unwrap_or(&no_devices);
                 watch.content != print.content
                     || watch.transition.is_some_and(|at| now >= at)
                     || (watch.seen != print.seen && published.at.elapsed() >= refresh)
