@@ -39,6 +39,9 @@ pub struct Stored {
     pub missing_before: Option<u64>,
     /// The events after the asked `seq` were more than the limit: only the newest were read.
     pub limited: bool,
+    /// The stream retains no event of the subject at all: any the caller knows of expired
+    /// (or were evicted) before this read.
+    pub none_retained: bool,
 }
 
 /// Reads of the events stream, shared by every topic of a gateway.
@@ -100,8 +103,11 @@ impl History {
         let name = subject.to_string();
         let Some(last) = timed(stream.direct_get_last_for_subject(name.clone())).await? else {
             // Nothing stored: either nothing happened after `after`, or it expired. Only the
-            // caller's own knowledge (what it delivered since) can tell; report nothing.
-            return Ok(Stored::default());
+            // caller's own knowledge (what it delivered since) can tell.
+            return Ok(Stored {
+                none_retained: true,
+                ..Stored::default()
+            });
         };
         if last.seq <= after {
             return Ok(Stored::default());

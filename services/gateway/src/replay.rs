@@ -132,11 +132,14 @@ impl EventLog {
 
 /// Joins what a catching-up client needs after `since`: the events read from the stream, then
 /// the recent and held live frames, each once and in order, with a reset before anything that
-/// does not follow on. Returns `None` when a gap remains and `allow_gap` is false (read again).
+/// does not follow on. `head` is the newest event this instance delivered: a client left
+/// short of it gets a reset last, before the live events that follow. Returns `None` when a
+/// gap remains and `allow_gap` is false (read again).
 pub fn splice<'a>(
     since: u64,
     stored: &Stored,
     memory: impl Iterator<Item = &'a Frame>,
+    head: Option<u64>,
     allow_gap: bool,
 ) -> Option<Vec<Item>> {
     let mut out = Vec::new();
@@ -152,6 +155,13 @@ pub fn splice<'a>(
         });
         last = oldest - 1;
     }
+    // Events missing from a stream that retains none of the topic's have expired; missing
+    // from one that retains later ones, they were lost on the way.
+    let missing = if stored.none_retained {
+        ResetReason::Expired
+    } else {
+        ResetReason::Gap
+    };
     let mut memory: Vec<&Frame> = memory.collect();
     memory.sort_by_key(|f| f.seq);
     for frame in stored.frames.iter().chain(memory) {
@@ -164,13 +174,54 @@ pub fn splice<'a>(
             }
             out.push(Item::Reset {
                 oldest: Some(frame.seq),
-                reason: ResetReason::Gap,
+                reason: missing,
             });
         }
         last = frame.seq;
         out.push(Item::Event(frame.clone()));
     }
+    if head.is_some_and(|head| head > last) {
+        if !allow_gap {
+            return None;
+        }
+        out.push(Item::Reset {
+            oldest: None,
+            reason: missing,
+        });
+    }
     Some(out)
+}
+
+/// Keeps at most `max` of the events in `items`, the newest: a client further behind than
+/// that gets a `limit` reset before the first one kept, in place of the ones dropped.
+pub fn keep_newest(mut items: Vec<Item>, max: usize) -> Vec<Item> {
+    let events = items.iter().filter(|i| matches!(i, Item::Event(_))).count();
+    let Some(mut drop) = events.checked_sub(max).filter(|&n| n > 0) else {
+        return items;
+    };
+    let cut = items
+        .iter()
+        .position(|item| match item {
+            Item::Event(_) if drop == 0 => true,
+            Item::Event(_) => {
+                drop -= 1;
+                false
+            }
+            Item::Reset { .. } => false,
+        })
+        .unwrap_or(items.len());
+    let kept = items.split_off(cut);
+    let oldest = kept.iter().find_map(|item| match item {
+        Item::Event(frame) => Some(frame.seq),
+        Item::Reset { .. } => None,
+    });
+    let mut out = Vec::with_capacity(kept.len() + 1);
+    out.push(Item::Reset {
+        oldest,
+        reason: ResetReason::Limit,
+    });
+    out.extend(kept);
+    out
 }
 
 /// The `events_reset` message as a frame of `topic`, queued like an event so that it keeps its
@@ -284,15 +335,15 @@ mod tests {
     #[test]
     fn splice_joins_stream_and_live_without_gap_or_duplicate() {
         let held = [f(6), f(7), f(8)];
-        let out = splice(2, &stored(&[3, 4, 5, 6]), held.iter(), false).unwrap();
+        let out = splice(2, &stored(&[3, 4, 5, 6]), held.iter(), None, false).unwrap();
         assert_eq!(seqs(&out), ["3", "4", "5", "6", "7", "8"]);
     }
 
     #[test]
     fn splice_waits_for_a_gap_then_reports_it() {
         let held = [f(9)];
-        assert!(splice(2, &stored(&[3, 4]), held.iter(), false).is_none());
-        let out = splice(2, &stored(&[3, 4]), held.iter(), true).unwrap();
+        assert!(splice(2, &stored(&[3, 4]), held.iter(), None, false).is_none());
+        let out = splice(2, &stored(&[3, 4]), held.iter(), None, true).unwrap();
         assert_eq!(seqs(&out), ["3", "4", "reset(Some(9),Gap)", "9"]);
     }
 
@@ -300,17 +351,67 @@ mod tests {
     fn splice_reports_expired_and_limited_history_first() {
         let mut s = stored(&[10, 11]);
         s.missing_before = Some(10);
-        let out = splice(2, &s, [].iter(), false).unwrap();
+        let out = splice(2, &s, [].iter(), None, false).unwrap();
         assert_eq!(seqs(&out), ["reset(Some(10),Expired)", "10", "11"]);
         s.limited = true;
-        let out = splice(2, &s, [].iter(), false).unwrap();
+        let out = splice(2, &s, [].iter(), None, false).unwrap();
         assert_eq!(seqs(&out), ["reset(Some(10),Limit)", "10", "11"]);
+    }
+
+    #[test]
+    fn splice_reports_events_the_stream_no_longer_holds_as_expired() {
+        let none = Stored {
+            none_retained: true,
+            ..Default::default()
+        };
+        let held = [f(8), f(9)];
+        assert!(splice(2, &none, held.iter(), Some(9), false).is_none());
+        let out = splice(2, &none, held.iter(), Some(9), true).unwrap();
+        assert_eq!(seqs(&out), ["reset(Some(8),Expired)", "8", "9"]);
+    }
+
+    #[test]
+    fn splice_leaves_no_client_short_of_the_head_without_a_reset() {
+        let none = Stored {
+            none_retained: true,
+            ..Default::default()
+        };
+        assert!(splice(2, &none, [].iter(), Some(9), false).is_none());
+        let out = splice(2, &none, [].iter(), Some(9), true).unwrap();
+        assert_eq!(seqs(&out), ["reset(None,Expired)"]);
+        let out = splice(2, &stored(&[]), [f(3)].iter(), Some(5), true).unwrap();
+        assert_eq!(seqs(&out), ["3", "reset(None,Gap)"]);
+        let out = splice(9, &none, [].iter(), Some(9), false).unwrap();
+        assert!(out.is_empty(), "a client at the head misses nothing");
+    }
+
+    #[test]
+    fn keep_newest_replaces_the_oldest_events_by_one_limit_reset() {
+        let items: Vec<Item> = (3..=8).map(|s| Item::Event(f(s))).collect();
+        assert_eq!(seqs(&keep_newest(items.clone(), 6)).len(), 6);
+        assert_eq!(
+            seqs(&keep_newest(items, 2)),
+            ["reset(Some(7),Limit)", "7", "8"]
+        );
+        let mut items = vec![Item::Reset {
+            oldest: Some(3),
+            reason: ResetReason::Expired,
+        }];
+        items.extend((3..=5).map(|s| Item::Event(f(s))));
+        items.push(Item::Reset {
+            oldest: None,
+            reason: ResetReason::Gap,
+        });
+        assert_eq!(
+            seqs(&keep_newest(items, 1)),
+            ["reset(Some(5),Limit)", "5", "reset(None,Gap)"]
+        );
     }
 
     #[test]
     fn splice_skips_what_the_client_already_has() {
         let held = [f(4), f(5)];
-        let out = splice(4, &stored(&[]), held.iter(), false).unwrap();
+        let out = splice(4, &stored(&[]), held.iter(), None, false).unwrap();
         assert_eq!(seqs(&out), ["5"]);
     }
 }

@@ -77,11 +77,9 @@ impl Events {
     ) -> bool {
         match topic.is_live().then(|| log.from_memory(since)).flatten() {
             Some(frames) => {
-                self.inner
-                    .metrics
-                    .events_replayed
-                    .inc_by(frames.len() as u64);
-                queue.push_replay(frames);
+                let items = frames.into_iter().map(Item::Event).collect();
+                let items = replay::keep_newest(items, self.inner.limits.replay_max);
+                queue.push_replay(self.frames(topic, items));
                 false
             }
             None => {
@@ -89,6 +87,31 @@ impl Events {
                 true
             }
         }
+    }
+
+    /// The frames of a replay, counted in the metrics: its events, and its resets as
+    /// `events_reset` messages in their place.
+    fn frames(&self, topic: &Topic, items: Vec<Item>) -> Vec<Frame> {
+        let metrics = &self.inner.metrics;
+        let Subject::Events(_, name) = &topic.subject else {
+            return Vec::new();
+        };
+        let mut replayed = 0;
+        let frames = items
+            .into_iter()
+            .map(|item| match item {
+                Item::Event(frame) => {
+                    replayed += 1;
+                    frame
+                }
+                Item::Reset { oldest, reason } => {
+                    metrics.event_resets.inc();
+                    replay::reset_frame(topic.id, name, oldest, reason)
+                }
+            })
+            .collect();
+        metrics.events_replayed.inc_by(replayed);
+        frames
     }
 
     /// Brings a catching-up client from `since` to the live events: reads the stream, then
@@ -101,9 +124,6 @@ impl Events {
         since: u64,
     ) {
         let metrics = &self.inner.metrics;
-        let Subject::Events(_, name) = &topic.subject else {
-            return;
-        };
         let started = Instant::now();
         for attempt in 1..=SPLICE_ATTEMPTS {
             let read = self
@@ -123,7 +143,8 @@ impl Events {
             let items = match &read {
                 Ok(stored) => {
                     let memory = log.recent().chain(held.iter());
-                    match replay::splice(since, stored, memory, attempt == SPLICE_ATTEMPTS) {
+                    let last = attempt == SPLICE_ATTEMPTS;
+                    match replay::splice(since, stored, memory, log.head, last) {
                         Some(items) => items,
                         None => continue,
                     }
@@ -140,27 +161,17 @@ impl Events {
                 }
             };
             log.catching_up.remove(&conn);
-            let mut replayed = 0u64;
-            let mut ahead = Vec::new();
-            let mut frames = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Item::Event(frame) => {
-                        replayed += 1;
-                        if log.head.is_some_and(|head| frame.seq > head) {
-                            ahead.push(frame.clone());
-                        }
-                        frames.push(frame);
-                    }
-                    Item::Reset { oldest, reason } => {
-                        metrics.event_resets.inc();
-                        frames.push(replay::reset_frame(topic.id, name, oldest, reason));
-                    }
-                }
-            }
-            queue.push_replay(frames);
+            let items = replay::keep_newest(items, self.inner.limits.replay_max);
+            let frames = self.frames(&topic, items);
             // Events the stream holds but this instance had not delivered yet are the topic's
             // next ones for every other subscriber too; their live copies become duplicates.
+            let ahead: Vec<Frame> = frames
+                .iter()
+                .filter(|f| log.head.is_some_and(|head| f.seq > head))
+                .cloned()
+                .collect();
+            let replayed = frames.len();
+            queue.push_replay(frames);
             for frame in &ahead {
                 if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
                     break;
@@ -172,7 +183,6 @@ impl Events {
                 log.learn_head(last.seq);
             }
             drop(log);
-            metrics.events_replayed.inc_by(replayed);
             tracing::debug!(
                 subject = %topic.subject, since, replayed, took = ?started.elapsed(),
                 "client caught up"

@@ -148,6 +148,96 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
 }
 
 #[tokio::test]
+async fn a_resume_served_from_memory_keeps_to_the_replay_limit() {
+    // The recent events (256 by default) reach back further than the replay limit allows.
+    let tenant = unique("evmemlimit");
+    let nats = nats().await;
+    let gw = spawn_gateway_with(|c| c.replay_max_events = 3).await;
+    let mut live = tickets_reader(&gw, &tenant, None).await;
+    publish_events(&nats, &tenant, "tickets", 1..=10).await;
+    assert_eq!(events_until(&mut live, 10).await.len(), 10);
+    let mut c = tickets_reader(&gw, &tenant, Some(2)).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "limit"})
+    );
+    assert_events(&mut c, 8..=10).await;
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume() {
+    // A private NATS whose events stream keeps an event for one second. Two gateways deliver
+    // events 1 to 10 live: one remembers the newest three, the other none. Once the stream has
+    // expired them all, a client resuming from 2 must hear that it missed events.
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
+    let nats = connect_nats(&url).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams_with(&js, &["--events-max-age", "1s"]).await;
+    let tenant = unique("evgone");
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    let remembers = spawn_gateway_with(|c| {
+        c.nats_url = url.clone();
+        c.events_cache = 3;
+    })
+    .await;
+    let forgets = spawn_gateway_with(|c| {
+        c.nats_url = url.clone();
+        c.events_cache = 0;
+    })
+    .await;
+    let mut live = [
+        tickets_reader(&remembers, &tenant, None).await,
+        tickets_reader(&forgets, &tenant, None).await,
+    ];
+    for seq in 1..=10 {
+        publish_stored(
+            &js,
+            &subject,
+            seq,
+            json!({"type": "event", "topic": "tickets"}),
+        )
+        .await;
+    }
+    for c in &mut live {
+        assert_eq!(events_until(c, 10).await.len(), 10);
+    }
+    let stream = js
+        .get_stream(pulse_proto::subject::EVENTS_STREAM)
+        .await
+        .unwrap();
+    eventually("the stream to expire every event", T, || {
+        let stream = stream.clone();
+        let subject = subject.clone();
+        async move { stream.direct_get_last_for_subject(subject).await.is_err() }
+    })
+    .await;
+
+    let mut c = tickets_reader(&remembers, &tenant, Some(2)).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "expired"})
+    );
+    assert_events(&mut c, 8..=10).await;
+
+    let mut c = tickets_reader(&forgets, &tenant, Some(2)).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "expired"})
+    );
+    // The live events follow the reset.
+    publish_stored(
+        &js,
+        &subject,
+        11,
+        json!({"type": "event", "topic": "tickets"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["seq"], 11);
+}
+
+#[tokio::test]
 async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty_one() {
     // Core NATS only: the events stream cannot be read.
     let server = PrivateNats::without_jetstream().await;
