@@ -52,7 +52,14 @@ struct Session {
     /// loop: a slow JetStream never holds the connection's other requests.
     checks: tokio::task::JoinSet<DeviceCheck>,
     /// The channels of `checks`; an unsubscribe meanwhile aborts its check.
-    checking: HashMap<Channel, tokio::task::AbortHandle>,
+    checking: HashMap<Channel, Checking>,
+}
+
+/// A device subscribe waiting for the registry.
+struct Checking {
+    task: tokio::task::AbortHandle,
+    /// The same subscribe asked again meanwhile: each is answered when the check is.
+    repeats: usize,
 }
 
 /// A device registry answer for one subscribe.
@@ -254,8 +261,9 @@ impl Session {
         if self.channels.contains_key(&channel) {
             return self.reply(&ServerReply::subscribed(channel)).await;
         }
-        if self.checking.contains_key(&channel) {
-            // Its answer is on the way.
+        if let Some(checking) = self.checking.get_mut(&channel) {
+            // Answered with the first one's, when the check is.
+            checking.repeats += 1;
             return Ok(());
         }
         if self.channels.len() + self.checking.len() >= self.cx.settings.max_subscriptions {
@@ -282,7 +290,11 @@ impl Session {
                     result,
                 }
             });
-            self.checking.insert(channel, check);
+            let checking = Checking {
+                task: check,
+                repeats: 0,
+            };
+            self.checking.insert(channel, checking);
             return Ok(());
         }
         self.subscribe_checked(channel, since).await
@@ -295,24 +307,32 @@ impl Session {
             since,
             result,
         } = check;
-        if self.checking.remove(&channel).is_none() {
+        let Some(checking) = self.checking.remove(&channel) else {
             return Ok(()); // unsubscribed meanwhile
-        }
+        };
         let Channel::Device { device_id: device } = &channel else {
             return Ok(());
         };
-        match result {
-            Ok(true) => self.subscribe_checked(channel, since).await,
-            Ok(false) => {
-                let message = format!("no device {device} in this tenant");
-                self.reply_channel_error(ErrorCode::UnknownDevice, message, channel)
-                    .await
-            }
-            Err(e) => {
-                tracing::warn!(%device, error = %e, "cannot check the device");
-                self.reply_unavailable("check the device", channel).await
+        if let Err(e) = &result {
+            tracing::warn!(%device, error = %e, "cannot check the device");
+        }
+        // Every subscribe asked while the check was out gets its answer, as if asked after.
+        for _ in 0..=checking.repeats {
+            let channel = channel.clone();
+            match result {
+                Ok(true) if self.channels.contains_key(&channel) => {
+                    self.reply(&ServerReply::subscribed(channel)).await?;
+                }
+                Ok(true) => self.subscribe_checked(channel, since).await?,
+                Ok(false) => {
+                    let message = format!("no device {device} in this tenant");
+                    self.reply_channel_error(ErrorCode::UnknownDevice, message, channel)
+                        .await?;
+                }
+                Err(_) => self.reply_unavailable("check the device", channel).await?,
             }
         }
+        Ok(())
     }
 
     /// Subscribes a channel that passed its checks.
@@ -375,9 +395,9 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
-        if let Some(check) = self.checking.remove(&channel) {
+        if let Some(checking) = self.checking.remove(&channel) {
             // Its device check is still out: it will subscribe nothing.
-            check.abort();
+            checking.task.abort();
             return self.reply(&ServerReply::Unsubscribed(channel)).await;
         }
         match self.channels.remove(&channel) {

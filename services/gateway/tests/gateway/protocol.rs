@@ -124,6 +124,49 @@ async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
 }
 
 #[tokio::test]
+async fn device_subscribes_repeated_before_the_registry_answers_are_each_answered() {
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("devrepeat");
+    register_devices(&tenant, ["dev-1"]).await;
+    let mut c = gw.viewer(&tenant).await;
+    // Sent back to back, the repeats arrive while the first one's registry check is out.
+    for device in ["dev-1", "dev-1", "dev-1", "ghost", "ghost"] {
+        c.send(json!({"action": "subscribe", "type": "device", "device_id": device}))
+            .await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let r = c.next(T).await;
+        answers.push(format!("{} {} {}", r["type"], r["device_id"], r["code"]));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            r#""error" "ghost" "unknown_device""#,
+            r#""error" "ghost" "unknown_device""#,
+            r#""subscribed" "dev-1" null"#,
+            r#""subscribed" "dev-1" null"#,
+            r#""subscribed" "dev-1" null"#,
+        ]
+    );
+    let nats = nats().await;
+    let subject = format!("pulse.v1.{tenant}.device.dev-1.telemetry");
+    publish(
+        &nats,
+        &subject,
+        1,
+        json!({"type": "telemetry", "device_id": "dev-1"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["type"], "telemetry");
+    assert!(
+        c.try_next(Duration::from_millis(300)).await.is_none(),
+        "a push arrived twice"
+    );
+}
+
+#[tokio::test]
 async fn binary_frames_close_with_1003() {
     let gw = spawn_gateway(config()).await;
     let mut c = gw.viewer(&unique("binary")).await;
