@@ -31,19 +31,25 @@ async fn connection_caps_refuse_with_4029_and_503() {
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let gw = spawn_gateway_with(|c| {
-        c.ping_interval = std::time::Duration::from_secs(1);
-        c.idle_timeout = std::time::Duration::from_secs(2);
+        c.ping_interval = Duration::from_secs(3);
+        c.idle_timeout = Duration::from_secs(4);
     })
     .await;
     let mut c = gw.viewer(&unique("idle")).await;
-    // Not reading means not answering pings: after the timeout the server gives up.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let closed = c.closed(T).await;
-    assert_eq!(closed.code, 1001);
-    eventually("connection released", T, || async {
+    // Not reading means not answering pings: after the timeout the server gives up, at the
+    // timeout itself, not at the next ping after it (6 s here).
+    let started = Instant::now();
+    eventually("connection released", Duration::from_secs(10), || async {
         metric(&gw.metrics().await, "pulse_gateway_connections", &[]) == 0.0
     })
     .await;
+    let took = assert_took_less_than(Duration::from_millis(5500), started, "idle close");
+    assert!(
+        took >= Duration::from_millis(3800),
+        "closed early: {took:?}"
+    );
+    let closed = c.closed(T).await;
+    assert_eq!(closed.code, 1001);
 }
 
 #[tokio::test]

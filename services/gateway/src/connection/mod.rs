@@ -12,18 +12,21 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
+use pulse_proto::{Channel, ErrorCode, ProtocolError, ServerReply, close};
 
 use crate::auth::Principal;
 use crate::caps::Slot;
 use crate::context::ConnectionContext;
-use crate::fanout::{FanOutError, Topic};
+use crate::fanout::Topic;
 use crate::frame::Frame;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::CodeLabel;
 use crate::queue::{ClientQueue, Newest};
 use crate::ratelimit::MessageLimit;
 use crate::revoke::Registration;
+use requests::{Checking, DeviceCheck};
+
+mod requests;
 
 /// Why the connection ends: a close frame to send, or nothing when the peer is gone.
 type Ending = Option<(u16, &'static str)>;
@@ -53,20 +56,6 @@ struct Session {
     checks: tokio::task::JoinSet<DeviceCheck>,
     /// The channels of `checks`; an unsubscribe meanwhile aborts its check.
     checking: HashMap<Channel, Checking>,
-}
-
-/// A device subscribe waiting for the registry.
-struct Checking {
-    task: tokio::task::AbortHandle,
-    /// The same subscribe asked again meanwhile: each is answered when the check is.
-    repeats: usize,
-}
-
-/// A device registry answer for one subscribe.
-struct DeviceCheck {
-    channel: Channel,
-    since: Option<u64>,
-    result: Result<bool, crate::devices::DevicesError>,
 }
 
 /// Serves an authenticated, admitted connection until it ends.
@@ -141,6 +130,10 @@ impl Session {
         let expires = tokio::time::sleep_until(instant_of(self.principal.exp));
         tokio::pin!(expires);
         let mut last_heard = Instant::now();
+        // Fires when the client may have been silent for the idle timeout; moved on, not
+        // reset per message, when it heard something meanwhile.
+        let idle = tokio::time::sleep(settings.idle_timeout);
+        tokio::pin!(idle);
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + settings.ping_interval,
             settings.ping_interval,
@@ -202,244 +195,19 @@ impl Session {
                         Some(Ok(Message::Close(_))) => return None,
                     }
                 }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() >= settings.idle_timeout {
+                () = &mut idle => {
+                    let silent = last_heard.elapsed();
+                    if silent >= settings.idle_timeout {
                         return Some((close::GOING_AWAY, "idle timeout"));
                     }
+                    let deadline = tokio::time::Instant::now() + (settings.idle_timeout - silent);
+                    idle.as_mut().reset(deadline);
+                }
+                _ = ping.tick() => {
                     if let Err(ending) = self.send(Message::Ping(Default::default())).await {
                         return ending;
                     }
                 }
-            }
-        }
-    }
-
-    /// Handles one request. `Ok(Some(exp))`: a fresh token moved the expiry.
-    async fn handle_text(&mut self, text: &str) -> Result<Option<u64>, Ending> {
-        if !self.limit.try_take() {
-            self.limited_streak += 1;
-            if self.limited_streak > self.cx.settings.msgs_burst {
-                return Err(Some((
-                    close::RATE_LIMITED,
-                    "rate limit exceeded; retry_after=1",
-                )));
-            }
-            let reply_due = self
-                .last_limited_reply
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if reply_due {
-                self.last_limited_reply = Some(Instant::now());
-                self.reply_error(ProtocolError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "more than {} messages per second; slow down or be disconnected",
-                        self.cx.settings.msgs_per_second
-                    ),
-                ))
-                .await?;
-            }
-            return Ok(None);
-        }
-        self.limited_streak = 0;
-        let request = match ClientRequest::parse(text) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reply_error(e).await?;
-                return Ok(None);
-            }
-        };
-        match request {
-            ClientRequest::Ping => self.reply(&ServerReply::Pong).await?,
-            ClientRequest::Subscribe { channel, since } => self.subscribe(channel, since).await?,
-            ClientRequest::Unsubscribe(channel) => self.unsubscribe(channel).await?,
-            ClientRequest::Auth { token } => return self.reauthenticate(&token).await,
-        }
-        Ok(None)
-    }
-
-    async fn subscribe(&mut self, channel: Channel, since: Option<u64>) -> Result<(), Ending> {
-        if self.channels.contains_key(&channel) {
-            return self.reply(&ServerReply::subscribed(channel)).await;
-        }
-        if let Some(checking) = self.checking.get_mut(&channel) {
-            // Answered with the first one's, when the check is.
-            checking.repeats += 1;
-            return Ok(());
-        }
-        if self.channels.len() + self.checking.len() >= self.cx.settings.max_subscriptions {
-            let max = self.cx.settings.max_subscriptions;
-            let message = format!("at most {max} subscriptions per connection");
-            return self
-                .reply_channel_error(ErrorCode::TooManySubscriptions, message, channel)
-                .await;
-        }
-        let subject = channel.subject(&self.principal.tenant);
-        if let Channel::Device { device_id: device } = &channel
-            && !self.cx.fanout.has_subject(&subject)
-        {
-            // Asked beside the loop; `device_checked` goes on with the answer.
-            let devices = self.cx.devices.clone();
-            let tenant = self.principal.tenant.clone();
-            let device = device.clone();
-            let checked = channel.clone();
-            let check = self.checks.spawn(async move {
-                let result = devices.has(&tenant, &device).await;
-                DeviceCheck {
-                    channel: checked,
-                    since,
-                    result,
-                }
-            });
-            let checking = Checking {
-                task: check,
-                repeats: 0,
-            };
-            self.checking.insert(channel, checking);
-            return Ok(());
-        }
-        self.subscribe_checked(channel, since).await
-    }
-
-    /// The device registry answered a device subscribe.
-    async fn device_checked(&mut self, check: DeviceCheck) -> Result<(), Ending> {
-        let DeviceCheck {
-            channel,
-            since,
-            result,
-        } = check;
-        let Some(checking) = self.checking.remove(&channel) else {
-            return Ok(()); // unsubscribed meanwhile
-        };
-        let Channel::Device { device_id: device } = &channel else {
-            return Ok(());
-        };
-        if let Err(e) = &result {
-            tracing::warn!(%device, error = %e, "cannot check the device");
-        }
-        // Every subscribe asked while the check was out gets its answer, as if asked after.
-        for _ in 0..=checking.repeats {
-            let channel = channel.clone();
-            match result {
-                Ok(true) if self.channels.contains_key(&channel) => {
-                    self.reply(&ServerReply::subscribed(channel)).await?;
-                }
-                Ok(true) => self.subscribe_checked(channel, since).await?,
-                Ok(false) => {
-                    let message = format!("no device {device} in this tenant");
-                    self.reply_channel_error(ErrorCode::UnknownDevice, message, channel)
-                        .await?;
-                }
-                Err(_) => self.reply_unavailable("check the device", channel).await?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Subscribes a channel that passed its checks.
-    async fn subscribe_checked(
-        &mut self,
-        channel: Channel,
-        since: Option<u64>,
-    ) -> Result<(), Ending> {
-        let subject = channel.subject(&self.principal.tenant);
-        match self
-            .cx
-            .fanout
-            .subscribe(self.id, &self.queue, &subject, since)
-            .await
-        {
-            Ok(subscribed) => {
-                let has = since.filter(|_| !subject.is_snapshot()).unwrap_or(0);
-                self.written.insert(subscribed.topic.id, Newest::of(has));
-                self.channels.insert(channel.clone(), subscribed.topic);
-                self.cx.metrics.subscriptions.inc();
-                self.reply(&ServerReply::Subscribed {
-                    channel,
-                    seq: subscribed.seq,
-                })
-                .await
-            }
-            Err(e @ FanOutError::TenantSubjects(_)) => {
-                self.reply_channel_error(ErrorCode::TooManySubjects, e.to_string(), channel)
-                    .await
-            }
-            Err(e) => {
-                tracing::warn!(%subject, error = %e, "subscribe failed");
-                self.reply_unavailable("subscribe", channel).await
-            }
-        }
-    }
-
-    /// Tells the client that `action` on `channel` failed on our side for now, and that
-    /// asking again shortly is the remedy.
-    async fn reply_unavailable(&mut self, action: &str, channel: Channel) -> Result<(), Ending> {
-        let message = format!("cannot {action} right now; retry shortly");
-        self.reply_channel_error(ErrorCode::Unavailable, message, channel)
-            .await
-    }
-
-    /// An error reply about `channel`, naming it.
-    async fn reply_channel_error(
-        &mut self,
-        code: ErrorCode,
-        message: impl Into<String>,
-        channel: Channel,
-    ) -> Result<(), Ending> {
-        self.count_error(code);
-        self.reply(&ServerReply::Error {
-            code,
-            message: message.into(),
-            channel: Some(channel),
-        })
-        .await
-    }
-
-    async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
-        if let Some(checking) = self.checking.remove(&channel) {
-            // Its device check is still out: it will subscribe nothing.
-            checking.task.abort();
-            return self.reply(&ServerReply::Unsubscribed(channel)).await;
-        }
-        match self.channels.remove(&channel) {
-            Some(topic) => {
-                self.cx.fanout.unsubscribe(self.id, &topic);
-                self.queue.forget(topic.id);
-                self.written.remove(&topic.id);
-                self.cx.metrics.subscriptions.dec();
-                self.reply(&ServerReply::Unsubscribed(channel)).await
-            }
-            None => {
-                let message = "not subscribed to that channel";
-                self.reply_channel_error(ErrorCode::NotSubscribed, message, channel)
-                    .await
-            }
-        }
-    }
-
-    async fn reauthenticate(&mut self, token: &str) -> Result<Option<u64>, Ending> {
-        match self.cx.auth.verify(Some(token)).await {
-            Ok(p) if p.tenant == self.principal.tenant => {
-                let exp = p.exp;
-                if p.sub != self.principal.sub {
-                    self.user = self.cx.revocations.register(&p.tenant, &p.sub, self.id);
-                }
-                // The fresh token's role and user are the connection's from now on.
-                self.principal = p;
-                self.reply(&ServerReply::Authenticated { exp }).await?;
-                Ok(Some(exp))
-            }
-            Ok(_) => {
-                self.reply_error(ProtocolError::new(
-                    ErrorCode::InvalidToken,
-                    "the token is for another tenant",
-                ))
-                .await?;
-                Ok(None)
-            }
-            Err(e) => {
-                self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, e.to_string()))
-                    .await?;
-                Ok(None)
             }
         }
     }
