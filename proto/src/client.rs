@@ -231,8 +231,14 @@ impl ClientRequest {
     fn since(obj: &serde_json::Map<String, Value>) -> Result<Option<u64>, ProtocolError> {
         match obj.get("since") {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(since) if since <= MAX_SAFE_INTEGER => Ok(Some(since)),
+            // `41.0` and `4.1e1` are whole numbers too, as JSON Schema and JavaScript see them.
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                (Some(since), _) if since <= MAX_SAFE_INTEGER => Ok(Some(since)),
+                (None, Some(f))
+                    if f.fract() == 0.0 && (0.0..=MAX_SAFE_INTEGER as f64).contains(&f) =>
+                {
+                    Ok(Some(f as u64))
+                }
                 _ => Err(invalid_since(&n.to_string())),
             },
             Some(other) => Err(invalid_since(&other.to_string())),
@@ -321,6 +327,18 @@ mod tests {
             ),
             (
                 r#"{"action":"subscribe","type":"events","topic":"tickets","since":0}"#,
+                sub(tickets(), Some(0)),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":41.0}"#,
+                sub(tickets(), Some(41)),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":4.1e1}"#,
+                sub(tickets(), Some(41)),
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"tickets","since":-0.0}"#,
                 sub(tickets(), Some(0)),
             ),
             (
@@ -416,6 +434,18 @@ mod tests {
             ),
             (
                 r#"{"action":"subscribe","type":"events","topic":"t","since":[1]}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":9.007199254740992e15}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":1e300}"#,
+                InvalidSince,
+            ),
+            (
+                r#"{"action":"subscribe","type":"events","topic":"t","since":-1.0}"#,
                 InvalidSince,
             ),
         ];
