@@ -1070,6 +1070,27 @@ describe("subscription states", () => {
     expect(states).toEqual(["pending", "retrying", "pending", "retrying", "pending", "subscribed"]);
   });
 
+  it("asks again soon for subscribes left unanswered when the gateway drops requests", async () => {
+    const t = setup({ random: () => 0.5 });
+    const socket = await t.connect();
+    t.client.subscribe({ type: "alerts" });
+    socket.push({ type: "subscribed", channel: "alerts" });
+    t.client.subscribe({ type: "device", device_id: "dev-1" });
+    const subscribes = () => socket.requests.filter((r) => r.action === "subscribe").length;
+    expect(subscribes()).toBe(2);
+    // The gateway's rate limit dropped the device subscribe; its error names no channel.
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    const device = t.client.subscriptionStatus({ type: "device", device_id: "dev-1" });
+    expect(device?.state).toBe("retrying");
+    expect(device?.error?.code).toBe("rate_limited");
+    expect(t.client.subscriptionStatus({ type: "alerts" })?.state).toBe("subscribed");
+    await vi.advanceTimersByTimeAsync(2_000);
+    const resent = socket.requests.filter((r) => r.action === "subscribe").slice(2);
+    expect(resent).toEqual([{ action: "subscribe", type: "device", device_id: "dev-1" }]);
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
+    expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-1" })?.state).toBe("subscribed");
+  });
+
   it("marks a subscribe refused for good as failed and does not ask again", async () => {
     const t = setup();
     const socket = await t.connect();

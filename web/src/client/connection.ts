@@ -911,6 +911,8 @@ export class PulseClient {
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
         if (reply.channel && reply.code !== "invalid_since" && reply.code !== "not_subscribed") {
           this.onSubscribeRefused(reply.channel, reply.code, reply.message);
+        } else if (reply.code === "rate_limited") {
+          this.onRequestsDropped({ code: reply.code, message: reply.message });
         }
         if (reply.code === "invalid_token" && this.socketOpen) {
           // The renewal was refused; the current token stays in force until it expires.
@@ -1044,6 +1046,18 @@ export class PulseClient {
     } else {
       holding.timer.clear();
       this.setSubscription(holding, { state: "failed", error });
+    }
+  }
+
+  /**
+   * The gateway dropped requests it had no room for (`rate_limited` names none): every
+   * subscribe still unanswered may be among them, so each is asked again after its backoff
+   * rather than at its answer deadline. One that was answered meanwhile is simply
+   * acknowledged again.
+   */
+  private onRequestsDropped(error: { code: string; message: string }): void {
+    for (const [topic, holding] of this.holdings) {
+      if (holding.sent && holding.status.state === "pending") this.retrySubscribe(topic, holding, error);
     }
   }
 
