@@ -280,6 +280,14 @@ mod tests {
         }
     }
 
+    /// What the stream answers when it retains no event of the topic.
+    fn none_retained() -> Stored {
+        Stored {
+            none_retained: true,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn live_events_are_ordered_against_the_head() {
         let mut log = EventLog::new(4);
@@ -360,10 +368,7 @@ mod tests {
 
     #[test]
     fn splice_reports_events_the_stream_no_longer_holds_as_expired() {
-        let none = Stored {
-            none_retained: true,
-            ..Default::default()
-        };
+        let none = none_retained();
         let held = [f(8), f(9)];
         assert!(splice(2, &none, held.iter(), Some(9), false).is_none());
         let out = splice(2, &none, held.iter(), Some(9), true).unwrap();
@@ -372,10 +377,7 @@ mod tests {
 
     #[test]
     fn splice_leaves_no_client_short_of_the_head_without_a_reset() {
-        let none = Stored {
-            none_retained: true,
-            ..Default::default()
-        };
+        let none = none_retained();
         assert!(splice(2, &none, [].iter(), Some(9), false).is_none());
         let out = splice(2, &none, [].iter(), Some(9), true).unwrap();
         assert_eq!(seqs(&out), ["reset(None,Expired)"]);

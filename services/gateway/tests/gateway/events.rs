@@ -26,6 +26,19 @@ async fn tickets_reader(gw: &Gateway, tenant: &str, since: Option<u64>) -> Clien
     c
 }
 
+/// Stores events `seqs` of a `tickets` subject through `js` (often a private server's), as the
+/// poller relays them.
+async fn store_tickets(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    seqs: impl IntoIterator<Item = u64>,
+) {
+    for seq in seqs {
+        let body = json!({"type": "event", "topic": "tickets"});
+        publish_stored(js, subject, seq, body).await;
+    }
+}
+
 #[tokio::test]
 async fn an_event_repeated_or_late_below_the_head_is_delivered_once() {
     // A relay repeated after a failover sends an event again; the gateway keeps each once.
@@ -120,10 +133,7 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     ensure_streams_with(&js, &["--events-max-per-topic", "5"]).await;
     let tenant = unique("evexpired");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
-    for seq in 1..=12 {
-        let body = json!({"type": "event", "topic": "tickets"});
-        publish_stored(&js, &subject, seq, body).await;
-    }
+    store_tickets(&js, &subject, 1..=12).await;
     let gw = spawn_gateway_with(|c| c.nats_url = url).await;
     let mut c = tickets_reader(&gw, &tenant, Some(2)).await;
     assert_eq!(
@@ -191,15 +201,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
         tickets_reader(&remembers, &tenant, None).await,
         tickets_reader(&forgets, &tenant, None).await,
     ];
-    for seq in 1..=10 {
-        publish_stored(
-            &js,
-            &subject,
-            seq,
-            json!({"type": "event", "topic": "tickets"}),
-        )
-        .await;
-    }
+    store_tickets(&js, &subject, 1..=10).await;
     for c in &mut live {
         assert_eq!(events_until(c, 10).await.len(), 10);
     }
@@ -227,13 +229,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
         json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "expired"})
     );
     // The live events follow the reset.
-    publish_stored(
-        &js,
-        &subject,
-        11,
-        json!({"type": "event", "topic": "tickets"}),
-    )
-    .await;
+    store_tickets(&js, &subject, [11]).await;
     assert_eq!(c.next(T).await["seq"], 11);
 }
 
@@ -384,15 +380,7 @@ async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up
     ensure_streams(&js).await;
     let tenant = unique("evabort");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
-    for seq in 1..=3 {
-        publish_stored(
-            &js,
-            &subject,
-            seq,
-            json!({"type": "event", "topic": "tickets"}),
-        )
-        .await;
-    }
+    store_tickets(&js, &subject, 1..=3).await;
     // No recent events kept in memory: every resume reads the stream.
     let gw = spawn_gateway_with(|c| {
         c.nats_url = url;

@@ -125,8 +125,7 @@ async fn a_duplicate_subscribe_is_acked_again_and_pushes_arrive_once() {
 
 #[tokio::test]
 async fn device_subscribes_repeated_before_the_registry_answers_are_each_answered() {
-    let gw = spawn_gateway(config()).await;
-    let tenant = unique("devrepeat");
+    let (gw, tenant) = (spawn_gateway(config()).await, unique("devrepeat"));
     register_devices(&tenant, ["dev-1"]).await;
     let mut c = gw.viewer(&tenant).await;
     // Sent back to back, the repeats arrive while the first one's registry check is out.
