@@ -116,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops_not_here))
         .route("/readyz", get(ops_not_here))
         .route("/metrics", get(ops_not_here))
+        // A known path asked with another method: the JSON error, beside the `Allow` header.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(middleware::from_fn(cache_headers))
         .layer(CompressionLayer::new())
@@ -148,6 +150,10 @@ async fn openapi_json() -> Response {
 
 async fn ops_not_here() -> crate::error::ApiError {
     crate::error::ApiError::NotFound("ops endpoint on this port (see PULSE_WEB_OPS_ADDR); it")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> crate::error::ApiError {
+    crate::error::ApiError::MethodNotAllowed(method.to_string())
 }
 
 async fn api_not_found() -> crate::error::ApiError {

@@ -205,7 +205,8 @@ pub async fn publish(
         .bind(&body.payload)
         .bind(key.as_deref())
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| refused(e, &tenant))?;
     tx.commit().await?;
     // With a key, `pulse_emit_event` returns the seq of whichever event holds it: a concurrent
     // publish with the same key that committed first may have stored another topic or event.
@@ -223,6 +224,23 @@ pub async fn publish(
             seq: seq as u64,
         }),
     ))
+}
+
+/// What PostgreSQL refuses of an event: a payload over the limit as it stores it (`jsonb`
+/// writes numbers out in full and a space after each `,` and `:`, so a payload under the limit
+/// as sent may exceed it as stored), or a tenant that does not exist.
+fn refused(e: sqlx::Error, tenant: &TenantId) -> ApiError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.constraint() == Some("events_payload_check") {
+            return ApiError::PayloadTooLarge(format!(
+                "the payload is larger than {MAX_EVENT_BYTES} bytes as stored"
+            ));
+        }
+        if db.is_foreign_key_violation() {
+            return ApiError::BadRequest(format!("tenant_id {tenant} names no tenant"));
+        }
+    }
+    e.into()
 }
 
 /// The event an idempotency key already created.

@@ -201,6 +201,72 @@ async fn an_oversized_event_or_body_gets_413() {
 }
 
 #[tokio::test]
+async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let c = reqwest::Client::new();
+    let base = env.at("");
+
+    // 250 numbers of 5 characters: 1.5 KB as sent, 75 KB as PostgreSQL writes them out.
+    let long_numbers: Vec<Value> = (0..250).map(|_| json!(1e300)).collect();
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "odd", "event": "e", "payload": long_numbers}),
+        )
+        .await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+
+    // U+0000 in any string, the event name, a payload value or key, or a login.
+    for body in [
+        r#"{"topic":"odd","event":"a\u0000"}"#,
+        r#"{"topic":"odd","event":"e","payload":"\u0000"}"#,
+        r#"{"topic":"odd","event":"e","payload":{"k\u0000":1}}"#,
+    ] {
+        let r = post_raw_json(&admin, env.at("/api/v2/events"), body).await;
+        assert_eq!(error_code(r, 400).await, "bad_request", "{body}");
+    }
+    let r = post_raw_json(
+        &admin,
+        env.at("/api/v2/publish-keys"),
+        r#"{"name":"k\u0000"}"#,
+    )
+    .await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    let r = post_raw_json(
+        &c,
+        env.at("/api/v2/login"),
+        r#"{"email":"a\u0000@x.example","password":"p"}"#,
+    )
+    .await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    // The text `\u0000` (an escaped backslash) is stored as it is.
+    let r = post_raw_json(
+        &admin,
+        env.at("/api/v2/events"),
+        r#"{"topic":"odd","event":"e","payload":"\\u0000"}"#,
+    )
+    .await;
+    assert_eq!(accepted_seq(r).await, 1);
+
+    // The shared publish token naming a tenant that does not exist.
+    let r = publish(
+        &c,
+        &base,
+        "no-such-tenant",
+        json!({"topic": "odd", "event": "e"}),
+        None,
+    )
+    .await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+
+    let stored = rows(&env, &env.tenant, "odd").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].2, json!("\\u0000"));
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn a_tenant_over_its_rate_gets_429_and_other_tenants_do_not() {
     let env = spawn_with(|c| {
         c.events_per_second = 1;

@@ -233,6 +233,35 @@ async fn bad_parameters_get_400_and_missing_things_404() {
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
     }
+    // A known path asked with a method it does not take: 405, the JSON error and `Allow`.
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/api/v2/events", "GET,HEAD,POST"),
+        (reqwest::Method::PUT, "/api/v2/devices/dev-0001", "GET,HEAD"),
+        (reqwest::Method::POST, "/api/v2/fleet", "GET,HEAD"),
+        (reqwest::Method::GET, "/api/v2/publish-keys/1", "DELETE"),
+    ] {
+        let r = c
+            .request(method.clone(), env.at(path))
+            .send()
+            .await
+            .unwrap();
+        let allowed = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().replace(' ', ""));
+        let mut allowed: Vec<String> = allowed
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed.join(","), allow, "{method} {path}");
+        assert_eq!(
+            error_code(r, 405).await,
+            "method_not_allowed",
+            "{method} {path}"
+        );
+    }
     let anonymous = reqwest::Client::new();
     for path in [
         "/api/v2/devices",
