@@ -123,7 +123,8 @@ impl ProtocolError {
 /// Longest text echoed back in an error message, so a huge input is not reflected whole.
 const ECHO_LIMIT: usize = 64;
 
-fn echo(raw: &str) -> String {
+/// `raw` as an error message may quote it: at most 64 characters, then `…`.
+pub fn echo(raw: &str) -> String {
     if raw.chars().count() <= ECHO_LIMIT {
         raw.to_owned()
     } else {

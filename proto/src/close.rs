@@ -2,6 +2,11 @@
 
 /// Normal closure.
 pub const NORMAL: u16 = 1000;
+/// A frame that breaks the WebSocket protocol (reserved bits set, an unmasked frame, a
+/// continuation without a start, ...).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A text frame whose payload is not valid UTF-8.
+pub const INVALID_DATA: u16 = 1007;
 /// A binary frame was sent; the protocol is text only.
 pub const UNSUPPORTED_DATA: u16 = 1003;
 /// A frame larger than the gateway's `PULSE_MAX_MESSAGE_BYTES`.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
 use parking_lot::RwLock;
 use pulse_proto::TenantId;
+use pulse_proto::client::echo;
 use pulse_proto::close;
 use serde::Deserialize;
 
@@ -82,17 +83,49 @@ impl AuthError {
 struct Claims {
     exp: u64,
     #[serde(default)]
-    sub: Option<String>,
+    sub: Option<Text>,
     #[serde(default)]
-    email: Option<String>,
+    email: Option<Text>,
     #[serde(default)]
-    tenant_id: Option<String>,
+    tenant_id: Option<Text>,
     #[serde(default)]
-    role: Option<String>,
+    role: Option<Text>,
     /// What the token is for. Pulse's own tokens say `ws` (a WebSocket ticket) or `session`
     /// (a web session); tokens minted elsewhere may leave it out.
     #[serde(default)]
-    kind: Option<String>,
+    kind: Option<Text>,
+}
+
+/// A claim that should be a string: read whatever it is, so that a signed token whose
+/// `tenant_id` is a number is refused for that claim (4003), not as undecodable (4001).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    String(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Text {
+    /// A claim the gateway cannot do without: missing or not a string, the token is refused
+    /// for good (4003), with `missing` or `not_string` as the reason.
+    fn required(
+        claim: Option<Text>,
+        missing: &'static str,
+        not_string: &'static str,
+    ) -> Result<String, AuthError> {
+        match claim {
+            Some(Text::String(s)) => Ok(s),
+            Some(Text::Other(_)) => Err(AuthError::Forbidden(not_string)),
+            None => Err(AuthError::Forbidden(missing)),
+        }
+    }
+
+    fn string(claim: Option<Text>) -> Option<String> {
+        match claim {
+            Some(Text::String(s)) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// The `kind` of a token that may open a WebSocket.
@@ -168,8 +201,8 @@ impl Authenticator {
             None | Some("") => return Err(AuthError::Missing),
             Some(t) => t,
         };
-        let header =
-            decode_header(token).map_err(|e| AuthError::Invalid(format!("malformed: {e}")))?;
+        let header = decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed: {}", echo(&e.to_string()))))?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 => match &self.inner.secret {
                 Some(k) => (k.clone(), Algorithm::HS256),
@@ -196,11 +229,15 @@ impl Authenticator {
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
                 ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                other => AuthError::Invalid(format!("{other:?}")),
+                other => AuthError::Invalid(echo(&format!("{other:?}"))),
             }
         })?;
         let claims = data.claims;
-        if let Some(kind) = claims.kind.as_deref()
+        let kind = match claims.kind {
+            Some(Text::Other(_)) => Some("(not a string)".to_owned()),
+            kind => Text::string(kind),
+        };
+        if let Some(kind) = kind.as_deref()
             && kind != TICKET_KIND
         {
             // A session token (or any other purpose) never opens a WebSocket, even when it is
@@ -210,23 +247,21 @@ impl Authenticator {
                 kind.chars().take(16).collect::<String>()
             )));
         }
-        let tenant = claims
-            .tenant_id
-            .ok_or(AuthError::Forbidden("token has no tenant_id"))
-            .and_then(|t| {
-                TenantId::parse(t).map_err(|_| AuthError::Forbidden("invalid tenant_id"))
-            })?;
-        let role = claims
-            .role
-            .ok_or(AuthError::Forbidden("token has no role"))?;
+        let tenant = Text::required(
+            claims.tenant_id,
+            "token has no tenant_id",
+            "tenant_id is not a string",
+        )
+        .and_then(|t| TenantId::parse(t).map_err(|_| AuthError::Forbidden("invalid tenant_id")))?;
+        let role = Text::required(claims.role, "token has no role", "role is not a string")?;
         if !ROLES.contains(&role.as_str()) {
             return Err(AuthError::Forbidden("role may not connect"));
         }
         Ok(Principal {
             tenant,
             role,
-            sub: claims.sub.unwrap_or_default(),
-            email: claims.email,
+            sub: Text::string(claims.sub).unwrap_or_default(),
+            email: Text::string(claims.email),
             exp: claims.exp,
         })
     }
@@ -363,6 +398,11 @@ mod tests {
         assert_eq!(p.tenant.as_str(), "acme");
         assert_eq!(p.role, "customer_viewer");
         assert_eq!(p.email.as_deref(), Some("a@b.c"));
+        // Claims the gateway only passes on may be of any type.
+        let t = token(json!({"sub": 7, "email": null, "tenant_id": "acme",
+                             "role": "customer_viewer", "exp": now() + 60}));
+        let p = auth().verify(Some(&t)).await.unwrap();
+        assert_eq!((p.sub.as_str(), p.email), ("", None));
     }
 
     #[tokio::test]
@@ -375,10 +415,16 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.label(), "invalid");
+        let message = err.to_string();
+        let quoted = message.chars().filter(|&c| c == 'é').count();
+        assert!(
+            quoted > 0 && quoted <= 64,
+            "at most 64 characters quoted: {message}"
+        );
+        assert!(message.len() > 120, "{message}");
         let reason = err.reason();
-        assert!(err.to_string().len() > 123, "{err}");
         assert!(reason.len() <= 120 && reason.len() >= 100, "{reason}");
-        assert!(reason.ends_with('é'), "{reason}");
+        assert!(message.starts_with(&reason), "{reason}");
     }
 
     fn base64url(text: &str) -> String {
@@ -438,6 +484,28 @@ mod tests {
                 )),
                 4003,
                 "forbidden",
+            ),
+            // Claims of the wrong type: refused for that claim, not as undecodable.
+            (
+                Some(token(
+                    json!({"tenant_id": 42, "role": "customer_admin", "exp": exp}),
+                )),
+                4003,
+                "forbidden",
+            ),
+            (
+                Some(token(
+                    json!({"tenant_id": "acme", "role": ["customer_admin"], "exp": exp}),
+                )),
+                4003,
+                "forbidden",
+            ),
+            (
+                Some(token(
+                    json!({"tenant_id": "acme", "role": "customer_admin", "exp": exp, "kind": 5}),
+                )),
+                4001,
+                "invalid",
             ),
         ];
         for (t, code, label) in cases {

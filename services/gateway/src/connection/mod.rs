@@ -352,22 +352,31 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 fn ending_for_read_error(e: &axum::Error) -> Ending {
     // axum wraps tungstenite's error; a frame or message over the size limit is a capacity
     // error, answered with 1009. Matched by type, not by the error's text.
+    // A frame the client got wrong is answered with the code that says so; anything else
+    // (the peer reset, the socket failed) leaves no one to answer.
     let inner = std::error::Error::source(e).and_then(|e| e.downcast_ref::<tungstenite::Error>());
-    if matches!(inner, Some(tungstenite::Error::Capacity(_))) {
-        Some((close::MESSAGE_TOO_BIG, "message too big"))
-    } else {
-        None
+    match inner {
+        Some(tungstenite::Error::Capacity(_)) => Some((close::MESSAGE_TOO_BIG, "message too big")),
+        Some(tungstenite::Error::Utf8(_)) => {
+            Some((close::INVALID_DATA, "a text frame is not valid UTF-8"))
+        }
+        Some(tungstenite::Error::Protocol(p))
+            if *p != tungstenite::error::ProtocolError::ResetWithoutClosingHandshake =>
+        {
+            Some((close::PROTOCOL_ERROR, "WebSocket protocol error"))
+        }
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tungstenite::error::CapacityError;
+    use tungstenite::error::{CapacityError, ProtocolError};
 
     use super::*;
 
     #[test]
-    fn only_a_capacity_error_closes_with_1009() {
+    fn a_frame_the_client_got_wrong_gets_its_code_and_a_lost_peer_none() {
         let too_long = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
             size: 70_000,
             max_size: 65_536,
@@ -381,5 +390,13 @@ mod tests {
         // Text that merely mentions the limit is not the limit.
         let other = std::io::Error::other("message too big");
         assert_eq!(ending_for_read_error(&axum::Error::new(other)), None);
+        let utf8 = tungstenite::Error::Utf8("invalid utf-8 sequence".into());
+        let code = ending_for_read_error(&axum::Error::new(utf8)).map(|(c, _)| c);
+        assert_eq!(code, Some(close::INVALID_DATA));
+        let reserved = tungstenite::Error::Protocol(ProtocolError::NonZeroReservedBits);
+        let code = ending_for_read_error(&axum::Error::new(reserved)).map(|(c, _)| c);
+        assert_eq!(code, Some(close::PROTOCOL_ERROR));
+        let reset = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(ending_for_read_error(&axum::Error::new(reset)), None);
     }
 }

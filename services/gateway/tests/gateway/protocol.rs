@@ -166,6 +166,29 @@ async fn device_subscribes_repeated_before_the_registry_answers_are_each_answere
 }
 
 #[tokio::test]
+async fn a_frame_that_breaks_websocket_rules_gets_1007_or_1002_and_others_stay() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let gw = spawn_gateway(config()).await;
+    let tenant = unique("badframe");
+    let mut bystander = gw.viewer(&tenant).await;
+    // A text frame whose payload is not UTF-8.
+    let mut c = gw.viewer(&tenant).await;
+    let frame = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
+    c.ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(c.closed(T).await.code, 1007);
+    // A frame with a reserved bit set (no extension was agreed).
+    let mut c = gw.viewer(&tenant).await;
+    let mut frame = Frame::message(&b"{}"[..], OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    c.ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(c.closed(T).await.code, 1002);
+    bystander.assert_alive().await;
+}
+
+#[tokio::test]
 async fn binary_frames_close_with_1003() {
     let gw = spawn_gateway(config()).await;
     let mut c = gw.viewer(&unique("binary")).await;
