@@ -65,6 +65,14 @@ pub struct Slot {
     address: std::net::IpAddr,
 }
 
+/// A connection still waiting for its first-message `auth`: it holds a place in the
+/// instance's and its address's counts until it is admitted or refused, so sockets without a
+/// token cannot pile up past either cap.
+pub struct Unauthenticated {
+    caps: Caps,
+    address: std::net::IpAddr,
+}
+
 /// Takes one from a count, forgetting the key at zero.
 fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
     if let Some(n) = map.get_mut(key) {
@@ -93,6 +101,27 @@ impl Caps {
 
     pub fn total(&self) -> usize {
         self.inner.counts.lock().total
+    }
+
+    /// Holds a place for a connection from `address` that has not authenticated yet.
+    pub fn hold_unauthenticated(
+        &self,
+        address: std::net::IpAddr,
+    ) -> Result<Unauthenticated, CapError> {
+        let limits = self.inner.limits;
+        let mut counts = self.inner.counts.lock();
+        if counts.total >= limits.total {
+            return Err(CapError::Instance);
+        }
+        if counts.per_address.get(&address).copied().unwrap_or(0) >= limits.per_address {
+            return Err(CapError::Address);
+        }
+        counts.total += 1;
+        *counts.per_address.entry(address).or_insert(0) += 1;
+        Ok(Unauthenticated {
+            caps: self.clone(),
+            address,
+        })
     }
 
     pub fn admit(&self, holder: Holder<'_>) -> Result<Slot, CapError> {
@@ -164,6 +193,14 @@ impl Drop for Slot {
     }
 }
 
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut counts = self.caps.inner.counts.lock();
+        counts.total = counts.total.saturating_sub(1);
+        release(&mut counts.per_address, &self.address);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prometheus_client::registry::Registry;
@@ -214,6 +251,35 @@ mod tests {
         drop(a1);
         assert_eq!(caps.total(), 2);
         assert_eq!(refusal(&caps, &a, "1", "10.0.0.1"), None);
+    }
+
+    #[test]
+    fn a_connection_waiting_for_its_token_holds_an_instance_and_address_place() {
+        let (a, _) = tenants_a_and_b();
+        let caps = caps(3, 10, 10, 2);
+        let address = "192.0.2.1".parse().unwrap();
+        let waiting = caps.hold_unauthenticated(address).unwrap();
+        let _admitted = caps.admit(holder(&a, "u", "192.0.2.1")).unwrap();
+        assert_eq!(
+            caps.hold_unauthenticated(address).err(),
+            Some(CapError::Address)
+        );
+        assert_eq!(
+            refusal(&caps, &a, "v", "192.0.2.1"),
+            Some(CapError::Address)
+        );
+        let _elsewhere = caps
+            .hold_unauthenticated("192.0.2.2".parse().unwrap())
+            .unwrap();
+        assert_eq!(caps.total(), 3);
+        assert_eq!(
+            caps.hold_unauthenticated("192.0.2.3".parse().unwrap())
+                .err(),
+            Some(CapError::Instance)
+        );
+        drop(waiting);
+        assert_eq!(caps.total(), 2);
+        assert_eq!(refusal(&caps, &a, "v", "192.0.2.1"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! within 5 s); the last two keep it out of URLs and so out of proxy logs. It is never logged.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::auth::{AuthError, Authenticator, Principal};
-use crate::caps::{Caps, Holder};
+use crate::caps::{CapError, Caps, Holder, Unauthenticated};
 use crate::config::GatewayConfig;
 use crate::connection;
 use crate::context::ConnectionContext;
@@ -108,8 +109,11 @@ fn protocol_ticket(headers: &HeaderMap) -> Option<String> {
 enum Credentials {
     /// A token came with the upgrade (query, `Authorization` or subprotocol): its verdict.
     Given(Result<Principal, AuthError>),
-    /// None did: the first message must be `{"action":"auth","token":…}`.
-    FirstMessage,
+    /// None did: the first message must be `{"action":"auth","token":…}`. Until it comes,
+    /// the connection holds a place in the instance's and its address's caps.
+    FirstMessage(Unauthenticated),
+    /// None did, and the client's address has no place left for one more.
+    Refused(CapError),
 }
 
 async fn upgrade(
@@ -153,11 +157,20 @@ async fn upgrade(
         .and_then(|Query(q)| q.token)
         .or_else(|| bearer(&headers))
         .or_else(|| protocol_ticket(&headers));
+    let address = state.config.trusted_proxies.client(peer.ip(), &headers);
     let credentials = match token {
         Some(token) => Credentials::Given(state.auth.verify(Some(&token)).await),
-        None => Credentials::FirstMessage,
+        None => match state.caps.hold_unauthenticated(address) {
+            Ok(held) => Credentials::FirstMessage(held),
+            Err(CapError::Instance) => {
+                return unavailable(
+                    CAP_RETRY_AFTER_SECONDS,
+                    "gateway connection limit reached\n",
+                );
+            }
+            Err(e) => Credentials::Refused(e),
+        },
     };
-    let address = state.config.trusted_proxies.client(peer.ip(), &headers);
     let config = &state.config;
     ws.protocols([PROTOCOL])
         .read_buffer_size(config.ws_read_buffer_bytes)
@@ -166,12 +179,25 @@ async fn upgrade(
         .max_frame_size(config.max_message_bytes)
         .on_upgrade(move |socket| match credentials {
             Credentials::Given(verdict) => Either::Left(admit(socket, verdict, state, address)),
-            // Rare, so boxed: the common path's future stays small.
-            Credentials::FirstMessage => Either::Right(Box::pin(async move {
+            Credentials::FirstMessage(held) => Either::Right(rare(async move {
                 let (socket, verdict) = first_message_auth(socket, &state).await;
+                // Its place passes to the admitted connection, in the same step.
+                drop(held);
                 admit(socket, verdict, state, address).await;
             })),
+            Credentials::Refused(e) => Either::Right(rare(async move {
+                state.metrics.closed(close::RATE_LIMITED);
+                let reason = format!("{e}; retry_after={CAP_RETRY_AFTER_SECONDS}");
+                refuse(socket, close::RATE_LIMITED, reason).await;
+            })),
         })
+}
+
+/// A rare connection's future, boxed so that the common path's stays small.
+fn rare(
+    future: impl Future<Output = ()> + Send + 'static,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(future)
 }
 
 /// Waits for the first message to be `auth` with a valid token; answers `authenticated`.

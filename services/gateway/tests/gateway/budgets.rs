@@ -243,3 +243,34 @@ async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_no
     );
     c.assert_alive().await;
 }
+
+#[tokio::test]
+async fn sockets_still_waiting_for_their_first_auth_count_against_the_caps() {
+    let gw = spawn_gateway_with(|c| c.max_connections_per_address = 2).await;
+    let url = gw.ws_url();
+    // Two sockets without a token, which have not sent `auth` yet, hold the address's places.
+    let mut waiting = [connect(&url).await, connect(&url).await];
+    let mut third = connect(&url).await;
+    let closed = third.closed(T).await;
+    assert_eq!(closed.code, 4029, "{closed:?}");
+    assert!(closed.reason.contains("address"), "{closed:?}");
+    // A place passes to its connection when it authenticates: the address still has none.
+    let tenant = unique("preauth");
+    let [first, second] = &mut waiting;
+    first
+        .send(json!({"action": "auth", "token": viewer_token(&tenant, 60)}))
+        .await;
+    first.until(T, |m| m["type"] == "authenticated").await;
+    first.assert_alive().await;
+    assert_eq!(gw.viewer(&tenant).await.closed(T).await.code, 4029);
+    // One that leaves frees its place (by the time the gateway answers its close).
+    second.ws.close(None).await.unwrap();
+    second.closed_or_dropped(T).await;
+    gw.viewer(&tenant).await.assert_alive().await;
+
+    // The instance's cap counts them too: answered with 503 before the upgrade.
+    let full = spawn_gateway_with(|c| c.max_connections = 2).await;
+    let url = full.ws_url();
+    let _waiting = [connect(&url).await, connect(&url).await];
+    assert_upgrade_refused_for_now(&url).await;
+}
