@@ -971,6 +971,36 @@ describe("token renewal", () => {
     expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
   });
 
+  it("times renewal from the ticket's arrival, not from the socket opening", async () => {
+    // A 5 s token whose socket takes 2 s to open: the 2 s are gone from its life too.
+    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
+    const t = setup({ getTicket });
+    t.client.start();
+    await settle();
+    await t.advanceAndSettle(2_000);
+    const socket = t.factory.last();
+    socket.accept();
+    await settle();
+    await t.advanceAndSettle(1_700);
+    expect(getTicket).toHaveBeenCalledTimes(1);
+    // 3.8 s after the ticket came: past 75 % of its 5 s, well before it ends.
+    await t.advanceAndSettle(100);
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    expect(authRequests(socket)).toEqual([{ action: "auth", token: "t2" }]);
+  });
+
+  it("renews at once a token whose renewal fell due while the socket was opening", async () => {
+    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
+    const t = setup({ getTicket });
+    t.client.start();
+    await settle();
+    await t.advanceAndSettle(4_000);
+    const socket = t.factory.last();
+    socket.accept();
+    await t.advanceAndSettle(0);
+    expect(authRequests(socket)).toEqual([{ action: "auth", token: "t2" }]);
+  });
+
   it("renews a token that lives longer than a timer can wait no sooner than the longest wait", async () => {
     // A year: 75 % of it is past the 2^31 - 1 ms a browser timer holds, which it would run at once.
     const year = 365 * 24 * 3600;
@@ -1089,6 +1119,108 @@ describe("subscription states", () => {
     expect(resent).toEqual([{ action: "subscribe", type: "device", device_id: "dev-1" }]);
     socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
     expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-1" })?.state).toBe("subscribed");
+  });
+
+  it("asks again for dropped subscribes after a second, not a random backoff, and then at the paced rate", async () => {
+    const t = setup({ random: () => 0 });
+    for (let i = 0; i < 100; i += 1) t.client.subscribe({ type: "device", device_id: `dev-${i}` });
+    const socket = await t.connect();
+    const subscribes = () => socket.requests.filter((r) => r.action === "subscribe").length;
+    expect(subscribes()).toBe(80);
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    // The gateway's allowance is spent: the 20 still waiting for a slot wait too.
+    await vi.advanceTimersByTimeAsync(999);
+    expect(subscribes()).toBe(80);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(subscribes()).toBe(81);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(subscribes()).toBeLessThanOrEqual(80 + 41);
+    await vi.advanceTimersByTimeAsync(2_000);
+    const devices = socket.requests.flatMap((r) => (r.action === "subscribe" && r.type === "device" ? [r.device_id] : []));
+    expect(devices).toHaveLength(180);
+    expect(new Set(devices).size).toBe(100);
+  });
+
+  it("sends a renewal's auth again a second after a rate_limited error left it unanswered", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    await t.advanceAndSettle(45_000);
+    expect(authRequests(socket).map((r) => r.token)).toEqual(["t2"]);
+    // The gateway's rate limit may have dropped it; unanswered, the token would expire (4001).
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    await t.advanceAndSettle(999);
+    expect(authRequests(socket)).toHaveLength(1);
+    await t.advanceAndSettle(1);
+    expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t2"]);
+    // Answered: a later rate_limited error sends nothing again.
+    socket.push({ type: "authenticated", exp: Math.floor(Date.now() / 1000) + 60 });
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    await t.advanceAndSettle(5_000);
+    expect(authRequests(socket)).toHaveLength(2);
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    expect(t.factory.sockets).toHaveLength(1);
+  });
+
+  it("sends unanswered unsubscribes again a second after a rate_limited error, unless held again", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    const releases = [
+      t.client.subscribe({ type: "fleet" }),
+      t.client.subscribe({ type: "alerts" }),
+      t.client.subscribe({ type: "device", device_id: "dev-1" }),
+    ];
+    socket.push({ type: "subscribed", channel: "fleet" });
+    socket.push({ type: "subscribed", channel: "alerts" });
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
+    for (const release of releases) release();
+    socket.push({ type: "unsubscribed", channel: "device", device_id: "dev-1" });
+    t.client.subscribe({ type: "alerts" }); // held again: its unsubscribe must not go out again
+    socket.push({ type: "subscribed", channel: "alerts" });
+    const unsubscribes = () => socket.requests.filter((r) => r.action === "unsubscribe");
+    expect(unsubscribes()).toHaveLength(3);
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    await vi.advanceTimersByTimeAsync(999);
+    expect(unsubscribes()).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(unsubscribes().slice(3)).toEqual([{ action: "unsubscribe", type: "fleet" }]);
+    // Answered now (`not_subscribed` is an answer too): not sent again.
+    socket.push({ type: "error", code: "not_subscribed", message: "not subscribed", channel: "fleet" });
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(unsubscribes()).toHaveLength(4);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(4);
+  });
+
+  it("paces the subscribes of many held channels within the gateway's rate as a socket opens", async () => {
+    const t = setup();
+    for (let i = 0; i < 220; i += 1) t.client.subscribe({ type: "device", device_id: `dev-${i}` });
+    const socket = await t.connect();
+    const subscribed = () => socket.requests.flatMap((r) => (r.action === "subscribe" && r.type === "device" ? [r.device_id] : []));
+    // The gateway's defaults: bursts of 100 messages, refilled at 50 a second; every frame counts.
+    expect(socket.sent.length).toBeLessThanOrEqual(100);
+    expect(subscribed()).toHaveLength(80);
+    let allowance = 100 - socket.sent.length;
+    let counted = socket.sent.length;
+    for (let ms = 0; ms < 5_000; ms += 20) {
+      await vi.advanceTimersByTimeAsync(20);
+      allowance = Math.min(100, allowance + 1) - (socket.sent.length - counted);
+      counted = socket.sent.length;
+      expect(allowance).toBeGreaterThanOrEqual(0);
+    }
+    expect(subscribed()).toHaveLength(220);
+    expect(new Set(subscribed()).size).toBe(220);
+    expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-219" })?.state).toBe("pending");
+  });
+
+  it("sends neither subscribe nor unsubscribe for a channel released while its subscribe waits for a slot", async () => {
+    const t = setup();
+    const releases = Array.from({ length: 100 }, (_, i) => t.client.subscribe({ type: "device", device_id: `dev-${i}` }));
+    const socket = await t.connect();
+    releases[99]?.();
+    await vi.advanceTimersByTimeAsync(5_000);
+    const forLast = socket.channelRequests.filter((r) => JSON.stringify(r).includes('"dev-99"'));
+    expect(forLast).toEqual([]);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(99);
   });
 
   it("marks a subscribe refused for good as failed and does not ask again", async () => {
@@ -1697,6 +1829,27 @@ describe("events", () => {
       first.serverClose(1006);
       await vi.advanceTimersByTimeAsync(5_000);
       expect(w.log).toEqual(["event:5", "reset:gap", "event:20"]);
+    });
+
+    it("tells the subscribers to refetch before a polled event on a topic subscribed without a position", async () => {
+      const poll = vi.fn(async (ctx: PollContext) => {
+        // Without a position, the poll can only fetch the newest event (limit=1).
+        for (const position of ctx.events) if (position.after === null) ctx.publish(event(position.topic, 30));
+      });
+      const t = setup({ poll, random: () => 0.999 });
+      const first = await t.connect();
+      const w = watchTickets(t);
+      first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown
+      first.serverClose(1006); // before any event
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      // Events between the subscribe and 30 may have been missed.
+      expect(w.log).toEqual(["reset:gap", "event:30"]);
+      expect(w.resets).toEqual([{ topic: "tickets", oldest: 30, reason: "gap", last: null }]);
+      const live = await t.nextSocket();
+      expect(subscribes(live)).toEqual([{ action: "subscribe", type: "events", topic: "tickets", since: 30 }]);
+      live.push(event("tickets", 31));
+      expect(w.log).toEqual(["reset:gap", "event:30", "event:31"]);
     });
 
     it("reports a malformed polled event and ignores events of topics it does not hold", async () => {

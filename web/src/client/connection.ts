@@ -25,6 +25,7 @@ import {
 } from "./fallback.js";
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS, Heartbeat } from "./heartbeat.js";
 import { browserNetwork, browserVisibility, type NetworkMonitor, type VisibilityMonitor } from "./network.js";
+import { Pacer } from "./pacer.js";
 import {
   channelTopic,
   classifyValue,
@@ -101,6 +102,13 @@ export const DEFAULT_STABLE_AFTER_MS = 10_000;
  * lifetime a server issues (5 s), so short tokens are still renewed before they end.
  */
 const MIN_RENEW_DELAY_MS = 1_000;
+/**
+ * How long after a `rate_limited` error that names no request the requests it may have dropped
+ * are sent again: "after a second", as the contract says. The gateway reports at most one such
+ * error a second and refills its allowance at `PULSE_CLIENT_MSGS_PER_SECOND` (50 by default), so
+ * a shorter (or random 0–1 s) wait would mostly be refused again.
+ */
+export const RATE_LIMITED_RESEND_MS = 1_000;
 
 /** Options of a {@link PulseClient}. Only `getTicket` is required. */
 export interface PulseClientOptions {
@@ -185,6 +193,18 @@ interface Holding {
   timer: TimerSlot;
   /** Backoff between subscribes refused for now. */
   backoff: Backoff;
+  /**
+   * Its subscribe on the current socket waits for a slot (see {@link Pacer}) and has not gone
+   * out yet: the gateway does not hold it, so releasing it sends no unsubscribe.
+   */
+  queued: boolean;
+}
+
+/** An unsubscribe sent (or waiting for its slot) that the gateway has not answered yet. */
+interface Unsubscribing {
+  channel: Channel;
+  /** Its slot, or its re-send after a `rate_limited` error. */
+  timer: TimerSlot;
 }
 
 /** How long a subscribe may go unanswered before it is sent again. */
@@ -242,6 +262,14 @@ export class PulseClient {
   private readonly retryTimer: TimerSlot;
   private readonly connectTimer: TimerSlot;
   private readonly renewTimer: TimerSlot;
+  /** Paces subscribes and unsubscribes within the gateway's message rate. */
+  private readonly pacer: Pacer;
+  /** Unsubscribes not answered yet on the open socket, by topic. */
+  private readonly unsubscribing = new Map<DataTopic, Unsubscribing>();
+  /** The token of a renewal's `auth` not answered yet on the open socket. */
+  private authInFlight: string | undefined;
+  /** Sends {@link PulseClient.authInFlight} again after a `rate_limited` error. */
+  private readonly authResendTimer: TimerSlot;
 
   /** 1012 closes in a row of connections that had not been live for long. */
   private freshRestarts = 0;
@@ -301,6 +329,8 @@ export class PulseClient {
     this.retryTimer = new TimerSlot(this.timers);
     this.connectTimer = new TimerSlot(this.timers);
     this.renewTimer = new TimerSlot(this.timers);
+    this.authResendTimer = new TimerSlot(this.timers);
+    this.pacer = new Pacer({ now: this.now });
     this.heartbeat = new Heartbeat({
       timers: this.timers,
       now: this.now,
@@ -400,10 +430,13 @@ export class PulseClient {
         status: Object.freeze({ channel: normalized, state: "pending", since: this.now() }),
         timer: new TimerSlot(this.timers),
         backoff: new Backoff({ baseMs: 1_000, capMs: 30_000, random: this.random }),
+        queued: false,
       };
       this.holdings.set(topic, added);
+      // Held again before its unsubscribe was answered: the unsubscribe must not be sent again.
+      this.forgetUnsubscribe(topic);
       this.bus.publish("subscription", added.status);
-      if (this.socketOpen) this.sendSubscribe(topic, added);
+      if (this.socketOpen) this.subscribeInTurn(topic, added);
     }
     let released = false;
     return () => {
@@ -512,6 +545,8 @@ export class PulseClient {
     ticketPromise.then(
       (raw) => {
         if (generation !== this.generation || !this.wanted) return;
+        // The token's lifetime runs from here, however long the socket then takes to open.
+        const receivedAt = this.now();
         this.connectTimer.clear();
         let ticket: Ticket;
         try {
@@ -520,7 +555,7 @@ export class PulseClient {
           this.failAttempt({ kind: "ticket_failed", message: `unusable ticket: ${describe(error)}`, cause: error });
           return;
         }
-        this.open(ticket, generation);
+        this.open(ticket, generation, receivedAt);
       },
       (error: unknown) => {
         if (generation !== this.generation || !this.wanted) return;
@@ -542,7 +577,7 @@ export class PulseClient {
     return { promise, abort: () => controller?.abort() };
   }
 
-  private open(ticket: Ticket, generation: number): void {
+  private open(ticket: Ticket, generation: number, receivedAt: number): void {
     const avoid = this.avoidUrl;
     this.avoidUrl = undefined;
     let url: string;
@@ -562,7 +597,7 @@ export class PulseClient {
     this.socketOpen = false;
     this.expiresAt = ticket.expires_at;
     socket.onopen = () => {
-      if (this.socket === socket && generation === this.generation) this.onOpen(ticket);
+      if (this.socket === socket && generation === this.generation) this.onOpen(ticket, receivedAt);
     };
     socket.onmessage = (event) => {
       if (this.socket === socket) this.onFrame(event.data);
@@ -581,11 +616,13 @@ export class PulseClient {
     }, this.connectTimeoutMs);
   }
 
-  private onOpen(ticket: Ticket): void {
+  private onOpen(ticket: Ticket, receivedAt: number): void {
     this.connectTimer.clear();
     this.socketOpen = true;
     this.accepted = false;
     if (this.socketUsesSubprotocol) this.subprotocolWorks = true;
+    // A new connection starts with the gateway's whole burst; past it the subscribes are paced.
+    this.pacer.reset();
     // Event topics held before without a position to resume from: whatever happened meanwhile
     // cannot be replayed, so their subscribers must refetch.
     const unresumable: string[] = [];
@@ -593,14 +630,14 @@ export class PulseClient {
       if (holding.channel.type === "events" && holding.sent && this.seq.resumeAfter(topic) === undefined) {
         unresumable.push(holding.channel.topic);
       }
-      this.sendSubscribe(topic, holding);
+      this.subscribeInTurn(topic, holding);
     }
     this.heartbeat.start();
     // The gateway refuses a token or a capped connection right after the upgrade, with a close
     // code: the connection is live once the gateway has answered on it, and a ping makes sure
     // something answers however little the client subscribed to.
     this.heartbeat.pingNow();
-    this.scheduleRenewal(ticket);
+    this.scheduleRenewal(ticket, receivedAt);
     for (const topic of unresumable) {
       if (this.holdings.has(`events:${topic}`)) this.announceReset({ topic, oldest: null, reason: "gap", last: null });
     }
@@ -728,9 +765,15 @@ export class PulseClient {
     this.connectTimer.clear();
     this.renewTimer.clear();
     this.heartbeat.stop();
+    // Requests of this socket are moot on the next one, which holds nothing until asked.
+    this.authInFlight = undefined;
+    this.authResendTimer.clear();
+    for (const unsubscribing of this.unsubscribing.values()) unsubscribing.timer.clear();
+    this.unsubscribing.clear();
     // Held subscriptions wait for the next socket.
     for (const holding of this.holdings.values()) {
       holding.timer.clear();
+      holding.queued = false;
       if (holding.status.state !== "pending") this.setSubscription(holding, { state: "pending" });
     }
     if (!socket) return;
@@ -794,12 +837,18 @@ export class PulseClient {
 
   // ---- token renewal ---------------------------------------------------------------------------
 
-  private scheduleRenewal(ticket: Ticket): void {
-    // Timed by the token's lifetime, not by comparing `expires_at` with this clock: a browser
-    // whose clock is behind the server's would renew after the token expired.
-    const lifetimeMs = ticketLifetimeMs(ticket, this.now());
-    const delay = Math.max(MIN_RENEW_DELAY_MS, lifetimeMs * this.renewAt);
-    this.renewTimer.set(() => this.renew(), delay);
+  /**
+   * Arms the renewal of `ticket`'s token at `renewAt` of its lifetime, counted from when the
+   * ticket arrived (`receivedAt`, by this clock). Timed by the token's lifetime, not by comparing
+   * `expires_at` with this clock: a browser whose clock is behind the server's would renew after
+   * the token expired. And counted from the ticket, not from the socket opening: the time the
+   * socket took to open has gone from the token's life too, and a short token would otherwise
+   * expire before it is renewed. A renewal already due goes out at once.
+   */
+  private scheduleRenewal(ticket: Ticket, receivedAt: number): void {
+    const lifetimeMs = ticketLifetimeMs(ticket, receivedAt);
+    const dueAt = receivedAt + Math.max(MIN_RENEW_DELAY_MS, lifetimeMs * this.renewAt);
+    this.renewTimer.set(() => this.renew(), dueAt - this.now());
   }
 
   private renew(): void {
@@ -826,14 +875,27 @@ export class PulseClient {
           if (settled) return;
           settled = true;
           if (this.socket !== socket || !this.socketOpen) return;
-          this.send({ action: "auth", token: ticket.token });
-          this.scheduleRenewal(ticket);
+          this.sendAuth(ticket.token);
+          this.scheduleRenewal(ticket, this.now());
         },
         (error: unknown) => {
           if (settled) return;
           failed(`could not renew the token: ${describe(error)}`, error);
         },
       );
+  }
+
+  /** Sends a renewed token, remembered until the gateway answers: a rate limit may drop it. */
+  private sendAuth(token: string): void {
+    this.authInFlight = token;
+    this.authResendTimer.clear();
+    this.send({ action: "auth", token });
+  }
+
+  /** The gateway answered the renewal (`authenticated` or `invalid_token`): nothing to re-send. */
+  private onAuthAnswered(): void {
+    this.authInFlight = undefined;
+    this.authResendTimer.clear();
   }
 
   // ---- frames ----------------------------------------------------------------------------------
@@ -893,6 +955,7 @@ export class PulseClient {
     switch (reply.type) {
       case "authenticated":
         this.expiresAt = reply.exp;
+        this.onAuthAnswered();
         return;
       case "subscribed": {
         const holding = this.holdingOf(reply);
@@ -904,25 +967,32 @@ export class PulseClient {
         if (reply.channel === "events" && reply.seq !== undefined) this.onEventsBaseline(reply.topic, reply.seq);
         return;
       }
+      case "unsubscribed":
+        this.onUnsubscribed(reply);
+        return;
       case "events_reset":
         this.onEventsReset(reply.topic, reply.oldest, reply.reason);
         return;
       case "error":
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
-        if (reply.channel && reply.code !== "invalid_since" && reply.code !== "not_subscribed") {
+        if (reply.channel && reply.code === "not_subscribed") {
+          // An answer all the same: the gateway does not hold the channel.
+          this.onUnsubscribed(reply.channel);
+        } else if (reply.channel && reply.code !== "invalid_since") {
           this.onSubscribeRefused(reply.channel, reply.code, reply.message);
         } else if (reply.code === "rate_limited") {
           this.onRequestsDropped({ code: reply.code, message: reply.message });
         }
         if (reply.code === "invalid_token" && this.socketOpen) {
           // The renewal was refused; the current token stays in force until it expires.
+          this.onAuthAnswered();
           this.renewTimer.set(() => this.renew(), this.renewRetryMs);
         } else if (reply.code === "invalid_since" && reply.channel?.channel === "events") {
           this.resubscribeFresh(reply.channel.topic);
         }
         return;
       default:
-        // unsubscribed, pong: the heartbeat already noted that the socket lives.
+        // pong: the heartbeat already noted that the socket lives.
         return;
     }
   }
@@ -980,7 +1050,7 @@ export class PulseClient {
         return;
       }
       const topic = messageTopic(frame.message) as EventsTopic;
-      if (this.holdings.has(topic)) this.deliverEvent(topic, frame.message);
+      if (this.holdings.has(topic)) this.deliverPolledEvent(topic, frame.message);
       return;
     }
     // Snapshots are passed on unchecked (their users check them), but the topic they go out on
@@ -998,6 +1068,23 @@ export class PulseClient {
     this.publishData(topic, message);
   }
 
+  /**
+   * Delivers a polled event. A topic subscribed on a socket that never told its position (a
+   * `subscribed` without `seq`, and no event before the socket dropped) cannot place the event:
+   * events between the subscribe and it may have been missed (a poll with no position fetches
+   * only the newest), so a reset is announced first, as when such a topic is subscribed again.
+   * Taken silently, the event would become the position and the socket would resume after it.
+   */
+  private deliverPolledEvent(topic: EventsTopic, message: EventMessage): void {
+    const holding = this.holdings.get(topic);
+    if (holding?.sent && this.seq.resumeAfter(topic) === undefined) {
+      this.announceReset({ topic: message.topic, oldest: message.seq, reason: "gap", last: null });
+      // A reset handler may have let go of the channel.
+      if (!this.holdings.has(topic)) return;
+    }
+    this.deliverEvent(topic, message);
+  }
+
   private publishData(topic: DataTopic, message: DataMessage): void {
     (this.bus.publish as (topic: string, payload: DataMessage) => number)(topic, message);
   }
@@ -1011,6 +1098,7 @@ export class PulseClient {
   private sendSubscribe(topic: DataTopic, holding: Holding): void {
     const since = holding.channel.type === "events" ? this.seq.resumeAfter(topic) : undefined;
     holding.sent = true;
+    holding.queued = false;
     holding.since = since;
     if (holding.status.state !== "pending") {
       // Asking again after a refusal keeps the refusal: the channel is still not updating, and
@@ -1025,14 +1113,36 @@ export class PulseClient {
     this.send(subscribeRequest(holding.channel, since));
   }
 
-  /** The held subscription a reply names, if any. */
-  private holdingOf(ref: { channel: string; topic?: string; device_id?: string }): Holding | undefined {
+  /**
+   * Subscribes a held channel when the pacing allows (see {@link Pacer}): at once within the
+   * gateway's burst, else at the slot `wait` from now. A socket opening with hundreds of held
+   * channels would otherwise send them all at once, have most refused with `rate_limited`, and
+   * be closed with 4029. Until its slot the channel stays `pending`.
+   */
+  private subscribeInTurn(topic: DataTopic, holding: Holding, wait = this.pacer.reserve()): void {
+    if (wait <= 0) {
+      this.sendSubscribe(topic, holding);
+      return;
+    }
+    holding.queued = true;
+    holding.timer.set(() => {
+      if (this.holdings.get(topic) === holding && this.socketOpen) this.sendSubscribe(topic, holding);
+    }, wait);
+  }
+
+  /** The topic a reply names, if it names a valid channel. */
+  private topicOf(ref: { channel: string; topic?: string; device_id?: string }): DataTopic | undefined {
     try {
-      const channel = { type: ref.channel, device_id: ref.device_id, topic: ref.topic } as unknown as Channel;
-      return this.holdings.get(channelTopic(channel));
+      return channelTopic({ type: ref.channel, device_id: ref.device_id, topic: ref.topic } as unknown as Channel);
     } catch {
       return undefined;
     }
+  }
+
+  /** The held subscription a reply names, if any. */
+  private holdingOf(ref: { channel: string; topic?: string; device_id?: string }): Holding | undefined {
+    const topic = this.topicOf(ref);
+    return topic === undefined ? undefined : this.holdings.get(topic);
   }
 
   /** A subscribe was refused: ask again after a backoff when the refusal may pass. */
@@ -1050,19 +1160,36 @@ export class PulseClient {
   }
 
   /**
-   * The gateway dropped requests it had no room for (`rate_limited` names none): every
-   * subscribe still unanswered may be among them, so each is asked again after its backoff
-   * rather than at its answer deadline. One that was answered meanwhile is simply
-   * acknowledged again.
+   * The gateway dropped requests it had no room for (`rate_limited` names none): any request
+   * not answered yet may be among them, so each is sent again after a second
+   * ({@link RATE_LIMITED_RESEND_MS}, once the gateway has refilled), and then at the paced rate:
+   * first a renewal's `auth` (else the token expires and the gateway closes with 4001), then
+   * unsubscribes, then subscribes, rather than at a subscribe's answer deadline. One that was
+   * answered meanwhile is simply answered again. Subscribes still waiting for their slot wait
+   * behind them: the slots they held are void.
    */
   private onRequestsDropped(error: { code: string; message: string }): void {
+    this.pacer.restartAfter(RATE_LIMITED_RESEND_MS);
+    const token = this.authInFlight;
+    if (token !== undefined) {
+      this.authResendTimer.set(() => {
+        if (this.authInFlight === token && this.socketOpen) this.send({ action: "auth", token });
+      }, this.pacer.reserve());
+    }
+    for (const [topic, unsubscribing] of this.unsubscribing) this.unsubscribeInTurn(topic, unsubscribing.channel, this.pacer.reserve());
     for (const [topic, holding] of this.holdings) {
-      if (holding.sent && holding.status.state === "pending") this.retrySubscribe(topic, holding, error);
+      if (holding.status.state !== "pending") continue;
+      if (holding.queued) this.subscribeInTurn(topic, holding, this.pacer.reserve());
+      else if (holding.sent) this.retrySubscribe(topic, holding, error, this.pacer.reserve());
     }
   }
 
-  private retrySubscribe(topic: DataTopic, holding: Holding, error: { code: string; message: string } | undefined): void {
-    const delay = holding.backoff.next();
+  private retrySubscribe(
+    topic: DataTopic,
+    holding: Holding,
+    error: { code: string; message: string } | undefined,
+    delay = holding.backoff.next(),
+  ): void {
     const next: Partial<SubscriptionStatus> = { state: "retrying", nextAttemptAt: this.now() + delay };
     this.setSubscription(holding, error ? { ...next, error } : next);
     holding.timer.set(() => {
@@ -1103,7 +1230,40 @@ export class PulseClient {
     holding.timer.clear();
     this.seq.forget(topic);
     if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
-    if (this.socketOpen) this.send(unsubscribeRequest(holding.channel));
+    // A subscribe still waiting for its slot never reached the gateway: nothing to undo.
+    if (this.socketOpen && !holding.queued) this.unsubscribeInTurn(topic, holding.channel);
+  }
+
+  /**
+   * Unsubscribes a released channel when the pacing allows, and remembers it until the gateway
+   * answers (`unsubscribed`, or `not_subscribed`): a `rate_limited` error may have dropped it,
+   * and the gateway would go on sending the channel's data. It is sent (again) only while the
+   * channel is not held again.
+   */
+  private unsubscribeInTurn(topic: DataTopic, channel: Channel, wait = this.pacer.reserve()): void {
+    const unsubscribing = this.unsubscribing.get(topic) ?? { channel, timer: new TimerSlot(this.timers) };
+    this.unsubscribing.set(topic, unsubscribing);
+    const send = () => {
+      if (this.unsubscribing.get(topic) === unsubscribing && !this.holdings.has(topic)) this.send(unsubscribeRequest(channel));
+    };
+    if (wait <= 0) {
+      unsubscribing.timer.clear();
+      send();
+    } else {
+      unsubscribing.timer.set(send, wait);
+    }
+  }
+
+  /** The gateway answered an unsubscribe. */
+  private onUnsubscribed(ref: { channel: string; topic?: string; device_id?: string }): void {
+    const topic = this.topicOf(ref);
+    if (topic !== undefined) this.forgetUnsubscribe(topic);
+  }
+
+  /** Stops tracking (and re-sending) the unsubscribe of `topic`, if one is pending. */
+  private forgetUnsubscribe(topic: DataTopic): void {
+    this.unsubscribing.get(topic)?.timer.clear();
+    this.unsubscribing.delete(topic);
   }
 
   private send(request: ClientRequest): void {
