@@ -25,7 +25,9 @@ pub struct AlertParams {
 
 #[derive(Serialize, ToSchema)]
 pub struct AlertPage {
-    /// Newest first, each shaped as in the `alerts` push.
+    /// Newest first by `alert_id`, the order the database recorded them (the `alerts` push
+    /// orders by `created_at`, which differs only for alerts written with an earlier
+    /// `created_at` than alerts before them); each shaped as in the push.
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Alert>,
     /// Pass as `before` for the next page; null on the last page.
