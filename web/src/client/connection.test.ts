@@ -971,16 +971,22 @@ describe("token renewal", () => {
     expect(socket.requests).toContainEqual({ action: "auth", token: "t2" });
   });
 
-  it("times renewal from the ticket's arrival, not from the socket opening", async () => {
-    // A 5 s token whose socket takes 2 s to open: the 2 s are gone from its life too.
+  /** A 5 s token (with `expires_in`) whose socket takes `openMs` to open after the ticket came. */
+  async function slowOpen(openMs: number) {
     const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
     const t = setup({ getTicket });
     t.client.start();
     await settle();
-    await t.advanceAndSettle(2_000);
+    await t.advanceAndSettle(openMs);
     const socket = t.factory.last();
     socket.accept();
     await settle();
+    return { getTicket, t, socket };
+  }
+
+  it("times renewal from the ticket's arrival, not from the socket opening", async () => {
+    // A 5 s token whose socket takes 2 s to open: the 2 s are gone from its life too.
+    const { getTicket, t, socket } = await slowOpen(2_000);
     await t.advanceAndSettle(1_700);
     expect(getTicket).toHaveBeenCalledTimes(1);
     // 3.8 s after the ticket came: past 75 % of its 5 s, well before it ends.
@@ -990,13 +996,7 @@ describe("token renewal", () => {
   });
 
   it("renews at once a token whose renewal fell due while the socket was opening", async () => {
-    const getTicket = ticketSource(["ws://gw-a.test/api/v2/ws"], 5, { expiresIn: true });
-    const t = setup({ getTicket });
-    t.client.start();
-    await settle();
-    await t.advanceAndSettle(4_000);
-    const socket = t.factory.last();
-    socket.accept();
+    const { t, socket } = await slowOpen(4_000);
     await t.advanceAndSettle(0);
     expect(authRequests(socket)).toEqual([{ action: "auth", token: "t2" }]);
   });
