@@ -39,14 +39,20 @@ pub async fn write(pool: &PgPool, applied: &Applied) -> Result<(), sqlx::Error> 
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
     .bind(STALE_AFTER)
-    .bind(applied.thresholds.stale_after.as_secs().to_string())
+    .bind(seconds(applied.thresholds.stale_after))
     .bind(OFFLINE_AFTER)
-    .bind(applied.thresholds.offline_after.as_secs().to_string())
+    .bind(seconds(applied.thresholds.offline_after))
     .bind(FLEET_DEVICES_CAP)
     .bind(applied.fleet_devices_cap.to_string())
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A threshold as recorded: seconds to the millisecond (`1.5` for 1500ms, `60` for a minute),
+/// as the triggers (`make_interval(secs => value::double precision)`) and [`read`] take them.
+fn seconds(d: Duration) -> String {
+    (d.as_millis() as f64 / 1000.0).to_string()
 }
 
 /// What was recorded; the defaults for anything not recorded (no poller has run yet) or not a
@@ -93,6 +99,19 @@ mod tests {
 
     fn row(key: &str, value: &str) -> (String, String) {
         (key.to_owned(), value.to_owned())
+    }
+
+    #[test]
+    fn thresholds_are_recorded_to_the_millisecond() {
+        assert_eq!(seconds(Duration::from_secs(60)), "60");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5");
+        assert_eq!(seconds(Duration::from_millis(86_400_001)), "86400.001");
+        let a = applied_from([
+            row(STALE_AFTER, &seconds(Duration::from_millis(1500))),
+            row(OFFLINE_AFTER, &seconds(Duration::from_millis(2250))),
+        ]);
+        assert_eq!(a.thresholds.stale_after, Duration::from_millis(1500));
+        assert_eq!(a.thresholds.offline_after, Duration::from_millis(2250));
     }
 
     #[test]

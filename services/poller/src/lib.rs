@@ -179,15 +179,25 @@ async fn serve_as_active(
         session.clone(),
     ));
 
-    let relay = tokio::spawn(
-        relay::Relay::new(
-            pool.clone(),
-            js.clone(),
-            metrics.clone(),
-            config.events_max_age(),
-        )
-        .run(feed.clone(), link.state.clone(), session.clone()),
+    // The relay starts once `prepare` set the streams up: until then `streams::ensure` may
+    // still empty an events stream of the old numbering (again, if it failed after doing so),
+    // and would take with it events relayed meanwhile, already marked relayed.
+    let (prepared, streams_ready) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay::Relay::new(
+        pool.clone(),
+        js.clone(),
+        metrics.clone(),
+        config.events_max_age(),
     );
+    let relay = tokio::spawn({
+        let (feed, nats, session) = (feed.clone(), link.state.clone(), session.clone());
+        async move {
+            // Not sent when the poller stops being active first.
+            if streams_ready.await.is_ok() {
+                relay.run(feed, nats, session).await;
+            }
+        }
+    });
 
     let users = tokio::spawn(users::forward(
         feed.clone(),
@@ -200,6 +210,8 @@ async fn serve_as_active(
         if session.is_cancelled() {
             return;
         }
+        // Streams set up: nothing empties the events stream from here on.
+        let _ = prepared.send(());
         engine.first_sync(&link.state).await;
         engine.run(feed, link.state.clone(), session.clone()).await;
     };
@@ -264,11 +276,7 @@ async fn prepare(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match streams::ensure(js, config).await {
-            Ok(()) => {
-                readiness.set("streams", true);
-                readiness.set_info("streams", "ready");
-                break;
-            }
+            Ok(()) => break,
             Err(e) => {
                 metrics.error(Stage::Streams);
                 let delay = backoff.next_delay();
@@ -289,12 +297,16 @@ async fn prepare(
         match streams::newest_seq(js).await {
             Ok(floor) => {
                 engine.raise_seq_floor(floor);
+                readiness.set("streams", true);
+                readiness.set_info("streams", "ready");
                 break;
             }
             Err(e) => {
                 metrics.error(Stage::Streams);
                 let delay = backoff.next_delay();
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "cannot read the newest seq; not publishing yet");
+                let error = format!("{e:#}");
+                tracing::error!(%error, retry_in = ?delay, "cannot read the newest seq; not publishing yet");
+                readiness.set_info("streams", format!("waiting for the newest seq: {error}"));
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return,

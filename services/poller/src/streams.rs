@@ -119,30 +119,67 @@ async fn retire_old_numbering(js: &jetstream::Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The highest `seq` already published to the state stream, read from its newest message, so
-/// a newly active poller never goes below it. Zero when the stream is empty.
+/// Most sequences [`newest_seq`] steps back over (deleted ones, messages without a `seq`)
+/// before giving up (and retrying).
+const NEWEST_LOOKUPS: u64 = 1000;
+
+/// The highest `seq` already published to the state stream, read from its newest message
+/// that has one, so a newly active poller never goes below it. Zero only when no message of
+/// the stream has one (or it holds none).
+///
+/// Both reads go to the stream's leader, not to a replica that may lag behind (as a direct
+/// get may). Any failure is an error, for the caller to retry: a floor of zero taken by
+/// mistake would let `seq` go backwards across a failover. A message without a `Pulse-Seq`
+/// (not a poller's) is passed over with a warning: it carries no `seq` to stay above, and
+/// pollers publish theirs in rising order, so the newest that has one holds the highest.
 pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     let mut stream = js
         .get_stream(STATE_STREAM)
         .await
         .context("cannot open the state stream")?;
-    let last = stream
+    let state = stream
         .info()
         .await
         .context("cannot read the state stream's info")?
         .state
-        .last_sequence;
-    if last == 0 {
+        .clone();
+    if state.messages == 0 {
         return Ok(0);
     }
-    let message = match stream.direct_get(last).await {
-        Ok(m) => m,
-        // The newest message may have just been replaced by a newer one on the same subject.
-        Err(_) => return Ok(0),
-    };
-    Ok(message
-        .headers
-        .get(pulse_proto::headers::SEQ)
-        .and_then(|v| v.as_str().parse().ok())
-        .unwrap_or(0))
+    // Newest first, past sequences deleted since the info was read (a message replaced by a
+    // newer one of its subject) or removed by hand, and past messages without a seq.
+    let oldest = state
+        .first_sequence
+        .max(state.last_sequence.saturating_sub(NEWEST_LOOKUPS - 1));
+    for sequence in (oldest..=state.last_sequence).rev() {
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => match pulse_seq(&message) {
+                Some(seq) => return Ok(seq),
+                None => tracing::warn!(
+                    subject = %message.subject, sequence,
+                    "a message of the state stream without a valid Pulse-Seq; passed over"
+                ),
+            },
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot read message {sequence} of the state stream")
+                });
+            }
+        }
+    }
+    if oldest == state.first_sequence {
+        return Ok(0); // every message read, none with a seq
+    }
+    anyhow::bail!(
+        "no message with a Pulse-Seq among the newest {NEWEST_LOOKUPS} of the state stream \
+         (sequences {oldest} to {})",
+        state.last_sequence,
+    )
+}
+
+/// The `Pulse-Seq` of a state stream message, if it has a valid one.
+fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u64> {
+    let header = message.headers.get(pulse_proto::headers::SEQ)?;
+    header.as_str().parse().ok()
 }

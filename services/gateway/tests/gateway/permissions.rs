@@ -45,6 +45,10 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         .unwrap();
     let tenant = unique("perm");
     retain_alerts(&poller, &tenant, 3, "retained").await;
+    // A poller becoming active reads the newest seq published, to start above it.
+    let js = async_nats::jetstream::new(poller.clone());
+    let floor = pulse_poller::streams::newest_seq(&js).await.unwrap();
+    assert_eq!(floor, 3);
 
     let gw = spawn_gateway_with(|c| c.nats_url = url_as("pulse-gateway", "gateway-pw")).await;
     let mut c = gw.viewer(&tenant).await;

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod activation;
 mod events;
 mod failover;
 mod layout;
