@@ -14,9 +14,10 @@ use std::time::Instant;
 use async_nats::jetstream;
 use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::{
-    AlertsSnapshot, FleetSnapshot, Subject, Telemetry, TelemetryData, TenantId, Timestamp,
+    AlertsSnapshot, DeviceId, FleetSnapshot, Subject, Telemetry, TelemetryData, TenantId, Timestamp,
 };
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +150,11 @@ impl Engine {
         self.seq.raise_floor(floor);
     }
 
+    /// How many devices the engine remembers a published reading of.
+    pub fn telemetry_devices_recorded(&self) -> usize {
+        self.telemetry.devices_recorded()
+    }
+
     /// Forgets what was published, so the next cycles publish everything again.
     pub fn forget_published(&mut self) {
         self.alerts_published.clear();
@@ -250,6 +256,7 @@ impl Engine {
         self.metrics.observe_query(Query::Fleet, started);
         let rows: usize = devices.values().map(Vec::len).sum();
         self.metrics.fleet_devices_read.inc_by(rows as u64);
+        self.forget_gone_devices(&devices);
         let registry_behind = self.sync_registry(&devices).await;
         let batch = match self.fleet_batch(now, devices, prints) {
             Ok(batch) => batch,
@@ -359,6 +366,18 @@ impl Engine {
         }
     }
 
+    /// Forgets the readings published for devices of the tenants read that are gone, so that
+    /// the record does not grow with devices added and deleted.
+    fn forget_gone_devices(&mut self, devices: &BTreeMap<TenantId, Vec<fleet::DeviceRow>>) {
+        let exist: HashSet<(&str, &str)> = devices
+            .iter()
+            .flat_map(|(t, rows)| rows.iter().map(|r| (t.as_str(), r.device_id.as_str())))
+            .collect();
+        self.telemetry.retain_devices(|t, d| {
+            !devices.contains_key(t) || exist.contains(&(t.as_str(), d.as_str()))
+        });
+    }
+
     /// Brings the device registry in line with the devices just read, before the fleet
     /// snapshot that lists them goes out. A failure is logged, and fleet snapshots are
     /// published regardless; returns the tenants whose registry entries may be behind, which
@@ -415,6 +434,7 @@ impl Engine {
         {
             self.load_tenants().await?;
         }
+        let limit = publisher::payload_limit(&self.js);
         let mut out = Vec::with_capacity(batch.readings.len());
         for r in batch.readings {
             if !self.tenants.contains(&r.tenant) {
@@ -433,7 +453,12 @@ impl Engine {
             };
             let subject = Subject::Telemetry(r.tenant.clone(), r.device.clone());
             let key = (r.tenant, r.device, r.ts);
-            out.push(Outgoing::new(key, subject, seq, &message)?);
+            let reading = Outgoing::new(key, subject, seq, &message)?;
+            if reading.payload.len() > limit {
+                self.skip_oversized(reading, limit);
+                continue;
+            }
+            out.push(reading);
         }
         let expected = out.len();
         let (done, err) = publisher::publish_all(&self.js, out).await;
@@ -448,6 +473,23 @@ impl Engine {
             self.telemetry.advance(batch.next_watermark);
         }
         err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Passes over a reading too big for the NATS server's `max_payload`, which would otherwise
+    /// fail on every read and hold the watermark back for good. It counts as handled, so it is
+    /// not read again while it stays in the window; a newer reading of the device goes out.
+    fn skip_oversized(
+        &mut self,
+        reading: Outgoing<(TenantId, DeviceId, OffsetDateTime)>,
+        limit: usize,
+    ) {
+        let (tenant, device, ts) = reading.key;
+        self.metrics.oversized(Kind::Telemetry);
+        tracing::warn!(
+            %tenant, %device, bytes = reading.payload.len(), limit,
+            "telemetry reading too big for the NATS server's max_payload; skipped"
+        );
+        self.telemetry.mark_published(tenant, device, ts);
     }
 
     fn report(&self, what: &str, r: Result<(), CycleError>) -> bool {

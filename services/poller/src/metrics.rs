@@ -93,6 +93,8 @@ pub struct Metrics {
     pub unchanged: Family<KindLabel, Counter>,
     /// Snapshots that listed fewer items than their cap to fit the server's `max_payload`.
     pub trimmed: Family<KindLabel, Counter>,
+    /// Messages not published because they exceed the server's `max_payload`.
+    pub oversized: Family<KindLabel, Counter>,
     pub query_seconds: Family<QueryLabel, Histogram>,
     pub notifications: Counter,
     pub errors: Family<StageLabel, Counter>,
@@ -127,6 +129,12 @@ impl Metrics {
                 r,
                 "trimmed",
                 "Snapshots that listed fewer items than their cap to fit the NATS server's max_payload",
+                Family::default(),
+            ),
+            oversized: register(
+                r,
+                "oversized",
+                "Messages not published because they exceed the NATS server's max_payload",
                 Family::default(),
             ),
             query_seconds: register(
@@ -191,6 +199,10 @@ impl Metrics {
 
     pub fn trimmed(&self, kind: Kind) {
         self.trimmed.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn oversized(&self, kind: Kind) {
+        self.oversized.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub fn error(&self, stage: Stage) {

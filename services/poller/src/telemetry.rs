@@ -147,4 +147,14 @@ impl Cursor {
     pub fn retain_tenants(&mut self, keep: impl Fn(&TenantId) -> bool) {
         self.published.retain(|(t, _), _| keep(t));
     }
+
+    /// Forgets the devices `keep` says no longer exist.
+    pub fn retain_devices(&mut self, keep: impl Fn(&TenantId, &DeviceId) -> bool) {
+        self.published.retain(|(t, d), _| keep(t, d));
+    }
+
+    /// How many devices have a reading recorded as published.
+    pub fn devices_recorded(&self) -> usize {
+        self.published.len()
+    }
 }

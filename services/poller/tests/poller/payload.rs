@@ -1,10 +1,11 @@
-//! Snapshots bigger than the NATS server's `max_payload`: they go out listing fewer items, with
-//! counts that still cover every one, instead of failing on every cycle.
+//! Messages bigger than the NATS server's `max_payload`: snapshots go out listing fewer items,
+//! with counts that still cover every one, and telemetry readings are skipped, instead of
+//! failing on every cycle.
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -57,6 +58,66 @@ async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fi
     assert_eq!(
         metric(&metrics, "pulse_poller_trimmed_total", &["kind=\"alerts\""]),
         0.0
+    );
+    poller.stop().await;
+}
+
+#[tokio::test]
+async fn a_telemetry_reading_too_big_for_max_payload_is_skipped_and_the_next_go_out() {
+    let nats = PrivateNats::configured(
+        |store| format!("max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {store:?} }}\n"),
+        &[],
+    )
+    .await;
+    let client = pulse_test_support::nats::connect(&nats.url).await.unwrap();
+    let (db, tenant) = db_with_tenant("huge", 2).await;
+    let mut telemetry = subscribed(&client, format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
+    poller.wait_ready().await;
+    let metrics = || async { poller.metrics().await };
+
+    db.reading(
+        &tenant,
+        "dev-1",
+        json!({"blob": "x".repeat(2 * MAX_PAYLOAD)}),
+    )
+    .await;
+    db.reading(&tenant, "dev-2", json!({"n": 1})).await;
+    let (_, reading) = next(&mut telemetry).await;
+    assert_eq!(reading["device_id"], "dev-2");
+    eventually(
+        "the reading counted as oversized",
+        Duration::from_secs(5),
+        || async {
+            metric(
+                &metrics().await,
+                "pulse_poller_oversized_total",
+                &["kind=\"telemetry\""],
+            ) == 1.0
+        },
+    )
+    .await;
+    // Not tried again and again: no publish error from here on.
+    let errors = metric(&metrics().await, "pulse_poller_errors_total", &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(&metrics().await, "pulse_poller_errors_total", &[]),
+        errors
+    );
+
+    // The device's next reading that fits goes out; the oversized one is counted once.
+    db.reading(&tenant, "dev-1", json!({"n": 2})).await;
+    let (_, reading) = next(&mut telemetry).await;
+    assert_eq!(reading["device_id"], "dev-1");
+    assert_eq!(reading["data"]["metrics"], json!({"n": 2}));
+    let metrics = metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "pulse_poller_oversized_total",
+            &["kind=\"telemetry\""]
+        ),
+        1.0
     );
     poller.stop().await;
 }

@@ -527,3 +527,37 @@ async fn a_device_back_online_is_published_by_the_next_safety_net_poll_when_unto
     assert_eq!(back["devices"][0]["status"], "ONLINE");
     poller.stop().await;
 }
+
+/// What the engine remembers of the readings it published shrinks with the devices deleted,
+/// so it does not grow with devices that come and go.
+#[tokio::test]
+async fn the_readings_of_deleted_devices_are_forgotten() {
+    let (db, tenant) = db_with_tenant("churn", 3).await;
+    let js = jetstream::new(pulse_test_support::nats::shared().await);
+    ensure_streams(&js).await;
+    for device in ["dev-1", "dev-2", "dev-3"] {
+        db.reading(&tenant, device, json!({"n": 1})).await;
+    }
+    let metrics = pulse_poller::metrics::Metrics::register(
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    let mut engine = pulse_poller::engine::Engine::new(
+        config(&db),
+        db.pool.clone(),
+        js,
+        metrics,
+        std::sync::Arc::new(pulse_poller::seq::SeqClock::new()),
+    );
+    engine.full_sync().await.unwrap();
+    engine.poll_telemetry().await.unwrap();
+    assert_eq!(engine.telemetry_devices_recorded(), 3);
+
+    sqlx::query("DELETE FROM devices WHERE tenant_id = $1 AND device_id IN ('dev-1', 'dev-3')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
+    engine.refresh_fleet(&[id]).await.unwrap();
+    assert_eq!(engine.telemetry_devices_recorded(), 1);
+}
