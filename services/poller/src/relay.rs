@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use parking_lot::Mutex;
 use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
 use serde_json::Value;
@@ -26,8 +27,11 @@ use crate::publisher::{self, Outgoing};
 
 /// Most events read and sent in one pass; a full pass is followed at once by another.
 pub const BATCH: i64 = 1000;
-/// Most events of one topic in a pass, so that one topic's backlog (after a NATS outage, say)
-/// does not hold back the other topics and tenants: each pass takes some of every topic.
+/// Most events of one topic in a pass. So that one topic's backlog (after a NATS outage, say)
+/// does not hold back the other topics and tenants, a pass shares [`BATCH`] between the topics
+/// with a backlog (`BATCH / topics`, at least one each, at most this), and each pass starts
+/// with the topic after the last one the previous pass reached: with more than [`BATCH`]
+/// topics waiting, the next pass goes on where this one stopped.
 pub const PER_TOPIC: i64 = 200;
 /// Safety net: the outbox is read this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
@@ -48,6 +52,8 @@ struct Row {
     event: String,
     payload: Value,
     created_at: OffsetDateTime,
+    /// The most events of one topic this pass reads.
+    share: i64,
 }
 
 /// What one relay pass did.
@@ -64,6 +70,8 @@ pub struct Relay {
     js: jetstream::Context,
     metrics: Metrics,
     max_age: Duration,
+    /// The last `(tenant, topic)` the previous pass read: the next starts after it.
+    reached: Mutex<(String, String)>,
 }
 
 impl Relay {
@@ -73,35 +81,60 @@ impl Relay {
             js,
             metrics,
             max_age,
+            reached: Mutex::default(),
         }
     }
 
-    /// Sends up to [`BATCH`] unrelayed events, at most [`PER_TOPIC`] of each topic, and marks
-    /// those acknowledged.
+    /// Sends up to [`BATCH`] unrelayed events, shared between the topics with a backlog (see
+    /// [`PER_TOPIC`]), and marks those acknowledged.
     #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
     pub async fn relay_once(&self) -> Result<Pass, RelayError> {
         let started = Instant::now();
+        let reached = self.reached.lock().clone();
         // The topics with a backlog, found by skipping along the backlog index from one topic
-        // to the next (not by reading the whole backlog), then the oldest events of each.
+        // to the next (not by reading the whole backlog): those after `reached`, then from the
+        // first one round to `reached`. Then each topic's share of its oldest events.
         let rows: Vec<Row> = sqlx::query_as(
-            "WITH RECURSIVE topics(tenant_id, topic) AS ( \
-                 (SELECT tenant_id, topic FROM events WHERE relayed_at IS NULL \
+            "WITH RECURSIVE after_reached(tenant_id, topic) AS ( \
+                 (SELECT tenant_id, topic FROM events \
+                   WHERE relayed_at IS NULL AND (tenant_id, topic) > ($3::text, $4::text) \
                    ORDER BY tenant_id, topic LIMIT 1) \
                UNION ALL \
-                 SELECT n.tenant_id, n.topic FROM topics t CROSS JOIN LATERAL ( \
+                 SELECT n.tenant_id, n.topic FROM after_reached t CROSS JOIN LATERAL ( \
                    SELECT tenant_id, topic FROM events \
                     WHERE relayed_at IS NULL AND (tenant_id, topic) > (t.tenant_id, t.topic) \
                     ORDER BY tenant_id, topic LIMIT 1) n \
+             ), up_to_reached(tenant_id, topic) AS ( \
+                 (SELECT tenant_id, topic FROM events \
+                   WHERE relayed_at IS NULL AND (tenant_id, topic) <= ($3::text, $4::text) \
+                   ORDER BY tenant_id, topic LIMIT 1) \
+               UNION ALL \
+                 SELECT n.tenant_id, n.topic FROM up_to_reached t CROSS JOIN LATERAL ( \
+                   SELECT tenant_id, topic FROM events \
+                    WHERE relayed_at IS NULL AND (tenant_id, topic) > (t.tenant_id, t.topic) \
+                      AND (tenant_id, topic) <= ($3::text, $4::text) \
+                    ORDER BY tenant_id, topic LIMIT 1) n \
+             ), topics AS MATERIALIZED ( \
+                 SELECT * FROM ( \
+                     (SELECT tenant_id, topic, 0 AS lap FROM after_reached LIMIT $1) \
+                     UNION ALL \
+                     (SELECT tenant_id, topic, 1 AS lap FROM up_to_reached LIMIT $1)) w \
+                  ORDER BY lap, tenant_id, topic LIMIT $1 \
+             ), share AS ( \
+                 SELECT greatest(1, least($2, $1 / greatest(count(*), 1))) AS n FROM topics \
              ) \
-             SELECT e.tenant_id::text, e.topic::text, e.seq, e.event, e.payload, e.created_at \
-               FROM (SELECT tenant_id, topic FROM topics LIMIT $1) t CROSS JOIN LATERAL ( \
+             SELECT e.tenant_id::text, e.topic::text, e.seq, e.event, e.payload, e.created_at, \
+                    (SELECT n FROM share) AS share \
+               FROM topics t CROSS JOIN LATERAL ( \
                  SELECT * FROM events \
                   WHERE tenant_id = t.tenant_id AND topic = t.topic AND relayed_at IS NULL \
-                  ORDER BY seq LIMIT $2) e \
-              ORDER BY e.tenant_id, e.topic, e.seq LIMIT $1",
+                  ORDER BY seq LIMIT (SELECT n FROM share)) e \
+              ORDER BY t.lap, e.tenant_id, e.topic, e.seq",
         )
         .bind(BATCH)
         .bind(PER_TOPIC)
+        .bind(&reached.0)
+        .bind(&reached.1)
         .fetch_all(&self.pool)
         .await?;
         self.metrics.observe_query(Query::Events, started);
@@ -110,6 +143,10 @@ impl Relay {
         if rows.is_empty() {
             self.metrics.relay_backlog.set(0);
             return Ok(Pass { read, more: false });
+        }
+        let share = rows[0].share;
+        if let Some(last) = rows.last() {
+            *self.reached.lock() = (last.tenant_id.clone(), last.topic.clone());
         }
         let mut batch = Vec::with_capacity(rows.len());
         // The seqs sent per topic, in order, to find how far each topic got.
@@ -141,7 +178,7 @@ impl Relay {
             sent.entry((tenant, topic)).or_default().push(seq);
         }
         // Events may be left behind: the pass was full, or a topic gave all it may give.
-        let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= PER_TOPIC);
+        let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= share);
         let (done, err) = publisher::publish_all(&self.js, batch).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it

@@ -323,6 +323,87 @@ async fn one_topics_backlog_does_not_hold_back_the_other_tenants() {
     );
 }
 
+/// How many events of each of `tenant`'s topics are marked relayed.
+async fn relayed_per_topic(db: &ScratchDb, tenant: &str) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT topic::text, count(*) FILTER (WHERE relayed_at IS NOT NULL) FROM events \
+          WHERE tenant_id = $1 GROUP BY topic",
+    )
+    .bind(tenant)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// Writes `per_topic` events on each of `topics` topics of `tenant` (`t0001`, `t0002`, …).
+async fn backlog(db: &ScratchDb, tenant: &str, topics: i64, per_topic: i64) {
+    sqlx::query(
+        "SELECT pulse_emit_event($1, 't' || lpad(g::text, 4, '0'), 'bulk:item', to_jsonb(k)) \
+           FROM generate_series(1, $3) k, generate_series(1, $2) g",
+    )
+    .bind(tenant)
+    .bind(topics)
+    .bind(per_topic)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// More topics backed up than a pass takes at [`PER_TOPIC`] each: each pass still takes
+/// some of every one.
+#[tokio::test]
+async fn each_pass_takes_some_of_every_backed_up_topic() {
+    let (db, tenant) = db_with_tenant("ev-share", 0).await;
+    let nats = pulse_test_support::nats::shared().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    backlog(&db, &tenant, 7, pulse_poller::relay::PER_TOPIC + 50).await;
+    // Last in (tenant, topic) order, with one event.
+    emit(&db, &tenant, "zz", "ticket:open", json!({"id": 1})).await;
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+
+    let first = relay.relay_once().await.unwrap();
+    assert!(first.more);
+    let relayed = relayed_per_topic(&db, &tenant).await;
+    assert_eq!(relayed.len(), 8);
+    assert!(
+        relayed.values().all(|n| *n > 0),
+        "a topic waits for the others: {relayed:?}"
+    );
+    assert!(first.read as i64 <= pulse_poller::relay::BATCH);
+    while relay.relay_once().await.unwrap().more {}
+    assert_eq!(unrelayed(&db).await, 0);
+    assert_eq!(stream_matches_outbox(&js, &db, &tenant, "t0007").await, 250);
+}
+
+/// More topics backed up than a pass takes events: the next pass goes on with the topics
+/// this one did not reach, not with the first ones again.
+#[tokio::test]
+async fn a_pass_goes_on_with_the_topics_the_previous_one_did_not_reach() {
+    let (db, tenant) = db_with_tenant("ev-turn", 0).await;
+    let nats = pulse_test_support::nats::shared().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let topics = pulse_poller::relay::BATCH + 1;
+    backlog(&db, &tenant, topics, 2).await;
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+
+    let first = relay.relay_once().await.unwrap();
+    assert_eq!(first.read as i64, pulse_poller::relay::BATCH);
+    let last = format!("t{topics:04}");
+    assert_eq!(relayed_per_topic(&db, &tenant).await[&last], 0);
+    relay.relay_once().await.unwrap();
+    assert_eq!(
+        relayed_per_topic(&db, &tenant).await[&last],
+        1,
+        "the topic no pass reached waits on"
+    );
+    while relay.relay_once().await.unwrap().more {}
+    assert_eq!(unrelayed(&db).await, 0);
+}
+
 #[tokio::test]
 async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
     let OnPrivateNats {
