@@ -303,6 +303,8 @@ EOF'
     "printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {RUST_LOG: info}\n' >deploy/k8s/base/plain.yaml && sed -i 's/^  - namespace.yaml/  - namespace.yaml\n  - plain.yaml/' deploy/k8s/base/kustomization.yaml && sed -i 's/^                name: pulse-common$/                name: plain/' deploy/k8s/base/web-deployment.yaml"
   fault "no startup probe" "needs a startupProbe" \
     "perl -0pi -e 's/          startupProbe:\n(?:            .*\n)+//' deploy/k8s/base/web-deployment.yaml"
+  fault "a preStop that execs in an image without a shell" "the image has no shell" \
+    "perl -0pi -e 's#              sleep:\n                seconds: 5#              exec:\n                command: [\"sleep\", \"5\"]#' deploy/k8s/base/gateway-deployment.yaml"
   fault "no zone spread" "pulse-gateway is not spread over topology.kubernetes.io/zone" \
     "sed -i 's#topologyKey: topology.kubernetes.io/zone#topologyKey: kubernetes.io/hostname#' deploy/k8s/base/gateway-deployment.yaml"
   fault "the gateways on a prefix route" "sends Prefix / to the gateways" \

@@ -8,7 +8,7 @@ hand in routes and apply.
 
 # Kubernetes versions the manifests are validated against: the oldest supported and the newest
 # the schemas know.
-K8S_VERSIONS = ("1.29.0", None)
+K8S_VERSIONS = ("1.30.0", None)
 # Kinds without a schema in kubernetes-validate, checked by hand.
 CRD_KINDS = {"HTTPRoute", "ExternalSecret"}
 

@@ -62,6 +62,15 @@ def check_container(b, cw, where, kind, role, c, ctx_sc, annotations):
     res = c.get("resources") or {}
     if not res.get("requests") or not res.get("limits"):
         fail("kustomize", f"{cw}: resource requests and limits are required")
+    # The images are distroless: no shell, no `sleep`. A hook or probe that execs a command
+    # fails on every run (a preStop that fails is skipped, and its wait with it).
+    hooks = {f"lifecycle.{h}": (c.get("lifecycle") or {}).get(h) for h in ("preStop", "postStart")}
+    hooks.update({p: c.get(p) for p in ("startupProbe", "readinessProbe", "livenessProbe")})
+    for name, hook in hooks.items():
+        if hook and "exec" in hook:
+            fail("kustomize", f"{cw}: {name} execs {hook['exec'].get('command')}, but the "
+                              f"image has no shell or tools to run; use httpGet, or "
+                              f"Kubernetes' sleep action")
     if role == "initContainer" or kind in ("Job", "CronJob"):
         return
     probes = {p: ((c.get(p) or {}).get("httpGet") or {}).get("path")

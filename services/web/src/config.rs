@@ -25,8 +25,8 @@ pub struct WebConfig {
     #[command(flatten)]
     pub database: pulse_db::DatabaseArgs,
 
-    /// Secret that signs session cookies and WebSocket tickets (HS256); the gateways verify
-    /// tickets with the same secret. At least 32 bytes.
+    /// Secret that signs WebSocket tickets (HS256); the gateways verify tickets with the same
+    /// secret. Sessions are random tokens kept in the database, not signed. At least 32 bytes.
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
 
