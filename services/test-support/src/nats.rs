@@ -223,3 +223,24 @@ impl Drop for PrivateNats {
         }
     }
 }
+
+/// A NATS configuration with JetStream stored in `store`, an `admin` user (password `admin`)
+/// allowed everything, and `user` (its name as password) whose publish permission is
+/// `publish`, an `allow: [...]` or `deny: [...]` clause, subscribing to anything: for tests
+/// that take a JetStream API away from one service, and give it back with a reload.
+pub fn jetstream_with_user(store: &Path, user: &str, publish: &str) -> String {
+    format!(
+        r#"jetstream {{ store_dir: {:?} }}
+accounts {{
+  PULSE {{
+    jetstream: enabled
+    users: [
+      {{ user: admin, password: admin }}
+      {{ user: {user}, password: {user}, permissions: {{ publish: {{ {publish} }}, subscribe: {{ allow: [">"] }} }} }}
+    ]
+  }}
+}}
+"#,
+        store.to_string_lossy()
+    )
+}

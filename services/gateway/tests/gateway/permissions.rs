@@ -121,25 +121,12 @@ async fn the_documented_nats_permissions_let_every_service_work() {
 /// A NATS configuration with JetStream, an `admin` user, and a `gw` user whose JetStream reads
 /// are allowed or not.
 fn jetstream_for_gateway(store: &std::path::Path, allowed: bool) -> String {
-    let gw_publish = if allowed {
+    let publish = if allowed {
         r#"allow: [">"]"#
     } else {
         r#"deny: ["$JS.API.>"]"#
     };
-    format!(
-        r#"jetstream {{ store_dir: {:?} }}
-accounts {{
-  PULSE {{
-    jetstream: enabled
-    users: [
-      {{ user: admin, password: admin }}
-      {{ user: gw, password: gw, permissions: {{ publish: {{ {gw_publish} }}, subscribe: {{ allow: [">"] }} }} }}
-    ]
-  }}
-}}
-"#,
-        store.to_string_lossy()
-    )
+    pulse_test_support::nats::jetstream_with_user(store, "gw", publish)
 }
 
 #[tokio::test]

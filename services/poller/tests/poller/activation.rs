@@ -65,20 +65,7 @@ fn poller_may_read_messages(store: &std::path::Path, allowed: bool) -> String {
     } else {
         r#"deny: ["$JS.API.STREAM.MSG.GET.PULSE_STATE"]"#
     };
-    format!(
-        r#"jetstream {{ store_dir: {:?} }}
-accounts {{
-  PULSE {{
-    jetstream: enabled
-    users: [
-      {{ user: admin, password: admin }}
-      {{ user: poller, password: poller, permissions: {{ publish: {{ {publish} }}, subscribe: {{ allow: [">"] }} }} }}
-    ]
-  }}
-}}
-"#,
-        store.to_string_lossy()
-    )
+    pulse_test_support::nats::jetstream_with_user(store, "poller", publish)
 }
 
 /// A poller that cannot read the newest seq published waits, and says so, rather than
@@ -106,17 +93,7 @@ async fn a_poller_does_not_publish_until_it_knows_the_newest_seq() {
     let url = nats.url_as("poller", "poller");
     let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
     poller
-        .wait_readiness(
-            "active, waiting for the newest seq",
-            Duration::from_secs(20),
-            |r| {
-                r["info"]["role"] == "active"
-                    && r["checks"]["streams"] == false
-                    && r["info"]["streams"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("waiting for the newest seq"))
-            },
-        )
+        .wait_active_and_waiting("waiting for the newest seq", Duration::from_secs(20))
         .await;
     let early = tokio::time::timeout(Duration::from_secs(1), alerts.next()).await;
     assert!(early.is_err(), "published before the seq floor was known");
@@ -169,16 +146,7 @@ async fn the_relay_waits_until_the_streams_are_set_up() {
 
     let poller = spawn_poller(config_on(&db, &nats)).await;
     poller
-        .wait_readiness(
-            "active, waiting for JetStream",
-            Duration::from_secs(10),
-            |r| {
-                r["info"]["role"] == "active"
-                    && r["info"]["streams"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("waiting for JetStream"))
-            },
-        )
+        .wait_active_and_waiting("waiting for JetStream", Duration::from_secs(10))
         .await;
     // The relay would have run at once, then every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -109,6 +109,23 @@ impl PollerHandle {
         eventually(what, within, || async { check(&self.ready().await) }).await;
     }
 
+    /// Waits until this poller is active but holds back, its streams check false and its
+    /// readiness saying why: `info.streams` begins with `waiting` (e.g. "waiting for
+    /// JetStream"), with NATS itself connected.
+    pub async fn wait_active_and_waiting(&self, waiting: &str, within: Duration) {
+        let what = format!("active, not ready, {waiting}");
+        self.wait_readiness(&what, within, |r| {
+            r["info"]["role"] == "active"
+                && r["ready"] == false
+                && r["checks"]["streams"] == false
+                && r["checks"]["nats"] == true
+                && r["info"]["streams"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(waiting))
+        })
+        .await;
+    }
+
     /// Waits up to 10 s until this poller says it is ready.
     pub async fn wait_ready(&self) {
         self.wait_readiness("ready", Duration::from_secs(10), |r| r["ready"] == true)

@@ -130,19 +130,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     let (db, tenant) = db_with_tenant("nojs", 1).await;
     let poller = spawn_poller(config_on(&db, &nats)).await;
     poller
-        .wait_readiness(
-            "active, not ready, waiting for JetStream",
-            Duration::from_secs(15),
-            |r| {
-                r["info"]["role"] == "active"
-                    && r["ready"] == false
-                    && r["checks"]["streams"] == false
-                    && r["checks"]["nats"] == true
-                    && r["info"]["streams"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("waiting for JetStream"))
-            },
-        )
+        .wait_active_and_waiting("waiting for JetStream", Duration::from_secs(15))
         .await;
 
     // JetStream arrives (the server restarted with it): streams made, snapshot published.
