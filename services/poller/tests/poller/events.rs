@@ -237,9 +237,7 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
 #[tokio::test]
 async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_copy() {
     let (db, tenant) = db_with_tenant("ev-crash", 0).await;
-    let nats = pulse_test_support::nats::shared().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    ensure_streams(&js).await;
+    let (nats, js) = shared_streams().await;
     for i in 1..=3 {
         emit(&db, &tenant, "orders", "order:placed", json!({"n": i})).await;
     }
@@ -286,9 +284,7 @@ async fn one_topics_backlog_does_not_hold_back_the_other_tenants() {
     // `a` sorts before `b`: its backlog would be read first.
     let a = db.tenant("ev-fair-a", 0).await;
     let b = db.tenant("ev-fair-b", 0).await;
-    let nats = pulse_test_support::nats::shared().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    ensure_streams(&js).await;
+    let (nats, js) = shared_streams().await;
     let backlog = pulse_poller::relay::BATCH + 100;
     sqlx::query(
         "SELECT pulse_emit_event($1, 'bulk', 'bulk:item', jsonb_build_object('n', g)) \
@@ -337,6 +333,14 @@ async fn relayed_per_topic(db: &ScratchDb, tenant: &str) -> BTreeMap<String, i64
     .collect()
 }
 
+/// The shared NATS, and its JetStream with the Pulse streams in place.
+async fn shared_streams() -> (async_nats::Client, async_nats::jetstream::Context) {
+    let nats = pulse_test_support::nats::shared().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    (nats, js)
+}
+
 /// Writes `per_topic` events on each of `topics` topics of `tenant` (`t0001`, `t0002`, …).
 async fn backlog(db: &ScratchDb, tenant: &str, topics: i64, per_topic: i64) {
     sqlx::query(
@@ -356,9 +360,7 @@ async fn backlog(db: &ScratchDb, tenant: &str, topics: i64, per_topic: i64) {
 #[tokio::test]
 async fn each_pass_takes_some_of_every_backed_up_topic() {
     let (db, tenant) = db_with_tenant("ev-share", 0).await;
-    let nats = pulse_test_support::nats::shared().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    ensure_streams(&js).await;
+    let (nats, js) = shared_streams().await;
     backlog(&db, &tenant, 7, pulse_poller::relay::PER_TOPIC + 50).await;
     // Last in (tenant, topic) order, with one event.
     emit(&db, &tenant, "zz", "ticket:open", json!({"id": 1})).await;
@@ -383,9 +385,7 @@ async fn each_pass_takes_some_of_every_backed_up_topic() {
 #[tokio::test]
 async fn a_pass_goes_on_with_the_topics_the_previous_one_did_not_reach() {
     let (db, tenant) = db_with_tenant("ev-turn", 0).await;
-    let nats = pulse_test_support::nats::shared().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    ensure_streams(&js).await;
+    let (nats, _) = shared_streams().await;
     let topics = pulse_poller::relay::BATCH + 1;
     backlog(&db, &tenant, topics, 2).await;
     let relay = relay(&db, &nats, Duration::from_secs(86_400));

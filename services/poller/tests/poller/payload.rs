@@ -24,13 +24,18 @@ async fn next(sub: &mut async_nats::Subscriber) -> (usize, Value) {
     )
 }
 
-#[tokio::test]
-async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fit() {
-    let nats = PrivateNats::configured(
+/// A nats-server of the test's own whose `max_payload` is [`MAX_PAYLOAD`].
+async fn small_payload_nats() -> PrivateNats {
+    PrivateNats::configured(
         |store| format!("max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {store:?} }}\n"),
         &[],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fit() {
+    let nats = small_payload_nats().await;
     let url = nats.url.clone();
     let client = pulse_test_support::nats::connect(&url).await.unwrap();
 
@@ -64,11 +69,7 @@ async fn a_fleet_too_big_for_max_payload_lists_the_least_healthy_devices_that_fi
 
 #[tokio::test]
 async fn a_telemetry_reading_too_big_for_max_payload_is_skipped_and_the_next_go_out() {
-    let nats = PrivateNats::configured(
-        |store| format!("max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {store:?} }}\n"),
-        &[],
-    )
-    .await;
+    let nats = small_payload_nats().await;
     let client = pulse_test_support::nats::connect(&nats.url).await.unwrap();
     let (db, tenant) = db_with_tenant("huge", 2).await;
     let mut telemetry = subscribed(&client, format!("pulse.v1.{tenant}.device.*.telemetry")).await;
