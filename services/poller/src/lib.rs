@@ -273,47 +273,68 @@ async fn prepare(
     // Nothing is published before the streams exist: on a first start, JetStream (with
     // replicas, a cluster electing its leaders) may take a while. Readiness says so meanwhile.
     readiness.set("streams", false);
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match streams::ensure(js, config).await {
-            Ok(()) => break,
-            Err(e) => {
-                metrics.error(Stage::Streams);
-                let delay = backoff.next_delay();
-                let error = format!("{e:#}");
-                tracing::error!(%error, retry_in = ?delay, "cannot set up JetStream streams; not publishing yet");
-                readiness.set_info("streams", format!("waiting for JetStream: {error}"));
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        }
+    let waiting = Waiting {
+        metrics,
+        readiness,
+        stop,
+    };
+    let ensured = waiting
+        .until_done("set up JetStream streams", "JetStream", || {
+            streams::ensure(js, config)
+        })
+        .await;
+    if ensured.is_none() {
+        return;
     }
     // Nothing is published before the newest seq already out there is known: a snapshot with
     // a lower seq would be dropped by every consumer as old.
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match streams::newest_seq(js).await {
-            Ok(floor) => {
-                engine.raise_seq_floor(floor);
-                readiness.set("streams", true);
-                readiness.set_info("streams", "ready");
-                break;
+    let floor = waiting
+        .until_done("read the newest seq", "the newest seq", || async {
+            let floor = streams::newest_seq(js).await;
+            if floor.is_err()
+                && let Err(e) = streams::ensure(js, config).await
+            {
+                tracing::debug!(error = format!("{e:#}"), "streams still unavailable");
             }
-            Err(e) => {
-                metrics.error(Stage::Streams);
-                let delay = backoff.next_delay();
-                let error = format!("{e:#}");
-                tracing::error!(%error, retry_in = ?delay, "cannot read the newest seq; not publishing yet");
-                readiness.set_info("streams", format!("waiting for the newest seq: {error}"));
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return,
-                }
-                if let Err(e) = streams::ensure(js, config).await {
-                    tracing::debug!(error = format!("{e:#}"), "streams still unavailable");
-                }
+            floor
+        })
+        .await;
+    let Some(floor) = floor else { return };
+    engine.raise_seq_floor(floor);
+    readiness.set("streams", true);
+    readiness.set_info("streams", "ready");
+}
+
+/// What an active poller waits for before it publishes, shown in its readiness.
+struct Waiting<'a> {
+    metrics: &'a Metrics,
+    readiness: &'a Readiness,
+    stop: &'a CancellationToken,
+}
+
+impl Waiting<'_> {
+    /// Runs `step` until it succeeds, with backoff between tries; meanwhile readiness says
+    /// `waiting for <what>: <error>`. `None` when stopped first.
+    async fn until_done<T, F, Fut>(&self, doing: &str, what: &str, mut step: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let e = match step().await {
+                Ok(done) => return Some(done),
+                Err(e) => e,
+            };
+            self.metrics.error(Stage::Streams);
+            let delay = backoff.next_delay();
+            let error = format!("{e:#}");
+            tracing::error!(%error, retry_in = ?delay, "cannot {doing}; not publishing yet");
+            self.readiness
+                .set_info("streams", format!("waiting for {what}: {error}"));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled() => return None,
             }
         }
     }
