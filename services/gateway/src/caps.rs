@@ -257,26 +257,15 @@ mod tests {
     fn a_connection_waiting_for_its_token_holds_an_instance_and_address_place() {
         let (a, _) = tenants_a_and_b();
         let caps = caps(3, 10, 10, 2);
-        let address = "192.0.2.1".parse().unwrap();
-        let waiting = caps.hold_unauthenticated(address).unwrap();
+        let hold = |address: &str| caps.hold_unauthenticated(address.parse().unwrap());
+        let waiting = hold("192.0.2.1").unwrap();
         let _admitted = caps.admit(holder(&a, "u", "192.0.2.1")).unwrap();
-        assert_eq!(
-            caps.hold_unauthenticated(address).err(),
-            Some(CapError::Address)
-        );
-        assert_eq!(
-            refusal(&caps, &a, "v", "192.0.2.1"),
-            Some(CapError::Address)
-        );
-        let _elsewhere = caps
-            .hold_unauthenticated("192.0.2.2".parse().unwrap())
-            .unwrap();
+        assert_eq!(hold("192.0.2.1").err(), Some(CapError::Address));
+        let refused = refusal(&caps, &a, "v", "192.0.2.1");
+        assert_eq!(refused, Some(CapError::Address));
+        let _elsewhere = hold("192.0.2.2").unwrap();
         assert_eq!(caps.total(), 3);
-        assert_eq!(
-            caps.hold_unauthenticated("192.0.2.3".parse().unwrap())
-                .err(),
-            Some(CapError::Instance)
-        );
+        assert_eq!(hold("192.0.2.3").err(), Some(CapError::Instance));
         drop(waiting);
         assert_eq!(caps.total(), 2);
         assert_eq!(refusal(&caps, &a, "v", "192.0.2.1"), None);
