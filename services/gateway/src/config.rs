@@ -130,8 +130,9 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(0..=100_000))]
     pub events_cache: usize,
 
-    /// Most events replayed to one client subscribing with `since`; a client further behind
-    /// gets an `events_reset` (reason `limit`) and the newest ones.
+    /// Most events replayed to one client subscribing with `since`, and waiting for one
+    /// connection at once across its channels; a client further behind gets an
+    /// `events_reset` (reason `limit`) and the newest ones.
     #[arg(long, env = "PULSE_REPLAY_MAX_EVENTS", default_value = "10000",
           value_parser = number::<usize>(1..=1_000_000))]
     pub replay_max_events: usize,

@@ -144,8 +144,14 @@ impl ClientQueue {
         pushed
     }
 
+    /// How many more replayed events may wait, of `max` for the whole connection: a client
+    /// resuming many channels at once holds one replay limit's worth, not one per channel.
+    pub fn replay_room(&self, max: usize) -> usize {
+        max.saturating_sub(self.state.lock().replayed)
+    }
+
     /// Queues replayed events (and resets) in order, whatever the cap: their number is bounded
-    /// by the replay limit.
+    /// by the replay limit, which the caller keeps to ([`ClientQueue::replay_room`]).
     pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) {
         {
             let mut s = self.state.lock();

@@ -32,7 +32,8 @@ const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct EventLimits {
     /// Recent events kept per event subject for clients resuming with `since`.
     pub cache: usize,
-    /// Most events replayed to one resuming client; more missed ones end in a reset.
+    /// Most events replayed to one resuming client, and waiting for one connection at once
+    /// across all its channels; more missed ones end in a reset.
     pub replay_max: usize,
     /// Most distinct subjects one tenant may have in use on this instance.
     pub subjects_per_tenant: usize,
@@ -78,7 +79,8 @@ impl Events {
         match topic.is_live().then(|| log.from_memory(since)).flatten() {
             Some(frames) => {
                 let items = frames.into_iter().map(Item::Event).collect();
-                let items = replay::keep_newest(items, self.inner.limits.replay_max);
+                let room = queue.replay_room(self.inner.limits.replay_max);
+                let items = replay::keep_newest(items, room);
                 queue.push_replay(self.frames(topic, items));
                 false
             }
@@ -161,7 +163,8 @@ impl Events {
                 }
             };
             log.catching_up.remove(&conn);
-            let items = replay::keep_newest(items, self.inner.limits.replay_max);
+            let room = queue.replay_room(self.inner.limits.replay_max);
+            let items = replay::keep_newest(items, room);
             let frames = self.frames(&topic, items);
             // Events the stream holds but this instance had not delivered yet are the topic's
             // next ones for every other subscriber too; their live copies become duplicates.

@@ -234,6 +234,89 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
 }
 
 #[tokio::test]
+async fn a_connection_resuming_many_channels_holds_one_replay_limit_not_one_per_channel() {
+    // Three channels resumed at once, 80 events of 60 KiB each (random text, which
+    // compression cannot shrink). The first replay the writer takes is more than the sockets'
+    // buffers hold, so while the client reads nothing the writer is stuck, and the replays
+    // after it wait in the queue, sharing the connection's limit (100) instead of taking 80
+    // each: at least one channel gets a `limit` reset and only its newest events.
+    // A private NATS, so the 14 MB of events go with it.
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
+    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
+    ensure_streams(&js).await;
+    let tenant = unique("evbudget");
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let pad: String = (0..60 * 1024)
+        .map(|_| char::from(LETTERS[usize::from(rand::random::<u8>()) % LETTERS.len()]))
+        .collect();
+    let topics = ["one", "two", "three"];
+    for topic in topics {
+        let subject = format!("pulse.v1.{tenant}.events.{topic}");
+        for seq in 1..=80 {
+            let body = json!({"type": "event", "topic": topic, "pad": pad});
+            publish_stored(&js, &subject, seq, body).await;
+        }
+    }
+    let gw = spawn_gateway_with(|c| {
+        c.nats_url = url;
+        c.replay_max_events = 100;
+    })
+    .await;
+    let mut c = gw.viewer(&tenant).await;
+    for topic in topics {
+        c.send(json!({"action": "subscribe", "type": "events", "topic": topic, "since": 0}))
+            .await;
+    }
+    eventually("every catch-up done", T, || async {
+        let m = gw.metrics().await;
+        metric(&m, "pulse_gateway_event_catch_ups", &[]) == 0.0
+            && metric(&m, "pulse_gateway_events_replayed_total", &[]) >= 100.0
+    })
+    .await;
+    // Each channel's replay, read until it ends: at event 80, or at a reset naming none.
+    let mut replays: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut ended = 0;
+    while ended < topics.len() {
+        let m = c.next(T).await;
+        let what = match m["type"].as_str() {
+            Some("event") => m["seq"].to_string(),
+            Some("events_reset") => format!("reset({},{})", m["oldest"], m["reason"]),
+            _ => continue, // subscribed
+        };
+        if what == "80" || what == r#"reset(null,"limit")"# {
+            ended += 1;
+        }
+        let topic = m["topic"].as_str().unwrap_or_default().to_owned();
+        replays.entry(topic).or_default().push(what);
+    }
+    let mut kept = 0;
+    let mut limited = 0;
+    for (topic, replay) in &replays {
+        let events: Vec<u64> = replay.iter().filter_map(|w| w.parse().ok()).collect();
+        let first = events.first().copied().unwrap_or(81);
+        let whole: Vec<u64> = (first..=80).collect();
+        assert_eq!(
+            events, whole,
+            "{topic}: the newest events, in order: {replay:?}"
+        );
+        if first > 1 {
+            limited += 1;
+            let oldest = if events.is_empty() {
+                "null".to_owned()
+            } else {
+                first.to_string()
+            };
+            assert_eq!(replay[0], format!(r#"reset({oldest},"limit")"#), "{topic}");
+        }
+        kept += events.len();
+    }
+    assert!(limited >= 1, "no replay was limited: {replays:?}");
+    // At most the batch the writer took before it was stuck, and the limit after it.
+    assert!(kept <= 80 + 100, "{kept} events replayed");
+}
+
+#[tokio::test]
 async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty_one() {
     // Core NATS only: the events stream cannot be read.
     let server = PrivateNats::without_jetstream().await;
