@@ -136,6 +136,10 @@ pub const TICKET_KIND: &str = "ws";
 struct JwksCache {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
     fetched_at: Option<Instant>,
+    /// The last fetch begun for an unknown `kid`, answered or not: while the JWKS endpoint
+    /// fails, tokens with unknown kids wait for no more than one fetch per
+    /// `PULSE_JWKS_MIN_REFETCH_SECONDS`.
+    tried_at: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -284,12 +288,17 @@ impl Authenticator {
             // unknown kids arriving together wait for one fetch instead of each making one.
             // No synchronous lock is held across it.
             let _one_at_a_time = self.inner.refetch.lock().await;
-            let recent = self
-                .inner
-                .jwks
-                .read()
-                .fetched_at
-                .is_some_and(|t| t.elapsed() < self.inner.min_refetch);
+            let recent = {
+                let mut cache = self.inner.jwks.write();
+                let recent = [cache.fetched_at, cache.tried_at]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t.elapsed() < self.inner.min_refetch);
+                if !recent {
+                    cache.tried_at = Some(Instant::now());
+                }
+                recent
+            };
             if !recent && let Err(e) = self.refresh_jwks().await {
                 tracing::warn!(error = %e, "cannot fetch JWKS");
             }

@@ -91,3 +91,37 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_u
     c.assert_alive().await;
     assert!(fetches.load(std::sync::atomic::Ordering::SeqCst) > before);
 }
+
+#[tokio::test]
+async fn a_failing_jwks_endpoint_is_asked_once_per_refetch_interval_however_many_tokens_come() {
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let fetches = fetches.clone();
+        axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = spawn_gateway_with(|c| {
+        c.jwt_secret = None;
+        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
+        c.jwks_min_refetch = Duration::from_secs(60);
+    })
+    .await;
+    let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let tenant = unique("jwksdown");
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for n in 0..5 {
+        let token = signed(&rsa, Algorithm::RS256, &format!("kid-{n}"), &tenant);
+        let mut c = connect(&gw.url(&token)).await;
+        assert_eq!(c.closed(Duration::from_secs(5)).await.code, 4001);
+    }
+    let asked = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(asked <= 1, "the failing endpoint was asked {asked} times");
+}
