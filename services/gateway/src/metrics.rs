@@ -40,6 +40,7 @@ pub struct Metrics {
     pub events_replayed: Counter,
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
+    pub snapshot_retries: Gauge,
 }
 
 impl Metrics {
@@ -134,6 +135,12 @@ impl Metrics {
                 r,
                 "event_catch_ups",
                 "Clients resuming with `since` whose events are being read from the stream now",
+                Gauge::default(),
+            ),
+            snapshot_retries: register(
+                r,
+                "snapshot_retries",
+                "Snapshot subjects whose current value is read again, with backoff, because JetStream did not answer",
                 Gauge::default(),
             ),
             events_delivered: register(

@@ -74,7 +74,7 @@ impl FanOut {
         let js = async_nats::jetstream::new(nats.clone());
         Self {
             inner: Arc::new(Inner {
-                current: CurrentValues::new(js),
+                current: CurrentValues::new(js, metrics.snapshot_retries.clone()),
                 events: Events::new(nats.clone(), metrics.clone(), limits),
                 nats,
                 topics: Mutex::new(Topics::default()),

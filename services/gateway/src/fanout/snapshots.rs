@@ -14,6 +14,9 @@ use futures::StreamExt as _;
 use pulse_proto::Subject;
 use pulse_proto::subject::STATE_STREAM;
 
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::InProgress;
 use super::topic::Topic;
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
@@ -31,14 +34,38 @@ pub(super) struct CurrentValues {
 struct Reader {
     js: jetstream::Context,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
+    /// `pulse_gateway_snapshot_retries`.
+    retries: Gauge,
+}
+
+/// A topic's retry in progress: counted, and ended whatever ends the task.
+struct Retrying<'a> {
+    topic: &'a Topic,
+    _counted: InProgress,
+}
+
+impl<'a> Retrying<'a> {
+    fn count(topic: &'a Topic, gauge: &Gauge) -> Self {
+        Self {
+            topic,
+            _counted: InProgress::count(gauge),
+        }
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.topic.end_retry();
+    }
 }
 
 impl CurrentValues {
-    pub(super) fn new(js: jetstream::Context) -> Self {
+    pub(super) fn new(js: jetstream::Context, retries: Gauge) -> Self {
         Self {
             inner: Arc::new(Reader {
                 js,
                 stream: tokio::sync::OnceCell::new(),
+                retries,
             }),
         }
     }
@@ -83,8 +110,12 @@ impl CurrentValues {
     /// Reads the retained value again, with backoff, until JetStream answers or the topic is
     /// gone, and hands it to every subscriber.
     fn retry(&self, topic: Arc<Topic>) {
+        if !topic.begin_retry() {
+            return; // one is running
+        }
         let values = self.clone();
         tokio::spawn(async move {
+            let _retrying = Retrying::count(&topic, &values.inner.retries);
             let mut backoff = pulse_common::backoff::Backoff::new(
                 Duration::from_millis(500),
                 Duration::from_secs(5),

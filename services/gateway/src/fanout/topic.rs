@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use pulse_proto::{ResetReason, Subject};
@@ -68,6 +69,9 @@ pub struct Topic {
     /// Event subjects: each resuming connection's catch-up task, aborted when the connection
     /// unsubscribes, so reads of the stream stop with the client that asked for them.
     pub(super) catch_ups: Mutex<HashMap<ConnId, AbortHandle>>,
+    /// Snapshot subjects: a read of the current value is being retried (one at a time,
+    /// however many NATS reconnects ask for one).
+    retrying: AtomicBool,
 }
 
 impl Topic {
@@ -86,12 +90,23 @@ impl Topic {
             log: Mutex::new(EventLog::new(if snapshot { 0 } else { cache })),
             resync: Notify::new(),
             catch_ups: Mutex::new(HashMap::new()),
+            retrying: AtomicBool::new(false),
         }
     }
 
     /// Whether its NATS subscription is in place.
     pub(super) fn is_live(&self) -> bool {
         matches!(*self.lifecycle.lock(), Lifecycle::Live(_))
+    }
+
+    /// Marks the current value's read as being retried: true for the one caller that is to
+    /// retry it, until [`Topic::end_retry`].
+    pub(super) fn begin_retry(&self) -> bool {
+        !self.retrying.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn end_retry(&self) {
+        self.retrying.store(false, Ordering::Release);
     }
 
     /// Whether the last subscriber left.

@@ -131,7 +131,7 @@ fn jetstream_for_gateway(store: &std::path::Path, allowed: bool) -> String {
 
 #[tokio::test]
 async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
-    let nats = PrivateNats::configured(|store| jetstream_for_gateway(store, false), &[]).await;
+    let mut nats = PrivateNats::configured(|store| jetstream_for_gateway(store, false), &[]).await;
     let url_as = |user: &str| nats.url_as(user, user);
     wait_for_nats(&url_as("admin")).await;
     let admin = connect_nats(&url_as("admin")).await.unwrap();
@@ -190,6 +190,17 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
         c.try_next(Duration::from_millis(2500)).await.is_none(),
         "no value can be read yet"
     );
+    // One retry per snapshot subject (alerts, fleet), however often NATS reconnects and asks
+    // for the values again; each resync's read waits up to 2 s before it gives up.
+    let retries = || async { metric(&gw.metrics().await, "pulse_gateway_snapshot_retries", &[]) };
+    assert_eq!(retries().await, 2.0);
+    for _ in 0..2 {
+        nats.stop().await;
+        nats.start_again().await;
+        answers_with(gw.addr, "/readyz", 200, T).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    assert_eq!(retries().await, 2.0);
 
     // JetStream answers again (the permission comes back with a configuration reload): the
     // retained value arrives without any new publish.
@@ -199,4 +210,5 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
         .await;
     assert_eq!(current["v"], "retained");
     assert_eq!(current["seq"], 3);
+    eventually("the retries to end", T, || async { retries().await == 0.0 }).await;
 }
