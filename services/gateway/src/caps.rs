@@ -73,14 +73,17 @@ pub struct Unauthenticated {
     address: std::net::IpAddr,
 }
 
-/// Takes one from a count, forgetting the key at zero.
-fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(key);
-        }
+/// Takes one from a count, forgetting the key at zero; true when it reached zero.
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) -> bool {
+    let Some(n) = map.get_mut(key) else {
+        return false;
+    };
+    *n = n.saturating_sub(1);
+    if *n > 0 {
+        return false;
     }
+    map.remove(key);
+    true
 }
 
 impl Caps {
@@ -155,7 +158,8 @@ impl Caps {
             *counts.per_user.entry(user.clone()).or_insert(0) += 1;
         }
         *counts.per_address.entry(holder.address).or_insert(0) += 1;
-        drop(counts);
+        // Counted under the lock, as the release is: a tenant's series is removed when its
+        // last connection ends, and must not be removed under a connection just admitted.
         self.inner.metrics.connections.inc();
         self.inner
             .metrics
@@ -164,6 +168,7 @@ impl Caps {
                 tenant: holder.tenant.to_string(),
             })
             .inc();
+        drop(counts);
         Ok(Slot {
             caps: self.clone(),
             tenant: holder.tenant.clone(),
@@ -176,20 +181,23 @@ impl Caps {
 impl Drop for Slot {
     fn drop(&mut self) {
         let inner = &self.caps.inner;
-        {
-            let mut counts = inner.counts.lock();
-            counts.total = counts.total.saturating_sub(1);
-            release(&mut counts.per_tenant, &self.tenant);
-            if let Some(user) = self.user.take() {
-                release(&mut counts.per_user, &(self.tenant.clone(), user));
-            }
-            release(&mut counts.per_address, &self.address);
+        let mut counts = inner.counts.lock();
+        counts.total = counts.total.saturating_sub(1);
+        let tenant_gone = release(&mut counts.per_tenant, &self.tenant);
+        if let Some(user) = self.user.take() {
+            release(&mut counts.per_user, &(self.tenant.clone(), user));
         }
+        release(&mut counts.per_address, &self.address);
         inner.metrics.connections.dec();
         let label = TenantLabel {
             tenant: self.tenant.to_string(),
         };
-        inner.metrics.tenant_connections.get_or_create(&label).dec();
+        // A tenant without connections leaves no series behind: tenants come and go.
+        if tenant_gone {
+            inner.metrics.tenant_connections.remove(&label);
+        } else {
+            inner.metrics.tenant_connections.get_or_create(&label).dec();
+        }
     }
 }
 
@@ -269,6 +277,35 @@ mod tests {
         drop(waiting);
         assert_eq!(caps.total(), 2);
         assert_eq!(refusal(&caps, &a, "v", "192.0.2.1"), None);
+    }
+
+    #[test]
+    fn a_tenant_without_connections_leaves_no_metric_series() {
+        let mut registry = Registry::default();
+        let limits = Limits {
+            total: 10,
+            per_tenant: 10,
+            per_user: 10,
+            per_address: 10,
+        };
+        let caps = Caps::new(limits, Metrics::register(&mut registry));
+        let series = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("pulse_gateway_tenant_connections{"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = tenants_a_and_b();
+        let a1 = caps.admit(holder(&a, "1", "10.0.0.1")).unwrap();
+        let a2 = caps.admit(holder(&a, "2", "10.0.0.1")).unwrap();
+        let b1 = caps.admit(holder(&b, "1", "10.0.0.1")).unwrap();
+        assert_eq!(series().len(), 2);
+        drop(a1);
+        assert!(series().contains(&r#"pulse_gateway_tenant_connections{tenant="a"} 1"#.to_owned()));
+        drop((a2, b1));
+        assert!(series().is_empty(), "{:?}", series());
     }
 
     #[test]
