@@ -186,6 +186,7 @@ impl Engine {
         self.alerts_published.retain(|t, _| tenants.contains(t));
         self.fleet_published.retain(|t, _| tenants.contains(t));
         self.fleet_watch.retain(|t, _| tenants.contains(t));
+        self.trimmed.retain(|(_, t)| tenants.contains(t));
         self.telemetry.retain_tenants(|t| tenants.contains(t));
         self.metrics.tenants.set(self.tenants.len() as i64);
         Ok(())

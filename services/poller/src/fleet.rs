@@ -99,8 +99,10 @@ pub fn next_transition(
     rows.iter()
         .filter_map(|row| {
             let seen = row.last_seen_at?;
-            [seen + t.stale_after, seen + t.offline_after]
+            // A stamp near the end of time (a device's clock gone wrong) has no change after it.
+            [t.stale_after, t.offline_after]
                 .into_iter()
+                .filter_map(|after| seen.checked_add(time::Duration::try_from(after).ok()?))
                 .find(|at| *at > now)
         })
         .min()
@@ -213,6 +215,12 @@ mod tests {
             next_transition(now, &[row("ahead", -5, now)], T),
             Some(now + time::Duration::seconds(65))
         );
+        // One stamped at the end of time: ONLINE for good, and no panic.
+        let end = DeviceRow {
+            last_seen_at: Some(datetime!(9999-12-31 23:59:59 UTC)),
+            ..row("end", 0, now)
+        };
+        assert_eq!(next_transition(now, &[end], T), None);
     }
 
     #[test]
