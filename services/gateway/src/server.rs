@@ -116,6 +116,7 @@ enum Credentials {
     Refused(CapError),
 }
 
+#[tracing::instrument(name = "upgrade", skip_all, fields(%peer))]
 async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -201,6 +202,7 @@ fn rare(
 }
 
 /// Waits for the first message to be `auth` with a valid token; answers `authenticated`.
+#[tracing::instrument(name = "first_message_auth", skip_all)]
 async fn first_message_auth(
     mut socket: WebSocket,
     state: &AppState,

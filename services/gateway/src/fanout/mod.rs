@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use pulse_proto::Subject;
+use tracing::Instrument as _;
 
 pub use self::events::EventLimits;
 use self::events::Events;
@@ -170,10 +171,14 @@ impl FanOut {
                 .clone()
                 .catch_up(topic.clone(), conn, queue.clone(), since);
         let counted = InProgress::count(&self.inner.metrics.event_catch_ups);
-        let task = tokio::spawn(async move {
-            let _counted = counted;
-            catch_up.await;
-        });
+        // In the subscribing connection's span, so that what the catch-up logs names it.
+        let task = tokio::spawn(
+            async move {
+                let _counted = counted;
+                catch_up.await;
+            }
+            .in_current_span(),
+        );
         // Kept until the connection unsubscribes (aborting a finished task does nothing).
         if let Some(earlier) = topic.catch_ups.lock().insert(conn, task.abort_handle()) {
             earlier.abort();
