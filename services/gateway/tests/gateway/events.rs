@@ -26,6 +26,16 @@ async fn tickets_reader(gw: &Gateway, tenant: &str, since: Option<u64>) -> Clien
     c
 }
 
+/// A nats-server of the test's own, its URL, and its JetStream with the streams set up with
+/// the poller's `flags`.
+async fn private_streams(flags: &[&str]) -> (PrivateNats, String, async_nats::jetstream::Context) {
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
+    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
+    ensure_streams_with(&js, flags).await;
+    (server, url, js)
+}
+
 /// Stores events `seqs` of a `tickets` subject through `js` (often a private server's), as the
 /// poller relays them.
 async fn store_tickets(
@@ -127,10 +137,7 @@ async fn a_resume_this_gateway_holds_in_memory_needs_no_stream_read() {
 #[tokio::test]
 async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     // A private NATS, so the small per-topic cap touches no other test.
-    let server = PrivateNats::start().await;
-    let url = server.url.clone();
-    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
-    ensure_streams_with(&js, &["--events-max-per-topic", "5"]).await;
+    let (_server, url, js) = private_streams(&["--events-max-per-topic", "5"]).await;
     let tenant = unique("evexpired");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     store_tickets(&js, &subject, 1..=12).await;
@@ -180,11 +187,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
     // A private NATS whose events stream keeps an event for one second. Two gateways deliver
     // events 1 to 10 live: one remembers the newest three, the other none. Once the stream has
     // expired them all, a client resuming from 2 must hear that it missed events.
-    let server = PrivateNats::start().await;
-    let url = server.url.clone();
-    let nats = connect_nats(&url).await.unwrap();
-    let js = async_nats::jetstream::new(nats.clone());
-    ensure_streams_with(&js, &["--events-max-age", "1s"]).await;
+    let (_server, url, js) = private_streams(&["--events-max-age", "1s"]).await;
     let tenant = unique("evgone");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     let remembers = spawn_gateway_with(|c| {
@@ -241,10 +244,7 @@ async fn a_connection_resuming_many_channels_holds_one_replay_limit_not_one_per_
     // after it wait in the queue, sharing the connection's limit (100) instead of taking 80
     // each: at least one channel gets a `limit` reset and only its newest events.
     // A private NATS, so the 14 MB of events go with it.
-    let server = PrivateNats::start().await;
-    let url = server.url.clone();
-    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
-    ensure_streams(&js).await;
+    let (_server, url, js) = private_streams(&[]).await;
     let tenant = unique("evbudget");
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let pad: String = (0..60 * 1024)
@@ -457,10 +457,7 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
 #[tokio::test]
 async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up() {
     // A private NATS that can be made to hang: a read of the stream then waits out its timeout.
-    let server = PrivateNats::start().await;
-    let url = server.url.clone();
-    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
-    ensure_streams(&js).await;
+    let (server, url, js) = private_streams(&[]).await;
     let tenant = unique("evabort");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     store_tickets(&js, &subject, 1..=3).await;

@@ -30,6 +30,20 @@ fn signed(key: &EncodingKey, alg: Algorithm, kid: &str, tenant: &str) -> String 
     .unwrap()
 }
 
+/// A gateway that takes keys only from the JWKS `app` serves at `/jwks.json`, fetching it again
+/// for an unknown kid at most every `min_refetch`.
+async fn gateway_with_jwks(app: axum::Router, min_refetch: Duration) -> Gateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    spawn_gateway_with(|c| {
+        c.jwt_secret = None;
+        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
+        c.jwks_min_refetch = min_refetch;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_up() {
     let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
@@ -53,16 +67,7 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_u
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let gw = spawn_gateway_with(|c| {
-        c.jwt_secret = None;
-        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
-        c.jwks_min_refetch = std::time::Duration::from_secs(0);
-    })
-    .await;
+    let gw = gateway_with_jwks(app, Duration::ZERO).await;
     let tenant = unique("jwks");
 
     for token in [
@@ -105,15 +110,7 @@ async fn a_failing_jwks_endpoint_is_asked_once_per_refetch_interval_however_many
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let gw = spawn_gateway_with(|c| {
-        c.jwt_secret = None;
-        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
-        c.jwks_min_refetch = Duration::from_secs(60);
-    })
-    .await;
+    let gw = gateway_with_jwks(app, Duration::from_secs(60)).await;
     let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
     let tenant = unique("jwksdown");
     let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
