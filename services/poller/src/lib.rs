@@ -264,12 +264,13 @@ async fn prepare(
     stop: &CancellationToken,
 ) {
     // Triggers and the web service apply the same status thresholds and fleet cap as the
-    // poller.
-    let settings = pulse_db::settings::write(pool, &config.applied()).await;
-    if let Err(e) = settings {
-        metrics.error(Stage::Database);
-        tracing::warn!(error = %e, "cannot write pulse_settings");
-    }
+    // poller: recorded beside the rest, which does not wait for it, until it is.
+    tokio::spawn(record_settings(
+        pool.clone(),
+        config.applied(),
+        metrics.clone(),
+        stop.clone(),
+    ));
     // Nothing is published before the streams exist: on a first start, JetStream (with
     // replicas, a cluster electing its leaders) may take a while. Readiness says so meanwhile.
     readiness.set("streams", false);
@@ -303,6 +304,29 @@ async fn prepare(
     engine.raise_seq_floor(floor);
     readiness.set("streams", true);
     readiness.set_info("streams", "ready");
+}
+
+/// Writes what this poller applies to `pulse_settings`, with backoff until it is written (the
+/// database may be down as the poller takes over) or the activation ends.
+async fn record_settings(
+    pool: PgPool,
+    applied: pulse_db::settings::Applied,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let Err(e) = pulse_db::settings::write(&pool, &applied).await else {
+            return;
+        };
+        metrics.error(Stage::Database);
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %e, retry_in = ?delay, "cannot write pulse_settings");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// What an active poller waits for before it publishes, shown in its readiness.

@@ -208,3 +208,38 @@ async fn thresholds_below_a_second_are_recorded_to_the_millisecond() {
     assert_eq!(stale, 1.5, "what the triggers apply");
     poller.stop().await;
 }
+
+#[tokio::test]
+async fn settings_the_poller_cannot_write_at_first_are_written_once_it_can() {
+    let db = ScratchDb::migrated("poller").await;
+    sqlx::query("REVOKE INSERT, UPDATE ON pulse_settings FROM pulse_poller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let config = config_with(&db, &["--stale-after-seconds", "77"]);
+    let poller = spawn_active(config).await;
+    let recorded = || async {
+        let mut conn = db.pool.acquire().await.unwrap();
+        let applied = pulse_db::settings::read(&mut conn).await.unwrap();
+        applied.thresholds.stale_after == Duration::from_secs(77)
+    };
+    eventually(
+        "a failed write counted",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &poller.metrics().await,
+                "pulse_poller_errors_total",
+                &["database"],
+            ) >= 1.0
+        },
+    )
+    .await;
+    assert!(!recorded().await, "written without the right to");
+    sqlx::query("GRANT INSERT, UPDATE ON pulse_settings TO pulse_poller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually("the settings written", Duration::from_secs(10), recorded).await;
+    poller.stop().await;
+}
