@@ -139,6 +139,8 @@ pub fn follow(nats: async_nats::Client, revocations: Arc<Revocations>, stop: Can
                 () = stop.cancelled() => return,
             };
             let Some(message) = message else { return };
+            // Nothing awaits below: the guard ends with the message.
+            let _span = tracing::info_span!("user_change", subject = %message.subject).entered();
             let Ok(change) = serde_json::from_slice::<UserChanged>(&message.payload) else {
                 tracing::warn!(subject = %message.subject, "ignoring a malformed user change");
                 continue;

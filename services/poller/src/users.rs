@@ -5,8 +5,10 @@
 //! disconnected) still ends the connection when the ticket expires, and the web service refuses
 //! a fresh ticket at once.
 
+use pulse_proto::UserChanged;
 use pulse_proto::subject::users_subject;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::changes::ChangeFeed;
 
@@ -19,21 +21,10 @@ pub async fn forward(feed: ChangeFeed, nats: async_nats::Client, stop: Cancellat
         }
         let changes = feed.take_users();
         for change in &changes {
-            let subject = users_subject(&change.tenant_id);
-            let payload = match serde_json::to_vec(change) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a user change");
-                    continue;
-                }
-            };
-            if let Err(e) = nats.publish(subject, payload.into()).await {
-                tracing::warn!(error = %e, "cannot publish a user change");
-            }
-            tracing::info!(
-                tenant = %change.tenant_id, user = %change.user_id, change = ?change.change,
-                "user changed; gateways close its connections"
+            let span = tracing::info_span!(
+                "user_change", tenant = %change.tenant_id, user = %change.user_id
             );
+            publish(&nats, change).instrument(span).await;
         }
         if !changes.is_empty()
             && let Err(e) = nats.flush().await
@@ -41,4 +32,20 @@ pub async fn forward(feed: ChangeFeed, nats: async_nats::Client, stop: Cancellat
             tracing::warn!(error = %e, "cannot flush user changes");
         }
     }
+}
+
+/// Sends one user change to the gateways.
+async fn publish(nats: &async_nats::Client, change: &UserChanged) {
+    let subject = users_subject(&change.tenant_id);
+    let payload = match serde_json::to_vec(change) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a user change");
+            return;
+        }
+    };
+    if let Err(e) = nats.publish(subject, payload.into()).await {
+        tracing::warn!(error = %e, "cannot publish a user change");
+    }
+    tracing::info!(change = ?change.change, "user changed; gateways close its connections");
 }
