@@ -1,5 +1,6 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 
+import { Announcer } from "../components/Announcer.js";
 import { Header } from "../components/Header.js";
 import type { Route } from "../model/route.js";
 import type { Me } from "../model/validate.js";
@@ -82,15 +83,26 @@ export function App() {
     case "ready":
       return (
         <LiveSession me={session.me} onLogout={onLogout}>
-          <div className="shell">
-            <Header />
-            <main className="shell__main">
-              <RoutedPage route={route} />
-            </main>
-          </div>
+          <Shell>
+            <RoutedPage route={route} />
+          </Shell>
         </LiveSession>
       );
   }
+}
+
+/**
+ * What every page of the session shares: the header, the announcer of new critical alerts
+ * (here, not on one page, so that they are heard whichever page is open) and the page itself.
+ */
+export function Shell({ children }: { children: ReactNode }) {
+  return (
+    <div className="shell">
+      <Header />
+      <Announcer />
+      <main className="shell__main">{children}</main>
+    </div>
+  );
 }
 
 /** Page titles, for the tab and for screen readers announcing the navigation. */

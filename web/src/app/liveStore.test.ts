@@ -67,21 +67,34 @@ describe("LiveStore", () => {
 
   it("announces new critical alerts politely, at most every 10 s, counting what came meanwhile", () => {
     client.bus.publish("alerts", alertsMessage([alert(1, { severity: 1 })], 1));
-    expect(store.getState().announcement).toBe("");
+    expect(store.getState().announcement).toBeNull();
     client.bus.publish("alerts", alertsMessage([alert(2, { severity: 5 }), alert(1, { severity: 1 })], 2));
-    expect(store.getState().announcement).toBe("1 new critical alert");
+    expect(store.getState().announcement?.text).toBe("1 new critical alert");
     now += 1_000;
     client.bus.publish("alerts", alertsMessage([alert(3, { severity: 5 }), alert(2, { severity: 5 }), alert(1)], 3));
     now += 1_000;
     client.bus.publish("alerts", alertsMessage([alert(4, { severity: 4 }), alert(3, { severity: 5 }), alert(2, { severity: 5 }), alert(1)], 4));
-    expect(store.getState().announcement).toBe("1 new critical alert");
+    expect(store.getState().announcement?.text).toBe("1 new critical alert");
     // Due 10 s after the first announcement (the timer started 1 s after it).
     now += 8_000;
     vi.advanceTimersByTime(8_000);
-    expect(store.getState().announcement).toBe("1 new critical alert");
+    expect(store.getState().announcement?.text).toBe("1 new critical alert");
     now += 1_000;
     vi.advanceTimersByTime(1_000);
-    expect(store.getState().announcement).toBe("2 new critical alerts");
+    expect(store.getState().announcement?.text).toBe("2 new critical alerts");
+  });
+
+  it("makes a repeated announcement a new one, so that it is read out again", () => {
+    client.bus.publish("alerts", alertsMessage([alert(1, { severity: 1 })], 1));
+    client.bus.publish("alerts", alertsMessage([alert(2, { severity: 5 }), alert(1)], 2));
+    const first = store.getState().announcement;
+    expect(first?.text).toBe("1 new critical alert");
+    now += 20_000;
+    client.bus.publish("alerts", alertsMessage([alert(3, { severity: 5 }), alert(2), alert(1)], 3));
+    const second = store.getState().announcement;
+    expect(second?.text).toBe("1 new critical alert");
+    expect(second).not.toBe(first);
+    expect(second?.id).not.toBe(first?.id);
   });
 
   it("announces after a stop and start (a remount) as before it", () => {
@@ -96,8 +109,8 @@ describe("LiveStore", () => {
     client.bus.publish("alerts", alertsMessage([alert(4, { severity: 5 }), alert(3), alert(2), alert(1)], 4));
     now += 8_000;
     vi.advanceTimersByTime(8_000);
-    expect(store.getState().announcement).toMatch(/new critical alert/);
-    expect(store.getState().announcement).not.toBe("1 new critical alert");
+    expect(store.getState().announcement?.text).toMatch(/new critical alert/);
+    expect(store.getState().announcement?.text).not.toBe("1 new critical alert");
   });
 
   it("keeps one widget's malformed message away from the others", () => {

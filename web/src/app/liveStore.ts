@@ -19,9 +19,19 @@ export interface LiveState {
   connection: ConnectionStatus;
   /**
    * What a polite live region reads out: new critical alerts, at most once per
-   * {@link ANNOUNCE_EVERY_MS} (arrivals meanwhile are counted into the next one).
+   * {@link ANNOUNCE_EVERY_MS} (arrivals meanwhile are counted into the next one). `null` until
+   * the first.
    */
-  announcement: string;
+  announcement: Announcement | null;
+}
+
+/**
+ * One announcement. Each has its own `id`: a screen reader reads a live region out when its
+ * content changes, so a second "1 new critical alert" must be rendered as a new node to be heard.
+ */
+export interface Announcement {
+  id: number;
+  text: string;
 }
 
 /** Shortest time between two announcements of new critical alerts. */
@@ -53,7 +63,7 @@ export class LiveStore {
       alerts: emptyAlertsFeed,
       fleet: emptyFleetFeed,
       connection: client.status,
-      announcement: "",
+      announcement: null,
     }));
   }
 
@@ -113,7 +123,8 @@ export class LiveStore {
     const n = this.unannounced;
     this.unannounced = 0;
     this.lastAnnounced = this.now();
-    this.set({ announcement: n === 1 ? "1 new critical alert" : `${n} new critical alerts` });
+    const id = (this.getState().announcement?.id ?? 0) + 1;
+    this.set({ announcement: { id, text: n === 1 ? "1 new critical alert" : `${n} new critical alerts` } });
   }
 
   /** Ends highlights when they are due. */

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import { alwaysOnline, PulseClient, TicketError, type DataMessage } from "../client/index.js";
-import { activityEvent, activityPage } from "../model/testing/fixtures.js";
+import { alwaysOnline, PulseClient, TicketError, type AlertsMessage, type DataMessage } from "../client/index.js";
+import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
+import { activityEvent, activityPage, alert, alertsMessage } from "../model/testing/fixtures.js";
 import { onSessionLost } from "./api.js";
 import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
 
@@ -41,6 +42,15 @@ describe("restFallback", () => {
     "/api/v2/events?topic=tickets&limit=1": { topic: "tickets", events: [{ ...activityEvent(7), topic: "tickets" }], last_seq: 7 },
   };
 
+  /** The alerts snapshot one poll publishes. */
+  async function pollAlerts(client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline }), poll = restFallback(() => client)): Promise<AlertsMessage> {
+    const published: DataMessage[] = [];
+    await poll({ publish: (m) => published.push(m), signal: new AbortController().signal, events: [] });
+    const alerts = published.find((m) => m.type === "alerts");
+    if (alerts?.type !== "alerts") throw new Error("no alerts published");
+    return alerts;
+  }
+
   beforeEach(() => {
     requested.length = 0;
     vi.stubGlobal("fetch", (url: string) => {
@@ -49,7 +59,10 @@ describe("restFallback", () => {
       return Promise.resolve(body ? new Response(JSON.stringify(body), { status: 200 }) : new Response("{}", { status: 404 }));
     });
   });
-  afterEach(() => vi.unstubAllGlobals());
+  afterEach(() => {
+    vi.unstubAllGlobals();
+    vi.restoreAllMocks();
+  });
 
   it("publishes the fleet, the open alerts and the newest reading of every watched device as pushes", async () => {
     const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
@@ -61,6 +74,55 @@ describe("restFallback", () => {
     const alerts = published[1]!;
     expect(alerts.type === "alerts" && [alerts.alerts.length, alerts.total_open, alerts.tenant_id, alerts.seq]).toEqual([100, 150, "acme", 0]);
     expect(published[2]).toMatchObject({ type: "telemetry", device_id: "dev-1", data: { metrics: { temp_c: 20 } } });
+  });
+
+  it("orders polled alerts as a pushed snapshot: newest created_at first, then alert_id, descending", async () => {
+    const saved = bodies["/api/v2/alerts?status=OPEN&limit=1000"];
+    bodies["/api/v2/alerts?status=OPEN&limit=1000"] = {
+      items: [
+        alert(1, { created_at: "2026-11-22T10:00:00.5Z" }),
+        alert(2, { created_at: "2026-11-22T09:00:00Z" }),
+        alert(3, { created_at: "2026-11-22T10:00:00.500001Z" }),
+        alert(4, { created_at: "2026-11-22T10:00:00.500Z" }),
+        alert(5, { created_at: "2026-11-22T09:00:00.000000Z" }),
+      ],
+      next: null,
+    };
+    try {
+      const alerts = await pollAlerts();
+      expect(alerts.alerts.map((a) => a.alert_id)).toEqual([3, 4, 1, 5, 2]);
+      expect(alerts.total_open).toBe(5);
+    } finally {
+      bodies["/api/v2/alerts?status=OPEN&limit=1000"] = saved;
+    }
+  });
+
+  it("keeps the last pushed total_open when the polled page has more, not a count capped at its size", async () => {
+    const saved = bodies["/api/v2/alerts?status=OPEN&limit=1000"];
+    bodies["/api/v2/alerts?status=OPEN&limit=1000"] = { items: [alert(3), alert(2), alert(1)], next: "cursor-3" };
+    const sockets = socketFactory();
+    const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+    try {
+      // Without a pushed count, the page is all there is to go by.
+      expect((await pollAlerts(client)).total_open).toBe(3);
+      client.subscribe({ type: "alerts" });
+      client.start();
+      await settle();
+      sockets.last().accept();
+      sockets.last().push(alertsMessage([alert(9)], 7, 5000));
+      const poll = restFallback(() => client);
+      const first = await pollAlerts(client, poll);
+      expect(first.total_open).toBe(5000);
+      // The client's newest snapshot is now the polled one: the pushed count still stands.
+      vi.spyOn(client, "latest").mockReturnValue(first);
+      expect((await pollAlerts(client, poll)).total_open).toBe(5000);
+      // A page without more is the exact count, whatever was pushed before.
+      bodies["/api/v2/alerts?status=OPEN&limit=1000"] = { items: [alert(3), alert(2), alert(1)], next: null };
+      expect((await pollAlerts(client, poll)).total_open).toBe(3);
+    } finally {
+      bodies["/api/v2/alerts?status=OPEN&limit=1000"] = saved;
+      client.close();
+    }
   });
 
   it("polls the events of every held topic after the client's position, or only the newest without one", async () => {

@@ -10,6 +10,7 @@ import {
   TicketError,
   ticketFetcher,
   type Alert,
+  type AlertsMessage,
   type DataMessage,
   type EventsPosition,
   type PollContext,
@@ -52,12 +53,69 @@ async function pollEvents({ topic, after }: EventsPosition, publish: PollContext
 }
 
 /**
+ * `created_at` as a number that orders as the timestamp does, to the microsecond the database
+ * keeps (`Date.parse` stops at the millisecond, and the strings differ in their number of
+ * digits, so neither orders them alone). Unreadable: below every other.
+ */
+function raisedAt(item: unknown): number {
+  const created = typeof item === "object" && item !== null ? (item as { created_at?: unknown }).created_at : undefined;
+  if (typeof created !== "string") return Number.NEGATIVE_INFINITY;
+  const ms = Date.parse(created);
+  if (Number.isNaN(ms)) return Number.NEGATIVE_INFINITY;
+  const micros = /\.\d{3}(\d{1,3})/.exec(created)?.[1]?.padEnd(3, "0") ?? "000";
+  return ms * 1000 + Number(micros);
+}
+
+function alertId(item: unknown): number {
+  const id = typeof item === "object" && item !== null ? (item as { alert_id?: unknown }).alert_id : undefined;
+  return typeof id === "number" ? id : Number.NEGATIVE_INFINITY;
+}
+
+/**
+ * Polled alerts in the order of a pushed snapshot: newest first by `created_at`, then by
+ * `alert_id`, both descending (the REST list is ordered by `alert_id` alone). Otherwise each
+ * switch between pushes and polls would reorder the table and cap a different set of rows.
+ */
+export function newestAlertsFirst(items: readonly unknown[]): unknown[] {
+  const keyed = items.map((item) => ({ item, at: raisedAt(item), id: alertId(item) }));
+  keyed.sort((a, b) => (a.at === b.at ? descending(a.id, b.id) : descending(a.at, b.at)));
+  return keyed.map((k) => k.item);
+}
+
+function descending(a: number, b: number): number {
+  return a === b ? 0 : a > b ? -1 : 1;
+}
+
+/**
+ * The open alerts to report for a polled page. With `next` the page is not all of them: its
+ * length is only a lower bound, and the last pushed count (exact when it was pushed) is kept if
+ * larger, rather than a count capped at the page size shown as current.
+ */
+export function polledTotalOpen(items: readonly unknown[], hasMore: boolean, pushedTotal: number | undefined): number {
+  return hasMore && pushedTotal !== undefined ? Math.max(items.length, pushedTotal) : items.length;
+}
+
+/**
+ * The `total_open` of the newest alerts snapshot the gateway pushed, given the snapshots the
+ * fallback published itself: the client's newest snapshot is one or the other. Read at each
+ * poll, which runs only while the socket is down, so no push is missed between two reads.
+ */
+function pushedAlertsTotal(client: PulseClient, polled: WeakSet<object>, before: number | undefined): number | undefined {
+  const latest = client.latest("alerts");
+  if (!latest || polled.has(latest)) return before;
+  return typeof latest.total_open === "number" ? latest.total_open : before;
+}
+
+/**
  * The REST fallback: the fleet, the open alerts, the newest reading of every watched device and
  * the events of every held event topic since the client's position, published as the pushes they
  * stand for. Runs only while the socket is down.
  */
 export function restFallback(client: () => PulseClient) {
+  const polled = new WeakSet<object>();
+  let pushedTotal: number | undefined;
   return async ({ publish, signal, events }: PollContext): Promise<void> => {
+    pushedTotal = pushedAlertsTotal(client(), polled, pushedTotal);
     // Alongside the snapshots, but a failing event poll must not hold them back: its error is
     // raised once they are published.
     const eventPolls = Promise.all(events.map((position) => pollEvents(position, publish, signal)));
@@ -66,19 +124,22 @@ export function restFallback(client: () => PulseClient) {
       getJson("/api/v2/fleet", signal),
       getJson(`/api/v2/alerts?status=OPEN&limit=${POLL_ALERTS_LIMIT}`, signal),
     ]);
-    const items = Array.isArray((page as { items?: unknown }).items) ? ((page as { items: unknown[] }).items) : [];
+    const { items: listed, next } = page as { items?: unknown; next?: unknown };
+    const items = newestAlertsFirst(Array.isArray(listed) ? listed : []);
     const tenant = (fleet as { tenant_id?: unknown }).tenant_id;
     // Bodies are passed on unchecked: the dashboard checks every message where it uses it
     // (src/model/validate.ts), pushed or polled alike.
     publish(fleet as DataMessage);
-    publish({
+    const alerts: AlertsMessage = {
       type: "alerts",
       tenant_id: typeof tenant === "string" ? tenant : "",
       seq: 0,
       ts: new Date().toISOString(),
       alerts: items.slice(0, POLL_ALERTS_SHOWN) as Alert[],
-      total_open: items.length,
-    });
+      total_open: polledTotalOpen(items, next !== null && next !== undefined, pushedTotal),
+    };
+    polled.add(alerts);
+    publish(alerts);
     const devices = client().channels.flatMap((c) => (c.type === "device" ? [c.device_id] : []));
     await Promise.all(
       devices.map(async (deviceId) => {

@@ -4,7 +4,7 @@ import { alwaysOnline, PulseClient } from "../client/index.js";
 import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
 import type { ActivityAction } from "../model/activityFeed.js";
 import { activityPage } from "../model/testing/fixtures.js";
-import { ACTIVITY_URL, loadActivity } from "./useActivity.js";
+import { ACTIVITY_URL, loadActivity, watchActivitySubscribed } from "./useActivity.js";
 
 describe("loadActivity", () => {
   let body: unknown;
@@ -66,5 +66,28 @@ describe("loadActivity", () => {
     controller.abort();
     vi.stubGlobal("fetch", () => Promise.reject(new DOMException("aborted", "AbortError")));
     expect(await load(controller.signal)).toEqual([]);
+  });
+});
+
+describe("watchActivitySubscribed", () => {
+  it("tells the client's position each time the gateway confirms the activity topic, baseline included", async () => {
+    const sockets = socketFactory();
+    const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+    const positions: number[] = [];
+    const stop = watchActivitySubscribed(client, (p) => positions.push(p));
+    client.subscribe({ type: "events", topic: "activity" });
+    client.subscribe({ type: "events", topic: "tickets" });
+    client.start();
+    await settle();
+    sockets.last().accept();
+    sockets.last().push({ type: "subscribed", channel: "events", topic: "tickets", seq: 3 });
+    sockets.last().push({ type: "subscribed", channel: "events", topic: "activity", seq: 9 });
+    await settle();
+    expect(positions).toEqual([9]);
+    stop();
+    sockets.last().push({ type: "subscribed", channel: "events", topic: "activity", seq: 9 });
+    await settle();
+    expect(positions).toEqual([9]);
+    client.close();
   });
 });

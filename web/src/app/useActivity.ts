@@ -44,6 +44,28 @@ export async function loadActivity(client: PulseClient, request: number, signal:
   if (position !== undefined) dispatch({ type: "client-position", request, position });
 }
 
+/**
+ * Calls `onPosition` with the client's position on the activity topic each time the gateway
+ * confirms that subscription; returns a function that stops.
+ */
+export function watchActivitySubscribed(client: PulseClient, onPosition: (position: number) => void): () => void {
+  let stopped = false;
+  const stop = client.on("subscription", (status) => {
+    const { channel } = status;
+    if (status.state !== "subscribed" || channel.type !== "events" || channel.topic !== ACTIVITY_TOPIC) return;
+    // The client tells of the new state before it takes the answer's baseline `seq` as its
+    // position: read the position once it has handled the whole answer.
+    queueMicrotask(() => {
+      const position = client.lastEventSeq(ACTIVITY_TOPIC);
+      if (!stopped && position !== undefined) onPosition(position);
+    });
+  });
+  return () => {
+    stopped = true;
+    stop();
+  };
+}
+
 /** The activity feed and a retry for a failed load; holds the `activity` events while mounted. */
 export function useActivity(): ActivityFeed & { retry: () => void } {
   const { client } = useSession();
@@ -58,6 +80,9 @@ export function useActivity(): ActivityFeed & { retry: () => void } {
       }),
     [client],
   );
+
+  // A load that ended before the gateway's `subscribed` could not see the baseline it names.
+  useEffect(() => watchActivitySubscribed(client, (position) => dispatch({ type: "subscribed", position })), [client]);
 
   // One load per request number; a newer request aborts the load it replaces.
   const { loadRequest } = feed;

@@ -6,7 +6,7 @@
  */
 
 import { useQuery } from "@tanstack/react-query";
-import { useEffect, useReducer } from "react";
+import { useCallback, useEffect, useReducer } from "react";
 
 import { mergeReadings, MAX_READINGS } from "../model/readings.js";
 import { checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
@@ -21,7 +21,10 @@ export interface DeviceReadings {
   historyLoaded: boolean;
   /** The device does not exist (404). */
   notFound: boolean;
-  /** Loading the history failed. */
+  /**
+   * The newest history load failed; cleared by the next one that succeeds. With readings or a
+   * detail already on show it means they may be out of date, not that there is nothing.
+   */
   historyError: string | null;
   /** The newest live message was malformed. */
   liveError: string | null;
@@ -66,16 +69,27 @@ export function reduceDeviceReadings(state: DeviceReadings, action: Action): Dev
   }
 }
 
+/** Whether nothing of the device is on show yet: no detail from a load, no reading at all. */
+export function nothingLoaded(state: DeviceReadings): boolean {
+  return state.detail === null && state.readings.length === 0;
+}
+
+/** Readings to show for one device, a retry of the history and whether a load runs. */
+export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean };
+
 /** Readings to show for one device; call it with a `key` of the device id on the page. */
-export function useDeviceReadings(deviceId: string): DeviceReadings {
+export function useDeviceReadings(deviceId: string): DeviceReadingsView {
   const { client } = useSession();
   const [state, dispatch] = useReducer(reduceDeviceReadings, initial);
 
   const history = useQuery(deviceHistoryQuery(deviceId));
+  const { data, dataUpdatedAt, refetch } = history;
 
+  // On every successful load, not only on new data: a reload that returns what the cache holds
+  // keeps `data` (structural sharing), and must still clear the error of a failed one before it.
   useEffect(() => {
-    if (history.data) dispatch({ type: "history", detail: history.data.detail, readings: history.data.readings });
-  }, [history.data]);
+    if (data) dispatch({ type: "history", detail: data.detail, readings: data.readings });
+  }, [data, dataUpdatedAt]);
 
   useEffect(() => {
     const error = history.error;
@@ -89,5 +103,6 @@ export function useDeviceReadings(deviceId: string): DeviceReadings {
     [client, deviceId],
   );
 
-  return state;
+  const retry = useCallback(() => void refetch(), [refetch]);
+  return { ...state, retry, reloading: history.isFetching };
 }

@@ -2,6 +2,7 @@ import { useCallback, useRef, useState } from "react";
 
 import { useLive } from "../app/session.js";
 import type { Channel } from "../client/index.js";
+import type { AlertsFeed } from "../model/alertsFeed.js";
 import { AlertRow } from "./AlertRow.js";
 import { ErrorCard } from "./ErrorCard.js";
 import { SpacerRow, useVirtualRows } from "./virtualRows.js";
@@ -22,6 +23,25 @@ const ROW_PX = 37;
  */
 export function AlertsTable() {
   const feed = useLive((s) => s.alerts);
+  const message = feed.message;
+  const shown = message?.alerts.length ?? 0;
+  const actions = message && (
+    <span className="widget__meta" data-testid="alerts-count">
+      {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
+    </span>
+  );
+  return (
+    <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts" channel={ALERTS}>
+      <AlertsBody feed={feed} />
+    </Widget>
+  );
+}
+
+/**
+ * The alerts of `feed`. A malformed update is shown as a banner above the last valid snapshot,
+ * which stays in place: the table keeps its scroll position and its open rows.
+ */
+export function AlertsBody({ feed }: { feed: AlertsFeed }) {
   const [openRows, setOpenRows] = useState<ReadonlySet<number>>(() => new Set());
   const toggle = useCallback((id: number) => {
     setOpenRows((rows) => {
@@ -36,17 +56,16 @@ export function AlertsTable() {
   const scroller = useRef<HTMLDivElement>(null);
   const keyOf = useCallback((index: number) => alerts?.[index]?.alert_id ?? index, [alerts]);
   const rows = useVirtualRows(shown, scroller, ROW_PX, keyOf);
-  const actions = message && !feed.error && (
-    <span className="widget__meta" data-testid="alerts-count">
-      {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
-    </span>
-  );
   return (
-    <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts" channel={ALERTS}>
-      {feed.error ? (
-        <ErrorCard title="The alerts feed sent a malformed update" message={`${feed.error}. Waiting for the next valid update.`} />
-      ) : !message ? (
-        <p className="placeholder">Waiting for the first alerts update…</p>
+    <>
+      {feed.error && (
+        <ErrorCard
+          title="The alerts feed sent a malformed update"
+          message={`${feed.error}. ${message ? "Showing the last valid update until" : "Waiting for"} the next valid update.`}
+        />
+      )}
+      {!message ? (
+        feed.error ? null : <p className="placeholder">Waiting for the first alerts update…</p>
       ) : message.alerts.length === 0 ? (
         <p className="placeholder placeholder--good">No open alerts.</p>
       ) : (
@@ -86,6 +105,6 @@ export function AlertsTable() {
           </table>
         </div>
       )}
-    </Widget>
+    </>
   );
 }

@@ -2,7 +2,7 @@ import { useCallback, useDeferredValue, useMemo, useRef, useState } from "react"
 
 import { useLive } from "../app/session.js";
 import type { Channel, DeviceStatus } from "../client/index.js";
-import { filterDevices, type DeviceFilter } from "../model/fleetFeed.js";
+import { filterDevices, type DeviceFilter, type FleetFeed } from "../model/fleetFeed.js";
 import { DeviceRow } from "./DeviceRow.js";
 import { ErrorCard } from "./ErrorCard.js";
 import { SpacerRow, useVirtualRows } from "./virtualRows.js";
@@ -31,12 +31,6 @@ const ROW_PX = 37;
 export function DeviceTable() {
   const feed = useLive((s) => s.fleet);
   const [filter, setFilter] = useState<DeviceFilter>({ text: "", status: null });
-  const deferredFilter = useDeferredValue(filter);
-  const devices = feed.message?.devices;
-  const shown = useMemo(() => (devices ? filterDevices(devices, deferredFilter) : []), [devices, deferredFilter]);
-  const scroller = useRef<HTMLDivElement>(null);
-  const keyOf = useCallback((index: number) => shown[index]?.device_id ?? index, [shown]);
-  const rows = useVirtualRows(shown.length, scroller, ROW_PX, keyOf);
   const counts = feed.message?.counts;
   const countOf = (status: DeviceStatus | null) =>
     !counts ? 0 : status === null ? counts.total : status === "ONLINE" ? counts.online : status === "STALE" ? counts.stale : counts.offline;
@@ -70,10 +64,33 @@ export function DeviceTable() {
 
   return (
     <Widget title="Devices" testId="devices-widget" actions={toolbar} className="widget--devices" channel={FLEET}>
-      {feed.error ? (
-        <ErrorCard title="The fleet feed sent a malformed update" message={`${feed.error}. Waiting for the next valid update.`} />
-      ) : !feed.message ? (
-        <p className="placeholder">Waiting for the first fleet update…</p>
+      <DeviceList feed={feed} filter={filter} />
+    </Widget>
+  );
+}
+
+/**
+ * The devices of `feed` that pass `filter`. A malformed update is shown as a banner above the
+ * last valid snapshot, which stays in place: the table keeps its scroll position.
+ */
+export function DeviceList({ feed, filter }: { feed: FleetFeed; filter: DeviceFilter }) {
+  const deferredFilter = useDeferredValue(filter);
+  const devices = feed.message?.devices;
+  const shown = useMemo(() => (devices ? filterDevices(devices, deferredFilter) : []), [devices, deferredFilter]);
+  const scroller = useRef<HTMLDivElement>(null);
+  const keyOf = useCallback((index: number) => shown[index]?.device_id ?? index, [shown]);
+  const rows = useVirtualRows(shown.length, scroller, ROW_PX, keyOf);
+  const counts = feed.message?.counts;
+  return (
+    <>
+      {feed.error && (
+        <ErrorCard
+          title="The fleet feed sent a malformed update"
+          message={`${feed.error}. ${feed.message ? "Showing the last valid update until" : "Waiting for"} the next valid update.`}
+        />
+      )}
+      {!feed.message ? (
+        feed.error ? null : <p className="placeholder">Waiting for the first fleet update…</p>
       ) : (
         <>
           <div className="table-scroll" data-testid="devices-scroll" tabIndex={0} role="region" aria-label="Devices, scrollable" ref={scroller}>
@@ -104,6 +121,6 @@ export function DeviceTable() {
           )}
         </>
       )}
-    </Widget>
+    </>
   );
 }

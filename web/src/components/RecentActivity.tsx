@@ -1,13 +1,23 @@
 import { useActivity } from "../app/useActivity.js";
-import { ACTIVITY_ROWS } from "../model/activityFeed.js";
+import { ACTIVITY_ROWS, type ActivityFeed } from "../model/activityFeed.js";
 import { ActivityItem } from "./ActivityItem.js";
 import { ErrorCard } from "./ErrorCard.js";
+import { StaleNotice } from "./StaleNotice.js";
 import { Widget } from "./Widget.js";
 
 /** What happened to the tenant's alerts, newest first: loaded over REST, then live. */
 export function RecentActivity() {
-  const feed = useActivity();
+  return <ActivityView feed={useActivity()} />;
+}
+
+/**
+ * The activity widget for `feed`. A failed load takes the list's place only while nothing was
+ * loaded: a reload that fails (after missed events) keeps the entries, live ones still arriving,
+ * and says newer ones may be missing until a later load succeeds.
+ */
+export function ActivityView({ feed }: { feed: ActivityFeed & { retry: () => void } }) {
   const refreshing = feed.loading && feed.known !== null;
+  const retry = feed.loading ? undefined : feed.retry;
   const actions = (
     <span className="widget__meta" data-testid="activity-meta" aria-live="polite">
       {refreshing ? "Refreshing…" : feed.known !== null ? `newest ${Math.min(feed.entries.length, ACTIVITY_ROWS)}` : ""}
@@ -16,10 +26,15 @@ export function RecentActivity() {
   return (
     <Widget title="Recent activity" testId="activity-widget" actions={actions} className="widget--activity">
       {feed.eventError && <ErrorCard title="A malformed activity event was ignored" message={feed.eventError} />}
-      {feed.loadError ? (
-        <ErrorCard title="Could not load recent activity" message={feed.loadError} onRetry={feed.loading ? undefined : feed.retry} />
-      ) : feed.known === null ? (
-        <p className="placeholder">Loading recent activity…</p>
+      {feed.loadError && feed.known !== null && (
+        <StaleNotice message={`Could not reload recent activity: ${feed.loadError}. Some entries may be missing.`} onRetry={retry} />
+      )}
+      {feed.known === null ? (
+        feed.loadError ? (
+          <ErrorCard title="Could not load recent activity" message={feed.loadError} onRetry={retry} />
+        ) : (
+          <p className="placeholder">Loading recent activity…</p>
+        )
       ) : feed.entries.length === 0 ? (
         <p className="placeholder">No activity yet.</p>
       ) : (

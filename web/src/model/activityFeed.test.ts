@@ -87,6 +87,18 @@ describe("reduceActivity", () => {
     expect(run(feed, { type: "client-position", request: 2, position: 4 })).toBe(feed);
   });
 
+  it("loads once more when the gateway's subscribed names a baseline past a load that ended before it", () => {
+    let feed = run(emptyActivityFeed, { type: "subscribed", position: 9 });
+    expect(feed).toBe(emptyActivityFeed); // the load still runs: it compares when it ends
+    feed = run(feed, { type: "loaded", request: 1, page: page([1, 2]) });
+    expect(run(feed, { type: "subscribed", position: 2 })).toBe(feed);
+    feed = run(feed, { type: "subscribed", position: 4 });
+    expect(feed).toMatchObject({ loading: true, loadRequest: 2, catchingUp: true });
+    feed = run(feed, { type: "loaded", request: 2, page: page([1, 2, 3, 4]) });
+    expect(feed.known).toBe(4);
+    expect(feed.loading).toBe(false);
+  });
+
   it("caps the rows, dropping the oldest", () => {
     const feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page(range(1, ACTIVITY_ROWS)) }, live(ACTIVITY_ROWS + 1));
     expect(feed.entries).toHaveLength(ACTIVITY_ROWS);

@@ -67,7 +67,12 @@ export type ActivityAction =
    * After a load: the client's position on the topic. Ahead of `known`, the events between were
    * announced by the gateway as a baseline, after the load read the database: load once more.
    */
-  | { type: "client-position"; request: number; position: number };
+  | { type: "client-position"; request: number; position: number }
+  /**
+   * The gateway confirmed the subscription, and the client stands at `position`. The first load
+   * usually ends before that answer, whose baseline `seq` it could not compare with: compare now.
+   */
+  | { type: "subscribed"; position: number };
 
 /** Applies a live event, a reset or the end of a load. Pure: the input is never changed. */
 export function reduceActivity(state: ActivityFeed, action: ActivityAction): ActivityFeed {
@@ -104,10 +109,22 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
       if (action.request !== state.loadRequest || !state.loading) return state;
       return { ...state, loading: false, catchingUp: false, loadError: action.error };
     case "client-position":
-      if (action.request !== state.loadRequest || state.loading || state.catchingUp) return state;
-      if (state.known === null || action.position <= state.known) return state;
-      return { ...requestLoad(state), catchingUp: true };
+      return action.request === state.loadRequest ? catchUp(state, action.position) : state;
+    case "subscribed":
+      // A load that runs compares with the client's position when it ends.
+      return catchUp(state, action.position);
   }
+}
+
+/**
+ * Loads once more when the client is ahead of what the feed knows: the events between were
+ * announced as a baseline, after the last load read the database. Only once in a row, so that a
+ * position the database never reaches cannot start a loop of loads.
+ */
+function catchUp(state: ActivityFeed, position: number): ActivityFeed {
+  if (state.loading || state.catchingUp) return state;
+  if (state.known === null || position <= state.known) return state;
+  return { ...requestLoad(state), catchingUp: true };
 }
 
 /** Asks for a new load; live events wait for it. */

@@ -1,26 +1,14 @@
-import { useLive } from "../app/session.js";
 import { AlertsTable } from "../components/AlertsTable.js";
 import { DeviceTable } from "../components/DeviceTable.js";
 import { ErrorBoundary } from "../components/ErrorBoundary.js";
 import { RecentActivity } from "../components/RecentActivity.js";
 import { StatCards } from "../components/StatCards.js";
 
-/** Reads new critical alerts out to screen readers, politely and at most every 10 s. */
-function Announcer() {
-  const text = useLive((s) => s.announcement);
-  return (
-    <div className="visually-hidden" aria-live="polite" data-testid="announcer">
-      {text}
-    </div>
-  );
-}
-
 /** The fleet overview: stat cards, open alerts with their recent activity, and devices, all live. */
 export function DashboardPage() {
   return (
     <div className="page page--dashboard" data-testid="dashboard">
       <h1 className="visually-hidden" tabIndex={-1}>Fleet overview</h1>
-      <Announcer />
       <ErrorBoundary label="Summary">
         <StatCards />
       </ErrorBoundary>

@@ -1,11 +1,12 @@
 import { useMemo } from "react";
 
 import { useLive } from "../app/session.js";
-import { useDeviceReadings } from "../app/useDeviceReadings.js";
+import { nothingLoaded, useDeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
 import { StatusBadge } from "../components/Badges.js";
 import { ErrorCard } from "../components/ErrorCard.js";
 import { Link } from "../components/Link.js";
 import { RelativeTime } from "../components/RelativeTime.js";
+import { StaleNotice } from "../components/StaleNotice.js";
 import { TelemetryCharts } from "../components/TelemetryCharts.js";
 import { Widget } from "../components/Widget.js";
 import { clockTime, dateTime, metricLabel, metricValue } from "../model/format.js";
@@ -70,19 +71,30 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
           </span>
         }
       >
-        {data.historyError ? (
-          <ErrorCard title="Could not load the history" message={data.historyError} />
-        ) : !data.historyLoaded && data.readings.length === 0 ? (
-          <p className="placeholder">Loading history…</p>
-        ) : (
-          <TelemetryCharts readings={data.readings} />
-        )}
+        <TelemetryBody data={data} />
       </Widget>
 
       <Widget title="Recent readings" testId="readings-widget">
         <RecentReadings readings={data.readings} />
       </Widget>
     </div>
+  );
+}
+
+/**
+ * The charts, or why there are none. A failed load takes their place only while nothing is on
+ * show: a reload that fails (after a reconnect, say) keeps the readings, live ones still merging
+ * in, and says they may be out of date until a later load succeeds.
+ */
+export function TelemetryBody({ data }: { data: DeviceReadingsView }) {
+  const retry = data.reloading ? undefined : data.retry;
+  if (data.historyError && nothingLoaded(data)) return <ErrorCard title="Could not load the history" message={data.historyError} onRetry={retry} />;
+  if (!data.historyLoaded && data.readings.length === 0) return <p className="placeholder">Loading history…</p>;
+  return (
+    <>
+      {data.historyError && <StaleNotice message={`Could not reload the history: ${data.historyError}. The readings shown may be incomplete.`} onRetry={retry} />}
+      <TelemetryCharts readings={data.readings} />
+    </>
   );
 }
 

@@ -1,0 +1,56 @@
+import { renderToStaticMarkup } from "react-dom/server";
+import { describe, expect, it } from "vitest";
+
+import { reduceDeviceReadings, type DeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
+import { TelemetryBody } from "./DevicePage.js";
+
+const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
+const detail = { device_id: "dev-1", site_id: "s", status: "ONLINE" as const, last_seen_at: null, battery_pct: null, latest: null };
+const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
+
+const view = (state: DeviceReadings, reloading = false): DeviceReadingsView => ({ ...state, retry: () => {}, reloading });
+const render = (state: DeviceReadings, reloading = false) => renderToStaticMarkup(<TelemetryBody data={view(state, reloading)} />);
+
+describe("TelemetryBody", () => {
+  const loaded = reduceDeviceReadings(empty, { type: "history", detail, readings: [reading("2026-11-22T10:00:00Z", 20)] });
+  const reloadFailed = reduceDeviceReadings(loaded, { type: "history-failed", error: "HTTP 502", notFound: false });
+
+  it("shows the error in place of the charts while nothing is loaded, with a retry", () => {
+    const html = render(reduceDeviceReadings(empty, { type: "history-failed", error: "HTTP 502", notFound: false }));
+    expect(html).toContain("Could not load the history");
+    expect(html).toContain('data-testid="error-card"');
+    expect(html).toContain(">Retry</button>");
+    expect(html).not.toContain('class="charts"');
+  });
+
+  it("keeps the charts after a failed reload and says they may be out of date", () => {
+    expect(reloadFailed.readings).toBe(loaded.readings);
+    const html = render(reloadFailed);
+    expect(html).toContain('class="charts"');
+    expect(html).not.toContain('data-testid="error-card"');
+    expect(html).toContain('data-testid="stale-notice"');
+    expect(html).toContain("Could not reload the history: HTTP 502.");
+    expect(html).toContain(">Retry</button>");
+    // No second retry while a load already runs.
+    expect(render(reloadFailed, true)).not.toContain(">Retry</button>");
+  });
+
+  it("keeps live readings on show when the first load fails", () => {
+    const live = reduceDeviceReadings(empty, {
+      type: "live",
+      deviceId: "dev-1",
+      message: { type: "telemetry", tenant_id: "acme", device_id: "dev-1", seq: 1, data: { timestamp: "2026-11-22T10:00:10Z", metrics: { temp_c: 25 } } },
+    });
+    const html = render(reduceDeviceReadings(live, { type: "history-failed", error: "HTTP 502", notFound: false }));
+    expect(html).toContain('class="charts"');
+    expect(html).toContain('data-testid="stale-notice"');
+  });
+
+  it("drops the notice once a later load succeeds", () => {
+    const recovered = reduceDeviceReadings(reloadFailed, { type: "history", detail, readings: [reading("2026-11-22T10:00:00Z", 20)] });
+    expect(recovered.historyError).toBeNull();
+    const html = render(recovered);
+    expect(html).toContain('class="charts"');
+    expect(html).not.toContain("stale-notice");
+  });
+});
