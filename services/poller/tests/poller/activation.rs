@@ -227,11 +227,10 @@ async fn settings_the_poller_cannot_write_at_first_are_written_once_it_can() {
         "a failed write counted",
         Duration::from_secs(10),
         || async {
-            metric(
-                &poller.metrics().await,
-                "pulse_poller_errors_total",
-                &["database"],
-            ) >= 1.0
+            poller
+                .metric("pulse_poller_errors_total", &["database"])
+                .await
+                >= 1.0
         },
     )
     .await;

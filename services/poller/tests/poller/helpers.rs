@@ -98,6 +98,11 @@ impl PollerHandle {
         self.get("/readyz").await.json().await.unwrap()
     }
 
+    /// The value of one of this poller's metrics (see [`metric`]).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric(&self.metrics().await, name, labels)
+    }
+
     /// Waits until the readiness document satisfies `check`; panics naming `what` after
     /// `within`.
     pub async fn wait_readiness(

@@ -78,20 +78,17 @@ async fn an_unchanged_state_publishes_nothing() {
         .await;
 
     // Wait until the safety net has re-read the unchanged state several times…
-    let before = metric(
-        &poller.metrics().await,
-        "pulse_poller_unchanged_total",
-        &["alerts"],
-    );
+    let before = poller
+        .metric("pulse_poller_unchanged_total", &["alerts"])
+        .await;
     eventually(
         "three more unchanged safety-net reads",
         Duration::from_secs(10),
         || async {
-            metric(
-                &poller.metrics().await,
-                "pulse_poller_unchanged_total",
-                &["alerts"],
-            ) >= before + 3.0
+            poller
+                .metric("pulse_poller_unchanged_total", &["alerts"])
+                .await
+                >= before + 3.0
         },
     )
     .await;

@@ -112,7 +112,7 @@ async fn lost_database_connections_are_survived() {
         "measured: backends terminated -> a change written after is published: {:?}",
         cut.elapsed()
     );
-    let errors = metric(&poller.metrics().await, "pulse_poller_errors_total", &[]);
+    let errors = poller.metric("pulse_poller_errors_total", &[]).await;
     assert!(
         errors >= 1.0,
         "the outage should be counted in pulse_poller_errors_total"
@@ -189,7 +189,7 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     let subject = format!("pulse.v1.{tenant}.alerts");
     let stored = || last_stored(&js, &subject);
-    let errors = || async { metric(&poller.metrics().await, "pulse_poller_errors_total", &[]) };
+    let errors = || async { poller.metric("pulse_poller_errors_total", &[]).await };
     eventually(
         "the first snapshot stored",
         Duration::from_secs(10),

@@ -31,11 +31,7 @@ async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
         .await
         .unwrap();
     eventually("poller listening", Duration::from_secs(10), || async {
-        let seen = metric(
-            &poller.metrics().await,
-            "pulse_poller_notifications_total",
-            &[],
-        );
+        let seen = poller.metric("pulse_poller_notifications_total", &[]).await;
         if seen == 0.0 {
             sqlx::query("UPDATE devices SET battery_pct = random() * 100 WHERE tenant_id = $1")
                 .bind(&tenant)
