@@ -52,8 +52,7 @@ json_400_extractor!(
 pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 /// `Json<T>` whose rejection is the API's JSON error: 413 for a body over
-/// [`MAX_BODY_BYTES`], 400 for anything else (not JSON, wrong shape, wrong content type, or a
-/// string holding `\u0000`, which PostgreSQL cannot store in text or `jsonb`).
+/// [`MAX_BODY_BYTES`], 400 for anything else (not JSON, wrong shape, wrong content type).
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
@@ -64,58 +63,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(request.headers()) {
-            return Err(ApiError::BadRequest(
-                "expected a body with `Content-Type: application/json`".into(),
-            ));
-        }
-        let bytes = match axum::body::Bytes::from_request(request, state).await {
-            Ok(bytes) => bytes,
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError::PayloadTooLarge(format!(
+                Err(ApiError::PayloadTooLarge(format!(
                     "the body is larger than {MAX_BODY_BYTES} bytes"
-                )));
+                )))
             }
-            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
-        };
-        let axum::Json(value) =
-            axum::Json::<T>::from_bytes(&bytes).map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        if holds_nul(&bytes) {
-            return Err(ApiError::BadRequest(
-                "a string holds \\u0000, which cannot be stored".into(),
-            ));
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
-        Ok(ApiJson(value))
     }
-}
-
-/// `application/json`, or a `+json` type, whatever its parameters.
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    let essence = essence.to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// Whether valid JSON text holds the escape `\u0000` in a string (a raw NUL is not valid JSON).
-/// Escapes are read in order, so the text `\\u0000` (a backslash, then `u0000`) is not one.
-fn holds_nul(json: &[u8]) -> bool {
-    let mut rest = json;
-    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
-        let escape = &rest[at + 1..];
-        if escape.starts_with(b"u0000") {
-            return true;
-        }
-        // Skip the escaped character, a backslash included.
-        rest = escape.get(1..).unwrap_or_default();
-    }
-    false
 }
 
 /// Most items one page may hold.
@@ -154,35 +111,3 @@ pub async fn applied(tx: &mut Transaction<'static, Postgres>) -> Result<Applied,
     Ok(pulse_db::settings::read(tx).await.unwrap_or_default())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_nul_escape_is_found_only_where_it_is_one() {
-        assert!(holds_nul(br#"{"a":"x\u0000"}"#));
-        assert!(holds_nul(br#"{"k\u0000":1}"#));
-        assert!(
-            !holds_nul(br#"{"a":"x\\u0000"}"#),
-            "an escaped backslash, then text"
-        );
-        assert!(holds_nul(br#"{"a":"\\\u0000"}"#));
-        assert!(!holds_nul(br#"{"a":"\u0001"}"#));
-        assert!(!holds_nul(b"{}"));
-    }
-
-    #[test]
-    fn json_content_types_are_recognised() {
-        let with = |v: &str| {
-            let mut h = axum::http::HeaderMap::new();
-            h.insert(axum::http::header::CONTENT_TYPE, v.parse().unwrap());
-            is_json(&h)
-        };
-        assert!(with("application/json"));
-        assert!(with("Application/JSON; charset=utf-8"));
-        assert!(with("application/merge-patch+json"));
-        assert!(!with("text/plain"));
-        assert!(!with("text/json+json-ish"));
-        assert!(!is_json(&axum::http::HeaderMap::new()));
-    }
-}
