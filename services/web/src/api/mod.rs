@@ -110,4 +110,3 @@ pub fn page<T, C>(
 pub async fn applied(tx: &mut Transaction<'static, Postgres>) -> Result<Applied, ApiError> {
     Ok(pulse_db::settings::read(tx).await.unwrap_or_default())
 }
-
