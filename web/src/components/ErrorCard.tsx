@@ -4,11 +4,17 @@ export function ErrorCard({ title, message, onRetry }: { title: string; message:
     <div className="error-card" role="alert" data-testid="error-card">
       <div className="error-card__title">{title}</div>
       <p className="error-card__message">{message}</p>
-      {onRetry && (
-        <button type="button" className="button button--small" onClick={onRetry}>
-          Retry
-        </button>
-      )}
+      <RetryButton onRetry={onRetry} />
     </div>
+  );
+}
+
+/** The retry a widget's error or stale notice offers, when it has one. */
+export function RetryButton({ onRetry }: { onRetry?: () => void }) {
+  if (!onRetry) return null;
+  return (
+    <button type="button" className="button button--small" onClick={onRetry}>
+      Retry
+    </button>
   );
 }

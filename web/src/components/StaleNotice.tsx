@@ -1,3 +1,5 @@
+import { RetryButton } from "./ErrorCard.js";
+
 /**
  * A widget's data may be out of date: a reload failed, and what was loaded before stays on show
  * (with live updates still merging in) rather than being swapped for an error card. Polite, not
@@ -7,11 +9,7 @@ export function StaleNotice({ message, onRetry }: { message: string; onRetry?: (
   return (
     <div className="stale-notice" role="status" data-testid="stale-notice">
       <span className="stale-notice__message">{message}</span>
-      {onRetry && (
-        <button type="button" className="button button--small" onClick={onRetry}>
-          Retry
-        </button>
-      )}
+      <RetryButton onRetry={onRetry} />
     </div>
   );
 }
