@@ -95,6 +95,10 @@ export PULSE_JWT_SECRET
 
 stage "database: migrations and demo data"
 "$bin/pulse-poller" migrate
+# Seeded before anything starts, so that the demo logins printed below already work: the
+# services are ready long before a simulator started beside them has created its users.
+"$bin/pulse-simulator" --seed-only >"$log_dir/seed.log" 2>&1 ||
+  die "seeding the demo data failed: $(tail -n 20 "$log_dir/seed.log")"
 
 # start NAME COMMAND... — run in the background, log to $log_dir/NAME.log, record the pid.
 start() {
