@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 use crate::alerts;
 use crate::changes::ChangeFeed;
 use crate::config::PollerConfig;
+use crate::fence::Fence;
 use crate::fleet::{self, Fleet};
 use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
@@ -59,6 +60,9 @@ pub struct Engine {
     /// Snapshots listing fewer items than their cap to fit `max_payload` ([`Engine::note_fit`]).
     trimmed: HashSet<(Kind, TenantId)>,
     telemetry: Cursor,
+    /// What this activation last stored per state subject, so late publishes of a deposed
+    /// poller cannot replace it.
+    fence: Fence,
     /// Opened on the first fleet read; `None` until JetStream allowed it.
     registry: Option<DeviceRegistry>,
     /// The first sync did not finish: the loop starts with a resync.
@@ -76,9 +80,10 @@ async fn publish_snapshots<M>(
     kind: Kind,
     batch: Vec<Outgoing<(TenantId, M)>>,
     published: &mut HashMap<TenantId, M>,
+    fence: &mut Fence,
 ) -> Result<(), CycleError> {
     let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
-    let (done, err) = publisher::publish_all(js, batch).await;
+    let (done, err) = publisher::publish_all(js, batch, Some(fence)).await;
     metrics.published(kind, done.len() as u64);
     if done.len() < sent.len() {
         for tenant in &sent {
@@ -124,6 +129,7 @@ impl Engine {
             pool,
             js,
             metrics,
+            fence: Fence::new(seq.clone()),
             seq,
             tenants: BTreeSet::new(),
             alerts_published: HashMap::new(),
@@ -188,6 +194,7 @@ impl Engine {
         self.fleet_watch.retain(|t, _| tenants.contains(t));
         self.trimmed.retain(|(_, t)| tenants.contains(t));
         self.telemetry.retain_tenants(|t| tenants.contains(t));
+        self.fence.retain(|s| tenants.contains(s.tenant()));
         self.metrics.tenants.set(self.tenants.len() as i64);
         Ok(())
     }
@@ -232,8 +239,16 @@ impl Engine {
             let to = ((tenant.clone(), hash), Subject::Alerts(tenant), seq);
             batch.push(self.fit(Kind::Alerts, to, &mut message, |m| &mut m.alerts)?);
         }
-        let published = &mut self.alerts_published;
-        publish_snapshots(&self.js, &self.metrics, Kind::Alerts, batch, published).await
+        let (published, fence) = (&mut self.alerts_published, &mut self.fence);
+        publish_snapshots(
+            &self.js,
+            &self.metrics,
+            Kind::Alerts,
+            batch,
+            published,
+            fence,
+        )
+        .await
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
@@ -269,9 +284,16 @@ impl Engine {
                 return Err(e);
             }
         };
-        let published = &mut self.fleet_published;
-        let result =
-            publish_snapshots(&self.js, &self.metrics, Kind::Fleet, batch, published).await;
+        let (published, fence) = (&mut self.fleet_published, &mut self.fence);
+        let result = publish_snapshots(
+            &self.js,
+            &self.metrics,
+            Kind::Fleet,
+            batch,
+            published,
+            fence,
+        )
+        .await;
         // A fleet that did not go out, or whose devices the registry may not list yet, is read
         // again at the next safety-net poll.
         let published = &self.fleet_published;
@@ -374,8 +396,13 @@ impl Engine {
             .iter()
             .flat_map(|(t, rows)| rows.iter().map(|r| (t.as_str(), r.device_id.as_str())))
             .collect();
-        self.telemetry.retain_devices(|t, d| {
+        let keep = |t: &TenantId, d: &DeviceId| {
             !devices.contains_key(t) || exist.contains(&(t.as_str(), d.as_str()))
+        };
+        self.telemetry.retain_devices(keep);
+        self.fence.retain(|s| match s {
+            Subject::Telemetry(t, d) => keep(t, d),
+            _ => true,
         });
     }
 
@@ -462,7 +489,7 @@ impl Engine {
             out.push(reading);
         }
         let expected = out.len();
-        let (done, err) = publisher::publish_all(&self.js, out).await;
+        let (done, err) = publisher::publish_all(&self.js, out, Some(&mut self.fence)).await;
         let n = done.len() as u64;
         self.metrics.published(Kind::Telemetry, n);
         self.metrics.telemetry_rows.inc_by(n);

@@ -9,6 +9,7 @@
 //!   only the fleets that may have changed), telemetry, NATS reconnects.
 //! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
 //! - [`publisher`]: JetStream publishing with acknowledgements.
+//! - [`fence`]: keeps a deposed poller's late snapshots out of the state stream.
 //! - [`registry`]: the device registry (`PULSE_DEVICES`) the gateways check device
 //!   subscriptions against.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
@@ -23,6 +24,7 @@ pub mod alerts;
 pub mod changes;
 pub mod config;
 pub mod engine;
+pub mod fence;
 pub mod fleet;
 pub mod leader;
 pub mod metrics;

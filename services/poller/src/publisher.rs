@@ -10,6 +10,8 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use pulse_proto::Subject;
 
+use crate::fence::{Fence, Verdict};
+
 /// Most publishes awaiting their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 512;
 /// Room left in `max_payload` for the headers a message carries (seq, message id, trace).
@@ -75,6 +77,14 @@ pub enum PublishError {
     Publish(String),
     #[error("no acknowledgement within {ACK_TIMEOUT:?}")]
     AckTimeout,
+    /// The state stream holds a newer message of the subject than ours: another poller
+    /// published it (active at once, or with its clock ahead).
+    #[error("{subject}: the stream holds seq {theirs}, newer than ours ({ours})")]
+    Superseded {
+        subject: String,
+        theirs: u64,
+        ours: u64,
+    },
 }
 
 pub fn encode<T: serde::Serialize>(message: &T) -> Result<Bytes, PublishError> {
@@ -116,37 +126,33 @@ pub fn encode_fitting<T: serde::Serialize, I>(
 /// with the first error, if any. A message that failed is simply not in the returned list: the
 /// caller keeps it marked unpublished and retries on its next cycle. A message too big for the
 /// server fails alone (the others of the batch still go out); any other refusal ends the batch.
+/// With a `fence` (snapshots of the state stream), each message expects the subject's last
+/// stored message to be this poller's, and refusals are settled by it ([`Fence`]).
 pub async fn publish_all<K>(
     js: &jetstream::Context,
     batch: Vec<Outgoing<K>>,
+    mut fence: Option<&mut Fence>,
 ) -> (Vec<K>, Option<PublishError>) {
-    let mut done = Vec::with_capacity(batch.len());
-    let mut first_error = None;
+    let mut outcome = Outcome::with_capacity(batch.len());
     let mut pending = FuturesUnordered::new();
     for out in batch {
-        let mut headers = HeaderMap::new();
-        headers.insert(pulse_proto::headers::SEQ, out.seq.to_string().as_str());
-        if let Some(id) = &out.msg_id {
-            headers.insert(pulse_proto::headers::MSG_ID, id.as_str());
-        }
-        pulse_common::trace_headers::inject_current(&mut headers);
+        let expected = fence.as_deref().and_then(|f| f.expected(&out.subject));
+        let headers = headers(&out, expected);
         match js
-            .publish_with_headers(out.subject.to_string(), headers, out.payload)
+            .publish_with_headers(out.subject.to_string(), headers, out.payload.clone())
             .await
         {
-            Ok(ack) => {
-                let key = out.key;
-                pending.push(async move {
-                    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                        Ok(Ok(_)) => Ok(key),
-                        Ok(Err(e)) => Err(PublishError::Publish(e.to_string())),
-                        Err(_) => Err(PublishError::AckTimeout),
-                    }
-                });
-            }
+            Ok(ack) => pending.push(async move {
+                let acked = match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                    Ok(Ok(ack)) => Ok(ack.sequence),
+                    Ok(Err(e)) => Err(Failed::from(e)),
+                    Err(_) => Err(Failed::Other(PublishError::AckTimeout)),
+                };
+                (out, acked)
+            }),
             Err(e) => {
                 let too_big = e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded;
-                first_error.get_or_insert(PublishError::Publish(e.to_string()));
+                outcome.failed(PublishError::Publish(e.to_string()));
                 if !too_big {
                     break;
                 }
@@ -154,21 +160,151 @@ pub async fn publish_all<K>(
         }
         while pending.len() >= MAX_IN_FLIGHT {
             if let Some(r) = pending.next().await {
-                collect(r, &mut done, &mut first_error);
+                outcome.take(r, fence.as_deref_mut());
             }
         }
     }
     while let Some(r) = pending.next().await {
-        collect(r, &mut done, &mut first_error);
+        outcome.take(r, fence.as_deref_mut());
     }
-    (done, first_error)
+    if let Some(fence) = fence {
+        for out in std::mem::take(&mut outcome.refused) {
+            match settle(js, fence, out).await {
+                Ok(key) => outcome.done.push(key),
+                Err(e) => outcome.failed(e),
+            }
+        }
+    }
+    (outcome.done, outcome.first_error)
 }
 
-fn collect<K>(r: Result<K, PublishError>, done: &mut Vec<K>, err: &mut Option<PublishError>) {
-    match r {
-        Ok(k) => done.push(k),
-        Err(e) => {
-            err.get_or_insert(e);
+/// Settles a publish the fence's expectation made JetStream refuse ([`Fence::refused`]);
+/// returns its key once ours is stored.
+async fn settle<K>(
+    js: &jetstream::Context,
+    fence: &mut Fence,
+    out: Outgoing<K>,
+) -> Result<K, PublishError> {
+    let verdict = fence
+        .refused(js, &out.subject, out.seq)
+        .await
+        .map_err(PublishError::Publish)?;
+    match verdict {
+        Verdict::Stored => Ok(out.key),
+        Verdict::Newer { theirs } => Err(PublishError::Superseded {
+            subject: out.subject.to_string(),
+            theirs,
+            ours: out.seq,
+        }),
+        Verdict::Replace { expected } => {
+            let sequence = send(js, &out, expected).await?;
+            fence.stored(out.subject, sequence);
+            Ok(out.key)
+        }
+    }
+}
+
+/// What became of a batch's messages so far.
+struct Outcome<K> {
+    done: Vec<K>,
+    /// Refused by the fence's expectation, to be settled by it.
+    refused: Vec<Outgoing<K>>,
+    first_error: Option<PublishError>,
+}
+
+impl<K> Outcome<K> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            done: Vec::with_capacity(n),
+            refused: Vec::new(),
+            first_error: None,
+        }
+    }
+
+    fn take(
+        &mut self,
+        (out, acked): (Outgoing<K>, Result<u64, Failed>),
+        fence: Option<&mut Fence>,
+    ) {
+        match (acked, fence) {
+            (Ok(sequence), fence) => {
+                if let Some(fence) = fence {
+                    fence.stored(out.subject, sequence);
+                }
+                self.done.push(out.key);
+            }
+            (Err(Failed::WrongLastSequence), Some(_)) => self.refused.push(out),
+            (Err(failed), _) => self.failed(failed.into()),
+        }
+    }
+
+    fn failed(&mut self, e: PublishError) {
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// Publishes one message and waits for its acknowledgement: the stream sequence it was
+/// stored as. With `expected`, JetStream stores it only if the subject's last message is that
+/// sequence.
+async fn send<K>(
+    js: &jetstream::Context,
+    out: &Outgoing<K>,
+    expected: Option<u64>,
+) -> Result<u64, PublishError> {
+    let publish = js.publish_with_headers(
+        out.subject.to_string(),
+        headers(out, expected),
+        out.payload.clone(),
+    );
+    let ack = publish
+        .await
+        .map_err(|e| PublishError::Publish(e.to_string()))?;
+    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        Ok(Ok(ack)) => Ok(ack.sequence),
+        Ok(Err(e)) => Err(PublishError::Publish(e.to_string())),
+        Err(_) => Err(PublishError::AckTimeout),
+    }
+}
+
+/// The headers of `out`: its `seq`, its message id, the trace context, and the subject's
+/// last stream sequence it expects, if any.
+fn headers<K>(out: &Outgoing<K>, expected: Option<u64>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(pulse_proto::headers::SEQ, out.seq.to_string().as_str());
+    if let Some(id) = &out.msg_id {
+        headers.insert(pulse_proto::headers::MSG_ID, id.as_str());
+    }
+    if let Some(sequence) = expected {
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            sequence.to_string().as_str(),
+        );
+    }
+    pulse_common::trace_headers::inject_current(&mut headers);
+    headers
+}
+
+/// Why one publish of a batch was not acknowledged.
+enum Failed {
+    /// The subject's last message was not the one expected ([`Fence`]).
+    WrongLastSequence,
+    Other(PublishError),
+}
+
+impl From<jetstream::context::PublishError> for Failed {
+    fn from(e: jetstream::context::PublishError) -> Self {
+        match e.kind() {
+            jetstream::context::PublishErrorKind::WrongLastSequence => Failed::WrongLastSequence,
+            _ => Failed::Other(PublishError::Publish(e.to_string())),
+        }
+    }
+}
+
+impl From<Failed> for PublishError {
+    fn from(f: Failed) -> Self {
+        match f {
+            Failed::WrongLastSequence => PublishError::Publish("wrong last sequence".to_owned()),
+            Failed::Other(e) => e,
         }
     }
 }

@@ -179,7 +179,7 @@ impl Relay {
         }
         // Events may be left behind: the pass was full, or a topic gave all it may give.
         let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= share);
-        let (done, err) = publisher::publish_all(&self.js, batch).await;
+        let (done, err) = publisher::publish_all(&self.js, batch, None).await;
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but

@@ -179,7 +179,7 @@ pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
 }
 
 /// The `Pulse-Seq` of a state stream message, if it has a valid one.
-fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u64> {
+pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u64> {
     let header = message.headers.get(pulse_proto::headers::SEQ)?;
     header.as_str().parse().ok()
 }

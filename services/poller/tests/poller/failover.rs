@@ -300,6 +300,116 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     drop((first, second));
 }
 
+/// The newest message the state stream holds for `subject`: its `seq` and its alert ids.
+async fn stored_alerts(js: &async_nats::jetstream::Context, subject: &str) -> (u64, Vec<i64>) {
+    let stream = js.get_stream("PULSE_STATE").await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&stored.payload).unwrap();
+    (body["seq"].as_u64().unwrap(), alert_ids(&body))
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshots() {
+    let (db, tenant) = db_with_tenant("late", 1).await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let mut alerts = subscribe(&subject).await;
+    // The first poller reaches PostgreSQL and NATS only through proxies.
+    let (db_url, db_upstream) = through(&db.url, 0);
+    let db_proxy = Proxy::to(db_upstream).await;
+    let (db_url, _) = through(&db_url, db_proxy.port);
+    let nats_proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
+    let nats = format!("nats://127.0.0.1:{}", nats_proxy.port);
+    let (first, second) =
+        active_and_standby(&db, &[("DATABASE_URL", db_url), ("NATS_URL", nats)]).await;
+    alerts.until(Duration::from_secs(10), |_| true).await;
+    // Its first sync is over (the fleet went out after the alerts): from now on it publishes
+    // what changes.
+    eventually(
+        "the first poller's fleet published",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &metrics_of(&first).await,
+                "pulse_poller_publishes_total",
+                &["fleet"],
+            ) >= 1.0
+        },
+    )
+    .await;
+
+    // The first poller's NATS link goes silent (nothing closed): the snapshot it publishes for
+    // a new alert is held on the way, and its acknowledgement never comes.
+    let publish_errors = || async {
+        metric(
+            &metrics_of(&first).await,
+            "pulse_poller_errors_total",
+            &["stage=\"publish\""],
+        )
+    };
+    let errors_before = publish_errors().await;
+    nats_proxy.set(Link::Frozen);
+    let late = db
+        .open_alert(&tenant, "dev-1", "published into the partition")
+        .await;
+    eventually(
+        "the first poller's publish timed out",
+        Duration::from_secs(20),
+        || async { publish_errors().await > errors_before },
+    )
+    .await;
+
+    // Then PostgreSQL is cut off too: it steps down, and the second poller takes over and
+    // publishes the newest state, without the late alert.
+    db_proxy.set(Link::Frozen);
+    eventually(
+        "the first poller steps down",
+        Duration::from_secs(10),
+        || async { role(&first).await.as_deref() == Some("standby") },
+    )
+    .await;
+    db_proxy.set(Link::Cut);
+    eventually("second poller active", Duration::from_secs(20), || async {
+        role(&second).await.as_deref() == Some("active")
+    })
+    .await;
+    db.close_alert(late).await;
+    let newest = db.open_alert(&tenant, "dev-1", "after the handover").await;
+    let current = alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v) == [newest])
+        .await;
+    let current_seq = current["seq"].as_u64().unwrap();
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    assert_eq!(
+        stored_alerts(&js, &subject).await,
+        (current_seq, vec![newest])
+    );
+
+    // The partition heals: the held publish arrives, older than what subscribers have.
+    nats_proxy.set(Link::Open);
+    let stale = alerts
+        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&late))
+        .await;
+    assert!(
+        stale["seq"].as_u64().unwrap() < current_seq,
+        "the late snapshot is numbered before the successor's: {stale} after {current}"
+    );
+    // The stream keeps the successor's snapshot: a gateway or service reading the current
+    // value now gets the newest state, not the deposed leader's.
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            stored_alerts(&js, &subject).await,
+            (current_seq, vec![newest]),
+            "the state stream's current value was replaced by the deposed leader's late publish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((first, second));
+}
+
 /// Fails if both pollers said they were active, `now` after the cut.
 fn assert_not_both_active(first_role: Option<&str>, second_role: Option<&str>, now: Duration) {
     assert!(

@@ -8,6 +8,7 @@ mod helpers;
 mod activation;
 mod events;
 mod failover;
+mod fence;
 mod layout;
 mod netns;
 mod payload;
