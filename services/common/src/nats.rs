@@ -185,8 +185,13 @@ pub const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
 
 /// Flushes `client` before the process exits, for at most [`FLUSH_ON_EXIT`]. While NATS is
 /// unreachable a flush waits for the next connection, which may never come: a shutdown must
-/// not wait for it. What was not flushed by then is lost, and said so.
+/// not wait for it, so a client that is not connected is not flushed at all. What was not
+/// flushed is lost, and said so.
 pub async fn flush_before_exit(client: &Client) {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        tracing::warn!("NATS is unreachable; exiting without the messages still buffered");
+        return;
+    }
     match tokio::time::timeout(FLUSH_ON_EXIT, client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush NATS before exiting"),

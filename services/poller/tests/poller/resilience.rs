@@ -169,10 +169,16 @@ async fn the_poller_stops_promptly_while_nats_is_down() {
     poller.wait_ready().await;
     nats.stop().await;
     poller.wait_nats_gone().await;
-    // A stop must not wait for NATS to come back (it would wait for ever).
+    // A stop must not wait for NATS to come back (it would wait for ever), nor try to flush a
+    // client that has no connection: what is left is releasing the leadership lock, whose
+    // check in flight takes up to a second.
     let started = std::time::Instant::now();
     poller.stop().await;
-    assert_took_less_than(Duration::from_secs(5), started, "a stop while NATS is down");
+    assert_took_less_than(
+        Duration::from_millis(2_500),
+        started,
+        "a stop while NATS is down",
+    );
 }
 
 /// A publish whose ack never came may have been stored all the same: the poller must not
