@@ -44,6 +44,9 @@ pub enum Item {
 pub struct EventLog {
     /// Highest `seq` delivered, with every lower one before it; `None` until known.
     pub head: Option<u64>,
+    /// The head is 0 because the stream held none of the topic's events when this instance
+    /// read it ([`EventLog::learn_head`]), not because an event was delivered.
+    empty_at_read: bool,
     recent: VecDeque<Frame>,
     cap: usize,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
@@ -54,6 +57,7 @@ impl EventLog {
     pub fn new(cap: usize) -> Self {
         Self {
             head: None,
+            empty_at_read: false,
             recent: VecDeque::new(),
             cap,
             catching_up: HashMap::new(),
@@ -85,6 +89,7 @@ impl EventLog {
             self.recent.clear();
         }
         self.head = Some(frame.seq);
+        self.empty_at_read = false;
         if self.cap > 0 {
             if self.recent.len() >= self.cap {
                 self.recent.pop_front();
@@ -93,17 +98,44 @@ impl EventLog {
         }
     }
 
-    /// Learns the head from the stream when nothing was delivered yet.
+    /// Learns the head from the stream when nothing was delivered yet: the newest stored
+    /// `seq`, or 0 when the stream holds none of the topic's events. From 0 the first event
+    /// relayed later is checked like any other, so one lost on the way here (a NATS reconnect,
+    /// a subscription not yet known across a cluster) is read back from the stream rather
+    /// than passed over.
     pub fn learn_head(&mut self, seq: u64) {
-        if self.head.is_none() && seq > 0 {
+        if self.head.is_none() {
             self.head = Some(seq);
+            self.empty_at_read = seq == 0;
         }
+    }
+
+    /// The head, unless it only says that the stream held nothing when this instance read it
+    /// (a subscriber is not told `seq: 0`: the topic's events may have expired, and the next
+    /// one is not 1).
+    pub fn known_head(&self) -> Option<u64> {
+        self.head.filter(|_| !self.empty_at_read)
+    }
+
+    /// Starts the order at `first`, the oldest event the stream retains, when the head came
+    /// from a read that found none: the events below it expired before that read, before
+    /// anyone here subscribed, so nobody here missed them. False when the head came from
+    /// delivered events: then the ones below `first` were missed.
+    pub fn start_at_retained(&mut self, first: u64) -> bool {
+        if !self.empty_at_read || first == 0 {
+            return false;
+        }
+        self.head = Some(first - 1);
+        self.empty_at_read = false;
+        self.recent.clear();
+        true
     }
 
     /// Forgets the head after events may have been missed and could not be read back: the
     /// next live event is delivered whatever its `seq`.
     pub fn forget_head(&mut self) {
         self.head = None;
+        self.empty_at_read = false;
         self.recent.clear();
     }
 

@@ -2,7 +2,7 @@
 //! PostgreSQL and NATS ([`env`](mod@env)), names that never collide between tests and runs
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
-//! a test may stop or configure ([`nats`]), reading a Prometheus scrape ([`metric`]), free
+//! a test may stop or configure ([`nats`]), a TCP proxy to freeze or cut ([`proxy`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
 //! ([`parse_config`]), the loopback address as a trusted proxy ([`loopback_proxy`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
 //! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's
@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod layout;
 pub mod nats;
+pub mod proxy;
 pub mod seed;
 pub mod ws;
 

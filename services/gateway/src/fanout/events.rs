@@ -297,13 +297,15 @@ impl Events {
                 .await
             {
                 Ok(stored) => {
-                    if stored.missing_before.is_some() {
+                    if let Some(first) = stored.missing_before
+                        && (stored.limited || !topic.log.lock().start_at_retained(first))
+                    {
                         let reason = if stored.limited {
                             ResetReason::Limit
                         } else {
                             ResetReason::Expired
                         };
-                        topic.reset_all(stored.missing_before, reason, metrics);
+                        topic.reset_all(Some(first), reason, metrics);
                         topic.log.lock().forget_head();
                     }
                     let mut filled = 0;

@@ -150,7 +150,7 @@ impl FanOut {
         } else if let Some(since) = since.filter(|_| catching_up) {
             self.spawn_catch_up(&topic, conn, queue, since);
         } else if since.is_none() {
-            seq = topic.log.lock().head;
+            seq = topic.log.lock().known_head();
         }
         Ok(Subscribed { topic, seq })
     }

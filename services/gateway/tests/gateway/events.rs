@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use pulse_test_support::proxy::{Link, Proxy};
+
 use crate::helpers::*;
 
 fn events(topic: &str, since: Option<u64>) -> Value {
@@ -88,6 +90,56 @@ async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
         json!({"type": "events_reset", "topic": "tickets", "oldest": 3, "reason": "gap"})
     );
     assert_eq!(c.next(T).await["seq"], 3);
+}
+
+#[tokio::test]
+async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
+    // The stream holds nothing of the topic when the client subscribes; then the gateway's
+    // NATS connection is cut while event 1 is relayed, so it never sees that one live.
+    let tenant = unique("evfirst");
+    let nats = nats().await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+
+    proxy.set(Link::Cut);
+    let ready = || async {
+        reqwest::get(format!("http://{}/readyz", gw.addr))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
+    eventually("the gateway sees NATS gone", T, || async { !ready().await }).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    proxy.set(Link::Open);
+    pulse_test_support::gateway::wait_ready(gw.addr).await;
+    publish_event(&nats, &tenant, "tickets", 2).await;
+
+    assert_eq!(events_until(&mut c, 2).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_quiet_topic_whose_events_expired_goes_on_without_a_reset() {
+    // Events 1..50 expired before anyone here subscribed: the stream holds none of them, and
+    // the next one, 51, is simply the next event for a subscriber that came after.
+    let (tenant, nats, gw) = setup("evquiet").await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    let mut c = gw.viewer(&tenant).await;
+    let subscribed = c.assert_subscribes(events("tickets", None)).await;
+    assert_eq!(
+        subscribed.get("seq"),
+        None,
+        "no position to offer: {subscribed}"
+    );
+    publish_event(&nats, &tenant, "tickets", 51).await;
+    let next = c.next(T).await;
+    assert_eq!(
+        (&next["type"], &next["seq"]),
+        (&json!("event"), &json!(51)),
+        "{next}"
+    );
+    publish_event(&nats, &tenant, "tickets", 52).await;
+    assert_eq!(c.next(T).await["seq"], 52);
 }
 
 #[tokio::test]

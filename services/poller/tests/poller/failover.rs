@@ -11,6 +11,8 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use pulse_test_support::proxy::{Link, Proxy};
+
 use crate::helpers::*;
 use crate::netns::Lab;
 
@@ -156,89 +158,6 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
         .expect("no OTLP export reached the collector")
         .unwrap();
     assert!(bytes > 0);
-}
-
-/// What a [`Proxy`] does with the bytes between the poller and PostgreSQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    Open,
-    /// Nothing passes and nothing is closed: a partition, as seen from the poller.
-    Frozen,
-    /// Every connection is closed.
-    Cut,
-}
-
-/// A TCP proxy to PostgreSQL that a test can freeze or cut.
-struct Proxy {
-    port: u16,
-    link: tokio::sync::watch::Sender<Link>,
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut link: tokio::sync::watch::Receiver<Link>,
-) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        // Wait out a freeze; stop on a cut.
-        loop {
-            let now = *link.borrow_and_update();
-            match now {
-                Link::Open => break,
-                Link::Cut => return,
-                Link::Frozen => {
-                    if link.changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            read = from.read(&mut buf) => {
-                let Ok(n) = read else { return };
-                if n == 0 {
-                    return;
-                }
-                // Bytes read just before a freeze are held until it ends.
-                while *link.borrow() == Link::Frozen {
-                    if link.changed().await.is_err() {
-                        return;
-                    }
-                }
-                if *link.borrow() == Link::Cut || to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            changed = link.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-impl Proxy {
-    async fn to(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (link, _) = tokio::sync::watch::channel(Link::Open);
-        let links = link.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(pipe(client_read, server_write, links.subscribe()));
-                tokio::spawn(pipe(server_read, client_write, links.subscribe()));
-            }
-        });
-        Proxy { port, link }
-    }
-
-    fn set(&self, link: Link) {
-        self.link.send_replace(link);
-    }
 }
 
 /// `url` with its `host:port` replaced by `127.0.0.1:<port>`, and the replaced `host:port`.
