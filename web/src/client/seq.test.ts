@@ -97,6 +97,17 @@ describe("SeqTracker events", () => {
     expect(t.acceptEvent("events:b", 1)).toBe("next");
   });
 
+  it("calls a fresh baseline ahead of events still in flight from an earlier subscription a gap", () => {
+    // Released and held again at once: events 10 and 11 of the old subscription arrive after
+    // the new subscribe went out, and event 12 went out while neither held the topic.
+    const t = new SeqTracker();
+    expect(t.acceptEvent("events:a", 10)).toBe("next");
+    expect(t.acceptEvent("events:a", 11)).toBe("next");
+    expect(t.acceptBaseline("events:a", 12, undefined)).toBe("gap");
+    expect(t.position("events:a")).toBe(12);
+    expect(t.acceptEvent("events:a", 13)).toBe("next");
+  });
+
   it("calls a seq ahead of the since of a resumed subscription a gap", () => {
     const t = new SeqTracker();
     t.acceptEvent("events:a", 10);

@@ -108,9 +108,15 @@ export class SeqTracker {
       this.moveTo(cursor, seq);
       return "gap";
     }
-    // A fresh subscription: events after `seq` follow. A position ahead of it can only come
-    // from events of an earlier subscription still in flight; keep the higher one.
-    if (cursor.position !== undefined && !cursor.rebase && seq <= cursor.position) return "ignored";
+    // A fresh subscription: events after `seq` follow. A position already there can only come
+    // from events of an earlier subscription still in flight, which the gateway sent before
+    // this reply: at or ahead of `seq`, keep it; behind it, the events in between went out
+    // while neither subscription held the topic, and they are missed.
+    if (cursor.position !== undefined && !cursor.rebase) {
+      if (seq <= cursor.position) return "ignored";
+      this.moveTo(cursor, seq);
+      return "gap";
+    }
     this.moveTo(cursor, seq);
     return "baseline";
   }
