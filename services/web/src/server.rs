@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -83,16 +83,25 @@ pub fn router(state: AppState) -> Router {
 
     let root = &state.config.web_root;
     let index = root.join("index.html");
-    // Unknown paths under /api get a JSON 404; anything else is the dashboard (a single-page
-    // app, so unknown paths serve index.html).
-    let assets = ServeDir::new(root).fallback(ServeFile::new(&index));
+    // Unknown paths under /api get a JSON 404, and under /assets a plain one (a page of another
+    // build asking for its own hashed file must not get, and cache, the app's page in its
+    // place); anything else is the dashboard (a single-page app, so unknown paths serve
+    // index.html).
+    let files = ServeDir::new(root);
+    let app_page = files.clone().fallback(ServeFile::new(&index));
     let fallback = move |request: Request| {
-        let assets = assets.clone();
+        let (files, app_page) = (files.clone(), app_page.clone());
         async move {
-            if request.uri().path().starts_with("/api/") {
+            let path = request.uri().path();
+            if path.starts_with("/api/") {
                 return api_not_found().await.into_response();
             }
-            match tower::ServiceExt::oneshot(assets, request).await {
+            let served = if path.starts_with("/assets/") {
+                tower::ServiceExt::oneshot(files, request).await
+            } else {
+                tower::ServiceExt::oneshot(app_page, request).await
+            };
+            match served {
                 Ok(response) => response.into_response(),
                 Err(never) => match never {},
             }
@@ -160,12 +169,13 @@ async fn api_not_found() -> crate::error::ApiError {
     crate::error::ApiError::NotFound("route")
 }
 
-/// Hashed build assets never change: cache them for a year. Everything else is revalidated,
-/// so a deploy is picked up at the next load.
+/// Hashed build assets never change: cache them for a year. Everything else (an asset that is
+/// not there too) is revalidated, so a deploy is picked up at the next load.
 async fn cache_headers(request: Request, next: Next) -> Response {
-    let immutable = request.uri().path().starts_with("/assets/");
+    let asset = request.uri().path().starts_with("/assets/");
     let mut response = next.run(request).await;
-    let value = if immutable {
+    let found = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
+    let value = if asset && found {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"

@@ -28,6 +28,16 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
     );
     assert_eq!(r.headers()["content-encoding"], "gzip");
 
+    // An asset this build does not have (a page of an older or newer build asking, during a
+    // rollout) is a 404 nobody keeps, never the app's page cached for a year as that asset.
+    let r = client
+        .get(env.at("/assets/app-0123abcd.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+
     // Client-side routes get the app; unknown API paths get JSON.
     let r = get(&client, env.at("/devices/dev-0001")).await;
     assert!(r.text().await.unwrap().contains("<title>Pulse</title>"));
