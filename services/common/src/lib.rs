@@ -7,6 +7,7 @@
 //! - [`startup`]: what every service does as it starts (stop token, registry, listener, NATS
 //!   readiness).
 //! - [`ops`]: the `/healthz`, `/readyz` and `/metrics` endpoints.
+//! - [`http_server`]: serving a router with a deadline for every request head.
 //! - [`client_addr`]: the client's address behind trusted proxies.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
 //! - [`nats`]: connecting to NATS with logging of connection events.
@@ -26,6 +27,7 @@ pub mod config_value;
 pub mod device_bucket;
 pub mod duration;
 pub mod healthcheck;
+pub mod http_server;
 pub mod nats;
 pub mod ops;
 pub mod process;

@@ -78,23 +78,23 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ops: Ops,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(ops)).with_graceful_shutdown(async move {
+    let server = crate::http_server::serve(listener, router(ops), Default::default(), async move {
         shutdown.await;
         let _ = stopping.send(());
     });
     // A probe or scrape still connected must not hold the process up: after the shutdown,
     // requests in flight get OPS_DRAIN to finish, then their connections are dropped.
     tokio::select! {
-        result = server => result,
+        () = server => {}
         () = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(OPS_DRAIN).await;
             } else {
                 std::future::pending::<()>().await;
             }
-        } => Ok(()),
+        } => {}
     }
 }
 

@@ -45,7 +45,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use pulse_common::ops::{Ops, Readiness};
 use tokio_util::sync::CancellationToken;
 
@@ -155,19 +154,16 @@ pub async fn run(
     let server_stop = CancellationToken::new();
     // Pushes are written one batch per send: Nagle's algorithm would hold a batch back until
     // the client acknowledged the previous one (up to its delayed-ACK timeout, 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(server_stop.clone().cancelled_owned())
-        .into_future(),
-    );
+    let serving = pulse_common::http_server::Serving {
+        nodelay: true,
+        ..Default::default()
+    };
+    let server = tokio::spawn(pulse_common::http_server::serve(
+        listener,
+        app,
+        serving,
+        server_stop.clone().cancelled_owned(),
+    ));
     tracing::info!("gateway ready");
 
     stop.cancelled().await;
@@ -186,10 +182,7 @@ pub async fn run(
         tracing::warn!(left = caps.total(), "drain deadline passed");
     }
     server_stop.cancel();
-    server
-        .await
-        .context("server task failed")?
-        .context("server failed")?;
+    server.await.context("server task failed")?;
     pulse_common::nats::flush_before_exit(&link.client).await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -148,10 +148,7 @@ pub async fn run(
 
     pulse_common::nats::flush_before_exit(&link.client).await;
     pool.close().await;
-    ops_server
-        .await
-        .context("ops server task failed")?
-        .context("ops server failed")?;
+    ops_server.await.context("ops server task failed")?;
     tracing::info!("poller stopped");
     Ok(())
 }

@@ -27,7 +27,6 @@ pub mod session;
 pub mod state;
 pub mod ticket;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,25 +93,17 @@ pub async fn run(
         readiness,
     };
     let app = server::router(state);
-    let ops_server = tokio::spawn(
-        axum::serve(ops_listener, pulse_common::ops::router(ops))
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let ops_server = tokio::spawn(pulse_common::ops::serve(
+        ops_listener,
+        ops,
+        stop.clone().cancelled_owned(),
+    ));
     tracing::info!("web service ready");
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned())
-    .await
-    .context("server failed");
+    let serving = pulse_common::http_server::Serving::default();
+    pulse_common::http_server::serve(listener, app, serving, stop.clone().cancelled_owned()).await;
     stop.cancel();
-    ops_server
-        .await
-        .context("ops server task failed")?
-        .context("ops server failed")?;
-    served
+    ops_server.await.context("ops server task failed")?;
+    Ok(())
 }
 
 /// Mirrors the database's reachability into readiness. The web service needs nothing else:

@@ -157,3 +157,27 @@ async fn a_hung_request_gets_408_and_requests_beyond_the_limit_get_503() {
     assert_eq!(status_of(env.at("/api/v2/openapi.json")).await, 200);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_request_head_sent_too_slowly_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A client sending its headers a byte at a time (or not at all) would otherwise hold its
+    // connection, and a file descriptor, for good: the request deadline only starts once the
+    // head has arrived.
+    let env = spawn().await;
+    let mut slow = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: pul")
+        .await
+        .unwrap();
+    let limit = pulse_common::http_server::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(limit, slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a half-sent request head still held its connection after {limit:?}"
+    );
+    assert!(rest.is_empty(), "answered a request never sent whole");
+    // Everyone else is still served.
+    assert_eq!(status_of(env.at("/")).await, 200);
+    env.finish().await;
+}
