@@ -190,12 +190,14 @@ pub async fn publish(
     }
     let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
 
+    // The rate first: a tenant over it costs the database nothing, not even the lookup of an
+    // idempotency key (a retry refused here is answered as before once it comes in time).
+    state.event_limiter.check(&tenant)?;
     if let Some(key) = &key
         && let Some(prior) = prior_event(&state, &tenant, key).await?
     {
         return replayed(prior, &tenant, &topic, &body.event);
     }
-    state.event_limiter.check(&tenant)?;
     // Written as the tenant: row-level security checks that the event is the tenant's own.
     let mut tx = begin_as_tenant(&state.pool, &tenant).await?;
     let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4, $5)")

@@ -69,14 +69,22 @@ fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// The tenant a publish key belongs to, if it is one that exists.
+/// The tenant a publish key belongs to, if it is one that exists. Its `last_used_at` is
+/// written at most once a minute: a write on every request would queue a flooding backend's
+/// requests (even those refused by the rate limit) on the key's row, each holding a pool
+/// connection meanwhile.
 pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, ApiError> {
     if !key.starts_with(KEY_PREFIX) {
         return Ok(None);
     }
     let tenant: Option<String> = sqlx::query_scalar(
-        "UPDATE publish_keys SET last_used_at = now() WHERE key_hash = $1 \
-         RETURNING tenant_id::text",
+        "WITH found AS (SELECT key_id, tenant_id, last_used_at FROM publish_keys \
+                         WHERE key_hash = $1), \
+              touched AS (UPDATE publish_keys SET last_used_at = now() FROM found \
+                           WHERE publish_keys.key_id = found.key_id \
+                             AND (found.last_used_at IS NULL \
+                                  OR found.last_used_at < now() - interval '1 minute')) \
+         SELECT tenant_id::text FROM found",
     )
     .bind(hash(key))
     .fetch_optional(&state.pool)

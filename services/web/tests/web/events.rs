@@ -571,6 +571,59 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
 }
 
 #[tokio::test]
+async fn a_publish_key_flooding_past_its_rate_writes_nothing_per_refused_request() {
+    // Refused requests must cost the database nothing that queues: a write per request on the
+    // key's row (or a transaction per idempotency key) would hold pool connections behind one
+    // row lock, and logins and other tenants would wait for them.
+    let env = spawn_with(|c| {
+        c.events_per_second = 1;
+        c.events_burst = 1;
+    })
+    .await;
+    let admin = env.login("admin", &env.tenant).await;
+    let created: Value = post_json(
+        &admin,
+        env.at("/api/v2/publish-keys"),
+        &json!({"name": "flooding-backend"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let ev = json!({"topic": "flood", "event": "tick"});
+    assert_eq!(env.publish_as(&key, &ev).await.status(), 202);
+    // The row version of the key after its first use.
+    let version = || async {
+        sqlx::query_scalar::<_, String>("SELECT xmin::text FROM publish_keys WHERE key_id = $1")
+            .bind(created["key_id"].as_i64().unwrap())
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let before = version().await;
+    for i in 0..20 {
+        let r = env.publish_as(&key, &ev).await;
+        assert_eq!(error_code(r, 429).await, "rate_limited");
+        let r = reqwest::Client::new()
+            .post(env.at("/api/v2/events"))
+            .bearer_auth(&key)
+            .header("idempotency-key", format!("flood-{i}"))
+            .json(&ev)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 429).await, "rate_limited");
+    }
+    assert_eq!(
+        version().await,
+        before,
+        "refused requests rewrote the key's row"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     let env = spawn().await;
     let admin = env.login("admin", &env.tenant).await;
