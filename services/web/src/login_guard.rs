@@ -13,10 +13,11 @@
 //!   `PULSE_LOGIN_CONCURRENCY` run at once; a login that finds none free within a second gets
 //!   503 with `Retry-After`, and memory stays bounded whatever the burst.
 //! - The client address is the connection's peer, or, when the peer is one of
-//!   `PULSE_TRUSTED_PROXIES`, the nearest untrusted address of `X-Forwarded-For`.
+//!   `PULSE_TRUSTED_PROXIES`, the nearest untrusted address of `X-Forwarded-For`; an IPv6
+//!   client counts as its /64.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +93,7 @@ impl LoginGuard {
                 break;
             }
         }
+        let address = subscriber(address);
         let pair = (email.to_owned(), address);
         self.per_address.check_key(&address).map_err(retry_after)?;
         if !self.is_known(&pair) {
@@ -110,6 +112,7 @@ impl LoginGuard {
 
     /// Remembers that `address` logged in as `email`.
     pub fn succeeded(&self, email: &str, address: IpAddr) {
+        let address = subscriber(address);
         let mut known = self.known.lock();
         if known.len() >= MAX_KNOWN {
             known.retain(|_, at| at.elapsed() < KNOWN_FOR);
@@ -134,9 +137,58 @@ impl LoginGuard {
     }
 }
 
+/// What the limits count as one client: an IPv4 address, or the /64 an IPv6 address is in.
+/// One subscriber holds a whole /64 and may send from any address of it (and privacy
+/// extensions change the address daily): counted per address, it would escape every limit,
+/// and a user would lose the known-address exemption every day.
+fn subscriber(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_count_as_one_client() {
+        let g = LoginGuard::new(1, 1, TrustedProxies::default());
+        // Per address: four attempts a minute, from anywhere in the /64.
+        for n in 1..=4 {
+            assert!(
+                g.attempt(
+                    &format!("u{n}@x.example"),
+                    ip(&format!("2001:db8:1:2::{n}"))
+                )
+                .is_ok()
+            );
+        }
+        assert!(
+            g.attempt("u5@x.example", ip("2001:db8:1:2:ffff::5"))
+                .is_err()
+        );
+        assert!(
+            g.attempt("u5@x.example", ip("2001:db8:1:3::5")).is_ok(),
+            "another /64"
+        );
+        // A login from one address of the /64 makes the whole /64 known for that email.
+        let g = LoginGuard::new(1, 1, TrustedProxies::default());
+        g.succeeded("v@x.example", ip("2001:db8:9:9::1"));
+        for n in 0..11 {
+            let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
+        }
+        assert!(g.attempt("v@x.example", ip("2001:db8:9:9:a:b:c:d")).is_ok());
+        // An IPv4 address written as IPv6 is that IPv4 address.
+        assert_eq!(subscriber(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
