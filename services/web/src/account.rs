@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 
 use crate::api::ApiJson;
 use crate::error::ApiError;
+use crate::login_addresses;
+use crate::login_guard::Attempt;
 use crate::session::{self, Session};
 use crate::state::AppState;
 
@@ -95,7 +97,13 @@ pub async fn login(
         ));
     }
     let client = state.logins.client(peer.ip(), &headers);
-    state.logins.attempt(&email, client)?;
+    if let Attempt::OverEmailLimit(refusal) = state.logins.attempt(&email, client)? {
+        // Only a login from where the user logged in before gets past the email's limit.
+        if !login_addresses::is_known(&state.pool, &email, client).await? {
+            return Err(refusal);
+        }
+        state.logins.remember(&email, client);
+    }
     let user: Option<UserRow> = sqlx::query_as(
         "SELECT user_id, email, password_hash, tenant_id::text, role FROM users WHERE email = $1",
     )
@@ -129,7 +137,11 @@ pub async fn login(
             return Err(ApiError::Unauthorized);
         }
     };
-    state.logins.succeeded(&email, client);
+    state.logins.remember(&email, client);
+    if let Err(e) = login_addresses::remember(&state.pool, user.user_id, client).await {
+        // The login stands; only the exemption on other instances waits for the next one.
+        tracing::warn!(error = %e, "cannot record the login's address");
+    }
     let tenant = TenantId::parse(user.tenant_id).map_err(|e| ApiError::Internal(e.into()))?;
     let session = Session {
         user_id: user.user_id.to_string(),

@@ -6,9 +6,10 @@
 //! - Per pair (email, client address): `PULSE_LOGIN_FAILURES_PER_MINUTE` attempts a minute.
 //!   Per client address: four times that (several users may share one, an office NAT).
 //!   Per email, from all addresses: ten times that, which stops a distributed guess at one
-//!   account; an address that logged in as that email before is exempt, so nobody can lock a
-//!   user out of an account by failing its logins from elsewhere. Such a known pair is held
-//!   only to its address's limit.
+//!   account; an address that logged in as that email before (on any instance: the database
+//!   keeps them, [`crate::login_addresses`]) is exempt, so nobody can lock a user out of an
+//!   account by failing its logins from elsewhere. Such a known pair is held only to its
+//!   address's limit. The counts are this instance's own.
 //! - Argon2 costs ~19 MiB and tens of milliseconds per hash: at most
 //!   `PULSE_LOGIN_CONCURRENCY` run at once; a login that finds none free within a second gets
 //!   503 with `Retry-After`, and memory stays bounded whatever the burst.
@@ -17,7 +18,7 @@
 //!   client counts as its /64.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +31,10 @@ use pulse_common::client_addr::TrustedProxies;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::login_addresses::{KNOWN_DAYS, subscriber};
 
 /// How long an address that logged in as an email stays exempt from that email's limit.
-const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
+const KNOWN_FOR: Duration = Duration::from_secs(KNOWN_DAYS as u64 * 86_400);
 /// Most (email, address) pairs remembered as known; the oldest are forgotten first.
 const MAX_KNOWN: usize = 100_000;
 /// Keyed limiters forget quiet keys once they hold this many.
@@ -41,6 +43,15 @@ const RETAIN_ABOVE: usize = 100_000;
 const HASH_WAIT: Duration = Duration::from_secs(1);
 
 type Pair = (String, IpAddr);
+
+/// What became of a login attempt that was not refused outright.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Within every limit.
+    Counted,
+    /// Over the email's own limit only: refused with this unless the address is known.
+    OverEmailLimit(ApiError),
+}
 
 pub struct LoginGuard {
     per_pair: DefaultKeyedRateLimiter<Pair>,
@@ -79,8 +90,10 @@ impl LoginGuard {
         self.trusted.client(peer, headers)
     }
 
-    /// Counts one attempt by `address` as `email`, or refuses it with 429.
-    pub fn attempt(&self, email: &str, address: IpAddr) -> Result<(), ApiError> {
+    /// Counts one attempt by `address` as `email`, or refuses it with 429. When only the
+    /// email's own limit refuses it, the caller decides: an address that logged in as the
+    /// email before (on any instance, see [`crate::login_addresses`]) is let through.
+    pub fn attempt(&self, email: &str, address: IpAddr) -> Result<Attempt, ApiError> {
         for limiter_len in [
             self.per_pair.len(),
             self.per_address.len(),
@@ -98,9 +111,11 @@ impl LoginGuard {
         self.per_address.check_key(&address).map_err(retry_after)?;
         if !self.is_known(&pair) {
             self.per_pair.check_key(&pair).map_err(retry_after)?;
-            self.per_email.check_key(&pair.0).map_err(retry_after)?;
+            if let Err(not_until) = self.per_email.check_key(&pair.0) {
+                return Ok(Attempt::OverEmailLimit(retry_after(not_until)));
+            }
         }
-        Ok(())
+        Ok(Attempt::Counted)
     }
 
     fn is_known(&self, pair: &Pair) -> bool {
@@ -110,8 +125,9 @@ impl LoginGuard {
             .is_some_and(|at| at.elapsed() < KNOWN_FOR)
     }
 
-    /// Remembers that `address` logged in as `email`.
-    pub fn succeeded(&self, email: &str, address: IpAddr) {
+    /// Remembers, on this instance, that `address` logged in as `email` (now, or before as the
+    /// database says).
+    pub fn remember(&self, email: &str, address: IpAddr) {
         let address = subscriber(address);
         let mut known = self.known.lock();
         if known.len() >= MAX_KNOWN {
@@ -137,23 +153,6 @@ impl LoginGuard {
     }
 }
 
-/// What the limits count as one client: an IPv4 address, or the /64 an IPv6 address is in.
-/// One subscriber holds a whole /64 and may send from any address of it (and privacy
-/// extensions change the address daily): counted per address, it would escape every limit,
-/// and a user would lose the known-address exemption every day.
-fn subscriber(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,29 +162,28 @@ mod tests {
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
         // Per address: four attempts a minute, from anywhere in the /64.
         for n in 1..=4 {
-            assert!(
-                g.attempt(
-                    &format!("u{n}@x.example"),
-                    ip(&format!("2001:db8:1:2::{n}"))
-                )
-                .is_ok()
-            );
+            assert!(counted(g.attempt(
+                &format!("u{n}@x.example"),
+                ip(&format!("2001:db8:1:2::{n}"))
+            )));
         }
         assert!(
             g.attempt("u5@x.example", ip("2001:db8:1:2:ffff::5"))
                 .is_err()
         );
         assert!(
-            g.attempt("u5@x.example", ip("2001:db8:1:3::5")).is_ok(),
+            counted(g.attempt("u5@x.example", ip("2001:db8:1:3::5"))),
             "another /64"
         );
         // A login from one address of the /64 makes the whole /64 known for that email.
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
-        g.succeeded("v@x.example", ip("2001:db8:9:9::1"));
+        g.remember("v@x.example", ip("2001:db8:9:9::1"));
         for n in 0..11 {
             let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
         }
-        assert!(g.attempt("v@x.example", ip("2001:db8:9:9:a:b:c:d")).is_ok());
+        assert!(counted(
+            g.attempt("v@x.example", ip("2001:db8:9:9:a:b:c:d"))
+        ));
         // An IPv4 address written as IPv6 is that IPv4 address.
         assert_eq!(subscriber(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
@@ -194,17 +192,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn counted(attempt: Result<Attempt, ApiError>) -> bool {
+        matches!(attempt, Ok(Attempt::Counted))
+    }
+
     #[test]
     fn a_known_address_is_not_locked_out_by_attempts_from_elsewhere() {
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
         let victim = ip("198.51.100.1");
-        g.succeeded("v@x.example", victim);
+        g.remember("v@x.example", victim);
         // Ten attackers (the per-email allowance) and one more.
         for n in 0..11 {
             let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
         }
-        assert!(g.attempt("v@x.example", ip("203.0.113.200")).is_err());
-        assert!(g.attempt("v@x.example", victim).is_ok());
+        assert!(matches!(
+            g.attempt("v@x.example", ip("203.0.113.200")),
+            Ok(Attempt::OverEmailLimit(ApiError::TooManyRequests { .. }))
+        ));
+        assert!(counted(g.attempt("v@x.example", victim)));
     }
 
     #[test]
@@ -212,7 +217,7 @@ mod tests {
         let g = LoginGuard::new(3, 1, TrustedProxies::default());
         let a = ip("198.51.100.2");
         for _ in 0..3 {
-            assert!(g.attempt("a@x.example", a).is_ok());
+            assert!(counted(g.attempt("a@x.example", a)));
         }
         assert!(matches!(
             g.attempt("a@x.example", a),

@@ -6,8 +6,13 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn login_from(env: &Env, forwarded: Option<&str>, email: &str, password: &str) -> u16 {
+    login_at(&env.at(""), forwarded, email, password).await
+}
+
+/// [`login_from`] on the instance at `base`.
+async fn login_at(base: &str, forwarded: Option<&str>, email: &str, password: &str) -> u16 {
     let mut request = reqwest::Client::new()
-        .post(env.at("/api/v2/login"))
+        .post(format!("{base}/api/v2/login"))
         .json(&json!({"email": email, "password": password}));
     if let Some(address) = forwarded {
         request = request.header("x-forwarded-for", address);
@@ -110,5 +115,50 @@ async fn failed_logins_from_elsewhere_cannot_lock_a_user_out() {
     );
     // The user, from where it logged in before, still gets in.
     assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_user_is_not_locked_out_on_another_instance_or_after_a_restart() {
+    // Two web instances behind a load balancer that sends each request anywhere: where a user
+    // logged in before is known to both, and to an instance started later.
+    let env = spawn_with(|c| {
+        c.login_failures_per_minute = 1;
+        c.trusted_proxies = loopback_proxy();
+    })
+    .await;
+    let other = env.another_instance().await;
+    let email = format!("viewer@{}.example", env.tenant);
+    let home = "2001:db8:5:6::50";
+    assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
+    // Attackers use up the email's allowance on both instances.
+    for base in [env.at(""), other.clone()] {
+        let mut refused = 0;
+        for n in 0..15 {
+            let attacker = format!("203.0.113.{n}");
+            if login_at(&base, Some(&attacker), &email, "wrong").await == 429 {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 5, "{base}: only {refused} refused");
+    }
+    // The user, from its network (another address of the same /64), gets in on either.
+    let home_again = "2001:db8:5:6::77";
+    assert_eq!(
+        login_at(&other, Some(home_again), &email, PASSWORD).await,
+        200
+    );
+    assert_eq!(
+        login_from(&env, Some(home_again), &email, PASSWORD).await,
+        200
+    );
+    let restarted = env.another_instance().await;
+    for n in 0..15 {
+        login_at(&restarted, Some(&format!("203.0.113.{n}")), &email, "wrong").await;
+    }
+    assert_eq!(
+        login_at(&restarted, Some(home), &email, PASSWORD).await,
+        200
+    );
     env.finish().await;
 }
