@@ -138,59 +138,65 @@ impl Events {
                     self.inner.limits.replay_max,
                 )
                 .await;
-            let mut log = topic.log.lock();
-            let Some(held) = log.catching_up.get(&conn) else {
-                return; // unsubscribed meanwhile
-            };
-            let items = match &read {
-                Ok(stored) => {
-                    let memory = log.recent().chain(held.iter());
-                    let last = attempt == SPLICE_ATTEMPTS;
-                    match replay::splice(since, stored, memory, log.head, last) {
-                        Some(items) => items,
-                        None => continue,
+            // Under the log's lock: either the client is caught up (and this returns), or an
+            // event sent live was not stored yet and the stream is read again after a pause.
+            'locked: {
+                let mut log = topic.log.lock();
+                let Some(held) = log.catching_up.get(&conn) else {
+                    return; // unsubscribed meanwhile
+                };
+                let items = match &read {
+                    Ok(stored) => {
+                        let memory = log.recent().chain(held.iter());
+                        let last = attempt == SPLICE_ATTEMPTS;
+                        match replay::splice(since, stored, memory, log.head, last) {
+                            Some(items) => items,
+                            // An event sent live before it was stored: read again shortly.
+                            None => break 'locked,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(subject = %topic.subject, error = %e, "cannot replay events");
+                        // What arrived live since the subscribe still follows, after the reset.
+                        let mut items = vec![Item::Reset {
+                            oldest: held.first().map(|f| f.seq),
+                            reason: ResetReason::Unavailable,
+                        }];
+                        items.extend(held.iter().cloned().map(Item::Event));
+                        items
+                    }
+                };
+                log.catching_up.remove(&conn);
+                let room = queue.replay_room(self.inner.limits.replay_max);
+                let items = replay::keep_newest(items, room);
+                let frames = self.frames(&topic, items);
+                // Events the stream holds but this instance had not delivered yet are the topic's
+                // next ones for every other subscriber too; their live copies become duplicates.
+                let ahead: Vec<Frame> = frames
+                    .iter()
+                    .filter(|f| log.head.is_some_and(|head| f.seq > head))
+                    .cloned()
+                    .collect();
+                let replayed = frames.len();
+                queue.push_replay(frames);
+                for frame in &ahead {
+                    if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
+                        break;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(subject = %topic.subject, error = %e, "cannot replay events");
-                    // What arrived live since the subscribe still follows, after the reset.
-                    let mut items = vec![Item::Reset {
-                        oldest: held.first().map(|f| f.seq),
-                        reason: ResetReason::Unavailable,
-                    }];
-                    items.extend(held.iter().cloned().map(Item::Event));
-                    items
+                if let (None, Ok(stored)) = (log.head, &read)
+                    && let Some(last) = stored.frames.last()
+                {
+                    log.learn_head(last.seq);
                 }
-            };
-            log.catching_up.remove(&conn);
-            let room = queue.replay_room(self.inner.limits.replay_max);
-            let items = replay::keep_newest(items, room);
-            let frames = self.frames(&topic, items);
-            // Events the stream holds but this instance had not delivered yet are the topic's
-            // next ones for every other subscriber too; their live copies become duplicates.
-            let ahead: Vec<Frame> = frames
-                .iter()
-                .filter(|f| log.head.is_some_and(|head| f.seq > head))
-                .cloned()
-                .collect();
-            let replayed = frames.len();
-            queue.push_replay(frames);
-            for frame in &ahead {
-                if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
-                    break;
-                }
+                drop(log);
+                tracing::debug!(
+                    subject = %topic.subject, since, replayed, took = ?started.elapsed(),
+                    "client caught up"
+                );
+                return;
             }
-            if let (None, Ok(stored)) = (log.head, &read)
-                && let Some(last) = stored.frames.last()
-            {
-                log.learn_head(last.seq);
-            }
-            drop(log);
-            tracing::debug!(
-                subject = %topic.subject, since, replayed, took = ?started.elapsed(),
-                "client caught up"
-            );
-            return;
+            splice_pause(attempt).await;
         }
     }
 
@@ -323,7 +329,7 @@ impl Events {
                         Order::Next | Order::Duplicate => break,
                         // An event sent live before it was stored: read again shortly.
                         Order::Gap { .. } if attempt < SPLICE_ATTEMPTS => {
-                            tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                            splice_pause(attempt).await;
                         }
                         Order::Gap { .. } => {
                             topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
@@ -349,6 +355,12 @@ impl Events {
             metrics.events_duplicate.inc();
         }
     }
+}
+
+/// The wait before reading the stream again after attempt `attempt` found an event that was
+/// sent live but not stored yet: 50 ms, then 100 ms.
+async fn splice_pause(attempt: usize) {
+    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
 }
 
 /// Records where an event subject's order starts, from the read of its newest stored event.
