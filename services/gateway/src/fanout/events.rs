@@ -303,8 +303,11 @@ impl Events {
                 .await
             {
                 Ok(stored) => {
+                    // From a head that only says the stream held nothing, what is missing
+                    // below the first event read went before anyone here subscribed, whether
+                    // it expired or lies beyond the replay limit.
                     if let Some(first) = stored.missing_before
-                        && (stored.limited || !topic.log.lock().start_at_retained(first))
+                        && !topic.log.lock().start_at_retained(first)
                     {
                         let reason = if stored.limited {
                             ResetReason::Limit

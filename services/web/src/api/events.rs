@@ -190,8 +190,9 @@ pub async fn publish(
     }
     let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
 
-    // The rate first: a tenant over it costs the database nothing, not even the lookup of an
-    // idempotency key (a retry refused here is answered as before once it comes in time).
+    // The rate first: past the credential lookup, a tenant over it costs the database nothing,
+    // not even the lookup of an idempotency key (a retry refused here gets its key's answer
+    // once it comes in time).
     state.event_limiter.check(&tenant)?;
     if let Some(key) = &key
         && let Some(prior) = prior_event(&state, &tenant, key).await?
