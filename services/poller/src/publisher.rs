@@ -142,14 +142,7 @@ pub async fn publish_all<K>(
             .publish_with_headers(out.subject.to_string(), headers, out.payload.clone())
             .await
         {
-            Ok(ack) => pending.push(async move {
-                let acked = match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                    Ok(Ok(ack)) => Ok(ack.sequence),
-                    Ok(Err(e)) => Err(Failed::from(e)),
-                    Err(_) => Err(Failed::Other(PublishError::AckTimeout)),
-                };
-                (out, acked)
-            }),
+            Ok(ack) => pending.push(async move { (out, acked(ack).await) }),
             Err(e) => {
                 let too_big = e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded;
                 outcome.failed(PublishError::Publish(e.to_string()));
@@ -259,10 +252,15 @@ async fn send<K>(
     let ack = publish
         .await
         .map_err(|e| PublishError::Publish(e.to_string()))?;
+    acked(ack).await.map_err(PublishError::from)
+}
+
+/// The stream sequence JetStream stored a publish as, once it says so within [`ACK_TIMEOUT`].
+async fn acked(ack: jetstream::context::PublishAckFuture) -> Result<u64, Failed> {
     match tokio::time::timeout(ACK_TIMEOUT, ack).await {
         Ok(Ok(ack)) => Ok(ack.sequence),
-        Ok(Err(e)) => Err(PublishError::Publish(e.to_string())),
-        Err(_) => Err(PublishError::AckTimeout),
+        Ok(Err(e)) => Err(Failed::from(e)),
+        Err(_) => Err(Failed::Other(PublishError::AckTimeout)),
     }
 }
 
