@@ -220,6 +220,14 @@ pub fn splice<'a>(
             oldest: None,
             reason: missing,
         });
+    } else if head.is_none() && stored.none_retained && since > 0 && out.is_empty() {
+        // The stream no longer holds even `since` itself, and this instance delivered nothing
+        // it can vouch for: later events may have come and expired unseen. Nothing can tell,
+        // so the client is told rather than left to trust state that may be stale.
+        out.push(Item::Reset {
+            oldest: None,
+            reason: ResetReason::Expired,
+        });
     }
     Some(out)
 }
@@ -417,6 +425,26 @@ mod tests {
         assert_eq!(seqs(&out), ["3", "reset(None,Gap)"]);
         let out = splice(9, &none, [].iter(), Some(9), false).unwrap();
         assert!(out.is_empty(), "a client at the head misses nothing");
+    }
+
+    #[test]
+    fn splice_cannot_vouch_for_a_since_the_stream_and_this_instance_no_longer_know() {
+        let none = none_retained();
+        let out = splice(9, &none, [].iter(), None, false).unwrap();
+        assert_eq!(seqs(&out), ["reset(None,Expired)"]);
+        let out = splice(9, &none, [f(10)].iter(), None, false).unwrap();
+        assert_eq!(
+            seqs(&out),
+            ["10"],
+            "the next event live shows nothing was missed"
+        );
+        let out = splice(0, &none, [].iter(), None, false).unwrap();
+        assert!(out.is_empty(), "since 0 asks only for what is retained");
+        let out = splice(9, &stored(&[]), [].iter(), None, false).unwrap();
+        assert!(
+            out.is_empty(),
+            "the stream still holds `since`: nothing after it"
+        );
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl Events {
                     Ok(stored) => {
                         let memory = log.recent().chain(held.iter());
                         let last = attempt == SPLICE_ATTEMPTS;
-                        match replay::splice(since, stored, memory, log.head, last) {
+                        match replay::splice(since, stored, memory, log.known_head(), last) {
                             Some(items) => items,
                             // An event sent live before it was stored: read again shortly.
                             None => break 'locked,

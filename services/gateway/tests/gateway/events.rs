@@ -289,6 +289,28 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
     // The live events follow the reset.
     store_tickets(&js, &subject, [11]).await;
     assert_eq!(c.next(T).await["seq"], 11);
+
+    // A gateway started after events 12 to 20 came and expired has no head to go by: a client
+    // resuming from 11 missed them, and hears so even though nothing is left to replay.
+    store_tickets(&js, &subject, 12..=20).await;
+    assert_eq!(
+        events_until(&mut live[1], 20).await,
+        (11..=20).collect::<Vec<_>>()
+    );
+    eventually("the stream to expire every event again", T, || {
+        let stream = stream.clone();
+        let subject = subject.clone();
+        async move { stream.direct_get_last_for_subject(subject).await.is_err() }
+    })
+    .await;
+    let fresh = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
+    let mut c = tickets_reader(&fresh, &tenant, Some(11)).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "expired"})
+    );
+    store_tickets(&js, &subject, [21]).await;
+    assert_eq!(c.next(T).await["seq"], 21);
 }
 
 #[tokio::test]
