@@ -237,6 +237,16 @@ async fn a_resume_served_from_memory_keeps_to_the_replay_limit() {
     assert!(c.try_next(Duration::from_millis(300)).await.is_none());
 }
 
+/// Waits until `stream` retains no message of `subject`.
+async fn all_expired(stream: &async_nats::jetstream::stream::Stream, subject: &str) {
+    eventually("the stream to expire every event", T, || {
+        let stream = stream.clone();
+        let subject = subject.to_owned();
+        async move { stream.direct_get_last_for_subject(subject).await.is_err() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume() {
     // A private NATS whose events stream keeps an event for one second. Two gateways deliver
@@ -267,12 +277,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
         .get_stream(pulse_proto::subject::EVENTS_STREAM)
         .await
         .unwrap();
-    eventually("the stream to expire every event", T, || {
-        let stream = stream.clone();
-        let subject = subject.clone();
-        async move { stream.direct_get_last_for_subject(subject).await.is_err() }
-    })
-    .await;
+    all_expired(&stream, &subject).await;
 
     let mut c = tickets_reader(&remembers, &tenant, Some(2)).await;
     assert_eq!(
@@ -297,12 +302,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
         events_until(&mut live[1], 20).await,
         (11..=20).collect::<Vec<_>>()
     );
-    eventually("the stream to expire every event again", T, || {
-        let stream = stream.clone();
-        let subject = subject.clone();
-        async move { stream.direct_get_last_for_subject(subject).await.is_err() }
-    })
-    .await;
+    all_expired(&stream, &subject).await;
     let fresh = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
     let mut c = tickets_reader(&fresh, &tenant, Some(11)).await;
     assert_eq!(
