@@ -286,14 +286,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
     );
     assert_events(&mut c, 8..=10).await;
 
-    let mut c = tickets_reader(&forgets, &tenant, Some(2)).await;
-    assert_eq!(
-        c.next(T).await,
-        json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "expired"})
-    );
-    // The live events follow the reset.
-    store_tickets(&js, &subject, [11]).await;
-    assert_eq!(c.next(T).await["seq"], 11);
+    resume_after_all_expired(&forgets, &tenant, 2, (&js, &subject), 11).await;
 
     // A gateway started after events 12 to 20 came and expired has no head to go by: a client
     // resuming from 11 missed them, and hears so even though nothing is left to replay.
@@ -304,13 +297,25 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
     );
     all_expired(&stream, &subject).await;
     let fresh = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
-    let mut c = tickets_reader(&fresh, &tenant, Some(11)).await;
+    resume_after_all_expired(&fresh, &tenant, 11, (&js, &subject), 21).await;
+}
+
+/// A client resuming from `since` on `gw` once the stream retains none of the topic's events:
+/// it hears `expired` with no `oldest`, then the live events follow (`next`, stored now).
+async fn resume_after_all_expired(
+    gw: &Gateway,
+    tenant: &str,
+    since: u64,
+    (js, subject): (&async_nats::jetstream::Context, &str),
+    next: u64,
+) {
+    let mut c = tickets_reader(gw, tenant, Some(since)).await;
     assert_eq!(
         c.next(T).await,
         json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "expired"})
     );
-    store_tickets(&js, &subject, [21]).await;
-    assert_eq!(c.next(T).await["seq"], 21);
+    store_tickets(js, subject, [next]).await;
+    assert_eq!(c.next(T).await["seq"], next);
 }
 
 #[tokio::test]
