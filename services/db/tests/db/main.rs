@@ -7,3 +7,4 @@ mod layout;
 mod migrate;
 mod schema;
 mod settings;
+mod timestamps;
