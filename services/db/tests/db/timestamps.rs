@@ -139,13 +139,12 @@ async fn migrating_a_database_with_unreadable_timestamps_keeps_readings_aside_an
 
     pulse_db::migrate(&db.pool).await.unwrap();
 
-    let kept: Vec<String> = sqlx::query_scalar(
-        "SELECT ts::text FROM telemetry WHERE tenant_id = $1 ORDER BY ts",
-    )
-    .bind(&tenant)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT ts::text FROM telemetry WHERE tenant_id = $1 ORDER BY ts")
+            .bind(&tenant)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(kept, ["2026-01-01 10:00:00+00"]);
     let aside: i64 =
         sqlx::query_scalar("SELECT count(*) FROM telemetry_out_of_range WHERE tenant_id = $1")
@@ -175,8 +174,5 @@ async fn migrating_a_database_with_unreadable_timestamps_keeps_readings_aside_an
     }
     // And the rule holds from now on.
     let e = insert_reading(&db, &tenant, "infinity").await.unwrap_err();
-    assert_eq!(
-        constraint_of(&e).as_deref(),
-        Some("telemetry_ts_in_range")
-    );
+    assert_eq!(constraint_of(&e).as_deref(), Some("telemetry_ts_in_range"));
 }
