@@ -4,8 +4,11 @@
 //! It reacts to change notifications at once (debounced), re-reads every `PULSE_POLL_SECONDS`
 //! as a safety net (the tenants, their alerts, and the devices of the tenants whose fleet may
 //! have changed: `FleetWatch`), reads new telemetry every `PULSE_TELEMETRY_POLL_MS`,
-//! and republishes everything after NATS reconnects. It never queries per client, only per
-//! tenant set, and never stops on a transient error: the next cycle retries.
+//! and republishes everything after NATS reconnects. A stream (or the device bucket) found
+//! missing, after a NATS restart that lost its storage or a deletion by hand, is created
+//! again and everything republished: it is looked for after a reconnect, after a failed cycle
+//! and with every safety-net poll. It never queries per client, only per tenant set, and never
+//! stops on a transient error: the next cycle retries.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -165,6 +168,50 @@ impl Engine {
         self.fleet_published.clear();
         self.fleet_watch.clear();
         self.telemetry.reset();
+    }
+
+    /// Creates again the streams and the device bucket if any is missing; what they held is
+    /// gone, so everything is then published again and the registry rewritten. Returns whether
+    /// anything was missing.
+    async fn restore_streams(&mut self) -> anyhow::Result<bool> {
+        let missing = crate::streams::missing(&self.js).await?;
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            ?missing,
+            "JetStream streams missing; creating them and publishing everything again"
+        );
+        crate::streams::ensure(&self.js, &self.config).await?;
+        self.metrics.streams_restored();
+        self.forget_published();
+        self.fence.retain(|_| false);
+        self.registry = None;
+        Ok(true)
+    }
+
+    /// [`Self::restore_streams`] unless NATS drops first; returns whether to look again (the
+    /// look failed). Sets `resync_due` when the streams were created again.
+    async fn check_streams(
+        &mut self,
+        link: &watch::Receiver<LinkState>,
+        resync_due: &mut bool,
+    ) -> bool {
+        match unless_dropped(link, self.restore_streams()).await {
+            Some(Ok(restored)) => {
+                *resync_due |= restored;
+                false
+            }
+            Some(Err(e)) => {
+                self.metrics.error(Stage::Streams);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot check the JetStream streams"
+                );
+                true
+            }
+            None => true,
+        }
     }
 
     /// Re-reads the tenant list; drops the state of tenants that are gone.
@@ -474,6 +521,8 @@ impl Engine {
         telemetry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seen_connects = nats.borrow().connects;
         let mut resync_due = std::mem::take(&mut self.resync_due);
+        // Whether to look for missing streams before the next cycle.
+        let mut streams_due = resync_due;
         loop {
             let connected = nats.borrow().connected;
             // In this order: a due tick is served before the next change, so changes that
@@ -492,20 +541,31 @@ impl Engine {
                         tracing::info!("NATS reconnected; republishing current state");
                         self.forget_published();
                         resync_due = true;
+                        streams_due = true;
                     }
                 }
                 _ = telemetry.tick(), if connected => {
+                    if streams_due {
+                        streams_due = self.check_streams(&nats, &mut resync_due).await;
+                    }
                     if resync_due {
                         let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);
+                        streams_due |= resync_due;
                     }
                     let r = on_link(&nats, self.poll_telemetry()).await;
-                    self.report("telemetry poll", r);
+                    streams_due |= !self.report("telemetry poll", r);
                 }
                 _ = poll.tick(), if connected => {
+                    streams_due = self.check_streams(&nats, &mut resync_due).await;
                     let span = tracing::debug_span!("safety_net_poll");
-                    let r = on_link(&nats, self.safety_net().instrument(span)).await;
+                    let r = if resync_due {
+                        on_link(&nats, self.full_sync()).await
+                    } else {
+                        on_link(&nats, self.safety_net().instrument(span)).await
+                    };
                     resync_due = !self.report("safety-net poll", r);
+                    streams_due |= resync_due;
                 }
                 () = changes.changed(), if connected => {
                     tokio::time::sleep(self.config.debounce).await;
@@ -513,13 +573,14 @@ impl Engine {
                     if pending.resync || pending.tenants || resync_due {
                         let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);
+                        streams_due |= resync_due;
                     } else {
                         let alerts: Vec<_> = pending.alerts.into_iter().collect();
                         let r = on_link(&nats, self.refresh_alerts(&alerts)).await;
-                        self.report("alerts refresh", r);
+                        streams_due |= !self.report("alerts refresh", r);
                         let fleet: Vec<_> = pending.fleet.into_iter().collect();
                         let r = on_link(&nats, self.refresh_fleet(&fleet)).await;
-                        self.report("fleet refresh", r);
+                        streams_due |= !self.report("fleet refresh", r);
                     }
                 }
             }

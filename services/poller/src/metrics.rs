@@ -106,6 +106,8 @@ pub struct Metrics {
     pub relay_backlog: Gauge,
     /// Seconds from an event's commit to NATS acknowledging it.
     pub relay_seconds: Histogram,
+    /// Times a stream or the device bucket was found missing and created again.
+    pub streams_restored: Counter,
 }
 
 impl Metrics {
@@ -186,7 +188,17 @@ impl Metrics {
                 "Time from an event's creation to its acknowledgement by JetStream",
                 Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             ),
+            streams_restored: register(
+                r,
+                "streams_restored",
+                "Times a JetStream stream or the device bucket was found missing and created again",
+                Counter::default(),
+            ),
         }
+    }
+
+    pub fn streams_restored(&self) {
+        self.streams_restored.inc();
     }
 
     pub fn published(&self, kind: Kind, n: u64) {

@@ -1,5 +1,6 @@
 //! The JetStream streams of the contract (and the device registry's bucket), created or
-//! updated idempotently at activation.
+//! updated idempotently at activation, and created again whenever the active poller finds one
+//! missing ([`missing`]).
 
 use std::time::Duration;
 
@@ -83,21 +84,36 @@ pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::R
     Ok(())
 }
 
+/// The streams [`ensure`] creates (the bucket's included) that do not exist: NATS restarted
+/// without its storage, or someone deleted one. Any other failure to look is an error.
+pub async fn missing(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
+    let bucket = pulse_common::device_bucket::stream_config(1).name;
+    let mut missing = Vec::new();
+    for name in [STATE_STREAM.to_owned(), EVENTS_STREAM.to_owned(), bucket] {
+        match js.get_stream(&name).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => missing.push(name),
+            Err(e) => return Err(e).with_context(|| format!("cannot look stream {name} up")),
+        }
+    }
+    Ok(missing)
+}
+
+fn not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
 /// Empties an events stream created before `seq` counted per topic (see
 /// [`EVENTS_DESCRIPTION`]); the configuration update that follows marks it.
 async fn retire_old_numbering(js: &jetstream::Context) -> anyhow::Result<()> {
     let mut stream = match js.get_stream(EVENTS_STREAM).await {
         Ok(stream) => stream,
         // No stream yet: it is created with the mark.
-        Err(e)
-            if matches!(
-                e.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            ) =>
-        {
-            return Ok(());
-        }
+        Err(e) if not_found(&e) => return Ok(()),
         Err(e) => return Err(e).context("cannot open the events stream"),
     };
     let info = stream

@@ -191,6 +191,18 @@ impl PrivateNats {
         wait_listening(self.port).await;
     }
 
+    /// Starts the server again (stopped first if running) on the same port, with its store
+    /// emptied: a restart that lost its storage.
+    pub async fn start_again_empty(&mut self) {
+        self.stop().await;
+        if let Err(e) = std::fs::remove_dir_all(&self.store)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            panic!("cannot empty {}: {e}", self.store.display());
+        }
+        self.start_again().await;
+    }
+
     /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
     /// with a hung server, until [`PrivateNats::resume`].
     pub fn pause(&self) {

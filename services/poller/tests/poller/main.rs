@@ -10,6 +10,7 @@ mod events;
 mod failover;
 mod fence;
 mod layout;
+mod lost_streams;
 mod netns;
 mod payload;
 mod publishing;
