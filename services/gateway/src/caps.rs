@@ -178,6 +178,32 @@ impl Caps {
     }
 }
 
+impl Slot {
+    /// Counts the connection under `user` (the `sub` of a token it re-authenticated with)
+    /// instead of the user it was admitted as, unless `user` holds the most connections
+    /// allowed already; then nothing changes.
+    pub fn change_user(&mut self, user: &str) -> Result<(), CapError> {
+        let new = (!user.is_empty()).then(|| user.to_owned());
+        if new == self.user {
+            return Ok(());
+        }
+        let inner = &self.caps.inner;
+        let mut counts = inner.counts.lock();
+        if let Some(new) = &new {
+            let key = (self.tenant.clone(), new.clone());
+            if counts.per_user.get(&key).copied().unwrap_or(0) >= inner.limits.per_user {
+                return Err(CapError::User);
+            }
+            *counts.per_user.entry(key).or_insert(0) += 1;
+        }
+        if let Some(old) = self.user.take() {
+            release(&mut counts.per_user, &(self.tenant.clone(), old));
+        }
+        self.user = new;
+        Ok(())
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let inner = &self.caps.inner;
@@ -259,6 +285,31 @@ mod tests {
         drop(a1);
         assert_eq!(caps.total(), 2);
         assert_eq!(refusal(&caps, &a, "1", "10.0.0.1"), None);
+    }
+
+    #[test]
+    fn a_connection_that_changes_user_is_counted_under_the_new_one_if_it_has_room() {
+        let (a, _) = tenants_a_and_b();
+        let caps = caps(10, 10, 1, 10);
+        let mut first = caps.admit(holder(&a, "alice", "10.0.0.1")).unwrap();
+        let _bob = caps.admit(holder(&a, "bob", "10.0.0.2")).unwrap();
+        // Bob holds his one connection: the move is refused and alice keeps her place.
+        assert_eq!(first.change_user("bob").err(), Some(CapError::User));
+        assert_eq!(
+            refusal(&caps, &a, "alice", "10.0.0.3"),
+            Some(CapError::User)
+        );
+        // Carol has room: alice's place is freed, carol's taken.
+        first.change_user("carol").unwrap();
+        assert_eq!(refusal(&caps, &a, "alice", "10.0.0.3"), None);
+        assert_eq!(
+            refusal(&caps, &a, "carol", "10.0.0.3"),
+            Some(CapError::User)
+        );
+        first.change_user("carol").unwrap();
+        drop(first);
+        assert_eq!(refusal(&caps, &a, "carol", "10.0.0.3"), None);
+        assert_eq!(caps.total(), 1);
     }
 
     #[test]

@@ -51,6 +51,8 @@ struct Session {
     last_limited_reply: Option<Instant>,
     /// Ends the connection when its user is deleted or its role changes.
     user: Registration,
+    /// Its place in the connection caps, freed when the session is dropped.
+    slot: Slot,
     /// Device subscribes waiting for the device registry's answer, which comes beside the
     /// loop: a slow JetStream never holds the connection's other requests.
     checks: tokio::task::JoinSet<DeviceCheck>,
@@ -88,6 +90,7 @@ pub fn serve(
         limited_streak: 0,
         last_limited_reply: None,
         user,
+        slot,
         checks: tokio::task::JoinSet::new(),
         checking: HashMap::new(),
         cx,
@@ -97,7 +100,6 @@ pub fn serve(
         // Boxed, like `handle_text` below: a future that runs once (or once per client
         // request) should not add its size to the task every idle connection keeps.
         Box::pin(session.finish(ending)).await;
-        drop(slot);
     }
 }
 

@@ -228,9 +228,23 @@ impl Session {
 
     async fn reauthenticate(&mut self, token: &str) -> Result<Option<u64>, Ending> {
         match self.cx.auth.verify(Some(token)).await {
+            // Within the verifier's leeway for clock skew, but past: accepted, it would end
+            // the connection at once (4001) instead of keeping the token in force.
+            Ok(p) if p.exp <= super::unix_now() => {
+                let message = crate::auth::AuthError::Expired.to_string();
+                self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
+                    .await?;
+                Ok(None)
+            }
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
                 if p.sub != self.principal.sub {
+                    if let Err(e) = self.slot.change_user(&p.sub) {
+                        let message = format!("{e} for the token's user");
+                        self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
+                            .await?;
+                        return Ok(None);
+                    }
                     self.user = self.cx.revocations.register(&p.tenant, &p.sub, self.id);
                 }
                 // The fresh token's role and user are the connection's from now on.

@@ -170,6 +170,27 @@ async fn an_expiring_token_closes_the_connection_unless_renewed() {
     renewing.assert_alive().await;
 }
 
+/// The leeway for clock skew lets a token a few seconds past `exp` open a connection, which
+/// then lasts until its expiry timer fires at once. A renewal must not do that: one past `exp`
+/// is refused, and the token in force stays.
+#[tokio::test]
+async fn an_auth_token_expired_within_the_leeway_is_refused_and_the_current_one_stays() {
+    let gw = spawn_gateway_with(|c| c.jwt_leeway_seconds = 5).await;
+    let tenant = unique("leeway");
+    let mut c = connect(&gw.url(&viewer_token(&tenant, 60))).await;
+    c.send(json!({"action": "auth", "token": viewer_token(&tenant, -2)}))
+        .await;
+    let refused = c.next(Duration::from_secs(5)).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["message"].as_str()),
+        (Some("invalid_token"), Some("token expired")),
+        "{refused}"
+    );
+    // Not closed with 4001 moments later either.
+    assert!(c.try_next(Duration::from_millis(500)).await.is_none());
+    c.assert_alive().await;
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_refused_before_the_upgrade() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;

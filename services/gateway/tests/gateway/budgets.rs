@@ -47,6 +47,30 @@ async fn connections_are_capped_per_user() {
 }
 
 #[tokio::test]
+async fn a_connection_that_reauthenticates_as_another_user_counts_as_that_user() {
+    let gw = spawn_gateway_with(|c| c.max_connections_per_user = 1).await;
+    let tenant = unique("reauth_user");
+    let mut seven = connect(&gw.url(&user_token(&tenant, "7"))).await;
+    let mut moving = connect(&gw.url(&user_token(&tenant, "8"))).await;
+    let auth = |sub: &str| json!({"action": "auth", "token": user_token(&tenant, sub)});
+    // User 7 holds the one connection allowed: moving there is refused, the token stays.
+    moving.send(auth("7")).await;
+    let refused = moving.next(T).await;
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    let mut second_eight = connect(&gw.url(&user_token(&tenant, "8"))).await;
+    assert_eq!(second_eight.closed(T).await.code, 4029);
+    // User 9 has room: the connection counts as 9 from now on, and 8's place is free.
+    moving.send(auth("9")).await;
+    assert_eq!(moving.next(T).await["type"], "authenticated");
+    let mut eight = connect(&gw.url(&user_token(&tenant, "8"))).await;
+    eight.assert_alive().await;
+    let mut second_nine = connect(&gw.url(&user_token(&tenant, "9"))).await;
+    assert_eq!(second_nine.closed(T).await.code, 4029);
+    moving.assert_alive().await;
+    seven.assert_alive().await;
+}
+
+#[tokio::test]
 async fn connections_are_capped_per_client_address_behind_trusted_proxies_only() {
     let gw = spawn_gateway_with(|c| {
         c.max_connections_per_address = 2;
