@@ -56,7 +56,7 @@ struct Session {
     /// Device subscribes waiting for the device registry's answer, which comes beside the
     /// loop: a slow JetStream never holds the connection's other requests.
     checks: tokio::task::JoinSet<DeviceCheck>,
-    /// The channels of `checks`; an unsubscribe meanwhile aborts its check.
+    /// The channels of `checks`, with the requests about them sent meanwhile.
     checking: HashMap<Channel, Checking>,
 }
 

@@ -10,10 +10,18 @@ use crate::fanout::FanOutError;
 use crate::queue::Newest;
 
 /// A device subscribe waiting for the registry.
+#[derive(Default)]
 pub(super) struct Checking {
-    task: tokio::task::AbortHandle,
-    /// The same subscribe asked again meanwhile: each is answered when the check is.
-    repeats: usize,
+    /// Requests about the same channel sent meanwhile: each is answered once the check is, in
+    /// the order sent, as if sent after it. Bounded by the message rate limit and the
+    /// registry's read timeout.
+    queued: Vec<Queued>,
+}
+
+/// A request about a channel whose device check is out.
+enum Queued {
+    Subscribe { since: Option<u64> },
+    Unsubscribe,
 }
 
 /// A device registry answer for one subscribe.
@@ -72,8 +80,7 @@ impl Session {
             return self.reply(&ServerReply::subscribed(channel)).await;
         }
         if let Some(checking) = self.checking.get_mut(&channel) {
-            // Answered with the first one's, when the check is.
-            checking.repeats += 1;
+            checking.queued.push(Queued::Subscribe { since });
             return Ok(());
         }
         if self.channels.len() + self.checking.len() >= self.cx.settings.max_subscriptions {
@@ -92,7 +99,7 @@ impl Session {
             let tenant = self.principal.tenant.clone();
             let device = device.clone();
             let checked = channel.clone();
-            let check = self.checks.spawn(async move {
+            self.checks.spawn(async move {
                 let result = devices.has(&tenant, &device).await;
                 DeviceCheck {
                     channel: checked,
@@ -100,11 +107,7 @@ impl Session {
                     result,
                 }
             });
-            let checking = Checking {
-                task: check,
-                repeats: 0,
-            };
-            self.checking.insert(channel, checking);
+            self.checking.insert(channel, Checking::default());
             return Ok(());
         }
         self.subscribe_checked(channel, since).await
@@ -118,7 +121,7 @@ impl Session {
             result,
         } = check;
         let Some(checking) = self.checking.remove(&channel) else {
-            return Ok(()); // unsubscribed meanwhile
+            return Ok(());
         };
         let Channel::Device { device_id: device } = &channel else {
             return Ok(());
@@ -126,9 +129,18 @@ impl Session {
         if let Err(e) = &result {
             tracing::warn!(%device, error = %e, "cannot check the device");
         }
-        // Every subscribe asked while the check was out gets its answer, as if asked after.
-        for _ in 0..=checking.repeats {
+        // The subscribe, then every request about the channel sent while the check was out,
+        // each answered as if sent after it.
+        let first = Queued::Subscribe { since };
+        for request in std::iter::once(first).chain(checking.queued) {
             let channel = channel.clone();
+            let since = match request {
+                Queued::Subscribe { since } => since,
+                Queued::Unsubscribe => {
+                    self.unsubscribe(channel).await?;
+                    continue;
+                }
+            };
             match result {
                 Ok(true) if self.channels.contains_key(&channel) => {
                     self.reply(&ServerReply::subscribed(channel)).await?;
@@ -205,10 +217,10 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, channel: Channel) -> Result<(), Ending> {
-        if let Some(checking) = self.checking.remove(&channel) {
-            // Its device check is still out: it will subscribe nothing.
-            checking.task.abort();
-            return self.reply(&ServerReply::Unsubscribed(channel)).await;
+        if let Some(checking) = self.checking.get_mut(&channel) {
+            // Answered after the subscribe whose device check is out.
+            checking.queued.push(Queued::Unsubscribe);
+            return Ok(());
         }
         match self.channels.remove(&channel) {
             Some(topic) => {

@@ -165,6 +165,53 @@ async fn device_subscribes_repeated_before_the_registry_answers_are_each_answere
     );
 }
 
+/// An unsubscribe (and a subscribe after it) sent while a device subscribe waits for the
+/// registry: each request is answered, in the order sent, as if sent after the check.
+#[tokio::test]
+async fn requests_about_a_device_being_checked_are_each_answered_in_order() {
+    let (gw, tenant) = (spawn_gateway(config()).await, unique("devqueue"));
+    register_devices(&tenant, ["dev-1"]).await;
+    let mut c = gw.viewer(&tenant).await;
+    let requests = [
+        ("subscribe", "dev-1"),
+        ("unsubscribe", "dev-1"),
+        ("subscribe", "dev-1"),
+        ("subscribe", "ghost"),
+        ("unsubscribe", "ghost"),
+    ];
+    for (action, device) in requests {
+        c.send(json!({"action": action, "type": "device", "device_id": device}))
+            .await;
+    }
+    let mut answers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for _ in 0..requests.len() {
+        let r = c.next(T).await;
+        let device = r["device_id"].as_str().unwrap_or_default().to_owned();
+        let answer = match r["code"].as_str() {
+            Some(code) => code.to_owned(),
+            None => r["type"].as_str().unwrap_or_default().to_owned(),
+        };
+        answers.entry(device).or_default().push(answer);
+    }
+    assert_eq!(
+        answers["dev-1"],
+        ["subscribed", "unsubscribed", "subscribed"]
+    );
+    assert_eq!(answers["ghost"], ["unknown_device", "not_subscribed"]);
+    // Subscribed in the end, once.
+    let nats = nats().await;
+    let subject = format!("pulse.v1.{tenant}.device.dev-1.telemetry");
+    publish(
+        &nats,
+        &subject,
+        1,
+        json!({"type": "telemetry", "device_id": "dev-1"}),
+    )
+    .await;
+    assert_eq!(c.next(T).await["type"], "telemetry");
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none());
+}
+
 #[tokio::test]
 async fn a_frame_that_breaks_websocket_rules_gets_1007_or_1002_and_others_stay() {
     use tokio_tungstenite::tungstenite::protocol::frame::{
