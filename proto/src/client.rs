@@ -292,6 +292,44 @@ mod tests {
         ClientRequest::Subscribe { channel, since }
     }
 
+    /// A ping request whose `pad` field nests arrays so that the frame is `depth` deep.
+    fn nested(depth: usize) -> String {
+        let arrays = depth - 1; // the object itself is one level
+        format!(
+            r#"{{"action":"ping","pad":{}{}}}"#,
+            "[".repeat(arrays),
+            "]".repeat(arrays)
+        )
+    }
+
+    #[test]
+    fn frames_up_to_127_deep_are_read_and_deeper_ones_are_invalid_json() {
+        assert_eq!(ClientRequest::parse(&nested(127)), Ok(ClientRequest::Ping));
+        let e = ClientRequest::parse(&nested(128)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidJson, "{e}");
+        let e = ClientRequest::parse(&nested(100_000)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidJson, "{e}");
+    }
+
+    #[test]
+    fn since_is_read_as_javascript_reads_a_number() {
+        let with = |since: &str| {
+            ClientRequest::parse(&format!(
+                r#"{{"action":"subscribe","type":"events","topic":"tickets","since":{since}}}"#
+            ))
+        };
+        assert_eq!(with("41.0"), Ok(sub(tickets(), Some(41))));
+        assert_eq!(with("4.1e1"), Ok(sub(tickets(), Some(41))));
+        // A double holds no fraction at 2^52: `JSON.parse` gives 4503599627370496, and so
+        // does the gateway, rather than refusing what a browser sees as a whole number.
+        let big = with("4503599627370496.5");
+        assert_eq!(big, Ok(sub(tickets(), Some(4_503_599_627_370_496))));
+        for bad in ["41.5", "9007199254740992", "-1", "\"41\"", "true"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidSince, "{bad}: {e}");
+        }
+    }
+
     fn tickets() -> Channel {
         Channel::Events {
             topic: Topic::parse("tickets").unwrap(),
