@@ -174,12 +174,12 @@ fi
 : >"$OUT_FILE"
 log "starting $bin with JetStream on $bind:$NATS_PORT (store $NATS_DIR_SHOWN/store, log $NATS_DIR_SHOWN/nats.log)"
 # The inner shell writes its own pid and then becomes nats-server (exec keeps
-# the pid), so the pid file is right whether or not setsid forks. setsid and
-# nohup detach it from this script's session, so it outlives the script.
+# the pid), so the pid file is right whether or not setsid forks. `detached`
+# takes it out of this script's session, so it outlives the script.
 # shellcheck disable=SC2016 # expanded by the inner shell
-setsid nohup bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "$PID_FILE" \
+detached bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "$PID_FILE" \
   "$bin" -a "$bind" -p "$NATS_PORT" -js -sd "$STORE_DIR" -l "$LOG_FILE" \
-  </dev/null >>"$OUT_FILE" 2>&1 &
+  </dev/null >>"$OUT_FILE" 2>&1
 
 deadline=$((SECONDS + WAIT_SECONDS))
 while ! port_open "$NATS_HOST" "$NATS_PORT"; do

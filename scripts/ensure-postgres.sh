@@ -229,11 +229,12 @@ else
     die "PostgreSQL did not open $PG_HOST:$PG_PORT within 30 s (see /var/log/postgresql/)"
 fi
 
+psql_on_path
 if ! have psql; then
   if can_apt; then
     apt_install postgresql-client || die "apt-get install postgresql-client failed"
   else
-    die "psql is not installed; install it (apt-get install postgresql-client)"
+    die "psql is not installed; install it (as root: apt-get install postgresql-client; on macOS: brew install postgresql@15)"
   fi
 fi
 

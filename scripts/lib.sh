@@ -174,6 +174,30 @@ can_apt() {
   is_root && have apt-get
 }
 
+# psql_on_path — put Homebrew's keg-only PostgreSQL client on PATH when psql is not there
+# (macOS: `brew install postgresql@15` does not link it).
+psql_on_path() {
+  local prefix
+  have psql && return 0
+  have brew || return 0
+  prefix="$(brew --prefix postgresql@15 2>/dev/null)" || return 0
+  if [[ -x "$prefix/bin/psql" ]]; then
+    PATH="$prefix/bin:$PATH"
+    export PATH
+  fi
+}
+
+# detached COMMAND... — run COMMAND in the background, in a session of its own where setsid
+# exists (Linux), so that it outlives the calling script and its terminal; macOS has no
+# setsid, and nohup alone keeps it from the terminal's hangup.
+detached() {
+  if have setsid; then
+    setsid nohup "$@" &
+  else
+    nohup "$@" &
+  fi
+}
+
 # ensure_cargo — put rustup's cargo on PATH if it is installed but not there.
 ensure_cargo() {
   if ! have cargo && [[ -f "${HOME:-/root}/.cargo/env" ]]; then

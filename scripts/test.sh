@@ -21,6 +21,7 @@ bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
 
 stage "services: NATS"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+psql_on_path
 
 # The poller's packet-loss test needs root and network namespaces: checked (and iproute2
 # installed) before anything is built, failing with what is missing.

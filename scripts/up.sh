@@ -53,11 +53,21 @@ for port in "$web_port" "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]
   fi
 done
 
+# Checked before anything is built or started: readiness is polled with it.
+if ! have curl; then
+  if can_apt; then
+    apt_install curl || die "could not install curl with apt-get"
+  else
+    die "curl not found: install it (apt-get install curl, or brew install curl)"
+  fi
+fi
+
 stage "services: PostgreSQL and NATS"
 # The server must exist before the demo database can be created on it.
 admin_url="${DATABASE_URL%/*}/postgres"
 DATABASE_URL="$admin_url" bash scripts/ensure-postgres.sh
 bash scripts/ensure-nats.sh
+psql_on_path
 
 db_name="${DATABASE_URL##*/}"
 db_name="${db_name%%\?*}"
@@ -79,7 +89,7 @@ bin="${CARGO_TARGET_DIR:-$PULSE_ROOT/target}/$profile"
 web_root="$PULSE_ROOT/web/dist"
 if [[ -f web/package.json ]] && grep -q '"build"' web/package.json; then
   stage "build: dashboard"
-  have npm || die "npm is needed to build the dashboard (apt-get install nodejs npm)"
+  ensure_node
   (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 else
   warn "no dashboard build in web/ yet; the web service will serve only the API"
@@ -140,7 +150,6 @@ ready() {
   status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" 2>/dev/null || true)"
   [[ "$status" == "200" ]]
 }
-have curl || apt_install curl
 deadline=$((SECONDS + 60))
 for port in "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
   until ready "$port"; do
@@ -185,6 +194,7 @@ EOT
 if [[ "${PULSE_UP_DETACH:-}" == "1" ]]; then
   exit 0
 fi
-trap 'echo; stop_all; exit 0' INT TERM
+# Ctrl-C stops what `make down` would: the services, and a PostgreSQL or NATS this started.
+trap 'echo; bash "$PULSE_ROOT/scripts/down.sh"; exit 0' INT TERM
 tail -n 0 -F "$log_dir"/*.log &
 wait $!

@@ -111,7 +111,8 @@ def check_services(ctx, compose):
 
 
 def check_nginx(ctx, text):
-    """The proxy balances over compose services, passes the WebSocket upgrade, never pins."""
+    """The proxy balances over compose services, passes the WebSocket upgrade, proxies only the
+    WebSocket path, never pins."""
     text = re.sub(r"#.*", "", text)
     upstreams = re.findall(r"upstream\s+\S+\s*\{([^}]*)\}", text)
     hosts = [h for block in upstreams for h in re.findall(r"\bserver\s+([\w.-]+):\d+", block)]
@@ -123,6 +124,11 @@ def check_nginx(ctx, text):
     if "Upgrade" not in text or "$connection_upgrade" not in text:
         ctx.fail("compose", f"{NGINX_CONF} does not pass the WebSocket Upgrade/Connection "
                             f"headers")
+    # Only the WebSocket path goes to the gateways: their /readyz and /metrics are not public.
+    proxied = re.findall(r"location\s+([^{]*?)\s*\{[^}]*\bproxy_pass\b", text)
+    if any(p.split() != ["=", "/api/v2/ws"] for p in proxied):
+        ctx.fail("compose", f"{NGINX_CONF} exposes the gateways' /readyz and /metrics: proxy "
+                            f"only location = /api/v2/ws")
     if re.search(r"\b(ip_hash|sticky)\b|^\s*hash\s", text, re.M):
         ctx.fail("compose", f"{NGINX_CONF} pins clients to a gateway (no sticky sessions "
                             f"wanted)")

@@ -92,7 +92,9 @@ class ComposeTest(fixtures.CheckTest):
 class NginxTest(fixtures.CheckTest):
     CONF = """upstream gateways { server gateway:8081; }
 map $http_upgrade $connection_upgrade { default upgrade; }
-server { location / { proxy_set_header Upgrade $http_upgrade; } }
+server { location = /api/v2/ws { proxy_pass http://gateways;
+    proxy_set_header Upgrade $http_upgrade; }
+  location / { return 404; } }
 """
 
     def test_balancing_over_compose_services_passes(self):
@@ -106,6 +108,12 @@ server { location / { proxy_set_header Upgrade $http_upgrade; } }
         ctx.services = COMPOSE["services"]
         check_nginx(ctx, self.CONF.replace("{ server", "{ ip_hash; server"))
         self.assertOnlyError(ctx, "pins clients to a gateway")
+
+    def test_proxying_more_than_the_websocket_path_fails(self):
+        ctx = fixtures.context()
+        ctx.services = COMPOSE["services"]
+        check_nginx(ctx, self.CONF.replace("location = /api/v2/ws", "location /"))
+        self.assertOnlyError(ctx, "exposes the gateways' /readyz and /metrics")
 
 
 if __name__ == "__main__":
