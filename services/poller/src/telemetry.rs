@@ -13,6 +13,12 @@
 //!
 //! A long-running writing transaction holds `xmin` back and widens the window re-read each time,
 //! never the other way round: the cost is work, never a lost reading.
+//!
+//! # Corrections
+//! A reading rewritten at the same timestamp (an `UPDATE` of its metrics, or a second row with
+//! that `ts`) is a correction and goes out too: readings are ordered by `(ts, xid)`, so of two
+//! rows with one timestamp the one written last is the device's newest, and the same row read
+//! again in an overlapping window is not newer than itself.
 
 use std::collections::HashMap;
 
@@ -27,8 +33,20 @@ pub struct Reading {
     pub tenant: TenantId,
     pub device: DeviceId,
     pub ts: OffsetDateTime,
+    /// The transaction that wrote it: orders readings with the same `ts`.
+    pub xid: u64,
     pub metrics: Map<String, Value>,
 }
+
+impl Reading {
+    /// What makes one reading of a device newer than another.
+    pub fn version(&self) -> Version {
+        (self.ts, self.xid)
+    }
+}
+
+/// A reading's place in its device's order: timestamp, then writing transaction.
+pub type Version = (OffsetDateTime, u64);
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -36,6 +54,7 @@ struct Row {
     tenant_id: Option<String>,
     device_id: Option<String>,
     ts: Option<OffsetDateTime>,
+    xid: Option<String>,
     metrics: Option<sqlx::types::Json<Value>>,
 }
 
@@ -44,7 +63,7 @@ struct Row {
 pub struct Cursor {
     /// `None` until the first read, which takes the newest reading of every device.
     watermark: Option<u64>,
-    published: HashMap<(TenantId, DeviceId), OffsetDateTime>,
+    published: HashMap<(TenantId, DeviceId), Version>,
 }
 
 /// A read's result: readings to publish and the watermark to move to once they are.
@@ -61,26 +80,27 @@ impl Cursor {
             match self.watermark {
                 None => sqlx::query_as(
                     "WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) \
-                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.metrics \
+                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.xid, r.metrics \
                        FROM snap LEFT JOIN LATERAL ( \
-                            SELECT d.tenant_id::text, d.device_id::text, l.ts, l.metrics \
+                            SELECT d.tenant_id::text, d.device_id::text, l.ts, l.xid::text, \
+                                   l.metrics \
                               FROM devices d \
                              CROSS JOIN LATERAL ( \
-                                   SELECT ts, metrics FROM telemetry t \
+                                   SELECT ts, xid, metrics FROM telemetry t \
                                     WHERE t.tenant_id = d.tenant_id AND t.device_id = d.device_id \
-                                    ORDER BY ts DESC LIMIT 1) l) r ON true",
+                                    ORDER BY ts DESC, xid DESC LIMIT 1) l) r ON true",
                 )
                 .fetch_all(pool)
                 .await?,
                 Some(watermark) => sqlx::query_as(
                     "WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) \
-                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.metrics \
+                     SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.xid, r.metrics \
                        FROM snap LEFT JOIN LATERAL ( \
                             SELECT DISTINCT ON (tenant_id, device_id) \
-                                   tenant_id, device_id, ts, metrics \
+                                   tenant_id, device_id, ts, xid::text, metrics \
                               FROM telemetry \
                              WHERE xid >= $1::text::xid8 \
-                             ORDER BY tenant_id, device_id, ts DESC) r ON true",
+                             ORDER BY tenant_id, device_id, ts DESC, xid DESC) r ON true",
                 )
                 .bind(watermark.to_string())
                 .fetch_all(pool)
@@ -92,19 +112,22 @@ impl Cursor {
             if let Ok(x) = row.xmin.parse::<u64>() {
                 next_watermark = x;
             }
-            let (Some(tenant), Some(device), Some(ts), Some(metrics)) =
-                (row.tenant_id, row.device_id, row.ts, row.metrics)
+            let (Some(tenant), Some(device), Some(ts), Some(xid), Some(metrics)) =
+                (row.tenant_id, row.device_id, row.ts, row.xid, row.metrics)
             else {
                 continue;
             };
-            let (Ok(tenant), Ok(device)) = (TenantId::parse(tenant), DeviceId::parse(device))
-            else {
+            let (Ok(tenant), Ok(device), Ok(xid)) = (
+                TenantId::parse(tenant),
+                DeviceId::parse(device),
+                xid.parse::<u64>(),
+            ) else {
                 continue;
             };
             if self
                 .published
                 .get(&(tenant.clone(), device.clone()))
-                .is_some_and(|last| *last >= ts)
+                .is_some_and(|last| *last >= (ts, xid))
             {
                 continue;
             }
@@ -116,6 +139,7 @@ impl Cursor {
                 tenant,
                 device,
                 ts,
+                xid,
                 metrics,
             });
         }
@@ -126,10 +150,10 @@ impl Cursor {
     }
 
     /// Records a reading as published.
-    pub fn mark_published(&mut self, tenant: TenantId, device: DeviceId, ts: OffsetDateTime) {
-        let slot = self.published.entry((tenant, device)).or_insert(ts);
-        if *slot < ts {
-            *slot = ts;
+    pub fn mark_published(&mut self, tenant: TenantId, device: DeviceId, version: Version) {
+        let slot = self.published.entry((tenant, device)).or_insert(version);
+        if *slot < version {
+            *slot = version;
         }
     }
 

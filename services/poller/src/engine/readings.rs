@@ -1,13 +1,12 @@
 //! The telemetry cycle, every `PULSE_TELEMETRY_POLL_MS`: each device's newest reading since
 //! the last read goes out, and the read window moves on only once all of them did.
 
-use pulse_proto::{DeviceId, Subject, Telemetry, TelemetryData, TenantId, Timestamp};
-use std::time::Instant;
-use time::OffsetDateTime;
-
 use super::{CycleError, Engine};
 use crate::metrics::{Kind, Query};
 use crate::publisher::{self, Outgoing};
+use crate::telemetry::Version;
+use pulse_proto::{DeviceId, Subject, Telemetry, TelemetryData, TenantId, Timestamp};
+use std::time::Instant;
 
 impl Engine {
     /// Publishes each device's newest reading since the last read.
@@ -32,6 +31,7 @@ impl Engine {
                 continue;
             }
             let seq = self.seq.next();
+            let version = r.version();
             let message = Telemetry {
                 kind: Default::default(),
                 tenant_id: r.tenant.clone(),
@@ -43,7 +43,7 @@ impl Engine {
                 },
             };
             let subject = Subject::Telemetry(r.tenant.clone(), r.device.clone());
-            let key = (r.tenant, r.device, r.ts);
+            let key = (r.tenant, r.device, version);
             let reading = Outgoing::new(key, subject, seq, &message)?;
             if reading.payload.len() > limit {
                 self.skip_oversized(reading, limit);
@@ -56,8 +56,8 @@ impl Engine {
         let n = done.len() as u64;
         self.metrics.published(Kind::Telemetry, n);
         self.metrics.telemetry_rows.inc_by(n);
-        for (tenant, device, ts) in done {
-            self.telemetry.mark_published(tenant, device, ts);
+        for (tenant, device, version) in done {
+            self.telemetry.mark_published(tenant, device, version);
         }
         // Move on only when the whole window went out; otherwise the next read covers it again.
         if err.is_none() && n as usize == expected {
@@ -69,17 +69,13 @@ impl Engine {
     /// Passes over a reading too big for the NATS server's `max_payload`, which would otherwise
     /// fail on every read and hold the watermark back for good. It counts as handled, so it is
     /// not read again while it stays in the window; a newer reading of the device goes out.
-    fn skip_oversized(
-        &mut self,
-        reading: Outgoing<(TenantId, DeviceId, OffsetDateTime)>,
-        limit: usize,
-    ) {
-        let (tenant, device, ts) = reading.key;
+    fn skip_oversized(&mut self, reading: Outgoing<(TenantId, DeviceId, Version)>, limit: usize) {
+        let (tenant, device, version) = reading.key;
         self.metrics.oversized(Kind::Telemetry);
         tracing::warn!(
             %tenant, %device, bytes = reading.payload.len(), limit,
             "telemetry reading too big for the NATS server's max_payload; skipped"
         );
-        self.telemetry.mark_published(tenant, device, ts);
+        self.telemetry.mark_published(tenant, device, version);
     }
 }

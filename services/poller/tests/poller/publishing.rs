@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -237,6 +237,54 @@ async fn a_reading_that_commits_late_is_not_skipped() {
         .until(Duration::from_secs(5), |v| v["device_id"] == "dev-1")
         .await;
     assert_eq!(late["data"]["metrics"]["who"], "t1");
+    poller.stop().await;
+}
+
+/// A reading corrected at the same timestamp (its metrics updated, or written again) is the
+/// device's newest and goes out; the same reading read again does not.
+#[tokio::test]
+async fn a_reading_corrected_at_the_same_timestamp_is_published() {
+    let (db, tenant) = db_with_tenant("corrected", 1).await;
+    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let poller = spawn_active(config(&db)).await;
+    let ts = "2026-12-01T10:00:00Z";
+    let metrics = |m: &Value| m["data"]["metrics"]["temp_c"].clone();
+    sqlx::query(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-1', $2::timestamptz, '{\"temp_c\": 20}')",
+    )
+    .bind(&tenant)
+    .bind(ts)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let first = sub
+        .until(Duration::from_secs(5), |v| metrics(v) == 20)
+        .await;
+
+    sqlx::query("UPDATE telemetry SET metrics = '{\"temp_c\": 21}' WHERE tenant_id = $1")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let updated = sub
+        .until(Duration::from_secs(5), |v| metrics(v) == 21)
+        .await;
+    assert_eq!(updated["data"]["timestamp"], first["data"]["timestamp"]);
+
+    sqlx::query(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-1', $2::timestamptz, '{\"temp_c\": 22}')",
+    )
+    .bind(&tenant)
+    .bind(ts)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sub.until(Duration::from_secs(5), |v| metrics(v) == 22)
+        .await;
+    // Many telemetry polls (every 50 ms) later, nothing went out again.
+    sub.assert_silent_for(Duration::from_millis(500)).await;
     poller.stop().await;
 }
 
