@@ -27,10 +27,6 @@ use pulse_proto::subject::STATE_STREAM;
 
 use crate::seq::SeqClock;
 
-/// The largest `seq` taken from another message: beyond it, a number is not a poller's (it
-/// would lose precision in JavaScript) and is replaced rather than honoured.
-const MAX_SEQ: u64 = (1 << 53) - 1;
-
 /// What this poller last stored per state subject, in this activation.
 pub struct Fence {
     stored: HashMap<Subject, u64>,
@@ -81,7 +77,9 @@ impl Fence {
             }
             Err(e) => return Err(format!("cannot read the last message of {name}: {e}")),
         };
-        let verdict = match crate::streams::pulse_seq(&last).filter(|s| *s <= MAX_SEQ) {
+        // A seq beyond 2^53 - 1 is not a poller's: `pulse_seq` passes it over, and ours
+        // replaces the message.
+        let verdict = match crate::streams::pulse_seq(&last) {
             Some(theirs) if theirs == ours => Verdict::Stored,
             Some(theirs) if theirs > ours => {
                 self.seq.raise_floor(theirs);

@@ -194,8 +194,11 @@ pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     )
 }
 
-/// The `Pulse-Seq` of a state stream message, if it has a valid one.
+/// The `Pulse-Seq` of a state stream message, if it has a valid one: a whole number no greater
+/// than 2^53 - 1. Beyond that a number is not a poller's (it would lose precision in
+/// JavaScript), and honouring it would push every later `seq` out of the exact range.
 pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u64> {
     let header = message.headers.get(pulse_proto::headers::SEQ)?;
-    header.as_str().parse().ok()
+    let seq: u64 = header.as_str().parse().ok()?;
+    (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }
