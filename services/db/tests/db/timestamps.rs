@@ -48,6 +48,30 @@ async fn insert_alert(db: &ScratchDb, tenant: &str, created: &str) -> Result<(),
     .map(drop)
 }
 
+/// What `sql` selects, one column, with `tenant` as `$1`.
+async fn select<T>(db: &ScratchDb, sql: &str, tenant: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sql)
+        .bind(tenant)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// The `last_seen_at` of the tenant's one device.
+async fn last_seen(db: &ScratchDb, tenant: &str) -> Option<OffsetDateTime> {
+    let seen = select(
+        db,
+        "SELECT last_seen_at FROM devices WHERE tenant_id = $1",
+        tenant,
+    )
+    .await;
+    assert_eq!(seen.len(), 1);
+    seen[0]
+}
+
 fn constraint_of(e: &sqlx::Error) -> Option<String> {
     let db = e.as_database_error()?;
     (db.code().as_deref() == Some("23514")).then(|| db.constraint().unwrap_or("").to_owned())
@@ -76,12 +100,7 @@ async fn a_timestamp_the_services_cannot_read_is_refused_on_write_naming_the_col
         );
     }
     // Nothing of the refused writes is left, and the device was never seen.
-    let seen: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT last_seen_at FROM devices WHERE tenant_id = $1")
-            .bind(&tenant)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let seen = last_seen(&db, &tenant).await;
     assert_eq!(seen, None);
 
     // The bounds are accepted, decoded and formatted as the services do.
@@ -89,23 +108,18 @@ async fn a_timestamp_the_services_cannot_read_is_refused_on_write_naming_the_col
         insert_reading(&db, &tenant, good).await.unwrap();
         insert_alert(&db, &tenant, good).await.unwrap();
     }
-    let stored: Vec<OffsetDateTime> =
-        sqlx::query_scalar("SELECT ts FROM telemetry WHERE tenant_id = $1 ORDER BY ts")
-            .bind(&tenant)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let stored: Vec<OffsetDateTime> = select(
+        &db,
+        "SELECT ts FROM telemetry WHERE tenant_id = $1 ORDER BY ts",
+        &tenant,
+    )
+    .await;
     let formatted: Vec<String> = stored
         .iter()
         .map(|ts| ts.format(&Rfc3339).unwrap())
         .collect();
     assert_eq!(formatted, BOUNDS);
-    let seen: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT last_seen_at FROM devices WHERE tenant_id = $1")
-            .bind(&tenant)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let seen = last_seen(&db, &tenant).await;
     assert_eq!(seen, stored.last().copied());
 }
 
@@ -139,26 +153,21 @@ async fn migrating_a_database_with_unreadable_timestamps_keeps_readings_aside_an
 
     pulse_db::migrate(&db.pool).await.unwrap();
 
-    let kept: Vec<String> =
-        sqlx::query_scalar("SELECT ts::text FROM telemetry WHERE tenant_id = $1 ORDER BY ts")
-            .bind(&tenant)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let kept: Vec<String> = select(
+        &db,
+        "SELECT ts::text FROM telemetry WHERE tenant_id = $1 ORDER BY ts",
+        &tenant,
+    )
+    .await;
     assert_eq!(kept, ["2026-01-01 10:00:00+00"]);
-    let aside: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM telemetry_out_of_range WHERE tenant_id = $1")
-            .bind(&tenant)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(aside, OUT_OF_RANGE.len() as i64);
-    let seen: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT last_seen_at FROM devices WHERE tenant_id = $1")
-            .bind(&tenant)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let aside: Vec<i64> = select(
+        &db,
+        "SELECT count(*) FROM telemetry_out_of_range WHERE tenant_id = $1",
+        &tenant,
+    )
+    .await;
+    assert_eq!(aside, [OUT_OF_RANGE.len() as i64]);
+    let seen = last_seen(&db, &tenant).await;
     assert_eq!(seen, Some(time::macros::datetime!(2026-01-01 10:00:00 UTC)));
     // Every alert is still there, at a time that decodes and formats.
     let alerts: Vec<(OffsetDateTime, Option<OffsetDateTime>)> =

@@ -149,20 +149,7 @@ async fn device_subscribes_repeated_before_the_registry_answers_are_each_answere
             r#""subscribed" "dev-1" null"#,
         ]
     );
-    let nats = nats().await;
-    let subject = format!("pulse.v1.{tenant}.device.dev-1.telemetry");
-    publish(
-        &nats,
-        &subject,
-        1,
-        json!({"type": "telemetry", "device_id": "dev-1"}),
-    )
-    .await;
-    assert_eq!(c.next(T).await["type"], "telemetry");
-    assert!(
-        c.try_next(Duration::from_millis(300)).await.is_none(),
-        "a push arrived twice"
-    );
+    dev_1_pushed_once(&mut c, &tenant).await;
 }
 
 /// An unsubscribe (and a subscribe after it) sent while a device subscribe waits for the
@@ -199,17 +186,20 @@ async fn requests_about_a_device_being_checked_are_each_answered_in_order() {
     );
     assert_eq!(answers["ghost"], ["unknown_device", "not_subscribed"]);
     // Subscribed in the end, once.
+    dev_1_pushed_once(&mut c, &tenant).await;
+}
+
+/// Publishes a reading of `dev-1` of `tenant`, and checks that `c` gets it exactly once.
+async fn dev_1_pushed_once(c: &mut Client, tenant: &str) {
     let nats = nats().await;
     let subject = format!("pulse.v1.{tenant}.device.dev-1.telemetry");
-    publish(
-        &nats,
-        &subject,
-        1,
-        json!({"type": "telemetry", "device_id": "dev-1"}),
-    )
-    .await;
+    let reading = json!({"type": "telemetry", "device_id": "dev-1"});
+    publish(&nats, &subject, 1, reading).await;
     assert_eq!(c.next(T).await["type"], "telemetry");
-    assert!(c.try_next(Duration::from_millis(300)).await.is_none());
+    assert!(
+        c.try_next(Duration::from_millis(300)).await.is_none(),
+        "a push arrived twice"
+    );
 }
 
 #[tokio::test]

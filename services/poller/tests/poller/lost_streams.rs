@@ -39,22 +39,22 @@ async fn refilled(js: &jetstream::Context, tenant: &str, alert: Option<i64>, wha
     .await;
 }
 
+/// A poller on a NATS server of its own, once it has filled the streams for a tenant of two
+/// devices; with a JetStream context on that server.
+async fn filled(label: &str) -> (OnPrivateNats, jetstream::Context) {
+    let on = on_private_nats(label, 2).await;
+    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    let what = "the first snapshots and registry entries";
+    refilled(&js, &on.tenant, None, what).await;
+    (on, js)
+}
+
 #[tokio::test]
 async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled() {
+    let (on, js) = filled("deleted").await;
     let OnPrivateNats {
-        nats,
-        db,
-        tenant,
-        poller,
-    } = on_private_nats("deleted", 2).await;
-    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    refilled(
-        &js,
-        &tenant,
-        None,
-        "the first snapshots and registry entries",
-    )
-    .await;
+        db, tenant, poller, ..
+    } = on;
 
     js.delete_stream(STATE_STREAM).await.unwrap();
     js.delete_stream(EVENTS_STREAM).await.unwrap();
@@ -100,21 +100,13 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
 
 #[tokio::test]
 async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_change() {
+    let (on, _) = filled("wiped").await;
     let OnPrivateNats {
         mut nats,
         db: _db,
         tenant,
         poller,
-    } = on_private_nats("wiped", 2).await;
-    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    refilled(
-        &js,
-        &tenant,
-        None,
-        "the first snapshots and registry entries",
-    )
-    .await;
-
+    } = on;
     nats.start_again_empty().await;
     let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     refilled(

@@ -247,42 +247,26 @@ async fn a_reading_corrected_at_the_same_timestamp_is_published() {
     let (db, tenant) = db_with_tenant("corrected", 1).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     let poller = spawn_active(config(&db)).await;
-    let ts = "2026-12-01T10:00:00Z";
     let metrics = |m: &Value| m["data"]["metrics"]["temp_c"].clone();
-    sqlx::query(
-        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
-         VALUES ($1, 'dev-1', $2::timestamptz, '{\"temp_c\": 20}')",
-    )
-    .bind(&tenant)
-    .bind(ts)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let first = sub
-        .until(Duration::from_secs(5), |v| metrics(v) == 20)
-        .await;
-
-    sqlx::query("UPDATE telemetry SET metrics = '{\"temp_c\": 21}' WHERE tenant_id = $1")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let updated = sub
-        .until(Duration::from_secs(5), |v| metrics(v) == 21)
-        .await;
+    // Each write sets the reading at one timestamp to `temp_c`, and its message must follow.
+    let mut write_and_receive = async |sql: &str, temp_c: i64| {
+        sqlx::query(sql)
+            .bind(&tenant)
+            .bind("2026-12-01T10:00:00Z")
+            .bind(json!({ "temp_c": temp_c }))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sub.until(Duration::from_secs(5), |v| metrics(v) == temp_c)
+            .await
+    };
+    let insert = "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+                  VALUES ($1, 'dev-1', $2::timestamptz, $3)";
+    let first = write_and_receive(insert, 20).await;
+    let update = "UPDATE telemetry SET metrics = $3 WHERE tenant_id = $1 AND ts = $2::timestamptz";
+    let updated = write_and_receive(update, 21).await;
     assert_eq!(updated["data"]["timestamp"], first["data"]["timestamp"]);
-
-    sqlx::query(
-        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
-         VALUES ($1, 'dev-1', $2::timestamptz, '{\"temp_c\": 22}')",
-    )
-    .bind(&tenant)
-    .bind(ts)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sub.until(Duration::from_secs(5), |v| metrics(v) == 22)
-        .await;
+    write_and_receive(insert, 22).await;
     // Many telemetry polls (every 50 ms) later, nothing went out again.
     sub.assert_silent_for(Duration::from_millis(500)).await;
     poller.stop().await;
