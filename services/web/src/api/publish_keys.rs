@@ -21,6 +21,10 @@ use pulse_db::roles::begin_as_tenant;
 /// Every key starts with this, so a leaked one is recognisable (and scannable).
 pub const KEY_PREFIX: &str = "pulse_pk_";
 
+/// Keys a tenant may hold at once: plenty for one per backend, and a bound on what a stolen
+/// admin session can pile up.
+pub const MAX_KEYS_PER_TENANT: i64 = 100;
+
 #[derive(Deserialize, ToSchema)]
 pub struct NewKey {
     /// What the key is for, e.g. `ticketing-backend`; 1 to 128 bytes.
@@ -94,6 +98,7 @@ pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, 
 
 #[utoipa::path(post, path = "/api/v2/publish-keys", tag = "events", request_body = NewKey,
     responses((status = 201, body = CreatedKey), (status = 400), (status = 401), (status = 403),
+              (status = 409, description = "the tenant holds the most keys allowed (100)"),
               (status = 413, description = "the body is larger than 128 KiB")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -108,6 +113,22 @@ pub async fn create(
     let raw: [u8; 32] = rand::random();
     let key = format!("{KEY_PREFIX}{}", hex::encode(raw));
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
+    // Counted under a lock of the tenant's keys, taken first (the count's statement then sees
+    // every creation that held it before), so concurrent creations cannot pass the cap
+    // together; released with the transaction.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pulse_publish_keys'), hashtext($1))")
+        .bind(session.tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM publish_keys WHERE tenant_id = $1")
+        .bind(session.tenant.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    if held >= MAX_KEYS_PER_TENANT {
+        return Err(ApiError::Conflict(format!(
+            "a tenant holds at most {MAX_KEYS_PER_TENANT} publish keys; revoke one first"
+        )));
+    }
     let (key_id, created_at): (i64, OffsetDateTime) = sqlx::query_as(
         "INSERT INTO publish_keys (tenant_id, key_hash, name) VALUES ($1, $2, $3) \
          RETURNING key_id, created_at",

@@ -705,3 +705,55 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     assert_eq!(error_code(r, 401).await, "unauthorized", "a revoked key");
     env.finish().await;
 }
+
+/// A tenant holds at most 100 publish keys: the next is refused with 409, even when many are
+/// asked for at once, until one is revoked.
+#[tokio::test]
+async fn a_tenant_holds_at_most_100_publish_keys() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    // 95 made beforehand; then ten asked for at once, of which five fit.
+    sqlx::query(
+        "INSERT INTO publish_keys (tenant_id, key_hash, name) \
+         SELECT $1, sha256(g::text::bytea), 'k' || g FROM generate_series(1, 95) g",
+    )
+    .bind(&env.tenant)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let url = env.at("/api/v2/publish-keys");
+    let bodies: Vec<Value> = (0..10).map(|i| json!({"name": format!("n{i}")})).collect();
+    let asks = bodies.iter().map(|b| post_json(&admin, url.clone(), b));
+    let statuses: Vec<u16> = futures::future::join_all(asks)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        5,
+        "{statuses:?}"
+    );
+    let r = post_json(&admin, url.clone(), &json!({"name": "one more"})).await;
+    assert_eq!(error_code(r, 409).await, "conflict");
+    // Another tenant is not held back by this one's keys.
+    let other = env.login("admin", &env.other_tenant).await;
+    let r = post_json(&other, url.clone(), &json!({"name": "theirs"})).await;
+    assert_eq!(r.status(), 201);
+    // A revoked key makes room for one.
+    let listed: Value = get_json(&admin, url.clone()).await;
+    let first = listed["items"][0]["key_id"].clone();
+    let r = admin
+        .delete(env.at(&format!("/api/v2/publish-keys/{first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = post_json(&admin, url, &json!({"name": "replacement"})).await;
+    assert_eq!(r.status(), 201);
+}
