@@ -42,6 +42,12 @@ impl Default for Serving {
     }
 }
 
+/// Whether an accept error is about that one connection (its peer gave up), not the server.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then until the requests in flight
 /// are answered.
 pub async fn serve(
@@ -59,9 +65,15 @@ pub async fn serve(
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // A connection the peer reset before it was accepted: that one is gone, the
+                // next may be waiting already.
+                Err(e) if peer_gone(&e) => {
+                    tracing::debug!(error = %e, "a connection ended before it was accepted");
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset before it was accepted:
-                    // pause a little rather than spin, and go on.
+                    // Out of file descriptors or memory: pause a little rather than spin (a
+                    // connection may end meanwhile and free one), and go on.
                     tracing::warn!(error = %e, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -110,4 +122,18 @@ pub async fn serve(
     drop(stopping_tx);
     drop(guard);
     connections.closed().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_peer_giving_up_is_passed_over_at_once() {
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert!(peer_gone(&aborted));
+        // EMFILE and ENFILE: the server is out of descriptors, and must pause.
+        assert!(!peer_gone(&std::io::Error::from_raw_os_error(24)));
+        assert!(!peer_gone(&std::io::Error::from_raw_os_error(23)));
+    }
 }
