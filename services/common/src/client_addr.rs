@@ -16,8 +16,11 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(address))
     }
 
-    /// The client's address for a request from `peer` with `headers`.
+    /// The client's address for a request from `peer` with `headers`. An IPv4 address written
+    /// as IPv6 (`::ffff:10.1.2.3`, how a dual-stack listener sees IPv4 peers) is that IPv4
+    /// address, for the trusted networks and for the caller.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.trusts(&peer) {
             return peer;
         }
@@ -27,7 +30,7 @@ impl TrustedProxies {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .map(|hop| hop.parse::<IpAddr>().ok())
+            .map(|hop| hop.parse::<IpAddr>().ok().map(|a| a.to_canonical()))
             .collect::<Option<Vec<_>>>()
             .unwrap_or_default();
         // From the right: each trusted proxy appended who it heard from.
@@ -80,6 +83,12 @@ mod tests {
             ip("10.1.2.3")
         );
         assert_eq!(t.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
+        // A dual-stack listener sees an IPv4 proxy as `::ffff:10.1.2.3`: still trusted.
+        assert_eq!(t.client(ip("::ffff:10.1.2.3"), &spoof), ip("1.2.3.4"));
+        assert_eq!(
+            t.client(ip("::ffff:203.0.113.9"), &spoof),
+            ip("203.0.113.9")
+        );
         assert!(parse_trusted("not-an-ip").is_err());
         assert_eq!(parse_trusted("").unwrap(), TrustedProxies::default());
     }

@@ -45,7 +45,10 @@ impl Default for Serving {
 /// Whether an accept error is about that one connection (its peer gave up), not the server.
 fn peer_gone(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then until the requests in flight
