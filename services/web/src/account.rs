@@ -55,8 +55,8 @@ struct UserRow {
 }
 
 /// A hash to verify against when the email is unknown, so a miss costs as much as a hit and
-/// timing does not reveal which emails exist.
-fn dummy_hash() -> String {
+/// timing does not reveal which emails exist. Made once, when the service starts.
+pub(crate) fn dummy_hash() -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| {
         use argon2::PasswordHasher as _;
@@ -97,6 +97,10 @@ pub async fn login(
         ));
     }
     let client = state.logins.client(peer.ip(), &headers);
+    // Argon2 is deliberately slow and memory-hungry: a bounded number at once. The slot is
+    // taken before the attempt is counted, so a login turned away as busy (503, retry in a
+    // second) costs the user none of their attempts.
+    let slot = state.logins.hashing_slot().await?;
     if let Attempt::OverEmailLimit(refusal) = state.logins.attempt(&email, client)? {
         // Only a login from where the user logged in before gets past the email's limit.
         if !login_addresses::is_known(&state.pool, &email, client).await? {
@@ -115,9 +119,7 @@ pub async fn login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(dummy_hash);
-    // Argon2 is deliberately slow and memory-hungry: a bounded number at once, off the async
-    // workers.
-    let slot = state.logins.hashing_slot().await?;
+    // Off the async workers.
     let verified = tokio::task::spawn_blocking(move || {
         let _slot = slot;
         PasswordHash::new(&hash)

@@ -62,6 +62,12 @@ pub async fn run(
         );
     }
     let stop = pulse_common::startup::cancel_on(shutdown);
+    // The hash unknown emails are checked against, made now rather than by the first such
+    // login: that one would block an async worker for a whole argon2 run and take longer than
+    // a login of a known email.
+    tokio::task::spawn_blocking(account::dummy_hash)
+        .await
+        .context("cannot prepare the login hash")?;
     let mut registry = pulse_common::startup::registry();
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["database"]);

@@ -38,10 +38,15 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 const _: () = assert!(MAX_BODY_BYTES >= 2 * MAX_EVENT_BYTES);
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// The built-in topic of alert changes, emitted by the database's trigger only.
+pub const ACTIVITY_TOPIC: &str = "activity";
 /// The request header that makes a publish idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// Unknown fields are refused: a misspelt `payload` would otherwise store the event with a
+/// `null` one and answer 202.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Topic id, e.g. `tickets`.
     #[schema(value_type = String)]
@@ -165,6 +170,11 @@ pub async fn publish(
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     let tenant = publisher.tenant(body.tenant_id.clone())?;
     let topic = body.topic;
+    if topic.as_str() == ACTIVITY_TOPIC {
+        return Err(ApiError::Forbidden(
+            "topic `activity` is written by the database alone (alert changes)",
+        ));
+    }
     if body.event.is_empty() || body.event.len() > 128 {
         return Err(ApiError::BadRequest("event must be 1–128 bytes".into()));
     }

@@ -249,6 +249,25 @@ async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
     .await;
     assert_eq!(accepted_seq(r).await, 1);
 
+    // A field not in the request (a misspelt `payload`) is refused, not dropped.
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "odd", "event": "e", "data": {"lost": true}}),
+        )
+        .await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    // The alert history topic is the database's alone.
+    let activity = rows(&env, &env.tenant, "activity").await;
+    let r = env
+        .post_event(
+            &admin,
+            &json!({"topic": "activity", "event": "alert:closed"}),
+        )
+        .await;
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    assert_eq!(rows(&env, &env.tenant, "activity").await, activity);
+
     // The shared publish token naming a tenant that does not exist.
     let r = publish(
         &c,

@@ -53,6 +53,46 @@ async fn a_burst_of_logins_is_answered_with_503_beyond_the_hashing_in_flight() {
     env.finish().await;
 }
 
+/// A login turned away because every hashing slot is busy (503, "retry in a second") costs
+/// the user none of their attempts: a client that follows that advice is not locked out.
+#[tokio::test]
+async fn logins_turned_away_as_busy_are_not_counted_against_the_user() {
+    let env = spawn_with(|c| {
+        c.login_concurrency = 1;
+        c.login_failures_per_minute = 2;
+        c.trusted_proxies = loopback_proxy();
+    })
+    .await;
+    let email = format!("viewer@{}.example", env.tenant);
+    // Others keep the one slot busy, each from an address of its own: arriving every 4 ms,
+    // faster than one slot hashes, they queue for longer than a login waits (1 s).
+    let flood = (0..300).map(|i| {
+        let base = env.at("");
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(i * 4)).await;
+            let who = format!("198.51.{}.{}", 100 + i / 250, i % 250);
+            let stranger = format!("nobody-{i}@x.example");
+            login_at(&base, Some(&who), &stranger, "wrong").await
+        }
+    });
+    // Meanwhile the user tries three times at once from its own address (more than its two
+    // attempts a minute), each turned away as busy.
+    let user = async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let tries = (0..3).map(|_| login_from(&env, Some("203.0.113.5"), &email, PASSWORD));
+        futures::future::join_all(tries).await
+    };
+    let (flooded, answers) = tokio::join!(futures::future::join_all(flood), user);
+    assert!(flooded.contains(&503), "the flood never kept the slot busy");
+    assert!(answers.iter().all(|s| *s == 503), "{answers:?}");
+    // Once the flood is over, the user logs in: the 503s spent none of its two attempts.
+    assert_eq!(
+        login_from(&env, Some("203.0.113.5"), &email, PASSWORD).await,
+        200
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let email_of = |env: &Env| format!("viewer@{}.example", env.tenant);
