@@ -127,14 +127,14 @@ async fn a_timestamp_the_services_cannot_read_is_refused_on_write_naming_the_col
 async fn migrating_a_database_with_unreadable_timestamps_keeps_readings_aside_and_repairs_the_rest()
 {
     let db = ScratchDb::create("db").await;
+    // The schema as it was before the migration under test.
     let before: Vec<_> = pulse_db::migrate::MIGRATOR
         .iter()
-        .filter(|m| m.description != "timestamps in range")
+        .take_while(|m| m.description != "timestamps in range")
         .cloned()
         .collect();
-    assert_eq!(
-        before.len() + 1,
-        pulse_db::migrate::MIGRATOR.iter().count(),
+    assert!(
+        before.len() < pulse_db::migrate::MIGRATOR.iter().count(),
         "the migration under test is named `timestamps_in_range`"
     );
     let older = Migrator {

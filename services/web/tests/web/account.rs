@@ -82,6 +82,42 @@ async fn a_logged_out_session_cookie_replayed_gets_401() {
     env.finish().await;
 }
 
+/// A new password (how a stolen one is answered) ends every session of the user, also one
+/// taken with the old password; other users keep theirs, and the new password logs in.
+#[tokio::test]
+async fn a_password_change_ends_the_users_sessions() {
+    let env = spawn().await;
+    let stolen = session_cookie(&env, "admin").await;
+    let bystander = session_cookie(&env, "viewer").await;
+    let email = format!("admin@{}.example", env.tenant);
+    // Set as an outside tool would; the new hash is the viewer's, of the same password with
+    // another salt, so the test can log in with it.
+    env.execute(
+        "UPDATE users SET password_hash = (SELECT password_hash FROM users u \
+          WHERE u.email = 'viewer@' || split_part($1, '@', 2)) WHERE email = $1",
+        &[&email],
+    )
+    .await;
+    let r = get_with(&env, &stolen, "/api/v2/me").await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    assert_eq!(get_with(&env, &bystander, "/api/v2/me").await.status(), 200);
+    assert_eq!(
+        get_with(&env, &session_cookie(&env, "admin").await, "/api/v2/me")
+            .await
+            .status(),
+        200
+    );
+    // Writing the same hash again changes nothing and ends nothing.
+    let kept = session_cookie(&env, "admin").await;
+    env.execute(
+        "UPDATE users SET password_hash = password_hash WHERE email = $1",
+        &[&email],
+    )
+    .await;
+    assert_eq!(get_with(&env, &kept, "/api/v2/me").await.status(), 200);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn a_role_change_or_a_deleted_user_takes_effect_on_the_next_request() {
     let env = spawn().await;
