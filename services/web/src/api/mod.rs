@@ -106,7 +106,20 @@ pub fn page<T, C>(
 }
 
 /// What the poller recorded it applies (status thresholds, fleet cap), so REST and pushes
-/// agree; the defaults when it cannot be read.
+/// agree; the defaults when it cannot be read. Read in a savepoint: a failed read would
+/// otherwise abort `tx`, and the request's next query with it.
 pub async fn applied(tx: &mut Transaction<'static, Postgres>) -> Result<Applied, ApiError> {
-    Ok(pulse_db::settings::read(tx).await.unwrap_or_default())
+    use sqlx::Connection as _;
+    let mut savepoint = tx.begin().await?;
+    match pulse_db::settings::read(&mut savepoint).await {
+        Ok(applied) => {
+            savepoint.commit().await?;
+            Ok(applied)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read pulse_settings; using the defaults");
+            savepoint.rollback().await?;
+            Ok(Applied::default())
+        }
+    }
 }

@@ -89,6 +89,25 @@ async fn devices_page_and_telemetry_history() {
     env.finish().await;
 }
 
+/// Without the poller's recorded settings (unreadable here), devices and the fleet are still
+/// served, with the default thresholds, not a 500.
+#[tokio::test]
+async fn unreadable_settings_give_the_defaults_not_an_error() {
+    let env = spawn().await;
+    env.execute("REVOKE SELECT ON pulse_settings FROM pulse_tenant", &[])
+        .await;
+    let c = env.login("viewer", &env.tenant).await;
+    for path in [
+        "/api/v2/devices",
+        "/api/v2/devices/dev-0001",
+        "/api/v2/fleet",
+    ] {
+        let r = c.get(env.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
+    }
+    env.finish().await;
+}
+
 /// A small tenant among many: its alert pages read its own index entries, not the whole table
 /// filtered by row-level security, however often a connection has run the query before.
 #[tokio::test]
