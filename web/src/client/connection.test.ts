@@ -97,7 +97,10 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
   const statuses: ConnectionStatus[] = [];
   client.on("error", (e) => errors.push(e));
   client.on("connection", (s) => statuses.push(s));
-  const states = (): ConnectionState[] => statuses.map((s) => s.state);
+  // The states in turn: a status published again with the same state (a new next attempt
+  // time) is the same step.
+  const states = (): ConnectionState[] =>
+    statuses.map((s) => s.state).filter((state, i, all) => i === 0 || all[i - 1] !== state);
   /** Milliseconds until the next connection attempt; NaN when none is scheduled. */
   const nextAttemptIn = (): number => (client.status.nextAttemptAt ?? Number.NaN) - Date.now();
 
@@ -360,6 +363,28 @@ describe("reconnecting", () => {
     expect(delays).toEqual([999, 1_998, 3_996, 7_992]);
   });
 
+  it("after 4029 spreads the clients refused together beyond the hint, not all at its end", async () => {
+    const waits: number[] = [];
+    for (const r of [0.1, 0.9]) {
+      const t = setup({ random: () => r });
+      const socket = await t.connect();
+      socket.serverClose(4029, "tenant connection limit reached; retry_after=5");
+      waits.push(t.nextAttemptIn());
+      t.client.close();
+    }
+    expect(waits).toEqual([5_100, 5_900]);
+  });
+
+  it("publishes each new next attempt time while reconnecting, not only the first", async () => {
+    const t = setup({ random: () => 0.999 });
+    await t.failAttempts(3);
+    t.factory.last().serverClose(1006);
+    const last = t.statuses.at(-1);
+    expect(last?.state).toBe("reconnecting");
+    expect(last?.nextAttemptAt).toBe(t.client.status.nextAttemptAt);
+    expect(new Set(t.statuses.map((s) => s.nextAttemptAt)).size).toBeGreaterThan(3);
+  });
+
   it("after 4029 waits at least the gateway's hint, backs off beyond it, and tries another gateway", async () => {
     const t = setup({ random: () => 0.999 });
     const first = await t.connect();
@@ -373,8 +398,8 @@ describe("reconnecting", () => {
       delays.push(t.nextAttemptIn());
       await t.nextSocket(true);
     }
-    // The hint (12 s), then at least the default 5 s, then the backoff once it is longer.
-    expect(delays).toEqual([12_000, 5_000, 5_000, 7_992]);
+    // The hint (12 s, then the default 5 s), with the backoff's jitter on top.
+    expect(delays).toEqual([12_999, 6_998, 8_996, 12_992]);
     expect(t.errors.map((e) => e.kind)).toEqual(["rate_limited", "rate_limited", "rate_limited", "rate_limited"]);
   });
 

@@ -690,7 +690,9 @@ export class PulseClient {
         message: `the gateway is limiting this client (4029${reason ? `: ${quote(reason)}` : ""})`,
         code,
       });
-      this.scheduleServerWait(Math.max(this.backoff.next(), hintMs), code);
+      // On top of the hint, not within it: clients refused together (a cap reached after a
+      // failover) would otherwise all come back at the same instant, and be refused again.
+      this.scheduleServerWait(hintMs + this.backoff.next(), code);
       return;
     }
     if (code === CloseCode.SERVICE_RESTART) {
@@ -1292,7 +1294,12 @@ export class PulseClient {
       Object.fromEntries(Object.entries(status).filter(([, v]) => v !== undefined)),
     ) as unknown as ConnectionStatus;
     this.current = next;
-    if (previous.state !== next.state || previous.polling !== next.polling || previous.reason !== next.reason) {
+    // Also when only the next attempt's time or why the last one failed changed: a status
+    // shown to the user ("next attempt in 20 s") must not go stale over repeated failures.
+    const changed = (["state", "polling", "reason", "nextAttemptAt", "closeCode", "error"] as const).some(
+      (field) => previous[field] !== next[field],
+    );
+    if (changed) {
       this.bus.publish("connection", next);
     }
   }
