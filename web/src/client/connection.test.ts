@@ -1506,7 +1506,7 @@ describe("offline", () => {
     expect(t.factory.last().channelRequests).toEqual([{ action: "subscribe", type: "alerts" }]);
   });
 
-  it("goes offline when the browser reports no network, and reconnects at once when it is back", async () => {
+  it("goes offline when the browser reports no network, and reconnects within a second when it is back", async () => {
     const t = setup();
     const socket = await t.connect();
     t.network.set(false);
@@ -1517,7 +1517,9 @@ describe("offline", () => {
     expect(t.factory.sockets).toHaveLength(1);
     t.network.set(true);
     expect(t.client.state).toBe("reconnecting");
-    await settle();
+    // Within the restart jitter (random 0.5 of 1 s), not at the same instant as every tab.
+    expect(t.nextAttemptIn()).toBe(500);
+    await t.advanceAndSettle(500);
     expect(t.factory.sockets).toHaveLength(2);
     t.factory.last().accept();
     await settle();
@@ -1532,7 +1534,7 @@ describe("offline", () => {
     expect(t.client.state).toBe("offline");
     expect(t.getTicket).not.toHaveBeenCalled();
     t.network.set(true);
-    await settle();
+    await t.advanceAndSettle(1_000);
     t.factory.last().accept();
     await settle();
     expect(t.client.state).toBe("live");
@@ -1545,8 +1547,25 @@ describe("offline", () => {
     expect(t.nextAttemptIn()).toBeGreaterThan(20_000);
     const count = t.factory.sockets.length;
     t.network.set(true);
-    await settle();
+    expect(t.nextAttemptIn()).toBeLessThan(1_000);
+    await t.advanceAndSettle(1_000);
     expect(t.factory.sockets).toHaveLength(count + 1);
+  });
+
+  it("keeps backing off when the network flaps, rather than retrying at each return", async () => {
+    const t = setup({ random: () => 0.999 });
+    await t.failAttempts(1);
+    const waits: number[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      t.network.set(false);
+      t.network.set(true);
+      waits.push(t.nextAttemptIn());
+      await t.advanceAndSettle(1_000);
+    }
+    // The first return is a recovery (jittered within 1 s); the next ones, each within 10 s
+    // of the last, back off.
+    expect(waits[0]).toBeLessThan(1_000);
+    expect(waits.slice(1)).toEqual([999, 1_998, 3_996]);
   });
 });
 

@@ -252,6 +252,8 @@ export class PulseClient {
   private readonly renewAt: number;
   private readonly renewRetryMs: number;
   private readonly stableAfterMs: number;
+  /** When the network last came back, to tell a network that flaps from one that recovered. */
+  private networkBackAt = Number.NEGATIVE_INFINITY;
   private readonly subscribeTimeoutMs: number;
 
   private readonly seq = new SeqTracker();
@@ -800,10 +802,17 @@ export class PulseClient {
       // The gateway asked for a wait: the network coming back does not cut it short.
       if (!this.retryTimer.pending) this.scheduleRetry(this.serverWaitUntil - this.now());
     } else if (this.current.state === "offline" || this.retryTimer.pending) {
-      // The network is back: try now rather than wait out the backoff.
-      this.backoff.reset();
-      this.update({ state: "reconnecting", polling: this.polling, since: this.now() });
-      this.attempt();
+      // The network is back: try soon rather than wait out the backoff, within a short random
+      // window, so that the dashboards of one network that recovers do not all come back (and
+      // ask for tickets) at the same instant. A network that flaps, back again within
+      // `stableAfterMs`, keeps its backoff growing.
+      const flapping = this.now() - this.networkBackAt < this.stableAfterMs;
+      this.networkBackAt = this.now();
+      if (!flapping) this.backoff.reset();
+      if (this.current.state === "offline") {
+        this.update({ state: "reconnecting", polling: this.polling, since: this.now() });
+      }
+      this.scheduleRetry(flapping ? this.backoff.next() : Math.floor(this.clampedRandom() * this.restartJitterMs));
     }
   }
 
