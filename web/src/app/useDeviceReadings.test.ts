@@ -1,6 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
-import { reduceDeviceReadings, type DeviceReadings } from "./useDeviceReadings.js";
+import { alwaysOnline, PulseClient } from "../client/index.js";
+import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
+import { reduceDeviceReadings, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
 const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
@@ -42,5 +44,38 @@ describe("reduceDeviceReadings", () => {
 
   it("records a missing device", () => {
     expect(reduceDeviceReadings(empty, { type: "history-failed", error: "device not found", notFound: true })).toMatchObject({ notFound: true, historyLoaded: true });
+  });
+});
+
+describe("watchDeviceResubscribed", () => {
+  it("asks for the history again each time the device is subscribed anew after a cut, not the first time", async () => {
+    vi.useFakeTimers();
+    try {
+      const sockets = socketFactory();
+      const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+      const again = vi.fn();
+      const stop = watchDeviceResubscribed(client, "dev-1", again);
+      client.subscribe({ type: "device", device_id: "dev-1" });
+      client.subscribe({ type: "device", device_id: "dev-2" });
+      client.start();
+      await settle();
+      sockets.last().accept();
+      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
+      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-2", seq: 3 });
+      await settle();
+      expect(again).not.toHaveBeenCalled();
+      // The gateway goes away; readings pushed meanwhile never reach this client.
+      sockets.last().serverClose(1006);
+      await vi.advanceTimersByTimeAsync(60_000);
+      await settle();
+      sockets.last().accept();
+      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 9 });
+      await settle();
+      expect(again).toHaveBeenCalledTimes(1);
+      stop();
+      client.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

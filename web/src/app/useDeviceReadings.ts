@@ -10,6 +10,7 @@ import { useCallback, useEffect, useReducer } from "react";
 
 import { mergeReadings, MAX_READINGS } from "../model/readings.js";
 import { checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
+import type { PulseClient } from "../client/index.js";
 import { HttpError } from "./api.js";
 import { deviceHistoryQuery } from "./queries.js";
 import { useSession } from "./session.js";
@@ -74,6 +75,22 @@ export function nothingLoaded(state: DeviceReadings): boolean {
   return state.detail === null && state.readings.length === 0;
 }
 
+/**
+ * Calls `onAgain` each time the gateway confirms the subscription to `deviceId` after the
+ * first time: the client was cut off in between (an outage, a gateway restart), and the
+ * readings pushed meanwhile never came, so the history must be read again to close the gap.
+ * Returns a function that stops.
+ */
+export function watchDeviceResubscribed(client: PulseClient, deviceId: string, onAgain: () => void): () => void {
+  let confirmed = 0;
+  return client.on("subscription", (status) => {
+    const { channel } = status;
+    if (status.state !== "subscribed" || channel.type !== "device" || channel.device_id !== deviceId) return;
+    confirmed += 1;
+    if (confirmed > 1) onAgain();
+  });
+}
+
 /** Readings to show for one device, a retry of the history and whether a load runs. */
 export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean };
 
@@ -102,6 +119,8 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
     () => client.watch({ type: "device", device_id: deviceId }, (message) => dispatch({ type: "live", message, deviceId })),
     [client, deviceId],
   );
+
+  useEffect(() => watchDeviceResubscribed(client, deviceId, () => void refetch()), [client, deviceId, refetch]);
 
   const retry = useCallback(() => void refetch(), [refetch]);
   return { ...state, retry, reloading: history.isFetching };
