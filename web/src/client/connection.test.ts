@@ -510,11 +510,38 @@ describe("reconnecting", () => {
     expect(inUrl.protocols).toBeUndefined();
     expect(new URL(inUrl.url).searchParams.get("token")).toBe(inUrl.token);
     expect(t.client.state).toBe("live");
-    // It opened: later connections keep the way that worked.
+    // The first failure may have been a gateway that was down: the subprotocol gets one more
+    // chance, so that tokens do not stay in URLs for the life of the tab.
     inUrl.serverClose(1012);
+    const retried = await t.nextSocket(false);
+    expect(retried.protocols?.[0]).toBe("pulse.v1");
+    expect(new URL(retried.url).searchParams.has("token")).toBe(false);
+    retried.serverClose(1006); // refused again: this gateway does not take it
+    const inUrlAgain = await t.nextSocket();
+    expect(inUrlAgain.protocols).toBeUndefined();
+    // From then on, later connections keep the way that worked.
+    inUrlAgain.serverClose(1012);
     const again = await t.nextSocket();
     expect(again.protocols).toBeUndefined();
     expect(new URL(again.url).searchParams.has("token")).toBe(true);
+  });
+
+  it("after a gateway that was down made it put the ticket in the URL, goes back to the subprotocol", async () => {
+    const t = setup();
+    t.client.start();
+    await settle();
+    t.factory.last().serverClose(1006); // the gateway is down (an outage, a deploy)
+    const inUrl = await t.nextSocket();
+    expect(inUrl.protocols).toBeUndefined();
+    inUrl.serverClose(1012);
+    const next = await t.nextSocket();
+    expect(next.protocols?.[0]).toBe("pulse.v1");
+    expect(next.url).not.toContain("token=");
+    expect(t.client.state).toBe("live");
+    // It works: it stays that way, whatever fails later.
+    next.serverClose(1006);
+    const later = await t.nextSocket();
+    expect(later.url).not.toContain("token=");
   });
 
   it("tries another gateway after one did not answer in time", async () => {

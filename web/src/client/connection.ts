@@ -294,6 +294,13 @@ export class PulseClient {
    */
   private ticketInUrl = false;
   private subprotocolWorks = false;
+  /**
+   * A connection opened with the ticket in the URL before any opened with the subprotocol:
+   * the attempt that failed first may have met a gateway that was down, not one that refuses
+   * the subprotocol. The next attempt gives the subprotocol one more chance (once per client),
+   * so a tab that loaded during an outage does not put its tokens in URLs for good.
+   */
+  private subprotocolRetried = false;
   private socketUsesSubprotocol = false;
   private socketOpen = false;
   /** The gateway has answered on the open socket (see {@link PulseClient.onAccepted}). */
@@ -622,7 +629,12 @@ export class PulseClient {
     this.connectTimer.clear();
     this.socketOpen = true;
     this.accepted = false;
-    if (this.socketUsesSubprotocol) this.subprotocolWorks = true;
+    if (this.socketUsesSubprotocol) {
+      this.subprotocolWorks = true;
+    } else if (!this.subprotocolWorks && !this.subprotocolRetried) {
+      this.subprotocolRetried = true;
+      this.ticketInUrl = false;
+    }
     // A new connection starts with the gateway's whole burst; past it the subscribes are paced.
     this.pacer.reset();
     // Event topics held before without a position to resume from: whatever happened meanwhile
