@@ -24,20 +24,28 @@ impl TrustedProxies {
         if !self.trusts(&peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = headers
+        let hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .map(|hop| hop.parse::<IpAddr>().ok().map(|a| a.to_canonical()))
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
-        // From the right: each trusted proxy appended who it heard from.
-        hops.into_iter()
-            .rev()
-            .find(|hop| !self.trusts(hop))
-            .unwrap_or(peer)
+            .collect();
+        // From the right: each trusted proxy appended who it heard from, so the first address
+        // that is not a trusted proxy's is the client. Whatever is left of it is the client's
+        // own word, garbage included, and is never read: a client that sends a header nobody
+        // can parse must not be counted as the proxy (and with it everyone behind it).
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let Ok(address) = hop.parse::<IpAddr>() else {
+                break;
+            };
+            client = address.to_canonical();
+            if !self.trusts(&client) {
+                break;
+            }
+        }
+        client
     }
 }
 
@@ -82,6 +90,12 @@ mod tests {
             t.client(ip("10.1.2.3"), &forwarded("garbage")),
             ip("10.1.2.3")
         );
+        // Garbage of the client's own, left of what the trusted proxy appended, is not read:
+        // the client is who the proxy heard from, not the proxy.
+        let forged = forwarded("not-an-address, 198.51.100.7");
+        assert_eq!(t.client(ip("10.1.2.3"), &forged), ip("198.51.100.7"));
+        let behind_two = forwarded("garbage, 198.51.100.8, 10.9.9.9");
+        assert_eq!(t.client(ip("10.1.2.3"), &behind_two), ip("198.51.100.8"));
         assert_eq!(t.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
         // A dual-stack listener sees an IPv4 proxy as `::ffff:10.1.2.3`: still trusted.
         assert_eq!(t.client(ip("::ffff:10.1.2.3"), &spoof), ip("1.2.3.4"));
