@@ -12,7 +12,11 @@
 //!   address's limit. The counts are this instance's own.
 //! - Argon2 costs ~19 MiB and tens of milliseconds per hash: at most
 //!   `PULSE_LOGIN_CONCURRENCY` run at once; a login that finds none free within a second gets
-//!   503 with `Retry-After`, and memory stays bounded whatever the burst.
+//!   503 with `Retry-After`, and memory stays bounded whatever the burst. The slot is taken
+//!   before the attempt is counted, so a login turned away as busy costs no attempt.
+//! - The bookkeeping stays cheap under a flood of distinct addresses: quiet keys are swept
+//!   when the limiters have doubled since the last sweep, not on every attempt past a size,
+//!   and known pairs past their cap are trimmed by a tenth at a time.
 //! - The client address is the connection's peer, or, when the peer is one of
 //!   `PULSE_TRUSTED_PROXIES`, the nearest untrusted address of `X-Forwarded-For`; an IPv6
 //!   client counts as its /64.
@@ -21,6 +25,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -58,6 +63,10 @@ pub struct LoginGuard {
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     per_email: DefaultKeyedRateLimiter<String>,
     known: Mutex<HashMap<Pair, Instant>>,
+    /// The limiters' size past which the next attempt sweeps quiet keys: twice what the last
+    /// sweep left (at least [`RETAIN_ABOVE`]), so that sweeps stay rare however many keys
+    /// are recent.
+    sweep_above: AtomicUsize,
     hashing: Arc<Semaphore>,
     trusted: TrustedProxies,
 }
@@ -80,6 +89,7 @@ impl LoginGuard {
             per_address: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(4))),
             per_email: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(10))),
             known: Mutex::new(HashMap::new()),
+            sweep_above: AtomicUsize::new(RETAIN_ABOVE),
             hashing: Arc::new(Semaphore::new(concurrency.max(1))),
             trusted,
         }
@@ -94,17 +104,13 @@ impl LoginGuard {
     /// email's own limit refuses it, the caller decides: an address that logged in as the
     /// email before (on any instance, see [`crate::login_addresses`]) is let through.
     pub fn attempt(&self, email: &str, address: IpAddr) -> Result<Attempt, ApiError> {
-        for limiter_len in [
-            self.per_pair.len(),
-            self.per_address.len(),
-            self.per_email.len(),
-        ] {
-            if limiter_len > RETAIN_ABOVE {
-                self.per_pair.retain_recent();
-                self.per_address.retain_recent();
-                self.per_email.retain_recent();
-                break;
-            }
+        if self.largest_limiter() > self.sweep_above.load(Ordering::Relaxed) {
+            self.per_pair.retain_recent();
+            self.per_address.retain_recent();
+            self.per_email.retain_recent();
+            let left = self.largest_limiter();
+            self.sweep_above
+                .store(RETAIN_ABOVE.max(left.saturating_mul(2)), Ordering::Relaxed);
         }
         let address = subscriber(address);
         let pair = (email.to_owned(), address);
@@ -116,6 +122,13 @@ impl LoginGuard {
             }
         }
         Ok(Attempt::Counted)
+    }
+
+    fn largest_limiter(&self) -> usize {
+        self.per_pair
+            .len()
+            .max(self.per_address.len())
+            .max(self.per_email.len())
     }
 
     fn is_known(&self, pair: &Pair) -> bool {
@@ -132,13 +145,13 @@ impl LoginGuard {
         let mut known = self.known.lock();
         if known.len() >= MAX_KNOWN {
             known.retain(|_, at| at.elapsed() < KNOWN_FOR);
-            if known.len() >= MAX_KNOWN
-                && let Some(oldest) = known
-                    .iter()
-                    .min_by_key(|(_, at)| **at)
-                    .map(|(k, _)| k.clone())
-            {
-                known.remove(&oldest);
+            if known.len() >= MAX_KNOWN {
+                // The oldest tenth at once: one pass per MAX_KNOWN / 10 logins, not per login.
+                let mut times: Vec<Instant> = known.values().copied().collect();
+                let cut = MAX_KNOWN / 10;
+                let (_, cutoff, _) = times.select_nth_unstable(cut);
+                let cutoff = *cutoff;
+                known.retain(|_, at| *at > cutoff);
             }
         }
         known.insert((email.to_owned(), address), Instant::now());
@@ -210,6 +223,34 @@ mod tests {
             Ok(Attempt::OverEmailLimit(ApiError::TooManyRequests { .. }))
         ));
         assert!(counted(g.attempt("v@x.example", victim)));
+    }
+
+    #[test]
+    fn a_flood_of_distinct_addresses_sweeps_the_limiters_rarely() {
+        // One attempt a minute: no key comes back to rest while the test runs.
+        let g = LoginGuard::new(1, 1, TrustedProxies::default());
+        let address = |n: usize| IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        for n in 0..RETAIN_ABOVE + 2 {
+            let _ = g.attempt("a@x.example", address(n));
+        }
+        // Every key is recent: the sweep left them all, and the next one waits for twice as
+        // many, instead of sweeping again on each of the following attempts.
+        assert!(g.sweep_above.load(Ordering::Relaxed) > 2 * RETAIN_ABOVE);
+    }
+
+    #[test]
+    fn known_pairs_past_their_cap_lose_the_oldest_tenth() {
+        let g = LoginGuard::new(1, 1, TrustedProxies::default());
+        let address = |n: usize| IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        for n in 0..MAX_KNOWN {
+            g.remember("a@x.example", address(n));
+        }
+        g.remember("b@x.example", address(0));
+        let known = g.known.lock().len();
+        assert!(known <= MAX_KNOWN - MAX_KNOWN / 10 + 1, "{known}");
+        assert!(!g.is_known(&("a@x.example".to_owned(), address(0))));
+        assert!(g.is_known(&("a@x.example".to_owned(), address(MAX_KNOWN - 1))));
+        assert!(g.is_known(&("b@x.example".to_owned(), address(0))));
     }
 
     #[test]
