@@ -188,6 +188,24 @@ pub struct Event {
     pub payload: Value,
 }
 
+/// An [`Event`] whose payload is kept as the JSON text it was stored as, not decoded: the
+/// same message on the wire. The outbox holds what PostgreSQL's `jsonb` accepts, which is
+/// more than a decoded [`Value`] holds (`1e400`, nesting deeper than 128): relayed or listed
+/// as text, such a payload goes out as it was written instead of stopping the relay, or the
+/// listing, of every event after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    /// Always `"event"`.
+    #[serde(rename = "type")]
+    pub kind: EventTag,
+    pub tenant_id: TenantId,
+    pub topic: Topic,
+    pub event: String,
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
 /// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
 /// close that user's connections: 4003 when it was deleted, 4001 when its role changed (a
 /// fresh ticket carries the new role).
@@ -214,6 +232,37 @@ pub enum UserChange {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stored_event_is_the_same_message_as_an_event_and_keeps_what_a_value_cannot_hold() {
+        let ts = Timestamp(time::macros::datetime!(2026-12-01 10:00:00 UTC));
+        let (tenant, topic) = (TenantId::parse("acme").unwrap(), Topic::parse("t").unwrap());
+        let event = Event {
+            kind: Default::default(),
+            tenant_id: tenant.clone(),
+            topic: topic.clone(),
+            event: "ticket:update".into(),
+            seq: 7,
+            ts,
+            payload: json!({"id": 5, "tags": ["a"]}),
+        };
+        let stored = |payload: &str| StoredEvent {
+            kind: Default::default(),
+            tenant_id: tenant.clone(),
+            topic: topic.clone(),
+            event: "ticket:update".into(),
+            seq: 7,
+            ts,
+            payload: serde_json::value::RawValue::from_string(payload.to_owned()).unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&stored(r#"{"id":5,"tags":["a"]}"#)).unwrap(),
+            serde_json::to_string(&event).unwrap()
+        );
+        let huge = format!("1{}", "0".repeat(400));
+        let text = serde_json::to_string(&stored(&huge)).unwrap();
+        assert!(text.ends_with(&format!(r#""payload":{huge}}}"#)), "{text}");
+    }
 
     #[test]
     fn user_changed_shape() {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use parking_lot::Mutex;
 use pulse_common::nats::{LinkState, unless_dropped};
-use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
-use serde_json::Value;
+use pulse_proto::{StoredEvent, Subject, TenantId, Timestamp, Topic};
+use serde_json::value::RawValue;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -50,7 +50,8 @@ struct Row {
     topic: String,
     seq: i64,
     event: String,
-    payload: Value,
+    /// As stored, not decoded: see [`StoredEvent`].
+    payload: String,
     created_at: OffsetDateTime,
     /// The most events of one topic this pass reads.
     share: i64,
@@ -123,7 +124,8 @@ impl Relay {
              ), share AS ( \
                  SELECT greatest(1, least($2, $1 / greatest(count(*), 1))) AS n FROM topics \
              ) \
-             SELECT e.tenant_id::text, e.topic::text, e.seq, e.event, e.payload, e.created_at, \
+             SELECT e.tenant_id::text, e.topic::text, e.seq, e.event, e.payload::text, \
+                    e.created_at, \
                     (SELECT n FROM share) AS share \
                FROM topics t CROSS JOIN LATERAL ( \
                  SELECT * FROM events \
@@ -160,14 +162,22 @@ impl Relay {
                 continue;
             };
             let seq = row.seq as u64;
-            let message = Event {
+            // PostgreSQL writes `jsonb` out as valid JSON: this cannot fail, short of a bug.
+            let payload = match RawValue::from_string(row.payload) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::error!(%tenant, %topic, seq, error = %e, "outbox payload is not JSON");
+                    continue;
+                }
+            };
+            let message = StoredEvent {
                 kind: Default::default(),
                 tenant_id: tenant.clone(),
                 topic: topic.clone(),
                 event: row.event,
                 seq,
                 ts: Timestamp(row.created_at),
-                payload: row.payload,
+                payload,
             };
             let key = (tenant.clone(), topic.clone(), seq, row.created_at);
             let subject = Subject::Events(tenant.clone(), topic.clone());

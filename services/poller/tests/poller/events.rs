@@ -583,3 +583,40 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
     assert_eq!(relay.prune().await.unwrap(), 1);
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 5, 6]);
 }
+
+/// PostgreSQL's `jsonb` holds payloads a decoded JSON value cannot (a number past f64, nesting
+/// deeper than 128), written by any caller of `pulse_emit_event`. They are relayed as they
+/// were stored, and do not hold back the events after them, of any tenant.
+#[tokio::test]
+async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothing() {
+    let (db, a) = db_with_tenant("ev-odd", 0).await;
+    let b = db.tenant("ev-next", 0).await;
+    let (nats, js) = shared_streams().await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for payload in [r#"{"x": 1e400}"#, deep.as_str()] {
+        sqlx::query("SELECT pulse_emit_event($1, 'odd', 'odd:payload', $2::jsonb)")
+            .bind(&a)
+            .bind(payload)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    emit(&db, &b, "orders", "order:placed", json!({"n": 1})).await;
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+    assert_eq!(relay.relay_once().await.unwrap().read, 3);
+    assert_eq!(unrelayed(&db).await, 0);
+    assert_eq!(stream_matches_outbox(&js, &db, &b, "orders").await, 1);
+    let odd = stored_events(&js, &format!("pulse.v1.{a}.events.odd")).await;
+    let texts: Vec<String> = odd
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(texts.len(), 2);
+    // 1e400 as PostgreSQL writes it out: every digit.
+    assert!(
+        texts[0].contains(&format!("1{}", "0".repeat(400))),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[1].contains(&deep), "the nested payload as stored");
+}

@@ -18,9 +18,10 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use pulse_proto::{Event, Subject, TenantId, Timestamp, Topic};
+use pulse_proto::{Event, StoredEvent, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -317,7 +318,7 @@ pub struct EventPage {
     pub topic: String,
     /// Ascending seq, each exactly as pushed on the `events` channel.
     #[schema(value_type = Vec<Object>)]
-    pub events: Vec<Event>,
+    pub events: Vec<StoredEvent>,
     /// The topic's newest seq (0 when it has none): a client that has it has everything.
     pub last_seq: u64,
 }
@@ -326,7 +327,8 @@ pub struct EventPage {
 struct Row {
     seq: i64,
     event: String,
-    payload: Value,
+    /// As stored, not decoded: see [`StoredEvent`].
+    payload: String,
     created_at: OffsetDateTime,
 }
 
@@ -351,7 +353,7 @@ pub async fn list(
     let mut rows: Vec<Row> = match p.after {
         Some(after) => {
             sqlx::query_as(
-                "SELECT seq, event, payload, created_at FROM events \
+                "SELECT seq, event, payload::text, created_at FROM events \
                   WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
             .bind(topic.as_str())
@@ -362,7 +364,7 @@ pub async fn list(
         }
         None => {
             sqlx::query_as(
-                "SELECT seq, event, payload, created_at FROM events \
+                "SELECT seq, event, payload::text, created_at FROM events \
                   WHERE topic = $1 ORDER BY seq DESC LIMIT $2",
             )
             .bind(topic.as_str())
@@ -375,16 +377,21 @@ pub async fn list(
     rows.sort_by_key(|r| r.seq);
     let events = rows
         .into_iter()
-        .map(|r| Event {
-            kind: Default::default(),
-            tenant_id: session.tenant.clone(),
-            topic: topic.clone(),
-            event: r.event,
-            seq: r.seq as u64,
-            ts: Timestamp(r.created_at),
-            payload: r.payload,
+        .map(|r| {
+            // PostgreSQL writes `jsonb` out as valid JSON: this cannot fail, short of a bug.
+            let payload = RawValue::from_string(r.payload)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored payload: {e}")))?;
+            Ok(StoredEvent {
+                kind: Default::default(),
+                tenant_id: session.tenant.clone(),
+                topic: topic.clone(),
+                event: r.event,
+                seq: r.seq as u64,
+                ts: Timestamp(r.created_at),
+                payload,
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(EventPage {
         topic: topic.to_string(),
         events,

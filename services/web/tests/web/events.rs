@@ -340,6 +340,30 @@ async fn a_tenant_over_its_rate_gets_429_and_other_tenants_do_not() {
     env.finish().await;
 }
 
+/// A payload PostgreSQL holds but a decoded JSON value cannot (written by any caller of
+/// `pulse_emit_event`) is listed as stored, and the events beside it with it.
+#[tokio::test]
+async fn events_are_listed_whatever_payload_postgresql_holds() {
+    let env = spawn().await;
+    emit(&env.pool, &env.tenant, "odd", "e", json!({"n": 1})).await;
+    env.execute(
+        "SELECT pulse_emit_event($1, 'odd', 'e', '{\"x\": 1e400}'::jsonb)",
+        &[&env.tenant],
+    )
+    .await;
+    emit(&env.pool, &env.tenant, "odd", "e", json!({"n": 3})).await;
+    let viewer = env.login("viewer", &env.tenant).await;
+    let r = get(&viewer, env.at("/api/v2/events?topic=odd")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&format!("1{}", "0".repeat(400))), "{text}");
+    assert!(
+        text.contains(r#""n":3"#) || text.contains(r#""n": 3"#),
+        "{text}"
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn a_topics_events_are_read_back_by_seq() {
     let env = spawn().await;
