@@ -37,9 +37,16 @@ use crate::queue::ClientQueue;
 pub enum FanOutError {
     #[error("cannot subscribe on NATS: {0}")]
     Subscribe(String),
+    /// NATS is disconnected: a subscription started now could not learn where its subject
+    /// stands, and what is published until the link is back would be missed unannounced.
+    #[error("NATS is disconnected")]
+    Disconnected,
     #[error("the tenant already has {0} subjects on this gateway")]
     TenantSubjects(usize),
 }
+
+/// Longest a NATS subscribe may take before the subscriber is told `unavailable`.
+const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The subjects in use on this instance, and how many each tenant has.
 #[derive(Default)]
@@ -227,12 +234,21 @@ impl FanOut {
         if topic.is_live() || topic.is_stopped() {
             return Ok(());
         }
-        let subscriber = self
-            .inner
-            .nats
-            .subscribe(topic.subject.to_string())
-            .await
-            .map_err(|e| FanOutError::Subscribe(e.to_string()))?;
+        // The subscriber is told `unavailable` and asks again (the protocol's "retry"): a
+        // subject started while NATS is away would be acknowledged with no position, and the
+        // events relayed meanwhile never delivered nor announced.
+        if self.inner.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(FanOutError::Disconnected);
+        }
+        // Bounded: the client's command buffer can fill during an outage, and the connection
+        // that asked must not wait on it.
+        let subscriber = tokio::time::timeout(
+            SUBSCRIBE_TIMEOUT,
+            self.inner.nats.subscribe(topic.subject.to_string()),
+        )
+        .await
+        .map_err(|_| FanOutError::Subscribe(format!("no answer within {SUBSCRIBE_TIMEOUT:?}")))?
+        .map_err(|e| FanOutError::Subscribe(e.to_string()))?;
         let task = if topic.snapshot {
             tokio::spawn(snapshots::dispatch(
                 Arc::downgrade(topic),

@@ -216,13 +216,18 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let addr = gw.addr;
     // Not ready while NATS is gone.
     answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;
-    // A subscription made while NATS is gone is acknowledged without waiting for NATS, and
-    // works once NATS is back.
-    c.subscribe_within(
-        json!({"type": "events", "topic": "during-outage"}),
-        Duration::from_secs(2),
-    )
-    .await;
+    // A subject not in use yet cannot be started while NATS is gone: where it stands is
+    // unknown, and what is published meanwhile would be missed unannounced. The client is told
+    // at once to retry, and the connection stays.
+    let during = json!({"type": "events", "topic": "during-outage"});
+    let asked = std::time::Instant::now();
+    let refused = c.subscribe(during.clone()).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["topic"].as_str()),
+        (Some("unavailable"), Some("during-outage")),
+        "{refused}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(2));
     // Meanwhile the state changed (written straight to the restarted server's stream below).
     let back = std::time::Instant::now();
     server.start_again().await;
@@ -236,6 +241,8 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
         back.elapsed()
     );
     assert_eq!(got["seq"], 11);
+    // Asked again once NATS is back, as `unavailable` says: it works.
+    c.assert_subscribes(during).await;
     let events = format!("pulse.v1.{tenant}.events.during-outage");
     let mut delivered = None;
     for n in 1..=50u64 {
