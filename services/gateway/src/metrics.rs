@@ -38,6 +38,8 @@ pub struct Metrics {
     pub events_duplicate: Counter,
     pub events_filled: Counter,
     pub events_replayed: Counter,
+    /// Events read back from the events stream for clients resuming with `since`.
+    pub events_read_for_replay: Counter,
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
     pub snapshot_retries: Gauge,
@@ -165,6 +167,12 @@ impl Metrics {
                 r,
                 "events_replayed",
                 "Events replayed to clients that subscribed with since",
+                Counter::default(),
+            ),
+            events_read_for_replay: register(
+                r,
+                "events_read_for_replay",
+                "Events read back from the events stream for clients that subscribed with since",
                 Counter::default(),
             ),
             event_resets: register(

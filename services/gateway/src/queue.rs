@@ -85,7 +85,14 @@ pub struct ClientQueue {
     wake: Notify,
     overflow: Notify,
     event_cap: usize,
+    /// Catch-ups from the events stream this client may run at once: each reads at most the
+    /// replay room left when it starts, so a client resuming many channels at once reads a few
+    /// replays' worth, not one per channel.
+    catch_ups: tokio::sync::Semaphore,
 }
+
+/// Catch-ups one client runs at once ([`ClientQueue::catch_up_turn`]).
+const CATCH_UPS_AT_ONCE: usize = 4;
 
 impl ClientQueue {
     pub fn new(event_cap: usize) -> Self {
@@ -94,7 +101,14 @@ impl ClientQueue {
             wake: Notify::new(),
             overflow: Notify::new(),
             event_cap,
+            catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
         }
+    }
+
+    /// Waits for this client's turn to read the events stream for a catch-up; the turn ends
+    /// when the permit is dropped. `None` only if the semaphore was closed (it never is).
+    pub async fn catch_up_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.catch_ups.acquire().await.ok()
     }
 
     /// Keeps only the newest frame per snapshot subject.

@@ -127,17 +127,24 @@ impl Events {
     ) {
         let metrics = &self.inner.metrics;
         let started = Instant::now();
+        // A few at a time per client, each reading no more than the client may still be sent:
+        // a client resuming hundreds of channels at once must not have hundreds of full
+        // replays read and held, only to drop all but the first.
+        let Some(_turn) = queue.catch_up_turn().await else {
+            return;
+        };
         for attempt in 1..=SPLICE_ATTEMPTS {
+            let room = queue.replay_room(self.inner.limits.replay_max);
             let read = self
                 .inner
                 .history
-                .read_after(
-                    &topic.subject,
-                    topic.id,
-                    since,
-                    self.inner.limits.replay_max,
-                )
+                .read_after(&topic.subject, topic.id, since, room.max(1))
                 .await;
+            if let Ok(stored) = &read {
+                metrics
+                    .events_read_for_replay
+                    .inc_by(stored.frames.len() as u64);
+            }
             // Under the log's lock: either the client is caught up (and this returns), or an
             // event sent live was not stored yet and the stream is read again after a pause.
             'locked: {
