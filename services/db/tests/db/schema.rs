@@ -271,3 +271,38 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
         .unwrap();
     assert_eq!(emit("orders").await, 6);
 }
+
+/// A tenant has at most 10,000 event topics: a new one past that is refused naming the cap,
+/// while its topics, and the built-in `activity`, keep taking events.
+#[tokio::test]
+async fn a_tenant_has_at_most_ten_thousand_event_topics() {
+    let db = ScratchDb::migrated("db").await;
+    let tenant = db.tenant("topics", 0).await;
+    sqlx::query(
+        "INSERT INTO event_topics (tenant_id, topic, last_seq) \
+         SELECT $1, 't' || g, 1 FROM generate_series(1, 10000) g",
+    )
+    .bind(&tenant)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let emit = |topic: &'static str| {
+        sqlx::query_scalar::<_, i64>("SELECT pulse_emit_event($1, $2, 'x', '{}')")
+            .bind(tenant.clone())
+            .bind(topic)
+            .fetch_one(&db.pool)
+    };
+    let e = emit("one-more").await.unwrap_err();
+    let refused = e.as_database_error().and_then(|d| d.constraint());
+    assert_eq!(refused, Some("event_topics_per_tenant"), "{e}");
+    assert_eq!(emit("t1").await.unwrap(), 2);
+    assert_eq!(emit("activity").await.unwrap(), 1);
+    // Another tenant is not held back.
+    let other = db.tenant("topics-other", 0).await;
+    let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'one-more', 'x', '{}')")
+        .bind(&other)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, 1);
+}

@@ -39,6 +39,8 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 const _: () = assert!(MAX_BODY_BYTES >= 2 * MAX_EVENT_BYTES);
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Most event topics a tenant may have (the schema's `event_topics_per_tenant`).
+pub const MAX_TOPICS_PER_TENANT: usize = 10_000;
 /// The built-in topic of alert changes, emitted by the database's trigger only.
 pub const ACTIVITY_TOPIC: &str = "activity";
 /// The request header that makes a publish idempotent.
@@ -242,7 +244,8 @@ pub async fn publish(
 
 /// What PostgreSQL refuses of an event: a payload over the limit as it stores it (`jsonb`
 /// writes numbers out in full and a space after each `,` and `:`, so a payload under the limit
-/// as sent may exceed it as stored), or a tenant that does not exist.
+/// as sent may exceed it as stored), a tenant that does not exist, or a new topic past the
+/// tenant's cap.
 fn refused(e: sqlx::Error, tenant: &TenantId) -> ApiError {
     if let sqlx::Error::Database(db) = &e {
         if db.constraint() == Some("events_payload_check") {
@@ -252,6 +255,12 @@ fn refused(e: sqlx::Error, tenant: &TenantId) -> ApiError {
         }
         if db.is_foreign_key_violation() {
             return ApiError::BadRequest(format!("tenant_id {tenant} names no tenant"));
+        }
+        if db.constraint() == Some("event_topics_per_tenant") {
+            return ApiError::Conflict(format!(
+                "tenant {tenant} already has {MAX_TOPICS_PER_TENANT} event topics; publish to \
+                 one of them"
+            ));
         }
     }
     e.into()

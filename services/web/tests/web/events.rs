@@ -257,6 +257,22 @@ async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
         )
         .await;
     assert_eq!(error_code(r, 400).await, "bad_request");
+    // A new topic past the tenant's 10,000 is refused; its topics still take events.
+    env.execute(
+        "INSERT INTO event_topics (tenant_id, topic, last_seq) \
+         SELECT $1, 'full-' || g, 1 FROM generate_series(1, 10000 - \
+                (SELECT count(*) FROM event_topics WHERE tenant_id = $1)::int) g",
+        &[&env.tenant],
+    )
+    .await;
+    let r = env
+        .post_event(&admin, &json!({"topic": "one-more", "event": "e"}))
+        .await;
+    assert_eq!(error_code(r, 409).await, "conflict");
+    let r = env
+        .post_event(&admin, &json!({"topic": "full-1", "event": "e"}))
+        .await;
+    assert_eq!(r.status(), 202);
     // The alert history topic is the database's alone.
     let activity = rows(&env, &env.tenant, "activity").await;
     let r = env
