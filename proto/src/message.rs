@@ -172,9 +172,11 @@ pub enum DeviceStatus {
     Online,
 }
 
+// The payload is a decoded `Value` by default; `StoredEvent` keeps it as stored text.
 /// `pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Event {
+#[schemars(rename = "Event")]
+pub struct Event<P = Value> {
     /// Always `"event"`.
     #[serde(rename = "type")]
     pub kind: EventTag,
@@ -185,7 +187,22 @@ pub struct Event {
     pub seq: u64,
     pub ts: Timestamp,
     /// Event-specific body; free-form JSON.
-    pub payload: Value,
+    pub payload: P,
+}
+
+impl<P> Event<P> {
+    /// The same event with another payload (or the same one, kept another way).
+    pub fn with_payload<Q>(self, payload: Q) -> Event<Q> {
+        Event {
+            kind: self.kind,
+            tenant_id: self.tenant_id,
+            topic: self.topic,
+            event: self.event,
+            seq: self.seq,
+            ts: self.ts,
+            payload,
+        }
+    }
 }
 
 /// An [`Event`] whose payload is kept as the JSON text it was stored as, not decoded: the
@@ -193,18 +210,7 @@ pub struct Event {
 /// more than a decoded [`Value`] holds (`1e400`, nesting deeper than 128): relayed or listed
 /// as text, such a payload goes out as it was written instead of stopping the relay, or the
 /// listing, of every event after it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredEvent {
-    /// Always `"event"`.
-    #[serde(rename = "type")]
-    pub kind: EventTag,
-    pub tenant_id: TenantId,
-    pub topic: Topic,
-    pub event: String,
-    pub seq: u64,
-    pub ts: Timestamp,
-    pub payload: Box<serde_json::value::RawValue>,
-}
+pub type StoredEvent = Event<Box<serde_json::value::RawValue>>;
 
 /// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
 /// close that user's connections: 4003 when it was deleted, 4001 when its role changed (a
@@ -246,14 +252,9 @@ mod tests {
             ts,
             payload: json!({"id": 5, "tags": ["a"]}),
         };
-        let stored = |payload: &str| StoredEvent {
-            kind: Default::default(),
-            tenant_id: tenant.clone(),
-            topic: topic.clone(),
-            event: "ticket:update".into(),
-            seq: 7,
-            ts,
-            payload: serde_json::value::RawValue::from_string(payload.to_owned()).unwrap(),
+        let stored = |payload: &str| -> StoredEvent {
+            let raw = serde_json::value::RawValue::from_string(payload.to_owned()).unwrap();
+            event.clone().with_payload(raw)
         };
         assert_eq!(
             serde_json::to_string(&stored(r#"{"id":5,"tags":["a"]}"#)).unwrap(),

@@ -252,23 +252,25 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
     for _ in 0..3 {
         emit("orders").await;
     }
-    let recreate = |sql: &'static str| sqlx::query(sql).bind(tenant.clone()).execute(&db.pool);
-    recreate("DELETE FROM tenants WHERE tenant_id = $1")
-        .await
-        .unwrap();
-    recreate("INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)")
-        .await
-        .unwrap();
+    // Deleted (its topics' counters go with it) and created again with the same id.
+    let recreate = || async {
+        for sql in [
+            "DELETE FROM tenants WHERE tenant_id = $1",
+            "INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)",
+        ] {
+            sqlx::query(sql)
+                .bind(&tenant)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+    };
+    recreate().await;
     assert_eq!(emit("orders").await, 4);
     assert_eq!(emit("orders").await, 5);
     assert_eq!(emit("fresh").await, 1);
     // And again: the floor follows.
-    recreate("DELETE FROM tenants WHERE tenant_id = $1")
-        .await
-        .unwrap();
-    recreate("INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)")
-        .await
-        .unwrap();
+    recreate().await;
     assert_eq!(emit("orders").await, 6);
 }
 
