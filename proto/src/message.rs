@@ -212,6 +212,16 @@ impl<P> Event<P> {
 /// listing, of every event after it.
 pub type StoredEvent = Event<Box<serde_json::value::RawValue>>;
 
+/// A payload as PostgreSQL wrote it out (`jsonb::text`), for a [`StoredEvent`]: written as
+/// a decoded [`Value`] would be (compact, keys in order) whenever it decodes, so messages stay
+/// byte for byte what they always were; as stored only when it does not decode.
+pub fn stored_payload(text: String) -> serde_json::Result<Box<serde_json::value::RawValue>> {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(value) => serde_json::value::to_raw_value(&value),
+        Err(_) => serde_json::value::RawValue::from_string(text),
+    }
+}
+
 /// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
 /// close that user's connections: 4003 when it was deleted, 4001 when its role changed (a
 /// fresh ticket carries the new role).

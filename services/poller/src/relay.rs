@@ -14,7 +14,6 @@ use async_nats::jetstream;
 use parking_lot::Mutex;
 use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::{StoredEvent, Subject, TenantId, Timestamp, Topic};
-use serde_json::value::RawValue;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -163,7 +162,7 @@ impl Relay {
             };
             let seq = row.seq as u64;
             // PostgreSQL writes `jsonb` out as valid JSON: this cannot fail, short of a bug.
-            let payload = match RawValue::from_string(row.payload) {
+            let payload = match pulse_proto::message::stored_payload(row.payload) {
                 Ok(payload) => payload,
                 Err(e) => {
                     tracing::error!(%tenant, %topic, seq, error = %e, "outbox payload is not JSON");

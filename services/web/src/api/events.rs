@@ -21,7 +21,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use pulse_proto::{Event, StoredEvent, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -388,7 +387,7 @@ pub async fn list(
         .into_iter()
         .map(|r| {
             // PostgreSQL writes `jsonb` out as valid JSON: this cannot fail, short of a bug.
-            let payload = RawValue::from_string(r.payload)
+            let payload = pulse_proto::message::stored_payload(r.payload)
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored payload: {e}")))?;
             Ok(StoredEvent {
                 kind: Default::default(),
