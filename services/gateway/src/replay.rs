@@ -47,6 +47,10 @@ pub struct EventLog {
     /// The head is 0 because the stream held none of the topic's events when this instance
     /// read it ([`EventLog::learn_head`]), not because an event was delivered.
     empty_at_read: bool,
+    /// The newest stored `seq` learned while nothing was delivered here, too late to be the
+    /// head ([`EventLog::learn_floor`]): a gap above it is read back, but nothing at or below
+    /// it counts as delivered.
+    floor: Option<u64>,
     recent: VecDeque<Frame>,
     cap: usize,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
@@ -58,6 +62,7 @@ impl EventLog {
         Self {
             head: None,
             empty_at_read: false,
+            floor: None,
             recent: VecDeque::new(),
             cap,
             catching_up: HashMap::new(),
@@ -68,7 +73,10 @@ impl EventLog {
     pub fn order(&self, seq: u64) -> Order {
         match self.head {
             _ if seq == 0 => Order::Next,
-            None => Order::Next,
+            None => match self.floor {
+                Some(floor) if seq > floor + 1 => Order::Gap { head: floor },
+                _ => Order::Next,
+            },
             Some(head) if seq <= head => Order::Duplicate,
             Some(head) if seq == head + 1 => Order::Next,
             Some(head) => Order::Gap { head },
@@ -90,6 +98,7 @@ impl EventLog {
         }
         self.head = Some(frame.seq);
         self.empty_at_read = false;
+        self.floor = None;
         if self.cap > 0 {
             if self.recent.len() >= self.cap {
                 self.recent.pop_front();
@@ -110,6 +119,24 @@ impl EventLog {
         }
     }
 
+    /// Learns the newest stored `seq` when subscribers may already be waiting without one:
+    /// the read answered after the subscribe did, or a catch-up read for one client. Events up
+    /// to it may still be on their way here live, and the subscribers without `seq` are owed
+    /// them, so it is no head: an event at or below it is delivered, and only one further on
+    /// reveals a gap, which is read back from it.
+    pub fn learn_floor(&mut self, seq: u64) {
+        if self.head.is_none() {
+            self.floor = Some(self.floor.map_or(seq, |floor| floor.max(seq)));
+            self.empty_at_read = self.floor == Some(0);
+        }
+    }
+
+    /// Where a read of missed events starts: after the head, or after the floor while
+    /// nothing was delivered here.
+    pub fn fill_from(&self) -> Option<u64> {
+        self.head.or(self.floor)
+    }
+
     /// The head, unless it only says that the stream held nothing when this instance read it
     /// (a subscriber is not told `seq: 0`: the topic's events may have expired, and the next
     /// one is not 1).
@@ -127,6 +154,7 @@ impl EventLog {
         }
         self.head = Some(first - 1);
         self.empty_at_read = false;
+        self.floor = None;
         self.recent.clear();
         true
     }
@@ -136,6 +164,7 @@ impl EventLog {
     pub fn forget_head(&mut self) {
         self.head = None;
         self.empty_at_read = false;
+        self.floor = None;
         self.recent.clear();
     }
 
@@ -368,6 +397,53 @@ mod tests {
             None,
             "a client ahead of this instance is served by the stream"
         );
+    }
+
+    #[test]
+    fn a_head_learned_after_subscribers_were_answered_delivers_what_they_are_owed() {
+        // The read of the newest stored event answered late: event 5 was stored meanwhile,
+        // and its live copy is still on its way to subscribers that got no `seq`.
+        let mut log = EventLog::new(4);
+        log.learn_floor(5);
+        assert_eq!(
+            log.known_head(),
+            None,
+            "a floor is never told as a position"
+        );
+        assert_eq!(log.order(4), Order::Next, "nothing was delivered here yet");
+        assert_eq!(
+            log.order(5),
+            Order::Next,
+            "event 5 is owed to the subscribers"
+        );
+        assert_eq!(log.order(6), Order::Next);
+        assert_eq!(
+            log.order(8),
+            Order::Gap { head: 5 },
+            "events 6 and 7 were missed: read back from the floor"
+        );
+        assert_eq!(log.fill_from(), Some(5));
+        log.advance(&f(5));
+        assert_eq!(
+            log.order(5),
+            Order::Duplicate,
+            "once delivered, the head rules"
+        );
+        assert_eq!(log.fill_from(), Some(5));
+
+        // A floor of 0 (the stream held none) still starts at the oldest retained event.
+        let mut empty = EventLog::new(4);
+        empty.learn_floor(0);
+        assert_eq!(empty.order(3), Order::Gap { head: 0 });
+        assert!(empty.start_at_retained(3));
+        assert_eq!(empty.order(3), Order::Next);
+
+        // A head learned in time is a head.
+        let mut timely = EventLog::new(4);
+        timely.learn_head(5);
+        assert_eq!(timely.order(5), Order::Duplicate);
+        timely.learn_floor(9);
+        assert_eq!(timely.fill_from(), Some(5), "a floor never moves a head");
     }
 
     #[test]

@@ -191,10 +191,10 @@ impl Events {
                         break;
                     }
                 }
-                if let (None, Ok(stored)) = (log.head, &read)
+                if let Ok(stored) = &read
                     && let Some(last) = stored.frames.last()
                 {
-                    log.learn_head(last.seq);
+                    log.learn_floor(last.seq);
                 }
                 drop(log);
                 tracing::debug!(
@@ -219,9 +219,9 @@ impl Events {
     /// allow.
     ///
     /// A JetStream that answers slowly holds the subscribe at most [`HEAD_WAIT`]: then a core
-    /// NATS round trip proves the SUB is in place, and the head is learned when the read
-    /// answers (until then the subscriber gets no `seq` in `subscribed`, as the protocol
-    /// allows, and the first live event starts this instance's order).
+    /// NATS round trip proves the SUB is in place, and the subscriber gets no `seq` in
+    /// `subscribed`, as the protocol allows. The read's answer then only sets a floor: events
+    /// up to it may still be on their way here, and that subscriber is owed them.
     pub(super) async fn server_barrier(&self, topic: &Arc<Topic>) {
         let shared = &self.inner;
         // Disconnected: the SUB is sent again on reconnect; there is nothing to wait for.
@@ -232,7 +232,7 @@ impl Events {
         }
         let read = shared.history.latest(&topic.subject, topic.id);
         match tokio::time::timeout(HEAD_WAIT, read).await {
-            Ok(result) => learn_head(topic, result),
+            Ok(result) => learn_head(topic, result, EventLog::learn_head),
             Err(_) => {
                 if tokio::time::timeout(ROUND_TRIP_TIMEOUT, shared.nats.flush())
                     .await
@@ -244,7 +244,7 @@ impl Events {
                 let topic = topic.clone();
                 tokio::spawn(async move {
                     let result = events.inner.history.latest(&topic.subject, topic.id).await;
-                    learn_head(&topic, result);
+                    learn_head(&topic, result, EventLog::learn_floor);
                 });
             }
         }
@@ -300,7 +300,7 @@ impl Events {
         let metrics = &self.inner.metrics;
         let limit = self.inner.limits.replay_max;
         for attempt in 1..=SPLICE_ATTEMPTS {
-            let Some(head) = topic.log.lock().head else {
+            let Some(head) = topic.log.lock().fill_from() else {
                 break;
             };
             match self
@@ -373,11 +373,17 @@ async fn splice_pause(attempt: usize) {
     tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
 }
 
-/// Records where an event subject's order starts, from the read of its newest stored event.
-fn learn_head(topic: &Topic, result: Result<Option<Frame>, HistoryError>) {
+/// Records where an event subject's order starts, from the read of its newest stored event:
+/// as the head ([`EventLog::learn_head`]) while the first subscriber waits for its reply, as a
+/// floor ([`EventLog::learn_floor`]) once it was answered without a `seq`.
+fn learn_head(
+    topic: &Topic,
+    result: Result<Option<Frame>, HistoryError>,
+    learn: fn(&mut EventLog, u64),
+) {
     match result {
-        Ok(Some(frame)) => topic.log.lock().learn_head(frame.seq),
-        Ok(None) => topic.log.lock().learn_head(0),
+        Ok(Some(frame)) => learn(&mut topic.log.lock(), frame.seq),
+        Ok(None) => learn(&mut topic.log.lock(), 0),
         Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
     }
 }
