@@ -24,6 +24,8 @@ use crate::queue::ClientQueue;
 
 /// How long a read of a current value may take before JetStream counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retained values read at once when every snapshot subject is read again after a reconnect.
+const RESYNC_READS_AT_ONCE: usize = 32;
 
 /// Reads of the retained values in `PULSE_STATE`, shared by every snapshot topic.
 #[derive(Clone)]
@@ -95,16 +97,20 @@ impl CurrentValues {
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
-    /// retained value is read again and pushed to its subscribers where it is newer.
+    /// retained value is read again and pushed to its subscribers where it is newer. A few
+    /// reads run at once: one at a time, thousands of subjects would leave the last ones'
+    /// subscribers on a stale value for seconds after every reconnect.
     pub(super) async fn resync(&self, topics: impl IntoIterator<Item = Arc<Topic>>) {
-        for topic in topics {
-            let before = topic.current().map(|f| f.seq);
-            match self.fetch(&topic).await {
-                Ok(Some(frame)) if Some(frame.seq) != before => topic.push_current(&frame),
-                Ok(_) => {}
-                Err(()) => self.retry(topic),
-            }
-        }
+        futures::stream::iter(topics)
+            .for_each_concurrent(RESYNC_READS_AT_ONCE, |topic| async move {
+                let before = topic.current().map(|f| f.seq);
+                match self.fetch(&topic).await {
+                    Ok(Some(frame)) if Some(frame.seq) != before => topic.push_current(&frame),
+                    Ok(_) => {}
+                    Err(()) => self.retry(topic),
+                }
+            })
+            .await;
     }
 
     /// Reads the retained value again, with backoff, until JetStream answers or the topic is
