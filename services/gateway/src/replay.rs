@@ -19,6 +19,10 @@ use crate::frame::Frame;
 use crate::history::Stored;
 use crate::ids::{ConnId, TopicId};
 
+/// Bytes of recent frames one topic keeps at most, whatever `PULSE_EVENTS_CACHE` allows: a
+/// topic of large events must not hold hundreds of them in memory per gateway.
+pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
+
 /// Where a live event stands against the topic's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -52,6 +56,8 @@ pub struct EventLog {
     /// it counts as delivered.
     floor: Option<u64>,
     recent: VecDeque<Frame>,
+    /// Bytes of the frames in `recent`.
+    recent_bytes: usize,
     cap: usize,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
     pub catching_up: HashMap<ConnId, Vec<Frame>>,
@@ -64,6 +70,7 @@ impl EventLog {
             empty_at_read: false,
             floor: None,
             recent: VecDeque::new(),
+            recent_bytes: 0,
             cap,
             catching_up: HashMap::new(),
         }
@@ -94,17 +101,29 @@ impl EventLog {
             .is_some_and(|last| last.seq + 1 != frame.seq)
         {
             // After a gap the recent frames no longer run on without one.
-            self.recent.clear();
+            self.clear_recent();
         }
         self.head = Some(frame.seq);
         self.empty_at_read = false;
         self.floor = None;
-        if self.cap > 0 {
-            if self.recent.len() >= self.cap {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(frame.clone());
+        if self.cap == 0 {
+            return;
         }
+        let bytes = frame.text.len();
+        while self.recent.len() >= self.cap
+            || (!self.recent.is_empty() && self.recent_bytes + bytes > RECENT_BYTES_MAX)
+        {
+            if let Some(oldest) = self.recent.pop_front() {
+                self.recent_bytes -= oldest.text.len();
+            }
+        }
+        self.recent_bytes += bytes;
+        self.recent.push_back(frame.clone());
+    }
+
+    fn clear_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
     }
 
     /// Learns the head from the stream when nothing was delivered yet: the newest stored
@@ -155,7 +174,7 @@ impl EventLog {
         self.head = Some(first - 1);
         self.empty_at_read = false;
         self.floor = None;
-        self.recent.clear();
+        self.clear_recent();
         true
     }
 
@@ -165,7 +184,7 @@ impl EventLog {
         self.head = None;
         self.empty_at_read = false;
         self.floor = None;
-        self.recent.clear();
+        self.clear_recent();
     }
 
     /// The frames a client that has everything up to `since` still needs, when the recent
@@ -444,6 +463,36 @@ mod tests {
         assert_eq!(timely.order(5), Order::Duplicate);
         timely.learn_floor(9);
         assert_eq!(timely.fill_from(), Some(5), "a floor never moves a head");
+    }
+
+    #[test]
+    fn the_recent_frames_are_bounded_in_bytes_too() {
+        let big = |seq| Frame {
+            text: "x".repeat(RECENT_BYTES_MAX / 4).into(),
+            ..f(seq)
+        };
+        let mut log = EventLog::new(256);
+        for seq in 1..=10 {
+            log.advance(&big(seq));
+        }
+        let kept: Vec<u64> = log.recent().map(|f| f.seq).collect();
+        assert_eq!(
+            kept,
+            [7, 8, 9, 10],
+            "four quarter-MiB frames fit in the bound"
+        );
+        assert_eq!(log.from_memory(6).map(|v| v.len()), Some(4));
+        assert_eq!(
+            log.from_memory(5),
+            None,
+            "older ones are read from the stream"
+        );
+        // The first small frame over the bound pushes the oldest large one out.
+        for seq in 11..=20 {
+            log.advance(&f(seq));
+        }
+        assert_eq!(log.recent().next().map(|f| f.seq), Some(8));
+        assert_eq!(log.recent().count(), 13);
     }
 
     #[test]
