@@ -126,8 +126,9 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(1..=1_000_000))]
     pub client_queue_events: usize,
 
-    /// Recent events kept per event topic in use, so clients resuming with `since` are
-    /// served from memory; older ones are read from the events stream.
+    /// Recent events kept per event topic in use (and at most 1 MiB of them), so clients
+    /// resuming with `since` are served from memory; older ones are read from the events
+    /// stream.
     #[arg(long, env = "PULSE_EVENTS_CACHE", default_value = "256",
           value_parser = number::<usize>(0..=100_000))]
     pub events_cache: usize,
