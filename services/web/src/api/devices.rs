@@ -46,10 +46,11 @@ pub struct DevicePage {
     pub next: Option<String>,
 }
 
-/// A reading.
-#[derive(Serialize, ToSchema)]
+/// A reading, as `SELECT ts, metrics FROM telemetry` reads it.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
 pub struct Reading {
     #[schema(value_type = String, format = DateTime)]
+    #[sqlx(rename = "ts", try_from = "OffsetDateTime")]
     pub timestamp: Timestamp,
     #[schema(value_type = Object)]
     pub metrics: Value,
@@ -126,7 +127,7 @@ pub async fn get(
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or(ApiError::NotFound("device"))?;
-    let latest: Option<(OffsetDateTime, sqlx::types::Json<Value>)> = sqlx::query_as(
+    let latest: Option<Reading> = sqlx::query_as(
         "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
     )
     .bind(device_id.as_str())
@@ -134,10 +135,7 @@ pub async fn get(
     .await?;
     Ok(Json(DeviceDetail {
         device: device(row, t),
-        latest: latest.map(|(ts, m)| Reading {
-            timestamp: Timestamp(ts),
-            metrics: m.0,
-        }),
+        latest,
     }))
 }
 
@@ -181,7 +179,7 @@ pub async fn telemetry(
     if exists.is_none() {
         return Err(ApiError::NotFound("device"));
     }
-    let mut rows: Vec<(OffsetDateTime, sqlx::types::Json<Value>)> = sqlx::query_as(
+    let mut items: Vec<Reading> = sqlx::query_as(
         "SELECT ts, metrics FROM telemetry \
           WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2) \
           ORDER BY ts DESC LIMIT $3",
@@ -191,14 +189,6 @@ pub async fn telemetry(
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    rows.reverse();
-    Ok(Json(ReadingPage {
-        items: rows
-            .into_iter()
-            .map(|(ts, m)| Reading {
-                timestamp: Timestamp(ts),
-                metrics: m.0,
-            })
-            .collect(),
-    }))
+    items.reverse();
+    Ok(Json(ReadingPage { items }))
 }

@@ -640,15 +640,7 @@ async fn a_publish_key_flooding_past_its_rate_writes_nothing_per_refused_request
     })
     .await;
     let admin = env.login("admin", &env.tenant).await;
-    let created: Value = post_json(
-        &admin,
-        env.at("/api/v2/publish-keys"),
-        &json!({"name": "flooding-backend"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let created = env.create_publish_key(&admin, "flooding-backend").await;
     let key = created["key"].as_str().unwrap().to_owned();
     let ev = json!({"topic": "flood", "event": "tick"});
     assert_eq!(env.publish_as(&key, &ev).await.status(), 202);

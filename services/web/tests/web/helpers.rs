@@ -181,6 +181,21 @@ impl Env {
             .unwrap()
     }
 
+    /// `POST /api/v2/publish-keys` for a key named `name`, as `admin`: the JSON answer, whatever
+    /// its status.
+    pub async fn create_publish_key(
+        &self,
+        admin: &reqwest::Client,
+        name: &str,
+    ) -> serde_json::Value {
+        let body = serde_json::json!({"name": name});
+        post_json(admin, self.at("/api/v2/publish-keys"), &body)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Runs `sql` on the service's database with `params` bound as text, as a test's setup.
     pub async fn execute(&self, sql: &str, params: &[&str]) {
         let mut query = sqlx::query(sql);

@@ -20,6 +20,28 @@ async fn login_at(base: &str, forwarded: Option<&str>, email: &str, password: &s
     request.send().await.unwrap().status().as_u16()
 }
 
+/// The service behind a trusted proxy (the tests' loopback), so that each forwarded address
+/// has its own count, allowing `failures_per_minute` failed logins a minute.
+async fn spawn_behind_proxy(failures_per_minute: u32) -> Env {
+    spawn_with(|c| {
+        c.login_failures_per_minute = failures_per_minute;
+        c.trusted_proxies = loopback_proxy();
+    })
+    .await
+}
+
+/// Attackers failing to log in as `email` on the instance at `base`, 15 times from as many
+/// addresses: how many of them were refused with 429.
+async fn attack(base: &str, email: &str) -> usize {
+    let mut refused = 0;
+    for n in 0..15 {
+        if login_at(base, Some(&format!("203.0.113.{n}")), email, "wrong").await == 429 {
+            refused += 1;
+        }
+    }
+    refused
+}
+
 #[tokio::test]
 async fn a_burst_of_logins_is_answered_with_503_beyond_the_hashing_in_flight() {
     let env = spawn_with(|c| {
@@ -97,11 +119,7 @@ async fn logins_turned_away_as_busy_are_not_counted_against_the_user() {
 async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let email_of = |env: &Env| format!("viewer@{}.example", env.tenant);
     // Behind a trusted proxy (the tests' loopback): each forwarded address has its own count.
-    let env = spawn_with(|c| {
-        c.login_failures_per_minute = 2;
-        c.trusted_proxies = loopback_proxy();
-    })
-    .await;
+    let env = spawn_behind_proxy(2).await;
     let email = email_of(&env);
     for _ in 0..2 {
         assert_eq!(
@@ -134,21 +152,12 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
 
 #[tokio::test]
 async fn failed_logins_from_elsewhere_cannot_lock_a_user_out() {
-    let env = spawn_with(|c| {
-        c.login_failures_per_minute = 1;
-        c.trusted_proxies = loopback_proxy();
-    })
-    .await;
+    let env = spawn_behind_proxy(1).await;
     let email = format!("viewer@{}.example", env.tenant);
     let home = "198.51.100.50";
     assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
     // Attackers from many addresses use up the email's allowance (10 a minute here).
-    let mut refused = 0;
-    for n in 0..15 {
-        if login_from(&env, Some(&format!("203.0.113.{n}")), &email, "wrong").await == 429 {
-            refused += 1;
-        }
-    }
+    let refused = attack(&env.at(""), &email).await;
     assert!(
         refused >= 5,
         "the email's own limit must stop them: {refused} refused"
@@ -162,24 +171,14 @@ async fn failed_logins_from_elsewhere_cannot_lock_a_user_out() {
 async fn a_user_is_not_locked_out_on_another_instance_or_after_a_restart() {
     // Two web instances behind a load balancer that sends each request anywhere: where a user
     // logged in before is known to both, and to an instance started later.
-    let env = spawn_with(|c| {
-        c.login_failures_per_minute = 1;
-        c.trusted_proxies = loopback_proxy();
-    })
-    .await;
+    let env = spawn_behind_proxy(1).await;
     let other = env.another_instance().await;
     let email = format!("viewer@{}.example", env.tenant);
     let home = "2001:db8:5:6::50";
     assert_eq!(login_from(&env, Some(home), &email, PASSWORD).await, 200);
     // Attackers use up the email's allowance on both instances.
     for base in [env.at(""), other.clone()] {
-        let mut refused = 0;
-        for n in 0..15 {
-            let attacker = format!("203.0.113.{n}");
-            if login_at(&base, Some(&attacker), &email, "wrong").await == 429 {
-                refused += 1;
-            }
-        }
+        let refused = attack(&base, &email).await;
         assert!(refused >= 5, "{base}: only {refused} refused");
     }
     // The user, from its network (another address of the same /64), gets in on either.
@@ -193,9 +192,7 @@ async fn a_user_is_not_locked_out_on_another_instance_or_after_a_restart() {
         200
     );
     let restarted = env.another_instance().await;
-    for n in 0..15 {
-        login_at(&restarted, Some(&format!("203.0.113.{n}")), &email, "wrong").await;
-    }
+    attack(&restarted, &email).await;
     assert_eq!(
         login_at(&restarted, Some(home), &email, PASSWORD).await,
         200

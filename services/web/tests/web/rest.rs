@@ -428,15 +428,7 @@ async fn the_openapi_document_matches_the_routes() {
     }
     let c = env.login("admin", &env.tenant).await;
     // A key that exists, for the documented DELETE.
-    let key: Value = post_json(
-        &c,
-        env.at("/api/v2/publish-keys"),
-        &json!({"name": "openapi"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let key = env.create_publish_key(&c, "openapi").await;
     let key_id = key["key_id"].to_string();
     for (path, ops) in paths {
         let url = env.at(&path
