@@ -98,7 +98,8 @@ async fn logins_turned_away_as_busy_are_not_counted_against_the_user() {
         }
     });
     // Meanwhile the user tries three times at once from its own address (more than its two
-    // attempts a minute), each turned away as busy.
+    // attempts a minute). At most one may find the slot free (on a loaded machine the flood
+    // can be late); the others are turned away as busy.
     let user = async {
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         let tries = (0..3).map(|_| login_from(&env, Some("203.0.113.5"), &email, PASSWORD));
@@ -106,8 +107,13 @@ async fn logins_turned_away_as_busy_are_not_counted_against_the_user() {
     };
     let (flooded, answers) = tokio::join!(futures::future::join_all(flood), user);
     assert!(flooded.contains(&503), "the flood never kept the slot busy");
-    assert!(answers.iter().all(|s| *s == 503), "{answers:?}");
-    // Once the flood is over, the user logs in: the 503s spent none of its two attempts.
+    let admitted = answers.iter().filter(|s| **s == 200).count();
+    assert!(
+        admitted <= 1 && answers.iter().all(|s| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    // Once the flood is over, the user logs in: the 503s spent none of its two attempts (had
+    // they counted, this would be at least its third and refused with 429).
     assert_eq!(
         login_from(&env, Some("203.0.113.5"), &email, PASSWORD).await,
         200
