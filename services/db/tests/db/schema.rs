@@ -34,26 +34,20 @@ async fn last_seen_follows_the_newest_reading_whoever_writes() {
         .unwrap()
     };
     assert_eq!(seen().await, None);
-    let insert = |ts: &'static str| {
+    let insert = async |ts: &str| {
         sqlx::query(
             "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) VALUES ($1, 'dev-1', $2::timestamptz, '{}')",
         )
-        .bind(tenant.clone())
+        .bind(&tenant)
         .bind(ts)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     };
-    insert("2026-01-01T10:00:00Z")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    insert("2026-01-01T12:00:00Z")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    insert("2026-01-01T10:00:00Z").await;
+    insert("2026-01-01T12:00:00Z").await;
     // An older reading arriving late does not move it back.
-    insert("2026-01-01T11:00:00Z")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    insert("2026-01-01T11:00:00Z").await;
     assert_eq!(
         seen().await,
         Some(time::macros::datetime!(2026-01-01 12:00:00 UTC))
@@ -73,10 +67,8 @@ async fn last_seen_follows_the_newest_reading_whoever_writes() {
 #[tokio::test]
 async fn a_tenant_scoped_connection_sees_only_its_rows() {
     let db = ScratchDb::migrated("db").await;
-    let a = db.tenant("rls-a", 2).await;
-    let b = db.tenant("rls-b", 1).await;
-    db.open_alert(&a, "dev-1", "a's").await;
-    db.open_alert(&b, "dev-1", "b's").await;
+    let a = tenant_with_an_alert(&db, "rls-a", 2, "a's").await;
+    let b = tenant_with_an_alert(&db, "rls-b", 1, "b's").await;
     db.reading(&a, "dev-2", json!({})).await;
 
     let mut tx = begin_as_tenant_role(&db.pool).await;
@@ -138,10 +130,8 @@ async fn every_tenant_table_forces_row_level_security() {
 #[tokio::test]
 async fn each_service_role_has_only_what_it_needs() {
     let db = ScratchDb::migrated("db").await;
-    let tenant = db.tenant("roles", 2).await;
-    let other = db.tenant("roles-b", 3).await;
-    db.open_alert(&tenant, "dev-1", "hot").await;
-    db.open_alert(&other, "dev-1", "hot").await;
+    let tenant = tenant_with_an_alert(&db, "roles", 2, "hot").await;
+    let other = tenant_with_an_alert(&db, "roles-b", 3, "hot").await;
 
     // The poller reads every tenant, and cannot change what it reads.
     let poller = pulse_db::lazy_pool(&db.url, 1, Some(roles::POLLER)).unwrap();
@@ -216,6 +206,20 @@ async fn each_service_role_has_only_what_it_needs() {
     drop(tx);
 }
 
+/// A tenant of `devices` devices with an alert open on `dev-1` summarised `summary`, for the
+/// tests of what one tenant's or service's connection sees of the rows of several tenants;
+/// returns its id.
+async fn tenant_with_an_alert(
+    db: &ScratchDb,
+    label: &str,
+    devices: usize,
+    summary: &str,
+) -> String {
+    let tenant = db.tenant(label, devices).await;
+    db.open_alert(&tenant, "dev-1", summary).await;
+    tenant
+}
+
 /// A transaction in the role every tenant's queries run as, before any tenant is set.
 async fn begin_as_tenant_role(pool: &PgPool) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.unwrap();
@@ -238,19 +242,9 @@ async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 async fn a_tenant_created_again_numbers_its_topics_on() {
     let db = ScratchDb::migrated("db").await;
     let tenant = db.tenant("again", 0).await;
-    let emit = |topic: &'static str| {
-        let (pool, tenant) = (db.pool.clone(), tenant.clone());
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT pulse_emit_event($1, $2, 'x', '{}')")
-                .bind(tenant)
-                .bind(topic)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let next_seq = async |topic: &str| emit(&db.pool, &tenant, topic).await.unwrap();
     for _ in 0..3 {
-        emit("orders").await;
+        next_seq("orders").await;
     }
     // Deleted (its topics' counters go with it) and created again with the same id.
     let recreate = || async {
@@ -266,12 +260,12 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
         }
     };
     recreate().await;
-    assert_eq!(emit("orders").await, 4);
-    assert_eq!(emit("orders").await, 5);
-    assert_eq!(emit("fresh").await, 1);
+    assert_eq!(next_seq("orders").await, 4);
+    assert_eq!(next_seq("orders").await, 5);
+    assert_eq!(next_seq("fresh").await, 1);
     // And again: the floor follows.
     recreate().await;
-    assert_eq!(emit("orders").await, 6);
+    assert_eq!(next_seq("orders").await, 6);
 }
 
 /// A tenant has at most 10,000 event topics: a new one past that is refused naming the cap,
@@ -288,23 +282,22 @@ async fn a_tenant_has_at_most_ten_thousand_event_topics() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let emit = |topic: &'static str| {
-        sqlx::query_scalar::<_, i64>("SELECT pulse_emit_event($1, $2, 'x', '{}')")
-            .bind(tenant.clone())
-            .bind(topic)
-            .fetch_one(&db.pool)
-    };
-    let e = emit("one-more").await.unwrap_err();
+    let e = emit(&db.pool, &tenant, "one-more").await.unwrap_err();
     let refused = e.as_database_error().and_then(|d| d.constraint());
     assert_eq!(refused, Some("event_topics_per_tenant"), "{e}");
-    assert_eq!(emit("t1").await.unwrap(), 2);
-    assert_eq!(emit("activity").await.unwrap(), 1);
+    assert_eq!(emit(&db.pool, &tenant, "t1").await.unwrap(), 2);
+    assert_eq!(emit(&db.pool, &tenant, "activity").await.unwrap(), 1);
     // Another tenant is not held back.
     let other = db.tenant("topics-other", 0).await;
-    let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'one-more', 'x', '{}')")
-        .bind(&other)
-        .fetch_one(&db.pool)
+    assert_eq!(emit(&db.pool, &other, "one-more").await.unwrap(), 1);
+}
+
+/// Writes an event `x` with an empty payload on `tenant`'s `topic`; its seq, or why it was
+/// refused.
+async fn emit(pool: &PgPool, tenant: &str, topic: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT pulse_emit_event($1, $2, 'x', '{}')")
+        .bind(tenant)
+        .bind(topic)
+        .fetch_one(pool)
         .await
-        .unwrap();
-    assert_eq!(seq, 1);
 }

@@ -227,17 +227,14 @@ async fn settings_the_poller_cannot_write_at_first_are_written_once_it_can() {
         let applied = pulse_db::settings::read(&mut conn).await.unwrap();
         applied.thresholds.stale_after == Duration::from_secs(77)
     };
-    eventually(
-        "a failed write counted",
-        Duration::from_secs(10),
-        || async {
-            poller
-                .metric("pulse_poller_errors_total", &["database"])
-                .await
-                >= 1.0
-        },
-    )
-    .await;
+    poller
+        .wait_metric(
+            "a failed write counted",
+            "pulse_poller_errors_total",
+            &["database"],
+            1.0,
+        )
+        .await;
     assert!(!recorded().await, "written without the right to");
     sqlx::query("GRANT INSERT, UPDATE ON pulse_settings TO pulse_poller")
         .execute(&db.pool)

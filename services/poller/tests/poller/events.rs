@@ -3,6 +3,7 @@
 //! are pruned.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -25,12 +26,35 @@ fn relay(db: &ScratchDb, nats: &async_nats::Client, max_age: Duration) -> Relay 
     )
 }
 
-async fn emit(db: &ScratchDb, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
-    sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4)")
+/// Writes event `event` on `tenant`'s `topic` through `pulse_emit_event`; returns its seq.
+/// `payload` goes as JSON text that PostgreSQL reads as `jsonb`: a JSON value written out, or
+/// text as it stands (for a payload a decoded JSON value cannot hold).
+async fn emit(
+    db: &ScratchDb,
+    tenant: &str,
+    topic: &str,
+    event: &str,
+    payload: impl Display,
+) -> i64 {
+    emit_with_key(db, tenant, topic, event, payload, None).await
+}
+
+/// [`emit`] with an idempotency key: while an event written with the same `key` is kept, its
+/// seq is returned and nothing is written.
+async fn emit_with_key(
+    db: &ScratchDb,
+    tenant: &str,
+    topic: &str,
+    event: &str,
+    payload: impl Display,
+    key: Option<&str>,
+) -> i64 {
+    sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4::jsonb, $5)")
         .bind(tenant)
         .bind(topic)
         .bind(event)
-        .bind(payload)
+        .bind(payload.to_string())
+        .bind(key)
         .fetch_one(&db.pool)
         .await
         .unwrap()
@@ -523,30 +547,18 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
     let nats = pulse_test_support::nats::shared().await;
     for n in 1..=5 {
         let key = format!("key-{n}");
-        let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', $2, $3)")
-            .bind(&tenant)
-            .bind(json!({"n": n}))
-            .bind(&key)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let seq = emit_with_key(&db, &tenant, "t", "e", json!({"n": n}), Some(&key)).await;
         assert_eq!(seq, n);
     }
     // 1, 2: old and relayed (to go). 3: relayed but recent. 4: old but never relayed.
     // 5: recent, never relayed.
-    sqlx::query("UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq <= 3")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query(
+    for sql in [
+        "UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq <= 3",
         "UPDATE events SET created_at = now() - interval '2 hours' \
           WHERE tenant_id = $1 AND seq IN (1, 2, 4)",
-    )
-    .bind(&tenant)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    ] {
+        exec(&db, sql, &tenant).await;
+    }
 
     let relay = relay(&db, &nats, Duration::from_secs(3600));
     assert_eq!(relay.prune().await.unwrap(), 2);
@@ -560,26 +572,15 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
 
     // The topic's counter survives its pruned events: seqs never restart. A pruned event's
     // idempotency key is forgotten with it; a kept one still answers with its seq.
-    let again: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', 'null', 'key-1')")
-        .bind(&tenant)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let again = emit_with_key(&db, &tenant, "t", "e", Value::Null, Some("key-1")).await;
     assert_eq!(again, 6);
-    let kept: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'e', 'null', 'key-4')")
-        .bind(&tenant)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let kept = emit_with_key(&db, &tenant, "t", "e", Value::Null, Some("key-4")).await;
     assert_eq!(kept, 4);
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 4, 5, 6]);
 
     // Once relayed, the old unrelayed event goes too.
-    sqlx::query("UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq = 4")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let sql = "UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq = 4";
+    exec(&db, sql, &tenant).await;
     assert_eq!(relay.prune().await.unwrap(), 1);
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 5, 6]);
 }
@@ -594,12 +595,7 @@ async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothin
     let (nats, js) = shared_streams().await;
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     for payload in [r#"{"x": 1e400}"#, deep.as_str()] {
-        sqlx::query("SELECT pulse_emit_event($1, 'odd', 'odd:payload', $2::jsonb)")
-            .bind(&a)
-            .bind(payload)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        emit(&db, &a, "odd", "odd:payload", payload).await;
     }
     emit(&db, &b, "orders", "order:placed", json!({"n": 1})).await;
     let relay = relay(&db, &nats, Duration::from_secs(86_400));

@@ -89,8 +89,7 @@ async fn assert_the_new_leader_publishes(
 
 #[tokio::test]
 async fn the_standby_takes_over_within_seconds_when_the_active_dies() {
-    let (db, tenant) = db_with_tenant("failover", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (db, tenant, [mut alerts]) = watched_tenant("failover", 1, ["alerts"]).await;
 
     let (mut first, second) = active_and_standby(&db, &[]).await;
     // Never two publishing at once: the first is still the only active one.
@@ -175,8 +174,7 @@ fn through(url: &str, port: u16) -> (String, String) {
 
 #[tokio::test]
 async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
-    let (db, tenant) = db_with_tenant("partition", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (db, tenant, [mut alerts]) = watched_tenant("partition", 1, ["alerts"]).await;
     let (proxied_url, upstream) = through(&db.url, 0);
     let proxy = Proxy::to(upstream).await;
     let (proxied_url, _) = through(&proxied_url, proxy.port);

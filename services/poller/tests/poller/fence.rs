@@ -39,6 +39,15 @@ async fn through_fence(
     publish_all(js, vec![out], Some(fence)).await
 }
 
+/// Publishes `{"seq": seq}` on `subject` through the fence and checks that it went in:
+/// acknowledged without an error, and now the subject's value in the state stream.
+async fn goes_in(js: &jetstream::Context, fence: &mut Fence, subject: &Subject, seq: u64) {
+    let (done, err) = through_fence(js, fence, subject, seq).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(done, [seq]);
+    assert_eq!(stored_seq(js, subject).await, seq);
+}
+
 /// Another publisher's message on `subject` (a deposed poller's, say), stored unfenced.
 async fn behind_its_back(js: &jetstream::Context, subject: &Subject, seq: u64) {
     let mut headers = async_nats::HeaderMap::new();
@@ -73,10 +82,7 @@ async fn an_older_message_stored_behind_the_fences_back_is_replaced() {
     behind_its_back(&js, &subject, first - 1).await;
 
     let second = clock.next();
-    let (done, err) = through_fence(&js, &mut fence, &subject, second).await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(done, [second]);
-    assert_eq!(stored_seq(&js, &subject).await, second);
+    goes_in(&js, &mut fence, &subject, second).await;
     // The fence knows the sequence it stored again: the next publish goes straight in.
     let third = clock.next();
     assert_eq!(
@@ -95,10 +101,7 @@ async fn our_own_message_stored_without_our_knowing_counts_as_done() {
     let second = clock.next();
     behind_its_back(&js, &subject, second).await;
 
-    let (done, err) = through_fence(&js, &mut fence, &subject, second).await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(done, [second]);
-    assert_eq!(stored_seq(&js, &subject).await, second);
+    goes_in(&js, &mut fence, &subject, second).await;
 }
 
 #[tokio::test]
@@ -122,8 +125,5 @@ async fn a_newer_message_wins_and_the_next_publish_is_numbered_past_it() {
     // The cycle that retries numbers its snapshot past the newer one, and it goes in.
     let retry = clock.next();
     assert!(retry > ahead);
-    let (done, err) = through_fence(&js, &mut fence, &subject, retry).await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(done, [retry]);
-    assert_eq!(stored_seq(&js, &subject).await, retry);
+    goes_in(&js, &mut fence, &subject, retry).await;
 }

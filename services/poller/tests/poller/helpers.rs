@@ -1,7 +1,8 @@
-//! Shared fixtures: test configurations, an in-process poller on port 0, NATS subscribers with
-//! deadlines, and readers of the events stream. What every crate's tests share (scratch
-//! databases and their rows, private nats-servers, waiting, metrics) comes from
-//! `pulse-test-support`, re-exported here.
+//! Shared fixtures: test configurations, a tenant watched on its subjects from before a poller
+//! starts, one-off writes, an in-process poller on port 0 and waits on its readiness and
+//! metrics, NATS subscribers with deadlines, and readers of the events stream. What every
+//! crate's tests share (scratch databases and their rows, private nats-servers, waiting,
+//! metrics) comes from `pulse-test-support`, re-exported here.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -50,6 +51,34 @@ pub async fn db_with_tenant(label: &str, devices: usize) -> (ScratchDb, String) 
     let db = ScratchDb::migrated("poller").await;
     let tenant = db.tenant(label, devices).await;
     (db, tenant)
+}
+
+/// [`db_with_tenant`], with subscriptions to the tenant's subjects `pulse.v1.<tenant>.<each of
+/// subjects>` (`alerts`, `fleet`, `device.*.telemetry`, …), in place before the test starts a
+/// poller, so that its first messages are seen too.
+pub async fn watched_tenant<const N: usize>(
+    label: &str,
+    devices: usize,
+    subjects: [&str; N],
+) -> (ScratchDb, String, [Sub; N]) {
+    let (db, tenant) = db_with_tenant(label, devices).await;
+    let mut subs = Vec::with_capacity(N);
+    for subject in subjects {
+        subs.push(subscribe(&format!("pulse.v1.{tenant}.{subject}")).await);
+    }
+    let Ok(subs) = subs.try_into() else {
+        unreachable!("one subscription per subject")
+    };
+    (db, tenant, subs)
+}
+
+/// Runs `sql` on `db` with `tenant` as `$1`: the one-off writes a test stages.
+pub async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
+    sqlx::query(sql)
+        .bind(tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 }
 
 /// An in-process poller; stopped on drop.
@@ -101,6 +130,22 @@ impl PollerHandle {
     /// The value of one of this poller's metrics (see [`metric`]).
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         metric(&self.metrics().await, name, labels)
+    }
+
+    /// Waits up to 10 s until this poller's metric `name` with `labels` (see [`metric`]) is at
+    /// least `at_least`; panics naming `what`.
+    pub async fn wait_metric(&self, what: &str, name: &str, labels: &[&str], at_least: f64) {
+        eventually(what, Duration::from_secs(10), || async {
+            self.metric(name, labels).await >= at_least
+        })
+        .await;
+    }
+
+    /// Waits up to 10 s until this poller's metric `name` with `labels` has grown by `by` from
+    /// what it is now; panics naming `what`.
+    pub async fn wait_metric_grows(&self, what: &str, name: &str, labels: &[&str], by: f64) {
+        let start = self.metric(name, labels).await;
+        self.wait_metric(what, name, labels, start + by).await;
     }
 
     /// Waits until the readiness document satisfies `check`; panics naming `what` after

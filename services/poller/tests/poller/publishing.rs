@@ -9,9 +9,8 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
-    let (db, tenant) = db_with_tenant("empty", 2).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let (db, tenant, [mut alerts, mut fleet]) =
+        watched_tenant("empty", 2, ["alerts", "fleet"]).await;
     let poller = spawn_poller(config(&db)).await;
 
     let snapshot = alerts.until(Duration::from_secs(10), |_| true).await;
@@ -32,9 +31,8 @@ async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
 
 #[tokio::test]
 async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() {
-    let (db, tenant) = db_with_tenant("fast", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
-    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let (db, tenant, [mut alerts, mut fleet]) =
+        watched_tenant("fast", 1, ["alerts", "fleet"]).await;
     let poller = spawn_poller(config(&db)).await;
     let first = alerts.until(Duration::from_secs(10), |_| true).await;
     let first_seq = first["seq"].as_u64().unwrap();
@@ -78,20 +76,14 @@ async fn an_unchanged_state_publishes_nothing() {
         .await;
 
     // Wait until the safety net has re-read the unchanged state several times…
-    let before = poller
-        .metric("pulse_poller_unchanged_total", &["alerts"])
+    poller
+        .wait_metric_grows(
+            "three more unchanged safety-net reads",
+            "pulse_poller_unchanged_total",
+            &["alerts"],
+            3.0,
+        )
         .await;
-    eventually(
-        "three more unchanged safety-net reads",
-        Duration::from_secs(10),
-        || async {
-            poller
-                .metric("pulse_poller_unchanged_total", &["alerts"])
-                .await
-                >= before + 3.0
-        },
-    )
-    .await;
     // …and nothing was published for it.
     alerts.assert_silent_for(Duration::from_millis(100)).await;
     poller.stop().await;
@@ -99,11 +91,9 @@ async fn an_unchanged_state_publishes_nothing() {
 
 #[tokio::test]
 async fn telemetry_reaches_the_device_subject() {
-    let (db, tenant) = db_with_tenant("tele", 3).await;
-    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
-    let poller = spawn_poller(config(&db)).await;
+    let (db, tenant, [mut sub]) = watched_tenant("tele", 3, ["device.*.telemetry"]).await;
     // Let the poller become active before writing.
-    poller.wait_active().await;
+    let poller = spawn_active(config(&db)).await;
 
     db.reading(&tenant, "dev-2", json!({"temp_c": 21.5, "battery_pct": 90}))
         .await;
@@ -136,25 +126,19 @@ async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
     let db = ScratchDb::migrated("poller").await;
     // The new tenant's notifications are lost: the triggers that send them are off.
     for table in ["tenants", "devices"] {
-        sqlx::query(&format!(
-            "ALTER TABLE {table} DISABLE TRIGGER {table}_notify"
-        ))
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        lose_notifications(&db, table).await;
     }
     let poller = spawn_active(config(&db)).await;
     // Its start-up reads of the tenants are over: on becoming active, at the safety-net poll's
     // first tick, and on the resync once LISTEN is connected. The next is a minute away.
-    eventually(
-        "the start-up syncs done",
-        Duration::from_secs(10),
-        || async {
-            let m = poller.metrics().await;
-            metric(&m, "pulse_poller_query_seconds_count", &["tenants"]) >= 3.0
-        },
-    )
-    .await;
+    poller
+        .wait_metric(
+            "the start-up syncs done",
+            "pulse_poller_query_seconds_count",
+            &["tenants"],
+            3.0,
+        )
+        .await;
     let tenant = db.tenant("untold", 1).await;
     let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
     db.reading(&tenant, "dev-1", json!({"n": 1})).await;
@@ -168,8 +152,7 @@ async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
 
 #[tokio::test]
 async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
-    let (db, tenant) = db_with_tenant("pool1", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (db, tenant, [mut alerts]) = watched_tenant("pool1", 1, ["alerts"]).await;
     let poller = spawn_active(config_with(&db, &["--db-pool-size", "1"])).await;
     let id = db.open_alert(&tenant, "dev-1", "with one connection").await;
     alerts
@@ -180,8 +163,7 @@ async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
 
 #[tokio::test]
 async fn telemetry_keeps_flowing_while_changes_never_stop() {
-    let (db, tenant) = db_with_tenant("busy", 2).await;
-    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let (db, tenant, [mut sub]) = watched_tenant("busy", 2, ["device.*.telemetry"]).await;
     let poller = spawn_active(config(&db)).await;
     // A writer changing an alert without pause: a notification is always waiting.
     let id = db.open_alert(&tenant, "dev-1", "busy").await;
@@ -212,8 +194,7 @@ async fn telemetry_keeps_flowing_while_changes_never_stop() {
 
 #[tokio::test]
 async fn a_reading_that_commits_late_is_not_skipped() {
-    let (db, tenant) = db_with_tenant("late", 2).await;
-    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let (db, tenant, [mut sub]) = watched_tenant("late", 2, ["device.*.telemetry"]).await;
     let poller = spawn_active(config(&db)).await;
 
     // T1 writes first (earlier transaction id, earlier timestamp) but commits last.
@@ -244,8 +225,7 @@ async fn a_reading_that_commits_late_is_not_skipped() {
 /// device's newest and goes out; the same reading read again does not.
 #[tokio::test]
 async fn a_reading_corrected_at_the_same_timestamp_is_published() {
-    let (db, tenant) = db_with_tenant("corrected", 1).await;
-    let mut sub = subscribe(&format!("pulse.v1.{tenant}.device.*.telemetry")).await;
+    let (db, tenant, [mut sub]) = watched_tenant("corrected", 1, ["device.*.telemetry"]).await;
     let poller = spawn_active(config(&db)).await;
     let metrics = |m: &Value| m["data"]["metrics"]["temp_c"].clone();
     // Each write sets the reading at one timestamp to `temp_c`, and its message must follow.
@@ -391,16 +371,12 @@ async fn a_new_tenant_and_time_passing_are_published() {
 
     let tenant = unique("later");
     let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
-    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'Later')")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-1', 's')")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    for sql in [
+        "INSERT INTO tenants (tenant_id, name) VALUES ($1, 'Later')",
+        "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-1', 's')",
+    ] {
+        exec(&db, sql, &tenant).await;
+    }
     db.reading(&tenant, "dev-1", json!({})).await;
     let online = fleet
         .until(Duration::from_secs(5), |v| v["counts"]["online"] == 1)
@@ -480,15 +456,9 @@ async fn the_safety_net_reads_only_the_fleets_that_may_have_changed() {
     }
 
     // A change whose notification is lost is found, and only its tenant's devices are read.
-    sqlx::query("ALTER TABLE devices DISABLE TRIGGER devices_notify")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE devices SET battery_pct = 42 WHERE tenant_id = $1 AND device_id = 'dev-2'")
-        .bind(&quiet)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    lose_notifications(&db, "devices").await;
+    let sql = "UPDATE devices SET battery_pct = 42 WHERE tenant_id = $1 AND device_id = 'dev-2'";
+    exec(&db, sql, &quiet).await;
     let changed = quiet_fleet
         .until(Duration::from_secs(5), |v| {
             v["devices"]
@@ -525,30 +495,21 @@ async fn the_safety_net_reads_only_the_fleets_that_may_have_changed() {
 /// would let newer `last_seen_at` values go out.
 #[tokio::test]
 async fn a_device_back_online_is_published_by_the_next_safety_net_poll_when_untold() {
-    let (db, tenant) = db_with_tenant("net-back", 1).await;
-    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let (db, tenant, [mut fleet]) = watched_tenant("net-back", 1, ["fleet"]).await;
     let poller = spawn_active(config_with(&db, &["--poll-seconds", "1"])).await;
     let first = fleet.until(Duration::from_secs(10), |_| true).await;
     assert_eq!(first["devices"][0]["status"], "OFFLINE");
     // The safety net has read the tenant, so it now watches rather than reads it.
-    let passes = || async {
-        let m = poller.metrics().await;
-        metric(
-            &m,
+    poller
+        .wait_metric_grows(
+            "two safety-net passes",
             "pulse_poller_query_seconds_count",
             &["fleet_fingerprints"],
+            2.0,
         )
-    };
-    let start = passes().await;
-    eventually("two safety-net passes", Duration::from_secs(10), || async {
-        passes().await >= start + 2.0
-    })
-    .await;
+        .await;
 
-    sqlx::query("ALTER TABLE devices DISABLE TRIGGER devices_notify")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    lose_notifications(&db, "devices").await;
     db.reading(&tenant, "dev-1", json!({})).await;
     let back = fleet
         .until(Duration::from_secs(5), |v| v["counts"]["online"] == 1)
@@ -581,12 +542,20 @@ async fn the_readings_of_deleted_devices_are_forgotten() {
     engine.poll_telemetry().await.unwrap();
     assert_eq!(engine.telemetry_devices_recorded(), 3);
 
-    sqlx::query("DELETE FROM devices WHERE tenant_id = $1 AND device_id IN ('dev-1', 'dev-3')")
-        .bind(&tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let sql = "DELETE FROM devices WHERE tenant_id = $1 AND device_id IN ('dev-1', 'dev-3')";
+    exec(&db, sql, &tenant).await;
     let id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
     engine.refresh_fleet(&[id]).await.unwrap();
     assert_eq!(engine.telemetry_devices_recorded(), 1);
+}
+
+/// Turns off the trigger that tells the poller of changes to `table`: from here on its changes
+/// are found only by the safety-net poll, as when a notification is lost.
+async fn lose_notifications(db: &ScratchDb, table: &str) {
+    sqlx::query(&format!(
+        "ALTER TABLE {table} DISABLE TRIGGER {table}_notify"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }

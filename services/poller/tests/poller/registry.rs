@@ -53,14 +53,6 @@ async fn until_listed(tenant: &str, want: &[&str]) {
     .await;
 }
 
-async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
-    sqlx::query(sql)
-        .bind(tenant)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
     let (db, tenant) = db_with_tenant("registry", 3).await;

@@ -57,8 +57,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
 
 #[tokio::test]
 async fn lost_database_connections_are_survived() {
-    let (db, tenant) = db_with_tenant("pgdown", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (db, tenant, [mut alerts]) = watched_tenant("pgdown", 1, ["alerts"]).await;
     let poller = spawn_poller(config(&db)).await;
     alerts.until(Duration::from_secs(10), |_| true).await;
 
@@ -230,8 +229,7 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
 /// and nothing arrives on it. Staged by freezing its server process.
 #[tokio::test]
 async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
-    let (db, tenant) = db_with_tenant("silent", 1).await;
-    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let (db, tenant, [mut alerts]) = watched_tenant("silent", 1, ["alerts"]).await;
     let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "1"])).await;
     // Its server process: the session that ran LISTEN (or, since, the quiet check).
     let mut frozen = None;
