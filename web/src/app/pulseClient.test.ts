@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { alwaysOnline, PulseClient, TicketError, type AlertsMessage, type DataMessage } from "../client/index.js";
-import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
+import { fakeClient } from "../client/testing/fakes.js";
 import { activityEvent, activityPage, alert, alertsMessage } from "../model/testing/fixtures.js";
 import { onSessionLost } from "./api.js";
 import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
@@ -100,15 +100,11 @@ describe("restFallback", () => {
   it("keeps the last pushed total_open when the polled page has more, not a count capped at its size", async () => {
     const saved = bodies["/api/v2/alerts?status=OPEN&limit=1000"];
     bodies["/api/v2/alerts?status=OPEN&limit=1000"] = { items: [alert(3), alert(2), alert(1)], next: "cursor-3" };
-    const sockets = socketFactory();
-    const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+    const { client, sockets, connect } = fakeClient();
     try {
       // Without a pushed count, the page is all there is to go by.
       expect((await pollAlerts(client)).total_open).toBe(3);
-      client.subscribe({ type: "alerts" });
-      client.start();
-      await settle();
-      sockets.last().accept();
+      await connect({ type: "alerts" });
       sockets.last().push(alertsMessage([alert(9)], 7, 5000));
       const poll = restFallback(() => client);
       const first = await pollAlerts(client, poll);

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { alwaysOnline, PulseClient } from "../client/index.js";
-import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
+import { fakeClient, settle } from "../client/testing/fakes.js";
 import type { ActivityAction } from "../model/activityFeed.js";
 import { activityPage } from "../model/testing/fixtures.js";
 import { ACTIVITY_URL, loadActivity, watchActivitySubscribed } from "./useActivity.js";
@@ -39,13 +39,10 @@ describe("loadActivity", () => {
   });
 
   it("then tells where the client stands on the topic", async () => {
-    const sockets = socketFactory();
-    client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
-    client.subscribe({ type: "events", topic: "activity" });
-    client.start();
-    await settle();
-    sockets.last().accept();
-    sockets.last().push({ type: "subscribed", channel: "events", topic: "activity", seq: 9 });
+    const fake = fakeClient();
+    client = fake.client;
+    await fake.connect({ type: "events", topic: "activity" });
+    fake.sockets.last().push({ type: "subscribed", channel: "events", topic: "activity", seq: 9 });
     const actions = await load();
     expect(actions.map((a) => a.type)).toEqual(["loaded", "client-position"]);
     expect(actions[1]).toEqual({ type: "client-position", request: 7, position: 9 });
@@ -71,15 +68,10 @@ describe("loadActivity", () => {
 
 describe("watchActivitySubscribed", () => {
   it("tells the client's position each time the gateway confirms the activity topic, baseline included", async () => {
-    const sockets = socketFactory();
-    const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+    const { client, sockets, connect } = fakeClient();
     const positions: number[] = [];
     const stop = watchActivitySubscribed(client, (p) => positions.push(p));
-    client.subscribe({ type: "events", topic: "activity" });
-    client.subscribe({ type: "events", topic: "tickets" });
-    client.start();
-    await settle();
-    sockets.last().accept();
+    await connect({ type: "events", topic: "activity" }, { type: "events", topic: "tickets" });
     sockets.last().push({ type: "subscribed", channel: "events", topic: "tickets", seq: 3 });
     sockets.last().push({ type: "subscribed", channel: "events", topic: "activity", seq: 9 });
     await settle();

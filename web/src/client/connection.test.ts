@@ -1612,6 +1612,18 @@ describe("events", () => {
     return t.nextSocket();
   }
 
+  /**
+   * A client watching `tickets` whose socket drops without a close frame once `before` has reached
+   * it: the watch, and the socket the client opens next.
+   */
+  async function droppedAfter(before: (number | object)[]) {
+    const t = setup();
+    const first = await t.connect();
+    const w = watchTickets(t);
+    pushTimeline(first, before);
+    return { t, w, second: await dropped(t, first) };
+  }
+
   function watchTickets(t: ReturnType<typeof setup>, topic = "tickets") {
     const log: string[] = [];
     const resets: EventsReset[] = [];
@@ -1706,11 +1718,7 @@ describe("events", () => {
   });
 
   it("tells the subscribers to refetch when resubscribing a topic it has no position on", async () => {
-    const t = setup();
-    const first = await t.connect();
-    const w = watchTickets(t);
-    first.push({ type: "subscribed", channel: "events", topic: "tickets" }); // seq unknown, no event
-    const second = await dropped(t, first);
+    const { w, second } = await droppedAfter([{ type: "subscribed", channel: "events", topic: "tickets" }]); // seq unknown, no event
     expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
     expect(w.resets).toEqual([{ topic: "tickets", oldest: null, reason: "gap", last: null }]);
   });
@@ -1751,12 +1759,7 @@ describe("events", () => {
   });
 
   it("resumes just before the announced oldest event when the socket drops right after a reset", async () => {
-    const t = setup();
-    const first = await t.connect();
-    watchTickets(t);
-    first.push(event("tickets", 10));
-    first.push({ type: "events_reset", topic: "tickets", oldest: 57, reason: "limit" });
-    const second = await dropped(t, first);
+    const { second } = await droppedAfter([10, { type: "events_reset", topic: "tickets", oldest: 57, reason: "limit" }]);
     expect(subscribes(second)[0]?.since).toBe(56);
   });
 
@@ -1774,11 +1777,7 @@ describe("events", () => {
   });
 
   it("treats a resumed subscription whose reply names a newer seq as a gap", async () => {
-    const t = setup();
-    const first = await t.connect();
-    const w = watchTickets(t);
-    first.push(event("tickets", 10));
-    const second = await dropped(t, first);
+    const { w, second } = await droppedAfter([10]);
     second.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 20 });
     second.push(event("tickets", 21));
     expect(w.log).toEqual(["event:10", "reset:gap", "event:21"]);
@@ -1831,11 +1830,7 @@ describe("events", () => {
   });
 
   it("starts over without since when the gateway refuses the since", async () => {
-    const t = setup();
-    const first = await t.connect();
-    const w = watchTickets(t);
-    first.push(event("tickets", 10));
-    const second = await dropped(t, first);
+    const { t, w, second } = await droppedAfter([10]);
     second.push({ type: "error", code: "invalid_since", message: "since must be an integer", channel: "events", topic: "tickets" });
     expect(subscribes(second)).toEqual([
       { action: "subscribe", type: "events", topic: "tickets", since: 10 },

@@ -6,8 +6,9 @@
 import { vi } from "vitest";
 
 import type { SocketLike } from "../connection.js";
+import { alwaysOnline, PulseClient } from "../index.js";
 import type { NetworkMonitor, VisibilityMonitor } from "../network.js";
-import type { ClientRequest, Ticket } from "../types.js";
+import type { Channel, ClientRequest, Ticket } from "../types.js";
 
 /** WebSocket ready states, as in the browser. */
 export const CONNECTING = 0;
@@ -145,6 +146,30 @@ export function ticketSource(
       gateways: [...gateways],
     };
   });
+}
+
+/**
+ * A client as the app's code gets one, on recorded fake sockets, always online, with tickets from
+ * {@link ticketSource}. `connect` subscribes it to `channels`, starts it and has the gateway
+ * accept its first socket.
+ */
+export function fakeClient(): {
+  client: PulseClient;
+  sockets: ReturnType<typeof socketFactory>;
+  connect(...channels: Channel[]): Promise<void>;
+} {
+  const sockets = socketFactory();
+  const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+  return {
+    client,
+    sockets,
+    async connect(...channels) {
+      for (const channel of channels) client.subscribe(channel);
+      client.start();
+      await settle();
+      sockets.last().accept();
+    },
+  };
 }
 
 /** A network monitor the test switches on and off. */
