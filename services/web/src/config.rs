@@ -27,7 +27,12 @@ pub struct WebConfig {
 
     /// Secret that signs WebSocket tickets (HS256); the gateways verify tickets with the same
     /// secret. Sessions are random tokens kept in the database, not signed. At least 32 bytes.
-    #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PULSE_JWT_SECRET",
+        env = "PULSE_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: String,
 
     /// `iss` written into tokens, when set (set the gateways' PULSE_JWT_ISSUER to match).
@@ -154,5 +159,32 @@ impl WebConfig {
             return Err(ConfigError::WeakPublishToken);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: WebConfig,
+    }
+
+    /// An operator sets the secret through the environment: when it is missing, the error
+    /// names the variable, not only the flag.
+    #[test]
+    fn a_missing_jwt_secret_is_named_by_its_variable() {
+        if std::env::var_os("PULSE_JWT_SECRET").is_some() {
+            // Set in the environment, the secret is not missing: nothing to check.
+            return;
+        }
+        let args = ["pulse-web", "--database-url", "postgres://localhost/pulse"];
+        let Err(e) = <Cli as clap::Parser>::try_parse_from(args) else {
+            panic!("a configuration without a JWT secret parsed");
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("PULSE_JWT_SECRET"), "{e}");
     }
 }

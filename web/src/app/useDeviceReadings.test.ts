@@ -1,7 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 
-import { alwaysOnline, PulseClient } from "../client/index.js";
-import { settle, socketFactory, ticketSource } from "../client/testing/fakes.js";
+import { fakeClient, nextSocketOf, settle } from "../client/testing/fakes.js";
 import { reduceDeviceReadings, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
@@ -51,24 +50,17 @@ describe("watchDeviceResubscribed", () => {
   it("asks for the history again each time the device is subscribed anew after a cut, not the first time", async () => {
     vi.useFakeTimers();
     try {
-      const sockets = socketFactory();
-      const client = new PulseClient({ getTicket: ticketSource(), WebSocket: sockets.WebSocket, network: alwaysOnline });
+      const { client, sockets, connect } = fakeClient();
       const again = vi.fn();
       const stop = watchDeviceResubscribed(client, "dev-1", again);
-      client.subscribe({ type: "device", device_id: "dev-1" });
-      client.subscribe({ type: "device", device_id: "dev-2" });
-      client.start();
-      await settle();
-      sockets.last().accept();
+      await connect({ type: "device", device_id: "dev-1" }, { type: "device", device_id: "dev-2" });
       sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
       sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-2", seq: 3 });
       await settle();
       expect(again).not.toHaveBeenCalled();
       // The gateway goes away; readings pushed meanwhile never reach this client.
       sockets.last().serverClose(1006);
-      await vi.advanceTimersByTimeAsync(60_000);
-      await settle();
-      sockets.last().accept();
+      (await nextSocketOf(sockets)).accept();
       sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 9 });
       await settle();
       expect(again).toHaveBeenCalledTimes(1);

@@ -5,7 +5,7 @@ import type { ClientError } from "./errors.js";
 import type { EventsReset } from "./eventsReset.js";
 import type { EventsPosition, PollContext } from "./fallback.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
-import { FakeNetwork, FakeVisibility, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
+import { FakeNetwork, FakeVisibility, nextSocketOf, settle, socketFactory, ticketSource, type FakeWebSocket } from "./testing/fakes.js";
 import type {
   AlertsMessage,
   ClientRequest,
@@ -122,12 +122,7 @@ function setup(overrides: Partial<PulseClientOptions> = {}) {
 
   /** Waits until the next socket exists (running timers as needed), then opens it. */
   async function nextSocket(open = true, maxMs = 60_000): Promise<FakeWebSocket> {
-    const before = factory.sockets.length;
-    for (let waited = 0; factory.sockets.length === before && waited <= maxMs; waited += 100) {
-      await advanceAndSettle(100);
-    }
-    if (factory.sockets.length === before) throw new Error(`no new socket within ${maxMs} ms`);
-    const socket = factory.last();
+    const socket = await nextSocketOf(factory, maxMs);
     if (open) {
       socket.accept();
       await settle();

@@ -52,6 +52,16 @@ async fn seqs(env: &Env, topic: &str) -> Vec<i64> {
         .collect()
 }
 
+/// The service allowing each tenant one event a second, in bursts of `burst`: a tenant that
+/// has just published `burst` events is over its rate for the next second.
+async fn spawn_with_event_burst(burst: u32) -> Env {
+    spawn_with(|c| {
+        c.events_per_second = 1;
+        c.events_burst = burst;
+    })
+    .await
+}
+
 /// Emits an event through the database function, as writers other than the web service do;
 /// returns its seq.
 async fn emit(pool: &PgPool, tenant: &str, topic: &str, event: &str, payload: Value) -> i64 {
@@ -303,11 +313,7 @@ async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn a_tenant_over_its_rate_gets_429_and_other_tenants_do_not() {
-    let env = spawn_with(|c| {
-        c.events_per_second = 1;
-        c.events_burst = 2;
-    })
-    .await;
+    let env = spawn_with_event_burst(2).await;
     let c = reqwest::Client::new();
     let base = env.at("");
     let ev = json!({"topic": "busy", "event": "tick"});
@@ -634,11 +640,7 @@ async fn a_publish_key_flooding_past_its_rate_writes_nothing_per_refused_request
     // Refused requests must cost the database nothing that queues: a write per request on the
     // key's row (or a transaction per idempotency key) would hold pool connections behind one
     // row lock, and logins and other tenants would wait for them.
-    let env = spawn_with(|c| {
-        c.events_per_second = 1;
-        c.events_burst = 1;
-    })
-    .await;
+    let env = spawn_with_event_burst(1).await;
     let admin = env.login("admin", &env.tenant).await;
     let created = env.create_publish_key(&admin, "flooding-backend").await;
     let key = created["key"].as_str().unwrap().to_owned();

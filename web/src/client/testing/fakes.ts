@@ -127,6 +127,21 @@ export function socketFactory(): {
 }
 
 /**
+ * Runs the fake timers 100 ms at a time until `factory` made one socket more, and returns it
+ * (unopened). Advancing by a fixed time instead may end between a timed-out attempt and the
+ * next one, so the test would open a socket the client already gave up.
+ */
+export async function nextSocketOf(factory: ReturnType<typeof socketFactory>, maxMs = 60_000): Promise<FakeWebSocket> {
+  const before = factory.sockets.length;
+  for (let waited = 0; factory.sockets.length === before && waited <= maxMs; waited += 100) {
+    await vi.advanceTimersByTimeAsync(100);
+    await settle();
+  }
+  if (factory.sockets.length === before) throw new Error(`no new socket within ${maxMs} ms`);
+  return factory.last();
+}
+
+/**
  * A `getTicket` mock handing out `t1`, `t2`, ... valid for `lifetimeSeconds` from the current
  * (fake) time, listing `gateways`.
  */
