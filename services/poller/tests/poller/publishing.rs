@@ -7,18 +7,31 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Starts a poller on `db` and waits for its first alerts and then fleet snapshots on the
+/// tenant's `alerts` and `fleet` subscriptions; returns the poller and both. The fleet goes out
+/// last in the first sync (after the device registry, whose start-up read grows with the shared
+/// server's bucket): once it is in, the poller is in its loop.
+async fn spawn_with_first_snapshots(
+    db: &ScratchDb,
+    alerts: &mut Sub,
+    fleet: &mut Sub,
+) -> (PollerHandle, Value, Value) {
+    let poller = spawn_poller(config(db)).await;
+    let first_alerts = alerts.until(Duration::from_secs(10), |_| true).await;
+    let first_fleet = fleet.until(Duration::from_secs(10), |_| true).await;
+    (poller, first_alerts, first_fleet)
+}
+
 #[tokio::test]
 async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
     let (db, tenant, [mut alerts, mut fleet]) =
         watched_tenant("empty", 2, ["alerts", "fleet"]).await;
-    let poller = spawn_poller(config(&db)).await;
+    let (poller, snapshot, f) = spawn_with_first_snapshots(&db, &mut alerts, &mut fleet).await;
 
-    let snapshot = alerts.until(Duration::from_secs(10), |_| true).await;
     assert_eq!(snapshot["type"], "alerts");
     assert_eq!(snapshot["tenant_id"], tenant.as_str());
     assert_eq!(snapshot["alerts"], json!([]));
     assert_eq!(snapshot["total_open"], 0);
-    let f = fleet.until(Duration::from_secs(10), |_| true).await;
     assert_eq!(f["type"], "fleet");
     assert_eq!(
         f["counts"],
@@ -33,12 +46,9 @@ async fn every_tenant_has_snapshots_from_the_start_even_when_empty() {
 async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() {
     let (db, tenant, [mut alerts, mut fleet]) =
         watched_tenant("fast", 1, ["alerts", "fleet"]).await;
-    let poller = spawn_poller(config(&db)).await;
-    let first = alerts.until(Duration::from_secs(10), |_| true).await;
+    // From here on the poller is in its loop.
+    let (poller, first, _) = spawn_with_first_snapshots(&db, &mut alerts, &mut fleet).await;
     let first_seq = first["seq"].as_u64().unwrap();
-    // The fleet goes out last in the first sync (after the device registry, whose start-up
-    // read grows with the shared server's bucket): from here on the poller is in its loop.
-    fleet.until(Duration::from_secs(10), |_| true).await;
 
     // The safety-net poll is 60 s away: only NOTIFY can make this fast.
     let started = Instant::now();
