@@ -79,7 +79,12 @@ pub struct BenchConfig {
     pub nats_url: String,
 
     /// HS256 secret the gateways verify tokens with; the bench mints its own tokens.
-    #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PULSE_JWT_SECRET",
+        value_name = "PULSE_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: String,
 
     /// Clients (connections) in idle, broadcast, telemetry, storm, sweep and events.
@@ -377,7 +382,7 @@ impl BenchConfig {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     use super::*;
 
@@ -474,6 +479,19 @@ mod tests {
                 "{flag} {value}: expected {expected:?} in {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variable_to_set() {
+        // Only the flag counts here, whatever the environment of the test run holds.
+        let err = Cli::command()
+            .mut_arg("jwt_secret", |a| a.env(None::<&str>))
+            .try_get_matches_from(["pulse-bench", "broadcast"])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--jwt-secret <PULSE_JWT_SECRET>"),
+            "{err}"
+        );
     }
 
     #[test]

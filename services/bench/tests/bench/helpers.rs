@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use pulse_bench::report::StageReport;
 use pulse_bench::{BenchConfig, Report};
 use pulse_gateway::GatewayConfig;
 use pulse_test_support::gateway::{Gateway, wait_ready};
@@ -224,6 +225,16 @@ pub async fn bench(config: BenchConfig) -> Report {
 pub async fn bench_alone(scenario: &str, args: &str) -> Report {
     let gateway = spawn_gateway().await;
     bench(bench_config(scenario, &[gateway.ws_url()], &flags(args))).await
+}
+
+/// Runs `scenario` with `clients` clients and `args` against a gateway of its own, asserts
+/// every client connected, held on and lost nothing ([`assert_clean_connections`],
+/// [`assert_no_loss`]), and returns the first stage for the scenario's own counts.
+pub async fn bench_lossless(clients: u64, scenario: &str, args: &str) -> StageReport {
+    let r = bench_alone(scenario, &format!("--connections {clients} {args}")).await;
+    assert_clean_connections(&r, clients);
+    assert_no_loss(&r);
+    r.stages[0].clone()
 }
 
 /// Command-line flags written as one line: `args` split at spaces.

@@ -230,13 +230,30 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        until(
-            &format!("every replica of {stream} current"),
+        until_stream(
+            &js,
+            stream,
+            "every replica current",
             Duration::from_secs(20),
-            || replicas_current(&js, stream),
+            replicas_current,
         )
         .await;
     }
+}
+
+/// Polls `probe` on `stream` until it answers, or panics naming the stream and `what` after
+/// `within`: what each wait on a stream of the cluster shares.
+async fn until_stream<'a, T, Fut>(
+    js: &'a jetstream::Context,
+    stream: &'a str,
+    what: &str,
+    within: Duration,
+    probe: impl Fn(&'a jetstream::Context, &'a str) -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    until(&format!("{stream}: {what}"), within, || probe(js, stream)).await
 }
 
 /// The stream's info, or `None` when no answer comes within a second (no leader, say).
@@ -407,12 +424,7 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
         .unwrap();
     let js = jetstream::new(observer.clone());
     for stream in [EVENTS_STREAM, STATE_STREAM] {
-        let info = until(
-            &format!("{stream} created"),
-            Duration::from_secs(20),
-            || stream_info(&js, stream),
-        )
-        .await;
+        let info = until_stream(&js, stream, "created", Duration::from_secs(20), stream_info).await;
         assert_eq!(info.config.num_replicas, 3, "{stream}");
         cluster.lead(&observer, stream, victim).await;
     }
@@ -551,10 +563,12 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
     // Both streams are led by a node that is up; snapshots still reach the clients that held
     // on, and a newcomer on either gateway reads the newest one from the stream.
     for stream in [EVENTS_STREAM, STATE_STREAM] {
-        let leader = until(
-            &format!("a new leader of {stream}"),
+        let leader = until_stream(
+            &js,
+            stream,
+            "a new leader",
             Duration::from_secs(20),
-            || stream_leader(&js, stream),
+            stream_leader,
         )
         .await;
         assert_ne!(leader, cluster.nodes[victim].name, "{stream}");
@@ -573,19 +587,25 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
 
     // The node comes back on its store and catches up: every replica current again, and it
     // holds every event.
-    let events_last = until("the events stream's info", Duration::from_secs(10), || {
-        stream_info(&js, EVENTS_STREAM)
-    })
+    let events_last = until_stream(
+        &js,
+        EVENTS_STREAM,
+        "info",
+        Duration::from_secs(10),
+        stream_info,
+    )
     .await
     .state
     .last_sequence;
     cluster.launch(victim);
     cluster.wait_for_meta_leader().await;
     for stream in [EVENTS_STREAM, STATE_STREAM] {
-        until(
-            &format!("every replica of {stream} current after the restart"),
-            Duration::from_secs(30),
-            || replicas_current(&js, stream),
+        until_stream(
+            &js,
+            stream,
+            "every replica current after the restart",
+            30,
+            replicas_current,
         )
         .await;
     }

@@ -3,7 +3,7 @@ use pulse_test_support::ScratchDb;
 
 use crate::helpers::{
     assert_clean_connections, assert_every_event_once, assert_no_loss, bench, bench_alone,
-    bench_config, flags, spawn_child_gateway, spawn_gateway, spawn_poller,
+    bench_config, bench_lossless, flags, spawn_child_gateway, spawn_gateway, spawn_poller,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,28 +18,19 @@ async fn idle_connects_and_holds_every_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_delivers_every_message_to_every_client() {
-    let r = bench_alone(
-        "broadcast",
-        "--connections 200 --msgs-per-second 20 --seconds 2",
-    )
-    .await;
-    assert_clean_connections(&r, 200);
-    assert_no_loss(&r);
-    let s = &r.stages[0];
+    let s = bench_lossless(200, "broadcast", "--msgs-per-second 20 --seconds 2").await;
     assert_eq!(s.published, 40);
     assert_eq!(s.expected, 200 * 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_delivers_each_clients_devices() {
-    let r = bench_alone(
+    let s = bench_lossless(
+        200,
         "telemetry",
-        "--connections 200 --devices 50 --per-client 5 --hz 4 --seconds 2",
+        "--devices 50 --per-client 5 --hz 4 --seconds 2",
     )
     .await;
-    assert_clean_connections(&r, 200);
-    assert_no_loss(&r);
-    let s = &r.stages[0];
     assert_eq!(s.published, 50 * 4 * 2);
     // Every device has 200 * 5 / 50 = 20 subscribers and publishes 8 readings.
     assert_eq!(s.expected, 200 * 5 * 8);
