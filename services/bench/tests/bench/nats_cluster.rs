@@ -604,7 +604,7 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
             &js,
             stream,
             "every replica current after the restart",
-            30,
+            Duration::from_secs(30),
             replicas_current,
         )
         .await;
