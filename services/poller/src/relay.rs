@@ -152,6 +152,9 @@ impl Relay {
         let mut batch = Vec::with_capacity(rows.len());
         // The seqs sent per topic, in order, to find how far each topic got.
         let mut sent: HashMap<(TenantId, Topic), Vec<u64>> = HashMap::new();
+        // Events too big for the NATS server, passed over (see below).
+        let mut passed_over = Vec::new();
+        let limit = publisher::payload_limit(&self.js);
         for row in rows {
             // The schema only stores valid ids; a row that is not is left in the outbox.
             let (Ok(tenant), Ok(topic)) =
@@ -180,10 +183,23 @@ impl Relay {
             };
             let key = (tenant.clone(), topic.clone(), seq, row.created_at);
             let subject = Subject::Events(tenant.clone(), topic.clone());
-            batch.push(Outgoing {
+            let out = Outgoing {
                 msg_id: Some(pulse_proto::headers::event_msg_id(&tenant, &topic, seq)),
                 ..Outgoing::new(key, subject, seq, &message)?
-            });
+            };
+            if out.payload.len() > limit {
+                // It would fail on every pass and hold back the rest of its topic for good.
+                // Passed over, it is a gap that subscribers are told of (`events_reset`,
+                // reason `gap`); `GET /api/v2/events` still lists it.
+                self.metrics.oversized(Kind::Events);
+                tracing::error!(
+                    %tenant, %topic, seq, bytes = out.payload.len(), limit,
+                    "event too big for the NATS server's max_payload; passed over"
+                );
+                passed_over.push(out.key);
+            } else {
+                batch.push(out);
+            }
             sent.entry((tenant, topic)).or_default().push(seq);
         }
         // Events may be left behind: the pass was full, or a topic gave all it may give.
@@ -199,6 +215,10 @@ impl Relay {
         for (tenant, topic, seq, created_at) in done {
             let age = (now - created_at).as_seconds_f64().max(0.0);
             self.metrics.relay_seconds.observe(age);
+            acked.entry((tenant, topic)).or_default().insert(seq);
+        }
+        let oversized = passed_over.len();
+        for (tenant, topic, seq, _) in passed_over {
             acked.entry((tenant, topic)).or_default().insert(seq);
         }
         let (mut tenants, mut topics, mut upto) = (Vec::new(), Vec::new(), Vec::new());
@@ -226,7 +246,8 @@ impl Relay {
             .execute(&self.pool)
             .await?;
         }
-        self.metrics.published(Kind::Events, relayed as u64);
+        self.metrics
+            .published(Kind::Events, relayed.saturating_sub(oversized) as u64);
         let backlog = if !more {
             (read - relayed) as i64
         } else {

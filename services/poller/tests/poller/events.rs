@@ -616,3 +616,31 @@ async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothin
     );
     assert!(texts[1].contains(&deep), "the nested payload as stored");
 }
+
+/// An event too big for the NATS server's `max_payload` (written by a direct caller of
+/// `pulse_emit_event`; the HTTP API refuses one) is passed over, not sent on every pass: the
+/// events after it go out and are marked relayed, and subscribers learn of the hole as a gap.
+#[tokio::test]
+async fn an_event_too_big_for_nats_does_not_hold_back_its_topic() {
+    // A server that takes messages of at most 16 KiB; the outbox holds payloads up to 64 KiB.
+    let server = PrivateNats::configured(
+        |store| format!("max_payload: 16384\njetstream {{ store_dir: {store:?} }}\n"),
+        &[],
+    )
+    .await;
+    let nats = pulse_test_support::nats::connect(&server.url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
+    let (db, tenant) = db_with_tenant("ev-big", 0).await;
+    emit(&db, &tenant, "big", "big:one", json!("x".repeat(20_000))).await;
+    emit(&db, &tenant, "big", "big:next", json!({"n": 2})).await;
+    let relay = relay(&db, &nats, Duration::from_secs(86_400));
+    assert_eq!(relay.relay_once().await.unwrap().read, 2);
+    assert_eq!(unrelayed(&db).await, 0, "nothing is left to send again");
+    let held = stored(&js, &tenant, "big").await;
+    let seqs: Vec<u64> = held.iter().map(|(seq, ..)| *seq).collect();
+    assert_eq!(seqs, [2], "the event after the big one went out");
+    assert_eq!(relay.relay_once().await.unwrap().read, 0);
+}
