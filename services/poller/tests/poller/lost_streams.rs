@@ -59,7 +59,8 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
     js.delete_stream(STATE_STREAM).await.unwrap();
     js.delete_stream(EVENTS_STREAM).await.unwrap();
     js.delete_key_value(DEVICES_BUCKET).await.unwrap();
-    assert!(js.get_stream(STATE_STREAM).await.is_err());
+    // No check here that they are gone: the poller may already have created them again (the
+    // restore metric below says it did).
 
     // A change after the deletion: its publish finds no stream.
     let id = db.open_alert(&tenant, "dev-1", "after the deletion").await;
