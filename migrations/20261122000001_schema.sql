@@ -212,9 +212,13 @@ CREATE TRIGGER telemetry_last_seen_delete
 -- and sees only that tenant's rows. The table owner (poller, migrations) is not restricted.
 ------------------------------------------------------------------------------------------------
 
+-- Created here unless it exists: a deployment's superuser may have created it beforehand, so
+-- that the owner needs no CREATEROLE (without which CREATE ROLE fails even for a role that exists).
 DO $$
 BEGIN
-    CREATE ROLE pulse_tenant NOLOGIN;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pulse_tenant') THEN
+        CREATE ROLE pulse_tenant NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END

@@ -21,8 +21,12 @@ DECLARE
     r text;
 BEGIN
     FOREACH r IN ARRAY ARRAY['pulse_poller', 'pulse_web'] LOOP
+        -- Unless it exists (created beforehand by a superuser, so that the owner needs no
+        -- CREATEROLE, without which CREATE ROLE fails even for a role that exists).
         BEGIN
-            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            END IF;
         EXCEPTION WHEN duplicate_object OR unique_violation THEN
             NULL;
         END;

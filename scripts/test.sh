@@ -50,6 +50,20 @@ while IFS= read -r db; do
   fi
 done <<<"$leftovers"
 log "dropped $dropped leftover test database(s)"
+# And the login roles tests make for their databases (pulse_t_<something>), once no database
+# is theirs any more; one still in use is left alone.
+logins="$(psql -X -w -q -At "$DATABASE_URL" </dev/null -c "
+  SELECT format('%I', r.rolname)
+  FROM pg_roles r
+  WHERE r.rolname LIKE 'pulse\\_t\\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datdba = r.oid)
+    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.usename = r.rolname)
+  ORDER BY 1")" || die "could not list leftover test logins"
+while IFS= read -r login; do
+  [[ -n "$login" ]] || continue
+  psql -X -w -q "$DATABASE_URL" </dev/null -c "DROP ROLE IF EXISTS $login" \
+    || warn "could not drop login $login; leaving it"
+done <<<"$logins"
 
 stage "docs: every configuration variable is in README.md"
 bash "$PULSE_ROOT/scripts/check-docs.sh"

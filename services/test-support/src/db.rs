@@ -7,7 +7,7 @@
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::env::{base_database_url, with_database};
+use crate::env::{base_database_url, with_database, with_login};
 use crate::unique;
 
 /// A database of its own, dropped (with any session still in it) when this is dropped.
@@ -16,6 +16,8 @@ pub struct ScratchDb {
     pub url: String,
     /// Connected as the server's superuser (the URL's user), up to 4 connections.
     pub pool: PgPool,
+    /// Login roles made for this database ([`ScratchDb::login`]), dropped after it.
+    pub logins: Vec<String>,
 }
 
 impl ScratchDb {
@@ -35,7 +37,12 @@ impl ScratchDb {
             Ok(pool) => pool,
             Err(e) => panic!("cannot connect to the test database {name}: {e}"),
         };
-        ScratchDb { name, url, pool }
+        ScratchDb {
+            name,
+            url,
+            pool,
+            logins: Vec::new(),
+        }
     }
 
     /// Creates `pulse_t_<label>_<random>` and applies every migration with [`pulse_db::migrate()`].
@@ -46,6 +53,22 @@ impl ScratchDb {
         }
         db
     }
+
+    /// Creates a login role `pulse_t_<label>_<random>` with `attributes` (say, `NOINHERIT IN
+    /// ROLE pulse_web`) and a password of its own, dropped after this database; returns its name
+    /// and this database's URL logged in as it. Roles are the server's, not the database's:
+    /// `make test` drops what a killed run left behind by that name.
+    pub async fn login(&mut self, label: &str, attributes: &str) -> (String, String) {
+        let name = unique(&format!("pulse_t_{label}")).replace('-', "_");
+        let password = unique("pw");
+        let create = format!("CREATE ROLE {name} LOGIN PASSWORD '{password}' {attributes}");
+        if let Err(e) = sqlx::query(&create).execute(&self.pool).await {
+            panic!("cannot create the test login {name}: {e}");
+        }
+        self.logins.push(name.clone());
+        let url = with_login(&self.url, &name, &password);
+        (name, url)
+    }
 }
 
 impl Drop for ScratchDb {
@@ -54,16 +77,20 @@ impl Drop for ScratchDb {
     /// sessions of the test's pool, and of anything it started, are ended by the drop.
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
-        let dropped =
-            std::thread::spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(drop_database(&name)),
-                    Err(e) => eprintln!("cannot drop the test database {name}: {e}"),
-                }
-            });
+        let logins = std::mem::take(&mut self.logins);
+        let dropped = std::thread::spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async {
+                    drop_database(&name).await;
+                    // After the database: a role that owns it cannot be dropped.
+                    drop_logins(&logins).await;
+                }),
+                Err(e) => eprintln!("cannot drop the test database {name}: {e}"),
+            }
+        });
         let _ = dropped.join();
     }
 }
@@ -75,6 +102,21 @@ pub async fn drop_database(name: &str) {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)
         .await;
+    admin.close().await;
+}
+
+/// Drops the login roles `names` (those that still exist).
+async fn drop_logins(names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let admin = admin().await;
+    for name in names {
+        // As for databases: a leftover is dropped by the next `make test`.
+        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+            .execute(&admin)
+            .await;
+    }
     admin.close().await;
 }
 

@@ -29,6 +29,18 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// `url` logged in as `user` with `password` instead of its own login; the rest is kept.
+pub fn with_login(url: &str, user: &str, password: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (scheme, rest) = url.split_at(scheme_end);
+    let host_start = rest
+        .find(['/', '?'])
+        .map_or(rest, |end| &rest[..end])
+        .rfind('@')
+        .map_or(0, |at| at + 1);
+    format!("{scheme}{user}:{password}@{}", &rest[host_start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +52,21 @@ mod tests {
             "postgres://u@h:5432/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+
+    #[test]
+    fn replaces_only_the_login() {
+        assert_eq!(
+            with_login("postgres://u:p@h:5432/test?sslmode=disable", "v", "q"),
+            "postgres://v:q@h:5432/test?sslmode=disable"
+        );
+        assert_eq!(
+            with_login("postgres://h/test", "v", "q"),
+            "postgres://v:q@h/test"
+        );
+        assert_eq!(
+            with_login("postgres://u@h/test?options=a@b", "v", "q"),
+            "postgres://v:q@h/test?options=a@b"
+        );
     }
 }

@@ -43,3 +43,49 @@ async fn an_unreachable_database_is_an_error_not_a_hang() {
         "migrating on an unreachable database given up",
     );
 }
+
+/// A database that applied a migration in the wording it had before it was reworded (see
+/// `REWORDED`) migrates on, onto the new wording; any other change of an applied migration is
+/// still refused, as sqlx refuses it.
+#[tokio::test]
+async fn a_database_migrated_with_an_earlier_wording_migrates_on() {
+    use pulse_db::migrate::{MIGRATOR, REWORDED};
+    use sqlx::migrate::MigrateError;
+
+    let db = ScratchDb::migrated("db").await;
+    let set_checksum = async |version: i64, hex: &str| {
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = decode($2, 'hex') WHERE version = $1")
+            .bind(version)
+            .bind(hex)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    };
+    let checksums = async || -> Vec<Vec<u8>> {
+        sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    };
+    let current: Vec<Vec<u8>> = MIGRATOR.iter().map(|m| m.checksum.to_vec()).collect();
+    assert_eq!(checksums().await, current);
+
+    assert!(!REWORDED.is_empty());
+    for (version, earlier) in REWORDED {
+        set_checksum(*version, earlier).await;
+    }
+    // As applied by an earlier release: sqlx alone refuses to go on.
+    let e = MIGRATOR.run(&db.pool).await.unwrap_err();
+    assert!(matches!(e, MigrateError::VersionMismatch(_)), "{e}");
+    pulse_db::migrate(&db.pool).await.unwrap();
+    assert_eq!(checksums().await, current);
+
+    // A change that is no known rewording is refused.
+    let (version, _) = REWORDED[0];
+    set_checksum(version, &"00".repeat(48)).await;
+    let e = pulse_db::migrate(&db.pool).await.unwrap_err();
+    assert!(
+        matches!(e, pulse_db::Error::Migrate(MigrateError::VersionMismatch(v)) if v == version),
+        "{e}"
+    );
+}

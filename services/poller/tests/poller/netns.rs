@@ -198,7 +198,12 @@ impl Lab {
             .await
             .unwrap();
         pulse_db::migrate(&pool).await.unwrap();
-        let db = ScratchDb { name, url, pool };
+        let db = ScratchDb {
+            name,
+            url,
+            pool,
+            logins: Vec::new(),
+        };
         (lab, db)
     }
 
