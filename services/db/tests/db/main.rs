@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod deployment;
+mod event_writes;
 mod layout;
 mod migrate;
 mod schema;
