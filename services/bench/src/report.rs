@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::latency::Latency;
 use crate::probe::GatewayMetrics;
 
+mod merge;
 mod table;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -236,106 +239,6 @@ pub struct GatewayCost {
 }
 
 impl Report {
-    /// Combines shards' reports of the same run.
-    pub fn merge(reports: Vec<Report>) -> Option<Report> {
-        let mut reports = reports.into_iter();
-        let mut out = reports.next()?;
-        for r in reports {
-            out.shards.extend(r.shards);
-            let (a, b) = (&mut out.connections, &r.connections);
-            a.attempted += b.attempted;
-            a.established += b.established;
-            a.failed += b.failed;
-            a.held += b.held;
-            a.setup_seconds = a.setup_seconds.max(b.setup_seconds);
-            a.setup_latency = a.setup_latency.merge(&b.setup_latency);
-            for s in r.stages {
-                match out.stages.iter_mut().find(|o| o.stage == s.stage) {
-                    Some(o) => {
-                        o.expected += s.expected;
-                        o.received += s.received;
-                        o.duplicated += s.duplicated;
-                        o.missing += s.missing;
-                        o.merged += s.merged;
-                        o.lost += s.lost;
-                        o.behind += s.behind;
-                        o.gateway_conflated = o.gateway_conflated.or(s.gateway_conflated);
-                        o.latency = o.latency.merge(&s.latency);
-                        o.seconds = o.seconds.max(s.seconds);
-                        o.gateway_cpu_seconds = o.gateway_cpu_seconds.or(s.gateway_cpu_seconds);
-                        o.gateway_system_seconds =
-                            o.gateway_system_seconds.or(s.gateway_system_seconds);
-                        o.gateway_fanout_p50_ms =
-                            o.gateway_fanout_p50_ms.or(s.gateway_fanout_p50_ms);
-                        o.gateway_fanout_p99_ms =
-                            o.gateway_fanout_p99_ms.or(s.gateway_fanout_p99_ms);
-                    }
-                    None => out.stages.push(s),
-                }
-            }
-            out.churn = either_or_both(out.churn.take(), r.churn, |mut a, b| {
-                a.cycles += b.cycles;
-                a.completed += b.completed;
-                a.failed += b.failed;
-                a.seconds = a.seconds.max(b.seconds);
-                a.setup_latency = a.setup_latency.merge(&b.setup_latency);
-                a.after = a.after.or(b.after);
-                a.leak_free = a.leak_free.or(b.leak_free);
-                a.rss_warm_bytes = a.rss_warm_bytes.or(b.rss_warm_bytes);
-                a.rss_end_bytes = a.rss_end_bytes.or(b.rss_end_bytes);
-                a
-            });
-            out.storm = either_or_both(out.storm.take(), r.storm, |mut a, b| {
-                a.clients += b.clients;
-                a.reconnected += b.reconnected;
-                a.failed += b.failed;
-                a.seconds_to_all = a.seconds_to_all.max(b.seconds_to_all);
-                a.reconnect_latency = a.reconnect_latency.merge(&b.reconnect_latency);
-                a
-            });
-            out.events = either_or_both(out.events.take(), r.events, |a, b| {
-                // The leader's figures (the outbox, the relay, the kill) are in one of
-                // them; the clients' add up.
-                let (mut lead, other) = if a.inserted == 0 && b.inserted > 0 {
-                    (b, a)
-                } else {
-                    (a, b)
-                };
-                lead.lost += other.lost;
-                lead.resumed += other.resumed;
-                lead.resume_failed += other.resume_failed;
-                lead.lost_drained += other.lost_drained;
-                lead.resets += other.resets;
-                lead.behind += other.behind;
-                for (a, b) in lead.restarts.iter_mut().zip(&other.restarts) {
-                    a.lost += b.lost;
-                    a.resumed += b.resumed;
-                    a.seconds_to_all_resumed =
-                        a.seconds_to_all_resumed.max(b.seconds_to_all_resumed);
-                }
-                lead.away_latency = lead.away_latency.merge(&other.away_latency);
-                lead.lost_latency = lead.lost_latency.merge(&other.lost_latency);
-                lead.resubscribe_latency =
-                    lead.resubscribe_latency.merge(&other.resubscribe_latency);
-                lead.resume_latency = lead.resume_latency.merge(&other.resume_latency);
-                lead.caught_up_latency = lead.caught_up_latency.merge(&other.caught_up_latency);
-                lead
-            });
-            if out.gateway.is_none() {
-                out.gateway = r.gateway;
-            }
-            out.bench_cpu_seconds += r.bench_cpu_seconds;
-            for (kind, n) in r.errors {
-                *out.errors.entry(kind).or_default() += n;
-            }
-            out.error_samples.extend(r.error_samples);
-            out.error_samples.truncate(10);
-        }
-        out.shards.sort_unstable();
-        out.finish();
-        Some(out)
-    }
-
     /// Recomputes the derived rates from the counts.
     pub fn finish(&mut self) {
         let c = &mut self.connections;
@@ -364,14 +267,6 @@ impl Report {
             g.rss_per_connection_bytes =
                 Some((after as f64 - before as f64) / self.connections.held as f64);
         }
-    }
-}
-
-/// Two shards' figures of one kind: merged by `merge` when both have them, else whichever has.
-fn either_or_both<T>(a: Option<T>, b: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(merge(a, b)),
-        (a, b) => a.or(b),
     }
 }
 
