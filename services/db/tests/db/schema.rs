@@ -204,6 +204,13 @@ async fn each_service_role_has_only_what_it_needs() {
         .unwrap_err();
     assert!(e.to_string().contains("row-level security"), "{e}");
     drop(tx);
+    // The refused event took no seq of the other tenant's topic with it.
+    let next: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 't', 'x')")
+        .bind(&other)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(next, 1);
 }
 
 /// A tenant of `devices` devices with an alert open on `dev-1` summarised `summary`, for the
