@@ -135,10 +135,6 @@ async fn retire_old_numbering(js: &jetstream::Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Most sequences [`newest_seq`] steps back over (deleted ones, messages without a `seq`)
-/// before giving up (and retrying).
-const NEWEST_LOOKUPS: u64 = 1000;
-
 /// The highest `seq` already published to the state stream, read from its newest message
 /// that has one, so a newly active poller never goes below it. Zero only when no message of
 /// the stream has one (or it holds none).
@@ -148,6 +144,11 @@ const NEWEST_LOOKUPS: u64 = 1000;
 /// mistake would let `seq` go backwards across a failover. A message without a `Pulse-Seq`
 /// (not a poller's) is passed over with a warning: it carries no `seq` to stay above, and
 /// pollers publish theirs in rising order, so the newest that has one holds the highest.
+///
+/// The stream is read back from its end in windows of sequences that double in size, each
+/// read forwards message by message ("the first message from sequence n"), so a run of deleted
+/// sequences (a message replaced by a newer one of its subject; subjects purged, however many)
+/// costs nothing per sequence, and the newest message usually settles it at once.
 pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     let mut stream = js
         .get_stream(STATE_STREAM)
@@ -162,36 +163,52 @@ pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     if state.messages == 0 {
         return Ok(0);
     }
-    // Newest first, past sequences deleted since the info was read (a message replaced by a
-    // newer one of its subject) or removed by hand, and past messages without a seq.
-    let oldest = state
-        .first_sequence
-        .max(state.last_sequence.saturating_sub(NEWEST_LOOKUPS - 1));
-    for sequence in (oldest..=state.last_sequence).rev() {
-        match stream.get_raw_message(sequence).await {
-            Ok(message) => match pulse_seq(&message) {
-                Some(seq) => return Ok(seq),
-                None => tracing::warn!(
-                    subject = %message.subject, sequence,
-                    "a message of the state stream without a valid Pulse-Seq; passed over"
-                ),
-            },
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+    let mut upto = state.last_sequence;
+    let mut window = 1u64;
+    loop {
+        let from = state.first_sequence.max(upto.saturating_sub(window - 1));
+        if let Some(seq) = newest_seq_within(&stream, from, upto).await? {
+            return Ok(seq);
+        }
+        if from <= state.first_sequence {
+            return Ok(0); // every message read, none with a seq
+        }
+        upto = from - 1;
+        window = window.saturating_mul(2);
+    }
+}
+
+/// The `seq` of the newest message with one among the stream's messages `from..=upto`.
+async fn newest_seq_within(
+    stream: &jetstream::stream::Stream,
+    from: u64,
+    upto: u64,
+) -> anyhow::Result<Option<u64>> {
+    let mut newest = None;
+    let mut next = from;
+    while next <= upto {
+        let message = match stream.get_first_raw_message_by_subject(">", next).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("cannot read message {sequence} of the state stream")
+                    format!("cannot read the state stream's message at or after {next}")
                 });
             }
+        };
+        if message.sequence > upto {
+            break;
         }
+        match pulse_seq(&message) {
+            Some(seq) => newest = Some(seq),
+            None => tracing::warn!(
+                subject = %message.subject, sequence = message.sequence,
+                "a message of the state stream without a valid Pulse-Seq; passed over"
+            ),
+        }
+        next = message.sequence + 1;
     }
-    if oldest == state.first_sequence {
-        return Ok(0); // every message read, none with a seq
-    }
-    anyhow::bail!(
-        "no message with a Pulse-Seq among the newest {NEWEST_LOOKUPS} of the state stream \
-         (sequences {oldest} to {})",
-        state.last_sequence,
-    )
+    Ok(newest)
 }
 
 /// The `Pulse-Seq` of a state stream message, if it has a valid one: a whole number no greater

@@ -61,6 +61,30 @@ async fn the_seq_floor_is_the_newest_seq_and_zero_only_when_there_is_none() {
     assert_eq!(newest_seq(&js).await.unwrap(), 43);
 }
 
+/// Subjects purged at the stream's tail (an operator removing a tenant's values, a bench run
+/// cleaning up after itself) leave deleted sequences behind the last message with a seq,
+/// however many: it is still found, and without reading each deleted sequence one by one.
+#[tokio::test]
+async fn the_seq_floor_is_found_behind_any_number_of_purged_messages() {
+    let nats = PrivateNats::start().await;
+    let js = jetstream::new(pulse_test_support::nats::connect(&nats.url).await.unwrap());
+    ensure_streams(&js).await;
+    store(&js, "pulse.v1.kept.alerts".into(), Some(77)).await;
+    let mut last = 0;
+    for device in 0..2500 {
+        let subject = format!("pulse.v1.gone.device.d{device}.telemetry");
+        last = store(&js, subject, Some(1_000 + device)).await;
+    }
+    let mut stream = js
+        .get_stream(pulse_proto::subject::STATE_STREAM)
+        .await
+        .unwrap();
+    stream.purge().filter("pulse.v1.gone.>").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!((state.messages, state.last_sequence), (1, last));
+    assert_eq!(newest_seq(&js).await.unwrap(), 77);
+}
+
 /// A NATS configuration with JetStream, an `admin` user, and a `poller` user that may read
 /// messages of the state stream or not.
 fn poller_may_read_messages(store: &std::path::Path, allowed: bool) -> String {
