@@ -71,6 +71,80 @@ impl ScratchDb {
     }
 }
 
+/// A database set up as deploy/README.md sets one up: a superuser made the service roles and a
+/// login per service beforehand, and an owner that is no superuser and has no CREATEROLE applied
+/// the migrations. Row-level security binds every one of these logins, the owner included;
+/// tests that migrate as the server's superuser do not see what that changes.
+pub struct Deployed {
+    /// The server's superuser on the database: the outside writers that create tenants and
+    /// users, which need `BYPASSRLS` or policies of their own.
+    pub db: ScratchDb,
+    /// The owner's login (migrations).
+    pub owner_url: String,
+    /// A login that is a member of only `pulse_web` and `pulse_tenant`, without inheriting.
+    pub web_url: String,
+    /// A login that is a member of only `pulse_poller`, without inheriting.
+    pub poller_url: String,
+}
+
+impl Deployed {
+    /// Creates `pulse_t_<label>_<random>` and its logins, and migrates it as its owner.
+    pub async fn create(label: &str) -> Deployed {
+        let mut db = ScratchDb::create(label).await;
+        for role in [
+            pulse_db::roles::TENANT,
+            pulse_db::roles::POLLER,
+            pulse_db::roles::WEB,
+        ] {
+            let create = format!(
+                "DO $$ BEGIN \
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                     CREATE ROLE {role} NOLOGIN; \
+                   END IF; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            );
+            if let Err(e) = sqlx::query(&create).execute(&db.pool).await {
+                panic!("cannot create the role {role}: {e}");
+            }
+        }
+        let (owner, owner_url) = db.login("owner", "").await;
+        let web = format!(
+            "NOINHERIT IN ROLE {}, {}",
+            pulse_db::roles::WEB,
+            pulse_db::roles::TENANT
+        );
+        let (_, web_url) = db.login("web", &web).await;
+        let poller = format!("NOINHERIT IN ROLE {}", pulse_db::roles::POLLER);
+        let (_, poller_url) = db.login("poller", &poller).await;
+        for sql in [
+            format!("ALTER DATABASE {} OWNER TO {owner}", db.name),
+            format!("ALTER SCHEMA public OWNER TO {owner}"),
+        ] {
+            if let Err(e) = sqlx::query(&sql).execute(&db.pool).await {
+                panic!("cannot hand {} to its owner: {e}", db.name);
+            }
+        }
+        let as_owner = match PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&owner_url)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(e) => panic!("cannot log in as the owner of {}: {e}", db.name),
+        };
+        if let Err(e) = pulse_db::migrate(&as_owner).await {
+            panic!("cannot migrate {} as its owner: {e}", db.name);
+        }
+        as_owner.close().await;
+        Deployed {
+            db,
+            owner_url,
+            web_url,
+            poller_url,
+        }
+    }
+}
+
 impl Drop for ScratchDb {
     /// `Drop` cannot wait for a future, so the database is dropped from a thread of its own, with
     /// a runtime of its own, and this waits for it: when a test ends, its database is gone. The

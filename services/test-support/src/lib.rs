@@ -24,7 +24,7 @@ pub mod ws;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use db::ScratchDb;
+pub use db::{Deployed, ScratchDb};
 pub use env::{base_database_url, nats_url, with_database};
 
 /// `label` followed by a random suffix, for tenant ids, subjects and database names that must

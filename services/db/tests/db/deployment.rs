@@ -7,55 +7,23 @@ use pulse_db::roles;
 use pulse_proto::TenantId;
 use sqlx::PgPool;
 
-use pulse_test_support::ScratchDb;
+use pulse_test_support::Deployed;
 
 /// A database as deployed, with a pool per login: the owner's (no role set, as migrations
 /// run), the web service's and the poller's (each working as its role, as the services do).
 struct Deployment {
-    /// The server's superuser: the outside writers that create tenants, which need `BYPASSRLS`
-    /// or a policy of their own.
-    db: ScratchDb,
+    deployed: Deployed,
     owner: PgPool,
     web: PgPool,
     poller: PgPool,
 }
 
-async fn deployed() -> Deployment {
-    let mut db = ScratchDb::create("deployed").await;
-    // The service roles, as deploy/README.md creates them (they may exist on this server).
-    for role in [roles::TENANT, roles::POLLER, roles::WEB] {
-        sqlx::query(&format!(
-            "DO $$ BEGIN \
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
-                 CREATE ROLE {role} NOLOGIN; \
-               END IF; \
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        ))
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    }
-    let (owner, owner_url) = db.login("owner", "").await;
-    let (_, web_url) = db
-        .login(
-            "web",
-            &format!("NOINHERIT IN ROLE {}, {}", roles::WEB, roles::TENANT),
-        )
-        .await;
-    let (_, poller_url) = db
-        .login("poller", &format!("NOINHERIT IN ROLE {}", roles::POLLER))
-        .await;
-    for sql in [
-        format!("ALTER DATABASE {} OWNER TO {owner}", db.name),
-        format!("ALTER SCHEMA public OWNER TO {owner}"),
-    ] {
-        sqlx::query(&sql).execute(&db.pool).await.unwrap();
-    }
+fn pools(deployed: Deployed) -> Deployment {
     Deployment {
-        owner: pulse_db::lazy_pool(&owner_url, 2, None).unwrap(),
-        web: pulse_db::lazy_pool(&web_url, 2, Some(roles::WEB)).unwrap(),
-        poller: pulse_db::lazy_pool(&poller_url, 2, Some(roles::POLLER)).unwrap(),
-        db,
+        owner: pulse_db::lazy_pool(&deployed.owner_url, 2, None).unwrap(),
+        web: pulse_db::lazy_pool(&deployed.web_url, 2, Some(roles::WEB)).unwrap(),
+        poller: pulse_db::lazy_pool(&deployed.poller_url, 2, Some(roles::POLLER)).unwrap(),
+        deployed,
     }
 }
 
@@ -75,17 +43,17 @@ async fn emit_as_web(d: &Deployment, tenant: &str, topic: &str) -> Result<i64, s
 
 #[tokio::test]
 async fn an_owner_without_superuser_or_createrole_migrates_and_the_services_work() {
-    let d = deployed().await;
+    // Migrated as its owner, or this panics.
+    let d = pools(Deployed::create("deployed").await);
     let superuser: bool = sqlx::query_scalar("SELECT rolsuper OR rolcreaterole OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
         .fetch_one(&d.owner)
         .await
         .unwrap();
     assert!(!superuser, "the owner must be an ordinary login");
-    pulse_db::migrate(&d.owner).await.unwrap();
-    // Twice, as every rollout's initContainers do.
+    // Again, as every rollout's initContainers do.
     pulse_db::migrate(&d.owner).await.unwrap();
 
-    let tenant = d.db.tenant("deployed", 1).await;
+    let tenant = d.deployed.db.tenant("deployed", 1).await;
     assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 1);
     assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 2);
 
@@ -96,7 +64,7 @@ async fn an_owner_without_superuser_or_createrole_migrates_and_the_services_work
          SELECT $1, 't' || g, 1 FROM generate_series(1, 9999) g",
     )
     .bind(&tenant)
-    .execute(&d.db.pool)
+    .execute(&d.deployed.db.pool)
     .await
     .unwrap();
     let e = emit_as_web(&d, &tenant, "one-more").await.unwrap_err();

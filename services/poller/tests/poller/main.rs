@@ -6,6 +6,7 @@
 mod helpers;
 
 mod activation;
+mod deployed;
 mod events;
 mod failover;
 mod fence;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use pulse_test_support::jwt::SECRET;
-use pulse_test_support::{ScratchDb, eventually, parse_config, unique};
+use pulse_test_support::{Deployed, ScratchDb, eventually, parse_config, unique};
 use pulse_web::WebConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +37,22 @@ pub async fn spawn() -> Env {
 
 /// [`spawn`], with the service's configuration adjusted by `configure` first.
 pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
-    let db = ScratchDb::create("web").await;
+    let db = ScratchDb::migrated("web").await;
+    let url = db.url.clone();
+    spawn_on(db, &url, configure).await
+}
+
+/// [`spawn`] on a database set up as deployed ([`Deployed`]), the service logged in as a member
+/// of only `pulse_web` and `pulse_tenant`.
+pub async fn spawn_deployed() -> Env {
+    let deployed = Deployed::create("webdeployed").await;
+    spawn_on(deployed.db, &deployed.web_url, |_| {}).await
+}
+
+/// [`spawn`] on the migrated `db`, which the service reaches at `url`; seeded as the server's
+/// superuser (as outside writers create tenants and users).
+async fn spawn_on(db: ScratchDb, url: &str, configure: impl FnOnce(&mut WebConfig)) -> Env {
     let pool = db.pool.clone();
-    pulse_db::migrate(&pool).await.unwrap();
     let tenant = unique("web");
     let other_tenant = unique("webother");
     let sim: pulse_simulator::SimulateArgs = parse_config(&[
@@ -71,7 +84,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut WebConfig)) -> Env {
     let mut config: WebConfig = parse_config(&[
         "pulse-web",
         "--database-url",
-        &db.url,
+        url,
         "--jwt-secret",
         SECRET,
         "--publish-token",

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod account;
+mod deployed;
 mod events;
 mod layout;
 mod logins;

@@ -1,0 +1,59 @@
+//! The poller as deployed: logged in as a member of only `pulse_poller` (without inheriting),
+//! on a database that an owner with no superuser or CREATEROLE migrated (deploy/README.md).
+//! The other tests run it on a superuser's login, where only the role it sets binds it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_poller_with_only_its_role_publishes_snapshots_and_relays_events() {
+    let deployed = pulse_test_support::Deployed::create("pollerdeployed").await;
+    let db = &deployed.db;
+    let tenant = db.tenant("deployed", 2).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let mut fleet = subscribe(&format!("pulse.v1.{tenant}.fleet")).await;
+    let mut events = subscribe(&format!("pulse.v1.{tenant}.events.>")).await;
+    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
+    let counts = fleet.until(Duration::from_secs(10), |_| true).await;
+    assert_eq!(counts["counts"]["total"], 2, "{counts}");
+
+    // An alert opened by an outside writer: its snapshot, and its `activity` event relayed
+    // (read, sent and marked relayed as pulse_poller).
+    let id = db.open_alert(&tenant, "dev-1", "too hot").await;
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    let is_event = |topic: &'static str| move |v: &Value| v["topic"] == topic;
+    let activity = events
+        .until(Duration::from_secs(10), is_event("activity"))
+        .await;
+    assert_eq!(activity["event"], "alert:opened", "{activity}");
+    sqlx::query("SELECT pulse_emit_event($1, 'orders', 'order:placed')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let order = events
+        .until(Duration::from_secs(10), is_event("orders"))
+        .await;
+    assert_eq!(order["seq"], 1, "{order}");
+    eventually(
+        "both events marked relayed",
+        Duration::from_secs(10),
+        || async {
+            let unrelayed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM events WHERE tenant_id = $1 AND relayed_at IS NULL",
+            )
+            .bind(&tenant)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            unrelayed == 0
+        },
+    )
+    .await;
+    poller.stop().await;
+}
