@@ -165,13 +165,6 @@ async fn the_relay_waits_until_the_streams_are_set_up() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let unrelayed = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE relayed_at IS NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-    };
-
     let poller = spawn_poller(config_on(&db, &nats)).await;
     poller
         .wait_active_and_waiting("waiting for JetStream", Duration::from_secs(10))
@@ -179,17 +172,14 @@ async fn the_relay_waits_until_the_streams_are_set_up() {
     // The relay would have run at once, then every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        unrelayed().await,
+        unrelayed(&db).await,
         1,
         "relayed before the streams were set up"
     );
 
     js.delete_stream("BLOCKER").await.unwrap();
     poller.wait_ready().await;
-    eventually("the event relayed", Duration::from_secs(10), || async {
-        unrelayed().await == 0
-    })
-    .await;
+    wait_all_relayed(&db, "the event relayed", Duration::from_secs(10)).await;
     let stored = stored_events(&js, &format!("pulse.v1.{tenant}.events.orders")).await;
     assert_eq!(stored.len(), 1, "the relayed event is in the events stream");
     let description = js

@@ -40,20 +40,6 @@ async fn a_poller_with_only_its_role_publishes_snapshots_and_relays_events() {
         .until(Duration::from_secs(10), is_event("orders"))
         .await;
     assert_eq!(order["seq"], 1, "{order}");
-    eventually(
-        "both events marked relayed",
-        Duration::from_secs(10),
-        || async {
-            let unrelayed: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM events WHERE tenant_id = $1 AND relayed_at IS NULL",
-            )
-            .bind(&tenant)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-            unrelayed == 0
-        },
-    )
-    .await;
+    wait_all_relayed(db, "both events marked relayed", Duration::from_secs(10)).await;
     poller.stop().await;
 }

@@ -71,18 +71,6 @@ async fn outbox(db: &ScratchDb, tenant: &str) -> Vec<(String, i64, Value)> {
     .unwrap()
 }
 
-async fn unrelayed(db: &ScratchDb) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
-/// Waits until the outbox holds no event left to relay; panics naming `what` after `within`.
-async fn wait_all_relayed(db: &ScratchDb, what: &str, within: Duration) {
-    eventually(what, within, || async { unrelayed(db).await == 0 }).await;
-}
-
 /// Checks that `messages` (all of one topic, in the order received or stored) are exactly the
 /// outbox's events `1..=rows.len()` of that topic, with their headers.
 fn assert_topic(

@@ -81,6 +81,19 @@ pub async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
         .unwrap();
 }
 
+/// Events of `db` not marked relayed yet: the relay's backlog.
+pub async fn unrelayed(db: &ScratchDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the outbox holds no event left to relay; panics naming `what` after `within`.
+pub async fn wait_all_relayed(db: &ScratchDb, what: &str, within: Duration) {
+    eventually(what, within, || async { unrelayed(db).await == 0 }).await;
+}
+
 /// An in-process poller; stopped on drop.
 pub struct PollerHandle {
     pub addr: SocketAddr,
