@@ -70,18 +70,39 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** A port nobody listens on right now. */
+/**
+ * The lowest port the kernel hands out for outgoing connections: a port picked below it cannot
+ * be taken by one of the many connections the tests open between the pick and the bind.
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number.parseInt(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0] ?? "", 10);
+    return Number.isFinite(low) && low > 20_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/** Whether something could listen on `port` right now (a moment ago, it could). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const server = createServer();
+    server.once("error", () => res(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => res(true)));
+  });
+}
+
+/**
+ * A port nobody listens on right now, below the ephemeral range ({@link ephemeralLow}): a
+ * port the kernel picked (`listen(0)`) comes from that range, and an outgoing connection could
+ * take it before the service binds it.
+ */
 async function freePort(): Promise<number> {
+  const low = 20_000;
+  const span = ephemeralLow() - low;
   for (;;) {
-    const port = await new Promise<number>((res, rej) => {
-      const server = createServer();
-      server.once("error", rej);
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address();
-        server.close(() => res(typeof address === "object" && address ? address.port : 0));
-      });
-    });
-    if (port > 0 && !RESERVED_PORTS.has(port)) return port;
+    const port = low + Math.floor(Math.random() * span);
+    if (!RESERVED_PORTS.has(port) && (await canListen(port))) return port;
   }
 }
 
@@ -166,7 +187,22 @@ async function runToEnd(logs: string, name: string, command: string, args: strin
   }
 }
 
+/**
+ * Starts a stack ({@link startStackOnce}); again, on fresh ports, when a service found its port
+ * taken meanwhile (by another test's stack: ports are free when picked, not reserved).
+ */
 export async function startStack(options: StackOptions): Promise<Stack> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startStackOnce(options);
+    } catch (error) {
+      if (attempt >= 3 || !String(error).includes("Address already in use")) throw error;
+      console.warn(`${options.name}: a port was taken meanwhile; starting the stack again`);
+    }
+  }
+}
+
+async function startStackOnce(options: StackOptions): Promise<Stack> {
   const logs = join(LOGS, options.name);
   mkdirSync(logs, { recursive: true });
   rmSync(LEFTOVERS, { force: true });
