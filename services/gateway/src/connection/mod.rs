@@ -5,16 +5,16 @@
 //! Pushes wait in its [`ClientQueue`] (conflated or bounded) and are written in batches, one
 //! flush per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use pulse_proto::{Channel, ErrorCode, ProtocolError, ServerReply, close};
+use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
 
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::caps::Slot;
 use crate::context::ConnectionContext;
 use crate::fanout::Topic;
@@ -58,6 +58,14 @@ struct Session {
     checks: tokio::task::JoinSet<DeviceCheck>,
     /// The channels of `checks`, with the requests about them sent meanwhile.
     checking: HashMap<Channel, Checking>,
+    /// The fresh token of an `auth` request being verified, beside the loop like `checks`: a
+    /// key the gateway has to fetch from the JWKS endpoint holds neither pushes nor pings.
+    /// At most one at a time.
+    renewal: tokio::task::JoinSet<Result<Principal, AuthError>>,
+    /// Requests sent while `renewal` is out, answered in order once it is, under the token it
+    /// brings: a subscribe sent after a renewal is the renewed principal's. Bounded by the
+    /// message rate limit and the verifier's JWKS fetch timeout.
+    held: VecDeque<ClientRequest>,
 }
 
 /// Serves an authenticated, admitted connection until it ends.
@@ -93,6 +101,8 @@ pub fn serve(
         slot,
         checks: tokio::task::JoinSet::new(),
         checking: HashMap::new(),
+        renewal: tokio::task::JoinSet::new(),
+        held: VecDeque::new(),
         cx,
     };
     async move {
@@ -178,16 +188,21 @@ impl Session {
                         return ending;
                     }
                 }
+                Some(done) = self.renewal.join_next(), if !self.renewal.is_empty() => {
+                    match Box::pin(self.renewed(done)).await {
+                        Ok(Some(new_exp)) => expires.as_mut().reset(instant_of(new_exp)),
+                        Ok(None) => {}
+                        Err(ending) => return ending,
+                    }
+                }
                 incoming = stream.next() => {
                     last_heard = Instant::now();
                     match incoming {
                         None => return None,
                         Some(Err(e)) => return ending_for_read_error(&e),
                         Some(Ok(Message::Text(text))) => {
-                            match Box::pin(self.handle_text(&text)).await {
-                                Ok(Some(new_exp)) => expires.as_mut().reset(instant_of(new_exp)),
-                                Ok(None) => {}
-                                Err(ending) => return ending,
+                            if let Err(ending) = Box::pin(self.handle_text(&text)).await {
+                                return ending;
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {

@@ -1,11 +1,14 @@
 //! A connection's requests: subscribe (a device's after the registry's answer), unsubscribe,
-//! a fresh token, a ping; each answered with a reply or an error that names what it is about.
+//! a fresh token (verified beside the loop), a ping; each answered with a reply or an error
+//! that names what it is about.
 
 use std::time::{Duration, Instant};
 
 use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
+use tracing::Instrument as _;
 
 use super::{Ending, Session};
+use crate::auth::{AuthError, Principal};
 use crate::fanout::FanOutError;
 use crate::queue::Newest;
 
@@ -32,8 +35,8 @@ pub(super) struct DeviceCheck {
 }
 
 impl Session {
-    /// Handles one request. `Ok(Some(exp))`: a fresh token moved the expiry.
-    pub(super) async fn handle_text(&mut self, text: &str) -> Result<Option<u64>, Ending> {
+    /// Handles one request as it arrives: the rate limit, then parsing, then [`Self::handle`].
+    pub(super) async fn handle_text(&mut self, text: &str) -> Result<(), Ending> {
         if !self.limit.try_take() {
             self.limited_streak += 1;
             if self.limited_streak > self.cx.settings.msgs_burst {
@@ -56,23 +59,30 @@ impl Session {
                 ))
                 .await?;
             }
-            return Ok(None);
+            return Ok(());
         }
         self.limited_streak = 0;
-        let request = match ClientRequest::parse(text) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reply_error(e).await?;
-                return Ok(None);
-            }
-        };
-        match request {
-            ClientRequest::Ping => self.reply(&ServerReply::Pong).await?,
-            ClientRequest::Subscribe { channel, since } => self.subscribe(channel, since).await?,
-            ClientRequest::Unsubscribe(channel) => self.unsubscribe(channel).await?,
-            ClientRequest::Auth { token } => return self.reauthenticate(&token).await,
+        match ClientRequest::parse(text) {
+            Ok(request) => self.handle(request).await,
+            Err(e) => self.reply_error(e).await,
         }
-        Ok(None)
+    }
+
+    /// Answers a request, or holds it while a renewal is out.
+    async fn handle(&mut self, request: ClientRequest) -> Result<(), Ending> {
+        if !self.renewal.is_empty() {
+            self.held.push_back(request);
+            return Ok(());
+        }
+        match request {
+            ClientRequest::Ping => self.reply(&ServerReply::Pong).await,
+            ClientRequest::Subscribe { channel, since } => self.subscribe(channel, since).await,
+            ClientRequest::Unsubscribe(channel) => self.unsubscribe(channel).await,
+            ClientRequest::Auth { token } => {
+                self.start_renewal(token);
+                Ok(())
+            }
+        }
     }
 
     async fn subscribe(&mut self, channel: Channel, since: Option<u64>) -> Result<(), Ending> {
@@ -238,12 +248,48 @@ impl Session {
         }
     }
 
-    async fn reauthenticate(&mut self, token: &str) -> Result<Option<u64>, Ending> {
-        match self.cx.auth.verify(Some(token)).await {
+    /// Verifies a fresh token beside the loop; [`Self::renewed`] goes on with the answer.
+    fn start_renewal(&mut self, token: String) {
+        let auth = self.cx.auth.clone();
+        self.renewal.spawn(
+            async move { auth.verify(Some(&token)).await }.instrument(tracing::Span::current()),
+        );
+    }
+
+    /// A renewal's token was verified: applies it or says why not, then answers the requests
+    /// held meanwhile, in order, until one of them is another renewal. `Ok(Some(exp))`: the
+    /// fresh token moved the expiry.
+    pub(super) async fn renewed(
+        &mut self,
+        done: Result<Result<Principal, AuthError>, tokio::task::JoinError>,
+    ) -> Result<Option<u64>, Ending> {
+        let exp = match done {
+            Ok(verified) => self.reauthenticate(verified).await?,
+            Err(e) => {
+                tracing::error!(error = %e, "token verification did not finish");
+                let message = "cannot verify the token right now; retry shortly";
+                self.reply_error(ProtocolError::new(ErrorCode::Unavailable, message))
+                    .await?;
+                None
+            }
+        };
+        while self.renewal.is_empty()
+            && let Some(request) = self.held.pop_front()
+        {
+            self.handle(request).await?;
+        }
+        Ok(exp)
+    }
+
+    async fn reauthenticate(
+        &mut self,
+        verified: Result<Principal, AuthError>,
+    ) -> Result<Option<u64>, Ending> {
+        match verified {
             // Within the verifier's leeway for clock skew, but past: accepted, it would end
             // the connection at once (4001) instead of keeping the token in force.
             Ok(p) if p.exp <= super::unix_now() => {
-                let message = crate::auth::AuthError::Expired.to_string();
+                let message = AuthError::Expired.to_string();
                 self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                     .await?;
                 Ok(None)

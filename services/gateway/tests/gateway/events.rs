@@ -578,83 +578,20 @@ async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up
     c.assert_alive().await;
 }
 
-/// The one JWKS fetch a [`JwksHold`] is armed for: told when it begins, answered once released.
-type HeldFetch = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::sync::oneshot::Receiver<()>,
-);
-
-/// A JWKS endpoint with no keys that answers at once, except the fetch made while armed.
-#[derive(Clone, Default)]
-struct JwksHold {
-    armed: std::sync::Arc<parking_lot::Mutex<Option<HeldFetch>>>,
-}
-
-impl JwksHold {
-    /// Serves the endpoint on a port of its own; returns its URL.
-    async fn serve(&self) -> String {
-        let armed = self.armed.clone();
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                let held = armed.lock().take();
-                async move {
-                    if let Some((began, release)) = held {
-                        let _ = began.send(());
-                        let _ = release.await;
-                    }
-                    axum::Json(json!({"keys": []}))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/jwks.json")
-    }
-
-    /// Holds the next fetch: the first receiver resolves when it begins; sending on the
-    /// returned sender answers it.
-    fn arm(
-        &self,
-    ) -> (
-        tokio::sync::oneshot::Receiver<()>,
-        tokio::sync::oneshot::Sender<()>,
-    ) {
-        let (began, began_rx) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = tokio::sync::oneshot::channel();
-        *self.armed.lock() = Some((began, release_rx));
-        (began_rx, release)
-    }
-}
-
-/// A renewal token for `tenant` signed with an RS256 key whose `kid` the gateway has not seen:
-/// verifying it makes the gateway fetch its JWKS.
-fn token_with_a_new_kid(tenant: &str) -> String {
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("keys/rs256.pem")).unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rotated-in".into());
-    let claims = json!({
-        "sub": "user-1", "tenant_id": tenant, "role": "customer_viewer", "exp": now() + 60,
-    });
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
-/// One client resumes 30 channels at once, each `since: 0` with 40 events stored, on a gateway
-/// whose replay limit (`replay_max_events`) is 10. Its connection writes nothing while they
-/// catch up, as when its socket is full: a connection's requests and writes share one task,
-/// and the client renews its token with a key the gateway has to fetch from a JWKS endpoint
-/// that answers only when the test lets it. NATS is paused from before the subscribes until
-/// that fetch has begun, so no catch-up reads anything before the writer is held.
+/// One client resumes 30 channels at once, each `since: 0` with 40 events stored, on a
+/// fan-out whose replay limit (`replay_max_events`) is 10, while nothing is taken from its
+/// queue, as when its socket is full. Driven at the fan-out, where the test holds the client's
+/// queue: a connection's writer cannot be held from outside for as long as its catch-ups run
+/// (renewals and device checks are answered beside it).
 ///
 /// (a) The bound on what is read for this client, from `Events::catch_up` and `ClientQueue`:
 /// a catch-up waits for one of the client's `CATCH_UPS_AT_ONCE` (4) turns, then reads at most
 /// the replay room left when it starts (10 minus the replayed frames waiting), or one event
-/// when none is left. The first 4 start before anything is queued and read 10 each; the first
-/// of them to finish queues 10 events and a reset, which fills the room, so each of the 26
-/// catch-ups after them reads one event: at most 4 × 10 + 26 × 1 = 66. (One read per catch-up:
-/// nothing is published to these topics meanwhile, so none reads again to close a gap.)
-/// Reading without the room, or running all 30 at once, reads 30 × 10 = 300.
+/// when none is left. At most 4 start before anything is queued and read 10 each; once one of
+/// them has queued 10 events and a reset, the room is full, so each catch-up after them reads
+/// one event: at most 4 × 10 + 26 × 1 = 66. (One read per catch-up: nothing is published to
+/// these topics meanwhile, so none reads again to close a gap.) Reading without the room, or
+/// running all 30 at once, reads 30 × 10 = 300.
 ///
 /// (b) What waits for the client is one replay limit's worth: at most 10 events in all, the
 /// newest of their topic after a `limit` reset naming the first; every other topic gets a
@@ -663,19 +600,28 @@ fn token_with_a_new_kid(tenant: &str) -> String {
 /// (c) Another client of the same tenant, on the same topics, gets its live events meanwhile.
 #[tokio::test]
 async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in_flight() {
+    use std::sync::Arc;
+
+    use pulse_gateway::fanout::{EventLimits, FanOut};
+    use pulse_gateway::frame::Frame;
+    use pulse_gateway::metrics::Metrics;
+    use pulse_gateway::queue::{ClientQueue, Newest};
+    use pulse_proto::Subject;
+
     const TOPICS: usize = 30;
     const STORED: u64 = 40;
     const REPLAY_MAX: usize = 10;
     /// `CATCH_UPS_AT_ONCE` in the gateway's queue, which the bound counts on.
     const CATCH_UPS_AT_ONCE: usize = 4;
-    /// How long the gateway waits for a JWKS answer (its HTTP client's timeout), less a margin:
-    /// the hold must outlast every catch-up.
-    const HOLD: Duration = Duration::from_secs(4);
+    const OTHER: u64 = 1;
+    const RESUMING: u64 = 2;
 
-    // A private NATS, as it is paused.
-    let (server, url, js) = private_streams(&[]).await;
+    let nats = nats().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    ensure_streams(&js).await;
     let tenant = unique("evmany");
     let subject = |topic: &str| format!("pulse.v1.{tenant}.events.{topic}");
+    let parsed = |topic: &str| Subject::parse(&subject(topic)).expect("an event subject");
     let topics: Vec<String> = (0..TOPICS).map(|n| format!("t{n:02}")).collect();
     let event = |topic: &str| json!({"type": "event", "topic": topic});
     futures::future::join_all(topics.iter().map(|topic| {
@@ -687,122 +633,111 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
         }
     }))
     .await;
-    let jwks = JwksHold::default();
-    let jwks_url = jwks.serve().await;
-    let gw = spawn_gateway_with(|c| {
-        c.nats_url = url;
-        c.replay_max_events = REPLAY_MAX;
-        // No recent events kept in memory: every resume reads the stream.
-        c.events_cache = 0;
-        c.jwks_url = Some(jwks_url);
-        c.jwks_min_refetch = Duration::ZERO;
-    })
-    .await;
+    let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+    let fanout = FanOut::new(
+        nats.clone(),
+        metrics.clone(),
+        EventLimits {
+            // No recent events kept in memory: every resume reads the stream.
+            cache: 0,
+            replay_max: REPLAY_MAX,
+            subjects_per_tenant: 1_000,
+        },
+    );
+    let queue_events = config().client_queue_events;
+    /// Everything waiting in `queue`, as JSON.
+    fn taken(queue: &ClientQueue) -> Vec<(Frame, Value)> {
+        let mut frames = Vec::new();
+        assert!(!queue.take(&mut frames), "the queue overflowed");
+        frames
+            .into_iter()
+            .map(|f| {
+                let v: Value = serde_json::from_str(f.text.as_str()).unwrap();
+                (f, v)
+            })
+            .collect()
+    }
 
     // The other client keeps every topic live here; it also follows a topic of its own.
-    let mut other = gw.viewer(&tenant).await;
-    for topic in &topics {
-        let r = other.assert_subscribes(events(topic, None)).await;
-        assert_eq!(r["seq"], STORED, "{r}");
+    let other = Arc::new(ClientQueue::new(queue_events));
+    for topic in topics.iter().chain([&"live".to_owned()]) {
+        let subscribed = fanout
+            .subscribe(OTHER, &other, &parsed(topic), None)
+            .await
+            .unwrap();
+        if topic != "live" {
+            assert_eq!(subscribed.seq, Some(STORED), "{topic}");
+        }
     }
-    other.assert_subscribes(events("live", None)).await;
 
-    let mut c = gw.viewer(&tenant).await;
-    let (began, release) = jwks.arm();
-    server.pause();
+    // The resuming client; what it is written is what passes the connection's `seq` filter.
+    let resuming = Arc::new(ClientQueue::new(queue_events));
+    let mut written = std::collections::HashMap::new();
     for topic in &topics {
-        c.send(json!({"action": "subscribe", "type": "events", "topic": topic, "since": 0}))
-            .await;
+        let subscribed = fanout
+            .subscribe(RESUMING, &resuming, &parsed(topic), Some(0))
+            .await
+            .unwrap();
+        written.insert(subscribed.topic.id, Newest::of(0));
     }
-    c.send(json!({"action": "auth", "token": token_with_a_new_kid(&tenant)}))
-        .await;
-    tokio::time::timeout(T, began)
-        .await
-        .expect("the renewal's JWKS fetch began")
-        .unwrap();
-    let held = std::time::Instant::now();
-    server.resume();
-
     let live = subject("live");
     for seq in 1..=5 {
         publish_stored(&js, &live, seq, event("live")).await;
     }
-    eventually(
-        "every catch-up done while the connection is held",
-        HOLD.saturating_sub(held.elapsed()),
-        || async { metric(&gw.metrics().await, "pulse_gateway_event_catch_ups", &[]) == 0.0 },
-    )
+    eventually("every catch-up done while the queue is held", T, || async {
+        metrics.event_catch_ups.get() == 0
+    })
     .await;
     // (a)
-    let read = metric(
-        &gw.metrics().await,
-        "pulse_gateway_events_read_for_replay_total",
-        &[],
-    );
+    let read = metrics.events_read_for_replay.get();
     let bound = CATCH_UPS_AT_ONCE * REPLAY_MAX + (TOPICS - CATCH_UPS_AT_ONCE);
     assert!(
-        read <= bound as f64,
+        read <= bound as u64,
         "{read} events read from the stream for one client, more than {bound}"
     );
     // (c) The other client got its live events while this one was held, and gets the next
     // event of every topic.
-    assert_events(&mut other, 1..=5).await;
+    let mut others: Vec<Value> = Vec::new();
+    eventually("the other client's live events", T, || {
+        others.extend(taken(&other).into_iter().map(|(_, v)| v));
+        std::future::ready(others.len() >= 5)
+    })
+    .await;
+    let seqs: Vec<&Value> = others.iter().map(|v| &v["seq"]).collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 4, 5].map(|n| json!(n)).iter().collect::<Vec<_>>()
+    );
+    assert!(others.iter().all(|v| v["topic"] == "live"), "{others:?}");
+
+    // (b) Taken now: what waited, then each topic's live event, STORED + 1.
+    let mut frames = taken(&resuming);
     for topic in &topics {
         publish_stored(&js, &subject(topic), STORED + 1, event(topic)).await;
     }
-    let mut next: Vec<String> = Vec::new();
-    while next.len() < TOPICS {
-        let m = other
-            .until(T, |m| m["type"] == "event" || m["type"] == "events_reset")
-            .await;
-        assert_eq!(
-            (&m["type"], &m["seq"]),
-            (&json!("event"), &json!(STORED + 1)),
-            "{m}"
-        );
-        next.push(m["topic"].as_str().unwrap_or_default().to_owned());
-    }
-    next.sort();
-    assert_eq!(next, topics);
-
-    // (b) Released: the renewal is refused (the JWKS has no such key), and only then does the
-    // connection write what waited, in the order it was queued.
-    release.send(()).unwrap();
-    for topic in &topics {
-        let m = c.next(T).await;
-        assert_eq!(
-            (&m["type"], &m["topic"]),
-            (&json!("subscribed"), &json!(topic)),
-            "{m}"
-        );
-    }
-    let m = c.next(T).await;
-    assert_eq!(
-        (&m["type"], &m["code"]),
-        (&json!("error"), &json!("invalid_token")),
-        "{m}"
-    );
-    // Each topic's messages until its live event, STORED + 1.
-    let mut seen: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut ended = 0;
-    while ended < TOPICS {
-        let Some(m) = c.try_next(T).await else {
-            panic!("not every topic reached its live event: {seen:?}");
-        };
-        let what = match m["type"].as_str() {
-            Some("event") => m["seq"].to_string(),
-            Some("events_reset") => format!("reset({},{})", m["oldest"], m["reason"]),
-            _ => panic!("unexpected {m}"),
-        };
-        let topic = topics
-            .iter()
-            .find(|t| m["topic"] == **t)
-            .unwrap_or_else(|| panic!("not a topic subscribed: {m}"));
-        if what == (STORED + 1).to_string() {
-            ended += 1;
+    eventually("every topic reached its live event", T, || {
+        frames.extend(taken(&resuming));
+        for (frame, m) in frames.drain(..) {
+            let newest = written.get_mut(&frame.topic).expect("a topic subscribed");
+            if !newest.advance(frame.seq) {
+                continue;
+            }
+            let what = match m["type"].as_str() {
+                Some("event") => m["seq"].to_string(),
+                Some("events_reset") => format!("reset({},{})", m["oldest"], m["reason"]),
+                _ => panic!("unexpected {m}"),
+            };
+            if what == (STORED + 1).to_string() {
+                ended += 1;
+            }
+            let topic = m["topic"].as_str().unwrap_or_default().to_owned();
+            seen.entry(topic).or_default().push(what);
         }
-        seen.entry(topic.as_str()).or_default().push(what);
-    }
+        std::future::ready(ended >= TOPICS)
+    })
+    .await;
     assert_eq!(seen.len(), TOPICS, "{seen:?}");
     let mut kept = 0;
     for (topic, got) in &seen {

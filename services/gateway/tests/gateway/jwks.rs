@@ -122,3 +122,138 @@ async fn a_failing_jwks_endpoint_is_asked_once_per_refetch_interval_however_many
     let asked = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(asked <= 1, "the failing endpoint was asked {asked} times");
 }
+
+/// The one JWKS fetch a [`JwksHold`] is armed for: told when it begins, answered once released.
+type HeldFetch = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
+/// A JWKS endpoint that answers at once, except the fetch made while armed.
+#[derive(Clone)]
+struct JwksHold {
+    armed: Arc<Mutex<Option<HeldFetch>>>,
+    keys: Arc<Mutex<JwkSet>>,
+}
+
+impl JwksHold {
+    fn new() -> Self {
+        Self {
+            armed: Arc::default(),
+            keys: Arc::new(Mutex::new(JwkSet { keys: Vec::new() })),
+        }
+    }
+
+    /// Serves its keys, none until [`JwksHold::add`], on a port of its own; returns its URL.
+    async fn serve(&self) -> String {
+        let (armed, keys) = (self.armed.clone(), self.keys.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let held = armed.lock().take();
+                let keys = keys.clone();
+                async move {
+                    if let Some((began, release)) = held {
+                        let _ = began.send(());
+                        let _ = release.await;
+                    }
+                    axum::Json(keys.lock().clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/jwks.json")
+    }
+
+    /// Holds the next fetch: the first receiver resolves when it begins; sending on the
+    /// returned sender answers it.
+    fn arm(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (began, began_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.armed.lock() = Some((began, release_rx));
+        (began_rx, release)
+    }
+
+    /// Serves `key` from now on, beside the keys served already.
+    fn add(&self, key: Jwk) {
+        self.keys.lock().keys.push(key);
+    }
+}
+
+/// A client renews its token with a key the gateway has not seen, while the JWKS endpoint is
+/// slow to answer. The renewal waits beside the connection: the client's events keep coming
+/// meanwhile (a stalled connection would fall behind and be closed with 4008), and what it
+/// sends after the renewal is answered once the renewal is, in order, under the fresh token.
+/// A second renewal, with a key the endpoint does not have, is refused the same way.
+#[tokio::test]
+async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_after_it_in_order() {
+    let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let jwks = JwksHold::new();
+    let jwks_url = jwks.serve().await;
+    // HS256 tokens at connect (the helpers' secret), keys from the JWKS for the renewals.
+    let gw = spawn_gateway_with(|c| {
+        c.jwks_url = Some(jwks_url);
+        c.jwks_min_refetch = Duration::ZERO;
+    })
+    .await;
+    let nats = nats().await;
+    let tenant = unique("renewheld");
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_subscribes(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    // Rotated in after the gateway's first fetch, so its renewal makes the gateway fetch again.
+    jwks.add(jwk(&rsa, Algorithm::RS256, "rotated-in"));
+
+    for (kid, seqs, answer) in [
+        ("rotated-in", 1..=3, "authenticated"),
+        ("unknown-kid", 4..=6, "error"),
+    ] {
+        let (began, release) = jwks.arm();
+        let token = signed(&rsa, Algorithm::RS256, kid, &tenant);
+        c.send(json!({"action": "auth", "token": token})).await;
+        tokio::time::timeout(T, began)
+            .await
+            .expect("the renewal's JWKS fetch began")
+            .unwrap();
+        c.send(json!({"action": "subscribe", "type": "events", "topic": kid}))
+            .await;
+        c.send(json!({"action": "ping"})).await;
+        // Pushed while the fetch is held (well within the verifier's 5 s fetch timeout, which
+        // would otherwise free a held connection), and nothing else: the renewal and what
+        // came after it are not answered yet.
+        publish_events(&nats, &tenant, "tickets", seqs.clone()).await;
+        for seq in seqs {
+            let m = c.next(Duration::from_secs(2)).await;
+            assert_eq!(
+                (&m["type"], &m["seq"]),
+                (&json!("event"), &json!(seq)),
+                "{m}"
+            );
+        }
+        if let Some(m) = c.try_next(Duration::from_millis(300)).await {
+            panic!("answered while the renewal is out: {m}");
+        }
+
+        release.send(()).unwrap();
+        let m = c.next(T).await;
+        assert_eq!(m["type"], answer, "{m}");
+        if answer == "error" {
+            assert_eq!(m["code"], "invalid_token", "{m}");
+        }
+        let m = c.next(T).await;
+        assert_eq!(
+            (&m["type"], &m["topic"]),
+            (&json!("subscribed"), &json!(kid)),
+            "{m}"
+        );
+        assert_eq!(c.next(T).await["type"], "pong");
+    }
+    c.assert_alive().await;
+}
