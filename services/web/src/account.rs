@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use crate::api::ApiJson;
 use crate::error::ApiError;
 use crate::login_addresses;
-use crate::login_guard::Attempt;
 use crate::session::{self, Session};
 use crate::state::AppState;
 
@@ -101,13 +100,7 @@ pub async fn login(
     // taken before the attempt is counted, so a login turned away as busy (503, retry in a
     // second) costs the user none of their attempts.
     let slot = state.logins.hashing_slot().await?;
-    if let Attempt::OverEmailLimit(refusal) = state.logins.attempt(&email, client)? {
-        // Only a login from where the user logged in before gets past the email's limit.
-        if !login_addresses::is_known(&state.pool, &email, client).await? {
-            return Err(refusal);
-        }
-        state.logins.remember(&email, client);
-    }
+    state.logins.attempt(&state.pool, &email, client).await?;
     let user: Option<UserRow> = sqlx::query_as(
         "SELECT user_id, email, password_hash, tenant_id::text, role FROM users WHERE email = $1",
     )

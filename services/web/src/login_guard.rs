@@ -9,7 +9,11 @@
 //!   account; an address that logged in as that email before (on any instance: the database
 //!   keeps them, [`crate::login_addresses`]) is exempt, so nobody can lock a user out of an
 //!   account by failing its logins from elsewhere. Such a known pair is held only to its
-//!   address's limit. The counts are this instance's own.
+//!   address's limit.
+//! - Every instance counts against the same limits: an attempt this instance admits is
+//!   counted again in the database ([`crate::login_attempts`]), where all instances count, so
+//!   a client spreading its guesses over the instances behind a load balancer gets each limit
+//!   once. The instance's own limiters answer first: a flood it refuses costs no query.
 //! - Argon2 costs ~19 MiB and tens of milliseconds per hash: at most
 //!   `PULSE_LOGIN_CONCURRENCY` run at once; a login that finds none free within a second gets
 //!   503 with `Retry-After`, and memory stays bounded whatever the burst. The slot is taken
@@ -33,10 +37,12 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use pulse_common::client_addr::TrustedProxies;
+use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
-use crate::login_addresses::{KNOWN_DAYS, subscriber};
+use crate::login_addresses::{self, KNOWN_DAYS, subscriber};
+use crate::login_attempts::{self, Key};
 
 /// How long an address that logged in as an email stays exempt from that email's limit.
 const KNOWN_FOR: Duration = Duration::from_secs(KNOWN_DAYS as u64 * 86_400);
@@ -49,16 +55,22 @@ const HASH_WAIT: Duration = Duration::from_secs(1);
 
 type Pair = (String, IpAddr);
 
-/// What became of a login attempt that was not refused outright.
+/// What this instance's limiters made of an attempt that the address's limit admitted.
 #[derive(Debug)]
-pub enum Attempt {
+enum Attempt {
     /// Within every limit.
     Counted,
-    /// Over the email's own limit only: refused with this unless the address is known.
-    OverEmailLimit(ApiError),
+    /// The address logged in as the email on this instance before: held to nothing more.
+    Known,
+    /// Over the pair's or the email's limit: refused with this unless the database knows the
+    /// address for the email.
+    UnlessKnown(ApiError),
 }
 
 pub struct LoginGuard {
+    /// `PULSE_LOGIN_FAILURES_PER_MINUTE`: the pair's limit; an address has four times as
+    /// many, an email ten times.
+    per_minute: u32,
     per_pair: DefaultKeyedRateLimiter<Pair>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     per_email: DefaultKeyedRateLimiter<String>,
@@ -85,6 +97,7 @@ fn retry_after(not_until: governor::NotUntil<governor::clock::QuantaInstant>) ->
 impl LoginGuard {
     pub fn new(attempts_per_minute: u32, concurrency: usize, trusted: TrustedProxies) -> Self {
         Self {
+            per_minute: attempts_per_minute,
             per_pair: RateLimiter::keyed(per_minute(attempts_per_minute)),
             per_address: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(4))),
             per_email: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(10))),
@@ -100,10 +113,46 @@ impl LoginGuard {
         self.trusted.client(peer, headers)
     }
 
-    /// Counts one attempt by `address` as `email`, or refuses it with 429. When only the
-    /// email's own limit refuses it, the caller decides: an address that logged in as the
-    /// email before (on any instance, see [`crate::login_addresses`]) is let through.
-    pub fn attempt(&self, email: &str, address: IpAddr) -> Result<Attempt, ApiError> {
+    /// Counts one attempt by `address` as `email`, here and then with every instance, or
+    /// refuses it with 429. An address that logged in as the email before (on any instance,
+    /// see [`crate::login_addresses`]) is held only to its address's limit.
+    pub async fn attempt(
+        &self,
+        pool: &PgPool,
+        email: &str,
+        address: IpAddr,
+    ) -> Result<(), ApiError> {
+        let address = subscriber(address);
+        let here = self.attempt_here(email, address)?;
+        let n = self.per_minute;
+        if let Some(wait) =
+            login_attempts::take(pool, Key::Address(address), n.saturating_mul(4)).await?
+        {
+            return Err(ApiError::TooManyRequests { retry_after: wait });
+        }
+        let refusal = match here {
+            Attempt::Known => return Ok(()),
+            Attempt::UnlessKnown(refusal) => Some(refusal),
+            Attempt::Counted => match login_attempts::take(pool, Key::Pair(email, address), n)
+                .await?
+            {
+                Some(wait) => Some(wait),
+                None => login_attempts::take(pool, Key::Email(email), n.saturating_mul(10)).await?,
+            }
+            .map(|retry_after| ApiError::TooManyRequests { retry_after }),
+        };
+        let Some(refusal) = refusal else {
+            return Ok(());
+        };
+        if !login_addresses::is_known(pool, email, address).await? {
+            return Err(refusal);
+        }
+        self.remember(email, address);
+        Ok(())
+    }
+
+    /// [`LoginGuard::attempt`] as this instance counts it: `Err` only for the address's limit.
+    fn attempt_here(&self, email: &str, address: IpAddr) -> Result<Attempt, ApiError> {
         if self.largest_limiter() > self.sweep_above.load(Ordering::Relaxed) {
             self.per_pair.retain_recent();
             self.per_address.retain_recent();
@@ -115,11 +164,14 @@ impl LoginGuard {
         let address = subscriber(address);
         let pair = (email.to_owned(), address);
         self.per_address.check_key(&address).map_err(retry_after)?;
-        if !self.is_known(&pair) {
-            self.per_pair.check_key(&pair).map_err(retry_after)?;
-            if let Err(not_until) = self.per_email.check_key(&pair.0) {
-                return Ok(Attempt::OverEmailLimit(retry_after(not_until)));
-            }
+        if self.is_known(&pair) {
+            return Ok(Attempt::Known);
+        }
+        if let Err(not_until) = self.per_pair.check_key(&pair) {
+            return Ok(Attempt::UnlessKnown(retry_after(not_until)));
+        }
+        if let Err(not_until) = self.per_email.check_key(&pair.0) {
+            return Ok(Attempt::UnlessKnown(retry_after(not_until)));
         }
         Ok(Attempt::Counted)
     }
@@ -175,27 +227,28 @@ mod tests {
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
         // Per address: four attempts a minute, from anywhere in the /64.
         for n in 1..=4 {
-            assert!(counted(g.attempt(
+            assert!(counted(g.attempt_here(
                 &format!("u{n}@x.example"),
                 ip(&format!("2001:db8:1:2::{n}"))
             )));
         }
         assert!(
-            g.attempt("u5@x.example", ip("2001:db8:1:2:ffff::5"))
+            g.attempt_here("u5@x.example", ip("2001:db8:1:2:ffff::5"))
                 .is_err()
         );
         assert!(
-            counted(g.attempt("u5@x.example", ip("2001:db8:1:3::5"))),
+            counted(g.attempt_here("u5@x.example", ip("2001:db8:1:3::5"))),
             "another /64"
         );
         // A login from one address of the /64 makes the whole /64 known for that email.
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
         g.remember("v@x.example", ip("2001:db8:9:9::1"));
         for n in 0..11 {
-            let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
+            let _ = g.attempt_here("v@x.example", ip(&format!("203.0.113.{n}")));
         }
-        assert!(counted(
-            g.attempt("v@x.example", ip("2001:db8:9:9:a:b:c:d"))
+        assert!(matches!(
+            g.attempt_here("v@x.example", ip("2001:db8:9:9:a:b:c:d")),
+            Ok(Attempt::Known)
         ));
         // An IPv4 address written as IPv6 is that IPv4 address.
         assert_eq!(subscriber(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
@@ -216,13 +269,16 @@ mod tests {
         g.remember("v@x.example", victim);
         // Ten attackers (the per-email allowance) and one more.
         for n in 0..11 {
-            let _ = g.attempt("v@x.example", ip(&format!("203.0.113.{n}")));
+            let _ = g.attempt_here("v@x.example", ip(&format!("203.0.113.{n}")));
         }
         assert!(matches!(
-            g.attempt("v@x.example", ip("203.0.113.200")),
-            Ok(Attempt::OverEmailLimit(ApiError::TooManyRequests { .. }))
+            g.attempt_here("v@x.example", ip("203.0.113.200")),
+            Ok(Attempt::UnlessKnown(ApiError::TooManyRequests { .. }))
         ));
-        assert!(counted(g.attempt("v@x.example", victim)));
+        assert!(matches!(
+            g.attempt_here("v@x.example", victim),
+            Ok(Attempt::Known)
+        ));
     }
 
     #[test]
@@ -231,7 +287,7 @@ mod tests {
         let g = LoginGuard::new(1, 1, TrustedProxies::default());
         let address = |n: usize| IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
         for n in 0..RETAIN_ABOVE + 2 {
-            let _ = g.attempt("a@x.example", address(n));
+            let _ = g.attempt_here("a@x.example", address(n));
         }
         // Every key is recent: the sweep left them all, and the next one waits for twice as
         // many, instead of sweeping again on each of the following attempts.
@@ -258,11 +314,11 @@ mod tests {
         let g = LoginGuard::new(3, 1, TrustedProxies::default());
         let a = ip("198.51.100.2");
         for _ in 0..3 {
-            assert!(counted(g.attempt("a@x.example", a)));
+            assert!(counted(g.attempt_here("a@x.example", a)));
         }
         assert!(matches!(
-            g.attempt("a@x.example", a),
-            Err(ApiError::TooManyRequests { retry_after }) if retry_after >= 1
+            g.attempt_here("a@x.example", a),
+            Ok(Attempt::UnlessKnown(ApiError::TooManyRequests { retry_after })) if retry_after >= 1
         ));
     }
 

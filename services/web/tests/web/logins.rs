@@ -205,3 +205,52 @@ async fn a_user_is_not_locked_out_on_another_instance_or_after_a_restart() {
     );
     env.finish().await;
 }
+
+/// Two instances behind a load balancer that sends each request anywhere count every attempt
+/// against one limit: a client alternating between them gets the pair's, the address's and
+/// the email's allowance once, not once per instance.
+#[tokio::test]
+async fn instances_behind_a_load_balancer_count_attempts_against_one_limit() {
+    /// Attempts a minute for one pair; an address has 4, an email 10.
+    const N: u32 = 1;
+    let env = spawn_behind_proxy(N).await;
+    let bases = [env.at(""), env.another_instance().await];
+    let user = |who: &str| format!("{who}@{}.example", env.tenant);
+    // How many of `attempts` (address, email) logins, alternating between the instances, were
+    // let through to the password check (401), each other one being refused (429). Allowances
+    // come back one every minute / allowance; `refills` says how many could have meanwhile.
+    let admitted = |attempts: Vec<(String, String)>, allowance: u32| {
+        let bases = bases.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let mut admitted = 0;
+            for (i, (address, email)) in attempts.iter().enumerate() {
+                match login_at(&bases[i % 2], Some(address), email, "wrong").await {
+                    401 => admitted += 1,
+                    429 => {}
+                    other => panic!("{address} as {email}: {other}"),
+                }
+            }
+            let refills = started.elapsed().as_secs_f64() * f64::from(allowance) / 60.0;
+            (admitted, refills.floor() as u32)
+        }
+    };
+
+    // The pair: one a minute.
+    let pair = vec![("198.51.100.9".to_owned(), user("viewer")); 4];
+    let (got, refills) = admitted(pair, N).await;
+    assert_eq!(got, N + refills, "one pair, both instances");
+    // The address: four a minute, over emails of its own each.
+    let address: Vec<_> = (0..10)
+        .map(|i| ("198.51.100.10".to_owned(), user(&format!("nobody{i}"))))
+        .collect();
+    let (got, refills) = admitted(address, 4 * N).await;
+    assert_eq!(got, 4 * N + refills, "one address, both instances");
+    // The email: ten a minute, from addresses of their own each.
+    let email: Vec<_> = (0..20)
+        .map(|i| (format!("203.0.113.{i}"), user("admin")))
+        .collect();
+    let (got, refills) = admitted(email, 10 * N).await;
+    assert_eq!(got, 10 * N + refills, "one email, both instances");
+    env.finish().await;
+}
