@@ -28,7 +28,6 @@ CREATE TABLE telemetry_out_of_range (
     moved_at  timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE telemetry_out_of_range ENABLE ROW LEVEL SECURITY;
-ALTER TABLE telemetry_out_of_range FORCE ROW LEVEL SECURITY;
 
 WITH moved AS (
     DELETE FROM telemetry WHERE NOT pulse_timestamp_in_range(ts)
@@ -36,6 +35,8 @@ WITH moved AS (
 )
 INSERT INTO telemetry_out_of_range (tenant_id, device_id, ts, metrics)
 SELECT tenant_id, device_id, ts, metrics FROM moved;
+-- Forced once the readings are in: forced before, it refused the owner's insert.
+ALTER TABLE telemetry_out_of_range FORCE ROW LEVEL SECURITY;
 
 -- Written directly, against the schema's advice: back to the newest reading.
 UPDATE devices d

@@ -21,10 +21,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// Migrations reworded after release: their version, and the checksum (SHA-384 of the text,
 /// hex) of the wording a database may have applied.
 ///
-/// Both create a role only when it does not exist yet: `CREATE ROLE` fails without CREATEROLE
-/// even for a role that exists, so an owner without it (roles created beforehand by a
+/// The first two create a role only when it does not exist yet: `CREATE ROLE` fails without
+/// CREATEROLE even for a role that exists, so an owner without it (roles created beforehand by a
 /// superuser, as deploy/README.md sets up) could not apply them. On a database that applied
 /// them, the roles exist, and the new wording would have done the same.
+///
+/// The third forces row-level security on `telemetry_out_of_range` after moving the readings
+/// out of range into it, not before: forced first, it refused the insert of an owner that is
+/// no superuser, on a database holding such readings. Where it was applied, the table ends
+/// the same.
 pub const REWORDED: &[(i64, &str)] = &[
     (
         20261122000001,
@@ -33,6 +38,10 @@ pub const REWORDED: &[(i64, &str)] = &[
     (
         20261201000004,
         "aaf3c81dc9d3ce6f8496493f2b3593a2ee55346d10e2763ebee954ccc5a51ba070f0967fba571cfff17e4e8b301d9437",
+    ),
+    (
+        20261204000003,
+        "bc7a9ed02975ff0b629a47f70838a3220ec3cdc4fa8a27362e29ab842eb9d641721c77602c5f7dd580a59ffb426443f5",
     ),
 ];
 

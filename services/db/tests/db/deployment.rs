@@ -92,3 +92,72 @@ async fn an_owner_without_superuser_or_createrole_migrates_and_the_services_work
     .unwrap();
     assert_eq!(marked.rows_affected(), 2);
 }
+
+/// Applies, as `owner`, the repository's migrations before `version`: a database as an earlier
+/// release left it.
+async fn migrate_before(owner: &PgPool, version: i64) {
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let earlier = std::env::temp_dir().join(pulse_test_support::unique("pulse-migrations"));
+    std::fs::create_dir_all(&earlier).unwrap();
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let applied_before = name
+            .split('_')
+            .next()
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| v < version);
+        if applied_before {
+            std::fs::copy(&path, earlier.join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap();
+    let applied = migrator.run(owner).await;
+    std::fs::remove_dir_all(&earlier).unwrap();
+    applied.unwrap();
+}
+
+/// A database as deployed that holds readings no service can read back (written before the
+/// timestamp checks of 20261204000003) migrates on as its owner: the readings are moved aside,
+/// where the owner can inspect them, and the device's `last_seen_at` goes back to its newest
+/// reading left.
+#[tokio::test]
+async fn an_owner_migrates_a_database_holding_readings_out_of_range() {
+    const CHECKS: i64 = 20261204000003;
+    let deployed = Deployed::unmigrated("deployedold").await;
+    let owner = pulse_db::lazy_pool(&deployed.owner_url, 1, None).unwrap();
+    migrate_before(&owner, CHECKS).await;
+    let db = &deployed.db;
+    let tenant = db.tenant("deployedold", 1).await;
+    for ts in ["2026-12-01T00:00:00Z", "infinity"] {
+        sqlx::query(
+            "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+             VALUES ($1, 'dev-1', $2::timestamptz, '{}')",
+        )
+        .bind(&tenant)
+        .bind(ts)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    pulse_db::migrate(&owner).await.unwrap();
+    let aside: Vec<String> =
+        sqlx::query_scalar("SELECT ts::text FROM telemetry_out_of_range WHERE tenant_id = $1")
+            .bind(&tenant)
+            .fetch_all(&owner)
+            .await
+            .unwrap();
+    assert_eq!(aside, ["infinity"]);
+    let last_seen: String = sqlx::query_scalar(
+        "SELECT to_char(last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM devices \
+          WHERE tenant_id = $1 AND device_id = 'dev-1'",
+    )
+    .bind(&tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(last_seen, "2026-12-01");
+}
