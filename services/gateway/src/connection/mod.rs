@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::future::OptionFuture;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
@@ -60,8 +61,8 @@ struct Session {
     checking: HashMap<Channel, Checking>,
     /// The fresh token of an `auth` request being verified, beside the loop like `checks`: a
     /// key the gateway has to fetch from the JWKS endpoint holds neither pushes nor pings.
-    /// At most one at a time.
-    renewal: tokio::task::JoinSet<Result<Principal, AuthError>>,
+    /// At most one at a time; a handle, not a set, as nearly every connection never has one.
+    renewal: Option<tokio::task::JoinHandle<Result<Principal, AuthError>>>,
     /// Requests sent while `renewal` is out, answered in order once it is, under the token it
     /// brings: a subscribe sent after a renewal is the renewed principal's. Bounded by the
     /// message rate limit and the verifier's JWKS fetch timeout.
@@ -101,7 +102,7 @@ pub fn serve(
         slot,
         checks: tokio::task::JoinSet::new(),
         checking: HashMap::new(),
-        renewal: tokio::task::JoinSet::new(),
+        renewal: None,
         held: VecDeque::new(),
         cx,
     };
@@ -188,7 +189,8 @@ impl Session {
                         return ending;
                     }
                 }
-                Some(done) = self.renewal.join_next(), if !self.renewal.is_empty() => {
+                Some(done) = OptionFuture::from(self.renewal.as_mut()), if self.renewal.is_some() => {
+                    self.renewal = None;
                     match Box::pin(self.renewed(done)).await {
                         Ok(Some(new_exp)) => expires.as_mut().reset(instant_of(new_exp)),
                         Ok(None) => {}
@@ -332,6 +334,9 @@ impl Session {
 
     /// Releases every subscription, then says goodbye when there is someone to say it to.
     async fn finish(&mut self, ending: Ending) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
         for topic in self.channels.values() {
             self.cx.fanout.unsubscribe(self.id, topic);
         }

@@ -70,7 +70,7 @@ impl Session {
 
     /// Answers a request, or holds it while a renewal is out.
     async fn handle(&mut self, request: ClientRequest) -> Result<(), Ending> {
-        if !self.renewal.is_empty() {
+        if self.renewal.is_some() {
             self.held.push_back(request);
             return Ok(());
         }
@@ -251,9 +251,9 @@ impl Session {
     /// Verifies a fresh token beside the loop; [`Self::renewed`] goes on with the answer.
     fn start_renewal(&mut self, token: String) {
         let auth = self.cx.auth.clone();
-        self.renewal.spawn(
+        self.renewal = Some(tokio::spawn(
             async move { auth.verify(Some(&token)).await }.instrument(tracing::Span::current()),
-        );
+        ));
     }
 
     /// A renewal's token was verified: applies it or says why not, then answers the requests
@@ -273,7 +273,7 @@ impl Session {
                 None
             }
         };
-        while self.renewal.is_empty()
+        while self.renewal.is_none()
             && let Some(request) = self.held.pop_front()
         {
             self.handle(request).await?;
