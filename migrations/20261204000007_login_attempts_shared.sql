@@ -5,8 +5,9 @@
 -- key's theoretical arrival time (GCRA, as the per-instance limiters count): an attempt is
 -- admitted when, one interval (a minute / attempts per minute) after the later of `tat` and
 -- now, `tat` would be at most a minute ahead. A row whose `tat` has passed counts nothing and
--- is deleted now and then.
-CREATE TABLE login_attempts (
+-- is deleted now and then. Unlogged: counts need no WAL, and a crash (or a failover to a
+-- replica) that empties them only gives every key its allowance back.
+CREATE UNLOGGED TABLE login_attempts (
     key text PRIMARY KEY CHECK (octet_length(key) BETWEEN 1 AND 512),
     tat timestamptz NOT NULL
 );
