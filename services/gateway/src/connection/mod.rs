@@ -63,10 +63,11 @@ struct Session {
     /// key the gateway has to fetch from the JWKS endpoint holds neither pushes nor pings.
     /// At most one at a time; a handle, not a set, as nearly every connection never has one.
     renewal: Option<tokio::task::JoinHandle<Result<Principal, AuthError>>>,
-    /// Requests sent while `renewal` is out, answered in order once it is, under the token it
-    /// brings: a subscribe sent after a renewal is the renewed principal's. Bounded by the
-    /// message rate limit and the verifier's JWKS fetch timeout.
-    held: VecDeque<ClientRequest>,
+    /// Requests sent while `renewal` is out (and frames that are none, each answered with its
+    /// error), answered in order once it is, under the token it brings: a subscribe sent after
+    /// a renewal is the renewed principal's. Bounded by the message rate limit and the
+    /// verifier's JWKS fetch timeout.
+    held: VecDeque<Result<ClientRequest, ProtocolError>>,
 }
 
 /// Serves an authenticated, admitted connection until it ends.

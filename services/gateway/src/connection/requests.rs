@@ -62,18 +62,20 @@ impl Session {
             return Ok(());
         }
         self.limited_streak = 0;
-        match ClientRequest::parse(text) {
-            Ok(request) => self.handle(request).await,
-            Err(e) => self.reply_error(e).await,
-        }
+        self.handle(ClientRequest::parse(text)).await
     }
 
-    /// Answers a request, or holds it while a renewal is out.
-    async fn handle(&mut self, request: ClientRequest) -> Result<(), Ending> {
+    /// Answers a request (or a frame that is none with its error), or holds it while a renewal
+    /// is out.
+    async fn handle(&mut self, parsed: Result<ClientRequest, ProtocolError>) -> Result<(), Ending> {
         if self.renewal.is_some() {
-            self.held.push_back(request);
+            self.held.push_back(parsed);
             return Ok(());
         }
+        let request = match parsed {
+            Ok(request) => request,
+            Err(e) => return self.reply_error(e).await,
+        };
         match request {
             ClientRequest::Ping => self.reply(&ServerReply::Pong).await,
             ClientRequest::Subscribe { channel, since } => self.subscribe(channel, since).await,

@@ -190,7 +190,8 @@ impl JwksHold {
 /// A client renews its token with a key the gateway has not seen, while the JWKS endpoint is
 /// slow to answer. The renewal waits beside the connection: the client's events keep coming
 /// meanwhile (a stalled connection would fall behind and be closed with 4008), and what it
-/// sends after the renewal is answered once the renewal is, in order, under the fresh token.
+/// sends after the renewal (a frame that is no request too) is answered once the renewal is,
+/// in order, under the fresh token.
 /// A second renewal, with a key the endpoint does not have, is refused the same way.
 #[tokio::test]
 async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_after_it_in_order() {
@@ -224,6 +225,7 @@ async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_af
             .unwrap();
         c.send(json!({"action": "subscribe", "type": "events", "topic": kid}))
             .await;
+        c.send(json!({"action": "dance"})).await;
         c.send(json!({"action": "ping"})).await;
         // Pushed while the fetch is held (well within the verifier's 5 s fetch timeout, which
         // would otherwise free a held connection), and nothing else: the renewal and what
@@ -253,6 +255,8 @@ async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_af
             (&json!("subscribed"), &json!(kid)),
             "{m}"
         );
+        let m = c.next(T).await;
+        assert_eq!(m["code"], "unknown_action", "{m}");
         assert_eq!(c.next(T).await["type"], "pong");
     }
     c.assert_alive().await;
