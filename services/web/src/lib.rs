@@ -8,7 +8,7 @@
 //! - [`session`]: session cookies and tokens.
 //! - [`api`]: devices, telemetry, alerts, fleet, events.
 //! - [`login_guard`]: login attempt limits, client addresses behind proxies, hashing in flight.
-//! - [`login_attempts`]: login attempts counted by every instance together.
+//! - [`shared_limits`]: login attempts and publishes counted by every instance together.
 //! - [`login_addresses`]: where users logged in from, shared by every instance.
 //! - [`error`]: the API's error policy.
 //! - [`openapi`]: the OpenAPI document.
@@ -21,13 +21,13 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod login_addresses;
-pub mod login_attempts;
 pub mod login_guard;
 pub mod metrics;
 pub mod openapi;
 pub mod publish_limit;
 pub mod server;
 pub mod session;
+pub mod shared_limits;
 pub mod state;
 pub mod ticket;
 

@@ -11,7 +11,7 @@
 //!   account by failing its logins from elsewhere. Such a known pair is held only to its
 //!   address's limit.
 //! - Every instance counts against the same limits: an attempt this instance admits is
-//!   counted again in the database ([`crate::login_attempts`]), where all instances count, so
+//!   counted again in the database ([`crate::shared_limits`]), where all instances count, so
 //!   a client spreading its guesses over the instances behind a load balancer gets each limit
 //!   once. The instance's own limiters answer first: a flood it refuses costs no query.
 //! - Argon2 costs ~19 MiB and tens of milliseconds per hash: at most
@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::login_addresses::{self, KNOWN_DAYS, subscriber};
-use crate::login_attempts::{self, Key};
+use crate::shared_limits::{self, Key, Rate};
 
 /// How long an address that logged in as an email stays exempt from that email's limit.
 const KNOWN_FOR: Duration = Duration::from_secs(KNOWN_DAYS as u64 * 86_400);
@@ -125,21 +125,34 @@ impl LoginGuard {
         let address = subscriber(address);
         let here = self.attempt_here(email, address)?;
         let n = self.per_minute;
-        if let Some(wait) =
-            login_attempts::take(pool, Key::Address(address), n.saturating_mul(4)).await?
+        if let Some(wait) = shared_limits::take(
+            pool,
+            Key::LoginAddress(address),
+            Rate::per_minute(n.saturating_mul(4)),
+        )
+        .await?
         {
             return Err(ApiError::TooManyRequests { retry_after: wait });
         }
         let refusal = match here {
             Attempt::Known => return Ok(()),
             Attempt::UnlessKnown(refusal) => Some(refusal),
-            Attempt::Counted => match login_attempts::take(pool, Key::Pair(email, address), n)
-                .await?
-            {
-                Some(wait) => Some(wait),
-                None => login_attempts::take(pool, Key::Email(email), n.saturating_mul(10)).await?,
+            Attempt::Counted => {
+                match shared_limits::take(pool, Key::LoginPair(email, address), Rate::per_minute(n))
+                    .await?
+                {
+                    Some(wait) => Some(wait),
+                    None => {
+                        shared_limits::take(
+                            pool,
+                            Key::LoginEmail(email),
+                            Rate::per_minute(n.saturating_mul(10)),
+                        )
+                        .await?
+                    }
+                }
+                .map(|retry_after| ApiError::TooManyRequests { retry_after })
             }
-            .map(|retry_after| ApiError::TooManyRequests { retry_after }),
         };
         let Some(refusal) = refusal else {
             return Ok(());

@@ -202,10 +202,11 @@ pub async fn publish(
     }
     let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
 
-    // The rate first: past the credential lookup, a tenant over it costs the database nothing,
-    // not even the lookup of an idempotency key (a retry refused here gets its key's answer
-    // once it comes in time).
-    state.event_limiter.check(&tenant)?;
+    // The rate first: past the credential lookup, a tenant over it on this instance costs the
+    // database nothing, not even the lookup of an idempotency key (a retry refused here gets
+    // its key's answer once it comes in time); within it, one statement counts it with every
+    // instance.
+    state.event_limiter.check(&state.pool, &tenant).await?;
     if let Some(key) = &key
         && let Some(prior) = prior_event(&state, &tenant, key).await?
     {

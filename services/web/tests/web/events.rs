@@ -676,6 +676,33 @@ async fn a_publish_key_flooding_past_its_rate_writes_nothing_per_refused_request
     env.finish().await;
 }
 
+/// Two instances behind a load balancer that sends each request anywhere count a tenant's
+/// publishes against one rate: a publisher alternating between them gets the burst once, not
+/// once per instance.
+#[tokio::test]
+async fn instances_behind_a_load_balancer_share_a_tenants_rate() {
+    const BURST: u64 = 3;
+    let env = spawn_with_event_burst(BURST as u32).await;
+    let bases = [env.at(""), env.another_instance().await];
+    let c = reqwest::Client::new();
+    let ev = json!({"topic": "spread", "event": "tick"});
+    let started = std::time::Instant::now();
+    let mut accepted = 0;
+    for i in 0..2 * BURST as usize {
+        let r = publish(&c, &bases[i % 2], &env.tenant, ev.clone(), None).await;
+        match r.status().as_u16() {
+            202 => accepted += 1,
+            429 => {}
+            other => panic!("publish {i}: {other}"),
+        }
+    }
+    // One event a second comes back to the bucket while the test runs.
+    let refills = started.elapsed().as_secs();
+    assert_eq!(accepted, BURST + refills, "accepted over both instances");
+    assert_eq!(seqs(&env, "spread").await.len() as u64, accepted);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
     let env = spawn().await;
