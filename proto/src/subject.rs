@@ -34,6 +34,11 @@ pub const EVENTS_STREAM_DESCRIPTION: &str =
     "Pulse: recent events per tenant and topic (seq counts per topic)";
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_STREAM_SUBJECTS: [&str; 1] = ["pulse.v1.*.events.*"];
+/// Most events of one topic the relay sends in one pass. A pass only partly acknowledged is
+/// sent again from its first unacknowledged event, so an event is stored in [`EVENTS_STREAM`]
+/// after fewer than this many later events of its topic: a reader of the stream finds a
+/// topic's events in `seq` order but for that much.
+pub const EVENTS_RELAYED_PER_TOPIC_PASS: u64 = 200;
 
 /// JetStream key-value bucket of the devices each tenant has: one key
 /// [`device_key`] per device, kept by the active poller from PostgreSQL. Gateways read it

@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::counter::Counter;
 use pulse_proto::Subject;
-use pulse_proto::subject::EVENTS_STREAM;
+use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 
 use crate::frame::{Frame, seq_of};
 use crate::ids::TopicId;
 
 /// How long one JetStream read may take before the history counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How far below the first `seq` wanted a read that found a hole starts again: twice as far
+/// as a relay retry can store an event out of order.
+const LOOKBACK: u64 = 2 * EVENTS_RELAYED_PER_TOPIC_PASS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -48,9 +52,12 @@ pub struct Stored {
 pub struct History {
     js: jetstream::Context,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
+    /// Every direct get made, counted.
+    gets: Counter,
 }
 
 /// One stored event: its stream sequence and its `seq`.
+#[derive(Clone)]
 struct Found {
     stream_seq: u64,
     seq: u64,
@@ -58,10 +65,11 @@ struct Found {
 }
 
 impl History {
-    pub fn new(js: jetstream::Context) -> Self {
+    pub fn new(js: jetstream::Context, gets: Counter) -> Self {
         Self {
             js,
             stream: tokio::sync::OnceCell::new(),
+            gets,
         }
     }
 
@@ -85,7 +93,9 @@ impl History {
         topic: TopicId,
     ) -> Result<Option<Frame>, HistoryError> {
         let stream = self.stream().await?;
-        let found = timed(stream.direct_get_last_for_subject(subject.to_string())).await?;
+        let found = self
+            .timed(stream.direct_get_last_for_subject(subject.to_string()))
+            .await?;
         Ok(found.map(|f| frame(topic, f)))
     }
 
@@ -101,7 +111,10 @@ impl History {
         let started = Instant::now();
         let stream = self.stream().await?;
         let name = subject.to_string();
-        let Some(last) = timed(stream.direct_get_last_for_subject(name.clone())).await? else {
+        let Some(last) = self
+            .timed(stream.direct_get_last_for_subject(name.clone()))
+            .await?
+        else {
             // Nothing stored: either nothing happened after `after`, or it expired. Only the
             // caller's own knowledge (what it delivered since) can tell.
             return Ok(Stored {
@@ -112,7 +125,9 @@ impl History {
         if last.seq <= after {
             return Ok(Stored::default());
         }
-        let Some(first) = timed(stream.direct_get_next_for_subject(name.clone(), None)).await?
+        let Some(first) = self
+            .timed(stream.direct_get_next_for_subject(name.clone(), None))
+            .await?
         else {
             return Ok(Stored::default());
         };
@@ -125,52 +140,37 @@ impl History {
         }
         let first_stream_seq = first.stream_seq;
         let expired = first.seq > want + 1;
-        // The first stored event with a seq above `want`.
-        let start = if first.seq > want {
-            first
-        } else {
-            // `answer` is the earliest event known to be above `want`; an earlier one can only
-            // be at a stream sequence in [lo, hi).
-            let mut answer = last;
-            let (mut lo, mut hi) = (first.stream_seq + 1, answer.stream_seq);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                let Some(probe) =
-                    timed(stream.direct_get_next_for_subject(name.clone(), Some(mid))).await?
-                else {
-                    break;
-                };
-                if probe.stream_seq >= hi {
-                    hi = mid;
-                } else if probe.seq > want {
-                    hi = probe.stream_seq;
-                    answer = probe;
-                } else {
-                    lo = probe.stream_seq + 1;
-                }
-            }
-            answer
-        };
-        stored.frames = read_forward(stream, &name, topic, start, end, max).await?;
+        let start = self
+            .first_above(stream, &name, first, last.clone(), want)
+            .await?;
+        stored.frames = self
+            .read_forward(stream, &name, topic, start, end, max)
+            .await?;
         stored.frames.retain(|f| f.seq > want);
         stored.frames.sort_by_key(|f| f.seq);
         stored.frames.dedup_by_key(|f| f.seq);
-        // The search assumes a topic's seqs rise with the stream's order; an event stored
-        // after a later one (a relay retry) breaks that locally. When a hole shows, read the
-        // topic's whole retained history once instead.
+        // The search assumes a topic's seqs rise with the stream's order. A relay retry stores
+        // an event after fewer than `EVENTS_RELAYED_PER_TOPIC_PASS` later ones of its topic,
+        // which can mislead it; so when a hole shows, the events are read again from the first
+        // one above `want - LOOKBACK`, which no retry moves past the events above `want`. A
+        // hole still there then is one (an event passed over as too big, or deleted).
         let holed = stored
             .frames
             .first()
             .is_some_and(|f| !expired && f.seq != want + 1)
             || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
         if holed {
-            let Some(first) =
-                timed(stream.direct_get_next_for_subject(name.clone(), Some(first_stream_seq)))
-                    .await?
+            let Some(first) = self
+                .timed(stream.direct_get_next_for_subject(name.clone(), Some(first_stream_seq)))
+                .await?
             else {
                 return Ok(stored);
             };
-            let mut all = read_forward(stream, &name, topic, first, end, usize::MAX).await?;
+            let from = want.saturating_sub(LOOKBACK);
+            let start = self.first_above(stream, &name, first, last, from).await?;
+            let mut all = self
+                .read_forward(stream, &name, topic, start, end, usize::MAX)
+                .await?;
             all.retain(|f| f.seq > want);
             all.sort_by_key(|f| f.seq);
             all.dedup_by_key(|f| f.seq);
@@ -188,49 +188,91 @@ impl History {
         );
         Ok(stored)
     }
-}
 
-/// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`.
-async fn read_forward(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    topic: TopicId,
-    start: Found,
-    end: u64,
-    max: usize,
-) -> Result<Vec<Frame>, HistoryError> {
-    let mut next = start.stream_seq + 1;
-    let mut frames = vec![frame(topic, start)];
-    while next <= end && frames.len() < max {
-        let Some(found) =
-            timed(stream.direct_get_next_for_subject(name.to_owned(), Some(next))).await?
-        else {
-            break;
-        };
-        if found.stream_seq > end {
-            break;
+    /// The first stored event of `name` with a seq above `want`, by a binary search over the
+    /// stream sequences from `first` (the subject's first event) to `last` (its last, whose
+    /// seq is above `want`).
+    async fn first_above(
+        &self,
+        stream: &jetstream::stream::Stream,
+        name: &str,
+        first: Found,
+        last: Found,
+        want: u64,
+    ) -> Result<Found, HistoryError> {
+        if first.seq > want {
+            return Ok(first);
         }
-        next = found.stream_seq + 1;
-        frames.push(frame(topic, found));
+        // `answer` is the earliest event known to be above `want`; an earlier one can only be
+        // at a stream sequence in [lo, hi).
+        let mut answer = last;
+        let (mut lo, mut hi) = (first.stream_seq + 1, answer.stream_seq);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(probe) = self
+                .timed(stream.direct_get_next_for_subject(name.to_owned(), Some(mid)))
+                .await?
+            else {
+                break;
+            };
+            if probe.stream_seq >= hi {
+                hi = mid;
+            } else if probe.seq > want {
+                hi = probe.stream_seq;
+                answer = probe;
+            } else {
+                lo = probe.stream_seq + 1;
+            }
+        }
+        Ok(answer)
     }
-    Ok(frames)
-}
 
-/// One direct get with a deadline; `None` when there is no such message.
-async fn timed(
-    get: impl std::future::Future<
-        Output = Result<jetstream::message::StreamMessage, jetstream::stream::DirectGetError>,
-    >,
-) -> Result<Option<Found>, HistoryError> {
-    match tokio::time::timeout(READ_TIMEOUT, get).await {
-        Ok(Ok(message)) => Ok(Some(Found {
-            stream_seq: message.sequence,
-            seq: seq_of(Some(&message.headers)),
-            message,
-        })),
-        Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Ok(Err(e)) => Err(HistoryError::Read(e.to_string())),
-        Err(_) => Err(HistoryError::Timeout),
+    /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`.
+    async fn read_forward(
+        &self,
+        stream: &jetstream::stream::Stream,
+        name: &str,
+        topic: TopicId,
+        start: Found,
+        end: u64,
+        max: usize,
+    ) -> Result<Vec<Frame>, HistoryError> {
+        let mut next = start.stream_seq + 1;
+        let mut frames = vec![frame(topic, start)];
+        while next <= end && frames.len() < max {
+            let Some(found) = self
+                .timed(stream.direct_get_next_for_subject(name.to_owned(), Some(next)))
+                .await?
+            else {
+                break;
+            };
+            if found.stream_seq > end {
+                break;
+            }
+            next = found.stream_seq + 1;
+            frames.push(frame(topic, found));
+        }
+        Ok(frames)
+    }
+
+    /// One direct get with a deadline; `None` when there is no such message.
+    async fn timed(
+        &self,
+        get: impl std::future::Future<
+            Output = Result<jetstream::message::StreamMessage, jetstream::stream::DirectGetError>,
+        >,
+    ) -> Result<Option<Found>, HistoryError> {
+        self.gets.inc();
+        match tokio::time::timeout(READ_TIMEOUT, get).await {
+            Ok(Ok(message)) => Ok(Some(Found {
+                stream_seq: message.sequence,
+                seq: seq_of(Some(&message.headers)),
+                message,
+            })),
+            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => Err(HistoryError::Read(e.to_string())),
+            Err(_) => Err(HistoryError::Timeout),
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub events_replayed: Counter,
     /// Events read back from the events stream for clients resuming with `since`.
     pub events_read_for_replay: Counter,
+    /// Reads (direct gets) of the events stream for event history, whatever they found.
+    pub event_history_gets: Counter,
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
     pub snapshot_retries: Gauge,
@@ -173,6 +175,12 @@ impl Metrics {
                 r,
                 "events_read_for_replay",
                 "Events read back from the events stream for clients that subscribed with since",
+                Counter::default(),
+            ),
+            event_history_gets: register(
+                r,
+                "event_history_gets",
+                "Reads of the events stream (direct gets) made to find and read event history",
                 Counter::default(),
             ),
             event_resets: register(

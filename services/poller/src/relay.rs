@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use parking_lot::Mutex;
 use pulse_common::nats::{LinkState, unless_dropped};
+use pulse_proto::subject::EVENTS_RELAYED_PER_TOPIC_PASS;
 use pulse_proto::{StoredEvent, Subject, TenantId, Timestamp, Topic};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -30,8 +31,10 @@ pub const BATCH: i64 = 1000;
 /// does not hold back the other topics and tenants, a pass shares [`BATCH`] between the topics
 /// with a backlog (`BATCH / topics`, at least one each, at most this), and each pass starts
 /// with the topic after the last one the previous pass reached: with more than [`BATCH`]
-/// topics waiting, the next pass goes on where this one stopped.
-pub const PER_TOPIC: i64 = 200;
+/// topics waiting, the next pass goes on where this one stopped. Part of the contract
+/// ([`EVENTS_RELAYED_PER_TOPIC_PASS`]): it bounds how far out of `seq` order the stream may
+/// hold a topic's events, which readers of its history rely on.
+pub const PER_TOPIC: i64 = EVENTS_RELAYED_PER_TOPIC_PASS as i64;
 /// Safety net: the outbox is read this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
 /// How often events older than the retention are deleted from the outbox.

@@ -54,7 +54,10 @@ struct Shared {
 
 impl Events {
     pub(super) fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
-        let history = History::new(async_nats::jetstream::new(nats.clone()));
+        let history = History::new(
+            async_nats::jetstream::new(nats.clone()),
+            metrics.event_history_gets.clone(),
+        );
         Self {
             inner: Arc::new(Shared {
                 nats,

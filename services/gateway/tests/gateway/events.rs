@@ -760,3 +760,94 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
         "{kept} events replayed: {seen:?}"
     );
 }
+
+/// A relay retry stores an event after later ones of its topic, and past the duplicate window
+/// stores one twice: the history read from any `since` still holds every event after it once,
+/// in order (the newest `max` when there are more).
+#[tokio::test]
+async fn history_read_from_any_since_holds_every_event_once_whatever_their_stream_order() {
+    use prometheus_client::metrics::counter::Counter;
+    use pulse_gateway::history::History;
+
+    let nats = nats().await;
+    let js = async_nats::jetstream::new(nats);
+    ensure_streams(&js).await;
+    let subject = format!("pulse.v1.{}.events.t", unique("historder"));
+    let stream_order = (1..=10)
+        .chain(12..=20)
+        .chain([11])
+        .chain(21..=25)
+        .chain([5])
+        .chain(26..=30);
+    for seq in stream_order {
+        publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
+    }
+    let history = History::new(js.clone(), Counter::default());
+    let parsed = pulse_proto::Subject::parse(&subject).unwrap();
+    for max in [3, 100] {
+        for since in 0..=30 {
+            let stored = history.read_after(&parsed, 1, since, max).await.unwrap();
+            let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
+            let from = (since + 1).max(31_u64.saturating_sub(max as u64));
+            let want: Vec<u64> = (from..=30).collect();
+            assert_eq!(got, want, "since {since}, max {max}");
+            assert_eq!(
+                stored.limited,
+                30 - since > max as u64,
+                "since {since}, max {max}"
+            );
+        }
+    }
+
+    // As far out of order as the relay can store an event: after 199 later ones of its topic.
+    let far = format!("pulse.v1.{}.events.t", unique("histfar"));
+    let (late, last) = (300, 700);
+    let stream_order = (1..late)
+        .chain(late + 1..late + 200)
+        .chain([late])
+        .chain(late + 200..=last);
+    for seq in stream_order {
+        publish_stored(&js, &far, seq, json!({"type": "event", "topic": "t"})).await;
+    }
+    let parsed = pulse_proto::Subject::parse(&far).unwrap();
+    for since in (late - 50..late + 250).step_by(7) {
+        let stored = history.read_after(&parsed, 1, since, 1_000).await.unwrap();
+        let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
+        assert_eq!(
+            got,
+            (since + 1..=last).collect::<Vec<u64>>(),
+            "since {since}"
+        );
+    }
+}
+
+/// A hole that stays (an event passed over as too big, or deleted) among a topic's newest
+/// events is read around: the reads it costs are bounded by how far the relay can store events
+/// out of order, not by the topic's whole history.
+#[tokio::test]
+async fn a_hole_in_a_long_history_is_read_around_not_from_the_start() {
+    use prometheus_client::metrics::counter::Counter;
+    use pulse_gateway::history::History;
+
+    const STORED: u64 = 2_000;
+    const HOLE: u64 = 1_990;
+    let nats = nats().await;
+    let js = async_nats::jetstream::new(nats);
+    ensure_streams(&js).await;
+    let subject = format!("pulse.v1.{}.events.t", unique("histhole"));
+    for seq in (1..=STORED).filter(|s| *s != HOLE) {
+        publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
+    }
+    let gets = Counter::default();
+    let history = History::new(js, gets.clone());
+    let parsed = pulse_proto::Subject::parse(&subject).unwrap();
+    let stored = history
+        .read_after(&parsed, 1, HOLE - 10, 100)
+        .await
+        .unwrap();
+    let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
+    let want: Vec<u64> = (HOLE - 9..=STORED).filter(|s| *s != HOLE).collect();
+    assert_eq!(got, want);
+    let gets = gets.get();
+    assert!(gets < STORED / 2, "{gets} reads for 20 events");
+}
