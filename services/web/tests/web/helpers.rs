@@ -220,7 +220,16 @@ impl Env {
         }
     }
 
+    /// Stops the instances and removes the dashboard folder, as dropping it does.
     pub async fn finish(self) {
+        drop(self);
+    }
+}
+
+/// Also when a test fails before [`Env::finish`]: a panicking test leaves no instance
+/// running and no folder behind.
+impl Drop for Env {
+    fn drop(&mut self) {
         self.stop.cancel();
         let _ = std::fs::remove_dir_all(&self.root);
     }
