@@ -27,14 +27,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use pulse_common::client_addr::TrustedProxies;
 use sqlx::PgPool;
@@ -42,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::login_addresses::{self, KNOWN_DAYS, subscriber};
-use crate::shared_limits::{self, Key, Rate};
+use crate::shared_limits::{Key, Limit, Rate};
 
 /// How long an address that logged in as an email stays exempt from that email's limit.
 const KNOWN_FOR: Duration = Duration::from_secs(KNOWN_DAYS as u64 * 86_400);
@@ -68,12 +65,9 @@ enum Attempt {
 }
 
 pub struct LoginGuard {
-    /// `PULSE_LOGIN_FAILURES_PER_MINUTE`: the pair's limit; an address has four times as
-    /// many, an email ten times.
-    per_minute: u32,
-    per_pair: DefaultKeyedRateLimiter<Pair>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    per_email: DefaultKeyedRateLimiter<String>,
+    per_pair: Limit<Pair>,
+    per_address: Limit<IpAddr>,
+    per_email: Limit<String>,
     known: Mutex<HashMap<Pair, Instant>>,
     /// The limiters' size past which the next attempt sweeps quiet keys: twice what the last
     /// sweep left (at least [`RETAIN_ABOVE`]), so that sweeps stay rare however many keys
@@ -83,24 +77,12 @@ pub struct LoginGuard {
     trusted: TrustedProxies,
 }
 
-fn per_minute(n: u32) -> Quota {
-    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
-}
-
-fn retry_after(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    ApiError::TooManyRequests {
-        retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-    }
-}
-
 impl LoginGuard {
     pub fn new(attempts_per_minute: u32, concurrency: usize, trusted: TrustedProxies) -> Self {
         Self {
-            per_minute: attempts_per_minute,
-            per_pair: RateLimiter::keyed(per_minute(attempts_per_minute)),
-            per_address: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(4))),
-            per_email: RateLimiter::keyed(per_minute(attempts_per_minute.saturating_mul(10))),
+            per_pair: Limit::new(Rate::per_minute(attempts_per_minute)),
+            per_address: Limit::new(Rate::per_minute(attempts_per_minute.saturating_mul(4))),
+            per_email: Limit::new(Rate::per_minute(attempts_per_minute.saturating_mul(10))),
             known: Mutex::new(HashMap::new()),
             sweep_above: AtomicUsize::new(RETAIN_ABOVE),
             hashing: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -124,34 +106,22 @@ impl LoginGuard {
     ) -> Result<(), ApiError> {
         let address = subscriber(address);
         let here = self.attempt_here(email, address)?;
-        let n = self.per_minute;
-        if let Some(wait) = shared_limits::take(
-            pool,
-            Key::LoginAddress(address),
-            Rate::per_minute(n.saturating_mul(4)),
-        )
-        .await?
-        {
-            return Err(ApiError::TooManyRequests { retry_after: wait });
+        let shared = Key::LoginAddress(address);
+        if let Some(refusal) = self.per_address.refusal_everywhere(pool, shared).await? {
+            return Err(refusal);
         }
         let refusal = match here {
             Attempt::Known => return Ok(()),
             Attempt::UnlessKnown(refusal) => Some(refusal),
             Attempt::Counted => {
-                match shared_limits::take(pool, Key::LoginPair(email, address), Rate::per_minute(n))
-                    .await?
-                {
-                    Some(wait) => Some(wait),
+                let pair = Key::LoginPair(email, address);
+                match self.per_pair.refusal_everywhere(pool, pair).await? {
+                    Some(refusal) => Some(refusal),
                     None => {
-                        shared_limits::take(
-                            pool,
-                            Key::LoginEmail(email),
-                            Rate::per_minute(n.saturating_mul(10)),
-                        )
-                        .await?
+                        let email = Key::LoginEmail(email);
+                        self.per_email.refusal_everywhere(pool, email).await?
                     }
                 }
-                .map(|retry_after| ApiError::TooManyRequests { retry_after })
             }
         };
         let Some(refusal) = refusal else {
@@ -176,15 +146,15 @@ impl LoginGuard {
         }
         let address = subscriber(address);
         let pair = (email.to_owned(), address);
-        self.per_address.check_key(&address).map_err(retry_after)?;
+        self.per_address.check_here(&address)?;
         if self.is_known(&pair) {
             return Ok(Attempt::Known);
         }
-        if let Err(not_until) = self.per_pair.check_key(&pair) {
-            return Ok(Attempt::UnlessKnown(retry_after(not_until)));
+        if let Err(refusal) = self.per_pair.check_here(&pair) {
+            return Ok(Attempt::UnlessKnown(refusal));
         }
-        if let Err(not_until) = self.per_email.check_key(&pair.0) {
-            return Ok(Attempt::UnlessKnown(retry_after(not_until)));
+        if let Err(refusal) = self.per_email.check_here(&pair.0) {
+            return Ok(Attempt::UnlessKnown(refusal));
         }
         Ok(Attempt::Counted)
     }
