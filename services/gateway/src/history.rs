@@ -138,10 +138,9 @@ impl History {
             want = last.seq - max as u64;
             stored.limited = true;
         }
-        let first_stream_seq = first.stream_seq;
         let expired = first.seq > want + 1;
         let start = self
-            .first_above(stream, &name, first, last.clone(), want)
+            .first_above(stream, &name, first.clone(), last.clone(), want)
             .await?;
         stored.frames = self
             .read_forward(stream, &name, topic, start, end, max)
@@ -160,12 +159,6 @@ impl History {
             .is_some_and(|f| !expired && f.seq != want + 1)
             || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
         if holed {
-            let Some(first) = self
-                .timed(stream.direct_get_next_for_subject(name.clone(), Some(first_stream_seq)))
-                .await?
-            else {
-                return Ok(stored);
-            };
             let from = want.saturating_sub(LOOKBACK);
             let start = self.first_above(stream, &name, first, last, from).await?;
             let mut all = self
