@@ -5,6 +5,8 @@
 //! increases per subject: a consumer keeps the highest `seq` seen per subject and drops anything
 //! older that arrives later.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -46,6 +48,12 @@ pub struct AlertsSnapshot {
     pub alerts: Vec<Alert>,
     /// Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.
     pub total_open: u64,
+    /// Open alerts per severity, listed or not: each severity with open alerts, as a string
+    /// key, and how many (`{"2": 10, "4": 3}`); the counts add up to `total_open`. A capped
+    /// list can leave out a critical alert; this still counts it. Empty in messages of pollers
+    /// that predate it.
+    #[serde(default)]
+    pub open_by_severity: BTreeMap<i32, u64>,
 }
 
 /// One alert as listed in an [`AlertsSnapshot`].
@@ -311,6 +319,7 @@ mod tests {
                 created_at: ts(),
             }],
             total_open: 1,
+            open_by_severity: BTreeMap::from([(4, 1)]),
         };
         let value = serde_json::to_value(&msg).unwrap();
         assert_eq!(
@@ -323,11 +332,23 @@ mod tests {
                     "summary": "<img src=x onerror=alert(1)>", "status": "OPEN",
                     "created_at": "2026-11-22T10:00:00Z"
                 }],
-                "total_open": 1
+                "total_open": 1,
+                "open_by_severity": {"4": 1}
             })
         );
         let back: AlertsSnapshot = serde_json::from_value(value).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn an_alerts_snapshot_without_severity_counts_still_reads() {
+        // As a poller that predates `open_by_severity` publishes it.
+        let back: AlertsSnapshot = serde_json::from_value(json!({
+            "type": "alerts", "tenant_id": "acme", "seq": 7, "ts": "2026-11-22T10:00:00Z",
+            "alerts": [], "total_open": 0
+        }))
+        .unwrap();
+        assert!(back.open_by_severity.is_empty());
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct OpenAlerts {
     /// Newest first, at most the cap.
     pub alerts: Vec<Alert>,
     pub total_open: u64,
+    /// Every open alert counted by severity, listed or not.
+    pub by_severity: BTreeMap<i32, u64>,
 }
 
 impl OpenAlerts {
@@ -21,6 +23,7 @@ impl OpenAlerts {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.alerts.hash(&mut h);
         self.total_open.hash(&mut h);
+        self.by_severity.hash(&mut h);
         h.finish()
     }
 }
@@ -29,6 +32,8 @@ impl OpenAlerts {
 struct Row {
     tenant_id: String,
     total: i64,
+    severities: Vec<i32>,
+    severity_counts: Vec<i64>,
     alert_id: Option<i64>,
     device_id: Option<String>,
     site_id: Option<String>,
@@ -39,8 +44,8 @@ struct Row {
 }
 
 /// Reads the open alerts of every tenant in `tenants`: one query whatever their number, each
-/// tenant's list served by the partial index on open alerts. A tenant without open alerts gets
-/// an empty list, which is a snapshot too.
+/// tenant's list served by the partial index on open alerts, with every open alert counted by
+/// severity. A tenant without open alerts gets an empty list, which is a snapshot too.
 pub async fn read_open(
     pool: &PgPool,
     tenants: &[TenantId],
@@ -48,12 +53,17 @@ pub async fn read_open(
 ) -> Result<BTreeMap<TenantId, OpenAlerts>, sqlx::Error> {
     let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT t.tenant_id, c.total, a.alert_id, a.device_id::text, a.site_id::text, \
+        "SELECT t.tenant_id, c.total, c.severities, c.severity_counts, \
+                a.alert_id, a.device_id::text, a.site_id::text, \
                 a.alert_type, a.severity, a.summary, a.created_at \
            FROM unnest($1::text[]) AS t(tenant_id) \
           CROSS JOIN LATERAL ( \
-                SELECT count(*) AS total FROM alerts \
-                 WHERE tenant_id = t.tenant_id AND status = 'OPEN') c \
+                SELECT coalesce(sum(n), 0)::bigint AS total, \
+                       coalesce(array_agg(severity ORDER BY severity), '{}') AS severities, \
+                       coalesce(array_agg(n ORDER BY severity), '{}') AS severity_counts \
+                  FROM (SELECT severity, count(*) AS n FROM alerts \
+                         WHERE tenant_id = t.tenant_id AND status = 'OPEN' \
+                         GROUP BY severity) s) c \
            LEFT JOIN LATERAL ( \
                 SELECT alert_id, device_id, site_id, alert_type, severity, summary, created_at \
                   FROM alerts \
@@ -77,6 +87,14 @@ pub async fn read_open(
         };
         let entry = out.entry(tenant).or_default();
         entry.total_open = row.total.max(0) as u64;
+        if entry.by_severity.is_empty() {
+            entry.by_severity = row
+                .severities
+                .iter()
+                .zip(&row.severity_counts)
+                .map(|(&severity, &n)| (severity, n.max(0) as u64))
+                .collect();
+        }
         if let (
             Some(alert_id),
             Some(device_id),

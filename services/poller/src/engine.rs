@@ -280,6 +280,7 @@ impl Engine {
                 ts,
                 alerts: open.alerts,
                 total_open: open.total_open,
+                open_by_severity: open.by_severity,
             };
             let to = ((tenant.clone(), hash), Subject::Alerts(tenant), seq);
             batch.push(self.fit(Kind::Alerts, to, &mut message, |m| &mut m.alerts)?);

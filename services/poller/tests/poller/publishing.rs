@@ -76,6 +76,53 @@ async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() 
 }
 
 #[tokio::test]
+async fn a_capped_alerts_list_still_counts_every_open_alert_by_severity() {
+    let (db, tenant) = db_with_tenant("severities", 1).await;
+    // Oldest first: a critical alert, then three minor ones, of which a list of two shows the
+    // newest.
+    let critical = db.open_alert(&tenant, "dev-1", "old and critical").await;
+    for n in 0..3 {
+        let id = db.open_alert(&tenant, "dev-1", &format!("minor {n}")).await;
+        set_severity(&db, id, 2).await;
+    }
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_poller(config_with(&db, &["--alerts-cap", "2"])).await;
+    let first = alerts
+        .until(Duration::from_secs(10), |v| v["total_open"] == 4)
+        .await;
+    assert_eq!(alert_ids(&first).len(), 2);
+    assert!(!alert_ids(&first).contains(&critical), "{first}");
+    assert_eq!(first["open_by_severity"], json!({"2": 3, "4": 1}));
+
+    // The unlisted alert changes severity: the list and the total stay, the counts change, and
+    // that is a change to publish.
+    set_severity(&db, critical, 5).await;
+    let raised = alerts
+        .until(Duration::from_secs(5), |v| {
+            v["open_by_severity"] == json!({"2": 3, "5": 1})
+        })
+        .await;
+    assert_eq!(raised["alerts"], first["alerts"]);
+    assert_eq!(raised["total_open"], 4);
+
+    db.close_alert(critical).await;
+    let closed = alerts
+        .until(Duration::from_secs(5), |v| v["total_open"] == 3)
+        .await;
+    assert_eq!(closed["open_by_severity"], json!({"2": 3}));
+    poller.stop().await;
+}
+
+async fn set_severity(db: &ScratchDb, alert_id: i64, severity: i32) {
+    sqlx::query("UPDATE alerts SET severity = $2 WHERE alert_id = $1")
+        .bind(alert_id)
+        .bind(severity)
+        .execute(&db.pool)
+        .await
+        .expect("update the alert's severity");
+}
+
+#[tokio::test]
 async fn an_unchanged_state_publishes_nothing() {
     let (db, tenant) = db_with_tenant("quiet", 1).await;
     db.open_alert(&tenant, "dev-1", "steady").await;

@@ -16,6 +16,19 @@ export interface AlertsSnapshot {
  * Open alerts, newest first; at most the configured cap (default 100).
  */
 alerts: Alert[]
+/**
+ * Open alerts per severity, listed or not: each severity with open alerts, as a string
+ * key, and how many (`{"2": 10, "4": 3}`); the counts add up to `total_open`. A capped
+ * list can leave out a critical alert; this still counts it. Empty in messages of pollers
+ * that predate it.
+ */
+open_by_severity?: {
+/**
+ * This interface was referenced by `undefined`'s JSON-Schema definition
+ * via the `patternProperty` "^-?\d+$".
+ */
+[k: string]: number | undefined
+}
 seq: number
 tenant_id: TenantId
 /**

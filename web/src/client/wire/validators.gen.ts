@@ -5,9 +5,10 @@
 "use strict";
 export const alerts = validate52;
 const schema19 = {"$id":"alerts.json","allOf":[{"$ref":"alerts-envelope.json"},{"type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}}]};
-const schema20 = {"$id":"alerts-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"Timestamp.json"},"type":{"description":"Always `\"alerts\"`.","type":"string","enum":["alerts"]}},"required":["type","tenant_id","seq","ts","alerts","total_open"]};
+const schema20 = {"$id":"alerts-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"open_by_severity":{"description":"Open alerts per severity, listed or not: each severity with open alerts, as a string\nkey, and how many (`{\"2\": 10, \"4\": 3}`); the counts add up to `total_open`. A capped\nlist can leave out a critical alert; this still counts it. Empty in messages of pollers\nthat predate it.","type":"object","additionalProperties":false,"default":{},"patternProperties":{"^-?\\d+$":{"type":"integer","format":"uint64","minimum":0}}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"Timestamp.json"},"type":{"description":"Always `\"alerts\"`.","type":"string","enum":["alerts"]}},"required":["type","tenant_id","seq","ts","alerts","total_open"]};
+const pattern3 = new RegExp("^-?\\d+$", "u");
 const schema21 = {"$id":"TenantId.json","type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
-const pattern3 = new RegExp("^[A-Za-z0-9_-]{1,64}$", "u");
+const pattern5 = new RegExp("^[A-Za-z0-9_-]{1,64}$", "u");
 
 function validate54(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="TenantId.json" */;
@@ -22,7 +23,7 @@ evaluated0.items = undefined;
 }
 if(errors === 0){
 if(typeof data === "string"){
-if(!pattern3.test(data)){
+if(!pattern5.test(data)){
 validate54.errors = [{instancePath,schemaPath:"#/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_-]{1,64}$"},message:"must match pattern \""+"^[A-Za-z0-9_-]{1,64}$"+"\""}];
 return false;
 }
@@ -104,19 +105,48 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.seq !== undefined){
-let data1 = data.seq;
+if(data.open_by_severity !== undefined){
+let data1 = data.open_by_severity;
 const _errs3 = errors;
-if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
 if(errors === _errs3){
-if((typeof data1 == "number") && (isFinite(data1))){
-if(data1 < 0 || isNaN(data1)){
-validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+const _errs5 = errors;
+for(const key0 in data1){
+if(!(pattern3.test(key0))){
+validate53.errors = [{instancePath:instancePath+"/open_by_severity",schemaPath:"#/properties/open_by_severity/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs5 === errors){
+var valid1 = true;
+for(const key1 in data1){
+if(pattern3.test(key1)){
+let data2 = data1[key1];
+const _errs6 = errors;
+if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
+validate53.errors = [{instancePath:instancePath+"/open_by_severity/" + key1.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/open_by_severity/patternProperties/%5E-%3F%5Cd%2B%24/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
+if(errors === _errs6){
+if((typeof data2 == "number") && (isFinite(data2))){
+if(data2 < 0 || isNaN(data2)){
+validate53.errors = [{instancePath:instancePath+"/open_by_severity/" + key1.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/open_by_severity/patternProperties/%5E-%3F%5Cd%2B%24/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid1 = _errs6 === errors;
+if(!valid1){
+break;
+}
+}
+}
+}
+}
+else {
+validate53.errors = [{instancePath:instancePath+"/open_by_severity",schemaPath:"#/properties/open_by_severity/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
 }
 }
 var valid0 = _errs3 === errors;
@@ -125,44 +155,20 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.tenant_id !== undefined){
-const _errs5 = errors;
-if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
-errors = vErrors.length;
-}
-var valid0 = _errs5 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.total_open !== undefined){
-let data3 = data.total_open;
-const _errs6 = errors;
+if(data.seq !== undefined){
+let data3 = data.seq;
+const _errs8 = errors;
 if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs6){
+if(errors === _errs8){
 if((typeof data3 == "number") && (isFinite(data3))){
 if(data3 < 0 || isNaN(data3)){
-validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate53.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
-}
-var valid0 = _errs6 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.ts !== undefined){
-const _errs8 = errors;
-if(!(validate56(data.ts, {instancePath:instancePath+"/ts",parentData:data,parentDataProperty:"ts",rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
-errors = vErrors.length;
 }
 var valid0 = _errs8 === errors;
 }
@@ -170,21 +176,67 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.type !== undefined){
-let data5 = data.type;
-const _errs9 = errors;
-if(typeof data5 !== "string"){
-validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
+if(data.tenant_id !== undefined){
+const _errs10 = errors;
+if(!(validate54(data.tenant_id, {instancePath:instancePath+"/tenant_id",parentData:data,parentDataProperty:"tenant_id",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate54.errors : vErrors.concat(validate54.errors);
+errors = vErrors.length;
 }
-if(!(data5 === "alerts")){
-validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema20.properties.type.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid0 = _errs9 === errors;
+var valid0 = _errs10 === errors;
 }
 else {
 var valid0 = true;
+}
+if(valid0){
+if(data.total_open !== undefined){
+let data5 = data.total_open;
+const _errs11 = errors;
+if(!(((typeof data5 == "number") && (!(data5 % 1) && !isNaN(data5))) && (isFinite(data5)))){
+validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs11){
+if((typeof data5 == "number") && (isFinite(data5))){
+if(data5 < 0 || isNaN(data5)){
+validate53.errors = [{instancePath:instancePath+"/total_open",schemaPath:"#/properties/total_open/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid0 = _errs11 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.ts !== undefined){
+const _errs13 = errors;
+if(!(validate56(data.ts, {instancePath:instancePath+"/ts",parentData:data,parentDataProperty:"ts",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs13 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.type !== undefined){
+let data7 = data.type;
+const _errs14 = errors;
+if(typeof data7 !== "string"){
+validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(data7 === "alerts")){
+validate53.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema20.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid0 = _errs14 === errors;
+}
+else {
+var valid0 = true;
+}
 }
 }
 }
@@ -201,7 +253,7 @@ return false;
 validate53.errors = vErrors;
 return errors === 0;
 }
-validate53.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate53.evaluated = {"props":{"alerts":true,"open_by_severity":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
 
 function validate52(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
@@ -382,7 +434,7 @@ var valid0 = _errs1 === errors;
 validate52.errors = vErrors;
 return errors === 0;
 }
-validate52.evaluated = {"props":{"alerts":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate52.evaluated = {"props":{"alerts":true,"open_by_severity":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
 export const alertsEnvelope = validate53;
 
