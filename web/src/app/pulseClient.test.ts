@@ -121,6 +121,25 @@ describe("restFallback", () => {
     }
   });
 
+  it("counts a complete polled page by severity, and keeps the pushed counts when the page has more", async () => {
+    const saved = bodies["/api/v2/alerts?status=OPEN&limit=1000"];
+    const page = [alert(3, { severity: 4 }), alert(2, { severity: 2 }), alert(1, { severity: 4 })];
+    bodies["/api/v2/alerts?status=OPEN&limit=1000"] = { items: page, next: null };
+    const { client, sockets, connect } = fakeClient();
+    try {
+      expect((await pollAlerts(client)).open_by_severity).toEqual({ "2": 1, "4": 2 });
+      bodies["/api/v2/alerts?status=OPEN&limit=1000"] = { items: page, next: "cursor-1" };
+      // Nothing pushed: no counts, and the dashboard counts what is listed.
+      expect((await pollAlerts(client)).open_by_severity).toBeUndefined();
+      await connect({ type: "alerts" });
+      sockets.last().push({ ...alertsMessage([alert(9)], 7, 5000), open_by_severity: { "4": 40, "2": 4960 } });
+      expect((await pollAlerts(client)).open_by_severity).toEqual({ "4": 40, "2": 4960 });
+    } finally {
+      bodies["/api/v2/alerts?status=OPEN&limit=1000"] = saved;
+      client.close();
+    }
+  });
+
   it("polls the events of every held topic after the client's position, or only the newest without one", async () => {
     const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
     const published: DataMessage[] = [];

@@ -95,15 +95,40 @@ export function polledTotalOpen(items: readonly unknown[], hasMore: boolean, pus
   return hasMore && pushedTotal !== undefined ? Math.max(items.length, pushedTotal) : items.length;
 }
 
+/** What the newest alerts snapshot the gateway pushed counted of every open alert. */
+interface PushedCounts {
+  total: number;
+  bySeverity: AlertsMessage["open_by_severity"];
+}
+
 /**
- * The `total_open` of the newest alerts snapshot the gateway pushed, given the snapshots the
- * fallback published itself: the client's newest snapshot is one or the other. Read at each
- * poll, which runs only while the socket is down, so no push is missed between two reads.
+ * The counts of the newest alerts snapshot the gateway pushed, given the snapshots the fallback
+ * published itself: the client's newest snapshot is one or the other. Read at each poll, which
+ * runs only while the socket is down, so no push is missed between two reads.
  */
-function pushedAlertsTotal(client: PulseClient, polled: WeakSet<object>, before: number | undefined): number | undefined {
+function pushedAlertsCounts(client: PulseClient, polled: WeakSet<object>, before: PushedCounts | undefined): PushedCounts | undefined {
   const latest = client.latest("alerts");
   if (!latest || polled.has(latest)) return before;
-  return typeof latest.total_open === "number" ? latest.total_open : before;
+  return typeof latest.total_open === "number" ? { total: latest.total_open, bySeverity: latest.open_by_severity } : before;
+}
+
+/**
+ * The open alerts per severity to report for a polled page: counted from the page when it holds
+ * every open alert, else the last pushed counts (absent when none were pushed, and the dashboard
+ * counts the listed alerts).
+ */
+export function polledOpenBySeverity(
+  items: readonly unknown[],
+  hasMore: boolean,
+  pushed: AlertsMessage["open_by_severity"],
+): AlertsMessage["open_by_severity"] {
+  if (hasMore) return pushed;
+  const counts: Record<string, number> = {};
+  for (const item of items) {
+    const severity = (item as { severity?: unknown }).severity;
+    if (typeof severity === "number") counts[String(severity)] = (counts[String(severity)] ?? 0) + 1;
+  }
+  return counts;
 }
 
 /**
@@ -113,9 +138,9 @@ function pushedAlertsTotal(client: PulseClient, polled: WeakSet<object>, before:
  */
 export function restFallback(client: () => PulseClient) {
   const polled = new WeakSet<object>();
-  let pushedTotal: number | undefined;
+  let pushed: PushedCounts | undefined;
   return async ({ publish, signal, events }: PollContext): Promise<void> => {
-    pushedTotal = pushedAlertsTotal(client(), polled, pushedTotal);
+    pushed = pushedAlertsCounts(client(), polled, pushed);
     // Alongside the snapshots, but a failing event poll must not hold them back: its error is
     // raised once they are published.
     const eventPolls = Promise.all(events.map((position) => pollEvents(position, publish, signal)));
@@ -126,6 +151,7 @@ export function restFallback(client: () => PulseClient) {
     ]);
     const { items: listed, next } = page as { items?: unknown; next?: unknown };
     const items = newestAlertsFirst(Array.isArray(listed) ? listed : []);
+    const hasMore = next !== null && next !== undefined;
     const tenant = (fleet as { tenant_id?: unknown }).tenant_id;
     // Bodies are passed on unchecked: the dashboard checks every message where it uses it
     // (src/model/validate.ts), pushed or polled alike.
@@ -136,7 +162,8 @@ export function restFallback(client: () => PulseClient) {
       seq: 0,
       ts: new Date().toISOString(),
       alerts: items.slice(0, POLL_ALERTS_SHOWN) as Alert[],
-      total_open: polledTotalOpen(items, next !== null && next !== undefined, pushedTotal),
+      total_open: polledTotalOpen(items, hasMore, pushed?.total),
+      open_by_severity: polledOpenBySeverity(items, hasMore, pushed?.bySeverity),
     };
     polled.add(alerts);
     publish(alerts);

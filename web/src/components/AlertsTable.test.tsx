@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 
 import { emptyAlertsFeed, reduceAlerts } from "../model/alertsFeed.js";
 import { alert, alertsMessage } from "../model/testing/fixtures.js";
-import { AlertsBody } from "./AlertsTable.js";
+import { AlertsBody, AlertsCount } from "./AlertsTable.js";
 import { expectBannerAboveTable } from "./testing.js";
 
 const malformed = { ...alertsMessage([]), alerts: [{ alert_id: "not-a-number" }] };
@@ -27,3 +27,22 @@ describe("AlertsBody", () => {
     expect(html).not.toContain("Waiting for the first alerts update");
   });
 });
+
+describe("AlertsCount", () => {
+  it("says how many critical alerts the capped list leaves out", () => {
+    const listed = [alert(9, { severity: 4 }), alert(8, { severity: 2 })];
+    const html = renderToStaticMarkup(<AlertsCount message={{ ...alertsMessage(listed, 1, 120), open_by_severity: { "2": 100, "4": 20 } }} />);
+    expect(html).toContain("newest 2 of 120 open");
+    expect(html).toContain('data-testid="alerts-unlisted-critical"> · 19 critical not listed<');
+  });
+
+  it("says nothing more when every critical alert is listed, or the counts are missing", () => {
+    const listed = [alert(9, { severity: 4 }), alert(8, { severity: 2 })];
+    for (const message of [{ ...alertsMessage(listed, 1, 120), open_by_severity: { "2": 119, "4": 1 } }, alertsMessage(listed, 1, 120)]) {
+      const html = renderToStaticMarkup(<AlertsCount message={message} />);
+      expect(html).toContain("newest 2 of 120 open");
+      expect(html).not.toContain("critical");
+    }
+  });
+});
+

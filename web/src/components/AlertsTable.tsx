@@ -1,8 +1,8 @@
 import { useCallback, useRef, useState } from "react";
 
 import { useLive } from "../app/session.js";
-import type { Channel } from "../client/index.js";
-import type { AlertsFeed } from "../model/alertsFeed.js";
+import type { AlertsMessage, Channel } from "../client/index.js";
+import { criticalOpen, type AlertsFeed } from "../model/alertsFeed.js";
 import { AlertRow } from "./AlertRow.js";
 import { ErrorCard } from "./ErrorCard.js";
 import { SpacerRow, useVirtualRows } from "./virtualRows.js";
@@ -24,16 +24,30 @@ const ROW_PX = 37;
 export function AlertsTable() {
   const feed = useLive((s) => s.alerts);
   const message = feed.message;
-  const shown = message?.alerts.length ?? 0;
-  const actions = message && (
-    <span className="widget__meta" data-testid="alerts-count">
-      {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
-    </span>
-  );
+  const actions = message && <AlertsCount message={message} />;
   return (
     <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts" channel={ALERTS}>
       <AlertsBody feed={feed} />
     </Widget>
+  );
+}
+
+/**
+ * How many alerts are open and how many are listed; and, when the capped list leaves out
+ * critical ones, how many, so that a critical alert behind newer ones is not missed.
+ */
+export function AlertsCount({ message }: { message: AlertsMessage }) {
+  const shown = message.alerts.length;
+  const { unlisted } = criticalOpen(message);
+  return (
+    <span className="widget__meta" data-testid="alerts-count">
+      {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
+      {unlisted > 0 && (
+        <span className="widget__meta-critical" data-testid="alerts-unlisted-critical">
+          {` · ${unlisted} critical not listed`}
+        </span>
+      )}
+    </span>
   );
 }
 

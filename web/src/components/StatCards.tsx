@@ -1,5 +1,5 @@
 import { useLive } from "../app/session.js";
-import { CRITICAL_SEVERITY } from "../model/alertsFeed.js";
+import { criticalOpen } from "../model/alertsFeed.js";
 
 interface CardProps {
   id: string;
@@ -31,7 +31,7 @@ export function StatCards() {
   const alerts = useLive((s) => s.alerts);
   const counts = fleet.message?.counts ?? null;
   const pct = (n: number) => (counts && counts.total > 0 ? `${Math.round((n / counts.total) * 100)} % of fleet` : "");
-  const critical = alerts.message?.alerts.filter((a) => a.severity >= CRITICAL_SEVERITY).length ?? 0;
+  const critical = alerts.message ? criticalOpen(alerts.message).count : 0;
   const openAlerts = alerts.message?.total_open ?? null;
   return (
     <div className="stats" data-testid="stat-cards">

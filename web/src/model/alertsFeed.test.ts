@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { criticalArrivals, emptyAlertsFeed, HIGHLIGHT_MS, nextExpiry, reduceAlerts, type AlertsFeed } from "./alertsFeed.js";
+import { criticalArrivals, criticalOpen, emptyAlertsFeed, HIGHLIGHT_MS, nextExpiry, reduceAlerts, type AlertsFeed } from "./alertsFeed.js";
 import { alert, alertsMessage } from "./testing/fixtures.js";
 
 const receive = (state: AlertsFeed, message: unknown, now: number) => reduceAlerts(state, { type: "message", message, now });
@@ -77,5 +77,23 @@ describe("reduceAlerts", () => {
     const frozen = structuredClone({ ids: first.message?.alerts.map((a) => a.alert_id), fresh: [...first.fresh] });
     receive(first, alertsMessage([alert(2), alert(1)]), 10);
     expect({ ids: first.message?.alerts.map((a) => a.alert_id), fresh: [...first.fresh] }).toEqual(frozen);
+  });
+
+  it("counts critical open alerts from the per-severity counts, listed or not", () => {
+    const listed = [alert(9, { severity: 4 }), alert(8, { severity: 2 })];
+    const capped = { ...alertsMessage(listed, 1, 7), open_by_severity: { "2": 3, "4": 2, "5": 2 } };
+    expect(criticalOpen(capped)).toEqual({ count: 4, unlisted: 3 });
+    expect(criticalOpen({ ...capped, open_by_severity: { "2": 6, "4": 1 } })).toEqual({ count: 1, unlisted: 0 });
+  });
+
+  it("counts the listed alerts when a message has no per-severity counts", () => {
+    const listed = [alert(9, { severity: 4 }), alert(8, { severity: 5 }), alert(7, { severity: 3 })];
+    expect(criticalOpen(alertsMessage(listed, 1, 50))).toEqual({ count: 2, unlisted: 0 });
+    expect(criticalOpen({ ...alertsMessage(listed, 1, 50), open_by_severity: {} })).toEqual({ count: 2, unlisted: 0 });
+  });
+
+  it("never counts fewer critical alerts than it lists", () => {
+    const listed = [alert(9, { severity: 4 }), alert(8, { severity: 4 })];
+    expect(criticalOpen({ ...alertsMessage(listed), open_by_severity: { "4": 1 } })).toEqual({ count: 2, unlisted: 0 });
   });
 });

@@ -89,3 +89,27 @@ export function nextExpiry(feed: AlertsFeed): number | undefined {
 export function criticalArrivals(feed: AlertsFeed): Alert[] {
   return feed.arrived.filter((a) => a.severity >= CRITICAL_SEVERITY);
 }
+
+/** How many open alerts are critical, and how many of those the capped list leaves out. */
+export interface CriticalOpen {
+  count: number;
+  unlisted: number;
+}
+
+/**
+ * The critical open alerts of `message`. Counted from its `open_by_severity`, which covers every
+ * open alert: a critical alert older than the newest listed ones still counts. A message without
+ * it (a poller that predates it) is counted from its list.
+ */
+export function criticalOpen(message: AlertsMessage): CriticalOpen {
+  const listed = message.alerts.filter((a) => a.severity >= CRITICAL_SEVERITY).length;
+  const bySeverity = message.open_by_severity;
+  if (!bySeverity || Object.keys(bySeverity).length === 0) return { count: listed, unlisted: 0 };
+  let count = 0;
+  for (const [severity, n] of Object.entries(bySeverity)) {
+    if (Number(severity) >= CRITICAL_SEVERITY && n !== undefined) count += n;
+  }
+  // Counts and list are read in one query; a count below the list can only be a broken message.
+  count = Math.max(count, listed);
+  return { count, unlisted: count - listed };
+}

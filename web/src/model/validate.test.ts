@@ -33,6 +33,17 @@ describe("checkAlerts", () => {
     expect(checkAlerts("alerts")).toEqual({ ok: false, error: "message must be an object" });
   });
 
+  it("accepts per-severity counts and names a broken one", () => {
+    const counted = { ...alertsMessage([alert(1, { severity: 4 })], 1, 3), open_by_severity: { "2": 2, "4": 1 } };
+    const checked = checkAlerts(counted);
+    expect(checked.ok && checked.value.open_by_severity).toEqual({ "2": 2, "4": 1 });
+    for (const broken of [{ critical: 1 }, { "4": -1 }, { "4": 1.5 }, { "4": "1" }, [1]]) {
+      const result = checkAlerts({ ...counted, open_by_severity: broken });
+      expect(result.ok, JSON.stringify(broken)).toBe(false);
+      expect(!result.ok && result.error, JSON.stringify(broken)).toMatch(/^open_by_severity/);
+    }
+  });
+
   it("keeps a hostile summary as the exact text it is", () => {
     const hostile = "<img src=x onerror=alert(1)>";
     const checked = checkAlerts(alertsMessage([alert(1, { summary: hostile })]));
