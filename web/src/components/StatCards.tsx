@@ -1,5 +1,6 @@
 import { useLive } from "../app/session.js";
 import { criticalOpen } from "../model/alertsFeed.js";
+import { fleetShare } from "../model/format.js";
 
 interface CardProps {
   id: string;
@@ -30,7 +31,7 @@ export function StatCards() {
   const fleet = useLive((s) => s.fleet);
   const alerts = useLive((s) => s.alerts);
   const counts = fleet.message?.counts ?? null;
-  const pct = (n: number) => (counts && counts.total > 0 ? `${Math.round((n / counts.total) * 100)} % of fleet` : "");
+  const pct = (n: number) => (counts ? fleetShare(n, counts.total) : "");
   const critical = alerts.message ? criticalOpen(alerts.message).count : 0;
   const openAlerts = alerts.message?.total_open ?? null;
   return (

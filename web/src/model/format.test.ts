@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import type { ConnectionStatus } from "../client/index.js";
-import { ago, connectionBadge, metricLabel, metricValue, severity } from "./format.js";
+import { ago, connectionBadge, fleetShare, metricLabel, metricValue, severity } from "./format.js";
 
 const at = Date.parse("2026-11-22T10:00:00Z");
 
@@ -16,6 +16,17 @@ describe("ago", () => {
     expect(ago("2026-11-22T10:00:00Z", at + 3 * 3_600_000)).toBe("3 h ago");
     expect(ago("2026-11-22T10:00:00Z", at + 3 * 86_400_000)).toBe("3 d ago");
     expect(ago("garbage", at)).toBe("—");
+  });
+});
+
+describe("fleetShare", () => {
+  it("rounds to whole percent, but never to none of some or all of not all", () => {
+    expect(fleetShare(294, 300)).toBe("98 % of fleet");
+    expect(fleetShare(1, 300)).toBe("<1 % of fleet");
+    expect(fleetShare(2999, 3000)).toBe(">99 % of fleet");
+    expect(fleetShare(0, 300)).toBe("0 % of fleet");
+    expect(fleetShare(300, 300)).toBe("100 % of fleet");
+    expect(fleetShare(0, 0)).toBe("");
   });
 });
 

@@ -25,6 +25,17 @@ export function ago(timestamp: string | null, now: number): string {
   return `${Math.floor(hours / 24)} d ago`;
 }
 
+/**
+ * "98 % of fleet": `part` of `total` in whole percent, but never 0 % for some or 100 % for not
+ * all ("<1 %", ">99 %"): one stale device in 300 is not none. Empty for an empty fleet.
+ */
+export function fleetShare(part: number, total: number): string {
+  if (total <= 0) return "";
+  const percent = Math.round((part / total) * 100);
+  const shown = part > 0 && percent === 0 ? "<1" : part < total && percent === 100 ? ">99" : String(percent);
+  return `${shown} % of fleet`;
+}
+
 /** "2026-11-22 10:00:00" in local time, for titles and detail rows. */
 export function dateTime(timestamp: string | null): string {
   if (timestamp === null) return "never";
