@@ -83,6 +83,18 @@ fn device(row: Row, t: pulse_proto::fleet::Thresholds) -> Device {
     }
 }
 
+/// A page of the tenant's devices from the first (`$1` site or null, `$2` limit). A page after a
+/// device is a statement of its own ([`DEVICES_AFTER`]) rather than a `$n IS NULL OR …` filter,
+/// so that every plan of either, generic or custom, starts in the tenant's primary-key range at
+/// the page, not at the tenant's first device. Public for the test that checks those plans.
+pub const DEVICES: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+                             FROM devices WHERE ($1::text IS NULL OR site_id = $1) \
+                            ORDER BY device_id LIMIT $2";
+/// [`DEVICES`] after a device (`$1` after, `$2` site or null, `$3` limit).
+pub const DEVICES_AFTER: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+                                   FROM devices WHERE device_id > $1 AND ($2::text IS NULL OR site_id = $2) \
+                                  ORDER BY device_id LIMIT $3";
+
 #[utoipa::path(get, path = "/api/v2/devices", tag = "devices", params(ListParams),
     responses((status = 200, body = DevicePage), (status = 400), (status = 401)))]
 pub async fn list(
@@ -93,17 +105,12 @@ pub async fn list(
     let limit = limit(p.limit, 100)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = applied(&mut tx).await?.thresholds;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
-           FROM devices \
-          WHERE ($1::text IS NULL OR device_id > $1) AND ($2::text IS NULL OR site_id = $2) \
-          ORDER BY device_id LIMIT $3",
-    )
-    .bind(p.after.as_ref().map(DeviceId::as_str))
-    .bind(p.site_id.as_ref().map(SiteId::as_str))
-    .bind(limit + 1)
-    .fetch_all(&mut *tx)
-    .await?;
+    let site = p.site_id.as_ref().map(SiteId::as_str);
+    let query = match &p.after {
+        None => sqlx::query_as(DEVICES),
+        Some(after) => sqlx::query_as(DEVICES_AFTER).bind(after.as_str()),
+    };
+    let rows: Vec<Row> = query.bind(site).bind(limit + 1).fetch_all(&mut *tx).await?;
     let items: Vec<Device> = rows.into_iter().map(|r| device(r, t)).collect();
     let (items, next) = page(items, limit, |d| d.device_id.clone());
     Ok(Json(DevicePage { items, next }))
@@ -153,6 +160,16 @@ pub struct ReadingPage {
     pub items: Vec<Reading>,
 }
 
+/// A device's newest readings (`$1` device, `$2` limit), newest first.
+pub const READINGS: &str =
+    "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT $2";
+/// [`READINGS`] after an instant (`$1` device, `$2` since, `$3` limit). A statement of its own
+/// rather than a `$n IS NULL OR ts > $n` filter: a generic plan of that (which PostgreSQL takes
+/// for a statement a connection has run a few times) walks the device's whole history to find
+/// the few readings after `since`, on every poll. Public for the test that checks the plans.
+pub const READINGS_SINCE: &str = "SELECT ts, metrics FROM telemetry WHERE device_id = $1 AND ts > $2 \
+                                    ORDER BY ts DESC LIMIT $3";
+
 #[utoipa::path(get, path = "/api/v2/devices/{device_id}/telemetry", tag = "devices",
     params(("device_id" = String, Path, description = "Device id"), TelemetryParams),
     responses((status = 200, body = ReadingPage), (status = 400), (status = 401), (status = 404)))]
@@ -179,16 +196,13 @@ pub async fn telemetry(
     if exists.is_none() {
         return Err(ApiError::NotFound("device"));
     }
-    let mut items: Vec<Reading> = sqlx::query_as(
-        "SELECT ts, metrics FROM telemetry \
-          WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2) \
-          ORDER BY ts DESC LIMIT $3",
-    )
-    .bind(device_id.as_str())
-    .bind(since)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let query = match since {
+        None => sqlx::query_as(READINGS).bind(device_id.as_str()),
+        Some(since) => sqlx::query_as(READINGS_SINCE)
+            .bind(device_id.as_str())
+            .bind(since),
+    };
+    let mut items: Vec<Reading> = query.bind(limit).fetch_all(&mut *tx).await?;
     items.reverse();
     Ok(Json(ReadingPage { items }))
 }
