@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use pulse_common::config_value::number;
+use pulse_common::config_value::{duration, number, secs};
 
 /// What to simulate and how fast.
 #[derive(clap::Args, Debug, Clone)]
@@ -44,6 +44,13 @@ pub struct SimulateArgs {
         hide_env_values = true
     )]
     pub password: String,
+
+    /// How long the demo tenants' readings are kept (`1h`, `90m`, or whole seconds); older
+    /// ones are deleted every minute, so a demo left running does not fill the disk (about
+    /// 12 GB a day at the defaults). `0` keeps every reading.
+    #[arg(long = "keep-readings", env = "PULSE_SIM_KEEP_READINGS", default_value = "1h",
+          value_parser = duration(Duration::ZERO, secs(366 * 86_400)))]
+    pub keep_readings: Duration,
 
     /// Create the demo tenants, users and devices, then exit.
     #[arg(long)]
@@ -99,6 +106,7 @@ mod tests {
             sites: 6,
             interval_ms: 1000,
             password: "pulse-demo".into(),
+            keep_readings: Duration::from_secs(3600),
             seed_only: false,
         }
     }
@@ -144,6 +152,19 @@ mod tests {
         assert_eq!(sim.tenants, ["a", "b", "c"]);
         assert_eq!((sim.devices, sim.sites, sim.interval_ms), (12, 3, 250));
         assert!(sim.seed_only);
+    }
+
+    #[test]
+    fn the_readings_window_is_a_duration_and_0_keeps_everything() {
+        assert_eq!(parse(&[]).unwrap().keep_readings, Duration::from_secs(3600));
+        let sim = parse(&["--keep-readings", "90m"]).unwrap();
+        assert_eq!(sim.keep_readings, Duration::from_secs(5400));
+        assert_eq!(
+            parse(&["--keep-readings", "0"]).unwrap().keep_readings,
+            Duration::ZERO
+        );
+        let message = parse(&["--keep-readings", "soon"]).unwrap_err();
+        assert!(message.contains("PULSE_SIM_KEEP_READINGS"), "{message}");
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //!
 //! It is for demos and local development only: every demo user shares one password.
 //!
-//! It must never:
+//! It deletes only the readings of its tenants older than `PULSE_SIM_KEEP_READINGS` (an
+//! hour by default), so that a demo left running does not fill the disk. It must never:
 //! - write `devices.last_seen_at`: the telemetry trigger keeps it equal to the newest reading;
-//! - touch a tenant it was not given, or delete anything;
+//! - touch a tenant it was not given, or delete anything else;
 //! - rehash or reset the password of a user that already exists;
 //! - exit on a database error once running: a failed step is logged and retried with backoff.
 //!
@@ -26,6 +27,7 @@
 //!   how alerts change; free of I/O.
 //! - `simulator`: the fleet in memory, one step at a time.
 //! - `tick`: one step written to PostgreSQL.
+//! - `prune`: the demo tenants' old readings deleted, beside the ticks.
 //! - [`run`] (here): seed, then tick every interval until shutdown, retrying what fails.
 
 mod alerts;
@@ -33,6 +35,7 @@ mod args;
 mod device;
 mod naming;
 mod presence;
+mod prune;
 mod seed;
 mod simulator;
 mod tick;
@@ -133,6 +136,17 @@ pub async fn run(
     );
     if sim.devices.is_empty() {
         tracing::warn!("no demo devices found; only alerts will change");
+    }
+
+    // Dropped when this returns, which stops the pruning.
+    let (_stop_pruning, stop) = tokio::sync::oneshot::channel::<()>();
+    if !args.keep_readings.is_zero() {
+        tokio::spawn(prune::keep_pruning(
+            pool.clone(),
+            args.tenants.clone(),
+            args.keep_readings,
+            stop,
+        ));
     }
 
     let start = Instant::now();

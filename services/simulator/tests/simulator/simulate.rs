@@ -62,3 +62,80 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
         .unwrap()
         .unwrap();
 }
+
+/// A demo left running keeps an hour of readings (`--keep-readings`): older readings of its own
+/// tenants go, in as many batches as they take; another tenant's, and newer ones, stay.
+#[tokio::test]
+async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() {
+    let db = ScratchDb::migrated("simulator").await;
+    let tenant = unique("demo");
+    let args: SimulateArgs = parse_config(&[
+        "simulate",
+        "--tenants",
+        &tenant,
+        "--devices",
+        "5",
+        "--sites",
+        "1",
+        "--interval-ms",
+        "1000",
+        "--keep-readings",
+        "1h",
+    ]);
+    pulse_simulator::seed(&db.pool, &args).await.unwrap();
+    let other = db.tenant("other", 1).await;
+    // More old readings than one delete takes (10,000), spread over the demo's devices; a few
+    // of another tenant's as old; and the demo's readings of ten minutes ago.
+    let insert = |tenant: &str, count: i64, age: &str| {
+        let sql = format!(
+            "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+             SELECT d.tenant_id, d.device_id, now() - interval '{age}' - make_interval(secs => g), '{{}}' \
+               FROM devices d CROSS JOIN generate_series(1, $2::bigint) g WHERE d.tenant_id = $1"
+        );
+        let (pool, tenant) = (db.pool.clone(), tenant.to_string());
+        async move {
+            sqlx::query(&sql)
+                .bind(tenant)
+                .bind(count)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    insert(&tenant, 5_000, "2 hours").await;
+    insert(&other, 7, "2 hours").await;
+    insert(&tenant, 60, "10 minutes").await;
+    let old = |tenant: &str| {
+        let sql = format!(
+            "SELECT count(*) FROM telemetry WHERE tenant_id = '{tenant}' AND ts < now() - interval '1 hour'"
+        );
+        let db = &db;
+        async move { count(db, &sql).await }
+    };
+    assert_eq!(old(&tenant).await, 25_000);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(pulse_simulator::run(
+        db.pool.clone(),
+        args,
+        stop.clone().cancelled_owned(),
+    ));
+    eventually(
+        "old demo readings deleted",
+        Duration::from_secs(20),
+        || async { old(&tenant).await == 0 },
+    )
+    .await;
+    assert_eq!(old(&other).await, 7);
+    let recent = format!(
+        "SELECT count(*) FROM telemetry WHERE tenant_id = '{tenant}' \
+           AND ts BETWEEN now() - interval '20 minutes' AND now() - interval '5 minutes'"
+    );
+    assert_eq!(count(&db, &recent).await, 300);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
