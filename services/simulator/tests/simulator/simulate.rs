@@ -9,21 +9,38 @@ async fn count(db: &ScratchDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
-#[tokio::test]
-async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
+/// A migrated database, a demo tenant id of the test's own, and the simulator's arguments for
+/// that tenant with `flags` after it.
+async fn demo(flags: &[&str]) -> (ScratchDb, String, SimulateArgs) {
     let db = ScratchDb::migrated("simulator").await;
     let tenant = unique("demo");
-    let args: SimulateArgs = parse_config(&[
-        "simulate",
-        "--tenants",
-        &tenant,
-        "--devices",
-        "20",
-        "--sites",
-        "2",
-        "--interval-ms",
-        "100",
-    ]);
+    let mut argv = vec!["simulate", "--tenants", &tenant];
+    argv.extend_from_slice(flags);
+    let args = parse_config(&argv);
+    (db, tenant, args)
+}
+
+/// Runs the simulator on `db` until the returned function is called and awaited.
+fn start(db: &ScratchDb, args: SimulateArgs) -> impl AsyncFnOnce() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(pulse_simulator::run(
+        db.pool.clone(),
+        args,
+        stop.clone().cancelled_owned(),
+    ));
+    async move || {
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the simulator stops within 10 s")
+            .expect("the simulator task does not panic")
+            .expect("the simulator returns no error");
+    }
+}
+
+#[tokio::test]
+async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
+    let (db, _, args) = demo(&["--devices", "20", "--sites", "2", "--interval-ms", "100"]).await;
 
     let logins = pulse_simulator::seed(&db.pool, &args).await.unwrap();
     assert_eq!(logins.len(), 2);
@@ -40,12 +57,7 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
     pulse_simulator::seed(&db.pool, &args).await.unwrap();
     assert_eq!(snapshot().await, first);
 
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(pulse_simulator::run(
-        db.pool.clone(),
-        args,
-        stop.clone().cancelled_owned(),
-    ));
+    let stop = start(&db, args);
     eventually("telemetry written", Duration::from_secs(20), || async {
         count(
             &db,
@@ -55,33 +67,15 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
             >= 10
     })
     .await;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop().await;
 }
 
 /// A demo left running keeps an hour of readings (`--keep-readings`): older readings of its own
 /// tenants go, in as many batches as they take; another tenant's, and newer ones, stay.
 #[tokio::test]
 async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() {
-    let db = ScratchDb::migrated("simulator").await;
-    let tenant = unique("demo");
-    let args: SimulateArgs = parse_config(&[
-        "simulate",
-        "--tenants",
-        &tenant,
-        "--devices",
-        "5",
-        "--sites",
-        "1",
-        "--interval-ms",
-        "1000",
-        "--keep-readings",
-        "1h",
-    ]);
+    let (db, tenant, args) =
+        demo(&["--devices", "5", "--sites", "1", "--keep-readings", "1h"]).await;
     pulse_simulator::seed(&db.pool, &args).await.unwrap();
     let other = db.tenant("other", 1).await;
     // More old readings than one delete takes (10,000), spread over the demo's devices; a few
@@ -114,12 +108,7 @@ async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() 
     };
     assert_eq!(old(&tenant).await, 25_000);
 
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(pulse_simulator::run(
-        db.pool.clone(),
-        args,
-        stop.clone().cancelled_owned(),
-    ));
+    let stop = start(&db, args);
     eventually(
         "old demo readings deleted",
         Duration::from_secs(20),
@@ -132,10 +121,5 @@ async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() 
            AND ts BETWEEN now() - interval '20 minutes' AND now() - interval '5 minutes'"
     );
     assert_eq!(count(&db, &recent).await, 300);
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop().await;
 }

@@ -109,7 +109,7 @@ async fn unreadable_settings_give_the_defaults_not_an_error() {
 }
 
 /// A small tenant among many: its alert pages read its own index entries, not the whole table
-/// filtered by row-level security, however often a connection has run the query before.
+/// filtered by row-level security, whichever plan PostgreSQL takes.
 #[tokio::test]
 async fn an_alert_page_reads_only_the_tenants_own_alerts() {
     let env = spawn().await;
@@ -146,56 +146,13 @@ async fn an_alert_page_reads_only_the_tenants_own_alerts() {
     env.execute("ANALYZE alerts", &[]).await;
 
     use pulse_web::api::alerts::{PAGE, PAGE_IN_STATUS};
-    let tenant = pulse_proto::TenantId::parse(env.tenant.clone()).unwrap();
-    // One connection, as a busy pool's connection: the service's statements, prepared on it
-    // and run as often as a connection runs them, then the plan of the next run.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(env.pool.connect_options().as_ref().clone())
-        .await
-        .unwrap();
-    for (sql, status, rows) in [
-        (PAGE, None, 2),
-        (PAGE_IN_STATUS, Some("CLOSED"), 1),
-        (PAGE_IN_STATUS, Some("ACKNOWLEDGED"), 0),
+    let max = i64::MAX;
+    for (sql, args, rows) in [
+        (PAGE, format!("{max}, 101"), 2),
+        (PAGE_IN_STATUS, format!("'CLOSED', {max}, 101"), 1),
+        (PAGE_IN_STATUS, format!("'ACKNOWLEDGED', {max}, 101"), 0),
     ] {
-        for _ in 0..10 {
-            let mut tx = pulse_db::roles::begin_as_tenant(&pool, &tenant)
-                .await
-                .unwrap();
-            let mut query = sqlx::query(sql);
-            if let Some(status) = status {
-                query = query.bind(status);
-            }
-            let page = query.bind(i64::MAX).bind(101_i64).fetch_all(&mut *tx);
-            assert_eq!(page.await.unwrap().len(), rows);
-        }
-        let mut tx = pulse_db::roles::begin_as_tenant(&pool, &tenant)
-            .await
-            .unwrap();
-        let name: String =
-            sqlx::query_scalar("SELECT name FROM pg_prepared_statements WHERE statement = $1")
-                .bind(sql)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-        let args = match status {
-            Some(status) => format!("'{status}', {}, 101", i64::MAX),
-            None => format!("{}, 101", i64::MAX),
-        };
-        let plan: Value = sqlx::query_scalar(&format!(
-            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})"
-        ))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        let top = &plan[0]["Plan"];
-        assert_eq!(top["Actual Rows"], rows, "{status:?}: {plan}");
-        assert_eq!(
-            removed_by_filter(top),
-            0,
-            "{status:?}: the page read other tenants' alerts: {plan}"
-        );
+        assert_every_plan_reads_only_what_it_returns(&env, sql, &args, rows).await;
     }
 
     let c = env.login("viewer", &env.tenant).await;
@@ -243,12 +200,6 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
     env.execute("ANALYZE devices", &[]).await;
 
     use pulse_web::api::devices::{DEVICES, DEVICES_AFTER, READINGS, READINGS_SINCE};
-    let tenant = pulse_proto::TenantId::parse(env.tenant.clone()).unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(env.pool.connect_options().as_ref().clone())
-        .await
-        .unwrap();
     // Ten readings after it.
     let since: String = sqlx::query_scalar(
         "SELECT (max(ts) - interval '10 seconds')::text FROM telemetry \
@@ -258,43 +209,13 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
     .fetch_one(&env.pool)
     .await
     .unwrap();
-    for mode in ["force_custom_plan", "force_generic_plan"] {
-        for (n, (sql, args, rows)) in [
-            (READINGS, "'dev-0001', 5".to_string(), 5),
-            (READINGS_SINCE, format!("'dev-0001', '{since}', 100"), 10),
-            (DEVICES, "NULL, 5".to_string(), 5),
-            (DEVICES_AFTER, "'dev-x-1990', NULL, 100".to_string(), 10),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut tx = pulse_db::roles::begin_as_tenant(&pool, &tenant)
-                .await
-                .unwrap();
-            for setup in [
-                format!("SET LOCAL plan_cache_mode = {mode}"),
-                format!("PREPARE page_{n} AS {sql}"),
-            ] {
-                sqlx::raw_sql(&setup).execute(&mut *tx).await.unwrap();
-            }
-            let plan: Value = sqlx::query_scalar(&format!(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page_{n}({args})"
-            ))
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-            sqlx::raw_sql(&format!("DEALLOCATE page_{n}"))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            let top = &plan[0]["Plan"];
-            assert_eq!(top["Actual Rows"], rows, "{mode}, {sql}: {plan}");
-            assert_eq!(
-                removed_by_filter(top),
-                0,
-                "{mode}, {sql}: read rows it did not return: {plan}"
-            );
-        }
+    for (sql, args, rows) in [
+        (READINGS, "'dev-0001', 5".to_string(), 5),
+        (READINGS_SINCE, format!("'dev-0001', '{since}', 100"), 10),
+        (DEVICES, "NULL, 5".to_string(), 5),
+        (DEVICES_AFTER, "'dev-x-1990', NULL, 100".to_string(), 10),
+    ] {
+        assert_every_plan_reads_only_what_it_returns(&env, sql, &args, rows).await;
     }
 
     // Through the API: the newest readings after `since`, oldest first.
@@ -307,31 +228,61 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
     let since = since
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let page: Value = get_json(
-        &c,
-        env.at(&format!(
-            "/api/v2/devices/dev-0001/telemetry?since={}&limit=3",
+    // Each reading's `n` is how many seconds before the newest it was taken, plus one.
+    let after_since = |limit: u32| {
+        let url = env.at(&format!(
+            "/api/v2/devices/dev-0001/telemetry?since={}&limit={limit}",
             since.replace('+', "%2B")
-        )),
-    )
-    .await;
-    let ns: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["metrics"]["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ns, [3, 2, 1]);
-    let all_after: Value = get_json(
-        &c,
-        env.at(&format!(
-            "/api/v2/devices/dev-0001/telemetry?since={}&limit=100",
-            since.replace('+', "%2B")
-        )),
-    )
-    .await;
-    assert_eq!(all_after["items"].as_array().unwrap().len(), 10);
+        ));
+        let c = &c;
+        async move {
+            let page: Value = get_json(c, url).await;
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["metrics"]["n"].as_i64().unwrap())
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(after_since(3).await, [3, 2, 1]);
+    assert_eq!(after_since(100).await, (1..=10).rev().collect::<Vec<_>>());
     env.finish().await;
+}
+
+/// Runs `sql` with `args` (SQL literals) as the env's tenant, once under a custom plan and once
+/// under the generic plan PostgreSQL takes for a statement a connection has run a few times,
+/// and checks that each returns `rows` rows and reads none it then drops.
+async fn assert_every_plan_reads_only_what_it_returns(env: &Env, sql: &str, args: &str, rows: u64) {
+    let tenant = pulse_proto::TenantId::parse(env.tenant.clone()).unwrap();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        let mut tx = pulse_db::roles::begin_as_tenant(&env.pool, &tenant)
+            .await
+            .unwrap();
+        for setup in [
+            format!("SET LOCAL plan_cache_mode = {mode}"),
+            format!("PREPARE page AS {sql}"),
+        ] {
+            sqlx::raw_sql(&setup).execute(&mut *tx).await.unwrap();
+        }
+        let plan: Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page({args})"
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::raw_sql("DEALLOCATE page")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let top = &plan[0]["Plan"];
+        assert_eq!(top["Actual Rows"], rows, "{mode}, {sql}: {plan}");
+        assert_eq!(
+            removed_by_filter(top),
+            0,
+            "{mode}, {sql}: read rows it did not return: {plan}"
+        );
+    }
 }
 
 /// Rows a plan node and those below it read and then dropped.
