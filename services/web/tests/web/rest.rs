@@ -170,6 +170,91 @@ async fn an_alert_page_reads_only_the_tenants_own_alerts() {
     env.finish().await;
 }
 
+/// Open alerts at or above a severity, paged: the critical alerts a capped `alerts` snapshot
+/// leaves out can be listed, and a page reads the open alerts at or above the severity, not
+/// the tenant's other open alerts.
+#[tokio::test]
+async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others() {
+    let env = spawn().await;
+    let insert = "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
+                  SELECT $1, 'dev-0001', 'site-01', 't', $2::int, $3 || g, $4 FROM generate_series(1, $5::int) g";
+    let batch =
+        |severity: &'static str, summary: &'static str, status: &'static str, n: &'static str| {
+            let env = &env;
+            async move {
+                env.execute(insert, &[&env.tenant, severity, summary, status, n])
+                    .await;
+            }
+        };
+    // Oldest first: five critical open alerts (severities 4 and 5) among 2,000 lesser ones,
+    // and critical ones that are no longer open.
+    env.execute("ALTER TABLE alerts DISABLE TRIGGER USER", &[])
+        .await;
+    batch("5", "critical-a", "OPEN", "2").await;
+    batch("1", "minor-a", "OPEN", "1000").await;
+    batch("4", "critical-b", "OPEN", "3").await;
+    batch("5", "closed", "CLOSED", "2").await;
+    batch("2", "minor-b", "OPEN", "1000").await;
+    env.execute("ALTER TABLE alerts ENABLE TRIGGER USER", &[])
+        .await;
+    env.execute("ANALYZE alerts", &[]).await;
+
+    let c = env.login("viewer", &env.tenant).await;
+    let mut summaries = Vec::new();
+    let mut path = "/api/v2/alerts?status=OPEN&min_severity=4&limit=2".to_string();
+    loop {
+        let page: Value = get_json(&c, env.at(&path)).await;
+        for a in page["items"].as_array().unwrap() {
+            assert_eq!(a["status"], "OPEN", "{a}");
+            assert!(a["severity"].as_i64().unwrap() >= 4, "{a}");
+            summaries.push(a["summary"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_i64() {
+            Some(next) => {
+                path = format!("/api/v2/alerts?status=OPEN&min_severity=4&limit=2&before={next}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        summaries,
+        [
+            "critical-b3",
+            "critical-b2",
+            "critical-b1",
+            "critical-a2",
+            "critical-a1"
+        ],
+        "every critical open alert once, newest first"
+    );
+    // Any status: the closed ones too; a severity above every alert: none.
+    let all: Value = get_json(&c, env.at("/api/v2/alerts?min_severity=5")).await;
+    let all: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(all, ["closed2", "closed1", "critical-a2", "critical-a1"]);
+    // 0 filters nothing (every severity is 0 or more).
+    let newest: Value = get_json(
+        &c,
+        env.at("/api/v2/alerts?status=OPEN&min_severity=0&limit=1"),
+    )
+    .await;
+    assert_eq!(newest["items"][0]["summary"], "minor-b1000");
+    let none: Value = get_json(&c, env.at("/api/v2/alerts?status=open&min_severity=6")).await;
+    assert_eq!(none["items"], json!([]));
+    assert_eq!(none["next"], Value::Null);
+
+    // Every plan reads the five critical open alerts at most, never the 2,000 others.
+    use pulse_web::api::alerts::OPEN_PAGE_MIN_SEVERITY;
+    let max = i64::MAX;
+    assert_every_plan_reads_at_most(&env, OPEN_PAGE_MIN_SEVERITY, &format!("4, {max}, 3"), 3, 5)
+        .await;
+    env.finish().await;
+}
+
 /// A device's readings after an instant, and a page of devices after one, read only what they
 /// return: whichever plan PostgreSQL takes (a connection that ran a statement a few times takes
 /// a generic one), the index range starts at `since` or `after`, not at the device's oldest
@@ -254,7 +339,35 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
 /// under the generic plan PostgreSQL takes for a statement a connection has run a few times,
 /// and checks that each returns `rows` rows and reads none it then drops.
 async fn assert_every_plan_reads_only_what_it_returns(env: &Env, sql: &str, args: &str, rows: u64) {
+    for (mode, plan) in every_plan(env, sql, args).await {
+        let top = &plan[0]["Plan"];
+        assert_eq!(top["Actual Rows"], rows, "{mode}, {sql}: {plan}");
+        assert_eq!(
+            removed_by_filter(top),
+            0,
+            "{mode}, {sql}: read rows it did not return: {plan}"
+        );
+    }
+}
+
+/// As [`assert_every_plan_reads_only_what_it_returns`], for a statement that sorts what it
+/// reads: each plan returns `rows` rows and reads at most `read` in all.
+async fn assert_every_plan_reads_at_most(env: &Env, sql: &str, args: &str, rows: u64, read: u64) {
+    for (mode, plan) in every_plan(env, sql, args).await {
+        let top = &plan[0]["Plan"];
+        assert_eq!(top["Actual Rows"], rows, "{mode}, {sql}: {plan}");
+        assert!(
+            rows_read(top) <= read,
+            "{mode}, {sql}: read more than {read} rows: {plan}"
+        );
+    }
+}
+
+/// The analysed plans of `sql` with `args` as the env's tenant: under a custom plan, and under
+/// the generic plan PostgreSQL takes for a statement a connection has run a few times.
+async fn every_plan(env: &Env, sql: &str, args: &str) -> Vec<(&'static str, Value)> {
     let tenant = pulse_proto::TenantId::parse(env.tenant.clone()).unwrap();
+    let mut plans = Vec::new();
     for mode in ["force_custom_plan", "force_generic_plan"] {
         let mut tx = pulse_db::roles::begin_as_tenant(&env.pool, &tenant)
             .await
@@ -275,14 +388,27 @@ async fn assert_every_plan_reads_only_what_it_returns(env: &Env, sql: &str, args
             .execute(&mut *tx)
             .await
             .unwrap();
-        let top = &plan[0]["Plan"];
-        assert_eq!(top["Actual Rows"], rows, "{mode}, {sql}: {plan}");
-        assert_eq!(
-            removed_by_filter(top),
-            0,
-            "{mode}, {sql}: read rows it did not return: {plan}"
-        );
+        plans.push((mode, plan));
     }
+    plans
+}
+
+/// Rows the plan's scans of tables read, kept or dropped (a scan of a CTE's rows reads no table).
+fn rows_read(node: &Value) -> u64 {
+    let own = if node["Relation Name"].is_string() {
+        let loops = node["Actual Loops"].as_u64().unwrap_or(1);
+        let removed = ["Rows Removed by Filter", "Rows Removed by Index Recheck"]
+            .iter()
+            .filter_map(|key| node[key].as_u64())
+            .sum::<u64>();
+        (node["Actual Rows"].as_u64().unwrap_or(0) + removed) * loops
+    } else {
+        0
+    };
+    let below = node["Plans"]
+        .as_array()
+        .map_or(0, |plans| plans.iter().map(rows_read).sum());
+    own + below
 }
 
 /// Rows a plan node and those below it read and then dropped.
@@ -316,6 +442,13 @@ async fn bad_parameters_get_400_and_missing_things_404() {
             "bad_request",
         ),
         ("/api/v2/alerts?status=BOGUS", 400, "bad_request"),
+        ("/api/v2/alerts?min_severity=-1", 400, "bad_request"),
+        ("/api/v2/alerts?min_severity=high", 400, "bad_request"),
+        (
+            "/api/v2/alerts?min_severity=99999999999",
+            400,
+            "bad_request",
+        ),
         ("/api/v2/no-such-route", 404, "not_found"),
     ] {
         let r = get(&c, env.at(path)).await;
