@@ -9,8 +9,10 @@
 
 import { QueryClient } from "@tanstack/react-query";
 
+import type { Alert } from "../client/index.js";
+import { CRITICAL_SEVERITY } from "../model/alertsFeed.js";
 import { MAX_READINGS } from "../model/readings.js";
-import { checkDeviceDetail, checkReadingPage, type DeviceDetail, type Reading } from "../model/validate.js";
+import { checkAlertPage, checkDeviceDetail, checkReadingPage, type DeviceDetail, type Reading } from "../model/validate.js";
 import { getJson, HttpError } from "./api.js";
 
 /** The session's query cache. */
@@ -47,6 +49,27 @@ export function deviceHistoryQuery(deviceId: string) {
       return { detail: d.value, readings: r.value };
     },
     // A page opened again shows the readings it had at once, and reloads them behind.
+    staleTime: 0,
+  };
+}
+
+/** Most open critical alerts read at once for the ones a capped alerts push leaves out. */
+export const CRITICAL_ALERTS_LIMIT = 100;
+
+/**
+ * The newest open critical alerts, for `useQuery`: the ones a capped alerts push leaves out are
+ * among them. `counts` (the pushed critical counts) is part of the key, so the list is read
+ * again whenever a push says how many there are has changed.
+ */
+export function openCriticalAlertsQuery(counts: { count: number; unlisted: number }) {
+  return {
+    queryKey: ["open-critical-alerts", counts.count, counts.unlisted] as const,
+    queryFn: async ({ signal }: { signal: AbortSignal }): Promise<Alert[]> => {
+      const body = await getJson(`/api/v2/alerts?status=OPEN&min_severity=${CRITICAL_SEVERITY}&limit=${CRITICAL_ALERTS_LIMIT}`, signal);
+      const page = checkAlertPage(body);
+      if (!page.ok) throw new Error(`malformed alerts: ${page.error}`);
+      return page.value;
+    },
     staleTime: 0,
   };
 }

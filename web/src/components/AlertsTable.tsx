@@ -1,5 +1,7 @@
+import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { useCallback, useRef, useState } from "react";
 
+import { openCriticalAlertsQuery } from "../app/queries.js";
 import { useLive } from "../app/session.js";
 import type { AlertsMessage, Channel } from "../client/index.js";
 import { criticalOpen, type AlertsFeed } from "../model/alertsFeed.js";
@@ -24,38 +26,99 @@ const ROW_PX = 37;
 export function AlertsTable() {
   const feed = useLive((s) => s.alerts);
   const message = feed.message;
-  const actions = message && <AlertsCount message={message} />;
+  const [unlistedShown, setUnlistedShown] = useState(false);
+  const toggleUnlisted = useCallback(() => setUnlistedShown((shown) => !shown), []);
+  const actions = message && <AlertsCount message={message} unlistedShown={unlistedShown} onToggleUnlisted={toggleUnlisted} />;
   return (
     <Widget title="Open alerts" testId="alerts-widget" actions={actions} className="widget--alerts" channel={ALERTS}>
+      {unlistedShown && message && criticalOpen(message).unlisted > 0 && <UnlistedCritical message={message} />}
       <AlertsBody feed={feed} />
     </Widget>
   );
 }
 
+/** Where the critical alerts the list leaves out are shown. */
+const UNLISTED_ID = "alerts-unlisted";
+
 /**
  * How many alerts are open and how many are listed; and, when the capped list leaves out
- * critical ones, how many, so that a critical alert behind newer ones is not missed.
+ * critical ones, how many, so that a critical alert behind newer ones is not missed, as a
+ * button that shows them.
  */
-export function AlertsCount({ message }: { message: AlertsMessage }) {
+export function AlertsCount({
+  message,
+  unlistedShown = false,
+  onToggleUnlisted,
+}: {
+  message: AlertsMessage;
+  unlistedShown?: boolean;
+  onToggleUnlisted?: () => void;
+}) {
   const shown = message.alerts.length;
   const { unlisted } = criticalOpen(message);
   return (
     <span className="widget__meta" data-testid="alerts-count">
       {message.total_open > shown ? `newest ${shown} of ${message.total_open} open` : `${message.total_open} open`}
       {unlisted > 0 && (
-        <span className="widget__meta-critical" data-testid="alerts-unlisted-critical">
-          {` · ${unlisted} critical not listed`}
-        </span>
+        <>
+          {" · "}
+          <button
+            type="button"
+            className="link-button widget__meta-critical"
+            data-testid="alerts-unlisted-critical"
+            aria-expanded={unlistedShown}
+            aria-controls={unlistedShown ? UNLISTED_ID : undefined}
+            title={unlistedShown ? "Hide them" : "Show them"}
+            onClick={onToggleUnlisted}
+          >
+            {`${unlisted} critical not listed`}
+          </button>
+        </>
       )}
     </span>
   );
 }
 
 /**
- * The alerts of `feed`. A malformed update is shown as a banner above the last valid snapshot,
- * which stays in place: the table keeps its scroll position and its open rows.
+ * The open critical alerts the capped list leaves out, newest first. The push lists only the
+ * newest alerts, so these are read over REST (`min_severity`), and read again whenever the
+ * pushed critical counts change; the alerts the list holds are not repeated.
  */
-export function AlertsBody({ feed }: { feed: AlertsFeed }) {
+export function UnlistedCritical({ message }: { message: AlertsMessage }) {
+  const counts = criticalOpen(message);
+  const query = useQuery({ ...openCriticalAlertsQuery(counts), placeholderData: keepPreviousData });
+  const [openRows, toggle] = useOpenRows();
+  const listed = new Set(message.alerts.map((a) => a.alert_id));
+  const alerts = query.data?.filter((a) => !listed.has(a.alert_id));
+  return (
+    <section id={UNLISTED_ID} className="alerts-unlisted" data-testid="alerts-unlisted" aria-label="Critical alerts not listed">
+      {query.isError ? (
+        <ErrorCard title="Could not read the critical alerts" message={query.error.message} onRetry={() => void query.refetch()} />
+      ) : !alerts ? (
+        <p className="placeholder">Reading the critical alerts not listed…</p>
+      ) : alerts.length === 0 ? (
+        <p className="placeholder">Every open critical alert is listed below.</p>
+      ) : (
+        <>
+          <p className="alerts-unlisted__title">
+            {alerts.length < counts.unlisted ? `Newest ${alerts.length} of ${counts.unlisted} critical alerts not listed` : "Critical alerts not listed"}
+          </p>
+          <table className="table" data-testid="alerts-unlisted-table">
+            <AlertsHead />
+            {alerts.map((alert) => (
+              <tbody key={alert.alert_id}>
+                <AlertRow alert={alert} isNew={false} open={openRows.has(alert.alert_id)} onToggle={toggle} />
+              </tbody>
+            ))}
+          </table>
+        </>
+      )}
+    </section>
+  );
+}
+
+/** Which alerts have their details open, and a toggle for one. */
+function useOpenRows(): [ReadonlySet<number>, (id: number) => void] {
   const [openRows, setOpenRows] = useState<ReadonlySet<number>>(() => new Set());
   const toggle = useCallback((id: number) => {
     setOpenRows((rows) => {
@@ -64,6 +127,34 @@ export function AlertsBody({ feed }: { feed: AlertsFeed }) {
       return next;
     });
   }, []);
+  return [openRows, toggle];
+}
+
+/** The header of an alerts table. */
+function AlertsHead() {
+  return (
+    <thead>
+      <tr>
+        <th className="cell-toggle">
+          <span className="visually-hidden">Details</span>
+        </th>
+        <th>Severity</th>
+        <th>Raised</th>
+        <th>Device</th>
+        <th>Site</th>
+        <th>Type</th>
+        <th>Summary</th>
+      </tr>
+    </thead>
+  );
+}
+
+/**
+ * The alerts of `feed`. A malformed update is shown as a banner above the last valid snapshot,
+ * which stays in place: the table keeps its scroll position and its open rows.
+ */
+export function AlertsBody({ feed }: { feed: AlertsFeed }) {
+  const [openRows, toggle] = useOpenRows();
   const message = feed.message;
   const alerts = message?.alerts;
   const shown = alerts?.length ?? 0;
@@ -85,19 +176,7 @@ export function AlertsBody({ feed }: { feed: AlertsFeed }) {
       ) : (
         <div className="table-scroll" data-testid="alerts-scroll" tabIndex={0} role="region" aria-label="Open alerts, scrollable" ref={scroller}>
           <table className="table" data-testid="alerts-table">
-            <thead>
-              <tr>
-                <th className="cell-toggle">
-                  <span className="visually-hidden">Details</span>
-                </th>
-                <th>Severity</th>
-                <th>Raised</th>
-                <th>Device</th>
-                <th>Site</th>
-                <th>Type</th>
-                <th>Summary</th>
-              </tr>
-            </thead>
+            <AlertsHead />
             {rows.before > 0 && (
               <tbody>
                 <SpacerRow height={rows.before} columns={COLUMNS} />

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { alert, alertsMessage, device, fleetMessage } from "./testing/fixtures.js";
-import { checkAlerts, checkDeviceDetail, checkFleet, checkMe, checkReadingPage, checkTelemetry } from "./validate.js";
+import { checkAlertPage, checkAlerts, checkDeviceDetail, checkFleet, checkMe, checkReadingPage, checkTelemetry } from "./validate.js";
 
 describe("checkAlerts", () => {
   it("accepts the contract's example with fields added within v1", () => {
@@ -108,5 +108,20 @@ describe("readings", () => {
   it("checks who is logged in", () => {
     expect(checkMe({ email: "a@b", tenant_id: "acme", role: "customer_admin" })).toEqual({ ok: true, value: { email: "a@b", tenant_id: "acme", role: "customer_admin" } });
     expect(checkMe({ email: "a@b" })).toEqual({ ok: false, error: "tenant_id must be a string" });
+  });
+});
+
+describe("checkAlertPage", () => {
+  const item = { alert_id: 7, device_id: "dev-0001", site_id: "site-01", alert_type: "temp_high", severity: 4, summary: "hot", status: "OPEN", created_at: "2026-11-22T10:00:00Z" };
+
+  it("takes the items of a page as alerts", () => {
+    expect(checkAlertPage({ items: [item], next: null })).toEqual({ ok: true, value: [item] });
+  });
+
+  it("refuses a page whose alerts are not shaped as alerts", () => {
+    expect(checkAlertPage({ items: [{ ...item, severity: "high" }] })).toEqual({ ok: false, error: "items[0].severity must be an integer ≥ 0" });
+    expect(checkAlertPage({ items: [{ ...item, status: "GONE" }] })).toEqual({ ok: false, error: "items[0].status must be OPEN, ACKNOWLEDGED or CLOSED" });
+    expect(checkAlertPage({ items: [{ ...item, created_at: "yesterday" }] })).toEqual({ ok: false, error: "items[0].created_at must be an RFC 3339 timestamp" });
+    expect(checkAlertPage({ alerts: [] })).toEqual({ ok: false, error: "items must be an array" });
   });
 });

@@ -12,6 +12,7 @@
 
 import { schemaProblem } from "../client/wire/validate.js";
 import type {
+  Alert,
   AlertsMessage,
   DeviceStatus,
   FleetDevice,
@@ -239,6 +240,30 @@ export function checkTelemetry(value: unknown, deviceId: string): Checked<Readin
 /** Checks the body of `GET /api/v2/devices/{id}/telemetry` (oldest first). */
 export function checkReadingPage(value: unknown): Checked<Reading[]> {
   return check(() => array(object(value, "body").items, "items").map((r, i) => reading(r, `items[${i}]`)));
+}
+
+const ALERT_STATUSES: ReadonlySet<string> = new Set(["OPEN", "ACKNOWLEDGED", "CLOSED"]);
+
+function alertItem(value: unknown, path: string): Alert {
+  const a = object(value, path);
+  const status = string(a.status, `${path}.status`);
+  if (!ALERT_STATUSES.has(status)) fail(`${path}.status`, "OPEN, ACKNOWLEDGED or CLOSED");
+  timestamp(a.created_at, `${path}.created_at`);
+  return {
+    alert_id: integer(a.alert_id, `${path}.alert_id`),
+    device_id: string(a.device_id, `${path}.device_id`),
+    site_id: string(a.site_id, `${path}.site_id`),
+    alert_type: string(a.alert_type, `${path}.alert_type`),
+    severity: integer(a.severity, `${path}.severity`),
+    summary: string(a.summary, `${path}.summary`),
+    status: status as Alert["status"],
+    created_at: a.created_at as string,
+  };
+}
+
+/** Checks the body of `GET /api/v2/alerts`: its alerts, newest first. */
+export function checkAlertPage(value: unknown): Checked<Alert[]> {
+  return check(() => array(object(value, "body").items, "items").map((a, i) => alertItem(a, `items[${i}]`)));
 }
 
 /** Checks the body of `GET /api/v2/devices/{id}`. */
