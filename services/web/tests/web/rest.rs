@@ -23,13 +23,7 @@ async fn everything_is_scoped_to_the_callers_tenant() {
     let c = env.login("viewer", &env.tenant).await;
 
     let alerts: Value = get_json(&c, env.at("/api/v2/alerts")).await;
-    let summaries: Vec<&str> = alerts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["summary"].as_str().unwrap())
-        .collect();
-    assert_eq!(summaries, ["mine"]);
+    assert_eq!(summaries(&alerts), ["mine"]);
     // The same device id exists in the other tenant; only ours is visible.
     let d: Value = get_json(&c, env.at("/api/v2/devices/dev-0002")).await;
     assert_eq!(
@@ -160,13 +154,7 @@ async fn an_alert_page_reads_only_the_tenants_own_alerts() {
     assert_eq!(page["items"][0]["summary"], "new");
     let next = page["next"].as_i64().unwrap();
     let rest: Value = get_json(&c, env.at(&format!("/api/v2/alerts?before={next}"))).await;
-    let summaries: Vec<&Value> = rest["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| &a["summary"])
-        .collect();
-    assert_eq!(summaries, [&json!("old")]);
+    assert_eq!(summaries(&rest), ["old"]);
     env.finish().await;
 }
 
@@ -200,14 +188,14 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
     env.execute("ANALYZE alerts", &[]).await;
 
     let c = env.login("viewer", &env.tenant).await;
-    let mut summaries = Vec::new();
+    let mut listed = Vec::new();
     let mut path = "/api/v2/alerts?status=OPEN&min_severity=4&limit=2".to_string();
     loop {
         let page: Value = get_json(&c, env.at(&path)).await;
         for a in page["items"].as_array().unwrap() {
             assert_eq!(a["status"], "OPEN", "{a}");
             assert!(a["severity"].as_i64().unwrap() >= 4, "{a}");
-            summaries.push(a["summary"].as_str().unwrap().to_string());
+            listed.push(a["summary"].as_str().unwrap().to_string());
         }
         match page["next"].as_i64() {
             Some(next) => {
@@ -217,7 +205,7 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
         }
     }
     assert_eq!(
-        summaries,
+        listed,
         [
             "critical-b3",
             "critical-b2",
@@ -229,13 +217,10 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
     );
     // Any status: the closed ones too; a severity above every alert: none.
     let all: Value = get_json(&c, env.at("/api/v2/alerts?min_severity=5")).await;
-    let all: Vec<&str> = all["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["summary"].as_str().unwrap())
-        .collect();
-    assert_eq!(all, ["closed2", "closed1", "critical-a2", "critical-a1"]);
+    assert_eq!(
+        summaries(&all),
+        ["closed2", "closed1", "critical-a2", "critical-a1"]
+    );
     // 0 filters nothing (every severity is 0 or more).
     let newest: Value = get_json(
         &c,
@@ -333,6 +318,16 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
     assert_eq!(after_since(3).await, [3, 2, 1]);
     assert_eq!(after_since(100).await, (1..=10).rev().collect::<Vec<_>>());
     env.finish().await;
+}
+
+/// The `summary` of every alert of a page, in its order.
+fn summaries(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["summary"].as_str().unwrap())
+        .collect()
 }
 
 /// Runs `sql` with `args` (SQL literals) as the env's tenant, once under a custom plan and once
