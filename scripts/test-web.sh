@@ -58,11 +58,17 @@ ensure_cargo
 (cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator)
 
 # A test process that dies hard cannot stop what it started; it leaves the process ids and the
-# database name in leftovers.txt. Stop those (only if they still are Pulse binaries or a stack's
-# own nats-server) and drop it.
+# database name in leftovers-<stack>.txt. Stop those (only if they still are Pulse binaries or a
+# stack's own nats-server) and drop them.
 cleanup_leftovers() {
-  local list="$artifacts/leftovers.txt" kind value
-  [[ -f "$list" ]] || return 0
+  local list
+  for list in "$artifacts"/leftovers*.txt; do
+    [[ -f "$list" ]] && cleanup_leftovers_of "$list"
+  done
+  return 0
+}
+cleanup_leftovers_of() {
+  local list="$1" kind value
   while read -r kind value; do
     case "$kind" in
       pid)

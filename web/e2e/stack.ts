@@ -7,8 +7,8 @@
  *
  * Everything it starts is stopped by {@link Stack.stop}, which the tests call in `afterAll`
  * (so also when a test fails). As a last resort the process ids and the database name are
- * written to test-artifacts/browser/leftovers.txt, which scripts/test-web.sh cleans up after a
- * crash.
+ * written to test-artifacts/browser/leftovers-<stack name>.txt (one file a stack, as stacks of
+ * several test files run at once), which scripts/test-web.sh cleans up after a crash.
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
@@ -23,7 +23,8 @@ import pg from "pg";
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const ARTIFACTS = join(REPO_ROOT, "test-artifacts", "browser");
 const LOGS = join(ARTIFACTS, "logs");
-const LEFTOVERS = join(ARTIFACTS, "leftovers.txt");
+/** Where a stack records what to clean up should its test process die. */
+const leftoversOf = (name: string) => join(ARTIFACTS, `leftovers-${name}.txt`);
 
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
 const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -167,8 +168,8 @@ async function waitListening(name: string, port: number, child: ChildProcess, lo
   throw new Error(`${name} did not listen on ${port} within ${timeoutMs} ms:\n${tail(log)}`);
 }
 
-function recordLeftover(line: string): void {
-  appendFileSync(LEFTOVERS, `${line}\n`);
+function recordLeftover(leftovers: string, line: string): void {
+  appendFileSync(leftovers, `${line}\n`);
 }
 
 /** Runs a command to completion; throws with its log when it fails. */
@@ -205,7 +206,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 async function startStackOnce(options: StackOptions): Promise<Stack> {
   const logs = join(LOGS, options.name);
   mkdirSync(logs, { recursive: true });
-  rmSync(LEFTOVERS, { force: true });
+  const leftovers = leftoversOf(options.name);
+  rmSync(leftovers, { force: true });
   const databaseUrl = process.env.DATABASE_URL || DEFAULT_DATABASE_URL;
   let natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
   const suffix = randomBytes(5).toString("hex");
@@ -216,7 +218,7 @@ async function startStackOnce(options: StackOptions): Promise<Stack> {
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${dbName}`);
-  recordLeftover(`db ${dbName}`);
+  recordLeftover(leftovers, `db ${dbName}`);
   const testUrl = new URL(databaseUrl);
   testUrl.pathname = `/${dbName}`;
 
@@ -239,7 +241,7 @@ async function startStackOnce(options: StackOptions): Promise<Stack> {
     const fd = openSync(log, "a");
     const child = spawn(command, args, { env: { ...baseEnv, ...env }, stdio: ["ignore", fd, fd] });
     closeSync(fd);
-    if (child.pid !== undefined) recordLeftover(`pid ${child.pid}`);
+    if (child.pid !== undefined) recordLeftover(leftovers, `pid ${child.pid}`);
     children.set(name, { child, port, log });
     return { child, log };
   };
@@ -262,7 +264,7 @@ async function startStackOnce(options: StackOptions): Promise<Stack> {
     );
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch((e: unknown) => console.warn(`could not drop ${dbName}:`, e));
     await admin.end().catch(() => undefined);
-    rmSync(LEFTOVERS, { force: true });
+    rmSync(leftovers, { force: true });
   };
   // If the test process dies without running afterAll, do not leave processes behind.
   const killAll = () => {
