@@ -55,6 +55,9 @@ describe("open alerts beyond the listed ones", () => {
       await expect.poll(() => unlisted.locator("[data-testid=alert-summary]").allTextContents(), { timeout: 5_000 }).toEqual(["Newer, and critical"]);
       expect(await criticalNote.textContent()).toBe("1 critical");
       await page.screenshot({ path: artifact("alerts-unlisted-critical.png") });
+      const { AxeBuilder } = await import("@axe-core/playwright");
+      const axe = await new AxeBuilder({ page }).include("[data-testid=alerts-widget]").analyze();
+      expect(axe.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.length} × ${v.nodes[0]?.target.join(" ")} — ${v.help}`)).toEqual([]);
 
       // Hidden and shown again on a click.
       const toggle = page.getByTestId("alerts-unlisted-critical");
