@@ -89,15 +89,11 @@ pub async fn list(
     let limit = limit(p.limit, 100)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(
-            AlertStatus::parse(&s.to_ascii_uppercase())
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "status must be OPEN, ACKNOWLEDGED or CLOSED, got {s:?}"
-                    ))
-                })?
-                .as_str(),
-        ),
+        Some(s) => Some(AlertStatus::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status must be OPEN, ACKNOWLEDGED or CLOSED, got {s:?}"
+            ))
+        })?),
     };
     let min_severity = match p.min_severity {
         Some(n) if n < 0 => {
@@ -113,13 +109,15 @@ pub async fn list(
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let rows: Vec<Row> = match (status, min_severity) {
         (None, None) => sqlx::query_as(PAGE).bind(before),
-        (Some(status), None) => sqlx::query_as(PAGE_IN_STATUS).bind(status).bind(before),
+        (Some(status), None) => sqlx::query_as(PAGE_IN_STATUS)
+            .bind(status.as_str())
+            .bind(before),
         (None, Some(min)) => sqlx::query_as(PAGE_MIN_SEVERITY).bind(min).bind(before),
-        (Some("OPEN"), Some(min)) => sqlx::query_as(OPEN_PAGE_MIN_SEVERITY)
+        (Some(AlertStatus::Open), Some(min)) => sqlx::query_as(OPEN_PAGE_MIN_SEVERITY)
             .bind(min)
             .bind(before),
         (Some(status), Some(min)) => sqlx::query_as(PAGE_IN_STATUS_MIN_SEVERITY)
-            .bind(status)
+            .bind(status.as_str())
             .bind(min)
             .bind(before),
     }
