@@ -216,3 +216,14 @@ export async function shownStat(page: Page, id: StatId, timeout = 3_000): Promis
   await expect.poll(() => stat(page, id), { timeout }).not.toBeNaN();
   return stat(page, id);
 }
+
+/**
+ * What axe finds wrong on `page` (within `include`, a selector, when given), one line a rule: an
+ * empty list is the aim. The tests run it in the states they stage, not only on a quiet page.
+ */
+export async function axeViolations(page: Page, include?: string): Promise<string[]> {
+  const { AxeBuilder } = await import("@axe-core/playwright");
+  const builder = new AxeBuilder({ page });
+  const result = await (include ? builder.include(include) : builder).analyze();
+  return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.length} × ${v.nodes[0]?.target.join(" ")} — ${v.help}`);
+}

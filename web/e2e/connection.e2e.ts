@@ -7,7 +7,7 @@
 
 import { describe, expect, it } from "vitest";
 
-import { closeCodes, openLoggedIn, setHidden, stallMainThread } from "./browser.js";
+import { axeViolations, closeCodes, openLoggedIn, setHidden, stallMainThread } from "./browser.js";
 import { activitySeqs, insertAlert, siteOf } from "./data.js";
 import { artifact } from "./stack.js";
 import { stackAndBrowser } from "./suite.js";
@@ -76,6 +76,7 @@ describe("the connection under real conditions", () => {
       const resumes = watch.framesSent.filter((f) => f.includes('"action":"subscribe"') && f.includes('"since"'));
       expect(resumes.length).toBeGreaterThan(0);
       await page.screenshot({ path: artifact("connection-after-4008.png") });
+      expect(await axeViolations(page)).toEqual([]);
     } finally {
       await context.close();
     }

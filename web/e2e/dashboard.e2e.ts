@@ -10,7 +10,7 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, shownStat, stat, waitLive } from "./browser.js";
+import { axeViolations, holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, shownStat, stat, waitLive } from "./browser.js";
 import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf, unrelayedEvents } from "./data.js";
 import { natsPublish } from "./nats.js";
 import { artifact, startStack, type Stack } from "./stack.js";
@@ -140,6 +140,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await page.getByTestId("login-page").waitFor();
     expect(new URL(page.url()).pathname).toBe("/login");
     await page.screenshot({ path: artifact("01-login.png") });
+    expect(await axeViolations(page)).toEqual([]);
 
     await logInWithForm(page, stack.email, stack.password);
     await waitLive(page);
@@ -200,6 +201,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await holdsFor(500, async () => expect(await entry.count()).toBe(1));
     await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
     await page.screenshot({ path: artifact("02b-recent-activity.png"), fullPage: true });
+    expect(await axeViolations(page)).toEqual([]);
   });
 
   it("updates the stat cards: open alerts, and fleet counts after a device insert and its first reading", async () => {
@@ -240,6 +242,7 @@ describe("dashboard in Chromium against a live stack", () => {
     // An onerror handler would have fired by now.
     await holdsFor(300, () => expect(watch.dialogs).toEqual([]));
     await page.screenshot({ path: artifact("03-hostile-alert-as-text.png") });
+    expect(await axeViolations(page)).toEqual([]);
     await row.getByRole("button", { name: "Hide details" }).click();
   });
 
@@ -299,6 +302,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await insertDevice(stack.db, stack.tenant, "dev-new-2", siteOf1);
     await expect.poll(() => stat(page, "total"), { timeout: 3_000 }).toBe(total + 1);
     await page.screenshot({ path: artifact("04-malformed-message-error-card.png") });
+    expect(await axeViolations(page)).toEqual([]);
 
     // The next valid alerts message brings the widget back.
     const summary = `Recovered ${Date.now()}`;
@@ -316,6 +320,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await expect.poll(() => connection.getAttribute("data-state"), { timeout: 5_000 }).toMatch(/^(reconnecting|offline)$/);
     expect(await connection.textContent()).toMatch(/^(Reconnecting…|Offline)/);
     await page.screenshot({ path: artifact("05-reconnecting.png") });
+    expect(await axeViolations(page)).toEqual([]);
 
     // While no gateway answers, the page falls back to REST (after 5 s) and still shows changes.
     const during = `During the outage ${Date.now()}`;
@@ -482,7 +487,6 @@ describe("dashboard in Chromium against a live stack", () => {
 
   it("has no accessibility violations (axe) on the dashboard and a device page", async () => {
     await freshPage();
-    const { AxeBuilder } = await import("@axe-core/playwright");
     const found: string[] = [];
     const p = await context!.newPage();
     try {
@@ -490,10 +494,7 @@ describe("dashboard in Chromium against a live stack", () => {
         await p.goto(`${stack.webUrl}${path}`);
         await p.getByTestId(path === "/" ? "dashboard" : "device-page").waitFor();
         await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
-        const result = await new AxeBuilder({ page: p }).analyze();
-        for (const v of result.violations) {
-          found.push(`${path} ${v.id} (${v.impact}): ${v.nodes.length} × ${v.nodes[0]?.target.join(" ")} — ${v.help}`);
-        }
+        for (const v of await axeViolations(p)) found.push(`${path} ${v}`);
       }
     } finally {
       await p.close();
@@ -523,6 +524,7 @@ describe("dashboard in Chromium against a live stack", () => {
       await own.unroute("**/api/v2/ws-ticket");
       await waitLive(p, 30_000);
       await p.screenshot({ path: artifact("12-after-hung-ticket.png") });
+      expect(await axeViolations(p)).toEqual([]);
     } finally {
       await own.close();
     }

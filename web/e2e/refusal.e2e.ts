@@ -8,7 +8,7 @@
 import type { BrowserContext } from "playwright-core";
 import { describe, expect, it } from "vitest";
 
-import { closeCodes, logInWithForm, newWatchedContext, openLoggedIn, waitLive } from "./browser.js";
+import { axeViolations, closeCodes, logInWithForm, newWatchedContext, openLoggedIn, waitLive } from "./browser.js";
 import { stackAndBrowser } from "./suite.js";
 
 const suite = stackAndBrowser({ name: "refusal", devices: 3, sites: 1, gatewayEnv: { PULSE_MAX_CONNECTIONS_PER_USER: "1" } });
@@ -43,6 +43,8 @@ describe("a connection refused right after the upgrade", () => {
         .toBeGreaterThanOrEqual(2);
       const shown = () => page.evaluate(() => (window as unknown as { __indicatorStates: string[] }).__indicatorStates);
       expect(await shown()).not.toContain("live");
+      // However it says that it is not live, it says it readably.
+      expect(await axeViolations(page)).toEqual([]);
       // One of the others leaves: the next attempt is taken, and the page goes Live.
       await first.context.close();
       await waitLive(page, 30_000);
