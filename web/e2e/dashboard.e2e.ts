@@ -441,11 +441,13 @@ describe("dashboard in Chromium against a live stack", () => {
         expect(box!.x + box!.width, id).toBeLessThanOrEqual(390);
       }
       await p.screenshot({ path: artifact("10-phone-dashboard.png"), fullPage: true });
+      expect(await axeViolations(p)).toEqual([]);
       await p.goto(`${stack.webUrl}/devices/${dev(1)}`);
       await p.getByTestId("device-page").waitFor();
       await expect.poll(() => p.getByTestId("chart").count(), { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
       expect(await overflow()).toBeLessThanOrEqual(0);
       await p.screenshot({ path: artifact("11-phone-device.png"), fullPage: true });
+      expect(await axeViolations(p)).toEqual([]);
     } finally {
       await phone.close();
     }
