@@ -114,11 +114,14 @@ function validators() {
       schemas[`${stem}.json`] = message;
       continue;
     }
-    // The full message is its envelope and the part only the widget checks.
+    // The full message is its envelope and the part only the widget checks; the part is also
+    // checked alone, in REST bodies that list the same items (`GET /api/v2/alerts`).
     const [envelope, part] = split(message, path, definitions);
     schemas[`${stem}-envelope.json`] = envelope;
-    schemas[`${stem}.json`] = { allOf: [{ $ref: `${stem}-envelope.json` }, part] };
+    schemas[`${stem}-part.json`] = part;
+    schemas[`${stem}.json`] = { allOf: [{ $ref: `${stem}-envelope.json` }, { $ref: `${stem}-part.json` }] };
     exports[`${stem}Envelope`] = `${stem}-envelope.json`;
+    exports[`${stem}Part`] = `${stem}-part.json`;
   }
   Object.assign(schemas, inlineSingleUses(definitions, Object.values(schemas)));
   for (const [id, schema] of Object.entries(schemas)) ajv.addSchema({ $id: id, ...schema });

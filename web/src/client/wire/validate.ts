@@ -32,6 +32,13 @@ const ENVELOPE: Record<string, Validator> = {
   event: generated.event as Validator,
 };
 
+/** The part of a message only the widget showing it checks (see scripts/generate-wire.mjs). */
+const PART: Record<string, Validator> = {
+  alerts: generated.alertsPart as Validator,
+  fleet: generated.fleetPart as Validator,
+  telemetry: generated.telemetryPart as Validator,
+};
+
 /** The `type`s of data messages. */
 export const DATA_TYPES: ReadonlySet<string> = new Set(Object.keys(FULL));
 
@@ -46,6 +53,14 @@ export function schemaProblem(type: string, value: unknown): string | undefined 
 /** Like {@link schemaProblem}, for the envelope only: list items and readings may be anything. */
 export function envelopeProblem(type: string, value: unknown): string | undefined {
   return problem(ENVELOPE[type], value);
+}
+
+/**
+ * Like {@link schemaProblem}, for the list items and readings only (the rest of `value` may be
+ * anything): for REST bodies that list what a message lists, `{ alerts: page.items }`.
+ */
+export function partProblem(type: string, value: unknown): string | undefined {
+  return problem(PART[type], value);
 }
 
 function problem(validate: Validator | undefined, value: unknown): string | undefined {

@@ -4,7 +4,7 @@
 /* eslint-disable */
 "use strict";
 export const alerts = validate52;
-const schema19 = {"$id":"alerts.json","allOf":[{"$ref":"alerts-envelope.json"},{"type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}}]};
+const schema19 = {"$id":"alerts.json","allOf":[{"$ref":"alerts-envelope.json"},{"$ref":"alerts-part.json"}]};
 const schema20 = {"$id":"alerts-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"AlertsSnapshot","description":"`pulse.v1.<tenant_id>.alerts`: the tenant's OPEN alerts, newest first, capped.","type":"object","properties":{"alerts":{"description":"Open alerts, newest first; at most the configured cap (default 100).","type":"array","items":{}},"open_by_severity":{"description":"Open alerts per severity, listed or not: each severity with open alerts, as a string\nkey, and how many (`{\"2\": 10, \"4\": 3}`); the counts add up to `total_open`. A capped\nlist can leave out a critical alert; this still counts it. Empty in messages of pollers\nthat predate it.","type":"object","additionalProperties":false,"default":{},"patternProperties":{"^-?\\d+$":{"type":"integer","format":"uint64","minimum":0}}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"total_open":{"description":"Number of open alerts in all, which may exceed `alerts.len()` when the list is capped.","type":"integer","format":"uint64","minimum":0},"ts":{"description":"When the snapshot was read from the database.","$ref":"Timestamp.json"},"type":{"description":"Always `\"alerts\"`.","type":"string","enum":["alerts"]}},"required":["type","tenant_id","seq","ts","alerts","total_open"]};
 const pattern3 = new RegExp("^-?\\d+$", "u");
 const schema21 = {"$id":"TenantId.json","type":"string","pattern":"^[A-Za-z0-9_-]{1,64}$"};
@@ -255,6 +255,178 @@ return errors === 0;
 }
 validate53.evaluated = {"props":{"alerts":true,"open_by_severity":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
+const schema23 = {"$id":"alerts-part.json","type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}};
+
+function validate59(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="alerts-part.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate59.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.alerts !== undefined){
+let data0 = data.alerts;
+const _errs1 = errors;
+if(errors === _errs1){
+if(Array.isArray(data0)){
+var valid1 = true;
+const len0 = data0.length;
+for(let i0=0; i0<len0; i0++){
+let data1 = data0[i0];
+const _errs3 = errors;
+if(errors === _errs3){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+let missing0;
+if(((((((((data1.alert_id === undefined) && (missing0 = "alert_id")) || ((data1.device_id === undefined) && (missing0 = "device_id"))) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.alert_type === undefined) && (missing0 = "alert_type"))) || ((data1.severity === undefined) && (missing0 = "severity"))) || ((data1.summary === undefined) && (missing0 = "summary"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.created_at === undefined) && (missing0 = "created_at"))){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/properties/alerts/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+return false;
+}
+else {
+if(data1.alert_id !== undefined){
+let data2 = data1.alert_id;
+const _errs5 = errors;
+if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_id",schemaPath:"#/properties/alerts/items/properties/alert_id/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+var valid2 = _errs5 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.alert_type !== undefined){
+const _errs7 = errors;
+if(typeof data1.alert_type !== "string"){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_type",schemaPath:"#/properties/alerts/items/properties/alert_type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs7 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.created_at !== undefined){
+const _errs9 = errors;
+if(!(validate56(data1.created_at, {instancePath:instancePath+"/alerts/" + i0+"/created_at",parentData:data1,parentDataProperty:"created_at",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+var valid2 = _errs9 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.device_id !== undefined){
+const _errs10 = errors;
+if(typeof data1.device_id !== "string"){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/device_id",schemaPath:"#/properties/alerts/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs10 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.severity !== undefined){
+let data6 = data1.severity;
+const _errs12 = errors;
+if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/severity",schemaPath:"#/properties/alerts/items/properties/severity/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+var valid2 = _errs12 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.site_id !== undefined){
+const _errs14 = errors;
+if(typeof data1.site_id !== "string"){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/site_id",schemaPath:"#/properties/alerts/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs14 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.status !== undefined){
+let data8 = data1.status;
+const _errs16 = errors;
+if(typeof data8 !== "string"){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/properties/alerts/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(((data8 === "OPEN") || (data8 === "ACKNOWLEDGED")) || (data8 === "CLOSED"))){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/properties/alerts/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema23.properties.alerts.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid2 = _errs16 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.summary !== undefined){
+const _errs18 = errors;
+if(typeof data1.summary !== "string"){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/summary",schemaPath:"#/properties/alerts/items/properties/summary/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs18 === errors;
+}
+else {
+var valid2 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/properties/alerts/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid1 = _errs3 === errors;
+if(!valid1){
+break;
+}
+}
+}
+else {
+validate59.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+}
+}
+else {
+validate59.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+validate59.errors = vErrors;
+return errors === 0;
+}
+validate59.evaluated = {"props":{"alerts":true},"dynamicProps":false,"dynamicItems":false};
+
 
 function validate52(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="alerts.json" */;
@@ -275,159 +447,9 @@ errors = vErrors.length;
 var valid0 = _errs0 === errors;
 if(valid0){
 const _errs1 = errors;
-if(errors === _errs1){
-if(data && typeof data == "object" && !Array.isArray(data)){
-if(data.alerts !== undefined){
-let data0 = data.alerts;
-const _errs3 = errors;
-if(errors === _errs3){
-if(Array.isArray(data0)){
-var valid2 = true;
-const len0 = data0.length;
-for(let i0=0; i0<len0; i0++){
-let data1 = data0[i0];
-const _errs5 = errors;
-if(errors === _errs5){
-if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
-let missing0;
-if(((((((((data1.alert_id === undefined) && (missing0 = "alert_id")) || ((data1.device_id === undefined) && (missing0 = "device_id"))) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.alert_type === undefined) && (missing0 = "alert_type"))) || ((data1.severity === undefined) && (missing0 = "severity"))) || ((data1.summary === undefined) && (missing0 = "summary"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.created_at === undefined) && (missing0 = "created_at"))){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/allOf/1/properties/alerts/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data1.alert_id !== undefined){
-let data2 = data1.alert_id;
-const _errs7 = errors;
-if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/alert_id/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-var valid3 = _errs7 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.alert_type !== undefined){
-const _errs9 = errors;
-if(typeof data1.alert_type !== "string"){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/alert_type",schemaPath:"#/allOf/1/properties/alerts/items/properties/alert_type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs9 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.created_at !== undefined){
-const _errs11 = errors;
-if(!(validate56(data1.created_at, {instancePath:instancePath+"/alerts/" + i0+"/created_at",parentData:data1,parentDataProperty:"created_at",rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+if(!(validate59(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate59.errors : vErrors.concat(validate59.errors);
 errors = vErrors.length;
-}
-var valid3 = _errs11 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.device_id !== undefined){
-const _errs12 = errors;
-if(typeof data1.device_id !== "string"){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/device_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs12 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.severity !== undefined){
-let data6 = data1.severity;
-const _errs14 = errors;
-if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/severity",schemaPath:"#/allOf/1/properties/alerts/items/properties/severity/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-var valid3 = _errs14 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.site_id !== undefined){
-const _errs16 = errors;
-if(typeof data1.site_id !== "string"){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/site_id",schemaPath:"#/allOf/1/properties/alerts/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs16 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.status !== undefined){
-let data8 = data1.status;
-const _errs18 = errors;
-if(typeof data8 !== "string"){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/allOf/1/properties/alerts/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(((data8 === "OPEN") || (data8 === "ACKNOWLEDGED")) || (data8 === "CLOSED"))){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/status",schemaPath:"#/allOf/1/properties/alerts/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema19.allOf[1].properties.alerts.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid3 = _errs18 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.summary !== undefined){
-const _errs20 = errors;
-if(typeof data1.summary !== "string"){
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0+"/summary",schemaPath:"#/allOf/1/properties/alerts/items/properties/summary/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs20 === errors;
-}
-else {
-var valid3 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate52.errors = [{instancePath:instancePath+"/alerts/" + i0,schemaPath:"#/allOf/1/properties/alerts/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid2 = _errs5 === errors;
-if(!valid2){
-break;
-}
-}
-}
-else {
-validate52.errors = [{instancePath:instancePath+"/alerts",schemaPath:"#/allOf/1/properties/alerts/type",keyword:"type",params:{type: "array"},message:"must be array"}];
-return false;
-}
-}
-}
-}
-else {
-validate52.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
 }
 var valid0 = _errs1 === errors;
 }
@@ -438,15 +460,17 @@ validate52.evaluated = {"props":{"alerts":true,"open_by_severity":true,"seq":tru
 
 export const alertsEnvelope = validate53;
 
-export const fleet = validate60;
-const schema23 = {"$id":"fleet.json","allOf":[{"$ref":"fleet-envelope.json"},{"type":"object","properties":{"devices":{"type":"array","items":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"Timestamp.json"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]}}}}]};
-const schema24 = {"$id":"fleet-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"Timestamp.json"},"type":{"description":"Always `\"fleet\"`.","type":"string","enum":["fleet"]}},"required":["type","tenant_id","seq","ts","counts","devices"]};
+export const alertsPart = validate59;
 
-function validate61(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+export const fleet = validate62;
+const schema24 = {"$id":"fleet.json","allOf":[{"$ref":"fleet-envelope.json"},{"$ref":"fleet-part.json"}]};
+const schema25 = {"$id":"fleet-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"FleetSnapshot","description":"`pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.","type":"object","properties":{"counts":{"description":"Device counts by status; `total = online + stale + offline`.","type":"object","properties":{"offline":{"type":"integer","format":"uint64","minimum":0},"online":{"type":"integer","format":"uint64","minimum":0},"stale":{"type":"integer","format":"uint64","minimum":0},"total":{"type":"integer","format":"uint64","minimum":0}},"required":["total","online","stale","offline"]},"devices":{"description":"Devices, least healthy first (OFFLINE, STALE, ONLINE), then by id; capped\n(default 1000), while `counts` always covers every device.","type":"array","items":{}},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"ts":{"description":"When the snapshot was computed; statuses are as of this instant.","$ref":"Timestamp.json"},"type":{"description":"Always `\"fleet\"`.","type":"string","enum":["fleet"]}},"required":["type","tenant_id","seq","ts","counts","devices"]};
+
+function validate63(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="fleet-envelope.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate61.evaluated;
+const evaluated0 = validate63.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -457,7 +481,7 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if(((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.counts === undefined) && (missing0 = "counts"))) || ((data.devices === undefined) && (missing0 = "devices"))){
-validate61.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate63.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
@@ -468,7 +492,7 @@ if(errors === _errs1){
 if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
 let missing1;
 if(((((data0.total === undefined) && (missing1 = "total")) || ((data0.online === undefined) && (missing1 = "online"))) || ((data0.stale === undefined) && (missing1 = "stale"))) || ((data0.offline === undefined) && (missing1 = "offline"))){
-validate61.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+validate63.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
 return false;
 }
 else {
@@ -476,13 +500,13 @@ if(data0.offline !== undefined){
 let data1 = data0.offline;
 const _errs3 = errors;
 if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate61.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate63.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs3){
 if((typeof data1 == "number") && (isFinite(data1))){
 if(data1 < 0 || isNaN(data1)){
-validate61.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate63.errors = [{instancePath:instancePath+"/counts/offline",schemaPath:"#/properties/counts/properties/offline/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -497,13 +521,13 @@ if(data0.online !== undefined){
 let data2 = data0.online;
 const _errs5 = errors;
 if(!(((typeof data2 == "number") && (!(data2 % 1) && !isNaN(data2))) && (isFinite(data2)))){
-validate61.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate63.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs5){
 if((typeof data2 == "number") && (isFinite(data2))){
 if(data2 < 0 || isNaN(data2)){
-validate61.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate63.errors = [{instancePath:instancePath+"/counts/online",schemaPath:"#/properties/counts/properties/online/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -518,13 +542,13 @@ if(data0.stale !== undefined){
 let data3 = data0.stale;
 const _errs7 = errors;
 if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate61.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate63.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs7){
 if((typeof data3 == "number") && (isFinite(data3))){
 if(data3 < 0 || isNaN(data3)){
-validate61.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate63.errors = [{instancePath:instancePath+"/counts/stale",schemaPath:"#/properties/counts/properties/stale/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -539,13 +563,13 @@ if(data0.total !== undefined){
 let data4 = data0.total;
 const _errs9 = errors;
 if(!(((typeof data4 == "number") && (!(data4 % 1) && !isNaN(data4))) && (isFinite(data4)))){
-validate61.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate63.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs9){
 if((typeof data4 == "number") && (isFinite(data4))){
 if(data4 < 0 || isNaN(data4)){
-validate61.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate63.errors = [{instancePath:instancePath+"/counts/total",schemaPath:"#/properties/counts/properties/total/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -561,7 +585,7 @@ var valid1 = true;
 }
 }
 else {
-validate61.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate63.errors = [{instancePath:instancePath+"/counts",schemaPath:"#/properties/counts/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
@@ -575,7 +599,7 @@ if(data.devices !== undefined){
 const _errs11 = errors;
 if(errors === _errs11){
 if(!(Array.isArray(data.devices))){
-validate61.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+validate63.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
@@ -589,13 +613,13 @@ if(data.seq !== undefined){
 let data6 = data.seq;
 const _errs13 = errors;
 if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
-validate61.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate63.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs13){
 if((typeof data6 == "number") && (isFinite(data6))){
 if(data6 < 0 || isNaN(data6)){
-validate61.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate63.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -634,11 +658,11 @@ if(data.type !== undefined){
 let data9 = data.type;
 const _errs17 = errors;
 if(typeof data9 !== "string"){
-validate61.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate63.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 if(!(data9 === "fleet")){
-validate61.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema24.properties.type.enum},message:"must be equal to one of the allowed values"}];
+validate63.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema25.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
 var valid0 = _errs17 === errors;
@@ -654,206 +678,19 @@ var valid0 = true;
 }
 }
 else {
-validate61.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate63.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate61.errors = vErrors;
+validate63.errors = vErrors;
 return errors === 0;
 }
-validate61.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate63.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-
-function validate60(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-/*# sourceURL="fleet.json" */;
-let vErrors = null;
-let errors = 0;
-const evaluated0 = validate60.evaluated;
-if(evaluated0.dynamicProps){
-evaluated0.props = undefined;
-}
-if(evaluated0.dynamicItems){
-evaluated0.items = undefined;
-}
-const _errs0 = errors;
-if(!(validate61(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate61.errors : vErrors.concat(validate61.errors);
-errors = vErrors.length;
-}
-var valid0 = _errs0 === errors;
-if(valid0){
-const _errs1 = errors;
-if(errors === _errs1){
-if(data && typeof data == "object" && !Array.isArray(data)){
-if(data.devices !== undefined){
-let data0 = data.devices;
-const _errs3 = errors;
-if(errors === _errs3){
-if(Array.isArray(data0)){
-var valid2 = true;
-const len0 = data0.length;
-for(let i0=0; i0<len0; i0++){
-let data1 = data0[i0];
-const _errs5 = errors;
-if(errors === _errs5){
-if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
-let missing0;
-if((((((data1.device_id === undefined) && (missing0 = "device_id")) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.battery_pct === undefined) && (missing0 = "battery_pct"))) || ((data1.last_seen_at === undefined) && (missing0 = "last_seen_at"))){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/allOf/1/properties/devices/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
-return false;
-}
-else {
-if(data1.battery_pct !== undefined){
-let data2 = data1.battery_pct;
-const _errs7 = errors;
-if((!((typeof data2 == "number") && (isFinite(data2)))) && (data2 !== null)){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/allOf/1/properties/devices/items/properties/battery_pct/type",keyword:"type",params:{type: schema23.allOf[1].properties.devices.items.properties.battery_pct.type},message:"must be number,null"}];
-return false;
-}
-var valid3 = _errs7 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.device_id !== undefined){
-const _errs9 = errors;
-if(typeof data1.device_id !== "string"){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/device_id",schemaPath:"#/allOf/1/properties/devices/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs9 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.last_seen_at !== undefined){
-let data4 = data1.last_seen_at;
-const _errs11 = errors;
-const _errs12 = errors;
-let valid4 = false;
-const _errs13 = errors;
-if(!(validate56(data4, {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",parentData:data1,parentDataProperty:"last_seen_at",rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
-errors = vErrors.length;
-}
-var _valid0 = _errs13 === errors;
-valid4 = valid4 || _valid0;
-const _errs14 = errors;
-if(data4 !== null){
-const err0 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/allOf/1/properties/devices/items/properties/last_seen_at/anyOf/1/type",keyword:"type",params:{type: "null"},message:"must be null"};
-if(vErrors === null){
-vErrors = [err0];
-}
-else {
-vErrors.push(err0);
-}
-errors++;
-}
-var _valid0 = _errs14 === errors;
-valid4 = valid4 || _valid0;
-if(!valid4){
-const err1 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/allOf/1/properties/devices/items/properties/last_seen_at/anyOf",keyword:"anyOf",params:{},message:"must match a schema in anyOf"};
-if(vErrors === null){
-vErrors = [err1];
-}
-else {
-vErrors.push(err1);
-}
-errors++;
-validate60.errors = vErrors;
-return false;
-}
-else {
-errors = _errs12;
-if(vErrors !== null){
-if(_errs12){
-vErrors.length = _errs12;
-}
-else {
-vErrors = null;
-}
-}
-}
-var valid3 = _errs11 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.site_id !== undefined){
-const _errs16 = errors;
-if(typeof data1.site_id !== "string"){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/site_id",schemaPath:"#/allOf/1/properties/devices/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid3 = _errs16 === errors;
-}
-else {
-var valid3 = true;
-}
-if(valid3){
-if(data1.status !== undefined){
-let data6 = data1.status;
-const _errs18 = errors;
-if(typeof data6 !== "string"){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/allOf/1/properties/devices/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!(((data6 === "OFFLINE") || (data6 === "STALE")) || (data6 === "ONLINE"))){
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/allOf/1/properties/devices/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema23.allOf[1].properties.devices.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid3 = _errs18 === errors;
-}
-else {
-var valid3 = true;
-}
-}
-}
-}
-}
-}
-}
-else {
-validate60.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/allOf/1/properties/devices/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid2 = _errs5 === errors;
-if(!valid2){
-break;
-}
-}
-}
-else {
-validate60.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/allOf/1/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
-return false;
-}
-}
-}
-}
-else {
-validate60.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid0 = _errs1 === errors;
-}
-validate60.errors = vErrors;
-return errors === 0;
-}
-validate60.evaluated = {"props":{"devices":true,"counts":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
-
-export const fleetEnvelope = validate61;
-
-export const telemetry = validate66;
-const schema25 = {"$id":"telemetry.json","allOf":[{"$ref":"telemetry-envelope.json"},{"type":"object","properties":{"data":{"type":"object","properties":{"timestamp":{"description":"When the device took the reading.","$ref":"Timestamp.json"}}}}}]};
-const schema26 = {"$id":"telemetry-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]},"device_id":{"$ref":"TenantId.json"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"type":{"description":"Always `\"telemetry\"`.","type":"string","enum":["telemetry"]}},"required":["type","tenant_id","device_id","seq","data"]};
+const schema26 = {"$id":"fleet-part.json","type":"object","properties":{"devices":{"type":"array","items":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"Timestamp.json"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]}}}};
 
 function validate67(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-/*# sourceURL="telemetry-envelope.json" */;
+/*# sourceURL="fleet-part.json" */;
 let vErrors = null;
 let errors = 0;
 const evaluated0 = validate67.evaluated;
@@ -865,9 +702,220 @@ evaluated0.items = undefined;
 }
 if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.devices !== undefined){
+let data0 = data.devices;
+const _errs1 = errors;
+if(errors === _errs1){
+if(Array.isArray(data0)){
+var valid1 = true;
+const len0 = data0.length;
+for(let i0=0; i0<len0; i0++){
+let data1 = data0[i0];
+const _errs3 = errors;
+if(errors === _errs3){
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+let missing0;
+if((((((data1.device_id === undefined) && (missing0 = "device_id")) || ((data1.site_id === undefined) && (missing0 = "site_id"))) || ((data1.status === undefined) && (missing0 = "status"))) || ((data1.battery_pct === undefined) && (missing0 = "battery_pct"))) || ((data1.last_seen_at === undefined) && (missing0 = "last_seen_at"))){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/properties/devices/items/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+return false;
+}
+else {
+if(data1.battery_pct !== undefined){
+let data2 = data1.battery_pct;
+const _errs5 = errors;
+if((!((typeof data2 == "number") && (isFinite(data2)))) && (data2 !== null)){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/properties/devices/items/properties/battery_pct/type",keyword:"type",params:{type: schema26.properties.devices.items.properties.battery_pct.type},message:"must be number,null"}];
+return false;
+}
+var valid2 = _errs5 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.device_id !== undefined){
+const _errs7 = errors;
+if(typeof data1.device_id !== "string"){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/device_id",schemaPath:"#/properties/devices/items/properties/device_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs7 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.last_seen_at !== undefined){
+let data4 = data1.last_seen_at;
+const _errs9 = errors;
+const _errs10 = errors;
+let valid3 = false;
+const _errs11 = errors;
+if(!(validate56(data4, {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",parentData:data1,parentDataProperty:"last_seen_at",rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate56.errors : vErrors.concat(validate56.errors);
+errors = vErrors.length;
+}
+var _valid0 = _errs11 === errors;
+valid3 = valid3 || _valid0;
+const _errs12 = errors;
+if(data4 !== null){
+const err0 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/properties/devices/items/properties/last_seen_at/anyOf/1/type",keyword:"type",params:{type: "null"},message:"must be null"};
+if(vErrors === null){
+vErrors = [err0];
+}
+else {
+vErrors.push(err0);
+}
+errors++;
+}
+var _valid0 = _errs12 === errors;
+valid3 = valid3 || _valid0;
+if(!valid3){
+const err1 = {instancePath:instancePath+"/devices/" + i0+"/last_seen_at",schemaPath:"#/properties/devices/items/properties/last_seen_at/anyOf",keyword:"anyOf",params:{},message:"must match a schema in anyOf"};
+if(vErrors === null){
+vErrors = [err1];
+}
+else {
+vErrors.push(err1);
+}
+errors++;
+validate67.errors = vErrors;
+return false;
+}
+else {
+errors = _errs10;
+if(vErrors !== null){
+if(_errs10){
+vErrors.length = _errs10;
+}
+else {
+vErrors = null;
+}
+}
+}
+var valid2 = _errs9 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.site_id !== undefined){
+const _errs14 = errors;
+if(typeof data1.site_id !== "string"){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/site_id",schemaPath:"#/properties/devices/items/properties/site_id/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid2 = _errs14 === errors;
+}
+else {
+var valid2 = true;
+}
+if(valid2){
+if(data1.status !== undefined){
+let data6 = data1.status;
+const _errs16 = errors;
+if(typeof data6 !== "string"){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/properties/devices/items/properties/status/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(((data6 === "OFFLINE") || (data6 === "STALE")) || (data6 === "ONLINE"))){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/status",schemaPath:"#/properties/devices/items/properties/status/enum",keyword:"enum",params:{allowedValues: schema26.properties.devices.items.properties.status.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid2 = _errs16 === errors;
+}
+else {
+var valid2 = true;
+}
+}
+}
+}
+}
+}
+}
+else {
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0,schemaPath:"#/properties/devices/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid1 = _errs3 === errors;
+if(!valid1){
+break;
+}
+}
+}
+else {
+validate67.errors = [{instancePath:instancePath+"/devices",schemaPath:"#/properties/devices/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+}
+}
+else {
+validate67.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+validate67.errors = vErrors;
+return errors === 0;
+}
+validate67.evaluated = {"props":{"devices":true},"dynamicProps":false,"dynamicItems":false};
+
+
+function validate62(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="fleet.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate62.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+const _errs0 = errors;
+if(!(validate63(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate63.errors : vErrors.concat(validate63.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs0 === errors;
+if(valid0){
+const _errs1 = errors;
+if(!(validate67(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate67.errors : vErrors.concat(validate67.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs1 === errors;
+}
+validate62.errors = vErrors;
+return errors === 0;
+}
+validate62.evaluated = {"props":{"devices":true,"counts":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+
+export const fleetEnvelope = validate63;
+
+export const fleetPart = validate67;
+
+export const telemetry = validate70;
+const schema27 = {"$id":"telemetry.json","allOf":[{"$ref":"telemetry-envelope.json"},{"$ref":"telemetry-part.json"}]};
+const schema28 = {"$id":"telemetry-envelope.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Telemetry","description":"`pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.","type":"object","properties":{"data":{"description":"The reading inside a [`Telemetry`] message.","type":"object","properties":{"metrics":{"description":"Every metric of the reading, as written to the database.","type":"object","additionalProperties":true},"timestamp":{}},"required":["timestamp","metrics"]},"device_id":{"$ref":"TenantId.json"},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"type":{"description":"Always `\"telemetry\"`.","type":"string","enum":["telemetry"]}},"required":["type","tenant_id","device_id","seq","data"]};
+
+function validate71(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="telemetry-envelope.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate71.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(errors === 0){
+if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.device_id === undefined) && (missing0 = "device_id"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.data === undefined) && (missing0 = "data"))){
-validate67.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate71.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
@@ -878,7 +926,7 @@ if(errors === _errs1){
 if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
 let missing1;
 if(((data0.timestamp === undefined) && (missing1 = "timestamp")) || ((data0.metrics === undefined) && (missing1 = "metrics"))){
-validate67.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
+validate71.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/required",keyword:"required",params:{missingProperty: missing1},message:"must have required property '"+missing1+"'"}];
 return false;
 }
 else {
@@ -889,7 +937,7 @@ if(errors === _errs3){
 if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
 }
 else {
-validate67.errors = [{instancePath:instancePath+"/data/metrics",schemaPath:"#/properties/data/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate71.errors = [{instancePath:instancePath+"/data/metrics",schemaPath:"#/properties/data/properties/metrics/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
@@ -897,7 +945,7 @@ return false;
 }
 }
 else {
-validate67.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate71.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
@@ -923,13 +971,13 @@ if(data.seq !== undefined){
 let data3 = data.seq;
 const _errs7 = errors;
 if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-validate67.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate71.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs7){
 if((typeof data3 == "number") && (isFinite(data3))){
 if(data3 < 0 || isNaN(data3)){
-validate67.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate71.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -956,11 +1004,11 @@ if(data.type !== undefined){
 let data5 = data.type;
 const _errs10 = errors;
 if(typeof data5 !== "string"){
-validate67.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate71.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 if(!(data5 === "telemetry")){
-validate67.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema26.properties.type.enum},message:"must be equal to one of the allowed values"}];
+validate71.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema28.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
 var valid0 = _errs10 === errors;
@@ -975,41 +1023,34 @@ var valid0 = true;
 }
 }
 else {
-validate67.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate71.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate67.errors = vErrors;
+validate71.errors = vErrors;
 return errors === 0;
 }
-validate67.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate71.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
+const schema29 = {"$id":"telemetry-part.json","type":"object","properties":{"data":{"type":"object","properties":{"timestamp":{"description":"When the device took the reading.","$ref":"Timestamp.json"}}}}};
 
-function validate66(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
-/*# sourceURL="telemetry.json" */;
+function validate75(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="telemetry-part.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate66.evaluated;
+const evaluated0 = validate75.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
 if(evaluated0.dynamicItems){
 evaluated0.items = undefined;
 }
-const _errs0 = errors;
-if(!(validate67(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate67.errors : vErrors.concat(validate67.errors);
-errors = vErrors.length;
-}
-var valid0 = _errs0 === errors;
-if(valid0){
-const _errs1 = errors;
-if(errors === _errs1){
+if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 if(data.data !== undefined){
 let data0 = data.data;
-const _errs3 = errors;
-if(errors === _errs3){
+const _errs1 = errors;
+if(errors === _errs1){
 if(data0 && typeof data0 == "object" && !Array.isArray(data0)){
 if(data0.timestamp !== undefined){
 if(!(validate56(data0.timestamp, {instancePath:instancePath+"/data/timestamp",parentData:data0,parentDataProperty:"timestamp",rootData,dynamicAnchors}))){
@@ -1019,34 +1060,65 @@ errors = vErrors.length;
 }
 }
 else {
-validate66.errors = [{instancePath:instancePath+"/data",schemaPath:"#/allOf/1/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate75.errors = [{instancePath:instancePath+"/data",schemaPath:"#/properties/data/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
 }
 }
 else {
-validate66.errors = [{instancePath,schemaPath:"#/allOf/1/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate75.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-var valid0 = _errs1 === errors;
-}
-validate66.errors = vErrors;
+validate75.errors = vErrors;
 return errors === 0;
 }
-validate66.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate75.evaluated = {"props":{"data":true},"dynamicProps":false,"dynamicItems":false};
 
-export const telemetryEnvelope = validate67;
 
-export const event = validate72;
-const schema27 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`).","type":"string"},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
+function validate70(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+/*# sourceURL="telemetry.json" */;
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate70.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+const _errs0 = errors;
+if(!(validate71(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate71.errors : vErrors.concat(validate71.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs0 === errors;
+if(valid0){
+const _errs1 = errors;
+if(!(validate75(data, {instancePath,parentData,parentDataProperty,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate75.errors : vErrors.concat(validate75.errors);
+errors = vErrors.length;
+}
+var valid0 = _errs1 === errors;
+}
+validate70.errors = vErrors;
+return errors === 0;
+}
+validate70.evaluated = {"props":{"data":true,"device_id":true,"seq":true,"tenant_id":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-function validate72(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+export const telemetryEnvelope = validate71;
+
+export const telemetryPart = validate75;
+
+export const event = validate78;
+const schema30 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`).","type":"string"},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
+
+function validate78(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="event.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate72.evaluated;
+const evaluated0 = validate78.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -1057,14 +1129,14 @@ if(errors === 0){
 if(data && typeof data == "object" && !Array.isArray(data)){
 let missing0;
 if((((((((data.type === undefined) && (missing0 = "type")) || ((data.tenant_id === undefined) && (missing0 = "tenant_id"))) || ((data.topic === undefined) && (missing0 = "topic"))) || ((data.event === undefined) && (missing0 = "event"))) || ((data.seq === undefined) && (missing0 = "seq"))) || ((data.ts === undefined) && (missing0 = "ts"))) || ((data.payload === undefined) && (missing0 = "payload"))){
-validate72.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
+validate78.errors = [{instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: missing0},message:"must have required property '"+missing0+"'"}];
 return false;
 }
 else {
 if(data.event !== undefined){
 const _errs1 = errors;
 if(typeof data.event !== "string"){
-validate72.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 var valid0 = _errs1 === errors;
@@ -1077,13 +1149,13 @@ if(data.seq !== undefined){
 let data1 = data.seq;
 const _errs3 = errors;
 if(!(((typeof data1 == "number") && (!(data1 % 1) && !isNaN(data1))) && (isFinite(data1)))){
-validate72.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate78.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs3){
 if((typeof data1 == "number") && (isFinite(data1))){
 if(data1 < 0 || isNaN(data1)){
-validate72.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+validate78.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -1134,11 +1206,11 @@ if(data.type !== undefined){
 let data5 = data.type;
 const _errs8 = errors;
 if(typeof data5 !== "string"){
-validate72.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate78.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 if(!(data5 === "event")){
-validate72.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema27.properties.type.enum},message:"must be equal to one of the allowed values"}];
+validate78.errors = [{instancePath:instancePath+"/type",schemaPath:"#/properties/type/enum",keyword:"enum",params:{allowedValues: schema30.properties.type.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
 var valid0 = _errs8 === errors;
@@ -1154,12 +1226,12 @@ var valid0 = true;
 }
 }
 else {
-validate72.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate78.errors = [{instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-validate72.errors = vErrors;
+validate78.errors = vErrors;
 return errors === 0;
 }
-validate72.evaluated = {"props":{"event":true,"payload":true,"seq":true,"tenant_id":true,"topic":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
+validate78.evaluated = {"props":{"event":true,"payload":true,"seq":true,"tenant_id":true,"topic":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
