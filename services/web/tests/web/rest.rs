@@ -392,11 +392,7 @@ async fn every_plan(env: &Env, sql: &str, args: &str) -> Vec<(&'static str, Valu
 fn rows_read(node: &Value) -> u64 {
     let own = if node["Relation Name"].is_string() {
         let loops = node["Actual Loops"].as_u64().unwrap_or(1);
-        let removed = ["Rows Removed by Filter", "Rows Removed by Index Recheck"]
-            .iter()
-            .filter_map(|key| node[key].as_u64())
-            .sum::<u64>();
-        (node["Actual Rows"].as_u64().unwrap_or(0) + removed) * loops
+        (node["Actual Rows"].as_u64().unwrap_or(0) + removed_here(node)) * loops
     } else {
         0
     };
@@ -408,14 +404,19 @@ fn rows_read(node: &Value) -> u64 {
 
 /// Rows a plan node and those below it read and then dropped.
 fn removed_by_filter(node: &Value) -> u64 {
-    let own = ["Rows Removed by Filter", "Rows Removed by Index Recheck"]
-        .iter()
-        .filter_map(|key| node[key].as_u64())
-        .sum::<u64>();
+    let own = removed_here(node);
     let below = node["Plans"]
         .as_array()
         .map_or(0, |plans| plans.iter().map(removed_by_filter).sum());
     own + below
+}
+
+/// Rows the plan node itself read and then dropped.
+fn removed_here(node: &Value) -> u64 {
+    ["Rows Removed by Filter", "Rows Removed by Index Recheck"]
+        .iter()
+        .filter_map(|key| node[key].as_u64())
+        .sum()
 }
 
 #[tokio::test]
