@@ -81,6 +81,13 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
+    /// Every status, in the order of an alert's life.
+    pub const ALL: [AlertStatus; 3] = [
+        AlertStatus::Open,
+        AlertStatus::Acknowledged,
+        AlertStatus::Closed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Open => "OPEN",

@@ -22,7 +22,8 @@ pub struct AlertParams {
     /// Return alerts older than this alert id (from `next` of the previous page).
     pub before: Option<i64>,
     /// Only alerts of this severity or higher (0 or more; the dashboard calls 4 and above
-    /// critical). With `status=OPEN`, a page reads only the open alerts at or above it.
+    /// critical). A page reads at most a page of each severity present at or above it, never
+    /// the lesser alerts.
     pub min_severity: Option<i32>,
 }
 
@@ -58,26 +59,47 @@ pub const PAGE: &str = "SELECT alert_id, device_id::text, site_id::text, alert_t
 /// [`PAGE`] of the alerts in one status (`$1` status, `$2` before, `$3` limit).
 pub const PAGE_IN_STATUS: &str = "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
                                     FROM alerts WHERE status = $1 AND alert_id < $2 ORDER BY alert_id DESC LIMIT $3";
-/// [`PAGE`] of the alerts at or above a severity (`$1` min severity, `$2` before, `$3` limit).
-pub const PAGE_MIN_SEVERITY: &str = "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
-                                       FROM alerts WHERE severity >= $1 AND alert_id < $2 ORDER BY alert_id DESC LIMIT $3";
-/// [`PAGE`] of the alerts in one status at or above a severity (`$1` status, `$2` min
-/// severity, `$3` before, `$4` limit): the status's alerts, from `before` down, skipping the
-/// lesser ones.
-pub const PAGE_IN_STATUS_MIN_SEVERITY: &str = "SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
-                                                 FROM alerts WHERE status = $1 AND severity >= $2 AND alert_id < $3 ORDER BY alert_id DESC LIMIT $4";
-/// [`PAGE`] of the OPEN alerts at or above a severity (`$1` min severity, `$2` before, `$3`
-/// limit): the critical alerts a capped `alerts` snapshot leaves out. The status is written in
-/// (a generic plan cannot know that a `$n` status is OPEN), and the alerts are read whole
-/// before they are paged: ordered by `alert_id` as they are read, or bounded by `before`, a
-/// plan (a generic one, not knowing how rare the severity is) walks the tenant's alerts from
-/// `before` down and drops every lesser one, which for a rare critical alert behind thousands
-/// of others is all of them. Read first, they come from the `alerts_open_by_severity` range
-/// from the severity up, and only they; a page costs what reading them all and sorting does.
-pub const OPEN_PAGE_MIN_SEVERITY: &str = "WITH at_least AS MATERIALIZED (\
-                                              SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at \
-                                                FROM alerts WHERE status = 'OPEN' AND severity >= $1) \
-                                          SELECT * FROM at_least WHERE alert_id < $2 ORDER BY alert_id DESC LIMIT $3";
+/// [`PAGE`] of the alerts in some statuses at or above a severity (`$1` statuses, `$2` min
+/// severity, `$3` before, `$4` limit): the critical alerts a capped `alerts` snapshot leaves
+/// out, or any status's.
+///
+/// Filtered as a plan walks the tenant's alerts (or a status's) from `before` down, a page
+/// drops every lesser alert on the way, which for a rare critical alert behind thousands of
+/// others is all of them; read from a severity index and sorted, it costs every alert at or
+/// above the severity. Both are plans PostgreSQL takes for a plain statement, depending on its
+/// estimates. Here every read is a one-row probe of `alerts_by_tenant_status_severity` in that
+/// index's order, which no estimate turns into a scan. `levels` finds each (status, severity)
+/// present at or above the severity; `merge` holds a cursor per level, starting at `before`,
+/// and takes the newest head of them one at a time, stepping that level's cursor down (a
+/// merge of the levels' lists, each newest first); the page is what it took, read by id.
+/// A page reads its own alerts twice, and two rows per level.
+pub const PAGE_MIN_SEVERITY: &str = "WITH RECURSIVE levels (status, severity) AS (\
+    SELECT s.status, (SELECT a.severity FROM alerts a WHERE a.status = s.status AND a.severity >= $2 \
+                       ORDER BY a.severity LIMIT 1) \
+      FROM unnest($1::text[]) AS s (status) \
+    UNION ALL \
+    SELECT l.status, (SELECT a.severity FROM alerts a WHERE a.status = l.status AND a.severity > l.severity \
+                       ORDER BY a.severity LIMIT 1) \
+      FROM levels l WHERE l.severity IS NOT NULL\
+), merge (statuses, severities, heads, taken, n) AS (\
+    SELECT array_agg(status), array_agg(severity), array_agg($3::bigint), NULL::bigint, 0 \
+      FROM levels WHERE severity IS NOT NULL \
+    UNION ALL \
+    SELECT m.statuses, m.severities, \
+           m.heads[:k - 1] \
+             || (SELECT a.alert_id FROM alerts a \
+                  WHERE a.status = m.statuses[k] AND a.severity >= m.severities[k] \
+                    AND (a.severity, a.alert_id) < (m.severities[k], m.heads[k]) \
+                  ORDER BY a.severity DESC, a.alert_id DESC LIMIT 1) \
+             || m.heads[k + 1:], \
+           m.heads[k], m.n + (m.heads[k] < $3)::int \
+      FROM merge m CROSS JOIN LATERAL (SELECT k FROM generate_subscripts(m.heads, 1) AS k \
+                                        WHERE m.heads[k] IS NOT NULL ORDER BY m.heads[k] DESC LIMIT 1) AS pick \
+     WHERE m.n < $4\
+) \
+SELECT alert_id, device_id::text, site_id::text, alert_type, severity, summary, status, created_at FROM alerts \
+ WHERE alert_id = ANY (ARRAY(SELECT taken FROM merge WHERE taken < $3)) \
+ ORDER BY alert_id DESC";
 
 #[utoipa::path(get, path = "/api/v2/alerts", tag = "alerts", params(AlertParams),
     responses((status = 200, body = AlertPage), (status = 400), (status = 401)))]
@@ -112,14 +134,15 @@ pub async fn list(
         (Some(status), None) => sqlx::query_as(PAGE_IN_STATUS)
             .bind(status.as_str())
             .bind(before),
-        (None, Some(min)) => sqlx::query_as(PAGE_MIN_SEVERITY).bind(min).bind(before),
-        (Some(AlertStatus::Open), Some(min)) => sqlx::query_as(OPEN_PAGE_MIN_SEVERITY)
-            .bind(min)
-            .bind(before),
-        (Some(status), Some(min)) => sqlx::query_as(PAGE_IN_STATUS_MIN_SEVERITY)
-            .bind(status.as_str())
-            .bind(min)
-            .bind(before),
+        (status, Some(min)) => {
+            let statuses = status
+                .as_ref()
+                .map_or(&AlertStatus::ALL[..], std::slice::from_ref);
+            sqlx::query_as(PAGE_MIN_SEVERITY)
+                .bind(statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                .bind(min)
+                .bind(before)
+        }
     }
     .bind(limit + 1)
     .fetch_all(&mut *tx)

@@ -164,28 +164,19 @@ async fn an_alert_page_reads_only_the_tenants_own_alerts() {
 #[tokio::test]
 async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others() {
     let env = spawn().await;
-    let insert = "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
-                  SELECT $1, 'dev-0001', 'site-01', 't', $2::int, $3 || g, $4 FROM generate_series(1, $5::int) g";
-    let batch =
-        |severity: &'static str, summary: &'static str, status: &'static str, n: &'static str| {
-            let env = &env;
-            async move {
-                env.execute(insert, &[&env.tenant, severity, summary, status, n])
-                    .await;
-            }
-        };
     // Oldest first: five critical open alerts (severities 4 and 5) among 2,000 lesser ones,
     // and critical ones that are no longer open.
-    env.execute("ALTER TABLE alerts DISABLE TRIGGER USER", &[])
-        .await;
-    batch("5", "critical-a", "OPEN", "2").await;
-    batch("1", "minor-a", "OPEN", "1000").await;
-    batch("4", "critical-b", "OPEN", "3").await;
-    batch("5", "closed", "CLOSED", "2").await;
-    batch("2", "minor-b", "OPEN", "1000").await;
-    env.execute("ALTER TABLE alerts ENABLE TRIGGER USER", &[])
-        .await;
-    env.execute("ANALYZE alerts", &[]).await;
+    load_alerts(
+        &env,
+        &[
+            (5, "critical-a", "OPEN", 2),
+            (1, "minor-a", "OPEN", 1000),
+            (4, "critical-b", "OPEN", 3),
+            (5, "closed", "CLOSED", 2),
+            (2, "minor-b", "OPEN", 1000),
+        ],
+    )
+    .await;
 
     let c = env.login("viewer", &env.tenant).await;
     let mut listed = Vec::new();
@@ -232,11 +223,111 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
     assert_eq!(none["items"], json!([]));
     assert_eq!(none["next"], Value::Null);
 
-    // Every plan reads the five critical open alerts at most, never the 2,000 others.
-    use pulse_web::api::alerts::OPEN_PAGE_MIN_SEVERITY;
+    // Every plan reads the page twice (merged, then read by id) and two rows per critical
+    // severity open (4 and 5), never the 2,000 others.
+    use pulse_web::api::alerts::PAGE_MIN_SEVERITY;
     let max = i64::MAX;
-    assert_every_plan_reads_at_most(&env, OPEN_PAGE_MIN_SEVERITY, &format!("4, {max}, 3"), 3, 5)
-        .await;
+    let args = format!("'{{OPEN}}', 4, {max}, 3");
+    assert_every_plan_reads_at_most(&env, PAGE_MIN_SEVERITY, &args, 3, 2 * 3 + 2 * 2).await;
+    env.finish().await;
+}
+
+/// However many alerts reach the severity and whichever status is asked for, a page at or
+/// above a severity reads about itself and two rows per severity present: not every such
+/// alert, nor the lesser alerts newer than them.
+#[tokio::test]
+async fn a_page_at_or_above_a_severity_reads_about_itself_in_any_status() {
+    let env = spawn().await;
+    load_alerts(
+        &env,
+        &[
+            (5, "open-critical", "OPEN", 500),
+            (4, "closed-major", "CLOSED", 3),
+            (1, "open-minor", "OPEN", 1000),
+            (2, "closed-minor", "CLOSED", 1000),
+            (4, "acked", "ACKNOWLEDGED", 2),
+        ],
+    )
+    .await;
+
+    let c = env.login("viewer", &env.tenant).await;
+    let closed: Value = get_json(
+        &c,
+        env.at("/api/v2/alerts?status=CLOSED&min_severity=4&limit=2"),
+    )
+    .await;
+    assert_eq!(summaries(&closed), ["closed-major3", "closed-major2"]);
+    let next = closed["next"].as_i64().unwrap();
+    let rest: Value = get_json(
+        &c,
+        env.at(&format!(
+            "/api/v2/alerts?status=CLOSED&min_severity=4&limit=2&before={next}"
+        )),
+    )
+    .await;
+    assert_eq!(summaries(&rest), ["closed-major1"]);
+    assert_eq!(rest["next"], Value::Null);
+    // Any status: newest first across them.
+    let any: Value = get_json(&c, env.at("/api/v2/alerts?min_severity=4&limit=4")).await;
+    assert_eq!(
+        summaries(&any),
+        ["acked2", "acked1", "closed-major3", "closed-major2"]
+    );
+    let next = any["next"].as_i64().unwrap();
+    let rest: Value = get_json(
+        &c,
+        env.at(&format!(
+            "/api/v2/alerts?min_severity=4&limit=4&before={next}"
+        )),
+    )
+    .await;
+    assert_eq!(
+        summaries(&rest),
+        [
+            "closed-major1",
+            "open-critical500",
+            "open-critical499",
+            "open-critical498"
+        ]
+    );
+
+    // Pages of 3: one severity at or above 4 is open, one acknowledged, one closed. A page is
+    // read twice (merged, then by id), and each level costs two rows.
+    use pulse_web::api::alerts::PAGE_MIN_SEVERITY;
+    let max = i64::MAX;
+    for (statuses, levels) in [
+        ("{OPEN}", 1),
+        ("{CLOSED}", 1),
+        ("{OPEN,ACKNOWLEDGED,CLOSED}", 3),
+    ] {
+        let args = format!("'{statuses}', 4, {max}, 3");
+        assert_every_plan_reads_at_most(&env, PAGE_MIN_SEVERITY, &args, 3, 2 * 3 + 2 * levels)
+            .await;
+    }
+
+    // Severities interleaved in one status merge into one list, newest first.
+    env.execute(
+        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
+         SELECT $1, 'dev-0001', 'site-01', 't', 4 + g % 2, 'mixed' || g, 'ACKNOWLEDGED' FROM generate_series(1, 6) g",
+        &[&env.tenant],
+    )
+    .await;
+    let mut listed = Vec::new();
+    let mut path = "/api/v2/alerts?status=ACKNOWLEDGED&min_severity=4&limit=4".to_string();
+    loop {
+        let page: Value = get_json(&c, env.at(&path)).await;
+        listed.extend(summaries(&page).into_iter().map(str::to_owned));
+        let Some(next) = page["next"].as_i64() else {
+            break;
+        };
+        path = format!("/api/v2/alerts?status=ACKNOWLEDGED&min_severity=4&limit=4&before={next}");
+    }
+    assert_eq!(
+        listed,
+        [
+            "mixed6", "mixed5", "mixed4", "mixed3", "mixed2", "mixed1", "acked2", "acked1"
+        ]
+    );
     env.finish().await;
 }
 
@@ -321,6 +412,27 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
 }
 
 /// The `summary` of every alert of a page, in its order.
+/// Adds `n` alerts of the env's tenant, summaries `summary1` to `summaryN`, oldest first.
+/// Loads batches of `(severity, summary, status, count)` alerts for the env's tenant, oldest
+/// batch first (each alert's summary is the batch's and its number in it), without a
+/// notification per row, then refreshes the planner's statistics.
+async fn load_alerts(env: &Env, batches: &[(i32, &str, &str, i32)]) {
+    env.execute("ALTER TABLE alerts DISABLE TRIGGER USER", &[])
+        .await;
+    for &(severity, summary, status, n) in batches {
+        let (severity, n) = (severity.to_string(), n.to_string());
+        env.execute(
+            "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
+             SELECT $1, 'dev-0001', 'site-01', 't', $2::text::int, $3 || g, $4 FROM generate_series(1, $5::text::int) g",
+            &[&env.tenant, &severity, summary, status, &n],
+        )
+        .await;
+    }
+    env.execute("ALTER TABLE alerts ENABLE TRIGGER USER", &[])
+        .await;
+    env.execute("ANALYZE alerts", &[]).await;
+}
+
 fn summaries(page: &Value) -> Vec<&str> {
     page["items"]
         .as_array()
