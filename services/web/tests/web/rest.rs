@@ -168,6 +168,7 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
     // and critical ones that are no longer open.
     load_alerts(
         &env,
+        &env.tenant,
         &[
             (5, "critical-a", "OPEN", 2),
             (1, "minor-a", "OPEN", 1000),
@@ -240,12 +241,25 @@ async fn a_page_at_or_above_a_severity_reads_about_itself_in_any_status() {
     let env = spawn().await;
     load_alerts(
         &env,
+        &env.tenant,
         &[
             (5, "open-critical", "OPEN", 500),
             (4, "closed-major", "CLOSED", 3),
             (1, "open-minor", "OPEN", 1000),
             (2, "closed-minor", "CLOSED", 1000),
             (4, "acked", "ACKNOWLEDGED", 2),
+        ],
+    )
+    .await;
+    // Another tenant's, newer and at the same severities in every status: neither listed nor
+    // read.
+    load_alerts(
+        &env,
+        &env.other_tenant,
+        &[
+            (5, "theirs-open", "OPEN", 300),
+            (4, "theirs-acked", "ACKNOWLEDGED", 300),
+            (4, "theirs-closed", "CLOSED", 300),
         ],
     )
     .await;
@@ -413,10 +427,10 @@ async fn readings_since_an_instant_and_devices_after_one_read_only_what_they_ret
 
 /// The `summary` of every alert of a page, in its order.
 /// Adds `n` alerts of the env's tenant, summaries `summary1` to `summaryN`, oldest first.
-/// Loads batches of `(severity, summary, status, count)` alerts for the env's tenant, oldest
-/// batch first (each alert's summary is the batch's and its number in it), without a
-/// notification per row, then refreshes the planner's statistics.
-async fn load_alerts(env: &Env, batches: &[(i32, &str, &str, i32)]) {
+/// Loads batches of `(severity, summary, status, count)` alerts for `tenant`, oldest batch
+/// first (each alert's summary is the batch's and its number in it), without a notification
+/// per row, then refreshes the planner's statistics.
+async fn load_alerts(env: &Env, tenant: &str, batches: &[(i32, &str, &str, i32)]) {
     env.execute("ALTER TABLE alerts DISABLE TRIGGER USER", &[])
         .await;
     for &(severity, summary, status, n) in batches {
@@ -424,7 +438,7 @@ async fn load_alerts(env: &Env, batches: &[(i32, &str, &str, i32)]) {
         env.execute(
             "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary, status) \
              SELECT $1, 'dev-0001', 'site-01', 't', $2::text::int, $3 || g, $4 FROM generate_series(1, $5::text::int) g",
-            &[&env.tenant, &severity, summary, status, &n],
+            &[tenant, &severity, summary, status, &n],
         )
         .await;
     }
