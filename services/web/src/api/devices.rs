@@ -83,17 +83,23 @@ fn device(row: Row, t: pulse_proto::fleet::Thresholds) -> Device {
     }
 }
 
-/// A page of the tenant's devices from the first (`$1` site or null, `$2` limit). A page after a
-/// device is a statement of its own ([`DEVICES_AFTER`]) rather than a `$n IS NULL OR …` filter,
-/// so that every plan of either, generic or custom, starts in the tenant's primary-key range at
-/// the page, not at the tenant's first device. Public for the test that checks those plans.
+/// A page of the tenant's devices from the first (`$1` limit). Each kind of page (after a
+/// device or not, of one site or not) is a statement of its own rather than a
+/// `$n IS NULL OR …` filter, so that every plan of each, generic or custom, starts in the
+/// index range of the page (the tenant's primary-key range, or a site's range of
+/// `devices_by_site`) at the page, not at the tenant's first device, dropping the others on
+/// the way. Public for the tests that check those plans.
 pub const DEVICES: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
-                             FROM devices WHERE ($1::text IS NULL OR site_id = $1) \
-                            ORDER BY device_id LIMIT $2";
-/// [`DEVICES`] after a device (`$1` after, `$2` site or null, `$3` limit).
+                             FROM devices ORDER BY device_id LIMIT $1";
+/// [`DEVICES`] after a device (`$1` after, `$2` limit).
 pub const DEVICES_AFTER: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
-                                   FROM devices WHERE device_id > $1 AND ($2::text IS NULL OR site_id = $2) \
-                                  ORDER BY device_id LIMIT $3";
+                                   FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2";
+/// [`DEVICES`] of one site (`$1` site, `$2` limit).
+pub const SITE_DEVICES: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+                                  FROM devices WHERE site_id = $1 ORDER BY device_id LIMIT $2";
+/// [`DEVICES`] of one site after a device (`$1` after, `$2` site, `$3` limit).
+pub const SITE_DEVICES_AFTER: &str = "SELECT device_id::text, site_id::text, battery_pct, last_seen_at, statement_timestamp() AS now \
+                                        FROM devices WHERE device_id > $1 AND site_id = $2 ORDER BY device_id LIMIT $3";
 
 #[utoipa::path(get, path = "/api/v2/devices", tag = "devices", params(ListParams),
     responses((status = 200, body = DevicePage), (status = 400), (status = 401)))]
@@ -105,12 +111,15 @@ pub async fn list(
     let limit = limit(p.limit, 100)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = applied(&mut tx).await?.thresholds;
-    let site = p.site_id.as_ref().map(SiteId::as_str);
-    let query = match &p.after {
-        None => sqlx::query_as(DEVICES),
-        Some(after) => sqlx::query_as(DEVICES_AFTER).bind(after.as_str()),
+    let query = match (&p.after, &p.site_id) {
+        (None, None) => sqlx::query_as(DEVICES),
+        (Some(after), None) => sqlx::query_as(DEVICES_AFTER).bind(after.as_str()),
+        (None, Some(site)) => sqlx::query_as(SITE_DEVICES).bind(site.as_str()),
+        (Some(after), Some(site)) => sqlx::query_as(SITE_DEVICES_AFTER)
+            .bind(after.as_str())
+            .bind(site.as_str()),
     };
-    let rows: Vec<Row> = query.bind(site).bind(limit + 1).fetch_all(&mut *tx).await?;
+    let rows: Vec<Row> = query.bind(limit + 1).fetch_all(&mut *tx).await?;
     let items: Vec<Device> = rows.into_iter().map(|r| device(r, t)).collect();
     let (items, next) = page(items, limit, |d| d.device_id.clone());
     Ok(Json(DevicePage { items, next }))
