@@ -181,20 +181,17 @@ async fn open_alerts_at_or_above_a_severity_are_paged_without_reading_the_others
 
     let c = env.login("viewer", &env.tenant).await;
     let mut listed = Vec::new();
-    let mut path = "/api/v2/alerts?status=OPEN&min_severity=4&limit=2".to_string();
-    loop {
-        let page: Value = get_json(&c, env.at(&path)).await;
-        for a in page["items"].as_array().unwrap() {
-            assert_eq!(a["status"], "OPEN", "{a}");
-            assert!(a["severity"].as_i64().unwrap() >= 4, "{a}");
-            listed.push(a["summary"].as_str().unwrap().to_string());
-        }
-        match page["next"].as_i64() {
-            Some(next) => {
-                path = format!("/api/v2/alerts?status=OPEN&min_severity=4&limit=2&before={next}")
-            }
-            None => break,
-        }
+    for a in every_item(
+        &env,
+        &c,
+        "/api/v2/alerts?status=OPEN&min_severity=4&limit=2",
+        "before",
+    )
+    .await
+    {
+        assert_eq!(a["status"], "OPEN", "{a}");
+        assert!(a["severity"].as_i64().unwrap() >= 4, "{a}");
+        listed.push(a["summary"].as_str().unwrap().to_string());
     }
     assert_eq!(
         listed,
@@ -326,18 +323,13 @@ async fn a_page_at_or_above_a_severity_reads_about_itself_in_any_status() {
         &[&env.tenant],
     )
     .await;
-    let mut listed = Vec::new();
-    let mut path = "/api/v2/alerts?status=ACKNOWLEDGED&min_severity=4&limit=4".to_string();
-    loop {
-        let page: Value = get_json(&c, env.at(&path)).await;
-        listed.extend(summaries(&page).into_iter().map(str::to_owned));
-        let Some(next) = page["next"].as_i64() else {
-            break;
-        };
-        path = format!("/api/v2/alerts?status=ACKNOWLEDGED&min_severity=4&limit=4&before={next}");
-    }
+    let path = "/api/v2/alerts?status=ACKNOWLEDGED&min_severity=4&limit=4";
+    let listed = every_item(&env, &c, path, "before").await;
     assert_eq!(
-        listed,
+        listed
+            .iter()
+            .map(|a| a["summary"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         [
             "mixed6", "mixed5", "mixed4", "mixed3", "mixed2", "mixed1", "acked2", "acked1"
         ]
@@ -444,17 +436,16 @@ async fn a_sites_devices_are_read_without_the_other_sites() {
 
     let c = env.login("viewer", &env.tenant).await;
     let mut listed = Vec::new();
-    let mut path = "/api/v2/devices?site_id=site-small&limit=2".to_string();
-    loop {
-        let page: Value = get_json(&c, env.at(&path)).await;
-        for d in page["items"].as_array().unwrap() {
-            assert_eq!(d["site_id"], "site-small", "{d}");
-            listed.push(d["device_id"].as_str().unwrap().to_string());
-        }
-        let Some(next) = page["next"].as_str() else {
-            break;
-        };
-        path = format!("/api/v2/devices?site_id=site-small&limit=2&after={next}");
+    for d in every_item(
+        &env,
+        &c,
+        "/api/v2/devices?site_id=site-small&limit=2",
+        "after",
+    )
+    .await
+    {
+        assert_eq!(d["site_id"], "site-small", "{d}");
+        listed.push(d["device_id"].as_str().unwrap().to_string());
     }
     assert_eq!(listed, ["small-1", "small-2", "small-3"]);
     let big: Value = get_json(
@@ -498,6 +489,22 @@ async fn load_alerts(env: &Env, tenant: &str, batches: &[(i32, &str, &str, i32)]
     env.execute("ALTER TABLE alerts ENABLE TRIGGER USER", &[])
         .await;
     env.execute("ANALYZE alerts", &[]).await;
+}
+
+/// The items of every page from `path` on, in order: each next page is asked for by passing
+/// the previous page's `next` as `cursor`, until a page has none.
+async fn every_item(env: &Env, c: &reqwest::Client, path: &str, cursor: &str) -> Vec<Value> {
+    let (mut items, mut url) = (Vec::new(), env.at(path));
+    loop {
+        let mut page: Value = get_json(c, url).await;
+        items.append(page["items"].as_array_mut().unwrap());
+        let next = match page["next"].take() {
+            Value::Null => return items,
+            Value::String(next) => next,
+            next => next.to_string(),
+        };
+        url = env.at(&format!("{path}&{cursor}={next}"));
+    }
 }
 
 /// The `summary` of every alert of a page, in its order.
