@@ -75,7 +75,12 @@ pub struct BenchConfig {
     pub gateway_pids: Vec<u32>,
 
     /// NATS, where the bench publishes (and where shards of one run meet).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// HS256 secret the gateways verify tokens with; the bench mints its own tokens.
@@ -504,5 +509,11 @@ mod tests {
         let mut c = parse(&["--devices", "4", "--per-client", "5"]).unwrap();
         c.scenario = Scenario::Telemetry;
         assert!(matches!(c.validate(), Err(ConfigError::PerClient { .. })));
+    }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        let shown = pulse_test_support::secrets_shown_in_help::<BenchConfig>();
+        assert!(shown.is_empty(), "--help prints the values of {shown:?}");
     }
 }

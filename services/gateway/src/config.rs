@@ -18,7 +18,12 @@ pub struct GatewayConfig {
     pub addr: SocketAddr,
 
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// Shared secret for HS256 tokens. At least one of this and PULSE_JWKS_URL is required.
@@ -26,7 +31,7 @@ pub struct GatewayConfig {
     pub jwt_secret: Option<String>,
 
     /// JWKS document with RS256/ES256 keys, fetched and cached; refetched on an unknown `kid`.
-    #[arg(long, env = "PULSE_JWKS_URL")]
+    #[arg(long, env = "PULSE_JWKS_URL", hide_env_values = true)]
     pub jwks_url: Option<String>,
 
     /// An unknown `kid` refetches the JWKS at most this often, so forged tokens cannot flood
@@ -200,5 +205,16 @@ impl GatewayConfig {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        let shown = pulse_test_support::secrets_shown_in_help::<GatewayConfig>();
+        assert!(shown.is_empty(), "--help prints the values of {shown:?}");
     }
 }

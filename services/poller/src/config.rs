@@ -23,7 +23,12 @@ pub struct PollerConfig {
     pub database_url: String,
 
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
@@ -261,5 +266,11 @@ mod tests {
         c.database_url = "mysql://nope".into();
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        let shown = pulse_test_support::secrets_shown_in_help::<PollerConfig>();
+        assert!(shown.is_empty(), "--help prints the values of {shown:?}");
     }
 }

@@ -292,4 +292,10 @@ mod tests {
         .validate()
         .unwrap();
     }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        let shown = pulse_test_support::secrets_shown_in_help::<SimulateArgs>();
+        assert!(shown.is_empty(), "--help prints the values of {shown:?}");
+    }
 }

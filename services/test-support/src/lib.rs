@@ -123,6 +123,24 @@ pub fn parse_config<T: clap::Args>(args: &[&str]) -> T {
     }
 }
 
+/// The environment variables of `T` that may hold a secret (a URL with a password in it, a
+/// secret, a token, a password) whose value `--help` would print when it is set: clap shows
+/// an argument's environment value in the help unless told to hide it.
+pub fn secrets_shown_in_help<T: clap::Args>() -> Vec<String> {
+    let command = T::augment_args(clap::Command::new("config"));
+    command
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_env_values_set())
+        .filter_map(|arg| arg.get_env()?.to_str().map(str::to_owned))
+        .filter(|name| {
+            name.ends_with("_URL")
+                || ["SECRET", "TOKEN", "PASSWORD"]
+                    .iter()
+                    .any(|s| name.contains(s))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

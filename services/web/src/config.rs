@@ -188,4 +188,10 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(e.to_string().contains("<PULSE_JWT_SECRET>"), "{e}");
     }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        let shown = pulse_test_support::secrets_shown_in_help::<WebConfig>();
+        assert!(shown.is_empty(), "--help prints the values of {shown:?}");
+    }
 }
