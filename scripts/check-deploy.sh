@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files: Dockerfile, docker-compose.yml and everything under
 # deploy/ (compose configs, Kubernetes manifests, NATS values, Prometheus and Grafana). No
-# container engine or cluster is needed: kubectl (for `kubectl kustomize`) and promtool (taken
-# from Debian's prometheus package, without installing the server) are fetched when missing.
+# container engine or cluster is needed. promtool (taken from Debian's prometheus package,
+# without installing the server) is fetched when missing; kubectl (for `kubectl kustomize`) or
+# kustomize must be there, or be installable with apt-get (a Kubernetes package repository):
+# without either, CI fails and a run elsewhere skips the Kubernetes checks with a warning.
 # The checks themselves are the Python package deploy/check/pulse_deploy_check; its pinned
 # dependencies (deploy/check/requirements.lock, with the Kubernetes JSON schemas) are installed
 # from PyPI into a virtualenv in the state folder on the first run and when the lock changes.
@@ -14,9 +16,11 @@
 #   compose     docker-compose.yml: `docker compose config -q` when the compose plugin is there,
 #               and its structure: images/build targets, depends_on, mounted files, health
 #               checks (each service's own `healthcheck` subcommand), the proxy's upstreams,
-#               Prometheus' targets and rule files
+#               Prometheus' targets and rule files, pinned images, auxiliary UIs on 127.0.0.1;
+#               the Dockerfile's pinned bases (Node 22), distroless runtime and HEALTHCHECKs
 #   kustomize   the base and every overlay build; building twice gives the same output; every
-#               object validates against the Kubernetes schemas (strict: no unknown field), the
+#               object (and the NATS-side NetworkPolicy) validates against the Kubernetes schemas
+#               (strict: no unknown field), the
 #               CRDs (HTTPRoute, ExternalSecret) by hand; and they hang together: selectors,
 #               references to ConfigMaps/Secrets and Services, probes (startup, readiness,
 #               liveness), security context, resources, scrape annotations
@@ -60,6 +64,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 # --- tools ----------------------------------------------------------------------------------------
 kustomize_cmd=()
+if ! have kubectl && ! have kustomize && can_apt; then
+  apt_install kubectl || warn "apt-get could not install kubectl"
+fi
 if have kubectl; then
   kustomize_cmd=(kubectl kustomize)
 elif have kustomize; then
@@ -313,6 +320,8 @@ EOF'
     "printf '    - {name: ops, port: 9080, targetPort: ops}\n' >>deploy/k8s/base/web-service.yaml"
   FAULT_QUICK=0 fault "an unknown field" "Additional properties are not allowed" \
     "sed -i 's/^          startupProbe:/          startupProbes:/' deploy/k8s/base/poller-deployment.yaml"
+  FAULT_QUICK=0 fault "a typo in the NATS-side NetworkPolicy" "networkpolicy.yaml: NetworkPolicy .*Additional properties are not allowed" \
+    "sed -i '0,/^  policyTypes:/s//  policyTypess:/' deploy/k8s/nats/networkpolicy.yaml"
   fault "trace export without its egress" "needs egress to the OTLP collector" \
     "sed -i 's#^OTEL_EXPORTER_OTLP_ENDPOINT=.*#OTEL_EXPORTER_OTLP_ENDPOINT=http://otel.observability.svc.cluster.local:4318#' deploy/k8s/base/config/common.env"
   fault "the poller logging in to NATS as the gateway" "NATS_URL \(POLLER_NATS_URL\) does not log in as pulse-poller" \
@@ -332,6 +341,12 @@ fault "NATS values drifting from the README" "user pulse-gateway's publish allow
   "sed -i '/- \"\\\$JS.API.DIRECT.GET.KV_PULSE_DEVICES.>\"/d' deploy/k8s/nats/values.yaml"
 fault "compose health check with curl" "health check should be" \
   "sed -i 's#\\[\"CMD\", \"/usr/local/bin/pulse-web\", \"healthcheck\"\\]#[\"CMD\", \"curl\", \"-fsS\", \"http://127.0.0.1:9080/readyz\"]#' docker-compose.yml"
+fault "Grafana on every interface" "service grafana publishes 3000:3000 on every interface" \
+  "sed -i 's#\"127.0.0.1:3000:3000\"#\"3000:3000\"#' docker-compose.yml"
+fault "an unpinned Rust image" "base image rust:latest is not pinned" \
+  "sed -i 's#^ARG RUST_IMAGE=.*#ARG RUST_IMAGE=rust:latest#' Dockerfile"
+fault "an image health check with curl" "Dockerfile target gateway: HEALTHCHECK should run CMD" \
+  "sed -i 's#CMD \\[\"/usr/local/bin/pulse-gateway\", \"healthcheck\"\\]#CMD curl -fsS http://127.0.0.1:8081/readyz#' Dockerfile"
 fault "alert rules not mounted in compose" "compose mounts .*alerts.yml at nowhere" \
   "sed -i '/alerts.yml:\\/etc\\/prometheus\\/alerts.yml/d' docker-compose.yml"
 faults_done

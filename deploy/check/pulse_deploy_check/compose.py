@@ -3,13 +3,16 @@
 `docker compose config` (when the plugin is there) only checks the syntax; this checks what
 it cannot: build targets, depends_on on health, mounted files that exist, each Pulse
 service's own `healthcheck` subcommand (the images carry no HTTP client), the proxy's
-upstreams, Prometheus' scrape targets and the rule files it loads, mounted beside its config.
+upstreams, Prometheus' scrape targets and the rule files it loads, mounted beside its config;
+images pinned, and only the public routes (the dashboard, the gateways' proxy) published
+beyond 127.0.0.1: the auxiliary UIs (Jaeger, Prometheus, Grafana) are for this machine.
 """
 
 import json
 import os
 import re
 
+from .dockerfile import pinned
 from .images import SERVICES, service_of_image
 
 NGINX_CONF = "deploy/compose/nginx.conf"
@@ -39,6 +42,28 @@ def mounts(svc):
     return out
 
 
+def host_ip(port):
+    """The address a compose `ports` entry publishes on; None for every interface."""
+    if isinstance(port, dict):
+        return port.get("host_ip")
+    port = str(port)
+    if port.startswith("["):
+        return port[1:port.index("]")] if "]" in port else None
+    parts = port.split(":")
+    return parts[0] if len(parts) == 3 else None
+
+
+def check_ports(ctx, name, svc, pulse_service):
+    """Only the dashboard and the gateways' proxy are published on every interface."""
+    public = pulse_service == "web" or any(os.path.normpath(src) == NGINX_CONF
+                                           for src, _ in mounts(svc))
+    for port in svc.get("ports") or []:
+        if not public and host_ip(port) not in ("127.0.0.1", "::1"):
+            ctx.fail("compose", f"service {name} publishes {port} on every interface: bind it "
+                                f"to 127.0.0.1 (only the dashboard and the gateways' proxy are "
+                                f"public)")
+
+
 def check_services(ctx, compose):
     """The services, their builds, dependencies, mounts and health checks. Fills ctx.services
     and ctx.compose_service_of; returns (health checks, [services with one disabled])."""
@@ -64,6 +89,11 @@ def check_services(ctx, compose):
         pulse_service = target.lower() if target and target.lower() in SERVICES else \
             service_of_image(svc.get("image"))
         ctx.compose_service_of[name] = pulse_service
+        image = svc.get("image")
+        if image and build is None and not pinned(str(image)):
+            ctx.fail("compose", f"service {name}: image {image} is not pinned (a version tag or "
+                                f"a digest)")
+        check_ports(ctx, name, svc, pulse_service)
         deps = svc.get("depends_on") or {}
         dep_items = deps.items() if isinstance(deps, dict) else [(d, {}) for d in deps]
         for dep, spec in dep_items:

@@ -7,7 +7,7 @@ that drops a probe, a component that adds a route).
 
 from .apply import base_checks, check_generated, check_rolling
 from .builds import Build, load_renders
-from .networkpolicy import check_nats_side, check_policy
+from .networkpolicy import NATS_POLICY, check_nats_side, check_policy
 from .routes import WS_PATH, check_routes
 from .schemas import K8S_VERSIONS, SchemaCounts, validate_schemas
 from .structure import check_structure
@@ -19,6 +19,8 @@ def check_builds(ctx):
     if "base" in ctx.renders:
         base_checks(ctx, ctx.renders["base"])
         validate_schemas(ctx, counts, "base", ctx.renders["base"])
+        # Applied to the NATS namespace by hand, beside the Helm release: in no build.
+        validate_schemas(ctx, counts, NATS_POLICY, ctx.docs_by_file.get(NATS_POLICY) or [])
     for name in ctx.overlays:
         ctx.builds[name] = Build(ctx, name, ctx.renders[name])
         validate_schemas(ctx, counts, f"overlay {name}", ctx.renders[name])

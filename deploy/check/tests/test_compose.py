@@ -8,15 +8,22 @@ from pulse_deploy_check.dockerfile import check_dockerfile
 
 from . import fixtures
 
-DOCKERFILE = """FROM rust:1 AS build
-FROM debian:bookworm-slim AS runtime
+DOCKERFILE = """ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUST_IMAGE} AS build
+FROM ${NODE_IMAGE} AS web-build
+FROM ${RUNTIME_IMAGE} AS runtime
 FROM runtime AS poller
 COPY --from=build /out/pulse-poller /usr/local/bin/pulse-poller
+HEALTHCHECK --interval=10s CMD ["/usr/local/bin/pulse-poller", "healthcheck"]
 FROM runtime AS gateway
 COPY --from=build /out/pulse-gateway /usr/local/bin/pulse-gateway
 ENV PULSE_GATEWAY_ADDR=0.0.0.0:8081
+HEALTHCHECK --interval=10s CMD ["/usr/local/bin/pulse-gateway", "healthcheck"]
 FROM runtime AS web
 COPY --from=build /out/pulse-web /usr/local/bin/pulse-web
+HEALTHCHECK --interval=10s CMD ["/usr/local/bin/pulse-web", "healthcheck"]
 FROM runtime AS simulator
 COPY --from=build /out/pulse-simulator /usr/local/bin/pulse-simulator
 """
@@ -32,9 +39,10 @@ COMPOSE = {
         "poller": service("poller"),
         "gateway": {**service("gateway"),
                     "depends_on": {"poller": {"condition": "service_healthy"}}},
-        "web": service("web"),
+        "web": {**service("web"), "ports": ["8080:8080"]},
         "prometheus": {
             "image": "prom/prometheus:v2",
+            "ports": ["127.0.0.1:9095:9090"],
             "healthcheck": {"disable": True},
             "volumes": ["./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
                         "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro",
@@ -82,6 +90,51 @@ class ComposeTest(fixtures.CheckTest):
         ctx = run(compose)
         self.assertIn("compose: service gateway waits for poller to be healthy, but poller has "
                       "no health check", ctx.report.errors)
+
+    def test_an_auxiliary_ui_on_every_interface_fails(self):
+        compose = copy.deepcopy(COMPOSE)
+        compose["services"]["prometheus"]["ports"] = ["9095:9090"]
+        self.assertOnlyError(run(compose), "service prometheus publishes 9095:9090 on every "
+                                           "interface")
+        compose["services"]["prometheus"]["ports"] = [{"target": 9090, "published": 9095}]
+        self.assertOnlyError(run(compose), "service prometheus publishes")
+        compose["services"]["prometheus"]["ports"] = ["[::1]:9095:9090"]
+        self.assertEqual(run(compose).report.errors, [])
+
+    def test_an_unpinned_image_fails(self):
+        for image in ("prom/prometheus", "prom/prometheus:latest", "prom/prometheus:main"):
+            compose = copy.deepcopy(COMPOSE)
+            compose["services"]["prometheus"]["image"] = image
+            self.assertOnlyError(run(compose), f"image {image} is not pinned")
+
+    def test_an_unpinned_base_image_fails(self):
+        dockerfile = DOCKERFILE.replace("rust:1.95-slim-bookworm", "rust:latest")
+        self.assertOnlyError(run(COMPOSE, dockerfile), "base image rust:latest is not pinned")
+        dockerfile = DOCKERFILE.replace("ARG RUST_IMAGE=rust:1.95-slim-bookworm\n", "")
+        self.assertOnlyError(run(COMPOSE, dockerfile), "names an ARG without a default")
+
+    def test_another_node_than_22_fails(self):
+        dockerfile = DOCKERFILE.replace("node:22-bookworm-slim", "node:20-bookworm-slim")
+        self.assertOnlyError(run(COMPOSE, dockerfile), "node:20-bookworm-slim is not Node 22")
+
+    def test_a_runtime_with_a_shell_fails(self):
+        dockerfile = DOCKERFILE.replace("gcr.io/distroless/cc-debian12:nonroot",
+                                        "debian:12-slim")
+        ctx = run(COMPOSE, dockerfile)
+        self.assertIn("compose: Dockerfile target web runs on debian:12-slim, not a distroless "
+                      "image (gcr.io/distroless/...)", ctx.report.errors)
+        self.assertEqual(len(ctx.report.errors), 4, ctx.report.errors)
+
+    def test_an_image_health_check_with_curl_or_none_fails(self):
+        dockerfile = DOCKERFILE.replace(
+            'CMD ["/usr/local/bin/pulse-web", "healthcheck"]',
+            "CMD curl -fsS http://127.0.0.1:9080/readyz")
+        self.assertOnlyError(run(COMPOSE, dockerfile), "Dockerfile target web: HEALTHCHECK "
+                                                       "should run CMD")
+        dockerfile = DOCKERFILE.replace(
+            'HEALTHCHECK --interval=10s CMD ["/usr/local/bin/pulse-poller", "healthcheck"]\n', "")
+        self.assertOnlyError(run(COMPOSE, dockerfile), "Dockerfile target poller: HEALTHCHECK "
+                                                       "should run CMD")
 
     def test_a_missing_target_fails(self):
         ctx = run(COMPOSE, DOCKERFILE.replace(" AS web", " AS website"))
