@@ -20,10 +20,10 @@
 #               the Dockerfile's pinned bases (Node 22), distroless runtime and HEALTHCHECKs
 #   kustomize   the base and every overlay build; building twice gives the same output; every
 #               object (and the NATS-side NetworkPolicy) validates against the Kubernetes schemas
-#               (strict: no unknown field), the
-#               CRDs (HTTPRoute, ExternalSecret) by hand; and they hang together: selectors,
-#               references to ConfigMaps/Secrets and Services, probes (startup, readiness,
-#               liveness), security context, resources, scrape annotations
+#               (strict: no unknown field), the CRDs (HTTPRoute, ExternalSecret) by hand; and
+#               they hang together: selectors, references to ConfigMaps/Secrets and Services,
+#               probes (startup, readiness, liveness), security context, resources, scrape
+#               annotations
 #   apply       applying an overlay again changes nothing: no Secret or Job in the base, no
 #               `replicas` under an HPA, generated (hash-suffixed) ConfigMaps and Secrets, and
 #               a changed setting rolls exactly the Deployments that use it; migrations run in
