@@ -1,10 +1,11 @@
 //! The NATS permissions documented for operators (deploy/k8s/nats/README.md) are enough for
-//! the poller and the gateway to do their work (the web service needs no NATS), and the
-//! gateway's subscribe acknowledgement and event replay do not wait on a request those
+//! the poller and the gateway to do their work (the web service needs no NATS) and refuse
+//! what neither needs (no credentials, forged state, deleted streams), and the gateway's subscribe acknowledgement and event replay do not wait on a request those
 //! permissions refuse.
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -21,8 +22,9 @@ fn documented_accounts() -> String {
     block
 }
 
-#[tokio::test]
-async fn the_documented_nats_permissions_let_every_service_work() {
+/// A nats-server with JetStream and the documented accounts, their passwords `poller-pw` and
+/// `gateway-pw`, once the poller's user can connect.
+async fn documented_nats() -> PrivateNats {
     let nats = PrivateNats::configured(
         |store| {
             format!(
@@ -36,8 +38,14 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         ],
     )
     .await;
+    wait_for_nats(&nats.url_as("pulse-poller", "poller-pw")).await;
+    nats
+}
+
+#[tokio::test]
+async fn the_documented_nats_permissions_let_every_service_work() {
+    let nats = documented_nats().await;
     let url_as = |user: &str, password: &str| nats.url_as(user, password);
-    wait_for_nats(&url_as("pulse-poller", "poller-pw")).await;
 
     // The poller creates the streams and publishes a retained snapshot.
     let poller = connect_nats(&url_as("pulse-poller", "poller-pw"))
@@ -116,6 +124,126 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     assert_eq!(registry.bucket_reads(), 1);
     let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
     assert_eq!(registry.devices(&tenant_id), 1);
+}
+
+/// What the documented permissions refuse: a connection without credentials or with a wrong
+/// password; the gateway forging state (a snapshot, a device registry entry) or deleting a
+/// stream; the poller reading the tenants' subjects. A refused publish or subscribe is
+/// reported to the connection as a permissions violation, and nothing forged is delivered.
+#[tokio::test]
+async fn the_documented_nats_permissions_refuse_what_a_service_does_not_need() {
+    let nats = documented_nats().await;
+    for url in [nats.url.clone(), nats.url_as("pulse-gateway", "wrong")] {
+        let refused = tokio::time::timeout(T, pulse_test_support::nats::connect(&url)).await;
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "{url}: connected without the right credentials"
+        );
+    }
+
+    let (gateway, gateway_errors) =
+        connect_noting_errors(&nats.url_as("pulse-gateway", "gateway-pw")).await;
+    let (poller, poller_errors) =
+        connect_noting_errors(&nats.url_as("pulse-poller", "poller-pw")).await;
+    let tenant = unique("refused");
+    retain_alerts(&poller, &tenant, 1, "genuine").await;
+    let observer = connect_nats(&nats.url_as("pulse-gateway", "gateway-pw"))
+        .await
+        .unwrap();
+    let mut seen = observer
+        .subscribe(format!("pulse.v1.{tenant}.>"))
+        .await
+        .unwrap();
+    observer.flush().await.unwrap();
+
+    // The gateway forges a snapshot: refused, and not delivered before the poller's next one.
+    let alerts = format!("pulse.v1.{tenant}.alerts");
+    gateway
+        .publish(alerts.clone(), r#"{"v":"forged"}"#.into())
+        .await
+        .unwrap();
+    gateway.flush().await.unwrap();
+    await_violation(&gateway_errors, &format!("publish to \"{alerts}\"")).await;
+    poller
+        .publish(alerts.clone(), r#"{"v":"marker"}"#.into())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(T, seen.next()).await.unwrap().unwrap();
+    assert_eq!(&first.payload[..], br#"{"v":"marker"}"#);
+
+    // Nor may it write the device registry or delete a stream.
+    gateway
+        .publish(format!("$KV.PULSE_DEVICES.{tenant}.dev-1"), "{}".into())
+        .await
+        .unwrap();
+    gateway.flush().await.unwrap();
+    await_violation(&gateway_errors, "publish to \"$KV.PULSE_DEVICES.").await;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(gateway.clone());
+    assert!(js.delete_stream("PULSE_STATE").await.is_err());
+    await_violation(
+        &gateway_errors,
+        "publish to \"$JS.API.STREAM.DELETE.PULSE_STATE\"",
+    )
+    .await;
+    let state = async_nats::jetstream::new(poller.clone());
+    assert!(
+        state.get_stream("PULSE_STATE").await.is_ok(),
+        "the state stream is still there"
+    );
+
+    // The poller publishes the tenants' subjects but does not read them.
+    let _sub = poller
+        .subscribe(format!("pulse.v1.{tenant}.>"))
+        .await
+        .unwrap();
+    poller.flush().await.unwrap();
+    await_violation(
+        &poller_errors,
+        &format!("subscription to \"pulse.v1.{tenant}.>\""),
+    )
+    .await;
+}
+
+/// A connection as `url` whose server errors are collected, lowercased, as they arrive.
+async fn connect_noting_errors(
+    url: &str,
+) -> (
+    async_nats::Client,
+    std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+) {
+    let errors = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let noted = errors.clone();
+    let client = pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), url)
+        .event_callback(move |event| {
+            let noted = noted.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    noted.lock().push(e.to_string().to_lowercase());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (client, errors)
+}
+
+/// Waits until the server reported a permissions violation naming `what`.
+async fn await_violation(errors: &parking_lot::Mutex<Vec<String>>, what: &str) {
+    let what = what.to_lowercase();
+    eventually(
+        &format!("a permissions violation for {what}"),
+        T,
+        || async {
+            errors
+                .lock()
+                .iter()
+                .any(|e| e.contains("permissions violation") && e.contains(&what))
+        },
+    )
+    .await;
 }
 
 /// A NATS configuration with JetStream, an `admin` user, and a `gw` user whose JetStream reads
