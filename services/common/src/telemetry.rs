@@ -74,11 +74,30 @@ fn otlp_configured() -> bool {
     .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
 }
 
+/// Libraries that write whole WebSocket messages at trace level, a client's `auth` message
+/// and the ticket in it included: logged at debug at most, whatever `RUST_LOG` says, so that a
+/// ticket is never written to the logs.
+const CAPPED: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
+
+/// The filter `RUST_LOG` (`spec`) asks for, default `info`, with [`CAPPED`] applied over it.
+fn filter(spec: Option<&str>) -> EnvFilter {
+    let mut filter = spec
+        .filter(|spec| !spec.trim().is_empty())
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    for directive in CAPPED {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// Installs the global subscriber for `service` (e.g. `pulse-poller`). Filtering follows
-/// `RUST_LOG` (default `info`). Call once, from `main`.
+/// `RUST_LOG` (default `info`), except for [`CAPPED`]. Call once, from `main`.
 pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
 
     let provider = if otlp_configured() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -115,4 +134,33 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
         tracing::info!(service, "exporting traces over OTLP/HTTP");
     }
     Ok(TelemetryGuard { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_messages_are_never_traced_whatever_rust_log_asks() {
+        for spec in [
+            None,
+            Some(""),
+            Some("trace"),
+            Some("tungstenite=trace,tokio_tungstenite=trace"),
+        ] {
+            let shown = filter(spec).to_string();
+            assert!(shown.contains("tungstenite=debug"), "{spec:?}: {shown}");
+            assert!(
+                shown.contains("tokio_tungstenite=debug"),
+                "{spec:?}: {shown}"
+            );
+            assert!(!shown.contains("tungstenite=trace"), "{spec:?}: {shown}");
+        }
+        assert!(
+            filter(Some("pulse_gateway=trace"))
+                .to_string()
+                .contains("pulse_gateway=trace")
+        );
+        assert!(filter(Some("not a filter [")).to_string().contains("info"));
+    }
 }

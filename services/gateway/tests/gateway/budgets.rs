@@ -184,7 +184,14 @@ async fn a_ticket_is_never_written_to_the_logs() {
     b.subscribe(json!({"type": "alerts"})).await;
     let mut c = connect(&format!("{base}?token={refused}")).await;
     assert_eq!(c.closed(T).await.code, 4001);
-    drop((a, b));
+    // As the first message, and renewed while connected.
+    let (in_message, renewal) = (viewer_token(&tenant, 62), viewer_token(&tenant, 63));
+    let mut d = connect(&base).await;
+    d.send(json!({"action": "auth", "token": in_message})).await;
+    assert_eq!(d.next(T).await["type"], "authenticated");
+    d.send(json!({"action": "auth", "token": renewal})).await;
+    assert_eq!(d.next(T).await["type"], "authenticated");
+    drop((a, b, d));
     gateway.start_kill().unwrap();
     gateway.wait().await.unwrap();
     let written = std::fs::read_to_string(&log).unwrap();
@@ -193,7 +200,7 @@ async fn a_ticket_is_never_written_to_the_logs() {
         "trace logging was on: {} bytes",
         written.len()
     );
-    for token in [&in_url, &in_protocol, &refused] {
+    for token in [&in_url, &in_protocol, &refused, &in_message, &renewal] {
         let signature = token.rsplit('.').next().unwrap();
         assert!(
             !written.contains(signature),
