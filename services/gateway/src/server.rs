@@ -85,24 +85,38 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The WebSocket subprotocol a gateway speaks; a client that passes its ticket as a
-/// subprotocol offers this one too, and the gateway selects it.
+/// subprotocol offers this one too, and the gateway selects it. (One that offers the ticket
+/// alone gets the ticket's protocol selected: a handshake must select one of those offered,
+/// and a browser fails one that selects none.)
 pub const PROTOCOL: &str = "pulse.v1";
 /// Prefix of the subprotocol that carries a ticket: `pulse.ticket.<JWT>`.
 pub const TICKET_PROTOCOL_PREFIX: &str = "pulse.ticket.";
 /// How long a connection without a ticket may take to send `{"action":"auth"}` first.
 const FIRST_AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The ticket offered as a subprotocol, `pulse.ticket.<JWT>`: it stays out of URLs, so out of
-/// proxy and access logs.
-fn protocol_ticket(headers: &HeaderMap) -> Option<String> {
+/// The subprotocols the client offers, in its order.
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|p| p.strip_prefix(TICKET_PROTOCOL_PREFIX))
-        .map(str::to_owned)
+}
+
+/// The subprotocol offered with a ticket in it, `pulse.ticket.<JWT>`: the ticket stays out of
+/// URLs, so out of proxy and access logs.
+fn ticket_protocol(headers: &HeaderMap) -> Option<&str> {
+    offered_protocols(headers).find(|p| p.starts_with(TICKET_PROTOCOL_PREFIX))
+}
+
+/// The subprotocol the handshake selects: `pulse.v1`, or the ticket's when the client
+/// offers that alone.
+fn selected_protocol(headers: &HeaderMap) -> String {
+    match ticket_protocol(headers) {
+        Some(ticket) if !offered_protocols(headers).any(|p| p == PROTOCOL) => ticket.to_owned(),
+        _ => PROTOCOL.to_owned(),
+    }
 }
 
 /// How a connection proves who it is.
@@ -157,7 +171,11 @@ async fn upgrade(
         .ok()
         .and_then(|Query(q)| q.token)
         .or_else(|| bearer(&headers))
-        .or_else(|| protocol_ticket(&headers));
+        .or_else(|| {
+            ticket_protocol(&headers)
+                .and_then(|p| p.strip_prefix(TICKET_PROTOCOL_PREFIX))
+                .map(str::to_owned)
+        });
     let address = state.config.trusted_proxies.client(peer.ip(), &headers);
     let credentials = match token {
         Some(token) => Credentials::Given(state.auth.verify(Some(&token)).await),
@@ -173,7 +191,7 @@ async fn upgrade(
         },
     };
     let config = &state.config;
-    ws.protocols([PROTOCOL])
+    ws.protocols([selected_protocol(&headers)])
         .read_buffer_size(config.ws_read_buffer_bytes)
         .write_buffer_size(config.ws_write_buffer_bytes)
         .max_message_size(config.max_message_bytes)

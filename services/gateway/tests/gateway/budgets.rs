@@ -147,6 +147,17 @@ async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
     let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &offered)]).await;
     assert_eq!(protocol.as_deref(), Some("pulse.v1"));
     c.assert_subscribes(json!({"type": "alerts"})).await;
+    // A client offering the ticket alone still connects: a handshake must select one of the
+    // protocols offered, so the gateway selects that one.
+    let alone = format!("pulse.ticket.{}", viewer_token(&tenant, 60));
+    let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &alone)]).await;
+    assert_eq!(protocol.as_deref(), Some(alone.as_str()));
+    c.assert_subscribes(json!({"type": "alerts"})).await;
+    // Offered with it, `pulse.v1` is selected, whichever comes first.
+    let both = format!("{alone}, pulse.v1");
+    let (mut c, protocol) = connect_with(&bare, &[("sec-websocket-protocol", &both)]).await;
+    assert_eq!(protocol.as_deref(), Some("pulse.v1"));
+    c.assert_subscribes(json!({"type": "alerts"})).await;
 
     let mut first = connect(&bare).await;
     first
