@@ -1,6 +1,6 @@
 //! A TCP proxy a test puts between a service and PostgreSQL or NATS, to stage partitions:
 //! frozen (nothing passes, nothing is closed), cut (every connection closed, new ones too),
-//! and open again (what a freeze held goes on).
+//! slow (every chunk held a while, in order) and open again (what a freeze held goes on).
 
 /// What a [`Proxy`] does with the bytes it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +10,8 @@ pub enum Link {
     Frozen,
     /// Every connection is closed.
     Cut,
+    /// Everything passes, in order, each chunk read held this long first: a distant server.
+    Slow(std::time::Duration),
 }
 
 /// A TCP proxy (to PostgreSQL, to NATS) that a test can freeze, cut and open again.
@@ -31,7 +33,7 @@ async fn pipe(
         loop {
             let now = *link.borrow_and_update();
             match now {
-                Link::Open => break,
+                Link::Open | Link::Slow(_) => break,
                 Link::Cut => return,
                 Link::Frozen => {
                     if link.changed().await.is_err() {
@@ -45,6 +47,13 @@ async fn pipe(
                 let Ok(n) = read else { return };
                 if n == 0 {
                     return;
+                }
+                let slow = match *link.borrow() {
+                    Link::Slow(delay) => Some(delay),
+                    _ => None,
+                };
+                if let Some(delay) = slow {
+                    tokio::time::sleep(delay).await;
                 }
                 // Bytes read just before a freeze are held until it ends.
                 while *link.borrow() == Link::Frozen {

@@ -10,6 +10,7 @@ use futures::StreamExt as _;
 use pulse_proto::{ResetReason, Subject};
 use tracing::Instrument as _;
 
+use super::BARRIER_WAIT;
 use super::topic::Topic;
 use crate::frame::{Frame, seq_of};
 use crate::history::{History, HistoryError};
@@ -21,11 +22,8 @@ use crate::replay::{self, EventLog, Item, Order};
 /// How often a catching-up client's history is read again while a gap remains (an event
 /// delivered live may reach the stream a moment later).
 const SPLICE_ATTEMPTS: usize = 3;
-/// How long a new event subject's subscribe waits for its newest stored event before it goes
-/// on without (the read then finishes beside the connection).
-const HEAD_WAIT: Duration = Duration::from_millis(300);
-/// How long the core NATS round trip that stands in for a slow head read may take.
-const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long writing the SUB out may take when the head read was too slow.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How event subjects are served.
 #[derive(Debug, Clone, Copy)]
@@ -216,32 +214,31 @@ impl Events {
     /// another connection could reach the server first and be missed.
     ///
     /// The server handles a connection's commands in order, so any reply to a request sent
-    /// after the SUB proves it is in place. Snapshot subjects get that from the read of their
-    /// retained value, which follows; event subjects read their newest stored event, which is
-    /// also where this instance's order starts. It is a request the gateway's NATS permissions
+    /// after the SUB proves it is in place. An event subject reads its newest stored event,
+    /// which is also where this instance's order starts (snapshot subjects read their current
+    /// value: `CurrentValues::server_barrier`). It is a request the gateway's NATS permissions
     /// allow.
     ///
-    /// A JetStream that answers slowly holds the subscribe at most [`HEAD_WAIT`]: then a core
-    /// NATS round trip proves the SUB is in place, and the subscriber gets no `seq` in
-    /// `subscribed`, as the protocol allows. The read's answer then only sets a floor: events
-    /// up to it may still be on their way here, and that subscriber is owed them.
+    /// A JetStream that answers slowly holds the subscribe at most [`BARRIER_WAIT`]: then the
+    /// SUB is written out (the client offers no round trip of its own, so this is no proof the
+    /// server has it) and the subscriber gets no `seq` in `subscribed`, as the protocol allows.
+    /// The read's answer then only sets a floor: events up to it may still be on their way
+    /// here, and that subscriber is owed them.
     pub(super) async fn server_barrier(&self, topic: &Arc<Topic>) {
         let shared = &self.inner;
         // Disconnected: the SUB is sent again on reconnect; there is nothing to wait for.
-        if topic.snapshot
-            || shared.nats.connection_state() != async_nats::connection::State::Connected
-        {
+        if shared.nats.connection_state() != async_nats::connection::State::Connected {
             return;
         }
         let read = shared.history.latest(&topic.subject, topic.id);
-        match tokio::time::timeout(HEAD_WAIT, read).await {
+        match tokio::time::timeout(BARRIER_WAIT, read).await {
             Ok(result) => learn_head(topic, result, EventLog::learn_head),
             Err(_) => {
-                if tokio::time::timeout(ROUND_TRIP_TIMEOUT, shared.nats.flush())
+                if tokio::time::timeout(FLUSH_TIMEOUT, shared.nats.flush())
                     .await
                     .is_err()
                 {
-                    tracing::debug!(subject = %topic.subject, "no NATS round trip in time");
+                    tracing::debug!(subject = %topic.subject, "the SUB not written out in time");
                 }
                 let events = self.clone();
                 let topic = topic.clone();

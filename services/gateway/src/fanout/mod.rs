@@ -47,6 +47,10 @@ pub enum FanOutError {
 
 /// Longest a NATS subscribe may take before the subscriber is told `unavailable`.
 const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a new subject's subscribe waits for the read that proves its SUB is in place on
+/// the server (its current value, or its newest stored event) before it goes on without (the
+/// read then finishes beside the connection).
+const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The subjects in use on this instance, and how many each tenant has.
 #[derive(Default)]
@@ -264,7 +268,11 @@ impl FanOut {
             )
         };
         topic.dispatching(task.abort_handle());
-        self.inner.events.server_barrier(topic).await;
+        if topic.snapshot {
+            self.inner.current.server_barrier(topic).await;
+        } else {
+            self.inner.events.server_barrier(topic).await;
+        }
         topic.confirmed(&self.inner.metrics);
         Ok(())
     }

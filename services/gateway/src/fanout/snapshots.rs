@@ -2,8 +2,10 @@
 //! once, the newest frame seen on this instance or else the last message retained in the
 //! JetStream `PULSE_STATE` stream, and every message after it as it arrives.
 //!
-//! A slow or absent JetStream never blocks a subscriber: the read runs beside the connection,
-//! and is retried with backoff until it answers or the topic is gone.
+//! A subject's first read is also what proves its NATS subscription is in place before the
+//! first subscriber is told so (see [`CurrentValues::server_barrier`]). A slow or absent
+//! JetStream never blocks a subscriber longer than [`BARRIER_WAIT`]: the read then runs beside
+//! the connection, and is retried with backoff until it answers or the topic is gone.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -16,8 +18,8 @@ use pulse_proto::subject::STATE_STREAM;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::InProgress;
 use super::topic::Topic;
+use super::{BARRIER_WAIT, InProgress};
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
@@ -72,28 +74,53 @@ impl CurrentValues {
         }
     }
 
+    /// Reads the current value before the topic's first subscriber is told `subscribed`. The
+    /// read is a request sent after the SUB on the same connection, and the server handles a
+    /// connection's commands in order: any answer (a value, none, no stream) proves the
+    /// subscription is in place, so every message published after the reply reaches this
+    /// instance. Without it, a SUB still on its way loses a message published at once from
+    /// elsewhere, and where no stream holds a copy nothing brings it back.
+    ///
+    /// A JetStream slower than [`BARRIER_WAIT`] holds the subscribe no longer: the read goes
+    /// on beside the connection and hands its value to every subscriber when it comes.
+    pub(super) async fn server_barrier(&self, topic: &Arc<Topic>) {
+        if !topic.ask_current() {
+            return;
+        }
+        match tokio::time::timeout(BARRIER_WAIT, self.fetch(topic)).await {
+            // Remembered: each subscriber is handed it by `queue_current`.
+            Ok(Ok(_)) => {}
+            Ok(Err(())) => self.retry(topic.clone()),
+            Err(_) => {
+                tracing::debug!(subject = %topic.subject, "current value read goes on beside");
+                self.read_beside(topic.clone());
+            }
+        }
+    }
+
     /// Queues the subject's current value for one new subscriber. When JetStream cannot be
     /// read, the subscription stands and the value follows once it can (see
     /// [`CurrentValues::retry`]).
-    ///
-    /// The read runs beside the connection, never in its way: a slow JetStream delays the
-    /// value, not the `subscribed` reply nor the connection's other requests. Whoever
-    /// subscribes while it runs is already a subscriber when it hands the value out.
     pub(super) fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
         if topic.ask_current() {
-            let values = self.clone();
-            let topic = topic.clone();
-            tokio::spawn(async move {
-                match values.fetch(&topic).await {
-                    Ok(Some(frame)) => topic.push_current(&frame),
-                    Ok(None) => {}
-                    Err(()) => values.retry(topic),
-                }
-            });
+            self.read_beside(topic.clone());
         }
         if let Some(frame) = topic.current() {
             queue.push_snapshot(frame);
         }
+    }
+
+    /// Reads the current value beside the connection, never in its way, and hands it to every
+    /// subscriber: whoever subscribes while it runs is already a subscriber when it comes.
+    fn read_beside(&self, topic: Arc<Topic>) {
+        let values = self.clone();
+        tokio::spawn(async move {
+            match values.fetch(&topic).await {
+                Ok(Some(frame)) => topic.push_current(&frame),
+                Ok(None) => {}
+                Err(()) => values.retry(topic),
+            }
+        });
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's

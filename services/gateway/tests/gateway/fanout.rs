@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use pulse_test_support::proxy::{Link, Proxy};
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -139,6 +141,44 @@ async fn a_message_published_right_after_subscribed_is_delivered() {
         assert_eq!(m["type"], body["type"], "message {i}: {m}");
         assert_eq!(m["topic"], body["topic"], "message {i}: {m}");
         assert_eq!(m["device_id"], body["device_id"], "message {i}: {m}");
+    }
+}
+
+#[tokio::test]
+async fn subscribed_means_in_place_on_the_server_even_over_a_slow_link() {
+    // The gateway's link to NATS holds every chunk 40 ms: a SUB merely written to the socket
+    // reaches the server well after a message published at once from nearby. The server has
+    // no streams yet (a gateway started before the poller), so no stored copy can stand in
+    // for a message the subscription missed. Each subscribe starts its subject.
+    let tenant = unique("subslow");
+    let server = PrivateNats::start().await;
+    let nats = connect_nats(&server.url).await.unwrap();
+    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats_url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let mut c = gw.viewer(&tenant).await;
+    proxy.set(Link::Slow(Duration::from_millis(40)));
+    let cases = [
+        (
+            json!({"type": "alerts"}),
+            format!("pulse.v1.{tenant}.alerts"),
+            json!({"type": "alerts", "alerts": []}),
+        ),
+        (
+            json!({"type": "fleet"}),
+            format!("pulse.v1.{tenant}.fleet"),
+            json!({"type": "fleet", "devices": []}),
+        ),
+        (
+            json!({"type": "events", "topic": "slow"}),
+            format!("pulse.v1.{tenant}.events.slow"),
+            json!({"type": "event", "topic": "slow", "event": "x", "payload": {}}),
+        ),
+    ];
+    for (request, subject, body) in cases {
+        c.assert_subscribes(request.clone()).await;
+        publish(&nats, &subject, 1, body.clone()).await;
+        let m = c.next(T).await;
+        assert_eq!(m["type"], body["type"], "after {request}: {m}");
     }
 }
 
