@@ -487,6 +487,43 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
+  it("says why the activity feed is not updating when the gateway refuses its events, and names an unknown device in a heading", async () => {
+    await freshPage();
+    // The gateway refuses the activity topic for now (staged on the socket: every other frame
+    // passes through to the real gateway).
+    const p = await context!.newPage();
+    await p.routeWebSocket(/\/api\/v2\/ws/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((message) => {
+        const text = typeof message === "string" ? message : message.toString();
+        if (text.includes('"action":"subscribe"') && text.includes('"type":"events"')) {
+          const request = JSON.parse(text) as { topic: string };
+          ws.send(JSON.stringify({ type: "error", code: "rate_limited", message: "staged refusal", channel: "events", topic: request.topic }));
+          return;
+        }
+        server.send(message);
+      });
+    });
+    try {
+      await p.goto(stack.webUrl);
+      await p.getByTestId("dashboard").waitFor();
+      await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
+      const stale = p.getByTestId("activity-widget").getByTestId("widget-stale");
+      // The reason is on show, not only in a tooltip.
+      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toBe("Not updating: rate_limited, retrying");
+      // The alerts and devices went through: their widgets say nothing of the kind.
+      await expect.poll(() => p.getByTestId("widget-stale").count(), { timeout: 5_000 }).toBe(1);
+
+      await p.goto(`${stack.webUrl}/devices/no-such-device`);
+      await p.getByTestId("device-not-found").waitFor();
+      expect(await p.getByRole("heading", { level: 1 }).textContent()).toBe("no-such-device");
+      expect(await p.getByTestId("error-card").textContent()).toContain("There is no device no-such-device in this tenant.");
+      expect(await axeViolations(p)).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
   it("has no accessibility violations (axe) on the dashboard and a device page", async () => {
     await freshPage();
     const found: string[] = [];

@@ -1,7 +1,9 @@
 /**
  * The web service's REST API as the dashboard uses it: the session (login, logout, me) and
  * JSON reads. A 401 on a read means the session is gone: it calls the handler set with
- * {@link onSessionLost}, which sends the user to the login page.
+ * {@link onSessionLost}, which sends the user to the login page. Every request has a deadline
+ * ({@link REQUEST_TIMEOUT_MS}): a hung endpoint ends in an error the page shows with a retry,
+ * never in a page that loads for ever.
  *
  * @packageDocumentation
  */
@@ -16,6 +18,23 @@ export class HttpError extends Error {
   ) {
     super(message);
     this.name = "HttpError";
+  }
+}
+
+/** How long a request (its answer and body) may take before it is given up. */
+export const REQUEST_TIMEOUT_MS = 15_000;
+
+/**
+ * Runs `request` with a signal that aborts at `signal` or after `timeoutMs`, whichever comes
+ * first; a request cut by the deadline fails with a message fit to show.
+ */
+async function within<T>(signal: AbortSignal | undefined, timeoutMs: number, request: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = AbortSignal.timeout(timeoutMs);
+  try {
+    return await request(signal ? AbortSignal.any([signal, deadline]) : deadline);
+  } catch (error) {
+    if (deadline.aborted && !signal?.aborted) throw new Error(`No answer within ${timeoutMs / 1000} s.`, { cause: error });
+    throw error;
   }
 }
 
@@ -42,46 +61,51 @@ async function errorOf(response: Response): Promise<HttpError> {
   return new HttpError(response.status, message);
 }
 
-/** GET `url` as JSON with the session cookie. */
-export async function getJson(url: string, signal?: AbortSignal): Promise<unknown> {
-  const init: RequestInit = { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
-  if (signal) init.signal = signal;
-  const response = await fetch(url, init);
-  if (response.status === 401) reportSessionLost();
-  if (!response.ok) throw await errorOf(response);
-  return response.json();
+/** GET `url` as JSON with the session cookie, within `timeoutMs`. */
+export async function getJson(url: string, signal?: AbortSignal, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
+  return within(signal, timeoutMs, async (signal) => {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
+    if (response.status === 401) reportSessionLost();
+    if (!response.ok) throw await errorOf(response);
+    return (await response.json()) as unknown;
+  });
 }
 
 /** The logged-in user, or `null` when there is no session. */
-export async function fetchMe(): Promise<Me | null> {
-  const response = await fetch("/api/v2/me", { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
-  if (response.status === 401) return null;
-  if (!response.ok) throw await errorOf(response);
-  const checked = checkMe(await response.json());
-  if (!checked.ok) throw new Error(`unexpected answer from /api/v2/me: ${checked.error}`);
-  return checked.value;
+export async function fetchMe(timeoutMs = REQUEST_TIMEOUT_MS): Promise<Me | null> {
+  return within(undefined, timeoutMs, async (signal) => {
+    const response = await fetch("/api/v2/me", { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
+    if (response.status === 401) return null;
+    if (!response.ok) throw await errorOf(response);
+    const checked = checkMe(await response.json());
+    if (!checked.ok) throw new Error(`unexpected answer from /api/v2/me: ${checked.error}`);
+    return checked.value;
+  });
 }
 
 /** Logs in; throws an {@link HttpError} whose message is fit to show on the form. */
-export async function login(email: string, password: string): Promise<Me> {
-  const response = await fetch("/api/v2/login", {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
-    body: JSON.stringify({ email, password }),
+export async function login(email: string, password: string, timeoutMs = REQUEST_TIMEOUT_MS): Promise<Me> {
+  return within(undefined, timeoutMs, async (signal) => {
+    const response = await fetch("/api/v2/login", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ email, password }),
+      signal,
+    });
+    if (response.status === 401) throw new HttpError(401, "Wrong email or password.");
+    if (response.status === 429) {
+      const retry = response.headers.get("retry-after");
+      throw new HttpError(429, `Too many failed attempts. Try again${retry ? ` in ${retry} s` : " later"}.`);
+    }
+    if (!response.ok) throw await errorOf(response);
+    const checked = checkMe(await response.json());
+    if (!checked.ok) throw new Error(`unexpected answer from /api/v2/login: ${checked.error}`);
+    return checked.value;
   });
-  if (response.status === 401) throw new HttpError(401, "Wrong email or password.");
-  if (response.status === 429) {
-    const retry = response.headers.get("retry-after");
-    throw new HttpError(429, `Too many failed attempts. Try again${retry ? ` in ${retry} s` : " later"}.`);
-  }
-  if (!response.ok) throw await errorOf(response);
-  const checked = checkMe(await response.json());
-  if (!checked.ok) throw new Error(`unexpected answer from /api/v2/login: ${checked.error}`);
-  return checked.value;
 }
 
 /** Ends the session (clears the cookie). */
-export async function logout(): Promise<void> {
-  await fetch("/api/v2/logout", { method: "POST", credentials: "same-origin" });
+export async function logout(timeoutMs = REQUEST_TIMEOUT_MS): Promise<void> {
+  await within(undefined, timeoutMs, (signal) => fetch("/api/v2/logout", { method: "POST", credentials: "same-origin", signal }));
 }

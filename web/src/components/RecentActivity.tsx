@@ -1,21 +1,25 @@
 import { useActivity } from "../app/useActivity.js";
-import { ACTIVITY_ROWS, type ActivityFeed } from "../model/activityFeed.js";
+import type { Channel } from "../client/index.js";
+import { ACTIVITY_ROWS, ACTIVITY_TOPIC, type ActivityFeed } from "../model/activityFeed.js";
 import { ActivityItem } from "./ActivityItem.js";
 import { ErrorCard } from "./ErrorCard.js";
 import { StaleNotice } from "./StaleNotice.js";
 import { Widget } from "./Widget.js";
 
+const ACTIVITY: Channel = { type: "events", topic: ACTIVITY_TOPIC };
+
 /** What happened to the tenant's alerts, newest first: loaded over REST, then live. */
 export function RecentActivity() {
-  return <ActivityView feed={useActivity()} />;
+  return <ActivityView feed={useActivity()} channel={ACTIVITY} />;
 }
 
 /**
  * The activity widget for `feed`. A failed load takes the list's place only while nothing was
  * loaded: a reload that fails (after missed events) keeps the entries, live ones still arriving,
- * and says newer ones may be missing until a later load succeeds.
+ * and says newer ones may be missing until a later load succeeds. With `channel`, it says when
+ * the live events are not coming.
  */
-export function ActivityView({ feed }: { feed: ActivityFeed & { retry: () => void } }) {
+export function ActivityView({ feed, channel }: { feed: ActivityFeed & { retry: () => void }; channel?: Channel }) {
   const refreshing = feed.loading && feed.known !== null;
   const retry = feed.loading ? undefined : feed.retry;
   const actions = (
@@ -24,7 +28,7 @@ export function ActivityView({ feed }: { feed: ActivityFeed & { retry: () => voi
     </span>
   );
   return (
-    <Widget title="Recent activity" testId="activity-widget" actions={actions} className="widget--activity">
+    <Widget title="Recent activity" testId="activity-widget" actions={actions} className="widget--activity" channel={channel}>
       {feed.eventError && <ErrorCard title="A malformed activity event was ignored" message={feed.eventError} />}
       {feed.loadError && feed.known !== null && (
         <StaleNotice message={`Could not reload recent activity: ${feed.loadError}. Some entries may be missing.`} onRetry={retry} />

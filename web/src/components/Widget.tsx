@@ -12,11 +12,12 @@ function Staleness({ channel }: { channel: Channel }) {
   const live = useLive((s) => s.connection.state === "live");
   const status = useSubscriptionStatus(channel);
   if (!live || !status || status.state === "subscribed") return null;
+  // The gateway's code says why (`unavailable`, `rate_limited`, …): on show, not only on hover.
   const text =
     status.state === "failed"
       ? `Not updating: ${status.error?.message || status.error?.code || "refused"}`
       : status.state === "retrying" || status.error
-        ? "Not updating: retrying"
+        ? `Not updating: ${status.error?.code ? `${status.error.code}, ` : ""}retrying`
         : "Connecting…";
   return (
     <span className="badge badge--stale" data-testid="widget-stale" role="status" title={status.error?.code}>

@@ -26,10 +26,15 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
 
   if (data.notFound) {
     return (
-      <div className="page">
-        <Link to="/" className="back">
-          ← All devices
-        </Link>
+      <div className="page" data-testid="device-not-found">
+        <div className="page__head">
+          <Link to="/" className="back">
+            ← All devices
+          </Link>
+          <h1 className="page__title cell-mono" tabIndex={-1}>
+            {deviceId}
+          </h1>
+        </div>
         <ErrorCard title="Device not found" message={`There is no device ${deviceId} in this tenant.`} />
       </div>
     );
@@ -65,6 +70,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
       <Widget
         title="Telemetry"
         testId="telemetry-widget"
+        channel={{ type: "device", device_id: deviceId }}
         actions={
           <span className="widget__meta" data-testid="reading-count" data-count={data.readings.length} data-live={data.liveCount}>
             {data.readings.length} readings · {data.liveCount} live

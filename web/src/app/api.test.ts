@@ -1,0 +1,52 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+
+import { fetchMe, getJson, login, logout, onSessionLost } from "./api.js";
+
+/** A server that never answers: each request settles only when its signal aborts. */
+function hungServer(): string[] {
+  const asked: string[] = [];
+  vi.stubGlobal("fetch", (url: string, init: RequestInit) => {
+    asked.push(url);
+    return new Promise((_, reject) => {
+      const signal = init.signal;
+      if (!signal) return; // hangs for ever: the test fails on its own timeout
+      signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true });
+    });
+  });
+  return asked;
+}
+
+afterEach(() => {
+  vi.unstubAllGlobals();
+  onSessionLost(() => {});
+});
+
+describe("requests to the API", () => {
+  it("give up a hung read, the session check, a login and a logout at their deadline", async () => {
+    const asked = hungServer();
+    await expect(getJson("/api/v2/events?topic=activity", undefined, 50)).rejects.toThrow("No answer within 0.05 s.");
+    await expect(fetchMe(50)).rejects.toThrow("No answer within 0.05 s.");
+    await expect(login("a@example.com", "pw", 50)).rejects.toThrow("No answer within 0.05 s.");
+    await expect(logout(50)).rejects.toThrow("No answer within 0.05 s.");
+    expect(asked).toEqual(["/api/v2/events?topic=activity", "/api/v2/me", "/api/v2/login", "/api/v2/logout"]);
+  });
+
+  it("end a read its caller aborts at once, as an abort rather than a timeout", async () => {
+    hungServer();
+    const caller = new AbortController();
+    const read = getJson("/api/v2/fleet", caller.signal, 60_000);
+    caller.abort();
+    await expect(read).rejects.toMatchObject({ name: "AbortError" });
+  });
+
+  it("answer within the deadline as before, and a 401 still ends the session", async () => {
+    const lost = vi.fn();
+    onSessionLost(lost);
+    vi.stubGlobal("fetch", (url: string) =>
+      Promise.resolve(url === "/api/v2/fleet" ? Response.json({ devices: [] }) : Response.json({ error: { message: "no session" } }, { status: 401 })),
+    );
+    await expect(getJson("/api/v2/fleet", undefined, 1_000)).resolves.toEqual({ devices: [] });
+    await expect(getJson("/api/v2/alerts", undefined, 1_000)).rejects.toThrow("no session");
+    expect(lost).toHaveBeenCalledTimes(1);
+  });
+});
