@@ -227,3 +227,24 @@ export async function axeViolations(page: Page, include?: string): Promise<strin
   const result = await (include ? builder.include(include) : builder).analyze();
   return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.length} × ${v.nodes[0]?.target.join(" ")} — ${v.help}`);
 }
+
+/**
+ * Has the gateway refuse `page`'s subscribes to channels of `type` with error `code` (staged on
+ * the socket: every other frame passes through to the real gateway). The refusal names the
+ * channel as the gateway's would.
+ */
+export async function refuseSubscribes(page: Page, type: "device" | "events", code: string): Promise<void> {
+  await page.routeWebSocket(/\/api\/v2\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      const text = typeof message === "string" ? message : message.toString();
+      if (text.includes('"action":"subscribe"') && text.includes(`"type":"${type}"`)) {
+        const request = JSON.parse(text) as { device_id?: string; topic?: string };
+        const channel = type === "device" ? { device_id: request.device_id } : { topic: request.topic };
+        ws.send(JSON.stringify({ type: "error", code, message: "staged refusal", channel: type, ...channel }));
+        return;
+      }
+      server.send(message);
+    });
+  });
+}

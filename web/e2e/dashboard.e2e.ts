@@ -10,7 +10,7 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { axeViolations, holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, shownStat, stat, waitLive } from "./browser.js";
+import { axeViolations, holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, refuseSubscribes, shownStat, stat, waitLive } from "./browser.js";
 import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf, unrelayedEvents } from "./data.js";
 import { natsPublish } from "./nats.js";
 import { artifact, startStack, type Stack } from "./stack.js";
@@ -455,21 +455,9 @@ describe("dashboard in Chromium against a live stack", () => {
 
   it("says a widget is not updating when the gateway refuses its subscription, under a live connection", async () => {
     await freshPage();
-    // A tab whose device subscribes the gateway refuses for now (staged on the socket: every
-    // other frame passes through to the real gateway).
+    // A tab whose device subscribes the gateway refuses for now.
     const p = await context!.newPage();
-    await p.routeWebSocket(/\/api\/v2\/ws/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((message) => {
-        const text = typeof message === "string" ? message : message.toString();
-        if (text.includes('"action":"subscribe"') && text.includes('"type":"device"')) {
-          const request = JSON.parse(text) as { device_id: string };
-          ws.send(JSON.stringify({ type: "error", code: "unavailable", message: "staged refusal", channel: "device", device_id: request.device_id }));
-          return;
-        }
-        server.send(message);
-      });
-    });
+    await refuseSubscribes(p, "device", "unavailable");
     try {
       await p.goto(`${stack.webUrl}/devices/${dev(1)}`);
       await p.getByTestId("device-page").waitFor();
@@ -489,21 +477,9 @@ describe("dashboard in Chromium against a live stack", () => {
 
   it("says why the activity feed is not updating when the gateway refuses its events, and names an unknown device in a heading", async () => {
     await freshPage();
-    // The gateway refuses the activity topic for now (staged on the socket: every other frame
-    // passes through to the real gateway).
+    // The gateway refuses the activity topic for now.
     const p = await context!.newPage();
-    await p.routeWebSocket(/\/api\/v2\/ws/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((message) => {
-        const text = typeof message === "string" ? message : message.toString();
-        if (text.includes('"action":"subscribe"') && text.includes('"type":"events"')) {
-          const request = JSON.parse(text) as { topic: string };
-          ws.send(JSON.stringify({ type: "error", code: "rate_limited", message: "staged refusal", channel: "events", topic: request.topic }));
-          return;
-        }
-        server.send(message);
-      });
-    });
+    await refuseSubscribes(p, "events", "rate_limited");
     try {
       await p.goto(stack.webUrl);
       await p.getByTestId("dashboard").waitFor();
