@@ -10,8 +10,8 @@ use futures::StreamExt as _;
 use pulse_proto::{ResetReason, Subject};
 use tracing::Instrument as _;
 
-use super::BARRIER_WAIT;
 use super::topic::Topic;
+use super::within_barrier;
 use crate::frame::{Frame, seq_of};
 use crate::history::{History, HistoryError};
 use crate::ids::ConnId;
@@ -219,7 +219,7 @@ impl Events {
     /// value: `CurrentValues::server_barrier`). It is a request the gateway's NATS permissions
     /// allow.
     ///
-    /// A JetStream that answers slowly holds the subscribe at most [`BARRIER_WAIT`]: then the
+    /// A JetStream that answers slowly holds the subscribe at most [`BARRIER_WAIT`](super::BARRIER_WAIT): then the
     /// SUB is written out (the client offers no round trip of its own, so this is no proof the
     /// server has it) and the subscriber gets no `seq` in `subscribed`, as the protocol allows.
     /// The read's answer then only sets a floor: events up to it may still be on their way
@@ -230,22 +230,19 @@ impl Events {
         if shared.nats.connection_state() != async_nats::connection::State::Connected {
             return;
         }
-        let read = shared.history.latest(&topic.subject, topic.id);
-        match tokio::time::timeout(BARRIER_WAIT, read).await {
-            Ok(result) => learn_head(topic, result, EventLog::learn_head),
-            Err(_) => {
+        let (events, t) = (self.clone(), topic.clone());
+        let read = async move { events.inner.history.latest(&t.subject, t.id).await };
+        let t = topic.clone();
+        let late = move |result| learn_head(&t, result, EventLog::learn_floor);
+        match within_barrier(read, late).await {
+            Some(result) => learn_head(topic, result, EventLog::learn_head),
+            None => {
                 if tokio::time::timeout(FLUSH_TIMEOUT, shared.nats.flush())
                     .await
                     .is_err()
                 {
                     tracing::debug!(subject = %topic.subject, "the SUB not written out in time");
                 }
-                let events = self.clone();
-                let topic = topic.clone();
-                tokio::spawn(async move {
-                    let result = events.inner.history.latest(&topic.subject, topic.id).await;
-                    learn_head(&topic, result, EventLog::learn_floor);
-                });
             }
         }
     }

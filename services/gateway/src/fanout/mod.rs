@@ -52,6 +52,23 @@ const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// read then finishes beside the connection).
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// Awaits `read` for at most [`BARRIER_WAIT`] and gives its answer. A slower read is not
+/// asked again: it finishes on a task of its own, which hands its answer to `late`, so a
+/// JetStream already slow gets no second request.
+async fn within_barrier<T: Send + 'static>(
+    read: impl Future<Output = T> + Send + 'static,
+    late: impl FnOnce(T) + Send + 'static,
+) -> Option<T> {
+    let mut read = Box::pin(read);
+    match tokio::time::timeout(BARRIER_WAIT, &mut read).await {
+        Ok(answer) => Some(answer),
+        Err(_) => {
+            tokio::spawn(async move { late(read.await) });
+            None
+        }
+    }
+}
+
 /// The subjects in use on this instance, and how many each tenant has.
 #[derive(Default)]
 struct Topics {

@@ -4,7 +4,7 @@
 //!
 //! A subject's first read is also what proves its NATS subscription is in place before the
 //! first subscriber is told so (see [`CurrentValues::server_barrier`]). A slow or absent
-//! JetStream never blocks a subscriber longer than [`BARRIER_WAIT`]: the read then runs beside
+//! JetStream never blocks a subscriber longer than [`BARRIER_WAIT`](super::BARRIER_WAIT): the read then runs beside
 //! the connection, and is retried with backoff until it answers or the topic is gone.
 
 use std::sync::{Arc, Weak};
@@ -19,7 +19,7 @@ use pulse_proto::subject::STATE_STREAM;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::topic::Topic;
-use super::{BARRIER_WAIT, InProgress};
+use super::{InProgress, within_barrier};
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
@@ -81,20 +81,20 @@ impl CurrentValues {
     /// instance. Without it, a SUB still on its way loses a message published at once from
     /// elsewhere, and where no stream holds a copy nothing brings it back.
     ///
-    /// A JetStream slower than [`BARRIER_WAIT`] holds the subscribe no longer: the read goes
+    /// A JetStream slower than [`BARRIER_WAIT`](super::BARRIER_WAIT) holds the subscribe no longer: the read goes
     /// on beside the connection and hands its value to every subscriber when it comes.
     pub(super) async fn server_barrier(&self, topic: &Arc<Topic>) {
         if !topic.ask_current() {
             return;
         }
-        match tokio::time::timeout(BARRIER_WAIT, self.fetch(topic)).await {
+        let (values, t) = (self.clone(), topic.clone());
+        let read = async move { values.fetch(&t).await };
+        let (values, t) = (self.clone(), topic.clone());
+        match within_barrier(read, move |answer| values.hand_out(t, answer)).await {
             // Remembered: each subscriber is handed it by `queue_current`.
-            Ok(Ok(_)) => {}
-            Ok(Err(())) => self.retry(topic.clone()),
-            Err(_) => {
-                tracing::debug!(subject = %topic.subject, "current value read goes on beside");
-                self.read_beside(topic.clone());
-            }
+            Some(Ok(_)) => {}
+            Some(Err(())) => self.retry(topic.clone()),
+            None => tracing::debug!(subject = %topic.subject, "current value read goes on beside"),
         }
     }
 
@@ -103,24 +103,27 @@ impl CurrentValues {
     /// [`CurrentValues::retry`]).
     pub(super) fn queue_current(&self, topic: &Arc<Topic>, queue: &ClientQueue) {
         if topic.ask_current() {
-            self.read_beside(topic.clone());
+            // Only where no first read was made (see `server_barrier`).
+            let values = self.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                let answer = values.fetch(&topic).await;
+                values.hand_out(topic, answer);
+            });
         }
         if let Some(frame) = topic.current() {
             queue.push_snapshot(frame);
         }
     }
 
-    /// Reads the current value beside the connection, never in its way, and hands it to every
-    /// subscriber: whoever subscribes while it runs is already a subscriber when it comes.
-    fn read_beside(&self, topic: Arc<Topic>) {
-        let values = self.clone();
-        tokio::spawn(async move {
-            match values.fetch(&topic).await {
-                Ok(Some(frame)) => topic.push_current(&frame),
-                Ok(None) => {}
-                Err(()) => values.retry(topic),
-            }
-        });
+    /// Hands the answer of a read made beside the connection to every subscriber: whoever
+    /// subscribed while it ran is already a subscriber when it comes. No answer: read again.
+    fn hand_out(&self, topic: Arc<Topic>, answer: Result<Option<Frame>, ()>) {
+        match answer {
+            Ok(Some(frame)) => topic.push_current(&frame),
+            Ok(None) => {}
+            Err(()) => self.retry(topic),
+        }
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
