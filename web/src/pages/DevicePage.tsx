@@ -1,6 +1,7 @@
 import { useMemo } from "react";
 
 import { useLive } from "../app/session.js";
+import type { Channel } from "../client/index.js";
 import { nothingLoaded, useDeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
 import { StatusBadge } from "../components/Badges.js";
 import { ErrorCard } from "../components/ErrorCard.js";
@@ -23,6 +24,8 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
   const latest = data.readings[data.readings.length - 1];
   // The fleet republishes a last-seen change only now and then; a newer live reading is newer.
   const lastSeen = newest(device?.last_seen_at ?? null, latest?.timestamp ?? null);
+  // The channel the live widgets follow, and say so when it is not updating.
+  const channel = useMemo<Channel>(() => ({ type: "device", device_id: deviceId }), [deviceId]);
 
   if (data.notFound) {
     return (
@@ -62,7 +65,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
         )}
       </div>
 
-      <Widget title="Latest reading" testId="latest-widget" channel={{ type: "device", device_id: deviceId }}>
+      <Widget title="Latest reading" testId="latest-widget" channel={channel}>
         {data.liveError && <ErrorCard title="A malformed telemetry update was ignored" message={data.liveError} />}
         {latest ? <LatestReading reading={latest} /> : <p className="placeholder">{data.historyLoaded ? "This device has not reported yet." : "Loading…"}</p>}
       </Widget>
@@ -70,7 +73,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
       <Widget
         title="Telemetry"
         testId="telemetry-widget"
-        channel={{ type: "device", device_id: deviceId }}
+        channel={channel}
         actions={
           <span className="widget__meta" data-testid="reading-count" data-count={data.readings.length} data-live={data.liveCount}>
             {data.readings.length} readings · {data.liveCount} live
