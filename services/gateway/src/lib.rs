@@ -15,13 +15,14 @@
 //! - [`ids`]: connection and topic identifiers.
 //! - [`caps`], [`ratelimit`]: connection caps and per-connection message rate.
 //! - [`revoke`]: closing the connections of a user that was deleted or whose role changed.
+//! - [`streams`]: whether the JetStream streams the gateway reads answer, shown in `/readyz`.
 //! - [`metrics`]: Prometheus metrics.
 //!
 //! Modules depend on each other in one direction only (no two import each other, directly or
 //! round a loop): `server` admits a connection and hands it a [`context::ConnectionContext`];
 //! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history` and
 //! `queue`, which use only `frame` and `ids`; `ids`, `metrics`, `config`, `devices` and
-//! `ratelimit` use no other module of the gateway.
+//! `ratelimit` use no other module of the gateway, and `streams` only `metrics`.
 
 pub mod auth;
 pub mod caps;
@@ -39,6 +40,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod revoke;
 pub mod server;
+pub mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -125,7 +127,14 @@ pub async fn run(
     );
     readiness.set("accepting", true);
 
-    let devices = crate::devices::Devices::new(async_nats::jetstream::new(link.client.clone()));
+    let js = async_nats::jetstream::new(link.client.clone());
+    crate::streams::watch(
+        js.clone(),
+        readiness.clone(),
+        metrics.stream_readable.clone(),
+        stop.clone(),
+    );
+    let devices = crate::devices::Devices::new(js);
     let connection = Arc::new(ConnectionContext {
         settings: Settings::from(&*config),
         message_quota: MessageQuota::new(config.client_msgs_per_second, config.client_msgs_burst),

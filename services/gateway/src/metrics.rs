@@ -18,6 +18,12 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A JetStream stream the gateway reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub connections: Gauge,
@@ -45,6 +51,8 @@ pub struct Metrics {
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
     pub snapshot_retries: Gauge,
+    /// 1 while a stream answers reads, 0 while it does not (see [`crate::streams`]).
+    pub stream_readable: Family<StreamLabel, Gauge>,
 }
 
 impl Metrics {
@@ -146,6 +154,12 @@ impl Metrics {
                 "snapshot_retries",
                 "Snapshot subjects whose current value is read again, with backoff, because JetStream did not answer",
                 Gauge::default(),
+            ),
+            stream_readable: register(
+                r,
+                "stream_readable",
+                "1 while the JetStream stream answers reads (current snapshots, event history), 0 while it does not",
+                Family::default(),
             ),
             events_delivered: register(
                 r,

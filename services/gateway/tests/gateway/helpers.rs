@@ -202,6 +202,12 @@ pub async fn answers_with(addr: std::net::SocketAddr, path: &str, status: u16, w
     .await;
 }
 
+/// `/readyz` of the gateway at `addr`, as JSON, with its status.
+pub async fn readyz(addr: std::net::SocketAddr) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 /// The WebSocket upgrade at `url` is answered with HTTP 503 and `Retry-After`: refused for now,
 /// with when to try again.
 pub async fn assert_upgrade_refused_for_now(url: &str) {

@@ -324,3 +324,53 @@ async fn a_gateway_stops_promptly_while_nats_is_down() {
         .unwrap();
     assert_took_less_than(Duration::from_secs(5), started, "a stop while NATS is down");
 }
+
+#[tokio::test]
+async fn readyz_and_a_gauge_say_whether_the_streams_answer_while_the_gateway_stays_ready() {
+    // JetStream is there, the streams are not yet (as before the first poller starts).
+    let server = PrivateNats::start().await;
+    let url = server.url.clone();
+    let gw = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
+    let addr = gw.addr;
+    let wait = pulse_gateway::streams::CHECK_INTERVAL * 3;
+    let shows = |stream: &'static str, key: &'static str, readable: bool| async move {
+        eventually(
+            &format!("{stream} shown readable={readable}"),
+            wait,
+            || async {
+                let (status, body) = readyz(addr).await;
+                let text = body["info"][key].as_str().unwrap_or_default().to_owned();
+                let gauge = metric(
+                    &reqwest::get(format!("http://{addr}/metrics"))
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap(),
+                    "pulse_gateway_stream_readable",
+                    &[&format!("stream=\"{stream}\"")],
+                );
+                // Whatever the streams do, the gateway serves live messages: it stays ready.
+                assert_eq!((status, &body["ready"]), (200, &json!(true)), "{body}");
+                if readable {
+                    text == "readable" && gauge == 1.0
+                } else {
+                    text.starts_with("unreadable: ") && gauge == 0.0
+                }
+            },
+        )
+        .await;
+    };
+    shows("PULSE_STATE", "stream_pulse_state", false).await;
+    shows("PULSE_EVENTS", "stream_pulse_events", false).await;
+
+    let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
+    ensure_streams(&js).await;
+    shows("PULSE_STATE", "stream_pulse_state", true).await;
+    shows("PULSE_EVENTS", "stream_pulse_events", true).await;
+
+    // The events stream goes away again (deleted by hand, lost with a JetStream node).
+    js.delete_stream("PULSE_EVENTS").await.unwrap();
+    shows("PULSE_EVENTS", "stream_pulse_events", false).await;
+    shows("PULSE_STATE", "stream_pulse_state", true).await;
+}

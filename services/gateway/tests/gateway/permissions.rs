@@ -64,6 +64,20 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     // The current value comes from a direct get the gateway may make.
     c.assert_subscribes(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "retained");
+    // The gateway's check of its streams is a read these permissions allow.
+    let addr = gw.addr;
+    eventually(
+        "both streams shown readable",
+        Duration::from_secs(15),
+        || async {
+            let info = readyz(addr).await.1["info"].clone();
+            (
+                info["stream_pulse_state"].as_str(),
+                info["stream_pulse_events"].as_str(),
+            ) == (Some("readable"), Some("readable"))
+        },
+    )
+    .await;
 
     // An event subscription is acknowledged at once, and the first event after the ack,
     // relayed by the poller's user, arrives.
