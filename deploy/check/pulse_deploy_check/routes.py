@@ -1,7 +1,8 @@
 """The public routes and the spread of the pods (check `routes`).
 
-The gateways serve /metrics, /healthz and /readyz on the same port as the WebSocket, so a
-public route may send them only Exact /api/v2/ws; no Service may expose an ops port; every
+The manifests move the gateways' /metrics, /healthz and /readyz to a port of their own
+(PULSE_GATEWAY_OPS_ADDR); without it they are on the WebSocket's port, so a public route may
+still send the gateways only Exact /api/v2/ws. No Service may expose an ops port; every
 Deployment spreads over zones and nodes so one failure takes only part of it.
 """
 

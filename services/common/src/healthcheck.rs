@@ -1,6 +1,6 @@
 //! `<service> healthcheck [live]`: asks the running service on this host whether it is ready
 //! (`/readyz`) or alive (`/healthz`) and exits 0 or 1, for container health checks in images
-//! that have no shell and no curl. It reads only the address variable of the service's ops
+//! that have no shell and no curl. It reads only the address variables of the service's ops
 //! endpoints, so it works wherever the service's own environment is set.
 
 use std::io::{Read as _, Write as _};
@@ -9,9 +9,10 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// When the command line is `healthcheck [live]`, runs the check against the address in
-/// `addr_var` (or `default_addr`) and returns the exit code; otherwise `None`.
-pub fn from_args(addr_var: &str, default_addr: &str) -> Option<i32> {
+/// When the command line is `healthcheck [live]`, runs the check against the address in the
+/// first of `addr_vars` that is set (or `default_addr`) and returns the exit code; otherwise
+/// `None`.
+pub fn from_args(addr_vars: &[&str], default_addr: &str) -> Option<i32> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("healthcheck") {
         return None;
@@ -26,7 +27,13 @@ pub fn from_args(addr_var: &str, default_addr: &str) -> Option<i32> {
             return Some(2);
         }
     };
-    let raw = std::env::var(addr_var).unwrap_or_else(|_| default_addr.to_owned());
+    let (addr_var, raw) = addr_vars
+        .iter()
+        .find_map(|var| std::env::var(var).ok().map(|raw| (*var, raw)))
+        .unwrap_or((
+            addr_vars.first().copied().unwrap_or("address"),
+            default_addr.to_owned(),
+        ));
     let Ok(addr) = raw.parse::<SocketAddr>() else {
         eprintln!("healthcheck: {addr_var}={raw:?} is not an address like 0.0.0.0:8080");
         return Some(2);
@@ -46,8 +53,8 @@ pub fn from_args(addr_var: &str, default_addr: &str) -> Option<i32> {
 
 /// Like [`from_args`], for the first line of `main`: when the command line is
 /// `healthcheck [live]`, runs the check and exits with its code.
-pub fn exit_if_asked(addr_var: &str, default_addr: &str) {
-    if let Some(code) = from_args(addr_var, default_addr) {
+pub fn exit_if_asked(addr_vars: &[&str], default_addr: &str) {
+    if let Some(code) = from_args(addr_vars, default_addr) {
         std::process::exit(code);
     }
 }

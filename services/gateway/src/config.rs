@@ -13,9 +13,16 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:8081";
 /// Everything a gateway instance needs; every field has an environment variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayConfig {
-    /// Where WebSocket clients and the ops endpoints are served.
+    /// Where WebSocket clients are served, and the ops endpoints unless
+    /// `PULSE_GATEWAY_OPS_ADDR` is set.
     #[arg(long, env = "PULSE_GATEWAY_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served instead, `PULSE_GATEWAY_ADDR`
+    /// then answering them 404: the metrics name tenants, and a load balancer that passes every
+    /// path through would show them to anyone. Unset: on `PULSE_GATEWAY_ADDR`.
+    #[arg(long, env = "PULSE_GATEWAY_OPS_ADDR")]
+    pub ops_addr: Option<SocketAddr>,
 
     /// NATS server URL(s), comma-separated.
     #[arg(
@@ -169,6 +176,10 @@ pub struct GatewayConfig {
 pub enum ConfigError {
     #[error("set PULSE_JWT_SECRET or PULSE_JWKS_URL: without a key no token can be verified")]
     NoKeys,
+    #[error(
+        "PULSE_GATEWAY_OPS_ADDR must differ from PULSE_GATEWAY_ADDR ({0}); leave it unset to serve the ops endpoints there"
+    )]
+    SameAddr(SocketAddr),
     #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
     WeakSecret,
     #[error("PULSE_JWKS_URL must be an http(s) URL, got {0:?}")]
@@ -198,6 +209,9 @@ impl GatewayConfig {
         if self.nats_url.trim().is_empty() {
             return Err(ConfigError::NatsUrl);
         }
+        if self.ops_addr == Some(self.addr) && self.addr.port() != 0 {
+            return Err(ConfigError::SameAddr(self.addr));
+        }
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::IdleBelowPing {
                 idle: self.idle_timeout,
@@ -211,6 +225,21 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ops_address_must_be_another_one() {
+        let config = |extra: &[&str]| {
+            let mut args = vec!["g", "--jwt-secret", "0123456789abcdef0123456789abcdef"];
+            args.extend_from_slice(extra);
+            pulse_test_support::parse_config::<GatewayConfig>(&args)
+        };
+        let same = config(&["--addr", "127.0.0.1:8081", "--ops-addr", "127.0.0.1:8081"]);
+        let err = same.validate().unwrap_err().to_string();
+        assert!(err.contains("PULSE_GATEWAY_OPS_ADDR must differ"), "{err}");
+        let other = config(&["--addr", "127.0.0.1:8081", "--ops-addr", "127.0.0.1:9081"]);
+        assert!(other.validate().is_ok());
+        assert_eq!(config(&[]).ops_addr, None);
+    }
 
     #[test]
     fn help_never_prints_a_secret_from_the_environment() {

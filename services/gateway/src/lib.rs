@@ -69,6 +69,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let ops_listener = match config.ops_addr {
+        Some(addr) => Some(pulse_common::startup::bind(addr, "PULSE_GATEWAY_OPS_ADDR")?),
+        None => None,
+    };
     let config = Arc::new(config);
     let stop = pulse_common::startup::cancel_on(shutdown);
 
@@ -159,8 +163,21 @@ pub async fn run(
         registry: Arc::new(registry),
         readiness: readiness.clone(),
     };
-    let app = server::router(state, ops);
     let server_stop = CancellationToken::new();
+    // On an address of their own, the ops endpoints answer until the public server stops (so
+    // `/readyz` says 503 while the instance drains).
+    let (app, ops_server) = match ops_listener {
+        Some(listener) => {
+            tracing::info!(ops = %listener.local_addr()?, "ops endpoints on their own address");
+            let ops_server = tokio::spawn(pulse_common::ops::serve(
+                listener,
+                ops,
+                server_stop.clone().cancelled_owned(),
+            ));
+            (server::router(state, None), Some(ops_server))
+        }
+        None => (server::router(state, Some(ops)), None),
+    };
     // Pushes are written one batch per send: Nagle's algorithm would hold a batch back until
     // the client acknowledged the previous one (up to its delayed-ACK timeout, 40 ms).
     let serving = pulse_common::http_server::Serving {
@@ -192,6 +209,9 @@ pub async fn run(
     }
     server_stop.cancel();
     server.await.context("server task failed")?;
+    if let Some(ops_server) = ops_server {
+        ops_server.await.context("ops server task failed")?;
+    }
     pulse_common::nats::flush_before_exit(&link.client).await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -18,7 +18,11 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    exit_if_asked("PULSE_GATEWAY_ADDR", DEFAULT_ADDR);
+    // The ops endpoints are on their own address when one is set.
+    exit_if_asked(
+        &["PULSE_GATEWAY_OPS_ADDR", "PULSE_GATEWAY_ADDR"],
+        DEFAULT_ADDR,
+    );
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-gateway")?;
     cli.config.validate()?;

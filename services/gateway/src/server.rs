@@ -64,11 +64,16 @@ pub struct AppState {
     pub connection: Arc<ConnectionContext>,
 }
 
-pub fn router(state: AppState, ops: Ops) -> Router {
-    Router::new()
+/// The public router: the WebSocket endpoint, with the ops endpoints when they have no
+/// address of their own (`ops` given).
+pub fn router(state: AppState, ops: Option<Ops>) -> Router {
+    let public = Router::new()
         .route("/api/v2/ws", get(upgrade))
-        .with_state(state)
-        .merge(pulse_common::ops::router(ops))
+        .with_state(state);
+    match ops {
+        Some(ops) => public.merge(pulse_common::ops::router(ops)),
+        None => public,
+    }
 }
 
 #[derive(Deserialize)]

@@ -36,7 +36,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    exit_if_asked("PULSE_POLLER_ADDR", DEFAULT_ADDR);
+    exit_if_asked(&["PULSE_POLLER_ADDR"], DEFAULT_ADDR);
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-poller")?;
     match (cli.command, cli.run) {

@@ -25,6 +25,8 @@ pub fn config(extra: &[&str]) -> GatewayConfig {
 /// A gateway on 127.0.0.1 in this process.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// Where the ops endpoints are: `addr` unless the configuration gave them their own.
+    pub ops: SocketAddr,
     stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -39,14 +41,17 @@ pub async fn spawn(config: GatewayConfig) -> Gateway {
         .local_addr()
         .expect("a bound listener has an address");
     let stop = CancellationToken::new();
+    let ops = config.ops_addr;
     let task = tokio::spawn(pulse_gateway::run(
         config,
         listener,
         stop.clone().cancelled_owned(),
     ));
-    wait_ready(addr).await;
+    let ops = ops.unwrap_or(addr);
+    wait_ready(ops).await;
     Gateway {
         addr,
+        ops,
         stop,
         task: Some(task),
     }
@@ -84,7 +89,7 @@ impl Gateway {
 
     /// The gateway's Prometheus scrape.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.addr);
+        let url = format!("http://{}/metrics", self.ops);
         let scrape = async { reqwest::get(&url).await?.text().await };
         match scrape.await {
             Ok(text) => text,

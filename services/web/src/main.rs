@@ -18,7 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    exit_if_asked("PULSE_WEB_OPS_ADDR", DEFAULT_OPS_ADDR);
+    exit_if_asked(&["PULSE_WEB_OPS_ADDR"], DEFAULT_OPS_ADDR);
     let cli = Cli::parse();
     let _telemetry = cli.log.init("pulse-web")?;
     cli.config.validate()?;

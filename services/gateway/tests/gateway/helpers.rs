@@ -258,7 +258,14 @@ pub async fn spawn_gateway_process_logging(
         .stderr(stderr)
         .kill_on_drop(true);
     let child = command.spawn().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready where the ops endpoints are.
+    let addr = match envs
+        .iter()
+        .find(|(var, _)| *var == "PULSE_GATEWAY_OPS_ADDR")
+    {
+        Some((_, ops)) => ops.parse().unwrap(),
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    };
     answers_with(addr, "/readyz", 200, Duration::from_secs(20)).await;
     child
 }

@@ -374,3 +374,72 @@ async fn readyz_and_a_gauge_say_whether_the_streams_answer_while_the_gateway_sta
     shows("PULSE_EVENTS", "stream_pulse_events", false).await;
     shows("PULSE_STATE", "stream_pulse_state", true).await;
 }
+
+#[tokio::test]
+async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
+    let (port, ops_port) = (free_port(), free_port());
+    let public = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ops = std::net::SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let gw = spawn_gateway_process_logging(
+        port,
+        &[
+            ("PULSE_GATEWAY_OPS_ADDR", &ops.to_string()),
+            ("PULSE_DRAIN_SECONDS", "2"),
+        ],
+        None,
+    )
+    .await;
+    let tenant = unique("opsaddr");
+    let mut c = connect(&format!(
+        "ws://{public}/api/v2/ws?token={}",
+        viewer_token(&tenant, 60)
+    ))
+    .await;
+    c.assert_alive().await;
+    // The metrics name tenants: they, and the probes, are on the ops address only.
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        answers_with(public, path, 404, T).await;
+    }
+    answers_with(ops, "/healthz", 200, T).await;
+    eventually("the tenant counted on the ops address", T, || async {
+        let text = reqwest::get(format!("http://{ops}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric(
+            &text,
+            "pulse_gateway_tenant_connections",
+            &[&format!("tenant=\"{tenant}\"")],
+        ) == 1.0
+    })
+    .await;
+
+    // The image's health check asks the ops address when there is one.
+    let healthcheck = |envs: Vec<(&'static str, String)>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pulse-gateway"))
+            .arg("healthcheck")
+            .env_remove("PULSE_GATEWAY_ADDR")
+            .env_remove("PULSE_GATEWAY_OPS_ADDR")
+            .envs(envs)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .unwrap()
+            .success()
+    };
+    assert!(
+        healthcheck(vec![
+            ("PULSE_GATEWAY_ADDR", public.to_string()),
+            ("PULSE_GATEWAY_OPS_ADDR", ops.to_string()),
+        ])
+        .await
+    );
+    assert!(!healthcheck(vec![("PULSE_GATEWAY_ADDR", public.to_string())]).await);
+
+    // Draining, the ops address says so until the instance is gone.
+    pulse_test_support::signal(gw.id().unwrap(), "TERM");
+    answers_with(ops, "/readyz", 503, T).await;
+    assert_eq!(c.closed(T).await.code, 1012);
+}
