@@ -526,11 +526,7 @@ async fn a_client_whose_gateway_was_killed_resumes_elsewhere_and_loses_nothing()
     let nats = nats().await;
     let port = free_port();
     let mut killed = spawn_gateway_process(port, &[]).await;
-    let mut c = connect(&format!(
-        "ws://127.0.0.1:{port}/api/v2/ws?token={}",
-        viewer_token(&tenant, 60)
-    ))
-    .await;
+    let mut c = viewer_on_port(port, &tenant).await;
     c.subscribe(events("tickets", None)).await;
     publish_events(&nats, &tenant, "tickets", 1..=5).await;
     assert_eq!(events_until(&mut c, 5).await.len(), 5);

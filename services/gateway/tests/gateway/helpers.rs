@@ -202,6 +202,15 @@ pub async fn answers_with(addr: std::net::SocketAddr, path: &str, status: u16, w
     .await;
 }
 
+/// A viewer of `tenant` connected to the gateway on 127.0.0.1:`port` (one run as a process).
+pub async fn viewer_on_port(port: u16, tenant: &str) -> Client {
+    connect(&format!(
+        "ws://127.0.0.1:{port}/api/v2/ws?token={}",
+        viewer_token(tenant, 60)
+    ))
+    .await
+}
+
 /// `/readyz` of the gateway at `addr`, as JSON, with its status.
 pub async fn readyz(addr: std::net::SocketAddr) -> (u16, Value) {
     let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();

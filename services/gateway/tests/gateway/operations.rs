@@ -390,11 +390,7 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
     )
     .await;
     let tenant = unique("opsaddr");
-    let mut c = connect(&format!(
-        "ws://{public}/api/v2/ws?token={}",
-        viewer_token(&tenant, 60)
-    ))
-    .await;
+    let mut c = viewer_on_port(port, &tenant).await;
     c.assert_alive().await;
     // The metrics name tenants: they, and the probes, are on the ops address only.
     for path in ["/metrics", "/readyz", "/healthz"] {

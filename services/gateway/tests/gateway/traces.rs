@@ -40,11 +40,7 @@ async fn a_trace_context_in_nats_headers_is_continued_by_the_fanout_span() {
     .await;
 
     let tenant = unique("traced");
-    let mut client = connect(&format!(
-        "ws://127.0.0.1:{port}/api/v2/ws?token={}",
-        viewer_token(&tenant, 60)
-    ))
-    .await;
+    let mut client = viewer_on_port(port, &tenant).await;
     client
         .subscribe(json!({"type": "events", "topic": "tickets"}))
         .await;
