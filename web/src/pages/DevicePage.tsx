@@ -16,6 +16,20 @@ import type { Reading } from "../model/validate.js";
 
 const RECENT_ROWS = 15;
 
+/** The way back to the list, and the device's id as the page's heading (focused on navigation). */
+function PageTitle({ deviceId }: { deviceId: string }) {
+  return (
+    <>
+      <Link to="/" className="back">
+        ← All devices
+      </Link>
+      <h1 className="page__title cell-mono" tabIndex={-1}>
+        {deviceId}
+      </h1>
+    </>
+  );
+}
+
 /** One device: its status, newest reading, live charts and recent readings. */
 export function DevicePage({ deviceId }: { deviceId: string }) {
   const data = useDeviceReadings(deviceId);
@@ -31,12 +45,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
     return (
       <div className="page" data-testid="device-not-found">
         <div className="page__head">
-          <Link to="/" className="back">
-            ← All devices
-          </Link>
-          <h1 className="page__title cell-mono" tabIndex={-1}>
-            {deviceId}
-          </h1>
+          <PageTitle deviceId={deviceId} />
         </div>
         <ErrorCard title="Device not found" message={`There is no device ${deviceId} in this tenant.`} />
       </div>
@@ -46,10 +55,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
   return (
     <div className="page page--device" data-testid="device-page">
       <div className="page__head">
-        <Link to="/" className="back">
-          ← All devices
-        </Link>
-        <h1 className="page__title cell-mono" tabIndex={-1}>{deviceId}</h1>
+        <PageTitle deviceId={deviceId} />
         {device && <StatusBadge status={device.status} />}
         {device && (
           <dl className="facts">
