@@ -34,6 +34,7 @@ use crate::registry::DeviceRegistry;
 use crate::seq::SeqClock;
 use crate::telemetry::Cursor;
 
+mod purge;
 mod readings;
 mod safety_net;
 
@@ -214,7 +215,8 @@ impl Engine {
         }
     }
 
-    /// Re-reads the tenant list; drops the state of tenants that are gone.
+    /// Re-reads the tenant list; drops the state of tenants that are gone, and purges deleted
+    /// tenants' data from NATS ([`purge`]).
     pub async fn load_tenants(&mut self) -> Result<(), CycleError> {
         let started = Instant::now();
         let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id::text FROM tenants")
@@ -226,6 +228,8 @@ impl Engine {
             .into_iter()
             .filter_map(|id| TenantId::parse(id).ok())
             .collect();
+        // Purged ones are forgotten too, so that one created again is published afresh.
+        let purged = self.purge_deleted().await;
         let gone: Vec<TenantId> = before.difference(&self.tenants).cloned().collect();
         if let Some(registry) = self.registry.as_mut()
             && let Err(e) = registry.remove_tenants(&gone).await
@@ -233,13 +237,13 @@ impl Engine {
             self.metrics.error(Stage::Registry);
             tracing::warn!(error = %e, "cannot remove deleted tenants from the device registry");
         }
-        let tenants = &self.tenants;
-        self.alerts_published.retain(|t, _| tenants.contains(t));
-        self.fleet_published.retain(|t, _| tenants.contains(t));
-        self.fleet_watch.retain(|t, _| tenants.contains(t));
-        self.trimmed.retain(|(_, t)| tenants.contains(t));
-        self.telemetry.retain_tenants(|t| tenants.contains(t));
-        self.fence.retain(|s| tenants.contains(s.tenant()));
+        let keep = |t: &TenantId| self.tenants.contains(t) && !purged.contains(t);
+        self.alerts_published.retain(|t, _| keep(t));
+        self.fleet_published.retain(|t, _| keep(t));
+        self.fleet_watch.retain(|t, _| keep(t));
+        self.trimmed.retain(|(_, t)| keep(t));
+        self.telemetry.retain_tenants(keep);
+        self.fence.retain(|s| keep(s.tenant()));
         self.metrics.tenants.set(self.tenants.len() as i64);
         Ok(())
     }

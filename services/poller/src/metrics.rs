@@ -46,6 +46,7 @@ label_value!(Stage {
     Streams => "streams",
     Relay => "relay",
     Registry => "registry",
+    Purge => "purge",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -80,6 +81,8 @@ pub enum Stage {
     Streams,
     Relay,
     Registry,
+    /// Removing a deleted tenant's data from NATS.
+    Purge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -108,6 +111,8 @@ pub struct Metrics {
     pub relay_seconds: Histogram,
     /// Times a stream or the device bucket was found missing and created again.
     pub streams_restored: Counter,
+    /// Deleted tenants whose subjects and registry keys were purged from NATS.
+    pub tenants_purged: Counter,
 }
 
 impl Metrics {
@@ -192,6 +197,12 @@ impl Metrics {
                 r,
                 "streams_restored",
                 "Times a JetStream stream or the device bucket was found missing and created again",
+                Counter::default(),
+            ),
+            tenants_purged: register(
+                r,
+                "tenants_purged",
+                "Deleted tenants whose subjects and device registry keys were purged from NATS",
                 Counter::default(),
             ),
         }

@@ -1,13 +1,15 @@
 //! The JetStream streams of the contract (and the device registry's bucket), created or
 //! updated idempotently at activation, and created again whenever the active poller finds one
-//! missing ([`missing`]).
+//! missing ([`missing`]); a deleted tenant's subjects purged from them ([`purge_tenant`]).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use pulse_proto::TenantId;
 use pulse_proto::subject::{
-    EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, STATE_STREAM, STATE_STREAM_SUBJECTS,
+    DEVICES_BUCKET, EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, PREFIX, STATE_STREAM,
+    STATE_STREAM_SUBJECTS,
 };
 
 use crate::config::PollerConfig;
@@ -218,4 +220,23 @@ pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u
     let header = message.headers.get(pulse_proto::headers::SEQ)?;
     let seq: u64 = header.as_str().parse().ok()?;
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
+}
+
+/// Purges every subject of `tenant` from both streams, and its keys from the device bucket
+/// (no delete markers left behind: nothing of it stays).
+pub async fn purge_tenant(js: &jetstream::Context, tenant: &TenantId) -> anyhow::Result<()> {
+    let subjects = format!("{PREFIX}.{tenant}.>");
+    for (stream, filter) in [
+        (STATE_STREAM.to_owned(), subjects.clone()),
+        (EVENTS_STREAM.to_owned(), subjects),
+        (
+            format!("KV_{DEVICES_BUCKET}"),
+            format!("$KV.{DEVICES_BUCKET}.{tenant}.>"),
+        ),
+    ] {
+        let handle = js.get_stream_no_info(&stream).await?;
+        let purged = handle.purge().filter(filter).await;
+        purged.with_context(|| format!("cannot purge {tenant}'s subjects from {stream}"))?;
+    }
+    Ok(())
 }

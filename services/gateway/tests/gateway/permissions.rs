@@ -138,6 +138,28 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     assert_eq!(registry.bucket_reads(), 1);
     let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
     assert_eq!(registry.devices(&tenant_id), 1);
+
+    // Once the tenant is deleted, the poller purges all of it: state, events, device keys.
+    pulse_poller::streams::purge_tenant(&js, &tenant_id)
+        .await
+        .unwrap();
+    // Read as the gateway reads: nothing of the tenant is found any more.
+    let reader = connect_nats(&url_as("pulse-gateway", "gateway-pw"))
+        .await
+        .unwrap();
+    let state = async_nats::jetstream::new(reader)
+        .get_stream("PULSE_STATE")
+        .await
+        .unwrap();
+    let gone = state
+        .direct_get_last_for_subject(format!("pulse.v1.{tenant}.alerts"))
+        .await
+        .map(|m| m.sequence)
+        .map_err(|e| e.kind());
+    assert_eq!(
+        gone,
+        Err(async_nats::jetstream::stream::DirectGetErrorKind::NotFound)
+    );
 }
 
 /// What the documented permissions refuse: a connection without credentials or with a wrong
@@ -199,6 +221,18 @@ async fn the_documented_nats_permissions_refuse_what_a_service_does_not_need() {
     await_violation(
         &gateway_errors,
         "publish to \"$JS.API.STREAM.DELETE.PULSE_STATE\"",
+    )
+    .await;
+    // Nor purge a tenant's subjects, which only the poller does once the tenant is deleted.
+    let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
+    assert!(
+        pulse_poller::streams::purge_tenant(&js, &tenant_id)
+            .await
+            .is_err()
+    );
+    await_violation(
+        &gateway_errors,
+        "publish to \"$JS.API.STREAM.PURGE.PULSE_STATE\"",
     )
     .await;
     let state = async_nats::jetstream::new(poller.clone());

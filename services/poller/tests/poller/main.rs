@@ -17,4 +17,5 @@ mod payload;
 mod publishing;
 mod registry;
 mod resilience;
+mod tenant_purge;
 mod users;

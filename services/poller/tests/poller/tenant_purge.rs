@@ -1,0 +1,150 @@
+//! Deleting a tenant removes what was published for it from NATS: its snapshots and readings
+//! in `PULSE_STATE`, its events in `PULSE_EVENTS`, its keys in the device registry. Nothing of
+//! it stays to be shown to a tenant created again with the same id.
+
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
+use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Messages `stream` holds on subjects matching `filter` (from the stream's subject index).
+async fn held(stream: &str, filter: String) -> usize {
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let stream = js.get_stream(stream).await.unwrap();
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(filter)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    subjects.into_iter().map(|(_, n)| n).sum()
+}
+
+/// What NATS holds of `tenant`: state, events, registry keys.
+async fn held_of(tenant: &str) -> [usize; 3] {
+    [
+        held(STATE_STREAM, format!("pulse.v1.{tenant}.>")).await,
+        held(EVENTS_STREAM, format!("pulse.v1.{tenant}.>")).await,
+        held(
+            &format!("KV_{DEVICES_BUCKET}"),
+            format!("$KV.{DEVICES_BUCKET}.{tenant}.>"),
+        )
+        .await,
+    ]
+}
+
+/// A tenant with two devices, an open alert, a reading and an event.
+async fn tenant_with_data(db: &ScratchDb, label: &str) -> String {
+    let tenant = db.tenant(label, 2).await;
+    db.open_alert(&tenant, "dev-1", "disk full").await;
+    db.reading(&tenant, "dev-2", json!({"temp_c": 21})).await;
+    sqlx::query("SELECT pulse_emit_event($1, 'tickets', 'ticket:update', '{}')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    tenant
+}
+
+async fn until_all_published(tenant: &str) {
+    eventually(
+        &format!("{tenant}'s alerts, fleet, reading, events and devices in NATS"),
+        Duration::from_secs(20),
+        || async {
+            let [state, events, keys] = held_of(tenant).await;
+            state >= 3 && events >= 2 && keys == 2
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenant_deleted_while_no_poller_ran_leaves_nats_and_the_others_stay() {
+    let (db, _) = db_with_tenant("purge-none", 0).await;
+    let tenant = tenant_with_data(&db, "purge").await;
+    let bystander = tenant_with_data(&db, "purge-b").await;
+    let poller = spawn_poller(config(&db)).await;
+    until_all_published(&tenant).await;
+    until_all_published(&bystander).await;
+    poller.stop().await;
+
+    // Deleted with no poller running: no poller saw it in its tenant list to see it go.
+    exec(&db, "DELETE FROM tenants WHERE tenant_id = $1", &tenant).await;
+    let poller = spawn_poller(config(&db)).await;
+    eventually(
+        "the deleted tenant's data purged",
+        Duration::from_secs(20),
+        || async { held_of(&tenant).await == [0, 0, 0] },
+    )
+    .await;
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_purges")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "the purge is marked done");
+    assert!(
+        poller
+            .metric("pulse_poller_tenants_purged_total", &[])
+            .await
+            >= 1.0
+    );
+    // The other tenant keeps everything.
+    let [state, events, keys] = held_of(&bystander).await;
+    assert!(
+        state >= 3 && events >= 2 && keys == 2,
+        "{state} {events} {keys}"
+    );
+    poller.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_created_again_with_the_same_id_is_shown_none_of_the_old_ones_data() {
+    let (db, _) = db_with_tenant("purge-again-none", 0).await;
+    let tenant = tenant_with_data(&db, "purge-again").await;
+    let poller = spawn_poller(config(&db)).await;
+    until_all_published(&tenant).await;
+
+    // Deleted and created again at once, with one device and no alert.
+    exec(&db, "DELETE FROM tenants WHERE tenant_id = $1", &tenant).await;
+    exec(
+        &db,
+        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)",
+        &tenant,
+    )
+    .await;
+    exec(
+        &db,
+        "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-9', 's')",
+        &tenant,
+    )
+    .await;
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let state = js.get_stream(STATE_STREAM).await.unwrap();
+    let alerts = format!("pulse.v1.{tenant}.alerts");
+    eventually(
+        "only the new tenant's state in NATS",
+        Duration::from_secs(20),
+        || async {
+            let Ok(last) = state.direct_get_last_for_subject(&alerts).await else {
+                return false;
+            };
+            let snapshot: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+            // The old tenant's alert is gone; its reading, event and devices too.
+            snapshot["total_open"] == 0
+                && held(STATE_STREAM, format!("pulse.v1.{tenant}.device.>")).await == 0
+                && held(EVENTS_STREAM, format!("pulse.v1.{tenant}.>")).await == 0
+                && held(
+                    &format!("KV_{DEVICES_BUCKET}"),
+                    format!("$KV.{DEVICES_BUCKET}.{tenant}.>"),
+                )
+                .await
+                    == 1
+        },
+    )
+    .await;
+    poller.stop().await;
+}
