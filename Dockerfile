@@ -107,8 +107,9 @@ FROM runtime AS gateway
 LABEL org.opencontainers.image.title="pulse-gateway" \
       org.opencontainers.image.description="WebSocket fan-out from NATS to browsers"
 COPY --from=builder /out/pulse-gateway /usr/local/bin/pulse-gateway
-# WebSocket endpoint /api/v2/ws plus /healthz, /readyz, /metrics (PULSE_GATEWAY_ADDR)
-EXPOSE 8081
+# WebSocket endpoint /api/v2/ws (PULSE_GATEWAY_ADDR); /healthz, /readyz, /metrics on it too, or
+# on their own port where PULSE_GATEWAY_OPS_ADDR says so (compose and the manifests: 9081)
+EXPOSE 8081 9081
 ENTRYPOINT ["/usr/local/bin/pulse-gateway"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s CMD ["/usr/local/bin/pulse-gateway", "healthcheck"]
 

@@ -134,6 +134,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(link.client.clone());
     crate::streams::watch(
         js.clone(),
+        link.state.clone(),
         readiness.clone(),
         metrics.stream_readable.clone(),
         stop.clone(),

@@ -7,18 +7,23 @@
 //! shows each stream as `readable` or `unreadable: <why>`, and the gauge
 //! `pulse_gateway_stream_readable{stream}` is 1 or 0 (an alert fires on 0).
 //!
-//! Each stream is asked for the last message of a subject no service publishes, with the
-//! direct get the gateway reads with anyway (so the same NATS permissions), every
-//! [`CHECK_INTERVAL`]: "no message" is an answer, so the stream is readable; no answer within
-//! [`CHECK_TIMEOUT`], no responder (the stream does not exist) or an error is not.
+//! Every [`CHECK_INTERVAL`] each stream is read as the gateway reads it (so with the same NATS
+//! permissions, and the same need of a stream leader): its info, then direct gets of a subject
+//! no service publishes. "No message" is an answer, so the stream is readable; no answer
+//! within [`CHECK_TIMEOUT`], a stream that does not exist or an error is not.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use async_nats::jetstream::{
+    self,
+    stream::{DirectGetError, DirectGetErrorKind},
+};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use pulse_common::nats::LinkState;
 use pulse_common::ops::Readiness;
 use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::StreamLabel;
@@ -36,9 +41,11 @@ const STREAMS: [(&str, &str); 2] = [
 ];
 
 /// Asks both streams every [`CHECK_INTERVAL`] until `stop`, and shows the outcome in
-/// `readiness` and `readable`.
+/// `readiness` and `readable`. While `link` is down nothing is asked: NATS itself is the
+/// trouble, and `/readyz` says so already.
 pub fn watch(
     js: jetstream::Context,
+    mut link: watch::Receiver<LinkState>,
     readiness: Readiness,
     readable: Family<StreamLabel, Gauge>,
     stop: CancellationToken,
@@ -55,6 +62,20 @@ pub fn watch(
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
+                changed = link.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Shown at once: unknown while NATS is away, asked as soon as it is back.
+                    tick.reset_immediately();
+                    continue;
+                }
+            }
+            if !link.borrow_and_update().connected {
+                for (_, key) in STREAMS {
+                    readiness.set_info(key, "unknown: NATS is not connected");
+                }
+                continue;
             }
             for ((stream, key), last) in STREAMS.into_iter().zip(&mut last) {
                 let outcome = check(&js, stream).await;
@@ -88,23 +109,39 @@ pub fn watch(
     });
 }
 
-/// One question to `stream`: `Ok` when it answered, else why not.
-async fn check(js: &jetstream::Context, stream: &str) -> Result<(), String> {
-    let stream = js
-        .get_stream_no_info(stream)
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        stream.direct_get_last_for_subject(PROBE_SUBJECT),
-    )
-    .await
-    {
-        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+/// The reads the gateway makes of `name`, each within [`CHECK_TIMEOUT`]: the stream's info
+/// (what a reader opens it with), the last message of a subject (a snapshot's current value,
+/// an event topic's newest event) and, of the events stream, the first message of a subject
+/// after a sequence (history, asked on the request subject without a suffix). `Ok` when each
+/// was answered, else the first that was not and why.
+async fn check(js: &jetstream::Context, name: &str) -> Result<(), String> {
+    let stream = match tokio::time::timeout(CHECK_TIMEOUT, js.get_stream(name)).await {
+        Err(_) => return Err(format!("stream info: no answer within {CHECK_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("stream info: {e}")),
+        Ok(Ok(stream)) => stream,
+    };
+    let last = stream.direct_get_last_for_subject(PROBE_SUBJECT);
+    answered(
+        "last message",
+        tokio::time::timeout(CHECK_TIMEOUT, last).await,
+    )?;
+    if name == EVENTS_STREAM {
+        let next = stream.direct_get_next_for_subject(PROBE_SUBJECT, Some(1));
+        answered("history", tokio::time::timeout(CHECK_TIMEOUT, next).await)?;
+    }
+    Ok(())
+}
+
+/// A direct get answered: with a message, or with "no message" (the probe's subject holds
+/// none).
+fn answered<T>(
+    what: &str,
+    outcome: Result<Result<T, DirectGetError>, tokio::time::error::Elapsed>,
+) -> Result<(), String> {
+    match outcome {
+        Err(_) => Err(format!("{what}: no answer within {CHECK_TIMEOUT:?}")),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => match e.kind() {
-            DirectGetErrorKind::NotFound => Ok(()),
-            _ => Err(e.to_string()),
-        },
+        Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(()),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
     }
 }

@@ -69,6 +69,8 @@ pub struct Engine {
     registry: Option<DeviceRegistry>,
     /// The first sync did not finish: the loop starts with a resync.
     resync_due: bool,
+    /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
+    purges_paused_until: Option<Instant>,
 }
 
 /// Publishes one snapshot per tenant, and records in `published` what went out for each
@@ -141,6 +143,7 @@ impl Engine {
             telemetry: Cursor::default(),
             registry: None,
             resync_due: false,
+            purges_paused_until: None,
         }
     }
 
@@ -230,7 +233,10 @@ impl Engine {
             .collect();
         // Purged ones are forgotten too, so that one created again is published afresh.
         let purged = self.purge_deleted().await;
-        let gone: Vec<TenantId> = before.difference(&self.tenants).cloned().collect();
+        let gone: Vec<TenantId> = (before.difference(&self.tenants))
+            .filter(|t| !purged.contains(t))
+            .cloned()
+            .collect();
         if let Some(registry) = self.registry.as_mut()
             && let Err(e) = registry.remove_tenants(&gone).await
         {

@@ -131,7 +131,6 @@ impl DeviceRegistry {
         result
     }
 
-    /// Removes every device of `tenants`, which were deleted.
     /// Forgets what it knew of `tenants`' keys (purged from the bucket by other means), so
     /// that their next sync reads them.
     pub fn forget(&mut self, tenants: &[TenantId]) {
@@ -140,6 +139,7 @@ impl DeviceRegistry {
         }
     }
 
+    /// Removes every device of `tenants`, which were deleted.
     pub async fn remove_tenants(&mut self, tenants: &[TenantId]) -> Result<(), RegistryError> {
         let mut result = Ok(());
         for tenant in tenants {

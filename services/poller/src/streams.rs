@@ -222,17 +222,23 @@ pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }
 
-/// Purges every subject of `tenant` from both streams, and its keys from the device bucket
-/// (no delete markers left behind: nothing of it stays).
+/// How long one purge request may take before it counts as refused.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Purges `tenant`'s keys from the device bucket, then every subject of it from the events
+/// and state streams (no delete markers left behind: nothing of it stays). The state stream
+/// comes last: once the tenant's snapshots are gone, all of it is.
 pub async fn purge_tenant(js: &jetstream::Context, tenant: &TenantId) -> anyhow::Result<()> {
+    let mut js = js.clone();
+    js.set_timeout(PURGE_TIMEOUT);
     let subjects = format!("{PREFIX}.{tenant}.>");
     for (stream, filter) in [
-        (STATE_STREAM.to_owned(), subjects.clone()),
-        (EVENTS_STREAM.to_owned(), subjects),
         (
             format!("KV_{DEVICES_BUCKET}"),
             format!("$KV.{DEVICES_BUCKET}.{tenant}.>"),
         ),
+        (EVENTS_STREAM.to_owned(), subjects.clone()),
+        (STATE_STREAM.to_owned(), subjects),
     ] {
         let handle = js.get_stream_no_info(&stream).await?;
         let purged = handle.purge().filter(filter).await;

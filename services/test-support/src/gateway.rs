@@ -48,6 +48,11 @@ pub async fn spawn(config: GatewayConfig) -> Gateway {
         stop.clone().cancelled_owned(),
     ));
     let ops = ops.unwrap_or(addr);
+    assert_ne!(
+        ops.port(),
+        0,
+        "give the ops address a port of its own (free_port)"
+    );
     wait_ready(ops).await;
     Gateway {
         addr,

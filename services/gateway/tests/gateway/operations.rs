@@ -212,10 +212,24 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     c.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "before");
 
-    server.stop().await;
     let addr = gw.addr;
-    // Not ready while NATS is gone.
+    let streams_shown = |want: &'static str| async move {
+        eventually(
+            &format!("the state stream shown {want}"),
+            Duration::from_secs(10),
+            || async {
+                let info = readyz(addr).await.1["info"].clone();
+                info["stream_pulse_state"] == want
+            },
+        )
+        .await;
+    };
+    streams_shown("readable").await;
+
+    server.stop().await;
+    // Not ready while NATS is gone; the streams are not asked meanwhile (NATS is the trouble).
     answers_with(addr, "/readyz", 503, Duration::from_secs(10)).await;
+    streams_shown("unknown: NATS is not connected").await;
     // A subject not in use yet cannot be started while NATS is gone: where it stands is
     // unknown, and what is published meanwhile would be missed unannounced. The client is told
     // at once to retry, and the connection stays.
@@ -241,6 +255,8 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
         back.elapsed()
     );
     assert_eq!(got["seq"], 11);
+    // Asked again as soon as NATS is back.
+    streams_shown("readable").await;
     // Asked again once NATS is back, as `unavailable` says: it works.
     c.assert_subscribes(during).await;
     let events = format!("pulse.v1.{tenant}.events.during-outage");
@@ -384,14 +400,19 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
         port,
         &[
             ("PULSE_GATEWAY_OPS_ADDR", &ops.to_string()),
-            ("PULSE_DRAIN_SECONDS", "2"),
+            ("PULSE_DRAIN_SECONDS", "4"),
         ],
         None,
     )
     .await;
     let tenant = unique("opsaddr");
-    let mut c = viewer_on_port(port, &tenant).await;
-    c.assert_alive().await;
+    // Several clients: the drain closes each at a random moment within 4 s, so the instance
+    // drains (and says so) for a while.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(viewer_on_port(port, &tenant).await);
+    }
+    clients[0].assert_alive().await;
     // The metrics name tenants: they, and the probes, are on the ops address only.
     for path in ["/metrics", "/readyz", "/healthz"] {
         answers_with(public, path, 404, T).await;
@@ -408,7 +429,7 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
             &text,
             "pulse_gateway_tenant_connections",
             &[&format!("tenant=\"{tenant}\"")],
-        ) == 1.0
+        ) == 5.0
     })
     .await;
 
@@ -437,5 +458,7 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
     // Draining, the ops address says so until the instance is gone.
     pulse_test_support::signal(gw.id().unwrap(), "TERM");
     answers_with(ops, "/readyz", 503, T).await;
-    assert_eq!(c.closed(T).await.code, 1012);
+    for c in &mut clients {
+        assert_eq!(c.closed(T).await.code, 1012);
+    }
 }

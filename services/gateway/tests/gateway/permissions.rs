@@ -140,26 +140,48 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     assert_eq!(registry.devices(&tenant_id), 1);
 
     // Once the tenant is deleted, the poller purges all of it: state, events, device keys.
+    // Read as the gateway reads: all there before, none of it after.
+    let reader = async_nats::jetstream::new(
+        connect_nats(&url_as("pulse-gateway", "gateway-pw"))
+            .await
+            .unwrap(),
+    );
+    let held = [
+        ("PULSE_STATE", format!("pulse.v1.{tenant}.alerts")),
+        (
+            "PULSE_STATE",
+            format!("pulse.v1.{tenant}.device.dev-1.telemetry"),
+        ),
+        ("PULSE_EVENTS", format!("pulse.v1.{tenant}.events.tickets")),
+        (
+            "KV_PULSE_DEVICES",
+            format!("$KV.PULSE_DEVICES.{tenant}.dev-1"),
+        ),
+    ];
+    let found = |stream: &'static str, subject: String| {
+        let reader = reader.clone();
+        async move {
+            let stream = reader.get_stream(stream).await.unwrap();
+            stream
+                .direct_get_last_for_subject(subject)
+                .await
+                .map(|m| m.sequence)
+                .map_err(|e| e.kind())
+        }
+    };
+    for (stream, subject) in held.clone() {
+        assert!(found(stream, subject.clone()).await.is_ok(), "{subject}");
+    }
     pulse_poller::streams::purge_tenant(&js, &tenant_id)
         .await
         .unwrap();
-    // Read as the gateway reads: nothing of the tenant is found any more.
-    let reader = connect_nats(&url_as("pulse-gateway", "gateway-pw"))
-        .await
-        .unwrap();
-    let state = async_nats::jetstream::new(reader)
-        .get_stream("PULSE_STATE")
-        .await
-        .unwrap();
-    let gone = state
-        .direct_get_last_for_subject(format!("pulse.v1.{tenant}.alerts"))
-        .await
-        .map(|m| m.sequence)
-        .map_err(|e| e.kind());
-    assert_eq!(
-        gone,
-        Err(async_nats::jetstream::stream::DirectGetErrorKind::NotFound)
-    );
+    for (stream, subject) in held {
+        assert_eq!(
+            found(stream, subject.clone()).await,
+            Err(async_nats::jetstream::stream::DirectGetErrorKind::NotFound),
+            "{subject}"
+        );
+    }
 }
 
 /// What the documented permissions refuse: a connection without credentials or with a wrong
@@ -232,7 +254,7 @@ async fn the_documented_nats_permissions_refuse_what_a_service_does_not_need() {
     );
     await_violation(
         &gateway_errors,
-        "publish to \"$JS.API.STREAM.PURGE.PULSE_STATE\"",
+        "publish to \"$JS.API.STREAM.PURGE.KV_PULSE_DEVICES\"",
     )
     .await;
     let state = async_nats::jetstream::new(poller.clone());

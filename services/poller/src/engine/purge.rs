@@ -2,13 +2,18 @@
 //!
 //! Deleting a tenant queues it in `tenant_purges`, in the deleting transaction (migration
 //! `20261205000004`). Each time the active poller reads the tenant list, it purges each queued
-//! tenant's subjects from `PULSE_STATE` (alerts, fleet, readings) and `PULSE_EVENTS`, and its
-//! keys from the device registry, and only then removes the row: a purge NATS refused (down, a
-//! permission missing) is done at the next read, whichever poller is active by then.
+//! tenant's keys from the device registry and its subjects from `PULSE_EVENTS` and
+//! `PULSE_STATE` ([`crate::streams::purge_tenant`]), and only then removes the row. A purge NATS
+//! does not do (down, a permission missing) stops the round and is tried again
+//! [`RETRY_AFTER`] later, whichever poller is active by then; the cycle waits for at most one
+//! such refusal.
 //!
 //! A tenant created again with the same id before its purge loses what it published meanwhile
-//! too; the engine forgets what it published for it, so its current state goes out again at
-//! once, and its clients resuming events are told `events_reset`.
+//! too; the engine forgets what it published for it, so its alerts and fleet go out again at
+//! once (a device's reading with its next report), and its clients resuming events are told
+//! `events_reset`.
+
+use std::time::{Duration, Instant};
 
 use pulse_proto::TenantId;
 use time::OffsetDateTime;
@@ -19,10 +24,19 @@ use crate::metrics::Stage;
 /// Most deletions purged per tenant-list read: a mass deletion is worked off over a few reads
 /// rather than in one long cycle.
 const PER_READ: i64 = 100;
+/// After a purge NATS did not do, the next is tried this much later.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl Engine {
-    /// Purges the deleted tenants queued in the database; returns those purged.
+    /// Purges the deleted tenants queued in the database; returns those it purged or began to
+    /// purge, whose published state is to be forgotten.
     pub(super) async fn purge_deleted(&mut self) -> Vec<TenantId> {
+        if self
+            .purges_paused_until
+            .is_some_and(|at| Instant::now() < at)
+        {
+            return Vec::new();
+        }
         let queued: Vec<(String, OffsetDateTime)> = match sqlx::query_as(
             "SELECT tenant_id, deleted_at FROM tenant_purges ORDER BY deleted_at LIMIT $1",
         )
@@ -37,21 +51,28 @@ impl Engine {
                 return Vec::new();
             }
         };
-        let mut purged = Vec::new();
+        let mut touched = Vec::new();
         for (id, deleted_at) in queued {
             // The database holds only ids that follow the id rule; one that did not would name
             // no subject, and nothing is purged for it.
-            let tenant = TenantId::parse(&id).ok();
-            if let Some(tenant) = &tenant
-                && let Err(e) = crate::streams::purge_tenant(&self.js, tenant).await
-            {
-                self.metrics.error(Stage::Purge);
-                tracing::warn!(
-                    %tenant,
-                    error = format!("{e:#}"),
-                    "cannot purge a deleted tenant's data from NATS; trying again at the next poll"
-                );
-                continue;
+            if let Ok(tenant) = TenantId::parse(&id) {
+                let purged = crate::streams::purge_tenant(&self.js, &tenant).await;
+                // Even a purge that stopped midway may have removed what the engine and the
+                // registry remember of the tenant: both forget it.
+                if let Some(registry) = self.registry.as_mut() {
+                    registry.forget(std::slice::from_ref(&tenant));
+                }
+                touched.push(tenant.clone());
+                if let Err(e) = purged {
+                    self.metrics.error(Stage::Purge);
+                    self.purges_paused_until = Some(Instant::now() + RETRY_AFTER);
+                    tracing::warn!(
+                        %tenant,
+                        error = format!("{e:#}"),
+                        "cannot purge a deleted tenant's data from NATS; trying again in {RETRY_AFTER:?}"
+                    );
+                    break;
+                }
             }
             // Done, unless it was deleted again meanwhile: that newer deletion waits its turn.
             let done =
@@ -64,13 +85,9 @@ impl Engine {
                 self.metrics.error(Stage::Purge);
                 tracing::warn!(tenant = %id, error = %e, "cannot mark a tenant purged");
             }
-            if let (Some(registry), Some(tenant)) = (self.registry.as_mut(), &tenant) {
-                registry.forget(std::slice::from_ref(tenant));
-            }
             self.metrics.tenants_purged.inc();
             tracing::info!(tenant = %id, "a deleted tenant's data purged from NATS");
-            purged.extend(tenant);
         }
-        purged
+        touched
     }
 }
