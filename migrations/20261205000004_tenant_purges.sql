@@ -22,17 +22,19 @@ GRANT SELECT, DELETE ON tenant_purges TO pulse_poller;
 CREATE POLICY poller_purges ON tenant_purges FOR SELECT TO pulse_poller USING (true);
 CREATE POLICY poller_marks_purged ON tenant_purges FOR DELETE TO pulse_poller USING (true);
 
-CREATE FUNCTION pulse_queue_tenant_purge() RETURNS trigger
+-- One statement's deletions queued at once, from its transition table.
+CREATE FUNCTION pulse_queue_tenant_purges() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     -- Deleted again before the last purge was done: purged once, from the newest deletion.
-    INSERT INTO tenant_purges (tenant_id) VALUES (OLD.tenant_id)
+    INSERT INTO tenant_purges (tenant_id)
+         SELECT tenant_id FROM deleted_tenants
     ON CONFLICT (tenant_id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
     RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION pulse_queue_tenant_purge() FROM PUBLIC;
-
-CREATE TRIGGER tenants_queue_purge
+CREATE TRIGGER tenants_queue_purges
     AFTER DELETE ON tenants
-    FOR EACH ROW EXECUTE FUNCTION pulse_queue_tenant_purge();
+    REFERENCING OLD TABLE AS deleted_tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION pulse_queue_tenant_purges();
+REVOKE ALL ON FUNCTION pulse_queue_tenant_purges() FROM PUBLIC;
