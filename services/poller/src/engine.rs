@@ -73,31 +73,6 @@ pub struct Engine {
     purges_paused_until: Option<Instant>,
 }
 
-/// Publishes one snapshot per tenant, and records in `published` what went out for each
-/// tenant whose message JetStream acknowledged, so an unchanged one is not sent again. A tenant
-/// whose message was not acknowledged is forgotten: an ack that timed out may still have been
-/// stored, so the stream's last message is unknown and the next cycle sends the tenant's state
-/// whatever it is, even back to what was recorded before.
-async fn publish_snapshots<M>(
-    js: &jetstream::Context,
-    metrics: &Metrics,
-    kind: Kind,
-    batch: Vec<Outgoing<(TenantId, M)>>,
-    published: &mut HashMap<TenantId, M>,
-    fence: &mut Fence,
-) -> Result<(), CycleError> {
-    let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
-    let (done, err) = publisher::publish_all(js, batch, Some(fence)).await;
-    metrics.published(kind, done.len() as u64);
-    if done.len() < sent.len() {
-        for tenant in &sent {
-            published.remove(tenant);
-        }
-    }
-    published.extend(done);
-    err.map_or(Ok(()), |e| Err(e.into()))
-}
-
 /// Runs `cycle` unless NATS drops first ([`unless_dropped`]): the reply it waits for then
 /// cannot come, and the reconnect republishes everything anyway.
 async fn on_link(
@@ -296,15 +271,11 @@ impl Engine {
             batch.push(self.fit(Kind::Alerts, to, &mut message, |m| &mut m.alerts)?);
         }
         let (published, fence) = (&mut self.alerts_published, &mut self.fence);
-        publish_snapshots(
-            &self.js,
-            &self.metrics,
-            Kind::Alerts,
-            batch,
-            published,
-            fence,
+        let kind = Kind::Alerts;
+        Ok(
+            publisher::publish_snapshots(&self.js, &self.metrics, kind, batch, published, fence)
+                .await?,
         )
-        .await
     }
 
     /// Reads and publishes the fleet snapshot of `tenants` where it changed.
@@ -341,15 +312,11 @@ impl Engine {
             }
         };
         let (published, fence) = (&mut self.fleet_published, &mut self.fence);
-        let result = publish_snapshots(
-            &self.js,
-            &self.metrics,
-            Kind::Fleet,
-            batch,
-            published,
-            fence,
-        )
-        .await;
+        let kind = Kind::Fleet;
+        let result =
+            publisher::publish_snapshots(&self.js, &self.metrics, kind, batch, published, fence)
+                .await
+                .map_err(CycleError::from);
         // A fleet that did not go out, or whose devices the registry may not list yet, is read
         // again at the next safety-net poll.
         let published = &self.fleet_published;

@@ -1,6 +1,7 @@
 //! Publishing to NATS through JetStream: each message is serialized once, carries its `seq` and
 //! trace context in headers, and counts as published only once JetStream acknowledged it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -8,9 +9,10 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use pulse_proto::Subject;
+use pulse_proto::{Subject, TenantId};
 
 use crate::fence::{Fence, Verdict};
+use crate::metrics::{Kind, Metrics};
 
 /// Most publishes awaiting their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 512;
@@ -120,6 +122,31 @@ pub fn encode_fitting<T: serde::Serialize, I>(
         payload = encode(message)?;
     }
     Ok((payload, listed - items(message).len()))
+}
+
+/// Publishes one snapshot per tenant, and records in `published` what went out for each
+/// tenant whose message JetStream acknowledged, so an unchanged one is not sent again. A tenant
+/// whose message was not acknowledged is forgotten: an ack that timed out may still have been
+/// stored, so the stream's last message is unknown and the next cycle sends the tenant's state
+/// whatever it is, even back to what was recorded before.
+pub async fn publish_snapshots<M>(
+    js: &jetstream::Context,
+    metrics: &Metrics,
+    kind: Kind,
+    batch: Vec<Outgoing<(TenantId, M)>>,
+    published: &mut HashMap<TenantId, M>,
+    fence: &mut Fence,
+) -> Result<(), PublishError> {
+    let sent: Vec<TenantId> = batch.iter().map(|out| out.key.0.clone()).collect();
+    let (done, err) = publish_all(js, batch, Some(fence)).await;
+    metrics.published(kind, done.len() as u64);
+    if done.len() < sent.len() {
+        for tenant in &sent {
+            published.remove(tenant);
+        }
+    }
+    published.extend(done);
+    err.map_or(Ok(()), Err)
 }
 
 /// Publishes a batch, pipelined, and returns the keys of the acknowledged messages together
