@@ -18,6 +18,8 @@ pub struct Target {
     /// `ws://host:port/path`
     pub url: String,
     pub addr: SocketAddr,
+    /// Where its ops endpoints are (`host:port`), when not on `addr`.
+    pub ops: Option<String>,
 }
 
 impl Target {
@@ -40,17 +42,33 @@ impl Target {
         Ok(Target {
             url: url.to_owned(),
             addr,
+            ops: None,
         })
+    }
+
+    /// The same gateway, its ops endpoints at `ops` (`host:port`) when given.
+    pub fn with_ops(self, ops: Option<&String>) -> Target {
+        Target {
+            ops: ops.cloned(),
+            ..self
+        }
     }
 
     /// `http://host:port/metrics` of the same gateway.
     pub fn metrics_url(&self) -> String {
-        format!("http://{}/metrics", self.addr)
+        format!("{}/metrics", self.ops_base())
     }
 
     /// `http://host:port/readyz` of the same gateway.
     pub fn ready_url(&self) -> String {
-        format!("http://{}/readyz", self.addr)
+        format!("{}/readyz", self.ops_base())
+    }
+
+    fn ops_base(&self) -> String {
+        match &self.ops {
+            Some(ops) => format!("http://{ops}"),
+            None => format!("http://{}", self.addr),
+        }
     }
 }
 

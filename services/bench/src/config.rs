@@ -74,6 +74,16 @@ pub struct BenchConfig {
     )]
     pub gateway_pids: Vec<u32>,
 
+    /// Where each gateway of `--gateway` serves `/metrics` and `/readyz` (`host:port`), in
+    /// its order, for gateways whose `PULSE_GATEWAY_OPS_ADDR` moved them off the WebSocket
+    /// port; unset, they are read on the WebSocket's host and port.
+    #[arg(
+        long = "gateway-ops",
+        env = "PULSE_BENCH_GATEWAY_OPS",
+        value_delimiter = ','
+    )]
+    pub gateway_ops: Vec<String>,
+
     /// NATS, where the bench publishes (and where shards of one run meet).
     #[arg(
         long,
@@ -266,6 +276,8 @@ pub enum ConfigError {
     PerClient { per_client: usize, devices: usize },
     #[error("--gateway-pid lists {pids} pids for {gateways} gateways")]
     Pids { pids: usize, gateways: usize },
+    #[error("--gateway-ops lists {ops} addresses for {gateways} gateways")]
+    OpsAddrs { ops: usize, gateways: usize },
     #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
     WeakSecret,
     #[error("events: --database-url (DATABASE_URL) is needed to write events")]
@@ -291,6 +303,12 @@ impl BenchConfig {
         if !self.gateway_pids.is_empty() && self.gateway_pids.len() != self.gateways.len() {
             return Err(ConfigError::Pids {
                 pids: self.gateway_pids.len(),
+                gateways: self.gateways.len(),
+            });
+        }
+        if !self.gateway_ops.is_empty() && self.gateway_ops.len() != self.gateways.len() {
+            return Err(ConfigError::OpsAddrs {
+                ops: self.gateway_ops.len(),
                 gateways: self.gateways.len(),
             });
         }

@@ -86,10 +86,8 @@ impl Run {
         let tenant = format!("{}-{run_id}", config.tenant_prefix);
         pulse_proto::validate_id(&format!("{tenant}-{}", config.tenants))
             .map_err(|e| BenchError::Tenant(tenant.clone(), e.to_string()))?;
-        let targets = config
-            .gateways
-            .iter()
-            .map(|g| Target::parse(g).map(Arc::new))
+        let targets = (config.gateways.iter().enumerate())
+            .map(|(i, g)| Target::parse(g).map(|t| Arc::new(t.with_ops(config.gateway_ops.get(i)))))
             .collect::<Result<Vec<_>, _>>()?;
         let watched = targets
             .iter()

@@ -3,7 +3,8 @@ use pulse_test_support::ScratchDb;
 
 use crate::helpers::{
     assert_clean_connections, assert_every_event_once, assert_no_loss, bench, bench_alone,
-    bench_config, bench_lossless, flags, spawn_child_gateway, spawn_gateway, spawn_poller,
+    bench_config, bench_lossless, flags, gateway_config, spawn_child_gateway, spawn_gateway,
+    spawn_poller,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,6 +15,25 @@ async fn idle_connects_and_holds_every_client() {
     assert_eq!(connected.connections, 200.0);
     assert_eq!(connected.subscriptions, 200.0);
     assert_eq!(connected.nats_subscriptions, 4.0, "one per tenant's alerts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_its_ops_address_apart_is_read_there() {
+    let ops = std::net::SocketAddr::from(([127, 0, 0, 1], pulse_test_support::free_port()));
+    let mut config = gateway_config();
+    config.ops_addr = Some(ops);
+    let gateway = pulse_test_support::gateway::spawn(config).await;
+    let ops_flag = format!("--gateway-ops {ops}");
+    let r = bench(bench_config(
+        "idle",
+        &[gateway.ws_url()],
+        &flags(&format!("--connections 20 --seconds 1 {ops_flag}")),
+    ))
+    .await;
+    assert_clean_connections(&r, 20);
+    // The WebSocket port serves no metrics: these came from the ops address.
+    let connected = r.gateway.as_ref().and_then(|g| g.connected).unwrap();
+    assert_eq!(connected.connections, 20.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
