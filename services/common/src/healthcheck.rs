@@ -10,8 +10,8 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// When the command line is `healthcheck [live]`, runs the check against the address in the
-/// first of `addr_vars` that is set (or `default_addr`) and returns the exit code; otherwise
-/// `None`.
+/// first of `addr_vars` that is set (or `default_addr`, the last one's default) and returns
+/// the exit code; otherwise `None`.
 pub fn from_args(addr_vars: &[&str], default_addr: &str) -> Option<i32> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("healthcheck") {
@@ -27,13 +27,14 @@ pub fn from_args(addr_vars: &[&str], default_addr: &str) -> Option<i32> {
             return Some(2);
         }
     };
+    // None set: the default, which is the last variable's.
     let (addr_var, raw) = addr_vars
         .iter()
         .find_map(|var| std::env::var(var).ok().map(|raw| (*var, raw)))
-        .unwrap_or((
-            addr_vars.first().copied().unwrap_or("address"),
-            default_addr.to_owned(),
-        ));
+        .unwrap_or_else(|| {
+            let last = addr_vars.last().copied().unwrap_or_default();
+            (last, default_addr.to_owned())
+        });
     let Ok(addr) = raw.parse::<SocketAddr>() else {
         eprintln!("healthcheck: {addr_var}={raw:?} is not an address like 0.0.0.0:8080");
         return Some(2);

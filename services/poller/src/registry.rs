@@ -131,12 +131,10 @@ impl DeviceRegistry {
         result
     }
 
-    /// Forgets what it knew of `tenants`' keys (purged from the bucket by other means), so
-    /// that their next sync reads them.
-    pub fn forget(&mut self, tenants: &[TenantId]) {
-        for tenant in tenants {
-            self.known.remove(tenant);
-        }
+    /// Forgets what it knew of `tenant`'s keys (purged from the bucket by other means), so
+    /// that its next sync reads them.
+    pub fn forget(&mut self, tenant: &TenantId) {
+        self.known.remove(tenant);
     }
 
     /// Removes every device of `tenants`, which were deleted.

@@ -60,7 +60,7 @@ impl Engine {
                 // Even a purge that stopped midway may have removed what the engine and the
                 // registry remember of the tenant: both forget it.
                 if let Some(registry) = self.registry.as_mut() {
-                    registry.forget(std::slice::from_ref(&tenant));
+                    registry.forget(&tenant);
                 }
                 touched.push(tenant.clone());
                 if let Err(e) = purged {
