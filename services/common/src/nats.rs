@@ -239,6 +239,19 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// Whether `e` (or what caused it) is JetStream saying the stream could not store a message
+/// (error 10077): its storage failed, e.g. its files were removed under the server, as a
+/// stream created again while the server still removed the deleted one's files may find.
+/// Such a stream refuses every write from then on, until it is created again.
+pub fn store_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<async_nats::jetstream::Error>()
+            .is_some_and(|j| {
+                j.error_code() == async_nats::jetstream::ErrorCode::STREAM_STORE_FAILED
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,17 +5,18 @@
 //! as a safety net (the tenants, their alerts, and the devices of the tenants whose fleet may
 //! have changed: `FleetWatch`), reads new telemetry every `PULSE_TELEMETRY_POLL_MS`,
 //! and republishes everything after NATS reconnects. A stream (or the device bucket) found
-//! missing, after a NATS restart that lost its storage or a deletion by hand, is created
-//! again and everything republished: it is looked for after a reconnect, after a failed cycle
-//! and with every safety-net poll. It never queries per client, only per tenant set, and never
-//! stops on a transient error: the next cycle retries.
+//! missing or unable to store is created again and everything republished ([`restore`]). It
+//! never queries per client, only per tenant set, and never stops on a transient error: the
+//! next cycle retries.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream;
+use futures::StreamExt as _;
 use pulse_common::nats::{LinkState, unless_dropped};
+use pulse_proto::subject::STATE_STREAM;
 use pulse_proto::{AlertsSnapshot, DeviceId, FleetSnapshot, Subject, TenantId, Timestamp};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -32,10 +33,12 @@ use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
 use crate::registry::DeviceRegistry;
 use crate::seq::SeqClock;
+use crate::streams::WriteFailures;
 use crate::telemetry::Cursor;
 
 mod purge;
 mod readings;
+mod restore;
 mod safety_net;
 
 use safety_net::FleetWatch;
@@ -71,6 +74,14 @@ pub struct Engine {
     resync_due: bool,
     /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
     purges_paused_until: Option<Instant>,
+    /// Writes to the streams that failed, the relay's included ([`restore`]).
+    failures: WriteFailures,
+    /// When this poller last deleted each stream to create it again ([`restore`]): it could
+    /// not store, or was created while a deletion was under way.
+    recreated: HashMap<String, Instant>,
+    /// Streams the server announced deleted, by the time it did, until seen gone or created
+    /// anew ([`restore`]).
+    announced: HashMap<String, restore::Announced>,
 }
 
 /// Runs `cycle` unless NATS drops first ([`unless_dropped`]): the reply it waits for then
@@ -103,6 +114,7 @@ impl Engine {
         metrics: Metrics,
         seq: Arc<SeqClock>,
     ) -> Self {
+        let failures = WriteFailures::new(metrics.clone());
         Self {
             config,
             pool,
@@ -119,6 +131,9 @@ impl Engine {
             registry: None,
             resync_due: false,
             purges_paused_until: None,
+            failures,
+            recreated: HashMap::new(),
+            announced: HashMap::new(),
         }
     }
 
@@ -149,50 +164,6 @@ impl Engine {
         self.telemetry.reset();
     }
 
-    /// Creates again the streams and the device bucket if any is missing; what they held is
-    /// gone, so everything is then published again and the registry rewritten. Returns whether
-    /// anything was missing.
-    async fn restore_streams(&mut self) -> anyhow::Result<bool> {
-        let missing = crate::streams::missing(&self.js).await?;
-        if missing.is_empty() {
-            return Ok(false);
-        }
-        tracing::warn!(
-            ?missing,
-            "JetStream streams missing; creating them and publishing everything again"
-        );
-        crate::streams::ensure(&self.js, &self.config).await?;
-        self.metrics.streams_restored();
-        self.forget_published();
-        self.fence.retain(|_| false);
-        self.registry = None;
-        Ok(true)
-    }
-
-    /// [`Self::restore_streams`] unless NATS drops first; returns whether to look again (the
-    /// look failed). Sets `resync_due` when the streams were created again.
-    async fn check_streams(
-        &mut self,
-        link: &watch::Receiver<LinkState>,
-        resync_due: &mut bool,
-    ) -> bool {
-        match unless_dropped(link, self.restore_streams()).await {
-            Some(Ok(restored)) => {
-                *resync_due |= restored;
-                false
-            }
-            Some(Err(e)) => {
-                self.metrics.error(Stage::Streams);
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "cannot check the JetStream streams"
-                );
-                true
-            }
-            None => true,
-        }
-    }
-
     /// Re-reads the tenant list; drops the state of tenants that are gone, and purges deleted
     /// tenants' data from NATS ([`purge`]).
     pub async fn load_tenants(&mut self) -> Result<(), CycleError> {
@@ -215,6 +186,8 @@ impl Engine {
         if let Some(registry) = self.registry.as_mut()
             && let Err(e) = registry.remove_tenants(&gone).await
         {
+            self.failures
+                .report(&crate::streams::bucket_stream(), e.store_failed());
             self.metrics.error(Stage::Registry);
             tracing::warn!(error = %e, "cannot remove deleted tenants from the device registry");
         }
@@ -442,6 +415,8 @@ impl Engine {
             match DeviceRegistry::open(&self.js, self.config.stream_replicas).await {
                 Ok(registry) => self.registry = Some(registry),
                 Err(e) => {
+                    self.failures
+                        .report(&crate::streams::bucket_stream(), false);
                     self.metrics.error(Stage::Registry);
                     tracing::warn!(error = %e, "cannot open the device registry");
                     return ours().cloned().collect();
@@ -462,6 +437,8 @@ impl Engine {
             }
             let ids = rows.iter().map(|r| r.device_id.as_str());
             if let Err(e) = registry.sync(tenant, ids).await {
+                self.failures
+                    .report(&crate::streams::bucket_stream(), e.store_failed());
                 self.metrics.error(Stage::Registry);
                 tracing::warn!(%tenant, error = %e, "cannot update the device registry");
                 behind.insert(tenant.clone());
@@ -474,6 +451,10 @@ impl Engine {
         match r {
             Ok(()) => true,
             Err(e) => {
+                if let CycleError::Publish(p) = &e {
+                    // Every message the engine publishes goes to the state stream.
+                    self.failures.report(STATE_STREAM, p.store_failed());
+                }
                 let stage = match e {
                     CycleError::Database(_) => Stage::Database,
                     CycleError::Publish(_) | CycleError::NatsDropped => Stage::Publish,
@@ -497,6 +478,13 @@ impl Engine {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut telemetry = tokio::time::interval(self.config.telemetry_interval);
         telemetry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut deletions = match crate::streams::deletions(&self.js.client()).await {
+            Ok(deletions) => deletions,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for deleted streams; the safety-net poll looks for them");
+                futures::stream::select_all(Vec::new())
+            }
+        };
         let mut seen_connects = nats.borrow().connects;
         let mut resync_due = std::mem::take(&mut self.resync_due);
         // Whether to look for missing streams before the next cycle.
@@ -522,15 +510,13 @@ impl Engine {
                         streams_due = true;
                     }
                 }
+                Some(advisory) = deletions.next(), if connected => {
+                    self.deletion_announced(&advisory);
+                    streams_due = true;
+                    self.heal(&nats, &mut streams_due, &mut resync_due).await;
+                }
                 _ = telemetry.tick(), if connected => {
-                    if streams_due {
-                        streams_due = self.check_streams(&nats, &mut resync_due).await;
-                    }
-                    if resync_due {
-                        let r = on_link(&nats, self.full_sync()).await;
-                        resync_due = !self.report("resync", r);
-                        streams_due |= resync_due;
-                    }
+                    self.heal(&nats, &mut streams_due, &mut resync_due).await;
                     let r = on_link(&nats, self.poll_telemetry()).await;
                     streams_due |= !self.report("telemetry poll", r);
                 }

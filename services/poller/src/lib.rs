@@ -186,6 +186,7 @@ async fn serve_as_active(
         pool.clone(),
         js.clone(),
         metrics.clone(),
+        engine.write_failures(),
         config.events_max_age(),
     );
     let relay = tokio::spawn({

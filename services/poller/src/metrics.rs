@@ -85,6 +85,12 @@ pub enum Stage {
     Purge,
 }
 
+/// A stream, by name (`PULSE_STATE`, `PULSE_EVENTS`, `KV_PULSE_DEVICES`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: Stage,
@@ -109,10 +115,13 @@ pub struct Metrics {
     pub relay_backlog: Gauge,
     /// Seconds from an event's commit to NATS acknowledging it.
     pub relay_seconds: Histogram,
-    /// Times a stream or the device bucket was found missing and created again.
+    /// Times streams (or the device bucket) found missing or unable to store were created
+    /// again.
     pub streams_restored: Counter,
     /// Deleted tenants whose subjects and registry keys were purged from NATS.
     pub tenants_purged: Counter,
+    /// Writes a stream refused because its storage failed (JetStream error 10077).
+    pub store_failures: Family<StreamLabel, Counter>,
 }
 
 impl Metrics {
@@ -196,7 +205,7 @@ impl Metrics {
             streams_restored: register(
                 r,
                 "streams_restored",
-                "Times a JetStream stream or the device bucket was found missing and created again",
+                "Times JetStream streams or the device bucket, found missing or unable to store, were created again",
                 Counter::default(),
             ),
             tenants_purged: register(
@@ -205,11 +214,24 @@ impl Metrics {
                 "Deleted tenants whose subjects and device registry keys were purged from NATS",
                 Counter::default(),
             ),
+            store_failures: register(
+                r,
+                "store_failures",
+                "Writes a JetStream stream refused because its storage failed",
+                Family::default(),
+            ),
         }
     }
 
     pub fn streams_restored(&self) {
         self.streams_restored.inc();
+    }
+
+    pub fn store_failed(&self, stream: &str) {
+        let label = StreamLabel {
+            stream: stream.to_owned(),
+        };
+        self.store_failures.get_or_create(&label).inc();
     }
 
     pub fn published(&self, kind: Kind, n: u64) {

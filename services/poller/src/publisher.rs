@@ -77,6 +77,10 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
     #[error("publish failed: {0}")]
     Publish(String),
+    /// The stream exists but could not store the message (JetStream error 10077): its storage
+    /// is broken, and stays so until the stream is created again ([`pulse_common::nats::store_failed`]).
+    #[error("the stream cannot store: {0}")]
+    StoreFailed(String),
     #[error("no acknowledgement within {ACK_TIMEOUT:?}")]
     AckTimeout,
     /// The state stream holds a newer message of the subject than ours: another poller
@@ -87,6 +91,13 @@ pub enum PublishError {
         theirs: u64,
         ours: u64,
     },
+}
+
+impl PublishError {
+    /// Whether the stream's storage refused the message ([`PublishError::StoreFailed`]).
+    pub fn store_failed(&self) -> bool {
+        matches!(self, Self::StoreFailed(_))
+    }
 }
 
 pub fn encode<T: serde::Serialize>(message: &T) -> Result<Bytes, PublishError> {
@@ -172,7 +183,7 @@ pub async fn publish_all<K>(
             Ok(ack) => pending.push(async move { (out, acked(ack).await) }),
             Err(e) => {
                 let too_big = e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded;
-                outcome.failed(PublishError::Publish(e.to_string()));
+                outcome.failed(failure(&e));
                 if !too_big {
                     break;
                 }
@@ -276,9 +287,7 @@ async fn send<K>(
         headers(out, expected),
         out.payload.clone(),
     );
-    let ack = publish
-        .await
-        .map_err(|e| PublishError::Publish(e.to_string()))?;
+    let ack = publish.await.map_err(|e| failure(&e))?;
     acked(ack).await.map_err(PublishError::from)
 }
 
@@ -320,8 +329,17 @@ impl From<jetstream::context::PublishError> for Failed {
     fn from(e: jetstream::context::PublishError) -> Self {
         match e.kind() {
             jetstream::context::PublishErrorKind::WrongLastSequence => Failed::WrongLastSequence,
-            _ => Failed::Other(PublishError::Publish(e.to_string())),
+            _ => Failed::Other(failure(&e)),
         }
+    }
+}
+
+/// A publish JetStream refused, told apart by whether the stream's storage failed.
+fn failure(e: &jetstream::context::PublishError) -> PublishError {
+    if pulse_common::nats::store_failed(e) {
+        PublishError::StoreFailed(e.to_string())
+    } else {
+        PublishError::Publish(e.to_string())
     }
 }
 

@@ -51,7 +51,22 @@ pub enum RegistryError {
         failed: usize,
         total: usize,
         first: String,
+        /// Whether the bucket's storage refused one ([`pulse_common::nats::store_failed`]).
+        store_failed: bool,
     },
+}
+
+impl RegistryError {
+    /// Whether the bucket's storage refused a write: it needs creating again.
+    pub fn store_failed(&self) -> bool {
+        matches!(
+            self,
+            Self::Writes {
+                store_failed: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Creates the bucket or brings its configuration up to date.
@@ -264,14 +279,17 @@ impl DeviceRegistry {
             .chain(removed.into_iter().map(|d| (false, d)))
             .map(|(put, device)| async move {
                 let key = pulse_proto::subject::device_key(tenant, &device);
+                let failed = |e: &(dyn std::error::Error + 'static)| {
+                    (pulse_common::nats::store_failed(e), e.to_string())
+                };
                 let r = if put {
                     store
                         .put(&key, bytes::Bytes::new())
                         .await
                         .map(drop)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| failed(&e))
                 } else {
-                    store.delete(&key).await.map_err(|e| e.to_string())
+                    store.delete(&key).await.map_err(|e| failed(&e))
                 };
                 (put, device, r)
             });
@@ -281,6 +299,7 @@ impl DeviceRegistry {
             .await;
         let mut failed = 0;
         let mut first = None;
+        let mut store_failed = false;
         for (put, device, r) in results {
             match r {
                 Ok(()) if put => {
@@ -289,8 +308,9 @@ impl DeviceRegistry {
                 Ok(()) => {
                     listed.remove(&device);
                 }
-                Err(e) => {
+                Err((refused, e)) => {
                     failed += 1;
+                    store_failed |= refused;
                     first.get_or_insert(format!("{tenant}.{device}: {e}"));
                 }
             }
@@ -301,6 +321,7 @@ impl DeviceRegistry {
                 failed,
                 total,
                 first,
+                store_failed,
             }),
         }
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use parking_lot::Mutex;
 use pulse_common::nats::{LinkState, unless_dropped};
-use pulse_proto::subject::EVENTS_RELAYED_PER_TOPIC_PASS;
+use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 use pulse_proto::{StoredEvent, Subject, TenantId, Timestamp, Topic};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 use crate::changes::ChangeFeed;
 use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
+use crate::streams::WriteFailures;
 
 /// Most events read and sent in one pass; a full pass is followed at once by another.
 pub const BATCH: i64 = 1000;
@@ -72,17 +73,26 @@ pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
     metrics: Metrics,
+    /// Where failed sends are reported, for the engine to look at the events stream.
+    failures: WriteFailures,
     max_age: Duration,
     /// The last `(tenant, topic)` the previous pass read: the next starts after it.
     reached: Mutex<(String, String)>,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, js: jetstream::Context, metrics: Metrics, max_age: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        metrics: Metrics,
+        failures: WriteFailures,
+        max_age: Duration,
+    ) -> Self {
         Self {
             pool,
             js,
             metrics,
+            failures,
             max_age,
             reached: Mutex::default(),
         }
@@ -266,6 +276,18 @@ impl Relay {
         }
     }
 
+    /// Marks every event the outbox still holds (those within the retention) unrelayed, so
+    /// that the relay sends them again: into an events stream created again after it was
+    /// lost, which then holds the history it held. Returns how many. Run between passes, so
+    /// that no pass acknowledged by the lost stream is marked after it.
+    pub async fn relay_again(pool: &PgPool) -> Result<u64, sqlx::Error> {
+        let marked =
+            sqlx::query("UPDATE events SET relayed_at = NULL WHERE relayed_at IS NOT NULL")
+                .execute(pool)
+                .await?;
+        Ok(marked.rows_affected())
+    }
+
     /// Deletes relayed events older than the retention (their idempotency keys go with them).
     pub async fn prune(&self) -> Result<u64, RelayError> {
         let max_age = self.max_age.as_secs_f64();
@@ -347,13 +369,32 @@ impl Relay {
         }
     }
 
-    /// Relays until the outbox is empty or a pass fails (the next wake-up retries).
+    /// Relays until the outbox is empty or a pass fails (the next wake-up retries); first,
+    /// when the events stream was created again, marks the outbox's events to be sent again.
     async fn drain(&self) {
+        if self.failures.take_events_recreated() {
+            match Self::relay_again(&self.pool).await {
+                Ok(n) => tracing::warn!(
+                    events = n,
+                    "the events stream was created again; relaying the outbox's events again"
+                ),
+                Err(e) => {
+                    self.failures.events_recreated(); // tried again on the next wake-up
+                    self.metrics.error(Stage::Relay);
+                    tracing::warn!(error = %e, "cannot mark the outbox's events to relay again");
+                    return;
+                }
+            }
+        }
         loop {
             match self.relay_once().await {
                 Ok(pass) if pass.more => continue,
                 Ok(_) => return,
                 Err(e) => {
+                    if let RelayError::Publish(p) = &e {
+                        // The events stream may be gone, or unable to store.
+                        self.failures.report(EVENTS_STREAM, p.store_failed());
+                    }
                     self.metrics.error(Stage::Relay);
                     tracing::warn!(error = %e, "relaying events failed; retrying");
                     return;

@@ -1,11 +1,19 @@
 //! The JetStream streams of the contract (and the device registry's bucket), created or
 //! updated idempotently at activation, and created again whenever the active poller finds one
-//! missing ([`missing`]); a deleted tenant's subjects purged from them ([`purge_tenant`]).
+//! missing ([`missing`]) or unable to store ([`recreate_unstorable`]); a deleted tenant's
+//! subjects purged from them ([`purge_tenant`]).
+//!
+//! The engine, the relay and the registry report their failed writes ([`WriteFailures`]); any
+//! of them makes the engine look at the streams before its next cycle.
 
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use futures::stream::SelectAll;
 use pulse_proto::TenantId;
 use pulse_proto::subject::{
     DEVICES_BUCKET, EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, PREFIX, STATE_STREAM,
@@ -13,6 +21,7 @@ use pulse_proto::subject::{
 };
 
 use crate::config::PollerConfig;
+use crate::metrics::Metrics;
 
 /// How long JetStream remembers an event's `Nats-Msg-Id` (at most the events' age).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -89,9 +98,8 @@ pub async fn ensure(js: &jetstream::Context, config: &PollerConfig) -> anyhow::R
 /// The streams [`ensure`] creates (the bucket's included) that do not exist: NATS restarted
 /// without its storage, or someone deleted one. Any other failure to look is an error.
 pub async fn missing(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
-    let bucket = pulse_common::device_bucket::stream_config(1).name;
     let mut missing = Vec::new();
-    for name in [STATE_STREAM.to_owned(), EVENTS_STREAM.to_owned(), bucket] {
+    for name in kept() {
         match js.get_stream(&name).await {
             Ok(_) => {}
             Err(e) if not_found(&e) => missing.push(name),
@@ -99,6 +107,174 @@ pub async fn missing(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(missing)
+}
+
+/// The device bucket's stream.
+pub fn bucket_stream() -> String {
+    pulse_common::device_bucket::stream_config(1).name
+}
+
+/// The streams the poller keeps: those [`ensure`] creates, the bucket's included.
+fn kept() -> [String; 3] {
+    [
+        STATE_STREAM.to_owned(),
+        EVENTS_STREAM.to_owned(),
+        bucket_stream(),
+    ]
+}
+
+/// Where the server announces that `stream` was deleted.
+pub fn deleted_advisory(stream: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}")
+}
+
+/// One of the server's announcements that a stream was deleted: which, and when by the
+/// server's clock.
+#[derive(Debug, serde::Deserialize)]
+pub struct Deletion {
+    pub stream: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: time::OffsetDateTime,
+}
+
+/// When stream `name` was created, by the server's clock; `None` when it does not exist.
+pub async fn created(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<Option<time::OffsetDateTime>> {
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().created)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot look stream {name} up")),
+    }
+}
+
+/// The server's announcements that one of the streams the poller keeps was deleted, by
+/// whomever ([`Deletion`]): the engine creates it again at once rather than at its next write
+/// or poll. The server announces a deletion before it is done: the stream may still be found
+/// for a moment, and its files are removed last.
+pub async fn deletions(
+    client: &async_nats::Client,
+) -> Result<SelectAll<async_nats::Subscriber>, async_nats::SubscribeError> {
+    let mut subscribers = Vec::new();
+    for name in kept() {
+        subscribers.push(client.subscribe(deleted_advisory(&name)).await?);
+    }
+    Ok(futures::stream::select_all(subscribers))
+}
+
+/// Failed writes to the streams since the engine last looked at them, reported by the engine,
+/// the relay and the device registry; shared by clones. Storage failures are also counted
+/// (`pulse_poller_store_failures_total{stream}`).
+#[derive(Clone)]
+pub struct WriteFailures {
+    failures: Arc<parking_lot::Mutex<Failures>>,
+    /// The events stream was created again: the relay is to send the outbox's events again.
+    events_recreated: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Failures {
+    /// Some write failed: a stream may be missing.
+    pub any: bool,
+    /// Streams that refused a write because their storage failed ([`pulse_common::nats::store_failed`]).
+    pub unstorable: BTreeSet<String>,
+}
+
+impl WriteFailures {
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            failures: Arc::default(),
+            events_recreated: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// The engine created the events stream again: what it held is gone.
+    pub fn events_recreated(&self) {
+        self.events_recreated.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the events stream was created again since the last call (the relay asks).
+    pub fn take_events_recreated(&self) -> bool {
+        self.events_recreated.swap(false, Ordering::SeqCst)
+    }
+
+    /// A write to `stream` failed; `store_failed` tells whether its storage refused it.
+    pub fn report(&self, stream: &str, store_failed: bool) {
+        if store_failed {
+            self.metrics.store_failed(stream);
+        }
+        let mut failures = self.failures.lock();
+        failures.any = true;
+        if store_failed {
+            failures.unstorable.insert(stream.to_owned());
+        }
+    }
+
+    /// Whether a write failed since the last [`Self::take`].
+    pub fn pending(&self) -> bool {
+        self.failures.lock().any
+    }
+
+    /// What was reported, forgotten here.
+    pub fn take(&self) -> Failures {
+        std::mem::take(&mut *self.failures.lock())
+    }
+
+    /// Reports again, uncounted, what [`Self::take`] returned and was not dealt with.
+    pub fn put_back(&self, failures: Failures) {
+        let mut pending = self.failures.lock();
+        pending.any |= failures.any;
+        pending.unstorable.extend(failures.unstorable);
+    }
+}
+
+/// How long after creating a stream again because it could not store the poller waits before
+/// doing so once more: storage that fails again at once (a failing disk) is then a problem
+/// for the operator, not one to churn over.
+pub const RECREATE_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes the streams of `unstorable` whose storage failed, so that [`ensure`] creates them
+/// afresh; returns the ones deleted. Each holds only what the poller publishes again once it
+/// is created again: the snapshots and readings, the registry, and the events the outbox
+/// still holds (relayed again). Each stream is tried at most once per
+/// [`RECREATE_AT_MOST_EVERY`] (per `tried`); one that cannot be deleted is logged and left
+/// for the next try.
+pub async fn delete_unstorable(
+    js: &jetstream::Context,
+    unstorable: &BTreeSet<String>,
+    tried: &mut HashMap<String, Instant>,
+) -> Vec<String> {
+    let mut deleted = Vec::new();
+    for name in unstorable {
+        if tried
+            .get(name)
+            .is_some_and(|at| at.elapsed() < RECREATE_AT_MOST_EVERY)
+        {
+            continue;
+        }
+        tried.insert(name.clone(), Instant::now());
+        match delete(js, name).await {
+            Ok(()) => deleted.push(name.clone()),
+            Err(e) => tracing::error!(
+                stream = %name, error = format!("{e:#}"),
+                "a stream that cannot store could not be deleted to be created again"
+            ),
+        }
+    }
+    deleted
+}
+
+/// Deletes stream `name`; one already gone counts as deleted. The server answers once the
+/// stream's files are removed, so one created after this returns keeps its own.
+pub async fn delete(js: &jetstream::Context, name: &str) -> anyhow::Result<()> {
+    match js.delete_stream(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete stream {name}")),
+    }
 }
 
 fn not_found(e: &jetstream::context::GetStreamError) -> bool {

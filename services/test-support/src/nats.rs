@@ -143,6 +143,21 @@ impl PrivateNats {
         format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
+    /// Removes `stream`'s message files from under the running server (global account), as
+    /// a failing disk would, or the removal of a deleted stream's files still under way when
+    /// one of the same name is created. Once the server closes the files it holds open (a few
+    /// seconds), every write to the stream fails: JetStream error 10077.
+    pub fn remove_stored_messages(&self, stream: &str) {
+        let msgs = self
+            .store
+            .join("jetstream/$G/streams")
+            .join(stream)
+            .join("msgs");
+        if let Err(e) = std::fs::remove_dir_all(&msgs) {
+            panic!("cannot remove {}: {e}", msgs.display());
+        }
+    }
+
     fn write_conf(&self, config: impl FnOnce(&Path) -> String) {
         let conf = self.conf.as_ref().expect("a configured server");
         if let Err(e) = std::fs::write(conf, config(&self.store)) {

@@ -182,6 +182,22 @@ async fn the_documented_nats_permissions_let_every_service_work() {
             "{subject}"
         );
     }
+
+    // The poller hears of a stream's deletion, and may delete a stream that cannot store to
+    // create it again.
+    let mut deletions = pulse_poller::streams::deletions(&poller).await.unwrap();
+    poller.flush().await.unwrap();
+    let unstorable = std::collections::BTreeSet::from(["PULSE_STATE".to_owned()]);
+    let mut tried = std::collections::HashMap::new();
+    let deleted = pulse_poller::streams::delete_unstorable(&js, &unstorable, &mut tried).await;
+    assert_eq!(deleted, ["PULSE_STATE"]);
+    let announced = tokio::time::timeout(T, deletions.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let deletion: pulse_poller::streams::Deletion =
+        serde_json::from_slice(&announced.payload).unwrap();
+    assert_eq!(deletion.stream, "PULSE_STATE");
 }
 
 /// What the documented permissions refuse: a connection without credentials or with a wrong

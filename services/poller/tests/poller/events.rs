@@ -21,7 +21,8 @@ fn relay(db: &ScratchDb, nats: &async_nats::Client, max_age: Duration) -> Relay 
     Relay::new(
         db.pool.clone(),
         async_nats::jetstream::new(nats.clone()),
-        metrics,
+        metrics.clone(),
+        pulse_poller::streams::WriteFailures::new(metrics),
         max_age,
     )
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
-use serde_json::json;
 
 use crate::helpers::*;
+use pulse_test_support::db::ScratchDb;
+use pulse_test_support::nats::PrivateNats;
 
 /// The newest message of the state stream on `subject`, if the stream and message are there.
 async fn last_stored(js: &jetstream::Context, subject: &str) -> Option<serde_json::Value> {
@@ -28,15 +29,81 @@ async fn registered(js: &jetstream::Context, tenant: &str, device: &str) -> bool
 /// Waits until the state stream holds `tenant`'s fleet snapshot and, when `alert` is given, an
 /// alerts snapshot listing it, and the bucket lists both devices.
 async fn refilled(js: &jetstream::Context, tenant: &str, alert: Option<i64>, what: &str) {
+    refilled_with(js, tenant, alert, &["dev-1", "dev-2"], what).await;
+}
+
+/// [`refilled`], for a tenant of `devices`: the fleet snapshot counts them all.
+async fn refilled_with(
+    js: &jetstream::Context,
+    tenant: &str,
+    alert: Option<i64>,
+    devices: &[&str],
+    what: &str,
+) {
     eventually(what, Duration::from_secs(20), || async {
         let fleet = last_stored(js, &format!("pulse.v1.{tenant}.fleet")).await;
         let alerts = last_stored(js, &format!("pulse.v1.{tenant}.alerts")).await;
-        fleet.is_some()
+        let mut listed = true;
+        for device in devices {
+            listed = listed && registered(js, tenant, device).await;
+        }
+        fleet.is_some_and(|f| f["counts"]["total"] == devices.len())
             && alerts.is_some_and(|a| alert.is_none_or(|id| alert_ids(&a).contains(&id)))
-            && registered(js, tenant, "dev-1").await
-            && registered(js, tenant, "dev-2").await
+            && listed
     })
     .await;
+}
+
+/// Waits until a write to `subject` fails because its stream cannot store (JetStream error
+/// 10077), once `PrivateNats::remove_stored_messages` took the stream's files away. A write
+/// that goes through keeps the server's file open a few more seconds (its write cache expires
+/// 5 s after the last write), so the probe pauses longer than that between tries.
+async fn unable_to_store(js: &jetstream::Context, subject: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let ack = match js.publish(subject.to_owned(), "{}".into()).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        if ack.is_err_and(|e| pulse_common::nats::store_failed(&e)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a write to {subject} still not refused for storage"
+        );
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+}
+
+/// The `Pulse-Seq` of each event the events stream holds for `subject`, in stream order.
+async fn event_seqs(js: &jetstream::Context, subject: &str) -> Vec<u64> {
+    stored_events(js, subject)
+        .await
+        .iter()
+        .filter_map(|m| {
+            m.headers
+                .get(pulse_proto::headers::SEQ)?
+                .as_str()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Emits event `n` on `tenant`'s topic `orders`.
+async fn emit(db: &ScratchDb, tenant: &str, n: i64) {
+    let sql = format!("SELECT pulse_emit_event($1, 'orders', 'created', '{{\"n\": {n}}}')");
+    exec(db, &sql, tenant).await;
+}
+
+/// Checks that `poller` created streams again, then stops it.
+async fn restored_and_stopped(poller: PollerHandle) {
+    let restored = poller
+        .metric("pulse_poller_streams_restored_total", &[])
+        .await;
+    assert!(restored >= 1.0, "{restored}");
+    poller.stop().await;
 }
 
 /// A poller on a NATS server of its own, once it has filled the streams for a tenant of two
@@ -55,6 +122,13 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
     let OnPrivateNats {
         db, tenant, poller, ..
     } = on;
+    emit(&db, &tenant, 1).await;
+    wait_all_relayed(
+        &db,
+        "the event before the deletion relayed",
+        Duration::from_secs(10),
+    )
+    .await;
 
     js.delete_stream(STATE_STREAM).await.unwrap();
     js.delete_stream(EVENTS_STREAM).await.unwrap();
@@ -64,12 +138,7 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
 
     // A change after the deletion: its publish finds no stream.
     let id = db.open_alert(&tenant, "dev-1", "after the deletion").await;
-    sqlx::query("SELECT pulse_emit_event($1, 'orders', 'created', $2)")
-        .bind(&tenant)
-        .bind(json!({"n": 1}))
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    emit(&db, &tenant, 2).await;
     // The streams come back with the change, and with what did not change: the fleet
     // snapshot and every device's registry entry.
     refilled(
@@ -79,24 +148,18 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
         "streams created again with the alert, the fleet and the registry",
     )
     .await;
+    // The events stream holds the events the outbox holds: the one relayed into the deleted
+    // stream, and the one emitted after.
+    let subject = format!("pulse.v1.{tenant}.events.orders");
     eventually(
-        "the event emitted after the deletion relayed",
+        "both events in the events stream created again",
         Duration::from_secs(20),
         || async {
-            js.get_stream(EVENTS_STREAM).await.is_ok()
-                && !stored_events(&js, &format!("pulse.v1.{tenant}.events.orders"))
-                    .await
-                    .is_empty()
+            js.get_stream(EVENTS_STREAM).await.is_ok() && event_seqs(&js, &subject).await == [1, 2]
         },
     )
     .await;
-    assert!(
-        poller
-            .metric("pulse_poller_streams_restored_total", &[])
-            .await
-            >= 1.0
-    );
-    poller.stop().await;
+    restored_and_stopped(poller).await;
 }
 
 #[tokio::test]
@@ -119,4 +182,131 @@ async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_cha
     .await;
     assert!(js.get_stream(EVENTS_STREAM).await.is_ok());
     poller.stop().await;
+}
+
+#[tokio::test]
+async fn streams_deleted_by_hand_come_back_at_once_with_nothing_written() {
+    // Nothing is written after the deletion, and the safety-net poll is a minute away
+    // (`--poll-seconds 60`): what brings them back is the server's announcement.
+    let (on, js) = filled("deleted-quiet").await;
+    js.delete_stream(EVENTS_STREAM).await.unwrap();
+    js.delete_key_value(DEVICES_BUCKET).await.unwrap();
+    eventually(
+        "the events stream and the bucket created again, the bucket refilled",
+        Duration::from_secs(10),
+        || async {
+            js.get_stream(EVENTS_STREAM).await.is_ok()
+                && registered(&js, &on.tenant, "dev-1").await
+                && registered(&js, &on.tenant, "dev-2").await
+        },
+    )
+    .await;
+    restored_and_stopped(on.poller).await;
+}
+
+#[tokio::test]
+async fn a_state_stream_and_bucket_that_cannot_store_are_created_again_and_refilled() {
+    let (on, js) = filled("unstorable").await;
+    let tenant = &on.tenant;
+    let bucket = format!("KV_{DEVICES_BUCKET}");
+    on.nats.remove_stored_messages(STATE_STREAM);
+    on.nats.remove_stored_messages(&bucket);
+    // Probes of the test's own (a device and a key no poller writes): once they are refused,
+    // every write is.
+    let probe = format!("pulse.v1.{tenant}.device.probe.telemetry");
+    unable_to_store(&js, &probe).await;
+    let probe = format!("$KV.{DEVICES_BUCKET}.{tenant}.probe");
+    unable_to_store(&js, &probe).await;
+    let restored = on.poller.metric("pulse_poller_streams_restored_total", &[]);
+    assert_eq!(restored.await, 0.0);
+
+    // The new device's fleet snapshot and registry entry are refused, and both stores are
+    // created again; everything goes out again, the new device included.
+    let sql = "INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-3', 's')";
+    exec(&on.db, sql, tenant).await;
+    refilled_with(
+        &js,
+        tenant,
+        None,
+        &["dev-1", "dev-2", "dev-3"],
+        "the state stream and bucket created again and refilled",
+    )
+    .await;
+    restored_and_stopped(on.poller).await;
+}
+
+#[tokio::test]
+async fn an_events_stream_that_cannot_store_is_created_again_and_refilled_from_the_outbox() {
+    let (on, js) = filled("unstorable-events").await;
+    let tenant = &on.tenant;
+    emit(&on.db, tenant, 1).await;
+    wait_all_relayed(&on.db, "the first event relayed", Duration::from_secs(10)).await;
+    let created = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .unwrap()
+        .cached_info()
+        .created;
+
+    on.nats.remove_stored_messages(EVENTS_STREAM);
+    unable_to_store(&js, &format!("pulse.v1.{tenant}.events.probe")).await;
+    // The relay's send is refused: the stream is created again, and the outbox's events
+    // relayed into it again, the one it held included.
+    emit(&on.db, tenant, 2).await;
+    let subject = format!("pulse.v1.{tenant}.events.orders");
+    eventually(
+        "a new events stream holding both events",
+        Duration::from_secs(20),
+        || async {
+            js.get_stream(EVENTS_STREAM)
+                .await
+                .is_ok_and(|s| s.cached_info().created > created)
+                && event_seqs(&js, &subject).await == [1, 2]
+        },
+    )
+    .await;
+    let refused = on
+        .poller
+        .metric("pulse_poller_store_failures_total", &["PULSE_EVENTS"])
+        .await;
+    assert!(refused >= 1.0, "{refused}");
+    restored_and_stopped(on.poller).await;
+}
+
+/// Streams that cannot store are deleted, whatever they hold, to be created again and
+/// refilled; each at most once a minute. On a real server (whether their storage failed is
+/// the writers' report, not looked at here).
+#[tokio::test]
+async fn streams_that_cannot_store_are_deleted_at_most_once_a_minute() {
+    use pulse_poller::streams::{delete_unstorable, missing};
+    use std::collections::{BTreeSet, HashMap};
+
+    let nats = PrivateNats::start().await;
+    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    ensure_streams(&js).await;
+    let bucket = format!("KV_{DEVICES_BUCKET}");
+    for subject in [
+        "pulse.v1.t.alerts",
+        "pulse.v1.t.events.orders",
+        "$KV.PULSE_DEVICES.t.d",
+    ] {
+        js.publish(subject, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let all: BTreeSet<String> = [STATE_STREAM, EVENTS_STREAM, &bucket]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let mut tried = HashMap::new();
+    let deleted = delete_unstorable(&js, &all, &mut tried).await;
+    assert_eq!(deleted, [bucket.as_str(), EVENTS_STREAM, STATE_STREAM]);
+    assert_eq!(missing(&js).await.unwrap().len(), 3);
+
+    ensure_streams(&js).await;
+    let deleted = delete_unstorable(&js, &all, &mut tried).await;
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert!(missing(&js).await.unwrap().is_empty());
 }
