@@ -481,7 +481,10 @@ impl Engine {
         let mut deletions = match crate::streams::deletions(&self.js.client()).await {
             Ok(deletions) => deletions,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch for deleted streams; the safety-net poll looks for them");
+                tracing::warn!(
+                    error = %e,
+                    "cannot watch for deleted streams; the safety-net poll looks for them"
+                );
                 futures::stream::select_all(Vec::new())
             }
         };

@@ -78,7 +78,8 @@ pub enum PublishError {
     #[error("publish failed: {0}")]
     Publish(String),
     /// The stream exists but could not store the message (JetStream error 10077): its storage
-    /// is broken, and stays so until the stream is created again ([`pulse_common::nats::store_failed`]).
+    /// is broken, and stays so until the stream is created again
+    /// ([`pulse_common::nats::store_failed`]).
     #[error("the stream cannot store: {0}")]
     StoreFailed(String),
     #[error("no acknowledgement within {ACK_TIMEOUT:?}")]

@@ -1,7 +1,7 @@
 //! The JetStream streams of the contract (and the device registry's bucket), created or
 //! updated idempotently at activation, and created again whenever the active poller finds one
-//! missing ([`missing`]) or unable to store ([`recreate_unstorable`]); a deleted tenant's
-//! subjects purged from them ([`purge_tenant`]).
+//! missing ([`missing`]), announced deleted ([`deletions`]) or unable to store
+//! ([`delete_unstorable`]); a deleted tenant's subjects purged from them ([`purge_tenant`]).
 //!
 //! The engine, the relay and the registry report their failed writes ([`WriteFailures`]); any
 //! of them makes the engine look at the streams before its next cycle.
@@ -165,7 +165,8 @@ pub async fn deletions(
 
 /// Failed writes to the streams since the engine last looked at them, reported by the engine,
 /// the relay and the device registry; shared by clones. Storage failures are also counted
-/// (`pulse_poller_store_failures_total{stream}`).
+/// (`pulse_poller_store_failures_total{stream}`). It also tells the relay when the engine
+/// created the events stream again, for the outbox's events to be relayed again.
 #[derive(Clone)]
 pub struct WriteFailures {
     failures: Arc<parking_lot::Mutex<Failures>>,
@@ -178,7 +179,8 @@ pub struct WriteFailures {
 pub struct Failures {
     /// Some write failed: a stream may be missing.
     pub any: bool,
-    /// Streams that refused a write because their storage failed ([`pulse_common::nats::store_failed`]).
+    /// Streams that refused a write because their storage failed
+    /// ([`pulse_common::nats::store_failed`]).
     pub unstorable: BTreeSet<String>,
 }
 

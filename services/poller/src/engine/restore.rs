@@ -2,9 +2,10 @@
 //!
 //! A stream (or the device bucket) found missing, after a NATS restart that lost its storage
 //! or a deletion by hand, is created again. So is one whose storage refuses every write
-//! ([`streams::store_failed`]): one created again while the server was still removing the
-//! deleted one's files, or whose files went from under the server. What they held is gone
-//! either way, so everything is then published again and the registry rewritten.
+//! ([`pulse_common::nats::store_failed`]): one created again while the server was still
+//! removing the deleted one's files, or whose files went from under the server. What they
+//! held is gone either way, so everything is then published again, the registry rewritten
+//! and the outbox's events relayed again.
 //!
 //! The engine looks when the server announces that one was deleted ([`streams::deletions`]),
 //! after a reconnect, after any failed write (its own, the relay's, the registry's:
