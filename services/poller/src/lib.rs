@@ -279,13 +279,21 @@ async fn prepare(
         readiness,
         stop,
     };
+    // An events stream missing at activation (NATS lost its storage while no poller was
+    // active) is created empty: the relay refills it from the outbox, as after a restore.
     let ensured = waiting
-        .until_done("set up JetStream streams", "JetStream", || {
-            streams::ensure(js, config)
+        .until_done("set up JetStream streams", "JetStream", || async {
+            let events = pulse_proto::subject::EVENTS_STREAM;
+            let missing = streams::missing(js).await;
+            let events_missing = missing.is_ok_and(|m| m.iter().any(|name| name == events));
+            streams::ensure(js, config).await.map(|()| events_missing)
         })
         .await;
-    if ensured.is_none() {
+    let Some(events_missing) = ensured else {
         return;
+    };
+    if events_missing {
+        engine.write_failures().events_recreated();
     }
     // Nothing is published before the newest seq already out there is known: a snapshot with
     // a lower seq would be dropped by every consumer as old.

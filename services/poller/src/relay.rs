@@ -374,6 +374,7 @@ impl Relay {
     async fn drain(&self) {
         if self.failures.take_events_recreated() {
             match Self::relay_again(&self.pool).await {
+                Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     events = n,
                     "the events stream was created again; relaying the outbox's events again"

@@ -167,10 +167,12 @@ async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_cha
     let (on, _) = filled("wiped").await;
     let OnPrivateNats {
         mut nats,
-        db: _db,
+        db,
         tenant,
         poller,
     } = on;
+    emit(&db, &tenant, 1).await;
+    wait_all_relayed(&db, "the event relayed", Duration::from_secs(10)).await;
     nats.start_again_empty().await;
     let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
     refilled(
@@ -180,8 +182,41 @@ async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_cha
         "the emptied server holds the snapshots and registry again",
     )
     .await;
-    assert!(js.get_stream(EVENTS_STREAM).await.is_ok());
+    refilled_events(&js, &tenant, &[1]).await;
     poller.stop().await;
+}
+
+#[tokio::test]
+async fn a_poller_taking_over_on_a_server_that_lost_its_storage_refills_the_events() {
+    let (on, _) = filled("wiped-idle").await;
+    let OnPrivateNats {
+        mut nats,
+        db,
+        tenant,
+        poller,
+    } = on;
+    emit(&db, &tenant, 1).await;
+    wait_all_relayed(&db, "the event relayed", Duration::from_secs(10)).await;
+    poller.stop().await;
+    // No poller active while the server loses its storage.
+    nats.start_again_empty().await;
+    let poller = spawn_poller(config_on(&db, &nats)).await;
+    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    refilled_events(&js, &tenant, &[1]).await;
+    poller.stop().await;
+}
+
+/// Waits until the events stream holds `tenant`'s events `seqs` of topic `orders`.
+async fn refilled_events(js: &jetstream::Context, tenant: &str, seqs: &[u64]) {
+    let subject = format!("pulse.v1.{tenant}.events.orders");
+    eventually(
+        "the events stream refilled from the outbox",
+        Duration::from_secs(20),
+        || async {
+            js.get_stream(EVENTS_STREAM).await.is_ok() && event_seqs(js, &subject).await == seqs
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
