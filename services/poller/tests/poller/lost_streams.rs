@@ -116,19 +116,20 @@ async fn filled(label: &str) -> (OnPrivateNats, jetstream::Context) {
     (on, js)
 }
 
+/// [`filled`], once event 1 of `orders` is relayed too.
+async fn filled_with_an_event(label: &str) -> (OnPrivateNats, jetstream::Context) {
+    let (on, js) = filled(label).await;
+    emit(&on.db, &on.tenant, 1).await;
+    wait_all_relayed(&on.db, "event 1 relayed", Duration::from_secs(10)).await;
+    (on, js)
+}
+
 #[tokio::test]
 async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled() {
-    let (on, js) = filled("deleted").await;
+    let (on, js) = filled_with_an_event("deleted").await;
     let OnPrivateNats {
         db, tenant, poller, ..
     } = on;
-    emit(&db, &tenant, 1).await;
-    wait_all_relayed(
-        &db,
-        "the event before the deletion relayed",
-        Duration::from_secs(10),
-    )
-    .await;
 
     js.delete_stream(STATE_STREAM).await.unwrap();
     js.delete_stream(EVENTS_STREAM).await.unwrap();
@@ -164,45 +165,24 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
 
 #[tokio::test]
 async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_change() {
-    let (on, _) = filled("wiped").await;
-    let OnPrivateNats {
-        mut nats,
-        db,
-        tenant,
-        poller,
-    } = on;
-    emit(&db, &tenant, 1).await;
-    wait_all_relayed(&db, "the event relayed", Duration::from_secs(10)).await;
-    nats.start_again_empty().await;
-    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    refilled(
-        &js,
-        &tenant,
-        None,
-        "the emptied server holds the snapshots and registry again",
-    )
-    .await;
-    refilled_events(&js, &tenant, &[1]).await;
-    poller.stop().await;
+    let (mut on, _) = filled_with_an_event("wiped").await;
+    on.nats.start_again_empty().await;
+    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    let what = "the emptied server holds the snapshots and registry again";
+    refilled(&js, &on.tenant, None, what).await;
+    refilled_events(&js, &on.tenant, &[1]).await;
+    on.poller.stop().await;
 }
 
 #[tokio::test]
 async fn a_poller_taking_over_on_a_server_that_lost_its_storage_refills_the_events() {
-    let (on, _) = filled("wiped-idle").await;
-    let OnPrivateNats {
-        mut nats,
-        db,
-        tenant,
-        poller,
-    } = on;
-    emit(&db, &tenant, 1).await;
-    wait_all_relayed(&db, "the event relayed", Duration::from_secs(10)).await;
-    poller.stop().await;
+    let (mut on, _) = filled_with_an_event("wiped-idle").await;
+    on.poller.stop().await;
     // No poller active while the server loses its storage.
-    nats.start_again_empty().await;
-    let poller = spawn_poller(config_on(&db, &nats)).await;
-    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    refilled_events(&js, &tenant, &[1]).await;
+    on.nats.start_again_empty().await;
+    let poller = spawn_poller(config_on(&on.db, &on.nats)).await;
+    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    refilled_events(&js, &on.tenant, &[1]).await;
     poller.stop().await;
 }
 
@@ -272,10 +252,8 @@ async fn a_state_stream_and_bucket_that_cannot_store_are_created_again_and_refil
 
 #[tokio::test]
 async fn an_events_stream_that_cannot_store_is_created_again_and_refilled_from_the_outbox() {
-    let (on, js) = filled("unstorable-events").await;
+    let (on, js) = filled_with_an_event("unstorable-events").await;
     let tenant = &on.tenant;
-    emit(&on.db, tenant, 1).await;
-    wait_all_relayed(&on.db, "the first event relayed", Duration::from_secs(10)).await;
     let created = js
         .get_stream(EVENTS_STREAM)
         .await
