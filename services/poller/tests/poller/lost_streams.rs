@@ -204,6 +204,11 @@ async fn streams_deleted_by_hand_come_back_at_once_with_nothing_written() {
     // Nothing is written after the deletion, and the safety-net poll is a minute away
     // (`--poll-seconds 60`): what brings them back is the server's announcement.
     let (on, js) = filled("deleted-quiet").await;
+    // Once the first safety-net pass is done (the tenant list read a second time, after the
+    // first sync), the next is a minute away.
+    let what = "the first safety-net pass";
+    let reads = "pulse_poller_query_seconds_count";
+    on.poller.wait_metric(what, reads, &["tenants"], 2.0).await;
     js.delete_stream(EVENTS_STREAM).await.unwrap();
     js.delete_key_value(DEVICES_BUCKET).await.unwrap();
     eventually(
