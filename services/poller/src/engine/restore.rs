@@ -81,8 +81,8 @@ impl Engine {
     /// and removes the deleted stream's files last, so a stream of the same name created
     /// meanwhile (by this poller's checks, or anyone) loses its files from under it. Returns
     /// whether one is still under way (nothing is created until it is done: the stream gone
-    /// for [`SETTLE`]), and the streams created while one was, to be deleted and created
-    /// again. A stream created later is left alone.
+    /// for [`SETTLE`]), and the streams created while one was, to be deleted and, once gone
+    /// for [`SETTLE`], created again. A stream created later is left alone.
     async fn settle_announced(&mut self) -> anyhow::Result<(bool, Vec<String>)> {
         let (mut under_way, mut suspect) = (false, Vec::new());
         let names: Vec<String> = self.announced.keys().cloned().collect();
@@ -97,7 +97,7 @@ impl Engine {
                 Some(created) if created <= deleted_at => false,
                 Some(created) if created <= deleted_at + SETTLE => {
                     suspect.push(name.clone());
-                    true
+                    false
                 }
                 Some(_) => true,
                 None => {
@@ -119,13 +119,18 @@ impl Engine {
 
     async fn restore(&mut self, failures: &Failures) -> anyhow::Result<bool> {
         let (under_way, suspect) = self.settle_announced().await?;
-        if under_way {
-            self.failures.put_back(failures.clone()); // dealt with once the deletion is done
-            return Ok(false);
-        }
+        // Deleted here, and created once gone for `SETTLE`: the deletion they were created
+        // during may still be removing files.
         for name in &suspect {
             streams::delete(&self.js, name).await?;
             self.recreated.insert(name.clone(), Instant::now());
+            if let Some(announced) = self.announced.get_mut(name) {
+                announced.gone_since = Some(Instant::now());
+            }
+        }
+        if under_way {
+            self.failures.put_back(failures.clone()); // dealt with once the deletion is done
+            return Ok(false);
         }
         let missing = streams::missing(&self.js).await?;
         let unstorable =
@@ -136,16 +141,12 @@ impl Engine {
         tracing::warn!(
             ?missing,
             ?unstorable,
-            created_while_deleted = ?suspect,
             "JetStream streams missing or unable to store; creating them and publishing \
              everything again"
         );
         streams::ensure(&self.js, &self.config).await?;
         let events = pulse_proto::subject::EVENTS_STREAM;
-        if [&missing, &unstorable, &suspect]
-            .iter()
-            .any(|names| names.iter().any(|n| n == events))
-        {
+        if missing.iter().chain(&unstorable).any(|n| n == events) {
             self.failures.events_recreated();
         }
         self.metrics.streams_restored();
