@@ -78,7 +78,7 @@ pub struct Engine {
     failures: WriteFailures,
     /// When this poller last deleted each stream to create it again ([`restore`]): it could
     /// not store, or was created while a deletion was under way.
-    recreated: HashMap<String, Instant>,
+    own_deletions: HashMap<String, Instant>,
     /// Streams the server announced deleted, by the time it did, until seen gone or created
     /// anew ([`restore`]).
     announced: HashMap<String, restore::Announced>,
@@ -132,7 +132,7 @@ impl Engine {
             resync_due: false,
             purges_paused_until: None,
             failures,
-            recreated: HashMap::new(),
+            own_deletions: HashMap::new(),
             announced: HashMap::new(),
         }
     }

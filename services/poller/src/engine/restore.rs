@@ -59,7 +59,7 @@ impl Engine {
             // This poller's own deletion (of a stream to create again) is done when announced.
             Ok(deletion)
                 if self
-                    .recreated
+                    .own_deletions
                     .get(&deletion.stream)
                     .is_some_and(|at| at.elapsed() < OWN_ANNOUNCEMENT) => {}
             Ok(deletion) => {
@@ -123,7 +123,7 @@ impl Engine {
         // during may still be removing files.
         for name in &suspect {
             streams::delete(&self.js, name).await?;
-            self.recreated.insert(name.clone(), Instant::now());
+            self.own_deletions.insert(name.clone(), Instant::now());
             if let Some(announced) = self.announced.get_mut(name) {
                 announced.gone_since = Some(Instant::now());
             }
@@ -134,7 +134,8 @@ impl Engine {
         }
         let missing = streams::missing(&self.js).await?;
         let unstorable =
-            streams::delete_unstorable(&self.js, &failures.unstorable, &mut self.recreated).await;
+            streams::delete_unstorable(&self.js, &failures.unstorable, &mut self.own_deletions)
+                .await;
         if missing.is_empty() && unstorable.is_empty() {
             return Ok(false);
         }
