@@ -1,8 +1,9 @@
 //! What the tests of every Pulse crate share, written once: the addresses of the shared
 //! PostgreSQL and NATS ([`env`](mod@env)), names that never collide between tests and runs
-//! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`]),
+//! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`],
+//! [`eventually_some`]),
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
-//! a test may stop or configure ([`nats`]), a TCP proxy to freeze or cut ([`proxy`]), reading a Prometheus scrape ([`metric`]), free
+//! a test may stop or configure ([`nats`]), a three-node cluster of them ([`nats_cluster`]), a TCP proxy to freeze or cut ([`proxy`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
 //! ([`parse_config`]), the loopback address as a trusted proxy ([`loopback_proxy`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
 //! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's
@@ -17,6 +18,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod layout;
 pub mod nats;
+pub mod nats_cluster;
 pub mod proxy;
 pub mod seed;
 pub mod ws;
@@ -50,6 +52,23 @@ where
             "timed out after {deadline:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns what it holds; panics naming
+/// `what` after `within`.
+pub async fn eventually_some<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

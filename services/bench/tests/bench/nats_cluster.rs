@@ -3,8 +3,6 @@
 //! to `pulse-bench` clients. The node killed holds the poller's connection, one gateway's
 //! connection and the leaders of both streams, so every part fails over at once.
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -14,288 +12,33 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
 use pulse_test_support::ScratchDb;
+use pulse_test_support::eventually_some as until;
 use pulse_test_support::gateway::Gateway;
 use pulse_test_support::jwt::SECRET;
-use pulse_test_support::nats::server_binary;
+use pulse_test_support::nats_cluster::{
+    Cluster, replicas_current, stream_info, stream_leader, until_stream,
+};
 
 use crate::helpers::{
     assert_clean_connections, bench, bench_config, flags, spawn_gateway_on, spawn_poller_with,
 };
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `within`.
-async fn until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `n` ports nothing listens on right now (held together, so they differ).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-/// One nats-server of the cluster.
-struct Node {
-    name: String,
-    port: u16,
-    cluster_port: u16,
-    http_port: u16,
-    store: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    async fn monitor(&self, path: &str) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}/{path}", self.http_port);
-        reqwest::get(url).await.ok()?.json().await.ok()
-    }
-}
-
-/// Three nats-servers routed to each other, JetStream on each with a store of its own, in a
-/// directory of its own; killed, and the directory removed, on drop.
-struct Cluster {
-    nodes: Vec<Node>,
-    name: String,
-    dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Cluster {
-    /// Starts three nodes and waits until all of them know the same JetStream meta leader.
-    async fn start() -> Cluster {
-        let id = format!("{:08x}", rand::random::<u32>());
-        let dir = std::env::temp_dir().join(format!("pulse-t-nats-cluster-{id}"));
-        let ports = free_ports(9);
-        let nodes = (0..3)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                port: ports[i],
-                cluster_port: ports[3 + i],
-                http_port: ports[6 + i],
-                store: dir.join(format!("n{i}")),
-                log: dir.join(format!("n{i}.log")),
-                child: None,
-            })
-            .collect();
-        let mut cluster = Cluster {
-            nodes,
-            name: format!("pulse-t-{id}"),
-            dir,
-        };
-        for i in 0..3 {
-            cluster.launch(i);
-        }
-        cluster.wait_for_meta_leader().await;
-        cluster
-    }
-
-    /// Starts node `i` (again: on the same ports and store).
-    fn launch(&mut self, i: usize) {
-        std::fs::create_dir_all(&self.nodes[i].store).unwrap();
-        let routes = self
-            .nodes
-            .iter()
-            .filter(|n| n.name != self.nodes[i].name)
-            .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let node = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let child = std::process::Command::new(server_binary())
-            .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
-            .args(["-m", &node.http_port.to_string()])
-            .args(["--server_name", &node.name, "--cluster_name", &self.name])
-            .args([
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", node.cluster_port),
-            ])
-            .args(["--routes", &routes, "-js", "-sd"])
-            .arg(&node.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server must be installed (run `make test`)");
-        self.nodes[i].child = Some(child);
-    }
-
-    async fn wait_for_meta_leader(&self) {
-        until(
-            "a JetStream meta leader known to every node",
-            Duration::from_secs(30),
-            || async {
-                let mut leaders = Vec::new();
-                for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                    let jsz = node.monitor("jsz").await?;
-                    leaders.push(jsz["meta_cluster"]["leader"].as_str()?.to_owned());
-                }
-                (!leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0])).then_some(())
-            },
-        )
-        .await;
-    }
-
-    /// Every node's URL, comma-separated, as a service is configured with.
-    fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(Node::url)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The (node, connection id) of every client connection named `name`.
-    async fn connections(&self, name: &str) -> Vec<(usize, u64)> {
-        let mut found = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(connz) = node.monitor("connz?limit=1024").await else {
-                continue;
-            };
-            for c in connz["connections"].as_array().into_iter().flatten() {
-                if c["name"] == name {
-                    found.push((i, c["cid"].as_u64().unwrap()));
-                }
-            }
-        }
-        found
-    }
-
-    /// Steps the leader of `stream` down until `node` leads it, then waits until every replica
-    /// is current.
-    async fn lead(&self, nats: &async_nats::Client, stream: &str, node: usize) {
-        let js = jetstream::new(nats.clone());
-        let wanted = self.nodes[node].name.clone();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let leader = stream_leader(&js, stream).await;
-            if leader.as_deref() == Some(wanted.as_str()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{wanted} never led {stream}");
-            if leader.is_some() {
-                let _ = nats
-                    .request(
-                        format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
-                        bytes::Bytes::new(),
-                    )
-                    .await;
-                // Wait for the election to end before asking again.
-                until("a new leader", Duration::from_secs(20), || {
-                    let (js, leader) = (js.clone(), leader.clone());
-                    async move {
-                        let now = stream_leader(&js, stream).await;
-                        (now.is_some() && now != leader).then_some(())
-                    }
-                })
-                .await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        until_stream(
-            &js,
-            stream,
-            "every replica current",
-            Duration::from_secs(20),
-            replicas_current,
-        )
-        .await;
-    }
-}
-
-/// Polls `probe` on `stream` until it answers, or panics naming the stream and `what` after
-/// `within`: what each wait on a stream of the cluster shares.
-async fn until_stream<'a, T, Fut>(
-    js: &'a jetstream::Context,
-    stream: &'a str,
-    what: &str,
-    within: Duration,
-    probe: impl Fn(&'a jetstream::Context, &'a str) -> Fut,
-) -> T
-where
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    until(&format!("{stream}: {what}"), within, || probe(js, stream)).await
-}
-
-/// The stream's info, or `None` when no answer comes within a second (no leader, say).
-async fn stream_info(js: &jetstream::Context, stream: &str) -> Option<jetstream::stream::Info> {
-    let read = async {
-        let mut s = js.get_stream(stream).await.ok()?;
-        s.info().await.ok().cloned()
-    };
-    tokio::time::timeout(Duration::from_secs(1), read)
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn stream_leader(js: &jetstream::Context, stream: &str) -> Option<String> {
-    stream_info(js, stream).await?.cluster?.leader
-}
-
-/// `Some` once the stream has a leader and both other replicas are current and online.
-async fn replicas_current(js: &jetstream::Context, stream: &str) -> Option<()> {
-    let cluster = stream_info(js, stream).await?.cluster?;
-    cluster.leader?;
-    let ok =
-        cluster.replicas.len() == 2 && cluster.replicas.iter().all(|r| r.current && !r.offline);
-    ok.then_some(())
-}
-
-/// The `seq` of every event `PULSE_EVENTS` holds for `subject`, in stream order.
+/// The `seq` of every event `PULSE_EVENTS` holds for `subject`, in stream order, as its leader
+/// has them (a replica can be behind).
 async fn stored_seqs(js: &jetstream::Context, subject: &str) -> Vec<u64> {
-    use jetstream::stream::DirectGetErrorKind;
+    use jetstream::stream::LastRawMessageErrorKind;
     let stream = js.get_stream(EVENTS_STREAM).await.unwrap();
     let mut seqs = Vec::new();
     let mut from = 1;
     loop {
-        let next = stream.direct_get_next_for_subject(subject, Some(from));
+        let next = stream.get_first_raw_message_by_subject(subject, from);
         match tokio::time::timeout(Duration::from_secs(2), next).await {
             Ok(Ok(m)) => {
                 from = m.sequence + 1;
                 let seq = m.headers.get(pulse_proto::headers::SEQ).unwrap();
                 seqs.push(seq.as_str().parse().unwrap());
             }
-            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => return seqs,
+            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return seqs,
             Ok(Err(e)) => panic!("cannot read {subject}: {e}"),
             Err(_) => panic!("reading {subject} timed out"),
         }

@@ -1,0 +1,278 @@
+//! A three-node NATS cluster for tests: private nats-servers routed to each other, JetStream
+//! on each with a store of its own, for the tests of replicated streams (`--stream-replicas 3`):
+//! node kills, leader elections, replicas behind their leader. Each node can be killed and
+//! started again on its ports and store; all are killed, and their directory removed, on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::Value;
+
+use crate::eventually_some as until;
+use crate::nats::server_binary;
+
+/// `n` ports nothing listens on right now (held together, so they differ).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind on 127.0.0.1"))
+        .collect();
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
+}
+
+/// One nats-server of the cluster.
+pub struct Node {
+    pub name: String,
+    port: u16,
+    cluster_port: u16,
+    http_port: u16,
+    store: PathBuf,
+    log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node runs").id()
+    }
+
+    pub async fn monitor(&self, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/{path}", self.http_port);
+        reqwest::get(url).await.ok()?.json().await.ok()
+    }
+}
+
+/// Three nats-servers routed to each other, JetStream on each with a store of its own, in a
+/// directory of its own; killed, and the directory removed, on drop.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Cluster {
+    /// Starts three nodes and waits until all of them know the same JetStream meta leader.
+    pub async fn start() -> Cluster {
+        let id = format!("{:08x}", rand::random::<u32>());
+        let dir = std::env::temp_dir().join(format!("pulse-t-nats-cluster-{id}"));
+        let ports = free_ports(9);
+        let nodes = (0..3)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                port: ports[i],
+                cluster_port: ports[3 + i],
+                http_port: ports[6 + i],
+                store: dir.join(format!("n{i}")),
+                log: dir.join(format!("n{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            name: format!("pulse-t-{id}"),
+            dir,
+        };
+        for i in 0..3 {
+            cluster.launch(i);
+        }
+        cluster.wait_for_meta_leader().await;
+        cluster
+    }
+
+    /// SIGKILLs node `i`: its store stays, for [`Self::launch`] to start it on again.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes node `i` (SIGSTOP): its connections stay open and it stores and answers
+    /// nothing, falling behind its streams' leaders, until [`Self::resume`].
+    pub fn pause(&self, i: usize) {
+        crate::signal(self.nodes[i].pid(), "STOP");
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        crate::signal(self.nodes[i].pid(), "CONT");
+    }
+
+    /// Starts node `i` (again: on the same ports and store).
+    pub fn launch(&mut self, i: usize) {
+        std::fs::create_dir_all(&self.nodes[i].store).expect("cannot create the node's store");
+        let routes = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != self.nodes[i].name)
+            .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("cannot open the node's log");
+        let child = std::process::Command::new(server_binary())
+            .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
+            .args(["-m", &node.http_port.to_string()])
+            .args(["--server_name", &node.name, "--cluster_name", &self.name])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", node.cluster_port),
+            ])
+            .args(["--routes", &routes, "-js", "-sd"])
+            .arg(&node.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server must be installed (run `make test`)");
+        self.nodes[i].child = Some(child);
+    }
+
+    pub async fn wait_for_meta_leader(&self) {
+        until(
+            "a JetStream meta leader known to every node",
+            Duration::from_secs(30),
+            || async {
+                let mut leaders = Vec::new();
+                for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                    let jsz = node.monitor("jsz").await?;
+                    leaders.push(jsz["meta_cluster"]["leader"].as_str()?.to_owned());
+                }
+                (!leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0])).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Every node's URL, comma-separated, as a service is configured with.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The (node, connection id) of every client connection named `name`.
+    pub async fn connections(&self, name: &str) -> Vec<(usize, u64)> {
+        let mut found = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(connz) = node.monitor("connz?limit=1024").await else {
+                continue;
+            };
+            for c in connz["connections"].as_array().into_iter().flatten() {
+                if c["name"] == name {
+                    let cid = c["cid"].as_u64().expect("connz lists a cid");
+                    found.push((i, cid));
+                }
+            }
+        }
+        found
+    }
+
+    /// Steps the leader of `stream` down until `node` leads it, then waits until every replica
+    /// is current.
+    pub async fn lead(&self, nats: &async_nats::Client, stream: &str, node: usize) {
+        let js = jetstream::new(nats.clone());
+        let wanted = self.nodes[node].name.clone();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let leader = stream_leader(&js, stream).await;
+            if leader.as_deref() == Some(wanted.as_str()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{wanted} never led {stream}");
+            if leader.is_some() {
+                let _ = nats
+                    .request(
+                        format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                        "".into(),
+                    )
+                    .await;
+                // Wait for the election to end before asking again.
+                until("a new leader", Duration::from_secs(20), || {
+                    let (js, leader) = (js.clone(), leader.clone());
+                    async move {
+                        let now = stream_leader(&js, stream).await;
+                        (now.is_some() && now != leader).then_some(())
+                    }
+                })
+                .await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        until_stream(
+            &js,
+            stream,
+            "every replica current",
+            Duration::from_secs(20),
+            replicas_current,
+        )
+        .await;
+    }
+}
+
+/// Polls `probe` on `stream` until it answers, or panics naming the stream and `what` after
+/// `within`: what each wait on a stream of the cluster shares.
+pub async fn until_stream<'a, T, Fut>(
+    js: &'a jetstream::Context,
+    stream: &'a str,
+    what: &str,
+    within: Duration,
+    probe: impl Fn(&'a jetstream::Context, &'a str) -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    until(&format!("{stream}: {what}"), within, || probe(js, stream)).await
+}
+
+/// The stream's info, or `None` when no answer comes within a second (no leader, say).
+pub async fn stream_info(js: &jetstream::Context, stream: &str) -> Option<jetstream::stream::Info> {
+    let read = async {
+        let mut s = js.get_stream(stream).await.ok()?;
+        s.info().await.ok().cloned()
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+pub async fn stream_leader(js: &jetstream::Context, stream: &str) -> Option<String> {
+    stream_info(js, stream).await?.cluster?.leader
+}
+
+/// `Some` once the stream has a leader and both other replicas are current and online.
+pub async fn replicas_current(js: &jetstream::Context, stream: &str) -> Option<()> {
+    let cluster = stream_info(js, stream).await?.cluster?;
+    cluster.leader?;
+    let ok =
+        cluster.replicas.len() == 2 && cluster.replicas.iter().all(|r| r.current && !r.offline);
+    ok.then_some(())
+}
