@@ -1,5 +1,10 @@
 //! Reading an event topic's history from the JetStream stream `PULSE_EVENTS` by the events'
-//! own `seq` (the `Pulse-Seq` header), with direct gets that any replica answers.
+//! own `seq` (the `Pulse-Seq` header).
+//!
+//! A topic's newest event is asked of the stream's leader ([`stream_reads::last`]), so a read
+//! ends at the newest event acknowledged. The events up to it are read with direct gets,
+//! which any replica answers; a replica that says there is none before that end is behind,
+//! and the leader is asked instead.
 //!
 //! The stream numbers messages across all subjects; an event topic's `seq` increases with
 //! them, so the first stored event after a given `seq` is found by a binary search over stream
@@ -16,6 +21,7 @@ use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 
 use crate::frame::{Frame, seq_of};
 use crate::ids::TopicId;
+use crate::stream_reads::{self, ReadError};
 
 /// How long one JetStream read may take before the history counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,12 +31,19 @@ const LOOKBACK: u64 = 2 * EVENTS_RELAYED_PER_TOPIC_PASS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("the events stream cannot be opened: {0}")]
-    Stream(String),
     #[error("reading the events stream failed: {0}")]
     Read(String),
     #[error("reading the events stream took longer than {READ_TIMEOUT:?}")]
     Timeout,
+}
+
+impl From<ReadError> for HistoryError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Failed(why) => HistoryError::Read(why),
+            ReadError::Timeout => HistoryError::Timeout,
+        }
+    }
 }
 
 /// What a topic's history holds after a given `seq`.
@@ -51,8 +64,8 @@ pub struct Stored {
 /// Reads of the events stream, shared by every topic of a gateway.
 pub struct History {
     js: jetstream::Context,
-    stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
-    /// Every direct get made, counted.
+    stream: tokio::sync::OnceCell<jetstream::stream::Stream<()>>,
+    /// Every read made, counted.
     gets: Counter,
 }
 
@@ -73,16 +86,9 @@ impl History {
         }
     }
 
-    async fn stream(&self) -> Result<&jetstream::stream::Stream, HistoryError> {
-        self.stream
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(READ_TIMEOUT, self.js.get_stream(EVENTS_STREAM)).await {
-                    Ok(Ok(stream)) => Ok(stream),
-                    Ok(Err(e)) => Err(HistoryError::Stream(e.to_string())),
-                    Err(_) => Err(HistoryError::Timeout),
-                }
-            })
-            .await
+    async fn stream(&self) -> Result<&jetstream::stream::Stream<()>, HistoryError> {
+        let open = || stream_reads::open(&self.js, EVENTS_STREAM);
+        Ok(self.stream.get_or_try_init(open).await?)
     }
 
     /// The newest stored event of `subject`, if any. Whatever the answer, it is a round trip
@@ -93,10 +99,47 @@ impl History {
         topic: TopicId,
     ) -> Result<Option<Frame>, HistoryError> {
         let stream = self.stream().await?;
-        let found = self
-            .timed(stream.direct_get_last_for_subject(subject.to_string()))
-            .await?;
+        let found = self.last(stream, &subject.to_string()).await?;
         Ok(found.map(|f| frame(topic, f)))
+    }
+
+    /// The newest stored event of `name`, from the stream's leader unless it does not answer.
+    async fn last(
+        &self,
+        stream: &jetstream::stream::Stream<()>,
+        name: &str,
+    ) -> Result<Option<Found>, HistoryError> {
+        self.gets.inc();
+        let (message, _) = stream_reads::last(stream, name).await?;
+        Ok(message.map(found))
+    }
+
+    /// The first stored event of `name` at stream sequence `from` or later (the subject's first
+    /// without `from`), where `end` is a stream sequence known to hold one of its events: a
+    /// replica that says there is none before it is behind, so the leader is asked then. A
+    /// leader that does not answer leaves the replica's answer.
+    async fn next(
+        &self,
+        stream: &jetstream::stream::Stream<()>,
+        name: &str,
+        from: Option<u64>,
+        end: u64,
+    ) -> Result<Option<Found>, HistoryError> {
+        let replica = self
+            .timed(stream.direct_get_next_for_subject(name.to_owned(), from))
+            .await?;
+        let from = from.unwrap_or(1);
+        if replica.is_some() || from > end {
+            return Ok(replica);
+        }
+        self.gets.inc();
+        match stream_reads::first_from_leader(stream, name, from).await {
+            Ok(message) => Ok(message.map(found)),
+            Err(e) => {
+                tracing::debug!(subject = name, error = %e, "a replica behind and no leader");
+                Ok(None)
+            }
+        }
     }
 
     /// The stored events of `subject` after `after`, at most `max` of them (the newest when
@@ -111,10 +154,7 @@ impl History {
         let started = Instant::now();
         let stream = self.stream().await?;
         let name = subject.to_string();
-        let Some(last) = self
-            .timed(stream.direct_get_last_for_subject(name.clone()))
-            .await?
-        else {
+        let Some(last) = self.last(stream, &name).await? else {
             // Nothing stored: either nothing happened after `after`, or it expired. Only the
             // caller's own knowledge (what it delivered since) can tell.
             return Ok(Stored {
@@ -125,10 +165,7 @@ impl History {
         if last.seq <= after {
             return Ok(Stored::default());
         }
-        let Some(first) = self
-            .timed(stream.direct_get_next_for_subject(name.clone(), None))
-            .await?
-        else {
+        let Some(first) = self.next(stream, &name, None, last.stream_seq).await? else {
             return Ok(Stored::default());
         };
         let end = last.stream_seq;
@@ -187,7 +224,7 @@ impl History {
     /// seq is above `want`).
     async fn first_above(
         &self,
-        stream: &jetstream::stream::Stream,
+        stream: &jetstream::stream::Stream<()>,
         name: &str,
         first: Found,
         last: Found,
@@ -202,10 +239,7 @@ impl History {
         let (mut lo, mut hi) = (first.stream_seq + 1, answer.stream_seq);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let Some(probe) = self
-                .timed(stream.direct_get_next_for_subject(name.to_owned(), Some(mid)))
-                .await?
-            else {
+            let Some(probe) = self.next(stream, name, Some(mid), hi).await? else {
                 break;
             };
             if probe.stream_seq >= hi {
@@ -223,7 +257,7 @@ impl History {
     /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`.
     async fn read_forward(
         &self,
-        stream: &jetstream::stream::Stream,
+        stream: &jetstream::stream::Stream<()>,
         name: &str,
         topic: TopicId,
         start: Found,
@@ -233,10 +267,7 @@ impl History {
         let mut next = start.stream_seq + 1;
         let mut frames = vec![frame(topic, start)];
         while next <= end && frames.len() < max {
-            let Some(found) = self
-                .timed(stream.direct_get_next_for_subject(name.to_owned(), Some(next)))
-                .await?
-            else {
+            let Some(found) = self.next(stream, name, Some(next), end).await? else {
                 break;
             };
             if found.stream_seq > end {
@@ -257,15 +288,19 @@ impl History {
     ) -> Result<Option<Found>, HistoryError> {
         self.gets.inc();
         match tokio::time::timeout(READ_TIMEOUT, get).await {
-            Ok(Ok(message)) => Ok(Some(Found {
-                stream_seq: message.sequence,
-                seq: seq_of(Some(&message.headers)),
-                message,
-            })),
+            Ok(Ok(message)) => Ok(Some(found(message))),
             Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) => Err(HistoryError::Read(e.to_string())),
             Err(_) => Err(HistoryError::Timeout),
         }
+    }
+}
+
+fn found(message: jetstream::message::StreamMessage) -> Found {
+    Found {
+        stream_seq: message.sequence,
+        seq: seq_of(Some(&message.headers)),
+        message,
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`fanout`]: reference-counted NATS subscriptions and delivery to client queues.
 //! - [`replay`]: an event topic's order on this instance, and resuming clients from `since`.
 //! - [`history`]: reading an event topic's history from the `PULSE_EVENTS` stream.
+//! - [`stream_reads`]: a subject's newest stored message, from the stream's leader first (a
+//!   replica can be behind it).
 //! - [`queue`]: a client's bounded outbound queue (conflating snapshots).
 //! - [`frame`]: a message made once and shared by every recipient.
 //! - [`ids`]: connection and topic identifiers.
@@ -20,9 +22,10 @@
 //!
 //! Modules depend on each other in one direction only (no two import each other, directly or
 //! round a loop): `server` admits a connection and hands it a [`context::ConnectionContext`];
-//! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history` and
-//! `queue`, which use only `frame` and `ids`; `ids`, `metrics`, `config`, `devices` and
-//! `ratelimit` use no other module of the gateway, and `streams` only `metrics`.
+//! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history`,
+//! `stream_reads` and `queue`, which use only `frame`, `ids` and `stream_reads`; `ids`,
+//! `metrics`, `config`, `devices`, `ratelimit` and `stream_reads` use no other module of the
+//! gateway, and `streams` only `metrics`.
 
 pub mod auth;
 pub mod caps;
@@ -40,6 +43,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod revoke;
 pub mod server;
+pub mod stream_reads;
 pub mod streams;
 
 use std::sync::Arc;

@@ -8,15 +8,16 @@
 //! `pulse_gateway_stream_readable{stream}` is 1 or 0 (an alert fires on 0).
 //!
 //! Every [`CHECK_INTERVAL`] each stream is read as the gateway reads it (so with the same NATS
-//! permissions, and the same need of a stream leader): its info, then direct gets of a subject
-//! no service publishes. "No message" is an answer, so the stream is readable; no answer
-//! within [`CHECK_TIMEOUT`], a stream that does not exist or an error is not.
+//! permissions, and the same need of a stream leader): its info, then a read from its leader
+//! and direct gets of a subject no service publishes. "No message" is an answer, so the stream
+//! is readable; no answer within [`CHECK_TIMEOUT`], a stream that does not exist or an error is
+//! not.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    stream::{DirectGetError, DirectGetErrorKind},
+    stream::{DirectGetErrorKind, LastRawMessageErrorKind},
 };
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -110,38 +111,51 @@ pub fn watch(
 }
 
 /// The reads the gateway makes of `name`, each within [`CHECK_TIMEOUT`]: the stream's info
-/// (what a reader opens it with), the last message of a subject (a snapshot's current value,
-/// an event topic's newest event) and, of the events stream, the first message of a subject
-/// after a sequence (history, asked on the request subject without a suffix). `Ok` when each
-/// was answered, else the first that was not and why.
+/// (what a reader opens it with), the last message of a subject from the leader (a snapshot's
+/// current value, an event topic's newest event: [`crate::stream_reads`]) and from a replica
+/// (what is read when the leader does not answer) and, of the events stream, the first message
+/// of a subject after a sequence (history, asked on the request subject without a suffix).
+/// `Ok` when each was answered, else the first that was not and why.
 async fn check(js: &jetstream::Context, name: &str) -> Result<(), String> {
     let stream = match tokio::time::timeout(CHECK_TIMEOUT, js.get_stream(name)).await {
         Err(_) => return Err(format!("stream info: no answer within {CHECK_TIMEOUT:?}")),
         Ok(Err(e)) => return Err(format!("stream info: {e}")),
         Ok(Ok(stream)) => stream,
     };
+    let leader = stream.get_last_raw_message_by_subject(PROBE_SUBJECT);
+    answered(
+        "last message from the leader",
+        tokio::time::timeout(CHECK_TIMEOUT, leader).await,
+        |e| e.kind() == LastRawMessageErrorKind::NoMessageFound,
+    )?;
     let last = stream.direct_get_last_for_subject(PROBE_SUBJECT);
     answered(
         "last message",
         tokio::time::timeout(CHECK_TIMEOUT, last).await,
+        |e| e.kind() == DirectGetErrorKind::NotFound,
     )?;
     if name == EVENTS_STREAM {
         let next = stream.direct_get_next_for_subject(PROBE_SUBJECT, Some(1));
-        answered("history", tokio::time::timeout(CHECK_TIMEOUT, next).await)?;
+        answered(
+            "history",
+            tokio::time::timeout(CHECK_TIMEOUT, next).await,
+            |e| e.kind() == DirectGetErrorKind::NotFound,
+        )?;
     }
     Ok(())
 }
 
-/// A direct get answered: with a message, or with "no message" (the probe's subject holds
+/// A read answered: with a message, or with "no message" (`none`: the probe's subject holds
 /// none).
-fn answered<T>(
+fn answered<T, E: std::fmt::Display>(
     what: &str,
-    outcome: Result<Result<T, DirectGetError>, tokio::time::error::Elapsed>,
+    outcome: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    none: impl Fn(&E) -> bool,
 ) -> Result<(), String> {
     match outcome {
         Err(_) => Err(format!("{what}: no answer within {CHECK_TIMEOUT:?}")),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(()),
+        Ok(Err(e)) if none(&e) => Ok(()),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
     }
 }

@@ -52,6 +52,17 @@ const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// read then finishes beside the connection).
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// When, after a subject's read (its first, or after a reconnect), it is read again. The read
+/// proves the SUB is in place on the server this instance is connected to, but a message the
+/// server sent on before it had the SUB (or, in a cluster, one published at another server
+/// before that one learned of the subscription) can be stored only after the read answered,
+/// once the stream's replicas have it: neither brought it. A later look finds it stored:
+/// moments later as a rule, seconds later on a busy cluster.
+const LOOKS_AGAIN: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(5),
+];
+
 /// Awaits `read` for at most [`BARRIER_WAIT`] and gives its answer. A slower read is not
 /// asked again: it finishes on a task of its own, which hands its answer to `late`, so a
 /// JetStream already slow gets no second request.
@@ -291,12 +302,13 @@ impl FanOut {
             self.inner.events.server_barrier(topic).await;
         }
         topic.confirmed(&self.inner.metrics);
+        self.look_again(vec![topic.clone()]);
         Ok(())
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
     /// retained value is read again and pushed to its subscribers where it is newer, and every
-    /// event subject reads what it may have missed.
+    /// event subject reads what it may have missed; and again at [`LOOKS_AGAIN`].
     pub async fn resync(&self) {
         let topics: Vec<Arc<Topic>> = self
             .inner
@@ -306,6 +318,27 @@ impl FanOut {
             .values()
             .cloned()
             .collect();
+        self.read_again(topics.clone()).await;
+        self.look_again(topics);
+    }
+
+    /// Reads `topics` again at [`LOOKS_AGAIN`], beside the caller.
+    fn look_again(&self, topics: Vec<Arc<Topic>>) {
+        let fanout = self.clone();
+        tokio::spawn(async move {
+            let mut topics = topics;
+            let mut waited = std::time::Duration::ZERO;
+            for at in LOOKS_AGAIN {
+                tokio::time::sleep(at - waited).await;
+                waited = at;
+                topics.retain(|t| !t.is_stopped());
+                fanout.read_again(topics.clone()).await;
+            }
+        });
+    }
+
+    /// Snapshot subjects read their retained value, event subjects what follows their head.
+    async fn read_again(&self, topics: Vec<Arc<Topic>>) {
         let (snapshots, events): (Vec<_>, Vec<_>) = topics.into_iter().partition(|t| t.snapshot);
         for topic in &events {
             topic.resync.notify_one();

@@ -23,9 +23,11 @@ use super::{InProgress, within_barrier};
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
+use crate::stream_reads::{self, Source};
 
-/// How long a read of a current value may take before JetStream counts as unavailable.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a value only a replica gave is read again, spread over about 12 s: longer
+/// than a stream's election lasts.
+const CONFIRM_ATTEMPTS: u32 = 5;
 /// Retained values read at once when every snapshot subject is read again after a reconnect.
 const RESYNC_READS_AT_ONCE: usize = 32;
 
@@ -37,7 +39,7 @@ pub(super) struct CurrentValues {
 
 struct Reader {
     js: jetstream::Context,
-    stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
+    stream: tokio::sync::OnceCell<jetstream::stream::Stream<()>>,
     /// `pulse_gateway_snapshot_retries`.
     retries: Gauge,
 }
@@ -92,7 +94,11 @@ impl CurrentValues {
         let (values, t) = (self.clone(), topic.clone());
         match within_barrier(read, move |answer| values.hand_out(t, answer)).await {
             // Remembered: each subscriber is handed it by `queue_current`.
-            Some(Ok(_)) => {}
+            Some(Ok(fetched)) => {
+                if fetched.unconfirmed {
+                    self.retry(topic.clone());
+                }
+            }
             Some(Err(())) => self.retry(topic.clone()),
             None => tracing::debug!(subject = %topic.subject, "current value read goes on beside"),
         }
@@ -116,35 +122,41 @@ impl CurrentValues {
         }
     }
 
-    /// Hands the answer of a read made beside the connection to every subscriber: whoever
-    /// subscribed while it ran is already a subscriber when it comes. No answer: read again.
-    fn hand_out(&self, topic: Arc<Topic>, answer: Result<Option<Frame>, ()>) {
+    /// Hands the answer of a read to every subscriber where it is newer than what they were
+    /// handed: whoever subscribed while it ran is already a subscriber when it comes. No
+    /// answer, or only a replica's: read again.
+    fn hand_out(&self, topic: Arc<Topic>, answer: Result<Fetched, ()>) {
         match answer {
-            Ok(Some(frame)) => topic.push_current(&frame),
-            Ok(None) => {}
+            Ok(fetched) => {
+                if let Some(frame) = &fetched.newer {
+                    topic.push_current(frame);
+                }
+                if fetched.unconfirmed {
+                    self.retry(topic);
+                }
+            }
             Err(()) => self.retry(topic),
         }
     }
 
-    /// After NATS reconnects: messages may have been missed, so every snapshot subject's
-    /// retained value is read again and pushed to its subscribers where it is newer. A few
-    /// reads run at once: one at a time, thousands of subjects would leave the last ones'
-    /// subscribers on a stale value for seconds after every reconnect.
+    /// Reads every one of `topics`' retained value again and hands it out where it is newer:
+    /// after NATS reconnects (messages may have been missed), and again a moment and a while after a
+    /// first read ([`super::LOOKS_AGAIN`]). A few reads run at once: one at a time, thousands
+    /// of subjects would leave the last ones' subscribers on a stale value for seconds after
+    /// every reconnect.
     pub(super) async fn resync(&self, topics: impl IntoIterator<Item = Arc<Topic>>) {
         futures::stream::iter(topics)
             .for_each_concurrent(RESYNC_READS_AT_ONCE, |topic| async move {
-                let before = topic.current().map(|f| f.seq);
-                match self.fetch(&topic).await {
-                    Ok(Some(frame)) if Some(frame.seq) != before => topic.push_current(&frame),
-                    Ok(_) => {}
-                    Err(()) => self.retry(topic),
-                }
+                let answer = self.fetch(&topic).await;
+                self.hand_out(topic, answer);
             })
             .await;
     }
 
     /// Reads the retained value again, with backoff, until JetStream answers or the topic is
-    /// gone, and hands it to every subscriber.
+    /// gone, and hands it to every subscriber. An answer only a replica gave is handed out
+    /// too, and the leader asked again, [`CONFIRM_ATTEMPTS`] times at most: a replica is behind
+    /// by moments, and a stream without a leader for longer is read from replicas alone.
     fn retry(&self, topic: Arc<Topic>) {
         if !topic.begin_retry() {
             return; // one is running
@@ -156,74 +168,73 @@ impl CurrentValues {
                 Duration::from_millis(500),
                 Duration::from_secs(5),
             );
+            let mut unconfirmed = 0;
             while !topic.is_stopped() {
                 tokio::time::sleep(backoff.next_delay()).await;
-                match values.fetch(&topic).await {
-                    Ok(Some(frame)) => {
-                        tracing::info!(subject = %topic.subject, "current value read after all");
-                        topic.push_current(&frame);
-                        return;
-                    }
-                    Ok(None) => return,
-                    Err(()) => {}
+                let Ok(fetched) = values.fetch(&topic).await else {
+                    continue;
+                };
+                if let Some(frame) = &fetched.newer {
+                    topic.push_current(frame);
+                }
+                if !fetched.unconfirmed {
+                    tracing::debug!(subject = %topic.subject, "current value read after all");
+                    return;
+                }
+                unconfirmed += 1;
+                if unconfirmed == CONFIRM_ATTEMPTS {
+                    return;
                 }
             }
         });
     }
 
-    /// The message retained in `PULSE_STATE` for `subject`: `Ok(None)` when there is none,
-    /// `Err` when JetStream did not answer in time. Whatever the answer, the call is a round
-    /// trip through the NATS server.
+    /// The message retained in `PULSE_STATE` for `subject`, read from the stream's leader
+    /// ([`stream_reads::last`]): `None` when there is none, `Err` when JetStream did not
+    /// answer in time. Whatever the answer, the call is a round trip through the NATS server.
     async fn read(
         &self,
         subject: &Subject,
-    ) -> Result<Option<jetstream::message::StreamMessage>, ()> {
+    ) -> Result<(Option<jetstream::message::StreamMessage>, Source), ()> {
         let reader = &self.inner;
         let stream = reader
             .stream
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(READ_TIMEOUT, reader.js.get_stream(STATE_STREAM)).await {
-                    Ok(Ok(stream)) => Ok(stream),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            })
+            .get_or_try_init(|| stream_reads::open(&reader.js, STATE_STREAM))
             .await
             .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))?;
-        let read = stream.direct_get_last_for_subject(subject.to_string());
-        match tokio::time::timeout(READ_TIMEOUT, read).await {
-            Ok(Ok(message)) => Ok(Some(message)),
-            Ok(Err(e)) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
-            Ok(Err(e)) => {
-                tracing::warn!(%subject, error = %e, "cannot read the current value");
-                Err(())
-            }
-            Err(_) => {
-                tracing::warn!(%subject, "reading the current value timed out");
-                Err(())
-            }
-        }
+        stream_reads::last(stream, &subject.to_string())
+            .await
+            .map_err(|e| tracing::warn!(%subject, error = %e, "cannot read the current value"))
     }
 
-    /// Reads the retained last message of a snapshot subject from JetStream and remembers it;
-    /// returns the topic's newest value.
-    async fn fetch(&self, topic: &Topic) -> Result<Option<Frame>, ()> {
-        let Some(message) = self.read(&topic.subject).await? else {
-            return Ok(None);
-        };
-        let Ok(text) = Utf8Bytes::try_from(message.payload) else {
-            return Ok(None);
-        };
-        let frame = Frame {
-            topic: topic.id,
-            seq: seq_of(Some(&message.headers)),
-            snapshot: true,
-            text,
-            received: Instant::now(),
-        };
-        topic.remember(&frame);
-        Ok(topic.current())
+    /// Reads the retained last message of a snapshot subject from JetStream and remembers it
+    /// when it is newer than the topic's current value.
+    async fn fetch(&self, topic: &Topic) -> Result<Fetched, ()> {
+        let (message, source) = self.read(&topic.subject).await?;
+        let newer = message.and_then(|message| {
+            let text = Utf8Bytes::try_from(message.payload).ok()?;
+            let frame = Frame {
+                topic: topic.id,
+                seq: seq_of(Some(&message.headers)),
+                snapshot: true,
+                text,
+                received: Instant::now(),
+            };
+            topic.remember(&frame).then_some(frame)
+        });
+        Ok(Fetched {
+            newer,
+            unconfirmed: source == Source::Replica,
+        })
     }
+}
+
+/// What a read of the state stream found.
+struct Fetched {
+    /// The value read, when it was newer than the topic's current value (and now is it).
+    newer: Option<Frame>,
+    /// Only a replica answered: the value may be behind, so it is read again.
+    unconfirmed: bool,
 }
 
 /// A snapshot subject's dispatch: each message becomes one frame, pushed to every subscriber

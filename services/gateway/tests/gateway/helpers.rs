@@ -47,7 +47,7 @@ pub async fn spawn_gateway_with(configure: impl FnOnce(&mut GatewayConfig)) -> G
 }
 
 /// `body` with its `seq` set, and the `Pulse-Seq` header the poller sends with it.
-fn sequenced(seq: u64, body: Value) -> (async_nats::HeaderMap, bytes::Bytes) {
+pub fn sequenced(seq: u64, body: Value) -> (async_nats::HeaderMap, bytes::Bytes) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Pulse-Seq", seq.to_string().as_str());
     let mut body = body;

@@ -14,4 +14,5 @@ mod layout;
 mod operations;
 mod permissions;
 mod protocol;
+mod replicated;
 mod traces;

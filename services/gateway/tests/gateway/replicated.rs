@@ -1,0 +1,179 @@
+//! Replicated streams (`--stream-replicas 3`, a three-node cluster of private nats-servers): a
+//! replica can answer a read a moment before it holds what its leader acknowledged. A
+//! subscriber on a gateway connected to such a replica still gets the newest snapshot and
+//! every event the stream acknowledged before it subscribed, and a stream electing a leader
+//! still answers from its replicas.
+
+use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
+use pulse_test_support::nats_cluster::Cluster;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Tenants subscribed to at once.
+const TENANTS: usize = 20;
+
+/// A cluster whose streams node 0 leads, written to through node 0, and a gateway connected to
+/// node 1, whose replicas the gateway's direct gets reach first.
+async fn cluster_with_gateway() -> (Cluster, async_nats::jetstream::Context, Gateway) {
+    cluster_with_gateway_on(1).await
+}
+
+/// [`cluster_with_gateway`], the gateway connected to node `node`.
+async fn cluster_with_gateway_on(
+    node: usize,
+) -> (Cluster, async_nats::jetstream::Context, Gateway) {
+    let cluster = Cluster::start().await;
+    let writer = connect_nats(&cluster.nodes[0].url()).await.unwrap();
+    let js = async_nats::jetstream::new(writer.clone());
+    ensure_streams_with(&js, &["--stream-replicas", "3"]).await;
+    for stream in [STATE_STREAM, EVENTS_STREAM] {
+        cluster.lead(&writer, stream, 0).await;
+    }
+    let url = cluster.nodes[node].url();
+    let gateway = spawn_gateway_with(|c| c.nats_url = url).await;
+    (cluster, js, gateway)
+}
+
+/// Stores an alerts snapshot and a `tickets` event of `tenant`, numbered `seq`.
+async fn store(js: &async_nats::jetstream::Context, tenant: &str, seq: u64) {
+    let alerts = format!("pulse.v1.{tenant}.alerts");
+    publish_stored(js, &alerts, seq, json!({"type": "alerts"})).await;
+    let tickets = format!("pulse.v1.{tenant}.events.tickets");
+    let event = json!({"type": "event", "topic": "tickets"});
+    publish_stored(js, &tickets, seq, event).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_on_a_replica_behind_its_leader_get_the_newest_snapshot_and_every_event() {
+    let (cluster, js, gw) = cluster_with_gateway().await;
+    // The gateway has read both streams before (a subscriber of another tenant).
+    let warm = unique("replicated");
+    store(&js, &warm, 1).await;
+    let mut w = gw.viewer(&warm).await;
+    w.assert_subscribes(json!({"type": "alerts"})).await;
+    w.assert_subscribes(json!({"type": "events", "topic": "tickets", "since": 0}))
+        .await;
+    w.until(T, |m| m["type"] == "event").await;
+
+    let mut viewers = Vec::new();
+    for _ in 0..TENANTS {
+        let tenant = unique("replicated");
+        store(&js, &tenant, 1).await;
+        let c = gw.viewer(&tenant).await;
+        viewers.push((tenant, c));
+    }
+    // Node 1 stops while the leader and node 2 store and acknowledge the newest.
+    cluster.pause(1);
+    for (tenant, _) in &viewers {
+        for seq in [2, 3] {
+            store(&js, tenant, seq).await;
+        }
+    }
+    // The gateway asks node 1, and node 1 answers once it goes on, still behind its leader
+    // for a moment.
+    for (_, c) in &mut viewers {
+        for request in [
+            json!({"action": "subscribe", "type": "alerts"}),
+            json!({"action": "subscribe", "type": "events", "topic": "tickets", "since": 1}),
+        ] {
+            c.send(request).await;
+        }
+    }
+    for (_, c) in &mut viewers {
+        c.until(T, |m| m["type"] == "subscribed" && m["channel"] == "events")
+            .await;
+    }
+    cluster.resume(1);
+
+    let mut short = Vec::new();
+    for (tenant, c) in &mut viewers {
+        let (mut alerts, mut events) = (Vec::new(), Vec::new());
+        while alerts.last() != Some(&3) || events.last() != Some(&3) {
+            let Some(m) = c.try_next(T).await else { break };
+            match m["type"].as_str() {
+                Some("alerts") => alerts.push(m["seq"].as_u64().unwrap()),
+                Some("event") => events.push(m["seq"].as_u64().unwrap()),
+                _ => {}
+            }
+        }
+        // Older snapshots may come first; the newest comes, and every event once.
+        if alerts.last() != Some(&3) || events != [2, 3] {
+            short.push((tenant.clone(), alerts, events));
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "of {TENANTS} subscribers, these missed what the leader acknowledged (tenant, alerts \
+         seqs, tickets seqs resumed from 1): {short:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_the_current_value_and_a_resume_while_the_streams_have_no_leader() {
+    let (mut cluster, js, gw) = cluster_with_gateway().await;
+    let tenant = unique("replicated");
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    publish_stored(&js, &subject, 7, json!({"type": "alerts", "v": 7})).await;
+    let events = format!("pulse.v1.{tenant}.events.tickets");
+    for seq in 1..=3 {
+        let event = json!({"type": "event", "topic": "tickets", "payload": {"n": seq}});
+        publish_stored(&js, &events, seq, event).await;
+    }
+    let mut c = gw.viewer(&tenant).await;
+    // The leaders' node goes: each stream elects another, which takes seconds. This gateway
+    // has read neither stream yet.
+    cluster.kill(0);
+    c.assert_subscribes(json!({"type": "alerts"})).await;
+    let first = c.until(T, |m| m["type"] == "alerts").await;
+    assert_eq!(first["seq"], 7, "{first}");
+    c.assert_subscribes(json!({"type": "events", "topic": "tickets", "since": 1}))
+        .await;
+    assert_events(&mut c, 2..=3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_stream_stores_only_after_a_new_subscriber_read_it_still_reaches_that_subscriber()
+{
+    // On the leader's own server: a message is sent to the subscriptions there when it
+    // arrives, and stored once the replicas have it.
+    let (cluster, js, gw) = cluster_with_gateway_on(0).await;
+    let tenant = unique("replicated");
+    store(&js, &tenant, 1).await;
+    let mut c = gw.viewer(&tenant).await;
+
+    // With both replicas stopped, the newest is sent to no one (nothing is subscribed yet)
+    // and not stored (no quorum) ...
+    cluster.pause(1);
+    cluster.pause(2);
+    let alerts = format!("pulse.v1.{tenant}.alerts");
+    let tickets = format!("pulse.v1.{tenant}.events.tickets");
+    let mut acks = Vec::new();
+    for (subject, body) in [
+        (&alerts, json!({"type": "alerts"})),
+        (&tickets, json!({"type": "event", "topic": "tickets"})),
+    ] {
+        let (headers, payload) = sequenced(2, body);
+        let ack = js.publish_with_headers(subject.clone(), headers, payload);
+        acks.push(ack.await.unwrap());
+    }
+    // ... when the client subscribes, and the gateway's reads find what was stored before.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    c.assert_subscribes(json!({"type": "alerts"})).await;
+    let first = c.until(T, |m| m["type"] == "alerts").await;
+    assert_eq!(first["seq"], 1, "{first}");
+    let told = c
+        .assert_subscribes(json!({"type": "events", "topic": "tickets"}))
+        .await;
+    assert_eq!(told["seq"], 1, "{told}");
+
+    // The replicas go on, the stream stores both, and the client gets both.
+    cluster.resume(1);
+    cluster.resume(2);
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let newest = c.until(T, |m| m["type"] == "alerts").await;
+    assert_eq!(newest["seq"], 2, "{newest}");
+    assert_events(&mut c, 2..=2).await;
+}
