@@ -6,12 +6,19 @@
 //! only the first subscriber of a device per gateway costs a read. When the registry cannot
 //! be read, the subscribe is refused as `unavailable` (the client retries), never allowed
 //! unchecked.
+//!
+//! A key read is a direct get, which any replica of the bucket answers, and a replica can be a
+//! moment behind its leader ([`crate::stream_reads`]): a device the poller has just listed (and
+//! announced in the tenant's fleet message) could be taken for unknown. So a device a replica
+//! does not have is asked of the bucket's leader before it is refused.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use pulse_proto::subject::{DEVICES_BUCKET, device_key};
 use pulse_proto::{DeviceId, TenantId};
+
+use crate::stream_reads;
 
 /// How long one read of the registry may take (it runs beside the connection's loop; past
 /// this the client is told `unavailable` and retries).
@@ -29,6 +36,8 @@ pub enum DevicesError {
 pub struct Devices {
     js: jetstream::Context,
     store: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
+    /// The bucket's stream, for reads from its leader.
+    stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream<()>>>,
 }
 
 impl Devices {
@@ -36,6 +45,7 @@ impl Devices {
         Self {
             js,
             store: Default::default(),
+            stream: Default::default(),
         }
     }
 
@@ -53,10 +63,41 @@ impl Devices {
                 }
             })
             .await?;
-        match tokio::time::timeout(READ_TIMEOUT, store.get(device_key(tenant, device))).await {
-            Ok(Ok(value)) => Ok(value.is_some()),
+        let key = device_key(tenant, device);
+        match tokio::time::timeout(READ_TIMEOUT, store.get(&key)).await {
+            Ok(Ok(Some(_))) => Ok(true),
+            Ok(Ok(None)) => Ok(self.listed_by_leader(&key).await),
             Ok(Err(e)) => Err(DevicesError::Read(e.to_string())),
             Err(_) => Err(DevicesError::Read("timed out".into())),
         }
     }
+
+    /// Whether the bucket's leader holds `key` (a value, not a deletion). A leader that cannot
+    /// be asked leaves the answer of the replica that said no.
+    async fn listed_by_leader(&self, key: &str) -> bool {
+        let name = format!("KV_{DEVICES_BUCKET}");
+        let stream = self
+            .stream
+            .get_or_try_init(|| stream_reads::open(&self.js, &name))
+            .await;
+        let read = match stream {
+            Ok(stream) => stream_reads::last(stream, &format!("$KV.{DEVICES_BUCKET}.{key}")).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok((Some(message), _)) => !is_deletion(&message.headers),
+            Ok((None, _)) => false,
+            Err(e) => {
+                tracing::debug!(key, error = %e, "the device registry's leader was not asked");
+                false
+            }
+        }
+    }
+}
+
+/// Whether a bucket message marks its key deleted (`KV-Operation: DEL` or `PURGE`).
+fn is_deletion(headers: &async_nats::HeaderMap) -> bool {
+    headers
+        .get("KV-Operation")
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
 }

@@ -23,9 +23,9 @@
 //! Modules depend on each other in one direction only (no two import each other, directly or
 //! round a loop): `server` admits a connection and hands it a [`context::ConnectionContext`];
 //! `connection` uses the fan-out and the queue; the fan-out uses `replay`, `history`,
-//! `stream_reads` and `queue`, which use only `frame`, `ids` and `stream_reads`; `ids`,
-//! `metrics`, `config`, `devices`, `ratelimit` and `stream_reads` use no other module of the
-//! gateway, and `streams` only `metrics`.
+//! `stream_reads` and `queue`, which use only `frame`, `ids` and `stream_reads`; `devices`
+//! uses only `stream_reads`; `ids`, `metrics`, `config`, `ratelimit` and `stream_reads` use no
+//! other module of the gateway, and `streams` only `metrics`.
 
 pub mod auth;
 pub mod caps;

@@ -140,10 +140,10 @@ impl CurrentValues {
     }
 
     /// Reads every one of `topics`' retained value again and hands it out where it is newer:
-    /// after NATS reconnects (messages may have been missed), and again a moment and a while after a
-    /// first read ([`super::LOOKS_AGAIN`]). A few reads run at once: one at a time, thousands
-    /// of subjects would leave the last ones' subscribers on a stale value for seconds after
-    /// every reconnect.
+    /// after NATS reconnects (messages may have been missed), and a moment and a while after
+    /// a first read ([`super::LOOKS_AGAIN`]). A few reads run at once: one at a time,
+    /// thousands of subjects would leave the last ones' subscribers on a stale value for
+    /// seconds after every reconnect.
     pub(super) async fn resync(&self, topics: impl IntoIterator<Item = Arc<Topic>>) {
         futures::stream::iter(topics)
             .for_each_concurrent(RESYNC_READS_AT_ONCE, |topic| async move {

@@ -125,6 +125,18 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     )
     .await;
     assert_eq!(c.next(T).await["device_id"], "dev-1");
+    // A device the registry's replica does not have is asked of its leader, which these
+    // permissions allow: refused at once, not after the leader's read timed out (2 s).
+    let asked = std::time::Instant::now();
+    let refused = c
+        .subscribe(json!({"type": "device", "device_id": "dev-unlisted"}))
+        .await;
+    assert_eq!(refused["code"], "unknown_device", "{refused}");
+    assert_took_less_than(
+        std::time::Duration::from_millis(1500),
+        asked,
+        "an unlisted device refused",
+    );
 
     // A poller becoming active over many tenants reads the registry in one pass.
     use pulse_poller::registry::{DeviceRegistry, PER_TENANT_READS};

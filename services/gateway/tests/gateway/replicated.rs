@@ -1,10 +1,10 @@
 //! Replicated streams (`--stream-replicas 3`, a three-node cluster of private nats-servers): a
 //! replica can answer a read a moment before it holds what its leader acknowledged. A
 //! subscriber on a gateway connected to such a replica still gets the newest snapshot and
-//! every event the stream acknowledged before it subscribed, and a stream electing a leader
-//! still answers from its replicas.
+//! every event the stream acknowledged before it subscribed, and may subscribe to a device the
+//! device registry listed; a stream electing a leader still answers from its replicas.
 
-use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
+use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
 use pulse_test_support::nats_cluster::Cluster;
 use serde_json::json;
 
@@ -27,7 +27,7 @@ async fn cluster_with_gateway_on(
     let writer = connect_nats(&cluster.nodes[0].url()).await.unwrap();
     let js = async_nats::jetstream::new(writer.clone());
     ensure_streams_with(&js, &["--stream-replicas", "3"]).await;
-    for stream in [STATE_STREAM, EVENTS_STREAM] {
+    for stream in [STATE_STREAM, EVENTS_STREAM, &format!("KV_{DEVICES_BUCKET}")] {
         cluster.lead(&writer, stream, 0).await;
     }
     let url = cluster.nodes[node].url();
@@ -176,4 +176,54 @@ async fn what_the_stream_stores_only_after_a_new_subscriber_read_it_still_reache
     let newest = c.until(T, |m| m["type"] == "alerts").await;
     assert_eq!(newest["seq"], 2, "{newest}");
     assert_events(&mut c, 2..=2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_listed_while_the_gateways_replica_was_behind_can_be_subscribed_to() {
+    let (cluster, js, gw) = cluster_with_gateway().await;
+    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 3)
+        .await
+        .unwrap();
+    let mut viewers = Vec::new();
+    for _ in 0..TENANTS {
+        let tenant = unique("replicated");
+        let id = pulse_proto::TenantId::parse(&tenant).unwrap();
+        registry.sync(&id, ["dev-0"]).await.unwrap();
+        let c = gw.viewer(&tenant).await;
+        viewers.push((tenant, c));
+    }
+    // The gateway has read the registry before.
+    viewers[0]
+        .1
+        .assert_subscribes(json!({"type": "device", "device_id": "dev-0"}))
+        .await;
+    // Listed while node 1, which the gateway reads the registry from, is stopped.
+    cluster.pause(1);
+    let devices: Vec<String> = (0..10).map(|n| format!("dev-{n}")).collect();
+    for (tenant, _) in &viewers {
+        let tenant = pulse_proto::TenantId::parse(tenant).unwrap();
+        registry
+            .sync(&tenant, devices.iter().map(String::as_str))
+            .await
+            .unwrap();
+    }
+    for (_, c) in &mut viewers {
+        c.send(json!({"action": "subscribe", "type": "device", "device_id": "dev-9"}))
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    cluster.resume(1);
+    let mut refused = Vec::new();
+    for (tenant, c) in &mut viewers {
+        let reply = c
+            .until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
+            .await;
+        if reply["type"] != "subscribed" {
+            refused.push((tenant.clone(), reply));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "of {TENANTS} subscribers to a listed device, these were refused: {refused:?}"
+    );
 }
