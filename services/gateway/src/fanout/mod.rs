@@ -6,13 +6,15 @@
 //! removes it. Here: the subjects in use, subscribing and unsubscribing. Beside it:
 //! - [`topic`]: one subject's subscribers, lifecycle and delivery;
 //! - [`snapshots`]: a snapshot subject's current value, pushed to each new subscriber;
-//! - [`events`]: an event subject's order, gap filling and resuming from `since`.
+//! - [`events`]: an event subject's order, gap filling and resuming from `since`;
+//! - [`looks`]: subjects read again a moment and a while after their read.
 //!
 //! The submodules do not know this one: what they share is handed to them.
 //!
 //! Locks here are held only for map updates and queue pushes, never across an `.await`.
 
 mod events;
+mod looks;
 mod snapshots;
 mod topic;
 
@@ -27,6 +29,7 @@ use tracing::Instrument as _;
 
 pub use self::events::EventLimits;
 use self::events::Events;
+use self::looks::Looks;
 use self::snapshots::CurrentValues;
 pub use self::topic::Topic;
 use crate::ids::ConnId;
@@ -51,17 +54,6 @@ const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// the server (its current value, or its newest stored event) before it goes on without (the
 /// read then finishes beside the connection).
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// When, after a subject's read (its first, or after a reconnect), it is read again. The read
-/// proves the SUB is in place on the server this instance is connected to, but a message the
-/// server sent on before it had the SUB (or, in a cluster, one published at another server
-/// before that one learned of the subscription) can be stored only after the read answered,
-/// once the stream's replicas have it: neither brought it. A later look finds it stored:
-/// moments later as a rule, seconds later on a busy cluster.
-const LOOKS_AGAIN: [std::time::Duration; 2] = [
-    std::time::Duration::from_millis(500),
-    std::time::Duration::from_secs(5),
-];
 
 /// Awaits `read` for at most [`BARRIER_WAIT`] and gives its answer. A slower read is not
 /// asked again: it finishes on a task of its own, which hands its answer to `late`, so a
@@ -107,12 +99,21 @@ struct Inner {
     limits: EventLimits,
     current: CurrentValues,
     events: Events,
+    /// Subjects to read again ([`looks`]).
+    looks: Arc<Looks>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.looks.close();
+    }
 }
 
 impl FanOut {
     pub fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
         let js = async_nats::jetstream::new(nats.clone());
-        Self {
+        let looks = Arc::new(Looks::default());
+        let fanout = Self {
             inner: Arc::new(Inner {
                 current: CurrentValues::new(js, metrics.snapshot_retries.clone()),
                 events: Events::new(nats.clone(), metrics.clone(), limits),
@@ -121,8 +122,17 @@ impl FanOut {
                 next_topic: AtomicU64::new(1),
                 metrics,
                 limits,
+                looks: looks.clone(),
             }),
-        }
+        };
+        let inner = Arc::downgrade(&fanout.inner);
+        tokio::spawn(async move {
+            while let Some(subjects) = looks.due().await {
+                let Some(inner) = inner.upgrade() else { return };
+                FanOut { inner }.look_again(&subjects).await;
+            }
+        });
+        fanout
     }
 
     /// Whether `subject` is in use on this instance (so it passed its checks already).
@@ -302,13 +312,13 @@ impl FanOut {
             self.inner.events.server_barrier(topic).await;
         }
         topic.confirmed(&self.inner.metrics);
-        self.look_again(vec![topic.clone()]);
+        self.inner.looks.schedule([topic.subject.clone()]);
         Ok(())
     }
 
     /// After NATS reconnects: messages may have been missed, so every snapshot subject's
     /// retained value is read again and pushed to its subscribers where it is newer, and every
-    /// event subject reads what it may have missed; and again at [`LOOKS_AGAIN`].
+    /// event subject reads what it may have missed; and again at [`looks::LOOKS_AGAIN`].
     pub async fn resync(&self) {
         let topics: Vec<Arc<Topic>> = self
             .inner
@@ -318,23 +328,22 @@ impl FanOut {
             .values()
             .cloned()
             .collect();
-        self.read_again(topics.clone()).await;
-        self.look_again(topics);
+        self.inner
+            .looks
+            .schedule(topics.iter().map(|t| t.subject.clone()));
+        self.read_again(topics).await;
     }
 
-    /// Reads `topics` again at [`LOOKS_AGAIN`], beside the caller.
-    fn look_again(&self, topics: Vec<Arc<Topic>>) {
-        let fanout = self.clone();
-        tokio::spawn(async move {
-            let mut topics = topics;
-            let mut waited = std::time::Duration::ZERO;
-            for at in LOOKS_AGAIN {
-                tokio::time::sleep(at - waited).await;
-                waited = at;
-                topics.retain(|t| !t.is_stopped());
-                fanout.read_again(topics.clone()).await;
-            }
-        });
+    /// A look of [`looks`] at the `subjects` still in use.
+    async fn look_again(&self, subjects: &[Subject]) {
+        let topics: Vec<Arc<Topic>> = {
+            let topics = self.inner.topics.lock();
+            subjects
+                .iter()
+                .filter_map(|s| topics.by_subject.get(s).cloned())
+                .collect()
+        };
+        self.read_again(topics).await;
     }
 
     /// Snapshot subjects read their retained value, event subjects what follows their head.

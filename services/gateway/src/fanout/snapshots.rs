@@ -141,7 +141,7 @@ impl CurrentValues {
 
     /// Reads every one of `topics`' retained value again and hands it out where it is newer:
     /// after NATS reconnects (messages may have been missed), and a moment and a while after
-    /// a first read ([`super::LOOKS_AGAIN`]). A few reads run at once: one at a time,
+    /// a first read ([`super::looks::LOOKS_AGAIN`]). A few reads run at once: one at a time,
     /// thousands of subjects would leave the last ones' subscribers on a stale value for
     /// seconds after every reconnect.
     pub(super) async fn resync(&self, topics: impl IntoIterator<Item = Arc<Topic>>) {
