@@ -27,6 +27,9 @@ pub(super) const LOOKS_AGAIN: [Duration; 2] = [Duration::from_millis(500), Durat
 /// what one gateway takes.
 const MAX_WAITING: usize = 100_000;
 
+/// Room kept in an empty queue.
+const KEPT_CAPACITY: usize = 1024;
+
 /// The subjects waiting for their looks.
 #[derive(Default)]
 pub(super) struct Looks {
@@ -78,6 +81,10 @@ impl Looks {
                 for queue in &mut state.waiting {
                     while queue.front().is_some_and(|(at, _)| *at <= now) {
                         due.extend(queue.pop_front().map(|(_, subject)| subject));
+                    }
+                    // What a burst of subscribes grew is given back once it is through.
+                    if queue.is_empty() && queue.capacity() > KEPT_CAPACITY {
+                        queue.shrink_to(KEPT_CAPACITY);
                     }
                 }
                 if !due.is_empty() {
