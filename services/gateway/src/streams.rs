@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    stream::{DirectGetErrorKind, LastRawMessageErrorKind},
+    stream::{DirectGetError, DirectGetErrorKind, LastRawMessageError, LastRawMessageErrorKind},
 };
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -122,37 +122,27 @@ async fn check(js: &jetstream::Context, name: &str) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("stream info: {e}")),
         Ok(Ok(stream)) => stream,
     };
+    let no_message = |e: &LastRawMessageError| e.kind() == LastRawMessageErrorKind::NoMessageFound;
+    let not_found = |e: &DirectGetError| e.kind() == DirectGetErrorKind::NotFound;
     let leader = stream.get_last_raw_message_by_subject(PROBE_SUBJECT);
-    answered(
-        "last message from the leader",
-        tokio::time::timeout(CHECK_TIMEOUT, leader).await,
-        |e| e.kind() == LastRawMessageErrorKind::NoMessageFound,
-    )?;
+    answered("last message from the leader", leader, no_message).await?;
     let last = stream.direct_get_last_for_subject(PROBE_SUBJECT);
-    answered(
-        "last message",
-        tokio::time::timeout(CHECK_TIMEOUT, last).await,
-        |e| e.kind() == DirectGetErrorKind::NotFound,
-    )?;
+    answered("last message", last, not_found).await?;
     if name == EVENTS_STREAM {
         let next = stream.direct_get_next_for_subject(PROBE_SUBJECT, Some(1));
-        answered(
-            "history",
-            tokio::time::timeout(CHECK_TIMEOUT, next).await,
-            |e| e.kind() == DirectGetErrorKind::NotFound,
-        )?;
+        answered("history", next, not_found).await?;
     }
     Ok(())
 }
 
-/// A read answered: with a message, or with "no message" (`none`: the probe's subject holds
-/// none).
-fn answered<T, E: std::fmt::Display>(
+/// A read answered within [`CHECK_TIMEOUT`]: with a message, or with "no message" (`none`:
+/// the probe's subject holds none).
+async fn answered<T, E: std::fmt::Display>(
     what: &str,
-    outcome: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    read: impl Future<Output = Result<T, E>>,
     none: impl Fn(&E) -> bool,
 ) -> Result<(), String> {
-    match outcome {
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
         Err(_) => Err(format!("{what}: no answer within {CHECK_TIMEOUT:?}")),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if none(&e) => Ok(()),
