@@ -8,7 +8,7 @@
 //! unchecked.
 //!
 //! A key read is a direct get, which any replica of the bucket answers, and a replica can be a
-//! moment behind its leader ([`crate::stream_reads`]): a device the poller has just listed (and
+//! moment behind its leader ([`StreamReads`]): a device the poller has just listed (and
 //! announced in the tenant's fleet message) could be taken for unknown. So a device a replica
 //! does not have is asked of the bucket's leader before it is refused.
 
@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, kv};
 use pulse_proto::subject::{DEVICES_BUCKET, device_key};
 use pulse_proto::{DeviceId, TenantId};
 
-use crate::stream_reads;
+use crate::stream_reads::StreamReads;
 
 /// How long one read of the registry may take (it runs beside the connection's loop; past
 /// this the client is told `unavailable` and retries).
@@ -37,15 +37,18 @@ pub struct Devices {
     js: jetstream::Context,
     store: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
     /// The bucket's stream, for reads from its leader.
-    stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream<()>>>,
+    reads: std::sync::Arc<StreamReads>,
 }
 
 impl Devices {
     pub fn new(js: jetstream::Context) -> Self {
         Self {
+            reads: std::sync::Arc::new(StreamReads::new(
+                js.clone(),
+                format!("KV_{DEVICES_BUCKET}"),
+            )),
             js,
             store: Default::default(),
-            stream: Default::default(),
         }
     }
 
@@ -75,15 +78,10 @@ impl Devices {
     /// Whether the bucket's leader holds `key` (a value, not a deletion). A leader that cannot
     /// be asked leaves the answer of the replica that said no.
     async fn listed_by_leader(&self, key: &str) -> bool {
-        let name = format!("KV_{DEVICES_BUCKET}");
-        let stream = self
-            .stream
-            .get_or_try_init(|| stream_reads::open(&self.js, &name))
+        let read = self
+            .reads
+            .last(&format!("$KV.{DEVICES_BUCKET}.{key}"))
             .await;
-        let read = match stream {
-            Ok(stream) => stream_reads::last(stream, &format!("$KV.{DEVICES_BUCKET}.{key}")).await,
-            Err(e) => Err(e),
-        };
         match read {
             Ok((Some(message), _)) => !is_deletion(&message.headers),
             Ok((None, _)) => false,

@@ -1,7 +1,7 @@
 //! Reading an event topic's history from the JetStream stream `PULSE_EVENTS` by the events'
 //! own `seq` (the `Pulse-Seq` header).
 //!
-//! A topic's newest event is asked of the stream's leader ([`stream_reads::last`]), so a read
+//! A topic's newest event is asked of the stream's leader ([`StreamReads::last`]), so a read
 //! ends at the newest event acknowledged. The events up to it are read with direct gets,
 //! which any replica answers; a replica that says there is none before that end is behind,
 //! and the leader is asked instead.
@@ -21,7 +21,7 @@ use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 
 use crate::frame::{Frame, seq_of};
 use crate::ids::TopicId;
-use crate::stream_reads::{self, ReadError};
+use crate::stream_reads::{ReadError, StreamReads};
 
 /// How long one JetStream read may take before the history counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,6 +42,9 @@ impl From<ReadError> for HistoryError {
         match e {
             ReadError::Failed(why) => HistoryError::Read(why),
             ReadError::Timeout => HistoryError::Timeout,
+            ReadError::LeaderAway => {
+                HistoryError::Read("the stream's leader is not answering".into())
+            }
         }
     }
 }
@@ -63,8 +66,7 @@ pub struct Stored {
 
 /// Reads of the events stream, shared by every topic of a gateway.
 pub struct History {
-    js: jetstream::Context,
-    stream: tokio::sync::OnceCell<jetstream::stream::Stream<()>>,
+    reads: StreamReads,
     /// Every read made, counted.
     gets: Counter,
 }
@@ -80,15 +82,13 @@ struct Found {
 impl History {
     pub fn new(js: jetstream::Context, gets: Counter) -> Self {
         Self {
-            js,
-            stream: tokio::sync::OnceCell::new(),
+            reads: StreamReads::new(js, EVENTS_STREAM),
             gets,
         }
     }
 
     async fn stream(&self) -> Result<&jetstream::stream::Stream<()>, HistoryError> {
-        let open = || stream_reads::open(&self.js, EVENTS_STREAM);
-        Ok(self.stream.get_or_try_init(open).await?)
+        Ok(self.reads.stream().await?)
     }
 
     /// The newest stored event of `subject`, if any. Whatever the answer, it is a round trip
@@ -98,19 +98,14 @@ impl History {
         subject: &Subject,
         topic: TopicId,
     ) -> Result<Option<Frame>, HistoryError> {
-        let stream = self.stream().await?;
-        let found = self.last(stream, &subject.to_string()).await?;
+        let found = self.last(&subject.to_string()).await?;
         Ok(found.map(|f| frame(topic, f)))
     }
 
     /// The newest stored event of `name`, from the stream's leader unless it does not answer.
-    async fn last(
-        &self,
-        stream: &jetstream::stream::Stream<()>,
-        name: &str,
-    ) -> Result<Option<Found>, HistoryError> {
+    async fn last(&self, name: &str) -> Result<Option<Found>, HistoryError> {
         self.gets.inc();
-        let (message, _) = stream_reads::last(stream, name).await?;
+        let (message, _) = self.reads.last(name).await?;
         Ok(message.map(found))
     }
 
@@ -133,7 +128,7 @@ impl History {
             return Ok(replica);
         }
         self.gets.inc();
-        match stream_reads::first_from_leader(stream, name, from).await {
+        match self.reads.first_from_leader(name, from).await {
             Ok(message) => Ok(message.map(found)),
             Err(e) => {
                 tracing::debug!(subject = name, error = %e, "a replica behind and no leader");
@@ -154,7 +149,7 @@ impl History {
         let started = Instant::now();
         let stream = self.stream().await?;
         let name = subject.to_string();
-        let Some(last) = self.last(stream, &name).await? else {
+        let Some(last) = self.last(&name).await? else {
             // Nothing stored: either nothing happened after `after`, or it expired. Only the
             // caller's own knowledge (what it delivered since) can tell.
             return Ok(Stored {

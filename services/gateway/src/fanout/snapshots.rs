@@ -23,7 +23,7 @@ use super::{InProgress, within_barrier};
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
-use crate::stream_reads::{self, Source};
+use crate::stream_reads::{Source, StreamReads};
 
 /// How many times a value only a replica gave is read again, spread over about 12 s: longer
 /// than a stream's election lasts.
@@ -38,8 +38,7 @@ pub(super) struct CurrentValues {
 }
 
 struct Reader {
-    js: jetstream::Context,
-    stream: tokio::sync::OnceCell<jetstream::stream::Stream<()>>,
+    reads: StreamReads,
     /// `pulse_gateway_snapshot_retries`.
     retries: Gauge,
 }
@@ -69,8 +68,7 @@ impl CurrentValues {
     pub(super) fn new(js: jetstream::Context, retries: Gauge) -> Self {
         Self {
             inner: Arc::new(Reader {
-                js,
-                stream: tokio::sync::OnceCell::new(),
+                reads: StreamReads::new(js, STATE_STREAM),
                 retries,
             }),
         }
@@ -190,19 +188,15 @@ impl CurrentValues {
     }
 
     /// The message retained in `PULSE_STATE` for `subject`, read from the stream's leader
-    /// ([`stream_reads::last`]): `None` when there is none, `Err` when JetStream did not
+    /// ([`StreamReads::last`]): `None` when there is none, `Err` when JetStream did not
     /// answer in time. Whatever the answer, the call is a round trip through the NATS server.
     async fn read(
         &self,
         subject: &Subject,
     ) -> Result<(Option<jetstream::message::StreamMessage>, Source), ()> {
-        let reader = &self.inner;
-        let stream = reader
-            .stream
-            .get_or_try_init(|| stream_reads::open(&reader.js, STATE_STREAM))
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "cannot open the state stream"))?;
-        stream_reads::last(stream, &subject.to_string())
+        self.inner
+            .reads
+            .last(&subject.to_string())
             .await
             .map_err(|e| tracing::warn!(%subject, error = %e, "cannot read the current value"))
     }
