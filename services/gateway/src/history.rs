@@ -40,11 +40,8 @@ pub enum HistoryError {
 impl From<ReadError> for HistoryError {
     fn from(e: ReadError) -> Self {
         match e {
-            ReadError::Failed(why) => HistoryError::Read(why),
             ReadError::Timeout => HistoryError::Timeout,
-            ReadError::LeaderAway => {
-                HistoryError::Read("the stream's leader is not answering".into())
-            }
+            other => HistoryError::Read(other.to_string()),
         }
     }
 }

@@ -42,7 +42,7 @@ pub enum Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("neither the stream's leader nor a replica answered: {0}")]
+    #[error("{0}")]
     Failed(String),
     #[error("neither the stream's leader nor a replica answered within {REPLICA_TIMEOUT:?}")]
     Timeout,
