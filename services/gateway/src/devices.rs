@@ -7,86 +7,62 @@
 //! be read, the subscribe is refused as `unavailable` (the client retries), never allowed
 //! unchecked.
 //!
-//! A key read is a direct get, which any replica of the bucket answers, and a replica can be a
-//! moment behind its leader ([`StreamReads`]): a device the poller has just listed (and
-//! announced in the tenant's fleet message) could be taken for unknown. So a device a replica
-//! does not have is asked of the bucket's leader before it is refused.
+//! A key is read straight from the bucket's stream, with no key-value handle: opening one asks
+//! for the stream's info, which only its leader gives, so a gateway's first check would wait
+//! out a leader election. A read is a direct get, which any replica of the bucket answers, and
+//! a replica can be a moment behind its leader ([`StreamReads`]): a device the poller has just
+//! listed (and announced in the tenant's fleet message) could be taken for unknown. So a
+//! device a replica does not have is asked of the bucket's leader before it is refused. A
+//! read no replica answered is made once more before the client is told `unavailable`.
 
-use std::time::Duration;
-
-use async_nats::jetstream::{self, kv};
 use pulse_proto::subject::{DEVICES_BUCKET, device_key};
 use pulse_proto::{DeviceId, TenantId};
 
-use crate::stream_reads::StreamReads;
+use crate::stream_reads::{ReadError, StreamReads};
 
-/// How long one read of the registry may take (it runs beside the connection's loop; past
-/// this the client is told `unavailable` and retries).
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one read of a key may take before it is made again, once: a direct get is
+/// answered in milliseconds, but right after a node of the cluster went one can go
+/// unanswered. Two unanswered reads tell the client `unavailable` (it retries).
+const KEY_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-pub enum DevicesError {
-    #[error("cannot open the device registry: {0}")]
-    Open(String),
-    #[error("cannot read the device registry: {0}")]
-    Read(String),
-}
+#[error("cannot read the device registry: {0}")]
+pub struct DevicesError(#[from] ReadError);
 
 #[derive(Clone)]
 pub struct Devices {
-    js: jetstream::Context,
-    store: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
-    /// The bucket's stream, for reads from its leader.
+    /// The bucket's stream.
     reads: std::sync::Arc<StreamReads>,
 }
 
 impl Devices {
-    pub fn new(js: jetstream::Context) -> Self {
+    pub fn new(js: async_nats::jetstream::Context) -> Self {
         Self {
-            reads: std::sync::Arc::new(StreamReads::new(
-                js.clone(),
-                format!("KV_{DEVICES_BUCKET}"),
-            )),
-            js,
-            store: Default::default(),
+            reads: std::sync::Arc::new(StreamReads::new(js, format!("KV_{DEVICES_BUCKET}"))),
         }
     }
 
     /// Whether `tenant` has `device`.
     pub async fn has(&self, tenant: &TenantId, device: &DeviceId) -> Result<bool, DevicesError> {
-        let store = self
-            .store
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(READ_TIMEOUT, self.js.get_key_value(DEVICES_BUCKET))
-                    .await
-                {
-                    Ok(Ok(store)) => Ok(store),
-                    Ok(Err(e)) => Err(DevicesError::Open(e.to_string())),
-                    Err(_) => Err(DevicesError::Open("timed out".into())),
-                }
-            })
-            .await?;
-        let key = device_key(tenant, device);
-        match tokio::time::timeout(READ_TIMEOUT, store.get(&key)).await {
-            Ok(Ok(Some(_))) => Ok(true),
-            Ok(Ok(None)) => Ok(self.listed_by_leader(&key).await),
-            Ok(Err(e)) => Err(DevicesError::Read(e.to_string())),
-            Err(_) => Err(DevicesError::Read("timed out".into())),
+        let subject = format!("$KV.{DEVICES_BUCKET}.{}", device_key(tenant, device));
+        let mut replica = self.reads.last_from_replica(&subject, KEY_READ_WAIT).await;
+        if let Err(ReadError::Timeout(_)) = replica {
+            replica = self.reads.last_from_replica(&subject, KEY_READ_WAIT).await;
+        }
+        match replica? {
+            Some(message) if !is_deletion(&message.headers) => Ok(true),
+            _ => Ok(self.listed_by_leader(&subject).await),
         }
     }
 
-    /// Whether the bucket's leader holds `key` (a value, not a deletion). A leader that cannot
-    /// be asked leaves the answer of the replica that said no.
-    async fn listed_by_leader(&self, key: &str) -> bool {
-        let read = self
-            .reads
-            .last(&format!("$KV.{DEVICES_BUCKET}.{key}"))
-            .await;
-        match read {
+    /// Whether the bucket's leader holds `subject`'s key (a value, not a deletion). A leader
+    /// that cannot be asked leaves the answer of the replica that said no.
+    async fn listed_by_leader(&self, subject: &str) -> bool {
+        match self.reads.last(subject).await {
             Ok((Some(message), _)) => !is_deletion(&message.headers),
             Ok((None, _)) => false,
             Err(e) => {
-                tracing::debug!(key, error = %e, "the device registry's leader was not asked");
+                tracing::debug!(subject, error = %e, "the device registry's leader was not asked");
                 false
             }
         }

@@ -40,7 +40,7 @@ pub enum HistoryError {
 impl From<ReadError> for HistoryError {
     fn from(e: ReadError) -> Self {
         match e {
-            ReadError::Timeout => HistoryError::Timeout,
+            ReadError::Timeout(_) => HistoryError::Timeout,
             other => HistoryError::Read(other.to_string()),
         }
     }

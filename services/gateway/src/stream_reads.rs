@@ -44,8 +44,8 @@ pub enum Source {
 pub enum ReadError {
     #[error("{0}")]
     Failed(String),
-    #[error("neither the stream's leader nor a replica answered within {REPLICA_TIMEOUT:?}")]
-    Timeout,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("the stream's leader is not answering")]
     LeaderAway,
 }
@@ -125,12 +125,25 @@ impl StreamReads {
                 }
             }
         }
+        let message = self.last_from_replica(subject, REPLICA_TIMEOUT).await?;
+        Ok((message, Source::Replica))
+    }
+
+    /// The newest message the stream holds for `subject`, as whichever replica answers first
+    /// has it (a direct get), within `wait`: it may be behind its leader, but it needs no
+    /// leader. For reads where only a negative answer must be confirmed.
+    pub async fn last_from_replica(
+        &self,
+        subject: &str,
+        wait: Duration,
+    ) -> Result<Option<StreamMessage>, ReadError> {
+        let stream = self.stream().await?;
         let read = stream.direct_get_last_for_subject(subject);
-        match tokio::time::timeout(REPLICA_TIMEOUT, read).await {
-            Ok(Ok(message)) => Ok((Some(message), Source::Replica)),
-            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok((None, Source::Replica)),
+        match tokio::time::timeout(wait, read).await {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) => Err(ReadError::Failed(e.to_string())),
-            Err(_) => Err(ReadError::Timeout),
+            Err(_) => Err(ReadError::Timeout(wait)),
         }
     }
 
@@ -159,7 +172,7 @@ impl StreamReads {
             Ok(Err(e)) => Err(ReadError::Failed(e.to_string())),
             Err(_) => {
                 self.leader_answered(false);
-                Err(ReadError::Timeout)
+                Err(ReadError::Timeout(LEADER_TIMEOUT))
             }
         }
     }

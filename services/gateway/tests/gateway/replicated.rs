@@ -227,3 +227,24 @@ async fn a_device_listed_while_the_gateways_replica_was_behind_can_be_subscribed
         "of {TENANTS} subscribers to a listed device, these were refused: {refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_can_be_subscribed_to_while_the_registry_has_no_leader() {
+    let (mut cluster, js, gw) = cluster_with_gateway().await;
+    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 3)
+        .await
+        .unwrap();
+    let tenant = unique("replicated");
+    let id = pulse_proto::TenantId::parse(&tenant).unwrap();
+    registry.sync(&id, ["dev-0"]).await.unwrap();
+    let mut c = gw.viewer(&tenant).await;
+    // The registry's leader goes, and the bucket elects another, which takes seconds. This
+    // gateway has not read the registry yet; its own node holds a replica.
+    cluster.kill(0);
+    c.send(json!({"action": "subscribe", "type": "device", "device_id": "dev-0"}))
+        .await;
+    let reply = c
+        .until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+}
