@@ -158,7 +158,8 @@ async fn what_the_stream_stores_only_after_a_new_subscriber_read_it_still_reache
         acks.push(ack.await.unwrap());
     }
     // ... when the client subscribes, and the gateway's reads find what was stored before.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // (A publish is only queued on the client: the flush's round trip has the server take it.)
+    js.client().flush().await.unwrap();
     c.assert_subscribes(json!({"type": "alerts"})).await;
     let first = c.until(T, |m| m["type"] == "alerts").await;
     assert_eq!(first["seq"], 1, "{first}");
