@@ -84,14 +84,8 @@ pub struct BenchConfig {
     )]
     pub gateway_ops: Vec<String>,
 
-    /// NATS, where the bench publishes (and where shards of one run meet).
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: pulse_common::nats::NatsArgs,
 
     /// HS256 secret the gateways verify tokens with; the bench mints its own tokens.
     #[arg(

@@ -8,6 +8,53 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 
+/// Where NATS is unless `NATS_URL` says otherwise.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
+/// The `NATS_URL` setting every service that talks to NATS reads, checked when it is parsed:
+/// an empty list or an entry that is not a server address stops the service at start with
+/// the entry named (its password hidden), rather than on its first connection attempt.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated; credentials as `nats://user:password@host` or
+    /// `nats://token@host`.
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = DEFAULT_URL,
+        hide_env_values = true,
+        value_parser = CheckedUrl
+    )]
+    pub url: String,
+}
+
+/// The value parser of `NATS_URL`, for a service that cannot flatten [`NatsArgs`]: every
+/// entry must be a server address. Unlike clap's own errors, the message does not repeat the
+/// raw value, which may hold a password.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedUrl;
+
+impl clap::builder::TypedValueParser for CheckedUrl {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refuse = |message: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message + "\n").with_cmd(cmd)
+        };
+        let raw = value
+            .to_str()
+            .ok_or_else(|| refuse("NATS_URL is not valid UTF-8".to_owned()))?;
+        server_addrs(raw)
+            .map(|_| raw.to_owned())
+            .map_err(|e| refuse(format!("{e:#}")))
+    }
+}
+
 /// Connection state as seen by the client's event callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkState {
@@ -255,6 +302,34 @@ pub fn store_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn parse(url: &str) -> Result<String, String> {
+        use clap::Parser as _;
+        Cli::try_parse_from(["service", "--nats-url", url])
+            .map(|cli| cli.nats.url)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nats_url_is_checked_when_it_is_parsed_and_keeps_its_password_hidden() {
+        assert_eq!(
+            parse("nats://a:4222, nats://b:4222").unwrap(),
+            "nats://a:4222, nats://b:4222"
+        );
+        for empty in ["", " , "] {
+            let err = parse(empty).unwrap_err();
+            assert!(err.contains("NATS_URL names no server"), "{empty:?}: {err}");
+        }
+        let err = parse("nats://a:4222,nats://user:s3cret@b:port").unwrap_err();
+        assert!(err.contains("invalid NATS_URL entry"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 
     const UP: LinkState = LinkState {
         connected: true,

@@ -24,14 +24,8 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_GATEWAY_OPS_ADDR")]
     pub ops_addr: Option<SocketAddr>,
 
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: pulse_common::nats::NatsArgs,
 
     /// Shared secret for HS256 tokens. At least one of this and PULSE_JWKS_URL is required.
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
@@ -184,8 +178,6 @@ pub enum ConfigError {
     WeakSecret,
     #[error("PULSE_JWKS_URL must be an http(s) URL, got {0:?}")]
     JwksUrl(String),
-    #[error("NATS_URL is empty")]
-    NatsUrl,
     #[error(
         "PULSE_IDLE_TIMEOUT_SECONDS ({}) must exceed PULSE_PING_SECONDS ({})",
         pulse_common::duration::format(*idle),
@@ -205,9 +197,6 @@ impl GatewayConfig {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(ConfigError::JwksUrl(url.clone()));
-        }
-        if self.nats_url.trim().is_empty() {
-            return Err(ConfigError::NatsUrl);
         }
         if self.ops_addr == Some(self.addr) && self.addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.addr));

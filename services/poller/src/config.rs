@@ -15,20 +15,17 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:9090";
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PollerConfig {
-    // Not `pulse_db::DatabaseArgs` flattened: `pulse-poller` tells whether it was given this
-    // configuration from whether any of its own flags were, and clap does not look into a
-    // group nested in an optional one.
+    // Not `pulse_db::DatabaseArgs` flattened (nor `NatsArgs` below): `pulse-poller` tells
+    // whether it was given this configuration from whether any of its own flags were, and
+    // clap does not look into a group nested in an optional one.
     /// PostgreSQL connection string.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
+    /// NATS server URL(s), comma-separated (`pulse_common::nats::NatsArgs`, not flattened
+    /// for the same reason as `database_url`).
+    #[arg(long, env = "NATS_URL", default_value = pulse_common::nats::DEFAULT_URL,
+          hide_env_values = true, value_parser = pulse_common::nats::CheckedUrl)]
     pub nats_url: String,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
@@ -133,8 +130,6 @@ pub struct PollerConfig {
 pub enum ConfigError {
     #[error(transparent)]
     DatabaseUrl(#[from] pulse_db::InvalidDatabaseUrl),
-    #[error("NATS_URL is empty")]
-    NatsUrl,
     #[error("{first} and {second} are both set and disagree; set only {first}")]
     Conflict {
         first: &'static str,
@@ -164,9 +159,6 @@ impl PollerConfig {
     /// Checks every value; the error names the variable to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         pulse_db::check_url(&self.database_url)?;
-        if self.nats_url.trim().is_empty() {
-            return Err(ConfigError::NatsUrl);
-        }
         if self.offline_after <= self.stale_after {
             return Err(ConfigError::Thresholds {
                 stale: self.stale_after,

@@ -18,7 +18,7 @@ pub fn config(extra: &[&str]) -> GatewayConfig {
     let mut args = vec!["pulse-gateway", "--jwt-secret", SECRET];
     args.extend_from_slice(extra);
     let mut config: GatewayConfig = parse_config(&args);
-    config.nats_url = nats_url();
+    config.nats.url = nats_url();
     config
 }
 

@@ -78,7 +78,7 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
         }
     })?;
     let publisher = if c.is_leader() {
-        Some(Publisher::start(&c.nats_url, shape, c.payload_bytes).await?)
+        Some(Publisher::start(&c.nats.url, shape, c.payload_bytes).await?)
     } else {
         None
     };

@@ -97,11 +97,11 @@ impl Run {
                 pid: config.gateway_pids.get(i).copied(),
             })
             .collect();
-        let servers = pulse_common::nats::server_addrs(&config.nats_url)
+        let servers = pulse_common::nats::server_addrs(&config.nats.url)
             .map_err(|e| BenchError::Nats(format!("{e:#}")))?;
         let nats = pulse_common::nats::with_url_credentials(
             async_nats::ConnectOptions::new(),
-            &config.nats_url,
+            &config.nats.url,
         )
         .name("pulse-bench")
         .connect(servers)

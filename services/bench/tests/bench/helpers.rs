@@ -38,7 +38,7 @@ pub async fn spawn_gateway() -> Gateway {
 /// list) and waits until it is ready.
 pub async fn spawn_gateway_on(nats_url: &str) -> Gateway {
     let mut config = gateway_config();
-    config.nats_url = nats_url.to_owned();
+    config.nats.url = nats_url.to_owned();
     pulse_test_support::gateway::spawn(config).await
 }
 

@@ -223,7 +223,7 @@ async fn a_nats_node_killed_under_load_loses_no_event_and_leaves_every_client_cu
         )),
     );
     // The bench watches NATS from a node that stays up.
-    config.nats_url = cluster.nodes[survivor].url();
+    config.nats.url = cluster.nodes[survivor].url();
     // Meanwhile events of the test's own tenant, kept in the outbox after the run (the bench
     // removes its tenant, and with it whatever its events still wait for), to check what
     // JetStream stored.

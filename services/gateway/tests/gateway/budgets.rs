@@ -272,7 +272,7 @@ async fn a_device_the_tenant_does_not_have_is_refused_without_a_nats_subscriptio
 async fn without_a_readable_device_registry_a_device_subscribe_is_unavailable_not_allowed() {
     // A NATS server of its own, without the registry's bucket.
     let server = PrivateNats::start().await;
-    let gw = spawn_gateway_with(|c| c.nats_url = server.url.clone()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = server.url.clone()).await;
     let mut c = gw.viewer(&unique("noreg")).await;
     let refused = c
         .subscribe(json!({"type": "device", "device_id": "dev-1"}))

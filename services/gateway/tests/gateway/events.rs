@@ -100,7 +100,7 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     let nats = nats().await;
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
     let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats_url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
     let mut c = tickets_reader(&gw, &tenant, None).await;
 
     proxy.set(Link::Cut);
@@ -196,7 +196,7 @@ async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     let tenant = unique("evexpired");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     store_tickets(&js, &subject, 1..=12).await;
-    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url).await;
     let mut c = tickets_reader(&gw, &tenant, Some(2)).await;
     assert_eq!(
         c.next(T).await,
@@ -263,12 +263,12 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
     let tenant = unique("evgone");
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     let remembers = spawn_gateway_with(|c| {
-        c.nats_url = url.clone();
+        c.nats.url = url.clone();
         c.events_cache = 3;
     })
     .await;
     let forgets = spawn_gateway_with(|c| {
-        c.nats_url = url.clone();
+        c.nats.url = url.clone();
         c.events_cache = 0;
     })
     .await;
@@ -303,7 +303,7 @@ async fn events_the_stream_no_longer_retains_are_announced_as_expired_on_resume(
         (11..=20).collect::<Vec<_>>()
     );
     all_expired(&stream, &subject).await;
-    let fresh = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
+    let fresh = spawn_gateway_with(|c| c.nats.url = url.clone()).await;
     resume_after_all_expired(&fresh, &tenant, 11, (&js, &subject), 21).await;
 }
 
@@ -348,7 +348,7 @@ async fn a_connection_resuming_many_channels_holds_one_replay_limit_not_one_per_
         }
     }
     let gw = spawn_gateway_with(|c| {
-        c.nats_url = url;
+        c.nats.url = url;
         c.replay_max_events = 100;
     })
     .await;
@@ -411,7 +411,7 @@ async fn without_jetstream_a_replay_is_an_unavailable_reset_never_a_silent_empty
     let server = PrivateNats::without_jetstream().await;
     let url = server.url.clone();
     let nats = connect_nats(&url).await.unwrap();
-    let gw = spawn_gateway_with(|c| c.nats_url = url).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url).await;
     let tenant = unique("evnojs");
     let mut c = gw.viewer(&tenant).await;
     c.assert_subscribes(events("tickets", Some(5))).await;
@@ -548,7 +548,7 @@ async fn a_catch_up_ends_when_its_client_unsubscribes_not_when_its_reads_give_up
     store_tickets(&js, &subject, 1..=3).await;
     // No recent events kept in memory: every resume reads the stream.
     let gw = spawn_gateway_with(|c| {
-        c.nats_url = url;
+        c.nats.url = url;
         c.events_cache = 0;
     })
     .await;

@@ -154,7 +154,7 @@ async fn subscribed_means_in_place_on_the_server_even_over_a_slow_link() {
     let server = PrivateNats::start().await;
     let nats = connect_nats(&server.url).await.unwrap();
     let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats_url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
     let mut c = gw.viewer(&tenant).await;
     proxy.set(Link::Slow(Duration::from_millis(40)));
     let cases = [

@@ -207,7 +207,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     let publisher = async_nats::connect(&url).await.unwrap();
     retain_alerts(&publisher, &tenant, 10, "before").await;
 
-    let gw = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url.clone()).await;
     let mut c = connect(&gw.url(&viewer_token(&tenant, 120))).await;
     c.subscribe(json!({"type": "alerts"})).await;
     assert_eq!(c.next(T).await["v"], "before");
@@ -284,7 +284,7 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let mut cfg = config();
-    cfg.nats_url = url.clone();
+    cfg.nats.url = url.clone();
     // No NATS at all yet: the gateway still starts.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -325,7 +325,7 @@ async fn a_gateway_stops_promptly_while_nats_is_down() {
     let port = free_port();
     let mut server = start_nats_server(port, &[], &[]);
     let gw = spawn_gateway_with(|c| {
-        c.nats_url = format!("nats://127.0.0.1:{port}");
+        c.nats.url = format!("nats://127.0.0.1:{port}");
         c.drain = std::time::Duration::from_secs(0);
     })
     .await;
@@ -346,7 +346,7 @@ async fn readyz_and_a_gauge_say_whether_the_streams_answer_while_the_gateway_sta
     // JetStream is there, the streams are not yet (as before the first poller starts).
     let server = PrivateNats::start().await;
     let url = server.url.clone();
-    let gw = spawn_gateway_with(|c| c.nats_url = url.clone()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url.clone()).await;
     let addr = gw.addr;
     let wait = pulse_gateway::streams::CHECK_INTERVAL * 3;
     let shows = |stream: &'static str, key: &'static str, readable: bool| async move {

@@ -58,7 +58,7 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     let floor = pulse_poller::streams::newest_seq(&js).await.unwrap();
     assert_eq!(floor, 3);
 
-    let gw = spawn_gateway_with(|c| c.nats_url = url_as("pulse-gateway", "gateway-pw")).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url_as("pulse-gateway", "gateway-pw")).await;
     let mut c = gw.viewer(&tenant).await;
 
     // The current value comes from a direct get the gateway may make.
@@ -95,7 +95,7 @@ async fn the_documented_nats_permissions_let_every_service_work() {
 
     // A client resuming from `since` on a gateway that never served the topic is replayed
     // from the events stream.
-    let second = spawn_gateway_with(|c| c.nats_url = url_as("pulse-gateway", "gateway-pw")).await;
+    let second = spawn_gateway_with(|c| c.nats.url = url_as("pulse-gateway", "gateway-pw")).await;
     let mut resumed = second.viewer(&tenant).await;
     resumed
         .subscribe_within(
@@ -365,7 +365,7 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
     retain_alerts(&admin, &tenant, 3, "retained").await;
 
     // Core NATS works for the gateway, JetStream does not: subscribing still answers.
-    let gw = spawn_gateway_with(|c| c.nats_url = url_as("gw")).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = url_as("gw")).await;
     let mut c = gw.viewer(&tenant).await;
     // A JetStream that does not answer delays no reply: each subscribe is acknowledged at
     // once, not after the read of its current value gives up.

@@ -31,7 +31,7 @@ async fn cluster_with_gateway_on(
         cluster.lead(&writer, stream, 0).await;
     }
     let url = cluster.nodes[node].url();
-    let gateway = spawn_gateway_with(|c| c.nats_url = url).await;
+    let gateway = spawn_gateway_with(|c| c.nats.url = url).await;
     (cluster, js, gateway)
 }
 
