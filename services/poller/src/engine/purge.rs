@@ -1,7 +1,7 @@
 //! Removing a deleted tenant's data from NATS.
 //!
 //! Deleting a tenant queues it in `tenant_purges`, in the deleting transaction (migration
-//! `20261205000004`). Each time the active poller reads the tenant list, it purges each queued
+//! `20261205000004`; `TRUNCATE tenants` queues every tenant, `20261206000001`). Each time the active poller reads the tenant list, it purges each queued
 //! tenant's keys from the device registry and its subjects from `PULSE_EVENTS` and
 //! `PULSE_STATE` ([`crate::streams::purge_tenant`]), and only then removes the row. A purge NATS
 //! does not do (down, a permission missing) stops the round and is tried again

@@ -104,6 +104,37 @@ async fn a_tenant_deleted_while_no_poller_ran_leaves_nats_and_the_others_stay() 
 }
 
 #[tokio::test]
+async fn truncating_the_tenants_purges_them_all_at_once() {
+    let (db, _) = db_with_tenant("purge-truncate-none", 0).await;
+    let first = tenant_with_data(&db, "purge-truncate-a").await;
+    let second = tenant_with_data(&db, "purge-truncate-b").await;
+    // The safety-net poll is a minute away: the truncation itself tells the poller.
+    let poller = spawn_poller(config(&db)).await;
+    until_all_published(&first).await;
+    until_all_published(&second).await;
+
+    sqlx::query("TRUNCATE tenants CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(
+        "both tenants' data purged",
+        Duration::from_secs(20),
+        || async { held_of(&first).await == [0, 0, 0] && held_of(&second).await == [0, 0, 0] },
+    )
+    .await;
+    eventually("the purges marked done", Duration::from_secs(5), || async {
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_purges")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        queued == 0
+    })
+    .await;
+    poller.stop().await;
+}
+
+#[tokio::test]
 async fn a_tenant_created_again_with_the_same_id_is_shown_none_of_the_old_ones_data() {
     let (db, _) = db_with_tenant("purge-again-none", 0).await;
     let tenant = tenant_with_data(&db, "purge-again").await;
