@@ -88,20 +88,30 @@ async fn logins_turned_away_as_busy_are_not_counted_against_the_user() {
     let email = format!("viewer@{}.example", env.tenant);
     // Others keep the one slot busy, each from an address of its own: arriving every 4 ms,
     // faster than one slot hashes, they queue for longer than a login waits (1 s).
+    let (busy_tx, mut busy_rx) = tokio::sync::watch::channel(false);
     let flood = (0..300).map(|i| {
         let base = env.at("");
+        let busy_tx = busy_tx.clone();
         async move {
             tokio::time::sleep(std::time::Duration::from_millis(i * 4)).await;
             let who = format!("198.51.{}.{}", 100 + i / 250, i % 250);
             let stranger = format!("nobody-{i}@x.example");
-            login_at(&base, Some(&who), &stranger, "wrong").await
+            let status = login_at(&base, Some(&who), &stranger, "wrong").await;
+            if status == 503 {
+                busy_tx.send_replace(true);
+            }
+            status
         }
     });
-    // Meanwhile the user tries three times at once from its own address (more than its two
-    // attempts a minute). At most one may find the slot free (on a loaded machine the flood
-    // can be late); the others are turned away as busy.
+    // Once the flood is turned away as busy (the queue is full for the next second), the user
+    // tries three times at once from its own address (more than its two attempts a minute).
+    // At most one may find the slot free; the others are turned away as busy.
     let user = async {
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let busy = busy_rx.wait_for(|busy| *busy);
+        tokio::time::timeout(std::time::Duration::from_secs(30), busy)
+            .await
+            .expect("the flood never kept the slot busy")
+            .unwrap();
         let tries = (0..3).map(|_| login_from(&env, Some("203.0.113.5"), &email, PASSWORD));
         futures::future::join_all(tries).await
     };
