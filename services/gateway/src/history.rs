@@ -4,7 +4,9 @@
 //! A topic's newest event is asked of the stream's leader ([`StreamReads::last`]), so a read
 //! ends at the newest event acknowledged. The events up to it are read with direct gets,
 //! which any replica answers; a replica that says there is none before that end is behind,
-//! and the leader is asked instead.
+//! and the leader is asked instead, as it is when no replica answers. A read whose end only a
+//! replica gave (the leader not answering) says so ([`Stored::from_replica`]): a resume reads
+//! again until the leader answers ([`unsettled`]).
 //!
 //! The stream numbers messages across all subjects; an event topic's `seq` increases with
 //! them, so the first stored event after a given `seq` is found by a binary search over stream
@@ -21,7 +23,7 @@ use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 
 use crate::frame::{Frame, seq_of};
 use crate::ids::TopicId;
-use crate::stream_reads::{ReadError, StreamReads};
+use crate::stream_reads::{ReadError, Source, StreamReads};
 
 /// How long one JetStream read may take before the history counts as unavailable.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +61,21 @@ pub struct Stored {
     /// The stream retains no event of the subject at all: any the caller knows of expired
     /// (or were evicted) before this read.
     pub none_retained: bool,
+    /// Where the read ends (the topic's newest event, or that it has none) is a replica's
+    /// word, the stream's leader not answering (as while the stream elects one): a replica
+    /// that is behind may lack the newest events, or all of them, and cannot catch up without
+    /// a leader.
+    pub from_replica: bool,
+}
+
+/// Whether a read may have come out short for want of the stream's leader: it ended on a
+/// replica's word, or nothing answered in time (a hung or lost node, a stream electing a
+/// leader). Worth making again shortly, unlike a refusal (no JetStream, no permission).
+pub fn unsettled(read: &Result<Stored, HistoryError>) -> bool {
+    match read {
+        Ok(stored) => stored.from_replica,
+        Err(e) => matches!(e, HistoryError::Timeout),
+    }
 }
 
 /// Reads of the events stream, shared by every topic of a gateway.
@@ -66,6 +83,9 @@ pub struct History {
     reads: StreamReads,
     /// Every read made, counted.
     gets: Counter,
+    /// Since when reads have been [`unsettled`], until one ends on the leader's word
+    /// ([`History::unsettled_for_less_than`]).
+    unsettled_since: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// One stored event: its stream sequence and its `seq`.
@@ -81,6 +101,7 @@ impl History {
         Self {
             reads: StreamReads::new(js, EVENTS_STREAM),
             gets,
+            unsettled_since: parking_lot::Mutex::new(None),
         }
     }
 
@@ -95,21 +116,23 @@ impl History {
         subject: &Subject,
         topic: TopicId,
     ) -> Result<Option<Frame>, HistoryError> {
-        let found = self.last(&subject.to_string()).await?;
+        let (found, _) = self.last(&subject.to_string()).await?;
         Ok(found.map(|f| frame(topic, f)))
     }
 
-    /// The newest stored event of `name`, from the stream's leader unless it does not answer.
-    async fn last(&self, name: &str) -> Result<Option<Found>, HistoryError> {
+    /// The newest stored event of `name`, from the stream's leader unless it does not answer,
+    /// and who answered.
+    async fn last(&self, name: &str) -> Result<(Option<Found>, Source), HistoryError> {
         self.gets.inc();
-        let (message, _) = self.reads.last(name).await?;
-        Ok(message.map(found))
+        let (message, source) = self.reads.last(name).await?;
+        Ok((message.map(found), source))
     }
 
     /// The first stored event of `name` at stream sequence `from` or later (the subject's first
     /// without `from`), where `end` is a stream sequence known to hold one of its events: a
     /// replica that says there is none before it is behind, so the leader is asked then. A
-    /// leader that does not answer leaves the replica's answer.
+    /// leader that does not answer leaves the replica's answer. When no replica answers, the
+    /// leader's answer is the one.
     async fn next(
         &self,
         stream: &jetstream::stream::Stream<()>,
@@ -119,8 +142,18 @@ impl History {
     ) -> Result<Option<Found>, HistoryError> {
         let replica = self
             .timed(stream.direct_get_next_for_subject(name.to_owned(), from))
-            .await?;
+            .await;
         let from = from.unwrap_or(1);
+        let replica = match replica {
+            // No replica answered (a request can go to a node that hangs, or was just lost):
+            // the leader may.
+            Err(HistoryError::Timeout) => {
+                self.gets.inc();
+                let message = self.reads.first_from_leader(name, from).await?;
+                return Ok(message.map(found));
+            }
+            other => other?,
+        };
         if replica.is_some() || from > end {
             return Ok(replica);
         }
@@ -143,26 +176,65 @@ impl History {
         after: u64,
         max: usize,
     ) -> Result<Stored, HistoryError> {
+        let read = self.read_after_inner(subject, topic, after, max).await;
+        let mut since = self.unsettled_since.lock();
+        if unsettled(&read) {
+            since.get_or_insert_with(Instant::now);
+        } else if read.is_ok() {
+            *since = None;
+        }
+        read
+    }
+
+    /// Whether the events stream's reads have been [`unsettled`] for less than `wait` (or are
+    /// not): an unsettled read is worth making again while a leader is elected, which takes
+    /// seconds. Shared by every read, so
+    /// that a stream without a leader for longer holds each resume up once, not each in turn.
+    pub fn unsettled_for_less_than(&self, wait: Duration) -> bool {
+        self.unsettled_since
+            .lock()
+            .is_none_or(|since| since.elapsed() < wait)
+    }
+
+    async fn read_after_inner(
+        &self,
+        subject: &Subject,
+        topic: TopicId,
+        after: u64,
+        max: usize,
+    ) -> Result<Stored, HistoryError> {
         let started = Instant::now();
         let stream = self.stream().await?;
         let name = subject.to_string();
-        let Some(last) = self.last(&name).await? else {
+        let (last, source) = self.last(&name).await?;
+        let Some(last) = last else {
             // Nothing stored: either nothing happened after `after`, or it expired. Only the
             // caller's own knowledge (what it delivered since) can tell.
             return Ok(Stored {
                 none_retained: true,
+                from_replica: source == Source::Replica,
                 ..Stored::default()
             });
         };
+        let from_replica = source == Source::Replica;
         if last.seq <= after {
-            return Ok(Stored::default());
+            return Ok(Stored {
+                from_replica,
+                ..Stored::default()
+            });
         }
         let Some(first) = self.next(stream, &name, None, last.stream_seq).await? else {
-            return Ok(Stored::default());
+            return Ok(Stored {
+                from_replica,
+                ..Stored::default()
+            });
         };
         let end = last.stream_seq;
         let mut want = after;
-        let mut stored = Stored::default();
+        let mut stored = Stored {
+            from_replica,
+            ..Stored::default()
+        };
         if last.seq - after > max as u64 {
             want = last.seq - max as u64;
             stored.limited = true;

@@ -236,11 +236,12 @@ pub fn splice<'a>(
         last = oldest - 1;
     }
     // Events missing from a stream that retains none of the topic's have expired; missing
-    // from one that retains later ones, they were lost on the way.
-    let missing = if stored.none_retained {
-        ResetReason::Expired
-    } else {
-        ResetReason::Gap
+    // from one that retains later ones, they were lost on the way. A replica's word alone
+    // that it retains none may be a replica behind: the stream could not be read.
+    let missing = match (stored.none_retained, stored.from_replica) {
+        (true, true) => ResetReason::Unavailable,
+        (true, false) => ResetReason::Expired,
+        (false, _) => ResetReason::Gap,
     };
     let mut memory: Vec<&Frame> = memory.collect();
     memory.sort_by_key(|f| f.seq);
@@ -274,7 +275,7 @@ pub fn splice<'a>(
         // so the client is told rather than left to trust state that may be stale.
         out.push(Item::Reset {
             oldest: None,
-            reason: ResetReason::Expired,
+            reason: missing,
         });
     }
     Some(out)

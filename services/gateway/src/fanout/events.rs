@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use super::topic::Topic;
 use super::within_barrier;
 use crate::frame::{Frame, seq_of};
-use crate::history::{History, HistoryError};
+use crate::history::{self, History, HistoryError};
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
@@ -22,6 +22,11 @@ use crate::replay::{self, EventLog, Item, Order};
 /// How often a catching-up client's history is read again while a gap remains (an event
 /// delivered live may reach the stream a moment later).
 const SPLICE_ATTEMPTS: usize = 3;
+/// How long resumes wait for the events stream's leader to answer, while reads end on a
+/// replica's word or fail: a new leader is elected within seconds.
+const CONFIRM_WAIT: Duration = Duration::from_secs(15);
+/// The pause between two such reads.
+const CONFIRM_PAUSE: Duration = Duration::from_millis(250);
 /// How long writing the SUB out may take when the head read was too slow.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -134,13 +139,28 @@ impl Events {
         let Some(_turn) = queue.catch_up_turn().await else {
             return;
         };
-        for attempt in 1..=SPLICE_ATTEMPTS {
+        let mut attempt = 0;
+        loop {
             let room = queue.replay_room(self.inner.limits.replay_max);
             let read = self
                 .inner
                 .history
                 .read_after(&topic.subject, topic.id, since, room.max(1))
                 .await;
+            // A read that nothing answered in time, or that ended on a replica's word while
+            // the stream's leader does not answer, may be short: it is made again until the
+            // leader answers (an election lasts seconds), the live events held for the client
+            // meanwhile. Once the stream has been so for `CONFIRM_WAIT`, what was read is
+            // taken, a failure ending in an `unavailable` reset.
+            if history::unsettled(&read) && self.inner.history.unsettled_for_less_than(CONFIRM_WAIT)
+            {
+                if !topic.log.lock().catching_up.contains_key(&conn) {
+                    return; // unsubscribed meanwhile
+                }
+                tokio::time::sleep(CONFIRM_PAUSE).await;
+                continue;
+            }
+            attempt += 1;
             if let Ok(stored) = &read {
                 metrics
                     .events_read_for_replay

@@ -202,6 +202,33 @@ fn splice_reports_events_the_stream_no_longer_holds_as_expired() {
 }
 
 #[test]
+fn a_replicas_word_alone_that_nothing_is_retained_is_no_expiry() {
+    // A replica that is behind may lack every event: what it cannot show is unavailable, not
+    // expired.
+    let replica = Stored {
+        from_replica: true,
+        ..none_retained()
+    };
+    let out = splice(9, &replica, [].iter(), None, false).unwrap();
+    assert_eq!(seqs(&out), ["reset(None,Unavailable)"]);
+    let out = splice(2, &replica, [f(8), f(9)].iter(), Some(9), true).unwrap();
+    assert_eq!(seqs(&out), ["reset(Some(8),Unavailable)", "8", "9"]);
+    // Events it does hold are taken as they are.
+    let out = splice(
+        2,
+        &Stored {
+            from_replica: true,
+            ..stored(&[3, 4])
+        },
+        [].iter(),
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(seqs(&out), ["3", "4"]);
+}
+
+#[test]
 fn splice_leaves_no_client_short_of_the_head_without_a_reset() {
     let none = none_retained();
     assert!(splice(2, &none, [].iter(), Some(9), false).is_none());

@@ -169,10 +169,17 @@ pub async fn publish_events(
 /// Reads events of `topic` until `last`, failing on anything out of order, duplicated, or a
 /// reset; returns the seqs seen.
 pub async fn events_until(c: &mut Client, last: u64) -> Vec<u64> {
+    events_within(c, last, T).await
+}
+
+/// [`events_until`], each event waited for up to `wait`.
+pub async fn events_within(c: &mut Client, last: u64, wait: Duration) -> Vec<u64> {
     let mut seen: Vec<u64> = Vec::new();
     while seen.last().is_none_or(|&s| s < last) {
         let m = c
-            .until(T, |m| m["type"] == "event" || m["type"] == "events_reset")
+            .until(wait, |m| {
+                m["type"] == "event" || m["type"] == "events_reset"
+            })
             .await;
         assert_eq!(m["type"], "event", "unexpected {m}");
         let seq = m["seq"].as_u64().unwrap();

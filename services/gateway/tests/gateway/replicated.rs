@@ -4,6 +4,8 @@
 //! every event the stream acknowledged before it subscribed, and may subscribe to a device the
 //! device registry listed; a stream electing a leader still answers from its replicas.
 
+use std::time::Duration;
+
 use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
 use pulse_test_support::nats_cluster::Cluster;
 use serde_json::json;
@@ -12,6 +14,10 @@ use crate::helpers::*;
 
 /// Tenants subscribed to at once.
 const TENANTS: usize = 20;
+
+/// How long a stream whose leader's node is gone takes to answer again, at most: the election
+/// (seconds; longer when the node hangs rather than dies), then the gateway's next read.
+const ELECTION: Duration = Duration::from_secs(25);
 
 /// A cluster whose streams node 0 leads, written to through node 0, and a gateway connected to
 /// node 1, whose replicas the gateway's direct gets reach first.
@@ -129,7 +135,34 @@ async fn subscribers_get_the_current_value_and_a_resume_while_the_streams_have_n
     assert_eq!(first["seq"], 7, "{first}");
     c.assert_subscribes(json!({"type": "events", "topic": "tickets", "since": 1}))
         .await;
-    assert_events(&mut c, 2..=3).await;
+    // Once a new leader answers (a replica's answer may be short): within seconds.
+    assert_eq!(events_within(&mut c, 3, ELECTION).await, [2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_answered_by_a_replica_behind_waits_for_the_new_leader() {
+    // The gateway is on node 1, which is stopped while the topic's events are stored (by the
+    // leader, node 0, and node 2): what the leader sent it waits in its socket, and the last
+    // event's commit comes later, if ever.
+    let (cluster, js, gw) = cluster_with_gateway_on(1).await;
+    let tenant = unique("replicated");
+    cluster.pause(1);
+    let events = format!("pulse.v1.{tenant}.events.tickets");
+    for seq in 1..=3 {
+        let event = json!({"type": "event", "topic": "tickets", "payload": {"n": seq}});
+        publish_stored(&js, &events, seq, event).await;
+    }
+    // The leader stops before telling node 1 more: until nodes 1 and 2 have elected a new
+    // leader (seconds), the gateway's reads are answered by node 1's replica, which is behind.
+    cluster.pause(0);
+    cluster.resume(1);
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_subscribes(json!({"type": "events", "topic": "tickets", "since": 1}))
+        .await;
+    // Every event after `since`, once the new leader answers: not what the replica had (it
+    // may have had none, or not answered at all).
+    assert_eq!(events_within(&mut c, 3, ELECTION).await, [2, 3]);
+    cluster.resume(0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
