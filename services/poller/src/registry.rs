@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, pull};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use pulse_proto::subject::DEVICES_BUCKET;
@@ -79,7 +79,6 @@ pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<kv::Stor
 /// The registry as this poller last wrote it.
 pub struct DeviceRegistry {
     store: kv::Store,
-    client: async_nats::Client,
     /// The devices listed for each tenant synced so far.
     known: HashMap<TenantId, HashSet<DeviceId>>,
     /// How many times a tenant's keys were read from the bucket.
@@ -95,7 +94,6 @@ impl DeviceRegistry {
         let store = ensure(js, replicas).await?;
         Ok(Self {
             store,
-            client: js.client(),
             known: HashMap::new(),
             reads: 0,
             bucket_reads: 0,
@@ -217,8 +215,10 @@ impl DeviceRegistry {
     ) -> Result<HashMap<TenantId, HashSet<DeviceId>>, String> {
         let stalled = |_| format!("nothing came for {READ_STALL:?}");
         let prefix = &self.store.prefix;
-        let config = push::OrderedConfig {
-            deliver_subject: self.client.new_inbox(),
+        // A pull consumer: the server sends only what is asked for, once the client listens.
+        // A push consumer starts sending as it is created, before the client's subscription
+        // is in place, and what it sent meanwhile is gone until its next heartbeat (5 s).
+        let config = pull::OrderedConfig {
             description: Some(format!("pulse-poller registry read of {filter}")),
             filter_subject: filter,
             headers_only: true,
