@@ -62,14 +62,32 @@ async fn until_all_published(tenant: &str) {
     .await;
 }
 
+/// Two tenants with data, on a database of their own, once a poller published all of it.
+async fn two_published_tenants(label: &str) -> (ScratchDb, [String; 2], PollerHandle) {
+    let (db, _) = db_with_tenant(&format!("{label}-none"), 0).await;
+    let tenants = [
+        tenant_with_data(&db, label).await,
+        tenant_with_data(&db, &format!("{label}-b")).await,
+    ];
+    // The safety-net poll is a minute away (`config`).
+    let poller = spawn_poller(config(&db)).await;
+    for tenant in &tenants {
+        until_all_published(tenant).await;
+    }
+    (db, tenants, poller)
+}
+
+/// Deletions queued and not purged yet.
+async fn queued_purges(db: &ScratchDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tenant_purges")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_tenant_deleted_while_no_poller_ran_leaves_nats_and_the_others_stay() {
-    let (db, _) = db_with_tenant("purge-none", 0).await;
-    let tenant = tenant_with_data(&db, "purge").await;
-    let bystander = tenant_with_data(&db, "purge-b").await;
-    let poller = spawn_poller(config(&db)).await;
-    until_all_published(&tenant).await;
-    until_all_published(&bystander).await;
+    let (db, [tenant, bystander], poller) = two_published_tenants("purge").await;
     poller.stop().await;
 
     // Deleted with no poller running: no poller saw it in its tenant list to see it go.
@@ -83,11 +101,7 @@ async fn a_tenant_deleted_while_no_poller_ran_leaves_nats_and_the_others_stay() 
     .await;
     // Marked done (just after the purge itself) and counted.
     eventually("the purge marked done", Duration::from_secs(5), || async {
-        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_purges")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        queued == 0
+        queued_purges(&db).await == 0
             && poller
                 .metric("pulse_poller_tenants_purged_total", &[])
                 .await
@@ -105,14 +119,8 @@ async fn a_tenant_deleted_while_no_poller_ran_leaves_nats_and_the_others_stay() 
 
 #[tokio::test]
 async fn truncating_the_tenants_purges_them_all_at_once() {
-    let (db, _) = db_with_tenant("purge-truncate-none", 0).await;
-    let first = tenant_with_data(&db, "purge-truncate-a").await;
-    let second = tenant_with_data(&db, "purge-truncate-b").await;
     // The safety-net poll is a minute away: the truncation itself tells the poller.
-    let poller = spawn_poller(config(&db)).await;
-    until_all_published(&first).await;
-    until_all_published(&second).await;
-
+    let (db, [first, second], poller) = two_published_tenants("purge-truncate").await;
     sqlx::query("TRUNCATE tenants CASCADE")
         .execute(&db.pool)
         .await
@@ -124,11 +132,7 @@ async fn truncating_the_tenants_purges_them_all_at_once() {
     )
     .await;
     eventually("the purges marked done", Duration::from_secs(5), || async {
-        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_purges")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        queued == 0
+        queued_purges(&db).await == 0
     })
     .await;
     poller.stop().await;
