@@ -149,8 +149,14 @@ impl History {
             // the leader may.
             Err(HistoryError::Timeout) => {
                 self.gets.inc();
-                let message = self.reads.first_from_leader(name, from).await?;
-                return Ok(message.map(found));
+                return match self.reads.first_from_leader(name, from).await {
+                    Ok(message) => Ok(message.map(found)),
+                    // Neither answers: the stream elects a leader, or cannot be reached.
+                    Err(ReadError::LeaderAway | ReadError::Timeout(_)) => {
+                        Err(HistoryError::Timeout)
+                    }
+                    Err(e) => Err(e.into()),
+                };
             }
             other => other?,
         };
@@ -188,8 +194,8 @@ impl History {
 
     /// Whether the events stream's reads have been [`unsettled`] for less than `wait` (or are
     /// not): an unsettled read is worth making again while a leader is elected, which takes
-    /// seconds. Shared by every read, so
-    /// that a stream without a leader for longer holds each resume up once, not each in turn.
+    /// seconds. Shared by every read, so that a stream without a leader for longer holds each
+    /// resume up once, not each in turn.
     pub fn unsettled_for_less_than(&self, wait: Duration) -> bool {
         self.unsettled_since
             .lock()
