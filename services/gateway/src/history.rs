@@ -182,13 +182,94 @@ impl History {
         after: u64,
         max: usize,
     ) -> Result<Stored, HistoryError> {
-        let read = self.read_after_inner(subject, topic, after, max).await;
+        let read: Result<Stored, HistoryError> = async {
+            let started = Instant::now();
+            let stream = self.stream().await?;
+            let name = subject.to_string();
+            let (last, source) = self.last(&name).await?;
+            let Some(last) = last else {
+                // Nothing stored: either nothing happened after `after`, or it expired. Only the
+                // caller's own knowledge (what it delivered since) can tell.
+                return Ok(Stored {
+                    none_retained: true,
+                    from_replica: source == Source::Replica,
+                    ..Stored::default()
+                });
+            };
+            let from_replica = source == Source::Replica;
+            if last.seq <= after {
+                return Ok(Stored {
+                    from_replica,
+                    ..Stored::default()
+                });
+            }
+            let Some(first) = self.next(stream, &name, None, last.stream_seq).await? else {
+                return Ok(Stored {
+                    from_replica,
+                    ..Stored::default()
+                });
+            };
+            let end = last.stream_seq;
+            let mut want = after;
+            let mut stored = Stored {
+                from_replica,
+                ..Stored::default()
+            };
+            if last.seq - after > max as u64 {
+                want = last.seq - max as u64;
+                stored.limited = true;
+            }
+            let expired = first.seq > want + 1;
+            let start = self
+                .first_above(stream, &name, first.clone(), last.clone(), want)
+                .await?;
+            stored.frames = self
+                .read_forward(stream, &name, topic, start, end, max)
+                .await?;
+            stored.frames.retain(|f| f.seq > want);
+            stored.frames.sort_by_key(|f| f.seq);
+            stored.frames.dedup_by_key(|f| f.seq);
+            // The search assumes a topic's seqs rise with the stream's order. A relay retry stores
+            // an event after fewer than `EVENTS_RELAYED_PER_TOPIC_PASS` later ones of its topic,
+            // which can mislead it; so when a hole shows, the events are read again from the first
+            // one above `want - LOOKBACK`, which no retry moves past the events above `want`. A
+            // hole still there then is one (an event passed over as too big, or deleted).
+            let holed = stored
+                .frames
+                .first()
+                .is_some_and(|f| !expired && f.seq != want + 1)
+                || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
+            if holed {
+                let from = want.saturating_sub(LOOKBACK);
+                let start = self.first_above(stream, &name, first, last, from).await?;
+                let mut all = self
+                    .read_forward(stream, &name, topic, start, end, usize::MAX)
+                    .await?;
+                all.retain(|f| f.seq > want);
+                all.sort_by_key(|f| f.seq);
+                all.dedup_by_key(|f| f.seq);
+                let skip = all.len().saturating_sub(max);
+                stored.frames = all.split_off(skip);
+            }
+            if let Some(first) = stored.frames.first()
+                && (expired || stored.limited)
+            {
+                stored.missing_before = Some(first.seq);
+            }
+            tracing::debug!(
+                %subject, after, read = stored.frames.len(), took = ?started.elapsed(),
+                "read event history"
+            );
+            Ok(stored)
+        }
+        .await;
         let mut since = self.unsettled_since.lock();
         if unsettled(&read) {
             since.get_or_insert_with(Instant::now);
         } else if read.is_ok() {
             *since = None;
         }
+        drop(since);
         read
     }
 
@@ -200,93 +281,6 @@ impl History {
         self.unsettled_since
             .lock()
             .is_none_or(|since| since.elapsed() < wait)
-    }
-
-    async fn read_after_inner(
-        &self,
-        subject: &Subject,
-        topic: TopicId,
-        after: u64,
-        max: usize,
-    ) -> Result<Stored, HistoryError> {
-        let started = Instant::now();
-        let stream = self.stream().await?;
-        let name = subject.to_string();
-        let (last, source) = self.last(&name).await?;
-        let Some(last) = last else {
-            // Nothing stored: either nothing happened after `after`, or it expired. Only the
-            // caller's own knowledge (what it delivered since) can tell.
-            return Ok(Stored {
-                none_retained: true,
-                from_replica: source == Source::Replica,
-                ..Stored::default()
-            });
-        };
-        let from_replica = source == Source::Replica;
-        if last.seq <= after {
-            return Ok(Stored {
-                from_replica,
-                ..Stored::default()
-            });
-        }
-        let Some(first) = self.next(stream, &name, None, last.stream_seq).await? else {
-            return Ok(Stored {
-                from_replica,
-                ..Stored::default()
-            });
-        };
-        let end = last.stream_seq;
-        let mut want = after;
-        let mut stored = Stored {
-            from_replica,
-            ..Stored::default()
-        };
-        if last.seq - after > max as u64 {
-            want = last.seq - max as u64;
-            stored.limited = true;
-        }
-        let expired = first.seq > want + 1;
-        let start = self
-            .first_above(stream, &name, first.clone(), last.clone(), want)
-            .await?;
-        stored.frames = self
-            .read_forward(stream, &name, topic, start, end, max)
-            .await?;
-        stored.frames.retain(|f| f.seq > want);
-        stored.frames.sort_by_key(|f| f.seq);
-        stored.frames.dedup_by_key(|f| f.seq);
-        // The search assumes a topic's seqs rise with the stream's order. A relay retry stores
-        // an event after fewer than `EVENTS_RELAYED_PER_TOPIC_PASS` later ones of its topic,
-        // which can mislead it; so when a hole shows, the events are read again from the first
-        // one above `want - LOOKBACK`, which no retry moves past the events above `want`. A
-        // hole still there then is one (an event passed over as too big, or deleted).
-        let holed = stored
-            .frames
-            .first()
-            .is_some_and(|f| !expired && f.seq != want + 1)
-            || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
-        if holed {
-            let from = want.saturating_sub(LOOKBACK);
-            let start = self.first_above(stream, &name, first, last, from).await?;
-            let mut all = self
-                .read_forward(stream, &name, topic, start, end, usize::MAX)
-                .await?;
-            all.retain(|f| f.seq > want);
-            all.sort_by_key(|f| f.seq);
-            all.dedup_by_key(|f| f.seq);
-            let skip = all.len().saturating_sub(max);
-            stored.frames = all.split_off(skip);
-        }
-        if let Some(first) = stored.frames.first()
-            && (expired || stored.limited)
-        {
-            stored.missing_before = Some(first.seq);
-        }
-        tracing::debug!(
-            %subject, after, read = stored.frames.len(), took = ?started.elapsed(),
-            "read event history"
-        );
-        Ok(stored)
     }
 
     /// The first stored event of `name` with a seq above `want`, by a binary search over the
