@@ -50,9 +50,15 @@ die() {
   exit 1
 }
 
-# stage TITLE — a header line before each stage of a longer run.
+# When the outermost script began (seconds since the epoch), for the times stage prints; the
+# scripts it runs inherit it.
+export PULSE_RUN_STARTED="${PULSE_RUN_STARTED:-$(date +%s)}"
+
+# stage TITLE — a header line before each stage of a longer run, with the time since the run
+# began, so a slow stage shows in any log.
 stage() {
-  printf '\npulse: ==== %s ====\n' "$*" >&2
+  local took=$(($(date +%s) - PULSE_RUN_STARTED))
+  printf '\npulse: ==== %s ==== (at %dm%02ds)\n' "$*" $((took / 60)) $((took % 60)) >&2
 }
 
 # have COMMAND — true when COMMAND is on PATH.
