@@ -1,7 +1,7 @@
-//! The simulator's command line: what to simulate and how fast. Every flag has an environment
-//! variable (`PULSE_SIM_*`, `PULSE_DEMO_PASSWORD`), and a value that cannot work is refused at
-//! start with the variable to fix: bounds as the values are parsed
-//! (`pulse_common::config_value`), the rest by [`SimulateArgs::validate`].
+//! The simulator's command line: what to simulate and how fast. Every setting has an
+//! environment variable (`PULSE_SIM_*`, `PULSE_DEMO_PASSWORD`; `--seed-only` is a flag only),
+//! and a value that cannot work is refused at start with the variable to fix: bounds as the
+//! values are parsed (`pulse_common::config_value`), the rest by [`SimulateArgs::validate`].
 
 use std::collections::HashSet;
 use std::time::Duration;
