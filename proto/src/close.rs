@@ -13,9 +13,12 @@ pub const UNSUPPORTED_DATA: u16 = 1003;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// The gateway is restarting or draining: reconnect (to any instance) after a short jitter.
 pub const SERVICE_RESTART: u16 = 1012;
-/// Missing, malformed, badly signed, expired, not yet valid or `exp`-less token, or one of a
-/// `kind` other than `ws`; also a token that expired while connected, or a user whose role
-/// changed. Get a fresh token before reconnecting.
+/// Missing, malformed, badly signed, expired, not yet valid or `exp`-less token, one of a
+/// `kind` other than `ws`, one signed with an algorithm or `kid` the gateway does not accept,
+/// or one with another `iss` or `aud` than the gateway requires; a first frame that is not a
+/// valid `auth` on a connection authenticating by its first message; also a token that
+/// expired while connected, or a user whose role changed. Get a fresh token before
+/// reconnecting.
 pub const UNAUTHORIZED: u16 = 4001;
 /// A valid token without `tenant_id` or `role`, with an invalid `tenant_id`, or with a role that
 /// may not connect; also a user deleted while connected. Do not retry with the same token.
