@@ -10,6 +10,28 @@ use tokio::process::{Child, Command};
 use crate::env::nats_url;
 use crate::{eventually, free_port, unique};
 
+/// Waits until the server has taken everything `client` sent before: its subscriptions are in
+/// place there, and its publishes have gone to the subscriptions the server held when it read
+/// them. `flush` alone only writes them to the socket, and the server may read another
+/// connection's messages first. A message the client sends itself comes back through the
+/// server after them.
+pub async fn round_trip(client: &async_nats::Client) {
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .expect("cannot subscribe");
+    client
+        .publish(inbox, Default::default())
+        .await
+        .expect("cannot publish");
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .expect("no round trip through the NATS server within 10 s")
+        .expect("the subscription ended");
+}
+
 /// A client of the shared NATS server.
 pub async fn shared() -> async_nats::Client {
     match async_nats::connect(nats_url()).await {
@@ -47,15 +69,6 @@ pub fn start_server(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Child {
     }
 }
 
-/// A private nats-server with JetStream storing in `store`, once it accepts connections.
-/// Started again on the same port and store, it comes back with what it had stored.
-pub async fn start_jetstream(port: u16, store: &Path) -> Child {
-    let store = store.to_string_lossy();
-    let child = start_server(port, &["-js", "-sd", &store], &[]);
-    wait_for(&format!("nats://127.0.0.1:{port}")).await;
-    child
-}
-
 /// Waits until a client can connect to `url` (credentials in the URL are sent).
 pub async fn wait_for(url: &str) {
     eventually("private NATS up", Duration::from_secs(10), || async move {
@@ -75,6 +88,46 @@ pub async fn wait_listening(port: u16) {
     .await;
 }
 
+/// Waits until the nats-server `child` listens on `port` as `name` (the INFO it sends first,
+/// before any credentials, names it). A port picked free can be taken by another process
+/// before the server binds it; a client would then reach that other process, another test's
+/// server say. The error says that the server exited instead.
+async fn wait_ours(child: &mut Child, port: u16, name: &str) -> Result<(), String> {
+    let within = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "nats-server {name} exited at start ({status}): port {port} taken?"
+            ));
+        }
+        if server_name(port).await.as_deref() == Some(name) {
+            return Ok(());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server {name} not listening on port {port} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `server_name` of the nats-server listening on `port`, from the INFO it sends first.
+async fn server_name(port: u16) -> Option<String> {
+    use tokio::io::AsyncBufReadExt as _;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let mut info = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut info))
+        .await
+        .ok()?
+        .ok()?;
+    let info: serde_json::Value = serde_json::from_str(info.strip_prefix("INFO ")?.trim()).ok()?;
+    info["server_name"].as_str().map(str::to_owned)
+}
+
 /// Connects to `url` sending the credentials written in it, as the services do.
 pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
     pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), url)
@@ -91,6 +144,8 @@ pub struct PrivateNats {
     /// The configuration file it runs with, when the test wrote one ([`PrivateNats::configured`]).
     conf: Option<PathBuf>,
     envs: Vec<(String, String)>,
+    /// Its `server_name`, by which [`wait_ours`] tells it from another process on its port.
+    name: String,
     server: Option<Child>,
 }
 
@@ -98,7 +153,7 @@ impl PrivateNats {
     /// A server with JetStream, once it accepts connections.
     pub async fn start() -> PrivateNats {
         let mut nats = PrivateNats::stopped();
-        nats.start_again().await;
+        nats.first_start(true).await;
         nats
     }
 
@@ -106,8 +161,7 @@ impl PrivateNats {
     /// once it accepts connections; [`PrivateNats::start_again`] brings JetStream.
     pub async fn without_jetstream() -> PrivateNats {
         let mut nats = PrivateNats::stopped();
-        nats.server = Some(start_server(nats.port, &[], &[]));
-        wait_for(&nats.url).await;
+        nats.first_start(false).await;
         nats
     }
 
@@ -127,7 +181,7 @@ impl PrivateNats {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        nats.start_again().await;
+        nats.first_start(true).await;
         nats
     }
 
@@ -160,7 +214,8 @@ impl PrivateNats {
 
     fn write_conf(&self, config: impl FnOnce(&Path) -> String) {
         let conf = self.conf.as_ref().expect("a configured server");
-        if let Err(e) = std::fs::write(conf, config(&self.store)) {
+        let config = format!("server_name: \"{}\"\n{}", self.name, config(&self.store));
+        if let Err(e) = std::fs::write(conf, config) {
             panic!("cannot write {}: {e}", conf.display());
         }
     }
@@ -173,8 +228,47 @@ impl PrivateNats {
             store: std::env::temp_dir().join(unique("pulse-nats")),
             conf: None,
             envs: Vec::new(),
+            name: unique("pulse-t-nats"),
             server: None,
         }
+    }
+
+    /// Starts the server for the first time; when another process took its port first, on
+    /// another free port (three tries).
+    async fn first_start(&mut self, jetstream: bool) {
+        let mut attempt = 1;
+        while let Err(e) = self.launch(jetstream).await {
+            assert!(attempt < 3, "{e} ({attempt} times)");
+            eprintln!("{e}: starting it on another port");
+            attempt += 1;
+            self.port = free_port();
+            self.url = format!("nats://127.0.0.1:{}", self.port);
+        }
+    }
+
+    /// Starts the server (stopped first if running) on its port, with JetStream (unless
+    /// `jetstream` is false) or with its configuration, once it listens there.
+    async fn launch(&mut self, jetstream: bool) -> Result<(), String> {
+        self.stop().await;
+        let store = self.store.to_string_lossy().into_owned();
+        let conf = self.conf.as_ref().map(|c| c.to_string_lossy().into_owned());
+        // A configured server has its name in its configuration: a reload refuses a name given
+        // on the command line, which its configuration lacks.
+        let mut args = Vec::new();
+        match &conf {
+            Some(conf) => args.extend(["-c", conf]),
+            None if jetstream => args.extend(["--server_name", &self.name, "-js", "-sd", &store]),
+            None => args.extend(["--server_name", &self.name]),
+        }
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut server = start_server(self.port, &args, &envs);
+        let listening = wait_ours(&mut server, self.port, &self.name).await;
+        self.server = Some(server);
+        listening
     }
 
     /// Kills the server and waits until it is gone.
@@ -191,19 +285,9 @@ impl PrivateNats {
     /// Starts the server (stopped first if running) on the same port and store, with JetStream
     /// or with its configuration.
     pub async fn start_again(&mut self) {
-        self.stop().await;
-        let Some(conf) = &self.conf else {
-            self.server = Some(start_jetstream(self.port, &self.store).await);
-            return;
-        };
-        let envs: Vec<(&str, &str)> = self
-            .envs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let conf = conf.to_string_lossy();
-        self.server = Some(start_server(self.port, &["-c", &conf], &envs));
-        wait_listening(self.port).await;
+        if let Err(e) = self.launch(true).await {
+            panic!("{e}: another process took it while the server was stopped");
+        }
     }
 
     /// Starts the server again (stopped first if running) on the same port, with its store

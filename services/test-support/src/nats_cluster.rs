@@ -72,7 +72,30 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Starts three nodes and waits until all of them know the same JetStream meta leader.
+    ///
+    /// The ports are picked free, but another process may take one before a node binds it,
+    /// and that node then exits at once. The cluster is then started again on other ports, up
+    /// to three times.
     pub async fn start() -> Cluster {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Cluster::on_free_ports();
+            for i in 0..3 {
+                cluster.launch(i);
+            }
+            match cluster.started().await {
+                Ok(()) => return cluster,
+                Err(exited) if attempt < 3 => {
+                    eprintln!("nats cluster: {exited}; starting it again on other ports");
+                    attempt += 1;
+                }
+                Err(exited) => panic!("nats cluster: {exited}, {attempt} times"),
+            }
+        }
+    }
+
+    /// Three nodes' places: free ports and a directory of their own; none started.
+    fn on_free_ports() -> Cluster {
         let id = format!("{:08x}", rand::random::<u32>());
         let dir = std::env::temp_dir().join(format!("pulse-t-nats-cluster-{id}"));
         let ports = free_ports(9);
@@ -87,16 +110,42 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             nodes,
             name: format!("pulse-t-{id}"),
             dir,
-        };
-        for i in 0..3 {
-            cluster.launch(i);
         }
-        cluster.wait_for_meta_leader().await;
-        cluster
+    }
+
+    /// [`Self::wait_for_meta_leader`], or an error naming a node that exited meanwhile, with
+    /// the end of its log.
+    async fn started(&mut self) -> Result<(), String> {
+        let within = Duration::from_secs(30);
+        let deadline = Instant::now() + within;
+        loop {
+            for node in &mut self.nodes {
+                let exited = node
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                    let last: Vec<&str> = log.lines().rev().take(3).collect();
+                    return Err(format!(
+                        "{} exited at start ({status}): {last:?}",
+                        node.name
+                    ));
+                }
+            }
+            if self.meta_leader_known().await {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a JetStream meta leader known to every node: not within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILLs node `i`: its store stays, for [`Self::launch`] to start it on again.
@@ -156,16 +205,24 @@ impl Cluster {
         until(
             "a JetStream meta leader known to every node",
             Duration::from_secs(30),
-            || async {
-                let mut leaders = Vec::new();
-                for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                    let jsz = node.monitor("jsz").await?;
-                    leaders.push(jsz["meta_cluster"]["leader"].as_str()?.to_owned());
-                }
-                (!leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0])).then_some(())
-            },
+            || async { self.meta_leader_known().await.then_some(()) },
         )
         .await;
+    }
+
+    /// Whether every running node knows the same JetStream meta leader.
+    async fn meta_leader_known(&self) -> bool {
+        let mut leaders = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(jsz) = node.monitor("jsz").await else {
+                return false;
+            };
+            match jsz["meta_cluster"]["leader"].as_str() {
+                Some(leader) if !leader.is_empty() => leaders.push(leader.to_owned()),
+                _ => return false,
+            }
+        }
+        !leaders.is_empty() && leaders.windows(2).all(|w| w[0] == w[1])
     }
 
     /// Every node's URL, comma-separated, as a service is configured with.

@@ -191,8 +191,9 @@ async fn what_the_stream_stores_only_after_a_new_subscriber_read_it_still_reache
         acks.push(ack.await.unwrap());
     }
     // ... when the client subscribes, and the gateway's reads find what was stored before.
-    // (A publish is only queued on the client: the flush's round trip has the server take it.)
-    js.client().flush().await.unwrap();
+    // (The publishes must have reached the server first: a flush only writes them to the
+    // socket, and the gateway's subscription could be read before them and get seq 2 live.)
+    pulse_test_support::nats::round_trip(&js.client()).await;
     c.assert_subscribes(json!({"type": "alerts"})).await;
     let first = c.until(T, |m| m["type"] == "alerts").await;
     assert_eq!(first["seq"], 1, "{first}");

@@ -263,7 +263,7 @@ pub async fn on_private_nats(label: &str, devices: usize) -> OnPrivateNats {
 /// nothing published after it is missed); messages as they came, headers included.
 pub async fn subscribed(client: &async_nats::Client, subject: String) -> async_nats::Subscriber {
     let sub = client.subscribe(subject).await.unwrap();
-    client.flush().await.unwrap();
+    pulse_test_support::nats::round_trip(client).await;
     sub
 }
 
