@@ -111,12 +111,44 @@ pub fn signal(pid: u32, name: &str) {
     assert!(sent, "kill -{name} {pid}");
 }
 
-/// A TCP port on 127.0.0.1 nothing listens on right now.
+/// A TCP port on 127.0.0.1 nothing listens on right now: see [`free_ports`].
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("cannot bind a port on 127.0.0.1")
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` different TCP ports on 127.0.0.1 nothing listens on right now, below the kernel's
+/// range of ephemeral ports. A port of that range, once released, can become the source port
+/// of any outgoing connection: another test's, or a client reconnecting to that very port,
+/// which then connects to itself while no server listens there. A server started on the port
+/// afterwards cannot bind it. Below the range, only another test picking the same port at
+/// random can take it.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    const FLOOR: u16 = 20_000;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut held = Vec::new();
+    let mut tries = 0;
+    while held.len() < n {
+        tries += 1;
+        // Too narrow a gap below the range (or no luck): any port the kernel picks.
+        let port = if ephemeral_from > FLOOR + 1_000 && tries < 1_000 {
+            rand::random_range(FLOOR..ephemeral_from)
+        } else {
+            0
+        };
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
 }
 
 /// The tests' own address, 127.0.0.1, as the one trusted proxy: the `X-Forwarded-For` a test

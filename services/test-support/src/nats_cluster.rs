@@ -11,21 +11,8 @@ use async_nats::jetstream;
 use serde_json::Value;
 
 use crate::eventually_some as until;
+use crate::free_ports;
 use crate::nats::server_binary;
-
-/// `n` ports nothing listens on right now (held together, so they differ).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind on 127.0.0.1"))
-        .collect();
-    held.iter()
-        .map(|l| {
-            l.local_addr()
-                .expect("a bound listener has an address")
-                .port()
-        })
-        .collect()
-}
 
 /// One nats-server of the cluster.
 pub struct Node {
