@@ -32,6 +32,16 @@ pub async fn round_trip(client: &async_nats::Client) {
         .expect("the subscription ended");
 }
 
+/// A JetStream context for a test's checks, polled until a deadline: each request waits at
+/// most 2 s. Without one a request waits the connection's 10 s, and a request the server never
+/// answers spends a whole deadline: nats-server 2.9 drops a direct get that arrives while its
+/// stream is being created.
+pub fn checks(client: async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client)
+}
+
 /// A client of the shared NATS server.
 pub async fn shared() -> async_nats::Client {
     match async_nats::connect(nats_url()).await {
@@ -137,10 +147,13 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::Connec
 
 /// A nats-server of the test's own, to stop and start again on the same port and store (so
 /// it comes back with what it had stored), or to hang; killed, and its store removed, on drop.
+/// A test that fails shows the end of the server's log (every run of it) in its output.
 pub struct PrivateNats {
     pub url: String,
     port: u16,
     store: PathBuf,
+    /// Where the server logs, across restarts (nats-server appends).
+    log: PathBuf,
     /// The configuration file it runs with, when the test wrote one ([`PrivateNats::configured`]).
     conf: Option<PathBuf>,
     envs: Vec<(String, String)>,
@@ -214,7 +227,12 @@ impl PrivateNats {
 
     fn write_conf(&self, config: impl FnOnce(&Path) -> String) {
         let conf = self.conf.as_ref().expect("a configured server");
-        let config = format!("server_name: \"{}\"\n{}", self.name, config(&self.store));
+        let config = format!(
+            "server_name: \"{}\"\nlog_file: {:?}\n{}",
+            self.name,
+            self.log.to_string_lossy(),
+            config(&self.store)
+        );
         if let Err(e) = std::fs::write(conf, config) {
             panic!("cannot write {}: {e}", conf.display());
         }
@@ -222,10 +240,12 @@ impl PrivateNats {
 
     fn stopped() -> PrivateNats {
         let port = free_port();
+        let store = std::env::temp_dir().join(unique("pulse-nats"));
         PrivateNats {
             url: format!("nats://127.0.0.1:{port}"),
             port,
-            store: std::env::temp_dir().join(unique("pulse-nats")),
+            log: store.with_extension("log"),
+            store,
             conf: None,
             envs: Vec::new(),
             name: unique("pulse-t-nats"),
@@ -252,13 +272,16 @@ impl PrivateNats {
         self.stop().await;
         let store = self.store.to_string_lossy().into_owned();
         let conf = self.conf.as_ref().map(|c| c.to_string_lossy().into_owned());
-        // A configured server has its name in its configuration: a reload refuses a name given
-        // on the command line, which its configuration lacks.
+        let log = self.log.to_string_lossy().into_owned();
+        // A configured server has its name and log in its configuration: a reload refuses a
+        // name given on the command line, which its configuration lacks.
         let mut args = Vec::new();
         match &conf {
             Some(conf) => args.extend(["-c", conf]),
-            None if jetstream => args.extend(["--server_name", &self.name, "-js", "-sd", &store]),
-            None => args.extend(["--server_name", &self.name]),
+            None => args.extend(["--server_name", &self.name, "-l", &log]),
+        }
+        if conf.is_none() && jetstream {
+            args.extend(["-js", "-sd", &store]);
         }
         let envs: Vec<(&str, &str)> = self
             .envs
@@ -328,11 +351,34 @@ impl Drop for PrivateNats {
         if let Some(mut server) = self.server.take() {
             let _ = server.start_kill();
         }
+        if std::thread::panicking() {
+            show_log_end(&self.name, &self.log);
+        }
         let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(&self.log);
         if let Some(conf) = &self.conf {
             let _ = std::fs::remove_file(conf);
         }
     }
+}
+
+/// Prints the last lines of a server's log to stderr, where the test's output shows them.
+pub(crate) fn show_log_end(name: &str, log: &Path) {
+    const LINES: usize = 200;
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(LINES);
+    eprintln!(
+        "---- nats-server {name}: its log, last {} of {} lines ----",
+        lines.len() - from,
+        lines.len()
+    );
+    for line in &lines[from..] {
+        eprintln!("{line}");
+    }
+    eprintln!("---- end of nats-server {name}'s log ----");
 }
 
 /// A NATS configuration with JetStream stored in `store`, an `admin` user (password `admin`)

@@ -41,7 +41,8 @@ impl Node {
 }
 
 /// Three nats-servers routed to each other, JetStream on each with a store of its own, in a
-/// directory of its own; killed, and the directory removed, on drop.
+/// directory of its own; killed, and the directory removed, on drop. A test that fails shows
+/// the end of each node's log in its output.
 pub struct Cluster {
     pub nodes: Vec<Node>,
     name: String,
@@ -52,6 +53,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                crate::nats::show_log_end(&format!("{} of {}", node.name, self.name), &node.log);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -9,7 +9,7 @@ use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
 
 use crate::helpers::*;
 use pulse_test_support::db::ScratchDb;
-use pulse_test_support::nats::PrivateNats;
+use pulse_test_support::nats::{PrivateNats, checks};
 
 /// The newest message of the state stream on `subject`, if the stream and message are there.
 async fn last_stored(js: &jetstream::Context, subject: &str) -> Option<serde_json::Value> {
@@ -110,7 +110,7 @@ async fn restored_and_stopped(poller: PollerHandle) {
 /// devices; with a JetStream context on that server.
 async fn filled(label: &str) -> (OnPrivateNats, jetstream::Context) {
     let on = on_private_nats(label, 2).await;
-    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    let js = checks(async_nats::connect(&on.nats.url).await.unwrap());
     let what = "the first snapshots and registry entries";
     refilled(&js, &on.tenant, None, what).await;
     (on, js)
@@ -167,7 +167,7 @@ async fn streams_deleted_under_an_active_poller_are_created_again_and_refilled()
 async fn a_nats_restart_that_lost_its_storage_is_refilled_without_a_database_change() {
     let (mut on, _) = filled_with_an_event("wiped").await;
     on.nats.start_again_empty().await;
-    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    let js = checks(async_nats::connect(&on.nats.url).await.unwrap());
     let what = "the emptied server holds the snapshots and registry again";
     refilled(&js, &on.tenant, None, what).await;
     refilled_events(&js, &on.tenant, &[1]).await;
@@ -181,7 +181,7 @@ async fn a_poller_taking_over_on_a_server_that_lost_its_storage_refills_the_even
     // No poller active while the server loses its storage.
     on.nats.start_again_empty().await;
     let poller = spawn_poller(config_on(&on.db, &on.nats)).await;
-    let js = jetstream::new(async_nats::connect(&on.nats.url).await.unwrap());
+    let js = checks(async_nats::connect(&on.nats.url).await.unwrap());
     refilled_events(&js, &on.tenant, &[1]).await;
     poller.stop().await;
 }
@@ -300,7 +300,7 @@ async fn streams_that_cannot_store_are_deleted_at_most_once_a_minute() {
     use std::collections::{BTreeSet, HashMap};
 
     let nats = PrivateNats::start().await;
-    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let js = checks(async_nats::connect(&nats.url).await.unwrap());
     ensure_streams(&js).await;
     let bucket = format!("KV_{DEVICES_BUCKET}");
     for subject in [

@@ -45,7 +45,7 @@ async fn a_nats_restart_is_survived_and_state_republished() {
         .await;
     // Read from the stream, not from this test's subscription: the test's own client may
     // reconnect only after the poller has republished, and core NATS keeps nothing for it.
-    let js = async_nats::jetstream::new(client.clone());
+    let js = pulse_test_support::nats::checks(client.clone());
     let subject = format!("pulse.v1.{tenant}.alerts");
     // Well within one acknowledgement timeout (5 s): nothing the outage cut off is waited for.
     let what = "NATS started again -> snapshot with the change made during the outage";
@@ -135,7 +135,7 @@ async fn an_active_poller_waits_for_jetstream_and_says_so_in_readiness() {
     // JetStream arrives (the server restarted with it): streams made, snapshot published.
     nats.start_again().await;
     let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = pulse_test_support::nats::checks(client);
     poller
         .wait_readiness(
             "ready once JetStream is there",
@@ -191,7 +191,7 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
         tenant,
         poller,
     } = on_private_nats("acklost", 1).await;
-    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let js = pulse_test_support::nats::checks(async_nats::connect(&nats.url).await.unwrap());
     let subject = format!("pulse.v1.{tenant}.alerts");
     let stored = || last_stored(&js, &subject);
     let errors = || async { poller.metric("pulse_poller_errors_total", &[]).await };
@@ -287,7 +287,7 @@ async fn a_publish_cut_off_by_a_nats_restart_goes_out_again_as_soon_as_nats_is_b
         poller,
     } = on_private_nats("cutoff", 1).await;
     let subject = format!("pulse.v1.{tenant}.alerts");
-    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let js = pulse_test_support::nats::checks(async_nats::connect(&nats.url).await.unwrap());
     eventually(
         "the first snapshot stored",
         Duration::from_secs(20),
@@ -311,7 +311,7 @@ async fn a_publish_cut_off_by_a_nats_restart_goes_out_again_as_soon_as_nats_is_b
     nats.stop().await;
     let back = std::time::Instant::now();
     nats.start_again().await;
-    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let js = pulse_test_support::nats::checks(async_nats::connect(&nats.url).await.unwrap());
     // Not held back by an acknowledgement that cannot come.
     let what = "NATS started again -> snapshot cut off by the restart stored";
     stored_within(&js, &subject, id, (back, Duration::from_secs(3)), what).await;
