@@ -213,7 +213,6 @@ impl DeviceRegistry {
         filter: String,
         wanted: impl Fn(&TenantId) -> bool,
     ) -> Result<HashMap<TenantId, HashSet<DeviceId>>, String> {
-        let stalled = |_| format!("nothing came for {READ_STALL:?}");
         let prefix = &self.store.prefix;
         // A pull consumer: the server sends only what is asked for, once the client listens.
         // A push consumer starts sending as it is created, before the client's subscription
@@ -228,8 +227,9 @@ impl DeviceRegistry {
         };
         let consumer = tokio::time::timeout(READ_STALL, self.store.stream.create_consumer(config))
             .await
-            .map_err(stalled)?
+            .map_err(|_| format!("no consumer created within {READ_STALL:?}"))?
             .map_err(|e| e.to_string())?;
+        let mut read = 0_u64;
         let mut listed: HashMap<TenantId, HashSet<DeviceId>> = HashMap::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(listed);
@@ -238,10 +238,11 @@ impl DeviceRegistry {
         loop {
             let message = tokio::time::timeout(READ_STALL, messages.next())
                 .await
-                .map_err(stalled)?
+                .map_err(|_| format!("nothing came for {READ_STALL:?} after {read} keys"))?
                 .ok_or("the read ended early")?
                 .map_err(|e| e.to_string())?;
             let pending = message.info().map_err(|e| e.to_string())?.pending;
+            read += 1;
             let removed = message
                 .headers
                 .as_ref()

@@ -8,10 +8,15 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::helpers::*;
 
-/// The devices the registry lists for `tenant`: the bucket's subjects under the tenant (from
-/// the stream's own subject index), less the deleted keys.
+/// The devices the registry lists for `tenant` on the shared server.
 async fn listed(tenant: &str) -> BTreeSet<String> {
     let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    listed_on(&js, tenant).await
+}
+
+/// The devices the registry `js` reaches lists for `tenant`: the bucket's subjects under the
+/// tenant (from the stream's own subject index), less the deleted keys.
+async fn listed_on(js: &async_nats::jetstream::Context, tenant: &str) -> BTreeSet<String> {
     let Ok(store) = js.get_key_value(pulse_proto::subject::DEVICES_BUCKET).await else {
         return BTreeSet::new();
     };
@@ -161,7 +166,11 @@ async fn many_tenants_are_read_in_one_pass_over_the_bucket() {
     use pulse_proto::subject::device_key;
     use pulse_proto::{DeviceId, TenantId};
 
-    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    // A server of its own: the test reads the whole bucket, which other tests' tenant purges
+    // change underneath on the shared server (a read that raced them stalled for 5 s).
+    let nats = pulse_test_support::nats::PrivateNats::start().await;
+    let js =
+        async_nats::jetstream::new(pulse_test_support::nats::connect(&nats.url).await.unwrap());
     let label = unique("reg-many");
     let mine: Vec<TenantId> = (0..=PER_TENANT_READS)
         .map(|n| TenantId::parse(format!("{label}-{n}")).unwrap())
@@ -221,9 +230,10 @@ async fn many_tenants_are_read_in_one_pass_over_the_bucket() {
         "tenants read already are not read again"
     );
     for tenant in &mine {
-        assert_eq!(listed(tenant.as_str()).await, set(&["dev-1"]), "{tenant}");
+        let devices = listed_on(&js, tenant.as_str()).await;
+        assert_eq!(devices, set(&["dev-1"]), "{tenant}");
     }
-    assert_eq!(listed(other.as_str()).await, set(&["dev-1"]));
+    assert_eq!(listed_on(&js, other.as_str()).await, set(&["dev-1"]));
 }
 
 /// Waits until `fleets` brought a message of `tenants` subjects, with at most 60 s between two.
