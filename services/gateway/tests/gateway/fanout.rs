@@ -341,24 +341,42 @@ async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_clo
     // while the fast one, reading as they come, gets every event in order.
     // 16 MiB of events: more than the slow client's socket buffers and queue can hold.
     const EVENTS: u64 = 1000;
+    const BATCH: usize = 50;
+    let (read_tx, mut read_rx) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.last() != Some(&EVENTS) {
             let m = fast
                 .until(Duration::from_secs(10), |m| m["type"] == "event")
                 .await;
-            seen.push(m["n"].as_u64().unwrap());
+            let n = m["n"].as_u64().unwrap();
+            seen.push(n);
+            read_tx.send_replace(n);
         }
         seen
     });
-    for n in 1..=EVENTS {
-        publish(
-            &nats,
-            &format!("pulse.v1.{tenant}.events.firehose"),
-            1000 + n,
-            json!({"type": "event", "n": n, "pad": pad}),
-        )
-        .await;
+    let all: Vec<u64> = (1..=EVENTS).collect();
+    for batch in all.chunks(BATCH) {
+        for &n in batch {
+            publish(
+                &nats,
+                &format!("pulse.v1.{tenant}.events.firehose"),
+                1000 + n,
+                json!({"type": "event", "n": n, "pad": pad}),
+            )
+            .await;
+        }
+        // The next batch waits for the fast client (a test task, which a loaded machine may
+        // run late), so that a queue of BATCH of its queue's 200 is all it ever needs; the
+        // client that never reads falls behind all the same.
+        let last = batch[batch.len() - 1];
+        let read = read_rx.wait_for(|&n| n >= last);
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(_)) => {}
+            // The reader ended: its panic is reported below.
+            Ok(Err(_)) => break,
+            Err(_) => panic!("the fast client did not read event {last} within 10 s"),
+        }
     }
     let seen = reader.await.unwrap();
     assert_eq!(seen, (1..=EVENTS).collect::<Vec<u64>>());
