@@ -9,17 +9,31 @@ use pulse_poller::fence::Fence;
 use pulse_poller::publisher::{Outgoing, PublishError, publish_all};
 use pulse_poller::seq::SeqClock;
 use pulse_proto::{Subject, TenantId};
+use pulse_test_support::nats::PrivateNats;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// A state subject of its own, the stream set up, and a fence with its clock.
-async fn setup(label: &str) -> (jetstream::Context, Subject, Fence, Arc<SeqClock>) {
-    let js = jetstream::new(pulse_test_support::nats::shared().await);
+/// A NATS server of its own with the streams set up, a state subject, and a fence with its
+/// clock. Not the shared server: a test here stores a `seq` an hour ahead, and a poller of
+/// another test becoming active there would take it for its predecessor's newest and number
+/// its own an hour ahead.
+async fn setup(
+    label: &str,
+) -> (
+    PrivateNats,
+    jetstream::Context,
+    Subject,
+    Fence,
+    Arc<SeqClock>,
+) {
+    let nats = PrivateNats::start().await;
+    let js = jetstream::new(pulse_test_support::nats::connect(&nats.url).await.unwrap());
     ensure_streams(&js).await;
     let tenant = TenantId::parse(unique(label)).unwrap();
     let clock = Arc::new(SeqClock::new());
     (
+        nats,
         js,
         Subject::Alerts(tenant),
         Fence::new(clock.clone()),
@@ -73,7 +87,7 @@ async fn stored_seq(js: &jetstream::Context, subject: &Subject) -> u64 {
 
 #[tokio::test]
 async fn an_older_message_stored_behind_the_fences_back_is_replaced() {
-    let (js, subject, mut fence, clock) = setup("fence-older").await;
+    let (_nats, js, subject, mut fence, clock) = setup("fence-older").await;
     let first = clock.next();
     assert_eq!(
         through_fence(&js, &mut fence, &subject, first).await.0,
@@ -94,7 +108,7 @@ async fn an_older_message_stored_behind_the_fences_back_is_replaced() {
 
 #[tokio::test]
 async fn our_own_message_stored_without_our_knowing_counts_as_done() {
-    let (js, subject, mut fence, clock) = setup("fence-own").await;
+    let (_nats, js, subject, mut fence, clock) = setup("fence-own").await;
     let first = clock.next();
     through_fence(&js, &mut fence, &subject, first).await;
     // As when an acknowledgement is lost: the message went in, the fence did not hear of it.
@@ -106,7 +120,7 @@ async fn our_own_message_stored_without_our_knowing_counts_as_done() {
 
 #[tokio::test]
 async fn a_newer_message_wins_and_the_next_publish_is_numbered_past_it() {
-    let (js, subject, mut fence, clock) = setup("fence-newer").await;
+    let (_nats, js, subject, mut fence, clock) = setup("fence-newer").await;
     let first = clock.next();
     through_fence(&js, &mut fence, &subject, first).await;
     // A poller with its clock an hour ahead published meanwhile.
