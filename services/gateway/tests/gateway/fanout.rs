@@ -367,8 +367,8 @@ async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_clo
             .await;
         }
         // The next batch waits for the fast client (a test task, which a loaded machine may
-        // run late), so that a queue of BATCH of its queue's 200 is all it ever needs; the
-        // client that never reads falls behind all the same.
+        // run late): it never has more than BATCH events waiting, of the 200 its queue holds.
+        // The client that never reads falls behind all the same.
         let last = batch[batch.len() - 1];
         let read = read_rx.wait_for(|&n| n >= last);
         match tokio::time::timeout(Duration::from_secs(10), read).await {
