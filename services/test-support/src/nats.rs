@@ -278,10 +278,12 @@ impl PrivateNats {
         let mut args = Vec::new();
         match &conf {
             Some(conf) => args.extend(["-c", conf]),
-            None => args.extend(["--server_name", &self.name, "-l", &log]),
-        }
-        if conf.is_none() && jetstream {
-            args.extend(["-js", "-sd", &store]);
+            None => {
+                args.extend(["--server_name", &self.name, "-l", &log]);
+                if jetstream {
+                    args.extend(["-js", "-sd", &store]);
+                }
+            }
         }
         let envs: Vec<(&str, &str)> = self
             .envs
