@@ -47,7 +47,7 @@ def main(argv):
     check_builds(ctx)
     check_nats(ctx, read_or_none(NATS_README), find_nats_server())
     check_autoscale(ctx)
-    check_alerts(ctx)
+    check_alerts(ctx, read("deploy/README.md"))
     check_env(ctx)
     check_drain(ctx)
     check_dashboards(ctx, {p: read(p) for p in sorted(glob.glob("deploy/grafana/*.json"))})

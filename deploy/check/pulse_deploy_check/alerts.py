@@ -2,8 +2,9 @@
 
 An alert on a metric nobody exports never fires, so every metric a rule uses must be
 registered by the services' sources; a `service` label must be one a scrape job sets; the
-rules the runbook relies on must exist; and the connection alert fires at CAP_SHARE of the
-PULSE_MAX_CONNECTIONS the Kubernetes gateways really have.
+rules the runbook relies on must exist; the connection alert fires at CAP_SHARE of the
+PULSE_MAX_CONNECTIONS the Kubernetes gateways really have; and the alert table of
+deploy/README.md lists every rule, so an operator paged by one finds what it means.
 """
 
 import os
@@ -14,6 +15,7 @@ from .sources import process_metric_state, registered
 
 ALERTS = "deploy/prometheus/alerts.yml"
 ALERTS_TEST = "deploy/prometheus/alerts.test.yml"
+RUNBOOK = "deploy/README.md"
 # The alert on the gateways' connection count, and its share of PULSE_MAX_CONNECTIONS.
 CAP_SHARE = 0.8
 # Metrics the runbook's alerts must cover.
@@ -72,10 +74,27 @@ def check_cap(ctx):
                            f"gateways have {sorted(k8s_caps)}")
 
 
-def check_alerts(ctx):
+def table_alerts(runbook):
+    """The alert names of the runbook's table rows (`| `PulseX` | ... |`)."""
+    return set(re.findall(r"^\|\s*`(Pulse[A-Za-z0-9]+)`\s*\|", runbook, re.MULTILINE))
+
+
+def check_runbook(ctx, groups, runbook):
+    """Every rule has a row in the runbook's alert table, and every row a rule."""
+    rules = {str(r.get("alert")) for g in groups for r in g.get("rules") or [] if r.get("alert")}
+    listed = table_alerts(runbook)
+    for alert in sorted(rules - listed):
+        ctx.fail("alerts", f"alert {alert} is not in the alert table of {RUNBOOK}")
+    for alert in sorted(listed - rules):
+        ctx.fail("alerts", f"{RUNBOOK} lists alert {alert}, which {ALERTS} does not define")
+
+
+def check_alerts(ctx, runbook):
     before = ctx.report.mark()
-    nrules, alert_metrics, pending = check_rules(ctx, ctx.first_doc(ALERTS).get("groups") or [])
+    groups = ctx.first_doc(ALERTS).get("groups") or []
+    nrules, alert_metrics, pending = check_rules(ctx, groups)
     check_cap(ctx)
+    check_runbook(ctx, groups, runbook)
     if os.path.basename(ALERTS) not in (ctx.first_doc(ALERTS_TEST).get("rule_files") or []):
         ctx.fail("alerts", f"{ALERTS_TEST} does not test {ALERTS}")
     if ctx.report.clean_since(before):

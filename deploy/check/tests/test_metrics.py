@@ -2,7 +2,7 @@
 
 import unittest
 
-from pulse_deploy_check.alerts import check_cap, check_rules
+from pulse_deploy_check.alerts import check_cap, check_rules, check_runbook
 from pulse_deploy_check.autoscale import alert_cap, check_hpa, served_metrics
 from pulse_deploy_check.dashboard import check_dashboard
 from pulse_deploy_check.sources import registered
@@ -94,6 +94,20 @@ class AlertsTest(unittest.TestCase):
             check_cap(ctx)
             self.assertEqual(len(ctx.report.errors), errors, cap)
         self.assertIn("assumes PULSE_MAX_CONNECTIONS=50000", ctx.report.errors[0])
+
+    def test_the_runbook_table_lists_every_rule_and_only_rules(self):
+        runbook = ("| alert | fires when |\n| --- | --- |\n"
+                   "| `PulseGatewayNearCap` | near the cap |\n")
+        ctx = context()
+        check_runbook(ctx, ALERTS["groups"], runbook)
+        self.assertEqual(ctx.report.errors, [])
+        ctx = context()
+        check_runbook(ctx, ALERTS["groups"] + [{"rules": [{"alert": "PulseNew", "expr": "1"}]}],
+                      runbook + "| `PulseGone` | retired |\n")
+        self.assertEqual(ctx.report.errors, [
+            "alerts: alert PulseNew is not in the alert table of deploy/README.md",
+            "alerts: deploy/README.md lists alert PulseGone, which "
+            "deploy/prometheus/alerts.yml does not define"])
 
 
 class DashboardTest(unittest.TestCase):
