@@ -23,8 +23,9 @@ pub struct AlertParams {
     pub before: Option<i64>,
     /// Only alerts of this severity or higher (0 or more; the dashboard calls 4 and above
     /// critical). A page reads at most a page of each severity present at or above it, never
-    /// the lesser alerts.
-    pub min_severity: Option<i32>,
+    /// the lesser alerts. 64-bit, so a value above every severity the database can hold lists
+    /// nothing instead of being refused.
+    pub min_severity: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
