@@ -21,11 +21,10 @@ pub struct AlertParams {
     pub limit: Option<i64>,
     /// Return alerts older than this alert id (from `next` of the previous page).
     pub before: Option<i64>,
-    /// Only alerts of this severity or higher (0 or more; the dashboard calls 4 and above
-    /// critical). A page reads at most a page of each severity present at or above it, never
-    /// the lesser alerts. 64-bit, so a value above every severity the database can hold lists
-    /// nothing instead of being refused.
-    pub min_severity: Option<i64>,
+    /// Only alerts of this severity or higher (0 to 2147483647, the range of a severity;
+    /// outside it: 400; the dashboard calls 4 and above critical). A page reads at most a page
+    /// of each severity present at or above it, never the lesser alerts.
+    pub min_severity: Option<i32>,
 }
 
 #[derive(Serialize, ToSchema)]
