@@ -61,7 +61,7 @@ pub enum ClientRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// The frame is not a JSON object.
+    /// The frame is not JSON, not a JSON object, or nests arrays and objects 128 or more deep.
     InvalidJson,
     /// `action` is missing or not one of subscribe, unsubscribe, ping, auth.
     UnknownAction,
@@ -77,7 +77,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The connection holds the most subscriptions allowed.
     TooManySubscriptions,
-    /// An `auth` token that is invalid, expired or for another tenant.
+    /// An `auth` token that is invalid, expired, for another tenant, or for a user who holds
+    /// the most connections allowed; the current token stays in force.
     InvalidToken,
     /// Binary frames are not part of the protocol.
     UnsupportedFrame,

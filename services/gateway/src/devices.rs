@@ -12,13 +12,16 @@
 //! out a leader election. A read is a direct get, which any replica of the bucket answers, and
 //! a replica can be a moment behind its leader ([`StreamReads`]): a device the poller has just
 //! listed (and announced in the tenant's fleet message) could be taken for unknown. So a
-//! device a replica does not have is asked of the bucket's leader before it is refused. A
-//! read no replica answered is made once more before the client is told `unavailable`.
+//! device a replica does not have is asked of the bucket's leader before it is refused, and
+//! while the leader cannot be asked (an election) the client is told `unavailable`, not
+//! `unknown_device`: a "no" only a replica gave may be a device listed a moment ago, and a
+//! client told it is unknown would not ask again. A read no replica answered is made once
+//! more before the client is told `unavailable`.
 
 use pulse_proto::subject::{DEVICES_BUCKET, device_key};
 use pulse_proto::{DeviceId, TenantId};
 
-use crate::stream_reads::{ReadError, StreamReads};
+use crate::stream_reads::{ReadError, Source, StreamReads};
 
 /// How long one read of a key may take before it is made again, once: a direct get is
 /// answered in milliseconds, but right after a node of the cluster went one can go
@@ -51,19 +54,20 @@ impl Devices {
         }
         match replica? {
             Some(message) if !is_deletion(&message.headers) => Ok(true),
-            _ => Ok(self.listed_by_leader(&subject).await),
+            _ => self.listed_by_leader(&subject).await,
         }
     }
 
-    /// Whether the bucket's leader holds `subject`'s key (a value, not a deletion). A leader
-    /// that cannot be asked leaves the answer of the replica that said no.
-    async fn listed_by_leader(&self, subject: &str) -> bool {
-        match self.reads.last(subject).await {
-            Ok((Some(message), _)) => !is_deletion(&message.headers),
-            Ok((None, _)) => false,
-            Err(e) => {
-                tracing::debug!(subject, error = %e, "the device registry's leader was not asked");
-                false
+    /// Whether the bucket's leader holds `subject`'s key (a value, not a deletion). When the
+    /// leader cannot be asked, a replica's value still counts, but its "no" is not taken as
+    /// the answer: [`ReadError::LeaderAway`].
+    async fn listed_by_leader(&self, subject: &str) -> Result<bool, DevicesError> {
+        match self.reads.last(subject).await? {
+            (Some(message), _) if !is_deletion(&message.headers) => Ok(true),
+            (_, Source::Leader) => Ok(false),
+            (_, Source::Replica) => {
+                tracing::debug!(subject, "only a replica said the device is not listed");
+                Err(ReadError::LeaderAway.into())
             }
         }
     }

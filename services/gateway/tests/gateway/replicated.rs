@@ -292,3 +292,54 @@ async fn a_device_can_be_subscribed_to_while_the_registry_has_no_leader() {
         .await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
 }
+
+/// A "no" only a replica gave may be a device listed a moment ago: while the registry's leader
+/// cannot confirm it, the client is told `unavailable` (it asks again), and `unknown_device`
+/// once a leader says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_only_a_replica_denies_is_unavailable_until_a_leader_confirms() {
+    let (mut cluster, js, gw) = cluster_with_gateway().await;
+    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 3)
+        .await
+        .unwrap();
+    let tenant = unique("replicated");
+    let id = pulse_proto::TenantId::parse(&tenant).unwrap();
+    registry.sync(&id, ["dev-0"]).await.unwrap();
+    let mut c = gw.viewer(&tenant).await;
+    assert_eq!(
+        ask_for_ghost(&mut c).await,
+        "unknown_device",
+        "with a leader"
+    );
+    cluster.kill(0);
+    assert_eq!(
+        ask_for_ghost(&mut c).await,
+        "unavailable",
+        "while the bucket elects a leader"
+    );
+    let deadline = std::time::Instant::now() + ELECTION;
+    loop {
+        let code = ask_for_ghost(&mut c).await;
+        if code == "unknown_device" {
+            break;
+        }
+        assert_eq!(code, "unavailable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader confirmed within {ELECTION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.assert_alive().await;
+}
+
+/// Subscribes to a device the tenant does not have; the error code the gateway answers.
+async fn ask_for_ghost(c: &mut Client) -> String {
+    c.send(json!({"action": "subscribe", "type": "device", "device_id": "ghost"}))
+        .await;
+    let reply = c
+        .until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    reply["code"].as_str().unwrap_or_default().to_owned()
+}
