@@ -275,21 +275,11 @@ async fn a_device_listed_while_the_gateways_replica_was_behind_can_be_subscribed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_can_be_subscribed_to_while_the_registry_has_no_leader() {
     let (mut cluster, js, gw) = cluster_with_gateway().await;
-    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 3)
-        .await
-        .unwrap();
-    let tenant = unique("replicated");
-    let id = pulse_proto::TenantId::parse(&tenant).unwrap();
-    registry.sync(&id, ["dev-0"]).await.unwrap();
-    let mut c = gw.viewer(&tenant).await;
+    let mut c = viewer_of_a_listed_device(&js, &gw).await;
     // The registry's leader goes, and the bucket elects another, which takes seconds. This
     // gateway has not read the registry yet; its own node holds a replica.
     cluster.kill(0);
-    c.send(json!({"action": "subscribe", "type": "device", "device_id": "dev-0"}))
-        .await;
-    let reply = c
-        .until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
-        .await;
+    let reply = subscribe_to_device(&mut c, "dev-0").await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
 }
 
@@ -299,13 +289,7 @@ async fn a_device_can_be_subscribed_to_while_the_registry_has_no_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_only_a_replica_denies_is_unavailable_until_a_leader_confirms() {
     let (mut cluster, js, gw) = cluster_with_gateway().await;
-    let mut registry = pulse_poller::registry::DeviceRegistry::open(&js, 3)
-        .await
-        .unwrap();
-    let tenant = unique("replicated");
-    let id = pulse_proto::TenantId::parse(&tenant).unwrap();
-    registry.sync(&id, ["dev-0"]).await.unwrap();
-    let mut c = gw.viewer(&tenant).await;
+    let mut c = viewer_of_a_listed_device(&js, &gw).await;
     assert_eq!(
         ask_for_ghost(&mut c).await,
         "unknown_device",
@@ -335,11 +319,26 @@ async fn a_device_only_a_replica_denies_is_unavailable_until_a_leader_confirms()
 
 /// Subscribes to a device the tenant does not have; the error code the gateway answers.
 async fn ask_for_ghost(c: &mut Client) -> String {
-    c.send(json!({"action": "subscribe", "type": "device", "device_id": "ghost"}))
-        .await;
-    let reply = c
-        .until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
-        .await;
+    let reply = subscribe_to_device(c, "ghost").await;
     assert_eq!(reply["type"], "error", "{reply}");
     reply["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Subscribes to `device`; the gateway's answer, `subscribed` or `error`.
+async fn subscribe_to_device(c: &mut Client, device: &str) -> serde_json::Value {
+    c.send(json!({"action": "subscribe", "type": "device", "device_id": device}))
+        .await;
+    c.until(T, |m| m["type"] == "subscribed" || m["type"] == "error")
+        .await
+}
+
+/// A viewer of a new tenant whose registry lists `dev-0` (written through `js`).
+async fn viewer_of_a_listed_device(js: &async_nats::jetstream::Context, gw: &Gateway) -> Client {
+    let mut registry = pulse_poller::registry::DeviceRegistry::open(js, 3)
+        .await
+        .unwrap();
+    let tenant = unique("replicated");
+    let id = pulse_proto::TenantId::parse(&tenant).unwrap();
+    registry.sync(&id, ["dev-0"]).await.unwrap();
+    gw.viewer(&tenant).await
 }
