@@ -310,6 +310,19 @@ describe("dashboard in Chromium against a live stack", () => {
     await alertRow(page, summary).waitFor({ timeout: 3_000 });
     expect(await alertsWidget.getByTestId("error-card").count()).toBe(0);
     expect(await stat(page, "alerts")).toBeGreaterThan(0);
+
+    // A push whose envelope breaks the contract (a fleet without `counts`) is refused by the
+    // client before any widget reads it; its widget says so all the same, and recovers.
+    const total2 = await shownStat(page, "total");
+    const envelopeBroken = { type: "fleet", tenant_id: stack.tenant, seq: Date.now() * 1000, ts: new Date().toISOString(), devices: [] };
+    await natsPublish(stack.natsUrl, `pulse.v1.${stack.tenant}.fleet`, JSON.stringify(envelopeBroken));
+    const devicesWidget = page.getByTestId("devices-widget");
+    await devicesWidget.getByTestId("error-card").waitFor({ timeout: 3_000 });
+    expect(await devicesWidget.getByTestId("error-card").textContent()).toContain("counts");
+    expect(await alertsWidget.getByTestId("error-card").count()).toBe(0);
+    await insertDevice(stack.db, stack.tenant, "dev-new-3", siteOf1);
+    await expect.poll(() => stat(page, "total"), { timeout: 3_000 }).toBe(total2 + 1);
+    expect(await devicesWidget.getByTestId("error-card").count()).toBe(0);
   });
 
   it("shows Reconnecting… when both gateways die, falls back to REST, recovers to Live by itself, and still gets alerts", async () => {

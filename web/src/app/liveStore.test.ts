@@ -113,6 +113,23 @@ describe("LiveStore", () => {
     expect(store.getState().announcement?.text).not.toBe("1 new critical alert");
   });
 
+  it("shows a push the client refused for its broken envelope in its widget, until the next valid one", () => {
+    client.bus.publish("fleet", fleetMessage([device("dev-1")]));
+    const refused = "malformed message: fleet: counts is missing";
+    client.bus.publish("error", { kind: "malformed_message", message: refused, channel: { type: "fleet" } });
+    expect(store.getState().fleet.error).toBe(refused);
+    expect(store.getState().fleet.message?.counts.total).toBe(1);
+    expect(store.getState().alerts.error).toBeNull();
+    client.bus.publish("error", { kind: "malformed_message", message: "alerts: total_open must be an integer", channel: { type: "alerts" } });
+    expect(store.getState().alerts.error).toMatch(/total_open/);
+    // Errors that name no channel, or are of another kind, leave the widgets alone.
+    client.bus.publish("error", { kind: "malformed_message", message: "not json" });
+    client.bus.publish("error", { kind: "server_error", message: "no", channel: { type: "fleet" } });
+    client.bus.publish("fleet", fleetMessage([device("dev-1"), device("dev-2")]));
+    expect(store.getState().fleet.error).toBeNull();
+    expect(store.getState().alerts.error).toMatch(/total_open/);
+  });
+
   it("keeps one widget's malformed message away from the others", () => {
     client.bus.publish("fleet", fleetMessage([device("dev-1")]));
     client.bus.publish("alerts", { ...alertsMessage([]), alerts: [{ bad: true }] } as never);

@@ -9,7 +9,7 @@
 
 import { createStore, type StoreApi } from "zustand/vanilla";
 
-import type { Alert, ConnectionStatus, PulseClient } from "../client/index.js";
+import type { Alert, ClientError, ConnectionStatus, PulseClient } from "../client/index.js";
 import { criticalArrivals, emptyAlertsFeed, nextExpiry, reduceAlerts, type AlertsAction, type AlertsFeed } from "../model/alertsFeed.js";
 import { emptyFleetFeed, reduceFleet, type FleetFeed } from "../model/fleetFeed.js";
 
@@ -73,6 +73,7 @@ export class LiveStore {
       this.client.on("connection", (status) => this.set({ connection: status })),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
       this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
+      this.client.on("error", (error) => this.onClientError(error)),
     ];
     this.set({ connection: this.client.status });
     return () => this.stop();
@@ -91,6 +92,16 @@ export class LiveStore {
   getState = (): LiveState => this.state.getState();
 
   subscribe = (listener: () => void): (() => void) => this.state.subscribe(listener);
+
+  /**
+   * A push the client refused because its envelope broke the contract never reaches `watch`:
+   * its widget says so all the same, until the next valid one.
+   */
+  private onClientError(error: ClientError): void {
+    if (error.kind !== "malformed_message") return;
+    if (error.channel?.type === "alerts") this.onAlerts({ type: "malformed", error: error.message });
+    if (error.channel?.type === "fleet") this.set({ fleet: { ...this.getState().fleet, error: error.message } });
+  }
 
   private onAlerts(action: AlertsAction): void {
     const alerts = reduceAlerts(this.getState().alerts, action);

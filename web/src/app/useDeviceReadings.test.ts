@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 
 import { fakeClient, nextSocketOf, settle } from "../client/testing/fakes.js";
-import { reduceDeviceReadings, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
+import { reduceDeviceReadings, watchDeviceMalformed, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
 const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
@@ -33,6 +33,14 @@ describe("reduceDeviceReadings", () => {
     const good = reduceDeviceReadings(empty, push("2026-11-22T10:00:10Z", 25));
     const bad = reduceDeviceReadings(good, { type: "live", deviceId: "dev-1", message: { type: "telemetry", device_id: "dev-1", data: { timestamp: 5 } } });
     expect(bad.liveError).toBe("data.timestamp must be a string");
+    expect(bad.readings).toBe(good.readings);
+    expect(reduceDeviceReadings(bad, push("2026-11-22T10:00:11Z", 26)).liveError).toBeNull();
+  });
+
+  it("shows a push the client refused as the live error, keeping the readings", () => {
+    const good = reduceDeviceReadings(empty, push("2026-11-22T10:00:10Z", 25));
+    const bad = reduceDeviceReadings(good, { type: "live-malformed", error: "malformed message: telemetry: data is missing" });
+    expect(bad.liveError).toMatch(/data is missing/);
     expect(bad.readings).toBe(good.readings);
     expect(reduceDeviceReadings(bad, push("2026-11-22T10:00:11Z", 26)).liveError).toBeNull();
   });
@@ -69,5 +77,25 @@ describe("watchDeviceResubscribed", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("watchDeviceMalformed", () => {
+  it("tells the page of its device about a push the client refused, and no other page", async () => {
+    const { client, sockets, connect } = fakeClient();
+    const refused = vi.fn();
+    const stop = watchDeviceMalformed(client, "dev-1", refused);
+    await connect({ type: "device", device_id: "dev-1" }, { type: "device", device_id: "dev-2" });
+    // Telemetry without `data`: the client refuses the envelope before any `watch` sees it.
+    const broken = (deviceId: string) => ({ type: "telemetry", tenant_id: "acme", device_id: deviceId, seq: 4, ts: "2026-11-22T10:00:00Z" });
+    sockets.last().push(broken("dev-2"));
+    expect(refused).not.toHaveBeenCalled();
+    sockets.last().push(broken("dev-1"));
+    expect(refused).toHaveBeenCalledTimes(1);
+    expect(refused.mock.calls[0]?.[0]).toMatch(/^malformed message: telemetry: /);
+    stop();
+    sockets.last().push(broken("dev-1"));
+    expect(refused).toHaveBeenCalledTimes(1);
+    client.close();
   });
 });

@@ -36,7 +36,9 @@ export interface DeviceReadings {
 type Action =
   | { type: "history"; detail: DeviceDetail; readings: Reading[] }
   | { type: "history-failed"; error: string; notFound: boolean }
-  | { type: "live"; message: unknown; deviceId: string };
+  | { type: "live"; message: unknown; deviceId: string }
+  /** The client refused a telemetry push whose envelope broke the contract. */
+  | { type: "live-malformed"; error: string };
 
 const initial: DeviceReadings = {
   detail: null,
@@ -67,6 +69,8 @@ export function reduceDeviceReadings(state: DeviceReadings, action: Action): Dev
       if (readings === state.readings && state.liveError === null) return state;
       return { ...state, readings, liveError: null, liveCount: state.liveCount + 1 };
     }
+    case "live-malformed":
+      return { ...state, liveError: action.error };
   }
 }
 
@@ -88,6 +92,19 @@ export function watchDeviceResubscribed(client: PulseClient, deviceId: string, o
     if (status.state !== "subscribed" || channel.type !== "device" || channel.device_id !== deviceId) return;
     confirmed += 1;
     if (confirmed > 1) onAgain();
+  });
+}
+
+/**
+ * Calls `onMalformed` with the client's words each time it refuses a push for `deviceId` whose
+ * envelope broke the contract: such a push never reaches `watch`, and the page must not go on
+ * as if nothing came. Returns a function that stops.
+ */
+export function watchDeviceMalformed(client: PulseClient, deviceId: string, onMalformed: (error: string) => void): () => void {
+  return client.on("error", (error) => {
+    const channel = error.channel;
+    if (error.kind !== "malformed_message" || channel?.type !== "device" || channel.device_id !== deviceId) return;
+    onMalformed(error.message);
   });
 }
 
@@ -117,6 +134,11 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
 
   useEffect(
     () => client.watch({ type: "device", device_id: deviceId }, (message) => dispatch({ type: "live", message, deviceId })),
+    [client, deviceId],
+  );
+
+  useEffect(
+    () => watchDeviceMalformed(client, deviceId, (error) => dispatch({ type: "live-malformed", error })),
     [client, deviceId],
   );
 

@@ -272,6 +272,20 @@ describe("connecting", () => {
     await t.expectReplaced(stuck, "connect_timeout");
   });
 
+  it("gives the ticket and the socket one deadline between them", async () => {
+    // The ticket takes 6 s of the 10 s; the socket then has the 4 s left, not 10 s of its own.
+    const good = ticketSource();
+    const getTicket = vi.fn(() => new Promise<Ticket>((resolve) => setTimeout(() => resolve(good()), 6_000)));
+    const t = setup({ getTicket, connectTimeoutMs: 10_000 });
+    t.client.start();
+    await t.advanceAndSettle(6_000);
+    const stuck = t.factory.last();
+    await t.advanceAndSettle(3_999);
+    expect(t.errors).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    await t.expectReplaced(stuck, "connect_timeout");
+  });
+
   it("retries when the ticket cannot be fetched or is unusable", async () => {
     const good = ticketSource();
     let calls = 0;
@@ -412,8 +426,8 @@ describe("reconnecting", () => {
     expect(delays).toEqual([999, 999, 1_998, 3_996]);
   });
 
-  it("reports 1003 and 1009 as this client's fault and waits the longest backoff", async () => {
-    for (const code of [1003, 1009]) {
+  it("reports 1002, 1003, 1007 and 1009 as this client's fault and waits the longest backoff", async () => {
+    for (const code of [1002, 1003, 1007, 1009]) {
       const t = setup({ random: () => 0.5 });
       await t.connect();
       t.factory.last().serverClose(code, "message too big");
@@ -918,6 +932,24 @@ describe("bad frames", () => {
     expect(socket.closedByClient).toBeUndefined();
   });
 
+  it("names the held channel a malformed push was for, so that its widget can say so", async () => {
+    const t = setup();
+    t.client.subscribe({ type: "alerts" });
+    t.client.subscribe({ type: "device", device_id: "dev-1" });
+    const socket = await t.connect();
+    // Envelopes that break the contract, for held channels and one the client does not hold.
+    socket.push({ type: "alerts", tenant_id: "acme", seq: 7, ts, alerts: [], total_open: "many" });
+    socket.push({ type: "telemetry", tenant_id: "acme", device_id: "dev-1", seq: 1, ts });
+    socket.push({ type: "telemetry", tenant_id: "acme", device_id: "dev-2", seq: 1, ts });
+    socket.push({ type: "telemetry", tenant_id: "acme", device_id: "a.b", seq: 1, ts });
+    expect(t.errors.map((e) => [e.kind, e.channel])).toEqual([
+      ["malformed_message", { type: "alerts" }],
+      ["malformed_message", { type: "device", device_id: "dev-1" }],
+      ["malformed_message", undefined],
+      ["malformed_message", undefined],
+    ]);
+  });
+
   it("reports gateway error replies with their code", async () => {
     const t = setup();
     const socket = await t.connect();
@@ -1006,6 +1038,19 @@ describe("token renewal", () => {
     await t.advanceAndSettle(5_000);
     expect(t.getTicket).toHaveBeenCalledTimes(3);
     expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t3"]);
+  });
+
+  it("retries when the gateway cannot verify the new token just then", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    await t.advanceAndSettle(45_000);
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    // The gateway's answer to a renewal whose verification failed on its side: no channel.
+    socket.push({ type: "error", code: "unavailable", message: "cannot verify the token right now; retry shortly" });
+    await t.advanceAndSettle(5_000);
+    expect(t.getTicket).toHaveBeenCalledTimes(3);
+    expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t3"]);
+    expect(t.factory.sockets).toHaveLength(1);
   });
 
   it("renews a short-lived token before it ends", async () => {

@@ -58,6 +58,14 @@ import {
   type Ticket,
 } from "./types.js";
 
+/** Close codes that say this client sent what the protocol refuses: a bug, not a network fault. */
+const CLIENT_FAULTS: ReadonlySet<number> = new Set([
+  CloseCode.PROTOCOL_ERROR,
+  CloseCode.UNSUPPORTED_DATA,
+  CloseCode.INVALID_PAYLOAD,
+  CloseCode.MESSAGE_TOO_BIG,
+]);
+
 /** Shortest wait after a 4029 whose reason names no `retry_after`. */
 export const DEFAULT_RATE_LIMITED_WAIT_MS = 5_000;
 
@@ -542,7 +550,9 @@ export class PulseClient {
     const generation = ++this.generation;
     this.update({ ...this.current, nextAttemptAt: undefined });
     const { promise: ticketPromise, abort } = this.requestTicket();
-    // One deadline for the whole attempt starts with the ticket request.
+    // One deadline for the whole attempt starts with the ticket request; the socket has
+    // what the ticket left of it.
+    const deadline = this.now() + this.connectTimeoutMs;
     this.connectTimer.set(() => {
       if (generation !== this.generation || this.socket) return;
       abort();
@@ -564,7 +574,7 @@ export class PulseClient {
           this.failAttempt({ kind: "ticket_failed", message: `unusable ticket: ${describe(error)}`, cause: error });
           return;
         }
-        this.open(ticket, generation, receivedAt);
+        this.open(ticket, generation, receivedAt, deadline);
       },
       (error: unknown) => {
         if (generation !== this.generation || !this.wanted) return;
@@ -586,7 +596,7 @@ export class PulseClient {
     return { promise, abort: () => controller?.abort() };
   }
 
-  private open(ticket: Ticket, generation: number, receivedAt: number): void {
+  private open(ticket: Ticket, generation: number, receivedAt: number, deadline: number): void {
     const avoid = this.avoidUrl;
     this.avoidUrl = undefined;
     let url: string;
@@ -621,8 +631,11 @@ export class PulseClient {
       if (this.socket !== socket || this.socketOpen) return;
       this.dropSocket(CloseCode.NORMAL, "connect timeout");
       this.avoidUrl = url;
-      this.failAttempt({ kind: "connect_timeout", message: `the gateway did not answer within ${this.connectTimeoutMs} ms` });
-    }, this.connectTimeoutMs);
+      this.failAttempt({
+        kind: "connect_timeout",
+        message: `the gateway did not answer within the attempt's ${this.connectTimeoutMs} ms`,
+      });
+    }, Math.max(0, deadline - this.now()));
   }
 
   private onOpen(ticket: Ticket, receivedAt: number): void {
@@ -685,7 +698,7 @@ export class PulseClient {
       this.backoff.reset();
       this.freshRestarts = 0;
     }
-    if (code === CloseCode.UNSUPPORTED_DATA || code === CloseCode.MESSAGE_TOO_BIG) {
+    if (CLIENT_FAULTS.has(code)) {
       // Our own fault: report it, and do not hammer the gateway with the same mistake.
       this.report({
         kind: "protocol_violation",
@@ -749,7 +762,7 @@ export class PulseClient {
     this.scheduleRetry(this.backoff.next(), undefined, error);
   }
 
-  /** A retry after a wait the gateway asked for (4029) or earned (1003, 1009): coming back to
+  /** A retry after a wait the gateway asked for (4029) or earned (1002, 1003, 1007, 1009): coming back to
    * the tab or to the network does not cut it short. */
   private scheduleServerWait(delayMs: number, closeCode: number): void {
     this.serverWaitUntil = this.now() + delayMs;
@@ -937,9 +950,16 @@ export class PulseClient {
       case "unknown":
         this.report({ kind: "unknown_message", message: `unknown message type ${JSON.stringify(quote(frame.type))}`, data: frame.value });
         return;
-      case "malformed":
-        this.report({ kind: "malformed_message", message: `malformed message: ${frame.reason}`, data: typeof data === "string" ? quote(data) : data });
+      case "malformed": {
+        const channel = frame.topic === undefined ? undefined : this.holdings.get(frame.topic)?.channel;
+        this.report({
+          kind: "malformed_message",
+          message: `malformed message: ${frame.reason}`,
+          data: typeof data === "string" ? quote(data) : data,
+          ...(channel ? { channel } : {}),
+        });
         return;
+      }
     }
   }
 
@@ -996,7 +1016,7 @@ export class PulseClient {
       case "events_reset":
         this.onEventsReset(reply.topic, reply.oldest, reply.reason);
         return;
-      case "error":
+      case "error": {
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
         if (reply.channel && reply.code === "not_subscribed") {
           // An answer all the same: the gateway does not hold the channel.
@@ -1006,14 +1026,19 @@ export class PulseClient {
         } else if (reply.code === "rate_limited") {
           this.onRequestsDropped({ code: reply.code, message: reply.message });
         }
-        if (reply.code === "invalid_token" && this.socketOpen) {
-          // The renewal was refused; the current token stays in force until it expires.
+        const renewalRefused = reply.code === "invalid_token";
+        // Without a channel, `unavailable` answers the renewal in flight: the gateway could not
+        // verify the token just then.
+        const renewalUnverified = reply.code === "unavailable" && !reply.channel && this.authInFlight !== undefined;
+        if ((renewalRefused || renewalUnverified) && this.socketOpen) {
+          // The renewal did not take; the current token stays in force until it expires.
           this.onAuthAnswered();
           this.renewTimer.set(() => this.renew(), this.renewRetryMs);
         } else if (reply.code === "invalid_since" && reply.channel?.channel === "events") {
           this.resubscribeFresh(reply.channel.topic);
         }
         return;
+      }
       default:
         // pong: the heartbeat already noted that the socket lives.
         return;

@@ -5,6 +5,8 @@
  * @packageDocumentation
  */
 
+import type { Channel } from "./types.js";
+
 /** What went wrong. */
 export type ClientErrorKind =
   /** A frame that is not JSON, not an object, binary, or a known type with a broken shape. */
@@ -28,7 +30,8 @@ export type ClientErrorKind =
   /** A fallback REST poll failed; the next one is tried on schedule. */
   | "poll_failed"
   /**
-   * The gateway closed with 1003 (unsupported data) or 1009 (message too big): this client sent
+   * The gateway closed with 1002 (protocol error), 1003 (unsupported data), 1007 (invalid UTF-8)
+   * or 1009 (message too big): this client sent
    * something the protocol does not allow — a bug to fix, not a network fault. The client
    * reconnects only after the longest backoff; `code` holds the close code.
    */
@@ -43,6 +46,11 @@ export interface ClientError {
   message: string;
   /** The gateway's error code (for `server_error`) or the close code (for `forbidden`). */
   code?: string | number;
+  /**
+   * For `malformed_message`: the held channel the message was for, when it names one. Its
+   * widget can show that an update was refused instead of going on with the last good one.
+   */
+  channel?: Channel;
   /** The offending data, truncated when it is text. */
   data?: unknown;
   /** The underlying exception, when there is one. */

@@ -181,9 +181,14 @@ describe("parseServerFrame", () => {
     expect(parseServerFrame(alerts([alert])).kind).toBe("data");
     // A broken item reaches the widget, which shows an error card in its place.
     expect(parseServerFrame(alerts([{ ...alert, severity: "high" }])).kind).toBe("data");
-    expect(parseServerFrame(alerts([], { ts: "yesterday" }))).toEqual({ kind: "malformed", reason: "alerts: ts must be an RFC 3339 timestamp" });
+    expect(parseServerFrame(alerts([], { ts: "yesterday" }))).toEqual({ kind: "malformed", reason: "alerts: ts must be an RFC 3339 timestamp", topic: "alerts" });
     expect(parseServerFrame(alerts([], { tenant_id: "a.b" })).kind).toBe("malformed");
-    expect(parseServerFrame(alerts([], { total_open: -1 }))).toEqual({ kind: "malformed", reason: "alerts: total_open must be ≥ 0" });
+    expect(parseServerFrame(alerts([], { total_open: -1 }))).toEqual({ kind: "malformed", reason: "alerts: total_open must be ≥ 0", topic: "alerts" });
+    // The topic is named when the id can be read, whatever else is broken.
+    const telemetry = (deviceId: unknown) => JSON.stringify({ type: "telemetry", tenant_id: "acme", device_id: deviceId, seq: 1, ts });
+    expect(parseServerFrame(telemetry("dev-1"))).toMatchObject({ kind: "malformed", topic: "telemetry:dev-1" });
+    expect(parseServerFrame(telemetry(">"))).toEqual({ kind: "malformed", reason: expect.any(String) as string, topic: undefined });
+    expect(parseServerFrame(JSON.stringify({ type: "event", topic: "tickets", seq: "x" }))).toMatchObject({ topic: "events:tickets" });
     // A seq above 2^53 is an integer to the schema, but not one a JavaScript number holds.
     expect(parseServerFrame(alerts([]).replace('"seq":1', '"seq":9007199254740993')).kind).toBe("malformed");
   });

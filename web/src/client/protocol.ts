@@ -137,7 +137,11 @@ export type ServerFrame =
   | { kind: "reply"; reply: ServerReply }
   /** A well-formed object whose `type` is not known to this client. */
   | { kind: "unknown"; type: string; value: Record<string, unknown> }
-  | { kind: "malformed"; reason: string };
+  /**
+   * A frame that breaks the contract. `topic`: the data topic it names, when its `type` and id
+   * can still be read, so that the widget showing that topic can say its update was refused.
+   */
+  | { kind: "malformed"; reason: string; topic?: DataTopic };
 
 type Obj = Record<string, unknown>;
 
@@ -163,6 +167,21 @@ function dataProblem(value: Obj): string | undefined {
   // The schema says integer; the seq logic needs one a JavaScript number holds exactly.
   if (!isSeq(value.seq)) return "`seq` must be a non-negative safe integer";
   return undefined;
+}
+
+/** The topic a data message names, read from its `type` and id alone; `undefined` when unreadable. */
+function namedTopic(value: Obj): DataTopic | undefined {
+  switch (value.type) {
+    case "alerts":
+    case "fleet":
+      return value.type;
+    case "telemetry":
+      return isValidId(value.device_id) ? `telemetry:${value.device_id}` : undefined;
+    case "event":
+      return isValidId(value.topic) ? `events:${value.topic}` : undefined;
+    default:
+      return undefined;
+  }
 }
 
 function replyChannel(value: Obj): ReplyChannel | undefined {
@@ -238,7 +257,7 @@ export function classifyValue(value: unknown): ServerFrame {
   if (typeof value.type !== "string") return { kind: "malformed", reason: "`type` must be a string" };
   if (DATA_TYPES.has(value.type)) {
     const problem = dataProblem(value);
-    if (problem) return { kind: "malformed", reason: `${value.type}: ${problem}` };
+    if (problem) return { kind: "malformed", reason: `${value.type}: ${problem}`, topic: namedTopic(value) };
     return { kind: "data", message: value as unknown as DataMessage };
   }
   return reply(value);

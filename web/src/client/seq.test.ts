@@ -15,6 +15,14 @@ describe("SeqTracker snapshots", () => {
     expect(t.highest("alerts")).toBe(11);
   });
 
+  it("after a poll, takes the snapshot with the seq seen before, even behind an older one", () => {
+    const t = new SeqTracker();
+    expect(t.acceptSnapshot("fleet", 500)).toBe(true);
+    t.polledSnapshot("fleet");
+    // A late push from before is dropped; the gateway's current one still replaces the poll.
+    expect(offer(t, [["fleet", 499], ["fleet", 500], ["fleet", 500]])).toEqual([false, true, false]);
+  });
+
   it("keeps topics independent", () => {
     const t = new SeqTracker();
     const taken = offer(t, [

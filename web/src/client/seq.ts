@@ -62,9 +62,11 @@ export class SeqTracker {
   acceptSnapshot(topic: string, seq: number): boolean {
     const highest = this.highestSeq.get(topic);
     // After a poll, the gateway's snapshot replaces the polled one even with the `seq` already
-    // seen: what was shown last did not come from it.
-    const afterPoll = this.polled.delete(topic);
+    // seen: what was shown last did not come from it. An older one, dropped, leaves the polled
+    // one in place for the next.
+    const afterPoll = this.polled.has(topic);
     if (highest !== undefined && (afterPoll ? seq < highest : seq <= highest)) return false;
+    this.polled.delete(topic);
     this.highestSeq.set(topic, seq);
     return true;
   }

@@ -152,10 +152,14 @@ export const CloseCode = {
   NORMAL: 1000,
   /** The gateway is going away for this client (idle). */
   GOING_AWAY: 1001,
+  /** A frame broke the WebSocket protocol. */
+  PROTOCOL_ERROR: 1002,
   /** A binary frame was sent. */
   UNSUPPORTED_DATA: 1003,
   /** Seen when a connection ended without a close frame (network loss, dead peer). */
   ABNORMAL: 1006,
+  /** A text frame was not valid UTF-8. */
+  INVALID_PAYLOAD: 1007,
   /** A client frame was too large. */
   MESSAGE_TOO_BIG: 1009,
   /** The gateway is restarting or draining: reconnect at once, after a small jitter. */

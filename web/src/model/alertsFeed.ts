@@ -38,6 +38,8 @@ export const emptyAlertsFeed: AlertsFeed = Object.freeze({
 
 export type AlertsAction =
   | { type: "message"; message: unknown; now: number }
+  /** The client refused an alerts push whose envelope broke the contract; `error` says why. */
+  | { type: "malformed"; error: string }
   | { type: "expire"; now: number };
 
 /** Applies a received message or the passing of time. Pure: the input is never changed. */
@@ -46,6 +48,7 @@ export function reduceAlerts(state: AlertsFeed, action: AlertsAction): AlertsFee
     const fresh = unexpired(state.fresh, action.now);
     return fresh.size === state.fresh.size ? state : { ...state, fresh };
   }
+  if (action.type === "malformed") return { ...state, error: action.error, arrived: [] };
   const checked = checkAlerts(action.message);
   if (!checked.ok) return { ...state, error: checked.error, arrived: [] };
   const previous = state.message;
