@@ -1029,24 +1029,16 @@ describe("token renewal", () => {
     await expectRenewalRetried(t, socket, getTicket);
   });
 
-  it("retries when the gateway refuses the new token", async () => {
+  // Refused (`invalid_token`), or not verified just then (`unavailable`, naming no channel).
+  it.each([
+    ["refuses the new token", { code: "invalid_token", message: "expired" }],
+    ["cannot verify the new token just then", { code: "unavailable", message: "cannot verify the token right now; retry shortly" }],
+  ])("retries a renewal when the gateway %s", async (_, answer) => {
     const t = setup();
     const socket = await t.connect();
     await t.advanceAndSettle(45_000);
     expect(t.getTicket).toHaveBeenCalledTimes(2);
-    socket.push({ type: "error", code: "invalid_token", message: "expired" });
-    await t.advanceAndSettle(5_000);
-    expect(t.getTicket).toHaveBeenCalledTimes(3);
-    expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t3"]);
-  });
-
-  it("retries when the gateway cannot verify the new token just then", async () => {
-    const t = setup();
-    const socket = await t.connect();
-    await t.advanceAndSettle(45_000);
-    expect(t.getTicket).toHaveBeenCalledTimes(2);
-    // The gateway's answer to a renewal whose verification failed on its side: no channel.
-    socket.push({ type: "error", code: "unavailable", message: "cannot verify the token right now; retry shortly" });
+    socket.push({ type: "error", ...answer });
     await t.advanceAndSettle(5_000);
     expect(t.getTicket).toHaveBeenCalledTimes(3);
     expect(authRequests(socket).map((r) => r.token)).toEqual(["t2", "t3"]);
