@@ -315,20 +315,25 @@ async fn retire_old_numbering(js: &jetstream::Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The highest `seq` already published to the state stream, read from its newest message
-/// that has one, so a newly active poller never goes below it. Zero only when no message of
+/// The highest `seq` already published to the state stream, read from its newest messages
+/// that have one, so a newly active poller never goes below it. Zero only when no message of
 /// the stream has one (or it holds none).
 ///
 /// Both reads go to the stream's leader, not to a replica that may lag behind (as a direct
 /// get may). Any failure is an error, for the caller to retry: a floor of zero taken by
 /// mistake would let `seq` go backwards across a failover. A message without a `Pulse-Seq`
-/// (not a poller's) is passed over with a warning: it carries no `seq` to stay above, and
-/// pollers publish theirs in rising order, so the newest that has one holds the highest.
+/// (not a poller's) is passed over with a warning: it carries no `seq` to stay above.
+///
+/// Pollers publish theirs in rising order, nearly: a publish the fence refused is sent again
+/// after the rest of its batch with its older `seq`, and a deposed poller's last publish may
+/// land after its successor's first. So the highest of the newest [`SEQ_TAIL`] sequences is
+/// taken, not the newest alone; only when they hold no `seq` at all is the stream read further
+/// back.
 ///
 /// The stream is read back from its end in windows of sequences that double in size, each
 /// read forwards message by message ("the first message from sequence n"), so a run of deleted
 /// sequences (a message replaced by a newer one of its subject; subjects purged, however many)
-/// costs nothing per sequence, and the newest message usually settles it at once.
+/// costs nothing per sequence.
 pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     let mut stream = js
         .get_stream(STATE_STREAM)
@@ -344,10 +349,10 @@ pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
         return Ok(0);
     }
     let mut upto = state.last_sequence;
-    let mut window = 1u64;
+    let mut window = SEQ_TAIL;
     loop {
         let from = state.first_sequence.max(upto.saturating_sub(window - 1));
-        if let Some(seq) = newest_seq_within(&stream, from, upto).await? {
+        if let Some(seq) = highest_seq_within(&stream, from, upto).await? {
             return Ok(seq);
         }
         if from <= state.first_sequence {
@@ -358,8 +363,13 @@ pub async fn newest_seq(js: &jetstream::Context) -> anyhow::Result<u64> {
     }
 }
 
-/// The `seq` of the newest message with one among the stream's messages `from..=upto`.
-async fn newest_seq_within(
+/// How many of the state stream's newest sequences [`newest_seq`] reads at least. The publishes
+/// sent again after their batch are few (after a lost acknowledgement, or a takeover), and the
+/// reads are made once per activation.
+const SEQ_TAIL: u64 = 256;
+
+/// The highest `seq` among the stream's messages `from..=upto` that have one.
+async fn highest_seq_within(
     stream: &jetstream::stream::Stream,
     from: u64,
     upto: u64,
@@ -380,7 +390,7 @@ async fn newest_seq_within(
             break;
         }
         match pulse_seq(&message) {
-            Some(seq) => newest = Some(seq),
+            Some(seq) => newest = newest.max(Some(seq)),
             None => tracing::warn!(
                 subject = %message.subject, sequence = message.sequence,
                 "a message of the state stream without a valid Pulse-Seq; passed over"

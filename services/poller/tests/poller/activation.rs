@@ -55,6 +55,10 @@ async fn the_seq_floor_is_the_newest_seq_and_zero_only_when_there_is_none() {
     );
     store(&js, "pulse.v1.t-c.alerts".into(), Some(43)).await;
     assert_eq!(newest_seq(&js).await.unwrap(), 43);
+    // A lower seq stored after it (a refused publish sent again after its batch, a deposed
+    // poller's last one) does not lower the floor.
+    store(&js, "pulse.v1.t-e.alerts".into(), Some(40)).await;
+    assert_eq!(newest_seq(&js).await.unwrap(), 43);
     // A seq past 2^53 - 1 is no poller's (a JavaScript number cannot hold it): passed over,
     // so it cannot push every later seq out of what browsers read exactly.
     store(&js, "pulse.v1.t-d.alerts".into(), Some(1 << 60)).await;
