@@ -86,7 +86,8 @@ pub struct PollerConfig {
           value_parser = millis(ms(50), secs(60)))]
     pub standby_retry: Duration,
 
-    /// JetStream replicas of the Pulse streams (3 on a three-node NATS cluster).
+    /// JetStream replicas of the Pulse streams and the device bucket (3 on a three-node NATS
+    /// cluster).
     #[arg(long, env = "PULSE_STREAM_REPLICAS", default_value = "1",
           value_parser = number::<usize>(1..=5))]
     pub stream_replicas: usize,
