@@ -2,7 +2,7 @@
 //! trusts (`PULSE_TRUSTED_PROXIES`), the nearest untrusted address of `X-Forwarded-For`.
 //! A header from anyone else is the client's own word and changes nothing.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -46,6 +46,23 @@ impl TrustedProxies {
             }
         }
         client
+    }
+}
+
+/// What a limit counts as one client: an IPv4 address, or the /64 an IPv6 address is in.
+/// One subscriber holds a whole /64 and may send from any address of it (and privacy
+/// extensions change the address daily): counted per address, it would escape every limit
+/// (the web service's login limits, the gateway's connections per address).
+pub fn subscriber(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
     }
 }
 

@@ -1,10 +1,12 @@
-//! Connection caps, per instance, per tenant, per user and per client address. A [`Slot`] is
-//! held for a connection's life and frees itself on drop, whatever ends the connection.
+//! Connection caps, per instance, per tenant, per user and per client address (an IPv6
+//! client's /64: [`subscriber`]). A [`Slot`] is held for a connection's life and frees itself
+//! on drop, whatever ends the connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use pulse_common::client_addr::subscriber;
 use pulse_proto::TenantId;
 
 use crate::metrics::{Metrics, TenantLabel};
@@ -111,6 +113,7 @@ impl Caps {
         &self,
         address: std::net::IpAddr,
     ) -> Result<Unauthenticated, CapError> {
+        let address = subscriber(address);
         let limits = self.inner.limits;
         let mut counts = self.inner.counts.lock();
         if counts.total >= limits.total {
@@ -128,6 +131,7 @@ impl Caps {
     }
 
     pub fn admit(&self, holder: Holder<'_>) -> Result<Slot, CapError> {
+        let address = subscriber(holder.address);
         let limits = self.inner.limits;
         let mut counts = self.inner.counts.lock();
         let user =
@@ -143,13 +147,7 @@ impl Caps {
         {
             return Err(CapError::User);
         }
-        if counts
-            .per_address
-            .get(&holder.address)
-            .copied()
-            .unwrap_or(0)
-            >= limits.per_address
-        {
+        if counts.per_address.get(&address).copied().unwrap_or(0) >= limits.per_address {
             return Err(CapError::Address);
         }
         counts.total += 1;
@@ -157,7 +155,7 @@ impl Caps {
         if let Some(user) = &user {
             *counts.per_user.entry(user.clone()).or_insert(0) += 1;
         }
-        *counts.per_address.entry(holder.address).or_insert(0) += 1;
+        *counts.per_address.entry(address).or_insert(0) += 1;
         // Counted under the lock, as the release is: a tenant's series is removed when its
         // last connection ends, and must not be removed under a connection just admitted.
         self.inner.metrics.connections.inc();
@@ -173,7 +171,7 @@ impl Caps {
             caps: self.clone(),
             tenant: holder.tenant.clone(),
             user: user.map(|(_, u)| u),
-            address: holder.address,
+            address,
         })
     }
 }
@@ -328,6 +326,19 @@ mod tests {
         drop(waiting);
         assert_eq!(caps.total(), 2);
         assert_eq!(refusal(&caps, &a, "v", "192.0.2.1"), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_waiting_or_admitted() {
+        let (a, _) = tenants_a_and_b();
+        let caps = caps(10, 10, 10, 2);
+        let waiting = caps.hold_unauthenticated("2001:db8:0:1::1".parse().unwrap());
+        let _admitted = caps.admit(holder(&a, "u", "2001:db8:0:1::2")).unwrap();
+        let refused = refusal(&caps, &a, "v", "2001:db8:0:1:ffff::9");
+        assert_eq!(refused, Some(CapError::Address));
+        assert_eq!(refusal(&caps, &a, "v", "2001:db8:0:2::1"), None);
+        drop(waiting);
+        assert_eq!(refusal(&caps, &a, "v", "2001:db8:0:1:ffff::9"), None);
     }
 
     #[test]

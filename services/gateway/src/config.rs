@@ -103,8 +103,8 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections_per_user: usize,
 
-    /// Most WebSocket connections from one client address on this instance (behind
-    /// `PULSE_TRUSTED_PROXIES`, the address they forward for).
+    /// Most WebSocket connections from one client address on this instance (an IPv6 client
+    /// counts as its /64; behind `PULSE_TRUSTED_PROXIES`, the address they forward for).
     #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_ADDRESS", default_value = "1000",
           value_parser = number::<usize>(1..=10_000_000))]
     pub max_connections_per_address: usize,

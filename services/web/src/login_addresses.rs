@@ -1,11 +1,13 @@
 //! Where each user logged in from, in the database (`login_addresses`), so that every web
 //! instance exempts those addresses from the email's login limit, not only the instance that
 //! answered the login, and not only until it restarts. An address is an IPv4 address or an
-//! IPv6 /64 ([`subscriber`]); one is known for [`KNOWN_DAYS`] after its
+//! IPv6 /64 ([`subscriber`]: counted per address, a user would lose the exemption every day
+//! as privacy extensions change it); one is known for [`KNOWN_DAYS`] after its
 //! last login.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
+use pulse_common::client_addr::subscriber;
 use sqlx::PgPool;
 
 /// How long, in days, an address stays known after a login from it.
@@ -40,21 +42,4 @@ pub async fn remember(pool: &PgPool, user_id: i64, address: IpAddr) -> Result<()
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// What the limits count as one client: an IPv4 address, or the /64 an IPv6 address is in.
-/// One subscriber holds a whole /64 and may send from any address of it (and privacy
-/// extensions change the address daily): counted per address, it would escape every limit,
-/// and a user would lose the known-address exemption every day.
-pub fn subscriber(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
 }

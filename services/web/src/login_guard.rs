@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use parking_lot::Mutex;
-use pulse_common::client_addr::TrustedProxies;
+use pulse_common::client_addr::{TrustedProxies, subscriber};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
-use crate::login_addresses::{self, KNOWN_DAYS, subscriber};
+use crate::login_addresses::{self, KNOWN_DAYS};
 use crate::shared_limits::{Key, Limit, Rate};
 
 /// How long an address that logged in as an email stays exempt from that email's limit.

@@ -71,7 +71,7 @@ async fn a_connection_that_reauthenticates_as_another_user_counts_as_that_user()
 }
 
 #[tokio::test]
-async fn connections_are_capped_per_client_address_behind_trusted_proxies_only() {
+async fn connections_are_capped_per_client_address_or_ipv6_64_behind_trusted_proxies_only() {
     let gw = spawn_gateway_with(|c| {
         c.max_connections_per_address = 2;
         c.trusted_proxies = loopback_proxy();
@@ -82,6 +82,11 @@ async fn connections_are_capped_per_client_address_behind_trusted_proxies_only()
     let _held = two_served_then_a_third_refused(&url, ["198.51.100.1"; 3]).await;
     let (mut b, _) = connect_with(&url, &forwarded_for("198.51.100.2")).await;
     b.assert_alive().await;
+    // An IPv6 client is its /64: one host may send from any address of it.
+    let one_64 = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:a:b:c:d"];
+    let _held = two_served_then_a_third_refused(&url, one_64).await;
+    let (mut c, _) = connect_with(&url, &forwarded_for("2001:db8:1:3::1")).await;
+    c.assert_alive().await;
 
     // Not behind a trusted proxy: the header is the client's own word.
     let plain = spawn_gateway_with(|c| c.max_connections_per_address = 2).await;
