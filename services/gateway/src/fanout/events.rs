@@ -329,8 +329,14 @@ impl Events {
                 Ok(stored) => {
                     // From a head that only says the stream held nothing, what is missing
                     // below the first event read went before anyone here subscribed, whether
-                    // it expired or lies beyond the replay limit.
-                    if let Some(first) = stored.missing_before
+                    // it expired or lies beyond the replay limit. Not the live event that
+                    // revealed the gap, though: it came after that read, and if the stream
+                    // lacks it (stored later, its first store lost with a leader change), it
+                    // is still owed, and so is the order from it.
+                    let retained = stored
+                        .missing_before
+                        .map(|first| pending.as_ref().map_or(first, |frame| first.min(frame.seq)));
+                    if let Some(first) = retained
                         && !topic.log.lock().start_at_retained(first)
                     {
                         let reason = if stored.limited {
