@@ -44,6 +44,17 @@ pub enum Item {
     },
 }
 
+/// The `seq` a subscriber without `since` is told in `subscribed`: every event after it reaches
+/// that subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    /// Subscribed while the head was unknown and nothing was delivered: settled by the read of
+    /// the newest stored event, or by the first event delivered, whichever comes first.
+    Unknown,
+    /// `None`: no `seq` to tell (the stream held none of the topic's events).
+    Known(Option<u64>),
+}
+
 /// A topic's recent events on this instance.
 pub struct EventLog {
     /// Highest `seq` delivered, with every lower one before it; `None` until known.
@@ -61,6 +72,10 @@ pub struct EventLog {
     cap: usize,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
     pub catching_up: HashMap<ConnId, Vec<Frame>>,
+    /// Subscribers without `since` not told their `seq` yet, with the head as it stood when
+    /// each joined: read later, the head may already count events queued for it, which it
+    /// would then drop as duplicates.
+    baselines: HashMap<ConnId, Baseline>,
 }
 
 impl EventLog {
@@ -73,6 +88,36 @@ impl EventLog {
             recent_bytes: 0,
             cap,
             catching_up: HashMap::new(),
+            baselines: HashMap::new(),
+        }
+    }
+
+    /// Records where `conn`, subscribing without `since`, starts: called with the lock held
+    /// that it is added to the subscribers under, so every event delivered after this point
+    /// reaches it.
+    pub fn await_baseline(&mut self, conn: ConnId) {
+        let baseline = match self.head {
+            Some(_) => Baseline::Known(self.known_head()),
+            None => Baseline::Unknown,
+        };
+        self.baselines.insert(conn, baseline);
+    }
+
+    /// The `seq` to tell `conn` in `subscribed`: `None` when it has none (the head is still
+    /// unknown, or the stream held none of the topic's events). Forgets it.
+    pub fn take_baseline(&mut self, conn: ConnId) -> Option<u64> {
+        match self.baselines.remove(&conn) {
+            Some(Baseline::Known(seq)) => seq,
+            Some(Baseline::Unknown) | None => None,
+        }
+    }
+
+    /// Settles the baselines still unknown to `seq`.
+    fn settle_baselines(&mut self, seq: Option<u64>) {
+        for baseline in self.baselines.values_mut() {
+            if *baseline == Baseline::Unknown {
+                *baseline = Baseline::Known(seq);
+            }
         }
     }
 
@@ -94,6 +139,11 @@ impl EventLog {
     pub fn advance(&mut self, frame: &Frame) {
         if frame.seq == 0 {
             return;
+        }
+        if self.head.is_none() {
+            // The first event delivered since the head was unknown: a subscriber waiting for
+            // its `seq` got this one and gets every later one.
+            self.settle_baselines((frame.seq > 1).then(|| frame.seq - 1));
         }
         if self
             .recent
@@ -135,6 +185,7 @@ impl EventLog {
         if self.head.is_none() {
             self.head = Some(seq);
             self.empty_at_read = seq == 0;
+            self.settle_baselines(self.known_head());
         }
     }
 

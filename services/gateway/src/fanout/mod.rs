@@ -183,6 +183,10 @@ impl FanOut {
                     .inner
                     .events
                     .resume(&topic, &mut log, conn, queue, since),
+                None if !topic.snapshot => {
+                    log.await_baseline(conn);
+                    false
+                }
                 _ => false,
             };
             topic.subscribers.write().insert(conn, queue.clone());
@@ -199,7 +203,7 @@ impl FanOut {
         } else if let Some(since) = since.filter(|_| catching_up) {
             self.spawn_catch_up(&topic, conn, queue, since);
         } else if since.is_none() {
-            seq = topic.log.lock().known_head();
+            seq = topic.log.lock().take_baseline(conn);
         }
         Ok(Subscribed { topic, seq })
     }
@@ -240,7 +244,11 @@ impl FanOut {
             catch_up.abort();
         }
         let mut topics = self.inner.topics.lock();
-        topic.log.lock().catching_up.remove(&conn);
+        {
+            let mut log = topic.log.lock();
+            log.catching_up.remove(&conn);
+            log.take_baseline(conn);
+        }
         let empty = {
             let mut subscribers = topic.subscribers.write();
             subscribers.remove(&conn);

@@ -38,6 +38,37 @@ fn none_retained() -> Stored {
 }
 
 #[test]
+fn a_subscriber_is_told_the_head_as_it_joined_not_as_it_is_answered() {
+    let (a, b, c, d): (ConnId, ConnId, ConnId, ConnId) = (1, 2, 3, 4);
+    let mut log = EventLog::new(4);
+    // Joined before anything was known: the first event delivered settles it (it got that one).
+    log.await_baseline(a);
+    log.advance(&f(10));
+    log.advance(&f(11));
+    // Joined with the head known: that head, whatever is delivered before the answer.
+    log.await_baseline(b);
+    log.advance(&f(12));
+    assert_eq!(
+        (log.take_baseline(a), log.take_baseline(b)),
+        (Some(9), Some(11))
+    );
+    assert_eq!(log.take_baseline(a), None, "taken once");
+
+    // Joined before the read of the newest stored event: the read settles it.
+    let mut log = EventLog::new(4);
+    log.await_baseline(c);
+    log.learn_head(40);
+    log.advance(&f(41));
+    assert_eq!(log.take_baseline(c), Some(40));
+    // A read that found none of the topic's events gives no seq to tell.
+    let mut log = EventLog::new(4);
+    log.await_baseline(d);
+    log.learn_head(0);
+    log.advance(&f(1));
+    assert_eq!(log.take_baseline(d), None);
+}
+
+#[test]
 fn live_events_are_ordered_against_the_head() {
     let mut log = EventLog::new(4);
     assert_eq!(

@@ -446,3 +446,41 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
     })
     .await;
 }
+
+/// A subscriber told `seq` in `subscribed` gets every event after it. Events that reach the
+/// gateway while a topic's first subscribe waits for JetStream (here it never answers, so the
+/// wait is the whole 300 ms) are queued for the subscriber: the `seq` it is told must not
+/// count them, or it would drop them as already seen.
+#[tokio::test]
+async fn events_arriving_while_a_subscribe_waits_for_jetstream_come_after_its_seq() {
+    let nats = PrivateNats::configured(|store| jetstream_for_gateway(store, false), &[]).await;
+    let url_as = |user: &str| nats.url_as(user, user);
+    wait_for_nats(&url_as("admin")).await;
+    let admin = connect_nats(&url_as("admin")).await.unwrap();
+    let tenant = unique("evwait");
+    let gw = spawn_gateway_with(|c| c.nats.url = url_as("gw")).await;
+    let mut c = gw.viewer(&tenant).await;
+    const LAST: u64 = 160;
+    let publisher = tokio::spawn({
+        let (admin, tenant) = (admin.clone(), tenant.clone());
+        async move {
+            for seq in 100..=LAST {
+                publish_live_event(&admin, &tenant, "tickets", seq).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    c.send(json!({"action": "subscribe", "type": "events", "topic": "tickets"}))
+        .await;
+    let subscribed = c.until(T, |m| m["type"] == "subscribed").await;
+    let first = c
+        .until(T, |m| m["type"] == "event" || m["type"] == "events_reset")
+        .await;
+    assert_eq!(first["type"], "event", "{first}");
+    let first = first["seq"].as_u64().unwrap();
+    if let Some(seq) = subscribed["seq"].as_u64() {
+        assert_eq!(first, seq + 1, "told {subscribed}, then came {first}");
+    }
+    publisher.await.unwrap();
+    assert_events(&mut c, first + 1..=LAST).await;
+}
