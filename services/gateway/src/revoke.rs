@@ -5,10 +5,16 @@
 //! follows all tenants' with one subscription. A deleted user's connections close with 4003
 //! (do not retry: the user is gone), a changed role's with 4001 (a fresh ticket carries the
 //! new role). Only connections whose token names a user (`sub`) are followed.
+//!
+//! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted just before the
+//! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
+//! closed with 4003 at once instead. Nobody gets a ticket for a deleted user, and user ids are
+//! never given again, so any token of one is old.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use parking_lot::Mutex;
@@ -21,10 +27,21 @@ use crate::ids::ConnId;
 
 type UserKey = (TenantId, String);
 
-/// The connections of every user on this instance.
+/// How long a deleted user's tokens are refused after the deletion is announced: longer than
+/// any ticket lives.
+pub const DELETED_REMEMBERED: Duration = Duration::from_secs(3600);
+
+/// The connections of every user on this instance, and the users deleted lately.
 #[derive(Default)]
 pub struct Revocations {
-    users: Mutex<HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>>,
+    users: Mutex<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    connections: HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>,
+    /// Users deleted within [`DELETED_REMEMBERED`], with when the deletion was announced.
+    deleted: HashMap<UserKey, Instant>,
 }
 
 /// Set once for a connection whose user changed: the close code to end it with.
@@ -65,10 +82,10 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
         let mut users = self.revocations.users.lock();
-        if let Some(conns) = users.get_mut(&key) {
+        if let Some(conns) = users.connections.get_mut(&key) {
             conns.remove(&self.conn);
             if conns.is_empty() {
-                users.remove(&key);
+                users.connections.remove(&key);
             }
         }
     }
@@ -76,13 +93,24 @@ impl Drop for Registration {
 
 impl Revocations {
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
-    /// empty: a token minted elsewhere may name no user).
+    /// empty: a token minted elsewhere may name no user). A user deleted lately is revoked at
+    /// once.
     pub fn register(self: &Arc<Self>, tenant: &TenantId, sub: &str, conn: ConnId) -> Registration {
         let revoked = Arc::new(Revoked::default());
         let key = (!sub.is_empty()).then(|| (tenant.clone(), sub.to_owned()));
         if let Some(key) = &key {
-            self.users
-                .lock()
+            // Checked under the lock `apply` holds: a deletion announced meanwhile either
+            // finds this connection or is found by it.
+            let mut users = self.users.lock();
+            if users
+                .deleted
+                .get(key)
+                .is_some_and(|at| at.elapsed() < DELETED_REMEMBERED)
+            {
+                revoked.revoke(close::FORBIDDEN);
+            }
+            users
+                .connections
                 .entry(key.clone())
                 .or_default()
                 .insert(conn, revoked.clone());
@@ -101,8 +129,15 @@ impl Revocations {
             UserChange::Deleted => close::FORBIDDEN,
             UserChange::Role => close::UNAUTHORIZED,
         };
-        let users = self.users.lock();
-        let Some(conns) = users.get(&(change.tenant_id.clone(), change.user_id.clone())) else {
+        let key = (change.tenant_id.clone(), change.user_id.clone());
+        let mut users = self.users.lock();
+        if change.change == UserChange::Deleted {
+            users
+                .deleted
+                .retain(|_, at| at.elapsed() < DELETED_REMEMBERED);
+            users.deleted.insert(key.clone(), Instant::now());
+        }
+        let Some(conns) = users.connections.get(&key) else {
             return 0;
         };
         for revoked in conns.values() {
@@ -113,7 +148,7 @@ impl Revocations {
 
     /// Number of users followed.
     pub fn users(&self) -> usize {
-        self.users.lock().len()
+        self.users.lock().connections.len()
     }
 }
 
@@ -190,6 +225,19 @@ mod tests {
         }
         assert_eq!(r.apply(&change("acme", "8", UserChange::Role)), 1);
         assert_eq!(other_user.revoked.wait().await, close::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_users_later_connections_are_revoked_at_once() {
+        let r = Arc::new(Revocations::default());
+        let acme = TenantId::parse("acme").unwrap();
+        r.apply(&change("acme", "7", UserChange::Deleted));
+        r.apply(&change("acme", "8", UserChange::Role));
+        let late = r.register(&acme, "7", 1);
+        assert_eq!(late.revoked.wait().await, close::FORBIDDEN);
+        // A role change is not remembered: a fresh ticket carries the new role.
+        let changed = r.register(&acme, "8", 2);
+        assert_eq!(changed.revoked.code.load(Ordering::Acquire), 0);
     }
 
     #[test]

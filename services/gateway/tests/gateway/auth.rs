@@ -210,7 +210,7 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
 }
 
 #[tokio::test]
-async fn a_deleted_or_demoted_user_is_disconnected_within_moments() {
+async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_tickets_stay_out() {
     let gw = spawn_gateway(config()).await;
     let nats = nats().await;
     let tenant = unique("revoke");
@@ -259,4 +259,9 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments() {
         "user_changed published -> both connections closed",
     );
     bystander.assert_alive().await;
+    // A ticket the deleted user got just before the deletion, still unexpired, connects no
+    // more; the demoted user's next ticket does.
+    let mut late = connect(&gw.url(&token("41"))).await;
+    assert_eq!(late.closed(Duration::from_secs(5)).await.code, 4003);
+    connect(&gw.url(&token("42"))).await.assert_alive().await;
 }
