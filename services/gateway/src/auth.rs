@@ -30,6 +30,8 @@ pub struct Principal {
     pub email: Option<String>,
     /// Expiry, unix seconds.
     pub exp: u64,
+    /// When the token was issued, unix seconds, when it says so.
+    pub iat: Option<u64>,
 }
 
 /// Why a token was refused.
@@ -82,6 +84,9 @@ impl AuthError {
 #[derive(Deserialize)]
 struct Claims {
     exp: u64,
+    /// Read leniently: a token minted elsewhere with an odd `iat` is not refused for it.
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
     #[serde(default)]
     sub: Option<Text>,
     #[serde(default)]
@@ -267,6 +272,9 @@ impl Authenticator {
             sub: Text::string(claims.sub).unwrap_or_default(),
             email: Text::string(claims.email),
             exp: claims.exp,
+            iat: claims
+                .iat
+                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
         })
     }
 

@@ -6,15 +6,15 @@
 //! (do not retry: the user is gone), a changed role's with 4001 (a fresh ticket carries the
 //! new role). Only connections whose token names a user (`sub`) are followed.
 //!
-//! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted just before the
+//! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted before the
 //! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
-//! closed with 4003 at once instead. Nobody gets a ticket for a deleted user, and user ids are
-//! never given again, so any token of one is old.
+//! closed with 4003 at once instead. A token issued after the deletion (`iat`) is let in: the
+//! id may name a user created again, in a database restored or reset.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
 use parking_lot::Mutex;
@@ -41,7 +41,36 @@ pub struct Revocations {
 struct Users {
     connections: HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>,
     /// Users deleted within [`DELETED_REMEMBERED`], with when the deletion was announced.
-    deleted: HashMap<UserKey, Instant>,
+    deleted: HashMap<UserKey, Deletion>,
+}
+
+#[derive(Clone, Copy)]
+struct Deletion {
+    seen: Instant,
+    /// Unix seconds, to compare with a token's `iat`.
+    at: u64,
+}
+
+impl Deletion {
+    fn now() -> Self {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            seen: Instant::now(),
+            at,
+        }
+    }
+
+    fn remembered(&self) -> bool {
+        self.seen.elapsed() < DELETED_REMEMBERED
+    }
+
+    /// Whether a token issued at `iat` may predate the deletion: one issued in the same second
+    /// may, one that names no time is taken to.
+    fn covers(&self, iat: Option<u64>) -> bool {
+        self.remembered() && iat.is_none_or(|iat| iat <= self.at)
+    }
 }
 
 /// Set once for a connection whose user changed: the close code to end it with.
@@ -93,20 +122,22 @@ impl Drop for Registration {
 
 impl Revocations {
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
-    /// empty: a token minted elsewhere may name no user). A user deleted lately is revoked at
-    /// once.
-    pub fn register(self: &Arc<Self>, tenant: &TenantId, sub: &str, conn: ConnId) -> Registration {
+    /// empty: a token minted elsewhere may name no user), whose token was issued at `iat`.
+    /// A token of a user deleted lately, issued before the deletion, is revoked at once.
+    pub fn register(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        sub: &str,
+        iat: Option<u64>,
+        conn: ConnId,
+    ) -> Registration {
         let revoked = Arc::new(Revoked::default());
         let key = (!sub.is_empty()).then(|| (tenant.clone(), sub.to_owned()));
         if let Some(key) = &key {
             // Checked under the lock `apply` holds: a deletion announced meanwhile either
             // finds this connection or is found by it.
             let mut users = self.users.lock();
-            if users
-                .deleted
-                .get(key)
-                .is_some_and(|at| at.elapsed() < DELETED_REMEMBERED)
-            {
+            if users.deleted.get(key).is_some_and(|d| d.covers(iat)) {
                 revoked.revoke(close::FORBIDDEN);
             }
             users
@@ -132,10 +163,8 @@ impl Revocations {
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
         if change.change == UserChange::Deleted {
-            users
-                .deleted
-                .retain(|_, at| at.elapsed() < DELETED_REMEMBERED);
-            users.deleted.insert(key.clone(), Instant::now());
+            users.deleted.retain(|_, d| d.remembered());
+            users.deleted.insert(key.clone(), Deletion::now());
         }
         let Some(conns) = users.connections.get(&key) else {
             return 0;
@@ -212,11 +241,11 @@ mod tests {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
         let globex = TenantId::parse("globex").unwrap();
-        let a1 = r.register(&acme, "7", 1);
-        let a2 = r.register(&acme, "7", 2);
-        let other_user = r.register(&acme, "8", 3);
-        let other_tenant = r.register(&globex, "7", 4);
-        let anonymous = r.register(&acme, "", 5);
+        let a1 = r.register(&acme, "7", None, 1);
+        let a2 = r.register(&acme, "7", None, 2);
+        let other_user = r.register(&acme, "8", None, 3);
+        let other_tenant = r.register(&globex, "7", None, 4);
+        let anonymous = r.register(&acme, "", None, 5);
         assert_eq!(r.apply(&change("acme", "7", UserChange::Deleted)), 2);
         assert_eq!(a1.revoked.wait().await, close::FORBIDDEN);
         assert_eq!(a2.revoked.wait().await, close::FORBIDDEN);
@@ -228,15 +257,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deleted_users_later_connections_are_revoked_at_once() {
+    async fn a_deleted_users_tokens_from_before_the_deletion_are_revoked_at_once() {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
         r.apply(&change("acme", "7", UserChange::Deleted));
         r.apply(&change("acme", "8", UserChange::Role));
-        let late = r.register(&acme, "7", 1);
-        assert_eq!(late.revoked.wait().await, close::FORBIDDEN);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Issued before the deletion (or in its second, or at no time said): revoked.
+        for (conn, iat) in [(1, Some(now - 30)), (2, Some(now)), (3, None)] {
+            let late = r.register(&acme, "7", iat, conn);
+            assert_eq!(late.revoked.wait().await, close::FORBIDDEN, "{iat:?}");
+        }
+        // Issued after it: the id names a user created again (a database reset).
+        let again = r.register(&acme, "7", Some(now + 2), 4);
+        assert_eq!(again.revoked.code.load(Ordering::Acquire), 0);
         // A role change is not remembered: a fresh ticket carries the new role.
-        let changed = r.register(&acme, "8", 2);
+        let changed = r.register(&acme, "8", Some(now - 30), 5);
         assert_eq!(changed.revoked.code.load(Ordering::Acquire), 0);
     }
 
@@ -244,7 +283,7 @@ mod tests {
     fn a_closed_connection_is_forgotten() {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
-        let reg = r.register(&acme, "7", 1);
+        let reg = r.register(&acme, "7", None, 1);
         assert_eq!(r.users(), 1);
         drop(reg);
         assert_eq!(r.users(), 0);

@@ -86,7 +86,7 @@ pub fn serve(
     let settings = cx.settings;
     let user = cx
         .revocations
-        .register(&principal.tenant, &principal.sub, id);
+        .register(&principal.tenant, &principal.sub, principal.iat, id);
     let mut session = Session {
         id,
         principal,

@@ -305,7 +305,10 @@ impl Session {
                             .await?;
                         return Ok(None);
                     }
-                    self.user = self.cx.revocations.register(&p.tenant, &p.sub, self.id);
+                    self.user = self
+                        .cx
+                        .revocations
+                        .register(&p.tenant, &p.sub, p.iat, self.id);
                 }
                 // The fresh token's role and user are the connection's from now on.
                 self.principal = p;

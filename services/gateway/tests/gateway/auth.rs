@@ -264,4 +264,9 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     let mut late = connect(&gw.url(&token("41"))).await;
     assert_eq!(late.closed(Duration::from_secs(5)).await.code, 4003);
     connect(&gw.url(&token("42"))).await.assert_alive().await;
+    // One issued after the deletion (`iat`: the id names a user created again) connects.
+    let again = sign(
+        json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
+    );
+    connect(&gw.url(&again)).await.assert_alive().await;
 }
