@@ -104,12 +104,18 @@ describe(`a tenant with ${BIG_DEVICES.toLocaleString("en-US")} devices and ${BIG
   it("lists every open alert and reaches the oldest by scrolling, with few rows in the DOM", async () => {
     await expect.poll(() => page.getByTestId("alerts-count").textContent(), { timeout: 10_000 }).toBe(`${BIG_ALERTS} open`);
     expect(await alertRows(page).count()).toBeLessThanOrEqual(MOST_ROWS_IN_DOM);
+    // The table says how many rows it has, for assistive technology, as the devices table does.
+    const alertsTable = page.getByTestId("alerts-table");
+    expect(await alertsTable.getAttribute("aria-rowcount")).toBe(String(BIG_ALERTS + 1));
     await scrollTo(page, "alerts-scroll", "end");
     const oldest = alertRows(page).last().getByTestId("alert-summary");
     await expect.poll(() => oldest.textContent(), { timeout: 5_000 }).toBe("Synthetic alert 1");
-    // Its details open and stay open while pushes keep coming.
+    expect(await alertRows(page).last().getAttribute("aria-rowindex")).toBe(String(BIG_ALERTS + 1));
+    // Its details open and stay open while pushes keep coming; the details row counts too.
     await alertRows(page).last().getByRole("button", { name: "Show details" }).click();
     await page.locator("tr.alert-details").last().waitFor();
+    expect(await alertsTable.getAttribute("aria-rowcount")).toBe(String(BIG_ALERTS + 2));
+    expect(await page.locator("tr.alert-details").last().getAttribute("aria-rowindex")).toBe(String(BIG_ALERTS + 2));
     const pushes = dash.watch.received("fleet");
     await expect.poll(() => dash.watch.received("fleet"), { timeout: 5_000 }).toBeGreaterThan(pushes + 1);
     expect(await alertRows(page).last().getByRole("button", { name: "Hide details" }).count()).toBe(1);

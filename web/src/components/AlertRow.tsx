@@ -11,14 +11,16 @@ interface Props {
   isNew: boolean;
   open: boolean;
   onToggle: (alertId: number) => void;
+  /** `aria-rowindex` of its row when only some rows are rendered (its details row: the next). */
+  rowIndex?: number;
 }
 
 /** One open alert, with a details row when opened. Every field is rendered as text. */
-export const AlertRow = memo(function AlertRow({ alert, isNew, open, onToggle }: Props) {
+export const AlertRow = memo(function AlertRow({ alert, isNew, open, onToggle, rowIndex }: Props) {
   const detailsId = `alert-details-${alert.alert_id}`;
   return (
     <>
-      <tr className={`alert-row${isNew ? " is-new" : ""}${open ? " is-open" : ""}`} data-alert-id={alert.alert_id}>
+      <tr className={`alert-row${isNew ? " is-new" : ""}${open ? " is-open" : ""}`} data-alert-id={alert.alert_id} aria-rowindex={rowIndex}>
         <td className="cell-toggle">
           <button
             type="button"
@@ -47,7 +49,7 @@ export const AlertRow = memo(function AlertRow({ alert, isNew, open, onToggle }:
         </td>
       </tr>
       {open && (
-        <tr className="alert-details" id={detailsId}>
+        <tr className="alert-details" id={detailsId} aria-rowindex={rowIndex === undefined ? undefined : rowIndex + 1}>
           <td />
           <td colSpan={6}>
             <dl className="details">

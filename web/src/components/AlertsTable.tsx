@@ -1,9 +1,9 @@
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
-import { useCallback, useRef, useState } from "react";
+import { useCallback, useMemo, useRef, useState } from "react";
 
 import { openCriticalAlertsQuery } from "../app/queries.js";
 import { useLive } from "../app/session.js";
-import type { AlertsMessage, Channel } from "../client/index.js";
+import type { Alert, AlertsMessage, Channel } from "../client/index.js";
 import { criticalOpen, type AlertsFeed } from "../model/alertsFeed.js";
 import { AlertRow } from "./AlertRow.js";
 import { ErrorCard } from "./ErrorCard.js";
@@ -118,6 +118,22 @@ export function UnlistedCritical({ message }: { message: AlertsMessage }) {
 }
 
 /** Which alerts have their details open, and a toggle for one. */
+/**
+ * Where each alert's row stands in the whole table, for `aria-rowindex` when only some rows are
+ * rendered: after the header and every row before it, details rows of open alerts included;
+ * `count` is every row.
+ */
+function useRowPositions(alerts: readonly Alert[] | undefined, openRows: ReadonlySet<number>): { count: number; of: (index: number) => number } {
+  return useMemo(() => {
+    const list = alerts ?? [];
+    const openIndexes = list.flatMap((a, i) => (openRows.has(a.alert_id) ? [i] : []));
+    return {
+      count: 1 + list.length + openIndexes.length,
+      of: (index: number) => 2 + index + openIndexes.filter((i) => i < index).length,
+    };
+  }, [alerts, openRows]);
+}
+
 function useOpenRows(): [ReadonlySet<number>, (id: number) => void] {
   const [openRows, setOpenRows] = useState<ReadonlySet<number>>(() => new Set());
   const toggle = useCallback((id: number) => {
@@ -131,10 +147,10 @@ function useOpenRows(): [ReadonlySet<number>, (id: number) => void] {
 }
 
 /** The header of an alerts table. */
-function AlertsHead() {
+function AlertsHead({ rowIndex }: { rowIndex?: number }) {
   return (
     <thead>
-      <tr>
+      <tr aria-rowindex={rowIndex}>
         <th className="cell-toggle">
           <span className="visually-hidden">Details</span>
         </th>
@@ -161,6 +177,7 @@ export function AlertsBody({ feed }: { feed: AlertsFeed }) {
   const scroller = useRef<HTMLDivElement>(null);
   const keyOf = useCallback((index: number) => alerts?.[index]?.alert_id ?? index, [alerts]);
   const rows = useVirtualRows(shown, scroller, ROW_PX, keyOf);
+  const position = useRowPositions(alerts, openRows);
   return (
     <>
       {feed.error && (
@@ -175,8 +192,8 @@ export function AlertsBody({ feed }: { feed: AlertsFeed }) {
         <p className="placeholder placeholder--good">No open alerts.</p>
       ) : (
         <div className="table-scroll" data-testid="alerts-scroll" tabIndex={0} role="region" aria-label="Open alerts, scrollable" ref={scroller}>
-          <table className="table" data-testid="alerts-table">
-            <AlertsHead />
+          <table className="table" data-testid="alerts-table" aria-rowcount={rows.virtual ? position.count : undefined}>
+            <AlertsHead rowIndex={rows.virtual ? 1 : undefined} />
             {rows.before > 0 && (
               <tbody>
                 <SpacerRow height={rows.before} columns={COLUMNS} />
@@ -186,7 +203,13 @@ export function AlertsBody({ feed }: { feed: AlertsFeed }) {
               const alert = message.alerts[index]!;
               return (
                 <tbody key={alert.alert_id} ref={rows.measure} data-index={index}>
-                  <AlertRow alert={alert} isNew={feed.fresh.has(alert.alert_id)} open={openRows.has(alert.alert_id)} onToggle={toggle} />
+                  <AlertRow
+                    alert={alert}
+                    isNew={feed.fresh.has(alert.alert_id)}
+                    open={openRows.has(alert.alert_id)}
+                    onToggle={toggle}
+                    rowIndex={rows.virtual ? position.of(index) : undefined}
+                  />
                 </tbody>
               );
             })}

@@ -45,6 +45,26 @@ describe("reduceAlerts", () => {
     expect(nextExpiry(feed)).toBeUndefined();
   });
 
+  it("does not take an older alert that moves up into a capped list for a new one", () => {
+    const at = (minute: number) => `2026-11-22T09:${String(minute).padStart(2, "0")}:00Z`;
+    const a = (id: number, minute: number) => alert(id, { created_at: at(minute), severity: 5 });
+    // Two listed of four open; alert 4 closes, and alert 2 (older than the last row) moves up.
+    let feed = receive(emptyAlertsFeed, alertsMessage([a(4, 40), a(3, 30)], 1, 4), 1_000);
+    feed = receive(feed, alertsMessage([a(3, 30), a(2, 20)], 2, 3), 2_000);
+    expect(feed.arrived).toEqual([]);
+    expect(feed.fresh.size).toBe(0);
+    // A larger list (a live push after the REST fallback's) shows older ones: not new either.
+    feed = receive(feed, alertsMessage([a(3, 30), a(2, 20), a(1, 10)], 3, 3), 3_000);
+    expect(feed.arrived).toEqual([]);
+    // One newer than the last row is new, capped or not; so is any unknown one in a list that
+    // was complete (all open alerts listed), however old (a reopened alert).
+    feed = receive(feed, alertsMessage([a(5, 50), a(3, 30)], 4, 4), 4_000);
+    expect(feed.arrived.map((x) => x.alert_id)).toEqual([5]);
+    feed = receive(emptyAlertsFeed, alertsMessage([a(3, 30)], 1, 1), 1_000);
+    feed = receive(feed, alertsMessage([a(3, 30), a(1, 10)], 2, 2), 2_000);
+    expect(criticalArrivals(feed).map((x) => x.alert_id)).toEqual([1]);
+  });
+
   it("forgets the highlight of an alert that left the list", () => {
     let feed = receive(emptyAlertsFeed, alertsMessage([alert(1)]), 0);
     feed = receive(feed, alertsMessage([alert(2), alert(1)]), 10);

@@ -2,7 +2,9 @@
  * The alerts feed: the newest valid `alerts` snapshot, the error of a malformed one, and which
  * rows are new enough to be highlighted.
  *
- * A row is new when its alert was not in the previous snapshot. The first snapshot highlights
+ * A row is new when its alert was not in the previous snapshot, unless that snapshot was capped
+ * and the alert is listed after its last row: then it moved up into the list as newer alerts
+ * closed (or a larger cap showed it), and was open before. The first snapshot highlights
  * nothing: everything in it would be "new", which tells the user nothing.
  *
  * @packageDocumentation
@@ -58,8 +60,11 @@ export function reduceAlerts(state: AlertsFeed, action: AlertsAction): AlertsFee
   const arrived: Alert[] = [];
   if (previous) {
     const known = new Set(previous.alerts.map((a) => a.alert_id));
+    const capped = previous.total_open > previous.alerts.length;
+    const last = previous.alerts.at(-1);
+    const cameIntoView = (a: Alert) => capped && last !== undefined && listedAfter(a, last);
     for (const a of next.alerts) {
-      if (!known.has(a.alert_id) && !fresh.has(a.alert_id)) {
+      if (!known.has(a.alert_id) && !fresh.has(a.alert_id) && !cameIntoView(a)) {
         fresh.set(a.alert_id, action.now + HIGHLIGHT_MS);
         arrived.push(a);
       }
@@ -69,6 +74,13 @@ export function reduceAlerts(state: AlertsFeed, action: AlertsAction): AlertsFee
   const listed = new Set(next.alerts.map((a) => a.alert_id));
   for (const id of [...fresh.keys()]) if (!listed.has(id)) fresh.delete(id);
   return { message: next, error: null, fresh, arrived };
+}
+
+/** Whether `a` comes after `b` in a snapshot's order: newest first, then by id, highest first. */
+function listedAfter(a: Alert, b: Alert): boolean {
+  const at = Date.parse(a.created_at);
+  const bt = Date.parse(b.created_at);
+  return at < bt || (at === bt && a.alert_id < b.alert_id);
 }
 
 function unexpired(fresh: ReadonlyMap<number, number>, now: number): ReadonlyMap<number, number> {
