@@ -9,9 +9,10 @@
 
 import { createStore, type StoreApi } from "zustand/vanilla";
 
-import type { Alert, ClientError, ConnectionStatus, PulseClient } from "../client/index.js";
+import type { Alert, Channel, ConnectionStatus, PulseClient } from "../client/index.js";
 import { criticalArrivals, emptyAlertsFeed, nextExpiry, reduceAlerts, type AlertsAction, type AlertsFeed } from "../model/alertsFeed.js";
 import { emptyFleetFeed, reduceFleet, type FleetFeed } from "../model/fleetFeed.js";
+import { watchRefusedPushes } from "./refusedPushes.js";
 
 export interface LiveState {
   alerts: AlertsFeed;
@@ -73,7 +74,11 @@ export class LiveStore {
       this.client.on("connection", (status) => this.set({ connection: status })),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
       this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
-      this.client.on("error", (error) => this.onClientError(error)),
+      watchRefusedPushes(
+        this.client,
+        (channel) => channel.type === "alerts" || channel.type === "fleet",
+        (channel, error) => this.onRefused(channel, error),
+      ),
     ];
     this.set({ connection: this.client.status });
     return () => this.stop();
@@ -93,14 +98,10 @@ export class LiveStore {
 
   subscribe = (listener: () => void): (() => void) => this.state.subscribe(listener);
 
-  /**
-   * A push the client refused because its envelope broke the contract never reaches `watch`:
-   * its widget says so all the same, until the next valid one.
-   */
-  private onClientError(error: ClientError): void {
-    if (error.kind !== "malformed_message") return;
-    if (error.channel?.type === "alerts") this.onAlerts({ type: "malformed", error: error.message });
-    if (error.channel?.type === "fleet") this.set({ fleet: { ...this.getState().fleet, error: error.message } });
+  /** A push of `channel` the client refused: its widget says so, until the next valid one. */
+  private onRefused(channel: Channel, error: string): void {
+    if (channel.type === "alerts") this.onAlerts({ type: "malformed", error });
+    if (channel.type === "fleet") this.set({ fleet: { ...this.getState().fleet, error } });
   }
 
   private onAlerts(action: AlertsAction): void {

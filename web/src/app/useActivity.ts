@@ -16,6 +16,7 @@ import type { PulseClient } from "../client/index.js";
 import { ACTIVITY_ROWS, ACTIVITY_TOPIC, emptyActivityFeed, reduceActivity, type ActivityAction, type ActivityFeed } from "../model/activityFeed.js";
 import { checkEventsPage } from "../model/validate.js";
 import { getJson } from "./api.js";
+import { watchRefusedPushes } from "./refusedPushes.js";
 import { useSession } from "./session.js";
 
 /** `GET /api/v2/events` for the newest rows of the feed. */
@@ -78,6 +79,16 @@ export function useActivity(): ActivityFeed & { retry: () => void } {
         onEvent: (message) => dispatch({ type: "event", message }),
         onReset: () => dispatch({ type: "reset" }),
       }),
+    [client],
+  );
+
+  useEffect(
+    () =>
+      watchRefusedPushes(
+        client,
+        (channel) => channel.type === "events" && channel.topic === ACTIVITY_TOPIC,
+        (_, error) => dispatch({ type: "malformed", error }),
+      ),
     [client],
   );
 

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 
 import { fakeClient, nextSocketOf, settle } from "../client/testing/fakes.js";
-import { reduceDeviceReadings, watchDeviceMalformed, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
+import { reduceDeviceReadings, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
 const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
@@ -78,24 +78,23 @@ describe("watchDeviceResubscribed", () => {
       vi.useRealTimers();
     }
   });
-});
 
-describe("watchDeviceMalformed", () => {
-  it("tells the page of its device about a push the client refused, and no other page", async () => {
-    const { client, sockets, connect } = fakeClient();
-    const refused = vi.fn();
-    const stop = watchDeviceMalformed(client, "dev-1", refused);
-    await connect({ type: "device", device_id: "dev-1" }, { type: "device", device_id: "dev-2" });
-    // Telemetry without `data`: the client refuses the envelope before any `watch` sees it.
-    const broken = (deviceId: string) => ({ type: "telemetry", tenant_id: "acme", device_id: deviceId, seq: 4, ts: "2026-11-22T10:00:00Z" });
-    sockets.last().push(broken("dev-2"));
-    expect(refused).not.toHaveBeenCalled();
-    sockets.last().push(broken("dev-1"));
-    expect(refused).toHaveBeenCalledTimes(1);
-    expect(refused.mock.calls[0]?.[0]).toMatch(/^malformed message: telemetry: /);
-    stop();
-    sockets.last().push(broken("dev-1"));
-    expect(refused).toHaveBeenCalledTimes(1);
-    client.close();
+  it("asks again at the first confirmation too when the history was read before it (the page opened during an outage)", async () => {
+    vi.useFakeTimers();
+    try {
+      const { client, sockets, connect } = fakeClient();
+      const again = vi.fn();
+      let read = false;
+      const stop = watchDeviceResubscribed(client, "dev-1", again, () => read);
+      await connect({ type: "device", device_id: "dev-1" });
+      read = true; // the REST history came while the subscribe was still unanswered
+      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
+      await settle();
+      expect(again).toHaveBeenCalledTimes(1);
+      stop();
+      client.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -6,13 +6,14 @@
  */
 
 import { useQuery } from "@tanstack/react-query";
-import { useCallback, useEffect, useReducer } from "react";
+import { useCallback, useEffect, useReducer, useRef } from "react";
 
 import { mergeReadings, MAX_READINGS } from "../model/readings.js";
 import { checkTelemetry, type DeviceDetail, type Reading } from "../model/validate.js";
 import type { PulseClient } from "../client/index.js";
 import { HttpError } from "./api.js";
 import { deviceHistoryQuery } from "./queries.js";
+import { watchRefusedPushes } from "./refusedPushes.js";
 import { useSession } from "./session.js";
 
 export interface DeviceReadings {
@@ -83,28 +84,23 @@ export function nothingLoaded(state: DeviceReadings): boolean {
  * Calls `onAgain` each time the gateway confirms the subscription to `deviceId` after the
  * first time: the client was cut off in between (an outage, a gateway restart), and the
  * readings pushed meanwhile never came, so the history must be read again to close the gap.
- * Returns a function that stops.
+ * The first confirmation too when the history was already read by then (`historyRead`): the
+ * page opened while no gateway took the subscription (an outage, a refusal being retried), and
+ * what was pushed between that read and the confirmation never came either. Returns a function
+ * that stops.
  */
-export function watchDeviceResubscribed(client: PulseClient, deviceId: string, onAgain: () => void): () => void {
+export function watchDeviceResubscribed(
+  client: PulseClient,
+  deviceId: string,
+  onAgain: () => void,
+  historyRead: () => boolean = () => false,
+): () => void {
   let confirmed = 0;
   return client.on("subscription", (status) => {
     const { channel } = status;
     if (status.state !== "subscribed" || channel.type !== "device" || channel.device_id !== deviceId) return;
     confirmed += 1;
-    if (confirmed > 1) onAgain();
-  });
-}
-
-/**
- * Calls `onMalformed` with the client's words each time it refuses a push for `deviceId` whose
- * envelope broke the contract: such a push never reaches `watch`, and the page must not go on
- * as if nothing came. Returns a function that stops.
- */
-export function watchDeviceMalformed(client: PulseClient, deviceId: string, onMalformed: (error: string) => void): () => void {
-  return client.on("error", (error) => {
-    const channel = error.channel;
-    if (error.kind !== "malformed_message" || channel?.type !== "device" || channel.device_id !== deviceId) return;
-    onMalformed(error.message);
+    if (confirmed > 1 || historyRead()) onAgain();
   });
 }
 
@@ -138,11 +134,23 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
   );
 
   useEffect(
-    () => watchDeviceMalformed(client, deviceId, (error) => dispatch({ type: "live-malformed", error })),
+    () =>
+      watchRefusedPushes(
+        client,
+        (channel) => channel.type === "device" && channel.device_id === deviceId,
+        (_, error) => dispatch({ type: "live-malformed", error }),
+      ),
     [client, deviceId],
   );
 
-  useEffect(() => watchDeviceResubscribed(client, deviceId, () => void refetch()), [client, deviceId, refetch]);
+  const historyRead = useRef(false);
+  useEffect(() => {
+    historyRead.current = data !== undefined;
+  }, [data]);
+  useEffect(
+    () => watchDeviceResubscribed(client, deviceId, () => void refetch(), () => historyRead.current),
+    [client, deviceId, refetch],
+  );
 
   const retry = useCallback(() => void refetch(), [refetch]);
   return { ...state, retry, reloading: history.isFetching };

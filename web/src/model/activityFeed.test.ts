@@ -123,6 +123,17 @@ describe("reduceActivity", () => {
     expect(seqs(feed)).toEqual([3, 1]);
   });
 
+  it("shows a live event the client refused for its envelope, until the next valid one", () => {
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1]) });
+    feed = run(feed, { type: "malformed", error: "malformed message: event: event is missing" });
+    expect(feed.eventError).toMatch(/event is missing/);
+    expect(seqs(feed)).toEqual([1]);
+    // Its seq never reached the feed: the next event shows the hole, and a load fills it.
+    feed = run(feed, live(3));
+    expect(feed.eventError).toBeNull();
+    expect(feed.loadRequest).toBeGreaterThan(1);
+  });
+
   it("never changes the state it is given", () => {
     const loaded = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) });
     const before = structuredClone(loaded);

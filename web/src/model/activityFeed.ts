@@ -59,6 +59,8 @@ export type ActivityAction =
   | { type: "event"; message: unknown }
   /** The client announced missed events: load again. */
   | { type: "reset" }
+  /** The client refused a live event whose envelope broke the contract; `error` says why. */
+  | { type: "malformed"; error: string }
   | { type: "loaded"; request: number; page: EventsPage }
   | { type: "load-failed"; request: number; error: string }
   /** The user asked to try a failed load again. */
@@ -77,6 +79,8 @@ export type ActivityAction =
 /** Applies a live event, a reset or the end of a load. Pure: the input is never changed. */
 export function reduceActivity(state: ActivityFeed, action: ActivityAction): ActivityFeed {
   switch (action.type) {
+    case "malformed":
+      return { ...state, eventError: action.error };
     case "event":
       if (state.loading || state.known === null) {
         const pending = [...state.pending, action.message];
