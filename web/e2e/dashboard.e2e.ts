@@ -612,12 +612,21 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
-  it("logs out: back to the login page, the session and the socket closed", async () => {
+  it("logs out: back to the login page, the session and the socket closed; a failed logout says so", async () => {
     await freshPage();
     const loads = watch.documentLoads;
+    // The server does not end the session: the user is told, stays signed in, and can retry.
+    await page.route("**/api/v2/logout", (route) => route.fulfill({ status: 503, body: "unavailable" }));
+    await page.getByTestId("logout").click();
+    await page.getByTestId("logout-error").waitFor({ timeout: 5_000 });
+    expect(await page.getByTestId("logout-error").textContent()).toContain("Not logged out");
+    expect(await page.getByTestId("login-page").count()).toBe(0);
+    expect(await page.evaluate(() => fetch("/api/v2/me").then((r) => r.status))).toBe(200);
+    await page.unroute("**/api/v2/logout");
     await page.getByTestId("logout").click();
     await page.getByTestId("login-page").waitFor({ timeout: 5_000 });
     expect(new URL(page.url()).pathname).toBe("/login");
+    expect(await page.title()).toBe("Sign in · Pulse");
     expect(await page.evaluate(() => fetch("/api/v2/me").then((r) => r.status))).toBe(401);
     await expect.poll(() => watch.openSockets.size, { timeout: 3_000 }).toBe(0);
     expect(watch.documentLoads).toBe(loads);

@@ -57,10 +57,10 @@ export function App() {
     }
   }, [session.status, route]);
 
-  const onLogout = useCallback(() => {
-    void logout()
-      .catch(() => undefined)
-      .then(() => setSession({ status: "anonymous", notice: "You are logged out." }));
+  // A logout that fails leaves the session as it is, and says so where the button is.
+  const onLogout = useCallback(async () => {
+    await logout();
+    setSession({ status: "anonymous", notice: "You are logged out." });
   }, []);
 
   switch (session.status) {

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import { fetchMe, getJson, login, logout, onSessionLost } from "./api.js";
+import { fetchMe, getJson, HttpError, login, logout, onSessionLost, TimeoutError } from "./api.js";
+import { isWorthRetrying } from "./queries.js";
 
 /** A server that never answers: each request settles only when its signal aborts. */
 function hungServer(): string[] {
@@ -31,6 +32,17 @@ describe("requests to the API", () => {
     expect(asked).toEqual(["/api/v2/events?topic=activity", "/api/v2/me", "/api/v2/login", "/api/v2/logout"]);
   });
 
+  it("give up with a TimeoutError, which the page shows at once rather than trying twice more", async () => {
+    hungServer();
+    const read = getJson("/api/v2/devices/d/telemetry", undefined, 50);
+    await expect(read).rejects.toBeInstanceOf(TimeoutError);
+    const error = await read.catch((e: unknown) => e);
+    expect(isWorthRetrying(0, error)).toBe(false);
+    expect(isWorthRetrying(0, new HttpError(503, "unavailable"))).toBe(true);
+    expect(isWorthRetrying(2, new HttpError(503, "unavailable"))).toBe(false);
+    expect(isWorthRetrying(0, new HttpError(404, "no such device"))).toBe(false);
+  });
+
   it("end a read its caller aborts at once, as an abort rather than a timeout", async () => {
     hungServer();
     const caller = new AbortController();
@@ -48,5 +60,16 @@ describe("requests to the API", () => {
     await expect(getJson("/api/v2/fleet", undefined, 1_000)).resolves.toEqual({ devices: [] });
     await expect(getJson("/api/v2/alerts", undefined, 1_000)).rejects.toThrow("no session");
     expect(lost).toHaveBeenCalledTimes(1);
+  });
+
+  it("fail a logout the server did not do, and take a 401 as no session to end", async () => {
+    const answer = { status: 503 };
+    vi.stubGlobal("fetch", () => Promise.resolve(Response.json({ error: { message: "database unavailable" } }, answer)));
+    await expect(logout(1_000)).rejects.toThrow("database unavailable");
+    answer.status = 401;
+    await expect(logout(1_000)).resolves.toBeUndefined();
+    answer.status = 204;
+    vi.stubGlobal("fetch", () => Promise.resolve(new Response(null, answer)));
+    await expect(logout(1_000)).resolves.toBeUndefined();
   });
 });

@@ -21,6 +21,14 @@ export class HttpError extends Error {
   }
 }
 
+/** A request given up at its deadline. */
+export class TimeoutError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TimeoutError";
+  }
+}
+
 /** How long a request (its answer and body) may take before it is given up. */
 export const REQUEST_TIMEOUT_MS = 15_000;
 
@@ -33,7 +41,7 @@ async function within<T>(signal: AbortSignal | undefined, timeoutMs: number, req
   try {
     return await request(signal ? AbortSignal.any([signal, deadline]) : deadline);
   } catch (error) {
-    if (deadline.aborted && !signal?.aborted) throw new Error(`No answer within ${timeoutMs / 1000} s.`, { cause: error });
+    if (deadline.aborted && !signal?.aborted) throw new TimeoutError(`No answer within ${timeoutMs / 1000} s.`, { cause: error });
     throw error;
   }
 }
@@ -105,7 +113,13 @@ export async function login(email: string, password: string, timeoutMs = REQUEST
   });
 }
 
-/** Ends the session (clears the cookie). */
+/**
+ * Ends the session (clears the cookie). Throws when the server did not say it ended: the session
+ * may still be valid, and the user must not be told otherwise. A 401 means there was none.
+ */
 export async function logout(timeoutMs = REQUEST_TIMEOUT_MS): Promise<void> {
-  await within(undefined, timeoutMs, (signal) => fetch("/api/v2/logout", { method: "POST", credentials: "same-origin", signal }));
+  await within(undefined, timeoutMs, async (signal) => {
+    const response = await fetch("/api/v2/logout", { method: "POST", credentials: "same-origin", signal });
+    if (!response.ok && response.status !== 401) throw await errorOf(response);
+  });
 }

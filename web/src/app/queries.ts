@@ -13,7 +13,17 @@ import type { Alert } from "../client/index.js";
 import { CRITICAL_SEVERITY } from "../model/alertsFeed.js";
 import { MAX_READINGS } from "../model/readings.js";
 import { checkAlertPage, checkDeviceDetail, checkReadingPage, type DeviceDetail, type Reading } from "../model/validate.js";
-import { getJson, HttpError } from "./api.js";
+import { getJson, HttpError, TimeoutError } from "./api.js";
+
+/**
+ * Whether a read that failed `failures` times with `error` is tried again by itself. A 4xx answer
+ * will not change on a second try (a 401 has already ended the session); a read that ran out its
+ * deadline is shown at once with its retry, not after two more deadlines.
+ */
+export function isWorthRetrying(failures: number, error: unknown): boolean {
+  if (error instanceof TimeoutError) return false;
+  return failures < 2 && !(error instanceof HttpError && error.status < 500);
+}
 
 /** The session's query cache. */
 export function newQueryClient(): QueryClient {
@@ -22,8 +32,7 @@ export function newQueryClient(): QueryClient {
       queries: {
         // Pushes keep what is shown current; a refetch on focus would only repeat them.
         refetchOnWindowFocus: false,
-        // A 4xx answer will not change on a second try (a 401 has already ended the session).
-        retry: (failures, error) => failures < 2 && !(error instanceof HttpError && error.status < 500),
+        retry: isWorthRetrying,
       },
     },
   });

@@ -20,12 +20,13 @@ export interface Session {
   me: Me;
   client: PulseClient;
   store: LiveStore;
-  logout: () => void;
+  /** Ends the session; rejects, the session kept, when the server did not end it. */
+  logout: () => Promise<void>;
 }
 
 const SessionContext = createContext<Session | null>(null);
 
-export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () => void; children: ReactNode }) {
+export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () => Promise<void>; children: ReactNode }) {
   const [live] = useState(() => {
     const client = newDashboardClient();
     return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };

@@ -18,7 +18,7 @@ describe("LiveRegion", () => {
 describe("Shell", () => {
   it("mounts the announcer for every page, once", () => {
     const html = renderToStaticMarkup(
-      <LiveSession me={{ email: "a@example.com", tenant_id: "acme", role: "viewer" }} onLogout={() => {}}>
+      <LiveSession me={{ email: "a@example.com", tenant_id: "acme", role: "viewer" }} onLogout={async () => {}}>
         <Shell>
           <p>any page</p>
         </Shell>

@@ -1,3 +1,5 @@
+import { useState } from "react";
+
 import { useSession } from "../app/session.js";
 import { ConnectionIndicator } from "./ConnectionIndicator.js";
 import { Link } from "./Link.js";
@@ -7,6 +9,16 @@ import { NotificationToggle } from "./NotificationToggle.js";
 /** The top bar: product, tenant, connection, notification opt-in, user and logout. */
 export function Header() {
   const { me, logout } = useSession();
+  const [failure, setFailure] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const onLogout = () => {
+    setBusy(true);
+    setFailure(null);
+    logout().catch((error: unknown) => {
+      setFailure(error instanceof Error ? error.message : String(error));
+      setBusy(false);
+    });
+  };
   return (
     <header className="topbar">
       <Link to="/" className="topbar__brand" title="Fleet overview">
@@ -22,8 +34,13 @@ export function Header() {
       <span className="topbar__user" title={me.role}>
         {me.email}
       </span>
-      <button type="button" className="button button--ghost" onClick={logout} data-testid="logout">
-        Log out
+      {failure && (
+        <span className="topbar__error" role="alert" data-testid="logout-error">
+          Not logged out: {failure}
+        </span>
+      )}
+      <button type="button" className="button button--ghost" onClick={onLogout} disabled={busy} data-testid="logout">
+        {failure ? "Try logging out again" : "Log out"}
       </button>
     </header>
   );

@@ -1,4 +1,4 @@
-import { useState, type FormEvent, type InputHTMLAttributes } from "react";
+import { useEffect, useState, type FormEvent, type InputHTMLAttributes } from "react";
 
 import { login } from "../app/api.js";
 import { Logo } from "../components/Logo.js";
@@ -10,6 +10,10 @@ export function LoginPage({ notice, onLoggedIn }: { notice: string | null; onLog
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  // After a logout or a lost session, the tab no longer names the page left.
+  useEffect(() => {
+    document.title = "Sign in · Pulse";
+  }, []);
 
   const submit = (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
