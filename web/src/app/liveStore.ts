@@ -9,7 +9,7 @@
 
 import { createStore, type StoreApi } from "zustand/vanilla";
 
-import type { Alert, Channel, ConnectionStatus, PulseClient } from "../client/index.js";
+import type { Alert, ConnectionStatus, PulseClient } from "../client/index.js";
 import { criticalArrivals, emptyAlertsFeed, nextExpiry, reduceAlerts, type AlertsAction, type AlertsFeed } from "../model/alertsFeed.js";
 import { emptyFleetFeed, reduceFleet, type FleetFeed } from "../model/fleetFeed.js";
 import { watchRefusedPushes } from "./refusedPushes.js";
@@ -74,11 +74,9 @@ export class LiveStore {
       this.client.on("connection", (status) => this.set({ connection: status })),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
       this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
-      watchRefusedPushes(
-        this.client,
-        (channel) => channel.type === "alerts" || channel.type === "fleet",
-        (channel, error) => this.onRefused(channel, error),
-      ),
+      // A push the client refused never reaches `watch`: its widget says so all the same.
+      watchRefusedPushes(this.client, { type: "alerts" }, (error) => this.onAlerts({ type: "malformed", error })),
+      watchRefusedPushes(this.client, { type: "fleet" }, (error) => this.set({ fleet: { ...this.getState().fleet, error } })),
     ];
     this.set({ connection: this.client.status });
     return () => this.stop();
@@ -97,12 +95,6 @@ export class LiveStore {
   getState = (): LiveState => this.state.getState();
 
   subscribe = (listener: () => void): (() => void) => this.state.subscribe(listener);
-
-  /** A push of `channel` the client refused: its widget says so, until the next valid one. */
-  private onRefused(channel: Channel, error: string): void {
-    if (channel.type === "alerts") this.onAlerts({ type: "malformed", error });
-    if (channel.type === "fleet") this.set({ fleet: { ...this.getState().fleet, error } });
-  }
 
   private onAlerts(action: AlertsAction): void {
     const alerts = reduceAlerts(this.getState().alerts, action);

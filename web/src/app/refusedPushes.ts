@@ -6,19 +6,15 @@
  * @packageDocumentation
  */
 
-import type { Channel, PulseClient } from "../client/index.js";
+import { channelTopic, type Channel, type PulseClient } from "../client/index.js";
 
 /**
- * Calls `onRefused` with the channel and the client's words for each refused push whose channel
- * `matches`. Returns a function that stops.
+ * Calls `onRefused` with the client's words for each refused push of `channel`. Returns a
+ * function that stops.
  */
-export function watchRefusedPushes(
-  client: PulseClient,
-  matches: (channel: Channel) => boolean,
-  onRefused: (channel: Channel, error: string) => void,
-): () => void {
+export function watchRefusedPushes(client: PulseClient, channel: Channel, onRefused: (error: string) => void): () => void {
+  const topic = channelTopic(channel);
   return client.on("error", (error) => {
-    if (error.kind !== "malformed_message" || !error.channel || !matches(error.channel)) return;
-    onRefused(error.channel, error.message);
+    if (error.kind === "malformed_message" && error.channel && channelTopic(error.channel) === topic) onRefused(error.message);
   });
 }

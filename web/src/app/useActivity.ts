@@ -67,6 +67,8 @@ export function watchActivitySubscribed(client: PulseClient, onPosition: (positi
   };
 }
 
+const ACTIVITY_CHANNEL = { type: "events", topic: ACTIVITY_TOPIC } as const;
+
 /** The activity feed and a retry for a failed load; holds the `activity` events while mounted. */
 export function useActivity(): ActivityFeed & { retry: () => void } {
   const { client } = useSession();
@@ -82,15 +84,7 @@ export function useActivity(): ActivityFeed & { retry: () => void } {
     [client],
   );
 
-  useEffect(
-    () =>
-      watchRefusedPushes(
-        client,
-        (channel) => channel.type === "events" && channel.topic === ACTIVITY_TOPIC,
-        (_, error) => dispatch({ type: "malformed", error }),
-      ),
-    [client],
-  );
+  useEffect(() => watchRefusedPushes(client, ACTIVITY_CHANNEL, (error) => dispatch({ type: "malformed", error })), [client]);
 
   // A load that ended before the gateway's `subscribed` could not see the baseline it names.
   useEffect(() => watchActivitySubscribed(client, (position) => dispatch({ type: "subscribed", position })), [client]);

@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { fakeClient, nextSocketOf, settle } from "../client/testing/fakes.js";
 import { reduceDeviceReadings, watchDeviceResubscribed, type DeviceReadings } from "./useDeviceReadings.js";
@@ -55,46 +55,39 @@ describe("reduceDeviceReadings", () => {
 });
 
 describe("watchDeviceResubscribed", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
   it("asks for the history again each time the device is subscribed anew after a cut, not the first time", async () => {
-    vi.useFakeTimers();
-    try {
-      const { client, sockets, connect } = fakeClient();
-      const again = vi.fn();
-      const stop = watchDeviceResubscribed(client, "dev-1", again);
-      await connect({ type: "device", device_id: "dev-1" }, { type: "device", device_id: "dev-2" });
-      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
-      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-2", seq: 3 });
-      await settle();
-      expect(again).not.toHaveBeenCalled();
-      // The gateway goes away; readings pushed meanwhile never reach this client.
-      sockets.last().serverClose(1006);
-      (await nextSocketOf(sockets)).accept();
-      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 9 });
-      await settle();
-      expect(again).toHaveBeenCalledTimes(1);
-      stop();
-      client.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    const { client, sockets, connect } = fakeClient();
+    const again = vi.fn();
+    const stop = watchDeviceResubscribed(client, "dev-1", again);
+    await connect({ type: "device", device_id: "dev-1" }, { type: "device", device_id: "dev-2" });
+    sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
+    sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-2", seq: 3 });
+    await settle();
+    expect(again).not.toHaveBeenCalled();
+    // The gateway goes away; readings pushed meanwhile never reach this client.
+    sockets.last().serverClose(1006);
+    (await nextSocketOf(sockets)).accept();
+    sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 9 });
+    await settle();
+    expect(again).toHaveBeenCalledTimes(1);
+    stop();
+    client.close();
   });
 
   it("asks again at the first confirmation too when the history was read before it (the page opened during an outage)", async () => {
-    vi.useFakeTimers();
-    try {
-      const { client, sockets, connect } = fakeClient();
-      const again = vi.fn();
-      let read = false;
-      const stop = watchDeviceResubscribed(client, "dev-1", again, () => read);
-      await connect({ type: "device", device_id: "dev-1" });
-      read = true; // the REST history came while the subscribe was still unanswered
-      sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
-      await settle();
-      expect(again).toHaveBeenCalledTimes(1);
-      stop();
-      client.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    const { client, sockets, connect } = fakeClient();
+    const again = vi.fn();
+    let read = false;
+    const stop = watchDeviceResubscribed(client, "dev-1", again, () => read);
+    await connect({ type: "device", device_id: "dev-1" });
+    read = true; // the REST history came while the subscribe was still unanswered
+    sockets.last().push({ type: "subscribed", channel: "device", device_id: "dev-1", seq: 3 });
+    await settle();
+    expect(again).toHaveBeenCalledTimes(1);
+    stop();
+    client.close();
   });
 });

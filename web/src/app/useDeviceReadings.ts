@@ -133,15 +133,10 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
     [client, deviceId],
   );
 
-  useEffect(
-    () =>
-      watchRefusedPushes(
-        client,
-        (channel) => channel.type === "device" && channel.device_id === deviceId,
-        (_, error) => dispatch({ type: "live-malformed", error }),
-      ),
-    [client, deviceId],
-  );
+  useEffect(() => {
+    const channel = { type: "device", device_id: deviceId } as const;
+    return watchRefusedPushes(client, channel, (error) => dispatch({ type: "live-malformed", error }));
+  }, [client, deviceId]);
 
   const historyRead = useRef(false);
   useEffect(() => {
