@@ -1310,11 +1310,25 @@ describe("subscription states", () => {
   it("marks a subscribe refused for good as failed and does not ask again", async () => {
     const t = setup();
     const socket = await t.connect();
-    t.client.subscribe({ type: "device", device_id: "nope" });
-    socket.push({ type: "error", code: "unknown_device", message: "no such device", channel: "device", device_id: "nope" });
-    expect(t.client.subscriptionStatus({ type: "device", device_id: "nope" })?.state).toBe("failed");
+    t.client.subscribe({ type: "device", device_id: "dev-9" });
+    socket.push({ type: "error", code: "too_many_subscriptions", message: "256 held", channel: "device", device_id: "dev-9" });
+    expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-9" })?.state).toBe("failed");
     await vi.advanceTimersByTimeAsync(120_000);
     expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(1);
+  });
+
+  it("asks again for a device the gateway does not list yet: one added a moment ago is listed soon", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const channel = { type: "device", device_id: "dev-new" } as const;
+    t.client.subscribe(channel);
+    socket.push({ type: "error", code: "unknown_device", message: "no such device", channel: "device", device_id: "dev-new" });
+    expect(t.client.subscriptionStatus(channel)).toMatchObject({ state: "retrying", error: { code: "unknown_device" } });
+    await vi.advanceTimersByTimeAsync(1_000);
+    socket.push({ type: "pong" });
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-new" });
+    expect(t.client.subscriptionStatus(channel)?.state).toBe("subscribed");
   });
 
   it("sends a subscribe again when the gateway never answers it", async () => {

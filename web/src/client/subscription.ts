@@ -12,9 +12,10 @@ import type { Channel, ServerErrorCode } from "./types.js";
  * - `pending`: subscribe sent (or waiting for a socket); no answer yet.
  * - `subscribed`: the gateway acknowledged it; data flows.
  * - `retrying`: the gateway refused it for now (`unavailable`, `rate_limited`,
- *   `too_many_subjects`) or did not answer in time; the client asks again after a backoff.
- * - `failed`: refused for good (`unknown_device`, `invalid_id`, `too_many_subscriptions`, ...);
- *   asked again only after the next reconnect.
+ *   `too_many_subjects`, `unknown_device`: a device added a moment ago is listed by the
+ *   poller's next read) or did not answer in time; the client asks again after a backoff.
+ * - `failed`: refused for good (`invalid_id`, `too_many_subscriptions`, ...); asked again only
+ *   after the next reconnect.
  */
 export type SubscriptionState = "pending" | "subscribed" | "retrying" | "failed";
 
@@ -34,7 +35,7 @@ export interface SubscriptionStatus {
 }
 
 /** Refusals that may pass: the subscribe is tried again after a backoff. */
-const RETRYABLE: ReadonlySet<string> = new Set(["unavailable", "rate_limited", "too_many_subjects"]);
+const RETRYABLE: ReadonlySet<string> = new Set(["unavailable", "rate_limited", "too_many_subjects", "unknown_device"]);
 
 /** Whether a subscribe refused with `code` is worth asking again without a reconnect. */
 export function isRetryableRefusal(code: string): boolean {
