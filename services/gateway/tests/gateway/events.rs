@@ -146,28 +146,6 @@ async fn a_quiet_topic_whose_events_expired_goes_on_without_a_reset() {
 }
 
 #[tokio::test]
-async fn an_event_sent_live_but_not_stored_yet_is_delivered_where_the_stream_held_none() {
-    // The stream held nothing of the topic when the client subscribed. Event 51 then goes out
-    // live while its store is lost (a leader change mid-relay; the relay stores it again
-    // later), and 52 is stored: 51 came after the read, so it is owed, not taken for one
-    // that expired before anyone here subscribed (and 52 then for the one after the head).
-    let tenant = unique("evunstored");
-    let nats = nats().await;
-    let gw = spawn_gateway(config()).await;
-    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
-    let mut c = tickets_reader(&gw, &tenant, None).await;
-    // The stream refuses to store it (an expectation it does not meet); subscribers get it.
-    let (mut headers, payload) = sequenced(51, json!({"type": "event", "topic": "tickets"}));
-    headers.insert("Nats-Expected-Last-Subject-Sequence", "999999");
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
-    nats.publish_with_headers(subject, headers, payload)
-        .await
-        .unwrap();
-    publish_event(&nats, &tenant, "tickets", 52).await;
-    assert_eq!(events_until(&mut c, 52).await, [51, 52]);
-}
-
-#[tokio::test]
 async fn since_replays_on_another_gateway_then_continues_live_while_events_keep_coming() {
     let tenant = unique("evreplay");
     let nats = nats().await;
@@ -868,4 +846,24 @@ async fn a_hole_in_a_long_history_is_read_around_not_from_the_start() {
     assert_eq!(got, want);
     let gets = gets.get();
     assert!(gets < STORED / 2, "{gets} reads for 20 events");
+}
+
+#[tokio::test]
+async fn an_event_sent_live_but_not_stored_yet_is_delivered_where_the_stream_held_none() {
+    // The stream held nothing of the topic when the client subscribed. Event 51 then goes out
+    // live while its store is lost (a leader change mid-relay; the relay stores it again
+    // later), and 52 is stored: 51 came after the read, so it is owed, not taken for one
+    // that expired before anyone here subscribed (and 52 then for the one after the head).
+    let (tenant, nats, gw) = setup("evunstored").await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+    // The stream refuses to store it (an expectation it does not meet); subscribers get it.
+    let (mut headers, payload) = sequenced(51, json!({"type": "event", "topic": "tickets"}));
+    headers.insert("Nats-Expected-Last-Subject-Sequence", "999999");
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    nats.publish_with_headers(subject, headers, payload)
+        .await
+        .unwrap();
+    publish_event(&nats, &tenant, "tickets", 52).await;
+    assert_eq!(events_until(&mut c, 52).await, [51, 52]);
 }
