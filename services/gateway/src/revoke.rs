@@ -66,10 +66,12 @@ impl Deletion {
         self.seen.elapsed() < DELETED_REMEMBERED
     }
 
-    /// Whether a token issued at `iat` may predate the deletion: one issued in the same second
-    /// may, one that names no time is taken to.
+    /// Whether a token issued at `iat` predates the deletion: one from an earlier second does,
+    /// one that names no time is taken to. One from the same second is let in: a user created
+    /// again at once with the id (a database reset and seeded again) would otherwise be turned
+    /// away with a 4003, which clients take as final.
     fn covers(&self, iat: Option<u64>) -> bool {
-        self.remembered() && iat.is_none_or(|iat| iat <= self.at)
+        self.remembered() && iat.is_none_or(|iat| iat < self.at)
     }
 }
 
@@ -260,20 +262,23 @@ mod tests {
     async fn a_deleted_users_tokens_from_before_the_deletion_are_revoked_at_once() {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
-        r.apply(&change("acme", "7", UserChange::Deleted));
-        r.apply(&change("acme", "8", UserChange::Role));
+        // Read before the deletion: it is seen in this second or a later one.
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        // Issued before the deletion (or in its second, or at no time said): revoked.
-        for (conn, iat) in [(1, Some(now - 30)), (2, Some(now)), (3, None)] {
+        r.apply(&change("acme", "7", UserChange::Deleted));
+        r.apply(&change("acme", "8", UserChange::Role));
+        // Issued in a second before the deletion, or at no time said: revoked.
+        for (conn, iat) in [(1, Some(now - 30)), (2, Some(now - 1)), (3, None)] {
             let late = r.register(&acme, "7", iat, conn);
             assert_eq!(late.revoked.wait().await, close::FORBIDDEN, "{iat:?}");
         }
-        // Issued after it: the id names a user created again (a database reset).
-        let again = r.register(&acme, "7", Some(now + 2), 4);
-        assert_eq!(again.revoked.code.load(Ordering::Acquire), 0);
+        // Issued after it (or in its second): the id names a user created again at once.
+        for (conn, iat) in [(4, Some(now + 2)), (6, Some(now + 1))] {
+            let again = r.register(&acme, "7", iat, conn);
+            assert_eq!(again.revoked.code.load(Ordering::Acquire), 0, "{iat:?}");
+        }
         // A role change is not remembered: a fresh ticket carries the new role.
         let changed = r.register(&acme, "8", Some(now - 30), 5);
         assert_eq!(changed.revoked.code.load(Ordering::Acquire), 0);
