@@ -34,6 +34,14 @@ pub struct Principal {
     pub iat: Option<u64>,
 }
 
+/// The clock tokens are read by (`exp`, `iat`): unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

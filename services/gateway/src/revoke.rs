@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use parking_lot::Mutex;
@@ -53,12 +53,9 @@ struct Deletion {
 
 impl Deletion {
     fn now() -> Self {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         Self {
             seen: Instant::now(),
-            at,
+            at: crate::auth::unix_now(),
         }
     }
 
@@ -263,10 +260,7 @@ mod tests {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
         // Read before the deletion: it is seen in this second or a later one.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = crate::auth::unix_now();
         r.apply(&change("acme", "7", UserChange::Deleted));
         r.apply(&change("acme", "8", UserChange::Role));
         // Issued in a second before the deletion, or at no time said: revoked.

@@ -15,7 +15,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use pulse_proto::{Channel, ClientRequest, ErrorCode, ProtocolError, ServerReply, close};
 
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Principal, unix_now};
 use crate::caps::Slot;
 use crate::context::ConnectionContext;
 use crate::fanout::Topic;
@@ -113,13 +113,6 @@ pub fn serve(
         // request) should not add its size to the task every idle connection keeps.
         Box::pin(session.finish(ending)).await;
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Longest a token is honoured, whatever its `exp` says: an issuer may mint tokens that never

@@ -290,7 +290,7 @@ impl Session {
         match verified {
             // Within the verifier's leeway for clock skew, but past: accepted, it would end
             // the connection at once (4001) instead of keeping the token in force.
-            Ok(p) if p.exp <= super::unix_now() => {
+            Ok(p) if p.exp <= crate::auth::unix_now() => {
                 let message = AuthError::Expired.to_string();
                 self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                     .await?;
