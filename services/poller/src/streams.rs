@@ -374,7 +374,7 @@ async fn highest_seq_within(
     from: u64,
     upto: u64,
 ) -> anyhow::Result<Option<u64>> {
-    let mut newest = None;
+    let mut highest = None;
     let mut next = from;
     while next <= upto {
         let message = match stream.get_first_raw_message_by_subject(">", next).await {
@@ -390,7 +390,7 @@ async fn highest_seq_within(
             break;
         }
         match pulse_seq(&message) {
-            Some(seq) => newest = newest.max(Some(seq)),
+            Some(seq) => highest = highest.max(Some(seq)),
             None => tracing::warn!(
                 subject = %message.subject, sequence = message.sequence,
                 "a message of the state stream without a valid Pulse-Seq; passed over"
@@ -398,7 +398,7 @@ async fn highest_seq_within(
         }
         next = message.sequence + 1;
     }
-    Ok(newest)
+    Ok(highest)
 }
 
 /// The `Pulse-Seq` of a state stream message, if it has a valid one: a whole number no greater
