@@ -11,6 +11,10 @@ use crate::backoff::Backoff;
 /// Where NATS is unless `NATS_URL` says otherwise.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
+/// Messages the client holds for one subscription that its reader has not taken yet (the
+/// client's own default); it drops the next ones and reports a slow consumer.
+pub const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
+
 /// The `NATS_URL` setting every service that talks to NATS reads, checked when it is parsed:
 /// an empty list or an entry that is not a server address stops the service at start with
 /// the entry named (its password hidden), rather than on its first connection attempt.
@@ -99,10 +103,13 @@ pub struct NatsLink {
 
 /// Starts connecting to `url` as `name` and returns at once: the client connects, and
 /// reconnects, in the background, and `state` says when it is connected. For a service that
-/// must answer (health checks, a 503) while NATS is away.
+/// must answer (health checks, a 503) while NATS is away. Each subscription holds up to
+/// `subscription_capacity` messages its reader has not taken; `on_slow_consumer` is called
+/// for each one dropped beyond them.
 pub async fn connect_in_background(
     url: &str,
     name: &str,
+    subscription_capacity: usize,
     on_slow_consumer: impl Fn() + Send + Sync + 'static,
 ) -> anyhow::Result<NatsLink> {
     let (tx, rx) = watch::channel(LinkState {
@@ -115,6 +122,7 @@ pub async fn connect_in_background(
         std::sync::Arc::new(tx),
         std::sync::Arc::new(on_slow_consumer),
     )
+    .subscription_capacity(subscription_capacity)
     .retry_on_initial_connect();
     let client = options
         .connect(server_addrs(url)?)
@@ -140,8 +148,8 @@ pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
     Ok(addrs)
 }
 
-/// The client's options: credentials from the URL, endless reconnects, and connection events
-/// mirrored into `events`.
+/// The client's options: credentials from the URL, endless reconnects, connection events
+/// mirrored into `events`, and [`SUBSCRIPTION_CAPACITY`].
 fn options(
     url: &str,
     name: &str,
@@ -152,6 +160,7 @@ fn options(
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(None)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
             let events = events.clone();
             let slow = slow.clone();

@@ -46,9 +46,14 @@ async fn any_server_of_a_comma_separated_list_that_answers_will_do() {
     let dead = format!("nats://127.0.0.1:{down}");
     assert!(connects(&format!("{dead},{live}")).await);
     assert!(connects(&format!("{live}, {dead}")).await);
-    let link = pulse_common::nats::connect_in_background(&format!("{dead},{live}"), "test", || {})
-        .await
-        .unwrap();
+    let link = pulse_common::nats::connect_in_background(
+        &format!("{dead},{live}"),
+        "test",
+        pulse_common::nats::SUBSCRIPTION_CAPACITY,
+        || {},
+    )
+    .await
+    .unwrap();
     let mut state = link.state.clone();
     tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| s.connected))
         .await

@@ -27,6 +27,13 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub nats: pulse_common::nats::NatsArgs,
 
+    /// Messages the NATS client holds for one subject before the gateway's fan-out takes them.
+    /// Beyond them it drops messages (counted in `pulse_gateway_nats_slow_consumer_total`), and
+    /// the gateway then reads every subject's current snapshot and missed events again.
+    #[arg(long, env = "PULSE_NATS_SUBSCRIPTION_CAPACITY", default_value = "65536",
+          value_parser = number::<usize>(1..=10_000_000))]
+    pub nats_subscription_capacity: usize,
+
     /// Shared secret for HS256 tokens. At least one of this and PULSE_JWKS_URL is required.
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -84,13 +84,20 @@ pub async fn run(
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::new(&["nats", "accepting"]);
     let slow = metrics.nats_slow_consumer.clone();
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let dropping = dropped.clone();
     // Connected in the background: the gateway answers health checks at once, and refuses
     // WebSockets with 503 until NATS is there.
-    let link =
-        pulse_common::nats::connect_in_background(&config.nats.url, "pulse-gateway", move || {
+    let link = pulse_common::nats::connect_in_background(
+        &config.nats.url,
+        "pulse-gateway",
+        config.nats_subscription_capacity,
+        move || {
             slow.inc();
-        })
-        .await?;
+            dropping.notify_one();
+        },
+    )
+    .await?;
     let fanout = FanOut::new(
         link.client.clone(),
         metrics.clone(),
@@ -133,6 +140,7 @@ pub async fn run(
             }
         },
     );
+    fanout.read_again_when_dropped(dropped, stop.clone());
     readiness.set("accepting", true);
 
     let js = async_nats::jetstream::new(link.client.clone());

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use pulse_proto::Subject;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use self::events::EventLimits;
@@ -48,6 +50,9 @@ pub enum FanOutError {
     TenantSubjects(usize),
 }
 
+/// Least time between two reads of everything after NATS dropped messages: drops come in
+/// bursts, and each read asks JetStream about every subject in use.
+const DROPPED_READS_APART: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest a NATS subscribe may take before the subscriber is told `unavailable`.
 const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a new subject's subscribe waits for the read that proves its SUB is in place on
@@ -340,6 +345,31 @@ impl FanOut {
             .looks
             .schedule(topics.iter().map(|t| t.subject.clone()));
         self.read_again(topics).await;
+    }
+
+    /// Calls [`FanOut::resync`] each time `dropped` is notified, at most once a
+    /// [`DROPPED_READS_APART`], until `stop`. The NATS client drops the messages of a
+    /// subscription whose buffer is full (a slow consumer): a dropped snapshot would stay
+    /// unseen until its subject changes again, and a dropped last event until the next one.
+    pub fn read_again_when_dropped(&self, dropped: Arc<Notify>, stop: CancellationToken) {
+        let fanout = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = dropped.notified() => {}
+                    () = stop.cancelled() => return,
+                }
+                tracing::warn!(
+                    "NATS dropped messages of a subscription with a full buffer; reading \
+                     current snapshots and missed events again"
+                );
+                fanout.resync().await;
+                tokio::select! {
+                    () = tokio::time::sleep(DROPPED_READS_APART) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// A look of [`looks`] at the `subjects` still in use.

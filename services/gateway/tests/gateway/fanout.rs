@@ -393,3 +393,63 @@ async fn a_client_that_never_reads_does_not_delay_others_and_is_conflated_or_clo
     let outcome = slow.closed_or_dropped(Duration::from_secs(10)).await;
     assert!(matches!(outcome, Some(4008) | None), "{outcome:?}");
 }
+
+/// The NATS client drops what a subscription's buffer cannot hold (a slow consumer): the
+/// gateway then reads the current snapshots and the events after each head again, so its
+/// subscribers end with the newest snapshot and every event in order, the last ones too.
+#[tokio::test]
+async fn messages_the_nats_client_drops_for_a_full_buffer_are_read_again() {
+    let gw = spawn_gateway_with(|c| c.nats_subscription_capacity = 4).await;
+    let tenant = unique("dropped");
+    let nats = nats().await;
+    retain_alerts(&nats, &tenant, 1, "first").await;
+    publish_event(&nats, &tenant, "t", 1).await;
+    let mut alerts = gw.viewer(&tenant).await;
+    alerts.assert_subscribes(json!({"type": "alerts"})).await;
+    assert_eq!(alerts.next(T).await["seq"], 1);
+    let mut events = gw.viewer(&tenant).await;
+    let subscribed = events
+        .assert_subscribes(json!({"type": "events", "topic": "t"}))
+        .await;
+    assert_eq!(subscribed["seq"], 1, "{subscribed}");
+    // The gateway reads a new subject again 0.5 s and 5 s after its first read; past those
+    // looks, only a read for the drops can bring what the burst loses.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+
+    // One burst, far faster than a buffer of 4 is taken; both subjects are stored by their
+    // streams as well.
+    const LAST: u64 = 400;
+    let alerts_subject = format!("pulse.v1.{tenant}.alerts");
+    let events_subject = format!("pulse.v1.{tenant}.events.t");
+    for seq in 2..=LAST {
+        let (headers, payload) = sequenced(seq, json!({"type": "alerts", "v": seq}));
+        nats.publish_with_headers(alerts_subject.clone(), headers, payload)
+            .await
+            .unwrap();
+        let event = json!({"type": "event", "tenant_id": tenant, "topic": "t",
+                           "event": "ticket:update", "payload": {"n": seq}});
+        let (headers, payload) = sequenced(seq, event);
+        nats.publish_with_headers(events_subject.clone(), headers, payload)
+            .await
+            .unwrap();
+    }
+    nats.flush().await.unwrap();
+
+    let newest = alerts
+        .until(Duration::from_secs(10), |m| m["seq"] == LAST)
+        .await;
+    assert_eq!(newest["v"], LAST);
+    assert_eq!(
+        events_within(&mut events, LAST, Duration::from_secs(10)).await,
+        (2..=LAST).collect::<Vec<u64>>()
+    );
+    let dropped = metric(
+        &gw.metrics().await,
+        "pulse_gateway_nats_slow_consumer_total",
+        &[],
+    );
+    assert!(
+        dropped > 0.0,
+        "the burst overflowed no buffer: nothing was staged"
+    );
+}
