@@ -156,14 +156,18 @@ pub async fn login(
 }
 
 #[utoipa::path(post, path = "/api/v2/logout", tag = "account",
-    responses((status = 204, description = "Logged out: the session is ended on the server and its cookie cleared")))]
+    responses((status = 204, description = "Logged out: the session the request's cookie names is ended on the server and the cookie cleared; without the cookie, nothing changes")))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = session::cookie(&headers) {
-        session::end(&state.pool, &token).await?;
-    }
+    // Without the cookie there is nothing to end, nor to clear: a page of another site can
+    // make the browser post here (a top-level form sends no SameSite=Strict cookie), and its
+    // answer must not sign the user out of this one.
+    let Some(token) = session::cookie(&headers) else {
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+    };
+    session::end(&state.pool, &token).await?;
     Ok((
         axum::http::StatusCode::NO_CONTENT,
         AppendHeaders([(

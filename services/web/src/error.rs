@@ -103,3 +103,47 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The answer to a request whose handler panicked: the API's 500, logged with the panic's
+/// message, rather than a connection closed without a word. A panic is a defect; this keeps
+/// its client answered and its request counted.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    async fn boom() -> &'static str {
+        panic!("a defect")
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_with_the_apis_500() {
+        let app = Router::new().route("/boom", get(boom)).layer(
+            tower_http::catch_panic::CatchPanicLayer::custom(super::panicked),
+        );
+        let request = Request::get("/boom").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        assert!(
+            !body.to_string().contains("a defect"),
+            "the panic's message stays in the log: {body}"
+        );
+    }
+}

@@ -149,6 +149,11 @@ pub fn router(state: AppState) -> Router {
                 // One count for the whole router: a per-route limit would multiply it.
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight)),
         )
+        // Inside the metrics and headers: a panicking handler's 500 is counted and dressed
+        // like any other answer.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::error::panicked,
+        ))
         .layer(middleware::from_fn_with_state(headers, security_headers))
         .layer(middleware::from_fn_with_state(state, observe))
 }

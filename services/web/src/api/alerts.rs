@@ -13,7 +13,9 @@ use crate::session::Session;
 use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
+/// Unknown parameters are refused: a misspelt filter or cursor would silently list everything.
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AlertParams {
     /// OPEN, ACKNOWLEDGED or CLOSED; all when absent.
     pub status: Option<String>,

@@ -15,7 +15,9 @@ use crate::session::Session;
 use crate::state::AppState;
 use pulse_db::roles::begin_as_tenant;
 
+/// Unknown parameters are refused: a misspelt filter or cursor would silently list everything.
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1–1000 (default 100).
     pub limit: Option<i64>,
@@ -155,12 +157,23 @@ pub async fn get(
     }))
 }
 
+/// Unknown parameters are refused: a misspelt filter or cursor would silently list everything.
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetryParams {
     /// Only readings after this instant (RFC 3339).
     pub since: Option<String>,
     /// Most readings returned, 1–1000 (default 100): the newest ones.
     pub limit: Option<i64>,
+}
+
+/// `since` as an instant in UTC. RFC 3339 allows year 9999 with a negative offset, an instant
+/// past the last one `time` holds in UTC: the database driver would panic converting it.
+fn since(s: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::BadRequest(format!("since must be RFC 3339, got {s:?}")))?
+        .checked_to_offset(time::UtcOffset::UTC)
+        .ok_or_else(|| ApiError::BadRequest(format!("since is after year 9999 in UTC: {s:?}")))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -189,14 +202,7 @@ pub async fn telemetry(
     ApiQuery(p): ApiQuery<TelemetryParams>,
 ) -> Result<Json<ReadingPage>, ApiError> {
     let limit = limit(p.limit, 100)?;
-    let since = p
-        .since
-        .as_deref()
-        .map(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::BadRequest(format!("since must be RFC 3339, got {s:?}")))
-        })
-        .transpose()?;
+    let since = p.since.as_deref().map(since).transpose()?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = $1")
         .bind(device_id.as_str())

@@ -311,7 +311,9 @@ fn replayed(
     ))
 }
 
+/// Unknown parameters are refused: a misspelt filter or cursor would silently list everything.
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// The topic.
     #[param(value_type = String)]

@@ -624,6 +624,12 @@ async fn bad_parameters_get_400_and_missing_things_404() {
             400,
             "bad_request",
         ),
+        // Year 9999 behind UTC: RFC 3339, but past every instant a timestamp holds.
+        (
+            "/api/v2/devices/dev-0001/telemetry?since=9999-12-31T23:00:00-01:00",
+            400,
+            "bad_request",
+        ),
         ("/api/v2/alerts?status=BOGUS", 400, "bad_request"),
         ("/api/v2/alerts?min_severity=-1", 400, "bad_request"),
         ("/api/v2/alerts?min_severity=high", 400, "bad_request"),
@@ -632,6 +638,16 @@ async fn bad_parameters_get_400_and_missing_things_404() {
             400,
             "bad_request",
         ),
+        // A parameter the route does not take: a misspelt filter, or another route's cursor.
+        ("/api/v2/alerts?min_severit=4", 400, "bad_request"),
+        ("/api/v2/alerts?after=123", 400, "bad_request"),
+        ("/api/v2/devices?before=dev-0001", 400, "bad_request"),
+        (
+            "/api/v2/devices/dev-0001/telemetry?sinse=x",
+            400,
+            "bad_request",
+        ),
+        ("/api/v2/events?topic=t&before=3", 400, "bad_request"),
         ("/api/v2/no-such-route", 404, "not_found"),
     ] {
         let r = get(&c, env.at(path)).await;
