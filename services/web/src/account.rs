@@ -73,6 +73,7 @@ pub(crate) fn dummy_hash() -> String {
 }
 
 #[utoipa::path(post, path = "/api/v2/login", tag = "account", request_body = LoginRequest,
+    security(()),
     responses((status = 200, body = Me, description = "Logged in; the session cookie is set"),
               (status = 400, description = "Missing email or password"),
               (status = 401, description = "Wrong email or password"),
@@ -155,7 +156,7 @@ pub async fn login(
         .into_response())
 }
 
-#[utoipa::path(post, path = "/api/v2/logout", tag = "account",
+#[utoipa::path(post, path = "/api/v2/logout", tag = "account", security((), ("session" = [])),
     responses((status = 204, description = "Logged out: the session the request's cookie names is ended on the server and the cookie cleared; without the cookie, nothing changes")))]
 pub async fn logout(
     State(state): State<AppState>,

@@ -2,7 +2,8 @@
 //! annotations so it cannot drift from the routes (a test checks every documented path). The
 //! schemas are collected from the types those annotations name, so none is listed here.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::{account, api};
 
@@ -28,6 +29,38 @@ use crate::{account, api};
         api::publish_keys::create,
         api::publish_keys::list,
         api::publish_keys::revoke,
-    )
+    ),
+    modifiers(&Credentials),
+    security(("session" = []))
 )]
 pub struct ApiDoc;
+
+/// The credentials the operations name: the session cookie every read takes, and the bearer
+/// token a backend publishes with.
+struct Credentials;
+
+impl Modify for Credentials {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::session::COOKIE,
+                "The session cookie `POST /api/v2/login` sets (httpOnly, SameSite=Strict).",
+            ))),
+        );
+        components.add_security_scheme(
+            "publish_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A tenant's publish key (`pulse_pk_…`, from `POST /api/v2/publish-keys`), \
+                         or the deployment's `PULSE_PUBLISH_TOKEN`, which publishes for the \
+                         tenant named in `tenant_id`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

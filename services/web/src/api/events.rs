@@ -55,7 +55,7 @@ pub struct PublishRequest {
     pub topic: Topic,
     /// What happened, e.g. `ticket:update`; 1 to 128 bytes.
     pub event: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value (`null` when left out), pushed to subscribers as given.
     #[serde(default)]
     pub payload: Value,
     /// Required for service publishing; ignored (must match if given) for a session.
@@ -157,6 +157,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v2/events", tag = "events", request_body = PublishRequest,
+    security(("session" = []), ("publish_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Retry-safe publishing: the same key (per tenant, while the event is retained) returns the same seq and emits nothing new")),
     responses((status = 202, body = Published), (status = 400), (status = 401), (status = 403),

@@ -4,8 +4,9 @@
 //! `Authorization: Bearer <key>`, for the key's tenant only; only the key's SHA-256 is stored.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -59,13 +60,22 @@ pub struct KeyList {
     pub items: Vec<KeyInfo>,
 }
 
-fn admin(session: &Session) -> Result<(), ApiError> {
-    if session.role == "customer_admin" {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "only customer_admin may manage publish keys",
-        ))
+/// The session of a `customer_admin`, who manages the tenant's keys. An extractor, so that it
+/// is checked before the path and the body: anyone else gets 403 whatever they send, as a
+/// publish without credentials gets 401.
+pub struct KeyAdmin(Session);
+
+impl FromRequestParts<AppState> for KeyAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let session = Session::from_request_parts(parts, state).await?;
+        if session.role != "customer_admin" {
+            return Err(ApiError::Forbidden(
+                "only customer_admin may manage publish keys",
+            ));
+        }
+        Ok(KeyAdmin(session))
     }
 }
 
@@ -102,10 +112,9 @@ pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, 
               (status = 413, description = "the body is larger than 128 KiB")))]
 pub async fn create(
     State(state): State<AppState>,
-    session: Session,
+    KeyAdmin(session): KeyAdmin,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    admin(&session)?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::BadRequest("name must be 1–128 bytes".into()));
@@ -155,9 +164,8 @@ pub async fn create(
     responses((status = 200, body = KeyList), (status = 401), (status = 403)))]
 pub async fn list(
     State(state): State<AppState>,
-    session: Session,
+    KeyAdmin(session): KeyAdmin,
 ) -> Result<Json<KeyList>, ApiError> {
-    admin(&session)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let items = sqlx::query_as(
         "SELECT key_id, name, created_at, last_used_at FROM publish_keys \
@@ -175,10 +183,9 @@ pub async fn list(
               (status = 401), (status = 403), (status = 404)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    session: Session,
+    KeyAdmin(session): KeyAdmin,
     ApiPath(key_id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&session)?;
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let gone = sqlx::query("DELETE FROM publish_keys WHERE key_id = $1 AND tenant_id = $2")
         .bind(key_id)

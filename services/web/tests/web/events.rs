@@ -739,9 +739,20 @@ async fn a_tenants_publish_key_publishes_for_that_tenant_only_until_revoked() {
         !listed.to_string().contains(&key[9..]),
         "the key is shown once only"
     );
-    // Only admins manage keys.
+    // Only admins manage keys, and anyone else is told so whatever the request holds.
     let viewer = env.login("viewer", &env.tenant).await;
     let r = get(&viewer, env.at("/api/v2/publish-keys")).await;
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    let keys = env.at("/api/v2/publish-keys");
+    let r = post_json(&viewer, keys.clone(), &json!({"title": "no name"})).await;
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    let r = post_json(&viewer, keys, &json!({"name": "x".repeat(200 * 1024)})).await;
+    assert_eq!(error_code(r, 403).await, "forbidden");
+    let r = viewer
+        .delete(env.at("/api/v2/publish-keys/not-a-number"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 403).await, "forbidden");
     // A body that is not a key request, or is over the body limit, creates nothing.
     let url = env.at("/api/v2/publish-keys");

@@ -850,8 +850,52 @@ async fn the_openapi_document_matches_the_routes() {
                 status != 404 && status != 405,
                 "{method} {path} is documented but answers {status}"
             );
+            // The credentials it names are the ones it asks for: an operation that does not
+            // list "none" (`{}`) refuses a request without any with 401, and one that does
+            // lets it through.
+            let security = ops[method]
+                .get("security")
+                .unwrap_or(&doc["security"])
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} names no credentials"));
+            for requirement in security {
+                for scheme in requirement.as_object().unwrap().keys() {
+                    assert!(
+                        doc["components"]["securitySchemes"][scheme].is_object(),
+                        "{method} {path} names the undocumented scheme {scheme}"
+                    );
+                }
+            }
+            let anonymous = security.iter().any(|r| r == &json!({}));
+            let anon = reqwest::Client::new();
+            let r = match method.as_str() {
+                "get" => anon.get(&url).send().await.unwrap(),
+                "post" => anon.post(&url).json(&json!({})).send().await.unwrap(),
+                _ => anon.delete(&url).send().await.unwrap(),
+            };
+            assert_eq!(
+                r.status() == 401,
+                !anonymous,
+                "{method} {path} without credentials answers {}; documented {security:?}",
+                r.status()
+            );
         }
     }
+    let session = &doc["components"]["securitySchemes"]["session"];
+    assert_eq!(
+        (&session["type"], &session["in"], &session["name"]),
+        (&json!("apiKey"), &json!("cookie"), &json!("pulse_session"))
+    );
+    // An event's payload is any JSON value, and may be left out.
+    let publish = &schemas["PublishRequest"];
+    assert!(
+        publish["properties"]["payload"].get("type").is_none(),
+        "{publish}"
+    );
+    assert!(
+        !publish["required"].to_string().contains("payload"),
+        "{publish}"
+    );
     env.finish().await;
 }
 
