@@ -55,6 +55,10 @@ pub enum AuthError {
     NotYetValid,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// Signed by a key the gateway has not seen, while the JWKS endpoint does not answer: the
+    /// token may be good. A renewal is answered `unavailable`, a connection closed with 4001.
+    #[error("cannot verify the token right now: the JWKS endpoint does not answer")]
+    Unverifiable,
 }
 
 impl AuthError {
@@ -85,6 +89,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Forbidden(_) => "forbidden",
+            AuthError::Unverifiable => "unverifiable",
         }
     }
 }
@@ -319,8 +324,20 @@ impl Authenticator {
                 tracing::warn!(error = %e, "cannot fetch JWKS");
             }
         }
-        self.cached(kid, alg)
-            .unwrap_or_else(|| Err(AuthError::Invalid("unknown signing key".into())))
+        self.cached(kid, alg).unwrap_or_else(|| {
+            let cache = self.inner.jwks.read();
+            // The last fetch failed (none succeeded since it began): the key may be there.
+            let failed = match (cache.fetched_at, cache.tried_at) {
+                (None, _) => true,
+                (Some(fetched), Some(tried)) => tried > fetched,
+                (Some(_), None) => false,
+            };
+            Err(if failed {
+                AuthError::Unverifiable
+            } else {
+                AuthError::Invalid("unknown signing key".into())
+            })
+        })
     }
 
     fn cached(

@@ -324,7 +324,11 @@ impl Session {
                 Ok(None)
             }
             Err(e) => {
-                self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, e.to_string()))
+                let code = match e {
+                    AuthError::Unverifiable => ErrorCode::Unavailable,
+                    _ => ErrorCode::InvalidToken,
+                };
+                self.reply_error(ProtocolError::new(code, e.to_string()))
                     .await?;
                 Ok(None)
             }

@@ -123,6 +123,63 @@ async fn a_failing_jwks_endpoint_is_asked_once_per_refetch_interval_however_many
     assert!(asked <= 1, "the failing endpoint was asked {asked} times");
 }
 
+/// A renewal signed by a key the gateway has not seen, while the JWKS endpoint fails, cannot be
+/// verified just then: it is answered `unavailable` (naming no channel), the current token
+/// stays in force, and the same renewal passes once the endpoint answers with the key. A key
+/// the answering endpoint does not hold is `invalid_token`.
+#[tokio::test]
+async fn a_renewal_the_failing_jwks_cannot_verify_is_unavailable_then_passes_once_it_answers() {
+    let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = {
+        let up = up.clone();
+        let keys = JwkSet {
+            keys: vec![jwk(&rsa, Algorithm::RS256, "new-key")],
+        };
+        axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let answer = up
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| axum::Json(keys.clone()));
+                async move { answer.ok_or(axum::http::StatusCode::SERVICE_UNAVAILABLE) }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // HS256 tokens at connect (the helpers' secret), keys from the JWKS for the renewals.
+    let gw = spawn_gateway_with(|c| {
+        c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
+        c.jwks_min_refetch = Duration::ZERO;
+    })
+    .await;
+    let tenant = unique("jwksrenew");
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_alive().await;
+    let renewal =
+        json!({"action": "auth", "token": signed(&rsa, Algorithm::RS256, "new-key", &tenant)});
+
+    c.send(renewal.clone()).await;
+    let m = c.next(T).await;
+    assert_eq!(
+        (&m["type"], &m["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "{m}"
+    );
+    assert!(m.get("channel").is_none(), "{m}");
+    c.assert_alive().await;
+
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.send(renewal).await;
+    assert_eq!(c.next(T).await["type"], "authenticated");
+    let unknown = signed(&rsa, Algorithm::RS256, "never-served", &tenant);
+    c.send(json!({"action": "auth", "token": unknown})).await;
+    let m = c.next(T).await;
+    assert_eq!(m["code"], "invalid_token", "{m}");
+}
+
 /// The one JWKS fetch a [`JwksHold`] is armed for: told when it begins, answered once released.
 type HeldFetch = (
     tokio::sync::oneshot::Sender<()>,
