@@ -92,6 +92,11 @@ impl Revoked {
         }
     }
 
+    /// The close code, if the connection's user has changed already.
+    pub fn now(&self) -> Option<u16> {
+        Some(self.code.load(Ordering::Acquire)).filter(|&code| code != 0)
+    }
+
     fn revoke(&self, code: u16) {
         self.code.store(code, Ordering::Release);
         self.wake.notify_one();

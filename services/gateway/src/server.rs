@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::Either;
 use pulse_common::ops::Ops;
-use pulse_proto::{ClientRequest, ServerReply, close};
+use pulse_proto::{ClientRequest, close};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -202,12 +202,14 @@ async fn upgrade(
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
         .on_upgrade(move |socket| match credentials {
-            Credentials::Given(verdict) => Either::Left(admit(socket, verdict, state, address)),
+            Credentials::Given(verdict) => {
+                Either::Left(admit(socket, verdict, state, address, false))
+            }
             Credentials::FirstMessage(held) => Either::Right(rare(async move {
                 let (socket, verdict) = first_message_auth(socket, &state).await;
                 // Its place passes to the admitted connection, in the same step.
                 drop(held);
-                admit(socket, verdict, state, address).await;
+                admit(socket, verdict, state, address, true).await;
             })),
             Credentials::Refused(e) => Either::Right(rare(async move {
                 state.metrics.closed(close::RATE_LIMITED);
@@ -224,7 +226,8 @@ fn rare(
     Box::pin(future)
 }
 
-/// Waits for the first message to be `auth` with a valid token; answers `authenticated`.
+/// Waits for the first message to be `auth` with a valid token. It is answered `authenticated`
+/// once the connection is let in (see [`connection::serve`]).
 #[tracing::instrument(name = "first_message_auth", skip_all)]
 async fn first_message_auth(
     mut socket: WebSocket,
@@ -239,22 +242,18 @@ async fn first_message_auth(
         _ => None,
     };
     let verdict = state.auth.verify(token.as_deref()).await;
-    if let Ok(p) = &verdict
-        && let Ok(text) = serde_json::to_string(&ServerReply::Authenticated { exp: p.exp })
-    {
-        let _ = socket.send(Message::Text(text.into())).await;
-    }
     (socket, verdict)
 }
 
 /// What an upgraded socket becomes: refused with a close code, or a served connection. Built
 /// synchronously, so the task of every open connection holds only the connection's future,
-/// not also the verdict and state it was made from.
+/// not also the verdict and state it was made from. `announce`: see [`connection::serve`].
 fn admit(
     socket: WebSocket,
     verdict: Result<Principal, AuthError>,
     state: AppState,
     address: std::net::IpAddr,
+    announce: bool,
 ) -> Either<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send> {
     let principal = match verdict {
         Ok(p) => p,
@@ -291,7 +290,9 @@ fn admit(
         tenant = %principal.tenant,
         user = %principal.sub,
     );
-    Either::Right(connection::serve(socket, principal, slot, state.connection, id).instrument(span))
+    Either::Right(
+        connection::serve(socket, principal, slot, state.connection, id, announce).instrument(span),
+    )
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: String) {

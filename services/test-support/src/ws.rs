@@ -127,6 +127,26 @@ impl Client {
         }
     }
 
+    /// The close that comes next, with no text message before it; returns its code and reason.
+    pub async fn closed_at_once(&mut self, within: Duration) -> Closed {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => panic!("not closed within {within:?}"),
+                Ok(Some(Ok(Message::Text(t)))) => panic!("told {t} before any close"),
+                Ok(Some(Ok(Message::Close(Some(CloseFrame { code, reason }))))) => {
+                    return Closed {
+                        code: code.into(),
+                        reason: reason.to_string(),
+                    };
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    }
+
     /// Reads every event that was delivered before the connection ended, as a client
     /// processing its socket would: their seqs, and the close code (`None`: dropped).
     pub async fn events_until_closed(&mut self, within: Duration) -> (Vec<u64>, Option<u16>) {

@@ -70,7 +70,8 @@ struct Session {
     held: VecDeque<Result<ClientRequest, ProtocolError>>,
 }
 
-/// Serves an authenticated, admitted connection until it ends.
+/// Serves an authenticated, admitted connection until it ends. `announce`: it authenticated by
+/// its first message, and is told `authenticated` once it is let in.
 ///
 /// A plain function returning the future, not an `async fn`: the session is built here, so
 /// the future every open connection keeps holds the session once, not also the arguments it
@@ -81,6 +82,7 @@ pub fn serve(
     slot: Slot,
     cx: Arc<ConnectionContext>,
     id: ConnId,
+    announce: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
     let settings = cx.settings;
@@ -108,10 +110,19 @@ pub fn serve(
         cx,
     };
     async move {
-        let ending = session.run(stream).await;
+        let ending = session.run(stream, announce).await;
         // Boxed, like `handle_text` below: a future that runs once (or once per client
         // request) should not add its size to the task every idle connection keeps.
         Box::pin(session.finish(ending)).await;
+    }
+}
+
+/// How a connection whose user changed ends.
+fn revoked(code: u16) -> (u16, &'static str) {
+    if code == close::FORBIDDEN {
+        (code, "user deleted")
+    } else {
+        (code, "role changed; reconnect with a fresh ticket")
     }
 }
 
@@ -125,7 +136,7 @@ fn instant_of(exp: u64) -> tokio::time::Instant {
 }
 
 impl Session {
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>) -> Ending {
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>, announce: bool) -> Ending {
         // The context, not a copy of its settings: the future every open connection keeps
         // holds one pointer.
         let cx = self.cx.clone();
@@ -148,6 +159,20 @@ impl Session {
         if *drain.borrow() {
             return Some((close::SERVICE_RESTART, "service restart"));
         }
+        if announce {
+            // Said once every check of the admission passed: a client told `authenticated`
+            // and closed at once would take the session as open, then be contradicted.
+            if self.principal.exp <= unix_now() {
+                return Some((close::UNAUTHORIZED, "token expired"));
+            }
+            if let Some(code) = self.user.revoked.now() {
+                return Some(revoked(code));
+            }
+            let exp = self.principal.exp;
+            if let Err(ending) = self.reply(&ServerReply::Authenticated { exp }).await {
+                return ending;
+            }
+        }
         loop {
             tokio::select! {
                 biased;
@@ -164,13 +189,7 @@ impl Session {
                 () = &mut expires => {
                     return Some((close::UNAUTHORIZED, "token expired"));
                 }
-                code = self.user.revoked.wait() => {
-                    return Some(if code == close::FORBIDDEN {
-                        (code, "user deleted")
-                    } else {
-                        (code, "role changed; reconnect with a fresh ticket")
-                    });
-                }
+                code = self.user.revoked.wait() => return Some(revoked(code)),
                 () = self.queue.ready() => {
                     if let Err(ending) = self.write_pending().await {
                         return ending;

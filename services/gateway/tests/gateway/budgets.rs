@@ -32,6 +32,14 @@ async fn connections_are_capped_per_user() {
         "{}",
         refused.reason
     );
+    // Authenticating by its first message, it hears the refusal only: no `authenticated`
+    // that the close would then contradict.
+    let mut by_message = connect(&gw.ws_url()).await;
+    let token = user_token(&tenant, "7");
+    by_message
+        .send(json!({"action": "auth", "token": token}))
+        .await;
+    assert_eq!(by_message.closed_at_once(T).await.code, 4029);
     let mut other_user = connect(&gw.url(&user_token(&tenant, "8"))).await;
     other_user.assert_alive().await;
     // A closed one frees its place.
