@@ -100,8 +100,11 @@ struct Claims {
     /// Read leniently: a token minted elsewhere with an odd `iat` is not refused for it.
     #[serde(default)]
     iat: Option<serde_json::Value>,
+    /// The user: a string, or a number read as its decimal text (some issuers number their
+    /// users), so that the connection counts as that user's and a deletion of `"42"` reaches
+    /// it. Any other type names no user.
     #[serde(default)]
-    sub: Option<Text>,
+    sub: Option<serde_json::Value>,
     #[serde(default)]
     email: Option<Text>,
     #[serde(default)]
@@ -282,7 +285,11 @@ impl Authenticator {
         Ok(Principal {
             tenant,
             role,
-            sub: Text::string(claims.sub).unwrap_or_default(),
+            sub: match claims.sub {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            },
             email: Text::string(claims.email),
             exp: claims.exp,
             iat: claims
@@ -440,11 +447,16 @@ mod tests {
         assert_eq!(p.tenant.as_str(), "acme");
         assert_eq!(p.role, "customer_viewer");
         assert_eq!(p.email.as_deref(), Some("a@b.c"));
-        // Claims the gateway only passes on may be of any type.
+        // Claims the gateway only passes on may be of any type; a numeric `sub` names the
+        // user its decimal text does, another type none.
         let t = token(json!({"sub": 7, "email": null, "tenant_id": "acme",
                              "role": "customer_viewer", "exp": now() + 60}));
         let p = auth().verify(Some(&t)).await.unwrap();
-        assert_eq!((p.sub.as_str(), p.email), ("", None));
+        assert_eq!((p.sub.as_str(), p.email), ("7", None));
+        let t = token(json!({"sub": true, "tenant_id": "acme",
+                             "role": "customer_viewer", "exp": now() + 60}));
+        let p = auth().verify(Some(&t)).await.unwrap();
+        assert_eq!(p.sub, "");
     }
 
     #[tokio::test]

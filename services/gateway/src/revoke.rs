@@ -125,6 +125,18 @@ impl Drop for Registration {
 }
 
 impl Revocations {
+    /// Whether a token of user `sub` of `tenant` issued at `iat` was issued before a deletion
+    /// of that user remembered here: such a token no longer speaks for anyone.
+    pub fn deleted_since(&self, tenant: &TenantId, sub: &str, iat: Option<u64>) -> bool {
+        !sub.is_empty()
+            && self
+                .users
+                .lock()
+                .deleted
+                .get(&(tenant.clone(), sub.to_owned()))
+                .is_some_and(|d| d.covers(iat))
+    }
+
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
     /// empty: a token minted elsewhere may name no user), whose token was issued at `iat`.
     /// A token of a user deleted lately, issued before the deletion, is revoked at once.

@@ -298,6 +298,15 @@ impl Session {
             }
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
+                // A ticket of the connection's own user, minted before a deletion of that
+                // user the gateway remembers (the id may have come back since): a deleted
+                // user's ticket, closed as it would be at connect. Another user's is checked
+                // by its registration below.
+                if p.sub == self.principal.sub
+                    && self.cx.revocations.deleted_since(&p.tenant, &p.sub, p.iat)
+                {
+                    return Err(Some(super::revoked(close::FORBIDDEN)));
+                }
                 if p.sub != self.principal.sub {
                     if let Err(e) = self.slot.change_user(&p.sub) {
                         let message = format!("{e} for the token's user");

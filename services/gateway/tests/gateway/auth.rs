@@ -222,7 +222,12 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     let mut deleted = connect(&gw.url(&token("41"))).await;
     let mut demoted = connect(&gw.url(&token("42"))).await;
     let mut bystander = connect(&gw.url(&token("43"))).await;
-    for c in [&mut deleted, &mut demoted, &mut bystander] {
+    // An issuer that numbers its users: `44` is user "44".
+    let numbered_token = sign(
+        json!({"sub": 44, "tenant_id": tenant, "role": "customer_admin", "exp": now() + 300, "kind": "ws"}),
+    );
+    let mut numbered = connect(&gw.url(&numbered_token)).await;
+    for c in [&mut deleted, &mut demoted, &mut bystander, &mut numbered] {
         c.subscribe(json!({"type": "alerts"})).await;
     }
     let change = |user: &str, change: &str| {
@@ -249,9 +254,16 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     )
     .await
     .unwrap();
+    nats.publish(
+        format!("pulse.v1.{tenant}.users"),
+        change("44", "deleted").into(),
+    )
+    .await
+    .unwrap();
     nats.flush().await.unwrap();
     let started = std::time::Instant::now();
     assert_eq!(deleted.closed(Duration::from_secs(5)).await.code, 4003);
+    assert_eq!(numbered.closed(Duration::from_secs(5)).await.code, 4003);
     assert_eq!(demoted.closed(Duration::from_secs(5)).await.code, 4001);
     assert_took_less_than(
         Duration::from_secs(2),
@@ -268,5 +280,12 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     let again = sign(
         json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
     );
-    connect(&gw.url(&again)).await.assert_alive().await;
+    let mut recreated = connect(&gw.url(&again)).await;
+    recreated.assert_alive().await;
+    // Renewed with the old ticket, of the same user id but from before the deletion, it is
+    // the deleted user's connection: closed as that ticket would be at connect.
+    recreated
+        .send(json!({"action": "auth", "token": token("41")}))
+        .await;
+    assert_eq!(recreated.closed(Duration::from_secs(5)).await.code, 4003);
 }
