@@ -17,6 +17,7 @@
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`migrate`]: `pulse-poller migrate`, which waits for PostgreSQL to answer first.
 //!
 //! The schema, the pools and `pulse_settings` are `pulse-db`'s; demo data is `pulse-simulator`'s.
 
@@ -28,6 +29,7 @@ pub mod fence;
 pub mod fleet;
 pub mod leader;
 pub mod metrics;
+pub mod migrate;
 pub mod publisher;
 pub mod registry;
 pub mod relay;

@@ -30,8 +30,9 @@ struct Cli {
 enum Command {
     /// Publish changes (the default when no command is given).
     Run(PollerConfig),
-    /// Apply the database migrations, then exit. Safe to run any number of times.
-    Migrate(pulse_db::DatabaseArgs),
+    /// Apply the database migrations once PostgreSQL answers, then exit. Safe to run any
+    /// number of times.
+    Migrate(pulse_poller::migrate::MigrateArgs),
 }
 
 #[tokio::main]
@@ -41,9 +42,8 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = cli.log.init("pulse-poller")?;
     match (cli.command, cli.run) {
         (Some(Command::Run(config)), _) | (None, Some(config)) => run(config).await,
-        (Some(Command::Migrate(db)), _) => {
-            let pool = pulse_db::lazy_pool(&db.url, 1, None)?;
-            pulse_db::migrate(&pool).await?;
+        (Some(Command::Migrate(args)), _) => {
+            pulse_poller::migrate::run(&args).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

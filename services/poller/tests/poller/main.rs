@@ -12,6 +12,7 @@ mod failover;
 mod fence;
 mod layout;
 mod lost_streams;
+mod migrate;
 mod netns;
 mod payload;
 mod publishing;
