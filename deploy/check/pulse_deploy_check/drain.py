@@ -1,8 +1,11 @@
-"""The gateways' shutdown budget (check `drain`).
+"""The shutdown budgets of the gateways and the web service (check `drain`).
 
 On shutdown a gateway waits out its preStop, then drains its clients for PULSE_DRAIN_SECONDS
 plus GATEWAY_EXTRA_SECONDS; if the orchestrator's grace period is shorter, it is killed
-mid-drain and every client reconnects at once. Kubernetes and compose both.
+mid-drain and every client reconnects at once. Kubernetes and compose both. A web pod waits
+out its preStop, then lets the requests in flight finish, each within
+PULSE_HTTP_TIMEOUT_SECONDS (then answered 408), plus WEB_EXTRA_SECONDS; killed sooner, a
+publish in flight ends in a reset rather than its answer.
 """
 
 import re
@@ -10,9 +13,13 @@ import re
 from .compose import compose_env
 from .images import service_of_image
 
-# The gateway keeps this long past PULSE_DRAIN_SECONDS before it gives up on the last clients
-# (services/gateway/src/lib.rs: drain deadline = drain + 2 s).
-GATEWAY_EXTRA_SECONDS = 2
+# What a gateway may take past PULSE_DRAIN_SECONDS before it exits: 2 s more for the last
+# clients (services/gateway/src/lib.rs: drain deadline = drain + 2 s), 1 s for probes in flight
+# on the ops server (services/common/src/ops.rs: OPS_DRAIN) and 2 s to flush NATS
+# (services/common/src/nats.rs: FLUSH_ON_EXIT).
+GATEWAY_EXTRA_SECONDS = 5
+# What pulse-web may take past its slowest request before it exits: the ops server's 1 s.
+WEB_EXTRA_SECONDS = 1
 
 
 def seconds(text, default):
@@ -37,54 +44,64 @@ def prestop_seconds(c):
     return float(m.group(1)) if m else 0.0
 
 
-def drain_seconds(env, default_drain):
-    """A gateway's PULSE_DRAIN_SECONDS: its environment's, else README.md's default."""
-    return float(env["PULSE_DRAIN_SECONDS"]) if env.get("PULSE_DRAIN_SECONDS") else default_drain
+def setting_seconds(env, name, default):
+    """A duration setting (`20`, `20s`, `1m`) of a service's environment, else DEFAULT."""
+    return seconds(env[name], default) if env.get(name) else default
 
 
-def check_k8s(ctx, default_drain):
-    """Checks each gateway container in the overlays; yields a note on each one's budget."""
+# Per service: the setting its shutdown waits out, and what it takes past that.
+BUDGETS = {
+    "gateway": ("PULSE_DRAIN_SECONDS", GATEWAY_EXTRA_SECONDS),
+    "web": ("PULSE_HTTP_TIMEOUT_SECONDS", WEB_EXTRA_SECONDS),
+}
+
+
+def check_k8s(ctx, defaults):
+    """Checks each gateway and web container in the overlays; yields (service, a note on its
+    budget)."""
     all_workloads = [w + (b,) for b in ctx.builds.values() for w in b.workloads]
     for kind, name, pod, labels, annotations, d, b in all_workloads:
         for c in pod.get("containers") or []:
-            if service_of_image(c.get("image")) != "gateway":
+            service = service_of_image(c.get("image"))
+            if service not in BUDGETS:
                 continue
-            drain = drain_seconds(b.env(kind, name, c), default_drain)
+            setting, extra = BUDGETS[service]
+            wait = setting_seconds(b.env(kind, name, c), setting, defaults[setting])
             grace = float(pod.get("terminationGracePeriodSeconds", 30))
             pre = prestop_seconds(c)
-            need = pre + drain + GATEWAY_EXTRA_SECONDS
+            need = pre + wait + extra
             if grace <= need:
                 ctx.fail("drain", f"{b.where}: {kind} {name}: terminationGracePeriodSeconds "
                                   f"{grace:g} must exceed "
-                                  f"preStop {pre:g} s + PULSE_DRAIN_SECONDS {drain:g} + "
-                                  f"{GATEWAY_EXTRA_SECONDS} s = {need:g} s")
-            if grace <= drain:
-                ctx.fail("drain", f"{b.where}: {kind} {name}: terminationGracePeriodSeconds "
-                                  f"{grace:g} does not exceed PULSE_DRAIN_SECONDS {drain:g}")
-            yield (f"{name}: grace {grace:g} s > preStop {pre:g} + drain {drain:g} + "
-                   f"{GATEWAY_EXTRA_SECONDS}")
+                                  f"preStop {pre:g} s + {setting} {wait:g} + "
+                                  f"{extra} s = {need:g} s")
+            yield service, f"{name}: grace {grace:g} s > preStop {pre:g} + {wait:g} + {extra}"
 
 
 def check_compose(ctx, default_drain):
-    """Checks each gateway service in docker-compose.yml; yields a note on each one's budget."""
+    """Checks each gateway service in docker-compose.yml; yields (service, a note on its
+    budget)."""
     for name, svc in ctx.services.items():
         if ctx.compose_service_of.get(name) != "gateway":
             continue
-        drain = drain_seconds(compose_env(svc or {}), default_drain)
+        drain = setting_seconds(compose_env(svc or {}), "PULSE_DRAIN_SECONDS", default_drain)
         grace = seconds((svc or {}).get("stop_grace_period"), 10.0)
         if grace <= drain + GATEWAY_EXTRA_SECONDS:
             ctx.fail("drain", f"compose service {name}: stop_grace_period {grace:g} s must exceed "
                               f"PULSE_DRAIN_SECONDS {drain:g} + {GATEWAY_EXTRA_SECONDS} s")
-        yield (f"compose {name}: stop_grace_period {grace:g} s > drain {drain:g} + "
-               f"{GATEWAY_EXTRA_SECONDS}")
+        yield "gateway", (f"compose {name}: stop_grace_period {grace:g} s > drain {drain:g} + "
+                          f"{GATEWAY_EXTRA_SECONDS}")
 
 
 def check_drain(ctx):
     before = ctx.report.mark()
-    default_drain = ctx.readme_default("PULSE_DRAIN_SECONDS")
-    default_drain = float(default_drain) if default_drain else 10.0
-    notes = [*check_k8s(ctx, default_drain), *check_compose(ctx, default_drain)]
-    if not notes:
+    # README.md's defaults, else the services' own.
+    defaults = {name: seconds(ctx.readme_default(name), fallback)
+                for name, fallback in (("PULSE_DRAIN_SECONDS", 10.0),
+                                       ("PULSE_HTTP_TIMEOUT_SECONDS", 30.0))}
+    default_drain = defaults["PULSE_DRAIN_SECONDS"]
+    checked = [*check_k8s(ctx, defaults), *check_compose(ctx, default_drain)]
+    if not any(service == "gateway" for service, _ in checked):
         ctx.fail("drain", "found no gateway in the Kubernetes overlays or docker-compose.yml")
     if ctx.report.clean_since(before):
-        ctx.say("drain", "ok (" + "; ".join(sorted(set(notes))) + ")")
+        ctx.say("drain", "ok (" + "; ".join(sorted({note for _, note in checked})) + ")")

@@ -51,7 +51,7 @@ def gateway_deployment():
                 "metadata": {"labels": dict(LABELS),
                              "annotations": {"prometheus.io/scrape": "true",
                                              "prometheus.io/port": "8081"}},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 30,
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 35,
                          "topologySpreadConstraints": spread},
             },
         },

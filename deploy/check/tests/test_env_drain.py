@@ -1,5 +1,6 @@
 """env (every PULSE_* variable documented, each only where read) and drain (grace periods)."""
 
+import copy
 import unittest
 
 from pulse_deploy_check.drain import check_drain, seconds
@@ -52,7 +53,7 @@ class DrainTest(fixtures.CheckTest):
         ctx.readme = README
         check_drain(ctx)
         self.assertEqual(ctx.report.errors, [])
-        self.assertIn("pulse-gateway: grace 30 s > preStop 5 + drain 20 + 2",
+        self.assertIn("pulse-gateway: grace 35 s > preStop 5 + 20 + 5",
                       ctx.report.stream.getvalue())
 
     def test_too_short_a_grace_fails(self):
@@ -62,7 +63,30 @@ class DrainTest(fixtures.CheckTest):
         ctx, _ = fixtures.build(docs)
         check_drain(ctx)
         self.assertOnlyError(ctx, "terminationGracePeriodSeconds 25 must exceed preStop 5 s + "
-                                  "PULSE_DRAIN_SECONDS 20 + 2 s = 27 s")
+                                  "PULSE_DRAIN_SECONDS 20 + 5 s = 30 s")
+
+    def test_a_drain_written_as_a_duration_is_read_as_one(self):
+        docs = fixtures.gateway_docs()
+        fixtures.of_kind(docs, "ConfigMap")["data"]["PULSE_DRAIN_SECONDS"] = "1m"
+        ctx, _ = fixtures.build(docs)
+        check_drain(ctx)
+        self.assertOnlyError(ctx, "terminationGracePeriodSeconds 35 must exceed preStop 5 s + "
+                                  "PULSE_DRAIN_SECONDS 60 + 5 s = 70 s")
+
+    def test_a_web_pod_outlasts_its_slowest_request(self):
+        docs = fixtures.gateway_docs()
+        web = copy.deepcopy(fixtures.of_kind(docs, "Deployment"))
+        web["metadata"]["name"] = "pulse-web"
+        web["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/example/pulse-web:1"
+        docs.append(web)
+        ctx, _ = fixtures.build(docs)
+        check_drain(ctx)
+        self.assertOnlyError(ctx, "Deployment pulse-web: terminationGracePeriodSeconds 35 must "
+                                  "exceed preStop 5 s + PULSE_HTTP_TIMEOUT_SECONDS 30 + 1 s = 36 s")
+        web["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 40
+        ctx, _ = fixtures.build(docs)
+        check_drain(ctx)
+        self.assertEqual(ctx.report.errors, [])
 
     def test_a_short_compose_stop_grace_period_fails(self):
         ctx = fixtures.context()
