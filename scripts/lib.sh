@@ -230,7 +230,7 @@ ensure_node() {
   version="${version#v}"
   IFS=. read -r major minor _ <<<"$version"
   if ((major < min_major || (major == min_major && minor < min_minor))); then
-    die "Node.js $version is too old for web/: $min_major.$min_minor or newer is needed (https://nodejs.org)"
+    die "Node.js $version is too old for web/: $min_major.$min_minor or newer is needed (Debian 12 and Ubuntu 24.04 ship older ones: install it from https://nodejs.org or the NodeSource packages, then run this again)"
   fi
   log "node $version, npm $(npm --version 2>/dev/null)"
 }

@@ -23,6 +23,11 @@ stage "services: NATS"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
 psql_on_path
 
+# The web and browser tests need Node.js 20.19+: checked (and installed where apt-get can)
+# before anything is built, so a machine whose Node.js is too old hears so at once.
+stage "tools: Node.js for the web tests"
+ensure_node
+
 # The poller's packet-loss test needs root and network namespaces: checked (and iproute2
 # installed) before anything is built, failing with what is missing.
 stage "network namespaces: for the poller's packet-loss test"

@@ -76,6 +76,15 @@ if ! psql -X -w -q -At "$admin_url" -c "SELECT 1 FROM pg_database WHERE datname 
   psql -X -w -q "$admin_url" -c "CREATE DATABASE \"$db_name\"" </dev/null
 fi
 
+# Node.js is checked before the long Rust build, so a machine whose Node.js is too old (stock
+# Debian 12 ships 18) hears so at once rather than minutes later.
+has_dashboard=0
+if [[ -f web/package.json ]] && grep -q '"build"' web/package.json; then
+  has_dashboard=1
+  stage "tools: Node.js for the dashboard"
+  ensure_node
+fi
+
 stage "build: Rust services ($profile)"
 ensure_cargo
 if [[ "$profile" == release ]]; then
@@ -87,9 +96,8 @@ fi
 bin="${CARGO_TARGET_DIR:-$PULSE_ROOT/target}/$profile"
 
 web_root="$PULSE_ROOT/web/dist"
-if [[ -f web/package.json ]] && grep -q '"build"' web/package.json; then
+if ((has_dashboard)); then
   stage "build: dashboard"
-  ensure_node
   (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 else
   warn "no dashboard build in web/ yet; the web service will serve only the API"
