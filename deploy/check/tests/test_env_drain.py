@@ -56,22 +56,16 @@ class DrainTest(fixtures.CheckTest):
         self.assertIn("pulse-gateway: grace 35 s > preStop 5 + 20 + 5",
                       ctx.report.stream.getvalue())
 
-    def test_too_short_a_grace_fails(self):
-        docs = fixtures.gateway_docs()
-        fixtures.of_kind(docs, "Deployment")["spec"]["template"]["spec"][
-            "terminationGracePeriodSeconds"] = 25
-        ctx, _ = fixtures.build(docs)
-        check_drain(ctx)
-        self.assertOnlyError(ctx, "terminationGracePeriodSeconds 25 must exceed preStop 5 s + "
-                                  "PULSE_DRAIN_SECONDS 20 + 5 s = 30 s")
-
-    def test_a_drain_written_as_a_duration_is_read_as_one(self):
-        docs = fixtures.gateway_docs()
-        fixtures.of_kind(docs, "ConfigMap")["data"]["PULSE_DRAIN_SECONDS"] = "1m"
-        ctx, _ = fixtures.build(docs)
-        check_drain(ctx)
-        self.assertOnlyError(ctx, "terminationGracePeriodSeconds 35 must exceed preStop 5 s + "
-                                  "PULSE_DRAIN_SECONDS 60 + 5 s = 70 s")
+    def test_too_short_a_grace_fails_a_drain_written_as_a_duration_too(self):
+        for grace, drain, need in ((25, "20", "20 + 5 s = 30 s"), (35, "1m", "60 + 5 s = 70 s")):
+            docs = fixtures.gateway_docs()
+            fixtures.of_kind(docs, "Deployment")["spec"]["template"]["spec"][
+                "terminationGracePeriodSeconds"] = grace
+            fixtures.of_kind(docs, "ConfigMap")["data"]["PULSE_DRAIN_SECONDS"] = drain
+            ctx, _ = fixtures.build(docs)
+            check_drain(ctx)
+            self.assertOnlyError(ctx, f"terminationGracePeriodSeconds {grace} must exceed "
+                                      f"preStop 5 s + PULSE_DRAIN_SECONDS {need}")
 
     def test_a_web_pod_outlasts_its_slowest_request(self):
         docs = fixtures.gateway_docs()

@@ -108,6 +108,16 @@ impl Client {
 
     /// Reads until the server closes; returns the close code and reason.
     pub async fn closed(&mut self, within: Duration) -> Closed {
+        self.close_frame(within, false).await
+    }
+
+    /// The close that comes next, with no text message before it; returns its code and reason.
+    pub async fn closed_at_once(&mut self, within: Duration) -> Closed {
+        self.close_frame(within, true).await
+    }
+
+    /// Reads until the close frame, failing on a text message before it when `at_once`.
+    async fn close_frame(&mut self, within: Duration, at_once: bool) -> Closed {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -121,28 +131,9 @@ impl Client {
                     };
                 }
                 Ok(Some(Ok(Message::Close(None)))) => panic!("close without a code"),
+                Ok(Some(Ok(Message::Text(t)))) if at_once => panic!("told {t} before any close"),
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(e))) => panic!("websocket error before close: {e}"),
-            }
-        }
-    }
-
-    /// The close that comes next, with no text message before it; returns its code and reason.
-    pub async fn closed_at_once(&mut self, within: Duration) -> Closed {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.ws.next()).await {
-                Err(_) => panic!("not closed within {within:?}"),
-                Ok(Some(Ok(Message::Text(t)))) => panic!("told {t} before any close"),
-                Ok(Some(Ok(Message::Close(Some(CloseFrame { code, reason }))))) => {
-                    return Closed {
-                        code: code.into(),
-                        reason: reason.to_string(),
-                    };
-                }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
-                other => panic!("no close frame: {other:?}"),
             }
         }
     }
