@@ -227,14 +227,34 @@ impl<P> Event<P> {
 /// listing, of every event after it.
 pub type StoredEvent = Event<Box<serde_json::value::RawValue>>;
 
-/// A payload as PostgreSQL wrote it out (`jsonb::text`), for a [`StoredEvent`]: written as
-/// a decoded [`Value`] would be (compact, keys in order) whenever it decodes, so messages stay
-/// byte for byte what they always were; as stored only when it does not decode.
+/// JSON as PostgreSQL wrote it out (`jsonb::text`, a space after each `,` and `:`), for a
+/// [`StoredEvent`] or a reading's metrics: compact, and otherwise exactly as stored. Not
+/// decoded into a [`Value`] on the way: that would round every number beyond a double
+/// (`123456789012345678901234`, twenty significant digits) that a consumer in another
+/// language reads exactly. Keys stay in PostgreSQL's order (shorter first).
 pub fn stored_payload(text: String) -> serde_json::Result<Box<serde_json::value::RawValue>> {
-    match serde_json::from_str::<Value>(&text) {
-        Ok(value) => serde_json::value::to_raw_value(&value),
-        Err(_) => serde_json::value::RawValue::from_string(text),
+    serde_json::value::RawValue::from_string(compact(&text))
+}
+
+/// `json` without the whitespace between its tokens; strings (and their escapes) untouched.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
     }
+    out
 }
 
 /// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
@@ -288,6 +308,27 @@ mod tests {
         let huge = format!("1{}", "0".repeat(400));
         let text = serde_json::to_string(&stored(&huge)).unwrap();
         assert!(text.ends_with(&format!(r#""payload":{huge}}}"#)), "{text}");
+    }
+
+    #[test]
+    fn a_stored_payload_is_compact_and_exact() {
+        let stored = |text: &str| stored_payload(text.to_owned()).unwrap().get().to_owned();
+        // As PostgreSQL writes `jsonb` out: spaces after `,` and `:`, shorter keys first.
+        assert_eq!(
+            stored(r#"{"id": 5, "tags": ["a", "b c"], "note": "x: y, \"z\" \\"}"#),
+            r#"{"id":5,"tags":["a","b c"],"note":"x: y, \"z\" \\"}"#
+        );
+        // Numbers a double does not hold keep every digit.
+        for exact in [
+            "123456789012345678901234",
+            "0.12345678901234567890",
+            "-1e-400",
+        ] {
+            assert_eq!(stored(&format!("[{exact}]")), format!("[{exact}]"));
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(stored(&deep), deep);
+        assert!(stored_payload("{\"a\": }".into()).is_err());
     }
 
     #[test]

@@ -575,20 +575,22 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
 }
 
 /// PostgreSQL's `jsonb` holds payloads a decoded JSON value cannot (a number past f64, nesting
-/// deeper than 128), written by any caller of `pulse_emit_event`. They are relayed as they
-/// were stored, and do not hold back the events after them, of any tenant.
+/// deeper than 128, more digits than a double keeps), written by any caller of
+/// `pulse_emit_event`. They are relayed as they were stored, every digit, and do not hold back
+/// the events after them, of any tenant.
 #[tokio::test]
 async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothing() {
     let (db, a) = db_with_tenant("ev-odd", 0).await;
     let b = db.tenant("ev-next", 0).await;
     let (nats, js) = shared_streams().await;
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    for payload in [r#"{"x": 1e400}"#, deep.as_str()] {
+    let exact = r#"{"id":123456789012345678901234,"share":0.12345678901234567890}"#;
+    for payload in [r#"{"x": 1e400}"#, deep.as_str(), exact] {
         emit(&db, &a, "odd", "odd:payload", payload).await;
     }
     emit(&db, &b, "orders", "order:placed", json!({"n": 1})).await;
     let relay = relay(&db, &nats, Duration::from_secs(86_400));
-    assert_eq!(relay.relay_once().await.unwrap().read, 3);
+    assert_eq!(relay.relay_once().await.unwrap().read, 4);
     assert_eq!(unrelayed(&db).await, 0);
     assert_eq!(stream_matches_outbox(&js, &db, &b, "orders").await, 1);
     let odd = stored_events(&js, &format!("pulse.v1.{a}.events.odd")).await;
@@ -596,7 +598,7 @@ async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothin
         .iter()
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .collect();
-    assert_eq!(texts.len(), 2);
+    assert_eq!(texts.len(), 3);
     // 1e400 as PostgreSQL writes it out: every digit.
     assert!(
         texts[0].contains(&format!("1{}", "0".repeat(400))),
@@ -604,6 +606,7 @@ async fn payloads_only_postgresql_can_hold_are_relayed_as_stored_and_stop_nothin
         texts[0]
     );
     assert!(texts[1].contains(&deep), "the nested payload as stored");
+    assert!(texts[2].contains(exact), "{}", texts[2]);
 }
 
 /// An event too big for the NATS server's `max_payload` (written by a direct caller of
