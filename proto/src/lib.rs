@@ -25,8 +25,8 @@ pub use client::{Channel, ClientRequest, ErrorCode, ProtocolError, ResetReason, 
 pub use id::{DeviceId, IdError, SiteId, TenantId, Topic, validate_id};
 pub use message::{
     Alert, AlertStatus, AlertsSnapshot, AlertsTag, DeviceStatus, Event, EventTag, FleetCounts,
-    FleetDevice, FleetSnapshot, FleetTag, StoredEvent, Telemetry, TelemetryData, TelemetryTag,
-    UserChange, UserChanged, UserChangedTag,
+    FleetDevice, FleetSnapshot, FleetTag, StoredEvent, StoredTelemetry, Telemetry, TelemetryData,
+    TelemetryTag, UserChange, UserChanged, UserChangedTag,
 };
 pub use subject::Subject;
 pub use time::Timestamp;

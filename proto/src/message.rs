@@ -106,26 +106,34 @@ impl AlertStatus {
     }
 }
 
+// The metrics are a decoded map by default; `StoredTelemetry` keeps them as stored text.
 /// `pulse.v1.<tenant_id>.device.<device_id>.telemetry`: the device's latest reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Telemetry {
+#[schemars(rename = "Telemetry")]
+pub struct Telemetry<M = Map<String, Value>> {
     /// Always `"telemetry"`.
     #[serde(rename = "type")]
     pub kind: TelemetryTag,
     pub tenant_id: TenantId,
     pub device_id: DeviceId,
     pub seq: u64,
-    pub data: TelemetryData,
+    pub data: TelemetryData<M>,
 }
 
 /// The reading inside a [`Telemetry`] message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct TelemetryData {
+#[schemars(rename = "TelemetryData")]
+pub struct TelemetryData<M = Map<String, Value>> {
     /// When the device took the reading.
     pub timestamp: Timestamp,
     /// Every metric of the reading, as written to the database.
-    pub metrics: Map<String, Value>,
+    pub metrics: M,
 }
+
+/// A [`Telemetry`] message whose metrics are kept as the JSON text they were stored as (see
+/// [`stored_payload`]): the same message on the wire, with what a decoded map cannot hold
+/// (`1e400`, nesting deeper than 128, more digits than a double keeps) sent as written.
+pub type StoredTelemetry = Telemetry<Box<serde_json::value::RawValue>>;
 
 /// `pulse.v1.<tenant_id>.fleet`: device counts and statuses of a tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -23,19 +23,22 @@
 use std::collections::HashMap;
 
 use pulse_proto::{DeviceId, TenantId};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 /// One reading, the newest of its device in the window read.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Reading {
     pub tenant: TenantId,
     pub device: DeviceId,
     pub ts: OffsetDateTime,
     /// The transaction that wrote it: orders readings with the same `ts`.
     pub xid: u64,
-    pub metrics: Map<String, Value>,
+    /// As the database holds them, not decoded (see [`pulse_proto::message::stored_payload`]):
+    /// a number or a nesting a decoded map cannot hold would otherwise fail the whole read,
+    /// and with it the telemetry of every tenant.
+    pub metrics: Box<RawValue>,
 }
 
 impl Reading {
@@ -55,7 +58,8 @@ struct Row {
     device_id: Option<String>,
     ts: Option<OffsetDateTime>,
     xid: Option<String>,
-    metrics: Option<sqlx::types::Json<Value>>,
+    /// `jsonb::text`: an object (the table's check).
+    metrics: Option<String>,
 }
 
 /// Where reading resumes, and what was already published.
@@ -83,7 +87,7 @@ impl Cursor {
                      SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.xid, r.metrics \
                        FROM snap LEFT JOIN LATERAL ( \
                             SELECT d.tenant_id::text, d.device_id::text, l.ts, l.xid::text, \
-                                   l.metrics \
+                                   l.metrics::text AS metrics \
                               FROM devices d \
                              CROSS JOIN LATERAL ( \
                                    SELECT ts, xid, metrics FROM telemetry t \
@@ -97,7 +101,7 @@ impl Cursor {
                      SELECT snap.xmin, r.tenant_id, r.device_id, r.ts, r.xid, r.metrics \
                        FROM snap LEFT JOIN LATERAL ( \
                             SELECT DISTINCT ON (tenant_id, device_id) \
-                                   tenant_id, device_id, ts, xid::text, metrics \
+                                   tenant_id, device_id, ts, xid::text, metrics::text AS metrics \
                               FROM telemetry \
                              WHERE xid >= $1::text::xid8 \
                              ORDER BY tenant_id, device_id, ts DESC, xid DESC) r ON true",
@@ -131,9 +135,8 @@ impl Cursor {
             {
                 continue;
             }
-            let metrics = match metrics.0 {
-                Value::Object(m) => m,
-                _ => Map::new(),
+            let Ok(metrics) = pulse_proto::message::stored_payload(metrics) else {
+                continue;
             };
             readings.push(Reading {
                 tenant,

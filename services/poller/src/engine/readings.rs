@@ -5,7 +5,7 @@ use super::{CycleError, Engine};
 use crate::metrics::{Kind, Query};
 use crate::publisher::{self, Outgoing};
 use crate::telemetry::Version;
-use pulse_proto::{DeviceId, Subject, Telemetry, TelemetryData, TenantId, Timestamp};
+use pulse_proto::{DeviceId, StoredTelemetry, Subject, TelemetryData, TenantId, Timestamp};
 use std::time::Instant;
 
 impl Engine {
@@ -32,7 +32,7 @@ impl Engine {
             }
             let seq = self.seq.next();
             let version = r.version();
-            let message = Telemetry {
+            let message = StoredTelemetry {
                 kind: Default::default(),
                 tenant_id: r.tenant.clone(),
                 device_id: r.device.clone(),

@@ -178,6 +178,49 @@ async fn telemetry_reaches_the_device_subject() {
     poller.stop().await;
 }
 
+/// A reading's metrics go out as the database holds them: a number past a double or with more
+/// digits than one keeps, every digit, and nesting deeper than 128. A reading a decoded map
+/// cannot hold stops neither its own telemetry nor any other tenant's.
+#[tokio::test]
+async fn readings_only_postgresql_can_hold_go_out_as_stored_and_stop_nothing() {
+    let (db, odd_tenant) = db_with_tenant("tele-odd", 1).await;
+    let next_tenant = db.tenant("tele-next", 1).await;
+    let nats = pulse_test_support::nats::shared().await;
+    let mut odd = nats
+        .subscribe(format!("pulse.v1.{odd_tenant}.device.*.telemetry"))
+        .await
+        .unwrap();
+    let mut next = subscribe(&format!("pulse.v1.{next_tenant}.device.*.telemetry")).await;
+    let poller = spawn_active(config(&db)).await;
+
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let metrics = format!(r#"{{"x": 1e400, "id": 123456789012345678901234, "deep": {deep}}}"#);
+    let insert = format!(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-1', now(), '{metrics}'::jsonb)"
+    );
+    exec(&db, &insert, &odd_tenant).await;
+    db.reading(&next_tenant, "dev-1", json!({"n": 1})).await;
+    let msg = next
+        .until(Duration::from_secs(5), |v| v["device_id"] == "dev-1")
+        .await;
+    assert_eq!(msg["data"]["metrics"], json!({"n": 1}));
+    let published =
+        tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut odd))
+            .await
+            .expect("the odd reading is published")
+            .unwrap();
+    let text = String::from_utf8_lossy(&published.payload);
+    for kept in [
+        format!("1{}", "0".repeat(400)),
+        "123456789012345678901234".to_owned(),
+        deep,
+    ] {
+        assert!(text.contains(&kept), "{text}");
+    }
+    poller.stop().await;
+}
+
 #[tokio::test]
 async fn a_reading_of_a_tenant_the_poller_was_not_told_about_is_published() {
     let db = ScratchDb::migrated("poller").await;

@@ -5,7 +5,6 @@ use axum::extract::State;
 use pulse_proto::fleet::status;
 use pulse_proto::{DeviceId, DeviceStatus, SiteId, Timestamp};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -48,14 +47,31 @@ pub struct DevicePage {
     pub next: Option<String>,
 }
 
-/// A reading, as `SELECT ts, metrics FROM telemetry` reads it.
+/// A reading, as `SELECT ts, metrics::text AS metrics FROM telemetry` reads it.
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
 pub struct Reading {
     #[schema(value_type = String, format = DateTime)]
     #[sqlx(rename = "ts", try_from = "OffsetDateTime")]
     pub timestamp: Timestamp,
+    /// Every metric, as the database holds them.
     #[schema(value_type = Object)]
-    pub metrics: Value,
+    #[sqlx(try_from = "String")]
+    pub metrics: StoredJson,
+}
+
+/// JSON as the database holds it, not decoded (see [`pulse_proto::message::stored_payload`]):
+/// a number past a double keeps its digits, and one a decoded value cannot hold at all
+/// (`1e400`, nesting deeper than 128) is listed instead of failing the request.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct StoredJson(Box<serde_json::value::RawValue>);
+
+impl TryFrom<String> for StoredJson {
+    type Error = serde_json::Error;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        pulse_proto::message::stored_payload(text).map(StoredJson)
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -146,7 +162,7 @@ pub async fn get(
     .await?;
     let row = row.ok_or(ApiError::NotFound("device"))?;
     let latest: Option<Reading> = sqlx::query_as(
-        "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+        "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
     )
     .bind(device_id.as_str())
     .fetch_optional(&mut *tx)
@@ -183,13 +199,12 @@ pub struct ReadingPage {
 }
 
 /// A device's newest readings (`$1` device, `$2` limit), newest first.
-pub const READINGS: &str =
-    "SELECT ts, metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT $2";
+pub const READINGS: &str = "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT $2";
 /// [`READINGS`] after an instant (`$1` device, `$2` since, `$3` limit). A statement of its own
 /// rather than a `$n IS NULL OR ts > $n` filter: a generic plan of that (which PostgreSQL takes
 /// for a statement a connection has run a few times) walks the device's whole history to find
 /// the few readings after `since`, on every poll. Public for the test that checks the plans.
-pub const READINGS_SINCE: &str = "SELECT ts, metrics FROM telemetry WHERE device_id = $1 AND ts > $2 \
+pub const READINGS_SINCE: &str = "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 AND ts > $2 \
                                     ORDER BY ts DESC LIMIT $3";
 
 #[utoipa::path(get, path = "/api/v2/devices/{device_id}/telemetry", tag = "devices",

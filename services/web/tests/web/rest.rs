@@ -51,6 +51,34 @@ async fn everything_is_scoped_to_the_callers_tenant() {
     env.finish().await;
 }
 
+/// A reading PostgreSQL holds but a decoded JSON value cannot (a number past a double, more
+/// digits than one keeps) is listed as stored, every digit, in the history and as the latest.
+#[tokio::test]
+async fn a_reading_only_postgresql_can_hold_is_listed_as_stored() {
+    let env = spawn().await;
+    let metrics = r#"{"x": 1e400, "id": 123456789012345678901234}"#;
+    let insert = format!(
+        "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+         VALUES ($1, 'dev-0001', now(), '{metrics}'::jsonb)"
+    );
+    env.execute(&insert, &[&env.tenant]).await;
+    let c = env.login("viewer", &env.tenant).await;
+    for path in [
+        "/api/v2/devices/dev-0001",
+        "/api/v2/devices/dev-0001/telemetry",
+    ] {
+        let r = get(&c, env.at(path)).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let text = r.text().await.unwrap();
+        let huge = format!("1{}", "0".repeat(400));
+        assert!(
+            text.contains(&format!(r#"{{"x":{huge},"id":123456789012345678901234}}"#)),
+            "{path}: {text}"
+        );
+    }
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn devices_page_and_telemetry_history() {
     let env = spawn().await;
