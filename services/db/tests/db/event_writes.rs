@@ -64,6 +64,17 @@ async fn a_tenant_connection_cannot_renumber_or_pre_relay_its_events() {
             "INSERT INTO events (tenant_id, topic, event, relayed_at) VALUES ($1, 'orders', 'x', now())",
             "events_relayed_by_the_relay",
         ),
+        // Nor a time of its own: one no reader's clock holds, or one backdated (pruned with
+        // its idempotency key at once) or ahead.
+        (
+            "INSERT INTO events (tenant_id, topic, event, created_at) VALUES ($1, 'orders', 'x', 'infinity')",
+            "events_created_at_by_the_database",
+        ),
+        (
+            "INSERT INTO events (tenant_id, topic, event, created_at) \
+             VALUES ($1, 'orders', 'x', now() - interval '2 days')",
+            "events_created_at_by_the_database",
+        ),
     ] {
         let e = as_tenant(&db.pool, &tenant, write).await.unwrap_err();
         assert_eq!(refusal(&e), constraint, "{write}");
@@ -87,7 +98,8 @@ async fn a_tenant_connection_cannot_renumber_or_pre_relay_its_events() {
 }
 
 /// The owner (migrations, triggers) is held to the same numbering: a trigger or a script
-/// writing rows directly cannot choose a seq either.
+/// writing rows directly cannot choose a seq either, nor move an event to a time no reader's
+/// clock holds (which would stop the relay of every tenant's events).
 #[tokio::test]
 async fn even_the_owner_writes_events_without_choosing_their_seq() {
     let db = ScratchDb::migrated("db").await;
@@ -100,6 +112,21 @@ async fn even_the_owner_writes_events_without_choosing_their_seq() {
     .await
     .unwrap_err();
     assert_eq!(refusal(&e), "events_seq_drawn");
+    sqlx::query("SELECT pulse_emit_event($1, 'dated', 'x')")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for when in ["infinity", "10000-01-01", "0044-03-15 BC"] {
+        let e = sqlx::query(&format!(
+            "UPDATE events SET created_at = '{when}' WHERE tenant_id = $1"
+        ))
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+        assert_eq!(refusal(&e), "events_created_at_in_range", "{when}");
+    }
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO events (tenant_id, topic, event) VALUES ($1, 'orders', 'x') RETURNING seq",
     )
@@ -107,5 +134,5 @@ async fn even_the_owner_writes_events_without_choosing_their_seq() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(seq, 1);
+    assert_eq!(seq, 1, "the first of its topic");
 }
