@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, pull};
+use async_nats::jetstream::stream::PurgeErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use pulse_proto::subject::DEVICES_BUCKET;
@@ -79,6 +80,8 @@ pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<kv::Stor
 /// The registry as this poller last wrote it.
 pub struct DeviceRegistry {
     store: kv::Store,
+    /// Where a removed device's last reading is purged from `PULSE_STATE`.
+    js: jetstream::Context,
     /// The devices listed for each tenant synced so far.
     known: HashMap<TenantId, HashSet<DeviceId>>,
     /// How many times a tenant's keys were read from the bucket.
@@ -94,6 +97,7 @@ impl DeviceRegistry {
         let store = ensure(js, replicas).await?;
         Ok(Self {
             store,
+            js: js.clone(),
             known: HashMap::new(),
             reads: 0,
             bucket_reads: 0,
@@ -123,6 +127,16 @@ impl DeviceRegistry {
         tenant: &TenantId,
         devices: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), RegistryError> {
+        self.write(tenant, devices, true).await
+    }
+
+    /// [`Self::sync`]; `purge_readings`: see [`Self::apply`].
+    async fn write<'a>(
+        &mut self,
+        tenant: &TenantId,
+        devices: impl IntoIterator<Item = &'a str>,
+        purge_readings: bool,
+    ) -> Result<(), RegistryError> {
         let wanted: HashSet<DeviceId> = devices
             .into_iter()
             .filter_map(|d| DeviceId::parse(d).ok())
@@ -137,7 +151,9 @@ impl DeviceRegistry {
         let added: Vec<DeviceId> = wanted.difference(&known).cloned().collect();
         let removed: Vec<DeviceId> = known.difference(&wanted).cloned().collect();
         let mut listed = known;
-        let result = self.apply(tenant, added, removed, &mut listed).await;
+        let result = self
+            .apply(tenant, added, removed, &mut listed, purge_readings)
+            .await;
         // Kept even when empty: a tenant without devices is read from the bucket once, not on
         // every fleet read.
         self.known.insert(tenant.clone(), listed);
@@ -150,11 +166,12 @@ impl DeviceRegistry {
         self.known.remove(tenant);
     }
 
-    /// Removes every device of `tenants`, which were deleted.
+    /// Removes every device of `tenants`, which were deleted (their subjects are purged with
+    /// the tenant's, [`crate::streams::purge_tenant`]).
     pub async fn remove_tenants(&mut self, tenants: &[TenantId]) -> Result<(), RegistryError> {
         let mut result = Ok(());
         for tenant in tenants {
-            let r = self.sync(tenant, std::iter::empty()).await;
+            let r = self.write(tenant, std::iter::empty(), false).await;
             if r.is_ok() {
                 self.known.remove(tenant);
             }
@@ -262,18 +279,22 @@ impl DeviceRegistry {
     }
 
     /// Writes the changes, `CONCURRENCY` at a time; `listed` ends as what the bucket holds.
+    /// With `purge_readings`, a removed device's last reading is purged from `PULSE_STATE`
+    /// before its key is deleted (so a failed purge is tried again at the next sync): kept, it
+    /// would stay there for good, a device nobody has, for whoever reads the subject.
     async fn apply(
         &self,
         tenant: &TenantId,
         added: Vec<DeviceId>,
         removed: Vec<DeviceId>,
         listed: &mut HashSet<DeviceId>,
+        purge_readings: bool,
     ) -> Result<(), RegistryError> {
         let total = added.len() + removed.len();
         if total == 0 {
             return Ok(());
         }
-        let store = &self.store;
+        let (store, js) = (&self.store, &self.js);
         let writes = added
             .into_iter()
             .map(|d| (true, d))
@@ -289,6 +310,8 @@ impl DeviceRegistry {
                         .await
                         .map(drop)
                         .map_err(|e| failed(&e))
+                } else if purge_readings && let Err(e) = purge_reading(js, tenant, &device).await {
+                    Err((false, e))
                 } else {
                     store.delete(&key).await.map_err(|e| failed(&e))
                 };
@@ -325,6 +348,30 @@ impl DeviceRegistry {
                 store_failed,
             }),
         }
+    }
+}
+
+/// Purges `device`'s last reading from `PULSE_STATE`.
+async fn purge_reading(
+    js: &jetstream::Context,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<(), String> {
+    let subject = pulse_proto::Subject::Telemetry(tenant.clone(), device.clone()).to_string();
+    let stream = js
+        .get_stream_no_info(pulse_proto::subject::STATE_STREAM)
+        .await
+        .map_err(|e| format!("cannot purge {subject}: {e}"))?;
+    match stream.purge().filter(subject.as_str()).await {
+        Ok(_) => Ok(()),
+        // No stream, no reading to purge (it is created before any reading is published).
+        Err(e)
+            if matches!(e.kind(), PurgeErrorKind::JetStream(js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot purge {subject}: {e}")),
     }
 }
 

@@ -44,6 +44,20 @@ async fn listed_on(js: &async_nats::jetstream::Context, tenant: &str) -> BTreeSe
     out
 }
 
+/// Whether `PULSE_STATE` holds a reading of `device`.
+async fn holds_reading(tenant: &str, device: &str) -> bool {
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let stream = js
+        .get_stream(pulse_proto::subject::STATE_STREAM)
+        .await
+        .unwrap();
+    let subject = format!("pulse.v1.{tenant}.device.{device}.telemetry");
+    stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .is_ok()
+}
+
 fn set(devices: &[&str]) -> BTreeSet<String> {
     devices.iter().map(|d| d.to_string()).collect()
 }
@@ -65,6 +79,14 @@ async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
     let poller = spawn_poller(config(&db)).await;
     until_listed(&tenant, &["dev-1", "dev-2", "dev-3"]).await;
     until_listed(&bystander, &["dev-1"]).await;
+    for device in ["dev-2", "dev-3"] {
+        db.reading(&tenant, device, serde_json::json!({"n": 1}))
+            .await;
+        eventually("the reading stored", Duration::from_secs(10), || {
+            holds_reading(&tenant, device)
+        })
+        .await;
+    }
 
     exec(
         &db,
@@ -79,6 +101,9 @@ async fn the_registry_follows_devices_added_and_removed_and_tenants_deleted() {
     )
     .await;
     until_listed(&tenant, &["dev-1", "dev-3", "dev-4"]).await;
+    // A removed device's last reading goes with it; the others' stay.
+    assert!(!holds_reading(&tenant, "dev-2").await);
+    assert!(holds_reading(&tenant, "dev-3").await);
 
     // A deleted tenant takes its devices with it; the other tenant keeps its own.
     exec(&db, "DELETE FROM tenants WHERE tenant_id = $1", &tenant).await;
