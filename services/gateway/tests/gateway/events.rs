@@ -463,7 +463,15 @@ async fn a_client_closed_as_too_slow_resumes_with_since_and_loses_nothing() {
         publish_stored(&js, &subject, seq, body).await;
     }
     let (seen, code) = slow.events_until_closed(Duration::from_secs(20)).await;
+    // Closed as a slow consumer: the close frame reaches it unless the gateway had to drop the
+    // connection with the close still unsent, which the count says all the same.
     assert!(matches!(code, Some(4008) | None), "{code:?}");
+    let closes = metric(
+        &gw.metrics().await,
+        "pulse_gateway_slow_consumer_closes_total",
+        &[],
+    );
+    assert_eq!(closes, 1.0, "closed as a slow consumer");
     let last = seen.last().copied().unwrap_or(0);
     assert_eq!(
         seen,

@@ -247,9 +247,7 @@ async fn a_nats_restart_keeps_websockets_and_resends_the_current_snapshot() {
     server.start_again().await;
     let publisher = async_nats::connect(&url).await.unwrap();
     retain_alerts(&publisher, &tenant, 11, "after").await;
-    let got = c
-        .until(Duration::from_secs(15), |m| m["v"] == "after")
-        .await;
+    let got = c.until(Duration::from_secs(5), |m| m["v"] == "after").await;
     eprintln!(
         "measured: NATS restarted -> the client has the newest snapshot: {:?}",
         back.elapsed()

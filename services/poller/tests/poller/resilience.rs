@@ -193,15 +193,24 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
     } = on_private_nats("acklost", 1).await;
     let js = pulse_test_support::nats::checks(async_nats::connect(&nats.url).await.unwrap());
     let subject = format!("pulse.v1.{tenant}.alerts");
-    let stored = || last_stored(&js, &subject);
+    let stored = || last_stored_at(&js, &subject);
     let errors = || async { poller.metric("pulse_poller_errors_total", &[]).await };
     eventually(
         "the first snapshot stored",
         Duration::from_secs(10),
-        || async { stored().await.is_some_and(|v| alert_ids(&v).is_empty()) },
+        || async {
+            stored()
+                .await
+                .is_some_and(|(_, v)| alert_ids(&v).is_empty())
+        },
     )
     .await;
     let errors_before = errors().await;
+    let (before, _) = stored().await.unwrap();
+    let watcher = async_nats::connect(&nats.url).await.unwrap();
+    let mut live = watcher.subscribe(subject.clone()).await.unwrap();
+    // In place on the server before it hangs.
+    watcher.flush().await.unwrap();
 
     // NATS hangs while an alert opens: the snapshot with it goes out, its ack never comes.
     nats.pause();
@@ -219,9 +228,31 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
     eventually(
         "the stream's newest snapshot is the state without the alert",
         Duration::from_secs(15),
-        || async { stored().await.is_some_and(|v| !alert_ids(&v).contains(&id)) },
+        || async {
+            stored()
+                .await
+                .is_some_and(|(seq, v)| seq > before && !alert_ids(&v).contains(&id))
+        },
     )
     .await;
+    // What the server took after the hang, in order: the late snapshot with the alert (the
+    // fault took hold: the stream stored it, and kept it only until the next), then the state
+    // without it, sent again although it is the one recorded before the hang.
+    let mut sent = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut live),
+    )
+    .await
+    {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        sent.push(alert_ids(&v).contains(&id));
+    }
+    let late = sent.iter().position(|&with| with);
+    assert!(
+        late.is_some_and(|at| sent[at..].contains(&false)),
+        "with the alert, then without it: {sent:?}"
+    );
     poller.stop().await;
 }
 
@@ -341,10 +372,18 @@ async fn last_stored(
     js: &async_nats::jetstream::Context,
     subject: &str,
 ) -> Option<serde_json::Value> {
+    last_stored_at(js, subject).await.map(|(_, v)| v)
+}
+
+/// [`last_stored`], with its stream sequence.
+async fn last_stored_at(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> Option<(u64, serde_json::Value)> {
     let stream = js
         .get_stream(pulse_proto::subject::STATE_STREAM)
         .await
         .ok()?;
     let m = stream.direct_get_last_for_subject(subject).await.ok()?;
-    serde_json::from_slice(&m.payload).ok()
+    Some((m.sequence, serde_json::from_slice(&m.payload).ok()?))
 }
