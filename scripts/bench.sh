@@ -20,15 +20,23 @@
 #      $BENCH_ROLLING_DRAIN_SECONDS; mid-run the bench sends each gateway SIGTERM in turn
 #      (--restart-pid) and this script, as their supervisor, starts each again on its port as
 #      soon as it has exited.
+#   7. peers: one broadcast load, the same flags, against three fan-outs one after another: a
+#      fresh gateway (results peers-gateway.*); the Node `ws` peer of
+#      services/bench/peers/node-ws on $BENCH_NODE_PEER_PORT (peers-node-ws.*); and a
+#      nats-server of its own with WebSocket on $BENCH_NATS_PEER_PORT + 1, which the bench's
+#      clients speak NATS to and its publisher publishes to (peers-nats-ws.*). Each is measured
+#      by its own process's CPU (--gateway-pid), as the gateway is.
 #
 # Sizes (environment): BENCH_SCENARIOS (default "idle broadcast telemetry sweep churn storm
-# events rolling"), BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000),
+# events rolling"; "peers" is run only when named), BENCH_IDLE_CONNECTIONS (15000), BENCH_BROADCAST_CONNECTIONS (5000),
 # BENCH_BROADCAST_RATE (10), BENCH_TELEMETRY_CONNECTIONS (5000), BENCH_SECONDS (30),
 # BENCH_SWEEP_RATES, BENCH_SWEEP_SECONDS (10), BENCH_CHURN_CYCLES (100000),
 # BENCH_STORM_CONNECTIONS (15000), BENCH_EVENTS_CONNECTIONS (1000), BENCH_EVENTS_RATE (200),
 # BENCH_EVENTS_KILL (1; 0 runs the events scenario without killing a gateway, as a control),
 # BENCH_ROLLING_DRAIN_SECONDS (5: PULSE_DRAIN_SECONDS of the rolling scenario's gateways; the
-# rolling scenario uses the sizes of events), BENCH_PORT (18081), BENCH_POLLER_PORT (19090).
+# rolling scenario uses the sizes of events), BENCH_PEERS_CONNECTIONS (5000; peers uses
+# BENCH_BROADCAST_RATE), BENCH_PORT (18081), BENCH_POLLER_PORT (19090), BENCH_NODE_PEER_PORT
+# (18091), BENCH_NATS_PEER_PORT (14223).
 # Gateway settings (PULSE_WS_*, PULSE_CLIENT_QUEUE_EVENTS, ...) set in the environment reach
 # the gateway unchanged, so knobs can be compared run against run.
 set -euo pipefail
@@ -48,6 +56,8 @@ OUT="$PULSE_ROOT/target/bench/$STAMP"
 GATEWAY_URL="ws://127.0.0.1:$PORT/api/v2/ws"
 SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 GW_PID=""
+# The peer being measured (peers).
+PEER_PID=""
 # The events scenario's stack: second gateway, poller, database.
 GW2_PID=""
 POLLER_PID=""
@@ -102,7 +112,11 @@ stop_events_stack() {
     EVENTS_DB=""
   fi
 }
-trap stop_events_stack EXIT
+stop_peer() {
+  stop_pid "$PEER_PID"
+  PEER_PID=""
+}
+trap 'stop_events_stack; stop_peer' EXIT
 
 # launch_gateway PORT — start a gateway on 127.0.0.1:PORT, its pid in LAUNCHED, and wait
 # until it is ready.
@@ -147,6 +161,59 @@ bench() {
     --gateway "$GATEWAY_URL" --gateway-pid "$GW_PID" --processes 0 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
   stop_gateway
+}
+
+# listening PORT PID NAME — wait until something accepts on 127.0.0.1:PORT, while process PID
+# (NAME) runs.
+listening() {
+  local port="$1" pid="$2" name="$3" deadline=$((SECONDS + 20))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || die "$name exited; see $OUT/$name.log"
+    ((SECONDS < deadline)) || die "$name did not listen on port $port within 20 s; see $OUT/$name.log"
+    sleep 0.2
+  done
+}
+
+# peer_bench NAME URL ARGS... — a scenario against the peer PEER_PID serving URL.
+peer_bench() {
+  local name="$1" url="$2"
+  shift 2
+  stage "$name: pulse-bench run $*"
+  log "load before: $(cat /proc/loadavg)"
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run "$@" \
+    --gateway "$url" --gateway-pid "$PEER_PID" --processes 0 \
+    --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+}
+
+# peers ARGS... — the broadcast load ARGS against the gateway, the Node `ws` peer and
+# nats-server's WebSocket, one after another.
+peers() {
+  bench peers-gateway broadcast "$@"
+
+  ensure_node
+  local node_dir="$PULSE_ROOT/services/bench/peers/node-ws" node_port="${BENCH_NODE_PEER_PORT:-18091}"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) >>"$OUT/peer-node-ws.log" 2>&1 ||
+    die "could not install the node-ws peer's packages; see $OUT/peer-node-ws.log"
+  PORT="$node_port" PULSE_JWT_SECRET="$SECRET" node "$node_dir/server.mjs" >>"$OUT/peer-node-ws.log" 2>&1 &
+  PEER_PID=$!
+  listening "$node_port" "$PEER_PID" peer-node-ws
+  peer_bench peers-node-ws "ws://127.0.0.1:$node_port/api/v2/ws" broadcast "$@"
+  stop_peer
+
+  local nats_bin="" candidate nats_port="${BENCH_NATS_PEER_PORT:-14223}"
+  for candidate in "$(command -v nats-server || true)" /usr/sbin/nats-server /usr/local/bin/nats-server \
+    "$PULSE_ROOT/.pulse/nats/pip/bin/nats-server"; do
+    [[ -n "$candidate" && -x "$candidate" ]] && nats_bin="$candidate" && break
+  done
+  [[ -n "$nats_bin" ]] || die "nats-server is needed for the peers scenario (scripts/ensure-nats.sh installs it)"
+  printf 'listen: "127.0.0.1:%s"\nwebsocket {\n  listen: "127.0.0.1:%s"\n  no_tls: true\n}\n' \
+    "$nats_port" $((nats_port + 1)) >"$OUT/peer-nats-ws.conf"
+  "$nats_bin" -c "$OUT/peer-nats-ws.conf" >>"$OUT/peer-nats-ws.log" 2>&1 &
+  PEER_PID=$!
+  listening $((nats_port + 1)) "$PEER_PID" peer-nats-ws
+  peer_bench peers-nats-ws "ws://127.0.0.1:$((nats_port + 1))/" broadcast "$@" \
+    --protocol nats --nats-url "nats://127.0.0.1:$nats_port"
+  stop_peer
 }
 
 # ended PID — whether process PID has exited (gone, or a zombie not reaped yet).
@@ -275,6 +342,10 @@ for scenario in $SCENARIOS; do
       bench storm storm --connections "${BENCH_STORM_CONNECTIONS:-15000}" --seconds 5 \
         --connect-concurrency 256
       ;;
+    peers)
+      peers --connections "${BENCH_PEERS_CONNECTIONS:-5000}" \
+        --msgs-per-second "${BENCH_BROADCAST_RATE:-10}" --seconds "$SECONDS_EACH"
+      ;;
     events | rolling)
       mode="kill"
       [[ "$scenario" == events ]] || mode=rolling
@@ -309,6 +380,17 @@ stage "summary (targets: docs/BENCHMARKS.md)"
       "$(j "$s" '.stages[0].deliveries_per_gateway_cpu_second // 0 | round')" \
       "$([[ $s == broadcast ]] && echo '>= 250000')"
   done
+  if [[ -f "$OUT/peers-gateway.json" ]]; then
+    gateway_rate="$(j peers-gateway '.stages[0].deliveries_per_gateway_cpu_second // 0')"
+    for peer in peers-gateway peers-node-ws peers-nats-ws; do
+      [[ -f "$OUT/$peer.json" ]] || continue
+      printf '%-12s %-40s %-22s %s\n' peers "${peer#peers-}: deliveries per CPU-second" \
+        "$(j "$peer" '.stages[0].deliveries_per_gateway_cpu_second // 0 | round')" \
+        "$(jq -r --argjson gw "$gateway_rate" '.stages[0].deliveries_per_gateway_cpu_second // 0 | if . > 0 then "gateway x\($gw / . * 100 | round / 100)" else "" end' "$OUT/$peer.json")"
+      printf '%-12s %-40s %-22s %s\n' peers "${peer#peers-}: missing; p50 / p99 (ms)" \
+        "$(j "$peer" '.stages[0] | "\(.missing); \(.latency.p50_ms) / \(.latency.p99_ms)"')" ""
+    done
+  fi
   if [[ -f "$OUT/sweep.json" ]]; then
     printf '%-12s %-40s %-22s %s\n' sweep "highest rate with p99 <= 100 ms, no loss" \
       "$(j sweep '[.stages[] | select(.latency.p99_ms <= 100 and .missing == 0)] | max_by(.deliveries_per_second) // {} | "\(.deliveries_per_second // 0 | round)/s"')" "report"

@@ -23,10 +23,13 @@ stage "services: NATS"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
 psql_on_path
 
-# The web and browser tests need Node.js 20.19+: checked (and installed where apt-get can)
-# before anything is built, so a machine whose Node.js is too old hears so at once.
-stage "tools: Node.js for the web tests"
+# The web and browser tests, and the bench's test of its Node peer, need Node.js 20.19+:
+# checked (and installed where apt-get can) before anything is built, so a machine whose
+# Node.js is too old hears so at once.
+stage "tools: Node.js for the web tests and the bench's Node peer"
 ensure_node
+(cd services/bench/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error) ||
+  die "could not install the packages of services/bench/peers/node-ws (npm ci)"
 
 # The poller's packet-loss test needs root and network namespaces: checked (and iproute2
 # installed) before anything is built, failing with what is missing.

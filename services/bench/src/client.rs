@@ -1,6 +1,7 @@
 //! One bench client: a WebSocket to a gateway, opened from its own source address, with the
-//! token in the query as a browser sends it. Nothing here trusts what the gateway sends: every
-//! unexpected frame is an error value, never a panic.
+//! token in the query as a browser sends it; or, to measure the peer, to a nats-server's
+//! WebSocket speaking NATS's own protocol (see [`crate::config::Protocol`]). Nothing here trusts
+//! what the other end sends: every unexpected frame is an error value, never a panic.
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 
@@ -10,7 +11,17 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::config::Protocol;
+
+mod nats;
+
+/// A client's socket, and what it speaks on it.
+pub struct Ws {
+    socket: WebSocketStream<TcpStream>,
+    /// Speaking NATS's protocol: the bytes read and not parsed yet (a frame of nats-server's
+    /// may hold several messages, or part of one).
+    nats: Option<Vec<u8>>,
+}
 
 /// A gateway to connect to.
 #[derive(Debug, Clone)]
@@ -138,42 +149,90 @@ pub fn ws_config(read_buffer_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Opens a WebSocket to `target` as the holder of `token`, from source address `index`.
+/// Opens a WebSocket to `target` as the holder of `token` (a NATS client has none), from
+/// source address `index`.
 pub async fn connect(
     target: &Target,
     token: &str,
     index: u64,
     spread: bool,
     read_buffer_bytes: usize,
+    protocol: Protocol,
 ) -> Result<Ws, ClientError> {
     let stream = crate::source::connect(target.addr, index, spread)
         .await
         .map_err(ClientError::Tcp)?;
-    let url = format!("{}?token={token}", target.url);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
+    let url = match protocol {
+        Protocol::Pulse => format!("{}?token={token}", target.url),
+        Protocol::Nats => target.url.clone(),
+    };
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
         url,
         stream,
         Some(ws_config(read_buffer_bytes)),
     )
     .await?;
-    Ok(ws)
+    Ok(Ws {
+        socket,
+        nats: (protocol == Protocol::Nats).then(Vec::new),
+    })
 }
 
-/// The next text frame; pings and pongs are skipped (tungstenite answers pings itself).
-/// A close frame or the end of the stream is an error.
-pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, ClientError> {
+/// The next frame's bytes, text or binary; pings and pongs are skipped (tungstenite answers
+/// pings itself). A close frame or the end of the stream is an error.
+async fn next_frame(socket: &mut WebSocketStream<TcpStream>) -> Result<Message, ClientError> {
     loop {
-        match ws.next().await {
+        match socket.next().await {
             None => return Err(ClientError::Ended),
             Some(Err(e)) => return Err(e.into()),
-            Some(Ok(Message::Text(text))) => return Ok(text),
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
                     .unwrap_or((1005, String::new()));
                 return Err(ClientError::Closed { code, reason });
             }
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
             Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The next data message: a text frame, or (speaking NATS) the next message's payload.
+pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, ClientError> {
+    if ws.nats.is_none() {
+        loop {
+            if let Message::Text(text) = next_frame(&mut ws.socket).await? {
+                return Ok(text);
+            }
+        }
+    }
+    loop {
+        if let Some(payload) = next_nats(ws).await? {
+            return Utf8Bytes::try_from(payload)
+                .map_err(|_| ClientError::Reply("a message that is not UTF-8".into()));
+        }
+    }
+}
+
+/// Speaking NATS: the next message's payload, or `None` for the server's `PONG`. Pings are
+/// answered, the rest (`INFO`, `+OK`) passed over.
+async fn next_nats(ws: &mut Ws) -> Result<Option<Vec<u8>>, ClientError> {
+    let Some(buf) = ws.nats.as_mut() else {
+        return Err(ClientError::Reply("not a NATS connection".into()));
+    };
+    loop {
+        match nats::parse(buf)? {
+            Some(nats::Op::Msg(payload)) => return Ok(Some(payload)),
+            Some(nats::Op::Pong) => return Ok(None),
+            Some(nats::Op::Ping) => {
+                ws.socket.send(Message::Binary("PONG\r\n".into())).await?;
+            }
+            Some(nats::Op::Other) => {}
+            None => match next_frame(&mut ws.socket).await? {
+                Message::Text(t) => buf.extend_from_slice(t.as_bytes()),
+                Message::Binary(b) => buf.extend_from_slice(&b),
+                _ => {}
+            },
         }
     }
 }
@@ -188,9 +247,11 @@ pub async fn subscribe(
     mut on_data: impl FnMut(&str),
 ) -> Result<Option<u64>, ClientError> {
     for request in requests {
-        ws.feed(Message::Text(request.as_str().into())).await?;
+        ws.socket
+            .feed(Message::Text(request.as_str().into()))
+            .await?;
     }
-    ws.flush().await?;
+    ws.socket.flush().await?;
     let mut acks = 0;
     let mut seq = None;
     while acks < requests.len() {
@@ -207,11 +268,34 @@ pub async fn subscribe(
     Ok(seq)
 }
 
+/// Speaking NATS: subscribes to every one of `subjects` and waits for the server's answer to
+/// a ping sent after them, by which every subscription is in place. Messages that arrive
+/// meanwhile go to `on_data`.
+pub async fn subscribe_nats(
+    ws: &mut Ws,
+    subjects: &[String],
+    mut on_data: impl FnMut(&str),
+) -> Result<(), ClientError> {
+    let mut hello = String::from(
+        r#"CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true,"no_responders":true}"#,
+    );
+    hello.push_str("\r\n");
+    for (sid, subject) in subjects.iter().enumerate() {
+        hello.push_str(&format!("SUB {subject} {}\r\n", sid + 1));
+    }
+    hello.push_str("PING\r\n");
+    ws.socket.send(Message::Binary(hello.into())).await?;
+    while let Some(payload) = next_nats(ws).await? {
+        on_data(&String::from_utf8_lossy(&payload));
+    }
+    Ok(())
+}
+
 /// Says goodbye properly (close frame, wait for the gateway's) within `within`.
 pub async fn close(mut ws: Ws, within: std::time::Duration) {
     let goodbye = async {
-        if ws.close(None).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
+        if ws.socket.close(None).await.is_ok() {
+            while let Some(Ok(_)) = ws.socket.next().await {}
         }
     };
     let _ = tokio::time::timeout(within, goodbye).await;

@@ -49,6 +49,18 @@ impl Scenario {
     }
 }
 
+/// What the clients speak to what they drive.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Pulse's WebSocket protocol: a gateway, or a peer speaking it.
+    Pulse,
+    /// NATS's own protocol over WebSocket: a nats-server with `websocket` enabled, the peer the
+    /// gateway is measured against. `--gateway` is its WebSocket URL, `--nats-url` the same
+    /// server (the publisher's), `--gateway-pid` its process. broadcast, telemetry and sweep.
+    Nats,
+}
+
 /// One bench run (or one shard of a run spread over several processes).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchConfig {
@@ -230,6 +242,16 @@ pub struct BenchConfig {
           value_parser = number::<usize>(1..=16 * 1024 * 1024))]
     pub read_buffer_bytes: usize,
 
+    /// What the clients speak: Pulse's protocol, or NATS's own (to measure nats-server's
+    /// WebSocket fan-out under the same load).
+    #[arg(
+        long,
+        env = "PULSE_BENCH_PROTOCOL",
+        value_enum,
+        default_value = "pulse"
+    )]
+    pub protocol: Protocol,
+
     /// Tenant id prefix; each run adds a random suffix, so no other data mixes in.
     #[arg(long, env = "PULSE_BENCH_TENANT_PREFIX", default_value = "bench")]
     pub tenant_prefix: String,
@@ -276,6 +298,8 @@ pub enum ConfigError {
     WeakSecret,
     #[error("events: --database-url (DATABASE_URL) is needed to write events")]
     NoDatabase,
+    #[error("--protocol nats drives broadcast, telemetry and sweep only, not {0}")]
+    Protocol(&'static str),
     #[error("events: --kill-pid needs a second --gateway for the clients to resume on")]
     NowhereToResume,
     #[error("events: --restart-pid needs a second --gateway for the clients to resume on")]
@@ -320,6 +344,14 @@ impl BenchConfig {
                 per_client: self.per_client,
                 devices: self.devices,
             });
+        }
+        if self.protocol == Protocol::Nats
+            && !matches!(
+                self.scenario,
+                Scenario::Broadcast | Scenario::Telemetry | Scenario::Sweep
+            )
+        {
+            return Err(ConfigError::Protocol(self.scenario.name()));
         }
         if self.scenario == Scenario::Events {
             if self.database_url.is_none() {

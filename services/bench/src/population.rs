@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientError, Target, Ws};
+use crate::config::Protocol;
 use crate::errors::Errors;
 use crate::latency::{Counter, Recorder};
 use crate::scan::Scanner;
@@ -112,6 +113,18 @@ pub struct ClientPlan {
 }
 
 impl ClientPlan {
+    /// Speaking NATS: the subjects its subscriptions are, of `tenant`.
+    fn subjects(&self, tenant: &str) -> Vec<String> {
+        if self.devices.is_empty() {
+            vec![format!("pulse.v1.{tenant}.alerts")]
+        } else {
+            self.devices
+                .iter()
+                .map(|d| format!("pulse.v1.{tenant}.device.dev-{d}.telemetry"))
+                .collect()
+        }
+    }
+
     fn requests(&self) -> Vec<String> {
         if let Some(topic) = &self.topic {
             vec![client::subscribe_events(topic, None)]
@@ -257,6 +270,9 @@ pub struct Dial {
     pub spread_sources: bool,
     pub read_buffer_bytes: usize,
     pub connect_timeout: Duration,
+    /// What the clients speak, and (speaking NATS, with no token to name it) their tenant.
+    pub protocol: Protocol,
+    pub tenant: Arc<str>,
     /// Events: the gateways a client that loses its own resumes on, tried in turn from the
     /// one after its own. Empty: a lost connection ends the client.
     pub failover: Vec<Arc<Target>>,
@@ -286,9 +302,17 @@ async fn establish_with(
             plan.index,
             dial.spread_sources,
             dial.read_buffer_bytes,
+            dial.protocol,
         )
         .await?;
-        let seq = client::subscribe(&mut ws, requests, &mut on_data).await?;
+        let seq = match dial.protocol {
+            Protocol::Pulse => client::subscribe(&mut ws, requests, &mut on_data).await?,
+            Protocol::Nats => {
+                let subjects = plan.subjects(&dial.tenant);
+                client::subscribe_nats(&mut ws, &subjects, &mut on_data).await?;
+                None
+            }
+        };
         Ok::<_, ClientError>((ws, seq))
     };
     tokio::time::timeout(dial.connect_timeout, setup)

@@ -160,6 +160,8 @@ impl Run {
             spread_sources: self.config.spread_sources,
             read_buffer_bytes: self.config.read_buffer_bytes,
             connect_timeout: self.config.connect_timeout(),
+            protocol: self.config.protocol,
+            tenant: Arc::from(self.tenant.as_str()),
             failover: if self.config.scenario == Scenario::Events {
                 self.targets.clone()
             } else {

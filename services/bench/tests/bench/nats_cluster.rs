@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use pulse_bench::client::{self, Target, Ws};
+use pulse_bench::config::Protocol;
 use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -56,7 +57,7 @@ impl Watcher {
     async fn connect(gateway: &Gateway, tenant: &str) -> Watcher {
         let target = Target::parse(&gateway.ws_url()).unwrap();
         let token = pulse_bench::token::mint(SECRET, tenant, 600).unwrap();
-        let mut ws = client::connect(&target, &token, 0, false, 8192)
+        let mut ws = client::connect(&target, &token, 0, false, 8192, Protocol::Pulse)
             .await
             .unwrap();
         let mut early = Vec::new();

@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use pulse_bench::Report;
-use pulse_test_support::ScratchDb;
+use pulse_test_support::jwt::SECRET;
+use pulse_test_support::{ScratchDb, eventually, nats_url};
 
 use crate::helpers::{
     assert_clean_connections, assert_every_event_once, assert_no_loss, bench, bench_alone,
@@ -41,6 +44,74 @@ async fn broadcast_delivers_every_message_to_every_client() {
     let s = bench_lossless(200, "broadcast", "--msgs-per-second 20 --seconds 2").await;
     assert_eq!(s.published, 40);
     assert_eq!(s.expected, 200 * 40);
+}
+
+/// The peer: the same load against a nats-server's own WebSocket, the clients speaking NATS's
+/// protocol to it and the publisher publishing to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_over_nats_websocket_delivers_every_message_to_every_client() {
+    let ws_port = pulse_test_support::free_port();
+    let server = pulse_test_support::nats::PrivateNats::configured(
+        |_| format!("websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"),
+        &[],
+    )
+    .await;
+    let mut config = bench_config(
+        "broadcast",
+        &[format!("ws://127.0.0.1:{ws_port}/")],
+        &flags("--connections 100 --msgs-per-second 20 --seconds 2 --protocol nats"),
+    );
+    config.nats.url = server.url.clone();
+    every_peer_message_once(&bench(config).await);
+}
+
+/// A peer's run of 100 clients at 20 messages a second for 2 s: every client got every
+/// message once, each with its latency. (A peer conflates nothing, and says nothing of it.)
+fn every_peer_message_once(r: &Report) {
+    assert_clean_connections(r, 100);
+    let s = &r.stages[0];
+    assert_eq!((s.published, s.expected), (40, 100 * 40));
+    assert_eq!(
+        (s.received, s.duplicated, s.lost),
+        (100 * 40, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.latency.count, s.received);
+}
+
+/// The other peer: the fan-out a team writes with Node's `ws` and the NATS client
+/// (services/bench/peers/node-ws), driven as a gateway is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_against_the_node_peer_delivers_every_message_to_every_client() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/node-ws");
+    assert!(
+        std::path::Path::new(dir).join("node_modules").is_dir(),
+        "the peer's packages are not installed: `npm ci` in {dir} (make test does it)"
+    );
+    let port = pulse_test_support::free_port();
+    let mut peer = tokio::process::Command::new("node")
+        .arg("server.mjs")
+        .current_dir(dir)
+        .env("PORT", port.to_string())
+        .env("NATS_URL", nats_url())
+        .env("PULSE_JWT_SECRET", SECRET)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the peer");
+    eventually("the peer listens", Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let r = bench(bench_config(
+        "broadcast",
+        &[format!("ws://127.0.0.1:{port}/api/v2/ws")],
+        &flags("--connections 100 --msgs-per-second 20 --seconds 2"),
+    ))
+    .await;
+    every_peer_message_once(&r);
+    let _ = peer.start_kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
