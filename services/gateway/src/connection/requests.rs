@@ -50,13 +50,14 @@ impl Session {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             if reply_due {
                 self.last_limited_reply = Some(Instant::now());
-                self.reply_error(ProtocolError::new(
+                // In order with the rest: held behind a renewal that is out, like any answer.
+                self.handle(Err(ProtocolError::new(
                     ErrorCode::RateLimited,
                     format!(
                         "more than {} messages per second; slow down or be disconnected",
                         self.cx.settings.msgs_per_second
                     ),
-                ))
+                )))
                 .await?;
             }
             return Ok(());

@@ -242,6 +242,18 @@ impl JwksHold {
     fn add(&self, key: Jwk) {
         self.keys.lock().keys.push(key);
     }
+
+    /// A gateway that takes HS256 tokens at connect (the helpers' secret) and fetches keys for
+    /// renewals from this endpoint, on every unknown kid; adjusted by `configure`.
+    async fn gateway(&self, configure: impl FnOnce(&mut pulse_gateway::GatewayConfig)) -> Gateway {
+        let jwks_url = self.serve().await;
+        spawn_gateway_with(|c| {
+            c.jwks_url = Some(jwks_url);
+            c.jwks_min_refetch = Duration::ZERO;
+            configure(c);
+        })
+        .await
+    }
 }
 
 /// A client renews its token with a key the gateway has not seen, while the JWKS endpoint is
@@ -254,13 +266,7 @@ impl JwksHold {
 async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_after_it_in_order() {
     let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
     let jwks = JwksHold::new();
-    let jwks_url = jwks.serve().await;
-    // HS256 tokens at connect (the helpers' secret), keys from the JWKS for the renewals.
-    let gw = spawn_gateway_with(|c| {
-        c.jwks_url = Some(jwks_url);
-        c.jwks_min_refetch = Duration::ZERO;
-    })
-    .await;
+    let gw = jwks.gateway(|_| {}).await;
     let nats = nats().await;
     let tenant = unique("renewheld");
     let mut c = gw.viewer(&tenant).await;
@@ -317,4 +323,51 @@ async fn a_renewal_waiting_for_the_jwks_holds_no_pushes_and_answers_what_came_af
         assert_eq!(c.next(T).await["type"], "pong");
     }
     c.assert_alive().await;
+}
+
+/// Frames sent while a renewal waits for the JWKS are answered after it, in order: the
+/// `rate_limited` one of a client past its burst too, not ahead of the renewal's answer.
+#[tokio::test]
+async fn a_rate_limit_reached_while_a_renewal_waits_is_told_after_it_in_order() {
+    let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let jwks = JwksHold::new();
+    let gw = jwks
+        .gateway(|c| {
+            c.client_msgs_per_second = 1;
+            c.client_msgs_burst = 4;
+        })
+        .await;
+    let tenant = unique("renewlimited");
+    let mut c = gw.viewer(&tenant).await;
+    jwks.add(jwk(&rsa, Algorithm::RS256, "rotated-in"));
+    let (began, release) = jwks.arm();
+    let token = signed(&rsa, Algorithm::RS256, "rotated-in", &tenant);
+    c.send(json!({"action": "auth", "token": token})).await;
+    tokio::time::timeout(T, began)
+        .await
+        .expect("the renewal's JWKS fetch began")
+        .unwrap();
+    // Three pings fit the burst with the auth; the fourth and fifth are over it.
+    for _ in 0..5 {
+        c.send(json!({"action": "ping"})).await;
+    }
+    if let Some(m) = c.try_next(Duration::from_millis(300)).await {
+        panic!("answered while the renewal is out: {m}");
+    }
+    release.send(()).unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let m = c.next(T).await;
+        answers.push(
+            m["code"]
+                .as_str()
+                .or(m["type"].as_str())
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        answers,
+        ["authenticated", "pong", "pong", "pong", "rate_limited"]
+    );
 }
