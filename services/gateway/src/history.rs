@@ -109,15 +109,11 @@ impl History {
         Ok(self.reads.stream().await?)
     }
 
-    /// The newest stored event of `subject`, if any. Whatever the answer, it is a round trip
-    /// through the NATS server (the subscribe barrier relies on that).
-    pub async fn latest(
-        &self,
-        subject: &Subject,
-        topic: TopicId,
-    ) -> Result<Option<Frame>, HistoryError> {
+    /// The `seq` of the newest stored event of `subject`, if any. Whatever the answer, it is a
+    /// round trip through the NATS server (the subscribe barrier relies on that).
+    pub async fn latest(&self, subject: &Subject) -> Result<Option<u64>, HistoryError> {
         let (found, _) = self.last(&subject.to_string()).await?;
-        Ok(found.map(|f| frame(topic, f)))
+        Ok(found.map(|f| f.seq))
     }
 
     /// The newest stored event of `name`, from the stream's leader unless it does not answer,
@@ -329,7 +325,7 @@ impl History {
         max: usize,
     ) -> Result<Vec<Frame>, HistoryError> {
         let mut next = start.stream_seq + 1;
-        let mut frames = vec![frame(topic, start)];
+        let mut frames: Vec<Frame> = frame(topic, start).into_iter().collect();
         while next <= end && frames.len() < max {
             let Some(found) = self.next(stream, name, Some(next), end).await? else {
                 break;
@@ -338,7 +334,7 @@ impl History {
                 break;
             }
             next = found.stream_seq + 1;
-            frames.push(frame(topic, found));
+            frames.extend(frame(topic, found));
         }
         Ok(frames)
     }
@@ -368,13 +364,22 @@ fn found(message: jetstream::message::StreamMessage) -> Found {
     }
 }
 
-fn frame(topic: TopicId, found: Found) -> Frame {
-    let text = Utf8Bytes::try_from(found.message.payload).unwrap_or_default();
-    Frame {
+/// The frame of a stored event; none for one that is not text (a publisher other than Pulse's
+/// wrote bytes that are not UTF-8): it cannot go out as a text frame, and its place is then
+/// missing from what was read, which the reader announces as a gap.
+fn frame(topic: TopicId, found: Found) -> Option<Frame> {
+    let Ok(text) = Utf8Bytes::try_from(found.message.payload) else {
+        tracing::warn!(
+            seq = found.seq,
+            "passing over a stored event that is not UTF-8"
+        );
+        return None;
+    };
+    Some(Frame {
         topic,
         seq: found.seq,
         snapshot: false,
         text,
         received: Instant::now(),
-    }
+    })
 }

@@ -251,7 +251,7 @@ impl Events {
             return;
         }
         let (events, t) = (self.clone(), topic.clone());
-        let read = async move { events.inner.history.latest(&t.subject, t.id).await };
+        let read = async move { events.inner.history.latest(&t.subject).await };
         let t = topic.clone();
         let late = move |result| learn_head(&t, result, EventLog::learn_floor);
         match within_barrier(read, late).await {
@@ -401,12 +401,11 @@ async fn splice_pause(attempt: usize) {
 /// floor ([`EventLog::learn_floor`]) once it was answered without a `seq`.
 fn learn_head(
     topic: &Topic,
-    result: Result<Option<Frame>, HistoryError>,
+    result: Result<Option<u64>, HistoryError>,
     learn: fn(&mut EventLog, u64),
 ) {
     match result {
-        Ok(Some(frame)) => learn(&mut topic.log.lock(), frame.seq),
-        Ok(None) => learn(&mut topic.log.lock(), 0),
+        Ok(head) => learn(&mut topic.log.lock(), head.unwrap_or(0)),
         Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
     }
 }

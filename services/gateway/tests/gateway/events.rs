@@ -92,6 +92,39 @@ async fn a_gap_that_cannot_be_read_back_is_announced_before_the_next_event() {
     assert_eq!(c.next(T).await["seq"], 3);
 }
 
+/// A stored event that is not text (bytes that are not UTF-8, from a publisher other than
+/// Pulse's) cannot go out as a text frame: to a live subscriber (which reads it back as
+/// missing) and to a resume reading past it, it is a gap, never an empty frame.
+#[tokio::test]
+async fn a_stored_event_that_is_not_text_is_a_gap_live_and_on_a_resume() {
+    let (tenant, nats, gw) = setup("evbytes").await;
+    let live = tickets_reader(&gw, &tenant, None).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", "2");
+    async_nats::jetstream::new(nats.clone())
+        .publish_with_headers(
+            format!("pulse.v1.{tenant}.events.tickets"),
+            headers,
+            bytes::Bytes::from_static(&[0xff, 0xfe, 0x00]),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    publish_event(&nats, &tenant, "tickets", 3).await;
+    let resumed = tickets_reader(&gw, &tenant, Some(0)).await;
+    for mut c in [live, resumed] {
+        assert_eq!(c.next(T).await["seq"], 1);
+        let reset = c.next(T).await;
+        assert_eq!(
+            reset,
+            json!({"type": "events_reset", "topic": "tickets", "oldest": 3, "reason": "gap"})
+        );
+        assert_eq!(c.next(T).await["seq"], 3);
+    }
+}
+
 #[tokio::test]
 async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     // The stream holds nothing of the topic when the client subscribes; then the gateway's
