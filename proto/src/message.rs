@@ -63,7 +63,8 @@ pub struct Alert {
     pub device_id: String,
     pub site_id: String,
     pub alert_type: String,
-    /// Higher is more severe; the dashboard treats 4 and above as critical.
+    /// Higher is more severe, from 0; the dashboard treats 4 and above as critical.
+    #[schemars(range(min = 0))]
     pub severity: i32,
     /// Free text written by whoever raised the alert: render it as text, never as HTML.
     pub summary: String,
@@ -181,6 +182,7 @@ pub struct FleetDevice {
     /// Time of the newest reading; null when the device never reported.
     pub last_seen_at: Option<Timestamp>,
     /// Battery level from 0 to 100; null when unknown.
+    #[schemars(range(min = 0, max = 100))]
     pub battery_pct: Option<f64>,
 }
 
@@ -205,8 +207,11 @@ pub struct Event<P = Value> {
     pub kind: EventTag,
     pub tenant_id: TenantId,
     pub topic: Topic,
-    /// What happened, `<noun>:<verb>` by convention (`ticket:update`).
+    /// What happened, `<noun>:<verb>` by convention (`ticket:update`); 1 to 128 bytes.
+    #[schemars(length(min = 1, max = 128))]
     pub event: String,
+    /// The event's place in its topic, from 1.
+    #[schemars(range(min = 1))]
     pub seq: u64,
     pub ts: Timestamp,
     /// Event-specific body; free-form JSON.

@@ -137,6 +137,24 @@ mod tests {
         let mut bad = sample_alerts();
         bad["alerts"][0]["status"] = json!("open");
         assert!(!alerts.is_valid(&bad));
+        let mut bad = sample_alerts();
+        bad["alerts"][0]["severity"] = json!(-1);
+        assert!(!alerts.is_valid(&bad), "severities start at 0");
+
+        let event = validator("event.json");
+        let sample = json!({"type": "event", "tenant_id": "acme", "topic": "tickets",
+                            "event": "ticket:update", "seq": 1, "ts": "2026-12-01T10:00:00Z",
+                            "payload": null});
+        assert!(event.is_valid(&sample));
+        for (field, wrong) in [
+            ("seq", json!(0)),
+            ("event", json!("")),
+            ("event", json!("e".repeat(129))),
+        ] {
+            let mut bad = sample.clone();
+            bad[field] = wrong;
+            assert!(!event.is_valid(&bad), "{bad}");
+        }
 
         let replies = validator("server-reply.json");
         assert!(

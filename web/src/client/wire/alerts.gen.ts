@@ -53,7 +53,7 @@ alert_type: string
 created_at: Timestamp
 device_id: string
 /**
- * Higher is more severe; the dashboard treats 4 and above as critical.
+ * Higher is more severe, from 0; the dashboard treats 4 and above as critical.
  */
 severity: number
 site_id: string

@@ -10,13 +10,16 @@ export type Timestamp = string
  */
 export interface Event {
 /**
- * What happened, `<noun>:<verb>` by convention (`ticket:update`).
+ * What happened, `<noun>:<verb>` by convention (`ticket:update`); 1 to 128 bytes.
  */
 event: string
 /**
  * Event-specific body; free-form JSON.
  */
 payload: unknown
+/**
+ * The event's place in its topic, from 1.
+ */
 seq: number
 tenant_id: TenantId
 topic: Topic

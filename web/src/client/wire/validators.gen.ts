@@ -255,7 +255,7 @@ return errors === 0;
 }
 validate53.evaluated = {"props":{"alerts":true,"open_by_severity":true,"seq":true,"tenant_id":true,"total_open":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-const schema23 = {"$id":"alerts-part.json","type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe; the dashboard treats 4 and above as critical.","type":"integer","format":"int32"},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}};
+const schema23 = {"$id":"alerts-part.json","type":"object","properties":{"alerts":{"type":"array","items":{"description":"One alert as listed in an [`AlertsSnapshot`].","type":"object","properties":{"alert_id":{"type":"integer","format":"int64"},"alert_type":{"type":"string"},"created_at":{"$ref":"Timestamp.json"},"device_id":{"type":"string"},"severity":{"description":"Higher is more severe, from 0; the dashboard treats 4 and above as critical.","type":"integer","format":"int32","minimum":0},"site_id":{"type":"string"},"status":{"description":"Life cycle of an alert.","type":"string","enum":["OPEN","ACKNOWLEDGED","CLOSED"]},"summary":{"description":"Free text written by whoever raised the alert: render it as text, never as HTML.","type":"string"}},"required":["alert_id","device_id","site_id","alert_type","severity","summary","status","created_at"]}}}};
 
 function validate59(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="alerts-part.json" */;
@@ -343,6 +343,14 @@ const _errs12 = errors;
 if(!(((typeof data6 == "number") && (!(data6 % 1) && !isNaN(data6))) && (isFinite(data6)))){
 validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/severity",schemaPath:"#/properties/alerts/items/properties/severity/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+if(errors === _errs12){
+if((typeof data6 == "number") && (isFinite(data6))){
+if(data6 < 0 || isNaN(data6)){
+validate59.errors = [{instancePath:instancePath+"/alerts/" + i0+"/severity",schemaPath:"#/properties/alerts/items/properties/severity/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
 }
 var valid2 = _errs12 === errors;
 }
@@ -687,7 +695,7 @@ return errors === 0;
 }
 validate63.evaluated = {"props":{"counts":true,"devices":true,"seq":true,"tenant_id":true,"ts":true,"type":true},"dynamicProps":false,"dynamicItems":false};
 
-const schema26 = {"$id":"fleet-part.json","type":"object","properties":{"devices":{"type":"array","items":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double"},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"Timestamp.json"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]}}}};
+const schema26 = {"$id":"fleet-part.json","type":"object","properties":{"devices":{"type":"array","items":{"description":"One device of a [`FleetSnapshot`].","type":"object","properties":{"battery_pct":{"description":"Battery level from 0 to 100; null when unknown.","type":["number","null"],"format":"double","maximum":100,"minimum":0},"device_id":{"type":"string"},"last_seen_at":{"description":"Time of the newest reading; null when the device never reported.","anyOf":[{"$ref":"Timestamp.json"},{"type":"null"}]},"site_id":{"type":"string"},"status":{"description":"Health of a device by the age of its newest reading.","type":"string","enum":["OFFLINE","STALE","ONLINE"]}},"required":["device_id","site_id","status","battery_pct","last_seen_at"]}}}};
 
 function validate67(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="fleet-part.json" */;
@@ -726,6 +734,20 @@ const _errs5 = errors;
 if((!((typeof data2 == "number") && (isFinite(data2)))) && (data2 !== null)){
 validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/properties/devices/items/properties/battery_pct/type",keyword:"type",params:{type: schema26.properties.devices.items.properties.battery_pct.type},message:"must be number,null"}];
 return false;
+}
+if(errors === _errs5){
+if((typeof data2 == "number") && (isFinite(data2))){
+if(data2 > 100 || isNaN(data2)){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/properties/devices/items/properties/battery_pct/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
+return false;
+}
+else {
+if(data2 < 0 || isNaN(data2)){
+validate67.errors = [{instancePath:instancePath+"/devices/" + i0+"/battery_pct",schemaPath:"#/properties/devices/items/properties/battery_pct/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
 }
 var valid2 = _errs5 === errors;
 }
@@ -1112,7 +1134,8 @@ export const telemetryEnvelope = validate71;
 export const telemetryPart = validate75;
 
 export const event = validate78;
-const schema30 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`).","type":"string"},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"type":"integer","format":"uint64","minimum":0},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
+const schema30 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`); 1 to 128 bytes.","type":"string","maxLength":128,"minLength":1},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"description":"The event's place in its topic, from 1.","type":"integer","format":"uint64","minimum":1},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
+const func1 = require("ajv/dist/runtime/ucs2length").default;
 
 function validate78(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="event.json" */;
@@ -1134,10 +1157,25 @@ return false;
 }
 else {
 if(data.event !== undefined){
+let data0 = data.event;
 const _errs1 = errors;
-if(typeof data.event !== "string"){
+if(errors === _errs1){
+if(typeof data0 === "string"){
+if(func1(data0) > 128){
+validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/maxLength",keyword:"maxLength",params:{limit: 128},message:"must NOT have more than 128 characters"}];
+return false;
+}
+else {
+if(func1(data0) < 1){
+validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+}
+else {
 validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
+}
 }
 var valid0 = _errs1 === errors;
 }
@@ -1154,8 +1192,8 @@ return false;
 }
 if(errors === _errs3){
 if((typeof data1 == "number") && (isFinite(data1))){
-if(data1 < 0 || isNaN(data1)){
-validate78.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(data1 < 1 || isNaN(data1)){
+validate78.errors = [{instancePath:instancePath+"/seq",schemaPath:"#/properties/seq/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
