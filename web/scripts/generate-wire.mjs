@@ -103,7 +103,22 @@ function validators() {
     "date-time": /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$/i,
   };
   // References stay calls, so that a schema used in several places is compiled once.
-  const ajv = new Ajv2020({ code: { source: true, esm: true, lines: true }, formats, allErrors: false, inlineRefs: false });
+  // `unicode: false`: string lengths in UTF-16 units. Counting code points makes Ajv's
+  // standalone code `require` a helper, which an ES module in the browser cannot; a string of
+  // at most 128 bytes (the contract's limits are in bytes) has at most 128 units anyway.
+  const ajv = new Ajv2020({
+    code: { source: true, esm: true, lines: true },
+    formats,
+    allErrors: false,
+    inlineRefs: false,
+    unicode: false,
+    // Ajv calls the option deprecated (its default counts code points), and says so on each run.
+    logger: {
+      log: console.log,
+      warn: (message, ...rest) => String(message).includes("option unicode") || console.warn(message, ...rest),
+      error: console.error,
+    },
+  });
   const { definitions, messages } = shareDefinitions(VALIDATED);
   const schemas = {};
   const exports = {};
@@ -245,6 +260,13 @@ async function render() {
 }
 
 const files = await render();
+// Browser code is ES modules only: a CommonJS `require` in generated code would throw when the
+// dashboard loads (unit tests under Node would not notice).
+const requiring = Object.entries(files).filter(([, text]) => /\brequire\(/.test(text));
+if (requiring.length) {
+  console.error(`generated code calls require(): ${requiring.map(([n]) => n).join(", ")}`);
+  process.exit(1);
+}
 if (process.argv.includes("--check")) {
   const stale = Object.entries(files).filter(([name, text]) => {
     try {

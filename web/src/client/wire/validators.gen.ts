@@ -1135,7 +1135,6 @@ export const telemetryPart = validate75;
 
 export const event = validate78;
 const schema30 = {"$id":"event.json","$schema":"https://json-schema.org/draft/2020-12/schema","title":"Event","description":"`pulse.v1.<tenant_id>.events.<topic>`: an application event, e.g. `ticket:update`.","type":"object","properties":{"event":{"description":"What happened, `<noun>:<verb>` by convention (`ticket:update`); 1 to 128 bytes.","type":"string","maxLength":128,"minLength":1},"payload":{"description":"Event-specific body; free-form JSON."},"seq":{"description":"The event's place in its topic, from 1.","type":"integer","format":"uint64","minimum":1},"tenant_id":{"$ref":"TenantId.json"},"topic":{"$ref":"TenantId.json"},"ts":{"$ref":"Timestamp.json"},"type":{"description":"Always `\"event\"`.","type":"string","enum":["event"]}},"required":["type","tenant_id","topic","event","seq","ts","payload"]};
-const func1 = require("ajv/dist/runtime/ucs2length").default;
 
 function validate78(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="event.json" */;
@@ -1161,12 +1160,12 @@ let data0 = data.event;
 const _errs1 = errors;
 if(errors === _errs1){
 if(typeof data0 === "string"){
-if(func1(data0) > 128){
+if(data0.length > 128){
 validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/maxLength",keyword:"maxLength",params:{limit: 128},message:"must NOT have more than 128 characters"}];
 return false;
 }
 else {
-if(func1(data0) < 1){
+if(data0.length < 1){
 validate78.errors = [{instancePath:instancePath+"/event",schemaPath:"#/properties/event/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
