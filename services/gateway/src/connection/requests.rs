@@ -299,14 +299,15 @@ impl Session {
             }
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
-                // A ticket of the connection's own user, minted before a deletion of that
-                // user the gateway remembers (the id may have come back since): a deleted
-                // user's ticket, closed as it would be at connect. Another user's is checked
-                // by its registration below.
-                if p.sub == self.principal.sub
-                    && self.cx.revocations.deleted_since(&p.tenant, &p.sub, p.iat)
-                {
-                    return Err(Some(super::revoked(close::FORBIDDEN)));
+                // A ticket minted before a deletion of its user the gateway remembers speaks
+                // for no one (the id may have come back since, with the connection's current
+                // token): refused, and the current token stays. Accepted, another user's
+                // would be told `authenticated` and closed with 4003 at once.
+                if self.cx.revocations.deleted_since(&p.tenant, &p.sub, p.iat) {
+                    let message = "the token was issued before its user was deleted";
+                    self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
+                        .await?;
+                    return Ok(None);
                 }
                 if p.sub != self.principal.sub {
                     if let Err(e) = self.slot.change_user(&p.sub) {

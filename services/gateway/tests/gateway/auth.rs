@@ -257,6 +257,14 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
         "user_changed published -> the three connections closed",
     );
     bystander.assert_alive().await;
+    // Nor may another user's connection renew as the deleted user: refused before it is
+    // told `authenticated`, and it stays its own user's.
+    bystander
+        .send(json!({"action": "auth", "token": token("41")}))
+        .await;
+    let refused = bystander.next(Duration::from_secs(5)).await;
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    bystander.assert_alive().await;
     // A ticket the deleted user got just before the deletion, still unexpired, connects no
     // more; the demoted user's next ticket does.
     let mut late = connect(&gw.url(&token("41"))).await;
@@ -268,10 +276,12 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     );
     let mut recreated = connect(&gw.url(&again)).await;
     recreated.assert_alive().await;
-    // Renewed with the old ticket, of the same user id but from before the deletion, it is
-    // the deleted user's connection: closed as that ticket would be at connect.
+    // A renewal with the old ticket, of the same user id but from before the deletion, speaks
+    // for no one: refused, and the connection's current token stays in force.
     recreated
         .send(json!({"action": "auth", "token": token("41")}))
         .await;
-    assert_eq!(recreated.closed(Duration::from_secs(5)).await.code, 4003);
+    let refused = recreated.next(Duration::from_secs(5)).await;
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    recreated.assert_alive().await;
 }
