@@ -41,6 +41,8 @@ function tenantOf(token) {
 
 /** Per subject: its NATS subscription and the sockets that hold it. */
 const subjects = new Map();
+/** A socket with more than this waiting to be written is skipped for a message: bounded memory. */
+const MAX_BUFFERED = 1 << 20;
 
 function join(subject, socket) {
   let entry = subjects.get(subject);
@@ -53,9 +55,11 @@ function join(subject, socket) {
       for await (const message of subscription) {
         // One frame's bytes for every subscriber; `binary: false` sends them as text.
         const frame = Buffer.from(message.data.buffer, message.data.byteOffset, message.data.byteLength);
-        for (const s of sockets) s.send(frame, { binary: false });
+        for (const s of sockets) {
+          if (s.bufferedAmount <= MAX_BUFFERED) s.send(frame, { binary: false });
+        }
       }
-    })();
+    })().catch((error) => console.error(`subscription to ${subject} ended: ${error}`));
   }
   entry.sockets.add(socket);
 }
@@ -79,6 +83,8 @@ server.on("connection", (socket, request) => {
     return;
   }
   const held = new Set();
+  // A frame the library refuses (too big, not UTF-8) ends that socket, not the process.
+  socket.on("error", () => socket.terminate());
   socket.on("message", (data) => {
     let request;
     try {

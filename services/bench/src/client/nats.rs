@@ -16,6 +16,8 @@ pub enum Op {
 
 /// Longest control line taken: `INFO` is the longest the server sends.
 const MAX_LINE: usize = 64 * 1024;
+/// Largest message taken: a server's `max_payload` is at most 64 MiB.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Takes one whole operation off the front of `buf`; `None` while it is not all there.
 pub fn parse(buf: &mut Vec<u8>) -> Result<Option<Op>, ClientError> {
@@ -44,7 +46,7 @@ pub fn parse(buf: &mut Vec<u8>) -> Result<Option<Op>, ClientError> {
                 }
                 _ => return Err(bad()),
             };
-            if headers > total {
+            if headers > total || total > MAX_MESSAGE {
                 return Err(bad());
             }
             let start = end + 2;
@@ -94,6 +96,7 @@ mod tests {
             "-ERR 'Authorization Violation'\r\n",
             "MSG s 1\r\n",
             "HMSG s 1 9 2\r\n",
+            "MSG s 1 18446744073709551615\r\n",
         ] {
             assert!(parse(&mut line.as_bytes().to_vec()).is_err(), "{line}");
         }
