@@ -53,6 +53,8 @@ pub enum FanOutError {
 /// Least time between two reads of everything after NATS dropped messages: drops come in
 /// bursts, and each read asks JetStream about every subject in use.
 const DROPPED_READS_APART: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most time between two such reads while drops go on.
+const DROPPED_READS_APART_MOST: std::time::Duration = std::time::Duration::from_secs(30);
 /// Longest a NATS subscribe may take before the subscriber is told `unavailable`.
 const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a new subject's subscribe waits for the read that proves its SUB is in place on
@@ -347,13 +349,18 @@ impl FanOut {
         self.read_again(topics).await;
     }
 
-    /// Calls [`FanOut::resync`] each time `dropped` is notified, at most once a
-    /// [`DROPPED_READS_APART`], until `stop`. The NATS client drops the messages of a
-    /// subscription whose buffer is full (a slow consumer): a dropped snapshot would stay
-    /// unseen until its subject changes again, and a dropped last event until the next one.
+    /// Reads every subject in use again (snapshots their retained value, events what follows
+    /// their head) each time `dropped` is notified, until `stop`. The NATS client drops the
+    /// messages of a subscription whose buffer is full (a slow consumer), and does not say
+    /// which subject's: a dropped snapshot would stay unseen until its subject changes again,
+    /// and a dropped last event until the next one. Reads are [`DROPPED_READS_APART`] apart at
+    /// least, twice as far while drops go on (up to [`DROPPED_READS_APART_MOST`]): a gateway
+    /// that keeps dropping is short of CPU, and each read asks JetStream about every subject.
     pub fn read_again_when_dropped(&self, dropped: Arc<Notify>, stop: CancellationToken) {
         let fanout = self.clone();
+        let drops = self.inner.metrics.nats_slow_consumer.clone();
         tokio::spawn(async move {
+            let mut apart = DROPPED_READS_APART;
             loop {
                 tokio::select! {
                     () = dropped.notified() => {}
@@ -363,11 +370,25 @@ impl FanOut {
                     "NATS dropped messages of a subscription with a full buffer; reading \
                      current snapshots and missed events again"
                 );
-                fanout.resync().await;
+                let before = drops.get();
+                let topics: Vec<Arc<Topic>> = fanout
+                    .inner
+                    .topics
+                    .lock()
+                    .by_subject
+                    .values()
+                    .cloned()
+                    .collect();
+                fanout.read_again(topics).await;
                 tokio::select! {
-                    () = tokio::time::sleep(DROPPED_READS_APART) => {}
+                    () = tokio::time::sleep(apart) => {}
                     () = stop.cancelled() => return,
                 }
+                apart = if drops.get() > before {
+                    (apart * 2).min(DROPPED_READS_APART_MOST)
+                } else {
+                    DROPPED_READS_APART
+                };
             }
         });
     }
