@@ -335,14 +335,7 @@ impl FanOut {
     /// retained value is read again and pushed to its subscribers where it is newer, and every
     /// event subject reads what it may have missed; and again at [`looks::LOOKS_AGAIN`].
     pub async fn resync(&self) {
-        let topics: Vec<Arc<Topic>> = self
-            .inner
-            .topics
-            .lock()
-            .by_subject
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.topics_in_use();
         self.inner
             .looks
             .schedule(topics.iter().map(|t| t.subject.clone()));
@@ -371,15 +364,7 @@ impl FanOut {
                      current snapshots and missed events again"
                 );
                 let before = drops.get();
-                let topics: Vec<Arc<Topic>> = fanout
-                    .inner
-                    .topics
-                    .lock()
-                    .by_subject
-                    .values()
-                    .cloned()
-                    .collect();
-                fanout.read_again(topics).await;
+                fanout.read_again(fanout.topics_in_use()).await;
                 tokio::select! {
                     () = tokio::time::sleep(apart) => {}
                     () = stop.cancelled() => return,
@@ -391,6 +376,12 @@ impl FanOut {
                 };
             }
         });
+    }
+
+    /// Every topic with a subscription on this instance.
+    fn topics_in_use(&self) -> Vec<Arc<Topic>> {
+        let topics = self.inner.topics.lock();
+        topics.by_subject.values().cloned().collect()
     }
 
     /// A look of [`looks`] at the `subjects` still in use.

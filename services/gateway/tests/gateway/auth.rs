@@ -259,12 +259,7 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     bystander.assert_alive().await;
     // Nor may another user's connection renew as the deleted user: refused before it is
     // told `authenticated`, and it stays its own user's.
-    bystander
-        .send(json!({"action": "auth", "token": token("41")}))
-        .await;
-    let refused = bystander.next(Duration::from_secs(5)).await;
-    assert_eq!(refused["code"], "invalid_token", "{refused}");
-    bystander.assert_alive().await;
+    renewal_refused(&mut bystander, &token("41")).await;
     // A ticket the deleted user got just before the deletion, still unexpired, connects no
     // more; the demoted user's next ticket does.
     let mut late = connect(&gw.url(&token("41"))).await;
@@ -278,10 +273,13 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     recreated.assert_alive().await;
     // A renewal with the old ticket, of the same user id but from before the deletion, speaks
     // for no one: refused, and the connection's current token stays in force.
-    recreated
-        .send(json!({"action": "auth", "token": token("41")}))
-        .await;
-    let refused = recreated.next(Duration::from_secs(5)).await;
+    renewal_refused(&mut recreated, &token("41")).await;
+}
+
+/// Renewing with `token` is refused with `invalid_token`, and `c` stays open.
+async fn renewal_refused(c: &mut Client, token: &str) {
+    c.send(json!({"action": "auth", "token": token})).await;
+    let refused = c.next(Duration::from_secs(5)).await;
     assert_eq!(refused["code"], "invalid_token", "{refused}");
-    recreated.assert_alive().await;
+    c.assert_alive().await;
 }
