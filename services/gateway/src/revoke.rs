@@ -44,6 +44,13 @@ struct Users {
     deleted: HashMap<UserKey, Deletion>,
 }
 
+impl Users {
+    /// Whether a token of the user `key` issued at `iat` predates a deletion remembered here.
+    fn deleted_before(&self, key: &UserKey, iat: Option<u64>) -> bool {
+        self.deleted.get(key).is_some_and(|d| d.covers(iat))
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Deletion {
     seen: Instant,
@@ -132,9 +139,7 @@ impl Revocations {
             && self
                 .users
                 .lock()
-                .deleted
-                .get(&(tenant.clone(), sub.to_owned()))
-                .is_some_and(|d| d.covers(iat))
+                .deleted_before(&(tenant.clone(), sub.to_owned()), iat)
     }
 
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
@@ -153,7 +158,7 @@ impl Revocations {
             // Checked under the lock `apply` holds: a deletion announced meanwhile either
             // finds this connection or is found by it.
             let mut users = self.users.lock();
-            if users.deleted.get(key).is_some_and(|d| d.covers(iat)) {
+            if users.deleted_before(key, iat) {
                 revoked.revoke(close::FORBIDDEN);
             }
             users
