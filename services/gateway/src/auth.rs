@@ -209,14 +209,22 @@ impl Authenticator {
         v.leeway = self.inner.leeway;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp"]);
+        // jsonwebtoken compares `iss` and `aud` only when a token carries them: a configured
+        // one is also required, or a token minted without it (for another environment sharing
+        // the key) would pass.
+        let mut required = vec!["exp"];
         match &self.inner.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => v.validate_aud = false,
         }
         if let Some(iss) = &self.inner.issuer {
             v.set_issuer(&[iss]);
+            required.push("iss");
         }
+        v.set_required_spec_claims(&required);
         v
     }
 

@@ -13,7 +13,11 @@ struct Cli {
 }
 
 fn auth() -> Authenticator {
-    let config = Cli::try_parse_from(["gw", "--jwt-secret", SECRET])
+    auth_with(&[])
+}
+
+fn auth_with(args: &[&str]) -> Authenticator {
+    let config = Cli::try_parse_from(["gw", "--jwt-secret", SECRET].iter().chain(args))
         .unwrap()
         .config;
     Authenticator::new(&config)
@@ -53,6 +57,38 @@ async fn accepts_a_good_token() {
                          "role": "customer_viewer", "exp": now() + 60}));
     let p = auth().verify(Some(&t)).await.unwrap();
     assert_eq!(p.sub, "");
+}
+
+/// A configured issuer and audience are required, not only compared when present: a token
+/// minted without them (by another environment's web service sharing the key) is refused.
+#[tokio::test]
+async fn a_configured_issuer_and_audience_must_be_in_the_token() {
+    let strict = auth_with(&["--jwt-issuer", "pulse-prod", "--jwt-audience", "gateways"]);
+    let claims = |extra: serde_json::Value| {
+        let mut c = json!({"sub": "u1", "tenant_id": "acme", "role": "customer_viewer",
+                           "exp": now() + 60});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        token(c)
+    };
+    let both = claims(json!({"iss": "pulse-prod", "aud": "gateways"}));
+    assert_eq!(strict.verify(Some(&both)).await.unwrap().sub, "u1");
+    for refused in [
+        json!({}),
+        json!({"iss": "pulse-prod"}),
+        json!({"aud": "gateways"}),
+        json!({"iss": "pulse-staging", "aud": "gateways"}),
+        json!({"iss": "pulse-prod", "aud": "other"}),
+    ] {
+        let err = strict.verify(Some(&claims(refused.clone()))).await;
+        let err = err.expect_err(&refused.to_string());
+        assert_eq!(err.label(), "invalid", "{refused}: {err}");
+    }
+    // Unconfigured, neither is asked for, and any value passes.
+    let t = claims(json!({"iss": "anyone", "aud": "anything"}));
+    assert!(auth().verify(Some(&t)).await.is_ok());
+    assert!(auth().verify(Some(&claims(json!({})))).await.is_ok());
 }
 
 #[tokio::test]
