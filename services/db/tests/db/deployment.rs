@@ -123,6 +123,73 @@ async fn migrate_before(owner: &PgPool, version: i64) {
 /// timestamp checks of 20261204000003) migrates on as its owner: the readings are moved aside,
 /// where the owner can inspect them, and the device's `last_seen_at` goes back to its newest
 /// reading left.
+/// The functions that run as the owner (the triggers numbering events, keeping floors,
+/// queueing purges) find the owner's tables, never a caller's temporary table of the same name:
+/// a writer of events must not get the owner's rights through one.
+#[tokio::test]
+async fn a_callers_temporary_table_does_not_stand_in_for_the_owners() {
+    let d = pools(Deployed::create("shadow").await);
+    let tenant = d.deployed.db.tenant("shadow", 0).await;
+    assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 1);
+
+    // As the web service writes events: a temporary `event_topics`, primed, then an event.
+    let id = TenantId::parse(&tenant).unwrap();
+    let mut tx = roles::begin_as_tenant(&d.web, &id).await.unwrap();
+    sqlx::query(
+        "CREATE TEMP TABLE event_topics (tenant_id text, topic text, last_seq bigint, \
+         PRIMARY KEY (tenant_id, topic)) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO pg_temp.event_topics VALUES ($1, 'orders', 424241)")
+        .bind(&tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("GRANT ALL ON pg_temp.event_topics TO PUBLIC")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'orders', 'x')")
+        .bind(&tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let shadow: i64 = sqlx::query_scalar("SELECT last_seq FROM pg_temp.event_topics")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (seq, shadow),
+        (2, 424241),
+        "the owner's counter, untouched shadow"
+    );
+
+    // Every function of the schema that runs as its owner searches `pg_temp` last, the ones
+    // added later included.
+    let unsafe_path: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p \
+           JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE p.prosecdef AND n.nspname = current_schema() \
+            AND NOT coalesce(p.proconfig, '{}') @> \
+                ARRAY['search_path=pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp']",
+    )
+    .fetch_all(&d.owner)
+    .await
+    .unwrap();
+    assert_eq!(unsafe_path, Vec::<String>::new());
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE p.prosecdef AND n.nspname = current_schema()",
+    )
+    .fetch_one(&d.owner)
+    .await
+    .unwrap();
+    assert!(owned >= 7, "{owned} functions run as the owner");
+}
+
 #[tokio::test]
 async fn an_owner_migrates_a_database_holding_readings_out_of_range() {
     const CHECKS: i64 = 20261204000003;

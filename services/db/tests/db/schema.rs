@@ -243,7 +243,7 @@ async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 }
 
 /// A tenant deleted and created again with the same id numbers its topics on from where the
-/// deleted one stopped, so no event repeats a `(tenant, topic, seq)` (the relay's message id)
+/// deleted one stopped (deleted or truncated), so no event repeats a `(tenant, topic, seq)` (the relay's message id)
 /// that JetStream or a client has seen; a topic never used still starts at 1.
 #[tokio::test]
 async fn a_tenant_created_again_numbers_its_topics_on() {
@@ -273,6 +273,18 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
     // And again: the floor follows.
     recreate().await;
     assert_eq!(next_seq("orders").await, 6);
+    // Every tenant truncated at once (no DELETE trigger fires) keeps its floors too.
+    sqlx::raw_sql("TRUNCATE tenants CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $1)")
+        .bind(&tenant)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(next_seq("orders").await, 7);
+    assert_eq!(next_seq("fresh").await, 2);
 }
 
 /// A tenant has at most 10,000 event topics: a new one past that is refused naming the cap,
