@@ -7,8 +7,8 @@
 
 import { describe, expect, it } from "vitest";
 
-import { closeCodes, openLoggedIn, waitLive } from "./browser.js";
-import { insertAlert, siteOf } from "./data.js";
+import { closeCodes, logInWithForm, openLoggedIn, waitLive } from "./browser.js";
+import { insertAlert, insertDevice, siteOf } from "./data.js";
 import { stackAndBrowser } from "./suite.js";
 
 const TICKET_SECONDS = 5;
@@ -53,6 +53,50 @@ describe(`tickets that live ${TICKET_SECONDS} s`, () => {
       expect(watch.sockets.size).toBeGreaterThanOrEqual(2);
       expect(watch.documentLoads).toBe(loads);
       await alertArrives(page, `After the 4001 ${Date.now()}`);
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
+  it("follows the browser's session to another tenant's user and back, with nothing of the other's shown", async () => {
+    const { db, tenant, email, password, webUrl } = suite.stack;
+    // Another tenant, one device and a viewer whose password is the seeded one.
+    const other = `${tenant}-b`;
+    const otherEmail = `viewer@${other}.example`;
+    await db.query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)", [other, other]);
+    await insertDevice(db, other, "dev-b1", "site-b");
+    await db.query(
+      "INSERT INTO users (email, password_hash, tenant_id, role) SELECT $1, password_hash, $2, 'customer_viewer' FROM users WHERE email = $3",
+      [otherEmail, other, email],
+    );
+    const { context, page } = await openLoggedIn(suite.browser, suite.stack);
+    const second = await context.newPage();
+    try {
+      const shownTenant = () => page.locator(".topbar__tenant").textContent();
+      expect(await shownTenant()).toBe(tenant);
+      await alertArrives(page, `Before the switch ${Date.now()}`);
+
+      // The browser logs in as the other user by a request that runs none of the page's code
+      // (so no tab announces it): the page's next ticket names that user, and it follows.
+      const login = await context.request.post(`${webUrl}/api/v2/login`, { data: { email: otherEmail, password } });
+      expect(login.status()).toBe(200);
+      await expect.poll(shownTenant, { timeout: 3 * TICKET_SECONDS * 1_000, interval: 100 }).toBe(other);
+      await waitLive(page);
+      const theirs = `Other tenant's ${Date.now()}`;
+      await insertAlert(db, other, { deviceId: "dev-b1", siteId: "site-b", summary: theirs });
+      const summaries = page.getByTestId("alert-summary");
+      await summaries.getByText(theirs, { exact: true }).waitFor({ timeout: 3_000 });
+      expect(await summaries.allTextContents()).toEqual([theirs]);
+
+      // Back, through a second tab's logout and login form: the first tab is told at once.
+      await second.goto(webUrl);
+      await second.getByTestId("logout").click();
+      await expect.poll(() => page.getByTestId("login-page").count(), { timeout: 2_000, interval: 50 }).toBe(1);
+      await logInWithForm(second, email, password);
+      await expect.poll(shownTenant, { timeout: 2_000, interval: 50 }).toBe(tenant);
+      await waitLive(page);
+      await alertArrives(page, `After the switch back ${Date.now()}`);
+      expect(await summaries.allTextContents()).not.toContain(theirs);
     } finally {
       await context.close();
     }

@@ -11,6 +11,7 @@ import { NotFoundPage } from "../pages/NotFoundPage.js";
 import { fetchMe, logout, onSessionLost } from "./api.js";
 import { navigate, useRoute } from "./router.js";
 import { LiveSession } from "./session.js";
+import { announceSessionChange, sameUser, watchSessionChanges } from "./sessionChanges.js";
 
 type SessionState =
   | { status: "loading" }
@@ -47,6 +48,29 @@ export function App() {
     return () => onSessionLost(() => {});
   }, []);
 
+  // Another tab logged in or out, or a ticket named another user: ask who is logged in now. A
+  // new user gets a session of its own (see the key below); an unreachable server changes nothing.
+  useEffect(
+    () =>
+      watchSessionChanges(() => {
+        fetchMe()
+          .then((me) =>
+            setSession((s) => {
+              if (!me) return s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s;
+              if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
+              return { status: "ready", me };
+            }),
+          )
+          .catch(() => undefined);
+      }),
+    [],
+  );
+
+  const onLoggedIn = useCallback((me: Me) => {
+    announceSessionChange();
+    setSession({ status: "ready", me });
+  }, []);
+
   // Keep the address bar in line with the session.
   useEffect(() => {
     if (session.status === "anonymous" && route.page !== "login") {
@@ -60,6 +84,7 @@ export function App() {
   // A logout that fails leaves the session as it is, and says so where the button is.
   const onLogout = useCallback(async () => {
     await logout();
+    announceSessionChange();
     setSession({ status: "anonymous", notice: "You are logged out." });
   }, []);
 
@@ -79,10 +104,11 @@ export function App() {
         </main>
       );
     case "anonymous":
-      return <LoginPage notice={session.notice} onLoggedIn={(me) => setSession({ status: "ready", me })} />;
+      return <LoginPage notice={session.notice} onLoggedIn={onLoggedIn} />;
     case "ready":
+      // Keyed by who it is for: another user's session starts with nothing of this one's.
       return (
-        <LiveSession me={session.me} onLogout={onLogout}>
+        <LiveSession key={`${session.me.tenant_id}/${session.me.email}`} me={session.me} onLogout={onLogout}>
           <Shell>
             <RoutedPage route={route} />
           </Shell>

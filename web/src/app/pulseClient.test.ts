@@ -5,6 +5,7 @@ import { fakeClient } from "../client/testing/fakes.js";
 import { activityEvent, activityPage, alert, alertsMessage } from "../model/testing/fixtures.js";
 import { onSessionLost } from "./api.js";
 import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
+import { ticketHolder, watchSessionChanges } from "./sessionChanges.js";
 
 describe("sessionTicketFetcher", () => {
   const lost = vi.fn();
@@ -15,20 +16,48 @@ describe("sessionTicketFetcher", () => {
   });
 
   it("reports a lost session on 401 and still fails the attempt", async () => {
-    const fetchTicket = sessionTicketFetcher(() => Promise.reject(new TicketError("no", 401)));
+    const fetchTicket = sessionTicketFetcher(null, () => Promise.reject(new TicketError("no", 401)));
     await expect(fetchTicket()).rejects.toThrow("no");
     expect(lost).toHaveBeenCalledTimes(1);
   });
 
   it("leaves other failures to the client's retries", async () => {
-    await expect(sessionTicketFetcher(() => Promise.reject(new TicketError("down", 503)))()).rejects.toThrow("down");
-    await expect(sessionTicketFetcher(() => Promise.reject(new TicketError("network")))()).rejects.toThrow("network");
+    await expect(sessionTicketFetcher(null, () => Promise.reject(new TicketError("down", 503)))()).rejects.toThrow("down");
+    await expect(sessionTicketFetcher(null, () => Promise.reject(new TicketError("network")))()).rejects.toThrow("network");
     expect(lost).not.toHaveBeenCalled();
   });
 
   it("passes a ticket through", async () => {
     const ticket = { token: "t", expires_at: 1, gateways: ["ws://g"] };
-    await expect(sessionTicketFetcher(() => Promise.resolve(ticket))()).resolves.toBe(ticket);
+    await expect(sessionTicketFetcher(null, () => Promise.resolve(ticket))()).resolves.toBe(ticket);
+  });
+
+  /** A token whose claims are `claims` (the signature is the gateway's business). */
+  const tokenOf = (claims: object) =>
+    `e30.${btoa(String.fromCharCode(...new TextEncoder().encode(JSON.stringify(claims)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}.sig`;
+  const me = { tenant_id: "acme", email: "zoë@acme.example" };
+
+  it("uses a ticket of the page's user, and reports one of another user as a changed session", async () => {
+    const changed = vi.fn();
+    const stop = watchSessionChanges(changed);
+    try {
+      const ours = { token: tokenOf({ ...me, sub: "1" }), expires_at: 1, gateways: ["ws://g"] };
+      await expect(sessionTicketFetcher(me, () => Promise.resolve(ours))()).resolves.toBe(ours);
+      expect(changed).not.toHaveBeenCalled();
+      for (const other of [{ ...me, tenant_id: "beta" }, { ...me, email: "eve@acme.example" }]) {
+        const theirs = { token: tokenOf(other), expires_at: 1, gateways: ["ws://g"] };
+        await expect(sessionTicketFetcher(me, () => Promise.resolve(theirs))()).rejects.toThrow(TicketError);
+      }
+      expect(changed).toHaveBeenCalledTimes(2);
+      expect(lost).not.toHaveBeenCalled();
+    } finally {
+      stop();
+    }
+  });
+
+  it("reads a ticket's holder from its claims, and nothing from a token that is not a JWT saying it", () => {
+    expect(ticketHolder(tokenOf({ ...me, role: "customer_viewer" }))).toEqual(me);
+    for (const token of ["t", "a.!!!.c", tokenOf({ tenant_id: "acme" }), `x.${btoa("[1]")}.y`]) expect(ticketHolder(token)).toBeNull();
   });
 });
 

@@ -17,7 +17,9 @@ import {
   type TelemetryMessage,
   type Ticket,
 } from "../client/index.js";
+import type { Me } from "../model/validate.js";
 import { getJson, reportSessionLost } from "./api.js";
+import { reportSessionChange, sameUser, ticketHolder } from "./sessionChanges.js";
 
 /** Open alerts read per fallback poll: enough to count them exactly in all but extreme cases. */
 const POLL_ALERTS_LIMIT = 1000;
@@ -26,17 +28,28 @@ const POLL_ALERTS_SHOWN = 100;
 /** Events read per topic and poll (the endpoint's maximum); the next poll goes on from there. */
 const POLL_EVENTS_LIMIT = 1000;
 
-/** A ticket fetcher that reports a lost session (401) before failing. */
+/**
+ * A ticket fetcher that reports a lost session (401) before failing, and a ticket for another
+ * user than `me` (the cookie now holds another login) as a changed session, without using it.
+ */
 export function sessionTicketFetcher(
+  me: Pick<Me, "tenant_id" | "email"> | null,
   fetchTicket: (signal?: AbortSignal) => Promise<Ticket> = ticketFetcher(),
 ): (signal?: AbortSignal) => Promise<Ticket> {
   return async (signal?: AbortSignal) => {
+    let ticket: Ticket;
     try {
-      return await fetchTicket(signal);
+      ticket = await fetchTicket(signal);
     } catch (error) {
       if (error instanceof TicketError && error.status === 401) reportSessionLost();
       throw error;
     }
+    const holder = ticketHolder(ticket.token);
+    if (me && holder && !sameUser(me, holder)) {
+      reportSessionChange();
+      throw new TicketError(`the session is now ${holder.email} of ${holder.tenant_id}'s`);
+    }
+    return ticket;
   };
 }
 
@@ -180,10 +193,10 @@ export function restFallback(client: () => PulseClient) {
   };
 }
 
-/** A client for the logged-in user; call `start()` to connect. */
-export function newDashboardClient(): PulseClient {
+/** A client for the logged-in user `me`; call `start()` to connect. */
+export function newDashboardClient(me: Me): PulseClient {
   const client: PulseClient = new PulseClient({
-    getTicket: sessionTicketFetcher(),
+    getTicket: sessionTicketFetcher(me),
     poll: restFallback(() => client),
   });
   return client;

@@ -28,7 +28,7 @@ const SessionContext = createContext<Session | null>(null);
 
 export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () => Promise<void>; children: ReactNode }) {
   const [live] = useState(() => {
-    const client = newDashboardClient();
+    const client = newDashboardClient(me);
     return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };
   });
   // One query cache per session: nothing one user read is shown to the next.
