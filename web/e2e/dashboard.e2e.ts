@@ -492,6 +492,7 @@ describe("dashboard in Chromium against a live stack", () => {
     await freshPage();
     // The gateway refuses the activity topic for now.
     const p = await context!.newPage();
+    const pageWatch = new PageWatch(p);
     await refuseSubscribes(p, "events", "rate_limited");
     try {
       await p.goto(stack.webUrl);
@@ -507,6 +508,12 @@ describe("dashboard in Chromium against a live stack", () => {
       await p.getByTestId("device-not-found").waitFor();
       expect(await p.getByRole("heading", { level: 1 }).textContent()).toBe("no-such-device");
       expect(await p.getByTestId("error-card").textContent()).toContain("There is no device no-such-device in this tenant.");
+      // Nor is its channel held: `unknown_device` is retried (for a device added a moment ago),
+      // and after the API's 404 no subscribe for it goes out again (the first retry would be
+      // within a second).
+      const subscribes = () => pageWatch.framesSent.filter((f) => f.includes('"action":"subscribe"') && f.includes('"device_id":"no-such-device"')).length;
+      const sent = subscribes();
+      await holdsFor(3_000, () => expect(subscribes()).toBe(sent));
       expect(await axeViolations(p)).toEqual([]);
     } finally {
       await p.close();

@@ -11,6 +11,7 @@
  * @packageDocumentation
  */
 
+import { tokenClaims } from "../client/index.js";
 import type { Me } from "../model/validate.js";
 
 const CHANNEL = "pulse-session";
@@ -51,15 +52,7 @@ export function sameUser(a: Pick<Me, "tenant_id" | "email">, b: Pick<Me, "tenant
  * does that); `null` when the token is not a JWT that says them.
  */
 export function ticketHolder(token: string): Pick<Me, "tenant_id" | "email"> | null {
-  const payload = token.split(".")[1];
-  if (!payload) return null;
-  try {
-    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
-    const text = new TextDecoder().decode(Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)));
-    const claims = JSON.parse(text) as { tenant_id?: unknown; email?: unknown };
-    if (typeof claims.tenant_id !== "string" || typeof claims.email !== "string") return null;
-    return { tenant_id: claims.tenant_id, email: claims.email };
-  } catch {
-    return null;
-  }
+  const claims = tokenClaims(token);
+  if (typeof claims?.tenant_id !== "string" || typeof claims.email !== "string") return null;
+  return { tenant_id: claims.tenant_id, email: claims.email };
 }

@@ -128,10 +128,13 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
     dispatch({ type: "history-failed", error: error.message, notFound });
   }, [history.error]);
 
-  useEffect(
-    () => client.watch({ type: "device", device_id: deviceId }, (message) => dispatch({ type: "live", message, deviceId })),
-    [client, deviceId],
-  );
+  // Not for a device the API says this tenant has not: holding it would retry the subscribe
+  // (`unknown_device` is for a device added a moment ago) and fail every fallback poll with 404.
+  const { notFound } = state;
+  useEffect(() => {
+    if (notFound) return;
+    return client.watch({ type: "device", device_id: deviceId }, (message) => dispatch({ type: "live", message, deviceId }));
+  }, [client, deviceId, notFound]);
 
   useEffect(() => {
     const channel = { type: "device", device_id: deviceId } as const;

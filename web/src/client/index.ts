@@ -63,7 +63,7 @@ export type { NetworkMonitor, VisibilityMonitor } from "./network.js";
 export { isRetryableRefusal } from "./subscription.js";
 export type { SubscriptionState, SubscriptionStatus } from "./subscription.js";
 
-export { DEFAULT_TICKET_URL, TicketError, parseTicket, pickGateway, ticketFetcher } from "./ticket.js";
+export { DEFAULT_TICKET_URL, TicketError, parseTicket, pickGateway, ticketFetcher, tokenClaims } from "./ticket.js";
 export type { TicketFetcherOptions } from "./ticket.js";
 
 export { globalNow, globalTimers } from "./timers.js";

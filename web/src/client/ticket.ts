@@ -66,13 +66,14 @@ export function ticketLifetimeMs(ticket: Ticket, now: number): number {
   return ticket.expires_at * 1000 - now;
 }
 
-/** The payload of a JWT, or `undefined` when it is not one. */
-function tokenClaims(token: string): Record<string, unknown> | undefined {
+/** The payload of a JWT (its claims, not verified), or `undefined` when it is not one. */
+export function tokenClaims(token: string): Record<string, unknown> | undefined {
   const payload = token.split(".")[1];
   if (!payload) return undefined;
   try {
     const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
-    const json = globalThis.atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "="));
+    const bytes = globalThis.atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "="));
+    const json = new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bytes, (c) => c.charCodeAt(0)));
     const claims: unknown = JSON.parse(json);
     return typeof claims === "object" && claims !== null ? (claims as Record<string, unknown>) : undefined;
   } catch {
