@@ -122,6 +122,13 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(1..=10_000_000))]
     pub max_subjects_per_tenant: usize,
 
+    /// Most of those subjects one user (the token's `sub`) may have brought into use on this
+    /// instance while they stay in use; a new subject past that gets `too_many_subjects`, so
+    /// one user (a script with many connections) cannot take the whole tenant's budget.
+    #[arg(long, env = "PULSE_MAX_SUBJECTS_PER_USER", default_value = "1000",
+          value_parser = number::<usize>(1..=10_000_000))]
+    pub max_subjects_per_user: usize,
+
     /// Proxies whose `X-Forwarded-For` is believed for the client address (the load
     /// balancer in front of the gateways), addresses or networks, comma-separated.
     #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = pulse_common::client_addr::parse_trusted)]

@@ -105,6 +105,7 @@ pub async fn run(
             cache: config.events_cache,
             replay_max: config.replay_max_events,
             subjects_per_tenant: config.max_subjects_per_tenant,
+            subjects_per_user: config.max_subjects_per_user,
         },
     );
     let auth = Authenticator::new(&config);

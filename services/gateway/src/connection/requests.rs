@@ -180,7 +180,7 @@ impl Session {
         match self
             .cx
             .fanout
-            .subscribe(self.id, &self.queue, &subject, since)
+            .subscribe(self.id, &self.principal.sub, &self.queue, &subject, since)
             .await
         {
             Ok(subscribed) => {
@@ -194,7 +194,7 @@ impl Session {
                 })
                 .await
             }
-            Err(e @ FanOutError::TenantSubjects(_)) => {
+            Err(e @ (FanOutError::TenantSubjects(_) | FanOutError::UserSubjects(_))) => {
                 self.reply_channel_error(ErrorCode::TooManySubjects, e.to_string(), channel)
                     .await
             }

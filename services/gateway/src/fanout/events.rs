@@ -40,6 +40,9 @@ pub struct EventLimits {
     pub replay_max: usize,
     /// Most distinct subjects one tenant may have in use on this instance.
     pub subjects_per_tenant: usize,
+    /// Most of those one user (a token's `sub`) may have brought into use and still in use,
+    /// so that one user cannot take the whole tenant's budget.
+    pub subjects_per_user: usize,
 }
 
 /// What every event topic's delivery shares: the stream's history, metrics and limits.

@@ -48,6 +48,8 @@ pub enum FanOutError {
     Disconnected,
     #[error("the tenant already has {0} subjects on this gateway")]
     TenantSubjects(usize),
+    #[error("this user already brought {0} subjects into use on this gateway")]
+    UserSubjects(usize),
 }
 
 /// Least time between two reads of everything after NATS dropped messages: drops come in
@@ -84,6 +86,57 @@ async fn within_barrier<T: Send + 'static>(
 struct Topics {
     by_subject: HashMap<Subject, Arc<Topic>>,
     per_tenant: HashMap<pulse_proto::TenantId, usize>,
+    /// Who brought each subject into use (a token's `sub`; none for a token without one).
+    opened_by: HashMap<Subject, String>,
+    /// Subjects in use per user who brought them into use.
+    per_user: HashMap<(pulse_proto::TenantId, String), usize>,
+}
+
+impl Topics {
+    /// Counts `subject`, new on this instance, against its tenant's and `user`'s budgets, or
+    /// says which is spent.
+    fn open(
+        &mut self,
+        subject: &Subject,
+        user: &str,
+        limits: &EventLimits,
+    ) -> Result<(), FanOutError> {
+        let tenant = subject.tenant();
+        let held = self.per_tenant.get(tenant).copied().unwrap_or(0);
+        if held >= limits.subjects_per_tenant {
+            return Err(FanOutError::TenantSubjects(held));
+        }
+        if !user.is_empty() {
+            let key = (tenant.clone(), user.to_owned());
+            let opened = self.per_user.get(&key).copied().unwrap_or(0);
+            if opened >= limits.subjects_per_user {
+                return Err(FanOutError::UserSubjects(opened));
+            }
+            self.per_user.insert(key, opened + 1);
+            self.opened_by.insert(subject.clone(), user.to_owned());
+        }
+        *self.per_tenant.entry(tenant.clone()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Takes `subject`, no longer in use, off the budgets it was counted against.
+    fn close(&mut self, subject: &Subject) {
+        let tenant = subject.tenant();
+        decrement(&mut self.per_tenant, tenant);
+        if let Some(user) = self.opened_by.remove(subject) {
+            decrement(&mut self.per_user, &(tenant.clone(), user));
+        }
+    }
+}
+
+/// Lowers `key`'s count by one, forgetting it at zero.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 /// A subscription in place.
@@ -152,24 +205,21 @@ impl FanOut {
         self.inner.topics.lock().by_subject.len()
     }
 
-    /// Adds `queue` as a subscriber of `subject`. A snapshot subject queues its current value;
-    /// an event subject given `since` queues every event after it, then the live ones.
+    /// Adds `queue`, of a connection of `user` (a token's `sub`), as a subscriber of `subject`.
+    /// A snapshot subject queues its current value; an event subject given `since` queues every
+    /// event after it, then the live ones.
     pub async fn subscribe(
         &self,
         conn: ConnId,
+        user: &str,
         queue: &Arc<ClientQueue>,
         subject: &Subject,
         since: Option<u64>,
     ) -> Result<Subscribed, FanOutError> {
         let (topic, catching_up) = {
             let mut topics = self.inner.topics.lock();
-            let tenant = subject.tenant();
-            let held = topics.per_tenant.get(tenant).copied().unwrap_or(0);
             if !topics.by_subject.contains_key(subject) {
-                if held >= self.inner.limits.subjects_per_tenant {
-                    return Err(FanOutError::TenantSubjects(held));
-                }
-                *topics.per_tenant.entry(tenant.clone()).or_insert(0) += 1;
+                topics.open(subject, user, &self.inner.limits)?;
             }
             let topic = topics
                 .by_subject
@@ -268,13 +318,7 @@ impl FanOut {
                 .is_some_and(|current| Arc::ptr_eq(current, topic))
             {
                 topics.by_subject.remove(&topic.subject);
-                let tenant = topic.subject.tenant();
-                if let Some(n) = topics.per_tenant.get_mut(tenant) {
-                    *n -= 1;
-                    if *n == 0 {
-                        topics.per_tenant.remove(tenant);
-                    }
-                }
+                topics.close(&topic.subject);
             }
             topic.stop(&self.inner.metrics);
         }

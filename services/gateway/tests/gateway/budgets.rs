@@ -151,6 +151,37 @@ async fn a_tenant_may_hold_only_so_many_subjects_on_a_gateway() {
         .await;
 }
 
+/// One user (a script holding many connections) cannot spend the tenant's subject budget: it
+/// may bring only so many subjects into use, while its colleagues still open new ones and it
+/// still joins subjects others brought.
+#[tokio::test]
+async fn a_user_may_bring_only_so_many_subjects_into_use() {
+    let gw = spawn_gateway_with(|c| c.max_subjects_per_user = 2).await;
+    let tenant = unique("usersubjects");
+    let topic = |name: &str| json!({"type": "events", "topic": name});
+    let mut script = connect(&gw.url(&user_token(&tenant, "7"))).await;
+    let mut second = connect(&gw.url(&user_token(&tenant, "7"))).await;
+    script.assert_subscribes(topic("junk-1")).await;
+    second.assert_subscribes(topic("junk-2")).await;
+    // Its third new subject is refused, from any of its connections.
+    for c in [&mut script, &mut second] {
+        let refused = c.subscribe(topic("junk-3")).await;
+        assert_eq!(refused["code"], "too_many_subjects", "{refused}");
+        assert_eq!(refused["topic"], "junk-3", "{refused}");
+    }
+    // A colleague opens new subjects, and the script may join one in use.
+    let mut colleague = connect(&gw.url(&user_token(&tenant, "8"))).await;
+    colleague.assert_subscribes(json!({"type": "alerts"})).await;
+    colleague.assert_subscribes(topic("orders")).await;
+    script.assert_subscribes(topic("orders")).await;
+    // A subject it brought and released, no one else holding it, makes room.
+    script
+        .send(json!({"action": "unsubscribe", "type": "events", "topic": "junk-1"}))
+        .await;
+    script.until(T, |m| m["type"] == "unsubscribed").await;
+    script.assert_subscribes(topic("junk-3")).await;
+}
+
 #[tokio::test]
 async fn a_ticket_can_come_as_a_subprotocol_or_as_the_first_message() {
     let gw = spawn_gateway(config()).await;

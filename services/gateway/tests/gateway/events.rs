@@ -679,6 +679,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
             cache: 0,
             replay_max: REPLAY_MAX,
             subjects_per_tenant: 1_000,
+            subjects_per_user: 1_000,
         },
     );
     let queue_events = config().client_queue_events;
@@ -699,7 +700,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
     let other = Arc::new(ClientQueue::new(queue_events));
     for topic in topics.iter().chain([&"live".to_owned()]) {
         let subscribed = fanout
-            .subscribe(OTHER, &other, &parsed(topic), None)
+            .subscribe(OTHER, "other", &other, &parsed(topic), None)
             .await
             .unwrap();
         if topic != "live" {
@@ -712,7 +713,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
     let mut written = std::collections::HashMap::new();
     for topic in &topics {
         let subscribed = fanout
-            .subscribe(RESUMING, &resuming, &parsed(topic), Some(0))
+            .subscribe(RESUMING, "resuming", &resuming, &parsed(topic), Some(0))
             .await
             .unwrap();
         written.insert(subscribed.topic.id, Newest::of(0));
