@@ -162,7 +162,7 @@ pub async fn get(
     .await?;
     let row = row.ok_or(ApiError::NotFound("device"))?;
     let latest: Option<Reading> = sqlx::query_as(
-        "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+        "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC, xid DESC LIMIT 1",
     )
     .bind(device_id.as_str())
     .fetch_optional(&mut *tx)
@@ -198,14 +198,16 @@ pub struct ReadingPage {
     pub items: Vec<Reading>,
 }
 
-/// A device's newest readings (`$1` device, `$2` limit), newest first.
-pub const READINGS: &str = "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC LIMIT $2";
+/// A device's newest readings (`$1` device, `$2` limit), newest first. Of readings with one
+/// timestamp, the one written last (the poller's order, `(ts, xid)`) comes first here and last
+/// in the page, so that it is the one a client keeps, as it is the one pushed last.
+pub const READINGS: &str = "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 ORDER BY ts DESC, xid DESC LIMIT $2";
 /// [`READINGS`] after an instant (`$1` device, `$2` since, `$3` limit). A statement of its own
 /// rather than a `$n IS NULL OR ts > $n` filter: a generic plan of that (which PostgreSQL takes
 /// for a statement a connection has run a few times) walks the device's whole history to find
 /// the few readings after `since`, on every poll. Public for the test that checks the plans.
 pub const READINGS_SINCE: &str = "SELECT ts, metrics::text AS metrics FROM telemetry WHERE device_id = $1 AND ts > $2 \
-                                    ORDER BY ts DESC LIMIT $3";
+                                    ORDER BY ts DESC, xid DESC LIMIT $3";
 
 #[utoipa::path(get, path = "/api/v2/devices/{device_id}/telemetry", tag = "devices",
     params(("device_id" = String, Path, description = "Device id"), TelemetryParams),

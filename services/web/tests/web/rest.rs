@@ -79,6 +79,42 @@ async fn a_reading_only_postgresql_can_hold_is_listed_as_stored() {
     env.finish().await;
 }
 
+/// Of readings with one timestamp, the one written last is the newest (the contract's rule, and
+/// the poller's): it is the device's latest, and the last of them in the history (oldest
+/// first), so a client merging the page keeps it, as it kept the push.
+#[tokio::test]
+async fn of_readings_with_one_timestamp_the_one_written_last_is_the_newest() {
+    let env = spawn().await;
+    let at = "2026-11-30T10:00:00Z";
+    let c = env.login("viewer", &env.tenant).await;
+    let shown = async || {
+        let detail: Value = get_json(&c, env.at("/api/v2/devices/dev-0001")).await;
+        let history: Value = get_json(&c, env.at("/api/v2/devices/dev-0001/telemetry")).await;
+        let items = history["items"].as_array().unwrap().clone();
+        (
+            detail["latest"]["metrics"]["v"].clone(),
+            items.last().unwrap()["metrics"]["v"].clone(),
+        )
+    };
+    // Each write a transaction of its own: the later one has the higher transaction id.
+    for v in ["1", "2"] {
+        let insert = format!(
+            "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
+             VALUES ($1, 'dev-0001', '{at}', '{{\"v\": {v}}}'::jsonb)"
+        );
+        env.execute(&insert, &[&env.tenant]).await;
+    }
+    assert_eq!(shown().await, (json!(2), json!(2)));
+    // A correction of the first row is now the one written last.
+    env.execute(
+        "UPDATE telemetry SET metrics = '{\"v\": 3}' WHERE tenant_id = $1 AND metrics = '{\"v\": 1}'",
+        &[&env.tenant],
+    )
+    .await;
+    assert_eq!(shown().await, (json!(3), json!(3)));
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn devices_page_and_telemetry_history() {
     let env = spawn().await;
