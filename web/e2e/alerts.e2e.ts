@@ -1,6 +1,7 @@
 /**
- * A tenant with more open alerts than its snapshot lists, in a real headless Chromium, on a stack
- * of its own whose poller lists the newest 3. A critical alert behind newer minor ones is left
+ * Capped snapshots, in a real headless Chromium, on a stack of its own whose poller lists the
+ * newest 3 open alerts and the least healthy device only. A tenant with more open alerts than
+ * its snapshot lists: A critical alert behind newer minor ones is left
  * out of the list, but never out of the count: the Open alerts card counts it as critical, the
  * alerts widget says that it is not listed and lists it when asked, and all follow as critical
  * alerts are pushed out of the list and close.
@@ -9,12 +10,17 @@
 import { describe, expect, it } from "vitest";
 
 import { axeViolations, openLoggedIn, stat } from "./browser.js";
-import { closeAlert, insertAlert, siteOf } from "./data.js";
+import { closeAlert, insertAlert, insertDevice, insertReadings, siteOf } from "./data.js";
 import { artifact } from "./stack.js";
 import { stackAndBrowser } from "./suite.js";
 
 const LISTED = 3;
-const suite = stackAndBrowser({ name: "alerts-capped", devices: 2, sites: 1, pollerEnv: { PULSE_ALERTS_CAP: String(LISTED) } });
+const suite = stackAndBrowser({
+  name: "alerts-capped",
+  devices: 2,
+  sites: 1,
+  pollerEnv: { PULSE_ALERTS_CAP: String(LISTED), PULSE_FLEET_DEVICES_CAP: "1" },
+});
 
 describe("open alerts beyond the listed ones", () => {
   it("counts and lists the critical alerts the list leaves out, and follows them until they close", async () => {
@@ -76,4 +82,24 @@ describe("open alerts beyond the listed ones", () => {
       await context.close();
     }
   });
+
+  it("keeps the status of a device the capped fleet leaves out current while its readings arrive", async () => {
+    const { db, tenant } = suite.stack;
+    // A device that never reported (offline: the least healthy, so the one the fleet lists),
+    // and one last heard 5 minutes ago (stale, and left out).
+    await insertDevice(db, tenant, "never", "site-x");
+    await insertDevice(db, tenant, "quiet", "site-x");
+    await insertReadings(db, tenant, "quiet", [{ secondsAgo: 300, metrics: { temp_c: 20 } }]);
+    const { context, page } = await openLoggedIn(suite.browser, suite.stack);
+    try {
+      await page.goto(`${suite.stack.webUrl}/devices/quiet`);
+      const badge = page.getByTestId("device-page").locator(".page__head .badge");
+      await expect.poll(() => badge.getAttribute("class"), { timeout: 5_000 }).toContain("badge--stale");
+      // It reports again: ONLINE, though no fleet push names it.
+      await insertReadings(db, tenant, "quiet", [{ secondsAgo: 0, metrics: { temp_c: 21 } }]);
+      await expect.poll(() => badge.getAttribute("class"), { timeout: 5_000 }).toContain("badge--online");
+    } finally {
+      await context.close();
+    }
+  }, 30_000);
 });

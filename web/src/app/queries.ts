@@ -62,6 +62,27 @@ export function deviceHistoryQuery(deviceId: string) {
   };
 }
 
+/** How often, at most, the status of a device the fleet push leaves out is read again. */
+export const UNLISTED_STATUS_EVERY_MS = 30_000;
+
+/**
+ * A device's status read again, for `useQuery`, for a device the capped fleet push leaves out
+ * (the healthiest are): nothing pushes its status, and a reading arriving may change it. `round`
+ * (the newest live reading's time over {@link UNLISTED_STATUS_EVERY_MS}) is part of the key, so
+ * it is read again as readings keep coming, at most that often.
+ */
+export function deviceStatusQuery(deviceId: string, round: number) {
+  return {
+    queryKey: ["device-status", deviceId, round] as const,
+    queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceDetail> => {
+      const d = checkDeviceDetail(await getJson(`/api/v2/devices/${encodeURIComponent(deviceId)}`, signal));
+      if (!d.ok) throw new Error(`malformed device: ${d.error}`);
+      return d.value;
+    },
+    staleTime: Number.POSITIVE_INFINITY,
+  };
+}
+
 /** Most open critical alerts read at once for the ones a capped alerts push leaves out. */
 export const CRITICAL_ALERTS_LIMIT = 100;
 

@@ -1,5 +1,7 @@
+import { useQuery } from "@tanstack/react-query";
 import { useMemo } from "react";
 
+import { deviceStatusQuery, UNLISTED_STATUS_EVERY_MS } from "../app/queries.js";
 import { useLive } from "../app/session.js";
 import type { Channel } from "../client/index.js";
 import { nothingLoaded, useDeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
@@ -34,8 +36,17 @@ function PageTitle({ deviceId }: { deviceId: string }) {
 export function DevicePage({ deviceId }: { deviceId: string }) {
   const data = useDeviceReadings(deviceId);
   const listed = useLive((s) => findDevice(s.fleet, deviceId));
-  const device = listed ?? data.detail;
   const latest = data.readings[data.readings.length - 1];
+  // A device the capped fleet push leaves out has no pushed status: while its readings arrive,
+  // the status is read again now and then, or it would stay as the page found it.
+  const round = data.liveCount > 0 && latest ? Math.floor(latest.at / UNLISTED_STATUS_EVERY_MS) : null;
+  const reread = useQuery({
+    ...deviceStatusQuery(deviceId, round ?? 0),
+    enabled: !listed && round !== null && !data.notFound,
+    // The last status read stays on show while the next is read.
+    placeholderData: (previous) => previous,
+  });
+  const device = listed ?? reread.data ?? data.detail;
   // The fleet republishes a last-seen change only now and then; a newer live reading is newer.
   const lastSeen = newest(device?.last_seen_at ?? null, latest?.timestamp ?? null);
   // The channel the live widgets follow, and say so when it is not updating.
