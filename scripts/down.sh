@@ -13,7 +13,7 @@ stop_pid_file() {
   name="$(basename "$f" .pid)"
   pid="$(cat "$f" 2>/dev/null || true)"
   rm -f "$f"
-  [[ -n "$pid" ]] && pid_alive "$pid" || return 0
+  [[ -n "$pid" ]] && recorded_pid_alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 150); do
     pid_alive "$pid" || { log "stopped $name (pid $pid)"; return 0; }

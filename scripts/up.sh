@@ -38,7 +38,7 @@ running_pids() {
   for f in "$run_dir"/*.pid; do
     [[ -e "$f" ]] || continue
     pid="$(cat "$f")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if recorded_pid_alive "$pid"; then
       echo "$pid"
     fi
   done
@@ -203,6 +203,8 @@ if [[ "${PULSE_UP_DETACH:-}" == "1" ]]; then
   exit 0
 fi
 # Ctrl-C stops what `make down` would: the services, and a PostgreSQL or NATS this started.
-trap 'echo; bash "$PULSE_ROOT/scripts/down.sh"; exit 0' INT TERM
+# `tail` is stopped too: started in the background of a script, it ignores Ctrl-C.
+trap 'echo; kill "$tail_pid" 2>/dev/null; bash "$PULSE_ROOT/scripts/down.sh"; exit 0' INT TERM
 tail -n 0 -F "$log_dir"/*.log &
-wait $!
+tail_pid=$!
+wait "$tail_pid"
