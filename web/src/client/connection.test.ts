@@ -1441,10 +1441,12 @@ describe("fallback polling", () => {
     for (const s of t.factory.sockets.slice(1)) s.serverClose(1006);
     await t.advanceAndSettle(30_000);
     expect(poll).toHaveBeenCalledTimes(2);
-    // Open whatever socket comes next: polling stops.
+    // Open whatever socket comes next: polling stops (and stays stopped once the gateway takes
+    // the channel).
     const live = await t.nextSocket();
     expect(t.client.state).toBe("live");
     expect(t.client.polling).toBe(false);
+    live.push({ type: "subscribed", channel: "fleet" });
     const polls = poll.mock.calls.length;
     await vi.advanceTimersByTimeAsync(120_000);
     expect(poll).toHaveBeenCalledTimes(polls);
@@ -1452,6 +1454,47 @@ describe("fallback polling", () => {
     const pollingChanges = t.statuses.map((s) => `${s.state}:${s.polling}`);
     expect(pollingChanges).toContain("reconnecting:true");
     expect(pollingChanges.at(-1)).toBe("live:false");
+  });
+
+  it("polls on a live socket while the gateway refuses a held channel for now, and delivers only what the socket does not serve", async () => {
+    const poll = vi.fn(async (ctx: PollContext) => {
+      ctx.publish(fleet(0, 42));
+      ctx.publish(alerts(0, 99));
+    });
+    const t = setup({ poll, random: () => 0.999 });
+    const socket = await t.connect();
+    const fleetGot: number[] = [];
+    const alertsGot: number[] = [];
+    t.client.watch({ type: "fleet" }, (m) => fleetGot.push(m.counts.online));
+    t.client.watch({ type: "alerts" }, (m) => alertsGot.push(m.total_open));
+    socket.push({ type: "subscribed", channel: "alerts" });
+    socket.push(alerts(5, 7));
+    // The gateway's NATS link is down: the fleet is refused for now, and asked again and again.
+    const refuse = () => socket.push({ type: "error", code: "unavailable", message: "retry shortly", channel: "fleet" });
+    refuse();
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(poll).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(poll).toHaveBeenCalledTimes(1);
+    expect([t.client.state, t.client.polling]).toEqual(["live", true]);
+    // The fleet from REST; the alerts stay the live ones.
+    expect(fleetGot).toEqual([42]);
+    expect(alertsGot).toEqual([7]);
+    // Asked again and refused again: polling goes on, every 30 s.
+    for (let i = 0; i < 3; i++) {
+      await t.advanceAndSettle(30_000);
+      if (t.client.subscriptionStatus({ type: "fleet" })?.state === "pending") refuse();
+    }
+    expect(t.client.polling).toBe(true);
+    expect(poll.mock.calls.length).toBeGreaterThanOrEqual(3);
+    // Taken at last: polling stops.
+    await vi.advanceTimersByTimeAsync(30_000);
+    socket.push({ type: "subscribed", channel: "fleet" });
+    expect(t.client.polling).toBe(false);
+    const polls = poll.mock.calls.length;
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(poll).toHaveBeenCalledTimes(polls);
+    expect(t.statuses.map((s) => `${s.state}:${s.polling}`).slice(-2)).toEqual(["live:true", "live:false"]);
   });
 
   it("counts a socket as live only once the gateway answered: refused right after the upgrade, it never shows live and polling goes on", async () => {

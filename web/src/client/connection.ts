@@ -674,8 +674,28 @@ export class PulseClient {
   private onAccepted(): void {
     this.accepted = true;
     this.liveSince = this.now();
-    this.fallback?.connected();
     this.update({ state: "live", polling: this.polling, since: this.now() });
+    this.reconsiderFallback();
+  }
+
+  /**
+   * While live, REST polling stands in for the held channels the gateway refuses for now
+   * (`retrying`: `unavailable` while its NATS link is down, say), or their widgets would get
+   * nothing until it takes them: it starts a threshold after one is refused and stops once none
+   * is. Polled data of a channel subscribed live is not delivered (see `publishPolled`). A
+   * channel refused for good (`failed`) is not polled for: REST would refuse it too.
+   */
+  private reconsiderFallback(): void {
+    if (!this.fallback || !this.wanted || this.current.state !== "live") return;
+    // A refused channel asked again is `pending` with the refusal until the gateway answers.
+    const refused = [...this.holdings.values()].some((h) => h.status.state === "retrying" || (h.status.state === "pending" && h.status.error));
+    if (refused) this.fallback.disconnected();
+    else this.fallback.connected();
+  }
+
+  /** Whether `topic`'s data comes live: the socket is live and the gateway took the channel. */
+  private servedLive(topic: DataTopic): boolean {
+    return this.current.state === "live" && this.holdings.get(topic)?.status.state === "subscribed";
   }
 
   private onClose(code: number, reason: string): void {
@@ -1098,7 +1118,7 @@ export class PulseClient {
         return;
       }
       const topic = messageTopic(frame.message) as EventsTopic;
-      if (this.holdings.has(topic)) this.deliverPolledEvent(topic, frame.message);
+      if (this.holdings.has(topic) && !this.servedLive(topic)) this.deliverPolledEvent(topic, frame.message);
       return;
     }
     // Snapshots are passed on unchecked (their users check them), but the topic they go out on
@@ -1109,6 +1129,8 @@ export class PulseClient {
       return;
     }
     const topic = messageTopic(message);
+    // A poll made while some channel was refused also reads the ones served live: theirs are older.
+    if (this.servedLive(topic)) return;
     if (isSnapshotTopic(topic) && this.holdings.has(topic)) {
       this.latestSnapshots.set(topic, message as SnapshotMessage);
       this.seq.polledSnapshot(topic);
@@ -1251,6 +1273,7 @@ export class PulseClient {
     if (change.nextAttemptAt !== undefined) (status as { nextAttemptAt?: number }).nextAttemptAt = change.nextAttemptAt;
     holding.status = Object.freeze(status);
     this.bus.publish("subscription", holding.status);
+    this.reconsiderFallback();
   }
 
   /** Where a held channel stands on the gateway; `undefined` when it is not held. */
@@ -1277,6 +1300,7 @@ export class PulseClient {
     this.holdings.delete(topic);
     holding.timer.clear();
     this.seq.forget(topic);
+    this.reconsiderFallback();
     if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
     // A subscribe still waiting for its slot never reached the gateway: nothing to undo.
     if (this.socketOpen && !holding.queued) this.unsubscribeInTurn(topic, holding.channel);

@@ -1,6 +1,7 @@
 /**
- * REST polling while the socket is down: after the connection has been lost for longer than a
- * threshold, call `poll()` on an interval until the socket is live again.
+ * REST polling while the socket is down, or while the gateway refuses a held channel for now:
+ * a threshold after the connection was lost (or the channel refused), call `poll()` on an
+ * interval until the socket is live again with every held channel taken.
  *
  * @packageDocumentation
  */
@@ -31,8 +32,8 @@ export interface EventsPosition {
 export interface PollContext {
   /**
    * Publishes a message fetched over REST, shaped like the push it stands for (for example the
-   * body of `GET /api/v2/fleet`). Calls made after the socket came back are ignored, so a slow
-   * poll never overwrites live data. Events go through the same `seq` checks as pushed ones:
+   * body of `GET /api/v2/fleet`). Calls made after polling stopped, and those for a channel the
+   * live socket serves, are ignored, so a slow poll never overwrites live data. Events go through the same `seq` checks as pushed ones:
    * publish them in ascending `seq`, as `GET /api/v2/events` lists them.
    */
   publish(message: DataMessage): void;
