@@ -351,15 +351,31 @@ impl Events {
                         topic.log.lock().forget_head();
                     }
                     let mut filled = 0;
-                    for frame in &stored.frames {
+                    let mut hole = None;
+                    for (i, frame) in stored.frames.iter().enumerate() {
                         match topic.deliver_event(frame, metrics) {
                             Order::Next => filled += 1,
                             Order::Duplicate => {}
-                            Order::Gap { .. } => break,
+                            Order::Gap { .. } => {
+                                hole = Some(i);
+                                break;
+                            }
                         }
                     }
                     metrics.events_filled.inc_by(filled);
-                    let Some(frame) = &pending else { return };
+                    let Some(frame) = &pending else {
+                        // No live event is waiting (a read after NATS came back or dropped
+                        // messages): a hole in what the stream holds is read again shortly (an
+                        // event may be stored late), then announced, and what follows it goes
+                        // out rather than wait for the next live event.
+                        let Some(i) = hole else { return };
+                        if attempt < SPLICE_ATTEMPTS {
+                            splice_pause(attempt).await;
+                            continue;
+                        }
+                        deliver_across_holes(topic, &stored.frames[i..], metrics);
+                        return;
+                    };
                     let order = topic.log.lock().order(frame.seq);
                     match order {
                         Order::Next | Order::Duplicate => break,
@@ -391,6 +407,26 @@ impl Events {
             metrics.events_duplicate.inc();
         }
     }
+}
+
+/// Delivers `frames`, read back in order, announcing each hole among them (an event the stream
+/// will not give) with a reset before the event after it.
+fn deliver_across_holes(topic: &Topic, frames: &[Frame], metrics: &Metrics) {
+    let mut filled = 0;
+    for frame in frames {
+        let order = match topic.deliver_event(frame, metrics) {
+            Order::Gap { .. } => {
+                topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
+                topic.log.lock().forget_head();
+                topic.deliver_event(frame, metrics)
+            }
+            order => order,
+        };
+        if order == Order::Next {
+            filled += 1;
+        }
+    }
+    metrics.events_filled.inc_by(filled);
 }
 
 /// The wait before reading the stream again after attempt `attempt` found an event that was

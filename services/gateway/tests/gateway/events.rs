@@ -151,6 +151,40 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     assert_eq!(events_until(&mut c, 2).await, [1, 2]);
 }
 
+/// Events missed live (the gateway's NATS connection cut) are read back when it returns; a hole
+/// among them that the stream will never fill (event 2 was never stored) is announced, and the
+/// events after it go out then, not when the quiet topic's next event comes.
+#[tokio::test]
+async fn a_hole_found_reading_back_after_an_outage_is_announced_and_what_follows_goes_out() {
+    let tenant = unique("evhole");
+    let nats = nats().await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+
+    proxy.set(Link::Cut);
+    let ready = || async {
+        reqwest::get(format!("http://{}/readyz", gw.addr))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
+    eventually("the gateway sees NATS gone", T, || async { !ready().await }).await;
+    publish_event(&nats, &tenant, "tickets", 3).await;
+    publish_event(&nats, &tenant, "tickets", 4).await;
+    proxy.set(Link::Open);
+
+    let reset = c.next(T).await;
+    assert_eq!(
+        reset,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 3, "reason": "gap"})
+    );
+    assert_eq!(c.next(T).await["seq"], 3);
+    assert_eq!(c.next(T).await["seq"], 4);
+}
+
 #[tokio::test]
 async fn a_quiet_topic_whose_events_expired_goes_on_without_a_reset() {
     // Events 1..50 expired before anyone here subscribed: the stream holds none of them, and
