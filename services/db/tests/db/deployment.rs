@@ -135,22 +135,15 @@ async fn a_callers_temporary_table_does_not_stand_in_for_the_owners() {
     // As the web service writes events: a temporary `event_topics`, primed, then an event.
     let id = TenantId::parse(&tenant).unwrap();
     let mut tx = roles::begin_as_tenant(&d.web, &id).await.unwrap();
-    sqlx::query(
+    sqlx::raw_sql(&format!(
         "CREATE TEMP TABLE event_topics (tenant_id text, topic text, last_seq bigint, \
-         PRIMARY KEY (tenant_id, topic)) ON COMMIT DROP",
-    )
+           PRIMARY KEY (tenant_id, topic)) ON COMMIT DROP; \
+         INSERT INTO pg_temp.event_topics VALUES ('{tenant}', 'orders', 424241); \
+         GRANT ALL ON pg_temp.event_topics TO PUBLIC"
+    ))
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO pg_temp.event_topics VALUES ($1, 'orders', 424241)")
-        .bind(&tenant)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("GRANT ALL ON pg_temp.event_topics TO PUBLIC")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
     let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, 'orders', 'x')")
         .bind(&tenant)
         .fetch_one(&mut *tx)

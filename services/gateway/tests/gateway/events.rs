@@ -125,17 +125,18 @@ async fn a_stored_event_that_is_not_text_is_a_gap_live_and_on_a_resume() {
     }
 }
 
-#[tokio::test]
-async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
-    // The stream holds nothing of the topic when the client subscribes; then the gateway's
-    // NATS connection is cut while event 1 is relayed, so it never sees that one live.
-    let tenant = unique("evfirst");
+/// A publishing connection to NATS (the streams in place), and a gateway whose own connection
+/// runs through a proxy the test can cut.
+async fn behind_a_proxy() -> (async_nats::Client, Proxy, Gateway) {
     let nats = nats().await;
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
     let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
     let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
-    let mut c = tickets_reader(&gw, &tenant, None).await;
+    (nats, proxy, gw)
+}
 
+/// Cuts the gateway's NATS connection and waits until the gateway says it is gone.
+async fn cut_until_noticed(proxy: &Proxy, gw: &Gateway) {
     proxy.set(Link::Cut);
     let ready = || async {
         reqwest::get(format!("http://{}/readyz", gw.addr))
@@ -143,6 +144,17 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
             .is_ok_and(|r| r.status().is_success())
     };
     eventually("the gateway sees NATS gone", T, || async { !ready().await }).await;
+}
+
+#[tokio::test]
+async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
+    // The stream holds nothing of the topic when the client subscribes; then the gateway's
+    // NATS connection is cut while event 1 is relayed, so it never sees that one live.
+    let tenant = unique("evfirst");
+    let (nats, proxy, gw) = behind_a_proxy().await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+
+    cut_until_noticed(&proxy, &gw).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
     proxy.set(Link::Open);
     pulse_test_support::gateway::wait_ready(gw.addr).await;
@@ -157,21 +169,12 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
 #[tokio::test]
 async fn a_hole_found_reading_back_after_an_outage_is_announced_and_what_follows_goes_out() {
     let tenant = unique("evhole");
-    let nats = nats().await;
-    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
-    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let (nats, proxy, gw) = behind_a_proxy().await;
     let mut c = tickets_reader(&gw, &tenant, None).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
     assert_eq!(c.next(T).await["seq"], 1);
 
-    proxy.set(Link::Cut);
-    let ready = || async {
-        reqwest::get(format!("http://{}/readyz", gw.addr))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    };
-    eventually("the gateway sees NATS gone", T, || async { !ready().await }).await;
+    cut_until_noticed(&proxy, &gw).await;
     publish_event(&nats, &tenant, "tickets", 3).await;
     publish_event(&nats, &tenant, "tickets", 4).await;
     proxy.set(Link::Open);
