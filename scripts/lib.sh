@@ -278,8 +278,9 @@ ensure_node() {
   if ! node_recent_enough; then
     local old
     old="$(node --version)"
-    node_from_registry && node_recent_enough ||
+    if ! node_from_registry || ! node_recent_enough; then
       die "Node.js $old is too old for web/: 20.19 or newer is needed, and Node.js $NODE_FROM_REGISTRY could not be fetched from the npm registry (install it from https://nodejs.org or the NodeSource packages, then run this again)"
+    fi
   fi
   log "node $(node --version), npm $(npm --version 2>/dev/null)"
 }
