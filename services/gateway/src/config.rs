@@ -160,6 +160,14 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(1..=1_000_000))]
     pub replay_max_events: usize,
 
+    /// Most bytes of events one read of the events stream holds for a replay (a resume with
+    /// `since`, or missed events read back): past them, the oldest are let go, and the client
+    /// gets an `events_reset` (reason `limit`) and the newest ones, as past
+    /// `PULSE_REPLAY_MAX_EVENTS`. Bounds a replay's memory whatever the events' size.
+    #[arg(long, env = "PULSE_REPLAY_MAX_BYTES", default_value = "16777216",
+          value_parser = number::<usize>(65_536..=1024 * 1024 * 1024))]
+    pub replay_max_bytes: usize,
+
     /// A write to a client that takes longer than this closes the connection (dead peer).
     #[arg(long = "write-timeout-seconds", env = "PULSE_WRITE_TIMEOUT_SECONDS", default_value = "10",
           value_parser = duration(secs(1), secs(600)))]

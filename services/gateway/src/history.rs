@@ -83,6 +83,8 @@ pub struct History {
     reads: StreamReads,
     /// Every read made, counted.
     gets: Counter,
+    /// Most bytes of events one read holds ([`Window`]).
+    max_bytes: usize,
     /// Since when reads have been [`unsettled`], until one ends on the leader's word
     /// ([`History::unsettled_for_less_than`]).
     unsettled_since: parking_lot::Mutex<Option<Instant>>,
@@ -97,10 +99,11 @@ struct Found {
 }
 
 impl History {
-    pub fn new(js: jetstream::Context, gets: Counter) -> Self {
+    pub fn new(js: jetstream::Context, gets: Counter, max_bytes: usize) -> Self {
         Self {
             reads: StreamReads::new(js, EVENTS_STREAM),
             gets,
+            max_bytes,
             unsettled_since: parking_lot::Mutex::new(None),
         }
     }
@@ -219,9 +222,11 @@ impl History {
             let start = self
                 .first_above(stream, &name, first.clone(), last.clone(), want)
                 .await?;
-            stored.frames = self
+            let trimmed;
+            (stored.frames, trimmed) = self
                 .read_forward(stream, &name, topic, start, end, max)
                 .await?;
+            stored.limited |= trimmed;
             stored.frames.retain(|f| f.seq > want);
             stored.frames.sort_by_key(|f| f.seq);
             stored.frames.dedup_by_key(|f| f.seq);
@@ -238,13 +243,14 @@ impl History {
             if holed {
                 let from = want.saturating_sub(LOOKBACK);
                 let start = self.first_above(stream, &name, first, last, from).await?;
-                let mut all = self
+                let (mut all, trimmed) = self
                     .read_forward(stream, &name, topic, start, end, usize::MAX)
                     .await?;
                 all.retain(|f| f.seq > want);
                 all.sort_by_key(|f| f.seq);
                 all.dedup_by_key(|f| f.seq);
                 let skip = all.len().saturating_sub(max);
+                stored.limited |= trimmed;
                 stored.frames = all.split_off(skip);
             }
             if let Some(first) = stored.frames.first()
@@ -323,10 +329,11 @@ impl History {
         start: Found,
         end: u64,
         max: usize,
-    ) -> Result<Vec<Frame>, HistoryError> {
+    ) -> Result<(Vec<Frame>, bool), HistoryError> {
         let mut next = start.stream_seq + 1;
-        let mut frames: Vec<Frame> = frame(topic, start).into_iter().collect();
-        while next <= end && frames.len() < max {
+        let mut frames = Window::new(self.max_bytes);
+        frames.extend(frame(topic, start));
+        while next <= end && frames.read < max {
             let Some(found) = self.next(stream, name, Some(next), end).await? else {
                 break;
             };
@@ -336,7 +343,7 @@ impl History {
             next = found.stream_seq + 1;
             frames.extend(frame(topic, found));
         }
-        Ok(frames)
+        Ok((frames.frames.into(), frames.trimmed))
     }
 
     /// One direct get with a deadline; `None` when there is no such message.
@@ -352,6 +359,43 @@ impl History {
             Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) => Err(HistoryError::Read(e.to_string())),
             Err(_) => Err(HistoryError::Timeout),
+        }
+    }
+}
+
+/// The newest frames read, at most `max_bytes` of them (always the newest one): the older ones
+/// are let go as newer ones come, so a read holds no more whatever the events' size.
+struct Window {
+    frames: std::collections::VecDeque<Frame>,
+    bytes: usize,
+    max_bytes: usize,
+    /// Frames read, kept or not.
+    read: usize,
+    /// Some were let go.
+    trimmed: bool,
+}
+
+impl Window {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            frames: std::collections::VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            read: 0,
+            trimmed: false,
+        }
+    }
+
+    fn extend(&mut self, frame: Option<Frame>) {
+        let Some(frame) = frame else { return };
+        self.read += 1;
+        self.bytes += frame.text.len();
+        self.frames.push_back(frame);
+        while self.bytes > self.max_bytes && self.frames.len() > 1 {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.text.len();
+                self.trimmed = true;
+            }
         }
     }
 }

@@ -104,6 +104,7 @@ pub async fn run(
         crate::fanout::EventLimits {
             cache: config.events_cache,
             replay_max: config.replay_max_events,
+            replay_max_bytes: config.replay_max_bytes,
             subjects_per_tenant: config.max_subjects_per_tenant,
             subjects_per_user: config.max_subjects_per_user,
         },

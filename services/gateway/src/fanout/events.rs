@@ -38,6 +38,8 @@ pub struct EventLimits {
     /// Most events replayed to one resuming client, and waiting for one connection at once
     /// across all its channels; more missed ones end in a reset.
     pub replay_max: usize,
+    /// Most bytes of events one read of the stream holds (the newest are kept).
+    pub replay_max_bytes: usize,
     /// Most distinct subjects one tenant may have in use on this instance.
     pub subjects_per_tenant: usize,
     /// Most of those one user (a token's `sub`) may have brought into use and still in use,
@@ -63,6 +65,7 @@ impl Events {
         let history = History::new(
             async_nats::jetstream::new(nats.clone()),
             metrics.event_history_gets.clone(),
+            limits.replay_max_bytes,
         );
         Self {
             inner: Arc::new(Shared {

@@ -296,6 +296,33 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
     assert_eq!(read, 10.0);
 }
 
+/// A replay's memory is bounded in bytes too: events of 20 KiB each, a budget of 64 KiB: a
+/// resume gets a `limit` reset and the newest events the budget holds, whatever their count.
+#[tokio::test]
+async fn more_missed_event_bytes_than_a_read_may_hold_get_a_limit_reset_and_the_newest() {
+    let tenant = unique("evbytes");
+    let nats = nats().await;
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    let big = "x".repeat(20 * 1024);
+    for seq in 1..=10 {
+        publish_retained(
+            &nats,
+            &subject,
+            seq,
+            json!({"type": "event", "tenant_id": tenant, "topic": "tickets",
+                   "event": "ticket:update", "payload": {"n": seq, "text": big}}),
+        )
+        .await;
+    }
+    let gw = spawn_gateway_with(|c| c.replay_max_bytes = 64 * 1024).await;
+    let mut c = tickets_reader(&gw, &tenant, Some(0)).await;
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "limit"})
+    );
+    assert_events(&mut c, 8..=10).await;
+}
+
 #[tokio::test]
 async fn a_resume_served_from_memory_keeps_to_the_replay_limit() {
     // The recent events (256 by default) reach back further than the replay limit allows.
@@ -715,6 +742,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
             // No recent events kept in memory: every resume reads the stream.
             cache: 0,
             replay_max: REPLAY_MAX,
+            replay_max_bytes: 16 << 20,
             subjects_per_tenant: 1_000,
             subjects_per_user: 1_000,
         },
@@ -857,7 +885,7 @@ async fn history_read_from_any_since_holds_every_event_once_whatever_their_strea
     for seq in stream_order {
         publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
     }
-    let history = History::new(js.clone(), Counter::default());
+    let history = History::new(js.clone(), Counter::default(), 16 << 20);
     let parsed = pulse_proto::Subject::parse(&subject).unwrap();
     for max in [3, 100] {
         for since in 0..=30 {
@@ -914,7 +942,7 @@ async fn a_hole_in_a_long_history_is_read_around_not_from_the_start() {
         publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
     }
     let gets = Counter::default();
-    let history = History::new(js, gets.clone());
+    let history = History::new(js, gets.clone(), 16 << 20);
     let parsed = pulse_proto::Subject::parse(&subject).unwrap();
     let stored = history
         .read_after(&parsed, 1, HOLE - 10, 100)
