@@ -222,10 +222,12 @@ impl History {
             let start = self
                 .first_above(stream, &name, first.clone(), last.clone(), want)
                 .await?;
-            let trimmed;
-            (stored.frames, trimmed) = self
+            let let_go;
+            (stored.frames, let_go) = self
                 .read_forward(stream, &name, topic, start, end, max)
                 .await?;
+            // Wanted events let go for the byte budget: the newest are kept, as past the count.
+            let trimmed = let_go.is_some_and(|seq| seq > want);
             stored.limited |= trimmed;
             stored.frames.retain(|f| f.seq > want);
             stored.frames.sort_by_key(|f| f.seq);
@@ -238,19 +240,20 @@ impl History {
             let holed = stored
                 .frames
                 .first()
-                .is_some_and(|f| !expired && f.seq != want + 1)
+                .is_some_and(|f| !expired && !trimmed && f.seq != want + 1)
                 || stored.frames.windows(2).any(|w| w[1].seq != w[0].seq + 1);
             if holed {
                 let from = want.saturating_sub(LOOKBACK);
                 let start = self.first_above(stream, &name, first, last, from).await?;
-                let (mut all, trimmed) = self
+                let (mut all, let_go) = self
                     .read_forward(stream, &name, topic, start, end, usize::MAX)
                     .await?;
                 all.retain(|f| f.seq > want);
                 all.sort_by_key(|f| f.seq);
                 all.dedup_by_key(|f| f.seq);
                 let skip = all.len().saturating_sub(max);
-                stored.limited |= trimmed;
+                // The events read again below `want` count toward the budget, not as let go.
+                stored.limited |= let_go.is_some_and(|seq| seq > want);
                 stored.frames = all.split_off(skip);
             }
             if let Some(first) = stored.frames.first()
@@ -320,7 +323,8 @@ impl History {
         Ok(answer)
     }
 
-    /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`.
+    /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`, and
+    /// keeps the newest that fit the byte budget ([`Window`]); with the highest `seq` let go.
     async fn read_forward(
         &self,
         stream: &jetstream::stream::Stream<()>,
@@ -329,7 +333,7 @@ impl History {
         start: Found,
         end: u64,
         max: usize,
-    ) -> Result<(Vec<Frame>, bool), HistoryError> {
+    ) -> Result<(Vec<Frame>, Option<u64>), HistoryError> {
         let mut next = start.stream_seq + 1;
         let mut frames = Window::new(self.max_bytes);
         frames.extend(frame(topic, start));
@@ -343,7 +347,7 @@ impl History {
             next = found.stream_seq + 1;
             frames.extend(frame(topic, found));
         }
-        Ok((frames.frames.into(), frames.trimmed))
+        Ok((frames.frames.into(), frames.let_go))
     }
 
     /// One direct get with a deadline; `None` when there is no such message.
@@ -371,8 +375,8 @@ struct Window {
     max_bytes: usize,
     /// Frames read, kept or not.
     read: usize,
-    /// Some were let go.
-    trimmed: bool,
+    /// The highest `seq` let go, if any was.
+    let_go: Option<u64>,
 }
 
 impl Window {
@@ -382,7 +386,7 @@ impl Window {
             bytes: 0,
             max_bytes,
             read: 0,
-            trimmed: false,
+            let_go: None,
         }
     }
 
@@ -394,7 +398,7 @@ impl Window {
         while self.bytes > self.max_bytes && self.frames.len() > 1 {
             if let Some(old) = self.frames.pop_front() {
                 self.bytes -= old.text.len();
-                self.trimmed = true;
+                self.let_go = self.let_go.max(Some(old.seq));
             }
         }
     }

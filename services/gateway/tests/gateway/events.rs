@@ -323,6 +323,36 @@ async fn more_missed_event_bytes_than_a_read_may_hold_get_a_limit_reset_and_the_
     assert_events(&mut c, 8..=10).await;
 }
 
+/// What the byte budget lets go of is only ever wanted events: a hole among the events after
+/// `since` makes the gateway read further back, and those older events filling the budget is
+/// no `limit`: the client gets what it missed, and the hole as a gap.
+#[tokio::test]
+async fn events_read_back_past_a_hole_do_not_count_as_missed_for_the_byte_budget() {
+    let tenant = unique("evbyteshole");
+    let nats = nats().await;
+    let subject = format!("pulse.v1.{tenant}.events.tickets");
+    let big = "x".repeat(20 * 1024);
+    // Event 8 never exists.
+    for seq in (1..=10).filter(|&seq| seq != 8) {
+        publish_retained(
+            &nats,
+            &subject,
+            seq,
+            json!({"type": "event", "tenant_id": tenant, "topic": "tickets",
+                   "event": "ticket:update", "payload": {"n": seq, "text": big}}),
+        )
+        .await;
+    }
+    let gw = spawn_gateway_with(|c| c.replay_max_bytes = 64 * 1024).await;
+    let mut c = tickets_reader(&gw, &tenant, Some(6)).await;
+    assert_eq!(c.next(T).await["seq"], 7);
+    assert_eq!(
+        c.next(T).await,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 9, "reason": "gap"})
+    );
+    assert_events(&mut c, 9..=10).await;
+}
+
 #[tokio::test]
 async fn a_resume_served_from_memory_keeps_to_the_replay_limit() {
     // The recent events (256 by default) reach back further than the replay limit allows.
