@@ -273,7 +273,11 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
     // And again: the floor follows.
     recreate().await;
     assert_eq!(next_seq("orders").await, 6);
-    // Every tenant truncated at once (no DELETE trigger fires) keeps its floors too.
+    // A topic first used now has had no floor yet; every tenant truncated at once (no DELETE
+    // trigger fires) keeps it too.
+    for expected in 1..=2 {
+        assert_eq!(next_seq("later").await, expected);
+    }
     sqlx::raw_sql("TRUNCATE tenants CASCADE")
         .execute(&db.pool)
         .await
@@ -284,7 +288,34 @@ async fn a_tenant_created_again_numbers_its_topics_on() {
         .await
         .unwrap();
     assert_eq!(next_seq("orders").await, 7);
-    assert_eq!(next_seq("fresh").await, 2);
+    assert_eq!(next_seq("later").await, 3);
+}
+
+/// Every function of the schema that runs as its owner (SECURITY DEFINER) searches `pg_temp`
+/// last, the ones a later migration adds included: one that does not finds a caller's
+/// temporary table first (see `db::deployment`, which stages that).
+#[tokio::test]
+async fn every_function_run_as_the_owner_searches_pg_temp_last() {
+    let db = ScratchDb::migrated("db").await;
+    let unsafe_path: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p \
+           JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE p.prosecdef AND n.nspname = current_schema() \
+            AND NOT coalesce(p.proconfig, '{}') @> \
+                ARRAY['search_path=pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp']",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unsafe_path, Vec::<String>::new());
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE p.prosecdef AND n.nspname = current_schema()",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(owned >= 7, "{owned} functions run as the owner");
 }
 
 /// A tenant has at most 10,000 event topics: a new one past that is refused naming the cap,
