@@ -1497,6 +1497,27 @@ describe("fallback polling", () => {
     expect(t.statuses.map((s) => `${s.state}:${s.polling}`).slice(-2)).toEqual(["live:true", "live:false"]);
   });
 
+  it("keeps polling through the asks again of a subscribe left unanswered, and leaves a dropped socket to its own threshold", async () => {
+    const poll = fleetPoll();
+    const t = setup({ poll, random: () => 0.999 });
+    const socket = await t.connect();
+    t.client.watch({ type: "fleet" }, () => {});
+    // No answer in 10 s: retrying; polling 5 s later, and on through each subscribe asked again.
+    await t.advanceAndSettle(15_000);
+    expect(poll).toHaveBeenCalledTimes(1);
+    const changes = () => t.statuses.map((s) => `${s.state}:${s.polling}`);
+    const before = changes().length;
+    await t.advanceAndSettle(90_000);
+    expect(t.client.subscriptionStatus({ type: "fleet" })?.state).not.toBe("subscribed");
+    expect(changes().slice(before)).not.toContain("live:false");
+    expect(poll.mock.calls.length).toBeGreaterThanOrEqual(3);
+    // The socket drops: polling goes on as for any lost socket, not stopped and started again.
+    socket.serverClose(1006);
+    await settle();
+    expect(t.client.polling).toBe(true);
+    expect(changes().slice(before)).not.toContain("live:false");
+  });
+
   it("counts a socket as live only once the gateway answered: refused right after the upgrade, it never shows live and polling goes on", async () => {
     const poll = fleetPoll();
     const t = setup({ poll, random: () => 0.999 });

@@ -206,6 +206,11 @@ interface Holding {
    * out yet: the gateway does not hold it, so releasing it sends no unsubscribe.
    */
   queued: boolean;
+  /**
+   * Refused for now (or left unanswered) and not taken since, through the subscribes that ask
+   * again and the sockets that follow: REST polling stands in for it meanwhile.
+   */
+  refused: boolean;
 }
 
 /** An unsubscribe sent (or waiting for its slot) that the gateway has not answered yet. */
@@ -448,6 +453,7 @@ export class PulseClient {
         timer: new TimerSlot(this.timers),
         backoff: new Backoff({ baseMs: 1_000, capMs: 30_000, random: this.random }),
         queued: false,
+        refused: false,
       };
       this.holdings.set(topic, added);
       // Held again before its unsubscribe was answered: the unsubscribe must not be sent again.
@@ -686,9 +692,10 @@ export class PulseClient {
    * channel refused for good (`failed`) is not polled for: REST would refuse it too.
    */
   private reconsiderFallback(): void {
-    if (!this.fallback || !this.wanted || this.current.state !== "live") return;
-    // A refused channel asked again is `pending` with the refusal until the gateway answers.
-    const refused = [...this.holdings.values()].some((h) => h.status.state === "retrying" || (h.status.state === "pending" && h.status.error));
+    // A dropped socket's channels go back to `pending` before the state says so: the socket's
+    // loss, not their change, decides then.
+    if (!this.fallback || !this.wanted || !this.socketOpen || this.current.state !== "live") return;
+    const refused = [...this.holdings.values()].some((h) => h.refused);
     if (refused) this.fallback.disconnected();
     else this.fallback.connected();
   }
@@ -1025,6 +1032,7 @@ export class PulseClient {
         if (holding) {
           holding.timer.clear();
           holding.backoff.reset();
+          holding.refused = false;
           this.setSubscription(holding, { state: "subscribed" });
         }
         if (reply.channel === "events" && reply.seq !== undefined) this.onEventsBaseline(reply.topic, reply.seq);
@@ -1225,6 +1233,7 @@ export class PulseClient {
       this.retrySubscribe(topic, holding, error);
     } else {
       holding.timer.clear();
+      holding.refused = false;
       this.setSubscription(holding, { state: "failed", error });
     }
   }
@@ -1261,6 +1270,7 @@ export class PulseClient {
     delay = holding.backoff.next(),
   ): void {
     const next: Partial<SubscriptionStatus> = { state: "retrying", nextAttemptAt: this.now() + delay };
+    holding.refused = true;
     this.setSubscription(holding, error ? { ...next, error } : next);
     holding.timer.set(() => {
       if (this.holdings.get(topic) === holding && this.socketOpen) this.sendSubscribe(topic, holding);
