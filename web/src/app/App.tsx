@@ -50,12 +50,17 @@ export function App() {
 
   // Another tab logged in or out, or a ticket named another user: ask who is logged in now. A
   // new user gets a session of its own (see the key below); an unreachable server changes nothing.
+  // Only the newest question's answer counts: a logout and a login told one after the other
+  // must not end on the logout's answer arriving last.
+  const asked = useRef(0);
   useEffect(
     () =>
       watchSessionChanges(() => {
+        const question = ++asked.current;
         fetchMe()
           .then((me) =>
             setSession((s) => {
+              if (question !== asked.current) return s;
               if (!me) return s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s;
               if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
               return { status: "ready", me };
@@ -67,6 +72,7 @@ export function App() {
   );
 
   const onLoggedIn = useCallback((me: Me) => {
+    asked.current += 1; // what this tab did is newer than any answer still on its way
     announceSessionChange();
     setSession({ status: "ready", me });
   }, []);
@@ -84,6 +90,7 @@ export function App() {
   // A logout that fails leaves the session as it is, and says so where the button is.
   const onLogout = useCallback(async () => {
     await logout();
+    asked.current += 1;
     announceSessionChange();
     setSession({ status: "anonymous", notice: "You are logged out." });
   }, []);

@@ -104,8 +104,11 @@ export function watchDeviceResubscribed(
   });
 }
 
-/** Readings to show for one device, a retry of the history and whether a load runs. */
-export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean };
+/**
+ * Readings to show for one device, a retry of the history, whether a load runs, and when the
+ * last load answered (ms; 0 before any), which a fresher read of the device's status beats.
+ */
+export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean; loadedAt: number };
 
 /** Readings to show for one device; call it with a `key` of the device id on the page. */
 export function useDeviceReadings(deviceId: string): DeviceReadingsView {
@@ -151,5 +154,5 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
   );
 
   const retry = useCallback(() => void refetch(), [refetch]);
-  return { ...state, retry, reloading: history.isFetching };
+  return { ...state, retry, reloading: history.isFetching, loadedAt: dataUpdatedAt };
 }

@@ -8,7 +8,7 @@ const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false
 const detail = { device_id: "dev-1", site_id: "s", status: "ONLINE" as const, last_seen_at: null, battery_pct: null, latest: null };
 const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
 
-const view = (state: DeviceReadings, reloading = false): DeviceReadingsView => ({ ...state, retry: () => {}, reloading });
+const view = (state: DeviceReadings, reloading = false): DeviceReadingsView => ({ ...state, retry: () => {}, reloading, loadedAt: 0 });
 const render = (state: DeviceReadings, reloading = false) => renderToStaticMarkup(<TelemetryBody data={view(state, reloading)} />);
 
 describe("TelemetryBody", () => {

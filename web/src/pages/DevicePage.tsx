@@ -46,7 +46,10 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
     // The last status read stays on show while the next is read.
     placeholderData: (previous) => previous,
   });
-  const device = listed ?? reread.data ?? data.detail;
+  // Whichever read answered last: a history reloaded after a reconnect is newer than a status
+  // read while readings came before it.
+  const fresher = reread.data && reread.dataUpdatedAt > data.loadedAt ? reread.data : undefined;
+  const device = listed ?? fresher ?? data.detail;
   // The fleet republishes a last-seen change only now and then; a newer live reading is newer.
   const lastSeen = newest(device?.last_seen_at ?? null, latest?.timestamp ?? null);
   // The channel the live widgets follow, and say so when it is not updating.
