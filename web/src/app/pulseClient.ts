@@ -1,6 +1,7 @@
 /**
  * The dashboard's {@link PulseClient}: tickets from the web service (a 401 there ends the
- * session), and the REST fallback that stands in for the pushes while the socket is down.
+ * session), and the REST fallback that stands in for the pushes while the socket is down, or
+ * while the gateway refuses a channel for now.
  *
  * @packageDocumentation
  */
@@ -116,8 +117,8 @@ interface PushedCounts {
 
 /**
  * The counts of the newest alerts snapshot the gateway pushed, given the snapshots the fallback
- * published itself: the client's newest snapshot is one or the other. Read at each poll, which
- * runs only while the socket is down, so no push is missed between two reads.
+ * published itself: the client's newest snapshot is one or the other. Read at each poll, so the
+ * newest push before it counts.
  */
 function pushedAlertsCounts(client: PulseClient, polled: WeakSet<object>, before: PushedCounts | undefined): PushedCounts | undefined {
   const latest = client.latest("alerts");
@@ -147,7 +148,8 @@ export function polledOpenBySeverity(
 /**
  * The REST fallback: the fleet, the open alerts, the newest reading of every watched device and
  * the events of every held event topic since the client's position, published as the pushes they
- * stand for. Runs only while the socket is down.
+ * stand for. Runs while the socket is down, or while the gateway refuses a channel for now; the
+ * client delivers only what the socket does not serve.
  */
 export function restFallback(client: () => PulseClient) {
   const polled = new WeakSet<object>();
