@@ -296,15 +296,14 @@ async fn more_missed_events_than_the_replay_limit_get_a_limit_reset_and_the_newe
     assert_eq!(read, 10.0);
 }
 
-/// A replay's memory is bounded in bytes too: events of 20 KiB each, a budget of 64 KiB: a
-/// resume gets a `limit` reset and the newest events the budget holds, whatever their count.
-#[tokio::test]
-async fn more_missed_event_bytes_than_a_read_may_hold_get_a_limit_reset_and_the_newest() {
+/// Events `seqs` of a new tenant's `tickets`, each of some 20 KiB, resumed from `since` on a
+/// gateway whose reads hold 64 KiB of events: the client, and the gateway to keep it open.
+async fn big_events_resumed(seqs: impl Iterator<Item = u64>, since: u64) -> (Client, Gateway) {
     let tenant = unique("evbytes");
     let nats = nats().await;
     let subject = format!("pulse.v1.{tenant}.events.tickets");
     let big = "x".repeat(20 * 1024);
-    for seq in 1..=10 {
+    for seq in seqs {
         publish_retained(
             &nats,
             &subject,
@@ -315,42 +314,37 @@ async fn more_missed_event_bytes_than_a_read_may_hold_get_a_limit_reset_and_the_
         .await;
     }
     let gw = spawn_gateway_with(|c| c.replay_max_bytes = 64 * 1024).await;
-    let mut c = tickets_reader(&gw, &tenant, Some(0)).await;
-    assert_eq!(
-        c.next(T).await,
-        json!({"type": "events_reset", "topic": "tickets", "oldest": 8, "reason": "limit"})
-    );
-    assert_events(&mut c, 8..=10).await;
+    (tickets_reader(&gw, &tenant, Some(since)).await, gw)
 }
 
-/// What the byte budget lets go of is only ever wanted events: a hole among the events after
-/// `since` makes the gateway read further back, and those older events filling the budget is
-/// no `limit`: the client gets what it missed, and the hole as a gap.
+/// A replay's memory is bounded in bytes too: events of 20 KiB each, reads of 64 KiB. A resume
+/// further behind gets a `limit` reset and the newest events the budget holds, whatever their
+/// count. Only wanted events are let go: a hole among them makes the gateway read further
+/// back, and those older events filling the budget is no `limit`, only the hole's gap.
 #[tokio::test]
-async fn events_read_back_past_a_hole_do_not_count_as_missed_for_the_byte_budget() {
-    let tenant = unique("evbyteshole");
-    let nats = nats().await;
-    let subject = format!("pulse.v1.{tenant}.events.tickets");
-    let big = "x".repeat(20 * 1024);
-    // Event 8 never exists.
-    for seq in (1..=10).filter(|&seq| seq != 8) {
-        publish_retained(
-            &nats,
-            &subject,
-            seq,
-            json!({"type": "event", "tenant_id": tenant, "topic": "tickets",
-                   "event": "ticket:update", "payload": {"n": seq, "text": big}}),
-        )
-        .await;
+async fn a_replay_holds_the_newest_events_its_byte_budget_allows() {
+    for (stored, since, before, reset, rest) in [
+        ((1..=10).collect::<Vec<_>>(), 0, None, (8, "limit"), 8..=10),
+        // Event 8 never exists: event 7 comes, then the gap.
+        (
+            (1..=10).filter(|&seq| seq != 8).collect(),
+            6,
+            Some(7),
+            (9, "gap"),
+            9..=10,
+        ),
+    ] {
+        let (mut c, _gw) = big_events_resumed(stored.into_iter(), since).await;
+        if let Some(seq) = before {
+            assert_eq!(c.next(T).await["seq"], seq);
+        }
+        let (oldest, reason) = reset;
+        assert_eq!(
+            c.next(T).await,
+            json!({"type": "events_reset", "topic": "tickets", "oldest": oldest, "reason": reason})
+        );
+        assert_events(&mut c, rest).await;
     }
-    let gw = spawn_gateway_with(|c| c.replay_max_bytes = 64 * 1024).await;
-    let mut c = tickets_reader(&gw, &tenant, Some(6)).await;
-    assert_eq!(c.next(T).await["seq"], 7);
-    assert_eq!(
-        c.next(T).await,
-        json!({"type": "events_reset", "topic": "tickets", "oldest": 9, "reason": "gap"})
-    );
-    assert_events(&mut c, 9..=10).await;
 }
 
 #[tokio::test]
