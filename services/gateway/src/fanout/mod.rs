@@ -229,6 +229,7 @@ impl FanOut {
                         self.inner.next_topic.fetch_add(1, Ordering::Relaxed),
                         subject.clone(),
                         self.inner.limits.cache,
+                        self.inner.limits.replay_max,
                     ))
                 })
                 .clone();

@@ -72,12 +72,16 @@ pub struct Topic {
     /// Snapshot subjects: a read of the current value is being retried (one at a time,
     /// however many NATS reconnects ask for one).
     retrying: AtomicBool,
+    /// Event subjects: most live events held for one client catching up, beyond its queue's
+    /// room: they are replayed with the events read back, so the replay limit bounds them.
+    held_max: usize,
 }
 
 impl Topic {
     /// A topic for `subject` without subscribers or NATS subscription; an event subject keeps
-    /// its `cache` most recent events.
-    pub(super) fn new(id: TopicId, subject: Subject, cache: usize) -> Self {
+    /// its `cache` most recent events, and holds up to `held_max` live events for each client
+    /// catching up.
+    pub(super) fn new(id: TopicId, subject: Subject, cache: usize, held_max: usize) -> Self {
         let snapshot = subject.is_snapshot();
         Self {
             id,
@@ -91,6 +95,7 @@ impl Topic {
             resync: Notify::new(),
             catch_ups: Mutex::new(HashMap::new()),
             retrying: AtomicBool::new(false),
+            held_max,
         }
     }
 
@@ -210,7 +215,12 @@ impl Topic {
                 continue;
             }
             match log.catching_up.get_mut(conn) {
-                Some(held) if held.len() < queue.event_cap() => held.push(frame.clone()),
+                // Waiting for its turn to read (a few catch-ups run at once per client), a
+                // client resuming many busy channels must not be closed for what arrives
+                // meanwhile: those are replayed, and counted as such.
+                Some(held) if held.len() < queue.event_cap().max(self.held_max) => {
+                    held.push(frame.clone())
+                }
                 Some(_) => queue.overflow_now(),
                 None => {
                     queue.push_event(frame.clone());
@@ -294,7 +304,7 @@ mod tests {
 
     fn topic() -> Topic {
         let tenant: TenantId = "acme".parse().expect("a valid tenant");
-        Topic::new(1, Subject::Alerts(tenant), 0)
+        Topic::new(1, Subject::Alerts(tenant), 0, 0)
     }
 
     fn task() -> AbortHandle {

@@ -33,6 +33,14 @@ async fn cluster_with_gateway() -> (Cluster, async_nats::jetstream::Context, Gat
 async fn cluster_with_gateway_on(
     node: usize,
 ) -> (Cluster, async_nats::jetstream::Context, Gateway) {
+    cluster_with_gateway_configured(node, |_| {}).await
+}
+
+/// [`cluster_with_gateway_on`], the gateway configured by `configure` too.
+async fn cluster_with_gateway_configured(
+    node: usize,
+    configure: impl FnOnce(&mut pulse_gateway::GatewayConfig),
+) -> (Cluster, async_nats::jetstream::Context, Gateway) {
     let cluster = Cluster::start().await;
     let writer = connect_nats(&cluster.nodes[0].url()).await.unwrap();
     let js = async_nats::jetstream::new(writer.clone());
@@ -41,7 +49,11 @@ async fn cluster_with_gateway_on(
         cluster.lead(&writer, stream, 0).await;
     }
     let url = cluster.nodes[node].url();
-    let gateway = spawn_gateway_with(|c| c.nats.url = url).await;
+    let gateway = spawn_gateway_with(|c| {
+        c.nats.url = url;
+        configure(c);
+    })
+    .await;
     (cluster, js, gateway)
 }
 
@@ -168,6 +180,33 @@ async fn a_resume_answered_by_a_replica_behind_waits_for_the_new_leader() {
     // Every event after `since`, once the new leader answers: not what the replica had (it
     // may have had none, or not answered at all).
     assert_eq!(events_within(&mut c, 3, ELECTION).await, [2, 3]);
+    cluster.resume(0);
+}
+
+/// Live events that arrive while a resume waits for the stream (here, for a new leader) are
+/// held for the client and replayed after what it reads: more of them than its queue takes
+/// (`PULSE_CLIENT_QUEUE_EVENTS`, 8 here) do not close it with 4008. The wait is the gateway's,
+/// not the client's slowness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_held_while_a_resume_waits_for_the_stream_do_not_close_the_client() {
+    let (cluster, js, gw) = cluster_with_gateway_configured(1, |c| c.client_queue_events = 8).await;
+    let tenant = unique("replicated");
+    store(&js, &tenant, 1).await;
+    let live = connect_nats(&cluster.nodes[1].url()).await.unwrap();
+    // The leaders' node stops: until nodes 1 and 2 elect another (seconds), the gateway's
+    // reads are a replica's word, and the resume waits with the live events held.
+    cluster.pause(0);
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_subscribes(json!({"type": "events", "topic": "tickets", "since": 1}))
+        .await;
+    for seq in 2..=31 {
+        publish_live_event(&live, &tenant, "tickets", seq).await;
+    }
+    live.flush().await.unwrap();
+    assert_eq!(
+        events_within(&mut c, 31, ELECTION).await,
+        (2..=31).collect::<Vec<_>>()
+    );
     cluster.resume(0);
 }
 
