@@ -9,7 +9,10 @@
 //! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted before the
 //! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
 //! closed with 4003 at once instead. A token issued after the deletion (`iat`) is let in: the
-//! id may name a user created again, in a database restored or reset.
+//! id may name a user created again, in a database restored or reset. A role change (or a move
+//! to another tenant, which the old tenant sees as one) is remembered as long: a ticket issued
+//! before it (its `iat` says so) would connect with the old role, or to the old tenant, and is
+//! closed with 4001 instead, for a fresh one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,29 +43,37 @@ pub struct Revocations {
 #[derive(Default)]
 struct Users {
     connections: HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>,
-    /// Users deleted within [`DELETED_REMEMBERED`], with when the deletion was announced.
-    deleted: HashMap<UserKey, Deletion>,
+    /// Users deleted, or whose role changed, within [`DELETED_REMEMBERED`], with when the
+    /// change was announced.
+    changed: HashMap<UserKey, Change>,
 }
 
 impl Users {
-    /// Whether a token of the user `key` issued at `iat` predates a deletion remembered here.
-    fn deleted_before(&self, key: &UserKey, iat: Option<u64>) -> bool {
-        self.deleted.get(key).is_some_and(|d| d.covers(iat))
+    /// The close code for a token of the user `key` issued at `iat`, when it predates a change
+    /// remembered here.
+    fn changed_before(&self, key: &UserKey, iat: Option<u64>) -> Option<u16> {
+        self.changed
+            .get(key)
+            .filter(|c| c.covers(iat))
+            .map(|c| c.code)
     }
 }
 
 #[derive(Clone, Copy)]
-struct Deletion {
+struct Change {
     seen: Instant,
     /// Unix seconds, to compare with a token's `iat`.
     at: u64,
+    /// 4003 for a deletion, 4001 for a role change.
+    code: u16,
 }
 
-impl Deletion {
-    fn now() -> Self {
+impl Change {
+    fn now(code: u16) -> Self {
         Self {
             seen: Instant::now(),
             at: crate::auth::unix_now(),
+            code,
         }
     }
 
@@ -70,12 +81,14 @@ impl Deletion {
         self.seen.elapsed() < DELETED_REMEMBERED
     }
 
-    /// Whether a token issued at `iat` predates the deletion: one from an earlier second does,
-    /// one that names no time is taken to. One from the same second is let in: a user created
-    /// again at once with the id (a database reset and seeded again) would otherwise be turned
-    /// away with a 4003, which clients take as final.
+    /// Whether a token issued at `iat` predates the change: one from an earlier second does.
+    /// One that names no time is taken to predate a deletion, not a role change (a token
+    /// minted elsewhere without `iat` would keep its user out for an hour). One from the same
+    /// second is let in: a user created again at once with the id (a database reset and
+    /// seeded again) would otherwise be turned away with a 4003, which clients take as final.
     fn covers(&self, iat: Option<u64>) -> bool {
-        self.remembered() && iat.is_none_or(|iat| iat < self.at)
+        let deleted = self.code == close::FORBIDDEN;
+        self.remembered() && iat.map_or(deleted, |iat| iat < self.at)
     }
 }
 
@@ -133,18 +146,20 @@ impl Drop for Registration {
 
 impl Revocations {
     /// Whether a token of user `sub` of `tenant` issued at `iat` was issued before a deletion
-    /// of that user remembered here: such a token no longer speaks for anyone.
-    pub fn deleted_since(&self, tenant: &TenantId, sub: &str, iat: Option<u64>) -> bool {
+    /// or role change of that user remembered here: such a token no longer speaks for them.
+    pub fn changed_since(&self, tenant: &TenantId, sub: &str, iat: Option<u64>) -> bool {
         !sub.is_empty()
             && self
                 .users
                 .lock()
-                .deleted_before(&(tenant.clone(), sub.to_owned()), iat)
+                .changed_before(&(tenant.clone(), sub.to_owned()), iat)
+                .is_some()
     }
 
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
     /// empty: a token minted elsewhere may name no user), whose token was issued at `iat`.
-    /// A token of a user deleted lately, issued before the deletion, is revoked at once.
+    /// A token of a user deleted (or whose role changed) lately, issued before the change, is
+    /// revoked at once.
     pub fn register(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -158,8 +173,8 @@ impl Revocations {
             // Checked under the lock `apply` holds: a deletion announced meanwhile either
             // finds this connection or is found by it.
             let mut users = self.users.lock();
-            if users.deleted_before(key, iat) {
-                revoked.revoke(close::FORBIDDEN);
+            if let Some(code) = users.changed_before(key, iat) {
+                revoked.revoke(code);
             }
             users
                 .connections
@@ -183,10 +198,10 @@ impl Revocations {
         };
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
-        if change.change == UserChange::Deleted {
-            users.deleted.retain(|_, d| d.remembered());
-            users.deleted.insert(key.clone(), Deletion::now());
-        }
+        users.changed.retain(|_, c| c.remembered());
+        // The latest change counts: a role change after a deletion means the id names a user
+        // again.
+        users.changed.insert(key.clone(), Change::now(code));
         let Some(conns) = users.connections.get(&key) else {
             return 0;
         };
@@ -278,7 +293,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deleted_users_tokens_from_before_the_deletion_are_revoked_at_once() {
+    async fn tokens_from_before_a_deletion_or_role_change_are_revoked_at_once() {
         let r = Arc::new(Revocations::default());
         let acme = TenantId::parse("acme").unwrap();
         // Read before the deletion: it is seen in this second or a later one.
@@ -295,9 +310,20 @@ mod tests {
             let again = r.register(&acme, "7", iat, conn);
             assert_eq!(again.revoked.code.load(Ordering::Acquire), 0, "{iat:?}");
         }
-        // A role change is not remembered: a fresh ticket carries the new role.
-        let changed = r.register(&acme, "8", Some(now - 30), 5);
-        assert_eq!(changed.revoked.code.load(Ordering::Acquire), 0);
+        // A role change is remembered too: a ticket from before it carries the old role (or
+        // the old tenant, for a user moved) and gets 4001, for a fresh one. One that says no
+        // time, or a later one, is let in.
+        let stale = r.register(&acme, "8", Some(now - 30), 5);
+        assert_eq!(stale.revoked.wait().await, close::UNAUTHORIZED);
+        for (conn, iat) in [(7, None), (8, Some(now + 1))] {
+            let fresh = r.register(&acme, "8", iat, conn);
+            assert_eq!(fresh.revoked.code.load(Ordering::Acquire), 0, "{iat:?}");
+        }
+        // The latest change counts: a role change after a deletion means the id names a user
+        // again, and its tickets from before get 4001, not 4003.
+        r.apply(&change("acme", "7", UserChange::Role));
+        let before = r.register(&acme, "7", Some(now - 30), 9);
+        assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED);
     }
 
     #[test]

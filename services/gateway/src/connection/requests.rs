@@ -303,7 +303,7 @@ impl Session {
                 // for no one (the id may have come back since, with the connection's current
                 // token): refused, and the current token stays. Accepted, another user's
                 // would be told `authenticated` and closed with 4003 at once.
-                if self.cx.revocations.deleted_since(&p.tenant, &p.sub, p.iat) {
+                if self.cx.revocations.changed_since(&p.tenant, &p.sub, p.iat) {
                     let message = "the token was issued before its user was deleted";
                     self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                         .await?;

@@ -261,10 +261,19 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
     // told `authenticated`, and it stays its own user's.
     renewal_refused(&mut bystander, &token("41")).await;
     // A ticket the deleted user got just before the deletion, still unexpired, connects no
-    // more; the demoted user's next ticket does.
+    // more; nor does one the demoted user got before the change (it carries the old role: 4001,
+    // for a fresh one), while the demoted user's next ticket does.
     let mut late = connect(&gw.url(&token("41"))).await;
     assert_eq!(late.closed(Duration::from_secs(5)).await.code, 4003);
-    connect(&gw.url(&token("42"))).await.assert_alive().await;
+    let stale = sign(
+        json!({"sub": "42", "tenant_id": tenant, "role": "customer_admin", "iat": now() - 10, "exp": now() + 300, "kind": "ws"}),
+    );
+    let mut stale = connect(&gw.url(&stale)).await;
+    assert_eq!(stale.closed(Duration::from_secs(5)).await.code, 4001);
+    let fresh = sign(
+        json!({"sub": "42", "tenant_id": tenant, "role": "customer_viewer", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
+    );
+    connect(&gw.url(&fresh)).await.assert_alive().await;
     // One issued after the deletion (`iat`: the id names a user created again) connects.
     let again = sign(
         json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
