@@ -89,6 +89,8 @@ pub struct ClientQueue {
     /// replay room left when it starts, so a client resuming many channels at once reads a few
     /// replays' worth, not one per channel.
     catch_ups: tokio::sync::Semaphore,
+    /// Live events held for this client's catch-ups, across its channels ([`ClientQueue::hold`]).
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// Catch-ups one client runs at once ([`ClientQueue::catch_up_turn`]).
@@ -102,6 +104,7 @@ impl ClientQueue {
             overflow: Notify::new(),
             event_cap,
             catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
+            held: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -182,6 +185,27 @@ impl ClientQueue {
     /// Most events that may wait.
     pub fn event_cap(&self) -> usize {
         self.event_cap
+    }
+
+    /// Counts one more live event held for a catch-up of this client, unless `max` (across its
+    /// channels) are held already: then false, and the client is too far behind.
+    pub fn hold(&self, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` held events were replayed or dropped with their catch-up.
+    pub fn release_held(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(n))
+            });
     }
 
     /// Marks the event queue overflowed (the client is closed with 4008), for events held
@@ -337,5 +361,20 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[test]
+    fn live_events_held_for_catch_ups_are_counted_across_channels_up_to_the_limit() {
+        let q = ClientQueue::new(4);
+        assert!((0..10).all(|_| q.hold(10)));
+        assert!(
+            !q.hold(10),
+            "the eleventh is one too many, whichever channel holds it"
+        );
+        q.release_held(3);
+        assert!((0..3).all(|_| q.hold(10)));
+        assert!(!q.hold(10));
+        q.release_held(100);
+        assert!(q.hold(1));
     }
 }

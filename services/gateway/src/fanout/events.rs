@@ -200,7 +200,9 @@ impl Events {
                         items
                     }
                 };
-                log.catching_up.remove(&conn);
+                if let Some(held) = log.catching_up.remove(&conn) {
+                    queue.release_held(held.len());
+                }
                 let room = queue.replay_room(self.inner.limits.replay_max);
                 let items = replay::keep_newest(items, room);
                 let frames = self.frames(&topic, items);

@@ -304,7 +304,11 @@ impl FanOut {
         let mut topics = self.inner.topics.lock();
         {
             let mut log = topic.log.lock();
-            log.catching_up.remove(&conn);
+            if let Some(held) = log.catching_up.remove(&conn)
+                && let Some(queue) = topic.subscribers.read().get(&conn)
+            {
+                queue.release_held(held.len());
+            }
             log.take_baseline(conn);
         }
         let empty = {

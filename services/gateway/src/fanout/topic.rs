@@ -72,8 +72,9 @@ pub struct Topic {
     /// Snapshot subjects: a read of the current value is being retried (one at a time,
     /// however many NATS reconnects ask for one).
     retrying: AtomicBool,
-    /// Event subjects: most live events held for one client catching up, beyond its queue's
-    /// room: they are replayed with the events read back, so the replay limit bounds them.
+    /// Event subjects: most live events held for one client catching up, across its channels
+    /// ([`ClientQueue::hold`]): they are replayed with the events read back, so the replay
+    /// limit bounds them.
     held_max: usize,
 }
 
@@ -217,8 +218,9 @@ impl Topic {
             match log.catching_up.get_mut(conn) {
                 // Waiting for its turn to read (a few catch-ups run at once per client), a
                 // client resuming many busy channels must not be closed for what arrives
-                // meanwhile: those are replayed, and counted as such.
-                Some(held) if held.len() < queue.event_cap().max(self.held_max) => {
+                // meanwhile: those are replayed, and held up to the replay limit across the
+                // client's channels.
+                Some(held) if queue.hold(queue.event_cap().max(self.held_max)) => {
                     held.push(frame.clone())
                 }
                 Some(_) => queue.overflow_now(),
