@@ -46,7 +46,12 @@ struct Users {
     /// Users deleted, or whose role changed, within [`DELETED_REMEMBERED`], with when the
     /// change was announced.
     changed: HashMap<UserKey, Change>,
+    /// When changes no longer remembered were last forgotten.
+    pruned: Option<Instant>,
 }
+
+/// How often changes past [`DELETED_REMEMBERED`] are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Users {
     /// The close code for a token of the user `key` issued at `iat`, when it predates a change
@@ -198,7 +203,12 @@ impl Revocations {
         };
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
-        users.changed.retain(|_, c| c.remembered());
+        // Forgotten at most once a minute: a mass change (a bulk role update) must not scan
+        // the map once per change under the lock every connection takes.
+        if users.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            users.changed.retain(|_, c| c.remembered());
+            users.pruned = Some(Instant::now());
+        }
         // The latest change counts: a role change after a deletion means the id names a user
         // again.
         users.changed.insert(key.clone(), Change::now(code));

@@ -299,12 +299,13 @@ impl Session {
             }
             Ok(p) if p.tenant == self.principal.tenant => {
                 let exp = p.exp;
-                // A ticket minted before a deletion of its user the gateway remembers speaks
-                // for no one (the id may have come back since, with the connection's current
-                // token): refused, and the current token stays. Accepted, another user's
-                // would be told `authenticated` and closed with 4003 at once.
+                // A ticket minted before a deletion (or role change) of its user the gateway
+                // remembers speaks for no one, or with the old role (the id may have come back
+                // since, with the connection's current token): refused, and the current token
+                // stays. Accepted, another user's would be told `authenticated` and closed at
+                // once.
                 if self.cx.revocations.changed_since(&p.tenant, &p.sub, p.iat) {
-                    let message = "the token was issued before its user was deleted";
+                    let message = "the token was issued before its user was deleted or changed";
                     self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                         .await?;
                     return Ok(None);
