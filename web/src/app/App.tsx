@@ -23,14 +23,22 @@ type SessionState =
 export function App() {
   const route = useRoute();
   const [session, setSession] = useState<SessionState>({ status: "loading" });
+  // Every question of who is logged in, and every login or logout here, is numbered: only the
+  // newest question's answer counts, so answers arriving out of order (a logout and a login in
+  // another tab, told one after the other) cannot end on an older one.
+  const asked = useRef(0);
 
   // Asks the server who is logged in; the state changes only once it answers. Not a query: the
   // session decides which tree renders (and so which query cache exists), and it ends on a
   // logout or on a 401 from any request, not on staleness.
   const fetchSession = useCallback(() => {
+    const question = ++asked.current;
+    const answer = (state: SessionState) => {
+      if (question === asked.current) setSession(state);
+    };
     fetchMe()
-      .then((me) => setSession(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
-      .catch((e: unknown) => setSession({ status: "unreachable", error: e instanceof Error ? e.message : String(e) }));
+      .then((me) => answer(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
+      .catch((e: unknown) => answer({ status: "unreachable", error: e instanceof Error ? e.message : String(e) }));
   }, []);
 
   useEffect(fetchSession, [fetchSession]);
@@ -49,27 +57,35 @@ export function App() {
   }, []);
 
   // Another tab logged in or out, or a ticket named another user: ask who is logged in now. A
-  // new user gets a session of its own (see the key below); an unreachable server changes nothing.
-  // Only the newest question's answer counts: a logout and a login told one after the other
-  // must not end on the logout's answer arriving last.
-  const asked = useRef(0);
-  useEffect(
-    () =>
-      watchSessionChanges(() => {
-        const question = ++asked.current;
-        fetchMe()
-          .then((me) =>
-            setSession((s) => {
-              if (question !== asked.current) return s;
-              if (!me) return s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s;
-              if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
-              return { status: "ready", me };
-            }),
-          )
-          .catch(() => undefined);
-      }),
-    [],
-  );
+  // new user gets a session of its own (see the key below). A question the server does not
+  // answer is asked again (three times, 2 s apart), as it is the newest: an older answer that
+  // was dropped for it would otherwise leave this tab on the former user.
+  useEffect(() => {
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    const ask = (tries: number) => {
+      const question = ++asked.current;
+      fetchMe()
+        .then((me) =>
+          setSession((s) => {
+            if (question !== asked.current) return s;
+            if (!me) return s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s;
+            if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
+            return { status: "ready", me };
+          }),
+        )
+        .catch(() => {
+          if (question === asked.current && tries > 1) retry = setTimeout(() => ask(tries - 1), 2_000);
+        });
+    };
+    const stop = watchSessionChanges(() => {
+      clearTimeout(retry);
+      ask(3);
+    });
+    return () => {
+      clearTimeout(retry);
+      stop();
+    };
+  }, []);
 
   const onLoggedIn = useCallback((me: Me) => {
     asked.current += 1; // what this tab did is newer than any answer still on its way

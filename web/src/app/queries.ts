@@ -66,20 +66,20 @@ export function deviceHistoryQuery(deviceId: string) {
 export const UNLISTED_STATUS_EVERY_MS = 30_000;
 
 /**
- * A device's status read again, for `useQuery`, for a device the capped fleet push leaves out
- * (the healthiest are): nothing pushes its status, and a reading arriving may change it. `round`
- * (the newest live reading's time over {@link UNLISTED_STATUS_EVERY_MS}) is part of the key, so
- * it is read again as readings keep coming, at most that often.
+ * A device's status read again, for `useQuery` with `refetch`, for a device the capped fleet
+ * push leaves out (the healthiest are): nothing pushes its status, and a reading arriving may
+ * change it. The page reads it again as readings keep coming, at most every
+ * {@link UNLISTED_STATUS_EVERY_MS}; the last answer stays until the next one.
  */
-export function deviceStatusQuery(deviceId: string, round: number) {
+export function deviceStatusQuery(deviceId: string) {
   return {
-    queryKey: ["device-status", deviceId, round] as const,
+    queryKey: ["device-status", deviceId] as const,
     queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceDetail> => {
       const d = checkDeviceDetail(await getJson(`/api/v2/devices/${encodeURIComponent(deviceId)}`, signal));
       if (!d.ok) throw new Error(`malformed device: ${d.error}`);
       return d.value;
     },
-    staleTime: Number.POSITIVE_INFINITY,
+    enabled: false,
   };
 }
 

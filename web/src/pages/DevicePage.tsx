@@ -1,5 +1,5 @@
 import { useQuery } from "@tanstack/react-query";
-import { useMemo } from "react";
+import { useEffect, useMemo } from "react";
 
 import { deviceStatusQuery, UNLISTED_STATUS_EVERY_MS } from "../app/queries.js";
 import { useLive } from "../app/session.js";
@@ -40,12 +40,12 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
   // A device the capped fleet push leaves out has no pushed status: while its readings arrive,
   // the status is read again now and then, or it would stay as the page found it.
   const round = data.liveCount > 0 && latest ? Math.floor(latest.at / UNLISTED_STATUS_EVERY_MS) : null;
-  const reread = useQuery({
-    ...deviceStatusQuery(deviceId, round ?? 0),
-    enabled: !listed && round !== null && !data.notFound,
-    // The last status read stays on show while the next is read.
-    placeholderData: (previous) => previous,
-  });
+  const reread = useQuery(deviceStatusQuery(deviceId));
+  const { refetch } = reread;
+  const rereadWanted = !listed && round !== null && !data.notFound;
+  useEffect(() => {
+    if (rereadWanted) void refetch();
+  }, [rereadWanted, round, refetch]);
   // Whichever read answered last: a history reloaded after a reconnect is newer than a status
   // read while readings came before it.
   const fresher = reread.data && reread.dataUpdatedAt > data.loadedAt ? reread.data : undefined;
