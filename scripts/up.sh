@@ -180,6 +180,15 @@ done
 password="${PULSE_DEMO_PASSWORD:-pulse-demo}"
 logins=""
 IFS=, read -r -a demo_tenants <<<"${PULSE_SIM_TENANTS:-acme,globex}"
+# Seeding changes no user that exists: demo users from an earlier `make up` keep the password
+# they were seeded with. One login says whether the one printed below works.
+first_tenant="$(tr '[:upper:]' '[:lower:]' <<<"${demo_tenants[0]}")"
+login_status="$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data "{\"email\":\"viewer@$first_tenant.example\",\"password\":\"${password//\"/\\\"}\"}" \
+  "http://127.0.0.1:$web_port/api/v2/login" 2>/dev/null || true)"
+if [[ "$login_status" == 401 ]]; then
+  warn "the demo users were seeded by an earlier make up with another password than PULSE_DEMO_PASSWORD: they keep it (seeding changes no existing user); drop the database ${DATABASE_URL##*/} to seed them again"
+fi
 for tenant in "${demo_tenants[@]}"; do
   tenant="$(tr '[:upper:]' '[:lower:]' <<<"$tenant")"
   for role in admin viewer; do
