@@ -176,7 +176,15 @@ impl Events {
             // event sent live was not stored yet and the stream is read again after a pause.
             'locked: {
                 let mut log = topic.log.lock();
-                let Some(held) = log.catching_up.get(&conn) else {
+                // Only this task's own catch-up: one aborted while it ran on (an unsubscribe and
+                // a new subscribe from another `since` in between) must not splice its `since`
+                // into the new one's entry and end it.
+                let own = topic
+                    .catch_ups
+                    .lock()
+                    .get(&conn)
+                    .is_some_and(|task| Some(task.id()) == tokio::task::try_id());
+                let Some(held) = log.catching_up.get(&conn).filter(|_| own) else {
                     return; // unsubscribed meanwhile
                 };
                 let items = match &read {

@@ -282,6 +282,9 @@ impl FanOut {
                 .clone()
                 .catch_up(topic.clone(), conn, queue.clone(), since);
         let counted = InProgress::count(&self.inner.metrics.event_catch_ups);
+        // Spawned and recorded under one lock: the task finds itself recorded when it looks
+        // (it splices only as the connection's current catch-up).
+        let mut catch_ups = topic.catch_ups.lock();
         // In the subscribing connection's span, so that what the catch-up logs names it.
         let task = tokio::spawn(
             async move {
@@ -291,7 +294,7 @@ impl FanOut {
             .in_current_span(),
         );
         // Kept until the connection unsubscribes (aborting a finished task does nothing).
-        if let Some(earlier) = topic.catch_ups.lock().insert(conn, task.abort_handle()) {
+        if let Some(earlier) = catch_ups.insert(conn, task.abort_handle()) {
             earlier.abort();
         }
     }
