@@ -19,6 +19,9 @@ type SessionState =
   | { status: "anonymous"; notice: string | null }
   | { status: "ready"; me: Me };
 
+/** What the login page says when the session ended under an open page. */
+const SESSION_ENDED = "Your session has ended. Sign in again.";
+
 /** The whole app: who is logged in, and which page to show. */
 export function App() {
   const route = useRoute();
@@ -51,7 +54,7 @@ export function App() {
   // A 401 from the ticket endpoint or any API read: back to the login page.
   useEffect(() => {
     onSessionLost(() =>
-      setSession((s) => (s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s)),
+      setSession((s) => (s.status === "ready" ? { status: "anonymous", notice: SESSION_ENDED } : s)),
     );
     return () => onSessionLost(() => {});
   }, []);
@@ -68,7 +71,7 @@ export function App() {
         .then((me) =>
           setSession((s) => {
             if (question !== asked.current) return s;
-            if (!me) return s.status === "ready" ? { status: "anonymous", notice: "Your session has ended. Sign in again." } : s;
+            if (!me) return s.status === "ready" ? { status: "anonymous", notice: SESSION_ENDED } : s;
             if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
             return { status: "ready", me };
           }),

@@ -44,18 +44,29 @@ export interface DeviceHistory {
   readings: Reading[];
 }
 
+function deviceUrl(deviceId: string): string {
+  return `/api/v2/devices/${encodeURIComponent(deviceId)}`;
+}
+
+/** `GET /api/v2/devices/{id}`, checked. */
+async function readDevice(deviceId: string, signal: AbortSignal): Promise<DeviceDetail> {
+  const d = checkDeviceDetail(await getJson(deviceUrl(deviceId), signal));
+  if (!d.ok) throw new Error(`malformed device: ${d.error}`);
+  return d.value;
+}
+
 /** The query of a device's history, for `useQuery`. */
 export function deviceHistoryQuery(deviceId: string) {
   return {
     queryKey: ["device-history", deviceId] as const,
     queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceHistory> => {
-      const base = `/api/v2/devices/${encodeURIComponent(deviceId)}`;
-      const [detail, page] = await Promise.all([getJson(base, signal), getJson(`${base}/telemetry?limit=${MAX_READINGS}`, signal)]);
-      const d = checkDeviceDetail(detail);
+      const [detail, page] = await Promise.all([
+        readDevice(deviceId, signal),
+        getJson(`${deviceUrl(deviceId)}/telemetry?limit=${MAX_READINGS}`, signal),
+      ]);
       const r = checkReadingPage(page);
-      if (!d.ok) throw new Error(`malformed device: ${d.error}`);
       if (!r.ok) throw new Error(`malformed history: ${r.error}`);
-      return { detail: d.value, readings: r.value };
+      return { detail, readings: r.value };
     },
     // A page opened again shows the readings it had at once, and reloads them behind.
     staleTime: 0,
@@ -74,11 +85,7 @@ export const UNLISTED_STATUS_EVERY_MS = 30_000;
 export function deviceStatusQuery(deviceId: string) {
   return {
     queryKey: ["device-status", deviceId] as const,
-    queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceDetail> => {
-      const d = checkDeviceDetail(await getJson(`/api/v2/devices/${encodeURIComponent(deviceId)}`, signal));
-      if (!d.ok) throw new Error(`malformed device: ${d.error}`);
-      return d.value;
-    },
+    queryFn: ({ signal }: { signal: AbortSignal }) => readDevice(deviceId, signal),
     enabled: false,
   };
 }
