@@ -77,8 +77,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The connection holds the most subscriptions allowed.
     TooManySubscriptions,
-    /// An `auth` token that is invalid, expired, for another tenant, or for a user who holds
-    /// the most connections allowed; the current token stays in force.
+    /// An `auth` token that is invalid, expired, for another tenant, for a user who holds the
+    /// most connections allowed, or issued before its user was deleted or its role changed;
+    /// the current token stays in force.
     InvalidToken,
     /// Binary frames are not part of the protocol.
     UnsupportedFrame,
@@ -87,7 +88,8 @@ pub enum ErrorCode {
     /// `since` is not a whole number from 0 to 2^53 - 1.
     InvalidSince,
     /// The tenant has as many distinct subjects in use on this gateway as it may
-    /// (`PULSE_MAX_SUBJECTS_PER_TENANT`); the connection stays open.
+    /// (`PULSE_MAX_SUBJECTS_PER_TENANT`), or the token's user brought as many into use as one
+    /// user may (`PULSE_MAX_SUBJECTS_PER_USER`); the connection stays open.
     TooManySubjects,
     /// `device_id` names no device of the token's tenant (none is subscribed on NATS).
     UnknownDevice,

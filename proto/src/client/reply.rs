@@ -20,6 +20,7 @@ pub enum ServerReply {
         /// it follows; events at or below it may still arrive just after and are duplicates.
         /// Absent when the gateway does not know it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "u64")]
         seq: Option<u64>,
     },
     /// `{"type":"unsubscribed","channel":"alerts"}`
@@ -52,9 +53,12 @@ pub enum ServerReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResetReason {
-    /// Events after `since` are no longer retained.
+    /// Events after `since` (or, for a live subscriber, events missed on the way to the
+    /// gateway) are no longer retained.
     Expired,
-    /// More events were missed than a gateway replays (`PULSE_REPLAY_MAX_EVENTS`).
+    /// More events were missed than a gateway replays: more than `PULSE_REPLAY_MAX_EVENTS`,
+    /// more bytes than `PULSE_REPLAY_MAX_BYTES`, or more than the connection may have waiting
+    /// across its channels.
     Limit,
     /// The event history cannot be read right now (JetStream unavailable).
     Unavailable,

@@ -11,7 +11,7 @@ export type ServerReply = (({
  * it follows; events at or below it may still arrive just after and are duplicates.
  * Absent when the gateway does not know it.
  */
-seq?: (number | null)
+seq?: number
 type: "subscribed"
 } & Channel) | ({
 type: "unsubscribed"
