@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use pulse_proto::{Event, StoredEvent, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -55,9 +56,11 @@ pub struct PublishRequest {
     pub topic: Topic,
     /// What happened, e.g. `ticket:update`; 1 to 128 bytes.
     pub event: String,
-    /// Any JSON value (`null` when left out), pushed to subscribers as given.
+    /// Any JSON value (`null` when left out), pushed to subscribers as PostgreSQL stores it:
+    /// kept as sent, not decoded on the way, so a number keeps every digit.
     #[serde(default)]
-    pub payload: Value,
+    #[schema(value_type = Value)]
+    pub payload: Option<Box<RawValue>>,
     /// Required for service publishing; ignored (must match if given) for a session.
     #[schema(value_type = Option<String>)]
     pub tenant_id: Option<TenantId>,
@@ -182,25 +185,22 @@ pub async fn publish(
         return Err(ApiError::BadRequest("event must be 1–128 bytes".into()));
     }
     let key = idempotency_key(&headers)?;
-    // The message as clients will get it, with the largest seq it could have: its size is
-    // what the limit is about.
-    let sized = Event {
+    // The message as clients will get it with a `null` payload and the largest seq it could
+    // have: what the payload may add to it is what the limit leaves.
+    let envelope = Event {
         kind: Default::default(),
         tenant_id: tenant.clone(),
         topic: topic.clone(),
         event: body.event.clone(),
         seq: u64::MAX,
         ts: Timestamp::now(),
-        payload: body.payload.clone(),
+        payload: Value::Null,
     };
-    let size = serde_json::to_vec(&sized)
+    let envelope = serde_json::to_vec(&envelope)
         .map_err(|e| ApiError::Internal(e.into()))?
-        .len();
-    if size > MAX_EVENT_BYTES {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the event is {size} bytes; at most {MAX_EVENT_BYTES}"
-        )));
-    }
+        .len()
+        - "null".len();
+    let payload = body.payload.as_deref().map_or("null", RawValue::get);
     let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
 
     // The rate first: past the credential lookup, a tenant over it on this instance costs the
@@ -215,15 +215,33 @@ pub async fn publish(
     }
     // Written as the tenant: row-level security checks that the event is the tenant's own.
     let mut tx = begin_as_tenant(&state.pool, &tenant).await?;
-    let seq: i64 = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, $3, $4, $5)")
-        .bind(tenant.as_str())
-        .bind(topic.as_str())
-        .bind(&body.event)
-        .bind(&body.payload)
-        .bind(key.as_deref())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| refused(e, &tenant))?;
+    // The payload as the database stores it, and so as it is relayed (`1e300` as 301 digits),
+    // is what counts; it comes back only when it may not fit, to be measured as pushed.
+    let (seq, long): (i64, Option<String>) = sqlx::query_as(
+        "SELECT pulse_emit_event($1, $2, $3, given.payload, $5), \
+                CASE WHEN octet_length(given.payload::text) > $6 THEN given.payload::text END \
+           FROM (SELECT $4::jsonb AS payload) AS given",
+    )
+    .bind(tenant.as_str())
+    .bind(topic.as_str())
+    .bind(&body.event)
+    .bind(payload)
+    .bind(key.as_deref())
+    .bind(MAX_EVENT_BYTES.saturating_sub(envelope) as i64)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| refused(e, &tenant))?;
+    if let Some(stored) = long {
+        let pushed = pulse_proto::message::stored_payload(stored)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored payload: {e}")))?;
+        let size = envelope + pushed.get().len();
+        if size > MAX_EVENT_BYTES {
+            // Rolled back as the transaction drops: nothing is stored.
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the event is {size} bytes as pushed; at most {MAX_EVENT_BYTES}"
+            )));
+        }
+    }
     tx.commit().await?;
     // With a key, `pulse_emit_event` returns the seq of whichever event holds it: a concurrent
     // publish with the same key that committed first may have stored another topic or event.

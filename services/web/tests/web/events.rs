@@ -210,6 +210,60 @@ async fn an_oversized_event_or_body_gets_413() {
     env.finish().await;
 }
 
+/// A payload published over HTTP is stored as sent, not decoded on the way: every digit of a
+/// number reaches the database, and `GET /api/v2/events` (as the relay) gives it back. The
+/// 64 KiB is of the event as pushed, with its payload as PostgreSQL stores it: a payload whose
+/// numbers are short as sent and long as stored is measured as stored.
+#[tokio::test]
+async fn a_published_payload_is_kept_and_measured_as_stored() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let exact = r#"{"id":123456789012345678901234,"share":0.12345678901234567890}"#;
+    for payload in [exact, "1e400"] {
+        let body = format!(r#"{{"topic":"exact","event":"e","payload":{payload}}}"#);
+        let r = post_raw_json(&admin, env.at("/api/v2/events"), body).await;
+        assert_eq!(r.status(), 202, "{payload}: {}", r.text().await.unwrap());
+    }
+    let r = get(&admin, env.at("/api/v2/events?topic=exact")).await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains(exact), "every digit as sent: {text}");
+    assert!(
+        text.contains(&format!(r#""payload":1{}"#, "0".repeat(400))),
+        "{text}"
+    );
+
+    // `["a…", 1e300]`: 65,536 bytes as PostgreSQL writes it out (the payload's own limit),
+    // so the event pushed with it is over 64 KiB; sent, the number is five characters.
+    let post = |n: usize| {
+        let body = format!(
+            r#"{{"topic":"long","event":"e","payload":["{}",1e300]}}"#,
+            "a".repeat(n)
+        );
+        post_raw_json(&admin, env.at("/api/v2/events"), body)
+    };
+    let r = post(65_229).await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+    assert_eq!(
+        seqs(&env, "long").await,
+        Vec::<i64>::new(),
+        "nothing stored"
+    );
+    // One that fits as pushed is stored, and pushed within the limit.
+    let r = post(65_000).await;
+    assert_eq!(accepted_seq(r).await, 1);
+    let r = get(&admin, env.at("/api/v2/events?topic=long")).await;
+    let page = r.text().await.unwrap();
+    // The page's one event, exactly as pushed.
+    let pushed = page
+        .split_once(r#""events":["#)
+        .and_then(|(_, rest)| rest.rsplit_once(r#"],"last_seq""#))
+        .map(|(event, _)| event)
+        .unwrap_or_else(|| panic!("no event in {page}"));
+    assert!(pushed.contains(&"0".repeat(300)), "as stored: {pushed}");
+    assert!(pushed.len() <= 64 * 1024, "{} bytes", pushed.len());
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
     let env = spawn().await;
