@@ -18,6 +18,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use futures::TryStreamExt as _;
 use pulse_proto::{Event, StoredEvent, Subject, TenantId, Timestamp, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,6 +40,10 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 const _: () = assert!(MAX_BODY_BYTES >= 2 * MAX_EVENT_BYTES);
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Most bytes of events (payloads and names, as stored) one page of `GET /api/v2/events`
+/// holds, past its first event: a thousand events of 64 KiB would hold 64 MiB per request.
+/// The caller reads on with `after`.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Most event topics a tenant may have (the schema's `event_topics_per_tenant`).
 pub const MAX_TOPICS_PER_TENANT: usize = 10_000;
 /// The built-in topic of alert changes, emitted by the database's trigger only.
@@ -337,7 +342,8 @@ pub struct EventParams {
     /// The topic.
     #[param(value_type = String)]
     pub topic: Topic,
-    /// Only events with a higher seq, oldest first. Without it: the newest `limit` events.
+    /// Only events with a higher seq, oldest first. Without it: the newest `limit` events. A
+    /// page holds at most 1 MiB of events, so it may hold fewer than `limit`.
     pub after: Option<i64>,
     /// At most this many events, 1–1000 (default 100).
     pub limit: Option<i64>,
@@ -380,29 +386,34 @@ pub async fn list(
             .bind(topic.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-    let mut rows: Vec<Row> = match p.after {
-        Some(after) => {
-            sqlx::query_as(
-                "SELECT seq, event, payload::text, created_at FROM events \
-                  WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(topic.as_str())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        None => {
-            sqlx::query_as(
-                "SELECT seq, event, payload::text, created_at FROM events \
-                  WHERE topic = $1 ORDER BY seq DESC LIMIT $2",
-            )
-            .bind(topic.as_str())
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?
-        }
+    // With `after`, the oldest first; without, the newest first: a page cut short by its
+    // byte budget keeps the events the caller reads first.
+    let query = match p.after {
+        Some(after) => sqlx::query_as::<_, Row>(
+            "SELECT seq, event, payload::text, created_at FROM events \
+              WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(topic.as_str())
+        .bind(after)
+        .bind(limit),
+        None => sqlx::query_as(
+            "SELECT seq, event, payload::text, created_at FROM events \
+              WHERE topic = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(topic.as_str())
+        .bind(limit),
     };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut bytes = 0;
+    let mut fetched = query.fetch(&mut *tx);
+    while let Some(row) = fetched.try_next().await? {
+        bytes += row.payload.len() + row.event.len();
+        if !rows.is_empty() && bytes > MAX_PAGE_BYTES {
+            break;
+        }
+        rows.push(row);
+    }
+    drop(fetched);
     tx.commit().await?;
     rows.sort_by_key(|r| r.seq);
     let events = rows

@@ -441,6 +441,55 @@ async fn events_are_listed_whatever_payload_postgresql_holds() {
     env.finish().await;
 }
 
+/// A page holds at most 1 MiB of events (past its first), however large `limit`: the caller
+/// reads on with `after`, and without it gets the newest that fit.
+#[tokio::test]
+async fn a_page_of_large_events_is_cut_at_a_mebibyte_and_read_on_with_after() {
+    let env = spawn().await;
+    let blob = "x".repeat(60 * 1024);
+    for _ in 0..40 {
+        emit(&env.pool, &env.tenant, "big", "e", json!(blob)).await;
+    }
+    let viewer = env.login("viewer", &env.tenant).await;
+    // `(seqs, body bytes)` of one page.
+    let page = |q: String| {
+        let (viewer, url) = (
+            viewer.clone(),
+            env.at(&format!("/api/v2/events?topic=big&{q}")),
+        );
+        async move {
+            let text = get(&viewer, url).await.text().await.unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["last_seq"], 40, "{}", &text[..200.min(text.len())]);
+            let seqs: Vec<u64> = v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
+            (seqs, text.len())
+        }
+    };
+    let mut read = Vec::new();
+    while read.last() != Some(&40) {
+        let after = read.last().copied().unwrap_or(0);
+        let (seqs, bytes) = page(format!("after={after}&limit=1000")).await;
+        assert!(!seqs.is_empty() && seqs.len() < 40, "{seqs:?}");
+        assert!(bytes <= 1024 * 1024 + 128 * 1024, "{bytes} bytes");
+        read.extend(seqs);
+    }
+    assert_eq!(read, (1..=40).collect::<Vec<_>>(), "every event, in order");
+    let (newest, _) = page("limit=1000".into()).await;
+    assert!(newest.len() < 40, "{newest:?}");
+    let from = 41 - newest.len() as u64;
+    assert_eq!(
+        newest,
+        (from..=40).collect::<Vec<_>>(),
+        "the newest that fit"
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn a_topics_events_are_read_back_by_seq() {
     let env = spawn().await;
