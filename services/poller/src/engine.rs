@@ -76,6 +76,8 @@ pub struct Engine {
     purges_paused_until: Option<Instant>,
     /// Writes to the streams that failed, the relay's included ([`restore`]).
     failures: WriteFailures,
+    /// Held while a deleted tenant is purged, so no relay pass is under way ([`purge`]).
+    relay_gate: crate::streams::PassGate,
     /// When this poller last deleted each stream to create it again ([`restore`]): it could
     /// not store, or was created while a deletion was under way.
     own_deletions: HashMap<String, Instant>,
@@ -132,6 +134,7 @@ impl Engine {
             resync_due: false,
             purges_paused_until: None,
             failures,
+            relay_gate: Default::default(),
             own_deletions: HashMap::new(),
             announced: HashMap::new(),
         }

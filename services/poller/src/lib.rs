@@ -189,6 +189,7 @@ async fn serve_as_active(
         js.clone(),
         metrics.clone(),
         engine.write_failures(),
+        engine.relay_gate(),
         config.events_max_age(),
     );
     let relay = tokio::spawn({

@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 use crate::changes::ChangeFeed;
 use crate::metrics::{Kind, Metrics, Query, Stage};
 use crate::publisher::{self, Outgoing};
-use crate::streams::WriteFailures;
+use crate::streams::{PassGate, WriteFailures};
 
 /// Most events read and sent in one pass; a full pass is followed at once by another.
 pub const BATCH: i64 = 1000;
@@ -75,6 +75,7 @@ pub struct Relay {
     metrics: Metrics,
     /// Where failed sends are reported, for the engine to look at the events stream.
     failures: WriteFailures,
+    gate: PassGate,
     max_age: Duration,
     /// The last `(tenant, topic)` the previous pass read: the next starts after it.
     reached: Mutex<(String, String)>,
@@ -86,6 +87,7 @@ impl Relay {
         js: jetstream::Context,
         metrics: Metrics,
         failures: WriteFailures,
+        gate: PassGate,
         max_age: Duration,
     ) -> Self {
         Self {
@@ -93,6 +95,7 @@ impl Relay {
             js,
             metrics,
             failures,
+            gate,
             max_age,
             reached: Mutex::default(),
         }
@@ -102,6 +105,7 @@ impl Relay {
     /// [`PER_TOPIC`]), and marks those acknowledged.
     #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
     pub async fn relay_once(&self) -> Result<Pass, RelayError> {
+        let _pass = self.gate.hold().await;
         let started = Instant::now();
         let reached = self.reached.lock().clone();
         // The topics with a backlog, found by skipping along the backlog index from one topic

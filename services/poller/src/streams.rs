@@ -410,6 +410,21 @@ pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }
 
+/// Held by a relay pass from its read of the outbox to its last acknowledgement, and by the
+/// purge of a deleted tenant ([`purge_tenant`]). A pass that read a tenant's
+/// events before the deletion has sent them all by the time the purge runs: sent after it,
+/// they would stay in `PULSE_EVENTS`, for a tenant created again with the id to see. A pass
+/// that reads after the deletion finds none (they go with the tenant's rows).
+#[derive(Clone, Default)]
+pub struct PassGate(Arc<tokio::sync::Mutex<()>>);
+
+impl PassGate {
+    /// Waits for the pass (or purge) under way, then holds the gate until the guard drops.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.0.clone().lock_owned().await
+    }
+}
+
 /// How long one purge request may take before it counts as refused.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(2);
 

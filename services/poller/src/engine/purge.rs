@@ -8,6 +8,9 @@
 //! [`RETRY_AFTER`] later, whichever poller is active by then; the cycle waits for at most one
 //! such refusal.
 //!
+//! A relay pass under way may have read the tenant's events before the deletion: the purge
+//! waits for it ([`crate::streams::PassGate`]), so none of them is stored after it.
+//!
 //! A tenant created again with the same id before its purge loses what it published meanwhile
 //! too; the engine forgets what it published for it, so its alerts and fleet go out again at
 //! once (a device's reading with its next report), and its clients resuming events are told
@@ -56,7 +59,11 @@ impl Engine {
             // The database holds only ids that follow the id rule; one that did not would name
             // no subject, and nothing is purged for it.
             if let Ok(tenant) = TenantId::parse(&id) {
+                // After the relay pass under way, which may have read the tenant's events
+                // before the deletion and still be sending them.
+                let pass = self.relay_gate.hold().await;
                 let purged = crate::streams::purge_tenant(&self.js, &tenant).await;
+                drop(pass);
                 // Even a purge that stopped midway may have removed what the engine and the
                 // registry remember of the tenant: both forget it.
                 if let Some(registry) = self.registry.as_mut() {

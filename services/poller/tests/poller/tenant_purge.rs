@@ -10,10 +10,13 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// Messages `stream` holds on subjects matching `filter` (from the stream's subject index).
+/// Messages `stream` holds on subjects matching `filter` (from the stream's subject index);
+/// none before a poller created it.
 async fn held(stream: &str, filter: String) -> usize {
     let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
-    let stream = js.get_stream(stream).await.unwrap();
+    let Ok(stream) = js.get_stream(stream).await else {
+        return 0;
+    };
     let subjects: Vec<(String, usize)> = stream
         .info_with_subjects(filter)
         .await
@@ -183,5 +186,40 @@ async fn a_tenant_created_again_with_the_same_id_is_shown_none_of_the_old_ones_d
         },
     )
     .await;
+    poller.stop().await;
+}
+
+/// A relay pass that read a tenant's events before its deletion sends them before the purge,
+/// never after it: once the purge is done, none of them stays in `PULSE_EVENTS`.
+#[tokio::test]
+async fn events_a_relay_pass_read_before_the_deletion_do_not_outlive_the_purge() {
+    let (db, [tenant, bystander], poller) = two_published_tenants("purge-relay").await;
+    // A backlog of large events on five topics: one pass reads 1000 of them, 48 MiB, which
+    // take the relay a while to send.
+    let backlog = "SELECT pulse_emit_event($1, 'bulk-' || (g % 5), 'e', \
+                     to_jsonb(repeat('x', 48 * 1024))) FROM generate_series(1, 1000) g";
+    exec(&db, backlog, &tenant).await;
+    // Deleted while the pass is under way: its first events are stored, the rest on the way.
+    eventually("the pass under way", Duration::from_secs(20), || async {
+        held(EVENTS_STREAM, format!("pulse.v1.{tenant}.events.>")).await > 1
+    })
+    .await;
+    exec(&db, "DELETE FROM tenants WHERE tenant_id = $1", &tenant).await;
+    eventually("the deletion purged", Duration::from_secs(30), || async {
+        queued_purges(&db).await == 0
+    })
+    .await;
+    // An event written after the purge goes out in a later pass than the deleted tenant's.
+    let emit = "SELECT pulse_emit_event($1, 'after', 'e', '{}')";
+    exec(&db, emit, &bystander).await;
+    eventually("a later pass", Duration::from_secs(30), || async {
+        held(EVENTS_STREAM, format!("pulse.v1.{bystander}.events.after")).await == 1
+    })
+    .await;
+    assert_eq!(
+        held_of(&tenant).await,
+        [0, 0, 0],
+        "nothing of {tenant} stays"
+    );
     poller.stop().await;
 }
