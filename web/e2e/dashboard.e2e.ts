@@ -476,7 +476,7 @@ describe("dashboard in Chromium against a live stack", () => {
       await p.getByTestId("device-page").waitFor();
       await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
       const stale = p.getByTestId("latest-widget").getByTestId("widget-stale");
-      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toContain("Not updating");
+      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toContain("Not live: unavailable, retrying");
       // The reason stays on show while the client asks again.
       await expect.poll(() => stale.getAttribute("title"), { timeout: 5_000 }).toBe("unavailable");
       // The other widgets' subscriptions went through: they show nothing of the kind.
@@ -488,7 +488,7 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
-  it("says why the activity feed is not updating when the gateway refuses its events, and names an unknown device in a heading", async () => {
+  it("says why the activity feed is not live when the gateway refuses its events, and names an unknown device in a heading", async () => {
     await freshPage();
     // The gateway refuses the activity topic for now.
     const p = await context!.newPage();
@@ -500,7 +500,7 @@ describe("dashboard in Chromium against a live stack", () => {
       await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 10_000 }).toBe("live");
       const stale = p.getByTestId("activity-widget").getByTestId("widget-stale");
       // The reason is on show, not only in a tooltip.
-      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toBe("Not updating: rate_limited, retrying");
+      await expect.poll(() => stale.textContent(), { timeout: 10_000 }).toBe("Not live: rate_limited, retrying; refreshed every 30 s");
       // The alerts and devices went through: their widgets say nothing of the kind.
       await expect.poll(() => p.getByTestId("widget-stale").count(), { timeout: 5_000 }).toBe(1);
 

@@ -1,12 +1,16 @@
 import type { ReactNode } from "react";
 
-import type { Channel } from "../client/index.js";
+import { DEFAULT_FALLBACK_INTERVAL_MS, type Channel } from "../client/index.js";
 import { useLive, useSubscriptionStatus } from "../app/session.js";
 import { ErrorBoundary } from "./ErrorBoundary.js";
 
+/** How often the REST fallback refreshes a widget whose channel the gateway refuses for now. */
+const REFRESH_SECONDS = DEFAULT_FALLBACK_INTERVAL_MS / 1000;
+
 /**
  * Shown while a widget's live channel is not subscribed although the connection is live: the
- * gateway refused it for now (retrying), for good (failed), or has not answered yet.
+ * gateway refused it for now (retrying: REST polling refreshes it meanwhile, and the badge says
+ * so), for good (failed), or has not answered yet.
  */
 function Staleness({ channel }: { channel: Channel }) {
   const live = useLive((s) => s.connection.state === "live");
@@ -17,7 +21,7 @@ function Staleness({ channel }: { channel: Channel }) {
     status.state === "failed"
       ? `Not updating: ${status.error?.message || status.error?.code || "refused"}`
       : status.state === "retrying" || status.error
-        ? `Not updating: ${status.error?.code ? `${status.error.code}, ` : ""}retrying`
+        ? `Not live: ${status.error?.code ? `${status.error.code}, ` : ""}retrying; refreshed every ${REFRESH_SECONDS} s`
         : "Connecting…";
   return (
     <span className="badge badge--stale" data-testid="widget-stale" role="status" title={status.error?.code}>
