@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::publish_keys::revoke),
         )
         .route("/api/v2/openapi.json", get(openapi_json))
+        .layer(middleware::from_fn(same_origin_writes))
         .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .with_state(state.clone());
 
@@ -87,7 +88,9 @@ pub fn router(state: AppState) -> Router {
     // build asking for its own hashed file must not get, and cache, the app's page in its
     // place); anything else is the dashboard (a single-page app, so unknown paths serve
     // index.html).
-    let files = ServeDir::new(root);
+    // A directory is not served (no index of it, and no redirect to its path with a slash
+    // added, which for `//assets` would send the browser to the host `assets`).
+    let files = ServeDir::new(root).append_index_html_on_directories(false);
     let app_page = files.clone().fallback(ServeFile::new(&index));
     let fallback = move |request: Request| {
         let (files, app_page) = (files.clone(), app_page.clone());
@@ -172,6 +175,32 @@ async fn method_not_allowed(method: axum::http::Method) -> crate::error::ApiErro
 
 async fn api_not_found() -> crate::error::ApiError {
     crate::error::ApiError::NotFound("route")
+}
+
+/// A request that changes something (any method but `GET`, `HEAD` and `OPTIONS`) that a
+/// browser says came from another origin (`Sec-Fetch-Site` other than `same-origin`, or
+/// `none` for what the user did directly) is refused with 403 before it is read.
+/// `SameSite=Strict` keeps the session cookie off other sites' requests, but a sibling
+/// subdomain is the same site: without this, its page could log a user out, or use the
+/// session otherwise. A request without the header (a backend, curl) is not a browser's.
+async fn same_origin_writes(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let site = request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    match site {
+        Some(site) if !safe && site != "same-origin" && site != "none" => {
+            crate::error::ApiError::Forbidden(
+                "a request from another origin may not change anything",
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Hashed build assets never change: cache them for a year. Everything else (an asset that is

@@ -38,6 +38,18 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["cache-control"], "no-cache");
 
+    // A directory is neither listed nor redirected to with a slash added: `//assets` would
+    // send the browser to the host `assets`.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["//assets", "/assets", "/assets/"] {
+        let r = plain.get(env.at(path)).send().await.unwrap();
+        assert!(!r.status().is_redirection(), "{path}: {}", r.status());
+        assert!(r.headers().get("location").is_none(), "{path}");
+    }
+
     // Client-side routes get the app; unknown API paths get JSON.
     let r = get(&client, env.at("/devices/dev-0001")).await;
     assert!(r.text().await.unwrap().contains("<title>Pulse</title>"));
@@ -179,5 +191,46 @@ async fn a_request_head_sent_too_slowly_is_cut_off() {
     assert!(rest.is_empty(), "answered a request never sent whole");
     // Everyone else is still served.
     assert_eq!(status_of(env.at("/")).await, 200);
+    env.finish().await;
+}
+
+/// A browser's request from another origin changes nothing: 403 before it is read. A sibling
+/// subdomain is the same site, so its requests carry the `SameSite=Strict` cookie; only the
+/// browser's `Sec-Fetch-Site` tells them apart.
+#[tokio::test]
+async fn a_browsers_request_from_another_origin_changes_nothing() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let key = |site: Option<&str>| {
+        let mut r = admin
+            .post(env.at("/api/v2/publish-keys"))
+            .json(&serde_json::json!({"name": "k"}));
+        if let Some(site) = site {
+            r = r.header("sec-fetch-site", site);
+        }
+        r.send()
+    };
+    let logout = |site: &str| {
+        admin
+            .post(env.at("/api/v2/logout"))
+            .header("sec-fetch-site", site)
+            .send()
+    };
+    for site in ["same-site", "cross-site"] {
+        assert_eq!(
+            error_code(key(Some(site)).await.unwrap(), 403).await,
+            "forbidden"
+        );
+        assert_eq!(
+            error_code(logout(site).await.unwrap(), 403).await,
+            "forbidden"
+        );
+    }
+    let keys = get_json(&admin, env.at("/api/v2/publish-keys")).await;
+    assert_eq!(keys["items"], serde_json::json!([]), "no key was made");
+    // The dashboard's own requests, and a backend's (no such header), go through.
+    assert_eq!(key(Some("same-origin")).await.unwrap().status(), 201);
+    assert_eq!(key(None).await.unwrap().status(), 201);
+    assert_eq!(logout("same-origin").await.unwrap().status(), 204);
     env.finish().await;
 }
