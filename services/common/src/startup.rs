@@ -1,7 +1,8 @@
 //! What every service does as it starts, written once: a stop token cancelled when the
 //! shutdown signal comes, a metrics registry that already holds the process metrics (and
 //! registers each of the service's own as it is made), a listener whose error names the
-//! variable to fix, and NATS's link state mirrored into readiness.
+//! variable to fix, the open-files limit raised as far as it goes, and NATS's link state
+//! mirrored into readiness.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -53,6 +54,33 @@ pub fn register<M: Metric + Clone>(
 /// so their latencies can be read side by side.
 pub fn latency_histograms<L: Clone + Eq + Hash>() -> Family<L, Histogram> {
     Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)))
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and warns when even that
+/// is below `wanted` (what the setting `var` lets the service hold, with its own files), naming
+/// both. A container runtime may start a process at 1024 open files whatever the node allows
+/// (containerd 2 no longer raises it): a gateway would then refuse connections past about a
+/// thousand. Returns the soft limit in force, when it can be read.
+pub fn raise_open_files(wanted: u64, var: &str) -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            if limit < wanted {
+                tracing::warn!(
+                    limit,
+                    wanted,
+                    "the open-files limit is below what {var} allows: connections past it are \
+                     refused; raise the hard limit (the container runtime's or the node's)"
+                );
+            } else {
+                tracing::debug!(limit, "open-files limit");
+            }
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            None
+        }
+    }
 }
 
 /// Pending connections the kernel may queue before they are accepted (capped by

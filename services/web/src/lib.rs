@@ -54,6 +54,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Requests in flight each hold a socket, and idle keep-alive connections more; the margin
+    // covers them, the pool and the binary's own files.
+    pulse_common::startup::raise_open_files(
+        config.http_max_in_flight as u64 + 1024,
+        "PULSE_HTTP_MAX_IN_FLIGHT",
+    );
     if !config.web_root.join("index.html").exists() {
         tracing::warn!(root = %config.web_root.display(), "no built dashboard; run `npm run build` in web/");
     }

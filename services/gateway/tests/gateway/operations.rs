@@ -460,3 +460,43 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
         assert_eq!(c.closed(T).await.code, 1012);
     }
 }
+
+/// Started with the soft open-files limit a container runtime may leave (containerd 2 starts
+/// processes at 1024), the gateway raises it to the hard limit: otherwise it would refuse
+/// connections past about a thousand, far below `PULSE_MAX_CONNECTIONS`.
+#[tokio::test]
+async fn a_gateway_started_with_a_low_open_files_limit_raises_it_to_the_hard_one() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(
+        hard > 256,
+        "this test needs a hard limit above 256, not {hard}"
+    );
+    let port = free_port();
+    let mut gateway = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\""])
+        .arg(env!("CARGO_BIN_EXE_pulse-gateway"))
+        .env("PULSE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env("PULSE_JWT_SECRET", SECRET)
+        .env("NATS_URL", nats_url())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    answers_with(addr, "/readyz", 200, Duration::from_secs(20)).await;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text, "process_max_fds", &[]), hard as f64);
+    gateway.kill().await.unwrap();
+}
