@@ -94,12 +94,7 @@ impl Gateway {
 
     /// The gateway's Prometheus scrape.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.ops);
-        let scrape = async { reqwest::get(&url).await?.text().await };
-        match scrape.await {
-            Ok(text) => text,
-            Err(e) => panic!("cannot scrape {url}: {e}"),
-        }
+        crate::scrape(self.ops).await
     }
 
     /// Asks the gateway to drain, as SIGTERM does.

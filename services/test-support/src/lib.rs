@@ -86,6 +86,16 @@ pub fn assert_took_less_than(limit: Duration, started: Instant, what: &str) -> D
     took
 }
 
+/// The Prometheus text a service serves on `addr` (its ops address).
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}/metrics");
+    let scraped = async { reqwest::get(&url).await?.text().await };
+    match scraped.await {
+        Ok(text) => text,
+        Err(e) => panic!("cannot scrape {url}: {e}"),
+    }
+}
+
 /// The sum of the samples of metric `name` in a Prometheus text scrape whose line contains
 /// every fragment in `labels` (`&[]` for all of them).
 pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {

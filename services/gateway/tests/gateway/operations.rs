@@ -355,12 +355,7 @@ async fn readyz_and_a_gauge_say_whether_the_streams_answer_while_the_gateway_sta
                 let (status, body) = readyz(addr).await;
                 let text = body["info"][key].as_str().unwrap_or_default().to_owned();
                 let gauge = metric(
-                    &reqwest::get(format!("http://{addr}/metrics"))
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap(),
+                    &pulse_test_support::scrape(addr).await,
                     "pulse_gateway_stream_readable",
                     &[&format!("stream=\"{stream}\"")],
                 );
@@ -417,12 +412,7 @@ async fn with_an_ops_address_the_public_port_answers_no_ops_endpoint() {
     }
     answers_with(ops, "/healthz", 200, T).await;
     eventually("the tenant counted on the ops address", T, || async {
-        let text = reqwest::get(format!("http://{ops}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = pulse_test_support::scrape(ops).await;
         metric(
             &text,
             "pulse_gateway_tenant_connections",
@@ -491,12 +481,7 @@ async fn a_gateway_started_with_a_low_open_files_limit_raises_it_to_the_hard_one
         .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     answers_with(addr, "/readyz", 200, Duration::from_secs(20)).await;
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = pulse_test_support::scrape(addr).await;
     assert_eq!(metric(&text, "process_max_fds", &[]), hard as f64);
     gateway.kill().await.unwrap();
 }
