@@ -73,12 +73,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    // Each client is a socket; the rest (NATS, listeners, the binary's own files) fits in the
-    // margin.
-    pulse_common::startup::raise_open_files(
-        config.max_connections as u64 + 1024,
-        "PULSE_MAX_CONNECTIONS",
-    );
     let ops_listener = match config.ops_addr {
         Some(addr) => Some(pulse_common::startup::bind(addr, "PULSE_GATEWAY_OPS_ADDR")?),
         None => None,
@@ -121,6 +115,12 @@ pub async fn run(
     {
         tracing::warn!(error = %e, "cannot fetch JWKS yet; will retry on first use");
     }
+    // Each client the caps let in is a socket; the rest (NATS, listeners, the binary's own
+    // files) fits in the margin.
+    pulse_common::startup::raise_open_files(
+        config.max_connections as u64 + 1024,
+        "PULSE_MAX_CONNECTIONS",
+    );
     let caps = Caps::new(
         crate::caps::Limits {
             total: config.max_connections,

@@ -189,9 +189,9 @@ async fn serve_as_active(
         js.clone(),
         metrics.clone(),
         engine.write_failures(),
-        engine.relay_gate(),
         config.events_max_age(),
-    );
+    )
+    .gated_by(engine.relay_gate());
     let relay = tokio::spawn({
         let (feed, nats, session) = (feed.clone(), link.state.clone(), session.clone());
         async move {

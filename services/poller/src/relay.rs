@@ -87,7 +87,6 @@ impl Relay {
         js: jetstream::Context,
         metrics: Metrics,
         failures: WriteFailures,
-        gate: PassGate,
         max_age: Duration,
     ) -> Self {
         Self {
@@ -95,10 +94,15 @@ impl Relay {
             js,
             metrics,
             failures,
-            gate,
+            gate: PassGate::default(),
             max_age,
             reached: Mutex::default(),
         }
+    }
+
+    /// Shares `gate` with the engine's purges of deleted tenants ([`PassGate`]).
+    pub fn gated_by(self, gate: PassGate) -> Self {
+        Self { gate, ..self }
     }
 
     /// Sends up to [`BATCH`] unrelayed events, shared between the topics with a backlog (see

@@ -54,12 +54,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    // Requests in flight each hold a socket, and idle keep-alive connections more; the margin
-    // covers them, the pool and the binary's own files.
-    pulse_common::startup::raise_open_files(
-        config.http_max_in_flight as u64 + 1024,
-        "PULSE_HTTP_MAX_IN_FLIGHT",
-    );
     if !config.web_root.join("index.html").exists() {
         tracing::warn!(root = %config.web_root.display(), "no built dashboard; run `npm run build` in web/");
     }
@@ -108,6 +102,12 @@ pub async fn run(
         registry: Arc::new(registry),
         readiness,
     };
+    // The router lets so many requests in at once, each with a socket, and idle keep-alive
+    // connections hold more; the margin covers them, the pool and the binary's own files.
+    pulse_common::startup::raise_open_files(
+        state.config.http_max_in_flight as u64 + 1024,
+        "PULSE_HTTP_MAX_IN_FLIGHT",
+    );
     let app = server::router(state);
     let ops_server = tokio::spawn(pulse_common::ops::serve(
         ops_listener,

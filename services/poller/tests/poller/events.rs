@@ -23,7 +23,6 @@ fn relay(db: &ScratchDb, nats: &async_nats::Client, max_age: Duration) -> Relay 
         async_nats::jetstream::new(nats.clone()),
         metrics.clone(),
         pulse_poller::streams::WriteFailures::new(metrics),
-        Default::default(),
         max_age,
     )
 }
