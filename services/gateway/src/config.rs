@@ -161,9 +161,10 @@ pub struct GatewayConfig {
     pub replay_max_events: usize,
 
     /// Most bytes of events one read of the events stream holds for a replay (a resume with
-    /// `since`, or missed events read back): past them, the oldest are let go, and the client
-    /// gets an `events_reset` (reason `limit`) and the newest ones, as past
-    /// `PULSE_REPLAY_MAX_EVENTS`. Bounds a replay's memory whatever the events' size.
+    /// `since`, or missed events read back), and of replayed events waiting for one connection
+    /// across its channels until they are written: past them, the oldest are let go, and the
+    /// client gets an `events_reset` (reason `limit`) and the newest ones, as past
+    /// `PULSE_REPLAY_MAX_EVENTS`. Bounds replay memory whatever the events' size.
     #[arg(long, env = "PULSE_REPLAY_MAX_BYTES", default_value = "16777216",
           value_parser = number::<usize>(65_536..=1024 * 1024 * 1024))]
     pub replay_max_bytes: usize,

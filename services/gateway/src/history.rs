@@ -83,8 +83,6 @@ pub struct History {
     reads: StreamReads,
     /// Every read made, counted.
     gets: Counter,
-    /// Most bytes of events one read holds ([`Window`]).
-    max_bytes: usize,
     /// Since when reads have been [`unsettled`], until one ends on the leader's word
     /// ([`History::unsettled_for_less_than`]).
     unsettled_since: parking_lot::Mutex<Option<Instant>>,
@@ -99,11 +97,10 @@ struct Found {
 }
 
 impl History {
-    pub fn new(js: jetstream::Context, gets: Counter, max_bytes: usize) -> Self {
+    pub fn new(js: jetstream::Context, gets: Counter) -> Self {
         Self {
             reads: StreamReads::new(js, EVENTS_STREAM),
             gets,
-            max_bytes,
             unsettled_since: parking_lot::Mutex::new(None),
         }
     }
@@ -172,14 +169,15 @@ impl History {
         }
     }
 
-    /// The stored events of `subject` after `after`, at most `max` of them (the newest when
-    /// there are more).
+    /// The stored events of `subject` after `after`, at most `max` of them and `max_bytes` of
+    /// their frames (the newest when there are more; always the newest one).
     pub async fn read_after(
         &self,
         subject: &Subject,
         topic: TopicId,
         after: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Stored, HistoryError> {
         let read: Result<Stored, HistoryError> = async {
             let started = Instant::now();
@@ -224,7 +222,7 @@ impl History {
                 .await?;
             let let_go;
             (stored.frames, let_go) = self
-                .read_forward(stream, &name, topic, start, end, max)
+                .read_forward(stream, &name, topic, start, end, (max, max_bytes))
                 .await?;
             // Wanted events let go for the byte budget: the newest are kept, as past the count.
             let trimmed = let_go.is_some_and(|seq| seq > want);
@@ -246,7 +244,7 @@ impl History {
                 let from = want.saturating_sub(LOOKBACK);
                 let start = self.first_above(stream, &name, first, last, from).await?;
                 let (mut all, let_go) = self
-                    .read_forward(stream, &name, topic, start, end, usize::MAX)
+                    .read_forward(stream, &name, topic, start, end, (usize::MAX, max_bytes))
                     .await?;
                 all.retain(|f| f.seq > want);
                 all.sort_by_key(|f| f.seq);
@@ -323,8 +321,9 @@ impl History {
         Ok(answer)
     }
 
-    /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max`, and
-    /// keeps the newest that fit the byte budget ([`Window`]); with the highest `seq` let go.
+    /// Reads the subject's messages from `start` up to stream sequence `end`, at most `max.0`,
+    /// and keeps the newest that fit the byte budget `max.1` ([`Window`]); with the highest
+    /// `seq` let go.
     async fn read_forward(
         &self,
         stream: &jetstream::stream::Stream<()>,
@@ -332,10 +331,10 @@ impl History {
         topic: TopicId,
         start: Found,
         end: u64,
-        max: usize,
+        (max, max_bytes): (usize, usize),
     ) -> Result<(Vec<Frame>, Option<u64>), HistoryError> {
         let mut next = start.stream_seq + 1;
-        let mut frames = Window::new(self.max_bytes);
+        let mut frames = Window::new(max_bytes);
         frames.extend(frame(topic, start));
         while next <= end && frames.read < max {
             let Some(found) = self.next(stream, name, Some(next), end).await? else {

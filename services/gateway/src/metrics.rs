@@ -50,6 +50,8 @@ pub struct Metrics {
     pub event_history_gets: Counter,
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
+    /// Bytes of replayed events queued for clients and not written yet.
+    pub replay_bytes_waiting: Gauge,
     pub snapshot_retries: Gauge,
     /// 1 while a stream answers reads, 0 while it does not (see [`crate::streams`]).
     pub stream_readable: Family<StreamLabel, Gauge>,
@@ -147,6 +149,12 @@ impl Metrics {
                 r,
                 "event_catch_ups",
                 "Clients resuming with `since` whose events are being read from the stream now",
+                Gauge::default(),
+            ),
+            replay_bytes_waiting: register(
+                r,
+                "replay_bytes_waiting",
+                "Bytes of events replayed to resuming clients and not written to them yet",
                 Gauge::default(),
             ),
             snapshot_retries: register(

@@ -69,6 +69,13 @@ pub enum Pushed {
     Closed,
 }
 
+/// Replayed events (and their bytes) a connection may still have waiting, or has waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub events: usize,
+    pub bytes: usize,
+}
+
 #[derive(Default)]
 struct State {
     snapshots: Vec<Frame>,
@@ -76,6 +83,11 @@ struct State {
     /// Replayed events waiting beyond the cap: a resuming client's backlog does not count
     /// against the live events that follow it.
     replayed: usize,
+    /// Replayed frames pushed and not written yet, queued or in the batch being written: what
+    /// the connection's replay room is counted against ([`ClientQueue::replay_room`]).
+    unwritten: Room,
+    /// Of `unwritten`, what the writer took into its batch ([`ClientQueue::written`]).
+    in_batch: Room,
     overflowed: bool,
     closed: bool,
 }
@@ -161,25 +173,49 @@ impl ClientQueue {
         pushed
     }
 
-    /// How many more replayed events may wait, of `max` for the whole connection: a client
-    /// resuming many channels at once holds one replay limit's worth, not one per channel.
-    pub fn replay_room(&self, max: usize) -> usize {
-        max.saturating_sub(self.state.lock().replayed)
+    /// How many more replayed events, and bytes of them, may wait, of `max` for the whole
+    /// connection: a client resuming many channels at once holds one replay limit's worth, not
+    /// one per channel. Replayed frames count until they are written, not only while queued:
+    /// a client that reads slowly cannot have one replay taken into the writer's batch and
+    /// another queued behind it.
+    pub fn replay_room(&self, max: Room) -> Room {
+        let waiting = self.state.lock().unwritten;
+        Room {
+            events: max.events.saturating_sub(waiting.events),
+            bytes: max.bytes.saturating_sub(waiting.bytes),
+        }
     }
 
-    /// Queues replayed events (and resets) in order, whatever the cap: their number is bounded
-    /// by the replay limit, which the caller keeps to ([`ClientQueue::replay_room`]).
-    pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) {
-        {
+    /// Queues replayed events (and resets) in order, whatever the cap: their number and size
+    /// are bounded by the replay limits, which the caller keeps to
+    /// ([`ClientQueue::replay_room`]). Returns the bytes queued.
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) -> usize {
+        let bytes = {
             let mut s = self.state.lock();
             if s.closed {
-                return;
+                return 0;
             }
             let before = s.events.len();
             s.events.extend(frames);
-            s.replayed += s.events.len() - before;
-        }
+            let added = s.events.len() - before;
+            let bytes: usize = s.events.iter().skip(before).map(|f| f.text.len()).sum();
+            s.replayed += added;
+            s.unwritten.events += added;
+            s.unwritten.bytes += bytes;
+            bytes
+        };
         self.wake.notify_one();
+        bytes
+    }
+
+    /// The writer wrote the batch it took last: its replayed frames no longer count against
+    /// the replay room. Returns their bytes.
+    pub fn written(&self) -> usize {
+        let mut s = self.state.lock();
+        let batch = std::mem::take(&mut s.in_batch);
+        s.unwritten.events -= batch.events;
+        s.unwritten.bytes -= batch.bytes;
+        batch.bytes
     }
 
     /// Most events that may wait.
@@ -236,6 +272,7 @@ impl ClientQueue {
         out.append(&mut s.snapshots);
         out.extend(s.events.drain(..));
         s.replayed = 0;
+        s.in_batch = s.unwritten;
         // Release the capacity a burst left behind, so an idle client holds no large buffers.
         if s.snapshots.capacity() > 16 {
             s.snapshots.shrink_to(4);
@@ -253,12 +290,16 @@ impl ClientQueue {
         s.events.retain(|f| f.topic != topic);
     }
 
-    /// Refuses every later push and frees what is pending.
-    pub fn close(&self) {
+    /// Refuses every later push and frees what is pending; returns the bytes of replayed
+    /// frames that will not be written.
+    pub fn close(&self) -> usize {
         let mut s = self.state.lock();
         s.closed = true;
+        s.in_batch = Room::default();
+        let unwritten = std::mem::take(&mut s.unwritten).bytes;
         s.snapshots = Vec::new();
         s.events = Default::default();
+        unwritten
     }
 }
 
@@ -334,6 +375,36 @@ mod tests {
             out.iter().map(|f| f.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5, 6, 7]
         );
+    }
+
+    #[test]
+    fn replayed_frames_count_against_the_room_until_they_are_written() {
+        let q = ClientQueue::new(2);
+        let max = Room {
+            events: 10,
+            bytes: 100,
+        };
+        // Frames `9:1` … `9:3`: three bytes each.
+        assert_eq!(q.push_replay((1..=3).map(|seq| frame(9, seq))), 9);
+        let left = Room {
+            events: 7,
+            bytes: 91,
+        };
+        assert_eq!(q.replay_room(max), left);
+        // Taken into the writer's batch, they still wait: another replay cannot pile up
+        // behind a batch the client has not read.
+        let mut batch = Vec::new();
+        q.take(&mut batch);
+        assert_eq!(q.replay_room(max), left);
+        q.push_replay([frame(9, 4)]);
+        assert_eq!(q.written(), 9, "the batch's bytes");
+        let after_write = Room {
+            events: 9,
+            bytes: 97,
+        };
+        assert_eq!(q.replay_room(max), after_write, "only the one queued since");
+        assert_eq!(q.close(), 3, "what will never be written");
+        assert_eq!(q.replay_room(max), max);
     }
 
     #[test]

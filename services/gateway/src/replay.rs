@@ -18,6 +18,7 @@ use pulse_proto::{ResetReason, ServerReply, Topic};
 use crate::frame::Frame;
 use crate::history::Stored;
 use crate::ids::{ConnId, TopicId};
+use crate::queue::Room;
 
 /// Bytes of recent frames one topic keeps at most, whatever `PULSE_EVENTS_CACHE` allows: a
 /// topic of large events must not hold hundreds of them in memory per gateway.
@@ -332,11 +333,23 @@ pub fn splice<'a>(
     Some(out)
 }
 
-/// Keeps at most `max` of the events in `items`, the newest: a client further behind than
-/// that gets a `limit` reset before the first one kept, in place of the ones dropped.
-pub fn keep_newest(mut items: Vec<Item>, max: usize) -> Vec<Item> {
+/// Keeps at most `max.events` of the events in `items`, and `max.bytes` of their frames, the
+/// newest: a client further behind than that gets a `limit` reset before the first one kept,
+/// in place of the ones dropped.
+pub fn keep_newest(mut items: Vec<Item>, max: Room) -> Vec<Item> {
+    // How many of the events fit, counted from the newest.
+    let (mut fit, mut bytes) = (0, 0);
+    for item in items.iter().rev() {
+        if let Item::Event(frame) = item {
+            bytes += frame.text.len();
+            if fit == max.events || bytes > max.bytes {
+                break;
+            }
+            fit += 1;
+        }
+    }
     let events = items.iter().filter(|i| matches!(i, Item::Event(_))).count();
-    let Some(mut drop) = events.checked_sub(max).filter(|&n| n > 0) else {
+    let Some(mut drop) = events.checked_sub(fit).filter(|&n| n > 0) else {
         return items;
     };
     let cut = items

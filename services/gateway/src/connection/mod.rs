@@ -287,6 +287,7 @@ impl Session {
             return Err(Some((close::SLOW_CONSUMER, "slow consumer")));
         }
         if self.batch.is_empty() {
+            self.replay_written();
             return Ok(());
         }
         let mut bytes = 0u64;
@@ -342,7 +343,15 @@ impl Session {
         for t in received.drain(..) {
             metrics.fanout_latency.observe(t.elapsed().as_secs_f64());
         }
+        self.replay_written();
         Ok(())
+    }
+
+    /// The replayed frames of the batch just written no longer wait: the connection's replay
+    /// room has them back.
+    fn replay_written(&self) {
+        let bytes = self.queue.written();
+        self.cx.metrics.replay_bytes_waiting.dec_by(bytes as i64);
     }
 
     /// Releases every subscription, then says goodbye when there is someone to say it to.
@@ -358,7 +367,11 @@ impl Session {
             .subscriptions
             .dec_by(self.channels.len() as i64);
         self.channels.clear();
-        self.queue.close();
+        let unwritten = self.queue.close();
+        self.cx
+            .metrics
+            .replay_bytes_waiting
+            .dec_by(unwritten as i64);
         let code = ending.map_or(close::ABNORMAL, |(code, _)| code);
         self.cx.metrics.closed(code);
         if let Some((code, reason)) = ending {

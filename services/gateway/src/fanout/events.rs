@@ -16,7 +16,7 @@ use crate::frame::{Frame, seq_of};
 use crate::history::{self, History, HistoryError};
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
-use crate::queue::ClientQueue;
+use crate::queue::{ClientQueue, Room};
 use crate::replay::{self, EventLog, Item, Order};
 
 /// How often a catching-up client's history is read again while a gap remains (an event
@@ -38,13 +38,24 @@ pub struct EventLimits {
     /// Most events replayed to one resuming client, and waiting for one connection at once
     /// across all its channels; more missed ones end in a reset.
     pub replay_max: usize,
-    /// Most bytes of events one read of the stream holds (the newest are kept).
+    /// Most bytes of events one read of the stream holds (the newest are kept), and replayed
+    /// events waiting for one connection at once across its channels.
     pub replay_max_bytes: usize,
     /// Most distinct subjects one tenant may have in use on this instance.
     pub subjects_per_tenant: usize,
     /// Most of those one user (a token's `sub`) may have brought into use and still in use,
     /// so that one user cannot take the whole tenant's budget.
     pub subjects_per_user: usize,
+}
+
+impl EventLimits {
+    /// What one connection may have waiting of replayed events, across its channels.
+    fn replay_room(&self) -> Room {
+        Room {
+            events: self.replay_max,
+            bytes: self.replay_max_bytes,
+        }
+    }
 }
 
 /// What every event topic's delivery shares: the stream's history, metrics and limits.
@@ -65,7 +76,6 @@ impl Events {
         let history = History::new(
             async_nats::jetstream::new(nats.clone()),
             metrics.event_history_gets.clone(),
-            limits.replay_max_bytes,
         );
         Self {
             inner: Arc::new(Shared {
@@ -91,9 +101,9 @@ impl Events {
         match topic.is_live().then(|| log.from_memory(since)).flatten() {
             Some(frames) => {
                 let items = frames.into_iter().map(Item::Event).collect();
-                let room = queue.replay_room(self.inner.limits.replay_max);
+                let room = queue.replay_room(self.inner.limits.replay_room());
                 let items = replay::keep_newest(items, room);
-                queue.push_replay(self.frames(topic, items));
+                self.push_replay(queue, self.frames(topic, items));
                 false
             }
             None => {
@@ -101,6 +111,13 @@ impl Events {
                 true
             }
         }
+    }
+
+    /// Queues a replay's frames for `queue`'s client, their bytes counted as waiting until they
+    /// are written.
+    fn push_replay(&self, queue: &ClientQueue, frames: Vec<Frame>) {
+        let bytes = queue.push_replay(frames);
+        self.inner.metrics.replay_bytes_waiting.inc_by(bytes as i64);
     }
 
     /// The frames of a replay, counted in the metrics: its events, and its resets as
@@ -147,11 +164,17 @@ impl Events {
         };
         let mut attempt = 0;
         loop {
-            let room = queue.replay_room(self.inner.limits.replay_max);
+            let room = queue.replay_room(self.inner.limits.replay_room());
             let read = self
                 .inner
                 .history
-                .read_after(&topic.subject, topic.id, since, room.max(1))
+                .read_after(
+                    &topic.subject,
+                    topic.id,
+                    since,
+                    room.events.max(1),
+                    room.bytes,
+                )
                 .await;
             // A read that nothing answered in time, or that ended on a replica's word while
             // the stream's leader does not answer, may be short: it is made again until the
@@ -211,7 +234,7 @@ impl Events {
                 if let Some(held) = log.catching_up.remove(&conn) {
                     queue.release_held(held.len());
                 }
-                let room = queue.replay_room(self.inner.limits.replay_max);
+                let room = queue.replay_room(self.inner.limits.replay_room());
                 let items = replay::keep_newest(items, room);
                 let frames = self.frames(&topic, items);
                 // Events the stream holds but this instance had not delivered yet are the topic's
@@ -222,7 +245,7 @@ impl Events {
                     .cloned()
                     .collect();
                 let replayed = frames.len();
-                queue.push_replay(frames);
+                self.push_replay(&queue, frames);
                 for frame in &ahead {
                     if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
                         break;
@@ -331,7 +354,10 @@ impl Events {
     /// announced with a reset before the events that follow.
     async fn fill(&self, topic: &Arc<Topic>, pending: Option<Frame>) {
         let metrics = &self.inner.metrics;
-        let limit = self.inner.limits.replay_max;
+        let (limit, max_bytes) = (
+            self.inner.limits.replay_max,
+            self.inner.limits.replay_max_bytes,
+        );
         for attempt in 1..=SPLICE_ATTEMPTS {
             let Some(head) = topic.log.lock().fill_from() else {
                 break;
@@ -339,7 +365,7 @@ impl Events {
             match self
                 .inner
                 .history
-                .read_after(&topic.subject, topic.id, head, limit)
+                .read_after(&topic.subject, topic.id, head, limit, max_bytes)
                 .await
             {
                 Ok(stored) => {

@@ -291,12 +291,29 @@ fn splice_cannot_vouch_for_a_since_the_stream_and_this_instance_no_longer_know()
     );
 }
 
+/// A room of `n` events, whatever their size.
+fn events(n: usize) -> Room {
+    Room {
+        events: n,
+        bytes: usize::MAX,
+    }
+}
+
 #[test]
 fn keep_newest_replaces_the_oldest_events_by_one_limit_reset() {
     let items: Vec<Item> = (3..=8).map(|s| Item::Event(f(s))).collect();
-    assert_eq!(seqs(&keep_newest(items.clone(), 6)).len(), 6);
+    assert_eq!(seqs(&keep_newest(items.clone(), events(6))).len(), 6);
     assert_eq!(
-        seqs(&keep_newest(items, 2)),
+        seqs(&keep_newest(items.clone(), events(2))),
+        ["reset(Some(7),Limit)", "7", "8"]
+    );
+    // By bytes: each frame is two bytes (`e3`…`e8`); five bytes hold the newest two.
+    let bytes = Room {
+        events: 100,
+        bytes: 5,
+    };
+    assert_eq!(
+        seqs(&keep_newest(items, bytes)),
         ["reset(Some(7),Limit)", "7", "8"]
     );
     let mut items = vec![Item::Reset {
@@ -309,7 +326,7 @@ fn keep_newest_replaces_the_oldest_events_by_one_limit_reset() {
         reason: ResetReason::Gap,
     });
     assert_eq!(
-        seqs(&keep_newest(items, 1)),
+        seqs(&keep_newest(items, events(1))),
         ["reset(Some(5),Limit)", "5", "reset(None,Gap)"]
     );
 }

@@ -1,6 +1,7 @@
 //! Events are never silently lost: per-topic order, replay with `since` on any gateway, a
 //! reset whenever events cannot be delivered, and resuming after every way a connection ends.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -345,6 +346,78 @@ async fn a_replay_holds_the_newest_events_its_byte_budget_allows() {
         );
         assert_events(&mut c, rest).await;
     }
+}
+
+/// A client resuming many channels at once and reading nothing has at most
+/// `PULSE_REPLAY_MAX_BYTES` of replayed events waiting for it across its channels, queued or
+/// taken into a write the client does not read: not a replay's worth per channel (40 topics
+/// of 600 KiB here, against 1 MiB). The channels past it get a `limit` reset and the newest
+/// events that fit; every channel still ends at its newest event, in order.
+#[tokio::test]
+async fn a_client_resuming_many_channels_unread_holds_one_replay_byte_budget() {
+    const TOPICS: usize = 40;
+    const BUDGET: f64 = 1024.0 * 1024.0;
+    let tenant = unique("evroom");
+    let nats = nats().await;
+    let big = "x".repeat(60 * 1024);
+    for t in 0..TOPICS {
+        let subject = format!("pulse.v1.{tenant}.events.t{t}");
+        for seq in 1..=10 {
+            let event = json!({"type": "event", "tenant_id": tenant, "topic": format!("t{t}"),
+                               "event": "e", "payload": {"n": seq, "text": big}});
+            publish_retained(&nats, &subject, seq, event).await;
+        }
+    }
+    let gw = spawn_gateway_with(|c| c.replay_max_bytes = 1024 * 1024).await;
+    let mut c = gw.viewer(&tenant).await;
+    for t in 0..TOPICS {
+        let mut subscribe = events(&format!("t{t}"), Some(0));
+        subscribe["action"] = json!("subscribe");
+        c.send(subscribe).await;
+    }
+    // Nothing read while every catch-up runs and splices: what waits stays within the budget.
+    let most = parking_lot::Mutex::new(0.0_f64);
+    eventually("every catch-up done", Duration::from_secs(20), || async {
+        let text = gw.metrics().await;
+        let waiting = metric(&text, "pulse_gateway_replay_bytes_waiting", &[]);
+        let mut most = most.lock();
+        *most = most.max(waiting);
+        metric(&text, "pulse_gateway_events_replayed_total", &[]) > 0.0
+            && metric(&text, "pulse_gateway_event_catch_ups", &[]) == 0.0
+    })
+    .await;
+    let most = *most.lock();
+    assert!(
+        most > 0.0 && most <= BUDGET + 64.0 * 1024.0,
+        "{most} bytes waited"
+    );
+    // Then read: per topic, the events after any reset, in order, up to the newest.
+    let mut got: HashMap<String, (Vec<u64>, bool)> = HashMap::new();
+    while let Some(m) = c.try_next(Duration::from_secs(2)).await {
+        let Some(topic) = m["topic"].as_str() else {
+            continue;
+        };
+        let (seqs, limited) = got.entry(topic.to_owned()).or_default();
+        match m["type"].as_str() {
+            Some("event") => seqs.push(m["seq"].as_u64().unwrap()),
+            Some("events_reset") => {
+                assert_eq!(m["reason"], "limit", "{m}");
+                assert!(seqs.is_empty(), "a reset before the events: {m}");
+                *limited = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got.len(), TOPICS, "every channel answered");
+    for (topic, (seqs, limited)) in &got {
+        let from = seqs.first().copied().unwrap_or(11);
+        assert_eq!(*seqs, (from..=10).collect::<Vec<_>>(), "{topic}");
+        assert_eq!(*limited, from > 1, "{topic}: {seqs:?}");
+    }
+    assert!(
+        got.values().any(|(_, limited)| *limited),
+        "the budget held some channels back"
+    );
 }
 
 /// A channel resubscribed at once from an earlier `since` (subscribe, unsubscribe, subscribe
@@ -956,11 +1029,14 @@ async fn history_read_from_any_since_holds_every_event_once_whatever_their_strea
     for seq in stream_order {
         publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
     }
-    let history = History::new(js.clone(), Counter::default(), 16 << 20);
+    let history = History::new(js.clone(), Counter::default());
     let parsed = pulse_proto::Subject::parse(&subject).unwrap();
     for max in [3, 100] {
         for since in 0..=30 {
-            let stored = history.read_after(&parsed, 1, since, max).await.unwrap();
+            let stored = history
+                .read_after(&parsed, 1, since, max, 16 << 20)
+                .await
+                .unwrap();
             let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
             let from = (since + 1).max(31_u64.saturating_sub(max as u64));
             let want: Vec<u64> = (from..=30).collect();
@@ -985,7 +1061,10 @@ async fn history_read_from_any_since_holds_every_event_once_whatever_their_strea
     }
     let parsed = pulse_proto::Subject::parse(&far).unwrap();
     for since in (late - 50..late + 250).step_by(7) {
-        let stored = history.read_after(&parsed, 1, since, 1_000).await.unwrap();
+        let stored = history
+            .read_after(&parsed, 1, since, 1_000, 16 << 20)
+            .await
+            .unwrap();
         let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
         assert_eq!(
             got,
@@ -1013,10 +1092,10 @@ async fn a_hole_in_a_long_history_is_read_around_not_from_the_start() {
         publish_stored(&js, &subject, seq, json!({"type": "event", "topic": "t"})).await;
     }
     let gets = Counter::default();
-    let history = History::new(js, gets.clone(), 16 << 20);
+    let history = History::new(js, gets.clone());
     let parsed = pulse_proto::Subject::parse(&subject).unwrap();
     let stored = history
-        .read_after(&parsed, 1, HOLE - 10, 100)
+        .read_after(&parsed, 1, HOLE - 10, 100, 16 << 20)
         .await
         .unwrap();
     let got: Vec<u64> = stored.frames.iter().map(|f| f.seq).collect();
