@@ -186,7 +186,9 @@ impl Session {
                 () = sleep_until_opt(drain_at) => {
                     return Some((close::SERVICE_RESTART, "service restart"));
                 }
-                () = &mut expires => {
+                // Not while a renewal sent in time is being verified (a bounded wait): it may
+                // well carry the token that follows. Refused, the expiry fires next turn.
+                () = &mut expires, if self.renewal.is_none() => {
                     return Some((close::UNAUTHORIZED, "token expired"));
                 }
                 code = self.user.revoked.wait() => return Some(revoked(code)),

@@ -238,6 +238,26 @@ impl JwksHold {
         (began_rx, release)
     }
 
+    /// Has `c` renew its token with `key`, served from now on as `kid`, and holds the fetch
+    /// of it once it began; sending on the returned sender answers it.
+    async fn renew_held(
+        &self,
+        c: &mut Client,
+        key: &EncodingKey,
+        kid: &str,
+        tenant: &str,
+    ) -> tokio::sync::oneshot::Sender<()> {
+        self.add(jwk(key, Algorithm::RS256, kid));
+        let (began, release) = self.arm();
+        let token = signed(key, Algorithm::RS256, kid, tenant);
+        c.send(json!({"action": "auth", "token": token})).await;
+        tokio::time::timeout(T, began)
+            .await
+            .expect("the renewal's JWKS fetch began")
+            .unwrap();
+        release
+    }
+
     /// Serves `key` from now on, beside the keys served already.
     fn add(&self, key: Jwk) {
         self.keys.lock().keys.push(key);
@@ -339,14 +359,7 @@ async fn a_rate_limit_reached_while_a_renewal_waits_is_told_after_it_in_order() 
         .await;
     let tenant = unique("renewlimited");
     let mut c = gw.viewer(&tenant).await;
-    jwks.add(jwk(&rsa, Algorithm::RS256, "rotated-in"));
-    let (began, release) = jwks.arm();
-    let token = signed(&rsa, Algorithm::RS256, "rotated-in", &tenant);
-    c.send(json!({"action": "auth", "token": token})).await;
-    tokio::time::timeout(T, began)
-        .await
-        .expect("the renewal's JWKS fetch began")
-        .unwrap();
+    let release = jwks.renew_held(&mut c, &rsa, "rotated-in", &tenant).await;
     // Three pings fit the burst with the auth; the fourth and fifth are over it.
     for _ in 0..5 {
         c.send(json!({"action": "ping"})).await;
@@ -370,4 +383,25 @@ async fn a_rate_limit_reached_while_a_renewal_waits_is_told_after_it_in_order() 
         answers,
         ["authenticated", "pong", "pong", "pong", "rate_limited"]
     );
+}
+
+/// A renewal sent before the token expires, whose verification waits for the JWKS until after
+/// the expiry, does not end the connection with 4001: it goes on under the fresh token once
+/// the renewal is verified (the wait is bounded by the verifier's fetch timeout).
+#[tokio::test]
+async fn a_renewal_sent_before_the_expiry_and_verified_after_it_keeps_the_connection() {
+    let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
+    let jwks = JwksHold::new();
+    let gw = jwks.gateway(|_| {}).await;
+    let tenant = unique("renewexp");
+    let expiring = viewer_token(&tenant, 2);
+    let exp = now() + 2;
+    let mut c = connect(&gw.url(&expiring)).await;
+    let release = jwks.renew_held(&mut c, &rsa, "late", &tenant).await;
+    // The fetch is held until the first token has expired.
+    eventually("the first token expired", T, || async { now() > exp }).await;
+    release.send(()).unwrap();
+    let m = c.next(T).await;
+    assert_eq!(m["type"], "authenticated", "{m}");
+    c.assert_alive().await;
 }
