@@ -124,11 +124,21 @@ pub async fn run(
 
 /// Mirrors the database's reachability into readiness. The web service needs nothing else:
 /// events go to the database outbox, and the poller relays them to NATS.
+///
+/// A check that finds every connection of the pool busy (its wait for one timed out) changes
+/// nothing: the database answers, the instance is loaded. Under a spike, every instance would
+/// otherwise turn unready at once, and the ingress answer 503 to everything, the dashboard's
+/// page included.
 fn watch_database(pool: sqlx::PgPool, readiness: Readiness, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            let db = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
-            readiness.set("database", db);
+            match sqlx::query("SELECT 1").execute(&pool).await {
+                Ok(_) => readiness.set("database", true),
+                Err(sqlx::Error::PoolTimedOut) => {
+                    tracing::debug!("every database connection busy; readiness unchanged");
+                }
+                Err(_) => readiness.set("database", false),
+            }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
                 () = stop.cancelled() => return,

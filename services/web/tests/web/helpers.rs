@@ -220,6 +220,17 @@ impl Env {
         }
     }
 
+    /// Holds `table` locked (ACCESS EXCLUSIVE) until the returned transaction ends: a request
+    /// that reads it waits, with its database connection.
+    pub async fn lock(&self, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.pool.begin().await.unwrap();
+        let sql = format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
+        if let Err(e) = sqlx::query(&sql).execute(&mut *tx).await {
+            panic!("{sql}: {e}");
+        }
+        tx
+    }
+
     /// Stops the instances and removes the dashboard folder, as dropping it does.
     pub async fn finish(self) {
         drop(self);

@@ -1,5 +1,7 @@
 //! Serving the dashboard: headers, caching, compression, the single-page fallback, ops.
 
+use pulse_test_support::eventually;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -140,11 +142,7 @@ async fn a_hung_request_gets_408_and_requests_beyond_the_limit_get_503() {
     .await;
     let client = env.login("admin", &env.tenant).await;
     // Hold a lock the events read needs, so the request hangs.
-    let mut tx = env.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE event_topics IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = env.lock("event_topics").await;
     let hung = {
         let client = client.clone();
         let url = env.at("/api/v2/events?topic=tickets");
@@ -232,5 +230,29 @@ async fn a_browsers_request_from_another_origin_changes_nothing() {
     assert_eq!(key(Some("same-origin")).await.unwrap().status(), 201);
     assert_eq!(key(None).await.unwrap().status(), 201);
     assert_eq!(logout("same-origin").await.unwrap().status(), 204);
+    env.finish().await;
+}
+
+/// An instance whose every database connection is busy stays ready: the database answers, the
+/// instance is loaded. Unready, every instance would leave the load balancer at once under a
+/// spike, and the ingress answer 503 to everything.
+#[tokio::test]
+async fn an_instance_with_every_database_connection_busy_stays_ready() {
+    let env = spawn_with(|c| c.db_pool_size = 1).await;
+    let ready = || async { status_of(env.ops("/readyz")).await == 200 };
+    eventually("ready", std::time::Duration::from_secs(10), ready).await;
+    let viewer = env.login("viewer", &env.tenant).await;
+    // A request waits on a lock the test holds, with the pool's one connection.
+    let lock = env.lock("sessions").await;
+    let me = env.at("/api/v2/me");
+    let waiting = tokio::spawn(async move { get(&viewer, me).await.status() });
+    // Checked over the pool's 5 s wait for a connection, and then some: ready throughout.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(9);
+    while std::time::Instant::now() < until {
+        assert!(ready().await, "unready while the pool is busy");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    lock.rollback().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), 200);
     env.finish().await;
 }
