@@ -170,6 +170,8 @@ pub struct Authenticator {
 
 struct Inner {
     secret: Option<DecodingKey>,
+    /// The secret `secret` replaces, accepted too while a rotation is under way.
+    previous: Option<DecodingKey>,
     jwks_url: Option<String>,
     jwks: RwLock<JwksCache>,
     /// Unknown `kid`s trigger a refetch at most this often.
@@ -187,6 +189,10 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 secret: config
                     .jwt_secret
+                    .as_ref()
+                    .map(|s| DecodingKey::from_secret(s.as_bytes())),
+                previous: config
+                    .jwt_secret_previous
                     .as_ref()
                     .map(|s| DecodingKey::from_secret(s.as_bytes())),
                 jwks_url: config.jwks_url.clone(),
@@ -253,7 +259,17 @@ impl Authenticator {
                 )));
             }
         };
-        let data = decode::<Claims>(token, &key, &self.validation(alg)).map_err(|e| {
+        let validation = self.validation(alg);
+        let mut decoded = decode::<Claims>(token, &key, &validation);
+        if alg == Algorithm::HS256
+            && let Some(previous) = &self.inner.previous
+            && decoded
+                .as_ref()
+                .is_err_and(|e| *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature)
+        {
+            decoded = decode::<Claims>(token, previous, &validation);
+        }
+        let data = decoded.map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,

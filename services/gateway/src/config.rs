@@ -38,6 +38,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// The secret PULSE_JWT_SECRET replaces, still accepted while the web services switch to
+    /// the new one: set both on the gateways, then the new one on the web services, then drop
+    /// this. Tokens live a minute, so the overlap can be short.
+    #[arg(long, env = "PULSE_JWT_SECRET_PREVIOUS", hide_env_values = true)]
+    pub jwt_secret_previous: Option<String>,
+
     /// JWKS document with RS256/ES256 keys, fetched and cached; refetched on an unknown `kid`.
     #[arg(long, env = "PULSE_JWKS_URL", hide_env_values = true)]
     pub jwks_url: Option<String>,
@@ -197,8 +203,10 @@ pub enum ConfigError {
         "PULSE_GATEWAY_OPS_ADDR must differ from PULSE_GATEWAY_ADDR ({0}); leave it unset to serve the ops endpoints there"
     )]
     SameAddr(SocketAddr),
-    #[error("PULSE_JWT_SECRET must be at least 32 bytes")]
+    #[error("PULSE_JWT_SECRET (and PULSE_JWT_SECRET_PREVIOUS) must be at least 32 bytes")]
     WeakSecret,
+    #[error("PULSE_JWT_SECRET_PREVIOUS is the secret PULSE_JWT_SECRET replaces: set both")]
+    PreviousAlone,
     #[error("PULSE_JWKS_URL must be an http(s) URL, got {0:?}")]
     JwksUrl(String),
     #[error(
@@ -214,6 +222,11 @@ impl GatewayConfig {
         match (&self.jwt_secret, &self.jwks_url) {
             (None, None) => return Err(ConfigError::NoKeys),
             (Some(s), _) if s.len() < 32 => return Err(ConfigError::WeakSecret),
+            _ => {}
+        }
+        match (&self.jwt_secret, &self.jwt_secret_previous) {
+            (None, Some(_)) => return Err(ConfigError::PreviousAlone),
+            (_, Some(s)) if s.len() < 32 => return Err(ConfigError::WeakSecret),
             _ => {}
         }
         if let Some(url) = &self.jwks_url
@@ -251,6 +264,25 @@ mod tests {
         let other = config(&["--addr", "127.0.0.1:8081", "--ops-addr", "127.0.0.1:9081"]);
         assert!(other.validate().is_ok());
         assert_eq!(config(&[]).ops_addr, None);
+    }
+
+    #[test]
+    fn a_previous_secret_needs_the_new_one_and_its_strength() {
+        let check = |args: &[&str]| {
+            let mut all = vec!["g", "--jwks-url", "http://keys.example/jwks.json"];
+            all.extend_from_slice(args);
+            let config = pulse_test_support::parse_config::<GatewayConfig>(&all);
+            config.validate().err().map(|e| e.to_string())
+        };
+        const LONG: &str = "0123456789abcdef0123456789abcdef";
+        let alone = check(&["--jwt-secret-previous", LONG]).unwrap();
+        assert!(alone.contains("set both"), "{alone}");
+        let weak = check(&["--jwt-secret", LONG, "--jwt-secret-previous", "short"]).unwrap();
+        assert!(weak.contains("at least 32 bytes"), "{weak}");
+        assert_eq!(
+            check(&["--jwt-secret", LONG, "--jwt-secret-previous", LONG]),
+            None
+        );
     }
 
     #[test]

@@ -59,6 +59,32 @@ async fn accepts_a_good_token() {
     assert_eq!(p.sub, "");
 }
 
+/// During a rotation, a token signed with the secret being replaced is still accepted; one
+/// signed with neither is not, and without the previous secret configured the old one is not.
+#[tokio::test]
+async fn a_token_signed_with_the_previous_secret_passes_while_it_is_configured() {
+    const OLD: &str = "the-secret-being-replaced-0123456789";
+    let signed_with = |secret: &str| {
+        let claims = json!({"sub": "u1", "tenant_id": "acme", "role": "customer_viewer",
+                            "exp": now() + 60});
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    let rotating = auth_with(&["--jwt-secret-previous", OLD]);
+    for secret in [SECRET, OLD] {
+        let verified = rotating.verify(Some(&signed_with(secret))).await;
+        assert_eq!(verified.unwrap().sub, "u1", "{secret}");
+    }
+    let other = signed_with("a-third-secret-nobody-configured-000");
+    let err = rotating.verify(Some(&other)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        auth().verify(Some(&other)).await.unwrap_err().to_string()
+    );
+    assert_eq!(err.label(), "invalid");
+    assert!(auth().verify(Some(&signed_with(OLD))).await.is_err());
+}
+
 /// A configured issuer and audience are required, not only compared when present: a token
 /// minted without them (by another environment's web service sharing the key) is refused.
 #[tokio::test]
