@@ -165,7 +165,7 @@ pub async fn logout(
     // Without the cookie there is nothing to end, nor to clear: a page of another site can
     // make the browser post here (a top-level form sends no SameSite=Strict cookie), and its
     // answer must not sign the user out of this one.
-    let Some(token) = session::cookie(&headers) else {
+    let Some(token) = session::cookie(&headers, state.config.cookie_secure) else {
         return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     };
     session::end(&state.pool, &token).await?;

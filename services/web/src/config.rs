@@ -63,7 +63,8 @@ pub struct WebConfig {
           value_parser = duration(secs(5), secs(60)))]
     pub ticket_ttl: Duration,
 
-    /// Mark the session cookie `Secure` (serve over HTTPS).
+    /// Mark the session cookie `Secure` (serve over HTTPS); it is then named
+    /// `__Host-pulse_session`, which no other host of the domain can set.
     #[arg(long, env = "PULSE_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
 

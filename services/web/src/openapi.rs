@@ -46,7 +46,9 @@ impl Modify for Credentials {
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::session::COOKIE,
-                "The session cookie `POST /api/v2/login` sets (httpOnly, SameSite=Strict).",
+                "The session cookie `POST /api/v2/login` sets (httpOnly, SameSite=Strict); named \
+                 `__Host-pulse_session` when the site is served over HTTPS \
+                 (`PULSE_COOKIE_SECURE`).",
             ))),
         );
         components.add_security_scheme(

@@ -19,7 +19,18 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 
+/// The session cookie's name over plain HTTP (a local stack).
 pub const COOKIE: &str = "pulse_session";
+/// Its name when cookies are `Secure` (`PULSE_COOKIE_SECURE`): a `__Host-` cookie, which a
+/// browser takes only from this host, over HTTPS, for the whole site. A sibling subdomain can
+/// set a plain `pulse_session` for the parent domain (and so plant its own session in a
+/// user's browser); it cannot set this one.
+pub const SECURE_COOKIE: &str = "__Host-pulse_session";
+
+/// The session cookie's name, as cookies are `Secure` or not.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure { SECURE_COOKIE } else { COOKIE }
+}
 
 /// A logged-in user, read from the database on every request.
 #[derive(Debug, Clone)]
@@ -93,7 +104,7 @@ pub async fn end(pool: &PgPool, token: &str) -> Result<(), ApiError> {
 
 /// The `Set-Cookie` value that starts a session.
 pub fn set_cookie(token: &str, max_age: u64, secure: bool) -> String {
-    Cookie::build((COOKIE, token.to_owned()))
+    Cookie::build((cookie_name(secure), token.to_owned()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -110,24 +121,34 @@ pub fn clear_cookie(secure: bool) -> String {
     set_cookie("", 0, secure)
 }
 
-/// The session cookie's token in a request's headers.
-pub fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's token in a request's headers: the cookie of the name cookies have
+/// as they are `Secure` or not, and no other.
+pub fn cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
     CookieJar::from_headers(headers)
-        .get(COOKIE)
+        .get(cookie_name(secure))
         .map(|c| c.value().to_owned())
 }
 
-/// Any state that holds the pool opens sessions: the extractor needs nothing else.
+/// What opening a session from a request takes: the pool, and whether cookies are `Secure`
+/// (which names the cookie).
+#[derive(Clone)]
+pub struct Sessions {
+    pub pool: PgPool,
+    pub secure: bool,
+}
+
+/// Any state that gives [`Sessions`] opens sessions: the extractor needs nothing else.
 impl<S> FromRequestParts<S> for Session
 where
-    PgPool: FromRef<S>,
+    Sessions: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let token = cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        find(&PgPool::from_ref(state), &token).await
+        let sessions = Sessions::from_ref(state);
+        let token = cookie(&parts.headers, sessions.secure).ok_or(ApiError::Unauthorized)?;
+        find(&sessions.pool, &token).await
     }
 }
 
@@ -147,6 +168,10 @@ mod tests {
     fn cookies_are_http_only_and_strict() {
         let c = set_cookie("abc", 60, true);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure"));
+        // A `__Host-` cookie: Secure, Path=/ and no Domain, or browsers refuse it.
+        assert!(c.starts_with("__Host-pulse_session=abc;") && c.contains("Path=/"));
+        assert!(!c.contains("Domain"), "{c}");
+        assert!(clear_cookie(false).starts_with("pulse_session=;"));
         assert!(clear_cookie(false).contains("Max-Age=0"));
     }
 }

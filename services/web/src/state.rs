@@ -11,6 +11,7 @@ use crate::config::WebConfig;
 use crate::login_guard::LoginGuard;
 use crate::metrics::Metrics;
 use crate::publish_limit::TenantLimiter;
+use crate::session::Sessions;
 use crate::ticket::Tokens;
 
 #[derive(Clone)]
@@ -28,5 +29,14 @@ pub struct AppState {
 impl FromRef<AppState> for PgPool {
     fn from_ref(state: &AppState) -> PgPool {
         state.pool.clone()
+    }
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Sessions {
+        Sessions {
+            pool: state.pool.clone(),
+            secure: state.config.cookie_secure,
+        }
     }
 }

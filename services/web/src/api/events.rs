@@ -115,7 +115,8 @@ impl FromRequestParts<AppState> for Publisher {
         {
             return Ok(Publisher::Service);
         }
-        let token = crate::session::cookie(headers).ok_or(ApiError::Unauthorized)?;
+        let token = crate::session::cookie(headers, state.config.cookie_secure)
+            .ok_or(ApiError::Unauthorized)?;
         let session = crate::session::find(&state.pool, &token).await?;
         if session.role != "customer_admin" {
             return Err(ApiError::Forbidden(

@@ -50,7 +50,25 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
     env.finish().await;
 }
 
-/// Logs in without a cookie jar and returns the raw session cookie (`pulse_session=<token>`).
+/// Behind HTTPS (`PULSE_COOKIE_SECURE`) the session cookie is a `__Host-` one, and only it is
+/// read: a plain `pulse_session` cookie, which any host of the domain can set for all of them,
+/// opens no session, even one holding a valid token.
+#[tokio::test]
+async fn over_https_the_session_cookie_is_one_no_other_host_can_set() {
+    let env = spawn_with(|c| c.cookie_secure = true).await;
+    let secure = session_cookie(&env, "viewer").await;
+    let token = secure
+        .strip_prefix("__Host-pulse_session=")
+        .unwrap_or_else(|| panic!("{secure}"));
+    assert_eq!(get_with(&env, &secure, "/api/v2/me").await.status(), 200);
+    let planted = format!("pulse_session={token}");
+    let r = get_with(&env, &planted, "/api/v2/me").await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    env.finish().await;
+}
+
+/// Logs in without a cookie jar and returns the raw session cookie (`pulse_session=<token>`,
+/// or `__Host-pulse_session=<token>` over HTTPS).
 async fn session_cookie(env: &Env, who: &str) -> String {
     let email = format!("{who}@{}.example", env.tenant);
     let r = env
