@@ -207,6 +207,16 @@ pub async fn publish(
         .len()
         - "null".len();
     let payload = body.payload.as_deref().map_or("null", RawValue::get);
+    // PostgreSQL writes a number out in full: `1e131000`, eight bytes as sent, is 131,001
+    // digits as stored. What the payload could grow to is bounded before the database is asked
+    // to write it out (a body of such numbers would have it build a gigabyte).
+    let bound = stored_size_bound(payload);
+    if bound > 2 * MAX_EVENT_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the payload could be {bound} bytes as stored (numbers are written out in full); \
+             at most {MAX_EVENT_BYTES}"
+        )));
+    }
     let subject = Subject::Events(tenant.clone(), topic.clone()).to_string();
 
     // The rate first: past the credential lookup, a tenant over it on this instance costs the
@@ -265,6 +275,46 @@ pub async fn publish(
             seq: seq as u64,
         }),
     ))
+}
+
+/// An upper bound of the size of the JSON `json` as PostgreSQL writes it out: its length, plus
+/// for each number the digits its exponent adds (`1e300` becomes 301 digits, `1e-300` a 302
+/// character fraction), plus the space `jsonb` writes after each `,` and `:`. Strings are
+/// passed over whole, escapes included.
+fn stored_size_bound(json: &str) -> usize {
+    let bytes = json.as_bytes();
+    let mut bound = json.len();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' => bound += 1,
+                b'e' | b'E' => {
+                    // A number's exponent: its digits follow, after an optional sign (the `e`
+                    // ending `true` and `false` has none, and adds its 2 for nothing).
+                    let digits = bytes[i + 1..]
+                        .iter()
+                        .skip_while(|c| matches!(c, b'+' | b'-'))
+                        .take_while(|c| c.is_ascii_digit());
+                    let exponent = digits.fold(0usize, |n, d| {
+                        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+                    });
+                    bound = bound.saturating_add(exponent).saturating_add(2);
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    bound
 }
 
 /// What PostgreSQL refuses of an event: a payload over the limit as it stores it (`jsonb`
@@ -439,4 +489,23 @@ pub async fn list(
         events,
         last_seq: last_seq.unwrap_or(0) as u64,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_size_bound_counts_the_digits_an_exponent_writes_out() {
+        let stored = |json: &str| json.len() + json.matches([',', ':']).count();
+        // As PostgreSQL writes them: `1000…0` (301), `0.000…01` (302).
+        for (json, written) in [("1e300", 301), ("1e-300", 302), ("[1.5E+2]", 5)] {
+            assert!(stored_size_bound(json) >= written, "{json}");
+        }
+        assert!(stored_size_bound("1E+131000") > 131_000);
+        assert_eq!(stored_size_bound("1e99999999999999999999999"), usize::MAX);
+        // In strings, an `e` and digits are text, escaped quotes included.
+        let text = r#"{"k": "1e300 \" 1e300"}"#;
+        assert_eq!(stored_size_bound(text), stored(text));
+    }
 }

@@ -248,6 +248,16 @@ async fn a_published_payload_is_kept_and_measured_as_stored() {
         Vec::<i64>::new(),
         "nothing stored"
     );
+    // Numbers short as sent and huge as stored (8,000 of 131,001 digits each, a gigabyte
+    // written out) are refused before the database is asked to write them out: by the bound
+    // on what they could grow to, which its answer names.
+    let huge = vec!["1e131000"; 8_000].join(",");
+    let body = format!(r#"{{"topic":"long","event":"e","payload":[{huge}]}}"#);
+    let r = post_raw_json(&admin, env.at("/api/v2/events"), body).await;
+    assert_eq!(r.status(), 413);
+    let answer: Value = r.json().await.unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could be"), "{answer}");
     // One that fits as pushed is stored, and pushed within the limit.
     let r = post(65_000).await;
     assert_eq!(accepted_seq(r).await, 1);
