@@ -29,6 +29,19 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// `url` with its `host:port` replaced by `127.0.0.1:<port>` (to reach the server through a
+/// [`crate::proxy::Proxy`] on that port), and the replaced `host:port`.
+pub fn through(url: &str, port: u16) -> (String, String) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let at = url[start..].find('@').map_or(start, |i| start + i + 1);
+    let end = url[at..].find(['/', '?']).map_or(url.len(), |i| at + i);
+    let upstream = url[at..end].to_owned();
+    (
+        format!("{}127.0.0.1:{port}{}", &url[..at], &url[end..]),
+        upstream,
+    )
+}
+
 /// `url` logged in as `user` with `password` instead of its own login; the rest is kept.
 pub fn with_login(url: &str, user: &str, password: &str) -> String {
     let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use db::{Deployed, ScratchDb};
-pub use env::{base_database_url, nats_url, with_database};
+pub use env::{base_database_url, nats_url, through, with_database};
 
 /// `label` followed by a random suffix, for tenant ids, subjects and database names that must
 /// not collide between tests running in parallel, or with an earlier run's leftovers.

@@ -122,22 +122,34 @@ pub async fn run(
     Ok(())
 }
 
+/// Longer than the pool's wait for a connection, so that a busy pool is told by its timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// Mirrors the database's reachability into readiness. The web service needs nothing else:
 /// events go to the database outbox, and the poller relays them to NATS.
 ///
-/// A check that finds every connection of the pool busy (its wait for one timed out) changes
-/// nothing: the database answers, the instance is loaded. Under a spike, every instance would
-/// otherwise turn unready at once, and the ingress answer 503 to everything, the dashboard's
-/// page included.
+/// A check that finds every connection of the pool open and busy (its wait for one timed out)
+/// changes nothing: the database answers, the instance is loaded. Under a spike, every
+/// instance would otherwise turn unready at once, and the ingress answer 503 to everything,
+/// the dashboard's page included. A timed-out wait with connections missing from the pool is
+/// a database that cannot be reached (sqlx retries a refused connection until the wait ends,
+/// and reports that as a timeout too).
+///
+/// A check the database does not answer in [`CHECK_TIMEOUT`] (a partition: the connection
+/// open, nothing coming back) turns readiness off too.
 fn watch_database(pool: sqlx::PgPool, readiness: Readiness, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            match sqlx::query("SELECT 1").execute(&pool).await {
-                Ok(_) => readiness.set("database", true),
-                Err(sqlx::Error::PoolTimedOut) => {
+            let check = sqlx::query("SELECT 1").execute(&pool);
+            match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                Ok(Ok(_)) => readiness.set("database", true),
+                Ok(Err(sqlx::Error::PoolTimedOut))
+                    if pool.size() >= pool.options().get_max_connections()
+                        && pool.num_idle() == 0 =>
+                {
                     tracing::debug!("every database connection busy; readiness unchanged");
                 }
-                Err(_) => readiness.set("database", false),
+                Ok(Err(_)) | Err(_) => readiness.set("database", false),
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use pulse_test_support::proxy::{Link, Proxy};
+use pulse_test_support::through;
 
 use crate::helpers::*;
 use crate::netns::Lab;
@@ -157,19 +158,6 @@ async fn traces_are_exported_and_their_context_travels_in_nats_headers() {
         .expect("no OTLP export reached the collector")
         .unwrap();
     assert!(bytes > 0);
-}
-
-/// `url` with its `host:port` replaced by `127.0.0.1:<port>`, and the replaced `host:port`.
-fn through(url: &str, port: u16) -> (String, String) {
-    let at = url
-        .find('@')
-        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
-    let end = at + url[at..].find('/').unwrap();
-    let upstream = url[at..end].to_owned();
-    (
-        format!("{}127.0.0.1:{port}{}", &url[..at], &url[end..]),
-        upstream,
-    )
 }
 
 #[tokio::test]

@@ -256,3 +256,30 @@ async fn an_instance_with_every_database_connection_busy_stays_ready() {
     assert_eq!(waiting.await.unwrap(), 200);
     env.finish().await;
 }
+
+/// An instance whose database goes away turns unready, and ready again once it is back: cut
+/// (connections closed, new ones refused: the pool reports that as a timed-out wait, as it
+/// does a busy pool) or partitioned (nothing answers, nothing is closed).
+#[tokio::test]
+async fn an_instance_whose_database_goes_away_turns_unready_until_it_is_back() {
+    use pulse_test_support::proxy::{Link, Proxy};
+    let (_, upstream) = pulse_test_support::through(&pulse_test_support::base_database_url(), 0);
+    let proxy = Proxy::to(upstream).await;
+    let env = spawn_with(|c| {
+        c.database.url = pulse_test_support::through(&c.database.url, proxy.port).0;
+    })
+    .await;
+    let ready = |expected: u16| {
+        let url = env.ops("/readyz");
+        async move { status_of(url).await == expected }
+    };
+    let wait = std::time::Duration::from_secs(20);
+    eventually("ready", wait, || ready(200)).await;
+    for away in [Link::Cut, Link::Frozen] {
+        proxy.set(away);
+        eventually(&format!("unready while {away:?}"), wait, || ready(503)).await;
+        proxy.set(Link::Open);
+        eventually("ready again", wait, || ready(200)).await;
+    }
+    env.finish().await;
+}
