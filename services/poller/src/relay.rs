@@ -109,7 +109,8 @@ impl Relay {
     /// [`PER_TOPIC`]), and marks those acknowledged.
     #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
     pub async fn relay_once(&self) -> Result<Pass, RelayError> {
-        let _pass = self.gate.hold().await;
+        // Held from the read until what was read is published ([`PassGate`]).
+        let pass = self.gate.hold().await;
         let started = Instant::now();
         let reached = self.reached.lock().clone();
         // The topics with a backlog, found by skipping along the backlog index from one topic
@@ -226,6 +227,7 @@ impl Relay {
         // Events may be left behind: the pass was full, or a topic gave all it may give.
         let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= share);
         let (done, err) = publisher::publish_all(&self.js, batch, None).await;
+        drop(pass);
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but

@@ -411,7 +411,7 @@ pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u
 }
 
 /// Held by a relay pass from its read of the outbox to its last acknowledgement, and by the
-/// purge of a deleted tenant ([`purge_tenant`]). A pass that read a tenant's
+/// purges of deleted tenants ([`purge_tenant`]), once for all those of a tenant-list read. A pass that read a tenant's
 /// events before the deletion has sent them all by the time the purge runs: sent after it,
 /// they would stay in `PULSE_EVENTS`, for a tenant created again with the id to see. A pass
 /// that reads after the deletion finds none (they go with the tenant's rows).

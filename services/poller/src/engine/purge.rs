@@ -54,16 +54,18 @@ impl Engine {
                 return Vec::new();
             }
         };
+        // Taken once for them all, after the relay pass under way, which may have read their
+        // events before the deletion and still be sending them; a pass after it finds none.
+        let _relay_paused = match queued.is_empty() {
+            true => None,
+            false => Some(self.relay_gate.hold().await),
+        };
         let mut touched = Vec::new();
         for (id, deleted_at) in queued {
             // The database holds only ids that follow the id rule; one that did not would name
             // no subject, and nothing is purged for it.
             if let Ok(tenant) = TenantId::parse(&id) {
-                // After the relay pass under way, which may have read the tenant's events
-                // before the deletion and still be sending them.
-                let pass = self.relay_gate.hold().await;
                 let purged = crate::streams::purge_tenant(&self.js, &tenant).await;
-                drop(pass);
                 // Even a purge that stopped midway may have removed what the engine and the
                 // registry remember of the tenant: both forget it.
                 if let Some(registry) = self.registry.as_mut() {
