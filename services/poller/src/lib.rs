@@ -247,6 +247,9 @@ async fn serve_as_active(
         relay.abort();
         users.abort();
     }
+    // What waits in the outbox is the next active poller's to relay and report; a standby
+    // reporting its last backlog for ever would look like a relay that is stuck.
+    metrics.relay_backlog.set(0);
     leadership.release().await;
 }
 

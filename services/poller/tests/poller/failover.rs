@@ -259,10 +259,13 @@ async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshot
     let late = db
         .open_alert(&tenant, "dev-1", "published into the partition")
         .await;
+    // An event written meanwhile waits in the outbox: the first poller reports it waiting.
+    let backlog = || async { metric(&metrics_of(&first).await, "pulse_poller_relay_backlog", &[]) };
+    exec(&db, "SELECT pulse_emit_event($1, 'orders', 'e')", &tenant).await;
     eventually(
-        "the first poller's publish timed out",
+        "the first poller's publish timed out, its event waiting",
         Duration::from_secs(20),
-        || async { publish_errors().await > errors_before },
+        || async { publish_errors().await > errors_before && backlog().await >= 1.0 },
     )
     .await;
 
@@ -273,6 +276,14 @@ async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshot
         "the first poller steps down",
         Duration::from_secs(10),
         || async { role(&first).await.as_deref() == Some("standby") },
+    )
+    .await;
+    // The outbox is the next active poller's to report; a standby's stale backlog would look
+    // like a relay that is stuck.
+    eventually(
+        "the standby reports no backlog",
+        Duration::from_secs(5),
+        || async { backlog().await == 0.0 },
     )
     .await;
     db_proxy.set(Link::Cut);
