@@ -188,17 +188,34 @@ impl ClientQueue {
 
     /// Queues replayed events (and resets) in order, whatever the cap: their number and size
     /// are bounded by the replay limits, which the caller keeps to
-    /// ([`ClientQueue::replay_room`]). Returns the bytes queued.
-    pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) -> usize {
+    /// ([`ClientQueue::push_replay_within`]). Returns the bytes queued.
+    pub fn push_replay(&self, frames: Vec<Frame>) -> usize {
+        let unbounded = Room {
+            events: usize::MAX,
+            bytes: usize::MAX,
+        };
+        self.push_replay_within(unbounded, |_| frames)
+    }
+
+    /// Queues the replayed frames `make` gives for the room left of `max` (see
+    /// [`ClientQueue::replay_room`]), the room taken and the frames queued under one lock: the
+    /// catch-ups of one connection's channels, running at once, cannot each fill the same
+    /// room. `make` runs even when the client is gone (what it decides may concern others);
+    /// its frames are then dropped. Returns the bytes queued.
+    pub fn push_replay_within(&self, max: Room, make: impl FnOnce(Room) -> Vec<Frame>) -> usize {
         let bytes = {
             let mut s = self.state.lock();
+            let room = Room {
+                events: max.events.saturating_sub(s.unwritten.events),
+                bytes: max.bytes.saturating_sub(s.unwritten.bytes),
+            };
+            let frames = make(room);
             if s.closed {
                 return 0;
             }
-            let before = s.events.len();
+            let bytes: usize = frames.iter().map(|f| f.text.len()).sum();
+            let added = frames.len();
             s.events.extend(frames);
-            let added = s.events.len() - before;
-            let bytes: usize = s.events.iter().skip(before).map(|f| f.text.len()).sum();
             s.replayed += added;
             s.unwritten.events += added;
             s.unwritten.bytes += bytes;
@@ -319,6 +336,10 @@ mod tests {
         }
     }
 
+    fn room(events: usize, bytes: usize) -> Room {
+        Room { events, bytes }
+    }
+
     fn texts(q: &ClientQueue) -> Vec<String> {
         let mut out = Vec::new();
         q.take(&mut out);
@@ -365,7 +386,7 @@ mod tests {
     #[test]
     fn a_replay_does_not_count_against_the_live_events_after_it() {
         let q = ClientQueue::new(2);
-        q.push_replay((1..=5).map(|seq| frame(9, seq)));
+        q.push_replay((1..=5).map(|seq| frame(9, seq)).collect());
         assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 7)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 8)), Pushed::Overflow);
@@ -380,31 +401,44 @@ mod tests {
     #[test]
     fn replayed_frames_count_against_the_room_until_they_are_written() {
         let q = ClientQueue::new(2);
-        let max = Room {
-            events: 10,
-            bytes: 100,
-        };
+        let max = room(10, 100);
         // Frames `9:1` … `9:3`: three bytes each.
-        assert_eq!(q.push_replay((1..=3).map(|seq| frame(9, seq))), 9);
-        let left = Room {
-            events: 7,
-            bytes: 91,
-        };
+        assert_eq!(q.push_replay((1..=3).map(|seq| frame(9, seq)).collect()), 9);
+        let left = room(7, 91);
         assert_eq!(q.replay_room(max), left);
         // Taken into the writer's batch, they still wait: another replay cannot pile up
         // behind a batch the client has not read.
         let mut batch = Vec::new();
         q.take(&mut batch);
         assert_eq!(q.replay_room(max), left);
-        q.push_replay([frame(9, 4)]);
+        q.push_replay(vec![frame(9, 4)]);
         assert_eq!(q.written(), 9, "the batch's bytes");
-        let after_write = Room {
-            events: 9,
-            bytes: 97,
-        };
+        let after_write = room(9, 97);
         assert_eq!(q.replay_room(max), after_write, "only the one queued since");
         assert_eq!(q.close(), 3, "what will never be written");
         assert_eq!(q.replay_room(max), max);
+    }
+
+    #[test]
+    fn a_replay_is_made_for_the_room_the_ones_before_it_left() {
+        let q = ClientQueue::new(2);
+        let max = room(10, 7);
+        // Each replay keeps what fits the room it is given (frames of three bytes).
+        let fit = |room: Room| -> Vec<Frame> {
+            (1..=3)
+                .map(|seq| frame(9, seq))
+                .take(room.bytes / 3)
+                .collect()
+        };
+        assert_eq!(q.push_replay_within(max, fit), 6);
+        assert_eq!(
+            q.push_replay_within(max, fit),
+            0,
+            "one byte left: none fits"
+        );
+        let mut batch = Vec::new();
+        q.take(&mut batch);
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]

@@ -101,9 +101,9 @@ impl Events {
         match topic.is_live().then(|| log.from_memory(since)).flatten() {
             Some(frames) => {
                 let items = frames.into_iter().map(Item::Event).collect();
-                let room = queue.replay_room(self.inner.limits.replay_room());
-                let items = replay::keep_newest(items, room);
-                self.push_replay(queue, self.frames(topic, items));
+                self.push_replay(queue, |room| {
+                    self.frames(topic, replay::keep_newest(items, room))
+                });
                 false
             }
             None => {
@@ -113,10 +113,10 @@ impl Events {
         }
     }
 
-    /// Queues a replay's frames for `queue`'s client, their bytes counted as waiting until they
-    /// are written.
-    fn push_replay(&self, queue: &ClientQueue, frames: Vec<Frame>) {
-        let bytes = queue.push_replay(frames);
+    /// Queues the frames of a replay `make` gives for the connection's replay room left, for
+    /// `queue`'s client; their bytes count as waiting until they are written.
+    fn push_replay(&self, queue: &ClientQueue, make: impl FnOnce(Room) -> Vec<Frame>) {
+        let bytes = queue.push_replay_within(self.inner.limits.replay_room(), make);
         self.inner.metrics.replay_bytes_waiting.inc_by(bytes as i64);
     }
 
@@ -234,18 +234,19 @@ impl Events {
                 if let Some(held) = log.catching_up.remove(&conn) {
                     queue.release_held(held.len());
                 }
-                let room = queue.replay_room(self.inner.limits.replay_room());
-                let items = replay::keep_newest(items, room);
-                let frames = self.frames(&topic, items);
                 // Events the stream holds but this instance had not delivered yet are the topic's
                 // next ones for every other subscriber too; their live copies become duplicates.
-                let ahead: Vec<Frame> = frames
-                    .iter()
-                    .filter(|f| log.head.is_some_and(|head| f.seq > head))
-                    .cloned()
-                    .collect();
-                let replayed = frames.len();
-                self.push_replay(&queue, frames);
+                let (mut ahead, mut replayed) = (Vec::new(), 0);
+                self.push_replay(&queue, |room| {
+                    let frames = self.frames(&topic, replay::keep_newest(items, room));
+                    ahead = frames
+                        .iter()
+                        .filter(|f| log.head.is_some_and(|head| f.seq > head))
+                        .cloned()
+                        .collect();
+                    replayed = frames.len();
+                    frames
+                });
                 for frame in &ahead {
                     if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
                         break;
