@@ -276,6 +276,11 @@ impl Session {
                 None
             }
         };
+        // Refused, the renewal leaves the token in force, which may have expired while it was
+        // verified: then nothing held behind it is served under it.
+        if exp.is_none() && self.principal.exp <= crate::auth::unix_now() {
+            return Err(Some((close::UNAUTHORIZED, "token expired")));
+        }
         while self.renewal.is_none()
             && let Some(request) = self.held.pop_front()
         {

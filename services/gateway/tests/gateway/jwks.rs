@@ -238,16 +238,19 @@ impl JwksHold {
         (began_rx, release)
     }
 
-    /// Has `c` renew its token with `key`, served from now on as `kid`, and holds the fetch
-    /// of it once it began; sending on the returned sender answers it.
+    /// Has `c` renew its token with `key` as `kid` (served from now on, when `served`), and
+    /// holds the fetch of it once it began; sending on the returned sender answers it.
     async fn renew_held(
         &self,
         c: &mut Client,
         key: &EncodingKey,
         kid: &str,
         tenant: &str,
+        served: bool,
     ) -> tokio::sync::oneshot::Sender<()> {
-        self.add(jwk(key, Algorithm::RS256, kid));
+        if served {
+            self.add(jwk(key, Algorithm::RS256, kid));
+        }
         let (began, release) = self.arm();
         let token = signed(key, Algorithm::RS256, kid, tenant);
         c.send(json!({"action": "auth", "token": token})).await;
@@ -359,7 +362,9 @@ async fn a_rate_limit_reached_while_a_renewal_waits_is_told_after_it_in_order() 
         .await;
     let tenant = unique("renewlimited");
     let mut c = gw.viewer(&tenant).await;
-    let release = jwks.renew_held(&mut c, &rsa, "rotated-in", &tenant).await;
+    let release = jwks
+        .renew_held(&mut c, &rsa, "rotated-in", &tenant, true)
+        .await;
     // Three pings fit the burst with the auth; the fourth and fifth are over it.
     for _ in 0..5 {
         c.send(json!({"action": "ping"})).await;
@@ -387,21 +392,32 @@ async fn a_rate_limit_reached_while_a_renewal_waits_is_told_after_it_in_order() 
 
 /// A renewal sent before the token expires, whose verification waits for the JWKS until after
 /// the expiry, does not end the connection with 4001: it goes on under the fresh token once
-/// the renewal is verified (the wait is bounded by the verifier's fetch timeout).
+/// the renewal is verified (the wait is bounded by the verifier's fetch timeout). Refused, the
+/// connection ends with 4001 then, and what was sent after the renewal is not served under
+/// the expired token.
 #[tokio::test]
 async fn a_renewal_sent_before_the_expiry_and_verified_after_it_keeps_the_connection() {
     let rsa = EncodingKey::from_rsa_pem(RSA).unwrap();
     let jwks = JwksHold::new();
     let gw = jwks.gateway(|_| {}).await;
     let tenant = unique("renewexp");
-    let expiring = viewer_token(&tenant, 2);
-    let exp = now() + 2;
-    let mut c = connect(&gw.url(&expiring)).await;
-    let release = jwks.renew_held(&mut c, &rsa, "late", &tenant).await;
-    // The fetch is held until the first token has expired.
-    eventually("the first token expired", T, || async { now() > exp }).await;
-    release.send(()).unwrap();
-    let m = c.next(T).await;
-    assert_eq!(m["type"], "authenticated", "{m}");
-    c.assert_alive().await;
+    for (kid, served, answer) in [("late", true, "authenticated"), ("nope", false, "error")] {
+        let exp = now() + 2;
+        let mut c = connect(&gw.url(&viewer_token(&tenant, 2))).await;
+        let release = jwks.renew_held(&mut c, &rsa, kid, &tenant, served).await;
+        c.send(json!({"action": "subscribe", "type": "alerts"}))
+            .await;
+        // The fetch is held until the first token has expired.
+        eventually("the first token expired", T, || async { now() > exp }).await;
+        release.send(()).unwrap();
+        let m = c.next(T).await;
+        assert_eq!(m["type"], answer, "{m}");
+        if served {
+            assert_eq!(c.next(T).await["type"], "subscribed");
+            c.assert_alive().await;
+        } else {
+            assert_eq!(m["code"], "invalid_token", "{m}");
+            assert_eq!(c.closed_at_once(T).await.code, 4001);
+        }
+    }
 }
