@@ -78,7 +78,7 @@ pub async fn run(
         config.db_pool_size,
         Some(&config.db_role),
     )?;
-    watch_database(pool.clone(), readiness.clone(), stop.clone());
+    watch_database(pool.connect_options(), readiness.clone(), stop.clone());
     let state = AppState {
         tokens: Tokens::new(
             &config.jwt_secret,
@@ -122,32 +122,39 @@ pub async fn run(
     Ok(())
 }
 
-/// Longer than the pool's wait for a connection, so that a busy pool is told by its timeout.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the database has to answer a readiness check, connecting included.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Mirrors the database's reachability into readiness. The web service needs nothing else:
 /// events go to the database outbox, and the poller relays them to NATS.
 ///
-/// A check that finds every connection of the pool open and busy (its wait for one timed out)
-/// changes nothing: the database answers, the instance is loaded. Under a spike, every
-/// instance would otherwise turn unready at once, and the ingress answer 503 to everything,
-/// the dashboard's page included. A timed-out wait with connections missing from the pool is
-/// a database that cannot be reached (sqlx retries a refused connection until the wait ends,
-/// and reports that as a timeout too).
-///
-/// A check the database does not answer in [`CHECK_TIMEOUT`] (a partition: the connection
-/// open, nothing coming back) turns readiness off too.
-fn watch_database(pool: sqlx::PgPool, readiness: Readiness, stop: CancellationToken) {
+/// Checked on a connection of its own, outside the request pool: a pool whose every connection
+/// is busy says nothing of the database (under a spike, every instance would turn unready at
+/// once, and the ingress answer 503 to everything, the dashboard's page included), and one
+/// that cannot reach it reports that as a wait that timed out too. A check the database does
+/// not answer in [`CHECK_TIMEOUT`] (refused, or partitioned: the connection open, nothing
+/// coming back) turns readiness off, and the connection is opened anew for the next one.
+fn watch_database(
+    options: std::sync::Arc<sqlx::postgres::PgConnectOptions>,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
+        let mut held: Option<sqlx::PgConnection> = None;
         loop {
-            let check = sqlx::query("SELECT 1").execute(&pool);
+            let check = async {
+                use sqlx::Connection as _;
+                let mut conn = match held.take() {
+                    Some(conn) => conn,
+                    None => sqlx::PgConnection::connect_with(&options).await?,
+                };
+                sqlx::query("SELECT 1").execute(&mut conn).await?;
+                Ok::<_, sqlx::Error>(conn)
+            };
             match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-                Ok(Ok(_)) => readiness.set("database", true),
-                Ok(Err(sqlx::Error::PoolTimedOut))
-                    if pool.size() >= pool.options().get_max_connections()
-                        && pool.num_idle() == 0 =>
-                {
-                    tracing::debug!("every database connection busy; readiness unchanged");
+                Ok(Ok(conn)) => {
+                    held = Some(conn);
+                    readiness.set("database", true);
                 }
                 Ok(Err(_)) | Err(_) => readiness.set("database", false),
             }

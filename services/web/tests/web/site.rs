@@ -259,7 +259,8 @@ async fn an_instance_with_every_database_connection_busy_stays_ready() {
 
 /// An instance whose database goes away turns unready, and ready again once it is back: cut
 /// (connections closed, new ones refused: the pool reports that as a timed-out wait, as it
-/// does a busy pool) or partitioned (nothing answers, nothing is closed).
+/// does a busy pool) or partitioned (nothing answers, nothing is closed), each while requests
+/// hold the pool's connections waiting for it.
 #[tokio::test]
 async fn an_instance_whose_database_goes_away_turns_unready_until_it_is_back() {
     use pulse_test_support::proxy::{Link, Proxy};
@@ -267,8 +268,10 @@ async fn an_instance_whose_database_goes_away_turns_unready_until_it_is_back() {
     let proxy = Proxy::to(upstream).await;
     let env = spawn_with(|c| {
         c.database.url = pulse_test_support::through(&c.database.url, proxy.port).0;
+        c.db_pool_size = 1;
     })
     .await;
+    let viewer = env.login("viewer", &env.tenant).await;
     let ready = |expected: u16| {
         let url = env.ops("/readyz");
         async move { status_of(url).await == expected }
@@ -277,6 +280,8 @@ async fn an_instance_whose_database_goes_away_turns_unready_until_it_is_back() {
     eventually("ready", wait, || ready(200)).await;
     for away in [Link::Cut, Link::Frozen] {
         proxy.set(away);
+        let (viewer, me) = (viewer.clone(), env.at("/api/v2/me"));
+        let _waiting = tokio::spawn(async move { viewer.get(me).send().await });
         eventually(&format!("unready while {away:?}"), wait, || ready(503)).await;
         proxy.set(Link::Open);
         eventually("ready again", wait, || ready(200)).await;
