@@ -115,7 +115,7 @@ pub struct WebConfig {
           value_parser = number::<usize>(1..=1_000_000))]
     pub http_max_in_flight: usize,
 
-    /// PostgreSQL connections.
+    /// PostgreSQL connections for requests (the readiness check has one of its own).
     #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "8",
           value_parser = number::<u32>(1..=256))]
     pub db_pool_size: u32,
