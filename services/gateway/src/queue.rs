@@ -76,6 +76,16 @@ pub struct Room {
     pub bytes: usize,
 }
 
+impl Room {
+    /// What is left of this room once `used` of it is taken.
+    fn less(self, used: Room) -> Room {
+        Room {
+            events: self.events.saturating_sub(used.events),
+            bytes: self.bytes.saturating_sub(used.bytes),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     snapshots: Vec<Frame>,
@@ -179,37 +189,19 @@ impl ClientQueue {
     /// a client that reads slowly cannot have one replay taken into the writer's batch and
     /// another queued behind it.
     pub fn replay_room(&self, max: Room) -> Room {
-        let waiting = self.state.lock().unwritten;
-        Room {
-            events: max.events.saturating_sub(waiting.events),
-            bytes: max.bytes.saturating_sub(waiting.bytes),
-        }
+        max.less(self.state.lock().unwritten)
     }
 
-    /// Queues replayed events (and resets) in order, whatever the cap: their number and size
-    /// are bounded by the replay limits, which the caller keeps to
-    /// ([`ClientQueue::push_replay_within`]). Returns the bytes queued.
-    pub fn push_replay(&self, frames: Vec<Frame>) -> usize {
-        let unbounded = Room {
-            events: usize::MAX,
-            bytes: usize::MAX,
-        };
-        self.push_replay_within(unbounded, |_| frames)
-    }
-
-    /// Queues the replayed frames `make` gives for the room left of `max` (see
-    /// [`ClientQueue::replay_room`]), the room taken and the frames queued under one lock: the
-    /// catch-ups of one connection's channels, running at once, cannot each fill the same
-    /// room. `make` runs even when the client is gone (what it decides may concern others);
-    /// its frames are then dropped. Returns the bytes queued.
-    pub fn push_replay_within(&self, max: Room, make: impl FnOnce(Room) -> Vec<Frame>) -> usize {
+    /// Queues, in order and whatever the event cap, the replayed events (and resets) `make`
+    /// gives for the room left of `max` (see [`ClientQueue::replay_room`]), the room taken and
+    /// the frames queued under one lock: the catch-ups of one connection's channels, running
+    /// at once, cannot each fill the same room. `make` runs even when the client is gone
+    /// (what it decides may concern others); its frames are then dropped. Returns the bytes
+    /// queued.
+    pub fn push_replay(&self, max: Room, make: impl FnOnce(Room) -> Vec<Frame>) -> usize {
         let bytes = {
             let mut s = self.state.lock();
-            let room = Room {
-                events: max.events.saturating_sub(s.unwritten.events),
-                bytes: max.bytes.saturating_sub(s.unwritten.bytes),
-            };
-            let frames = make(room);
+            let frames = make(max.less(s.unwritten));
             if s.closed {
                 return 0;
             }
@@ -340,6 +332,11 @@ mod tests {
         Room { events, bytes }
     }
 
+    /// Queues `frames` as a replay, whatever room is left.
+    fn replay(q: &ClientQueue, frames: Vec<Frame>) -> usize {
+        q.push_replay(room(usize::MAX, usize::MAX), |_| frames)
+    }
+
     fn texts(q: &ClientQueue) -> Vec<String> {
         let mut out = Vec::new();
         q.take(&mut out);
@@ -386,7 +383,7 @@ mod tests {
     #[test]
     fn a_replay_does_not_count_against_the_live_events_after_it() {
         let q = ClientQueue::new(2);
-        q.push_replay((1..=5).map(|seq| frame(9, seq)).collect());
+        replay(&q, (1..=5).map(|seq| frame(9, seq)).collect());
         assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 7)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 8)), Pushed::Overflow);
@@ -403,7 +400,7 @@ mod tests {
         let q = ClientQueue::new(2);
         let max = room(10, 100);
         // Frames `9:1` … `9:3`: three bytes each.
-        assert_eq!(q.push_replay((1..=3).map(|seq| frame(9, seq)).collect()), 9);
+        assert_eq!(replay(&q, (1..=3).map(|seq| frame(9, seq)).collect()), 9);
         let left = room(7, 91);
         assert_eq!(q.replay_room(max), left);
         // Taken into the writer's batch, they still wait: another replay cannot pile up
@@ -411,7 +408,7 @@ mod tests {
         let mut batch = Vec::new();
         q.take(&mut batch);
         assert_eq!(q.replay_room(max), left);
-        q.push_replay(vec![frame(9, 4)]);
+        replay(&q, vec![frame(9, 4)]);
         assert_eq!(q.written(), 9, "the batch's bytes");
         let after_write = room(9, 97);
         assert_eq!(q.replay_room(max), after_write, "only the one queued since");
@@ -430,12 +427,8 @@ mod tests {
                 .take(room.bytes / 3)
                 .collect()
         };
-        assert_eq!(q.push_replay_within(max, fit), 6);
-        assert_eq!(
-            q.push_replay_within(max, fit),
-            0,
-            "one byte left: none fits"
-        );
+        assert_eq!(q.push_replay(max, fit), 6);
+        assert_eq!(q.push_replay(max, fit), 0, "one byte left: none fits");
         let mut batch = Vec::new();
         q.take(&mut batch);
         assert_eq!(batch.len(), 2);

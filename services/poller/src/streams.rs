@@ -410,11 +410,12 @@ pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }
 
-/// Held by a relay pass from its read of the outbox to its last acknowledgement, and by the
-/// purges of deleted tenants ([`purge_tenant`]), once for all those of a tenant-list read. A pass that read a tenant's
-/// events before the deletion has sent them all by the time the purge runs: sent after it,
-/// they would stay in `PULSE_EVENTS`, for a tenant created again with the id to see. A pass
-/// that reads after the deletion finds none (they go with the tenant's rows).
+/// Held by a relay pass from its read of the outbox until what it read is published, and by
+/// the purges of deleted tenants ([`purge_tenant`]), once for all those of a tenant-list
+/// read. A pass that read a tenant's events before the deletion has sent them all by the time
+/// the purge runs: sent after it, they would stay in `PULSE_EVENTS`, for a tenant created
+/// again with the id to see. A pass that reads after the deletion finds none (they go with
+/// the tenant's rows).
 #[derive(Clone, Default)]
 pub struct PassGate(Arc<tokio::sync::Mutex<()>>);
 

@@ -116,7 +116,7 @@ impl Events {
     /// Queues the frames of a replay `make` gives for the connection's replay room left, for
     /// `queue`'s client; their bytes count as waiting until they are written.
     fn push_replay(&self, queue: &ClientQueue, make: impl FnOnce(Room) -> Vec<Frame>) {
-        let bytes = queue.push_replay_within(self.inner.limits.replay_room(), make);
+        let bytes = queue.push_replay(self.inner.limits.replay_room(), make);
         self.inner.metrics.replay_bytes_waiting.inc_by(bytes as i64);
     }
 

@@ -31,6 +31,11 @@ const PER_READ: i64 = 100;
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl Engine {
+    /// What the relay holds for each pass, and the engine while it purges deleted tenants.
+    pub fn relay_gate(&self) -> crate::streams::PassGate {
+        self.relay_gate.clone()
+    }
+
     /// Purges the deleted tenants queued in the database; returns those it purged or began to
     /// purge, whose published state is to be forgotten.
     pub(super) async fn purge_deleted(&mut self) -> Vec<TenantId> {
@@ -56,9 +61,10 @@ impl Engine {
         };
         // Taken once for them all, after the relay pass under way, which may have read their
         // events before the deletion and still be sending them; a pass after it finds none.
-        let _relay_paused = match queued.is_empty() {
-            true => None,
-            false => Some(self.relay_gate.hold().await),
+        let _relay_paused = if queued.is_empty() {
+            None
+        } else {
+            Some(self.relay_gate.hold().await)
         };
         let mut touched = Vec::new();
         for (id, deleted_at) in queued {

@@ -42,11 +42,6 @@ impl Engine {
         self.failures.clone()
     }
 
-    /// What the relay holds for each pass, and the engine while it purges a deleted tenant.
-    pub fn relay_gate(&self) -> crate::streams::PassGate {
-        self.relay_gate.clone()
-    }
-
     /// Creates again the streams that are missing or cannot store; returns whether any was.
     async fn restore_streams(&mut self) -> anyhow::Result<bool> {
         let failures = self.failures.take();
