@@ -9,7 +9,7 @@
 // subscribe, ordering by `seq`, per-client queues with conflation, rate limits, caps, pings
 // and ops endpoints.
 //
-//   PORT (8091), NATS_URL (nats://127.0.0.1:4222), PULSE_JWT_SECRET (required)
+//   PORT (8091; 0 for any free port, said on stdout), NATS_URL (nats://127.0.0.1:4222), PULSE_JWT_SECRET (required)
 import { createHmac, timingSafeEqual } from "node:crypto";
 
 import { connect } from "nats";
@@ -108,4 +108,5 @@ server.on("connection", (socket, request) => {
     for (const subject of held) leave(subject, socket);
   });
 });
-server.on("listening", () => console.log(`node-ws peer on :${port}`));
+// The port it listens on (the kernel's pick with PORT=0), said once it listens.
+server.on("listening", () => console.log(`node-ws peer on :${server.address().port}`));

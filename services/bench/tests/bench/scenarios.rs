@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use pulse_bench::Report;
 use pulse_test_support::jwt::SECRET;
-use pulse_test_support::{ScratchDb, eventually, nats_url};
+use pulse_test_support::{ScratchDb, nats_url};
 
 use crate::helpers::{
     assert_clean_connections, assert_every_event_once, assert_no_loss, bench, bench_alone,
@@ -88,22 +88,26 @@ async fn broadcast_against_the_node_peer_delivers_every_message_to_every_client(
         std::path::Path::new(dir).join("node_modules").is_dir(),
         "the peer's packages are not installed: `npm ci` in {dir} (make test does it)"
     );
-    let port = pulse_test_support::free_port();
+    // On a port the kernel picks as it listens, which it then says: a port picked beforehand
+    // could be taken meanwhile by another test's server, which the bench would then drive.
     let mut peer = tokio::process::Command::new("node")
         .arg("server.mjs")
         .current_dir(dir)
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("NATS_URL", nats_url())
         .env("PULSE_JWT_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("node runs the peer");
-    eventually("the peer listens", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let stdout = peer.stdout.take().expect("the peer's stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let said = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+    let port: u16 = said
+        .ok()
+        .and_then(|line| line.ok().flatten())
+        .and_then(|line| line.strip_prefix("node-ws peer on :")?.trim().parse().ok())
+        .expect("the peer says the port it listens on");
     let r = bench(bench_config(
         "broadcast",
         &[format!("ws://127.0.0.1:{port}/api/v2/ws")],
