@@ -331,13 +331,16 @@ describe("dashboard in Chromium against a live stack", () => {
     await stack.killGateways();
     const connection = page.getByTestId("connection");
     await expect.poll(() => connection.getAttribute("data-state"), { timeout: 5_000 }).toMatch(/^(reconnecting|offline)$/);
+    // While no gateway answers, the page falls back to REST (after 5 s) and still shows changes.
+    // The change is made at once, before the first poll: the checks below can take longer
+    // than those 5 s on a loaded machine, and a change made after the first poll waits 30 s
+    // for the next.
+    const during = `During the outage ${Date.now()}`;
+    await addAlert(during, 2);
     expect(await connection.textContent()).toMatch(/^(Reconnecting…|Offline)/);
     await page.screenshot({ path: artifact("05-reconnecting.png") });
     expect(await axeViolations(page)).toEqual([]);
 
-    // While no gateway answers, the page falls back to REST (after 5 s) and still shows changes.
-    const during = `During the outage ${Date.now()}`;
-    await addAlert(during, 2);
     await page.locator(".connection__polling").waitFor({ timeout: 10_000 });
     await alertRow(page, during).waitFor({ timeout: 5_000 });
     expect(watch.apiRequests.some((r) => r.startsWith("GET /api/v2/alerts?status=OPEN"))).toBe(true);
