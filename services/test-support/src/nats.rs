@@ -75,7 +75,9 @@ pub fn start_server(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Child {
         .spawn()
     {
         Ok(child) => child,
-        Err(e) => panic!("nats-server must be installed (scripts/ensure-nats.sh installs it): {e}"),
+        Err(e) => panic!(
+            "nats-server must be installed (scripts/ensure-nats.sh --with-binary installs it): {e}"
+        ),
     }
 }
 
