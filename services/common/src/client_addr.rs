@@ -24,12 +24,13 @@ impl TrustedProxies {
         if !self.trusts(&peer) {
             return peer;
         }
-        let hops: Vec<&str> = headers
+        // Split as bytes: a value with a byte past ASCII in the client's own part is still read
+        // for the hops the proxies appended (skipping the whole value would count the client
+        // as the proxy).
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect();
         // From the right: each trusted proxy appended who it heard from, so the first address
         // that is not a trusted proxy's is the client. Whatever is left of it is the client's
@@ -37,7 +38,10 @@ impl TrustedProxies {
         // can parse must not be counted as the proxy (and with it everyone behind it).
         let mut client = peer;
         for hop in hops.into_iter().rev() {
-            let Ok(address) = hop.parse::<IpAddr>() else {
+            let Some(address) = std::str::from_utf8(hop)
+                .ok()
+                .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
+            else {
                 break;
             };
             client = address.to_canonical();
@@ -114,6 +118,11 @@ mod tests {
         let behind_two = forwarded("garbage, 198.51.100.8, 10.9.9.9");
         assert_eq!(t.client(ip("10.1.2.3"), &behind_two), ip("198.51.100.8"));
         assert_eq!(t.client(ip("10.1.2.3"), &HeaderMap::new()), ip("10.1.2.3"));
+        // Bytes past ASCII of the client's own are garbage like any other.
+        let mut raw = HeaderMap::new();
+        let value = axum::http::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.9").unwrap();
+        raw.insert("x-forwarded-for", value);
+        assert_eq!(t.client(ip("10.1.2.3"), &raw), ip("198.51.100.9"));
         // A dual-stack listener sees an IPv4 proxy as `::ffff:10.1.2.3`: still trusted.
         assert_eq!(t.client(ip("::ffff:10.1.2.3"), &spoof), ip("1.2.3.4"));
         assert_eq!(

@@ -11,7 +11,7 @@ use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::ApiJson;
+use crate::api::{ApiJson, ApiQuery, NoParams};
 use crate::error::ApiError;
 use crate::login_addresses;
 use crate::session::{self, Session};
@@ -189,7 +189,7 @@ fn me(s: &Session) -> Me {
 
 #[utoipa::path(get, path = "/api/v2/me", tag = "account",
     responses((status = 200, body = Me), (status = 401, description = "Not logged in")))]
-pub async fn whoami(session: Session) -> Json<Me> {
+pub async fn whoami(session: Session, _: ApiQuery<NoParams>) -> Json<Me> {
     Json(me(&session))
 }
 
@@ -198,6 +198,7 @@ pub async fn whoami(session: Session) -> Json<Me> {
 pub async fn ws_ticket(
     State(state): State<AppState>,
     session: Session,
+    _: ApiQuery<NoParams>,
 ) -> Result<Response, ApiError> {
     let (token, expires_at) = state
         .tokens

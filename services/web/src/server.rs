@@ -15,6 +15,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
 
+use crate::api::{ApiQuery, NoParams};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
 use crate::{account, api, openapi};
@@ -161,7 +162,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state, observe))
 }
 
-async fn openapi_json() -> Response {
+async fn openapi_json(_: ApiQuery<NoParams>) -> Response {
     axum::Json(openapi::ApiDoc::openapi()).into_response()
 }
 

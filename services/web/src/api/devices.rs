@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiPath, ApiQuery, applied, limit, page};
+use crate::api::{ApiPath, ApiQuery, NoParams, applied, limit, page};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -150,6 +150,7 @@ pub async fn get(
     State(state): State<AppState>,
     session: Session,
     ApiPath(device_id): ApiPath<DeviceId>,
+    _: ApiQuery<NoParams>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let t = applied(&mut tx).await?.thresholds;

@@ -35,6 +35,8 @@ use pulse_db::roles::begin_as_tenant;
 
 /// Largest event message (the JSON pushed to clients), in bytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// How deep a published payload's arrays and objects may nest.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
 // A body must have room for the largest event with its JSON escaping, so that an event too
 // large is told so by the size check below, not by the body limit.
 const _: () = assert!(MAX_BODY_BYTES >= 2 * MAX_EVENT_BYTES);
@@ -170,7 +172,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Retry-safe publishing: the same key (per tenant, while the event is retained) returns the same seq and emits nothing new")),
     responses((status = 202, body = Published), (status = 400), (status = 401), (status = 403),
-              (status = 409, description = "the Idempotency-Key was used for another topic or event"),
+              (status = 409, description = "the Idempotency-Key was used for another topic, event or payload"),
               (status = 413, description = "the event is larger than 64 KiB"),
               (status = 429, description = "the tenant publishes faster than its limit; see Retry-After"),
               (status = 503, description = "database unavailable")))]
@@ -210,7 +212,18 @@ pub async fn publish(
     // PostgreSQL writes a number out in full: `1e131000`, eight bytes as sent, is 131,001
     // digits as stored. What the payload could grow to is bounded before the database is asked
     // to write it out (a body of such numbers would have it build a gigabyte).
-    let bound = stored_size_bound(payload);
+    let Measured {
+        stored_bound: bound,
+        depth,
+    } = measure(payload);
+    // Deeper, PostgreSQL may refuse it (its stack depth), or store what consumers cannot read
+    // back (serde_json, and so `pulse_proto::Event`, stops at 128 levels, the page and event
+    // around the payload included).
+    if depth > MAX_PAYLOAD_DEPTH {
+        return Err(ApiError::BadRequest(format!(
+            "the payload nests {depth} levels deep; at most {MAX_PAYLOAD_DEPTH}"
+        )));
+    }
     if bound > 2 * MAX_EVENT_BYTES {
         return Err(ApiError::PayloadTooLarge(format!(
             "the payload could be {bound} bytes as stored (numbers are written out in full); \
@@ -225,7 +238,7 @@ pub async fn publish(
     // instance.
     state.event_limiter.check(&state.pool, &tenant).await?;
     if let Some(key) = &key
-        && let Some(prior) = prior_event(&state, &tenant, key).await?
+        && let Some(prior) = prior_event(&state, &tenant, key, payload).await?
     {
         return replayed(prior, &tenant, &topic, &body.event);
     }
@@ -263,7 +276,7 @@ pub async fn publish(
     // publish with the same key that committed first may have stored another topic or event.
     // Answer as for any reused key (the same seq, or 409), never with another event's seq.
     if let Some(key) = &key
-        && let Some(holder) = prior_event(&state, &tenant, key).await?
+        && let Some(holder) = prior_event(&state, &tenant, key, payload).await?
     {
         return replayed(holder, &tenant, &topic, &body.event);
     }
@@ -277,14 +290,24 @@ pub async fn publish(
     ))
 }
 
-/// An upper bound of the size of the JSON `json` as PostgreSQL writes it out: its strings and
-/// tokens (whitespace between tokens is not kept), plus the space `jsonb` writes after each
-/// `,` and `:`, plus for each number the digits its exponent adds (`1e300` becomes 301 digits,
-/// `1e-300` a 302 character fraction). Strings are passed over whole, escapes included (an
-/// escape is never longer as stored).
-fn stored_size_bound(json: &str) -> usize {
+/// What a payload is, read before the database sees it.
+#[derive(Debug, PartialEq, Eq)]
+struct Measured {
+    /// An upper bound of the size of the JSON as PostgreSQL writes it out: its strings and
+    /// tokens (whitespace between tokens is not kept), plus the space `jsonb` writes after each
+    /// `,` and `:`, plus for each number the digits its exponent adds (`1e300` becomes 301
+    /// digits, `1e-300` a 302 character fraction). Strings are passed over whole, escapes
+    /// included (an escape is never longer as stored).
+    stored_bound: usize,
+    /// How deep its arrays and objects nest (`[[1]]` is 2).
+    depth: usize,
+}
+
+/// Measures the JSON `json` in one pass (see [`Measured`]).
+fn measure(json: &str) -> Measured {
     let bytes = json.as_bytes();
     let mut bound = 0usize;
+    let (mut depth, mut deepest) = (0usize, 0usize);
     let (mut i, mut in_string) = (0, false);
     while i < bytes.len() {
         let b = bytes[i];
@@ -306,6 +329,15 @@ fn stored_size_bound(json: &str) -> usize {
                     bound = bound.saturating_add(1);
                 }
                 b',' | b':' => bound = bound.saturating_add(2),
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                    bound = bound.saturating_add(1);
+                }
+                b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    bound = bound.saturating_add(1);
+                }
                 b'e' | b'E' => {
                     // A number's exponent: its digits follow, after an optional sign (the `e`
                     // ending `true` and `false` has none, and adds its 2 for nothing).
@@ -323,7 +355,10 @@ fn stored_size_bound(json: &str) -> usize {
         }
         i += 1;
     }
-    bound
+    Measured {
+        stored_bound: bound,
+        depth: deepest,
+    }
 }
 
 /// What PostgreSQL refuses of an event: a payload over the limit as it stores it (`jsonb`
@@ -356,19 +391,26 @@ struct Prior {
     topic: String,
     event: String,
     seq: i64,
+    /// Whether it holds the payload asked for now (equal as `jsonb`: key order, whitespace and
+    /// how a number is written do not count).
+    same_payload: bool,
 }
 
+/// The event `key` already created, compared with `payload`, the one asked for now.
 async fn prior_event(
     state: &AppState,
     tenant: &TenantId,
     key: &str,
+    payload: &str,
 ) -> Result<Option<Prior>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, tenant).await?;
     Ok(sqlx::query_as(
-        "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
+        "SELECT topic::text, event, seq, payload = $3::jsonb AS same_payload \
+           FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
     )
     .bind(tenant.as_str())
     .bind(key)
+    .bind(payload)
     .fetch_optional(&mut *tx)
     .await?)
 }
@@ -384,6 +426,13 @@ fn replayed(
         return Err(ApiError::Conflict(format!(
             "this Idempotency-Key was used for event {:?} on topic {:?}",
             prior.event, prior.topic
+        )));
+    }
+    // A retry sends what it sent before: another payload under the key would be lost unseen.
+    if !prior.same_payload {
+        return Err(ApiError::Conflict(format!(
+            "this Idempotency-Key was used for event {:?} (seq {}) with another payload",
+            prior.event, prior.seq
         )));
     }
     Ok((
@@ -506,6 +555,7 @@ mod tests {
 
     #[test]
     fn the_stored_size_bound_counts_the_digits_an_exponent_writes_out() {
+        let stored_size_bound = |json: &str| measure(json).stored_bound;
         let stored = |json: &str| json.len() + json.matches([',', ':']).count();
         // Whitespace between tokens is not kept: a pretty-printed payload is bounded by its
         // compact form.
@@ -520,5 +570,15 @@ mod tests {
         // In strings, an `e` and digits are text, escaped quotes included.
         let text = r#"{"k":"1e300 \" 1e300"}"#;
         assert_eq!(stored_size_bound(text), stored(text));
+    }
+
+    #[test]
+    fn the_depth_is_of_arrays_and_objects_not_of_brackets_in_strings() {
+        let depth = |json: &str| measure(json).depth;
+        assert_eq!(depth("1"), 0);
+        assert_eq!(depth(r#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(depth(r#"["[[[[", "\"[["]"#), 1);
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        assert_eq!(depth(&deep), 20_000);
     }
 }

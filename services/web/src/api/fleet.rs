@@ -14,7 +14,7 @@ use pulse_proto::fleet::{DeviceRow, summarize};
 use pulse_proto::{FleetCounts, FleetSnapshot, Timestamp};
 use time::OffsetDateTime;
 
-use crate::api::applied;
+use crate::api::{ApiQuery, NoParams, applied};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -42,6 +42,7 @@ const LEAST_HEALTHY: &str = "SELECT device_id::text, site_id::text, battery_pct,
 pub async fn get(
     State(state): State<AppState>,
     session: Session,
+    _: ApiQuery<NoParams>,
 ) -> Result<Json<FleetSnapshot>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let applied = applied(&mut tx).await?;

@@ -47,6 +47,12 @@ json_400_extractor!(
     ApiPath wraps Path
 );
 
+/// The query of a `GET` that takes no parameters (`ApiQuery<NoParams>`): any parameter is
+/// refused 400 naming it, as on the routes that take some, not silently ignored.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// Largest request body the API reads: room for the largest event
 /// ([`events::MAX_EVENT_BYTES`]) with its JSON escaping.
 pub const MAX_BODY_BYTES: usize = 128 * 1024;

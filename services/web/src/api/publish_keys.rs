@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::api::{ApiJson, ApiPath};
+use crate::api::{ApiJson, ApiPath, ApiQuery, NoParams};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -165,6 +165,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     KeyAdmin(session): KeyAdmin,
+    _: ApiQuery<NoParams>,
 ) -> Result<Json<KeyList>, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let items = sqlx::query_as(

@@ -114,10 +114,17 @@ async fn an_idempotency_key_makes_a_retry_return_the_same_event() {
     .await;
     assert_eq!(next, 2);
 
-    // The key names one event: reusing it for another topic or another event is a conflict.
+    // The same payload written otherwise (spacing, key order, `1.0`) is the same request.
+    let respelt = json!({"topic": "orders", "event": "order:placed", "payload": {"id": 1.0}});
+    let again = publish(&c, &base, &env.tenant, respelt, Some(b"order-1")).await;
+    assert_eq!(accepted_seq(again).await, first);
+    // The key names one event: reusing it for another topic, event or payload is a conflict
+    // (another payload under it would be lost unseen).
     for other in [
         json!({"topic": "invoices", "event": "order:placed"}),
         json!({"topic": "orders", "event": "order:cancelled"}),
+        json!({"topic": "orders", "event": "order:placed", "payload": {"id": 999}}),
+        json!({"topic": "orders", "event": "order:placed"}),
     ] {
         let r = publish(&c, &base, &env.tenant, other.clone(), Some(b"order-1")).await;
         assert_eq!(error_code(r, 409).await, "conflict", "{other}");
@@ -322,6 +329,32 @@ async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
     )
     .await;
     assert_eq!(accepted_seq(r).await, 1);
+
+    // A payload nested past 100 levels: PostgreSQL refuses one 20,000 deep (its stack), and
+    // one of 129 it stores where serde_json (and so `pulse_proto::Event`) cannot read it back.
+    let nested = |levels: usize| {
+        let payload = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let body = format!(r#"{{"topic":"deep","event":"e","payload":{payload}}}"#);
+        post_raw_json(&admin, env.at("/api/v2/events"), body)
+    };
+    for levels in [20_000, 129, 101] {
+        let r = nested(levels).await;
+        assert_eq!(error_code(r, 400).await, "bad_request", "{levels} levels");
+    }
+    assert_eq!(
+        seqs(&env, "deep").await,
+        Vec::<i64>::new(),
+        "nothing stored"
+    );
+    assert_eq!(accepted_seq(nested(100).await).await, 1);
+    let page: Value = get(&admin, env.at("/api/v2/events?topic=deep"))
+        .await
+        .json()
+        .await
+        .expect("the page reads back");
+    let event: pulse_proto::Event =
+        serde_json::from_value(page["events"][0].clone()).unwrap_or_else(|e| panic!("{e}: {page}"));
+    assert_eq!(event.seq, 1);
 
     // A field not in the request (a misspelt `payload`) is refused, not dropped.
     let r = env
@@ -683,14 +716,16 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
     let c = reqwest::Client::new();
     let base = env.at("");
     // Several rounds, each key sent at once by retries of one publish (`alpha`) and by
-    // mistaken reuses of the key for another topic (`beta`) or another event name.
+    // mistaken reuses of the key for another topic (`beta`), another event name or another
+    // payload.
     for round in 0..5 {
         let key = format!("race-{round}");
         let requests = (0..24).map(|i| {
-            let body = match i % 3 {
-                0 => json!({"topic": "alpha", "event": "e", "payload": {"i": i}}),
-                1 => json!({"topic": "beta", "event": "e", "payload": {"i": i}}),
-                _ => json!({"topic": "alpha", "event": "other", "payload": {"i": i}}),
+            let body = match i % 4 {
+                0 => json!({"topic": "alpha", "event": "e", "payload": {"n": 1}}),
+                1 => json!({"topic": "beta", "event": "e", "payload": {"n": 1}}),
+                2 => json!({"topic": "alpha", "event": "other", "payload": {"n": 1}}),
+                _ => json!({"topic": "alpha", "event": "e", "payload": {"n": i}}),
             };
             let (c, base, tenant, key) = (c.clone(), base.clone(), env.tenant.clone(), key.clone());
             tokio::spawn(async move {
@@ -706,8 +741,9 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
             .collect();
 
         // One event holds the key; every answer is about that event.
-        let (topic, event, seq): (String, String, i64) = sqlx::query_as(
-            "SELECT topic::text, event, seq FROM events WHERE tenant_id = $1 AND idempotency_key = $2",
+        let (topic, event, seq, payload): (String, String, i64, Value) = sqlx::query_as(
+            "SELECT topic::text, event, seq, payload FROM events \
+              WHERE tenant_id = $1 AND idempotency_key = $2",
         )
         .bind(&env.tenant)
         .bind(&key)
@@ -715,7 +751,10 @@ async fn concurrent_publishes_with_one_key_agree_on_one_event() {
         .await
         .unwrap();
         for (body, status, answer) in &answers {
-            if body["topic"] == topic.as_str() && body["event"] == event.as_str() {
+            if body["topic"] == topic.as_str()
+                && body["event"] == event.as_str()
+                && body["payload"] == payload
+            {
                 assert_eq!(*status, 202, "{body} → {answer}");
                 assert_eq!(answer["seq"], seq, "{body} → {answer}");
                 assert_eq!(

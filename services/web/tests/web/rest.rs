@@ -694,6 +694,11 @@ async fn bad_parameters_get_400_and_missing_things_404() {
         "/api/v2/devices?before=dev-0001",
         "/api/v2/devices/dev-0001/telemetry?sinse=x",
         "/api/v2/events?topic=t&before=3",
+        // Routes that take none.
+        "/api/v2/fleet?before=1",
+        "/api/v2/devices/dev-0001?limit=5",
+        "/api/v2/me?x=1",
+        "/api/v2/ws-ticket?x=1",
     ];
     let missing = [
         "/api/v2/devices/nope",
@@ -709,6 +714,9 @@ async fn bad_parameters_get_400_and_missing_things_404() {
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
     }
+    let admin = env.login("admin", &env.tenant).await;
+    let r = get(&admin, env.at("/api/v2/publish-keys?x=1")).await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
     // A known path asked with a method it does not take: 405, the JSON error and `Allow`.
     for (method, path, allow) in [
         (reqwest::Method::DELETE, "/api/v2/events", "GET,HEAD,POST"),
