@@ -95,6 +95,33 @@ pub async fn unless_dropped<T>(
     }
 }
 
+/// Resolves once the connection `link` watches is up (at once when it is); never when the
+/// client is gone.
+pub async fn connected(link: &watch::Receiver<LinkState>) {
+    let gone = link.clone().wait_for(|now| now.connected).await.is_err();
+    if gone {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the connection `link` watches has been down for `grace` without a break:
+/// a reconnect within it starts the count again. Never when the client is gone.
+pub async fn away_for(link: &watch::Receiver<LinkState>, grace: std::time::Duration) {
+    let mut watch = link.clone();
+    loop {
+        let gone = watch.wait_for(|now| !now.connected).await.is_err();
+        if gone {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(grace) => return,
+            back = async { watch.wait_for(|now| now.connected).await.is_ok() } => if !back {
+                return std::future::pending().await;
+            },
+        }
+    }
+}
+
 /// A NATS client plus a watch of its connection state.
 pub struct NatsLink {
     pub client: Client,
@@ -365,6 +392,43 @@ mod tests {
             };
             assert_eq!(unless_dropped(&link, dropping).await, None, "{after:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn away_for_counts_one_unbroken_outage() {
+        use std::time::{Duration, Instant};
+        let down = LinkState {
+            connected: false,
+            connects: 1,
+        };
+        let grace = Duration::from_millis(300);
+        let (tx, link) = watch::channel(UP);
+        let started = Instant::now();
+        let flapping = async {
+            // Down 200 ms, back, down again: only the second outage runs its whole grace.
+            tx.send_replace(down);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send_replace(UP);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send_replace(down);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = away_for(&link, grace) => {}
+            () = flapping => unreachable!(),
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(550),
+            "{:?}",
+            started.elapsed()
+        );
+        // Up: `connected` resolves at once; down for good with the client gone: never.
+        tx.send_replace(UP);
+        connected(&link).await;
+        tx.send_replace(down);
+        drop(tx);
+        let never = tokio::time::timeout(2 * grace, away_for(&link, grace));
+        assert!(never.await.is_err());
     }
 
     #[tokio::test]

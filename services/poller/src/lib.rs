@@ -103,6 +103,12 @@ pub async fn run(
 
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.is_cancelled() {
+        // Only a poller that reaches NATS asks for the lock: one holding it without NATS would
+        // keep a standby that reaches NATS from publishing.
+        tokio::select! {
+            () = pulse_common::nats::connected(&link.state) => {}
+            () = stop.cancelled() => break,
+        }
         match leader::try_acquire(&config.database_url).await {
             Ok(Some(leadership)) => {
                 readiness.set("database", true);
@@ -223,6 +229,13 @@ async fn serve_as_active(
             metrics.error(Stage::Leadership);
             tracing::error!(%reason, "lost leadership; stepping down to standby");
         }
+        () = pulse_common::nats::away_for(&link.state, NATS_AWAY_STEP_DOWN) => {
+            metrics.error(Stage::Leadership);
+            tracing::error!(
+                away = ?NATS_AWAY_STEP_DOWN,
+                "NATS unreachable; stepping down so that a poller that reaches it takes over"
+            );
+        }
         () = work => {}
         // Stopping does not wait for the engine's step to end: one waiting on a NATS ack that
         // will not come (NATS down) would hold the process for the ack's whole timeout.
@@ -252,6 +265,13 @@ async fn serve_as_active(
     metrics.relay_backlog.set(0);
     leadership.release().await;
 }
+
+/// How long the active poller goes without NATS before it steps down: with PostgreSQL still
+/// there it would hold the lock, and nothing would be published, however long its own link
+/// stays down (a network policy, revoked credentials, a partition between it and NATS alone).
+/// A standby asks for the lock only while it reaches NATS; when none does, the first one back
+/// takes it.
+pub const NATS_AWAY_STEP_DOWN: Duration = Duration::from_secs(10);
 
 /// How long the active poller's background tasks get to finish their step once it stops
 /// being active. Their work is recorded in the database, so one cut off loses nothing: the

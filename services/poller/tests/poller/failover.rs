@@ -205,6 +205,53 @@ async fn a_partitioned_leader_steps_down_before_a_new_one_takes_over() {
     drop((first, second));
 }
 
+/// An active poller that keeps PostgreSQL but loses NATS (a network policy, revoked
+/// credentials, a partition between it and NATS alone) hands over to a standby that reaches
+/// NATS, and does not take the lock back while it cannot publish.
+#[tokio::test]
+async fn a_leader_that_loses_nats_alone_hands_over_to_a_standby_that_reaches_it() {
+    let (db, tenant, [mut alerts]) = watched_tenant("natsgone", 1, ["alerts"]).await;
+    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
+    let proxied = format!("nats://127.0.0.1:{}", proxy.port);
+    let (first, second) = active_and_standby(&db, &[("NATS_URL", proxied)]).await;
+    let before = alerts.until(Duration::from_secs(10), |_| true).await;
+
+    // The first poller's NATS connections are closed, and new ones too.
+    proxy.set(Link::Cut);
+    let cut = Instant::now();
+    eventually("second poller active", Duration::from_secs(30), || async {
+        let (first, second) = (role(&first).await, role(&second).await);
+        assert_not_both_active(first.as_deref(), second.as_deref(), cut.elapsed());
+        second.as_deref() == Some("active")
+    })
+    .await;
+    // After NATS_AWAY_STEP_DOWN (10 s) without NATS, and the standby's next try (200 ms).
+    let took = cut.elapsed();
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(15)).contains(&took),
+        "handed over after {took:?}"
+    );
+    assert_eq!(role(&first).await.as_deref(), Some("standby"));
+    assert_the_new_leader_publishes(&db, &tenant, &mut alerts, &before, Duration::from_secs(10))
+        .await;
+
+    // Its NATS back, the first stays on standby: the lock is held.
+    proxy.set(Link::Open);
+    eventually(
+        "first poller ready again",
+        Duration::from_secs(20),
+        || async {
+            reqwest::get(format!("http://127.0.0.1:{}/readyz", first.port))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    assert_eq!(role(&first).await.as_deref(), Some("standby"));
+    assert_eq!(role(&second).await.as_deref(), Some("active"));
+    drop((first, second));
+}
+
 /// The newest message the state stream holds for `subject`: its `seq` and its alert ids.
 async fn stored_alerts(js: &async_nats::jetstream::Context, subject: &str) -> (u64, Vec<i64>) {
     let stream = js.get_stream("PULSE_STATE").await.unwrap();
