@@ -10,7 +10,7 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { axeViolations, holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, refuseSubscribes, shownStat, stat, waitLive } from "./browser.js";
+import { axeViolations, closeCodes, holdsFor, launchChromium, logInWithForm, newWatchedContext, openLoggedIn, PageWatch, refuseSubscribes, shownStat, stat, waitLive } from "./browser.js";
 import { activitySeqs, closeAlert, insertAlert, insertDevice, insertReadings, siteOf, unrelayedEvents } from "./data.js";
 import { natsPublish } from "./nats.js";
 import { artifact, startStack, type Stack } from "./stack.js";
@@ -617,6 +617,28 @@ describe("dashboard in Chromium against a live stack", () => {
       await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
       expect(new URL(p.url()).pathname).toBe("/login");
       expect(await p.getByRole("status").textContent()).toContain("session has ended");
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("sends a user who is deleted while the page is live to the login page (4003), not to an offline page", async () => {
+    const email = `deleted-${Date.now()}@${stack.tenant}.example`;
+    await stack.db.query("INSERT INTO users (email, password_hash, tenant_id, role) SELECT $1, password_hash, tenant_id, role FROM users WHERE email = $2", [
+      email,
+      stack.email,
+    ]);
+    const other = await newWatchedContext(browser);
+    try {
+      const p = await other.newPage();
+      extraWatches.push(new PageWatch(p));
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, email, stack.password);
+      await waitLive(p);
+      await stack.db.query("DELETE FROM users WHERE email = $1", [email]);
+      await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
+      expect(await closeCodes(p)).toContain(4003);
+      expect(new URL(p.url()).pathname).toBe("/login");
     } finally {
       await other.close();
     }

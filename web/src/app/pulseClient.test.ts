@@ -1,10 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { alwaysOnline, PulseClient, TicketError, type AlertsMessage, type DataMessage } from "../client/index.js";
-import { fakeClient } from "../client/testing/fakes.js";
+import { fakeClient, settle } from "../client/testing/fakes.js";
 import { activityEvent, activityPage, alert, alertsMessage } from "../model/testing/fixtures.js";
 import { onSessionLost } from "./api.js";
-import { restFallback, sessionTicketFetcher } from "./pulseClient.js";
+import { checkSessionWhenForbidden, restFallback, sessionTicketFetcher } from "./pulseClient.js";
 import { ticketHolder, watchSessionChanges } from "./sessionChanges.js";
 
 describe("sessionTicketFetcher", () => {
@@ -202,5 +202,60 @@ describe("restFallback", () => {
     await expect(restFallback(() => client)({ publish: () => {}, signal: new AbortController().signal, events: [] })).rejects.toThrow("not logged in");
     expect(lost).toHaveBeenCalled();
     onSessionLost(() => {});
+  });
+});
+
+describe("checkSessionWhenForbidden", () => {
+  const me = { tenant_id: "acme", email: "zoë@acme.example" };
+
+  /** A client closed with 4003 once, with `whoIsIt` answering for the web service. */
+  async function forbidden(whoIsIt: () => Promise<typeof me | null>) {
+    const { client, sockets, connect } = fakeClient();
+    const asked = vi.fn(whoIsIt);
+    checkSessionWhenForbidden(client, me, asked);
+    await connect({ type: "alerts" });
+    expect(asked).not.toHaveBeenCalled();
+    sockets.last().serverClose(4003, "user deleted");
+    await settle();
+    expect(client.status).toMatchObject({ state: "offline", reason: "forbidden" });
+    return { client, asked };
+  }
+
+  it("ends a session the web service no longer has, and asks once per refusal", async () => {
+    const lost = vi.fn();
+    onSessionLost(lost);
+    try {
+      const { client, asked } = await forbidden(() => Promise.resolve(null));
+      expect(asked).toHaveBeenCalledTimes(1);
+      expect(lost).toHaveBeenCalledTimes(1);
+      client.close();
+      await settle();
+      expect(asked).toHaveBeenCalledTimes(1);
+    } finally {
+      onSessionLost(() => {});
+    }
+  });
+
+  it("reports another user's session as changed, and leaves the same user's offline", async () => {
+    const lost = vi.fn();
+    const changed = vi.fn();
+    onSessionLost(lost);
+    const stop = watchSessionChanges(changed);
+    try {
+      const other = await forbidden(() => Promise.resolve({ ...me, email: "eve@acme.example" }));
+      expect(changed).toHaveBeenCalledTimes(1);
+      other.client.close();
+      const same = await forbidden(() => Promise.resolve({ ...me }));
+      const failing = await forbidden(() => Promise.reject(new Error("down")));
+      expect(changed).toHaveBeenCalledTimes(1);
+      expect(lost).not.toHaveBeenCalled();
+      for (const { client } of [same, failing]) {
+        expect(client.status.state).toBe("offline");
+        client.close();
+      }
+    } finally {
+      stop();
+      onSessionLost(() => {});
+    }
   });
 });

@@ -19,7 +19,7 @@ import {
   type Ticket,
 } from "../client/index.js";
 import type { Me } from "../model/validate.js";
-import { getJson, reportSessionLost } from "./api.js";
+import { fetchMe, getJson, reportSessionLost } from "./api.js";
 import { reportSessionChange, sameUser, ticketHolder } from "./sessionChanges.js";
 
 /** Open alerts read per fallback poll: enough to count them exactly in all but extreme cases. */
@@ -195,11 +195,42 @@ export function restFallback(client: () => PulseClient) {
   };
 }
 
+/**
+ * After a 4003 (the user was deleted, or may no longer connect), asks the web service whose
+ * session this is, once per refusal: none (401) ends the session, so the login page shows
+ * rather than the last data under "Offline"; another user's is a changed session. The same
+ * user stays offline, as the client does after a 4003.
+ */
+export function checkSessionWhenForbidden(
+  client: PulseClient,
+  me: Pick<Me, "tenant_id" | "email">,
+  whoIsIt: () => Promise<Pick<Me, "tenant_id" | "email"> | null> = fetchMe,
+): () => void {
+  let checked = false;
+  return client.on("connection", (status) => {
+    const forbidden = status.state === "offline" && status.reason === "forbidden";
+    if (!forbidden || checked) {
+      checked = forbidden;
+      return;
+    }
+    checked = true;
+    whoIsIt().then(
+      (now) => {
+        if (now === null) reportSessionLost();
+        else if (!sameUser(me, now)) reportSessionChange();
+      },
+      // Unanswered: the page stays offline, as without the check.
+      () => undefined,
+    );
+  });
+}
+
 /** A client for the logged-in user `me`; call `start()` to connect. */
 export function newDashboardClient(me: Me): PulseClient {
   const client: PulseClient = new PulseClient({
     getTicket: sessionTicketFetcher(me),
     poll: restFallback(() => client),
   });
+  checkSessionWhenForbidden(client, me);
   return client;
 }
