@@ -456,10 +456,12 @@ export class PulseClient {
         refused: false,
       };
       this.holdings.set(topic, added);
-      // Held again before its unsubscribe was answered: the unsubscribe must not be sent again.
-      this.forgetUnsubscribe(topic);
       this.bus.publish("subscription", added.status);
-      if (this.socketOpen) this.subscribeInTurn(topic, added);
+      // Held again before the gateway answered its unsubscribe: the gateway may still hold the
+      // channel (the unsubscribe waits for its slot, or a `rate_limited` dropped it), and would
+      // acknowledge a subscribe as a repeat, without the current value this holder needs. The
+      // subscribe follows the unsubscribe's answer (see `onUnsubscribed`).
+      if (this.socketOpen && !this.unsubscribing.has(topic)) this.subscribeInTurn(topic, added);
     }
     let released = false;
     return () => {
@@ -1312,21 +1314,22 @@ export class PulseClient {
     this.seq.forget(topic);
     this.reconsiderFallback();
     if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
-    // A subscribe still waiting for its slot never reached the gateway: nothing to undo.
-    if (this.socketOpen && !holding.queued) this.unsubscribeInTurn(topic, holding.channel);
+    // A subscribe still waiting for its slot (or for the answer to an unsubscribe) never
+    // reached the gateway: nothing to undo.
+    if (this.socketOpen && !holding.queued && !this.unsubscribing.has(topic)) this.unsubscribeInTurn(topic, holding.channel);
   }
 
   /**
    * Unsubscribes a released channel when the pacing allows, and remembers it until the gateway
    * answers (`unsubscribed`, or `not_subscribed`): a `rate_limited` error may have dropped it,
-   * and the gateway would go on sending the channel's data. It is sent (again) only while the
-   * channel is not held again.
+   * and the gateway would go on sending the channel's data. A channel held again meanwhile
+   * subscribes once it is answered.
    */
   private unsubscribeInTurn(topic: DataTopic, channel: Channel, wait = this.pacer.reserve()): void {
     const unsubscribing = this.unsubscribing.get(topic) ?? { channel, timer: new TimerSlot(this.timers) };
     this.unsubscribing.set(topic, unsubscribing);
     const send = () => {
-      if (this.unsubscribing.get(topic) === unsubscribing && !this.holdings.has(topic)) this.send(unsubscribeRequest(channel));
+      if (this.unsubscribing.get(topic) === unsubscribing) this.send(unsubscribeRequest(channel));
     };
     if (wait <= 0) {
       unsubscribing.timer.clear();
@@ -1336,10 +1339,13 @@ export class PulseClient {
     }
   }
 
-  /** The gateway answered an unsubscribe. */
+  /** The gateway answered an unsubscribe; a channel held again meanwhile subscribes now. */
   private onUnsubscribed(ref: { channel: string; topic?: string; device_id?: string }): void {
     const topic = this.topicOf(ref);
-    if (topic !== undefined) this.forgetUnsubscribe(topic);
+    if (topic === undefined || !this.unsubscribing.has(topic)) return;
+    this.forgetUnsubscribe(topic);
+    const holding = this.holdings.get(topic);
+    if (holding && this.socketOpen) this.subscribeInTurn(topic, holding);
   }
 
   /** Stops tracking (and re-sending) the unsubscribe of `topic`, if one is pending. */
