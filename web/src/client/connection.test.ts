@@ -426,14 +426,19 @@ describe("reconnecting", () => {
     expect(delays).toEqual([999, 999, 1_998, 3_996]);
   });
 
-  it("reports 1002, 1003, 1007 and 1009 as this client's fault and waits the longest backoff", async () => {
+  it("reports 1002, 1003, 1007 and 1009 as this client's fault and waits the longest backoff, spread", async () => {
     for (const code of [1002, 1003, 1007, 1009]) {
-      const t = setup({ random: () => 0.5 });
-      await t.connect();
-      t.factory.last().serverClose(code, "message too big");
-      expect(t.errors.map((e) => [e.kind, e.code])).toEqual([["protocol_violation", code]]);
-      expect(t.nextAttemptIn()).toBe(30_000);
-      t.client.close();
+      const waits = [];
+      for (const random of [0, 0.5, 0.999]) {
+        const t = setup({ random: () => random });
+        await t.connect();
+        t.factory.last().serverClose(code, "message too big");
+        expect(t.errors.map((e) => [e.kind, e.code])).toEqual([["protocol_violation", code]]);
+        waits.push(t.nextAttemptIn());
+        t.client.close();
+      }
+      // 30 s, and up to half of it again: clients refused together do not return together.
+      expect(waits).toEqual([30_000, 37_500, 44_985]);
     }
   });
 

@@ -734,7 +734,10 @@ export class PulseClient {
         message: `the gateway refused what this client sent (${code}${reason ? `: ${quote(reason)}` : ""})`,
         code,
       });
-      this.scheduleServerWait(Math.max(this.backoff.next(), this.backoffCapMs), code);
+      // The longest backoff, and up to half of it again: clients refused together (a limit
+      // lowered under them) must not all come back at the same instant every time.
+      const spread = Math.floor(this.clampedRandom() * (this.backoffCapMs / 2));
+      this.scheduleServerWait(this.backoffCapMs + spread, code);
       return;
     }
     if (code === CloseCode.RATE_LIMITED) {
