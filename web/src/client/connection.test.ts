@@ -1141,6 +1141,26 @@ describe("token renewal", () => {
     await expectRenewalRetried(t, socket, getTicket);
   });
 
+  it("gives a slow renewal up in time to ask again before the token expires", async () => {
+    const good = ticketSource();
+    // The first renewal answers after 11 s, once its token has 4 s left.
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      const ticket = await good();
+      if (getTicket.mock.calls.length === 2) await new Promise((resolve) => setTimeout(resolve, 11_000));
+      return ticket;
+    });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    await t.advanceAndSettle(45_000);
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    socket.push({ type: "pong" });
+    // Given up within half the 15 s left, and asked again 3 s before the expiry at the latest.
+    await t.advanceAndSettle(12_500);
+    expect(getTicket).toHaveBeenCalledTimes(3);
+    expect(authRequests(socket).map((r) => r.token)).toEqual(["t3"]);
+    expect(t.errors.map((e) => e.kind)).toEqual(["renew_failed"]);
+  });
+
   it("does not renew for a socket that is gone", async () => {
     const t = setup();
     const socket = await t.connect();

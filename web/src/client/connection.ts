@@ -110,6 +110,8 @@ export const DEFAULT_STABLE_AFTER_MS = 10_000;
  * lifetime a server issues (5 s), so short tokens are still renewed before they end.
  */
 const MIN_RENEW_DELAY_MS = 1_000;
+/** A failed renewal is asked again at the latest this long before the token expires. */
+const RENEW_LAST_TRY_MS = 3_000;
 /**
  * How long after a `rate_limited` error that names no request the requests it may have dropped
  * are sent again: "after a second", as the contract says. The gateway reports at most one such
@@ -277,6 +279,10 @@ export class PulseClient {
   private readonly retryTimer: TimerSlot;
   private readonly connectTimer: TimerSlot;
   private readonly renewTimer: TimerSlot;
+  /** When the current socket's token expires, by this clock (from its lifetime). */
+  private tokenEndsAt = Number.POSITIVE_INFINITY;
+  /** When the renewed token in flight expires, by this clock: the current one once taken. */
+  private authExpiresAt = Number.POSITIVE_INFINITY;
   /** Paces subscribes and unsubscribes within the gateway's message rate. */
   private readonly pacer: Pacer;
   /** Unsubscribes not answered yet on the open socket, by topic. */
@@ -672,6 +678,7 @@ export class PulseClient {
     // code: the connection is live once the gateway has answered on it, and a ping makes sure
     // something answers however little the client subscribed to.
     this.heartbeat.pingNow();
+    this.tokenEndsAt = receivedAt + ticketLifetimeMs(ticket, receivedAt);
     this.scheduleRenewal(ticket, receivedAt);
     for (const topic of unresumable) {
       if (this.holdings.has(`events:${topic}`)) this.announceReset({ topic, oldest: null, reason: "gap", last: null });
@@ -928,14 +935,18 @@ export class PulseClient {
       settled = true;
       if (this.socket !== socket || !this.socketOpen) return;
       this.report({ kind: "renew_failed", message, cause });
-      this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+      // Asked again before the token expires, not after it: by then the gateway has closed.
+      const left = this.tokenEndsAt - this.now();
+      this.renewTimer.set(() => this.renew(), Math.max(0, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
     };
-    // A renewal that hangs is given up like a failed one, and tried again.
+    // A renewal that hangs is given up like a failed one, and tried again: within half the
+    // token's remaining life, so that the next try has the other half.
+    const hangMs = Math.max(MIN_RENEW_DELAY_MS, Math.min(this.connectTimeoutMs, (this.tokenEndsAt - this.now()) / 2));
     this.renewTimer.set(() => {
       if (settled) return;
       abort();
-      failed(`the ticket request did not answer within ${this.connectTimeoutMs} ms`);
-    }, this.connectTimeoutMs);
+      failed(`the ticket request did not answer within ${Math.round(hangMs)} ms`);
+    }, hangMs);
     ticketPromise
       .then((raw) => parseTicket(raw))
       .then(
@@ -943,8 +954,9 @@ export class PulseClient {
           if (settled) return;
           settled = true;
           if (this.socket !== socket || !this.socketOpen) return;
-          this.sendAuth(ticket.token);
-          this.scheduleRenewal(ticket, this.now());
+          const now = this.now();
+          this.sendAuth(ticket.token, now + ticketLifetimeMs(ticket, now));
+          this.scheduleRenewal(ticket, now);
         },
         (error: unknown) => {
           if (settled) return;
@@ -953,9 +965,13 @@ export class PulseClient {
       );
   }
 
-  /** Sends a renewed token, remembered until the gateway answers: a rate limit may drop it. */
-  private sendAuth(token: string): void {
+  /**
+   * Sends a renewed token (expiring at `expiresAt` by this clock), remembered until the gateway
+   * answers: a rate limit may drop it.
+   */
+  private sendAuth(token: string, expiresAt: number): void {
     this.authInFlight = token;
+    this.authExpiresAt = expiresAt;
     this.authResendTimer.clear();
     this.send({ action: "auth", token });
   }
@@ -1030,6 +1046,7 @@ export class PulseClient {
     switch (reply.type) {
       case "authenticated":
         this.expiresAt = reply.exp;
+        this.tokenEndsAt = this.authExpiresAt;
         this.onAuthAnswered();
         return;
       case "subscribed": {
