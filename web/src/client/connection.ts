@@ -935,9 +935,7 @@ export class PulseClient {
       settled = true;
       if (this.socket !== socket || !this.socketOpen) return;
       this.report({ kind: "renew_failed", message, cause });
-      // Asked again before the token expires, not after it: by then the gateway has closed.
-      const left = this.tokenEndsAt - this.now();
-      this.renewTimer.set(() => this.renew(), Math.max(0, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
+      this.renewAgain();
     };
     // A renewal that hangs is given up like a failed one, and tried again: within half the
     // token's remaining life, so that the next try has the other half.
@@ -963,6 +961,15 @@ export class PulseClient {
           failed(`could not renew the token: ${describe(error)}`, error);
         },
       );
+  }
+
+  /**
+   * Renews again after `renewRetryMs`, or sooner: at the latest {@link RENEW_LAST_TRY_MS} before
+   * the current token expires, since by then the gateway has closed the connection.
+   */
+  private renewAgain(): void {
+    const left = this.tokenEndsAt - this.now();
+    this.renewTimer.set(() => this.renew(), Math.max(0, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
   }
 
   /**
@@ -1083,7 +1090,7 @@ export class PulseClient {
         if ((renewalRefused || renewalUnverified) && this.socketOpen) {
           // The renewal did not take; the current token stays in force until it expires.
           this.onAuthAnswered();
-          this.renewTimer.set(() => this.renew(), this.renewRetryMs);
+          this.renewAgain();
         } else if (reply.code === "invalid_since" && reply.channel?.channel === "events") {
           this.resubscribeFresh(reply.channel.topic);
         }
