@@ -63,9 +63,7 @@ GW2_PID=""
 POLLER_PID=""
 EVENTS_DB=""
 
-if ! have jq; then
-  { can_apt && apt_install jq; } || die "jq is needed to summarise the results and could not be installed (apt-get install jq)"
-fi
+need_tool jq jq "to summarise the results"
 have curl || die "curl is needed to wait for the gateway (apt-get install curl)"
 
 ensure_cargo

@@ -53,7 +53,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PULSE_ROOT"
 
-have python3 || die "python3 is needed to check the deployment files"
+need_tool python3 python3 "to check the deployment files"
 
 for f in Dockerfile docker-compose.yml deploy/k8s/base/kustomization.yaml; do
   [[ -f "$f" ]] || die "missing $f"

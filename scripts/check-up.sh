@@ -19,11 +19,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PULSE_ROOT"
 
-if ! have curl; then
-  can_apt || die "curl is needed to check make up: install it (apt-get install curl)"
-  apt_install curl || die "could not install curl with apt-get"
-fi
-have python3 || die "python3 is needed to read the API's JSON"
+need_tool curl curl "to check make up"
+need_tool python3 python3 "to read the API's JSON"
 
 run_id="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 tenant="upchk$run_id"

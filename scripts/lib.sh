@@ -195,6 +195,16 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null >&2
 }
 
+# need_tool COMMAND PACKAGE WHY — COMMAND on PATH, installed from the Debian package PACKAGE
+# where apt-get can; dies saying WHY and what to install otherwise.
+need_tool() {
+  have "$1" && return 0
+  if can_apt && apt_install "$2" && have "$1"; then
+    return 0
+  fi
+  die "$1 is needed $3: install it (apt-get install $2)"
+}
+
 # can_apt — true when we may install Debian packages here.
 can_apt() {
   is_root && have apt-get

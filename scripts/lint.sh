@@ -32,10 +32,7 @@ fi
 cargo machete
 
 stage "shellcheck: scripts/*.sh .ci/run"
-if ! have shellcheck && can_apt; then
-  apt_install shellcheck || die "could not install shellcheck with apt-get"
-fi
-have shellcheck || die "shellcheck is missing: install it (apt-get install shellcheck, or https://www.shellcheck.net)"
+need_tool shellcheck shellcheck "to lint the scripts"
 shellcheck --external-sources scripts/*.sh .ci/run
 
 stage "web: eslint and the type check"

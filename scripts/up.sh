@@ -56,13 +56,7 @@ for port in "$web_port" "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]
 done
 
 # Checked before anything is built or started: readiness is polled with it.
-if ! have curl; then
-  if can_apt; then
-    apt_install curl || die "could not install curl with apt-get"
-  else
-    die "curl not found: install it (apt-get install curl, or brew install curl)"
-  fi
-fi
+need_tool curl curl "to wait for the services (or brew install curl)"
 
 stage "services: PostgreSQL and NATS"
 # The server must exist before the demo database can be created on it.
