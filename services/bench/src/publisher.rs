@@ -2,9 +2,12 @@
 //! and runtime with its own NATS connection, so receiving frames never delays a publish.
 //!
 //! Every message has the shape of its subject's contract message plus `bench_stage` and
-//! `bench_sent_ns` (the publisher's wall clock, nanoseconds since the Unix epoch, read just
-//! before the publish), and the `Pulse-Seq` header increasing per subject from 1. Messages are
-//! paced evenly: at rate r, message i goes out at i/r seconds into the stage.
+//! `bench_sent_ns`, and (for a gateway, which orders by it) the `Pulse-Seq` header increasing
+//! per subject from 1. Messages are paced evenly: at rate r, message i goes out at i/r seconds
+//! into the stage, and `bench_sent_ns` is that time on the publisher's wall clock
+//! (nanoseconds since the Unix epoch), not when it actually went out: a publisher that fell
+//! behind (short of CPU) adds its delay to the latency measured, rather than hiding it
+//! (coordinated omission).
 
 use std::time::{Duration, Instant};
 
@@ -82,21 +85,27 @@ pub struct Publisher {
 struct Composer {
     shape: Shape,
     pad: String,
+    /// Whether messages carry the `Pulse-Seq` header: a gateway orders by it; the peers read
+    /// `seq` from the body, and a nats-server would send them every header block too.
+    seq_header: bool,
 }
 
 impl Composer {
-    fn new(shape: Shape, payload_bytes: usize) -> Self {
+    fn new(shape: Shape, payload_bytes: usize, seq_header: bool) -> Self {
         // The fixed part of either message is about 260 bytes; pad up to the size asked for.
         let pad = "x".repeat(payload_bytes.saturating_sub(260));
-        Self { shape, pad }
+        Self {
+            shape,
+            pad,
+            seq_header,
+        }
     }
 
-    fn compose(&self, subject: usize, seq: u64, stage: u32) -> Bytes {
+    fn compose(&self, subject: usize, seq: u64, stage: u32, sent: u64) -> Bytes {
         let ts = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
         let pad = &self.pad;
-        let sent = now_ns();
         let text = match &self.shape {
             Shape::Alerts { tenant } => format!(
                 r#"{{"type":"alerts","tenant_id":"{tenant}","seq":{seq},"bench_stage":{stage},"bench_sent_ns":{sent},"ts":"{ts}","alerts":[{{"alert_id":{seq},"device_id":"dev-1","site_id":"site-1","alert_type":"temperature_high","severity":3,"summary":"bench alert{pad}","status":"OPEN","created_at":"{ts}"}}],"total_open":1}}"#
@@ -110,14 +119,16 @@ impl Composer {
 }
 
 impl Publisher {
-    /// Starts the publisher thread and connects it to NATS.
+    /// Starts the publisher thread and connects it to NATS; `seq_header`: with the
+    /// `Pulse-Seq` header (see [`Composer`]).
     pub async fn start(
         nats_url: &str,
         shape: Shape,
         payload_bytes: usize,
+        seq_header: bool,
     ) -> Result<Publisher, PublishError> {
         let url = nats_url.to_owned();
-        let publish = move |client, rx| serve(client, shape, payload_bytes, rx);
+        let publish = move |client, rx| serve(client, shape, payload_bytes, seq_header, rx);
         let requests = crate::start_worker(
             "bench-publisher",
             || connect(url),
@@ -163,10 +174,11 @@ async fn serve(
     client: async_nats::Client,
     shape: Shape,
     payload_bytes: usize,
+    seq_header: bool,
     mut requests: mpsc::Receiver<Request>,
 ) {
     let subjects = shape.subjects();
-    let composer = Composer::new(shape, payload_bytes);
+    let composer = Composer::new(shape, payload_bytes, seq_header);
     let mut seqs = vec![0u64; subjects.len()];
     while let Some(request) = requests.recv().await {
         let result = run_stage(&client, &subjects, &composer, &mut seqs, &request).await;
@@ -185,6 +197,7 @@ async fn run_stage(
     let total = (rate * request.duration.as_secs_f64()).round().max(1.0) as u64;
     let mut published = vec![0u64; subjects.len()];
     let start = Instant::now();
+    let start_ns = now_ns();
     let mut sent = 0u64;
     while sent < total {
         let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
@@ -192,13 +205,18 @@ async fn run_stage(
             let subject = (sent % subjects.len() as u64) as usize;
             seqs[subject] += 1;
             let seq = seqs[subject];
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(pulse_proto::headers::SEQ, seq.to_string().as_str());
-            let body = composer.compose(subject, seq, request.stage);
-            client
-                .publish_with_headers(subjects[subject].clone(), headers, body)
-                .await
-                .map_err(|e| PublishError::Publish(e.to_string()))?;
+            let scheduled = start_ns + (sent as f64 * 1e9 / rate) as u64;
+            let body = composer.compose(subject, seq, request.stage, scheduled);
+            let outcome = if composer.seq_header {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(pulse_proto::headers::SEQ, seq.to_string().as_str());
+                client
+                    .publish_with_headers(subjects[subject].clone(), headers, body)
+                    .await
+            } else {
+                client.publish(subjects[subject].clone(), body).await
+            };
+            outcome.map_err(|e| PublishError::Publish(e.to_string()))?;
             published[subject] += 1;
             sent += 1;
         }
