@@ -176,6 +176,8 @@ struct Inner {
     jwks: RwLock<JwksCache>,
     /// Unknown `kid`s trigger a refetch at most this often.
     min_refetch: Duration,
+    /// Fetched keys are used without asking again for this long (`PULSE_JWKS_MAX_AGE_SECONDS`).
+    max_age: Duration,
     refetch: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     issuer: Option<String>,
@@ -198,6 +200,7 @@ impl Authenticator {
                 jwks_url: config.jwks_url.clone(),
                 jwks: RwLock::new(JwksCache::default()),
                 min_refetch: config.jwks_min_refetch,
+                max_age: config.jwks_max_age,
                 refetch: tokio::sync::Mutex::new(()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
@@ -306,14 +309,22 @@ impl Authenticator {
         if !ROLES.contains(&role.as_str()) {
             return Err(AuthError::Forbidden("role may not connect"));
         }
+        // A whole number names the user its decimal text does; `41.0` or `4.1e1` would name
+        // another (`"41.0"`), escaping that user's revocation and caps.
+        let sub = match claims.sub {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+            Some(_) => {
+                return Err(AuthError::Forbidden(
+                    "sub is neither a string nor an integer",
+                ));
+            }
+        };
         Ok(Principal {
             tenant,
             role,
-            sub: match claims.sub {
-                Some(serde_json::Value::String(s)) => s,
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                _ => String::new(),
-            },
+            sub,
             email: Text::string(claims.email),
             exp: claims.exp,
             iat: claims
@@ -332,7 +343,12 @@ impl Authenticator {
                 "{alg:?} tokens are not accepted"
             )));
         }
-        if let Some(found) = self.cached(kid, alg) {
+        // Keys fetched within the max age answer at once. Older, the document is fetched
+        // again first: a key the issuer removed (say, leaked) stops working. A fetch that fails
+        // keeps the keys there were.
+        let fresh =
+            (self.inner.jwks.read().fetched_at).is_some_and(|t| t.elapsed() < self.inner.max_age);
+        if fresh && let Some(found) = self.cached(kid, alg) {
             return found;
         }
         {
@@ -352,7 +368,8 @@ impl Authenticator {
                 recent
             };
             if !recent && let Err(e) = self.refresh_jwks().await {
-                tracing::warn!(error = %e, "cannot fetch JWKS");
+                // Without the URL: it is configuration kept out of sight (it may hold a key).
+                tracing::warn!(error = %e.without_url(), "cannot fetch JWKS");
             }
         }
         self.cached(kid, alg).unwrap_or_else(|| {
@@ -387,7 +404,7 @@ impl Authenticator {
     }
 
     /// Fetches the JWKS document and replaces the cache.
-    pub async fn refresh_jwks(&self) -> anyhow::Result<()> {
+    pub async fn refresh_jwks(&self) -> Result<(), reqwest::Error> {
         let Some(url) = &self.inner.jwks_url else {
             return Ok(());
         };

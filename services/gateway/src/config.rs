@@ -51,8 +51,15 @@ pub struct GatewayConfig {
     /// An unknown `kid` refetches the JWKS at most this often, so forged tokens cannot flood
     /// the key server.
     #[arg(long = "jwks-min-refetch-seconds", env = "PULSE_JWKS_MIN_REFETCH_SECONDS", default_value = "30",
-          value_parser = duration(Duration::ZERO, secs(86_400)))]
+          value_parser = duration(secs(1), secs(86_400)))]
     pub jwks_min_refetch: Duration,
+
+    /// Fetched JWKS keys are used this long without asking again; past it, the next token
+    /// signed with one fetches the document first, so a key the issuer removed (a leaked one)
+    /// stops being accepted. A fetch that fails keeps the keys there were.
+    #[arg(long = "jwks-max-age-seconds", env = "PULSE_JWKS_MAX_AGE_SECONDS", default_value = "300",
+          value_parser = duration(secs(1), secs(86_400)))]
+    pub jwks_max_age: Duration,
 
     /// Required `iss` claim, when set.
     #[arg(long, env = "PULSE_JWT_ISSUER")]

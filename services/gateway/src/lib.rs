@@ -113,7 +113,7 @@ pub async fn run(
     if config.jwks_url.is_some()
         && let Err(e) = auth.refresh_jwks().await
     {
-        tracing::warn!(error = %e, "cannot fetch JWKS yet; will retry on first use");
+        tracing::warn!(error = %e.without_url(), "cannot fetch JWKS yet; will retry on first use");
     }
     // Each client the caps let in is a socket; the rest (NATS, listeners, the binary's own
     // files) fits in the margin.

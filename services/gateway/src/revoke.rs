@@ -8,8 +8,9 @@
 //!
 //! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted before the
 //! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
-//! closed with 4003 at once instead. A token issued after the deletion (`iat`) is let in: the
-//! id may name a user created again, in a database restored or reset. A role change (or a move
+//! closed with 4003 at once instead. A token issued more than [`DELETION_MARGIN`] after the
+//! deletion (`iat`) is let in: the id may name a user created again, in a database restored or
+//! reset. A role change (or a move
 //! to another tenant, which the old tenant sees as one) is remembered as long: a ticket issued
 //! before it (its `iat` says so) would connect with the old role, or to the old tenant, and is
 //! closed with 4001 instead, for a fresh one.
@@ -30,9 +31,15 @@ use crate::ids::ConnId;
 
 type UserKey = (TenantId, String);
 
-/// How long a deleted user's tokens are refused after the deletion is announced: longer than
-/// any ticket lives.
-pub const DELETED_REMEMBERED: Duration = Duration::from_secs(3600);
+/// How long a deleted user's tokens are refused after the deletion is announced: far longer
+/// than a ticket lives (a minute), and than most tokens of other issuers.
+pub const DELETED_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
+
+/// A token issued up to this long after a deletion (as this gateway saw it) still predates
+/// it: the issuer's clock may run ahead of the gateway's, and no issuer mints a fresh ticket
+/// for a deleted user, so a ticket fetched just before the deletion must not pass for one
+/// minted after it.
+pub const DELETION_MARGIN: u64 = 5;
 
 /// The connections of every user on this instance, and the users deleted lately.
 #[derive(Default)]
@@ -86,14 +93,20 @@ impl Change {
         self.seen.elapsed() < DELETED_REMEMBERED
     }
 
-    /// Whether a token issued at `iat` predates the change: one from an earlier second does.
-    /// One that names no time is taken to predate a deletion, not a role change (a token
-    /// minted elsewhere without `iat` would keep its user out for an hour). One from the same
-    /// second is let in: a user created again at once with the id (a database reset and
-    /// seeded again) would otherwise be turned away with a 4003, which clients take as final.
+    /// Whether a token issued at `iat` predates the change: for a role change, one from an
+    /// earlier second; for a deletion, one from up to [`DELETION_MARGIN`] after it (clocks
+    /// differ, and a deleted user gets no fresh ticket). One that names no time is taken to
+    /// predate a deletion, not a role change (a token minted elsewhere without `iat` would
+    /// keep its user out for a day). A later one is let in: the id names a user created again
+    /// (a database reset and seeded again).
     fn covers(&self, iat: Option<u64>) -> bool {
         let deleted = self.code == close::FORBIDDEN;
-        self.remembered() && iat.map_or(deleted, |iat| iat < self.at)
+        let until = if deleted {
+            self.at.saturating_add(DELETION_MARGIN)
+        } else {
+            self.at
+        };
+        self.remembered() && iat.map_or(deleted, |iat| iat < until)
     }
 }
 
@@ -315,8 +328,14 @@ mod tests {
             let late = r.register(&acme, "7", iat, conn);
             assert_eq!(late.revoked.wait().await, close::FORBIDDEN, "{iat:?}");
         }
-        // Issued after it (or in its second): the id names a user created again at once.
-        for (conn, iat) in [(4, Some(now + 2)), (6, Some(now + 1))] {
+        // Issued within DELETION_MARGIN after it, by a clock ahead of this one: revoked too.
+        for (conn, iat) in [(10, Some(now)), (11, Some(now + 2))] {
+            let ahead = r.register(&acme, "7", iat, conn);
+            assert_eq!(ahead.revoked.wait().await, close::FORBIDDEN, "{iat:?}");
+        }
+        // Issued later: the id names a user created again.
+        let later = now + DELETION_MARGIN + 2;
+        for (conn, iat) in [(4, Some(later)), (6, Some(later + 1))] {
             let again = r.register(&acme, "7", iat, conn);
             assert_eq!(again.revoked.code.load(Ordering::Acquire), 0, "{iat:?}");
         }

@@ -47,16 +47,37 @@ async fn accepts_a_good_token() {
     assert_eq!(p.tenant.as_str(), "acme");
     assert_eq!(p.role, "customer_viewer");
     assert_eq!(p.email.as_deref(), Some("a@b.c"));
-    // Claims the gateway only passes on may be of any type; a numeric `sub` names the
-    // user its decimal text does, another type none.
+    // Claims the gateway only passes on may be of any type; an integer `sub` names the
+    // user its decimal text does, and a token may name none.
     let t = token(json!({"sub": 7, "email": null, "tenant_id": "acme",
                          "role": "customer_viewer", "exp": now() + 60}));
     let p = auth().verify(Some(&t)).await.unwrap();
     assert_eq!((p.sub.as_str(), p.email), ("7", None));
-    let t = token(json!({"sub": true, "tenant_id": "acme",
-                         "role": "customer_viewer", "exp": now() + 60}));
-    let p = auth().verify(Some(&t)).await.unwrap();
-    assert_eq!(p.sub, "");
+    for nobody in [json!(null), json!("")] {
+        let t = token(json!({"sub": nobody, "tenant_id": "acme",
+                             "role": "customer_viewer", "exp": now() + 60}));
+        assert_eq!(auth().verify(Some(&t)).await.unwrap().sub, "");
+    }
+    // Another `sub` would name another user than the one it means (`41.0` is not `"41"`),
+    // outside that user's revocation and caps: refused.
+    for odd in [
+        json!(41.0),
+        json!(4.1e1),
+        json!(true),
+        json!({"id": 41}),
+        json!([41]),
+    ] {
+        let t = token(json!({"sub": odd, "tenant_id": "acme",
+                             "role": "customer_viewer", "exp": now() + 60}));
+        let err = auth().verify(Some(&t)).await.unwrap_err();
+        // Objects and arrays are not read as claims at all (4001); the rest is named (4003).
+        let expected = if odd.is_object() || odd.is_array() {
+            close::UNAUTHORIZED
+        } else {
+            close::FORBIDDEN
+        };
+        assert_eq!(err.close_code(), expected, "{odd}: {err}");
+    }
 }
 
 /// During a rotation, a token signed with the secret being replaced is still accepted; one

@@ -274,9 +274,16 @@ async fn a_deleted_or_demoted_user_is_disconnected_within_moments_and_old_ticket
         json!({"sub": "42", "tenant_id": tenant, "role": "customer_viewer", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
     );
     connect(&gw.url(&fresh)).await.assert_alive().await;
-    // One issued after the deletion (`iat`: the id names a user created again) connects.
+    // So is one issued a moment after the deletion by a clock running ahead of the gateway's:
+    // no issuer mints a ticket for a deleted user.
+    let ahead = sign(
+        json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 2, "exp": now() + 300, "kind": "ws"}),
+    );
+    let mut ahead = connect(&gw.url(&ahead)).await;
+    assert_eq!(ahead.closed(Duration::from_secs(5)).await.code, 4003);
+    // One issued well after the deletion (`iat`: the id names a user created again) connects.
     let again = sign(
-        json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 1, "exp": now() + 300, "kind": "ws"}),
+        json!({"sub": "41", "tenant_id": tenant, "role": "customer_admin", "iat": now() + 10, "exp": now() + 300, "kind": "ws"}),
     );
     let mut recreated = connect(&gw.url(&again)).await;
     recreated.assert_alive().await;

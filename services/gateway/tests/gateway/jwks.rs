@@ -31,7 +31,8 @@ fn signed(key: &EncodingKey, alg: Algorithm, kid: &str, tenant: &str) -> String 
 }
 
 /// A gateway that takes keys only from the JWKS `app` serves at `/jwks.json`, fetching it again
-/// for an unknown kid at most every `min_refetch`.
+/// for an unknown kid at most every `min_refetch`, and before using keys fetched over a second
+/// ago (`PULSE_JWKS_MAX_AGE_SECONDS`).
 async fn gateway_with_jwks(app: axum::Router, min_refetch: Duration) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jwks_addr = listener.local_addr().unwrap();
@@ -40,9 +41,12 @@ async fn gateway_with_jwks(app: axum::Router, min_refetch: Duration) -> Gateway 
         c.jwt_secret = None;
         c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
         c.jwks_min_refetch = min_refetch;
+        c.jwks_max_age = JWKS_MAX_AGE;
     })
     .await
 }
+
+const JWKS_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_up() {
@@ -95,6 +99,24 @@ async fn rs256_and_es256_tokens_verify_against_the_jwks_and_rotation_is_picked_u
     let mut c = connect(&gw.url(&signed(&rsa, Algorithm::RS256, "rsa-2", &tenant))).await;
     c.assert_alive().await;
     assert!(fetches.load(std::sync::atomic::Ordering::SeqCst) > before);
+
+    // Removal: a key the issuer drops (a leaked one) is refused once the keys fetched are older
+    // than the max age, without an unknown kid having to come along; the others still verify.
+    served
+        .lock()
+        .keys
+        .retain(|k| k.common.key_id.as_deref() != Some("rsa-1"));
+    // The keys fetched for rsa-2 above are younger than the max age until it passes.
+    tokio::time::sleep(JWKS_MAX_AGE + Duration::from_millis(100)).await;
+    let mut c = connect(&gw.url(&signed(&rsa, Algorithm::RS256, "rsa-1", &tenant))).await;
+    assert_eq!(c.closed(Duration::from_secs(5)).await.code, 4001);
+    for token in [
+        signed(&rsa, Algorithm::RS256, "rsa-2", &tenant),
+        signed(&ec, Algorithm::ES256, "ec-1", &tenant),
+    ] {
+        let mut c = connect(&gw.url(&token)).await;
+        c.assert_alive().await;
+    }
 }
 
 #[tokio::test]
