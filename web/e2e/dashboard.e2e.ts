@@ -389,6 +389,31 @@ describe("dashboard in Chromium against a live stack", () => {
     await expect.poll(() => shownActivity(page), { timeout: 3_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
   }, 120_000);
 
+  it("loads Recent activity by itself after its first load failed, and then shows live events", async () => {
+    const other = await newWatchedContext(browser);
+    try {
+      let refused = 0;
+      await other.route("**/api/v2/events?topic=activity*", (route) => {
+        if (refused > 0) return route.continue();
+        refused += 1;
+        return route.fulfill({ status: 502, contentType: "text/plain", body: "bad gateway" });
+      });
+      const p = await other.newPage();
+      extraWatches.push(new PageWatch(p));
+      await p.goto(stack.webUrl);
+      await logInWithForm(p, stack.email, stack.password);
+      await waitLive(p);
+      // Nobody clicks Retry: the feed asks again by itself, and live events then show.
+      const summary = `Activity after a failed first load ${Date.now()}`;
+      await addAlert(summary, 2);
+      await openedEntries(p, summary).first().waitFor({ timeout: 10_000 });
+      expect(refused).toBe(1);
+      await expect.poll(() => shownActivity(p), { timeout: 5_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
+    } finally {
+      await other.close();
+    }
+  });
+
   it("delivers the same update to a second tab", async () => {
     await freshPage();
     const second = await context!.newPage();

@@ -13,7 +13,7 @@
 import { useCallback, useEffect, useReducer } from "react";
 
 import type { PulseClient } from "../client/index.js";
-import { ACTIVITY_ROWS, ACTIVITY_TOPIC, emptyActivityFeed, reduceActivity, type ActivityAction, type ActivityFeed } from "../model/activityFeed.js";
+import { ACTIVITY_ROWS, ACTIVITY_TOPIC, emptyActivityFeed, reduceActivity, retryDelayMs, type ActivityAction, type ActivityFeed } from "../model/activityFeed.js";
 import { checkEventsPage } from "../model/validate.js";
 import { getJson } from "./api.js";
 import { watchRefusedPushes } from "./refusedPushes.js";
@@ -98,5 +98,12 @@ export function useActivity(): ActivityFeed & { retry: () => void } {
   }, [client, loadRequest]);
 
   const retry = useCallback(() => dispatch({ type: "retry" }), []);
+  // A failed load is tried again by itself, backing off: live events wait for one.
+  const { loadError, loading, failures } = feed;
+  useEffect(() => {
+    if (loadError === null || loading) return;
+    const timer = setTimeout(retry, retryDelayMs(failures));
+    return () => clearTimeout(timer);
+  }, [loadError, loading, failures, retry]);
   return { ...feed, retry };
 }

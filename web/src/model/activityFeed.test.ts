@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { ACTIVITY_ROWS, emptyActivityFeed, reduceActivity, type ActivityAction, type ActivityFeed } from "./activityFeed.js";
+import { ACTIVITY_ROWS, emptyActivityFeed, reduceActivity, retryDelayMs, type ActivityAction, type ActivityFeed } from "./activityFeed.js";
 import { activityEvent, activityPage } from "./testing/fixtures.js";
 import { checkEventsPage } from "./validate.js";
 
@@ -65,6 +65,16 @@ describe("reduceActivity", () => {
     expect(feed.entries).toEqual([]);
     feed = run(feed, { type: "load-failed", request: 1, error: "old" });
     expect(feed.loadError).toBeNull();
+  });
+
+  it("counts failed loads in a row for the retries' backoff, and starts over after one loads", () => {
+    let feed = run(emptyActivityFeed, { type: "load-failed", request: 1, error: "HTTP 502" });
+    expect(feed.failures).toBe(1);
+    feed = run(feed, { type: "retry" }, { type: "load-failed", request: 2, error: "HTTP 502" });
+    expect(feed.failures).toBe(2);
+    expect([1, 2, 3, 6, 7, 20].map(retryDelayMs)).toEqual([2_000, 4_000, 8_000, 60_000, 60_000, 60_000]);
+    feed = run(feed, { type: "retry" }, { type: "loaded", request: 3, page: page([1]) });
+    expect(feed).toMatchObject({ failures: 0, loadError: null });
   });
 
   it("keeps live events through a failed load and applies them after a retry", () => {
@@ -154,12 +164,20 @@ describe("checkEventsPage", () => {
     expect(checked.value.events[1]).toMatchObject({ seq: 8, event: "alert:closed", deviceId: null, summary: null });
   });
 
-  it("refuses a page of another topic, a bad last_seq or a broken event", () => {
+  it("refuses a page of another topic or a bad last_seq, and leaves out a broken event, naming it", () => {
     expect(checkEventsPage({ ...activityPage([1]), topic: "tickets" }, "activity")).toEqual({ ok: false, error: 'topic must be "activity"' });
     expect(checkEventsPage({ ...activityPage([1]), last_seq: -1 }, "activity")).toEqual({ ok: false, error: "last_seq must be an integer ≥ 0" });
-    const broken = activityPage([1]);
-    broken.events[0] = activityEvent(1, { ts: "yesterday" });
-    expect(checkEventsPage(broken, "activity")).toEqual({ ok: false, error: "events[0].ts must be an RFC 3339 timestamp" });
     expect(checkEventsPage({ topic: "activity", events: {}, last_seq: 0 }, "activity")).toEqual({ ok: false, error: "events must be an array" });
+    // One broken event (written by SQL) costs the feed that event, not the whole page.
+    const broken = activityPage([1, 2, 3]);
+    broken.events[0] = activityEvent(1, { ts: "yesterday" });
+    broken.events[1] = activityEvent(2, { payload: { severity: "high" } });
+    const checked = checkEventsPage(broken, "activity");
+    expect(checked.ok).toBe(true);
+    if (!checked.ok) return;
+    expect(checked.value.events.map((e) => e.seq)).toEqual([3]);
+    expect(checked.value.malformed).toBe("events[0].ts must be an RFC 3339 timestamp");
+    const feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: checked.value });
+    expect(feed).toMatchObject({ known: 3, eventError: "events[0].ts must be an RFC 3339 timestamp", loadError: null });
   });
 });

@@ -38,6 +38,8 @@ export interface ActivityFeed {
   pending: readonly unknown[];
   /** Why the last load failed; cleared by the next one that succeeds. */
   loadError: string | null;
+  /** Loads failed in a row: the next is tried by itself after {@link retryDelayMs} of it. */
+  failures: number;
   /** Why the newest live event was refused; cleared by the next valid one. */
   eventError: string | null;
 }
@@ -51,8 +53,17 @@ export const emptyActivityFeed: ActivityFeed = Object.freeze({
   catchingUp: false,
   pending: [],
   loadError: null,
+  failures: 0,
   eventError: null,
 });
+
+/**
+ * How long after `failures` failed loads in a row the next is tried by itself: 2 s, doubling
+ * up to a minute. Live events wait for a load, so the feed must not wait for the user's click.
+ */
+export function retryDelayMs(failures: number): number {
+  return Math.min(60_000, 2_000 * 2 ** Math.max(0, failures - 1));
+}
 
 export type ActivityAction =
   /** A live event, as the client delivered it. */
@@ -103,6 +114,8 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
         loading: false,
         pending: [],
         loadError: null,
+        failures: 0,
+        eventError: action.page.malformed ?? state.eventError,
       };
       return state.pending.reduce<ActivityFeed>(
         (feed, message) => (feed.loading ? { ...feed, pending: [...feed.pending, message] } : applyEvent(feed, message)),
@@ -111,7 +124,7 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
     }
     case "load-failed":
       if (action.request !== state.loadRequest || !state.loading) return state;
-      return { ...state, loading: false, catchingUp: false, loadError: action.error };
+      return { ...state, loading: false, catchingUp: false, loadError: action.error, failures: state.failures + 1 };
     case "client-position":
       return action.request === state.loadRequest ? catchUp(state, action.position) : state;
     case "subscribed":

@@ -67,6 +67,8 @@ export interface EventsPage {
   events: ActivityEntry[];
   /** The topic's newest `seq` when the page was read; 0 when it has no events. */
   lastSeq: number;
+  /** Why the first of the page's events left out was malformed; `null` when none was. */
+  malformed: string | null;
 }
 
 /** The logged-in user, from `POST /api/v2/login` and `GET /api/v2/me`. */
@@ -190,15 +192,23 @@ export function checkActivityEvent(value: unknown, topic: string): Checked<Activ
   return check(() => activityEntry(value, "event", topic));
 }
 
-/** Checks the body of `GET /api/v2/events?topic=<topic>`, down to every event. */
+/**
+ * Checks the body of `GET /api/v2/events?topic=<topic>`, down to every event. An event that is
+ * malformed (a payload field of another type, written by SQL) is left out and named, as a live
+ * one is: refusing the whole page for it would leave the feed empty until it ages out.
+ */
 export function checkEventsPage(value: unknown, topic: string): Checked<EventsPage> {
   return check(() => {
     const body = object(value, "body");
     if (body.topic !== topic) fail("topic", JSON.stringify(topic));
-    return {
-      events: array(body.events, "events").map((e, i) => activityEntry(e, `events[${i}]`, topic)),
-      lastSeq: integer(body.last_seq, "last_seq"),
-    };
+    const events: ActivityEntry[] = [];
+    let malformed: string | null = null;
+    array(body.events, "events").forEach((e, i) => {
+      const entry = check(() => activityEntry(e, `events[${i}]`, topic));
+      if (entry.ok) events.push(entry.value);
+      else malformed ??= entry.error;
+    });
+    return { events, lastSeq: integer(body.last_seq, "last_seq"), malformed };
   });
 }
 
