@@ -384,9 +384,13 @@ stage "summary (targets: docs/BENCHMARKS.md)"
     gateway_rate="$(j peers-gateway '.stages[0].deliveries_per_gateway_cpu_second // 0')"
     for peer in peers-gateway peers-node-ws peers-nats-ws; do
       [[ -f "$OUT/$peer.json" ]] || continue
+      # A peer that refused connections would show fewer deliveries expected, and no loss.
+      printf '%-12s %-40s %-22s %s\n' peers "${peer#peers-}: connections established / failed" \
+        "$(j "$peer" '.connections | "\(.established) / \(.failed)"')" \
+        "$(j "$peer" 'if .connections.established < .connections.attempted then "NOT ALL CONNECTED" else "" end')"
       printf '%-12s %-40s %-22s %s\n' peers "${peer#peers-}: deliveries per CPU-second" \
         "$(j "$peer" '.stages[0].deliveries_per_gateway_cpu_second // 0 | round')" \
-        "$(jq -r --argjson gw "$gateway_rate" '.stages[0].deliveries_per_gateway_cpu_second // 0 | if . > 0 then "gateway x\($gw / . * 100 | round / 100)" else "" end' "$OUT/$peer.json")"
+        "$(jq -r --argjson gw "$gateway_rate" '.stages[0].deliveries_per_gateway_cpu_second // 0 | if . > 0 then "gateway/peer x\($gw / . * 100 | round / 100)" else "" end' "$OUT/$peer.json")"
       printf '%-12s %-40s %-22s %s\n' peers "${peer#peers-}: missing; p50 / p99 (ms)" \
         "$(j "$peer" '.stages[0] | "\(.missing); \(.latency.p50_ms) / \(.latency.p99_ms)"')" ""
     done
