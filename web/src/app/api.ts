@@ -9,6 +9,7 @@
  */
 
 import { checkMe, type Me } from "../model/validate.js";
+import { noteServerDate } from "./clock.js";
 
 /** A request that got an error answer; `message` is the API's message when it sent one. */
 export class HttpError extends Error {
@@ -72,7 +73,9 @@ async function errorOf(response: Response): Promise<HttpError> {
 /** GET `url` as JSON with the session cookie, within `timeoutMs`. */
 export async function getJson(url: string, signal?: AbortSignal, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
   return within(signal, timeoutMs, async (signal) => {
+    const sentAt = Date.now();
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
+    noteServerDate(response.headers.get("Date"), sentAt, Date.now());
     if (response.status === 401) reportSessionLost();
     if (!response.ok) throw await errorOf(response);
     return (await response.json()) as unknown;
@@ -82,7 +85,9 @@ export async function getJson(url: string, signal?: AbortSignal, timeoutMs = REQ
 /** The logged-in user, or `null` when there is no session. */
 export async function fetchMe(timeoutMs = REQUEST_TIMEOUT_MS): Promise<Me | null> {
   return within(undefined, timeoutMs, async (signal) => {
+    const sentAt = Date.now();
     const response = await fetch("/api/v2/me", { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
+    noteServerDate(response.headers.get("Date"), sentAt, Date.now());
     if (response.status === 401) return null;
     if (!response.ok) throw await errorOf(response);
     const checked = checkMe(await response.json());

@@ -17,6 +17,11 @@ async fn the_dashboard_is_served_with_security_cache_and_compression_headers() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["cache-control"], "no-cache");
     assert!(r.text().await.unwrap().contains("<title>Pulse</title>"));
+    // Every answer says the server's time: the dashboard counts "x s ago" on it.
+    let me = client.get(env.at("/api/v2/me")).send().await.unwrap();
+    let date = me.headers()["date"].to_str().unwrap().to_owned();
+    let year = time::OffsetDateTime::now_utc().year().to_string();
+    assert!(date.ends_with(" GMT") && date.contains(&year), "{date}");
 
     let r = client
         .get(env.at("/assets/app.js"))
