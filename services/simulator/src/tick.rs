@@ -29,9 +29,14 @@ impl Simulator {
                 metrics.push(reading);
             }
             let stamps = vec![ts; metrics.len()];
+            // Readings of devices (or tenants) deleted meanwhile are left out: one of them
+            // would fail the whole statement, tick after tick, for every tenant.
             let written = sqlx::query(
                 "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[])",
+                 SELECT r.* FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[]) \
+                             AS r(tenant_id, device_id, ts, metrics) \
+                  WHERE EXISTS (SELECT 1 FROM devices d \
+                                 WHERE d.tenant_id = r.tenant_id AND d.device_id = r.device_id)",
             )
             .bind(&tenant_ids)
             .bind(&device_ids)
@@ -111,9 +116,11 @@ impl Simulator {
         let tenant_id = &self.tenant_ids[tenant];
         match change {
             AlertChange::Insert(alert) => {
-                sqlx::query(
+                // Not for a device (or tenant) deleted meanwhile.
+                let opened = sqlx::query(
                     "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                      WHERE EXISTS (SELECT 1 FROM devices WHERE tenant_id = $1 AND device_id = $2)",
                 )
                 .bind(tenant_id)
                 .bind(&alert.device_id)
@@ -123,8 +130,9 @@ impl Simulator {
                 .bind(&alert.summary)
                 .execute(pool)
                 .await
-                .with_context(|| format!("cannot open an alert for tenant {tenant_id}"))?;
-                self.stats.alerts_opened += 1;
+                .with_context(|| format!("cannot open an alert for tenant {tenant_id}"))?
+                .rows_affected();
+                self.stats.alerts_opened += opened;
             }
             AlertChange::Acknowledge => {
                 self.stats.alerts_acknowledged += update_random_alert(

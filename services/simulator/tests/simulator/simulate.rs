@@ -71,15 +71,17 @@ async fn seeding_is_idempotent_and_the_simulator_writes_live_data() {
 }
 
 /// A demo left running keeps an hour of readings (`--keep-readings`): older readings of its own
-/// tenants go, in as many batches as they take; another tenant's, and newer ones, stay.
+/// tenants go, in as many batches and chunks of devices as they take; another tenant's, and
+/// newer ones, stay.
 #[tokio::test]
 async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() {
     let (db, tenant, args) =
-        demo(&["--devices", "5", "--sites", "1", "--keep-readings", "1h"]).await;
+        demo(&["--devices", "1500", "--sites", "1", "--keep-readings", "1h"]).await;
     pulse_simulator::seed(&db.pool, &args).await.unwrap();
     let other = db.tenant("other", 1).await;
-    // More old readings than one delete takes (10,000), spread over the demo's devices; a few
-    // of another tenant's as old; and the demo's readings of ten minutes ago.
+    // More old readings than one delete takes (10,000), spread over more devices than one
+    // chunk holds (1,000); a few of another tenant's as old; and the demo's readings of ten
+    // minutes ago.
     let insert = |tenant: &str, count: i64, age: &str| {
         let sql = format!(
             "INSERT INTO telemetry (tenant_id, device_id, ts, metrics) \
@@ -96,9 +98,9 @@ async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() 
                 .unwrap();
         }
     };
-    insert(&tenant, 5_000, "2 hours").await;
+    insert(&tenant, 10, "2 hours").await;
     insert(&other, 7, "2 hours").await;
-    insert(&tenant, 60, "10 minutes").await;
+    insert(&tenant, 2, "10 minutes").await;
     let old = |tenant: &str| {
         let sql = format!(
             "SELECT count(*) FROM telemetry WHERE tenant_id = '{tenant}' AND ts < now() - interval '1 hour'"
@@ -106,7 +108,7 @@ async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() 
         let db = &db;
         async move { count(db, &sql).await }
     };
-    assert_eq!(old(&tenant).await, 25_000);
+    assert_eq!(old(&tenant).await, 15_000);
 
     let stop = start(&db, args);
     eventually(
@@ -120,6 +122,53 @@ async fn readings_older_than_the_window_are_deleted_for_the_demo_tenants_only() 
         "SELECT count(*) FROM telemetry WHERE tenant_id = '{tenant}' \
            AND ts BETWEEN now() - interval '20 minutes' AND now() - interval '5 minutes'"
     );
-    assert_eq!(count(&db, &recent).await, 300);
+    assert_eq!(count(&db, &recent).await, 3_000);
+    stop().await;
+}
+
+/// A demo tenant deleted while the simulator runs (an operator trying the tenant purge) costs
+/// its own readings and alerts only: the other tenants' go on.
+#[tokio::test]
+async fn a_demo_tenant_deleted_meanwhile_stops_only_its_own_data() {
+    let (db, first, _) = demo(&[]).await;
+    let second = unique("demo");
+    let tenants = format!("{first},{second}");
+    let argv = [
+        "simulate",
+        "--tenants",
+        tenants.as_str(),
+        "--devices",
+        "10",
+        "--sites",
+        "2",
+        "--interval-ms",
+        "100",
+    ];
+    let args: SimulateArgs = parse_config(&argv);
+    pulse_simulator::seed(&db.pool, &args).await.unwrap();
+    let stop = start(&db, args);
+    let readings = || {
+        let sql = format!("SELECT count(*) FROM telemetry WHERE tenant_id = '{second}'");
+        let db = &db;
+        async move { count(db, &sql).await }
+    };
+    eventually(
+        "readings of both tenants",
+        Duration::from_secs(20),
+        || async { readings().await > 0 },
+    )
+    .await;
+    sqlx::query("DELETE FROM tenants WHERE tenant_id = $1")
+        .bind(&first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let before = readings().await;
+    eventually(
+        "the other tenant's readings go on",
+        Duration::from_secs(10),
+        || async { readings().await >= before + 50 },
+    )
+    .await;
     stop().await;
 }
