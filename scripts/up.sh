@@ -175,23 +175,28 @@ for port in "$web_ops_port" "${gateway_ports[@]}" "${poller_ports[@]}"; do
 done
 
 password="${PULSE_DEMO_PASSWORD:-pulse-demo}"
+# The logins the seeding found usable (its table in seed.log: TENANT EMAIL ROLE), not the ones
+# it meant to create: a user that already exists with another tenant or role is left as it is.
 logins=""
-IFS=, read -r -a demo_tenants <<<"${PULSE_SIM_TENANTS:-acme,globex}"
-# Seeding changes no user that exists: demo users from an earlier `make up` keep the password
-# they were seeded with. One login says whether the one printed below works.
-first_tenant="$(tr '[:upper:]' '[:lower:]' <<<"${demo_tenants[0]}")"
-login_status="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-  --data "{\"email\":\"viewer@$first_tenant.example\",\"password\":\"${password//\"/\\\"}\"}" \
-  "http://127.0.0.1:$web_port/api/v2/login" 2>/dev/null || true)"
-if [[ "$login_status" == 401 ]]; then
-  warn "the demo users were seeded by an earlier make up with another password than PULSE_DEMO_PASSWORD: they keep it (seeding changes no existing user); drop the database ${DATABASE_URL##*/} to seed them again"
+first_email=""
+while read -r email role; do
+  [[ -n "$first_email" ]] || first_email="$email"
+  logins+="$(printf '%-12s%-36s (%s)' "" "$email / $password" "$role")"$'\n'
+done < <(awk '/^Demo logins/ { table = 1; next } table && $2 ~ /@/ && $3 ~ /^customer_/ { print $2, $3 }' "$log_dir/seed.log")
+if [[ -z "$first_email" ]]; then
+  warn "seeding reported no usable demo login (see $logs_label/seed.log)"
+else
+  # Seeding changes no user that exists: demo users from an earlier `make up` keep the
+  # password they were seeded with. One login says whether the ones printed below work.
+  escaped="${password//\\/\\\\}"
+  escaped="${escaped//\"/\\\"}"
+  login_status="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data "{\"email\":\"$first_email\",\"password\":\"$escaped\"}" \
+    "http://127.0.0.1:$web_port/api/v2/login" 2>/dev/null || true)"
+  if [[ "$login_status" == 401 ]]; then
+    warn "the demo users were seeded by an earlier make up with another password than PULSE_DEMO_PASSWORD: they keep it (seeding changes no existing user); drop the database ${DATABASE_URL##*/} to seed them again"
+  fi
 fi
-for tenant in "${demo_tenants[@]}"; do
-  tenant="$(tr '[:upper:]' '[:lower:]' <<<"$tenant")"
-  for role in admin viewer; do
-    logins+="$(printf '%-12s%-36s (customer_%s)' "" "$role@$tenant.example / $password" "$role")"$'\n'
-  done
-done
 
 cat <<EOT
 
