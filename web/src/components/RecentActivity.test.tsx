@@ -16,6 +16,12 @@ const run = (...actions: ActivityAction[]) => actions.reduce(reduceActivity, emp
 const render = (feed: ActivityFeed) => renderToStaticMarkup(<ActivityView feed={{ ...feed, retry: () => {} }} />);
 
 describe("ActivityView", () => {
+  it("announces no count at every event: its meta is not a live region", () => {
+    const html = render(run({ type: "loaded", request: 1, page: page([1, 2]) }));
+    expect(html).toContain("newest 2");
+    expect(html).not.toContain("aria-live");
+  });
+
   it("shows a failed first load in place of the list, with a retry", () => {
     const html = render(run({ type: "load-failed", request: 1, error: "HTTP 502" }));
     expect(html).toContain("Could not load recent activity");

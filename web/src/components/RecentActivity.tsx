@@ -23,7 +23,8 @@ export function ActivityView({ feed, channel }: { feed: ActivityFeed & { retry: 
   const refreshing = feed.loading && feed.known !== null;
   const retry = feed.loading ? undefined : feed.retry;
   const actions = (
-    <span className="widget__meta" data-testid="activity-meta" aria-live="polite">
+    // Not a live region: "newest 3", "newest 4"… would be read out at every event.
+    <span className="widget__meta" data-testid="activity-meta">
       {refreshing ? "Refreshing…" : feed.known !== null ? `newest ${Math.min(feed.entries.length, ACTIVITY_ROWS)}` : ""}
     </span>
   );

@@ -19,7 +19,9 @@ function StatCard({ id, label, value, sub, tone, error }: CardProps) {
       <div className="stat__value" data-testid={`stat-${id}-value`}>
         {error || value === null ? "—" : value.toLocaleString("en-US")}
       </div>
-      <div className="stat__sub" title={error ?? undefined} role={error ? "alert" : undefined}>
+      {/* No alert role: the widget fed by the same channel (the alerts table, the device
+          table) announces the error once, not once per card. */}
+      <div className="stat__sub" title={error ?? undefined}>
         {error ? "Feed error: waiting for a valid update" : sub}
       </div>
     </div>
