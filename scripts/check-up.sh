@@ -34,7 +34,7 @@ out="$state/up.out"
 # Seven free ports in a random stretch above the usual service ports and below those the
 # kernel hands to outgoing connections (one of those could be taken by the time a service
 # binds it), each tried by binding it.
-read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=32768
+read -r ephemeral_low _ 2>/dev/null </proc/sys/net/ipv4/ip_local_port_range || ephemeral_low=32768
 ((ephemeral_low > 21000)) || ephemeral_low=61000
 port_free() {
   python3 -c 'import socket, sys

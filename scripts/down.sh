@@ -34,7 +34,7 @@ if [[ "${1:-}" != "--services-only" ]]; then
   # A server `make test` started is its own: only one `make up` recorded as started is stopped.
   if [[ -e "$run_dir/nats.started" ]]; then
     started="$(tr -dc '0-9' <"$run_dir/nats.started")"
-    if [[ -n "$started" && "$started" == "$(tr -dc '0-9' <"$PULSE_STATE_DIR/nats/nats.pid" 2>/dev/null)" ]]; then
+    if [[ -n "$started" && "$started" == "$(tr -dc '0-9' 2>/dev/null <"$PULSE_STATE_DIR/nats/nats.pid")" ]]; then
       stop_pid_file "$PULSE_STATE_DIR/nats/nats.pid"
       stopped=$((stopped + 1))
     fi

@@ -145,7 +145,17 @@ install_nats_server() {
 ensure_binary() {
   ((with_binary)) || return 0
   if ! bin="$(find_nats_server)"; then
+    local service_was_active=0
+    if have systemctl && systemctl is-active --quiet nats-server 2>/dev/null; then
+      service_was_active=1
+    fi
     install_nats_server
+    # Debian's package starts a server of its own (no JetStream) where systemd runs: the
+    # program was wanted, not that server.
+    if ((!service_was_active)) && have systemctl && systemctl is-active --quiet nats-server 2>/dev/null; then
+      log "stopping the nats-server service the package started; only the program was needed"
+      systemctl disable --now nats-server >&2 || warn "could not stop the nats-server service (systemctl disable --now nats-server)"
+    fi
   fi
   if [[ "$(command -v nats-server 2>/dev/null)" != "$bin" ]]; then
     mkdir -p "$NATS_DIR/bin"

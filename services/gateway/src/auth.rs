@@ -343,13 +343,8 @@ impl Authenticator {
                 "{alg:?} tokens are not accepted"
             )));
         }
-        // Keys fetched within the max age answer at once. Older, the document is fetched
-        // again first: a key the issuer removed (say, leaked) stops working. A fetch that fails
-        // keeps the keys there were.
-        let fresh =
-            (self.inner.jwks.read().fetched_at).is_some_and(|t| t.elapsed() < self.inner.max_age);
-        if fresh && let Some(found) = self.cached(kid, alg) {
-            return found;
+        if let Some(found) = self.cached(kid, alg) {
+            return self.known_key(kid, alg, found).await;
         }
         {
             // An async mutex held across the fetch on purpose (single flight): tokens with
@@ -386,6 +381,40 @@ impl Authenticator {
                 AuthError::Invalid("unknown signing key".into())
             })
         })
+    }
+
+    /// Answers for a `kid` the cache has (`found`). Keys fetched within the max age answer at
+    /// once. Older, the document is fetched again first, so a key the issuer removed (a leaked
+    /// one) stops working; meanwhile, and while the endpoint fails, the keys there were
+    /// answer: one fetch at a time, at most one per `PULSE_JWKS_MIN_REFETCH_SECONDS`, never a
+    /// queue of tokens waiting on an endpoint that hangs.
+    async fn known_key(
+        &self,
+        kid: &str,
+        alg: Algorithm,
+        found: Result<(DecodingKey, Algorithm), AuthError>,
+    ) -> Result<(DecodingKey, Algorithm), AuthError> {
+        let (fresh, tried_lately) = {
+            let cache = self.inner.jwks.read();
+            let within = |at: Option<Instant>, age: Duration| at.is_some_and(|t| t.elapsed() < age);
+            (
+                within(cache.fetched_at, self.inner.max_age),
+                within(cache.tried_at, self.inner.min_refetch),
+            )
+        };
+        if fresh || tried_lately {
+            return found;
+        }
+        let Ok(_one_at_a_time) = self.inner.refetch.try_lock() else {
+            return found;
+        };
+        self.inner.jwks.write().tried_at = Some(Instant::now());
+        if let Err(e) = self.refresh_jwks().await {
+            tracing::warn!(error = %e.without_url(), "cannot fetch JWKS; the keys fetched before stay");
+            return found;
+        }
+        self.cached(kid, alg)
+            .unwrap_or_else(|| Err(AuthError::Invalid("unknown signing key".into())))
     }
 
     fn cached(

@@ -222,6 +222,15 @@ pub enum ConfigError {
         pulse_common::duration::format(*ping)
     )]
     IdleBelowPing { idle: Duration, ping: Duration },
+    #[error(
+        "PULSE_JWKS_MAX_AGE_SECONDS ({}) must not be below PULSE_JWKS_MIN_REFETCH_SECONDS ({}): the keys could not be fetched again that soon",
+        pulse_common::duration::format(*max_age),
+        pulse_common::duration::format(*min_refetch)
+    )]
+    JwksMaxAge {
+        max_age: Duration,
+        min_refetch: Duration,
+    },
 }
 
 impl GatewayConfig {
@@ -243,6 +252,12 @@ impl GatewayConfig {
         }
         if self.ops_addr == Some(self.addr) && self.addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.addr));
+        }
+        if self.jwks_max_age < self.jwks_min_refetch {
+            return Err(ConfigError::JwksMaxAge {
+                max_age: self.jwks_max_age,
+                min_refetch: self.jwks_min_refetch,
+            });
         }
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::IdleBelowPing {
@@ -290,6 +305,13 @@ mod tests {
             check(&["--jwt-secret", LONG, "--jwt-secret-previous", LONG]),
             None
         );
+        // Keys cannot be fetched again sooner than the refetch interval allows.
+        let short = check(&["--jwks-max-age-seconds", "10"]).unwrap();
+        assert!(
+            short.contains("PULSE_JWKS_MAX_AGE_SECONDS (10s)"),
+            "{short}"
+        );
+        assert_eq!(check(&["--jwks-max-age-seconds", "30"]), None);
     }
 
     #[test]

@@ -1141,6 +1141,21 @@ describe("token renewal", () => {
     await expectRenewalRetried(t, socket, getTicket);
   });
 
+  it("asks a ticket endpoint that fails fast again at most once a second, near the expiry too", async () => {
+    const good = ticketSource();
+    const getTicket = vi.fn(async (): Promise<Ticket> => {
+      if (getTicket.mock.calls.length > 1) throw new Error("HTTP 503");
+      return good();
+    });
+    const t = setup({ getTicket });
+    const socket = await t.connect();
+    socket.push({ type: "pong" });
+    // Renewals at 45, 50 and 55 s, then at 57 s (3 s before the expiry), then once a second.
+    await t.advanceAndSettle(59_500);
+    expect(getTicket.mock.calls.length).toBeGreaterThanOrEqual(6);
+    expect(getTicket.mock.calls.length).toBeLessThanOrEqual(8);
+  });
+
   it("gives a slow renewal up in time to ask again before the token expires", async () => {
     const good = ticketSource();
     // The first renewal answers after 11 s, once its token has 4 s left.

@@ -965,11 +965,13 @@ export class PulseClient {
 
   /**
    * Renews again after `renewRetryMs`, or sooner: at the latest {@link RENEW_LAST_TRY_MS} before
-   * the current token expires, since by then the gateway has closed the connection.
+   * the current token expires, since by then the gateway has closed the connection; and never
+   * sooner than {@link MIN_RENEW_DELAY_MS}.
    */
   private renewAgain(): void {
     const left = this.tokenEndsAt - this.now();
-    this.renewTimer.set(() => this.renew(), Math.max(0, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
+    // Never at once: a ticket endpoint failing fast would otherwise be asked in a loop.
+    this.renewTimer.set(() => this.renew(), Math.max(MIN_RENEW_DELAY_MS, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
   }
 
   /**

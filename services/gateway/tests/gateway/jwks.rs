@@ -32,7 +32,7 @@ fn signed(key: &EncodingKey, alg: Algorithm, kid: &str, tenant: &str) -> String 
 
 /// A gateway that takes keys only from the JWKS `app` serves at `/jwks.json`, fetching it again
 /// for an unknown kid at most every `min_refetch`, and before using keys fetched over a second
-/// ago (`PULSE_JWKS_MAX_AGE_SECONDS`).
+/// (or `min_refetch`) ago (`PULSE_JWKS_MAX_AGE_SECONDS`).
 async fn gateway_with_jwks(app: axum::Router, min_refetch: Duration) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jwks_addr = listener.local_addr().unwrap();
@@ -41,7 +41,7 @@ async fn gateway_with_jwks(app: axum::Router, min_refetch: Duration) -> Gateway 
         c.jwt_secret = None;
         c.jwks_url = Some(format!("http://{jwks_addr}/jwks.json"));
         c.jwks_min_refetch = min_refetch;
-        c.jwks_max_age = JWKS_MAX_AGE;
+        c.jwks_max_age = JWKS_MAX_AGE.max(min_refetch);
     })
     .await
 }
