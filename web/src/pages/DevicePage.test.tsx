@@ -2,7 +2,7 @@ import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 
 import { reduceDeviceReadings, type DeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
-import { TelemetryBody } from "./DevicePage.js";
+import { LatestReading, MAX_METRICS_SHOWN, RecentReadings, TelemetryBody } from "./DevicePage.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
 const detail = { device_id: "dev-1", site_id: "s", status: "ONLINE" as const, last_seen_at: null, battery_pct: null, latest: null };
@@ -52,5 +52,25 @@ describe("TelemetryBody", () => {
     const html = render(recovered);
     expect(html).toContain('class="charts"');
     expect(html).not.toContain("stale-notice");
+  });
+});
+
+describe("a reading with more metrics than can be shown", () => {
+  // A device sends what it likes: 5,000 keys, and a value of 100,000 characters.
+  const metrics: Record<string, unknown> = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`m${String(i).padStart(4, "0")}`, i]));
+  metrics.m0000 = "x".repeat(100_000);
+  const huge = { timestamp: "2026-11-22T10:00:00Z", at: Date.parse("2026-11-22T10:00:00Z"), metrics };
+
+  it("shows at most MAX_METRICS_SHOWN tiles, says how many more, and cuts a long value", () => {
+    const html = renderToStaticMarkup(<LatestReading reading={huge} />);
+    expect(html.match(/data-metric=/g)).toHaveLength(MAX_METRICS_SHOWN);
+    expect(html).toContain(`and ${5_000 - MAX_METRICS_SHOWN} more metrics not shown`);
+    expect(html.length).toBeLessThan(20_000);
+  });
+
+  it("gives the readings table at most MAX_METRICS_SHOWN columns", () => {
+    const html = renderToStaticMarkup(<RecentReadings readings={[huge]} />);
+    expect(html.match(/<th>/g)).toHaveLength(MAX_METRICS_SHOWN + 1);
+    expect(html.length).toBeLessThan(20_000);
   });
 });

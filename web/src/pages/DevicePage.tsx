@@ -17,6 +17,18 @@ import { findDevice } from "../model/fleetFeed.js";
 import type { Reading } from "../model/validate.js";
 
 const RECENT_ROWS = 15;
+/**
+ * Most metrics shown as tiles and as columns: a device sends what it likes, and a reading with
+ * thousands of keys would otherwise make thousands of cells, every reading, and freeze the tab.
+ */
+export const MAX_METRICS_SHOWN = 24;
+/** A longer text value is shown cut, whole in its tooltip. */
+const MAX_VALUE_CHARS = 80;
+
+function shortValue(value: unknown): { text: string; whole?: string } {
+  const text = metricValue(value);
+  return text.length > MAX_VALUE_CHARS ? { text: `${text.slice(0, MAX_VALUE_CHARS - 1)}…`, whole: text.slice(0, 2_000) } : { text };
+}
 
 /** The way back to the list, and the device's id as the page's heading (focused on navigation). */
 function PageTitle({ deviceId }: { deviceId: string }) {
@@ -132,28 +144,35 @@ function newest(a: string | null, b: string | null): string | null {
   return Date.parse(b) > Date.parse(a) ? b : a;
 }
 
-function LatestReading({ reading }: { reading: Reading }) {
-  const entries = Object.entries(reading.metrics);
+export function LatestReading({ reading }: { reading: Reading }) {
+  const all = Object.entries(reading.metrics);
+  const entries = all.slice(0, MAX_METRICS_SHOWN);
   return (
     <div className="latest" data-testid="latest-reading">
       <div className="latest__time" title={dateTime(reading.timestamp)}>
         <RelativeTime timestamp={reading.timestamp} />
       </div>
       <div className="latest__metrics">
-        {entries.map(([key, value]) => (
-          <div className="metric" key={key} data-metric={key}>
-            <div className="metric__label">{metricLabel(key)}</div>
-            <div className="metric__value">{metricValue(value)}</div>
-          </div>
-        ))}
+        {entries.map(([key, value]) => {
+          const shown = shortValue(value);
+          return (
+            <div className="metric" key={key} data-metric={key}>
+              <div className="metric__label">{metricLabel(key)}</div>
+              <div className="metric__value" title={shown.whole}>
+                {shown.text}
+              </div>
+            </div>
+          );
+        })}
       </div>
+      {all.length > entries.length && <p className="placeholder">and {all.length - entries.length} more metrics not shown</p>}
     </div>
   );
 }
 
-function RecentReadings({ readings }: { readings: readonly Reading[] }) {
+export function RecentReadings({ readings }: { readings: readonly Reading[] }) {
   const recent = useMemo(() => readings.slice(-RECENT_ROWS).reverse(), [readings]);
-  const keys = useMemo(() => [...new Set(recent.flatMap((r) => Object.keys(r.metrics)))].sort(), [recent]);
+  const keys = useMemo(() => [...new Set(recent.flatMap((r) => Object.keys(r.metrics)))].sort().slice(0, MAX_METRICS_SHOWN), [recent]);
   if (recent.length === 0) return <p className="placeholder">No readings.</p>;
   return (
     <div className="table-scroll table-scroll--short" tabIndex={0} role="region" aria-label="Recent readings, scrollable">
@@ -172,11 +191,14 @@ function RecentReadings({ readings }: { readings: readonly Reading[] }) {
               <td className="cell-mono" title={dateTime(r.timestamp)}>
                 {clockTime(r.at)}
               </td>
-              {keys.map((k) => (
-                <td key={k} className="cell-num">
-                  {metricValue(r.metrics[k])}
-                </td>
-              ))}
+              {keys.map((k) => {
+                const shown = shortValue(r.metrics[k]);
+                return (
+                  <td key={k} className="cell-num" title={shown.whole}>
+                    {shown.text}
+                  </td>
+                );
+              })}
             </tr>
           ))}
         </tbody>
