@@ -87,13 +87,14 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
-    if email.is_empty()
-        || body.password.is_empty()
-        || email.len() > 320
-        || body.password.len() > 1024
-    {
+    if email.is_empty() || body.password.is_empty() {
         return Err(ApiError::BadRequest(
             "email and password are required".into(),
+        ));
+    }
+    if email.len() > 320 || body.password.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "an email is at most 320 bytes and a password at most 1024".into(),
         ));
     }
     let client = state.logins.client(peer.ip(), &headers);

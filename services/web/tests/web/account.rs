@@ -209,6 +209,16 @@ async fn bad_logins_are_refused_and_rate_limited() {
         .post_login(&client, &email, &"x".repeat(200 * 1024))
         .await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
+    // Too long to be anyone's: said so, not "required".
+    let r = env.post_login(&client, &email, &"x".repeat(2_000)).await;
+    assert_eq!(r.status(), 400);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 1024")),
+        "{answer}"
+    );
     let r = env.post_login(&client, "nobody@nowhere.example", "x").await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
     for _ in 0..5 {
