@@ -38,6 +38,28 @@ async function freshPage(): Promise<void> {
   ({ context, page, watch } = await openLoggedIn(browser, stack));
 }
 
+/**
+ * Runs `body` with a page in a context of its own (cookies, routes, network), logged in as
+ * `email` and Live; `prepare` runs on the context first (to set routes). Closed after.
+ */
+async function inOwnContext(
+  body: (p: Page, own: BrowserContext) => Promise<void>,
+  { email = stack.email, prepare }: { email?: string; prepare?: (own: BrowserContext) => Promise<unknown> } = {},
+): Promise<void> {
+  const own = await newWatchedContext(browser);
+  try {
+    await prepare?.(own);
+    const p = await own.newPage();
+    extraWatches.push(new PageWatch(p));
+    await p.goto(stack.webUrl);
+    await logInWithForm(p, email, stack.password);
+    await waitLive(p);
+    await body(p, own);
+  } finally {
+    await own.close();
+  }
+}
+
 const dev = (n: number) => `dev-${String(n).padStart(4, "0")}`;
 
 function alertRow(p: Page, summary: string) {
@@ -390,28 +412,24 @@ describe("dashboard in Chromium against a live stack", () => {
   }, 120_000);
 
   it("loads Recent activity by itself after its first load failed, and then shows live events", async () => {
-    const other = await newWatchedContext(browser);
-    try {
-      let refused = 0;
-      await other.route("**/api/v2/events?topic=activity*", (route) => {
+    let refused = 0;
+    const failOnce = (own: BrowserContext) =>
+      own.route("**/api/v2/events?topic=activity*", (route) => {
         if (refused > 0) return route.continue();
         refused += 1;
         return route.fulfill({ status: 502, contentType: "text/plain", body: "bad gateway" });
       });
-      const p = await other.newPage();
-      extraWatches.push(new PageWatch(p));
-      await p.goto(stack.webUrl);
-      await logInWithForm(p, stack.email, stack.password);
-      await waitLive(p);
-      // Nobody clicks Retry: the feed asks again by itself, and live events then show.
-      const summary = `Activity after a failed first load ${Date.now()}`;
-      await addAlert(summary, 2);
-      await openedEntries(p, summary).first().waitFor({ timeout: 10_000 });
-      expect(refused).toBe(1);
-      await expect.poll(() => shownActivity(p), { timeout: 5_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
-    } finally {
-      await other.close();
-    }
+    await inOwnContext(
+      async (p) => {
+        // Nobody clicks Retry: the feed asks again by itself, and live events then show.
+        const summary = `Activity after a failed first load ${Date.now()}`;
+        await addAlert(summary, 2);
+        await openedEntries(p, summary).first().waitFor({ timeout: 10_000 });
+        expect(refused).toBe(1);
+        await expect.poll(() => shownActivity(p), { timeout: 5_000 }).toEqual(await activitySeqs(stack.db, stack.tenant));
+      },
+      { prepare: failOnce },
+    );
   });
 
   it("delivers the same update to a second tab", async () => {
@@ -627,24 +645,16 @@ describe("dashboard in Chromium against a live stack", () => {
   });
 
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {
-    const other = await newWatchedContext(browser);
-    try {
-      const p = await other.newPage();
-      extraWatches.push(new PageWatch(p));
-      await p.goto(stack.webUrl);
-      await logInWithForm(p, stack.email, stack.password);
-      await waitLive(p);
-      await other.clearCookies(); // the session is gone
-      await other.setOffline(true);
+    await inOwnContext(async (p, own) => {
+      await own.clearCookies(); // the session is gone
+      await own.setOffline(true);
       await expect.poll(() => p.getByTestId("connection").getAttribute("data-state"), { timeout: 5_000 }).toBe("offline");
       expect(await p.getByTestId("connection").textContent()).toBe("Offline");
-      await other.setOffline(false); // reconnecting asks for a ticket: 401
+      await own.setOffline(false); // reconnecting asks for a ticket: 401
       await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
       expect(new URL(p.url()).pathname).toBe("/login");
       expect(await p.getByRole("status").textContent()).toContain("session has ended");
-    } finally {
-      await other.close();
-    }
+    });
   });
 
   it("sends a user who is deleted while the page is live to the login page (4003), not to an offline page", async () => {
@@ -653,20 +663,15 @@ describe("dashboard in Chromium against a live stack", () => {
       email,
       stack.email,
     ]);
-    const other = await newWatchedContext(browser);
-    try {
-      const p = await other.newPage();
-      extraWatches.push(new PageWatch(p));
-      await p.goto(stack.webUrl);
-      await logInWithForm(p, email, stack.password);
-      await waitLive(p);
-      await stack.db.query("DELETE FROM users WHERE email = $1", [email]);
-      await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
-      expect(await closeCodes(p)).toContain(4003);
-      expect(new URL(p.url()).pathname).toBe("/login");
-    } finally {
-      await other.close();
-    }
+    await inOwnContext(
+      async (p) => {
+        await stack.db.query("DELETE FROM users WHERE email = $1", [email]);
+        await p.getByTestId("login-page").waitFor({ timeout: 10_000 });
+        expect(await closeCodes(p)).toContain(4003);
+        expect(new URL(p.url()).pathname).toBe("/login");
+      },
+      { email },
+    );
   });
 
   it("logs out: back to the login page, the session and the socket closed; a failed logout says so", async () => {

@@ -59,6 +59,19 @@ function hangingTicketSource(hangingCall: number) {
   return { getTicket, signals };
 }
 
+/**
+ * A client on `getTicket`, connected, at its first renewal (45 s into a 60 s ticket: the second
+ * ticket asked for), its socket answering.
+ */
+async function atFirstRenewal(getTicket: PulseClientOptions["getTicket"]) {
+  const t = setup({ getTicket });
+  const socket = await t.connect();
+  await t.advanceAndSettle(45_000);
+  expect(getTicket).toHaveBeenCalledTimes(2);
+  socket.push({ type: "pong" });
+  return { t, socket };
+}
+
 /** The `auth` requests sent on `socket`. */
 function authRequests(socket: FakeWebSocket): Extract<ClientRequest, { action: "auth" }>[] {
   return socket.requests.filter((r) => r.action === "auth");
@@ -1131,11 +1144,7 @@ describe("token renewal", () => {
 
   it("gives up a renewal that hangs and tries again", async () => {
     const { getTicket, signals } = hangingTicketSource(2);
-    const t = setup({ getTicket });
-    const socket = await t.connect();
-    await t.advanceAndSettle(45_000);
-    expect(getTicket).toHaveBeenCalledTimes(2);
-    socket.push({ type: "pong" });
+    const { t, socket } = await atFirstRenewal(getTicket);
     await t.advanceAndSettle(10_000);
     expect(signals[1]?.aborted).toBe(true);
     await expectRenewalRetried(t, socket, getTicket);
@@ -1164,11 +1173,7 @@ describe("token renewal", () => {
       if (getTicket.mock.calls.length === 2) await new Promise((resolve) => setTimeout(resolve, 11_000));
       return ticket;
     });
-    const t = setup({ getTicket });
-    const socket = await t.connect();
-    await t.advanceAndSettle(45_000);
-    expect(getTicket).toHaveBeenCalledTimes(2);
-    socket.push({ type: "pong" });
+    const { t, socket } = await atFirstRenewal(getTicket);
     // Given up within half the 15 s left, and asked again 3 s before the expiry at the latest.
     await t.advanceAndSettle(12_500);
     expect(getTicket).toHaveBeenCalledTimes(3);
