@@ -39,6 +39,15 @@ const READ_STALL: Duration = Duration::from_secs(5);
 /// [`DeviceRegistry::read_ahead`].
 pub const PER_TENANT_READS: usize = 16;
 
+/// How long a deleted key's marker stays in the bucket. A watcher of the bucket away for less
+/// still sees the deletion; past it, the marker is purged as the bucket is read, or the marker
+/// of every device ever removed would stay for good (the bucket keeps a key's last message),
+/// and every activation would read them all.
+pub const MARKERS_KEPT: Duration = Duration::from_secs(30 * 60);
+
+/// Most markers purged by one read of the bucket; the rest go at a later read.
+const MARKERS_PURGED_PER_READ: usize = 1_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot create or update the {DEVICES_BUCKET} bucket: {0}")]
@@ -88,6 +97,10 @@ pub struct DeviceRegistry {
     reads: u64,
     /// How many times the whole bucket was read.
     bucket_reads: u64,
+    /// How long deletion markers are kept ([`MARKERS_KEPT`]).
+    markers_kept: Duration,
+    /// Deletion markers purged so far.
+    markers_purged: std::sync::atomic::AtomicU64,
 }
 
 impl DeviceRegistry {
@@ -101,7 +114,21 @@ impl DeviceRegistry {
             known: HashMap::new(),
             reads: 0,
             bucket_reads: 0,
+            markers_kept: MARKERS_KEPT,
+            markers_purged: Default::default(),
         })
+    }
+
+    /// Keeps deletion markers `kept` instead of [`MARKERS_KEPT`] (tests cannot wait that long).
+    pub fn keep_markers_for(mut self, kept: Duration) -> Self {
+        self.markers_kept = kept;
+        self
+    }
+
+    /// Deletion markers this registry purged from the bucket.
+    pub fn markers_purged(&self) -> u64 {
+        self.markers_purged
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Devices listed for `tenant`.
@@ -248,6 +275,7 @@ impl DeviceRegistry {
             .map_err(|e| e.to_string())?;
         let mut read = 0_u64;
         let mut listed: HashMap<TenantId, HashSet<DeviceId>> = HashMap::new();
+        let mut stale = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(listed);
         }
@@ -258,7 +286,9 @@ impl DeviceRegistry {
                 .map_err(|_| format!("nothing came for {READ_STALL:?} after {read} keys"))?
                 .ok_or("the read ended early")?
                 .map_err(|e| e.to_string())?;
-            let pending = message.info().map_err(|e| e.to_string())?.pending;
+            let info = message.info().map_err(|e| e.to_string())?;
+            let (pending, sequence, published) =
+                (info.pending, info.stream_sequence, info.published);
             read += 1;
             let removed = message
                 .headers
@@ -272,8 +302,41 @@ impl DeviceRegistry {
             {
                 listed.entry(tenant).or_default().insert(device);
             }
+            if removed
+                && stale.len() < MARKERS_PURGED_PER_READ
+                && time::OffsetDateTime::now_utc() - published > self.markers_kept
+            {
+                stale.push((message.subject.to_string(), sequence));
+            }
             if pending == 0 {
-                return Ok(listed);
+                break;
+            }
+        }
+        self.purge_markers(stale).await;
+        Ok(listed)
+    }
+
+    /// Purges the deletion markers `stale` (subject, stream sequence), each only up to its own
+    /// sequence: a key written again meanwhile keeps its new value. A purge that fails is tried
+    /// at a later read.
+    async fn purge_markers(&self, stale: Vec<(String, u64)>) {
+        for (subject, sequence) in stale {
+            let purged = self
+                .store
+                .stream
+                .purge()
+                .filter(subject.as_str())
+                .sequence(sequence + 1)
+                .await;
+            match purged {
+                Ok(_) => {
+                    self.markers_purged
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(%subject, error = %e, "cannot purge a deletion marker yet");
+                    return;
+                }
             }
         }
     }

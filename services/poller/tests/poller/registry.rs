@@ -427,3 +427,55 @@ async fn registry_writes_refused_at_first_are_made_once_they_are_allowed() {
     .await;
     poller.stop().await;
 }
+
+/// A deleted key's marker stays while it is younger than the time kept (a watcher of the
+/// bucket away for less still sees the deletion), and is purged at a read once older: the
+/// markers of every device ever removed would otherwise stay for good.
+#[tokio::test]
+async fn deletion_markers_are_purged_once_older_than_kept() {
+    use pulse_poller::registry::{self, DeviceRegistry};
+    use pulse_proto::subject::{DEVICES_BUCKET, device_key};
+    use pulse_proto::{DeviceId, TenantId};
+
+    let nats = pulse_test_support::nats::PrivateNats::start().await;
+    let js =
+        async_nats::jetstream::new(pulse_test_support::nats::connect(&nats.url).await.unwrap());
+    let mine = TenantId::parse(unique("reg-markers")).unwrap();
+    let key = |device: &str| device_key(&mine, &DeviceId::parse(device).unwrap());
+    let store = registry::ensure(&js, 1).await.unwrap();
+    for device in ["dev-a", "dev-b"] {
+        store.put(key(device), Default::default()).await.unwrap();
+        store.delete(key(device)).await.unwrap();
+    }
+    store.put(key("dev-c"), Default::default()).await.unwrap();
+    let stream = js.get_stream(format!("KV_{DEVICES_BUCKET}")).await.unwrap();
+    let held = |device: &str| {
+        let subject = format!("$KV.{DEVICES_BUCKET}.{}", key(device));
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .is_ok()
+        }
+    };
+
+    // Younger than kept (the default half hour): the markers stay.
+    let mut registry = DeviceRegistry::open(&js, 1).await.unwrap();
+    registry.sync(&mine, ["dev-c"]).await.unwrap();
+    assert_eq!(registry.markers_purged(), 0);
+    assert!(held("dev-a").await && held("dev-b").await);
+
+    // Older than kept (a second here): purged at the next read; the live key stays.
+    let kept = Duration::from_secs(1);
+    tokio::time::sleep(kept + Duration::from_millis(200)).await;
+    let mut registry = DeviceRegistry::open(&js, 1)
+        .await
+        .unwrap()
+        .keep_markers_for(kept);
+    registry.sync(&mine, ["dev-c"]).await.unwrap();
+    assert_eq!(registry.markers_purged(), 2);
+    assert!(!held("dev-a").await && !held("dev-b").await);
+    assert!(held("dev-c").await);
+    assert_eq!(listed_on(&js, mine.as_str()).await, set(&["dev-c"]));
+}
