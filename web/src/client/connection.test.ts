@@ -72,6 +72,22 @@ async function atFirstRenewal(getTicket: PulseClientOptions["getTicket"]) {
   return { t, socket };
 }
 
+/**
+ * Runs the fake timers `ms` in steps of 20 ms, checking that what the client sends on `socket`
+ * stays within the gateway's defaults: bursts of 100 messages, refilled at 50 a second, every
+ * frame counting (those sent so far included).
+ */
+async function expectWithinTheGatewaysRate(socket: FakeWebSocket, ms: number): Promise<void> {
+  let allowance = 100 - socket.sent.length;
+  let counted = socket.sent.length;
+  for (let elapsed = 0; elapsed < ms; elapsed += 20) {
+    await vi.advanceTimersByTimeAsync(20);
+    allowance = Math.min(100, allowance + 1) - (socket.sent.length - counted);
+    counted = socket.sent.length;
+    expect(allowance).toBeGreaterThanOrEqual(0);
+  }
+}
+
 /** The `auth` requests sent on `socket`. */
 function authRequests(socket: FakeWebSocket): Extract<ClientRequest, { action: "auth" }>[] {
   return socket.requests.filter((r) => r.action === "auth");
@@ -1142,6 +1158,23 @@ describe("token renewal", () => {
     expect(getTicket).toHaveBeenCalledTimes(2);
   });
 
+  it("aborts a ticket request still out when the client closes, or when the socket a renewal is for goes", async () => {
+    const first = hangingTicketSource(1);
+    const t = setup({ getTicket: first.getTicket });
+    t.client.start();
+    await settle();
+    expect(first.signals[0]?.aborted).toBe(false);
+    t.client.close();
+    expect(first.signals[0]?.aborted).toBe(true);
+
+    const renewal = hangingTicketSource(2);
+    const { t: renewing, socket } = await atFirstRenewal(renewal.getTicket);
+    expect(renewal.signals[1]?.aborted).toBe(false);
+    socket.serverClose(1006);
+    expect(renewal.signals[1]?.aborted).toBe(true);
+    renewing.client.close();
+  });
+
   it("gives up a renewal that hangs and tries again", async () => {
     const { getTicket, signals } = hangingTicketSource(2);
     const { t, socket } = await atFirstRenewal(getTicket);
@@ -1345,17 +1378,23 @@ describe("subscription states", () => {
     // The gateway's defaults: bursts of 100 messages, refilled at 50 a second; every frame counts.
     expect(socket.sent.length).toBeLessThanOrEqual(100);
     expect(subscribed()).toHaveLength(80);
-    let allowance = 100 - socket.sent.length;
-    let counted = socket.sent.length;
-    for (let ms = 0; ms < 5_000; ms += 20) {
-      await vi.advanceTimersByTimeAsync(20);
-      allowance = Math.min(100, allowance + 1) - (socket.sent.length - counted);
-      counted = socket.sent.length;
-      expect(allowance).toBeGreaterThanOrEqual(0);
-    }
+    await expectWithinTheGatewaysRate(socket, 5_000);
     expect(subscribed()).toHaveLength(220);
     expect(new Set(subscribed()).size).toBe(220);
     expect(t.client.subscriptionStatus({ type: "device", device_id: "dev-219" })?.state).toBe("pending");
+  });
+
+  it("paces the subscribes asked again after a refusal, with the rest", async () => {
+    const t = setup();
+    for (let i = 0; i < 220; i += 1) t.client.subscribe({ type: "device", device_id: `dev-${i}` });
+    const socket = await t.connect();
+    const subscribes = () => socket.requests.filter((r) => r.action === "subscribe").length;
+    // The gateway has no NATS link just then: the first 80 are refused for now, together.
+    for (let i = 0; i < 80; i += 1) {
+      socket.push({ type: "error", code: "unavailable", message: "retry shortly", channel: "device", device_id: `dev-${i}` });
+    }
+    await expectWithinTheGatewaysRate(socket, 10_000);
+    expect(subscribes()).toBe(300);
   });
 
   it("sends neither subscribe nor unsubscribe for a channel released while its subscribe waits for a slot", async () => {

@@ -279,6 +279,8 @@ export class PulseClient {
   private readonly retryTimer: TimerSlot;
   private readonly connectTimer: TimerSlot;
   private readonly renewTimer: TimerSlot;
+  /** Ticket requests not answered yet (the attempt's, a renewal's). */
+  private readonly ticketRequests = new Set<AbortController>();
   /** When the current socket's token expires, by this clock (from its lifetime). */
   private tokenEndsAt = Number.POSITIVE_INFINITY;
   /** When the renewed token in flight expires, by this clock: the current one once taken. */
@@ -598,7 +600,11 @@ export class PulseClient {
     );
   }
 
-  /** Asks for a ticket with an abort handle, whatever `getTicket` throws or returns. */
+  /**
+   * Asks for a ticket with an abort handle, whatever `getTicket` throws or returns. The request
+   * is aborted too when the socket it is for is dropped (`close()`, the network gone, a new
+   * attempt): nothing would use its answer, and the app's fetcher must not act on it.
+   */
   private requestTicket(): { promise: Promise<Ticket>; abort: () => void } {
     const controller = typeof AbortController === "function" ? new AbortController() : undefined;
     let promise: Promise<Ticket>;
@@ -606,6 +612,11 @@ export class PulseClient {
       promise = Promise.resolve(this.getTicket(controller?.signal));
     } catch (error) {
       promise = Promise.reject(error);
+    }
+    if (controller) {
+      this.ticketRequests.add(controller);
+      const settled = () => this.ticketRequests.delete(controller);
+      promise.then(settled, settled);
     }
     return { promise, abort: () => controller?.abort() };
   }
@@ -830,6 +841,8 @@ export class PulseClient {
     const socket = this.socket;
     this.socket = undefined;
     this.socketOpen = false;
+    for (const request of this.ticketRequests) request.abort();
+    this.ticketRequests.clear();
     this.connectTimer.clear();
     this.renewTimer.clear();
     this.heartbeat.stop();
@@ -1290,21 +1303,29 @@ export class PulseClient {
     for (const [topic, holding] of this.holdings) {
       if (holding.status.state !== "pending") continue;
       if (holding.queued) this.subscribeInTurn(topic, holding, this.pacer.reserve());
-      else if (holding.sent) this.retrySubscribe(topic, holding, error, this.pacer.reserve());
+      else if (holding.sent) this.retrySubscribe(topic, holding, error, { slot: this.pacer.reserve() });
     }
   }
 
+  /**
+   * Subscribes `holding` again after its backoff, then in turn with the other requests (many
+   * refused together would otherwise all ask again within the same second, past the gateway's
+   * rate); or at `slot`, a slot of the pacer already reserved for it.
+   */
   private retrySubscribe(
     topic: DataTopic,
     holding: Holding,
     error: { code: string; message: string } | undefined,
-    delay = holding.backoff.next(),
+    { slot }: { slot?: number } = {},
   ): void {
+    const delay = slot ?? holding.backoff.next();
     const next: Partial<SubscriptionStatus> = { state: "retrying", nextAttemptAt: this.now() + delay };
     holding.refused = true;
     this.setSubscription(holding, error ? { ...next, error } : next);
     holding.timer.set(() => {
-      if (this.holdings.get(topic) === holding && this.socketOpen) this.sendSubscribe(topic, holding);
+      if (this.holdings.get(topic) !== holding || !this.socketOpen) return;
+      if (slot === undefined) this.subscribeInTurn(topic, holding);
+      else this.sendSubscribe(topic, holding);
     }, delay);
   }
 
