@@ -10,10 +10,9 @@
 //! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
 //! closed with 4003 at once instead. A token issued more than [`DELETION_MARGIN`] after the
 //! deletion (`iat`) is let in: the id may name a user created again, in a database restored or
-//! reset. A role change (or a move
-//! to another tenant, which the old tenant sees as one) is remembered as long: a ticket issued
-//! before it (its `iat` says so) would connect with the old role, or to the old tenant, and is
-//! closed with 4001 instead, for a fresh one.
+//! reset. A role change (or a move to another tenant, which the old tenant sees as one) is
+//! remembered as long: a ticket issued before it (its `iat` says so) would connect with the
+//! old role, or to the old tenant, and is closed with 4001 instead, for a fresh one.
 
 use std::collections::HashMap;
 use std::sync::Arc;

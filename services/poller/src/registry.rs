@@ -19,6 +19,7 @@
 //! the keys once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, pull};
@@ -100,7 +101,7 @@ pub struct DeviceRegistry {
     /// How long deletion markers are kept ([`MARKERS_KEPT`]).
     markers_kept: Duration,
     /// Deletion markers purged so far.
-    markers_purged: std::sync::atomic::AtomicU64,
+    markers_purged: AtomicU64,
 }
 
 impl DeviceRegistry {
@@ -127,8 +128,7 @@ impl DeviceRegistry {
 
     /// Deletion markers this registry purged from the bucket.
     pub fn markers_purged(&self) -> u64 {
-        self.markers_purged
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.markers_purged.load(Ordering::Relaxed)
     }
 
     /// Devices listed for `tenant`.
@@ -275,6 +275,8 @@ impl DeviceRegistry {
             .map_err(|e| e.to_string())?;
         let mut read = 0_u64;
         let mut listed: HashMap<TenantId, HashSet<DeviceId>> = HashMap::new();
+        // Deletion markers published before this are old enough to purge.
+        let stale_before = time::OffsetDateTime::now_utc() - self.markers_kept;
         let mut stale = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(listed);
@@ -302,10 +304,7 @@ impl DeviceRegistry {
             {
                 listed.entry(tenant).or_default().insert(device);
             }
-            if removed
-                && stale.len() < MARKERS_PURGED_PER_READ
-                && time::OffsetDateTime::now_utc() - published > self.markers_kept
-            {
+            if removed && stale.len() < MARKERS_PURGED_PER_READ && published < stale_before {
                 stale.push((message.subject.to_string(), sequence));
             }
             if pending == 0 {
@@ -330,8 +329,7 @@ impl DeviceRegistry {
                 .await;
             match purged {
                 Ok(_) => {
-                    self.markers_purged
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.markers_purged.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::debug!(%subject, error = %e, "cannot purge a deletion marker yet");

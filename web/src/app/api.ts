@@ -70,12 +70,21 @@ async function errorOf(response: Response): Promise<HttpError> {
   return new HttpError(response.status, message);
 }
 
+/**
+ * GET `url` for JSON with the session cookie, never from a cache; the answer's `Date` tells the
+ * dashboard's clock the server's time.
+ */
+async function get(url: string, signal: AbortSignal): Promise<Response> {
+  const sentAt = Date.now();
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
+  noteServerDate(response.headers.get("Date"), sentAt, Date.now());
+  return response;
+}
+
 /** GET `url` as JSON with the session cookie, within `timeoutMs`. */
 export async function getJson(url: string, signal?: AbortSignal, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
   return within(signal, timeoutMs, async (signal) => {
-    const sentAt = Date.now();
-    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
-    noteServerDate(response.headers.get("Date"), sentAt, Date.now());
+    const response = await get(url, signal);
     if (response.status === 401) reportSessionLost();
     if (!response.ok) throw await errorOf(response);
     return (await response.json()) as unknown;
@@ -85,9 +94,7 @@ export async function getJson(url: string, signal?: AbortSignal, timeoutMs = REQ
 /** The logged-in user, or `null` when there is no session. */
 export async function fetchMe(timeoutMs = REQUEST_TIMEOUT_MS): Promise<Me | null> {
   return within(undefined, timeoutMs, async (signal) => {
-    const sentAt = Date.now();
-    const response = await fetch("/api/v2/me", { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store", signal });
-    noteServerDate(response.headers.get("Date"), sentAt, Date.now());
+    const response = await get("/api/v2/me", signal);
     if (response.status === 401) return null;
     if (!response.ok) throw await errorOf(response);
     const checked = checkMe(await response.json());
