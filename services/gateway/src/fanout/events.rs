@@ -353,22 +353,36 @@ impl Events {
     /// Reads the events after the topic's head from the stream and delivers them, then
     /// `pending` (the live event that revealed the gap). What cannot be read back is
     /// announced with a reset before the events that follow.
+    ///
+    /// While the stream elects a leader, a read that ended on a replica's word or that nothing
+    /// answered is no proof that an event is lost: one sent live but not acknowledged before
+    /// the leader went is sent again by the relay and stored by the new leader. So a gap such a
+    /// read leaves is read again every [`CONFIRM_PAUSE`] for up to [`CONFIRM_WAIT`], the
+    /// topic's live events held meanwhile, before it is announced.
     async fn fill(&self, topic: &Arc<Topic>, pending: Option<Frame>) {
         let metrics = &self.inner.metrics;
         let (limit, max_bytes) = (
             self.inner.limits.replay_max,
             self.inner.limits.replay_max_bytes,
         );
-        for attempt in 1..=SPLICE_ATTEMPTS {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
             let Some(head) = topic.log.lock().fill_from() else {
                 break;
             };
-            match self
+            let read = self
                 .inner
                 .history
                 .read_after(&topic.subject, topic.id, head, limit, max_bytes)
-                .await
-            {
+                .await;
+            let settling = history::unsettled(&read)
+                && started.elapsed() < CONFIRM_WAIT
+                && self.inner.history.unsettled_for_less_than(CONFIRM_WAIT);
+            if !settling {
+                attempt += 1;
+            }
+            match read {
                 Ok(stored) => {
                     // From a head that only says the stream held nothing, what is missing
                     // below the first event read went before anyone here subscribed, whether
@@ -409,6 +423,10 @@ impl Events {
                         // event may be stored late), then announced, and what follows it goes
                         // out rather than wait for the next live event.
                         let Some(i) = hole else { return };
+                        if settling {
+                            tokio::time::sleep(CONFIRM_PAUSE).await;
+                            continue;
+                        }
                         if attempt < SPLICE_ATTEMPTS {
                             splice_pause(attempt).await;
                             continue;
@@ -419,6 +437,7 @@ impl Events {
                     let order = topic.log.lock().order(frame.seq);
                     match order {
                         Order::Next | Order::Duplicate => break,
+                        Order::Gap { .. } if settling => tokio::time::sleep(CONFIRM_PAUSE).await,
                         // An event sent live before it was stored: read again shortly.
                         Order::Gap { .. } if attempt < SPLICE_ATTEMPTS => {
                             splice_pause(attempt).await;
@@ -426,9 +445,11 @@ impl Events {
                         Order::Gap { .. } => {
                             topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
                             topic.log.lock().forget_head();
+                            break;
                         }
                     }
                 }
+                Err(_) if settling => tokio::time::sleep(CONFIRM_PAUSE).await,
                 Err(e) => {
                     tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
                     topic.reset_all(
