@@ -55,6 +55,25 @@ where
     }
 }
 
+/// Asserts that `check` holds at every look for the whole of `window` (one every 25 ms): for
+/// what must not happen, such as a counter that must not move, when nothing marks that the
+/// work which could move it is over. Panics naming `what` at the first look it fails.
+pub async fn throughout<F, Fut>(what: &str, window: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < window {
+        assert!(
+            check().await,
+            "after {:?}, no longer: {what}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, and returns what it holds; panics naming
 /// `what` after `within`.
 pub async fn eventually_some<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T

@@ -17,7 +17,7 @@ pub use pulse_test_support::nats::{
 pub use pulse_test_support::ws::{Client, connect, connect_with};
 pub use pulse_test_support::{
     ScratchDb, assert_took_less_than, eventually, free_port, loopback_proxy, metric, nats_url,
-    unique,
+    throughout, unique,
 };
 
 /// How long a test waits for a message it expects.

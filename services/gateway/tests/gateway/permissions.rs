@@ -424,9 +424,12 @@ async fn a_subscriber_gets_the_current_value_once_jetstream_answers_again() {
         nats.stop().await;
         nats.start_again().await;
         answers_with(gw.addr, "/readyz", 200, T).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Looked at until well after the resync's read gave up.
+        throughout("two retries, no more", Duration::from_secs(3), || async {
+            retries().await == 2.0
+        })
+        .await;
     }
-    assert_eq!(retries().await, 2.0);
 
     // JetStream answers again (the permission comes back with a configuration reload): the
     // retained value arrives without any new publish.
