@@ -120,8 +120,12 @@ pub fn mirror_nats<F, Fut>(
             let now = *state.borrow_and_update();
             readiness.set("nats", now.connected);
             if now.connected && now.connects != seen {
+                // The first connection of a link started in the background is no reconnect.
+                let first = seen == 0;
                 seen = now.connects;
-                on_reconnect().await;
+                if !first {
+                    on_reconnect().await;
+                }
             }
             tokio::select! {
                 changed = state.changed() => if changed.is_err() { return },
@@ -201,5 +205,46 @@ mod tests {
         .await;
         assert!(readiness.is_ready());
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_first_connection_of_a_link_started_in_the_background_is_no_reconnect() {
+        let (tx, rx) = watch::channel(LinkState {
+            connected: false,
+            connects: 0,
+        });
+        let readiness = Readiness::new(&["nats"]);
+        let stop = CancellationToken::new();
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reconnects.clone();
+        mirror_nats(rx, readiness.clone(), stop.clone(), move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        });
+        // The mirror has seen the link not connected yet (a current-thread runtime runs it now).
+        tokio::task::yield_now().await;
+        tx.send_replace(LinkState {
+            connected: true,
+            connects: 1,
+        });
+        until("ready on the first connection", || readiness.is_ready()).await;
+        tx.send_replace(LinkState {
+            connected: false,
+            connects: 1,
+        });
+        until("not ready once the link is lost", || !readiness.is_ready()).await;
+        tx.send_replace(LinkState {
+            connected: true,
+            connects: 2,
+        });
+        until("ready again", || readiness.is_ready()).await;
+        // Both changes were handled before readiness turned: one reconnect, not two.
+        until("the reconnect reported", || {
+            reconnects.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await;
+        stop.cancel();
+        tokio::task::yield_now().await;
+        assert_eq!(reconnects.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

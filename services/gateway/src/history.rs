@@ -86,6 +86,8 @@ pub struct History {
     /// Since when reads have been [`unsettled`], until one ends on the leader's word
     /// ([`History::unsettled_for_less_than`]).
     unsettled_since: parking_lot::Mutex<Option<Instant>>,
+    /// When a read was last [`unsettled`].
+    last_unsettled: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// One stored event: its stream sequence and its `seq`.
@@ -102,6 +104,7 @@ impl History {
             reads: StreamReads::new(js, EVENTS_STREAM),
             gets,
             unsettled_since: parking_lot::Mutex::new(None),
+            last_unsettled: parking_lot::Mutex::new(None),
         }
     }
 
@@ -269,6 +272,7 @@ impl History {
         let mut since = self.unsettled_since.lock();
         if unsettled(&read) {
             since.get_or_insert_with(Instant::now);
+            *self.last_unsettled.lock() = Some(Instant::now());
         } else if read.is_ok() {
             *since = None;
         }
@@ -284,6 +288,11 @@ impl History {
         self.unsettled_since
             .lock()
             .is_none_or(|since| since.elapsed() < wait)
+    }
+
+    /// When a read was last [`unsettled`], if ever.
+    pub fn last_unsettled(&self) -> Option<Instant> {
+        *self.last_unsettled.lock()
     }
 
     /// The first stored event of `name` with a seq above `want`, by a binary search over the

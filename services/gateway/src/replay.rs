@@ -288,12 +288,12 @@ pub fn splice<'a>(
         last = oldest - 1;
     }
     // Events missing from a stream that retains none of the topic's have expired; missing
-    // from one that retains later ones, they were lost on the way. A replica's word alone
-    // that it retains none may be a replica behind: the stream could not be read.
+    // from one that retains later ones, they were lost on the way. A replica's word alone may
+    // be a replica behind, lacking any of them: the stream could not be read.
     let missing = match (stored.none_retained, stored.from_replica) {
-        (true, true) => ResetReason::Unavailable,
+        (_, true) => ResetReason::Unavailable,
         (true, false) => ResetReason::Expired,
-        (false, _) => ResetReason::Gap,
+        (false, false) => ResetReason::Gap,
     };
     let mut memory: Vec<&Frame> = memory.collect();
     memory.sort_by_key(|f| f.seq);

@@ -5,14 +5,13 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
-use futures::StreamExt as _;
 use pulse_proto::{ResetReason, Subject};
 use tracing::Instrument as _;
 
+use super::incoming::{self, Incoming, Source};
 use super::topic::Topic;
 use super::within_barrier;
-use crate::frame::{Frame, seq_of};
+use crate::frame::Frame;
 use crate::history::{self, History, HistoryError};
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
@@ -27,6 +26,13 @@ const SPLICE_ATTEMPTS: usize = 3;
 const CONFIRM_WAIT: Duration = Duration::from_secs(15);
 /// The pause between two such reads.
 const CONFIRM_PAUSE: Duration = Duration::from_millis(250);
+/// How long after the events stream's reads were last unsettled (a leader elected), or after
+/// this instance's NATS link came back, a gap may still be filled by the relay: it sends again
+/// what JetStream did not acknowledge within its deadline (5 s), on its next pass.
+const RESEND_WAIT: Duration = Duration::from_secs(10);
+/// The pause between two reads of a gap meanwhile (the relay's send reaches the topic live
+/// too, and fills the gap at once).
+const RESEND_PAUSE: Duration = Duration::from_secs(1);
 /// How long writing the SUB out may take when the head read was too slow.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -69,6 +75,8 @@ struct Shared {
     history: History,
     metrics: Metrics,
     limits: EventLimits,
+    /// When this instance's NATS link last came back.
+    reconnected: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl Events {
@@ -83,6 +91,7 @@ impl Events {
                 history,
                 metrics,
                 limits,
+                reconnected: parking_lot::Mutex::new(None),
             }),
         }
     }
@@ -264,7 +273,7 @@ impl Events {
                 );
                 return;
             }
-            splice_pause(attempt).await;
+            tokio::time::sleep(splice_pause(attempt)).await;
         }
     }
 
@@ -310,15 +319,16 @@ impl Events {
     /// An event subject's dispatch: delivers each event once, in `seq` order, reading what is
     /// missing from the stream first; after a NATS reconnect, reads what may have been
     /// dropped.
-    pub(super) async fn dispatch(self, topic: Weak<Topic>, mut subscriber: async_nats::Subscriber) {
+    pub(super) async fn dispatch(self, topic: Weak<Topic>, subscriber: async_nats::Subscriber) {
         let metrics = self.inner.metrics.clone();
+        let mut incoming = Incoming::new(subscriber, self.inner.limits.replay_room());
         loop {
             let message = {
                 let Some(t) = topic.upgrade() else { break };
                 tokio::select! {
-                    message = subscriber.next() => message,
+                    message = incoming.next() => message,
                     () = t.resync.notified() => {
-                        self.fill(&t, None)
+                        self.fill(&t, &mut incoming)
                             .instrument(tracing::debug_span!("fill", subject = %t.subject))
                             .await;
                         continue;
@@ -327,39 +337,38 @@ impl Events {
             };
             let Some(message) = message else { break };
             let Some(topic) = topic.upgrade() else { break };
-            metrics.messages_in.inc();
             let span = topic.span(message.headers.as_ref());
-            let Ok(text) = Utf8Bytes::try_from(message.payload) else {
-                tracing::warn!(subject = %topic.subject, "dropping a message that is not UTF-8");
+            let Some(frame) = incoming::frame_of(&topic, message, &metrics) else {
                 continue;
-            };
-            let frame = Frame {
-                topic: topic.id,
-                seq: seq_of(message.headers.as_ref()),
-                snapshot: false,
-                text,
-                received: Instant::now(),
             };
             match span.in_scope(|| topic.deliver_event(&frame, &metrics)) {
                 Order::Next => {}
                 Order::Duplicate => {
                     metrics.events_duplicate.inc();
                 }
-                Order::Gap { .. } => self.fill(&topic, Some(frame)).instrument(span).await,
+                Order::Gap { .. } => {
+                    incoming.hold(&topic, frame, Source::Live, &metrics);
+                    self.fill(&topic, &mut incoming).instrument(span).await;
+                }
             }
         }
     }
 
-    /// Reads the events after the topic's head from the stream and delivers them, then
-    /// `pending` (the live event that revealed the gap). What cannot be read back is
-    /// announced with a reset before the events that follow.
+    /// Reads the events after the topic's head from the stream and delivers them with the live
+    /// ones held beyond the gap that called for it, if any ([`Incoming`]), taking the live
+    /// events that arrive meanwhile. What neither brings is announced with a reset before the
+    /// events that follow.
     ///
-    /// While the stream elects a leader, a read that ended on a replica's word or that nothing
-    /// answered is no proof that an event is lost: one sent live but not acknowledged before
-    /// the leader went is sent again by the relay and stored by the new leader. So a gap such a
-    /// read leaves is read again every [`CONFIRM_PAUSE`] for up to [`CONFIRM_WAIT`], the
-    /// topic's live events held meanwhile, before it is announced.
-    async fn fill(&self, topic: &Arc<Topic>, pending: Option<Frame>) {
+    /// A gap lasts until the missing event comes, from the stream or live; it is read again
+    /// 50 ms, then 100 ms later (an event sent live may be stored a moment later) before it is
+    /// announced. Longer, while there is reason to think the missing event is still on its way
+    /// (never beyond [`CONFIRM_WAIT`] in all):
+    /// - while the stream elects a leader, a read that ended on a replica's word or that
+    ///   nothing answered proves nothing missing, nor that nothing is: it is made again every
+    ///   [`CONFIRM_PAUSE`], with or without a gap;
+    /// - for [`RESEND_WAIT`] after that, or after this instance's NATS link came back, the
+    ///   relay may still be sending again what JetStream did not acknowledge.
+    async fn fill(&self, topic: &Arc<Topic>, incoming: &mut Incoming) {
         let metrics = &self.inner.metrics;
         let (limit, max_bytes) = (
             self.inner.limits.replay_max,
@@ -369,15 +378,28 @@ impl Events {
         let mut attempt = 0;
         loop {
             let Some(head) = topic.log.lock().fill_from() else {
-                break;
+                // Nothing delivered here and nothing known of the stream: the oldest held
+                // event starts the order, and a gap after it is read back from there.
+                incoming.deliver_ready(topic, metrics);
+                if incoming.gapped() {
+                    continue;
+                }
+                return;
             };
             let read = self
                 .inner
                 .history
                 .read_after(&topic.subject, topic.id, head, limit, max_bytes)
                 .await;
+            let within = started.elapsed() < CONFIRM_WAIT;
+            // What a replica's word cannot show is unavailable, not lost.
+            let missing = if history::unsettled(&read) {
+                ResetReason::Unavailable
+            } else {
+                ResetReason::Gap
+            };
             let settling = history::unsettled(&read)
-                && started.elapsed() < CONFIRM_WAIT
+                && within
                 && self.inner.history.unsettled_for_less_than(CONFIRM_WAIT);
             if !settling {
                 attempt += 1;
@@ -386,13 +408,13 @@ impl Events {
                 Ok(stored) => {
                     // From a head that only says the stream held nothing, what is missing
                     // below the first event read went before anyone here subscribed, whether
-                    // it expired or lies beyond the replay limit. Not the live event that
-                    // revealed the gap, though: it came after that read, and if the stream
-                    // lacks it (stored later, its first store lost with a leader change), it
-                    // is still owed, and so is the order from it.
+                    // it expired or lies beyond the replay limit. Not the live events held
+                    // beyond the gap, though: they came after that read, and if the stream
+                    // lacks them (stored later, a first store lost with a leader change), they
+                    // are still owed, and so is the order from them.
                     let retained = stored
                         .missing_before
-                        .map(|first| pending.as_ref().map_or(first, |frame| first.min(frame.seq)));
+                        .map(|first| incoming.first().map_or(first, |held| first.min(held)));
                     if let Some(first) = retained
                         && !topic.log.lock().start_at_retained(first)
                     {
@@ -404,96 +426,57 @@ impl Events {
                         topic.reset_all(Some(first), reason, metrics);
                         topic.log.lock().forget_head();
                     }
-                    let mut filled = 0;
-                    let mut hole = None;
-                    for (i, frame) in stored.frames.iter().enumerate() {
-                        match topic.deliver_event(frame, metrics) {
-                            Order::Next => filled += 1,
-                            Order::Duplicate => {}
-                            Order::Gap { .. } => {
-                                hole = Some(i);
-                                break;
-                            }
-                        }
+                    for frame in stored.frames {
+                        incoming.hold(topic, frame, Source::Stream, metrics);
                     }
-                    metrics.events_filled.inc_by(filled);
-                    let Some(frame) = &pending else {
-                        // No live event is waiting (a read after NATS came back or dropped
-                        // messages): a hole in what the stream holds is read again shortly (an
-                        // event may be stored late), then announced, and what follows it goes
-                        // out rather than wait for the next live event.
-                        let Some(i) = hole else { return };
-                        if settling {
-                            tokio::time::sleep(CONFIRM_PAUSE).await;
-                            continue;
-                        }
-                        if attempt < SPLICE_ATTEMPTS {
-                            splice_pause(attempt).await;
-                            continue;
-                        }
-                        deliver_across_holes(topic, &stored.frames[i..], metrics);
-                        return;
-                    };
-                    let order = topic.log.lock().order(frame.seq);
-                    match order {
-                        Order::Next | Order::Duplicate => break,
-                        Order::Gap { .. } if settling => tokio::time::sleep(CONFIRM_PAUSE).await,
-                        // An event sent live before it was stored: read again shortly.
-                        Order::Gap { .. } if attempt < SPLICE_ATTEMPTS => {
-                            splice_pause(attempt).await;
-                        }
-                        Order::Gap { .. } => {
-                            topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
-                            topic.log.lock().forget_head();
-                            break;
-                        }
-                    }
+                    incoming.deliver_ready(topic, metrics);
                 }
-                Err(_) if settling => tokio::time::sleep(CONFIRM_PAUSE).await,
+                Err(_) if settling => {}
                 Err(e) => {
                     tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
-                    topic.reset_all(
-                        pending.as_ref().map(|f| f.seq),
-                        ResetReason::Unavailable,
-                        metrics,
-                    );
+                    topic.reset_all(incoming.first(), ResetReason::Unavailable, metrics);
                     topic.log.lock().forget_head();
-                    break;
+                    incoming.deliver_across_gaps(topic, metrics, ResetReason::Unavailable);
+                    return;
                 }
             }
-        }
-        if let Some(frame) = &pending
-            && topic.deliver_event(frame, metrics) == Order::Duplicate
-        {
-            metrics.events_duplicate.inc();
-        }
-    }
-}
-
-/// Delivers `frames`, read back in order, announcing each hole among them (an event the stream
-/// will not give) with a reset before the event after it.
-fn deliver_across_holes(topic: &Topic, frames: &[Frame], metrics: &Metrics) {
-    let mut filled = 0;
-    for frame in frames {
-        let order = match topic.deliver_event(frame, metrics) {
-            Order::Gap { .. } => {
-                topic.reset_all(Some(frame.seq), ResetReason::Gap, metrics);
-                topic.log.lock().forget_head();
-                topic.deliver_event(frame, metrics)
+            let gapped = incoming.gapped();
+            if !gapped && !settling {
+                return;
             }
-            order => order,
-        };
-        if order == Order::Next {
-            filled += 1;
+            if settling {
+                incoming.wait(topic, metrics, CONFIRM_PAUSE).await;
+            } else if within && self.disturbed_lately() {
+                incoming.wait(topic, metrics, RESEND_PAUSE).await;
+            } else if attempt < SPLICE_ATTEMPTS {
+                incoming.wait(topic, metrics, splice_pause(attempt)).await;
+            } else {
+                incoming.deliver_across_gaps(topic, metrics, missing);
+                return;
+            }
+            if !settling && !incoming.gapped() {
+                return; // filled live meanwhile
+            }
         }
     }
-    metrics.events_filled.inc_by(filled);
+
+    /// Notes that this instance's NATS link came back (see [`Events::fill`]).
+    pub(super) fn reconnected(&self) {
+        *self.inner.reconnected.lock() = Some(Instant::now());
+    }
+
+    /// Whether the events stream's reads were unsettled, or this instance's NATS link came
+    /// back, less than [`RESEND_WAIT`] ago.
+    fn disturbed_lately(&self) -> bool {
+        let lately = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < RESEND_WAIT);
+        lately(*self.inner.reconnected.lock()) || lately(self.inner.history.last_unsettled())
+    }
 }
 
 /// The wait before reading the stream again after attempt `attempt` found an event that was
 /// sent live but not stored yet: 50 ms, then 100 ms.
-async fn splice_pause(attempt: usize) {
-    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+fn splice_pause(attempt: usize) -> Duration {
+    Duration::from_millis(50 * attempt as u64)
 }
 
 /// Records where an event subject's order starts, from the read of its newest stored event:

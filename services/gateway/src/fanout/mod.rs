@@ -14,6 +14,7 @@
 //! Locks here are held only for map updates and queue pushes, never across an `.await`.
 
 mod events;
+mod incoming;
 mod looks;
 mod snapshots;
 mod topic;
@@ -387,6 +388,7 @@ impl FanOut {
     /// retained value is read again and pushed to its subscribers where it is newer, and every
     /// event subject reads what it may have missed; and again at [`looks::LOOKS_AGAIN`].
     pub async fn resync(&self) {
+        self.inner.events.reconnected();
         let topics = self.topics_in_use();
         self.inner
             .looks

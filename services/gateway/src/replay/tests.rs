@@ -257,6 +257,13 @@ fn a_replicas_word_alone_that_nothing_is_retained_is_no_expiry() {
     )
     .unwrap();
     assert_eq!(seqs(&out), ["3", "4"]);
+    // And what it lacks among them is unavailable too, not lost.
+    let short = Stored {
+        from_replica: true,
+        ..stored(&[3, 4])
+    };
+    let out = splice(2, &short, [f(7)].iter(), Some(7), true).unwrap();
+    assert_eq!(seqs(&out), ["3", "4", "reset(Some(7),Unavailable)", "7"]);
 }
 
 #[test]

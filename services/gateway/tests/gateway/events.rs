@@ -164,9 +164,32 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     assert_eq!(events_until(&mut c, 2).await, [1, 2]);
 }
 
+/// Right after the gateway's NATS link came back, a gap is given time to fill: an event the relay
+/// sent while the link was down and JetStream did not acknowledge (the stream's leader went with
+/// the gateway's server, say) is sent again on the relay's next pass, seconds later, and reaches
+/// the gateway then.
+#[tokio::test]
+async fn a_gap_right_after_a_reconnect_waits_for_the_relay_to_send_the_event_again() {
+    let tenant = unique("evresend");
+    let (nats, proxy, gw) = behind_a_proxy().await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+
+    cut_until_noticed(&proxy, &gw).await;
+    proxy.set(Link::Open);
+    pulse_test_support::gateway::wait_ready(gw.addr).await;
+    publish_event(&nats, &tenant, "tickets", 3).await;
+    // The relay's next pass, 2 s on: the delay is the scenario.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish_event(&nats, &tenant, "tickets", 2).await;
+    assert_eq!(events_until(&mut c, 3).await, [2, 3]);
+}
+
 /// Events missed live (the gateway's NATS connection cut) are read back when it returns; a hole
 /// among them that the stream will never fill (event 2 was never stored) is announced, and the
-/// events after it go out then, not when the quiet topic's next event comes.
+/// events after it go out then, not when the quiet topic's next event comes. Then: once the
+/// relay could have sent it again (`RESEND_WAIT`, 10 s after the link came back).
 #[tokio::test]
 async fn a_hole_found_reading_back_after_an_outage_is_announced_and_what_follows_goes_out() {
     let tenant = unique("evhole");
@@ -180,7 +203,7 @@ async fn a_hole_found_reading_back_after_an_outage_is_announced_and_what_follows
     publish_event(&nats, &tenant, "tickets", 4).await;
     proxy.set(Link::Open);
 
-    let reset = c.next(T).await;
+    let reset = c.next(Duration::from_secs(15)).await;
     assert_eq!(
         reset,
         json!({"type": "events_reset", "topic": "tickets", "oldest": 3, "reason": "gap"})
