@@ -120,8 +120,10 @@ pub fn mirror_nats<F, Fut>(
             let now = *state.borrow_and_update();
             readiness.set("nats", now.connected);
             if now.connected && now.connects != seen {
-                // The first connection of a link started in the background is no reconnect.
-                let first = seen == 0;
+                // The first connection of a link started in the background is no reconnect
+                // (the count goes up on every connection, so this holds even when the mirror
+                // saw none of the changes before).
+                let first = now.connects == 1;
                 seen = now.connects;
                 if !first {
                     on_reconnect().await;

@@ -377,6 +377,8 @@ impl Events {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
+            // A catch-up may have moved the head meanwhile: what it delivered is let go.
+            incoming.deliver_ready(topic, metrics);
             let Some(head) = topic.log.lock().fill_from() else {
                 // Nothing delivered here and nothing known of the stream: the oldest held
                 // event starts the order, and a gap after it is read back from there.
@@ -444,9 +446,11 @@ impl Events {
             if !gapped && !settling {
                 return;
             }
-            if settling {
+            if settling && gapped {
                 incoming.wait(topic, metrics, CONFIRM_PAUSE).await;
-            } else if within && self.disturbed_lately() {
+            } else if settling || (within && self.disturbed_lately()) {
+                // A gap the relay may still fill, or a read on a replica's word without a gap:
+                // read again every second (every topic of the gateway may be doing so at once).
                 incoming.wait(topic, metrics, RESEND_PAUSE).await;
             } else if attempt < SPLICE_ATTEMPTS {
                 incoming.wait(topic, metrics, splice_pause(attempt)).await;

@@ -72,19 +72,37 @@ impl Incoming {
     }
 
     /// Holds `frame` until it follows on from the head. A frame without `seq` has no place in
-    /// the order and goes out at once.
+    /// the order and goes out at once. Without room, the newest held are let go to make it
+    /// (or `frame` itself, when it is the newest): the topic then reads the stream again once
+    /// this fill is over, so that what was let go is read back, not left for the next event.
     pub(super) fn hold(&mut self, topic: &Topic, frame: Frame, source: Source, metrics: &Metrics) {
         if frame.seq == 0 {
             topic.deliver_event(&frame, metrics);
             return;
         }
         if self.held.contains_key(&frame.seq) {
+            if source == Source::Live {
+                metrics.events_duplicate.inc();
+            }
             return;
         }
         let len = frame.text.len();
-        if self.held.len() >= self.room.events || self.bytes + len > self.room.bytes {
-            tracing::debug!(subject = %topic.subject, seq = frame.seq, "no room to hold an event; it is read back later");
-            return;
+        // One is always held, whatever its size (the stream's reads always give the newest).
+        let full = |held: &Self| {
+            !held.held.is_empty()
+                && (held.held.len() >= held.room.events || held.bytes + len > held.room.bytes)
+        };
+        while full(self) {
+            let newest = self.held.last_key_value().map(|(&seq, _)| seq);
+            if newest.is_none_or(|newest| newest < frame.seq) {
+                tracing::debug!(subject = %topic.subject, seq = frame.seq, "no room to hold an event; it is read back");
+                topic.resync.notify_one();
+                return;
+            }
+            if let Some((_, (let_go, _))) = self.held.pop_last() {
+                self.bytes -= let_go.text.len();
+            }
+            topic.resync.notify_one();
         }
         self.bytes += len;
         self.held.insert(frame.seq, (frame, source));
@@ -141,9 +159,12 @@ impl Incoming {
                 self.ended = true;
                 continue;
             };
+            let span = topic.span(message.headers.as_ref());
             if let Some(frame) = frame_of(topic, message, metrics) {
-                self.hold(topic, frame, Source::Live, metrics);
-                self.deliver_ready(topic, metrics);
+                span.in_scope(|| {
+                    self.hold(topic, frame, Source::Live, metrics);
+                    self.deliver_ready(topic, metrics);
+                });
                 if gapped && !self.gapped() {
                     return;
                 }
