@@ -170,6 +170,11 @@ impl Engine {
     /// Re-reads the tenant list; drops the state of tenants that are gone, and purges deleted
     /// tenants' data from NATS ([`purge`]).
     pub async fn load_tenants(&mut self) -> Result<(), CycleError> {
+        // Deleted tenants are purged before the tenant list is read: one deleted between the
+        // two reads is then missing from the list, where the other way round it stayed listed
+        // after its purge, and its empty snapshots were published into the purged streams.
+        // Purged ones are forgotten too, so that one created again is published afresh.
+        let purged = self.purge_deleted().await;
         let started = Instant::now();
         let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id::text FROM tenants")
             .fetch_all(&self.pool)
@@ -180,8 +185,6 @@ impl Engine {
             .into_iter()
             .filter_map(|id| TenantId::parse(id).ok())
             .collect();
-        // Purged ones are forgotten too, so that one created again is published afresh.
-        let purged = self.purge_deleted().await;
         let gone: Vec<TenantId> = (before.difference(&self.tenants))
             .filter(|t| !purged.contains(t))
             .cloned()

@@ -42,6 +42,9 @@ const POLL: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most rows deleted by one statement, so pruning never holds long locks.
 const PRUNE_BATCH: i64 = 10_000;
+/// How long one round of pruning may go on; the rest follows at the next wake-up, after the
+/// relay's turn.
+const PRUNE_BUDGET: Duration = Duration::from_millis(500);
 
 /// A relay pass fails the way an engine cycle does: reading the database, or publishing.
 pub use crate::engine::CycleError as RelayError;
@@ -58,6 +61,15 @@ struct Row {
     created_at: OffsetDateTime,
     /// The most events of one topic this pass reads.
     share: i64,
+}
+
+/// What one round of pruning did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events deleted.
+    pub deleted: u64,
+    /// Whether expired events may be left: the next wake-up prunes again.
+    pub more: bool,
 }
 
 /// What one relay pass did.
@@ -298,8 +310,12 @@ impl Relay {
         Ok(marked.rows_affected())
     }
 
-    /// Deletes relayed events older than the retention (their idempotency keys go with them).
-    pub async fn prune(&self) -> Result<u64, RelayError> {
+    /// Deletes relayed events older than the retention (their idempotency keys go with them),
+    /// a batch at a time for as long as `budget` lasts: what is left (say, after the retention
+    /// was lowered, millions of rows) waits for the next round, so that relaying is never held
+    /// up behind a long prune.
+    pub async fn prune(&self, budget: Duration) -> Result<Pruned, RelayError> {
+        let started = Instant::now();
         let max_age = self.max_age.as_secs_f64();
         let mut deleted = 0;
         loop {
@@ -316,8 +332,9 @@ impl Relay {
             .await?
             .rows_affected();
             deleted += n;
-            if n < PRUNE_BATCH as u64 {
-                return Ok(deleted);
+            let more = n == PRUNE_BATCH as u64;
+            if !more || started.elapsed() >= budget {
+                return Ok(Pruned { deleted, more });
             }
         }
     }
@@ -333,6 +350,7 @@ impl Relay {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune: Option<Instant> = None;
+        let mut prune_more = false;
         loop {
             if nats.borrow().connected {
                 // A pass stuck on an unreachable database ends with leadership; one waiting for
@@ -355,14 +373,17 @@ impl Relay {
                 }
             }
             // Pruning touches only relayed rows, so it goes on while NATS is down.
-            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            if prune_more || last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 let pruned = tokio::select! {
-                    r = self.prune().instrument(tracing::debug_span!("prune_events")) => r,
+                    r = self.prune(PRUNE_BUDGET).instrument(tracing::debug_span!("prune_events")) => r,
                     () = stop.cancelled() => return,
                 };
+                prune_more = pruned.as_ref().is_ok_and(|p| p.more);
                 match pruned {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired events"),
+                    Ok(p) if p.deleted > 0 => {
+                        tracing::info!(deleted = p.deleted, more = p.more, "pruned expired events");
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         self.metrics.error(Stage::Relay);

@@ -550,14 +550,11 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
     }
 
     let relay = relay(&db, &nats, Duration::from_secs(3600));
-    assert_eq!(relay.prune().await.unwrap(), 2);
+    let prune = || async { relay.prune(Duration::MAX).await.unwrap().deleted };
+    assert_eq!(prune().await, 2);
     let seqs = |rows: Vec<(String, i64, Value)>| rows.into_iter().map(|r| r.1).collect::<Vec<_>>();
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 4, 5]);
-    assert_eq!(
-        relay.prune().await.unwrap(),
-        0,
-        "pruning twice deletes nothing more"
-    );
+    assert_eq!(prune().await, 0, "pruning twice deletes nothing more");
 
     // The topic's counter survives its pruned events: seqs never restart. A pruned event's
     // idempotency key is forgotten with it; a kept one still answers with its seq.
@@ -570,8 +567,36 @@ async fn pruning_deletes_old_relayed_events_and_never_unrelayed_ones() {
     // Once relayed, the old unrelayed event goes too.
     let sql = "UPDATE events SET relayed_at = now() WHERE tenant_id = $1 AND seq = 4";
     exec(&db, sql, &tenant).await;
-    assert_eq!(relay.prune().await.unwrap(), 1);
+    assert_eq!(prune().await, 1);
     assert_eq!(seqs(outbox(&db, &tenant).await), [3, 5, 6]);
+}
+
+/// A long prune (the retention lowered over a large outbox) goes a round at a time, each within
+/// its budget, so that the relay gets its turn in between.
+#[tokio::test]
+async fn pruning_goes_a_round_at_a_time_within_its_budget() {
+    let (db, tenant) = db_with_tenant("ev-prune-rounds", 0).await;
+    let nats = pulse_test_support::nats::shared().await;
+    exec(
+        &db,
+        "SELECT pulse_emit_event($1, 't' || g % 100, 'e', 'null'::jsonb) FROM generate_series(1, 25000) g",
+        &tenant,
+    )
+    .await;
+    exec(
+        &db,
+        "UPDATE events SET relayed_at = now(), created_at = now() - interval '2 hours' \
+          WHERE tenant_id = $1",
+        &tenant,
+    )
+    .await;
+    let relay = relay(&db, &nats, Duration::from_secs(3600));
+    // A budget spent at once: one batch of 10,000 per round, and word that more is left.
+    let round = || async { relay.prune(Duration::ZERO).await.unwrap() };
+    let rounds = [round().await, round().await, round().await];
+    let deleted: Vec<(u64, bool)> = rounds.iter().map(|p| (p.deleted, p.more)).collect();
+    assert_eq!(deleted, [(10_000, true), (10_000, true), (5_000, false)]);
+    assert!(outbox(&db, &tenant).await.is_empty());
 }
 
 /// PostgreSQL's `jsonb` holds payloads a decoded JSON value cannot (a number past f64, nesting
