@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pulse_common::backoff::Backoff;
-use pulse_proto::{TenantId, UserChange, UserChanged};
+use pulse_proto::{Subject, TenantId, UserChange, UserChanged};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,9 @@ pub struct Pending {
     pub tenants: bool,
     /// Notifications may have been lost: re-read everything.
     pub resync: bool,
+    /// Subjects to publish again though unchanged: a late snapshot went out on them
+    /// ([`crate::late`]).
+    pub republish: BTreeSet<Subject>,
 }
 
 impl Pending {
@@ -101,6 +104,11 @@ impl ChangeFeed {
     /// Resolves when new events may be waiting in the outbox.
     pub async fn events_written(&self) {
         self.events.notified().await;
+    }
+
+    /// Asks for `subject`'s current state to be published again, though unchanged.
+    pub fn republish(&self, subject: Subject) {
+        self.update(|p| p.republish.insert(subject));
     }
 
     /// Resolves when user changes are waiting.

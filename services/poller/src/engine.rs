@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::alerts;
-use crate::changes::ChangeFeed;
+use crate::changes::{ChangeFeed, Pending};
 use crate::config::PollerConfig;
 use crate::fence::Fence;
 use crate::fleet::{self, Fleet};
@@ -165,6 +165,25 @@ impl Engine {
         self.fleet_published.clear();
         self.fleet_watch.clear();
         self.telemetry.reset();
+    }
+
+    /// Forgets what was published on the subjects `pending` asks to publish again (a late
+    /// snapshot went out there), and adds their tenants to the alerts and fleet to refresh, so
+    /// that the current state goes out again newer than it.
+    fn forget_late(&mut self, pending: &mut Pending) {
+        for subject in std::mem::take(&mut pending.republish) {
+            match subject {
+                Subject::Alerts(tenant) => {
+                    self.alerts_published.remove(&tenant);
+                    pending.alerts.insert(tenant);
+                }
+                Subject::Fleet(tenant) => {
+                    self.fleet_published.remove(&tenant);
+                    pending.fleet.insert(tenant);
+                }
+                Subject::Telemetry(..) | Subject::Events(..) => {}
+            }
+        }
     }
 
     /// Re-reads the tenant list; drops the state of tenants that are gone, and purges deleted
@@ -542,7 +561,8 @@ impl Engine {
                 }
                 () = changes.changed(), if connected => {
                     tokio::time::sleep(self.config.debounce).await;
-                    let pending = changes.take();
+                    let mut pending = changes.take();
+                    self.forget_late(&mut pending);
                     if pending.resync || pending.tenants || resync_due {
                         let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);

@@ -27,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod fence;
 pub mod fleet;
+pub mod late;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
@@ -213,6 +214,11 @@ async fn serve_as_active(
         link.client.clone(),
         session.clone(),
     ));
+    let late = tokio::spawn(late::watch(
+        link.client.clone(),
+        feed.clone(),
+        session.clone(),
+    ));
 
     let work = async {
         prepare(engine, config, pool, js, metrics, readiness, &session).await;
@@ -247,18 +253,18 @@ async fn serve_as_active(
     metrics.active.set(0);
     readiness.set_info("role", "standby");
     readiness.set("streams", true);
-    let (mut listener, mut relay, mut users) = (listener, relay, users);
+    let mut tasks = [listener, relay, users, late];
     let joined = tokio::time::timeout(TASKS_STOP, async {
-        let _ = (&mut listener).await;
-        let _ = (&mut relay).await;
-        let _ = (&mut users).await;
+        for task in &mut tasks {
+            let _ = task.await;
+        }
     })
     .await;
     if joined.is_err() {
         tracing::warn!(waited = ?TASKS_STOP, "background tasks did not stop in time; cutting them off");
-        listener.abort();
-        relay.abort();
-        users.abort();
+        for task in &tasks {
+            task.abort();
+        }
     }
     // What waits in the outbox is the next active poller's to relay and report; a standby
     // reporting its last backlog for ever would look like a relay that is stuck.

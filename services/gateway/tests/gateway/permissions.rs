@@ -52,7 +52,18 @@ async fn the_documented_nats_permissions_let_every_service_work() {
         .await
         .unwrap();
     let tenant = unique("perm");
+    // The active poller watches every tenant's snapshots for late ones.
+    let mut watched = poller
+        .subscribe(pulse_poller::late::WATCHED[0])
+        .await
+        .unwrap();
+    poller.flush().await.unwrap();
     retain_alerts(&poller, &tenant, 3, "retained").await;
+    let seen = tokio::time::timeout(T, watched.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.subject.as_str(), format!("pulse.v1.{tenant}.alerts"));
     // A poller becoming active reads the newest seq published, to start above it.
     let js = async_nats::jetstream::new(poller.clone());
     let floor = pulse_poller::streams::newest_seq(&js).await.unwrap();
@@ -291,7 +302,7 @@ async fn the_documented_nats_permissions_refuse_what_a_service_does_not_need() {
         "the state stream is still there"
     );
 
-    // The poller publishes the tenants' subjects but does not read them.
+    // The poller publishes the tenants' subjects but reads none of them beyond the snapshots.
     let _sub = poller
         .subscribe(format!("pulse.v1.{tenant}.>"))
         .await
