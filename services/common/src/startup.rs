@@ -177,12 +177,17 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    #[tokio::test]
-    async fn readiness_follows_the_link_and_reconnects_are_seen() {
-        let (tx, rx) = watch::channel(LinkState {
-            connected: true,
-            connects: 1,
-        });
+    /// A link in `initial` state mirrored into a readiness check `nats`, with the reconnects
+    /// reported counted.
+    fn mirrored(
+        initial: LinkState,
+    ) -> (
+        watch::Sender<LinkState>,
+        Readiness,
+        CancellationToken,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (tx, rx) = watch::channel(initial);
         let readiness = Readiness::new(&["nats"]);
         let stop = CancellationToken::new();
         let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -191,44 +196,16 @@ mod tests {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async {}
         });
-        until("ready on the first connection", || readiness.is_ready()).await;
-        tx.send_replace(LinkState {
-            connected: false,
-            connects: 1,
-        });
-        until("not ready once the link is lost", || !readiness.is_ready()).await;
-        tx.send_replace(LinkState {
-            connected: true,
-            connects: 2,
-        });
-        until("the reconnect reported", || {
-            reconnects.load(std::sync::atomic::Ordering::SeqCst) == 1
-        })
-        .await;
-        assert!(readiness.is_ready());
-        stop.cancel();
+        (tx, readiness, stop, reconnects)
     }
 
-    #[tokio::test]
-    async fn the_first_connection_of_a_link_started_in_the_background_is_no_reconnect() {
-        let (tx, rx) = watch::channel(LinkState {
-            connected: false,
-            connects: 0,
-        });
-        let readiness = Readiness::new(&["nats"]);
-        let stop = CancellationToken::new();
-        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = reconnects.clone();
-        mirror_nats(rx, readiness.clone(), stop.clone(), move || {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async {}
-        });
-        // The mirror has seen the link not connected yet (a current-thread runtime runs it now).
-        tokio::task::yield_now().await;
-        tx.send_replace(LinkState {
-            connected: true,
-            connects: 1,
-        });
+    /// The link of [`mirrored`], connected once, lost and then back: readiness follows it,
+    /// and one reconnect is reported.
+    async fn lost_and_back_once(
+        tx: &watch::Sender<LinkState>,
+        readiness: &Readiness,
+        reconnects: &std::sync::atomic::AtomicUsize,
+    ) {
         until("ready on the first connection", || readiness.is_ready()).await;
         tx.send_replace(LinkState {
             connected: false,
@@ -240,11 +217,36 @@ mod tests {
             connects: 2,
         });
         until("ready again", || readiness.is_ready()).await;
-        // Both changes were handled before readiness turned: one reconnect, not two.
+        // Both changes were handled before readiness turned.
         until("the reconnect reported", || {
             reconnects.load(std::sync::atomic::Ordering::SeqCst) == 1
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_link_and_reconnects_are_seen() {
+        let (tx, readiness, stop, reconnects) = mirrored(LinkState {
+            connected: true,
+            connects: 1,
+        });
+        lost_and_back_once(&tx, &readiness, &reconnects).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_first_connection_of_a_link_started_in_the_background_is_no_reconnect() {
+        let (tx, readiness, stop, reconnects) = mirrored(LinkState {
+            connected: false,
+            connects: 0,
+        });
+        // The mirror has seen the link not connected yet (a current-thread runtime runs it now).
+        tokio::task::yield_now().await;
+        tx.send_replace(LinkState {
+            connected: true,
+            connects: 1,
+        });
+        lost_and_back_once(&tx, &readiness, &reconnects).await;
         stop.cancel();
         tokio::task::yield_now().await;
         assert_eq!(reconnects.load(std::sync::atomic::Ordering::SeqCst), 1);

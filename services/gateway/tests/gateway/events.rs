@@ -147,6 +147,18 @@ async fn cut_until_noticed(proxy: &Proxy, gw: &Gateway) {
     eventually("the gateway sees NATS gone", T, || async { !ready().await }).await;
 }
 
+/// A tenant `label`, a gateway [`behind_a_proxy`] and a reader of its `tickets` that got event
+/// 1; then the gateway's NATS connection is cut.
+async fn one_event_then_cut(label: &str) -> (String, async_nats::Client, Proxy, Gateway, Client) {
+    let tenant = unique(label);
+    let (nats, proxy, gw) = behind_a_proxy().await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+    cut_until_noticed(&proxy, &gw).await;
+    (tenant, nats, proxy, gw, c)
+}
+
 #[tokio::test]
 async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     // The stream holds nothing of the topic when the client subscribes; then the gateway's
@@ -170,13 +182,7 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
 /// the gateway then.
 #[tokio::test]
 async fn a_gap_right_after_a_reconnect_waits_for_the_relay_to_send_the_event_again() {
-    let tenant = unique("evresend");
-    let (nats, proxy, gw) = behind_a_proxy().await;
-    let mut c = tickets_reader(&gw, &tenant, None).await;
-    publish_event(&nats, &tenant, "tickets", 1).await;
-    assert_eq!(c.next(T).await["seq"], 1);
-
-    cut_until_noticed(&proxy, &gw).await;
+    let (tenant, nats, proxy, gw, mut c) = one_event_then_cut("evresend").await;
     proxy.set(Link::Open);
     pulse_test_support::gateway::wait_ready(gw.addr).await;
     publish_event(&nats, &tenant, "tickets", 3).await;
@@ -192,13 +198,7 @@ async fn a_gap_right_after_a_reconnect_waits_for_the_relay_to_send_the_event_aga
 /// relay could have sent it again (`RESEND_WAIT`, 10 s after the link came back).
 #[tokio::test]
 async fn a_hole_found_reading_back_after_an_outage_is_announced_and_what_follows_goes_out() {
-    let tenant = unique("evhole");
-    let (nats, proxy, gw) = behind_a_proxy().await;
-    let mut c = tickets_reader(&gw, &tenant, None).await;
-    publish_event(&nats, &tenant, "tickets", 1).await;
-    assert_eq!(c.next(T).await["seq"], 1);
-
-    cut_until_noticed(&proxy, &gw).await;
+    let (tenant, nats, proxy, _gw, mut c) = one_event_then_cut("evhole").await;
     publish_event(&nats, &tenant, "tickets", 3).await;
     publish_event(&nats, &tenant, "tickets", 4).await;
     proxy.set(Link::Open);
