@@ -154,6 +154,11 @@ impl Engine {
         self.seq.raise_floor(floor);
     }
 
+    /// The clock the engine's `seq`s come from.
+    pub fn seq_clock(&self) -> Arc<SeqClock> {
+        self.seq.clone()
+    }
+
     /// How many devices the engine remembers a published reading of.
     pub fn telemetry_devices_recorded(&self) -> usize {
         self.telemetry.devices_recorded()
@@ -172,6 +177,9 @@ impl Engine {
     /// that the current state goes out again newer than it.
     fn forget_late(&mut self, pending: &mut Pending) {
         for subject in std::mem::take(&mut pending.republish) {
+            if !self.tenants.contains(subject.tenant()) {
+                continue; // not ours (another deployment, a tool): nothing to publish again
+            }
             match subject {
                 Subject::Alerts(tenant) => {
                     self.alerts_published.remove(&tenant);
@@ -194,6 +202,7 @@ impl Engine {
         // after its purge, and its empty snapshots were published into the purged streams.
         // Purged ones are forgotten too, so that one created again is published afresh.
         let purged = self.purge_deleted().await;
+        self.retain_tenant_state(|t| !purged.contains(t));
         let started = Instant::now();
         let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id::text FROM tenants")
             .fetch_all(&self.pool)
@@ -216,15 +225,23 @@ impl Engine {
             self.metrics.error(Stage::Registry);
             tracing::warn!(error = %e, "cannot remove deleted tenants from the device registry");
         }
-        let keep = |t: &TenantId| self.tenants.contains(t) && !purged.contains(t);
+        let tenants = std::mem::take(&mut self.tenants);
+        self.retain_tenant_state(|t| tenants.contains(t));
+        self.tenants = tenants;
+        self.metrics.tenants.set(self.tenants.len() as i64);
+        Ok(())
+    }
+
+    /// Drops what the engine remembers of the tenants `keep` refuses (purged, or gone), so
+    /// that one listed again is published afresh. Done as soon as they are purged, whether or
+    /// not the tenant list can be read after.
+    fn retain_tenant_state(&mut self, keep: impl Fn(&TenantId) -> bool) {
         self.alerts_published.retain(|t, _| keep(t));
         self.fleet_published.retain(|t, _| keep(t));
         self.fleet_watch.retain(|t, _| keep(t));
         self.trimmed.retain(|(_, t)| keep(t));
-        self.telemetry.retain_tenants(keep);
+        self.telemetry.retain_tenants(&keep);
         self.fence.retain(|s| keep(s.tenant()));
-        self.metrics.tenants.set(self.tenants.len() as i64);
-        Ok(())
     }
 
     /// Tenants, then every tenant's alerts and fleet.

@@ -11,12 +11,15 @@
 //! stream holds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt as _;
+use pulse_proto::client::MAX_SAFE_INTEGER;
 use pulse_proto::{Subject, headers};
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeFeed;
+use crate::seq::SeqClock;
 
 /// The subjects watched: every tenant's alerts and fleet snapshots.
 pub const WATCHED: [&str; 2] = ["pulse.v1.*.alerts", "pulse.v1.*.fleet"];
@@ -25,8 +28,15 @@ pub const WATCHED: [&str; 2] = ["pulse.v1.*.alerts", "pulse.v1.*.fleet"];
 /// may go unnoticed).
 const REMEMBERED: usize = 200_000;
 
-/// Watches [`WATCHED`] until `stop`, telling `feed` of every subject that got a late snapshot.
-pub async fn watch(nats: async_nats::Client, feed: ChangeFeed, stop: CancellationToken) {
+/// Watches [`WATCHED`] until `stop`, telling `feed` of every subject that got a late snapshot,
+/// once `seq` is raised past the newest seen there: what is published again is newer than it,
+/// not late in turn.
+pub async fn watch(
+    nats: async_nats::Client,
+    seq: Arc<SeqClock>,
+    feed: ChangeFeed,
+    stop: CancellationToken,
+) {
     let mut subscriptions = Vec::new();
     for subject in WATCHED {
         match nats.subscribe(subject).await {
@@ -45,16 +55,19 @@ pub async fn watch(nats: async_nats::Client, feed: ChangeFeed, stop: Cancellatio
             message = messages.next() => message,
         };
         let Some(message) = message else { return };
-        let seq = message
+        // A `seq` no client can hold (beyond 2^53) is no snapshot of ours to be newer than.
+        let got = message
             .headers
             .as_ref()
             .and_then(|h| h.get(headers::SEQ))
-            .and_then(|v| v.as_str().parse::<u64>().ok());
-        let (Some(subject), Some(seq)) = (Subject::parse(message.subject.as_str()), seq) else {
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .filter(|&s| s <= MAX_SAFE_INTEGER);
+        let (Some(subject), Some(got)) = (Subject::parse(message.subject.as_str()), got) else {
             continue;
         };
-        if newest.late(&subject, seq) {
-            tracing::warn!(%subject, seq, "a late snapshot arrived; publishing the current state again");
+        if let Some(newest) = newest.late(&subject, got) {
+            tracing::warn!(%subject, seq = got, newest, "a late snapshot arrived; publishing the current state again");
+            seq.raise_floor(newest);
             feed.republish(subject);
         }
     }
@@ -65,10 +78,10 @@ pub async fn watch(nats: async_nats::Client, feed: ChangeFeed, stop: Cancellatio
 pub struct Newest(HashMap<Subject, u64>);
 
 impl Newest {
-    /// Notes `seq` on `subject`; true when a newer one was seen there before.
-    pub fn late(&mut self, subject: &Subject, seq: u64) -> bool {
+    /// Notes `seq` on `subject`; the newest seen there before when it is newer.
+    pub fn late(&mut self, subject: &Subject, seq: u64) -> Option<u64> {
         if let Some(newest) = self.0.get_mut(subject) {
-            let late = seq < *newest;
+            let late = (seq < *newest).then_some(*newest);
             *newest = (*newest).max(seq);
             return late;
         }
@@ -76,7 +89,7 @@ impl Newest {
             self.0.clear();
         }
         self.0.insert(subject.clone(), seq);
-        false
+        None
     }
 }
 
@@ -89,14 +102,15 @@ mod tests {
         let tenant = pulse_proto::TenantId::parse("acme").unwrap();
         let (alerts, fleet) = (Subject::Alerts(tenant.clone()), Subject::Fleet(tenant));
         let mut newest = Newest::default();
-        assert!(!newest.late(&alerts, 10), "nothing seen before");
-        assert!(
-            !newest.late(&alerts, 10),
+        assert_eq!(newest.late(&alerts, 10), None, "nothing seen before");
+        assert_eq!(
+            newest.late(&alerts, 10),
+            None,
             "the same one again (our own echo)"
         );
-        assert!(!newest.late(&alerts, 12));
-        assert!(newest.late(&alerts, 11));
-        assert!(!newest.late(&fleet, 3), "each subject on its own");
-        assert!(newest.late(&alerts, 11), "still older than 12");
+        assert_eq!(newest.late(&alerts, 12), None);
+        assert_eq!(newest.late(&alerts, 11), Some(12));
+        assert_eq!(newest.late(&fleet, 3), None, "each subject on its own");
+        assert_eq!(newest.late(&alerts, 11), Some(12), "still older than 12");
     }
 }

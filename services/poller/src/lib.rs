@@ -216,6 +216,7 @@ async fn serve_as_active(
     ));
     let late = tokio::spawn(late::watch(
         link.client.clone(),
+        engine.seq_clock(),
         feed.clone(),
         session.clone(),
     ));

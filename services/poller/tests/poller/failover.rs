@@ -375,21 +375,30 @@ async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshot
     drop((first, second));
 }
 
+/// An active poller of a new tenant with one device, and a subscriber of the tenant's alerts
+/// that got the snapshot listing the one alert opened: that alert's id and the snapshot's `seq`.
+async fn one_open_alert_published(
+    label: &str,
+) -> ((PollerHandle, ScratchDb), String, Sub, i64, u64) {
+    let (db, tenant) = db_with_tenant(label, 1).await;
+    let mut alerts = subscribe(&format!("pulse.v1.{tenant}.alerts")).await;
+    let poller = spawn_active(config_with(&db, &[])).await;
+    let open = db.open_alert(&tenant, "dev-1", "open").await;
+    let current = alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v) == [open])
+        .await;
+    let seq = current["seq"].as_u64().unwrap();
+    ((poller, db), tenant, alerts, open, seq)
+}
+
 /// A snapshot the fence cannot keep out: a deposed poller's first publish of a subject in its
 /// activation, which has nothing to expect, arriving late with an older `seq` and stored as the
 /// subject's current value. The active poller sees it go by and publishes its state again at
 /// once, newer, over it; a quiet tenant's value would otherwise stay the stale one for good.
 #[tokio::test]
 async fn a_late_snapshot_the_fence_cannot_refuse_is_replaced_at_once() {
-    let (db, tenant) = db_with_tenant("unfenced", 1).await;
+    let (_poller, tenant, mut alerts, open, seq) = one_open_alert_published("unfenced").await;
     let subject = format!("pulse.v1.{tenant}.alerts");
-    let mut alerts = subscribe(&subject).await;
-    let _poller = spawn_active(config_with(&db, &[])).await;
-    let open = db.open_alert(&tenant, "dev-1", "open").await;
-    let current = alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v) == [open])
-        .await;
-    let seq = current["seq"].as_u64().unwrap();
 
     // The late one: no alerts, numbered before the current one, stored without expectation.
     let nats = pulse_test_support::nats::shared().await;
@@ -403,13 +412,60 @@ async fn a_late_snapshot_the_fence_cannot_refuse_is_replaced_at_once() {
         .await
         .unwrap();
 
+    // Published again, newer: refused first (the stream's last message is not the poller's
+    // own any more; subscribers see it go by) and, the late one being older, sent again over it.
     let again = alerts
         .until(Duration::from_secs(5), |v| {
             alert_ids(v) == [open] && v["seq"].as_u64() > Some(seq)
         })
         .await;
-    let stored = stored_alerts(&js, &subject).await;
-    assert_eq!(stored, (again["seq"].as_u64().unwrap(), vec![open]));
+    let again = (again["seq"].as_u64().unwrap(), vec![open]);
+    eventually(
+        "the current state stored again",
+        Duration::from_secs(5),
+        || async { stored_alerts(&js, &subject).await == again },
+    )
+    .await;
+}
+
+/// A snapshot numbered far above the poller's clock that goes by without being stored (a
+/// deposed poller's, its clock ahead, refused by the fence): the poller's next publish looks
+/// late beside it, and is published again above it, once, not again and again.
+#[tokio::test]
+async fn a_snapshot_numbered_above_the_pollers_clock_does_not_make_it_publish_in_a_loop() {
+    let ((poller, db), tenant, mut alerts, first, seq) = one_open_alert_published("ahead").await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    // A minute ahead: the poller's clock stays ahead of the wall clock no longer than that.
+    let ahead = seq + 60_000_000;
+    let nats = pulse_test_support::nats::shared().await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", ahead.to_string().as_str());
+    // Refused by the stream, as the fence refuses a deposed poller's: subscribers get it all
+    // the same.
+    headers.insert("Nats-Expected-Last-Subject-Sequence", "1");
+    let body = json!({"type": "alerts", "tenant_id": tenant, "seq": ahead, "alerts": []});
+    nats.publish_with_headers(subject.clone(), headers, body.to_string().into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+
+    let second = db.open_alert(&tenant, "dev-1", "second").await;
+    alerts
+        .until(Duration::from_secs(10), |v| {
+            let mut ids = alert_ids(v);
+            ids.sort_unstable();
+            ids == [first, second] && v["seq"].as_u64() > Some(ahead)
+        })
+        .await;
+    // Then quiet within a couple more (a loop would publish the subject tens of times a
+    // second), each newer still.
+    let mut more = 0;
+    while let Some((_, v)) = alerts.next_within(Duration::from_millis(1500)).await {
+        more += 1;
+        assert!(more <= 2, "published again and again: {v}");
+        assert!(v["seq"].as_u64() > Some(ahead), "{v}");
+    }
+    drop(poller);
 }
 
 /// Fails if both pollers said they were active, `now` after the cut.
