@@ -316,9 +316,15 @@ async fn prepare(
     // active) is created empty: the relay refills it from the outbox, as after a restore.
     let ensured = waiting
         .until_done("set up JetStream streams", "JetStream", || async {
+            // A lookup that fails is tried again with the rest: taken for "not missing", an
+            // events stream `ensure` then created would never be refilled; taken for "missing",
+            // one that was there would get every retained event again, past JetStream's
+            // duplicate window.
             let events = pulse_proto::subject::EVENTS_STREAM;
-            let missing = streams::missing(js).await;
-            let events_missing = missing.is_ok_and(|m| m.iter().any(|name| name == events));
+            let events_missing = streams::missing(js)
+                .await?
+                .iter()
+                .any(|name| name == events);
             streams::ensure(js, config).await.map(|()| events_missing)
         })
         .await;
