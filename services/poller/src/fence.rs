@@ -79,7 +79,7 @@ impl Fence {
         };
         // A seq beyond 2^53 - 1 is not a poller's: `pulse_seq` passes it over, and ours
         // replaces the message.
-        let verdict = match crate::streams::pulse_seq(&last) {
+        let verdict = match crate::streams::pulse_seq(&last.headers) {
             Some(theirs) if theirs == ours => Verdict::Stored,
             Some(theirs) if theirs > ours => {
                 self.seq.raise_floor(theirs);

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use pulse_proto::client::MAX_SAFE_INTEGER;
-use pulse_proto::{Subject, headers};
+use pulse_proto::Subject;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeFeed;
@@ -56,12 +55,7 @@ pub async fn watch(
         };
         let Some(message) = message else { return };
         // A `seq` no client can hold (beyond 2^53) is no snapshot of ours to be newer than.
-        let got = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(headers::SEQ))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .filter(|&s| s <= MAX_SAFE_INTEGER);
+        let got = message.headers.as_ref().and_then(crate::streams::pulse_seq);
         let (Some(subject), Some(got)) = (Subject::parse(message.subject.as_str()), got) else {
             continue;
         };

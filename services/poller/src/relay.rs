@@ -312,8 +312,8 @@ impl Relay {
 
     /// Deletes relayed events older than the retention (their idempotency keys go with them),
     /// a batch at a time for as long as `budget` lasts: what is left (say, after the retention
-    /// was lowered, millions of rows) waits for the next round, so that relaying is never held
-    /// up behind a long prune.
+    /// was lowered, millions of rows) waits for the next round, so that relaying is held up by
+    /// one round at most, not by the whole prune.
     pub async fn prune(&self, budget: Duration) -> Result<Pruned, RelayError> {
         let started = Instant::now();
         let max_age = self.max_age.as_secs_f64();

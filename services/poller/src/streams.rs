@@ -389,7 +389,7 @@ async fn highest_seq_within(
         if message.sequence > upto {
             break;
         }
-        match pulse_seq(&message) {
+        match pulse_seq(&message.headers) {
             Some(seq) => highest = highest.max(Some(seq)),
             None => tracing::warn!(
                 subject = %message.subject, sequence = message.sequence,
@@ -401,11 +401,11 @@ async fn highest_seq_within(
     Ok(highest)
 }
 
-/// The `Pulse-Seq` of a state stream message, if it has a valid one: a whole number no greater
+/// The `Pulse-Seq` in a message's `headers`, if it has a valid one: a whole number no greater
 /// than 2^53 - 1. Beyond that a number is not a poller's (it would lose precision in
 /// JavaScript), and honouring it would push every later `seq` out of the exact range.
-pub(crate) fn pulse_seq(message: &jetstream::message::StreamMessage) -> Option<u64> {
-    let header = message.headers.get(pulse_proto::headers::SEQ)?;
+pub(crate) fn pulse_seq(headers: &async_nats::HeaderMap) -> Option<u64> {
+    let header = headers.get(pulse_proto::headers::SEQ)?;
     let seq: u64 = header.as_str().parse().ok()?;
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }

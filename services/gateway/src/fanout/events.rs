@@ -380,12 +380,8 @@ impl Events {
             // A catch-up may have moved the head meanwhile: what it delivered is let go.
             incoming.deliver_ready(topic, metrics);
             let Some(head) = topic.log.lock().fill_from() else {
-                // Nothing delivered here and nothing known of the stream: the oldest held
-                // event starts the order, and a gap after it is read back from there.
-                incoming.deliver_ready(topic, metrics);
-                if incoming.gapped() {
-                    continue;
-                }
+                // Nothing known of the stream and nothing delivered here, not even just above
+                // (with no head, the oldest held event starts the order): nothing is held.
                 return;
             };
             let read = self
@@ -394,15 +390,15 @@ impl Events {
                 .read_after(&topic.subject, topic.id, head, limit, max_bytes)
                 .await;
             let within = started.elapsed() < CONFIRM_WAIT;
+            let unsettled = history::unsettled(&read);
             // What a replica's word cannot show is unavailable, not lost.
-            let missing = if history::unsettled(&read) {
+            let missing = if unsettled {
                 ResetReason::Unavailable
             } else {
                 ResetReason::Gap
             };
-            let settling = history::unsettled(&read)
-                && within
-                && self.inner.history.unsettled_for_less_than(CONFIRM_WAIT);
+            let settling =
+                unsettled && within && self.inner.history.unsettled_for_less_than(CONFIRM_WAIT);
             if !settling {
                 attempt += 1;
             }
