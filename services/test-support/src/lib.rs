@@ -3,7 +3,7 @@
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`],
 //! [`eventually_some`]),
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
-//! a test may stop or configure ([`nats`]), a three-node cluster of them ([`nats_cluster`]), a TCP proxy to freeze or cut ([`proxy`]), reading a Prometheus scrape ([`metric`]), free
+//! a test may stop or configure ([`nats`]), a three-node cluster of them ([`nats_cluster`]), a TCP proxy to freeze or cut ([`proxy`]), certificates for TLS ([`tls`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
 //! ([`parse_config`]), the loopback address as a trusted proxy ([`loopback_proxy`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
 //! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's
@@ -21,6 +21,7 @@ pub mod nats;
 pub mod nats_cluster;
 pub mod proxy;
 pub mod seed;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;
@@ -192,15 +193,23 @@ pub fn loopback_proxy() -> pulse_common::client_addr::TrustedProxies {
 /// A service configuration parsed from `args` (the first is the program name) the way its
 /// binary parses it, defaults and environment included.
 pub fn parse_config<T: clap::Args>(args: &[&str]) -> T {
+    match try_parse_config(args) {
+        Ok(config) => config,
+        Err(e) => panic!("a test configuration does not parse: {e}"),
+    }
+}
+
+/// [`parse_config`], giving clap's message when `args` do not parse: for tests of what a
+/// wrong setting is told.
+pub fn try_parse_config<T: clap::Args>(args: &[&str]) -> Result<T, String> {
     #[derive(clap::Parser)]
     struct Cli<T: clap::Args> {
         #[command(flatten)]
         config: T,
     }
-    match <Cli<T> as clap::Parser>::try_parse_from(args) {
-        Ok(cli) => cli.config,
-        Err(e) => panic!("a test configuration does not parse: {e}"),
-    }
+    <Cli<T> as clap::Parser>::try_parse_from(args)
+        .map(|cli| cli.config)
+        .map_err(|e| e.to_string())
 }
 
 /// The environment variables of `T` that may hold a secret (a URL with a password in it, a

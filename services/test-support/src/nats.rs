@@ -200,6 +200,19 @@ impl PrivateNats {
         nats
     }
 
+    /// A server with JetStream that talks TLS only, with a certificate `pki` signed for the
+    /// loopback address; with `verify_clients`, it also requires of every client a
+    /// certificate `pki` signed.
+    pub async fn with_tls(pki: &crate::tls::TestPki, verify_clients: bool) -> PrivateNats {
+        let server = pki.server();
+        let ca = verify_clients.then(|| pki.ca_file());
+        PrivateNats::configured(
+            |store| jetstream_with_tls(store, &server, ca.as_deref()),
+            &[],
+        )
+        .await
+    }
+
     /// Writes the configuration `config` makes (given the store folder) and has the server
     /// reload it (SIGHUP), as an operator would.
     pub fn reconfigure(&self, config: impl FnOnce(&Path) -> String) {
@@ -403,5 +416,25 @@ accounts {{
 }}
 "#,
         store.to_string_lossy()
+    )
+}
+
+/// A NATS configuration with JetStream stored in `store` that talks TLS only, with the
+/// certificate `server`; with `clients_of`, it also requires of every client a certificate
+/// signed by the authority in that file.
+fn jetstream_with_tls(
+    store: &Path,
+    server: &crate::tls::CertFiles,
+    clients_of: Option<&Path>,
+) -> String {
+    let verify = match clients_of {
+        Some(ca) => format!("ca_file: {:?}\n  verify: true", ca.to_string_lossy()),
+        None => String::new(),
+    };
+    format!(
+        "jetstream {{ store_dir: {:?} }}\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n  {verify}\n  timeout: 2\n}}\n",
+        store.to_string_lossy(),
+        server.cert.to_string_lossy(),
+        server.key.to_string_lossy(),
     )
 }

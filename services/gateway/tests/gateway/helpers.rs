@@ -241,6 +241,32 @@ pub async fn assert_upgrade_refused_for_now(url: &str) {
     }
 }
 
+/// The real poller, run in this process until [`Poller::stop`].
+pub struct Poller {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the poller with `config`, its ops endpoints on a port of its own.
+pub async fn spawn_poller(config: pulse_poller::PollerConfig) -> Poller {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(pulse_poller::run(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    Poller { stop, task }
+}
+
+impl Poller {
+    /// Stops the poller, waiting up to 10 s for it to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
 /// The gateway binary as its own process on `port` (on the shared NATS), with `envs` added;
 /// returns once it is ready. Killed when dropped.
 pub async fn spawn_gateway_process(port: u16, envs: &[(&str, &str)]) -> tokio::process::Child {

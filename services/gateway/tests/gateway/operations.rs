@@ -144,13 +144,7 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     pc.nats_url = nats_url();
     pc.poll_interval = std::time::Duration::from_secs(60);
     pc.telemetry_interval = std::time::Duration::from_millis(50);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let poller = tokio::spawn(pulse_poller::run(
-        pc,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
+    let poller = spawn_poller(pc).await;
 
     let gw = spawn_gateway(config()).await;
     let mut c = gw.viewer(&tenant).await;
@@ -175,14 +169,9 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     }
 
     let started = Instant::now();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
-         VALUES ($1, 'dev-1', 'site-1', 'temp_high', 5, '<script>alert(1)</script>') RETURNING alert_id",
-    )
-    .bind(&tenant)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let id = db
+        .open_alert(&tenant, "dev-1", "<script>alert(1)</script>")
+        .await;
     let pushed = c
         .until(T, |m| {
             m["type"] == "alerts" && m["alerts"][0]["alert_id"] == id
@@ -195,8 +184,7 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     let reading = c.until(T, |m| m["type"] == "telemetry").await;
     assert_eq!(reading["data"]["metrics"]["temp_c"], 30);
 
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), poller).await;
+    poller.stop().await;
 }
 
 #[tokio::test]
