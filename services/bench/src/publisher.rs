@@ -122,16 +122,16 @@ impl Publisher {
     /// Starts the publisher thread and connects it to NATS; `seq_header`: with the
     /// `Pulse-Seq` header (see [`Composer`]).
     pub async fn start(
-        nats_url: &str,
+        nats: &pulse_common::nats::NatsArgs,
         shape: Shape,
         payload_bytes: usize,
         seq_header: bool,
     ) -> Result<Publisher, PublishError> {
-        let url = nats_url.to_owned();
+        let nats = nats.clone();
         let publish = move |client, rx| serve(client, shape, payload_bytes, seq_header, rx);
         let requests = crate::start_worker(
             "bench-publisher",
-            || connect(url),
+            || connect(nats),
             publish,
             PublishError::Gone,
         )
@@ -160,14 +160,10 @@ impl Publisher {
     }
 }
 
-async fn connect(url: String) -> Result<async_nats::Client, PublishError> {
-    let servers = pulse_common::nats::server_addrs(&url)
-        .map_err(|e| PublishError::Connect(format!("{e:#}")))?;
-    pulse_common::nats::with_url_credentials(async_nats::ConnectOptions::new(), &url)
-        .name("pulse-bench-publisher")
-        .connect(servers)
+async fn connect(nats: pulse_common::nats::NatsArgs) -> Result<async_nats::Client, PublishError> {
+    pulse_common::nats::connect_once(&nats, "pulse-bench-publisher")
         .await
-        .map_err(|e| PublishError::Connect(e.to_string()))
+        .map_err(|e| PublishError::Connect(format!("{e:#}")))
 }
 
 async fn serve(

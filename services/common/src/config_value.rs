@@ -1,9 +1,10 @@
 //! Clap value parsers for the services' settings, so a configuration is checked once, when it
 //! is parsed, and carried typed from there on: a whole number within its bounds, a positive
 //! number that may have a fraction, a duration (`30s`, `5m`, or whole seconds) within its
-//! bounds. Each error names the environment variable, which is how operators set them (or the
-//! flag, for a setting that has no variable); the parser reads that name from the setting
-//! itself, so it is written once:
+//! bounds, a PEM file of certificates or of a private key that can be read. Each error names
+//! the environment variable, which is how operators set them (or the flag, for a setting that
+//! has no variable); the parser reads that name from the setting itself, so it is written
+//! once:
 //!
 //! ```text
 //! #[arg(long, env = "PULSE_DB_POOL_SIZE", default_value = "8",
@@ -12,6 +13,7 @@
 
 use std::ffi::OsStr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
@@ -113,6 +115,40 @@ pub fn millis(
             Err(_) => within(var, raw),
         },
     )
+}
+
+/// A PEM file holding at least one certificate (a CA bundle, or a certificate and its chain),
+/// read when the setting is parsed so a missing or unreadable file stops the service at
+/// start, not at its first connection. The path is kept: the file is read again where it is
+/// used, so a certificate renewed in place is taken up.
+pub fn certificates_file()
+-> Setting<impl Fn(&str, &str) -> Result<PathBuf, String> + Clone + Send + Sync + 'static> {
+    Setting(|var: &str, raw: &str| {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+        let path = PathBuf::from(raw);
+        let certificates = CertificateDer::pem_file_iter(&path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{var}: cannot read certificates from {raw:?}: {e}"))?;
+        if certificates.is_empty() {
+            return Err(format!("{var}: no PEM certificate in {raw:?}"));
+        }
+        Ok(path)
+    })
+}
+
+/// A PEM file holding a private key (PKCS#8, PKCS#1 or SEC1), checked as
+/// [`certificates_file`] is.
+pub fn private_key_file()
+-> Setting<impl Fn(&str, &str) -> Result<PathBuf, String> + Clone + Send + Sync + 'static> {
+    Setting(|var: &str, raw: &str| {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject as _;
+        let path = PathBuf::from(raw);
+        PrivateKeyDer::from_pem_file(&path)
+            .map_err(|e| format!("{var}: cannot read a private key from {raw:?}: {e}"))?;
+        Ok(path)
+    })
 }
 
 #[cfg(test)]

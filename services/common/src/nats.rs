@@ -8,6 +8,9 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 
+mod tls;
+pub use tls::NatsTls;
+
 /// Where NATS is unless `NATS_URL` says otherwise.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
@@ -15,9 +18,10 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// client's own default); it drops the next ones and reports a slow consumer.
 pub const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 
-/// The `NATS_URL` setting every service that talks to NATS reads, checked when it is parsed:
-/// an empty list or an entry that is not a server address stops the service at start with
-/// the entry named (its password hidden), rather than on its first connection attempt.
+/// Where NATS is and how to reach it: the `NATS_URL` setting every service that talks to NATS
+/// reads, checked when it is parsed (an empty list or an entry that is not a server address
+/// stops the service at start with the entry named, its password hidden, rather than on its
+/// first connection attempt), and the TLS settings of [`NatsTls`].
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated; credentials as `nats://user:password@host` or
@@ -30,6 +34,19 @@ pub struct NatsArgs {
         value_parser = CheckedUrl
     )]
     pub url: String,
+
+    #[command(flatten)]
+    pub tls: NatsTls,
+}
+
+impl NatsArgs {
+    /// The servers of `url`, reached as it says, without TLS settings of their own.
+    pub fn at(url: impl Into<String>) -> Self {
+        NatsArgs {
+            url: url.into(),
+            tls: NatsTls::default(),
+        }
+    }
 }
 
 /// The value parser of `NATS_URL`, for a service that cannot flatten [`NatsArgs`]: every
@@ -134,7 +151,7 @@ pub struct NatsLink {
 /// `subscription_capacity` messages its reader has not taken; `on_slow_consumer` is called
 /// for each one dropped beyond them.
 pub async fn connect_in_background(
-    url: &str,
+    nats: &NatsArgs,
     name: &str,
     subscription_capacity: usize,
     on_slow_consumer: impl Fn() + Send + Sync + 'static,
@@ -144,7 +161,7 @@ pub async fn connect_in_background(
         connects: 0,
     });
     let options = options(
-        url,
+        nats,
         name,
         std::sync::Arc::new(tx),
         std::sync::Arc::new(on_slow_consumer),
@@ -152,10 +169,55 @@ pub async fn connect_in_background(
     .subscription_capacity(subscription_capacity)
     .retry_on_initial_connect();
     let client = options
-        .connect(server_addrs(url)?)
+        .connect(server_addrs(&nats.url)?)
         .await
-        .with_context(|| format!("invalid NATS_URL {}", redact(url)))?;
+        .with_context(|| format!("invalid NATS_URL {}", redact(&nats.url)))?;
+    tokio::spawn(diagnose_while_down(nats.clone(), rx.clone()));
     Ok(NatsLink { client, state: rx })
+}
+
+/// How long a background link may be down before [`diagnose_while_down`] looks into why, and
+/// how often it looks again.
+const DIAGNOSE_AFTER: Duration = Duration::from_secs(5);
+const DIAGNOSE_EVERY: Duration = Duration::from_secs(30);
+
+/// While the link `state` watches is down (from [`DIAGNOSE_AFTER`] on, every
+/// [`DIAGNOSE_EVERY`]), connects to `nats` once more itself and logs why that fails. The
+/// client's own reconnects report only the kind of failure ("IO error"), which does not tell
+/// an operator a certificate no configured authority signed from a refused password or a
+/// server that does not talk TLS. Ends when the client is gone.
+async fn diagnose_while_down(nats: NatsArgs, state: watch::Receiver<LinkState>) {
+    let gone = || async {
+        let _ = state.clone().wait_for(|_| false).await;
+    };
+    loop {
+        tokio::select! {
+            () = away_for(&state, DIAGNOSE_AFTER) => {}
+            () = gone() => return,
+        }
+        let probe = async {
+            let servers = server_addrs(&nats.url)?;
+            let client = client_options(&nats)
+                .connection_timeout(Duration::from_secs(3))
+                .connect(servers)
+                .await?;
+            // Reached: the client's own reconnect is about to succeed too.
+            drop(client);
+            anyhow::Ok(())
+        };
+        if let Err(e) = probe.await {
+            tracing::warn!(
+                url = %redact(&nats.url),
+                error = %e,
+                "NATS unreachable: a connection attempt made to see why failed"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DIAGNOSE_EVERY) => {}
+            () = connected(&state) => {}
+            () = gone() => return,
+        }
+    }
 }
 
 /// The servers named by `NATS_URL`: one URL, or several separated by commas. The client reads
@@ -175,15 +237,15 @@ pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
     Ok(addrs)
 }
 
-/// The client's options: credentials from the URL, endless reconnects, connection events
-/// mirrored into `events`, and [`SUBSCRIPTION_CAPACITY`].
+/// The client's options: credentials from the URL, the TLS settings, endless reconnects,
+/// connection events mirrored into `events`, and [`SUBSCRIPTION_CAPACITY`].
 fn options(
-    url: &str,
+    nats: &NatsArgs,
     name: &str,
     events: std::sync::Arc<watch::Sender<LinkState>>,
     slow: std::sync::Arc<dyn Fn() + Send + Sync>,
 ) -> ConnectOptions {
-    with_url_credentials(ConnectOptions::new(), url)
+    client_options(nats)
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(None)
@@ -213,10 +275,10 @@ fn options(
         })
 }
 
-/// Connects to `url` as `name`, retrying with backoff until it succeeds or `give_up` resolves.
+/// Connects to `nats` as `name`, retrying with backoff until it succeeds or `give_up` resolves.
 /// Slow-consumer events are counted by `on_slow_consumer`, never logged one by one.
 pub async fn connect(
-    url: &str,
+    nats: &NatsArgs,
     name: &str,
     on_slow_consumer: impl Fn() + Send + Sync + 'static,
     give_up: impl std::future::Future<Output = ()>,
@@ -229,12 +291,12 @@ pub async fn connect(
     let on_slow_consumer: std::sync::Arc<dyn Fn() + Send + Sync> =
         std::sync::Arc::new(on_slow_consumer);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let shown = redact(url);
+    let shown = redact(&nats.url);
     // A URL that cannot be read will not become readable by retrying.
-    let servers = server_addrs(url)?;
+    let servers = server_addrs(&nats.url)?;
     tokio::pin!(give_up);
     loop {
-        let options = options(url, name, tx.clone(), on_slow_consumer.clone());
+        let options = options(nats, name, tx.clone(), on_slow_consumer.clone());
         let attempt = tokio::select! {
             r = options.connect(servers.clone()) => r,
             () = &mut give_up => anyhow::bail!("gave up connecting to NATS at {shown}"),
@@ -283,6 +345,24 @@ pub async fn flush_before_exit(client: &Client) {
             "NATS did not take the last messages in time; exiting without them"
         ),
     }
+}
+
+/// The options every client of `nats` starts from: the credentials in its URL and its TLS
+/// settings.
+pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
+    nats.tls
+        .apply(with_url_credentials(ConnectOptions::new(), &nats.url))
+}
+
+/// Connects to `nats` as `name` once, without retrying: for a tool that reports a server it
+/// cannot reach rather than wait for it.
+pub async fn connect_once(nats: &NatsArgs, name: &str) -> anyhow::Result<Client> {
+    let servers = server_addrs(&nats.url)?;
+    client_options(nats)
+        .name(name)
+        .connect(servers)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", redact(&nats.url)))
 }
 
 /// Credentials written into a server URL — `nats://user:password@host:4222` or

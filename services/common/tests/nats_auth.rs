@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pulse_common::nats::NatsArgs;
 use pulse_test_support::free_port;
 use pulse_test_support::nats::{start_server, wait_listening};
 
@@ -18,7 +19,7 @@ async fn server(args: &[&str]) -> (tokio::process::Child, u16) {
 
 async fn connects(url: &str) -> bool {
     let give_up = tokio::time::sleep(Duration::from_secs(2));
-    pulse_common::nats::connect(url, "test", || {}, give_up)
+    pulse_common::nats::connect(&NatsArgs::at(url), "test", || {}, give_up)
         .await
         .is_ok()
 }
@@ -47,7 +48,7 @@ async fn any_server_of_a_comma_separated_list_that_answers_will_do() {
     assert!(connects(&format!("{dead},{live}")).await);
     assert!(connects(&format!("{live}, {dead}")).await);
     let link = pulse_common::nats::connect_in_background(
-        &format!("{dead},{live}"),
+        &NatsArgs::at(format!("{dead},{live}")),
         "test",
         pulse_common::nats::SUBSCRIPTION_CAPACITY,
         || {},
@@ -66,7 +67,7 @@ async fn a_list_with_an_unreadable_url_fails_at_once() {
     let started = std::time::Instant::now();
     let give_up = tokio::time::sleep(Duration::from_secs(10));
     let e = pulse_common::nats::connect(
-        "nats://127.0.0.1:4222,nats://h:port",
+        &NatsArgs::at("nats://127.0.0.1:4222,nats://h:port"),
         "test",
         || {},
         give_up,

@@ -89,7 +89,7 @@ pub async fn run(
     // Connected in the background: the gateway answers health checks at once, and refuses
     // WebSockets with 503 until NATS is there.
     let link = pulse_common::nats::connect_in_background(
-        &config.nats.url,
+        &config.nats,
         "pulse-gateway",
         config.nats_subscription_capacity,
         move || {

@@ -16,10 +16,16 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:9090";
 #[derive(clap::Args, Debug, Clone)]
 pub struct PollerConfig {
     // Not `pulse_db::DatabaseArgs` flattened (nor `NatsArgs` below): `pulse-poller` tells
-    // whether it was given this configuration from whether any of its own flags were, and
-    // clap does not look into a group nested in an optional one.
+    // whether it was given this configuration from whether its group has an argument, and
+    // clap leaves the group of a struct with a flattened field (`nats_tls`) empty. So
+    // `DATABASE_URL`, which a configuration always has, joins the group by name.
     /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        group = "PollerConfig"
+    )]
     pub database_url: String,
 
     /// NATS server URL(s), comma-separated (`pulse_common::nats::NatsArgs`, not flattened
@@ -27,6 +33,10 @@ pub struct PollerConfig {
     #[arg(long, env = "NATS_URL", default_value = pulse_common::nats::DEFAULT_URL,
           hide_env_values = true, value_parser = pulse_common::nats::CheckedUrl)]
     pub nats_url: String,
+
+    /// TLS towards NATS (`PULSE_NATS_CA_FILE`, `PULSE_NATS_CERT_FILE`, `PULSE_NATS_KEY_FILE`).
+    #[command(flatten)]
+    pub nats_tls: pulse_common::nats::NatsTls,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "PULSE_POLLER_ADDR", default_value = DEFAULT_ADDR)]
@@ -154,6 +164,14 @@ impl PollerConfig {
                 offline_after: self.offline_after,
             },
             fleet_devices_cap: self.fleet_devices_cap as usize,
+        }
+    }
+
+    /// Where NATS is and how to reach it.
+    pub fn nats(&self) -> pulse_common::nats::NatsArgs {
+        pulse_common::nats::NatsArgs {
+            url: self.nats_url.clone(),
+            tls: self.nats_tls.clone(),
         }
     }
 

@@ -80,7 +80,7 @@ pub async fn run(run: &mut Run) -> Result<(), BenchError> {
     let publisher = if c.is_leader() {
         // Only a gateway reads the `Pulse-Seq` header; a nats-server would send it on.
         let seq_header = c.protocol == crate::config::Protocol::Pulse;
-        Some(Publisher::start(&c.nats.url, shape, c.payload_bytes, seq_header).await?)
+        Some(Publisher::start(&c.nats, shape, c.payload_bytes, seq_header).await?)
     } else {
         None
     };

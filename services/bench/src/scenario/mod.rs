@@ -97,16 +97,9 @@ impl Run {
                 pid: config.gateway_pids.get(i).copied(),
             })
             .collect();
-        let servers = pulse_common::nats::server_addrs(&config.nats.url)
+        let nats = pulse_common::nats::connect_once(&config.nats, "pulse-bench")
+            .await
             .map_err(|e| BenchError::Nats(format!("{e:#}")))?;
-        let nats = pulse_common::nats::with_url_credentials(
-            async_nats::ConnectOptions::new(),
-            &config.nats.url,
-        )
-        .name("pulse-bench")
-        .connect(servers)
-        .await
-        .map_err(|e| BenchError::Nats(e.to_string()))?;
         let coord = Coordinator::join(&nats, &run_id, config.shard, config.shards).await?;
         let report = Report {
             scenario: config.scenario.name().into(),

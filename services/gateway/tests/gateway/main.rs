@@ -11,6 +11,7 @@ mod events;
 mod fanout;
 mod jwks;
 mod layout;
+mod nats_tls;
 mod operations;
 mod permissions;
 mod protocol;
