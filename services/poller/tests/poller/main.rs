@@ -6,6 +6,7 @@
 mod helpers;
 
 mod activation;
+mod database_tls;
 mod deployed;
 mod events;
 mod failover;
