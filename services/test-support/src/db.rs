@@ -71,6 +71,27 @@ impl ScratchDb {
     }
 }
 
+impl ScratchDb {
+    /// Each connection to this database whose `application_name` is one of `names`, as its
+    /// name and whether it is encrypted (TLS), by name.
+    pub async fn connections_encrypted(&self, names: &[&str]) -> Vec<(String, bool)> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let seen = sqlx::query_as(
+            "SELECT a.application_name::text, s.ssl FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s ON s.pid = a.pid \
+             WHERE a.datname = current_database() AND a.application_name = ANY($1) \
+             ORDER BY 1",
+        )
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await;
+        match seen {
+            Ok(seen) => seen,
+            Err(e) => panic!("cannot read the connections to {}: {e}", self.name),
+        }
+    }
+}
+
 /// A database set up as deploy/README.md sets one up: a superuser made the service roles and a
 /// login per service beforehand, and an owner that is no superuser and has no CREATEROLE applied
 /// the migrations. Row-level security binds every one of these logins, the owner included;

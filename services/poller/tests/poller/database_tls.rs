@@ -8,21 +8,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// Whether each connection to `db` named `pulse-tls` (the pool's and LISTEN's) or
-/// `pulse-poller-leader` is encrypted, by name.
-async fn encrypted(db: &ScratchDb) -> Vec<(String, bool)> {
-    sqlx::query_as(
-        "SELECT a.application_name::text, s.ssl FROM pg_stat_activity a \
-         JOIN pg_stat_ssl s ON s.pid = a.pid \
-         WHERE a.datname = current_database() \
-           AND a.application_name IN ('pulse-tls', 'pulse-poller-leader') \
-         ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn every_connection_of_the_poller_is_encrypted_when_the_url_asks_for_it() {
     for (sslmode, ssl) in [("require", true), ("disable", false)] {
@@ -45,7 +30,9 @@ async fn every_connection_of_the_poller_is_encrypted_when_the_url_asks_for_it() 
                 m["alerts"][0]["summary"] == "seen"
             })
             .await;
-        let seen = encrypted(&db).await;
+        let seen = db
+            .connections_encrypted(&["pulse-tls", "pulse-poller-leader"])
+            .await;
         for name in ["pulse-tls", "pulse-poller-leader"] {
             assert!(
                 seen.iter().any(|(n, _)| n == name),

@@ -16,7 +16,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub struct Env {
     /// The test's own database, dropped with the environment.
-    _db: ScratchDb,
+    pub db: ScratchDb,
     pub pool: PgPool,
     pub addr: SocketAddr,
     /// Where the instance serves `/healthz`, `/readyz` and `/metrics`.
@@ -96,7 +96,7 @@ async fn spawn_on(db: ScratchDb, url: &str, configure: impl FnOnce(&mut WebConfi
     let stop = CancellationToken::new();
     let (addr, ops_addr) = serve(config.clone(), &stop).await;
     Env {
-        _db: db,
+        db,
         pool,
         addr,
         ops_addr,

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod account;
+mod database_tls;
 mod deployed;
 mod events;
 mod layout;
