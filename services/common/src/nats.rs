@@ -172,7 +172,11 @@ pub async fn connect_in_background(
         .connect(server_addrs(&nats.url)?)
         .await
         .with_context(|| format!("invalid NATS_URL {}", redact(&nats.url)))?;
-    tokio::spawn(diagnose_while_down(nats.clone(), rx.clone()));
+    tokio::spawn(diagnose_while_down(
+        nats.clone(),
+        format!("{name}-probe"),
+        rx.clone(),
+    ));
     Ok(NatsLink { client, state: rx })
 }
 
@@ -181,12 +185,15 @@ pub async fn connect_in_background(
 const DIAGNOSE_AFTER: Duration = Duration::from_secs(5);
 const DIAGNOSE_EVERY: Duration = Duration::from_secs(30);
 
-/// While the link `state` watches is down (from [`DIAGNOSE_AFTER`] on, every
-/// [`DIAGNOSE_EVERY`]), connects to `nats` once more itself and logs why that fails. The
-/// client's own reconnects report only the kind of failure ("IO error"), which does not tell
-/// an operator a certificate no configured authority signed from a refused password or a
-/// server that does not talk TLS. Ends when the client is gone.
-async fn diagnose_while_down(nats: NatsArgs, state: watch::Receiver<LinkState>) {
+/// While the link `state` watches is down (from [`DIAGNOSE_AFTER`] on, then after each
+/// [`DIAGNOSE_EVERY`] and another [`DIAGNOSE_AFTER`]), connects to `nats` once more itself, as
+/// `name`, and logs why that fails. The client's own reconnects report only the kind of
+/// failure ("IO error"), which does not tell an operator a certificate no configured
+/// authority signed from a refused password or a server that does not talk TLS. Ends when
+/// the connection's state can no longer change; a client dropped while NATS is away keeps
+/// its reconnecting task, and this one with it, until NATS answers (the services hold
+/// theirs for their whole life).
+async fn diagnose_while_down(nats: NatsArgs, name: String, state: watch::Receiver<LinkState>) {
     let gone = || async {
         let _ = state.clone().wait_for(|_| false).await;
     };
@@ -198,6 +205,7 @@ async fn diagnose_while_down(nats: NatsArgs, state: watch::Receiver<LinkState>) 
         let probe = async {
             let servers = server_addrs(&nats.url)?;
             let client = client_options(&nats)
+                .name(&name)
                 .connection_timeout(Duration::from_secs(3))
                 .connect(servers)
                 .await?;
@@ -229,8 +237,17 @@ pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|u| {
-            u.parse::<async_nats::ServerAddr>()
-                .with_context(|| format!("invalid NATS_URL entry {}", redact(u)))
+            let addr = u
+                .parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("invalid NATS_URL entry {}", redact(u)))?;
+            // The client is built without WebSocket support: it would speak plain TCP to such
+            // an address, without TLS whatever was asked, credentials included.
+            anyhow::ensure!(
+                !addr.is_websocket(),
+                "invalid NATS_URL entry {}: ws:// and wss:// are not supported; use nats:// or tls://",
+                redact(u)
+            );
+            Ok(addr)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!addrs.is_empty(), "NATS_URL names no server");
@@ -540,6 +557,18 @@ mod tests {
         assert_eq!(hosts, [("a", 4222), ("b", 4223), ("c", 4224)]);
         assert!(addrs[1].has_user_pass());
         assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn websocket_urls_are_refused_as_the_client_would_not_speak_tls_to_them() {
+        for url in ["ws://u:s3cret@a:443", "nats://a:4222, wss://u:s3cret@b:443"] {
+            let shown = format!("{:#}", server_addrs(url).unwrap_err());
+            assert!(
+                shown.contains("ws:// and wss:// are not supported"),
+                "{shown}"
+            );
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 
     #[test]

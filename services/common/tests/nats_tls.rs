@@ -55,7 +55,9 @@ async fn a_server_that_verifies_clients_takes_a_certificate_its_authority_signed
     };
     assert!(connects(&nats.url, with(mine)).await);
     assert!(!connects(&nats.url, trusting(ca.clone())).await);
-    let stranger = TestPki::new("Another CA").client("stranger");
+    // Held to the end: its files go with it.
+    let another = TestPki::new("Another CA");
+    let stranger = another.client("stranger");
     assert!(!connects(&nats.url, with(stranger)).await);
 }
 

@@ -15,10 +15,10 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:9090";
 /// Where the poller reads, where it publishes, and how often.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PollerConfig {
-    // Not `pulse_db::DatabaseArgs` flattened (nor `NatsArgs` below): `pulse-poller` tells
-    // whether it was given this configuration from whether its group has an argument, and
-    // clap leaves the group of a struct with a flattened field (`nats_tls`) empty. So
-    // `DATABASE_URL`, which a configuration always has, joins the group by name.
+    // Not `pulse_db::DatabaseArgs` flattened: `pulse-poller` tells whether it was given this
+    // configuration from whether this struct's group has an argument, and clap leaves the
+    // group of a struct with a flattened field (`nats`) empty. So `DATABASE_URL`, which a
+    // configuration always has, joins the group by name, and must be declared here to do so.
     /// PostgreSQL connection string.
     #[arg(
         long,
@@ -28,15 +28,9 @@ pub struct PollerConfig {
     )]
     pub database_url: String,
 
-    /// NATS server URL(s), comma-separated (`pulse_common::nats::NatsArgs`, not flattened
-    /// for the same reason as `database_url`).
-    #[arg(long, env = "NATS_URL", default_value = pulse_common::nats::DEFAULT_URL,
-          hide_env_values = true, value_parser = pulse_common::nats::CheckedUrl)]
-    pub nats_url: String,
-
-    /// TLS towards NATS (`PULSE_NATS_CA_FILE`, `PULSE_NATS_CERT_FILE`, `PULSE_NATS_KEY_FILE`).
+    /// Where NATS is and how to reach it (`NATS_URL`, `PULSE_NATS_CA_FILE`, ...).
     #[command(flatten)]
-    pub nats_tls: pulse_common::nats::NatsTls,
+    pub nats: pulse_common::nats::NatsArgs,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "PULSE_POLLER_ADDR", default_value = DEFAULT_ADDR)]
@@ -164,14 +158,6 @@ impl PollerConfig {
                 offline_after: self.offline_after,
             },
             fleet_devices_cap: self.fleet_devices_cap as usize,
-        }
-    }
-
-    /// Where NATS is and how to reach it.
-    pub fn nats(&self) -> pulse_common::nats::NatsArgs {
-        pulse_common::nats::NatsArgs {
-            url: self.nats_url.clone(),
-            tls: self.nats_tls.clone(),
         }
     }
 

@@ -87,7 +87,7 @@ pub async fn run(
         Some(&config.db_role),
     )?;
     let link = pulse_common::nats::connect(
-        &config.nats(),
+        &config.nats,
         "pulse-poller",
         || {},
         stop.clone().cancelled_owned(),

@@ -73,8 +73,15 @@ impl ScratchDb {
 
 impl ScratchDb {
     /// Each connection to this database whose `application_name` is one of `names`, as its
-    /// name and whether it is encrypted (TLS), by name.
+    /// name and whether it is encrypted (TLS), by name. Panics, saying so, when the server
+    /// has TLS off: no connection could be.
     pub async fn connections_encrypted(&self, names: &[&str]) -> Vec<(String, bool)> {
+        let ssl: Result<String, _> = sqlx::query_scalar("SHOW ssl").fetch_one(&self.pool).await;
+        assert_eq!(
+            ssl.as_deref().ok(),
+            Some("on"),
+            "PostgreSQL must have TLS on (`ssl = on`, as Debian's package sets it up) for this test"
+        );
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let seen = sqlx::query_as(
             "SELECT a.application_name::text, s.ssl FROM pg_stat_activity a \

@@ -42,6 +42,12 @@ pub fn through(url: &str, port: u16) -> (String, String) {
     )
 }
 
+/// `url` with the query parameters `params` (`sslmode=require`) added to those it has.
+pub fn with_params(url: &str, params: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{params}")
+}
+
 /// `url` logged in as `user` with `password` instead of its own login; the rest is kept.
 pub fn with_login(url: &str, user: &str, password: &str) -> String {
     let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
@@ -57,6 +63,15 @@ pub fn with_login(url: &str, user: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_are_added_to_those_a_url_has() {
+        assert_eq!(with_params("postgres://h/db", "a=1"), "postgres://h/db?a=1");
+        assert_eq!(
+            with_params("postgres://h/db?sslmode=disable", "a=1"),
+            "postgres://h/db?sslmode=disable&a=1"
+        );
+    }
 
     #[test]
     fn replaces_only_the_database() {

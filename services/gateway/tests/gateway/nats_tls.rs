@@ -17,7 +17,9 @@ async fn poller_and_gateway_reach_a_nats_that_requires_client_certificates() {
     let ca = pki.ca_file();
     let nats = PrivateNats::with_tls(&pki, true).await;
     // The server talks to no client without a certificate its authority signed.
-    let stranger = TestPki::new("Another CA").client("stranger");
+    // Held to the end: its files go with it.
+    let another = TestPki::new("Another CA");
+    let stranger = another.client("stranger");
     for tls in [
         NatsTls::default(),
         NatsTls {

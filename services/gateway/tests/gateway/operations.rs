@@ -141,7 +141,7 @@ async fn an_alert_inserted_by_sql_reaches_the_browser_side_quickly() {
     let tenant = db.tenant("e2e", 1).await;
     let mut pc: pulse_poller::PollerConfig =
         pulse_test_support::parse_config(&["p", "--database-url", &db.url]);
-    pc.nats_url = nats_url();
+    pc.nats.url = nats_url();
     pc.poll_interval = std::time::Duration::from_secs(60);
     pc.telemetry_interval = std::time::Duration::from_millis(50);
     let poller = spawn_poller(pc).await;

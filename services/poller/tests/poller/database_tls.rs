@@ -13,7 +13,10 @@ async fn every_connection_of_the_poller_is_encrypted_when_the_url_asks_for_it() 
     for (sslmode, ssl) in [("require", true), ("disable", false)] {
         let (db, tenant, [mut alerts]) = watched_tenant("pgtls", 1, ["alerts"]).await;
         let mut config = config(&db);
-        config.database_url = format!("{}?sslmode={sslmode}&application_name=pulse-tls", db.url);
+        config.database_url = pulse_test_support::env::with_params(
+            &db.url,
+            &format!("sslmode={sslmode}&application_name=pulse-tls"),
+        );
         let poller = spawn_poller(config).await;
         poller.wait_active().await;
         alerts.until(Duration::from_secs(10), |_| true).await;

@@ -8,7 +8,8 @@ use crate::helpers::*;
 async fn every_connection_of_the_web_service_is_encrypted_when_the_url_asks_for_it() {
     for (sslmode, ssl) in [("require", true), ("disable", false)] {
         let env = spawn_with(|c| {
-            c.database.url += &format!("?sslmode={sslmode}&application_name=pulse-tls");
+            let params = format!("sslmode={sslmode}&application_name=pulse-tls");
+            c.database.url = pulse_test_support::env::with_params(&c.database.url, &params);
         })
         .await;
         let c = env.login("viewer", &env.tenant).await;
