@@ -674,6 +674,35 @@ describe("dashboard in Chromium against a live stack", () => {
     );
   });
 
+  it("logs out everywhere: the user's session in another browser ends too, another user's stays", async () => {
+    await freshPage();
+    const email = `everywhere-${Date.now()}@${stack.tenant}.example`;
+    await stack.db.query("INSERT INTO users (email, password_hash, tenant_id, role) SELECT $1, password_hash, tenant_id, role FROM users WHERE email = $2", [
+      email,
+      stack.email,
+    ]);
+    const sessionStatus = (p: Page) => p.evaluate(() => fetch("/api/v2/me").then((r) => r.status));
+    await inOwnContext(
+      async (elsewhere) => {
+        await inOwnContext(
+          async (here) => {
+            await here.getByTestId("logout-everywhere").click();
+            await here.getByTestId("login-page").waitFor({ timeout: 5_000 });
+            expect(await here.getByRole("status").textContent()).toContain("You are logged out everywhere.");
+            expect(await sessionStatus(here)).toBe(401);
+          },
+          { email },
+        );
+        // The other browser's session ended on the server: its next load asks for a login.
+        expect(await sessionStatus(elsewhere)).toBe(401);
+        await elsewhere.reload();
+        await elsewhere.getByTestId("login-page").waitFor({ timeout: 10_000 });
+      },
+      { email },
+    );
+    expect(await sessionStatus(page)).toBe(200);
+  });
+
   it("logs out: back to the login page, the session and the socket closed; a failed logout says so", async () => {
     await freshPage();
     const loads = watch.documentLoads;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use pulse_proto::TenantId;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{ApiJson, ApiQuery, NoParams};
 use crate::error::ApiError;
@@ -157,11 +157,24 @@ pub async fn login(
         .into_response())
 }
 
+/// Unknown parameters are refused, as on every route.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutParams {
+    /// `true`: end every session of the user, on every browser and device, not only this
+    /// one. Its WebSockets close once their ticket expires (60 s at most), as no new one is
+    /// issued.
+    pub everywhere: Option<bool>,
+}
+
 #[utoipa::path(post, path = "/api/v2/logout", tag = "account", security((), ("session" = [])),
-    responses((status = 204, description = "Logged out: the session the request's cookie names is ended on the server and the cookie cleared; without the cookie, nothing changes")))]
+    params(LogoutParams),
+    responses((status = 204, description = "Logged out: the session the request's cookie names (with `everywhere=true`, every session of its user) is ended on the server and the cookie cleared; without the cookie, nothing changes"),
+              (status = 400, description = "An unknown parameter, or `everywhere` not `true` or `false`")))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ApiQuery(p): ApiQuery<LogoutParams>,
 ) -> Result<Response, ApiError> {
     // Without the cookie there is nothing to end, nor to clear: a page of another site can
     // make the browser post here (a top-level form sends no SameSite=Strict cookie), and its
@@ -169,7 +182,12 @@ pub async fn logout(
     let Some(token) = session::cookie(&headers, state.config.cookie_secure) else {
         return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     };
-    session::end(&state.pool, &token).await?;
+    if p.everywhere == Some(true) {
+        let ended = session::end_all_of_user(&state.pool, &token).await?;
+        tracing::info!(sessions = ended, "logout everywhere");
+    } else {
+        session::end(&state.pool, &token).await?;
+    }
     Ok((
         axum::http::StatusCode::NO_CONTENT,
         AppendHeaders([(

@@ -102,6 +102,23 @@ pub async fn end(pool: &PgPool, token: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Ends every session of the user whose session a cookie's token opens, that one included:
+/// "log out everywhere", for a user who left a session open elsewhere or fears a cookie was
+/// taken. Returns how many ended (0 when the token opens none).
+pub async fn end_all_of_user(pool: &PgPool, token: &str) -> Result<u64, ApiError> {
+    let Some(hash) = token_hash(token) else {
+        return Ok(0);
+    };
+    let ended = sqlx::query(
+        "DELETE FROM sessions WHERE user_id = \
+           (SELECT user_id FROM sessions WHERE token_hash = $1)",
+    )
+    .bind(hash)
+    .execute(pool)
+    .await?;
+    Ok(ended.rows_affected())
+}
+
 /// The `Set-Cookie` value that starts a session.
 pub fn set_cookie(token: &str, max_age: u64, secure: bool) -> String {
     Cookie::build((cookie_name(secure), token.to_owned()))

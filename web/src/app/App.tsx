@@ -8,7 +8,7 @@ import { DashboardPage } from "../pages/DashboardPage.js";
 import { DevicePage } from "../pages/DevicePage.js";
 import { LoginPage } from "../pages/LoginPage.js";
 import { NotFoundPage } from "../pages/NotFoundPage.js";
-import { fetchMe, logout, onSessionLost } from "./api.js";
+import { fetchMe, logout, onSessionLost, type LogoutOptions } from "./api.js";
 import { navigate, useRoute } from "./router.js";
 import { LiveSession } from "./session.js";
 import { announceSessionChange, sameUser, watchSessionChanges } from "./sessionChanges.js";
@@ -107,11 +107,12 @@ export function App() {
   }, [session.status, route]);
 
   // A logout that fails leaves the session as it is, and says so where the button is.
-  const onLogout = useCallback(async () => {
-    await logout();
+  const onLogout = useCallback(async (options: LogoutOptions = {}) => {
+    await logout(undefined, options);
     asked.current += 1;
     announceSessionChange();
-    setSession({ status: "anonymous", notice: "You are logged out." });
+    const notice = options.everywhere ? "You are logged out everywhere." : "You are logged out.";
+    setSession({ status: "anonymous", notice });
   }, []);
 
   switch (session.status) {

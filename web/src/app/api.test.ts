@@ -62,6 +62,17 @@ describe("requests to the API", () => {
     expect(lost).toHaveBeenCalledTimes(1);
   });
 
+  it("ask the server to end every session of the user when logging out everywhere", async () => {
+    const asked: string[] = [];
+    vi.stubGlobal("fetch", (url: string, init: RequestInit) => {
+      asked.push(`${init.method ?? "GET"} ${url}`);
+      return Promise.resolve(new Response(null, { status: 204 }));
+    });
+    await logout(1_000, { everywhere: true });
+    await logout(1_000);
+    expect(asked).toEqual(["POST /api/v2/logout?everywhere=true", "POST /api/v2/logout"]);
+  });
+
   it("fail a logout the server did not do, and take a 401 as no session to end", async () => {
     const answer = { status: 503 };
     vi.stubGlobal("fetch", () => Promise.resolve(Response.json({ error: { message: "database unavailable" } }, answer)));

@@ -125,13 +125,21 @@ export async function login(email: string, password: string, timeoutMs = REQUEST
   });
 }
 
+/** What a logout ends. */
+export interface LogoutOptions {
+  /** Every session of the user, on every browser and device, not only this one. */
+  everywhere?: boolean;
+}
+
 /**
- * Ends the session (clears the cookie). Throws when the server did not say it ended: the session
- * may still be valid, and the user must not be told otherwise. A 401 means there was none.
+ * Ends the session (clears the cookie), or with `everywhere` every session of the user. Throws
+ * when the server did not say it ended: the session may still be valid, and the user must not
+ * be told otherwise. A 401 means there was none.
  */
-export async function logout(timeoutMs = REQUEST_TIMEOUT_MS): Promise<void> {
+export async function logout(timeoutMs = REQUEST_TIMEOUT_MS, { everywhere = false }: LogoutOptions = {}): Promise<void> {
+  const url = everywhere ? "/api/v2/logout?everywhere=true" : "/api/v2/logout";
   await within(undefined, timeoutMs, async (signal) => {
-    const response = await fetch("/api/v2/logout", { method: "POST", credentials: "same-origin", signal });
+    const response = await fetch(url, { method: "POST", credentials: "same-origin", signal });
     if (!response.ok && response.status !== 401) throw await errorOf(response);
   });
 }

@@ -11,6 +11,7 @@ import { useStore } from "zustand";
 
 import { channelTopic, type Channel, type PulseClient, type SubscriptionStatus } from "../client/index.js";
 import type { Me } from "../model/validate.js";
+import type { LogoutOptions } from "./api.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
 import { newDashboardClient } from "./pulseClient.js";
@@ -20,13 +21,16 @@ export interface Session {
   me: Me;
   client: PulseClient;
   store: LiveStore;
-  /** Ends the session; rejects, the session kept, when the server did not end it. */
-  logout: () => Promise<void>;
+  /**
+   * Ends the session (with `everywhere`, every session of the user); rejects, the session kept,
+   * when the server did not end it.
+   */
+  logout: (options?: LogoutOptions) => Promise<void>;
 }
 
 const SessionContext = createContext<Session | null>(null);
 
-export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: () => Promise<void>; children: ReactNode }) {
+export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: (options?: LogoutOptions) => Promise<void>; children: ReactNode }) {
   const [live] = useState(() => {
     const client = newDashboardClient(me);
     return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };

@@ -6,15 +6,15 @@ import { Link } from "./Link.js";
 import { Logo } from "./Logo.js";
 import { NotificationToggle } from "./NotificationToggle.js";
 
-/** The top bar: product, tenant, connection, notification opt-in, user and logout. */
+/** The top bar: product, tenant, connection, notification opt-in, user, logout here or everywhere. */
 export function Header() {
   const { me, logout } = useSession();
   const [failure, setFailure] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const onLogout = () => {
+  const onLogout = (everywhere: boolean) => {
     setBusy(true);
     setFailure(null);
-    logout().catch((error: unknown) => {
+    logout({ everywhere }).catch((error: unknown) => {
       setFailure(error instanceof Error ? error.message : String(error));
       setBusy(false);
     });
@@ -39,8 +39,18 @@ export function Header() {
           Not logged out: {failure}
         </span>
       )}
-      <button type="button" className="button button--ghost" onClick={onLogout} disabled={busy} data-testid="logout">
+      <button type="button" className="button button--ghost" onClick={() => onLogout(false)} disabled={busy} data-testid="logout">
         {failure ? "Try logging out again" : "Log out"}
+      </button>
+      <button
+        type="button"
+        className="button button--ghost"
+        onClick={() => onLogout(true)}
+        disabled={busy}
+        title="End every session of this user, on every browser and device"
+        data-testid="logout-everywhere"
+      >
+        Log out everywhere
       </button>
     </header>
   );

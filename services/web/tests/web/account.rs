@@ -4,6 +4,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// `r` answers a logout that ended a session: 204, the cookie cleared.
+fn assert_logged_out(r: &reqwest::Response) {
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+}
+
 #[tokio::test]
 async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
     let env = spawn().await;
@@ -27,13 +34,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_clears_it() {
     assert_eq!(me["email"], format!("admin@{}.example", env.tenant));
 
     let r = client.post(env.at("/api/v2/logout")).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(
-        r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
-    );
+    assert_logged_out(&r);
     let r = client.get(env.at("/api/v2/me")).send().await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
@@ -108,6 +109,40 @@ async fn a_logged_out_session_cookie_replayed_gets_401() {
     }
     // Another session of the same user is not affected.
     assert_eq!(get_with(&env, &other, "/api/v2/me").await.status(), 200);
+    env.finish().await;
+}
+
+/// "Log out everywhere": every session of the user ends, the one that asked included, and no
+/// one else's; a value of `everywhere` that is not a boolean is refused and ends nothing.
+#[tokio::test]
+async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
+    let env = spawn().await;
+    let [here, elsewhere, colleague] = [
+        session_cookie(&env, "admin").await,
+        session_cookie(&env, "admin").await,
+        session_cookie(&env, "viewer").await,
+    ];
+    let logout = |query: &'static str| {
+        reqwest::Client::new()
+            .post(env.at(&format!("/api/v2/logout{query}")))
+            .header("cookie", &here)
+            .send()
+    };
+    let refused = logout("?everywhere=yes").await.unwrap();
+    assert_eq!(error_code(refused, 400).await, "bad_request");
+    let refused = logout("?everwhere=true").await.unwrap();
+    assert_eq!(error_code(refused, 400).await, "bad_request");
+    for cookie in [&here, &elsewhere] {
+        assert_eq!(get_with(&env, cookie, "/api/v2/me").await.status(), 200);
+    }
+
+    let r = logout("?everywhere=true").await.unwrap();
+    assert_logged_out(&r);
+    for cookie in [&here, &elsewhere] {
+        let r = get_with(&env, cookie, "/api/v2/ws-ticket").await;
+        assert_eq!(error_code(r, 401).await, "unauthorized");
+    }
+    assert_eq!(get_with(&env, &colleague, "/api/v2/me").await.status(), 200);
     env.finish().await;
 }
 

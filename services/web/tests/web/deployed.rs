@@ -58,10 +58,19 @@ async fn every_route_answers_for_a_login_with_only_the_web_roles() {
     let r = env.publish_as(&key, &event).await;
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
-    // The session ends with a logout.
+    // The session ends with a logout; a second one of the same user, with a logout
+    // everywhere from a third.
     let r = admin.post(env.at("/api/v2/logout")).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = admin.get(env.at("/api/v2/me")).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    let (second, third) = (
+        env.login("admin", &env.tenant).await,
+        env.login("admin", &env.tenant).await,
+    );
+    let r = third.post(env.at("/api/v2/logout?everywhere=true")).send();
+    assert_eq!(r.await.unwrap().status(), 204);
+    let r = second.get(env.at("/api/v2/me")).send().await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
     env.finish().await;
 }
