@@ -270,9 +270,10 @@ fn compact(json: &str) -> String {
     out
 }
 
-/// `pulse.v1.<tenant_id>.users`: a user was deleted, or its role (or tenant) changed. Gateways
-/// close that user's connections: 4003 when it was deleted, 4001 when its role changed (a
-/// fresh ticket carries the new role).
+/// `pulse.v1.<tenant_id>.users`: a user was deleted, its role (or tenant) changed, or all of
+/// its sessions ended (a logout everywhere, a new password). Gateways close that user's
+/// connections: 4003 when it was deleted, 4001 otherwise (a fresh ticket carries the new
+/// role, or is refused to a user no longer logged in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserChanged {
     /// Always `"user_changed"`.
@@ -290,6 +291,8 @@ pub struct UserChanged {
 pub enum UserChange {
     Deleted,
     Role,
+    /// Every session of the user ended: its tickets from before must not keep it connected.
+    SignedOut,
 }
 
 #[cfg(test)]

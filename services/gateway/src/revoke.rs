@@ -4,7 +4,9 @@
 //! The active poller publishes each change on `pulse.v1.<tenant_id>.users`; every gateway
 //! follows all tenants' with one subscription. A deleted user's connections close with 4003
 //! (do not retry: the user is gone), a changed role's with 4001 (a fresh ticket carries the
-//! new role). Only connections whose token names a user (`sub`) are followed.
+//! new role), and those of a user whose sessions all ended (a logout everywhere, a new
+//! password) with 4001 too (no fresh ticket comes without a new login). Only connections
+//! whose token names a user (`sub`) are followed.
 //!
 //! A deleted user is remembered for [`DELETED_REMEMBERED`]: a ticket minted before the
 //! deletion would otherwise still connect (or be sent in `auth`) until it expires, and is
@@ -75,7 +77,7 @@ struct Change {
     seen: Instant,
     /// Unix seconds, to compare with a token's `iat`.
     at: u64,
-    /// 4003 for a deletion, 4001 for a role change.
+    /// 4003 for a deletion, 4001 for a role change or the end of every session.
     code: u16,
 }
 
@@ -211,7 +213,7 @@ impl Revocations {
     pub fn apply(&self, change: &UserChanged) -> usize {
         let code = match change.change {
             UserChange::Deleted => close::FORBIDDEN,
-            UserChange::Role => close::UNAUTHORIZED,
+            UserChange::Role | UserChange::SignedOut => close::UNAUTHORIZED,
         };
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
@@ -312,6 +314,9 @@ mod tests {
         }
         assert_eq!(r.apply(&change("acme", "8", UserChange::Role)), 1);
         assert_eq!(other_user.revoked.wait().await, close::UNAUTHORIZED);
+        let signed_out = r.register(&globex, "9", None, 6);
+        assert_eq!(r.apply(&change("globex", "9", UserChange::SignedOut)), 1);
+        assert_eq!(signed_out.revoked.wait().await, close::UNAUTHORIZED);
     }
 
     #[tokio::test]
@@ -352,6 +357,12 @@ mod tests {
         r.apply(&change("acme", "7", UserChange::Role));
         let before = r.register(&acme, "7", Some(now - 30), 9);
         assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED);
+        // Every session ended: a ticket from before gets 4001 too, a later one is let in.
+        r.apply(&change("acme", "5", UserChange::SignedOut));
+        let before = r.register(&acme, "5", Some(now - 30), 20);
+        assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED);
+        let after = r.register(&acme, "5", Some(now + 60), 21);
+        assert_eq!(after.revoked.code.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn user_change(payload: &str) -> Option<UserChanged> {
     let change = match change {
         "deleted" => UserChange::Deleted,
         "role" => UserChange::Role,
+        "signed_out" => UserChange::SignedOut,
         _ => return None,
     };
     Some(UserChanged {
@@ -288,6 +289,10 @@ mod tests {
         assert_eq!(
             user_change("user:acme:7:role").unwrap().change,
             UserChange::Role
+        );
+        assert_eq!(
+            user_change("user:acme:7:signed_out").unwrap().change,
+            UserChange::SignedOut
         );
         for bad in [
             "user:acme:42",

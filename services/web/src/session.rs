@@ -104,19 +104,18 @@ pub async fn end(pool: &PgPool, token: &str) -> Result<(), ApiError> {
 
 /// Ends every session of the user whose session a cookie's token opens, that one included:
 /// "log out everywhere", for a user who left a session open elsewhere or fears a cookie was
-/// taken. Returns how many ended (0 when the token opens none).
+/// taken. The gateways are told (through the poller) and close the user's WebSockets. Returns
+/// how many ended (0 when the token opens no live session).
 pub async fn end_all_of_user(pool: &PgPool, token: &str) -> Result<u64, ApiError> {
     let Some(hash) = token_hash(token) else {
         return Ok(0);
     };
-    let ended = sqlx::query(
-        "DELETE FROM sessions WHERE user_id = \
-           (SELECT user_id FROM sessions WHERE token_hash = $1)",
-    )
-    .bind(hash)
-    .execute(pool)
-    .await?;
-    Ok(ended.rows_affected())
+    // The function also tells the gateways, which close the user's WebSockets.
+    let ended: i64 = sqlx::query_scalar("SELECT pulse_end_sessions_everywhere($1)")
+        .bind(hash)
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(ended).unwrap_or(0))
 }
 
 /// The `Set-Cookie` value that starts a session.

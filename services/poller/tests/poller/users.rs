@@ -1,4 +1,5 @@
-//! A user deleted, or whose role changed, reaches the gateways on `pulse.v1.<tenant>.users`.
+//! A user deleted, whose role changed, or whose sessions all ended reaches the gateways on
+//! `pulse.v1.<tenant>.users`.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
+async fn deleting_a_user_changing_its_role_or_its_password_is_passed_on_to_the_gateways() {
     let (db, tenant) = db_with_tenant("users", 0).await;
     let mut ids = Vec::new();
     for who in ["admin", "viewer", "bystander"] {
@@ -49,6 +50,11 @@ async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
         .execute(&db.pool)
         .await
         .unwrap();
+    sqlx::query("UPDATE users SET password_hash = 'y' WHERE user_id = $1")
+        .bind(ids[2])
+        .execute(&db.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET role = 'customer_viewer' WHERE user_id = $1")
         .bind(ids[1])
         .execute(&db.pool)
@@ -59,8 +65,13 @@ async fn deleting_a_user_or_changing_its_role_is_passed_on_to_the_gateways() {
         .execute(&db.pool)
         .await
         .unwrap();
+    let signed_out = changes.next_within(Duration::from_secs(5)).await.unwrap().1;
     let first = changes.next_within(Duration::from_secs(5)).await.unwrap().1;
     let second = changes.next_within(Duration::from_secs(5)).await.unwrap().1;
+    assert_eq!(
+        signed_out,
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[2].to_string(), "change": "signed_out"})
+    );
     assert_eq!(
         first,
         json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[1].to_string(), "change": "role"})

@@ -128,6 +128,10 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
             .header("cookie", &here)
             .send()
     };
+    let mut told = sqlx::postgres::PgListener::connect(&env.db.url)
+        .await
+        .unwrap();
+    told.listen("pulse_changes").await.unwrap();
     let refused = logout("?everywhere=yes").await.unwrap();
     assert_eq!(error_code(refused, 400).await, "bad_request");
     let refused = logout("?everwhere=true").await.unwrap();
@@ -143,6 +147,17 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
         assert_eq!(error_code(r, 401).await, "unauthorized");
     }
     assert_eq!(get_with(&env, &colleague, "/api/v2/me").await.status(), 200);
+    // The gateways are told (through the poller), once, and only of this user.
+    let admin: i64 = sqlx::query_scalar("SELECT user_id FROM users WHERE email = $1")
+        .bind(format!("admin@{}.example", env.tenant))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let told = tokio::time::timeout(std::time::Duration::from_secs(5), told.recv()).await;
+    assert_eq!(
+        told.unwrap().unwrap().payload(),
+        format!("user:{}:{admin}:signed_out", env.tenant)
+    );
     env.finish().await;
 }
 
