@@ -39,7 +39,10 @@ BEGIN
     END IF;
     DELETE FROM sessions WHERE user_id = who;
     GET DIAGNOSTICS ended = ROW_COUNT;
-    PERFORM pg_notify('pulse_changes', 'user:' || tenant || ':' || who || ':signed_out');
+    -- None ended: the user was deleted meanwhile, and its deletion told the gateways more.
+    IF ended > 0 THEN
+        PERFORM pg_notify('pulse_changes', 'user:' || tenant || ':' || who || ':signed_out');
+    END IF;
     RETURN ended;
 END
 $$;

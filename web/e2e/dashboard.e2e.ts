@@ -702,6 +702,7 @@ describe("dashboard in Chromium against a live stack", () => {
       { email },
     );
     expect(await sessionStatus(page)).toBe(200);
+    await stack.db.query("DELETE FROM users WHERE email = $1", [email]);
   });
 
   it("logs out: back to the login page, the session and the socket closed; a failed logout says so", async () => {

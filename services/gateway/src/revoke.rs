@@ -79,14 +79,25 @@ struct Change {
     at: u64,
     /// 4003 for a deletion, 4001 for a role change or the end of every session.
     code: u16,
+    /// How long after `at` a token still predates the change: [`DELETION_MARGIN`] for a
+    /// deletion or the end of every session (no fresh ticket comes without a new login, and
+    /// the issuer's clock may run ahead), none for a role change (a fresh ticket is what the
+    /// client is told to get).
+    margin: u64,
 }
 
 impl Change {
-    fn now(code: u16) -> Self {
+    fn now(change: UserChange) -> Self {
+        let (code, margin) = match change {
+            UserChange::Deleted => (close::FORBIDDEN, DELETION_MARGIN),
+            UserChange::SignedOut => (close::UNAUTHORIZED, DELETION_MARGIN),
+            UserChange::Role => (close::UNAUTHORIZED, 0),
+        };
         Self {
             seen: Instant::now(),
             at: crate::auth::unix_now(),
             code,
+            margin,
         }
     }
 
@@ -95,18 +106,15 @@ impl Change {
     }
 
     /// Whether a token issued at `iat` predates the change: for a role change, one from an
-    /// earlier second; for a deletion, one from up to [`DELETION_MARGIN`] after it (clocks
-    /// differ, and a deleted user gets no fresh ticket). One that names no time is taken to
-    /// predate a deletion, not a role change (a token minted elsewhere without `iat` would
-    /// keep its user out for a day). A later one is let in: the id names a user created again
-    /// (a database reset and seeded again).
+    /// earlier second; for a deletion or the end of every session, one from up to
+    /// [`DELETION_MARGIN`] after it (clocks differ, and such a user gets no fresh ticket
+    /// without a new login). One that names no time is taken to predate a deletion only (a
+    /// token minted elsewhere without `iat` would keep its user out for a day). A later one is
+    /// let in: the id names a user created again (a database reset and seeded again), or one
+    /// that logged in again.
     fn covers(&self, iat: Option<u64>) -> bool {
         let deleted = self.code == close::FORBIDDEN;
-        let until = if deleted {
-            self.at.saturating_add(DELETION_MARGIN)
-        } else {
-            self.at
-        };
+        let until = self.at.saturating_add(self.margin);
         self.remembered() && iat.map_or(deleted, |iat| iat < until)
     }
 }
@@ -211,10 +219,8 @@ impl Revocations {
 
     /// Ends the connections of the user `change` names; returns how many.
     pub fn apply(&self, change: &UserChanged) -> usize {
-        let code = match change.change {
-            UserChange::Deleted => close::FORBIDDEN,
-            UserChange::Role | UserChange::SignedOut => close::UNAUTHORIZED,
-        };
+        let now = Change::now(change.change);
+        let code = now.code;
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
         // Forgotten at most once a minute: a mass change (a bulk role update) must not scan
@@ -224,8 +230,15 @@ impl Revocations {
             users.pruned = Some(Instant::now());
         }
         // The latest change counts: a role change after a deletion means the id names a user
-        // again.
-        users.changed.insert(key.clone(), Change::now(code));
+        // again. Not the end of its sessions, which a deletion ends too (a logout everywhere
+        // racing the deletion may be announced after it).
+        let after_deletion = users
+            .changed
+            .get(&key)
+            .is_some_and(|c| c.code == close::FORBIDDEN && c.remembered());
+        if !(after_deletion && change.change == UserChange::SignedOut) {
+            users.changed.insert(key.clone(), now);
+        }
         let Some(conns) = users.connections.get(&key) else {
             return 0;
         };
@@ -357,12 +370,23 @@ mod tests {
         r.apply(&change("acme", "7", UserChange::Role));
         let before = r.register(&acme, "7", Some(now - 30), 9);
         assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED);
-        // Every session ended: a ticket from before gets 4001 too, a later one is let in.
+        // Every session ended: a ticket from before, or from a clock up to DELETION_MARGIN
+        // ahead, gets 4001 too; a later one (a new login), and one that names no time, are
+        // let in.
         r.apply(&change("acme", "5", UserChange::SignedOut));
-        let before = r.register(&acme, "5", Some(now - 30), 20);
-        assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED);
-        let after = r.register(&acme, "5", Some(now + 60), 21);
-        assert_eq!(after.revoked.code.load(Ordering::Acquire), 0);
+        for (conn, iat) in [(20, now - 30), (21, now), (22, now + DELETION_MARGIN - 1)] {
+            let before = r.register(&acme, "5", Some(iat), conn);
+            assert_eq!(before.revoked.wait().await, close::UNAUTHORIZED, "{iat}");
+        }
+        for (conn, iat) in [(23, Some(now + 60)), (24, None)] {
+            let after = r.register(&acme, "5", iat, conn);
+            assert_eq!(after.revoked.code.load(Ordering::Acquire), 0, "{iat:?}");
+        }
+        // Announced after a deletion (a logout everywhere racing it), it does not undo it.
+        r.apply(&change("acme", "4", UserChange::Deleted));
+        r.apply(&change("acme", "4", UserChange::SignedOut));
+        let deleted = r.register(&acme, "4", None, 25);
+        assert_eq!(deleted.revoked.wait().await, close::FORBIDDEN);
     }
 
     #[test]

@@ -162,15 +162,16 @@ pub async fn login(
 #[serde(deny_unknown_fields)]
 pub struct LogoutParams {
     /// `true`: end every session of the user, on every browser and device, not only this
-    /// one. Its WebSockets close once their ticket expires (60 s at most), as no new one is
-    /// issued.
+    /// one; the gateways close its WebSockets within moments (4001). Answered 401, nothing
+    /// ended, when this session is no longer live.
     pub everywhere: Option<bool>,
 }
 
 #[utoipa::path(post, path = "/api/v2/logout", tag = "account", security((), ("session" = [])),
     params(LogoutParams),
     responses((status = 204, description = "Logged out: the session the request's cookie names (with `everywhere=true`, every session of its user) is ended on the server and the cookie cleared; without the cookie, nothing changes"),
-              (status = 400, description = "An unknown parameter, or `everywhere` not `true` or `false`")))]
+              (status = 400, description = "An unknown parameter, or `everywhere` not `true` or `false`"),
+              (status = 401, description = "`everywhere=true` from a session that is no longer live: nothing ended")))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -183,7 +184,12 @@ pub async fn logout(
         return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     };
     if p.everywhere == Some(true) {
+        // From an expired or ended session nothing can be ended: saying "logged out
+        // everywhere" would leave the user trusting that sessions elsewhere are gone.
         let ended = session::end_all_of_user(&state.pool, &token).await?;
+        if ended == 0 {
+            return Err(ApiError::Unauthorized);
+        }
         tracing::info!(sessions = ended, "logout everywhere");
     } else {
         session::end(&state.pool, &token).await?;

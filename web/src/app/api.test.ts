@@ -71,6 +71,10 @@ describe("requests to the API", () => {
     await logout(1_000, { everywhere: true });
     await logout(1_000);
     expect(asked).toEqual(["POST /api/v2/logout?everywhere=true", "POST /api/v2/logout"]);
+    // From a session that has ended, the others were not ended: that is no success.
+    vi.stubGlobal("fetch", () => Promise.resolve(Response.json({ error: { message: "unauthorized" } }, { status: 401 })));
+    await expect(logout(1_000, { everywhere: true })).rejects.toThrow("log in again to end the others");
+    await expect(logout(1_000)).resolves.toBeUndefined();
   });
 
   it("fail a logout the server did not do, and take a 401 as no session to end", async () => {

@@ -134,12 +134,17 @@ export interface LogoutOptions {
 /**
  * Ends the session (clears the cookie), or with `everywhere` every session of the user. Throws
  * when the server did not say it ended: the session may still be valid, and the user must not
- * be told otherwise. A 401 means there was none.
+ * be told otherwise. A 401 means there was none: done, for this session; not done, for the
+ * others, which it cannot end.
  */
 export async function logout(timeoutMs = REQUEST_TIMEOUT_MS, { everywhere = false }: LogoutOptions = {}): Promise<void> {
   const url = everywhere ? "/api/v2/logout?everywhere=true" : "/api/v2/logout";
   await within(undefined, timeoutMs, async (signal) => {
     const response = await fetch(url, { method: "POST", credentials: "same-origin", signal });
+    // From a session that has ended, the others cannot be ended: not done, whatever it says.
+    if (everywhere && response.status === 401) {
+      throw new HttpError(401, "this session has already ended: log in again to end the others");
+    }
     if (!response.ok && response.status !== 401) throw await errorOf(response);
   });
 }

@@ -9,13 +9,14 @@ import { NotificationToggle } from "./NotificationToggle.js";
 /** The top bar: product, tenant, connection, notification opt-in, user, logout here or everywhere. */
 export function Header() {
   const { me, logout } = useSession();
-  const [failure, setFailure] = useState<string | null>(null);
+  // Which logout failed, and why: the retry is offered on that button.
+  const [failure, setFailure] = useState<{ everywhere: boolean; message: string } | null>(null);
   const [busy, setBusy] = useState(false);
   const onLogout = (everywhere: boolean) => {
     setBusy(true);
     setFailure(null);
     logout({ everywhere }).catch((error: unknown) => {
-      setFailure(error instanceof Error ? error.message : String(error));
+      setFailure({ everywhere, message: error instanceof Error ? error.message : String(error) });
       setBusy(false);
     });
   };
@@ -36,11 +37,11 @@ export function Header() {
       </span>
       {failure && (
         <span className="topbar__error" role="alert" data-testid="logout-error">
-          Not logged out: {failure}
+          {failure.everywhere ? "Not logged out everywhere" : "Not logged out"}: {failure.message}
         </span>
       )}
       <button type="button" className="button button--ghost" onClick={() => onLogout(false)} disabled={busy} data-testid="logout">
-        {failure ? "Try logging out again" : "Log out"}
+        {failure && !failure.everywhere ? "Try logging out again" : "Log out"}
       </button>
       <button
         type="button"
@@ -50,7 +51,7 @@ export function Header() {
         title="End every session of this user, on every browser and device"
         data-testid="logout-everywhere"
       >
-        Log out everywhere
+        {failure?.everywhere ? "Try logging out everywhere again" : "Log out everywhere"}
       </button>
     </header>
   );

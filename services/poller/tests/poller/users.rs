@@ -44,7 +44,13 @@ async fn deleting_a_user_changing_its_role_or_its_password_is_passed_on_to_the_g
     })
     .await;
 
-    // A change that does not touch the role passes nothing on.
+    // A change that touches neither the role nor the password passes nothing on, nor does a
+    // password set to what it was.
+    sqlx::query("UPDATE users SET password_hash = password_hash WHERE user_id = $1")
+        .bind(ids[2])
+        .execute(&db.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET email = 'renamed-' || email WHERE user_id = $1")
         .bind(ids[2])
         .execute(&db.pool)

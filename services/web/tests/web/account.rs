@@ -117,47 +117,54 @@ async fn a_logged_out_session_cookie_replayed_gets_401() {
 #[tokio::test]
 async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
     let env = spawn().await;
-    let [here, elsewhere, colleague] = [
+    let [here, elsewhere, ended, colleague] = [
+        session_cookie(&env, "admin").await,
         session_cookie(&env, "admin").await,
         session_cookie(&env, "admin").await,
         session_cookie(&env, "viewer").await,
     ];
-    let logout = |query: &'static str| {
+    let post = |query: &str, cookie: &str| {
         reqwest::Client::new()
             .post(env.at(&format!("/api/v2/logout{query}")))
-            .header("cookie", &here)
+            .header("cookie", cookie)
             .send()
     };
     let mut told = sqlx::postgres::PgListener::connect(&env.db.url)
         .await
         .unwrap();
     told.listen("pulse_changes").await.unwrap();
-    let refused = logout("?everywhere=yes").await.unwrap();
-    assert_eq!(error_code(refused, 400).await, "bad_request");
-    let refused = logout("?everwhere=true").await.unwrap();
-    assert_eq!(error_code(refused, 400).await, "bad_request");
+    for bad in ["?everywhere=yes", "?everwhere=true"] {
+        let refused = post(bad, &here).await.unwrap();
+        assert_eq!(error_code(refused, 400).await, "bad_request", "{bad}");
+    }
+    // From a session that ended, nothing can be ended: 401, the others untouched.
+    assert_eq!(post("", &ended).await.unwrap().status(), 204);
+    let refused = post("?everywhere=true", &ended).await.unwrap();
+    assert_eq!(error_code(refused, 401).await, "unauthorized");
     for cookie in [&here, &elsewhere] {
         assert_eq!(get_with(&env, cookie, "/api/v2/me").await.status(), 200);
     }
 
-    let r = logout("?everywhere=true").await.unwrap();
-    assert_logged_out(&r);
+    assert_logged_out(&post("?everywhere=true", &here).await.unwrap());
     for cookie in [&here, &elsewhere] {
         let r = get_with(&env, cookie, "/api/v2/ws-ticket").await;
         assert_eq!(error_code(r, 401).await, "unauthorized");
     }
     assert_eq!(get_with(&env, &colleague, "/api/v2/me").await.status(), 200);
-    // The gateways are told (through the poller), once, and only of this user.
+    // The gateways are told (through the poller), once, and only of this user; nothing was
+    // told for the refused attempts.
     let admin: i64 = sqlx::query_scalar("SELECT user_id FROM users WHERE email = $1")
         .bind(format!("admin@{}.example", env.tenant))
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    let told = tokio::time::timeout(std::time::Duration::from_secs(5), told.recv()).await;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), told.recv()).await;
     assert_eq!(
-        told.unwrap().unwrap().payload(),
+        first.unwrap().unwrap().payload(),
         format!("user:{}:{admin}:signed_out", env.tenant)
     );
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), told.recv()).await;
+    assert!(more.is_err(), "told again: {more:?}");
     env.finish().await;
 }
 
