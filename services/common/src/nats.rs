@@ -49,8 +49,8 @@ impl NatsArgs {
     }
 }
 
-/// The value parser of `NATS_URL`, for a service that cannot flatten [`NatsArgs`]: every
-/// entry must be a server address. Unlike clap's own errors, the message does not repeat the
+/// The value parser of `NATS_URL` ([`NatsArgs`]): every entry must be a server address
+/// (`nats://` or `tls://`). Unlike clap's own errors, the message does not repeat the
 /// raw value, which may hold a password.
 #[derive(Clone, Copy, Debug)]
 pub struct CheckedUrl;
