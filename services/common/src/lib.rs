@@ -10,9 +10,11 @@
 //! - [`http_server`]: serving a router with a deadline for every request head.
 //! - [`client_addr`]: the client's address behind trusted proxies.
 //! - [`backoff`]: capped exponential backoff with full jitter for reconnect loops.
-//! - [`nats`]: connecting to NATS with logging of connection events.
+//! - [`nats`]: connecting to NATS (credentials, TLS with a CA and client certificate of the
+//!   deployment's own) with logging of connection events, and why a connection fails.
 //! - [`duration`](mod@duration): durations in configuration (`30s`, `24h`, or plain seconds).
-//! - [`config_value`]: clap value parsers that bound numbers and durations at parse time.
+//! - [`config_value`]: clap value parsers that bound numbers and durations, and check PEM
+//!   files, at parse time.
 //! - [`device_bucket`]: the device registry's KV bucket, created the same way everywhere.
 //! - [`healthcheck`]: the `healthcheck` subcommand of every binary, for distroless images.
 //! - [`process`]: process metrics (resident memory, open files) for every service.
