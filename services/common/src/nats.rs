@@ -8,7 +8,9 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 
+mod nkey;
 mod tls;
+pub use nkey::{NkeySeed, seed_file};
 pub use tls::NatsTls;
 
 /// Where NATS is unless `NATS_URL` says otherwise.
@@ -35,6 +37,12 @@ pub struct NatsArgs {
     )]
     pub url: String,
 
+    /// File holding the NKey seed (`SU...`) of this service's NATS user, for a server that
+    /// lists the user by its public key: no secret crosses the wire.
+    #[arg(long = "nats-nkey-file", env = "PULSE_NATS_NKEY_FILE",
+          value_name = "PULSE_NATS_NKEY_FILE", value_parser = seed_file)]
+    pub nkey: Option<NkeySeed>,
+
     #[command(flatten)]
     pub tls: NatsTls,
 }
@@ -44,6 +52,7 @@ impl NatsArgs {
     pub fn at(url: impl Into<String>) -> Self {
         NatsArgs {
             url: url.into(),
+            nkey: None,
             tls: NatsTls::default(),
         }
     }
@@ -364,11 +373,14 @@ pub async fn flush_before_exit(client: &Client) {
     }
 }
 
-/// The options every client of `nats` starts from: the credentials in its URL and its TLS
-/// settings.
+/// The options every client of `nats` starts from: the credentials in its URL (or its NKey)
+/// and its TLS settings.
 pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
-    nats.tls
-        .apply(with_url_credentials(ConnectOptions::new(), &nats.url))
+    let options = match &nats.nkey {
+        Some(seed) => ConnectOptions::with_nkey(seed.expose()),
+        None => with_url_credentials(ConnectOptions::new(), &nats.url),
+    };
+    nats.tls.apply(options)
 }
 
 /// Connects to `nats` as `name` once, without retrying: for a tool that reports a server it

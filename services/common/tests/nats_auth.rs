@@ -83,3 +83,70 @@ async fn a_list_with_an_unreadable_url_fails_at_once() {
         "an unreadable NATS_URL refused",
     );
 }
+
+/// A file of the test's own holding `contents`, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(pulse_test_support::unique("pulse-seed"));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn an_nkey_seed_authenticates_and_no_other_does() {
+    use pulse_common::nats::NkeySeed;
+    let user = nkeys::KeyPair::new_user();
+    let public = user.public_key();
+    let nats = pulse_test_support::nats::PrivateNats::configured(
+        |_| format!("authorization {{ users = [ {{ nkey: {public} }} ] }}\n"),
+        &[],
+    )
+    .await;
+    let connects_with = |seed: Option<NkeySeed>| {
+        let nats = NatsArgs {
+            nkey: seed,
+            ..NatsArgs::at(&nats.url)
+        };
+        async move {
+            let give_up = tokio::time::sleep(Duration::from_secs(2));
+            pulse_common::nats::connect(&nats, "test", || {}, give_up)
+                .await
+                .is_ok()
+        }
+    };
+    let mine = TempFile::new(&format!("\n{}\n", user.seed().unwrap()));
+    let seed = NkeySeed::read(&mine.0).unwrap();
+    assert_eq!(format!("{seed:?}"), "NkeySeed(***)");
+    assert!(connects_with(Some(seed)).await);
+    let other = TempFile::new(&nkeys::KeyPair::new_user().seed().unwrap());
+    assert!(!connects_with(Some(NkeySeed::read(&other.0).unwrap())).await);
+    assert!(!connects_with(None).await);
+
+    // Checked when read: a seed of another kind, or none at all, is refused by name.
+    let account = TempFile::new(&nkeys::KeyPair::new_account().seed().unwrap());
+    let err = NkeySeed::read(&account.0).unwrap_err();
+    assert!(
+        err.contains("PULSE_NATS_NKEY_FILE") && err.contains("not of a user"),
+        "{err}"
+    );
+    let parse = |file: &TempFile| {
+        let path = file.0.to_string_lossy().into_owned();
+        pulse_test_support::try_parse_config::<NatsArgs>(&["svc", "--nats-nkey-file", &path])
+    };
+    assert!(parse(&mine).unwrap().nkey.is_some());
+    let err = parse(&account).unwrap_err();
+    assert!(err.contains("PULSE_NATS_NKEY_FILE"), "{err}");
+    let garbage = TempFile::new("SUnot-a-seed");
+    let err = NkeySeed::read(&garbage.0).unwrap_err();
+    assert!(err.contains("holds no NKey seed"), "{err}");
+    assert!(!err.contains("SUnot"), "{err}");
+}

@@ -13,8 +13,8 @@ use pulse_test_support::tls::TestPki;
 /// Whether `pulse_common::nats::connect` reaches `url` with `tls` within 3 s.
 async fn connects(url: &str, tls: NatsTls) -> bool {
     let nats = NatsArgs {
-        url: url.to_owned(),
         tls,
+        ..NatsArgs::at(url)
     };
     let give_up = tokio::time::sleep(Duration::from_secs(3));
     pulse_common::nats::connect(&nats, "test", || {}, give_up)

@@ -33,8 +33,8 @@ async fn poller_and_gateway_reach_a_nats_that_requires_client_certificates() {
         },
     ] {
         let attempt = NatsArgs {
-            url: nats.url.clone(),
             tls: tls.clone(),
+            ..NatsArgs::at(&nats.url)
         };
         let refused = tokio::time::timeout(T, pulse_common::nats::connect_once(&attempt, "t"));
         assert!(

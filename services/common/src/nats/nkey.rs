@@ -1,0 +1,51 @@
+//! NKey authentication towards NATS: the service proves it holds a user's private seed by
+//! signing the server's challenge, and no secret crosses the wire (unlike a password in
+//! `NATS_URL`). The server lists the user by its public key (`nkey: U...` in its
+//! `authorization` users).
+//!
+//! The seed file is read when the configuration is parsed: a missing file, or one that holds
+//! no user seed, stops the service at start with the variable named. The seed is kept out of
+//! `Debug` output.
+
+use std::path::Path;
+
+/// The variable that names the seed file.
+pub const NKEY_FILE_VAR: &str = "PULSE_NATS_NKEY_FILE";
+
+/// A user's NKey seed (`SU...`), read from its file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NkeySeed(String);
+
+impl NkeySeed {
+    /// Reads and checks the seed in `path`: one user seed, surrounding blank lines allowed.
+    pub fn read(path: &Path) -> Result<NkeySeed, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{NKEY_FILE_VAR}: cannot read {}: {e}", path.display()))?;
+        let seed = text.trim();
+        let pair = nkeys::KeyPair::from_seed(seed)
+            .map_err(|_| format!("{NKEY_FILE_VAR}: {} holds no NKey seed", path.display()))?;
+        if !pair.public_key().starts_with('U') {
+            return Err(format!(
+                "{NKEY_FILE_VAR}: {} holds the seed of an operator, account or server, not of a user (SU...)",
+                path.display()
+            ));
+        }
+        Ok(NkeySeed(seed.to_owned()))
+    }
+
+    /// The seed, for the client.
+    pub(super) fn expose(&self) -> String {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for NkeySeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NkeySeed(***)")
+    }
+}
+
+/// The value parser of `PULSE_NATS_NKEY_FILE`: the file's seed, checked.
+pub fn seed_file(path: &str) -> Result<NkeySeed, String> {
+    NkeySeed::read(Path::new(path))
+}
