@@ -33,14 +33,15 @@ pub struct NatsArgs {
         env = "NATS_URL",
         default_value = DEFAULT_URL,
         hide_env_values = true,
-        value_parser = CheckedUrl
+        value_parser = Quiet(checked_url)
     )]
     pub url: String,
 
     /// File holding the NKey seed (`SU...`) of this service's NATS user, for a server that
     /// lists the user by its public key: no secret crosses the wire.
     #[arg(long = "nats-nkey-file", env = "PULSE_NATS_NKEY_FILE",
-          value_name = "PULSE_NATS_NKEY_FILE", value_parser = seed_file)]
+          value_name = "PULSE_NATS_NKEY_FILE", hide_env_values = true,
+          value_parser = Quiet(seed_file))]
     pub nkey: Option<NkeySeed>,
 
     #[command(flatten)]
@@ -58,31 +59,41 @@ impl NatsArgs {
     }
 }
 
-/// The value parser of `NATS_URL` ([`NatsArgs`]): every entry must be a server address
-/// (`nats://` or `tls://`). Unlike clap's own errors, the message does not repeat the
-/// raw value, which may hold a password.
-#[derive(Clone, Copy, Debug)]
-pub struct CheckedUrl;
+/// A value parser for a setting that may hold a secret (a password in `NATS_URL`, a seed
+/// given where its file was meant): unlike clap's own errors, its message does not repeat the
+/// raw value, only what `check` says of it.
+#[derive(Clone, Copy)]
+pub struct Quiet<T>(pub fn(&str) -> Result<T, String>);
 
-impl clap::builder::TypedValueParser for CheckedUrl {
-    type Value = String;
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
+        arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<String, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let refuse = |message: String| {
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, message + "\n").with_cmd(cmd)
         };
-        let raw = value
-            .to_str()
-            .ok_or_else(|| refuse("NATS_URL is not valid UTF-8".to_owned()))?;
-        server_addrs(raw)
-            .map(|_| raw.to_owned())
-            .map_err(|e| refuse(format!("{e:#}")))
+        let raw = value.to_str().ok_or_else(|| {
+            let name = arg.and_then(clap::Arg::get_env).map_or_else(
+                || "the value".to_owned(),
+                |env| env.to_string_lossy().into_owned(),
+            );
+            refuse(format!("{name} is not valid UTF-8"))
+        })?;
+        (self.0)(raw).map_err(refuse)
     }
+}
+
+/// The check of `NATS_URL` ([`NatsArgs`]): every entry must be a server address (`nats://` or
+/// `tls://`); the message hides any password.
+pub fn checked_url(raw: &str) -> Result<String, String> {
+    server_addrs(raw)
+        .map(|_| raw.to_owned())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Connection state as seen by the client's event callback.

@@ -123,7 +123,8 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
                 .is_ok()
         }
     };
-    let mine = TempFile::new(&format!("\n{}\n", user.seed().unwrap()));
+    // As `nk -gen user -pubout` writes it: the seed, then the public key.
+    let mine = TempFile::new(&format!("\n{}\n{public}\n", user.seed().unwrap()));
     let seed = NkeySeed::read(&mine.0).unwrap();
     assert_eq!(format!("{seed:?}"), "NkeySeed(***)");
     assert!(connects_with(Some(seed)).await);
@@ -145,6 +146,12 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
     assert!(parse(&mine).unwrap().nkey.is_some());
     let err = parse(&account).unwrap_err();
     assert!(err.contains("PULSE_NATS_NKEY_FILE"), "{err}");
+    // The seed itself where its file was meant: refused without being repeated.
+    let seed = user.seed().unwrap();
+    let err = pulse_test_support::try_parse_config::<NatsArgs>(&["svc", "--nats-nkey-file", &seed])
+        .unwrap_err();
+    assert!(err.contains("not hold the seed itself"), "{err}");
+    assert!(!err.contains(&seed[..20]), "{err}");
     let garbage = TempFile::new("SUnot-a-seed");
     let err = NkeySeed::read(&garbage.0).unwrap_err();
     assert!(err.contains("holds no NKey seed"), "{err}");

@@ -17,11 +17,16 @@ pub const NKEY_FILE_VAR: &str = "PULSE_NATS_NKEY_FILE";
 pub struct NkeySeed(String);
 
 impl NkeySeed {
-    /// Reads and checks the seed in `path`: one user seed, surrounding blank lines allowed.
+    /// Reads and checks the seed in `path`: its first line that is not blank (`nk -gen user
+    /// -pubout` and `nsc generate nkey --user` write the public key on the next).
     pub fn read(path: &Path) -> Result<NkeySeed, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{NKEY_FILE_VAR}: cannot read {}: {e}", path.display()))?;
-        let seed = text.trim();
+        let seed = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
         let pair = nkeys::KeyPair::from_seed(seed)
             .map_err(|_| format!("{NKEY_FILE_VAR}: {} holds no NKey seed", path.display()))?;
         if !pair.public_key().starts_with('U') {
@@ -45,7 +50,13 @@ impl std::fmt::Debug for NkeySeed {
     }
 }
 
-/// The value parser of `PULSE_NATS_NKEY_FILE`: the file's seed, checked.
+/// The check of `PULSE_NATS_NKEY_FILE`: the file's seed. A seed given in place of its file is
+/// refused without being repeated.
 pub fn seed_file(path: &str) -> Result<NkeySeed, String> {
+    if nkeys::KeyPair::from_seed(path.trim()).is_ok() {
+        return Err(format!(
+            "{NKEY_FILE_VAR} must name the file that holds the seed, not hold the seed itself"
+        ));
+    }
     NkeySeed::read(Path::new(path))
 }
