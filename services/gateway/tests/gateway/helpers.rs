@@ -243,6 +243,8 @@ pub async fn assert_upgrade_refused_for_now(url: &str) {
 
 /// The real poller, run in this process until [`Poller::stop`].
 pub struct Poller {
+    /// Where its ops endpoints are.
+    pub addr: std::net::SocketAddr,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -250,16 +252,32 @@ pub struct Poller {
 /// Starts the poller with `config`, its ops endpoints on a port of its own.
 pub async fn spawn_poller(config: pulse_poller::PollerConfig) -> Poller {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(pulse_poller::run(
         config,
         listener,
         stop.clone().cancelled_owned(),
     ));
-    Poller { stop, task }
+    Poller { addr, stop, task }
 }
 
 impl Poller {
+    /// Waits until the poller is ready and active: connected, its streams in place, its
+    /// first snapshots on their way. On a NATS of the test's own the streams are created
+    /// first, which a loaded machine may take seconds over.
+    pub async fn wait_active(&self) {
+        eventually(
+            "poller ready and active",
+            Duration::from_secs(30),
+            || async {
+                let (status, body) = readyz(self.addr).await;
+                status == 200 && body["info"]["role"] == "active"
+            },
+        )
+        .await;
+    }
+
     /// Stops the poller, waiting up to 10 s for it to end.
     pub async fn stop(self) {
         self.stop.cancel();

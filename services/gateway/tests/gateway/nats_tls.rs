@@ -66,6 +66,7 @@ async fn poller_and_gateway_reach_a_nats_that_requires_client_certificates() {
     ]);
     pc.poll_interval = Duration::from_secs(60);
     let poller = spawn_poller(pc).await;
+    poller.wait_active().await;
 
     let gateway_cert = pki.client("pulse-gateway");
     let port = free_port();
