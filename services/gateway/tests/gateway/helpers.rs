@@ -249,16 +249,30 @@ pub struct Poller {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Starts the poller with `config`, its ops endpoints on a port of its own.
-pub async fn spawn_poller(config: pulse_poller::PollerConfig) -> Poller {
+/// A service's `run(config, listener, shutdown)`, started in this process on a port of its
+/// own: where it listens, the token that stops it, and its task.
+pub async fn run_in_process<Fut>(
+    run: impl FnOnce(tokio::net::TcpListener, tokio_util::sync::WaitForCancellationFutureOwned) -> Fut,
+) -> (
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Fut::Output>,
+)
+where
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(pulse_poller::run(
-        config,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
+    let task = tokio::spawn(run(listener, stop.clone().cancelled_owned()));
+    (addr, stop, task)
+}
+
+/// Starts the poller with `config`, its ops endpoints on a port of its own.
+pub async fn spawn_poller(config: pulse_poller::PollerConfig) -> Poller {
+    let (addr, stop, task) =
+        run_in_process(|listener, stop| pulse_poller::run(config, listener, stop)).await;
     Poller { addr, stop, task }
 }
 

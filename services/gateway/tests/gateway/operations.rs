@@ -272,14 +272,8 @@ async fn without_nats_the_gateway_answers_health_and_refuses_websockets_with_503
     let mut cfg = config();
     cfg.nats.url = url.clone();
     // No NATS at all yet: the gateway still starts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let _gateway = tokio::spawn(pulse_gateway::run(
-        cfg,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
+    let (addr, stop, _gateway) =
+        run_in_process(|listener, stop| pulse_gateway::run(cfg, listener, stop)).await;
     let _stop = stop.drop_guard();
     answers_with(addr, "/healthz", 200, Duration::from_secs(5)).await;
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
