@@ -4,21 +4,33 @@
 -- to the gateways, as it does a deletion or a role change; they close that user's WebSockets
 -- (4001) and refuse its tickets from before.
 
--- A new password: besides ending the sessions (users_password_changed), tell the gateways. Runs
--- with the writer's rights: it only notifies.
-CREATE FUNCTION pulse_notify_signed_out() RETURNS trigger
+-- A new password: besides ending the sessions (users_password_changed), tell the gateways,
+-- through the one function that tells them of users' changes (a role change and a new password
+-- at once are told both, the sign-out last).
+CREATE OR REPLACE FUNCTION pulse_notify_users() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('pulse_changes',
-        'user:' || NEW.tenant_id || ':' || NEW.user_id || ':signed_out');
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('pulse_changes',
+            'user:' || OLD.tenant_id || ':' || OLD.user_id || ':deleted');
+        RETURN NULL;
+    END IF;
+    IF OLD.role IS DISTINCT FROM NEW.role OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id THEN
+        PERFORM pg_notify('pulse_changes',
+            'user:' || OLD.tenant_id || ':' || OLD.user_id || ':role');
+    END IF;
+    IF OLD.password_hash IS DISTINCT FROM NEW.password_hash THEN
+        PERFORM pg_notify('pulse_changes',
+            'user:' || NEW.tenant_id || ':' || NEW.user_id || ':signed_out');
+    END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER users_password_changed_signs_out
-    AFTER UPDATE OF password_hash ON users
-    FOR EACH ROW WHEN (OLD.password_hash IS DISTINCT FROM NEW.password_hash)
-    EXECUTE FUNCTION pulse_notify_signed_out();
+DROP TRIGGER users_notify ON users;
+CREATE TRIGGER users_notify
+    AFTER UPDATE OF role, tenant_id, password_hash OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION pulse_notify_users();
 
 -- "Log out everywhere": ends every session of the user whose live session the token's hash
 -- names (an expired one names none: an old cookie cannot sign its user out), and tells the

@@ -222,20 +222,9 @@ async fn diagnose_while_down(nats: NatsArgs, name: String, state: watch::Receive
             () = away_for(&state, DIAGNOSE_AFTER) => {}
             () = gone() => return,
         }
-        let probe = async {
-            let servers = server_addrs(&nats.url)?;
-            let client = client_options(&nats)
-                .name(&name)
-                .connection_timeout(Duration::from_secs(3))
-                .connect(servers)
-                .await?;
-            // Reached: the client's own reconnect is about to succeed too.
-            drop(client);
-            anyhow::Ok(())
-        };
-        if let Err(e) = probe.await {
+        // Reached: the client's own reconnect is about to succeed too.
+        if let Err(e) = connect_once(&nats, &name).await {
             tracing::warn!(
-                url = %redact(&nats.url),
                 error = %e,
                 "NATS unreachable: a connection attempt made to see why failed"
             );
@@ -395,14 +384,16 @@ pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
 }
 
 /// Connects to `nats` as `name` once, without retrying: for a tool that reports a server it
-/// cannot reach rather than wait for it.
+/// cannot reach rather than wait for it, and to find out why a link stays down. The error
+/// names the servers (credentials hidden) and why.
 pub async fn connect_once(nats: &NatsArgs, name: &str) -> anyhow::Result<Client> {
     let servers = server_addrs(&nats.url)?;
     client_options(nats)
         .name(name)
+        .connection_timeout(Duration::from_secs(3))
         .connect(servers)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", redact(&nats.url)))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", redact(&nats.url)))
 }
 
 /// Credentials written into a server URL — `nats://user:password@host:4222` or
