@@ -74,11 +74,47 @@ pub async fn watched_tenant<const N: usize>(
 
 /// Runs `sql` on `db` with `tenant` as `$1`: the one-off writes a test stages.
 pub async fn exec(db: &ScratchDb, sql: &str, tenant: &str) {
-    sqlx::query(sql)
+    exec_with(db, sql, tenant).await;
+}
+
+/// Runs `sql` on `db` with `arg` as `$1`.
+pub async fn exec_with<T>(db: &ScratchDb, sql: &str, arg: T)
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    sqlx::query(sql).bind(arg).execute(&db.pool).await.unwrap();
+}
+
+/// Users `<who>@<tenant>.example` of `tenant`, one per name in `who`; returns their ids.
+pub async fn add_users(db: &ScratchDb, tenant: &str, who: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(who.len());
+    for name in who {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (email, password_hash, tenant_id, role) \
+             VALUES ($1, 'x', $2, 'customer_admin') RETURNING user_id",
+        )
+        .bind(format!("{name}@{tenant}.example"))
         .bind(tenant)
-        .execute(&db.pool)
+        .fetch_one(&db.pool)
         .await
         .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Waits until `poller` listens for change notifications: a write to a device of `tenant`
+/// (which must have `dev-1`) comes back as one.
+pub async fn wait_listening(poller: &PollerHandle, db: &ScratchDb, tenant: &str) {
+    eventually("poller listening", Duration::from_secs(10), || async {
+        let seen = poller.metric("pulse_poller_notifications_total", &[]).await;
+        if seen == 0.0 {
+            let sql = "UPDATE devices SET battery_pct = random() * 100 WHERE tenant_id = $1";
+            exec(db, sql, tenant).await;
+        }
+        seen > 0.0
+    })
+    .await;
 }
 
 /// Events of `db` not marked relayed yet: the relay's backlog.

@@ -20,4 +20,5 @@ mod publishing;
 mod registry;
 mod resilience;
 mod tenant_purge;
+mod truncate;
 mod users;
