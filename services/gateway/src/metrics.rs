@@ -53,6 +53,9 @@ pub struct Metrics {
     /// Bytes of replayed events queued for clients and not written yet.
     pub replay_bytes_waiting: Gauge,
     pub snapshot_retries: Gauge,
+    /// Snapshots the periodic check found newer than what had arrived live: lost on their way
+    /// here, or (rarely) read just before their live copy came.
+    pub snapshots_recovered: Counter,
     /// 1 while a stream answers reads, 0 while it does not (see [`crate::streams`]).
     pub stream_readable: Family<StreamLabel, Gauge>,
 }
@@ -162,6 +165,12 @@ impl Metrics {
                 "snapshot_retries",
                 "Snapshot subjects whose current value is read again, with backoff, because JetStream did not answer",
                 Gauge::default(),
+            ),
+            snapshots_recovered: register(
+                r,
+                "snapshots_recovered",
+                "Alerts and fleet snapshots the periodic check read from the stream newer than what had arrived live (lost on the way)",
+                Counter::default(),
             ),
             stream_readable: register(
                 r,

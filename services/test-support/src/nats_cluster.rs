@@ -2,6 +2,7 @@
 //! on each with a store of its own, for the tests of replicated streams (`--stream-replicas 3`):
 //! node kills, leader elections, replicas behind their leader. Each node can be killed and
 //! started again on its ports and store; all are killed, and their directory removed, on drop.
+//! A pair of servers routed through proxies ([`RoutedPair`]) stages a partition between them.
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -13,6 +14,7 @@ use serde_json::Value;
 use crate::eventually_some as until;
 use crate::free_ports;
 use crate::nats::server_binary;
+use crate::proxy::{Link, Proxy};
 
 /// One nats-server of the cluster.
 pub struct Node {
@@ -162,7 +164,6 @@ impl Cluster {
 
     /// Starts node `i` (again: on the same ports and store).
     pub fn launch(&mut self, i: usize) {
-        std::fs::create_dir_all(&self.nodes[i].store).expect("cannot create the node's store");
         let routes = self
             .nodes
             .iter()
@@ -170,6 +171,14 @@ impl Cluster {
             .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
             .collect::<Vec<_>>()
             .join(",");
+        let store = self.nodes[i].store.clone();
+        let store = store.to_str().expect("a UTF-8 store path");
+        self.spawn(i, &["--routes", &routes, "-js", "-sd", store]);
+    }
+
+    /// Starts node `i` in this cluster with `args` besides its ports and names.
+    fn spawn(&mut self, i: usize, args: &[&str]) {
+        std::fs::create_dir_all(&self.nodes[i].store).expect("cannot create the node's store");
         let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -184,8 +193,7 @@ impl Cluster {
                 "--cluster",
                 &format!("nats://127.0.0.1:{}", node.cluster_port),
             ])
-            .args(["--routes", &routes, "-js", "-sd"])
-            .arg(&node.store)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -283,6 +291,77 @@ impl Cluster {
             Duration::from_secs(20),
             replicas_current,
         )
+        .await;
+    }
+}
+
+/// Two nats-servers of one cluster, JetStream on each, whose routes pass through a [`Proxy`]
+/// each that the test can cut. A message published at one while the routes are cut never
+/// reaches the other's subscribers, though a stream on the first (one replica) stores it: a
+/// partition between cluster servers.
+pub struct RoutedPair {
+    pub cluster: Cluster,
+    routes: [Proxy; 2],
+}
+
+impl RoutedPair {
+    /// Starts both servers and waits until they are routed and agree on a JetStream meta
+    /// leader.
+    pub async fn start() -> RoutedPair {
+        let mut cluster = Cluster::on_free_ports();
+        cluster.nodes.truncate(2);
+        // Each server solicits the route to the other through a proxy of its own (JetStream
+        // in a cluster wants a configured route on each).
+        let to = |i: usize| format!("127.0.0.1:{}", cluster.nodes[i].cluster_port);
+        let routes = [Proxy::to(to(1)).await, Proxy::to(to(0)).await];
+        for (i, proxy) in routes.iter().enumerate() {
+            let through_proxy = format!("nats://127.0.0.1:{}", proxy.port);
+            let store = cluster.nodes[i].store.clone();
+            let store = store.to_str().expect("a UTF-8 store path");
+            cluster.spawn(i, &["--routes", &through_proxy, "-js", "-sd", store]);
+        }
+        let pair = RoutedPair { cluster, routes };
+        pair.wait_routed(true).await;
+        pair.cluster.wait_for_meta_leader().await;
+        pair
+    }
+
+    /// Cuts the routes (`false`) or opens them again (`true`), and waits until both servers
+    /// say so.
+    pub async fn set_routed(&self, routed: bool) {
+        for route in &self.routes {
+            route.set(if routed { Link::Open } else { Link::Cut });
+        }
+        self.wait_routed(routed).await;
+    }
+
+    /// The index of the server that leads `stream` (the one that holds it, at one replica).
+    pub async fn holder(&self, js: &jetstream::Context, stream: &str) -> usize {
+        let within = Duration::from_secs(30);
+        let leader = until_stream(js, stream, "a leader", within, stream_leader).await;
+        self.cluster
+            .nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("the leader is a server of the pair")
+    }
+
+    async fn wait_routed(&self, routed: bool) {
+        let what = if routed {
+            "the route up"
+        } else {
+            "the route down"
+        };
+        until(what, Duration::from_secs(30), || async {
+            for node in &self.cluster.nodes {
+                let routez = node.monitor("routez").await?;
+                let up = routez["num_routes"].as_u64().unwrap_or(0) > 0;
+                if up != routed {
+                    return None;
+                }
+            }
+            Some(())
+        })
         .await;
     }
 }

@@ -22,6 +22,7 @@ mod topic;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
@@ -428,6 +429,40 @@ impl FanOut {
                 } else {
                     DROPPED_READS_APART
                 };
+            }
+        });
+    }
+
+    /// Reads the current value of every alerts and fleet subject in use again every `every`,
+    /// until `stop`, and hands it out where it is newer than what its subscribers have. A
+    /// snapshot can be lost on its way here with nothing to say so: published at another
+    /// server of a NATS cluster while the route to this instance's server was down, it is
+    /// stored by the stream but never sent on, and a subject that changes rarely would stay
+    /// stale until it did. Telemetry subjects are left out: a device's next reading replaces
+    /// what was lost, and there may be thousands of them.
+    pub fn check_current_every(&self, every: Duration, stop: CancellationToken) {
+        let fanout = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let quiet: Vec<Arc<Topic>> = fanout
+                    .topics_in_use()
+                    .into_iter()
+                    .filter(|t| matches!(t.subject, Subject::Alerts(_) | Subject::Fleet(_)))
+                    .collect();
+                let recovered = fanout.inner.current.check(quiet).await;
+                if recovered > 0 {
+                    fanout.inner.metrics.snapshots_recovered.inc_by(recovered);
+                    tracing::warn!(
+                        recovered,
+                        "snapshots newer in the state stream than what arrived live; handed out"
+                    );
+                }
             }
         });
     }

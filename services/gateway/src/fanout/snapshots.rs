@@ -7,6 +7,7 @@
 //! JetStream never blocks a subscriber longer than [`BARRIER_WAIT`](super::BARRIER_WAIT): the read then runs beside
 //! the connection, and is retried with backoff until it answers or the topic is gone.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,28 @@ impl CurrentValues {
                 self.hand_out(topic, answer);
             })
             .await;
+    }
+
+    /// Reads every one of `topics`' retained value again and hands it out where it is newer,
+    /// as [`Self::resync`] does, but is not retried where JetStream does not answer: the check
+    /// that calls it comes round again. Returns how many of the values read were newer.
+    pub(super) async fn check(&self, topics: impl IntoIterator<Item = Arc<Topic>>) -> u64 {
+        let newer = AtomicU64::new(0);
+        futures::stream::iter(topics)
+            .for_each_concurrent(RESYNC_READS_AT_ONCE, |topic| {
+                let newer = &newer;
+                async move {
+                    if let Ok(Fetched {
+                        newer: Some(frame), ..
+                    }) = self.fetch(&topic).await
+                    {
+                        topic.push_current(&frame);
+                        newer.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        newer.into_inner()
     }
 
     /// Reads the retained value again, with backoff, until JetStream answers or the topic is

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
-use pulse_test_support::nats_cluster::Cluster;
+use pulse_test_support::nats_cluster::{Cluster, RoutedPair};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -407,4 +407,53 @@ async fn viewer_of_a_listed_device(js: &async_nats::jetstream::Context, gw: &Gat
     let id = pulse_proto::TenantId::parse(&tenant).unwrap();
     registry.sync(&id, ["dev-0"]).await.unwrap();
     gw.viewer(&tenant).await
+}
+
+/// A snapshot published at one server of a cluster while its route to the gateway's server is
+/// down is stored by the stream but never reaches the gateway live. The periodic check of the
+/// alerts and fleet subjects in use (`PULSE_SNAPSHOT_CHECK_SECONDS`, 1 s here) hands it out
+/// once the route is back; nothing else would before the subject changed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_lost_between_cluster_servers_reaches_subscribers_at_the_next_check() {
+    let pair = RoutedPair::start().await;
+    let any = connect_nats(&pair.cluster.nodes[0].url()).await.unwrap();
+    let any = async_nats::jetstream::new(any);
+    ensure_streams_with(&any, &[]).await;
+    // Written to at the server that holds the state stream, read at the other.
+    let holder = pair.holder(&any, STATE_STREAM).await;
+    let writer = connect_nats(&pair.cluster.nodes[holder].url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(writer);
+    let url = pair.cluster.nodes[1 - holder].url();
+    let gw = spawn_gateway_with(|c| {
+        c.nats.url = url;
+        c.snapshot_check = Duration::from_secs(1);
+    })
+    .await;
+    let tenant = unique("partitioned");
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    publish_stored(&js, &subject, 1, json!({"type": "alerts", "v": 1})).await;
+    let mut c = gw.viewer(&tenant).await;
+    c.assert_subscribes(json!({"type": "alerts"})).await;
+    c.until(T, |m| m["type"] == "alerts" && m["seq"] == 1).await;
+    // The gateway reads a new subject's value again 0.5 s and 5 s after its first read, and a
+    // read that fails is retried until it answers: either would bring the lost snapshot. The
+    // partition comes after them, when nothing but the check reads the subject.
+    tokio::time::sleep(AFTER_THE_LAST_LOOK).await;
+
+    pair.set_routed(false).await;
+    publish_stored(&js, &subject, 2, json!({"type": "alerts", "v": 2})).await;
+    pair.set_routed(true).await;
+    let recovered = c
+        .until(AFTER_THE_LAST_LOOK, |m| m["type"] == "alerts")
+        .await;
+    assert_eq!(recovered["seq"], 2, "{recovered}");
+    assert_eq!(recovered["v"], 2, "{recovered}");
+    let counted = metric(
+        &gw.metrics().await,
+        "pulse_gateway_snapshots_recovered_total",
+        &[],
+    );
+    assert_eq!(counted, 1.0);
 }
