@@ -6,6 +6,14 @@
 -- have told it: `alerts:` or `fleet:` of every tenant, and `user:<tenant>:<user>:deleted` of
 -- every user. It runs as the schema's owner, so a role allowed to truncate need not read the
 -- tenants or the users.
+--
+-- Row-level security binds the owner too (FORCE, 20261201000004), and no policy let it read
+-- `tenants` or `users`: as deployed (an owner that is no superuser), a function running as the
+-- owner found no row there. So did 20261206000001's, which queued no purge on `TRUNCATE
+-- tenants`. The owner may now read both.
+CREATE POLICY owner_reads_every_tenant ON tenants FOR SELECT TO CURRENT_USER USING (true);
+CREATE POLICY owner_reads_every_user ON users FOR SELECT TO CURRENT_USER USING (true);
+
 CREATE FUNCTION pulse_notify_truncated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN

@@ -439,7 +439,9 @@ impl FanOut {
     /// server of a NATS cluster while the route to this instance's server was down, it is
     /// stored by the stream but never sent on, and a subject that changes rarely would stay
     /// stale until it did. Telemetry subjects are left out: a device's next reading replaces
-    /// what was lost, and there may be thousands of them.
+    /// what was lost, and there may be thousands of them. A check is skipped while NATS is
+    /// away (the reconnect reads everything again), and reads a few subjects at a time
+    /// ([`snapshots::CHECK_READS_AT_ONCE`]), so that it spreads its reads out.
     pub fn check_current_every(&self, every: Duration, stop: CancellationToken) {
         let fanout = self.clone();
         tokio::spawn(async move {
@@ -450,12 +452,21 @@ impl FanOut {
                     _ = ticks.tick() => {}
                     () = stop.cancelled() => return,
                 }
+                if fanout.inner.nats.connection_state() != async_nats::connection::State::Connected
+                {
+                    continue;
+                }
+                // Only subjects whose first read is done: that read proves the subscription.
                 let quiet: Vec<Arc<Topic>> = fanout
                     .topics_in_use()
                     .into_iter()
                     .filter(|t| matches!(t.subject, Subject::Alerts(_) | Subject::Fleet(_)))
+                    .filter(|t| t.is_live())
                     .collect();
-                let recovered = fanout.inner.current.check(quiet).await;
+                let recovered = tokio::select! {
+                    recovered = fanout.inner.current.check(quiet) => recovered,
+                    () = stop.cancelled() => return,
+                };
                 if recovered > 0 {
                     fanout.inner.metrics.snapshots_recovered.inc_by(recovered);
                     tracing::warn!(

@@ -31,6 +31,9 @@ use crate::stream_reads::{Source, StreamReads};
 const CONFIRM_ATTEMPTS: u32 = 5;
 /// Retained values read at once when every snapshot subject is read again after a reconnect.
 const RESYNC_READS_AT_ONCE: usize = 32;
+/// Retained values read at once by the periodic check: it is in no hurry, and spreads its reads
+/// over the time they take rather than asking the stream's leader for thousands at once.
+pub(super) const CHECK_READS_AT_ONCE: usize = 4;
 
 /// Reads of the retained values in `PULSE_STATE`, shared by every snapshot topic.
 #[derive(Clone)]
@@ -158,7 +161,7 @@ impl CurrentValues {
     pub(super) async fn check(&self, topics: impl IntoIterator<Item = Arc<Topic>>) -> u64 {
         let newer = AtomicU64::new(0);
         futures::stream::iter(topics)
-            .for_each_concurrent(RESYNC_READS_AT_ONCE, |topic| {
+            .for_each_concurrent(CHECK_READS_AT_ONCE, |topic| {
                 let newer = &newer;
                 async move {
                     if let Ok(Fetched {

@@ -270,9 +270,15 @@ impl Topic {
         subscribers.len()
     }
 
-    /// Hands a snapshot topic's current value to every subscriber (each queue keeps the
-    /// newest).
+    /// Hands a snapshot topic's current value, `frame`, read from the state stream, to every
+    /// subscriber (each queue keeps the newest), unless a newer one came meanwhile: that one
+    /// went out, or is going out, and must not be followed by this older one. The current value
+    /// stays locked meanwhile, so a newer one arriving now is handed out after it.
     pub(super) fn push_current(&self, frame: &Frame) {
+        let current = self.current.lock();
+        if !matches!(&*current, Current::Known(held) if held.seq == frame.seq) {
+            return;
+        }
         let subscribers = self.subscribers.read();
         for queue in subscribers.values() {
             queue.push_snapshot(frame.clone());

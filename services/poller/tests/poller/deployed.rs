@@ -43,3 +43,41 @@ async fn a_poller_with_only_its_role_publishes_snapshots_and_relays_events() {
     wait_all_relayed(db, "both events marked relayed", Duration::from_secs(10)).await;
     poller.stop().await;
 }
+
+/// As deployed, the owner is bound by row-level security too: a truncation by the owner (or by
+/// anyone: the statement triggers run as the owner) still tells of every user deleted and
+/// queues every tenant's purge.
+#[tokio::test]
+async fn truncations_by_the_owner_tell_of_every_user_and_queue_every_purge() {
+    let deployed = pulse_test_support::Deployed::create("truncatedeployed").await;
+    let db = &deployed.db;
+    let tenant = db.tenant("deployed-truncate", 1).await;
+    let ids = add_users(db, &tenant, &["admin"]).await;
+    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
+    wait_listening(&poller, db, &tenant).await;
+    let owner = sqlx::PgPool::connect(&deployed.owner_url).await.unwrap();
+
+    sqlx::raw_sql("TRUNCATE users CASCADE")
+        .execute(&owner)
+        .await
+        .unwrap();
+    let (_, change) = changes.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(change["user_id"], ids[0].to_string(), "{change}");
+    assert_eq!(change["change"], "deleted", "{change}");
+
+    // The purge is queued in the truncating transaction: seen before the poller takes it.
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::raw_sql("TRUNCATE tenants CASCADE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let queued: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM tenant_purges")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(queued, [tenant]);
+    tx.commit().await.unwrap();
+    owner.close().await;
+    poller.stop().await;
+}
