@@ -34,13 +34,13 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(1..=10_000_000))]
     pub nats_subscription_capacity: usize,
 
-    /// How often the current alerts and fleet snapshots of the subjects in use are read again
-    /// from `PULSE_STATE`, and handed out where newer: a snapshot lost on its way here (sent
-    /// while the route between two NATS cluster servers was down) arrives this much later at
-    /// the latest.
-    #[arg(long = "snapshot-check-seconds", env = "PULSE_SNAPSHOT_CHECK_SECONDS", default_value = "30",
+    /// How often the subjects in use are compared with the streams: alerts and fleet snapshots
+    /// newer in `PULSE_STATE`, and events stored in `PULSE_EVENTS` beyond what was delivered,
+    /// are handed out. A message lost on its way here (sent while the route between two NATS
+    /// cluster servers was down) arrives this much later at the latest.
+    #[arg(long = "stream-check-seconds", env = "PULSE_STREAM_CHECK_SECONDS", default_value = "30",
           value_parser = duration(secs(1), secs(3600)))]
-    pub snapshot_check: Duration,
+    pub stream_check: Duration,
 
     /// Shared secret for HS256 tokens. At least one of this and PULSE_JWKS_URL is required.
     #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]

@@ -149,7 +149,7 @@ pub async fn run(
         },
     );
     fanout.read_again_when_dropped(dropped, stop.clone());
-    fanout.check_current_every(config.snapshot_check, stop.clone());
+    fanout.check_streams_every(config.stream_check, stop.clone());
     readiness.set("accepting", true);
 
     let js = async_nats::jetstream::new(link.client.clone());

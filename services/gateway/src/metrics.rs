@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Snapshots the periodic check found newer than what had arrived live: lost on their way
     /// here, or (rarely) read just before their live copy came.
     pub snapshots_recovered: Counter,
+    /// Event topics the periodic check found behind the events stream for a second: their
+    /// newest events lost on their way here, and read back.
+    pub event_topics_behind: Counter,
     /// 1 while a stream answers reads, 0 while it does not (see [`crate::streams`]).
     pub stream_readable: Family<StreamLabel, Gauge>,
 }
@@ -170,6 +173,12 @@ impl Metrics {
                 r,
                 "snapshots_recovered",
                 "Alerts and fleet snapshots the periodic check read from the stream newer than what had arrived live (lost on the way)",
+                Counter::default(),
+            ),
+            event_topics_behind: register(
+                r,
+                "event_topics_behind",
+                "Event topics the periodic check found behind the events stream for a second (their newest events lost on the way), and read back",
                 Counter::default(),
             ),
             stream_readable: register(

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use pulse_proto::{ResetReason, Subject};
 use tracing::Instrument as _;
 
@@ -35,6 +36,10 @@ const RESEND_WAIT: Duration = Duration::from_secs(10);
 const RESEND_PAUSE: Duration = Duration::from_secs(1);
 /// How long writing the SUB out may take when the head read was too slow.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the periodic check leaves an event it found stored but not delivered here to
+/// arrive live before it reads it back: the stream stores an event before this instance
+/// receives it, and a busy topic is nearly always an event or two behind for a moment.
+const ON_ITS_WAY: Duration = Duration::from_secs(1);
 
 /// How event subjects are served.
 #[derive(Debug, Clone, Copy)]
@@ -314,6 +319,41 @@ impl Events {
                 }
             }
         }
+    }
+
+    /// The periodic check of event subjects ([`super::FanOut::check_streams_every`]): finds
+    /// those among `topics` whose newest stored event is beyond what this instance delivered,
+    /// gives such events [`ON_ITS_WAY`] to arrive live, and has each topic still behind read
+    /// what it missed, as after a reconnect. An event lost on its way here with none after it
+    /// would otherwise wait for the topic's next event. Returns how many topics were behind.
+    pub(super) async fn check(&self, topics: Vec<Arc<Topic>>) -> u64 {
+        let behind: Vec<(Arc<Topic>, u64)> = futures::stream::iter(topics)
+            .map(|topic| async move {
+                let newest = self.inner.history.latest(&topic.subject).await.ok()??;
+                let head = topic.log.lock().fill_from()?;
+                (newest > head).then_some((topic, newest))
+            })
+            .buffer_unordered(super::snapshots::CHECK_READS_AT_ONCE)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if behind.is_empty() {
+            return 0;
+        }
+        tokio::time::sleep(ON_ITS_WAY).await;
+        let mut still = 0;
+        for (topic, newest) in behind {
+            if topic
+                .log
+                .lock()
+                .fill_from()
+                .is_some_and(|head| head < newest)
+            {
+                topic.resync.notify_one();
+                still += 1;
+            }
+        }
+        still
     }
 
     /// An event subject's dispatch: delivers each event once, in `seq` order, reading what is

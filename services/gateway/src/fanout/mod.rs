@@ -433,16 +433,19 @@ impl FanOut {
         });
     }
 
-    /// Reads the current value of every alerts and fleet subject in use again every `every`,
-    /// until `stop`, and hands it out where it is newer than what its subscribers have. A
-    /// snapshot can be lost on its way here with nothing to say so: published at another
-    /// server of a NATS cluster while the route to this instance's server was down, it is
-    /// stored by the stream but never sent on, and a subject that changes rarely would stay
-    /// stale until it did. Telemetry subjects are left out: a device's next reading replaces
-    /// what was lost, and there may be thousands of them. A check is skipped while NATS is
-    /// away (the reconnect reads everything again), and reads a few subjects at a time
-    /// ([`snapshots::CHECK_READS_AT_ONCE`]), so that it spreads its reads out.
-    pub fn check_current_every(&self, every: Duration, stop: CancellationToken) {
+    /// Compares the subjects in use with the streams every `every`, until `stop`. A message
+    /// can be lost on its way here with nothing to say so: published at another server of a
+    /// NATS cluster while the route to this instance's server was down, it is stored by the
+    /// stream but never sent on. A snapshot subject that changes rarely would stay stale until
+    /// it did, and an event with none after it would wait for the next. So each check reads
+    /// the current value of every alerts and fleet subject in use and hands it out where it is
+    /// newer, and has every event subject whose newest stored event is beyond what was
+    /// delivered here read what it missed ([`events::Events::check`]). Telemetry subjects are
+    /// left out: a device's next reading replaces what was lost, and there may be thousands.
+    /// A check is skipped while NATS is away (the reconnect reads everything again), reads a
+    /// few subjects at a time ([`snapshots::CHECK_READS_AT_ONCE`]), and looks only at subjects
+    /// whose first read is done (that read proves the subscription is in place).
+    pub fn check_streams_every(&self, every: Duration, stop: CancellationToken) {
         let fanout = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -456,26 +459,36 @@ impl FanOut {
                 {
                     continue;
                 }
-                // Only subjects whose first read is done: that read proves the subscription.
-                let quiet: Vec<Arc<Topic>> = fanout
-                    .topics_in_use()
-                    .into_iter()
-                    .filter(|t| matches!(t.subject, Subject::Alerts(_) | Subject::Fleet(_)))
-                    .filter(|t| t.is_live())
-                    .collect();
-                let recovered = tokio::select! {
-                    recovered = fanout.inner.current.check(quiet) => recovered,
+                tokio::select! {
+                    () = fanout.check_streams() => {}
                     () = stop.cancelled() => return,
-                };
-                if recovered > 0 {
-                    fanout.inner.metrics.snapshots_recovered.inc_by(recovered);
-                    tracing::warn!(
-                        recovered,
-                        "snapshots newer in the state stream than what arrived live; handed out"
-                    );
                 }
             }
         });
+    }
+
+    /// One check of [`Self::check_streams_every`].
+    async fn check_streams(&self) {
+        let (mut snapshots, mut events) = (Vec::new(), Vec::new());
+        for topic in self.topics_in_use().into_iter().filter(|t| t.is_live()) {
+            match topic.subject {
+                Subject::Alerts(_) | Subject::Fleet(_) => snapshots.push(topic),
+                Subject::Events(..) => events.push(topic),
+                Subject::Telemetry(..) => {}
+            }
+        }
+        let metrics = &self.inner.metrics;
+        let recovered = self.inner.current.check(snapshots).await;
+        let behind = self.inner.events.check(events).await;
+        if recovered + behind > 0 {
+            metrics.snapshots_recovered.inc_by(recovered);
+            metrics.event_topics_behind.inc_by(behind);
+            tracing::warn!(
+                snapshots = recovered,
+                event_topics = behind,
+                "messages stored in the streams never arrived live; handed out"
+            );
+        }
     }
 
     /// Every topic with a subscription on this instance.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
 use pulse_test_support::nats_cluster::{Cluster, RoutedPair};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -409,18 +409,19 @@ async fn viewer_of_a_listed_device(js: &async_nats::jetstream::Context, gw: &Gat
     gw.viewer(&tenant).await
 }
 
-/// A snapshot published at one server of a cluster while its route to the gateway's server is
-/// down is stored by the stream but never reaches the gateway live. The periodic check of the
-/// alerts and fleet subjects in use (`PULSE_SNAPSHOT_CHECK_SECONDS`, 1 s here) hands it out
-/// once the route is back; nothing else would before the subject changed again.
+/// A snapshot and an event published at one server of a cluster while its route to the
+/// gateway's server is down are stored by the streams but never reach the gateway live. The
+/// periodic check of the subjects in use (`PULSE_STREAM_CHECK_SECONDS`, 1 s here) hands both
+/// out once the route is back; nothing else would before the subject changed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_lost_between_cluster_servers_reaches_subscribers_at_the_next_check() {
+async fn messages_lost_between_cluster_servers_reach_subscribers_at_the_next_check() {
     let pair = RoutedPair::start().await;
     let any = connect_nats(&pair.cluster.nodes[0].url()).await.unwrap();
     let any = async_nats::jetstream::new(any);
     ensure_streams_with(&any, &[]).await;
-    // Written to at the server that holds the state stream, read at the other.
+    // Written to at the server that holds the streams, read at the other.
     let holder = pair.holder(&any, STATE_STREAM).await;
+    assert_eq!(pair.holder(&any, EVENTS_STREAM).await, holder);
     let writer = connect_nats(&pair.cluster.nodes[holder].url())
         .await
         .unwrap();
@@ -428,32 +429,56 @@ async fn a_snapshot_lost_between_cluster_servers_reaches_subscribers_at_the_next
     let url = pair.cluster.nodes[1 - holder].url();
     let gw = spawn_gateway_with(|c| {
         c.nats.url = url;
-        c.snapshot_check = Duration::from_secs(1);
+        c.stream_check = Duration::from_secs(1);
     })
     .await;
     let tenant = unique("partitioned");
-    let subject = format!("pulse.v1.{tenant}.alerts");
-    publish_stored(&js, &subject, 1, json!({"type": "alerts", "v": 1})).await;
+    store(&js, &tenant, 1).await;
     let mut c = gw.viewer(&tenant).await;
-    c.assert_subscribes(json!({"type": "alerts"})).await;
-    c.until(T, |m| m["type"] == "alerts" && m["seq"] == 1).await;
-    // The gateway reads a new subject's value again 0.5 s and 5 s after its first read, and a
-    // read that fails is retried until it answers: either would bring the lost snapshot. The
-    // partition comes after them, when nothing but the check reads the subject.
+    // Both asked at once: a reply waited for alone would pass over the first's snapshot.
+    for request in [
+        json!({"action": "subscribe", "type": "alerts"}),
+        json!({"action": "subscribe", "type": "events", "topic": "tickets", "since": 0}),
+    ] {
+        c.send(request).await;
+    }
+    assert_eq!(alerts_and_event(&mut c, T).await, (json!(1), json!(1)));
+    // The gateway reads a new subject again 0.5 s and 5 s after its first read, and a read
+    // that fails is retried until it answers: either would bring what was lost. The partition
+    // comes after them, when nothing but the check reads the subjects.
     tokio::time::sleep(AFTER_THE_LAST_LOOK).await;
 
     pair.set_routed(false).await;
-    publish_stored(&js, &subject, 2, json!({"type": "alerts", "v": 2})).await;
+    store(&js, &tenant, 2).await;
     pair.set_routed(true).await;
-    let recovered = c
-        .until(AFTER_THE_LAST_LOOK, |m| m["type"] == "alerts")
-        .await;
-    assert_eq!(recovered["seq"], 2, "{recovered}");
-    assert_eq!(recovered["v"], 2, "{recovered}");
-    let counted = metric(
-        &gw.metrics().await,
-        "pulse_gateway_snapshots_recovered_total",
-        &[],
+    let within = AFTER_THE_LAST_LOOK;
+    assert_eq!(alerts_and_event(&mut c, within).await, (json!(2), json!(2)));
+    let scrape = gw.metrics().await;
+    assert_eq!(
+        metric(&scrape, "pulse_gateway_snapshots_recovered_total", &[]),
+        1.0
     );
-    assert_eq!(counted, 1.0);
+    assert_eq!(
+        metric(&scrape, "pulse_gateway_event_topics_behind_total", &[]),
+        1.0
+    );
+}
+
+/// The `seq` of the next alerts snapshot and the next event `c` gets, in whichever order they
+/// come, each within `within`; panics on anything else but a `subscribed`.
+async fn alerts_and_event(c: &mut Client, within: Duration) -> (Value, Value) {
+    let (mut alerts, mut event): (Option<Value>, Option<Value>) = (None, None);
+    loop {
+        if let (Some(alerts), Some(event)) = (&alerts, &event) {
+            return (alerts.clone(), event.clone());
+        }
+        let m = c.try_next(within).await;
+        let m = m.unwrap_or_else(|| panic!("alerts {alerts:?}, event {event:?} so far"));
+        match m["type"].as_str() {
+            Some("alerts") if alerts.is_none() => alerts = Some(m["seq"].clone()),
+            Some("event") if event.is_none() => event = Some(m["seq"].clone()),
+            Some("subscribed") => {}
+            _ => panic!("{m}"),
+        }
+    }
 }
