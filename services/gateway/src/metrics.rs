@@ -56,8 +56,8 @@ pub struct Metrics {
     /// Snapshots the periodic check found newer than what had arrived live: lost on their way
     /// here, or (rarely) read just before their live copy came.
     pub snapshots_recovered: Counter,
-    /// Event topics the periodic check found behind the events stream for a second: their
-    /// newest events lost on their way here, and read back.
+    /// Event topics the periodic check found behind the events stream and standing still for a
+    /// second: their newest events lost on their way here, and had read back.
     pub event_topics_behind: Counter,
     /// 1 while a stream answers reads, 0 while it does not (see [`crate::streams`]).
     pub stream_readable: Family<StreamLabel, Gauge>,
@@ -178,7 +178,7 @@ impl Metrics {
             event_topics_behind: register(
                 r,
                 "event_topics_behind",
-                "Event topics the periodic check found behind the events stream for a second (their newest events lost on the way), and read back",
+                "Event topics the periodic check found behind the events stream and standing still for a second (their newest events lost on the way), and had read back",
                 Counter::default(),
             ),
             stream_readable: register(
@@ -220,7 +220,7 @@ impl Metrics {
             event_history_gets: register(
                 r,
                 "event_history_gets",
-                "Reads of the events stream (direct gets) made to find and read event history",
+                "Reads of the events stream made to find and read event history (the newest event of a topic included)",
                 Counter::default(),
             ),
             event_resets: register(

@@ -2,6 +2,7 @@
 //! `PULSE_EVENTS` stream before going on, and a subscriber that gives `since` brought up to
 //! date from the topic's recent events or from the stream (see [`crate::replay`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -323,15 +324,19 @@ impl Events {
 
     /// The periodic check of event subjects ([`super::FanOut::check_streams_every`]): finds
     /// those among `topics` whose newest stored event is beyond what this instance delivered,
-    /// gives such events [`ON_ITS_WAY`] to arrive live, and has each topic still behind read
-    /// what it missed, as after a reconnect. An event lost on its way here with none after it
-    /// would otherwise wait for the topic's next event. Returns how many topics were behind.
+    /// and has each that stood still meanwhile read what it missed, as after a reconnect. An
+    /// event lost on its way here with none after it would otherwise wait for the topic's next
+    /// event. A topic whose order moved during [`ON_ITS_WAY`] is left alone: its events are
+    /// arriving live (a busy topic is nearly always an event or two behind the stream for a
+    /// moment, and one whose gateway lags further is read back by nothing but its next gap).
+    /// Returns how many topics were read back.
     pub(super) async fn check(&self, topics: Vec<Arc<Topic>>) -> u64 {
-        let behind: Vec<(Arc<Topic>, u64)> = futures::stream::iter(topics)
+        let behind: Vec<(Arc<Topic>, u64, u64)> = futures::stream::iter(topics)
             .map(|topic| async move {
                 let newest = self.inner.history.latest(&topic.subject).await.ok()??;
                 let head = topic.log.lock().fill_from()?;
-                (newest > head).then_some((topic, newest))
+                let acted = topic.checked_up_to.load(Ordering::Relaxed);
+                (newest > head && newest != acted).then_some((topic, head, newest))
             })
             .buffer_unordered(super::snapshots::CHECK_READS_AT_ONCE)
             .filter_map(std::future::ready)
@@ -341,19 +346,16 @@ impl Events {
             return 0;
         }
         tokio::time::sleep(ON_ITS_WAY).await;
-        let mut still = 0;
-        for (topic, newest) in behind {
-            if topic
-                .log
-                .lock()
-                .fill_from()
-                .is_some_and(|head| head < newest)
-            {
+        let mut read_back = 0;
+        for (topic, head, newest) in behind {
+            let still = topic.log.lock().fill_from() == Some(head);
+            if still && !topic.is_stopped() {
+                topic.checked_up_to.store(newest, Ordering::Relaxed);
                 topic.resync.notify_one();
-                still += 1;
+                read_back += 1;
             }
         }
-        still
+        read_back
     }
 
     /// An event subject's dispatch: delivers each event once, in `seq` order, reading what is

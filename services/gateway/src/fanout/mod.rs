@@ -478,8 +478,10 @@ impl FanOut {
             }
         }
         let metrics = &self.inner.metrics;
-        let recovered = self.inner.current.check(snapshots).await;
-        let behind = self.inner.events.check(events).await;
+        let (recovered, behind) = futures::join!(
+            self.inner.current.check(snapshots),
+            self.inner.events.check(events)
+        );
         if recovered + behind > 0 {
             metrics.snapshots_recovered.inc_by(recovered);
             metrics.event_topics_behind.inc_by(behind);

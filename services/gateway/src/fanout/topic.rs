@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use pulse_proto::{ResetReason, Subject};
@@ -66,6 +66,9 @@ pub struct Topic {
     pub(super) log: Mutex<EventLog>,
     /// Event subjects: wakes the dispatch task to read what NATS may have dropped.
     pub(super) resync: Notify,
+    /// Event subjects: the newest stored `seq` the periodic check last had read back, so that
+    /// an event this instance cannot deliver (not UTF-8) is not read back on every check.
+    pub(super) checked_up_to: AtomicU64,
     /// Event subjects: each resuming connection's catch-up task, aborted when the connection
     /// unsubscribes, so reads of the stream stop with the client that asked for them.
     pub(super) catch_ups: Mutex<HashMap<ConnId, AbortHandle>>,
@@ -94,6 +97,7 @@ impl Topic {
             current: Mutex::new(Current::Unasked),
             log: Mutex::new(EventLog::new(if snapshot { 0 } else { cache })),
             resync: Notify::new(),
+            checked_up_to: AtomicU64::new(0),
             catch_ups: Mutex::new(HashMap::new()),
             retrying: AtomicBool::new(false),
             held_max,

@@ -418,10 +418,21 @@ async fn messages_lost_between_cluster_servers_reach_subscribers_at_the_next_che
     let pair = RoutedPair::start().await;
     let any = connect_nats(&pair.cluster.nodes[0].url()).await.unwrap();
     let any = async_nats::jetstream::new(any);
+    // Written to at the server that holds both streams (one replica each, placed by the
+    // servers: the events stream is created again until it lands beside the other), read at
+    // the other server.
     ensure_streams_with(&any, &[]).await;
-    // Written to at the server that holds the streams, read at the other.
     let holder = pair.holder(&any, STATE_STREAM).await;
-    assert_eq!(pair.holder(&any, EVENTS_STREAM).await, holder);
+    let mut tries = 0;
+    while pair.holder(&any, EVENTS_STREAM).await != holder {
+        tries += 1;
+        assert!(
+            tries < 20,
+            "the events stream never landed beside the state stream"
+        );
+        any.delete_stream(EVENTS_STREAM).await.unwrap();
+        ensure_streams_with(&any, &[]).await;
+    }
     let writer = connect_nats(&pair.cluster.nodes[holder].url())
         .await
         .unwrap();
