@@ -8,8 +8,10 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 
+mod creds;
 mod nkey;
 mod tls;
+pub use creds::{NatsCreds, creds_file};
 pub use nkey::{NkeySeed, seed_file};
 pub use tls::NatsTls;
 
@@ -44,6 +46,13 @@ pub struct NatsArgs {
           value_parser = Quiet(seed_file))]
     pub nkey: Option<NkeySeed>,
 
+    /// File holding this service's NATS user credentials (`.creds`: the user's JWT and NKey
+    /// seed), for a server in operator mode (decentralized JWT authentication).
+    #[arg(long = "nats-creds-file", env = "PULSE_NATS_CREDS_FILE",
+          value_name = "PULSE_NATS_CREDS_FILE", hide_env_values = true,
+          value_parser = Quiet(creds_file), conflicts_with = "nkey")]
+    pub creds: Option<NatsCreds>,
+
     #[command(flatten)]
     pub tls: NatsTls,
 }
@@ -54,6 +63,7 @@ impl NatsArgs {
         NatsArgs {
             url: url.into(),
             nkey: None,
+            creds: None,
             tls: NatsTls::default(),
         }
     }
@@ -373,12 +383,18 @@ pub async fn flush_before_exit(client: &Client) {
     }
 }
 
-/// The options every client of `nats` starts from: the credentials in its URL (or its NKey)
-/// and its TLS settings.
+/// The text of the file at `path` that the setting `var` names, or why it cannot be read.
+fn read_file(var: &str, path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))
+}
+
+/// The options every client of `nats` starts from: the credentials in its URL (or its NKey,
+/// or its `.creds` file) and its TLS settings.
 pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
-    let options = match &nats.nkey {
-        Some(seed) => ConnectOptions::with_nkey(seed.expose()),
-        None => with_url_credentials(ConnectOptions::new(), &nats.url),
+    let options = match (&nats.nkey, &nats.creds) {
+        (Some(seed), _) => ConnectOptions::with_nkey(seed.expose()),
+        (None, Some(creds)) => creds.apply(ConnectOptions::new()),
+        (None, None) => with_url_credentials(ConnectOptions::new(), &nats.url),
     };
     nats.tls.apply(options)
 }

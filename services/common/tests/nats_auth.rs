@@ -157,3 +157,84 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
     assert!(err.contains("holds no NKey seed"), "{err}");
     assert!(!err.contains("SUnot"), "{err}");
 }
+
+#[tokio::test]
+async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other_does() {
+    use pulse_common::nats::NatsCreds;
+    use pulse_test_support::operator::Operator;
+    let operator = Operator::new();
+    let nats = pulse_test_support::nats::PrivateNats::in_operator_mode(&operator).await;
+    let creds_file = |foreign: bool| {
+        let file = TempFile::new("");
+        operator.write_creds(&file.0, foreign);
+        file
+    };
+    let client_with = |creds: Option<NatsCreds>| {
+        let nats = NatsArgs {
+            creds,
+            ..NatsArgs::at(&nats.url)
+        };
+        async move {
+            let give_up = tokio::time::sleep(Duration::from_secs(2));
+            pulse_common::nats::connect(&nats, "test", || {}, give_up).await
+        }
+    };
+    let mine = creds_file(false);
+    let creds = NatsCreds::read(&mine.0).unwrap();
+    assert_eq!(format!("{creds:?}"), "NatsCreds(***)");
+    let client = client_with(Some(creds)).await.unwrap();
+    // The account's JetStream stores and answers, as the services need it to.
+    let js = async_nats::jetstream::new(client.client);
+    let config = async_nats::jetstream::stream::Config {
+        name: "CREDS".to_owned(),
+        subjects: vec!["creds.>".to_owned()],
+        ..Default::default()
+    };
+    let stream = js.create_stream(config).await.unwrap();
+    js.publish("creds.a", "stored".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject("creds.a")
+        .await
+        .unwrap();
+    assert_eq!(&last.payload[..], b"stored");
+    let foreign = creds_file(true);
+    assert!(
+        client_with(Some(NatsCreds::read(&foreign.0).unwrap()))
+            .await
+            .is_err()
+    );
+    assert!(client_with(None).await.is_err());
+
+    // Checked when parsed: a file without credentials, the credentials themselves in place of
+    // the file (not repeated), and an NKey file beside it are refused by name.
+    let parse = |args: &[&str]| {
+        let mut all = vec!["svc"];
+        all.extend(args);
+        pulse_test_support::try_parse_config::<NatsArgs>(&all)
+    };
+    let path = mine.0.to_string_lossy().into_owned();
+    assert!(
+        parse(&["--nats-creds-file", &path])
+            .unwrap()
+            .creds
+            .is_some()
+    );
+    let garbage = TempFile::new("-----BEGIN NATS USER JWT-----\nnot a jwt\n");
+    let err = parse(&["--nats-creds-file", &garbage.0.to_string_lossy()]).unwrap_err();
+    assert!(
+        err.contains("PULSE_NATS_CREDS_FILE") && err.contains("holds no NATS user JWT"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&mine.0).unwrap();
+    let err = parse(&[&format!("--nats-creds-file={text}")]).unwrap_err();
+    assert!(err.contains("not hold them"), "{err}");
+    assert!(!err.contains("SU"), "{err}");
+    let seed = TempFile::new(&nkeys::KeyPair::new_user().seed().unwrap());
+    let seed_path = seed.0.to_string_lossy().into_owned();
+    let err = parse(&["--nats-creds-file", &path, "--nats-nkey-file", &seed_path]).unwrap_err();
+    assert!(err.contains("cannot be used with"), "{err}");
+}

@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod layout;
 pub mod nats;
 pub mod nats_cluster;
+pub mod operator;
 pub mod proxy;
 pub mod seed;
 pub mod tls;

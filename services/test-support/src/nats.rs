@@ -213,6 +213,22 @@ impl PrivateNats {
         .await
     }
 
+    /// A server with JetStream in operator mode (decentralized JWT authentication), trusting
+    /// `operator`: only users with credentials its account issued connect.
+    pub async fn in_operator_mode(operator: &crate::operator::Operator) -> PrivateNats {
+        let trust = operator.server_config();
+        PrivateNats::configured(
+            |store| {
+                format!(
+                    "jetstream {{ store_dir: {:?} }}\n{trust}",
+                    store.to_string_lossy()
+                )
+            },
+            &[],
+        )
+        .await
+    }
+
     /// Writes the configuration `config` makes (given the store folder) and has the server
     /// reload it (SIGHUP), as an operator would.
     pub fn reconfigure(&self, config: impl FnOnce(&Path) -> String) {

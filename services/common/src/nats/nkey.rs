@@ -20,8 +20,7 @@ impl NkeySeed {
     /// Reads and checks the seed in `path`: its first line that is not blank (`nk -gen user
     /// -pubout` and `nsc generate nkey --user` write the public key on the next).
     pub fn read(path: &Path) -> Result<NkeySeed, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{NKEY_FILE_VAR}: cannot read {}: {e}", path.display()))?;
+        let text = super::read_file(NKEY_FILE_VAR, path)?;
         let seed = text
             .lines()
             .map(str::trim)

@@ -1,11 +1,13 @@
 //! NATS reached over TLS only, each service showing a certificate of its own: the poller (its
 //! flags) and the gateway binary (its environment) take the authority and their certificate,
-//! and an alert inserted by SQL still reaches a WebSocket.
+//! and an alert inserted by SQL still reaches a WebSocket. The same through a NATS in operator
+//! mode, each service with a `.creds` file of its own.
 
 use std::time::Duration;
 
 use pulse_common::nats::{NatsArgs, NatsTls};
 use pulse_test_support::nats::PrivateNats;
+use pulse_test_support::operator::Operator;
 use pulse_test_support::tls::TestPki;
 use serde_json::json;
 
@@ -43,58 +45,86 @@ async fn poller_and_gateway_reach_a_nats_that_requires_client_certificates() {
         );
     }
 
-    let db = ScratchDb::migrated("gwtls").await;
-    let tenant = db.tenant("tls", 1).await;
     let poller_cert = pki.client("pulse-poller");
-    let ca_arg = ca.to_string_lossy();
-    let (cert_arg, key_arg) = (
+    let gateway_cert = pki.client("pulse-gateway");
+    let ca = ca.to_string_lossy();
+    let (poller_cert, poller_key) = (
         poller_cert.cert.to_string_lossy(),
         poller_cert.key.to_string_lossy(),
     );
-    let mut pc: pulse_poller::PollerConfig = pulse_test_support::parse_config(&[
-        "p",
-        "--database-url",
-        &db.url,
-        "--nats-url",
+    alert_reaches_a_websocket_through(
         &nats.url,
-        "--nats-ca-file",
-        &ca_arg,
-        "--nats-cert-file",
-        &cert_arg,
-        "--nats-key-file",
-        &key_arg,
-    ]);
-    pc.poll_interval = Duration::from_secs(60);
-    let poller = spawn_poller(pc).await;
-    poller.wait_active().await;
-
-    let gateway_cert = pki.client("pulse-gateway");
-    let port = free_port();
-    // Returns once the gateway is ready: connected to NATS.
-    let _gateway = spawn_gateway_process(
-        port,
         &[
-            ("NATS_URL", &nats.url),
-            ("PULSE_NATS_CA_FILE", &ca.to_string_lossy()),
+            "--nats-ca-file",
+            &ca,
+            "--nats-cert-file",
+            &poller_cert,
+            "--nats-key-file",
+            &poller_key,
+        ],
+        &[
+            ("PULSE_NATS_CA_FILE", &ca),
             ("PULSE_NATS_CERT_FILE", &gateway_cert.cert.to_string_lossy()),
             ("PULSE_NATS_KEY_FILE", &gateway_cert.key.to_string_lossy()),
         ],
     )
     .await;
+}
+
+/// NATS in operator mode (decentralized JWT authentication): the poller (its flag) and the
+/// gateway binary (its environment) each take a `.creds` file their account issued.
+#[tokio::test]
+async fn poller_and_gateway_reach_an_operator_mode_nats_with_creds_files() {
+    let operator = Operator::new();
+    let nats = PrivateNats::in_operator_mode(&operator).await;
+    // Its folder is the test's own, removed on drop.
+    let dir = TestPki::new("creds files");
+    let (poller, gateway) = (dir.file("poller.creds", ""), dir.file("gateway.creds", ""));
+    operator.write_creds(&poller, false);
+    operator.write_creds(&gateway, false);
+    alert_reaches_a_websocket_through(
+        &nats.url,
+        &["--nats-creds-file", &poller.to_string_lossy()],
+        &[("PULSE_NATS_CREDS_FILE", &gateway.to_string_lossy())],
+    )
+    .await;
+}
+
+/// A poller (with `poller_flags`) and a gateway binary (with `gateway_env`) on the NATS at
+/// `nats_url`: an alert inserted by SQL reaches a WebSocket.
+async fn alert_reaches_a_websocket_through(
+    nats_url: &str,
+    poller_flags: &[&str],
+    gateway_env: &[(&str, &str)],
+) {
+    let db = ScratchDb::migrated("gwsecured").await;
+    let tenant = db.tenant("secured", 1).await;
+    let mut args = vec!["p", "--database-url", &db.url, "--nats-url", nats_url];
+    args.extend(poller_flags);
+    let mut pc: pulse_poller::PollerConfig = pulse_test_support::parse_config(&args);
+    pc.poll_interval = Duration::from_secs(60);
+    let poller = spawn_poller(pc).await;
+    // On a nats-server of its own, the poller creates its streams first.
+    poller.wait_active().await;
+
+    let port = free_port();
+    let mut env = vec![("NATS_URL", nats_url)];
+    env.extend(gateway_env);
+    // Returns once the gateway is ready: connected to NATS.
+    let _gateway = spawn_gateway_process(port, &env).await;
     let mut c = viewer_on_port(port, &tenant).await;
     c.subscribe(json!({"type": "alerts"})).await;
     c.until(Duration::from_secs(15), |m| {
         m["type"] == "alerts" && m["alerts"] == json!([])
     })
     .await;
-    let id = db.open_alert(&tenant, "dev-1", "over TLS").await;
+    let id = db.open_alert(&tenant, "dev-1", "secured").await;
     let pushed = c
         .until(T, |m| {
             m["type"] == "alerts" && m["alerts"][0]["alert_id"] == id
         })
         .await;
-    assert_eq!(pushed["alerts"][0]["summary"], "over TLS");
-
+    assert_eq!(pushed["alerts"][0]["summary"], "secured");
     poller.stop().await;
 }
 
