@@ -10,6 +10,7 @@ use crate::backoff::Backoff;
 
 mod creds;
 mod nkey;
+mod signing;
 mod tls;
 pub use creds::{NatsCreds, creds_file};
 pub use nkey::{NkeySeed, seed_file};
@@ -43,14 +44,14 @@ pub struct NatsArgs {
     /// lists the user by its public key: no secret crosses the wire.
     #[arg(long = "nats-nkey-file", env = "PULSE_NATS_NKEY_FILE",
           value_name = "PULSE_NATS_NKEY_FILE", hide_env_values = true,
-          value_parser = Quiet(seed_file))]
+          value_parser = Quiet(seed_file), allow_hyphen_values = true)]
     pub nkey: Option<NkeySeed>,
 
     /// File holding this service's NATS user credentials (`.creds`: the user's JWT and NKey
     /// seed), for a server in operator mode (decentralized JWT authentication).
     #[arg(long = "nats-creds-file", env = "PULSE_NATS_CREDS_FILE",
           value_name = "PULSE_NATS_CREDS_FILE", hide_env_values = true,
-          value_parser = Quiet(creds_file), conflicts_with = "nkey")]
+          value_parser = Quiet(creds_file), conflicts_with = "nkey", allow_hyphen_values = true)]
     pub creds: Option<NatsCreds>,
 
     #[command(flatten)]
@@ -383,17 +384,12 @@ pub async fn flush_before_exit(client: &Client) {
     }
 }
 
-/// The text of the file at `path` that the setting `var` names, or why it cannot be read.
-fn read_file(var: &str, path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))
-}
-
 /// The options every client of `nats` starts from: the credentials in its URL (or its NKey,
 /// or its `.creds` file) and its TLS settings.
 pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
     let options = match (&nats.nkey, &nats.creds) {
-        (Some(seed), _) => ConnectOptions::with_nkey(seed.expose()),
-        (None, Some(creds)) => creds.apply(ConnectOptions::new()),
+        (Some(seed), _) => seed.0.options(),
+        (None, Some(creds)) => creds.0.options(),
         (None, None) => with_url_credentials(ConnectOptions::new(), &nats.url),
     };
     nats.tls.apply(options)

@@ -161,12 +161,12 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
 #[tokio::test]
 async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other_does() {
     use pulse_common::nats::NatsCreds;
-    use pulse_test_support::operator::Operator;
+    use pulse_test_support::operator::{Creds, Operator};
     let operator = Operator::new();
     let nats = pulse_test_support::nats::PrivateNats::in_operator_mode(&operator).await;
-    let creds_file = |foreign: bool| {
+    let creds_file = |creds: Creds| {
         let file = TempFile::new("");
-        operator.write_creds(&file.0, foreign);
+        operator.write_creds_of(&file.0, creds);
         file
     };
     let client_with = |creds: Option<NatsCreds>| {
@@ -179,7 +179,7 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
             pulse_common::nats::connect(&nats, "test", || {}, give_up).await
         }
     };
-    let mine = creds_file(false);
+    let mine = creds_file(Creds::Valid);
     let creds = NatsCreds::read(&mine.0).unwrap();
     assert_eq!(format!("{creds:?}"), "NatsCreds(***)");
     let client = client_with(Some(creds)).await.unwrap();
@@ -201,16 +201,13 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
         .await
         .unwrap();
     assert_eq!(&last.payload[..], b"stored");
-    let foreign = creds_file(true);
-    assert!(
-        client_with(Some(NatsCreds::read(&foreign.0).unwrap()))
-            .await
-            .is_err()
-    );
+    // Valid credentials of an account the server does not trust: only the server can tell.
+    let foreign = NatsCreds::read(&creds_file(Creds::Foreign).0).unwrap();
+    assert!(client_with(Some(foreign)).await.is_err());
     assert!(client_with(None).await.is_err());
 
-    // Checked when parsed: a file without credentials, the credentials themselves in place of
-    // the file (not repeated), and an NKey file beside it are refused by name.
+    // Checked when parsed, refused by name: a file without credentials, and credentials that
+    // no server would take.
     let parse = |args: &[&str]| {
         let mut all = vec!["svc"];
         all.extend(args);
@@ -224,17 +221,90 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
             .is_some()
     );
     let garbage = TempFile::new("-----BEGIN NATS USER JWT-----\nnot a jwt\n");
-    let err = parse(&["--nats-creds-file", &garbage.0.to_string_lossy()]).unwrap_err();
-    assert!(
-        err.contains("PULSE_NATS_CREDS_FILE") && err.contains("holds no NATS user JWT"),
-        "{err}"
-    );
+    for (file, says) in [
+        (garbage, "holds no NATS user JWT"),
+        (creds_file(Creds::Expired), "has expired"),
+        (
+            creds_file(Creds::OtherUser),
+            "of another user than its seed's",
+        ),
+        (creds_file(Creds::NotUser), "not a user's"),
+        (creds_file(Creds::AccountSeed), "not of a user"),
+    ] {
+        let err = parse(&["--nats-creds-file", &file.0.to_string_lossy()]).unwrap_err();
+        assert!(
+            err.contains("PULSE_NATS_CREDS_FILE") && err.contains(says),
+            "{says}: {err}"
+        );
+    }
+    // The credentials, a seed or a JWT where the file's path was meant: refused without being
+    // repeated, however given.
     let text = std::fs::read_to_string(&mine.0).unwrap();
-    let err = parse(&[&format!("--nats-creds-file={text}")]).unwrap_err();
-    assert!(err.contains("not hold them"), "{err}");
-    assert!(!err.contains("SU"), "{err}");
-    let seed = TempFile::new(&nkeys::KeyPair::new_user().seed().unwrap());
-    let seed_path = seed.0.to_string_lossy().into_owned();
+    let seed = nkeys::KeyPair::new_user().seed().unwrap();
+    let jwt = text.lines().nth(1).unwrap().to_owned();
+    for secret in [&text, &seed, &jwt] {
+        for args in [
+            vec!["--nats-creds-file".to_owned(), secret.clone()],
+            vec![format!("--nats-creds-file={secret}")],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains("not hold them"), "{err}");
+            assert!(
+                !err.contains(&seed[..12]) && !err.contains(&jwt[..40]),
+                "{err}"
+            );
+            assert!(!err.contains("SU") && !err.contains("eyJ"), "{err}");
+        }
+    }
+    let seed_file = TempFile::new(&seed);
+    let seed_path = seed_file.0.to_string_lossy().into_owned();
     let err = parse(&["--nats-creds-file", &path, "--nats-nkey-file", &seed_path]).unwrap_err();
     assert!(err.contains("cannot be used with"), "{err}");
+}
+
+/// Credentials rotated in place are taken up at the next reconnect, without a restart: the
+/// server comes to list only the new user (its configuration reloaded), drops the connection
+/// of the old one, and the service reconnects with the seed its file holds now.
+#[tokio::test]
+async fn a_seed_rotated_in_its_file_is_used_at_the_next_reconnect() {
+    use pulse_common::nats::NkeySeed;
+    let (old, new) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let lists = |user: &nkeys::KeyPair| {
+        let public = user.public_key();
+        move |_: &std::path::Path| format!("authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
+    };
+    let nats = pulse_test_support::nats::PrivateNats::configured(lists(&old), &[]).await;
+    let file = TempFile::new(&old.seed().unwrap());
+    let args = NatsArgs {
+        nkey: Some(NkeySeed::read(&file.0).unwrap()),
+        ..NatsArgs::at(&nats.url)
+    };
+    let link = pulse_common::nats::connect_in_background(
+        &args,
+        "test",
+        pulse_common::nats::SUBSCRIPTION_CAPACITY,
+        || {},
+    )
+    .await
+    .unwrap();
+    let state = link.state.clone();
+    let within = Duration::from_secs(10);
+    let wait = |want: bool| {
+        let mut state = state.clone();
+        async move {
+            tokio::time::timeout(within, state.wait_for(|s| s.connected == want))
+                .await
+                .unwrap_or_else(|_| panic!("connected == {want} within {within:?}"))
+                .unwrap();
+        }
+    };
+    wait(true).await;
+
+    std::fs::write(&file.0, new.seed().unwrap()).unwrap();
+    nats.reconfigure(lists(&new));
+    wait(false).await;
+    wait(true).await;
+    // Connected as the new user: the server knows no other.
+    pulse_test_support::nats::round_trip(&link.client).await;
 }

@@ -67,18 +67,39 @@ impl Operator {
         )
     }
 
-    /// Writes a `.creds` file to `path` for a new user of the account (of another account's
-    /// signing when `foreign`: a user this server does not trust).
-    pub fn write_creds(&self, path: &Path, foreign: bool) {
+    /// Writes a `.creds` file to `path` for a new user of the account.
+    pub fn write_creds(&self, path: &Path) {
+        self.write_creds_of(path, Creds::Valid);
+    }
+
+    /// Writes a `.creds` file of the kind `creds` to `path`.
+    pub fn write_creds_of(&self, path: &Path, creds: Creds) {
         let user = KeyPair::new_user();
         let stranger = KeyPair::new_account();
-        let issuer = if foreign { &stranger } else { &self.account };
-        let claims = json!({
+        let issuer = match creds {
+            Creds::Foreign => &stranger,
+            _ => &self.account,
+        };
+        let mut claims = json!({
             "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
             "type": "user", "version": 2,
         });
-        let token = jwt(issuer, &user.public_key(), claims);
-        let seed = user.seed().expect("a user seed");
+        let mut expires = None;
+        let subject = match creds {
+            Creds::OtherUser => KeyPair::new_user().public_key(),
+            _ => user.public_key(),
+        };
+        match creds {
+            Creds::Expired => expires = Some(1),
+            Creds::NotUser => claims["type"] = json!("account"),
+            _ => {}
+        }
+        let token = jwt_expiring(issuer, &subject, claims, expires);
+        let seed = match creds {
+            Creds::AccountSeed => stranger.seed(),
+            _ => user.seed(),
+        }
+        .expect("a seed");
         let creds = format!(
             "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
              ************************* IMPORTANT *************************\n\
@@ -91,13 +112,35 @@ impl Operator {
     }
 }
 
+/// What a `.creds` file written by [`Operator::write_creds_of`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creds {
+    /// A user of the account, as `nsc` issues it.
+    Valid,
+    /// A user of an account the server does not know.
+    Foreign,
+    /// A JWT that expired in 1970.
+    Expired,
+    /// A JWT about another user than the seed's.
+    OtherUser,
+    /// A JWT that is not a user's.
+    NotUser,
+    /// An account's seed in place of the user's.
+    AccountSeed,
+}
+
 /// A NATS JWT: `nats` claims about `subject`, signed by `issuer`.
 fn jwt(issuer: &KeyPair, subject: &str, nats: Value) -> String {
+    jwt_expiring(issuer, subject, nats, None)
+}
+
+/// [`jwt`], expiring at `exp` (unix seconds) when given.
+fn jwt_expiring(issuer: &KeyPair, subject: &str, nats: Value, exp: Option<u64>) -> String {
     let header = json!({"typ": "JWT", "alg": "ed25519-nkey"});
     let iat = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let claims = json!({
+    let mut claims = json!({
         "jti": format!("{:032X}", rand::random::<u128>()),
         "iat": iat,
         "iss": issuer.public_key(),
@@ -105,6 +148,9 @@ fn jwt(issuer: &KeyPair, subject: &str, nats: Value) -> String {
         "sub": subject,
         "nats": nats,
     });
+    if let Some(exp) = exp {
+        claims["exp"] = json!(exp);
+    }
     let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
     let signed = format!("{}.{}", encode(&header), encode(&claims));
     let signature = issuer.sign(signed.as_bytes()).expect("an NKey signs");

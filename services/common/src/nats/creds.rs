@@ -3,48 +3,71 @@
 //! sends the JWT and signs the server's challenge with the seed: no secret crosses the wire.
 //!
 //! The file is read when the configuration is parsed: a missing file, or one without a user
-//! JWT and a user seed, stops the service at start with the variable named. Its content is
-//! kept out of `Debug` output.
+//! JWT and the seed of that user, or whose JWT has expired, stops the service at start with the
+//! variable named. It is read again at every connect ([`super::signing`]). Whether the account
+//! that signed the JWT is one the server trusts only the server can tell.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_nats::ConnectOptions;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::signing::{self, Identity, SigningFile};
 
 /// The variable that names the credentials file.
 pub const CREDS_FILE_VAR: &str = "PULSE_NATS_CREDS_FILE";
 
-/// What a `.creds` file begins its JWT with.
-const JWT_MARK: &str = "BEGIN NATS USER JWT";
-
-/// A user's credentials (JWT and seed), read from a `.creds` file.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NatsCreds(String);
+/// A user's credentials (JWT and seed), from a `.creds` file.
+#[derive(Clone)]
+pub struct NatsCreds(pub(super) SigningFile);
 
 impl NatsCreds {
     /// Reads and checks the credentials in `path`.
     pub fn read(path: &Path) -> Result<NatsCreds, String> {
-        let text = super::read_file(CREDS_FILE_VAR, path)?;
-        if !text.contains(JWT_MARK) || ConnectOptions::with_credentials(&text).is_err() {
-            return Err(format!(
-                "{CREDS_FILE_VAR}: {} holds no NATS user JWT and NKey seed (a .creds file, as \
-                 `nsc generate creds` writes it)",
-                path.display()
-            ));
-        }
-        Ok(NatsCreds(text))
+        SigningFile::read(CREDS_FILE_VAR, path, parse).map(NatsCreds)
     }
+}
 
-    /// `options` authenticating with these credentials.
-    pub(super) fn apply(&self, options: ConnectOptions) -> ConnectOptions {
-        match options.credentials(&self.0) {
-            Ok(options) => options,
-            // Checked when read: not reached.
-            Err(e) => {
-                tracing::error!(error = %e, "{CREDS_FILE_VAR}: the credentials cannot be used");
-                ConnectOptions::new()
-            }
-        }
+/// The first line that is not blank after the line that begins the section `begin`.
+fn section<'a>(text: &'a str, begin: &str) -> Option<&'a str> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| l.contains(begin))?;
+    lines.find(|l| !l.is_empty())
+}
+
+fn parse(text: &str) -> Result<Identity, String> {
+    const NO_CREDS: &str =
+        "holds no NATS user JWT and NKey seed (a .creds file, as `nsc generate creds` writes it)";
+    let (Some(jwt), Some(seed)) = (
+        section(text, "BEGIN NATS USER JWT"),
+        section(text, "BEGIN USER NKEY SEED"),
+    ) else {
+        return Err(NO_CREDS.to_owned());
+    };
+    let public = signing::user_key(seed)?;
+    let claims = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .ok_or_else(|| NO_CREDS.to_owned())?;
+    if claims["nats"]["type"] != "user" {
+        return Err("holds a JWT that is not a user's".to_owned());
     }
+    if claims["sub"] != public.as_str() {
+        return Err("holds a user JWT of another user than its seed's".to_owned());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if claims["exp"].as_u64().is_some_and(|exp| exp <= now) {
+        return Err("holds a user JWT that has expired".to_owned());
+    }
+    Ok(Identity {
+        jwt: Some(jwt.to_owned()),
+        seed: seed.to_owned(),
+    })
 }
 
 impl std::fmt::Debug for NatsCreds {
@@ -53,10 +76,10 @@ impl std::fmt::Debug for NatsCreds {
     }
 }
 
-/// The check of `PULSE_NATS_CREDS_FILE`: the file's credentials. Credentials given in place of
-/// their file are refused without being repeated.
+/// The check of `PULSE_NATS_CREDS_FILE`: the file's credentials. Credentials (or a seed, or a
+/// JWT) given in place of their file are refused without being repeated.
 pub fn creds_file(path: &str) -> Result<NatsCreds, String> {
-    if path.contains(JWT_MARK) || path.contains('\n') {
+    if signing::is_secret(path) {
         return Err(format!(
             "{CREDS_FILE_VAR} must name the file that holds the credentials, not hold them"
         ));

@@ -4,43 +4,39 @@
 //! `authorization` users).
 //!
 //! The seed file is read when the configuration is parsed: a missing file, or one that holds
-//! no user seed, stops the service at start with the variable named. The seed is kept out of
-//! `Debug` output.
+//! no user seed, stops the service at start with the variable named. It is read again at every
+//! connect ([`super::signing`]).
 
 use std::path::Path;
+
+use super::signing::{self, Identity, SigningFile};
 
 /// The variable that names the seed file.
 pub const NKEY_FILE_VAR: &str = "PULSE_NATS_NKEY_FILE";
 
-/// A user's NKey seed (`SU...`), read from its file.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NkeySeed(String);
+/// A user's NKey seed (`SU...`), from its file.
+#[derive(Clone)]
+pub struct NkeySeed(pub(super) SigningFile);
 
 impl NkeySeed {
     /// Reads and checks the seed in `path`: its first line that is not blank (`nk -gen user
     /// -pubout` and `nsc generate nkey --user` write the public key on the next).
     pub fn read(path: &Path) -> Result<NkeySeed, String> {
-        let text = super::read_file(NKEY_FILE_VAR, path)?;
-        let seed = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("");
-        let pair = nkeys::KeyPair::from_seed(seed)
-            .map_err(|_| format!("{NKEY_FILE_VAR}: {} holds no NKey seed", path.display()))?;
-        if !pair.public_key().starts_with('U') {
-            return Err(format!(
-                "{NKEY_FILE_VAR}: {} holds the seed of an operator, account or server, not of a user (SU...)",
-                path.display()
-            ));
-        }
-        Ok(NkeySeed(seed.to_owned()))
+        SigningFile::read(NKEY_FILE_VAR, path, parse).map(NkeySeed)
     }
+}
 
-    /// The seed, for the client.
-    pub(super) fn expose(&self) -> String {
-        self.0.clone()
-    }
+fn parse(text: &str) -> Result<Identity, String> {
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    signing::user_key(seed)?;
+    Ok(Identity {
+        jwt: None,
+        seed: seed.to_owned(),
+    })
 }
 
 impl std::fmt::Debug for NkeySeed {
@@ -52,7 +48,7 @@ impl std::fmt::Debug for NkeySeed {
 /// The check of `PULSE_NATS_NKEY_FILE`: the file's seed. A seed given in place of its file is
 /// refused without being repeated.
 pub fn seed_file(path: &str) -> Result<NkeySeed, String> {
-    if nkeys::KeyPair::from_seed(path.trim()).is_ok() {
+    if signing::is_secret(path) {
         return Err(format!(
             "{NKEY_FILE_VAR} must name the file that holds the seed, not hold the seed itself"
         ));

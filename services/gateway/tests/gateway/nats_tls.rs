@@ -80,8 +80,8 @@ async fn poller_and_gateway_reach_an_operator_mode_nats_with_creds_files() {
     // Its folder is the test's own, removed on drop.
     let dir = TestPki::new("creds files");
     let (poller, gateway) = (dir.file("poller.creds", ""), dir.file("gateway.creds", ""));
-    operator.write_creds(&poller, false);
-    operator.write_creds(&gateway, false);
+    operator.write_creds(&poller);
+    operator.write_creds(&gateway);
     alert_reaches_a_websocket_through(
         &nats.url,
         &["--nats-creds-file", &poller.to_string_lossy()],
