@@ -49,10 +49,11 @@ fn parse(text: &str) -> Result<Identity, String> {
     let claims = jwt
         .split('.')
         .nth(1)
-        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok())
         .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
         .ok_or_else(|| NO_CREDS.to_owned())?;
-    if claims["nats"]["type"] != "user" {
+    // Version 2 says the type under `nats`, version 1 beside it.
+    if claims["nats"]["type"] != "user" && claims["type"] != "user" {
         return Err("holds a JWT that is not a user's".to_owned());
     }
     if claims["sub"] != public.as_str() {
@@ -61,7 +62,11 @@ fn parse(text: &str) -> Result<Identity, String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if claims["exp"].as_u64().is_some_and(|exp| exp <= now) {
+    // 0, as absent, never expires.
+    if claims["exp"]
+        .as_u64()
+        .is_some_and(|exp| exp > 0 && exp <= now)
+    {
         return Err("holds a user JWT that has expired".to_owned());
     }
     Ok(Identity {

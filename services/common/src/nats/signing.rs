@@ -62,8 +62,12 @@ impl SigningFile {
     pub(super) fn options(&self) -> ConnectOptions {
         let file = self.clone();
         ConnectOptions::with_auth_callback(move |nonce| {
-            let identity = file.current();
+            let file = file.clone();
             async move {
+                // A file read: off the runtime's threads.
+                let identity = tokio::task::spawn_blocking(move || file.current())
+                    .await
+                    .map_err(AuthError::new)?;
                 let key = KeyPair::from_seed(&identity.seed).map_err(AuthError::new)?;
                 let mut auth = Auth::new();
                 auth.signature = Some(key.sign(&nonce).map_err(AuthError::new)?);
@@ -107,6 +111,7 @@ pub(super) fn is_secret(value: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -122,13 +127,13 @@ mod tests {
     fn a_file_read_again_gives_what_it_holds_now_or_else_what_it_held() {
         let path = std::env::temp_dir().join(format!("pulse-signing-{}", rand::random::<u64>()));
         let (first, second) = (KeyPair::new_user(), KeyPair::new_user());
-        let seed = |k: &KeyPair| k.seed().unwrap_or_default();
-        std::fs::write(&path, seed(&first)).unwrap_or_default();
+        let seed = |k: &KeyPair| k.seed().unwrap();
+        std::fs::write(&path, seed(&first)).unwrap();
         let file = SigningFile::read("VAR", &path, seed_only).expect("a user seed");
-        std::fs::write(&path, seed(&second)).unwrap_or_default();
+        std::fs::write(&path, seed(&second)).unwrap();
         assert_eq!(file.current().seed, seed(&second));
         // Caught mid-write, then gone: the last good seed stays.
-        std::fs::write(&path, "SU").unwrap_or_default();
+        std::fs::write(&path, "SU").unwrap();
         assert_eq!(file.current().seed, seed(&second));
         let _ = std::fs::remove_file(&path);
         assert_eq!(file.current().seed, seed(&second));
@@ -136,7 +141,7 @@ mod tests {
 
     #[test]
     fn secrets_given_for_a_path_are_told_from_paths() {
-        let seed = KeyPair::new_user().seed().unwrap_or_default();
+        let seed = KeyPair::new_user().seed().unwrap();
         for secret in [
             seed.as_str(),
             "eyJa.eyJb.c",
