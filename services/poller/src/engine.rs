@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::alerts;
-use crate::changes::{ChangeFeed, Pending};
+use crate::changes::ChangeFeed;
 use crate::config::PollerConfig;
 use crate::fence::Fence;
 use crate::fleet::{self, Fleet};
@@ -36,6 +36,7 @@ use crate::seq::SeqClock;
 use crate::streams::WriteFailures;
 use crate::telemetry::Cursor;
 
+mod late;
 mod purge;
 mod readings;
 mod restore;
@@ -74,6 +75,8 @@ pub struct Engine {
     resync_due: bool,
     /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
     purges_paused_until: Option<Instant>,
+    /// Tenants purged lately ([`purge`]), whose late snapshots are purged again ([`late`]).
+    purged: purge::Purged,
     /// Writes to the streams that failed, the relay's included ([`restore`]).
     failures: WriteFailures,
     /// Held while a deleted tenant is purged, so no relay pass is under way ([`purge`]).
@@ -133,6 +136,7 @@ impl Engine {
             registry: None,
             resync_due: false,
             purges_paused_until: None,
+            purged: Default::default(),
             failures,
             relay_gate: Default::default(),
             own_deletions: HashMap::new(),
@@ -170,28 +174,6 @@ impl Engine {
         self.fleet_published.clear();
         self.fleet_watch.clear();
         self.telemetry.reset();
-    }
-
-    /// Forgets what was published on the subjects `pending` asks to publish again (a late
-    /// snapshot went out there), and adds their tenants to the alerts and fleet to refresh, so
-    /// that the current state goes out again newer than it.
-    fn forget_late(&mut self, pending: &mut Pending) {
-        for subject in std::mem::take(&mut pending.republish) {
-            if !self.tenants.contains(subject.tenant()) {
-                continue; // not ours (another deployment, a tool): nothing to publish again
-            }
-            match subject {
-                Subject::Alerts(tenant) => {
-                    self.alerts_published.remove(&tenant);
-                    pending.alerts.insert(tenant);
-                }
-                Subject::Fleet(tenant) => {
-                    self.fleet_published.remove(&tenant);
-                    pending.fleet.insert(tenant);
-                }
-                Subject::Telemetry(..) | Subject::Events(..) => {}
-            }
-        }
     }
 
     /// Re-reads the tenant list; drops the state of tenants that are gone, and purges deleted
@@ -579,7 +561,7 @@ impl Engine {
                 () = changes.changed(), if connected => {
                     tokio::time::sleep(self.config.debounce).await;
                     let mut pending = changes.take();
-                    self.forget_late(&mut pending);
+                    self.forget_late(&mut pending).await;
                     if pending.resync || pending.tenants || resync_due {
                         let r = on_link(&nats, self.full_sync()).await;
                         resync_due = !self.report("resync", r);

@@ -16,6 +16,7 @@
 //! once (a device's reading with its next report), and its clients resuming events are told
 //! `events_reset`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pulse_proto::TenantId;
@@ -29,6 +30,40 @@ use crate::metrics::Stage;
 const PER_READ: i64 = 100;
 /// After a purge NATS did not do, the next is tried this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a purged tenant is remembered: a deposed poller's publish held by a partition
+/// arrives within that, as a rule (see [`super::late`]).
+const REMEMBERED_FOR: Duration = Duration::from_secs(3600);
+/// Purged tenants remembered at most; past them the oldest are forgotten.
+const REMEMBERED_AT_MOST: usize = 10_000;
+
+/// The tenants this poller purged lately, and when.
+#[derive(Default)]
+pub(super) struct Purged(HashMap<TenantId, Instant>);
+
+impl Purged {
+    fn note(&mut self, tenant: TenantId) {
+        if self.0.len() >= REMEMBERED_AT_MOST {
+            self.0.retain(|_, at| at.elapsed() < REMEMBERED_FOR);
+            while self.0.len() >= REMEMBERED_AT_MOST {
+                let oldest = self
+                    .0
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(t, _)| t.clone());
+                oldest.map(|t| self.0.remove(&t));
+            }
+        }
+        self.0.insert(tenant, Instant::now());
+    }
+
+    /// Whether `tenant` was purged within [`REMEMBERED_FOR`].
+    pub(super) fn lately(&self, tenant: &TenantId) -> bool {
+        self.0
+            .get(tenant)
+            .is_some_and(|at| at.elapsed() < REMEMBERED_FOR)
+    }
+}
 
 impl Engine {
     /// What the relay holds for each pass, and the engine while it purges deleted tenants.
@@ -78,6 +113,7 @@ impl Engine {
                     registry.forget(&tenant);
                 }
                 touched.push(tenant.clone());
+                self.purged.note(tenant.clone());
                 if let Err(e) = purged {
                     self.metrics.error(Stage::Purge);
                     self.purges_paused_until = Some(Instant::now() + RETRY_AFTER);

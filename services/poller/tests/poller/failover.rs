@@ -252,17 +252,6 @@ async fn a_leader_that_loses_nats_alone_hands_over_to_a_standby_that_reaches_it(
     drop((first, second));
 }
 
-/// The newest message the state stream holds for `subject`: its `seq` and its alert ids.
-async fn stored_alerts(js: &async_nats::jetstream::Context, subject: &str) -> (u64, Vec<i64>) {
-    let stream = js.get_stream("PULSE_STATE").await.unwrap();
-    let stored = stream
-        .get_last_raw_message_by_subject(subject)
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_slice(&stored.payload).unwrap();
-    (body["seq"].as_u64().unwrap(), alert_ids(&body))
-}
-
 #[tokio::test]
 async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshots() {
     let (db, tenant) = db_with_tenant("late", 1).await;

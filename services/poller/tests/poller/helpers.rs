@@ -409,3 +409,14 @@ pub fn event_parts(
         .to_owned();
     (seq, id, serde_json::from_slice(payload).unwrap())
 }
+
+/// The newest message the state stream holds for `subject`: its `seq` and its alert ids.
+pub async fn stored_alerts(js: &async_nats::jetstream::Context, subject: &str) -> (u64, Vec<i64>) {
+    let stream = js.get_stream("PULSE_STATE").await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&stored.payload).unwrap();
+    (body["seq"].as_u64().unwrap(), alert_ids(&body))
+}

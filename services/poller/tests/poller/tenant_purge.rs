@@ -223,3 +223,38 @@ async fn events_a_relay_pass_read_before_the_deletion_do_not_outlive_the_purge()
     );
     poller.stop().await;
 }
+
+/// A deposed poller's publish of a tenant, held by a partition until after the tenant was
+/// deleted and purged, is stored late: the active poller sees it go by and purges the tenant
+/// again, so that nothing of it is shown to one created again with the same id.
+#[tokio::test]
+async fn a_late_snapshot_of_a_deleted_tenant_is_purged_again() {
+    let (db, [tenant, _], poller) = two_published_tenants("purge-late").await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let (seq, _) = stored_alerts(&js, &subject).await;
+    exec(&db, "DELETE FROM tenants WHERE tenant_id = $1", &tenant).await;
+    eventually(
+        "the deleted tenant purged",
+        Duration::from_secs(20),
+        || async { held_of(&tenant).await == [0, 0, 0] },
+    )
+    .await;
+
+    // The late one, numbered before the last the active poller published.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", (seq - 1).to_string().as_str());
+    let late = json!({"type": "alerts", "tenant_id": tenant, "seq": seq - 1, "alerts": []});
+    js.publish_with_headers(subject, headers, late.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(
+        "the late snapshot purged",
+        Duration::from_secs(5),
+        || async { held_of(&tenant).await == [0, 0, 0] },
+    )
+    .await;
+    poller.stop().await;
+}
