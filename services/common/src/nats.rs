@@ -187,6 +187,7 @@ pub async fn connect_in_background(
     subscription_capacity: usize,
     on_slow_consumer: impl Fn() + Send + Sync + 'static,
 ) -> anyhow::Result<NatsLink> {
+    nats.tls.check()?;
     let (tx, rx) = watch::channel(LinkState {
         connected: false,
         connects: 0,
@@ -320,6 +321,7 @@ pub async fn connect(
     on_slow_consumer: impl Fn() + Send + Sync + 'static,
     give_up: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<NatsLink> {
+    nats.tls.check()?;
     let (tx, rx) = watch::channel(LinkState {
         connected: false,
         connects: 0,
@@ -399,6 +401,7 @@ pub fn client_options(nats: &NatsArgs) -> ConnectOptions {
 /// cannot reach rather than wait for it, and to find out why a link stays down. The error
 /// names the servers (credentials hidden) and why.
 pub async fn connect_once(nats: &NatsArgs, name: &str) -> anyhow::Result<Client> {
+    nats.tls.check()?;
     let servers = server_addrs(&nats.url)?;
     client_options(nats)
         .name(name)

@@ -136,3 +136,67 @@ fn tls_files_are_checked_when_the_configuration_is_parsed() {
     let err = parse(&["--nats-key-file", &key]).unwrap_err();
     assert!(err.contains("PULSE_NATS_CERT_FILE"), "{err}");
 }
+
+/// A key that is not the client certificate's, or an authorities' file with a certificate
+/// that cannot be a trust anchor, passes each file's own check: it is refused before the
+/// first connect, the setting named, not left to fail every connect with an IO error.
+#[tokio::test]
+async fn a_key_of_another_certificate_or_an_unusable_authority_is_refused_before_connecting() {
+    let pki = TestPki::new("Pulse test CA");
+    let nats = PrivateNats::with_tls(&pki, true).await;
+    let (mine, other) = (pki.client("mine"), pki.client("other"));
+    let mismatched = NatsArgs {
+        tls: NatsTls {
+            ca_file: Some(pki.ca_file()),
+            cert_file: Some(mine.cert.clone()),
+            key_file: Some(other.key),
+        },
+        ..NatsArgs::at(&nats.url)
+    };
+    let err = refusal(&mismatched).await;
+    assert!(
+        err.contains("PULSE_NATS_KEY_FILE") && err.contains("not the key of the certificate"),
+        "{err}"
+    );
+    let give_up = tokio::time::sleep(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let err = pulse_common::nats::connect(&mismatched, "t", || {}, give_up).await;
+    assert!(err.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once"
+    );
+
+    // A PEM block whose content is no certificate: read as one, refused as an authority.
+    let broken = pki.file(
+        "broken-ca.pem",
+        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+    );
+    let unusable = NatsArgs {
+        tls: trusting(broken),
+        ..NatsArgs::at(&nats.url)
+    };
+    let err = refusal(&unusable).await;
+    assert!(
+        err.contains("PULSE_NATS_CA_FILE") && err.contains("cannot be a trust anchor"),
+        "{err}"
+    );
+    // Both good: connected.
+    let good = NatsArgs {
+        tls: NatsTls {
+            ca_file: Some(pki.ca_file()),
+            cert_file: Some(mine.cert),
+            key_file: Some(mine.key),
+        },
+        ..NatsArgs::at(&nats.url)
+    };
+    pulse_common::nats::connect_once(&good, "t").await.unwrap();
+}
+
+/// Why a single connect to `nats` is refused.
+async fn refusal(nats: &NatsArgs) -> String {
+    match pulse_common::nats::connect_once(nats, "t").await {
+        Ok(_) => panic!("connected"),
+        Err(e) => format!("{e:#}"),
+    }
+}

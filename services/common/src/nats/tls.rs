@@ -38,6 +38,41 @@ pub struct NatsTls {
 }
 
 impl NatsTls {
+    /// Checks what each file can only be checked for beside the others, before the first
+    /// connect: that the key is the client certificate's, and that every certificate of the
+    /// authorities' file can be a trust anchor. Found wrong only at connect, either would
+    /// leave the service retrying with nothing said but an IO error.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates = |path: &PathBuf| {
+            CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("cannot read certificates from {path:?}: {e}"))
+        };
+        if let Some(ca) = &self.ca_file {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots.add(certificate).map_err(|e| {
+                    anyhow::anyhow!("PULSE_NATS_CA_FILE: {ca:?} holds a certificate that cannot be a trust anchor: {e}")
+                })?;
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            let chain = certificates(cert)?;
+            let private = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| anyhow::anyhow!("cannot read a private key from {key:?}: {e}"))?;
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+                anyhow::anyhow!(
+                    "PULSE_NATS_KEY_FILE: {key:?} is not the key of the certificate in \
+                     PULSE_NATS_CERT_FILE {cert:?}: {e}"
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// `options` with these settings applied: the certificate authorities to trust, the client
     /// certificate, and TLS required when either is set. A service given a CA or a client
     /// certificate means to talk TLS: a server (or whoever answers in its place) that does
