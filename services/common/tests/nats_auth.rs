@@ -125,16 +125,16 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
     };
     // As `nk -gen user -pubout` writes it: the seed, then the public key.
     let mine = TempFile::new(&format!("\n{}\n{public}\n", user.seed().unwrap()));
-    let seed = NkeySeed::read(&mine.0).unwrap();
+    let seed = read_seed(&mine.0).unwrap();
     assert_eq!(format!("{seed:?}"), "NkeySeed(***)");
     assert!(connects_with(Some(seed)).await);
     let other = TempFile::new(&nkeys::KeyPair::new_user().seed().unwrap());
-    assert!(!connects_with(Some(NkeySeed::read(&other.0).unwrap())).await);
+    assert!(!connects_with(Some(read_seed(&other.0).unwrap())).await);
     assert!(!connects_with(None).await);
 
     // Checked when read: a seed of another kind, or none at all, is refused by name.
     let account = TempFile::new(&nkeys::KeyPair::new_account().seed().unwrap());
-    let err = NkeySeed::read(&account.0).unwrap_err();
+    let err = read_seed(&account.0).unwrap_err();
     assert!(
         err.contains("PULSE_NATS_NKEY_FILE") && err.contains("not of a user"),
         "{err}"
@@ -150,10 +150,10 @@ async fn an_nkey_seed_authenticates_and_no_other_does() {
     let seed = user.seed().unwrap();
     let err = pulse_test_support::try_parse_config::<NatsArgs>(&["svc", "--nats-nkey-file", &seed])
         .unwrap_err();
-    assert!(err.contains("not hold the seed itself"), "{err}");
+    assert!(err.contains("holds the seed, not the seed"), "{err}");
     assert!(!err.contains(&seed[..20]), "{err}");
     let garbage = TempFile::new("SUnot-a-seed");
-    let err = NkeySeed::read(&garbage.0).unwrap_err();
+    let err = read_seed(&garbage.0).unwrap_err();
     assert!(err.contains("holds no NKey seed"), "{err}");
     assert!(!err.contains("SUnot"), "{err}");
 }
@@ -180,7 +180,7 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
         }
     };
     let mine = creds_file(Creds::Valid);
-    let creds = NatsCreds::read(&mine.0).unwrap();
+    let creds = read_creds(&mine.0).unwrap();
     assert_eq!(format!("{creds:?}"), "NatsCreds(***)");
     let client = client_with(Some(creds)).await.unwrap();
     // The account's JetStream stores and answers, as the services need it to.
@@ -202,7 +202,7 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
         .unwrap();
     assert_eq!(&last.payload[..], b"stored");
     // Valid credentials of an account the server does not trust: only the server can tell.
-    let foreign = NatsCreds::read(&creds_file(Creds::Foreign).0).unwrap();
+    let foreign = read_creds(&creds_file(Creds::Foreign).0).unwrap();
     assert!(client_with(Some(foreign)).await.is_err());
     assert!(client_with(None).await.is_err());
 
@@ -249,7 +249,7 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
         ] {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let err = parse(&args).unwrap_err();
-            assert!(err.contains("not hold them"), "{err}");
+            assert!(err.contains("not the credentials"), "{err}");
             assert!(
                 !err.contains(&seed[..12]) && !err.contains(&jwt[..40]),
                 "{err}"
@@ -268,7 +268,6 @@ async fn a_creds_file_authenticates_against_an_operator_mode_server_and_no_other
 /// of the old one, and the service reconnects with the seed its file holds now.
 #[tokio::test]
 async fn a_seed_rotated_in_its_file_is_used_at_the_next_reconnect() {
-    use pulse_common::nats::NkeySeed;
     let (old, new) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
     let lists = |user: &nkeys::KeyPair| {
         let public = user.public_key();
@@ -277,7 +276,7 @@ async fn a_seed_rotated_in_its_file_is_used_at_the_next_reconnect() {
     let nats = pulse_test_support::nats::PrivateNats::configured(lists(&old), &[]).await;
     let file = TempFile::new(&old.seed().unwrap());
     let args = NatsArgs {
-        nkey: Some(NkeySeed::read(&file.0).unwrap()),
+        nkey: Some(read_seed(&file.0).unwrap()),
         ..NatsArgs::at(&nats.url)
     };
     let link = pulse_common::nats::connect_in_background(
@@ -307,4 +306,12 @@ async fn a_seed_rotated_in_its_file_is_used_at_the_next_reconnect() {
     wait(true).await;
     // Connected as the new user: the server knows no other.
     pulse_test_support::nats::round_trip(&link.client).await;
+}
+
+fn read_seed(path: &std::path::Path) -> Result<pulse_common::nats::NkeySeed, String> {
+    pulse_common::nats::seed_file(&path.to_string_lossy())
+}
+
+fn read_creds(path: &std::path::Path) -> Result<pulse_common::nats::NatsCreds, String> {
+    pulse_common::nats::creds_file(&path.to_string_lossy())
 }

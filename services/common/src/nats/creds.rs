@@ -7,7 +7,6 @@
 //! variable named. It is read again at every connect ([`super::signing`]). Whether the account
 //! that signed the JWT is one the server trusts only the server can tell.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -18,16 +17,9 @@ use super::signing::{self, Identity, SigningFile};
 /// The variable that names the credentials file.
 pub const CREDS_FILE_VAR: &str = "PULSE_NATS_CREDS_FILE";
 
-/// A user's credentials (JWT and seed), from a `.creds` file.
-#[derive(Clone)]
+/// A user's credentials (JWT and seed), from a `.creds` file; `Debug` shows nothing of them.
+#[derive(Clone, Debug)]
 pub struct NatsCreds(pub(super) SigningFile);
-
-impl NatsCreds {
-    /// Reads and checks the credentials in `path`.
-    pub fn read(path: &Path) -> Result<NatsCreds, String> {
-        SigningFile::read(CREDS_FILE_VAR, path, parse).map(NatsCreds)
-    }
-}
 
 /// The first line that is not blank after the line that begins the section `begin`.
 fn section<'a>(text: &'a str, begin: &str) -> Option<&'a str> {
@@ -75,19 +67,8 @@ fn parse(text: &str) -> Result<Identity, String> {
     })
 }
 
-impl std::fmt::Debug for NatsCreds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NatsCreds(***)")
-    }
-}
-
 /// The check of `PULSE_NATS_CREDS_FILE`: the file's credentials. Credentials (or a seed, or a
 /// JWT) given in place of their file are refused without being repeated.
 pub fn creds_file(path: &str) -> Result<NatsCreds, String> {
-    if signing::is_secret(path) {
-        return Err(format!(
-            "{CREDS_FILE_VAR} must name the file that holds the credentials, not hold them"
-        ));
-    }
-    NatsCreds::read(Path::new(path))
+    SigningFile::checked(CREDS_FILE_VAR, path, "the credentials", parse).map(NatsCreds)
 }

@@ -7,24 +7,14 @@
 //! no user seed, stops the service at start with the variable named. It is read again at every
 //! connect ([`super::signing`]).
 
-use std::path::Path;
-
 use super::signing::{self, Identity, SigningFile};
 
 /// The variable that names the seed file.
 pub const NKEY_FILE_VAR: &str = "PULSE_NATS_NKEY_FILE";
 
-/// A user's NKey seed (`SU...`), from its file.
-#[derive(Clone)]
+/// A user's NKey seed (`SU...`), from its file; `Debug` shows nothing of it.
+#[derive(Clone, Debug)]
 pub struct NkeySeed(pub(super) SigningFile);
-
-impl NkeySeed {
-    /// Reads and checks the seed in `path`: its first line that is not blank (`nk -gen user
-    /// -pubout` and `nsc generate nkey --user` write the public key on the next).
-    pub fn read(path: &Path) -> Result<NkeySeed, String> {
-        SigningFile::read(NKEY_FILE_VAR, path, parse).map(NkeySeed)
-    }
-}
 
 fn parse(text: &str) -> Result<Identity, String> {
     let seed = text
@@ -39,19 +29,9 @@ fn parse(text: &str) -> Result<Identity, String> {
     })
 }
 
-impl std::fmt::Debug for NkeySeed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NkeySeed(***)")
-    }
-}
-
-/// The check of `PULSE_NATS_NKEY_FILE`: the file's seed. A seed given in place of its file is
-/// refused without being repeated.
+/// The check of `PULSE_NATS_NKEY_FILE`: the seed in the file `path` names, its first line that
+/// is not blank (`nk -gen user -pubout` and `nsc generate nkey --user` write the public key on
+/// the next). A seed given in place of its file is refused without being repeated.
 pub fn seed_file(path: &str) -> Result<NkeySeed, String> {
-    if signing::is_secret(path) {
-        return Err(format!(
-            "{NKEY_FILE_VAR} must name the file that holds the seed, not hold the seed itself"
-        ));
-    }
-    NkeySeed::read(Path::new(path))
+    SigningFile::checked(NKEY_FILE_VAR, path, "the seed", parse).map(NkeySeed)
 }

@@ -23,7 +23,7 @@ pub(super) struct Identity {
 /// file's name: "holds no NKey seed").
 pub(super) type Parse = fn(&str) -> Result<Identity, String>;
 
-/// A file of credentials, named by the setting `var`.
+/// A file of credentials, named by the setting `var`; `Debug` shows nothing of them.
 #[derive(Clone)]
 pub(super) struct SigningFile {
     var: &'static str,
@@ -42,6 +42,23 @@ impl SigningFile {
             parse,
             last: Arc::new(Mutex::new(identity)),
         })
+    }
+
+    /// The check of the setting `var` whose value names a file of credentials: the file's,
+    /// read by `parse`. A value that is a secret itself ([`is_secret`]) is refused without
+    /// being repeated: "`var` must name the file that holds `what`, not `what`".
+    pub(super) fn checked(
+        var: &'static str,
+        value: &str,
+        what: &str,
+        parse: Parse,
+    ) -> Result<Self, String> {
+        if is_secret(value) {
+            return Err(format!(
+                "{var} must name the file that holds {what}, not {what}"
+            ));
+        }
+        Self::read(var, Path::new(value), parse)
     }
 
     /// The credentials as the file holds them now, or the last good ones.
@@ -79,6 +96,12 @@ impl SigningFile {
                 Ok(auth)
             }
         })
+    }
+}
+
+impl std::fmt::Debug for SigningFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
