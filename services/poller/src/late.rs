@@ -8,7 +8,8 @@
 //! again, for good on a quiet tenant. So the active poller watches the subjects it publishes,
 //! and publishes the current state of any subject that got a snapshot older than one before it
 //! again at once ([`ChangeFeed::republish`]): newer than anything there, over whatever the
-//! stream holds.
+//! stream holds. A late snapshot of a tenant the poller purged lately (deleted meanwhile) is
+//! purged again instead (`engine::late`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //! - [`alerts`], [`fleet`], [`telemetry`]: the reads, one query per tenant set.
 //! - [`publisher`]: JetStream publishing with acknowledgements.
 //! - [`fence`]: keeps a deposed poller's late snapshots out of the state stream.
+//! - [`late`]: watches for late snapshots that got past it, to publish (or purge) again.
 //! - [`registry`]: the device registry (`PULSE_DEVICES`) the gateways check device
 //!   subscriptions against.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.

@@ -3,7 +3,9 @@
 //! ([`unique`]), waiting on a condition with a deadline instead of sleeping ([`eventually`],
 //! [`eventually_some`]),
 //! scratch databases ([`db`]) and the rows to seed them with ([`seed`]), private nats-servers
-//! a test may stop or configure ([`nats`]), a three-node cluster of them ([`nats_cluster`]), a TCP proxy to freeze or cut ([`proxy`]), certificates for TLS ([`tls`]), reading a Prometheus scrape ([`metric`]), free
+//! a test may stop or configure ([`nats`]), a three-node cluster of them and a pair routed
+//! through proxies a test can cut ([`nats_cluster`]), a NATS in operator mode and `.creds`
+//! files issued as `nsc` would ([`operator`]), a TCP proxy to freeze or cut ([`proxy`]), certificates for TLS ([`tls`]), reading a Prometheus scrape ([`metric`]), free
 //! ports ([`free_port`]), configurations parsed the way the services parse theirs
 //! ([`parse_config`]), the loopback address as a trusted proxy ([`loopback_proxy`]), tokens signed with the test secret ([`jwt`]), an in-process gateway
 //! ([`gateway`]), a WebSocket client of its protocol ([`ws`]), and the check that a crate's

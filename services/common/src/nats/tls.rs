@@ -5,8 +5,10 @@
 //! server that requires TLS) is verified against the system's certificate authorities.
 //!
 //! The files are checked when the configuration is parsed, so a wrong path stops the service
-//! at start with the variable named; the client reads them again at every (re)connect, so
-//! certificates renewed in place are taken up without a restart.
+//! at start with the variable named, and together before the first connect ([`NatsTls::check`]:
+//! a key that is not the certificate's, an authority that cannot be a trust anchor); the client
+//! reads them again at every (re)connect, so certificates renewed in place are taken up without
+//! a restart.
 
 use std::path::PathBuf;
 
@@ -45,23 +47,24 @@ impl NatsTls {
     pub fn check(&self) -> anyhow::Result<()> {
         use rustls_pki_types::pem::PemObject as _;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let certificates = |path: &PathBuf| {
+        let certificates = |var: &str, path: &PathBuf| {
             CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| anyhow::anyhow!("cannot read certificates from {path:?}: {e}"))
+                .map_err(|e| anyhow::anyhow!("{var}: cannot read certificates from {path:?}: {e}"))
         };
         if let Some(ca) = &self.ca_file {
             let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates(ca)? {
+            for certificate in certificates("PULSE_NATS_CA_FILE", ca)? {
                 roots.add(certificate).map_err(|e| {
                     anyhow::anyhow!("PULSE_NATS_CA_FILE: {ca:?} holds a certificate that cannot be a trust anchor: {e}")
                 })?;
             }
         }
         if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
-            let chain = certificates(cert)?;
-            let private = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| anyhow::anyhow!("cannot read a private key from {key:?}: {e}"))?;
+            let chain = certificates("PULSE_NATS_CERT_FILE", cert)?;
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                anyhow::anyhow!("PULSE_NATS_KEY_FILE: cannot read a private key from {key:?}: {e}")
+            })?;
             let provider = rustls::crypto::ring::default_provider();
             rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
                 anyhow::anyhow!(

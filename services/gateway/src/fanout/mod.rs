@@ -3,7 +3,8 @@
 //! subscriber's queue.
 //!
 //! The first local subscriber of a subject creates its NATS subscription; the last one leaving
-//! removes it. Here: the subjects in use, subscribing and unsubscribing. Beside it:
+//! removes it. Here: the subjects in use, subscribing and unsubscribing, and the periodic check
+//! of the subjects in use against the streams ([`FanOut::check_streams_every`]). Beside it:
 //! - [`topic`]: one subject's subscribers, lifecycle and delivery;
 //! - [`snapshots`]: a snapshot subject's current value, pushed to each new subscriber;
 //! - [`events`]: an event subject's order, gap filling and resuming from `since`;
@@ -440,10 +441,10 @@ impl FanOut {
     /// it did, and an event with none after it would wait for the next. So each check reads
     /// the current value of every alerts and fleet subject in use and hands it out where it is
     /// newer, and has every event subject whose newest stored event is beyond what was
-    /// delivered here read what it missed ([`events::Events::check`]). Telemetry subjects are
+    /// delivered here read what it missed (`Events::check`). Telemetry subjects are
     /// left out: a device's next reading replaces what was lost, and there may be thousands.
     /// A check is skipped while NATS is away (the reconnect reads everything again), reads a
-    /// few subjects at a time ([`snapshots::CHECK_READS_AT_ONCE`]), and looks only at subjects
+    /// few subjects at a time (`CHECK_READS_AT_ONCE`), and looks only at subjects
     /// whose first read is done (that read proves the subscription is in place).
     pub fn check_streams_every(&self, every: Duration, stop: CancellationToken) {
         let fanout = self.clone();

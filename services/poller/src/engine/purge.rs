@@ -11,6 +11,9 @@
 //! A relay pass under way may have read the tenant's events before the deletion: the purge
 //! waits for it ([`crate::streams::PassGate`]), so none of them is stored after it.
 //!
+//! Purged tenants are remembered for an hour ([`Purged`]): a deposed poller's snapshot of one,
+//! stored late, is purged again ([`super::late`]).
+//!
 //! A tenant created again with the same id before its purge loses what it published meanwhile
 //! too; the engine forgets what it published for it, so its alerts and fleet go out again at
 //! once (a device's reading with its next report), and its clients resuming events are told
