@@ -347,11 +347,21 @@ async fn writers_adding_topics_at_once_do_not_pass_the_cap_together() {
     let (pool, t) = (db.pool.clone(), tenant.clone());
     let second = tokio::spawn(async move { emit(&pool, &t, "new-b").await });
     // Held while the first is open: it has not counted yet.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(
-        !second.is_finished(),
-        "the second did not wait for the first"
-    );
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND wait_event = 'advisory'";
+    pulse_test_support::eventually(
+        "the second writer waiting for the first's lock",
+        std::time::Duration::from_secs(10),
+        || async {
+            let n: i64 = sqlx::query_scalar(waiting)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            n == 1
+        },
+    )
+    .await;
+    assert!(!second.is_finished());
     first.commit().await.unwrap();
     let e = second.await.unwrap().unwrap_err();
     let refused = e.as_database_error().and_then(|d| d.constraint());
