@@ -38,9 +38,17 @@ export function newQueryClient(): QueryClient {
   });
 }
 
-/** A device's detail and its newest readings (oldest first). */
-export interface DeviceHistory {
+/**
+ * A device's detail, and when it was asked for (ms, this clock). Of two answers, the one asked
+ * for later is the newer, whichever came first: it was read after the other was asked for.
+ */
+export interface AskedDevice {
   detail: DeviceDetail;
+  askedAt: number;
+}
+
+/** A device's detail and its newest readings (oldest first), and when they were asked for. */
+export interface DeviceHistory extends AskedDevice {
   readings: Reading[];
 }
 
@@ -60,13 +68,14 @@ export function deviceHistoryQuery(deviceId: string) {
   return {
     queryKey: ["device-history", deviceId] as const,
     queryFn: async ({ signal }: { signal: AbortSignal }): Promise<DeviceHistory> => {
+      const askedAt = Date.now();
       const [detail, page] = await Promise.all([
         readDevice(deviceId, signal),
         getJson(`${deviceUrl(deviceId)}/telemetry?limit=${MAX_READINGS}`, signal),
       ]);
       const r = checkReadingPage(page);
       if (!r.ok) throw new Error(`malformed history: ${r.error}`);
-      return { detail, readings: r.value };
+      return { detail, readings: r.value, askedAt };
     },
     // A page opened again shows the readings it had at once, and reloads them behind.
     staleTime: 0,
@@ -85,7 +94,10 @@ export const UNLISTED_STATUS_EVERY_MS = 30_000;
 export function deviceStatusQuery(deviceId: string) {
   return {
     queryKey: ["device-status", deviceId] as const,
-    queryFn: ({ signal }: { signal: AbortSignal }) => readDevice(deviceId, signal),
+    queryFn: async ({ signal }: { signal: AbortSignal }): Promise<AskedDevice> => {
+      const askedAt = Date.now();
+      return { detail: await readDevice(deviceId, signal), askedAt };
+    },
     enabled: false,
   };
 }

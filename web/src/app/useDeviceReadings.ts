@@ -106,9 +106,10 @@ export function watchDeviceResubscribed(
 
 /**
  * Readings to show for one device, a retry of the history, whether a load runs, and when the
- * last load answered (ms; 0 before any), which a fresher read of the device's status beats.
+ * last load that answered was asked for (ms; 0 before any), which a read of the device's status
+ * asked for later beats.
  */
-export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean; loadedAt: number };
+export type DeviceReadingsView = DeviceReadings & { retry: () => void; reloading: boolean; askedAt: number };
 
 /** Readings to show for one device; call it with a `key` of the device id on the page. */
 export function useDeviceReadings(deviceId: string): DeviceReadingsView {
@@ -154,5 +155,5 @@ export function useDeviceReadings(deviceId: string): DeviceReadingsView {
   );
 
   const retry = useCallback(() => void refetch(), [refetch]);
-  return { ...state, retry, reloading: history.isFetching, loadedAt: dataUpdatedAt };
+  return { ...state, retry, reloading: history.isFetching, askedAt: data?.askedAt ?? 0 };
 }

@@ -2,13 +2,13 @@ import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 
 import { reduceDeviceReadings, type DeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
-import { LatestReading, MAX_METRICS_SHOWN, RecentReadings, TelemetryBody } from "./DevicePage.js";
+import { fresherStatus, LatestReading, MAX_METRICS_SHOWN, RecentReadings, TelemetryBody } from "./DevicePage.js";
 
 const empty: DeviceReadings = { detail: null, readings: [], historyLoaded: false, notFound: false, historyError: null, liveError: null, liveCount: 0 };
 const detail = { device_id: "dev-1", site_id: "s", status: "ONLINE" as const, last_seen_at: null, battery_pct: null, latest: null };
 const reading = (iso: string, temp: number) => ({ timestamp: iso, at: Date.parse(iso), metrics: { temp_c: temp } });
 
-const view = (state: DeviceReadings, reloading = false): DeviceReadingsView => ({ ...state, retry: () => {}, reloading, loadedAt: 0 });
+const view = (state: DeviceReadings, reloading = false): DeviceReadingsView => ({ ...state, retry: () => {}, reloading, askedAt: 0 });
 const render = (state: DeviceReadings, reloading = false) => renderToStaticMarkup(<TelemetryBody data={view(state, reloading)} />);
 
 describe("TelemetryBody", () => {
@@ -72,5 +72,17 @@ describe("a reading with more metrics than can be shown", () => {
     const html = renderToStaticMarkup(<RecentReadings readings={[huge]} />);
     expect(html.match(/<th>/g)).toHaveLength(MAX_METRICS_SHOWN + 1);
     expect(html.length).toBeLessThan(20_000);
+  });
+});
+
+describe("fresherStatus", () => {
+  const stale = { ...detail, status: "STALE" as const };
+  it("takes the status read again only where it was asked for after the history shown", () => {
+    // The status asked for when a reading arrived, at 2000, answered first; a history reload
+    // asked for before the reading, at 1000, answered after it: the status is the newer.
+    expect(fresherStatus({ detail, askedAt: 2000 }, 1000)).toBe(detail);
+    // A history reloaded after the status read (a reconnect) is the newer: none taken.
+    expect(fresherStatus({ detail: stale, askedAt: 1000 }, 2000)).toBeUndefined();
+    expect(fresherStatus(undefined, 0)).toBeUndefined();
   });
 });

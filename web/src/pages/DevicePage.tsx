@@ -1,7 +1,7 @@
 import { useQuery } from "@tanstack/react-query";
 import { useEffect, useMemo } from "react";
 
-import { deviceStatusQuery, UNLISTED_STATUS_EVERY_MS } from "../app/queries.js";
+import { deviceStatusQuery, UNLISTED_STATUS_EVERY_MS, type AskedDevice } from "../app/queries.js";
 import { useLive } from "../app/session.js";
 import type { Channel } from "../client/index.js";
 import { nothingLoaded, useDeviceReadings, type DeviceReadingsView } from "../app/useDeviceReadings.js";
@@ -14,7 +14,7 @@ import { TelemetryCharts } from "../components/TelemetryCharts.js";
 import { Widget } from "../components/Widget.js";
 import { clockTime, dateTime, metricLabel, metricValue } from "../model/format.js";
 import { findDevice } from "../model/fleetFeed.js";
-import type { Reading } from "../model/validate.js";
+import type { DeviceDetail, Reading } from "../model/validate.js";
 
 const RECENT_ROWS = 15;
 /**
@@ -58,9 +58,7 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
   useEffect(() => {
     if (rereadWanted) void refetch();
   }, [rereadWanted, round, refetch]);
-  // Whichever read answered last: a history reloaded after a reconnect is newer than a status
-  // read while readings came before it.
-  const fresher = reread.data && reread.dataUpdatedAt > data.loadedAt ? reread.data : undefined;
+  const fresher = fresherStatus(reread.data, data.askedAt);
   const device = listed ?? fresher ?? data.detail;
   // The fleet republishes a last-seen change only now and then; a newer live reading is newer.
   const lastSeen = newest(device?.last_seen_at ?? null, latest?.timestamp ?? null);
@@ -137,6 +135,16 @@ export function TelemetryBody({ data }: { data: DeviceReadingsView }) {
       <TelemetryCharts readings={data.readings} />
     </>
   );
+}
+
+/**
+ * The status read again, where it was asked for after the history that is shown: a history
+ * reloaded after a reconnect is newer than a status read while readings came before it, but
+ * one asked for before a reading arrived, and answered after the status read that reading
+ * called for, is older, though it came last.
+ */
+export function fresherStatus(status: AskedDevice | undefined, historyAskedAt: number): DeviceDetail | undefined {
+  return status && status.askedAt > historyAskedAt ? status.detail : undefined;
 }
 
 function newest(a: string | null, b: string | null): string | null {
