@@ -7,7 +7,6 @@
 //! JetStream never blocks a subscriber longer than [`BARRIER_WAIT`](super::BARRIER_WAIT): the read then runs beside
 //! the connection, and is retried with backoff until it answers or the topic is gone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -159,22 +158,22 @@ impl CurrentValues {
     /// as [`Self::resync`] does, but is not retried where JetStream does not answer: the check
     /// that calls it comes round again. Returns how many of the values read were newer.
     pub(super) async fn check(&self, topics: impl IntoIterator<Item = Arc<Topic>>) -> u64 {
-        let newer = AtomicU64::new(0);
-        futures::stream::iter(topics)
-            .for_each_concurrent(CHECK_READS_AT_ONCE, |topic| {
-                let newer = &newer;
-                async move {
-                    if let Ok(Fetched {
-                        newer: Some(frame), ..
-                    }) = self.fetch(&topic).await
-                    {
-                        topic.push_current(&frame);
-                        newer.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+        let newer = futures::stream::iter(topics)
+            .map(|topic| async move {
+                let Ok(Fetched {
+                    newer: Some(frame), ..
+                }) = self.fetch(&topic).await
+                else {
+                    return false;
+                };
+                topic.push_current(&frame);
+                true
             })
+            .buffer_unordered(CHECK_READS_AT_ONCE)
+            .filter(|newer| std::future::ready(*newer))
+            .count()
             .await;
-        newer.into_inner()
+        newer as u64
     }
 
     /// Reads the retained value again, with backoff, until JetStream answers or the topic is
