@@ -516,11 +516,16 @@ impl Engine {
         let mut resync_due = std::mem::take(&mut self.resync_due);
         // Whether to look for missing streams before the next cycle.
         let mut streams_due = resync_due;
+        // Whether the last turn served a tick.
+        let mut ticked = false;
         loop {
             let connected = nats.borrow().connected;
             // In this order: a due tick is served before the next change, so changes that
             // never stop (a notification always waiting) cannot starve telemetry or the
-            // safety-net poll; each tick is due only once per interval.
+            // safety-net poll. A turn after a tick is the others' first: a cycle that outlasts
+            // its interval ends with its next tick due, and would otherwise starve changes
+            // (and the other tick) for as long as that lasts.
+            let after_tick = std::mem::take(&mut ticked);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
@@ -542,12 +547,14 @@ impl Engine {
                     streams_due = true;
                     self.heal(&nats, &mut streams_due, &mut resync_due).await;
                 }
-                _ = telemetry.tick(), if connected => {
+                _ = telemetry.tick(), if connected && !after_tick => {
+                    ticked = true;
                     self.heal(&nats, &mut streams_due, &mut resync_due).await;
                     let r = on_link(&nats, self.poll_telemetry()).await;
                     streams_due |= !self.report("telemetry poll", r);
                 }
-                _ = poll.tick(), if connected => {
+                _ = poll.tick(), if connected && !after_tick => {
+                    ticked = true;
                     streams_due = self.check_streams(&nats, &mut resync_due).await;
                     let span = tracing::debug_span!("safety_net_poll");
                     let r = if resync_due {
@@ -575,6 +582,8 @@ impl Engine {
                         streams_due |= !self.report("fleet refresh", r);
                     }
                 }
+                // Nothing else waiting: the ticks are served again from the next turn.
+                () = std::future::ready(()), if after_tick => {}
             }
         }
     }

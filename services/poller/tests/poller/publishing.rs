@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use pulse_test_support::proxy::{Link, Proxy};
+use pulse_test_support::through;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -658,4 +660,49 @@ async fn lose_notifications(db: &ScratchDb, table: &str) {
     .execute(&db.pool)
     .await
     .unwrap();
+}
+
+/// Telemetry cycles that take longer than `PULSE_TELEMETRY_POLL_MS` (a database far away, or
+/// busy) must not hold back alert changes, nor the safety-net poll: each cycle ends with the
+/// next one already due, and whatever comes after it in the loop waits for ever unless the
+/// loop serves it between two cycles.
+#[tokio::test]
+async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert() {
+    let (db, tenant, [mut alerts, mut readings]) =
+        watched_tenant("busytele", 1, ["alerts", "device.*.telemetry"]).await;
+    let (db_url, upstream) = through(&db.url, 0);
+    let proxy = Proxy::to(upstream).await;
+    let (db_url, _) = through(&db_url, proxy.port);
+    let poller = spawn_active(config_with(
+        &db,
+        &["--database-url", &db_url, "--telemetry-poll-ms", "10"],
+    ))
+    .await;
+    alerts.until(Duration::from_secs(10), |_| true).await;
+    // Every query now takes at least 30 ms: each telemetry cycle outlasts its 10 ms interval.
+    proxy.set(Link::Slow(Duration::from_millis(15)));
+    db.reading(&tenant, "dev-1", json!({"n": 1})).await;
+    readings.until(Duration::from_secs(10), |_| true).await;
+    // The loop runs slow telemetry cycles, one after the other.
+    poller
+        .wait_metric_grows(
+            "telemetry reads through the slow link",
+            "pulse_poller_query_seconds_count",
+            &["telemetry"],
+            5.0,
+        )
+        .await;
+
+    let id = db.open_alert(&tenant, "dev-1", "while busy").await;
+    // The safety-net poll is a minute away: only the change can bring it.
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    // And telemetry still flows.
+    db.reading(&tenant, "dev-1", json!({"n": 2})).await;
+    readings
+        .until(Duration::from_secs(10), |v| v["data"]["metrics"]["n"] == 2)
+        .await;
+    proxy.set(Link::Open);
+    poller.stop().await;
 }
