@@ -147,7 +147,12 @@ pub async fn login(
         role: user.role,
     };
     let ttl = state.config.session_ttl.as_secs();
-    let token = session::start(&state.pool, user.user_id, ttl).await?;
+    let Some(token) = session::start(&state.pool, user.user_id, &user.password_hash, ttl).await?
+    else {
+        // A new password (or the user's deletion) came while this one was being checked.
+        state.metrics.login_failures.inc();
+        return Err(ApiError::Unauthorized);
+    };
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");
     Ok((

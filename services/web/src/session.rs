@@ -47,20 +47,32 @@ fn token_hash(token: &str) -> Option<Vec<u8>> {
     Some(Sha256::digest(bytes).to_vec())
 }
 
-/// Starts a session for `user_id` valid `ttl` seconds; returns the cookie's token.
-pub async fn start(pool: &PgPool, user_id: i64, ttl: u64) -> Result<String, ApiError> {
+/// Starts a session for `user_id` valid `ttl` seconds, unless its password hash is no longer
+/// `checked_hash`, the one the login's password was checked against (a new password set
+/// meanwhile, or the user deleted): returns the cookie's token, or `None`.
+pub async fn start(
+    pool: &PgPool,
+    user_id: i64,
+    checked_hash: &str,
+    ttl: u64,
+) -> Result<Option<String>, ApiError> {
     let raw: [u8; 32] = rand::random();
     let token = hex::encode(raw);
     let hash = Sha256::digest(raw).to_vec();
-    sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, expires_at) \
-         VALUES ($1, $2, now() + make_interval(secs => $3))",
-    )
-    .bind(hash)
-    .bind(user_id)
-    .bind(ttl as f64)
-    .execute(pool)
-    .await?;
+    let started = sqlx::query_scalar::<_, bool>("SELECT pulse_start_session($1, $2, $3, $4)")
+        .bind(hash)
+        .bind(user_id)
+        .bind(checked_hash)
+        .bind(ttl as f64)
+        .fetch_one(pool)
+        .await;
+    match started {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        // The user deleted while the session was being started.
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     // Expired sessions are swept now and then, a few at a time.
     sqlx::query(
         "DELETE FROM sessions WHERE token_hash = ANY(ARRAY( \
@@ -68,7 +80,7 @@ pub async fn start(pool: &PgPool, user_id: i64, ttl: u64) -> Result<String, ApiE
     )
     .execute(pool)
     .await?;
-    Ok(token)
+    Ok(Some(token))
 }
 
 /// The session a cookie's token opens, with its user as the database has it now.

@@ -1,5 +1,8 @@
 //! Login, logout, sessions and WebSocket tickets.
 
+use std::time::Duration;
+
+use pulse_test_support::eventually;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -201,6 +204,54 @@ async fn a_password_change_ends_the_users_sessions() {
     )
     .await;
     assert_eq!(get_with(&env, &kept, "/api/v2/me").await.status(), 200);
+    env.finish().await;
+}
+
+/// A login checks the password against the hash it read, and argon2 takes its time: a new
+/// password set meanwhile (in a transaction of any length) must not leave that login a session
+/// that outlives it. The login waits for the change, then is refused.
+#[tokio::test]
+async fn a_login_racing_a_password_change_gets_no_session_that_outlives_it() {
+    let env = spawn().await;
+    let email = format!("admin@{}.example", env.tenant);
+    let mut change = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE users SET password_hash = (SELECT password_hash FROM users u \
+          WHERE u.email = 'viewer@' || split_part($1, '@', 2)) WHERE email = $1",
+    )
+    .bind(&email)
+    .execute(&mut *change)
+    .await
+    .unwrap();
+    let racer = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let login = tokio::spawn({
+        let (racer, url) = (racer.clone(), env.at("/api/v2/login"));
+        let body = json!({"email": email, "password": PASSWORD});
+        async move { post_json(&racer, url, &body).await.status().as_u16() }
+    });
+    // The login has read the old hash: it has answered, or it waits for the change.
+    eventually(
+        "the login answered or waiting",
+        Duration::from_secs(10),
+        || async {
+            login.is_finished()
+                || sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                      WHERE datname = current_database() AND wait_event = 'advisory')",
+                )
+                .fetch_one(&env.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    change.commit().await.unwrap();
+    assert_eq!(login.await.unwrap(), 401);
+    let r = get(&racer, env.at("/api/v2/me")).await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
     env.finish().await;
 }
 
