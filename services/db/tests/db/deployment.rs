@@ -27,18 +27,29 @@ fn pools(deployed: Deployed) -> Deployment {
     }
 }
 
-/// `SELECT pulse_emit_event(tenant, topic, 'x')` as the web service writes events: as
-/// `pulse_tenant`, with the tenant set.
-async fn emit_as_web(d: &Deployment, tenant: &str, topic: &str) -> Result<i64, sqlx::Error> {
+/// Runs `sql` (`$1` the tenant, `$2` a topic) as the web service writes events: as
+/// `pulse_tenant`, with the tenant set, in a transaction that commits; the seq it returns.
+async fn as_web(
+    d: &Deployment,
+    tenant: &str,
+    topic: &str,
+    sql: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     let id = TenantId::parse(tenant).unwrap();
     let mut tx = roles::begin_as_tenant(&d.web, &id).await?;
-    let seq = sqlx::query_scalar("SELECT pulse_emit_event($1, $2, 'x')")
+    let seq = sqlx::query_scalar(sql)
         .bind(tenant)
         .bind(topic)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(seq)
+}
+
+/// `SELECT pulse_emit_event(tenant, topic, 'x')`, as the web service.
+async fn emit_as_web(d: &Deployment, tenant: &str, topic: &str) -> Result<i64, sqlx::Error> {
+    let seq = as_web(d, tenant, topic, "SELECT pulse_emit_event($1, $2, 'x')").await?;
+    Ok(seq.expect("pulse_emit_event returns a seq"))
 }
 
 #[tokio::test]
@@ -122,6 +133,44 @@ async fn migrate_before(owner: &PgPool, version: i64) {
 /// The functions that run as the owner (the triggers numbering events, keeping floors,
 /// queueing purges) find the owner's tables, never a caller's temporary table of the same name:
 /// a writer of events must not get the owner's rights through one.
+/// A keyed event written again directly with `ON CONFLICT DO NOTHING` (an outside writer's
+/// retry) is dropped without drawing a seq: the topic's next event is the next number, not one
+/// past a hole that every client would take for a lost event. Without `ON CONFLICT` the
+/// retry is refused as before.
+#[tokio::test]
+async fn a_keyed_retry_dropped_on_conflict_leaves_no_hole_in_its_topic() {
+    let d = pools(Deployed::create("keyedretry").await);
+    let tenant = d.deployed.db.tenant("keyedretry", 0).await;
+    let keyed = |conflict: &str| {
+        format!(
+            "INSERT INTO events (tenant_id, topic, event, idempotency_key) \
+             VALUES ($1, $2, 'x', 'order-1') {conflict} RETURNING seq"
+        )
+    };
+    let dropped = keyed(
+        "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    );
+    assert_eq!(
+        as_web(&d, &tenant, "orders", &dropped).await.unwrap(),
+        Some(1)
+    );
+    for _ in 0..3 {
+        assert_eq!(as_web(&d, &tenant, "orders", &dropped).await.unwrap(), None);
+        let anywhere = keyed("ON CONFLICT DO NOTHING");
+        assert_eq!(
+            as_web(&d, &tenant, "orders", &anywhere).await.unwrap(),
+            None
+        );
+    }
+    let e = as_web(&d, &tenant, "orders", &keyed("")).await.unwrap_err();
+    let code = e
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("23505"), "{e}");
+    assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn a_callers_temporary_table_does_not_stand_in_for_the_owners() {
     let d = pools(Deployed::create("shadow").await);

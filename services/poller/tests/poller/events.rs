@@ -247,6 +247,37 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
     poller.stop().await;
 }
 
+/// A row written straight into the outbox (an outside writer, `COPY`) wakes the relay as one
+/// written by `pulse_emit_event` does, well before the relay's next look a second later.
+#[tokio::test]
+async fn an_event_inserted_directly_is_relayed_at_once() {
+    let (db, tenant) = db_with_tenant("ev-direct", 0).await;
+    let client = pulse_test_support::nats::shared().await;
+    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.orders")).await;
+    let poller = spawn_active(config(&db)).await;
+    // Four, 1.2 s apart: each falls 0.2 s further into the relay's one-second round, so by
+    // its round alone at least one would wait more than 300 ms.
+    for seq in 1..=4 {
+        // The relay has been idle a while: only a notification wakes it before its next look.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let started = Instant::now();
+        exec(
+            &db,
+            "INSERT INTO events (tenant_id, topic, event) VALUES ($1, 'orders', 'x')",
+            &tenant,
+        )
+        .await;
+        let message = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("relayed")
+            .unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(event["seq"], seq);
+        assert_took_less_than(Duration::from_millis(300), started, "INSERT -> NATS");
+    }
+    poller.stop().await;
+}
+
 #[tokio::test]
 async fn a_relay_that_dies_before_marking_sends_again_and_the_stream_keeps_one_copy() {
     let (db, tenant) = db_with_tenant("ev-crash", 0).await;

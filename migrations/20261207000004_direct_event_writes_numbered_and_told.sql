@@ -1,0 +1,61 @@
+-- Events written directly (`INSERT INTO events`, `COPY`), as the contract allows, are numbered
+-- by the trigger of 20261204000006. Two ways they fell short of one written by
+-- pulse_emit_event:
+--
+-- * A keyed retry dropped by `ON CONFLICT … DO NOTHING` drew a seq all the same (a BEFORE
+--   trigger runs before the conflict is found), and nothing gave it back: the topic went
+--   k-1, k+1, and every client took the hole for a lost event (`events_reset`, `gap`). Now a
+--   row whose key its tenant already wrote takes that event's seq instead of drawing one, and
+--   is dropped (or refused, without `ON CONFLICT`) as before. Writers of one topic take the
+--   topic's counter first, so a key being committed by one of them is seen once it is.
+-- * Only pulse_emit_event told the relay: a row inserted directly waited for the relay's next
+--   look (a second at most). The trigger now tells it too, as `events:<tenant>`; a transaction
+--   says so once however many rows it writes.
+
+-- The owner reads the keys already written; row-level security binds it too (FORCE).
+CREATE POLICY owner_reads_keys ON events FOR SELECT TO CURRENT_USER USING (true);
+
+CREATE OR REPLACE FUNCTION pulse_draw_event_seq() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    v_seq bigint;
+BEGIN
+    IF NEW.seq IS NOT NULL THEN
+        RAISE EXCEPTION 'events.seq is drawn by the database: leave it out (or call pulse_emit_event)'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_seq_drawn';
+    END IF;
+    IF NEW.relayed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'events.relayed_at is set by the relay: leave it out'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_relayed_by_the_relay';
+    END IF;
+    IF NEW.idempotency_key IS NOT NULL THEN
+        PERFORM 1 FROM event_topics
+          WHERE tenant_id = NEW.tenant_id AND topic = NEW.topic FOR UPDATE;
+        SELECT seq INTO v_seq FROM events
+         WHERE tenant_id = NEW.tenant_id AND idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            -- Conflicts with the event of that key: dropped or refused, never stored.
+            NEW.seq := v_seq;
+            RETURN NEW;
+        END IF;
+    END IF;
+    -- The counter row stays locked until the writer's transaction ends, so writers of one
+    -- topic commit in seq order, and a rolled-back event (the row refused by row-level
+    -- security included) takes its seq back with it.
+    INSERT INTO event_topics AS t (tenant_id, topic, last_seq)
+         VALUES (NEW.tenant_id, NEW.topic, 1)
+    ON CONFLICT (tenant_id, topic) DO UPDATE SET last_seq = t.last_seq + 1
+    RETURNING t.last_seq INTO v_seq;
+    NEW.seq := v_seq;
+    PERFORM pg_notify('pulse_changes', 'events:' || NEW.tenant_id);
+    RETURN NEW;
+END
+$$;
+-- Searched as every function that runs as the owner is (20261206000004).
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION pulse_draw_event_seq() SET search_path = pg_catalog, %I, pg_temp',
+                   current_schema());
+END
+$$;
+REVOKE ALL ON FUNCTION pulse_draw_event_seq() FROM PUBLIC;
