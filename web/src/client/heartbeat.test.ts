@@ -150,4 +150,17 @@ describe("Heartbeat in a background tab", () => {
     time.advance(25_000);
     expect(events.filter((e) => e.startsWith("timeout"))).toEqual(["timeout@50000"]);
   });
+
+  it("finds a dead socket though the tab is shown again and again", () => {
+    const { time, events, hb } = setup();
+    hb.start();
+    // Nothing ever arrives; the user comes back to the tab every 10 s.
+    for (let at = 10_000; at <= 120_000; at += 10_000) {
+      time.advance(10_000);
+      hb.pingNow();
+    }
+    // Silent since 0, unanswered since 10 s: dead at 45 s, as without the visits.
+    expect(events.filter((e) => e.startsWith("timeout"))).toEqual(["timeout@45000"]);
+    expect(hb.active).toBe(false);
+  });
 });

@@ -44,6 +44,8 @@ export class Heartbeat {
   private lastSeen = 0;
   /** When the oldest ping not yet followed by anything was sent. */
   private unansweredSince: number | undefined;
+  /** When the watchdog's pending check is due. */
+  private checkDue = 0;
   private running = false;
 
   /** Creates a stopped heartbeat. */
@@ -66,7 +68,7 @@ export class Heartbeat {
     this.lastSeen = this.options.now();
     this.unansweredSince = undefined;
     this.schedulePing();
-    this.watchdog.set(() => this.check(), this.timeoutMs);
+    this.armCheck(this.timeoutMs);
   }
 
   /** Records that something arrived. Cheap: no timer is touched. */
@@ -83,7 +85,9 @@ export class Heartbeat {
     if (!this.running) return;
     this.sendPing();
     this.schedulePing();
-    this.watchdog.set(() => this.check(), this.answerWaitMs());
+    // Sooner, never later: a tab shown again and again must not keep postponing the check.
+    const wait = this.answerWaitMs();
+    if (!this.watchdog.pending || this.checkDue > this.options.now() + wait) this.armCheck(wait);
   }
 
   /** Stops pinging and watching. */
@@ -124,6 +128,11 @@ export class Heartbeat {
     }
     const untilSilent = this.timeoutMs - silent;
     const untilUnanswered = this.unansweredSince === undefined ? answerWait : answerWait - waited;
-    this.watchdog.set(() => this.check(), Math.max(untilSilent, untilUnanswered, 1));
+    this.armCheck(Math.max(untilSilent, untilUnanswered, 1));
+  }
+
+  private armCheck(ms: number): void {
+    this.checkDue = this.options.now() + ms;
+    this.watchdog.set(() => this.check(), ms);
   }
 }
