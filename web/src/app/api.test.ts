@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import { fetchMe, getJson, HttpError, login, logout, onSessionLost, TimeoutError } from "./api.js";
+import { eitherSignal, fetchMe, getJson, HttpError, login, logout, onSessionLost, TimeoutError } from "./api.js";
 import { isWorthRetrying } from "./queries.js";
 
 /** A server that never answers: each request settles only when its signal aborts. */
@@ -49,6 +49,21 @@ describe("requests to the API", () => {
     const read = getJson("/api/v2/fleet", caller.signal, 60_000);
     caller.abort();
     await expect(read).rejects.toMatchObject({ name: "AbortError" });
+  });
+
+  it("work in browsers without AbortSignal.any: the caller's abort and the deadline both end a read", async () => {
+    vi.stubGlobal("AbortSignal", Object.assign(Object.create(AbortSignal) as typeof AbortSignal, { any: undefined, timeout: AbortSignal.timeout.bind(AbortSignal) }));
+    expect(AbortSignal.any).toBeUndefined();
+    hungServer();
+    const caller = new AbortController();
+    const read = getJson("/api/v2/fleet", caller.signal, 60_000);
+    caller.abort();
+    await expect(read).rejects.toMatchObject({ name: "AbortError" });
+    await expect(getJson("/api/v2/fleet", new AbortController().signal, 50)).rejects.toBeInstanceOf(TimeoutError);
+    // Already aborted: so is the result, with the same reason.
+    const gone = new AbortController();
+    gone.abort(new Error("gone"));
+    expect(eitherSignal(gone.signal, new AbortController().signal).reason).toEqual(new Error("gone"));
   });
 
   it("answer within the deadline as before, and a 401 still ends the session", async () => {

@@ -40,11 +40,38 @@ export const REQUEST_TIMEOUT_MS = 15_000;
 async function within<T>(signal: AbortSignal | undefined, timeoutMs: number, request: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const deadline = AbortSignal.timeout(timeoutMs);
   try {
-    return await request(signal ? AbortSignal.any([signal, deadline]) : deadline);
+    return await request(signal ? eitherSignal(signal, deadline) : deadline);
   } catch (error) {
     if (deadline.aborted && !signal?.aborted) throw new TimeoutError(`No answer within ${timeoutMs / 1000} s.`, { cause: error });
     throw error;
   }
+}
+
+/**
+ * A signal that aborts with whichever of `a` and `b` aborts first. `AbortSignal.any` where the
+ * browser has it; browsers the build still targets lack it (Chrome before 116, Firefox before
+ * 124, Safari before 17.4), and without this every read given a signal would throw there.
+ */
+export function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (typeof AbortSignal.any === "function") return AbortSignal.any([a, b]);
+  const either = new AbortController();
+  const first = [a, b].find((s) => s.aborted);
+  if (first) {
+    either.abort(first.reason);
+    return either.signal;
+  }
+  const stop = new AbortController();
+  for (const s of [a, b]) {
+    s.addEventListener(
+      "abort",
+      () => {
+        either.abort(s.reason);
+        stop.abort();
+      },
+      { once: true, signal: stop.signal },
+    );
+  }
+  return either.signal;
 }
 
 let sessionLost: () => void = () => {};
