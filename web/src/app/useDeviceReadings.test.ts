@@ -49,8 +49,15 @@ describe("reduceDeviceReadings", () => {
     expect(reduceDeviceReadings(empty, push("2026-11-22T10:00:10Z", 25, "dev-2")).liveError).toBe('device_id must be "dev-1"');
   });
 
-  it("records a missing device", () => {
-    expect(reduceDeviceReadings(empty, { type: "history-failed", error: "device not found", notFound: true })).toMatchObject({ notFound: true, historyLoaded: true });
+  it("records a missing device, and forgets it once a later load finds it", () => {
+    const missing = reduceDeviceReadings(empty, { type: "history-failed", error: "device not found", notFound: true });
+    expect(missing).toMatchObject({ notFound: true, historyLoaded: true });
+    const found = reduceDeviceReadings(missing, {
+      type: "history",
+      detail: { device_id: "dev-1", site_id: "s", status: "ONLINE", last_seen_at: null, battery_pct: null, latest: null },
+      readings: [reading("2026-11-22T10:00:00Z", 20)],
+    });
+    expect(found).toMatchObject({ notFound: false, historyError: null });
   });
 });
 

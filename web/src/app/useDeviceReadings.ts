@@ -60,6 +60,8 @@ export function reduceDeviceReadings(state: DeviceReadings, action: Action): Dev
         readings: mergeReadings(state.readings, action.readings, MAX_READINGS),
         historyLoaded: true,
         historyError: null,
+        // Found after all (created a moment after the link was opened, or provisioned again).
+        notFound: false,
       };
     case "history-failed":
       return { ...state, historyLoaded: true, historyError: action.error, notFound: action.notFound };
