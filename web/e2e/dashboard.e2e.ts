@@ -644,6 +644,29 @@ describe("dashboard in Chromium against a live stack", () => {
     }
   });
 
+  it("asks again by itself when Pulse was not reachable at load, with no click", async () => {
+    const own = await newWatchedContext(browser);
+    try {
+      // pulse-web is away (a deploy, a VPN not up yet): the session check fails outright.
+      let refused = 0;
+      await own.route("**/api/v2/me", (route) => {
+        refused += 1;
+        return route.abort("connectionrefused");
+      });
+      const p = await own.newPage();
+      extraWatches.push(new PageWatch(p));
+      await p.goto(stack.webUrl);
+      await p.getByText("Pulse is not reachable").waitFor({ timeout: 10_000 });
+      // Asked again, by itself, while it stays away…
+      await expect.poll(() => refused, { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+      // …and once it answers, the page goes on: here, to the login form.
+      await own.unroute("**/api/v2/me");
+      await p.getByTestId("login-page").waitFor({ timeout: 40_000 });
+    } finally {
+      await own.close();
+    }
+  });
+
   it("sends the user to the login page when the ticket endpoint answers 401", async () => {
     await inOwnContext(async (p, own) => {
       await own.clearCookies(); // the session is gone

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 
+import { Backoff, browserNetwork } from "../client/index.js";
 import { Announcer } from "../components/Announcer.js";
 import { Header } from "../components/Header.js";
 import type { Route } from "../model/route.js";
@@ -50,6 +51,25 @@ export function App() {
     setSession({ status: "loading" });
     fetchSession();
   }, [fetchSession]);
+
+  // Unreachable (opened offline, before a VPN is up, during a deploy of pulse-web): asked again
+  // by itself, 1 s to 30 s apart, and at once when the browser is back online, so a dashboard
+  // on a wall nobody clicks comes back without a hand. The error card stays until an answer.
+  const retries = useRef(new Backoff({ baseMs: 1_000, capMs: 30_000 }));
+  useEffect(() => {
+    if (session.status !== "unreachable") {
+      retries.current.reset();
+      return;
+    }
+    const again = setTimeout(fetchSession, 1_000 + retries.current.next());
+    const stop = browserNetwork().watch((online) => {
+      if (online) fetchSession();
+    });
+    return () => {
+      clearTimeout(again);
+      stop();
+    };
+  }, [session, fetchSession]);
 
   // A 401 from the ticket endpoint or any API read: back to the login page.
   useEffect(() => {
