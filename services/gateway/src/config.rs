@@ -174,6 +174,14 @@ pub struct GatewayConfig {
           value_parser = number::<usize>(0..=100_000))]
     pub events_cache: usize,
 
+    /// Bytes of those recent events all event subjects of this instance keep together (each
+    /// keeps at most 1 MiB of its own): past it, a subject keeps fewer, or none, and clients
+    /// resuming on it are served from the events stream. Bounds the cache's memory whatever
+    /// the number of subjects.
+    #[arg(long, env = "PULSE_EVENTS_CACHE_BYTES", default_value = "268435456",
+          value_parser = number::<usize>(0..=64 * 1024 * 1024 * 1024))]
+    pub events_cache_bytes: usize,
+
     /// Most events replayed to one client subscribing with `since`, and waiting for one
     /// connection at once across its channels; a client further behind gets an
     /// `events_reset` (reason `limit`) and the newest ones.

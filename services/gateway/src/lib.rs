@@ -103,6 +103,7 @@ pub async fn run(
         metrics.clone(),
         crate::fanout::EventLimits {
             cache: config.events_cache,
+            cache_bytes: config.events_cache_bytes,
             replay_max: config.replay_max_events,
             replay_max_bytes: config.replay_max_bytes,
             subjects_per_tenant: config.max_subjects_per_tenant,

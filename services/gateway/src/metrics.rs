@@ -52,6 +52,8 @@ pub struct Metrics {
     pub event_catch_ups: Gauge,
     /// Bytes of replayed events queued for clients and not written yet.
     pub replay_bytes_waiting: Gauge,
+    /// Bytes of recent events the event subjects keep for resuming clients, together.
+    pub events_cache_bytes: Gauge,
     pub snapshot_retries: Gauge,
     /// Snapshots the periodic check found newer than what had arrived live: lost on their way
     /// here, or (rarely) read just before their live copy came.
@@ -161,6 +163,12 @@ impl Metrics {
                 r,
                 "replay_bytes_waiting",
                 "Bytes of events replayed to resuming clients and not written to them yet",
+                Gauge::default(),
+            ),
+            events_cache_bytes: register(
+                r,
+                "events_cache_bytes",
+                "Bytes of recent events kept for resuming clients, all event subjects together",
                 Gauge::default(),
             ),
             snapshot_retries: register(

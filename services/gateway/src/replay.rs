@@ -11,8 +11,11 @@
 //! Pure data: no I/O and no locks here; the fan-out holds the lock around it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use pulse_proto::{ResetReason, ServerReply, Topic};
 
 use crate::frame::Frame;
@@ -23,6 +26,52 @@ use crate::queue::Room;
 /// Bytes of recent frames one topic keeps at most, whatever `PULSE_EVENTS_CACHE` allows: a
 /// topic of large events must not hold hundreds of them in memory per gateway.
 pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes of recent frames all topics of this instance keep together
+/// (`PULSE_EVENTS_CACHE_BYTES`): many topics of large events, each within
+/// [`RECENT_BYTES_MAX`], must not add up to more memory than the instance has. A topic makes
+/// room from its own oldest frames; one that finds none to let go keeps nothing, and clients
+/// resuming on it are served from the stream instead.
+#[derive(Debug)]
+pub struct CacheBudget {
+    max: usize,
+    used: AtomicUsize,
+    gauge: Gauge,
+}
+
+impl CacheBudget {
+    pub fn new(max: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            used: AtomicUsize::new(0),
+            gauge,
+        })
+    }
+
+    /// Takes `bytes` if they fit.
+    fn take(&self, bytes: usize) -> bool {
+        let taken = self
+            .used
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.max)
+            })
+            .is_ok();
+        if taken {
+            self.gauge.inc_by(bytes as i64);
+        }
+        taken
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, AtomicOrdering::AcqRel);
+        self.gauge.dec_by(bytes as i64);
+    }
+
+    /// Bytes kept now, across topics.
+    pub fn used(&self) -> usize {
+        self.used.load(AtomicOrdering::Acquire)
+    }
+}
 
 /// Where a live event stands against the topic's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +117,10 @@ pub struct EventLog {
     /// it counts as delivered.
     floor: Option<u64>,
     recent: VecDeque<Frame>,
-    /// Bytes of the frames in `recent`.
+    /// Bytes of the frames in `recent`, taken from `budget`.
     recent_bytes: usize,
     cap: usize,
+    budget: Arc<CacheBudget>,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
     pub catching_up: HashMap<ConnId, Vec<Frame>>,
     /// Subscribers without `since` not told their `seq` yet, with the head as it stood when
@@ -79,8 +129,16 @@ pub struct EventLog {
     baselines: HashMap<ConnId, Baseline>,
 }
 
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.clear_recent();
+    }
+}
+
 impl EventLog {
-    pub fn new(cap: usize) -> Self {
+    /// A log keeping its `cap` most recent frames, within [`RECENT_BYTES_MAX`] and what
+    /// `budget` has left.
+    pub fn new(cap: usize, budget: Arc<CacheBudget>) -> Self {
         Self {
             head: None,
             empty_at_read: false,
@@ -88,6 +146,7 @@ impl EventLog {
             recent: VecDeque::new(),
             recent_bytes: 0,
             cap,
+            budget,
             catching_up: HashMap::new(),
             baselines: HashMap::new(),
         }
@@ -164,16 +223,31 @@ impl EventLog {
         while self.recent.len() >= self.cap
             || (!self.recent.is_empty() && self.recent_bytes + bytes > RECENT_BYTES_MAX)
         {
-            if let Some(oldest) = self.recent.pop_front() {
-                self.recent_bytes -= oldest.text.len();
+            self.drop_oldest();
+        }
+        while !self.budget.take(bytes) {
+            if !self.drop_oldest() {
+                // Nothing of its own to let go: kept nowhere, read from the stream if asked.
+                return;
             }
         }
         self.recent_bytes += bytes;
         self.recent.push_back(frame.clone());
     }
 
+    /// Lets the oldest recent frame go; false when there was none.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.recent.pop_front() else {
+            return false;
+        };
+        self.recent_bytes -= oldest.text.len();
+        self.budget.give_back(oldest.text.len());
+        true
+    }
+
     fn clear_recent(&mut self) {
         self.recent.clear();
+        self.budget.give_back(self.recent_bytes);
         self.recent_bytes = 0;
     }
 

@@ -47,6 +47,8 @@ const ON_ITS_WAY: Duration = Duration::from_secs(1);
 pub struct EventLimits {
     /// Recent events kept per event subject for clients resuming with `since`.
     pub cache: usize,
+    /// Bytes of recent events all event subjects keep together.
+    pub cache_bytes: usize,
     /// Most events replayed to one resuming client, and waiting for one connection at once
     /// across all its channels; more missed ones end in a reset.
     pub replay_max: usize,

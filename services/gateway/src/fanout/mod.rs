@@ -40,6 +40,7 @@ pub use self::topic::Topic;
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::queue::ClientQueue;
+use crate::replay::CacheBudget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FanOutError {
@@ -160,6 +161,8 @@ struct Inner {
     next_topic: AtomicU64,
     metrics: Metrics,
     limits: EventLimits,
+    /// What the event subjects' recent frames may take together.
+    cache_budget: Arc<CacheBudget>,
     current: CurrentValues,
     events: Events,
     /// Subjects to read again ([`looks`]).
@@ -183,6 +186,10 @@ impl FanOut {
                 nats,
                 topics: Mutex::new(Topics::default()),
                 next_topic: AtomicU64::new(1),
+                cache_budget: CacheBudget::new(
+                    limits.cache_bytes,
+                    metrics.events_cache_bytes.clone(),
+                ),
                 metrics,
                 limits,
                 looks: looks.clone(),
@@ -231,7 +238,7 @@ impl FanOut {
                     Arc::new(Topic::new(
                         self.inner.next_topic.fetch_add(1, Ordering::Relaxed),
                         subject.clone(),
-                        self.inner.limits.cache,
+                        (self.inner.limits.cache, self.inner.cache_budget.clone()),
                         self.inner.limits.replay_max,
                     ))
                 })

@@ -19,7 +19,7 @@ use crate::frame::Frame;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Pushed, supersedes};
-use crate::replay::{self, EventLog, Order};
+use crate::replay::{self, CacheBudget, EventLog, Order};
 
 /// Where a topic's NATS subscription stands.
 ///
@@ -83,9 +83,14 @@ pub struct Topic {
 
 impl Topic {
     /// A topic for `subject` without subscribers or NATS subscription; an event subject keeps
-    /// its `cache` most recent events, and holds up to `held_max` live events for each client
-    /// catching up.
-    pub(super) fn new(id: TopicId, subject: Subject, cache: usize, held_max: usize) -> Self {
+    /// its `cache` most recent events within what `budget` has left, and holds up to
+    /// `held_max` live events for each client catching up.
+    pub(super) fn new(
+        id: TopicId,
+        subject: Subject,
+        (cache, budget): (usize, Arc<CacheBudget>),
+        held_max: usize,
+    ) -> Self {
         let snapshot = subject.is_snapshot();
         Self {
             id,
@@ -95,7 +100,7 @@ impl Topic {
             lifecycle: Mutex::new(Lifecycle::New),
             start: tokio::sync::Mutex::new(()),
             current: Mutex::new(Current::Unasked),
-            log: Mutex::new(EventLog::new(if snapshot { 0 } else { cache })),
+            log: Mutex::new(EventLog::new(if snapshot { 0 } else { cache }, budget)),
             resync: Notify::new(),
             checked_up_to: AtomicU64::new(0),
             catch_ups: Mutex::new(HashMap::new()),
@@ -316,7 +321,8 @@ mod tests {
 
     fn topic() -> Topic {
         let tenant: TenantId = "acme".parse().expect("a valid tenant");
-        Topic::new(1, Subject::Alerts(tenant), 0, 0)
+        let budget = CacheBudget::new(0, Default::default());
+        Topic::new(1, Subject::Alerts(tenant), (0, budget), 0)
     }
 
     fn task() -> AbortHandle {

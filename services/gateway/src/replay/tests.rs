@@ -12,6 +12,11 @@ fn f(seq: u64) -> Frame {
     }
 }
 
+/// A log of `cap` frames with a budget it never reaches.
+fn event_log(cap: usize) -> EventLog {
+    EventLog::new(cap, CacheBudget::new(usize::MAX, Gauge::default()))
+}
+
 fn seqs(items: &[Item]) -> Vec<String> {
     items
         .iter()
@@ -40,7 +45,7 @@ fn none_retained() -> Stored {
 #[test]
 fn a_subscriber_is_told_the_head_as_it_joined_not_as_it_is_answered() {
     let (a, b, c, d): (ConnId, ConnId, ConnId, ConnId) = (1, 2, 3, 4);
-    let mut log = EventLog::new(4);
+    let mut log = event_log(4);
     // Joined before anything was known: the first event delivered settles it (it got that one).
     log.await_baseline(a);
     log.advance(&f(10));
@@ -55,13 +60,13 @@ fn a_subscriber_is_told_the_head_as_it_joined_not_as_it_is_answered() {
     assert_eq!(log.take_baseline(a), None, "taken once");
 
     // Joined before the read of the newest stored event: the read settles it.
-    let mut log = EventLog::new(4);
+    let mut log = event_log(4);
     log.await_baseline(c);
     log.learn_head(40);
     log.advance(&f(41));
     assert_eq!(log.take_baseline(c), Some(40));
     // A read that found none of the topic's events gives no seq to tell.
-    let mut log = EventLog::new(4);
+    let mut log = event_log(4);
     log.await_baseline(d);
     log.learn_head(0);
     log.advance(&f(1));
@@ -70,7 +75,7 @@ fn a_subscriber_is_told_the_head_as_it_joined_not_as_it_is_answered() {
 
 #[test]
 fn live_events_are_ordered_against_the_head() {
-    let mut log = EventLog::new(4);
+    let mut log = event_log(4);
     assert_eq!(
         log.order(7),
         Order::Next,
@@ -90,7 +95,7 @@ fn live_events_are_ordered_against_the_head() {
 
 #[test]
 fn memory_serves_a_resume_it_covers() {
-    let mut log = EventLog::new(3);
+    let mut log = event_log(3);
     for seq in 1..=5 {
         log.advance(&f(seq));
     }
@@ -114,7 +119,7 @@ fn memory_serves_a_resume_it_covers() {
 fn a_head_learned_after_subscribers_were_answered_delivers_what_they_are_owed() {
     // The read of the newest stored event answered late: event 5 was stored meanwhile,
     // and its live copy is still on its way to subscribers that got no `seq`.
-    let mut log = EventLog::new(4);
+    let mut log = event_log(4);
     log.learn_floor(5);
     assert_eq!(
         log.known_head(),
@@ -143,14 +148,14 @@ fn a_head_learned_after_subscribers_were_answered_delivers_what_they_are_owed() 
     assert_eq!(log.fill_from(), Some(5));
 
     // A floor of 0 (the stream held none) still starts at the oldest retained event.
-    let mut empty = EventLog::new(4);
+    let mut empty = event_log(4);
     empty.learn_floor(0);
     assert_eq!(empty.order(3), Order::Gap { head: 0 });
     assert!(empty.start_at_retained(3));
     assert_eq!(empty.order(3), Order::Next);
 
     // A head learned in time is a head.
-    let mut timely = EventLog::new(4);
+    let mut timely = event_log(4);
     timely.learn_head(5);
     assert_eq!(timely.order(5), Order::Duplicate);
     timely.learn_floor(9);
@@ -163,7 +168,7 @@ fn the_recent_frames_are_bounded_in_bytes_too() {
         text: "x".repeat(RECENT_BYTES_MAX / 4).into(),
         ..f(seq)
     };
-    let mut log = EventLog::new(256);
+    let mut log = event_log(256);
     for seq in 1..=10 {
         log.advance(&big(seq));
     }
@@ -189,7 +194,7 @@ fn the_recent_frames_are_bounded_in_bytes_too() {
 
 #[test]
 fn a_gap_clears_the_recent_frames() {
-    let mut log = EventLog::new(8);
+    let mut log = event_log(8);
     log.advance(&f(1));
     log.advance(&f(2));
     log.advance(&f(5));
@@ -343,4 +348,46 @@ fn splice_skips_what_the_client_already_has() {
     let held = [f(4), f(5)];
     let out = splice(4, &stored(&[]), held.iter(), None, false).unwrap();
     assert_eq!(seqs(&out), ["5"]);
+}
+
+/// Topics share the instance's budget: a topic makes room from its own oldest frames, one
+/// with none to let go keeps nothing (its resumes read the stream), and what a topic held
+/// goes back to the budget when it is let go.
+fn frame_seqs(frames: Option<Vec<Frame>>) -> Option<Vec<u64>> {
+    frames.map(|frames| frames.iter().map(|f| f.seq).collect())
+}
+
+#[test]
+fn topics_keep_recent_frames_within_the_instances_budget() {
+    let sized = |seq: u64| Frame {
+        text: "x".repeat(100).into(),
+        ..f(seq)
+    };
+    let gauge = Gauge::default();
+    let budget = CacheBudget::new(250, gauge.clone());
+    let mut busy = EventLog::new(10, budget.clone());
+    for seq in 1..=5 {
+        busy.advance(&sized(seq));
+    }
+    // Two of 100 bytes fit: the busy topic keeps its newest two.
+    assert_eq!(budget.used(), 200);
+    assert_eq!(gauge.get(), 200);
+    assert_eq!(frame_seqs(busy.from_memory(3)), Some(vec![4, 5]));
+    assert_eq!(busy.from_memory(2), None, "older ones come from the stream");
+
+    let mut quiet = EventLog::new(10, budget.clone());
+    quiet.advance(&sized(1));
+    assert_eq!(
+        budget.used(),
+        200,
+        "no room, and nothing of its own to let go"
+    );
+    assert_eq!(quiet.from_memory(0), None);
+    assert_eq!(quiet.head, Some(1), "delivered all the same");
+
+    drop(busy);
+    assert_eq!((budget.used(), gauge.get()), (0, 0));
+    quiet.advance(&sized(2));
+    assert_eq!(frame_seqs(quiet.from_memory(1)), Some(vec![2]));
+    assert_eq!(budget.used(), 100);
 }

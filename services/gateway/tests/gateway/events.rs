@@ -283,6 +283,35 @@ async fn a_resume_this_gateway_holds_in_memory_needs_no_stream_read() {
     );
 }
 
+/// The recent events of all topics together stay within `PULSE_EVENTS_CACHE_BYTES`: past it
+/// a topic keeps fewer, or none, and a resume that memory no longer covers is read from the
+/// stream, every event once.
+#[tokio::test]
+async fn the_recent_events_of_all_topics_together_stay_within_their_byte_budget() {
+    let (tenant, nats) = (unique("evbudget"), nats().await);
+    let gw = spawn_gateway_with(|c| c.events_cache_bytes = 2_000).await;
+    let mut live = gw.viewer(&tenant).await;
+    for topic in ["a", "b", "c"] {
+        live.assert_subscribes(events(topic, None)).await;
+        publish_events(&nats, &tenant, topic, 1..=20).await;
+        assert_eq!(events_until(&mut live, 20).await.len(), 20);
+    }
+    let kept = metric(&gw.metrics().await, "pulse_gateway_events_cache_bytes", &[]);
+    // Sixty events of more than 100 bytes each: most were let go.
+    assert!(kept > 0.0 && kept <= 2_000.0, "{kept} bytes kept");
+    for topic in ["a", "c"] {
+        let mut c = gw.viewer(&tenant).await;
+        c.assert_subscribes(events(topic, Some(5))).await;
+        assert_events(&mut c, 6..=20).await;
+    }
+    let read = metric(
+        &gw.metrics().await,
+        "pulse_gateway_events_read_for_replay_total",
+        &[],
+    );
+    assert!(read >= 15.0, "{read} events read from the stream");
+}
+
 #[tokio::test]
 async fn since_older_than_retention_gets_a_reset_before_the_oldest_events() {
     // A private NATS, so the small per-topic cap touches no other test.
@@ -908,6 +937,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
         EventLimits {
             // No recent events kept in memory: every resume reads the stream.
             cache: 0,
+            cache_bytes: 0,
             replay_max: REPLAY_MAX,
             replay_max_bytes: 16 << 20,
             subjects_per_tenant: 1_000,
