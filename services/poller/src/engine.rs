@@ -24,6 +24,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use self::turns::{Job, Turns};
 use crate::alerts;
 use crate::changes::ChangeFeed;
 use crate::config::PollerConfig;
@@ -41,6 +42,7 @@ mod purge;
 mod readings;
 mod restore;
 mod safety_net;
+mod turns;
 
 use safety_net::FleetWatch;
 
@@ -516,16 +518,11 @@ impl Engine {
         let mut resync_due = std::mem::take(&mut self.resync_due);
         // Whether to look for missing streams before the next cycle.
         let mut streams_due = resync_due;
-        // Whether the last turn served a tick.
-        let mut ticked = false;
+        let mut turns = Turns::default();
         loop {
             let connected = nats.borrow().connected;
-            // In this order: a due tick is served before the next change, so changes that
-            // never stop (a notification always waiting) cannot starve telemetry or the
-            // safety-net poll. A turn after a tick is the others' first: a cycle that outlasts
-            // its interval ends with its next tick due, and would otherwise starve changes
-            // (and the other tick) for as long as that lasts.
-            let after_tick = std::mem::take(&mut ticked);
+            // What is due is noted, then served in turn once nothing else is ready: a job due
+            // again the moment it ends cannot starve the others.
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
@@ -547,43 +544,51 @@ impl Engine {
                     streams_due = true;
                     self.heal(&nats, &mut streams_due, &mut resync_due).await;
                 }
-                _ = telemetry.tick(), if connected && !after_tick => {
-                    ticked = true;
-                    self.heal(&nats, &mut streams_due, &mut resync_due).await;
-                    let r = on_link(&nats, self.poll_telemetry()).await;
-                    streams_due |= !self.report("telemetry poll", r);
+                _ = telemetry.tick(), if connected && !turns.is_due(Job::Telemetry) => {
+                    turns.note(Job::Telemetry);
                 }
-                _ = poll.tick(), if connected && !after_tick => {
-                    ticked = true;
-                    streams_due = self.check_streams(&nats, &mut resync_due).await;
-                    let span = tracing::debug_span!("safety_net_poll");
-                    let r = if resync_due {
-                        on_link(&nats, self.full_sync()).await
-                    } else {
-                        on_link(&nats, self.safety_net().instrument(span)).await
-                    };
-                    resync_due = !self.report("safety-net poll", r);
-                    streams_due |= resync_due;
+                _ = poll.tick(), if connected && !turns.is_due(Job::Poll) => turns.note(Job::Poll),
+                () = changes.changed(), if connected && !turns.is_due(Job::Changes) => {
+                    turns.note(Job::Changes);
                 }
-                () = changes.changed(), if connected => {
-                    tokio::time::sleep(self.config.debounce).await;
-                    let mut pending = changes.take();
-                    self.forget_late(&mut pending).await;
-                    if pending.resync || pending.tenants || resync_due {
-                        let r = on_link(&nats, self.full_sync()).await;
-                        resync_due = !self.report("resync", r);
-                        streams_due |= resync_due;
-                    } else {
-                        let alerts: Vec<_> = pending.alerts.into_iter().collect();
-                        let r = on_link(&nats, self.refresh_alerts(&alerts)).await;
-                        streams_due |= !self.report("alerts refresh", r);
-                        let fleet: Vec<_> = pending.fleet.into_iter().collect();
-                        let r = on_link(&nats, self.refresh_fleet(&fleet)).await;
-                        streams_due |= !self.report("fleet refresh", r);
+                () = std::future::ready(()), if connected && turns.any_due() => {
+                    match turns.take() {
+                        Some(Job::Telemetry) => {
+                            self.heal(&nats, &mut streams_due, &mut resync_due).await;
+                            let r = on_link(&nats, self.poll_telemetry()).await;
+                            streams_due |= !self.report("telemetry poll", r);
+                        }
+                        Some(Job::Poll) => {
+                            streams_due = self.check_streams(&nats, &mut resync_due).await;
+                            let span = tracing::debug_span!("safety_net_poll");
+                            let r = if resync_due {
+                                on_link(&nats, self.full_sync()).await
+                            } else {
+                                on_link(&nats, self.safety_net().instrument(span)).await
+                            };
+                            resync_due = !self.report("safety-net poll", r);
+                            streams_due |= resync_due;
+                        }
+                        Some(Job::Changes) => {
+                            tokio::time::sleep(self.config.debounce).await;
+                            let mut pending = changes.take();
+                            self.forget_late(&mut pending).await;
+                            if pending.resync || pending.tenants || resync_due {
+                                let r = on_link(&nats, self.full_sync()).await;
+                                resync_due = !self.report("resync", r);
+                                streams_due |= resync_due;
+                            } else {
+                                let alerts: Vec<_> = pending.alerts.into_iter().collect();
+                                let r = on_link(&nats, self.refresh_alerts(&alerts)).await;
+                                streams_due |= !self.report("alerts refresh", r);
+                                let fleet: Vec<_> = pending.fleet.into_iter().collect();
+                                let r = on_link(&nats, self.refresh_fleet(&fleet)).await;
+                                streams_due |= !self.report("fleet refresh", r);
+                            }
+                        }
+                        None => {}
                     }
                 }
-                // Nothing else waiting: the ticks are served again from the next turn.
-                () = std::future::ready(()), if after_tick => {}
             }
         }
     }

@@ -662,28 +662,25 @@ async fn lose_notifications(db: &ScratchDb, table: &str) {
     .unwrap();
 }
 
-/// Telemetry cycles that take longer than `PULSE_TELEMETRY_POLL_MS` (a database far away, or
-/// busy) must not hold back alert changes, nor the safety-net poll: each cycle ends with the
-/// next one already due, and whatever comes after it in the loop waits for ever unless the
-/// loop serves it between two cycles.
-#[tokio::test]
-async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert() {
-    let (db, tenant, [mut alerts, mut readings]) =
-        watched_tenant("busytele", 1, ["alerts", "device.*.telemetry"]).await;
+/// A poller of `db` whose telemetry cycles all take longer than their 10 ms interval: its
+/// database link, through the returned proxy, takes at least 30 ms a query. Returned once a
+/// reading went out and several such cycles ran one after the other.
+async fn busy_with_telemetry(
+    db: &ScratchDb,
+    tenant: &str,
+    readings: &mut Sub,
+    extra: &[&str],
+) -> (Proxy, PollerHandle) {
     let (db_url, upstream) = through(&db.url, 0);
     let proxy = Proxy::to(upstream).await;
     let (db_url, _) = through(&db_url, proxy.port);
-    let poller = spawn_active(config_with(
-        &db,
-        &["--database-url", &db_url, "--telemetry-poll-ms", "10"],
-    ))
-    .await;
-    alerts.until(Duration::from_secs(10), |_| true).await;
-    // Every query now takes at least 30 ms: each telemetry cycle outlasts its 10 ms interval.
+    let mut args = vec!["--database-url", &db_url, "--telemetry-poll-ms", "10"];
+    args.extend_from_slice(extra);
+    let poller = spawn_active(config_with(db, &args)).await;
+    poller.wait_ready().await;
     proxy.set(Link::Slow(Duration::from_millis(15)));
-    db.reading(&tenant, "dev-1", json!({"n": 1})).await;
+    db.reading(tenant, "dev-1", json!({"n": 1})).await;
     readings.until(Duration::from_secs(10), |_| true).await;
-    // The loop runs slow telemetry cycles, one after the other.
     poller
         .wait_metric_grows(
             "telemetry reads through the slow link",
@@ -692,7 +689,17 @@ async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert()
             5.0,
         )
         .await;
+    (proxy, poller)
+}
 
+/// Telemetry cycles that take longer than `PULSE_TELEMETRY_POLL_MS` (a database far away, or
+/// busy) must not hold back alert changes: each cycle ends with the next one already due, and
+/// a change waits for ever unless the loop serves it between two cycles.
+#[tokio::test]
+async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert() {
+    let (db, tenant, [mut alerts, mut readings]) =
+        watched_tenant("busytele", 1, ["alerts", "device.*.telemetry"]).await;
+    let (proxy, poller) = busy_with_telemetry(&db, &tenant, &mut readings, &[]).await;
     let id = db.open_alert(&tenant, "dev-1", "while busy").await;
     // The safety-net poll is a minute away: only the change can bring it.
     alerts
@@ -702,6 +709,23 @@ async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert()
     db.reading(&tenant, "dev-1", json!({"n": 2})).await;
     readings
         .until(Duration::from_secs(10), |v| v["data"]["metrics"]["n"] == 2)
+        .await;
+    proxy.set(Link::Open);
+    poller.stop().await;
+}
+
+/// Nor the safety-net poll: a change whose notification was lost still goes out at the next
+/// one, every `PULSE_POLL_SECONDS`, while telemetry cycles run one after the other.
+#[tokio::test]
+async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_the_safety_net() {
+    let (db, tenant, [mut alerts, mut readings]) =
+        watched_tenant("busynet", 1, ["alerts", "device.*.telemetry"]).await;
+    lose_notifications(&db, "alerts").await;
+    let (proxy, poller) =
+        busy_with_telemetry(&db, &tenant, &mut readings, &["--poll-seconds", "1"]).await;
+    let id = db.open_alert(&tenant, "dev-1", "told no one").await;
+    alerts
+        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&id))
         .await;
     proxy.set(Link::Open);
     poller.stop().await;
