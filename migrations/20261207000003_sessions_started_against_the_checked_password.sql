@@ -25,16 +25,24 @@ CREATE TRIGGER users_password_changing
 
 -- Starts a session of `of_user` valid `ttl_seconds`, unless its password hash is no longer
 -- `checked_hash` (or the user is gone); returns whether it did. Runs with the caller's rights.
+-- The session row goes in first: its reference to the user waits for a change of the user's
+-- key columns in progress (`SET email = …, password_hash = …` holds the row so) before the
+-- lock is asked for, so such a change, which holds the row and then asks for the lock, never
+-- waits for a start that waits for it. A change left open in a transaction holds a start of
+-- its user at most 5 s (lock_timeout), not one of the caller's connections for as long.
 CREATE FUNCTION pulse_start_session(token bytea, of_user bigint, checked_hash text,
                                     ttl_seconds double precision) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(hashtext('pulse_user_sessions'), hashtext(of_user::text));
     INSERT INTO sessions (token_hash, user_id, expires_at)
-    SELECT token, u.user_id, now() + make_interval(secs => ttl_seconds)
-      FROM users u
-     WHERE u.user_id = of_user AND u.password_hash = checked_hash;
-    RETURN FOUND;
+         VALUES (token, of_user, now() + make_interval(secs => ttl_seconds));
+    PERFORM pg_advisory_xact_lock_shared(hashtext('pulse_user_sessions'), hashtext(of_user::text));
+    IF NOT EXISTS (SELECT 1 FROM users u
+                    WHERE u.user_id = of_user AND u.password_hash = checked_hash) THEN
+        DELETE FROM sessions WHERE token_hash = token;
+        RETURN false;
+    END IF;
+    RETURN true;
 END
 $$;
 REVOKE ALL ON FUNCTION pulse_start_session(bytea, bigint, text, double precision) FROM PUBLIC;

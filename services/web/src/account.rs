@@ -134,6 +134,14 @@ pub async fn login(
             return Err(ApiError::Unauthorized);
         }
     };
+    let ttl = state.config.session_ttl.as_secs();
+    let Some(token) = session::start(&state.pool, user.user_id, &user.password_hash, ttl).await?
+    else {
+        // A new password (or the user's deletion) came while this one was being checked.
+        state.metrics.login_failures.inc();
+        return Err(ApiError::Unauthorized);
+    };
+    // Remembered only for a login that got its session.
     state.logins.remember(&email, client);
     if let Err(e) = login_addresses::remember(&state.pool, user.user_id, client).await {
         // The login stands; only the exemption on other instances waits for the next one.
@@ -145,13 +153,6 @@ pub async fn login(
         email: user.email,
         tenant,
         role: user.role,
-    };
-    let ttl = state.config.session_ttl.as_secs();
-    let Some(token) = session::start(&state.pool, user.user_id, &user.password_hash, ttl).await?
-    else {
-        // A new password (or the user's deletion) came while this one was being checked.
-        state.metrics.login_failures.inc();
-        return Err(ApiError::Unauthorized);
     };
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");

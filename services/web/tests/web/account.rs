@@ -207,19 +207,25 @@ async fn a_password_change_ends_the_users_sessions() {
     env.finish().await;
 }
 
-/// A login checks the password against the hash it read, and argon2 takes its time: a new
-/// password set meanwhile (in a transaction of any length) must not leave that login a session
-/// that outlives it. The login waits for the change, then is refused.
-#[tokio::test]
-async fn a_login_racing_a_password_change_gets_no_session_that_outlives_it() {
-    let env = spawn().await;
-    let email = format!("admin@{}.example", env.tenant);
+/// A change of `email`'s password, set the way `set` says and left open, and a login with
+/// the old password started meanwhile: the open change, the login's status once it answers,
+/// and its client (with whatever cookie it got).
+async fn login_racing_a_password_change(
+    env: &Env,
+    email: &str,
+    set: &str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<u16>,
+    reqwest::Client,
+) {
     let mut change = env.pool.begin().await.unwrap();
-    sqlx::query(
-        "UPDATE users SET password_hash = (SELECT password_hash FROM users u \
-          WHERE u.email = 'viewer@' || split_part($1, '@', 2)) WHERE email = $1",
-    )
-    .bind(&email)
+    // A new hash, of a password the login does not know.
+    sqlx::query(&format!(
+        "UPDATE users SET {set} password_hash = 'replaced-' || md5(random()::text) \
+          WHERE email = $1"
+    ))
+    .bind(email)
     .execute(&mut *change)
     .await
     .unwrap();
@@ -240,7 +246,7 @@ async fn a_login_racing_a_password_change_gets_no_session_that_outlives_it() {
             login.is_finished()
                 || sqlx::query_scalar::<_, bool>(
                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                      WHERE datname = current_database() AND wait_event = 'advisory')",
+                      WHERE datname = current_database() AND wait_event_type = 'Lock')",
                 )
                 .fetch_one(&env.pool)
                 .await
@@ -248,10 +254,44 @@ async fn a_login_racing_a_password_change_gets_no_session_that_outlives_it() {
         },
     )
     .await;
-    change.commit().await.unwrap();
-    assert_eq!(login.await.unwrap(), 401);
-    let r = get(&racer, env.at("/api/v2/me")).await;
-    assert_eq!(error_code(r, 401).await, "unauthorized");
+    (change, login, racer)
+}
+
+/// A login checks the password against the hash it read, and argon2 takes its time: a new
+/// password set meanwhile (in a transaction of any length, with the user's other columns or
+/// alone) must not leave that login a session that outlives it. The login waits for the
+/// change, then is refused.
+#[tokio::test]
+async fn a_login_racing_a_password_change_gets_no_session_that_outlives_it() {
+    let env = spawn().await;
+    // The password alone, then with a key column (`email` is unique): the row is held
+    // otherwise, and the login must not wait for the change while the change waits for it.
+    for (who, set) in [("admin", ""), ("viewer", "email = email,")] {
+        let email = format!("{who}@{}.example", env.tenant);
+        let (change, login, racer) = login_racing_a_password_change(&env, &email, set).await;
+        change.commit().await.unwrap();
+        assert_eq!(login.await.unwrap(), 401, "SET {set} password_hash");
+        let r = get(&racer, env.at("/api/v2/me")).await;
+        assert_eq!(error_code(r, 401).await, "unauthorized");
+    }
+    env.finish().await;
+}
+
+/// A change of a user's password left open (a forgotten `psql` transaction) holds that user's
+/// logins a few seconds, then they are told to come back: they do not hold the service's
+/// database connections for as long as it stays open.
+#[tokio::test]
+async fn a_password_change_left_open_turns_its_users_logins_away_after_a_while() {
+    let env = spawn().await;
+    let email = format!("admin@{}.example", env.tenant);
+    let (change, login, _) = login_racing_a_password_change(&env, &email, "").await;
+    let status = tokio::time::timeout(Duration::from_secs(15), login)
+        .await
+        .expect("answered while the change is still open")
+        .unwrap();
+    assert_eq!(status, 503);
+    change.rollback().await.unwrap();
+    env.login("admin", &env.tenant).await;
     env.finish().await;
 }
 
