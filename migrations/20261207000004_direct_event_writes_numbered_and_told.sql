@@ -6,8 +6,9 @@
 --   trigger runs before the conflict is found), and nothing gave it back: the topic went
 --   k-1, k+1, and every client took the hole for a lost event (`events_reset`, `gap`). Now a
 --   row whose key its tenant already wrote takes that event's seq instead of drawing one, and
---   is dropped (or refused, without `ON CONFLICT`) as before. Writers of one topic take the
---   topic's counter first, so a key being committed by one of them is seen once it is.
+--   is dropped (or refused, without `ON CONFLICT`) as before. Writers of one key take turns
+--   (an advisory lock per tenant and key, held to the end of the transaction), so a key
+--   another writer is committing, on a topic new or not, is seen once it is.
 -- * Only pulse_emit_event told the relay: a row inserted directly waited for the relay's next
 --   look (a second at most). The trigger now tells it too, as `events:<tenant>`; a transaction
 --   says so once however many rows it writes.
@@ -29,8 +30,8 @@ BEGIN
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_relayed_by_the_relay';
     END IF;
     IF NEW.idempotency_key IS NOT NULL THEN
-        PERFORM 1 FROM event_topics
-          WHERE tenant_id = NEW.tenant_id AND topic = NEW.topic FOR UPDATE;
+        PERFORM pg_advisory_xact_lock(hashtext('pulse_event_key:' || NEW.tenant_id),
+                                      hashtext(NEW.idempotency_key));
         SELECT seq INTO v_seq FROM events
          WHERE tenant_id = NEW.tenant_id AND idempotency_key = NEW.idempotency_key;
         IF FOUND THEN

@@ -130,9 +130,6 @@ async fn migrate_before(owner: &PgPool, version: i64) {
     applied.unwrap();
 }
 
-/// The functions that run as the owner (the triggers numbering events, keeping floors,
-/// queueing purges) find the owner's tables, never a caller's temporary table of the same name:
-/// a writer of events must not get the owner's rights through one.
 /// A keyed event written again directly with `ON CONFLICT DO NOTHING` (an outside writer's
 /// retry) is dropped without drawing a seq: the topic's next event is the next number, not one
 /// past a hole that every client would take for a lost event. Without `ON CONFLICT` the
@@ -171,6 +168,65 @@ async fn a_keyed_retry_dropped_on_conflict_leaves_no_hole_in_its_topic() {
     assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 2);
 }
 
+/// Two writers of one key at once, on a topic new to the tenant (no counter to wait on yet)
+/// and on two topics: the second waits for the first, then is dropped without drawing a seq.
+#[tokio::test]
+async fn concurrent_writers_of_one_key_leave_no_hole_either() {
+    let d = pools(Deployed::create("keyedrace").await);
+    let tenant = d.deployed.db.tenant("keyedrace", 0).await;
+    let id = TenantId::parse(&tenant).unwrap();
+    for (key, first_topic, second_topic) in [("k1", "fresh", "fresh"), ("k2", "fresh", "other")] {
+        let keyed = "INSERT INTO events (tenant_id, topic, event, idempotency_key) \
+                     VALUES ($1, $2, 'x', $3) ON CONFLICT DO NOTHING RETURNING seq";
+        let mut first = roles::begin_as_tenant(&d.web, &id).await.unwrap();
+        let seq: Option<i64> = sqlx::query_scalar(keyed)
+            .bind(&tenant)
+            .bind(first_topic)
+            .bind(key)
+            .fetch_optional(&mut *first)
+            .await
+            .unwrap();
+        assert!(seq.is_some());
+        let second = tokio::spawn({
+            let (web, id, tenant) = (d.web.clone(), id.clone(), tenant.clone());
+            async move {
+                let mut tx = roles::begin_as_tenant(&web, &id).await.unwrap();
+                let seq: Option<i64> = sqlx::query_scalar(keyed)
+                    .bind(&tenant)
+                    .bind(second_topic)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                seq
+            }
+        });
+        pulse_test_support::eventually(
+            "the second writer waiting",
+            std::time::Duration::from_secs(10),
+            || async {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                  WHERE datname = current_database() AND wait_event_type = 'Lock')",
+                )
+                .fetch_one(&d.deployed.db.pool)
+                .await
+                .unwrap()
+            },
+        )
+        .await;
+        first.commit().await.unwrap();
+        assert_eq!(second.await.unwrap(), None, "{key}: dropped");
+    }
+    // Two keyed events on `fresh`, none on `other`: the next of each follows on.
+    assert_eq!(emit_as_web(&d, &tenant, "fresh").await.unwrap(), 3);
+    assert_eq!(emit_as_web(&d, &tenant, "other").await.unwrap(), 1);
+}
+
+/// The functions that run as the owner (the triggers numbering events, keeping floors,
+/// queueing purges) find the owner's tables, never a caller's temporary table of the same name:
+/// a writer of events must not get the owner's rights through one.
 #[tokio::test]
 async fn a_callers_temporary_table_does_not_stand_in_for_the_owners() {
     let d = pools(Deployed::create("shadow").await);
