@@ -16,38 +16,31 @@
 -- The owner reads the keys already written; row-level security binds it too (FORCE).
 CREATE POLICY owner_reads_keys ON events FOR SELECT TO CURRENT_USER USING (true);
 
+-- As before (20261204000006) but for the key, looked up first, and the notification.
 CREATE OR REPLACE FUNCTION pulse_draw_event_seq() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE
-    v_seq bigint;
 BEGIN
     IF NEW.seq IS NOT NULL THEN
         RAISE EXCEPTION 'events.seq is drawn by the database: leave it out (or call pulse_emit_event)'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_seq_drawn';
-    END IF;
-    IF NEW.relayed_at IS NOT NULL THEN
+    ELSIF NEW.relayed_at IS NOT NULL THEN
         RAISE EXCEPTION 'events.relayed_at is set by the relay: leave it out'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_relayed_by_the_relay';
-    END IF;
-    IF NEW.idempotency_key IS NOT NULL THEN
+    ELSIF NEW.idempotency_key IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('pulse_event_key:' || NEW.tenant_id),
                                       hashtext(NEW.idempotency_key));
-        SELECT seq INTO v_seq FROM events
+        -- Found, the row conflicts with the event of that key: dropped or refused, never
+        -- stored, and the counter untouched.
+        SELECT seq INTO NEW.seq FROM events
          WHERE tenant_id = NEW.tenant_id AND idempotency_key = NEW.idempotency_key;
         IF FOUND THEN
-            -- Conflicts with the event of that key: dropped or refused, never stored.
-            NEW.seq := v_seq;
             RETURN NEW;
         END IF;
     END IF;
-    -- The counter row stays locked until the writer's transaction ends, so writers of one
-    -- topic commit in seq order, and a rolled-back event (the row refused by row-level
-    -- security included) takes its seq back with it.
-    INSERT INTO event_topics AS t (tenant_id, topic, last_seq)
-         VALUES (NEW.tenant_id, NEW.topic, 1)
+    -- The counter row stays locked to the end of the writer's transaction: see 20261204000006.
+    INSERT INTO event_topics AS t (tenant_id, topic, last_seq) VALUES (NEW.tenant_id, NEW.topic, 1)
     ON CONFLICT (tenant_id, topic) DO UPDATE SET last_seq = t.last_seq + 1
-    RETURNING t.last_seq INTO v_seq;
-    NEW.seq := v_seq;
+    RETURNING t.last_seq INTO NEW.seq;
     PERFORM pg_notify('pulse_changes', 'events:' || NEW.tenant_id);
     RETURN NEW;
 END

@@ -176,48 +176,38 @@ async fn concurrent_writers_of_one_key_leave_no_hole_either() {
     let tenant = d.deployed.db.tenant("keyedrace", 0).await;
     let id = TenantId::parse(&tenant).unwrap();
     for (key, first_topic, second_topic) in [("k1", "fresh", "fresh"), ("k2", "fresh", "other")] {
-        let keyed = "INSERT INTO events (tenant_id, topic, event, idempotency_key) \
-                     VALUES ($1, $2, 'x', $3) ON CONFLICT DO NOTHING RETURNING seq";
+        let keyed = format!(
+            "INSERT INTO events (tenant_id, topic, event, idempotency_key) \
+             VALUES ($1, $2, 'x', '{key}') ON CONFLICT DO NOTHING RETURNING seq"
+        );
         let mut first = roles::begin_as_tenant(&d.web, &id).await.unwrap();
-        let seq: Option<i64> = sqlx::query_scalar(keyed)
+        let seq: Option<i64> = sqlx::query_scalar(&keyed)
             .bind(&tenant)
             .bind(first_topic)
-            .bind(key)
             .fetch_optional(&mut *first)
             .await
             .unwrap();
         assert!(seq.is_some());
-        let second = tokio::spawn({
-            let (web, id, tenant) = (d.web.clone(), id.clone(), tenant.clone());
-            async move {
-                let mut tx = roles::begin_as_tenant(&web, &id).await.unwrap();
-                let seq: Option<i64> = sqlx::query_scalar(keyed)
-                    .bind(&tenant)
-                    .bind(second_topic)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
+        let superuser = &d.deployed.db.pool;
+        let (second, ()) = tokio::join!(as_web(&d, &tenant, second_topic, &keyed), async move {
+            pulse_test_support::eventually(
+                "the second writer waiting",
+                std::time::Duration::from_secs(10),
+                // The server's superuser sees every login's waits.
+                || async {
+                    sqlx::query_scalar::<_, bool>(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                          WHERE datname = current_database() AND wait_event_type = 'Lock')",
+                    )
+                    .fetch_one(superuser)
                     .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-                seq
-            }
+                    .unwrap()
+                },
+            )
+            .await;
+            first.commit().await.unwrap();
         });
-        pulse_test_support::eventually(
-            "the second writer waiting",
-            std::time::Duration::from_secs(10),
-            || async {
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                  WHERE datname = current_database() AND wait_event_type = 'Lock')",
-                )
-                .fetch_one(&d.deployed.db.pool)
-                .await
-                .unwrap()
-            },
-        )
-        .await;
-        first.commit().await.unwrap();
-        assert_eq!(second.await.unwrap(), None, "{key}: dropped");
+        assert_eq!(second.unwrap(), None, "{key}: dropped");
     }
     // Two keyed events on `fresh`, none on `other`: the next of each follows on.
     assert_eq!(emit_as_web(&d, &tenant, "fresh").await.unwrap(), 3);

@@ -61,6 +61,20 @@ async fn emit_with_key(
         .unwrap()
 }
 
+/// A tenant of `devices` devices, a subscription to its `topic`'s events, and an active poller
+/// relaying them.
+async fn relaying(
+    label: &str,
+    devices: usize,
+    topic: &str,
+) -> (ScratchDb, String, async_nats::Subscriber, PollerHandle) {
+    let (db, tenant) = db_with_tenant(label, devices).await;
+    let client = pulse_test_support::nats::shared().await;
+    let sub = subscribed(&client, format!("pulse.v1.{tenant}.events.{topic}")).await;
+    let poller = spawn_active(config(&db)).await;
+    (db, tenant, sub, poller)
+}
+
 /// `(topic, seq, payload)` of a tenant's events, by topic and seq.
 async fn outbox(db: &ScratchDb, tenant: &str) -> Vec<(String, i64, Value)> {
     sqlx::query_as(
@@ -251,10 +265,7 @@ async fn events_from_concurrent_sql_writers_reach_nats_in_seq_order_once_each() 
 /// written by `pulse_emit_event` does, well before the relay's next look a second later.
 #[tokio::test]
 async fn an_event_inserted_directly_is_relayed_at_once() {
-    let (db, tenant) = db_with_tenant("ev-direct", 0).await;
-    let client = pulse_test_support::nats::shared().await;
-    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.orders")).await;
-    let poller = spawn_active(config(&db)).await;
+    let (db, tenant, mut sub, poller) = relaying("ev-direct", 0, "orders").await;
     // Four, 1.2 s apart: each falls 0.2 s further into the relay's one-second round, so by
     // its round alone at least one would wait 600 ms or more.
     for seq in 1..=4 {
@@ -486,10 +497,7 @@ async fn events_written_while_nats_is_down_go_out_once_it_is_back() {
 
 #[tokio::test]
 async fn alert_status_changes_are_activity_events_in_the_same_transaction() {
-    let (db, tenant) = db_with_tenant("ev-activity", 1).await;
-    let client = pulse_test_support::nats::shared().await;
-    let mut sub = subscribed(&client, format!("pulse.v1.{tenant}.events.activity")).await;
-    let poller = spawn_active(config(&db)).await;
+    let (db, tenant, mut sub, poller) = relaying("ev-activity", 1, "activity").await;
 
     // A rolled-back alert emits nothing and uses no seq.
     let mut tx = db.pool.begin().await.unwrap();
