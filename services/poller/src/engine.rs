@@ -580,10 +580,13 @@ impl Engine {
                             } else {
                                 let alerts: Vec<_> = pending.alerts.into_iter().collect();
                                 let r = on_link(&nats, self.refresh_alerts(&alerts)).await;
-                                streams_due |= !self.report("alerts refresh", r);
+                                resync_due |= !self.report("alerts refresh", r);
                                 let fleet: Vec<_> = pending.fleet.into_iter().collect();
                                 let r = on_link(&nats, self.refresh_fleet(&fleet)).await;
-                                streams_due |= !self.report("fleet refresh", r);
+                                resync_due |= !self.report("fleet refresh", r);
+                                // Failed, what the changes were for goes out with the resync
+                                // of the next telemetry cycle, not the next safety-net poll.
+                                streams_due |= resync_due;
                             }
                         }
                         None => {}

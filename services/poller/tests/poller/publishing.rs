@@ -730,3 +730,42 @@ async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_the_safety
     proxy.set(Link::Open);
     poller.stop().await;
 }
+
+/// A refresh that fails (the database refused the read, NATS the publish) is tried again at
+/// once, not left to the next safety-net poll: the change it was for goes out as soon as the
+/// failure is over.
+#[tokio::test]
+async fn an_alert_whose_refresh_failed_goes_out_once_the_failure_is_over() {
+    let (db, tenant, [mut alerts, mut fleet]) =
+        watched_tenant("refreshfail", 1, ["alerts", "fleet"]).await;
+    let (poller, _, _) = spawn_with_first_snapshots(&db, &mut alerts, &mut fleet).await;
+    // Past the resync that follows LISTEN's start: a change now refreshes its tenant alone.
+    wait_listening(&poller, &db, &tenant).await;
+    fleet.until(Duration::from_secs(10), |_| true).await;
+    // The poller's role may no longer read the alerts: the refresh of the change fails.
+    sqlx::query("REVOKE SELECT ON alerts FROM pulse_poller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let failed = poller
+        .metric("pulse_poller_errors_total", &["database"])
+        .await;
+    let id = db.open_alert(&tenant, "dev-1", "read refused").await;
+    poller
+        .wait_metric(
+            "the refresh failed",
+            "pulse_poller_errors_total",
+            &["database"],
+            failed + 1.0,
+        )
+        .await;
+    sqlx::query("GRANT SELECT ON alerts TO pulse_poller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The safety-net poll is a minute away.
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    poller.stop().await;
+}
