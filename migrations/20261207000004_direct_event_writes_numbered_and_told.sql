@@ -8,7 +8,10 @@
 --   row whose key its tenant already wrote takes that event's seq instead of drawing one, and
 --   is dropped (or refused, without `ON CONFLICT`) as before. Writers of one key take turns
 --   (an advisory lock per tenant and key, held to the end of the transaction), so a key
---   another writer is committing, on a topic new or not, is seen once it is.
+--   another writer is committing, on a topic new or not, is seen once it is. Writers of one
+--   topic take turns first (a lock per tenant and topic, which a topic new to the tenant has
+--   too), as they did on its counter: a writer waits for a topic holding nothing, never for
+--   a topic while holding a key another writer of the topic is about to ask for.
 -- * Only pulse_emit_event told the relay: a row inserted directly waited for the relay's next
 --   look (a second at most). The trigger now tells it too, as `events:<tenant>`; a transaction
 --   says so once however many rows it writes.
@@ -26,7 +29,10 @@ BEGIN
     ELSIF NEW.relayed_at IS NOT NULL THEN
         RAISE EXCEPTION 'events.relayed_at is set by the relay: leave it out'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_relayed_by_the_relay';
-    ELSIF NEW.idempotency_key IS NOT NULL THEN
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pulse_event_topic:' || NEW.tenant_id),
+                                  hashtext(NEW.topic));
+    IF NEW.idempotency_key IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('pulse_event_key:' || NEW.tenant_id),
                                       hashtext(NEW.idempotency_key));
         -- Found, the row conflicts with the event of that key: dropped or refused, never

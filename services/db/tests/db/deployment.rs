@@ -168,50 +168,98 @@ async fn a_keyed_retry_dropped_on_conflict_leaves_no_hole_in_its_topic() {
     assert_eq!(emit_as_web(&d, &tenant, "orders").await.unwrap(), 2);
 }
 
-/// Two writers of one key at once, on a topic new to the tenant (no counter to wait on yet)
-/// and on two topics: the second waits for the first, then is dropped without drawing a seq.
+/// `sql` (`$1` the tenant, `$2` `topic`) in `tx`; the seq it returns, if any.
+async fn write_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: &str,
+    topic: &str,
+    sql: &str,
+) -> Option<i64> {
+    sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(topic)
+        .fetch_optional(&mut **tx)
+        .await
+        .unwrap()
+}
+
+/// Waits until some login of the database waits for a lock (the server's superuser sees every
+/// login's waits).
+async fn someone_waits_for_a_lock(superuser: &PgPool) {
+    pulse_test_support::eventually(
+        "a writer waiting",
+        std::time::Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                  WHERE datname = current_database() AND wait_event_type = 'Lock')",
+            )
+            .fetch_one(superuser)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+}
+
+/// Two writers of one key at once: on a topic new to the tenant (no counter to wait on yet),
+/// and on two topics. The second waits for the first, then is dropped without drawing a seq.
+/// And a keyed writer waiting for a topic holds no key meanwhile: the writer it waits for may
+/// still write that key, where the two deadlocked.
 #[tokio::test]
 async fn concurrent_writers_of_one_key_leave_no_hole_either() {
     let d = pools(Deployed::create("keyedrace").await);
     let tenant = d.deployed.db.tenant("keyedrace", 0).await;
     let id = TenantId::parse(&tenant).unwrap();
-    for (key, first_topic, second_topic) in [("k1", "fresh", "fresh"), ("k2", "fresh", "other")] {
-        let keyed = format!(
+    let keyed = |key: &str| {
+        format!(
             "INSERT INTO events (tenant_id, topic, event, idempotency_key) \
              VALUES ($1, $2, 'x', '{key}') ON CONFLICT DO NOTHING RETURNING seq"
-        );
+        )
+    };
+    let unkeyed = "INSERT INTO events (tenant_id, topic, event) VALUES ($1, $2, 'x') RETURNING seq";
+    // What the first writer writes and keeps open, what the second writes meanwhile, and what
+    // the first writes next while the second waits.
+    for ((first_sql, first_topic), (second_sql, second_topic), then) in [
+        ((keyed("k1"), "fresh"), (keyed("k1"), "fresh"), None),
+        ((keyed("k2"), "fresh"), (keyed("k2"), "other"), None),
+        (
+            (unkeyed.to_owned(), "orders"),
+            (keyed("k3"), "orders"),
+            Some(keyed("k3")),
+        ),
+    ] {
         let mut first = roles::begin_as_tenant(&d.web, &id).await.unwrap();
-        let seq: Option<i64> = sqlx::query_scalar(&keyed)
-            .bind(&tenant)
-            .bind(first_topic)
-            .fetch_optional(&mut *first)
-            .await
-            .unwrap();
-        assert!(seq.is_some());
-        let superuser = &d.deployed.db.pool;
-        let (second, ()) = tokio::join!(as_web(&d, &tenant, second_topic, &keyed), async move {
-            pulse_test_support::eventually(
-                "the second writer waiting",
-                std::time::Duration::from_secs(10),
-                // The server's superuser sees every login's waits.
-                || async {
-                    sqlx::query_scalar::<_, bool>(
-                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                          WHERE datname = current_database() AND wait_event_type = 'Lock')",
-                    )
-                    .fetch_one(superuser)
-                    .await
-                    .unwrap()
-                },
-            )
-            .await;
+        assert!(
+            write_in(&mut first, &tenant, first_topic, &first_sql)
+                .await
+                .is_some()
+        );
+        let (second, ()) = tokio::join!(as_web(&d, &tenant, second_topic, &second_sql), async {
+            someone_waits_for_a_lock(&d.deployed.db.pool).await;
+            if let Some(sql) = &then {
+                assert!(
+                    write_in(&mut first, &tenant, first_topic, sql)
+                        .await
+                        .is_some()
+                );
+            }
             first.commit().await.unwrap();
         });
-        assert_eq!(second.unwrap(), None, "{key}: dropped");
+        assert_eq!(
+            second.unwrap(),
+            None,
+            "{second_sql} on {second_topic}: dropped"
+        );
     }
-    // Two keyed events on `fresh`, none on `other`: the next of each follows on.
-    assert_eq!(emit_as_web(&d, &tenant, "fresh").await.unwrap(), 3);
-    assert_eq!(emit_as_web(&d, &tenant, "other").await.unwrap(), 1);
+    // Two keyed events on `fresh`, none on `other`, two on `orders`: the next of each follows.
+    for (topic, next) in [("fresh", 3), ("other", 1), ("orders", 3)] {
+        assert_eq!(
+            emit_as_web(&d, &tenant, topic).await.unwrap(),
+            next,
+            "{topic}"
+        );
+    }
 }
 
 /// The functions that run as the owner (the triggers numbering events, keeping floors,
