@@ -27,9 +27,12 @@ CREATE TRIGGER users_password_changing
 -- `checked_hash` (or the user is gone); returns whether it did. Runs with the caller's rights.
 -- The session row goes in first: its reference to the user waits for a change of the user's
 -- key columns in progress (`SET email = …, password_hash = …` holds the row so) before the
--- lock is asked for, so such a change, which holds the row and then asks for the lock, never
--- waits for a start that waits for it. A change left open in a transaction holds a start of
--- its user at most 5 s (lock_timeout), not one of the caller's connections for as long.
+-- lock is asked for, so such a change, which holds the row and then asks for the lock, does
+-- not wait for a start that waits for it. (A transaction that changes the password, then
+-- deletes the user or changes its email in a later statement while a start of that user
+-- waits, still meets the start's reference to the row: PostgreSQL ends one of the two.) A
+-- change left open in a transaction holds a start of its user at most 5 s (lock_timeout),
+-- not one of the caller's connections for as long.
 CREATE FUNCTION pulse_start_session(token bytea, of_user bigint, checked_hash text,
                                     ttl_seconds double precision) RETURNS boolean
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
