@@ -63,7 +63,9 @@ export function App() {
     }
     const again = setTimeout(fetchSession, 1_000 + retries.current.next());
     const stop = browserNetwork().watch((online) => {
-      if (online) fetchSession();
+      if (!online) return;
+      clearTimeout(again);
+      fetchSession();
     });
     return () => {
       clearTimeout(again);
@@ -91,13 +93,21 @@ export function App() {
         .then((me) =>
           setSession((s) => {
             if (question !== asked.current) return s;
-            if (!me) return s.status === "ready" ? { status: "anonymous", notice: SESSION_ENDED } : s;
+            if (!me) {
+              if (s.status === "ready") return { status: "anonymous", notice: SESSION_ENDED };
+              // An answer at last, where this tab had none: the login page.
+              return s.status === "unreachable" ? { status: "anonymous", notice: null } : s;
+            }
             if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
             return { status: "ready", me };
           }),
         )
         .catch(() => {
-          if (question === asked.current && tries > 1) retry = setTimeout(() => ask(tries - 1), 2_000);
+          if (question !== asked.current) return;
+          if (tries > 1) retry = setTimeout(() => ask(tries - 1), 2_000);
+          // Given up on, this question answered for an unreachable tab's own retry, which it
+          // outdated: that retry is owed again (a new state arms it).
+          else setSession((s) => (s.status === "unreachable" ? { ...s } : s));
         });
     };
     const stop = watchSessionChanges(() => {
