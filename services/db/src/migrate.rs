@@ -16,7 +16,16 @@ use sqlx::migrate::{MigrateError, Migrator};
 use crate::Error;
 
 /// Every migration of the repository, in order.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+///
+/// A database that holds migrations this binary does not know, a later release's, is left as
+/// it is, not refused: a release rolled back (or a pod of the previous release restarted
+/// during a rollout) runs its `migrate` step against the schema the newer one left, which
+/// migrations are written to keep working for the release before (deploy/README.md). An
+/// applied migration whose text changed is still refused.
+pub static MIGRATOR: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../../migrations")
+};
 
 /// Migrations reworded after release: their version, and the checksum (SHA-384 of the text,
 /// hex) of the wording a database may have applied.

@@ -106,3 +106,26 @@ async fn migrate_gives_up_on_a_refusing_database_at_once_and_on_an_absent_one_af
     assert!(took >= Duration::from_secs(1), "it did not wait");
     assert!(took < Duration::from_secs(4), "it waited {took:?}");
 }
+
+/// A release rolled back (or a pod of the previous release restarted mid-rollout) runs its
+/// `migrate` step against a database a later release migrated further: it succeeds, leaving
+/// the later migrations as they are, rather than keep the rollback's pods from starting.
+#[tokio::test]
+async fn migrate_leaves_a_database_a_later_release_migrated_further_as_it_is() {
+    let db = ScratchDb::migrated("migrateahead").await;
+    // What a later release's migration leaves in sqlx's table.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000001, 'a later release', true, decode(repeat('ab', 48), 'hex'), 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (status, stderr) = outcome(migrate(&db.url, "10s"), Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}: {stderr}");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, pulse_db::migrate::MIGRATOR.iter().count() + 1);
+}
