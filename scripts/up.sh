@@ -60,14 +60,17 @@ need_tool curl curl "to wait for the services (or brew install curl)"
 
 stage "services: PostgreSQL and NATS"
 # The server must exist before the demo database can be created on it.
-admin_url="${DATABASE_URL%/*}/postgres"
+# The URL split at its query first: a query may hold paths (`?sslrootcert=/etc/...`).
+db_query=""
+[[ "$DATABASE_URL" == *\?* ]] && db_query="?${DATABASE_URL#*\?}"
+db_base="${DATABASE_URL%%\?*}"
+admin_url="${db_base%/*}/postgres${db_query}"
 # Recorded as started by this, for `make down` (see record_started).
 DATABASE_URL="$admin_url" PULSE_RECORD_STARTED=1 bash scripts/ensure-postgres.sh
 PULSE_RECORD_STARTED=1 bash scripts/ensure-nats.sh
 psql_on_path
 
-db_name="${DATABASE_URL##*/}"
-db_name="${db_name%%\?*}"
+db_name="${db_base##*/}"
 if ! psql -X -w -q -At "$admin_url" -c "SELECT 1 FROM pg_database WHERE datname = '$db_name'" </dev/null | grep -q 1; then
   log "creating database $db_name"
   psql -X -w -q "$admin_url" -c "CREATE DATABASE \"$db_name\"" </dev/null

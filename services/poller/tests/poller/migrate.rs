@@ -127,5 +127,8 @@ async fn migrate_leaves_a_database_a_later_release_migrated_further_as_it_is() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(applied as usize, pulse_db::migrate::MIGRATOR.iter().count() + 1);
+    assert_eq!(
+        applied as usize,
+        pulse_db::migrate::MIGRATOR.iter().count() + 1
+    );
 }
