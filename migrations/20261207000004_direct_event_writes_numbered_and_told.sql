@@ -6,12 +6,14 @@
 --   trigger runs before the conflict is found), and nothing gave it back: the topic went
 --   k-1, k+1, and every client took the hole for a lost event (`events_reset`, `gap`). Now a
 --   row whose key its tenant already wrote takes that event's seq instead of drawing one, and
---   is dropped (or refused, without `ON CONFLICT`) as before. Writers of one key take turns
---   (an advisory lock per tenant and key, held to the end of the transaction), so a key
---   another writer is committing, on a topic new or not, is seen once it is. Writers of one
---   topic take turns first (a lock per tenant and topic, which a topic new to the tenant has
---   too), as they did on its counter: a writer waits for a topic holding nothing, never for
---   a topic while holding a key another writer of the topic is about to ask for.
+--   is dropped (or refused, without `ON CONFLICT`) as before. A keyed row takes its topic's
+--   counter row first, so a key another writer of the topic is committing is seen once it
+--   has; it waits there holding nothing new, as every writer waits for the counter it draws
+--   from. Row locks only: a transaction of any number of rows, topics and keys needs no more
+--   of PostgreSQL's lock table than before (a lock per key or topic would have run it out
+--   for a `COPY` of some thousands of rows). Two writers of one key at once on a topic new
+--   to the tenant (no counter row to wait at yet), or on two topics (a retry naming another
+--   topic, which the API answers 409), may still leave a hole.
 -- * Only pulse_emit_event told the relay: a row inserted directly waited for the relay's next
 --   look (a second at most). The trigger now tells it too, as `events:<tenant>`; a transaction
 --   says so once however many rows it writes.
@@ -30,11 +32,9 @@ BEGIN
         RAISE EXCEPTION 'events.relayed_at is set by the relay: leave it out'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_relayed_by_the_relay';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('pulse_event_topic:' || NEW.tenant_id),
-                                  hashtext(NEW.topic));
     IF NEW.idempotency_key IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtext('pulse_event_key:' || NEW.tenant_id),
-                                      hashtext(NEW.idempotency_key));
+        PERFORM 1 FROM event_topics
+          WHERE tenant_id = NEW.tenant_id AND topic = NEW.topic FOR UPDATE;
         -- Found, the row conflicts with the event of that key: dropped or refused, never
         -- stored, and the counter untouched.
         SELECT seq INTO NEW.seq FROM events
