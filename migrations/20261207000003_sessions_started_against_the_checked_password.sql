@@ -6,14 +6,16 @@
 --
 -- Now a session starts only with the hash its password was checked against still in place,
 -- and a new password and the start of a session of the same user take turns (an advisory
--- lock per user): a start waits for a change in progress, then finds the hash changed and
+-- lock per user, or rather per one of 64 groups of users: a statement changing the passwords
+-- of thousands of users takes at most 64 locks, not one each, which would run PostgreSQL's
+-- lock table out): a start waits for a change in progress, then finds the hash changed and
 -- starts nothing; a change waits for a start in progress, then ends its session too.
 
 -- Taken before the row is changed, so before users_password_changed ends the sessions.
 CREATE FUNCTION pulse_lock_sessions_of_user() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('pulse_user_sessions'), hashtext(OLD.user_id::text));
+    PERFORM pg_advisory_xact_lock(hashtext('pulse_user_sessions'), (OLD.user_id % 64)::int);
     RETURN NEW;
 END
 $$;
@@ -39,7 +41,7 @@ LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 BEGIN
     INSERT INTO sessions (token_hash, user_id, expires_at)
          VALUES (token, of_user, now() + make_interval(secs => ttl_seconds));
-    PERFORM pg_advisory_xact_lock_shared(hashtext('pulse_user_sessions'), hashtext(of_user::text));
+    PERFORM pg_advisory_xact_lock_shared(hashtext('pulse_user_sessions'), (of_user % 64)::int);
     IF NOT EXISTS (SELECT 1 FROM users u
                     WHERE u.user_id = of_user AND u.password_hash = checked_hash) THEN
         DELETE FROM sessions WHERE token_hash = token;
