@@ -95,19 +95,24 @@ export function App() {
             if (question !== asked.current) return s;
             if (!me) {
               if (s.status === "ready") return { status: "anonymous", notice: SESSION_ENDED };
-              // An answer at last, where this tab had none: the login page.
-              return s.status === "unreachable" ? { status: "anonymous", notice: null } : s;
+              // The answer this tab waited for (its own question was outdated): the login page.
+              return s.status === "unreachable" || s.status === "loading" ? { status: "anonymous", notice: null } : s;
             }
             if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
             return { status: "ready", me };
           }),
         )
-        .catch(() => {
+        .catch((e: unknown) => {
           if (question !== asked.current) return;
           if (tries > 1) retry = setTimeout(() => ask(tries - 1), 2_000);
-          // Given up on, this question answered for an unreachable tab's own retry, which it
-          // outdated: that retry is owed again (a new state arms it).
-          else setSession((s) => (s.status === "unreachable" ? { ...s } : s));
+          // Given up on, this question answered for a tab still loading or unreachable, whose
+          // own question it outdated: that tab is unreachable, and its retry armed again.
+          else
+            setSession((s) =>
+              s.status === "unreachable" || s.status === "loading"
+                ? { status: "unreachable", error: e instanceof Error ? e.message : String(e) }
+                : s,
+            );
         });
     };
     const stop = watchSessionChanges(() => {

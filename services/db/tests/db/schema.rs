@@ -352,7 +352,7 @@ async fn emit(pool: &PgPool, tenant: &str, topic: &str) -> Result<i64, sqlx::Err
         .await
 }
 
-/// A new password for every user of a large tenant (100,000) in one statement (a forced reset) goes
+/// A new password for all 100,000 users of a tenant in one statement (a forced reset) goes
 /// through: the lock a password change takes, against logins racing it, is one of 64 per
 /// statement, not one per user, which would run PostgreSQL's lock table out.
 #[tokio::test]
