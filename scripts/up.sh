@@ -64,6 +64,10 @@ stage "services: PostgreSQL and NATS"
 db_query=""
 [[ "$DATABASE_URL" == *\?* ]] && db_query="?${DATABASE_URL#*\?}"
 db_base="${DATABASE_URL%%\?*}"
+db_path="${db_base#*://}"
+if [[ "$db_path" != */* || -z "${db_path#*/}" ]]; then
+  die "DATABASE_URL names no database (postgres://user@host:5432/pulse): make up creates and fills the one it names"
+fi
 admin_url="${db_base%/*}/postgres${db_query}"
 # Recorded as started by this, for `make down` (see record_started).
 DATABASE_URL="$admin_url" PULSE_RECORD_STARTED=1 bash scripts/ensure-postgres.sh

@@ -47,8 +47,8 @@ pub struct GatewayConfig {
     pub jwt_secret: Option<String>,
 
     /// The secret PULSE_JWT_SECRET replaces, still accepted while the web services switch to
-    /// the new one: set both on the gateways, then the new one on the web services, then drop
-    /// this. Tokens live a minute, so the overlap can be short.
+    /// the new one: the new secret here first, then the two swapped, then this dropped
+    /// (deploy/README.md). Tokens live a minute, so the overlap can be short.
     #[arg(long, env = "PULSE_JWT_SECRET_PREVIOUS", hide_env_values = true)]
     pub jwt_secret_previous: Option<String>,
 
