@@ -662,34 +662,69 @@ async fn lose_notifications(db: &ScratchDb, table: &str) {
     .unwrap();
 }
 
-/// A poller of `db` whose telemetry cycles all take longer than their 10 ms interval: its
-/// database link, through the returned proxy, takes at least 30 ms a query. Returned once a
-/// reading went out and several such cycles ran one after the other.
-async fn busy_with_telemetry(
-    db: &ScratchDb,
-    tenant: &str,
-    readings: &mut Sub,
-    extra: &[&str],
-) -> (Proxy, PollerHandle) {
-    let (db_url, upstream) = through(&db.url, 0);
-    let proxy = Proxy::to(upstream).await;
-    let (db_url, _) = through(&db_url, proxy.port);
-    let mut args = vec!["--database-url", &db_url, "--telemetry-poll-ms", "10"];
-    args.extend_from_slice(extra);
-    let poller = spawn_active(config_with(db, &args)).await;
-    poller.wait_ready().await;
-    proxy.set(Link::Slow(Duration::from_millis(15)));
-    db.reading(tenant, "dev-1", json!({"n": 1})).await;
-    readings.until(Duration::from_secs(10), |_| true).await;
-    poller
-        .wait_metric_grows(
-            "telemetry reads through the slow link",
-            "pulse_poller_query_seconds_count",
-            &["telemetry"],
-            5.0,
-        )
-        .await;
-    (proxy, poller)
+/// A tenant of one device watched on its alerts and telemetry, and a poller whose telemetry
+/// cycles all take longer than their 10 ms interval: its database link, through a proxy, takes
+/// at least 30 ms a query. Ready once a reading went out and several such cycles ran one after
+/// the other.
+struct BusyWithTelemetry {
+    db: ScratchDb,
+    tenant: String,
+    alerts: Sub,
+    readings: Sub,
+    proxy: Proxy,
+    poller: PollerHandle,
+}
+
+impl BusyWithTelemetry {
+    async fn start(label: &str, lost: Option<&str>, extra: &[&str]) -> Self {
+        let (db, tenant, [alerts, mut readings]) =
+            watched_tenant(label, 1, ["alerts", "device.*.telemetry"]).await;
+        if let Some(table) = lost {
+            lose_notifications(&db, table).await;
+        }
+        let (db_url, upstream) = through(&db.url, 0);
+        let proxy = Proxy::to(upstream).await;
+        let (db_url, _) = through(&db_url, proxy.port);
+        let mut args = vec!["--database-url", &db_url, "--telemetry-poll-ms", "10"];
+        args.extend_from_slice(extra);
+        let poller = spawn_active(config_with(&db, &args)).await;
+        poller.wait_ready().await;
+        proxy.set(Link::Slow(Duration::from_millis(15)));
+        db.reading(&tenant, "dev-1", json!({"n": 1})).await;
+        readings.until(Duration::from_secs(10), |_| true).await;
+        poller
+            .wait_metric_grows(
+                "telemetry reads through the slow link",
+                "pulse_poller_query_seconds_count",
+                &["telemetry"],
+                5.0,
+            )
+            .await;
+        Self {
+            db,
+            tenant,
+            alerts,
+            readings,
+            proxy,
+            poller,
+        }
+    }
+
+    /// Opens an alert and waits up to `within` for a snapshot that lists it.
+    async fn alert_goes_out(&mut self, within: Duration) {
+        let id = self
+            .db
+            .open_alert(&self.tenant, "dev-1", "while busy")
+            .await;
+        self.alerts
+            .until(within, |v| alert_ids(v).contains(&id))
+            .await;
+    }
+
+    async fn finish(self) {
+        self.proxy.set(Link::Open);
+        self.poller.stop().await;
+    }
 }
 
 /// Telemetry cycles that take longer than `PULSE_TELEMETRY_POLL_MS` (a database far away, or
@@ -697,38 +732,47 @@ async fn busy_with_telemetry(
 /// a change waits for ever unless the loop serves it between two cycles.
 #[tokio::test]
 async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_an_alert() {
-    let (db, tenant, [mut alerts, mut readings]) =
-        watched_tenant("busytele", 1, ["alerts", "device.*.telemetry"]).await;
-    let (proxy, poller) = busy_with_telemetry(&db, &tenant, &mut readings, &[]).await;
-    let id = db.open_alert(&tenant, "dev-1", "while busy").await;
+    let mut busy = BusyWithTelemetry::start("busytele", None, &[]).await;
     // The safety-net poll is a minute away: only the change can bring it.
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    busy.alert_goes_out(Duration::from_secs(10)).await;
     // And telemetry still flows.
-    db.reading(&tenant, "dev-1", json!({"n": 2})).await;
-    readings
+    busy.db
+        .reading(&busy.tenant, "dev-1", json!({"n": 2}))
+        .await;
+    busy.readings
         .until(Duration::from_secs(10), |v| v["data"]["metrics"]["n"] == 2)
         .await;
-    proxy.set(Link::Open);
-    poller.stop().await;
+    busy.finish().await;
 }
 
 /// Nor the safety-net poll: a change whose notification was lost still goes out at the next
 /// one, every `PULSE_POLL_SECONDS`, while telemetry cycles run one after the other.
 #[tokio::test]
 async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_the_safety_net() {
-    let (db, tenant, [mut alerts, mut readings]) =
-        watched_tenant("busynet", 1, ["alerts", "device.*.telemetry"]).await;
-    lose_notifications(&db, "alerts").await;
-    let (proxy, poller) =
-        busy_with_telemetry(&db, &tenant, &mut readings, &["--poll-seconds", "1"]).await;
-    let id = db.open_alert(&tenant, "dev-1", "told no one").await;
-    alerts
-        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&id))
-        .await;
-    proxy.set(Link::Open);
-    poller.stop().await;
+    let mut busy =
+        BusyWithTelemetry::start("busynet", Some("alerts"), &["--poll-seconds", "1"]).await;
+    busy.alert_goes_out(Duration::from_secs(15)).await;
+    busy.finish().await;
+}
+
+/// A tenant of one device watched on its alerts, and a poller past the resync that follows
+/// LISTEN's start: a change now refreshes its tenant alone.
+async fn past_the_first_resync(label: &str) -> (ScratchDb, String, Sub, PollerHandle) {
+    let (db, tenant, [mut alerts, mut fleet]) = watched_tenant(label, 1, ["alerts", "fleet"]).await;
+    let (poller, _, _) = spawn_with_first_snapshots(&db, &mut alerts, &mut fleet).await;
+    wait_listening(&poller, &db, &tenant).await;
+    fleet.until(Duration::from_secs(10), |_| true).await;
+    (db, tenant, alerts, poller)
+}
+
+/// Grants or revokes the poller's role's read of `alerts`.
+async fn alerts_readable(db: &ScratchDb, readable: bool) {
+    let sql = if readable {
+        "GRANT SELECT ON alerts TO pulse_poller"
+    } else {
+        "REVOKE SELECT ON alerts FROM pulse_poller"
+    };
+    sqlx::query(sql).execute(&db.pool).await.unwrap();
 }
 
 /// A refresh that fails (the database refused the read, NATS the publish) is tried again at
@@ -736,17 +780,9 @@ async fn telemetry_cycles_longer_than_their_interval_do_not_hold_back_the_safety
 /// failure is over.
 #[tokio::test]
 async fn an_alert_whose_refresh_failed_goes_out_once_the_failure_is_over() {
-    let (db, tenant, [mut alerts, mut fleet]) =
-        watched_tenant("refreshfail", 1, ["alerts", "fleet"]).await;
-    let (poller, _, _) = spawn_with_first_snapshots(&db, &mut alerts, &mut fleet).await;
-    // Past the resync that follows LISTEN's start: a change now refreshes its tenant alone.
-    wait_listening(&poller, &db, &tenant).await;
-    fleet.until(Duration::from_secs(10), |_| true).await;
+    let (db, tenant, mut alerts, poller) = past_the_first_resync("refreshfail").await;
     // The poller's role may no longer read the alerts: the refresh of the change fails.
-    sqlx::query("REVOKE SELECT ON alerts FROM pulse_poller")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    alerts_readable(&db, false).await;
     let failed = poller
         .metric("pulse_poller_errors_total", &["database"])
         .await;
@@ -759,10 +795,7 @@ async fn an_alert_whose_refresh_failed_goes_out_once_the_failure_is_over() {
             failed + 1.0,
         )
         .await;
-    sqlx::query("GRANT SELECT ON alerts TO pulse_poller")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    alerts_readable(&db, true).await;
     // The safety-net poll is a minute away.
     alerts
         .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
