@@ -81,6 +81,11 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
                 ApiError::BadRequest(format!("a value cannot be stored: {}", db.message()))
             }
+            // lock_not_available: a lock waited for past the statement's lock_timeout (a
+            // password change left open holds its user's logins so). Asking again later helps.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
+                ApiError::Busy { retry_after: 5 }
+            }
             other => ApiError::Internal(other.into()),
         }
     }

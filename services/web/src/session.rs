@@ -71,10 +71,6 @@ pub async fn start(
         Ok(false) => return Ok(None),
         // The user deleted while the session was being started.
         Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => return Ok(None),
-        // A change of the user's password left open in a transaction: ask again later.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-            return Err(ApiError::Busy { retry_after: 5 });
-        }
         Err(e) => return Err(e.into()),
     }
     // Expired sessions are swept now and then, a few at a time.

@@ -20,6 +20,11 @@ type SessionState =
   | { status: "anonymous"; notice: string | null }
   | { status: "ready"; me: Me };
 
+/** The state of a tab whose question of who is logged in failed with `error`. */
+function unreachable(error: unknown): SessionState {
+  return { status: "unreachable", error: error instanceof Error ? error.message : String(error) };
+}
+
 /** What the login page says when the session ended under an open page. */
 const SESSION_ENDED = "Your session has ended. Sign in again.";
 
@@ -42,7 +47,7 @@ export function App() {
     };
     fetchMe()
       .then((me) => answer(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
-      .catch((e: unknown) => answer({ status: "unreachable", error: e instanceof Error ? e.message : String(e) }));
+      .catch((e: unknown) => answer(unreachable(e)));
   }, []);
 
   useEffect(fetchSession, [fetchSession]);
@@ -110,7 +115,7 @@ export function App() {
           else
             setSession((s) =>
               s.status === "unreachable" || s.status === "loading"
-                ? { status: "unreachable", error: e instanceof Error ? e.message : String(e) }
+                ? unreachable(e)
                 : s,
             );
         });

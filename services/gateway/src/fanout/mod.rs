@@ -238,7 +238,8 @@ impl FanOut {
                     Arc::new(Topic::new(
                         self.inner.next_topic.fetch_add(1, Ordering::Relaxed),
                         subject.clone(),
-                        (self.inner.limits.cache, self.inner.cache_budget.clone()),
+                        self.inner.limits.cache,
+                        self.inner.cache_budget.clone(),
                         self.inner.limits.replay_max,
                     ))
                 })

@@ -88,7 +88,8 @@ impl Topic {
     pub(super) fn new(
         id: TopicId,
         subject: Subject,
-        (cache, budget): (usize, Arc<CacheBudget>),
+        cache: usize,
+        budget: Arc<CacheBudget>,
         held_max: usize,
     ) -> Self {
         let snapshot = subject.is_snapshot();
@@ -322,7 +323,7 @@ mod tests {
     fn topic() -> Topic {
         let tenant: TenantId = "acme".parse().expect("a valid tenant");
         let budget = CacheBudget::new(0, Default::default());
-        Topic::new(1, Subject::Alerts(tenant), (0, budget), 0)
+        Topic::new(1, Subject::Alerts(tenant), 0, budget, 0)
     }
 
     fn task() -> AbortHandle {

@@ -350,13 +350,13 @@ fn splice_skips_what_the_client_already_has() {
     assert_eq!(seqs(&out), ["5"]);
 }
 
-/// Topics share the instance's budget: a topic makes room from its own oldest frames, one
-/// with none to let go keeps nothing (its resumes read the stream), and what a topic held
-/// goes back to the budget when it is let go.
 fn frame_seqs(frames: Option<Vec<Frame>>) -> Option<Vec<u64>> {
     frames.map(|frames| frames.iter().map(|f| f.seq).collect())
 }
 
+/// Topics share the instance's budget: a topic makes room from its own oldest frames, one
+/// with none to let go keeps nothing (its resumes read the stream), and what a topic held
+/// goes back to the budget when it is let go.
 #[test]
 fn topics_keep_recent_frames_within_the_instances_budget() {
     let sized = |seq: u64| Frame {
