@@ -44,6 +44,8 @@ pub const EVENTS_RELAYED_PER_TOPIC_PASS: u64 = 200;
 /// [`device_key`] per device, kept by the active poller from PostgreSQL. Gateways read it
 /// before subscribing a client to a device's telemetry (error `unknown_device` otherwise).
 pub const DEVICES_BUCKET: &str = "PULSE_DEVICES";
+/// The JetStream stream that holds [`DEVICES_BUCKET`] (a bucket's stream is named `KV_<bucket>`).
+pub const DEVICES_STREAM: &str = "KV_PULSE_DEVICES";
 
 /// The key of a device in [`DEVICES_BUCKET`]: `<tenant_id>.<device_id>`. Both ids follow the
 /// id rule, so the key is a valid key-value key and names exactly one device.
@@ -133,6 +135,11 @@ mod tests {
 
     fn t(s: &str) -> TenantId {
         TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_device_bucket_lives_in_the_stream_named_for_it() {
+        assert_eq!(DEVICES_STREAM, format!("KV_{DEVICES_BUCKET}"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use pulse_proto::subject::DEVICES_BUCKET;
+use pulse_proto::subject::{DEVICES_BUCKET, DEVICES_STREAM};
 
 /// How long creating or opening the bucket may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,7 +15,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// limits in a form older servers do not answer.
 pub fn stream_config(replicas: usize) -> stream::Config {
     stream::Config {
-        name: format!("KV_{DEVICES_BUCKET}"),
+        name: DEVICES_STREAM.to_owned(),
         description: Some(
             "Pulse: the devices each tenant has (key <tenant_id>.<device_id>)".into(),
         ),

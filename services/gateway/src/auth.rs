@@ -285,6 +285,12 @@ impl Authenticator {
             }
         })?;
         let claims = data.claims;
+        // The leeway is for `nbf` (an issuer whose clock runs ahead): a connection ends at its
+        // token's `exp` in any case, so a token past it, leeway or not, would be let in only to
+        // be closed at once.
+        if claims.exp <= unix_now() {
+            return Err(AuthError::Expired);
+        }
         let kind = match claims.kind {
             Some(Text::Other(_)) => Some("(not a string)".to_owned()),
             kind => Text::string(kind),

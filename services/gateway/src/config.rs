@@ -77,7 +77,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "PULSE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    /// Clock skew tolerated on `nbf`, in seconds: a token from an issuer whose clock runs
+    /// ahead is let in this much early. `exp` is held to the gateway's clock (a connection
+    /// ends at it).
     #[arg(long, env = "PULSE_JWT_LEEWAY_SECONDS", default_value = "5",
           value_parser = number::<u64>(0..=300))]
     pub jwt_leeway_seconds: u64,

@@ -18,7 +18,7 @@
 //! client told it is unknown would not ask again. A read no replica answered is made once
 //! more before the client is told `unavailable`.
 
-use pulse_proto::subject::{DEVICES_BUCKET, device_key};
+use pulse_proto::subject::{DEVICES_BUCKET, DEVICES_STREAM, device_key};
 use pulse_proto::{DeviceId, TenantId};
 
 use crate::stream_reads::{ReadError, Source, StreamReads};
@@ -41,7 +41,7 @@ pub struct Devices {
 impl Devices {
     pub fn new(js: async_nats::jetstream::Context) -> Self {
         Self {
-            reads: std::sync::Arc::new(StreamReads::new(js, format!("KV_{DEVICES_BUCKET}"))),
+            reads: std::sync::Arc::new(StreamReads::new(js, DEVICES_STREAM.to_owned())),
         }
     }
 

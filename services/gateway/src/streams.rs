@@ -1,5 +1,7 @@
 //! Whether the JetStream streams the gateway reads answer: `PULSE_STATE` (a new subscriber's
-//! current snapshot) and `PULSE_EVENTS` (events resumed with `since`, gaps read back).
+//! current snapshot), `PULSE_EVENTS` (events resumed with `since`, gaps read back) and
+//! `KV_PULSE_DEVICES` (the device registry, read before a tenant's first subscriber of a
+//! device: while it does not answer, device subscribes get `unavailable`).
 //!
 //! A gateway whose streams do not answer still serves every live message, so it stays ready:
 //! taking every gateway out of the load balancer because JetStream is away would cut clients
@@ -23,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use pulse_common::nats::LinkState;
 use pulse_common::ops::Readiness;
-use pulse_proto::subject::{EVENTS_STREAM, STATE_STREAM};
+use pulse_proto::subject::{DEVICES_STREAM, EVENTS_STREAM, STATE_STREAM};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -35,13 +37,27 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The subject asked for: within no stream's subjects, so no message is ever found.
 const PROBE_SUBJECT: &str = "pulse.v1.stream-check";
-/// The streams checked, by the readiness key that shows each.
-const STREAMS: [(&str, &str); 2] = [
-    (STATE_STREAM, "stream_pulse_state"),
-    (EVENTS_STREAM, "stream_pulse_events"),
+/// The streams checked, by the readiness key that shows each, with what waits for one that
+/// does not answer.
+const STREAMS: [(&str, &str, &str); 3] = [
+    (
+        STATE_STREAM,
+        "stream_pulse_state",
+        "new subscribers' current snapshots wait for it",
+    ),
+    (
+        EVENTS_STREAM,
+        "stream_pulse_events",
+        "resumes and events read back wait for it",
+    ),
+    (
+        DEVICES_STREAM,
+        "stream_kv_pulse_devices",
+        "a tenant's first subscribe to a device gets `unavailable`",
+    ),
 ];
 
-/// Asks both streams every [`CHECK_INTERVAL`] until `stop`, and shows the outcome in
+/// Asks each stream every [`CHECK_INTERVAL`] until `stop`, and shows the outcome in
 /// `readiness` and `readable`. While `link` is down nothing is asked: NATS itself is the
 /// trouble, and `/readyz` says so already.
 pub fn watch(
@@ -51,7 +67,7 @@ pub fn watch(
     readable: Family<StreamLabel, Gauge>,
     stop: CancellationToken,
 ) {
-    for (_, key) in STREAMS {
+    for (_, key, _) in STREAMS {
         readiness.set_info(key, "unknown: not asked yet");
     }
     tokio::spawn(async move {
@@ -73,12 +89,12 @@ pub fn watch(
                 }
             }
             if !link.borrow_and_update().connected {
-                for (_, key) in STREAMS {
+                for (_, key, _) in STREAMS {
                     readiness.set_info(key, "unknown: NATS is not connected");
                 }
                 continue;
             }
-            for ((stream, key), last) in STREAMS.into_iter().zip(&mut last) {
+            for ((stream, key, waits), last) in STREAMS.into_iter().zip(&mut last) {
                 let outcome = check(&js, stream).await;
                 let gauge = readable.get_or_create(&StreamLabel {
                     stream: stream.to_owned(),
@@ -94,12 +110,7 @@ pub fn watch(
                     Err(why) => {
                         gauge.set(0);
                         if *last != Some(false) {
-                            tracing::warn!(
-                                stream,
-                                %why,
-                                "stream unreadable: resumes and new subscribers' current \
-                                 snapshots wait for it"
-                            );
+                            tracing::warn!(stream, %why, waits, "stream unreadable");
                         }
                         readiness.set_info(key, format!("unreadable: {why}"));
                     }

@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, stream};
 use futures::stream::SelectAll;
 use pulse_proto::TenantId;
 use pulse_proto::subject::{
-    DEVICES_BUCKET, EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, PREFIX, STATE_STREAM,
+    DEVICES_BUCKET, DEVICES_STREAM, EVENTS_STREAM, EVENTS_STREAM_SUBJECTS, PREFIX, STATE_STREAM,
     STATE_STREAM_SUBJECTS,
 };
 
@@ -438,7 +438,7 @@ pub async fn purge_tenant(js: &jetstream::Context, tenant: &TenantId) -> anyhow:
     let subjects = format!("{PREFIX}.{tenant}.>");
     for (stream, filter) in [
         (
-            format!("KV_{DEVICES_BUCKET}"),
+            DEVICES_STREAM.to_owned(),
             format!("$KV.{DEVICES_BUCKET}.{tenant}.>"),
         ),
         (EVENTS_STREAM.to_owned(), subjects.clone()),

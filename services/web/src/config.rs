@@ -86,8 +86,8 @@ pub struct WebConfig {
     #[arg(long, env = "PULSE_TRUSTED_PROXIES", default_value = "", value_parser = pulse_common::client_addr::parse_trusted)]
     pub trusted_proxies: pulse_common::client_addr::TrustedProxies,
 
-    /// Bearer token that lets a backend service publish events for any tenant; unset
-    /// disables service publishing.
+    /// Bearer token that lets a backend service publish events for any tenant, at least 32
+    /// bytes; unset disables service publishing.
     #[arg(long, env = "PULSE_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
 

@@ -294,8 +294,8 @@ impl Session {
         verified: Result<Principal, AuthError>,
     ) -> Result<Option<u64>, Ending> {
         match verified {
-            // Within the verifier's leeway for clock skew, but past: accepted, it would end
-            // the connection at once (4001) instead of keeping the token in force.
+            // Verified just before its `exp`, past it now: accepted, it would end the connection
+            // at once (4001) instead of keeping the token in force.
             Ok(p) if p.exp <= crate::auth::unix_now() => {
                 let message = AuthError::Expired.to_string();
                 self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))

@@ -170,9 +170,38 @@ async fn an_expiring_token_closes_the_connection_unless_renewed() {
     renewing.assert_alive().await;
 }
 
-/// The leeway for clock skew lets a token a few seconds past `exp` open a connection, which
-/// then lasts until its expiry timer fires at once. A renewal must not do that: one past `exp`
-/// is refused, and the token in force stays.
+/// The leeway for clock skew is for `nbf`: a token an issuer running ahead minted a moment
+/// "early" connects and stays. One past its `exp` is refused as expired, leeway or not (let in,
+/// it would be closed at once), and counted as the auth failure it is.
+#[tokio::test]
+async fn the_leeway_lets_a_token_in_before_its_nbf_but_not_after_its_exp() {
+    let gw = spawn_gateway_with(|c| c.jwt_leeway_seconds = 5).await;
+    let t = unique("leeway");
+    let early = sign(
+        json!({"tenant_id": t, "role": "customer_viewer", "exp": now() + 60, "nbf": now() + 3}),
+    );
+    let mut c = connect(&gw.url(&early)).await;
+    c.assert_alive().await;
+
+    let lapsed = sign(json!({"tenant_id": t, "role": "customer_viewer", "exp": now() - 2}));
+    let closed = connect(&gw.url(&lapsed))
+        .await
+        .closed(Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "token expired")
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "pulse_gateway_auth_failures_total", &["expired"]),
+        1.0
+    );
+    c.assert_alive().await;
+}
+
+/// A renewal past `exp` is refused too (let in, it would end the connection at once), and the
+/// token in force stays.
 #[tokio::test]
 async fn an_auth_token_expired_within_the_leeway_is_refused_and_the_current_one_stays() {
     let gw = spawn_gateway_with(|c| c.jwt_leeway_seconds = 5).await;

@@ -354,15 +354,22 @@ async fn readyz_and_a_gauge_say_whether_the_streams_answer_while_the_gateway_sta
     };
     shows("PULSE_STATE", "stream_pulse_state", false).await;
     shows("PULSE_EVENTS", "stream_pulse_events", false).await;
+    shows("KV_PULSE_DEVICES", "stream_kv_pulse_devices", false).await;
 
     let js = async_nats::jetstream::new(connect_nats(&url).await.unwrap());
     ensure_streams(&js).await;
     shows("PULSE_STATE", "stream_pulse_state", true).await;
     shows("PULSE_EVENTS", "stream_pulse_events", true).await;
+    shows("KV_PULSE_DEVICES", "stream_kv_pulse_devices", true).await;
 
     // The events stream goes away again (deleted by hand, lost with a JetStream node).
     js.delete_stream("PULSE_EVENTS").await.unwrap();
     shows("PULSE_EVENTS", "stream_pulse_events", false).await;
+    shows("PULSE_STATE", "stream_pulse_state", true).await;
+
+    // So does the device registry: device subscribes cannot be checked, and it shows.
+    js.delete_stream("KV_PULSE_DEVICES").await.unwrap();
+    shows("KV_PULSE_DEVICES", "stream_kv_pulse_devices", false).await;
     shows("PULSE_STATE", "stream_pulse_state", true).await;
 }
 

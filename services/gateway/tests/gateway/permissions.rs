@@ -78,14 +78,15 @@ async fn the_documented_nats_permissions_let_every_service_work() {
     // The gateway's check of its streams is a read these permissions allow.
     let addr = gw.addr;
     eventually(
-        "both streams shown readable",
+        "every stream shown readable",
         Duration::from_secs(15),
         || async {
             let info = readyz(addr).await.1["info"].clone();
             (
                 info["stream_pulse_state"].as_str(),
                 info["stream_pulse_events"].as_str(),
-            ) == (Some("readable"), Some("readable"))
+                info["stream_kv_pulse_devices"].as_str(),
+            ) == (Some("readable"), Some("readable"), Some("readable"))
         },
     )
     .await;
