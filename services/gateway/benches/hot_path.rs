@@ -37,8 +37,9 @@ fn take_all(queues: &[Arc<ClientQueue>], taken: &mut Vec<Frame>) {
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     for n in [1usize, 100, 5000] {
-        let queues: Vec<Arc<ClientQueue>> =
-            (0..n).map(|_| Arc::new(ClientQueue::new(1024))).collect();
+        let queues: Vec<Arc<ClientQueue>> = (0..n)
+            .map(|_| Arc::new(ClientQueue::new(1024, Default::default())))
+            .collect();
         let mut headers = async_nats::HeaderMap::new();
         let mut seq = 0u64;
         let mut taken = Vec::with_capacity(4);

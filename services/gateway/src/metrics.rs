@@ -50,7 +50,8 @@ pub struct Metrics {
     pub event_history_gets: Counter,
     pub event_resets: Counter,
     pub event_catch_ups: Gauge,
-    /// Bytes of replayed events queued for clients and not written yet.
+    /// Bytes of replayed events (and events read back after a gap) queued for clients and not
+    /// written yet.
     pub replay_bytes_waiting: Gauge,
     /// Bytes of recent events the event subjects keep for resuming clients, together.
     pub events_cache_bytes: Gauge,
@@ -162,7 +163,7 @@ impl Metrics {
             replay_bytes_waiting: register(
                 r,
                 "replay_bytes_waiting",
-                "Bytes of events replayed to resuming clients and not written to them yet",
+                "Bytes of events replayed to resuming clients, or read back after a gap, and not written to them yet",
                 Gauge::default(),
             ),
             events_cache_bytes: register(

@@ -4,7 +4,10 @@
 //! subject waits, so a slow reader skips intermediate states and memory stays bounded by its
 //! subscriptions. Event subjects keep every frame up to `PULSE_CLIENT_QUEUE_EVENTS`; beyond
 //! that the queue marks itself overflowed and the connection is closed with 4008, so the
-//! client reconnects and recovers instead of silently missing events.
+//! client reconnects and recovers instead of silently missing events. Events the gateway sends
+//! in a burst of its own (a resume's replay, events read back after a gap or an outage) wait
+//! beyond that cap, within the connection's replay room instead: the burst is no sign that
+//! the client reads slowly.
 //!
 //! Producers (NATS dispatch tasks) only lock, push and wake; the connection's writer takes
 //! everything pending at once and writes it in one batch.
@@ -15,6 +18,7 @@
 //! by it.
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
 use crate::frame::Frame;
@@ -113,13 +117,17 @@ pub struct ClientQueue {
     catch_ups: tokio::sync::Semaphore,
     /// Live events held for this client's catch-ups, across its channels ([`ClientQueue::hold`]).
     held: std::sync::atomic::AtomicUsize,
+    /// Bytes of replayed frames waiting, of every client (`pulse_gateway_replay_bytes_waiting`):
+    /// moved under the lock that counts them, so the sum never shows less than nothing.
+    waiting: Gauge,
 }
 
 /// Catch-ups one client runs at once ([`ClientQueue::catch_up_turn`]).
 const CATCH_UPS_AT_ONCE: usize = 4;
 
 impl ClientQueue {
-    pub fn new(event_cap: usize) -> Self {
+    /// A queue of up to `event_cap` live events, its replayed bytes counted in `waiting`.
+    pub fn new(event_cap: usize, waiting: Gauge) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -127,6 +135,7 @@ impl ClientQueue {
             event_cap,
             catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
             held: std::sync::atomic::AtomicUsize::new(0),
+            waiting,
         }
     }
 
@@ -211,10 +220,42 @@ impl ClientQueue {
             s.replayed += added;
             s.unwritten.events += added;
             s.unwritten.bytes += bytes;
+            self.waiting.inc_by(bytes as i64);
             bytes
         };
         self.wake.notify_one();
         bytes
+    }
+
+    /// Queues an event the gateway held back and now sends with others at once (read back
+    /// from the stream after a gap or an outage, or held live beyond a gap): like a replay, it
+    /// waits beyond the event cap, within the replay room left of `max`. Past that room the
+    /// client is too far behind, and the queue overflows.
+    pub fn push_held(&self, frame: Frame, max: Room) -> Pushed {
+        let pushed = {
+            let mut s = self.state.lock();
+            if s.closed {
+                return Pushed::Closed;
+            }
+            let room = max.less(s.unwritten);
+            let bytes = frame.text.len();
+            if room.events == 0 || room.bytes < bytes {
+                if !s.overflowed {
+                    s.overflowed = true;
+                    self.overflow.notify_one();
+                }
+                Pushed::Overflow
+            } else {
+                s.events.push_back(frame);
+                s.replayed += 1;
+                s.unwritten.events += 1;
+                s.unwritten.bytes += bytes;
+                self.waiting.inc_by(bytes as i64);
+                Pushed::Queued
+            }
+        };
+        self.wake.notify_one();
+        pushed
     }
 
     /// The writer wrote the batch it took last: its replayed frames no longer count against
@@ -224,6 +265,7 @@ impl ClientQueue {
         let batch = std::mem::take(&mut s.in_batch);
         s.unwritten.events -= batch.events;
         s.unwritten.bytes -= batch.bytes;
+        self.waiting.dec_by(batch.bytes as i64);
         batch.bytes
     }
 
@@ -306,6 +348,7 @@ impl ClientQueue {
         s.closed = true;
         s.in_batch = Room::default();
         let unwritten = std::mem::take(&mut s.unwritten).bytes;
+        self.waiting.dec_by(unwritten as i64);
         s.snapshots = Vec::new();
         s.events = Default::default();
         unwritten
@@ -345,7 +388,7 @@ mod tests {
 
     #[test]
     fn snapshots_conflate_to_the_newest_per_subject() {
-        let q = ClientQueue::new(10);
+        let q = ClientQueue::new(10, Gauge::default());
         assert_eq!(q.push_snapshot(frame(1, 1)), Pushed::Queued);
         assert_eq!(q.push_snapshot(frame(2, 1)), Pushed::Queued);
         assert_eq!(q.push_snapshot(frame(1, 3)), Pushed::Conflated);
@@ -356,7 +399,7 @@ mod tests {
 
     #[test]
     fn events_are_kept_in_order_until_the_cap() {
-        let q = ClientQueue::new(3);
+        let q = ClientQueue::new(3, Gauge::default());
         for seq in 1..=3 {
             assert_eq!(q.push_event(frame(9, seq)), Pushed::Queued);
         }
@@ -369,7 +412,7 @@ mod tests {
 
     #[test]
     fn forget_and_close() {
-        let q = ClientQueue::new(3);
+        let q = ClientQueue::new(3, Gauge::default());
         q.push_snapshot(frame(1, 1));
         q.push_event(frame(2, 1));
         q.forget(1);
@@ -382,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_replay_does_not_count_against_the_live_events_after_it() {
-        let q = ClientQueue::new(2);
+        let q = ClientQueue::new(2, Gauge::default());
         replay(&q, (1..=5).map(|seq| frame(9, seq)).collect());
         assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 7)), Pushed::Queued);
@@ -396,8 +439,41 @@ mod tests {
     }
 
     #[test]
+    fn held_events_go_past_the_cap_within_the_replay_room_and_are_counted_until_written() {
+        let waiting = Gauge::default();
+        let q = ClientQueue::new(2, waiting.clone());
+        let max = room(4, 100);
+        for seq in 1..=4 {
+            assert_eq!(q.push_held(frame(9, seq), max), Pushed::Queued, "{seq}");
+        }
+        assert_eq!(waiting.get(), 12, "four frames of three bytes");
+        // Live events after them still have the whole cap.
+        assert_eq!(q.push_event(frame(9, 5)), Pushed::Queued);
+        assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
+        // The room is full: a client that took none of them is too far behind.
+        assert_eq!(q.push_held(frame(9, 7), max), Pushed::Overflow);
+        let mut out = Vec::new();
+        assert!(q.take(&mut out));
+        assert_eq!(
+            out.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(q.written(), 12);
+        assert_eq!(waiting.get(), 0);
+
+        let q = ClientQueue::new(2, waiting.clone());
+        q.push_held(frame(9, 1), max);
+        q.close();
+        assert_eq!(
+            waiting.get(),
+            0,
+            "what a closed client will never be written"
+        );
+    }
+
+    #[test]
     fn replayed_frames_count_against_the_room_until_they_are_written() {
-        let q = ClientQueue::new(2);
+        let q = ClientQueue::new(2, Gauge::default());
         let max = room(10, 100);
         // Frames `9:1` … `9:3`: three bytes each.
         assert_eq!(replay(&q, (1..=3).map(|seq| frame(9, seq)).collect()), 9);
@@ -418,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_replay_is_made_for_the_room_the_ones_before_it_left() {
-        let q = ClientQueue::new(2);
+        let q = ClientQueue::new(2, Gauge::default());
         let max = room(10, 7);
         // Each replay keeps what fits the room it is given (frames of three bytes).
         let fit = |room: Room| -> Vec<Frame> {
@@ -450,7 +526,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_the_writer() {
-        let q = std::sync::Arc::new(ClientQueue::new(3));
+        let q = std::sync::Arc::new(ClientQueue::new(3, Gauge::default()));
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.ready().await });
         tokio::task::yield_now().await;
@@ -463,7 +539,7 @@ mod tests {
 
     #[test]
     fn live_events_held_for_catch_ups_are_counted_across_channels_up_to_the_limit() {
-        let q = ClientQueue::new(4);
+        let q = ClientQueue::new(4, Gauge::default());
         assert!((0..10).all(|_| q.hold(10)));
         assert!(
             !q.hold(10),

@@ -186,7 +186,8 @@ impl EventLog {
         match self.head {
             _ if seq == 0 => Order::Next,
             None => match self.floor {
-                Some(floor) if seq > floor + 1 => Order::Gap { head: floor },
+                // A stored `Pulse-Seq` is any number a publisher wrote: no `floor + 1`.
+                Some(floor) if seq > floor.saturating_add(1) => Order::Gap { head: floor },
                 _ => Order::Next,
             },
             Some(head) if seq <= head => Order::Duplicate,
@@ -208,7 +209,7 @@ impl EventLog {
         if self
             .recent
             .back()
-            .is_some_and(|last| last.seq + 1 != frame.seq)
+            .is_some_and(|last| last.seq.checked_add(1) != Some(frame.seq))
         {
             // After a gap the recent frames no longer run on without one.
             self.clear_recent();

@@ -92,7 +92,10 @@ pub fn serve(
     let mut session = Session {
         id,
         principal,
-        queue: Arc::new(ClientQueue::new(settings.queue_events)),
+        queue: Arc::new(ClientQueue::new(
+            settings.queue_events,
+            cx.metrics.replay_bytes_waiting.clone(),
+        )),
         channels: HashMap::new(),
         written: HashMap::new(),
         sink,
@@ -352,8 +355,7 @@ impl Session {
     /// The replayed frames of the batch just written no longer wait: the connection's replay
     /// room has them back.
     fn replay_written(&self) {
-        let bytes = self.queue.written();
-        self.cx.metrics.replay_bytes_waiting.dec_by(bytes as i64);
+        self.queue.written();
     }
 
     /// Releases every subscription, then says goodbye when there is someone to say it to.
@@ -369,11 +371,7 @@ impl Session {
             .subscriptions
             .dec_by(self.channels.len() as i64);
         self.channels.clear();
-        let unwritten = self.queue.close();
-        self.cx
-            .metrics
-            .replay_bytes_waiting
-            .dec_by(unwritten as i64);
+        self.queue.close();
         let code = ending.map_or(close::ABNORMAL, |(code, _)| code);
         self.cx.metrics.closed(code);
         if let Some((code, reason)) = ending {

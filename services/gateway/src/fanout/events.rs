@@ -11,7 +11,7 @@ use pulse_proto::{ResetReason, Subject};
 use tracing::Instrument as _;
 
 use super::incoming::{self, Incoming, Source};
-use super::topic::Topic;
+use super::topic::{Push, Topic};
 use super::within_barrier;
 use crate::frame::Frame;
 use crate::history::{self, History, HistoryError};
@@ -133,8 +133,7 @@ impl Events {
     /// Queues the frames of a replay `make` gives for the connection's replay room left, for
     /// `queue`'s client; their bytes count as waiting until they are written.
     fn push_replay(&self, queue: &ClientQueue, make: impl FnOnce(Room) -> Vec<Frame>) {
-        let bytes = queue.push_replay(self.inner.limits.replay_room(), make);
-        self.inner.metrics.replay_bytes_waiting.inc_by(bytes as i64);
+        queue.push_replay(self.inner.limits.replay_room(), make);
     }
 
     /// The frames of a replay, counted in the metrics: its events, and its resets as
@@ -265,7 +264,10 @@ impl Events {
                     frames
                 });
                 for frame in &ahead {
-                    if topic.deliver_locked(&mut log, frame, Some(conn), metrics) != Order::Next {
+                    let push = Push::Held(self.inner.limits.replay_room());
+                    if topic.deliver_locked(&mut log, frame, Some(conn), push, metrics)
+                        != Order::Next
+                    {
                         break;
                     }
                 }
@@ -309,10 +311,10 @@ impl Events {
         }
         let (events, t) = (self.clone(), topic.clone());
         let read = async move { events.inner.history.latest(&t.subject).await };
-        let t = topic.clone();
-        let late = move |result| learn_head(&t, result, EventLog::learn_floor);
+        let (events, t) = (self.clone(), topic.clone());
+        let late = move |result| events.learn_head(&t, result, EventLog::learn_floor);
         match within_barrier(read, late).await {
-            Some(result) => learn_head(topic, result, EventLog::learn_head),
+            Some(result) => self.learn_head(topic, result, EventLog::learn_head),
             None => {
                 if tokio::time::timeout(FLUSH_TIMEOUT, shared.nats.flush())
                     .await
@@ -385,7 +387,7 @@ impl Events {
             let Some(frame) = incoming::frame_of(&topic, message, &metrics) else {
                 continue;
             };
-            match span.in_scope(|| topic.deliver_event(&frame, &metrics)) {
+            match span.in_scope(|| topic.deliver_event(&frame, Push::Live, &metrics)) {
                 Order::Next => {}
                 Order::Duplicate => {
                     metrics.events_duplicate.inc();
@@ -465,7 +467,7 @@ impl Events {
                         } else {
                             ResetReason::Expired
                         };
-                        topic.reset_all(Some(first), reason, metrics);
+                        topic.reset_all(Some(first), reason, incoming.room(), metrics);
                         topic.log.lock().forget_head();
                     }
                     for frame in stored.frames {
@@ -476,7 +478,8 @@ impl Events {
                 Err(_) if settling => {}
                 Err(e) => {
                     tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
-                    topic.reset_all(incoming.first(), ResetReason::Unavailable, metrics);
+                    let room = incoming.room();
+                    topic.reset_all(incoming.first(), ResetReason::Unavailable, room, metrics);
                     topic.log.lock().forget_head();
                     incoming.deliver_across_gaps(topic, metrics, ResetReason::Unavailable);
                     return;
@@ -504,6 +507,52 @@ impl Events {
         }
     }
 
+    /// Records where an event subject's order starts, from the read of its newest stored
+    /// event: as the head ([`EventLog::learn_head`]) while the first subscriber waits for its
+    /// reply, as a floor ([`EventLog::learn_floor`]) once it was answered without a `seq`. A
+    /// read that failed is made again until it answers ([`Events::retry_floor`]).
+    fn learn_head(
+        &self,
+        topic: &Arc<Topic>,
+        result: Result<Option<u64>, HistoryError>,
+        learn: fn(&mut EventLog, u64),
+    ) {
+        match result {
+            Ok(head) => learn(&mut topic.log.lock(), head.unwrap_or(0)),
+            Err(e) => {
+                tracing::debug!(subject = %topic.subject, error = %e, "no event history");
+                self.retry_floor(topic.clone());
+            }
+        }
+    }
+
+    /// Reads the topic's newest stored event again, with backoff, until JetStream answers,
+    /// an event was delivered here, or the topic is gone, and learns it as a floor: its
+    /// subscribers got no `seq`, and without a floor or head nothing would be read back for
+    /// them, not after a NATS reconnect nor for a gap, so events relayed meanwhile and missed
+    /// live would be lost without a word.
+    fn retry_floor(&self, topic: Arc<Topic>) {
+        if !topic.begin_retry() {
+            return; // one is running
+        }
+        let events = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = pulse_common::backoff::Backoff::new(
+                Duration::from_millis(250),
+                Duration::from_secs(5),
+            );
+            while !topic.is_stopped() && topic.log.lock().fill_from().is_none() {
+                tokio::time::sleep(backoff.next_delay()).await;
+                if let Ok(newest) = events.inner.history.latest(&topic.subject).await {
+                    topic.log.lock().learn_floor(newest.unwrap_or(0));
+                    tracing::debug!(subject = %topic.subject, "event history read after all");
+                    break;
+                }
+            }
+            topic.end_retry();
+        });
+    }
+
     /// Notes that this instance's NATS link came back (see [`Events::fill`]).
     pub(super) fn reconnected(&self) {
         *self.inner.reconnected.lock() = Some(Instant::now());
@@ -521,18 +570,4 @@ impl Events {
 /// sent live but not stored yet: 50 ms, then 100 ms.
 fn splice_pause(attempt: usize) -> Duration {
     Duration::from_millis(50 * attempt as u64)
-}
-
-/// Records where an event subject's order starts, from the read of its newest stored event:
-/// as the head ([`EventLog::learn_head`]) while the first subscriber waits for its reply, as a
-/// floor ([`EventLog::learn_floor`]) once it was answered without a `seq`.
-fn learn_head(
-    topic: &Topic,
-    result: Result<Option<u64>, HistoryError>,
-    learn: fn(&mut EventLog, u64),
-) {
-    match result {
-        Ok(head) => learn(&mut topic.log.lock(), head.unwrap_or(0)),
-        Err(e) => tracing::debug!(subject = %topic.subject, error = %e, "no event history"),
-    }
 }

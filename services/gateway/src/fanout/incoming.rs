@@ -15,7 +15,7 @@ use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt as _;
 use pulse_proto::ResetReason;
 
-use super::topic::Topic;
+use super::topic::{Push, Topic};
 use crate::frame::{Frame, seq_of};
 use crate::metrics::Metrics;
 use crate::queue::Room;
@@ -60,6 +60,12 @@ impl Incoming {
         message
     }
 
+    /// The most held at once, which is also what a burst of them may take of a connection's
+    /// replay room.
+    pub(super) fn room(&self) -> Room {
+        self.room
+    }
+
     /// The `seq` of the oldest frame held, if any.
     pub(super) fn first(&self) -> Option<u64> {
         self.held.keys().next().copied()
@@ -77,7 +83,7 @@ impl Incoming {
     /// this fill is over, so that what was let go is read back, not left for the next event.
     pub(super) fn hold(&mut self, topic: &Topic, frame: Frame, source: Source, metrics: &Metrics) {
         if frame.seq == 0 {
-            topic.deliver_event(&frame, metrics);
+            topic.deliver_event(&frame, Push::Live, metrics);
             return;
         }
         if self.held.contains_key(&frame.seq) {
@@ -114,7 +120,8 @@ impl Incoming {
         let mut filled = 0;
         while let Some(entry) = self.held.first_entry() {
             let (frame, source) = entry.get();
-            let (order, source) = (topic.deliver_event(frame, metrics), *source);
+            let order = topic.deliver_event(frame, Push::Held(self.room), metrics);
+            let source = *source;
             match (order, source) {
                 (Order::Gap { .. }, _) => break,
                 (Order::Next, Source::Stream) => filled += 1,
@@ -140,7 +147,7 @@ impl Incoming {
         loop {
             self.deliver_ready(topic, metrics);
             let Some(first) = self.first() else { return };
-            topic.reset_all(Some(first), reason, metrics);
+            topic.reset_all(Some(first), reason, self.room, metrics);
             topic.log.lock().forget_head();
         }
     }

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use crate::frame::Frame;
 use crate::ids::{ConnId, TopicId};
 use crate::metrics::Metrics;
-use crate::queue::{ClientQueue, Pushed, supersedes};
+use crate::queue::{ClientQueue, Pushed, Room, supersedes};
 use crate::replay::{self, CacheBudget, EventLog, Order};
 
 /// Where a topic's NATS subscription stands.
@@ -36,6 +36,25 @@ enum Lifecycle {
     Live(AbortHandle),
     /// The last subscriber left: the dispatch task is ended and the topic no longer counted.
     Stopped,
+}
+
+/// How an event goes into its subscribers' queues.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Push {
+    /// As it arrived: within each queue's event cap.
+    Live,
+    /// With others the gateway held back (read back from the stream, held beyond a gap),
+    /// all at once: within each connection's replay room ([`ClientQueue::push_held`]).
+    Held(Room),
+}
+
+impl Push {
+    fn into(self, queue: &ClientQueue, frame: &Frame) -> Pushed {
+        match self {
+            Push::Live => queue.push_event(frame.clone()),
+            Push::Held(room) => queue.push_held(frame.clone(), room),
+        }
+    }
 }
 
 /// A snapshot subject's current value on this instance.
@@ -72,8 +91,8 @@ pub struct Topic {
     /// Event subjects: each resuming connection's catch-up task, aborted when the connection
     /// unsubscribes, so reads of the stream stop with the client that asked for them.
     pub(super) catch_ups: Mutex<HashMap<ConnId, AbortHandle>>,
-    /// Snapshot subjects: a read of the current value is being retried (one at a time,
-    /// however many NATS reconnects ask for one).
+    /// A read of the current value (snapshot subjects) or of the newest stored event (event
+    /// subjects) is being retried: one at a time, however many callers ask for one.
     retrying: AtomicBool,
     /// Event subjects: most live events held for one client catching up, across its channels
     /// ([`ClientQueue::hold`]): they are replayed with the events read back, so the replay
@@ -115,7 +134,7 @@ impl Topic {
         matches!(*self.lifecycle.lock(), Lifecycle::Live(_))
     }
 
-    /// Marks the current value's read as being retried: true for the one caller that is to
+    /// Marks a read as being retried (see `retrying`): true for the one caller that is to
     /// retry it, until [`Topic::end_retry`].
     pub(super) fn begin_retry(&self) -> bool {
         !self.retrying.swap(true, Ordering::AcqRel)
@@ -194,9 +213,9 @@ impl Topic {
 
     /// Pushes an event to every local subscriber (holding it for those catching up) if it is
     /// the next in order; returns where it stood.
-    pub(super) fn deliver_event(&self, frame: &Frame, metrics: &Metrics) -> Order {
+    pub(super) fn deliver_event(&self, frame: &Frame, push: Push, metrics: &Metrics) -> Order {
         let mut log = self.log.lock();
-        self.deliver_locked(&mut log, frame, None, metrics)
+        self.deliver_locked(&mut log, frame, None, push, metrics)
     }
 
     /// [`Topic::deliver_event`] with the log already locked, skipping `except`.
@@ -205,6 +224,7 @@ impl Topic {
         log: &mut EventLog,
         frame: &Frame,
         except: Option<ConnId>,
+        push: Push,
         metrics: &Metrics,
     ) -> Order {
         let order = log.order(frame.seq);
@@ -216,7 +236,7 @@ impl Topic {
         if log.catching_up.is_empty() && except.is_none() {
             // The common case: nobody is catching up, so no per-subscriber lookup.
             for queue in subscribers.values() {
-                queue.push_event(frame.clone());
+                push.into(queue, frame);
             }
             metrics.events_delivered.inc();
             return order;
@@ -235,7 +255,7 @@ impl Topic {
                 }
                 Some(_) => queue.overflow_now(),
                 None => {
-                    queue.push_event(frame.clone());
+                    push.into(queue, frame);
                 }
             }
         }
@@ -243,8 +263,15 @@ impl Topic {
         order
     }
 
-    /// Tells every subscriber not catching up that events were missed.
-    pub(super) fn reset_all(&self, oldest: Option<u64>, reason: ResetReason, metrics: &Metrics) {
+    /// Tells every subscriber not catching up that events were missed, in the burst of held
+    /// events it stands among (within `room`, see [`Push::Held`]).
+    pub(super) fn reset_all(
+        &self,
+        oldest: Option<u64>,
+        reason: ResetReason,
+        room: Room,
+        metrics: &Metrics,
+    ) {
         let Subject::Events(_, name) = &self.subject else {
             return;
         };
@@ -253,7 +280,7 @@ impl Topic {
         let subscribers = self.subscribers.read();
         for (conn, queue) in subscribers.iter() {
             if !log.catching_up.contains_key(conn) {
-                queue.push_event(frame.clone());
+                queue.push_held(frame.clone(), room);
                 metrics.event_resets.inc();
             }
         }

@@ -391,3 +391,17 @@ fn topics_keep_recent_frames_within_the_instances_budget() {
     assert_eq!(frame_seqs(quiet.from_memory(1)), Some(vec![2]));
     assert_eq!(budget.used(), 100);
 }
+
+#[test]
+fn the_largest_seq_a_publisher_can_write_orders_without_overflowing() {
+    // `Pulse-Seq` is a header any publisher writes: a floor at its top, and a head there.
+    let mut log = event_log(4);
+    log.learn_floor(u64::MAX);
+    assert_eq!(log.order(3), Order::Next);
+    assert_eq!(log.order(u64::MAX), Order::Next);
+    log.advance(&f(u64::MAX - 1));
+    log.advance(&f(u64::MAX));
+    assert_eq!(log.order(u64::MAX), Order::Duplicate);
+    log.advance(&f(1));
+    assert_eq!(log.known_head(), Some(1));
+}

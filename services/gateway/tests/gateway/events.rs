@@ -159,6 +159,68 @@ async fn one_event_then_cut(label: &str) -> (String, async_nats::Client, Proxy, 
     (tenant, nats, proxy, gw, c)
 }
 
+/// Events read back after an outage go out at once, far more than a client's queue holds of
+/// live events: a client reading as they come is not closed as too slow for the gateway's own
+/// burst. So do the live events held meanwhile, once the gap before them is filled.
+#[tokio::test]
+async fn events_read_back_after_an_outage_do_not_close_a_client_that_keeps_up() {
+    let tenant = unique("evburst");
+    let nats = nats().await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| {
+        c.nats.url = format!("nats://127.0.0.1:{}", proxy.port);
+        c.client_queue_events = 8;
+    })
+    .await;
+    let mut c = tickets_reader(&gw, &tenant, None).await;
+    publish_event(&nats, &tenant, "tickets", 1).await;
+    assert_eq!(c.next(T).await["seq"], 1);
+    cut_until_noticed(&proxy, &gw).await;
+    for seq in 2..=40 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    proxy.set(Link::Open);
+    assert_eq!(events_until(&mut c, 40).await, (2..=40).collect::<Vec<_>>());
+    // Events held beyond a gap: 42..=70 arrive live before 41 is stored (a relay's retry).
+    for seq in 42..=70 {
+        publish_live_event(&nats, &tenant, "tickets", seq).await;
+    }
+    publish_event(&nats, &tenant, "tickets", 41).await;
+    assert_eq!(
+        events_until(&mut c, 70).await,
+        (41..=70).collect::<Vec<_>>()
+    );
+    c.assert_alive().await;
+}
+
+/// A topic first subscribed while its stream could not be read (not created yet, a leader
+/// being elected): the subscriber gets no `seq`, and the gateway keeps asking where the topic
+/// stands, so that events missed live later (its NATS link cut) are still read back.
+#[tokio::test]
+async fn events_missed_live_after_a_first_subscribe_the_stream_could_not_answer_are_read_back() {
+    let server = PrivateNats::start().await;
+    let nats = connect_nats(&server.url).await.unwrap();
+    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let tenant = unique("evunread");
+    let mut c = gw.viewer(&tenant).await;
+    let subscribed = c.subscribe(events("tickets", None)).await;
+    assert_eq!(subscribed["seq"], json!(null), "{subscribed}");
+
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    // The scenario: the gateway asks again (after 0.25, 0.5, 1 s...) once the stream answers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cut_until_noticed(&proxy, &gw).await;
+    for seq in 1..=3 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    proxy.set(Link::Open);
+    pulse_test_support::gateway::wait_ready(gw.addr).await;
+    publish_event(&nats, &tenant, "tickets", 4).await;
+    assert_eq!(events_until(&mut c, 4).await, [1, 2, 3, 4]);
+}
+
 #[tokio::test]
 async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     // The stream holds nothing of the topic when the client subscribes; then the gateway's
@@ -959,7 +1021,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
     }
 
     // The other client keeps every topic live here; it also follows a topic of its own.
-    let other = Arc::new(ClientQueue::new(queue_events));
+    let other = Arc::new(ClientQueue::new(queue_events, Default::default()));
     for topic in topics.iter().chain([&"live".to_owned()]) {
         let subscribed = fanout
             .subscribe(OTHER, "other", &other, &parsed(topic), None)
@@ -971,7 +1033,7 @@ async fn resuming_many_channels_at_once_reads_one_replay_limit_plus_the_reads_in
     }
 
     // The resuming client; what it is written is what passes the connection's `seq` filter.
-    let resuming = Arc::new(ClientQueue::new(queue_events));
+    let resuming = Arc::new(ClientQueue::new(queue_events, Default::default()));
     let mut written = std::collections::HashMap::new();
     for topic in &topics {
         let subscribed = fanout
