@@ -112,7 +112,7 @@ find_promtool() {
   mkdir -p "$dl" "$PULSE_STATE_DIR/tools"
   if ! (cd "$dl" && apt-get download prometheus >/dev/null 2>&1); then
     can_apt || return 1
-    DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null 2>&1 || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 </dev/null >/dev/null 2>&1 || return 1
     (cd "$dl" && apt-get download prometheus >/dev/null 2>&1) || return 1
   fi
   dpkg-deb -x "$dl"/prometheus_*.deb "$dl/x" || return 1

@@ -185,14 +185,16 @@ redact_url() {
 apt_install() {
   if [[ -z "${PULSE_APT_UPDATED:-}" ]]; then
     log "apt-get update"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2; then
+    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 </dev/null >&2; then
       warn "apt-get update failed"
       return 1
     fi
-    PULSE_APT_UPDATED=1
+    export PULSE_APT_UPDATED=1
   fi
   log "apt-get install -y $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null >&2
+  # A machine just booted often has apt's lock held by its daily update: wait for it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 "$@" </dev/null >&2
 }
 
 # need_tool COMMAND PACKAGE WHY — COMMAND on PATH, installed from the Debian package PACKAGE
@@ -234,13 +236,30 @@ detached() {
   fi
 }
 
-# ensure_cargo — put rustup's cargo on PATH if it is installed but not there.
+# RUST_AT_LEAST — the oldest Rust that builds Pulse (`rust-version` in Cargo.toml).
+readonly RUST_AT_LEAST=1.89
+
+# ensure_cargo — rustup's cargo first on PATH when it is installed (a distribution's older
+# cargo may be on PATH too), recent enough, and a C compiler and linker beside it (crates such
+# as ring build C, and rustc links with cc): installed where apt-get can, else a clear stop.
 ensure_cargo() {
-  if ! have cargo && [[ -f "${HOME:-/root}/.cargo/env" ]]; then
+  local version major minor
+  if [[ -f "${HOME:-/root}/.cargo/env" ]]; then
     # shellcheck disable=SC1091
     . "${HOME:-/root}/.cargo/env"
   fi
   have cargo || die "cargo not found: install Rust with rustup and make sure ~/.cargo/bin is on PATH"
+  version="$(cargo --version 2>/dev/null | awk '{print $2}')"
+  IFS=. read -r major minor _ <<<"$version"
+  if ! [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] ||
+    ((major == 1 && minor < ${RUST_AT_LEAST#1.})); then
+    die "cargo ${version:-of unknown version} ($(command -v cargo)) cannot build Pulse: it needs Rust $RUST_AT_LEAST or later (rustup update stable)"
+  fi
+  if ! have cc; then
+    if ! { can_apt && apt_install gcc libc6-dev && have cc; }; then
+      die "a C compiler and linker (cc) is needed to build Pulse: install one (apt-get install build-essential)"
+    fi
+  fi
 }
 
 # NODE_FROM_REGISTRY — the Node.js release fetched from the npm registry when the system's is

@@ -93,6 +93,9 @@ cleanup_leftovers_of() {
   done <"$list"
   rm -f "$list"
 }
+# Those of a run killed before its own cleanup (a CI timeout) first: the browser tests clear
+# the artifacts, lists included, as they start.
+cleanup_leftovers
 trap cleanup_leftovers EXIT
 
 stage "web: browser tests (headless Chromium against private stacks)"

@@ -90,6 +90,13 @@ bash "$PULSE_ROOT/scripts/check-docker-deps.sh"
 stage "Rust doctests: cargo test --workspace --doc"
 cargo test --workspace --doc
 
+# nextest runs each test in a process of its own, stops a hung one (.config/nextest.toml), and
+# takes the thread cap below; pinned so that a new release cannot change what passes.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest 0.9.143 (once)"
+  cargo install --locked cargo-nextest --version 0.9.143 ||
+    warn "could not install cargo-nextest; the Rust tests run under cargo test, without its time limits"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   # The tests wait on PostgreSQL, NATS and the processes they start far more than they
   # compute, so more run at once than nextest's one per core: four per core, at most 8. On 2
