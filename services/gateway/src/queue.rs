@@ -229,10 +229,12 @@ impl ClientQueue {
 
     /// Queues an event the gateway held back and now sends with others at once (read back
     /// from the stream after a gap or an outage, or held live beyond a gap): like a replay, it
-    /// waits beyond the event cap, within the replay room left of `max`. Past that room the
-    /// client is too far behind, and the queue overflows.
+    /// waits beyond the event cap, within the replay room left of `max`. Where that room is
+    /// taken (a replay not written yet, an event larger than the room), it waits as a live
+    /// event would, within the cap; past both the client is too far behind, and the queue
+    /// overflows.
     pub fn push_held(&self, frame: Frame, max: Room) -> Pushed {
-        let pushed = {
+        {
             let mut s = self.state.lock();
             if s.closed {
                 return Pushed::Closed;
@@ -240,22 +242,17 @@ impl ClientQueue {
             let room = max.less(s.unwritten);
             let bytes = frame.text.len();
             if room.events == 0 || room.bytes < bytes {
-                if !s.overflowed {
-                    s.overflowed = true;
-                    self.overflow.notify_one();
-                }
-                Pushed::Overflow
-            } else {
-                s.events.push_back(frame);
-                s.replayed += 1;
-                s.unwritten.events += 1;
-                s.unwritten.bytes += bytes;
-                self.waiting.inc_by(bytes as i64);
-                Pushed::Queued
+                drop(s);
+                return self.push_event(frame);
             }
-        };
+            s.events.push_back(frame);
+            s.replayed += 1;
+            s.unwritten.events += 1;
+            s.unwritten.bytes += bytes;
+            self.waiting.inc_by(bytes as i64);
+        }
         self.wake.notify_one();
-        pushed
+        Pushed::Queued
     }
 
     /// The writer wrote the batch it took last: its replayed frames no longer count against
@@ -450,7 +447,8 @@ mod tests {
         // Live events after them still have the whole cap.
         assert_eq!(q.push_event(frame(9, 5)), Pushed::Queued);
         assert_eq!(q.push_event(frame(9, 6)), Pushed::Queued);
-        // The room is full: a client that took none of them is too far behind.
+        // The room is full and so is the cap: a client that took none of them is too far
+        // behind.
         assert_eq!(q.push_held(frame(9, 7), max), Pushed::Overflow);
         let mut out = Vec::new();
         assert!(q.take(&mut out));
@@ -469,6 +467,22 @@ mod tests {
             0,
             "what a closed client will never be written"
         );
+    }
+
+    #[test]
+    fn held_events_wait_within_the_cap_where_the_room_is_taken() {
+        let q = ClientQueue::new(2, Gauge::default());
+        let max = room(4, 100);
+        // A resume's replay, not written yet, holds the whole room.
+        replay(&q, (1..=4).map(|seq| frame(8, seq)).collect());
+        assert_eq!(q.push_held(frame(9, 1), max), Pushed::Queued);
+        // So does an event larger than the room, whatever it holds.
+        let big = Frame {
+            text: "x".repeat(200).into(),
+            ..frame(9, 2)
+        };
+        assert_eq!(q.push_held(big, max), Pushed::Queued);
+        assert_eq!(q.push_held(frame(9, 3), max), Pushed::Overflow);
     }
 
     #[test]

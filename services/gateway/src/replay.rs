@@ -123,6 +123,10 @@ pub struct EventLog {
     budget: Arc<CacheBudget>,
     /// Clients catching up from the stream, with the live frames held for them meanwhile.
     pub catching_up: HashMap<ConnId, Vec<Frame>>,
+    /// A read of what may have been missed (a NATS reconnect, messages NATS dropped) found no
+    /// head or floor to read from: what it was for cannot be read back, and the subscribers
+    /// are to be told so once the topic's place is known again.
+    pub lost_unplaced: bool,
     /// Subscribers without `since` not told their `seq` yet, with the head as it stood when
     /// each joined: read later, the head may already count events queued for it, which it
     /// would then drop as duplicates.
@@ -148,6 +152,7 @@ impl EventLog {
             cap,
             budget,
             catching_up: HashMap::new(),
+            lost_unplaced: false,
             baselines: HashMap::new(),
         }
     }

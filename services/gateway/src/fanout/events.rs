@@ -14,11 +14,13 @@ use super::incoming::{self, Incoming, Source};
 use super::topic::{Push, Topic};
 use super::within_barrier;
 use crate::frame::Frame;
-use crate::history::{self, History, HistoryError};
+use crate::history::{self, History};
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Room};
 use crate::replay::{self, EventLog, Item, Order};
+
+mod place;
 
 /// How often a catching-up client's history is read again while a gap remains (an event
 /// delivered live may reach the stream a moment later).
@@ -427,7 +429,11 @@ impl Events {
             incoming.deliver_ready(topic, metrics);
             let Some(head) = topic.log.lock().fill_from() else {
                 // Nothing known of the stream and nothing delivered here, not even just above
-                // (with no head, the oldest held event starts the order): nothing is held.
+                // (with no head, the oldest held event starts the order): nothing is held, and
+                // nothing tells where a read would start (the first read failed, or a gap was
+                // given up on and nothing came since): the place is read again, and the
+                // subscribers told then if what this read was for may be lost.
+                self.retry_floor(topic.clone());
                 return;
             };
             let read = self
@@ -505,52 +511,6 @@ impl Events {
                 return; // filled live meanwhile
             }
         }
-    }
-
-    /// Records where an event subject's order starts, from the read of its newest stored
-    /// event: as the head ([`EventLog::learn_head`]) while the first subscriber waits for its
-    /// reply, as a floor ([`EventLog::learn_floor`]) once it was answered without a `seq`. A
-    /// read that failed is made again until it answers ([`Events::retry_floor`]).
-    fn learn_head(
-        &self,
-        topic: &Arc<Topic>,
-        result: Result<Option<u64>, HistoryError>,
-        learn: fn(&mut EventLog, u64),
-    ) {
-        match result {
-            Ok(head) => learn(&mut topic.log.lock(), head.unwrap_or(0)),
-            Err(e) => {
-                tracing::debug!(subject = %topic.subject, error = %e, "no event history");
-                self.retry_floor(topic.clone());
-            }
-        }
-    }
-
-    /// Reads the topic's newest stored event again, with backoff, until JetStream answers,
-    /// an event was delivered here, or the topic is gone, and learns it as a floor: its
-    /// subscribers got no `seq`, and without a floor or head nothing would be read back for
-    /// them, not after a NATS reconnect nor for a gap, so events relayed meanwhile and missed
-    /// live would be lost without a word.
-    fn retry_floor(&self, topic: Arc<Topic>) {
-        if !topic.begin_retry() {
-            return; // one is running
-        }
-        let events = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = pulse_common::backoff::Backoff::new(
-                Duration::from_millis(250),
-                Duration::from_secs(5),
-            );
-            while !topic.is_stopped() && topic.log.lock().fill_from().is_none() {
-                tokio::time::sleep(backoff.next_delay()).await;
-                if let Ok(newest) = events.inner.history.latest(&topic.subject).await {
-                    topic.log.lock().learn_floor(newest.unwrap_or(0));
-                    tracing::debug!(subject = %topic.subject, "event history read after all");
-                    break;
-                }
-            }
-            topic.end_retry();
-        });
     }
 
     /// Notes that this instance's NATS link came back (see [`Events::fill`]).

@@ -175,6 +175,14 @@ impl Drop for Inner {
     }
 }
 
+/// Why subjects are read again: messages may have been missed (a NATS reconnect, messages the
+/// client dropped), or a second look after a read, where that is unlikely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missed {
+    Maybe,
+    Unlikely,
+}
+
 impl FanOut {
     pub fn new(nats: async_nats::Client, metrics: Metrics, limits: EventLimits) -> Self {
         let js = async_nats::jetstream::new(nats.clone());
@@ -403,7 +411,7 @@ impl FanOut {
         self.inner
             .looks
             .schedule(topics.iter().map(|t| t.subject.clone()));
-        self.read_again(topics).await;
+        self.read_again(topics, Missed::Maybe).await;
     }
 
     /// Reads every subject in use again (snapshots their retained value, events what follows
@@ -428,7 +436,9 @@ impl FanOut {
                      current snapshots and missed events again"
                 );
                 let before = drops.get();
-                fanout.read_again(fanout.topics_in_use()).await;
+                fanout
+                    .read_again(fanout.topics_in_use(), Missed::Maybe)
+                    .await;
                 tokio::select! {
                     () = tokio::time::sleep(apart) => {}
                     () = stop.cancelled() => return,
@@ -517,13 +527,19 @@ impl FanOut {
                 .filter_map(|s| topics.by_subject.get(s).cloned())
                 .collect()
         };
-        self.read_again(topics).await;
+        self.read_again(topics, Missed::Unlikely).await;
     }
 
     /// Snapshot subjects read their retained value, event subjects what follows their head.
-    async fn read_again(&self, topics: Vec<Arc<Topic>>) {
+    /// Where messages may have been missed (`Missed::Maybe`), an event subject with no place
+    /// to read from is marked for its subscribers to be told (see `Events::retry_floor`).
+    async fn read_again(&self, topics: Vec<Arc<Topic>>, missed: Missed) {
         let (snapshots, events): (Vec<_>, Vec<_>) = topics.into_iter().partition(|t| t.snapshot);
         for topic in &events {
+            if missed == Missed::Maybe {
+                let mut log = topic.log.lock();
+                log.lost_unplaced |= log.fill_from().is_none();
+            }
             topic.resync.notify_one();
         }
         self.inner.current.resync(snapshots).await;

@@ -221,6 +221,34 @@ async fn events_missed_live_after_a_first_subscribe_the_stream_could_not_answer_
     assert_eq!(events_until(&mut c, 4).await, [1, 2, 3, 4]);
 }
 
+/// The same, with the link cut before the stream could answer: where the topic stood is not
+/// known, so what the outage took cannot be read back, and the subscriber is told so.
+#[tokio::test]
+async fn events_missed_while_a_topic_had_no_place_in_the_stream_get_a_reset_not_silence() {
+    let server = PrivateNats::start().await;
+    let nats = connect_nats(&server.url).await.unwrap();
+    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let tenant = unique("evnoplace");
+    let mut c = gw.viewer(&tenant).await;
+    let subscribed = c.subscribe(events("tickets", None)).await;
+    assert_eq!(subscribed["seq"], json!(null), "{subscribed}");
+
+    cut_until_noticed(&proxy, &gw).await;
+    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
+    for seq in 1..=3 {
+        publish_event(&nats, &tenant, "tickets", seq).await;
+    }
+    proxy.set(Link::Open);
+    let reset = c.until(T, |m| m["type"] != "pong").await;
+    assert_eq!(
+        reset,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": null, "reason": "unavailable"})
+    );
+    publish_event(&nats, &tenant, "tickets", 4).await;
+    assert_eq!(events_until(&mut c, 4).await, [4]);
+}
+
 #[tokio::test]
 async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     // The stream holds nothing of the topic when the client subscribes; then the gateway's
