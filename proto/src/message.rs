@@ -283,6 +283,12 @@ pub struct UserChanged {
     /// The user, as the `sub` claim of its tickets names it.
     pub user_id: String,
     pub change: UserChange,
+    /// With `signed_out`: how many times every session of the user has ended, this time
+    /// included. Pulse's WebSocket tickets carry the count their session was read with (claim
+    /// `signouts`), so a gateway refuses exactly the tickets from before the end. Absent from
+    /// the other changes, and from publishers of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signouts: Option<u64>,
 }
 
 /// What happened to a user.
@@ -354,11 +360,23 @@ mod tests {
             tenant_id: TenantId::parse("acme").unwrap(),
             user_id: "42".into(),
             change: UserChange::Deleted,
+            signouts: None,
         };
         assert_eq!(
             serde_json::to_value(&msg).unwrap(),
             json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "deleted"})
         );
+        let counted = UserChanged {
+            change: UserChange::SignedOut,
+            signouts: Some(3),
+            ..msg
+        };
+        let text = json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "signed_out", "signouts": 3});
+        assert_eq!(serde_json::to_value(&counted).unwrap(), text);
+        // A message of an earlier release, without the count, still reads.
+        let earlier = json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "signed_out"});
+        let read: UserChanged = serde_json::from_value(earlier).unwrap();
+        assert_eq!(read.signouts, None);
     }
 
     fn ts() -> Timestamp {

@@ -30,8 +30,28 @@ pub struct Principal {
     pub email: Option<String>,
     /// Expiry, unix seconds.
     pub exp: u64,
-    /// When the token was issued, unix seconds, when it says so.
+    /// When the token was issued, as far as its user's changes go.
+    pub issued: Issued,
+}
+
+/// When a token was issued, as far as the changes of its user go ([`crate::revoke`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Issued {
+    /// `iat`, unix seconds, when the token says so.
     pub iat: Option<u64>,
+    /// Pulse's own tickets: how many times every session of the user had ended when the
+    /// ticket's session was read (claim `signouts`).
+    pub signouts: Option<u64>,
+}
+
+/// A token that says only its `iat`.
+impl From<Option<u64>> for Issued {
+    fn from(iat: Option<u64>) -> Self {
+        Self {
+            iat,
+            signouts: None,
+        }
+    }
 }
 
 /// The clock tokens are read by (`exp`, `iat`): unix seconds.
@@ -100,6 +120,9 @@ struct Claims {
     /// Read leniently: a token minted elsewhere with an odd `iat` is not refused for it.
     #[serde(default)]
     iat: Option<serde_json::Value>,
+    /// Pulse's tickets: see [`Issued::signouts`]. Anything but a whole number is left unread.
+    #[serde(default)]
+    signouts: Option<serde_json::Value>,
     /// The user: a string, or a number read as its decimal text (some issuers number their
     /// users), so that the connection counts as that user's and a deletion of `"42"` reaches
     /// it. Any other type names no user.
@@ -333,9 +356,12 @@ impl Authenticator {
             sub,
             email: Text::string(claims.email),
             exp: claims.exp,
-            iat: claims
-                .iat
-                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
+            issued: Issued {
+                iat: claims
+                    .iat
+                    .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
+                signouts: claims.signouts.and_then(|v| v.as_u64()),
+            },
         })
     }
 

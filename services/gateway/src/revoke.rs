@@ -28,6 +28,7 @@ use pulse_proto::{TenantId, UserChange, UserChanged, close};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Issued;
 use crate::ids::ConnId;
 
 type UserKey = (TenantId, String);
@@ -62,12 +63,12 @@ struct Users {
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Users {
-    /// The close code for a token of the user `key` issued at `iat`, when it predates a change
-    /// remembered here.
-    fn changed_before(&self, key: &UserKey, iat: Option<u64>) -> Option<u16> {
+    /// The close code for a token of the user `key` issued as `issued` says, when it predates
+    /// a change remembered here.
+    fn changed_before(&self, key: &UserKey, issued: Issued) -> Option<u16> {
         self.changed
             .get(key)
-            .filter(|c| c.covers(iat))
+            .filter(|c| c.covers(issued))
             .map(|c| c.code)
     }
 }
@@ -84,11 +85,14 @@ struct Change {
     /// the issuer's clock may run ahead), none for a role change (a fresh ticket is what the
     /// client is told to get).
     margin: u64,
+    /// The end of every session, counted: a ticket that carries its count is judged by it,
+    /// not by the clocks (see [`Issued::signouts`]).
+    signouts: Option<u64>,
 }
 
 impl Change {
-    fn now(change: UserChange) -> Self {
-        let (code, margin) = match change {
+    fn now(change: &UserChanged) -> Self {
+        let (code, margin) = match change.change {
             UserChange::Deleted => (close::FORBIDDEN, DELETION_MARGIN),
             UserChange::SignedOut => (close::UNAUTHORIZED, DELETION_MARGIN),
             UserChange::Role => (close::UNAUTHORIZED, 0),
@@ -98,6 +102,9 @@ impl Change {
             at: crate::auth::unix_now(),
             code,
             margin,
+            signouts: change
+                .signouts
+                .filter(|_| change.change == UserChange::SignedOut),
         }
     }
 
@@ -105,17 +112,25 @@ impl Change {
         self.seen.elapsed() < DELETED_REMEMBERED
     }
 
-    /// Whether a token issued at `iat` predates the change: for a role change, one from an
-    /// earlier second; for a deletion or the end of every session, one from up to
-    /// [`DELETION_MARGIN`] after it (clocks differ, and such a user gets no fresh ticket
-    /// without a new login). One that names no time is taken to predate a deletion only (a
-    /// token minted elsewhere without `iat` would keep its user out for a day). A later one is
-    /// let in: the id names a user created again (a database reset and seeded again), or one
-    /// that logged in again.
-    fn covers(&self, iat: Option<u64>) -> bool {
+    /// Whether a token issued as `issued` says predates the change. The end of every session,
+    /// counted, covers exactly the tickets whose session was read with a lower count: the
+    /// ones of a session started since (a new login) are let in at once. Otherwise by `iat`:
+    /// for a role change, one from an earlier second; for a deletion or the end of every
+    /// session, one from up to [`DELETION_MARGIN`] after it (clocks differ, and such a user
+    /// gets no fresh ticket without a new login). One that names no time is taken to predate a
+    /// deletion only (a token minted elsewhere without `iat` would keep its user out for a
+    /// day). A later one is let in: the id names a user created again (a database reset and
+    /// seeded again), or one that logged in again.
+    fn covers(&self, issued: Issued) -> bool {
+        if !self.remembered() {
+            return false;
+        }
+        if let (Some(ended), Some(held)) = (self.signouts, issued.signouts) {
+            return held < ended;
+        }
         let deleted = self.code == close::FORBIDDEN;
         let until = self.at.saturating_add(self.margin);
-        self.remembered() && iat.map_or(deleted, |iat| iat < until)
+        issued.iat.map_or(deleted, |iat| iat < until)
     }
 }
 
@@ -172,35 +187,38 @@ impl Drop for Registration {
 }
 
 impl Revocations {
-    /// Whether a token of user `sub` of `tenant` issued at `iat` was issued before a deletion
-    /// or role change of that user remembered here: such a token no longer speaks for them.
-    pub fn changed_since(&self, tenant: &TenantId, sub: &str, iat: Option<u64>) -> bool {
+    /// Whether a token of user `sub` of `tenant` issued as `issued` says was issued before a
+    /// deletion, role change or end of every session of that user remembered here: such a
+    /// token no longer speaks for them.
+    pub fn changed_since(&self, tenant: &TenantId, sub: &str, issued: Issued) -> bool {
         !sub.is_empty()
             && self
                 .users
                 .lock()
-                .changed_before(&(tenant.clone(), sub.to_owned()), iat)
+                .changed_before(&(tenant.clone(), sub.to_owned()), issued)
                 .is_some()
     }
 
     /// Follows `conn` as a connection of user `sub` of `tenant` (not at all when `sub` is
-    /// empty: a token minted elsewhere may name no user), whose token was issued at `iat`.
+    /// empty: a token minted elsewhere may name no user), whose token was issued as `issued`
+    /// says.
     /// A token of a user deleted (or whose role changed) lately, issued before the change, is
     /// revoked at once.
     pub fn register(
         self: &Arc<Self>,
         tenant: &TenantId,
         sub: &str,
-        iat: Option<u64>,
+        issued: impl Into<Issued>,
         conn: ConnId,
     ) -> Registration {
+        let issued = issued.into();
         let revoked = Arc::new(Revoked::default());
         let key = (!sub.is_empty()).then(|| (tenant.clone(), sub.to_owned()));
         if let Some(key) = &key {
             // Checked under the lock `apply` holds: a deletion announced meanwhile either
             // finds this connection or is found by it.
             let mut users = self.users.lock();
-            if let Some(code) = users.changed_before(key, iat) {
+            if let Some(code) = users.changed_before(key, issued) {
                 revoked.revoke(code);
             }
             users
@@ -219,7 +237,7 @@ impl Revocations {
 
     /// Ends the connections of the user `change` names; returns how many.
     pub fn apply(&self, change: &UserChanged) -> usize {
-        let now = Change::now(change.change);
+        let now = Change::now(change);
         let code = now.code;
         let key = (change.tenant_id.clone(), change.user_id.clone());
         let mut users = self.users.lock();
@@ -306,6 +324,7 @@ mod tests {
             tenant_id: TenantId::parse(tenant).unwrap(),
             user_id: user.into(),
             change,
+            signouts: None,
         }
     }
 

@@ -79,18 +79,21 @@ pub struct ChangeFeed {
 /// and those users' connections end when their tickets expire instead.
 pub const MAX_PENDING_USER_CHANGES: usize = 10_000;
 
-/// Parses `user:<tenant_id>:<user_id>:<change>`.
+/// Parses `user:<tenant_id>:<user_id>:<change>`, and `…:signed_out:<signouts>` (the count of
+/// the user's ends of every session; the schema before it sent none).
 pub fn user_change(payload: &str) -> Option<UserChanged> {
     let rest = payload.strip_prefix("user:")?;
     let mut parts = rest.split(':');
     let (tenant, user, change) = (parts.next()?, parts.next()?, parts.next()?);
+    let signouts = parts.next();
     if parts.next().is_some() || user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let change = match change {
-        "deleted" => UserChange::Deleted,
-        "role" => UserChange::Role,
-        "signed_out" => UserChange::SignedOut,
+    let (change, signouts) = match (change, signouts) {
+        ("deleted", None) => (UserChange::Deleted, None),
+        ("role", None) => (UserChange::Role, None),
+        ("signed_out", None) => (UserChange::SignedOut, None),
+        ("signed_out", Some(n)) => (UserChange::SignedOut, Some(n.parse().ok()?)),
         _ => return None,
     };
     Some(UserChanged {
@@ -98,6 +101,7 @@ pub fn user_change(payload: &str) -> Option<UserChanged> {
         tenant_id: TenantId::parse(tenant).ok()?,
         user_id: user.to_owned(),
         change,
+        signouts,
     })
 }
 
@@ -294,7 +298,16 @@ mod tests {
             user_change("user:acme:7:signed_out").unwrap().change,
             UserChange::SignedOut
         );
+        let counted = user_change("user:acme:7:signed_out:12").unwrap();
+        assert_eq!(
+            (counted.change, counted.signouts),
+            (UserChange::SignedOut, Some(12))
+        );
+        assert_eq!(user_change("user:acme:7:role").unwrap().signouts, None);
         for bad in [
+            "user:acme:7:role:3",
+            "user:acme:7:signed_out:x",
+            "user:acme:7:signed_out:1:2",
             "user:acme:42",
             "user:acme:42:gone",
             "user:a.b:42:role",

@@ -51,6 +51,7 @@ struct UserRow {
     password_hash: String,
     tenant_id: String,
     role: String,
+    signouts: i64,
 }
 
 /// A hash to verify against when the email is unknown, so a miss costs as much as a hit and
@@ -104,7 +105,7 @@ pub async fn login(
     let slot = state.logins.hashing_slot().await?;
     state.logins.attempt(&state.pool, &email, client).await?;
     let user: Option<UserRow> = sqlx::query_as(
-        "SELECT user_id, email, password_hash, tenant_id::text, role FROM users WHERE email = $1",
+        "SELECT user_id, email, password_hash, tenant_id::text, role, signouts FROM users WHERE email = $1",
     )
     .bind(&email)
     .fetch_optional(&state.pool)
@@ -153,6 +154,7 @@ pub async fn login(
         email: user.email,
         tenant,
         role: user.role,
+        signouts: u64::try_from(user.signouts).unwrap_or_default(),
     };
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");

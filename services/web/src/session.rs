@@ -39,6 +39,10 @@ pub struct Session {
     pub email: String,
     pub tenant: TenantId,
     pub role: String,
+    /// How many times every session of the user had ended when this one was read
+    /// (`users.signouts`): its WebSocket tickets carry it, and gateways told of a later end
+    /// refuse them.
+    pub signouts: u64,
 }
 
 /// The SHA-256 of a cookie's token, if it has the shape of one (64 hex digits).
@@ -86,20 +90,21 @@ pub async fn start(
 /// The session a cookie's token opens, with its user as the database has it now.
 pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
     let hash = token_hash(token).ok_or(ApiError::Unauthorized)?;
-    let row: Option<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT u.user_id, u.email, u.tenant_id::text, u.role \
+    let row: Option<(i64, String, String, String, i64)> = sqlx::query_as(
+        "SELECT u.user_id, u.email, u.tenant_id::text, u.role, u.signouts \
            FROM sessions s JOIN users u USING (user_id) \
           WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
     .bind(hash)
     .fetch_optional(pool)
     .await?;
-    let (user_id, email, tenant, role) = row.ok_or(ApiError::Unauthorized)?;
+    let (user_id, email, tenant, role, signouts) = row.ok_or(ApiError::Unauthorized)?;
     Ok(Session {
         user_id: user_id.to_string(),
         email,
         tenant: TenantId::parse(tenant).map_err(|_| ApiError::Unauthorized)?,
         role,
+        signouts: u64::try_from(signouts).unwrap_or_default(),
     })
 }
 

@@ -20,6 +20,10 @@ pub struct Claims {
     pub iat: u64,
     /// Always `ws`: what the token is for. Gateways refuse any other kind.
     pub kind: String,
+    /// How many times every session of the user had ended when the ticket's session was
+    /// read: a gateway told of a later end (`user_changed` `signed_out` with a higher count)
+    /// refuses the ticket, and lets in at once one of a session started since.
+    pub signouts: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -64,6 +68,7 @@ impl Tokens {
             exp: now + ttl,
             iat: now,
             kind: TICKET_KIND.into(),
+            signouts: session.signouts,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -83,6 +88,7 @@ mod tests {
             email: "a@acme.example".into(),
             tenant: TenantId::parse("acme").unwrap(),
             role: "customer_admin".into(),
+            signouts: 3,
         }
     }
 
@@ -101,6 +107,7 @@ mod tests {
         .unwrap()
         .claims;
         assert_eq!(claims.kind, TICKET_KIND);
+        assert_eq!(claims.signouts, 3);
         assert_eq!(claims.tenant_id, "acme");
     }
 }

@@ -88,7 +88,7 @@ pub fn serve(
     let settings = cx.settings;
     let user = cx
         .revocations
-        .register(&principal.tenant, &principal.sub, principal.iat, id);
+        .register(&principal.tenant, &principal.sub, principal.issued, id);
     let mut session = Session {
         id,
         principal,

@@ -309,7 +309,11 @@ impl Session {
                 // since, with the connection's current token): refused, and the current token
                 // stays. Accepted, another user's would be told `authenticated` and closed at
                 // once.
-                if self.cx.revocations.changed_since(&p.tenant, &p.sub, p.iat) {
+                if self
+                    .cx
+                    .revocations
+                    .changed_since(&p.tenant, &p.sub, p.issued)
+                {
                     let message = "the token was issued before its user was deleted or changed";
                     self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                         .await?;
@@ -325,7 +329,7 @@ impl Session {
                     self.user = self
                         .cx
                         .revocations
-                        .register(&p.tenant, &p.sub, p.iat, self.id);
+                        .register(&p.tenant, &p.sub, p.issued, self.id);
                 }
                 // The fresh token's role and user are the connection's from now on.
                 self.principal = p;

@@ -220,6 +220,40 @@ async fn an_auth_token_expired_within_the_leeway_is_refused_and_the_current_one_
     c.assert_alive().await;
 }
 
+/// The end of every session of a user, counted (Pulse's tickets carry the count their session
+/// was read with): a ticket read before it is closed with 4001, even one stamped after it by a
+/// clock running ahead; one of a login after it connects at once, where `iat` alone would keep
+/// it out for seconds. A token without the count is judged by its `iat`, as before.
+#[tokio::test]
+async fn a_counted_end_of_every_session_refuses_exactly_the_tickets_read_before_it() {
+    let gw = spawn_gateway(config()).await;
+    let nats = nats().await;
+    let tenant = unique("signouts");
+    let ticket = |signouts: Option<u64>, iat: u64| {
+        let mut claims = json!({"sub": "7", "tenant_id": tenant, "role": "customer_admin", "iat": iat, "exp": now() + 60, "kind": "ws"});
+        if let Some(n) = signouts {
+            claims["signouts"] = json!(n);
+        }
+        sign(claims)
+    };
+    let mut before = connect(&gw.url(&ticket(Some(4), now()))).await;
+    before.subscribe(json!({"type": "alerts"})).await;
+    let ended = json!({"type": "user_changed", "tenant_id": tenant, "user_id": "7", "change": "signed_out", "signouts": 5});
+    nats.publish(format!("pulse.v1.{tenant}.users"), ended.to_string().into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    assert_eq!(before.closed(Duration::from_secs(5)).await.code, 4001);
+
+    let mut late = connect(&gw.url(&ticket(Some(4), now() + 30))).await;
+    assert_eq!(late.closed(Duration::from_secs(5)).await.code, 4001);
+    let mut after = connect(&gw.url(&ticket(Some(5), now()))).await;
+    after.subscribe(json!({"type": "alerts"})).await;
+    after.assert_alive().await;
+    let mut uncounted = connect(&gw.url(&ticket(None, now()))).await;
+    assert_eq!(uncounted.closed(Duration::from_secs(5)).await.code, 4001);
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_refused_before_the_upgrade() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;

@@ -154,8 +154,8 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
         assert_eq!(error_code(r, 401).await, "unauthorized");
     }
     assert_eq!(get_with(&env, &colleague, "/api/v2/me").await.status(), 200);
-    // The gateways are told (through the poller), once, and only of this user; nothing was
-    // told for the refused attempts.
+    // The gateways are told (through the poller), once, and only of this user, with the count
+    // of its ends of every session; nothing was told for the refused attempts.
     let admin: i64 = sqlx::query_scalar("SELECT user_id FROM users WHERE email = $1")
         .bind(format!("admin@{}.example", env.tenant))
         .fetch_one(&env.pool)
@@ -164,7 +164,7 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
     let first = tokio::time::timeout(std::time::Duration::from_secs(5), told.recv()).await;
     assert_eq!(
         first.unwrap().unwrap().payload(),
-        format!("user:{}:{admin}:signed_out", env.tenant)
+        format!("user:{}:{admin}:signed_out:1", env.tenant)
     );
     let more = tokio::time::timeout(std::time::Duration::from_millis(300), told.recv()).await;
     assert!(more.is_err(), "told again: {more:?}");
@@ -417,6 +417,59 @@ async fn a_ws_ticket_is_short_lived_for_the_same_tenant_and_a_gateway_accepts_it
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
+    env.finish().await;
+}
+
+/// The `signouts` claim of a ticket `client` gets.
+async fn ticket_signouts(env: &Env, client: &reqwest::Client) -> Value {
+    let ticket: Value = client
+        .get(env.at("/api/v2/ws-ticket"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ticket["token"].as_str().unwrap();
+    let claims: Value =
+        serde_json::from_slice(&decode_b64url(token.split('.').nth(1).unwrap())).unwrap();
+    claims["signouts"].clone()
+}
+
+/// A ticket carries how many times every session of its user had ended when its session was
+/// read: a logout everywhere and a new password each count one more, so a gateway told of the
+/// end refuses the tickets read before it and lets in those of a login after it at once.
+#[tokio::test]
+async fn tickets_carry_the_count_of_ends_of_every_session_their_session_was_read_with() {
+    let env = spawn().await;
+    let first = env.login("admin", &env.tenant).await;
+    assert_eq!(ticket_signouts(&env, &first).await, 0);
+    let r = first
+        .post(env.at("/api/v2/logout?everywhere=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let second = env.login("admin", &env.tenant).await;
+    assert_eq!(ticket_signouts(&env, &second).await, 1);
+    let email = format!("admin@{}.example", env.tenant);
+    env.execute(
+        "UPDATE users SET password_hash = password_hash || 'x' WHERE email = $1",
+        &[&email],
+    )
+    .await;
+    let r = get(&second, env.at("/api/v2/ws-ticket")).await;
+    assert_eq!(
+        error_code(r, 401).await,
+        "unauthorized",
+        "the new password ended it"
+    );
+    let counted: i64 = sqlx::query_scalar("SELECT signouts FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, 2);
     env.finish().await;
 }
 
