@@ -283,10 +283,11 @@ pub struct UserChanged {
     /// The user, as the `sub` claim of its tickets names it.
     pub user_id: String,
     pub change: UserChange,
-    /// With `signed_out`: how many times every session of the user has ended, this time
-    /// included. Pulse's WebSocket tickets carry the count their session was read with (claim
-    /// `signouts`), so a gateway refuses exactly the tickets from before the end. Absent from
-    /// the other changes, and from publishers of earlier releases.
+    /// With `signed_out` from a logout everywhere: how many times the user has logged out
+    /// everywhere, this time included. Pulse's WebSocket tickets carry the count their session
+    /// was read with (claim `signouts`), so a gateway refuses exactly the tickets from before
+    /// it. Absent from the other changes, from a new password's, and from publishers of
+    /// earlier releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signouts: Option<u64>,
 }

@@ -39,7 +39,7 @@ pub struct Principal {
 pub struct Issued {
     /// `iat`, unix seconds, when the token says so.
     pub iat: Option<u64>,
-    /// Pulse's own tickets: how many times every session of the user had ended when the
+    /// Pulse's own tickets: how many times the user had logged out everywhere when the
     /// ticket's session was read (claim `signouts`).
     pub signouts: Option<u64>,
 }
@@ -318,6 +318,7 @@ impl Authenticator {
             Some(Text::Other(_)) => Some("(not a string)".to_owned()),
             kind => Text::string(kind),
         };
+        let ticket = kind.as_deref() == Some(TICKET_KIND);
         if let Some(kind) = kind.as_deref()
             && kind != TICKET_KIND
         {
@@ -360,7 +361,12 @@ impl Authenticator {
                 iat: claims
                     .iat
                     .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
-                signouts: claims.signouts.and_then(|v| v.as_u64()),
+                // Only Pulse's own tickets (HS256, kind `ws`) say what it means: another
+                // issuer's claim of that name is not read.
+                signouts: claims
+                    .signouts
+                    .and_then(|v| v.as_u64())
+                    .filter(|_| alg == Algorithm::HS256 && ticket),
             },
         })
     }

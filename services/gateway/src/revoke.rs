@@ -51,7 +51,8 @@ pub struct Revocations {
 
 #[derive(Default)]
 struct Users {
-    connections: HashMap<UserKey, HashMap<ConnId, Arc<Revoked>>>,
+    /// With what each connection's token says of when it was issued.
+    connections: HashMap<UserKey, HashMap<ConnId, (Issued, Arc<Revoked>)>>,
     /// Users deleted, or whose role changed, within [`DELETED_REMEMBERED`], with when the
     /// change was announced.
     changed: HashMap<UserKey, Change>,
@@ -85,8 +86,8 @@ struct Change {
     /// the issuer's clock may run ahead), none for a role change (a fresh ticket is what the
     /// client is told to get).
     margin: u64,
-    /// The end of every session, counted: a ticket that carries its count is judged by it,
-    /// not by the clocks (see [`Issued::signouts`]).
+    /// A logout everywhere, counted: a ticket that carries its count is judged by it, not by
+    /// the clocks (see [`Issued::signouts`]).
     signouts: Option<u64>,
 }
 
@@ -112,7 +113,7 @@ impl Change {
         self.seen.elapsed() < DELETED_REMEMBERED
     }
 
-    /// Whether a token issued as `issued` says predates the change. The end of every session,
+    /// Whether a token issued as `issued` says predates the change. A logout everywhere,
     /// counted, covers exactly the tickets whose session was read with a lower count: the
     /// ones of a session started since (a new login) are let in at once. Otherwise by `iat`:
     /// for a role change, one from an earlier second; for a deletion or the end of every
@@ -125,12 +126,15 @@ impl Change {
         if !self.remembered() {
             return false;
         }
-        if let (Some(ended), Some(held)) = (self.signouts, issued.signouts) {
-            return held < ended;
-        }
         let deleted = self.code == close::FORBIDDEN;
         let until = self.at.saturating_add(self.margin);
-        issued.iat.map_or(deleted, |iat| iat < until)
+        let before = issued.iat.map_or(deleted, |iat| iat < until);
+        match (self.signouts, issued.signouts) {
+            // Issued well after the change yet counting fewer: a database restored or reset
+            // since, where the count started again; let in, as the id of a user created again.
+            (Some(ended), Some(held)) => held < ended && issued.iat.is_none_or(|_| before),
+            _ => before,
+        }
     }
 }
 
@@ -225,7 +229,7 @@ impl Revocations {
                 .connections
                 .entry(key.clone())
                 .or_default()
-                .insert(conn, revoked.clone());
+                .insert(conn, (issued, revoked.clone()));
         }
         Registration {
             revocations: self.clone(),
@@ -235,7 +239,9 @@ impl Revocations {
         }
     }
 
-    /// Ends the connections of the user `change` names; returns how many.
+    /// Ends the connections of the user `change` names; returns how many. A counted logout
+    /// everywhere ends those whose ticket it covers: a new login's may have connected before
+    /// the news came.
     pub fn apply(&self, change: &UserChanged) -> usize {
         let now = Change::now(change);
         let code = now.code;
@@ -260,10 +266,14 @@ impl Revocations {
         let Some(conns) = users.connections.get(&key) else {
             return 0;
         };
-        for revoked in conns.values() {
-            revoked.revoke(code);
+        let mut ended = 0;
+        for (issued, revoked) in conns.values() {
+            if now.signouts.is_none() || now.covers(*issued) {
+                revoked.revoke(code);
+                ended += 1;
+            }
         }
-        conns.len()
+        ended
     }
 
     /// Number of users followed.

@@ -79,8 +79,8 @@ pub struct ChangeFeed {
 /// and those users' connections end when their tickets expire instead.
 pub const MAX_PENDING_USER_CHANGES: usize = 10_000;
 
-/// Parses `user:<tenant_id>:<user_id>:<change>`, and `…:signed_out:<signouts>` (the count of
-/// the user's ends of every session; the schema before it sent none).
+/// Parses `user:<tenant_id>:<user_id>:<change>`, and `…:signed_out:<signouts>` (a logout
+/// everywhere, with the user's count of them).
 pub fn user_change(payload: &str) -> Option<UserChanged> {
     let rest = payload.strip_prefix("user:")?;
     let mut parts = rest.split(':');
@@ -93,7 +93,8 @@ pub fn user_change(payload: &str) -> Option<UserChanged> {
         ("deleted", None) => (UserChange::Deleted, None),
         ("role", None) => (UserChange::Role, None),
         ("signed_out", None) => (UserChange::SignedOut, None),
-        ("signed_out", Some(n)) => (UserChange::SignedOut, Some(n.parse().ok()?)),
+        // A count that is not one is dropped, not the sign-out: gateways judge by `iat` then.
+        ("signed_out", Some(n)) => (UserChange::SignedOut, n.parse().ok()),
         _ => return None,
     };
     Some(UserChanged {
@@ -304,9 +305,13 @@ mod tests {
             (UserChange::SignedOut, Some(12))
         );
         assert_eq!(user_change("user:acme:7:role").unwrap().signouts, None);
+        let uncounted = user_change("user:acme:7:signed_out:-1").unwrap();
+        assert_eq!(
+            (uncounted.change, uncounted.signouts),
+            (UserChange::SignedOut, None)
+        );
         for bad in [
             "user:acme:7:role:3",
-            "user:acme:7:signed_out:x",
             "user:acme:7:signed_out:1:2",
             "user:acme:42",
             "user:acme:42:gone",

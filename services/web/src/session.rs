@@ -39,9 +39,9 @@ pub struct Session {
     pub email: String,
     pub tenant: TenantId,
     pub role: String,
-    /// How many times every session of the user had ended when this one was read
-    /// (`users.signouts`): its WebSocket tickets carry it, and gateways told of a later end
-    /// refuse them.
+    /// How many times the user had logged out everywhere when this session was read
+    /// (`users.signouts`): its WebSocket tickets carry it, and gateways told of a later
+    /// logout everywhere refuse them.
     pub signouts: u64,
 }
 

@@ -20,9 +20,9 @@ pub struct Claims {
     pub iat: u64,
     /// Always `ws`: what the token is for. Gateways refuse any other kind.
     pub kind: String,
-    /// How many times every session of the user had ended when the ticket's session was
-    /// read: a gateway told of a later end (`user_changed` `signed_out` with a higher count)
-    /// refuses the ticket, and lets in at once one of a session started since.
+    /// How many times the user had logged out everywhere when the ticket's session was read:
+    /// a gateway told of a later one (`user_changed` `signed_out` with a higher count) refuses
+    /// the ticket, and lets in at once one of a session started since.
     pub signouts: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub iss: Option<String>,

@@ -175,6 +175,16 @@ async fn each_service_role_has_only_what_it_needs() {
             .unwrap_err();
         assert!(e.to_string().contains("permission denied"), "{read}: {e}");
     }
+    // It changes no user, nor locks one (a logout everywhere counts through its function).
+    for write in [
+        "UPDATE users SET role = 'customer_admin' WHERE tenant_id = $1",
+        "UPDATE users SET signouts = signouts + 1 WHERE tenant_id = $1",
+        "SELECT user_id FROM users WHERE tenant_id = $1 FOR UPDATE",
+    ] {
+        let e = sqlx::query(write).bind(&tenant).execute(&web).await;
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("permission denied"), "{write}: {e}");
+    }
     // ... and as a tenant that forgot to say which, it reads nothing.
     let mut tx = begin_as_tenant_role(&web).await;
     assert_eq!(
