@@ -536,7 +536,8 @@ impl FanOut {
     async fn read_again(&self, topics: Vec<Arc<Topic>>, missed: Missed) {
         let (snapshots, events): (Vec<_>, Vec<_>) = topics.into_iter().partition(|t| t.snapshot);
         for topic in &events {
-            if missed == Missed::Maybe {
+            // Not one whose first read is still on its way: that read places it.
+            if missed == Missed::Maybe && topic.is_live() {
                 let mut log = topic.log.lock();
                 log.lost_unplaced |= log.fill_from().is_none();
             }

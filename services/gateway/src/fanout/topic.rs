@@ -49,6 +49,14 @@ pub(super) enum Push {
 }
 
 impl Push {
+    /// The room a burst of held events may take: none beyond the cap for live ones.
+    fn room(self) -> Room {
+        match self {
+            Push::Live => Room::default(),
+            Push::Held(room) => room,
+        }
+    }
+
     fn into(self, queue: &ClientQueue, frame: &Frame) -> Pushed {
         match self {
             Push::Live => queue.push_event(frame.clone()),
@@ -231,6 +239,13 @@ impl Topic {
         if order != Order::Next {
             return order;
         }
+        if log.lost_unplaced && log.fill_from().is_none() {
+            // Events may have been lost while nobody knew where the topic stood: said before
+            // the first event after them.
+            log.lost_unplaced = false;
+            let (oldest, reason) = (Some(frame.seq), ResetReason::Unavailable);
+            self.reset_locked(log, oldest, reason, push.room(), metrics);
+        }
         log.advance(frame);
         let subscribers = self.subscribers.read();
         if log.catching_up.is_empty() && except.is_none() {
@@ -272,11 +287,22 @@ impl Topic {
         room: Room,
         metrics: &Metrics,
     ) {
+        self.reset_locked(&self.log.lock(), oldest, reason, room, metrics);
+    }
+
+    /// [`Topic::reset_all`] with the log already locked.
+    pub(super) fn reset_locked(
+        &self,
+        log: &EventLog,
+        oldest: Option<u64>,
+        reason: ResetReason,
+        room: Room,
+        metrics: &Metrics,
+    ) {
         let Subject::Events(_, name) = &self.subject else {
             return;
         };
         let frame = replay::reset_frame(self.id, name, oldest, reason);
-        let log = self.log.lock();
         let subscribers = self.subscribers.read();
         for (conn, queue) in subscribers.iter() {
             if !log.catching_up.contains_key(conn) {

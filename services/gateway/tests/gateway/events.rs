@@ -194,19 +194,36 @@ async fn events_read_back_after_an_outage_do_not_close_a_client_that_keeps_up() 
     c.assert_alive().await;
 }
 
+/// A NATS server of its own without streams, a gateway whose link to it runs through a proxy,
+/// and a reader of a tenant `label`'s `tickets`, subscribed while the events stream could not
+/// be read: it got no `seq`.
+async fn subscribed_before_the_streams(
+    label: &str,
+) -> (
+    PrivateNats,
+    async_nats::Client,
+    Proxy,
+    Gateway,
+    String,
+    Client,
+) {
+    let server = PrivateNats::start().await;
+    let nats = connect_nats(&server.url).await.unwrap();
+    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
+    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let tenant = unique(label);
+    let mut c = gw.viewer(&tenant).await;
+    let subscribed = c.subscribe(events("tickets", None)).await;
+    assert_eq!(subscribed["seq"], json!(null), "{subscribed}");
+    (server, nats, proxy, gw, tenant, c)
+}
+
 /// A topic first subscribed while its stream could not be read (not created yet, a leader
 /// being elected): the subscriber gets no `seq`, and the gateway keeps asking where the topic
 /// stands, so that events missed live later (its NATS link cut) are still read back.
 #[tokio::test]
 async fn events_missed_live_after_a_first_subscribe_the_stream_could_not_answer_are_read_back() {
-    let server = PrivateNats::start().await;
-    let nats = connect_nats(&server.url).await.unwrap();
-    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
-    let tenant = unique("evunread");
-    let mut c = gw.viewer(&tenant).await;
-    let subscribed = c.subscribe(events("tickets", None)).await;
-    assert_eq!(subscribed["seq"], json!(null), "{subscribed}");
+    let (_server, nats, proxy, gw, tenant, mut c) = subscribed_before_the_streams("evunread").await;
 
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
     // The scenario: the gateway asks again (after 0.25, 0.5, 1 s...) once the stream answers.
@@ -225,14 +242,8 @@ async fn events_missed_live_after_a_first_subscribe_the_stream_could_not_answer_
 /// known, so what the outage took cannot be read back, and the subscriber is told so.
 #[tokio::test]
 async fn events_missed_while_a_topic_had_no_place_in_the_stream_get_a_reset_not_silence() {
-    let server = PrivateNats::start().await;
-    let nats = connect_nats(&server.url).await.unwrap();
-    let proxy = Proxy::to(server.url.trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
-    let tenant = unique("evnoplace");
-    let mut c = gw.viewer(&tenant).await;
-    let subscribed = c.subscribe(events("tickets", None)).await;
-    assert_eq!(subscribed["seq"], json!(null), "{subscribed}");
+    let (_server, nats, proxy, gw, tenant, mut c) =
+        subscribed_before_the_streams("evnoplace").await;
 
     cut_until_noticed(&proxy, &gw).await;
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;

@@ -3,7 +3,7 @@
 //! subscribers are told when events may have been lost while nobody knew.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pulse_proto::ResetReason;
 
@@ -24,7 +24,11 @@ impl Events {
         learn: fn(&mut EventLog, u64),
     ) {
         match result {
-            Ok(head) => learn(&mut topic.log.lock(), head.unwrap_or(0)),
+            Ok(head) => {
+                let mut log = topic.log.lock();
+                learn(&mut log, head.unwrap_or(0));
+                self.tell_lost(topic, &mut log);
+            }
             Err(e) => {
                 tracing::debug!(subject = %topic.subject, error = %e, "no event history");
                 self.retry_floor(topic.clone());
@@ -36,9 +40,10 @@ impl Events {
     /// an event was delivered here, or the topic is gone, and learns it as a floor: without a
     /// floor or head nothing would be read back for its subscribers (who got no `seq`), not
     /// after a NATS reconnect nor for a gap. Events an outage took while the topic had no place
-    /// (a reconnect since the retry began, or one that found no place to read from) are not
-    /// known, and cannot be read back: the subscribers get `events_reset` `unavailable`, with
-    /// no `oldest`, rather than silence.
+    /// (`EventLog::lost_unplaced`) are not known, and cannot be read back: the subscribers get
+    /// `events_reset` `unavailable` rather than silence, here with no `oldest`, or before the
+    /// first event delivered when one gives the topic its place first
+    /// ([`Topic::deliver_locked`]).
     pub(super) fn retry_floor(&self, topic: Arc<Topic>) {
         if !topic.begin_retry() {
             return; // one is running
@@ -46,7 +51,6 @@ impl Events {
         let events = self.clone();
         tokio::spawn(async move {
             let _mark = RetryMark(topic.clone());
-            let started = Instant::now();
             let mut backoff = pulse_common::backoff::Backoff::new(
                 Duration::from_millis(250),
                 Duration::from_secs(5),
@@ -57,22 +61,24 @@ impl Events {
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
                 if let Ok(newest) = events.inner.history.latest(&topic.subject).await {
-                    topic.log.lock().learn_floor(newest.unwrap_or(0));
+                    let mut log = topic.log.lock();
+                    log.learn_floor(newest.unwrap_or(0));
+                    events.tell_lost(&topic, &mut log);
                     tracing::debug!(subject = %topic.subject, "event history read after all");
                     break;
                 }
             }
-            let reconnected = events
-                .inner
-                .reconnected
-                .lock()
-                .is_some_and(|at| at > started);
-            if std::mem::take(&mut topic.log.lock().lost_unplaced) || reconnected {
-                let room = events.inner.limits.replay_room();
-                let metrics = &events.inner.metrics;
-                topic.reset_all(None, ResetReason::Unavailable, room, metrics);
-            }
         });
+    }
+
+    /// Once the topic has a place: tells its subscribers of events that may have been lost
+    /// while it had none, under the lock that placed it, so before any event after them.
+    fn tell_lost(&self, topic: &Topic, log: &mut EventLog) {
+        if std::mem::take(&mut log.lost_unplaced) {
+            let room = self.inner.limits.replay_room();
+            let (reason, metrics) = (ResetReason::Unavailable, &self.inner.metrics);
+            topic.reset_locked(log, None, reason, room, metrics);
+        }
     }
 }
 
