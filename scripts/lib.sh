@@ -239,8 +239,8 @@ detached() {
 # RUST_AT_LEAST — the oldest Rust that builds Pulse (`rust-version` in Cargo.toml).
 readonly RUST_AT_LEAST=1.89
 
-# ensure_cargo — rustup's cargo first on PATH when it is installed (a distribution's older
-# cargo may be on PATH too), recent enough, and a C compiler and linker beside it (crates such
+# ensure_cargo — cargo on PATH (rustup's env file read when there is one), recent enough (a
+# distribution's older cargo found first is refused, with what to do), and a C compiler and linker beside it (crates such
 # as ring build C, and rustc links with cc): installed where apt-get can, else a clear stop.
 ensure_cargo() {
   local version major minor
@@ -249,7 +249,7 @@ ensure_cargo() {
     . "${HOME:-/root}/.cargo/env"
   fi
   have cargo || die "cargo not found: install Rust with rustup and make sure ~/.cargo/bin is on PATH"
-  version="$(cargo --version 2>/dev/null | awk '{print $2}')"
+  version="$(cargo --version 2>/dev/null | awk '{print $2}')" || true
   IFS=. read -r major minor _ <<<"$version"
   if ! [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] ||
     ((major == 1 && minor < ${RUST_AT_LEAST#1.})); then

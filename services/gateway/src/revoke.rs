@@ -177,6 +177,21 @@ pub struct Registration {
     pub revoked: Arc<Revoked>,
 }
 
+impl Registration {
+    /// The connection renewed its token as the same user: later changes judge the new one.
+    pub fn reissued(&self, issued: Issued) {
+        let Some(key) = &self.key else { return };
+        let mut users = self.revocations.users.lock();
+        if let Some(held) = users
+            .connections
+            .get_mut(key)
+            .and_then(|conns| conns.get_mut(&self.conn))
+        {
+            held.0 = issued;
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };

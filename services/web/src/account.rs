@@ -179,7 +179,8 @@ pub struct LogoutParams {
     params(LogoutParams),
     responses((status = 204, description = "Logged out: the session the request's cookie names (with `everywhere=true`, every session of its user) is ended on the server and the cookie cleared; without the cookie, nothing changes"),
               (status = 400, description = "An unknown parameter, or `everywhere` not `true` or `false`"),
-              (status = 401, description = "`everywhere=true` from a session that is no longer live: nothing ended")))]
+              (status = 401, description = "`everywhere=true` from a session that is no longer live: nothing ended"),
+              (status = 503, description = "`everywhere=true` while a change of the user held its row for 5 s: nothing ended; see Retry-After")))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -330,6 +330,8 @@ impl Session {
                         .cx
                         .revocations
                         .register(&p.tenant, &p.sub, p.issued, self.id);
+                } else {
+                    self.user.reissued(p.issued);
                 }
                 // The fresh token's role and user are the connection's from now on.
                 self.principal = p;

@@ -277,6 +277,7 @@ impl Events {
                     && let Some(last) = stored.frames.last()
                 {
                     log.learn_floor(last.seq);
+                    self.tell_lost(&topic, &mut log);
                 }
                 drop(log);
                 tracing::debug!(

@@ -239,7 +239,7 @@ impl Topic {
         if order != Order::Next {
             return order;
         }
-        if log.lost_unplaced && log.fill_from().is_none() {
+        if log.lost_unplaced && log.fill_from().is_none() && frame.seq != 0 {
             // Events may have been lost while nobody knew where the topic stood: said before
             // the first event after them.
             log.lost_unplaced = false;

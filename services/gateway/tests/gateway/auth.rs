@@ -239,13 +239,23 @@ async fn a_counted_logout_everywhere_refuses_exactly_the_tickets_read_before_it(
         if let Some(n) = signouts {
             claims["signouts"] = json!(n);
         }
-        gw.url(&sign(claims))
+        sign(claims)
     };
-    let mut before = connect(&token("ws", Some(4), now())).await;
-    let mut new_login = connect(&token("ws", Some(5), now())).await;
-    for c in [&mut before, &mut new_login] {
+    let url = |kind: &str, signouts: Option<u64>, iat: u64| gw.url(&token(kind, signouts, iat));
+    let mut before = connect(&url("ws", Some(4), now())).await;
+    let mut new_login = connect(&url("ws", Some(5), now())).await;
+    // Opened before, renewed with a ticket of the new login: judged by the one it holds now.
+    let mut renewed = connect(&url("ws", Some(4), now())).await;
+    for c in [&mut before, &mut new_login, &mut renewed] {
         c.subscribe(json!({"type": "alerts"})).await;
     }
+    renewed
+        .send(json!({"action": "auth", "token": token("ws", Some(5), now())}))
+        .await;
+    assert_eq!(
+        renewed.next(Duration::from_secs(5)).await["type"],
+        "authenticated"
+    );
     let ended = json!({"type": "user_changed", "tenant_id": tenant, "user_id": "7", "change": "signed_out", "signouts": 5});
     nats.publish(format!("pulse.v1.{tenant}.users"), ended.to_string().into())
         .await
@@ -253,22 +263,17 @@ async fn a_counted_logout_everywhere_refuses_exactly_the_tickets_read_before_it(
     nats.flush().await.unwrap();
     assert_eq!(before.closed(Duration::from_secs(5)).await.code, 4001);
     new_login.assert_alive().await;
+    renewed.assert_alive().await;
 
     for (what, url) in [
-        (
-            "read before, stamped ahead",
-            token("ws", Some(4), now() + 3),
-        ),
-        ("no count", token("ws", None, now())),
-        ("not a ticket", token("", Some(5), now())),
+        ("read before, stamped ahead", url("ws", Some(4), now() + 3)),
+        ("no count", url("ws", None, now())),
+        ("not a ticket", url("", Some(5), now())),
     ] {
         let closed = connect(&url).await.closed(Duration::from_secs(5)).await;
         assert_eq!(closed.code, 4001, "{what}");
     }
-    for url in [
-        token("ws", Some(5), now()),
-        token("ws", Some(1), now() + 60),
-    ] {
+    for url in [url("ws", Some(5), now()), url("ws", Some(1), now() + 60)] {
         let mut c = connect(&url).await;
         c.subscribe(json!({"type": "alerts"})).await;
         c.assert_alive().await;

@@ -73,7 +73,7 @@ impl Events {
 
     /// Once the topic has a place: tells its subscribers of events that may have been lost
     /// while it had none, under the lock that placed it, so before any event after them.
-    fn tell_lost(&self, topic: &Topic, log: &mut EventLog) {
+    pub(super) fn tell_lost(&self, topic: &Topic, log: &mut EventLog) {
         if std::mem::take(&mut log.lost_unplaced) {
             let room = self.inner.limits.replay_room();
             let (reason, metrics) = (ResetReason::Unavailable, &self.inner.metrics);
