@@ -105,6 +105,10 @@ pub fn bind(addr: SocketAddr, var: &str) -> anyhow::Result<TcpListener> {
 
 /// Keeps the readiness check `nats` equal to the link's state until `stop`, and runs
 /// `on_reconnect` each time the link comes back after being lost.
+///
+/// The reconnect work runs beside the mirror, so that readiness keeps following the link while
+/// it does (a gateway reads every subject in use again: minutes, with thousands); one at a
+/// time, and once more after it when the link came back again meanwhile.
 pub fn mirror_nats<F, Fut>(
     mut state: watch::Receiver<LinkState>,
     readiness: Readiness,
@@ -112,10 +116,12 @@ pub fn mirror_nats<F, Fut>(
     mut on_reconnect: F,
 ) where
     F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
         let mut seen = state.borrow().connects;
+        let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        let mut again = false;
         loop {
             let now = *state.borrow_and_update();
             readiness.set("nats", now.connected);
@@ -126,15 +132,37 @@ pub fn mirror_nats<F, Fut>(
                 let first = now.connects == 1;
                 seen = now.connects;
                 if !first {
-                    on_reconnect().await;
+                    if running.as_ref().is_some_and(|task| !task.is_finished()) {
+                        again = true;
+                    } else {
+                        running = Some(tokio::spawn(on_reconnect()));
+                    }
                 }
             }
             tokio::select! {
-                changed = state.changed() => if changed.is_err() { return },
-                () = stop.cancelled() => return,
+                changed = state.changed() => if changed.is_err() { break },
+                () = stop.cancelled() => break,
+                () = finished(&mut running), if again => {
+                    again = false;
+                    running = Some(tokio::spawn(on_reconnect()));
+                }
             }
         }
+        if let Some(task) = running {
+            task.abort();
+        }
     });
+}
+
+/// Resolves when `task` has ended (never, without one). Polled only until then: the caller
+/// replaces a finished task before polling again.
+async fn finished(task: &mut Option<tokio::task::JoinHandle<()>>) {
+    match task {
+        Some(task) => {
+            let _ = task.await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +250,49 @@ mod tests {
             reconnects.load(std::sync::atomic::Ordering::SeqCst) == 1
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_link_while_reconnect_work_runs_and_that_work_runs_again_after() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let link = |connected, connects| LinkState {
+            connected,
+            connects,
+        };
+        let (tx, rx) = watch::channel(link(true, 1));
+        let readiness = Readiness::new(&["nats"]);
+        let stop = CancellationToken::new();
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let (counted, held) = (started.clone(), release.clone());
+        mirror_nats(rx, readiness.clone(), stop.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let held = held.clone();
+            async move {
+                let _ = held.acquire().await.map(|permit| permit.forget());
+            }
+        });
+        until("ready", || readiness.is_ready()).await;
+        tx.send_replace(link(false, 1));
+        until("not ready", || !readiness.is_ready()).await;
+        tx.send_replace(link(true, 2));
+        until("the reconnect work started", || {
+            started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // The work holds; the link goes and comes back meanwhile, and readiness says so.
+        tx.send_replace(link(false, 2));
+        until("not ready while the work runs", || !readiness.is_ready()).await;
+        tx.send_replace(link(true, 3));
+        until("ready again", || readiness.is_ready()).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one at a time");
+        release.add_permits(1);
+        until("run again for the reconnect meanwhile", || {
+            started.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        stop.cancel();
     }
 
     #[tokio::test]
