@@ -144,6 +144,34 @@ pub fn signal(pid: u32, name: &str) {
     assert!(sent, "kill -{name} {pid}");
 }
 
+/// Stops process `pid` (SIGSTOP) and waits until every thread of it has stopped. `kill`
+/// returns once the signal is sent: a thread busy in the kernel (a server's fsync on a loaded
+/// machine) stops only when it comes back, and meanwhile it may still answer a peer, such as a
+/// replica acknowledging what a test meant it never to see. Where `/proc` cannot tell (not
+/// Linux), the signal alone.
+pub fn stop_process(pid: u32) {
+    signal(pid, "STOP");
+    let stopped = || -> Option<bool> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let mut all = true;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // `pid (comm) S ...`: the state follows the last `)`.
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            all &= matches!(state, 'T' | 't');
+        }
+        Some(all)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stopped() == Some(false) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not stop within 10 s of SIGSTOP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A TCP port on 127.0.0.1 nothing listens on right now: see [`free_ports`].
 pub fn free_port() -> u16 {
     free_ports(1)[0]

@@ -361,7 +361,12 @@ impl PrivateNats {
     /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
     /// with a hung server, until [`PrivateNats::resume`].
     pub fn pause(&self) {
-        self.signal("STOP");
+        let pid = self
+            .server
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the server runs");
+        crate::stop_process(pid);
     }
 
     /// Lets a paused server go on (SIGCONT).

@@ -154,7 +154,7 @@ impl Cluster {
     /// Freezes node `i` (SIGSTOP): its connections stay open and it stores and answers
     /// nothing, falling behind its streams' leaders, until [`Self::resume`].
     pub fn pause(&self, i: usize) {
-        crate::signal(self.nodes[i].pid(), "STOP");
+        crate::stop_process(self.nodes[i].pid());
     }
 
     /// Lets a paused node go on (SIGCONT).

@@ -308,7 +308,7 @@ struct Frozen(u32);
 impl Frozen {
     fn stop(pid: i32) -> Self {
         let pid = u32::try_from(pid).expect("a process id");
-        pulse_test_support::signal(pid, "STOP");
+        pulse_test_support::stop_process(pid);
         Frozen(pid)
     }
 }
