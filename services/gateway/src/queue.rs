@@ -215,12 +215,8 @@ impl ClientQueue {
                 return 0;
             }
             let bytes: usize = frames.iter().map(|f| f.text.len()).sum();
-            let added = frames.len();
+            self.count_replayed(&mut s, frames.len(), bytes);
             s.events.extend(frames);
-            s.replayed += added;
-            s.unwritten.events += added;
-            s.unwritten.bytes += bytes;
-            self.waiting.inc_by(bytes as i64);
             bytes
         };
         self.wake.notify_one();
@@ -239,20 +235,25 @@ impl ClientQueue {
             if s.closed {
                 return Pushed::Closed;
             }
-            let room = max.less(s.unwritten);
-            let bytes = frame.text.len();
+            let (room, bytes) = (max.less(s.unwritten), frame.text.len());
             if room.events == 0 || room.bytes < bytes {
                 drop(s);
                 return self.push_event(frame);
             }
+            self.count_replayed(&mut s, 1, bytes);
             s.events.push_back(frame);
-            s.replayed += 1;
-            s.unwritten.events += 1;
-            s.unwritten.bytes += bytes;
-            self.waiting.inc_by(bytes as i64);
         }
         self.wake.notify_one();
         Pushed::Queued
+    }
+
+    /// Counts `added` frames of `bytes` queued beyond the event cap, against the replay room
+    /// until they are written.
+    fn count_replayed(&self, s: &mut State, added: usize, bytes: usize) {
+        s.replayed += added;
+        s.unwritten.events += added;
+        s.unwritten.bytes += bytes;
+        self.waiting.inc_by(bytes as i64);
     }
 
     /// The writer wrote the batch it took last: its replayed frames no longer count against

@@ -233,7 +233,7 @@ impl PrivateNats {
     /// reload it (SIGHUP), as an operator would.
     pub fn reconfigure(&self, config: impl FnOnce(&Path) -> String) {
         self.write_conf(config);
-        self.signal("HUP");
+        crate::signal(self.pid(), "HUP");
     }
 
     /// [`PrivateNats::url`] with a user's credentials in it.
@@ -361,26 +361,19 @@ impl PrivateNats {
     /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
     /// with a hung server, until [`PrivateNats::resume`].
     pub fn pause(&self) {
-        let pid = self
-            .server
-            .as_ref()
-            .and_then(Child::id)
-            .expect("the server runs");
-        crate::stop_process(pid);
+        crate::stop_process(self.pid());
     }
 
     /// Lets a paused server go on (SIGCONT).
     pub fn resume(&self) {
-        self.signal("CONT");
+        crate::signal(self.pid(), "CONT");
     }
 
-    fn signal(&self, name: &str) {
-        let pid = self
-            .server
+    fn pid(&self) -> u32 {
+        self.server
             .as_ref()
             .and_then(Child::id)
-            .expect("the server runs");
-        crate::signal(pid, name);
+            .expect("the server runs")
     }
 }
 

@@ -265,8 +265,8 @@ impl Events {
                     replayed = frames.len();
                     frames
                 });
+                let push = Push::Held(self.inner.limits.replay_room());
                 for frame in &ahead {
-                    let push = Push::Held(self.inner.limits.replay_room());
                     if topic.deliver_locked(&mut log, frame, Some(conn), push, metrics)
                         != Order::Next
                     {

@@ -57,7 +57,8 @@ impl Push {
         }
     }
 
-    fn into(self, queue: &ClientQueue, frame: &Frame) -> Pushed {
+    /// Pushes `frame` into `queue` this way.
+    fn push_to(self, queue: &ClientQueue, frame: &Frame) -> Pushed {
         match self {
             Push::Live => queue.push_event(frame.clone()),
             Push::Held(room) => queue.push_held(frame.clone(), room),
@@ -251,7 +252,7 @@ impl Topic {
         if log.catching_up.is_empty() && except.is_none() {
             // The common case: nobody is catching up, so no per-subscriber lookup.
             for queue in subscribers.values() {
-                push.into(queue, frame);
+                push.push_to(queue, frame);
             }
             metrics.events_delivered.inc();
             return order;
@@ -270,7 +271,7 @@ impl Topic {
                 }
                 Some(_) => queue.overflow_now(),
                 None => {
-                    push.into(queue, frame);
+                    push.push_to(queue, frame);
                 }
             }
         }
