@@ -2,7 +2,7 @@
 //! trusts (`PULSE_TRUSTED_PROXIES`), the nearest untrusted address of `X-Forwarded-For`.
 //! A header from anyone else is the client's own word and changes nothing.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -38,10 +38,7 @@ impl TrustedProxies {
         // can parse must not be counted as the proxy (and with it everyone behind it).
         let mut client = peer;
         for hop in hops.into_iter().rev() {
-            let Some(address) = std::str::from_utf8(hop)
-                .ok()
-                .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
-            else {
+            let Some(address) = std::str::from_utf8(hop).ok().and_then(hop_address) else {
                 break;
             };
             client = address.to_canonical();
@@ -51,6 +48,20 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// The address of one `X-Forwarded-For` hop. Some proxies (Azure's Application Gateway,
+/// IIS's ARR) append the port they heard from: `203.0.113.5:51234`, `[2001:db8::1]:443`. Read
+/// as garbage, it would count every client behind the proxy as the proxy.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            let bracketed = hop.strip_prefix('[')?.strip_suffix(']')?;
+            bracketed.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        })
 }
 
 /// What a limit counts as one client: an IPv4 address, or the /64 an IPv6 address is in.
@@ -129,6 +140,13 @@ mod tests {
             t.client(ip("::ffff:203.0.113.9"), &spoof),
             ip("203.0.113.9")
         );
+        // Hops with the port the proxy heard from are the client's address.
+        let ported = forwarded("6.6.6.6, 198.51.100.10:51234");
+        assert_eq!(t.client(ip("10.1.2.3"), &ported), ip("198.51.100.10"));
+        let ported6 = forwarded("[2001:db8::7]:443");
+        assert_eq!(t.client(ip("10.1.2.3"), &ported6), ip("2001:db8::7"));
+        let bracketed = forwarded("[2001:db8::8], 10.9.9.9:80");
+        assert_eq!(t.client(ip("10.1.2.3"), &bracketed), ip("2001:db8::8"));
         assert!(parse_trusted("not-an-ip").is_err());
         assert_eq!(parse_trusted("").unwrap(), TrustedProxies::default());
     }

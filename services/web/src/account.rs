@@ -179,7 +179,7 @@ pub struct LogoutParams {
     params(LogoutParams),
     responses((status = 204, description = "Logged out: the session the request's cookie names (with `everywhere=true`, every session of its user) is ended on the server and the cookie cleared; without the cookie, nothing changes"),
               (status = 400, description = "An unknown parameter, or `everywhere` not `true` or `false`"),
-              (status = 401, description = "`everywhere=true` from a session that is no longer live: nothing ended"),
+              (status = 401, description = "`everywhere=true` without a live session (no cookie, or an expired or ended one): nothing ended"),
               (status = 503, description = "`everywhere=true` while a change of the user held its row for 5 s: nothing ended; see Retry-After")))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -190,6 +190,12 @@ pub async fn logout(
     // make the browser post here (a top-level form sends no SameSite=Strict cookie), and its
     // answer must not sign the user out of this one.
     let Some(token) = session::cookie(&headers, state.config.cookie_secure) else {
+        // "Logged out everywhere" said with no session to end would leave the user trusting
+        // that sessions elsewhere are gone: the browser drops the cookie when it expires, so
+        // this is how an ended session usually looks.
+        if p.everywhere == Some(true) {
+            return Err(ApiError::Unauthorized);
+        }
         return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     };
     if p.everywhere == Some(true) {

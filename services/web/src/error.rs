@@ -76,10 +76,14 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::Unavailable(e.to_string())
             }
-            // Class 22, data exception: a value the request carried that PostgreSQL cannot
-            // take (an untranslatable character, a number out of range). The request's fault.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
-                ApiError::BadRequest(format!("a value cannot be stored: {}", db.message()))
+            // Class 22, data exception, of the kinds a value the request carried causes: the
+            // request's fault, said in words of the API (PostgreSQL's own name its encoding
+            // and types). Any other data exception comes of what the server holds: a 500.
+            sqlx::Error::Database(db)
+                if let Some(what) = db.code().and_then(|c| unstorable(&c)) =>
+            {
+                tracing::debug!(error = %db, "a value of the request cannot be stored");
+                ApiError::BadRequest(format!("a value cannot be stored: {what}"))
             }
             // lock_not_available: a lock waited for past the statement's lock_timeout (a
             // password change left open holds its user's logins so). Asking again later helps.
@@ -89,6 +93,20 @@ impl From<sqlx::Error> for ApiError {
             other => ApiError::Internal(other.into()),
         }
     }
+}
+
+/// What is wrong with a value the request carried, for a PostgreSQL data exception a
+/// request's value causes; `None` for any other error code.
+fn unstorable(code: &str) -> Option<&'static str> {
+    Some(match code {
+        // character_not_in_repertoire (U+0000 in text), untranslatable_character (in JSON)
+        "22021" | "22P05" => "a text holds the character U+0000",
+        "22003" => "a number is out of range",
+        "22001" => "a text is too long",
+        "22007" | "22008" => "a time is out of range",
+        "22P02" => "a value is not of its type",
+        _ => return None,
+    })
 }
 
 impl IntoResponse for ApiError {

@@ -148,6 +148,13 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_and_only_them() {
     assert_eq!(logout(&env, "", &ended).await.status(), 204);
     let refused = logout(&env, "?everywhere=true", &ended).await;
     assert_eq!(error_code(refused, 401).await, "unauthorized");
+    // Nor without a cookie, which is how a session looks once the browser dropped it.
+    let cookieless = reqwest::Client::new()
+        .post(env.at("/api/v2/logout?everywhere=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(cookieless, 401).await, "unauthorized");
     for cookie in [&here, &elsewhere] {
         assert_eq!(get_with(&env, cookie, "/api/v2/me").await.status(), 200);
     }

@@ -305,7 +305,14 @@ async fn what_postgresql_cannot_store_gets_a_precise_4xx_and_stores_nothing() {
         r#"{"topic":"odd","event":"e","payload":{"k\u0000":1}}"#,
     ] {
         let r = post_raw_json(&admin, env.at("/api/v2/events"), body).await;
-        assert_eq!(error_code(r, 400).await, "bad_request", "{body}");
+        assert_eq!(r.status(), 400, "{body}");
+        let error = &r.json::<Value>().await.unwrap()["error"];
+        assert_eq!(error["code"], "bad_request", "{body}");
+        // In the API's words, not PostgreSQL's (`invalid byte sequence for encoding "UTF8"`).
+        assert_eq!(
+            error["message"], "a value cannot be stored: a text holds the character U+0000",
+            "{body}"
+        );
     }
     let r = post_raw_json(
         &admin,
