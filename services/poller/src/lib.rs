@@ -315,25 +315,28 @@ async fn prepare(
     };
     // An events stream missing at activation (NATS lost its storage while no poller was
     // active) is created empty: the relay refills it from the outbox, as after a restore.
+    let failures = engine.write_failures();
     let ensured = waiting
         .until_done("set up JetStream streams", "JetStream", || async {
             // A lookup that fails is tried again with the rest: taken for "not missing", an
             // events stream `ensure` then created would never be refilled; taken for "missing",
             // one that was there would get every retained event again, past JetStream's
-            // duplicate window.
+            // duplicate window. Found missing, it is to be refilled before `ensure` is tried:
+            // an `ensure` that created it and then failed (the device bucket refused, an
+            // answer lost) leaves it there for the next try's lookup to find.
             let events = pulse_proto::subject::EVENTS_STREAM;
-            let events_missing = streams::missing(js)
+            if streams::missing(js)
                 .await?
                 .iter()
-                .any(|name| name == events);
-            streams::ensure(js, config).await.map(|()| events_missing)
+                .any(|name| name == events)
+            {
+                failures.events_recreated();
+            }
+            streams::ensure(js, config).await
         })
         .await;
-    let Some(events_missing) = ensured else {
+    if ensured.is_none() {
         return;
-    };
-    if events_missing {
-        engine.write_failures().events_recreated();
     }
     // Nothing is published before the newest seq already out there is known: a snapshot with
     // a lower seq would be dropped by every consumer as old.

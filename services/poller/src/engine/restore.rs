@@ -145,11 +145,13 @@ impl Engine {
             "JetStream streams missing or unable to store; creating them and publishing \
              everything again"
         );
-        streams::ensure(&self.js, &self.config).await?;
+        // Marked before `ensure`: one that created the events stream and then failed leaves
+        // it there, and the next look would not find it missing.
         let events = pulse_proto::subject::EVENTS_STREAM;
         if missing.iter().chain(&unstorable).any(|n| n == events) {
             self.failures.events_recreated();
         }
+        streams::ensure(&self.js, &self.config).await?;
         self.metrics.streams_restored();
         self.forget_published();
         self.fence.retain(|_| false);

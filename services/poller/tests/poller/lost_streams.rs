@@ -8,6 +8,7 @@ use async_nats::jetstream;
 use pulse_proto::subject::{DEVICES_BUCKET, EVENTS_STREAM, STATE_STREAM};
 
 use crate::helpers::*;
+use pulse_poller::streams;
 use pulse_test_support::db::ScratchDb;
 use pulse_test_support::nats::{PrivateNats, checks};
 
@@ -327,4 +328,110 @@ async fn streams_that_cannot_store_are_deleted_at_most_once_a_minute() {
     let deleted = delete_unstorable(&js, &all, &mut tried).await;
     assert!(deleted.is_empty(), "{deleted:?}");
     assert!(missing(&js).await.unwrap().is_empty());
+}
+
+/// A NATS configuration with JetStream, an `admin` user, and a `poller` user that may create
+/// the device bucket's stream or not.
+fn poller_may_create_the_bucket(store: &std::path::Path, allowed: bool) -> String {
+    let publish = if allowed {
+        r#"allow: [">"]"#.to_owned()
+    } else {
+        format!(
+            r#"deny: ["$JS.API.STREAM.CREATE.{}"]"#,
+            streams::bucket_stream()
+        )
+    };
+    pulse_test_support::nats::jetstream_with_user(store, "poller", &publish)
+}
+
+/// A poller (as the `poller` user) on a server of its own that may create the bucket, once
+/// event 1 of `orders` is relayed; with an admin's JetStream context on that server.
+async fn relayed_as_the_poller_user(
+    label: &str,
+) -> (
+    PrivateNats,
+    ScratchDb,
+    String,
+    PollerHandle,
+    jetstream::Context,
+) {
+    let nats =
+        PrivateNats::configured(|store| poller_may_create_the_bucket(store, true), &[]).await;
+    let admin = pulse_test_support::nats::connect(&nats.url_as("admin", "admin"))
+        .await
+        .unwrap();
+    let js = checks(admin);
+    let (db, tenant) = db_with_tenant(label, 2).await;
+    let url = nats.url_as("poller", "poller");
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    poller.wait_ready().await;
+    emit(&db, &tenant, 1).await;
+    wait_all_relayed(&db, "event 1 relayed", Duration::from_secs(10)).await;
+    (nats, db, tenant, poller, js)
+}
+
+/// Deletes the events stream and the bucket with the poller refused the bucket's creation:
+/// its set-up creates the events stream, then fails. Once the events stream is there again,
+/// the poller may create the bucket.
+async fn lose_the_events_stream_and_the_bucket_half_restored(
+    nats: &PrivateNats,
+    js: &jetstream::Context,
+) {
+    nats.reconfigure(|store| poller_may_create_the_bucket(store, false));
+    // The bucket first: a set-up between the two deletions fails too. Asked until done: the
+    // server may not answer JetStream requests while it reloads its accounts.
+    for stream in [streams::bucket_stream(), EVENTS_STREAM.to_owned()] {
+        eventually(
+            &format!("{stream} deleted"),
+            Duration::from_secs(10),
+            || async {
+                let _ = js.delete_stream(&stream).await;
+                streams::missing(js)
+                    .await
+                    .is_ok_and(|m| m.contains(&stream))
+            },
+        )
+        .await;
+    }
+}
+
+/// Waits for the events stream the poller created again (with the bucket refused), then lets
+/// the poller create the bucket.
+async fn the_events_stream_back_then_the_bucket_allowed(
+    nats: &PrivateNats,
+    js: &jetstream::Context,
+) {
+    eventually(
+        "the events stream created again while the bucket is refused",
+        Duration::from_secs(20),
+        || async { js.get_stream(EVENTS_STREAM).await.is_ok() },
+    )
+    .await;
+    nats.reconfigure(|store| poller_may_create_the_bucket(store, true));
+}
+
+/// A set-up that created the events stream and then failed (the bucket refused) still refills
+/// it from the outbox: the next try finds the stream there, and had to know it was lost.
+#[tokio::test]
+async fn an_events_stream_created_again_by_a_set_up_that_then_failed_is_refilled() {
+    let (nats, _db, tenant, poller, js) = relayed_as_the_poller_user("half-restored").await;
+    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
+    the_events_stream_back_then_the_bucket_allowed(&nats, &js).await;
+    refilled_events(&js, &tenant, &[1]).await;
+    refilled(&js, &tenant, None, "the bucket created once allowed").await;
+    restored_and_stopped(poller).await;
+}
+
+/// The same at a poller's activation: streams lost while no poller was active, and a set-up
+/// that creates the events stream and then fails.
+#[tokio::test]
+async fn an_events_stream_created_again_by_an_activation_that_then_failed_is_refilled() {
+    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("half-activated").await;
+    poller.stop().await;
+    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
+    let url = nats.url_as("poller", "poller");
+    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    the_events_stream_back_then_the_bucket_allowed(&nats, &js).await;
+    refilled_events(&js, &tenant, &[1]).await;
+    poller.stop().await;
 }
