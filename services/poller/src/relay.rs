@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use parking_lot::Mutex;
+use pulse_common::backoff::Backoff;
 use pulse_common::nats::{LinkState, unless_dropped};
 use pulse_proto::subject::{EVENTS_RELAYED_PER_TOPIC_PASS, EVENTS_STREAM};
 use pulse_proto::{StoredEvent, Subject, TenantId, Timestamp, Topic};
@@ -38,6 +39,15 @@ pub const BATCH: i64 = 1000;
 pub const PER_TOPIC: i64 = EVENTS_RELAYED_PER_TOPIC_PASS as i64;
 /// Safety net: the outbox is read this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How a [`Relay::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Every event the outbox held was relayed.
+    Empty,
+    /// A pass failed; what it did not relay waits for the next.
+    Failed,
+}
 /// How often events older than the retention are deleted from the outbox.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most rows deleted by one statement, so pruning never holds long locks.
@@ -351,13 +361,20 @@ impl Relay {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune: Option<Instant> = None;
         let mut prune_more = false;
+        // After a failed pass the next waits, longer each time: a stream that cannot store
+        // (no leader, not there) while the link is up would otherwise have every commit read
+        // and send the whole backlog again.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
+            let mut failed = false;
             if nats.borrow().connected {
                 // A pass stuck on an unreachable database ends with leadership; one waiting for
                 // acknowledgements a dropped NATS connection cannot send ends at once, and what it
                 // had not marked relayed goes again (once: JetStream keeps it by its Msg-Id).
                 tokio::select! {
-                    _ = unless_dropped(&nats, self.drain()) => {}
+                    drained = unless_dropped(&nats, self.drain()) => {
+                        failed = drained == Some(Drained::Failed);
+                    }
                     () = stop.cancelled() => return,
                 }
             } else {
@@ -391,6 +408,16 @@ impl Relay {
                     }
                 }
             }
+            if failed {
+                // New events wait with the rest; a reconnect is worth a try at once.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    changed = nats.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            backoff.reset();
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = feed.events_written() => {}
@@ -402,7 +429,7 @@ impl Relay {
 
     /// Relays until the outbox is empty or a pass fails (the next wake-up retries); first,
     /// when the events stream was created again, marks the outbox's events to be sent again.
-    async fn drain(&self) {
+    async fn drain(&self) -> Drained {
         if self.failures.take_events_recreated() {
             match Self::relay_again(&self.pool).await {
                 Ok(0) => {}
@@ -414,14 +441,14 @@ impl Relay {
                     self.failures.events_recreated(); // tried again on the next wake-up
                     self.metrics.error(Stage::Relay);
                     tracing::warn!(error = %e, "cannot mark the outbox's events to relay again");
-                    return;
+                    return Drained::Failed;
                 }
             }
         }
         loop {
             match self.relay_once().await {
                 Ok(pass) if pass.more => continue,
-                Ok(_) => return,
+                Ok(_) => return Drained::Empty,
                 Err(e) => {
                     if let RelayError::Publish(p) = &e {
                         // The events stream may be gone, or unable to store.
@@ -429,7 +456,7 @@ impl Relay {
                     }
                     self.metrics.error(Stage::Relay);
                     tracing::warn!(error = %e, "relaying events failed; retrying");
-                    return;
+                    return Drained::Failed;
                 }
             }
         }

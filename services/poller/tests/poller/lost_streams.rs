@@ -330,18 +330,30 @@ async fn streams_that_cannot_store_are_deleted_at_most_once_a_minute() {
     assert!(missing(&js).await.unwrap().is_empty());
 }
 
-/// A NATS configuration with JetStream, an `admin` user, and a `poller` user that may create
-/// the device bucket's stream or not.
-fn poller_may_create_the_bucket(store: &std::path::Path, allowed: bool) -> String {
-    let publish = if allowed {
-        r#"allow: [">"]"#.to_owned()
-    } else {
-        format!(
-            r#"deny: ["$JS.API.STREAM.CREATE.{}"]"#,
-            streams::bucket_stream()
-        )
+/// A NATS configuration with JetStream, an `admin` user, and a `poller` user that may do
+/// anything but create `refused`, when given.
+fn poller_may_not_create(store: &std::path::Path, refused: Option<&str>) -> String {
+    let publish = match refused {
+        None => r#"allow: [">"]"#.to_owned(),
+        Some(stream) => format!(r#"deny: ["$JS.API.STREAM.CREATE.{stream}"]"#),
     };
     pulse_test_support::nats::jetstream_with_user(store, "poller", &publish)
+}
+
+/// Deletes `stream`, asked until done: the server may not answer JetStream requests while it
+/// reloads its accounts.
+async fn deleted(js: &jetstream::Context, stream: &str) {
+    eventually(
+        &format!("{stream} deleted"),
+        Duration::from_secs(10),
+        || async {
+            let _ = js.delete_stream(stream).await;
+            streams::missing(js)
+                .await
+                .is_ok_and(|m| m.iter().any(|s| s == stream))
+        },
+    )
+    .await;
 }
 
 /// A poller (as the `poller` user) on a server of its own that may create the bucket, once
@@ -355,8 +367,7 @@ async fn relayed_as_the_poller_user(
     PollerHandle,
     jetstream::Context,
 ) {
-    let nats =
-        PrivateNats::configured(|store| poller_may_create_the_bucket(store, true), &[]).await;
+    let nats = PrivateNats::configured(|store| poller_may_not_create(store, None), &[]).await;
     let admin = pulse_test_support::nats::connect(&nats.url_as("admin", "admin"))
         .await
         .unwrap();
@@ -377,22 +388,11 @@ async fn lose_the_events_stream_and_the_bucket_half_restored(
     nats: &PrivateNats,
     js: &jetstream::Context,
 ) {
-    nats.reconfigure(|store| poller_may_create_the_bucket(store, false));
-    // The bucket first: a set-up between the two deletions fails too. Asked until done: the
-    // server may not answer JetStream requests while it reloads its accounts.
-    for stream in [streams::bucket_stream(), EVENTS_STREAM.to_owned()] {
-        eventually(
-            &format!("{stream} deleted"),
-            Duration::from_secs(10),
-            || async {
-                let _ = js.delete_stream(&stream).await;
-                streams::missing(js)
-                    .await
-                    .is_ok_and(|m| m.contains(&stream))
-            },
-        )
-        .await;
-    }
+    let bucket = streams::bucket_stream();
+    nats.reconfigure(|store| poller_may_not_create(store, Some(&bucket)));
+    // The bucket first: a set-up between the two deletions fails too.
+    deleted(js, &bucket).await;
+    deleted(js, EVENTS_STREAM).await;
 }
 
 /// Waits for the events stream the poller created again (with the bucket refused), then lets
@@ -407,7 +407,7 @@ async fn the_events_stream_back_then_the_bucket_allowed(
         || async { js.get_stream(EVENTS_STREAM).await.is_ok() },
     )
     .await;
-    nats.reconfigure(|store| poller_may_create_the_bucket(store, true));
+    nats.reconfigure(|store| poller_may_not_create(store, None));
 }
 
 /// A set-up that created the events stream and then failed (the bucket refused) still refills
@@ -433,5 +433,28 @@ async fn an_events_stream_created_again_by_an_activation_that_then_failed_is_ref
     let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
     the_events_stream_back_then_the_bucket_allowed(&nats, &js).await;
     refilled_events(&js, &tenant, &[1]).await;
+    poller.stop().await;
+}
+
+/// A relay pass that fails while the link is up (the events stream gone, and the poller may not
+/// create it) is tried again with backoff, not at every event written: each try reads and
+/// sends the whole backlog. Once the stream can be created, every event is there.
+#[tokio::test]
+async fn a_relay_that_cannot_store_tries_again_with_backoff_not_at_every_event() {
+    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("relay-backoff").await;
+    nats.reconfigure(|store| poller_may_not_create(store, Some(EVENTS_STREAM)));
+    deleted(&js, EVENTS_STREAM).await;
+    let failures = || poller.metric("pulse_poller_errors_total", &["relay"]);
+    let before = failures().await;
+    // 60 events over 6 s, each waking the relay.
+    for n in 2..=61 {
+        emit(&db, &tenant, n).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = failures().await - before;
+    // Backoff from 0.2 s doubling to 5 s: about 8 tries in 6 s. One a wake-up: 60 and more.
+    assert!((1.0..=20.0).contains(&failed), "{failed} failed passes");
+    nats.reconfigure(|store| poller_may_not_create(store, None));
+    refilled_events(&js, &tenant, &(1..=61).collect::<Vec<_>>()).await;
     poller.stop().await;
 }
