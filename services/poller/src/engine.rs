@@ -41,6 +41,7 @@ mod late;
 mod purge;
 mod readings;
 mod restore;
+mod resync;
 mod safety_net;
 mod turns;
 
@@ -75,6 +76,8 @@ pub struct Engine {
     registry: Option<DeviceRegistry>,
     /// The first sync did not finish: the loop starts with a resync.
     resync_due: bool,
+    /// When a resync may run again after one failed ([`resync`]).
+    resync_pace: resync::Pace,
     /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
     purges_paused_until: Option<Instant>,
     /// Tenants purged lately ([`purge`]), whose late snapshots are purged again ([`late`]).
@@ -137,6 +140,7 @@ impl Engine {
             telemetry: Cursor::default(),
             registry: None,
             resync_due: false,
+            resync_pace: Default::default(),
             purges_paused_until: None,
             purged: Default::default(),
             failures,
@@ -144,15 +148,6 @@ impl Engine {
             own_deletions: HashMap::new(),
             announced: HashMap::new(),
         }
-    }
-
-    /// Publishes everything once, before the loop, unless NATS drops meanwhile; whatever did
-    /// not finish, the loop's first tick does again.
-    pub async fn first_sync(&mut self, link: &watch::Receiver<LinkState>) {
-        let synced = on_link(link, self.full_sync()).await;
-        self.resync_due = !self.report("first sync", synced);
-        let read = on_link(link, self.poll_telemetry()).await;
-        self.report("first telemetry read", read);
     }
 
     /// Every later `seq` will be greater than `floor`.
@@ -535,6 +530,7 @@ impl Engine {
                         seen_connects = state.connects;
                         tracing::info!("NATS reconnected; republishing current state");
                         self.forget_published();
+                        self.resync_pace.allow_now();
                         resync_due = true;
                         streams_due = true;
                     }
@@ -560,23 +556,21 @@ impl Engine {
                         }
                         Some(Job::Poll) => {
                             streams_due = self.check_streams(&nats, &mut resync_due).await;
-                            let span = tracing::debug_span!("safety_net_poll");
-                            let r = if resync_due {
-                                on_link(&nats, self.full_sync()).await
+                            if resync_due {
+                                resync_due = self.resync(&nats, &mut streams_due).await;
                             } else {
-                                on_link(&nats, self.safety_net().instrument(span)).await
-                            };
-                            resync_due = !self.report("safety-net poll", r);
-                            streams_due |= resync_due;
+                                let span = tracing::debug_span!("safety_net_poll");
+                                let r = on_link(&nats, self.safety_net().instrument(span)).await;
+                                resync_due = !self.report("safety-net poll", r);
+                                streams_due |= resync_due;
+                            }
                         }
                         Some(Job::Changes) => {
                             tokio::time::sleep(self.config.debounce).await;
                             let mut pending = changes.take();
                             self.forget_late(&mut pending).await;
                             if pending.resync || pending.tenants || resync_due {
-                                let r = on_link(&nats, self.full_sync()).await;
-                                resync_due = !self.report("resync", r);
-                                streams_due |= resync_due;
+                                resync_due = self.resync(&nats, &mut streams_due).await;
                             } else {
                                 let alerts: Vec<_> = pending.alerts.into_iter().collect();
                                 let r = on_link(&nats, self.refresh_alerts(&alerts)).await;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Engine, on_link};
+use super::Engine;
 use crate::metrics::Stage;
 use crate::streams::{self, Failures, WriteFailures};
 use pulse_common::nats::{LinkState, unless_dropped};
@@ -172,9 +172,7 @@ impl Engine {
             *streams_due = self.check_streams(link, resync_due).await;
         }
         if *resync_due {
-            let r = on_link(link, self.full_sync()).await;
-            *resync_due = !self.report("resync", r);
-            *streams_due |= *resync_due;
+            *resync_due = self.resync(link, streams_due).await;
         }
     }
 

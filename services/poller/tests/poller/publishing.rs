@@ -775,6 +775,28 @@ async fn alerts_readable(db: &ScratchDb, readable: bool) {
     sqlx::query(sql).execute(&db.pool).await.unwrap();
 }
 
+/// While a resync keeps failing with the link up (the poller's role may not read the alerts),
+/// it is tried again with backoff, not at every telemetry tick (50 ms here): each try reads
+/// every tenant's alerts and publishes every snapshot again. Once the read is allowed, the
+/// change it was for goes out within the backoff's cap.
+#[tokio::test]
+async fn a_resync_that_keeps_failing_is_tried_again_with_backoff_not_at_every_tick() {
+    let (db, tenant, mut alerts, poller) = past_the_first_resync("resyncpace").await;
+    alerts_readable(&db, false).await;
+    let failures = || poller.metric("pulse_poller_errors_total", &["database"]);
+    let before = failures().await;
+    let id = db.open_alert(&tenant, "dev-1", "read refused").await;
+    // A window of 4 s: about 8 tries with backoff from 0.2 s doubling to 5 s; 80 at every tick.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let failed = failures().await - before;
+    assert!((1.0..=20.0).contains(&failed), "{failed} failed reads");
+    alerts_readable(&db, true).await;
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
+        .await;
+    poller.stop().await;
+}
+
 /// A refresh that fails (the database refused the read, NATS the publish) is tried again at
 /// once, not left to the next safety-net poll: the change it was for goes out as soon as the
 /// failure is over.
