@@ -1451,6 +1451,66 @@ describe("subscription states", () => {
     socket.serverClose(1006);
     expect(t.client.subscriptionStatus({ type: "fleet" })?.state).toBe("pending");
   });
+
+  it("unsubscribes a channel whose late answer came while its subscribe asked again waited for a slot", async () => {
+    const t = setup({ random: () => 0.5 });
+    const socket = await t.connect();
+    const release = t.client.subscribe({ type: "alerts" });
+    const forAlerts = () => socket.channelRequests.filter((r) => "type" in r && r.type === "alerts");
+    // No answer in 10 s: asked again after the backoff (500 ms)...
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(t.client.subscriptionStatus({ type: "alerts" })?.state).toBe("retrying");
+    // ...but the gateway's allowance is spent meanwhile, so that subscribe waits for a slot.
+    socket.push({ type: "error", code: "rate_limited", message: "more than 50 messages per second" });
+    await vi.advanceTimersByTimeAsync(500);
+    expect(forAlerts()).toEqual([{ action: "subscribe", type: "alerts" }]);
+    // The first subscribe's answer, late: the gateway holds alerts.
+    socket.push({ type: "subscribed", channel: "alerts" });
+    expect(t.client.subscriptionStatus({ type: "alerts" })?.state).toBe("subscribed");
+    release();
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(forAlerts()).toEqual([
+      { action: "subscribe", type: "alerts" },
+      { action: "unsubscribe", type: "alerts" },
+    ]);
+    // Held again once answered: a fresh subscribe, which brings the current value.
+    socket.push({ type: "unsubscribed", channel: "alerts" });
+    t.client.subscribe({ type: "alerts" });
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(forAlerts().at(-1)).toEqual({ action: "subscribe", type: "alerts" });
+    expect(t.errors.map((e) => e.code)).toEqual(["rate_limited"]);
+  });
+
+  it("sends no unsubscribe for a channel the gateway refused, for now or for good", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const retrying = { type: "device", device_id: "dev-1" } as const;
+    const failed = { type: "device", device_id: "dev-2" } as const;
+    const releases = [t.client.subscribe(retrying), t.client.subscribe(failed)];
+    socket.push({ type: "error", code: "unavailable", message: "retry shortly", channel: "device", device_id: "dev-1" });
+    socket.push({ type: "error", code: "too_many_subscriptions", message: "256 held", channel: "device", device_id: "dev-2" });
+    expect(t.client.subscriptionStatus(retrying)?.state).toBe("retrying");
+    expect(t.client.subscriptionStatus(failed)?.state).toBe("failed");
+    for (const release of releases) release();
+    await vi.advanceTimersByTimeAsync(5_000);
+    // The gateway holds neither: an unsubscribe would only be answered `not_subscribed`.
+    expect(socket.requests.filter((r) => r.action === "unsubscribe")).toEqual([]);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
+  });
+
+  it("still unsubscribes a channel whose subscribe went unanswered: the gateway may yet take it", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const release = t.client.subscribe({ type: "fleet" });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(t.client.subscriptionStatus({ type: "fleet" })?.state).toBe("retrying");
+    release();
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(socket.channelRequests).toEqual([
+      { action: "subscribe", type: "fleet" },
+      { action: "unsubscribe", type: "fleet" },
+    ]);
+  });
 });
 
 describe("a tab shown again", () => {
@@ -1513,6 +1573,86 @@ describe("a hung ticket endpoint", () => {
     expect(socket).toBeDefined();
     expect(getTicket).toHaveBeenCalledTimes(2);
     expect(t.client.state).not.toBe("reconnecting");
+  });
+});
+
+describe("a wall clock set back", () => {
+  /**
+   * The system clock is set an hour back (by hand, or by a time sync): `Date.now()` jumps, while
+   * the timers and `performance.now()` go on as before.
+   */
+  function setWallClockBack(): void {
+    vi.setSystemTime(Date.now() - 3_600_000);
+  }
+
+  it("does not keep a dead socket live: the heartbeat still gives up after 45 s", async () => {
+    const t = setup();
+    const socket = await t.connect();
+    socket.autoPong = false;
+    setWallClockBack();
+    await vi.advanceTimersByTimeAsync(44_999);
+    expect(t.client.state).toBe("live");
+    await vi.advanceTimersByTimeAsync(1);
+    await t.expectReplaced(socket, "heartbeat_timeout");
+  });
+
+  it("measures by an injected wall clock when given no monotonic one", async () => {
+    // A client given its own clock (a simulated time) measures its waits by it: the browser's
+    // `performance.now()`, standing still here, is not read.
+    vi.spyOn(performance, "now").mockReturnValue(0);
+    const t = setup({ now: () => Date.now() });
+    const socket = await t.connect();
+    socket.autoPong = false;
+    await vi.advanceTimersByTimeAsync(44_999);
+    expect(t.client.state).toBe("live");
+    await vi.advanceTimersByTimeAsync(1);
+    await t.expectReplaced(socket, "heartbeat_timeout");
+    vi.mocked(performance.now).mockRestore();
+  });
+
+  it("waits out a wait the gateway asked for, no longer, when the network comes back", async () => {
+    const t = setup();
+    const first = await t.connect();
+    first.serverClose(4029, "gateway connection limit reached; retry_after=60");
+    await t.advanceAndSettle(1_000);
+    setWallClockBack();
+    t.network.set(false);
+    t.network.set(true);
+    // 60 s plus the backoff's jitter (500 ms), less the second already waited.
+    expect(t.nextAttemptIn()).toBe(59_500);
+    await t.advanceAndSettle(59_500);
+    expect(t.factory.sockets).toHaveLength(2);
+  });
+
+  it("gives a socket that does not open the attempt's deadline, no more", async () => {
+    let answer: (ticket: Ticket) => void = () => {};
+    const later = ticketSource();
+    let calls = 0;
+    const getTicket = vi.fn((): Promise<Ticket> => {
+      calls += 1;
+      return calls > 1 ? later() : new Promise<Ticket>((resolve) => (answer = resolve));
+    });
+    const t = setup({ getTicket });
+    t.client.start();
+    await settle();
+    setWallClockBack();
+    answer({ token: "t1", expires_at: Math.floor(Date.now() / 1000) + 60, gateways: ["ws://gw-a.test/api/v2/ws"] });
+    await settle();
+    expect(t.factory.sockets).toHaveLength(1);
+    await t.advanceAndSettle(10_000);
+    expect(t.errors.map((e) => e.kind)).toEqual(["connect_timeout"]);
+    expect(t.client.state).toBe("reconnecting");
+  });
+
+  it("renews the token at 75 % of its lifetime, counted from its arrival", async () => {
+    const t = setup();
+    t.client.start();
+    await settle();
+    setWallClockBack();
+    t.factory.last().accept();
+    await t.advanceAndSettle(45_000);
+    expect(t.getTicket).toHaveBeenCalledTimes(2);
+    expect(authRequests(t.factory.last()).map((r) => r.token)).toEqual(["t2"]);
   });
 });
 
@@ -1751,7 +1891,8 @@ describe("offline", () => {
     expect(t.client.state).toBe("offline");
     expect(t.client.status.reason).toBe("network");
     expect(socket.closedByClient).toBeDefined();
-    await t.advanceAndSettle(10 * 60_000);
+    // Tried again only at the longest backoff (in case the browser is wrong), not before.
+    await t.advanceAndSettle(29_999);
     expect(t.factory.sockets).toHaveLength(1);
     t.network.set(true);
     expect(t.client.state).toBe("reconnecting");
@@ -1776,6 +1917,137 @@ describe("offline", () => {
     t.factory.last().accept();
     await settle();
     expect(t.client.state).toBe("live");
+  });
+
+  describe("when the browser wrongly reports no network (and never fires `online`)", () => {
+    /** A client whose browser says it is offline from the start: `offline`, and no ticket asked. */
+    function offlineAtStart(overrides: Partial<PulseClientOptions> = {}) {
+      const t = setup(overrides);
+      t.network.online = false;
+      t.client.start();
+      return t;
+    }
+
+    it("still tries at the longest backoff, spread, and stays offline while the tries fail", async () => {
+      const t = offlineAtStart();
+      await settle();
+      expect(t.client.state).toBe("offline");
+      // 30 s, and a spread of up to half of it (`random` 0.5 here: 7.5 s), said in the status.
+      expect(t.nextAttemptIn()).toBe(37_500);
+      await t.advanceAndSettle(37_499);
+      expect(t.getTicket).not.toHaveBeenCalled();
+      await t.advanceAndSettle(1);
+      expect(t.getTicket).toHaveBeenCalledTimes(1);
+      // The network is really down: the socket fails, and the next try is as far again.
+      t.factory.last().serverClose(1006);
+      await settle();
+      expect(t.states()).toEqual(["connecting", "offline"]);
+      expect(t.client.status.reason).toBe("network");
+      expect(t.nextAttemptIn()).toBe(37_500);
+      await t.advanceAndSettle(37_499);
+      expect(t.getTicket).toHaveBeenCalledTimes(1);
+      await t.advanceAndSettle(1);
+      expect(t.getTicket).toHaveBeenCalledTimes(2);
+      // This time it opens: the network works whatever the browser says.
+      t.factory.last().accept();
+      await settle();
+      expect(t.client.state).toBe("live");
+    });
+
+    it("tries at once when a fallback poll succeeds", async () => {
+      const poll = vi.fn(async (ctx: PollContext) => ctx.publish(fleet(0, 42)));
+      const t = offlineAtStart({ poll });
+      await t.advanceAndSettle(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      expect(t.getTicket).toHaveBeenCalledTimes(1);
+      t.factory.last().accept();
+      await settle();
+      expect(t.client.state).toBe("live");
+      expect(t.client.polling).toBe(false);
+    });
+
+    it("does not try on a failed poll", async () => {
+      const poll = vi.fn(async () => {
+        throw new Error("Failed to fetch");
+      });
+      const t = offlineAtStart({ poll });
+      await t.advanceAndSettle(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      expect(t.getTicket).not.toHaveBeenCalled();
+    });
+
+    it("tries at once when the tab is shown", async () => {
+      const visibility = new FakeVisibility();
+      const t = offlineAtStart({ visibility });
+      await settle();
+      visibility.show();
+      await settle();
+      expect(t.getTicket).toHaveBeenCalledTimes(1);
+      t.factory.last().accept();
+      await settle();
+      expect(t.client.state).toBe("live");
+    });
+
+    it("replaces a try still under way when the network comes back", async () => {
+      const t = offlineAtStart();
+      await t.advanceAndSettle(37_500);
+      const probe = t.factory.last();
+      t.network.set(true);
+      expect(probe.closedByClient).toBeDefined();
+      expect(probe.attached).toBe(false);
+      expect(t.client.state).toBe("reconnecting");
+      expect(t.nextAttemptIn()).toBe(500);
+      const socket = await t.nextSocket();
+      expect(t.factory.sockets).toEqual([probe, socket]);
+      expect(t.client.state).toBe("live");
+    });
+
+    it("once a connection worked, reconnects with the usual backoff until the browser reports a change", async () => {
+      const visibility = new FakeVisibility();
+      const t = offlineAtStart({ visibility });
+      await settle();
+      visibility.show();
+      await settle();
+      t.factory.last().accept();
+      await settle();
+      t.factory.last().serverClose(1006);
+      expect(t.client.state).toBe("reconnecting");
+      expect(t.nextAttemptIn()).toBe(500);
+      // The browser reports offline again (an `offline` event): believed again.
+      await t.nextSocket();
+      t.network.set(false);
+      expect(t.client.state).toBe("offline");
+      expect(t.nextAttemptIn()).toBe(37_500);
+    });
+
+    it("believes the browser again after a close and a start", async () => {
+      const visibility = new FakeVisibility();
+      const t = offlineAtStart({ visibility });
+      await settle();
+      visibility.show();
+      await settle();
+      t.factory.last().accept();
+      await settle();
+      expect(t.client.state).toBe("live");
+      t.client.close();
+      // The network goes down while the client is closed: no event reaches it.
+      t.client.start();
+      await settle();
+      expect(t.client.state).toBe("offline");
+      expect(t.client.status.reason).toBe("network");
+    });
+
+    it("leaves no try armed when a `connection` handler closes the client as it goes offline", async () => {
+      const t = setup();
+      t.client.on("connection", (status) => {
+        if (status.state === "offline" && status.reason === "network") t.client.close();
+      });
+      t.client.start();
+      await settle();
+      t.network.set(false);
+      expect(t.client.status.reason).toBe("closed");
+      expect(vi.getTimerCount()).toBe(0);
+    });
   });
 
   it("skips the backoff wait when the network comes back", async () => {
@@ -1932,6 +2204,43 @@ describe("events", () => {
     const { w, second } = await droppedAfter([{ type: "subscribed", channel: "events", topic: "tickets" }]); // seq unknown, no event
     expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
     expect(w.resets).toEqual([{ topic: "tickets", oldest: null, reason: "gap", last: null }]);
+  });
+
+  /** Opens `socket` and has the gateway close it (4029) before it answered anything. */
+  function refusedAfterUpgrade(socket: FakeWebSocket): void {
+    socket.autoPong = false;
+    socket.accept();
+    socket.serverClose(4029, "too many connections for this tenant; retry_after=1");
+  }
+
+  it("announces no reset for a topic whose subscribe no gateway answered (a socket refused right after the upgrade)", async () => {
+    const t = setup();
+    const w = watchTickets(t);
+    t.client.start();
+    await settle();
+    const first = t.factory.last();
+    refusedAfterUpgrade(first);
+    expect(subscribes(first)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
+    const second = await t.nextSocket();
+    expect(subscribes(second)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
+    second.push({ type: "subscribed", channel: "events", topic: "tickets", seq: 40 });
+    second.push(event("tickets", 41));
+    expect(w.log).toEqual(["event:41"]);
+    expect(w.resets).toEqual([]);
+  });
+
+  it("still tells the subscribers to refetch, on every socket that follows, for a topic acknowledged without a position", async () => {
+    const { t, w, second } = await droppedAfter([{ type: "subscribed", channel: "events", topic: "tickets" }]); // seq unknown, no event
+    expect(w.resets).toHaveLength(1);
+    // The gateway closes this one before it took the subscribe: what happens until the next
+    // socket's subscribe is missed too, after the refetch the first reset asked for.
+    second.serverClose(4029, "too many connections for this tenant; retry_after=1");
+    const third = await t.nextSocket();
+    expect(subscribes(third)).toEqual([{ action: "subscribe", type: "events", topic: "tickets" }]);
+    expect(w.resets).toEqual([
+      { topic: "tickets", oldest: null, reason: "gap", last: null },
+      { topic: "tickets", oldest: null, reason: "gap", last: null },
+    ]);
   });
 
   it("passes an events_reset to the subscribers and takes the next event as the new baseline", async () => {

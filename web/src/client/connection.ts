@@ -47,7 +47,7 @@ import { SeqTracker } from "./seq.js";
 import { isRetryableRefusal, type SubscriptionStatus } from "./subscription.js";
 import type { ConnectionState, ConnectionStatus } from "./status.js";
 import { parseTicket, pickGateway, ticketLifetimeMs } from "./ticket.js";
-import { globalNow, globalTimers, TimerSlot, type Timers } from "./timers.js";
+import { globalMonotonicNow, globalNow, globalTimers, TimerSlot, type Timers } from "./timers.js";
 import {
   CloseCode,
   type Channel,
@@ -135,8 +135,18 @@ export interface PulseClientOptions {
   WebSocket?: SocketConstructor;
   /** Default the global `setTimeout` / `clearTimeout`. */
   timers?: Timers;
-  /** Clock in milliseconds; default `Date.now`. */
+  /**
+   * Wall clock in milliseconds, for the times the client publishes (`since`, `nextAttemptAt`)
+   * and for reading a ticket's `expires_at`; default `Date.now`.
+   */
   now?: () => number;
+  /**
+   * Monotonic clock in milliseconds, for the waits the client measures (the heartbeat's
+   * silence, a wait the gateway asked for, an attempt's deadline, a token's lifetime, the
+   * pacing); default `performance.now()`. The wall clock would stretch each of them by as much
+   * as the system clock is set back: a dead socket shown live for an hour.
+   */
+  monotonicNow?: () => number;
   /** Random source in `[0, 1)` for jitter and the choice of gateway; default `Math.random`. */
   random?: () => number;
   /** Default the browser's `navigator.onLine` and `online` / `offline` events. */
@@ -193,8 +203,20 @@ export interface EventsHandlers {
 interface Holding {
   channel: Channel;
   count: number;
-  /** Subscribed on some socket already: a later subscribe is a resubscription. */
-  sent: boolean;
+  /**
+   * The gateway acknowledged a subscribe of it (`subscribed`) on some socket: its subscribers
+   * have had its events since. An event topic subscribed again without a position to resume
+   * from may then have missed some. One never acknowledged delivered nothing, so missed nothing.
+   */
+  acknowledged: boolean;
+  /**
+   * Subscribes sent for it on the current socket that the gateway has not answered yet (neither
+   * `subscribed` nor a refusal naming it). While one is out the gateway may still take the
+   * channel, even after the client stopped waiting for the answer, so releasing it unsubscribes.
+   * A subscribe a `rate_limited` error dropped is never answered: the count then errs towards
+   * an unsubscribe the gateway answers `not_subscribed`, never towards a channel left held.
+   */
+  unanswered: number;
   /** The `since` of the last subscribe sent for it. */
   since: number | undefined;
   /** Where it stands on the gateway. */
@@ -205,7 +227,7 @@ interface Holding {
   backoff: Backoff;
   /**
    * Its subscribe on the current socket waits for a slot (see {@link Pacer}) and has not gone
-   * out yet: the gateway does not hold it, so releasing it sends no unsubscribe.
+   * out yet; a `rate_limited` error moves that slot back.
    */
   queued: boolean;
   /**
@@ -213,6 +235,12 @@ interface Holding {
    * again and the sockets that follow: REST polling stands in for it meanwhile.
    */
   refused: boolean;
+}
+
+/** A token's lifetime, counted from when its ticket arrived by the monotonic clock. */
+interface TokenLifetime {
+  receivedAt: number;
+  ms: number;
 }
 
 /** An unsubscribe sent (or waiting for its slot) that the gateway has not answered yet. */
@@ -256,6 +284,7 @@ export class PulseClient {
   private readonly Socket: SocketConstructor | undefined;
   private readonly timers: Timers;
   private readonly now: () => number;
+  private readonly monotonic: () => number;
   private readonly random: () => number;
   private readonly network: NetworkMonitor;
   private readonly visibility: VisibilityMonitor;
@@ -267,8 +296,17 @@ export class PulseClient {
   private readonly renewAt: number;
   private readonly renewRetryMs: number;
   private readonly stableAfterMs: number;
-  /** When the network last came back, to tell a network that flaps from one that recovered. */
+  /**
+   * When the network last came back (monotonic clock), to tell a network that flaps from one
+   * that recovered.
+   */
   private networkBackAt = Number.NEGATIVE_INFINITY;
+  /**
+   * A connection was made, or a fallback poll succeeded, while the browser said it was offline:
+   * `navigator.onLine` reads false on a network that works (it does in some browsers, behind
+   * some VPNs), so it is not believed until the browser next reports a change.
+   */
+  private offlineDisproved = false;
   private readonly subscribeTimeoutMs: number;
 
   private readonly seq = new SeqTracker();
@@ -281,9 +319,9 @@ export class PulseClient {
   private readonly renewTimer: TimerSlot;
   /** Ticket requests not answered yet (the attempt's, a renewal's). */
   private readonly ticketRequests = new Set<AbortController>();
-  /** When the current socket's token expires, by this clock (from its lifetime). */
+  /** When the current socket's token expires, by the monotonic clock (from its lifetime). */
   private tokenEndsAt = Number.POSITIVE_INFINITY;
-  /** When the renewed token in flight expires, by this clock: the current one once taken. */
+  /** When the renewed token in flight expires, by the monotonic clock: the current one once taken. */
   private authExpiresAt = Number.POSITIVE_INFINITY;
   /** Paces subscribes and unsubscribes within the gateway's message rate. */
   private readonly pacer: Pacer;
@@ -296,8 +334,8 @@ export class PulseClient {
 
   /** 1012 closes in a row of connections that had not been live for long. */
   private freshRestarts = 0;
-  /** Before this time no attempt is made: a wait the gateway asked for. */
-  private serverWaitUntil = 0;
+  /** Before this time (monotonic clock) no attempt is made: a wait the gateway asked for. */
+  private serverWaitUntil = Number.NEGATIVE_INFINITY;
   /** False when not started, closed by the app, or refused with 4003. */
   private wanted = false;
   /** Bumped whenever an attempt starts or the socket is dropped; stale async work checks it. */
@@ -326,6 +364,7 @@ export class PulseClient {
   private socketOpen = false;
   /** The gateway has answered on the open socket (see {@link PulseClient.onAccepted}). */
   private accepted = false;
+  /** When the gateway took the open socket, by the monotonic clock. */
   private liveSince = 0;
   private expiresAt: number | undefined;
   private stopWatchingNetwork: (() => void) | undefined;
@@ -338,6 +377,9 @@ export class PulseClient {
     this.Socket = options.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
     this.timers = options.timers ?? globalTimers;
     this.now = options.now ?? globalNow;
+    // A client given its own wall clock (tests, a simulated time) measures its waits by it too,
+    // unless given a monotonic one as well.
+    this.monotonic = options.monotonicNow ?? options.now ?? globalMonotonicNow;
     this.random = options.random ?? Math.random;
     this.network = options.network ?? browserNetwork();
     this.visibility = options.visibility ?? browserVisibility();
@@ -360,10 +402,10 @@ export class PulseClient {
     this.connectTimer = new TimerSlot(this.timers);
     this.renewTimer = new TimerSlot(this.timers);
     this.authResendTimer = new TimerSlot(this.timers);
-    this.pacer = new Pacer({ now: this.now });
+    this.pacer = new Pacer({ now: this.monotonic });
     this.heartbeat = new Heartbeat({
       timers: this.timers,
-      now: this.now,
+      now: this.monotonic,
       intervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
       timeoutMs: options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS,
       sendPing: () => this.send({ action: "ping" }),
@@ -379,6 +421,7 @@ export class PulseClient {
         intervalMs: options.fallbackIntervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS,
         onError: (error) => this.report(error),
         onChange: (polling) => this.onPollingChange(polling),
+        onSuccess: () => this.onPollSucceeded(),
       });
     }
     this.current = { state: "offline", reason: "closed", polling: false, since: this.now() };
@@ -417,6 +460,8 @@ export class PulseClient {
     if (this.wanted) return;
     this.wanted = true;
     this.backoff.reset();
+    // What the browser says of the network is believed again: what disproved it is past.
+    this.offlineDisproved = false;
     this.stopWatchingNetwork = this.network.watch((online) => this.onNetworkChange(online));
     this.stopWatchingVisibility = this.visibility.watchVisible(() => this.onVisible());
     this.update({ state: "connecting", polling: this.polling, since: this.now() });
@@ -455,7 +500,8 @@ export class PulseClient {
       const added: Holding = {
         channel: normalized,
         count: 1,
-        sent: false,
+        acknowledged: false,
+        unanswered: 0,
         since: undefined,
         status: Object.freeze({ channel: normalized, state: "pending", since: this.now() }),
         timer: new TimerSlot(this.timers),
@@ -555,10 +601,15 @@ export class PulseClient {
     this.stopWatchingVisibility = undefined;
   }
 
-  private attempt(): void {
+  /**
+   * Makes a connection attempt. While the browser says it is offline only one it asks for
+   * `evenOffline` is made (the longest backoff's, or the tab shown, or a poll that succeeded);
+   * any other goes back to waiting for the network.
+   */
+  private attempt(evenOffline = false): void {
     if (!this.wanted) return;
     this.retryTimer.clear();
-    if (!this.network.isOnline()) {
+    if (!evenOffline && this.networkDown()) {
       this.goNetworkOffline();
       return;
     }
@@ -568,7 +619,7 @@ export class PulseClient {
     const { promise: ticketPromise, abort } = this.requestTicket();
     // One deadline for the whole attempt starts with the ticket request; the socket has
     // what the ticket left of it.
-    const deadline = this.now() + this.connectTimeoutMs;
+    const deadline = this.monotonic() + this.connectTimeoutMs;
     this.connectTimer.set(() => {
       if (generation !== this.generation || this.socket) return;
       abort();
@@ -581,7 +632,7 @@ export class PulseClient {
       (raw) => {
         if (generation !== this.generation || !this.wanted) return;
         // The token's lifetime runs from here, however long the socket then takes to open.
-        const receivedAt = this.now();
+        const received = { at: this.monotonic(), wallAt: this.now() };
         this.connectTimer.clear();
         let ticket: Ticket;
         try {
@@ -590,7 +641,10 @@ export class PulseClient {
           this.failAttempt({ kind: "ticket_failed", message: `unusable ticket: ${describe(error)}`, cause: error });
           return;
         }
-        this.open(ticket, generation, receivedAt, deadline);
+        // Read against the wall clock only when the ticket tells nothing but its `expires_at`;
+        // from here on the lifetime is counted on the monotonic clock.
+        const lifetime: TokenLifetime = { receivedAt: received.at, ms: ticketLifetimeMs(ticket, received.wallAt) };
+        this.open(ticket, generation, lifetime, deadline);
       },
       (error: unknown) => {
         if (generation !== this.generation || !this.wanted) return;
@@ -621,7 +675,7 @@ export class PulseClient {
     return { promise, abort: () => controller?.abort() };
   }
 
-  private open(ticket: Ticket, generation: number, receivedAt: number, deadline: number): void {
+  private open(ticket: Ticket, generation: number, lifetime: TokenLifetime, deadline: number): void {
     const avoid = this.avoidUrl;
     this.avoidUrl = undefined;
     let url: string;
@@ -641,7 +695,7 @@ export class PulseClient {
     this.socketOpen = false;
     this.expiresAt = ticket.expires_at;
     socket.onopen = () => {
-      if (this.socket === socket && generation === this.generation) this.onOpen(ticket, receivedAt);
+      if (this.socket === socket && generation === this.generation) this.onOpen(lifetime);
     };
     socket.onmessage = (event) => {
       if (this.socket === socket) this.onFrame(event.data);
@@ -660,10 +714,10 @@ export class PulseClient {
         kind: "connect_timeout",
         message: `the gateway did not answer within the attempt's ${this.connectTimeoutMs} ms`,
       });
-    }, Math.max(0, deadline - this.now()));
+    }, Math.max(0, deadline - this.monotonic()));
   }
 
-  private onOpen(ticket: Ticket, receivedAt: number): void {
+  private onOpen(lifetime: TokenLifetime): void {
     this.connectTimer.clear();
     this.socketOpen = true;
     this.accepted = false;
@@ -675,11 +729,13 @@ export class PulseClient {
     }
     // A new connection starts with the gateway's whole burst; past it the subscribes are paced.
     this.pacer.reset();
-    // Event topics held before without a position to resume from: whatever happened meanwhile
-    // cannot be replayed, so their subscribers must refetch.
+    // Event topics a gateway took before without a position to resume from: whatever happened
+    // meanwhile cannot be replayed, so their subscribers must refetch. A subscribe no gateway
+    // answered (a socket closed right after the upgrade: 4001, 4029, 1012) delivered nothing, so
+    // nothing was missed since.
     const unresumable: string[] = [];
     for (const [topic, holding] of this.holdings) {
-      if (holding.channel.type === "events" && holding.sent && this.seq.resumeAfter(topic) === undefined) {
+      if (holding.channel.type === "events" && holding.acknowledged && this.seq.resumeAfter(topic) === undefined) {
         unresumable.push(holding.channel.topic);
       }
       this.subscribeInTurn(topic, holding);
@@ -689,8 +745,8 @@ export class PulseClient {
     // code: the connection is live once the gateway has answered on it, and a ping makes sure
     // something answers however little the client subscribed to.
     this.heartbeat.pingNow();
-    this.tokenEndsAt = receivedAt + ticketLifetimeMs(ticket, receivedAt);
-    this.scheduleRenewal(ticket, receivedAt);
+    this.tokenEndsAt = lifetime.receivedAt + lifetime.ms;
+    this.scheduleRenewal(lifetime);
     for (const topic of unresumable) {
       if (this.holdings.has(`events:${topic}`)) this.announceReset({ topic, oldest: null, reason: "gap", last: null });
     }
@@ -699,7 +755,9 @@ export class PulseClient {
   /** The gateway answered on the open socket: it took the connection. */
   private onAccepted(): void {
     this.accepted = true;
-    this.liveSince = this.now();
+    this.liveSince = this.monotonic();
+    // The browser may say it is offline: this connection shows it is wrong.
+    if (!this.network.isOnline()) this.offlineDisproved = true;
     this.update({ state: "live", polling: this.polling, since: this.now() });
     this.reconsiderFallback();
   }
@@ -803,7 +861,7 @@ export class PulseClient {
 
   /** True when the current socket is open and has been for long enough to reset the backoff. */
   private wasStable(): boolean {
-    return this.socketOpen && this.accepted && this.now() - this.liveSince >= this.stableAfterMs;
+    return this.socketOpen && this.accepted && this.monotonic() - this.liveSince >= this.stableAfterMs;
   }
 
   /** An attempt failed before the socket opened: retry with backoff. */
@@ -815,12 +873,18 @@ export class PulseClient {
   /** A retry after a wait the gateway asked for (4029) or earned (1002, 1003, 1007, 1009): coming back to
    * the tab or to the network does not cut it short. */
   private scheduleServerWait(delayMs: number, closeCode: number): void {
-    this.serverWaitUntil = this.now() + delayMs;
+    this.serverWaitUntil = this.monotonic() + delayMs;
     this.scheduleRetry(delayMs, closeCode);
   }
 
   private scheduleRetry(delayMs: number, closeCode?: number, error?: ClientError): void {
     if (!this.wanted) return;
+    // An attempt made although the browser says it is offline failed: back to waiting for the
+    // network (and the longest backoff), without showing `reconnecting` at every try.
+    if (this.networkDown()) {
+      this.goNetworkOffline();
+      return;
+    }
     this.generation += 1;
     this.fallback?.disconnected();
     const status: ConnectionStatus = {
@@ -855,6 +919,7 @@ export class PulseClient {
     for (const holding of this.holdings.values()) {
       holding.timer.clear();
       holding.queued = false;
+      holding.unanswered = 0;
       if (holding.status.state !== "pending") this.setSubscription(holding, { state: "pending" });
     }
     if (!socket) return;
@@ -873,18 +938,27 @@ export class PulseClient {
 
   private onNetworkChange(online: boolean): void {
     if (!this.wanted) return;
+    // The browser's view changed: believe it again.
+    this.offlineDisproved = false;
     if (!online) {
       this.goNetworkOffline();
-    } else if (this.now() < this.serverWaitUntil) {
+      return;
+    }
+    // A try made while the browser said it was offline, still under way: the attempt scheduled
+    // below replaces it.
+    if (this.current.state === "offline") this.dropSocket(CloseCode.NORMAL, "network back");
+    if (this.monotonic() < this.serverWaitUntil) {
       // The gateway asked for a wait: the network coming back does not cut it short.
-      if (!this.retryTimer.pending) this.scheduleRetry(this.serverWaitUntil - this.now());
+      if (!this.retryTimer.pending || this.current.state === "offline") {
+        this.scheduleRetry(this.serverWaitUntil - this.monotonic());
+      }
     } else if (this.current.state === "offline" || this.retryTimer.pending) {
       // The network is back: try soon rather than wait out the backoff, within a short random
       // window, so that the dashboards of one network that recovers do not all come back (and
       // ask for tickets) at the same instant. A network that flaps, back again within
       // `stableAfterMs`, keeps its backoff growing.
-      const flapping = this.now() - this.networkBackAt < this.stableAfterMs;
-      this.networkBackAt = this.now();
+      const flapping = this.monotonic() - this.networkBackAt < this.stableAfterMs;
+      this.networkBackAt = this.monotonic();
       if (!flapping) this.backoff.reset();
       if (this.current.state === "offline") {
         this.update({ state: "reconnecting", polling: this.polling, since: this.now() });
@@ -893,14 +967,34 @@ export class PulseClient {
     }
   }
 
-  /** The tab is shown again: check a live socket now, or stop waiting out a long backoff. */
+  /**
+   * The tab is shown again: check a live socket now, or stop waiting out a long backoff; also
+   * while the browser says it is offline, in case it is wrong.
+   */
   private onVisible(): void {
     if (!this.wanted) return;
     if (this.socket && this.socketOpen) {
       this.heartbeat.pingNow();
-    } else if (this.retryTimer.pending && this.network.isOnline() && this.now() >= this.serverWaitUntil) {
+    } else if (this.retryTimer.pending && this.monotonic() >= this.serverWaitUntil) {
+      this.attempt(true);
+    }
+  }
+
+  /**
+   * A fallback poll got through: the network works. While the browser says it is offline, it is
+   * wrong: try the socket now rather than at the longest backoff.
+   */
+  private onPollSucceeded(): void {
+    if (!this.wanted || this.network.isOnline()) return;
+    this.offlineDisproved = true;
+    if (this.current.state === "offline" && this.retryTimer.pending && this.monotonic() >= this.serverWaitUntil) {
       this.attempt();
     }
+  }
+
+  /** The browser says it is offline, and nothing since showed it wrong. */
+  private networkDown(): boolean {
+    return !this.offlineDisproved && !this.network.isOnline();
   }
 
   private onPollingChange(polling: boolean): void {
@@ -918,25 +1012,35 @@ export class PulseClient {
     this.dropSocket(CloseCode.NORMAL, "network offline");
     // Polling goes on: `navigator.onLine` can be wrong, and a poll that fails costs nothing.
     this.fallback?.disconnected();
+    // And so the socket is still tried, as after the longest backoff (or a wait the gateway
+    // asked for, if longer), spread so that the clients of one office network do not all try
+    // at once: some browsers read `navigator.onLine` false on a network that works, and never
+    // fire `online`. Sooner when a poll succeeds or the tab is shown. Armed before the status
+    // is published: a `connection` handler may close or start the client again.
+    const spread = Math.floor(this.clampedRandom() * (this.backoffCapMs / 2));
+    const wait = Math.max(this.backoffCapMs + spread, this.serverWaitUntil - this.monotonic());
+    this.retryTimer.set(() => this.attempt(true), wait);
+    const nextAttemptAt = this.now() + wait;
     if (this.current.state !== "offline") {
-      this.update({ state: "offline", reason: "network", polling: this.polling, since: this.now() });
+      this.update({ state: "offline", reason: "network", polling: this.polling, since: this.now(), nextAttemptAt });
+    } else if (this.current.nextAttemptAt !== nextAttemptAt) {
+      this.update({ ...this.current, nextAttemptAt });
     }
   }
 
   // ---- token renewal ---------------------------------------------------------------------------
 
   /**
-   * Arms the renewal of `ticket`'s token at `renewAt` of its lifetime, counted from when the
-   * ticket arrived (`receivedAt`, by this clock). Timed by the token's lifetime, not by comparing
+   * Arms the renewal of a token at `renewAt` of its lifetime, counted from when its ticket
+   * arrived (by the monotonic clock). Timed by the token's lifetime, not by comparing
    * `expires_at` with this clock: a browser whose clock is behind the server's would renew after
    * the token expired. And counted from the ticket, not from the socket opening: the time the
    * socket took to open has gone from the token's life too, and a short token would otherwise
    * expire before it is renewed. A renewal already due goes out at once.
    */
-  private scheduleRenewal(ticket: Ticket, receivedAt: number): void {
-    const lifetimeMs = ticketLifetimeMs(ticket, receivedAt);
-    const dueAt = receivedAt + Math.max(MIN_RENEW_DELAY_MS, lifetimeMs * this.renewAt);
-    this.renewTimer.set(() => this.renew(), dueAt - this.now());
+  private scheduleRenewal(lifetime: TokenLifetime): void {
+    const dueAt = lifetime.receivedAt + Math.max(MIN_RENEW_DELAY_MS, lifetime.ms * this.renewAt);
+    this.renewTimer.set(() => this.renew(), dueAt - this.monotonic());
   }
 
   private renew(): void {
@@ -952,7 +1056,7 @@ export class PulseClient {
     };
     // A renewal that hangs is given up like a failed one, and tried again: within half the
     // token's remaining life, so that the next try has the other half.
-    const hangMs = Math.max(MIN_RENEW_DELAY_MS, Math.min(this.connectTimeoutMs, (this.tokenEndsAt - this.now()) / 2));
+    const hangMs = Math.max(MIN_RENEW_DELAY_MS, Math.min(this.connectTimeoutMs, (this.tokenEndsAt - this.monotonic()) / 2));
     this.renewTimer.set(() => {
       if (settled) return;
       abort();
@@ -965,9 +1069,9 @@ export class PulseClient {
           if (settled) return;
           settled = true;
           if (this.socket !== socket || !this.socketOpen) return;
-          const now = this.now();
-          this.sendAuth(ticket.token, now + ticketLifetimeMs(ticket, now));
-          this.scheduleRenewal(ticket, now);
+          const lifetime: TokenLifetime = { receivedAt: this.monotonic(), ms: ticketLifetimeMs(ticket, this.now()) };
+          this.sendAuth(ticket.token, lifetime.receivedAt + lifetime.ms);
+          this.scheduleRenewal(lifetime);
         },
         (error: unknown) => {
           if (settled) return;
@@ -982,14 +1086,14 @@ export class PulseClient {
    * sooner than {@link MIN_RENEW_DELAY_MS}.
    */
   private renewAgain(): void {
-    const left = this.tokenEndsAt - this.now();
+    const left = this.tokenEndsAt - this.monotonic();
     // Never at once: a ticket endpoint failing fast would otherwise be asked in a loop.
     this.renewTimer.set(() => this.renew(), Math.max(MIN_RENEW_DELAY_MS, Math.min(this.renewRetryMs, left - RENEW_LAST_TRY_MS)));
   }
 
   /**
-   * Sends a renewed token (expiring at `expiresAt` by this clock), remembered until the gateway
-   * answers: a rate limit may drop it.
+   * Sends a renewed token (expiring at `expiresAt` by the monotonic clock), remembered until the
+   * gateway answers: a rate limit may drop it.
    */
   private sendAuth(token: string, expiresAt: number): void {
     this.authInFlight = token;
@@ -1074,9 +1178,14 @@ export class PulseClient {
       case "subscribed": {
         const holding = this.holdingOf(reply);
         if (holding) {
+          this.onSubscribeAnswered(holding);
+          // A subscribe asked again may still wait for its slot (the answer came late): the
+          // gateway holds the channel now, so that one is not sent, and a release unsubscribes.
           holding.timer.clear();
+          holding.queued = false;
           holding.backoff.reset();
           holding.refused = false;
+          holding.acknowledged = true;
           this.setSubscription(holding, { state: "subscribed" });
         }
         if (reply.channel === "events" && reply.seq !== undefined) this.onEventsBaseline(reply.topic, reply.seq);
@@ -1107,6 +1216,8 @@ export class PulseClient {
           this.onAuthAnswered();
           this.renewAgain();
         } else if (reply.code === "invalid_since" && reply.channel?.channel === "events") {
+          const holding = this.holdingOf(reply.channel);
+          if (holding) this.onSubscribeAnswered(holding);
           this.resubscribeFresh(reply.channel.topic);
         }
         return;
@@ -1191,15 +1302,15 @@ export class PulseClient {
   }
 
   /**
-   * Delivers a polled event. A topic subscribed on a socket that never told its position (a
-   * `subscribed` without `seq`, and no event before the socket dropped) cannot place the event:
+   * Delivers a polled event. A topic a gateway took without telling its position (a `subscribed`
+   * without `seq`, and no event before the socket dropped) cannot place the event:
    * events between the subscribe and it may have been missed (a poll with no position fetches
    * only the newest), so a reset is announced first, as when such a topic is subscribed again.
    * Taken silently, the event would become the position and the socket would resume after it.
    */
   private deliverPolledEvent(topic: EventsTopic, message: EventMessage): void {
     const holding = this.holdings.get(topic);
-    if (holding?.sent && this.seq.resumeAfter(topic) === undefined) {
+    if (holding?.acknowledged && this.seq.resumeAfter(topic) === undefined) {
       this.announceReset({ topic: message.topic, oldest: message.seq, reason: "gap", last: null });
       // A reset handler may have let go of the channel.
       if (!this.holdings.has(topic)) return;
@@ -1219,7 +1330,7 @@ export class PulseClient {
    */
   private sendSubscribe(topic: DataTopic, holding: Holding): void {
     const since = holding.channel.type === "events" ? this.seq.resumeAfter(topic) : undefined;
-    holding.sent = true;
+    holding.unanswered += 1;
     holding.queued = false;
     holding.since = since;
     if (holding.status.state !== "pending") {
@@ -1271,15 +1382,38 @@ export class PulseClient {
   private onSubscribeRefused(ref: { channel: string; topic?: string; device_id?: string }, code: string, message: string): void {
     const holding = this.holdingOf(ref);
     if (!holding) return;
+    this.onSubscribeAnswered(holding);
     const topic = channelTopic(holding.channel);
     const error = { code, message };
     if (isRetryableRefusal(code)) {
+      // Its backoff replaces a subscribe still waiting for its slot.
+      holding.queued = false;
       this.retrySubscribe(topic, holding, error);
     } else {
       holding.timer.clear();
+      holding.queued = false;
       holding.refused = false;
       this.setSubscription(holding, { state: "failed", error });
     }
+  }
+
+  /**
+   * The gateway answered one of the channel's subscribes on this socket. Answers name no request,
+   * but the gateway answers each in turn, so the count of those still out goes down by one.
+   */
+  private onSubscribeAnswered(holding: Holding): void {
+    holding.unanswered = Math.max(0, holding.unanswered - 1);
+  }
+
+  /**
+   * Whether the gateway may hold the channel on this socket, so that releasing it must
+   * unsubscribe: it acknowledged it, or a subscribe is out that it may still take (one left
+   * unanswered and asked again is one). Not a channel refused (`retrying` after a refusal,
+   * `failed`), nor one whose subscribe still waits for its slot: the gateway would answer the
+   * unsubscribe `not_subscribed`.
+   */
+  private mayBeHeld(holding: Holding): boolean {
+    return holding.status.state === "subscribed" || holding.unanswered > 0;
   }
 
   /**
@@ -1303,7 +1437,7 @@ export class PulseClient {
     for (const [topic, holding] of this.holdings) {
       if (holding.status.state !== "pending") continue;
       if (holding.queued) this.subscribeInTurn(topic, holding, this.pacer.reserve());
-      else if (holding.sent) this.retrySubscribe(topic, holding, error, { slot: this.pacer.reserve() });
+      else if (holding.unanswered > 0) this.retrySubscribe(topic, holding, error, { slot: this.pacer.reserve() });
     }
   }
 
@@ -1364,9 +1498,10 @@ export class PulseClient {
     this.seq.forget(topic);
     this.reconsiderFallback();
     if (isSnapshotTopic(topic)) this.latestSnapshots.delete(topic);
-    // A subscribe still waiting for its slot (or for the answer to an unsubscribe) never
-    // reached the gateway: nothing to undo.
-    if (this.socketOpen && !holding.queued && !this.unsubscribing.has(topic)) this.unsubscribeInTurn(topic, holding.channel);
+    // Nothing to undo for a channel the gateway does not hold (see `mayBeHeld`), nor for one
+    // whose unsubscribe is out already (it was held again before the answer, and not subscribed
+    // since).
+    if (this.socketOpen && this.mayBeHeld(holding) && !this.unsubscribing.has(topic)) this.unsubscribeInTurn(topic, holding.channel);
   }
 
   /**

@@ -148,6 +148,29 @@ describe("FallbackPoller", () => {
     poller.stop();
   });
 
+  it("tells of each poll that succeeded, not of one that failed or was stopped", async () => {
+    let outcome: "ok" | "fail" | "stop" = "ok";
+    const succeeded = vi.fn();
+    const poller: FallbackPoller = new FallbackPoller({
+      poll: async () => {
+        if (outcome === "fail") throw new Error("HTTP 502");
+        if (outcome === "stop") poller.stop();
+      },
+      publish: () => {},
+      timers: globalTimers,
+      onSuccess: succeeded,
+    });
+    poller.disconnected();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(succeeded).toHaveBeenCalledTimes(1);
+    outcome = "fail";
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(succeeded).toHaveBeenCalledTimes(1);
+    outcome = "stop";
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(succeeded).toHaveBeenCalledTimes(1);
+  });
+
   it("hands no event positions when none are given", async () => {
     const { poller, pollFn } = setup();
     poller.disconnected();

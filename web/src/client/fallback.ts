@@ -73,6 +73,11 @@ export interface FallbackOptions {
   onError?: (error: ClientError) => void;
   /** Called whenever polling starts or stops. */
   onChange?: (polling: boolean) => void;
+  /**
+   * Called after each poll that finished without an error while polling was active: the
+   * network works (whatever `navigator.onLine` says).
+   */
+  onSuccess?: () => void;
 }
 
 /**
@@ -157,8 +162,10 @@ export class FallbackPoller {
       this.options.onError?.({ kind: "poll_failed", message: `fallback poll did not finish within ${this.timeoutMs} ms` });
       this.scheduleNext();
     }, this.timeoutMs);
+    let succeeded = false;
     try {
       await this.options.poll(context);
+      succeeded = true;
     } catch (error) {
       if (current()) {
         this.options.onError?.({ kind: "poll_failed", message: `fallback poll failed: ${describe(error)}`, cause: error });
@@ -168,6 +175,8 @@ export class FallbackPoller {
     this.deadline.clear();
     this.controller = undefined;
     this.scheduleNext();
+    // Last: the callback may stop polling, which clears the next poll just scheduled.
+    if (succeeded) this.options.onSuccess?.();
   }
 
   private scheduleNext(): void {

@@ -27,7 +27,10 @@ export interface HeartbeatOptions {
   /** Called once when nothing arrived for `timeoutMs`; the heartbeat is stopped by then. */
   onTimeout: () => void;
   timers: Timers;
-  /** Clock in milliseconds. */
+  /**
+   * A monotonic clock in milliseconds (see `globalMonotonicNow`): with a wall clock set back an
+   * hour, a dead socket would look heard from a moment ago for that hour.
+   */
   now: () => number;
   /** Default {@link DEFAULT_PING_INTERVAL_MS}. */
   intervalMs?: number;

@@ -66,7 +66,7 @@ export type { SubscriptionState, SubscriptionStatus } from "./subscription.js";
 export { DEFAULT_TICKET_URL, TicketError, parseTicket, pickGateway, ticketFetcher, tokenClaims } from "./ticket.js";
 export type { TicketFetcherOptions } from "./ticket.js";
 
-export { globalNow, globalTimers } from "./timers.js";
+export { globalMonotonicNow, globalNow, globalTimers } from "./timers.js";
 export type { TimerHandle, Timers } from "./timers.js";
 
 export {

@@ -23,7 +23,7 @@ export const DEFAULT_PACE_PER_SECOND = 40;
 
 /** Options of a {@link Pacer}. */
 export interface PacerOptions {
-  /** Clock in milliseconds. */
+  /** A monotonic clock in milliseconds (see `globalMonotonicNow`): it measures the refill. */
   now: () => number;
   /** Default {@link DEFAULT_PACE_BURST}. */
   burst?: number;

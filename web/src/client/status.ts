@@ -10,12 +10,15 @@ import type { ClientError } from "./errors.js";
  * Where the connection stands.
  *
  * - `connecting`: the first attempt after {@link PulseClient.start} is under way.
- * - `live`: the socket is open, the gateway has answered on it (the client pings as it opens,
- *   so a connection refused right after the upgrade, 4001/4029, is never `live`), and every
- *   held channel has been (re)subscribed.
+ * - `live`: the socket is open and the gateway has answered on it, with its first frame of any
+ *   kind (the client pings as it opens, so a connection refused right after the upgrade,
+ *   4001/4029, is never `live`). It says nothing of the held channels: each may still be
+ *   asked, refused or retrying; read {@link PulseClient.subscriptionStatus} (or the
+ *   `subscription` topic) for whether a channel's data flows.
  * - `reconnecting`: the connection dropped or an attempt failed; the client is retrying.
- * - `offline`: not trying to connect: the app closed the client (or never started it), the
- *   gateway refused the token with 4003, or the browser reports no network.
+ * - `offline`: the app closed the client (or never started it), or the gateway refused the
+ *   token with 4003: no attempt is made. Or the browser reports no network: the client then
+ *   tries only at the longest backoff, in case the browser is wrong (see `OfflineReason`).
  */
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "offline";
 
@@ -25,7 +28,12 @@ export type OfflineReason =
   | "closed"
   /** The gateway closed with 4003; starting again needs a token that may connect. */
   | "forbidden"
-  /** The browser reports `navigator.onLine === false`; the client resumes when it is back. */
+  /**
+   * The browser reports `navigator.onLine === false`; the client resumes when it is back. Since
+   * some browsers report it on a network that works and never fire `online`, the client still
+   * tries the socket at the longest backoff (30 s by default), and at once when a fallback poll
+   * succeeds or the tab is shown; a connection that works makes it `live` as usual.
+   */
   | "network";
 
 /** A snapshot of the connection, published on the `connection` topic whenever it changes. */

@@ -27,6 +27,16 @@ export const globalTimers: Timers = {
 export const globalNow = (): number => Date.now();
 
 /**
+ * A monotonic clock in milliseconds (`performance.now()`, else `Date.now()`), looked up at each
+ * call. Measured waits use it: unlike the wall clock it never jumps when the system clock is set
+ * (by hand or by a time sync), which would stretch a wait by as much as the clock went back.
+ */
+export const globalMonotonicNow = (): number => {
+  const performance = (globalThis as { performance?: { now?: () => number } }).performance;
+  return typeof performance?.now === "function" ? performance.now() : Date.now();
+};
+
+/**
  * The longest wait `setTimeout` holds, 2^31 - 1 ms (about 24.8 days): browsers and Node run a
  * longer one at once, which would turn a long wait (a year-long token's renewal) into a loop.
  */
