@@ -228,9 +228,13 @@ pub async fn listen(
                     feed.notified(n.payload());
                 }
                 Ok(None) => {
+                    // Connected again by the loop above, which then tells of the loss: a
+                    // reconnect inside the listener (its default) could be cut short by the
+                    // check's timeout, and the check's query would then reconnect it without a
+                    // word, the notifications of the gap lost.
                     metrics.error(Stage::Listen);
                     tracing::warn!("LISTEN connection lost; reconnecting and resyncing");
-                    feed.lost();
+                    break;
                 }
                 Err(e) => {
                     metrics.error(Stage::Listen);
@@ -244,6 +248,7 @@ pub async fn listen(
 
 async fn connect(database_url: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect(database_url).await?;
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }

@@ -274,30 +274,70 @@ async fn a_snapshot_whose_ack_never_came_is_not_taken_as_unsent() {
 async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
     let (db, tenant, [mut alerts]) = watched_tenant("silent", 1, ["alerts"]).await;
     let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "1"])).await;
-    // Its server process: the session that ran LISTEN (or, since, the quiet check).
-    let mut frozen = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while frozen.is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no LISTEN session found"
-        );
-        frozen = sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-               AND query IN ('LISTEN \"pulse_changes\"', 'SELECT 1 AS listen_check')",
-        )
-        .fetch_optional(&db.pool)
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _frozen = Frozen::stop(frozen.unwrap());
+    let _frozen = Frozen::stop(listen_session(&db).await);
     let id = db
         .open_alert(&tenant, "dev-1", "while LISTEN was silent")
         .await;
     // Well before the safety-net poll (60 s here): 1 s quiet, 5 s for the check, a resync.
     alerts
         .until(Duration::from_secs(15), |v| alert_ids(v).contains(&id))
+        .await;
+    poller.stop().await;
+}
+
+/// The server process of the poller's LISTEN connection: the session that ran LISTEN (or,
+/// since, the quiet check).
+async fn listen_session(db: &ScratchDb) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+               AND query IN ('LISTEN \"pulse_changes\"', 'SELECT 1 AS listen_check')",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no LISTEN session found"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A LISTEN connection ended by the server (a restart, an administrator): the change written
+/// while it was gone goes out with the resync that follows the new LISTEN, and changes after
+/// it are heard again, all well before the safety-net poll (60 s here).
+#[tokio::test]
+async fn a_listen_connection_ended_is_replaced_and_the_change_of_the_gap_goes_out() {
+    let (db, tenant, [mut alerts]) = watched_tenant("listenend", 1, ["alerts"]).await;
+    let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "1"])).await;
+    let pid = listen_session(&db).await;
+    let gap: i64 = sqlx::query_scalar(
+        "WITH ended AS (SELECT pg_terminate_backend($1)) \
+         INSERT INTO alerts (tenant_id, device_id, site_id, alert_type, severity, summary) \
+         SELECT $2, 'dev-1', 'site-1', 'x', 1, 'in the gap' FROM ended RETURNING alert_id",
+    )
+    .bind(pid)
+    .bind(&tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    alerts
+        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&gap))
+        .await;
+    eventually(
+        "a LISTEN connection of its own again",
+        Duration::from_secs(10),
+        || async { listen_session(&db).await != pid },
+    )
+    .await;
+    let heard = db.open_alert(&tenant, "dev-1", "heard again").await;
+    alerts
+        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&heard))
         .await;
     poller.stop().await;
 }
