@@ -18,6 +18,7 @@ use crate::session::{self, Session};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
@@ -76,15 +77,16 @@ pub(crate) fn dummy_hash() -> String {
 #[utoipa::path(post, path = "/api/v2/login", tag = "account", request_body = LoginRequest,
     security(()),
     responses((status = 200, body = Me, description = "Logged in; the session cookie is set"),
-              (status = 400, description = "Missing email or password"),
+              (status = 400, description = "A missing, over-long or unstorable email or password, a field or query parameter the route does not know, or a body that is not JSON"),
               (status = 401, description = "Wrong email or password"),
               (status = 413, description = "The body is larger than 128 KiB"),
               (status = 429, description = "Too many attempts; see Retry-After"),
-              (status = 503, description = "Too many logins at once; see Retry-After")))]
+              (status = 503, description = "Too many logins at once, or the user's row held by a change of it for 5 s; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    _: ApiQuery<NoParams>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
@@ -142,6 +144,14 @@ pub async fn login(
         state.metrics.login_failures.inc();
         return Err(ApiError::Unauthorized);
     };
+    // The session the browser's cookie named until now (another user's, on a shared computer,
+    // or this one's again) is ended: the cookie is replaced, and the old one would otherwise
+    // stay valid on the server for the rest of its life, for whoever kept a copy.
+    if let Some(replaced) = session::cookie(&headers, state.config.cookie_secure)
+        && let Err(e) = session::end(&state.pool, &replaced).await
+    {
+        tracing::warn!(error = %e, "cannot end the session the new login replaces");
+    }
     // Remembered only for a login that got its session.
     state.logins.remember(&email, client);
     if let Err(e) = login_addresses::remember(&state.pool, user.user_id, client).await {
@@ -228,13 +238,17 @@ fn me(s: &Session) -> Me {
 }
 
 #[utoipa::path(get, path = "/api/v2/me", tag = "account",
-    responses((status = 200, body = Me), (status = 401, description = "Not logged in")))]
+    responses((status = 200, body = Me),
+              (status = 400, description = "A query parameter: the route takes none"),
+              (status = 401, description = "Not logged in")))]
 pub async fn whoami(session: Session, _: ApiQuery<NoParams>) -> Json<Me> {
     Json(me(&session))
 }
 
 #[utoipa::path(get, path = "/api/v2/ws-ticket", tag = "account",
-    responses((status = 200, body = Ticket), (status = 401, description = "Not logged in")))]
+    responses((status = 200, body = Ticket),
+              (status = 400, description = "A query parameter: the route takes none"),
+              (status = 401, description = "Not logged in")))]
 pub async fn ws_ticket(
     State(state): State<AppState>,
     session: Session,

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiJson, ApiQuery, MAX_BODY_BYTES, limit};
+use crate::api::{ApiJson, ApiQuery, MAX_BODY_BYTES, NoParams, limit};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
@@ -180,6 +180,7 @@ pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
     publisher: Publisher,
+    _: ApiQuery<NoParams>,
     ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     let tenant = publisher.tenant(body.tenant_id.clone())?;
@@ -490,11 +491,6 @@ pub async fn list(
         return Err(ApiError::BadRequest("after must be 0 or more".into()));
     }
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
-    let last_seq: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM event_topics WHERE topic = $1")
-            .bind(topic.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
     // With `after`, the oldest first; without, the newest first: a page cut short by its
     // byte budget keeps the events the caller reads first.
     let query = match p.after {
@@ -523,6 +519,14 @@ pub async fn list(
         rows.push(row);
     }
     drop(fetched);
+    // Read after the events, each statement seeing what was committed when it began: an event
+    // committed between the two is then counted in `last_seq`, not listed above it (a caller
+    // holding `last_seq` has every event up to it).
+    let last_seq: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM event_topics WHERE topic = $1")
+            .bind(topic.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
     tx.commit().await?;
     rows.sort_by_key(|r| r.seq);
     let events = rows

@@ -38,6 +38,7 @@ const LEAST_HEALTHY: &str = "SELECT device_id::text, site_id::text, battery_pct,
 
 #[utoipa::path(get, path = "/api/v2/fleet", tag = "fleet",
     responses((status = 200, description = "A fleet message as pushed on pulse.v1.<tenant>.fleet, with seq 0", body = Object),
+              (status = 400, description = "A query parameter: the route takes none"),
               (status = 401)))]
 pub async fn get(
     State(state): State<AppState>,

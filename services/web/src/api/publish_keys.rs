@@ -27,6 +27,7 @@ pub const KEY_PREFIX: &str = "pulse_pk_";
 pub const MAX_KEYS_PER_TENANT: i64 = 100;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// What the key is for, e.g. `ticketing-backend`; 1 to 128 bytes.
     pub name: String,
@@ -113,6 +114,7 @@ pub async fn tenant_of(state: &AppState, key: &str) -> Result<Option<TenantId>, 
 pub async fn create(
     State(state): State<AppState>,
     KeyAdmin(session): KeyAdmin,
+    _: ApiQuery<NoParams>,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let name = body.name.trim().to_owned();
@@ -161,7 +163,9 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/api/v2/publish-keys", tag = "events",
-    responses((status = 200, body = KeyList), (status = 401), (status = 403)))]
+    responses((status = 200, body = KeyList),
+              (status = 400, description = "A query parameter: the route takes none"),
+              (status = 401), (status = 403)))]
 pub async fn list(
     State(state): State<AppState>,
     KeyAdmin(session): KeyAdmin,
@@ -181,11 +185,13 @@ pub async fn list(
 #[utoipa::path(delete, path = "/api/v2/publish-keys/{key_id}", tag = "events",
     params(("key_id" = i64, Path, description = "The key to revoke")),
     responses((status = 204, description = "Revoked: the key publishes nothing from now on"),
+              (status = 400, description = "a `key_id` that is not a whole number, or a query parameter"),
               (status = 401), (status = 403), (status = 404)))]
 pub async fn revoke(
     State(state): State<AppState>,
     KeyAdmin(session): KeyAdmin,
     ApiPath(key_id): ApiPath<i64>,
+    _: ApiQuery<NoParams>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
     let gone = sqlx::query("DELETE FROM publish_keys WHERE key_id = $1 AND tenant_id = $2")

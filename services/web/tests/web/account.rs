@@ -472,3 +472,74 @@ fn decode_b64url(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// A login ends the session the request's cookie named: the browser replaces that cookie, and
+/// on the server it would otherwise stay valid for the rest of its life, for whoever kept a
+/// copy (the user before, on a shared computer). A failed login ends nothing.
+#[tokio::test]
+async fn a_login_ends_the_session_whose_cookie_it_replaces() {
+    let env = spawn().await;
+    let login_over = |cookie: String, who: &str, password: &str| {
+        let body = json!({"email": format!("{who}@{}.example", env.tenant), "password": password});
+        let url = env.at("/api/v2/login");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("cookie", cookie)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let first = session_cookie(&env, "admin").await;
+    assert_eq!(login_over(first.clone(), "viewer", "wrong").await, 401);
+    assert_eq!(get_with(&env, &first, "/api/v2/me").await.status(), 200);
+    assert_eq!(login_over(first.clone(), "viewer", PASSWORD).await, 200);
+    let r = get_with(&env, &first, "/api/v2/me").await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
+    env.finish().await;
+}
+
+/// Write routes refuse what they do not know, as every other route does: a query parameter (a
+/// `tenant_id` in the query changes nothing, and must not look as if it did) and a body field.
+#[tokio::test]
+async fn write_routes_refuse_unknown_query_parameters_and_body_fields() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let email = format!("admin@{}.example", env.tenant);
+    let refused = [
+        (
+            "/api/v2/login?remember=1",
+            json!({"email": email, "password": PASSWORD}),
+        ),
+        (
+            "/api/v2/login",
+            json!({"email": email, "password": PASSWORD, "remember": true}),
+        ),
+        (
+            "/api/v2/events?tenant_id=other",
+            json!({"topic": "t", "event": "e"}),
+        ),
+        ("/api/v2/publish-keys?x=1", json!({"name": "k"})),
+        (
+            "/api/v2/publish-keys",
+            json!({"name": "k", "tenant_id": "other"}),
+        ),
+    ];
+    for (path, body) in refused {
+        let r = post_json(&admin, env.at(path), &body).await;
+        assert_eq!(error_code(r, 400).await, "bad_request", "{path} {body}");
+    }
+    let key = env.create_publish_key(&admin, "kept").await;
+    let path = format!("/api/v2/publish-keys/{}?x=1", key["key_id"]);
+    let r = admin.delete(env.at(&path)).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    // Nothing was done: no event, no key but the one made above, which is still there.
+    let listed: Value = get_json(&admin, env.at("/api/v2/publish-keys")).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    let events: Value = get_json(&admin, env.at("/api/v2/events?topic=t")).await;
+    assert_eq!(events["events"], json!([]), "{events}");
+    env.finish().await;
+}

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use pulse_test_support::eventually;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -1026,4 +1027,54 @@ async fn a_tenant_holds_at_most_100_publish_keys() {
     assert_eq!(r.status(), 204);
     let r = post_json(&admin, url, &json!({"name": "replacement"})).await;
     assert_eq!(r.status(), 201);
+}
+
+/// An event committed while a page of history is read is either counted in its `last_seq` or
+/// not listed: never listed above it (a caller holding `last_seq` has every event up to it).
+/// Staged by holding `events` locked while the read waits on it, and writing event 2 in that
+/// same transaction.
+#[tokio::test]
+async fn a_history_page_lists_no_event_above_its_last_seq() {
+    let env = spawn().await;
+    let admin = env.login("admin", &env.tenant).await;
+    let first = env
+        .post_event(&admin, &json!({"topic": "race", "event": "e"}))
+        .await;
+    assert_eq!(accepted_seq(first).await, 1);
+    let mut locked = env.lock("events").await;
+    let url = env.at("/api/v2/events?topic=race");
+    let read = tokio::spawn({
+        let admin = admin.clone();
+        async move { get_json(&admin, url).await }
+    });
+    eventually(
+        "the read waits on the lock",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock')",
+            )
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    sqlx::query("SELECT pulse_emit_event($1, 'race', 'e', 'null')")
+        .bind(&env.tenant)
+        .execute(&mut *locked)
+        .await
+        .unwrap();
+    locked.commit().await.unwrap();
+    let page: Value = read.await.unwrap();
+    let listed: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, [1, 2], "{page}");
+    assert_eq!(page["last_seq"], 2, "{page}");
+    env.finish().await;
 }
