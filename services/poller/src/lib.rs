@@ -14,6 +14,7 @@
 //! - [`registry`]: the device registry (`PULSE_DEVICES`) the gateways check device
 //!   subscriptions against.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
+//! - [`outbox`]: the outbox's events marked to be relayed again, into an events stream lost.
 //! - [`users`]: deleted users and role changes passed on to the gateways.
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
@@ -32,6 +33,7 @@ pub mod late;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
+pub mod outbox;
 pub mod publisher;
 pub mod registry;
 pub mod relay;
@@ -315,22 +317,29 @@ async fn prepare(
     };
     // An events stream missing at activation (NATS lost its storage while no poller was
     // active) is created empty: the relay refills it from the outbox, as after a restore.
-    let failures = engine.write_failures();
     let ensured = waiting
         .until_done("set up JetStream streams", "JetStream", || async {
             // A lookup that fails is tried again with the rest: taken for "not missing", an
             // events stream `ensure` then created would never be refilled; taken for "missing",
             // one that was there would get every retained event again, past JetStream's
-            // duplicate window. Found missing, it is to be refilled before `ensure` is tried:
-            // an `ensure` that created it and then failed (the device bucket refused, an
-            // answer lost) leaves it there for the next try's lookup to find.
+            // duplicate window. Found missing, the outbox's events are marked to be relayed
+            // again at once, before `ensure` is tried: an `ensure` that created it and then
+            // failed (the device bucket refused, an answer lost) leaves it there for the next
+            // look to find, this poller's or, should it step down first, its successor's. The
+            // relay does not run yet, so no pass of it can mark an event relayed after this.
             let events = pulse_proto::subject::EVENTS_STREAM;
             if streams::missing(js)
                 .await?
                 .iter()
                 .any(|name| name == events)
             {
-                failures.events_recreated();
+                let marked = outbox::relay_again(pool)
+                    .await
+                    .context("mark the outbox's events to relay again")?;
+                tracing::warn!(
+                    events = marked,
+                    "the events stream is missing; relaying the outbox's events again"
+                );
             }
             streams::ensure(js, config).await
         })

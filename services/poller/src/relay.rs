@@ -131,7 +131,7 @@ impl Relay {
     /// [`PER_TOPIC`]), and marks those acknowledged.
     #[tracing::instrument(name = "relay_events", skip_all, fields(read, relayed))]
     pub async fn relay_once(&self) -> Result<Pass, RelayError> {
-        // Held from the read until what was read is published ([`PassGate`]).
+        // Held from the read until what was read is published and marked ([`PassGate`]).
         let pass = self.gate.hold().await;
         let started = Instant::now();
         let reached = self.reached.lock().clone();
@@ -249,7 +249,6 @@ impl Relay {
         // Events may be left behind: the pass was full, or a topic gave all it may give.
         let more = read as i64 >= BATCH || sent.values().any(|seqs| seqs.len() as i64 >= share);
         let (done, err) = publisher::publish_all(&self.js, batch, None).await;
-        drop(pass);
 
         // A topic counts as relayed up to the first event not acknowledged: what follows it
         // is sent again, so every event is stored (once, by its Msg-Id). Usually in order; but
@@ -291,6 +290,10 @@ impl Relay {
             .execute(&self.pool)
             .await?;
         }
+        // Marked before the gate opens: the engine marking the outbox's events to be relayed
+        // again (an events stream created again) waits for this, and none of the events this
+        // pass's lost stream acknowledged is marked relayed after it.
+        drop(pass);
         self.metrics
             .published(Kind::Events, relayed.saturating_sub(oversized) as u64);
         let backlog = if !more {
@@ -306,18 +309,6 @@ impl Relay {
             Some(e) => Err(e.into()),
             None => Ok(Pass { read, more }),
         }
-    }
-
-    /// Marks every event the outbox still holds (those within the retention) unrelayed, so
-    /// that the relay sends them again: into an events stream created again after it was
-    /// lost, which then holds the history it held. Returns how many. Run between passes, so
-    /// that no pass acknowledged by the lost stream is marked after it.
-    pub async fn relay_again(pool: &PgPool) -> Result<u64, sqlx::Error> {
-        let marked =
-            sqlx::query("UPDATE events SET relayed_at = NULL WHERE relayed_at IS NOT NULL")
-                .execute(pool)
-                .await?;
-        Ok(marked.rows_affected())
     }
 
     /// Deletes relayed events older than the retention (their idempotency keys go with them),
@@ -427,24 +418,8 @@ impl Relay {
         }
     }
 
-    /// Relays until the outbox is empty or a pass fails (the next wake-up retries); first,
-    /// when the events stream was created again, marks the outbox's events to be sent again.
+    /// Relays until the outbox is empty or a pass fails (the next wake-up retries).
     async fn drain(&self) -> Drained {
-        if self.failures.take_events_recreated() {
-            match Self::relay_again(&self.pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    events = n,
-                    "the events stream was created again; relaying the outbox's events again"
-                ),
-                Err(e) => {
-                    self.failures.events_recreated(); // tried again on the next wake-up
-                    self.metrics.error(Stage::Relay);
-                    tracing::warn!(error = %e, "cannot mark the outbox's events to relay again");
-                    return Drained::Failed;
-                }
-            }
-        }
         loop {
             match self.relay_once().await {
                 Ok(pass) if pass.more => continue,

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -165,13 +164,10 @@ pub async fn deletions(
 
 /// Failed writes to the streams since the engine last looked at them, reported by the engine,
 /// the relay and the device registry; shared by clones. Storage failures are also counted
-/// (`pulse_poller_store_failures_total{stream}`). It also tells the relay when the engine
-/// created the events stream again, for the outbox's events to be relayed again.
+/// (`pulse_poller_store_failures_total{stream}`).
 #[derive(Clone)]
 pub struct WriteFailures {
     failures: Arc<parking_lot::Mutex<Failures>>,
-    /// The events stream was created again: the relay is to send the outbox's events again.
-    events_recreated: Arc<AtomicBool>,
     metrics: Metrics,
 }
 
@@ -188,19 +184,8 @@ impl WriteFailures {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             failures: Arc::default(),
-            events_recreated: Arc::default(),
             metrics,
         }
-    }
-
-    /// The engine created the events stream again: what it held is gone.
-    pub fn events_recreated(&self) {
-        self.events_recreated.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the events stream was created again since the last call (the relay asks).
-    pub fn take_events_recreated(&self) -> bool {
-        self.events_recreated.swap(false, Ordering::SeqCst)
     }
 
     /// A write to `stream` failed; `store_failed` tells whether its storage refused it.
@@ -410,12 +395,14 @@ pub(crate) fn pulse_seq(headers: &async_nats::HeaderMap) -> Option<u64> {
     (seq <= pulse_proto::client::MAX_SAFE_INTEGER).then_some(seq)
 }
 
-/// Held by a relay pass from its read of the outbox until what it read is published, and by
-/// the purges of deleted tenants ([`purge_tenant`]), once for all those of a tenant-list
-/// read. A pass that read a tenant's events before the deletion has sent them all by the time
-/// the purge runs: sent after it, they would stay in `PULSE_EVENTS`, for a tenant created
-/// again with the id to see. A pass that reads after the deletion finds none (they go with
-/// the tenant's rows).
+/// Held by a relay pass from its read of the outbox until what it read is published and
+/// marked, by the purges of deleted tenants ([`purge_tenant`]), once for all those of a
+/// tenant-list read, and by the engine while it marks the outbox's events to be relayed again
+/// into an events stream created again. A pass that read a tenant's events before the deletion
+/// has sent them all by the time the purge runs: sent after it, they would stay in
+/// `PULSE_EVENTS`, for a tenant created again with the id to see. A pass that reads after the
+/// deletion finds none (they go with the tenant's rows). And no pass acknowledged by a lost
+/// events stream marks its events relayed after they were marked to be relayed again.
 #[derive(Clone, Default)]
 pub struct PassGate(Arc<tokio::sync::Mutex<()>>);
 

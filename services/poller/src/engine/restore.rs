@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Engine;
+use anyhow::Context as _;
+
 use crate::metrics::Stage;
+use crate::outbox;
 use crate::streams::{self, Failures, WriteFailures};
 use pulse_common::nats::{LinkState, unless_dropped};
 
@@ -145,11 +148,18 @@ impl Engine {
             "JetStream streams missing or unable to store; creating them and publishing \
              everything again"
         );
-        // Marked before `ensure`: one that created the events stream and then failed leaves
-        // it there, and the next look would not find it missing.
+        // The outbox's events are marked to be relayed again into the events stream created
+        // anew, before `ensure`: one that created it and then failed leaves it there, and the
+        // next look (this poller's, or its successor's) would not find it missing. Between two
+        // relay passes (`streams::PassGate`): none acknowledged by the lost stream marks an event
+        // relayed after this.
         let events = pulse_proto::subject::EVENTS_STREAM;
         if missing.iter().chain(&unstorable).any(|n| n == events) {
-            self.failures.events_recreated();
+            let _between_passes = self.relay_gate.hold().await;
+            let marked = outbox::relay_again(&self.pool)
+                .await
+                .context("mark the outbox's events to relay again")?;
+            tracing::warn!(events = marked, "relaying the outbox's events again");
         }
         streams::ensure(&self.js, &self.config).await?;
         self.metrics.streams_restored();

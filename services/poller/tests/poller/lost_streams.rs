@@ -458,3 +458,27 @@ async fn a_relay_that_cannot_store_tries_again_with_backoff_not_at_every_event()
     refilled_events(&js, &tenant, &(1..=61).collect::<Vec<_>>()).await;
     poller.stop().await;
 }
+
+/// The same, the poller that found the events stream missing stopping before its set-up got
+/// through: its successor finds the stream there, and still refills it (the outbox's events
+/// were marked to be relayed again when the loss was found, not held in the first one's
+/// memory).
+#[tokio::test]
+async fn an_events_stream_one_activation_found_lost_is_refilled_by_the_next() {
+    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("half-handed").await;
+    poller.stop().await;
+    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
+    let url = nats.url_as("poller", "poller");
+    let first = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    eventually(
+        "the events stream created again while the bucket is refused",
+        Duration::from_secs(20),
+        || async { js.get_stream(EVENTS_STREAM).await.is_ok() },
+    )
+    .await;
+    first.stop().await;
+    nats.reconfigure(|store| poller_may_not_create(store, None));
+    let next = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    refilled_events(&js, &tenant, &[1]).await;
+    next.stop().await;
+}
