@@ -10,6 +10,11 @@
 //! again at once ([`ChangeFeed::republish`]): newer than anything there, over whatever the
 //! stream holds. A late snapshot of a tenant the poller purged lately (deleted meanwhile) is
 //! purged again instead (`engine::late`).
+//!
+//! So is a snapshot numbered above anything this poller's clock gave out: not its own, so a
+//! deposed poller's (its clock ahead of this one's by more than the handover took). Its `seq`
+//! wins over everything older everywhere, and its content is what that poller read: stored, it
+//! would stay a quiet tenant's value for good.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,9 +65,15 @@ pub async fn watch(
         let (Some(subject), Some(got)) = (Subject::parse(message.subject.as_str()), got) else {
             continue;
         };
+        // Read before the snapshot is noted: this poller's own are never above it.
+        let foreign = got > seq.last();
         if let Some(newest) = newest.late(&subject, got) {
             tracing::warn!(%subject, seq = got, newest, "a late snapshot arrived; publishing the current state again");
             seq.raise_floor(newest);
+            feed.republish(subject);
+        } else if foreign {
+            tracing::warn!(%subject, seq = got, "a snapshot numbered above this poller's clock arrived; publishing the current state again, above it");
+            seq.raise_floor(got);
             feed.republish(subject);
         }
     }

@@ -36,6 +36,12 @@ impl SeqClock {
         }
     }
 
+    /// The greatest `seq` returned so far, or the floor if that is greater: a snapshot numbered
+    /// above it is none of this clock's.
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+
     /// Ensures every later `seq` is greater than `floor`.
     pub fn raise_floor(&self, floor: u64) {
         self.last.fetch_max(floor, Ordering::Relaxed);

@@ -457,6 +457,40 @@ async fn a_snapshot_numbered_above_the_pollers_clock_does_not_make_it_publish_in
     drop(poller);
 }
 
+/// A snapshot numbered above the poller's clock, stored (a deposed poller's first publish of
+/// the subject in its activation, its clock ahead by more than the handover took), on a quiet
+/// tenant: the active poller publishes its state again at once, above it. Before, nothing did
+/// until the tenant changed: its stale content was the subject's current value, for good.
+#[tokio::test]
+async fn a_stored_snapshot_numbered_above_the_pollers_clock_is_replaced_at_once() {
+    let ((poller, _db), tenant, mut alerts, open, seq) =
+        one_open_alert_published("aheadstored").await;
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let ahead = seq + 60_000_000;
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", ahead.to_string().as_str());
+    let stale = json!({"type": "alerts", "tenant_id": tenant, "seq": ahead, "alerts": []});
+    js.publish_with_headers(subject.clone(), headers, stale.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let again = alerts
+        .until(Duration::from_secs(5), |v| {
+            alert_ids(v) == [open] && v["seq"].as_u64() > Some(ahead)
+        })
+        .await;
+    let again = (again["seq"].as_u64().unwrap(), vec![open]);
+    eventually(
+        "the current state stored above the stale one",
+        Duration::from_secs(5),
+        || async { stored_alerts(&js, &subject).await == again },
+    )
+    .await;
+    drop(poller);
+}
+
 /// Fails if both pollers said they were active, `now` after the cut.
 fn assert_not_both_active(first_role: Option<&str>, second_role: Option<&str>, now: Duration) {
     assert!(
