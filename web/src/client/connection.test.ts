@@ -109,6 +109,20 @@ async function expectRenewalRetried(
   expect(authRequests(socket)).toHaveLength(1);
 }
 
+/**
+ * Connects, then lets the gateway answer no ping (after `meanwhile`, if given): the socket is
+ * live until 45 s of silence have passed, then closed and replaced.
+ */
+async function heartbeatGivesUpAfter45s(t: ReturnType<typeof setup>, meanwhile: () => void = () => {}) {
+  const socket = await t.connect();
+  socket.autoPong = false;
+  meanwhile();
+  await vi.advanceTimersByTimeAsync(44_999);
+  expect(t.client.state).toBe("live");
+  await vi.advanceTimersByTimeAsync(1);
+  await t.expectReplaced(socket, "heartbeat_timeout");
+}
+
 function setup(overrides: Partial<PulseClientOptions> = {}) {
   const factory = socketFactory();
   const getTicket = ticketSource();
@@ -1009,13 +1023,7 @@ describe("heartbeat", () => {
   });
 
   it("treats 45 s of silence as a dead socket: closes it and reconnects", async () => {
-    const t = setup();
-    const socket = await t.connect();
-    socket.autoPong = false;
-    await vi.advanceTimersByTimeAsync(44_999);
-    expect(t.client.state).toBe("live");
-    await vi.advanceTimersByTimeAsync(1);
-    await t.expectReplaced(socket, "heartbeat_timeout");
+    await heartbeatGivesUpAfter45s(setup());
   });
 
   it("stays connected while messages keep arriving", async () => {
@@ -1586,27 +1594,14 @@ describe("a wall clock set back", () => {
   }
 
   it("does not keep a dead socket live: the heartbeat still gives up after 45 s", async () => {
-    const t = setup();
-    const socket = await t.connect();
-    socket.autoPong = false;
-    setWallClockBack();
-    await vi.advanceTimersByTimeAsync(44_999);
-    expect(t.client.state).toBe("live");
-    await vi.advanceTimersByTimeAsync(1);
-    await t.expectReplaced(socket, "heartbeat_timeout");
+    await heartbeatGivesUpAfter45s(setup(), setWallClockBack);
   });
 
   it("measures by an injected wall clock when given no monotonic one", async () => {
     // A client given its own clock (a simulated time) measures its waits by it: the browser's
     // `performance.now()`, standing still here, is not read.
     vi.spyOn(performance, "now").mockReturnValue(0);
-    const t = setup({ now: () => Date.now() });
-    const socket = await t.connect();
-    socket.autoPong = false;
-    await vi.advanceTimersByTimeAsync(44_999);
-    expect(t.client.state).toBe("live");
-    await vi.advanceTimersByTimeAsync(1);
-    await t.expectReplaced(socket, "heartbeat_timeout");
+    await heartbeatGivesUpAfter45s(setup({ now: () => Date.now() }));
     vi.mocked(performance.now).mockRestore();
   });
 
@@ -1928,6 +1923,18 @@ describe("offline", () => {
       return t;
     }
 
+    /** {@link offlineAtStart}, once the tab shown made it try, and the socket opened: live. */
+    async function liveThoughOffline() {
+      const visibility = new FakeVisibility();
+      const t = offlineAtStart({ visibility });
+      await settle();
+      visibility.show();
+      await settle();
+      t.factory.last().accept();
+      await settle();
+      return t;
+    }
+
     it("still tries at the longest backoff, spread, and stays offline while the tries fail", async () => {
       const t = offlineAtStart();
       await settle();
@@ -2003,13 +2010,7 @@ describe("offline", () => {
     });
 
     it("once a connection worked, reconnects with the usual backoff until the browser reports a change", async () => {
-      const visibility = new FakeVisibility();
-      const t = offlineAtStart({ visibility });
-      await settle();
-      visibility.show();
-      await settle();
-      t.factory.last().accept();
-      await settle();
+      const t = await liveThoughOffline();
       t.factory.last().serverClose(1006);
       expect(t.client.state).toBe("reconnecting");
       expect(t.nextAttemptIn()).toBe(500);
@@ -2021,13 +2022,7 @@ describe("offline", () => {
     });
 
     it("believes the browser again after a close and a start", async () => {
-      const visibility = new FakeVisibility();
-      const t = offlineAtStart({ visibility });
-      await settle();
-      visibility.show();
-      await settle();
-      t.factory.last().accept();
-      await settle();
+      const t = await liveThoughOffline();
       expect(t.client.state).toBe("live");
       t.client.close();
       // The network goes down while the client is closed: no event reaches it.

@@ -387,32 +387,52 @@ async fn one_open_alert_published(
 #[tokio::test]
 async fn a_late_snapshot_the_fence_cannot_refuse_is_replaced_at_once() {
     let (_poller, tenant, mut alerts, open, seq) = one_open_alert_published("unfenced").await;
-    let subject = format!("pulse.v1.{tenant}.alerts");
-
     // The late one: no alerts, numbered before the current one, stored without expectation.
-    let nats = pulse_test_support::nats::shared().await;
-    let js = async_nats::jetstream::new(nats);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Pulse-Seq", (seq - 1).to_string().as_str());
-    let late = json!({"type": "alerts", "tenant_id": tenant, "seq": seq - 1, "alerts": []});
-    js.publish_with_headers(subject.clone(), headers, late.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-
+    let js = stored_stale(&tenant, seq - 1).await;
     // Published again, newer: refused first (the stream's last message is not the poller's
     // own any more; subscribers see it go by) and, the late one being older, sent again over it.
+    stored_again_above(&js, &tenant, &mut alerts, open, seq).await;
+}
+
+/// Stores an alerts snapshot of `tenant` listing none, numbered `seq`, as a deposed poller's
+/// first publish of the subject would be (no expectation); a JetStream context on the server.
+async fn stored_stale(tenant: &str, seq: u64) -> async_nats::jetstream::Context {
+    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pulse-Seq", seq.to_string().as_str());
+    let stale = json!({"type": "alerts", "tenant_id": tenant, "seq": seq, "alerts": []});
+    js.publish_with_headers(
+        format!("pulse.v1.{tenant}.alerts"),
+        headers,
+        stale.to_string().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    js
+}
+
+/// Waits for the current state (alert `open` alone) published again above `above`, then for
+/// it stored as the subject's current value.
+async fn stored_again_above(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    alerts: &mut Sub,
+    open: i64,
+    above: u64,
+) {
     let again = alerts
         .until(Duration::from_secs(5), |v| {
-            alert_ids(v) == [open] && v["seq"].as_u64() > Some(seq)
+            alert_ids(v) == [open] && v["seq"].as_u64() > Some(above)
         })
         .await;
     let again = (again["seq"].as_u64().unwrap(), vec![open]);
+    let subject = format!("pulse.v1.{tenant}.alerts");
     eventually(
-        "the current state stored again",
+        "the current state stored again, above the stale one",
         Duration::from_secs(5),
-        || async { stored_alerts(&js, &subject).await == again },
+        || async { stored_alerts(js, &subject).await == again },
     )
     .await;
 }
@@ -465,29 +485,9 @@ async fn a_snapshot_numbered_above_the_pollers_clock_does_not_make_it_publish_in
 async fn a_stored_snapshot_numbered_above_the_pollers_clock_is_replaced_at_once() {
     let ((poller, _db), tenant, mut alerts, open, seq) =
         one_open_alert_published("aheadstored").await;
-    let subject = format!("pulse.v1.{tenant}.alerts");
     let ahead = seq + 60_000_000;
-    let js = async_nats::jetstream::new(pulse_test_support::nats::shared().await);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Pulse-Seq", ahead.to_string().as_str());
-    let stale = json!({"type": "alerts", "tenant_id": tenant, "seq": ahead, "alerts": []});
-    js.publish_with_headers(subject.clone(), headers, stale.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let again = alerts
-        .until(Duration::from_secs(5), |v| {
-            alert_ids(v) == [open] && v["seq"].as_u64() > Some(ahead)
-        })
-        .await;
-    let again = (again["seq"].as_u64().unwrap(), vec![open]);
-    eventually(
-        "the current state stored above the stale one",
-        Duration::from_secs(5),
-        || async { stored_alerts(&js, &subject).await == again },
-    )
-    .await;
+    let js = stored_stale(&tenant, ahead).await;
+    stored_again_above(&js, &tenant, &mut alerts, open, ahead).await;
     drop(poller);
 }
 

@@ -363,16 +363,25 @@ pub async fn ensure_streams(js: &async_nats::jetstream::Context) {
     pulse_poller::streams::ensure(js, &c).await.unwrap();
 }
 
-/// Every message `PULSE_EVENTS` holds for `subject`, in stream order.
+/// Every message `PULSE_EVENTS` holds for `subject`, in stream order. The stream is asked for
+/// up to 5 s: a server reloading its configuration (a test changing a user's permissions)
+/// answers no JetStream request for a moment.
 pub async fn stored_events(
     js: &async_nats::jetstream::Context,
     subject: &str,
 ) -> Vec<async_nats::jetstream::message::StreamMessage> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
-    let stream = js
-        .get_stream(pulse_proto::subject::EVENTS_STREAM)
-        .await
-        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stream = loop {
+        match js.get_stream(pulse_proto::subject::EVENTS_STREAM).await {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("the events stream does not answer yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot look the events stream up: {e}"),
+        }
+    };
     let mut out = Vec::new();
     let mut from = 1;
     loop {

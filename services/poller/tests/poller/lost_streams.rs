@@ -373,12 +373,28 @@ async fn relayed_as_the_poller_user(
         .unwrap();
     let js = checks(admin);
     let (db, tenant) = db_with_tenant(label, 2).await;
-    let url = nats.url_as("poller", "poller");
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    let poller = spawn_as_the_poller_user(&nats, &db).await;
     poller.wait_ready().await;
     emit(&db, &tenant, 1).await;
     wait_all_relayed(&db, "event 1 relayed", Duration::from_secs(10)).await;
     (nats, db, tenant, poller, js)
+}
+
+/// A poller on `db` connecting to `nats` as the `poller` user.
+async fn spawn_as_the_poller_user(nats: &PrivateNats, db: &ScratchDb) -> PollerHandle {
+    let url = nats.url_as("poller", "poller");
+    spawn_poller(config_with(db, &["--nats-url", &url])).await
+}
+
+/// [`relayed_as_the_poller_user`], then the poller stopped, and the events stream and the
+/// bucket lost while none is active (with the bucket's creation refused).
+async fn lost_while_no_poller_was_active(
+    label: &str,
+) -> (PrivateNats, ScratchDb, String, jetstream::Context) {
+    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user(label).await;
+    poller.stop().await;
+    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
+    (nats, db, tenant, js)
 }
 
 /// Deletes the events stream and the bucket with the poller refused the bucket's creation:
@@ -401,13 +417,20 @@ async fn the_events_stream_back_then_the_bucket_allowed(
     nats: &PrivateNats,
     js: &jetstream::Context,
 ) {
+    events_stream_back(js).await;
+    nats.reconfigure(|store| poller_may_not_create(store, None));
+}
+
+/// Waits for the events stream the poller created again while the bucket is refused. Each
+/// refused creation of the bucket costs the poller 10 s, the wait for an answer the server
+/// never sends: one may start before the events stream is found missing, and hold it up.
+async fn events_stream_back(js: &jetstream::Context) {
     eventually(
         "the events stream created again while the bucket is refused",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || async { js.get_stream(EVENTS_STREAM).await.is_ok() },
     )
     .await;
-    nats.reconfigure(|store| poller_may_not_create(store, None));
 }
 
 /// A set-up that created the events stream and then failed (the bucket refused) still refills
@@ -426,11 +449,8 @@ async fn an_events_stream_created_again_by_a_set_up_that_then_failed_is_refilled
 /// that creates the events stream and then fails.
 #[tokio::test]
 async fn an_events_stream_created_again_by_an_activation_that_then_failed_is_refilled() {
-    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("half-activated").await;
-    poller.stop().await;
-    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
-    let url = nats.url_as("poller", "poller");
-    let poller = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    let (nats, db, tenant, js) = lost_while_no_poller_was_active("half-activated").await;
+    let poller = spawn_as_the_poller_user(&nats, &db).await;
     the_events_stream_back_then_the_bucket_allowed(&nats, &js).await;
     refilled_events(&js, &tenant, &[1]).await;
     poller.stop().await;
@@ -465,20 +485,12 @@ async fn a_relay_that_cannot_store_tries_again_with_backoff_not_at_every_event()
 /// memory).
 #[tokio::test]
 async fn an_events_stream_one_activation_found_lost_is_refilled_by_the_next() {
-    let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("half-handed").await;
-    poller.stop().await;
-    lose_the_events_stream_and_the_bucket_half_restored(&nats, &js).await;
-    let url = nats.url_as("poller", "poller");
-    let first = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
-    eventually(
-        "the events stream created again while the bucket is refused",
-        Duration::from_secs(20),
-        || async { js.get_stream(EVENTS_STREAM).await.is_ok() },
-    )
-    .await;
+    let (nats, db, tenant, js) = lost_while_no_poller_was_active("half-handed").await;
+    let first = spawn_as_the_poller_user(&nats, &db).await;
+    events_stream_back(&js).await;
     first.stop().await;
     nats.reconfigure(|store| poller_may_not_create(store, None));
-    let next = spawn_poller(config_with(&db, &["--nats-url", &url])).await;
+    let next = spawn_as_the_poller_user(&nats, &db).await;
     refilled_events(&js, &tenant, &[1]).await;
     next.stop().await;
 }

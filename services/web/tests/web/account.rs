@@ -66,8 +66,7 @@ async fn over_https_the_session_cookie_is_one_no_other_host_can_set() {
         .unwrap_or_else(|| panic!("{secure}"));
     assert_eq!(get_with(&env, &secure, "/api/v2/me").await.status(), 200);
     let planted = format!("pulse_session={token}");
-    let r = get_with(&env, &planted, "/api/v2/me").await;
-    assert_eq!(error_code(r, 401).await, "unauthorized");
+    assert_session_ended(&env, &planted).await;
     env.finish().await;
 }
 
@@ -81,6 +80,12 @@ async fn session_cookie(env: &Env, who: &str) -> String {
     assert_eq!(r.status(), 200);
     let set = r.headers()["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_owned()
+}
+
+/// The session `cookie` names is over: `/api/v2/me` answers 401.
+async fn assert_session_ended(env: &Env, cookie: &str) {
+    let r = get_with(env, cookie, "/api/v2/me").await;
+    assert_eq!(error_code(r, 401).await, "unauthorized");
 }
 
 async fn get_with(env: &Env, cookie: &str, path: &str) -> reqwest::Response {
@@ -198,8 +203,7 @@ async fn a_password_change_ends_the_users_sessions() {
         &[&email],
     )
     .await;
-    let r = get_with(&env, &stolen, "/api/v2/me").await;
-    assert_eq!(error_code(r, 401).await, "unauthorized");
+    assert_session_ended(&env, &stolen).await;
     assert_eq!(get_with(&env, &bystander, "/api/v2/me").await.status(), 200);
     assert_eq!(
         get_with(&env, &session_cookie(&env, "admin").await, "/api/v2/me")
@@ -253,16 +257,7 @@ async fn login_racing_a_password_change(
     eventually(
         "the login answered or waiting",
         Duration::from_secs(10),
-        || async {
-            login.is_finished()
-                || sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                      WHERE datname = current_database() AND wait_event_type = 'Lock')",
-                )
-                .fetch_one(&env.pool)
-                .await
-                .unwrap()
-        },
+        || async { login.is_finished() || env.lock_waited_for().await },
     )
     .await;
     (change, login, racer)
@@ -342,8 +337,7 @@ async fn a_role_change_or_a_deleted_user_takes_effect_on_the_next_request() {
 
     env.execute("DELETE FROM users WHERE email = $1", &[&email])
         .await;
-    let r = get_with(&env, &cookie, "/api/v2/me").await;
-    assert_eq!(error_code(r, 401).await, "unauthorized");
+    assert_session_ended(&env, &cookie).await;
     env.finish().await;
 }
 
@@ -497,8 +491,7 @@ async fn a_login_ends_the_session_whose_cookie_it_replaces() {
     assert_eq!(login_over(first.clone(), "viewer", "wrong").await, 401);
     assert_eq!(get_with(&env, &first, "/api/v2/me").await.status(), 200);
     assert_eq!(login_over(first.clone(), "viewer", PASSWORD).await, 200);
-    let r = get_with(&env, &first, "/api/v2/me").await;
-    assert_eq!(error_code(r, 401).await, "unauthorized");
+    assert_session_ended(&env, &first).await;
     env.finish().await;
 }
 

@@ -512,13 +512,7 @@ async fn a_page_of_large_events_is_cut_at_a_mebibyte_and_read_on_with_after() {
             let text = get(&viewer, url).await.text().await.unwrap();
             let v: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(v["last_seq"], 40, "{}", &text[..200.min(text.len())]);
-            let seqs: Vec<u64> = v["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap())
-                .collect();
-            (seqs, text.len())
+            (page_seqs(&v), text.len())
         }
     };
     let mut read = Vec::new();
@@ -1050,15 +1044,7 @@ async fn a_history_page_lists_no_event_above_its_last_seq() {
     eventually(
         "the read waits on the lock",
         Duration::from_secs(10),
-        || async {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-              WHERE datname = current_database() AND wait_event_type = 'Lock')",
-            )
-            .fetch_one(&env.pool)
-            .await
-            .unwrap()
-        },
+        || env.lock_waited_for(),
     )
     .await;
     sqlx::query("SELECT pulse_emit_event($1, 'race', 'e', 'null')")
@@ -1068,13 +1054,17 @@ async fn a_history_page_lists_no_event_above_its_last_seq() {
         .unwrap();
     locked.commit().await.unwrap();
     let page: Value = read.await.unwrap();
-    let listed: Vec<u64> = page["events"]
+    assert_eq!(page_seqs(&page), [1, 2], "{page}");
+    assert_eq!(page["last_seq"], 2, "{page}");
+    env.finish().await;
+}
+
+/// The `seq` of each event of a history page, in order.
+fn page_seqs(page: &Value) -> Vec<u64> {
+    page["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(listed, [1, 2], "{page}");
-    assert_eq!(page["last_seq"], 2, "{page}");
-    env.finish().await;
+        .collect()
 }

@@ -220,6 +220,17 @@ impl Env {
         }
     }
 
+    /// Whether some session of the service's database waits for a lock.
+    pub async fn lock_waited_for(&self) -> bool {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// Holds `table` locked (ACCESS EXCLUSIVE) until the returned transaction ends: a request
     /// that reads it waits, with its database connection.
     pub async fn lock(&self, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
