@@ -3,13 +3,15 @@ import { useCallback, useEffect, useRef, useState, type ReactNode } from "react"
 import { Backoff, browserNetwork } from "../client/index.js";
 import { Announcer } from "../components/Announcer.js";
 import { Header } from "../components/Header.js";
-import type { Route } from "../model/route.js";
+import { LiveRefusedNotice } from "../components/LiveRefusedNotice.js";
+import { loginRoute, type Route } from "../model/route.js";
 import type { Me } from "../model/validate.js";
 import { DashboardPage } from "../pages/DashboardPage.js";
 import { DevicePage } from "../pages/DevicePage.js";
 import { LoginPage } from "../pages/LoginPage.js";
 import { NotFoundPage } from "../pages/NotFoundPage.js";
 import { fetchMe, logout, onSessionLost, type LogoutOptions } from "./api.js";
+import { forgetNotificationsOptIn } from "./notifications.js";
 import { navigate, useRoute } from "./router.js";
 import { LiveSession } from "./session.js";
 import { announceSessionChange, sameUser, watchSessionChanges } from "./sessionChanges.js";
@@ -17,7 +19,11 @@ import { announceSessionChange, sameUser, watchSessionChanges } from "./sessionC
 type SessionState =
   | { status: "loading" }
   | { status: "unreachable"; error: string }
-  | { status: "anonymous"; notice: string | null }
+  /**
+   * `loggedOut`: by a logout (here or in another tab), not by a session that merely ended: the
+   * next to log in may be someone else, and starts at the overview.
+   */
+  | { status: "anonymous"; notice: string | null; loggedOut: boolean }
   | { status: "ready"; me: Me };
 
 /** The state of a tab whose question of who is logged in failed with `error`. */
@@ -46,7 +52,7 @@ export function App() {
       if (question === asked.current) setSession(state);
     };
     fetchMe()
-      .then((me) => answer(me ? { status: "ready", me } : { status: "anonymous", notice: null }))
+      .then((me) => answer(me ? { status: "ready", me } : { status: "anonymous", notice: null, loggedOut: false }))
       .catch((e: unknown) => answer(unreachable(e)));
   }, []);
 
@@ -81,7 +87,7 @@ export function App() {
   // A 401 from the ticket endpoint or any API read: back to the login page.
   useEffect(() => {
     onSessionLost(() =>
-      setSession((s) => (s.status === "ready" ? { status: "anonymous", notice: SESSION_ENDED } : s)),
+      setSession((s) => (s.status === "ready" ? { status: "anonymous", notice: SESSION_ENDED, loggedOut: false } : s)),
     );
     return () => onSessionLost(() => {});
   }, []);
@@ -92,16 +98,16 @@ export function App() {
   // was dropped for it would otherwise leave this tab on the former user.
   useEffect(() => {
     let retry: ReturnType<typeof setTimeout> | undefined;
-    const ask = (tries: number) => {
+    const ask = (tries: number, loggedOut: boolean) => {
       const question = ++asked.current;
       fetchMe()
         .then((me) =>
           setSession((s) => {
             if (question !== asked.current) return s;
             if (!me) {
-              if (s.status === "ready") return { status: "anonymous", notice: SESSION_ENDED };
+              if (s.status === "ready") return { status: "anonymous", notice: SESSION_ENDED, loggedOut };
               // The answer this tab waited for (its own question was outdated): the login page.
-              return s.status === "unreachable" || s.status === "loading" ? { status: "anonymous", notice: null } : s;
+              return s.status === "unreachable" || s.status === "loading" ? { status: "anonymous", notice: null, loggedOut } : s;
             }
             if (s.status === "ready" && sameUser(s.me, me) && s.me.role === me.role) return s;
             return { status: "ready", me };
@@ -109,7 +115,7 @@ export function App() {
         )
         .catch((e: unknown) => {
           if (question !== asked.current) return;
-          if (tries > 1) retry = setTimeout(() => ask(tries - 1), 2_000);
+          if (tries > 1) retry = setTimeout(() => ask(tries - 1, loggedOut), 2_000);
           // Given up on, this question answered for a tab still loading or unreachable, whose
           // own question it outdated: that tab is unreachable, and its retry armed again.
           else
@@ -120,9 +126,9 @@ export function App() {
             );
         });
     };
-    const stop = watchSessionChanges(() => {
+    const stop = watchSessionChanges(({ loggedOut }) => {
       clearTimeout(retry);
-      ask(3);
+      ask(3, loggedOut);
     });
     return () => {
       clearTimeout(retry);
@@ -137,22 +143,25 @@ export function App() {
   }, []);
 
   // Keep the address bar in line with the session.
+  const loggedOut = session.status === "anonymous" && session.loggedOut;
   useEffect(() => {
     if (session.status === "anonymous" && route.page !== "login") {
-      const here = `${location.pathname}${location.search}`;
-      navigate({ page: "login", next: route.page === "dashboard" || route.page === "device" ? here : "/" }, { replace: true });
+      navigate(loginRoute(route, `${location.pathname}${location.search}`, loggedOut), { replace: true });
     } else if (session.status === "ready" && route.page === "login") {
       navigate(route.next, { replace: true });
     }
-  }, [session.status, route]);
+  }, [session.status, loggedOut, route]);
 
-  // A logout that fails leaves the session as it is, and says so where the button is.
+  // A logout that fails leaves the session as it is, and says so where the button is. One that
+  // succeeds leaves nothing of this user's behind for the next user of the browser: no
+  // desktop notifications they did not opt into, no page of this user's to return to.
   const onLogout = useCallback(async (options: LogoutOptions = {}) => {
     await logout(undefined, options);
     asked.current += 1;
-    announceSessionChange();
+    forgetNotificationsOptIn();
+    announceSessionChange({ loggedOut: true });
     const notice = options.everywhere ? "You are logged out everywhere." : "You are logged out.";
-    setSession({ status: "anonymous", notice });
+    setSession({ status: "anonymous", notice, loggedOut: true });
   }, []);
 
   switch (session.status) {
@@ -186,14 +195,18 @@ export function App() {
 
 /**
  * What every page of the session shares: the header, the announcer of new critical alerts
- * (here, not on one page, so that they are heard whichever page is open) and the page itself.
+ * (here, not on one page, so that they are heard whichever page is open), the card that says
+ * when the gateway refuses the session's live updates, and the page itself.
  */
 export function Shell({ children }: { children: ReactNode }) {
   return (
     <div className="shell">
       <Header />
       <Announcer />
-      <main className="shell__main">{children}</main>
+      <main className="shell__main">
+        <LiveRefusedNotice />
+        {children}
+      </main>
     </div>
   );
 }

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import { eitherSignal, fetchMe, getJson, HttpError, login, logout, onSessionLost, TimeoutError } from "./api.js";
+import { eitherSignal, fetchMe, getJson, HttpError, login, logout, onSessionLost, retryAfterMs, TimeoutError } from "./api.js";
 import { isWorthRetrying } from "./queries.js";
 
 /** A server that never answers: each request settles only when its signal aborts. */
@@ -101,5 +101,34 @@ describe("requests to the API", () => {
     answer.status = 204;
     vi.stubGlobal("fetch", () => Promise.resolve(new Response(null, answer)));
     await expect(logout(1_000)).resolves.toBeUndefined();
+  });
+});
+
+describe("Retry-After", () => {
+  it("is kept on the error of a read: in seconds, or as an HTTP date counted on the server's clock", async () => {
+    const answers = [
+      Response.json({ error: { code: "busy", message: "busy" } }, { status: 503, headers: { "Retry-After": "7" } }),
+      // The date is the server's: 20 s after its `Date`, whatever this browser's clock says.
+      Response.json(
+        { error: { code: "rate_limited", message: "slow down" } },
+        { status: 429, headers: { "Retry-After": "Sun, 22 Nov 2026 10:00:20 GMT", Date: "Sun, 22 Nov 2026 10:00:00 GMT" } },
+      ),
+      Response.json({ error: { message: "down" } }, { status: 502 }),
+    ];
+    vi.stubGlobal("fetch", () => Promise.resolve(answers.shift()));
+    await expect(getJson("/api/v2/fleet")).rejects.toMatchObject({ status: 503, message: "busy", retryAfterMs: 7_000 });
+    await expect(getJson("/api/v2/fleet")).rejects.toMatchObject({ status: 429, message: "slow down", retryAfterMs: 20_000 });
+    const without = await getJson("/api/v2/fleet").catch((e: unknown) => e);
+    expect(without).toBeInstanceOf(HttpError);
+    expect((without as HttpError).retryAfterMs).toBeUndefined();
+  });
+
+  it("reads seconds and dates, never a negative wait, and nothing from what is neither", () => {
+    const now = Date.parse("2026-11-22T10:00:00Z");
+    expect(retryAfterMs("0", null, now)).toBe(0);
+    expect(retryAfterMs(" 120 ", null, now)).toBe(120_000);
+    expect(retryAfterMs("Sun, 22 Nov 2026 10:01:00 GMT", null, now)).toBe(60_000);
+    expect(retryAfterMs("Sun, 22 Nov 2026 09:59:00 GMT", null, now)).toBe(0);
+    for (const bad of [null, "", "soon", "-5", "1.5", "Sun, 99 Foo 2026"]) expect(retryAfterMs(bad, null, now)).toBeUndefined();
   });
 });

@@ -11,15 +11,39 @@
 import { checkMe, type Me } from "../model/validate.js";
 import { noteServerDate } from "./clock.js";
 
-/** A request that got an error answer; `message` is the API's message when it sent one. */
+/**
+ * A request that got an error answer; `message` is the API's message when it sent one, and
+ * `retryAfterMs` the wait its `Retry-After` asked for (a 503 `busy`, a 429), when it named one.
+ */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = "HttpError";
   }
+}
+
+/**
+ * The wait a `Retry-After` header asks for, in milliseconds: a number of seconds, or an HTTP
+ * date. A date is the server's, so it is counted from the answer's own `Date` (`serverDate`)
+ * when there is one: a browser clock two minutes fast would otherwise cut the wait to nothing.
+ * Never negative; `undefined` when there is no header or it is neither form.
+ */
+export function retryAfterMs(header: string | null, serverDate: string | null, now: number = Date.now()): number | undefined {
+  const value = header?.trim() ?? "";
+  if (/^\d+$/.test(value)) {
+    const seconds = Number(value);
+    return Number.isSafeInteger(seconds * 1000) ? seconds * 1000 : undefined;
+  }
+  // Only what reads as a date: `Date.parse` also takes "2026" or "1.5" for one.
+  if (!/[a-z]/i.test(value)) return undefined;
+  const at = Date.parse(value);
+  if (Number.isNaN(at)) return undefined;
+  const server = serverDate === null ? Number.NaN : Date.parse(serverDate);
+  return Math.max(0, at - (Number.isNaN(server) ? now : server));
 }
 
 /** A request given up at its deadline. */
@@ -94,7 +118,7 @@ async function errorOf(response: Response): Promise<HttpError> {
   } catch {
     // Not JSON: keep the status.
   }
-  return new HttpError(response.status, message);
+  return new HttpError(response.status, message, retryAfterMs(response.headers.get("Retry-After"), response.headers.get("Date")));
 }
 
 /**

@@ -1,9 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import { alwaysOnline, PulseClient, type Alert } from "../client/index.js";
+import { alwaysOnline, PulseClient, type Alert, type Ticket } from "../client/index.js";
+import { settle, socketFactory } from "../client/testing/fakes.js";
 import { HIGHLIGHT_MS } from "../model/alertsFeed.js";
+import { connectionBadge, subscriptionStaleText } from "../model/format.js";
 import { alert, alertsMessage, device, fleetMessage } from "../model/testing/fixtures.js";
+import { HttpError } from "./api.js";
 import { LiveStore } from "./liveStore.js";
+import { PollReports } from "./pulseClient.js";
 
 describe("LiveStore", () => {
   let client: PulseClient;
@@ -138,5 +142,91 @@ describe("LiveStore", () => {
     expect(state.fleet.error).toBeNull();
     client.bus.publish("fleet", fleetMessage([device("dev-1"), device("dev-2")]));
     expect(store.getState().fleet.message?.counts.total).toBe(2);
+  });
+});
+
+describe("LiveStore and the REST fallback", () => {
+  afterEach(() => vi.useRealTimers());
+
+  it("says when every poll fails, since when, and how old the data is, and when polls get through again", async () => {
+    // Local time, as the badge shows it.
+    vi.useFakeTimers({ now: new Date(2026, 10, 22, 10, 0, 0) });
+    const sockets = socketFactory();
+    const ticket: Ticket = { token: "t", expires_at: Math.floor(Date.now() / 1000) + 3600, gateways: ["ws://gw-a.test/api/v2/ws"] };
+    // One ticket, then the ticket endpoint is down with the gateways: the socket stays down.
+    const getTicket = vi.fn<() => Promise<Ticket>>().mockResolvedValueOnce(ticket).mockRejectedValue(new Error("HTTP 503"));
+    let restDown = false;
+    const polls = new PollReports();
+    const poll = vi.fn(async () => {
+      if (restDown) throw new HttpError(503, "busy");
+    });
+    const client = new PulseClient({ getTicket, WebSocket: sockets.WebSocket, network: alwaysOnline, poll: polls.wrap(poll) });
+    const store = new LiveStore(client, { polls });
+    const stop = store.start();
+    const badge = () => connectionBadge(store.getState().connection, Date.now(), store.getState().freshness);
+    try {
+      client.start();
+      await settle();
+      sockets.last().accept();
+      await settle();
+      expect(badge().label).toBe("Live");
+
+      // 10:00:10: the gateways go; 5 s later the fallback polls, and gets through.
+      await vi.advanceTimersByTimeAsync(10_000);
+      sockets.last().serverClose(1006);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(poll).toHaveBeenCalledTimes(1);
+      expect(badge().label).toBe("Reconnecting…");
+      expect(badge().detail).toContain("Showing data polled over REST");
+
+      // 10:00:45: REST goes too (a VPN drop, a 503). Every poll fails from then on.
+      restDown = true;
+      await vi.advanceTimersByTimeAsync(30_000);
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(poll).toHaveBeenCalledTimes(3);
+      expect(client.status).toMatchObject({ state: "reconnecting", polling: true });
+      const failing = badge();
+      expect(failing.detail).not.toContain("Showing data polled over REST");
+      expect(failing.detail).toContain("Polling over REST has failed since 10:00:45 (busy)");
+      expect(failing.detail).toContain("The data shown is as of 10:00:15.");
+      // On show, beside the label: the data is as of the last poll that got through.
+      expect(failing).toMatchObject({ label: "Reconnecting…", tone: "down", fallback: "REST fallback failing since 10:00:45", failing: true, asOf: "as of 10:00:15" });
+
+      // 10:01:45: REST is back; the next poll gets through.
+      restDown = false;
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(badge()).toMatchObject({ fallback: "REST fallback", failing: false, asOf: "as of 10:01:45" });
+    } finally {
+      stop();
+      client.close();
+    }
+  });
+
+  it("says on a widget refused for now under a live connection that its REST refresh fails, and since when", () => {
+    const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
+    let now = new Date(2026, 10, 22, 10, 0, 0).getTime();
+    const polls = new PollReports(() => now);
+    const store = new LiveStore(client, { now: () => now, polls });
+    const stop = store.start();
+    const refused = { channel: { type: "events", topic: "activity" }, state: "retrying", error: { code: "unavailable", message: "NATS down" }, since: now } as const;
+    const text = () => subscriptionStaleText(refused, store.getState().freshness, 30);
+    try {
+      client.bus.publish("connection", { state: "live", polling: true, since: now });
+      expect(text()).toBe("Not live: unavailable, retrying; refreshed every 30 s");
+      now += 30_000;
+      client.bus.publish("error", { kind: "poll_failed", message: "fallback poll failed: busy", cause: new HttpError(503, "busy") });
+      expect(text()).toBe("Not live: unavailable, retrying; REST refresh failing since 10:00:30");
+      expect(connectionBadge(store.getState().connection, now, store.getState().freshness)).toMatchObject({
+        label: "Live",
+        tone: "live",
+        fallback: "REST fallback failing since 10:00:30",
+        asOf: null,
+      });
+      // Once the live connection serves every channel again, nothing is failing.
+      client.bus.publish("connection", { state: "live", polling: false, since: now });
+      expect(store.getState().freshness).toMatchObject({ failingSince: null, pollError: null });
+    } finally {
+      stop();
+    }
   });
 });

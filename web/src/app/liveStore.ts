@@ -12,12 +12,18 @@ import { createStore, type StoreApi } from "zustand/vanilla";
 import type { Alert, ConnectionStatus, PulseClient } from "../client/index.js";
 import { criticalArrivals, emptyAlertsFeed, nextExpiry, reduceAlerts, type AlertsAction, type AlertsFeed } from "../model/alertsFeed.js";
 import { emptyFleetFeed, reduceFleet, type FleetFeed } from "../model/fleetFeed.js";
+import { initialFreshness, reduceFreshness, type Freshness, type FreshnessAction } from "../model/freshness.js";
 import { watchRefusedPushes } from "./refusedPushes.js";
 
 export interface LiveState {
   alerts: AlertsFeed;
   fleet: FleetFeed;
   connection: ConnectionStatus;
+  /**
+   * How current the data is off live: when the live connection ended, and whether the REST
+   * fallback's polls get through (the connection status says only that they run).
+   */
+  freshness: Freshness;
   /**
    * What a polite live region reads out: new critical alerts, at most once per
    * {@link ANNOUNCE_EVERY_MS} (arrivals meanwhile are counted into the next one). `null` until
@@ -43,6 +49,11 @@ export interface LiveStoreOptions {
   now?: () => number;
   /** Called with critical alerts as they arrive (not those of the first snapshot). */
   onCriticalAlerts?: (alerts: Alert[]) => void;
+  /**
+   * Tells of each fallback poll that got through (see `PollReports`); the client tells only of
+   * those that failed. Without it, a fallback that failed once reads as failing until it stops.
+   */
+  polls?: { onSucceeded(listener: (startedAt: number) => void): () => void };
 }
 
 export class LiveStore {
@@ -64,6 +75,7 @@ export class LiveStore {
       alerts: emptyAlertsFeed,
       fleet: emptyFleetFeed,
       connection: client.status,
+      freshness: reduceFreshness(initialFreshness, { type: "connection", status: client.status }),
       announcement: null,
     }));
   }
@@ -71,15 +83,30 @@ export class LiveStore {
   /** Starts following the client; returns a function that stops. */
   start(): () => void {
     this.stops = [
-      this.client.on("connection", (status) => this.set({ connection: status })),
+      this.client.on("connection", (status) => this.onConnection(status)),
+      this.client.on("error", (error) => {
+        if (error.kind !== "poll_failed") return;
+        // The poll's own error ("HTTP 503", "busy") rather than the client's wrapping of it.
+        const why = error.cause instanceof Error ? error.cause.message : error.message;
+        this.onFreshness({ type: "poll-failed", at: this.now(), error: why });
+      }),
+      ...(this.options.polls ? [this.options.polls.onSucceeded((startedAt) => this.onFreshness({ type: "poll-succeeded", startedAt }))] : []),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
       this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
       // A push the client refused never reaches `watch`: its widget says so all the same.
       watchRefusedPushes(this.client, { type: "alerts" }, (error) => this.onAlerts({ type: "malformed", error })),
       watchRefusedPushes(this.client, { type: "fleet" }, (error) => this.set({ fleet: { ...this.getState().fleet, error } })),
     ];
-    this.set({ connection: this.client.status });
+    this.onConnection(this.client.status);
     return () => this.stop();
+  }
+
+  private onConnection(status: ConnectionStatus): void {
+    this.set({ connection: status, freshness: reduceFreshness(this.getState().freshness, { type: "connection", status }) });
+  }
+
+  private onFreshness(action: FreshnessAction): void {
+    this.set({ freshness: reduceFreshness(this.getState().freshness, action) });
   }
 
   private stop(): void {

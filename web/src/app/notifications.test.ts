@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { alert } from "../model/testing/fixtures.js";
-import { alertNotification, notificationsEnabled, notifyCriticalAlerts, setNotificationsEnabled, shouldNotify } from "./notifications.js";
+import { alertNotification, forgetNotificationsOptIn, notificationsEnabled, notifyCriticalAlerts, setNotificationsEnabled, shouldNotify } from "./notifications.js";
 
 class FakeNotification {
   static permission: NotificationPermission = "default";
@@ -70,6 +70,18 @@ describe("desktop notifications", () => {
     hidden = true;
     notifyCriticalAlerts([hostile]);
     expect(FakeNotification.shown).toEqual([{ title: "Critical alert on dev-9", options: { body: "<b>hot</b>", tag: "pulse-alert-7" } }]);
+  });
+
+  it("forgets the opt-in on a logout: the next user of a shared browser gets no pop-ups they never turned on", async () => {
+    FakeNotification.permission = "granted";
+    await setNotificationsEnabled(true);
+    expect(store.get("pulse.notify-critical")).toBe("on");
+    forgetNotificationsOptIn();
+    expect(store.has("pulse.notify-critical")).toBe(false);
+    // The browser's permission stays the site's: the next user logs in, and is not notified.
+    expect(notificationsEnabled()).toBe(false);
+    notifyCriticalAlerts([alert(7, { severity: 5 })]);
+    expect(FakeNotification.shown).toEqual([]);
   });
 
   it("builds one notification per alert, tagged so repeats replace each other", () => {

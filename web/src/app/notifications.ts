@@ -1,7 +1,7 @@
 /**
  * Desktop notifications for new critical alerts, while the tab is hidden, when the user opted
- * in. The opt-in is remembered in `localStorage`; the browser's permission is asked for when the
- * user turns it on, never before.
+ * in. The opt-in is remembered in `localStorage` until the user turns it off or logs out; the
+ * browser's permission is asked for when the user turns it on, never before.
  *
  * @packageDocumentation
  */
@@ -62,5 +62,19 @@ export function notifyCriticalAlerts(alerts: Alert[]): void {
     } catch {
       // Some browsers allow notifications only from a service worker; nothing to do then.
     }
+  }
+}
+
+/**
+ * Forgets the opt-in, on a logout: the next user of a shared browser (a wall screen, a control
+ * room PC) would otherwise get pop-ups they never turned on, for alerts of the tenant they log
+ * into. The browser's permission stays (it is the site's, and only the browser can take it
+ * back); the next user is notified only once they opt in themselves.
+ */
+export function forgetNotificationsOptIn(): void {
+  try {
+    localStorage.removeItem(STORAGE_KEY);
+  } catch {
+    // Storage the browser refuses (a privacy mode) holds no opt-in either.
   }
 }

@@ -212,13 +212,13 @@ describe("checkSessionWhenForbidden", () => {
   async function forbidden(whoIsIt: () => Promise<typeof me | null>) {
     const { client, sockets, connect } = fakeClient();
     const asked = vi.fn(whoIsIt);
-    checkSessionWhenForbidden(client, me, asked);
+    const stop = checkSessionWhenForbidden(client, me, asked);
     await connect({ type: "alerts" });
     expect(asked).not.toHaveBeenCalled();
     sockets.last().serverClose(4003, "user deleted");
     await settle();
     expect(client.status).toMatchObject({ state: "offline", reason: "forbidden" });
-    return { client, asked };
+    return { client, asked, stop };
   }
 
   it("ends a session the web service no longer has, and asks once per refusal", async () => {
@@ -233,6 +233,58 @@ describe("checkSessionWhenForbidden", () => {
       expect(asked).toHaveBeenCalledTimes(1);
     } finally {
       onSessionLost(() => {});
+    }
+  });
+
+  it("asks again, backing off, until the web service answers, then acts on the answer", async () => {
+    vi.useFakeTimers();
+    const lost = vi.fn();
+    onSessionLost(lost);
+    try {
+      // pulse-web is restarting: the first answers are 503s, then it says there is no session.
+      const answers: (() => Promise<typeof me | null>)[] = [
+        () => Promise.reject(new Error("HTTP 503")),
+        () => Promise.reject(new Error("HTTP 503")),
+        () => Promise.resolve(null),
+      ];
+      const { client, asked } = await forbidden(() => answers.shift()!());
+      expect(asked).toHaveBeenCalledTimes(1);
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(asked).toHaveBeenCalledTimes(2);
+      expect(lost).not.toHaveBeenCalled();
+      await vi.advanceTimersByTimeAsync(3_000);
+      expect(asked).toHaveBeenCalledTimes(3);
+      expect(lost).toHaveBeenCalledTimes(1);
+      // Answered: asked no more.
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(asked).toHaveBeenCalledTimes(3);
+      client.close();
+    } finally {
+      onSessionLost(() => {});
+      vi.useRealTimers();
+    }
+  });
+
+  it("stops asking once the refusal is over (the client was started again), or the check is stopped", async () => {
+    vi.useFakeTimers();
+    try {
+      const { client, asked, stop } = await forbidden(() => Promise.reject(new Error("HTTP 503")));
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(asked).toHaveBeenCalledTimes(2);
+      // The user's Retry: the refusal is over, and so are its questions.
+      client.start();
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(asked).toHaveBeenCalledTimes(2);
+      client.close();
+      // Refused again; then the session ends (its page closes the check with the client).
+      const again = await forbidden(() => Promise.reject(new Error("HTTP 503")));
+      again.stop();
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(again.asked).toHaveBeenCalledTimes(1);
+      again.client.close();
+      stop();
+    } finally {
+      vi.useRealTimers();
     }
   });
 

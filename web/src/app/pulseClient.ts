@@ -7,6 +7,7 @@
  */
 
 import {
+  Backoff,
   PulseClient,
   TicketError,
   ticketFetcher,
@@ -15,6 +16,7 @@ import {
   type DataMessage,
   type EventsPosition,
   type PollContext,
+  type PollFunction,
   type TelemetryMessage,
   type Ticket,
 } from "../client/index.js";
@@ -197,40 +199,102 @@ export function restFallback(client: () => PulseClient) {
 
 /**
  * After a 4003 (the user was deleted, or may no longer connect), asks the web service whose
- * session this is, once per refusal: none (401) ends the session, so the login page shows
- * rather than the last data under "Offline"; another user's is a changed session. The same
- * user stays offline, as the client does after a 4003.
+ * session this is, until it answers, once per refusal: none (401) ends the session, so the
+ * login page shows rather than the last data under "Offline"; another user's is a changed
+ * session. The same user stays offline, as the client does after a 4003, and the page says so
+ * with a retry (see `LiveRefusedNotice`). A question that gets no answer (pulse-web restarting,
+ * a 503, a VPN not up yet) is asked again, 1 s to 30 s apart: until one comes nobody can tell
+ * whether the login page or the retry is the way on, and a wall screen nobody clicks would stay
+ * frozen on its last data. The questions stop when the refusal is over (the client was started
+ * again) and when the returned function is called: a client closed after a 4003 says nothing
+ * more, so whoever closes it must stop this too.
  */
 export function checkSessionWhenForbidden(
   client: PulseClient,
   me: Pick<Me, "tenant_id" | "email">,
   whoIsIt: () => Promise<Pick<Me, "tenant_id" | "email"> | null> = fetchMe,
 ): () => void {
-  let checked = false;
-  return client.on("connection", (status) => {
-    const forbidden = status.state === "offline" && status.reason === "forbidden";
-    if (!forbidden || checked) {
-      checked = forbidden;
-      return;
-    }
-    checked = true;
+  const backoff = new Backoff({ baseMs: 1_000, capMs: 30_000 });
+  let again: ReturnType<typeof setTimeout> | undefined;
+  let refused = false;
+  // Numbers the refusals: an answer to the question of one that is over is ignored.
+  let refusal = 0;
+  const ask = (question: number) => {
     whoIsIt().then(
       (now) => {
+        if (question !== refusal) return;
         if (now === null) reportSessionLost();
         else if (!sameUser(me, now)) reportSessionChange();
       },
-      // Unanswered: the page stays offline, as without the check.
-      () => undefined,
+      () => {
+        if (question === refusal) again = setTimeout(() => ask(question), 1_000 + backoff.next());
+      },
     );
+  };
+  const stopWatching = client.on("connection", (status) => {
+    const forbidden = status.state === "offline" && status.reason === "forbidden";
+    if (forbidden === refused) return;
+    refused = forbidden;
+    refusal += 1;
+    clearTimeout(again);
+    if (!forbidden) return;
+    backoff.reset();
+    ask(refusal);
   });
+  return () => {
+    stopWatching();
+    refusal += 1;
+    clearTimeout(again);
+  };
 }
 
-/** A client for the logged-in user `me`; call `start()` to connect. */
-export function newDashboardClient(me: Me): PulseClient {
+/**
+ * Tells of each fallback poll that got through, with when it started (ms, `now`'s clock). The
+ * client reports a failed poll (`poll_failed` on its `error` topic) but keeps its own success
+ * hook to itself; without this the page could not tell a fallback that works from one failing
+ * at every try (a VPN down, a 503): both are just "polling".
+ */
+export class PollReports {
+  private readonly listeners = new Set<(startedAt: number) => void>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** Calls `listener` after each poll that got through; returns a function that stops. */
+  onSucceeded(listener: (startedAt: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * `poll`, telling of each run that got through: one that resolved before its signal aborted.
+   * That is what the client counts as a success; an aborted one it gave up at its deadline (and
+   * reported as failed) or stopped, and ignores what it published.
+   */
+  wrap(poll: PollFunction): PollFunction {
+    return async (context) => {
+      const startedAt = this.now();
+      await poll(context);
+      if (context.signal.aborted) return;
+      for (const listener of [...this.listeners]) {
+        // A listener's fault is no failed poll.
+        try {
+          listener(startedAt);
+        } catch (error) {
+          console.error(error);
+        }
+      }
+    };
+  }
+}
+
+/**
+ * A client for the logged-in user `me`; call `start()` to connect. `polls` hears of each
+ * fallback poll that got through.
+ */
+export function newDashboardClient(me: Me, polls: PollReports = new PollReports()): PulseClient {
   const client: PulseClient = new PulseClient({
     getTicket: sessionTicketFetcher(me),
-    poll: restFallback(() => client),
+    poll: polls.wrap(restFallback(() => client)),
   });
-  checkSessionWhenForbidden(client, me);
   return client;
 }

@@ -16,13 +16,34 @@ import { checkAlertPage, checkDeviceDetail, checkReadingPage, type DeviceDetail,
 import { getJson, HttpError, TimeoutError } from "./api.js";
 
 /**
- * Whether a read that failed `failures` times with `error` is tried again by itself. A 4xx answer
- * will not change on a second try (a 401 has already ended the session); a read that ran out its
+ * Longest `Retry-After` a read waits out by itself. A server asking for longer gets the error
+ * shown at once, with its retry: a page that sits loading for minutes says less than that.
+ */
+export const MAX_RETRY_AFTER_MS = 30_000;
+
+/**
+ * Whether a read that failed `failures` times with `error` is tried again by itself: twice at
+ * most. A 4xx answer will not change on a second try (a 401 has already ended the session),
+ * except a 429, which says to come back later, as a 503 `busy` does; a read that ran out its
  * deadline is shown at once with its retry, not after two more deadlines.
  */
 export function isWorthRetrying(failures: number, error: unknown): boolean {
-  if (error instanceof TimeoutError) return false;
-  return failures < 2 && !(error instanceof HttpError && error.status < 500);
+  if (error instanceof TimeoutError || failures >= 2) return false;
+  if (!(error instanceof HttpError)) return true;
+  if (error.retryAfterMs !== undefined && error.retryAfterMs > MAX_RETRY_AFTER_MS) return false;
+  return error.status >= 500 || error.status === 429;
+}
+
+/**
+ * How long after `failures` failures (0 after the first) a read is tried again: TanStack's own
+ * backoff (1 s, 2 s, …), or the wait the answer's `Retry-After` asked for when that is longer. A
+ * server that is busy or limiting this user said when it can answer: asking sooner only adds
+ * to its load, and gets refused again.
+ */
+export function retryDelay(failures: number, error: unknown): number {
+  const backoff = Math.min(1_000 * 2 ** failures, 30_000);
+  const asked = error instanceof HttpError ? error.retryAfterMs : undefined;
+  return asked === undefined ? backoff : Math.max(backoff, Math.min(asked, MAX_RETRY_AFTER_MS));
 }
 
 /** The session's query cache. */
@@ -33,6 +54,7 @@ export function newQueryClient(): QueryClient {
         // Pushes keep what is shown current; a refetch on focus would only repeat them.
         refetchOnWindowFocus: false,
         retry: isWorthRetrying,
+        retryDelay,
       },
     },
   });

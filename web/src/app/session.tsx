@@ -14,7 +14,7 @@ import type { Me } from "../model/validate.js";
 import type { LogoutOptions } from "./api.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
-import { newDashboardClient } from "./pulseClient.js";
+import { checkSessionWhenForbidden, newDashboardClient, PollReports } from "./pulseClient.js";
 import { newQueryClient } from "./queries.js";
 
 export interface Session {
@@ -32,19 +32,25 @@ const SessionContext = createContext<Session | null>(null);
 
 export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: (options?: LogoutOptions) => Promise<void>; children: ReactNode }) {
   const [live] = useState(() => {
-    const client = newDashboardClient(me);
-    return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };
+    const polls = new PollReports();
+    const client = newDashboardClient(me, polls);
+    return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts, polls }) };
   });
   // One query cache per session: nothing one user read is shown to the next.
   const [queries] = useState(newQueryClient);
+  // Who the session is for never changes here (App keys it by them): a new role does not restart it.
+  const { tenant_id, email } = me;
   useEffect(() => {
     const stopStore = live.store.start();
+    // Stopped with the session: a closed client tells nothing more, and would leave it asking.
+    const stopChecking = checkSessionWhenForbidden(live.client, { tenant_id, email });
     live.client.start();
     return () => {
+      stopChecking();
       stopStore();
       live.client.close();
     };
-  }, [live]);
+  }, [live, tenant_id, email]);
   useEffect(() => () => queries.clear(), [queries]);
   return (
     <QueryClientProvider client={queries}>

@@ -16,26 +16,39 @@ import type { Me } from "../model/validate.js";
 
 const CHANNEL = "pulse-session";
 
-let local: () => void = () => {};
+/** What a tab was told of a change. */
+export interface SessionChange {
+  /**
+   * Another tab logged out: whoever logs in next may be someone else, and starts at the
+   * overview rather than on the page this tab shows (see `loginRoute`).
+   */
+  loggedOut: boolean;
+}
 
-/** Tells the other tabs of this browser that this one logged in or out. */
-export function announceSessionChange(): void {
+/** What goes over the channel: a logout, or any other change. */
+const LOGGED_OUT = "logged-out";
+const CHANGED = "changed";
+
+let local: (change: SessionChange) => void = () => {};
+
+/** Tells the other tabs of this browser that this one logged in, or out (`loggedOut`). */
+export function announceSessionChange({ loggedOut }: SessionChange = { loggedOut: false }): void {
   if (typeof BroadcastChannel === "undefined") return;
   const channel = new BroadcastChannel(CHANNEL);
-  channel.postMessage("changed");
+  channel.postMessage(loggedOut ? LOGGED_OUT : CHANGED);
   channel.close();
 }
 
 /** Tells this page that its session may have changed (a ticket named another user). */
 export function reportSessionChange(): void {
-  local();
+  local({ loggedOut: false });
 }
 
 /** Calls `handler` on every change announced by another tab or reported here; returns the stop. */
-export function watchSessionChanges(handler: () => void): () => void {
+export function watchSessionChanges(handler: (change: SessionChange) => void): () => void {
   local = handler;
   const channel = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel(CHANNEL);
-  if (channel) channel.onmessage = () => handler();
+  if (channel) channel.onmessage = (event: MessageEvent) => handler({ loggedOut: event.data === LOGGED_OUT });
   return () => {
     channel?.close();
     if (local === handler) local = () => {};

@@ -58,6 +58,11 @@ describe("loadActivity", () => {
     expect(await load()).toEqual([{ type: "load-failed", request: 7, error: "malformed answer: events must be an array" }]);
   });
 
+  it("passes on the wait a busy server asked for, for the retry's delay", async () => {
+    vi.stubGlobal("fetch", () => Promise.resolve(Response.json({ error: { code: "busy", message: "busy" } }, { status: 503, headers: { "Retry-After": "20" } })));
+    expect(await load()).toEqual([{ type: "load-failed", request: 7, error: "busy", retryAfterMs: 20_000 }]);
+  });
+
   it("says nothing when aborted", async () => {
     const controller = new AbortController();
     controller.abort();

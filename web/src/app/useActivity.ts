@@ -15,7 +15,7 @@ import { useCallback, useEffect, useReducer } from "react";
 import type { PulseClient } from "../client/index.js";
 import { ACTIVITY_ROWS, ACTIVITY_TOPIC, emptyActivityFeed, reduceActivity, retryDelayMs, type ActivityAction, type ActivityFeed } from "../model/activityFeed.js";
 import { checkEventsPage } from "../model/validate.js";
-import { getJson } from "./api.js";
+import { getJson, HttpError } from "./api.js";
 import { watchRefusedPushes } from "./refusedPushes.js";
 import { useSession } from "./session.js";
 
@@ -31,7 +31,11 @@ export async function loadActivity(client: PulseClient, request: number, signal:
   try {
     body = await getJson(ACTIVITY_URL, signal);
   } catch (error) {
-    if (!signal.aborted) dispatch({ type: "load-failed", request, error: error instanceof Error ? error.message : String(error) });
+    if (signal.aborted) return;
+    const message = error instanceof Error ? error.message : String(error);
+    // A busy server's Retry-After sets the retry's delay: see `retryDelayMs`.
+    const retryAfterMs = error instanceof HttpError ? error.retryAfterMs : undefined;
+    dispatch({ type: "load-failed", request, error: message, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
     return;
   }
   if (signal.aborted) return;
@@ -99,11 +103,11 @@ export function useActivity(): ActivityFeed & { retry: () => void } {
 
   const retry = useCallback(() => dispatch({ type: "retry" }), []);
   // A failed load is tried again by itself, backing off: live events wait for one.
-  const { loadError, loading, failures } = feed;
+  const { loadError, loading, failures, retryAfterMs } = feed;
   useEffect(() => {
     if (loadError === null || loading) return;
-    const timer = setTimeout(retry, retryDelayMs(failures));
+    const timer = setTimeout(retry, retryDelayMs(failures, retryAfterMs));
     return () => clearTimeout(timer);
-  }, [loadError, loading, failures, retry]);
+  }, [loadError, loading, failures, retryAfterMs, retry]);
   return { ...feed, retry };
 }

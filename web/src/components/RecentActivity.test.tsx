@@ -46,7 +46,8 @@ describe("ActivityView", () => {
       { type: "loaded", request: 1, page: page([1, 2]) },
       { type: "reset" },
       { type: "load-failed", request: 2, error: "HTTP 502" },
-      { type: "reset" },
+      // The retry timer's load: while a load error stands, a reset waits for it.
+      { type: "retry" },
       { type: "loaded", request: 3, page: page([1, 2, 3]) },
     );
     const html = render(feed);

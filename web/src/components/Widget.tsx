@@ -2,6 +2,7 @@ import type { ReactNode } from "react";
 
 import { DEFAULT_FALLBACK_INTERVAL_MS, type Channel } from "../client/index.js";
 import { useLive, useSubscriptionStatus } from "../app/session.js";
+import { subscriptionStaleText } from "../model/format.js";
 import { ErrorBoundary } from "./ErrorBoundary.js";
 
 /** How often the REST fallback refreshes a widget whose channel the gateway refuses for now. */
@@ -10,19 +11,16 @@ const REFRESH_SECONDS = DEFAULT_FALLBACK_INTERVAL_MS / 1000;
 /**
  * Shown while a widget's live channel is not subscribed although the connection is live: the
  * gateway refused it for now (retrying: REST polling refreshes it meanwhile, and the badge says
- * so), for good (failed), or has not answered yet.
+ * so; when the polls fail, it says since when, and how old the data is), for good (failed), or
+ * has not answered yet.
  */
 function Staleness({ channel }: { channel: Channel }) {
   const live = useLive((s) => s.connection.state === "live");
+  const freshness = useLive((s) => s.freshness);
   const status = useSubscriptionStatus(channel);
   if (!live || !status || status.state === "subscribed") return null;
   // The gateway's code says why (`unavailable`, `rate_limited`, …): on show, not only on hover.
-  const text =
-    status.state === "failed"
-      ? `Not updating: ${status.error?.message || status.error?.code || "refused"}`
-      : status.state === "retrying" || status.error
-        ? `Not live: ${status.error?.code ? `${status.error.code}, ` : ""}retrying; refreshed every ${REFRESH_SECONDS} s`
-        : "Connecting…";
+  const text = subscriptionStaleText(status, freshness, REFRESH_SECONDS);
   return (
     <span className="badge badge--stale" data-testid="widget-stale" role="status" title={status.error?.code}>
       {text}

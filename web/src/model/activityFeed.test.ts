@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { ACTIVITY_ROWS, emptyActivityFeed, reduceActivity, retryDelayMs, type ActivityAction, type ActivityFeed } from "./activityFeed.js";
+import { ACTIVITY_ROWS, emptyActivityFeed, MAX_FEED_RETRY_AFTER_MS, reduceActivity, retryDelayMs, type ActivityAction, type ActivityFeed } from "./activityFeed.js";
 import { activityEvent, activityPage } from "./testing/fixtures.js";
 import { checkEventsPage } from "./validate.js";
 
@@ -77,6 +77,19 @@ describe("reduceActivity", () => {
     expect(feed).toMatchObject({ failures: 0, loadError: null });
   });
 
+  it("retries a failed load no sooner than the server's Retry-After asked, within a bound", () => {
+    const feed = run(emptyActivityFeed, { type: "load-failed", request: 1, error: "busy", retryAfterMs: 20_000 });
+    expect(feed.retryAfterMs).toBe(20_000);
+    expect(retryDelayMs(feed.failures, feed.retryAfterMs)).toBe(20_000);
+    // The backoff still counts when it is the longer; an absurd wait is cut to the bound.
+    expect(retryDelayMs(6, 20_000)).toBe(60_000);
+    expect(retryDelayMs(1, 86_400_000)).toBe(MAX_FEED_RETRY_AFTER_MS);
+    // The next failure without a Retry-After backs off as usual.
+    const again = run(feed, { type: "retry" }, { type: "load-failed", request: 2, error: "HTTP 502" });
+    expect(again.retryAfterMs).toBeNull();
+    expect(retryDelayMs(again.failures, again.retryAfterMs)).toBe(4_000);
+  });
+
   it("keeps live events through a failed load and applies them after a retry", () => {
     let feed = run(emptyActivityFeed, { type: "load-failed", request: 1, error: "HTTP 502" });
     expect(feed).toMatchObject({ loading: false, loadError: "HTTP 502", known: null });
@@ -86,6 +99,25 @@ describe("reduceActivity", () => {
     expect(feed).toMatchObject({ loading: true, loadError: null, loadRequest: 2 });
     feed = run(feed, { type: "loaded", request: 2, page: page([2, 3]) });
     expect(seqs(feed)).toEqual([4, 3, 2]);
+  });
+
+  it("after a failed reload, records a later hole but leaves the next load to the backoff, as it does a reset", () => {
+    // A reset asks for a reload, which fails (a 503): the retry timer is armed, 2 s.
+    let feed = run(emptyActivityFeed, { type: "loaded", request: 1, page: page([1, 2]) }, { type: "reset" }, { type: "load-failed", request: 2, error: "HTTP 503" });
+    expect(feed).toMatchObject({ loading: false, loadRequest: 2, loadError: "HTTP 503", failures: 1 });
+    // An alert storm: every event past known + 1 would be a new load, and a new request
+    // cancels the timer. They are shown, their holes recorded (known moves on), but none loads.
+    feed = run(feed, live(5), live(6), live(9), { type: "reset" }, { type: "subscribed", position: 12 });
+    expect(feed).toMatchObject({ loading: false, loadRequest: 2, loadError: "HTTP 503", failures: 1, known: 9 });
+    expect(seqs(feed)).toEqual([9, 6, 5, 2, 1]);
+    // The backoff's timer (or the user) loads, and the load fills the holes.
+    feed = run(feed, { type: "retry" });
+    expect(feed).toMatchObject({ loading: true, loadRequest: 3 });
+    feed = run(feed, live(10), { type: "loaded", request: 3, page: page(range(1, 9)) });
+    expect(seqs(feed)).toEqual(range(1, 10).reverse());
+    expect(feed).toMatchObject({ loading: false, loadError: null, failures: 0, known: 10 });
+    // With no load error standing, a hole asks for a load at once, as before.
+    expect(run(feed, live(12))).toMatchObject({ loading: true, loadRequest: 4 });
   });
 
   it("loads once more when the client is ahead of the load, but only once", () => {

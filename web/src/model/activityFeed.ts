@@ -5,8 +5,9 @@
  * Event `seq`s of a topic go 1, 2, 3, …, so one number says what the feed has accounted for:
  * `known`, the `seq` up to which every event was either loaded or received. A live event at or
  * below it is a duplicate of what REST returned; one past `known + 1` follows a hole, and so does
- * a reset from the client: both ask for a fresh REST load, which fills the hole. Live events
- * that arrive while a load runs wait for it, and are applied against what it returned.
+ * a reset from the client: both ask for a fresh REST load, which fills the hole (after a failed
+ * load, the retry's, when its backoff has passed). Live events that arrive while a load runs wait
+ * for it, and are applied against what it returned.
  *
  * @packageDocumentation
  */
@@ -40,6 +41,8 @@ export interface ActivityFeed {
   loadError: string | null;
   /** Loads failed in a row: the next is tried by itself after {@link retryDelayMs} of it. */
   failures: number;
+  /** The wait the last failed load's answer asked for (`Retry-After`), in ms; `null` without one. */
+  retryAfterMs: number | null;
   /** Why the newest live event was refused; cleared by the next valid one. */
   eventError: string | null;
 }
@@ -54,15 +57,23 @@ export const emptyActivityFeed: ActivityFeed = Object.freeze({
   pending: [],
   loadError: null,
   failures: 0,
+  retryAfterMs: null,
   eventError: null,
 });
+
+/** Longest `Retry-After` the feed waits out before it loads again: past it, it asks anyway. */
+export const MAX_FEED_RETRY_AFTER_MS = 5 * 60_000;
 
 /**
  * How long after `failures` failed loads in a row the next is tried by itself: 2 s, doubling
  * up to a minute. Live events wait for a load, so the feed must not wait for the user's click.
+ * The last answer's `Retry-After` (`retryAfterMs`) is waited out when it is longer, up to
+ * {@link MAX_FEED_RETRY_AFTER_MS}: a busy server said when it can answer, and a load sooner would
+ * only be refused again.
  */
-export function retryDelayMs(failures: number): number {
-  return Math.min(60_000, 2_000 * 2 ** Math.max(0, failures - 1));
+export function retryDelayMs(failures: number, retryAfterMs: number | null = null): number {
+  const backoff = Math.min(60_000, 2_000 * 2 ** Math.max(0, failures - 1));
+  return retryAfterMs === null ? backoff : Math.max(backoff, Math.min(retryAfterMs, MAX_FEED_RETRY_AFTER_MS));
 }
 
 export type ActivityAction =
@@ -73,7 +84,8 @@ export type ActivityAction =
   /** The client refused a live event whose envelope broke the contract; `error` says why. */
   | { type: "malformed"; error: string }
   | { type: "loaded"; request: number; page: EventsPage }
-  | { type: "load-failed"; request: number; error: string }
+  /** `retryAfterMs`: the wait the answer's `Retry-After` asked for, when it named one. */
+  | { type: "load-failed"; request: number; error: string; retryAfterMs?: number }
   /** The user asked to try a failed load again. */
   | { type: "retry" }
   /**
@@ -99,7 +111,7 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
       }
       return applyEvent(state, action.message);
     case "reset":
-      return requestLoad(state);
+      return reloadWanted(state);
     case "retry":
       return state.loading ? state : { ...requestLoad(state), loadError: null };
     case "loaded": {
@@ -115,6 +127,7 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
         pending: [],
         loadError: null,
         failures: 0,
+        retryAfterMs: null,
         eventError: action.page.malformed ?? state.eventError,
       };
       return state.pending.reduce<ActivityFeed>(
@@ -124,7 +137,14 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
     }
     case "load-failed":
       if (action.request !== state.loadRequest || !state.loading) return state;
-      return { ...state, loading: false, catchingUp: false, loadError: action.error, failures: state.failures + 1 };
+      return {
+        ...state,
+        loading: false,
+        catchingUp: false,
+        loadError: action.error,
+        failures: state.failures + 1,
+        retryAfterMs: action.retryAfterMs ?? null,
+      };
     case "client-position":
       return action.request === state.loadRequest ? catchUp(state, action.position) : state;
     case "subscribed":
@@ -141,7 +161,19 @@ export function reduceActivity(state: ActivityFeed, action: ActivityAction): Act
 function catchUp(state: ActivityFeed, position: number): ActivityFeed {
   if (state.loading || state.catchingUp) return state;
   if (state.known === null || position <= state.known) return state;
-  return { ...requestLoad(state), catchingUp: true };
+  const next = reloadWanted(state);
+  return next === state ? state : { ...next, catchingUp: true };
+}
+
+/**
+ * Missed events (a hole, a reset, a baseline ahead) want a fresh load, at once, unless a load
+ * failed and no other has succeeded since: the retry timer (2 s, doubling up to a minute) or the
+ * user's Retry will load, and that load fills every hole found meanwhile (`known` has moved past
+ * them). A new request here would cancel the timer, and during an alert storm each event past a
+ * hole would send a request of its own to a server that is already failing.
+ */
+function reloadWanted(state: ActivityFeed): ActivityFeed {
+  return state.loadError === null ? requestLoad(state) : state;
 }
 
 /** Asks for a new load; live events wait for it. */
@@ -162,7 +194,7 @@ function applyEvent(state: ActivityFeed, message: unknown): ActivityFeed {
     // A malformed event still takes its place in the sequence: it is no hole.
     next = { ...next, eventError: checked.error };
   }
-  return seq > known + 1 ? requestLoad(next) : next;
+  return seq > known + 1 ? reloadWanted(next) : next;
 }
 
 /** The `seq` of an event that failed its check, if it has a usable one. */

@@ -5,7 +5,8 @@
  * @packageDocumentation
  */
 
-import type { ConnectionStatus } from "../client/index.js";
+import { DEFAULT_FALLBACK_INTERVAL_MS, type ConnectionStatus, type SubscriptionStatus } from "../client/index.js";
+import { dataAsOf, fallbackFailing, initialFreshness, type Freshness } from "./freshness.js";
 
 /**
  * "just now", "10 s ago", "4 min ago", "3 h ago", "2 d ago"; "never" for null. Seconds go in
@@ -86,19 +87,48 @@ export interface ConnectionBadge {
   label: string;
   tone: "live" | "warn" | "down";
   detail: string;
+  /** While REST polling runs: "REST fallback", or "REST fallback failing since 10:00:45". */
+  fallback: string | null;
+  /** The fallback runs and its newest poll failed. */
+  failing: boolean;
+  /** While the connection is not live, how old the data on show is: "as of 10:00:15". */
+  asOf: string | null;
 }
 
-/** Live (green), Connecting… / Reconnecting… (amber), Offline (red), with a detail for the title. */
-export function connectionBadge(status: ConnectionStatus, now: number): ConnectionBadge {
-  const polling = status.polling ? " Showing data polled over REST until the live connection is back." : "";
+/**
+ * Live (green), Connecting… / Reconnecting… (amber), Offline (red), with a detail for the title.
+ * While REST polling runs, it says whether the polls get through, and since when they fail: a
+ * fallback failing at every try leaves the numbers frozen, and must not read as one that works.
+ * Red then, whatever the state: nothing is updating. Off live, it says how old the data is.
+ */
+export function connectionBadge(status: ConnectionStatus, now: number, freshness: Freshness = initialFreshness): ConnectionBadge {
+  const failing = status.polling && fallbackFailing(freshness);
+  const since = failing && freshness.failingSince !== null ? clockTime(freshness.failingSince) : "";
+  const cause = freshness.pollError ? ` (${freshness.pollError})` : "";
+  const fallback = !status.polling ? null : failing ? `REST fallback failing since ${since}` : "REST fallback";
+  const asOfMs = status.state === "live" ? null : dataAsOf(freshness);
+  const asOf = asOfMs === null ? null : `as of ${clockTime(asOfMs)}`;
+  const polling = !status.polling
+    ? ""
+    : failing
+      ? ` Polling over REST has failed since ${since}${cause}, and is tried again every ${DEFAULT_FALLBACK_INTERVAL_MS / 1000} s.`
+      : " Showing data polled over REST until the live connection is back.";
+  const age = asOf === null ? "" : ` The data shown is ${asOf}.`;
+  const warn = failing ? "down" : "warn";
   switch (status.state) {
-    case "live":
-      return { label: "Live", tone: "live", detail: "Connected: updates arrive as they happen." };
+    case "live": {
+      const refused = !status.polling
+        ? ""
+        : failing
+          ? ` Channels the gateway refuses for now are polled over REST, which has failed since ${since}${cause}.`
+          : " Channels the gateway refuses for now are polled over REST.";
+      return { label: "Live", tone: "live", detail: `Connected: updates arrive as they happen.${refused}`, fallback, failing, asOf };
+    }
     case "connecting":
-      return { label: "Connecting…", tone: "warn", detail: `Connecting to a gateway.${polling}` };
+      return { label: "Connecting…", tone: warn, detail: `Connecting to a gateway.${polling}${age}`, fallback, failing, asOf };
     case "reconnecting": {
       const next = status.nextAttemptAt === undefined ? "" : ` Next attempt in ${Math.max(0, Math.ceil((status.nextAttemptAt - now) / 1000))} s.`;
-      return { label: "Reconnecting…", tone: "warn", detail: `The live connection dropped.${next}${polling}` };
+      return { label: "Reconnecting…", tone: warn, detail: `The live connection dropped.${next}${polling}${age}`, fallback, failing, asOf };
     }
     case "offline": {
       const why =
@@ -107,7 +137,21 @@ export function connectionBadge(status: ConnectionStatus, now: number): Connecti
           : status.reason === "forbidden"
             ? "The gateway refused this session."
             : "Not connected.";
-      return { label: "Offline", tone: "down", detail: `${why}${polling}` };
+      return { label: "Offline", tone: "down", detail: `${why}${polling}${age}`, fallback, failing, asOf };
     }
   }
+}
+
+/**
+ * What a widget says while its live channel is not subscribed under a live connection: refused
+ * for good, refused for now (REST polling refreshes it every `refreshSeconds`, or, when the
+ * polls fail, since when, and how old its data is), or not answered yet.
+ */
+export function subscriptionStaleText(status: SubscriptionStatus, freshness: Freshness, refreshSeconds: number): string {
+  if (status.state === "failed") return `Not updating: ${status.error?.message || status.error?.code || "refused"}`;
+  if (status.state !== "retrying" && !status.error) return "Connecting…";
+  const reason = `Not live: ${status.error?.code ? `${status.error.code}, ` : ""}retrying`;
+  if (!fallbackFailing(freshness) || freshness.failingSince === null) return `${reason}; refreshed every ${refreshSeconds} s`;
+  const asOf = freshness.lastPollAt === null ? "" : `, as of ${clockTime(freshness.lastPollAt)}`;
+  return `${reason}; REST refresh failing since ${clockTime(freshness.failingSince)}${asOf}`;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { parseRoute, routePath, safeNext } from "./route.js";
+import { loginRoute, parseRoute, routePath, safeNext } from "./route.js";
 
 describe("parseRoute", () => {
   it("knows the dashboard, the login page and device pages", () => {
@@ -31,5 +31,21 @@ describe("safeNext", () => {
     expect(safeNext("//evil.example/")).toBe("/");
     expect(safeNext("/\\evil.example")).toBe("/");
     expect(safeNext("/login")).toBe("/");
+  });
+});
+
+describe("loginRoute", () => {
+  const device = parseRoute("/devices/dev-0042");
+
+  it("brings a user whose session merely ended back to the page they were on", () => {
+    expect(loginRoute(device, "/devices/dev-0042", false)).toEqual({ page: "login", next: "/devices/dev-0042" });
+    expect(loginRoute(parseRoute("/nope"), "/nope", false)).toEqual({ page: "login", next: "/" });
+  });
+
+  it("starts the next user after a logout at the overview, not on the last user's device", () => {
+    // A shared wall browser: the next to log in may be of another tenant, where the device is
+    // "not found", and its id is none of their business.
+    expect(loginRoute(device, "/devices/dev-0042", true)).toEqual({ page: "login", next: "/" });
+    expect(routePath(loginRoute(device, "/devices/dev-0042", true))).toBe("/login");
   });
 });

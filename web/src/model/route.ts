@@ -50,3 +50,15 @@ export function safeNext(next: string | null): string {
   const route = parseRoute(next.split("?")[0]!);
   return route.page === "dashboard" || route.page === "device" ? routePath(route) : "/";
 }
+
+/**
+ * The login page to send a tab whose session is gone to, from `route` (at `here`, its path and
+ * query). A session that merely ended (expired, ended elsewhere) comes back to the page it was
+ * on once the user logs in again. After a logout (`loggedOut`) it starts at the overview: on a
+ * shared browser the next to log in may be someone else, of another tenant even, who would land
+ * on "Device not found" with the last user's device id in the address bar.
+ */
+export function loginRoute(route: Route, here: string, loggedOut: boolean): Route {
+  const keep = !loggedOut && (route.page === "dashboard" || route.page === "device");
+  return { page: "login", next: keep ? here : "/" };
+}
