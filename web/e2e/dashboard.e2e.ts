@@ -740,9 +740,16 @@ describe("dashboard in Chromium against a live stack", () => {
     expect(await page.getByTestId("login-page").count()).toBe(0);
     expect(await page.evaluate(() => fetch("/api/v2/me").then((r) => r.status))).toBe(200);
     await page.unroute("**/api/v2/logout");
+    // From a device page, with desktop notifications opted into: the next user of the browser
+    // starts at the overview, with neither this user's page nor their opt-in.
+    await page.getByTestId("devices-table").getByRole("link", { name: dev(1), exact: true }).click();
+    await page.getByTestId("device-page").waitFor();
+    await page.evaluate(() => localStorage.setItem("pulse.notify-critical", "on"));
     await page.getByTestId("logout").click();
     await page.getByTestId("login-page").waitFor({ timeout: 5_000 });
     expect(new URL(page.url()).pathname).toBe("/login");
+    expect(new URL(page.url()).search).toBe("");
+    expect(await page.evaluate(() => localStorage.getItem("pulse.notify-critical"))).toBeNull();
     expect(await page.title()).toBe("Sign in · Pulse");
     expect(await page.evaluate(() => fetch("/api/v2/me").then((r) => r.status))).toBe(401);
     await expect.poll(() => watch.openSockets.size, { timeout: 3_000 }).toBe(0);
