@@ -20,7 +20,26 @@ pub async fn begin_as_tenant(
     pool: &PgPool,
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    as_tenant(pool.begin().await?, tenant).await
+}
+
+/// [`begin_as_tenant`], read only, every statement seeing the same snapshot (`REPEATABLE
+/// READ`): for an answer read in several statements that must agree with each other (a page of
+/// events and the topic's newest `seq`), whatever commits meanwhile.
+pub async fn begin_reading_as_tenant(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    as_tenant(tx, tenant).await
+}
+
+async fn as_tenant(
+    mut tx: Transaction<'static, Postgres>,
+    tenant: &TenantId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     sqlx::query("SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)")
         .bind(TENANT)
         .bind(tenant.as_str())

@@ -31,7 +31,7 @@ use crate::api::{ApiJson, ApiQuery, MAX_BODY_BYTES, NoParams, limit};
 use crate::error::ApiError;
 use crate::session::Session;
 use crate::state::AppState;
-use pulse_db::roles::begin_as_tenant;
+use pulse_db::roles::{begin_as_tenant, begin_reading_as_tenant};
 
 /// Largest event message (the JSON pushed to clients), in bytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -490,7 +490,10 @@ pub async fn list(
     if p.after.is_some_and(|a| a < 0) {
         return Err(ApiError::BadRequest("after must be 0 or more".into()));
     }
-    let mut tx = begin_as_tenant(&state.pool, &session.tenant).await?;
+    // One snapshot for the page and `last_seq`: read apart, an event committed between the two
+    // is either listed above `last_seq` or counted in it without being listed, and a client
+    // that takes `last_seq` as its position then never gets it.
+    let mut tx = begin_reading_as_tenant(&state.pool, &session.tenant).await?;
     // With `after`, the oldest first; without, the newest first: a page cut short by its
     // byte budget keeps the events the caller reads first.
     let query = match p.after {
@@ -519,9 +522,6 @@ pub async fn list(
         rows.push(row);
     }
     drop(fetched);
-    // Read after the events, each statement seeing what was committed when it began: an event
-    // committed between the two is then counted in `last_seq`, not listed above it (a caller
-    // holding `last_seq` has every event up to it).
     let last_seq: Option<i64> =
         sqlx::query_scalar("SELECT last_seq FROM event_topics WHERE topic = $1")
             .bind(topic.as_str())
