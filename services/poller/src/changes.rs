@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pulse_common::backoff::Backoff;
@@ -203,10 +203,10 @@ pub async fn listen(
                 }
             }
         };
-        backoff.reset();
         tracing::info!(channel = CHANNEL, "listening for database changes");
         // Anything sent before this point may have been missed.
         feed.lost();
+        let listening_since = Instant::now();
         loop {
             // `try_recv` is cancel safe: a timeout loses no notification.
             let next = tokio::select! {
@@ -241,6 +241,17 @@ pub async fn listen(
                     tracing::warn!(error = %e, "LISTEN failed; reconnecting");
                     break;
                 }
+            }
+        }
+        // A connection that lasted is lost by chance: connected again at once. One dropped
+        // soon after it was made (a proxy or server ending every session) waits, longer each
+        // time: each reconnect has every tenant read again.
+        if listening_since.elapsed() >= check_after {
+            backoff.reset();
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = stop.cancelled() => return,
             }
         }
     }

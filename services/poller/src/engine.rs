@@ -78,6 +78,8 @@ pub struct Engine {
     resync_due: bool,
     /// When a resync may run again after one failed ([`resync`]).
     resync_pace: resync::Pace,
+    /// The outbox is marked to be relayed again for the events stream lost ([`restore`]).
+    outbox_marked: bool,
     /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
     purges_paused_until: Option<Instant>,
     /// Tenants purged lately ([`purge`]), whose late snapshots are purged again ([`late`]).
@@ -141,6 +143,7 @@ impl Engine {
             registry: None,
             resync_due: false,
             resync_pace: Default::default(),
+            outbox_marked: false,
             purges_paused_until: None,
             purged: Default::default(),
             failures,
@@ -569,6 +572,10 @@ impl Engine {
                             tokio::time::sleep(self.config.debounce).await;
                             let mut pending = changes.take();
                             self.forget_late(&mut pending).await;
+                            // LISTEN back (after a database restart, say): a resync at once.
+                            if pending.resync {
+                                self.resync_pace.allow_now();
+                            }
                             if pending.resync || pending.tenants || resync_due {
                                 resync_due = self.resync(&nats, &mut streams_due).await;
                             } else {

@@ -43,6 +43,7 @@ pub mod telemetry;
 pub mod users;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -317,6 +318,9 @@ async fn prepare(
     };
     // An events stream missing at activation (NATS lost its storage while no poller was
     // active) is created empty: the relay refills it from the outbox, as after a restore.
+    // Marked once: an `ensure` that keeps failing finds the stream missing at every try, and
+    // the outbox is read whole to mark it.
+    let outbox_marked = AtomicBool::new(false);
     let ensured = waiting
         .until_done("set up JetStream streams", "JetStream", || async {
             // A lookup that fails is tried again with the rest: taken for "not missing", an
@@ -328,14 +332,15 @@ async fn prepare(
             // look to find, this poller's or, should it step down first, its successor's. The
             // relay does not run yet, so no pass of it can mark an event relayed after this.
             let events = pulse_proto::subject::EVENTS_STREAM;
-            if streams::missing(js)
+            let lost = streams::missing(js)
                 .await?
                 .iter()
-                .any(|name| name == events)
-            {
+                .any(|name| name == events);
+            if lost && !outbox_marked.load(Ordering::Relaxed) {
                 let marked = outbox::relay_again(pool)
                     .await
                     .context("mark the outbox's events to relay again")?;
+                outbox_marked.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     events = marked,
                     "the events stream is missing; relaying the outbox's events again"

@@ -400,10 +400,12 @@ impl Relay {
                 }
             }
             if failed {
-                // New events wait with the rest; a reconnect is worth a try at once.
+                // New events wait with the rest; a reconnect, or streams created again, is worth
+                // a try at once.
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = self.failures.next_restore() => {}
                     changed = nats.changed() => if changed.is_err() { return },
                 }
                 continue;

@@ -164,10 +164,12 @@ pub async fn deletions(
 
 /// Failed writes to the streams since the engine last looked at them, reported by the engine,
 /// the relay and the device registry; shared by clones. Storage failures are also counted
-/// (`pulse_poller_store_failures_total{stream}`).
+/// (`pulse_poller_store_failures_total{stream}`). And it tells the relay when the engine created
+/// streams again, so that one waiting out its backoff after failed passes tries at once.
 #[derive(Clone)]
 pub struct WriteFailures {
     failures: Arc<parking_lot::Mutex<Failures>>,
+    restored: Arc<tokio::sync::Notify>,
     metrics: Metrics,
 }
 
@@ -184,6 +186,7 @@ impl WriteFailures {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             failures: Arc::default(),
+            restored: Arc::default(),
             metrics,
         }
     }
@@ -201,6 +204,16 @@ impl WriteFailures {
     }
 
     /// Whether a write failed since the last [`Self::take`].
+    /// The engine created streams again: they may store now.
+    pub fn restored(&self) {
+        self.restored.notify_waiters();
+    }
+
+    /// Resolves at the next [`WriteFailures::restored`].
+    pub async fn next_restore(&self) {
+        self.restored.notified().await;
+    }
+
     pub fn pending(&self) -> bool {
         self.failures.lock().any
     }

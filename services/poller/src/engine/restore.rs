@@ -153,15 +153,20 @@ impl Engine {
         // next look (this poller's, or its successor's) would not find it missing. Between two
         // relay passes (`streams::PassGate`): none acknowledged by the lost stream marks an event
         // relayed after this.
+        // Once for a loss: an `ensure` that keeps failing finds the stream missing at every
+        // look, and the outbox is read whole to mark it.
         let events = pulse_proto::subject::EVENTS_STREAM;
-        if missing.iter().chain(&unstorable).any(|n| n == events) {
+        if missing.iter().chain(&unstorable).any(|n| n == events) && !self.outbox_marked {
             let _between_passes = self.relay_gate.hold().await;
             let marked = outbox::relay_again(&self.pool)
                 .await
                 .context("mark the outbox's events to relay again")?;
+            self.outbox_marked = true;
             tracing::warn!(events = marked, "relaying the outbox's events again");
         }
         streams::ensure(&self.js, &self.config).await?;
+        self.outbox_marked = false;
+        self.failures.restored();
         self.metrics.streams_restored();
         self.forget_published();
         self.fence.retain(|_| false);
@@ -195,7 +200,12 @@ impl Engine {
     ) -> bool {
         match unless_dropped(link, self.restore_streams()).await {
             Some(Ok(restored)) => {
-                *resync_due |= restored;
+                if restored {
+                    // Everything is to go out again into the streams created anew: at once,
+                    // whatever resync failed before.
+                    self.resync_pace.allow_now();
+                    *resync_due = true;
+                }
                 // A deletion announced but not done yet: look again.
                 !self.announced.is_empty()
             }
