@@ -342,6 +342,39 @@ async fn a_listen_connection_ended_is_replaced_and_the_change_of_the_gap_goes_ou
     poller.stop().await;
 }
 
+/// A LISTEN connection ended again and again right after it was made (a proxy or server that
+/// ends every session): the poller connects again with backoff, not at once each time (each
+/// reconnect has every tenant read and published again).
+#[tokio::test]
+async fn a_listen_connection_ended_as_soon_as_made_is_made_again_with_backoff() {
+    let (db, _tenant, [_alerts]) = watched_tenant("listenloop", 1, ["alerts"]).await;
+    // Checked after 30 s of quiet: every drop below comes sooner.
+    let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "30"])).await;
+    listen_session(&db).await;
+    let losses = || poller.metric("pulse_poller_errors_total", &["listen"]);
+    let before = losses().await;
+    // For 4 s, every LISTEN session is ended as soon as it is seen.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = current_database() \
+                AND query IN ('LISTEN \"pulse_changes\"', 'SELECT 1 AS listen_check')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = losses().await - before;
+    // Backoff from 0.2 s doubling to 5 s: a handful in 4 s. At once each time: a hundred.
+    assert!(
+        (1.0..=15.0).contains(&lost),
+        "{lost} LISTEN connections lost"
+    );
+    poller.stop().await;
+}
+
 /// A PostgreSQL server process stopped (SIGSTOP) until this is dropped, pass or fail.
 struct Frozen(u32);
 
