@@ -1506,6 +1506,27 @@ describe("subscription states", () => {
     expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
   });
 
+  it("asks again for a channel refused for want of room once a release frees a subscription", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const held = { type: "device", device_id: "dev-1" } as const;
+    const refused = { type: "device", device_id: "dev-2" } as const;
+    const release = t.client.subscribe(held);
+    t.client.subscribe(refused);
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
+    socket.push({ type: "error", code: "too_many_subscriptions", message: "1 held", channel: "device", device_id: "dev-2" });
+    expect(t.client.subscriptionStatus(refused)?.state).toBe("failed");
+    release();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
+    socket.push({ type: "unsubscribed", channel: "device", device_id: "dev-1" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    const subscribes = socket.requests.filter((r) => r.action === "subscribe");
+    expect(subscribes).toHaveLength(3);
+    expect(subscribes[2]).toMatchObject({ type: "device", device_id: "dev-2" });
+    expect(t.client.subscriptionStatus(refused)?.state).toBe("pending");
+  });
+
   it("still unsubscribes a channel whose subscribe went unanswered: the gateway may yet take it", async () => {
     const t = setup({ random: () => 0.999 });
     const socket = await t.connect();

@@ -1529,8 +1529,20 @@ export class PulseClient {
     const topic = this.topicOf(ref);
     if (topic === undefined || !this.unsubscribing.has(topic)) return;
     this.forgetUnsubscribe(topic);
+    if (!this.socketOpen) return;
     const holding = this.holdings.get(topic);
-    if (holding && this.socketOpen) this.subscribeInTurn(topic, holding);
+    if (holding) {
+      this.subscribeInTurn(topic, holding);
+      return;
+    }
+    // A subscription freed on the connection: a channel refused for want of one is asked again
+    // now, rather than at the next reconnect.
+    for (const [refusedTopic, refused] of this.holdings) {
+      if (refused.status.state === "failed" && refused.status.error?.code === "too_many_subscriptions") {
+        this.subscribeInTurn(refusedTopic, refused);
+        return;
+      }
+    }
   }
 
   /** Stops tracking (and re-sending) the unsubscribe of `topic`, if one is pending. */

@@ -15,7 +15,8 @@ import type { Channel, ServerErrorCode } from "./types.js";
  *   `too_many_subjects`, `unknown_device`: a device added a moment ago is listed by the
  *   poller's next read) or did not answer in time; the client asks again after a backoff.
  * - `failed`: refused for good (`invalid_id`, `too_many_subscriptions`, ...); asked again only
- *   after the next reconnect.
+ *   after the next reconnect, or, for `too_many_subscriptions`, once a release of another
+ *   channel freed a subscription on the connection.
  */
 export type SubscriptionState = "pending" | "subscribed" | "retrying" | "failed";
 
