@@ -78,8 +78,8 @@ pub struct Engine {
     resync_due: bool,
     /// When a resync may run again after one failed ([`resync`]).
     resync_pace: resync::Pace,
-    /// The outbox is marked to be relayed again for the events stream lost ([`restore`]).
-    outbox_marked: bool,
+    /// What a restore of lost streams has done so far ([`restore`]).
+    restoring: restore::Restoring,
     /// A purge of a deleted tenant failed: the next waits until then ([`purge`]).
     purges_paused_until: Option<Instant>,
     /// Tenants purged lately ([`purge`]), whose late snapshots are purged again ([`late`]).
@@ -143,7 +143,7 @@ impl Engine {
             registry: None,
             resync_due: false,
             resync_pace: Default::default(),
-            outbox_marked: false,
+            restoring: Default::default(),
             purges_paused_until: None,
             purged: Default::default(),
             failures,

@@ -203,17 +203,18 @@ impl WriteFailures {
         }
     }
 
-    /// Whether a write failed since the last [`Self::take`].
-    /// The engine created streams again: they may store now.
+    /// The engine created streams again: they may store now. Kept until the relay next waits
+    /// (one waiter, so at most one early try comes of it): it may be pruning when this comes.
     pub fn restored(&self) {
-        self.restored.notify_waiters();
+        self.restored.notify_one();
     }
 
-    /// Resolves at the next [`WriteFailures::restored`].
+    /// Resolves at the next [`WriteFailures::restored`], or at once for one not waited for yet.
     pub async fn next_restore(&self) {
         self.restored.notified().await;
     }
 
+    /// Whether a write failed since the last [`Self::take`].
     pub fn pending(&self) -> bool {
         self.failures.lock().any
     }

@@ -31,6 +31,15 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// most: one within it is taken for this poller's own.
 const OWN_ANNOUNCEMENT: Duration = Duration::from_secs(5);
 
+/// What a restore of lost streams has done so far.
+#[derive(Debug, Default)]
+pub(super) struct Restoring {
+    /// The outbox is marked to be relayed again for the events stream lost.
+    outbox_marked: bool,
+    /// Streams are being created again, and everything is to be published again once they are.
+    unfinished: bool,
+}
+
 /// A deletion the server announced, until it is done.
 pub(super) struct Announced {
     /// When the server deleted it, by its clock.
@@ -139,7 +148,15 @@ impl Engine {
         let unstorable =
             streams::delete_unstorable(&self.js, &failures.unstorable, &mut self.own_deletions)
                 .await;
-        if missing.is_empty() && unstorable.is_empty() {
+        let events = pulse_proto::subject::EVENTS_STREAM;
+        let events_lost = missing.iter().chain(&unstorable).any(|n| n == events);
+        if !events_lost {
+            // The loss marked for is over: the next is marked for again.
+            self.restoring.outbox_marked = false;
+        }
+        // A restore whose `ensure` got through without this poller hearing so (an answer lost,
+        // NATS dropping meanwhile) finds nothing missing: its publishing again is still owed.
+        if missing.is_empty() && unstorable.is_empty() && !self.restoring.unfinished {
             return Ok(false);
         }
         tracing::warn!(
@@ -152,20 +169,20 @@ impl Engine {
         // anew, before `ensure`: one that created it and then failed leaves it there, and the
         // next look (this poller's, or its successor's) would not find it missing. Between two
         // relay passes (`streams::PassGate`): none acknowledged by the lost stream marks an event
-        // relayed after this.
-        // Once for a loss: an `ensure` that keeps failing finds the stream missing at every
-        // look, and the outbox is read whole to mark it.
-        let events = pulse_proto::subject::EVENTS_STREAM;
-        if missing.iter().chain(&unstorable).any(|n| n == events) && !self.outbox_marked {
+        // relayed after this. Once for a loss: an `ensure` that keeps failing finds the stream
+        // missing at every look, and the outbox is read whole to mark it.
+        if events_lost && !self.restoring.outbox_marked {
             let _between_passes = self.relay_gate.hold().await;
             let marked = outbox::relay_again(&self.pool)
                 .await
                 .context("mark the outbox's events to relay again")?;
-            self.outbox_marked = true;
+            self.restoring.outbox_marked = true;
             tracing::warn!(events = marked, "relaying the outbox's events again");
         }
+        self.restoring.unfinished = true;
         streams::ensure(&self.js, &self.config).await?;
-        self.outbox_marked = false;
+        self.restoring.outbox_marked = false;
+        self.restoring.unfinished = false;
         self.failures.restored();
         self.metrics.streams_restored();
         self.forget_published();
