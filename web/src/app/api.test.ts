@@ -123,12 +123,28 @@ describe("Retry-After", () => {
     expect((without as HttpError).retryAfterMs).toBeUndefined();
   });
 
+  it("says how long a refused login waits, in seconds, whatever form the header took", async () => {
+    const answers = [
+      new Response(null, { status: 429, headers: { "Retry-After": "Sun, 22 Nov 2026 10:00:20 GMT", Date: "Sun, 22 Nov 2026 10:00:00 GMT" } }),
+      new Response(null, { status: 429 }),
+    ];
+    vi.stubGlobal("fetch", () => Promise.resolve(answers.shift()));
+    await expect(login("a@example.com", "pw")).rejects.toMatchObject({
+      status: 429,
+      message: "Too many failed attempts. Try again in 20 s.",
+      retryAfterMs: 20_000,
+    });
+    await expect(login("a@example.com", "pw")).rejects.toMatchObject({ message: "Too many failed attempts. Try again later." });
+  });
+
   it("reads seconds and dates, never a negative wait, and nothing from what is neither", () => {
     const now = Date.parse("2026-11-22T10:00:00Z");
     expect(retryAfterMs("0", null, now)).toBe(0);
     expect(retryAfterMs(" 120 ", null, now)).toBe(120_000);
     expect(retryAfterMs("Sun, 22 Nov 2026 10:01:00 GMT", null, now)).toBe(60_000);
     expect(retryAfterMs("Sun, 22 Nov 2026 09:59:00 GMT", null, now)).toBe(0);
+    // The obsolete asctime form names no zone: it is GMT, whatever this browser's zone.
+    expect(retryAfterMs("Sun Nov 22 10:00:30 2026", null, now)).toBe(30_000);
     for (const bad of [null, "", "soon", "-5", "1.5", "Sun, 99 Foo 2026"]) expect(retryAfterMs(bad, null, now)).toBeUndefined();
   });
 });

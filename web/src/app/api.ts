@@ -38,9 +38,10 @@ export function retryAfterMs(header: string | null, serverDate: string | null, n
     const seconds = Number(value);
     return Number.isSafeInteger(seconds * 1000) ? seconds * 1000 : undefined;
   }
-  // Only what reads as a date: `Date.parse` also takes "2026" or "1.5" for one.
+  // Only what reads as a date: `Date.parse` also takes "2026" or "1.5" for one. HTTP dates are
+  // GMT; the obsolete asctime form says no zone, which `Date.parse` would take for local time.
   if (!/[a-z]/i.test(value)) return undefined;
-  const at = Date.parse(value);
+  const at = Date.parse(/(GMT|UTC|Z|[+-]\d{4})$/i.test(value) ? value : `${value} GMT`);
   if (Number.isNaN(at)) return undefined;
   const server = serverDate === null ? Number.NaN : Date.parse(serverDate);
   return Math.max(0, at - (Number.isNaN(server) ? now : server));
@@ -166,8 +167,9 @@ export async function login(email: string, password: string, timeoutMs = REQUEST
     });
     if (response.status === 401) throw new HttpError(401, "Wrong email or password.");
     if (response.status === 429) {
-      const retry = response.headers.get("retry-after");
-      throw new HttpError(429, `Too many failed attempts. Try again${retry ? ` in ${retry} s` : " later"}.`);
+      const wait = retryAfterMs(response.headers.get("Retry-After"), response.headers.get("Date"));
+      const when = wait === undefined ? " later" : ` in ${Math.max(1, Math.ceil(wait / 1000))} s`;
+      throw new HttpError(429, `Too many failed attempts. Try again${when}.`, wait);
     }
     if (!response.ok) throw await errorOf(response);
     const checked = checkMe(await response.json());

@@ -1527,6 +1527,21 @@ describe("subscription states", () => {
     expect(t.client.subscriptionStatus(refused)?.state).toBe("pending");
   });
 
+  it("does not ask again for a channel refused for want of room when an unsubscribe freed none", async () => {
+    const t = setup({ random: () => 0.999 });
+    const socket = await t.connect();
+    const release = t.client.subscribe({ type: "device", device_id: "dev-1" });
+    t.client.subscribe({ type: "device", device_id: "dev-2" });
+    socket.push({ type: "subscribed", channel: "device", device_id: "dev-1" });
+    socket.push({ type: "error", code: "too_many_subscriptions", message: "1 held", channel: "device", device_id: "dev-2" });
+    release();
+    await vi.advanceTimersByTimeAsync(0);
+    // The gateway did not hold it after all: nothing was freed.
+    socket.push({ type: "error", code: "not_subscribed", message: "not held", channel: "device", device_id: "dev-1" });
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(socket.requests.filter((r) => r.action === "subscribe")).toHaveLength(2);
+  });
+
   it("still unsubscribes a channel whose subscribe went unanswered: the gateway may yet take it", async () => {
     const t = setup({ random: () => 0.999 });
     const socket = await t.connect();

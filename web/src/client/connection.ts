@@ -1201,7 +1201,7 @@ export class PulseClient {
         this.report({ kind: "server_error", message: reply.message || reply.code, code: reply.code, data: reply });
         if (reply.channel && reply.code === "not_subscribed") {
           // An answer all the same: the gateway does not hold the channel.
-          this.onUnsubscribed(reply.channel);
+          this.onUnsubscribed(reply.channel, false);
         } else if (reply.channel && reply.code !== "invalid_since") {
           this.onSubscribeRefused(reply.channel, reply.code, reply.message);
         } else if (reply.code === "rate_limited") {
@@ -1525,7 +1525,7 @@ export class PulseClient {
   }
 
   /** The gateway answered an unsubscribe; a channel held again meanwhile subscribes now. */
-  private onUnsubscribed(ref: { channel: string; topic?: string; device_id?: string }): void {
+  private onUnsubscribed(ref: { channel: string; topic?: string; device_id?: string }, freed = true): void {
     const topic = this.topicOf(ref);
     if (topic === undefined || !this.unsubscribing.has(topic)) return;
     this.forgetUnsubscribe(topic);
@@ -1535,10 +1535,12 @@ export class PulseClient {
       this.subscribeInTurn(topic, holding);
       return;
     }
-    // A subscription freed on the connection: a channel refused for want of one is asked again
-    // now, rather than at the next reconnect.
+    // A subscription freed on the connection (not a `not_subscribed`, which frees none): a
+    // channel refused for want of one is asked again now, rather than at the next reconnect;
+    // one already waiting for its slot to ask is not picked twice.
+    if (!freed) return;
     for (const [refusedTopic, refused] of this.holdings) {
-      if (refused.status.state === "failed" && refused.status.error?.code === "too_many_subscriptions") {
+      if (refused.status.state === "failed" && !refused.queued && refused.status.error?.code === "too_many_subscriptions") {
         this.subscribeInTurn(refusedTopic, refused);
         return;
       }

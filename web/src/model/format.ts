@@ -99,7 +99,8 @@ export interface ConnectionBadge {
  * Live (green), Connecting… / Reconnecting… (amber), Offline (red), with a detail for the title.
  * While REST polling runs, it says whether the polls get through, and since when they fail: a
  * fallback failing at every try leaves the numbers frozen, and must not read as one that works.
- * Red then, whatever the state: nothing is updating. Off live, it says how old the data is.
+ * Red then, but for a live connection (whose refused channels alone are polled): the badge stays
+ * green, and the fallback part says it fails. Off live, it says how old the data is.
  */
 export function connectionBadge(status: ConnectionStatus, now: number, freshness: Freshness = initialFreshness): ConnectionBadge {
   const failing = status.polling && fallbackFailing(freshness);
