@@ -23,9 +23,7 @@ async fn a_poller_with_only_its_role_publishes_snapshots_and_relays_events() {
     // An alert opened by an outside writer: its snapshot, and its `activity` event relayed
     // (read, sent and marked relayed as pulse_poller).
     let id = db.open_alert(&tenant, "dev-1", "too hot").await;
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(10)).await;
     let is_event = |topic: &'static str| move |v: &Value| v["topic"] == topic;
     let activity = events
         .until(Duration::from_secs(10), is_event("activity"))

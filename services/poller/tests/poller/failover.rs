@@ -341,9 +341,7 @@ async fn a_deposed_leaders_late_publishes_do_not_replace_its_successors_snapshot
 
     // The partition heals: the held publish arrives, older than what subscribers have.
     nats_proxy.set(Link::Open);
-    let stale = alerts
-        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&late))
-        .await;
+    let stale = alerts.lists_alert(late, Duration::from_secs(15)).await;
     assert!(
         stale["seq"].as_u64().unwrap() < current_seq,
         "the late snapshot is numbered before the successor's: {stale} after {current}"

@@ -176,6 +176,11 @@ impl PollerHandle {
         self.get("/readyz").await.json().await.unwrap()
     }
 
+    /// This poller's errors of `stage` (`pulse_poller_errors_total{stage}`) so far.
+    pub async fn errors(&self, stage: &str) -> f64 {
+        self.metric("pulse_poller_errors_total", &[stage]).await
+    }
+
     /// The value of one of this poller's metrics (see [`metric`]).
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         metric(&self.metrics().await, name, labels)
@@ -319,6 +324,11 @@ pub async fn subscribe(subject: &str) -> Sub {
 }
 
 impl Sub {
+    /// Waits up to `within` for an alerts snapshot that lists alert `id`; panics after.
+    pub async fn lists_alert(&mut self, id: i64, within: Duration) -> Value {
+        self.until(within, |v| alert_ids(v).contains(&id)).await
+    }
+
     /// The next message within `within`, or `None`.
     pub async fn next_within(&mut self, within: Duration) -> Option<(String, Value)> {
         let msg = tokio::time::timeout(within, self.inner.next())

@@ -464,14 +464,13 @@ async fn a_relay_that_cannot_store_tries_again_with_backoff_not_at_every_event()
     let (nats, db, tenant, poller, js) = relayed_as_the_poller_user("relay-backoff").await;
     nats.reconfigure(|store| poller_may_not_create(store, Some(EVENTS_STREAM)));
     deleted(&js, EVENTS_STREAM).await;
-    let failures = || poller.metric("pulse_poller_errors_total", &["relay"]);
-    let before = failures().await;
+    let before = poller.errors("relay").await;
     // 60 events over 6 s, each waking the relay.
     for n in 2..=61 {
         emit(&db, &tenant, n).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let failed = failures().await - before;
+    let failed = poller.errors("relay").await - before;
     // Backoff from 0.2 s doubling to 5 s: about 8 tries in 6 s. One a wake-up: 60 and more.
     assert!((1.0..=20.0).contains(&failed), "{failed} failed passes");
     nats.reconfigure(|store| poller_may_not_create(store, None));

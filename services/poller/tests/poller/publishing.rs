@@ -57,9 +57,7 @@ async fn an_inserted_alert_arrives_well_under_a_second_and_closing_removes_it() 
     let id = db
         .open_alert(&tenant, "dev-1", "<img src=x onerror=alert(1)>")
         .await;
-    let with = alerts
-        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
-        .await;
+    let with = alerts.lists_alert(id, Duration::from_secs(5)).await;
     assert_took_less_than(Duration::from_millis(500), started, "SQL -> NATS");
     assert_eq!(with["alerts"][0]["summary"], "<img src=x onerror=alert(1)>");
     assert_eq!(with["alerts"][0]["status"], "OPEN");
@@ -257,9 +255,7 @@ async fn a_pool_of_one_still_leaves_the_queries_a_connection_beside_listen() {
     let (db, tenant, [mut alerts]) = watched_tenant("pool1", 1, ["alerts"]).await;
     let poller = spawn_active(config_with(&db, &["--db-pool-size", "1"])).await;
     let id = db.open_alert(&tenant, "dev-1", "with one connection").await;
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(10)).await;
     poller.stop().await;
 }
 
@@ -367,9 +363,7 @@ async fn a_tenant_never_sees_another_tenants_data() {
     let mut a_alerts = subscribe(&format!("pulse.v1.{a}.alerts")).await;
     // A sees its alert (read the retained snapshot path too, via the live subject).
     db.open_alert(&a, "dev-1", "second").await;
-    a_alerts
-        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&id))
-        .await;
+    a_alerts.lists_alert(id, Duration::from_secs(5)).await;
 
     // Meanwhile everything B's subjects carried mentions only B.
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -783,17 +777,14 @@ async fn alerts_readable(db: &ScratchDb, readable: bool) {
 async fn a_resync_that_keeps_failing_is_tried_again_with_backoff_not_at_every_tick() {
     let (db, tenant, mut alerts, poller) = past_the_first_resync("resyncpace").await;
     alerts_readable(&db, false).await;
-    let failures = || poller.metric("pulse_poller_errors_total", &["database"]);
-    let before = failures().await;
+    let before = poller.errors("database").await;
     let id = db.open_alert(&tenant, "dev-1", "read refused").await;
     // A window of 4 s: about 8 tries with backoff from 0.2 s doubling to 5 s; 80 at every tick.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let failed = failures().await - before;
+    let failed = poller.errors("database").await - before;
     assert!((1.0..=20.0).contains(&failed), "{failed} failed reads");
     alerts_readable(&db, true).await;
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(10)).await;
     poller.stop().await;
 }
 
@@ -819,8 +810,6 @@ async fn an_alert_whose_refresh_failed_goes_out_once_the_failure_is_over() {
         .await;
     alerts_readable(&db, true).await;
     // The safety-net poll is a minute away.
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(10)).await;
     poller.stop().await;
 }

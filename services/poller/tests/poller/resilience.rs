@@ -104,9 +104,7 @@ async fn lost_database_connections_are_survived() {
             }
         }
     };
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(10)).await;
     eprintln!(
         "measured: backends terminated -> a change written after is published: {:?}",
         cut.elapsed()
@@ -279,9 +277,7 @@ async fn a_listen_connection_gone_silent_is_replaced_and_changes_flow_again() {
         .open_alert(&tenant, "dev-1", "while LISTEN was silent")
         .await;
     // Well before the safety-net poll (60 s here): 1 s quiet, 5 s for the check, a resync.
-    alerts
-        .until(Duration::from_secs(15), |v| alert_ids(v).contains(&id))
-        .await;
+    alerts.lists_alert(id, Duration::from_secs(15)).await;
     poller.stop().await;
 }
 
@@ -326,9 +322,7 @@ async fn a_listen_connection_ended_is_replaced_and_the_change_of_the_gap_goes_ou
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    alerts
-        .until(Duration::from_secs(10), |v| alert_ids(v).contains(&gap))
-        .await;
+    alerts.lists_alert(gap, Duration::from_secs(10)).await;
     eventually(
         "a LISTEN connection of its own again",
         Duration::from_secs(10),
@@ -336,9 +330,7 @@ async fn a_listen_connection_ended_is_replaced_and_the_change_of_the_gap_goes_ou
     )
     .await;
     let heard = db.open_alert(&tenant, "dev-1", "heard again").await;
-    alerts
-        .until(Duration::from_secs(5), |v| alert_ids(v).contains(&heard))
-        .await;
+    alerts.lists_alert(heard, Duration::from_secs(5)).await;
     poller.stop().await;
 }
 
@@ -351,8 +343,7 @@ async fn a_listen_connection_ended_as_soon_as_made_is_made_again_with_backoff() 
     // Checked after 30 s of quiet: every drop below comes sooner.
     let poller = spawn_active(config_with(&db, &["--listen-check-seconds", "30"])).await;
     listen_session(&db).await;
-    let losses = || poller.metric("pulse_poller_errors_total", &["listen"]);
-    let before = losses().await;
+    let before = poller.errors("listen").await;
     // For 4 s, every LISTEN session is ended as soon as it is seen.
     let until = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < until {
@@ -366,7 +357,7 @@ async fn a_listen_connection_ended_as_soon_as_made_is_made_again_with_backoff() 
         .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let lost = losses().await - before;
+    let lost = poller.errors("listen").await - before;
     // Backoff from 0.2 s doubling to 5 s: a handful in 4 s. At once each time: a hundred.
     assert!(
         (1.0..=15.0).contains(&lost),
