@@ -337,14 +337,8 @@ async fn prepare(
                 .iter()
                 .any(|name| name == events);
             if lost && !outbox_marked.load(Ordering::Relaxed) {
-                let marked = outbox::relay_again(pool)
-                    .await
-                    .context("mark the outbox's events to relay again")?;
+                outbox::relay_again(pool).await?;
                 outbox_marked.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    events = marked,
-                    "the events stream is missing; relaying the outbox's events again"
-                );
             }
             streams::ensure(js, config).await
         })

@@ -40,14 +40,6 @@ pub const PER_TOPIC: i64 = EVENTS_RELAYED_PER_TOPIC_PASS as i64;
 /// Safety net: the outbox is read this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
 
-/// How a [`Relay::drain`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    /// Every event the outbox held was relayed.
-    Empty,
-    /// A pass failed; what it did not relay waits for the next.
-    Failed,
-}
 /// How often events older than the retention are deleted from the outbox.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most rows deleted by one statement, so pruning never holds long locks.
@@ -71,6 +63,15 @@ struct Row {
     created_at: OffsetDateTime,
     /// The most events of one topic this pass reads.
     share: i64,
+}
+
+/// How a [`Relay::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Every event the outbox held was relayed.
+    Empty,
+    /// A pass failed; what it did not relay waits for the next.
+    Failed,
 }
 
 /// What one round of pruning did.

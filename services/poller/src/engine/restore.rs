@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Engine;
-use anyhow::Context as _;
-
 use crate::metrics::Stage;
 use crate::outbox;
 use crate::streams::{self, Failures, WriteFailures};
@@ -173,11 +171,8 @@ impl Engine {
         // missing at every look, and the outbox is read whole to mark it.
         if events_lost && !self.restoring.outbox_marked {
             let _between_passes = self.relay_gate.hold().await;
-            let marked = outbox::relay_again(&self.pool)
-                .await
-                .context("mark the outbox's events to relay again")?;
+            outbox::relay_again(&self.pool).await?;
             self.restoring.outbox_marked = true;
-            tracing::warn!(events = marked, "relaying the outbox's events again");
         }
         self.restoring.unfinished = true;
         streams::ensure(&self.js, &self.config).await?;

@@ -35,8 +35,7 @@ impl Pace {
 
     fn record(&mut self, done: bool) {
         if done {
-            self.backoff.reset();
-            self.not_before = None;
+            self.allow_now();
         } else {
             self.not_before = Some(Instant::now() + self.backoff.next_delay());
         }
