@@ -342,7 +342,8 @@ impl Relay {
     }
 
     /// Relays until `stop` is cancelled: at once on a notification, every second as a safety
-    /// net, and after NATS reconnects; paused while NATS is down.
+    /// net, and after NATS reconnects; paused while NATS is down; after a failed pass, once its
+    /// backoff is over (or at once when NATS reconnects or streams are created again).
     pub async fn run(
         self,
         feed: ChangeFeed,
@@ -421,7 +422,7 @@ impl Relay {
         }
     }
 
-    /// Relays until the outbox is empty or a pass fails (the next wake-up retries).
+    /// Relays until the outbox is empty or a pass fails (tried again after the backoff).
     async fn drain(&self) -> Drained {
         loop {
             match self.relay_once().await {

@@ -204,7 +204,8 @@ impl WriteFailures {
     }
 
     /// The engine created streams again: they may store now. Kept until the relay next waits
-    /// (one waiter, so at most one early try comes of it): it may be pruning when this comes.
+    /// out a failed pass's backoff (one waiter, so at most one early try comes of it): it may
+    /// be pruning when this comes.
     pub fn restored(&self) {
         self.restored.notify_one();
     }

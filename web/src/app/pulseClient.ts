@@ -203,7 +203,7 @@ export function restFallback(client: () => PulseClient) {
  * login page shows rather than the last data under "Offline"; another user's is a changed
  * session. The same user stays offline, as the client does after a 4003, and the page says so
  * with a retry (see `LiveRefusedNotice`). A question that gets no answer (pulse-web restarting,
- * a 503, a VPN not up yet) is asked again, 1 s to 30 s apart: until one comes nobody can tell
+ * a 503, a VPN not up yet) is asked again, 1 s to 31 s apart: until one comes nobody can tell
  * whether the login page or the retry is the way on, and a wall screen nobody clicks would stay
  * frozen on its last data. The questions stop when the refusal is over (the client was started
  * again) and when the returned function is called: a client closed after a 4003 says nothing

@@ -9,7 +9,7 @@
 
 import { QueryClient } from "@tanstack/react-query";
 
-import type { Alert } from "../client/index.js";
+import { backoffCeiling, type Alert } from "../client/index.js";
 import { CRITICAL_SEVERITY } from "../model/alertsFeed.js";
 import { MAX_READINGS } from "../model/readings.js";
 import { checkAlertPage, checkDeviceDetail, checkReadingPage, type DeviceDetail, type Reading } from "../model/validate.js";
@@ -41,7 +41,7 @@ export function isWorthRetrying(failures: number, error: unknown): boolean {
  * to its load, and gets refused again.
  */
 export function retryDelay(failures: number, error: unknown): number {
-  const backoff = Math.min(1_000 * 2 ** failures, 30_000);
+  const backoff = backoffCeiling(failures, 1_000, 30_000);
   const asked = error instanceof HttpError ? error.retryAfterMs : undefined;
   return asked === undefined ? backoff : Math.max(backoff, Math.min(asked, MAX_RETRY_AFTER_MS));
 }

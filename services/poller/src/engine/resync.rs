@@ -41,7 +41,8 @@ impl Pace {
         }
     }
 
-    /// A new reason to resync (NATS reconnected): the next may run at once.
+    /// A new reason to resync (NATS reconnected, LISTEN back, streams created again): the next
+    /// may run at once.
     pub(super) fn allow_now(&mut self) {
         self.backoff.reset();
         self.not_before = None;
