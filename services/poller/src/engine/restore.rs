@@ -30,12 +30,16 @@ const SETTLE: Duration = Duration::from_secs(1);
 const OWN_ANNOUNCEMENT: Duration = Duration::from_secs(5);
 
 /// What a restore of lost streams has done so far.
-#[derive(Debug, Default)]
-pub(super) struct Restoring {
-    /// The outbox is marked to be relayed again for the events stream lost.
-    outbox_marked: bool,
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Restoring {
+    /// None under way.
+    #[default]
+    Idle,
     /// Streams are being created again, and everything is to be published again once they are.
-    unfinished: bool,
+    Unfinished,
+    /// As [`Restoring::Unfinished`], and the outbox is marked to be relayed again for the
+    /// events stream lost.
+    OutboxMarked,
 }
 
 /// A deletion the server announced, until it is done.
@@ -148,13 +152,13 @@ impl Engine {
                 .await;
         let events = pulse_proto::subject::EVENTS_STREAM;
         let events_lost = missing.iter().chain(&unstorable).any(|n| n == events);
-        if !events_lost {
+        if !events_lost && self.restoring == Restoring::OutboxMarked {
             // The loss marked for is over: the next is marked for again.
-            self.restoring.outbox_marked = false;
+            self.restoring = Restoring::Unfinished;
         }
         // A restore whose `ensure` got through without this poller hearing so (an answer lost,
         // NATS dropping meanwhile) finds nothing missing: its publishing again is still owed.
-        if missing.is_empty() && unstorable.is_empty() && !self.restoring.unfinished {
+        if missing.is_empty() && unstorable.is_empty() && self.restoring == Restoring::Idle {
             return Ok(false);
         }
         tracing::warn!(
@@ -169,15 +173,15 @@ impl Engine {
         // relay passes (`streams::PassGate`): none acknowledged by the lost stream marks an event
         // relayed after this. Once for a loss: an `ensure` that keeps failing finds the stream
         // missing at every look, and the outbox is read whole to mark it.
-        if events_lost && !self.restoring.outbox_marked {
+        if events_lost && self.restoring != Restoring::OutboxMarked {
             let _between_passes = self.relay_gate.hold().await;
             outbox::relay_again(&self.pool).await?;
-            self.restoring.outbox_marked = true;
+            self.restoring = Restoring::OutboxMarked;
+        } else if self.restoring == Restoring::Idle {
+            self.restoring = Restoring::Unfinished;
         }
-        self.restoring.unfinished = true;
         streams::ensure(&self.js, &self.config).await?;
-        self.restoring.outbox_marked = false;
-        self.restoring.unfinished = false;
+        self.restoring = Restoring::Idle;
         self.failures.restored();
         self.metrics.streams_restored();
         self.forget_published();
