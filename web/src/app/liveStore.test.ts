@@ -7,7 +7,6 @@ import { connectionBadge, subscriptionStaleText } from "../model/format.js";
 import { alert, alertsMessage, device, fleetMessage } from "../model/testing/fixtures.js";
 import { HttpError } from "./api.js";
 import { LiveStore } from "./liveStore.js";
-import { PollReports } from "./pulseClient.js";
 
 describe("LiveStore", () => {
   let client: PulseClient;
@@ -156,12 +155,11 @@ describe("LiveStore and the REST fallback", () => {
     // One ticket, then the ticket endpoint is down with the gateways: the socket stays down.
     const getTicket = vi.fn<() => Promise<Ticket>>().mockResolvedValueOnce(ticket).mockRejectedValue(new Error("HTTP 503"));
     let restDown = false;
-    const polls = new PollReports();
     const poll = vi.fn(async () => {
       if (restDown) throw new HttpError(503, "busy");
     });
-    const client = new PulseClient({ getTicket, WebSocket: sockets.WebSocket, network: alwaysOnline, poll: polls.wrap(poll) });
-    const store = new LiveStore(client, { polls });
+    const client = new PulseClient({ getTicket, WebSocket: sockets.WebSocket, network: alwaysOnline, poll });
+    const store = new LiveStore(client);
     const stop = store.start();
     const badge = () => connectionBadge(store.getState().connection, Date.now(), store.getState().freshness);
     try {
@@ -205,8 +203,7 @@ describe("LiveStore and the REST fallback", () => {
   it("says on a widget refused for now under a live connection that its REST refresh fails, and since when", () => {
     const client = new PulseClient({ getTicket: () => new Promise(() => {}), network: alwaysOnline });
     let now = new Date(2026, 10, 22, 10, 0, 0).getTime();
-    const polls = new PollReports(() => now);
-    const store = new LiveStore(client, { now: () => now, polls });
+    const store = new LiveStore(client, { now: () => now });
     const stop = store.start();
     const refused = { channel: { type: "events", topic: "activity" }, state: "retrying", error: { code: "unavailable", message: "NATS down" }, since: now } as const;
     const text = () => subscriptionStaleText(refused, store.getState().freshness, 30);

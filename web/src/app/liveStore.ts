@@ -49,11 +49,6 @@ export interface LiveStoreOptions {
   now?: () => number;
   /** Called with critical alerts as they arrive (not those of the first snapshot). */
   onCriticalAlerts?: (alerts: Alert[]) => void;
-  /**
-   * Tells of each fallback poll that got through (see `PollReports`); the client tells only of
-   * those that failed. Without it, a fallback that failed once reads as failing until it stops.
-   */
-  polls?: { onSucceeded(listener: (startedAt: number) => void): () => void };
 }
 
 export class LiveStore {
@@ -90,7 +85,7 @@ export class LiveStore {
         const why = error.cause instanceof Error ? error.cause.message : error.message;
         this.onFreshness({ type: "poll-failed", at: this.now(), error: why });
       }),
-      ...(this.options.polls ? [this.options.polls.onSucceeded((startedAt) => this.onFreshness({ type: "poll-succeeded", startedAt }))] : []),
+      this.client.on("polled", ({ startedAt }) => this.onFreshness({ type: "poll-succeeded", startedAt })),
       this.client.watch({ type: "alerts" }, (message) => this.onAlerts({ type: "message", message, now: this.now() })),
       this.client.watch({ type: "fleet" }, (message) => this.set({ fleet: reduceFleet(this.getState().fleet, message) })),
       // A push the client refused never reaches `watch`: its widget says so all the same.

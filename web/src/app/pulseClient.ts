@@ -16,7 +16,6 @@ import {
   type DataMessage,
   type EventsPosition,
   type PollContext,
-  type PollFunction,
   type TelemetryMessage,
   type Ticket,
 } from "../client/index.js";
@@ -248,53 +247,11 @@ export function checkSessionWhenForbidden(
   };
 }
 
-/**
- * Tells of each fallback poll that got through, with when it started (ms, `now`'s clock). The
- * client reports a failed poll (`poll_failed` on its `error` topic) but keeps its own success
- * hook to itself; without this the page could not tell a fallback that works from one failing
- * at every try (a VPN down, a 503): both are just "polling".
- */
-export class PollReports {
-  private readonly listeners = new Set<(startedAt: number) => void>();
-
-  constructor(private readonly now: () => number = Date.now) {}
-
-  /** Calls `listener` after each poll that got through; returns a function that stops. */
-  onSucceeded(listener: (startedAt: number) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /**
-   * `poll`, telling of each run that got through: one that resolved before its signal aborted.
-   * That is what the client counts as a success; an aborted one it gave up at its deadline (and
-   * reported as failed) or stopped, and ignores what it published.
-   */
-  wrap(poll: PollFunction): PollFunction {
-    return async (context) => {
-      const startedAt = this.now();
-      await poll(context);
-      if (context.signal.aborted) return;
-      for (const listener of [...this.listeners]) {
-        // A listener's fault is no failed poll.
-        try {
-          listener(startedAt);
-        } catch (error) {
-          console.error(error);
-        }
-      }
-    };
-  }
-}
-
-/**
- * A client for the logged-in user `me`; call `start()` to connect. `polls` hears of each
- * fallback poll that got through.
- */
-export function newDashboardClient(me: Me, polls: PollReports = new PollReports()): PulseClient {
+/** A client for the logged-in user `me`; call `start()` to connect. */
+export function newDashboardClient(me: Me): PulseClient {
   const client: PulseClient = new PulseClient({
     getTicket: sessionTicketFetcher(me),
-    poll: polls.wrap(restFallback(() => client)),
+    poll: restFallback(() => client),
   });
   return client;
 }

@@ -14,7 +14,7 @@ import type { Me } from "../model/validate.js";
 import type { LogoutOptions } from "./api.js";
 import { LiveStore, type LiveState } from "./liveStore.js";
 import { notifyCriticalAlerts } from "./notifications.js";
-import { checkSessionWhenForbidden, newDashboardClient, PollReports } from "./pulseClient.js";
+import { checkSessionWhenForbidden, newDashboardClient } from "./pulseClient.js";
 import { newQueryClient } from "./queries.js";
 
 export interface Session {
@@ -32,9 +32,8 @@ const SessionContext = createContext<Session | null>(null);
 
 export function LiveSession({ me, onLogout, children }: { me: Me; onLogout: (options?: LogoutOptions) => Promise<void>; children: ReactNode }) {
   const [live] = useState(() => {
-    const polls = new PollReports();
-    const client = newDashboardClient(me, polls);
-    return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts, polls }) };
+    const client = newDashboardClient(me);
+    return { client, store: new LiveStore(client, { onCriticalAlerts: notifyCriticalAlerts }) };
   });
   // One query cache per session: nothing one user read is shown to the next.
   const [queries] = useState(newQueryClient);

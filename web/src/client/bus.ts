@@ -6,6 +6,7 @@
 
 import type { ClientError } from "./errors.js";
 import type { EventsReset } from "./eventsReset.js";
+import type { PollSucceeded } from "./fallback.js";
 import type { EventsResetTopic, EventsTopic, TelemetryTopic } from "./protocol.js";
 import type { ConnectionStatus } from "./status.js";
 import type { SubscriptionStatus } from "./subscription.js";
@@ -29,6 +30,11 @@ export interface PulseTopics {
   subscription: SubscriptionStatus;
   /** Every problem the client reports (bad frames, gateway errors, failed polls, ...). */
   error: ClientError;
+  /**
+   * Every fallback poll that got through (a failed one is `poll_failed` on `error`): without
+   * it, a fallback that works and one failing at every try would both be just "polling".
+   */
+  polled: PollSucceeded;
 }
 
 /** A topic of the Pulse bus. */

@@ -421,7 +421,8 @@ export class PulseClient {
         intervalMs: options.fallbackIntervalMs ?? DEFAULT_FALLBACK_INTERVAL_MS,
         onError: (error) => this.report(error),
         onChange: (polling) => this.onPollingChange(polling),
-        onSuccess: () => this.onPollSucceeded(),
+        onSuccess: (startedAt) => this.onPollSucceeded(startedAt),
+        now: this.now,
       });
     }
     this.current = { state: "offline", reason: "closed", polling: false, since: this.now() };
@@ -984,7 +985,8 @@ export class PulseClient {
    * A fallback poll got through: the network works. While the browser says it is offline, it is
    * wrong: try the socket now rather than at the longest backoff.
    */
-  private onPollSucceeded(): void {
+  private onPollSucceeded(startedAt: number): void {
+    this.bus.publish("polled", { startedAt });
     if (!this.wanted || this.network.isOnline()) return;
     this.offlineDisproved = true;
     if (this.current.state === "offline" && this.retryTimer.pending && this.monotonic() >= this.serverWaitUntil) {

@@ -148,21 +148,25 @@ describe("FallbackPoller", () => {
     poller.stop();
   });
 
-  it("tells of each poll that succeeded, not of one that failed or was stopped", async () => {
+  it("tells of each poll that succeeded, with when it started, not of one that failed or was stopped", async () => {
     let outcome: "ok" | "fail" | "stop" = "ok";
     const succeeded = vi.fn();
     const poller: FallbackPoller = new FallbackPoller({
       poll: async () => {
+        await new Promise((r) => setTimeout(r, 1_000));
         if (outcome === "fail") throw new Error("HTTP 502");
         if (outcome === "stop") poller.stop();
       },
       publish: () => {},
       timers: globalTimers,
       onSuccess: succeeded,
+      now: () => Date.now(),
     });
+    const disconnectedAt = Date.now();
     poller.disconnected();
-    await vi.advanceTimersByTimeAsync(5_000);
-    expect(succeeded).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(6_000);
+    // Its start, not its end: what it published is at least that new.
+    expect(succeeded.mock.calls).toEqual([[disconnectedAt + 5_000]]);
     outcome = "fail";
     await vi.advanceTimersByTimeAsync(30_000);
     expect(succeeded).toHaveBeenCalledTimes(1);

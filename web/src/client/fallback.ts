@@ -74,10 +74,18 @@ export interface FallbackOptions {
   /** Called whenever polling starts or stops. */
   onChange?: (polling: boolean) => void;
   /**
-   * Called after each poll that finished without an error while polling was active: the
-   * network works (whatever `navigator.onLine` says).
+   * Called after each poll that finished without an error while polling was active, with the
+   * `now` it started at: the network works (whatever `navigator.onLine` says).
    */
-  onSuccess?: () => void;
+  onSuccess?: (startedAt: number) => void;
+  /** Wall clock in milliseconds, for `onSuccess`; default `Date.now`. */
+  now?: () => number;
+}
+
+/** A fallback poll that got through. */
+export interface PollSucceeded {
+  /** When it started (ms, the client's `now`): the data it published is at least this new. */
+  startedAt: number;
 }
 
 /**
@@ -162,6 +170,7 @@ export class FallbackPoller {
       this.options.onError?.({ kind: "poll_failed", message: `fallback poll did not finish within ${this.timeoutMs} ms` });
       this.scheduleNext();
     }, this.timeoutMs);
+    const startedAt = (this.options.now ?? Date.now)();
     let succeeded = false;
     try {
       await this.options.poll(context);
@@ -176,7 +185,7 @@ export class FallbackPoller {
     this.controller = undefined;
     this.scheduleNext();
     // Last: the callback may stop polling, which clears the next poll just scheduled.
-    if (succeeded) this.options.onSuccess?.();
+    if (succeeded) this.options.onSuccess?.(startedAt);
   }
 
   private scheduleNext(): void {

@@ -53,7 +53,7 @@ export {
   DEFAULT_FALLBACK_INTERVAL_MS,
   DEFAULT_FALLBACK_THRESHOLD_MS,
 } from "./fallback.js";
-export type { EventsPosition, FallbackOptions, PollContext, PollFunction } from "./fallback.js";
+export type { EventsPosition, FallbackOptions, PollContext, PollFunction, PollSucceeded } from "./fallback.js";
 
 export { Heartbeat, DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_PING_INTERVAL_MS } from "./heartbeat.js";
 export type { HeartbeatOptions } from "./heartbeat.js";

@@ -1,7 +1,7 @@
-/** A widget's error: what failed, why, and a retry when one helps. */
-export function ErrorCard({ title, message, onRetry }: { title: string; message: string; onRetry?: () => void }) {
+/** A widget's error (or the page's): what failed, why, and a retry when one helps. */
+export function ErrorCard({ title, message, onRetry, testId = "error-card" }: { title: string; message: string; onRetry?: () => void; testId?: string }) {
   return (
-    <div className="error-card" role="alert" data-testid="error-card">
+    <div className="error-card" role="alert" data-testid={testId}>
       <div className="error-card__title">{title}</div>
       <p className="error-card__message">{message}</p>
       <RetryButton onRetry={onRetry} />

@@ -1,6 +1,7 @@
 import { useLive, useSession } from "../app/session.js";
 import { clockTime } from "../model/format.js";
 import { dataAsOf } from "../model/freshness.js";
+import { ErrorCard } from "./ErrorCard.js";
 
 /**
  * Shown while the gateway refuses this session's live updates (it closed with 4003) and the
@@ -21,15 +22,11 @@ export function LiveRefusedNotice() {
 export function LiveRefusedCard({ asOf, onRetry }: { asOf: number | null; onRetry: () => void }) {
   const age = asOf === null ? "" : ` What is shown is as of ${clockTime(asOf)}.`;
   return (
-    <div className="error-card" role="alert" data-testid="live-refused">
-      <div className="error-card__title">Live updates refused for this session</div>
-      <p className="error-card__message">
-        The gateway refused this session&apos;s live connection, and nothing on this page is updating.{age} Your access may have
-        changed: try again, or log out and in again.
-      </p>
-      <button type="button" className="button button--small" onClick={onRetry} data-testid="live-refused-retry">
-        Retry
-      </button>
-    </div>
+    <ErrorCard
+      testId="live-refused"
+      title="Live updates refused for this session"
+      message={`The gateway refused this session's live connection, and nothing on this page is updating.${age} Your access may have changed: try again, or log out and in again.`}
+      onRetry={onRetry}
+    />
   );
 }

@@ -1,9 +1,9 @@
 /**
  * How current the data on show is when it is not live: when the live connection last ended, and
- * how the REST fallback that stands in for it fares. The client says whether it polls
- * (`ConnectionStatus.polling`), not whether its polls get through: without this, a fallback that
- * fails at every try (a VPN down, a 503 during a deploy) would look like one that works, the
- * numbers frozen with no age on them.
+ * how the REST fallback that stands in for it fares, from the client's `polled` and `poll_failed`
+ * reports. The connection status says only whether it polls (`ConnectionStatus.polling`): by it
+ * alone, a fallback that fails at every try (a VPN down, a 503 during a deploy) would look like
+ * one that works, the numbers frozen with no age on them.
  *
  * @packageDocumentation
  */
