@@ -20,8 +20,9 @@ pub const SERVICE_RESTART: u16 = 1012;
 /// expired while connected, or a user whose role changed. Get a fresh token before
 /// reconnecting.
 pub const UNAUTHORIZED: u16 = 4001;
-/// A valid token without `tenant_id` or `role`, with an invalid `tenant_id`, or with a role that
-/// may not connect; also a user deleted while connected. Do not retry with the same token.
+/// A valid token without `tenant_id` or `role` (or with one that is not a string), with an
+/// invalid `tenant_id`, with a role that may not connect, or with a `sub` that is neither a
+/// string nor an integer; also a user deleted while connected. Do not retry with the same token.
 pub const FORBIDDEN: u16 = 4003;
 /// The client read too slowly and fell too far behind on an event channel: reconnect and recover.
 pub const SLOW_CONSUMER: u16 = 4008;

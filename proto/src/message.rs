@@ -288,7 +288,9 @@ pub struct UserChanged {
     /// was read with (claim `signouts`), so a gateway refuses exactly the tickets from before
     /// it. Absent from the other changes, from a new password's, and from publishers of
     /// earlier releases.
+    // Left out rather than `null` when there is none: an optional integer, never null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub signouts: Option<u64>,
 }
 

@@ -82,8 +82,26 @@ function referToDefinitions(schema) {
   }
 }
 
+/**
+ * An object whose `anyOf` adds fields to its `properties` (schemars writes a flattened optional
+ * enum so: the `error` reply's channel) becomes `allOf` of both, which json-schema-to-typescript
+ * renders as an intersection; beside `properties` it drops the `anyOf`, and with it the fields.
+ */
+function keepAddedFields(schema) {
+  for (const node of nodes(schema)) {
+    if (!node.properties || !node.anyOf || node.allOf) continue;
+    const { anyOf, description, ...fields } = node;
+    for (const key of Object.keys(node)) delete node[key];
+    // An empty alternative (the fields left out) stays an object: `{}` alone would make the
+    // whole `anyOf` any value, which the renderer then drops.
+    const alternatives = anyOf.map((a) => (Object.keys(a).length ? a : { type: "object" }));
+    Object.assign(node, description === undefined ? {} : { description }, { allOf: [fields, { anyOf: alternatives }] });
+  }
+}
+
 async function types(stem) {
   const schema = load(stem);
+  keepAddedFields(schema);
   referToDefinitions(schema);
   for (const node of nodes(schema)) markUnknown(node.properties);
   const ts = await compile(schema, schema.title, {

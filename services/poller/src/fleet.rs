@@ -46,27 +46,30 @@ impl Fleet {
     }
 }
 
+/// A device of the tenants read, or none (`device_id` null) when they have none: the row
+/// still carries the database's clock.
 #[derive(sqlx::FromRow)]
 struct Row {
-    tenant_id: String,
-    device_id: String,
-    site_id: String,
+    tenant_id: Option<String>,
+    device_id: Option<String>,
+    site_id: Option<String>,
     battery_pct: Option<f64>,
     last_seen_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 }
 
 /// Reads the devices of `tenants` in one query, with the database's clock as "now" (readings
-/// are stamped by writers against that clock too).
+/// are stamped by writers against that clock too), whether or not they have any devices.
 pub async fn read_devices(
     pool: &PgPool,
     tenants: &[TenantId],
 ) -> Result<(OffsetDateTime, BTreeMap<TenantId, Vec<DeviceRow>>), sqlx::Error> {
     let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT tenant_id::text, device_id::text, site_id::text, battery_pct, last_seen_at, \
-                statement_timestamp() AS now \
-           FROM devices WHERE tenant_id = ANY($1::text[])",
+        "SELECT d.tenant_id::text, d.device_id::text, d.site_id::text, d.battery_pct, \
+                d.last_seen_at, clock.now \
+           FROM (SELECT statement_timestamp() AS now) clock \
+           LEFT JOIN devices d ON d.tenant_id = ANY($1::text[])",
     )
     .bind(&ids)
     .fetch_all(pool)
@@ -76,12 +79,17 @@ pub async fn read_devices(
         tenants.iter().map(|t| (t.clone(), Vec::new())).collect();
     for row in rows {
         now = row.now;
-        let Ok(tenant) = TenantId::parse(row.tenant_id) else {
+        let (Some(tenant), Some(device_id), Some(site_id)) =
+            (row.tenant_id, row.device_id, row.site_id)
+        else {
+            continue; // no devices: the clock alone
+        };
+        let Ok(tenant) = TenantId::parse(tenant) else {
             continue;
         };
         out.entry(tenant).or_default().push(DeviceRow {
-            device_id: row.device_id,
-            site_id: row.site_id,
+            device_id,
+            site_id,
             battery_pct: row.battery_pct,
             last_seen_at: row.last_seen_at,
         });

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import type { ClientRequest, ServerReply } from "../types.js";
+import type { ClientRequest, ReplyChannel, ServerReply } from "../types.js";
 import type { ClientRequest as WireClientRequest } from "./client-request.gen.js";
 import type { ServerReply as WireServerReply } from "./server-reply.gen.js";
 
@@ -16,5 +16,13 @@ type Assignable<A extends B, B> = A;
 /** Every request the client can build is one the contract allows. */
 export type RequestsAllowed = Assignable<ClientRequest, WireClientRequest>;
 
+/**
+ * A reply as the client hands it on: an `error`'s channel fields (`channel` and `device_id` or
+ * `topic`, flat on the wire) become one `channel` object, as `subscribed` names it.
+ */
+type AsParsed<R> = R extends { type: "error"; channel: string }
+  ? Omit<R, "channel" | "device_id" | "topic"> & { channel: ReplyChannel }
+  : R;
+
 /** Every reply the contract allows is one the client describes. */
-export type RepliesDescribed = Assignable<WireServerReply, ServerReply>;
+export type RepliesDescribed = Assignable<AsParsed<WireServerReply>, ServerReply>;

@@ -15,11 +15,13 @@ seq?: number
 type: "subscribed"
 } & Channel) | ({
 type: "unsubscribed"
-} & Channel) | {
+} & Channel) | ({
 code: ErrorCode
 message: string
 type: "error"
-} | {
+} & (Channel | {
+
+})) | {
 /**
  * `seq` of the first event that follows; `null` when unknown.
  */
