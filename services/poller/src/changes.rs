@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pulse_common::backoff::Backoff;
-use pulse_proto::{Subject, TenantId, UserChange, UserChanged};
+use pulse_proto::{Subject, TenantId};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -70,40 +70,9 @@ pub struct ChangeFeed {
     /// Woken by `events:<tenant_id>`: the outbox has new rows. The relay reads every tenant's
     /// backlog, so which tenant does not matter.
     events: Arc<Notify>,
-    /// `user:<tenant_id>:<user_id>:<change>` notifications waiting to go to the gateways.
-    users: Arc<Mutex<Vec<UserChanged>>>,
-    users_wake: Arc<Notify>,
-}
-
-/// Most user changes waiting at once; more (a mass deletion while NATS is down) are dropped,
-/// and those users' connections end when their tickets expire instead.
-pub const MAX_PENDING_USER_CHANGES: usize = 10_000;
-
-/// Parses `user:<tenant_id>:<user_id>:<change>`, and `…:signed_out:<signouts>` (a logout
-/// everywhere, with the user's count of them).
-pub fn user_change(payload: &str) -> Option<UserChanged> {
-    let rest = payload.strip_prefix("user:")?;
-    let mut parts = rest.split(':');
-    let (tenant, user, change) = (parts.next()?, parts.next()?, parts.next()?);
-    let signouts = parts.next();
-    if parts.next().is_some() || user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (change, signouts) = match (change, signouts) {
-        ("deleted", None) => (UserChange::Deleted, None),
-        ("role", None) => (UserChange::Role, None),
-        ("signed_out", None) => (UserChange::SignedOut, None),
-        // A count that is not one is dropped, not the sign-out: gateways judge by `iat` then.
-        ("signed_out", Some(n)) => (UserChange::SignedOut, n.parse().ok()),
-        _ => return None,
-    };
-    Some(UserChanged {
-        kind: Default::default(),
-        tenant_id: TenantId::parse(tenant).ok()?,
-        user_id: user.to_owned(),
-        change,
-        signouts,
-    })
+    /// Woken by `user:…`, and when notifications may have been lost: user changes may be
+    /// queued in `user_changes`.
+    users: Arc<Notify>,
 }
 
 impl ChangeFeed {
@@ -117,30 +86,18 @@ impl ChangeFeed {
         self.update(|p| p.republish.insert(subject));
     }
 
-    /// Resolves when user changes are waiting.
+    /// Resolves when user changes may be queued.
     pub async fn users_changed(&self) {
-        self.users_wake.notified().await;
+        self.users.notified().await;
     }
 
-    /// Takes the waiting user changes, oldest first.
-    pub fn take_users(&self) -> Vec<UserChanged> {
-        std::mem::take(&mut *self.users.lock())
-    }
-
-    /// Records one notification payload.
+    /// Records one notification payload. Any role that may connect can send one: each is a
+    /// hint to read what it names, never taken for the change itself.
     fn notified(&self, payload: &str) {
-        if let Some(change) = user_change(payload) {
-            let mut users = self.users.lock();
-            if users.len() < MAX_PENDING_USER_CHANGES {
-                users.push(change);
-            } else {
-                tracing::warn!("too many user changes waiting; dropping one");
-            }
-            drop(users);
-            self.users_wake.notify_one();
-            return;
-        }
         match payload.split_once(':') {
+            // What changed is read from `user_changes`, which only the database's own
+            // functions write (migration `20261207000006`).
+            Some(("user", _)) => self.users.notify_one(),
             Some(("events", tenant)) if TenantId::parse(tenant).is_ok() => {
                 self.events.notify_one();
             }
@@ -151,6 +108,7 @@ impl ChangeFeed {
     /// Notifications may have been lost: everyone re-reads.
     fn lost(&self) {
         self.events.notify_one();
+        self.users.notify_one();
         self.update(|p| {
             p.resync = true;
             true
@@ -302,51 +260,11 @@ mod tests {
         assert!(feed.take().is_empty());
     }
 
-    #[test]
-    fn user_changes_are_parsed_strictly() {
-        let c = user_change("user:acme:42:deleted").unwrap();
-        assert_eq!((c.tenant_id.as_str(), c.user_id.as_str()), ("acme", "42"));
-        assert_eq!(c.change, UserChange::Deleted);
-        assert_eq!(
-            user_change("user:acme:7:role").unwrap().change,
-            UserChange::Role
-        );
-        assert_eq!(
-            user_change("user:acme:7:signed_out").unwrap().change,
-            UserChange::SignedOut
-        );
-        let counted = user_change("user:acme:7:signed_out:12").unwrap();
-        assert_eq!(
-            (counted.change, counted.signouts),
-            (UserChange::SignedOut, Some(12))
-        );
-        assert_eq!(user_change("user:acme:7:role").unwrap().signouts, None);
-        let uncounted = user_change("user:acme:7:signed_out:-1").unwrap();
-        assert_eq!(
-            (uncounted.change, uncounted.signouts),
-            (UserChange::SignedOut, None)
-        );
-        for bad in [
-            "user:acme:7:role:3",
-            "user:acme:7:signed_out:1:2",
-            "user:acme:42",
-            "user:acme:42:gone",
-            "user:a.b:42:role",
-            "user:acme:x:role",
-            "user:acme::role",
-            "user:acme:1:role:extra",
-            "alerts:acme",
-        ] {
-            assert!(user_change(bad).is_none(), "{bad}");
-        }
-    }
-
     #[tokio::test]
     async fn user_changes_wait_for_the_forwarder() {
         let feed = ChangeFeed::default();
         feed.notified("user:acme:42:role");
         within_a_second(feed.users_changed()).await;
-        assert_eq!(feed.take_users().len(), 1);
         assert!(
             feed.take().is_empty(),
             "user changes are not fleet or alerts changes"

@@ -215,6 +215,7 @@ async fn serve_as_active(
 
     let users = tokio::spawn(users::forward(
         feed.clone(),
+        pool.clone(),
         link.client.clone(),
         session.clone(),
     ));

@@ -59,3 +59,83 @@ async fn deleting_a_user_changing_its_role_or_its_password_is_passed_on_to_the_g
     );
     poller.stop().await;
 }
+
+/// Any role that may connect can send a notification: the poller takes one only as a hint to
+/// read the changes the database queued, so a forged one disconnects no one.
+#[tokio::test]
+async fn a_notification_forged_by_a_tenants_role_changes_no_one() {
+    let deployed = pulse_test_support::Deployed::create("usersforged").await;
+    let db = &deployed.db;
+    let tenant = db.tenant("forged", 1).await;
+    let ids = add_users(db, &tenant, &["admin", "viewer"]).await;
+    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
+    wait_listening(&poller, db, &tenant).await;
+
+    // The web service's login (the tenant-facing roles) forges a deletion, a sign-out with a
+    // count of none, and a change of a user that does not exist.
+    let tenant_side = sqlx::PgPool::connect(&deployed.web_url).await.unwrap();
+    for forged in [
+        format!("user:{tenant}:{}:deleted", ids[0]),
+        format!("user:{tenant}:{}:signed_out:0", ids[1]),
+        format!("user:{tenant}:999999:role"),
+    ] {
+        sqlx::query("SELECT pg_notify('pulse_changes', $1)")
+            .bind(&forged)
+            .execute(&tenant_side)
+            .await
+            .unwrap();
+    }
+    // Then a real change: the first thing the gateways hear.
+    exec_with(
+        db,
+        "UPDATE users SET role = 'customer_viewer' WHERE user_id = $1",
+        ids[1],
+    )
+    .await;
+    assert_eq!(
+        changes
+            .next_within(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .1,
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[1].to_string(), "change": "role"})
+    );
+    changes.assert_silent_for(Duration::from_millis(500)).await;
+    poller.stop().await;
+}
+
+/// A change made while no poller listened waits in the queue for the next active one; one
+/// queued so long ago that its users' tickets from before it have all expired is dropped.
+#[tokio::test]
+async fn a_user_change_made_while_no_poller_was_active_reaches_the_gateways() {
+    let (db, tenant) = db_with_tenant("users-gap", 1).await;
+    let ids = add_users(&db, &tenant, &["gone", "long-gone", "stays"]).await;
+    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+
+    exec_with(&db, "DELETE FROM users WHERE user_id = $1", ids[1]).await;
+    exec_with(
+        &db,
+        "UPDATE user_changes SET changed_at = changed_at - interval '1 hour' WHERE user_id = $1",
+        ids[1],
+    )
+    .await;
+    exec_with(&db, "DELETE FROM users WHERE user_id = $1", ids[0]).await;
+
+    let poller = spawn_poller(config(&db)).await;
+    assert_eq!(
+        changes
+            .next_within(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .1,
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[0].to_string(), "change": "deleted"})
+    );
+    changes.assert_silent_for(Duration::from_millis(500)).await;
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM user_changes")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "sent and stale changes are removed");
+    poller.stop().await;
+}
