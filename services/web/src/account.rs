@@ -120,13 +120,20 @@ pub async fn login(
     // Off the async workers.
     let verified = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
+        // A stored value that is no hash (an account locked by writing `!` there) costs a
+        // verification all the same, against the dummy: timing does not tell it exists.
+        let dummy = dummy_hash();
+        let (parsed, usable) = match PasswordHash::new(&hash) {
+            Ok(parsed) => (parsed, true),
+            Err(_) => match PasswordHash::new(&dummy) {
+                Ok(parsed) => (parsed, false),
+                Err(_) => return false,
+            },
+        };
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        usable && matches
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;

@@ -275,3 +275,39 @@ async fn instances_behind_a_load_balancer_count_attempts_against_one_limit() {
     assert_eq!(got, 10 * N + refills, "one email, both instances");
     env.finish().await;
 }
+
+/// The shortest of four failed logins as `email`, in seconds.
+async fn quickest_refusal(env: &Env, email: &str) -> f64 {
+    let mut quickest = f64::MAX;
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        assert_eq!(login_from(env, None, email, "wrong").await, 401);
+        quickest = quickest.min(started.elapsed().as_secs_f64());
+    }
+    quickest
+}
+
+/// A user whose stored password is no hash (an account locked by writing `!` there, as
+/// operators do) is refused after as much work as an email that does not exist: timing does
+/// not tell that the email exists. The shortest of a few tries is compared, which load only
+/// lengthens; a refusal without hashing is several times quicker than one with.
+#[tokio::test]
+async fn a_locked_account_is_refused_as_slowly_as_an_unknown_email() {
+    let env = spawn().await;
+    let locked = format!("locked@{}.example", env.tenant);
+    sqlx::query(
+        "INSERT INTO users (email, password_hash, tenant_id, role) VALUES ($1, '!', $2, 'customer_admin')",
+    )
+    .bind(&locked)
+    .bind(&env.tenant)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let unknown = quickest_refusal(&env, &format!("nobody@{}.example", env.tenant)).await;
+    let locked = quickest_refusal(&env, &locked).await;
+    assert!(
+        locked * 2.0 >= unknown,
+        "a locked account refused in {locked:.4} s, an unknown email in {unknown:.4} s"
+    );
+    env.finish().await;
+}
