@@ -10,8 +10,8 @@
 --
 -- Each change is now queued here, in the changing transaction, by functions that run as the
 -- schema's owner; the notification, the same as before, is only a hint to read the queue. The
--- active poller publishes the queued changes in order, then removes them. It reads the queue
--- also after a LISTEN gap and at every safety-net interval: a change made while no poller
+-- active poller publishes the queued changes in order and removes them once NATS had them. It
+-- reads the queue also after a LISTEN gap and every few seconds: a change made while no poller
 -- listened reaches the gateways (it was lost before).
 
 CREATE TABLE user_changes (
@@ -21,7 +21,8 @@ CREATE TABLE user_changes (
     change     text NOT NULL CHECK (change IN ('deleted', 'role', 'signed_out')),
     -- With `signed_out` from a logout everywhere: the user's count of them.
     signouts   bigint CHECK (signouts >= 0),
-    changed_at timestamptz NOT NULL DEFAULT statement_timestamp()
+    -- When the row was changed (after any wait for its lock), not when the statement began.
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER TABLE user_changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE user_changes FORCE ROW LEVEL SECURITY;

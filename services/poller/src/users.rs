@@ -4,21 +4,26 @@
 //! The changes are read from `user_changes`, where the database's own functions queue them in
 //! the changing transaction (migration `20261207000006`); a `user:…` notification only says to
 //! read it. Any role that may connect can send a notification, so one is never taken for the
-//! change itself. The queue is read at every hint, after the LISTEN connection came back (the
-//! hints of the gap were lost) and at least every [`LOOK_EVERY`]. Changes go out in the order
-//! they were made and are removed once NATS has taken them; a change NATS did not take is sent
-//! again, after a wait growing from 0.2 to 5 s.
+//! change itself, and a flood of them costs one read per [`LEAST_GAP`]. The queue is read at a
+//! hint, after the LISTEN connection came back (the hints of the gap were lost) and at least
+//! every [`LOOK_EVERY`].
+//!
+//! A batch is taken off the queue in a transaction that commits only once NATS answered after
+//! the batch's messages (so it had them), within [`CONFIRM_WITHIN`]; otherwise the batch stays
+//! queued and is sent again after a wait growing from 0.2 to 5 s. Two pollers briefly active
+//! at once (a failover) do not both send a batch: the second waits for the first's rows.
 //!
 //! Plain NATS messages on `pulse.v1.<tenant_id>.users`: a gateway that misses one (it was
 //! disconnected) still ends the connection when the ticket expires, and the web service refuses
-//! a fresh ticket at once. For the same reason a change queued longer than [`STALE_AFTER`] ago
-//! (no poller was active meanwhile) is removed unsent: its users' tickets from before it have
-//! expired, and sending it would close connections made since on fresh ones.
+//! a fresh ticket at once. A gateway judges a change as of its arrival, so one queued long ago
+//! (no poller was active meanwhile) is dropped unsent when sending it late would do harm:
+//! [`window`].
 
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
 use pulse_common::backoff::Backoff;
-use pulse_proto::subject::users_subject;
+use pulse_proto::subject::{STATE_STREAM, users_subject};
 use pulse_proto::{TenantId, UserChange, UserChanged};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -29,13 +34,16 @@ use crate::changes::ChangeFeed;
 /// Longest time between two reads of the queue, whatever the notifications say.
 pub const LOOK_EVERY: Duration = Duration::from_secs(5);
 
-/// Age past which a queued change is removed unsent: well past the longest ticket (60 s).
-pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// Shortest time between two reads of the queue: hints coming meanwhile are read together.
+pub const LEAST_GAP: Duration = Duration::from_millis(50);
 
-/// Most changes read and sent at once.
-const PER_READ: i64 = 500;
+/// How long NATS has to answer after a batch.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
-/// One row of `user_changes`.
+/// Most changes taken off the queue at once.
+const PER_BATCH: i64 = 500;
+
+/// One row of `user_changes`, with its age in seconds.
 #[derive(sqlx::FromRow)]
 struct Queued {
     id: i64,
@@ -43,6 +51,21 @@ struct Queued {
     user_id: i64,
     change: String,
     signouts: Option<i64>,
+    age: f64,
+}
+
+/// How long after it was made a change is still worth sending. A role change, or a new
+/// password's uncounted sign-out, closes the user's connections whatever tickets they hold (a
+/// gateway refuses those issued up to 5 s after the change's arrival): sent later than the
+/// longest ticket lives (60 s, and a margin), it would close connections made since on fresh
+/// tickets, while the ones it was meant for have ended at their tickets' expiry. A deletion, or
+/// a counted sign-out, is judged by what it names (the user gone, the count of sign-outs), and
+/// is sent for as long as gateways remember one: a day.
+pub fn window(change: UserChange, counted: bool) -> Duration {
+    match (change, counted) {
+        (UserChange::Deleted, _) | (UserChange::SignedOut, true) => Duration::from_secs(86_400),
+        _ => Duration::from_secs(120),
+    }
 }
 
 /// Forwards user changes until `stop` is cancelled.
@@ -54,7 +77,7 @@ pub async fn forward(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        let retry_in = match send_queued(&pool, &nats).await {
+        let retry_in = match send_queued(&pool, &nats, &stop).await {
             Ok(()) => {
                 backoff.reset();
                 None
@@ -66,71 +89,113 @@ pub async fn forward(
                 Some(delay)
             }
         };
-        // After a failure, the wait is not cut short by the next hint.
+        if let Some(delay) = retry_in {
+            // Not cut short by the next hint.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            continue;
+        }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = feed.users_changed(), if retry_in.is_none() => {}
-            () = tokio::time::sleep(retry_in.unwrap_or(LOOK_EVERY)) => {}
+            () = feed.users_changed() => {}
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LEAST_GAP) => {}
         }
     }
 }
 
-/// Sends every queued change, oldest first, removing each batch once NATS took it.
-async fn send_queued(pool: &PgPool, nats: &async_nats::Client) -> anyhow::Result<()> {
-    let stale = sqlx::query(
-        "DELETE FROM user_changes WHERE changed_at < statement_timestamp() - make_interval(secs => $1)",
+/// Sends every queued change, oldest first, a batch at a time.
+async fn send_queued(
+    pool: &PgPool,
+    nats: &async_nats::Client,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    while !stop.is_cancelled() {
+        if !send_batch(pool, nats).await? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Takes up to [`PER_BATCH`] changes off the queue, sends those still worth sending, and
+/// commits once NATS answered after them. Returns whether the batch was full (more may wait).
+async fn send_batch(pool: &PgPool, nats: &async_nats::Client) -> anyhow::Result<bool> {
+    // Not handed to a client that would only buffer them, to go out whenever NATS is back.
+    if nats.connection_state() != async_nats::connection::State::Connected {
+        anyhow::bail!("NATS is not connected");
+    }
+    let mut tx = pool.begin().await?;
+    // Deleting locks the rows: a second poller's batch waits for this one's, then finds them
+    // gone. Rolled back (an error, NATS not answering), they are queued again.
+    let mut batch: Vec<Queued> = sqlx::query_as(
+        "DELETE FROM user_changes WHERE id IN \
+             (SELECT id FROM user_changes ORDER BY id LIMIT $1) \
+         RETURNING id, tenant_id, user_id, change, signouts, \
+                   extract(epoch FROM statement_timestamp() - changed_at)::float8 AS age",
     )
-    .bind(STALE_AFTER.as_secs_f64())
-    .execute(pool)
+    .bind(PER_BATCH)
+    .fetch(&mut *tx)
+    .try_collect()
     .await?;
-    if stale.rows_affected() > 0 {
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    let full = batch.len() as i64 == PER_BATCH;
+    batch.sort_unstable_by_key(|q| q.id);
+    let mut stale = 0;
+    for row in batch {
+        let age = Duration::from_secs_f64(row.age.max(0.0));
+        let span = tracing::info_span!("user_change", tenant = %row.tenant_id, user = row.user_id);
+        let Some(change) = user_changed(row) else {
+            tracing::error!(parent: &span, "a queued user change outside the contract; not sent");
+            continue;
+        };
+        if age > window(change.change, change.signouts.is_some()) {
+            stale += 1;
+            continue;
+        }
+        publish(nats, &change).instrument(span).await?;
+    }
+    if stale > 0 {
         tracing::warn!(
-            removed = stale.rows_affected(),
-            "user changes queued while no poller was active, too old to send, removed"
+            stale,
+            "user changes queued while no poller was active, too old to send, dropped"
         );
     }
-    loop {
-        let queued: Vec<Queued> = sqlx::query_as(
-            "SELECT id, tenant_id, user_id, change, signouts FROM user_changes ORDER BY id LIMIT $1",
-        )
-        .bind(PER_READ)
-        .fetch_all(pool)
-        .await?;
-        if queued.is_empty() {
-            return Ok(());
-        }
-        let full = queued.len() as i64 == PER_READ;
-        // Exactly these: a change numbered below them may commit after this read (numbers are
-        // drawn before commit), and is sent at the next.
-        let sent: Vec<i64> = queued.iter().map(|q| q.id).collect();
-        for row in queued {
-            let span =
-                tracing::info_span!("user_change", tenant = %row.tenant_id, user = row.user_id);
-            publish(nats, row).instrument(span).await?;
-        }
-        // Taken by the server before removed: one lost with the connection is sent again.
-        nats.flush().await?;
-        sqlx::query("DELETE FROM user_changes WHERE id = ANY($1)")
-            .bind(&sent)
-            .execute(pool)
-            .await?;
-        if !full {
-            return Ok(());
-        }
-    }
+    confirm(nats).await?;
+    tx.commit().await?;
+    Ok(full)
 }
 
-/// Sends one queued change to the gateways; one the contract cannot carry is logged and left.
-async fn publish(nats: &async_nats::Client, row: Queued) -> anyhow::Result<()> {
-    let Some(change) = user_changed(row) else {
-        tracing::error!("a queued user change outside the contract; not sent");
-        return Ok(());
-    };
-    let payload = serde_json::to_vec(&change)?;
+/// Sends one change to the gateways.
+async fn publish(nats: &async_nats::Client, change: &UserChanged) -> anyhow::Result<()> {
+    let payload = serde_json::to_vec(change)?;
     nats.publish(users_subject(&change.tenant_id), payload.into())
         .await?;
     tracing::info!(change = ?change.change, "user changed; gateways close its connections");
     Ok(())
+}
+
+/// Resolves once NATS answered a request sent after everything published before: the server
+/// reads a connection in order, so it had those. Any answer counts (a JetStream API's, or
+/// "no responders"); none within [`CONFIRM_WITHIN`] is an error. Asked of an API the poller
+/// may use in every deployment (`STREAM.INFO` of its own stream).
+async fn confirm(nats: &async_nats::Client) -> anyhow::Result<()> {
+    let subject = format!("$JS.API.STREAM.INFO.{STATE_STREAM}");
+    match tokio::time::timeout(CONFIRM_WITHIN, nats.request(subject, Default::default())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "NATS did not confirm the user changes: {e}"
+        )),
+        Err(_) => anyhow::bail!("NATS did not confirm the user changes within {CONFIRM_WITHIN:?}"),
+    }
 }
 
 /// The message for a queued change; `None` for a tenant id or change outside the contract.
@@ -146,6 +211,57 @@ fn user_changed(row: Queued) -> Option<UserChanged> {
         tenant_id: TenantId::parse(row.tenant_id).ok()?,
         user_id: row.user_id.to_string(),
         change,
-        signouts: row.signouts.and_then(|n| u64::try_from(n).ok()),
+        // Only a sign-out is counted (the table's check allows no negative count).
+        signouts: row
+            .signouts
+            .filter(|_| change == UserChange::SignedOut)
+            .and_then(|n| u64::try_from(n).ok()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: &str, change: &str, signouts: Option<i64>) -> Queued {
+        Queued {
+            id: 1,
+            tenant_id: tenant.into(),
+            user_id: 42,
+            change: change.into(),
+            signouts,
+            age: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_queued_row_becomes_the_contracts_message_or_nothing() {
+        let deleted = user_changed(row("acme", "deleted", None)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&deleted).unwrap(),
+            serde_json::json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "deleted"})
+        );
+        let counted = user_changed(row("acme", "signed_out", Some(3))).unwrap();
+        assert_eq!(
+            (counted.change, counted.signouts),
+            (UserChange::SignedOut, Some(3))
+        );
+        assert_eq!(
+            user_changed(row("acme", "role", Some(3))).unwrap().signouts,
+            None
+        );
+        assert!(user_changed(row("a.b", "deleted", None)).is_none());
+        assert!(user_changed(row("acme", "gone", None)).is_none());
+    }
+
+    #[test]
+    fn only_changes_judged_by_what_they_name_are_sent_late() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(window(UserChange::Deleted, false), day);
+        assert_eq!(window(UserChange::SignedOut, true), day);
+        assert!(window(UserChange::Role, false) < Duration::from_secs(300));
+        assert!(window(UserChange::SignedOut, false) < Duration::from_secs(300));
+        // Longer than any ticket of the web service lives.
+        assert!(window(UserChange::Role, false) > Duration::from_secs(60));
+    }
 }

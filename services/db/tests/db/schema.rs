@@ -223,6 +223,54 @@ async fn each_service_role_has_only_what_it_needs() {
     assert_eq!(next, 1);
 }
 
+/// The changes to users that gateways act on are queued only by the database's own functions:
+/// no service's role, nor a tenant's, can queue, alter or call for one (any role may send a
+/// notification, so that is no proof of a change). The poller only reads and removes them.
+#[tokio::test]
+async fn user_changes_are_queued_only_by_the_databases_own_functions() {
+    let db = ScratchDb::migrated("db").await;
+    let tenant = db.tenant("queued", 1).await;
+    let forge = [
+        "INSERT INTO user_changes (tenant_id, user_id, change) VALUES ($1, 1, 'deleted')",
+        "UPDATE user_changes SET change = 'deleted' WHERE tenant_id = $1",
+        "SELECT pulse_queue_user_change($1, 1, 'deleted', NULL)",
+    ];
+    let denied = |what: &str, e: Result<sqlx::postgres::PgQueryResult, sqlx::Error>| {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("permission denied"), "{what}: {e}");
+    };
+    let poller = pulse_db::lazy_pool(&db.url, 1, Some(roles::POLLER)).unwrap();
+    let web = pulse_db::lazy_pool(&db.url, 1, Some(roles::WEB)).unwrap();
+    for sql in forge {
+        denied(sql, sqlx::query(sql).bind(&tenant).execute(&poller).await);
+        denied(sql, sqlx::query(sql).bind(&tenant).execute(&web).await);
+        let tenant_id = pulse_proto::TenantId::parse(tenant.as_str()).unwrap();
+        let mut tx = roles::begin_as_tenant(&web, &tenant_id).await.unwrap();
+        denied(sql, sqlx::query(sql).bind(&tenant).execute(&mut *tx).await);
+    }
+    // A real change is queued, whoever makes it; the poller reads and removes it.
+    let user: i64 = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, tenant_id, role) \
+         VALUES ('q@queued.example', 'x', $1, 'customer_admin') RETURNING user_id",
+    )
+    .bind(&tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM users WHERE user_id = $1")
+        .bind(user)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let taken: Vec<(i64, String)> =
+        sqlx::query_as("DELETE FROM user_changes WHERE tenant_id = $1 RETURNING user_id, change")
+            .bind(&tenant)
+            .fetch_all(&poller)
+            .await
+            .unwrap();
+    assert_eq!(taken, [(user, "deleted".to_owned())]);
+}
+
 /// A tenant of `devices` devices with an alert open on `dev-1` summarised `summary`, for the
 /// tests of what one tenant's or service's connection sees of the rows of several tenants;
 /// returns its id.

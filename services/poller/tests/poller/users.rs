@@ -105,31 +105,38 @@ async fn a_notification_forged_by_a_tenants_role_changes_no_one() {
     poller.stop().await;
 }
 
-/// A change made while no poller listened waits in the queue for the next active one; one
-/// queued so long ago that its users' tickets from before it have all expired is dropped.
+/// A change made while no poller listened waits in the queue for the next active one. One that
+/// would do harm sent late (a role change from before any ticket now alive) is dropped; a
+/// deletion is sent whatever its age.
 #[tokio::test]
 async fn a_user_change_made_while_no_poller_was_active_reaches_the_gateways() {
     let (db, tenant) = db_with_tenant("users-gap", 1).await;
-    let ids = add_users(&db, &tenant, &["gone", "long-gone", "stays"]).await;
+    let ids = add_users(&db, &tenant, &["gone", "long-gone", "demoted-long-ago"]).await;
     let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
 
     exec_with(&db, "DELETE FROM users WHERE user_id = $1", ids[1]).await;
-    exec_with(
-        &db,
-        "UPDATE user_changes SET changed_at = changed_at - interval '1 hour' WHERE user_id = $1",
-        ids[1],
-    )
-    .await;
+    let sql = "UPDATE users SET role = 'customer_viewer' WHERE user_id = $1";
+    exec_with(&db, sql, ids[2]).await;
+    let sql =
+        "UPDATE user_changes SET changed_at = changed_at - interval '1 hour' WHERE user_id = $1";
+    for id in [ids[1], ids[2]] {
+        exec_with(&db, sql, id).await;
+    }
     exec_with(&db, "DELETE FROM users WHERE user_id = $1", ids[0]).await;
 
     let poller = spawn_poller(config(&db)).await;
+    let deleted = |id: i64| json!({"type": "user_changed", "tenant_id": tenant, "user_id": id.to_string(), "change": "deleted"});
     assert_eq!(
         changes
             .next_within(Duration::from_secs(10))
             .await
             .unwrap()
             .1,
-        json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[0].to_string(), "change": "deleted"})
+        deleted(ids[1])
+    );
+    assert_eq!(
+        changes.next_within(Duration::from_secs(5)).await.unwrap().1,
+        deleted(ids[0])
     );
     changes.assert_silent_for(Duration::from_millis(500)).await;
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM user_changes")
