@@ -41,15 +41,25 @@ if [[ "${1:-}" != "--services-only" ]]; then
     rm -f "$run_dir/nats.started"
   fi
   if [[ -e "$run_dir/postgres.started" ]]; then
-    read -r version cluster <"$run_dir/postgres.started"
-    if [[ "$version" == brew ]]; then
-      brew services stop "$cluster" >&2 && log "stopped the Homebrew service $cluster"
-    else
-      pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null &&
-        log "stopped PostgreSQL cluster $version/$cluster"
-    fi
+    read -r version cluster started <"$run_dir/postgres.started" || true
     rm -f "$run_dir/postgres.started"
-    stopped=$((stopped + 1))
+    if [[ "$version" == brew ]]; then
+      brew services stop "$cluster" >&2 || die "could not stop the Homebrew service $cluster"
+      log "stopped the Homebrew service $cluster"
+      stopped=$((stopped + 1))
+    else
+      running="$(cluster_pid "$version" "$cluster")"
+      # Only the server `make up` started: one running since under another process id (started
+      # at boot, by hand) is someone else's.
+      if [[ -n "$running" && "$running" == "${started:-}" ]]; then
+        pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null ||
+          die "could not stop PostgreSQL cluster $version/$cluster (pid $running); stop it yourself"
+        log "stopped PostgreSQL cluster $version/$cluster"
+        stopped=$((stopped + 1))
+      elif [[ -n "$running" ]]; then
+        log "left PostgreSQL cluster $version/$cluster running: it is not the server make up started (pid ${started:-unknown}, now $running)"
+      fi
+    fi
   fi
 fi
 log "stopped $stopped thing(s) that make up had started"

@@ -87,8 +87,10 @@ start_cluster() {
   log "starting PostgreSQL cluster $CL_VERSION/$CL_NAME"
   pg_ctlcluster --skip-systemctl-redirect "$CL_VERSION" "$CL_NAME" start </dev/null ||
     die "could not start PostgreSQL cluster $CL_VERSION/$CL_NAME (see /var/log/postgresql/postgresql-$CL_VERSION-$CL_NAME.log); run this as root or as the cluster's owner"
-  # Recorded (for `make up`) so `make down` stops what was started here, and nothing else.
-  record_started postgres "$CL_VERSION $CL_NAME"
+  # Recorded (for `make up`) so `make down` stops what was started here, and nothing else: with
+  # the server's process id, so that one started since by anything else (the system at boot)
+  # is not taken for it.
+  record_started postgres "$CL_VERSION $CL_NAME $(cluster_pid "$CL_VERSION" "$CL_NAME")"
 }
 
 # start_with_brew — macOS: install PostgreSQL with Homebrew when missing and start it as a

@@ -80,6 +80,12 @@ record_started() {
   printf '%s\n' "$2" >"$PULSE_STATE_DIR/run/$1.started"
 }
 
+# cluster_pid VERSION NAME — the process id of the PostgreSQL cluster's server; empty when it
+# is not running.
+cluster_pid() {
+  pg_ctlcluster "$1" "$2" status 2>/dev/null | sed -n 's/.*(PID: \([0-9][0-9]*\)).*/\1/p' | head -n 1
+}
+
 # pid_alive PID — whether the process runs. A zombie (exited, not yet reaped, as under an init
 # that never reaps) does not; without /proc, whether it can be signalled.
 pid_alive() {
