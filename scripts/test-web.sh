@@ -70,11 +70,16 @@ cleanup_leftovers() {
   return 0
 }
 cleanup_leftovers_of() {
-  local list="$1" kind value
-  while read -r kind value; do
+  local list="$1" kind value started
+  while read -r kind value started; do
     case "$kind" in
       pid)
         [[ "$value" =~ ^[0-9]+$ ]] || continue
+        # The process recorded, not a later one given its id (after a reboot, a long gap): its
+        # start time recorded with it must match.
+        if [[ -n "${started:-}" ]]; then
+          [[ "$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$value/stat" 2>/dev/null)" == "$started" ]] || continue
+        fi
         local cmdline
         cmdline="$(tr '\0' ' ' <"/proc/$value/cmdline" 2>/dev/null || true)"
         # A Pulse binary, or a stack's own nats-server (its files are under the artifacts).

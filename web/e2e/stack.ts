@@ -172,6 +172,21 @@ function recordLeftover(leftovers: string, line: string): void {
   appendFileSync(leftovers, `${line}\n`);
 }
 
+/**
+ * When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`):
+ * with its id, it names the process for good, where the id alone may name another one later.
+ * Empty without `/proc`.
+ */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The fields after the command name, which is in parentheses and may hold anything.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+  } catch {
+    return "";
+  }
+}
+
 /** Runs a command to completion; throws with its log when it fails. */
 async function runToEnd(logs: string, name: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const log = join(logs, `${name}.log`);
@@ -241,7 +256,7 @@ async function startStackOnce(options: StackOptions): Promise<Stack> {
     const fd = openSync(log, "a");
     const child = spawn(command, args, { env: { ...baseEnv, ...env }, stdio: ["ignore", fd, fd] });
     closeSync(fd);
-    if (child.pid !== undefined) recordLeftover(leftovers, `pid ${child.pid}`);
+    if (child.pid !== undefined) recordLeftover(leftovers, `pid ${child.pid} ${startTime(child.pid)}`.trimEnd());
     children.set(name, { child, port, log });
     return { child, log };
   };
