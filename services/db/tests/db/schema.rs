@@ -224,7 +224,7 @@ async fn each_service_role_has_only_what_it_needs() {
 }
 
 /// The changes to users that gateways act on are queued only by the database's own functions:
-/// no service's role, nor a tenant's, can queue, alter or call for one (any role may send a
+/// no service's role, nor a tenant's, can queue or alter one (any role may send a
 /// notification, so that is no proof of a change). The poller only reads and removes them.
 #[tokio::test]
 async fn user_changes_are_queued_only_by_the_databases_own_functions() {
@@ -233,7 +233,6 @@ async fn user_changes_are_queued_only_by_the_databases_own_functions() {
     let forge = [
         "INSERT INTO user_changes (tenant_id, user_id, change) VALUES ($1, 1, 'deleted')",
         "UPDATE user_changes SET change = 'deleted' WHERE tenant_id = $1",
-        "SELECT pulse_queue_user_change($1, 1, 'deleted', NULL)",
     ];
     let denied = |what: &str, e: Result<sqlx::postgres::PgQueryResult, sqlx::Error>| {
         let e = e.unwrap_err().to_string();

@@ -338,6 +338,14 @@ impl Sub {
         Some((msg.subject.to_string(), value))
     }
 
+    /// The next message's body, which must come within `within`.
+    pub async fn next_body(&mut self, within: Duration) -> Value {
+        match self.next_within(within).await {
+            Some((_, body)) => body,
+            None => panic!("no message within {within:?}"),
+        }
+    }
+
     /// Waits `within` and panics if a message came meanwhile.
     pub async fn assert_silent_for(&mut self, within: Duration) {
         if let Some((subject, v)) = self.next_within(within).await {
