@@ -138,3 +138,65 @@ async fn a_user_change_made_while_no_poller_was_active_reaches_the_gateways() {
     assert_eq!(queued, 0, "sent and stale changes are removed");
     poller.stop().await;
 }
+
+/// A change the poller published into a connection whose server then died, before reading it,
+/// is sent again: a batch leaves the queue only once NATS answered after it.
+#[tokio::test]
+async fn a_user_change_lost_with_a_nats_server_that_died_is_sent_again() {
+    use async_nats::jetstream::stream;
+
+    let mut stack = on_private_nats("users-lost", 1).await;
+    let ids = add_users(&stack.db, &stack.tenant, &["gone"]).await;
+    wait_listening(&stack.poller, &stack.db, &stack.tenant).await;
+    // What reaches the server on the tenant's users subject, kept across its restart.
+    let client = pulse_test_support::nats::connect(&stack.nats.url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let seen = js
+        .create_stream(stream::Config {
+            name: "USERS_SEEN".into(),
+            subjects: vec![format!("pulse.v1.{}.users", stack.tenant)],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    stack.nats.pause();
+    exec_with(&stack.db, "DELETE FROM users WHERE user_id = $1", ids[0]).await;
+    // The poller has taken the change off the queue (its row locked by a batch, or removed)
+    // and published it into the frozen server's connection, just after.
+    eventually(
+        "the change taken by a batch",
+        Duration::from_secs(10),
+        || async {
+            let free: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM user_changes FOR UPDATE SKIP LOCKED) f",
+            )
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+            free == 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whatever the server had not read dies with it.
+    stack.nats.stop().await;
+    stack.nats.start_again().await;
+
+    eventually("the deletion received", Duration::from_secs(30), || async {
+        let stream = js.get_stream("USERS_SEEN").await;
+        stream.is_ok_and(|s| s.cached_info().state.messages >= 1)
+    })
+    .await;
+    let message = seen
+        .get_last_raw_message_by_subject(&format!("pulse.v1.{}.users", stack.tenant))
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(body["change"], "deleted", "{body}");
+    assert_eq!(body["user_id"], ids[0].to_string(), "{body}");
+    stack.poller.stop().await;
+}
