@@ -58,6 +58,10 @@ pub struct Stored {
     pub missing_before: Option<u64>,
     /// The events after the asked `seq` were more than the limit: only the newest were read.
     pub limited: bool,
+    /// The `seq` of the subject's oldest event the stream still holds, when it holds one after
+    /// the asked `seq`: below `missing_before`, events the stream holds were passed over for
+    /// the limit, not gone from it.
+    pub oldest_stored: Option<u64>,
     /// The stream retains no event of the subject at all: any the caller knows of expired
     /// (or were evicted) before this read.
     pub none_retained: bool,
@@ -213,6 +217,7 @@ impl History {
             let mut want = after;
             let mut stored = Stored {
                 from_replica,
+                oldest_stored: Some(first.seq),
                 ..Stored::default()
             };
             if last.seq - after > max as u64 {

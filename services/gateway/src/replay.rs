@@ -298,9 +298,12 @@ impl EventLog {
     /// Starts the order at `first`, the oldest event the stream retains, when the head came
     /// from a read that found none: the events below it expired before that read, before
     /// anyone here subscribed, so nobody here missed them. False when the head came from
-    /// delivered events: then the ones below `first` were missed.
-    pub fn start_at_retained(&mut self, first: u64) -> bool {
-        if !self.empty_at_read || first == 0 {
+    /// delivered events: then the ones below `first` were missed. False too when the stream
+    /// still holds events below `first` (`oldest_stored`, the oldest it holds, is lower), as
+    /// when a read passed over them for the replay limit: the stream held none at that first
+    /// read, so they were stored after it, and the subscribers are owed them.
+    pub fn start_at_retained(&mut self, first: u64, oldest_stored: Option<u64>) -> bool {
+        if !self.empty_at_read || first == 0 || oldest_stored.is_some_and(|oldest| oldest < first) {
             return false;
         }
         self.head = Some(first - 1);

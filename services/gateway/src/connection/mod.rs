@@ -176,7 +176,14 @@ impl Session {
                 return ending;
             }
         }
+        // Set by a write of pending pushes: the next turn gives every other ready arm its turn
+        // before writing again. A client on a slow link whose snapshots change faster than it
+        // reads them has a newer one waiting after every write (conflated, so never 4008); with
+        // writes first each turn, its `auth`, `ping` and `unsubscribe` would never be read, and
+        // a renewal sent in time would end in 4001 at the old token's expiry.
+        let mut wrote = false;
         loop {
+            let after_write = std::mem::take(&mut wrote);
             tokio::select! {
                 biased;
                 changed = drain.changed(), if drain_at.is_none() => {
@@ -195,10 +202,11 @@ impl Session {
                     return Some((close::UNAUTHORIZED, "token expired"));
                 }
                 code = self.user.revoked.wait() => return Some(revoked(code)),
-                () = self.queue.ready() => {
+                () = self.queue.ready(), if !after_write => {
                     if let Err(ending) = self.write_pending().await {
                         return ending;
                     }
+                    wrote = true;
                 }
                 Some(done) = self.checks.join_next(), if !self.checks.is_empty() => {
                     if let Ok(check) = done
@@ -244,6 +252,13 @@ impl Session {
                     if let Err(ending) = self.send(Message::Ping(Default::default())).await {
                         return ending;
                     }
+                }
+                // Right after a write, last: only when nothing else is ready.
+                () = self.queue.ready(), if after_write => {
+                    if let Err(ending) = self.write_pending().await {
+                        return ending;
+                    }
+                    wrote = true;
                 }
             }
         }

@@ -457,17 +457,22 @@ impl Events {
             }
             match read {
                 Ok(stored) => {
-                    // From a head that only says the stream held nothing, what is missing
-                    // below the first event read went before anyone here subscribed, whether
-                    // it expired or lies beyond the replay limit. Not the live events held
-                    // beyond the gap, though: they came after that read, and if the stream
-                    // lacks them (stored later, a first store lost with a leader change), they
-                    // are still owed, and so is the order from them.
+                    // From a head that only says the stream held nothing, what the stream no
+                    // longer holds below the first event read went before anyone here
+                    // subscribed. Not what it still holds there but the read passed over for
+                    // the replay limit (event count or bytes): stored after that first read,
+                    // it is owed, and skipping it takes a `limit` reset. Nor the live events
+                    // held beyond the gap: they came after that read, and if the stream lacks
+                    // them (stored later, a first store lost with a leader change), they are
+                    // still owed, and so is the order from them.
                     let retained = stored
                         .missing_before
                         .map(|first| incoming.first().map_or(first, |held| first.min(held)));
                     if let Some(first) = retained
-                        && !topic.log.lock().start_at_retained(first)
+                        && !topic
+                            .log
+                            .lock()
+                            .start_at_retained(first, stored.oldest_stored)
                     {
                         let reason = if stored.limited {
                             ResetReason::Limit

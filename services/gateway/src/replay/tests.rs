@@ -151,8 +151,15 @@ fn a_head_learned_after_subscribers_were_answered_delivers_what_they_are_owed() 
     let mut empty = event_log(4);
     empty.learn_floor(0);
     assert_eq!(empty.order(3), Order::Gap { head: 0 });
-    assert!(empty.start_at_retained(3));
+    assert!(empty.start_at_retained(3, Some(3)));
     assert_eq!(empty.order(3), Order::Next);
+
+    // Unless the stream still holds events below it: stored after the read that found none,
+    // they are owed, and passing them over (the replay limit) is no fresh start.
+    let mut limited = event_log(4);
+    limited.learn_head(0);
+    assert!(!limited.start_at_retained(16, Some(1)));
+    assert_eq!(limited.order(16), Order::Gap { head: 0 });
 
     // A head learned in time is a head.
     let mut timely = event_log(4);

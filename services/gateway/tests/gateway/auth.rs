@@ -1,7 +1,8 @@
 //! Every way a connection can be refused, and token renewal.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pulse_test_support::proxy::{Link, Proxy};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -387,4 +388,126 @@ async fn renewal_refused(c: &mut Client, token: &str) {
     let refused = c.next(Duration::from_secs(5)).await;
     assert_eq!(refused["code"], "invalid_token", "{refused}");
     c.assert_alive().await;
+}
+
+/// A client on a slow link whose alerts change faster than the link carries them: the gateway
+/// has a newer snapshot to write after every write (conflated, so never 4008), and must still
+/// read what the client sends. Its `ping` and its renewal are answered in time, and the
+/// connection outlives the first token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_busy_snapshots_still_has_its_renewal_and_pings_answered() {
+    let tenant = unique("slowrenew");
+    let nats = nats().await;
+    let (addr, _stop) = gateway_with_small_send_buffers().await;
+    let proxy = Proxy::to(addr.to_string()).await;
+    let first_token = Duration::from_secs(6);
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v2/ws?token={}",
+        proxy.port,
+        viewer_token(&tenant, first_token.as_secs() as i64)
+    );
+    let mut c = connect(&url).await;
+    let connected = Instant::now();
+    c.assert_subscribes(json!({"type": "alerts"})).await;
+    proxy.set(Link::Slow(Duration::from_millis(5)));
+
+    // Alerts of some 100 KiB every 10 ms: several times what the link carries.
+    let subject = format!("pulse.v1.{tenant}.alerts");
+    let pad = "x".repeat(100 * 1024);
+    let publisher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for seq in 1.. {
+            tick.tick().await;
+            let body = json!({"type": "alerts", "alerts": [], "pad": pad});
+            let (headers, payload) = sequenced(seq, body);
+            let sent = nats.publish_with_headers(subject.clone(), headers, payload);
+            if sent.await.is_err() || nats.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    // The client reads all the link brings until 2 s in: the scenario's timing.
+    let mut snapshots = 0;
+    let two_seconds_in = connected + Duration::from_secs(2);
+    read_replies(&mut c, two_seconds_in, &mut snapshots, |_| false).await;
+    assert!(snapshots > 0, "no snapshot reached the client");
+
+    c.send(json!({"action": "ping"})).await;
+    c.send(json!({"action": "auth", "token": viewer_token(&tenant, 120)}))
+        .await;
+    let (mut pong, mut authenticated) = (false, false);
+    let answered = read_replies(
+        &mut c,
+        Instant::now() + Duration::from_secs(2),
+        &mut snapshots,
+        |m| {
+            pong |= m["type"] == "pong";
+            authenticated |= m["type"] == "authenticated";
+            pong && authenticated
+        },
+    )
+    .await;
+    assert!(
+        answered,
+        "within 2 s: pong {pong}, authenticated {authenticated}"
+    );
+
+    // Past the first token's expiry the connection stays open.
+    let past_expiry = connected + first_token + Duration::from_secs(2);
+    read_replies(&mut c, past_expiry, &mut snapshots, |_| false).await;
+    publisher.abort();
+    c.assert_alive().await;
+}
+
+/// Reads `c` until `deadline`, or until `done` says so of a reply (true then); the large
+/// snapshots are counted in `snapshots`, not parsed, so that the reader keeps up with the
+/// link. Panics if the connection ends.
+async fn read_replies(
+    c: &mut Client,
+    deadline: Instant,
+    snapshots: &mut usize,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> bool {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = match tokio::time::timeout(left, c.ws.next()).await {
+            Err(_) => return false,
+            Ok(message) => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) if text.len() > 4096 => *snapshots += 1,
+            Some(Ok(Message::Text(text))) => {
+                let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if done(&reply) {
+                    return true;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("websocket error: {e}"),
+            None => panic!("the connection ended"),
+        }
+    }
+}
+
+/// A gateway with [`config`] whose connections have send buffers of 64 KiB, set on its
+/// listening socket (each accepted connection inherits it, and the kernel no longer grows it):
+/// a slow link then holds the gateway's writes back, rather than megabytes queued in the
+/// kernel ahead of every reply. Its address, and the token that stops it when dropped.
+async fn gateway_with_small_send_buffers() -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(pulse_gateway::run(
+        config(),
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    pulse_test_support::gateway::wait_ready(addr).await;
+    (addr, stop.drop_guard())
 }

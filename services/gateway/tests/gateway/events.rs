@@ -129,10 +129,21 @@ async fn a_stored_event_that_is_not_text_is_a_gap_live_and_on_a_resume() {
 /// A publishing connection to NATS (the streams in place), and a gateway whose own connection
 /// runs through a proxy the test can cut.
 async fn behind_a_proxy() -> (async_nats::Client, Proxy, Gateway) {
+    behind_a_proxy_with(|_| {}).await
+}
+
+/// [`behind_a_proxy`], the gateway's configuration changed by `configure` too.
+async fn behind_a_proxy_with(
+    configure: impl FnOnce(&mut pulse_gateway::GatewayConfig),
+) -> (async_nats::Client, Proxy, Gateway) {
     let nats = nats().await;
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
     let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| c.nats.url = format!("nats://127.0.0.1:{}", proxy.port)).await;
+    let gw = spawn_gateway_with(|c| {
+        c.nats.url = format!("nats://127.0.0.1:{}", proxy.port);
+        configure(c);
+    })
+    .await;
     (nats, proxy, gw)
 }
 
@@ -165,14 +176,7 @@ async fn one_event_then_cut(label: &str) -> (String, async_nats::Client, Proxy, 
 #[tokio::test]
 async fn events_read_back_after_an_outage_do_not_close_a_client_that_keeps_up() {
     let tenant = unique("evburst");
-    let nats = nats().await;
-    ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
-    let proxy = Proxy::to(nats_url().trim_start_matches("nats://").to_owned()).await;
-    let gw = spawn_gateway_with(|c| {
-        c.nats.url = format!("nats://127.0.0.1:{}", proxy.port);
-        c.client_queue_events = 8;
-    })
-    .await;
+    let (nats, proxy, gw) = behind_a_proxy_with(|c| c.client_queue_events = 8).await;
     let mut c = tickets_reader(&gw, &tenant, None).await;
     publish_event(&nats, &tenant, "tickets", 1).await;
     assert_eq!(c.next(T).await["seq"], 1);
@@ -275,6 +279,34 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
     publish_event(&nats, &tenant, "tickets", 2).await;
 
     assert_eq!(events_until(&mut c, 2).await, [1, 2]);
+}
+
+/// The same with more events missed than the replay limit: the stream held none of the topic's
+/// events at the subscribe, so every event it holds now came after it and was owed. Only the
+/// newest that fit go out, after an `events_reset` (`limit`) naming the first of them; the
+/// older ones are not passed over in silence as if they had gone before anyone subscribed.
+#[tokio::test]
+async fn more_events_missed_live_than_the_replay_limit_from_an_empty_topic_get_a_limit_reset() {
+    let tenant = unique("evfirstlimit");
+    let (nats, proxy, gw) = behind_a_proxy_with(|c| c.replay_max_events = 5).await;
+    let mut c = gw.viewer(&tenant).await;
+    let subscribed = c.assert_subscribes(events("tickets", None)).await;
+    assert_eq!(
+        subscribed.get("seq"),
+        None,
+        "the stream held none: {subscribed}"
+    );
+
+    cut_until_noticed(&proxy, &gw).await;
+    publish_events(&nats, &tenant, "tickets", 1..=20).await;
+    proxy.set(Link::Open);
+
+    let reset = c.until(T, |m| m["type"] != "pong").await;
+    assert_eq!(
+        reset,
+        json!({"type": "events_reset", "topic": "tickets", "oldest": 16, "reason": "limit"})
+    );
+    assert_events(&mut c, 16..=20).await;
 }
 
 /// Right after the gateway's NATS link came back, a gap is given time to fill: an event the relay
