@@ -378,9 +378,15 @@ pub fn splice<'a>(
         (true, false) => ResetReason::Expired,
         (false, false) => ResetReason::Gap,
     };
-    let mut memory: Vec<&Frame> = memory.collect();
-    memory.sort_by_key(|f| f.seq);
-    for frame in stored.frames.iter().chain(memory) {
+    // One order of both: an event the stream lacks (sent live before it was stored) but this
+    // instance holds is delivered in its place, not announced as a gap. Stable: of two frames
+    // of one event, the stream's goes first and the other is passed over.
+    let mut frames: Vec<&Frame> = stored.frames.iter().collect();
+    for frame in memory {
+        frames.push(frame);
+    }
+    frames.sort_by_key(|f| f.seq);
+    for frame in frames {
         if frame.seq == 0 || frame.seq <= last {
             continue;
         }

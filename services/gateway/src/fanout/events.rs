@@ -468,19 +468,19 @@ impl Events {
                     let retained = stored
                         .missing_before
                         .map(|first| incoming.first().map_or(first, |held| first.min(held)));
-                    if let Some(first) = retained
-                        && !topic
-                            .log
-                            .lock()
-                            .start_at_retained(first, stored.oldest_stored)
-                    {
-                        let reason = if stored.limited {
-                            ResetReason::Limit
-                        } else {
-                            ResetReason::Expired
-                        };
-                        topic.reset_all(Some(first), reason, incoming.room(), metrics);
-                        topic.log.lock().forget_head();
+                    if let Some(first) = retained {
+                        // As `Topic::reset_all`, under the lock that found the head no fresh
+                        // start.
+                        let mut log = topic.log.lock();
+                        if !log.start_at_retained(first, stored.oldest_stored) {
+                            let reason = if stored.limited {
+                                ResetReason::Limit
+                            } else {
+                                ResetReason::Expired
+                            };
+                            topic.reset_locked(&log, Some(first), reason, incoming.room(), metrics);
+                            log.forget_head();
+                        }
                     }
                     for frame in stored.frames {
                         incoming.hold(topic, frame, Source::Stream, metrics);
@@ -492,7 +492,6 @@ impl Events {
                     tracing::warn!(subject = %topic.subject, error = %e, "cannot read missed events");
                     let room = incoming.room();
                     topic.reset_all(incoming.first(), ResetReason::Unavailable, room, metrics);
-                    topic.log.lock().forget_head();
                     incoming.deliver_across_gaps(topic, metrics, ResetReason::Unavailable);
                     return;
                 }

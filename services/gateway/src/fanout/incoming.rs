@@ -148,7 +148,6 @@ impl Incoming {
             self.deliver_ready(topic, metrics);
             let Some(first) = self.first() else { return };
             topic.reset_all(Some(first), reason, self.room, metrics);
-            topic.log.lock().forget_head();
         }
     }
 

@@ -280,7 +280,10 @@ impl Topic {
     }
 
     /// Tells every subscriber not catching up that events were missed, in the burst of held
-    /// events it stands among (within `room`, see [`Push::Held`]).
+    /// events it stands among (within `room`, see [`Push::Held`]), and forgets the head: the
+    /// order starts again at the next event. Both under one lock of the log: a subscriber
+    /// joining between them would be answered from the old head, then given the events past
+    /// the gap without the reset.
     pub(super) fn reset_all(
         &self,
         oldest: Option<u64>,
@@ -288,7 +291,9 @@ impl Topic {
         room: Room,
         metrics: &Metrics,
     ) {
-        self.reset_locked(&self.log.lock(), oldest, reason, room, metrics);
+        let mut log = self.log.lock();
+        self.reset_locked(&log, oldest, reason, room, metrics);
+        log.forget_head();
     }
 
     /// [`Topic::reset_all`] with the log already locked.

@@ -217,6 +217,14 @@ fn splice_joins_stream_and_live_without_gap_or_duplicate() {
 }
 
 #[test]
+fn splice_fills_a_hole_of_the_stream_with_an_event_held_here() {
+    // Event 4 went out live before the stream stored it; this instance still holds it.
+    let held = [f(4), f(7)];
+    let out = splice(2, &stored(&[3, 5, 6]), held.iter(), None, false).unwrap();
+    assert_eq!(seqs(&out), ["3", "4", "5", "6", "7"]);
+}
+
+#[test]
 fn splice_waits_for_a_gap_then_reports_it() {
     let held = [f(9)];
     assert!(splice(2, &stored(&[3, 4]), held.iter(), None, false).is_none());
