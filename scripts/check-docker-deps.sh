@@ -26,14 +26,15 @@ replay() {
   local tree="$1" recipe="$2"
   # Called in an `||` list, where `set -e` does not hold: each step says when it failed, so a
   # failure of this check's own is not reported as the Dockerfile's.
-  mkdir -p "$recipe" || return 1
+  mkdir -p "$recipe" || die "check-docker-deps: could not create $recipe"
   (cd "$tree" && find . \( -name Cargo.toml -o -name Cargo.lock \) -not -path './target/*' \
       -not -path './web/node_modules/*' -not -path './.git/*' -print0 \
     | xargs -0 cp --parents -t "$recipe") ||
     die "check-docker-deps: could not copy the manifests of $tree"
   bash "$tree/scripts/docker-dep-stubs.sh" list "$tree" >"$recipe/.targets" ||
     die "check-docker-deps: docker-dep-stubs.sh could not list the targets of $tree"
-  cp "$tree/scripts/docker-dep-stubs.sh" "$recipe/.docker-dep-stubs.sh" || return 1
+  cp "$tree/scripts/docker-dep-stubs.sh" "$recipe/.docker-dep-stubs.sh" ||
+    die "check-docker-deps: could not copy docker-dep-stubs.sh into $recipe"
   (cd "$recipe" && bash .docker-dep-stubs.sh write . .targets) || return 1
   # The builder's command (check, not a release build): cargo loads every target of every
   # manifest, so a target without its stub fails here as it would in the image build.

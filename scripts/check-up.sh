@@ -89,6 +89,10 @@ cleanup() {
       pid_alive "$nats_pid" || break
       sleep 0.1
     done
+    if pid_alive "$nats_pid"; then
+      kill -KILL "$nats_pid" 2>/dev/null || true
+      sleep 0.5
+    fi
   fi
   psql -X -w -q "$server_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
     </dev/null >/dev/null 2>&1 || true

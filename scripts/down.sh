@@ -50,7 +50,12 @@ if [[ "${1:-}" != "--services-only" ]]; then
     else
       running="$(cluster_pid "$version" "$cluster")"
       # Only the server `make up` started: one running since under another process id (started
-      # at boot, by hand) is someone else's.
+      # at boot, by hand) is someone else's. A record without the id (written by an earlier
+      # release, or when the id could not be read) is trusted as it was before.
+      if [[ -n "$running" && -z "${started:-}" ]]; then
+        warn "make up recorded PostgreSQL cluster $version/$cluster without its process id; stopping it"
+        started="$running"
+      fi
       if [[ -n "$running" && "$running" == "${started:-}" ]]; then
         pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop </dev/null ||
           die "could not stop PostgreSQL cluster $version/$cluster (pid $running); stop it yourself"

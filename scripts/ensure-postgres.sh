@@ -190,6 +190,18 @@ ensure_roles_and_db() {
 
 # psql_check — try the URL once; on failure leave psql's message in PSQL_ERR.
 PSQL_ERR=""
+# server_starting PSQL_ERROR — whether the server refuses connections for now (starting,
+# recovering, stopping) rather than for good.
+server_starting() {
+  if have pg_isready; then
+    local rc=0
+    PGCONNECT_TIMEOUT=5 pg_isready -q -d "$DATABASE_URL" >/dev/null 2>&1 || rc=$?
+    ((rc == 1))
+  else
+    grep -Eqi 'starting up|in recovery mode|shutting down|not yet accepting connections' <<<"$1"
+  fi
+}
+
 psql_check() {
   local out tries=0
   while true; do
@@ -198,9 +210,10 @@ psql_check() {
       return 0
     fi
     PSQL_ERR="$out"
-    # A server that opened its port but is still starting (crash recovery after a reboot, a
-    # cluster started at boot a moment ago) or stopping answers so: wait for it, up to 30 s.
-    grep -Eqi 'starting up|in recovery mode|shutting down' <<<"$out" && ((tries < 60)) || return 1
+    # A server that opened its port but does not take connections yet (crash recovery after a
+    # reboot, a cluster started at boot a moment ago, a standby catching up): wait for it, up
+    # to 30 s. pg_isready says so in any language (status 1); without it, the English text.
+    server_starting "$out" && ((tries < 60)) || return 1
     ((tries == 0)) && log "PostgreSQL is not ready yet ($out); waiting up to 30 s"
     tries=$((tries + 1))
     sleep 0.5

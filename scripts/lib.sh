@@ -83,7 +83,10 @@ record_started() {
 # cluster_pid VERSION NAME — the process id of the PostgreSQL cluster's server; empty when it
 # is not running.
 cluster_pid() {
-  pg_ctlcluster "$1" "$2" status 2>/dev/null | sed -n 's/.*(PID: \([0-9][0-9]*\)).*/\1/p' | head -n 1
+  local status
+  # A stopped cluster's status fails; that is an answer (empty) here, not an error.
+  status="$(pg_ctlcluster "$1" "$2" status 2>/dev/null)" || true
+  sed -n 's/.*(PID: \([0-9][0-9]*\)).*/\1/p;T;q' <<<"$status"
 }
 
 # pid_alive PID — whether the process runs. A zombie (exited, not yet reaped, as under an init

@@ -120,7 +120,20 @@ else
   # The cap by RUST_TEST_THREADS, which the benchmarks' harness (criterion) ignores, rather than
   # `--test-threads`, which it refuses.
   stage "Rust tests: RUST_TEST_THREADS=$threads cargo test --workspace --all-targets"
-  RUST_TEST_THREADS="$threads" timeout --kill-after=30s 45m cargo test --workspace --all-targets ||
+  # `timeout` runs in a process group of its own, which Ctrl-C does not reach: passed on.
+  RUST_TEST_THREADS="$threads" timeout --kill-after=30s 45m cargo test --workspace --all-targets &
+  tests_pid=$!
+  trap 'kill -INT -- -"$tests_pid" 2>/dev/null || true' INT TERM
+  rc=0
+  while true; do
+    wait "$tests_pid" && rc=0 || rc=$?
+    # Above 128 with the process still there: the wait was cut short by a signal passed on.
+    if ((rc <= 128)) || ! kill -0 "$tests_pid" 2>/dev/null; then
+      break
+    fi
+  done
+  trap - INT TERM
+  ((rc == 0)) ||
     die "the Rust tests failed, or did not finish within 45 minutes (cargo test, without nextest)"
 fi
 

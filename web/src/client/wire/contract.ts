@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import type { ClientRequest, ReplyChannel, ServerReply } from "../types.js";
+import type { ClientRequest, ServerReply } from "../types.js";
 import type { ClientRequest as WireClientRequest } from "./client-request.gen.js";
 import type { ServerReply as WireServerReply } from "./server-reply.gen.js";
 
@@ -21,8 +21,11 @@ export type RequestsAllowed = Assignable<ClientRequest, WireClientRequest>;
  * `topic`, flat on the wire) become one `channel` object, as `subscribed` names it.
  */
 type AsParsed<R> = R extends { type: "error"; channel: string }
-  ? Omit<R, "channel" | "device_id" | "topic"> & { channel: ReplyChannel }
+  ? Omit<R, ChannelField> & { channel: Pick<R, Extract<keyof R, ChannelField>> }
   : R;
+
+/** The fields of a channel, flat in an `error` reply. */
+type ChannelField = "channel" | "device_id" | "topic";
 
 /** Every reply the contract allows is one the client describes. */
 export type RepliesDescribed = Assignable<AsParsed<WireServerReply>, ServerReply>;
