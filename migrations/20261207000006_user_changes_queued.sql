@@ -30,10 +30,9 @@ ALTER TABLE user_changes FORCE ROW LEVEL SECURITY;
 -- Written by the functions below only, which run as the schema's owner.
 CREATE POLICY owner_queues_user_changes ON user_changes TO CURRENT_USER
     USING (true) WITH CHECK (true);
--- Read and removed by the poller.
+-- Read and removed by the poller: its grants say what it may do, the policy on which rows.
+CREATE POLICY poller_takes_user_changes ON user_changes TO pulse_poller USING (true);
 GRANT SELECT, DELETE ON user_changes TO pulse_poller;
-CREATE POLICY poller_reads_user_changes ON user_changes FOR SELECT TO pulse_poller USING (true);
-CREATE POLICY poller_removes_user_changes ON user_changes FOR DELETE TO pulse_poller USING (true);
 
 -- What the gateways are told of, queued as the owner beside the notifications of
 -- pulse_notify_users (20261207000001) and pulse_end_sessions_everywhere (20261207000005),

@@ -256,11 +256,8 @@ async fn user_changes_are_queued_only_by_the_databases_own_functions() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    sqlx::query("DELETE FROM users WHERE user_id = $1")
-        .bind(user)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let deleted = format!("DELETE FROM users WHERE user_id = {user}");
+    sqlx::raw_sql(&deleted).execute(&db.pool).await.unwrap();
     let taken: Vec<(i64, String)> =
         sqlx::query_as("DELETE FROM user_changes WHERE tenant_id = $1 RETURNING user_id, change")
             .bind(&tenant)

@@ -147,6 +147,19 @@ async fn behind_a_proxy_with(
     (nats, proxy, gw)
 }
 
+/// A viewer of `tenant` subscribed to `tickets` without `since`, of which the stream holds no
+/// event: `subscribed` names no `seq`, no position to offer.
+async fn reader_without_position(gw: &Gateway, tenant: &str) -> Client {
+    let mut c = gw.viewer(tenant).await;
+    let subscribed = c.assert_subscribes(events("tickets", None)).await;
+    assert_eq!(
+        subscribed.get("seq"),
+        None,
+        "the stream held none: {subscribed}"
+    );
+    c
+}
+
 /// Cuts the gateway's NATS connection and waits until the gateway says it is gone.
 async fn cut_until_noticed(proxy: &Proxy, gw: &Gateway) {
     proxy.set(Link::Cut);
@@ -289,13 +302,7 @@ async fn the_first_event_of_a_topic_missed_live_is_read_back_not_passed_over() {
 async fn more_events_missed_live_than_the_replay_limit_from_an_empty_topic_get_a_limit_reset() {
     let tenant = unique("evfirstlimit");
     let (nats, proxy, gw) = behind_a_proxy_with(|c| c.replay_max_events = 5).await;
-    let mut c = gw.viewer(&tenant).await;
-    let subscribed = c.assert_subscribes(events("tickets", None)).await;
-    assert_eq!(
-        subscribed.get("seq"),
-        None,
-        "the stream held none: {subscribed}"
-    );
+    let mut c = reader_without_position(&gw, &tenant).await;
 
     cut_until_noticed(&proxy, &gw).await;
     publish_events(&nats, &tenant, "tickets", 1..=20).await;
@@ -354,13 +361,7 @@ async fn a_quiet_topic_whose_events_expired_goes_on_without_a_reset() {
     let nats = nats().await;
     let gw = spawn_gateway_with(|c| c.replay_max_events = 10).await;
     ensure_streams(&async_nats::jetstream::new(nats.clone())).await;
-    let mut c = gw.viewer(&tenant).await;
-    let subscribed = c.assert_subscribes(events("tickets", None)).await;
-    assert_eq!(
-        subscribed.get("seq"),
-        None,
-        "no position to offer: {subscribed}"
-    );
+    let mut c = reader_without_position(&gw, &tenant).await;
     publish_event(&nats, &tenant, "tickets", 51).await;
     let next = c.next(T).await;
     assert_eq!(

@@ -47,25 +47,21 @@ async fn a_poller_with_only_its_role_publishes_snapshots_and_relays_events() {
 /// queues every tenant's purge.
 #[tokio::test]
 async fn truncations_by_the_owner_tell_of_every_user_and_queue_every_purge() {
-    let deployed = pulse_test_support::Deployed::create("truncatedeployed").await;
-    let db = &deployed.db;
-    let tenant = db.tenant("deployed-truncate", 1).await;
-    let ids = add_users(db, &tenant, &["admin"]).await;
-    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
-    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
-    wait_listening(&poller, db, &tenant).await;
-    let owner = sqlx::PgPool::connect(&deployed.owner_url).await.unwrap();
+    let mut users = deployed_users("truncatedeployed", &["admin"]).await;
+    let owner = sqlx::PgPool::connect(&users.deployed.owner_url)
+        .await
+        .unwrap();
 
     sqlx::raw_sql("TRUNCATE users CASCADE")
         .execute(&owner)
         .await
         .unwrap();
-    let (_, change) = changes.next_within(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(change["user_id"], ids[0].to_string(), "{change}");
+    let change = users.changes.next_body(Duration::from_secs(5)).await;
+    assert_eq!(change["user_id"], users.ids[0].to_string(), "{change}");
     assert_eq!(change["change"], "deleted", "{change}");
 
     // Stopped first, so that the queued purge stays to be seen.
-    poller.stop().await;
+    users.poller.stop().await;
     sqlx::raw_sql("TRUNCATE tenants CASCADE")
         .execute(&owner)
         .await
@@ -74,6 +70,6 @@ async fn truncations_by_the_owner_tell_of_every_user_and_queue_every_purge() {
         .fetch_all(&owner)
         .await
         .unwrap();
-    assert_eq!(queued, [tenant]);
+    assert_eq!(queued, [users.tenant]);
     owner.close().await;
 }

@@ -117,6 +117,43 @@ pub async fn wait_listening(poller: &PollerHandle, db: &ScratchDb, tenant: &str)
     .await;
 }
 
+/// A database as deployed ([`pulse_test_support::Deployed`]) with a tenant of one device and
+/// its users `who`, whose changes `changes` hears, and an active poller on it logged in as a
+/// member of `pulse_poller` only, listening.
+pub struct DeployedUsers {
+    pub deployed: pulse_test_support::Deployed,
+    pub tenant: String,
+    pub ids: Vec<i64>,
+    pub changes: Sub,
+    pub poller: PollerHandle,
+}
+
+/// Starts a [`DeployedUsers`]; its database and tenant are named after `label`.
+pub async fn deployed_users(label: &str, who: &[&str]) -> DeployedUsers {
+    let deployed = pulse_test_support::Deployed::create(label).await;
+    let db = &deployed.db;
+    let tenant = db.tenant(label, 1).await;
+    let ids = add_users(db, &tenant, who).await;
+    let changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
+    wait_listening(&poller, db, &tenant).await;
+    DeployedUsers {
+        deployed,
+        tenant,
+        ids,
+        changes,
+        poller,
+    }
+}
+
+/// The count `sql` (a `SELECT count(*) …`) gives on `db`.
+pub async fn count(db: &ScratchDb, sql: &str) -> i64 {
+    match sqlx::query_scalar(sql).fetch_one(&db.pool).await {
+        Ok(n) => n,
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
 /// Events of `db` not marked relayed yet: the relay's backlog.
 pub async fn unrelayed(db: &ScratchDb) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events WHERE relayed_at IS NULL")

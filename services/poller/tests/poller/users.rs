@@ -64,17 +64,15 @@ async fn deleting_a_user_changing_its_role_or_its_password_is_passed_on_to_the_g
 /// read the changes the database queued, so a forged one disconnects no one.
 #[tokio::test]
 async fn a_notification_forged_by_a_tenants_role_changes_no_one() {
-    let deployed = pulse_test_support::Deployed::create("usersforged").await;
-    let db = &deployed.db;
-    let tenant = db.tenant("forged", 1).await;
-    let ids = add_users(db, &tenant, &["admin", "viewer"]).await;
-    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
-    let poller = spawn_active(config_with(db, &["--database-url", &deployed.poller_url])).await;
-    wait_listening(&poller, db, &tenant).await;
+    let users = deployed_users("usersforged", &["admin", "viewer"]).await;
+    let (db, tenant, ids) = (&users.deployed.db, &users.tenant, &users.ids);
+    let (mut changes, poller) = (users.changes, users.poller);
 
     // The web service's login (the tenant-facing roles) forges a deletion, a sign-out with a
     // count of none, and a change of a user that does not exist.
-    let tenant_side = sqlx::PgPool::connect(&deployed.web_url).await.unwrap();
+    let tenant_side = sqlx::PgPool::connect(&users.deployed.web_url)
+        .await
+        .unwrap();
     for forged in [
         format!("user:{tenant}:{}:deleted", ids[0]),
         format!("user:{tenant}:{}:signed_out:0", ids[1]),
@@ -131,10 +129,7 @@ async fn a_user_change_made_while_no_poller_was_active_reaches_the_gateways() {
         deleted(ids[0])
     );
     changes.assert_silent_for(Duration::from_millis(500)).await;
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM user_changes")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let queued = count(&db, "SELECT count(*) FROM user_changes").await;
     assert_eq!(queued, 0, "sent and stale changes are removed");
     poller.stop().await;
 }
@@ -167,18 +162,11 @@ async fn a_user_change_lost_with_a_nats_server_that_died_is_sent_again() {
     exec_with(&stack.db, "DELETE FROM users WHERE user_id = $1", ids[0]).await;
     // The poller has taken the change off the queue (its row locked by a batch, or removed)
     // and published it into the frozen server's connection, just after.
+    let free = "SELECT count(*) FROM (SELECT 1 FROM user_changes FOR UPDATE SKIP LOCKED) f";
     eventually(
         "the change taken by a batch",
         Duration::from_secs(10),
-        || async {
-            let free: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT 1 FROM user_changes FOR UPDATE SKIP LOCKED) f",
-            )
-            .fetch_one(&stack.db.pool)
-            .await
-            .unwrap();
-            free == 0
-        },
+        || async { count(&stack.db, free).await == 0 },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
