@@ -19,9 +19,11 @@ CREATE TABLE user_changes (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id  text NOT NULL,
     user_id    bigint NOT NULL,
-    change     text NOT NULL CHECK (change IN ('deleted', 'role', 'signed_out')),
+    change     text NOT NULL CHECK (change IN ('deleted', 'role', 'signed_out', 'session_ended')),
     -- With `signed_out` from a logout everywhere: the user's count of them.
     signouts   bigint CHECK (signouts >= 0),
+    -- With `session_ended`: the session, as its tickets name it (claim `sid`).
+    session    text CHECK (session ~ '^[0-9a-f]{16}$'),
     -- When the row was changed (after any wait for its lock), not when the statement began.
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
@@ -79,12 +81,37 @@ $$;
 CREATE TRIGGER users_queue_truncate BEFORE TRUNCATE ON users
     FOR EACH STATEMENT EXECUTE FUNCTION pulse_queue_truncated_users();
 
+-- A session ended before its time (a logout, one everywhere, a new password, a login replacing
+-- the cookie's session): its tickets, which name it (the first 8 bytes of its token's hash, in
+-- hex), must not keep a connection open or open one. One that expired ends nothing, nor one
+-- ended with its user (the deletion is told).
+CREATE FUNCTION pulse_queue_session_ends() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    tenant text;
+BEGIN
+    SELECT u.tenant_id INTO tenant FROM users u WHERE u.user_id = OLD.user_id;
+    IF FOUND THEN
+        INSERT INTO user_changes (tenant_id, user_id, change, session)
+             VALUES (tenant, OLD.user_id, 'session_ended',
+                     encode(substring(OLD.token_hash FROM 1 FOR 8), 'hex'));
+        PERFORM pg_notify('pulse_changes', format('user:%s:%s:session_ended', tenant, OLD.user_id));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_queue_ends
+    AFTER DELETE ON sessions
+    FOR EACH ROW WHEN (OLD.expires_at > now())
+    EXECUTE FUNCTION pulse_queue_session_ends();
+
 -- Searched as every function that runs as the owner is (20261206000004).
 DO $$
 DECLARE
     f text;
 BEGIN
-    FOREACH f IN ARRAY ARRAY['pulse_queue_users()', 'pulse_queue_truncated_users()'] LOOP
+    FOREACH f IN ARRAY ARRAY['pulse_queue_users()', 'pulse_queue_truncated_users()',
+                             'pulse_queue_session_ends()'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
                        f, current_schema());
     END LOOP;
@@ -92,3 +119,4 @@ END
 $$;
 REVOKE ALL ON FUNCTION pulse_queue_users() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pulse_queue_truncated_users() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pulse_queue_session_ends() FROM PUBLIC;

@@ -270,10 +270,11 @@ fn compact(json: &str) -> String {
     out
 }
 
-/// `pulse.v1.<tenant_id>.users`: a user was deleted, its role (or tenant) changed, or all of
-/// its sessions ended (a logout everywhere, a new password). Gateways close that user's
-/// connections: 4003 when it was deleted, 4001 otherwise (a fresh ticket carries the new
-/// role, or is refused to a user no longer logged in).
+/// `pulse.v1.<tenant_id>.users`: a user was deleted, its role (or tenant) changed, all of
+/// its sessions ended (a logout everywhere, a new password), or one of them did (a logout).
+/// Gateways close that user's connections (those of the session, for one session): 4003 when
+/// it was deleted, 4001 otherwise (a fresh ticket carries the new role, or is refused to a
+/// session no longer there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserChanged {
     /// Always `"user_changed"`.
@@ -292,6 +293,11 @@ pub struct UserChanged {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
     pub signouts: Option<u64>,
+    /// With `session_ended`: the session, as the claim `sid` of its tickets names it (16
+    /// lowercase hex digits). Absent from the other changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub session: Option<String>,
 }
 
 /// What happened to a user.
@@ -302,6 +308,9 @@ pub enum UserChange {
     Role,
     /// Every session of the user ended: its tickets from before must not keep it connected.
     SignedOut,
+    /// One session of the user ended before its time (a logout): the tickets that name it
+    /// (`session`) must not keep a connection open, nor open one.
+    SessionEnded,
 }
 
 #[cfg(test)]
@@ -364,6 +373,7 @@ mod tests {
             user_id: "42".into(),
             change: UserChange::Deleted,
             signouts: None,
+            session: None,
         };
         assert_eq!(
             serde_json::to_value(&msg).unwrap(),
@@ -372,7 +382,7 @@ mod tests {
         let counted = UserChanged {
             change: UserChange::SignedOut,
             signouts: Some(3),
-            ..msg
+            ..msg.clone()
         };
         let text = json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "signed_out", "signouts": 3});
         assert_eq!(serde_json::to_value(&counted).unwrap(), text);
@@ -380,6 +390,13 @@ mod tests {
         let earlier = json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "signed_out"});
         let read: UserChanged = serde_json::from_value(earlier).unwrap();
         assert_eq!(read.signouts, None);
+        let ended = UserChanged {
+            change: UserChange::SessionEnded,
+            session: Some("00ff00ff00ff00ff".into()),
+            ..msg
+        };
+        let text = json!({"type": "user_changed", "tenant_id": "acme", "user_id": "42", "change": "session_ended", "session": "00ff00ff00ff00ff"});
+        assert_eq!(serde_json::to_value(&ended).unwrap(), text);
     }
 
     fn ts() -> Timestamp {

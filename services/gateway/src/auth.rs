@@ -42,6 +42,9 @@ pub struct Issued {
     /// Pulse's own tickets: how many times the user had logged out everywhere when the
     /// ticket's session was read (claim `signouts`).
     pub signouts: Option<u64>,
+    /// Pulse's own tickets: the session they were issued for (claim `sid`, 16 hex digits, read
+    /// as the number they write).
+    pub session: Option<u64>,
 }
 
 /// A token that says only its `iat`.
@@ -49,9 +52,15 @@ impl From<Option<u64>> for Issued {
     fn from(iat: Option<u64>) -> Self {
         Self {
             iat,
-            signouts: None,
+            ..Self::default()
         }
     }
+}
+
+/// The session a `sid` claim (or a `session_ended` change) names: 16 lowercase hex digits.
+pub fn session_id(sid: &str) -> Option<u64> {
+    let hex = sid.len() == 16 && sid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u64::from_str_radix(sid, 16).ok()).flatten()
 }
 
 /// The clock tokens are read by (`exp`, `iat`): unix seconds.
@@ -123,6 +132,9 @@ struct Claims {
     /// Pulse's tickets: see [`Issued::signouts`]. Anything but a whole number is left unread.
     #[serde(default)]
     signouts: Option<serde_json::Value>,
+    /// Pulse's tickets: see [`Issued::session`]. Anything but its form is left unread.
+    #[serde(default)]
+    sid: Option<serde_json::Value>,
     /// The user: a string, or a number read as its decimal text (some issuers number their
     /// users), so that the connection counts as that user's and a deletion of `"42"` reaches
     /// it. Any other type names no user.
@@ -366,6 +378,12 @@ impl Authenticator {
                 signouts: claims
                     .signouts
                     .and_then(|v| v.as_u64())
+                    .filter(|_| alg == Algorithm::HS256 && ticket),
+                session: claims
+                    .sid
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    .and_then(session_id)
                     .filter(|_| alg == Algorithm::HS256 && ticket),
             },
         })

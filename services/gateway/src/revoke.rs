@@ -15,6 +15,10 @@
 //! reset. A role change (or a move to another tenant, which the old tenant sees as one) is
 //! remembered as long: a ticket issued before it (its `iat` says so) would connect with the
 //! old role, or to the old tenant, and is closed with 4001 instead, for a fresh one.
+//!
+//! A session ended before its time (a logout) closes with 4001 the connections whose ticket
+//! names it (claim `sid`), and its tickets are refused for [`SESSION_REMEMBERED`]: the user's
+//! other sessions are left alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +41,10 @@ type UserKey = (TenantId, String);
 /// than a ticket lives (a minute), and than most tokens of other issuers.
 pub const DELETED_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
 
+/// How long an ended session's tickets are refused: far longer than one of them lives (a
+/// minute at most); only the web service's tickets name a session.
+pub const SESSION_REMEMBERED: Duration = Duration::from_secs(600);
+
 /// A token issued up to this long after a deletion (as this gateway saw it) still predates
 /// it: the issuer's clock may run ahead of the gateway's, and no issuer mints a fresh ticket
 /// for a deleted user, so a ticket fetched just before the deletion must not pass for one
@@ -56,6 +64,8 @@ struct Users {
     /// Users deleted, or whose role changed, within [`DELETED_REMEMBERED`], with when the
     /// change was announced.
     changed: HashMap<UserKey, Change>,
+    /// Sessions ended within [`SESSION_REMEMBERED`], with when that was announced.
+    ended_sessions: HashMap<(TenantId, u64), Instant>,
     /// When changes no longer remembered were last forgotten.
     pruned: Option<Instant>,
 }
@@ -67,10 +77,24 @@ impl Users {
     /// The close code for a token of the user `key` issued as `issued` says, when it predates
     /// a change remembered here.
     fn changed_before(&self, key: &UserKey, issued: Issued) -> Option<u16> {
-        self.changed
+        let changed = self
+            .changed
             .get(key)
             .filter(|c| c.covers(issued))
-            .map(|c| c.code)
+            .map(|c| c.code);
+        changed.or_else(|| {
+            self.session_ended(&key.0, issued)
+                .then_some(close::UNAUTHORIZED)
+        })
+    }
+
+    /// Whether the session a token of `tenant` was issued for ended lately.
+    fn session_ended(&self, tenant: &TenantId, issued: Issued) -> bool {
+        issued.session.is_some_and(|sid| {
+            self.ended_sessions
+                .get(&(tenant.clone(), sid))
+                .is_some_and(|at| at.elapsed() < SESSION_REMEMBERED)
+        })
     }
 }
 
@@ -96,7 +120,8 @@ impl Change {
         let (code, margin) = match change.change {
             UserChange::Deleted => (close::FORBIDDEN, DELETION_MARGIN),
             UserChange::SignedOut => (close::UNAUTHORIZED, DELETION_MARGIN),
-            UserChange::Role => (close::UNAUTHORIZED, 0),
+            // Not kept as a change of the user (`Revocations::apply`).
+            UserChange::Role | UserChange::SessionEnded => (close::UNAUTHORIZED, 0),
         };
         Self {
             seen: Instant::now(),
@@ -266,7 +291,30 @@ impl Revocations {
         // the map once per change under the lock every connection takes.
         if users.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             users.changed.retain(|_, c| c.remembered());
+            users
+                .ended_sessions
+                .retain(|_, at| at.elapsed() < SESSION_REMEMBERED);
             users.pruned = Some(Instant::now());
+        }
+        // One session: its connections only, and the user's other changes stand.
+        if change.change == UserChange::SessionEnded {
+            let Some(sid) = change.session.as_deref().and_then(crate::auth::session_id) else {
+                return 0;
+            };
+            users
+                .ended_sessions
+                .insert((change.tenant_id.clone(), sid), Instant::now());
+            let Some(conns) = users.connections.get(&key) else {
+                return 0;
+            };
+            let mut ended = 0;
+            for (issued, revoked) in conns.values() {
+                if issued.session == Some(sid) {
+                    revoked.revoke(close::UNAUTHORIZED);
+                    ended += 1;
+                }
+            }
+            return ended;
         }
         // The latest change counts: a role change after a deletion means the id names a user
         // again. Not the end of its sessions, which a deletion ends too (a logout everywhere
@@ -350,6 +398,7 @@ mod tests {
             user_id: user.into(),
             change,
             signouts: None,
+            session: None,
         }
     }
 
@@ -374,6 +423,39 @@ mod tests {
         let signed_out = r.register(&globex, "9", None, 6);
         assert_eq!(r.apply(&change("globex", "9", UserChange::SignedOut)), 1);
         assert_eq!(signed_out.revoked.wait().await, close::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_sessions_end_closes_its_connections_and_refuses_its_tickets_only() {
+        let r = Arc::new(Revocations::default());
+        let acme = TenantId::parse("acme").unwrap();
+        let of_session = |sid: u64| Issued {
+            session: Some(sid),
+            ..Issued::default()
+        };
+        let ended = r.register(&acme, "7", of_session(0xab), 1);
+        let other_session = r.register(&acme, "7", of_session(0xcd), 2);
+        let no_session = r.register(&acme, "7", None, 3);
+        let mut end = change("acme", "7", UserChange::SessionEnded);
+        end.session = Some("00000000000000ab".into());
+        assert_eq!(r.apply(&end), 1);
+        assert_eq!(ended.revoked.wait().await, close::UNAUTHORIZED);
+        for untouched in [&other_session, &no_session] {
+            assert_eq!(untouched.revoked.now(), None);
+        }
+        // Its tickets are refused from then on, in this tenant; the user's others are not.
+        let late = r.register(&acme, "7", of_session(0xab), 4);
+        assert_eq!(late.revoked.now(), Some(close::UNAUTHORIZED));
+        assert!(r.changed_since(&acme, "7", of_session(0xab)));
+        assert!(!r.changed_since(&acme, "7", of_session(0xcd)));
+        let globex = TenantId::parse("globex").unwrap();
+        assert!(!r.changed_since(&globex, "7", of_session(0xab)));
+        // A session's end that names no session, or not in its form, ends nothing.
+        for bad in [None, Some("AB"), Some("00000000000000AB")] {
+            end.session = bad.map(Into::into);
+            assert_eq!(r.apply(&end), 0, "{bad:?}");
+        }
+        assert_eq!(other_session.revoked.now(), None);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Passes changes to users (deleted, role changed, signed out) on to the gateways, which close
-//! those users' connections within moments instead of at their tickets' expiry.
+//! Passes changes to users (deleted, role changed, signed out, one session ended) on to the
+//! gateways, which close those users' connections (a session's, for one session) within
+//! moments instead of at their tickets' expiry.
 //!
 //! The changes are read from `user_changes`, where the database's own functions queue them in
 //! the changing transaction (migration `20261207000006`); a `user:…` notification only says to
@@ -51,6 +52,7 @@ struct Queued {
     user_id: i64,
     change: String,
     signouts: Option<i64>,
+    session: Option<String>,
     age: f64,
 }
 
@@ -58,12 +60,14 @@ struct Queued {
 /// password's uncounted sign-out, closes the user's connections whatever tickets they hold (a
 /// gateway refuses those issued up to 5 s after the change's arrival): sent later than the
 /// longest ticket lives (60 s, and a margin), it would close connections made since on fresh
-/// tickets, while the ones it was meant for have ended at their tickets' expiry. A deletion, or
-/// a counted sign-out, is judged by what it names (the user gone, the count of sign-outs), and
-/// is sent for as long as gateways remember one: a day.
+/// tickets, while the ones it was meant for have ended at their tickets' expiry. A deletion, a
+/// counted sign-out or a session's end is judged by what it names (the user gone, the count
+/// of sign-outs, the session), and is sent for as long as gateways remember one: a day.
 pub fn window(change: UserChange, counted: bool) -> Duration {
     match (change, counted) {
-        (UserChange::Deleted, _) | (UserChange::SignedOut, true) => Duration::from_secs(86_400),
+        (UserChange::Deleted | UserChange::SessionEnded, _) | (UserChange::SignedOut, true) => {
+            Duration::from_secs(86_400)
+        }
         _ => Duration::from_secs(120),
     }
 }
@@ -136,7 +140,7 @@ async fn send_batch(pool: &PgPool, nats: &async_nats::Client) -> anyhow::Result<
     let mut batch: Vec<Queued> = sqlx::query_as(
         "DELETE FROM user_changes WHERE id IN \
              (SELECT id FROM user_changes ORDER BY id LIMIT $1) \
-         RETURNING id, tenant_id, user_id, change, signouts, \
+         RETURNING id, tenant_id, user_id, change, signouts, session, \
                    extract(epoch FROM statement_timestamp() - changed_at)::float8 AS age",
     )
     .bind(PER_BATCH)
@@ -204,8 +208,13 @@ fn user_changed(row: Queued) -> Option<UserChanged> {
         "deleted" => UserChange::Deleted,
         "role" => UserChange::Role,
         "signed_out" => UserChange::SignedOut,
+        "session_ended" => UserChange::SessionEnded,
         _ => return None,
     };
+    let session = row.session.filter(|_| change == UserChange::SessionEnded);
+    if change == UserChange::SessionEnded && session.is_none() {
+        return None;
+    }
     Some(UserChanged {
         kind: Default::default(),
         tenant_id: TenantId::parse(row.tenant_id).ok()?,
@@ -216,6 +225,7 @@ fn user_changed(row: Queued) -> Option<UserChanged> {
             .signouts
             .filter(|_| change == UserChange::SignedOut)
             .and_then(|n| u64::try_from(n).ok()),
+        session,
     })
 }
 
@@ -230,6 +240,7 @@ mod tests {
             user_id: 42,
             change: change.into(),
             signouts,
+            session: None,
             age: 0.0,
         }
     }
@@ -252,6 +263,17 @@ mod tests {
         );
         assert!(user_changed(row("a.b", "deleted", None)).is_none());
         assert!(user_changed(row("acme", "gone", None)).is_none());
+        // A session's end names the session, or is nothing.
+        assert!(user_changed(row("acme", "session_ended", None)).is_none());
+        let ended = Queued {
+            session: Some("00ff00ff00ff00ff".into()),
+            ..row("acme", "session_ended", None)
+        };
+        let ended = user_changed(ended).unwrap();
+        assert_eq!(
+            (ended.change, ended.session.as_deref()),
+            (UserChange::SessionEnded, Some("00ff00ff00ff00ff"))
+        );
     }
 
     #[test]
@@ -259,6 +281,7 @@ mod tests {
         let day = Duration::from_secs(86_400);
         assert_eq!(window(UserChange::Deleted, false), day);
         assert_eq!(window(UserChange::SignedOut, true), day);
+        assert_eq!(window(UserChange::SessionEnded, false), day);
         assert!(window(UserChange::Role, false) < Duration::from_secs(300));
         assert!(window(UserChange::SignedOut, false) < Duration::from_secs(300));
         // Longer than any ticket of the web service lives.

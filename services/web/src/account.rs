@@ -172,6 +172,7 @@ pub async fn login(
         tenant,
         role: user.role,
         signouts: u64::try_from(user.signouts).unwrap_or_default(),
+        id: session::id_of(&token),
     };
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");

@@ -43,12 +43,29 @@ pub struct Session {
     /// (`users.signouts`): its WebSocket tickets carry it, and gateways told of a later
     /// logout everywhere refuse them.
     pub signouts: u64,
+    /// The session as its WebSocket tickets name it (claim `sid`): when it ends before its
+    /// time (a logout), gateways close the connections of those tickets and refuse them.
+    pub id: String,
 }
 
 /// The SHA-256 of a cookie's token, if it has the shape of one (64 hex digits).
 fn token_hash(token: &str) -> Option<Vec<u8>> {
     let bytes = hex::decode(token).ok().filter(|b| b.len() == 32)?;
     Some(Sha256::digest(bytes).to_vec())
+}
+
+/// The session's name in its tickets: the first 8 bytes of its token's hash, in hex, as the
+/// database names an ended one to the gateways (migration `20261207000006`). It tells nothing
+/// of the token.
+fn id_of_hash(hash: &[u8]) -> String {
+    hex::encode(&hash[..hash.len().min(8)])
+}
+
+/// [`Session::id`] of the session a cookie's token opens; empty for a token of no shape.
+pub fn id_of(token: &str) -> String {
+    token_hash(token)
+        .map(|h| id_of_hash(&h))
+        .unwrap_or_default()
 }
 
 /// Starts a session for `user_id` valid `ttl` seconds, unless its password hash is no longer
@@ -95,7 +112,7 @@ pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
            FROM sessions s JOIN users u USING (user_id) \
           WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
-    .bind(hash)
+    .bind(&hash)
     .fetch_optional(pool)
     .await?;
     let (user_id, email, tenant, role, signouts) = row.ok_or(ApiError::Unauthorized)?;
@@ -105,6 +122,7 @@ pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
         tenant: TenantId::parse(tenant).map_err(|_| ApiError::Unauthorized)?,
         role,
         signouts: u64::try_from(signouts).unwrap_or_default(),
+        id: id_of_hash(&hash),
     })
 }
 

@@ -24,6 +24,9 @@ pub struct Claims {
     /// a gateway told of a later one (`user_changed` `signed_out` with a higher count) refuses
     /// the ticket, and lets in at once one of a session started since.
     pub signouts: u64,
+    /// The session the ticket was issued for: a gateway told that it ended (`user_changed`
+    /// `session_ended`) closes the ticket's connection and refuses it.
+    pub sid: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -69,6 +72,7 @@ impl Tokens {
             iat: now,
             kind: TICKET_KIND.into(),
             signouts: session.signouts,
+            sid: session.id.clone(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -89,6 +93,7 @@ mod tests {
             tenant: TenantId::parse("acme").unwrap(),
             role: "customer_admin".into(),
             signouts: 3,
+            id: "00ff00ff00ff00ff".into(),
         }
     }
 
@@ -108,6 +113,7 @@ mod tests {
         .claims;
         assert_eq!(claims.kind, TICKET_KIND);
         assert_eq!(claims.signouts, 3);
+        assert_eq!(claims.sid, "00ff00ff00ff00ff");
         assert_eq!(claims.tenant_id, "acme");
     }
 }

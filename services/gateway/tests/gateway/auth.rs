@@ -258,10 +258,7 @@ async fn a_counted_logout_everywhere_refuses_exactly_the_tickets_read_before_it(
         "authenticated"
     );
     let ended = json!({"type": "user_changed", "tenant_id": tenant, "user_id": "7", "change": "signed_out", "signouts": 5});
-    nats.publish(format!("pulse.v1.{tenant}.users"), ended.to_string().into())
-        .await
-        .unwrap();
-    nats.flush().await.unwrap();
+    tell_gateways(&nats, &tenant, ended).await;
     assert_eq!(before.closed(Duration::from_secs(5)).await.code, 4001);
     new_login.assert_alive().await;
     renewed.assert_alive().await;
@@ -279,6 +276,55 @@ async fn a_counted_logout_everywhere_refuses_exactly_the_tickets_read_before_it(
         c.subscribe(json!({"type": "alerts"})).await;
         c.assert_alive().await;
     }
+}
+
+/// Publishes `change` of a user of `tenant` as the poller does.
+async fn tell_gateways(nats: &async_nats::Client, tenant: &str, change: serde_json::Value) {
+    let subject = format!("pulse.v1.{tenant}.users");
+    nats.publish(subject, change.to_string().into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+}
+
+/// A logout ends one session: the connections of its tickets (claim `sid`) close with 4001 and
+/// its tickets are refused, as connection and as renewal; the user's other sessions stay.
+#[tokio::test]
+async fn a_logout_ends_the_connections_of_that_sessions_tickets_only() {
+    let gw = spawn_gateway(config()).await;
+    let nats = nats().await;
+    let tenant = unique("sessionend");
+    let token = |kind: &str, sid: &str| {
+        let mut claims = json!({"sub": "7", "tenant_id": tenant, "role": "customer_admin",
+                                "iat": now(), "exp": now() + 90, "sid": sid});
+        if !kind.is_empty() {
+            claims["kind"] = json!(kind);
+        }
+        sign(claims)
+    };
+    let (ended, kept) = ("00000000000000ab", "00000000000000cd");
+    let mut of_ended = connect(&gw.url(&token("ws", ended))).await;
+    let mut of_kept = connect(&gw.url(&token("ws", kept))).await;
+    for c in [&mut of_ended, &mut of_kept] {
+        c.subscribe(json!({"type": "alerts"})).await;
+    }
+    let end = json!({"type": "user_changed", "tenant_id": tenant, "user_id": "7",
+                     "change": "session_ended", "session": ended});
+    tell_gateways(&nats, &tenant, end).await;
+    assert_eq!(of_ended.closed(Duration::from_secs(5)).await.code, 4001);
+    of_kept.assert_alive().await;
+
+    let closed = connect(&gw.url(&token("ws", ended)))
+        .await
+        .closed(Duration::from_secs(5))
+        .await;
+    assert_eq!(closed.code, 4001);
+    renewal_refused(&mut of_kept, &token("ws", ended)).await;
+    // Only Pulse's tickets (kind `ws`) name a session: a token of no kind, another issuer's,
+    // is not judged by a claim of that name.
+    let mut other_kind = connect(&gw.url(&token("", ended))).await;
+    other_kind.subscribe(json!({"type": "alerts"})).await;
+    other_kind.assert_alive().await;
 }
 
 #[tokio::test]

@@ -188,3 +188,47 @@ async fn a_user_change_lost_with_a_nats_server_that_died_is_sent_again() {
     assert_eq!(body["user_id"], ids[0].to_string(), "{body}");
     stack.poller.stop().await;
 }
+
+/// A session ended before its time (a logout) reaches the gateways, naming the session as its
+/// tickets do; one deleted once expired, or with its user, is not told.
+#[tokio::test]
+async fn a_session_ended_by_a_logout_is_passed_on_naming_the_session() {
+    let (db, tenant) = db_with_tenant("sessions", 1).await;
+    let ids = add_users(&db, &tenant, &["kiosk", "gone"]).await;
+    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+    let poller = spawn_poller(config(&db)).await;
+    wait_listening(&poller, &db, &tenant).await;
+    // Sessions whose tokens hash to ab…ab and cd…cd (expired) of the first user, ef…ef of the
+    // second.
+    let (kiosk, gone) = (ids[0], ids[1]);
+    sqlx::raw_sql(&format!(
+        "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES \
+           (decode(repeat('ab', 32), 'hex'), {kiosk}, now() + interval '1 hour'), \
+           (decode(repeat('cd', 32), 'hex'), {kiosk}, now() - interval '1 minute'), \
+           (decode(repeat('ef', 32), 'hex'), {gone}, now() + interval '1 hour')"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // The expired one swept, the user of the third deleted, then a logout.
+    sqlx::raw_sql("DELETE FROM sessions WHERE expires_at < now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    exec_with(&db, "DELETE FROM users WHERE user_id = $1", ids[1]).await;
+    exec_with(
+        &db,
+        "DELETE FROM sessions WHERE token_hash = $1",
+        vec![0xabu8; 32],
+    )
+    .await;
+    let deleted = changes.next_body(Duration::from_secs(10)).await;
+    assert_eq!(deleted["change"], "deleted", "{deleted}");
+    assert_eq!(
+        changes.next_body(Duration::from_secs(5)).await,
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": ids[0].to_string(),
+               "change": "session_ended", "session": "abababababababab"})
+    );
+    changes.assert_silent_for(Duration::from_millis(500)).await;
+    poller.stop().await;
+}
