@@ -22,8 +22,9 @@ CREATE TABLE user_changes (
     change     text NOT NULL CHECK (change IN ('deleted', 'role', 'signed_out', 'session_ended')),
     -- With `signed_out` from a logout everywhere: the user's count of them.
     signouts   bigint CHECK (signouts >= 0),
-    -- With `session_ended`: the session, as its tickets name it (claim `sid`).
+    -- With `session_ended` (and only then): the session, as its tickets name it (claim `sid`).
     session    text CHECK (session ~ '^[0-9a-f]{16}$'),
+    CHECK ((change = 'session_ended') = (session IS NOT NULL)),
     -- When the row was changed (after any wait for its lock), not when the statement began.
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
@@ -64,7 +65,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER users_queue
+-- Named to fire before users_password_changed (triggers fire by name), which ends the
+-- sessions: the end of every session is queued first, and each session's own end is not.
+CREATE TRIGGER users_changes_queue
     AFTER UPDATE OF role, tenant_id, password_hash, signouts OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION pulse_queue_users();
 
@@ -81,17 +84,22 @@ $$;
 CREATE TRIGGER users_queue_truncate BEFORE TRUNCATE ON users
     FOR EACH STATEMENT EXECUTE FUNCTION pulse_queue_truncated_users();
 
--- A session ended before its time (a logout, one everywhere, a new password, a login replacing
--- the cookie's session): its tickets, which name it (the first 8 bytes of its token's hash, in
--- hex), must not keep a connection open or open one. One that expired ends nothing, nor one
--- ended with its user (the deletion is told).
+-- A session ended before its time (a logout, a login replacing the cookie's session): its
+-- tickets, which name it (the first 8 bytes of its token's hash, in hex), must not keep a
+-- connection open or open one. One that expired ends nothing, nor one ended with its user (the
+-- deletion is told), nor one of the sessions a logout everywhere or a new password ends (the
+-- end of every session, queued first in the same transaction, is told).
 CREATE FUNCTION pulse_queue_session_ends() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     tenant text;
 BEGIN
     SELECT u.tenant_id INTO tenant FROM users u WHERE u.user_id = OLD.user_id;
-    IF FOUND THEN
+    IF FOUND AND NOT EXISTS (
+        SELECT 1 FROM user_changes c
+         WHERE c.user_id = OLD.user_id AND c.change = 'signed_out'
+           AND c.xmin = pg_current_xact_id()::xid
+    ) THEN
         INSERT INTO user_changes (tenant_id, user_id, change, session)
              VALUES (tenant, OLD.user_id, 'session_ended',
                      encode(substring(OLD.token_hash FROM 1 FOR 8), 'hex'));
@@ -105,13 +113,30 @@ CREATE TRIGGER sessions_queue_ends
     FOR EACH ROW WHEN (OLD.expires_at > now())
     EXECUTE FUNCTION pulse_queue_session_ends();
 
+-- TRUNCATE fires no row trigger: every user with a live session is told the end of every
+-- session (uncounted: its tickets from before are refused by their `iat`).
+CREATE FUNCTION pulse_queue_truncated_sessions() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    INSERT INTO user_changes (tenant_id, user_id, change)
+         SELECT u.tenant_id, u.user_id, 'signed_out'
+           FROM users u
+          WHERE EXISTS (SELECT 1 FROM sessions s
+                         WHERE s.user_id = u.user_id AND s.expires_at > now());
+    PERFORM pg_notify('pulse_changes', 'user:truncated');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_queue_truncate BEFORE TRUNCATE ON sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION pulse_queue_truncated_sessions();
+
 -- Searched as every function that runs as the owner is (20261206000004).
 DO $$
 DECLARE
     f text;
 BEGIN
     FOREACH f IN ARRAY ARRAY['pulse_queue_users()', 'pulse_queue_truncated_users()',
-                             'pulse_queue_session_ends()'] LOOP
+                             'pulse_queue_session_ends()', 'pulse_queue_truncated_sessions()'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
                        f, current_schema());
     END LOOP;
@@ -120,3 +145,4 @@ $$;
 REVOKE ALL ON FUNCTION pulse_queue_users() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pulse_queue_truncated_users() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pulse_queue_session_ends() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pulse_queue_truncated_sessions() FROM PUBLIC;

@@ -45,6 +45,10 @@ pub const DELETED_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
 /// minute at most); only the web service's tickets name a session.
 pub const SESSION_REMEMBERED: Duration = Duration::from_secs(600);
 
+/// Most ended sessions remembered at once (some 10 MB): beyond, one more still closes its
+/// connections, but its tickets are refused only by their expiry.
+pub const MAX_ENDED_SESSIONS: usize = 100_000;
+
 /// A token issued up to this long after a deletion (as this gateway saw it) still predates
 /// it: the issuer's clock may run ahead of the gateway's, and no issuer mints a fresh ticket
 /// for a deleted user, so a ticket fetched just before the deletion must not pass for one
@@ -203,10 +207,15 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The connection renewed its token as the same user: later changes judge the new one.
+    /// The connection renewed its token as the same user: later changes judge the new one. A
+    /// change announced since the token was checked ([`Revocations::changed_since`]) found
+    /// the old one: judged again here, under the lock a change is applied under.
     pub fn reissued(&self, issued: Issued) {
         let Some(key) = &self.key else { return };
         let mut users = self.revocations.users.lock();
+        if let Some(code) = users.changed_before(key, issued) {
+            self.revoked.revoke(code);
+        }
         if let Some(held) = users
             .connections
             .get_mut(key)
@@ -301,9 +310,16 @@ impl Revocations {
             let Some(sid) = change.session.as_deref().and_then(crate::auth::session_id) else {
                 return 0;
             };
-            users
-                .ended_sessions
-                .insert((change.tenant_id.clone(), sid), Instant::now());
+            if users.ended_sessions.len() >= MAX_ENDED_SESSIONS {
+                users
+                    .ended_sessions
+                    .retain(|_, at| at.elapsed() < SESSION_REMEMBERED);
+            }
+            if users.ended_sessions.len() < MAX_ENDED_SESSIONS {
+                users
+                    .ended_sessions
+                    .insert((change.tenant_id.clone(), sid), Instant::now());
+            }
             let Some(conns) = users.connections.get(&key) else {
                 return 0;
             };

@@ -60,14 +60,13 @@ struct Queued {
 /// password's uncounted sign-out, closes the user's connections whatever tickets they hold (a
 /// gateway refuses those issued up to 5 s after the change's arrival): sent later than the
 /// longest ticket lives (60 s, and a margin), it would close connections made since on fresh
-/// tickets, while the ones it was meant for have ended at their tickets' expiry. A deletion, a
-/// counted sign-out or a session's end is judged by what it names (the user gone, the count
-/// of sign-outs, the session), and is sent for as long as gateways remember one: a day.
+/// tickets, while the ones it was meant for have ended at their tickets' expiry. A deletion, or
+/// a counted sign-out, is judged by what it names (the user gone, the count of sign-outs), and
+/// is sent for as long as gateways remember one: a day. A session's end matters only while
+/// the session's tickets live.
 pub fn window(change: UserChange, counted: bool) -> Duration {
     match (change, counted) {
-        (UserChange::Deleted | UserChange::SessionEnded, _) | (UserChange::SignedOut, true) => {
-            Duration::from_secs(86_400)
-        }
+        (UserChange::Deleted, _) | (UserChange::SignedOut, true) => Duration::from_secs(86_400),
         _ => Duration::from_secs(120),
     }
 }
@@ -281,7 +280,7 @@ mod tests {
         let day = Duration::from_secs(86_400);
         assert_eq!(window(UserChange::Deleted, false), day);
         assert_eq!(window(UserChange::SignedOut, true), day);
-        assert_eq!(window(UserChange::SessionEnded, false), day);
+        assert!(window(UserChange::SessionEnded, false) < Duration::from_secs(300));
         assert!(window(UserChange::Role, false) < Duration::from_secs(300));
         assert!(window(UserChange::SignedOut, false) < Duration::from_secs(300));
         // Longer than any ticket of the web service lives.

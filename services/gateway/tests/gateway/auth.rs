@@ -319,6 +319,7 @@ async fn a_logout_ends_the_connections_of_that_sessions_tickets_only() {
         .closed(Duration::from_secs(5))
         .await;
     assert_eq!(closed.code, 4001);
+    // Refused as a renewal, and the connection goes on with its own ticket.
     renewal_refused(&mut of_kept, &token("ws", ended)).await;
     // Only Pulse's tickets (kind `ws`) name a session: a token of no kind, another issuer's,
     // is not judged by a claim of that name.

@@ -232,3 +232,52 @@ async fn a_session_ended_by_a_logout_is_passed_on_naming_the_session() {
     changes.assert_silent_for(Duration::from_millis(500)).await;
     poller.stop().await;
 }
+
+/// A new password ends every session of its user, told once as such, not once per session;
+/// a TRUNCATE of the sessions tells each user who had a live one.
+#[tokio::test]
+async fn the_end_of_every_session_is_told_once_not_per_session() {
+    let (db, tenant) = db_with_tenant("sessions-all", 1).await;
+    let ids = add_users(&db, &tenant, &["many", "truncated"]).await;
+    let (many, truncated) = (ids[0], ids[1]);
+    sqlx::raw_sql(&format!(
+        "INSERT INTO sessions (token_hash, user_id, expires_at) \
+         SELECT sha256(g::text::bytea), {many}, now() + interval '1 hour' \
+           FROM generate_series(1, 50) g; \
+         INSERT INTO sessions (token_hash, user_id, expires_at) \
+         VALUES (sha256('t'::bytea), {truncated}, now() + interval '1 hour')"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut changes = subscribe(&format!("pulse.v1.{tenant}.users")).await;
+    let poller = spawn_poller(config(&db)).await;
+    wait_listening(&poller, &db, &tenant).await;
+
+    exec_with(
+        &db,
+        "UPDATE users SET password_hash = 'y' WHERE user_id = $1",
+        many,
+    )
+    .await;
+    let signed_out = |id: i64| {
+        json!({"type": "user_changed", "tenant_id": tenant, "user_id": id.to_string(),
+               "change": "signed_out"})
+    };
+    assert_eq!(
+        changes.next_body(Duration::from_secs(10)).await,
+        signed_out(many)
+    );
+    changes.assert_silent_for(Duration::from_millis(500)).await;
+
+    sqlx::raw_sql("TRUNCATE sessions")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        changes.next_body(Duration::from_secs(10)).await,
+        signed_out(truncated)
+    );
+    changes.assert_silent_for(Duration::from_millis(500)).await;
+    poller.stop().await;
+}
