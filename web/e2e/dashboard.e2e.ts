@@ -729,6 +729,30 @@ describe("dashboard in Chromium against a live stack", () => {
     await stack.db.query("DELETE FROM users WHERE email = $1", [email]);
   });
 
+  it("logs out: a page of the same session in another browser (the cookie copied) stops being live at once", async () => {
+    await freshPage();
+    await inOwnContext(async (here, own) => {
+      // Another browser, no tab of this one: no broadcast between tabs reaches it, only what
+      // the gateways are told. Its ticket lives a minute, far past the wait below.
+      const elsewhere = await newWatchedContext(browser);
+      try {
+        await elsewhere.addCookies(await own.cookies());
+        const copy = await elsewhere.newPage();
+        extraWatches.push(new PageWatch(copy));
+        await copy.goto(stack.webUrl);
+        await waitLive(copy);
+        await here.getByTestId("logout").click();
+        await here.getByTestId("login-page").waitFor({ timeout: 5_000 });
+        // Its WebSocket closed (4001) within moments; the fresh ticket it then asks for is
+        // refused, and it asks for a login.
+        await copy.getByTestId("login-page").waitFor({ timeout: 8_000 });
+        expect(await closeCodes(copy)).toContain(4001);
+      } finally {
+        await elsewhere.close();
+      }
+    });
+  });
+
   it("logs out: back to the login page, the session and the socket closed; a failed logout says so", async () => {
     await freshPage();
     const loads = watch.documentLoads;
