@@ -173,6 +173,7 @@ pub async fn login(
         role: user.role,
         signouts: u64::try_from(user.signouts).unwrap_or_default(),
         id: session::id_of(&token),
+        expires_at: crate::ticket::unix_now() + ttl,
     };
     let cookie = session::set_cookie(&token, ttl, state.config.cookie_secure);
     tracing::info!(tenant = %session.tenant, email = %session.email, "login");
@@ -267,7 +268,8 @@ pub async fn ws_ticket(
         .ticket(&session, state.config.ticket_ttl.as_secs())?;
     let ticket = Ticket {
         token,
-        expires_in: state.config.ticket_ttl.as_secs(),
+        // Shorter than the lifetime when the session ends sooner.
+        expires_in: expires_at.saturating_sub(crate::ticket::unix_now()),
         expires_at,
         gateways: state.config.gateway_urls.clone(),
     };

@@ -46,6 +46,9 @@ pub struct Session {
     /// The session as its WebSocket tickets name it (claim `sid`): when it ends before its
     /// time (a logout), gateways close the connections of those tickets and refuse them.
     pub id: String,
+    /// When the session expires, unix seconds: no ticket of it outlives it (its end then is
+    /// not told: an expired session ends nothing).
+    pub expires_at: u64,
 }
 
 /// The SHA-256 of a cookie's token, if it has the shape of one (64 hex digits).
@@ -107,15 +110,17 @@ pub async fn start(
 /// The session a cookie's token opens, with its user as the database has it now.
 pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
     let hash = token_hash(token).ok_or(ApiError::Unauthorized)?;
-    let row: Option<(i64, String, String, String, i64)> = sqlx::query_as(
-        "SELECT u.user_id, u.email, u.tenant_id::text, u.role, u.signouts \
+    let row: Option<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT u.user_id, u.email, u.tenant_id::text, u.role, u.signouts, \
+                extract(epoch FROM s.expires_at)::bigint \
            FROM sessions s JOIN users u USING (user_id) \
           WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
     .bind(&hash)
     .fetch_optional(pool)
     .await?;
-    let (user_id, email, tenant, role, signouts) = row.ok_or(ApiError::Unauthorized)?;
+    let (user_id, email, tenant, role, signouts, expires_at) =
+        row.ok_or(ApiError::Unauthorized)?;
     Ok(Session {
         user_id: user_id.to_string(),
         email,
@@ -123,6 +128,7 @@ pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
         role,
         signouts: u64::try_from(signouts).unwrap_or_default(),
         id: id_of_hash(&hash),
+        expires_at: u64::try_from(expires_at).unwrap_or_default(),
     })
 }
 

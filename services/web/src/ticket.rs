@@ -60,15 +60,16 @@ impl Tokens {
         }
     }
 
-    /// A WebSocket ticket for `session`, valid `ttl` seconds.
+    /// A WebSocket ticket for `session`, valid `ttl` seconds, and no longer than the session.
     pub fn ticket(&self, session: &Session, ttl: u64) -> anyhow::Result<(String, u64)> {
         let now = unix_now();
+        let exp = (now + ttl).min(session.expires_at.max(now + 1));
         let claims = Claims {
             sub: session.user_id.clone(),
             email: session.email.clone(),
             tenant_id: session.tenant.to_string(),
             role: session.role.clone(),
-            exp: now + ttl,
+            exp,
             iat: now,
             kind: TICKET_KIND.into(),
             signouts: session.signouts,
@@ -94,6 +95,7 @@ mod tests {
             role: "customer_admin".into(),
             signouts: 3,
             id: "00ff00ff00ff00ff".into(),
+            expires_at: unix_now() + 3600,
         }
     }
 
@@ -114,6 +116,14 @@ mod tests {
         assert_eq!(claims.kind, TICKET_KIND);
         assert_eq!(claims.signouts, 3);
         assert_eq!(claims.sid, "00ff00ff00ff00ff");
+        assert!(exp <= unix_now() + 60);
+        // No longer than its session.
+        let ending = Session {
+            expires_at: unix_now() + 10,
+            ..session()
+        };
+        let (_, exp) = t.ticket(&ending, 60).unwrap();
+        assert!(exp <= unix_now() + 10, "{exp}");
         assert_eq!(claims.tenant_id, "acme");
     }
 }
