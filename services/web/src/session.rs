@@ -119,8 +119,7 @@ pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
     .bind(&hash)
     .fetch_optional(pool)
     .await?;
-    let (user_id, email, tenant, role, signouts, expires_at) =
-        row.ok_or(ApiError::Unauthorized)?;
+    let (user_id, email, tenant, role, signouts, expires_at) = row.ok_or(ApiError::Unauthorized)?;
     Ok(Session {
         user_id: user_id.to_string(),
         email,
