@@ -9,8 +9,9 @@
 -- it connect again.
 --
 -- Each change is now queued here, in the changing transaction, by triggers that run as the
--- schema's owner; the notifications, the same as before, are only hints to read the queue (and
--- a poller of an earlier release, active during an upgrade, still passes them on). The
+-- schema's owner; the notifications are only hints to read the queue. Those of before are
+-- unchanged (a poller of an earlier release, active during an upgrade, still passes them on);
+-- the two added here, `user:<tenant>:<user>:session_ended` and `user:truncated`, it ignores. The
 -- active poller publishes the queued changes in order and removes them once NATS had them. It
 -- reads the queue also after a LISTEN gap and every few seconds: a change made while no poller
 -- listened reaches the gateways (it was lost before).
@@ -25,7 +26,8 @@ CREATE TABLE user_changes (
     -- With `session_ended` (and only then): the session, as its tickets name it (claim `sid`).
     session    text CHECK (session ~ '^[0-9a-f]{16}$'),
     CHECK ((change = 'session_ended') = (session IS NOT NULL)),
-    -- When the row was changed (after any wait for its lock), not when the statement began.
+    -- When the row was changed (after any wait for its lock), not when the statement began,
+    -- nor when the change committed: one committed long after it was made is as old as that.
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER TABLE user_changes ENABLE ROW LEVEL SECURITY;
@@ -108,9 +110,13 @@ BEGIN
     RETURN NULL;
 END
 $$;
+-- Nor one created in the same transaction (pulse_start_session undoing a session it could not
+-- keep): no ticket ever named it. Inside a savepoint the end of every session is queued with
+-- the savepoint's id, not the transaction's: each session's end is then queued too (told
+-- twice, nothing missed).
 CREATE TRIGGER sessions_queue_ends
     AFTER DELETE ON sessions
-    FOR EACH ROW WHEN (OLD.expires_at > now())
+    FOR EACH ROW WHEN (OLD.expires_at > now() AND OLD.created_at < now())
     EXECUTE FUNCTION pulse_queue_session_ends();
 
 -- TRUNCATE fires no row trigger: every user with a live session is told the end of every

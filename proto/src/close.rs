@@ -17,8 +17,8 @@ pub const SERVICE_RESTART: u16 = 1012;
 /// `kind` other than `ws`, one signed with an algorithm or `kid` the gateway does not accept,
 /// or one with another `iss` or `aud` than the gateway requires; a first frame that is not a
 /// valid `auth` on a connection authenticating by its first message; also a token that
-/// expired while connected, or a user whose role changed. Get a fresh token before
-/// reconnecting.
+/// expired while connected, a user whose role changed or whose sessions all ended, or a ticket
+/// whose session ended. Get a fresh token before reconnecting.
 pub const UNAUTHORIZED: u16 = 4001;
 /// A valid token without `tenant_id` or `role` (or with one that is not a string), with an
 /// invalid `tenant_id`, with a role that may not connect, or with a `sub` that is neither a

@@ -17,8 +17,9 @@
 //! old role, or to the old tenant, and is closed with 4001 instead, for a fresh one.
 //!
 //! A session ended before its time (a logout) closes with 4001 the connections whose ticket
-//! names it (claim `sid`), and its tickets are refused for [`SESSION_REMEMBERED`]: the user's
-//! other sessions are left alone.
+//! names it (claim `sid`), and its tickets are refused for [`SESSION_REMEMBERED`] (up to
+//! [`MAX_ENDED_SESSIONS`] at once; beyond, only by their expiry): the user's other sessions are
+//! left alone. A renewal is judged again under the lock a change is applied under.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,8 +66,8 @@ pub struct Revocations {
 struct Users {
     /// With what each connection's token says of when it was issued.
     connections: HashMap<UserKey, HashMap<ConnId, (Issued, Arc<Revoked>)>>,
-    /// Users deleted, or whose role changed, within [`DELETED_REMEMBERED`], with when the
-    /// change was announced.
+    /// Users deleted, whose role changed, or all of whose sessions ended, within
+    /// [`DELETED_REMEMBERED`], with when the change was announced.
     changed: HashMap<UserKey, Change>,
     /// Sessions ended within [`SESSION_REMEMBERED`], with when that was announced.
     ended_sessions: HashMap<(TenantId, u64), Instant>,
@@ -90,6 +91,12 @@ impl Users {
             self.session_ended(&key.0, issued)
                 .then_some(close::UNAUTHORIZED)
         })
+    }
+
+    /// Forgets the sessions ended longer than [`SESSION_REMEMBERED`] ago.
+    fn forget_ended_sessions(&mut self) {
+        self.ended_sessions
+            .retain(|_, at| at.elapsed() < SESSION_REMEMBERED);
     }
 
     /// Whether the session a token of `tenant` was issued for ended lately.
@@ -124,8 +131,9 @@ impl Change {
         let (code, margin) = match change.change {
             UserChange::Deleted => (close::FORBIDDEN, DELETION_MARGIN),
             UserChange::SignedOut => (close::UNAUTHORIZED, DELETION_MARGIN),
-            // Not kept as a change of the user (`Revocations::apply`).
-            UserChange::Role | UserChange::SessionEnded => (close::UNAUTHORIZED, 0),
+            UserChange::Role => (close::UNAUTHORIZED, 0),
+            // Not a change of the user's: `Revocations::apply` deals with it before.
+            UserChange::SessionEnded => (close::UNAUTHORIZED, 0),
         };
         Self {
             seen: Instant::now(),
@@ -300,9 +308,7 @@ impl Revocations {
         // the map once per change under the lock every connection takes.
         if users.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             users.changed.retain(|_, c| c.remembered());
-            users
-                .ended_sessions
-                .retain(|_, at| at.elapsed() < SESSION_REMEMBERED);
+            users.forget_ended_sessions();
             users.pruned = Some(Instant::now());
         }
         // One session: its connections only, and the user's other changes stand.
@@ -311,9 +317,7 @@ impl Revocations {
                 return 0;
             };
             if users.ended_sessions.len() >= MAX_ENDED_SESSIONS {
-                users
-                    .ended_sessions
-                    .retain(|_, at| at.elapsed() < SESSION_REMEMBERED);
+                users.forget_ended_sessions();
             }
             if users.ended_sessions.len() < MAX_ENDED_SESSIONS {
                 users

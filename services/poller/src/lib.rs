@@ -15,7 +15,8 @@
 //!   subscriptions against.
 //! - [`relay`]: the event outbox relayed to NATS in `seq` order, and its retention.
 //! - [`outbox`]: the outbox's events marked to be relayed again, into an events stream lost.
-//! - [`users`]: deleted users and role changes passed on to the gateways.
+//! - [`users`]: changes to users (deleted, role, every session ended, one session ended), read
+//!   from `user_changes`, passed on to the gateways.
 //! - [`streams`]: the JetStream streams of the contract.
 //! - [`seq`]: the `seq` clock.
 //! - [`metrics`]: Prometheus metrics.

@@ -15,10 +15,11 @@
 //! at once (a failover) do not both send a batch: the second waits for the first's rows.
 //!
 //! Plain NATS messages on `pulse.v1.<tenant_id>.users`: a gateway that misses one (it was
-//! disconnected) still ends the connection when the ticket expires, and the web service refuses
-//! a fresh ticket at once. A gateway judges a change as of its arrival, so one queued long ago
-//! (no poller was active meanwhile) is dropped unsent when sending it late would do harm:
-//! [`window`].
+//! disconnected) still ends the connection when the ticket expires, and the web service's next
+//! ticket carries the change (a new role; none for a user deleted or a session ended). A change
+//! queued long ago (no poller was active meanwhile) is dropped unsent once sending it would do
+//! harm (a role change, an uncounted sign-out, judged by a gateway as of its arrival) or no
+//! good (a session's end): [`window`].
 
 use std::time::Duration;
 

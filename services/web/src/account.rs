@@ -263,13 +263,13 @@ pub async fn ws_ticket(
     session: Session,
     _: ApiQuery<NoParams>,
 ) -> Result<Response, ApiError> {
-    let (token, expires_at) = state
+    let (token, expires_at, expires_in) = state
         .tokens
         .ticket(&session, state.config.ticket_ttl.as_secs())?;
     let ticket = Ticket {
         token,
         // Shorter than the lifetime when the session ends sooner.
-        expires_in: expires_at.saturating_sub(crate::ticket::unix_now()),
+        expires_in,
         expires_at,
         gateways: state.config.gateway_urls.clone(),
     };

@@ -112,7 +112,7 @@ pub async fn find(pool: &PgPool, token: &str) -> Result<Session, ApiError> {
     let hash = token_hash(token).ok_or(ApiError::Unauthorized)?;
     let row: Option<(i64, String, String, String, i64, i64)> = sqlx::query_as(
         "SELECT u.user_id, u.email, u.tenant_id::text, u.role, u.signouts, \
-                extract(epoch FROM s.expires_at)::bigint \
+                floor(extract(epoch FROM s.expires_at))::bigint \
            FROM sessions s JOIN users u USING (user_id) \
           WHERE s.token_hash = $1 AND s.expires_at > now()",
     )

@@ -60,8 +60,9 @@ impl Tokens {
         }
     }
 
-    /// A WebSocket ticket for `session`, valid `ttl` seconds, and no longer than the session.
-    pub fn ticket(&self, session: &Session, ttl: u64) -> anyhow::Result<(String, u64)> {
+    /// A WebSocket ticket for `session`, valid `ttl` seconds and no longer than the session:
+    /// the ticket, its `exp` and how many seconds it is valid (at least one).
+    pub fn ticket(&self, session: &Session, ttl: u64) -> anyhow::Result<(String, u64, u64)> {
         let now = unix_now();
         let exp = (now + ttl).min(session.expires_at.max(now + 1));
         let claims = Claims {
@@ -78,7 +79,7 @@ impl Tokens {
             aud: self.audience.clone(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, claims.exp))
+        Ok((token, exp, exp - now))
     }
 }
 
@@ -102,7 +103,8 @@ mod tests {
     #[test]
     fn tickets_say_what_they_are_for() {
         let t = Tokens::new("0123456789abcdef0123456789abcdef", None, None);
-        let (ticket, exp) = t.ticket(&session(), 60).unwrap();
+        let (ticket, exp, valid) = t.ticket(&session(), 60).unwrap();
+        assert_eq!(valid, 60);
         assert!(exp > unix_now());
         let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
         v.validate_aud = false;
@@ -122,8 +124,11 @@ mod tests {
             expires_at: unix_now() + 10,
             ..session()
         };
-        let (_, exp) = t.ticket(&ending, 60).unwrap();
-        assert!(exp <= unix_now() + 10, "{exp}");
+        let (_, exp, valid) = t.ticket(&ending, 60).unwrap();
+        assert!(
+            exp <= unix_now() + 10 && (1..=10).contains(&valid),
+            "{exp} {valid}"
+        );
         assert_eq!(claims.tenant_id, "acme");
     }
 }

@@ -314,7 +314,8 @@ impl Session {
                     .revocations
                     .changed_since(&p.tenant, &p.sub, p.issued)
                 {
-                    let message = "the token was issued before its user was deleted or changed";
+                    let message = "the token was issued before its user was deleted or changed, \
+                                   or for a session that ended";
                     self.reply_error(ProtocolError::new(ErrorCode::InvalidToken, message))
                         .await?;
                     return Ok(None);

@@ -478,8 +478,14 @@ impl Events {
                             } else {
                                 ResetReason::Expired
                             };
-                            topic.reset_locked(&log, Some(first), reason, incoming.room(), metrics);
-                            log.forget_head();
+                            let room = incoming.room();
+                            topic.reset_and_restart_locked(
+                                &mut log,
+                                Some(first),
+                                reason,
+                                room,
+                                metrics,
+                            );
                         }
                     }
                     for frame in stored.frames {

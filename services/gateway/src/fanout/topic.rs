@@ -291,12 +291,24 @@ impl Topic {
         room: Room,
         metrics: &Metrics,
     ) {
-        let mut log = self.log.lock();
-        self.reset_locked(&log, oldest, reason, room, metrics);
-        log.forget_head();
+        self.reset_and_restart_locked(&mut self.log.lock(), oldest, reason, room, metrics);
     }
 
     /// [`Topic::reset_all`] with the log already locked.
+    pub(super) fn reset_and_restart_locked(
+        &self,
+        log: &mut EventLog,
+        oldest: Option<u64>,
+        reason: ResetReason,
+        room: Room,
+        metrics: &Metrics,
+    ) {
+        self.reset_locked(log, oldest, reason, room, metrics);
+        log.forget_head();
+    }
+
+    /// Tells the subscribers as [`Topic::reset_all`] does, with the log already locked, but
+    /// keeps the head: a caller whose order starts again forgets it under the same lock.
     pub(super) fn reset_locked(
         &self,
         log: &EventLog,
