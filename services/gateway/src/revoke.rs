@@ -93,6 +93,22 @@ impl Users {
         })
     }
 
+    /// Ends with `code` the connections of the user `key` whose token `ends` says; returns how
+    /// many.
+    fn end_connections(&self, key: &UserKey, code: u16, ends: impl Fn(Issued) -> bool) -> usize {
+        let Some(conns) = self.connections.get(key) else {
+            return 0;
+        };
+        let mut ended = 0;
+        for (issued, revoked) in conns.values() {
+            if ends(*issued) {
+                revoked.revoke(code);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// Forgets the sessions ended longer than [`SESSION_REMEMBERED`] ago.
     fn forget_ended_sessions(&mut self) {
         self.ended_sessions
@@ -324,17 +340,9 @@ impl Revocations {
                     .ended_sessions
                     .insert((change.tenant_id.clone(), sid), Instant::now());
             }
-            let Some(conns) = users.connections.get(&key) else {
-                return 0;
-            };
-            let mut ended = 0;
-            for (issued, revoked) in conns.values() {
-                if issued.session == Some(sid) {
-                    revoked.revoke(close::UNAUTHORIZED);
-                    ended += 1;
-                }
-            }
-            return ended;
+            return users.end_connections(&key, close::UNAUTHORIZED, |issued| {
+                issued.session == Some(sid)
+            });
         }
         // The latest change counts: a role change after a deletion means the id names a user
         // again. Not the end of its sessions, which a deletion ends too (a logout everywhere
@@ -346,17 +354,9 @@ impl Revocations {
         if !(after_deletion && change.change == UserChange::SignedOut) {
             users.changed.insert(key.clone(), now);
         }
-        let Some(conns) = users.connections.get(&key) else {
-            return 0;
-        };
-        let mut ended = 0;
-        for (issued, revoked) in conns.values() {
-            if now.signouts.is_none() || now.covers(*issued) {
-                revoked.revoke(code);
-                ended += 1;
-            }
-        }
-        ended
+        users.end_connections(&key, code, |issued| {
+            now.signouts.is_none() || now.covers(issued)
+        })
     }
 
     /// Number of users followed.
